@@ -1,0 +1,150 @@
+// The promise language as plain values: pipelines (sources and stages) and agent files
+// (identity, peers, trust, promises, sources, timing), plus the identity of work:
+// canonical stage encodings, stage and pipeline digests, and job ids.
+//
+// Parsing from TOML text lives in config.h; these types carry no I/O. See
+// docs/config.md for the file formats and docs/identity.md for the encodings.
+//
+// Value types; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "promises/digest.h"
+#include "promises/status.h"
+
+namespace vow::promises {
+
+// Where something was written: for FILE:LINE:COLUMN errors. line/column are 1-based;
+// 0 means unknown (e.g. a whole-file problem).
+struct Location {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string to_string() const;  // "file:line:column"
+};
+
+// One validation error: "FILE:LINE:COLUMN: message".
+struct Diagnostic {
+  Location where;
+  std::string message;
+  std::string to_string() const;
+};
+
+// One entry of a stage's `inputs`: a pipeline source ("corpus") or another stage's
+// output ("split.shards"). The input's local name (VOW_IN_<name>) is the source
+// name or the output name.
+struct InputRef {
+  std::string stage;   // empty for a source
+  std::string name;    // source name, or output name of `stage`
+  bool is_source() const { return stage.empty(); }
+  std::string local_name() const { return name; }
+  std::string to_string() const { return is_source() ? name : stage + "." + name; }
+  auto operator<=>(const InputRef&) const = default;
+};
+
+struct Source {
+  std::string name;
+  Location where;
+};
+
+struct Stage {
+  std::string name;
+  std::vector<InputRef> inputs;
+  std::vector<std::string> outputs;
+  // The command: argv, run directly. A `run` string s becomes {"/bin/sh", "-c", s};
+  // run_is_shell records which form was written (it is part of the definition).
+  std::vector<std::string> argv;
+  bool run_is_shell = false;
+  std::optional<InputRef> foreach;  // one of `inputs`, fanned out per directory entry
+  std::int64_t timeout_ms = 0;      // 0: no timeout
+  int retries = 0;                  // extra attempts after a failure
+  std::map<std::string, std::string> env;
+  Location where;                   // the [[stage]] header
+  Digest digest;                    // stage_digest(*this), filled by the parser
+};
+
+struct Pipeline {
+  std::string name;
+  std::vector<Source> sources;
+  std::vector<Stage> stages;  // in topological order after parsing
+  std::string file;
+  Digest digest;              // pipeline_digest(*this), filled by the parser
+
+  const Stage* find_stage(std::string_view name) const;
+  const Source* find_source(std::string_view name) const;
+};
+
+// Failure-detection and gossip timing (DESIGN.md 4.1). Defaults give sub-second
+// failover on a LAN.
+struct Timing {
+  std::int64_t heartbeat_ms = 100;
+  std::int64_t suspect_after_ms = 300;
+  std::int64_t dead_after_ms = 600;
+  std::int64_t sync_interval_ms = 1000;  // periodic anti-entropy
+  std::int64_t claim_step_ms = 50;       // rank r waits r claim steps before claiming
+};
+
+struct PromiseDecl {
+  std::string pipeline;
+  std::string stage;
+  int capacity = 1;
+  Location where;
+};
+
+struct SourceDecl {
+  std::string pipeline;
+  std::string source;
+  std::string path;
+  bool watch = false;
+  Location where;
+};
+
+struct AgentConfig {
+  std::string name;
+  std::string listen;                  // "tcp://HOST:PORT"
+  std::vector<std::string> peers;      // seed endpoints
+  std::string state_dir;
+  std::vector<std::string> pipelines;  // paths or globs of pipeline files
+  std::string control;                 // control endpoint; empty: ipc in state_dir
+  std::string http;                    // "HOST:PORT"; empty: no HTTP listener
+  std::vector<std::string> trust_keys;     // agent ids or hex public keys
+  std::vector<std::string> trust_clients;  // read-only query clients
+  std::vector<PromiseDecl> promises;
+  std::vector<SourceDecl> sources;
+  Timing timing;
+  int replicas = 2;
+  std::string file;
+  Location where;  // the [agent] table
+};
+
+// ---- Identity of work (docs/identity.md) ----
+
+// The canonical encoding of a stage definition: everything that changes what the stage
+// computes (name, command and its form, inputs, outputs, env, foreach), nothing that
+// does not (comments, key order, whitespace, timeout, retries). Starts with a version tag.
+std::string canonical_stage(const Stage& stage);
+Digest stage_digest(const Stage& stage);
+// Digest over the pipeline name, its sources and its stages' digests.
+std::string canonical_pipeline(const Pipeline& pipeline);
+Digest pipeline_digest(const Pipeline& pipeline);
+// Rebuilds a pipeline from canonical_pipeline() bytes (as carried by a PipelineDef
+// statement). Timeout and retries are not part of the encoding and come back as 0.
+Result<Pipeline> parse_canonical_pipeline(std::string_view canonical);
+
+// One named input of a job and the artifact bound to it.
+struct JobInput {
+  std::string name;  // local input name
+  Digest digest;
+  auto operator<=>(const JobInput&) const = default;
+};
+
+// job id = digest of (stage digest, input digests by name, shard key); shard key is
+// empty for a job that is not a fan-out shard. Inputs are sorted by name here.
+Digest job_id(const Digest& stage_digest, std::vector<JobInput> inputs, std::string_view shard);
+
+}  // namespace vow::promises

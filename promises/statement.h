@@ -1,0 +1,182 @@
+// Statements: the signed, immutable records agents publish and replicate (DESIGN.md
+// sections 1 and 4), as plain values. The wire encoding, signing and verification
+// live in transport/ (codec); the core consumes and produces these values only.
+//
+// Every statement has an author (an Ed25519 public key) and a per-author sequence
+// number, strictly increasing from 1, so (author, seq) names it for ever and a
+// version vector (author -> highest contiguous seq) summarizes a ledger.
+//
+// Value types; thread-compatible.
+#pragma once
+
+#include <array>
+#include <compare>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "promises/digest.h"
+#include "promises/tree.h"
+
+namespace vow {
+
+// An agent's Ed25519 public key: its identity.
+struct AgentKey {
+  static constexpr std::size_t kSize = 32;
+  std::array<std::uint8_t, kSize> bytes{};
+  std::string hex() const { return to_hex(bytes); }
+  auto operator<=>(const AgentKey&) const = default;
+};
+
+// Highest contiguous sequence held per author.
+using VersionVector = std::map<AgentKey, std::uint64_t>;
+
+enum class StatementKind : std::uint8_t {
+  kAdvert = 0,
+  kPipeline = 1,
+  kSourceVersion = 2,
+  kClaim = 3,
+  kRelease = 4,
+  kResult = 5,
+  kAccept = 6,
+  kCheckpoint = 7,
+};
+const char* statement_kind_name(StatementKind kind);
+
+struct AdvertPromise {
+  std::string pipeline;
+  std::string stage;
+  Digest stage_digest;
+  int capacity = 1;
+  bool operator==(const AdvertPromise&) const = default;
+};
+
+struct AdvertSource {
+  std::string pipeline;
+  std::string source;
+  bool operator==(const AdvertSource&) const = default;
+};
+
+// "I am agent NAME at ENDPOINTS; I promise these stages and provide these sources."
+// The latest advert of an author replaces its earlier ones.
+struct Advert {
+  std::string name;
+  std::vector<std::string> endpoints;
+  std::vector<AdvertPromise> promises;
+  std::vector<AdvertSource> sources;
+  bool operator==(const Advert&) const = default;
+};
+
+// A pipeline definition an agent loaded, in canonical form, so any agent can draw it.
+struct PipelineDef {
+  std::string name;
+  Digest digest;
+  std::string canonical;  // promises::canonical_pipeline() text
+  bool operator==(const PipelineDef&) const = default;
+};
+
+// "Dataset PIPELINE/SOURCE, version N, is this artifact." Versions increase per
+// (author, dataset); a source is provided by one agent or by several with equal content.
+struct SourceVersion {
+  std::string pipeline;
+  std::string source;
+  std::uint64_t version = 0;
+  ArtifactRef artifact;
+  bool operator==(const SourceVersion&) const = default;
+};
+
+// Enough of a job to identify and explain it without recomputing the plan.
+struct JobRef {
+  Digest job;
+  std::string pipeline;
+  std::string stage;
+  Digest stage_digest;
+  std::string shard;  // empty unless a fan-out shard
+  bool operator==(const JobRef&) const = default;
+};
+
+struct NamedArtifact {
+  std::string name;
+  ArtifactRef artifact;
+  bool operator==(const NamedArtifact&) const = default;
+};
+
+// "I am running job J at epoch E."
+struct Claim {
+  JobRef job;
+  std::uint32_t epoch = 0;
+  std::int64_t expected_duration_ms = 0;
+  bool operator==(const Claim&) const = default;
+};
+
+// "I no longer run job J at epoch E" (lost a tie-break, shut down, or withdrew).
+struct Release {
+  JobRef job;
+  std::uint32_t epoch = 0;
+  std::string reason;
+  bool operator==(const Release&) const = default;
+};
+
+// "Job J at epoch E produced these outputs" (or failed). The producer's give (+).
+struct JobResult {
+  JobRef job;
+  std::uint32_t epoch = 0;
+  std::vector<NamedArtifact> inputs;   // by local input name
+  std::vector<NamedArtifact> outputs;  // by output name; empty on failure
+  bool ok = false;
+  std::int32_t exit_status = 0;        // exit code, or 128+signal
+  std::string error;                   // human reason on failure ("output 'x' missing")
+  std::int64_t started_unix_ms = 0;    // wall clock, for humans only
+  std::int64_t ended_unix_ms = 0;
+  std::optional<Digest> stdout_digest;
+  std::optional<Digest> stderr_digest;
+  bool operator==(const JobResult&) const = default;
+};
+
+// Digest over a result's (name, output digest) pairs sorted by name: the second key of
+// the canonical-result min-register (epoch, outputs digest).
+Digest outputs_digest(const JobResult& result);
+
+// "I fetched and verified these inputs for job J": the consumer's use (-), binding a
+// producer's result (by author and seq) to this job.
+struct Accept {
+  JobRef job;
+  std::uint32_t epoch = 0;
+  struct Binding {
+    std::string input;        // local input name
+    Digest digest;
+    AgentKey producer;        // author of the result (or source version) used
+    std::uint64_t producer_seq = 0;
+    bool operator==(const Binding&) const = default;
+  };
+  std::vector<Binding> bindings;
+  bool operator==(const Accept&) const = default;
+};
+
+// "Job J at epoch E saved this checkpoint" (DESIGN.md section 5, later).
+struct Checkpoint {
+  JobRef job;
+  std::uint32_t epoch = 0;
+  ArtifactRef artifact;
+  bool operator==(const Checkpoint&) const = default;
+};
+
+using StatementBody =
+    std::variant<Advert, PipelineDef, SourceVersion, Claim, Release, JobResult, Accept, Checkpoint>;
+
+struct Statement {
+  AgentKey author;
+  std::uint64_t seq = 0;          // 1, 2, 3, ... per author
+  std::int64_t wall_unix_ms = 0;  // for humans only, never for decisions
+  StatementBody body;
+
+  StatementKind kind() const { return static_cast<StatementKind>(body.index()); }
+  // The job a claim, release, result, accept or checkpoint is about.
+  std::optional<Digest> job() const;
+  bool operator==(const Statement&) const = default;
+};
+
+}  // namespace vow

@@ -1,0 +1,66 @@
+// Artifact identity: files and directory trees as a Merkle DAG of BLAKE2b-256 digests.
+//
+// A file's digest is BLAKE2b-256 of its bytes. A directory (a "tree") is encoded
+// canonically and its digest is BLAKE2b-256 of that encoding:
+//
+//   "vow-tree-v1\n"
+//   for each entry, sorted by name (bytewise):
+//     kind   1 byte: 'f' regular file, 'x' executable file, 'd' directory
+//     name   u64 little-endian length, then the bytes (no '/', not "." or "..", not empty)
+//     digest 32 bytes: the child's digest
+//
+// Symbolic links, devices and other kinds have no encoding: importing them is an
+// error. The store keeps the tree encoding itself as an object, so a tree is
+// materialized from its encoding plus its children, and a fan-in output (a directory
+// of shard outputs) is made without copying any data: see docs/identity.md.
+//
+// Pure value code; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "promises/digest.h"
+#include "promises/status.h"
+
+namespace vow {
+
+enum class EntryKind : std::uint8_t { kFile = 'f', kExecutable = 'x', kTree = 'd' };
+
+struct TreeEntry {
+  std::string name;
+  EntryKind kind = EntryKind::kFile;
+  Digest digest;
+  auto operator<=>(const TreeEntry&) const = default;
+};
+
+// Limits on what a tree may hold (a tree encoding is also sent in statements).
+inline constexpr std::size_t kMaxTreeEntries = 1'000'000;
+inline constexpr std::size_t kMaxEntryNameBytes = 255;
+
+// Checks a single entry name: non-empty, at most kMaxEntryNameBytes, no '/' or NUL,
+// not "." or "..".
+Status validate_entry_name(std::string_view name);
+
+// Sorts the entries and encodes them. Fails (kInvalid) on a bad or duplicate name.
+Result<std::string> encode_tree(std::vector<TreeEntry> entries);
+// Parses an encoding made by encode_tree; kCorrupt on anything else (unsorted,
+// duplicate names, bad kind, truncated).
+Result<std::vector<TreeEntry>> decode_tree(std::string_view encoding);
+// Digest of a tree with these entries (sorted here).
+Result<Digest> tree_digest(std::vector<TreeEntry> entries);
+
+// How an artifact is referenced in statements: its digest and kind, with a tree's
+// top-level entries so that any agent can plan fan-out jobs (one per entry) from the
+// ledger alone, without holding the artifact.
+struct ArtifactRef {
+  Digest digest;
+  bool is_tree = false;
+  std::uint64_t size_bytes = 0;          // file: length; tree: sum of file lengths
+  std::vector<TreeEntry> entries;        // trees only, sorted by name
+  bool operator==(const ArtifactRef&) const = default;
+};
+
+}  // namespace vow
