@@ -1,0 +1,188 @@
+#include "agent/process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace vow::agent {
+namespace {
+
+// The supervisor: runs "$@", then records its exit status atomically. $1 is the status
+// path (so /proc/PID/cmdline names it, for adoption).
+constexpr const char* kSupervisor =
+    "st=$1; shift; \"$@\"; s=$?; printf 'exit %d\\n' \"$s\" > \"$st.tmp\" && "
+    "mv -f \"$st.tmp\" \"$st\"; exit \"$s\"";
+constexpr const char* kSupervisorName = "vow-job";
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  out.reserve(v.size() + 1);
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+Result<std::optional<ExitStatus>> read_status_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    if (errno == ENOENT) return std::optional<ExitStatus>{};
+    return Status::io("cannot read " + path + ": " + errno_text(errno));
+  }
+  std::string word;
+  int code = -1;
+  in >> word >> code;
+  if (word != "exit" || code < 0 || code > 255) {
+    return Status::corrupt("status file " + path + " is not 'exit N'");
+  }
+  return std::optional<ExitStatus>(ExitStatus{code, false});
+}
+
+Result<JobProcess> JobProcess::spawn(const SpawnSpec& spec) {
+  if (spec.argv.empty()) return Status::invalid("empty command");
+  std::vector<std::string> argv{"/bin/sh", "-c", kSupervisor, kSupervisorName, spec.status_path};
+  argv.insert(argv.end(), spec.argv.begin(), spec.argv.end());
+  std::vector<std::string> env = spec.env;
+  auto c_argv = c_strings(argv);
+  auto c_env = c_strings(env);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, spec.stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&fa, 2, spec.stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
+  // A new session: the job's own process group, detached from vowd's terminal and
+  // signals, so it survives vowd and is killed as a group.
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, "/bin/sh", &fa, &attr, c_argv.data(), c_env.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    return Status::io("cannot start job in " + spec.cwd + ": " + errno_text(rc));
+  }
+  int fd = pidfd_open(pid);
+  if (fd < 0) {
+    int err = errno;
+    ::kill(-pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return Status::io("pidfd_open: " + errno_text(err) + " (vowd needs Linux >= 5.3)");
+  }
+  return JobProcess(pid, fd, true, spec.status_path);
+}
+
+Result<JobProcess> JobProcess::adopt(pid_t pid, const std::string& status_path) {
+  if (pid <= 0) return Status::not_found("no process");
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  std::string cmdline = buf.str();
+  // argv: /bin/sh -c SCRIPT vow-job STATUS_PATH ...
+  std::string expected = std::string(kSupervisorName) + '\0' + status_path + '\0';
+  if (!in || cmdline.find(expected) == std::string::npos) {
+    return Status::not_found("process " + std::to_string(pid) + " is not the job of " +
+                             status_path);
+  }
+  int fd = pidfd_open(pid);
+  if (fd < 0) return Status::not_found("process " + std::to_string(pid) + " is gone");
+  return JobProcess(pid, fd, false, status_path);
+}
+
+JobProcess::JobProcess(pid_t pid, int pidfd, bool is_child, std::string status_path)
+    : pid_(pid), pidfd_(pidfd), is_child_(is_child), status_path_(std::move(status_path)) {}
+
+JobProcess::JobProcess(JobProcess&& o) noexcept
+    : pid_(o.pid_),
+      pidfd_(o.pidfd_),
+      is_child_(o.is_child_),
+      status_path_(std::move(o.status_path_)),
+      exit_(o.exit_) {
+  o.pidfd_ = -1;
+  o.pid_ = -1;
+}
+
+JobProcess& JobProcess::operator=(JobProcess&& o) noexcept {
+  if (this != &o) {
+    close_fd();
+    pid_ = o.pid_;
+    pidfd_ = o.pidfd_;
+    is_child_ = o.is_child_;
+    status_path_ = std::move(o.status_path_);
+    exit_ = o.exit_;
+    o.pidfd_ = -1;
+    o.pid_ = -1;
+  }
+  return *this;
+}
+
+JobProcess::~JobProcess() { close_fd(); }
+
+void JobProcess::close_fd() {
+  if (pidfd_ >= 0) ::close(pidfd_);
+  pidfd_ = -1;
+}
+
+void JobProcess::kill_group(int signal) const {
+  if (pid_ > 0 && !exit_) ::kill(-pid_, signal);
+}
+
+std::optional<ExitStatus> JobProcess::poll_exit() {
+  if (exit_) return exit_;
+  std::optional<ExitStatus> from_wait;
+  if (is_child_) {
+    int wstatus = 0;
+    pid_t r = ::waitpid(pid_, &wstatus, WNOHANG);
+    if (r == 0) return std::nullopt;
+    if (r == pid_) {
+      if (WIFSIGNALED(wstatus)) {
+        from_wait = ExitStatus{128 + WTERMSIG(wstatus), true};
+      } else {
+        from_wait = ExitStatus{WEXITSTATUS(wstatus), false};
+      }
+    }
+  } else {
+    // Not our child (adopted after a restart): its pidfd turns readable when it exits.
+    struct pollfd p {
+      pidfd_, POLLIN, 0
+    };
+    if (::poll(&p, 1, 0) == 0) return std::nullopt;
+  }
+  auto file = read_status_file(status_path_);
+  if (file.is_ok() && file.value().has_value()) {
+    exit_ = *file.value();
+  } else if (from_wait) {
+    // The supervisor died before writing a status: it was killed (cancel, timeout).
+    exit_ = from_wait->signaled ? *from_wait : ExitStatus{128 + SIGKILL, true};
+  } else {
+    exit_ = ExitStatus{128 + SIGKILL, true};
+  }
+  return exit_;
+}
+
+}  // namespace vow::agent

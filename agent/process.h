@@ -1,0 +1,85 @@
+// Job processes: how vowd starts, watches, stops and re-adopts the process of a job
+// (DESIGN.md section 6, recovery in section 5).
+//
+// Each job runs under a tiny /bin/sh supervisor in its own session (so its own process
+// group): the supervisor runs the command, waits for it, and writes the exit status to
+// `status_path` (temp file + rename), then exits. So:
+//   - cancel and timeout kill the whole group (kill(-pgid)), the command's children too;
+//   - a job that finishes while vowd is down leaves its status behind, to be adopted
+//     instead of run again;
+//   - a job still running when vowd restarts is found by its pid and re-adopted (its exit
+//     is watched with a pidfd), never started a second time.
+// Exits are learned from pidfds, which the event loop polls with its sockets.
+//
+// JobProcess owns its pidfd (closed on destruction; the process is not killed by that).
+// Not thread-safe: used from the event-loop thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "promises/status.h"
+
+namespace vow::agent {
+
+struct SpawnSpec {
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH
+  std::vector<std::string> env;   // complete environment, "KEY=VALUE"
+  std::string cwd;
+  std::string stdout_path;  // created, truncated
+  std::string stderr_path;
+  std::string status_path;  // written by the supervisor when the command ends
+};
+
+// How a command ended: an exit code, or the signal that killed it (exit_status is then
+// 128 + signal, as a shell reports it).
+struct ExitStatus {
+  int exit_status = 0;
+  bool signaled = false;
+  bool ok() const { return !signaled && exit_status == 0; }
+};
+
+// Reads a status file written by the supervisor. nullopt if absent; kCorrupt if unreadable.
+Result<std::optional<ExitStatus>> read_status_file(const std::string& path);
+
+class JobProcess {
+ public:
+  // Starts the supervisor and the command. kIo if the fork/exec machinery fails (a
+  // missing command is not an error here: the supervisor reports exit 127).
+  static Result<JobProcess> spawn(const SpawnSpec& spec);
+  // Re-adopts a supervisor started by an earlier vowd: checks that `pid` is alive and
+  // is the supervisor of `status_path` (its command line names it). kNotFound otherwise.
+  static Result<JobProcess> adopt(pid_t pid, const std::string& status_path);
+
+  JobProcess(JobProcess&& other) noexcept;
+  JobProcess& operator=(JobProcess&& other) noexcept;
+  JobProcess(const JobProcess&) = delete;
+  JobProcess& operator=(const JobProcess&) = delete;
+  ~JobProcess();
+
+  pid_t pid() const { return pid_; }
+  // Readable (POLLIN) once the process has exited.
+  int pidfd() const { return pidfd_; }
+  // Sends `signal` to the whole process group (the supervisor and everything under it).
+  void kill_group(int signal) const;
+  // Non-blocking: the exit status once the supervisor has exited (reaps it if it is our
+  // child), read from the status file; a supervisor killed before it could write one
+  // reports the signal that killed it (or 128+SIGKILL if unknown).
+  std::optional<ExitStatus> poll_exit();
+
+ private:
+  JobProcess(pid_t pid, int pidfd, bool is_child, std::string status_path);
+  void close_fd();
+
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  bool is_child_ = false;
+  std::string status_path_;
+  std::optional<ExitStatus> exit_;
+};
+
+}  // namespace vow::agent

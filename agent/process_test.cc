@@ -1,0 +1,145 @@
+#include "agent/process.h"
+
+#include <doctest/doctest.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace vow::agent {
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "vow-process-XXXXXX").string();
+    path = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+SpawnSpec spec_in(const TempDir& dir, std::vector<std::string> argv) {
+  SpawnSpec s;
+  s.argv = std::move(argv);
+  s.env = {"PATH=/usr/bin:/bin", "VOW_TEST=42"};
+  s.cwd = dir.path.string();
+  s.stdout_path = (dir.path / "stdout").string();
+  s.stderr_path = (dir.path / "stderr").string();
+  s.status_path = (dir.path / "status").string();
+  return s;
+}
+
+// Waits for the process to exit, with a deadline (never a fixed sleep).
+ExitStatus wait_exit(JobProcess& p) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    struct pollfd fd {
+      p.pidfd(), POLLIN, 0
+    };
+    ::poll(&fd, 1, 100);
+    if (auto e = p.poll_exit()) return *e;
+  }
+  FAIL("process did not exit in time");
+  return {};
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+}  // namespace
+
+TEST_CASE("a job's exit code, output and environment are reported") {
+  TempDir dir;
+  auto p = JobProcess::spawn(
+      spec_in(dir, {"sh", "-c", "echo out-$VOW_TEST; echo err >&2; pwd; exit 3"}));
+  REQUIRE(p.is_ok());
+  auto e = wait_exit(*p);
+  CHECK(e.exit_status == 3);
+  CHECK_FALSE(e.ok());
+  CHECK(slurp(dir.path / "stdout") == "out-42\n" + dir.path.string() + "\n");
+  CHECK(slurp(dir.path / "stderr") == "err\n");
+  auto st = read_status_file((dir.path / "status").string());
+  REQUIRE(st.is_ok());
+  REQUIRE(st.value().has_value());
+  CHECK(st.value()->exit_status == 3);
+}
+
+TEST_CASE("a missing command exits 127") {
+  TempDir dir;
+  auto p = JobProcess::spawn(spec_in(dir, {"/nonexistent/vow-no-such-command"}));
+  REQUIRE(p.is_ok());
+  CHECK(wait_exit(*p).exit_status == 127);
+}
+
+TEST_CASE("kill_group stops the job and the processes it started") {
+  TempDir dir;
+  auto p = JobProcess::spawn(spec_in(dir, {"sh", "-c", "sleep 300 & echo $! > child; wait"}));
+  REQUIRE(p.is_ok());
+  // Wait until the grandchild has written its pid.
+  pid_t child = -1;
+  for (int i = 0; i < 2000 && child <= 0; ++i) {
+    std::string s = slurp(dir.path / "child");
+    if (!s.empty() && s.back() == '\n') child = std::atoi(s.c_str());
+    if (child <= 0) ::usleep(5000);
+  }
+  REQUIRE(child > 0);
+  CHECK(alive(child));
+  p->kill_group(SIGKILL);
+  auto e = wait_exit(*p);
+  CHECK(e.signaled);
+  CHECK_FALSE(e.ok());
+  // The grandchild was in the group: it is gone too (reaped by init, maybe not at once).
+  bool gone = false;
+  for (int i = 0; i < 2000 && !gone; ++i) {
+    std::string stat = slurp("/proc/" + std::to_string(child) + "/stat");
+    gone = stat.empty() || stat.find(") Z") != std::string::npos;
+    if (!gone) ::usleep(5000);
+  }
+  CHECK(gone);
+  // No status file: a killed job did not finish.
+  auto st = read_status_file((dir.path / "status").string());
+  REQUIRE(st.is_ok());
+  CHECK_FALSE(st.value().has_value());
+}
+
+TEST_CASE("a running job is re-adopted by pid and its exit is seen") {
+  TempDir dir;
+  fs::path gate = dir.path / "gate";
+  auto p = JobProcess::spawn(spec_in(
+      dir, {"sh", "-c",
+            "touch started; while [ ! -e " + gate.string() + " ]; do sleep 0.01; done; exit 5"}));
+  REQUIRE(p.is_ok());
+  // As after a restart: the job is well under way when it is adopted.
+  for (int i = 0; i < 2000 && !fs::exists(dir.path / "started"); ++i) ::usleep(5000);
+  auto adopted = JobProcess::adopt(p->pid(), (dir.path / "status").string());
+  INFO(adopted.status().to_string());
+  REQUIRE(adopted.is_ok());
+  CHECK_FALSE(adopted->poll_exit().has_value());
+  // Another job's status path does not match.
+  CHECK(JobProcess::adopt(p->pid(), (dir.path / "other").string()).status().code() ==
+        StatusCode::kNotFound);
+  std::ofstream(gate).put('x');
+  CHECK(wait_exit(*adopted).exit_status == 5);
+  CHECK(wait_exit(*p).exit_status == 5);
+}
+
+TEST_CASE("a status file that is not 'exit N' is reported corrupt") {
+  TempDir dir;
+  std::ofstream(dir.path / "status") << "garbage";
+  CHECK(read_status_file((dir.path / "status").string()).status().code() == StatusCode::kCorrupt);
+}
+
+}  // namespace vow::agent
