@@ -16,7 +16,7 @@ TEST_CASE("background tasks run off the loop and complete on it, signalled by th
   for (int i = 0; i < 50; ++i) {
     REQUIRE(bg.submit([&, loop_thread] {
                 if (std::this_thread::get_id() != loop_thread) ++on_worker;
-                return [&] {
+                return [&completed, loop_thread] {
                   CHECK(std::this_thread::get_id() == loop_thread);
                   ++completed;
                 };
