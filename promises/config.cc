@@ -403,7 +403,7 @@ std::vector<Diagnostic> validate_agent_against(const AgentConfig& agent,
 }
 
 ConfigKind detect_config_kind(std::string_view text) {
-  if (text.size() > kMaxConfigBytes) return ConfigKind::kUnknown;
+  if (text.size() > kMaxConfigBytes || find_nul(text, "")) return ConfigKind::kUnknown;
   try {
     toml::table root = toml::parse(text);
     if (root.contains("pipeline")) return ConfigKind::kPipeline;

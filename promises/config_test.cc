@@ -179,6 +179,13 @@ TEST_CASE("TOML syntax error is located") {
                   "TOML syntax error");
 }
 
+TEST_CASE("a NUL byte is a located syntax error") {
+  std::string text = "[pipeline]\nname = \"p\"\n[[";
+  text += std::string(3, '\0') + "stage]]\n";
+  check_one_error(pipeline(text), 3, 3, "TOML syntax error: NUL byte");
+  CHECK(detect_config_kind(text) == ConfigKind::kUnknown);
+}
+
 TEST_CASE("unknown key suggests the near one") {
   check_one_error(pipeline(replace(kPipeline, "retries = 2", "retires = 2")), 21, 1,
                   "unknown key 'retires' in [[stage]] (did you mean 'retries'?)");

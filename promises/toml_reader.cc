@@ -15,9 +15,25 @@ void TomlReader::error(const Location& where, std::string message) {
   errors_.push_back({where, std::move(message)});
 }
 
+std::optional<Location> find_nul(std::string_view text, const std::string& file) {
+  auto nul = text.find('\0');
+  if (nul == std::string_view::npos) return std::nullopt;
+  std::string_view before = text.substr(0, nul);
+  auto line_start = before.rfind('\n');
+  int line = 1 + static_cast<int>(std::count(before.begin(), before.end(), '\n'));
+  int column = static_cast<int>(line_start == std::string_view::npos ? nul + 1 : nul - line_start);
+  return Location{file, line, column};
+}
+
 std::optional<toml::table> TomlReader::parse(std::string_view text) {
   if (text.size() > kMaxConfigBytes) {
     error({file_, 1, 1}, "file is larger than " + std::to_string(kMaxConfigBytes) + " bytes");
+    return std::nullopt;
+  }
+  // TOML allows no NUL byte anywhere, and toml++ 3.3 trips an internal assertion on some
+  // (e.g. after "[["), so they are refused before it sees them.
+  if (auto nul = find_nul(text, file_)) {
+    error(*nul, "TOML syntax error: NUL byte");
     return std::nullopt;
   }
   try {

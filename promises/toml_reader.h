@@ -28,6 +28,9 @@ struct Located {
   Location where;
 };
 
+// Where the first NUL byte of `text` is, if it has one (TOML allows none).
+std::optional<Location> find_nul(std::string_view text, const std::string& file);
+
 class TomlReader {
  public:
   TomlReader(std::string file, std::vector<Diagnostic>& errors)
