@@ -322,7 +322,9 @@ ParseOutput<Pipeline> parse_pipeline(std::string_view text, std::string file) {
     }
   }
   auto stage_tables = r.table_array(*root, "stage");
-  if (stage_tables.empty() && !root->get("stage")) {
+  const toml::node* stage_node = root->get("stage");
+  bool stage_wrong_type = stage_node && !stage_node->is_array();
+  if (stage_tables.empty() && !stage_wrong_type) {
     r.error(spans.name, "pipeline has no [[stage]]");
   }
   for (const toml::table* t : stage_tables) {

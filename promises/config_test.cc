@@ -208,6 +208,12 @@ TEST_CASE("missing required keys are reported at their table") {
                   "missing required key 'dataset' in [[source]]");
 }
 
+TEST_CASE("a pipeline needs a stage") {
+  check_one_error(pipeline("[pipeline]\nname = \"p\"\n"), 2, 8, "pipeline has no [[stage]]");
+  check_one_error(pipeline("stage = []\n[pipeline]\nname = \"p\"\n"), 3, 8,
+                  "pipeline has no [[stage]]");
+}
+
 TEST_CASE("wrong types name what was expected and what was found") {
   check_one_error(pipeline(replace(kPipeline, "retries = 2", "retries = \"2\"")), 21, 11,
                   "'retries' in [[stage]] must be an integer, not a string");
