@@ -1,6 +1,9 @@
 #include "promises/pipeline.h"
 
 #include <algorithm>
+#include <charconv>
+
+#include "promises/pipeline_check.h"
 
 namespace vow::promises {
 namespace {
@@ -14,6 +17,98 @@ void put_field(std::string& out, std::string_view s) {
 }
 
 void put_count(std::string& out, std::size_t n) { put_field(out, std::to_string(n)); }
+
+// Reads the fields put_field and put_count wrote. Every read is bounded by the bytes
+// left, so a hostile encoding cannot make it allocate more than its own size.
+class FieldReader {
+ public:
+  explicit FieldReader(std::string_view in) : in_(in) {}
+  bool done() const { return pos_ == in_.size(); }
+
+  std::optional<std::string_view> field() {
+    if (in_.size() - pos_ < 8) return std::nullopt;
+    std::uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) {
+      n |= std::uint64_t(static_cast<std::uint8_t>(in_[pos_ + i])) << (8 * i);
+    }
+    pos_ += 8;
+    if (n > in_.size() - pos_) return std::nullopt;
+    std::string_view out = in_.substr(pos_, n);
+    pos_ += n;
+    return out;
+  }
+
+  // A count written by put_count: decimal, no leading zeros, at most the bytes left (each
+  // counted item takes at least 8).
+  std::optional<std::size_t> count() {
+    auto f = field();
+    if (!f || f->empty() || f->size() > 19 || ((*f)[0] == '0' && f->size() > 1)) {
+      return std::nullopt;
+    }
+    std::size_t n = 0;
+    auto [end, ec] = std::from_chars(f->data(), f->data() + f->size(), n);
+    if (ec != std::errc() || end != f->data() + f->size()) return std::nullopt;
+    if (n > (in_.size() - pos_) / 8) return std::nullopt;
+    return n;
+  }
+
+ private:
+  std::string_view in_;
+  std::size_t pos_ = 0;
+};
+
+InputRef input_ref_from(std::string_view text) {
+  auto dot = text.find('.');
+  if (dot == std::string_view::npos || dot == 0) return InputRef{"", std::string(text)};
+  return InputRef{std::string(text.substr(0, dot)), std::string(text.substr(dot + 1))};
+}
+
+std::optional<Stage> decode_stage(std::string_view canonical) {
+  FieldReader r(canonical);
+  Stage s;
+  auto tag = r.field();
+  auto name = r.field();
+  auto form = r.field();
+  if (!tag || *tag != "vow-stage-v1" || !name || !form) return std::nullopt;
+  s.name = std::string(*name);
+  if (*form != "shell" && *form != "argv") return std::nullopt;
+  s.run_is_shell = *form == "shell";
+  auto argc = r.count();
+  if (!argc) return std::nullopt;
+  for (std::size_t i = 0; i < *argc; ++i) {
+    auto a = r.field();
+    if (!a) return std::nullopt;
+    s.argv.emplace_back(*a);
+  }
+  auto inputs = r.count();
+  if (!inputs) return std::nullopt;
+  for (std::size_t i = 0; i < *inputs; ++i) {
+    auto in = r.field();
+    if (!in) return std::nullopt;
+    s.inputs.push_back(input_ref_from(*in));
+  }
+  auto outputs = r.count();
+  if (!outputs) return std::nullopt;
+  for (std::size_t i = 0; i < *outputs; ++i) {
+    auto o = r.field();
+    if (!o) return std::nullopt;
+    s.outputs.emplace_back(*o);
+  }
+  auto env = r.count();
+  if (!env) return std::nullopt;
+  for (std::size_t i = 0; i < *env; ++i) {
+    auto k = r.field();
+    auto v = r.field();
+    if (!k || !v) return std::nullopt;
+    s.env[std::string(*k)] = std::string(*v);
+  }
+  auto foreach = r.field();
+  if (!foreach || !r.done()) return std::nullopt;
+  if (!foreach->empty()) s.foreach = input_ref_from(*foreach);
+  bool shell_ok = s.argv.size() == 3 && s.argv[0] == "/bin/sh" && s.argv[1] == "-c";
+  if (s.run_is_shell ? !shell_ok : s.argv.empty()) return std::nullopt;
+  return s;
+}
 
 }  // namespace
 
@@ -83,8 +178,41 @@ std::string canonical_pipeline(const Pipeline& pipeline) {
   return out;
 }
 
-Digest pipeline_digest(const Pipeline& pipeline) {
-  return blake2b(canonical_pipeline(pipeline));
+Digest pipeline_digest(const Pipeline& pipeline) { return blake2b(canonical_pipeline(pipeline)); }
+
+Result<Pipeline> parse_canonical_pipeline(std::string_view canonical) {
+  auto corrupt = [](std::string why) {
+    return Status::corrupt("canonical pipeline: " + std::move(why));
+  };
+  FieldReader r(canonical);
+  Pipeline p;
+  auto tag = r.field();
+  if (!tag || *tag != "vow-pipeline-v1") return corrupt("missing vow-pipeline-v1 tag");
+  auto name = r.field();
+  auto sources = r.count();
+  if (!name || !sources) return corrupt("truncated header");
+  p.name = std::string(*name);
+  for (std::size_t i = 0; i < *sources; ++i) {
+    auto s = r.field();
+    if (!s) return corrupt("truncated source list");
+    p.sources.push_back(Source{std::string(*s), {}});
+  }
+  auto stages = r.count();
+  if (!stages) return corrupt("truncated stage count");
+  for (std::size_t i = 0; i < *stages; ++i) {
+    auto enc = r.field();
+    if (!enc) return corrupt("truncated stage list");
+    auto stage = decode_stage(*enc);
+    if (!stage) return corrupt("malformed stage " + std::to_string(i));
+    p.stages.push_back(std::move(*stage));
+  }
+  if (!r.done()) return corrupt("trailing bytes");
+  // Only the one encoding of this pipeline is accepted (sorted, no duplicates), so that
+  // the digest of the bytes received is the digest of what was decoded.
+  if (canonical_pipeline(p) != canonical) return corrupt("not in canonical form");
+  std::vector<Diagnostic> errors;
+  if (!check_pipeline(p, PipelineSpans{}, errors)) return corrupt(errors.front().message);
+  return p;
 }
 
 Digest job_id(const Digest& stage_digest, std::vector<JobInput> inputs, std::string_view shard) {

@@ -1,0 +1,18 @@
+// The subcommands of the `vow` command-line tool, one file each (agent/cli/<name>.cc).
+// Each adds itself to the app; its callback does the work and ends a failed run by
+// throwing CLI::RuntimeError(exit_code), which vow_main.cc turns into the exit status.
+//
+// Exit status: 0 success, 1 the command ran and found a problem (e.g. config errors),
+// 2 bad arguments (usage printed).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace vow::agent::cli {
+
+// vow check FILE... [--json]: validate pipeline and agent files together.
+void add_check_command(CLI::App& app);
+// vow graph FILE... [--dot]: draw the pipelines' DAGs as text or Graphviz DOT.
+void add_graph_command(CLI::App& app);
+
+}  // namespace vow::agent::cli

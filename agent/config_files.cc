@@ -1,0 +1,183 @@
+#include "agent/config_files.h"
+
+#include <glob.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace vow::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using promises::Diagnostic;
+using promises::Location;
+
+class Loader {
+ public:
+  LoadedConfigs run(const std::vector<std::string>& paths) {
+    for (const auto& path : paths) {
+      std::string text;
+      if (!read(path, text)) continue;
+      auto kind = promises::detect_config_kind(text);
+      if (kind == promises::ConfigKind::kAgent) {
+        load_agent(path, text);
+      } else if (kind == promises::ConfigKind::kPipeline) {
+        if (auto i = load_pipeline(path, text)) direct_.push_back(*i);
+      } else {
+        unknown_kind(path, text);
+      }
+    }
+    // Each agent against the pipelines it names plus those given directly.
+    for (std::size_t a = 0; a < out_.agents.size(); ++a) {
+      std::vector<promises::Pipeline> visible;
+      std::vector<std::size_t> indices = direct_;
+      indices.insert(indices.end(), agent_named_[a].begin(), agent_named_[a].end());
+      std::sort(indices.begin(), indices.end());
+      indices.erase(std::unique(indices.begin(), indices.end()), indices.end());
+      for (std::size_t i : indices) visible.push_back(out_.pipelines[i]);
+      for (auto& d : promises::validate_agent_against(out_.agents[a], visible)) {
+        out_.errors.push_back(std::move(d));
+      }
+    }
+    return std::move(out_);
+  }
+
+ private:
+  void whole_file_error(const std::string& path, std::string message) {
+    out_.errors.push_back({Location{path, 0, 0}, std::move(message)});
+  }
+
+  bool read(const std::string& path, std::string& text) {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+      whole_file_error(path, "is a directory, not a config file");
+      return false;
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      whole_file_error(path, std::string("cannot read: ") + std::strerror(errno));
+      return false;
+    }
+    std::ostringstream buf;
+    buf << in.rdbuf();
+    text = buf.str();
+    return true;
+  }
+
+  void unknown_kind(const std::string& path, std::string_view text) {
+    auto parsed = promises::parse_pipeline(text, path);
+    bool syntax = false;
+    for (auto& d : parsed.errors) {
+      if (d.message.rfind("TOML syntax error", 0) == 0 ||
+          d.message.rfind("file is larger", 0) == 0) {
+        out_.errors.push_back(std::move(d));
+        syntax = true;
+      }
+    }
+    if (!syntax) {
+      out_.errors.push_back({Location{path, 1, 1},
+                             "neither a pipeline file (no [pipeline] table) nor an agent file "
+                             "(no [agent] table)"});
+    }
+  }
+
+  // Loads a pipeline file once (by canonical path); its index in out_.pipelines.
+  std::optional<std::size_t> load_pipeline(const std::string& path, std::string_view text) {
+    std::error_code ec;
+    std::string key = fs::weakly_canonical(path, ec).string();
+    if (ec) key = path;
+    if (auto it = by_path_.find(key); it != by_path_.end()) return it->second;
+    auto parsed = promises::parse_pipeline(text, path);
+    for (auto& d : parsed.errors) out_.errors.push_back(std::move(d));
+    if (!parsed.value) {
+      by_path_[key] = std::nullopt;
+      return std::nullopt;
+    }
+    for (const auto& p : out_.pipelines) {
+      if (p.name == parsed.value->name) {
+        whole_file_error(path, "pipeline '" + p.name + "' is also defined in " + p.file);
+        by_path_[key] = std::nullopt;
+        return std::nullopt;
+      }
+    }
+    out_.pipelines.push_back(std::move(*parsed.value));
+    by_path_[key] = out_.pipelines.size() - 1;
+    return out_.pipelines.size() - 1;
+  }
+
+  std::optional<std::size_t> load_pipeline_file(const std::string& path, const Location& from) {
+    std::error_code ec;
+    std::string key = fs::weakly_canonical(path, ec).string();
+    if (!ec) {
+      if (auto it = by_path_.find(key); it != by_path_.end()) return it->second;
+    }
+    std::string text;
+    if (!read(path, text)) return std::nullopt;
+    if (promises::detect_config_kind(text) == promises::ConfigKind::kAgent) {
+      out_.errors.push_back({from, "'" + path + "' is an agent file, not a pipeline file"});
+      return std::nullopt;
+    }
+    return load_pipeline(path, text);
+  }
+
+  void load_agent(const std::string& path, std::string_view text) {
+    auto parsed = promises::parse_agent(text, path);
+    for (auto& d : parsed.errors) out_.errors.push_back(std::move(d));
+    if (!parsed.value) return;
+    const promises::AgentConfig& agent = *parsed.value;
+    fs::path dir = fs::path(path).parent_path();
+    std::vector<std::size_t> named;
+    for (std::size_t i = 0; i < agent.pipelines.size(); ++i) {
+      const Location& at =
+          i < agent.pipelines_where.size() ? agent.pipelines_where[i] : agent.where;
+      for (const auto& file : expand(dir, agent.pipelines[i], at)) {
+        if (auto index = load_pipeline_file(file, at)) named.push_back(*index);
+      }
+    }
+    out_.agents.push_back(std::move(*parsed.value));
+    agent_named_.push_back(std::move(named));
+  }
+
+  // The files a `pipelines` pattern matches, relative to the agent file's directory.
+  std::vector<std::string> expand(const fs::path& dir, const std::string& pattern,
+                                  const Location& at) {
+    fs::path full = fs::path(pattern).is_absolute() ? fs::path(pattern) : dir / pattern;
+    glob_t g{};
+    int rc = ::glob(full.c_str(), 0, nullptr, &g);
+    std::vector<std::string> files;
+    if (rc == 0) {
+      for (std::size_t i = 0; i < g.gl_pathc && files.size() < kMaxConfigFiles; ++i) {
+        files.emplace_back(g.gl_pathv[i]);
+      }
+    }
+    ::globfree(&g);
+    if (files.empty()) {
+      out_.errors.push_back({at, "pipelines pattern '" + pattern +
+                                     "' matches no file (looked for " + full.string() + ")"});
+    }
+    return files;
+  }
+
+  LoadedConfigs out_;
+  std::map<std::string, std::optional<std::size_t>> by_path_;
+  std::vector<std::size_t> direct_;
+  std::vector<std::vector<std::size_t>> agent_named_;  // parallel to out_.agents
+};
+
+}  // namespace
+
+LoadedConfigs load_config_files(const std::vector<std::string>& paths) {
+  return Loader().run(paths);
+}
+
+std::string format_diagnostic(const promises::Diagnostic& d) {
+  if (d.where.line == 0) return d.where.file + ": " + d.message;
+  return d.to_string();
+}
+
+}  // namespace vow::agent

@@ -1,0 +1,39 @@
+// Config files as the vow tools and the agent meet them on disk: read, told apart
+// (pipeline or agent file), parsed, and checked together. An agent file's `pipelines`
+// globs are resolved relative to the agent file's directory and the pipeline files they
+// match are loaded too, so an agent file is checked against the pipelines it will run.
+//
+// This is the file-system edge of the promise language: promises/config.h parses text
+// only. Plain functions; thread-compatible.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "promises/config.h"
+#include "promises/pipeline.h"
+
+namespace vow::agent {
+
+// Limits on what one check may load, so a glob over a big directory stays bounded.
+inline constexpr std::size_t kMaxConfigFiles = 1000;
+
+struct LoadedConfigs {
+  // Every pipeline loaded without error, given directly or named by an agent file, each
+  // once (by canonical path), in the order first met.
+  std::vector<promises::Pipeline> pipelines;
+  std::vector<promises::AgentConfig> agents;
+  // Every problem found, file by file in the order met; a whole-file problem (cannot
+  // read) has line 0.
+  std::vector<promises::Diagnostic> errors;
+};
+
+// Loads the given files (pipeline or agent files, in any order) and the pipeline files
+// the agent files name, and checks each agent file against the pipelines it names and
+// those given directly.
+LoadedConfigs load_config_files(const std::vector<std::string>& paths);
+
+// "FILE:LINE:COLUMN: message", or "FILE: message" for a whole-file problem.
+std::string format_diagnostic(const promises::Diagnostic& d);
+
+}  // namespace vow::agent

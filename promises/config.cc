@@ -1,0 +1,418 @@
+#include "promises/config.h"
+
+#include <algorithm>
+#include <set>
+
+#include "promises/pipeline_check.h"
+#include "promises/toml_reader.h"
+
+namespace vow::promises {
+namespace {
+
+void sort_by_position(std::vector<Diagnostic>& errors) {
+  std::stable_sort(errors.begin(), errors.end(), [](const Diagnostic& a, const Diagnostic& b) {
+    return std::pair(a.where.line, a.where.column) < std::pair(b.where.line, b.where.column);
+  });
+}
+
+// "corpus" is a source; "split.shards" is output `shards` of stage `split`.
+InputRef parse_input_ref(const std::string& text) {
+  auto dot = text.find('.');
+  if (dot == std::string::npos || dot == 0) return InputRef{"", text};
+  return InputRef{text.substr(0, dot), text.substr(dot + 1)};
+}
+
+bool is_env_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameBytes || (name[0] >= '0' && name[0] <= '9')) {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  });
+}
+
+// ---- pipeline files ----
+
+constexpr std::string_view kStage = "[[stage]]";
+
+void read_run(TomlReader& r, const toml::table& t, Stage& stage) {
+  const toml::node* run = r.get(t, "run", kStage, true);
+  if (!run) return;
+  if (const auto* s = run->as_string()) {
+    if (s->get().empty()) {
+      r.error(r.at(*run), "'run' in [[stage]] is empty");
+      return;
+    }
+    stage.argv = {"/bin/sh", "-c", s->get()};
+    stage.run_is_shell = true;
+    return;
+  }
+  const auto* arr = run->as_array();
+  if (!arr) {
+    r.error(r.at(*run),
+            "'run' in [[stage]] must be a string (run by /bin/sh -c) or an array "
+            "of strings (argv), not " +
+                TomlReader::type_name(*run));
+    return;
+  }
+  auto argv = r.string_array(t, "run", kStage, true);
+  if (!argv) return;
+  if (argv->empty() || argv->front().value.empty()) {
+    r.error(r.at(*run), "'run' in [[stage]] needs a program: its first element is empty");
+    return;
+  }
+  for (auto& a : *argv) stage.argv.push_back(std::move(a.value));
+  stage.run_is_shell = false;
+}
+
+void read_env(TomlReader& r, const toml::table& t, Stage& stage) {
+  const toml::node* env = r.get(t, "env", kStage, false);
+  if (!env) return;
+  const auto* table = env->as_table();
+  if (!table) {
+    r.error(r.at(*env),
+            "'env' in [[stage]] must be a table of strings, not " + TomlReader::type_name(*env));
+    return;
+  }
+  for (auto&& [key, value] : *table) {
+    std::string name(key.str());
+    Location at = key.source().begin.line ? r.at(key.source()) : r.at(value);
+    if (!is_env_name(name)) {
+      r.error(at, "env name '" + name + "' is not a variable name: use letters, digits and '_'");
+    } else if (name.rfind("VOW_", 0) == 0) {
+      r.error(at, "env name '" + name + "' is reserved: VOW_* variables are set by the agent");
+    }
+    if (!value.is_string()) {
+      r.error(r.at(value), "env '" + name + "' in [[stage]] must be a string, not " +
+                               TomlReader::type_name(value));
+      continue;
+    }
+    stage.env[name] = value.as_string()->get();
+  }
+}
+
+// Reads one [[stage]]; nullopt when it has no usable name (it is then left out, so
+// later checks do not repeat the problem).
+std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans& spans) {
+  r.check_keys(t, kStage,
+               {"name", "inputs", "outputs", "run", "foreach", "timeout", "retries", "env"});
+  Stage stage;
+  stage.where = r.at(t);
+  auto name = r.string(t, "name", kStage, true);
+  if (auto inputs = r.string_array(t, "inputs", kStage, false)) {
+    for (auto& in : *inputs) {
+      stage.inputs.push_back(parse_input_ref(in.value));
+      spans.inputs.push_back(in.where);
+    }
+  }
+  if (auto outputs = r.string_array(t, "outputs", kStage, true)) {
+    for (auto& o : *outputs) {
+      stage.outputs.push_back(std::move(o.value));
+      spans.outputs.push_back(o.where);
+    }
+  }
+  read_run(r, t, stage);
+  if (auto fe = r.string(t, "foreach", kStage, false)) {
+    stage.foreach = parse_input_ref(fe->value);
+    spans.foreach = fe->where;
+  }
+  if (auto ms = r.duration(t, "timeout", kStage)) stage.timeout_ms = *ms;
+  if (auto n = r.integer(t, "retries", kStage, 0, kMaxRetries)) stage.retries = int(*n);
+  read_env(r, t, stage);
+  if (!name) return std::nullopt;
+  stage.name = std::move(name->value);
+  spans.name = name->where;
+  return stage;
+}
+
+// ---- agent files ----
+
+constexpr std::string_view kAgent = "[agent]";
+
+// "pipeline/name" -> (pipeline, name); records a problem and returns nullopt otherwise.
+std::optional<std::pair<std::string, std::string>> read_qualified(TomlReader& r, const Located& v,
+                                                                  std::string_view key,
+                                                                  std::string_view example) {
+  auto slash = v.value.find('/');
+  if (slash != std::string::npos) {
+    std::string p = v.value.substr(0, slash), n = v.value.substr(slash + 1);
+    if (is_identifier(p) && is_identifier(n)) return std::pair(p, n);
+  }
+  r.error(v.where, "'" + std::string(key) + "' must be PIPELINE/NAME (identifiers), like \"" +
+                       std::string(example) + "\", not '" + v.value + "'");
+  return std::nullopt;
+}
+
+void read_endpoint(TomlReader& r, const Located& v, std::string_view key, std::string& out) {
+  Status s = validate_endpoint(v.value);
+  if (!s) {
+    r.error(v.where,
+            "bad endpoint '" + v.value + "' for '" + std::string(key) + "': " + s.message());
+    return;
+  }
+  out = v.value;
+}
+
+void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
+  r.check_keys(
+      t, kAgent,
+      {"name", "listen", "peers", "state_dir", "pipelines", "control", "http", "replicas"});
+  a.where = r.at(t);
+  if (auto name = r.string(t, "name", kAgent, true)) {
+    if (!is_identifier(name->value)) {
+      r.error(name->where, "agent name '" + name->value + "' is not an identifier: use 1-" +
+                               std::to_string(kMaxNameBytes) + " letters, digits, '_' or '-'");
+    }
+    a.name = name->value;
+  }
+  if (auto listen = r.string(t, "listen", kAgent, true))
+    read_endpoint(r, *listen, "listen", a.listen);
+  if (auto peers = r.string_array(t, "peers", kAgent, false)) {
+    for (const auto& p : *peers) {
+      std::string ep;
+      read_endpoint(r, p, "peers", ep);
+      if (!ep.empty()) a.peers.push_back(ep);
+    }
+  }
+  if (auto dir = r.string(t, "state_dir", kAgent, true)) {
+    if (dir->value.empty()) r.error(dir->where, "'state_dir' in [agent] is empty");
+    a.state_dir = dir->value;
+  }
+  if (auto globs = r.string_array(t, "pipelines", kAgent, false)) {
+    for (const auto& g : *globs) {
+      if (g.value.empty()) r.error(g.where, "'pipelines' in [agent] holds an empty pattern");
+      a.pipelines.push_back(g.value);
+      a.pipelines_where.push_back(g.where);
+    }
+  }
+  if (auto control = r.string(t, "control", kAgent, false)) {
+    read_endpoint(r, *control, "control", a.control);
+  }
+  if (auto http = r.string(t, "http", kAgent, false)) {
+    Status s = validate_http_address(http->value);
+    if (!s) {
+      r.error(http->where, "bad address '" + http->value + "' for 'http': " + s.message());
+    }
+    a.http = http->value;
+  }
+  if (auto n = r.integer(t, "replicas", kAgent, 1, kMaxReplicas)) a.replicas = int(*n);
+}
+
+void read_trust(TomlReader& r, const toml::table& t, AgentConfig& a) {
+  constexpr std::string_view kTrust = "[trust]";
+  r.check_keys(t, kTrust, {"keys", "clients", "key_files"});
+  auto read = [&](std::string_view key, std::vector<std::string>& out) {
+    if (auto list = r.string_array(t, key, kTrust, false)) {
+      for (const auto& v : *list) {
+        if (v.value.empty()) {
+          r.error(v.where, "'" + std::string(key) + "' in [trust] holds an empty string");
+          continue;
+        }
+        out.push_back(v.value);
+      }
+    }
+  };
+  read("keys", a.trust_keys);
+  read("clients", a.trust_clients);
+  read("key_files", a.trust_key_files);
+}
+
+void read_promises(TomlReader& r, const toml::table& root, AgentConfig& a) {
+  constexpr std::string_view kPromise = "[[promise]]";
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const toml::table* t : r.table_array(root, "promise")) {
+    r.check_keys(*t, kPromise, {"stage", "capacity"});
+    PromiseDecl p;
+    auto stage = r.string(*t, "stage", kPromise, true);
+    auto capacity = r.integer(*t, "capacity", kPromise, 1, kMaxCapacity);
+    if (capacity) p.capacity = int(*capacity);
+    if (!stage) continue;
+    auto q = read_qualified(r, *stage, "stage", "wordcount/count");
+    if (!q) continue;
+    std::tie(p.pipeline, p.stage) = *q;
+    p.where = stage->where;
+    if (!seen.insert(*q).second) {
+      r.error(stage->where, "duplicate promise for stage '" + stage->value + "'");
+      continue;
+    }
+    a.promises.push_back(std::move(p));
+  }
+}
+
+void read_sources(TomlReader& r, const toml::table& root, AgentConfig& a) {
+  constexpr std::string_view kSource = "[[source]]";
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const toml::table* t : r.table_array(root, "source")) {
+    r.check_keys(*t, kSource, {"dataset", "path", "watch"});
+    SourceDecl s;
+    auto dataset = r.string(*t, "dataset", kSource, true);
+    if (auto path = r.string(*t, "path", kSource, true)) {
+      if (path->value.empty()) r.error(path->where, "'path' in [[source]] is empty");
+      s.path = path->value;
+    }
+    if (auto watch = r.boolean(*t, "watch", kSource)) s.watch = *watch;
+    if (!dataset) continue;
+    auto q = read_qualified(r, *dataset, "dataset", "wordcount/corpus");
+    if (!q) continue;
+    std::tie(s.pipeline, s.source) = *q;
+    s.where = dataset->where;
+    if (!seen.insert(*q).second) {
+      r.error(dataset->where, "duplicate source for dataset '" + dataset->value + "'");
+      continue;
+    }
+    a.sources.push_back(std::move(s));
+  }
+}
+
+void read_timing(TomlReader& r, const toml::table& t, Timing& timing) {
+  constexpr std::string_view kTiming = "[timing]";
+  r.check_keys(t, kTiming,
+               {"heartbeat", "suspect_after", "dead_after", "sync_interval", "claim_step"});
+  struct Field {
+    std::string_view key;
+    std::int64_t* ms;
+  };
+  const Field fields[] = {{"heartbeat", &timing.heartbeat_ms},
+                          {"suspect_after", &timing.suspect_after_ms},
+                          {"dead_after", &timing.dead_after_ms},
+                          {"sync_interval", &timing.sync_interval_ms},
+                          {"claim_step", &timing.claim_step_ms}};
+  for (const auto& f : fields) {
+    if (auto ms = r.duration(t, f.key, kTiming)) *f.ms = *ms;
+  }
+  // Failure detection needs a few heartbeats before suspicion, and suspicion before death.
+  auto order = [&](std::string_view a, std::int64_t a_ms, std::string_view b, std::int64_t b_ms) {
+    if (a_ms < b_ms) return;
+    const toml::node* node = t.get(b);
+    if (!node) node = t.get(a);
+    Location where = node ? r.at(*node) : r.at(t);
+    r.error(where, "in [timing], " + std::string(a) + " (" + format_duration_ms(a_ms) +
+                       ") must be shorter than " + std::string(b) + " (" +
+                       format_duration_ms(b_ms) + ")");
+  };
+  order("heartbeat", timing.heartbeat_ms, "suspect_after", timing.suspect_after_ms);
+  order("suspect_after", timing.suspect_after_ms, "dead_after", timing.dead_after_ms);
+}
+
+}  // namespace
+
+ParseOutput<Pipeline> parse_pipeline(std::string_view text, std::string file) {
+  ParseOutput<Pipeline> out;
+  TomlReader r(file, out.errors);
+  auto root = r.parse(text);
+  if (!root) return out;
+  r.check_keys(*root, "a pipeline file", {"pipeline", "source", "stage"});
+  Pipeline p;
+  p.file = file;
+  PipelineSpans spans;
+  spans.name = Location{file, 1, 1};
+  if (const toml::table* pt = r.table(*root, "pipeline", true)) {
+    r.check_keys(*pt, "[pipeline]", {"name"});
+    spans.name = r.at(*pt);
+    if (auto name = r.string(*pt, "name", "[pipeline]", true)) {
+      p.name = name->value;
+      spans.name = name->where;
+    }
+  }
+  for (const toml::table* t : r.table_array(*root, "source")) {
+    r.check_keys(*t, "[[source]]", {"name"});
+    if (auto name = r.string(*t, "name", "[[source]]", true)) {
+      p.sources.push_back(Source{name->value, r.at(*t)});
+      spans.sources.push_back(name->where);
+    }
+  }
+  auto stage_tables = r.table_array(*root, "stage");
+  const toml::node* stage_node = root->get("stage");
+  bool stage_wrong_type = stage_node && !stage_node->is_array();
+  if (stage_tables.empty() && !stage_wrong_type) {
+    r.error(spans.name, "pipeline has no [[stage]]");
+  }
+  for (const toml::table* t : stage_tables) {
+    StageSpans ss;
+    if (auto stage = read_stage(r, *t, ss)) {
+      p.stages.push_back(std::move(*stage));
+      spans.stages.push_back(std::move(ss));
+    }
+  }
+  bool syntax_ok = out.errors.empty();
+  spans.name_reported = p.name.empty() && !syntax_ok;
+  bool meaning_ok = check_pipeline(p, spans, out.errors);
+  if (syntax_ok && meaning_ok) out.value = std::move(p);
+  sort_by_position(out.errors);
+  return out;
+}
+
+ParseOutput<AgentConfig> parse_agent(std::string_view text, std::string file) {
+  ParseOutput<AgentConfig> out;
+  TomlReader r(file, out.errors);
+  auto root = r.parse(text);
+  if (!root) return out;
+  r.check_keys(*root, "an agent file", {"agent", "trust", "promise", "source", "timing"});
+  AgentConfig a;
+  a.file = file;
+  a.where = Location{file, 1, 1};
+  if (const toml::table* t = r.table(*root, "agent", true)) read_agent_table(r, *t, a);
+  if (const toml::table* t = r.table(*root, "trust", false)) read_trust(r, *t, a);
+  read_promises(r, *root, a);
+  read_sources(r, *root, a);
+  if (const toml::table* t = r.table(*root, "timing", false)) read_timing(r, *t, a.timing);
+  if (out.errors.empty()) out.value = std::move(a);
+  sort_by_position(out.errors);
+  return out;
+}
+
+std::vector<Diagnostic> validate_agent_against(const AgentConfig& agent,
+                                               const std::vector<Pipeline>& pipelines) {
+  std::vector<Diagnostic> errors;
+  auto find = [&](const std::string& name) -> const Pipeline* {
+    for (const auto& p : pipelines) {
+      if (p.name == name) return &p;
+    }
+    return nullptr;
+  };
+  auto suggest = [](std::string_view word, const std::vector<std::string>& names) {
+    auto best = closest_name(word, names);
+    return best ? " (did you mean '" + *best + "'?)" : std::string();
+  };
+  std::vector<std::string> pipeline_names;
+  for (const auto& p : pipelines) pipeline_names.push_back(p.name);
+  auto check = [&](const Location& where, std::string_view what, const std::string& pipeline,
+                   const std::string& name, bool is_stage) {
+    std::string full = pipeline + "/" + name;
+    const Pipeline* p = find(pipeline);
+    if (!p) {
+      errors.push_back({where, std::string(what) + " '" + full +
+                                   "': no loaded pipeline is named '" + pipeline + "'" +
+                                   suggest(pipeline, pipeline_names)});
+      return;
+    }
+    if (is_stage ? p->find_stage(name) != nullptr : p->find_source(name) != nullptr) return;
+    std::vector<std::string> names;
+    if (is_stage) {
+      for (const auto& s : p->stages) names.push_back(pipeline + "/" + s.name);
+    } else {
+      for (const auto& s : p->sources) names.push_back(pipeline + "/" + s.name);
+    }
+    errors.push_back({where, std::string(what) + " '" + full + "': pipeline '" + pipeline + "' (" +
+                                 p->file + ") has no " + (is_stage ? "stage" : "source") + " '" +
+                                 name + "'" + suggest(full, names)});
+  };
+  for (const auto& pr : agent.promises) {
+    check(pr.where, "promise for stage", pr.pipeline, pr.stage, true);
+  }
+  for (const auto& s : agent.sources) check(s.where, "source", s.pipeline, s.source, false);
+  return errors;
+}
+
+ConfigKind detect_config_kind(std::string_view text) {
+  if (text.size() > kMaxConfigBytes || find_nul(text, "")) return ConfigKind::kUnknown;
+  try {
+    toml::table root = toml::parse(text);
+    if (root.contains("pipeline")) return ConfigKind::kPipeline;
+    if (root.contains("agent")) return ConfigKind::kAgent;
+  } catch (const toml::parse_error&) {
+  }
+  return ConfigKind::kUnknown;
+}
+
+}  // namespace vow::promises
