@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <random>
@@ -26,6 +27,8 @@ using testing::TestKey;
 
 constexpr int kKills = 200;
 constexpr int kKillsPerStateDir = 25;  // a fresh directory now and then keeps fsck fast
+// How long to wait for the helper's first reports before killing it anyway.
+constexpr std::chrono::milliseconds kMaxWaitForReports{5000};
 
 struct Reported {
   std::uint64_t own_seq = 0;
@@ -33,9 +36,11 @@ struct Reported {
   std::vector<Digest> artifacts;
 };
 
-// Starts the helper, lets it run DELAY, kills it, and returns everything it reported.
+// Starts the helper, waits until it has reported AFTER_LINES items (or gave up waiting),
+// lets it run DELAY more, kills it, and returns everything it reported. Waiting for
+// reports first puts the kills inside the write loop rather than all in start-up.
 std::string run_and_kill(const std::string& helper, const std::string& state, std::uint64_t seed,
-                         std::chrono::microseconds delay) {
+                         int after_lines, std::chrono::microseconds delay) {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
   pid_t pid = ::fork();
@@ -51,14 +56,19 @@ std::string run_and_kill(const std::string& helper, const std::string& state, st
   ::close(fds[1]);
   std::string out;
   char buf[4096];
-  auto deadline = std::chrono::steady_clock::now() + delay;
+  auto now = std::chrono::steady_clock::now;
+  auto deadline = now() + kMaxWaitForReports;
+  bool counting = true;
   // Drain the pipe until the kill moment, so the helper never blocks on a full pipe.
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
+    if (counting && std::count(out.begin(), out.end(), '\n') >= after_lines) {
+      counting = false;
+      deadline = now() + delay;
+    }
+    auto left_us = std::chrono::duration_cast<std::chrono::microseconds>(deadline - now()).count();
+    if (left_us <= 0) break;
     pollfd p{fds[0], POLLIN, 0};
-    int rc = ::poll(&p, 1, static_cast<int>(left.count()));
+    int rc = ::poll(&p, 1, static_cast<int>((left_us + 999) / 1000));
     if (rc > 0) {
       ssize_t n = ::read(fds[0], buf, sizeof buf);
       if (n <= 0) break;  // the helper exited early (an error): caught below
@@ -155,8 +165,9 @@ TEST_CASE("crash: SIGKILL at random moments loses nothing committed") {
     }
     CAPTURE(kill);
     std::string state = dir->path() + "/state";
-    auto delay = std::chrono::microseconds(1000 + rng() % 29'000);
-    std::string out = run_and_kill(helper, state, rng(), delay);
+    int after_lines = static_cast<int>(rng() % 5);
+    auto delay = std::chrono::microseconds(rng() % 20'000);
+    std::string out = run_and_kill(helper, state, rng(), after_lines, delay);
     parse(out, reported);
     check_state(state, reported);
   }
