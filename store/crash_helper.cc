@@ -1,5 +1,6 @@
-// store_crash_helper STATE_DIR SEED: writes statements and artifacts into STATE_DIR in a
-// loop until killed, reporting each item on stdout only after it is committed:
+// store_crash_helper STATE_DIR SEED [COUNT]: writes statements and artifacts into
+// STATE_DIR in a loop until killed (or COUNT rounds are done, then exits 0), reporting each item on
+// stdout only after it is committed:
 //   S <seq>      own statement <seq> appended (signed by test key 1)
 //   B <seq>      a batch of key 2's statements up to <seq> inserted
 //   A <hex>      file artifact stored
@@ -35,8 +36,8 @@ void report(const std::string& line) {
 int main(int argc, char** argv) {
   using namespace vow;
   using namespace vow::store;
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: store_crash_helper STATE_DIR SEED\n");
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: store_crash_helper STATE_DIR SEED [COUNT]\n");
     return 2;
   }
   std::string state = argv[1];
@@ -51,7 +52,8 @@ int main(int argc, char** argv) {
   if (!other_vv.is_ok()) die(other_vv.status());
   std::uint64_t other_seq = other_vv->count(other.public_key) ? other_vv->at(other.public_key) : 0;
   std::vector<Digest> files;
-  for (std::uint64_t i = 0;; ++i) {
+  std::uint64_t rounds = argc == 4 ? std::strtoull(argv[3], nullptr, 10) : UINT64_MAX;
+  for (std::uint64_t i = 0; i < rounds; ++i) {
     auto next = (*ledger)->own_next_seq();
     if (!next.is_ok()) die(next.status());
     auto st = testing::make_statement(me, *next, "own " + std::to_string(rng()));
@@ -83,4 +85,5 @@ int main(int argc, char** argv) {
       report("T " + t->hex());
     }
   }
+  return 0;
 }

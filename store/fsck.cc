@@ -158,7 +158,8 @@ class Checker {
     auto tmp = env_.list_dir(root_ + "/tmp");
     if (tmp.is_ok()) {
       for (const auto& name : *tmp) {
-        problem(Kind::kUnreferenced, root_ + "/tmp/" + name, "leftover temporary file");
+        problem(Kind::kUnreferenced, root_ + "/tmp/" + name,
+                "leftover temporary file (removed when the agent next starts)");
       }
     }
     std::string objects = root_ + "/objects";
@@ -189,7 +190,9 @@ class Checker {
         }
         auto it = kinds_.find(*d);
         if (it == kinds_.end() || it->second != kind) {
-          problem(Kind::kUnreferenced, path, "object not in the artifact index");
+          problem(Kind::kUnreferenced, path,
+                  "object not in the artifact index (indexed when the agent next starts, if it "
+                  "verifies)");
         }
       }
     }
