@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "promises/assert.h"
 #include "store/statement_check.h"
@@ -163,13 +164,18 @@ class SqliteLedger final : public Ledger {
   // --- statements ---
 
   Status insert(const StoredStatement& s) override {
-    return transaction("insert statement", [&] { return insert_locked(s); });
+    return transaction("insert statement", [&] {
+      std::set<AgentKey> touched;
+      VOW_RETURN_IF_ERROR(insert_locked(s, touched));
+      return advance_frontiers(touched);
+    });
   }
 
   Status insert_batch(std::span<const StoredStatement> batch) override {
     return transaction("insert statement batch", [&] {
-      for (const auto& s : batch) VOW_RETURN_IF_ERROR(insert_locked(s));
-      return Status::ok();
+      std::set<AgentKey> touched;
+      for (const auto& s : batch) VOW_RETURN_IF_ERROR(insert_locked(s, touched));
+      return advance_frontiers(touched);
     });
   }
 
@@ -181,7 +187,9 @@ class SqliteLedger final : public Ledger {
         return Status::invalid("own statement seq " + std::to_string(s.seq) +
                                " is not the next own seq " + std::to_string(*last + 1));
       }
-      VOW_RETURN_IF_ERROR(insert_locked(s));
+      std::set<AgentKey> touched;
+      VOW_RETURN_IF_ERROR(insert_locked(s, touched));
+      VOW_RETURN_IF_ERROR(advance_frontiers(touched));
       auto st = prepare("UPDATE own_seq SET last_seq = ?1 WHERE id = 0");
       if (!st.is_ok()) return st.status();
       StmtGuard g(*st);
@@ -594,17 +602,13 @@ class SqliteLedger final : public Ledger {
   }
 
   // Inserts S inside an open transaction: no-op for an identical duplicate, kInvalid
-  // for equivocation.
-  Status insert_locked(const StoredStatement& s) {
+  // for equivocation. Adds S's author to TOUCHED when a row was added, so the caller
+  // advances that author's frontier once per transaction.
+  Status insert_locked(const StoredStatement& s, std::set<AgentKey>& touched) {
     VOW_RETURN_IF_ERROR(validate_stored_statement(s));
-    auto existing = get(s.author, s.seq);
-    if (!existing.is_ok()) return existing.status();
-    if (existing->has_value()) {
-      if ((*existing)->bytes == s.bytes) return Status::ok();
-      return equivocation_status(s);
-    }
     static const std::string sql = std::string("INSERT INTO statements (") + kStatementColumns +
-                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+                                   "ON CONFLICT (author, seq) DO NOTHING";
     auto st = prepare(sql.c_str());
     if (!st.is_ok()) return st.status();
     Digest check = statement_row_check(s);
@@ -623,10 +627,24 @@ class SqliteLedger final : public Ledger {
       bind_blob(*st, 11, as_span(check.bytes));
       VOW_RETURN_IF_ERROR(step_done(*st, "insert statements"));
     }
-    return advance_frontier(s.author, s.seq);
+    if (sqlite3_changes(db_) == 1) {
+      touched.insert(s.author);
+      return Status::ok();
+    }
+    // (author, seq) was already stored: the same statement again, or equivocation.
+    auto existing = get(s.author, s.seq);
+    if (!existing.is_ok()) return existing.status();
+    if (existing->has_value() && (*existing)->bytes == s.bytes) return Status::ok();
+    return equivocation_status(s);
   }
 
-  Status advance_frontier(const AgentKey& author, std::uint64_t seq) {
+  // Raises each author's contiguous frontier past every seq now held.
+  Status advance_frontiers(const std::set<AgentKey>& authors) {
+    for (const auto& author : authors) VOW_RETURN_IF_ERROR(advance_frontier(author));
+    return Status::ok();
+  }
+
+  Status advance_frontier(const AgentKey& author) {
     auto sel = prepare("SELECT contiguous FROM frontier WHERE author = ?1");
     if (!sel.is_ok()) return sel.status();
     std::uint64_t cur = 0;
@@ -640,19 +658,22 @@ class SqliteLedger final : public Ledger {
         return err("select frontier", rc);
       }
     }
-    if (seq != cur + 1) return Status::ok();
-    auto has = prepare("SELECT 1 FROM statements WHERE author = ?1 AND seq = ?2");
-    if (!has.is_ok()) return has.status();
-    std::uint64_t next = seq;
-    for (;;) {
-      StmtGuard g(*has);
-      bind_blob(*has, 1, as_span(author.bytes));
-      sqlite3_bind_int64(*has, 2, static_cast<sqlite3_int64>(next + 1));
-      int rc = sqlite3_step(*has);
-      if (rc == SQLITE_DONE) break;
-      if (rc != SQLITE_ROW) return err("select statements", rc);
-      ++next;
+    // Walk the author's seqs above the frontier in order until the first gap.
+    auto walk = prepare("SELECT seq FROM statements WHERE author = ?1 AND seq > ?2 ORDER BY seq");
+    if (!walk.is_ok()) return walk.status();
+    std::uint64_t next = cur;
+    {
+      StmtGuard g(*walk);
+      bind_blob(*walk, 1, as_span(author.bytes));
+      sqlite3_bind_int64(*walk, 2, static_cast<sqlite3_int64>(cur));
+      int rc;
+      while ((rc = sqlite3_step(*walk)) == SQLITE_ROW) {
+        if (static_cast<std::uint64_t>(sqlite3_column_int64(*walk, 0)) != next + 1) break;
+        ++next;
+      }
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return err("select statements", rc);
     }
+    if (next == cur) return Status::ok();
     auto up = prepare("INSERT OR REPLACE INTO frontier (author, contiguous) VALUES (?1, ?2)");
     if (!up.is_ok()) return up.status();
     StmtGuard g(*up);
