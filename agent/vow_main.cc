@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   vow::agent::cli::add_check_command(app);
   vow::agent::cli::add_graph_command(app);
+  vow::agent::cli::add_fsck_command(app);
   // CLI11 reports through exceptions; they stop here.
   try {
     app.parse(argc, argv);
@@ -30,7 +31,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "vow: " << e.what() << "\n"
-              << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph; "
+              << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph, fsck; "
                  "'vow COMMAND --help' for more)\n";
     return kExitUsage;
   }

@@ -14,5 +14,7 @@ namespace vow::agent::cli {
 void add_check_command(CLI::App& app);
 // vow graph FILE... [--dot]: draw the pipelines' DAGs as text or Graphviz DOT.
 void add_graph_command(CLI::App& app);
+// vow fsck --state-dir DIR: check a state directory's artifacts and ledger offline.
+void add_fsck_command(CLI::App& app);
 
 }  // namespace vow::agent::cli

@@ -1,0 +1,672 @@
+#include "store/artifact_store.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <system_error>
+
+#include "promises/assert.h"
+
+namespace vow::store {
+
+// Largest tree object accepted through an ArtifactWriter (held in memory to validate).
+inline constexpr std::size_t kMaxTreeObjectBytes = 64 << 20;
+
+std::string ledger_path(const std::string& state_dir) { return state_dir + "/vow.db"; }
+std::string artifacts_root(const std::string& state_dir) { return state_dir + "/artifacts"; }
+
+namespace {
+
+Status corrupt_object(const Digest& d, const std::string& path, const std::string& why) {
+  return Status::corrupt("artifact " + d.hex() + ": " + why + " (object " + path + ")");
+}
+
+std::span<const std::uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// ArtifactReader
+
+ArtifactReader::ArtifactReader(std::unique_ptr<ReadableFile> file, Digest digest,
+                               std::uint64_t size_bytes)
+    : file_(std::move(file)), digest_(digest), size_(size_bytes) {}
+
+Result<std::size_t> ArtifactReader::read_at(std::uint64_t offset, std::span<std::uint8_t> out) {
+  if (offset >= size_) return std::size_t{0};
+  std::uint64_t left = size_ - offset;
+  if (out.size() > left) out = out.subspan(0, static_cast<std::size_t>(left));
+  return file_->read_at(offset, out);
+}
+
+Result<std::size_t> ArtifactReader::read_next(std::span<std::uint8_t> out) {
+  if (done_) return std::size_t{0};
+  auto n = file_->read_at(pos_, out);
+  if (!n.is_ok()) return n.status();
+  if (*n > 0) {
+    hasher_.update(out.subspan(0, *n));
+    pos_ += *n;
+    return *n;
+  }
+  done_ = true;
+  if (pos_ != size_) {
+    return Status::corrupt("artifact " + digest_.hex() + ": size " + std::to_string(pos_) +
+                           ", expected " + std::to_string(size_));
+  }
+  if (hasher_.finish() != digest_) {
+    return Status::corrupt("artifact " + digest_.hex() + ": content does not match its digest");
+  }
+  return std::size_t{0};
+}
+
+Status ArtifactReader::verify_whole() {
+  Hasher h;
+  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  std::uint64_t off = 0;
+  for (;;) {
+    auto n = file_->read_at(off, buf);
+    if (!n.is_ok()) return n.status();
+    if (*n == 0) break;
+    h.update(std::span(buf).subspan(0, *n));
+    off += *n;
+  }
+  if (off != size_ || h.finish() != digest_) {
+    return Status::corrupt("artifact " + digest_.hex() + ": content does not match its digest");
+  }
+  return Status::ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Writer
+
+class StoreWriter final : public ArtifactWriter {
+ public:
+  StoreWriter(ArtifactStore& store, ArtifactKind kind, std::string tmp,
+              std::unique_ptr<WritableFile> file)
+      : store_(store), kind_(kind), tmp_(std::move(tmp)), file_(std::move(file)) {}
+  ~StoreWriter() override {
+    if (!finished_) {
+      file_.reset();
+      (void)store_.env_.remove_file(tmp_);
+    }
+  }
+
+  Status append(std::span<const std::uint8_t> data) override {
+    VOW_ASSERT(!finished_, "append after commit");
+    if (kind_ == ArtifactKind::kTree) {
+      if (tree_.size() + data.size() > kMaxTreeObjectBytes) {
+        return Status::overloaded("tree object larger than " + std::to_string(kMaxTreeObjectBytes) +
+                                  " bytes");
+      }
+      tree_.append(reinterpret_cast<const char*>(data.data()), data.size());
+    }
+    VOW_RETURN_IF_ERROR(file_->append(data));
+    hasher_.update(data);
+    size_ += data.size();
+    return Status::ok();
+  }
+
+  std::uint64_t size() const override { return size_; }
+
+  Result<Digest> commit(std::optional<Digest> expected) override {
+    VOW_ASSERT(!finished_, "commit called twice");
+    Digest d = hasher_.finish();
+    if (expected && *expected != d) {
+      return Status::corrupt("artifact " + expected->hex() + ": received content hashes to " +
+                             d.hex());
+    }
+    if (kind_ == ArtifactKind::kTree) {
+      auto entries = decode_tree(tree_);
+      if (!entries.is_ok()) {
+        return Status::corrupt("artifact " + d.hex() + ": " + entries.status().message());
+      }
+      for (const auto& e : *entries) {
+        auto has = store_.index_.index_get(e.digest);
+        if (!has.is_ok()) return has.status();
+        if (!has->has_value()) {
+          return Status::not_found("tree " + d.hex() + ": child '" + e.name + "' (" +
+                                   e.digest.hex() + ") is not held");
+        }
+      }
+    }
+    VOW_RETURN_IF_ERROR(file_->sync());
+    VOW_RETURN_IF_ERROR(file_->close());
+    Status s = store_.install(tmp_, d, kind_, size_);
+    finished_ = s.is_ok();
+    if (s.is_ok()) s = store_.flush_index();
+    if (!s.is_ok()) return s;
+    return d;
+  }
+
+ private:
+  ArtifactStore& store_;
+  ArtifactKind kind_;
+  std::string tmp_;
+  std::unique_ptr<WritableFile> file_;
+  Hasher hasher_;
+  std::uint64_t size_ = 0;
+  std::string tree_;  // tree objects only, bounded by kMaxTreeObjectBytes
+  bool finished_ = false;
+};
+
+// ---------------------------------------------------------------------------------------
+// ArtifactStore: writing
+
+ArtifactStore::ArtifactStore(std::string root, Ledger& index, Env& env)
+    : root_(std::move(root)), index_(index), env_(env) {}
+
+ArtifactStore::~ArtifactStore() { (void)flush(); }
+
+Result<std::unique_ptr<ArtifactStore>> ArtifactStore::open(std::string root, Ledger& index,
+                                                           Env& env) {
+  std::unique_ptr<ArtifactStore> store(new ArtifactStore(std::move(root), index, env));
+  VOW_RETURN_IF_ERROR(env.make_dir(store->root_, 0755));
+  VOW_RETURN_IF_ERROR(env.make_dir(store->root_ + "/objects", 0755));
+  VOW_RETURN_IF_ERROR(env.make_dir(store->root_ + "/tmp", 0755));
+  auto tick = index.index_max_tick();
+  if (!tick.is_ok()) return tick.status();
+  store->tick_ = *tick;
+  VOW_RETURN_IF_ERROR(store->recover());
+  return store;
+}
+
+std::string object_path(const std::string& root, const Digest& digest, ArtifactKind kind) {
+  std::string hex = digest.hex();
+  std::string p = root + "/objects/" + hex.substr(0, 2) + "/" + hex;
+  if (kind == ArtifactKind::kTree) p += ".tree";
+  return p;
+}
+
+std::string ArtifactStore::object_path(const Digest& digest, ArtifactKind kind) const {
+  return store::object_path(root_, digest, kind);
+}
+
+std::string ArtifactStore::new_temp_path() {
+  return root_ + "/tmp/" + std::to_string(::getpid()) + "-" + std::to_string(++temp_counter_);
+}
+
+Status ArtifactStore::ensure_fanout(const Digest& digest) {
+  std::string dir = root_ + "/objects/" + digest.hex().substr(0, 2);
+  if (fanouts_.count(dir)) return Status::ok();
+  auto info = env_.stat(dir);
+  if (!info.is_ok()) return info.status();
+  if (info->type != FileType::kDirectory) {
+    VOW_RETURN_IF_ERROR(env_.make_dir(dir, 0755));
+    VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects"));
+  }
+  fanouts_.insert(dir);
+  return Status::ok();
+}
+
+Status ArtifactStore::install(const std::string& tmp, const Digest& digest, ArtifactKind kind,
+                              std::uint64_t size_bytes) {
+  auto existing = index_.index_get(digest);
+  if (!existing.is_ok()) return existing.status();
+  if (existing->has_value() && (*existing)->kind != kind) {
+    (void)env_.remove_file(tmp);
+    return Status::invalid("artifact " + digest.hex() + " is already stored as a " +
+                           artifact_kind_name((*existing)->kind) + ", not a " +
+                           artifact_kind_name(kind));
+  }
+  std::string dest = object_path(digest, kind);
+  auto info = env_.stat(dest);
+  if (!info.is_ok()) return info.status();
+  if (info->type == FileType::kRegular) {
+    VOW_RETURN_IF_ERROR(env_.remove_file(tmp));  // already held: deduplicated
+  } else {
+    Status s = ensure_fanout(digest);
+    if (s.is_ok()) s = env_.rename(tmp, dest);
+    if (!s.is_ok()) {
+      (void)env_.remove_file(tmp);
+      return s;
+    }
+    VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects/" + digest.hex().substr(0, 2)));
+  }
+  pending_rows_.push_back(ArtifactRecord{digest, size_bytes, kind, false, ++tick_});
+  return Status::ok();
+}
+
+Status ArtifactStore::flush_index() {
+  if (pending_rows_.empty()) return Status::ok();
+  Status s = index_.index_put(pending_rows_);
+  // On failure the objects stay on disk without rows; open() indexes them again.
+  pending_rows_.clear();
+  return s;
+}
+
+Result<std::unique_ptr<ArtifactWriter>> ArtifactStore::new_writer(ArtifactKind kind) {
+  std::string tmp = new_temp_path();
+  auto file = env_.new_writable(tmp, 0444);
+  if (!file.is_ok()) return file.status();
+  return std::unique_ptr<ArtifactWriter>(
+      new StoreWriter(*this, kind, std::move(tmp), std::move(file).value()));
+}
+
+Result<Digest> ArtifactStore::write_object(ArtifactKind kind, std::string_view data) {
+  std::string tmp = new_temp_path();
+  auto file = env_.new_writable(tmp, 0444);
+  if (!file.is_ok()) return file.status();
+  Status s = (*file)->append(bytes_of(data));
+  if (s.is_ok()) s = (*file)->sync();
+  if (s.is_ok()) s = (*file)->close();
+  if (!s.is_ok()) {
+    file->reset();
+    (void)env_.remove_file(tmp);
+    return s;
+  }
+  Digest d = blake2b(data);
+  VOW_RETURN_IF_ERROR(install(tmp, d, kind, data.size()));
+  return d;
+}
+
+Result<Digest> ArtifactStore::put_bytes(std::string_view data) {
+  auto d = write_object(ArtifactKind::kFile, data);
+  Status f = flush_index();
+  if (!d.is_ok()) return d;
+  if (!f.is_ok()) return f;
+  return d;
+}
+
+Result<Digest> ArtifactStore::put_tree(std::vector<TreeEntry> entries) {
+  for (const auto& e : entries) {
+    auto rec = index_.index_get(e.digest);
+    if (!rec.is_ok()) return rec.status();
+    if (!rec->has_value()) {
+      return Status::not_found("put_tree: child '" + e.name + "' (" + e.digest.hex() +
+                               ") is not held");
+    }
+    bool child_is_tree = (*rec)->kind == ArtifactKind::kTree;
+    if (child_is_tree != (e.kind == EntryKind::kTree)) {
+      return Status::invalid("put_tree: entry '" + e.name + "' says " +
+                             (e.kind == EntryKind::kTree ? "tree" : "file") + " but " +
+                             e.digest.hex() + " is a " + artifact_kind_name((*rec)->kind));
+    }
+  }
+  auto encoding = encode_tree(std::move(entries));
+  if (!encoding.is_ok()) return encoding.status();
+  auto d = write_object(ArtifactKind::kTree, *encoding);
+  Status f = flush_index();
+  if (!d.is_ok()) return d;
+  if (!f.is_ok()) return f;
+  return d;
+}
+
+Result<ArtifactRef> ArtifactStore::import_file(const std::string& path, bool* executable) {
+  auto info = env_.stat(path);
+  if (!info.is_ok()) return info.status();
+  if (info->type != FileType::kRegular) {
+    return Status::invalid("import " + path + ": not a regular file");
+  }
+  if (executable) *executable = (info->mode & S_IXUSR) != 0;
+  auto src = env_.open_readable(path);
+  if (!src.is_ok()) return src.status();
+  std::string tmp = new_temp_path();
+  auto dst = env_.new_writable(tmp, 0444);
+  if (!dst.is_ok()) return dst.status();
+  Hasher hasher;
+  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  std::uint64_t off = 0;
+  Status s;
+  for (;;) {
+    auto n = (*src)->read_at(off, buf);
+    if (!n.is_ok()) {
+      s = n.status();
+      break;
+    }
+    if (*n == 0) break;
+    auto chunk = std::span<const std::uint8_t>(buf).subspan(0, *n);
+    hasher.update(chunk);
+    s = (*dst)->append(chunk);
+    if (!s.is_ok()) break;
+    off += *n;
+  }
+  if (s.is_ok()) s = (*dst)->sync();
+  if (s.is_ok()) s = (*dst)->close();
+  if (!s.is_ok()) {
+    dst->reset();
+    (void)env_.remove_file(tmp);
+    return s;
+  }
+  Digest d = hasher.finish();
+  VOW_RETURN_IF_ERROR(install(tmp, d, ArtifactKind::kFile, off));
+  ArtifactRef ref;
+  ref.digest = d;
+  ref.size_bytes = off;
+  return ref;
+}
+
+Result<ArtifactRef> ArtifactStore::import_dir(const std::string& path, int depth) {
+  if (depth > kMaxTreeDepth) {
+    return Status::overloaded("import " + path + ": deeper than " + std::to_string(kMaxTreeDepth) +
+                              " directories");
+  }
+  auto names = env_.list_dir(path);
+  if (!names.is_ok()) return names.status();
+  std::sort(names->begin(), names->end());
+  ArtifactRef ref;
+  ref.is_tree = true;
+  for (const auto& name : *names) {
+    std::string child = path + "/" + name;
+    Status valid = validate_entry_name(name);
+    if (!valid.is_ok()) return Status::invalid("import " + child + ": " + valid.message());
+    auto info = env_.stat(child);
+    if (!info.is_ok()) return info.status();
+    TreeEntry e;
+    e.name = name;
+    if (info->type == FileType::kRegular) {
+      bool exec = false;
+      auto r = import_file(child, &exec);
+      if (!r.is_ok()) return r;
+      e.kind = exec ? EntryKind::kExecutable : EntryKind::kFile;
+      e.digest = r->digest;
+      ref.size_bytes += r->size_bytes;
+    } else if (info->type == FileType::kDirectory) {
+      auto r = import_dir(child, depth + 1);
+      if (!r.is_ok()) return r;
+      e.kind = EntryKind::kTree;
+      e.digest = r->digest;
+      ref.size_bytes += r->size_bytes;
+    } else if (info->type == FileType::kSymlink) {
+      return Status::invalid("import " + child +
+                             ": symbolic link refused (artifacts hold regular files and "
+                             "directories only)");
+    } else if (info->type == FileType::kMissing) {
+      return Status::not_found("import " + child + ": vanished during import");
+    } else {
+      return Status::invalid("import " + child + ": special file (device, socket or FIFO) refused");
+    }
+    ref.entries.push_back(std::move(e));
+  }
+  auto encoding = encode_tree(ref.entries);
+  if (!encoding.is_ok()) {
+    return Status(encoding.status().code(), "import " + path + ": " + encoding.status().message());
+  }
+  auto d = write_object(ArtifactKind::kTree, *encoding);
+  if (!d.is_ok()) return d.status();
+  ref.digest = *d;
+  return ref;
+}
+
+Result<ArtifactRef> ArtifactStore::import_path(const std::string& path) {
+  auto info = env_.stat(path);
+  if (!info.is_ok()) return info.status();
+  Result<ArtifactRef> r = Status::invalid("");
+  switch (info->type) {
+    case FileType::kRegular:
+      r = import_file(path, nullptr);
+      break;
+    case FileType::kDirectory:
+      r = import_dir(path, 0);
+      break;
+    case FileType::kSymlink:
+      return Status::invalid("import " + path +
+                             ": symbolic link refused (artifacts hold regular files and "
+                             "directories only)");
+    case FileType::kMissing:
+      return Status::not_found("import " + path + ": no such file or directory");
+    case FileType::kOther:
+      return Status::invalid("import " + path + ": special file (device, socket or FIFO) refused");
+  }
+  Status f = flush_index();
+  if (!r.is_ok()) return r;
+  if (!f.is_ok()) return f;
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------
+// ArtifactStore: reading
+
+Result<ArtifactRecord> ArtifactStore::require(const Digest& digest) {
+  auto rec = index_.index_get(digest);
+  if (!rec.is_ok()) return rec.status();
+  if (!rec->has_value()) return Status::not_found("artifact " + digest.hex() + " is not held");
+  return **rec;
+}
+
+void ArtifactStore::touch(const Digest& digest) {
+  pending_touch_[digest] = ++tick_;
+  if (pending_touch_.size() >= kMaxPendingTouches) (void)flush();
+}
+
+Status ArtifactStore::flush() {
+  VOW_RETURN_IF_ERROR(flush_index());
+  if (pending_touch_.empty()) return Status::ok();
+  std::vector<std::pair<Digest, std::uint64_t>> ticks(pending_touch_.begin(), pending_touch_.end());
+  pending_touch_.clear();  // ticks only order GC: a lost batch is harmless
+  return index_.index_touch(ticks);
+}
+
+Result<std::unique_ptr<ArtifactReader>> ArtifactStore::open_reader(const Digest& digest) {
+  auto rec = require(digest);
+  if (!rec.is_ok()) return rec.status();
+  std::string path = object_path(digest, rec->kind);
+  auto file = env_.open_readable(path);
+  if (!file.is_ok()) {
+    if (file.status().code() == StatusCode::kNotFound) {
+      return Status::corrupt("artifact " + digest.hex() + ": indexed but its object " + path +
+                             " is missing");
+    }
+    return file.status();
+  }
+  auto size = (*file)->size();
+  if (!size.is_ok()) return size.status();
+  if (*size != rec->size_bytes) {
+    return corrupt_object(
+        digest, path,
+        "size " + std::to_string(*size) + ", index says " + std::to_string(rec->size_bytes));
+  }
+  touch(digest);
+  return std::make_unique<ArtifactReader>(std::move(file).value(), digest, *size);
+}
+
+Result<std::string> ArtifactStore::read(const Digest& digest) {
+  auto reader = open_reader(digest);
+  if (!reader.is_ok()) return reader.status();
+  std::string out;
+  out.resize(static_cast<std::size_t>((*reader)->size()));
+  std::size_t off = 0;
+  for (;;) {
+    std::span<std::uint8_t> rest(reinterpret_cast<std::uint8_t*>(out.data()) + off,
+                                 out.size() - off);
+    if (rest.empty()) {
+      // Reaching the end (a 0-byte read) is what runs the verification.
+      std::uint8_t probe[1];
+      auto n = (*reader)->read_next(probe);
+      if (!n.is_ok()) return n.status();
+      if (*n != 0) return Status::corrupt("artifact " + digest.hex() + ": grew while read");
+      break;
+    }
+    auto n = (*reader)->read_next(rest);
+    if (!n.is_ok()) return n.status();
+    if (*n == 0) return Status::corrupt("artifact " + digest.hex() + ": truncated");
+    off += *n;
+  }
+  return out;
+}
+
+Result<std::vector<TreeEntry>> ArtifactStore::read_tree(const Digest& digest) {
+  auto rec = require(digest);
+  if (!rec.is_ok()) return rec.status();
+  if (rec->kind != ArtifactKind::kTree) {
+    return Status::invalid("artifact " + digest.hex() + " is a file, not a tree");
+  }
+  auto bytes = read(digest);
+  if (!bytes.is_ok()) return bytes.status();
+  auto entries = decode_tree(*bytes);
+  if (!entries.is_ok()) {
+    return Status::corrupt("tree " + digest.hex() + ": " + entries.status().message());
+  }
+  return entries;
+}
+
+Status ArtifactStore::verify(const Digest& digest) {
+  auto rec = require(digest);
+  if (!rec.is_ok()) return rec.status();
+  if (rec->kind == ArtifactKind::kFile) {
+    auto reader = open_reader(digest);
+    if (!reader.is_ok()) return reader.status();
+    return (*reader)->verify_whole();
+  }
+  auto entries = read_tree(digest);
+  if (!entries.is_ok()) return entries.status();
+  for (const auto& e : *entries) {
+    auto child = index_.index_get(e.digest);
+    if (!child.is_ok()) return child.status();
+    if (!child->has_value()) {
+      return Status::corrupt("tree " + digest.hex() + ": child '" + e.name + "' (" +
+                             e.digest.hex() + ") is missing");
+    }
+  }
+  return Status::ok();
+}
+
+Result<std::uint64_t> ArtifactStore::tree_file_bytes(const Digest& digest, int depth) {
+  if (depth > kMaxTreeDepth) return Status::corrupt("tree " + digest.hex() + " nested too deep");
+  auto entries = read_tree(digest);
+  if (!entries.is_ok()) return entries.status();
+  std::uint64_t total = 0;
+  for (const auto& e : *entries) {
+    if (e.kind == EntryKind::kTree) {
+      auto sub = tree_file_bytes(e.digest, depth + 1);
+      if (!sub.is_ok()) return sub;
+      total += *sub;
+    } else {
+      auto rec = require(e.digest);
+      if (!rec.is_ok()) return rec.status();
+      total += rec->size_bytes;
+    }
+  }
+  return total;
+}
+
+Result<ArtifactRef> ArtifactStore::ref(const Digest& digest) {
+  auto rec = require(digest);
+  if (!rec.is_ok()) return rec.status();
+  ArtifactRef r;
+  r.digest = digest;
+  if (rec->kind == ArtifactKind::kFile) {
+    r.size_bytes = rec->size_bytes;
+    return r;
+  }
+  r.is_tree = true;
+  auto entries = read_tree(digest);
+  if (!entries.is_ok()) return entries.status();
+  r.entries = std::move(entries).value();
+  auto total = tree_file_bytes(digest, 0);
+  if (!total.is_ok()) return total.status();
+  r.size_bytes = *total;
+  return r;
+}
+
+Result<ArtifactRecord> ArtifactStore::stat(const Digest& digest) { return require(digest); }
+
+Result<bool> ArtifactStore::has(const Digest& digest) {
+  auto rec = index_.index_get(digest);
+  if (!rec.is_ok()) return rec.status();
+  return rec->has_value();
+}
+
+Result<std::vector<ArtifactRecord>> ArtifactStore::list() {
+  VOW_RETURN_IF_ERROR(flush());
+  return index_.index_list();
+}
+
+Status ArtifactStore::pin(const Digest& digest, bool pinned) {
+  return index_.index_set_pinned(digest, pinned);
+}
+
+// ---------------------------------------------------------------------------------------
+// ArtifactStore: materializing
+
+Status ArtifactStore::materialize(const Digest& digest, const std::string& dest,
+                                  const MaterializeOptions& options) {
+  auto rec = require(digest);
+  if (!rec.is_ok()) return rec.status();
+  auto info = env_.stat(dest);
+  if (!info.is_ok()) return info.status();
+  if (info->type != FileType::kMissing) {
+    return Status::invalid("materialize " + digest.short_hex() + ": " + dest + " already exists");
+  }
+  if (rec->kind == ArtifactKind::kFile) return materialize_file(digest, dest, false, options);
+  return materialize_tree(digest, dest, 0, options);
+}
+
+Status ArtifactStore::materialize_file(const Digest& digest, const std::string& dest,
+                                       bool executable, const MaterializeOptions& options) {
+  auto rec = require(digest);
+  if (!rec.is_ok()) return rec.status();
+  if (rec->kind != ArtifactKind::kFile) {
+    return Status::corrupt("artifact " + digest.hex() + " is a tree where a file was expected");
+  }
+  auto reader = open_reader(digest);
+  if (!reader.is_ok()) return reader.status();
+  std::string src = object_path(digest, ArtifactKind::kFile);
+  if (!executable) {
+    // The object's inode (mode 0444) is shared: verify it once, then link.
+    if (options.verify) VOW_RETURN_IF_ERROR((*reader)->verify_whole());
+    auto linked = env_.link(src, dest);
+    if (!linked.is_ok()) return linked.status();
+    if (*linked) return Status::ok();
+  }
+  auto out = env_.new_writable(dest, executable ? 0555 : 0444);
+  if (!out.is_ok()) return out.status();
+  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  Status s;
+  for (;;) {
+    auto n = (*reader)->read_next(buf);  // verifies at the end
+    if (!n.is_ok()) {
+      s = n.status();
+      break;
+    }
+    if (*n == 0) break;
+    s = (*out)->append(std::span<const std::uint8_t>(buf).subspan(0, *n));
+    if (!s.is_ok()) break;
+  }
+  if (s.is_ok()) s = (*out)->close();
+  if (s.is_ok()) s = env_.chmod(dest, executable ? 0555 : 0444);  // umask may have cut bits
+  if (!s.is_ok()) {
+    out->reset();
+    (void)env_.remove_file(dest);
+  }
+  return s;
+}
+
+Status ArtifactStore::materialize_tree(const Digest& digest, const std::string& dest, int depth,
+                                       const MaterializeOptions& options) {
+  if (depth > kMaxTreeDepth) return Status::corrupt("tree " + digest.hex() + " nested too deep");
+  auto entries = read_tree(digest);
+  if (!entries.is_ok()) return entries.status();
+  VOW_RETURN_IF_ERROR(env_.make_dir(dest, 0755));
+  for (const auto& e : *entries) {
+    std::string child = dest + "/" + e.name;
+    if (e.kind == EntryKind::kTree) {
+      VOW_RETURN_IF_ERROR(materialize_tree(e.digest, child, depth + 1, options));
+    } else {
+      VOW_RETURN_IF_ERROR(
+          materialize_file(e.digest, child, e.kind == EntryKind::kExecutable, options));
+    }
+  }
+  return env_.chmod(dest, 0555);
+}
+
+Status make_writable_recursive(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto st = fs::symlink_status(path, ec);
+  if (ec || st.type() != fs::file_type::directory) return Status::ok();
+  fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
+  if (ec) return Status::io("chmod " + path + ": " + ec.message());
+  for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->symlink_status(ec).type() == fs::file_type::directory) {
+      VOW_RETURN_IF_ERROR(make_writable_recursive(it->path().string()));
+    }
+  }
+  if (ec) return Status::io("list " + path + ": " + ec.message());
+  return Status::ok();
+}
+
+}  // namespace vow::store

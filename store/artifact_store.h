@@ -1,0 +1,200 @@
+// ArtifactStore: the content-addressed artifacts an agent holds (DESIGN.md 4.7, 5), in
+// STATE_DIR/artifacts/, indexed in the Ledger's artifacts table.
+//
+// Objects are named by their BLAKE2b-256 digest (promises/digest.h). A file object holds
+// the file's bytes; a tree object holds the canonical tree encoding (promises/tree.h) and
+// its children are objects of their own, so trees share children and a fan-in tree is
+// made from existing children without copying (put_tree). Layout, write protocol and GC
+// rules: docs/storage.md.
+//
+//   artifacts/objects/ab/<64 hex>        file object (mode 0444)
+//   artifacts/objects/ab/<64 hex>.tree   tree object (mode 0444)
+//   artifacts/tmp/                       objects being written (emptied on open)
+//
+// Writes: hash while writing to tmp/, fsync, rename into objects/, fsync the directory,
+// then add the index row. A crash leaves at worst a temporary (removed on open) or an
+// object without an index row (verified and indexed on open), never a visible object
+// with wrong content. Reads verify: read()/read_tree() check the digest before returning
+// anything; ArtifactReader::read_next() checks it when the end is reached; a mismatch is
+// kCorrupt naming the digest.
+//
+// Ownership: the store borrows the Ledger (its index) and the Env; both must outlive it.
+// Thread-safety: none; one thread owns the store (it writes the index through the
+// Ledger, which has one owner). An ArtifactReader holds its own descriptor and touches
+// no shared state, so a reader may be handed to another thread (one thread at a time).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "promises/digest.h"
+#include "promises/status.h"
+#include "promises/tree.h"
+#include "store/env.h"
+#include "store/ledger.h"
+
+namespace vow::store {
+
+// Bytes per read/write while copying or hashing.
+inline constexpr std::size_t kCopyChunkBytes = 1 << 20;
+// Use ticks held in memory before they are written to the index.
+inline constexpr std::size_t kMaxPendingTouches = 1024;
+// Deepest directory nesting import and materialize follow.
+inline constexpr int kMaxTreeDepth = 256;
+
+// STATE_DIR/vow.db and STATE_DIR/artifacts.
+std::string ledger_path(const std::string& state_dir);
+std::string artifacts_root(const std::string& state_dir);
+// ROOT/objects/ab/<hex>, plus ".tree" for a tree.
+std::string object_path(const std::string& root, const Digest& digest, ArtifactKind kind);
+
+// Reads an object in chunks. Positional reads (read_at, for a streaming layer that
+// serves offsets) return bytes unverified: pair them with verify_whole() or let the
+// receiver check the digest. Sequential reads (read_next) verify at the end.
+class ArtifactReader {
+ public:
+  ArtifactReader(std::unique_ptr<ReadableFile> file, Digest digest, std::uint64_t size_bytes);
+  ArtifactReader(const ArtifactReader&) = delete;
+  ArtifactReader& operator=(const ArtifactReader&) = delete;
+
+  const Digest& digest() const { return digest_; }
+  std::uint64_t size() const { return size_; }
+  // Up to out.size() bytes at offset; 0 at or past the end. Unverified.
+  Result<std::size_t> read_at(std::uint64_t offset, std::span<std::uint8_t> out);
+  // The next bytes in order. When the end is reached the whole content has been hashed:
+  // returns 0 if it matches the digest, kCorrupt if not (or if the size changed).
+  Result<std::size_t> read_next(std::span<std::uint8_t> out);
+  // Hashes the whole object (independent of read_next's position); kCorrupt on mismatch.
+  Status verify_whole();
+
+ private:
+  std::unique_ptr<ReadableFile> file_;
+  Digest digest_;
+  std::uint64_t size_;
+  std::uint64_t pos_ = 0;
+  Hasher hasher_;
+  bool done_ = false;
+};
+
+// Receives an object in pieces (a transfer from a peer), hashing as it writes.
+// commit() makes it visible; destroying an uncommitted writer removes the temporary.
+class ArtifactWriter {
+ public:
+  virtual ~ArtifactWriter() = default;
+  virtual Status append(std::span<const std::uint8_t> data) = 0;
+  virtual std::uint64_t size() const = 0;
+  // Syncs, checks the digest against `expected` (if given: kCorrupt on mismatch, and
+  // nothing is stored), and moves the object into place. Call once.
+  virtual Result<Digest> commit(std::optional<Digest> expected) = 0;
+};
+
+struct GcRequest {
+  // Keep at most this many bytes of objects (as far as protection allows).
+  std::uint64_t budget_bytes = 0;
+  // Needed by jobs running here (inputs, checkpoints): never removed.
+  std::vector<Digest> running_inputs;
+  // Outputs of canonical results held here: removed only if held_elsewhere says so.
+  std::vector<Digest> canonical_outputs;
+  // True if another holder of this artifact is known (replication). Empty: none known.
+  std::function<bool(const Digest&)> held_elsewhere;
+};
+
+struct GcReport {
+  std::vector<Digest> removed;
+  std::uint64_t removed_bytes = 0;
+  std::uint64_t kept_bytes = 0;
+};
+
+struct MaterializeOptions {
+  // Hash each object while materializing (kCorrupt instead of handing a job bad input).
+  bool verify = true;
+};
+
+class ArtifactStore {
+ public:
+  // ROOT is STATE_DIR/artifacts (created if absent). Removes leftover temporaries and
+  // indexes objects a crash left without an index row (after verifying them).
+  static Result<std::unique_ptr<ArtifactStore>> open(std::string root, Ledger& index,
+                                                     Env& env = posix_env());
+  // Flushes pending use ticks (errors ignored: they only order GC).
+  ~ArtifactStore();
+  ArtifactStore(const ArtifactStore&) = delete;
+  ArtifactStore& operator=(const ArtifactStore&) = delete;
+
+  // Imports a file or a directory (recursively), hashing while copying, in one pass.
+  // Symbolic links, devices, sockets and FIFOs are refused (kInvalid naming the path).
+  // An executable file (owner x bit) is an 'x' entry inside a tree.
+  Result<ArtifactRef> import_path(const std::string& path);
+  Result<Digest> put_bytes(std::string_view data);
+  // A tree from existing children (kNotFound naming the first missing child; kInvalid
+  // for bad names or an entry whose kind does not match the stored child).
+  Result<Digest> put_tree(std::vector<TreeEntry> entries);
+  // Starts receiving a file or tree object in pieces.
+  Result<std::unique_ptr<ArtifactWriter>> new_writer(ArtifactKind kind);
+
+  // The whole object, verified (kNotFound if not held, kCorrupt naming the digest).
+  Result<std::string> read(const Digest& digest);
+  Result<std::vector<TreeEntry>> read_tree(const Digest& digest);
+  Result<std::unique_ptr<ArtifactReader>> open_reader(const Digest& digest);
+  // Hashes the object (and, for a tree, checks its children are held).
+  Status verify(const Digest& digest);
+  // The reference statements carry: kind, size (tree: sum of file sizes), entries.
+  Result<ArtifactRef> ref(const Digest& digest);
+
+  // Creates DEST (which must not exist) read-only: files 0444, executables 0555,
+  // directories 0555 (hard links to the objects where possible, copies otherwise).
+  Status materialize(const Digest& digest, const std::string& dest,
+                     const MaterializeOptions& options = {});
+
+  Result<ArtifactRecord> stat(const Digest& digest);  // kNotFound if not held
+  Result<bool> has(const Digest& digest);
+  Result<std::vector<ArtifactRecord>> list();  // least recently used first
+  Status pin(const Digest& digest, bool pinned = true);
+  Result<GcReport> gc(const GcRequest& request);
+  // Writes pending use ticks to the index.
+  Status flush();
+
+  const std::string& root() const { return root_; }
+  std::string object_path(const Digest& digest, ArtifactKind kind) const;
+
+ private:
+  friend class StoreWriter;
+  ArtifactStore(std::string root, Ledger& index, Env& env);
+  Status recover();
+  Status ensure_fanout(const Digest& digest);
+  std::string new_temp_path();
+  // Moves a synced temporary into place as DIGEST and queues its index row.
+  Status install(const std::string& tmp, const Digest& digest, ArtifactKind kind,
+                 std::uint64_t size_bytes);
+  Result<Digest> write_object(ArtifactKind kind, std::string_view data);
+  Result<ArtifactRef> import_file(const std::string& path, bool* executable);
+  Result<ArtifactRef> import_dir(const std::string& path, int depth);
+  Result<ArtifactRecord> require(const Digest& digest);
+  Status materialize_file(const Digest& digest, const std::string& dest, bool executable,
+                          const MaterializeOptions& options);
+  Status materialize_tree(const Digest& digest, const std::string& dest, int depth,
+                          const MaterializeOptions& options);
+  Result<std::uint64_t> tree_file_bytes(const Digest& digest, int depth);
+  void touch(const Digest& digest);
+  Status flush_index();
+
+  std::string root_;
+  Ledger& index_;
+  Env& env_;
+  std::uint64_t tick_ = 0;
+  std::uint64_t temp_counter_ = 0;
+  std::set<std::string> fanouts_;                  // fan-out directories known to exist
+  std::vector<ArtifactRecord> pending_rows_;       // installed, not yet indexed
+  std::map<Digest, std::uint64_t> pending_touch_;  // bounded by kMaxPendingTouches
+};
+
+// Makes a materialized directory writable again (u+w on every directory) so it can be
+// removed. Follows no symbolic links.
+Status make_writable_recursive(const std::string& path);
+
+}  // namespace vow::store

@@ -1,0 +1,288 @@
+#include "store/artifact_store.h"
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "store/sqlite_ledger.h"
+#include "store/test_util.h"
+
+namespace vow::store {
+namespace {
+
+using testing::read_file;
+using testing::TempDir;
+using testing::write_file;
+
+struct Fixture {
+  TempDir dir;
+  std::unique_ptr<Ledger> ledger;
+  std::unique_ptr<ArtifactStore> store;
+  Fixture() {
+    auto l = open_sqlite_ledger(ledger_path(dir.path()));
+    REQUIRE_MESSAGE(l.is_ok(), l.status().to_string());
+    ledger = std::move(l).value();
+    reopen_store();
+  }
+  void reopen_store() {
+    store.reset();
+    auto s = ArtifactStore::open(artifacts_root(dir.path()), *ledger);
+    REQUIRE_MESSAGE(s.is_ok(), s.status().to_string());
+    store = std::move(s).value();
+  }
+};
+
+mode_t mode_of(const std::string& path) {
+  struct stat st;
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  return st.st_mode & 07777;
+}
+
+TEST_CASE("artifacts: put, read, stat, list; same content is stored once") {
+  Fixture f;
+  auto d = f.store->put_bytes("hello");
+  REQUIRE(d.is_ok());
+  CHECK(*d == blake2b("hello"));
+  CHECK(*f.store->read(*d) == "hello");
+  CHECK(*f.store->has(*d));
+  CHECK(f.store->stat(*d)->size_bytes == 5);
+  REQUIRE(f.store->put_bytes("hello").is_ok());
+  CHECK(f.store->list()->size() == 1);
+  CHECK(mode_of(f.store->object_path(*d, ArtifactKind::kFile)) == 0444);
+  CHECK(f.store->read(blake2b("absent")).status().code() == StatusCode::kNotFound);
+  auto empty = f.store->put_bytes("");
+  REQUIRE(empty.is_ok());
+  CHECK(*f.store->read(*empty) == "");
+}
+
+TEST_CASE("artifacts: an imported directory's digest is the tree.h encoding") {
+  Fixture f;
+  std::string src = f.dir / "src";
+  write_file(src + "/a.txt", "alpha");
+  write_file(src + "/run.sh", "#!/bin/sh\necho hi\n", 0755);
+  write_file(src + "/sub/b.txt", "beta");
+  write_file(src + "/sub/deeper/c", std::string(3 << 20, 'c'));  // several copy chunks
+
+  auto ref = f.store->import_path(src);
+  REQUIRE_MESSAGE(ref.is_ok(), ref.status().to_string());
+  Digest deeper = *tree_digest({{"c", EntryKind::kFile, blake2b(std::string(3 << 20, 'c'))}});
+  Digest sub = *tree_digest(
+      {{"b.txt", EntryKind::kFile, blake2b("beta")}, {"deeper", EntryKind::kTree, deeper}});
+  Digest top = *tree_digest({{"a.txt", EntryKind::kFile, blake2b("alpha")},
+                             {"run.sh", EntryKind::kExecutable, blake2b("#!/bin/sh\necho hi\n")},
+                             {"sub", EntryKind::kTree, sub}});
+  CHECK(ref->digest == top);
+  CHECK(ref->is_tree);
+  CHECK(ref->size_bytes == 5 + 18 + 4 + (3u << 20));
+  REQUIRE(ref->entries.size() == 3);
+  CHECK(ref->entries[1].kind == EntryKind::kExecutable);
+  CHECK(*f.store->ref(top) == *ref);
+  CHECK(f.store->verify(top).is_ok());
+  // Children are objects of their own.
+  CHECK(*f.store->has(sub));
+  CHECK(*f.store->read(blake2b("beta")) == "beta");
+
+  // A single file imports as a file object.
+  auto file = f.store->import_path(src + "/a.txt");
+  REQUIRE(file.is_ok());
+  CHECK(!file->is_tree);
+  CHECK(file->digest == blake2b("alpha"));
+}
+
+TEST_CASE("artifacts: import refuses symbolic links and special files, naming the path") {
+  Fixture f;
+  std::string src = f.dir / "src";
+  write_file(src + "/ok.txt", "ok");
+  REQUIRE(::symlink("ok.txt", (src + "/link").c_str()) == 0);
+  auto r = f.store->import_path(src);
+  REQUIRE(!r.is_ok());
+  CHECK(r.status().code() == StatusCode::kInvalid);
+  CHECK(r.status().message().find(src + "/link") != std::string::npos);
+  CHECK(r.status().message().find("symbolic link") != std::string::npos);
+
+  auto top = f.store->import_path(src + "/link");
+  CHECK(top.status().code() == StatusCode::kInvalid);
+
+  std::string fifo_dir = f.dir / "fifo";
+  std::filesystem::create_directories(fifo_dir);
+  REQUIRE(::mkfifo((fifo_dir + "/pipe").c_str(), 0644) == 0);
+  auto p = f.store->import_path(fifo_dir);
+  CHECK(p.status().code() == StatusCode::kInvalid);
+  CHECK(p.status().message().find(fifo_dir + "/pipe") != std::string::npos);
+  CHECK(f.store->import_path(f.dir / "absent").status().code() == StatusCode::kNotFound);
+}
+
+TEST_CASE("artifacts: materialize is read-only and reproduces the content") {
+  Fixture f;
+  std::string src = f.dir / "src";
+  write_file(src + "/a.txt", "alpha");
+  write_file(src + "/tool", "#!/bin/sh\n", 0755);
+  write_file(src + "/sub/b.txt", "beta");
+  auto ref = f.store->import_path(src);
+  REQUIRE(ref.is_ok());
+
+  std::string out = f.dir / "job/in";
+  std::filesystem::create_directories(f.dir / "job");
+  REQUIRE(f.store->materialize(ref->digest, out).is_ok());
+  CHECK(read_file(out + "/a.txt") == "alpha");
+  CHECK(read_file(out + "/sub/b.txt") == "beta");
+  CHECK(read_file(out + "/tool") == "#!/bin/sh\n");
+  CHECK(mode_of(out) == 0555);
+  CHECK(mode_of(out + "/sub") == 0555);
+  CHECK(mode_of(out + "/a.txt") == 0444);
+  CHECK(mode_of(out + "/tool") == 0555);
+  if (::geteuid() != 0) {  // root ignores permission bits
+    CHECK(::access((out + "/a.txt").c_str(), W_OK) != 0);
+    CHECK(::access(out.c_str(), W_OK) != 0);
+  }
+  // Materializing onto an existing path is refused.
+  CHECK(f.store->materialize(ref->digest, out).code() == StatusCode::kInvalid);
+
+  std::string single = f.dir / "job/single";
+  REQUIRE(f.store->materialize(blake2b("alpha"), single).is_ok());
+  CHECK(read_file(single) == "alpha");
+  CHECK(mode_of(single) == 0444);
+}
+
+TEST_CASE("artifacts: put_tree builds a fan-in tree from existing children") {
+  Fixture f;
+  auto a = f.store->put_bytes("shard a");
+  auto b = f.store->put_bytes("shard b");
+  REQUIRE(a.is_ok());
+  REQUIRE(b.is_ok());
+  std::vector<TreeEntry> entries{{"b", EntryKind::kFile, *b}, {"a", EntryKind::kFile, *a}};
+  auto t = f.store->put_tree(entries);
+  REQUIRE(t.is_ok());
+  CHECK(*t == *tree_digest(entries));
+  auto back = f.store->read_tree(*t);
+  REQUIRE(back.is_ok());
+  CHECK(back->size() == 2);
+  CHECK(back->front().name == "a");
+
+  auto missing = f.store->put_tree({{"x", EntryKind::kFile, blake2b("not held")}});
+  CHECK(missing.status().code() == StatusCode::kNotFound);
+  auto wrong_kind = f.store->put_tree({{"x", EntryKind::kTree, *a}});
+  CHECK(wrong_kind.status().code() == StatusCode::kInvalid);
+}
+
+TEST_CASE("artifacts: chunked reader and writer verify digests") {
+  Fixture f;
+  std::string data(100'000, 'z');
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31);
+  auto d = f.store->put_bytes(data);
+  REQUIRE(d.is_ok());
+  auto r = f.store->open_reader(*d);
+  REQUIRE(r.is_ok());
+  CHECK((*r)->size() == data.size());
+  std::vector<std::uint8_t> buf(1000);
+  auto n = (*r)->read_at(99'500, buf);
+  REQUIRE(n.is_ok());
+  CHECK(*n == 500);
+  CHECK(std::string(buf.begin(), buf.begin() + 500) == data.substr(99'500));
+  CHECK((*r)->verify_whole().is_ok());
+  std::string streamed;
+  for (;;) {
+    auto m = (*r)->read_next(buf);
+    REQUIRE(m.is_ok());
+    if (*m == 0) break;
+    streamed.append(buf.begin(), buf.begin() + static_cast<long>(*m));
+  }
+  CHECK(streamed == data);
+
+  // A writer that receives the wrong bytes stores nothing.
+  auto w = f.store->new_writer(ArtifactKind::kFile);
+  REQUIRE(w.is_ok());
+  REQUIRE((*w)->append(std::span(reinterpret_cast<const std::uint8_t*>("abc"), 3)).is_ok());
+  auto bad = (*w)->commit(blake2b("abd"));
+  CHECK(bad.status().code() == StatusCode::kCorrupt);
+  w->reset();
+  CHECK(!*f.store->has(blake2b("abc")));
+  CHECK(std::filesystem::is_empty(artifacts_root(f.dir.path()) + "/tmp"));
+
+  auto w2 = f.store->new_writer(ArtifactKind::kFile);
+  REQUIRE((*w2)->append(std::span(reinterpret_cast<const std::uint8_t*>("abc"), 3)).is_ok());
+  auto good = (*w2)->commit(blake2b("abc"));
+  REQUIRE(good.is_ok());
+  CHECK(*f.store->read(*good) == "abc");
+}
+
+TEST_CASE("artifacts: open indexes objects a crash left unindexed and clears temporaries") {
+  Fixture f;
+  auto d = f.store->put_bytes("survivor");
+  REQUIRE(d.is_ok());
+  REQUIRE(f.ledger->index_remove(*d).is_ok());  // as if the crash came before the insert
+  write_file(artifacts_root(f.dir.path()) + "/tmp/123-1", "half written");
+  f.reopen_store();
+  CHECK(*f.store->has(*d));
+  CHECK(std::filesystem::is_empty(artifacts_root(f.dir.path()) + "/tmp"));
+}
+
+TEST_CASE(
+    "artifacts: GC removes least recently used, keeping pins, running inputs, "
+    "canonical outputs and children of kept trees") {
+  Fixture f;
+  auto put = [&](const std::string& s) {
+    auto d = f.store->put_bytes(s);
+    REQUIRE(d.is_ok());
+    return *d;
+  };
+  std::string kb(1000, 'x');
+  Digest pinned = put("pinned" + kb);
+  Digest running = put("running" + kb);
+  Digest canonical = put("canonical" + kb);
+  Digest replicated = put("replicated" + kb);
+  Digest child = put("child" + kb);
+  Digest old1 = put("old1" + kb);
+  Digest old2 = put("old2" + kb);
+  auto tree = f.store->put_tree({{"c", EntryKind::kFile, child}});
+  REQUIRE(tree.is_ok());
+  Digest fresh = put("fresh" + kb);
+  REQUIRE(f.store->pin(pinned).is_ok());
+  REQUIRE(f.store->pin(*tree).is_ok());
+  // Using old2 makes it more recent than old1.
+  REQUIRE(f.store->read(old2).is_ok());
+
+  GcRequest req;
+  req.budget_bytes = 0;
+  req.running_inputs = {running};
+  req.canonical_outputs = {canonical, replicated};
+  req.held_elsewhere = [&](const Digest& d) { return d == replicated; };
+  auto report = f.store->gc(req);
+  REQUIRE_MESSAGE(report.is_ok(), report.status().to_string());
+  for (Digest keep : {pinned, running, canonical, child, *tree}) {
+    CHECK(*f.store->has(keep));
+  }
+  for (Digest gone : {replicated, old1, old2, fresh}) CHECK(!*f.store->has(gone));
+  CHECK(report->removed.size() == 4);
+  // Least recently used first: old1 before old2 (read after old1 was written).
+  auto pos = [&](const Digest& d) {
+    return std::find(report->removed.begin(), report->removed.end(), d) - report->removed.begin();
+  };
+  CHECK(pos(old1) < pos(old2));
+  CHECK(!std::filesystem::exists(f.store->object_path(old1, ArtifactKind::kFile)));
+
+  // Unpinning the tree lets both it and then its child go, tree first.
+  REQUIRE(f.store->pin(*tree, false).is_ok());
+  req.canonical_outputs.clear();
+  req.running_inputs.clear();
+  auto again = f.store->gc(req);
+  REQUIRE(again.is_ok());
+  CHECK(!*f.store->has(*tree));
+  CHECK(!*f.store->has(child));
+  auto tree_at = std::find(again->removed.begin(), again->removed.end(), *tree);
+  auto child_at = std::find(again->removed.begin(), again->removed.end(), child);
+  CHECK(tree_at < child_at);
+
+  // A budget that is already met removes nothing.
+  Digest kept = put("kept");
+  req.budget_bytes = 1 << 30;
+  auto none = f.store->gc(req);
+  REQUIRE(none.is_ok());
+  CHECK(none->removed.empty());
+  CHECK(*f.store->has(kept));
+}
+
+}  // namespace
+}  // namespace vow::store

@@ -1,0 +1,177 @@
+// Fault injection: failed writes, failed fsync and a full disk, beneath the artifact
+// store (FaultyEnv), beneath SQLite (FaultyVfs) and at the Ledger interface
+// (FaultyLedger). Each must return an error saying what failed and leave a store that
+// reopens with fsck clean and nothing half-visible.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "store/artifact_store.h"
+#include "store/faulty_vfs.h"
+#include "store/fsck.h"
+#include "store/sqlite_ledger.h"
+#include "store/test_util.h"
+
+namespace vow::store {
+namespace {
+
+using testing::make_statement;
+using testing::TempDir;
+using testing::TestKey;
+using testing::write_file;
+
+void require_clean(const std::string& state_dir) {
+  // Reopening runs the store's recovery, as an agent's restart would.
+  {
+    auto l = open_sqlite_ledger(ledger_path(state_dir));
+    REQUIRE_MESSAGE(l.is_ok(), l.status().to_string());
+    auto s = ArtifactStore::open(artifacts_root(state_dir), **l);
+    REQUIRE_MESSAGE(s.is_ok(), s.status().to_string());
+  }
+  auto report = fsck_state_dir(state_dir);
+  REQUIRE_MESSAGE(report.is_ok(), report.status().to_string());
+  for (const auto& p : report->problems) FAIL_CHECK(p.to_string());
+}
+
+bool contains(const Status& s, const std::string& part) {
+  return s.message().find(part) != std::string::npos;
+}
+
+TEST_CASE("faults: artifact writes that fail leave nothing half-visible") {
+  TempDir dir;
+  std::string src = dir / "src";
+  for (int i = 0; i < 5; ++i)
+    write_file(src + "/f" + std::to_string(i), "content " + std::to_string(i));
+  Digest tree_expected;
+  {
+    auto l = open_sqlite_ledger(ledger_path(dir.path()));
+    REQUIRE(l.is_ok());
+    FaultyEnv env(posix_env());
+    auto store = ArtifactStore::open(artifacts_root(dir.path()), **l, env);
+    REQUIRE(store.is_ok());
+
+    SUBCASE("the Nth write fails") {
+      env.plan().fail_write_n = env.writes() + 3;
+      auto r = (*store)->import_path(src);
+      REQUIRE(!r.is_ok());
+      CHECK(r.status().code() == StatusCode::kIo);
+      CHECK(contains(r.status(), "write " + artifacts_root(dir.path()) + "/tmp/"));
+      CHECK(contains(r.status(), "Input/output error"));
+    }
+    SUBCASE("fsync fails") {
+      env.plan().fail_sync = true;
+      auto r = (*store)->put_bytes("never durable");
+      REQUIRE(!r.is_ok());
+      CHECK(contains(r.status(), "fsync"));
+      CHECK(!*(*store)->has(blake2b("never durable")));
+      auto i = (*store)->import_path(src);
+      CHECK(!i.is_ok());
+    }
+    SUBCASE("the disk is full") {
+      env.plan().disk_full = true;
+      auto r = (*store)->put_bytes("no room");
+      REQUIRE(!r.is_ok());
+      CHECK(r.status().code() == StatusCode::kUnavailable);
+      CHECK(contains(r.status(), "No space left on device"));
+      CHECK(!*(*store)->has(blake2b("no room")));
+    }
+    SUBCASE("rename fails") {
+      env.plan().fail_rename = true;
+      auto r = (*store)->put_bytes("not renamed");
+      REQUIRE(!r.is_ok());
+      CHECK(contains(r.status(), "rename"));
+      CHECK(!*(*store)->has(blake2b("not renamed")));
+    }
+    // The failed import's tree is never visible.
+    std::vector<TreeEntry> entries;
+    for (int i = 0; i < 5; ++i) {
+      entries.push_back(
+          {"f" + std::to_string(i), EntryKind::kFile, blake2b("content " + std::to_string(i))});
+    }
+    tree_expected = *tree_digest(entries);
+    CHECK(!*(*store)->has(tree_expected));
+    // No temporaries are left behind by failed writes.
+    CHECK(std::filesystem::is_empty(artifacts_root(dir.path()) + "/tmp"));
+    // Once the fault clears, the same import succeeds.
+    env.plan() = FaultPlan{};
+    auto again = (*store)->import_path(src);
+    REQUIRE_MESSAGE(again.is_ok(), again.status().to_string());
+    CHECK(again->digest == tree_expected);
+  }
+  require_clean(dir.path());
+}
+
+TEST_CASE("faults: index writes that fail leave objects the next open recovers") {
+  TempDir dir;
+  {
+    auto l = open_sqlite_ledger(ledger_path(dir.path()));
+    REQUIRE(l.is_ok());
+    FaultyLedger faulty(**l);
+    auto store = ArtifactStore::open(artifacts_root(dir.path()), faulty);
+    REQUIRE(store.is_ok());
+    faulty.plan().fail_write_n = 1;
+    auto r = (*store)->put_bytes("object first, row second");
+    REQUIRE(!r.is_ok());
+    CHECK(contains(r.status(), "ledger insert artifacts"));
+    faulty.plan() = LedgerFaultPlan{};
+  }
+  require_clean(dir.path());
+  auto l = open_sqlite_ledger(ledger_path(dir.path()));
+  CHECK((*l)->index_get(blake2b("object first, row second"))->has_value());
+}
+
+// Runs one failing ledger write under VFS fault FAULT and checks all-or-nothing.
+template <typename Fault>
+void ledger_fault(Fault fault, StatusCode expected_code, const std::string& expected_text) {
+  TempDir dir;
+  TestKey a(1);
+  std::vector<StoredStatement> batch;
+  for (std::uint64_t seq = 2; seq <= 60; ++seq) {
+    batch.push_back(make_statement(a, seq, std::string(500, 'b') + std::to_string(seq)));
+  }
+  {
+    FaultyVfs vfs("vow-faulty-" + std::to_string(reinterpret_cast<std::uintptr_t>(&dir)));
+    {
+      SqliteOptions opts;
+      opts.vfs_name = vfs.name();
+      auto l = open_sqlite_ledger(ledger_path(dir.path()), opts);
+      REQUIRE_MESSAGE(l.is_ok(), l.status().to_string());
+      REQUIRE((*l)->append_own(make_statement(a, 1, "before the fault")).is_ok());
+      fault(vfs);
+      Status s = (*l)->insert_batch(batch);
+      REQUIRE(!s.is_ok());
+      CHECK(vfs.faults() > 0);
+      CHECK(s.code() == expected_code);
+      CHECK(contains(s, ledger_path(dir.path())));
+      CHECK(contains(s, "insert statement batch"));
+      CHECK_MESSAGE(contains(s, expected_text), s.to_string());
+      vfs.clear();
+      // The connection stays usable once the fault clears.
+      Status after = (*l)->append_own(make_statement(a, 2, "after the fault"));
+      CHECK_MESSAGE(after.is_ok(), after.to_string());
+    }
+  }
+  require_clean(dir.path());
+  auto l = open_sqlite_ledger(ledger_path(dir.path()));
+  REQUIRE(l.is_ok());
+  CHECK((*(*l)->get(a.public_key, 1))->bytes == "before the fault");
+  CHECK(*(*l)->own_last_seq() == 2);
+  // Nothing of the failed batch is visible (seq 2 is the statement appended afterwards).
+  for (std::uint64_t seq = 3; seq <= 60; ++seq) CHECK(!(*l)->get(a.public_key, seq)->has_value());
+}
+
+TEST_CASE("faults: a failed SQLite write leaves the ledger as it was") {
+  ledger_fault([](FaultyVfs& v) { v.fail_nth_write_from_now(2); }, StatusCode::kIo,
+               "disk I/O error");
+}
+
+TEST_CASE("faults: a full disk under SQLite is kUnavailable and changes nothing") {
+  ledger_fault([](FaultyVfs& v) { v.plan().disk_full = true; }, StatusCode::kUnavailable, "full");
+}
+
+TEST_CASE("faults: a failed SQLite fsync is reported") {
+  ledger_fault([](FaultyVfs& v) { v.plan().fail_sync = true; }, StatusCode::kIo, "disk I/O error");
+}
+
+}  // namespace
+}  // namespace vow::store

@@ -1,0 +1,221 @@
+#include "store/ledger.h"
+
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+
+#include "store/sqlite_ledger.h"
+#include "store/test_util.h"
+
+namespace vow::store {
+namespace {
+
+using testing::make_result;
+using testing::make_statement;
+using testing::TempDir;
+using testing::TestKey;
+
+// Runs BODY against the in-memory ledger and a fresh SQLite ledger: same contract.
+template <typename Body>
+void for_each_ledger(Body body) {
+  TempDir dir;
+  {
+    INFO("memory ledger");
+    auto mem = make_memory_ledger();
+    body(*mem);
+  }
+  {
+    INFO("sqlite ledger");
+    auto db = open_sqlite_ledger(dir / "vow.db");
+    REQUIRE_MESSAGE(db.is_ok(), db.status().to_string());
+    body(**db);
+  }
+}
+
+Digest digest_of(std::string_view s) { return blake2b(s); }
+
+void exec_sql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  char* err = nullptr;
+  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  std::string msg = err ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(db);
+  REQUIRE_MESSAGE(rc == SQLITE_OK, msg);
+}
+
+TEST_CASE("ledger: insert is idempotent, equivocation is refused and changes nothing") {
+  for_each_ledger([](Ledger& l) {
+    TestKey a(1);
+    auto s1 = make_statement(a, 1, "first");
+    REQUIRE(l.insert(s1).is_ok());
+    REQUIRE(l.insert(s1).is_ok());  // duplicate: no-op
+    CHECK(*l.statement_count() == 1);
+
+    auto forged = make_statement(a, 1, "other bytes, same seq");
+    Status st = l.insert(forged);
+    CHECK(st.code() == StatusCode::kInvalid);
+    CHECK(st.message().find("equivocation") != std::string::npos);
+    auto got = l.get(a.public_key, 1);
+    REQUIRE(got.is_ok());
+    REQUIRE(got->has_value());
+    CHECK((*got)->bytes == "first");
+
+    // A batch containing an equivocation stores none of its statements.
+    std::vector<StoredStatement> batch{make_statement(a, 2, "two"), forged};
+    CHECK(l.insert_batch(batch).code() == StatusCode::kInvalid);
+    CHECK(*l.statement_count() == 1);
+    CHECK(!l.get(a.public_key, 2)->has_value());
+
+    CHECK(l.insert(make_statement(a, 0, "seq zero")).code() == StatusCode::kInvalid);
+  });
+}
+
+TEST_CASE("ledger: version vector counts only contiguous sequences from 1") {
+  for_each_ledger([](Ledger& l) {
+    TestKey a(1), b(2), c(3);
+    std::vector<StoredStatement> batch;
+    for (std::uint64_t seq : {1, 2, 3, 5, 6}) batch.push_back(make_statement(a, seq, "a"));
+    for (std::uint64_t seq : {2, 3}) batch.push_back(make_statement(b, seq, "b"));
+    batch.push_back(make_statement(c, 1, "c"));
+    REQUIRE(l.insert_batch(batch).is_ok());
+    auto vv = l.version_vector();
+    REQUIRE(vv.is_ok());
+    CHECK(vv->at(a.public_key) == 3);
+    CHECK(vv->count(b.public_key) == 0);
+    CHECK(vv->at(c.public_key) == 1);
+
+    // Filling the gaps advances past everything already held.
+    REQUIRE(l.insert(make_statement(a, 4, "a")).is_ok());
+    REQUIRE(l.insert(make_statement(b, 1, "b")).is_ok());
+    vv = l.version_vector();
+    CHECK(vv->at(a.public_key) == 6);
+    CHECK(vv->at(b.public_key) == 3);
+
+    auto after = l.by_author_after(a.public_key, 4, 10);
+    REQUIRE(after.is_ok());
+    REQUIRE(after->size() == 2);
+    CHECK((*after)[0].seq == 5);
+    CHECK((*after)[1].seq == 6);
+    CHECK(l.by_author_after(a.public_key, 0, 2)->size() == 2);
+  });
+}
+
+TEST_CASE("ledger: own sequence advances only with append_own, one step at a time") {
+  for_each_ledger([](Ledger& l) {
+    TestKey me(7);
+    CHECK(*l.own_last_seq() == 0);
+    CHECK(*l.own_next_seq() == 1);
+    CHECK(l.append_own(make_statement(me, 2, "skip")).code() == StatusCode::kInvalid);
+    REQUIRE(l.append_own(make_statement(me, 1, "one")).is_ok());
+    REQUIRE(l.append_own(make_statement(me, 2, "two")).is_ok());
+    CHECK(l.append_own(make_statement(me, 2, "two")).code() == StatusCode::kInvalid);
+    CHECK(*l.own_last_seq() == 2);
+    CHECK(l.version_vector()->at(me.public_key) == 2);
+  });
+}
+
+TEST_CASE("ledger: canonical result is the least (epoch, outputs digest) among ok results") {
+  for_each_ledger([](Ledger& l) {
+    TestKey a(1), b(2), c(3);
+    Digest job = digest_of("job");
+    Digest other_job = digest_of("other job");
+    Digest lo = digest_of("x"), hi = digest_of("y");
+    if (hi < lo) std::swap(lo, hi);
+    CHECK(!l.canonical_result(job)->has_value());
+    // Arrival order must not matter: insert the losers first and last.
+    REQUIRE(l.insert(make_result(a, 1, job, 2, lo, true)).is_ok());        // higher epoch
+    REQUIRE(l.insert(make_result(b, 1, job, 1, hi, true)).is_ok());        // winner
+    REQUIRE(l.insert(make_result(c, 1, job, 0, lo, false)).is_ok());       // failed
+    REQUIRE(l.insert(make_result(c, 2, other_job, 0, lo, true)).is_ok());  // other job
+    auto best = l.canonical_result(job);
+    REQUIRE(best.is_ok());
+    REQUIRE(best->has_value());
+    CHECK((*best)->author == b.public_key);
+    REQUIRE(l.insert(make_result(c, 3, job, 1, lo, true)).is_ok());  // same epoch, less digest
+    best = l.canonical_result(job);
+    CHECK((*best)->author == c.public_key);
+    CHECK((*best)->seq == 3);
+    CHECK(l.by_job(job)->size() == 4);
+    CHECK(l.by_kind(StatementKind::kResult, 100)->size() == 5);
+    CHECK(l.by_kind(StatementKind::kAdvert, 100)->empty());
+  });
+}
+
+TEST_CASE("ledger: running jobs, peers and the artifact index") {
+  for_each_ledger([](Ledger& l) {
+    RunningJob j{digest_of("j"), 3, 4242, "/state/jobs/j", 1000};
+    REQUIRE(l.put_running_job(j).is_ok());
+    REQUIRE(l.running_jobs()->size() == 1);
+    CHECK(l.running_jobs()->front() == j);
+    REQUIRE(l.remove_running_job(j.job).is_ok());
+    CHECK(l.running_jobs()->empty());
+
+    PeerRecord p{TestKey(5).public_key, {"tcp://a:1", "tcp://b:2"}, 77};
+    REQUIRE(l.put_peer(p).is_ok());
+    CHECK(l.peers()->front() == p);
+    PeerRecord bad{TestKey(6).public_key, {"tcp://a\n"}, 1};
+    CHECK(l.put_peer(bad).code() == StatusCode::kInvalid);
+
+    ArtifactRecord r{digest_of("art"), 10, ArtifactKind::kFile, false, 5};
+    REQUIRE(l.index_put(std::span(&r, 1)).is_ok());
+    REQUIRE(l.index_set_pinned(r.digest, true).is_ok());
+    r.last_used = 3;  // re-putting keeps the pin and the larger tick
+    REQUIRE(l.index_put(std::span(&r, 1)).is_ok());
+    auto got = l.index_get(r.digest);
+    REQUIRE(got->has_value());
+    CHECK((*got)->pinned);
+    CHECK((*got)->last_used == 5);
+    CHECK(*l.index_max_tick() == 5);
+    CHECK(l.index_set_pinned(digest_of("nope"), true).code() == StatusCode::kNotFound);
+  });
+}
+
+TEST_CASE("sqlite ledger: state survives reopening") {
+  TempDir dir;
+  TestKey me(1);
+  {
+    auto l = open_sqlite_ledger(dir / "vow.db");
+    REQUIRE(l.is_ok());
+    REQUIRE((*l)->append_own(make_statement(me, 1, "one")).is_ok());
+  }
+  auto l = open_sqlite_ledger(dir / "vow.db");
+  REQUIRE(l.is_ok());
+  CHECK(*(*l)->own_last_seq() == 1);
+  CHECK((*(*l)->get(me.public_key, 1))->bytes == "one");
+  CHECK(*read_schema_version(dir / "vow.db") == kSchemaVersion);
+}
+
+TEST_CASE("sqlite ledger: a newer schema version is refused, naming file and versions") {
+  TempDir dir;
+  std::string path = dir / "vow.db";
+  { REQUIRE(open_sqlite_ledger(path).is_ok()); }
+  exec_sql(path, "PRAGMA user_version = 99");
+  auto l = open_sqlite_ledger(path);
+  REQUIRE(!l.is_ok());
+  const std::string& msg = l.status().message();
+  CHECK(msg.find(path) != std::string::npos);
+  CHECK(msg.find("99") != std::string::npos);
+  CHECK(msg.find(std::to_string(kSchemaVersion)) != std::string::npos);
+  CHECK(*read_schema_version(path) == 99);  // untouched
+}
+
+TEST_CASE("sqlite ledger: a row changed outside vow reads as corrupt") {
+  TempDir dir;
+  std::string path = dir / "vow.db";
+  TestKey a(1);
+  {
+    auto l = open_sqlite_ledger(path);
+    REQUIRE((*l)->insert(make_statement(a, 1, "original")).is_ok());
+  }
+  exec_sql(path, "UPDATE statements SET bytes = CAST('tampered' AS BLOB)");
+  auto l = open_sqlite_ledger(path);
+  REQUIRE(l.is_ok());
+  auto got = (*l)->get(a.public_key, 1);
+  CHECK(got.status().code() == StatusCode::kCorrupt);
+  CHECK(got.status().message().find("/1") != std::string::npos);
+  CHECK((*l)->by_author_after(a.public_key, 0, 10).status().code() == StatusCode::kCorrupt);
+}
+
+}  // namespace
+}  // namespace vow::store

@@ -1,0 +1,782 @@
+#include "store/sqlite_ledger.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "promises/assert.h"
+#include "store/statement_check.h"
+
+namespace vow::store {
+namespace {
+
+// Migration i takes the schema from version i to i + 1. Append only; never edit one
+// that has shipped.
+const char* const kMigrations[] = {
+    // 0 -> 1
+    R"sql(
+CREATE TABLE statements (
+  author BLOB NOT NULL,
+  seq INTEGER NOT NULL,
+  kind INTEGER NOT NULL,
+  job BLOB,
+  epoch INTEGER NOT NULL,
+  outputs_digest BLOB,
+  ok INTEGER,
+  bytes BLOB NOT NULL,
+  signature BLOB NOT NULL,
+  received_at INTEGER NOT NULL,
+  row_check BLOB NOT NULL,
+  PRIMARY KEY (author, seq)
+);
+CREATE INDEX statements_by_job ON statements(job) WHERE job IS NOT NULL;
+CREATE INDEX statements_by_kind ON statements(kind);
+CREATE TABLE frontier (
+  author BLOB PRIMARY KEY,
+  contiguous INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE own_seq (
+  id INTEGER PRIMARY KEY CHECK (id = 0),
+  last_seq INTEGER NOT NULL
+);
+INSERT INTO own_seq VALUES (0, 0);
+CREATE TABLE running_jobs (
+  job BLOB PRIMARY KEY,
+  epoch INTEGER NOT NULL,
+  pid INTEGER NOT NULL,
+  work_dir TEXT NOT NULL,
+  started_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE peers (
+  id BLOB PRIMARY KEY,
+  endpoints TEXT NOT NULL,
+  last_seen INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE artifacts (
+  digest BLOB PRIMARY KEY,
+  size INTEGER NOT NULL,
+  kind INTEGER NOT NULL,
+  pinned INTEGER NOT NULL DEFAULT 0,
+  last_used INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX artifacts_lru ON artifacts(last_used);
+)sql",
+};
+static_assert(std::size(kMigrations) == kSchemaVersion);
+
+constexpr const char* kStatementColumns =
+    "author, seq, kind, job, epoch, outputs_digest, ok, bytes, signature, received_at, "
+    "row_check";
+
+Status sqlite_status(sqlite3* db, const std::string& path, const std::string& op, int rc) {
+  std::string msg = path + ": " + op + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) +
+                    " (" + sqlite3_errstr(rc) + ", code " + std::to_string(rc) + ")";
+  if (db) {
+    int sys = sqlite3_system_errno(db);
+    if (sys != 0) msg += ": " + std::string(std::strerror(sys));
+  }
+  switch (rc & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status::unavailable(std::move(msg));
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return Status::corrupt(std::move(msg));
+    default:
+      return Status::io(std::move(msg));
+  }
+}
+
+template <typename T>
+std::span<const std::uint8_t> as_span(const T& bytes) {
+  return {bytes.data(), bytes.size()};
+}
+
+// Resets a cached statement when it goes out of scope.
+class StmtGuard {
+ public:
+  explicit StmtGuard(sqlite3_stmt* s) : s_(s) {}
+  ~StmtGuard() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  StmtGuard(const StmtGuard&) = delete;
+  StmtGuard& operator=(const StmtGuard&) = delete;
+  sqlite3_stmt* get() const { return s_; }
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+class SqliteLedger final : public Ledger {
+ public:
+  SqliteLedger(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  ~SqliteLedger() override {
+    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    sqlite3_close_v2(db_);
+  }
+  SqliteLedger(const SqliteLedger&) = delete;
+  SqliteLedger& operator=(const SqliteLedger&) = delete;
+
+  Status exec(const char* sql, const char* op) {
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return err(op, rc);
+    return Status::ok();
+  }
+
+  Status err(const std::string& op, int rc) { return sqlite_status(db_, path_, op, rc); }
+
+  // Runs FN in a write transaction (BEGIN IMMEDIATE ... COMMIT), rolling back on error.
+  template <typename Fn>
+  Status transaction(const char* op, Fn&& fn) {
+    VOW_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE", (std::string(op) + ": begin").c_str()));
+    Status s = fn();
+    if (s.is_ok()) {
+      int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) return Status::ok();
+      s = err(std::string(op) + ": commit", rc);
+    }
+    // After some I/O errors SQLite has already rolled back; then this fails harmlessly.
+    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return s;
+  }
+
+  Result<sqlite3_stmt*> prepare(const char* sql) {
+    auto it = cache_.find(sql);
+    if (it != cache_.end()) return it->second;
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK) return err(std::string("prepare ") + sql, rc);
+    cache_.emplace(sql, stmt);
+    return stmt;
+  }
+
+  Status step_done(sqlite3_stmt* s, const char* op) {
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return err(op, rc);
+    return Status::ok();
+  }
+
+  // --- statements ---
+
+  Status insert(const StoredStatement& s) override {
+    return transaction("insert statement", [&] {
+      std::set<AgentKey> touched;
+      VOW_RETURN_IF_ERROR(insert_locked(s, touched));
+      return advance_frontiers(touched);
+    });
+  }
+
+  Status insert_batch(std::span<const StoredStatement> batch) override {
+    return transaction("insert statement batch", [&] {
+      std::set<AgentKey> touched;
+      for (const auto& s : batch) VOW_RETURN_IF_ERROR(insert_locked(s, touched));
+      return advance_frontiers(touched);
+    });
+  }
+
+  Status append_own(const StoredStatement& s) override {
+    return transaction("append own statement", [&]() -> Status {
+      auto last = own_last_seq();
+      if (!last.is_ok()) return last.status();
+      if (s.seq != *last + 1) {
+        return Status::invalid("own statement seq " + std::to_string(s.seq) +
+                               " is not the next own seq " + std::to_string(*last + 1));
+      }
+      std::set<AgentKey> touched;
+      VOW_RETURN_IF_ERROR(insert_locked(s, touched));
+      VOW_RETURN_IF_ERROR(advance_frontiers(touched));
+      auto st = prepare("UPDATE own_seq SET last_seq = ?1 WHERE id = 0");
+      if (!st.is_ok()) return st.status();
+      StmtGuard g(*st);
+      sqlite3_bind_int64(*st, 1, static_cast<sqlite3_int64>(s.seq));
+      return step_done(*st, "update own_seq");
+    });
+  }
+
+  Result<std::uint64_t> own_last_seq() override {
+    auto st = prepare("SELECT last_seq FROM own_seq WHERE id = 0");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    int rc = sqlite3_step(*st);
+    if (rc != SQLITE_ROW) return err("read own_seq", rc);
+    return static_cast<std::uint64_t>(sqlite3_column_int64(*st, 0));
+  }
+
+  Result<std::optional<StoredStatement>> get(const AgentKey& author, std::uint64_t seq) override {
+    static const std::string sql =
+        std::string("SELECT ") + kStatementColumns + " FROM statements WHERE author=?1 AND seq=?2";
+    auto st = prepare(sql.c_str());
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(author.bytes));
+    sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(seq));
+    auto rows = collect(*st, 1, "select statement");
+    if (!rows.is_ok()) return rows.status();
+    if (rows->empty()) return std::optional<StoredStatement>();
+    return std::optional<StoredStatement>(std::move(rows->front()));
+  }
+
+  Result<std::vector<StoredStatement>> by_author_after(const AgentKey& author,
+                                                       std::uint64_t after_seq,
+                                                       std::size_t limit) override {
+    static const std::string sql = std::string("SELECT ") + kStatementColumns +
+                                   " FROM statements WHERE author=?1 AND seq>?2 ORDER BY seq "
+                                   "LIMIT ?3";
+    auto st = prepare(sql.c_str());
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(author.bytes));
+    sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(after_seq));
+    limit = std::min(limit, kMaxQueryRows);
+    sqlite3_bind_int64(*st, 3, static_cast<sqlite3_int64>(limit));
+    return collect(*st, limit, "select statements by author");
+  }
+
+  Result<VersionVector> version_vector() override {
+    auto st = prepare("SELECT author, contiguous FROM frontier WHERE contiguous > 0");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    VersionVector vv;
+    int rc;
+    while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+      AgentKey key;
+      if (!read_fixed(*st, 0, key.bytes)) return Status::corrupt(path_ + ": frontier: bad author");
+      vv[key] = static_cast<std::uint64_t>(sqlite3_column_int64(*st, 1));
+    }
+    if (rc != SQLITE_DONE) return err("select frontier", rc);
+    return vv;
+  }
+
+  Result<std::vector<StoredStatement>> by_job(const Digest& job) override {
+    static const std::string sql = std::string("SELECT ") + kStatementColumns +
+                                   " FROM statements WHERE job=?1 ORDER BY author, seq";
+    auto st = prepare(sql.c_str());
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(job.bytes));
+    return collect(*st, kMaxQueryRows, "select statements by job");
+  }
+
+  Result<std::vector<StoredStatement>> by_kind(StatementKind kind, std::size_t limit) override {
+    static const std::string sql = std::string("SELECT ") + kStatementColumns +
+                                   " FROM statements WHERE kind=?1 ORDER BY author, seq LIMIT ?2";
+    auto st = prepare(sql.c_str());
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    sqlite3_bind_int(*st, 1, static_cast<int>(kind));
+    limit = std::min(limit, kMaxQueryRows);
+    sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(limit));
+    return collect(*st, limit, "select statements by kind");
+  }
+
+  Result<std::optional<StoredStatement>> canonical_result(const Digest& job) override {
+    // BLOB comparison is memcmp, the same order as Digest's operator<=>.
+    static const std::string sql =
+        std::string("SELECT ") + kStatementColumns +
+        " FROM statements WHERE job=?1 AND kind=?2 AND ok=1 AND outputs_digest IS NOT NULL "
+        "ORDER BY epoch, outputs_digest, author, seq LIMIT 1";
+    auto st = prepare(sql.c_str());
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(job.bytes));
+    sqlite3_bind_int(*st, 2, static_cast<int>(StatementKind::kResult));
+    auto rows = collect(*st, 1, "select canonical result");
+    if (!rows.is_ok()) return rows.status();
+    if (rows->empty()) return std::optional<StoredStatement>();
+    return std::optional<StoredStatement>(std::move(rows->front()));
+  }
+
+  Status scan_statements(
+      const std::function<Status(const StoredStatement&, const Status&)>& fn) override {
+    // Not cached: a scan may run while FN issues other queries on this connection.
+    std::string sql =
+        std::string("SELECT ") + kStatementColumns + " FROM statements ORDER BY author, seq";
+    sqlite3_stmt* st = nullptr;
+    int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr);
+    if (rc != SQLITE_OK) return err("prepare scan", rc);
+    Status result;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      StoredStatement s;
+      Status row = read_row(st, s);
+      result = fn(s, row);
+      if (!result.is_ok()) break;
+    }
+    if (result.is_ok() && rc != SQLITE_DONE) result = err("scan statements", rc);
+    sqlite3_finalize(st);
+    return result;
+  }
+
+  Result<std::uint64_t> statement_count() override {
+    auto st = prepare("SELECT COUNT(*) FROM statements");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    int rc = sqlite3_step(*st);
+    if (rc != SQLITE_ROW) return err("count statements", rc);
+    return static_cast<std::uint64_t>(sqlite3_column_int64(*st, 0));
+  }
+
+  // --- running jobs ---
+
+  Status put_running_job(const RunningJob& job) override {
+    auto st = prepare(
+        "INSERT OR REPLACE INTO running_jobs (job, epoch, pid, work_dir, started_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(job.job.bytes));
+    sqlite3_bind_int64(*st, 2, job.epoch);
+    sqlite3_bind_int64(*st, 3, job.pid);
+    sqlite3_bind_text(*st, 4, job.work_dir.data(), static_cast<int>(job.work_dir.size()),
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(*st, 5, job.started_unix_ms);
+    return step_done(*st, "insert running_jobs");
+  }
+
+  Status remove_running_job(const Digest& job) override {
+    auto st = prepare("DELETE FROM running_jobs WHERE job = ?1");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(job.bytes));
+    return step_done(*st, "delete running_jobs");
+  }
+
+  Result<std::vector<RunningJob>> running_jobs() override {
+    auto st = prepare(
+        "SELECT job, epoch, pid, work_dir, started_at FROM running_jobs ORDER BY started_at, "
+        "job");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    std::vector<RunningJob> out;
+    int rc;
+    while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+      RunningJob j;
+      if (!read_fixed(*st, 0, j.job.bytes))
+        return Status::corrupt(path_ + ": running_jobs: bad job");
+      j.epoch = static_cast<std::uint32_t>(sqlite3_column_int64(*st, 1));
+      j.pid = sqlite3_column_int64(*st, 2);
+      j.work_dir = column_text(*st, 3);
+      j.started_unix_ms = sqlite3_column_int64(*st, 4);
+      out.push_back(std::move(j));
+    }
+    if (rc != SQLITE_DONE) return err("select running_jobs", rc);
+    return out;
+  }
+
+  // --- peers ---
+
+  Status put_peer(const PeerRecord& peer) override {
+    std::string endpoints;
+    for (const auto& e : peer.endpoints) {
+      if (e.find('\n') != std::string::npos) {
+        return Status::invalid("peer endpoint with a newline: '" + e + "'");
+      }
+      if (!endpoints.empty()) endpoints.push_back('\n');
+      endpoints += e;
+    }
+    auto st =
+        prepare("INSERT OR REPLACE INTO peers (id, endpoints, last_seen) VALUES (?1, ?2, ?3)");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(peer.id.bytes));
+    sqlite3_bind_text(*st, 2, endpoints.data(), static_cast<int>(endpoints.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(*st, 3, peer.last_seen_unix_ms);
+    return step_done(*st, "insert peers");
+  }
+
+  Status remove_peer(const AgentKey& id) override {
+    auto st = prepare("DELETE FROM peers WHERE id = ?1");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(id.bytes));
+    return step_done(*st, "delete peers");
+  }
+
+  Result<std::vector<PeerRecord>> peers() override {
+    auto st = prepare("SELECT id, endpoints, last_seen FROM peers ORDER BY id");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    std::vector<PeerRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+      PeerRecord p;
+      if (!read_fixed(*st, 0, p.id.bytes)) return Status::corrupt(path_ + ": peers: bad id");
+      std::string eps = column_text(*st, 1);
+      std::size_t pos = 0;
+      while (!eps.empty() && pos <= eps.size()) {
+        std::size_t nl = eps.find('\n', pos);
+        if (nl == std::string::npos) nl = eps.size();
+        p.endpoints.push_back(eps.substr(pos, nl - pos));
+        pos = nl + 1;
+      }
+      p.last_seen_unix_ms = sqlite3_column_int64(*st, 2);
+      out.push_back(std::move(p));
+    }
+    if (rc != SQLITE_DONE) return err("select peers", rc);
+    return out;
+  }
+
+  // --- artifact index ---
+
+  Status index_put(std::span<const ArtifactRecord> records) override {
+    return transaction("insert artifacts", [&]() -> Status {
+      auto st = prepare(
+          "INSERT INTO artifacts (digest, size, kind, pinned, last_used) "
+          "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(digest) DO UPDATE SET "
+          "last_used = MAX(last_used, excluded.last_used), size = excluded.size, "
+          "kind = excluded.kind");
+      if (!st.is_ok()) return st.status();
+      for (const auto& r : records) {
+        StmtGuard g(*st);
+        bind_blob(*st, 1, as_span(r.digest.bytes));
+        sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(r.size_bytes));
+        sqlite3_bind_int(*st, 3, static_cast<int>(r.kind));
+        sqlite3_bind_int(*st, 4, r.pinned ? 1 : 0);
+        sqlite3_bind_int64(*st, 5, static_cast<sqlite3_int64>(r.last_used));
+        VOW_RETURN_IF_ERROR(step_done(*st, "insert artifacts"));
+      }
+      return Status::ok();
+    });
+  }
+
+  Status index_remove(const Digest& digest) override {
+    auto st = prepare("DELETE FROM artifacts WHERE digest = ?1");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(digest.bytes));
+    return step_done(*st, "delete artifacts");
+  }
+
+  Result<std::optional<ArtifactRecord>> index_get(const Digest& digest) override {
+    auto st =
+        prepare("SELECT digest, size, kind, pinned, last_used FROM artifacts WHERE digest = ?1");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(digest.bytes));
+    int rc = sqlite3_step(*st);
+    if (rc == SQLITE_DONE) return std::optional<ArtifactRecord>();
+    if (rc != SQLITE_ROW) return err("select artifacts", rc);
+    auto rec = read_artifact(*st);
+    if (!rec.is_ok()) return rec.status();
+    return std::optional<ArtifactRecord>(*rec);
+  }
+
+  Result<std::vector<ArtifactRecord>> index_list() override {
+    auto st = prepare(
+        "SELECT digest, size, kind, pinned, last_used FROM artifacts ORDER BY last_used, digest");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    std::vector<ArtifactRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+      auto rec = read_artifact(*st);
+      if (!rec.is_ok()) return rec.status();
+      out.push_back(*rec);
+    }
+    if (rc != SQLITE_DONE) return err("select artifacts", rc);
+    return out;
+  }
+
+  Status index_set_pinned(const Digest& digest, bool pinned) override {
+    auto st = prepare("UPDATE artifacts SET pinned = ?2 WHERE digest = ?1");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(digest.bytes));
+    sqlite3_bind_int(*st, 2, pinned ? 1 : 0);
+    VOW_RETURN_IF_ERROR(step_done(*st, "update artifacts pinned"));
+    if (sqlite3_changes(db_) == 0) return Status::not_found("artifact " + digest.hex());
+    return Status::ok();
+  }
+
+  Status index_touch(std::span<const std::pair<Digest, std::uint64_t>> ticks) override {
+    return transaction("update artifacts last_used", [&]() -> Status {
+      auto st = prepare("UPDATE artifacts SET last_used = MAX(last_used, ?2) WHERE digest = ?1");
+      if (!st.is_ok()) return st.status();
+      for (const auto& [digest, tick] : ticks) {
+        StmtGuard g(*st);
+        bind_blob(*st, 1, as_span(digest.bytes));
+        sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(tick));
+        VOW_RETURN_IF_ERROR(step_done(*st, "update artifacts last_used"));
+      }
+      return Status::ok();
+    });
+  }
+
+  Result<std::uint64_t> index_max_tick() override {
+    auto st = prepare("SELECT COALESCE(MAX(last_used), 0) FROM artifacts");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    int rc = sqlite3_step(*st);
+    if (rc != SQLITE_ROW) return err("select max last_used", rc);
+    return static_cast<std::uint64_t>(sqlite3_column_int64(*st, 0));
+  }
+
+ private:
+  static void bind_blob(sqlite3_stmt* st, int i, std::span<const std::uint8_t> b) {
+    sqlite3_bind_blob(st, i, b.data(), static_cast<int>(b.size()), SQLITE_STATIC);
+  }
+
+  template <std::size_t N>
+  static bool read_fixed(sqlite3_stmt* st, int col, std::array<std::uint8_t, N>& out) {
+    if (sqlite3_column_type(st, col) != SQLITE_BLOB) return false;
+    const void* p = sqlite3_column_blob(st, col);
+    if (sqlite3_column_bytes(st, col) != static_cast<int>(N)) return false;
+    std::memcpy(out.data(), p, N);
+    return true;
+  }
+
+  static std::string column_text(sqlite3_stmt* st, int col) {
+    const auto* p = sqlite3_column_text(st, col);
+    int n = sqlite3_column_bytes(st, col);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n))
+             : std::string();
+  }
+
+  Result<ArtifactRecord> read_artifact(sqlite3_stmt* st) {
+    ArtifactRecord r;
+    if (!read_fixed(st, 0, r.digest.bytes))
+      return Status::corrupt(path_ + ": artifacts: bad digest");
+    r.size_bytes = static_cast<std::uint64_t>(sqlite3_column_int64(st, 1));
+    int kind = sqlite3_column_int(st, 2);
+    if (kind != 0 && kind != 1) {
+      return Status::corrupt(path_ + ": artifacts: bad kind for " + r.digest.hex());
+    }
+    r.kind = static_cast<ArtifactKind>(kind);
+    r.pinned = sqlite3_column_int(st, 3) != 0;
+    r.last_used = static_cast<std::uint64_t>(sqlite3_column_int64(st, 4));
+    return r;
+  }
+
+  // Reads one statement row (columns kStatementColumns); kCorrupt if a column is
+  // malformed or the row checksum does not match.
+  Status read_row(sqlite3_stmt* st, StoredStatement& s) {
+    bool ok_author = read_fixed(st, 0, s.author.bytes);
+    s.seq = static_cast<std::uint64_t>(sqlite3_column_int64(st, 1));
+    std::string where =
+        path_ + ": statement " + s.author.hex().substr(0, 16) + "/" + std::to_string(s.seq);
+    if (!ok_author) return Status::corrupt(where + ": bad author column");
+    int kind = sqlite3_column_int(st, 2);
+    if (kind < 0 || kind > static_cast<int>(StatementKind::kCheckpoint)) {
+      return Status::corrupt(where + ": bad kind column");
+    }
+    s.kind = static_cast<StatementKind>(kind);
+    if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
+      Digest d;
+      if (!read_fixed(st, 3, d.bytes)) return Status::corrupt(where + ": bad job column");
+      s.job = d;
+    }
+    s.epoch = static_cast<std::uint32_t>(sqlite3_column_int64(st, 4));
+    if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
+      Digest d;
+      if (!read_fixed(st, 5, d.bytes)) return Status::corrupt(where + ": bad outputs column");
+      s.outputs_digest = d;
+    }
+    if (sqlite3_column_type(st, 6) != SQLITE_NULL) s.ok = sqlite3_column_int(st, 6) != 0;
+    const void* b = sqlite3_column_blob(st, 7);
+    int n = sqlite3_column_bytes(st, 7);
+    s.bytes.assign(static_cast<const char*>(b), static_cast<std::size_t>(n));
+    if (!read_fixed(st, 8, s.signature)) return Status::corrupt(where + ": bad signature column");
+    s.received_unix_ms = sqlite3_column_int64(st, 9);
+    Digest check;
+    if (!read_fixed(st, 10, check.bytes) || check != statement_row_check(s)) {
+      return Status::corrupt(where + ": row checksum mismatch (row changed outside vow)");
+    }
+    return Status::ok();
+  }
+
+  Result<std::vector<StoredStatement>> collect(sqlite3_stmt* st, std::size_t limit,
+                                               const char* op) {
+    std::vector<StoredStatement> out;
+    int rc = SQLITE_DONE;
+    while (out.size() < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+      StoredStatement s;
+      VOW_RETURN_IF_ERROR(read_row(st, s));
+      out.push_back(std::move(s));
+    }
+    if (out.size() < limit && rc != SQLITE_DONE) return err(op, rc);
+    return out;
+  }
+
+  // Inserts S inside an open transaction: no-op for an identical duplicate, kInvalid
+  // for equivocation. Adds S's author to TOUCHED when a row was added, so the caller
+  // advances that author's frontier once per transaction.
+  Status insert_locked(const StoredStatement& s, std::set<AgentKey>& touched) {
+    VOW_RETURN_IF_ERROR(validate_stored_statement(s));
+    static const std::string sql = std::string("INSERT INTO statements (") + kStatementColumns +
+                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+                                   "ON CONFLICT (author, seq) DO NOTHING";
+    auto st = prepare(sql.c_str());
+    if (!st.is_ok()) return st.status();
+    Digest check = statement_row_check(s);
+    {
+      StmtGuard g(*st);
+      bind_blob(*st, 1, as_span(s.author.bytes));
+      sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(s.seq));
+      sqlite3_bind_int(*st, 3, static_cast<int>(s.kind));
+      if (s.job) bind_blob(*st, 4, as_span(s.job->bytes));
+      sqlite3_bind_int64(*st, 5, s.epoch);
+      if (s.outputs_digest) bind_blob(*st, 6, as_span(s.outputs_digest->bytes));
+      if (s.ok) sqlite3_bind_int(*st, 7, *s.ok ? 1 : 0);
+      sqlite3_bind_blob(*st, 8, s.bytes.data(), static_cast<int>(s.bytes.size()), SQLITE_STATIC);
+      bind_blob(*st, 9, as_span(s.signature));
+      sqlite3_bind_int64(*st, 10, s.received_unix_ms);
+      bind_blob(*st, 11, as_span(check.bytes));
+      VOW_RETURN_IF_ERROR(step_done(*st, "insert statements"));
+    }
+    if (sqlite3_changes(db_) == 1) {
+      touched.insert(s.author);
+      return Status::ok();
+    }
+    // (author, seq) was already stored: the same statement again, or equivocation.
+    auto existing = get(s.author, s.seq);
+    if (!existing.is_ok()) return existing.status();
+    if (existing->has_value() && (*existing)->bytes == s.bytes) return Status::ok();
+    return equivocation_status(s);
+  }
+
+  // Raises each author's contiguous frontier past every seq now held.
+  Status advance_frontiers(const std::set<AgentKey>& authors) {
+    for (const auto& author : authors) VOW_RETURN_IF_ERROR(advance_frontier(author));
+    return Status::ok();
+  }
+
+  Status advance_frontier(const AgentKey& author) {
+    auto sel = prepare("SELECT contiguous FROM frontier WHERE author = ?1");
+    if (!sel.is_ok()) return sel.status();
+    std::uint64_t cur = 0;
+    {
+      StmtGuard g(*sel);
+      bind_blob(*sel, 1, as_span(author.bytes));
+      int rc = sqlite3_step(*sel);
+      if (rc == SQLITE_ROW) {
+        cur = static_cast<std::uint64_t>(sqlite3_column_int64(*sel, 0));
+      } else if (rc != SQLITE_DONE) {
+        return err("select frontier", rc);
+      }
+    }
+    // Walk the author's seqs above the frontier in order until the first gap.
+    auto walk = prepare("SELECT seq FROM statements WHERE author = ?1 AND seq > ?2 ORDER BY seq");
+    if (!walk.is_ok()) return walk.status();
+    std::uint64_t next = cur;
+    {
+      StmtGuard g(*walk);
+      bind_blob(*walk, 1, as_span(author.bytes));
+      sqlite3_bind_int64(*walk, 2, static_cast<sqlite3_int64>(cur));
+      int rc;
+      while ((rc = sqlite3_step(*walk)) == SQLITE_ROW) {
+        if (static_cast<std::uint64_t>(sqlite3_column_int64(*walk, 0)) != next + 1) break;
+        ++next;
+      }
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return err("select statements", rc);
+    }
+    if (next == cur) return Status::ok();
+    auto up = prepare("INSERT OR REPLACE INTO frontier (author, contiguous) VALUES (?1, ?2)");
+    if (!up.is_ok()) return up.status();
+    StmtGuard g(*up);
+    bind_blob(*up, 1, as_span(author.bytes));
+    sqlite3_bind_int64(*up, 2, static_cast<sqlite3_int64>(next));
+    return step_done(*up, "update frontier");
+  }
+
+  sqlite3* db_;
+  std::string path_;
+  std::map<const char*, sqlite3_stmt*> cache_;  // keyed by the SQL text's address
+};
+
+Result<int> user_version(sqlite3* db, const std::string& path) {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+  if (rc != SQLITE_OK) return sqlite_status(db, path, "read user_version", rc);
+  rc = sqlite3_step(st);
+  int v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW) return sqlite_status(db, path, "read user_version", rc);
+  return v;
+}
+
+Status check_version(int version, const std::string& path) {
+  if (version > kSchemaVersion) {
+    return Status::invalid(path + ": schema version " + std::to_string(version) +
+                           " is newer than this vow understands (" +
+                           std::to_string(kSchemaVersion) +
+                           "); run a newer vow, or restore a state directory this version wrote");
+  }
+  if (version < 0) return Status::corrupt(path + ": negative schema version");
+  return Status::ok();
+}
+
+Status migrate(SqliteLedger& ledger, sqlite3* db, const std::string& path) {
+  return ledger.transaction("migrate schema", [&]() -> Status {
+    auto v = user_version(db, path);
+    if (!v.is_ok()) return v.status();
+    VOW_RETURN_IF_ERROR(check_version(*v, path));
+    for (int i = *v; i < kSchemaVersion; ++i) {
+      std::string op = "migrate schema " + std::to_string(i) + " -> " + std::to_string(i + 1);
+      VOW_RETURN_IF_ERROR(ledger.exec(kMigrations[i], op.c_str()));
+    }
+    if (*v != kSchemaVersion) {
+      std::string pragma = "PRAGMA user_version = " + std::to_string(kSchemaVersion);
+      VOW_RETURN_IF_ERROR(ledger.exec(pragma.c_str(), "set user_version"));
+    }
+    return Status::ok();
+  });
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Ledger>> open_sqlite_ledger(const std::string& path,
+                                                   const SqliteOptions& options) {
+  sqlite3* db = nullptr;
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags,
+                           options.vfs_name.empty() ? nullptr : options.vfs_name.c_str());
+  if (rc != SQLITE_OK) {
+    Status s = sqlite_status(db, path, "open", rc);
+    sqlite3_close_v2(db);
+    return s;
+  }
+  auto ledger = std::make_unique<SqliteLedger>(db, path);
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, options.busy_timeout_ms);
+  // Refuse a newer schema before changing anything in the file (even its journal mode).
+  auto v = user_version(db, path);
+  if (!v.is_ok()) return v.status();
+  VOW_RETURN_IF_ERROR(check_version(*v, path));
+  {
+    sqlite3_stmt* st = nullptr;
+    rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, nullptr);
+    if (rc != SQLITE_OK) return sqlite_status(db, path, "set journal_mode", rc);
+    rc = sqlite3_step(st);
+    std::string mode = rc == SQLITE_ROW ? reinterpret_cast<const char*>(sqlite3_column_text(st, 0))
+                                        : std::string();
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW) return sqlite_status(db, path, "set journal_mode", rc);
+    if (mode != "wal") return Status::io(path + ": cannot use WAL journal mode (got " + mode + ")");
+  }
+  VOW_RETURN_IF_ERROR(ledger->exec(
+      options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+      "set synchronous"));
+  VOW_RETURN_IF_ERROR(migrate(*ledger, db, path));
+  return std::unique_ptr<Ledger>(std::move(ledger));
+}
+
+Result<int> read_schema_version(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Status::not_found(path + ": no such database");
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+  if (rc != SQLITE_OK) {
+    Status s = sqlite_status(db, path, "open", rc);
+    sqlite3_close_v2(db);
+    return s;
+  }
+  auto v = user_version(db, path);
+  sqlite3_close_v2(db);
+  return v;
+}
+
+}  // namespace vow::store
