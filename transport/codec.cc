@@ -8,6 +8,7 @@
 #include <new>
 
 #include "promises/assert.h"
+#include "transport/codec_internal.h"
 #include "transport/protocol.capnp.h"
 
 namespace vow::transport {
@@ -638,18 +639,32 @@ Result<Statement> decode_and_verify(const SignedStatement& s, DecodeError* error
   return decode_and_verify(s.bytes, s.signature, error);
 }
 
-Result<std::string> encode_message(const Message& message) {
-  capnp::MallocMessageBuilder mb;
+Result<kj::Array<capnp::word>> internal::encode_message_words(const Message& message) {
+  // First segment big enough for the bulk of a large message: one segment, no regrowth.
+  std::size_t bulk = 0;
+  if (auto* c = std::get_if<Chunk>(&message.body)) bulk = c->data.size();
+  if (auto* b = std::get_if<LedgerBatch>(&message.body)) {
+    for (const auto& s : b->signed_statements) bulk += s.bytes.size() + 96;
+  }
+  capnp::MallocMessageBuilder mb(static_cast<unsigned>(std::min<std::size_t>(
+      bulk / sizeof(capnp::word) + 256, kMaxFrameBytes / sizeof(capnp::word))));
   auto root = mb.initRoot<w::Envelope>();
   root.setProtocolVersion(message.protocol_version);
   std::visit(BodyWriter{root.initBody()}, message.body);
-  std::string out = flat_string(mb);
-  if (out.size() > kMaxFrameBytes) {
+  auto words = capnp::messageToFlatArray(mb);
+  if (words.size() * sizeof(capnp::word) > kMaxFrameBytes) {
     return Status::invalid(std::string(message_kind_name(message.body)) + " message is " +
-                           std::to_string(out.size()) + " bytes, over the frame limit of " +
-                           std::to_string(kMaxFrameBytes));
+                           std::to_string(words.size() * sizeof(capnp::word)) +
+                           " bytes, over the frame limit of " + std::to_string(kMaxFrameBytes));
   }
-  return out;
+  return words;
+}
+
+Result<std::string> encode_message(const Message& message) {
+  auto words = internal::encode_message_words(message);
+  if (!words) return words.status();
+  auto bytes = words->asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
 }
 
 Result<Message> decode_message(std::span<const std::uint8_t> frame, std::size_t max_frame_bytes,

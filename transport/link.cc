@@ -6,6 +6,7 @@
 
 #include "promises/assert.h"
 #include "transport/codec.h"
+#include "transport/codec_internal.h"
 
 namespace vow::transport {
 namespace {
@@ -151,24 +152,21 @@ struct Transport::Impl {
     return Status::ok();
   }
 
-  Status send_bytes(const AgentKey& peer, std::string_view frame) {
-    if (frame.size() > options.max_frame_bytes) {
-      return Status::invalid("frame of " + std::to_string(frame.size()) + " bytes over the limit");
+  // Checks that `peer` has a link and the frame fits.
+  Status route(const AgentKey& peer, std::size_t frame_bytes) {
+    if (frame_bytes > options.max_frame_bytes) {
+      return Status::invalid("frame of " + std::to_string(frame_bytes) + " bytes over the limit");
     }
     auto it = peers.find(peer);
     if (it == peers.end() || (!it->second.dealer && !it->second.routing_id)) {
       ++counters.dropped_no_link;
       return Status::unavailable("no link to peer " + agent_id(peer));
     }
-    Peer& p = it->second;
-    int rc;
-    if (p.dealer) {
-      rc = zmq_send(p.dealer, frame.data(), frame.size(), ZMQ_DONTWAIT);
-    } else {
-      const std::string& id = *p.routing_id;
-      rc = zmq_send(router, id.data(), id.size(), ZMQ_DONTWAIT | ZMQ_SNDMORE);
-      if (rc >= 0) rc = zmq_send(router, frame.data(), frame.size(), ZMQ_DONTWAIT);
-    }
+    return Status::ok();
+  }
+
+  // Counts the result of a send (rc from zmq) and turns it into a Status.
+  Status sent(const AgentKey& peer, Peer& p, int rc) {
     if (rc < 0) {
       int err = zmq_errno();
       if (err == EHOSTUNREACH) {  // the inbound link went away
@@ -184,10 +182,45 @@ struct Transport::Impl {
     return Status::ok();
   }
 
+  Status send_bytes(const AgentKey& peer, std::string_view frame) {
+    zmq_msg_t msg;
+    zmq_msg_init_size(&msg, frame.size());
+    std::memcpy(zmq_msg_data(&msg), frame.data(), frame.size());
+    return send_msg(peer, &msg);
+  }
+
   Status send(const AgentKey& peer, const Message& m) {
-    auto frame = encode_message(m);
-    if (!frame) return frame.status();
-    return send_bytes(peer, *frame);
+    auto words = internal::encode_message_words(m);
+    if (!words) return words.status();
+    // Hand the encoded words to ZeroMQ without another copy; it frees them when sent.
+    auto* owned = new kj::Array<capnp::word>(std::move(words).value());
+    auto bytes = owned->asBytes();
+    zmq_msg_t msg;
+    zmq_msg_init_data(
+        &msg, bytes.begin(), bytes.size(),
+        [](void*, void* hint) { delete static_cast<kj::Array<capnp::word>*>(hint); }, owned);
+    return send_msg(peer, &msg);
+  }
+
+  // Sends (and always consumes) one prepared frame.
+  Status send_msg(const AgentKey& peer, zmq_msg_t* msg) {
+    std::size_t size = zmq_msg_size(msg);
+    Status st = route(peer, size);
+    if (!st) {
+      zmq_msg_close(msg);
+      return st;
+    }
+    Peer& p = peers[peer];
+    int rc;
+    if (p.dealer) {
+      rc = zmq_msg_send(msg, p.dealer, ZMQ_DONTWAIT);
+    } else {
+      const std::string& id = *p.routing_id;
+      rc = zmq_send(router, id.data(), id.size(), ZMQ_DONTWAIT | ZMQ_SNDMORE);
+      if (rc >= 0) rc = zmq_msg_send(msg, router, ZMQ_DONTWAIT);
+    }
+    if (rc < 0) zmq_msg_close(msg);
+    return sent(peer, p, rc);
   }
 
   void serve_zap() {
@@ -282,6 +315,17 @@ struct Transport::Impl {
     return true;
   }
 };
+
+Result<PeerAddress> parse_peer_address(std::string_view text) {
+  auto at = text.find('@');
+  if (at == std::string_view::npos || at + 1 == text.size()) {
+    return Status::invalid("peer address '" + std::string(text) + "' is not ID@ENDPOINT");
+  }
+  auto key = parse_agent_key(text.substr(0, at));
+  if (!key)
+    return Status::invalid("peer address '" + std::string(text) + "': " + key.status().message());
+  return PeerAddress{*key, std::string(text.substr(at + 1))};
+}
 
 Transport::Transport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Transport::~Transport() = default;

@@ -75,6 +75,14 @@ struct TransportCounters {
   StreamCounters streams;
 };
 
+// A peer address with its key, "ID@ENDPOINT" (ID as agent_id() or 64 hex digits), as
+// seed peers are written when their key is known: connecting needs the key (CURVE).
+struct PeerAddress {
+  AgentKey key;
+  std::string endpoint;
+};
+Result<PeerAddress> parse_peer_address(std::string_view text);
+
 class Transport {
  public:
   // Binds the ZAP handler, then the listener (so no link is ever admitted without it).

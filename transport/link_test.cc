@@ -204,6 +204,18 @@ TEST_CASE("a full send queue drops the newest message and counts it") {
         StatusCode::kUnavailable);
 }
 
+TEST_CASE("peer addresses carry the key") {
+  Identity a = identity_of(1);
+  auto p = parse_peer_address(a.id() + "@tcp://10.0.0.1:7400");
+  REQUIRE(p);
+  CHECK(p->key == a.key());
+  CHECK(p->endpoint == "tcp://10.0.0.1:7400");
+  CHECK(parse_peer_address(a.key().hex() + "@ipc:///run/vow.sock"));
+  CHECK(!parse_peer_address("tcp://10.0.0.1:7400"));
+  CHECK(!parse_peer_address(a.id() + "@"));
+  CHECK(!parse_peer_address("vowxyz@tcp://h:1"));
+}
+
 TEST_CASE("a link reconnects when the far agent restarts") {
   Node a(1, {1, 2});
   TransportOptions o;
