@@ -184,6 +184,9 @@ Result<AgentKey> parse_agent_key(std::string_view id_or_hex) {
 
 bool verify_signature(const AgentKey& author, std::span<const std::uint8_t> bytes,
                       const Signature& signature) {
+  // libsodium wants sodium_init() before any use; once per process, then free.
+  static const bool initialized = (ensure_sodium(), true);
+  (void)initialized;
   return crypto_sign_verify_detached(signature.data(), bytes.data(), bytes.size(),
                                      author.bytes.data()) == 0;
 }
