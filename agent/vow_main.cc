@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   vow::agent::cli::add_check_command(app);
   vow::agent::cli::add_graph_command(app);
   vow::agent::cli::add_fsck_command(app);
+  vow::agent::cli::add_keys_command(app);
   // CLI11 reports through exceptions; they stop here.
   try {
     app.parse(argc, argv);
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "vow: " << e.what() << "\n"
-              << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph, fsck; "
+              << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph, fsck, keys; "
                  "'vow COMMAND --help' for more)\n";
     return kExitUsage;
   }

@@ -16,5 +16,7 @@ void add_check_command(CLI::App& app);
 void add_graph_command(CLI::App& app);
 // vow fsck --state-dir DIR: check a state directory's artifacts and ledger offline.
 void add_fsck_command(CLI::App& app);
+// vow keys gen|show: an agent's identity, or a client key.
+void add_keys_command(CLI::App& app);
 
 }  // namespace vow::agent::cli

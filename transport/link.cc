@@ -1,0 +1,491 @@
+#include "transport/link.h"
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+#include "promises/assert.h"
+#include "transport/codec.h"
+#include "transport/codec_internal.h"
+
+namespace vow::transport {
+namespace {
+
+constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
+constexpr const char* kMonitorEndpoint = "inproc://vow.router.monitor";
+constexpr std::size_t kMaxZapPerPoll = 64;
+constexpr std::size_t kMaxMonitorEventsPerPoll = 256;
+
+std::string zmq_error(const char* what) {
+  return std::string(what) + ": " + zmq_strerror(zmq_errno());
+}
+
+// Receives one whole multipart message without blocking; false if none is ready.
+bool recv_parts(void* socket, std::vector<zmq_msg_t>& parts) {
+  parts.clear();
+  while (true) {
+    parts.emplace_back();
+    zmq_msg_init(&parts.back());
+    int flags = parts.size() == 1 ? ZMQ_DONTWAIT : 0;  // later parts are already here
+    if (zmq_msg_recv(&parts.back(), socket, flags) < 0) {
+      zmq_msg_close(&parts.back());
+      parts.pop_back();
+      return false;
+    }
+    if (!zmq_msg_more(&parts.back())) return true;
+  }
+}
+
+void close_parts(std::vector<zmq_msg_t>& parts) {
+  for (auto& p : parts) zmq_msg_close(&p);
+  parts.clear();
+}
+
+std::string_view view(zmq_msg_t& m) {
+  return {static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m)};
+}
+
+std::span<const std::uint8_t> bytes(zmq_msg_t& m) {
+  return {static_cast<const std::uint8_t*>(zmq_msg_data(&m)), zmq_msg_size(&m)};
+}
+
+void set_int(void* s, int option, int value) {
+  int rc = zmq_setsockopt(s, option, &value, sizeof(value));
+  VOW_ASSERT(rc == 0, "zmq_setsockopt(%d, %d): %s", option, value, zmq_strerror(zmq_errno()));
+}
+
+}  // namespace
+
+struct Transport::Impl {
+  struct Peer {
+    void* dealer = nullptr;  // outbound link, if we connect to it
+    std::string endpoint;
+    std::optional<std::string> routing_id;  // inbound link it opened to us, if any
+  };
+
+  Identity identity;
+  CurveKeyPair curve;
+  TrustSet trust;
+  TransportOptions options;
+  LogSink log;
+  void* ctx = nullptr;
+  void* zap = nullptr;
+  void* router = nullptr;
+  void* monitor = nullptr;
+  std::string endpoint;
+  std::map<AgentKey, Peer> peers;
+  Validator validator;
+  std::unique_ptr<Streams> streams;
+  TransportCounters counters;
+  std::int64_t now_ms = 0;
+
+  Impl(const Identity& id, TrustSet t, TransportOptions o, const SequenceView* seqs, LogSink l)
+      : identity(id),
+        curve(id.curve()),
+        trust(std::move(t)),
+        options(std::move(o)),
+        log(std::move(l)),
+        validator(&trust, seqs, options.max_frame_bytes, log) {
+    streams = std::make_unique<Streams>(
+        options.streams,
+        [this](const AgentKey& peer, const Message& m) { return send(peer, m).is_ok(); });
+  }
+
+  ~Impl() {
+    for (auto& [k, p] : peers) {
+      if (p.dealer) zmq_close(p.dealer);
+    }
+    if (monitor) zmq_close(monitor);
+    if (router) {
+      zmq_socket_monitor(router, nullptr, 0);
+      zmq_close(router);
+    }
+    if (zap) zmq_close(zap);
+    if (ctx) zmq_ctx_term(ctx);
+  }
+
+  void logf(LogLevel level, const std::string& line) {
+    if (log) log(level, line);
+  }
+
+  void common_options(void* s) {
+    set_int(s, ZMQ_SNDHWM, options.send_queue_messages);
+    set_int(s, ZMQ_RCVHWM, options.receive_queue_messages);
+    set_int(s, ZMQ_LINGER, 0);
+    set_int(s, ZMQ_HANDSHAKE_IVL, options.handshake_ms);
+    // Twice our own limit: frames between the two are read and counted as oversized;
+    // beyond it ZeroMQ cuts the link without buffering the frame.
+    std::int64_t max = static_cast<std::int64_t>(options.max_frame_bytes) * 2;
+    int rc = zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof(max));
+    VOW_ASSERT(rc == 0, "ZMQ_MAXMSGSIZE: %s", zmq_strerror(zmq_errno()));
+  }
+
+  Status start() {
+    ctx = zmq_ctx_new();
+    if (!ctx) return Status::io(zmq_error("zmq_ctx_new"));
+    zap = zmq_socket(ctx, ZMQ_REP);
+    if (!zap || zmq_bind(zap, kZapEndpoint) != 0) return Status::io(zmq_error("bind ZAP handler"));
+    if (options.listen.empty()) return Status::ok();
+    router = zmq_socket(ctx, ZMQ_ROUTER);
+    if (!router) return Status::io(zmq_error("zmq_socket(ROUTER)"));
+    common_options(router);
+    set_int(router, ZMQ_ROUTER_MANDATORY, 1);
+    set_int(router, ZMQ_CURVE_SERVER, 1);
+    zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, curve.secret_key.data(), 32);
+    zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "vow", 3);
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                 ZMQ_EVENT_DISCONNECTED;
+    if (zmq_socket_monitor(router, kMonitorEndpoint, events) != 0) {
+      return Status::io(zmq_error("zmq_socket_monitor"));
+    }
+    monitor = zmq_socket(ctx, ZMQ_PAIR);
+    if (!monitor || zmq_connect(monitor, kMonitorEndpoint) != 0) {
+      return Status::io(zmq_error("connect monitor"));
+    }
+    if (zmq_bind(router, options.listen.c_str()) != 0) {
+      return Status::unavailable(zmq_error(("bind " + options.listen).c_str()));
+    }
+    char buf[256];
+    std::size_t len = sizeof(buf);
+    if (zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, buf, &len) == 0) endpoint = buf;
+    return Status::ok();
+  }
+
+  // Checks that `peer` has a link and the frame fits.
+  Status route(const AgentKey& peer, std::size_t frame_bytes) {
+    if (frame_bytes > options.max_frame_bytes) {
+      return Status::invalid("frame of " + std::to_string(frame_bytes) + " bytes over the limit");
+    }
+    auto it = peers.find(peer);
+    if (it == peers.end() || (!it->second.dealer && !it->second.routing_id)) {
+      ++counters.dropped_no_link;
+      return Status::unavailable("no link to peer " + agent_id(peer));
+    }
+    return Status::ok();
+  }
+
+  // Counts the result of a send (rc from zmq) and turns it into a Status.
+  Status sent(const AgentKey& peer, Peer& p, int rc) {
+    if (rc < 0) {
+      int err = zmq_errno();
+      if (err == EHOSTUNREACH) {  // the inbound link went away
+        p.routing_id.reset();
+        ++counters.dropped_no_link;
+        return Status::unavailable("link to peer " + agent_id(peer) + " is gone");
+      }
+      ++counters.dropped_queue_full;
+      return Status::overloaded("send queue to peer " + agent_id(peer) + " full: dropped (" +
+                                zmq_strerror(err) + ")");
+    }
+    ++counters.frames_out;
+    return Status::ok();
+  }
+
+  Status send_bytes(const AgentKey& peer, std::string_view frame) {
+    zmq_msg_t msg;
+    zmq_msg_init_size(&msg, frame.size());
+    std::memcpy(zmq_msg_data(&msg), frame.data(), frame.size());
+    return send_msg(peer, &msg);
+  }
+
+  Status send(const AgentKey& peer, const Message& m) {
+    auto words = internal::encode_message_words(m);
+    if (!words) return words.status();
+    // Hand the encoded words to ZeroMQ without another copy; it frees them when sent.
+    auto* owned = new kj::Array<capnp::word>(std::move(words).value());
+    auto bytes = owned->asBytes();
+    zmq_msg_t msg;
+    zmq_msg_init_data(
+        &msg, bytes.begin(), bytes.size(),
+        [](void*, void* hint) { delete static_cast<kj::Array<capnp::word>*>(hint); }, owned);
+    return send_msg(peer, &msg);
+  }
+
+  // Sends (and always consumes) one prepared frame.
+  Status send_msg(const AgentKey& peer, zmq_msg_t* msg) {
+    std::size_t size = zmq_msg_size(msg);
+    Status st = route(peer, size);
+    if (!st) {
+      zmq_msg_close(msg);
+      return st;
+    }
+    Peer& p = peers[peer];
+    int rc;
+    if (p.dealer) {
+      rc = zmq_msg_send(msg, p.dealer, ZMQ_DONTWAIT);
+    } else {
+      const std::string& id = *p.routing_id;
+      rc = zmq_send(router, id.data(), id.size(), ZMQ_DONTWAIT | ZMQ_SNDMORE);
+      if (rc >= 0) rc = zmq_msg_send(msg, router, ZMQ_DONTWAIT);
+    }
+    if (rc < 0) zmq_msg_close(msg);
+    return sent(peer, p, rc);
+  }
+
+  void serve_zap() {
+    std::vector<zmq_msg_t> parts;
+    for (std::size_t n = 0; n < kMaxZapPerPoll && recv_parts(zap, parts); ++n) {
+      std::string request_id = parts.size() > 1 ? std::string(view(parts[1])) : "";
+      std::string mechanism = parts.size() > 5 ? std::string(view(parts[5])) : "";
+      std::optional<AgentKey> key;
+      if (mechanism == "CURVE" && parts.size() > 6 && zmq_msg_size(&parts[6]) == 32) {
+        key = trust.by_curve_key(std::span<const std::uint8_t, 32>(bytes(parts[6]).data(), 32));
+      }
+      close_parts(parts);
+      std::string status = key ? "200" : "400";
+      std::string text = key ? "OK" : "key not trusted";
+      std::string user = key ? key->hex() : "";
+      if (key) {
+        ++counters.zap_allowed;
+      } else {
+        ++counters.zap_denied;
+        logf(LogLevel::kWarn, "refused a " + mechanism + " connection: key not trusted");
+      }
+      const std::string reply[] = {"1.0", request_id, status, text, user, ""};
+      for (int i = 0; i < 6; ++i) {
+        zmq_send(zap, reply[i].data(), reply[i].size(), i < 5 ? ZMQ_SNDMORE : 0);
+      }
+    }
+  }
+
+  void drain_monitor() {
+    if (!monitor) return;
+    std::vector<zmq_msg_t> parts;
+    for (std::size_t n = 0; n < kMaxMonitorEventsPerPoll && recv_parts(monitor, parts); ++n) {
+      if (!parts.empty() && zmq_msg_size(&parts[0]) >= 2) {
+        std::uint16_t event;
+        std::memcpy(&event, zmq_msg_data(&parts[0]), 2);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+          ++counters.handshakes_ok;
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+          ++counters.disconnects;
+        } else {
+          ++counters.handshakes_failed;
+          logf(LogLevel::kWarn, "inbound handshake failed (" +
+                                    std::string(parts.size() > 1 ? view(parts[1]) : "") + ")");
+        }
+      }
+      close_parts(parts);
+    }
+  }
+
+  void deliver(std::span<const std::uint8_t> frame, const AgentKey& peer, PeerRole role,
+               std::vector<Inbound>& out) {
+    ++counters.frames_in;
+    auto m = validator.validate(frame, peer, role);
+    if (!m) return;
+    if (streams->on_message(peer, *m, now_ms)) return;
+    out.push_back(Inbound{peer, role, std::move(*m)});
+  }
+
+  // One frame from the ROUTER: [routing id, payload]. Returns false when none is ready.
+  bool read_router(std::vector<Inbound>& out) {
+    std::vector<zmq_msg_t> parts;
+    if (!router || !recv_parts(router, parts)) return false;
+    if (parts.size() != 2) {
+      ++counters.frames_in;
+      close_parts(parts);
+      return true;  // a DEALER sends exactly one frame; anything else is not vow
+    }
+    const char* user = zmq_msg_gets(&parts[1], "User-Id");
+    auto key = user ? parse_agent_key(user) : Result<AgentKey>(Status::invalid("none"));
+    auto role = key ? trust.role(*key) : std::nullopt;
+    if (!role) {
+      ++counters.unauthenticated;
+    } else {
+      Peer& p = peers[*key];
+      p.routing_id = std::string(view(parts[0]));
+      deliver(bytes(parts[1]), *key, *role, out);
+    }
+    close_parts(parts);
+    return true;
+  }
+
+  bool read_dealer(const AgentKey& key, void* dealer, std::vector<Inbound>& out) {
+    std::vector<zmq_msg_t> parts;
+    if (!recv_parts(dealer, parts)) return false;
+    if (parts.size() == 1) {
+      auto role = trust.role(key);
+      if (role) deliver(bytes(parts[0]), key, *role, out);
+    } else {
+      ++counters.frames_in;
+    }
+    close_parts(parts);
+    return true;
+  }
+};
+
+Result<PeerAddress> parse_peer_address(std::string_view text) {
+  auto at = text.find('@');
+  if (at == std::string_view::npos || at + 1 == text.size()) {
+    return Status::invalid("peer address '" + std::string(text) + "' is not ID@ENDPOINT");
+  }
+  auto key = parse_agent_key(text.substr(0, at));
+  if (!key)
+    return Status::invalid("peer address '" + std::string(text) + "': " + key.status().message());
+  return PeerAddress{*key, std::string(text.substr(at + 1))};
+}
+
+Transport::Transport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Transport::~Transport() = default;
+
+Result<std::unique_ptr<Transport>> Transport::create(const Identity& identity, TrustSet trust,
+                                                     TransportOptions options,
+                                                     const SequenceView* sequences, LogSink log) {
+  VOW_ASSERT(sequences != nullptr, "Transport needs a SequenceView");
+  auto impl = std::make_unique<Impl>(identity, std::move(trust), std::move(options), sequences,
+                                     std::move(log));
+  VOW_RETURN_IF_ERROR(impl->start());
+  return std::unique_ptr<Transport>(new Transport(std::move(impl)));
+}
+
+const AgentKey& Transport::key() const { return impl_->identity.key(); }
+const std::string& Transport::endpoint() const { return impl_->endpoint; }
+
+Status Transport::connect(const AgentKey& peer, const std::string& endpoint) {
+  auto& I = *impl_;
+  if (!I.trust.role(peer)) return Status::invalid("peer " + agent_id(peer) + " is not trusted");
+  auto server_key = curve_public_key(peer);
+  if (!server_key) return Status::invalid("peer key " + peer.hex() + " has no curve form");
+  auto it = I.peers.find(peer);
+  if (it != I.peers.end() && it->second.dealer) {
+    if (it->second.endpoint == endpoint) return Status::ok();
+    disconnect(peer);
+  }
+  std::size_t outbound = 0;
+  for (auto& [k, p] : I.peers) outbound += p.dealer != nullptr;
+  if (outbound >= I.options.max_peers) {
+    return Status::overloaded("outbound link limit max_peers reached");
+  }
+  void* s = zmq_socket(I.ctx, ZMQ_DEALER);
+  if (!s) return Status::io(zmq_error("zmq_socket(DEALER)"));
+  I.common_options(s);
+  set_int(s, ZMQ_RECONNECT_IVL, I.options.reconnect_ms);
+  set_int(s, ZMQ_RECONNECT_IVL_MAX, I.options.reconnect_max_ms);
+  zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_key->data(), 32);
+  zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, I.curve.public_key.data(), 32);
+  zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, I.curve.secret_key.data(), 32);
+  if (zmq_connect(s, endpoint.c_str()) != 0) {
+    Status st = Status::invalid(zmq_error(("connect " + endpoint).c_str()));
+    zmq_close(s);
+    return st;
+  }
+  auto& p = I.peers[peer];
+  p.dealer = s;
+  p.endpoint = endpoint;
+  return Status::ok();
+}
+
+void Transport::disconnect(const AgentKey& peer) {
+  auto it = impl_->peers.find(peer);
+  if (it == impl_->peers.end()) return;
+  if (it->second.dealer) zmq_close(it->second.dealer);
+  impl_->peers.erase(it);
+  impl_->streams->peer_lost(peer, impl_->now_ms);
+}
+
+void Transport::set_trust(TrustSet trust) { impl_->trust = std::move(trust); }
+
+Status Transport::send(const AgentKey& peer, const Message& message) {
+  return impl_->send(peer, message);
+}
+
+Status Transport::send_frame(const AgentKey& peer, std::string_view frame) {
+  return impl_->send_bytes(peer, frame);
+}
+
+std::size_t Transport::broadcast(const Message& message) {
+  auto frame = encode_message(message);
+  if (!frame) return 0;
+  std::size_t n = 0;
+  for (auto& [k, p] : impl_->peers) {
+    if (impl_->send_bytes(k, *frame)) ++n;
+  }
+  return n;
+}
+
+std::vector<AgentKey> Transport::peers() const {
+  std::vector<AgentKey> out;
+  for (auto& [k, p] : impl_->peers) {
+    if (p.dealer || p.routing_id) out.push_back(k);
+  }
+  return out;
+}
+
+std::vector<zmq_pollitem_t> Transport::poll_items() const {
+  std::vector<zmq_pollitem_t> items;
+  auto add = [&](void* s) { items.push_back(zmq_pollitem_t{s, 0, ZMQ_POLLIN, 0}); };
+  add(impl_->zap);
+  if (impl_->router) add(impl_->router);
+  if (impl_->monitor) add(impl_->monitor);
+  for (auto& [k, p] : impl_->peers) {
+    if (p.dealer) add(p.dealer);
+  }
+  return items;
+}
+
+int Transport::wait(int timeout_ms) {
+  auto items = poll_items();
+  return zmq_poll(items.data(), static_cast<int>(items.size()), timeout_ms);
+}
+
+std::vector<Inbound> Transport::poll_inbound(std::int64_t now_ms) {
+  auto& I = *impl_;
+  I.now_ms = now_ms;
+  I.validator.set_now(now_ms);
+  I.serve_zap();
+  I.drain_monitor();
+  std::vector<Inbound> out;
+  std::size_t budget = I.options.max_inbound_per_poll;
+  // Round robin over the sockets so one busy link cannot starve the others.
+  bool progress = true;
+  while (budget > 0 && progress) {
+    progress = false;
+    if (I.read_router(out)) {
+      progress = true;
+      --budget;
+    }
+    for (auto& [k, p] : I.peers) {
+      if (budget == 0) break;
+      if (p.dealer && I.read_dealer(k, p.dealer, out)) {
+        progress = true;
+        --budget;
+      }
+    }
+  }
+  return out;
+}
+
+void Transport::tick(std::int64_t now_ms) {
+  impl_->now_ms = now_ms;
+  impl_->validator.set_now(now_ms);
+  impl_->streams->tick(now_ms);
+}
+
+void Transport::set_artifact_provider(ArtifactProvider* provider) {
+  impl_->streams->set_provider(provider);
+}
+
+Result<std::uint64_t> Transport::fetch(const AgentKey& peer, const Digest& artifact,
+                                       std::uint64_t offset,
+                                       std::optional<std::uint64_t> expected_bytes,
+                                       std::unique_ptr<ChunkSink> sink, std::int64_t now_ms) {
+  impl_->now_ms = now_ms;
+  return impl_->streams->fetch(peer, artifact, offset, expected_bytes, std::move(sink), now_ms);
+}
+
+void Transport::cancel_fetch(std::uint64_t stream_id) { impl_->streams->cancel(stream_id); }
+
+std::vector<FetchOutcome> Transport::take_fetch_outcomes() {
+  return impl_->streams->take_outcomes();
+}
+
+TransportCounters Transport::counters() const {
+  TransportCounters c = impl_->counters;
+  c.rejected = impl_->validator.rejects();
+  c.streams = impl_->streams->counters();
+  return c;
+}
+
+}  // namespace vow::transport

@@ -1,0 +1,272 @@
+# The vow wire protocol, version 1. This file is the specification: every frame on a
+# vow link is one Cap'n Proto message (standard framing, not packed) whose root is an
+# Envelope. docs/protocol.md explains identity, signing, validation and streaming.
+#
+# Evolution rules (never break them):
+#   - fields and union members are only ever appended, with the next free ordinal;
+#   - an ordinal is never reused, a field never changes type or meaning;
+#   - Envelope.protocolVersion changes only for an incompatible change, which the rules
+#     above exist to avoid; a receiver rejects a version it does not speak.
+# Cap'n Proto gives appended fields their default value in old messages, and old
+# readers ignore fields they do not know, so appending keeps both directions working.
+#
+# Integers are little-endian fixed width, as Cap'n Proto encodes them. Keys are raw
+# 32-byte Ed25519 public keys, digests raw 32-byte BLAKE2b-256, signatures 64 bytes.
+
+@0xb39db3f03ff3ff34;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("vow::transport::wire");
+
+const protocolVersion :UInt32 = 1;
+
+# ---------------------------------------------------------------------------------
+# Envelope: the root of every frame.
+
+struct Envelope {
+  protocolVersion @0 :UInt32;   # the sender's protocol version; must equal ours (1)
+  body :union {
+    hello @1 :Hello;
+    heartbeat @2 :Heartbeat;
+    statement @3 :SignedStatement;
+    ledgerRequest @4 :LedgerRequest;
+    ledgerBatch @5 :LedgerBatch;
+    fetchRequest @6 :FetchRequest;
+    chunk @7 :Chunk;
+    credit @8 :Credit;
+    fetchError @9 :FetchError;
+    controlRequest @10 :ControlRequest;
+    controlResponse @11 :ControlResponse;
+  }
+}
+
+# ---------------------------------------------------------------------------------
+# Membership (DESIGN.md 4.1). The sender of these is the link's authenticated key
+# (CurveZMQ), so they are not signed.
+
+# First message on a link, in both directions, and again whenever the sender's
+# endpoints change. Carries the sender's version vector so the receiver can send what
+# the sender misses at once.
+struct Hello {
+  agent @0 :Data;                     # sender's Ed25519 key; must equal the link's key
+  name @1 :Text;                      # human name from the agent config
+  endpoints @2 :List(Text);           # where the sender listens ("tcp://host:port")
+  protocolVersion @3 :UInt32;         # highest version the sender speaks
+  versionVector @4 :List(VersionEntry);
+}
+
+struct VersionEntry {
+  author @0 :Data;                    # Ed25519 key
+  seq @1 :UInt64;                     # highest contiguous sequence held of this author
+}
+
+# Sent at a fixed interval (default 100 ms). Missing heartbeats make a peer suspect,
+# then dead. Small on purpose.
+struct Heartbeat {
+  running @0 :UInt32;                 # jobs running now
+  capacity @1 :UInt32;                # jobs it may run at once (sum over its promises)
+  activeClaims @2 :UInt32;            # claims it holds that have no result yet
+  highestSeq @3 :UInt64;              # sender's own latest statement sequence
+}
+
+# ---------------------------------------------------------------------------------
+# Statements (DESIGN.md 3, 4.2-4.7).
+#
+# Signing rule: `bytes` is a complete Cap'n Proto message (standard framing) whose root
+# is a StatementBody, exactly as its author serialized it; `signature` is the Ed25519
+# detached signature of the author (StatementBody.author) over exactly those bytes.
+# Relays and stores keep (bytes, signature) untouched, so anyone verifies it later.
+struct SignedStatement {
+  bytes @0 :Data;
+  signature @1 :Data;                 # 64 bytes
+}
+
+struct StatementBody {
+  author @0 :Data;                    # Ed25519 key of the signer
+  seq @1 :UInt64;                     # 1, 2, 3, ... per author, strictly increasing
+  wallUnixMs @2 :Int64;               # wall clock, for humans only
+  body :union {
+    advert @3 :Advert;
+    pipeline @4 :PipelineDef;
+    sourceVersion @5 :SourceVersion;
+    claim @6 :Claim;
+    release @7 :Release;
+    result @8 :JobResult;
+    accept @9 :Accept;
+    checkpoint @10 :Checkpoint;
+  }
+}
+
+struct TreeEntry {
+  name @0 :Text;
+  kind @1 :UInt8;                     # 'f' file, 'x' executable, 'd' directory
+  digest @2 :Data;
+}
+
+struct ArtifactRef {
+  digest @0 :Data;
+  isTree @1 :Bool;
+  sizeBytes @2 :UInt64;               # file length; tree: sum of file lengths
+  entries @3 :List(TreeEntry);        # trees only: top-level entries, sorted by name
+}
+
+struct NamedArtifact {
+  name @0 :Text;
+  artifact @1 :ArtifactRef;
+}
+
+struct JobRef {
+  job @0 :Data;                       # job id digest
+  pipeline @1 :Text;
+  stage @2 :Text;
+  stageDigest @3 :Data;
+  shard @4 :Text;                     # empty unless a fan-out shard
+}
+
+# "I am agent NAME at ENDPOINTS; I promise these stages and provide these sources."
+struct Advert {
+  name @0 :Text;
+  endpoints @1 :List(Text);
+  promises @2 :List(Promise);
+  sources @3 :List(Source);
+
+  struct Promise {
+    pipeline @0 :Text;
+    stage @1 :Text;
+    stageDigest @2 :Data;
+    capacity @3 :Int32;
+  }
+  struct Source {
+    pipeline @0 :Text;
+    source @1 :Text;
+  }
+}
+
+# A pipeline definition in canonical form.
+struct PipelineDef {
+  name @0 :Text;
+  digest @1 :Data;
+  canonical @2 :Text;
+}
+
+# "Dataset PIPELINE/SOURCE, version N, is this artifact."
+struct SourceVersion {
+  pipeline @0 :Text;
+  source @1 :Text;
+  version @2 :UInt64;
+  artifact @3 :ArtifactRef;
+}
+
+# "I am running job J at epoch E."
+struct Claim {
+  job @0 :JobRef;
+  epoch @1 :UInt32;
+  expectedDurationMs @2 :Int64;
+}
+
+# "I no longer run job J at epoch E."
+struct Release {
+  job @0 :JobRef;
+  epoch @1 :UInt32;
+  reason @2 :Text;
+}
+
+# "Job J at epoch E produced these outputs" (or failed).
+struct JobResult {
+  job @0 :JobRef;
+  epoch @1 :UInt32;
+  inputs @2 :List(NamedArtifact);
+  outputs @3 :List(NamedArtifact);
+  ok @4 :Bool;
+  exitStatus @5 :Int32;
+  error @6 :Text;
+  startedUnixMs @7 :Int64;
+  endedUnixMs @8 :Int64;
+  stdoutDigest @9 :Data;              # empty: none
+  stderrDigest @10 :Data;             # empty: none
+}
+
+# "I fetched and verified these inputs for job J" (the consumer's use).
+struct Accept {
+  job @0 :JobRef;
+  epoch @1 :UInt32;
+  bindings @2 :List(Binding);
+
+  struct Binding {
+    input @0 :Text;
+    digest @1 :Data;
+    producer @2 :Data;                # Ed25519 key of the result's author
+    producerSeq @3 :UInt64;
+  }
+}
+
+# "Job J at epoch E saved this checkpoint."
+struct Checkpoint {
+  job @0 :JobRef;
+  epoch @1 :UInt32;
+  artifact @2 :ArtifactRef;
+}
+
+# ---------------------------------------------------------------------------------
+# Ledger anti-entropy (DESIGN.md 4.8).
+
+# "This is what I hold; send me what I miss."
+struct LedgerRequest {
+  have @0 :List(VersionEntry);
+}
+
+# Statements the requester misses, each verified on its own by the receiver.
+struct LedgerBatch {
+  statements @0 :List(SignedStatement);
+  more @1 :Bool;                      # the sender had more: ask again after this batch
+}
+
+# ---------------------------------------------------------------------------------
+# Artifact streaming (DESIGN.md 4.7). The receiver opens a stream with a FetchRequest
+# giving `credits` chunks it can take; the sender sends at most that many chunks, and
+# the receiver grants more with Credit as it consumes them. Chunks are sent in offset
+# order from `offset`; the receiver verifies BLAKE2b-256 of the whole file at the end.
+
+struct FetchRequest {
+  streamId @0 :UInt64;                # chosen by the receiver, unique per link
+  artifact @1 :Data;                  # digest of the file artifact
+  offset @2 :UInt64;                  # resume point: first byte wanted
+  credits @3 :UInt32;                 # chunks the sender may send before more credit
+  chunkBytes @4 :UInt32;              # wanted chunk size (sender may send less)
+}
+
+struct Chunk {
+  streamId @0 :UInt64;
+  offset @1 :UInt64;                  # position of data[0] in the artifact
+  totalBytes @2 :UInt64;              # artifact length
+  data @3 :Data;
+  last @4 :Bool;                      # no more chunks follow on this stream
+}
+
+struct Credit {
+  streamId @0 :UInt64;
+  credits @1 :UInt32;                 # additional chunks the sender may send
+  cancel @2 :Bool;                    # receiver gives up: sender stops and forgets
+}
+
+struct FetchError {
+  streamId @0 :UInt64;
+  code @1 :UInt8;                     # vow StatusCode (2 not found, 5 overloaded, ...)
+  message @2 :Text;
+}
+
+# ---------------------------------------------------------------------------------
+# Control queries (the command line, dashboards): a method name and JSON text.
+
+struct ControlRequest {
+  requestId @0 :UInt64;
+  method @1 :Text;                    # "status", "jobs", "job", "lineage", ...
+  json @2 :Text;                      # arguments, a JSON object
+}
+
+struct ControlResponse {
+  requestId @0 :UInt64;
+  ok @1 :Bool;
+  json @2 :Text;                      # the answer, JSON
+  error @3 :Text;                     # when not ok
+}

@@ -1,0 +1,159 @@
+#include "transport/validator.h"
+
+#include <string>
+
+namespace vow::transport {
+namespace {
+
+RejectReason reason_of(DecodeError e) {
+  switch (e) {
+    case DecodeError::kOversized:
+      return RejectReason::kOversized;
+    case DecodeError::kTruncated:
+      return RejectReason::kTruncated;
+    case DecodeError::kBadVersion:
+      return RejectReason::kBadVersion;
+    case DecodeError::kBadSignature:
+      return RejectReason::kBadSignature;
+    default:
+      return RejectReason::kMalformed;
+  }
+}
+
+std::span<const std::uint8_t> as_span(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+const char* reject_reason_name(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::kOversized:
+      return "oversized";
+    case RejectReason::kTruncated:
+      return "truncated";
+    case RejectReason::kMalformed:
+      return "malformed";
+    case RejectReason::kBadVersion:
+      return "bad_version";
+    case RejectReason::kNotAllowed:
+      return "not_allowed";
+    case RejectReason::kPeerMismatch:
+      return "peer_mismatch";
+    case RejectReason::kBadSignature:
+      return "bad_signature";
+    case RejectReason::kWrongAuthor:
+      return "wrong_author";
+    case RejectReason::kUntrustedAuthor:
+      return "untrusted_author";
+    case RejectReason::kReplayed:
+      return "replayed";
+    case RejectReason::kStaleSequence:
+      return "stale_sequence";
+  }
+  return "unknown";
+}
+
+Validator::Validator(const TrustSet* trust, const SequenceView* sequences,
+                     std::size_t max_frame_bytes, LogSink log)
+    : trust_(trust),
+      sequences_(sequences),
+      max_frame_bytes_(max_frame_bytes),
+      log_(std::move(log)) {}
+
+std::uint64_t Validator::total_rejected() const {
+  std::uint64_t n = 0;
+  for (auto c : counts_) n += c;
+  return n;
+}
+
+void Validator::reject(RejectReason reason, const AgentKey& peer, std::string_view detail) {
+  auto i = static_cast<std::size_t>(reason);
+  ++counts_[i];
+  if (!log_) return;
+  LogWindow& w = log_windows_[i];
+  if (now_ms_ - w.start_ms >= kLogWindowMs || w.start_ms == INT64_MIN) {
+    if (w.suppressed > 0) {
+      log_(LogLevel::kWarn, "rejected " + std::to_string(w.suppressed) + " more inbound (" +
+                                reject_reason_name(reason) + ") not logged");
+    }
+    w = LogWindow{now_ms_, 0, 0};
+  }
+  if (w.lines >= kLogLinesPerWindow) {
+    ++w.suppressed;
+    return;
+  }
+  ++w.lines;
+  log_(LogLevel::kWarn, std::string("rejected inbound from peer ") + agent_id(peer) + " (" +
+                            reject_reason_name(reason) + "): " + std::string(detail));
+}
+
+bool Validator::validate_statement(const SignedStatement& s, const AgentKey& peer, Statement* out) {
+  DecodeError err = DecodeError::kNone;
+  auto st = decode_and_verify(s, &err);
+  if (!st) {
+    RejectReason reason = reason_of(err);
+    if (err == DecodeError::kBadSignature && trust_->trusts_agent(peer)) {
+      // Tell a forgery by the sending peer (it signed, but named another author) from
+      // bytes damaged on the way: one more verify, only on this failure path.
+      if (verify_signature(peer, as_span(s.bytes), s.signature))
+        reason = RejectReason::kWrongAuthor;
+    }
+    reject(reason, peer, st.status().message());
+    return false;
+  }
+  if (!trust_->trusts_agent(st->author)) {
+    reject(RejectReason::kUntrustedAuthor, peer,
+           "statement " + std::to_string(st->seq) + " by untrusted author " + agent_id(st->author));
+    return false;
+  }
+  std::uint64_t highest = sequences_->highest_seq(st->author);
+  if (st->seq <= highest) {
+    RejectReason reason =
+        st->seq == highest ? RejectReason::kReplayed : RejectReason::kStaleSequence;
+    reject(reason, peer,
+           "statement " + std::to_string(st->seq) + " by " + agent_id(st->author) +
+               ", already hold up to " + std::to_string(highest));
+    return false;
+  }
+  *out = std::move(st).value();
+  return true;
+}
+
+std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
+                                           const AgentKey& peer, PeerRole role) {
+  DecodeError err = DecodeError::kNone;
+  auto m = decode_message(frame, max_frame_bytes_, &err);
+  if (!m) {
+    reject(reason_of(err), peer, m.status().message());
+    return std::nullopt;
+  }
+  Message msg = std::move(m).value();
+  if (role == PeerRole::kClient && !std::holds_alternative<ControlRequest>(msg.body)) {
+    reject(RejectReason::kNotAllowed, peer,
+           std::string("client sent a ") + message_kind_name(msg.body) + " message");
+    return std::nullopt;
+  }
+  if (auto* hello = std::get_if<Hello>(&msg.body)) {
+    if (hello->agent != peer) {
+      reject(RejectReason::kPeerMismatch, peer, "hello names agent " + agent_id(hello->agent));
+      return std::nullopt;
+    }
+  } else if (auto* sm = std::get_if<StatementMsg>(&msg.body)) {
+    if (!validate_statement(sm->signed_statement, peer, &sm->statement)) return std::nullopt;
+  } else if (auto* batch = std::get_if<LedgerBatch>(&msg.body)) {
+    LedgerBatch kept;
+    kept.more = batch->more;
+    for (auto& s : batch->signed_statements) {
+      Statement st;
+      if (validate_statement(s, peer, &st)) {
+        kept.signed_statements.push_back(std::move(s));
+        kept.statements.push_back(std::move(st));
+      }
+    }
+    msg.body = std::move(kept);
+  }
+  return msg;
+}
+
+}  // namespace vow::transport

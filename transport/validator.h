@@ -1,0 +1,108 @@
+// Validator: the gate every inbound frame passes before anything else in the agent sees
+// it (DESIGN.md section 3). In order: frame size, Cap'n Proto framing and decoding with
+// traversal limits, protocol version, sender role, then for each statement: signature,
+// trusted author, sequence. A frame that fails is dropped (a ledger batch drops only
+// the statements that fail), counted under its RejectReason, and logged at a rate
+// limit; nothing rejected reaches the caller.
+//
+// The validator borrows the TrustSet and the SequenceView (both must outlive it) and
+// owns its counters. Not thread-safe: one event-loop thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "promises/statement.h"
+#include "transport/codec.h"
+#include "transport/identity.h"
+#include "transport/message.h"
+
+namespace vow::transport {
+
+enum class RejectReason : std::uint8_t {
+  kOversized = 0,    // frame larger than the frame limit
+  kTruncated,        // framing declares more bytes than arrived
+  kMalformed,        // not a valid Envelope (bad framing, Cap'n Proto, field sizes)
+  kBadVersion,       // protocol version we do not speak
+  kNotAllowed,       // a client key sent something other than a control message
+  kPeerMismatch,     // a hello naming another key than the link's authenticated key
+  kBadSignature,     // statement signature does not verify under its named author
+  kWrongAuthor,      // statement signed by the sending peer but naming another author
+  kUntrustedAuthor,  // valid signature by a key we do not trust
+  kReplayed,         // statement seq equal to the highest we hold of its author
+  kStaleSequence,    // statement seq lower than the highest we hold of its author
+};
+inline constexpr std::size_t kRejectReasonCount = 11;
+const char* reject_reason_name(RejectReason reason);
+
+using RejectCounts = std::array<std::uint64_t, kRejectReasonCount>;
+
+// What the agent already holds per author; the ledger implements it. A statement whose
+// seq is at or below highest_seq(author) is a replay and is rejected.
+class SequenceView {
+ public:
+  virtual ~SequenceView() = default;
+  // Highest sequence held of `author` (0: none).
+  virtual std::uint64_t highest_seq(const AgentKey& author) const = 0;
+};
+
+// A SequenceView that holds nothing: every sequence is new (clients, tests).
+class NoSequences final : public SequenceView {
+ public:
+  std::uint64_t highest_seq(const AgentKey&) const override { return 0; }
+};
+
+enum class LogLevel : std::uint8_t { kDebug, kInfo, kWarn, kError };
+// Where transport logs go (the agent plugs spdlog in). May be empty: no logging.
+using LogSink = std::function<void(LogLevel, std::string_view)>;
+
+// A message that passed validation, with the authenticated key of the link it came on.
+struct Inbound {
+  AgentKey peer;
+  PeerRole role = PeerRole::kAgent;
+  Message message;
+};
+
+class Validator {
+ public:
+  // Rate limit of rejection log lines: at most kLogLinesPerWindow per reason per window.
+  static constexpr int kLogLinesPerWindow = 5;
+  static constexpr std::int64_t kLogWindowMs = 10'000;
+
+  Validator(const TrustSet* trust, const SequenceView* sequences, std::size_t max_frame_bytes,
+            LogSink log);
+
+  // Validates one frame from `peer` (authenticated by the link). nullopt if rejected.
+  std::optional<Message> validate(std::span<const std::uint8_t> frame, const AgentKey& peer,
+                                  PeerRole role);
+  // Validates one statement relayed by `peer`; on success `out` holds the decoded value.
+  bool validate_statement(const SignedStatement& s, const AgentKey& peer, Statement* out);
+
+  // Monotonic time for the log rate limit (the agent's clock; the validator has none).
+  void set_now(std::int64_t now_ms) { now_ms_ = now_ms; }
+  const RejectCounts& rejects() const { return counts_; }
+  std::uint64_t rejected(RejectReason r) const { return counts_[static_cast<std::size_t>(r)]; }
+  std::uint64_t total_rejected() const;
+
+ private:
+  void reject(RejectReason reason, const AgentKey& peer, std::string_view detail);
+
+  const TrustSet* trust_;
+  const SequenceView* sequences_;
+  std::size_t max_frame_bytes_;
+  LogSink log_;
+  std::int64_t now_ms_ = 0;
+  RejectCounts counts_{};
+  struct LogWindow {
+    std::int64_t start_ms = INT64_MIN;
+    int lines = 0;
+    std::uint64_t suppressed = 0;
+  };
+  std::array<LogWindow, kRejectReasonCount> log_windows_{};
+};
+
+}  // namespace vow::transport

@@ -1,0 +1,121 @@
+#include "transport/validator.h"
+
+#include <doctest/doctest.h>
+
+#include "transport/test_util.h"
+
+namespace vow::transport {
+namespace {
+
+struct MapSequences final : SequenceView {
+  std::map<AgentKey, std::uint64_t> highest;
+  std::uint64_t highest_seq(const AgentKey& a) const override {
+    auto it = highest.find(a);
+    return it == highest.end() ? 0 : it->second;
+  }
+};
+
+std::span<const std::uint8_t> sp(const std::string& s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+TEST_CASE("validator rejects each kind of bad statement under its own reason") {
+  Identity a = testing::identity_of(1), b = testing::identity_of(2),
+           stranger = testing::identity_of(3);
+  TrustSet trust;
+  trust.add(a.key());
+  trust.add(b.key());
+  MapSequences seqs;
+  seqs.highest[a.key()] = 5;
+  std::vector<std::string> lines;
+  Validator v(&trust, &seqs, kMaxFrameBytes,
+              [&](LogLevel, std::string_view l) { lines.emplace_back(l); });
+  auto frame_of = [](const SignedStatement& s) {
+    return *encode_message(Message{kProtocolVersion, StatementMsg{s, {}}});
+  };
+  auto expect = [&](const std::string& frame, RejectReason reason) {
+    auto before = v.rejects();
+    CHECK(!v.validate(sp(frame), a.key(), PeerRole::kAgent));
+    for (std::size_t i = 0; i < kRejectReasonCount; ++i) {
+      CHECK_MESSAGE(v.rejects()[i] - before[i] == (i == static_cast<std::size_t>(reason) ? 1u : 0u),
+                    reject_reason_name(static_cast<RejectReason>(i)));
+    }
+  };
+
+  auto good = *sign_statement(a, testing::claim(a.key(), 6));
+  auto ok = v.validate(sp(frame_of(good)), b.key(), PeerRole::kAgent);
+  REQUIRE(ok);
+  CHECK(std::get<StatementMsg>(ok->body).statement == testing::claim(a.key(), 6));
+
+  SignedStatement flipped = good;
+  flipped.bytes[flipped.bytes.size() - 3] ^= 0x10;
+  expect(frame_of(flipped), RejectReason::kBadSignature);
+
+  // Signed by the sending peer a, naming b as its author.
+  Statement forged = testing::claim(b.key(), 9);
+  auto forged_bytes = *encode_statement(forged);
+  expect(frame_of(SignedStatement{forged_bytes, sign(a, forged_bytes)}),
+         RejectReason::kWrongAuthor);
+
+  expect(frame_of(*sign_statement(stranger, testing::claim(stranger.key(), 1))),
+         RejectReason::kUntrustedAuthor);
+  expect(frame_of(*sign_statement(a, testing::claim(a.key(), 5))), RejectReason::kReplayed);
+  expect(frame_of(*sign_statement(a, testing::claim(a.key(), 2))), RejectReason::kStaleSequence);
+
+  auto full = frame_of(good);
+  expect(full.substr(0, full.size() / 2), RejectReason::kTruncated);
+  Validator small(&trust, &seqs, 64, {});
+  CHECK(!small.validate(sp(full), a.key(), PeerRole::kAgent));
+  CHECK(small.rejected(RejectReason::kOversized) == 1);
+  expect(std::string(64, '\xff'), RejectReason::kMalformed);
+  expect(*encode_message(Message{7, Heartbeat{}}), RejectReason::kBadVersion);
+  expect(*encode_message(Message{kProtocolVersion, Hello{b.key(), "b", {}, 1, {}}}),
+         RejectReason::kPeerMismatch);
+  CHECK(!v.validate(sp(frame_of(good)), a.key(), PeerRole::kClient));
+  CHECK(v.rejected(RejectReason::kNotAllowed) == 1);
+  CHECK(
+      v.validate(sp(*encode_message(Message{kProtocolVersion, ControlRequest{1, "status", "{}"}})),
+                 a.key(), PeerRole::kClient));
+  CHECK(!lines.empty());
+}
+
+TEST_CASE("ledger batch keeps only the statements that pass") {
+  Identity a = testing::identity_of(1), stranger = testing::identity_of(3);
+  TrustSet trust;
+  trust.add(a.key());
+  MapSequences seqs;
+  Validator v(&trust, &seqs, kMaxFrameBytes, {});
+  LedgerBatch batch;
+  batch.signed_statements = {*sign_statement(a, testing::claim(a.key(), 1)),
+                             *sign_statement(stranger, testing::claim(stranger.key(), 1)),
+                             *sign_statement(a, testing::claim(a.key(), 2))};
+  batch.more = true;
+  auto frame = *encode_message(Message{kProtocolVersion, batch});
+  auto m = v.validate(sp(frame), a.key(), PeerRole::kAgent);
+  REQUIRE(m);
+  auto& kept = std::get<LedgerBatch>(m->body);
+  CHECK(kept.signed_statements.size() == 2);
+  REQUIRE(kept.statements.size() == 2);
+  CHECK(kept.statements[1].seq == 2);
+  CHECK(kept.more);
+  CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 1);
+}
+
+TEST_CASE("rejection logging is rate limited") {
+  TrustSet trust;
+  NoSequences seqs;
+  int lines = 0;
+  Validator v(&trust, &seqs, kMaxFrameBytes, [&](LogLevel, std::string_view) { ++lines; });
+  v.set_now(1000);
+  std::string junk(64, '\xff');
+  for (int i = 0; i < 100; ++i)
+    (void)v.validate(sp(junk), testing::identity_of(1).key(), PeerRole::kAgent);
+  CHECK(v.rejected(RejectReason::kMalformed) == 100);
+  CHECK(lines == Validator::kLogLinesPerWindow);
+  v.set_now(1000 + Validator::kLogWindowMs);
+  (void)v.validate(sp(junk), testing::identity_of(1).key(), PeerRole::kAgent);
+  CHECK(lines == Validator::kLogLinesPerWindow + 2);  // the summary, then the line
+}
+
+}  // namespace
+}  // namespace vow::transport
