@@ -315,7 +315,10 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
     if (a == config.key) break;
     if (is_live(a) && !peer_full(a)) ++effective_rank;
   }
-  if (now_ms - loc.claimable_since_ms < effective_rank * config.timing.claim_step_ms) return;
+  // Claim steps count from when the job became claimable here, or from the end of its
+  // retry backoff, whichever is later.
+  std::int64_t since = std::max(loc.claimable_since_ms, loc.not_before_ms);
+  if (now_ms - since < effective_rank * config.timing.claim_step_ms) return;
   claim(job, regenerate);
 }
 

@@ -47,6 +47,10 @@ inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replicat
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
 inline constexpr std::size_t kMaxHoldingsPerHave = 1'000'000;
 
+// Rendezvous score of an agent for a key (a job id, or an artifact digest for
+// replication): BLAKE2b over both; the higher score ranks first.
+Digest rendezvous_score(const Digest& key, const AgentKey& agent);
+
 // ---- Configuration and restored state ----
 
 struct CorePromise {

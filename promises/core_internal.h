@@ -17,9 +17,6 @@
 
 namespace vow::promises {
 
-// Rendezvous score of an agent for a key (job id or artifact digest): higher is better.
-Digest rendezvous_score(const Digest& key, const AgentKey& agent);
-
 struct Core::Impl {
   Impl(CoreConfig config, std::int64_t now_ms);
 
