@@ -1,0 +1,447 @@
+// Per-job decisions of the core (DESIGN.md 4.5, 4.6): who claims, fencing and
+// tie-breaks, fetching inputs, starting, results, retries with backoff.
+#include <algorithm>
+
+#include "promises/assert.h"
+#include "promises/core_internal.h"
+
+namespace vow::promises {
+
+void Core::Impl::ensure_plan() {
+  if (!plan_dirty && plan) return;
+  JobOutcomes outcomes;
+  outcomes.canonical = [this](const Digest& j) { return canonical_result(j); };
+  outcomes.canonical_statement = [this](const Digest& j) { return canonical_statement(j); };
+  outcomes.failed = [this](const Digest& j, int retries) { return failed_for_good(j, retries); };
+  plan = std::make_unique<Plan>(make_plan(config.pipelines, ledger, outcomes));
+  plan_dirty = false;
+}
+
+void Core::Impl::rebuild_candidates() {
+  if (!candidates_dirty) return;
+  candidates.clear();
+  ranking_cache.clear();
+  for (const auto& [author, st] : ledger.adverts()) {
+    for (const auto& pr : std::get<Advert>(st->body).promises) {
+      if (pr.capacity > 0) candidates[pr.stage_digest].push_back(author);
+    }
+  }
+  candidates_dirty = false;
+}
+
+// Candidates of a job in rendezvous order (best first), agents that already failed
+// this job moved behind the others (a retry prefers another candidate).
+const std::vector<AgentKey>& Core::Impl::ranking(const Digest& job, const Digest& stage_digest) {
+  rebuild_candidates();
+  auto cached = ranking_cache.find(job);
+  if (cached != ranking_cache.end()) return cached->second;
+  std::vector<std::pair<std::pair<int, Digest>, AgentKey>> keyed;
+  auto c = candidates.find(stage_digest);
+  if (c != candidates.end()) {
+    std::map<AgentKey, int> failures;
+    if (const JobStatements* js = ledger.job(job)) {
+      for (const Statement* r : js->results) {
+        if (!std::get<JobResult>(r->body).ok) ++failures[r->author];
+      }
+    }
+    for (const auto& a : c->second) {
+      Digest score = rendezvous_score(job, a);
+      // Negate-by-complement so that sorting ascending puts the best score first.
+      for (auto& b : score.bytes) b = static_cast<std::uint8_t>(~b);
+      keyed.push_back({{failures[a], score}, a});
+    }
+  }
+  std::sort(keyed.begin(), keyed.end());
+  std::vector<AgentKey> order;
+  for (auto& [k, a] : keyed) order.push_back(a);
+  return ranking_cache[job] = std::move(order);
+}
+
+const Statement* Core::Impl::canonical_statement(const Digest& job) const {
+  const JobStatements* js = ledger.job(job);
+  if (js == nullptr) return nullptr;
+  const Statement* best = nullptr;
+  std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
+  for (const Statement* st : js->results) {
+    const auto& r = std::get<JobResult>(st->body);
+    if (!r.ok) continue;
+    auto k = std::make_tuple(r.epoch, outputs_digest(r), st->author, st->seq);
+    if (best == nullptr || k < best_key) {
+      best = st;
+      best_key = k;
+    }
+  }
+  return best;
+}
+
+const JobResult* Core::Impl::canonical_result(const Digest& job) const {
+  const Statement* st = canonical_statement(job);
+  return st == nullptr ? nullptr : &std::get<JobResult>(st->body);
+}
+
+int Core::Impl::failed_attempts(const Digest& job) const {
+  const JobStatements* js = ledger.job(job);
+  if (js == nullptr) return 0;
+  std::set<std::uint32_t> epochs;
+  for (const Statement* st : js->results) {
+    const auto& r = std::get<JobResult>(st->body);
+    if (!r.ok) epochs.insert(r.epoch);
+  }
+  return static_cast<int>(epochs.size());
+}
+
+bool Core::Impl::failed_for_good(const Digest& job, int retries) const {
+  return canonical_statement(job) == nullptr && failed_attempts(job) > retries;
+}
+
+std::uint32_t Core::Impl::max_epoch(const Digest& job) const {
+  const JobStatements* js = ledger.job(job);
+  std::uint32_t e = 0;
+  if (js == nullptr) return e;
+  for (const Statement* st : js->claims) e = std::max(e, std::get<Claim>(st->body).epoch);
+  for (const Statement* st : js->results) e = std::max(e, std::get<JobResult>(st->body).epoch);
+  return e;
+}
+
+bool Core::Impl::released(const Digest& job, const AgentKey& author, std::uint32_t epoch) const {
+  const JobStatements* js = ledger.job(job);
+  if (js == nullptr) return false;
+  return std::any_of(js->releases.begin(), js->releases.end(), [&](const Statement* st) {
+    return st->author == author && std::get<Release>(st->body).epoch == epoch;
+  });
+}
+
+bool Core::Impl::has_result(const Digest& job, const AgentKey& author, std::uint32_t epoch) const {
+  const JobStatements* js = ledger.job(job);
+  if (js == nullptr) return false;
+  return std::any_of(js->results.begin(), js->results.end(), [&](const Statement* st) {
+    return st->author == author && std::get<JobResult>(st->body).epoch == epoch;
+  });
+}
+
+// A claim stands while its author is live here and has neither released it nor
+// published a result for it. Our own claims stand while we run them.
+bool Core::Impl::claim_standing(const Digest& job, const Statement& st) const {
+  const auto& c = std::get<Claim>(st.body);
+  if (st.author == config.key) {
+    auto it = running.find(job);
+    return it != running.end() && it->second.epoch == c.epoch;
+  }
+  if (!is_live(st.author)) return false;
+  if (released(job, st.author, c.epoch) || has_result(job, st.author, c.epoch)) return false;
+  return true;
+}
+
+bool Core::Impl::any_standing_claim(const Digest& job) const {
+  const JobStatements* js = ledger.job(job);
+  if (js == nullptr) return false;
+  return std::any_of(js->claims.begin(), js->claims.end(),
+                     [&](const Statement* st) { return claim_standing(job, *st); });
+}
+
+int Core::Impl::running_of_stage(const Digest& stage_digest) const {
+  int n = 0;
+  for (const auto& [job, run] : running) n += run.ref.stage_digest == stage_digest ? 1 : 0;
+  return n;
+}
+
+bool Core::Impl::peer_full(const AgentKey& agent) const {
+  if (agent == config.key) return false;
+  auto it = peers.find(agent);
+  if (it == peers.end()) return false;
+  return it->second.capacity > 0 && it->second.running >= it->second.capacity;
+}
+
+void Core::Impl::stop(const Digest& job, const std::string& reason, bool release) {
+  auto it = running.find(job);
+  if (it == running.end()) return;
+  Run run = std::move(it->second);
+  running.erase(it);
+  if (run.executing) out.actions.push_back(KillJob{job, run.epoch, reason});
+  event(EventKind::kFenced, EventLevel::kInfo,
+        "stopped job " + job.short_hex() + " epoch " + std::to_string(run.epoch) + ": " + reason);
+  if (release && open_claims.count({job, run.epoch})) {
+    publish(Release{run.ref, run.epoch, reason});
+  }
+}
+
+// Fencing of the jobs we run: a higher epoch, any successful result (or a failure at
+// our epoch or above by another agent), a better-ranked claim at our epoch, or the job
+// no longer planned.
+void Core::Impl::reconcile_running() {
+  std::vector<std::pair<Digest, std::string>> to_stop;
+  for (const auto& [job, run] : running) {
+    const JobStatements* js = ledger.job(job);
+    std::string why;
+    if (!run.regenerate && canonical_statement(job) != nullptr) why = "a result exists";
+    if (why.empty() && plan->find(job) == nullptr) why = "superseded";
+    if (why.empty() && js != nullptr) {
+      Digest mine = rendezvous_score(job, config.key);
+      for (const Statement* st : js->claims) {
+        const auto& c = std::get<Claim>(st->body);
+        if (st->author == config.key) continue;
+        if (c.epoch > run.epoch) why = "fenced by epoch " + std::to_string(c.epoch);
+        if (c.epoch == run.epoch && rendezvous_score(job, st->author) > mine &&
+            !released(job, st->author, c.epoch)) {
+          why = "lost the tie-break at epoch " + std::to_string(c.epoch);
+        }
+      }
+      for (const Statement* st : js->results) {
+        const auto& r = std::get<JobResult>(st->body);
+        if (st->author != config.key && !r.ok && r.epoch >= run.epoch)
+          why = "another attempt failed";
+      }
+    }
+    if (!why.empty()) to_stop.emplace_back(job, why);
+  }
+  for (const auto& [job, why] : to_stop) stop(job, why, /*release=*/true);
+}
+
+// Two claims at one epoch: the better-ranked keeps it, the other publishes a release,
+// even when it has already finished (so at most one claim per epoch is kept).
+void Core::Impl::reconcile_tie_breaks() {
+  std::set<Digest> jobs = std::move(tie_break_check);
+  tie_break_check.clear();
+  for (const Digest& job : jobs) {
+    const JobStatements* js = ledger.job(job);
+    if (js == nullptr) continue;
+    Digest mine = rendezvous_score(job, config.key);
+    std::vector<std::pair<JobRef, std::uint32_t>> lose;
+    for (const Statement* own : js->claims) {
+      if (own->author != config.key) continue;
+      const auto& c = std::get<Claim>(own->body);
+      if (released(job, config.key, c.epoch) || open_claims.count({job, c.epoch})) continue;
+      for (const Statement* st : js->claims) {
+        if (st->author != config.key && std::get<Claim>(st->body).epoch == c.epoch &&
+            rendezvous_score(job, st->author) > mine) {
+          lose.emplace_back(c.job, c.epoch);
+          break;
+        }
+      }
+    }
+    for (const auto& [ref, epoch] : lose) publish(Release{ref, epoch, "lost the tie-break"});
+  }
+}
+
+// Own claims not being run (after a restart, or ones we stopped without a release):
+// resume the ones that still stand, release the others.
+void Core::Impl::reconcile_open_claims() {
+  std::vector<std::pair<Digest, std::uint32_t>> open(open_claims.begin(), open_claims.end());
+  for (const auto& [job, epoch] : open) {
+    auto r = running.find(job);
+    if (r != running.end() && r->second.epoch == epoch) continue;
+    const JobStatements* js = ledger.job(job);
+    const Statement* mine = nullptr;
+    bool stands = true;
+    Digest my_score = rendezvous_score(job, config.key);
+    for (const Statement* st : js->claims) {
+      const auto& c = std::get<Claim>(st->body);
+      if (st->author == config.key && c.epoch == epoch) mine = st;
+      if (c.epoch > epoch) stands = false;
+      if (st->author != config.key && c.epoch == epoch &&
+          rendezvous_score(job, st->author) > my_score) {
+        stands = false;
+      }
+    }
+    for (const Statement* st : js->results) {
+      const auto& res = std::get<JobResult>(st->body);
+      if (res.ok || res.epoch >= epoch) stands = false;
+    }
+    const PlannedJob* planned = plan->find(job);
+    if (planned == nullptr || r != running.end()) stands = false;
+    VOW_ASSERT(mine != nullptr, "open claim without its statement");
+    if (stands && !(synced || now_ms - started_ms >= config.timing.dead_after_ms)) continue;
+    if (stands && !withdrawn) {
+      Run run;
+      run.ref = std::get<Claim>(mine->body).job;
+      run.epoch = epoch;
+      running[job] = std::move(run);
+      event(EventKind::kClaimed, EventLevel::kInfo,
+            "resumed job " + job.short_hex() + " epoch " + std::to_string(epoch));
+      progress_fetches(running[job], *planned);
+    } else {
+      publish(Release{std::get<Claim>(mine->body).job, epoch, "not resumed"});
+    }
+  }
+}
+
+// Result bookkeeping seen from here: retries with backoff, failure past retries.
+void Core::Impl::check_results(const Digest& job, const PlannedJob* planned) {
+  int failures = failed_attempts(job);
+  JobLocal& loc = local[job];
+  if (failures > loc.failures_seen) {
+    loc.failures_seen = failures;
+    ranking_cache.erase(job);
+    if (canonical_statement(job) == nullptr) {
+      int retries = planned ? planned->retries : 0;
+      if (failures > retries) {
+        if (!loc.failed_reported) {
+          loc.failed_reported = true;
+          event(EventKind::kFailed, EventLevel::kError,
+                "job " + job.short_hex() + " failed " + std::to_string(failures) +
+                    " times (retries " + std::to_string(retries) + "): dependents blocked");
+        }
+      } else {
+        std::int64_t backoff = kRetryBackoffBaseMs;
+        for (int i = 1; i < failures && backoff < kRetryBackoffMaxMs; ++i) backoff *= 2;
+        backoff = std::min(backoff, kRetryBackoffMaxMs);
+        loc.not_before_ms = now_ms + backoff;
+        event(EventKind::kRetry, EventLevel::kInfo,
+              "job " + job.short_hex() + " failed (attempt " + std::to_string(failures) +
+                  "), retry after " + std::to_string(backoff) + " ms");
+      }
+    }
+  }
+}
+
+void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
+  const Digest& id = job.ref.job;
+  JobLocal& loc = local[id];
+  if (any_standing_claim(id)) {
+    loc.claimable_since_ms = -1;
+    return;
+  }
+  if (loc.claimable_since_ms < 0) loc.claimable_since_ms = now_ms;
+  if (withdrawn || now_ms < loc.not_before_ms) return;
+  if (!synced && now_ms - started_ms < config.timing.dead_after_ms) return;
+  auto cap = capacity_by_stage.find(job.ref.stage_digest);
+  if (cap == capacity_by_stage.end() || running_of_stage(job.ref.stage_digest) >= cap->second) {
+    return;
+  }
+  if (running.count(id)) return;
+  // Effective rank: better-ranked candidates that are live and not full.
+  int effective_rank = 0;
+  for (const AgentKey& a : ranking(id, job.ref.stage_digest)) {
+    if (a == config.key) break;
+    if (is_live(a) && !peer_full(a)) ++effective_rank;
+  }
+  // Claim steps count from when the job became claimable here, or from the end of its
+  // retry backoff, whichever is later.
+  std::int64_t since = std::max(loc.claimable_since_ms, loc.not_before_ms);
+  if (now_ms - since < effective_rank * config.timing.claim_step_ms) return;
+  claim(job, regenerate);
+}
+
+void Core::Impl::claim(const PlannedJob& job, bool regenerate) {
+  const Digest& id = job.ref.job;
+  std::uint32_t epoch = max_epoch(id) + 1;
+  Run run;
+  run.ref = job.ref;
+  run.epoch = epoch;
+  run.regenerate = regenerate;
+  running[id] = std::move(run);
+  publish(Claim{job.ref, epoch, config.expected_duration_ms});
+  event(regenerate ? EventKind::kRegenerate : EventKind::kClaimed, EventLevel::kInfo,
+        std::string(regenerate ? "regenerating" : "claimed") + " job " + id.short_hex() + " (" +
+            job.ref.pipeline + "/" + job.ref.stage +
+            (job.ref.shard.empty() ? "" : "[" + job.ref.shard + "]") + ") epoch " +
+            std::to_string(epoch));
+  local[id].claimable_since_ms = -1;
+  progress_fetches(running[id], job);
+}
+
+// Fetches missing inputs (each from its live holders, producer first); when every
+// input is here, publishes the accept (the use side of the hand-off) and starts.
+void Core::Impl::progress_fetches(Run& run, const PlannedJob& job) {
+  if (run.executing) return;
+  bool all_here = true;
+  for (const auto& in : job.inputs) {
+    if (available(in.artifact)) continue;
+    all_here = false;
+    std::vector<Digest> wanted;
+    auto holders = live_holders(in.artifact.digest);
+    if (!holders.empty() || in.artifact.entries.empty()) {
+      wanted.push_back(in.artifact.digest);
+    } else {
+      for (const auto& e : in.artifact.entries) {
+        if (!held.count(e.digest)) wanted.push_back(e.digest);
+      }
+    }
+    for (const auto& d : wanted) {
+      auto [it, inserted] = run.fetch_retry_ms.try_emplace(d, 0);
+      if (it->second < 0 || now_ms < it->second) continue;  // in flight, or waiting
+      auto who = live_holders(d);
+      if (who.empty()) continue;  // nobody has it: regeneration will bring it back
+      if (who.size() > kMaxFetchCandidates) who.resize(kMaxFetchCandidates);
+      it->second = -1;
+      out.actions.push_back(FetchArtifact{d, std::move(who)});
+    }
+  }
+  if (!all_here) return;
+  Accept acc;
+  acc.job = job.ref;
+  acc.epoch = run.epoch;
+  acc.bindings = job.bindings;
+  publish(std::move(acc));
+  run.executing = true;
+  StartJob start;
+  start.job = job.ref;
+  start.epoch = run.epoch;
+  start.inputs = job.inputs;
+  start.stage = *job.stage;
+  start.timeout_ms = job.timeout_ms;
+  start.regenerate = run.regenerate;
+  out.actions.push_back(std::move(start));
+  event(EventKind::kStarted, EventLevel::kInfo,
+        "started job " + job.ref.job.short_hex() + " epoch " + std::to_string(run.epoch));
+}
+
+void Core::Impl::finish(const Digest& job, std::uint32_t epoch, JobOutcome outcome) {
+  auto it = running.find(job);
+  if (it == running.end() || it->second.epoch != epoch || !it->second.executing) return;
+  Run run = std::move(it->second);
+  running.erase(it);
+  const PlannedJob* planned = plan ? plan->find(job) : nullptr;
+  JobResult r;
+  r.job = run.ref;
+  r.epoch = epoch;
+  if (planned != nullptr) r.inputs = planned->inputs;
+  r.ok = outcome.ok;
+  if (outcome.ok) r.outputs = std::move(outcome.outputs);
+  r.exit_status = outcome.exit_status;
+  r.error = std::move(outcome.error);
+  r.started_unix_ms = outcome.started_unix_ms;
+  r.ended_unix_ms = outcome.ended_unix_ms;
+  r.stdout_digest = outcome.stdout_digest;
+  r.stderr_digest = outcome.stderr_digest;
+  if (r.ok) {
+    for (const auto& o : r.outputs) {
+      add_held(o.artifact.digest);
+      for (const auto& e : o.artifact.entries) add_held(e.digest);
+    }
+    holdings_changed();
+  }
+  std::string text = "job " + job.short_hex() + " epoch " + std::to_string(epoch) +
+                     (r.ok ? " succeeded" : " failed: " + r.error);
+  publish(std::move(r));
+  event(EventKind::kResult, EventLevel::kInfo, std::move(text));
+}
+
+void Core::Impl::reconcile() {
+  if (!started) return;
+  ensure_plan();
+  reconcile_running();
+  reconcile_open_claims();
+  reconcile_tie_breaks();
+  // The plan may have changed with what we just published.
+  ensure_plan();
+  for (const auto& [id, job] : plan->jobs) {
+    check_results(id, &job);
+    if (capacity_by_stage.count(job.ref.stage_digest) == 0) continue;
+    if (canonical_statement(id) != nullptr) {
+      if (needs_regeneration(id, job)) consider_claim(job, /*regenerate=*/true);
+      continue;
+    }
+    if (failed_for_good(id, job.retries)) continue;
+    consider_claim(job, /*regenerate=*/false);
+  }
+  for (auto& [id, run] : running) {
+    if (const PlannedJob* job = plan->find(id)) progress_fetches(run, *job);
+  }
+  if (now_ms >= next_replication_check_ms) {
+    next_replication_check_ms = now_ms + config.timing.heartbeat_ms;
+    reconcile_replication();
+  }
+}
+
+}  // namespace vow::promises

@@ -1,0 +1,458 @@
+#include "promises/core.h"
+
+#include <algorithm>
+
+#include "promises/assert.h"
+#include "promises/core_internal.h"
+
+namespace vow::promises {
+
+const char* event_kind_name(EventKind kind) {
+  switch (kind) {
+    case EventKind::kPeerState:
+      return "peer-state";
+    case EventKind::kClaimed:
+      return "claimed";
+    case EventKind::kStarted:
+      return "started";
+    case EventKind::kFenced:
+      return "fenced";
+    case EventKind::kReleased:
+      return "released";
+    case EventKind::kResult:
+      return "result";
+    case EventKind::kNonDeterministic:
+      return "non-deterministic";
+    case EventKind::kSuperseded:
+      return "superseded";
+    case EventKind::kRetry:
+      return "retry";
+    case EventKind::kFailed:
+      return "failed";
+    case EventKind::kRegenerate:
+      return "regenerate";
+    case EventKind::kReplicate:
+      return "replicate";
+    case EventKind::kConflict:
+      return "conflict";
+  }
+  return "unknown";
+}
+
+void Output::append(Output&& other) {
+  for (auto& x : other.persist) persist.push_back(std::move(x));
+  for (auto& x : other.messages) messages.push_back(std::move(x));
+  for (auto& x : other.actions) actions.push_back(std::move(x));
+  for (auto& x : other.events) events.push_back(std::move(x));
+}
+
+Digest rendezvous_score(const Digest& key, const AgentKey& agent) {
+  Hasher h;
+  h.update_field("vow-rank-v1");
+  h.update(key.bytes);
+  h.update(agent.bytes);
+  return h.finish();
+}
+
+Core::Impl::Impl(CoreConfig cfg, std::int64_t now)
+    : config(std::move(cfg)),
+      detector(std::make_unique<HeartbeatDetector>(config.timing)),
+      now_ms(now),
+      started_ms(now) {
+  for (const auto& pr : config.promises) {
+    for (const auto& p : config.pipelines) {
+      if (p.name != pr.pipeline) continue;
+      if (const Stage* s = p.find_stage(pr.stage)) {
+        capacity_by_stage[s->digest] += pr.capacity;
+        total_capacity += static_cast<std::uint32_t>(pr.capacity);
+      }
+    }
+  }
+}
+
+Output Core::Impl::take() {
+  Output o = std::move(out);
+  out = Output{};
+  return o;
+}
+
+void Core::Impl::event(EventKind kind, EventLevel level, std::string text) {
+  out.events.push_back(Event{kind, level, std::move(text)});
+}
+
+void Core::Impl::send(const std::optional<AgentKey>& to, MessageBody body) {
+  out.messages.push_back(Outbound{to, Message{std::move(body)}});
+}
+
+const Statement& Core::Impl::publish(StatementBody body) {
+  Statement st;
+  st.author = config.key;
+  st.seq = ++last_seq;
+  st.wall_unix_ms = wall_unix_ms;
+  st.body = std::move(body);
+  auto r = ledger.add(st);
+  VOW_ASSERT(r == Ledger::AddResult::kNew, "own seq %llu reused",
+             static_cast<unsigned long long>(st.seq));
+  out.persist.push_back(st);
+  send(std::nullopt, StatementBatch{{st}});
+  ingest(*ledger.get(st.author, st.seq), /*restored=*/true);
+  return *ledger.get(config.key, st.seq);
+}
+
+Core::Impl::Peer* Core::Impl::peer(const AgentKey& key) {
+  if (key == config.key) return nullptr;
+  auto [it, inserted] = peers.try_emplace(key);
+  if (inserted) detector->learned(key, now_ms);
+  return &it->second;
+}
+
+bool Core::Impl::is_live(const AgentKey& agent) const {
+  if (agent == config.key) return true;
+  return detector->liveness(agent, now_ms) != Liveness::kDead;
+}
+
+void Core::Impl::heard(const AgentKey& from) {
+  if (from == config.key) return;
+  peer(from);
+  detector->heard_from(from, now_ms);
+}
+
+// Applies the effects of a statement already in the ledger (index side effects).
+void Core::Impl::ingest(const Statement& st, bool restored) {
+  (void)restored;
+  switch (st.kind()) {
+    case StatementKind::kAdvert:
+      on_advert(st);
+      break;
+    case StatementKind::kPipeline:
+    case StatementKind::kSourceVersion:
+      plan_dirty = true;
+      note_holders(st);
+      break;
+    case StatementKind::kClaim: {
+      const auto& c = std::get<Claim>(st.body);
+      if (st.author == config.key) open_claims.insert({c.job.job, c.epoch});
+      tie_break_check.insert(c.job.job);
+      break;
+    }
+    case StatementKind::kRelease: {
+      const auto& r = std::get<Release>(st.body);
+      if (st.author == config.key) open_claims.erase({r.job.job, r.epoch});
+      break;
+    }
+    case StatementKind::kResult: {
+      const auto& r = std::get<JobResult>(st.body);
+      if (st.author == config.key) open_claims.erase({r.job.job, r.epoch});
+      plan_dirty = true;
+      note_holders(st);
+      // Non-determinism: two successful results with different outputs.
+      if (r.ok && !nondet.count(r.job.job)) {
+        Digest mine = outputs_digest(r);
+        for (const Statement* other : ledger.job(r.job.job)->results) {
+          const auto& o = std::get<JobResult>(other->body);
+          if (o.ok && outputs_digest(o) != mine) {
+            nondet.insert(r.job.job);
+            event(EventKind::kNonDeterministic, EventLevel::kWarn,
+                  "job " + r.job.job.short_hex() + " (" + r.job.pipeline + "/" + r.job.stage +
+                      ") produced different outputs at epochs " + std::to_string(o.epoch) +
+                      " and " + std::to_string(r.epoch));
+            break;
+          }
+        }
+      }
+      break;
+    }
+    case StatementKind::kAccept:
+      note_holders(st);
+      break;
+    case StatementKind::kCheckpoint:
+      break;
+  }
+}
+
+void Core::Impl::on_advert(const Statement& st) {
+  candidates_dirty = true;
+  if (st.author == config.key) return;
+  Peer* p = peer(st.author);
+  const auto& adv = std::get<Advert>(st.body);
+  if (ledger.adverts().at(st.author) != &st) return;  // an older advert
+  p->name = adv.name;
+  if (!adv.endpoints.empty() && p->connect_sent_for_seq < st.seq &&
+      detector->liveness(st.author, now_ms) != Liveness::kAlive) {
+    p->connect_sent_for_seq = st.seq;
+    out.actions.push_back(Connect{st.author, adv.endpoints});
+  }
+}
+
+void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
+  heard(from);
+  Peer* p = peer(from);
+  if (p == nullptr) return;  // a message from ourselves: ignore
+  std::visit(
+      [&](const auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, Hello>) {
+          if (!m.name.empty()) p->name = m.name;
+          auto missing = ledger.missing_for(m.have, kMaxStatementsPerSync);
+          if (!missing.empty()) send(from, StatementBatch{std::move(missing)});
+          VersionVector mine = ledger.version_vector();
+          bool lacking = false;
+          for (const auto& [author, seq] : m.have) {
+            auto it = mine.find(author);
+            if (it == mine.end() || it->second < seq) lacking = true;
+          }
+          if (lacking) {
+            p->last_sync_request_ms = now_ms;
+            send(from, SyncRequest{std::move(mine)});
+          } else {
+            synced = true;
+          }
+        } else if constexpr (std::is_same_v<T, Heartbeat>) {
+          p->running = m.running;
+          p->capacity = m.capacity;
+          p->vv_sum = m.vv_sum;
+          if (m.vv_sum > ledger.vv_sum()) {
+            if (now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms) {
+              p->last_sync_request_ms = now_ms;
+              send(from, SyncRequest{ledger.version_vector()});
+            }
+          } else {
+            synced = true;
+          }
+          std::pair<std::uint64_t, std::uint64_t> v{m.holdings_incarnation, m.holdings_version};
+          if (v != p->holdings_seen &&
+              now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms) {
+            p->last_have_request_ms = now_ms;
+            send(from, HaveRequest{});
+          }
+        } else if constexpr (std::is_same_v<T, SyncRequest>) {
+          auto missing = ledger.missing_for(m.have, kMaxStatementsPerSync);
+          if (!missing.empty()) send(from, StatementBatch{std::move(missing)});
+        } else if constexpr (std::is_same_v<T, StatementBatch>) {
+          for (const auto& st : m.statements) {
+            auto r = ledger.add(st);
+            if (r == Ledger::AddResult::kNew) {
+              out.persist.push_back(st);
+              ingest(*ledger.get(st.author, st.seq), false);
+            } else if (r == Ledger::AddResult::kConflict) {
+              event(EventKind::kConflict, EventLevel::kWarn,
+                    "author " + st.author.hex().substr(0, 12) + " signed two statements with seq " +
+                        std::to_string(st.seq));
+            }
+          }
+          // Our own statements relayed back after a restart lost their tail.
+          last_seq = std::max(last_seq, ledger.max_seq(config.key));
+        } else if constexpr (std::is_same_v<T, HaveRequest>) {
+          Have have;
+          have.incarnation = holdings_incarnation;
+          have.version = holdings_version;
+          have.digests.assign(held.begin(), held.end());
+          if (have.digests.size() > kMaxHoldingsPerHave) have.digests.resize(kMaxHoldingsPerHave);
+          send(from, std::move(have));
+        } else if constexpr (std::is_same_v<T, Have>) {
+          std::pair<std::uint64_t, std::uint64_t> v{m.incarnation, m.version};
+          if (v >= p->holdings_seen || !p->has_holdings) {
+            p->holdings_seen = v;
+            p->has_holdings = true;
+            p->holdings = std::set<Digest>(m.digests.begin(), m.digests.end());
+          }
+        }
+      },
+      msg.body);
+}
+
+void Core::Impl::do_tick() {
+  // Liveness transitions, logged once each.
+  for (auto& [key, p] : peers) {
+    Liveness l = detector->liveness(key, now_ms);
+    if (l != p.reported) {
+      p.reported = l;
+      event(EventKind::kPeerState, l == Liveness::kAlive ? EventLevel::kInfo : EventLevel::kWarn,
+            "peer " + (p.name.empty() ? key.hex().substr(0, 12) : p.name) + " is " +
+                liveness_name(l));
+      ranking_cache.clear();
+    }
+  }
+  auto targets = detector->heartbeat_targets(now_ms);
+  if (!targets.empty()) {
+    Heartbeat hb;
+    hb.running = static_cast<std::uint32_t>(running.size());
+    hb.capacity = total_capacity;
+    for (const auto& [job, run] : running) hb.active_claims.emplace_back(job, run.epoch);
+    hb.vv_sum = ledger.vv_sum();
+    hb.holdings_incarnation = holdings_incarnation;
+    hb.holdings_version = holdings_version;
+    if (targets.size() == peers.size()) {
+      send(std::nullopt, std::move(hb));
+    } else {
+      for (const auto& t : targets) send(t, hb);
+    }
+  }
+  // Periodic anti-entropy with one live peer at a time (round robin).
+  if (now_ms >= next_sync_ms && !peers.empty()) {
+    next_sync_ms = now_ms + config.timing.sync_interval_ms;
+    std::vector<AgentKey> live;
+    for (const auto& [key, p] : peers) {
+      if (is_live(key)) live.push_back(key);
+    }
+    if (!live.empty()) {
+      const AgentKey& target = live[sync_rotor++ % live.size()];
+      peers[target].last_sync_request_ms = now_ms;
+      send(target, SyncRequest{ledger.version_vector()});
+    }
+  }
+}
+
+// ---- Core: the public face, forwarding to Impl ----
+
+Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
+    : impl_(std::make_unique<Impl>(std::move(config), now_ms)) {
+  Impl& s = *impl_;
+  for (const auto& st : restored.statements) {
+    if (s.ledger.add(st) == Ledger::AddResult::kNew) {
+      s.ingest(*s.ledger.get(st.author, st.seq), true);
+    }
+  }
+  s.last_seq = std::max(restored.last_seq, s.ledger.max_seq(s.config.key));
+  for (const auto& d : restored.held) s.held.insert(d);
+  // A running-job row whose claim is not in the ledger was never announced: the
+  // process may still be there, so have the shell kill it.
+  for (const auto& r : restored.running) {
+    if (!s.open_claims.count({r.job.job, r.epoch})) {
+      s.out.actions.push_back(KillJob{r.job.job, r.epoch, "not resumable after restart"});
+    }
+  }
+  s.out.events.clear();  // replaying the ledger is not news
+}
+
+Core::~Core() = default;
+
+Output Core::start() {
+  Impl& s = *impl_;
+  if (!s.started) {
+    s.started = true;
+    Advert adv;
+    adv.name = s.config.name;
+    adv.endpoints = s.config.endpoints;
+    for (const auto& pr : s.config.promises) {
+      for (const auto& p : s.config.pipelines) {
+        if (p.name != pr.pipeline) continue;
+        if (const Stage* st = p.find_stage(pr.stage)) {
+          adv.promises.push_back(AdvertPromise{pr.pipeline, pr.stage, st->digest, pr.capacity});
+        }
+      }
+    }
+    adv.sources = s.config.sources;
+    // Republished on every start: its seq names this incarnation of our holdings.
+    const Statement& a = s.publish(std::move(adv));
+    s.holdings_incarnation = a.seq;
+    for (const auto& p : s.config.pipelines) {
+      bool known = s.ledger.pipelines().count(p.digest) != 0;
+      if (!known) s.publish(PipelineDef{p.name, p.digest, canonical_pipeline(p)});
+    }
+    s.reconcile();
+  }
+  return s.take();
+}
+
+Output Core::on_statement(const AgentKey& from, const Statement& statement) {
+  Impl& s = *impl_;
+  s.heard(from);
+  auto r = s.ledger.add(statement);
+  if (r == Ledger::AddResult::kNew) {
+    s.out.persist.push_back(statement);
+    s.ingest(*s.ledger.get(statement.author, statement.seq), false);
+    s.reconcile();
+  }
+  return s.take();
+}
+
+Output Core::on_message(const AgentKey& from, const Message& message) {
+  Impl& s = *impl_;
+  std::size_t before = s.ledger.size();
+  s.handle_message(from, message);
+  if (s.ledger.size() != before) s.reconcile();
+  return s.take();
+}
+
+Output Core::peer_connected(const AgentKey& peer) {
+  Impl& s = *impl_;
+  s.heard(peer);
+  if (peer != s.config.key) s.send(peer, Hello{s.config.name, s.ledger.version_vector()});
+  return s.take();
+}
+
+Output Core::tick(std::int64_t now_ms, std::int64_t wall_unix_ms) {
+  Impl& s = *impl_;
+  if (now_ms > s.now_ms) s.now_ms = now_ms;
+  if (wall_unix_ms != 0) s.wall_unix_ms = wall_unix_ms;
+  s.do_tick();
+  s.reconcile();
+  return s.take();
+}
+
+Output Core::job_exited(const Digest& job, std::uint32_t epoch, JobOutcome outcome) {
+  Impl& s = *impl_;
+  s.finish(job, epoch, std::move(outcome));
+  s.reconcile();
+  return s.take();
+}
+
+Output Core::artifact_fetched(const Digest& digest) {
+  Impl& s = *impl_;
+  s.add_held(digest);
+  s.fetches.erase(digest);
+  for (auto& [job, run] : s.running) run.fetch_retry_ms.erase(digest);
+  s.holdings_changed();
+  s.reconcile();
+  return s.take();
+}
+
+Output Core::artifact_fetch_failed(const Digest& digest) {
+  Impl& s = *impl_;
+  s.fetches.erase(digest);
+  for (auto& [job, run] : s.running) {
+    auto it = run.fetch_retry_ms.find(digest);
+    if (it != run.fetch_retry_ms.end()) it->second = s.now_ms + kFetchRetryMs;
+  }
+  s.reconcile();
+  return s.take();
+}
+
+Output Core::artifact_lost(const Digest& digest) {
+  Impl& s = *impl_;
+  if (s.held.erase(digest) != 0) s.holdings_changed();
+  s.reconcile();
+  return s.take();
+}
+
+Output Core::source_snapshot(const std::string& pipeline, const std::string& source,
+                             const ArtifactRef& artifact) {
+  Impl& s = *impl_;
+  s.add_held(artifact.digest);
+  for (const auto& e : artifact.entries) s.add_held(e.digest);
+  s.holdings_changed();
+  const Statement* latest = nullptr;
+  std::uint64_t own = s.ledger.own_source_version(s.config.key, pipeline, source);
+  const Statement* cur = s.ledger.source_version(pipeline, source);
+  if (cur != nullptr && cur->author == s.config.key) latest = cur;
+  bool unchanged =
+      latest != nullptr && std::get<SourceVersion>(latest->body).artifact.digest == artifact.digest;
+  if (!unchanged &&
+      !(cur != nullptr && std::get<SourceVersion>(cur->body).artifact.digest == artifact.digest)) {
+    s.publish(SourceVersion{pipeline, source, own + 1, artifact});
+  }
+  s.reconcile();
+  return s.take();
+}
+
+Output Core::withdraw() {
+  Impl& s = *impl_;
+  s.withdrawn = true;
+  std::vector<Digest> jobs;
+  for (const auto& [job, run] : s.running) jobs.push_back(job);
+  for (const auto& j : jobs) s.stop(j, "withdrawn", /*release=*/true);
+  return s.take();
+}
+
+}  // namespace vow::promises

@@ -1,0 +1,301 @@
+// Core: the coordination state machine of one agent (DESIGN.md section 4), in the style
+// of etcd's raft RawNode. It is fed inputs and returns an Output batch; it holds no
+// sockets, no clock, no threads and no randomness, so the daemon and the simulator run
+// the same code and any run replays from its inputs.
+//
+// Inputs:
+//   on_statement(peer, st)    a statement from a peer, ALREADY VERIFIED by the caller
+//                             (signature, trusted author); anything else must be dropped
+//   on_message(peer, msg)     hello / heartbeat / sync request / statements / have
+//                             (statements inside must be verified the same way first)
+//   tick(now_ms, wall_ms)     monotonic time (decisions) and wall time (stamped on own
+//                             statements, for humans only); call every few ms
+//   job_exited / artifact_fetched / artifact_fetch_failed / artifact_lost /
+//   source_snapshot           local events from the shell
+//   peer_connected            a link to a peer came up (send it a hello)
+//   withdraw / shutdown       release every claim and stop claiming
+// Every input returns an Output (see its comment for the order the shell must follow).
+// Queries (jobs(), peers(), ...) are read-only views for status and the command line.
+//
+// Owned by the agent's event loop (or the simulator). Not thread-safe: call it from one
+// thread. Output values own their data.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "promises/ledger.h"
+#include "promises/liveness.h"
+#include "promises/pipeline.h"
+#include "promises/planner.h"
+#include "promises/statement.h"
+
+namespace vow::promises {
+
+// ---- Limits and policy constants (docs/coordination.md) ----
+inline constexpr std::size_t kMaxStatementsPerSync = 512;   // per sync response
+inline constexpr std::int64_t kRetryBackoffBaseMs = 200;    // first retry waits this long
+inline constexpr std::int64_t kRetryBackoffMaxMs = 10'000;  // doubling, capped here
+inline constexpr std::int64_t kFetchRetryMs = 200;          // wait before re-trying a fetch
+inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replication after this
+inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
+inline constexpr std::size_t kMaxHoldingsPerHave = 1'000'000;
+
+// Rendezvous score of an agent for a key (a job id, or an artifact digest for
+// replication): BLAKE2b over both; the higher score ranks first.
+Digest rendezvous_score(const Digest& key, const AgentKey& agent);
+
+// ---- Configuration and restored state ----
+
+struct CorePromise {
+  std::string pipeline;
+  std::string stage;
+  int capacity = 1;
+};
+
+struct CoreConfig {
+  AgentKey key;
+  std::string name;
+  std::vector<std::string> endpoints;
+  std::vector<CorePromise> promises;  // stages of `pipelines` this agent runs
+  std::vector<AdvertSource> sources;  // datasets this agent provides
+  std::vector<Pipeline> pipelines;    // loaded from files (with timeout and retries)
+  Timing timing;
+  int replicas = 2;
+  std::int64_t expected_duration_ms = 0;  // written on claims, for humans
+};
+
+// One row of the shell's running-job table.
+struct RunningJob {
+  JobRef job;
+  std::uint32_t epoch = 0;
+};
+
+struct RestoredState {
+  std::vector<Statement> statements;  // everything persisted (own and peers')
+  std::uint64_t last_seq = 0;         // own sequence counter
+  std::vector<RunningJob> running;    // jobs that were running at the crash
+  std::vector<Digest> held;           // artifacts in the local store
+};
+
+// ---- Messages between cores (the transport encodes them) ----
+
+struct Hello {
+  std::string name;
+  VersionVector have;
+};
+struct Heartbeat {
+  std::uint32_t running = 0;                                    // jobs running now
+  std::uint32_t capacity = 0;                                   // sum of promised capacities
+  std::vector<std::pair<Digest, std::uint32_t>> active_claims;  // (job, epoch)
+  std::uint64_t vv_sum = 0;  // sum of the sender's version vector
+  std::uint64_t holdings_incarnation = 0;
+  std::uint64_t holdings_version = 0;
+};
+struct SyncRequest {
+  VersionVector have;
+};
+// Statements pushed (new own statements) or sent in answer to a hello / sync request.
+struct StatementBatch {
+  std::vector<Statement> statements;
+};
+struct HaveRequest {};
+// The sender's complete set of held artifacts (sent on request; see Heartbeat).
+struct Have {
+  std::uint64_t incarnation = 0;
+  std::uint64_t version = 0;
+  std::vector<Digest> digests;
+};
+using MessageBody = std::variant<Hello, Heartbeat, SyncRequest, StatementBatch, HaveRequest, Have>;
+struct Message {
+  MessageBody body;
+};
+
+struct Outbound {
+  std::optional<AgentKey> to;  // nullopt: every connected peer
+  Message message;
+};
+
+// ---- Actions for the shell ----
+
+struct StartJob {
+  JobRef job;
+  std::uint32_t epoch = 0;
+  std::vector<NamedArtifact> inputs;  // all held locally (fetched and verified)
+  Stage stage;
+  std::int64_t timeout_ms = 0;
+  bool regenerate = false;  // re-run of a finished job whose output was lost
+};
+struct KillJob {
+  Digest job;
+  std::uint32_t epoch = 0;
+  std::string reason;
+};
+struct FetchArtifact {
+  Digest digest;
+  std::vector<AgentKey> holders;  // best first (the producer, then replicas)
+};
+struct ReplicateArtifact {
+  Digest digest;
+  std::vector<AgentKey> holders;
+};
+struct Connect {
+  AgentKey peer;
+  std::vector<std::string> endpoints;
+};
+using Action = std::variant<StartJob, KillJob, FetchArtifact, ReplicateArtifact, Connect>;
+
+// ---- Events for the log ----
+
+enum class EventKind : std::uint8_t {
+  kPeerState,  // a peer became alive / suspect / dead
+  kClaimed,    // this agent claimed a job
+  kStarted,
+  kFenced,  // a running job was stopped (higher epoch, result, tie-break)
+  kReleased,
+  kResult,            // this agent published a result
+  kNonDeterministic,  // two results of a job disagree
+  kSuperseded,
+  kRetry,
+  kFailed,  // a job failed past its retries
+  kRegenerate,
+  kReplicate,
+  kConflict,  // an author signed two different statements with one seq
+};
+const char* event_kind_name(EventKind kind);
+
+enum class EventLevel : std::uint8_t { kDebug, kInfo, kWarn, kError };
+
+struct Event {
+  EventKind kind;
+  EventLevel level = EventLevel::kInfo;
+  std::string text;
+};
+
+// The result of one input. The shell MUST carry it out in this order:
+//   1. persist `persist` (durably: own statements first in the vector order, so the
+//      sequence counter survives a crash, then peers' statements to store);
+//   2. send `messages` (own statements in them are exactly those just persisted: sign
+//      each own statement once, when persisting, and send the signed bytes);
+//   3. perform `actions` in order (a kill before a start of the same job);
+//   4. log `events`.
+// Own statements carry author, seq and body set by the core. Running-job table: add a
+// row when performing StartJob, remove it on KillJob or when the job exits.
+struct Output {
+  std::vector<Statement> persist;
+  std::vector<Outbound> messages;
+  std::vector<Action> actions;
+  std::vector<Event> events;
+  bool empty() const {
+    return persist.empty() && messages.empty() && actions.empty() && events.empty();
+  }
+  void append(Output&& other);
+};
+
+// What a finished process produced.
+struct JobOutcome {
+  bool ok = false;
+  std::vector<NamedArtifact> outputs;
+  std::int32_t exit_status = 0;
+  std::string error;
+  std::int64_t started_unix_ms = 0;
+  std::int64_t ended_unix_ms = 0;
+  std::optional<Digest> stdout_digest;
+  std::optional<Digest> stderr_digest;
+};
+
+// ---- Query views ----
+
+enum class JobState : std::uint8_t {
+  kReady,       // inputs known, nobody runs it
+  kRunning,     // a live claim stands
+  kDone,        // a canonical result exists
+  kFailed,      // failed past its retries
+  kSuperseded,  // in the ledger but no longer planned (inputs changed or non-canonical)
+};
+const char* job_state_name(JobState state);
+
+struct ClaimView {
+  AgentKey author;
+  std::uint32_t epoch = 0;
+  bool released = false;
+  bool live = false;
+};
+struct ResultView {
+  AgentKey author;
+  std::uint64_t seq = 0;
+  std::uint32_t epoch = 0;
+  bool ok = false;
+  Digest outputs_digest;
+  bool canonical = false;
+};
+struct JobView {
+  JobRef job;
+  JobState state = JobState::kReady;
+  std::vector<ClaimView> claims;
+  std::vector<ResultView> results;
+  bool nondeterministic = false;
+  int failed_attempts = 0;
+};
+struct PeerView {
+  AgentKey key;
+  std::string name;
+  Liveness liveness = Liveness::kDead;
+  std::optional<std::int64_t> last_heard_ms;
+  std::uint32_t running = 0;
+  std::uint32_t capacity = 0;
+};
+
+class Core {
+ public:
+  Core(CoreConfig config, RestoredState restored, std::int64_t now_ms);
+  ~Core();
+  Core(const Core&) = delete;
+  Core& operator=(const Core&) = delete;
+
+  // Publishes the advert and pipeline definitions (first call only) and resumes work.
+  [[nodiscard]] Output start();
+
+  [[nodiscard]] Output on_statement(const AgentKey& from, const Statement& statement);
+  [[nodiscard]] Output on_message(const AgentKey& from, const Message& message);
+  [[nodiscard]] Output peer_connected(const AgentKey& peer);
+  [[nodiscard]] Output tick(std::int64_t now_ms, std::int64_t wall_unix_ms = 0);
+
+  [[nodiscard]] Output job_exited(const Digest& job, std::uint32_t epoch, JobOutcome outcome);
+  [[nodiscard]] Output artifact_fetched(const Digest& digest);
+  [[nodiscard]] Output artifact_fetch_failed(const Digest& digest);
+  [[nodiscard]] Output artifact_lost(const Digest& digest);
+  [[nodiscard]] Output source_snapshot(const std::string& pipeline, const std::string& source,
+                                       const ArtifactRef& artifact);
+  // Stop claiming, kill and release every running job (shutdown: the same, before exit).
+  [[nodiscard]] Output withdraw();
+
+  // ---- Queries ----
+  const AgentKey& key() const;
+  const Ledger& ledger() const;
+  const Plan& plan();
+  std::vector<JobView> jobs();
+  std::optional<JobView> job(const Digest& job);
+  std::vector<PeerView> peers() const;
+  // The canonical (least (epoch, outputs digest)) successful result of a job.
+  const Statement* canonical(const Digest& job) const;
+  bool nondeterministic(const Digest& job) const;
+  bool holds(const Digest& digest) const;
+  const std::set<Digest>& held() const;
+  // Jobs this agent runs now (fetching inputs or executing), with their epochs.
+  std::vector<RunningJob> running() const;
+  std::uint64_t last_seq() const;
+
+  struct Impl;  // core_internal.h
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vow::promises

@@ -1,0 +1,60 @@
+// Failure detection behind a small interface (DESIGN.md 4.1), so that all-to-all
+// heartbeats can later be replaced by SWIM-style probing (memberlist, Lifeguard)
+// without touching the rest of the core.
+//
+// A detector is told when anything is heard from a peer and asked which peers to send
+// a heartbeat to; it answers, for the current time, whether a peer is alive, suspected
+// or dead. A peer that was learned of but never heard from gets `dead_after_ms` from
+// the moment it was learned of to prove itself, so a fresh agent does not declare the
+// whole mesh dead at start.
+//
+// Pure, no clock: times are the caller's monotonic milliseconds. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "promises/pipeline.h"
+#include "promises/statement.h"
+
+namespace vow::promises {
+
+enum class Liveness : std::uint8_t { kAlive, kSuspect, kDead };
+const char* liveness_name(Liveness liveness);
+
+class FailureDetector {
+ public:
+  virtual ~FailureDetector() = default;
+  // A peer exists (from an advert, a seed, a hello); starts its grace period if new.
+  virtual void learned(const AgentKey& peer, std::int64_t now_ms) = 0;
+  // Anything arrived from this peer.
+  virtual void heard_from(const AgentKey& peer, std::int64_t now_ms) = 0;
+  virtual Liveness liveness(const AgentKey& peer, std::int64_t now_ms) const = 0;
+  // Last time heard from (or learned of); nullopt for an unknown peer.
+  virtual std::optional<std::int64_t> last_heard_ms(const AgentKey& peer) const = 0;
+  // The peers to send a heartbeat to now (empty if none is due).
+  virtual std::vector<AgentKey> heartbeat_targets(std::int64_t now_ms) = 0;
+  virtual std::vector<AgentKey> peers() const = 0;
+};
+
+// All-to-all heartbeats every heartbeat_ms; suspect after suspect_after_ms of silence,
+// dead after dead_after_ms. Good to about a hundred agents.
+class HeartbeatDetector final : public FailureDetector {
+ public:
+  explicit HeartbeatDetector(const Timing& timing) : timing_(timing) {}
+  void learned(const AgentKey& peer, std::int64_t now_ms) override;
+  void heard_from(const AgentKey& peer, std::int64_t now_ms) override;
+  Liveness liveness(const AgentKey& peer, std::int64_t now_ms) const override;
+  std::optional<std::int64_t> last_heard_ms(const AgentKey& peer) const override;
+  std::vector<AgentKey> heartbeat_targets(std::int64_t now_ms) override;
+  std::vector<AgentKey> peers() const override;
+
+ private:
+  Timing timing_;
+  std::map<AgentKey, std::int64_t> last_heard_ms_;
+  std::int64_t next_heartbeat_ms_ = 0;
+};
+
+}  // namespace vow::promises

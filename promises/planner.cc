@@ -1,0 +1,400 @@
+#include "promises/planner.h"
+
+#include <algorithm>
+#include <set>
+
+namespace vow::promises {
+namespace {
+
+// Reads canonical fields (u64 little-endian length, then bytes).
+class FieldReader {
+ public:
+  explicit FieldReader(std::string_view in) : in_(in) {}
+  bool field(std::string& out) {
+    if (in_.size() - pos_ < 8) return false;
+    std::uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) {
+      n |= std::uint64_t(static_cast<std::uint8_t>(in_[pos_ + i])) << (8 * i);
+    }
+    pos_ += 8;
+    if (in_.size() - pos_ < n) return false;
+    out.assign(in_.substr(pos_, n));
+    pos_ += n;
+    return true;
+  }
+  bool count(std::size_t& out, std::size_t limit) {
+    std::string s;
+    if (!field(s) || s.empty() || s.size() > 9) return false;
+    std::size_t n = 0;
+    for (char c : s) {
+      if (c < '0' || c > '9') return false;
+      n = n * 10 + static_cast<std::size_t>(c - '0');
+    }
+    if (n > limit) return false;
+    out = n;
+    return true;
+  }
+  bool done() const { return pos_ == in_.size(); }
+
+ private:
+  std::string_view in_;
+  std::size_t pos_ = 0;
+};
+
+// Limits on what a decoded pipeline may hold.
+constexpr std::size_t kMaxDecodedItems = 100'000;
+
+InputRef parse_input_ref(const std::string& s) {
+  auto dot = s.find('.');
+  if (dot == std::string::npos) return InputRef{"", s};
+  return InputRef{s.substr(0, dot), s.substr(dot + 1)};
+}
+
+Result<Stage> decode_stage(std::string_view bytes) {
+  FieldReader r(bytes);
+  std::string tag, form;
+  Stage st;
+  std::size_t n = 0;
+  if (!r.field(tag) || tag != "vow-stage-v1") return Status::corrupt("not a canonical stage");
+  if (!r.field(st.name) || !r.field(form)) return Status::corrupt("truncated stage");
+  st.run_is_shell = form == "shell";
+  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad argv count");
+  st.argv.resize(n);
+  for (auto& a : st.argv) {
+    if (!r.field(a)) return Status::corrupt("truncated argv");
+  }
+  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad input count");
+  for (std::size_t i = 0; i < n; ++i) {
+    std::string s;
+    if (!r.field(s)) return Status::corrupt("truncated inputs");
+    st.inputs.push_back(parse_input_ref(s));
+  }
+  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad output count");
+  st.outputs.resize(n);
+  for (auto& o : st.outputs) {
+    if (!r.field(o)) return Status::corrupt("truncated outputs");
+  }
+  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad env count");
+  for (std::size_t i = 0; i < n; ++i) {
+    std::string k, v;
+    if (!r.field(k) || !r.field(v)) return Status::corrupt("truncated env");
+    st.env[k] = v;
+  }
+  std::string foreach;
+  if (!r.field(foreach) || !r.done()) return Status::corrupt("bad stage tail");
+  if (!foreach.empty()) st.foreach = parse_input_ref(foreach);
+  st.digest = stage_digest(st);
+  return st;
+}
+
+// The output of a finished stage as its consumers see it.
+struct StageOutput {
+  ArtifactRef artifact;
+  std::vector<Accept::Binding> bindings;  // `input` holds a suffix ("" or "/shard")
+};
+
+struct StageResult {
+  StageState state = StageState::kPending;
+  std::map<std::string, StageOutput> outputs;
+};
+
+// Stages in dependency order (Kahn, ties by name); stages in a cycle or depending on an
+// unknown stage are left out and reported blocked by the caller.
+std::vector<const Stage*> topo_order(const Pipeline& p) {
+  std::map<std::string, const Stage*> by_name;
+  for (const auto& s : p.stages) by_name[s.name] = &s;
+  std::set<std::string> placed;
+  std::vector<const Stage*> out;
+  bool progress = true;
+  while (progress) {
+    progress = false;
+    for (const auto& [name, s] : by_name) {
+      if (placed.count(name)) continue;
+      bool ok = std::all_of(s->inputs.begin(), s->inputs.end(), [&](const InputRef& in) {
+        return in.is_source() || placed.count(in.stage);
+      });
+      if (ok) {
+        placed.insert(name);
+        out.push_back(s);
+        progress = true;
+      }
+    }
+  }
+  return out;
+}
+
+class PipelinePlanner {
+ public:
+  PipelinePlanner(const Pipeline& p, const Ledger& ledger, const JobOutcomes& outcomes, Plan& plan)
+      : p_(p), ledger_(ledger), outcomes_(outcomes), plan_(plan) {}
+
+  void run() {
+    auto order = topo_order(p_);
+    std::set<std::string> ordered;
+    for (const Stage* s : order) {
+      ordered.insert(s->name);
+      plan_stage(*s);
+    }
+    for (const auto& s : p_.stages) {
+      if (ordered.count(s.name)) continue;
+      StagePlan sp = base(s);
+      sp.state = StageState::kBlocked;
+      sp.reason = "input from an unknown stage or a cycle";
+      plan_.stages.push_back(std::move(sp));
+    }
+  }
+
+ private:
+  StagePlan base(const Stage& s) const {
+    StagePlan sp;
+    sp.pipeline = p_.name;
+    sp.pipeline_digest = p_.digest;
+    sp.stage = s.name;
+    sp.stage_digest = s.digest;
+    return sp;
+  }
+
+  // Resolves one input to its artifact; sets state/reason when it cannot.
+  std::optional<StageOutput> resolve(const InputRef& in, StagePlan& sp) {
+    if (in.is_source()) {
+      const Statement* st = ledger_.source_version(p_.name, in.name);
+      if (st == nullptr) {
+        if (sp.state != StageState::kBlocked) {
+          sp.state = StageState::kPending;
+          sp.reason = "source '" + in.name + "' has no version yet";
+        }
+        return std::nullopt;
+      }
+      const auto& sv = std::get<SourceVersion>(st->body);
+      return StageOutput{sv.artifact,
+                         {Accept::Binding{"", sv.artifact.digest, st->author, st->seq}}};
+    }
+    auto up = results_.find(in.stage);
+    if (up == results_.end() || up->second.state == StageState::kBlocked) {
+      sp.state = StageState::kBlocked;
+      sp.reason = "upstream stage '" + in.stage + "' is blocked";
+      return std::nullopt;
+    }
+    if (up->second.state != StageState::kDone) {
+      if (sp.state != StageState::kBlocked) {
+        sp.state = StageState::kPending;
+        sp.reason = "waiting for '" + in.to_string() + "'";
+      }
+      return std::nullopt;
+    }
+    auto out = up->second.outputs.find(in.name);
+    if (out == up->second.outputs.end()) {
+      sp.state = StageState::kBlocked;
+      sp.reason = "upstream result lacks output '" + in.to_string() + "'";
+      return std::nullopt;
+    }
+    return out->second;
+  }
+
+  void plan_stage(const Stage& s) {
+    StagePlan sp = base(s);
+    StageResult& res = results_[s.name];
+    sp.state = StageState::kPlanned;
+    std::map<std::string, StageOutput> inputs;
+    for (const auto& in : s.inputs) {
+      auto r = resolve(in, sp);
+      if (r) inputs[in.local_name()] = std::move(*r);
+    }
+    if (sp.state != StageState::kPlanned) {
+      res.state = sp.state;
+      plan_.stages.push_back(std::move(sp));
+      return;
+    }
+    // One job per shard (or a single job with an empty shard key).
+    std::vector<std::pair<std::string, std::map<std::string, StageOutput>>> shards;
+    if (s.foreach) {
+      const StageOutput& dir = inputs[s.foreach->local_name()];
+      if (!dir.artifact.is_tree) {
+        sp.state = StageState::kBlocked;
+        sp.reason = "foreach input '" + s.foreach->to_string() + "' is not a directory";
+        res.state = sp.state;
+        plan_.stages.push_back(std::move(sp));
+        return;
+      }
+      for (const auto& e : dir.artifact.entries) {
+        if (shards.size() >= kMaxShardsPerStage) break;
+        auto shard_inputs = inputs;
+        StageOutput one;
+        one.artifact.digest = e.digest;
+        one.artifact.is_tree = e.kind == EntryKind::kTree;
+        one.bindings.push_back(Accept::Binding{"", e.digest, {}, 0});
+        // The producer of the entry is the producer of the directory (or its shard).
+        for (const auto& b : dir.bindings) {
+          if (b.input.empty() || b.input == "/" + e.name) {
+            one.bindings[0].producer = b.producer;
+            one.bindings[0].producer_seq = b.producer_seq;
+          }
+        }
+        shard_inputs[s.foreach->local_name()] = std::move(one);
+        shards.emplace_back(e.name, std::move(shard_inputs));
+      }
+    } else {
+      shards.emplace_back("", std::move(inputs));
+    }
+    bool all_done = true;
+    bool any_failed = false;
+    std::vector<std::pair<std::string, const JobResult*>> done_results;
+    std::vector<const Statement*> done_statements;
+    for (auto& [shard, ins] : shards) {
+      PlannedJob job;
+      std::vector<JobInput> ids;
+      for (auto& [name, so] : ins) {
+        ids.push_back(JobInput{name, so.artifact.digest});
+        job.inputs.push_back(NamedArtifact{name, so.artifact});
+        for (auto b : so.bindings) {
+          b.input = name + b.input;
+          job.bindings.push_back(std::move(b));
+        }
+      }
+      job.ref.job = job_id(s.digest, std::move(ids), shard);
+      job.ref.pipeline = p_.name;
+      job.ref.stage = s.name;
+      job.ref.stage_digest = s.digest;
+      job.ref.shard = shard;
+      job.stage = &s;
+      job.retries = s.retries;
+      job.timeout_ms = s.timeout_ms;
+      sp.jobs.push_back(job.ref.job);
+      const JobResult* canon = outcomes_.canonical(job.ref.job);
+      if (canon != nullptr) {
+        done_results.emplace_back(shard, canon);
+        done_statements.push_back(outcomes_.canonical_statement(job.ref.job));
+      } else {
+        all_done = false;
+        if (outcomes_.failed(job.ref.job, s.retries)) any_failed = true;
+      }
+      plan_.jobs.emplace(job.ref.job, std::move(job));
+    }
+    if (any_failed) {
+      sp.state = StageState::kBlocked;
+      sp.reason = "a job failed past its retries";
+    } else if (all_done) {
+      finish_stage(s, sp, res, done_results, done_statements);
+    }
+    res.state = sp.state;
+    plan_.stages.push_back(std::move(sp));
+  }
+
+  void finish_stage(const Stage& s, StagePlan& sp, StageResult& res,
+                    const std::vector<std::pair<std::string, const JobResult*>>& done,
+                    const std::vector<const Statement*>& statements) {
+    sp.state = StageState::kDone;
+    for (const auto& out_name : s.outputs) {
+      StageOutput so;
+      if (!s.foreach) {
+        const JobResult* r = done.at(0).second;
+        auto it = std::find_if(r->outputs.begin(), r->outputs.end(),
+                               [&](const NamedArtifact& a) { return a.name == out_name; });
+        if (it == r->outputs.end()) continue;  // consumers report it blocked
+        so.artifact = it->artifact;
+        so.bindings.push_back(
+            Accept::Binding{"", it->artifact.digest, statements[0]->author, statements[0]->seq});
+      } else {
+        std::vector<TreeEntry> entries;
+        std::uint64_t size = 0;
+        bool complete = true;
+        for (std::size_t i = 0; i < done.size(); ++i) {
+          const JobResult* r = done[i].second;
+          auto it = std::find_if(r->outputs.begin(), r->outputs.end(),
+                                 [&](const NamedArtifact& a) { return a.name == out_name; });
+          if (it == r->outputs.end()) {
+            complete = false;
+            break;
+          }
+          entries.push_back(TreeEntry{done[i].first,
+                                      it->artifact.is_tree ? EntryKind::kTree : EntryKind::kFile,
+                                      it->artifact.digest});
+          size += it->artifact.size_bytes;
+          so.bindings.push_back(Accept::Binding{"/" + done[i].first, it->artifact.digest,
+                                                statements[i]->author, statements[i]->seq});
+        }
+        if (!complete) continue;
+        auto d = tree_digest(entries);
+        if (!d) continue;
+        std::sort(entries.begin(), entries.end(),
+                  [](const TreeEntry& a, const TreeEntry& b) { return a.name < b.name; });
+        so.artifact.digest = *d;
+        so.artifact.is_tree = true;
+        so.artifact.size_bytes = size;
+        so.artifact.entries = std::move(entries);
+      }
+      sp.outputs[out_name] = so.artifact;
+      res.outputs[out_name] = std::move(so);
+    }
+  }
+
+  const Pipeline& p_;
+  const Ledger& ledger_;
+  const JobOutcomes& outcomes_;
+  Plan& plan_;
+  std::map<std::string, StageResult> results_;
+};
+
+}  // namespace
+
+const char* stage_state_name(StageState state) {
+  switch (state) {
+    case StageState::kPending:
+      return "pending";
+    case StageState::kPlanned:
+      return "planned";
+    case StageState::kDone:
+      return "done";
+    case StageState::kBlocked:
+      return "blocked";
+  }
+  return "unknown";
+}
+
+Result<Pipeline> decode_canonical_pipeline(std::string_view canonical) {
+  FieldReader r(canonical);
+  std::string tag;
+  Pipeline p;
+  std::size_t n = 0;
+  if (!r.field(tag) || tag != "vow-pipeline-v1") return Status::corrupt("not a canonical pipeline");
+  if (!r.field(p.name)) return Status::corrupt("truncated pipeline name");
+  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad source count");
+  for (std::size_t i = 0; i < n; ++i) {
+    Source s;
+    if (!r.field(s.name)) return Status::corrupt("truncated sources");
+    p.sources.push_back(std::move(s));
+  }
+  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad stage count");
+  for (std::size_t i = 0; i < n; ++i) {
+    std::string bytes;
+    if (!r.field(bytes)) return Status::corrupt("truncated stages");
+    auto st = decode_stage(bytes);
+    if (!st) return st.status();
+    p.stages.push_back(std::move(*st));
+  }
+  if (!r.done()) return Status::corrupt("trailing bytes after pipeline");
+  p.digest = pipeline_digest(p);
+  return p;
+}
+
+Plan make_plan(const std::vector<Pipeline>& own, const Ledger& ledger,
+               const JobOutcomes& outcomes) {
+  Plan plan;
+  std::set<Digest> seen;
+  for (const auto& p : own) {
+    if (!seen.insert(p.digest).second) continue;
+    plan.pipelines.push_back(std::make_unique<Pipeline>(p));
+  }
+  for (const auto& [digest, st] : ledger.pipelines()) {
+    if (seen.count(digest)) continue;
+    const auto& def = std::get<PipelineDef>(st->body);
+    auto p = decode_canonical_pipeline(def.canonical);
+    if (!p || p->digest != digest) continue;  // a bad definition plans nothing
+    seen.insert(digest);
+    plan.pipelines.push_back(std::make_unique<Pipeline>(std::move(*p)));
+  }
+  for (const auto& p : plan.pipelines) PipelinePlanner(*p, ledger, outcomes, plan).run();
+  return plan;
+}
+
+}  // namespace vow::promises

@@ -1,0 +1,89 @@
+// Planner: from the pipelines an agent knows and the ledger's source versions and
+// canonical results, the jobs that exist right now (DESIGN.md 4.4).
+//
+// A stage's jobs exist once every input has a canonical artifact: a source's latest
+// version, or an upstream stage's output. A plain stage has one job; a stage with
+// `foreach` has one job per entry of that directory input (shard key = entry name,
+// input = the entry). The output of a fanned-out stage, for its consumers, is the
+// directory of its shard outputs (entry name = shard key, digest = the shard's output,
+// tree_digest over them): the fan-in. Planning is a pure function of its inputs, so
+// every agent with the same ledger plans the same jobs with the same ids.
+//
+// Also here: decode_canonical_pipeline, a decoder for canonical_pipeline() bytes
+// (PipelineDef statements), so agents that did not load a pipeline can still plan and
+// show it. Timeout and retries are not in the encoding: they come back as 0.
+//
+// Value types; Plan owns copies of the pipelines it planned. Not thread-safe.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "promises/ledger.h"
+#include "promises/pipeline.h"
+#include "promises/statement.h"
+
+namespace vow::promises {
+
+Result<Pipeline> decode_canonical_pipeline(std::string_view canonical);
+
+// Limit on jobs one stage may fan out to in a plan (a directory with more entries is
+// planned up to the limit and the stage is reported blocked).
+inline constexpr std::size_t kMaxShardsPerStage = 100'000;
+
+struct PlannedJob {
+  JobRef ref;
+  std::vector<NamedArtifact> inputs;      // by local input name
+  std::vector<Accept::Binding> bindings;  // one per input (per entry for a fan-in)
+  const Stage* stage = nullptr;           // owned by the Plan
+  int retries = 0;
+  std::int64_t timeout_ms = 0;
+};
+
+enum class StageState : std::uint8_t {
+  kPending,  // an input has no canonical artifact yet
+  kPlanned,  // jobs exist; not all done
+  kDone,     // every job has a canonical result
+  kBlocked,  // an upstream job failed past its retries (or the input cannot be fanned out)
+};
+const char* stage_state_name(StageState state);
+
+struct StagePlan {
+  std::string pipeline;
+  Digest pipeline_digest;
+  std::string stage;
+  Digest stage_digest;
+  StageState state = StageState::kPending;
+  std::string reason;                          // why pending or blocked
+  std::vector<Digest> jobs;                    // planned jobs of this stage
+  std::map<std::string, ArtifactRef> outputs;  // when done: output name -> artifact
+};
+
+// What the planner needs to know about jobs: their canonical result, and whether they
+// failed for good.
+struct JobOutcomes {
+  std::function<const JobResult*(const Digest& job)> canonical;
+  std::function<const Statement*(const Digest& job)> canonical_statement;
+  std::function<bool(const Digest& job, int retries)> failed;
+};
+
+struct Plan {
+  std::vector<std::unique_ptr<Pipeline>> pipelines;  // what was planned
+  std::map<Digest, PlannedJob> jobs;
+  std::vector<StagePlan> stages;
+
+  const PlannedJob* find(const Digest& job) const {
+    auto it = jobs.find(job);
+    return it == jobs.end() ? nullptr : &it->second;
+  }
+};
+
+// Plans every pipeline: `own` (loaded from files, with timeout/retries) first, then
+// every PipelineDef in the ledger with a digest not already planned.
+Plan make_plan(const std::vector<Pipeline>& own, const Ledger& ledger, const JobOutcomes& outcomes);
+
+}  // namespace vow::promises

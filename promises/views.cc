@@ -1,0 +1,121 @@
+// Read-only queries of the core, for status and the command line.
+#include <algorithm>
+
+#include "promises/core_internal.h"
+
+namespace vow::promises {
+
+const char* job_state_name(JobState state) {
+  switch (state) {
+    case JobState::kReady:
+      return "ready";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kDone:
+      return "done";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kSuperseded:
+      return "superseded";
+  }
+  return "unknown";
+}
+
+const AgentKey& Core::key() const { return impl_->config.key; }
+const Ledger& Core::ledger() const { return impl_->ledger; }
+bool Core::holds(const Digest& digest) const { return impl_->held.count(digest) != 0; }
+const std::set<Digest>& Core::held() const { return impl_->held; }
+std::uint64_t Core::last_seq() const { return impl_->last_seq; }
+const Statement* Core::canonical(const Digest& job) const {
+  return impl_->canonical_statement(job);
+}
+bool Core::nondeterministic(const Digest& job) const { return impl_->nondet.count(job) != 0; }
+
+const Plan& Core::plan() {
+  impl_->ensure_plan();
+  return *impl_->plan;
+}
+
+std::vector<RunningJob> Core::running() const {
+  std::vector<RunningJob> out;
+  for (const auto& [job, run] : impl_->running) out.push_back(RunningJob{run.ref, run.epoch});
+  return out;
+}
+
+std::optional<JobView> Core::job(const Digest& id) {
+  Impl& s = *impl_;
+  s.ensure_plan();
+  const PlannedJob* planned = s.plan->find(id);
+  const JobStatements* js = s.ledger.job(id);
+  if (planned == nullptr && js == nullptr) return std::nullopt;
+  JobView v;
+  if (planned != nullptr) {
+    v.job = planned->ref;
+  } else if (!js->claims.empty()) {
+    v.job = std::get<Claim>(js->claims.front()->body).job;
+  } else if (!js->results.empty()) {
+    v.job = std::get<JobResult>(js->results.front()->body).job;
+  }
+  const Statement* canon = s.canonical_statement(id);
+  bool standing = false;
+  if (js != nullptr) {
+    for (const Statement* st : js->claims) {
+      const auto& c = std::get<Claim>(st->body);
+      ClaimView cv{st->author, c.epoch, s.released(id, st->author, c.epoch),
+                   s.claim_standing(id, *st)};
+      standing = standing || cv.live;
+      v.claims.push_back(cv);
+    }
+    for (const Statement* st : js->results) {
+      const auto& r = std::get<JobResult>(st->body);
+      v.results.push_back(
+          ResultView{st->author, st->seq, r.epoch, r.ok, outputs_digest(r), st == canon});
+    }
+  }
+  v.nondeterministic = s.nondet.count(id) != 0;
+  v.failed_attempts = s.failed_attempts(id);
+  int retries = planned != nullptr ? planned->retries : 0;
+  if (planned == nullptr) {
+    v.state = JobState::kSuperseded;
+  } else if (canon != nullptr) {
+    v.state = JobState::kDone;
+  } else if (s.failed_for_good(id, retries)) {
+    v.state = JobState::kFailed;
+  } else if (standing) {
+    v.state = JobState::kRunning;
+  } else {
+    v.state = JobState::kReady;
+  }
+  return v;
+}
+
+std::vector<JobView> Core::jobs() {
+  Impl& s = *impl_;
+  s.ensure_plan();
+  std::set<Digest> ids;
+  for (const auto& [id, j] : s.plan->jobs) ids.insert(id);
+  for (const auto& [id, js] : s.ledger.jobs()) ids.insert(id);
+  std::vector<JobView> out;
+  for (const auto& id : ids) {
+    if (auto v = job(id)) out.push_back(std::move(*v));
+  }
+  return out;
+}
+
+std::vector<PeerView> Core::peers() const {
+  const Impl& s = *impl_;
+  std::vector<PeerView> out;
+  for (const auto& [key, p] : s.peers) {
+    PeerView v;
+    v.key = key;
+    v.name = p.name;
+    v.liveness = s.detector->liveness(key, s.now_ms);
+    v.last_heard_ms = s.detector->last_heard_ms(key);
+    v.running = p.running;
+    v.capacity = p.capacity;
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace vow::promises

@@ -1,0 +1,115 @@
+// vow-sim: runs the coordination core simulator over a range of seeds and reports
+// per-seed invariant failures (with the seed, which replays the run exactly) and a
+// summary line "N passed, N failed". See docs/coordination.md, "Simulator".
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "tests/sim/sim.h"
+
+namespace {
+
+std::int64_t percentile(std::vector<std::int64_t> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  auto idx = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(idx, v.size() - 1)];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"vow-sim: deterministic simulation of the vow coordination core"};
+  std::uint64_t seeds = 100;
+  std::uint64_t first_seed = 1;
+  std::optional<std::uint64_t> seed;
+  int agents = 5;
+  int jobs = 6;
+  std::string faults = "all";
+  bool report_failover = false;
+  bool verbose = false;
+  int replay_every = 16;
+  app.add_option("--seeds", seeds, "number of seeds to run")
+      ->check(CLI::Range(1ULL, 100'000'000ULL));
+  app.add_option("--first-seed", first_seed, "first seed of the range");
+  app.add_option("--seed", seed, "run this one seed (replays a failure)");
+  app.add_option("--agents", agents, "agents per run")->check(CLI::Range(1, 1000));
+  app.add_option("--jobs", jobs, "stages in each generated pipeline")->check(CLI::Range(1, 200));
+  app.add_option("--faults", faults, "faults to inject")
+      ->check(CLI::IsMember({"none", "net", "crash", "all"}));
+  app.add_flag("--report-failover", report_failover,
+               "print claimant-crash to takeover-start times (p50, p99)");
+  app.add_flag("--verbose,-v", verbose, "print the event trace");
+  app.add_option("--replay-every", replay_every,
+                 "run every Nth seed twice and compare trace hashes (0: never)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return e.get_exit_code() == 0 ? rc : 2;
+  }
+  vow::sim::SimOptions opt;
+  opt.agents = agents;
+  opt.stages = jobs;
+  opt.verbose = verbose;
+  opt.faults = faults == "none"    ? vow::sim::Faults::kNone
+               : faults == "net"   ? vow::sim::Faults::kNet
+               : faults == "crash" ? vow::sim::Faults::kCrash
+                                   : vow::sim::Faults::kAll;
+  std::uint64_t from = seed ? *seed : first_seed;
+  std::uint64_t count = seed ? 1 : seeds;
+  std::uint64_t passed = 0, failed = 0;
+  std::vector<std::int64_t> failover;
+  std::vector<double> wall_ms;
+  for (std::uint64_t s = from; s < from + count; ++s) {
+    opt.seed = s;
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = vow::sim::run_seed(opt);
+    wall_ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    // (7) the same seed gives the same run, byte for byte.
+    if (replay_every > 0 && (seed || s % static_cast<std::uint64_t>(replay_every) == 0)) {
+      auto again = vow::sim::run_seed(opt);
+      if (again.trace_hash != r.trace_hash) {
+        r.failures.push_back("replaying the seed gave a different trace (invariant 7)");
+      }
+    }
+    failover.insert(failover.end(), r.failover_ms.begin(), r.failover_ms.end());
+    if (r.failures.empty()) {
+      ++passed;
+    } else {
+      ++failed;
+      std::printf(
+          "seed %llu FAILED (replay: vow-sim --seed %llu --agents %d --jobs %d --faults %s)\n",
+          static_cast<unsigned long long>(s), static_cast<unsigned long long>(s), agents, jobs,
+          faults.c_str());
+      for (const auto& f : r.failures) std::printf("  %s\n", f.c_str());
+    }
+    if (verbose || seed) {
+      std::printf("seed %llu: trace %s, %llu deliveries, %llu job exits, ended at %lld ms\n",
+                  static_cast<unsigned long long>(s), r.trace_hash.short_hex().c_str(),
+                  static_cast<unsigned long long>(r.deliveries),
+                  static_cast<unsigned long long>(r.jobs_done),
+                  static_cast<long long>(r.sim_end_ms));
+    }
+  }
+  if (report_failover) {
+    std::printf(
+        "failover (claimant crash -> job started on another agent, simulated): "
+        "n=%zu p50=%lld ms p99=%lld ms max=%lld ms\n",
+        failover.size(), static_cast<long long>(percentile(failover, 0.5)),
+        static_cast<long long>(percentile(failover, 0.99)),
+        static_cast<long long>(percentile(failover, 1.0)));
+    std::vector<std::int64_t> w;
+    for (double x : wall_ms) w.push_back(static_cast<std::int64_t>(x * 1000));
+    std::printf("wall time per seed: p50=%.1f ms max=%.1f ms (%d agents)\n",
+                static_cast<double>(percentile(w, 0.5)) / 1000.0,
+                static_cast<double>(percentile(w, 1.0)) / 1000.0, agents);
+  }
+  std::printf("%llu passed, %llu failed\n", static_cast<unsigned long long>(passed),
+              static_cast<unsigned long long>(failed));
+  return failed == 0 ? 0 : 1;
+}

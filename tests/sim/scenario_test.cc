@@ -1,0 +1,555 @@
+// Scenario tests of the coordination core: a few cores driven by hand over an instant,
+// in-memory network that the test cuts and heals, with fake job processes the test
+// finishes explicitly. No sockets, no sleeps: time is the `now` the test advances.
+#include <doctest/doctest.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "promises/core.h"
+
+namespace vow::promises {
+namespace {
+
+Digest hd(std::string_view a, std::string_view b = "", std::string_view c = "") {
+  Hasher h;
+  h.update_field(a);
+  h.update_field(b);
+  h.update_field(c);
+  return h.finish();
+}
+
+Stage make_stage(std::string name, std::vector<InputRef> inputs, std::vector<std::string> outputs,
+                 std::optional<InputRef> foreach = std::nullopt, int retries = 0) {
+  Stage s;
+  s.name = std::move(name);
+  s.inputs = std::move(inputs);
+  s.outputs = std::move(outputs);
+  s.argv = {"true"};
+  s.foreach = foreach;
+  s.retries = retries;
+  s.digest = stage_digest(s);
+  return s;
+}
+
+Pipeline make_pipeline(std::string name, std::vector<std::string> sources,
+                       std::vector<Stage> stages) {
+  Pipeline p;
+  p.name = std::move(name);
+  for (auto& s : sources) p.sources.push_back(Source{s, {}});
+  p.stages = std::move(stages);
+  p.digest = pipeline_digest(p);
+  return p;
+}
+
+ArtifactRef file_ref(const Digest& d) { return ArtifactRef{d, false, 1, {}}; }
+
+ArtifactRef dir_ref(const std::map<std::string, std::string>& files) {
+  std::vector<TreeEntry> entries;
+  for (const auto& [n, content] : files) {
+    entries.push_back(TreeEntry{n, EntryKind::kFile, hd("file", content)});
+  }
+  ArtifactRef r;
+  r.digest = *tree_digest(entries);
+  r.is_tree = true;
+  r.entries = entries;
+  return r;
+}
+
+struct Node {
+  CoreConfig config;
+  std::unique_ptr<Core> core;
+  bool up = true;
+  std::vector<Statement> persisted;
+  std::uint64_t persisted_seq = 0;
+  std::set<Digest> store;
+  std::map<Digest, StartJob> procs;
+  std::vector<StartJob> started;  // every start, in order
+  std::vector<KillJob> killed;
+  bool nondeterministic = false;  // outputs depend on who runs the job
+};
+
+class Mesh {
+ public:
+  Mesh(int n, const Pipeline& p, std::vector<std::vector<std::string>> promises_by_node,
+       int replicas = 2) {
+    nodes_.resize(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      Node& nd = nodes_[i];
+      Digest k = hd("key", std::to_string(i));
+      std::copy(k.bytes.begin(), k.bytes.end(), nd.config.key.bytes.begin());
+      nd.config.name = "n" + std::to_string(i);
+      nd.config.pipelines = {p};
+      nd.config.replicas = replicas;
+      for (const auto& st : promises_by_node[i]) {
+        nd.config.promises.push_back(CorePromise{p.name, st, 2});
+      }
+      if (i == 0) {
+        for (const auto& s : p.sources) nd.config.sources.push_back(AdvertSource{p.name, s.name});
+      }
+      nd.core = std::make_unique<Core>(nd.config, RestoredState{}, now_);
+    }
+    for (int i = 0; i < n; ++i) apply(i, nodes_[i].core->start());
+    for (int i = 0; i < n; ++i) {
+      for (int j = i + 1; j < n; ++j) connect(i, j);
+    }
+    deliver();
+  }
+
+  Node& node(int i) { return nodes_[i]; }
+  Core& core(int i) { return *nodes_[i].core; }
+  std::int64_t now() const { return now_; }
+  int size() const { return static_cast<int>(nodes_.size()); }
+
+  void connect(int a, int b) {
+    apply(a, nodes_[a].core->peer_connected(nodes_[b].config.key));
+    apply(b, nodes_[b].core->peer_connected(nodes_[a].config.key));
+  }
+  void cut(int a, int b) {
+    cut_.insert({a, b});
+    cut_.insert({b, a});
+  }
+  void heal() {
+    auto was = cut_;
+    cut_.clear();
+    for (const auto& [a, b] : was) {
+      if (a < b && nodes_[a].up && nodes_[b].up) connect(a, b);
+    }
+    deliver();
+  }
+  void crash(int i) {
+    nodes_[i].up = false;
+    nodes_[i].core.reset();
+    nodes_[i].procs.clear();
+  }
+  void restart(int i) {
+    Node& nd = nodes_[i];
+    RestoredState rs;
+    rs.statements = nd.persisted;
+    rs.last_seq = nd.persisted_seq;
+    rs.held.assign(nd.store.begin(), nd.store.end());
+    nd.core = std::make_unique<Core>(nd.config, std::move(rs), now_);
+    nd.up = true;
+    apply(i, nd.core->tick(now_));
+    apply(i, nd.core->start());
+    for (int j = 0; j < size(); ++j) {
+      if (j != i && nodes_[j].up) connect(i, j);
+    }
+    deliver();
+  }
+
+  void source(const std::string& pipeline, const std::string& name, const ArtifactRef& ref) {
+    Node& nd = nodes_[0];
+    nd.store.insert(ref.digest);
+    for (const auto& e : ref.entries) nd.store.insert(e.digest);
+    apply(0, nd.core->source_snapshot(pipeline, name, ref));
+    deliver();
+  }
+
+  // Advances time in 10 ms ticks, delivering everything in between.
+  void advance(std::int64_t ms) {
+    for (std::int64_t t = 0; t < ms; t += 10) {
+      now_ += 10;
+      for (int i = 0; i < size(); ++i) {
+        if (nodes_[i].up) apply(i, nodes_[i].core->tick(now_));
+      }
+      deliver();
+    }
+  }
+
+  // Finishes every process of node i (ok with outputs derived from the job id, or failed).
+  void finish_all(int i, bool ok = true) {
+    Node& nd = nodes_[i];
+    auto procs = nd.procs;
+    for (const auto& [job, s] : procs) finish(i, job, ok);
+  }
+  void finish(int i, const Digest& job, bool ok = true) {
+    Node& nd = nodes_[i];
+    auto it = nd.procs.find(job);
+    REQUIRE(it != nd.procs.end());
+    StartJob s = it->second;
+    nd.procs.erase(it);
+    JobOutcome out;
+    out.ok = ok;
+    if (!ok) {
+      out.exit_status = 1;
+      out.error = "exit status 1";
+    }
+    for (const auto& name : s.stage.outputs) {
+      Digest d = hd("out", std::string(reinterpret_cast<const char*>(job.bytes.data()), 32),
+                    nd.nondeterministic ? nd.config.name + name : name);
+      if (ok) {
+        nd.store.insert(d);
+        out.outputs.push_back(NamedArtifact{name, file_ref(d)});
+      }
+    }
+    apply(i, nd.core->job_exited(job, s.epoch, std::move(out)));
+    deliver();
+  }
+  // Runs until nothing is running: every started process finishes ok at once.
+  void run_to_completion(std::int64_t max_ms = 10'000) {
+    for (std::int64_t t = 0; t < max_ms; t += 10) {
+      bool any = false;
+      for (int i = 0; i < size(); ++i) {
+        if (nodes_[i].up && !nodes_[i].procs.empty()) {
+          finish_all(i);
+          any = true;
+        }
+      }
+      advance(10);
+      if (!any && t > 1000) {
+        bool idle = true;
+        for (auto& nd : nodes_) idle = idle && (!nd.up || nd.core->running().empty());
+        if (idle) return;
+      }
+    }
+  }
+
+  // Hands a statement to node i directly (as if it came from `from`).
+  void inject(int i, int from, const Statement& st) {
+    apply(i, nodes_[i].core->on_statement(nodes_[from].config.key, st));
+    deliver();
+  }
+
+  // While held, network messages wait in flight (local fetch completions still happen).
+  void hold(bool on) { hold_ = on; }
+
+  void deliver() {
+    while ((!inflight_.empty() && !hold_) || !local_.empty()) {
+      if (!local_.empty()) {
+        auto [i, d, ok] = local_.front();
+        local_.pop_front();
+        if (!nodes_[i].up) continue;
+        if (ok) {
+          nodes_[i].store.insert(d);
+          apply(i, nodes_[i].core->artifact_fetched(d));
+        } else {
+          apply(i, nodes_[i].core->artifact_fetch_failed(d));
+        }
+        continue;
+      }
+      auto [from, to, msg] = std::move(inflight_.front());
+      inflight_.pop_front();
+      if (!nodes_[to].up || cut_.count({from, to})) continue;
+      apply(to, nodes_[to].core->on_message(nodes_[from].config.key, msg));
+    }
+  }
+
+  // Jobs of a stage in node i's plan.
+  std::vector<Digest> jobs_of(int i, const std::string& stage) {
+    std::vector<Digest> out;
+    for (const auto& [id, j] : core(i).plan().jobs) {
+      if (j.ref.stage == stage) out.push_back(id);
+    }
+    return out;
+  }
+  int starts_of(const std::string& stage) const {
+    int n = 0;
+    for (const auto& nd : nodes_) {
+      for (const auto& s : nd.started) n += s.job.stage == stage ? 1 : 0;
+    }
+    return n;
+  }
+
+ private:
+  void apply(int i, Output out) {
+    Node& nd = nodes_[i];
+    for (const auto& st : out.persist) {
+      nd.persisted.push_back(st);
+      if (st.author == nd.config.key) nd.persisted_seq = std::max(nd.persisted_seq, st.seq);
+    }
+    for (auto& m : out.messages) {
+      for (int j = 0; j < size(); ++j) {
+        if (j == i) continue;
+        if (m.to && *m.to != nodes_[j].config.key) continue;
+        inflight_.emplace_back(i, j, m.message);
+      }
+    }
+    for (auto& a : out.actions) {
+      if (auto* s = std::get_if<StartJob>(&a)) {
+        for (const auto& in : s->inputs) {
+          bool here = nd.store.count(in.artifact.digest) != 0;
+          if (!here && in.artifact.is_tree) {
+            here = true;
+            for (const auto& e : in.artifact.entries) here = here && nd.store.count(e.digest);
+          }
+          CHECK_MESSAGE(here, "started without input ", in.name);
+        }
+        nd.procs[s->job.job] = *s;
+        nd.started.push_back(*s);
+      } else if (auto* k = std::get_if<KillJob>(&a)) {
+        nd.procs.erase(k->job);
+        nd.killed.push_back(*k);
+      } else if (auto* f = std::get_if<FetchArtifact>(&a)) {
+        fetch(i, f->digest, f->holders);
+      } else if (auto* r = std::get_if<ReplicateArtifact>(&a)) {
+        fetch(i, r->digest, r->holders);
+      }
+    }
+  }
+  void fetch(int i, const Digest& d, const std::vector<AgentKey>& holders) {
+    bool ok = false;
+    for (int j = 0; j < size(); ++j) {
+      bool named = std::find(holders.begin(), holders.end(), nodes_[j].config.key) != holders.end();
+      if (named && nodes_[j].up && !cut_.count({i, j}) && nodes_[j].store.count(d)) ok = true;
+    }
+    local_.emplace_back(i, d, ok);
+  }
+
+  std::vector<Node> nodes_;
+  std::int64_t now_ = 0;
+  std::set<std::pair<int, int>> cut_;
+  bool hold_ = false;
+  std::deque<std::tuple<int, int, Message>> inflight_;
+  std::deque<std::tuple<int, Digest, bool>> local_;
+};
+
+// One-stage pipeline over one source file.
+Pipeline one_stage(int retries = 0) {
+  return make_pipeline("one", {"in"}, {make_stage("work", {{"", "in"}}, {"out"}, {}, retries)});
+}
+
+// The node among `nodes` running job `job`, or -1.
+int runner(Mesh& m, const Digest& job) {
+  for (int i = 0; i < m.size(); ++i) {
+    if (m.node(i).up && m.node(i).procs.count(job)) return i;
+  }
+  return -1;
+}
+
+TEST_CASE("claim race at the same epoch: the better-ranked keeps it, the other releases") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.hold(true);  // nobody hears anybody's claim for a while
+  m.source("one", "in", file_ref(hd("input")));
+  const Statement version = m.node(0).persisted.back();
+  REQUIRE(version.kind() == StatementKind::kSourceVersion);
+  m.inject(1, 0, version);
+  m.inject(2, 0, version);
+  m.advance(100);  // so both claim epoch 1 (the worse-ranked after one claim step)
+  Digest job = m.jobs_of(0, "work").at(0);
+  REQUIRE(m.node(1).procs.count(job) == 1);
+  REQUIRE(m.node(2).procs.count(job) == 1);
+  m.hold(false);
+  m.deliver();
+  m.advance(20);
+  int keeper = runner(m, job);
+  REQUIRE(keeper != -1);
+  int loser = keeper == 1 ? 2 : 1;
+  CHECK(m.node(loser).procs.count(job) == 0);
+  CHECK(m.node(loser).killed.size() == 1);
+  auto view = m.core(0).job(job);
+  REQUIRE(view);
+  int kept = 0;
+  for (const auto& c : view->claims) kept += c.epoch == 1 && !c.released ? 1 : 0;
+  CHECK(kept == 1);
+  CHECK(rendezvous_score(job, m.node(keeper).config.key) >
+        rendezvous_score(job, m.node(loser).config.key));
+}
+
+TEST_CASE("claimant death: takeover with epoch + 1 within the detection window") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(200);
+  Digest job = m.jobs_of(0, "work").at(0);
+  int first = runner(m, job);
+  REQUIRE(first != -1);
+  int other = first == 1 ? 2 : 1;
+  std::int64_t crashed_at = m.now();
+  m.crash(first);
+  std::int64_t took_over = -1;
+  for (int t = 0; t < 200 && took_over < 0; ++t) {
+    m.advance(10);
+    if (m.node(other).procs.count(job)) took_over = m.now();
+  }
+  REQUIRE(took_over > 0);
+  Timing timing;
+  // Dead after dead_after_ms of silence, counted from the last heartbeat heard.
+  CHECK(took_over - crashed_at >= timing.dead_after_ms - timing.heartbeat_ms);
+  CHECK(took_over - crashed_at <= timing.dead_after_ms + 20);
+  CHECK(m.node(other).procs.at(job).epoch == 2);
+}
+
+TEST_CASE("false suspicion: duplicate execution, one canonical result everywhere") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(100);
+  Digest job = m.jobs_of(0, "work").at(0);
+  int first = runner(m, job);
+  REQUIRE(first != -1);
+  int other = first == 1 ? 2 : 1;
+  // `first` is alive but cut off from everyone: the others declare it dead.
+  m.cut(first, 0);
+  m.cut(first, other);
+  m.advance(800);
+  REQUIRE(m.node(other).procs.count(job));
+  CHECK(m.node(other).procs.at(job).epoch == 2);
+  m.finish_all(first);
+  m.finish_all(other);
+  m.heal();
+  m.advance(100);
+  const Statement* c0 = m.core(0).canonical(job);
+  REQUIRE(c0 != nullptr);
+  CHECK(std::get<JobResult>(c0->body).epoch == 1);  // the min-register keeps epoch 1
+  for (int i = 1; i < 3; ++i) {
+    const Statement* ci = m.core(i).canonical(job);
+    REQUIRE(ci != nullptr);
+    CHECK(ci->author == c0->author);
+    CHECK(ci->seq == c0->seq);
+  }
+  CHECK(m.core(0).job(job)->results.size() == 2);  // both kept
+  CHECK_FALSE(m.core(0).nondeterministic(job));
+}
+
+TEST_CASE("partition: both sides work, then heal and agree") {
+  Pipeline p = make_pipeline(
+      "two", {"a", "b"},
+      {make_stage("left", {{"", "a"}}, {"l"}), make_stage("right", {{"", "b"}}, {"r"}),
+       make_stage("join", {{"left", "l"}, {"right", "r"}}, {"j"})});
+  Mesh m(4, p, {{}, {"left", "join"}, {"right", "join"}, {"left", "right", "join"}});
+  m.source("two", "a", file_ref(hd("a")));
+  m.source("two", "b", file_ref(hd("b")));
+  m.advance(50);
+  // {0, 1} and {2, 3}.
+  for (int a : {0, 1}) {
+    for (int b : {2, 3}) m.cut(a, b);
+  }
+  m.run_to_completion(3000);
+  m.heal();
+  m.run_to_completion(3000);
+  auto vv = m.core(0).ledger().version_vector();
+  for (int i = 1; i < 4; ++i) CHECK(m.core(i).ledger().version_vector() == vv);
+  for (const auto& st : m.core(0).plan().stages) CHECK(st.state == StageState::kDone);
+  for (const auto& [id, j] : m.core(0).plan().jobs) {
+    const Statement* c0 = m.core(0).canonical(id);
+    REQUIRE(c0 != nullptr);
+    for (int i = 1; i < 4; ++i) CHECK(m.core(i).canonical(id)->seq == c0->seq);
+  }
+}
+
+TEST_CASE("non-deterministic stage flagged; downstream built on the other output superseded") {
+  Pipeline p = make_pipeline(
+      "nd", {"in"},
+      {make_stage("gen", {{"", "in"}}, {"g"}), make_stage("use", {{"gen", "g"}}, {"u"})});
+  Mesh m(3, p, {{}, {"gen", "use"}, {"gen", "use"}});
+  m.node(1).nondeterministic = true;
+  m.node(2).nondeterministic = true;
+  m.source("nd", "in", file_ref(hd("in")));
+  m.advance(100);
+  Digest gen = m.jobs_of(0, "gen").at(0);
+  int first = runner(m, gen);
+  REQUIRE(first != -1);
+  int other = first == 1 ? 2 : 1;
+  m.cut(first, 0);
+  m.cut(first, other);
+  m.advance(800);  // `other` takes over at epoch 2
+  m.finish_all(other);
+  m.advance(100);  // ... and runs `use` on its own output
+  auto use_on_other = m.jobs_of(other, "use");
+  REQUIRE(use_on_other.size() == 1);
+  m.finish_all(first);  // epoch 1 finishes too, with different output
+  m.heal();
+  m.advance(100);
+  CHECK(m.core(0).nondeterministic(gen));
+  CHECK(std::get<JobResult>(m.core(0).canonical(gen)->body).epoch == 1);
+  auto v = m.core(0).job(use_on_other[0]);
+  REQUIRE(v);
+  CHECK(v->state == JobState::kSuperseded);
+  m.run_to_completion(3000);
+  auto now_use = m.jobs_of(0, "use");
+  REQUIRE(now_use.size() == 1);
+  CHECK(now_use[0] != use_on_other[0]);
+  CHECK(m.core(0).canonical(now_use[0]) != nullptr);
+}
+
+TEST_CASE("memoized: a restarted agent and a repeated snapshot start nothing") {
+  Mesh m(2, one_stage(), {{}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.run_to_completion(2000);
+  Digest job = m.jobs_of(0, "work").at(0);
+  REQUIRE(m.core(1).canonical(job) != nullptr);
+  std::size_t starts = m.node(1).started.size();
+  std::size_t ledger = m.core(0).ledger().size();
+  m.source("one", "in", file_ref(hd("input")));  // unchanged content: no new version
+  m.crash(1);
+  m.restart(1);
+  m.advance(2000);
+  CHECK(m.node(1).started.size() == starts);
+  CHECK(m.core(0).ledger().size() == ledger + 1);  // only the restarted agent's new advert
+}
+
+TEST_CASE("fan-out: one changed shard re-runs that shard and the fan-in only") {
+  Pipeline p = make_pipeline("fan", {"dir"},
+                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"}),
+                              make_stage("sum", {{"count", "c"}}, {"s"})});
+  Mesh m(3, p, {{}, {"count", "sum"}, {"count", "sum"}});
+  m.source("fan", "dir", dir_ref({{"a", "1"}, {"b", "2"}, {"c", "3"}}));
+  m.run_to_completion(3000);
+  CHECK(m.starts_of("count") == 3);
+  CHECK(m.starts_of("sum") == 1);
+  for (const auto& st : m.core(0).plan().stages) CHECK(st.state == StageState::kDone);
+  // The fan-in output is the directory of shard outputs.
+  for (const auto& st : m.core(0).plan().stages) {
+    if (st.stage == "count") {
+      REQUIRE(st.outputs.count("c"));
+      CHECK(st.outputs.at("c").entries.size() == 3);
+      CHECK(st.outputs.at("c").entries[0].name == "a");
+    }
+  }
+  m.source("fan", "dir", dir_ref({{"a", "1"}, {"b", "changed"}, {"c", "3"}}));
+  m.run_to_completion(3000);
+  CHECK(m.starts_of("count") == 4);
+  CHECK(m.starts_of("sum") == 2);
+  for (const auto& st : m.core(2).plan().stages) CHECK(st.state == StageState::kDone);
+}
+
+TEST_CASE("lost artifact: the job is run again from its lineage") {
+  Mesh m(2, one_stage(), {{}, {"work"}}, /*replicas=*/1);
+  m.source("one", "in", file_ref(hd("input")));
+  m.run_to_completion(2000);
+  Digest job = m.jobs_of(0, "work").at(0);
+  const auto& r = std::get<JobResult>(m.core(0).canonical(job)->body);
+  Digest out = r.outputs.at(0).artifact.digest;
+  REQUIRE(m.node(1).store.count(out));
+  REQUIRE(m.node(1).started.size() == 1);
+  m.node(1).store.erase(out);
+  (void)m.core(1).artifact_lost(out);
+  m.run_to_completion(3000);
+  REQUIRE(m.node(1).started.size() == 2);
+  CHECK(m.node(1).started[1].regenerate);
+  CHECK(m.node(1).store.count(out));
+  CHECK(std::get<JobResult>(m.core(0).canonical(job)->body).epoch == 1);
+}
+
+TEST_CASE("a job failing past its retries is failed and its dependents blocked") {
+  Pipeline p = make_pipeline("f", {"in"},
+                             {make_stage("bad", {{"", "in"}}, {"b"}, {}, /*retries=*/1),
+                              make_stage("after", {{"bad", "b"}}, {"a"})});
+  Mesh m(3, p, {{}, {"bad", "after"}, {"bad", "after"}});
+  m.source("f", "in", file_ref(hd("in")));
+  std::set<int> runners;
+  for (int t = 0; t < 500; ++t) {
+    m.advance(10);
+    for (int i = 1; i < 3; ++i) {
+      if (!m.node(i).procs.empty()) {
+        runners.insert(i);
+        m.finish_all(i, /*ok=*/false);
+      }
+    }
+  }
+  Digest job = m.jobs_of(0, "bad").at(0);
+  auto v = m.core(1).job(job);
+  REQUIRE(v);
+  CHECK(v->state == JobState::kFailed);
+  CHECK(v->failed_attempts == 2);
+  CHECK(m.starts_of("bad") == 2);
+  CHECK(runners.size() == 2);  // the retry preferred the other candidate
+  for (const auto& st : m.core(1).plan().stages) {
+    if (st.stage == "after") CHECK(st.state == StageState::kBlocked);
+    if (st.stage == "bad") CHECK(st.state == StageState::kBlocked);
+  }
+}
+
+}  // namespace
+}  // namespace vow::promises
