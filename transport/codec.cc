@@ -15,6 +15,8 @@ namespace vow::transport {
 namespace {
 
 namespace w = wire;
+static_assert(w::PROTOCOL_VERSION == kProtocolVersion,
+              "message.h and protocol.capnp disagree on the protocol version");
 
 // Thrown inside this file only, for a field that decodes but makes no sense; caught at
 // the edge of every public decode function along with kj::Exception.

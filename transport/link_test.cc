@@ -204,6 +204,42 @@ TEST_CASE("a full send queue drops the newest message and counts it") {
         StatusCode::kUnavailable);
 }
 
+TEST_CASE("a command-line client without a listener asks and gets an answer") {
+  Identity client_id = identity_of(5);
+  TrustSet server_trust;
+  server_trust.add(identity_of(1).key());
+  server_trust.add(client_id.key(), PeerRole::kClient);
+  NoSequences none;
+  TransportOptions listening;
+  listening.listen = "tcp://127.0.0.1:*";
+  auto server =
+      std::move(Transport::create(identity_of(1), server_trust, listening, &none, {})).value();
+  TrustSet client_trust;
+  client_trust.add(identity_of(1).key());
+  auto client =
+      std::move(Transport::create(client_id, client_trust, TransportOptions{}, &none, {})).value();
+  CHECK(client->endpoint().empty());
+  REQUIRE(client->connect(identity_of(1).key(), server->endpoint()).is_ok());
+  REQUIRE(client
+              ->send(identity_of(1).key(),
+                     Message{kProtocolVersion, ControlRequest{42, "status", "{}"}})
+              .is_ok());
+  Loop loop({server.get(), client.get()});
+  REQUIRE(loop.run_until([&] { return !loop.inbox[server.get()].empty(); }));
+  auto& req = loop.inbox[server.get()][0];
+  CHECK(req.role == PeerRole::kClient);
+  CHECK(std::get<ControlRequest>(req.message.body).method == "status");
+  REQUIRE(server->send(req.peer, Message{kProtocolVersion, ControlResponse{42, true, "{}", ""}})
+              .is_ok());
+  REQUIRE(loop.run_until([&] { return !loop.inbox[client.get()].empty(); }));
+  CHECK(std::get<ControlResponse>(loop.inbox[client.get()][0].message.body).request_id == 42);
+  // A client may not publish statements.
+  (void)client->send(identity_of(1).key(), statement_msg(identity_of(1), 1));
+  REQUIRE(loop.run_until([&] {
+    return server->counters().rejected[static_cast<int>(RejectReason::kNotAllowed)] == 1;
+  }));
+}
+
 TEST_CASE("peer addresses carry the key") {
   Identity a = identity_of(1);
   auto p = parse_peer_address(a.id() + "@tcp://10.0.0.1:7400");
