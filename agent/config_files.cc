@@ -27,7 +27,11 @@ class Loader {
       if (kind == promises::ConfigKind::kAgent) {
         load_agent(path, text);
       } else if (kind == promises::ConfigKind::kPipeline) {
-        if (auto i = load_pipeline(path, text)) direct_.push_back(*i);
+        if (auto i = load_pipeline(path, text)) {
+          direct_.push_back(*i);
+        } else {
+          direct_failed_ = true;
+        }
       } else {
         unknown_kind(path, text);
       }
@@ -40,7 +44,18 @@ class Loader {
       std::sort(indices.begin(), indices.end());
       indices.erase(std::unique(indices.begin(), indices.end()), indices.end());
       for (std::size_t i : indices) visible.push_back(out_.pipelines[i]);
-      for (auto& d : promises::validate_agent_against(out_.agents[a], visible)) {
+      promises::AgentConfig agent = out_.agents[a];
+      if (direct_failed_ || agent_incomplete_[a]) {
+        // A pipeline file failed to load and its errors are reported already: promises
+        // for pipelines not loaded may be for that one, and would only repeat them.
+        auto loaded = [&](const std::string& name) {
+          return std::any_of(visible.begin(), visible.end(),
+                             [&](const promises::Pipeline& p) { return p.name == name; });
+        };
+        std::erase_if(agent.promises, [&](const auto& x) { return !loaded(x.pipeline); });
+        std::erase_if(agent.sources, [&](const auto& x) { return !loaded(x.pipeline); });
+      }
+      for (auto& d : promises::validate_agent_against(agent, visible)) {
         out_.errors.push_back(std::move(d));
       }
     }
@@ -132,15 +147,23 @@ class Loader {
     const promises::AgentConfig& agent = *parsed.value;
     fs::path dir = fs::path(path).parent_path();
     std::vector<std::size_t> named;
+    bool incomplete = false;
     for (std::size_t i = 0; i < agent.pipelines.size(); ++i) {
       const Location& at =
           i < agent.pipelines_where.size() ? agent.pipelines_where[i] : agent.where;
-      for (const auto& file : expand(dir, agent.pipelines[i], at)) {
-        if (auto index = load_pipeline_file(file, at)) named.push_back(*index);
+      auto files = expand(dir, agent.pipelines[i], at);
+      incomplete |= files.empty();
+      for (const auto& file : files) {
+        if (auto index = load_pipeline_file(file, at)) {
+          named.push_back(*index);
+        } else {
+          incomplete = true;
+        }
       }
     }
     out_.agents.push_back(std::move(*parsed.value));
     agent_named_.push_back(std::move(named));
+    agent_incomplete_.push_back(incomplete);
   }
 
   // The files a `pipelines` pattern matches, relative to the agent file's directory.
@@ -166,7 +189,9 @@ class Loader {
   LoadedConfigs out_;
   std::map<std::string, std::optional<std::size_t>> by_path_;
   std::vector<std::size_t> direct_;
+  bool direct_failed_ = false;  // a pipeline file given directly did not load
   std::vector<std::vector<std::size_t>> agent_named_;  // parallel to out_.agents
+  std::vector<bool> agent_incomplete_;                 // a pipeline it names did not load
 };
 
 }  // namespace

@@ -9,11 +9,11 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define VOW_ASSERT(cond, fmt, ...)                                                                 \
-  do {                                                                                             \
-    if (!(cond)) [[unlikely]] {                                                                    \
-      std::fprintf(stderr, "vow: bug: %s:%d: assertion failed: %s: " fmt "\n", __FILE__, __LINE__, \
-                   #cond __VA_OPT__(, ) __VA_ARGS__);                                              \
-      std::abort();                                                                                \
-    }                                                                                              \
+#define VOW_ASSERT(cond, fmt, ...)                                                       \
+  do {                                                                                   \
+    if (!(cond)) [[unlikely]] {                                                          \
+      std::fprintf(stderr, "vow: bug: %s:%d: assertion failed: %s: " fmt "\n", __FILE__, \
+                   __LINE__, #cond __VA_OPT__(, ) __VA_ARGS__);                          \
+      std::abort();                                                                      \
+    }                                                                                    \
   } while (0)

@@ -8,8 +8,6 @@
 // Value type; Hasher is not thread-safe (one per thread), not copyable.
 #pragma once
 
-#include <sodium.h>
-
 #include <array>
 #include <compare>
 #include <cstddef>
@@ -19,6 +17,8 @@
 #include <string>
 #include <string_view>
 
+#include <sodium.h>
+
 namespace vow {
 
 struct Digest {
@@ -26,8 +26,8 @@ struct Digest {
   std::array<std::uint8_t, kSize> bytes{};
 
   bool is_zero() const;
-  std::string hex() const;        // 64 lowercase hex digits
-  std::string short_hex() const;  // first 12 hex digits, for humans
+  std::string hex() const;            // 64 lowercase hex digits
+  std::string short_hex() const;      // first 12 hex digits, for humans
   static std::optional<Digest> from_hex(std::string_view hex);
   auto operator<=>(const Digest&) const = default;
 };
@@ -44,7 +44,7 @@ class Hasher {
   // Length-prefixed (u64 little-endian) string, for unambiguous canonical encodings.
   void update_field(std::string_view data);
   void update_u64(std::uint64_t v);  // little-endian
-  Digest finish();                   // may be called once
+  Digest finish();  // may be called once
 
  private:
   crypto_generichash_state state_;

@@ -110,6 +110,7 @@ std::optional<Stage> decode_stage(std::string_view canonical) {
   return s;
 }
 
+
 }  // namespace
 
 std::string Location::to_string() const {
@@ -178,7 +179,9 @@ std::string canonical_pipeline(const Pipeline& pipeline) {
   return out;
 }
 
-Digest pipeline_digest(const Pipeline& pipeline) { return blake2b(canonical_pipeline(pipeline)); }
+Digest pipeline_digest(const Pipeline& pipeline) {
+  return blake2b(canonical_pipeline(pipeline));
+}
 
 Result<Pipeline> parse_canonical_pipeline(std::string_view canonical) {
   auto corrupt = [](std::string why) {

@@ -39,8 +39,8 @@ struct Diagnostic {
 // output ("split.shards"). The input's local name (VOW_IN_<name>) is the source
 // name or the output name.
 struct InputRef {
-  std::string stage;  // empty for a source
-  std::string name;   // source name, or output name of `stage`
+  std::string stage;   // empty for a source
+  std::string name;    // source name, or output name of `stage`
   bool is_source() const { return stage.empty(); }
   std::string local_name() const { return name; }
   std::string to_string() const { return is_source() ? name : stage + "." + name; }
@@ -64,8 +64,8 @@ struct Stage {
   std::int64_t timeout_ms = 0;      // 0: no timeout
   int retries = 0;                  // extra attempts after a failure
   std::map<std::string, std::string> env;
-  Location where;  // the [[stage]] header
-  Digest digest;   // stage_digest(*this), filled by the parser
+  Location where;                   // the [[stage]] header
+  Digest digest;                    // stage_digest(*this), filled by the parser
 };
 
 struct Pipeline {
@@ -73,7 +73,7 @@ struct Pipeline {
   std::vector<Source> sources;
   std::vector<Stage> stages;  // in topological order after parsing
   std::string file;
-  Digest digest;  // pipeline_digest(*this), filled by the parser
+  Digest digest;              // pipeline_digest(*this), filled by the parser
 
   const Stage* find_stage(std::string_view name) const;
   const Source* find_source(std::string_view name) const;
@@ -106,12 +106,12 @@ struct SourceDecl {
 
 struct AgentConfig {
   std::string name;
-  std::string listen;              // "tcp://HOST:PORT"
-  std::vector<std::string> peers;  // seed endpoints
+  std::string listen;                  // "tcp://HOST:PORT"
+  std::vector<std::string> peers;      // seed endpoints
   std::string state_dir;
-  std::vector<std::string> pipelines;      // paths or globs of pipeline files
-  std::string control;                     // control endpoint; empty: ipc in state_dir
-  std::string http;                        // "HOST:PORT"; empty: no HTTP listener
+  std::vector<std::string> pipelines;  // paths or globs of pipeline files
+  std::string control;                 // control endpoint; empty: ipc in state_dir
+  std::string http;                    // "HOST:PORT"; empty: no HTTP listener
   std::vector<std::string> trust_keys;     // agent ids or hex public keys
   std::vector<std::string> trust_clients;  // read-only query clients
   std::vector<PromiseDecl> promises;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -108,6 +109,7 @@ class Checker {
       const auto& src = p_.sources[i];
       Location at = span_or(spans_.sources, i, src.where);
       check_name(at, "source", src.name);
+      source_names_.insert(src.name);
       auto [it, fresh] = seen.emplace(src.name, at);
       if (!fresh) {
         error(at,
@@ -118,6 +120,7 @@ class Checker {
     for (std::size_t i = 0; i < p_.stages.size(); ++i) {
       const auto& st = p_.stages[i];
       check_name(stage_name_at(i), "stage", st.name);
+      stage_index_.emplace(st.name, i);
       auto [it, fresh] = seen.emplace(st.name, stage_name_at(i));
       if (!fresh) {
         error(stage_name_at(i),
@@ -126,38 +129,52 @@ class Checker {
     }
   }
 
+  // "did you mean" for a word among candidates. A suggestion costs an edit distance per
+  // candidate, so a pathological pipeline (thousands of dangling inputs among thousands
+  // of outputs) gets only the first few, and none from a huge candidate list.
+  std::string suggest(std::string_view word, const std::vector<std::string>& candidates) {
+    constexpr std::size_t kMaxSuggestionCandidates = 2000;
+    if (suggestions_left_ == 0 || candidates.size() > kMaxSuggestionCandidates) return "";
+    --suggestions_left_;
+    return did_you_mean(word, candidates);
+  }
+
+  // Every "stage.output" of the pipeline, built once.
+  const std::vector<std::string>& all_outputs() {
+    if (!all_outputs_) {
+      all_outputs_.emplace();
+      for (const auto& s : p_.stages) {
+        for (const auto& o : s.outputs) all_outputs_->push_back(s.name + "." + o);
+      }
+    }
+    return *all_outputs_;
+  }
+
   // Resolves input j of stage i; returns the producing stage's index, if a stage.
   std::optional<std::size_t> resolve_input(std::size_t i, std::size_t j) {
     const InputRef& in = p_.stages[i].inputs[j];
     Location at = input_at(i, j);
     if (in.is_source()) {
-      if (p_.find_source(in.name)) return std::nullopt;
-      std::vector<std::string> names;
-      for (const auto& s : p_.sources) names.push_back(s.name);
-      for (const auto& s : p_.stages) {
-        for (const auto& o : s.outputs) names.push_back(s.name + "." + o);
-      }
+      if (source_names_.count(in.name)) return std::nullopt;
+      std::vector<std::string> names(source_names_.begin(), source_names_.end());
+      names.insert(names.end(), all_outputs().begin(), all_outputs().end());
       error(at, "input '" + in.name + "' names no source of pipeline '" + p_.name + "'" +
-                    did_you_mean(in.name, names));
+                    suggest(in.name, names));
       return std::nullopt;
     }
-    std::size_t k = 0;
-    while (k < p_.stages.size() && p_.stages[k].name != in.stage) ++k;
-    if (k == p_.stages.size()) {
-      std::vector<std::string> names;
-      for (const auto& s : p_.stages) {
-        for (const auto& o : s.outputs) names.push_back(s.name + "." + o);
-      }
+    auto stage = stage_index_.find(in.stage);
+    if (stage == stage_index_.end()) {
       error(at, "input '" + in.to_string() + "' names no stage '" + in.stage + "'" +
-                    did_you_mean(in.to_string(), names));
+                    suggest(in.to_string(), all_outputs()));
       return std::nullopt;
     }
+    std::size_t k = stage->second;
     const auto& outs = p_.stages[k].outputs;
     if (std::find(outs.begin(), outs.end(), in.name) == outs.end()) {
       std::vector<std::string> names;
       for (const auto& o : outs) names.push_back(in.stage + "." + o);
       error(at, "input '" + in.to_string() + "': stage '" + in.stage + "' has no output '" +
-                    in.name + "'" + did_you_mean(in.to_string(), names));
+                    in.name + "'" + suggest(in.to_string(), names));
       return std::nullopt;
     }
     return k;
@@ -208,7 +225,7 @@ class Checker {
       error(sp ? span_or(sp->foreach, st.where) : st.where,
             "foreach '" + st.foreach->to_string() + "' is not one of the inputs of stage '" +
                 st.name + "' (" + (list.empty() ? "it has none" : "inputs: " + list) + ")" +
-                did_you_mean(st.foreach->to_string(), names));
+                suggest(st.foreach->to_string(), names));
     }
   }
 
@@ -280,6 +297,10 @@ class Checker {
   Pipeline& p_;
   const PipelineSpans& spans_;
   std::vector<Diagnostic>& errors_;
+  std::set<std::string> source_names_;
+  std::map<std::string, std::size_t> stage_index_;  // first stage of each name
+  std::optional<std::vector<std::string>> all_outputs_;
+  int suggestions_left_ = 100;
 };
 
 }  // namespace

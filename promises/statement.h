@@ -127,9 +127,9 @@ struct JobResult {
   std::vector<NamedArtifact> inputs;   // by local input name
   std::vector<NamedArtifact> outputs;  // by output name; empty on failure
   bool ok = false;
-  std::int32_t exit_status = 0;      // exit code, or 128+signal
-  std::string error;                 // human reason on failure ("output 'x' missing")
-  std::int64_t started_unix_ms = 0;  // wall clock, for humans only
+  std::int32_t exit_status = 0;        // exit code, or 128+signal
+  std::string error;                   // human reason on failure ("output 'x' missing")
+  std::int64_t started_unix_ms = 0;    // wall clock, for humans only
   std::int64_t ended_unix_ms = 0;
   std::optional<Digest> stdout_digest;
   std::optional<Digest> stderr_digest;
@@ -146,9 +146,9 @@ struct Accept {
   JobRef job;
   std::uint32_t epoch = 0;
   struct Binding {
-    std::string input;  // local input name
+    std::string input;        // local input name
     Digest digest;
-    AgentKey producer;  // author of the result (or source version) used
+    AgentKey producer;        // author of the result (or source version) used
     std::uint64_t producer_seq = 0;
     bool operator==(const Binding&) const = default;
   };

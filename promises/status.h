@@ -54,7 +54,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit on purpose
+  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit on purpose
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be ok
 
   bool is_ok() const { return std::holds_alternative<T>(v_); }

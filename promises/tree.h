@@ -58,8 +58,8 @@ Result<Digest> tree_digest(std::vector<TreeEntry> entries);
 struct ArtifactRef {
   Digest digest;
   bool is_tree = false;
-  std::uint64_t size_bytes = 0;    // file: length; tree: sum of file lengths
-  std::vector<TreeEntry> entries;  // trees only, sorted by name
+  std::uint64_t size_bytes = 0;          // file: length; tree: sum of file lengths
+  std::vector<TreeEntry> entries;        // trees only, sorted by name
   bool operator==(const ArtifactRef&) const = default;
 };
 

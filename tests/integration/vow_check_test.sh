@@ -80,6 +80,15 @@ expect 1 "^$tmp/agent.toml:[0-9]+:9: promise for stage 'wordcount/merj'.*did you
   -- "$vow" check "$tmp/agent.toml"
 expect 1 "^$tmp/missing.toml: cannot read" -- "$vow" check "$tmp/missing.toml"
 
+# An agent file whose pipeline file is broken: the pipeline's errors, not a second error
+# for each promise of the pipeline that did not load.
+mkdir "$tmp/b"
+cp "$ex/agent-a.toml" "$tmp/b/"
+printf '[pipeline]\nname = "wordcount"\n[[stage]]\nname = "x"\noutputs = []\nrun = 3\n' \
+  >"$tmp/b/wordcount.toml"
+expect 1 "^$tmp/b/wordcount.toml:6:7: 'run' in \[\[stage\]\] must be a string" -- "$vow" check "$tmp/b/agent-a.toml"
+expect 1 '^1 error$' -- "$vow" check "$tmp/b/agent-a.toml"
+
 # graph
 expect 0 '^  stage count [0-9a-f]{12}, one job per entry of split.shards$' -- "$vow" graph "$ex"/wordcount.toml
 expect 0 '"wordcount/stage/split" -> "wordcount/stage/count" \[label="shards", style=bold\]' \
