@@ -165,8 +165,8 @@ TEST_CASE("crash: SIGKILL at random moments loses nothing committed") {
     }
     CAPTURE(kill);
     std::string state = dir->path() + "/state";
-    int after_lines = static_cast<int>(rng() % 5);
-    auto delay = std::chrono::microseconds(rng() % 20'000);
+    int after_lines = static_cast<int>(rng() % 4);
+    auto delay = std::chrono::microseconds(rng() % 15'000);
     std::string out = run_and_kill(helper, state, rng(), after_lines, delay);
     parse(out, reported);
     check_state(state, reported);
