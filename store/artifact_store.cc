@@ -85,43 +85,75 @@ Status ArtifactReader::verify_whole() {
 
 class StoreWriter final : public ArtifactWriter {
  public:
-  StoreWriter(ArtifactStore& store, ArtifactKind kind, std::string tmp,
-              std::unique_ptr<WritableFile> file)
-      : store_(store), kind_(kind), tmp_(std::move(tmp)), file_(std::move(file)) {}
+  StoreWriter(ArtifactStore& store, ArtifactKind kind, const WriterOptions& options,
+              std::string tmp, std::unique_ptr<WritableFile> file)
+      : store_(store),
+        kind_(kind),
+        options_(options),
+        tmp_(std::move(tmp)),
+        file_(std::move(file)) {}
   ~StoreWriter() override {
-    if (!finished_) {
+    if (!installed_) {
       file_.reset();
+      reader_.reset();
       (void)store_.env_.remove_file(tmp_);
     }
   }
 
   Status append(std::span<const std::uint8_t> data) override {
-    VOW_ASSERT(!finished_, "append after commit");
+    if (installed_ || spent_) return Status::invalid("artifact writer: append after commit");
     if (kind_ == ArtifactKind::kTree) {
       if (tree_.size() + data.size() > kMaxTreeObjectBytes) {
         return Status::overloaded("tree object larger than " + std::to_string(kMaxTreeObjectBytes) +
                                   " bytes");
       }
-      tree_.append(reinterpret_cast<const char*>(data.data()), data.size());
     }
     VOW_RETURN_IF_ERROR(file_->append(data));
-    hasher_.update(data);
+    if (kind_ == ArtifactKind::kTree)
+      tree_.append(reinterpret_cast<const char*>(data.data()), data.size());
+    if (options_.hash) hasher_.update(data);
     size_ += data.size();
+    return Status::ok();
+  }
+
+  Status read_at(std::uint64_t offset, std::span<std::uint8_t> out) override {
+    if (offset > size_ || out.size() > size_ - offset) {
+      return Status::invalid("artifact writer: read past the " + std::to_string(size_) +
+                             " bytes written");
+    }
+    if (!reader_) {
+      auto r = store_.env_.open_readable(tmp_);
+      if (!r.is_ok()) return r.status();
+      reader_ = std::move(r).value();
+    }
+    while (!out.empty()) {
+      auto n = reader_->read_at(offset, out);
+      if (!n.is_ok()) return n.status();
+      if (*n == 0) return Status::io("artifact writer: " + tmp_ + " is shorter than written");
+      out = out.subspan(*n);
+      offset += *n;
+    }
     return Status::ok();
   }
 
   std::uint64_t size() const override { return size_; }
 
   Result<Digest> commit(std::optional<Digest> expected) override {
-    VOW_ASSERT(!finished_, "commit called twice");
-    Digest d = hasher_.finish();
+    if (installed_ || spent_) return Status::invalid("artifact writer: committed already");
+    if (!options_.hash && !expected) {
+      return Status::invalid("artifact writer without hashing needs the expected digest");
+    }
+    if (!digest_) digest_ = options_.hash ? hasher_.finish() : *expected;
+    Digest d = *digest_;
     if (expected && *expected != d) {
+      spent_ = true;
       return Status::corrupt("artifact " + expected->hex() + ": received content hashes to " +
                              d.hex());
     }
     if (kind_ == ArtifactKind::kTree) {
       auto entries = decode_tree(tree_);
       if (!entries.is_ok()) {
+        spent_ = true;
         return Status::corrupt("artifact " + d.hex() + ": " + entries.status().message());
       }
       for (const auto& e : *entries) {
@@ -133,24 +165,31 @@ class StoreWriter final : public ArtifactWriter {
         }
       }
     }
-    VOW_RETURN_IF_ERROR(file_->sync());
-    VOW_RETURN_IF_ERROR(file_->close());
-    Status s = store_.install(tmp_, d, kind_, size_);
-    finished_ = s.is_ok();
-    if (s.is_ok()) s = store_.flush_index();
-    if (!s.is_ok()) return s;
+    if (!synced_) {
+      VOW_RETURN_IF_ERROR(file_->sync());
+      VOW_RETURN_IF_ERROR(file_->close());
+      synced_ = true;
+    }
+    VOW_RETURN_IF_ERROR(store_.install(tmp_, d, kind_, size_));
+    installed_ = true;
+    VOW_RETURN_IF_ERROR(store_.flush_index());
     return d;
   }
 
  private:
   ArtifactStore& store_;
   ArtifactKind kind_;
+  WriterOptions options_;
   std::string tmp_;
   std::unique_ptr<WritableFile> file_;
+  std::unique_ptr<ReadableFile> reader_;  // opened on the first read_at
   Hasher hasher_;
+  std::optional<Digest> digest_;
   std::uint64_t size_ = 0;
   std::string tree_;  // tree objects only, bounded by kMaxTreeObjectBytes
-  bool finished_ = false;
+  bool synced_ = false;
+  bool installed_ = false;
+  bool spent_ = false;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -212,20 +251,18 @@ Status ArtifactStore::install(const std::string& tmp, const Digest& digest, Arti
                            artifact_kind_name((*existing)->kind) + ", not a " +
                            artifact_kind_name(kind));
   }
+  // Always rename over an existing copy: the new bytes were just hashed, the old ones
+  // may have rotted, so writing an object again is also how a corrupt one is repaired.
+  // (Hard links already handed to jobs keep the old inode.)
   std::string dest = object_path(digest, kind);
-  auto info = env_.stat(dest);
-  if (!info.is_ok()) return info.status();
-  if (info->type == FileType::kRegular) {
-    VOW_RETURN_IF_ERROR(env_.remove_file(tmp));  // already held: deduplicated
-  } else {
-    Status s = ensure_fanout(digest);
-    if (s.is_ok()) s = env_.rename(tmp, dest);
-    if (!s.is_ok()) {
-      (void)env_.remove_file(tmp);
-      return s;
-    }
-    VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects/" + digest.hex().substr(0, 2)));
+  Status s = env_.chmod(tmp, 0444);
+  if (s.is_ok()) s = ensure_fanout(digest);
+  if (s.is_ok()) s = env_.rename(tmp, dest);
+  if (!s.is_ok()) {
+    (void)env_.remove_file(tmp);
+    return s;
   }
+  VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects/" + digest.hex().substr(0, 2)));
   pending_rows_.push_back(ArtifactRecord{digest, size_bytes, kind, false, ++tick_});
   return Status::ok();
 }
@@ -238,12 +275,14 @@ Status ArtifactStore::flush_index() {
   return s;
 }
 
-Result<std::unique_ptr<ArtifactWriter>> ArtifactStore::new_writer(ArtifactKind kind) {
+Result<std::unique_ptr<ArtifactWriter>> ArtifactStore::new_writer(ArtifactKind kind,
+                                                                  const WriterOptions& options) {
   std::string tmp = new_temp_path();
-  auto file = env_.new_writable(tmp, 0444);
+  // 0644 while open so read_at can read it back; install() makes it 0444.
+  auto file = env_.new_writable(tmp, 0644);
   if (!file.is_ok()) return file.status();
   return std::unique_ptr<ArtifactWriter>(
-      new StoreWriter(*this, kind, std::move(tmp), std::move(file).value()));
+      new StoreWriter(*this, kind, options, std::move(tmp), std::move(file).value()));
 }
 
 Result<Digest> ArtifactStore::write_object(ArtifactKind kind, std::string_view data) {
@@ -577,6 +616,16 @@ Result<std::vector<ArtifactRecord>> ArtifactStore::list() {
 
 Status ArtifactStore::pin(const Digest& digest, bool pinned) {
   return index_.index_set_pinned(digest, pinned);
+}
+
+Status ArtifactStore::remove(const Digest& digest) {
+  auto rec = require(digest);
+  if (!rec.is_ok()) return rec.status();
+  VOW_RETURN_IF_ERROR(flush());
+  // Row first, as in GC: a crash in between leaves an object the next open re-indexes.
+  VOW_RETURN_IF_ERROR(index_.index_remove(digest));
+  pending_touch_.erase(digest);
+  return env_.remove_file(object_path(digest, rec->kind));
 }
 
 // ---------------------------------------------------------------------------------------

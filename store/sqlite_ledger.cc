@@ -372,8 +372,8 @@ class SqliteLedger final : public Ledger {
   Status put_peer(const PeerRecord& peer) override {
     std::string endpoints;
     for (const auto& e : peer.endpoints) {
-      if (e.find('\n') != std::string::npos) {
-        return Status::invalid("peer endpoint with a newline: '" + e + "'");
+      if (e.empty() || e.find('\n') != std::string::npos) {
+        return Status::invalid("peer endpoint empty or with a newline: '" + e + "'");
       }
       if (!endpoints.empty()) endpoints.push_back('\n');
       endpoints += e;
