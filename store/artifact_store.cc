@@ -4,15 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <filesystem>
-#include <system_error>
 
 #include "promises/assert.h"
 
 namespace vow::store {
-
-// Largest tree object accepted through an ArtifactWriter (held in memory to validate).
-inline constexpr std::size_t kMaxTreeObjectBytes = 64 << 20;
 
 std::string ledger_path(const std::string& state_dir) { return state_dir + "/vow.db"; }
 std::string artifacts_root(const std::string& state_dir) { return state_dir + "/artifacts"; }
@@ -28,169 +23,6 @@ std::span<const std::uint8_t> bytes_of(std::string_view s) {
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------------------------------
-// ArtifactReader
-
-ArtifactReader::ArtifactReader(std::unique_ptr<ReadableFile> file, Digest digest,
-                               std::uint64_t size_bytes)
-    : file_(std::move(file)), digest_(digest), size_(size_bytes) {}
-
-Result<std::size_t> ArtifactReader::read_at(std::uint64_t offset, std::span<std::uint8_t> out) {
-  if (offset >= size_) return std::size_t{0};
-  std::uint64_t left = size_ - offset;
-  if (out.size() > left) out = out.subspan(0, static_cast<std::size_t>(left));
-  return file_->read_at(offset, out);
-}
-
-Result<std::size_t> ArtifactReader::read_next(std::span<std::uint8_t> out) {
-  if (done_) return std::size_t{0};
-  auto n = file_->read_at(pos_, out);
-  if (!n.is_ok()) return n.status();
-  if (*n > 0) {
-    hasher_.update(out.subspan(0, *n));
-    pos_ += *n;
-    return *n;
-  }
-  done_ = true;
-  if (pos_ != size_) {
-    return Status::corrupt("artifact " + digest_.hex() + ": size " + std::to_string(pos_) +
-                           ", expected " + std::to_string(size_));
-  }
-  if (hasher_.finish() != digest_) {
-    return Status::corrupt("artifact " + digest_.hex() + ": content does not match its digest");
-  }
-  return std::size_t{0};
-}
-
-Status ArtifactReader::verify_whole() {
-  Hasher h;
-  std::vector<std::uint8_t> buf(kCopyChunkBytes);
-  std::uint64_t off = 0;
-  for (;;) {
-    auto n = file_->read_at(off, buf);
-    if (!n.is_ok()) return n.status();
-    if (*n == 0) break;
-    h.update(std::span(buf).subspan(0, *n));
-    off += *n;
-  }
-  if (off != size_ || h.finish() != digest_) {
-    return Status::corrupt("artifact " + digest_.hex() + ": content does not match its digest");
-  }
-  return Status::ok();
-}
-
-// ---------------------------------------------------------------------------------------
-// Writer
-
-class StoreWriter final : public ArtifactWriter {
- public:
-  StoreWriter(ArtifactStore& store, ArtifactKind kind, const WriterOptions& options,
-              std::string tmp, std::unique_ptr<WritableFile> file)
-      : store_(store),
-        kind_(kind),
-        options_(options),
-        tmp_(std::move(tmp)),
-        file_(std::move(file)) {}
-  ~StoreWriter() override {
-    if (!installed_) {
-      file_.reset();
-      reader_.reset();
-      (void)store_.env_.remove_file(tmp_);
-    }
-  }
-
-  Status append(std::span<const std::uint8_t> data) override {
-    if (installed_ || spent_) return Status::invalid("artifact writer: append after commit");
-    if (kind_ == ArtifactKind::kTree) {
-      if (tree_.size() + data.size() > kMaxTreeObjectBytes) {
-        return Status::overloaded("tree object larger than " + std::to_string(kMaxTreeObjectBytes) +
-                                  " bytes");
-      }
-    }
-    VOW_RETURN_IF_ERROR(file_->append(data));
-    if (kind_ == ArtifactKind::kTree)
-      tree_.append(reinterpret_cast<const char*>(data.data()), data.size());
-    if (options_.hash) hasher_.update(data);
-    size_ += data.size();
-    return Status::ok();
-  }
-
-  Status read_at(std::uint64_t offset, std::span<std::uint8_t> out) override {
-    if (offset > size_ || out.size() > size_ - offset) {
-      return Status::invalid("artifact writer: read past the " + std::to_string(size_) +
-                             " bytes written");
-    }
-    if (!reader_) {
-      auto r = store_.env_.open_readable(tmp_);
-      if (!r.is_ok()) return r.status();
-      reader_ = std::move(r).value();
-    }
-    while (!out.empty()) {
-      auto n = reader_->read_at(offset, out);
-      if (!n.is_ok()) return n.status();
-      if (*n == 0) return Status::io("artifact writer: " + tmp_ + " is shorter than written");
-      out = out.subspan(*n);
-      offset += *n;
-    }
-    return Status::ok();
-  }
-
-  std::uint64_t size() const override { return size_; }
-
-  Result<Digest> commit(std::optional<Digest> expected) override {
-    if (installed_ || spent_) return Status::invalid("artifact writer: committed already");
-    if (!options_.hash && !expected) {
-      return Status::invalid("artifact writer without hashing needs the expected digest");
-    }
-    if (!digest_) digest_ = options_.hash ? hasher_.finish() : *expected;
-    Digest d = *digest_;
-    if (expected && *expected != d) {
-      spent_ = true;
-      return Status::corrupt("artifact " + expected->hex() + ": received content hashes to " +
-                             d.hex());
-    }
-    if (kind_ == ArtifactKind::kTree) {
-      auto entries = decode_tree(tree_);
-      if (!entries.is_ok()) {
-        spent_ = true;
-        return Status::corrupt("artifact " + d.hex() + ": " + entries.status().message());
-      }
-      for (const auto& e : *entries) {
-        auto has = store_.index_.index_get(e.digest);
-        if (!has.is_ok()) return has.status();
-        if (!has->has_value()) {
-          return Status::not_found("tree " + d.hex() + ": child '" + e.name + "' (" +
-                                   e.digest.hex() + ") is not held");
-        }
-      }
-    }
-    if (!synced_) {
-      VOW_RETURN_IF_ERROR(file_->sync());
-      VOW_RETURN_IF_ERROR(file_->close());
-      synced_ = true;
-    }
-    VOW_RETURN_IF_ERROR(store_.install(tmp_, d, kind_, size_));
-    installed_ = true;
-    VOW_RETURN_IF_ERROR(store_.flush_index());
-    return d;
-  }
-
- private:
-  ArtifactStore& store_;
-  ArtifactKind kind_;
-  WriterOptions options_;
-  std::string tmp_;
-  std::unique_ptr<WritableFile> file_;
-  std::unique_ptr<ReadableFile> reader_;  // opened on the first read_at
-  Hasher hasher_;
-  std::optional<Digest> digest_;
-  std::uint64_t size_ = 0;
-  std::string tree_;  // tree objects only, bounded by kMaxTreeObjectBytes
-  bool synced_ = false;
-  bool installed_ = false;
-  bool spent_ = false;
-};
 
 // ---------------------------------------------------------------------------------------
 // ArtifactStore: writing
@@ -273,16 +105,6 @@ Status ArtifactStore::flush_index() {
   // On failure the objects stay on disk without rows; open() indexes them again.
   pending_rows_.clear();
   return s;
-}
-
-Result<std::unique_ptr<ArtifactWriter>> ArtifactStore::new_writer(ArtifactKind kind,
-                                                                  const WriterOptions& options) {
-  std::string tmp = new_temp_path();
-  // 0644 while open so read_at can read it back; install() makes it 0444.
-  auto file = env_.new_writable(tmp, 0644);
-  if (!file.is_ok()) return file.status();
-  return std::unique_ptr<ArtifactWriter>(
-      new StoreWriter(*this, kind, options, std::move(tmp), std::move(file).value()));
 }
 
 Result<Digest> ArtifactStore::write_object(ArtifactKind kind, std::string_view data) {
@@ -626,96 +448,6 @@ Status ArtifactStore::remove(const Digest& digest) {
   VOW_RETURN_IF_ERROR(index_.index_remove(digest));
   pending_touch_.erase(digest);
   return env_.remove_file(object_path(digest, rec->kind));
-}
-
-// ---------------------------------------------------------------------------------------
-// ArtifactStore: materializing
-
-Status ArtifactStore::materialize(const Digest& digest, const std::string& dest,
-                                  const MaterializeOptions& options) {
-  auto rec = require(digest);
-  if (!rec.is_ok()) return rec.status();
-  auto info = env_.stat(dest);
-  if (!info.is_ok()) return info.status();
-  if (info->type != FileType::kMissing) {
-    return Status::invalid("materialize " + digest.short_hex() + ": " + dest + " already exists");
-  }
-  if (rec->kind == ArtifactKind::kFile) return materialize_file(digest, dest, false, options);
-  return materialize_tree(digest, dest, 0, options);
-}
-
-Status ArtifactStore::materialize_file(const Digest& digest, const std::string& dest,
-                                       bool executable, const MaterializeOptions& options) {
-  auto rec = require(digest);
-  if (!rec.is_ok()) return rec.status();
-  if (rec->kind != ArtifactKind::kFile) {
-    return Status::corrupt("artifact " + digest.hex() + " is a tree where a file was expected");
-  }
-  auto reader = open_reader(digest);
-  if (!reader.is_ok()) return reader.status();
-  std::string src = object_path(digest, ArtifactKind::kFile);
-  if (!executable) {
-    // The object's inode (mode 0444) is shared: verify it once, then link.
-    if (options.verify) VOW_RETURN_IF_ERROR((*reader)->verify_whole());
-    auto linked = env_.link(src, dest);
-    if (!linked.is_ok()) return linked.status();
-    if (*linked) return Status::ok();
-  }
-  auto out = env_.new_writable(dest, executable ? 0555 : 0444);
-  if (!out.is_ok()) return out.status();
-  std::vector<std::uint8_t> buf(kCopyChunkBytes);
-  Status s;
-  for (;;) {
-    auto n = (*reader)->read_next(buf);  // verifies at the end
-    if (!n.is_ok()) {
-      s = n.status();
-      break;
-    }
-    if (*n == 0) break;
-    s = (*out)->append(std::span<const std::uint8_t>(buf).subspan(0, *n));
-    if (!s.is_ok()) break;
-  }
-  if (s.is_ok()) s = (*out)->close();
-  if (s.is_ok()) s = env_.chmod(dest, executable ? 0555 : 0444);  // umask may have cut bits
-  if (!s.is_ok()) {
-    out->reset();
-    (void)env_.remove_file(dest);
-  }
-  return s;
-}
-
-Status ArtifactStore::materialize_tree(const Digest& digest, const std::string& dest, int depth,
-                                       const MaterializeOptions& options) {
-  if (depth > kMaxTreeDepth) return Status::corrupt("tree " + digest.hex() + " nested too deep");
-  auto entries = read_tree(digest);
-  if (!entries.is_ok()) return entries.status();
-  VOW_RETURN_IF_ERROR(env_.make_dir(dest, 0755));
-  for (const auto& e : *entries) {
-    std::string child = dest + "/" + e.name;
-    if (e.kind == EntryKind::kTree) {
-      VOW_RETURN_IF_ERROR(materialize_tree(e.digest, child, depth + 1, options));
-    } else {
-      VOW_RETURN_IF_ERROR(
-          materialize_file(e.digest, child, e.kind == EntryKind::kExecutable, options));
-    }
-  }
-  return env_.chmod(dest, 0555);
-}
-
-Status make_writable_recursive(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  auto st = fs::symlink_status(path, ec);
-  if (ec || st.type() != fs::file_type::directory) return Status::ok();
-  fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-  if (ec) return Status::io("chmod " + path + ": " + ec.message());
-  for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->symlink_status(ec).type() == fs::file_type::directory) {
-      VOW_RETURN_IF_ERROR(make_writable_recursive(it->path().string()));
-    }
-  }
-  if (ec) return Status::io("list " + path + ": " + ec.message());
-  return Status::ok();
 }
 
 }  // namespace vow::store
