@@ -115,7 +115,8 @@ struct WriterOptions {
 };
 
 struct GcRequest {
-  // Keep at most this many bytes of objects (as far as protection allows).
+  // Keep at most this many bytes of objects (as far as protection allows); 0 removes
+  // every unprotected object.
   std::uint64_t budget_bytes = 0;
   // Needed by jobs running here (inputs, checkpoints): never removed.
   std::vector<Digest> running_inputs;
