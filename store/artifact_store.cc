@@ -4,15 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <filesystem>
-#include <system_error>
 
 #include "promises/assert.h"
 
 namespace vow::store {
-
-// Largest tree object accepted through an ArtifactWriter (held in memory to validate).
-inline constexpr std::size_t kMaxTreeObjectBytes = 64 << 20;
 
 std::string ledger_path(const std::string& state_dir) { return state_dir + "/vow.db"; }
 std::string artifacts_root(const std::string& state_dir) { return state_dir + "/artifacts"; }
@@ -28,130 +23,6 @@ std::span<const std::uint8_t> bytes_of(std::string_view s) {
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------------------------------
-// ArtifactReader
-
-ArtifactReader::ArtifactReader(std::unique_ptr<ReadableFile> file, Digest digest,
-                               std::uint64_t size_bytes)
-    : file_(std::move(file)), digest_(digest), size_(size_bytes) {}
-
-Result<std::size_t> ArtifactReader::read_at(std::uint64_t offset, std::span<std::uint8_t> out) {
-  if (offset >= size_) return std::size_t{0};
-  std::uint64_t left = size_ - offset;
-  if (out.size() > left) out = out.subspan(0, static_cast<std::size_t>(left));
-  return file_->read_at(offset, out);
-}
-
-Result<std::size_t> ArtifactReader::read_next(std::span<std::uint8_t> out) {
-  if (done_) return std::size_t{0};
-  auto n = file_->read_at(pos_, out);
-  if (!n.is_ok()) return n.status();
-  if (*n > 0) {
-    hasher_.update(out.subspan(0, *n));
-    pos_ += *n;
-    return *n;
-  }
-  done_ = true;
-  if (pos_ != size_) {
-    return Status::corrupt("artifact " + digest_.hex() + ": size " + std::to_string(pos_) +
-                           ", expected " + std::to_string(size_));
-  }
-  if (hasher_.finish() != digest_) {
-    return Status::corrupt("artifact " + digest_.hex() + ": content does not match its digest");
-  }
-  return std::size_t{0};
-}
-
-Status ArtifactReader::verify_whole() {
-  Hasher h;
-  std::vector<std::uint8_t> buf(kCopyChunkBytes);
-  std::uint64_t off = 0;
-  for (;;) {
-    auto n = file_->read_at(off, buf);
-    if (!n.is_ok()) return n.status();
-    if (*n == 0) break;
-    h.update(std::span(buf).subspan(0, *n));
-    off += *n;
-  }
-  if (off != size_ || h.finish() != digest_) {
-    return Status::corrupt("artifact " + digest_.hex() + ": content does not match its digest");
-  }
-  return Status::ok();
-}
-
-// ---------------------------------------------------------------------------------------
-// Writer
-
-class StoreWriter final : public ArtifactWriter {
- public:
-  StoreWriter(ArtifactStore& store, ArtifactKind kind, std::string tmp,
-              std::unique_ptr<WritableFile> file)
-      : store_(store), kind_(kind), tmp_(std::move(tmp)), file_(std::move(file)) {}
-  ~StoreWriter() override {
-    if (!finished_) {
-      file_.reset();
-      (void)store_.env_.remove_file(tmp_);
-    }
-  }
-
-  Status append(std::span<const std::uint8_t> data) override {
-    VOW_ASSERT(!finished_, "append after commit");
-    if (kind_ == ArtifactKind::kTree) {
-      if (tree_.size() + data.size() > kMaxTreeObjectBytes) {
-        return Status::overloaded("tree object larger than " + std::to_string(kMaxTreeObjectBytes) +
-                                  " bytes");
-      }
-      tree_.append(reinterpret_cast<const char*>(data.data()), data.size());
-    }
-    VOW_RETURN_IF_ERROR(file_->append(data));
-    hasher_.update(data);
-    size_ += data.size();
-    return Status::ok();
-  }
-
-  std::uint64_t size() const override { return size_; }
-
-  Result<Digest> commit(std::optional<Digest> expected) override {
-    VOW_ASSERT(!finished_, "commit called twice");
-    Digest d = hasher_.finish();
-    if (expected && *expected != d) {
-      return Status::corrupt("artifact " + expected->hex() + ": received content hashes to " +
-                             d.hex());
-    }
-    if (kind_ == ArtifactKind::kTree) {
-      auto entries = decode_tree(tree_);
-      if (!entries.is_ok()) {
-        return Status::corrupt("artifact " + d.hex() + ": " + entries.status().message());
-      }
-      for (const auto& e : *entries) {
-        auto has = store_.index_.index_get(e.digest);
-        if (!has.is_ok()) return has.status();
-        if (!has->has_value()) {
-          return Status::not_found("tree " + d.hex() + ": child '" + e.name + "' (" +
-                                   e.digest.hex() + ") is not held");
-        }
-      }
-    }
-    VOW_RETURN_IF_ERROR(file_->sync());
-    VOW_RETURN_IF_ERROR(file_->close());
-    Status s = store_.install(tmp_, d, kind_, size_);
-    finished_ = s.is_ok();
-    if (s.is_ok()) s = store_.flush_index();
-    if (!s.is_ok()) return s;
-    return d;
-  }
-
- private:
-  ArtifactStore& store_;
-  ArtifactKind kind_;
-  std::string tmp_;
-  std::unique_ptr<WritableFile> file_;
-  Hasher hasher_;
-  std::uint64_t size_ = 0;
-  std::string tree_;  // tree objects only, bounded by kMaxTreeObjectBytes
-  bool finished_ = false;
-};
 
 // ---------------------------------------------------------------------------------------
 // ArtifactStore: writing
@@ -212,20 +83,18 @@ Status ArtifactStore::install(const std::string& tmp, const Digest& digest, Arti
                            artifact_kind_name((*existing)->kind) + ", not a " +
                            artifact_kind_name(kind));
   }
+  // Always rename over an existing copy: the new bytes were just hashed, the old ones
+  // may have rotted, so writing an object again is also how a corrupt one is repaired.
+  // (Hard links already handed to jobs keep the old inode.)
   std::string dest = object_path(digest, kind);
-  auto info = env_.stat(dest);
-  if (!info.is_ok()) return info.status();
-  if (info->type == FileType::kRegular) {
-    VOW_RETURN_IF_ERROR(env_.remove_file(tmp));  // already held: deduplicated
-  } else {
-    Status s = ensure_fanout(digest);
-    if (s.is_ok()) s = env_.rename(tmp, dest);
-    if (!s.is_ok()) {
-      (void)env_.remove_file(tmp);
-      return s;
-    }
-    VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects/" + digest.hex().substr(0, 2)));
+  Status s = env_.chmod(tmp, 0444);
+  if (s.is_ok()) s = ensure_fanout(digest);
+  if (s.is_ok()) s = env_.rename(tmp, dest);
+  if (!s.is_ok()) {
+    (void)env_.remove_file(tmp);
+    return s;
   }
+  VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects/" + digest.hex().substr(0, 2)));
   pending_rows_.push_back(ArtifactRecord{digest, size_bytes, kind, false, ++tick_});
   return Status::ok();
 }
@@ -236,14 +105,6 @@ Status ArtifactStore::flush_index() {
   // On failure the objects stay on disk without rows; open() indexes them again.
   pending_rows_.clear();
   return s;
-}
-
-Result<std::unique_ptr<ArtifactWriter>> ArtifactStore::new_writer(ArtifactKind kind) {
-  std::string tmp = new_temp_path();
-  auto file = env_.new_writable(tmp, 0444);
-  if (!file.is_ok()) return file.status();
-  return std::unique_ptr<ArtifactWriter>(
-      new StoreWriter(*this, kind, std::move(tmp), std::move(file).value()));
 }
 
 Result<Digest> ArtifactStore::write_object(ArtifactKind kind, std::string_view data) {
@@ -579,94 +440,14 @@ Status ArtifactStore::pin(const Digest& digest, bool pinned) {
   return index_.index_set_pinned(digest, pinned);
 }
 
-// ---------------------------------------------------------------------------------------
-// ArtifactStore: materializing
-
-Status ArtifactStore::materialize(const Digest& digest, const std::string& dest,
-                                  const MaterializeOptions& options) {
+Status ArtifactStore::remove(const Digest& digest) {
   auto rec = require(digest);
   if (!rec.is_ok()) return rec.status();
-  auto info = env_.stat(dest);
-  if (!info.is_ok()) return info.status();
-  if (info->type != FileType::kMissing) {
-    return Status::invalid("materialize " + digest.short_hex() + ": " + dest + " already exists");
-  }
-  if (rec->kind == ArtifactKind::kFile) return materialize_file(digest, dest, false, options);
-  return materialize_tree(digest, dest, 0, options);
-}
-
-Status ArtifactStore::materialize_file(const Digest& digest, const std::string& dest,
-                                       bool executable, const MaterializeOptions& options) {
-  auto rec = require(digest);
-  if (!rec.is_ok()) return rec.status();
-  if (rec->kind != ArtifactKind::kFile) {
-    return Status::corrupt("artifact " + digest.hex() + " is a tree where a file was expected");
-  }
-  auto reader = open_reader(digest);
-  if (!reader.is_ok()) return reader.status();
-  std::string src = object_path(digest, ArtifactKind::kFile);
-  if (!executable) {
-    // The object's inode (mode 0444) is shared: verify it once, then link.
-    if (options.verify) VOW_RETURN_IF_ERROR((*reader)->verify_whole());
-    auto linked = env_.link(src, dest);
-    if (!linked.is_ok()) return linked.status();
-    if (*linked) return Status::ok();
-  }
-  auto out = env_.new_writable(dest, executable ? 0555 : 0444);
-  if (!out.is_ok()) return out.status();
-  std::vector<std::uint8_t> buf(kCopyChunkBytes);
-  Status s;
-  for (;;) {
-    auto n = (*reader)->read_next(buf);  // verifies at the end
-    if (!n.is_ok()) {
-      s = n.status();
-      break;
-    }
-    if (*n == 0) break;
-    s = (*out)->append(std::span<const std::uint8_t>(buf).subspan(0, *n));
-    if (!s.is_ok()) break;
-  }
-  if (s.is_ok()) s = (*out)->close();
-  if (s.is_ok()) s = env_.chmod(dest, executable ? 0555 : 0444);  // umask may have cut bits
-  if (!s.is_ok()) {
-    out->reset();
-    (void)env_.remove_file(dest);
-  }
-  return s;
-}
-
-Status ArtifactStore::materialize_tree(const Digest& digest, const std::string& dest, int depth,
-                                       const MaterializeOptions& options) {
-  if (depth > kMaxTreeDepth) return Status::corrupt("tree " + digest.hex() + " nested too deep");
-  auto entries = read_tree(digest);
-  if (!entries.is_ok()) return entries.status();
-  VOW_RETURN_IF_ERROR(env_.make_dir(dest, 0755));
-  for (const auto& e : *entries) {
-    std::string child = dest + "/" + e.name;
-    if (e.kind == EntryKind::kTree) {
-      VOW_RETURN_IF_ERROR(materialize_tree(e.digest, child, depth + 1, options));
-    } else {
-      VOW_RETURN_IF_ERROR(
-          materialize_file(e.digest, child, e.kind == EntryKind::kExecutable, options));
-    }
-  }
-  return env_.chmod(dest, 0555);
-}
-
-Status make_writable_recursive(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  auto st = fs::symlink_status(path, ec);
-  if (ec || st.type() != fs::file_type::directory) return Status::ok();
-  fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-  if (ec) return Status::io("chmod " + path + ": " + ec.message());
-  for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->symlink_status(ec).type() == fs::file_type::directory) {
-      VOW_RETURN_IF_ERROR(make_writable_recursive(it->path().string()));
-    }
-  }
-  if (ec) return Status::io("list " + path + ": " + ec.message());
-  return Status::ok();
+  VOW_RETURN_IF_ERROR(flush());
+  // Row first, as in GC: a crash in between leaves an object the next open re-indexes.
+  VOW_RETURN_IF_ERROR(index_.index_remove(digest));
+  pending_touch_.erase(digest);
+  return env_.remove_file(object_path(digest, rec->kind));
 }
 
 }  // namespace vow::store

@@ -81,20 +81,42 @@ class ArtifactReader {
   bool done_ = false;
 };
 
-// Receives an object in pieces (a transfer from a peer), hashing as it writes.
-// commit() makes it visible; destroying an uncommitted writer removes the temporary.
+// Receives an object in pieces (a transfer from a peer), hashing as it writes, into a
+// temporary in tmp/. commit() makes it visible; destroying an uncommitted writer removes
+// the temporary. A writer outlives a failed transfer, so the agent can resume it from
+// size() with another holder (transport's ChunkSink maps onto write_at/read_at/commit).
+// Not thread-safe; must not outlive its ArtifactStore.
 class ArtifactWriter {
  public:
   virtual ~ArtifactWriter() = default;
   virtual Status append(std::span<const std::uint8_t> data) = 0;
+  // append() at an explicit offset, which must be size() (kInvalid otherwise).
+  Status write_at(std::uint64_t offset, std::span<const std::uint8_t> data) {
+    if (offset != size()) {
+      return Status::invalid("artifact writer: write at " + std::to_string(offset) + ", but " +
+                             std::to_string(size()) + " bytes are written");
+    }
+    return append(data);
+  }
+  // Reads back bytes already written: [offset, offset + out.size()) within size().
+  virtual Status read_at(std::uint64_t offset, std::span<std::uint8_t> out) = 0;
   virtual std::uint64_t size() const = 0;
   // Syncs, checks the digest against `expected` (if given: kCorrupt on mismatch, and
-  // nothing is stored), and moves the object into place. Call once.
+  // nothing is stored), and moves the object into place. After a kCorrupt the writer is
+  // spent (destroy it); after another error commit may be retried.
   virtual Result<Digest> commit(std::optional<Digest> expected) = 0;
 };
 
+struct WriterOptions {
+  // false: do not hash; the caller has verified the bytes itself (transport's stream
+  // checks the digest of every fetch) and commit() must be given the digest, which it
+  // trusts. Saves a second hash pass on the hand-off path.
+  bool hash = true;
+};
+
 struct GcRequest {
-  // Keep at most this many bytes of objects (as far as protection allows).
+  // Keep at most this many bytes of objects (as far as protection allows); 0 removes
+  // every unprotected object.
   std::uint64_t budget_bytes = 0;
   // Needed by jobs running here (inputs, checkpoints): never removed.
   std::vector<Digest> running_inputs;
@@ -135,7 +157,8 @@ class ArtifactStore {
   // for bad names or an entry whose kind does not match the stored child).
   Result<Digest> put_tree(std::vector<TreeEntry> entries);
   // Starts receiving a file or tree object in pieces.
-  Result<std::unique_ptr<ArtifactWriter>> new_writer(ArtifactKind kind);
+  Result<std::unique_ptr<ArtifactWriter>> new_writer(ArtifactKind kind,
+                                                     const WriterOptions& options = {});
 
   // The whole object, verified (kNotFound if not held, kCorrupt naming the digest).
   Result<std::string> read(const Digest& digest);
@@ -155,6 +178,9 @@ class ArtifactStore {
   Result<bool> has(const Digest& digest);
   Result<std::vector<ArtifactRecord>> list();  // least recently used first
   Status pin(const Digest& digest, bool pinned = true);
+  // Drops an object (index row, then file) whatever protects it: for an object found
+  // corrupt, before fetching it again. kNotFound if not held.
+  Status remove(const Digest& digest);
   Result<GcReport> gc(const GcRequest& request);
   // Writes pending use ticks to the index.
   Status flush();

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <filesystem>
 
 #include "store/sqlite_ledger.h"
@@ -206,6 +207,66 @@ TEST_CASE("artifacts: chunked reader and writer verify digests") {
   auto good = (*w2)->commit(blake2b("abc"));
   REQUIRE(good.is_ok());
   CHECK(*f.store->read(*good) == "abc");
+}
+
+TEST_CASE("artifacts: a writer resumes at its size and can trust a verified digest") {
+  Fixture f;
+  auto bytes = [](std::string_view s) {
+    return std::span(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
+  };
+  auto w = f.store->new_writer(ArtifactKind::kFile);
+  REQUIRE(w.is_ok());
+  REQUIRE((*w)->write_at(0, bytes("hello, ")).is_ok());
+  // A resumed transfer must continue exactly where the bytes end.
+  CHECK((*w)->write_at(3, bytes("xx")).code() == StatusCode::kInvalid);
+  CHECK((*w)->write_at(9, bytes("xx")).code() == StatusCode::kInvalid);
+  std::array<std::uint8_t, 5> back{};
+  REQUIRE((*w)->read_at(0, back).is_ok());
+  CHECK(std::string(back.begin(), back.end()) == "hello");
+  CHECK((*w)->read_at(5, back).code() == StatusCode::kInvalid);  // past what is written
+  REQUIRE((*w)->write_at(7, bytes("world")).is_ok());
+  auto d = (*w)->commit(std::nullopt);
+  REQUIRE(d.is_ok());
+  CHECK(*d == blake2b("hello, world"));
+  CHECK(*f.store->read(*d) == "hello, world");
+
+  // Without hashing, the caller's digest is required and trusted.
+  auto t = f.store->new_writer(ArtifactKind::kFile, WriterOptions{.hash = false});
+  REQUIRE(t.is_ok());
+  REQUIRE((*t)->append(bytes("trusted")).is_ok());
+  CHECK((*t)->commit(std::nullopt).status().code() == StatusCode::kInvalid);
+  auto td = (*t)->commit(blake2b("trusted"));
+  REQUIRE(td.is_ok());
+  CHECK(*f.store->read(*td) == "trusted");
+
+  // A tree received in pieces must decode and name only held children.
+  std::string enc = *encode_tree({{"c", EntryKind::kFile, blake2b("not held")}});
+  auto tw = f.store->new_writer(ArtifactKind::kTree);
+  REQUIRE((*tw)->append(bytes(enc)).is_ok());
+  CHECK((*tw)->commit(blake2b(enc)).status().code() == StatusCode::kNotFound);
+  REQUIRE(f.store->put_bytes("not held").is_ok());
+  auto tree = (*tw)->commit(blake2b(enc));  // retried once the child is held
+  REQUIRE_MESSAGE(tree.is_ok(), tree.status().to_string());
+  CHECK(f.store->read_tree(*tree)->size() == 1);
+}
+
+TEST_CASE("artifacts: a corrupt object is repaired by writing it again, or removed") {
+  Fixture f;
+  auto d = f.store->put_bytes("precious");
+  REQUIRE(d.is_ok());
+  std::string path = f.store->object_path(*d, ArtifactKind::kFile);
+  REQUIRE(::chmod(path.c_str(), 0644) == 0);
+  write_file(path, "prec1ous", 0444);
+  CHECK(f.store->read(*d).status().code() == StatusCode::kCorrupt);
+  REQUIRE(f.store->put_bytes("precious").is_ok());
+  CHECK(*f.store->read(*d) == "precious");
+  CHECK(mode_of(path) == 0444);
+
+  REQUIRE(f.store->pin(*d).is_ok());
+  REQUIRE(f.store->remove(*d).is_ok());
+  CHECK(!*f.store->has(*d));
+  CHECK(!std::filesystem::exists(path));
+  CHECK(f.store->remove(*d).code() == StatusCode::kNotFound);
 }
 
 TEST_CASE("artifacts: open indexes objects a crash left unindexed and clears temporaries") {

@@ -5,6 +5,9 @@
 //   B <seq>      a batch of key 2's statements up to <seq> inserted
 //   A <hex>      file artifact stored
 //   T <hex>      tree artifact (of earlier files) stored
+//   g            a GC starts (it may remove any artifact reported so far)
+//   R <hex>      the GC removed this artifact
+//   G            the GC finished
 // The crash test (crash_test.cc) kills it with SIGKILL at random moments and checks that
 // everything reported survived and the store is consistent.
 #include <unistd.h>
@@ -56,6 +59,9 @@ int main(int argc, char** argv) {
   for (std::uint64_t i = 0; i < rounds; ++i) {
     auto next = (*ledger)->own_next_seq();
     if (!next.is_ok()) die(next.status());
+    // The phase follows the persisted own seq, so batches, trees and GCs keep coming
+    // even though each run is killed after a few rounds.
+    const std::uint64_t round = *next - 1;
     auto st = testing::make_statement(me, *next, "own " + std::to_string(rng()));
     if (Status s = (*ledger)->append_own(st); !s.is_ok()) die(s);
     report("S " + std::to_string(*next));
@@ -67,7 +73,7 @@ int main(int argc, char** argv) {
     files.push_back(*d);
     report("A " + d->hex());
 
-    if (i % 4 == 3) {
+    if (round % 4 == 3) {
       std::vector<StoredStatement> batch;
       for (int k = 0; k < 5; ++k) {
         batch.push_back(
@@ -83,6 +89,17 @@ int main(int argc, char** argv) {
       auto t = (*store)->put_tree(entries);
       if (!t.is_ok()) die(t.status());
       report("T " + t->hex());
+    }
+
+    if (round % 8 == 7) {
+      report("g");
+      GcRequest req;
+      req.budget_bytes = 256 << 10;
+      auto gc = (*store)->gc(req);
+      if (!gc.is_ok()) die(gc.status());
+      for (const auto& d : gc->removed) report("R " + d.hex());
+      report("G");
+      files.clear();  // trees are made only from files written since
     }
   }
   return 0;

@@ -169,8 +169,8 @@ class MemoryLedger final : public Ledger {
 
   Status put_peer(const PeerRecord& peer) override {
     for (const auto& e : peer.endpoints) {
-      if (e.find('\n') != std::string::npos) {
-        return Status::invalid("peer endpoint with a newline: '" + e + "'");
+      if (e.empty() || e.find('\n') != std::string::npos) {
+        return Status::invalid("peer endpoint empty or with a newline: '" + e + "'");
       }
     }
     peers_[peer.id] = peer;

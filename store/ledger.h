@@ -68,7 +68,7 @@ struct RunningJob {
 
 struct PeerRecord {
   AgentKey id;
-  std::vector<std::string> endpoints;  // no newlines in an endpoint
+  std::vector<std::string> endpoints;  // each non-empty, without newlines
   std::int64_t last_seen_unix_ms = 0;
   bool operator==(const PeerRecord&) const = default;
 };

@@ -156,6 +156,8 @@ TEST_CASE("ledger: running jobs, peers and the artifact index") {
     CHECK(l.peers()->front() == p);
     PeerRecord bad{TestKey(6).public_key, {"tcp://a\n"}, 1};
     CHECK(l.put_peer(bad).code() == StatusCode::kInvalid);
+    PeerRecord empty{TestKey(6).public_key, {"", "tcp://c:3"}, 1};
+    CHECK(l.put_peer(empty).code() == StatusCode::kInvalid);
 
     ArtifactRecord r{digest_of("art"), 10, ArtifactKind::kFile, false, 5};
     REQUIRE(l.index_put(std::span(&r, 1)).is_ok());

@@ -22,6 +22,10 @@ rc=$?
 name=$(basename "$obj")
 echo "$out" | grep -q "^corrupt: artifact $name: " || fail "damaged artifact not named: $out"
 
+json=$("$vow" fsck --state-dir "$dir/state" --json)
+[ $? -eq 1 ] || fail "--json with a damaged artifact: want exit 1"
+echo "$json" | grep -q '"kind": "corrupt"' || fail "--json does not list the problem: $json"
+
 "$vow" fsck >/dev/null 2>&1
 rc=$?
 [ $rc -eq 2 ] || fail "missing --state-dir: exit $rc, want 2"

@@ -1,0 +1,99 @@
+// ArtifactStore::materialize: artifacts into a job's work directory, read-only.
+#include <filesystem>
+#include <system_error>
+
+#include "store/artifact_store.h"
+
+namespace vow::store {
+
+// ---------------------------------------------------------------------------------------
+// ArtifactStore: materializing
+
+Status ArtifactStore::materialize(const Digest& digest, const std::string& dest,
+                                  const MaterializeOptions& options) {
+  auto rec = require(digest);
+  if (!rec.is_ok()) return rec.status();
+  auto info = env_.stat(dest);
+  if (!info.is_ok()) return info.status();
+  if (info->type != FileType::kMissing) {
+    return Status::invalid("materialize " + digest.short_hex() + ": " + dest + " already exists");
+  }
+  if (rec->kind == ArtifactKind::kFile) return materialize_file(digest, dest, false, options);
+  return materialize_tree(digest, dest, 0, options);
+}
+
+Status ArtifactStore::materialize_file(const Digest& digest, const std::string& dest,
+                                       bool executable, const MaterializeOptions& options) {
+  auto rec = require(digest);
+  if (!rec.is_ok()) return rec.status();
+  if (rec->kind != ArtifactKind::kFile) {
+    return Status::corrupt("artifact " + digest.hex() + " is a tree where a file was expected");
+  }
+  auto reader = open_reader(digest);
+  if (!reader.is_ok()) return reader.status();
+  std::string src = object_path(digest, ArtifactKind::kFile);
+  if (!executable) {
+    // The object's inode (mode 0444) is shared: verify it once, then link.
+    if (options.verify) VOW_RETURN_IF_ERROR((*reader)->verify_whole());
+    auto linked = env_.link(src, dest);
+    if (!linked.is_ok()) return linked.status();
+    if (*linked) return Status::ok();
+  }
+  auto out = env_.new_writable(dest, executable ? 0555 : 0444);
+  if (!out.is_ok()) return out.status();
+  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  Status s;
+  for (;;) {
+    auto n = (*reader)->read_next(buf);  // verifies at the end
+    if (!n.is_ok()) {
+      s = n.status();
+      break;
+    }
+    if (*n == 0) break;
+    s = (*out)->append(std::span<const std::uint8_t>(buf).subspan(0, *n));
+    if (!s.is_ok()) break;
+  }
+  if (s.is_ok()) s = (*out)->close();
+  if (s.is_ok()) s = env_.chmod(dest, executable ? 0555 : 0444);  // umask may have cut bits
+  if (!s.is_ok()) {
+    out->reset();
+    (void)env_.remove_file(dest);
+  }
+  return s;
+}
+
+Status ArtifactStore::materialize_tree(const Digest& digest, const std::string& dest, int depth,
+                                       const MaterializeOptions& options) {
+  if (depth > kMaxTreeDepth) return Status::corrupt("tree " + digest.hex() + " nested too deep");
+  auto entries = read_tree(digest);
+  if (!entries.is_ok()) return entries.status();
+  VOW_RETURN_IF_ERROR(env_.make_dir(dest, 0755));
+  for (const auto& e : *entries) {
+    std::string child = dest + "/" + e.name;
+    if (e.kind == EntryKind::kTree) {
+      VOW_RETURN_IF_ERROR(materialize_tree(e.digest, child, depth + 1, options));
+    } else {
+      VOW_RETURN_IF_ERROR(
+          materialize_file(e.digest, child, e.kind == EntryKind::kExecutable, options));
+    }
+  }
+  return env_.chmod(dest, 0555);
+}
+
+Status make_writable_recursive(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto st = fs::symlink_status(path, ec);
+  if (ec || st.type() != fs::file_type::directory) return Status::ok();
+  fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
+  if (ec) return Status::io("chmod " + path + ": " + ec.message());
+  for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->symlink_status(ec).type() == fs::file_type::directory) {
+      VOW_RETURN_IF_ERROR(make_writable_recursive(it->path().string()));
+    }
+  }
+  if (ec) return Status::io("list " + path + ": " + ec.message());
+  return Status::ok();
+}
+
+}  // namespace vow::store
