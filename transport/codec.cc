@@ -463,6 +463,22 @@ struct BodyWriter {
     o.setCapacity(h.capacity);
     o.setActiveClaims(h.active_claims);
     o.setHighestSeq(h.highest_seq);
+    auto claims = o.initClaims(static_cast<unsigned>(h.claims.size()));
+    for (unsigned i = 0; i < claims.size(); ++i) {
+      claims[i].setJob(data_of(h.claims[i].first.bytes));
+      claims[i].setEpoch(h.claims[i].second);
+    }
+    o.setVvSum(h.vv_sum);
+    o.setHoldingsIncarnation(h.holdings_incarnation);
+    o.setHoldingsVersion(h.holdings_version);
+  }
+  void operator()(const HaveRequest&) { b.initHaveRequest(); }
+  void operator()(const Have& h) {
+    auto o = b.initHave();
+    o.setIncarnation(h.incarnation);
+    o.setVersion(h.version);
+    auto l = o.initDigests(static_cast<unsigned>(h.digests.size()));
+    for (unsigned i = 0; i < l.size(); ++i) l.set(i, data_of(h.digests[i].bytes));
   }
   void operator()(const StatementMsg& s) { put_signed(b.initStatement(), s.signed_statement); }
   void operator()(const LedgerRequest& r) {
@@ -532,7 +548,17 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
     }
     case B::HEARTBEAT: {
       auto o = b.getHeartbeat();
-      return Heartbeat{o.getRunning(), o.getCapacity(), o.getActiveClaims(), o.getHighestSeq()};
+      Heartbeat h{
+          o.getRunning(), o.getCapacity(), o.getActiveClaims(), o.getHighestSeq(), {}, 0, 0, 0};
+      auto claims = o.getClaims();
+      check_list(claims, "heartbeat claims");
+      for (auto c : claims) {
+        h.claims.emplace_back(digest_of(c.getJob(), "heartbeat claim"), c.getEpoch());
+      }
+      h.vv_sum = o.getVvSum();
+      h.holdings_incarnation = o.getHoldingsIncarnation();
+      h.holdings_version = o.getHoldingsVersion();
+      return h;
     }
     case B::STATEMENT:
       return StatementMsg{get_signed(b.getStatement()), {}};
@@ -574,6 +600,19 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       auto o = b.getControlResponse();
       return ControlResponse{o.getRequestId(), o.getOk(), str(o.getJson()), str(o.getError())};
     }
+    case B::HAVE_REQUEST:
+      return HaveRequest{};
+    case B::HAVE: {
+      auto o = b.getHave();
+      Have h;
+      h.incarnation = o.getIncarnation();
+      h.version = o.getVersion();
+      auto l = o.getDigests();
+      check_list(l, "have digests");
+      h.digests.reserve(l.size());
+      for (auto d : l) h.digests.push_back(digest_of(d, "have digest"));
+      return h;
+    }
   }
   bad("unknown message kind " + std::to_string(static_cast<int>(b.which())));
 }
@@ -582,8 +621,9 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
 
 const char* message_kind_name(const MessageBody& body) {
   static constexpr const char* kNames[] = {
-      "hello", "heartbeat", "statement",   "ledger-request",  "ledger-batch",    "fetch-request",
-      "chunk", "credit",    "fetch-error", "control-request", "control-response"};
+      "hello", "heartbeat", "statement",   "ledger-request",  "ledger-batch",     "fetch-request",
+      "chunk", "credit",    "fetch-error", "control-request", "control-response", "have-request",
+      "have"};
   static_assert(std::size(kNames) == std::variant_size_v<MessageBody>);
   return kNames[body.index()];
 }

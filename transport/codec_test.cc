@@ -85,7 +85,10 @@ TEST_CASE("every message kind round trips") {
   VersionVector vv{{id.key(), 9}, {testing::identity_of(2).key(), 3}};
   std::vector<MessageBody> bodies = {
       Hello{id.key(), "node-a", {"tcp://a:1"}, 1, vv},
-      Heartbeat{1, 4, 2, 99},
+      Heartbeat{1, 4, 2, 99, {}, 0, 0, 0},
+      Heartbeat{1, 4, 1, 99, {{digest_of("job"), 3}}, 12, 5, 6},
+      HaveRequest{},
+      Have{5, 6, {digest_of("a"), digest_of("b")}},
       StatementMsg{*st, {}},
       LedgerRequest{vv},
       LedgerBatch{{*st, *st}, {}, true},
@@ -128,7 +131,7 @@ TEST_CASE("a flipped bit anywhere in a statement is caught") {
 
 TEST_CASE("frames: truncated, oversized, wrong version and garbage are classified") {
   Identity id = testing::identity_of(1);
-  auto frame = encode_message(Message{kProtocolVersion, Heartbeat{1, 2, 3, 4}});
+  auto frame = encode_message(Message{kProtocolVersion, Heartbeat{1, 2, 3, 4, {}, 0, 0, 0}});
   REQUIRE(frame);
   DecodeError err;
   for (std::size_t n = 0; n < frame->size(); ++n) {

@@ -63,7 +63,7 @@ TEST_CASE("two agents exchange signed statements both ways over CURVE") {
   CHECK(b.t->counters().zap_allowed >= 1);
   CHECK(b.t->counters().handshakes_ok >= 1);
   // A broadcast reaches every linked peer.
-  CHECK(b.t->broadcast(Message{kProtocolVersion, Heartbeat{1, 2, 0, 1}}) == 1);
+  CHECK(b.t->broadcast(Message{kProtocolVersion, Heartbeat{1, 2, 0, 1, {}, 0, 0, 0}}) == 1);
   REQUIRE(loop.run_until([&] { return loop.inbox[a.t.get()].size() == 2; }));
   CHECK(std::get<Heartbeat>(loop.inbox[a.t.get()][1].message.body).capacity == 2);
 }

@@ -39,6 +39,10 @@ struct Heartbeat {
   std::uint32_t capacity = 0;
   std::uint32_t active_claims = 0;
   std::uint64_t highest_seq = 0;
+  std::vector<std::pair<Digest, std::uint32_t>> claims;  // (job, epoch) without a result
+  std::uint64_t vv_sum = 0;
+  std::uint64_t holdings_incarnation = 0;
+  std::uint64_t holdings_version = 0;
   bool operator==(const Heartbeat&) const = default;
 };
 
@@ -110,9 +114,21 @@ struct ControlResponse {
   bool operator==(const ControlResponse&) const = default;
 };
 
+struct HaveRequest {
+  bool operator==(const HaveRequest&) const = default;
+};
+
+// The artifacts the sender holds (all of them), at a holdings version.
+struct Have {
+  std::uint64_t incarnation = 0;
+  std::uint64_t version = 0;
+  std::vector<Digest> digests;
+  bool operator==(const Have&) const = default;
+};
+
 using MessageBody =
     std::variant<Hello, Heartbeat, StatementMsg, LedgerRequest, LedgerBatch, FetchRequest, Chunk,
-                 Credit, FetchError, ControlRequest, ControlResponse>;
+                 Credit, FetchError, ControlRequest, ControlResponse, HaveRequest, Have>;
 
 struct Message {
   std::uint32_t protocol_version = kProtocolVersion;

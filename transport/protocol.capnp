@@ -37,6 +37,8 @@ struct Envelope {
     fetchError @9 :FetchError;
     controlRequest @10 :ControlRequest;
     controlResponse @11 :ControlResponse;
+    haveRequest @12 :HaveRequest;
+    have @13 :Have;
   }
 }
 
@@ -67,6 +69,26 @@ struct Heartbeat {
   capacity @1 :UInt32;                # jobs it may run at once (sum over its promises)
   activeClaims @2 :UInt32;            # claims it holds that have no result yet
   highestSeq @3 :UInt64;              # sender's own latest statement sequence
+  claims @4 :List(ActiveClaim);       # the claims it holds that have no result yet
+  vvSum @5 :UInt64;                   # sum of the sender's version vector: a cheap
+                                      # "my ledger changed" signal that triggers a sync
+  holdingsIncarnation @6 :UInt64;     # with holdingsVersion: the version of the set of
+  holdingsVersion @7 :UInt64;         # artifacts it holds; a change asks for a Have
+
+  struct ActiveClaim {
+    job @0 :Data;                     # job id digest
+    epoch @1 :UInt32;
+  }
+}
+
+# "Tell me which artifacts you hold" (answered with Have).
+struct HaveRequest {}
+
+# The complete set of artifacts the sender holds, at a holdings version.
+struct Have {
+  incarnation @0 :UInt64;             # changes when the sender restarts
+  version @1 :UInt64;                 # increases when its set changes
+  digests @2 :List(Data);             # 32-byte digests
 }
 
 # ---------------------------------------------------------------------------------
