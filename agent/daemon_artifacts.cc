@@ -1,0 +1,351 @@
+// Hand-off and replication of artifacts between agents (DESIGN.md 4.7), and sources
+// (4.3). Bytes stream over the transport into a file under STATE/incoming; the
+// background worker then imports it into the store, which hashes it again, so nothing
+// enters the store that does not match its name. A tree arrives as its encoding first,
+// then each child the store lacks; the tree is stored once all its children are.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "agent/daemon_internal.h"
+
+namespace fs = std::filesystem;
+
+namespace vow::agent {
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Serves a stored object by positional reads (the receiver verifies the digest).
+class FileSource final : public transport::ChunkSource {
+ public:
+  FileSource(int fd, std::uint64_t size) : fd_(fd), size_(size) {}
+  ~FileSource() override { ::close(fd_); }
+  std::uint64_t size() const override { return size_; }
+  Status read(std::uint64_t offset, std::span<std::uint8_t> out) override {
+    std::size_t done = 0;
+    while (done < out.size()) {
+      ssize_t n = ::pread(fd_, out.data() + done, out.size() - done,
+                          static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Status::io("read of a stored object failed");
+      done += static_cast<std::size_t>(n);
+    }
+    return Status::ok();
+  }
+
+ private:
+  int fd_;
+  std::uint64_t size_;
+};
+
+class StoreProvider final : public transport::ArtifactProvider {
+ public:
+  explicit StoreProvider(std::string root) : root_(std::move(root)) {}
+  Result<std::unique_ptr<transport::ChunkSource>> open(const Digest& artifact) override {
+    for (auto kind : {store::ArtifactKind::kFile, store::ArtifactKind::kTree}) {
+      std::string path = store::object_path(root_, artifact, kind);
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      struct stat st {};
+      if (::fstat(fd, &st) != 0) {
+        ::close(fd);
+        return Status::io("stat " + path + ": " + errno_text());
+      }
+      return std::unique_ptr<transport::ChunkSource>(
+          new FileSource(fd, static_cast<std::uint64_t>(st.st_size)));
+    }
+    return Status::not_found("artifact " + artifact.hex() + " is not held here");
+  }
+
+ private:
+  std::string root_;
+};
+
+class FileSink final : public transport::ChunkSink {
+ public:
+  static Result<std::unique_ptr<transport::ChunkSink>> create(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return Status::io("open " + path + ": " + errno_text());
+    return std::unique_ptr<transport::ChunkSink>(new FileSink(fd, path));
+  }
+  ~FileSink() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Status write(std::uint64_t offset, std::span<const std::uint8_t> data) override {
+    std::size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done,
+                           static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Status::io("write " + path_ + ": " + errno_text());
+      done += static_cast<std::size_t>(n);
+    }
+    return Status::ok();
+  }
+  Status read(std::uint64_t offset, std::span<std::uint8_t> out) override {
+    std::size_t done = 0;
+    while (done < out.size()) {
+      ssize_t n = ::pread(fd_, out.data() + done, out.size() - done,
+                          static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Status::io("read " + path_ + ": short");
+      done += static_cast<std::size_t>(n);
+    }
+    return Status::ok();
+  }
+  Status finish(std::uint64_t total_bytes) override {
+    if (::ftruncate(fd_, static_cast<off_t>(total_bytes)) != 0) {
+      return Status::io("truncate " + path_ + ": " + errno_text());
+    }
+    return Status::ok();
+  }
+  void abort(const Status&) override { ::unlink(path_.c_str()); }
+
+ private:
+  FileSink(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  int fd_;
+  std::string path_;
+};
+
+constexpr std::string_view kTreeTag = "vow-tree-v1\n";
+
+}  // namespace
+
+std::unique_ptr<transport::ArtifactProvider> make_store_provider(const std::string& state_dir) {
+  return std::make_unique<StoreProvider>(store::artifacts_root(state_dir));
+}
+
+void Daemon::Impl::fetch_artifact(const Digest& digest, std::vector<AgentKey> holders,
+                                  bool replicate) {
+  if (fetches.count(digest)) return;
+  Fetch f;
+  f.digest = digest;
+  std::erase(holders, identity->key());
+  f.holders = std::move(holders);
+  f.replicate = replicate;
+  if (auto it = is_tree.find(digest); it != is_tree.end()) f.is_tree = it->second;
+  auto [it, inserted] = fetches.emplace(digest, std::move(f));
+  fetch_next_holder(it->second, Status::ok());
+}
+
+void Daemon::Impl::fetch_next_holder(Fetch& f, const Status& why) {
+  if (!why.is_ok()) log->info("fetch of {}: {}", f.digest.short_hex(), why.to_string());
+  std::string dir = state_dir + "/incoming";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  while (f.holder < f.holders.size()) {
+    AgentKey peer = f.holders[f.holder++];
+    f.part_path = dir + "/" + f.digest.hex() + ".part";
+    auto sink = FileSink::create(f.part_path);
+    if (!sink.is_ok()) break;
+    auto sid = transport->fetch(peer, f.digest, 0, std::nullopt, std::move(sink).value(), now_ms());
+    if (sid.is_ok()) {
+      f.stream_id = *sid;
+      fetch_by_stream[*sid] = f.digest;
+      return;
+    }
+    log->info("fetch of {} from {}: {}", f.digest.short_hex(),
+              transport::agent_id(peer).substr(0, 12), sid.status().to_string());
+  }
+  fetch_stored(f.digest, Status::unavailable("no holder could send artifact " + f.digest.hex()));
+}
+
+void Daemon::Impl::on_fetch_outcome(const transport::FetchOutcome& outcome) {
+  auto sit = fetch_by_stream.find(outcome.stream_id);
+  if (sit == fetch_by_stream.end()) return;
+  Digest digest = sit->second;
+  fetch_by_stream.erase(sit);
+  auto it = fetches.find(digest);
+  if (it == fetches.end()) return;
+  Fetch& f = it->second;
+  if (!outcome.status.is_ok()) {
+    fetch_next_holder(f, outcome.status);
+    return;
+  }
+  // Verified by the stream; now into the store, off the loop.
+  Worker* w = worker.get();
+  std::string part = f.part_path;
+  std::optional<bool> tree_hint = f.is_tree;
+  (void)background->submit([this, w, digest, part, tree_hint]() -> std::function<void()> {
+    std::string head;
+    {
+      std::ifstream in(part, std::ios::binary);
+      head.resize(kTreeTag.size());
+      in.read(head.data(), static_cast<std::streamsize>(head.size()));
+      head.resize(static_cast<std::size_t>(in.gcount()));
+    }
+    bool tree = tree_hint.value_or(head == kTreeTag);
+    if (!tree) {
+      auto ref = w->artifacts->import_path(part);
+      ::unlink(part.c_str());
+      Status s = ref.is_ok() ? Status::ok() : ref.status();
+      if (s.is_ok() && ref->digest != digest) {
+        s = Status::corrupt("artifact " + digest.hex() + " arrived with digest " +
+                            ref->digest.hex());
+      }
+      return [this, digest, s] { fetch_stored(digest, s); };
+    }
+    std::ifstream in(part, std::ios::binary);
+    std::string encoding((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ::unlink(part.c_str());
+    auto entries = decode_tree(encoding);
+    if (!entries.is_ok() || blake2b(encoding) != digest) {
+      Status s = Status::corrupt("tree " + digest.hex() + " arrived malformed");
+      return [this, digest, s] { fetch_stored(digest, s); };
+    }
+    std::vector<std::pair<Digest, bool>> missing;
+    for (const auto& e : *entries) {
+      auto has = w->artifacts->has(e.digest);
+      if (!has.is_ok() || !*has) missing.emplace_back(e.digest, e.kind == EntryKind::kTree);
+    }
+    return [this, digest, entries = std::move(entries).value(), missing] {
+      auto fit = fetches.find(digest);
+      if (fit == fetches.end()) return;
+      fit->second.tree_entries = entries;
+      for (const auto& [child, is_child_tree] : missing) {
+        fit->second.waiting_children.insert(child);
+        is_tree[child] = is_child_tree;
+      }
+      if (missing.empty()) {
+        store_fetched(digest);
+        return;
+      }
+      std::vector<AgentKey> holders = fit->second.holders;
+      for (const auto& [child, is_child_tree] : missing) {
+        bool existing = fetches.count(child) > 0;
+        fetch_artifact(child, holders, false);
+        auto cit = fetches.find(child);
+        if (cit != fetches.end()) cit->second.parents.push_back(digest);
+        (void)existing;
+      }
+    };
+  });
+}
+
+// A tree whose children are all held: store its encoding.
+void Daemon::Impl::store_fetched(const Digest& digest) {
+  auto it = fetches.find(digest);
+  if (it == fetches.end() || !it->second.tree_entries) return;
+  Worker* w = worker.get();
+  auto entries = *it->second.tree_entries;
+  (void)background->submit([this, w, digest, entries]() -> std::function<void()> {
+    auto d = w->artifacts->put_tree(entries);
+    Status s = d.is_ok() ? Status::ok() : d.status();
+    if (s.is_ok() && *d != digest) s = Status::corrupt("tree " + digest.hex() + " rebuilt wrong");
+    return [this, digest, s] { fetch_stored(digest, s); };
+  });
+}
+
+void Daemon::Impl::fetch_stored(const Digest& digest, const Status& status) {
+  auto it = fetches.find(digest);
+  if (it == fetches.end()) return;
+  Fetch f = std::move(it->second);
+  fetches.erase(it);
+  for (const auto& parent : f.parents) {
+    auto pit = fetches.find(parent);
+    if (pit == fetches.end()) continue;
+    if (!status.is_ok()) {
+      fetch_stored(parent, status);
+      continue;
+    }
+    pit->second.waiting_children.erase(digest);
+    if (pit->second.waiting_children.empty()) store_fetched(parent);
+  }
+  if (!f.parents.empty()) return;
+  if (status.is_ok()) {
+    log->debug("artifact {} fetched", digest.short_hex());
+    carry_out(core->artifact_fetched(digest));
+  } else {
+    log->warn("artifact {} not fetched: {}", digest.short_hex(), status.to_string());
+    carry_out(core->artifact_fetch_failed(digest));
+  }
+}
+
+// ---- sources ----
+
+namespace {
+
+// Names, sizes, modes and modification times under a path: a cheap test for change
+// before the path is hashed again.
+std::string fingerprint(const std::string& path) {
+  Hasher h;
+  std::error_code ec;
+  auto add = [&](const fs::path& p) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) return;
+    h.update_field(p.string());
+    h.update_u64(static_cast<std::uint64_t>(st.st_size));
+    h.update_u64(static_cast<std::uint64_t>(st.st_mode));
+    h.update_u64(static_cast<std::uint64_t>(st.st_mtim.tv_sec));
+    h.update_u64(static_cast<std::uint64_t>(st.st_mtim.tv_nsec));
+  };
+  add(path);
+  if (fs::is_directory(path, ec)) {
+    std::vector<fs::path> all;
+    for (auto it = fs::recursive_directory_iterator(path, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      all.push_back(it->path());
+    }
+    std::sort(all.begin(), all.end());
+    for (const auto& p : all) add(p);
+  }
+  return h.finish().hex();
+}
+
+}  // namespace
+
+void Daemon::Impl::start_sources() {
+  for (const auto& decl : config.sources) {
+    WatchedSource w;
+    w.decl = decl;
+    w.path = decl.path;
+    sources.push_back(std::move(w));
+  }
+  poll_sources();
+}
+
+void Daemon::Impl::poll_sources() {
+  std::int64_t now = now_ms();
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    WatchedSource& src = sources[i];
+    if (src.importing || now < src.next_check_ms) continue;
+    if (!src.fingerprint.empty() && !src.decl.watch) continue;
+    src.importing = true;
+    Worker* w = worker.get();
+    std::string path = src.path;
+    std::string old = src.fingerprint;
+    (void)background->submit([this, w, i, path, old]() -> std::function<void()> {
+      std::string fp = fingerprint(path);
+      if (fp == old) {
+        return [this, i] {
+          sources[i].importing = false;
+          sources[i].next_check_ms = now_ms() + kSourcePollMs;
+        };
+      }
+      auto ref = w->artifacts->import_path(path);
+      return [this, i, fp, ref] {
+        WatchedSource& s = sources[i];
+        s.importing = false;
+        s.next_check_ms = now_ms() + kSourcePollMs;
+        if (!ref.is_ok()) {
+          log->error("source {}/{} at {}: {}", s.decl.pipeline, s.decl.source, s.path,
+                     ref.status().to_string());
+          return;
+        }
+        s.fingerprint = fp;
+        is_tree[ref->digest] = ref->is_tree;
+        for (const auto& e : ref->entries) is_tree[e.digest] = e.kind == EntryKind::kTree;
+        log->info("source {}/{} snapshot {} ({} bytes)", s.decl.pipeline, s.decl.source,
+                  ref->digest.short_hex(), ref->size_bytes);
+        carry_out(core->source_snapshot(s.decl.pipeline, s.decl.source, *ref));
+      };
+    });
+  }
+}
+
+}  // namespace vow::agent
