@@ -185,7 +185,7 @@ struct Transport::Impl {
   Status send_bytes(const AgentKey& peer, std::string_view frame) {
     zmq_msg_t msg;
     zmq_msg_init_size(&msg, frame.size());
-    std::memcpy(zmq_msg_data(&msg), frame.data(), frame.size());
+    if (!frame.empty()) std::memcpy(zmq_msg_data(&msg), frame.data(), frame.size());
     return send_msg(peer, &msg);
   }
 

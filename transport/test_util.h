@@ -121,7 +121,7 @@ struct MemorySink final : ChunkSink {
   std::shared_ptr<State> state = std::make_shared<State>();
   Status write(std::uint64_t offset, std::span<const std::uint8_t> data) override {
     if (state->bytes.size() < offset + data.size()) state->bytes.resize(offset + data.size());
-    std::memcpy(state->bytes.data() + offset, data.data(), data.size());
+    if (!data.empty()) std::memcpy(state->bytes.data() + offset, data.data(), data.size());
     return Status::ok();
   }
   Status read(std::uint64_t offset, std::span<std::uint8_t> out) override {

@@ -72,7 +72,7 @@ void Validator::reject(RejectReason reason, const AgentKey& peer, std::string_vi
   ++counts_[i];
   if (!log_) return;
   LogWindow& w = log_windows_[i];
-  if (now_ms_ - w.start_ms >= kLogWindowMs || w.start_ms == INT64_MIN) {
+  if (w.start_ms == INT64_MIN || now_ms_ - w.start_ms >= kLogWindowMs) {
     if (w.suppressed > 0) {
       log_(LogLevel::kWarn, "rejected " + std::to_string(w.suppressed) + " more inbound (" +
                                 reject_reason_name(reason) + ") not logged");
