@@ -94,7 +94,8 @@ nlohmann::json Daemon::Impl::status_json() {
   for (const auto& pl : pipelines) {
     for (const auto& st : pl.stages) {
       auto& c = counts[pl.name][st.name];
-      for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"}) c[k] = 0;
+      for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"})
+        c[k] = 0;
     }
   }
   for (const auto& v : core->jobs()) {
@@ -135,13 +136,17 @@ nlohmann::json Daemon::Impl::status_json() {
         counters.rejected[i];
   }
   rejected["untrusted-handshake"] = counters.zap_denied;
-  return {{"agent", {{"name", config.name}, {"id", identity->id()}, {"listen", transport->endpoint()}}},
-          {"agents", agents},
-          {"pipelines", pls},
-          {"rejected", rejected},
-          {"statements", {{"received", statements_in}, {"persisted", statements_persisted}}},
-          {"jobs_started_here", jobs_started},
-          {"jobs_adopted_here", jobs_adopted}};
+  return {
+      {"agent", {{"name", config.name}, {"id", identity->id()}, {"listen", transport->endpoint()}}},
+      {"agents", agents},
+      {"pipelines", pls},
+      {"rejected", rejected},
+      {"statements",
+       {{"received", statements_in},
+        {"persisted", statements_persisted},
+        {"duplicates", counters.duplicates}}},
+      {"jobs_started_here", jobs_started},
+      {"jobs_adopted_here", jobs_adopted}};
 }
 
 }  // namespace vow::agent

@@ -2,6 +2,7 @@
 
 #include <glob.h>
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +10,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-
-#include <spdlog/sinks/stdout_color_sinks.h>
 
 #include "agent/config_files.h"
 #include "agent/daemon_internal.h"
@@ -29,9 +28,16 @@ class Daemon::Impl::Sequences final : public transport::SequenceView {
     auto it = vv_->find(author);
     return it == vv_->end() ? 0 : it->second;
   }
+  bool holds_identical(const AgentKey& author, std::uint64_t seq,
+                       std::string_view bytes) const override {
+    auto st = ledger_->get(author, seq);
+    return st.is_ok() && st->has_value() && (*st)->bytes == bytes;
+  }
+  void set_ledger(store::Ledger* ledger) { ledger_ = ledger; }
 
  private:
   const VersionVector* vv_;
+  store::Ledger* ledger_ = nullptr;
 };
 
 store::StoredStatement to_stored(const Statement& st, const transport::SignedStatement& signed_st,
@@ -70,7 +76,8 @@ std::string resolve(const fs::path& base, const std::string& p) {
 Status load_trust(const promises::AgentConfig& cfg, const fs::path& base,
                   transport::TrustSet* trust) {
   for (const auto& k : cfg.trust_keys) VOW_RETURN_IF_ERROR(trust->add(k));
-  for (const auto& k : cfg.trust_clients) VOW_RETURN_IF_ERROR(trust->add(k, transport::PeerRole::kClient));
+  for (const auto& k : cfg.trust_clients)
+    VOW_RETURN_IF_ERROR(trust->add(k, transport::PeerRole::kClient));
   for (const auto& pattern : cfg.trust_key_files) {
     std::string full = resolve(base, pattern);
     glob_t g{};
@@ -120,7 +127,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   impl->state_dir = options.state_dir.empty() ? resolve(base, impl->config.state_dir)
                                               : fs::absolute(options.state_dir).string();
   if (impl->state_dir.empty()) {
-    return Status::invalid(options.config_path + ": no state directory ([agent] state_dir or --state-dir)");
+    return Status::invalid(options.config_path +
+                           ": no state directory ([agent] state_dir or --state-dir)");
   }
   VOW_RETURN_IF_ERROR(load_trust(impl->config, base, &impl->trust));
   for (auto& src : impl->config.sources) src.path = resolve(base, src.path);
@@ -164,8 +172,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
         auto st = transport::decode_and_verify(s.bytes, s.signature);
         if (!st.is_ok()) {
           return Status::corrupt("statement " + transport::agent_id(s.author) + "/" +
-                                 std::to_string(s.seq) + " in the ledger: " +
-                                 st.status().message() + " (run vow fsck)");
+                                 std::to_string(s.seq) +
+                                 " in the ledger: " + st.status().message() + " (run vow fsck)");
         }
         restored.statements.push_back(std::move(st).value());
         return Status::ok();
@@ -183,20 +191,29 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   for (const auto& st : restored.statements) impl->remember_refs(st);
   restored.running = impl->recover_running_jobs(restored.statements);
 
-  impl->sequences = std::make_unique<Impl::Sequences>(&impl->vv);
+  auto sequences = std::make_unique<Impl::Sequences>(&impl->vv);
+  sequences->set_ledger(impl->ledger.get());
+  impl->sequences = std::move(sequences);
   transport::TransportOptions topts;
   topts.listen = impl->config.listen;
   auto* log = impl->log.get();
-  auto t = transport::Transport::create(
-      *impl->identity, impl->trust, topts, impl->sequences.get(),
-      [log](transport::LogLevel level, std::string_view line) {
-        switch (level) {
-          case transport::LogLevel::kDebug: log->debug("{}", line); break;
-          case transport::LogLevel::kInfo: log->info("{}", line); break;
-          case transport::LogLevel::kWarn: log->warn("{}", line); break;
-          case transport::LogLevel::kError: log->error("{}", line); break;
-        }
-      });
+  auto t = transport::Transport::create(*impl->identity, impl->trust, topts, impl->sequences.get(),
+                                        [log](transport::LogLevel level, std::string_view line) {
+                                          switch (level) {
+                                            case transport::LogLevel::kDebug:
+                                              log->debug("{}", line);
+                                              break;
+                                            case transport::LogLevel::kInfo:
+                                              log->info("{}", line);
+                                              break;
+                                            case transport::LogLevel::kWarn:
+                                              log->warn("{}", line);
+                                              break;
+                                            case transport::LogLevel::kError:
+                                              log->error("{}", line);
+                                              break;
+                                          }
+                                        });
   if (!t.is_ok()) return t.status();
   impl->transport = std::move(t).value();
   impl->provider = make_store_provider(impl->state_dir);
@@ -206,7 +223,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   cc.key = impl->identity->key();
   cc.name = impl->config.name;
   cc.endpoints = {impl->transport->endpoint()};
-  for (const auto& p : impl->config.promises) cc.promises.push_back({p.pipeline, p.stage, p.capacity});
+  for (const auto& p : impl->config.promises)
+    cc.promises.push_back({p.pipeline, p.stage, p.capacity});
   for (const auto& s : impl->config.sources) cc.sources.push_back({s.pipeline, s.source});
   cc.pipelines = impl->pipelines;
   cc.timing = impl->config.timing;
@@ -390,10 +408,18 @@ void Daemon::Impl::log_events(const std::vector<promises::Event>& events) {
   for (const auto& e : events) {
     const char* kind = promises::event_kind_name(e.kind);
     switch (e.level) {
-      case promises::EventLevel::kDebug: log->debug("{}: {}", kind, e.text); break;
-      case promises::EventLevel::kInfo: log->info("{}: {}", kind, e.text); break;
-      case promises::EventLevel::kWarn: log->warn("{}: {}", kind, e.text); break;
-      case promises::EventLevel::kError: log->error("{}: {}", kind, e.text); break;
+      case promises::EventLevel::kDebug:
+        log->debug("{}: {}", kind, e.text);
+        break;
+      case promises::EventLevel::kInfo:
+        log->info("{}: {}", kind, e.text);
+        break;
+      case promises::EventLevel::kWarn:
+        log->warn("{}: {}", kind, e.text);
+        break;
+      case promises::EventLevel::kError:
+        log->error("{}: {}", kind, e.text);
+        break;
     }
   }
 }
@@ -435,7 +461,15 @@ void Daemon::Impl::rotate_seeds() {
   if (unknown.empty()) return;
   for (std::size_t i = 0; i < unmapped_seeds.size() && i < unknown.size(); ++i) {
     const AgentKey& key = unknown[(i + seed_rotation) % unknown.size()];
-    (void)transport->connect(key, unmapped_seeds[i]);
+    if (!transport->connect(key, unmapped_seeds[i]).is_ok()) continue;
+    // If the guess is right the peer answers this hello with its own, naming its
+    // endpoints, and the link is kept (handle_inbound).
+    transport::Hello h;
+    h.agent = identity->key();
+    h.name = config.name;
+    h.endpoints = {transport->endpoint()};
+    h.version_vector = vv;
+    (void)transport->send(key, transport::Message{transport::kProtocolVersion, h});
   }
   ++seed_rotation;
 }
@@ -499,8 +533,7 @@ void Daemon::Impl::handle_inbound(transport::Inbound& in) {
         } else if constexpr (std::is_same_v<T, transport::HaveRequest>) {
           carry_out(core->on_message(peer, {promises::HaveRequest{}}));
         } else if constexpr (std::is_same_v<T, transport::Have>) {
-          carry_out(
-              core->on_message(peer, {promises::Have{m.incarnation, m.version, m.digests}}));
+          carry_out(core->on_message(peer, {promises::Have{m.incarnation, m.version, m.digests}}));
         }
       },
       in.message.body);

@@ -3,18 +3,17 @@
 // the loop thread touches Impl, except `Worker`, which belongs to the background thread.
 #pragma once
 
+#include <spdlog/spdlog.h>
 #include <zmq.h>
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "agent/background.h"
 #include "agent/daemon.h"
@@ -30,11 +29,11 @@
 namespace vow::agent {
 
 // Limits (docs/agent.md).
-inline constexpr int kLoopTickMs = 10;                 // longest poll wait
-inline constexpr std::int64_t kSeedRotateMs = 1'000;   // retry a seed endpoint with another key
-inline constexpr std::int64_t kSourcePollMs = 1'000;   // watch = true: check for changes
-inline constexpr std::int64_t kKillGraceMs = 2'000;    // SIGTERM, then SIGKILL
-inline constexpr std::size_t kMaxStash = 100'000;      // signed statements awaiting persist
+inline constexpr int kLoopTickMs = 10;                // longest poll wait
+inline constexpr std::int64_t kSeedRotateMs = 1'000;  // retry a seed endpoint with another key
+inline constexpr std::int64_t kSourcePollMs = 1'000;  // watch = true: check for changes
+inline constexpr std::int64_t kKillGraceMs = 2'000;   // SIGTERM, then SIGKILL
+inline constexpr std::size_t kMaxStash = 100'000;     // signed statements awaiting persist
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
 
@@ -67,8 +66,8 @@ struct Fetch {
   std::uint64_t stream_id = 0;
   std::set<Digest> waiting_children;  // a tree waits for these before it is stored
   std::optional<std::vector<TreeEntry>> tree_entries;
-  std::string part_path;          // where the bytes arrive
-  std::vector<Digest> parents;    // trees waiting for this one
+  std::string part_path;        // where the bytes arrive
+  std::vector<Digest> parents;  // trees waiting for this one
   bool replicate = false;
 };
 

@@ -133,6 +133,16 @@ void Daemon::Impl::start_job(promises::StartJob start) {
   Status submitted = background->submit([this, w, id, inputs, in_dir]() -> std::function<void()> {
     Status s;
     for (const auto& in : inputs) {
+      // A fan-in input (the directory of every shard's output) is a tree no job wrote:
+      // make it from its children, which are held.
+      auto held = w->artifacts->has(in.artifact.digest);
+      if (held.is_ok() && !*held && in.artifact.is_tree && !in.artifact.entries.empty()) {
+        auto made = w->artifacts->put_tree(in.artifact.entries);
+        if (made.is_ok() && *made != in.artifact.digest) {
+          s = Status::corrupt("input '" + in.name + "': fan-in tree made as " + made->hex());
+          break;
+        }
+      }
       s = w->artifacts->materialize(in.artifact.digest, in_dir + "/" + in.name);
       if (!s.is_ok()) {
         s = Status(s.code(), "input '" + in.name + "': " + s.message());

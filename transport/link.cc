@@ -484,6 +484,7 @@ std::vector<FetchOutcome> Transport::take_fetch_outcomes() {
 TransportCounters Transport::counters() const {
   TransportCounters c = impl_->counters;
   c.rejected = impl_->validator.rejects();
+  c.duplicates = impl_->validator.duplicates();
   c.streams = impl_->streams->counters();
   return c;
 }

@@ -62,6 +62,7 @@ struct TransportOptions {
 
 struct TransportCounters {
   RejectCounts rejected{};
+  std::uint64_t duplicates = 0;  // statements already held byte for byte: dropped quietly
   std::uint64_t frames_in = 0;
   std::uint64_t frames_out = 0;
   std::uint64_t dropped_queue_full = 0;  // send would block: dropped (drop newest)

@@ -108,6 +108,10 @@ bool Validator::validate_statement(const SignedStatement& s, const AgentKey& pee
     return false;
   }
   std::uint64_t highest = sequences_->highest_seq(st->author);
+  if (st->seq <= highest && sequences_->holds_identical(st->author, st->seq, s.bytes)) {
+    ++duplicates_;
+    return false;
+  }
   if (st->seq <= highest) {
     RejectReason reason =
         st->seq == highest ? RejectReason::kReplayed : RejectReason::kStaleSequence;

@@ -48,6 +48,14 @@ class SequenceView {
   virtual ~SequenceView() = default;
   // Highest sequence held of `author` (0: none).
   virtual std::uint64_t highest_seq(const AgentKey& author) const = 0;
+  // True if exactly these bytes are already held as (author, seq). Anti-entropy makes
+  // such duplicates normal (a statement pushed and synced at once): they are dropped
+  // without counting as rejections. A different statement at a held seq is a replay.
+  virtual bool holds_identical(const AgentKey& author, std::uint64_t seq,
+                               std::string_view bytes) const {
+    (void)author, (void)seq, (void)bytes;
+    return false;
+  }
 };
 
 // A SequenceView that holds nothing: every sequence is new (clients, tests).
@@ -87,6 +95,8 @@ class Validator {
   const RejectCounts& rejects() const { return counts_; }
   std::uint64_t rejected(RejectReason r) const { return counts_[static_cast<std::size_t>(r)]; }
   std::uint64_t total_rejected() const;
+  // Statements already held byte for byte: dropped, not rejected.
+  std::uint64_t duplicates() const { return duplicates_; }
 
  private:
   void reject(RejectReason reason, const AgentKey& peer, std::string_view detail);
@@ -97,6 +107,7 @@ class Validator {
   LogSink log_;
   std::int64_t now_ms_ = 0;
   RejectCounts counts_{};
+  std::uint64_t duplicates_ = 0;
   struct LogWindow {
     std::int64_t start_ms = INT64_MIN;
     int lines = 0;
