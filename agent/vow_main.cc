@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   vow::agent::cli::add_graph_command(app);
   vow::agent::cli::add_fsck_command(app);
   vow::agent::cli::add_keys_command(app);
+  vow::agent::cli::add_status_command(app);
+  vow::agent::cli::add_wait_command(app);
   // CLI11 reports through exceptions; they stop here.
   try {
     app.parse(argc, argv);
@@ -32,7 +34,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "vow: " << e.what() << "\n"
-              << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph, fsck, keys; "
+              << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph, fsck, keys, status, wait; "
                  "'vow COMMAND --help' for more)\n";
     return kExitUsage;
   }

@@ -18,5 +18,9 @@ void add_graph_command(CLI::App& app);
 void add_fsck_command(CLI::App& app);
 // vow keys gen|show: an agent's identity, or a client key.
 void add_keys_command(CLI::App& app);
+// vow status [--json]: agents, pipelines, jobs by state, rejected messages.
+void add_status_command(CLI::App& app);
+// vow wait PIPELINE [--timeout D]: 0 done, 1 a job failed, 2 timeout.
+void add_wait_command(CLI::App& app);
 
 }  // namespace vow::agent::cli

@@ -1,0 +1,30 @@
+// The command line's side of the control socket: finds the local agent's socket (from
+// --agent, --state-dir or --config), sends one JSON request, and waits for the answer
+// with a deadline. Not thread-safe; one request at a time.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "promises/status.h"
+
+namespace vow::agent::cli {
+
+struct AgentAddress {
+  std::string agent;      // --agent ENDPOINT (ipc://... or a path to control.sock)
+  std::string state_dir;  // --state-dir DIR
+  std::string config;     // --config FILE (its [agent] state_dir)
+};
+
+// Adds --agent, --state-dir and --config to a subcommand.
+void add_agent_options(CLI::App* cmd, AgentAddress* address);
+
+// Sends {"method": METHOD, "args": ARGS} and returns the answer (kUnavailable if no agent
+// answers in time, kInvalid with the agent's message if it refused the request).
+Result<nlohmann::json> control_call(const AgentAddress& address, const std::string& method,
+                                    const nlohmann::json& args = nlohmann::json::object(),
+                                    int timeout_ms = 5000);
+
+}  // namespace vow::agent::cli

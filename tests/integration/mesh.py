@@ -1,0 +1,183 @@
+"""A mesh of real vowd processes on loopback, for the integration and chaos tests.
+
+Each agent gets its own state directory, a free port, an agent file written here and
+its identity from `vow keys gen`. Queries go through the `vow` command line (status
+--json), so the tests exercise what a user runs. Waits are conditions with deadlines,
+never fixed sleeps.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, message):
+    if not cond:
+        raise TestFailure(message)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, fn, timeout=30.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TestFailure(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Agent:
+    def __init__(self, mesh, name, promises, sources=(), trusted=True, timing=None):
+        self.mesh = mesh
+        self.name = name
+        self.promises = promises  # [("pipeline/stage", capacity)]
+        self.sources = sources    # [("pipeline/source", path, watch)]
+        self.port = free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.state = os.path.join(mesh.root, "state-" + name)
+        self.config = os.path.join(mesh.root, f"agent-{name}.toml")
+        self.log_path = os.path.join(mesh.root, name + ".log")
+        self.trusted = trusted
+        self.timing = timing or {}
+        self.proc = None
+        out = subprocess.run([mesh.vow, "keys", "gen", "--state-dir", self.state],
+                             check=True, capture_output=True, text=True)
+        self.id = out.stdout.strip()
+
+    def write_config(self, peers):
+        lines = ["[agent]", f'name = "{self.name}"', f'listen = "{self.endpoint}"',
+                 "peers = [" + ", ".join(f'"{p}"' for p in peers) + "]",
+                 f'state_dir = "{self.state}"',
+                 "pipelines = [" + ", ".join(f'"{p}"' for p in self.mesh.pipelines) + "]",
+                 "", "[trust]", 'key_files = ["keys/*.pub"]', ""]
+        for stage, cap in self.promises:
+            lines += ["[[promise]]", f'stage = "{stage}"', f"capacity = {cap}", ""]
+        for dataset, path, watch in self.sources:
+            lines += ["[[source]]", f'dataset = "{dataset}"', f'path = "{path}"',
+                      f"watch = {'true' if watch else 'false'}", ""]
+        if self.timing:
+            lines.append("[timing]")
+            lines += [f'{k} = "{v}"' for k, v in self.timing.items()]
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([self.mesh.vowd, "--config", self.config],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        wait_until(f"{self.name} control socket",
+                   lambda: self.proc.poll() is not None or
+                   os.path.exists(os.path.join(self.state, "control.sock")), 20)
+        check(self.proc.poll() is None, f"{self.name} exited at start: {self.tail()}")
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        if sig == signal.SIGKILL:
+            # vowd is gone; its socket file stays until the next start replaces it.
+            try:
+                os.unlink(os.path.join(self.state, "control.sock"))
+            except FileNotFoundError:
+                pass
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def vow(self, *args, check_rc=True, timeout=60):
+        p = subprocess.run([self.mesh.vow, *args, "--state-dir", self.state],
+                           capture_output=True, text=True, timeout=timeout)
+        if check_rc and p.returncode != 0:
+            raise TestFailure(f"vow {' '.join(args)} on {self.name}: rc {p.returncode}: "
+                              f"{p.stderr.strip()}")
+        return p
+
+    def status(self):
+        return json.loads(self.vow("status", "--json").stdout)
+
+    def tail(self, n=20):
+        try:
+            with open(self.log_path) as f:
+                return "".join(f.readlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+
+class Mesh:
+    def __init__(self, vow, vowd, pipelines):
+        self.vow = vow
+        self.vowd = vowd
+        self.root = tempfile.mkdtemp(prefix="vow-mesh-")
+        os.makedirs(os.path.join(self.root, "keys"))
+        self.pipelines = []
+        for p in pipelines:
+            dst = os.path.join(self.root, os.path.basename(p))
+            shutil.copy(p, dst)
+            self.pipelines.append(dst)
+        self.agents = []
+
+    def add(self, name, promises, sources=(), trusted=True, timing=None):
+        a = Agent(self, name, promises, sources, trusted, timing)
+        if trusted:
+            with open(os.path.join(self.root, "keys", name + ".pub"), "w") as f:
+                f.write(a.id + "\n")
+        self.agents.append(a)
+        return a
+
+    def start(self):
+        for a in self.agents:
+            others = [b.endpoint for b in self.agents if b is not a]
+            a.write_config(others)
+        for a in self.agents:
+            a.start()
+
+    def stop(self):
+        for a in self.agents:
+            a.kill(signal.SIGTERM if a.alive() else signal.SIGKILL)
+
+    def cleanup(self, keep=False):
+        self.stop()
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def stage_counts(status, pipeline):
+    for p in status["pipelines"]:
+        if p["name"] == pipeline:
+            return {s["name"]: s["jobs"] for s in p["stages"]}
+    return {}
+
+
+def canonical_output(status, pipeline, stage, output):
+    for p in status["pipelines"]:
+        if p["name"] != pipeline:
+            continue
+        for s in p["stages"]:
+            if s["name"] == stage and s.get("results"):
+                return s["results"][0]["outputs"].get(output)
+    return None
+
+
+def read_artifact(mesh, digest):
+    """The bytes of a file artifact, from whichever agent's store holds it."""
+    for a in mesh.agents:
+        path = os.path.join(a.state, "artifacts", "objects", digest[:2], digest)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                return f.read()
+    raise TestFailure(f"artifact {digest} is held by no agent")

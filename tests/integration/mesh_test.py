@@ -1,0 +1,248 @@
+#!/usr/bin/python3
+"""Integration tests with real vowd processes on loopback (DESIGN.md section 8).
+
+usage: mesh_test.py VOW VOWD SOURCE_ROOT SCENARIO
+Scenarios: wordcount, failover, sigterm, memo-shard, untrusted, bad-config.
+"""
+import collections
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mesh import (Mesh, TestFailure, canonical_output, check, read_artifact,  # noqa: E402
+                  stage_counts, wait_until)
+
+VOW, VOWD, ROOT = sys.argv[1:4]
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORDCOUNT = os.path.join(ROOT, "examples", "wordcount", "wordcount.toml")
+
+
+def make_corpus(dest):
+    """Regular-file copies of the licence texts every Debian machine has."""
+    os.makedirs(dest)
+    src = "/usr/share/common-licenses"
+    for name in sorted(os.listdir(src)):
+        path = os.path.join(src, name)
+        if os.path.isfile(path):
+            shutil.copy(path, os.path.join(dest, name))  # follows symbolic links
+
+
+def word_totals(directory):
+    counts = collections.Counter()
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name), "rb") as f:
+            for w in re.findall(rb"[A-Za-z]+", f.read()):
+                counts[w.lower().decode()] += 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return "".join(f"{n} {w}\n" for w, n in ranked)
+
+
+def wait_done(agent, pipeline, timeout="120s"):
+    p = agent.vow("wait", pipeline, "--timeout", timeout, check_rc=False, timeout=200)
+    check(p.returncode == 0, f"vow wait {pipeline} on {agent.name}: rc {p.returncode}: "
+          f"{p.stderr.strip()}\n{agent.tail()}")
+
+
+def started_total(mesh):
+    return sum(a.status()["jobs_started_here"] for a in mesh.agents if a.alive())
+
+
+def scenario_wordcount():
+    mesh = Mesh(VOW, VOWD, [WORDCOUNT])
+    try:
+        corpus = os.path.join(mesh.root, "corpus")
+        make_corpus(corpus)
+        a = mesh.add("a", [("wordcount/split", 1), ("wordcount/count", 2), ("wordcount/top", 1)],
+                     sources=[("wordcount/corpus", corpus, False)])
+        b = mesh.add("b", [("wordcount/split", 1), ("wordcount/count", 2),
+                           ("wordcount/merge", 1)])
+        c = mesh.add("c", [("wordcount/count", 2), ("wordcount/merge", 1), ("wordcount/top", 1)])
+        mesh.start()
+        wait_done(c, "wordcount")
+        expected = word_totals(corpus)
+        top = canonical_output(c.status(), "wordcount", "top", "report")
+        check(top, "no canonical report")
+        report = read_artifact(mesh, top).decode()
+        check(report == "".join(expected.splitlines(True)[:20]),
+              f"report differs from the shell computation:\n{report}\n---\n{expected[:400]}")
+        # The work was spread over more than one agent.
+        executors = set()
+        for ag in mesh.agents:
+            for p in ag.status()["pipelines"]:
+                for s in p["stages"]:
+                    for r in s.get("results", []):
+                        executors.add(r["executor"])
+        check(len(executors) >= 2, f"all jobs ran on one agent: {executors}")
+        # Every agent reports the same job states.
+        states = [stage_counts(ag.status(), "wordcount") for ag in mesh.agents]
+        wait_until("agents to agree on job states",
+                   lambda: all(stage_counts(ag.status(), "wordcount") == states[0]
+                               for ag in mesh.agents), 20)
+        # Restart everyone: unchanged sources run nothing again (memoized).
+        mesh.stop()
+        for ag in mesh.agents:
+            p = subprocess.run([VOW, "fsck", "--state-dir", ag.state], capture_output=True,
+                               text=True)
+            check(p.returncode == 0, f"fsck of {ag.name}: {p.stdout}{p.stderr}")
+        for ag in mesh.agents:
+            ag.start()
+        wait_done(a, "wordcount")
+        time.sleep(1.0)  # let any (wrong) job start show up; the check below is the test
+        check(started_total(mesh) == 0, "a memoized job was run again after a restart")
+    finally:
+        mesh.cleanup()
+
+
+def slow_mesh(timing=None):
+    mesh = Mesh(VOW, VOWD, [os.path.join(HERE, "slow.toml")])
+    data = os.path.join(mesh.root, "data.txt")
+    with open(data, "w") as f:
+        f.write("precious data\n" * 1000)
+    mesh.add("a", [("slow/copy", 1)], sources=[("slow/data", data, False)], timing=timing)
+    mesh.add("b", [("slow/copy", 1)], timing=timing)
+    mesh.add("c", [("slow/copy", 1)], timing=timing)
+    mesh.start()
+    return mesh, data
+
+
+def running_agent(mesh):
+    for ag in mesh.agents:
+        if ag.alive() and ag.status()["agents"][0]["running"] > 0:
+            return ag
+    return None
+
+
+def check_copy(mesh, survivor, data):
+    wait_done(survivor, "slow")
+    d = canonical_output(survivor.status(), "slow", "copy", "copy")
+    with open(data, "rb") as f:
+        check(read_artifact(mesh, d) == f.read(), "copied output differs from its input")
+
+
+def scenario_failover():
+    mesh, data = slow_mesh()
+    try:
+        victim = wait_until("a job to start", lambda: running_agent(mesh), 30)
+        victim.kill(signal.SIGKILL)
+        survivor = next(a for a in mesh.agents if a.alive())
+        check_copy(mesh, survivor, data)
+        executor = canonical_output(survivor.status(), "slow", "copy", "copy")
+        check(executor is not None, "no result")
+        # The killed agent comes back, catches up, and agrees.
+        victim.start()
+        want = stage_counts(survivor.status(), "slow")
+        wait_until("the restarted agent to catch up",
+                   lambda: stage_counts(victim.status(), "slow") == want, 30)
+    finally:
+        mesh.cleanup()
+
+
+def scenario_sigterm():
+    # Failure detection is made far too slow to explain a hand-over: only the released
+    # claim can.
+    mesh, data = slow_mesh({"heartbeat": "100ms", "suspect_after": "30s", "dead_after": "60s"})
+    try:
+        victim = wait_until("a job to start", lambda: running_agent(mesh), 30)
+        t0 = time.monotonic()
+        victim.kill(signal.SIGTERM)
+        check(victim.proc.returncode == 0, f"vowd exit status {victim.proc.returncode}")
+        survivor = next(a for a in mesh.agents if a.alive())
+        check_copy(mesh, survivor, data)
+        check(time.monotonic() - t0 < 50, "the job waited for failure detection")
+    finally:
+        mesh.cleanup()
+
+
+def scenario_memo_shard():
+    mesh = Mesh(VOW, VOWD, [os.path.join(HERE, "perfile.toml")])
+    try:
+        corpus = os.path.join(mesh.root, "corpus")
+        make_corpus(corpus)
+        mesh.add("a", [("perfile/count", 2), ("perfile/merge", 1)],
+                 sources=[("perfile/corpus", corpus, True)])
+        mesh.add("b", [("perfile/count", 2), ("perfile/merge", 1)])
+        mesh.start()
+        a = mesh.agents[0]
+        wait_done(a, "perfile")
+        before = started_total(mesh)
+        files = len(os.listdir(corpus))
+        check(before == files + 1, f"{before} jobs for {files} files and a merge")
+        with open(os.path.join(corpus, sorted(os.listdir(corpus))[0]), "a") as f:
+            f.write("\nzyzzyva zyzzyva\n")
+        wait_until("the changed shard and the merge to run",
+                   lambda: started_total(mesh) >= before + 2, 60)
+        wait_done(a, "perfile")
+        time.sleep(1.0)
+        check(started_total(mesh) == before + 2,
+              f"{started_total(mesh) - before} jobs ran for one changed file (want 2)")
+        totals = read_artifact(mesh, canonical_output(a.status(), "perfile", "merge", "totals"))
+        check(b"2 zyzzyva\n" in totals, "the merge does not include the change")
+    finally:
+        mesh.cleanup()
+
+
+def scenario_untrusted():
+    mesh, data = slow_mesh({"heartbeat": "100ms", "suspect_after": "300ms",
+                            "dead_after": "600ms"})
+    try:
+        # An agent with a key nobody trusts, promising the stage with more capacity.
+        rogue = mesh.add("rogue", [("slow/copy", 8)], trusted=False)
+        rogue.write_config([a.endpoint for a in mesh.agents if a is not rogue])
+        rogue.start()
+        check_copy(mesh, mesh.agents[0], data)
+        for ag in mesh.agents[:3]:
+            st = ag.status()
+            ids = {x["id"] for x in st["agents"]}
+            check(rogue.id not in ids, f"{ag.name} lists the untrusted agent")
+            for p in st["pipelines"]:
+                for s in p["stages"]:
+                    for r in s.get("results", []):
+                        check(r["executor"] != rogue.id, "a result by the untrusted agent")
+        refused = sum(ag.status()["rejected"]["untrusted-handshake"] for ag in mesh.agents[:3])
+        check(refused > 0, "no untrusted handshake was counted")
+    finally:
+        mesh.cleanup()
+
+
+def scenario_bad_config():
+    mesh = Mesh(VOW, VOWD, [WORDCOUNT])
+    try:
+        state = os.path.join(mesh.root, "never-made")
+        bad = os.path.join(mesh.root, "agent-bad.toml")
+        with open(bad, "w") as f:
+            f.write(f'[agent]\nname = "bad"\nlisten = "tcp://127.0.0.1:7999"\n'
+                    f'state_dir = "{state}"\npipelines = ["wordcount.toml"]\n\n'
+                    '[[promise]]\nstage = "wordcount/cuont"\n')
+        p = subprocess.run([VOWD, "--config", bad], capture_output=True, text=True, timeout=30)
+        check(p.returncode == 1, f"vowd exit status {p.returncode}")
+        check(re.search(r"agent-bad\.toml:\d+:\d+: .*cuont", p.stderr),
+              f"no located error: {p.stderr}")
+        check(not os.path.exists(state), "vowd touched the state directory")
+        p = subprocess.run([VOWD, "--bogus"], capture_output=True, text=True, timeout=30)
+        check(p.returncode == 2, f"bad arguments: exit status {p.returncode}")
+    finally:
+        mesh.cleanup()
+
+
+SCENARIOS = {
+    "wordcount": scenario_wordcount,
+    "failover": scenario_failover,
+    "sigterm": scenario_sigterm,
+    "memo-shard": scenario_memo_shard,
+    "untrusted": scenario_untrusted,
+    "bad-config": scenario_bad_config,
+}
+
+if __name__ == "__main__":
+    name = sys.argv[4]
+    try:
+        SCENARIOS[name]()
+    except TestFailure as e:
+        print(f"FAIL {name}: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"ok {name}")
