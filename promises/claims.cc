@@ -13,8 +13,15 @@ void Core::Impl::ensure_plan() {
   outcomes.canonical = [this](const Digest& j) { return canonical_result(j); };
   outcomes.canonical_statement = [this](const Digest& j) { return canonical_statement(j); };
   outcomes.failed = [this](const Digest& j, int retries) { return failed_for_good(j, retries); };
-  plan = std::make_unique<Plan>(make_plan(config.pipelines, ledger, outcomes));
+  plan = std::make_unique<Plan>(
+      make_plan(known_pipelines(own_pipelines, ledger, decoded_pipelines), ledger, outcomes));
   plan_dirty = false;
+  open_jobs.clear();
+  for (const auto& [id, job] : plan->jobs) {
+    if (capacity_by_stage.count(job.ref.stage_digest) && canonical_statement(id) == nullptr) {
+      open_jobs.push_back(&job);
+    }
+  }
 }
 
 void Core::Impl::rebuild_candidates() {
@@ -57,21 +64,37 @@ const std::vector<AgentKey>& Core::Impl::ranking(const Digest& job, const Digest
   return ranking_cache[job] = std::move(order);
 }
 
-const Statement* Core::Impl::canonical_statement(const Digest& job) const {
-  const JobStatements* js = ledger.job(job);
-  if (js == nullptr) return nullptr;
-  const Statement* best = nullptr;
-  std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
-  for (const Statement* st : js->results) {
-    const auto& r = std::get<JobResult>(st->body);
-    if (!r.ok) continue;
-    auto k = std::make_tuple(r.epoch, outputs_digest(r), st->author, st->seq);
-    if (best == nullptr || k < best_key) {
-      best = st;
-      best_key = k;
+const Core::Impl::JobSummary& Core::Impl::summary(const Digest& job) const {
+  auto it = summaries.find(job);
+  if (it != summaries.end()) return it->second;
+  JobSummary sum;
+  if (const JobStatements* js = ledger.job(job)) {
+    std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
+    std::set<std::uint32_t> failed_epochs;
+    for (const Statement* st : js->claims) {
+      sum.max_epoch = std::max(sum.max_epoch, std::get<Claim>(st->body).epoch);
     }
+    for (const Statement* st : js->results) {
+      const auto& r = std::get<JobResult>(st->body);
+      sum.max_epoch = std::max(sum.max_epoch, r.epoch);
+      if (!r.ok) {
+        failed_epochs.insert(r.epoch);
+        continue;
+      }
+      // The min-register: least (epoch, outputs digest); author and seq break exact ties.
+      auto k = std::make_tuple(r.epoch, outputs_digest(r), st->author, st->seq);
+      if (sum.canonical == nullptr || k < best_key) {
+        sum.canonical = st;
+        best_key = k;
+      }
+    }
+    sum.failed_attempts = static_cast<int>(failed_epochs.size());
   }
-  return best;
+  return summaries.emplace(job, sum).first->second;
+}
+
+const Statement* Core::Impl::canonical_statement(const Digest& job) const {
+  return summary(job).canonical;
 }
 
 const JobResult* Core::Impl::canonical_result(const Digest& job) const {
@@ -79,29 +102,13 @@ const JobResult* Core::Impl::canonical_result(const Digest& job) const {
   return st == nullptr ? nullptr : &std::get<JobResult>(st->body);
 }
 
-int Core::Impl::failed_attempts(const Digest& job) const {
-  const JobStatements* js = ledger.job(job);
-  if (js == nullptr) return 0;
-  std::set<std::uint32_t> epochs;
-  for (const Statement* st : js->results) {
-    const auto& r = std::get<JobResult>(st->body);
-    if (!r.ok) epochs.insert(r.epoch);
-  }
-  return static_cast<int>(epochs.size());
-}
+int Core::Impl::failed_attempts(const Digest& job) const { return summary(job).failed_attempts; }
 
 bool Core::Impl::failed_for_good(const Digest& job, int retries) const {
   return canonical_statement(job) == nullptr && failed_attempts(job) > retries;
 }
 
-std::uint32_t Core::Impl::max_epoch(const Digest& job) const {
-  const JobStatements* js = ledger.job(job);
-  std::uint32_t e = 0;
-  if (js == nullptr) return e;
-  for (const Statement* st : js->claims) e = std::max(e, std::get<Claim>(st->body).epoch);
-  for (const Statement* st : js->results) e = std::max(e, std::get<JobResult>(st->body).epoch);
-  return e;
-}
+std::uint32_t Core::Impl::max_epoch(const Digest& job) const { return summary(job).max_epoch; }
 
 bool Core::Impl::released(const Digest& job, const AgentKey& author, std::uint32_t epoch) const {
   const JobStatements* js = ledger.job(job);
@@ -425,15 +432,21 @@ void Core::Impl::reconcile() {
   reconcile_tie_breaks();
   // The plan may have changed with what we just published.
   ensure_plan();
-  for (const auto& [id, job] : plan->jobs) {
-    check_results(id, &job);
-    if (capacity_by_stage.count(job.ref.stage_digest) == 0) continue;
-    if (canonical_statement(id) != nullptr) {
-      if (needs_regeneration(id, job)) consider_claim(job, /*regenerate=*/true);
-      continue;
-    }
-    if (failed_for_good(id, job.retries)) continue;
-    consider_claim(job, /*regenerate=*/false);
+  for (auto it = results_changed.begin(); it != results_changed.end();) {
+    const PlannedJob* job = plan->find(*it);
+    // A job not planned here has no retries to count (failed_for_good still reads the
+    // ledger, so its state is right either way).
+    if (job != nullptr) check_results(*it, job);
+    it = results_changed.erase(it);
+  }
+  for (const PlannedJob* job : open_jobs) {
+    const Digest& id = job->ref.job;
+    if (canonical_statement(id) != nullptr || failed_for_good(id, job->retries)) continue;
+    consider_claim(*job, /*regenerate=*/false);
+  }
+  for (const Digest& id : std::vector<Digest>(regen_wanted.begin(), regen_wanted.end())) {
+    const PlannedJob* job = plan->find(id);
+    if (job != nullptr && needs_regeneration(id, *job)) consider_claim(*job, /*regenerate=*/true);
   }
   for (auto& [id, run] : running) {
     if (const PlannedJob* job = plan->find(id)) progress_fetches(run, *job);

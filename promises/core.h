@@ -46,6 +46,9 @@ inline constexpr std::int64_t kFetchRetryMs = 200;          // wait before re-tr
 inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replication after this
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
 inline constexpr std::size_t kMaxHoldingsPerHave = 1'000'000;
+// Time-driven decisions (claim steps, backoff, takeover) are re-examined on a tick at
+// most this often; every other input re-examines them at once.
+inline constexpr std::int64_t kTickReconcileMs = 20;
 
 // Rendezvous score of an agent for a key (a job id, or an artifact digest for
 // replication): BLAKE2b over both; the higher score ranks first.

@@ -83,9 +83,7 @@ std::string canonical_pipeline(const Pipeline& pipeline) {
   return out;
 }
 
-Digest pipeline_digest(const Pipeline& pipeline) {
-  return blake2b(canonical_pipeline(pipeline));
-}
+Digest pipeline_digest(const Pipeline& pipeline) { return blake2b(canonical_pipeline(pipeline)); }
 
 Digest job_id(const Digest& stage_digest, std::vector<JobInput> inputs, std::string_view shard) {
   std::sort(inputs.begin(), inputs.end());

@@ -377,22 +377,35 @@ Result<Pipeline> decode_canonical_pipeline(std::string_view canonical) {
   return p;
 }
 
-Plan make_plan(const std::vector<Pipeline>& own, const Ledger& ledger,
-               const JobOutcomes& outcomes) {
-  Plan plan;
+std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
+    const std::vector<std::shared_ptr<const Pipeline>>& own, const Ledger& ledger,
+    std::map<Digest, std::shared_ptr<const Pipeline>>& decoded) {
+  std::vector<std::shared_ptr<const Pipeline>> out;
   std::set<Digest> seen;
   for (const auto& p : own) {
-    if (!seen.insert(p.digest).second) continue;
-    plan.pipelines.push_back(std::make_unique<Pipeline>(p));
+    if (seen.insert(p->digest).second) out.push_back(p);
   }
   for (const auto& [digest, st] : ledger.pipelines()) {
     if (seen.count(digest)) continue;
-    const auto& def = std::get<PipelineDef>(st->body);
-    auto p = decode_canonical_pipeline(def.canonical);
-    if (!p || p->digest != digest) continue;  // a bad definition plans nothing
+    auto it = decoded.find(digest);
+    if (it == decoded.end()) {
+      const auto& def = std::get<PipelineDef>(st->body);
+      auto p = decode_canonical_pipeline(def.canonical);
+      std::shared_ptr<const Pipeline> ptr;
+      if (p && p->digest == digest) ptr = std::make_shared<const Pipeline>(std::move(*p));
+      it = decoded.emplace(digest, ptr).first;  // a bad definition plans nothing
+    }
+    if (it->second == nullptr) continue;
     seen.insert(digest);
-    plan.pipelines.push_back(std::make_unique<Pipeline>(std::move(*p)));
+    out.push_back(it->second);
   }
+  return out;
+}
+
+Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
+               const JobOutcomes& outcomes) {
+  Plan plan;
+  plan.pipelines = pipelines;
   for (const auto& p : plan.pipelines) PipelinePlanner(*p, ledger, outcomes, plan).run();
   return plan;
 }

@@ -17,8 +17,8 @@ using promises::Core;
 using promises::Output;
 using promises::Pipeline;
 
-constexpr std::int64_t kTickMs = 10;
-constexpr std::int64_t kFaultWindowMs = 4'000;  // faults happen in [0, this)
+constexpr std::int64_t kTickMs = 20;
+constexpr std::int64_t kFaultWindowMs = 3'000;  // faults happen in [0, this)
 constexpr std::int64_t kWallBaseMs = 1'800'000'000'000;
 constexpr std::int64_t kQuietCheckMs = 50;
 constexpr std::uint64_t kForgedSeqBase = 1'000'000;
@@ -142,7 +142,7 @@ class World {
   bool has_nondet_ = false;
   std::uint64_t next_token_ = 1;
   std::vector<std::pair<AgentKey, std::uint64_t>> forged_;
-  std::map<Digest, std::int64_t> crashed_claims_;  // job -> crash time (failover)
+  std::map<Digest, std::pair<std::int64_t, int>> crashed_claims_;  // job -> (crash time, agent)
   std::int64_t heal_ms_ = 0;
 };
 
@@ -378,7 +378,8 @@ void World::start_job(int i, const promises::StartJob& s) {
   a.procs[s.job.job] = {s.epoch, token};
   auto crashed = crashed_claims_.find(s.job.job);
   if (crashed != crashed_claims_.end()) {
-    result_.failover_ms.push_back(now_ - crashed->second);
+    // A takeover by another agent; the crashed agent resuming its own claim is not one.
+    if (crashed->second.second != i) result_.failover_ms.push_back(now_ - crashed->second.first);
     crashed_claims_.erase(crashed);
   }
   trace(who + " start " + s.job.job.short_hex() + " e" + std::to_string(s.epoch) +
@@ -487,7 +488,8 @@ void World::snapshot_sources(int i) {
 void World::crash(int i) {
   SimAgent& a = agents_[i];
   if (!a.up) return;
-  for (const auto& r : a.core->running()) crashed_claims_.emplace(r.job.job, now_);
+  for (const auto& r : a.core->running())
+    crashed_claims_.emplace(r.job.job, std::make_pair(now_, i));
   a.up = false;
   a.core.reset();
   a.procs.clear();  // the agent's processes die with it
