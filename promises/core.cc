@@ -370,7 +370,7 @@ Output Core::on_statement(const AgentKey& from, const Statement& statement) {
   if (r == Ledger::AddResult::kNew) {
     s.out.persist.push_back(statement);
     s.ingest(*s.ledger.get(statement.author, statement.seq), false);
-    s.reconcile();
+    s.decisions_due = true;
   }
   return s.take();
 }
@@ -379,7 +379,7 @@ Output Core::on_message(const AgentKey& from, const Message& message) {
   Impl& s = *impl_;
   std::size_t before = s.ledger.size();
   s.handle_message(from, message);
-  if (s.ledger.size() != before) s.reconcile();
+  if (s.ledger.size() != before) s.decisions_due = true;
   return s.take();
 }
 
@@ -395,8 +395,9 @@ Output Core::tick(std::int64_t now_ms, std::int64_t wall_unix_ms) {
   if (now_ms > s.now_ms) s.now_ms = now_ms;
   if (wall_unix_ms != 0) s.wall_unix_ms = wall_unix_ms;
   s.do_tick();
-  if (s.now_ms >= s.next_tick_reconcile_ms) {
+  if (s.decisions_due || s.now_ms >= s.next_tick_reconcile_ms) {
     s.next_tick_reconcile_ms = s.now_ms + kTickReconcileMs;
+    s.decisions_due = false;
     s.reconcile();
   }
   return s.take();

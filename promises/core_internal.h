@@ -30,8 +30,9 @@ struct Core::Impl {
   std::uint64_t last_seq = 0;
   bool started = false;
   bool withdrawn = false;
-  bool synced = false;  // caught up with at least one peer since start
-  Output out;           // being built for the current input
+  bool synced = false;         // caught up with at least one peer since start
+  bool decisions_due = false;  // new statements arrived: decide on the next tick
+  Output out;                  // being built for the current input
 
   std::set<Digest> held;
   std::uint64_t holdings_incarnation = 0;

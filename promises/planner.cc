@@ -208,7 +208,9 @@ class PipelinePlanner {
     // One job per shard (or a single job with an empty shard key).
     std::vector<std::pair<std::string, std::map<std::string, StageOutput>>> shards;
     if (s.foreach) {
-      const StageOutput& dir = inputs[s.foreach->local_name()];
+      // Taken out of `inputs` so that each shard copies only the other inputs.
+      const StageOutput dir = std::move(inputs[s.foreach->local_name()]);
+      inputs.erase(s.foreach->local_name());
       if (!dir.artifact.is_tree) {
         sp.state = StageState::kBlocked;
         sp.reason = "foreach input '" + s.foreach->to_string() + "' is not a directory";
@@ -216,6 +218,8 @@ class PipelinePlanner {
         plan_.stages.push_back(std::move(sp));
         return;
       }
+      std::map<std::string_view, const Accept::Binding*> by_suffix;
+      for (const auto& b : dir.bindings) by_suffix[b.input] = &b;
       for (const auto& e : dir.artifact.entries) {
         if (shards.size() >= kMaxShardsPerStage) break;
         auto shard_inputs = inputs;
@@ -224,11 +228,12 @@ class PipelinePlanner {
         one.artifact.is_tree = e.kind == EntryKind::kTree;
         one.bindings.push_back(Accept::Binding{"", e.digest, {}, 0});
         // The producer of the entry is the producer of the directory (or its shard).
-        for (const auto& b : dir.bindings) {
-          if (b.input.empty() || b.input == "/" + e.name) {
-            one.bindings[0].producer = b.producer;
-            one.bindings[0].producer_seq = b.producer_seq;
-          }
+        auto b = by_suffix.find("");
+        std::string suffix = "/" + e.name;
+        if (b == by_suffix.end()) b = by_suffix.find(suffix);
+        if (b != by_suffix.end()) {
+          one.bindings[0].producer = b->second->producer;
+          one.bindings[0].producer_seq = b->second->producer_seq;
         }
         shard_inputs[s.foreach->local_name()] = std::move(one);
         shards.emplace_back(e.name, std::move(shard_inputs));

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   std::uint64_t first_seed = 1;
   std::optional<std::uint64_t> seed;
   int agents = 5;
-  int jobs = 6;
+  int jobs = 5;
   std::string faults = "all";
   bool report_failover = false;
   bool verbose = false;

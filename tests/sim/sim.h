@@ -22,7 +22,7 @@ enum class Faults { kNone, kNet, kCrash, kAll };
 struct SimOptions {
   std::uint64_t seed = 1;
   int agents = 5;
-  int stages = 6;  // stages in the generated pipeline (--jobs)
+  int stages = 5;  // stages in the generated pipeline (--jobs)
   Faults faults = Faults::kAll;
   bool verbose = false;  // print the event trace
 };
