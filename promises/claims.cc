@@ -1,6 +1,7 @@
 // Per-job decisions of the core (DESIGN.md 4.5, 4.6): who claims, fencing and
 // tie-breaks, fetching inputs, starting, results, retries with backoff.
 #include <algorithm>
+#include <limits>
 
 #include "promises/assert.h"
 #include "promises/core_internal.h"
@@ -309,7 +310,11 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
     return;
   }
   if (loc.claimable_since_ms < 0) loc.claimable_since_ms = now_ms;
-  if (withdrawn || now_ms < loc.not_before_ms) return;
+  if (withdrawn) return;
+  if (now_ms < loc.not_before_ms) {
+    wake_at(loc.not_before_ms);
+    return;
+  }
   if (!synced && now_ms - started_ms < config.timing.dead_after_ms) return;
   auto cap = capacity_by_stage.find(job.ref.stage_digest);
   if (cap == capacity_by_stage.end() || running_of_stage(job.ref.stage_digest) >= cap->second) {
@@ -325,7 +330,10 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
   // Claim steps count from when the job became claimable here, or from the end of its
   // retry backoff, whichever is later.
   std::int64_t since = std::max(loc.claimable_since_ms, loc.not_before_ms);
-  if (now_ms - since < effective_rank * config.timing.claim_step_ms) return;
+  if (now_ms - since < effective_rank * config.timing.claim_step_ms) {
+    wake_at(since + effective_rank * config.timing.claim_step_ms);
+    return;
+  }
   claim(job, regenerate);
 }
 
@@ -426,6 +434,14 @@ void Core::Impl::finish(const Digest& job, std::uint32_t epoch, JobOutcome outco
 
 void Core::Impl::reconcile() {
   if (!started) return;
+  wake_ms = std::numeric_limits<std::int64_t>::max();
+  // A peer's death changes which claims stand and who ranks first.
+  for (const auto& [key, p] : peers) {
+    if (auto t = detector->last_heard_ms(key); t && is_live(key)) {
+      wake_at(*t + config.timing.dead_after_ms);
+    }
+  }
+  if (!synced) wake_at(started_ms + config.timing.dead_after_ms);
   ensure_plan();
   reconcile_running();
   reconcile_open_claims();
@@ -452,9 +468,12 @@ void Core::Impl::reconcile() {
     if (const PlannedJob* job = plan->find(id)) progress_fetches(run, *job);
   }
   if (now_ms >= next_replication_check_ms) {
-    next_replication_check_ms = now_ms + config.timing.heartbeat_ms;
+    next_replication_check_ms = now_ms + kReplicationCheckMs;
     reconcile_replication();
   }
+  wake_at(next_replication_check_ms);
+  // The safety net: fetch retries and other small waits are seen by then.
+  wake_at(now_ms + config.timing.heartbeat_ms);
 }
 
 }  // namespace vow::promises

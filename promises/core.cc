@@ -395,8 +395,7 @@ Output Core::tick(std::int64_t now_ms, std::int64_t wall_unix_ms) {
   if (now_ms > s.now_ms) s.now_ms = now_ms;
   if (wall_unix_ms != 0) s.wall_unix_ms = wall_unix_ms;
   s.do_tick();
-  if (s.decisions_due || s.now_ms >= s.next_tick_reconcile_ms) {
-    s.next_tick_reconcile_ms = s.now_ms + kTickReconcileMs;
+  if (s.decisions_due || s.now_ms >= s.wake_ms) {
     s.decisions_due = false;
     s.reconcile();
   }

@@ -50,10 +50,11 @@ inline constexpr std::int64_t kFetchRetryMs = 200;          // wait before re-tr
 inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replication after this
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
 inline constexpr std::size_t kMaxHoldingsPerHave = 1'000'000;
-// Decisions (claims, starts, fencing, replication) are taken on tick(): at once after
-// statements arrived since the last tick, otherwise (time-driven: claim steps, backoff,
-// takeover) at most this often. Local events (job exits, fetches) decide at once.
-inline constexpr std::int64_t kTickReconcileMs = 20;
+inline constexpr std::int64_t kReplicationCheckMs = 500;  // replication / loss check period
+// Decisions (claims, starts, fencing, replication) are taken on tick() after statements
+// arrived since the last tick, and when a time-driven one is due (a claim step, the end
+// of a backoff, a peer's death, the replication check every heartbeat_ms). Local events
+// (job exits, fetches) decide at once.
 
 // Rendezvous score of an agent for a key (a job id, or an artifact digest for
 // replication): BLAKE2b over both; the higher score ranks first.

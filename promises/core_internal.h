@@ -80,7 +80,13 @@ struct Core::Impl {
   const JobSummary& summary(const Digest& job) const;
   std::set<Digest> regen_wanted;     // done jobs whose output no live agent holds
   std::set<Digest> results_changed;  // jobs with a new result: check retries / failure
-  std::int64_t next_tick_reconcile_ms = 0;
+  // Earliest time a time-driven decision may change (claim step, backoff end, a peer's
+  // death, startup hold, the periodic replication check); ticks before it and without
+  // new statements skip the decision pass.
+  std::int64_t wake_ms = 0;
+  void wake_at(std::int64_t t) {
+    if (t > now_ms && t < wake_ms) wake_ms = t;
+  }
 
   struct JobLocal {
     std::int64_t claimable_since_ms = -1;  // -1: not claimable (a claim stands)

@@ -515,6 +515,8 @@ TEST_CASE("lost artifact: the job is run again from its lineage") {
   REQUIRE(m.node(1).started.size() == 1);
   m.node(1).store.erase(out);
   (void)m.core(1).artifact_lost(out);
+  // Loss is noticed at the next replication check and acted on after dead_after_ms.
+  m.advance(kReplicationCheckMs * 2 + Timing{}.dead_after_ms);
   m.run_to_completion(3000);
   REQUIRE(m.node(1).started.size() == 2);
   CHECK(m.node(1).started[1].regenerate);
