@@ -144,6 +144,7 @@ class World {
   std::vector<std::pair<AgentKey, std::uint64_t>> forged_;
   std::map<Digest, std::pair<std::int64_t, int>> crashed_claims_;  // job -> (crash time, agent)
   std::int64_t heal_ms_ = 0;
+  std::set<Digest> claim_recorded_;
 };
 
 // ---------------------------------------------------------------- setup
@@ -304,6 +305,13 @@ void World::apply(int i, Output out) {
       if (st.seq <= a.persisted_seq) fail(who + " reused own seq " + u64s(st.seq));
       a.persisted_seq = std::max(a.persisted_seq, st.seq);
       trace(who + " persist own " + u64s(st.seq) + " " + statement_kind_name(st.kind()));
+      if (const auto* c = std::get_if<Claim>(&st.body)) {
+        auto crashed = crashed_claims_.find(c->job.job);
+        if (crashed != crashed_claims_.end() && crashed->second.second != i &&
+            claim_recorded_.insert(c->job.job).second) {
+          result_.failover_claim_ms.push_back(now_ - crashed->second.first);
+        }
+      }
     }
     a.persisted.push_back(st);
   }
@@ -381,6 +389,7 @@ void World::start_job(int i, const promises::StartJob& s) {
     // A takeover by another agent; the crashed agent resuming its own claim is not one.
     if (crashed->second.second != i) result_.failover_ms.push_back(now_ - crashed->second.first);
     crashed_claims_.erase(crashed);
+    claim_recorded_.erase(s.job.job);
   }
   trace(who + " start " + s.job.job.short_hex() + " e" + std::to_string(s.epoch) +
         (s.regenerate ? " regen" : ""));
