@@ -18,7 +18,7 @@ using promises::Output;
 using promises::Pipeline;
 
 constexpr std::int64_t kTickMs = 20;
-constexpr std::int64_t kFaultWindowMs = 3'000;  // faults happen in [0, this)
+constexpr std::int64_t kFaultWindowMs = 2'500;  // faults happen in [0, this)
 constexpr std::int64_t kWallBaseMs = 1'800'000'000'000;
 constexpr std::int64_t kQuietCheckMs = 50;
 constexpr std::uint64_t kForgedSeqBase = 1'000'000;
@@ -828,7 +828,7 @@ SimResult World::run() {
       }
       continue;
     }
-    Ev ev = it->second;
+    Ev ev = std::move(it->second);
     now_ = it->first.first;
     queue_.erase(it);
     step(ev);
