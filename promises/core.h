@@ -269,6 +269,7 @@ class Core {
   Core& operator=(const Core&) = delete;
 
   // Publishes the advert and pipeline definitions (first call only) and resumes work.
+  // Call tick(now, wall) once before, so that own statements carry a wall time.
   [[nodiscard]] Output start();
 
   [[nodiscard]] Output on_statement(const AgentKey& from, const Statement& statement);
