@@ -371,6 +371,8 @@ Output Core::on_statement(const AgentKey& from, const Statement& statement) {
     s.out.persist.push_back(statement);
     s.ingest(*s.ledger.get(statement.author, statement.seq), false);
     s.decisions_due = true;
+    // Our own statement relayed back after a restart lost its tail.
+    s.last_seq = std::max(s.last_seq, s.ledger.max_seq(s.config.key));
   }
   return s.take();
 }
