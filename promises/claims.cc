@@ -1,6 +1,7 @@
 // Per-job decisions of the core (DESIGN.md 4.5, 4.6): who claims, fencing and
 // tie-breaks, fetching inputs, starting, results, retries with backoff.
 #include <algorithm>
+#include <limits>
 
 #include "promises/assert.h"
 #include "promises/core_internal.h"
@@ -13,8 +14,15 @@ void Core::Impl::ensure_plan() {
   outcomes.canonical = [this](const Digest& j) { return canonical_result(j); };
   outcomes.canonical_statement = [this](const Digest& j) { return canonical_statement(j); };
   outcomes.failed = [this](const Digest& j, int retries) { return failed_for_good(j, retries); };
-  plan = std::make_unique<Plan>(make_plan(config.pipelines, ledger, outcomes));
+  plan = std::make_unique<Plan>(
+      make_plan(known_pipelines(own_pipelines, ledger, decoded_pipelines), ledger, outcomes));
   plan_dirty = false;
+  open_jobs.clear();
+  for (const auto& [id, job] : plan->jobs) {
+    if (capacity_by_stage.count(job.ref.stage_digest) && canonical_statement(id) == nullptr) {
+      open_jobs.push_back(&job);
+    }
+  }
 }
 
 void Core::Impl::rebuild_candidates() {
@@ -57,21 +65,37 @@ const std::vector<AgentKey>& Core::Impl::ranking(const Digest& job, const Digest
   return ranking_cache[job] = std::move(order);
 }
 
-const Statement* Core::Impl::canonical_statement(const Digest& job) const {
-  const JobStatements* js = ledger.job(job);
-  if (js == nullptr) return nullptr;
-  const Statement* best = nullptr;
-  std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
-  for (const Statement* st : js->results) {
-    const auto& r = std::get<JobResult>(st->body);
-    if (!r.ok) continue;
-    auto k = std::make_tuple(r.epoch, outputs_digest(r), st->author, st->seq);
-    if (best == nullptr || k < best_key) {
-      best = st;
-      best_key = k;
+const Core::Impl::JobSummary& Core::Impl::summary(const Digest& job) const {
+  auto it = summaries.find(job);
+  if (it != summaries.end()) return it->second;
+  JobSummary sum;
+  if (const JobStatements* js = ledger.job(job)) {
+    std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
+    std::set<std::uint32_t> failed_epochs;
+    for (const Statement* st : js->claims) {
+      sum.max_epoch = std::max(sum.max_epoch, std::get<Claim>(st->body).epoch);
     }
+    for (const Statement* st : js->results) {
+      const auto& r = std::get<JobResult>(st->body);
+      sum.max_epoch = std::max(sum.max_epoch, r.epoch);
+      if (!r.ok) {
+        failed_epochs.insert(r.epoch);
+        continue;
+      }
+      // The min-register: least (epoch, outputs digest); author and seq break exact ties.
+      auto k = std::make_tuple(r.epoch, outputs_digest(r), st->author, st->seq);
+      if (sum.canonical == nullptr || k < best_key) {
+        sum.canonical = st;
+        best_key = k;
+      }
+    }
+    sum.failed_attempts = static_cast<int>(failed_epochs.size());
   }
-  return best;
+  return summaries.emplace(job, sum).first->second;
+}
+
+const Statement* Core::Impl::canonical_statement(const Digest& job) const {
+  return summary(job).canonical;
 }
 
 const JobResult* Core::Impl::canonical_result(const Digest& job) const {
@@ -79,29 +103,13 @@ const JobResult* Core::Impl::canonical_result(const Digest& job) const {
   return st == nullptr ? nullptr : &std::get<JobResult>(st->body);
 }
 
-int Core::Impl::failed_attempts(const Digest& job) const {
-  const JobStatements* js = ledger.job(job);
-  if (js == nullptr) return 0;
-  std::set<std::uint32_t> epochs;
-  for (const Statement* st : js->results) {
-    const auto& r = std::get<JobResult>(st->body);
-    if (!r.ok) epochs.insert(r.epoch);
-  }
-  return static_cast<int>(epochs.size());
-}
+int Core::Impl::failed_attempts(const Digest& job) const { return summary(job).failed_attempts; }
 
 bool Core::Impl::failed_for_good(const Digest& job, int retries) const {
   return canonical_statement(job) == nullptr && failed_attempts(job) > retries;
 }
 
-std::uint32_t Core::Impl::max_epoch(const Digest& job) const {
-  const JobStatements* js = ledger.job(job);
-  std::uint32_t e = 0;
-  if (js == nullptr) return e;
-  for (const Statement* st : js->claims) e = std::max(e, std::get<Claim>(st->body).epoch);
-  for (const Statement* st : js->results) e = std::max(e, std::get<JobResult>(st->body).epoch);
-  return e;
-}
+std::uint32_t Core::Impl::max_epoch(const Digest& job) const { return summary(job).max_epoch; }
 
 bool Core::Impl::released(const Digest& job, const AgentKey& author, std::uint32_t epoch) const {
   const JobStatements* js = ledger.job(job);
@@ -302,7 +310,11 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
     return;
   }
   if (loc.claimable_since_ms < 0) loc.claimable_since_ms = now_ms;
-  if (withdrawn || now_ms < loc.not_before_ms) return;
+  if (withdrawn) return;
+  if (now_ms < loc.not_before_ms) {
+    wake_at(loc.not_before_ms);
+    return;
+  }
   if (!synced && now_ms - started_ms < config.timing.dead_after_ms) return;
   auto cap = capacity_by_stage.find(job.ref.stage_digest);
   if (cap == capacity_by_stage.end() || running_of_stage(job.ref.stage_digest) >= cap->second) {
@@ -318,7 +330,10 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
   // Claim steps count from when the job became claimable here, or from the end of its
   // retry backoff, whichever is later.
   std::int64_t since = std::max(loc.claimable_since_ms, loc.not_before_ms);
-  if (now_ms - since < effective_rank * config.timing.claim_step_ms) return;
+  if (now_ms - since < effective_rank * config.timing.claim_step_ms) {
+    wake_at(since + effective_rank * config.timing.claim_step_ms);
+    return;
+  }
   claim(job, regenerate);
 }
 
@@ -419,29 +434,46 @@ void Core::Impl::finish(const Digest& job, std::uint32_t epoch, JobOutcome outco
 
 void Core::Impl::reconcile() {
   if (!started) return;
+  wake_ms = std::numeric_limits<std::int64_t>::max();
+  // A peer's death changes which claims stand and who ranks first.
+  for (const auto& [key, p] : peers) {
+    if (auto t = detector->last_heard_ms(key); t && is_live(key)) {
+      wake_at(*t + config.timing.dead_after_ms);
+    }
+  }
+  if (!synced) wake_at(started_ms + config.timing.dead_after_ms);
   ensure_plan();
   reconcile_running();
   reconcile_open_claims();
   reconcile_tie_breaks();
   // The plan may have changed with what we just published.
   ensure_plan();
-  for (const auto& [id, job] : plan->jobs) {
-    check_results(id, &job);
-    if (capacity_by_stage.count(job.ref.stage_digest) == 0) continue;
-    if (canonical_statement(id) != nullptr) {
-      if (needs_regeneration(id, job)) consider_claim(job, /*regenerate=*/true);
-      continue;
-    }
-    if (failed_for_good(id, job.retries)) continue;
-    consider_claim(job, /*regenerate=*/false);
+  for (auto it = results_changed.begin(); it != results_changed.end();) {
+    const PlannedJob* job = plan->find(*it);
+    // A job not planned here has no retries to count (failed_for_good still reads the
+    // ledger, so its state is right either way).
+    if (job != nullptr) check_results(*it, job);
+    it = results_changed.erase(it);
+  }
+  for (const PlannedJob* job : open_jobs) {
+    const Digest& id = job->ref.job;
+    if (canonical_statement(id) != nullptr || failed_for_good(id, job->retries)) continue;
+    consider_claim(*job, /*regenerate=*/false);
+  }
+  for (const Digest& id : std::vector<Digest>(regen_wanted.begin(), regen_wanted.end())) {
+    const PlannedJob* job = plan->find(id);
+    if (job != nullptr && needs_regeneration(id, *job)) consider_claim(*job, /*regenerate=*/true);
   }
   for (auto& [id, run] : running) {
     if (const PlannedJob* job = plan->find(id)) progress_fetches(run, *job);
   }
   if (now_ms >= next_replication_check_ms) {
-    next_replication_check_ms = now_ms + config.timing.heartbeat_ms;
+    next_replication_check_ms = now_ms + kReplicationCheckMs;
     reconcile_replication();
   }
+  wake_at(next_replication_check_ms);
+  // The safety net: fetch retries and other small waits are seen by then.
+  wake_at(now_ms + config.timing.heartbeat_ms);
 }
 
 }  // namespace vow::promises

@@ -59,6 +59,8 @@ Core::Impl::Impl(CoreConfig cfg, std::int64_t now)
       detector(std::make_unique<HeartbeatDetector>(config.timing)),
       now_ms(now),
       started_ms(now) {
+  for (const auto& p : config.pipelines)
+    own_pipelines.push_back(std::make_shared<const Pipeline>(p));
   for (const auto& pr : config.promises) {
     for (const auto& p : config.pipelines) {
       if (p.name != pr.pipeline) continue;
@@ -113,7 +115,7 @@ bool Core::Impl::is_live(const AgentKey& agent) const {
 
 void Core::Impl::heard(const AgentKey& from) {
   if (from == config.key) return;
-  peer(from);
+  peer(from)->heard = true;
   detector->heard_from(from, now_ms);
 }
 
@@ -131,19 +133,25 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       break;
     case StatementKind::kClaim: {
       const auto& c = std::get<Claim>(st.body);
+      summaries.erase(c.job.job);
       if (st.author == config.key) open_claims.insert({c.job.job, c.epoch});
       tie_break_check.insert(c.job.job);
       break;
     }
     case StatementKind::kRelease: {
       const auto& r = std::get<Release>(st.body);
+      summaries.erase(r.job.job);
+      results_changed.insert(r.job.job);
       if (st.author == config.key) open_claims.erase({r.job.job, r.epoch});
       break;
     }
     case StatementKind::kResult: {
       const auto& r = std::get<JobResult>(st.body);
+      summaries.erase(r.job.job);
+      results_changed.insert(r.job.job);
       if (st.author == config.key) open_claims.erase({r.job.job, r.epoch});
-      plan_dirty = true;
+      // Only a new canonical result or a failure changes what is planned.
+      if (!r.ok || summary(r.job.job).canonical == &st) plan_dirty = true;
       note_holders(st);
       // Non-determinism: two successful results with different outputs.
       if (r.ok && !nondet.count(r.job.job)) {
@@ -178,7 +186,7 @@ void Core::Impl::on_advert(const Statement& st) {
   if (ledger.adverts().at(st.author) != &st) return;  // an older advert
   p->name = adv.name;
   if (!adv.endpoints.empty() && p->connect_sent_for_seq < st.seq &&
-      detector->liveness(st.author, now_ms) != Liveness::kAlive) {
+      (!p->heard || detector->liveness(st.author, now_ms) == Liveness::kDead)) {
     p->connect_sent_for_seq = st.seq;
     out.actions.push_back(Connect{st.author, adv.endpoints});
   }
@@ -362,7 +370,9 @@ Output Core::on_statement(const AgentKey& from, const Statement& statement) {
   if (r == Ledger::AddResult::kNew) {
     s.out.persist.push_back(statement);
     s.ingest(*s.ledger.get(statement.author, statement.seq), false);
-    s.reconcile();
+    s.decisions_due = true;
+    // Our own statement relayed back after a restart lost its tail.
+    s.last_seq = std::max(s.last_seq, s.ledger.max_seq(s.config.key));
   }
   return s.take();
 }
@@ -371,7 +381,7 @@ Output Core::on_message(const AgentKey& from, const Message& message) {
   Impl& s = *impl_;
   std::size_t before = s.ledger.size();
   s.handle_message(from, message);
-  if (s.ledger.size() != before) s.reconcile();
+  if (s.ledger.size() != before) s.decisions_due = true;
   return s.take();
 }
 
@@ -387,7 +397,10 @@ Output Core::tick(std::int64_t now_ms, std::int64_t wall_unix_ms) {
   if (now_ms > s.now_ms) s.now_ms = now_ms;
   if (wall_unix_ms != 0) s.wall_unix_ms = wall_unix_ms;
   s.do_tick();
-  s.reconcile();
+  if (s.decisions_due || s.now_ms >= s.wake_ms) {
+    s.decisions_due = false;
+    s.reconcile();
+  }
   return s.take();
 }
 

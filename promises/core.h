@@ -9,7 +9,11 @@
 //   on_message(peer, msg)     hello / heartbeat / sync request / statements / have
 //                             (statements inside must be verified the same way first)
 //   tick(now_ms, wall_ms)     monotonic time (decisions) and wall time (stamped on own
-//                             statements, for humans only); call every few ms
+//                             statements, for humans only). Call it every few ms AND
+//                             after each batch of network inputs (the daemon: once per
+//                             loop iteration): the decisions that statements call for
+//                             (claim, start, kill) are taken there, so a burst of
+//                             statements costs one decision pass.
 //   job_exited / artifact_fetched / artifact_fetch_failed / artifact_lost /
 //   source_snapshot           local events from the shell
 //   peer_connected            a link to a peer came up (send it a hello)
@@ -46,6 +50,11 @@ inline constexpr std::int64_t kFetchRetryMs = 200;          // wait before re-tr
 inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replication after this
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
 inline constexpr std::size_t kMaxHoldingsPerHave = 1'000'000;
+inline constexpr std::int64_t kReplicationCheckMs = 500;  // replication / loss check period
+// Decisions (claims, starts, fencing, replication) are taken on tick() after statements
+// arrived since the last tick, and when a time-driven one is due (a claim step, the end
+// of a backoff, a peer's death, the replication check every heartbeat_ms). Local events
+// (job exits, fetches) decide at once.
 
 // Rendezvous score of an agent for a key (a job id, or an artifact digest for
 // replication): BLAKE2b over both; the higher score ranks first.
@@ -260,6 +269,7 @@ class Core {
   Core& operator=(const Core&) = delete;
 
   // Publishes the advert and pipeline definitions (first call only) and resumes work.
+  // Call tick(now, wall) once before, so that own statements carry a wall time.
   [[nodiscard]] Output start();
 
   [[nodiscard]] Output on_statement(const AgentKey& from, const Statement& statement);

@@ -30,8 +30,9 @@ struct Core::Impl {
   std::uint64_t last_seq = 0;
   bool started = false;
   bool withdrawn = false;
-  bool synced = false;  // caught up with at least one peer since start
-  Output out;           // being built for the current input
+  bool synced = false;         // caught up with at least one peer since start
+  bool decisions_due = false;  // new statements arrived: decide on the next tick
+  Output out;                  // being built for the current input
 
   std::set<Digest> held;
   std::uint64_t holdings_incarnation = 0;
@@ -52,6 +53,7 @@ struct Core::Impl {
     std::int64_t last_sync_request_ms = -1'000'000;
     std::int64_t last_have_request_ms = -1'000'000;
     std::uint64_t connect_sent_for_seq = 0;
+    bool heard = false;  // anything ever arrived from it (else: dial its endpoints)
   };
   std::map<AgentKey, Peer> peers;
 
@@ -63,6 +65,28 @@ struct Core::Impl {
 
   std::unique_ptr<Plan> plan;
   bool plan_dirty = true;
+  // Planned jobs of our stages without a canonical result (rebuilt with the plan).
+  std::vector<const PlannedJob*> open_jobs;
+  std::vector<std::shared_ptr<const Pipeline>> own_pipelines;
+  std::map<Digest, std::shared_ptr<const Pipeline>> decoded_pipelines;
+
+  // Derived from a job's statements; dropped when one of them arrives.
+  struct JobSummary {
+    const Statement* canonical = nullptr;
+    int failed_attempts = 0;
+    std::uint32_t max_epoch = 0;
+  };
+  mutable std::map<Digest, JobSummary> summaries;
+  const JobSummary& summary(const Digest& job) const;
+  std::set<Digest> regen_wanted;     // done jobs whose output no live agent holds
+  std::set<Digest> results_changed;  // jobs with a new result: check retries / failure
+  // Earliest time a time-driven decision may change (claim step, backoff end, a peer's
+  // death, startup hold, the periodic replication check); ticks before it and without
+  // new statements skip the decision pass.
+  std::int64_t wake_ms = 0;
+  void wake_at(std::int64_t t) {
+    if (t > now_ms && t < wake_ms) wake_ms = t;
+  }
 
   struct JobLocal {
     std::int64_t claimable_since_ms = -1;  // -1: not claimable (a claim stands)

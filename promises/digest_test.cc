@@ -6,8 +6,7 @@ namespace vow {
 
 TEST_CASE("blake2b-256 of known input matches b2sum --length=256") {
   // printf 'abc' | b2sum --length=256
-  CHECK(blake2b("abc").hex() ==
-        "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319");
+  CHECK(blake2b("abc").hex() == "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319");
 }
 
 TEST_CASE("incremental hashing equals one-shot hashing") {

@@ -179,9 +179,7 @@ std::string canonical_pipeline(const Pipeline& pipeline) {
   return out;
 }
 
-Digest pipeline_digest(const Pipeline& pipeline) {
-  return blake2b(canonical_pipeline(pipeline));
-}
+Digest pipeline_digest(const Pipeline& pipeline) { return blake2b(canonical_pipeline(pipeline)); }
 
 Result<Pipeline> parse_canonical_pipeline(std::string_view canonical) {
   auto corrupt = [](std::string why) {

@@ -208,7 +208,9 @@ class PipelinePlanner {
     // One job per shard (or a single job with an empty shard key).
     std::vector<std::pair<std::string, std::map<std::string, StageOutput>>> shards;
     if (s.foreach) {
-      const StageOutput& dir = inputs[s.foreach->local_name()];
+      // Taken out of `inputs` so that each shard copies only the other inputs.
+      const StageOutput dir = std::move(inputs[s.foreach->local_name()]);
+      inputs.erase(s.foreach->local_name());
       if (!dir.artifact.is_tree) {
         sp.state = StageState::kBlocked;
         sp.reason = "foreach input '" + s.foreach->to_string() + "' is not a directory";
@@ -216,6 +218,8 @@ class PipelinePlanner {
         plan_.stages.push_back(std::move(sp));
         return;
       }
+      std::map<std::string_view, const Accept::Binding*> by_suffix;
+      for (const auto& b : dir.bindings) by_suffix[b.input] = &b;
       for (const auto& e : dir.artifact.entries) {
         if (shards.size() >= kMaxShardsPerStage) break;
         auto shard_inputs = inputs;
@@ -224,11 +228,12 @@ class PipelinePlanner {
         one.artifact.is_tree = e.kind == EntryKind::kTree;
         one.bindings.push_back(Accept::Binding{"", e.digest, {}, 0});
         // The producer of the entry is the producer of the directory (or its shard).
-        for (const auto& b : dir.bindings) {
-          if (b.input.empty() || b.input == "/" + e.name) {
-            one.bindings[0].producer = b.producer;
-            one.bindings[0].producer_seq = b.producer_seq;
-          }
+        auto b = by_suffix.find("");
+        std::string suffix = "/" + e.name;
+        if (b == by_suffix.end()) b = by_suffix.find(suffix);
+        if (b != by_suffix.end()) {
+          one.bindings[0].producer = b->second->producer;
+          one.bindings[0].producer_seq = b->second->producer_seq;
         }
         shard_inputs[s.foreach->local_name()] = std::move(one);
         shards.emplace_back(e.name, std::move(shard_inputs));
@@ -377,22 +382,35 @@ Result<Pipeline> decode_canonical_pipeline(std::string_view canonical) {
   return p;
 }
 
-Plan make_plan(const std::vector<Pipeline>& own, const Ledger& ledger,
-               const JobOutcomes& outcomes) {
-  Plan plan;
+std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
+    const std::vector<std::shared_ptr<const Pipeline>>& own, const Ledger& ledger,
+    std::map<Digest, std::shared_ptr<const Pipeline>>& decoded) {
+  std::vector<std::shared_ptr<const Pipeline>> out;
   std::set<Digest> seen;
   for (const auto& p : own) {
-    if (!seen.insert(p.digest).second) continue;
-    plan.pipelines.push_back(std::make_unique<Pipeline>(p));
+    if (seen.insert(p->digest).second) out.push_back(p);
   }
   for (const auto& [digest, st] : ledger.pipelines()) {
     if (seen.count(digest)) continue;
-    const auto& def = std::get<PipelineDef>(st->body);
-    auto p = decode_canonical_pipeline(def.canonical);
-    if (!p || p->digest != digest) continue;  // a bad definition plans nothing
+    auto it = decoded.find(digest);
+    if (it == decoded.end()) {
+      const auto& def = std::get<PipelineDef>(st->body);
+      auto p = decode_canonical_pipeline(def.canonical);
+      std::shared_ptr<const Pipeline> ptr;
+      if (p && p->digest == digest) ptr = std::make_shared<const Pipeline>(std::move(*p));
+      it = decoded.emplace(digest, ptr).first;  // a bad definition plans nothing
+    }
+    if (it->second == nullptr) continue;
     seen.insert(digest);
-    plan.pipelines.push_back(std::make_unique<Pipeline>(std::move(*p)));
+    out.push_back(it->second);
   }
+  return out;
+}
+
+Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
+               const JobOutcomes& outcomes) {
+  Plan plan;
+  plan.pipelines = pipelines;
   for (const auto& p : plan.pipelines) PipelinePlanner(*p, ledger, outcomes, plan).run();
   return plan;
 }

@@ -13,7 +13,7 @@
 // (PipelineDef statements), so agents that did not load a pipeline can still plan and
 // show it. Timeout and retries are not in the encoding: they come back as 0.
 //
-// Value types; Plan owns copies of the pipelines it planned. Not thread-safe.
+// Value types; a Plan shares (immutable) the pipelines it planned. Not thread-safe.
 #pragma once
 
 #include <functional>
@@ -72,7 +72,7 @@ struct JobOutcomes {
 };
 
 struct Plan {
-  std::vector<std::unique_ptr<Pipeline>> pipelines;  // what was planned
+  std::vector<std::shared_ptr<const Pipeline>> pipelines;  // what was planned
   std::map<Digest, PlannedJob> jobs;
   std::vector<StagePlan> stages;
 
@@ -82,8 +82,15 @@ struct Plan {
   }
 };
 
-// Plans every pipeline: `own` (loaded from files, with timeout/retries) first, then
-// every PipelineDef in the ledger with a digest not already planned.
-Plan make_plan(const std::vector<Pipeline>& own, const Ledger& ledger, const JobOutcomes& outcomes);
+// Pipelines to plan: `own` (loaded from files, with timeout/retries) first, then every
+// PipelineDef in the ledger with a digest not already there, decoded once and kept in
+// `decoded` between calls.
+std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
+    const std::vector<std::shared_ptr<const Pipeline>>& own, const Ledger& ledger,
+    std::map<Digest, std::shared_ptr<const Pipeline>>& decoded);
+
+// Plans every pipeline given.
+Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
+               const JobOutcomes& outcomes);
 
 }  // namespace vow::promises

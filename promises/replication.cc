@@ -105,9 +105,13 @@ void Core::Impl::reconcile_replication() {
     if (is_live(key)) live.push_back(key);
   }
   std::set<Digest> seen;
+  regen_wanted.clear();
   for (const auto& [id, job] : plan->jobs) {
     const JobResult* r = canonical_result(id);
     if (r == nullptr) continue;
+    if (capacity_by_stage.count(job.ref.stage_digest) && needs_regeneration(id, job)) {
+      regen_wanted.insert(id);
+    }
     for (const auto& o : r->outputs) {
       const Digest& d = o.artifact.digest;
       if (!seen.insert(d).second || held.count(d) || fetches.count(d)) continue;

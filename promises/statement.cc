@@ -6,14 +6,22 @@ namespace vow {
 
 const char* statement_kind_name(StatementKind kind) {
   switch (kind) {
-    case StatementKind::kAdvert: return "advert";
-    case StatementKind::kPipeline: return "pipeline";
-    case StatementKind::kSourceVersion: return "source-version";
-    case StatementKind::kClaim: return "claim";
-    case StatementKind::kRelease: return "release";
-    case StatementKind::kResult: return "result";
-    case StatementKind::kAccept: return "accept";
-    case StatementKind::kCheckpoint: return "checkpoint";
+    case StatementKind::kAdvert:
+      return "advert";
+    case StatementKind::kPipeline:
+      return "pipeline";
+    case StatementKind::kSourceVersion:
+      return "source-version";
+    case StatementKind::kClaim:
+      return "claim";
+    case StatementKind::kRelease:
+      return "release";
+    case StatementKind::kResult:
+      return "result";
+    case StatementKind::kAccept:
+      return "accept";
+    case StatementKind::kCheckpoint:
+      return "checkpoint";
   }
   return "unknown";
 }

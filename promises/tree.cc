@@ -65,7 +65,8 @@ Result<std::vector<TreeEntry>> decode_tree(std::string_view in) {
     if (!valid_kind(kind)) return Status::corrupt("bad tree entry kind");
     pos += 1;
     std::uint64_t len = 0;
-    for (int i = 0; i < 8; ++i) len |= std::uint64_t(static_cast<std::uint8_t>(in[pos + i])) << (8 * i);
+    for (int i = 0; i < 8; ++i)
+      len |= std::uint64_t(static_cast<std::uint8_t>(in[pos + i])) << (8 * i);
     pos += 8;
     if (len > kMaxEntryNameBytes || in.size() - pos < len + Digest::kSize) {
       return Status::corrupt("truncated tree entry");

@@ -43,9 +43,8 @@ TEST_CASE("tree encoding round-trips and rejects bad input") {
   CHECK(decode_tree("garbage").status().code() == StatusCode::kCorrupt);
   CHECK(encode_tree({{"a/b", EntryKind::kFile, {}}}).status().code() == StatusCode::kInvalid);
   CHECK(encode_tree({{"..", EntryKind::kFile, {}}}).status().code() == StatusCode::kInvalid);
-  CHECK(encode_tree({{"a", EntryKind::kFile, {}}, {"a", EntryKind::kTree, {}}})
-            .status()
-            .code() == StatusCode::kInvalid);
+  CHECK(encode_tree({{"a", EntryKind::kFile, {}}, {"a", EntryKind::kTree, {}}}).status().code() ==
+        StatusCode::kInvalid);
 }
 
 }  // namespace vow

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   std::uint64_t first_seed = 1;
   std::optional<std::uint64_t> seed;
   int agents = 5;
-  int jobs = 6;
+  int jobs = 5;
   std::string faults = "all";
   bool report_failover = false;
   bool verbose = false;
@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
   std::uint64_t count = seed ? 1 : seeds;
   std::uint64_t passed = 0, failed = 0;
   std::vector<std::int64_t> failover;
+  std::vector<std::int64_t> failover_claim;
   std::vector<double> wall_ms;
   for (std::uint64_t s = from; s < from + count; ++s) {
     opt.seed = s;
@@ -78,6 +79,8 @@ int main(int argc, char** argv) {
       }
     }
     failover.insert(failover.end(), r.failover_ms.begin(), r.failover_ms.end());
+    failover_claim.insert(failover_claim.end(), r.failover_claim_ms.begin(),
+                          r.failover_claim_ms.end());
     if (r.failures.empty()) {
       ++passed;
     } else {
@@ -103,6 +106,12 @@ int main(int argc, char** argv) {
         failover.size(), static_cast<long long>(percentile(failover, 0.5)),
         static_cast<long long>(percentile(failover, 0.99)),
         static_cast<long long>(percentile(failover, 1.0)));
+    std::printf(
+        "failover (claimant crash -> job claimed by another agent, simulated): "
+        "n=%zu p50=%lld ms p99=%lld ms max=%lld ms\n",
+        failover_claim.size(), static_cast<long long>(percentile(failover_claim, 0.5)),
+        static_cast<long long>(percentile(failover_claim, 0.99)),
+        static_cast<long long>(percentile(failover_claim, 1.0)));
     std::vector<std::int64_t> w;
     for (double x : wall_ms) w.push_back(static_cast<std::int64_t>(x * 1000));
     std::printf("wall time per seed: p50=%.1f ms max=%.1f ms (%d agents)\n",

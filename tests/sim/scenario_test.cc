@@ -515,6 +515,8 @@ TEST_CASE("lost artifact: the job is run again from its lineage") {
   REQUIRE(m.node(1).started.size() == 1);
   m.node(1).store.erase(out);
   (void)m.core(1).artifact_lost(out);
+  // Loss is noticed at the next replication check and acted on after dead_after_ms.
+  m.advance(kReplicationCheckMs * 2 + Timing{}.dead_after_ms);
   m.run_to_completion(3000);
   REQUIRE(m.node(1).started.size() == 2);
   CHECK(m.node(1).started[1].regenerate);
@@ -548,6 +550,46 @@ TEST_CASE("a job failing past its retries is failed and its dependents blocked")
   for (const auto& st : m.core(1).plan().stages) {
     if (st.stage == "after") CHECK(st.state == StageState::kBlocked);
     if (st.stage == "bad") CHECK(st.state == StageState::kBlocked);
+  }
+}
+
+}  // namespace
+}  // namespace vow::promises
+
+namespace vow::promises {
+namespace {
+
+TEST_CASE("restart: a standing claim is resumed, a fenced one is released") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(100);
+  Digest job = m.jobs_of(0, "work").at(0);
+  int first = runner(m, job);
+  REQUIRE(first != -1);
+  int other = first == 1 ? 2 : 1;
+
+  SUBCASE("back before being declared dead: the same epoch runs again") {
+    m.crash(first);
+    m.advance(200);
+    m.restart(first);
+    m.advance(100);
+    REQUIRE(m.node(first).procs.count(job) == 1);
+    CHECK(m.node(first).procs.at(job).epoch == 1);
+    CHECK(m.node(other).procs.count(job) == 0);
+  }
+  SUBCASE("back after a takeover: nothing runs, the old claim is released") {
+    m.crash(first);
+    m.advance(800);
+    REQUIRE(m.node(other).procs.count(job) == 1);
+    std::size_t starts = m.node(first).started.size();
+    m.restart(first);
+    m.advance(800);
+    CHECK(m.node(first).started.size() == starts);
+    auto v = m.core(0).job(job);
+    REQUIRE(v);
+    for (const auto& c : v->claims) {
+      if (c.author == m.node(first).config.key) CHECK(c.released);
+    }
   }
 }
 

@@ -17,8 +17,8 @@ using promises::Core;
 using promises::Output;
 using promises::Pipeline;
 
-constexpr std::int64_t kTickMs = 10;
-constexpr std::int64_t kFaultWindowMs = 4'000;  // faults happen in [0, this)
+constexpr std::int64_t kTickMs = 20;
+constexpr std::int64_t kFaultWindowMs = 2'500;  // faults happen in [0, this)
 constexpr std::int64_t kWallBaseMs = 1'800'000'000'000;
 constexpr std::int64_t kQuietCheckMs = 50;
 constexpr std::uint64_t kForgedSeqBase = 1'000'000;
@@ -142,8 +142,9 @@ class World {
   bool has_nondet_ = false;
   std::uint64_t next_token_ = 1;
   std::vector<std::pair<AgentKey, std::uint64_t>> forged_;
-  std::map<Digest, std::int64_t> crashed_claims_;  // job -> crash time (failover)
+  std::map<Digest, std::pair<std::int64_t, int>> crashed_claims_;  // job -> (crash time, agent)
   std::int64_t heal_ms_ = 0;
+  std::set<Digest> claim_recorded_;
 };
 
 // ---------------------------------------------------------------- setup
@@ -304,6 +305,13 @@ void World::apply(int i, Output out) {
       if (st.seq <= a.persisted_seq) fail(who + " reused own seq " + u64s(st.seq));
       a.persisted_seq = std::max(a.persisted_seq, st.seq);
       trace(who + " persist own " + u64s(st.seq) + " " + statement_kind_name(st.kind()));
+      if (const auto* c = std::get_if<Claim>(&st.body)) {
+        auto crashed = crashed_claims_.find(c->job.job);
+        if (crashed != crashed_claims_.end() && crashed->second.second != i &&
+            claim_recorded_.insert(c->job.job).second) {
+          result_.failover_claim_ms.push_back(now_ - crashed->second.first);
+        }
+      }
     }
     a.persisted.push_back(st);
   }
@@ -378,8 +386,10 @@ void World::start_job(int i, const promises::StartJob& s) {
   a.procs[s.job.job] = {s.epoch, token};
   auto crashed = crashed_claims_.find(s.job.job);
   if (crashed != crashed_claims_.end()) {
-    result_.failover_ms.push_back(now_ - crashed->second);
+    // A takeover by another agent; the crashed agent resuming its own claim is not one.
+    if (crashed->second.second != i) result_.failover_ms.push_back(now_ - crashed->second.first);
     crashed_claims_.erase(crashed);
+    claim_recorded_.erase(s.job.job);
   }
   trace(who + " start " + s.job.job.short_hex() + " e" + std::to_string(s.epoch) +
         (s.regenerate ? " regen" : ""));
@@ -487,7 +497,8 @@ void World::snapshot_sources(int i) {
 void World::crash(int i) {
   SimAgent& a = agents_[i];
   if (!a.up) return;
-  for (const auto& r : a.core->running()) crashed_claims_.emplace(r.job.job, now_);
+  for (const auto& r : a.core->running())
+    crashed_claims_.emplace(r.job.job, std::make_pair(now_, i));
   a.up = false;
   a.core.reset();
   a.procs.clear();  // the agent's processes die with it
@@ -817,7 +828,7 @@ SimResult World::run() {
       }
       continue;
     }
-    Ev ev = it->second;
+    Ev ev = std::move(it->second);
     now_ = it->first.first;
     queue_.erase(it);
     step(ev);

@@ -22,15 +22,16 @@ enum class Faults { kNone, kNet, kCrash, kAll };
 struct SimOptions {
   std::uint64_t seed = 1;
   int agents = 5;
-  int stages = 6;  // stages in the generated pipeline (--jobs)
+  int stages = 5;  // stages in the generated pipeline (--jobs)
   Faults faults = Faults::kAll;
   bool verbose = false;  // print the event trace
 };
 
 struct SimResult {
-  std::vector<std::string> failures;      // empty: every invariant held
-  Digest trace_hash;                      // over every step of the run
-  std::vector<std::int64_t> failover_ms;  // claimant crash -> job started elsewhere
+  std::vector<std::string> failures;            // empty: every invariant held
+  Digest trace_hash;                            // over every step of the run
+  std::vector<std::int64_t> failover_ms;        // claimant crash -> job started elsewhere
+  std::vector<std::int64_t> failover_claim_ms;  // claimant crash -> claimed elsewhere
   std::int64_t sim_end_ms = 0;
   std::uint64_t deliveries = 0;
   std::uint64_t jobs_done = 0;
