@@ -436,6 +436,9 @@ void Daemon::Impl::connect_peer(const AgentKey& peer, const std::string& endpoin
     return;
   }
   peer_endpoint[peer] = endpoint;
+  // Remembered, so that a restart reconnects at once instead of probing the seeds.
+  Status saved = ledger->put_peer({peer, {endpoint}, wall_ms()});
+  if (!saved.is_ok()) log->warn("cannot record peer: {}", saved.to_string());
   std::erase(unmapped_seeds, endpoint);
   log->info("peer {} at {}", short_id(peer), endpoint);
   greet(peer);

@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "vow: " << e.what() << "\n"
-              << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph, fsck, keys, status, wait; "
+              << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph, fsck, keys, "
+                 "status, wait; "
                  "'vow COMMAND --help' for more)\n";
     return kExitUsage;
   }

@@ -1,6 +1,9 @@
 // vowd: the vow agent daemon. `vowd --config FILE [--state-dir DIR] [--log-level LEVEL]`.
 // Exit status: 0 after a clean shutdown (SIGTERM, SIGINT), 1 on a bad config or a
 // failure to start (the error says what and where), 2 on bad arguments.
+#include <pthread.h>
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -22,6 +25,12 @@ int main(int argc, char** argv) {
               << "[--log-level LEVEL]\n";
     return 2;
   }
+  // Signals are taken from a signalfd by the event loop: block them before any thread
+  // starts, so that no thread inherits them unblocked (and dies of SIGTERM).
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) sigaddset(&mask, s);
+  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   auto daemon = vow::agent::Daemon::create(options);
   if (!daemon.is_ok()) {
     std::cerr << "vowd: " << daemon.status().message() << "\n";

@@ -79,6 +79,10 @@ class Ledger {
   // Latest version per dataset (pipeline, source): highest version, then highest
   // author key, so every agent picks the same one from the same ledger.
   const Statement* source_version(const std::string& pipeline, const std::string& source) const;
+  // The latest version of every dataset.
+  const std::map<std::pair<std::string, std::string>, const Statement*>& sources() const {
+    return sources_;
+  }
   // Highest version this author published for the dataset (0 if none).
   std::uint64_t own_source_version(const AgentKey& author, const std::string& pipeline,
                                    const std::string& source) const;

@@ -106,36 +106,41 @@ void Core::Impl::reconcile_replication() {
   }
   std::set<Digest> seen;
   regen_wanted.clear();
+  // Copies of canonical outputs and of the latest source versions (a source cannot be
+  // recomputed: its only protection is its replicas).
+  auto consider = [&](const Digest& d) {
+    if (!seen.insert(d).second || held.count(d) || fetches.count(d)) return;
+    auto holders = live_holders(d);
+    int n = static_cast<int>(holders.size());
+    if (n == 0 || n >= replicas) return;
+    // The best-ranked non-holders fetch the missing copies.
+    std::vector<std::pair<Digest, AgentKey>> ranked;
+    for (const auto& a : live) {
+      if (std::find(holders.begin(), holders.end(), a) != holders.end()) continue;
+      ranked.emplace_back(rendezvous_score(d, a), a);
+    }
+    std::sort(ranked.begin(), ranked.end(),
+              [](const auto& x, const auto& y) { return x.first > y.first; });
+    int want = std::min<int>(replicas - n, static_cast<int>(ranked.size()));
+    for (int i = 0; i < want; ++i) {
+      if (ranked[i].second != config.key) continue;
+      fetches[d] = now_ms + kReplicateTimeoutMs;
+      if (holders.size() > kMaxFetchCandidates) holders.resize(kMaxFetchCandidates);
+      out.actions.push_back(ReplicateArtifact{d, holders});
+      event(EventKind::kReplicate, EventLevel::kDebug,
+            "replicating " + d.short_hex() + " (" + std::to_string(n) + " holder(s))");
+    }
+  };
   for (const auto& [id, job] : plan->jobs) {
     const JobResult* r = canonical_result(id);
     if (r == nullptr) continue;
     if (capacity_by_stage.count(job.ref.stage_digest) && needs_regeneration(id, job)) {
       regen_wanted.insert(id);
     }
-    for (const auto& o : r->outputs) {
-      const Digest& d = o.artifact.digest;
-      if (!seen.insert(d).second || held.count(d) || fetches.count(d)) continue;
-      auto holders = live_holders(d);
-      int n = static_cast<int>(holders.size());
-      if (n == 0 || n >= replicas) continue;
-      // The best-ranked non-holders fetch the missing copies.
-      std::vector<std::pair<Digest, AgentKey>> ranked;
-      for (const auto& a : live) {
-        if (std::find(holders.begin(), holders.end(), a) != holders.end()) continue;
-        ranked.emplace_back(rendezvous_score(d, a), a);
-      }
-      std::sort(ranked.begin(), ranked.end(),
-                [](const auto& x, const auto& y) { return x.first > y.first; });
-      int want = std::min<int>(replicas - n, static_cast<int>(ranked.size()));
-      for (int i = 0; i < want; ++i) {
-        if (ranked[i].second != config.key) continue;
-        fetches[d] = now_ms + kReplicateTimeoutMs;
-        if (holders.size() > kMaxFetchCandidates) holders.resize(kMaxFetchCandidates);
-        out.actions.push_back(ReplicateArtifact{d, holders});
-        event(EventKind::kReplicate, EventLevel::kDebug,
-              "replicating " + d.short_hex() + " (" + std::to_string(n) + " holder(s))");
-      }
-    }
+    for (const auto& o : r->outputs) consider(o.artifact.digest);
+  }
+  for (const auto& [dataset, st] : ledger.sources()) {
+    consider(std::get<SourceVersion>(st->body).artifact.digest);
   }
 }
 

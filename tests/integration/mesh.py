@@ -78,7 +78,8 @@ class Agent:
 
     def start(self):
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([self.mesh.vowd, "--config", self.config],
+        self.proc = subprocess.Popen([self.mesh.vowd, "--config", self.config, "--log-level",
+                                      os.environ.get("VOW_LOG_LEVEL", "info")],
                                      stdout=log, stderr=subprocess.STDOUT)
         wait_until(f"{self.name} control socket",
                    lambda: self.proc.poll() is not None or
@@ -152,7 +153,7 @@ class Mesh:
 
     def cleanup(self, keep=False):
         self.stop()
-        if not keep:
+        if not keep and not os.environ.get("VOW_KEEP"):
             shutil.rmtree(self.root, ignore_errors=True)
 
 
