@@ -49,7 +49,7 @@ TEST_CASE("ledger: missing_for sends what the peer lacks, capped") {
   CHECK(l.missing_for(theirs, 2).size() == 2);
 }
 
-TEST_CASE("decode_canonical_pipeline reverses canonical_pipeline") {
+TEST_CASE("parse_canonical_pipeline reverses canonical_pipeline") {
   Pipeline p;
   p.name = "wc";
   p.sources = {Source{"corpus", {}}};
@@ -70,7 +70,7 @@ TEST_CASE("decode_canonical_pipeline reverses canonical_pipeline") {
   count.digest = stage_digest(count);
   p.stages = {split, count};
   p.digest = pipeline_digest(p);
-  auto d = decode_canonical_pipeline(canonical_pipeline(p));
+  auto d = parse_canonical_pipeline(canonical_pipeline(p));
   REQUIRE(d.is_ok());
   CHECK(d->digest == p.digest);
   REQUIRE(d->find_stage("count") != nullptr);
@@ -79,8 +79,8 @@ TEST_CASE("decode_canonical_pipeline reverses canonical_pipeline") {
   CHECK(d->find_stage("split")->env == split.env);
   std::string bad = canonical_pipeline(p);
   bad.resize(bad.size() - 3);
-  CHECK_FALSE(decode_canonical_pipeline(bad).is_ok());
-  CHECK_FALSE(decode_canonical_pipeline("garbage").is_ok());
+  CHECK_FALSE(parse_canonical_pipeline(bad).is_ok());
+  CHECK_FALSE(parse_canonical_pipeline("garbage").is_ok());
 }
 
 }  // namespace

@@ -6,87 +6,6 @@
 namespace vow::promises {
 namespace {
 
-// Reads canonical fields (u64 little-endian length, then bytes).
-class FieldReader {
- public:
-  explicit FieldReader(std::string_view in) : in_(in) {}
-  bool field(std::string& out) {
-    if (in_.size() - pos_ < 8) return false;
-    std::uint64_t n = 0;
-    for (int i = 0; i < 8; ++i) {
-      n |= std::uint64_t(static_cast<std::uint8_t>(in_[pos_ + i])) << (8 * i);
-    }
-    pos_ += 8;
-    if (in_.size() - pos_ < n) return false;
-    out.assign(in_.substr(pos_, n));
-    pos_ += n;
-    return true;
-  }
-  bool count(std::size_t& out, std::size_t limit) {
-    std::string s;
-    if (!field(s) || s.empty() || s.size() > 9) return false;
-    std::size_t n = 0;
-    for (char c : s) {
-      if (c < '0' || c > '9') return false;
-      n = n * 10 + static_cast<std::size_t>(c - '0');
-    }
-    if (n > limit) return false;
-    out = n;
-    return true;
-  }
-  bool done() const { return pos_ == in_.size(); }
-
- private:
-  std::string_view in_;
-  std::size_t pos_ = 0;
-};
-
-// Limits on what a decoded pipeline may hold.
-constexpr std::size_t kMaxDecodedItems = 100'000;
-
-InputRef parse_input_ref(const std::string& s) {
-  auto dot = s.find('.');
-  if (dot == std::string::npos) return InputRef{"", s};
-  return InputRef{s.substr(0, dot), s.substr(dot + 1)};
-}
-
-Result<Stage> decode_stage(std::string_view bytes) {
-  FieldReader r(bytes);
-  std::string tag, form;
-  Stage st;
-  std::size_t n = 0;
-  if (!r.field(tag) || tag != "vow-stage-v1") return Status::corrupt("not a canonical stage");
-  if (!r.field(st.name) || !r.field(form)) return Status::corrupt("truncated stage");
-  st.run_is_shell = form == "shell";
-  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad argv count");
-  st.argv.resize(n);
-  for (auto& a : st.argv) {
-    if (!r.field(a)) return Status::corrupt("truncated argv");
-  }
-  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad input count");
-  for (std::size_t i = 0; i < n; ++i) {
-    std::string s;
-    if (!r.field(s)) return Status::corrupt("truncated inputs");
-    st.inputs.push_back(parse_input_ref(s));
-  }
-  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad output count");
-  st.outputs.resize(n);
-  for (auto& o : st.outputs) {
-    if (!r.field(o)) return Status::corrupt("truncated outputs");
-  }
-  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad env count");
-  for (std::size_t i = 0; i < n; ++i) {
-    std::string k, v;
-    if (!r.field(k) || !r.field(v)) return Status::corrupt("truncated env");
-    st.env[k] = v;
-  }
-  std::string foreach;
-  if (!r.field(foreach) || !r.done()) return Status::corrupt("bad stage tail");
-  if (!foreach.empty()) st.foreach = parse_input_ref(foreach);
-  st.digest = stage_digest(st);
-  return st;
-}
-
 // The output of a finished stage as its consumers see it.
 struct StageOutput {
   ArtifactRef artifact;
@@ -356,32 +275,6 @@ const char* stage_state_name(StageState state) {
   return "unknown";
 }
 
-Result<Pipeline> decode_canonical_pipeline(std::string_view canonical) {
-  FieldReader r(canonical);
-  std::string tag;
-  Pipeline p;
-  std::size_t n = 0;
-  if (!r.field(tag) || tag != "vow-pipeline-v1") return Status::corrupt("not a canonical pipeline");
-  if (!r.field(p.name)) return Status::corrupt("truncated pipeline name");
-  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad source count");
-  for (std::size_t i = 0; i < n; ++i) {
-    Source s;
-    if (!r.field(s.name)) return Status::corrupt("truncated sources");
-    p.sources.push_back(std::move(s));
-  }
-  if (!r.count(n, kMaxDecodedItems)) return Status::corrupt("bad stage count");
-  for (std::size_t i = 0; i < n; ++i) {
-    std::string bytes;
-    if (!r.field(bytes)) return Status::corrupt("truncated stages");
-    auto st = decode_stage(bytes);
-    if (!st) return st.status();
-    p.stages.push_back(std::move(*st));
-  }
-  if (!r.done()) return Status::corrupt("trailing bytes after pipeline");
-  p.digest = pipeline_digest(p);
-  return p;
-}
-
 std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
     const std::vector<std::shared_ptr<const Pipeline>>& own, const Ledger& ledger,
     std::map<Digest, std::shared_ptr<const Pipeline>>& decoded) {
@@ -395,7 +288,7 @@ std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
     auto it = decoded.find(digest);
     if (it == decoded.end()) {
       const auto& def = std::get<PipelineDef>(st->body);
-      auto p = decode_canonical_pipeline(def.canonical);
+      auto p = parse_canonical_pipeline(def.canonical);
       std::shared_ptr<const Pipeline> ptr;
       if (p && p->digest == digest) ptr = std::make_shared<const Pipeline>(std::move(*p));
       it = decoded.emplace(digest, ptr).first;  // a bad definition plans nothing

@@ -9,9 +9,9 @@
 // tree_digest over them): the fan-in. Planning is a pure function of its inputs, so
 // every agent with the same ledger plans the same jobs with the same ids.
 //
-// Also here: decode_canonical_pipeline, a decoder for canonical_pipeline() bytes
-// (PipelineDef statements), so agents that did not load a pipeline can still plan and
-// show it. Timeout and retries are not in the encoding: they come back as 0.
+// Pipelines known only from the ledger (PipelineDef statements) are decoded with
+// parse_canonical_pipeline (pipeline.h), so agents that did not load a pipeline can still
+// plan and show it. Timeout and retries are not in the encoding: they come back as 0.
 //
 // Value types; a Plan shares (immutable) the pipelines it planned. Not thread-safe.
 #pragma once
@@ -28,8 +28,6 @@
 #include "promises/statement.h"
 
 namespace vow::promises {
-
-Result<Pipeline> decode_canonical_pipeline(std::string_view canonical);
 
 // Limit on jobs one stage may fan out to in a plan (a directory with more entries is
 // planned up to the limit and the stage is reported blocked).
