@@ -560,7 +560,18 @@ int Daemon::Impl::loop() {
     return 1;
   }
 
-  for (const auto& seed : config.peers) unmapped_seeds.push_back(seed);
+  for (const auto& seed : config.peers) {
+    if (seed.find('@') != std::string::npos) {
+      auto addr = transport::parse_peer_address(seed);
+      if (addr.is_ok()) {
+        connect_peer(addr->key, addr->endpoint);
+      } else {
+        log->error("seed peer '{}': {}", seed, addr.status().message());
+      }
+    } else {
+      unmapped_seeds.push_back(seed);
+    }
+  }
   // Peers we met before: reconnect to them directly.
   if (auto peers = ledger->peers(); peers.is_ok()) {
     for (const auto& p : *peers) {

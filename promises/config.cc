@@ -170,6 +170,25 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   if (auto peers = r.string_array(t, "peers", kAgent, false)) {
     for (const auto& p : *peers) {
       std::string ep;
+      // A seed may name its key: "ID@tcp://host:port" (ID checked by the agent).
+      auto at = p.value.find('@');
+      auto scheme = p.value.find("://");
+      if (at != std::string::npos && (scheme == std::string::npos || at < scheme)) {
+        std::string id = p.value.substr(0, at);
+        bool id_ok = !id.empty() && std::all_of(id.begin(), id.end(), [](char c) {
+          return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+        });
+        if (!id_ok) {
+          r.error(p.where, "bad peer '" + p.value + "': the part before '@' must be an agent id");
+          continue;
+        }
+        Located rest = p;
+        rest.value = p.value.substr(at + 1);
+        std::string tail;
+        read_endpoint(r, rest, "peers", tail);
+        if (!tail.empty()) a.peers.push_back(p.value);
+        continue;
+      }
       read_endpoint(r, p, "peers", ep);
       if (!ep.empty()) a.peers.push_back(ep);
     }

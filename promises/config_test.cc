@@ -339,6 +339,20 @@ TEST_CASE("bad endpoints are rejected") {
   CHECK_FALSE(validate_endpoint("tcp://h:65536"));
 }
 
+TEST_CASE("a seed peer may name its key as ID@ENDPOINT") {
+  auto ok =
+      agent(replace(kAgent, "\"tcp://127.0.0.1:7402\"", "\"vowabc234@tcp://127.0.0.1:7402\""));
+  REQUIRE(ok.ok());
+  CHECK(ok.value->peers.front() == "vowabc234@tcp://127.0.0.1:7402");
+  check_one_error(agent(replace(kAgent, "\"tcp://127.0.0.1:7402\"", "\"@tcp://127.0.0.1:7402\"")),
+                  4, 10, "the part before '@' must be an agent id");
+  check_one_error(
+      agent(replace(kAgent, "\"tcp://127.0.0.1:7402\"", "\"vow!x@tcp://127.0.0.1:7402\"")), 4, 10,
+      "the part before '@' must be an agent id");
+  check_one_error(agent(replace(kAgent, "\"tcp://127.0.0.1:7402\"", "\"vowx@tcp://h:0\"")), 4, 10,
+                  "bad endpoint 'tcp://h:0' for 'peers'");
+}
+
 TEST_CASE("promises and sources must name a loaded pipeline's stage or source") {
   auto p = pipeline(kPipeline);
   REQUIRE(p.ok());

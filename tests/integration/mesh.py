@@ -120,7 +120,10 @@ class Agent:
 
 
 class Mesh:
-    def __init__(self, vow, vowd, pipelines):
+    def __init__(self, vow, vowd, pipelines, named_seeds=True):
+        # named_seeds: seed peers written ID@ENDPOINT; else bare endpoints, whose keys
+        # the agents find by probing.
+        self.named_seeds = named_seeds
         self.vow = vow
         self.vowd = vowd
         self.root = tempfile.mkdtemp(prefix="vow-mesh-")
@@ -142,7 +145,8 @@ class Mesh:
 
     def start(self):
         for a in self.agents:
-            others = [b.endpoint for b in self.agents if b is not a]
+            others = [f"{b.id}@{b.endpoint}" if self.named_seeds else b.endpoint
+                      for b in self.agents if b is not a]
             a.write_config(others)
         for a in self.agents:
             a.start()
