@@ -29,7 +29,7 @@
 namespace vow::agent {
 
 // Limits (docs/agent.md).
-inline constexpr int kLoopTickMs = 10;                // longest poll wait
+inline constexpr int kLoopTickMs = 25;  // longest poll wait: the resolution of timers
 inline constexpr std::int64_t kSeedRotateMs = 1'000;  // retry a seed endpoint with another key
 inline constexpr std::int64_t kSourcePollMs = 1'000;  // watch = true: check for changes
 inline constexpr std::int64_t kKillGraceMs = 2'000;   // SIGTERM, then SIGKILL
