@@ -20,6 +20,20 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
+// Reads exactly out.size() bytes at `offset` (kIo naming `what` on error or end of file).
+Status pread_full(int fd, std::uint64_t offset, std::span<std::uint8_t> out,
+                  const std::string& what) {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Status::io("read " + what + ": " + (n == 0 ? "short" : errno_text()));
+    done += static_cast<std::size_t>(n);
+  }
+  return Status::ok();
+}
+
 // Serves a stored object by positional reads (the receiver verifies the digest).
 class FileSource final : public transport::ChunkSource {
  public:
@@ -27,15 +41,7 @@ class FileSource final : public transport::ChunkSource {
   ~FileSource() override { ::close(fd_); }
   std::uint64_t size() const override { return size_; }
   Status read(std::uint64_t offset, std::span<std::uint8_t> out) override {
-    std::size_t done = 0;
-    while (done < out.size()) {
-      ssize_t n =
-          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Status::io("read of a stored object failed");
-      done += static_cast<std::size_t>(n);
-    }
-    return Status::ok();
+    return pread_full(fd_, offset, out, "a stored object");
   }
 
  private:
@@ -88,15 +94,7 @@ class FileSink final : public transport::ChunkSink {
     return Status::ok();
   }
   Status read(std::uint64_t offset, std::span<std::uint8_t> out) override {
-    std::size_t done = 0;
-    while (done < out.size()) {
-      ssize_t n =
-          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Status::io("read " + path_ + ": short");
-      done += static_cast<std::size_t>(n);
-    }
-    return Status::ok();
+    return pread_full(fd_, offset, out, path_);
   }
   Status finish(std::uint64_t total_bytes) override {
     if (::ftruncate(fd_, static_cast<off_t>(total_bytes)) != 0) {
@@ -217,11 +215,9 @@ void Daemon::Impl::on_fetch_outcome(const transport::FetchOutcome& outcome) {
       }
       std::vector<AgentKey> holders = fit->second.holders;
       for (const auto& [child, is_child_tree] : missing) {
-        bool existing = fetches.count(child) > 0;
         fetch_artifact(child, holders, false);
         auto cit = fetches.find(child);
         if (cit != fetches.end()) cit->second.parents.push_back(digest);
-        (void)existing;
       }
     };
   });

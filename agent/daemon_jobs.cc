@@ -56,8 +56,6 @@ void Daemon::Impl::drop_unclaimed_recovered() {
   // The core did not restart these (a higher epoch or a result exists): never leave
   // them running twice.
   for (const auto& [id, row] : recovered) {
-    auto layout_status = JobLayout{}.status_path;
-    (void)layout_status;
     std::string status_path = row.work_dir + "/status";
     auto proc = JobProcess::adopt(static_cast<pid_t>(row.pid), status_path);
     if (proc.is_ok()) {
