@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   vow::agent::cli::add_keys_command(app);
   vow::agent::cli::add_status_command(app);
   vow::agent::cli::add_wait_command(app);
+  vow::agent::cli::add_verify_command(app);
   // CLI11 reports through exceptions; they stop here.
   try {
     app.parse(argc, argv);
@@ -35,7 +36,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::cerr << "vow: " << e.what() << "\n"
               << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph, fsck, keys, "
-                 "status, wait; "
+                 "status, wait, verify; "
                  "'vow COMMAND --help' for more)\n";
     return kExitUsage;
   }

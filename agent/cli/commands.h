@@ -22,5 +22,7 @@ void add_keys_command(CLI::App& app);
 void add_status_command(CLI::App& app);
 // vow wait PIPELINE [--timeout D]: 0 done, 1 a job failed, 2 timeout.
 void add_wait_command(CLI::App& app);
+// vow verify --state-dir DIR: every signature and lineage link, offline.
+void add_verify_command(CLI::App& app);
 
 }  // namespace vow::agent::cli

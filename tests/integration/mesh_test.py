@@ -5,11 +5,13 @@ usage: mesh_test.py VOW VOWD SOURCE_ROOT SCENARIO
 Scenarios: wordcount, failover, sigterm, memo-shard, untrusted, bad-config.
 """
 import collections
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -63,6 +65,37 @@ def started_total(mesh):
     return sum(a.status()["jobs_started_here"] for a in mesh.agents if a.alive())
 
 
+def check_verify_finds_tampering(mesh):
+    """vow verify fails, naming the statement, on one changed byte of a stored statement
+    and on a result whose input no longer has its source version; then the ledgers are
+    put back as they were."""
+    a = mesh.agents[0]
+    db = os.path.join(a.state, "vow.db")
+    saved = db + ".saved"
+    shutil.copy(db, saved)
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        author, seq, data = con.execute(
+            "SELECT author, seq, bytes FROM statements WHERE kind = 5 LIMIT 1").fetchone()
+        data = bytearray(data)
+        data[len(data) // 2] ^= 0x01
+        con.execute("UPDATE statements SET bytes = ? WHERE author = ? AND seq = ?",
+                    (bytes(data), author, seq))
+    p = subprocess.run([VOW, "verify", "--state-dir", a.state], capture_output=True, text=True)
+    check(p.returncode == 1, f"verify after a changed byte: rc {p.returncode}")
+    check(re.search(rf"statement vow\w+/{seq}\b", p.stdout), f"verify names no statement: {p.stdout}")
+    shutil.copy(saved, db)
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("DELETE FROM statements WHERE kind = 2")
+    p = subprocess.run([VOW, "verify", "--state-dir", a.state], capture_output=True, text=True)
+    check(p.returncode == 1 and "is no source version or canonical output" in p.stdout,
+          f"verify after a lost source version: rc {p.returncode}: {p.stdout}")
+    shutil.copy(saved, db)
+    os.unlink(saved)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+
+
 def scenario_wordcount():
     # Bare seed endpoints, as in examples/wordcount: the agents find each other's keys.
     mesh = Mesh(VOW, VOWD, [WORDCOUNT], named_seeds=False)
@@ -98,9 +131,11 @@ def scenario_wordcount():
         # Restart everyone: unchanged sources run nothing again (memoized).
         mesh.stop()
         for ag in mesh.agents:
-            p = subprocess.run([VOW, "fsck", "--state-dir", ag.state], capture_output=True,
-                               text=True)
-            check(p.returncode == 0, f"fsck of {ag.name}: {p.stdout}{p.stderr}")
+            for tool in ("fsck", "verify"):
+                p = subprocess.run([VOW, tool, "--state-dir", ag.state], capture_output=True,
+                                   text=True)
+                check(p.returncode == 0, f"{tool} of {ag.name}: {p.stdout}{p.stderr}")
+        check_verify_finds_tampering(mesh)
         for ag in mesh.agents:
             ag.start()
         wait_done(a, "wordcount")
