@@ -244,6 +244,7 @@ Daemon::~Daemon() {
   if (impl_->control) zmq_close(impl_->control);
   if (impl_->control_ctx) zmq_ctx_term(impl_->control_ctx);
   if (impl_->signal_fd >= 0) ::close(impl_->signal_fd);
+  if (impl_->inotify_fd >= 0) ::close(impl_->inotify_fd);
   spdlog::drop(impl_->log->name());
 }
 
@@ -589,6 +590,7 @@ int Daemon::Impl::loop() {
     items.push_back({control, 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signal_fd, ZMQ_POLLIN, 0});
     items.push_back({nullptr, background->fd(), ZMQ_POLLIN, 0});
+    if (inotify_fd >= 0) items.push_back({nullptr, inotify_fd, ZMQ_POLLIN, 0});
     for (const auto& [id, job] : jobs) {
       if (job.process) items.push_back({nullptr, job.process->pidfd(), ZMQ_POLLIN, 0});
     }
@@ -612,6 +614,7 @@ int Daemon::Impl::loop() {
     }
     if (stopping) break;
     background->drain();
+    if (inotify_fd >= 0) on_inotify();
     auto inbound = transport->poll_inbound(now);
     for (auto& in : inbound) handle_inbound(in);
     for (const auto& o : transport->take_fetch_outcomes()) on_fetch_outcome(o);

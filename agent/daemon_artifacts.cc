@@ -4,6 +4,7 @@
 // enters the store that does not match its name. A tree arrives as its encoding first,
 // then each child the store lacks; the tree is stored once all its children are.
 #include <fcntl.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -302,7 +303,64 @@ void Daemon::Impl::start_sources() {
     w.path = decl.path;
     sources.push_back(std::move(w));
   }
+  // Sources with watch = true are checked when inotify reports a change under them
+  // (and every kSourcePollMs anyway, the fallback where inotify is unavailable or a
+  // change escapes it, e.g. on a network filesystem).
+  inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd < 0) log->warn("inotify unavailable ({}): sources are polled", errno_text());
+  watch_source_dirs();
   poll_sources();
+}
+
+// Adds watches on every directory under the watched sources (inotify is not recursive);
+// called again after each change, so new subdirectories are watched too.
+void Daemon::Impl::watch_source_dirs() {
+  if (inotify_fd < 0) return;
+  constexpr std::uint32_t kMask = IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+                                  IN_MOVED_TO | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF |
+                                  IN_MOVE_SELF;
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    const auto& src = sources[i];
+    if (!src.decl.watch) continue;
+    auto add = [&](const std::string& path, const std::string& only) {
+      if (watches.size() >= kMaxWatches) return;
+      int wd = ::inotify_add_watch(inotify_fd, path.c_str(), kMask);
+      if (wd >= 0) watches[wd] = {i, only};
+    };
+    std::error_code ec;
+    add(src.path, "");
+    // The parent too, for the source's own name: a source replaced by rename.
+    fs::path p(src.path);
+    add(p.parent_path().string(), p.filename().string());
+    if (!fs::is_directory(src.path, ec)) continue;
+    for (auto it = fs::recursive_directory_iterator(src.path, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->is_directory(ec)) add(it->path().string(), "");
+    }
+  }
+}
+
+void Daemon::Impl::on_inotify() {
+  alignas(inotify_event) char buf[16384];
+  std::set<std::size_t> changed;
+  ssize_t n;
+  while ((n = ::read(inotify_fd, buf, sizeof(buf))) > 0) {
+    for (ssize_t off = 0; off < n;) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
+      off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+      auto it = watches.find(ev->wd);
+      if (it == watches.end()) continue;
+      const auto& [index, only] = it->second;
+      if (!only.empty() && (ev->len == 0 || only != ev->name)) continue;
+      changed.insert(index);
+    }
+  }
+  if (changed.empty()) return;
+  std::int64_t soon = now_ms() + kSourceSettleMs;
+  for (std::size_t i : changed) {
+    sources[i].next_check_ms = std::min(sources[i].next_check_ms, soon);
+  }
+  watch_source_dirs();
 }
 
 void Daemon::Impl::poll_sources() {

@@ -29,9 +29,11 @@
 namespace vow::agent {
 
 // Limits (docs/agent.md).
-inline constexpr int kLoopTickMs = 25;  // longest poll wait: the resolution of timers
+inline constexpr int kLoopTickMs = 25;                // longest poll wait: the resolution of timers
 inline constexpr std::int64_t kSeedRotateMs = 1'000;  // retry a seed endpoint with another key
-inline constexpr std::int64_t kSourcePollMs = 1'000;  // watch = true: check for changes
+inline constexpr std::int64_t kSourcePollMs = 5'000;  // watch = true: polling fallback
+inline constexpr std::int64_t kSourceSettleMs = 100;  // after an inotify event, then check
+inline constexpr std::size_t kMaxWatches = 10'000;    // inotify watches (directories)
 inline constexpr std::int64_t kKillGraceMs = 2'000;   // SIGTERM, then SIGKILL
 inline constexpr std::size_t kMaxStash = 100'000;     // signed statements awaiting persist
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
@@ -171,6 +173,12 @@ struct Daemon::Impl {
   std::unique_ptr<transport::ArtifactProvider> provider;
   void start_sources();
   void poll_sources();
+  void watch_source_dirs();
+  void on_inotify();
+  int inotify_fd = -1;
+  // Watch descriptor -> (source index, name of the source in the watched directory
+  // when the watch is on its parent, else empty).
+  std::map<int, std::pair<std::size_t, std::string>> watches;
 
   // ---- control.cc ----
   Status open_control();
