@@ -3,7 +3,15 @@
 // requests and answers are JSON: {"method": "status", "args": {...}} ->
 // {"ok": true, ...} or {"error": "..."}. The same methods answer trusted clients over
 // the CURVE endpoint (Daemon::Impl::handle_inbound). Methods: docs/cli.md.
+#include <grp.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <map>
+#include <tuple>
 
 #include "agent/daemon_internal.h"
 #include "transport/validator.h"
@@ -25,7 +33,23 @@ Status Daemon::Impl::open_control() {
   int rc = zmq_bind(control, ("ipc://" + path).c_str());
   ::umask(old);
   if (rc != 0) return Status::io("bind control socket " + path + ": " + zmq_strerror(zmq_errno()));
-  ::chmod(path.c_str(), 0600);
+  if (config.control_group.empty()) {
+    ::chmod(path.c_str(), 0600);
+  } else {
+    // [agent] control_group: members of the group may use the command line too.
+    struct group* g = ::getgrnam(config.control_group.c_str());
+    if (!g) {
+      ::unlink(path.c_str());
+      return Status::invalid(config.file + ": control_group '" + config.control_group +
+                             "' is no group on this host");
+    }
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0) {
+      ::unlink(path.c_str());
+      return Status::io("chown control socket " + path + " to group " + config.control_group +
+                        ": " + std::strerror(errno));
+    }
+    ::chmod(path.c_str(), 0660);
+  }
   control_endpoint = "ipc://" + path;
   return Status::ok();
 }
@@ -63,8 +87,30 @@ void Daemon::Impl::serve_control() {
   }
 }
 
-nlohmann::json Daemon::Impl::control_request(const std::string& method, const nlohmann::json&) {
-  if (method == "status") return status_json();
+nlohmann::json Daemon::Impl::control_request(const std::string& method,
+                                             const nlohmann::json& args) {
+  if (!args.is_object()) return {{"error", "bad request: \"args\" must be an object"}};
+  try {
+    if (method == "status") return status_json();
+    if (method == "jobs") return jobs_json(args);
+    if (method == "job") {
+      auto id = resolve_job(args.value("job", ""));
+      if (!id.is_ok()) return {{"error", id.status().message()}};
+      auto view = core->job(*id);
+      if (!view) return {{"error", "no job " + id->hex()}};
+      return job_json(*view, true);
+    }
+    if (method == "peers") return peers_json();
+    if (method == "promises") return promises_json();
+    if (method == "lineage") return lineage_json(args);
+    if (method == "why") return why_json(args);
+    if (method == "verify") return verify_json();
+    if (method == "resolve") return resolve_json(args);
+    if (method == "fetch") return fetch_json(args);
+  } catch (const nlohmann::json::exception& e) {
+    // A wrongly typed argument ("job": 5): the request is refused, nothing changes.
+    return {{"error", std::string("bad request: ") + e.what()}};
+  }
   return {{"error", "unknown method '" + method + "'"}};
 }
 
@@ -147,6 +193,91 @@ nlohmann::json Daemon::Impl::status_json() {
         {"duplicates", counters.duplicates}}},
       {"jobs_started_here", jobs_started},
       {"jobs_adopted_here", jobs_adopted}};
+}
+
+}  // namespace vow::agent
+
+namespace vow::agent {
+
+// /metrics: Prometheus text format. Names and meanings: docs/cli.md.
+std::string Daemon::Impl::metrics_text() {
+  std::string out;
+  std::map<std::tuple<std::string, std::string, std::string>, int> by_state;
+  for (const auto& pl : pipelines) {
+    for (const auto& st : pl.stages) {
+      for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"}) {
+        by_state[{pl.name, st.name, k}] = 0;
+      }
+    }
+  }
+  int nondeterministic = 0;
+  for (const auto& v : core->jobs()) {
+    by_state[{v.job.pipeline, v.job.stage, promises::job_state_name(v.state)}]++;
+    if (v.nondeterministic) ++nondeterministic;
+  }
+  header(out, "vow_jobs", "gauge", "Jobs of the current plan by pipeline, stage and state.");
+  for (const auto& [k, n] : by_state) {
+    sample(out, "vow_jobs",
+           {{"pipeline", std::get<0>(k)}, {"stage", std::get<1>(k)}, {"state", std::get<2>(k)}},
+           n);
+  }
+  header(out, "vow_jobs_running_here", "gauge", "Job processes this agent runs now.");
+  sample(out, "vow_jobs_running_here", {}, static_cast<double>(jobs.size()));
+  header(out, "vow_claims_total", "counter", "Claims this agent made.");
+  sample(out, "vow_claims_total", {}, static_cast<double>(metrics.claims));
+  header(out, "vow_takeovers_total", "counter",
+         "Claims this agent made at an epoch above 1 (taking over a job).");
+  sample(out, "vow_takeovers_total", {}, static_cast<double>(metrics.takeovers));
+  header(out, "vow_results_total", "counter", "Results this agent signed, by outcome.");
+  sample(out, "vow_results_total", {{"outcome", "ok"}}, static_cast<double>(metrics.results_ok));
+  sample(out, "vow_results_total", {{"outcome", "failed"}},
+         static_cast<double>(metrics.results_failed));
+  header(out, "vow_nondeterministic_jobs", "gauge",
+         "Jobs with successful results that disagree on their outputs.");
+  sample(out, "vow_nondeterministic_jobs", {}, nondeterministic);
+  header(out, "vow_statements_received_total", "counter",
+         "Statements received from peers that passed validation.");
+  sample(out, "vow_statements_received_total", {}, static_cast<double>(statements_in));
+  header(out, "vow_statements_persisted_total", "counter", "Statements written to the ledger.");
+  sample(out, "vow_statements_persisted_total", {}, static_cast<double>(statements_persisted));
+  auto counters = transport->counters();
+  header(out, "vow_messages_rejected_total", "counter", "Messages dropped, by reason.");
+  for (std::size_t i = 0; i < transport::kRejectReasonCount; ++i) {
+    sample(out, "vow_messages_rejected_total",
+           {{"reason", transport::reject_reason_name(static_cast<transport::RejectReason>(i))}},
+           static_cast<double>(counters.rejected[i]));
+  }
+  sample(out, "vow_messages_rejected_total", {{"reason", "untrusted-handshake"}},
+         static_cast<double>(counters.zap_denied));
+  header(out, "vow_duplicate_statements_total", "counter",
+         "Statements received again byte for byte (dropped quietly).");
+  sample(out, "vow_duplicate_statements_total", {}, static_cast<double>(counters.duplicates));
+  header(out, "vow_artifact_bytes_sent_total", "counter", "Artifact bytes sent to peers.");
+  sample(out, "vow_artifact_bytes_sent_total", {},
+         static_cast<double>(counters.streams.bytes_sent));
+  header(out, "vow_artifact_bytes_received_total", "counter",
+         "Artifact bytes received from peers.");
+  sample(out, "vow_artifact_bytes_received_total", {},
+         static_cast<double>(counters.streams.bytes_received));
+  header(out, "vow_frames_total", "counter", "Protocol frames, by direction.");
+  sample(out, "vow_frames_total", {{"direction", "in"}}, static_cast<double>(counters.frames_in));
+  sample(out, "vow_frames_total", {{"direction", "out"}}, static_cast<double>(counters.frames_out));
+  metrics.handoff.render(out, "vow_handoff_latency_seconds",
+                         "Upstream result signed to the downstream job started here.");
+  metrics.job_duration.render(out, "vow_job_duration_seconds",
+                              "Wall time of job processes run here.");
+  int alive = 0;
+  int known = 0;
+  for (const auto& p : core->peers()) {
+    ++known;
+    if (p.liveness == promises::Liveness::kAlive) ++alive;
+  }
+  header(out, "vow_peers", "gauge", "Peers this agent knows, by liveness.");
+  sample(out, "vow_peers", {{"liveness", "alive"}}, alive);
+  sample(out, "vow_peers", {{"liveness", "not_alive"}}, known - alive);
+  header(out, "vow_peers_alive", "gauge", "Peers heard from within the detection window.");
+  sample(out, "vow_peers_alive", {}, alive);
+  return out;
 }
 
 }  // namespace vow::agent

@@ -233,6 +233,12 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
 
   impl->background = std::make_unique<Background>(1);
   VOW_RETURN_IF_ERROR(impl->open_control());
+  if (!impl->config.http.empty()) {
+    auto http = HttpServer::start(impl->config.http);
+    if (!http.is_ok()) return http.status();
+    impl->http = std::move(http).value();
+    impl->log->info("serving /metrics and /api/status on http://{}", impl->config.http);
+  }
   return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
 }
 
@@ -240,6 +246,7 @@ Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Daemon::~Daemon() {
   if (!impl_) return;
+  impl_->http.reset();  // stops serving before what it reports goes away
   impl_->background.reset();  // joins the worker before what it uses goes away
   if (impl_->control) zmq_close(impl_->control);
   if (impl_->control_ctx) zmq_ctx_term(impl_->control_ctx);
@@ -288,6 +295,12 @@ Status Daemon::Impl::persist(const std::vector<Statement>& statements) {
   for (const auto& st : statements) {
     auto key = std::make_pair(st.author, st.seq);
     if (st.author == identity->key()) {
+      if (const auto* c = std::get_if<Claim>(&st.body)) {
+        ++metrics.claims;
+        if (c->epoch > 1) ++metrics.takeovers;
+      } else if (const auto* r = std::get_if<JobResult>(&st.body)) {
+        ++(r->ok ? metrics.results_ok : metrics.results_failed);
+      }
       auto signed_st = transport::sign_statement(*identity, st);
       if (!signed_st.is_ok()) return signed_st.status();
       VOW_RETURN_IF_ERROR(ledger->append_own(to_stored(st, *signed_st, now)));
@@ -624,6 +637,10 @@ int Daemon::Impl::loop() {
     rotate_seeds();
     transport->tick(now);
     carry_out(core->tick(now, wall_ms()));
+    if (http && now >= next_http_publish_ms) {
+      http->publish(metrics_text(), status_json().dump());
+      next_http_publish_ms = now + kHttpRefreshMs;
+    }
   }
   shutdown();
   return exit_code;

@@ -17,7 +17,9 @@
 
 #include "agent/background.h"
 #include "agent/daemon.h"
+#include "agent/http.h"
 #include "agent/job_layout.h"
+#include "agent/metrics.h"
 #include "agent/process.h"
 #include "promises/core.h"
 #include "promises/pipeline.h"
@@ -38,6 +40,7 @@ inline constexpr std::int64_t kKillGraceMs = 2'000;   // SIGTERM, then SIGKILL
 inline constexpr std::size_t kMaxStash = 100'000;     // signed statements awaiting persist
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
+inline constexpr std::int64_t kHttpRefreshMs = 500;  // /metrics and /api/status snapshots
 
 // What the background thread owns: the artifact store and its own ledger connection.
 struct Worker {
@@ -137,6 +140,9 @@ struct Daemon::Impl {
   std::uint64_t duplicates_dropped = 0;
   std::uint64_t jobs_started = 0;
   std::uint64_t jobs_adopted = 0;
+  Metrics metrics;
+  std::unique_ptr<HttpServer> http;  // [agent] http; serves snapshots
+  std::int64_t next_http_publish_ms = 0;
 
   // ---- daemon.cc ----
   std::int64_t now_ms() const;
@@ -185,6 +191,23 @@ struct Daemon::Impl {
   void serve_control();
   nlohmann::json control_request(const std::string& method, const nlohmann::json& args);
   nlohmann::json status_json();
+  std::string metrics_text();
+
+  // ---- queries.cc ----
+  std::string agent_name(const AgentKey& key) const;
+  nlohmann::json agent_ref(const AgentKey& key) const;
+  Result<Digest> resolve_job(const std::string& text);
+  Result<std::vector<Digest>> resolve_artifact(const std::string& text);
+  const Statement* producer_of(const Digest& digest);
+  nlohmann::json job_json(const promises::JobView& view, bool detail);
+  nlohmann::json jobs_json(const nlohmann::json& args);
+  nlohmann::json peers_json();
+  nlohmann::json promises_json();
+  nlohmann::json lineage_json(const nlohmann::json& args);
+  nlohmann::json why_json(const nlohmann::json& args);
+  nlohmann::json resolve_json(const nlohmann::json& args);
+  nlohmann::json fetch_json(const nlohmann::json& args);
+  nlohmann::json verify_json();
 };
 
 // Serves this agent's stored objects to peers' fetches.

@@ -76,6 +76,21 @@ void Daemon::Impl::start_job(promises::StartJob start) {
   job.start = std::move(start);
   job.started_unix_ms = wall_ms();
   job.started_mono_ms = now_ms();
+  // Hand-off latency: the newest upstream result this job consumes was signed, then
+  // this process started (wall clocks; one clock when the agents share a host).
+  if (const auto* planned = core->plan().find(id)) {
+    std::int64_t newest = 0;
+    for (const auto& b : planned->bindings) {
+      const Statement* up = core->ledger().get(b.producer, b.producer_seq);
+      if (up && std::holds_alternative<JobResult>(up->body)) {
+        newest = std::max(newest, up->wall_unix_ms);
+      }
+    }
+    if (newest > 0) {
+      metrics.handoff.observe(static_cast<double>(std::max<std::int64_t>(
+                                  0, job.started_unix_ms - newest)) / 1000.0);
+    }
+  }
   if (job.start.timeout_ms > 0) job.deadline_mono_ms = job.started_mono_ms + job.start.timeout_ms;
 
   // After a restart: adopt what the earlier vowd started instead of starting it again.
@@ -194,6 +209,21 @@ void Daemon::Impl::spawn_job(const Digest& id) {
   job.process = std::move(proc).value();
   job.started_unix_ms = wall_ms();
   job.started_mono_ms = now_ms();
+  // Hand-off latency: the newest upstream result this job consumes was signed, then
+  // this process started (wall clocks; one clock when the agents share a host).
+  if (const auto* planned = core->plan().find(id)) {
+    std::int64_t newest = 0;
+    for (const auto& b : planned->bindings) {
+      const Statement* up = core->ledger().get(b.producer, b.producer_seq);
+      if (up && std::holds_alternative<JobResult>(up->body)) {
+        newest = std::max(newest, up->wall_unix_ms);
+      }
+    }
+    if (newest > 0) {
+      metrics.handoff.observe(static_cast<double>(std::max<std::int64_t>(
+                                  0, job.started_unix_ms - newest)) / 1000.0);
+    }
+  }
   if (job.start.timeout_ms > 0) job.deadline_mono_ms = job.started_mono_ms + job.start.timeout_ms;
   ++jobs_started;
   Status s = ledger->put_running_job(
@@ -233,6 +263,9 @@ void Daemon::Impl::job_finished(const Digest& id, ExitStatus status) {
   if (it == jobs.end()) return;
   Job& job = it->second;
   job.process.reset();
+  if (!job.killed && job.started_mono_ms > 0) {
+    metrics.job_duration.observe(static_cast<double>(now_ms() - job.started_mono_ms) / 1000.0);
+  }
   if (job.killed) {
     (void)ledger->remove_running_job(id);
     remove_work_dir(job.layout.work_dir);

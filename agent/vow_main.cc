@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   vow::agent::cli::add_status_command(app);
   vow::agent::cli::add_wait_command(app);
   vow::agent::cli::add_verify_command(app);
+  vow::agent::cli::add_query_commands(app);
+  vow::agent::cli::add_get_command(app);
   // CLI11 reports through exceptions; they stop here.
   try {
     app.parse(argc, argv);
@@ -34,10 +36,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "vow: " << e.what() << "\n"
-              << "usage: vow COMMAND [OPTIONS] ARGS... (commands: check, graph, fsck, keys, "
-                 "status, wait, verify; "
-                 "'vow COMMAND --help' for more)\n";
+    std::cerr << "vow: " << e.what() << "\n";
+    // The usage of the subcommand that was being parsed, else of vow itself.
+    const CLI::App* sub = &app;
+    while (!sub->get_subcommands().empty()) sub = sub->get_subcommands().front();
+    std::cerr << sub->help("", CLI::AppFormatMode::Normal);
     return kExitUsage;
   }
   return 0;

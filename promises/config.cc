@@ -156,7 +156,8 @@ void read_endpoint(TomlReader& r, const Located& v, std::string_view key, std::s
 void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   r.check_keys(
       t, kAgent,
-      {"name", "listen", "peers", "state_dir", "pipelines", "control", "http", "replicas"});
+      {"name", "listen", "peers", "state_dir", "pipelines", "control", "control_group", "http",
+       "replicas"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -206,6 +207,13 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   }
   if (auto control = r.string(t, "control", kAgent, false)) {
     read_endpoint(r, *control, "control", a.control);
+  }
+  if (auto group = r.string(t, "control_group", kAgent, false)) {
+    if (!is_identifier(group->value)) {
+      r.error(group->where, "'control_group' in [agent] must be a group name, not '" +
+                                group->value + "'");
+    }
+    a.control_group = group->value;
   }
   if (auto http = r.string(t, "http", kAgent, false)) {
     Status s = validate_http_address(http->value);

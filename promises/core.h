@@ -297,6 +297,8 @@ class Core {
   const Statement* canonical(const Digest& job) const;
   bool nondeterministic(const Digest& job) const;
   bool holds(const Digest& digest) const;
+  // Live peers that hold (or are presumed to hold) an artifact, best first.
+  std::vector<AgentKey> holders(const Digest& digest) const;
   const std::set<Digest>& held() const;
   // Jobs this agent runs now (fetching inputs or executing), with their epochs.
   std::vector<RunningJob> running() const;

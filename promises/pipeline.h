@@ -111,6 +111,7 @@ struct AgentConfig {
   std::string state_dir;
   std::vector<std::string> pipelines;  // paths or globs of pipeline files
   std::string control;                 // control endpoint; empty: ipc in state_dir
+  std::string control_group;           // non-empty: control socket 0660, owned by this group
   std::string http;                    // "HOST:PORT"; empty: no HTTP listener
   std::vector<std::string> trust_keys;     // agent ids or hex public keys
   std::vector<std::string> trust_clients;  // read-only query clients

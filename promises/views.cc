@@ -24,6 +24,9 @@ const char* job_state_name(JobState state) {
 const AgentKey& Core::key() const { return impl_->config.key; }
 const Ledger& Core::ledger() const { return impl_->ledger; }
 bool Core::holds(const Digest& digest) const { return impl_->held.count(digest) != 0; }
+std::vector<AgentKey> Core::holders(const Digest& digest) const {
+  return impl_->live_holders(digest);
+}
 const std::set<Digest>& Core::held() const { return impl_->held; }
 std::uint64_t Core::last_seq() const { return impl_->last_seq; }
 const Statement* Core::canonical(const Digest& job) const {

@@ -22,7 +22,11 @@ void add_keys_command(CLI::App& app);
 void add_status_command(CLI::App& app);
 // vow wait PIPELINE [--timeout D]: 0 done, 1 a job failed, 2 timeout.
 void add_wait_command(CLI::App& app);
-// vow verify --state-dir DIR: every signature and lineage link, offline.
+// vow verify [--state-dir DIR]: every signature and lineage link, offline or live.
 void add_verify_command(CLI::App& app);
+// vow jobs, job, peers, promises, lineage, why: read-only queries (query.cc).
+void add_query_commands(CLI::App& app);
+// vow get ARTIFACT -o PATH: fetch, verify and materialize an artifact.
+void add_get_command(CLI::App& app);
 
 }  // namespace vow::agent::cli

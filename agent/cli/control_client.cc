@@ -2,9 +2,11 @@
 
 #include <zmq.h>
 
+#include <chrono>
 #include <filesystem>
 
 #include "agent/config_files.h"
+#include "transport/link.h"
 
 namespace fs = std::filesystem;
 
@@ -35,13 +37,73 @@ Result<std::string> endpoint_of(const AgentAddress& a) {
 }  // namespace
 
 void add_agent_options(CLI::App* cmd, AgentAddress* address) {
-  cmd->add_option("--agent", address->agent, "Control endpoint of the agent to ask");
+  cmd->add_option("--agent", address->agent,
+                  "Agent to ask: its control socket, or ID@tcp://HOST:PORT (remote, with --key)");
+  cmd->add_option("--key", address->key, "Client key file for a remote agent (vow keys gen --out)")
+      ->envname("VOW_KEY");
   cmd->add_option("--state-dir", address->state_dir, "The local agent's state directory");
   cmd->add_option("--config", address->config, "The local agent's agent file");
 }
 
+namespace {
+
+Result<nlohmann::json> parse_answer(const std::string& body) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (j.is_discarded()) return Status::corrupt("the agent answered something that is not JSON");
+  if (j.contains("error")) return Status::invalid(j["error"].get<std::string>());
+  return j;
+}
+
+// A remote agent: a CURVE link with the client key, one ControlRequest, one answer.
+Result<nlohmann::json> remote_call(const AgentAddress& address, const std::string& method,
+                                   const nlohmann::json& args, int timeout_ms) {
+  auto peer = transport::parse_peer_address(address.agent);
+  if (!peer.is_ok()) return peer.status();
+  if (address.key.empty()) {
+    return Status::invalid("a remote agent needs a client key: --key FILE (vow keys gen --out)");
+  }
+  auto id = transport::load_key_file(address.key);
+  if (!id.is_ok()) return id.status();
+  transport::TrustSet trust;
+  trust.add(peer->key);
+  transport::NoSequences no_sequences;
+  auto t = transport::Transport::create(*id, trust, transport::TransportOptions{}, &no_sequences,
+                                        [](transport::LogLevel, std::string_view) {});
+  if (!t.is_ok()) return t.status();
+  auto& link = **t;
+  VOW_RETURN_IF_ERROR(link.connect(peer->key, peer->endpoint));
+  auto now = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  };
+  std::int64_t deadline = now() + timeout_ms;
+  std::uint64_t request_id = static_cast<std::uint64_t>(now());
+  transport::ControlRequest req{request_id, method, args.dump()};
+  VOW_RETURN_IF_ERROR(
+      link.send(peer->key, transport::Message{transport::kProtocolVersion, req}));
+  while (now() < deadline) {
+    link.wait(static_cast<int>(std::min<std::int64_t>(100, deadline - now())));
+    link.tick(now());
+    for (auto& in : link.poll_inbound(now())) {
+      if (in.peer != peer->key) continue;
+      auto* resp = std::get_if<transport::ControlResponse>(&in.message.body);
+      if (!resp || resp->request_id != request_id) continue;
+      if (!resp->ok) return Status::invalid(resp->error);
+      return parse_answer(resp->json);
+    }
+  }
+  return Status::unavailable("no answer from " + address.agent +
+                             " (is it running, and is this client key in its [trust] clients?)");
+}
+
+}  // namespace
+
 Result<nlohmann::json> control_call(const AgentAddress& address, const std::string& method,
                                     const nlohmann::json& args, int timeout_ms) {
+  if (address.agent.find('@') != std::string::npos) {
+    return remote_call(address, method, args, timeout_ms);
+  }
   auto endpoint = endpoint_of(address);
   if (!endpoint.is_ok()) return endpoint.status();
   if (endpoint->rfind("ipc://", 0) == 0 && !fs::exists(endpoint->substr(6))) {
@@ -63,14 +125,7 @@ Result<nlohmann::json> control_call(const AgentAddress& address, const std::stri
       zmq_msg_init(&m);
       if (zmq_msg_recv(&m, sock, 0) >= 0) {
         std::string body(static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
-        auto j = nlohmann::json::parse(body, nullptr, false);
-        if (j.is_discarded()) {
-          out = Status::corrupt("the agent answered something that is not JSON");
-        } else if (j.contains("error")) {
-          out = Status::invalid(j["error"].get<std::string>());
-        } else {
-          out = std::move(j);
-        }
+        out = parse_answer(body);
       }
       zmq_msg_close(&m);
     }

@@ -13,12 +13,15 @@
 namespace vow::agent::cli {
 
 struct AgentAddress {
-  std::string agent;      // --agent ENDPOINT (ipc://... or a path to control.sock)
+  // --agent ENDPOINT: ipc://... or a path to control.sock (the local agent), or
+  // ID@tcp://HOST:PORT, a remote agent asked over CURVE with the client key --key.
+  std::string agent;
+  std::string key;        // --key FILE: client key for remote agents (or $VOW_KEY)
   std::string state_dir;  // --state-dir DIR
   std::string config;     // --config FILE (its [agent] state_dir)
 };
 
-// Adds --agent, --state-dir and --config to a subcommand.
+// Adds --agent, --key, --state-dir and --config to a subcommand.
 void add_agent_options(CLI::App* cmd, AgentAddress* address);
 
 // Sends {"method": METHOD, "args": ARGS} and returns the answer (kUnavailable if no agent

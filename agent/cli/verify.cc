@@ -1,114 +1,86 @@
-// vow verify --state-dir DIR: checks, offline, everything an agent's ledger claims:
-// every statement's Ed25519 signature over its stored bytes, and every lineage link: each
-// result's inputs must be source versions or canonical outputs in the ledger (or an
-// entry of one, for a fan-out shard, or a directory made of them, for a fan-in).
-// Prints each problem on one line naming the statement; exit 0 clean, 1 otherwise.
+// vow verify: checks everything a ledger claims, every statement's Ed25519 signature
+// over its stored bytes and every lineage link (agent/verify_ledger.h). Offline with
+// --state-dir DIR (reads the ledger directly; the agent may be running or stopped), or
+// live against an agent (--agent, --config, or the default local socket), which checks
+// its own ledger. Prints each problem on one line naming the statement; exit 0 clean,
+// 1 otherwise.
 #include <iostream>
-#include <map>
 #include <memory>
-#include <set>
 #include <string>
-#include <vector>
 
 #include "agent/cli/commands.h"
+#include "agent/cli/control_client.h"
+#include "agent/verify_ledger.h"
 #include "store/artifact_store.h"
 #include "store/sqlite_ledger.h"
-#include "transport/codec.h"
 
 namespace vow::agent::cli {
 namespace {
 
-std::string name_of(const Statement& st) {
-  return transport::agent_id(st.author) + "/" + std::to_string(st.seq) + " (" +
-         statement_kind_name(st.kind()) + ")";
+int print_report(const VerifyReport& r, bool json) {
+  if (json) {
+    std::cout << nlohmann::json{{"statements", r.statements},
+                                {"links", r.links},
+                                {"problems", r.problems},
+                                {"ok", r.problems.empty()}}
+                     .dump(2)
+              << "\n";
+  } else {
+    for (const auto& p : r.problems) std::cout << p << "\n";
+    std::cout << r.statements << " statements verified, " << r.links
+              << " lineage links checked: "
+              << (r.problems.empty() ? "ok" : std::to_string(r.problems.size()) + " problems")
+              << "\n";
+  }
+  return r.problems.empty() ? 0 : 1;
 }
 
-int run_verify(const std::string& state_dir) {
+int run_offline(const std::string& state_dir, bool json) {
   auto ledger = store::open_sqlite_ledger(store::ledger_path(state_dir));
   if (!ledger.is_ok()) {
     std::cerr << "vow verify: " << ledger.status().to_string() << "\n";
     return 1;
   }
-  std::vector<std::string> problems;
-  std::vector<Statement> statements;
-  Status scan =
-      (*ledger)->scan_statements([&](const store::StoredStatement& s, const Status& row) -> Status {
-        std::string where =
-            "statement " + transport::agent_id(s.author) + "/" + std::to_string(s.seq);
-        if (!row.is_ok()) {
-          problems.push_back(where + ": " + row.to_string());
-          return Status::ok();
-        }
-        auto st = transport::decode_and_verify(s.bytes, s.signature);
-        if (!st.is_ok()) {
-          problems.push_back(where + ": " + st.status().to_string());
-        } else if (st->author != s.author || st->seq != s.seq) {
-          problems.push_back(where + ": stored under another author or sequence than it names");
-        } else {
-          statements.push_back(std::move(st).value());
-        }
-        return Status::ok();
-      });
-  if (!scan.is_ok()) {
-    std::cerr << "vow verify: " << scan.to_string() << "\n";
+  auto report = verify_ledger(**ledger);
+  if (!report.is_ok()) {
+    std::cerr << "vow verify: " << report.status().to_string() << "\n";
     return 1;
   }
-  // What inputs may be: source versions, canonical outputs, and the entries of either.
-  std::set<Digest> known;
-  auto add = [&](const ArtifactRef& r) {
-    known.insert(r.digest);
-    for (const auto& e : r.entries) known.insert(e.digest);
-  };
-  std::map<Digest, std::pair<std::uint32_t, Digest>> canonical;  // job -> (epoch, outputs)
-  for (const auto& st : statements) {
-    if (const auto* v = std::get_if<SourceVersion>(&st.body)) add(v->artifact);
-    if (const auto* r = std::get_if<JobResult>(&st.body); r && r->ok) {
-      auto key = std::make_pair(r->epoch, outputs_digest(*r));
-      auto it = canonical.find(r->job.job);
-      if (it == canonical.end() || key < it->second) canonical[r->job.job] = key;
-    }
+  return print_report(*report, json);
+}
+
+int run_live(const AgentAddress& address, bool json) {
+  auto answer = control_call(address, "verify", nlohmann::json::object(), 60'000);
+  if (!answer.is_ok()) {
+    std::cerr << "vow verify: " << answer.status().message() << "\n";
+    return 1;
   }
-  for (const auto& st : statements) {
-    const auto* r = std::get_if<JobResult>(&st.body);
-    if (r && r->ok && canonical[r->job.job] == std::make_pair(r->epoch, outputs_digest(*r))) {
-      for (const auto& o : r->outputs) add(o.artifact);
-    }
+  VerifyReport r;
+  r.statements = answer->value("statements", 0u);
+  r.links = answer->value("links", 0u);
+  for (const auto& p : answer->value("problems", nlohmann::json::array())) {
+    r.problems.push_back(p.get<std::string>());
   }
-  std::size_t links = 0;
-  for (const auto& st : statements) {
-    const auto* r = std::get_if<JobResult>(&st.body);
-    if (!r || !r->ok) continue;
-    for (const auto& in : r->inputs) {
-      ++links;
-      const ArtifactRef& a = in.artifact;
-      if (known.count(a.digest)) continue;
-      bool fan_in = a.is_tree && !a.entries.empty();
-      for (const auto& e : a.entries) fan_in = fan_in && known.count(e.digest) > 0;
-      if (fan_in) {
-        auto d = tree_digest(a.entries);
-        if (d.is_ok() && *d == a.digest) continue;
-      }
-      problems.push_back("statement " + name_of(st) + ": input '" + in.name + "' (" +
-                         a.digest.hex() +
-                         ") is no source version or canonical output in the ledger");
-    }
-  }
-  for (const auto& p : problems) std::cout << p << "\n";
-  std::cout << statements.size() << " statements verified, " << links << " lineage links checked: "
-            << (problems.empty() ? "ok" : std::to_string(problems.size()) + " problems") << "\n";
-  return problems.empty() ? 0 : 1;
+  return print_report(r, json);
 }
 
 }  // namespace
 
 void add_verify_command(CLI::App& app) {
-  auto state_dir = std::make_shared<std::string>();
+  struct Options {
+    AgentAddress address;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand(
-      "verify", "Check every statement's signature and every lineage link (offline)");
-  cmd->add_option("--state-dir", *state_dir, "The agent's state directory (agent stopped)")
-      ->required();
-  cmd->callback([state_dir] {
-    int rc = run_verify(*state_dir);
+      "verify",
+      "Check every statement's signature and every lineage link: offline with --state-dir, "
+      "else live against an agent");
+  add_agent_options(cmd, &o->address);  // --state-dir here means: offline
+  cmd->add_flag("--json", o->json, "Print {\"statements\", \"links\", \"problems\", \"ok\"}");
+  cmd->callback([o] {
+    int rc = o->address.state_dir.empty() ? run_live(o->address, o->json)
+                                           : run_offline(o->address.state_dir, o->json);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }

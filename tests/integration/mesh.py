@@ -54,6 +54,8 @@ class Agent:
         self.log_path = os.path.join(mesh.root, name + ".log")
         self.trusted = trusted
         self.timing = timing or {}
+        self.http_port = None        # set: [agent] http on 127.0.0.1:PORT
+        self.trust_clients = []      # [trust] clients (read-only query keys)
         self.proc = None
         out = subprocess.run([mesh.vow, "keys", "gen", "--state-dir", self.state],
                              check=True, capture_output=True, text=True)
@@ -63,8 +65,13 @@ class Agent:
         lines = ["[agent]", f'name = "{self.name}"', f'listen = "{self.endpoint}"',
                  "peers = [" + ", ".join(f'"{p}"' for p in peers) + "]",
                  f'state_dir = "{self.state}"',
-                 "pipelines = [" + ", ".join(f'"{p}"' for p in self.mesh.pipelines) + "]",
-                 "", "[trust]", 'key_files = ["keys/*.pub"]', ""]
+                 "pipelines = [" + ", ".join(f'"{p}"' for p in self.mesh.pipelines) + "]"]
+        if self.http_port:
+            lines.append(f'http = "127.0.0.1:{self.http_port}"')
+        lines += ["", "[trust]", 'key_files = ["keys/*.pub"]']
+        if self.trust_clients:
+            lines.append("clients = [" + ", ".join(f'"{c}"' for c in self.trust_clients) + "]")
+        lines.append("")
         for stage, cap in self.promises:
             lines += ["[[promise]]", f'stage = "{stage}"', f"capacity = {cap}", ""]
         for dataset, path, watch in self.sources:

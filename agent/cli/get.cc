@@ -1,0 +1,214 @@
+// vow get ARTIFACT | PIPELINE/STAGE.OUTPUT -o PATH: copies an artifact out of the mesh.
+// The local agent resolves the name, fetches the artifact from whichever agent holds it
+// if it has no copy (the transfer is verified by the transport), and the command then
+// reads the objects from the agent's store, hashing every byte: a file or tree whose
+// content does not match its digest is refused and nothing is left at PATH.
+// Files and directory trees are materialized writable, executables keep their bit.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include "agent/cli/commands.h"
+#include "agent/cli/control_client.h"
+#include "agent/cli/table.h"
+#include "promises/config.h"
+#include "promises/digest.h"
+#include "promises/tree.h"
+#include "store/artifact_store.h"
+
+namespace fs = std::filesystem;
+
+namespace vow::agent::cli {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void die(const std::string& message, int code = 1) {
+  std::cerr << "vow get: " << message << "\n";
+  throw CLI::RuntimeError(code);
+}
+
+struct Reading {
+  std::string root;
+  std::uint64_t bytes = 0;
+};
+
+// Reads a whole object, checking its digest. `what` names it in errors.
+Result<std::string> read_object(const std::string& path, const Digest& digest) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::not_found("object " + digest.hex() + " is not in the store");
+  std::string data;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      ::close(fd);
+      return Status::io("read " + path);
+    }
+    if (n == 0) break;
+    data.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  Hasher h;
+  h.update(data);
+  Digest got = h.finish();
+  if (got != digest) {
+    return Status::corrupt("artifact " + digest.hex() + " is corrupt in the agent's store (" +
+                           path + " hashes to " + got.hex() + "): refused");
+  }
+  return data;
+}
+
+// Copies a file object to dest, hashing as it goes; dest is removed on a mismatch.
+Status copy_file(Reading& r, const Digest& digest, const std::string& dest, bool executable) {
+  std::string path = store::object_path(r.root, digest, store::ArtifactKind::kFile);
+  int in = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return Status::not_found("file object " + digest.hex() + " is not in the store");
+  int out = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                   executable ? 0755 : 0644);
+  if (out < 0) {
+    ::close(in);
+    return Status::io("create " + dest + ": " + std::strerror(errno));
+  }
+  Hasher h;
+  std::vector<char> buf(store::kCopyChunkBytes);
+  Status st = Status::ok();
+  for (;;) {
+    ssize_t n = ::read(in, buf.data(), buf.size());
+    if (n < 0) {
+      st = Status::io("read " + path);
+      break;
+    }
+    if (n == 0) break;
+    h.update(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+    r.bytes += static_cast<std::uint64_t>(n);
+    if (::write(out, buf.data(), static_cast<std::size_t>(n)) != n) {
+      st = Status::io("write " + dest + ": " + std::strerror(errno));
+      break;
+    }
+  }
+  ::close(in);
+  if (::close(out) != 0 && st.is_ok()) st = Status::io("close " + dest);
+  if (st.is_ok()) {
+    Digest got = h.finish();
+    if (got != digest) {
+      st = Status::corrupt("artifact " + digest.hex() + " is corrupt in the agent's store (" +
+                           path + " hashes to " + got.hex() + "): refused");
+    }
+  }
+  if (!st.is_ok()) ::unlink(dest.c_str());
+  return st;
+}
+
+Status copy_tree(Reading& r, const Digest& digest, const std::string& dest, int depth) {
+  if (depth > store::kMaxTreeDepth) return Status::invalid("tree deeper than the limit");
+  auto data = read_object(store::object_path(r.root, digest, store::ArtifactKind::kTree), digest);
+  if (!data.is_ok()) return data.status();
+  auto entries = decode_tree(*data);
+  if (!entries.is_ok()) return entries.status();
+  if (::mkdir(dest.c_str(), 0755) != 0) {
+    return Status::io("mkdir " + dest + ": " + std::strerror(errno));
+  }
+  for (const auto& e : *entries) {
+    std::string child = dest + "/" + e.name;  // names are validated by decode_tree
+    Status st = e.kind == EntryKind::kTree
+                    ? copy_tree(r, e.digest, child, depth + 1)
+                    : copy_file(r, e.digest, child, e.kind == EntryKind::kExecutable);
+    if (!st.is_ok()) return st;
+  }
+  return Status::ok();
+}
+
+void progress(std::uint64_t got, std::uint64_t total) {
+  if (!::isatty(STDERR_FILENO) || total < (1u << 20)) return;
+  int width = 30;
+  int filled = total ? static_cast<int>(static_cast<double>(got) / static_cast<double>(total) *
+                                        width)
+                     : 0;
+  filled = std::min(filled, width);
+  std::fprintf(stderr, "\r[%s%s] %s / %s", std::string(static_cast<std::size_t>(filled), '#').c_str(),
+               std::string(static_cast<std::size_t>(width - filled), ' ').c_str(),
+               human_bytes(got).c_str(), human_bytes(total).c_str());
+}
+
+}  // namespace
+
+void add_get_command(CLI::App& app) {
+  struct Options {
+    AgentAddress address;
+    std::string ref;
+    std::string out;
+    std::string timeout = "10m";
+  };
+  auto o = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand(
+      "get", "Copy an artifact out of the mesh, fetched from any holder and verified");
+  cmd->add_option("artifact", o->ref, "An artifact digest, or PIPELINE/STAGE.OUTPUT")->required();
+  cmd->add_option("-o,--out", o->out, "Where to write it (must not exist)")->required();
+  cmd->add_option("--timeout", o->timeout, "How long to wait for a fetch (e.g. 90s, 5m)");
+  add_agent_options(cmd, &o->address);
+  cmd->callback([o] {
+    auto timeout = promises::parse_duration_ms(o->timeout);
+    if (!timeout.is_ok()) die("--timeout: " + timeout.status().message(), 2);
+    if (o->address.agent.find('@') != std::string::npos) {
+      die("copies out of the local agent's store: run it on a host with an agent (that agent "
+          "fetches from whichever agent holds the artifact)");
+    }
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(o->out, ec))) die(o->out + " exists: not overwritten");
+    auto ask = [&](const std::string& method, const json& args) {
+      auto a = control_call(o->address, method, args);
+      if (!a.is_ok()) die(a.status().message());
+      return std::move(a).value();
+    };
+    json info = ask("resolve", {{"ref", o->ref}});
+    std::string hex = info.value("digest", "");
+    std::uint64_t size = info.value("size_bytes", 0u);
+    if (!info.value("held_here", false)) {
+      ask("fetch", {{"digest", hex}});
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(*timeout);
+      for (;;) {
+        info = ask("resolve", {{"ref", hex}});
+        if (info.value("held_here", false)) break;
+        if (!info.value("fetching", false)) {
+          die("the agent could not fetch " + hex + " from any holder (see its log)");
+        }
+        if (std::chrono::steady_clock::now() > deadline) die("timed out fetching " + hex, 2);
+        progress(info.value("received_bytes", 0u), size);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      progress(size, size);
+      if (::isatty(STDERR_FILENO) && size >= (1u << 20)) std::fprintf(stderr, "\n");
+    }
+    auto digest = Digest::from_hex(hex);
+    if (!digest) die("the agent answered a bad digest");
+    Reading r{info.value("artifacts_root", ""), 0};
+    std::string kind = info.value("kind", "");
+    if (kind.empty()) {
+      kind = fs::exists(store::object_path(r.root, *digest, store::ArtifactKind::kTree), ec)
+                 ? "tree"
+                 : "file";
+    }
+    Status st = kind == "tree" ? copy_tree(r, *digest, o->out, 0)
+                               : copy_file(r, *digest, o->out, false);
+    if (!st.is_ok()) {
+      if (kind == "tree") {
+        (void)store::make_writable_recursive(o->out);
+        fs::remove_all(o->out, ec);
+      }
+      die(st.message());
+    }
+    std::cout << "wrote " << o->out << " (" << kind << " " << hex << ", " << human_bytes(r.bytes)
+              << ", verified)\n";
+  });
+}
+
+}  // namespace vow::agent::cli

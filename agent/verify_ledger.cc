@@ -1,0 +1,88 @@
+#include "agent/verify_ledger.h"
+
+#include <map>
+#include <set>
+#include <utility>
+
+#include "transport/codec.h"
+
+namespace vow::agent {
+namespace {
+
+std::string name_of(const Statement& st) {
+  return transport::agent_id(st.author) + "/" + std::to_string(st.seq) + " (" +
+         statement_kind_name(st.kind()) + ")";
+}
+
+}  // namespace
+
+Result<VerifyReport> verify_ledger(store::Ledger& ledger) {
+  std::vector<std::string> problems;
+  std::vector<Statement> statements;
+  Status scan =
+      ledger.scan_statements([&](const store::StoredStatement& s, const Status& row) -> Status {
+        std::string where =
+            "statement " + transport::agent_id(s.author) + "/" + std::to_string(s.seq);
+        if (!row.is_ok()) {
+          problems.push_back(where + ": " + row.to_string());
+          return Status::ok();
+        }
+        auto st = transport::decode_and_verify(s.bytes, s.signature);
+        if (!st.is_ok()) {
+          problems.push_back(where + ": " + st.status().to_string());
+        } else if (st->author != s.author || st->seq != s.seq) {
+          problems.push_back(where + ": stored under another author or sequence than it names");
+        } else {
+          statements.push_back(std::move(st).value());
+        }
+        return Status::ok();
+      });
+  if (!scan.is_ok()) return scan;
+  // What inputs may be: source versions, canonical outputs, and the entries of either.
+  std::set<Digest> known;
+  auto add = [&](const ArtifactRef& r) {
+    known.insert(r.digest);
+    for (const auto& e : r.entries) known.insert(e.digest);
+  };
+  std::map<Digest, std::pair<std::uint32_t, Digest>> canonical;  // job -> (epoch, outputs)
+  for (const auto& st : statements) {
+    if (const auto* v = std::get_if<SourceVersion>(&st.body)) add(v->artifact);
+    if (const auto* r = std::get_if<JobResult>(&st.body); r && r->ok) {
+      auto key = std::make_pair(r->epoch, outputs_digest(*r));
+      auto it = canonical.find(r->job.job);
+      if (it == canonical.end() || key < it->second) canonical[r->job.job] = key;
+    }
+  }
+  for (const auto& st : statements) {
+    const auto* r = std::get_if<JobResult>(&st.body);
+    if (r && r->ok && canonical[r->job.job] == std::make_pair(r->epoch, outputs_digest(*r))) {
+      for (const auto& o : r->outputs) add(o.artifact);
+    }
+  }
+  std::size_t links = 0;
+  for (const auto& st : statements) {
+    const auto* r = std::get_if<JobResult>(&st.body);
+    if (!r || !r->ok) continue;
+    for (const auto& in : r->inputs) {
+      ++links;
+      const ArtifactRef& a = in.artifact;
+      if (known.count(a.digest)) continue;
+      bool fan_in = a.is_tree && !a.entries.empty();
+      for (const auto& e : a.entries) fan_in = fan_in && known.count(e.digest) > 0;
+      if (fan_in) {
+        auto d = tree_digest(a.entries);
+        if (d.is_ok() && *d == a.digest) continue;
+      }
+      problems.push_back("statement " + name_of(st) + ": input '" + in.name + "' (" +
+                         a.digest.hex() +
+                         ") is no source version or canonical output in the ledger");
+    }
+  }
+  VerifyReport report;
+  report.statements = statements.size();
+  report.links = links;
+  report.problems = std::move(problems);
+  return report;
+}
+
+}  // namespace vow::agent

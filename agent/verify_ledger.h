@@ -1,0 +1,26 @@
+// Checks everything a ledger claims (vow verify, offline against a state directory or
+// live inside an agent): every statement's Ed25519 signature over its stored bytes, and
+// every lineage link: each successful result's inputs must be source versions or
+// canonical outputs in the ledger (or an entry of one, for a fan-out shard, or a
+// directory made of them, for a fan-in). Each problem names the statement.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "promises/status.h"
+#include "store/ledger.h"
+
+namespace vow::agent {
+
+struct VerifyReport {
+  std::size_t statements = 0;  // verified
+  std::size_t links = 0;       // lineage links checked
+  std::vector<std::string> problems;
+};
+
+// Reads every stored statement of `ledger`. Fails only if the ledger cannot be read.
+Result<VerifyReport> verify_ledger(store::Ledger& ledger);
+
+}  // namespace vow::agent
