@@ -106,6 +106,83 @@ Status load_trust(const promises::AgentConfig& cfg, const fs::path& base,
 
 }  // namespace
 
+// ---- reload (SIGHUP) ----
+
+void Daemon::Impl::reload() {
+  auto loaded = load_config_files({options.config_path});
+  if (!loaded.errors.empty() || loaded.agents.size() != 1) {
+    for (const auto& d : loaded.errors) log->error("SIGHUP: {}", format_diagnostic(d));
+    if (loaded.errors.empty()) log->error("SIGHUP: {}: not an agent file", options.config_path);
+    log->error("SIGHUP: config not reloaded; running on with the previous one");
+    return;
+  }
+  promises::AgentConfig next = loaded.agents.front();
+  fs::path base = fs::absolute(options.config_path).parent_path();
+  transport::TrustSet next_trust;
+  Status t = load_trust(next, base, &next_trust);
+  if (!t.is_ok()) {
+    log->error("SIGHUP: {}; config not reloaded", t.to_string());
+    return;
+  }
+  for (auto& src : next.sources) src.path = resolve(base, src.path);
+  // What a running agent cannot change: said, and kept as it was.
+  auto kept = [&](const char* what, bool same) {
+    if (!same) log->warn("SIGHUP: '{}' changes with a restart; kept as it was", what);
+  };
+  kept("name", next.name == config.name);
+  kept("listen", next.listen == config.listen);
+  kept("state_dir", next.state_dir == config.state_dir || !options.state_dir.empty());
+  kept("control", next.control == config.control);
+  kept("control_group", next.control_group == config.control_group);
+  kept("http", next.http == config.http);
+  kept("replicas", next.replicas == config.replicas);
+  kept("[timing]", next.timing == config.timing);
+  bool same_sources = next.sources.size() == config.sources.size();
+  for (std::size_t i = 0; same_sources && i < next.sources.size(); ++i) {
+    same_sources = next.sources[i].pipeline == config.sources[i].pipeline &&
+                   next.sources[i].source == config.sources[i].source &&
+                   next.sources[i].path == config.sources[i].path &&
+                   next.sources[i].watch == config.sources[i].watch;
+  }
+  kept("[[source]]", same_sources);
+  // Trust: new keys are admitted from now on; removed ones at their next handshake.
+  if (next_trust.keys() != trust.keys()) {
+    log->info("SIGHUP: trust list reloaded ({} keys)", next_trust.size());
+    trust = next_trust;
+    transport->set_trust(std::move(next_trust));
+  }
+  // Promises and pipelines: the core publishes a new advert; jobs of withdrawn stages
+  // are released so others take them at once.
+  auto names = [](const std::vector<promises::PromiseDecl>& ps) {
+    std::set<std::string> out;
+    for (const auto& p : ps) out.insert(p.pipeline + "/" + p.stage + "*" + std::to_string(p.capacity));
+    return out;
+  };
+  std::set<Digest> old_digests, new_digests;
+  for (const auto& p : pipelines) old_digests.insert(p.digest);
+  for (const auto& p : loaded.pipelines) new_digests.insert(p.digest);
+  auto before = names(config.promises);
+  auto after = names(next.promises);
+  if (before == after && old_digests == new_digests) {
+    log->info("SIGHUP: promises and pipelines unchanged");
+    return;
+  }
+  for (const auto& p : after) {
+    if (!before.count(p)) log->info("SIGHUP: promise added: {}", p);
+  }
+  for (const auto& p : before) {
+    if (!after.count(p)) log->info("SIGHUP: promise withdrawn: {}", p);
+  }
+  config.promises = next.promises;
+  config.pipelines = next.pipelines;
+  pipelines = loaded.pipelines;
+  std::vector<promises::CorePromise> core_promises;
+  for (const auto& p : config.promises) core_promises.push_back({p.pipeline, p.stage, p.capacity});
+  std::vector<AdvertSource> sources;
+  for (const auto& s : config.sources) sources.push_back({s.pipeline, s.source});
+  carry_out(core->reconfigure(std::move(core_promises), pipelines, std::move(sources)));
+}
+
 // ---- creation ----
 
 Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
@@ -592,6 +669,7 @@ int Daemon::Impl::loop() {
       if (!p.endpoints.empty()) connect_peer(p.id, p.endpoints.front());
     }
   }
+  carry_out(core->tick(now_ms(), wall_ms()));  // own statements carry a wall time
   carry_out(core->start());
   drop_unclaimed_recovered();
   start_sources();
@@ -621,7 +699,7 @@ int Daemon::Impl::loop() {
           log->info("signal {}: shutting down, releasing claims", si.ssi_signo);
           stopping = true;
         } else if (si.ssi_signo == SIGHUP) {
-          log->warn("SIGHUP: config reload is not supported yet; restart vowd to apply changes");
+          reload();
         }
       }
     }

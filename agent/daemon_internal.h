@@ -159,6 +159,7 @@ struct Daemon::Impl {
   void remember_refs(const Statement& st);
   int loop();
   void shutdown();
+  void reload();  // SIGHUP
 
   // ---- daemon_jobs.cc ----
   void start_job(promises::StartJob start);

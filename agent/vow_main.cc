@@ -39,8 +39,14 @@ int main(int argc, char** argv) {
     std::cerr << "vow: " << e.what() << "\n";
     // The usage of the subcommand that was being parsed, else of vow itself.
     const CLI::App* sub = &app;
-    while (!sub->get_subcommands().empty()) sub = sub->get_subcommands().front();
-    std::cerr << sub->help("", CLI::AppFormatMode::Normal);
+    std::string path = "vow";
+    while (!sub->get_subcommands().empty()) {
+      sub = sub->get_subcommands().front();
+      path += " " + sub->get_name();
+    }
+    std::cerr << "usage: " << path << (sub == &app ? " COMMAND" : "")
+              << " [OPTIONS] ARGS... ('" << path << " --help' for more)\n\n"
+              << sub->help("", CLI::AppFormatMode::Normal);
     return kExitUsage;
   }
   return 0;

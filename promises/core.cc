@@ -59,6 +59,13 @@ Core::Impl::Impl(CoreConfig cfg, std::int64_t now)
       detector(std::make_unique<HeartbeatDetector>(config.timing)),
       now_ms(now),
       started_ms(now) {
+  apply_promises();
+}
+
+void Core::Impl::apply_promises() {
+  own_pipelines.clear();
+  capacity_by_stage.clear();
+  total_capacity = 0;
   for (const auto& p : config.pipelines)
     own_pipelines.push_back(std::make_shared<const Pipeline>(p));
   for (const auto& pr : config.promises) {
@@ -69,6 +76,29 @@ Core::Impl::Impl(CoreConfig cfg, std::int64_t now)
         total_capacity += static_cast<std::uint32_t>(pr.capacity);
       }
     }
+  }
+  plan_dirty = true;
+}
+
+void Core::Impl::publish_advert_and_pipelines() {
+  Advert adv;
+  adv.name = config.name;
+  adv.endpoints = config.endpoints;
+  for (const auto& pr : config.promises) {
+    for (const auto& p : config.pipelines) {
+      if (p.name != pr.pipeline) continue;
+      if (const Stage* st = p.find_stage(pr.stage)) {
+        adv.promises.push_back(AdvertPromise{pr.pipeline, pr.stage, st->digest, pr.capacity});
+      }
+    }
+  }
+  adv.sources = config.sources;
+  // Republished on every start: its seq names this incarnation of our holdings.
+  const Statement& a = publish(std::move(adv));
+  holdings_incarnation = a.seq;
+  for (const auto& p : config.pipelines) {
+    bool known = ledger.pipelines().count(p.digest) != 0;
+    if (!known) publish(PipelineDef{p.name, p.digest, canonical_pipeline(p)});
   }
 }
 
@@ -339,25 +369,7 @@ Output Core::start() {
   Impl& s = *impl_;
   if (!s.started) {
     s.started = true;
-    Advert adv;
-    adv.name = s.config.name;
-    adv.endpoints = s.config.endpoints;
-    for (const auto& pr : s.config.promises) {
-      for (const auto& p : s.config.pipelines) {
-        if (p.name != pr.pipeline) continue;
-        if (const Stage* st = p.find_stage(pr.stage)) {
-          adv.promises.push_back(AdvertPromise{pr.pipeline, pr.stage, st->digest, pr.capacity});
-        }
-      }
-    }
-    adv.sources = s.config.sources;
-    // Republished on every start: its seq names this incarnation of our holdings.
-    const Statement& a = s.publish(std::move(adv));
-    s.holdings_incarnation = a.seq;
-    for (const auto& p : s.config.pipelines) {
-      bool known = s.ledger.pipelines().count(p.digest) != 0;
-      if (!known) s.publish(PipelineDef{p.name, p.digest, canonical_pipeline(p)});
-    }
+    s.publish_advert_and_pipelines();
     s.reconcile();
   }
   return s.take();
@@ -456,6 +468,27 @@ Output Core::source_snapshot(const std::string& pipeline, const std::string& sou
     s.publish(SourceVersion{pipeline, source, own + 1, artifact});
   }
   s.reconcile();
+  return s.take();
+}
+
+Output Core::reconfigure(std::vector<CorePromise> promises, std::vector<Pipeline> pipelines,
+                         std::vector<AdvertSource> sources) {
+  Impl& s = *impl_;
+  s.config.promises = std::move(promises);
+  s.config.pipelines = std::move(pipelines);
+  s.config.sources = std::move(sources);
+  s.apply_promises();
+  // Jobs of stages no longer promised stop now and are released: others take them.
+  std::vector<Digest> stop;
+  for (const auto& [job, run] : s.running) {
+    if (!s.capacity_by_stage.count(run.ref.stage_digest)) stop.push_back(job);
+  }
+  for (const auto& j : stop) s.stop(j, "promise withdrawn", /*release=*/true);
+  if (s.started && !s.withdrawn) {
+    s.publish_advert_and_pipelines();
+    s.decisions_due = true;
+    s.reconcile();
+  }
   return s.take();
 }
 

@@ -283,6 +283,12 @@ class Core {
   [[nodiscard]] Output artifact_lost(const Digest& digest);
   [[nodiscard]] Output source_snapshot(const std::string& pipeline, const std::string& source,
                                        const ArtifactRef& artifact);
+  // A reloaded config (SIGHUP): the new promises, pipelines and sources replace the old,
+  // a new advert says so, and jobs of stages no longer promised are stopped and released
+  // so that other agents take them at once.
+  [[nodiscard]] Output reconfigure(std::vector<CorePromise> promises,
+                                   std::vector<Pipeline> pipelines,
+                                   std::vector<AdvertSource> sources);
   // Stop claiming, kill and release every running job (shutdown: the same, before exit).
   [[nodiscard]] Output withdraw();
 

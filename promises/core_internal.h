@@ -39,6 +39,10 @@ struct Core::Impl {
   std::uint64_t holdings_version = 0;
 
   std::map<Digest, int> capacity_by_stage;  // own promises by stage digest
+  // Rebuilds own pipelines and capacities from config (start and reconfigure).
+  void apply_promises();
+  // Publishes the advert and the definitions of pipelines the ledger lacks.
+  void publish_advert_and_pipelines();
   std::uint32_t total_capacity = 0;
 
   struct Peer {

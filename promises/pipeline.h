@@ -87,6 +87,7 @@ struct Timing {
   std::int64_t dead_after_ms = 600;
   std::int64_t sync_interval_ms = 1000;  // periodic anti-entropy
   std::int64_t claim_step_ms = 50;       // rank r waits r claim steps before claiming
+  bool operator==(const Timing&) const = default;
 };
 
 struct PromiseDecl {

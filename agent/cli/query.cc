@@ -174,14 +174,17 @@ void print_lineage(const json& l) {
               << "\n"
               << "  signer    " << who(s["signer"]) << "  statement " << id << "\n";
     for (const auto& [name, d] : s["inputs"].items()) {
-      std::string from;
+      std::vector<std::string> froms;
       for (const auto& e : into[id]) {
         if (e.value("input", "") == name || e.value("input", "").rfind(name + "/", 0) == 0) {
-          from = e.value("from", "");
+          froms.push_back(e.value("from", ""));
         }
       }
-      std::cout << "  in        " << name << " = " << d.get<std::string>()
-                << (from.empty() ? "" : "  <- " + from) << "\n";
+      std::string from = froms.size() == 1 ? "  <- " + froms.front()
+                         : froms.empty()   ? ""
+                                           : "  <- " + std::to_string(froms.size()) +
+                                               " results (fan-in)";
+      std::cout << "  in        " << name << " = " << d.get<std::string>() << from << "\n";
     }
     for (const auto& [name, d] : s["outputs"].items()) {
       std::cout << "  out       " << name << " = " << d.get<std::string>() << "\n";

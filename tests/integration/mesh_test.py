@@ -7,6 +7,7 @@ Scenarios: wordcount, failover, sigterm, memo-shard, untrusted, bad-config.
 import collections
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -219,6 +220,42 @@ def scenario_sigterm():
         mesh.cleanup()
 
 
+def scenario_reload():
+    """SIGHUP reloads promises: the agent that withdraws the stage it is running hands the
+    job over at once (failure detection is far too slow to explain it), the one that adds
+    it runs it, nobody restarts; a broken config on SIGHUP changes nothing."""
+    mesh, data = slow_mesh({"heartbeat": "100ms", "suspect_after": "30s", "dead_after": "60s"})
+    try:
+        victim = victim_after_replication(mesh, data)
+        peers = {ag.name: [f"{b.id}@{b.endpoint}" for b in mesh.agents if b is not ag]
+                 for ag in mesh.agents}
+        t0 = time.monotonic()
+        victim.promises = []
+        victim.write_config(peers[victim.name])
+        victim.proc.send_signal(signal.SIGHUP)
+        wait_until("the withdrawn job to be taken over",
+                   lambda: any(ag.alive() and ag is not victim and
+                               ag.status()["agents"][0]["running"] > 0 for ag in mesh.agents), 20)
+        check(time.monotonic() - t0 < 30, "the job waited for failure detection")
+        check(victim.alive(), "the reloaded agent exited")
+        check(victim.status()["agents"][0]["running"] == 0, "the withdrawn job still runs")
+        promises = {x["name"]: x for x in json.loads(victim.vow("promises", "--json").stdout)["agents"]}
+        check(promises[victim.name]["promises"] == [], f"advert after reload: {promises[victim.name]}")
+        other = next(ag for ag in mesh.agents if ag is not victim)
+        check_copy(mesh, other, data)
+        # A broken config on SIGHUP: logged with its location, the agent runs on unchanged.
+        with open(victim.config, "a") as f:
+            f.write("\n[agent]\nname = 5\n")
+        victim.proc.send_signal(signal.SIGHUP)
+        wait_until("the reload error to be logged",
+                   lambda: "config not reloaded" in victim.tail(40), 10)
+        check(re.search(r"agent-\w+\.toml:\d+:\d+", victim.tail(40)), victim.tail(40))
+        check(victim.alive() and victim.status()["agent"]["name"] == victim.name,
+              "the agent did not survive a bad reload")
+    finally:
+        mesh.cleanup()
+
+
 def scenario_memo_shard():
     mesh = Mesh(VOW, VOWD, [os.path.join(HERE, "perfile.toml")])
     try:
@@ -294,6 +331,7 @@ SCENARIOS = {
     "wordcount": scenario_wordcount,
     "failover": scenario_failover,
     "sigterm": scenario_sigterm,
+    "reload": scenario_reload,
     "memo-shard": scenario_memo_shard,
     "untrusted": scenario_untrusted,
     "bad-config": scenario_bad_config,

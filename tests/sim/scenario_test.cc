@@ -253,6 +253,14 @@ class Mesh {
     return n;
   }
 
+  // A config reload on node i: new promises, same pipelines and sources.
+  void reconfigure(int i, std::vector<CorePromise> promises) {
+    Node& nd = nodes_[i];
+    nd.config.promises = promises;
+    apply(i, nd.core->reconfigure(std::move(promises), nd.config.pipelines, nd.config.sources));
+    deliver();
+  }
+
  private:
   void apply(int i, Output out) {
     Node& nd = nodes_[i];
@@ -591,6 +599,52 @@ TEST_CASE("restart: a standing claim is resumed, a fenced one is released") {
       if (c.author == m.node(first).config.key) CHECK(c.released);
     }
   }
+}
+
+}  // namespace
+}  // namespace vow::promises
+
+namespace vow::promises {
+namespace {
+
+TEST_CASE("reconfigure: a withdrawn promise hands its job over at once; an added one claims") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(200);
+  Digest job = m.jobs_of(0, "work").at(0);
+  int first = runner(m, job);
+  REQUIRE(first != -1);
+  int other = first == 1 ? 2 : 1;
+  // The runner's config drops the promise: its job is killed and released, and the
+  // other agent takes it over well inside the detection window (nobody died).
+  Node& nd = m.node(first);
+  m.reconfigure(first, {});
+  CHECK(m.node(first).procs.count(job) == 0);
+  std::int64_t withdrawn_at = m.now();
+  std::int64_t took_over = -1;
+  for (int t = 0; t < 100 && took_over < 0; ++t) {
+    m.advance(10);
+    if (m.node(other).procs.count(job)) took_over = m.now();
+  }
+  REQUIRE(took_over > 0);
+  Timing timing;
+  CHECK(took_over - withdrawn_at < timing.dead_after_ms / 2);
+  // Every agent now sees the new advert without the promise.
+  const auto& adverts = m.core(0).ledger().adverts();
+  const auto* adv = std::get_if<Advert>(&adverts.at(nd.config.key)->body);
+  REQUIRE(adv != nullptr);
+  CHECK(adv->promises.empty());
+  // Agent 0 promised nothing; after adding the promise it runs a new job of the stage.
+  m.finish_all(other);
+  m.advance(100);
+  m.reconfigure(0, {CorePromise{"one", "work", 2}});
+  m.source("one", "in", file_ref(hd("input", "2")));
+  m.crash(first);
+  m.crash(other);
+  m.advance(200);
+  Digest second = m.jobs_of(0, "work").at(0);
+  CHECK(second != job);
+  CHECK(m.node(0).procs.count(second) == 1);
 }
 
 }  // namespace
