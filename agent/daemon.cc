@@ -1,6 +1,7 @@
 #include "agent/daemon.h"
 
 #include <glob.h>
+#include <grp.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <sys/signalfd.h>
@@ -209,6 +210,10 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   }
   VOW_RETURN_IF_ERROR(load_trust(impl->config, base, &impl->trust));
   for (auto& src : impl->config.sources) src.path = resolve(base, src.path);
+  if (!impl->config.control_group.empty() && !::getgrnam(impl->config.control_group.c_str())) {
+    return Status::invalid(options.config_path + ": control_group '" +
+                           impl->config.control_group + "' is no group on this host");
+  }
 
   // From here on the state directory is touched.
   std::error_code ec;

@@ -11,6 +11,7 @@
 
 #include "agent/cli/commands.h"
 #include "agent/cli/control_client.h"
+#include "agent/cli/table.h"
 #include "promises/config.h"
 
 namespace vow::agent::cli {
@@ -27,28 +28,37 @@ struct StatusOptions {
 }
 
 void print_status(const nlohmann::json& s) {
-  std::cout << std::left << std::setw(14) << "AGENT" << std::setw(8) << "ALIVE" << std::setw(9)
-            << "RUNNING"
-            << "ID\n";
+  std::vector<Row> agents;
   for (const auto& a : s["agents"]) {
-    std::cout << std::setw(14) << a.value("name", "?") << std::setw(8)
-              << (a.value("alive", false) ? "yes" : "no") << std::setw(9) << a.value("running", 0)
-              << a.value("id", "") << "\n";
+    bool alive = a.value("alive", false);
+    std::string load = std::to_string(a.value("running", 0));
+    if (a.contains("capacity")) load += "/" + std::to_string(a.value("capacity", 0));
+    std::int64_t seen = a.value("last_seen_ms", std::int64_t{-1});
+    agents.push_back({a.value("name", "?") + (a.value("self", false) ? " (this)" : ""),
+                      a.value("id", ""),
+                      alive ? paint("yes", Colour::kGreen) : paint("no", Colour::kRed), load,
+                      a.value("self", false) ? "-" : seen < 0 ? "never" : human_ms(seen) + " ago"});
   }
+  print_table({"AGENT", "ID", "ALIVE", "LOAD", "LAST SEEN"}, agents);
+  const char* states[] = {"pending", "ready", "running", "done", "failed", "superseded"};
   for (const auto& p : s["pipelines"]) {
-    std::cout << "\npipeline " << p.value("name", "?") << "\n";
-    std::cout << "  " << std::setw(14) << "STAGE";
-    for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"}) {
-      std::cout << std::setw(11) << k;
-    }
-    std::cout << "\n";
+    std::cout << "\npipeline " << p.value("name", "?") << "  (" << short_id(p.value("digest", ""))
+              << ")\n";
+    std::vector<Row> rows;
     for (const auto& st : p["stages"]) {
-      std::cout << "  " << std::setw(14) << st.value("name", "?");
-      for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"}) {
-        std::cout << std::setw(11) << st["jobs"].value(k, 0);
+      Row r{st.value("name", "?")};
+      for (const char* k : states) {
+        int n = st["jobs"].value(k, 0);
+        std::string cell = std::to_string(n);
+        std::string state = k;
+        if (n > 0 && state == "done") cell = paint(cell, Colour::kGreen);
+        if (n > 0 && state == "failed") cell = paint(cell, Colour::kRed);
+        if (n > 0 && state == "running") cell = paint(cell, Colour::kYellow);
+        r.push_back(cell);
       }
-      std::cout << "\n";
+      rows.push_back(r);
     }
+    print_table({"STAGE", "PENDING", "READY", "RUNNING", "DONE", "FAILED", "SUPERSEDED"}, rows, 2);
   }
   std::uint64_t rejected = 0;
   for (const auto& [k, v] : s["rejected"].items()) rejected += v.get<std::uint64_t>();

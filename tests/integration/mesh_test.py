@@ -6,19 +6,21 @@ Scenarios: wordcount, failover, sigterm, memo-shard, untrusted, bad-config.
 """
 import collections
 import contextlib
+import grp
 import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import stat
 import sqlite3
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mesh import (Mesh, TestFailure, canonical_output, check, read_artifact,  # noqa: E402
+from mesh import (Mesh, TestFailure, canonical_output, check, free_port, read_artifact,  # noqa: E402
                   stage_counts, wait_until)
 
 VOW, VOWD, ROOT = sys.argv[1:4]
@@ -323,6 +325,27 @@ def scenario_bad_config():
         check(not os.path.exists(state), "vowd touched the state directory")
         p = subprocess.run([VOWD, "--bogus"], capture_output=True, text=True, timeout=30)
         check(p.returncode == 2, f"bad arguments: exit status {p.returncode}")
+        # control_group: a group that does not exist refuses to start, touching nothing;
+        # an existing one makes the control socket 0660 owned by that group.
+        def agent_file(group):
+            with open(bad, "w") as f:
+                f.write(f'[agent]\nname = "grp"\nlisten = "tcp://127.0.0.1:{free_port()}"\n'
+                        f'state_dir = "{state}"\ncontrol_group = "{group}"\n')
+        agent_file("no-such-group-here")
+        p = subprocess.run([VOWD, "--config", bad], capture_output=True, text=True, timeout=30)
+        check(p.returncode == 1 and "no-such-group-here" in p.stderr, f"bad group: {p.stderr}")
+        check(not os.path.exists(state), "vowd touched the state directory")
+        agent_file("nogroup")
+        proc = subprocess.Popen([VOWD, "--config", bad], stderr=subprocess.DEVNULL)
+        try:
+            sock = os.path.join(state, "control.sock")
+            wait_until("the control socket", lambda: os.path.exists(sock), 20)
+            st = os.stat(sock)
+            check(stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == grp.getgrnam("nogroup").gr_gid,
+                  f"control socket mode {oct(st.st_mode)} gid {st.st_gid}")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
     finally:
         mesh.cleanup()
 
