@@ -230,6 +230,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   auto identity = transport::load_or_create_identity(impl->state_dir, &created);
   if (!identity.is_ok()) return identity.status();
   impl->identity = std::move(identity).value();
+  // Every line names the agent and its id (peers' ids are added where an event has one).
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n " + impl->identity->id().substr(0, 12) +
+                      "] %v");
   impl->log->info("agent {} id {}{}", impl->config.name, impl->identity->id(),
                   created ? " (new identity)" : "");
 
@@ -503,18 +506,19 @@ void Daemon::Impl::act(promises::Action& action) {
 void Daemon::Impl::log_events(const std::vector<promises::Event>& events) {
   for (const auto& e : events) {
     const char* kind = promises::event_kind_name(e.kind);
+    std::string peer = e.peer ? " [peer " + short_id(*e.peer) + "]" : "";
     switch (e.level) {
       case promises::EventLevel::kDebug:
-        log->debug("{}: {}", kind, e.text);
+        log->debug("{}: {}{}", kind, e.text, peer);
         break;
       case promises::EventLevel::kInfo:
-        log->info("{}: {}", kind, e.text);
+        log->info("{}: {}{}", kind, e.text, peer);
         break;
       case promises::EventLevel::kWarn:
-        log->warn("{}: {}", kind, e.text);
+        log->warn("{}: {}{}", kind, e.text, peer);
         break;
       case promises::EventLevel::kError:
-        log->error("{}: {}", kind, e.text);
+        log->error("{}: {}{}", kind, e.text, peer);
         break;
     }
   }

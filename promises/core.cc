@@ -108,8 +108,9 @@ Output Core::Impl::take() {
   return o;
 }
 
-void Core::Impl::event(EventKind kind, EventLevel level, std::string text) {
-  out.events.push_back(Event{kind, level, std::move(text)});
+void Core::Impl::event(EventKind kind, EventLevel level, std::string text,
+                       std::optional<AgentKey> peer) {
+  out.events.push_back(Event{kind, level, std::move(text), peer});
 }
 
 void Core::Impl::send(const std::optional<AgentKey>& to, MessageBody body) {
@@ -307,7 +308,8 @@ void Core::Impl::do_tick() {
       p.reported = l;
       event(EventKind::kPeerState, l == Liveness::kAlive ? EventLevel::kInfo : EventLevel::kWarn,
             "peer " + (p.name.empty() ? key.hex().substr(0, 12) : p.name) + " is " +
-                liveness_name(l));
+                liveness_name(l),
+            key);
       ranking_cache.clear();
     }
   }

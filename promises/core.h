@@ -185,6 +185,7 @@ struct Event {
   EventKind kind;
   EventLevel level = EventLevel::kInfo;
   std::string text;
+  std::optional<AgentKey> peer;  // the other agent the event is about, if one
 };
 
 // The result of one input. The shell MUST carry it out in this order:

@@ -125,7 +125,8 @@ struct Core::Impl {
 
   // ---- core.cc ----
   Output take();
-  void event(EventKind kind, EventLevel level, std::string text);
+  void event(EventKind kind, EventLevel level, std::string text,
+             std::optional<AgentKey> peer = std::nullopt);
   const Statement& publish(StatementBody body);
   void ingest(const Statement& st, bool restored);
   void on_advert(const Statement& st);
