@@ -282,6 +282,11 @@ def scenario_memo_shard():
               f"jobs that ran again for one changed file: {sorted(new)}")
         totals = read_artifact(mesh, canonical_output(a.status(), "perfile", "merge", "totals"))
         check(b"2 zyzzyva\n" in totals, "the merge does not include the change")
+        # vow why tells the reused results from the recomputed ones.
+        for stage, job in done_jobs(a.status()):
+            why = json.loads(a.vow("why", job, "--json").stdout)
+            check(why["memoized"] == ((stage, job) in before),
+                  f"vow why {stage} {job[:12]}: memoized {why['memoized']}")
     finally:
         mesh.cleanup()
 
