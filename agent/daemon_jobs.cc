@@ -76,21 +76,6 @@ void Daemon::Impl::start_job(promises::StartJob start) {
   job.start = std::move(start);
   job.started_unix_ms = wall_ms();
   job.started_mono_ms = now_ms();
-  // Hand-off latency: the newest upstream result this job consumes was signed, then
-  // this process started (wall clocks; one clock when the agents share a host).
-  if (const auto* planned = core->plan().find(id)) {
-    std::int64_t newest = 0;
-    for (const auto& b : planned->bindings) {
-      const Statement* up = core->ledger().get(b.producer, b.producer_seq);
-      if (up && std::holds_alternative<JobResult>(up->body)) {
-        newest = std::max(newest, up->wall_unix_ms);
-      }
-    }
-    if (newest > 0) {
-      metrics.handoff.observe(static_cast<double>(std::max<std::int64_t>(
-                                  0, job.started_unix_ms - newest)) / 1000.0);
-    }
-  }
   if (job.start.timeout_ms > 0) job.deadline_mono_ms = job.started_mono_ms + job.start.timeout_ms;
 
   // After a restart: adopt what the earlier vowd started instead of starting it again.
