@@ -49,6 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PIPELINE = os.path.join(HERE, "chaos.toml")
 STAGES = ["chaos/split", "chaos/shout", "chaos/gather"]
 SKIP = 77  # meson's exit status for a skipped test
+DIAGNOSE = {}  # the current mesh's root, named when a run fails
 
 # Kill loop: the kill lands up to KILL_WINDOW_S after the round's first job starts (a
 # round takes about 2.5 s undisturbed), and the agent stays down up to DOWN_MAX_S:
@@ -101,9 +102,29 @@ def outputs_are(agents, want):
 
 def check_output(mesh, agents, data, what, timeout=ROUND_TIMEOUT_S):
     want = reference(data)
-    wait_until(f"{what}: every agent to hold the reference output",
-               lambda: outputs_are(agents, digest(want)), timeout, 0.1)
+    try:
+        wait_until(f"{what}: every agent to hold the reference output",
+                   lambda: outputs_are(agents, digest(want)), timeout, 0.1)
+    except TestFailure:
+        describe(mesh)
+        raise
     check(read_artifact(mesh, digest(want)) == want, f"{what}: output bytes differ")
+
+
+def describe(mesh):
+    """What each agent reports, for the log of a failed run."""
+    for a in mesh.agents:
+        if not a.alive():
+            print(f"-- {a.name}: not running", file=sys.stderr)
+            continue
+        try:
+            st = a.status()
+        except TestFailure as e:
+            print(f"-- {a.name}: no status: {e}", file=sys.stderr)
+            continue
+        peers = ", ".join(f"{x['name']} {x.get('liveness', 'self')}" for x in st["agents"])
+        print(f"-- {a.name}: peers {peers}; jobs {stage_counts(st, 'chaos')}", file=sys.stderr)
+        print(a.tail(15), file=sys.stderr)
 
 
 def running_anywhere(agents):
@@ -215,6 +236,7 @@ def scenario_kill_loop(args):
     rng = random.Random(args.seed)
     print(f"kill-loop: {args.rounds} rounds, seed {args.seed}")
     mesh = Mesh(VOW, VOWD, [PIPELINE])
+    DIAGNOSE["root"] = mesh.root
     t_all = time.monotonic()
     try:
         data_path = os.path.join(mesh.root, "data.txt")
@@ -341,6 +363,7 @@ def scenario_partition(args):
     print(f"partition: {args.rounds} cut(s), namespaces {nets.hub} and "
           f"{', '.join(nets.names)}, seed {args.seed}")
     mesh = Mesh(VOW, VOWD, [PIPELINE])
+    DIAGNOSE["root"] = mesh.root
     t_all = time.monotonic()
     try:
         data_path = os.path.join(mesh.root, "data.txt")
@@ -494,6 +517,7 @@ def scenario_hostile(args):
     rng = random.Random(args.seed)
     print(f"hostile: {args.rounds} round(s), seed {args.seed}")
     mesh = Mesh(VOW, VOWD, [PIPELINE])
+    DIAGNOSE["root"] = mesh.root
     ctx = zmq.Context()
     clients = []
     try:
@@ -704,6 +728,8 @@ if __name__ == "__main__":
         rc = SCENARIOS[args.scenario](args) or 0
     except TestFailure as e:
         print(f"FAIL {args.scenario} (seed {args.seed}): {e}", file=sys.stderr)
+        print(f"(VOW_KEEP=1 keeps the state directories and logs: {DIAGNOSE.get('root')})",
+              file=sys.stderr)
         sys.exit(1)
     if rc == 0:
         print(f"ok {args.scenario}")
