@@ -172,6 +172,14 @@ def verify_all(mesh):
 KIND_CLAIM = 3
 KIND_RESULT = 5
 STARTED = re.compile(r"job ([0-9a-f]{12}) \S+ started \(pid \d+\)")
+PEER_DEAD = re.compile(r"peer-state: peer \S+ is dead")
+DEAF_WINDOW_S = 1.5
+
+
+def log_time(line):
+    """Seconds of the day of a vowd log line ("2026-11-25T01:03:33.645 ...")."""
+    h, m, sec = line[11:23].split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
 def figures(mesh, rows):
@@ -186,7 +194,10 @@ def figures(mesh, rows):
     - diverging results: jobs whose successful results differ in outputs (must be 0:
       every stage here is deterministic);
     - resumed / adopted: a restarted agent carrying on with its own claim (running the
-      job again), or taking over the still-running or finished process it left.
+      job again), or taking over the still-running or finished process it left;
+    - deaf restarts: restarts after which the agent declared a peer dead within
+      DEAF_WINDOW_S: it heard from no peer in its first dead_after, although (one agent
+      down at a time) its peers were up.
     """
     epochs = collections.defaultdict(collections.Counter)
     results = collections.defaultdict(list)
@@ -198,11 +209,20 @@ def figures(mesh, rows):
     starts = collections.Counter()
     logged = collections.Counter()
     for a in mesh.agents:
+        restarted_at = None  # log time of the latest restart, while in its window
+        boots = 0
         with open(a.log_path, errors="replace") as f:
             for line in f:
                 m = STARTED.search(line)
                 if m:
                     starts[m.group(1)] += 1
+                if "] listening on " in line:
+                    boots += 1
+                    restarted_at = log_time(line) if boots > 1 else None
+                elif restarted_at is not None and PEER_DEAD.search(line):
+                    if 0 <= log_time(line) - restarted_at <= DEAF_WINDOW_S:
+                        logged["deaf restarts"] += 1
+                    restarted_at = None
                 for key, pattern in (("resumed", "resumed job "), ("adopted", "re-adopted"),
                                      ("adopted", "adopting its outputs"),
                                      ("fenced", "stopped job ")):
@@ -220,6 +240,7 @@ def figures(mesh, rows):
         "resumed": logged["resumed"],
         "adopted": logged["adopted"],
         "fenced": logged["fenced"],
+        "deaf restarts": logged["deaf restarts"],
     }
 
 
@@ -235,7 +256,7 @@ def print_figures(title, figs):
 def scenario_kill_loop(args):
     rng = random.Random(args.seed)
     print(f"kill-loop: {args.rounds} rounds, seed {args.seed}")
-    mesh = Mesh(VOW, VOWD, [PIPELINE])
+    mesh = Mesh(VOW, VOWD, [PIPELINE], prefix="vow-chaos-")
     DIAGNOSE["root"] = mesh.root
     t_all = time.monotonic()
     try:
@@ -362,7 +383,7 @@ def scenario_partition(args):
         return SKIP
     print(f"partition: {args.rounds} cut(s), namespaces {nets.hub} and "
           f"{', '.join(nets.names)}, seed {args.seed}")
-    mesh = Mesh(VOW, VOWD, [PIPELINE])
+    mesh = Mesh(VOW, VOWD, [PIPELINE], prefix="vow-chaos-")
     DIAGNOSE["root"] = mesh.root
     t_all = time.monotonic()
     try:
@@ -516,7 +537,7 @@ def rejected(agent):
 def scenario_hostile(args):
     rng = random.Random(args.seed)
     print(f"hostile: {args.rounds} round(s), seed {args.seed}")
-    mesh = Mesh(VOW, VOWD, [PIPELINE])
+    mesh = Mesh(VOW, VOWD, [PIPELINE], prefix="vow-chaos-")
     DIAGNOSE["root"] = mesh.root
     ctx = zmq.Context()
     clients = []
@@ -660,13 +681,17 @@ def mutate(rng, data):
 
 
 MUTATIONS_PER_FRAME = 4
+REPAIRABLE = ("bad-signature", "bad-version")
 
 
 def mutation_round(mesh, rng, frames_dir, links, before, r, tally):
-    """Damaged copies of every crafted frame (and of the honest ones) to every agent.
+    """Damaged copies of the crafted frames (and of the honest ones) to every agent.
     Each is rejected, dropped as a duplicate, or (a flipped union tag) decodes as some
-    unsigned message; none may change a ledger."""
-    bases = [frame(frames_dir, n) for n, _ in FORGED] + [
+    unsigned message; none may change a ledger. Left out: bad-signature and bad-version,
+    each one defect away from a valid statement by a trusted key at a new sequence: a
+    flip that undoes the defect makes a statement the agents must accept (seen: seed
+    20261125, round 353)."""
+    bases = [frame(frames_dir, n) for n, _ in FORGED if n not in REPAIRABLE] + [
         frame(frames_dir, f"honest-{n}") for n in (1, 2)]
     frames = [mutate(rng, f) for f in bases for _ in range(MUTATIONS_PER_FRAME)]
     was = {x.name: rejection_delta(x, before) for x in mesh.agents}
@@ -690,7 +715,14 @@ def check_unchanged(mesh, before, when):
         check(x.alive(), f"{x.name} died {when}: {x.tail()}")
         fp, st = before[x.name]
         now = x.status()
-        check(ledger_fingerprint(x) == fp, f"{x.name}: the ledger changed {when}")
+        now_fp = ledger_fingerprint(x)
+        if now_fp != fp:
+            kinds = {(r[0], r[1]): r[2] for r in ledger_rows(x)}
+            new = sorted((base64.b32encode(k[0]).decode()[:8], k[1], kinds.get(k[:2]))
+                         for k in now_fp - fp)
+            gone = sorted((base64.b32encode(k[0]).decode()[:8], k[1]) for k in fp - now_fp)
+            raise TestFailure(f"{x.name}: the ledger changed {when}: new (author, seq, kind) "
+                              f"{new}, gone {gone}")
         check(now["pipelines"] == st["pipelines"], f"{x.name}: the pipelines changed {when}")
         check(now["statements"]["persisted"] == st["statements"]["persisted"],
               f"{x.name}: statements persisted {st['statements']} -> {now['statements']} {when}")

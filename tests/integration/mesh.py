@@ -131,13 +131,13 @@ class Agent:
 
 
 class Mesh:
-    def __init__(self, vow, vowd, pipelines, named_seeds=True):
+    def __init__(self, vow, vowd, pipelines, named_seeds=True, prefix="vow-mesh-"):
         # named_seeds: seed peers written ID@ENDPOINT; else bare endpoints, whose keys
-        # the agents find by probing.
+        # the agents find by probing. prefix: of the temporary directory holding it all.
         self.named_seeds = named_seeds
         self.vow = vow
         self.vowd = vowd
-        self.root = tempfile.mkdtemp(prefix="vow-mesh-")
+        self.root = tempfile.mkdtemp(prefix=prefix)
         os.makedirs(os.path.join(self.root, "keys"))
         self.pipelines = []
         for p in pipelines:
