@@ -113,6 +113,9 @@ struct Daemon::Impl {
   std::map<Digest, bool> is_tree;
 
   std::map<Digest, Job> jobs;
+  // A job's start at a new epoch that came while its earlier epoch was still being
+  // stopped here (fenced, then claimed again): carried out once that one is gone.
+  std::map<Digest, promises::StartJob> deferred_starts;
   // Rows of the running-job table found at start, until the core restarts or drops them.
   std::map<Digest, store::RunningJob> recovered;
   std::map<Digest, Fetch> fetches;
@@ -164,6 +167,7 @@ struct Daemon::Impl {
   // ---- daemon_jobs.cc ----
   void start_job(promises::StartJob start);
   void kill_job(const promises::KillJob& kill);
+  void start_deferred(const Digest& job);
   void check_jobs();
   void job_finished(const Digest& job, ExitStatus status);
   std::vector<promises::RunningJob> recover_running_jobs(const std::vector<Statement>& statements);

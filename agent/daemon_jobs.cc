@@ -70,7 +70,17 @@ void Daemon::Impl::drop_unclaimed_recovered() {
 
 void Daemon::Impl::start_job(promises::StartJob start) {
   Digest id = start.job.job;
-  if (jobs.count(id)) return;  // already running here
+  if (auto it = jobs.find(id); it != jobs.end()) {
+    // An earlier epoch of it is still being stopped (fenced, then claimed again): start
+    // this one once that one is gone. Dropping it would leave our claim standing with
+    // nothing running, and nobody else would ever take the job over.
+    if (it->second.killed && it->second.start.epoch != start.epoch) {
+      log->info("job {} epoch {}: starts once epoch {} has stopped", id.short_hex(), start.epoch,
+                it->second.start.epoch);
+      deferred_starts[id] = std::move(start);
+    }
+    return;  // else already running here
+  }
   Job job;
   job.layout = job_layout(state_dir, id, start.epoch);
   job.start = std::move(start);
@@ -153,6 +163,7 @@ void Daemon::Impl::start_job(promises::StartJob start) {
       if (it->second.killed) {
         remove_work_dir(it->second.layout.work_dir);
         jobs.erase(it);
+        start_deferred(id);
         return;
       }
       if (!s.is_ok()) {
@@ -220,6 +231,13 @@ void Daemon::Impl::spawn_job(const Digest& id) {
 }
 
 void Daemon::Impl::kill_job(const promises::KillJob& kill) {
+  if (auto d = deferred_starts.find(kill.job);
+      d != deferred_starts.end() && d->second.epoch == kill.epoch) {
+    deferred_starts.erase(d);
+    log->info("job {} epoch {} stopped before it started: {}", kill.job.short_hex(), kill.epoch,
+              kill.reason);
+    return;
+  }
   auto it = jobs.find(kill.job);
   if (it == jobs.end()) return;
   Job& job = it->second;
@@ -227,6 +245,14 @@ void Daemon::Impl::kill_job(const promises::KillJob& kill) {
   job.killed = true;
   log->info("job {} stopped: {}", kill.job.short_hex(), kill.reason);
   if (job.process) job.process->kill_group(SIGKILL);
+}
+
+void Daemon::Impl::start_deferred(const Digest& id) {
+  auto d = deferred_starts.find(id);
+  if (d == deferred_starts.end()) return;
+  promises::StartJob start = std::move(d->second);
+  deferred_starts.erase(d);
+  start_job(std::move(start));
 }
 
 void Daemon::Impl::check_jobs() {
@@ -255,6 +281,7 @@ void Daemon::Impl::job_finished(const Digest& id, ExitStatus status) {
     (void)ledger->remove_running_job(id);
     remove_work_dir(job.layout.work_dir);
     jobs.erase(it);
+    start_deferred(id);
     return;
   }
   bool timed_out = job.timed_out;
@@ -318,6 +345,7 @@ void Daemon::Impl::finish_job(const Digest& id, promises::JobOutcome outcome) {
   (void)ledger->remove_running_job(id);
   if (job.killed) {
     remove_work_dir(job.layout.work_dir);
+    start_deferred(id);
     return;
   }
   if (outcome.ok) {

@@ -42,13 +42,17 @@ def wait_until(what, fn, timeout=30.0, interval=0.05):
 
 
 class Agent:
-    def __init__(self, mesh, name, promises, sources=(), trusted=True, timing=None):
+    def __init__(self, mesh, name, promises, sources=(), trusted=True, timing=None,
+                 endpoint=None, prefix=()):
         self.mesh = mesh
         self.name = name
         self.promises = promises  # [("pipeline/stage", capacity)]
         self.sources = sources    # [("pipeline/source", path, watch)]
-        self.port = free_port()
-        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        # endpoint: where it listens (default a free loopback port); prefix: the command
+        # vowd runs under, e.g. ("ip", "netns", "exec", NS) for an agent in a namespace.
+        self.port = None if endpoint else free_port()
+        self.endpoint = endpoint or f"tcp://127.0.0.1:{self.port}"
+        self.prefix = list(prefix)
         self.state = os.path.join(mesh.root, "state-" + name)
         self.config = os.path.join(mesh.root, f"agent-{name}.toml")
         self.log_path = os.path.join(mesh.root, name + ".log")
@@ -84,10 +88,10 @@ class Agent:
             f.write("\n".join(lines) + "\n")
 
     def start(self):
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([self.mesh.vowd, "--config", self.config, "--log-level",
-                                      os.environ.get("VOW_LOG_LEVEL", "info")],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "a") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([*self.prefix, self.mesh.vowd, "--config", self.config,
+                                          "--log-level", os.environ.get("VOW_LOG_LEVEL", "info")],
+                                         stdout=log, stderr=subprocess.STDOUT)
         wait_until(f"{self.name} control socket",
                    lambda: self.proc.poll() is not None or
                    os.path.exists(os.path.join(self.state, "control.sock")), 20)
@@ -127,13 +131,13 @@ class Agent:
 
 
 class Mesh:
-    def __init__(self, vow, vowd, pipelines, named_seeds=True):
+    def __init__(self, vow, vowd, pipelines, named_seeds=True, prefix="vow-mesh-"):
         # named_seeds: seed peers written ID@ENDPOINT; else bare endpoints, whose keys
-        # the agents find by probing.
+        # the agents find by probing. prefix: of the temporary directory holding it all.
         self.named_seeds = named_seeds
         self.vow = vow
         self.vowd = vowd
-        self.root = tempfile.mkdtemp(prefix="vow-mesh-")
+        self.root = tempfile.mkdtemp(prefix=prefix)
         os.makedirs(os.path.join(self.root, "keys"))
         self.pipelines = []
         for p in pipelines:
@@ -142,8 +146,9 @@ class Mesh:
             self.pipelines.append(dst)
         self.agents = []
 
-    def add(self, name, promises, sources=(), trusted=True, timing=None):
-        a = Agent(self, name, promises, sources, trusted, timing)
+    def add(self, name, promises, sources=(), trusted=True, timing=None, endpoint=None,
+            prefix=()):
+        a = Agent(self, name, promises, sources, trusted, timing, endpoint, prefix)
         if trusted:
             with open(os.path.join(self.root, "keys", name + ".pub"), "w") as f:
                 f.write(a.id + "\n")
