@@ -140,7 +140,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   ::chmod(impl->state_dir.c_str(), 0700);
 
   auto logger = spdlog::stderr_color_mt("vowd-" + impl->config.name);
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f %^%l%$ [%n] %v");
   logger->set_level(spdlog::level::from_str(options.log_level));
   impl->log = logger;
 
