@@ -618,6 +618,7 @@ int Daemon::Impl::loop() {
     auto inbound = transport->poll_inbound(now);
     for (auto& in : inbound) handle_inbound(in);
     for (const auto& o : transport->take_fetch_outcomes()) on_fetch_outcome(o);
+    if (!fetch_queue.empty()) start_queued_fetches();
     serve_control();
     check_jobs();
     poll_sources();
