@@ -619,6 +619,7 @@ int Daemon::Impl::loop() {
     for (auto& in : inbound) handle_inbound(in);
     for (const auto& o : transport->take_fetch_outcomes()) on_fetch_outcome(o);
     if (!fetch_queue.empty()) start_queued_fetches();
+    cancel_fetches_from_dead_peers(now);
     serve_control();
     check_jobs();
     poll_sources();

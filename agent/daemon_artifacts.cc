@@ -184,6 +184,31 @@ void Daemon::Impl::start_queued_fetches() {
   }
 }
 
+// A fetch from a peer the core has declared dead would wait for the stream's idle
+// timeout (5 s) before trying another holder; a job waiting for that input (often the
+// one being failed over) would wait as long. Cancel it: its outcome moves the fetch on.
+void Daemon::Impl::cancel_fetches_from_dead_peers(std::int64_t now) {
+  if (fetch_by_stream.empty() || now < next_dead_fetch_check_ms) return;
+  next_dead_fetch_check_ms = now + kDeadFetchCheckMs;
+  std::set<AgentKey> dead;
+  for (const auto& p : core->peers()) {
+    if (p.liveness == promises::Liveness::kDead) dead.insert(p.key);
+  }
+  if (dead.empty()) return;
+  std::vector<std::uint64_t> cancel;
+  for (const auto& [sid, digest] : fetch_by_stream) {
+    auto it = fetches.find(digest);
+    if (it == fetches.end() || it->second.holder == 0) continue;
+    const AgentKey& from = it->second.holders[it->second.holder - 1];
+    if (dead.count(from)) {
+      log->info("fetch of {} from {}: the peer is dead, trying another holder",
+                digest.short_hex(), transport::agent_id(from).substr(0, 12));
+      cancel.push_back(sid);
+    }
+  }
+  for (auto sid : cancel) transport->cancel_fetch(sid);
+}
+
 void Daemon::Impl::on_fetch_outcome(const transport::FetchOutcome& outcome) {
   auto sit = fetch_by_stream.find(outcome.stream_id);
   if (sit == fetch_by_stream.end()) return;

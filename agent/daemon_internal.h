@@ -39,6 +39,7 @@ inline constexpr std::int64_t kKillGraceMs = 2'000;   // SIGTERM, then SIGKILL
 inline constexpr std::size_t kMaxStash = 100'000;     // signed statements awaiting persist
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
+inline constexpr std::int64_t kDeadFetchCheckMs = 50;  // fetches from dead peers: look this often
 
 // What the background thread owns: the artifact store and its own ledger connection.
 struct Worker {
@@ -175,6 +176,8 @@ struct Daemon::Impl {
   void fetch_artifact(const Digest& digest, std::vector<AgentKey> holders, bool replicate,
                       bool for_core = true);
   void start_queued_fetches();
+  void cancel_fetches_from_dead_peers(std::int64_t now);
+  std::int64_t next_dead_fetch_check_ms = 0;
   void fetch_next_holder(Fetch& f, const Status& why);
   void on_fetch_outcome(const transport::FetchOutcome& outcome);
   void fetch_stored(const Digest& digest, const Status& status);
