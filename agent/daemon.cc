@@ -222,7 +222,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   ::chmod(impl->state_dir.c_str(), 0700);
 
   auto logger = spdlog::stderr_color_mt("vowd-" + impl->config.name);
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f %^%l%$ [%n] %v");
   logger->set_level(spdlog::level::from_str(options.log_level));
   impl->log = logger;
 
@@ -718,6 +718,8 @@ int Daemon::Impl::loop() {
     auto inbound = transport->poll_inbound(now);
     for (auto& in : inbound) handle_inbound(in);
     for (const auto& o : transport->take_fetch_outcomes()) on_fetch_outcome(o);
+    if (!fetch_queue.empty()) start_queued_fetches();
+    cancel_fetches_from_dead_peers(now);
     serve_control();
     check_jobs();
     poll_sources();

@@ -120,13 +120,19 @@ std::unique_ptr<transport::ArtifactProvider> make_store_provider(const std::stri
 }
 
 void Daemon::Impl::fetch_artifact(const Digest& digest, std::vector<AgentKey> holders,
-                                  bool replicate) {
-  if (fetches.count(digest)) return;
+                                  bool replicate, bool for_core) {
+  if (auto it = fetches.find(digest); it != fetches.end()) {
+    // Already on its way (e.g. as a child of a tree being replicated): the core must
+    // still hear when it arrives, or a job waiting for it waits forever.
+    if (for_core) it->second.for_core = true;
+    return;
+  }
   Fetch f;
   f.digest = digest;
   std::erase(holders, identity->key());
   f.holders = std::move(holders);
   f.replicate = replicate;
+  f.for_core = for_core;
   if (auto it = is_tree.find(digest); it != is_tree.end()) f.is_tree = it->second;
   auto [it, inserted] = fetches.emplace(digest, std::move(f));
   fetch_next_holder(it->second, Status::ok());
@@ -148,10 +154,59 @@ void Daemon::Impl::fetch_next_holder(Fetch& f, const Status& why) {
       fetch_by_stream[*sid] = f.digest;
       return;
     }
+    if (sid.status().code() == StatusCode::kOverloaded) {
+      // This agent's own limit of concurrent fetches (a refusal by the peer arrives
+      // later, as an outcome): wait for a place instead of failing, so a tree of many
+      // files is fetched max_receiving at a time, not failed for its 65th child.
+      --f.holder;
+      f.stream_id = 0;
+      ::unlink(f.part_path.c_str());
+      fetch_queue.push_back(f.digest);
+      return;
+    }
     log->info("fetch of {} from {}: {}", f.digest.short_hex(),
               transport::agent_id(peer).substr(0, 12), sid.status().to_string());
   }
   fetch_stored(f.digest, Status::unavailable("no holder could send artifact " + f.digest.hex()));
+}
+
+void Daemon::Impl::start_queued_fetches() {
+  // One place freed per ended fetch; a fetch that finds no place goes back in the queue.
+  std::size_t n = fetch_queue.size();
+  while (n-- > 0 && !fetch_queue.empty()) {
+    Digest d = fetch_queue.front();
+    fetch_queue.pop_front();
+    auto it = fetches.find(d);
+    if (it == fetches.end() || it->second.stream_id != 0) continue;
+    std::size_t before = fetch_queue.size();
+    fetch_next_holder(it->second, Status::ok());
+    if (fetch_queue.size() > before) break;  // still no place
+  }
+}
+
+// A fetch from a peer the core has declared dead would wait for the stream's idle
+// timeout (5 s) before trying another holder; a job waiting for that input (often the
+// one being failed over) would wait as long. Cancel it: its outcome moves the fetch on.
+void Daemon::Impl::cancel_fetches_from_dead_peers(std::int64_t now) {
+  if (fetch_by_stream.empty() || now < next_dead_fetch_check_ms) return;
+  next_dead_fetch_check_ms = now + kDeadFetchCheckMs;
+  std::set<AgentKey> dead;
+  for (const auto& p : core->peers()) {
+    if (p.liveness == promises::Liveness::kDead) dead.insert(p.key);
+  }
+  if (dead.empty()) return;
+  std::vector<std::uint64_t> cancel;
+  for (const auto& [sid, digest] : fetch_by_stream) {
+    auto it = fetches.find(digest);
+    if (it == fetches.end() || it->second.holder == 0) continue;
+    const AgentKey& from = it->second.holders[it->second.holder - 1];
+    if (dead.count(from)) {
+      log->info("fetch of {} from {}: the peer is dead, trying another holder",
+                digest.short_hex(), transport::agent_id(from).substr(0, 12));
+      cancel.push_back(sid);
+    }
+  }
+  for (auto sid : cancel) transport->cancel_fetch(sid);
 }
 
 void Daemon::Impl::on_fetch_outcome(const transport::FetchOutcome& outcome) {
@@ -216,7 +271,7 @@ void Daemon::Impl::on_fetch_outcome(const transport::FetchOutcome& outcome) {
       }
       std::vector<AgentKey> holders = fit->second.holders;
       for (const auto& [child, is_child_tree] : missing) {
-        fetch_artifact(child, holders, false);
+        fetch_artifact(child, holders, false, /*for_core=*/false);
         auto cit = fetches.find(child);
         if (cit != fetches.end()) cit->second.parents.push_back(digest);
       }
@@ -253,7 +308,7 @@ void Daemon::Impl::fetch_stored(const Digest& digest, const Status& status) {
     pit->second.waiting_children.erase(digest);
     if (pit->second.waiting_children.empty()) store_fetched(parent);
   }
-  if (!f.parents.empty()) return;
+  if (!f.parents.empty() && !f.for_core) return;
   if (status.is_ok()) {
     log->debug("artifact {} fetched", digest.short_hex());
     carry_out(core->artifact_fetched(digest));

@@ -7,6 +7,7 @@
 #include <zmq.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -40,7 +41,8 @@ inline constexpr std::int64_t kKillGraceMs = 2'000;   // SIGTERM, then SIGKILL
 inline constexpr std::size_t kMaxStash = 100'000;     // signed statements awaiting persist
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
-inline constexpr std::int64_t kHttpRefreshMs = 500;  // /metrics and /api/status snapshots
+inline constexpr std::int64_t kHttpRefreshMs = 500;     // /metrics and /api/status snapshots
+inline constexpr std::int64_t kDeadFetchCheckMs = 50;  // fetches from dead peers: look this often
 
 // What the background thread owns: the artifact store and its own ledger connection.
 struct Worker {
@@ -74,6 +76,9 @@ struct Fetch {
   std::string part_path;        // where the bytes arrive
   std::vector<Digest> parents;  // trees waiting for this one
   bool replicate = false;
+  // The core asked for this artifact itself (not only as a child of a tree): it is told
+  // the outcome even when the fetch also serves a tree.
+  bool for_core = false;
 };
 
 struct WatchedSource {
@@ -120,6 +125,9 @@ struct Daemon::Impl {
   std::map<Digest, store::RunningJob> recovered;
   std::map<Digest, Fetch> fetches;
   std::map<std::uint64_t, Digest> fetch_by_stream;
+  // Fetches waiting for one of the transport's max_receiving places (each digest at
+  // most once, as `fetches` holds it): started as earlier fetches end.
+  std::deque<Digest> fetch_queue;
   std::vector<WatchedSource> sources;
 
   // Peers: keys known to be at an endpoint, and seed endpoints still unidentified.
@@ -176,7 +184,11 @@ struct Daemon::Impl {
   void finish_job(const Digest& id, promises::JobOutcome outcome);
 
   // ---- daemon_artifacts.cc ----
-  void fetch_artifact(const Digest& digest, std::vector<AgentKey> holders, bool replicate);
+  void fetch_artifact(const Digest& digest, std::vector<AgentKey> holders, bool replicate,
+                      bool for_core = true);
+  void start_queued_fetches();
+  void cancel_fetches_from_dead_peers(std::int64_t now);
+  std::int64_t next_dead_fetch_check_ms = 0;
   void fetch_next_holder(Fetch& f, const Status& why);
   void on_fetch_outcome(const transport::FetchOutcome& outcome);
   void fetch_stored(const Digest& digest, const Status& status);

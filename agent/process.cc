@@ -16,11 +16,14 @@
 namespace vow::agent {
 namespace {
 
-// The supervisor: runs "$@", then records its exit status atomically. $1 is the status
-// path (so /proc/PID/cmdline names it, for adoption).
+// The supervisor: runs "$@", then records its exit status. $1 is the status path (so
+// /proc/PID/cmdline names it, for adoption). The file is written with a shell builtin,
+// not through a temporary file and mv(1), which cost one more process per job (a third
+// of a short job's cost, BENCHMARKS.md): it is read only once the supervisor has
+// exited, and one killed while writing leaves a file that reads as corrupt, which is
+// taken as killed (poll_exit), as is a missing file.
 constexpr const char* kSupervisor =
-    "st=$1; shift; \"$@\"; s=$?; printf 'exit %d\\n' \"$s\" > \"$st.tmp\" && "
-    "mv -f \"$st.tmp\" \"$st\"; exit \"$s\"";
+    "st=$1; shift; \"$@\"; s=$?; printf 'exit %d\\n' \"$s\" > \"$st\"; exit \"$s\"";
 constexpr const char* kSupervisorName = "vow-job";
 
 std::string errno_text(int err) { return std::strerror(err); }

@@ -23,6 +23,28 @@ void Core::Impl::ensure_plan() {
       open_jobs.push_back(&job);
     }
   }
+  plan_open_stage.clear();
+  plan_open_count.assign(plan->stages.size(), 0);
+  for (std::size_t i = 0; i < plan->stages.size(); ++i) {
+    for (const Digest& id : plan->stages[i].jobs) {
+      if (canonical_statement(id) != nullptr) continue;
+      if (plan_open_stage.emplace(id, i).second) ++plan_open_count[i];
+    }
+  }
+}
+
+void Core::Impl::note_canonical_result(const Digest& job) {
+  if (plan_dirty || !plan) return;
+  auto it = plan_open_stage.find(job);
+  if (it != plan_open_stage.end() && plan_open_count[it->second] > 1) {
+    // Its stage still has open jobs: the plan stays as it is.
+    --plan_open_count[it->second];
+    plan_open_stage.erase(it);
+    return;
+  }
+  // The last open job of its stage (its outputs now exist for consumers), a job that
+  // had another canonical result (outputs may differ), or one the plan does not know.
+  plan_dirty = true;
 }
 
 void Core::Impl::rebuild_candidates() {
@@ -455,9 +477,12 @@ void Core::Impl::reconcile() {
     if (job != nullptr) check_results(*it, job);
     it = results_changed.erase(it);
   }
+  // Done jobs leave the list (it is rebuilt with the plan), so a pass costs the open
+  // jobs, not every job ever planned.
+  std::erase_if(open_jobs,
+                [&](const PlannedJob* job) { return canonical_statement(job->ref.job) != nullptr; });
   for (const PlannedJob* job : open_jobs) {
-    const Digest& id = job->ref.job;
-    if (canonical_statement(id) != nullptr || failed_for_good(id, job->retries)) continue;
+    if (failed_for_good(job->ref.job, job->retries)) continue;
     consider_claim(*job, /*regenerate=*/false);
   }
   for (const Digest& id : std::vector<Digest>(regen_wanted.begin(), regen_wanted.end())) {

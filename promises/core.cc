@@ -181,8 +181,12 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       summaries.erase(r.job.job);
       results_changed.insert(r.job.job);
       if (st.author == config.key) open_claims.erase({r.job.job, r.epoch});
-      // Only a new canonical result or a failure changes what is planned.
-      if (!r.ok || summary(r.job.job).canonical == &st) plan_dirty = true;
+      // Only a new canonical result or a failure can change what is planned.
+      if (!r.ok) {
+        plan_dirty = true;
+      } else if (summary(r.job.job).canonical == &st) {
+        note_canonical_result(r.job.job);
+      }
       note_holders(st);
       // Non-determinism: two successful results with different outputs.
       if (r.ok && !nondet.count(r.job.job)) {
@@ -294,6 +298,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             p->holdings_seen = v;
             p->has_holdings = true;
             p->holdings = std::set<Digest>(m.digests.begin(), m.digests.end());
+            prune_announced(*p);
           }
         }
       },

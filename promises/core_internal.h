@@ -53,6 +53,12 @@ struct Core::Impl {
     bool has_holdings = false;  // a Have arrived: `holdings` is authoritative
     std::pair<std::uint64_t, std::uint64_t> holdings_seen{0, 0};  // (incarnation, version)
     std::set<Digest> holdings;
+    // Artifacts its statements (results, versions, accepts) named after its last Have,
+    // with when we learned: holders too until a Have lists them or dead_after passes.
+    // Without this, a fresh output waits a heartbeat and a Have round trip before
+    // anyone fetches it. Pruned on each Have and by the replication check, so it holds
+    // at most a detection window's worth of digests.
+    std::map<Digest, std::int64_t> announced;
     Liveness reported = Liveness::kAlive;  // last liveness an event was logged for
     std::int64_t last_sync_request_ms = -1'000'000;
     std::int64_t last_have_request_ms = -1'000'000;
@@ -71,6 +77,14 @@ struct Core::Impl {
   bool plan_dirty = true;
   // Planned jobs of our stages without a canonical result (rebuilt with the plan).
   std::vector<const PlannedJob*> open_jobs;
+  // Every planned job without a canonical result when the plan was made -> its stage's
+  // index in plan->stages, and per stage how many of them are still open. A first
+  // canonical result for a job whose stage keeps other open jobs cannot change the
+  // plan (a stage's outputs exist for its consumers only once all its jobs are done),
+  // so it does not trigger a re-plan: re-planning every job on every result made a
+  // burst of N jobs cost O(N^2) (BENCHMARKS.md, job throughput).
+  std::map<Digest, std::size_t> plan_open_stage;
+  std::vector<std::size_t> plan_open_count;
   std::vector<std::shared_ptr<const Pipeline>> own_pipelines;
   std::map<Digest, std::shared_ptr<const Pipeline>> decoded_pipelines;
 
@@ -140,6 +154,7 @@ struct Core::Impl {
   // ---- claims.cc ----
   void reconcile();
   void ensure_plan();
+  void note_canonical_result(const Digest& job);
   void rebuild_candidates();
   const std::vector<AgentKey>& ranking(const Digest& job, const Digest& stage_digest);
   const JobResult* canonical_result(const Digest& job) const;
@@ -169,6 +184,8 @@ struct Core::Impl {
   void add_held(const Digest& digest);
   void note_holders(const Statement& st);
   void holdings_changed();
+  bool announced_recently(const Peer& p, const Digest& digest) const;
+  void prune_announced(Peer& p);
   void reconcile_replication();
   bool needs_regeneration(const Digest& job, const PlannedJob& planned);
 };

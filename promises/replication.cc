@@ -16,7 +16,9 @@ std::vector<AgentKey> Core::Impl::live_holders(const Digest& digest) const {
   for (const auto& [key, p] : peers) {
     if (!is_live(key)) continue;
     bool presumed = pres != presumed_holders.end() && pres->second.count(key) != 0;
-    bool holds = p.has_holdings ? p.holdings.count(digest) != 0 : presumed;
+    bool holds = p.has_holdings
+                     ? p.holdings.count(digest) != 0 || announced_recently(p, digest)
+                     : presumed;
     if (!holds) continue;
     (presumed ? first : rest).push_back(key);
   }
@@ -42,11 +44,34 @@ void Core::Impl::add_held(const Digest& digest) {
 
 void Core::Impl::holdings_changed() { ++holdings_version; }
 
+bool Core::Impl::announced_recently(const Peer& p, const Digest& digest) const {
+  auto it = p.announced.find(digest);
+  return it != p.announced.end() && now_ms - it->second < config.timing.dead_after_ms;
+}
+
+void Core::Impl::prune_announced(Peer& p) {
+  for (auto it = p.announced.begin(); it != p.announced.end();) {
+    bool done = p.holdings.count(it->first) != 0 ||
+                now_ms - it->second >= config.timing.dead_after_ms;
+    it = done ? p.announced.erase(it) : std::next(it);
+  }
+}
+
 void Core::Impl::note_holders(const Statement& st) {
+  // A peer whose holdings we know (a Have arrived) is a holder of what it announces
+  // now, until its next Have says otherwise (Peer::announced).
+  auto peer = peers.find(st.author);
+  if (peer != peers.end() && !peer->second.has_holdings) peer = peers.end();
+  auto presume = [&](const Digest& d) {
+    presumed_holders[d].insert(st.author);
+    if (peer != peers.end() && !peer->second.holdings.count(d)) {
+      peer->second.announced.emplace(d, now_ms);
+    }
+  };
   auto note = [&](const ArtifactRef& ref) {
-    presumed_holders[ref.digest].insert(st.author);
+    presume(ref.digest);
     known_refs.emplace(ref.digest, ref);
-    for (const auto& e : ref.entries) presumed_holders[e.digest].insert(st.author);
+    for (const auto& e : ref.entries) presume(e.digest);
   };
   if (const auto* r = std::get_if<JobResult>(&st.body)) {
     if (r->ok) {
@@ -55,7 +80,7 @@ void Core::Impl::note_holders(const Statement& st) {
   } else if (const auto* sv = std::get_if<SourceVersion>(&st.body)) {
     note(sv->artifact);
   } else if (const auto* acc = std::get_if<Accept>(&st.body)) {
-    for (const auto& b : acc->bindings) presumed_holders[b.digest].insert(st.author);
+    for (const auto& b : acc->bindings) presume(b.digest);
   }
 }
 
@@ -98,6 +123,7 @@ void Core::Impl::reconcile_replication() {
   for (auto it = fetches.begin(); it != fetches.end();) {
     it = it->second <= now_ms ? fetches.erase(it) : std::next(it);
   }
+  for (auto& [key, p] : peers) prune_announced(p);
   int replicas = std::max(1, config.replicas);
   std::vector<AgentKey> live;
   live.push_back(config.key);

@@ -184,6 +184,9 @@ void Streams::on_fetch_request(const AgentKey& peer, const FetchRequest& req, st
   Sending& ref = *s;
   sending_.emplace(key, std::move(s));
   pump(ref, now_ms);
+  // Sent in full (a small artifact): nothing more to do, and a served stream must not
+  // hold one of the max_sending places (nor its open file) any longer.
+  if (ref.done) sending_.erase(key);
 }
 
 void Streams::pump(Sending& s, std::int64_t now_ms) {
@@ -232,6 +235,7 @@ bool Streams::on_message(const AgentKey& peer, const Message& m, std::int64_t no
         std::min<std::uint64_t>(std::uint64_t{s.credits} + cr->credits, 4 * options_.window_chunks);
     s.last_progress_ms = now_ms;
     pump(s, now_ms);
+    if (s.done) sending_.erase(it);
   } else if (auto* e = std::get_if<FetchError>(&m.body)) {
     auto it = receiving_.find(e->stream_id);
     if (it == receiving_.end() || it->second->peer != peer) return true;
@@ -250,9 +254,9 @@ void Streams::tick(std::int64_t now_ms) {
   for (auto it = sending_.begin(); it != sending_.end();) {
     Sending& s = *it->second;
     if (!s.done) pump(s, now_ms);
-    // Finished streams linger one idle period for a late cancel, then go; so do streams
-    // whose receiver stopped granting credit.
-    if (now_ms - s.last_progress_ms > options_.idle_timeout_ms) {
+    // Finished streams go at once (a late credit or cancel for them is ignored); so do
+    // streams whose receiver stopped granting credit for an idle period.
+    if (s.done || now_ms - s.last_progress_ms > options_.idle_timeout_ms) {
       it = sending_.erase(it);
     } else {
       ++it;
