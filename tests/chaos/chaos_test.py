@@ -195,6 +195,8 @@ def figures(mesh, rows):
       every stage here is deterministic);
     - resumed / adopted: a restarted agent carrying on with its own claim (running the
       job again), or taking over the still-running or finished process it left;
+    - deferred starts: a job claimed again while its fenced run was still stopping,
+      started once that run was gone ("starts once epoch N has stopped");
     - deaf restarts: restarts after which the agent declared a peer dead within
       DEAF_WINDOW_S: it heard from no peer in its first dead_after, although (one agent
       down at a time) its peers were up.
@@ -225,7 +227,8 @@ def figures(mesh, rows):
                     restarted_at = None
                 for key, pattern in (("resumed", "resumed job "), ("adopted", "re-adopted"),
                                      ("adopted", "adopting its outputs"),
-                                     ("fenced", "stopped job ")):
+                                     ("fenced", "stopped job "),
+                                     ("deferred starts", "has stopped")):
                     if pattern in line:
                         logged[key] += 1
     return {
@@ -240,6 +243,7 @@ def figures(mesh, rows):
         "resumed": logged["resumed"],
         "adopted": logged["adopted"],
         "fenced": logged["fenced"],
+        "deferred starts": logged["deferred starts"],
         "deaf restarts": logged["deaf restarts"],
     }
 
