@@ -222,6 +222,8 @@ void Daemon::Impl::on_fetch_outcome(const transport::FetchOutcome& outcome) {
     return;
   }
   // Verified by the stream; now into the store, off the loop.
+  log->debug("artifact {} received ({} bytes): storing", digest.short_hex(),
+             outcome.total_bytes);
   Worker* w = worker.get();
   std::string part = f.part_path;
   std::optional<bool> tree_hint = f.is_tree;
