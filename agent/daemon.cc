@@ -715,7 +715,7 @@ int Daemon::Impl::loop() {
     if (stopping) break;
     background->drain();
     if (inotify_fd >= 0) on_inotify();
-    auto inbound = transport->poll_inbound(now);
+    auto inbound = transport->poll_inbound(now, std::span(items.data(), n_transport));
     for (auto& in : inbound) handle_inbound(in);
     for (const auto& o : transport->take_fetch_outcomes()) on_fetch_outcome(o);
     if (!fetch_queue.empty()) start_queued_fetches();

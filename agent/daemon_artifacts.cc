@@ -201,8 +201,8 @@ void Daemon::Impl::cancel_fetches_from_dead_peers(std::int64_t now) {
     if (it == fetches.end() || it->second.holder == 0) continue;
     const AgentKey& from = it->second.holders[it->second.holder - 1];
     if (dead.count(from)) {
-      log->info("fetch of {} from {}: the peer is dead, trying another holder",
-                digest.short_hex(), transport::agent_id(from).substr(0, 12));
+      log->info("fetch of {} from {}: the peer is dead, trying another holder", digest.short_hex(),
+                transport::agent_id(from).substr(0, 12));
       cancel.push_back(sid);
     }
   }
@@ -222,6 +222,7 @@ void Daemon::Impl::on_fetch_outcome(const transport::FetchOutcome& outcome) {
     return;
   }
   // Verified by the stream; now into the store, off the loop.
+  log->debug("artifact {} received ({} bytes): storing", digest.short_hex(), outcome.total_bytes);
   Worker* w = worker.get();
   std::string part = f.part_path;
   std::optional<bool> tree_hint = f.is_tree;

@@ -296,6 +296,15 @@ void Daemon::Impl::job_finished(const Digest& id, ExitStatus status) {
     o.started_unix_ms = started;
     o.ended_unix_ms = wall_ms();
     auto log_digest = [&](const std::string& path) -> std::optional<Digest> {
+      // An empty log (most jobs' stderr) is the empty object. Once the store holds it,
+      // importing it again would only rewrite it and sync the file, its directory and
+      // the index: three syncs per log, for nothing.
+      std::error_code ec;
+      if (fs::file_size(path, ec) == 0 && !ec) {
+        Digest empty = blake2b(std::string_view());
+        auto held = w->artifacts->has(empty);
+        if (held.is_ok() && *held) return empty;
+      }
       auto ref = w->artifacts->import_path(path);
       if (!ref.is_ok()) return std::nullopt;
       return ref->digest;

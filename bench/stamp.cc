@@ -4,11 +4,12 @@
 //
 // First thing after exec, it reads the wall clock (CLOCK_REALTIME, which all agents on
 // one host share) and appends one line to LOG:
-//   <unix ns> <pid> <VOW_STAGE> <VOW_SHARD or -> <VOW_WORKDIR> <first line of $VOW_IN_token, or ->
-// then creates each named output ($VOW_OUT_<name>) as a small file holding that first
-// line of $VOW_IN_token (so a token passes down a chain of stamp jobs), and exits 0. That line is when "the downstream process started": the process
-// exists and runs its own code. It uses libc only, and is linked statically, so exec
-// costs as little as a program can.
+//   <unix ns> <pid> <VOW_STAGE> <VOW_SHARD or -> <VOW_WORKDIR> <token or ->
+// where the token is the first word of the file $VOW_IN_token. Then it creates each
+// named output ($VOW_OUT_<name>) holding the token (so a token passes down a chain of
+// stamp jobs), and exits 0. The clock reading is when "the process started": it exists
+// and runs its own code. It uses libc only and is linked statically, so exec costs as
+// little as a program can.
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +69,8 @@ int main(int argc, char** argv) {
   char line[4096];
   int len = snprintf(line, sizeof(line), "%lld %d %s %s %s %s\n",
                      static_cast<long long>(ts.tv_sec) * 1000000000LL + ts.tv_nsec,
-                     static_cast<int>(getpid()), env_or_dash("VOW_STAGE"),
-                     env_or_dash("VOW_SHARD"), env_or_dash("VOW_WORKDIR"), token);
+                     static_cast<int>(getpid()), env_or_dash("VOW_STAGE"), env_or_dash("VOW_SHARD"),
+                     env_or_dash("VOW_WORKDIR"), token);
   if (len <= 0 || static_cast<size_t>(len) >= sizeof(line)) return 1;
   // One write() with O_APPEND: lines of concurrent jobs do not interleave.
   int fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

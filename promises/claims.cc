@@ -479,8 +479,9 @@ void Core::Impl::reconcile() {
   }
   // Done jobs leave the list (it is rebuilt with the plan), so a pass costs the open
   // jobs, not every job ever planned.
-  std::erase_if(open_jobs,
-                [&](const PlannedJob* job) { return canonical_statement(job->ref.job) != nullptr; });
+  std::erase_if(open_jobs, [&](const PlannedJob* job) {
+    return canonical_statement(job->ref.job) != nullptr;
+  });
   for (const PlannedJob* job : open_jobs) {
     if (failed_for_good(job->ref.job, job->retries)) continue;
     consider_claim(*job, /*regenerate=*/false);

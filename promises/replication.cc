@@ -16,9 +16,8 @@ std::vector<AgentKey> Core::Impl::live_holders(const Digest& digest) const {
   for (const auto& [key, p] : peers) {
     if (!is_live(key)) continue;
     bool presumed = pres != presumed_holders.end() && pres->second.count(key) != 0;
-    bool holds = p.has_holdings
-                     ? p.holdings.count(digest) != 0 || announced_recently(p, digest)
-                     : presumed;
+    bool holds =
+        p.has_holdings ? p.holdings.count(digest) != 0 || announced_recently(p, digest) : presumed;
     if (!holds) continue;
     (presumed ? first : rest).push_back(key);
   }
@@ -51,8 +50,8 @@ bool Core::Impl::announced_recently(const Peer& p, const Digest& digest) const {
 
 void Core::Impl::prune_announced(Peer& p) {
   for (auto it = p.announced.begin(); it != p.announced.end();) {
-    bool done = p.holdings.count(it->first) != 0 ||
-                now_ms - it->second >= config.timing.dead_after_ms;
+    bool done =
+        p.holdings.count(it->first) != 0 || now_ms - it->second >= config.timing.dead_after_ms;
     it = done ? p.announced.erase(it) : std::next(it);
   }
 }

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <set>
 #include <string_view>
 
 #include "promises/assert.h"
@@ -314,6 +315,45 @@ struct Transport::Impl {
     close_parts(parts);
     return true;
   }
+
+  // Reads what is ready: every socket (ready == nullptr), or only those in `ready`,
+  // each until it has nothing more (or the budget is spent).
+  std::vector<Inbound> poll_sockets(std::int64_t now, std::set<void*>* ready) {
+    now_ms = now;
+    validator.set_now(now);
+    auto is_ready = [&](void* s) { return ready == nullptr || ready->count(s) != 0; };
+    auto drained = [&](void* s) {
+      if (ready != nullptr) ready->erase(s);
+    };
+    if (is_ready(zap)) serve_zap();
+    if (monitor != nullptr && is_ready(monitor)) drain_monitor();
+    std::vector<Inbound> out;
+    std::size_t budget = options.max_inbound_per_poll;
+    // Round robin over the sockets so one busy link cannot starve the others.
+    bool progress = true;
+    while (budget > 0 && progress) {
+      progress = false;
+      if (router != nullptr && is_ready(router)) {
+        if (read_router(out)) {
+          progress = true;
+          --budget;
+        } else {
+          drained(router);
+        }
+      }
+      for (auto& [k, p] : peers) {
+        if (budget == 0) break;
+        if (p.dealer == nullptr || !is_ready(p.dealer)) continue;
+        if (read_dealer(k, p.dealer, out)) {
+          progress = true;
+          --budget;
+        } else {
+          drained(p.dealer);
+        }
+      }
+    }
+    return out;
+  }
 };
 
 Result<PeerAddress> parse_peer_address(std::string_view text) {
@@ -431,30 +471,16 @@ int Transport::wait(int timeout_ms) {
 }
 
 std::vector<Inbound> Transport::poll_inbound(std::int64_t now_ms) {
-  auto& I = *impl_;
-  I.now_ms = now_ms;
-  I.validator.set_now(now_ms);
-  I.serve_zap();
-  I.drain_monitor();
-  std::vector<Inbound> out;
-  std::size_t budget = I.options.max_inbound_per_poll;
-  // Round robin over the sockets so one busy link cannot starve the others.
-  bool progress = true;
-  while (budget > 0 && progress) {
-    progress = false;
-    if (I.read_router(out)) {
-      progress = true;
-      --budget;
-    }
-    for (auto& [k, p] : I.peers) {
-      if (budget == 0) break;
-      if (p.dealer && I.read_dealer(k, p.dealer, out)) {
-        progress = true;
-        --budget;
-      }
-    }
+  return impl_->poll_sockets(now_ms, nullptr);
+}
+
+std::vector<Inbound> Transport::poll_inbound(std::int64_t now_ms,
+                                             std::span<const zmq_pollitem_t> polled) {
+  std::set<void*> ready;
+  for (const auto& item : polled) {
+    if (item.socket != nullptr && (item.revents & ZMQ_POLLIN)) ready.insert(item.socket);
   }
-  return out;
+  return impl_->poll_sockets(now_ms, &ready);
 }
 
 void Transport::tick(std::int64_t now_ms) {
