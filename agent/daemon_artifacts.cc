@@ -1,7 +1,7 @@
 // Hand-off and replication of artifacts between agents (DESIGN.md 4.7), and sources
 // (4.3). Bytes stream over the transport into a file under STATE/incoming; the
-// background worker then imports it into the store, which hashes it again, so nothing
-// enters the store that does not match its name. A tree arrives as its encoding first,
+// background worker then moves it into the store (adopt_file), which hashes it again,
+// so nothing enters the store that does not match its name. A tree arrives as its encoding first,
 // then each child the store lacks; the tree is stored once all its children are.
 #include <fcntl.h>
 #include <sys/inotify.h>
@@ -236,8 +236,9 @@ void Daemon::Impl::on_fetch_outcome(const transport::FetchOutcome& outcome) {
     }
     bool tree = tree_hint.value_or(head == kTreeTag);
     if (!tree) {
-      auto ref = w->artifacts->import_path(part);
-      ::unlink(part.c_str());
+      // Moved into the store, not copied (hashed again where it lies, synced, renamed).
+      auto ref = w->artifacts->adopt_file(part);
+      ::unlink(part.c_str());  // left behind only on failure
       Status s = ref.is_ok() ? Status::ok() : ref.status();
       if (s.is_ok() && ref->digest != digest) {
         s = Status::corrupt("artifact " + digest.hex() + " arrived with digest " +

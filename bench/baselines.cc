@@ -15,10 +15,18 @@
 //       BLAKE2b-256 (libsodium, through vow's Hasher, 256 KiB updates) of the file's
 //       bytes already in memory, on one core: MB/s per run. The artifact hand-off
 //       baseline.
+//   baselines fsync DIR [--iterations N]
+//       Appends 4 KiB to a file in DIR and fdatasyncs it (what a SQLite WAL commit
+//       costs at least), and writes a new 4 KiB file, fsyncs it, renames it into a
+//       subdirectory and fsyncs that (what installing a small object costs): p50 and
+//       p99 of each. Not a target's baseline: it tells how much of a figure is the disk.
+#include <fcntl.h>
 #include <sodium.h>
 #include <spawn.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include <algorithm>
@@ -193,11 +201,57 @@ int run_blake2b(const std::string& path, int runs) {
   return 0;
 }
 
+// ---- fsync ----
+
+int run_fsync(const std::string& dir, int iterations) {
+  std::string path = dir + "/vow-bench-fsync.tmp";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) die("cannot create " + path + ": " + std::strerror(errno));
+  std::vector<char> block(4096, 'x');
+  std::vector<double> us;
+  for (int i = 0; i < iterations; ++i) {
+    auto t0 = Clock::now();
+    if (::write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) {
+      die("write " + path);
+    }
+    if (::fdatasync(fd) != 0) die("fdatasync " + path);
+    us.push_back(seconds_since(t0) * 1e6);
+  }
+  ::close(fd);
+  ::unlink(path.c_str());
+  std::string objects = dir + "/vow-bench-objects";
+  ::mkdir(objects.c_str(), 0700);
+  std::vector<double> install_us;
+  for (int i = 0; i < iterations; ++i) {
+    std::string tmp = dir + "/vow-bench-obj.tmp";
+    std::string dest = objects + "/obj-" + std::to_string(i);
+    auto t0 = Clock::now();
+    int f = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    if (f < 0 || ::write(f, block.data(), block.size()) != static_cast<ssize_t>(block.size()) ||
+        ::fsync(f) != 0 || ::close(f) != 0 || ::rename(tmp.c_str(), dest.c_str()) != 0) {
+      die("install " + dest + ": " + std::strerror(errno));
+    }
+    int d = ::open(objects.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d < 0 || ::fsync(d) != 0) die("fsync " + objects);
+    ::close(d);
+    install_us.push_back(seconds_since(t0) * 1e6);
+  }
+  for (int i = 0; i < iterations; ++i) ::unlink((objects + "/obj-" + std::to_string(i)).c_str());
+  ::rmdir(objects.c_str());
+  std::printf(
+      "{\"figure\": \"fsync\", \"n\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f, "
+      "\"install_p50_us\": %.1f, \"install_p99_us\": %.1f}\n",
+      us.size(), percentile(us, 0.5), percentile(us, 0.99), percentile(install_us, 0.5),
+      percentile(install_us, 0.99));
+  return 0;
+}
+
 int usage() {
   std::fprintf(stderr,
                "usage: baselines rtt [--iterations N] [--bytes N]\n"
                "       baselines spawn [--seconds S] -- PROGRAM [ARGS...]\n"
-               "       baselines blake2b FILE [--runs N]\n");
+               "       baselines blake2b FILE [--runs N]\n"
+               "       baselines fsync DIR [--iterations N]\n");
   return 2;
 }
 
@@ -241,6 +295,15 @@ int main(int argc, char** argv) {
       runs = std::atoi(argv[i + 1]);
     }
     return run_blake2b(argv[2], std::max(1, runs));
+  }
+  if (cmd == "fsync") {
+    if (argc < 3) return usage();
+    int iterations = 200;
+    for (int i = 3; i + 1 < argc; i += 2) {
+      if (std::strcmp(argv[i], "--iterations") != 0) return usage();
+      iterations = std::atoi(argv[i + 1]);
+    }
+    return run_fsync(argv[2], std::max(1, iterations));
   }
   return usage();
 }

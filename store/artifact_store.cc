@@ -252,6 +252,38 @@ Result<ArtifactRef> ArtifactStore::import_dir(const std::string& path, int depth
   return ref;
 }
 
+Result<ArtifactRef> ArtifactStore::adopt_file(const std::string& path) {
+  auto info = env_.stat(path);
+  if (!info.is_ok()) return info.status();
+  if (info->type != FileType::kRegular) {
+    return Status::invalid("adopt " + path + ": not a regular file");
+  }
+  auto src = env_.open_readable(path);
+  if (!src.is_ok()) return src.status();
+  Hasher hasher;
+  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  std::uint64_t off = 0;
+  for (;;) {
+    auto n = (*src)->read_at(off, buf);
+    if (!n.is_ok()) return n.status();
+    if (*n == 0) break;
+    hasher.update(std::span<const std::uint8_t>(buf).subspan(0, *n));
+    off += *n;
+  }
+  src->reset();
+  VOW_RETURN_IF_ERROR(env_.sync_file(path));
+  Digest d = hasher.finish();
+  // install() renames the file over any copy already held (and removes it on failure).
+  Status s = install(path, d, ArtifactKind::kFile, off);
+  Status f = flush_index();
+  if (!s.is_ok()) return s;
+  if (!f.is_ok()) return f;
+  ArtifactRef ref;
+  ref.digest = d;
+  ref.size_bytes = off;
+  return ref;
+}
+
 Result<ArtifactRef> ArtifactStore::import_path(const std::string& path) {
   auto info = env_.stat(path);
   if (!info.is_ok()) return info.status();

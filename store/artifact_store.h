@@ -152,6 +152,12 @@ class ArtifactStore {
   // Symbolic links, devices, sockets and FIFOs are refused (kInvalid naming the path).
   // An executable file (owner x bit) is an 'x' entry inside a tree.
   Result<ArtifactRef> import_path(const std::string& path);
+  // Moves a regular file into the store instead of copying it: hashed where it is,
+  // synced, renamed into place. The file must be on the store's file system and the
+  // caller gives it up (on success it is gone; on failure it may remain). For a file the
+  // agent wrote itself, such as a fetched artifact: an import would write every byte
+  // again and sync the copy (BENCHMARKS.md, artifact hand-off).
+  Result<ArtifactRef> adopt_file(const std::string& path);
   Result<Digest> put_bytes(std::string_view data);
   // A tree from existing children (kNotFound naming the first missing child; kInvalid
   // for bad names or an entry whose kind does not match the stored child).

@@ -58,6 +58,29 @@ TEST_CASE("artifacts: put, read, stat, list; same content is stored once") {
   CHECK(*f.store->read(*empty) == "");
 }
 
+TEST_CASE("artifacts: adopt_file moves a file in, hashed and read-only, and gives it up") {
+  Fixture f;
+  std::string part = f.dir / "fetched.part";  // on the store's file system
+  write_file(part, "fetched bytes");
+  auto r = f.store->adopt_file(part);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  CHECK(r->digest == blake2b("fetched bytes"));
+  CHECK(r->size_bytes == 13);
+  CHECK(!std::filesystem::exists(part));
+  CHECK(*f.store->read(r->digest) == "fetched bytes");
+  CHECK(mode_of(f.store->object_path(r->digest, ArtifactKind::kFile)) == 0444);
+  // The same bytes again: the object is replaced, nothing else is added.
+  write_file(part, "fetched bytes");
+  REQUIRE(f.store->adopt_file(part).is_ok());
+  CHECK(!std::filesystem::exists(part));
+  CHECK(f.store->list()->size() == 1);
+  // It survives a reopen (indexed), and only regular files are adopted.
+  f.reopen_store();
+  CHECK(*f.store->has(r->digest));
+  CHECK(f.store->adopt_file(f.dir.path()).status().code() == StatusCode::kInvalid);
+  CHECK(f.store->adopt_file(f.dir / "absent").status().code() == StatusCode::kInvalid);
+}
+
 TEST_CASE("artifacts: an imported directory's digest is the tree.h encoding") {
   Fixture f;
   std::string src = f.dir / "src";

@@ -66,6 +66,12 @@ TEST_CASE("faults: artifact writes that fail leave nothing half-visible") {
       CHECK(!*(*store)->has(blake2b("never durable")));
       auto i = (*store)->import_path(src);
       CHECK(!i.is_ok());
+      std::string part = dir / "fetched.part";
+      write_file(part, "fetched, never durable");
+      auto a = (*store)->adopt_file(part);
+      REQUIRE(!a.is_ok());
+      CHECK(contains(a.status(), "fsync " + part));
+      CHECK(!*(*store)->has(blake2b("fetched, never durable")));
     }
     SUBCASE("the disk is full") {
       env.plan().disk_full = true;
