@@ -111,11 +111,18 @@ def check_output(mesh, agents, data, what, timeout=ROUND_TIMEOUT_S):
     check(read_artifact(mesh, digest(want)) == want, f"{what}: output bytes differ")
 
 
+def failing():
+    """True in a finally block left by an exception: the run failed (or timed out), and
+    its state directories and logs are kept for a look."""
+    return sys.exc_info()[0] is not None
+
+
 def describe(mesh):
     """What each agent reports, for the log of a failed run."""
     for a in mesh.agents:
         if not a.alive():
-            print(f"-- {a.name}: not running", file=sys.stderr)
+            print(f"-- {a.name}: not running (exit status {a.proc.returncode})\n{a.tail(15)}",
+                  file=sys.stderr)
             continue
         try:
             st = a.status()
@@ -305,7 +312,7 @@ def scenario_kill_loop(args):
                       {"kills": args.rounds, "kills of an agent running a job": kills_of_running,
                        **figs})
     finally:
-        mesh.cleanup()
+        mesh.cleanup(keep=failing())
 
 
 # ---- partition ----
@@ -421,7 +428,7 @@ def scenario_partition(args):
                       f"{worst_alone:.1f}s, slowest agreement after healing {worst_heal:.1f}s",
                       figs)
     finally:
-        mesh.cleanup()
+        mesh.cleanup(keep=failing())
         nets.cleanup()
     return 0
 
@@ -623,7 +630,7 @@ def scenario_hostile(args):
         for cl in clients:
             cl.close()
         ctx.term()
-        mesh.cleanup()
+        mesh.cleanup(keep=failing())
     return 0
 
 
@@ -716,7 +723,7 @@ def mutation_round(mesh, rng, frames_dir, links, before, r, tally):
 
 def check_unchanged(mesh, before, when):
     for x in mesh.agents:
-        check(x.alive(), f"{x.name} died {when}: {x.tail()}")
+        check(x.alive(), f"{x.name} died {when} (exit status {x.proc.returncode}): {x.tail()}")
         fp, st = before[x.name]
         now = x.status()
         now_fp = ledger_fingerprint(x)
@@ -759,13 +766,17 @@ if __name__ == "__main__":
     VOW, VOWD, FORGE = args.vow, args.vowd, args.forge
     # meson ends a test that runs past its timeout with SIGTERM: unwind through the
     # finally blocks, so no vowd process or network namespace outlives the test.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    def on_sigterm(*_):
+        print(f"SIGTERM: state directories and logs kept in {DIAGNOSE.get('root')}",
+              file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         rc = SCENARIOS[args.scenario](args) or 0
     except TestFailure as e:
         print(f"FAIL {args.scenario} (seed {args.seed}): {e}", file=sys.stderr)
-        print(f"(VOW_KEEP=1 keeps the state directories and logs: {DIAGNOSE.get('root')})",
-              file=sys.stderr)
+        print(f"state directories and logs kept in {DIAGNOSE.get('root')}", file=sys.stderr)
         sys.exit(1)
     if rc == 0:
         print(f"ok {args.scenario}")

@@ -124,7 +124,7 @@ class Agent:
 
     def tail(self, n=20):
         try:
-            with open(self.log_path) as f:
+            with open(self.log_path, errors="replace") as f:  # peers' names may be bytes
                 return "".join(f.readlines()[-n:])
         except FileNotFoundError:
             return ""
