@@ -1,8 +1,9 @@
 // Hand-off and replication of artifacts between agents (DESIGN.md 4.7), and sources
 // (4.3). Bytes stream over the transport into a file under STATE/incoming; the
 // background worker then moves it into the store (adopt_file), which hashes it again,
-// so nothing enters the store that does not match its name. A tree arrives as its encoding first,
-// then each child the store lacks; the tree is stored once all its children are.
+// so nothing enters the store that does not match its name. A tree arrives as its
+// encoding first, then each child the store lacks; the tree is stored once all its
+// children are.
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
