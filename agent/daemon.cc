@@ -281,6 +281,10 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   impl->sequences = std::move(sequences);
   transport::TransportOptions topts;
   topts.listen = impl->config.listen;
+  // A restarted peer must hear us again before it suspects us: our links to it must not
+  // back off for longer than its suspicion window (ZeroMQ's default cap is 2 s).
+  topts.reconnect_max_ms = static_cast<int>(
+      std::clamp<std::int64_t>(impl->config.timing.suspect_after_ms, 100, 2000));
   auto* log = impl->log.get();
   auto t = transport::Transport::create(*impl->identity, impl->trust, topts, impl->sequences.get(),
                                         [log](transport::LogLevel level, std::string_view line) {
@@ -680,7 +684,10 @@ int Daemon::Impl::loop() {
   }
   carry_out(core->tick(now_ms(), wall_ms()));  // own statements carry a wall time
   carry_out(core->start());
-  drop_unclaimed_recovered();
+  // Jobs left running (or finished) while this agent was down stay adoptable until the
+  // core has decided: it resumes a standing claim once synced with a peer, or after
+  // dead_after without one. What it has not resumed by then is killed and dropped.
+  drop_recovered_at_ms = now_ms() + 2 * config.timing.dead_after_ms + 1000;
   start_sources();
   log->info("listening on {}; control at {}", transport->endpoint(), control_endpoint);
 
@@ -722,6 +729,7 @@ int Daemon::Impl::loop() {
     cancel_fetches_from_dead_peers(now);
     serve_control();
     check_jobs();
+    if (!recovered.empty() && now >= drop_recovered_at_ms) drop_unclaimed_recovered();
     poll_sources();
     rotate_seeds();
     transport->tick(now);

@@ -123,6 +123,7 @@ struct Daemon::Impl {
   std::map<Digest, promises::StartJob> deferred_starts;
   // Rows of the running-job table found at start, until the core restarts or drops them.
   std::map<Digest, store::RunningJob> recovered;
+  std::int64_t drop_recovered_at_ms = 0;  // then drop what the core did not resume
   std::map<Digest, Fetch> fetches;
   std::map<std::uint64_t, Digest> fetch_by_stream;
   // Fetches waiting for one of the transport's max_receiving places (each digest at

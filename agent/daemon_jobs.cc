@@ -60,7 +60,7 @@ void Daemon::Impl::drop_unclaimed_recovered() {
     auto proc = JobProcess::adopt(static_cast<pid_t>(row.pid), status_path);
     if (proc.is_ok()) {
       proc->kill_group(SIGKILL);
-      log->info("job {} fenced while this agent was down: killed", id.short_hex());
+      log->info("job {} left from before the restart was not resumed: killed", id.short_hex());
     }
     (void)ledger->remove_running_job(id);
     remove_work_dir(row.work_dir);
@@ -236,6 +236,16 @@ void Daemon::Impl::kill_job(const promises::KillJob& kill) {
     deferred_starts.erase(d);
     log->info("job {} epoch {} stopped before it started: {}", kill.job.short_hex(), kill.epoch,
               kill.reason);
+    return;
+  }
+  if (auto r = recovered.find(kill.job); r != recovered.end() && r->second.epoch == kill.epoch) {
+    // Left running by the previous vowd and not resumable: stop it now.
+    auto proc = JobProcess::adopt(static_cast<pid_t>(r->second.pid), r->second.work_dir + "/status");
+    if (proc.is_ok()) proc->kill_group(SIGKILL);
+    log->info("job {} left from before the restart stopped: {}", kill.job.short_hex(), kill.reason);
+    (void)ledger->remove_running_job(kill.job);
+    remove_work_dir(r->second.work_dir);
+    recovered.erase(r);
     return;
   }
   auto it = jobs.find(kill.job);
