@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <iostream>
 
 #include "agent/config_files.h"
 #include "transport/link.h"
@@ -35,6 +36,11 @@ Result<std::string> endpoint_of(const AgentAddress& a) {
 }
 
 }  // namespace
+
+void die(const char* cmd, const std::string& message, int code) {
+  std::cerr << "vow " << cmd << ": " << message << "\n";
+  throw CLI::RuntimeError(code);
+}
 
 void add_agent_options(CLI::App* cmd, AgentAddress* address) {
   cmd->add_option("--agent", address->agent,

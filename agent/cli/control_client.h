@@ -21,6 +21,9 @@ struct AgentAddress {
   std::string config;     // --config FILE (its [agent] state_dir)
 };
 
+// Ends a command: prints "vow CMD: MESSAGE" on stderr and throws CLI::RuntimeError(code).
+[[noreturn]] void die(const char* cmd, const std::string& message, int code = 1);
+
 // Adds --agent, --key, --state-dir and --config to a subcommand.
 void add_agent_options(CLI::App* cmd, AgentAddress* address);
 

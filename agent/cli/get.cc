@@ -31,11 +31,6 @@ namespace {
 
 using nlohmann::json;
 
-[[noreturn]] void die(const std::string& message, int code = 1) {
-  std::cerr << "vow get: " << message << "\n";
-  throw CLI::RuntimeError(code);
-}
-
 struct Reading {
   std::string root;
   std::uint64_t bytes = 0;
@@ -157,16 +152,16 @@ void add_get_command(CLI::App& app) {
   add_agent_options(cmd, &o->address);
   cmd->callback([o] {
     auto timeout = promises::parse_duration_ms(o->timeout);
-    if (!timeout.is_ok()) die("--timeout: " + timeout.status().message(), 2);
+    if (!timeout.is_ok()) die("get", "--timeout: " + timeout.status().message(), 2);
     if (o->address.agent.find('@') != std::string::npos) {
-      die("copies out of the local agent's store: run it on a host with an agent (that agent "
+      die("get", "copies out of the local agent's store: run it on a host with an agent (that agent "
           "fetches from whichever agent holds the artifact)");
     }
     std::error_code ec;
-    if (fs::exists(fs::symlink_status(o->out, ec))) die(o->out + " exists: not overwritten");
+    if (fs::exists(fs::symlink_status(o->out, ec))) die("get", o->out + " exists: not overwritten");
     auto ask = [&](const std::string& method, const json& args) {
       auto a = control_call(o->address, method, args);
-      if (!a.is_ok()) die(a.status().message());
+      if (!a.is_ok()) die("get", a.status().message());
       return std::move(a).value();
     };
     json info = ask("resolve", {{"ref", o->ref}});
@@ -179,9 +174,9 @@ void add_get_command(CLI::App& app) {
         info = ask("resolve", {{"ref", hex}});
         if (info.value("held_here", false)) break;
         if (!info.value("fetching", false)) {
-          die("the agent could not fetch " + hex + " from any holder (see its log)");
+          die("get", "the agent could not fetch " + hex + " from any holder (see its log)");
         }
-        if (std::chrono::steady_clock::now() > deadline) die("timed out fetching " + hex, 2);
+        if (std::chrono::steady_clock::now() > deadline) die("get", "timed out fetching " + hex, 2);
         progress(info.value("received_bytes", 0u), size);
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
@@ -189,7 +184,7 @@ void add_get_command(CLI::App& app) {
       if (::isatty(STDERR_FILENO) && size >= (1u << 20)) std::fprintf(stderr, "\n");
     }
     auto digest = Digest::from_hex(hex);
-    if (!digest) die("the agent answered a bad digest");
+    if (!digest) die("get", "the agent answered a bad digest");
     Reading r{info.value("artifacts_root", ""), 0};
     std::string kind = info.value("kind", "");
     if (kind.empty()) {
@@ -204,7 +199,7 @@ void add_get_command(CLI::App& app) {
         (void)store::make_writable_recursive(o->out);
         fs::remove_all(o->out, ec);
       }
-      die(st.message());
+      die("get", st.message());
     }
     std::cout << "wrote " << o->out << " (" << kind << " " << hex << ", " << human_bytes(r.bytes)
               << ", verified)\n";

@@ -15,11 +15,6 @@ namespace {
 
 using nlohmann::json;
 
-[[noreturn]] void die(const char* cmd, const std::string& message, int code = 1) {
-  std::cerr << "vow " << cmd << ": " << message << "\n";
-  throw CLI::RuntimeError(code);
-}
-
 json ask(const char* cmd, const AgentAddress& address, const std::string& method,
          const json& args = json::object()) {
   auto answer = control_call(address, method, args);
