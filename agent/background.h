@@ -22,23 +22,23 @@
 #include <thread>
 #include <vector>
 
+#include "agent/effects.h"
 #include "promises/status.h"
 
 namespace vow::agent {
 
-class Background {
+class Background final : public Worker {
  public:
   static constexpr std::size_t kMaxPendingTasks = 4096;
 
-  // A task returns the completion to run on the loop thread.
-  using Task = std::function<std::function<void()>()>;
+  // A task returns the completion to run on the loop thread (Worker::Task).
 
   explicit Background(std::size_t threads);
   ~Background();
   Background(const Background&) = delete;
   Background& operator=(const Background&) = delete;
 
-  Status submit(Task task);
+  Status submit(Task task) override;
   int fd() const { return event_fd_; }
   // Runs the completions of finished tasks. Returns how many ran.
   std::size_t drain();

@@ -96,7 +96,7 @@ nlohmann::json Daemon::Impl::control_request(const std::string& method,
     if (method == "job") {
       auto id = resolve_job(args.value("job", ""));
       if (!id.is_ok()) return {{"error", id.status().message()}};
-      auto view = core->job(*id);
+      auto view = core().job(*id);
       if (!view) return {{"error", "no job " + id->hex()}};
       return job_json(*view, true);
     }
@@ -122,9 +122,9 @@ nlohmann::json Daemon::Impl::status_json() {
                     {"id", identity->id()},
                     {"self", true},
                     {"alive", true},
-                    {"running", jobs.size()},
+                    {"running", agent->jobs_here()},
                     {"last_seen_ms", 0}});
-  for (const auto& p : core->peers()) {
+  for (const auto& p : core().peers()) {
     agents.push_back({{"name", p.name},
                       {"id", transport::agent_id(p.key)},
                       {"self", false},
@@ -144,11 +144,11 @@ nlohmann::json Daemon::Impl::status_json() {
         c[k] = 0;
     }
   }
-  for (const auto& v : core->jobs()) {
+  for (const auto& v : core().jobs()) {
     auto& c = counts[v.job.pipeline][v.job.stage];
     c[promises::job_state_name(v.state)]++;
     if (v.state != promises::JobState::kDone) continue;
-    if (const Statement* st = core->canonical(v.job.job)) {
+    if (const Statement* st = core().canonical(v.job.job)) {
       if (const auto* r = std::get_if<JobResult>(&st->body)) {
         auto& o = outputs[v.job.pipeline][v.job.stage];
         if (o.is_null()) o = json::array();
@@ -188,11 +188,12 @@ nlohmann::json Daemon::Impl::status_json() {
       {"pipelines", pls},
       {"rejected", rejected},
       {"statements",
-       {{"received", statements_in},
-        {"persisted", statements_persisted},
+       {{"received", agent->counters().statements_in},
+        {"persisted", agent->counters().statements_persisted},
         {"duplicates", counters.duplicates}}},
-      {"jobs_started_here", jobs_started},
-      {"jobs_adopted_here", jobs_adopted}};
+      {"jobs_started_here", agent->counters().jobs_started},
+      {"jobs_adopted_here", agent->counters().jobs_adopted},
+      {"worker_backlogged", agent->counters().worker_backlogged}};
 }
 
 }  // namespace vow::agent
@@ -211,7 +212,7 @@ std::string Daemon::Impl::metrics_text() {
     }
   }
   int nondeterministic = 0;
-  for (const auto& v : core->jobs()) {
+  for (const auto& v : core().jobs()) {
     by_state[{v.job.pipeline, v.job.stage, promises::job_state_name(v.state)}]++;
     if (v.nondeterministic) ++nondeterministic;
   }
@@ -222,24 +223,24 @@ std::string Daemon::Impl::metrics_text() {
            n);
   }
   header(out, "vow_jobs_running_here", "gauge", "Job processes this agent runs now.");
-  sample(out, "vow_jobs_running_here", {}, static_cast<double>(jobs.size()));
+  sample(out, "vow_jobs_running_here", {}, static_cast<double>(agent->jobs_here()));
   header(out, "vow_claims_total", "counter", "Claims this agent made.");
-  sample(out, "vow_claims_total", {}, static_cast<double>(metrics.claims));
+  sample(out, "vow_claims_total", {}, static_cast<double>(agent->metrics().claims));
   header(out, "vow_takeovers_total", "counter",
          "Claims this agent made at an epoch above 1 (taking over a job).");
-  sample(out, "vow_takeovers_total", {}, static_cast<double>(metrics.takeovers));
+  sample(out, "vow_takeovers_total", {}, static_cast<double>(agent->metrics().takeovers));
   header(out, "vow_results_total", "counter", "Results this agent signed, by outcome.");
-  sample(out, "vow_results_total", {{"outcome", "ok"}}, static_cast<double>(metrics.results_ok));
+  sample(out, "vow_results_total", {{"outcome", "ok"}}, static_cast<double>(agent->metrics().results_ok));
   sample(out, "vow_results_total", {{"outcome", "failed"}},
-         static_cast<double>(metrics.results_failed));
+         static_cast<double>(agent->metrics().results_failed));
   header(out, "vow_nondeterministic_jobs", "gauge",
          "Jobs with successful results that disagree on their outputs.");
   sample(out, "vow_nondeterministic_jobs", {}, nondeterministic);
   header(out, "vow_statements_received_total", "counter",
          "Statements received from peers that passed validation.");
-  sample(out, "vow_statements_received_total", {}, static_cast<double>(statements_in));
+  sample(out, "vow_statements_received_total", {}, static_cast<double>(agent->counters().statements_in));
   header(out, "vow_statements_persisted_total", "counter", "Statements written to the ledger.");
-  sample(out, "vow_statements_persisted_total", {}, static_cast<double>(statements_persisted));
+  sample(out, "vow_statements_persisted_total", {}, static_cast<double>(agent->counters().statements_persisted));
   auto counters = transport->counters();
   header(out, "vow_messages_rejected_total", "counter", "Messages dropped, by reason.");
   for (std::size_t i = 0; i < transport::kRejectReasonCount; ++i) {
@@ -262,13 +263,13 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_frames_total", "counter", "Protocol frames, by direction.");
   sample(out, "vow_frames_total", {{"direction", "in"}}, static_cast<double>(counters.frames_in));
   sample(out, "vow_frames_total", {{"direction", "out"}}, static_cast<double>(counters.frames_out));
-  metrics.handoff.render(out, "vow_handoff_latency_seconds",
+  agent->metrics().handoff.render(out, "vow_handoff_latency_seconds",
                          "Upstream result signed to the downstream job started here.");
-  metrics.job_duration.render(out, "vow_job_duration_seconds",
+  agent->metrics().job_duration.render(out, "vow_job_duration_seconds",
                               "Wall time of job processes run here.");
   int alive = 0;
   int known = 0;
-  for (const auto& p : core->peers()) {
+  for (const auto& p : core().peers()) {
     ++known;
     if (p.liveness == promises::Liveness::kAlive) ++alive;
   }

@@ -24,10 +24,11 @@ namespace vow::agent {
 
 class Daemon::Impl::Sequences final : public transport::SequenceView {
  public:
-  explicit Sequences(const VersionVector* vv) : vv_(vv) {}
+  explicit Sequences(const SqliteState* state) : state_(state) {}
   std::uint64_t highest_seq(const AgentKey& author) const override {
-    auto it = vv_->find(author);
-    return it == vv_->end() ? 0 : it->second;
+    const auto& vv = state_->version_vector();
+    auto it = vv.find(author);
+    return it == vv.end() ? 0 : it->second;
   }
   bool holds_identical(const AgentKey& author, std::uint64_t seq,
                        std::string_view bytes) const override {
@@ -37,35 +38,11 @@ class Daemon::Impl::Sequences final : public transport::SequenceView {
   void set_ledger(store::Ledger* ledger) { ledger_ = ledger; }
 
  private:
-  const VersionVector* vv_;
+  const SqliteState* state_;
   store::Ledger* ledger_ = nullptr;
 };
 
-store::StoredStatement to_stored(const Statement& st, const transport::SignedStatement& signed_st,
-                                 std::int64_t received_unix_ms) {
-  store::StoredStatement s;
-  s.author = st.author;
-  s.seq = st.seq;
-  s.kind = st.kind();
-  s.job = st.job();
-  std::visit(
-      [&](const auto& b) {
-        if constexpr (requires { b.epoch; }) s.epoch = b.epoch;
-      },
-      st.body);
-  if (const auto* r = std::get_if<JobResult>(&st.body)) {
-    s.outputs_digest = outputs_digest(*r);
-    s.ok = r->ok;
-  }
-  s.bytes = signed_st.bytes;
-  s.signature = signed_st.signature;
-  s.received_unix_ms = received_unix_ms;
-  return s;
-}
-
 namespace {
-
-std::string short_id(const AgentKey& key) { return transport::agent_id(key).substr(0, 12); }
 
 // Relative paths in an agent file are relative to the file's directory.
 std::string resolve(const fs::path& base, const std::string& p) {
@@ -181,7 +158,7 @@ void Daemon::Impl::reload() {
   for (const auto& p : config.promises) core_promises.push_back({p.pipeline, p.stage, p.capacity});
   std::vector<AdvertSource> sources;
   for (const auto& s : config.sources) sources.push_back({s.pipeline, s.source});
-  carry_out(core->reconfigure(std::move(core_promises), pipelines, std::move(sources)));
+  agent->reconfigure(std::move(core_promises), pipelines, std::move(sources));
 }
 
 // ---- creation ----
@@ -236,91 +213,12 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   impl->log->info("agent {} id {}{}", impl->config.name, impl->identity->id(),
                   created ? " (new identity)" : "");
 
-  auto ledger = store::open_sqlite_ledger(store::ledger_path(impl->state_dir));
-  if (!ledger.is_ok()) return ledger.status();
-  impl->ledger = std::move(ledger).value();
-  impl->worker = std::make_unique<Worker>();
-  impl->worker->state_dir = impl->state_dir;
-  auto index = store::open_sqlite_ledger(store::ledger_path(impl->state_dir));
-  if (!index.is_ok()) return index.status();
-  impl->worker->index = std::move(index).value();
-  auto artifacts =
-      store::ArtifactStore::open(store::artifacts_root(impl->state_dir), *impl->worker->index);
-  if (!artifacts.is_ok()) return artifacts.status();
-  impl->worker->artifacts = std::move(artifacts).value();
-
-  // Restore: every statement we hold, our sequence, the jobs we were running.
+  VOW_RETURN_IF_ERROR(impl->open_stores());
   promises::RestoredState restored;
-  Status scan = impl->ledger->scan_statements(
-      [&](const store::StoredStatement& s, const Status& row) -> Status {
-        if (!row.is_ok()) return row;
-        auto st = transport::decode_and_verify(s.bytes, s.signature);
-        if (!st.is_ok()) {
-          return Status::corrupt("statement " + transport::agent_id(s.author) + "/" +
-                                 std::to_string(s.seq) +
-                                 " in the ledger: " + st.status().message() + " (run vow fsck)");
-        }
-        restored.statements.push_back(std::move(st).value());
-        return Status::ok();
-      });
-  VOW_RETURN_IF_ERROR(scan);
-  auto last = impl->ledger->own_last_seq();
-  if (!last.is_ok()) return last.status();
-  restored.last_seq = *last;
-  auto vv = impl->ledger->version_vector();
-  if (!vv.is_ok()) return vv.status();
-  impl->vv = *vv;
-  auto held = impl->worker->artifacts->list();
-  if (!held.is_ok()) return held.status();
-  for (const auto& r : *held) restored.held.push_back(r.digest);
-  for (const auto& st : restored.statements) impl->remember_refs(st);
-  restored.running = impl->recover_running_jobs(restored.statements);
-
-  auto sequences = std::make_unique<Impl::Sequences>(&impl->vv);
-  sequences->set_ledger(impl->ledger.get());
-  impl->sequences = std::move(sequences);
-  transport::TransportOptions topts;
-  topts.listen = impl->config.listen;
-  // A restarted peer must hear us again before it suspects us: our links to it must not
-  // back off for longer than its suspicion window (ZeroMQ's default cap is 2 s).
-  topts.reconnect_max_ms = static_cast<int>(
-      std::clamp<std::int64_t>(impl->config.timing.suspect_after_ms, 100, 2000));
-  auto* log = impl->log.get();
-  auto t = transport::Transport::create(*impl->identity, impl->trust, topts, impl->sequences.get(),
-                                        [log](transport::LogLevel level, std::string_view line) {
-                                          switch (level) {
-                                            case transport::LogLevel::kDebug:
-                                              log->debug("{}", line);
-                                              break;
-                                            case transport::LogLevel::kInfo:
-                                              log->info("{}", line);
-                                              break;
-                                            case transport::LogLevel::kWarn:
-                                              log->warn("{}", line);
-                                              break;
-                                            case transport::LogLevel::kError:
-                                              log->error("{}", line);
-                                              break;
-                                          }
-                                        });
-  if (!t.is_ok()) return t.status();
-  impl->transport = std::move(t).value();
-  impl->provider = make_store_provider(impl->state_dir);
-  impl->transport->set_artifact_provider(impl->provider.get());
-
-  promises::CoreConfig cc;
-  cc.key = impl->identity->key();
-  cc.name = impl->config.name;
-  cc.endpoints = {impl->transport->endpoint()};
-  for (const auto& p : impl->config.promises)
-    cc.promises.push_back({p.pipeline, p.stage, p.capacity});
-  for (const auto& s : impl->config.sources) cc.sources.push_back({s.pipeline, s.source});
-  cc.pipelines = impl->pipelines;
-  cc.timing = impl->config.timing;
-  cc.replicas = impl->config.replicas;
-  impl->core = std::make_unique<promises::Core>(cc, std::move(restored), impl->now_ms());
-
-  impl->background = std::make_unique<Background>(1);
+  std::vector<store::RunningJob> recovered;
+  VOW_RETURN_IF_ERROR(impl->restore(&restored, &recovered));
+  VOW_RETURN_IF_ERROR(impl->open_transport());
+  impl->make_agent(std::move(restored), std::move(recovered));
   VOW_RETURN_IF_ERROR(impl->open_control());
   if (!impl->config.http.empty()) {
     auto http = HttpServer::start(impl->config.http);
@@ -331,11 +229,129 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
 }
 
+// The loop's ledger connection, and the worker's own with the artifact store.
+Status Daemon::Impl::open_stores() {
+  auto l = store::open_sqlite_ledger(store::ledger_path(state_dir));
+  if (!l.is_ok()) return l.status();
+  ledger = std::move(l).value();
+  worker = std::make_unique<WorkerStores>();
+  auto index = store::open_sqlite_ledger(store::ledger_path(state_dir));
+  if (!index.is_ok()) return index.status();
+  worker->index = std::move(index).value();
+  auto artifacts = store::ArtifactStore::open(store::artifacts_root(state_dir), *worker->index);
+  if (!artifacts.is_ok()) return artifacts.status();
+  worker->artifacts = std::move(artifacts).value();
+  state = std::make_unique<SqliteState>(ledger.get(), identity->key(), &clock);
+  return state->load_version_vector();
+}
+
+// Every statement held (each verified again, carrying its signed form), the own
+// sequence, the artifacts held, and the running-job table: the core decides about each
+// job it names (resumed, or stopped).
+Status Daemon::Impl::restore(promises::RestoredState* restored,
+                             std::vector<store::RunningJob>* recovered) {
+  Status scan = ledger->scan_statements(
+      [&](const store::StoredStatement& s, const Status& row) -> Status {
+        if (!row.is_ok()) return row;
+        auto st = transport::decode_and_verify(s.bytes, s.signature);
+        if (!st.is_ok()) {
+          return Status::corrupt("statement " + transport::agent_id(s.author) + "/" +
+                                 std::to_string(s.seq) +
+                                 " in the ledger: " + st.status().message() + " (run vow fsck)");
+        }
+        restored->statements.push_back(std::move(st).value());
+        return Status::ok();
+      });
+  VOW_RETURN_IF_ERROR(scan);
+  auto last = ledger->own_last_seq();
+  if (!last.is_ok()) return last.status();
+  restored->last_seq = *last;
+  auto held = worker->artifacts->list();
+  if (!held.is_ok()) return held.status();
+  for (const auto& r : *held) restored->held.push_back(r.digest);
+  auto rows = ledger->running_jobs();
+  if (!rows.is_ok()) {
+    log->warn("cannot read the running-job table: {}", rows.status().to_string());
+    return Status::ok();
+  }
+  for (const auto& row : *rows) {
+    // The job's reference comes from our own claim of it.
+    const Claim* claim = nullptr;
+    for (const auto& st : restored->statements) {
+      if (st.author != identity->key()) continue;
+      const auto* c = std::get_if<Claim>(&st.body);
+      if (c && c->job.job == row.job && c->epoch == row.epoch) claim = c;
+    }
+    if (!claim) {
+      Status s = ledger->remove_running_job(row.job);
+      if (!s.is_ok()) log->warn("running-job table: {}", s.to_string());
+      continue;
+    }
+    recovered->push_back(row);
+    restored->running.push_back({claim->job, row.epoch});
+  }
+  return Status::ok();
+}
+
+Status Daemon::Impl::open_transport() {
+  auto seqs = std::make_unique<Impl::Sequences>(state.get());
+  seqs->set_ledger(ledger.get());
+  sequences = std::move(seqs);
+  transport::TransportOptions topts;
+  topts.listen = config.listen;
+  topts.reconnect_max_ms = static_cast<int>(
+      std::clamp<std::int64_t>(config.timing.suspect_after_ms, kMinReconnectMs, kMaxReconnectMs));
+  auto* l = log.get();
+  auto t = transport::Transport::create(*identity, trust, topts, sequences.get(),
+                                        [l](transport::LogLevel level, std::string_view line) {
+                                          switch (level) {
+                                            case transport::LogLevel::kDebug:
+                                              l->debug("{}", line);
+                                              break;
+                                            case transport::LogLevel::kInfo:
+                                              l->info("{}", line);
+                                              break;
+                                            case transport::LogLevel::kWarn:
+                                              l->warn("{}", line);
+                                              break;
+                                            case transport::LogLevel::kError:
+                                              l->error("{}", line);
+                                              break;
+                                          }
+                                        });
+  if (!t.is_ok()) return t.status();
+  transport = std::move(t).value();
+  provider = make_store_provider(state_dir);
+  transport->set_artifact_provider(provider.get());
+  return Status::ok();
+}
+
+void Daemon::Impl::make_agent(promises::RestoredState restored,
+                              std::vector<store::RunningJob> recovered) {
+  promises::CoreConfig cc;
+  cc.key = identity->key();
+  cc.name = config.name;
+  cc.endpoints = {transport->endpoint()};
+  for (const auto& p : config.promises) cc.promises.push_back({p.pipeline, p.stage, p.capacity});
+  for (const auto& s : config.sources) cc.sources.push_back({s.pipeline, s.source});
+  cc.pipelines = pipelines;
+  cc.timing = config.timing;
+  cc.replicas = config.replicas;
+  const transport::Identity* id = &*identity;
+  cc.sign = [id](const Statement& st) { return transport::sign_or_empty(*id, st); };
+  background = std::make_unique<Background>(1);
+  executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get());
+  sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get());
+  network = std::make_unique<DaemonNetwork>(this);
+  Effects fx{&clock, network.get(), state.get(), background.get(), executor.get(), sink.get()};
+  agent = std::make_unique<Agent>(std::move(cc), std::move(restored), std::move(recovered), fx, log);
+}
+
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Daemon::~Daemon() {
   if (!impl_) return;
-  impl_->http.reset();  // stops serving before what it reports goes away
+  impl_->http.reset();        // stops serving before what it reports goes away
   impl_->background.reset();  // joins the worker before what it uses goes away
   if (impl_->control) zmq_close(impl_->control);
   if (impl_->control_ctx) zmq_ctx_term(impl_->control_ctx);
@@ -345,308 +361,6 @@ Daemon::~Daemon() {
 }
 
 int Daemon::run() { return impl_->loop(); }
-
-// ---- time ----
-
-std::int64_t Daemon::Impl::now_ms() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-std::int64_t Daemon::Impl::wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// ---- carrying out the core's output ----
-
-void Daemon::Impl::carry_out(promises::Output out) {
-  if (out.empty()) return;
-  Status s = persist(out.persist);
-  if (!s.is_ok()) {
-    // Nothing may be sent or done that is not on disk: stop, the operator must act.
-    log->error("cannot persist statements: {}; shutting down", s.to_string());
-    stopping = true;
-    exit_code = 1;
-    return;
-  }
-  for (const auto& m : out.messages) send(m);
-  fresh.clear();
-  for (auto& a : out.actions) act(a);
-  log_events(out.events);
-}
-
-Status Daemon::Impl::persist(const std::vector<Statement>& statements) {
-  std::vector<store::StoredStatement> others;
-  std::int64_t now = wall_ms();
-  for (const auto& st : statements) {
-    auto key = std::make_pair(st.author, st.seq);
-    if (st.author == identity->key()) {
-      if (const auto* c = std::get_if<Claim>(&st.body)) {
-        ++metrics.claims;
-        if (c->epoch > 1) ++metrics.takeovers;
-      } else if (const auto* r = std::get_if<JobResult>(&st.body)) {
-        ++(r->ok ? metrics.results_ok : metrics.results_failed);
-      }
-      auto signed_st = transport::sign_statement(*identity, st);
-      if (!signed_st.is_ok()) return signed_st.status();
-      VOW_RETURN_IF_ERROR(ledger->append_own(to_stored(st, *signed_st, now)));
-      fresh[key] = *signed_st;
-    } else {
-      auto it = stash.find(key);
-      if (it == stash.end()) {
-        // The core only persists what it was given, and it was given only stashed ones.
-        log->warn("statement {}/{} to persist has no signed form; dropped", short_id(st.author),
-                  st.seq);
-        continue;
-      }
-      others.push_back(to_stored(st, it->second, now));
-      fresh[key] = it->second;
-      stash.erase(it);
-    }
-    remember_refs(st);
-  }
-  if (!others.empty()) VOW_RETURN_IF_ERROR(ledger->insert_batch(others));
-  statements_persisted += statements.size();
-  if (!statements.empty()) {
-    auto vv_now = ledger->version_vector();
-    if (vv_now.is_ok()) vv = *vv_now;
-  }
-  return Status::ok();
-}
-
-void Daemon::Impl::remember_refs(const Statement& st) {
-  auto note = [&](const ArtifactRef& r) {
-    is_tree[r.digest] = r.is_tree;
-    for (const auto& e : r.entries) is_tree[e.digest] = e.kind == EntryKind::kTree;
-  };
-  if (const auto* r = std::get_if<JobResult>(&st.body)) {
-    for (const auto& o : r->outputs) note(o.artifact);
-    for (const auto& i : r->inputs) note(i.artifact);
-  } else if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
-    note(v->artifact);
-  }
-}
-
-void Daemon::Impl::send(const promises::Outbound& out) {
-  transport::Message msg;
-  std::visit(
-      [&](const auto& m) {
-        using T = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<T, promises::Hello>) {
-          transport::Hello h;
-          h.agent = identity->key();
-          h.name = config.name;
-          h.endpoints = {transport->endpoint()};
-          h.version_vector = m.have;
-          msg.body = h;
-        } else if constexpr (std::is_same_v<T, promises::Heartbeat>) {
-          transport::Heartbeat h;
-          h.running = m.running;
-          h.capacity = m.capacity;
-          h.active_claims = static_cast<std::uint32_t>(m.active_claims.size());
-          h.highest_seq = core->last_seq();
-          h.claims = m.active_claims;
-          h.vv_sum = m.vv_sum;
-          h.holdings_incarnation = m.holdings_incarnation;
-          h.holdings_version = m.holdings_version;
-          msg.body = h;
-        } else if constexpr (std::is_same_v<T, promises::SyncRequest>) {
-          msg.body = transport::LedgerRequest{m.have};
-        } else if constexpr (std::is_same_v<T, promises::StatementBatch>) {
-          transport::LedgerBatch b;
-          for (const auto& st : m.statements) {
-            auto key = std::make_pair(st.author, st.seq);
-            if (auto it = fresh.find(key); it != fresh.end()) {
-              b.signed_statements.push_back(it->second);
-              continue;
-            }
-            auto stored = ledger->get(st.author, st.seq);
-            if (stored.is_ok() && stored->has_value()) {
-              b.signed_statements.push_back({(*stored)->bytes, (*stored)->signature});
-            }
-          }
-          if (b.signed_statements.empty()) return;
-          msg.body = std::move(b);
-        } else if constexpr (std::is_same_v<T, promises::HaveRequest>) {
-          msg.body = transport::HaveRequest{};
-        } else if constexpr (std::is_same_v<T, promises::Have>) {
-          msg.body = transport::Have{m.incarnation, m.version, m.digests};
-        }
-      },
-      out.message.body);
-  if (msg.body.index() == 0 && !std::holds_alternative<promises::Hello>(out.message.body)) {
-    return;  // nothing to send (an empty batch)
-  }
-  if (out.to) {
-    Status s = transport->send(*out.to, msg);
-    if (!s.is_ok()) log->debug("send to {}: {}", short_id(*out.to), s.to_string());
-  } else {
-    transport->broadcast(msg);
-  }
-}
-
-void Daemon::Impl::act(promises::Action& action) {
-  std::visit(
-      [&](auto& a) {
-        using T = std::decay_t<decltype(a)>;
-        if constexpr (std::is_same_v<T, promises::StartJob>) {
-          start_job(std::move(a));
-        } else if constexpr (std::is_same_v<T, promises::KillJob>) {
-          kill_job(a);
-        } else if constexpr (std::is_same_v<T, promises::FetchArtifact>) {
-          fetch_artifact(a.digest, a.holders, false);
-        } else if constexpr (std::is_same_v<T, promises::ReplicateArtifact>) {
-          fetch_artifact(a.digest, a.holders, true);
-        } else if constexpr (std::is_same_v<T, promises::Connect>) {
-          if (!a.endpoints.empty()) connect_peer(a.peer, a.endpoints.front());
-        }
-      },
-      action);
-}
-
-void Daemon::Impl::log_events(const std::vector<promises::Event>& events) {
-  for (const auto& e : events) {
-    const char* kind = promises::event_kind_name(e.kind);
-    std::string peer = e.peer ? " [peer " + short_id(*e.peer) + "]" : "";
-    switch (e.level) {
-      case promises::EventLevel::kDebug:
-        log->debug("{}: {}{}", kind, e.text, peer);
-        break;
-      case promises::EventLevel::kInfo:
-        log->info("{}: {}{}", kind, e.text, peer);
-        break;
-      case promises::EventLevel::kWarn:
-        log->warn("{}: {}{}", kind, e.text, peer);
-        break;
-      case promises::EventLevel::kError:
-        log->error("{}: {}{}", kind, e.text, peer);
-        break;
-    }
-  }
-}
-
-// ---- peers ----
-
-void Daemon::Impl::connect_peer(const AgentKey& peer, const std::string& endpoint) {
-  if (peer == identity->key() || !trust.trusts_agent(peer)) return;
-  auto it = peer_endpoint.find(peer);
-  if (it != peer_endpoint.end() && it->second == endpoint) return;
-  Status s = transport->connect(peer, endpoint);
-  if (!s.is_ok()) {
-    log->warn("cannot connect to {} at {}: {}", short_id(peer), endpoint, s.to_string());
-    return;
-  }
-  peer_endpoint[peer] = endpoint;
-  // Remembered, so that a restart reconnects at once instead of probing the seeds.
-  Status saved = ledger->put_peer({peer, {endpoint}, wall_ms()});
-  if (!saved.is_ok()) log->warn("cannot record peer: {}", saved.to_string());
-  std::erase(unmapped_seeds, endpoint);
-  log->info("peer {} at {}", short_id(peer), endpoint);
-  greet(peer);
-}
-
-void Daemon::Impl::greet(const AgentKey& peer) {
-  if (!greeted.insert(peer).second) return;
-  carry_out(core->peer_connected(peer));
-}
-
-// A seed endpoint names no key, and CURVE needs the server's key to connect: try the
-// trusted agent keys whose endpoint is not known yet, one per seed, rotating until a
-// hello (or an advert) tells which key is where. See docs/agent.md.
-void Daemon::Impl::rotate_seeds() {
-  std::int64_t now = now_ms();
-  if (unmapped_seeds.empty() || now < next_seed_rotation_ms) return;
-  next_seed_rotation_ms = now + kSeedRotateMs;
-  std::vector<AgentKey> unknown;
-  for (const auto& [key, role] : trust.keys()) {
-    if (role != transport::PeerRole::kAgent || key == identity->key()) continue;
-    if (!peer_endpoint.count(key) && !greeted.count(key)) unknown.push_back(key);
-  }
-  if (unknown.empty()) return;
-  for (std::size_t i = 0; i < unmapped_seeds.size() && i < unknown.size(); ++i) {
-    const AgentKey& key = unknown[(i + seed_rotation) % unknown.size()];
-    if (!transport->connect(key, unmapped_seeds[i]).is_ok()) continue;
-    // If the guess is right the peer answers this hello with its own, naming its
-    // endpoints, and the link is kept (handle_inbound).
-    transport::Hello h;
-    h.agent = identity->key();
-    h.name = config.name;
-    h.endpoints = {transport->endpoint()};
-    h.version_vector = vv;
-    (void)transport->send(key, transport::Message{transport::kProtocolVersion, h});
-  }
-  ++seed_rotation;
-}
-
-// ---- inbound ----
-
-void Daemon::Impl::handle_inbound(transport::Inbound& in) {
-  if (in.role == transport::PeerRole::kClient) {
-    if (auto* req = std::get_if<transport::ControlRequest>(&in.message.body)) {
-      nlohmann::json args = nlohmann::json::parse(req->json, nullptr, false);
-      if (args.is_discarded()) args = nlohmann::json::object();
-      nlohmann::json answer = control_request(req->method, args);
-      transport::ControlResponse resp;
-      resp.request_id = req->request_id;
-      resp.ok = !answer.contains("error");
-      if (resp.ok) {
-        resp.json = answer.dump();
-      } else {
-        resp.error = answer["error"].get<std::string>();
-      }
-      (void)transport->send(in.peer, transport::Message{transport::kProtocolVersion, resp});
-    }
-    return;
-  }
-  const AgentKey& peer = in.peer;
-  std::visit(
-      [&](auto& m) {
-        using T = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<T, transport::Hello>) {
-          if (!m.endpoints.empty()) {
-            // It told us where it listens: link to it (or keep the link we have).
-            connect_peer(peer, m.endpoints.front());
-          }
-          greet(peer);
-          carry_out(core->on_message(peer, {promises::Hello{m.name, m.version_vector}}));
-        } else if constexpr (std::is_same_v<T, transport::Heartbeat>) {
-          greet(peer);
-          promises::Heartbeat h;
-          h.running = m.running;
-          h.capacity = m.capacity;
-          h.active_claims = m.claims;
-          h.vv_sum = m.vv_sum;
-          h.holdings_incarnation = m.holdings_incarnation;
-          h.holdings_version = m.holdings_version;
-          carry_out(core->on_message(peer, {h}));
-        } else if constexpr (std::is_same_v<T, transport::StatementMsg>) {
-          ++statements_in;
-          if (stash.size() < kMaxStash) {
-            stash[{m.statement.author, m.statement.seq}] = m.signed_statement;
-          }
-          carry_out(core->on_statement(peer, m.statement));
-        } else if constexpr (std::is_same_v<T, transport::LedgerRequest>) {
-          greet(peer);
-          carry_out(core->on_message(peer, {promises::SyncRequest{m.have}}));
-        } else if constexpr (std::is_same_v<T, transport::LedgerBatch>) {
-          statements_in += m.statements.size();
-          for (std::size_t i = 0; i < m.statements.size() && stash.size() < kMaxStash; ++i) {
-            stash[{m.statements[i].author, m.statements[i].seq}] = m.signed_statements[i];
-          }
-          carry_out(core->on_message(peer, {promises::StatementBatch{m.statements}}));
-        } else if constexpr (std::is_same_v<T, transport::HaveRequest>) {
-          carry_out(core->on_message(peer, {promises::HaveRequest{}}));
-        } else if constexpr (std::is_same_v<T, transport::Have>) {
-          carry_out(core->on_message(peer, {promises::Have{m.incarnation, m.version, m.digests}}));
-        }
-      },
-      in.message.body);
-  // Whatever the core did not persist of what arrived is not kept.
-  if (stash.size() >= kMaxStash / 2) stash.clear();
-}
 
 // ---- the loop ----
 
@@ -663,99 +377,78 @@ int Daemon::Impl::loop() {
     log->error("signalfd: {}", std::strerror(errno));
     return 1;
   }
-
-  for (const auto& seed : config.peers) {
-    if (seed.find('@') != std::string::npos) {
-      auto addr = transport::parse_peer_address(seed);
-      if (addr.is_ok()) {
-        connect_peer(addr->key, addr->endpoint);
-      } else {
-        log->error("seed peer '{}': {}", seed, addr.status().message());
-      }
-    } else {
-      unmapped_seeds.push_back(seed);
-    }
-  }
-  // Peers we met before: reconnect to them directly.
-  if (auto peers = ledger->peers(); peers.is_ok()) {
-    for (const auto& p : *peers) {
-      if (!p.endpoints.empty()) connect_peer(p.id, p.endpoints.front());
-    }
-  }
-  carry_out(core->tick(now_ms(), wall_ms()));  // own statements carry a wall time
-  carry_out(core->start());
-  // Jobs left running (or finished) while this agent was down stay adoptable until the
-  // core has decided: it resumes a standing claim once synced with a peer, or after
-  // dead_after without one. What it has not resumed by then is killed and dropped.
-  drop_recovered_at_ms = now_ms() + 2 * config.timing.dead_after_ms + 1000;
+  agent->start();
+  connect_seeds();
   start_sources();
   log->info("listening on {}; control at {}", transport->endpoint(), control_endpoint);
 
-  while (!stopping) {
+  while (!stopping && !agent->failed()) {
     std::vector<zmq_pollitem_t> items = transport->poll_items();
     std::size_t n_transport = items.size();
     items.push_back({control, 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signal_fd, ZMQ_POLLIN, 0});
     items.push_back({nullptr, background->fd(), ZMQ_POLLIN, 0});
     if (inotify_fd >= 0) items.push_back({nullptr, inotify_fd, ZMQ_POLLIN, 0});
-    for (const auto& [id, job] : jobs) {
-      if (job.process) items.push_back({nullptr, job.process->pidfd(), ZMQ_POLLIN, 0});
-    }
+    for (int fd : executor->pidfds()) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
     int rc = zmq_poll(items.data(), static_cast<int>(items.size()), kLoopTickMs);
     if (rc < 0 && zmq_errno() != EINTR) {
       log->error("zmq_poll: {}", zmq_strerror(zmq_errno()));
       exit_code = 1;
       break;
     }
-    std::int64_t now = now_ms();
-    if (items[n_transport + 1].revents & ZMQ_POLLIN) {
-      signalfd_siginfo si{};
-      while (::read(signal_fd, &si, sizeof(si)) == sizeof(si)) {
-        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
-          log->info("signal {}: shutting down, releasing claims", si.ssi_signo);
-          stopping = true;
-        } else if (si.ssi_signo == SIGHUP) {
-          reload();
-        }
-      }
-    }
+    if (items[n_transport + 1].revents & ZMQ_POLLIN) on_signals();
     if (stopping) break;
-    background->drain();
-    if (inotify_fd >= 0) on_inotify();
-    auto inbound = transport->poll_inbound(now, std::span(items.data(), n_transport));
-    for (auto& in : inbound) handle_inbound(in);
-    for (const auto& o : transport->take_fetch_outcomes()) on_fetch_outcome(o);
-    if (!fetch_queue.empty()) start_queued_fetches();
-    cancel_fetches_from_dead_peers(now);
-    serve_control();
-    check_jobs();
-    if (!recovered.empty() && now >= drop_recovered_at_ms) drop_unclaimed_recovered();
-    poll_sources();
-    rotate_seeds();
-    transport->tick(now);
-    carry_out(core->tick(now, wall_ms()));
-    if (http && now >= next_http_publish_ms) {
-      http->publish(metrics_text(), status_json().dump());
-      next_http_publish_ms = now + kHttpRefreshMs;
-    }
+    poll_once(items, n_transport);
   }
+  if (agent->failed()) exit_code = 1;
   shutdown();
   return exit_code;
 }
 
-void Daemon::Impl::shutdown() {
-  // Release claims so that others take over at once, kill what runs, flush.
-  carry_out(core->withdraw());
-  for (auto& [id, job] : jobs) {
-    if (job.process) job.process->kill_group(SIGKILL);
-    (void)ledger->remove_running_job(id);
+// One turn of the loop: every source of inputs is drained into the agent, each input
+// carried out before the next, then time passes.
+void Daemon::Impl::poll_once(std::vector<zmq_pollitem_t>& items, std::size_t n_transport) {
+  std::int64_t now = now_ms();
+  background->drain();
+  if (inotify_fd >= 0) on_inotify();
+  auto inbound = transport->poll_inbound(now, std::span(items.data(), n_transport));
+  for (auto& in : inbound) handle_inbound(in);
+  for (const auto& o : transport->take_fetch_outcomes()) agent->fetch_outcome(o.stream_id, o.status);
+  serve_control();
+  for (const auto& [job, exit] : executor->reap()) agent->process_exited(job, exit);
+  poll_sources();
+  rotate_seeds();
+  transport->tick(now);
+  agent->tick();
+  if (http && now >= next_http_publish_ms) {
+    http->publish(metrics_text(), status_json().dump());
+    next_http_publish_ms = now + kHttpRefreshMs;
   }
+}
+
+void Daemon::Impl::on_signals() {
+  signalfd_siginfo si{};
+  while (::read(signal_fd, &si, sizeof(si)) == sizeof(si)) {
+    if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+      log->info("signal {}: shutting down, releasing claims", si.ssi_signo);
+      stopping = true;
+    } else if (si.ssi_signo == SIGHUP) {
+      reload();
+    }
+  }
+}
+
+void Daemon::Impl::shutdown() {
+  // Release claims so that others take over at once, stop what runs, flush.
+  if (!agent->failed()) agent->withdraw();
   // Give the links a moment to carry the releases out (bounded, not a sleep on a result).
-  std::int64_t until = now_ms() + 200;
+  std::int64_t until = now_ms() + kShutdownFlushMs;
   while (now_ms() < until) {
     transport->wait(20);
     for (auto& in : transport->poll_inbound(now_ms())) (void)in;
     transport->tick(now_ms());
+    // Stopped jobs leave the running-job table as their processes go.
+    for (const auto& [job, exit] : executor->reap()) agent->process_exited(job, exit);
   }
   log->info("stopped");
 }

@@ -1,13 +1,15 @@
-// Daemon internals, shared by daemon.cc (loop, persist, send), daemon_jobs.cc (the
-// executor), daemon_artifacts.cc (fetch, replication, sources) and control.cc. Only
-// the loop thread touches Impl, except `Worker`, which belongs to the background thread.
+// Daemon internals: vowd around one Agent (agent/agent.h). The daemon owns the agent's
+// real effects and the loop that feeds it: daemon.cc (creation, the loop, reload,
+// shutdown), daemon_net.cc (the Network over the transport: links, seeds, inbound),
+// daemon_sources.cc (watched sources, serving stored objects), control.cc and
+// queries.cc (the control socket, HTTP). Only the loop thread touches Impl, except the
+// worker's stores, which belong to the background thread.
 #pragma once
 
 #include <spdlog/spdlog.h>
 #include <zmq.h>
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -16,13 +18,11 @@
 #include <string>
 #include <vector>
 
+#include "agent/agent.h"
 #include "agent/background.h"
 #include "agent/daemon.h"
 #include "agent/http.h"
-#include "agent/job_layout.h"
-#include "agent/metrics.h"
-#include "agent/process.h"
-#include "promises/core.h"
+#include "agent/local_effects.h"
 #include "promises/pipeline.h"
 #include "store/artifact_store.h"
 #include "store/ledger.h"
@@ -37,48 +37,19 @@ inline constexpr std::int64_t kSeedRotateMs = 1'000;  // retry a seed endpoint w
 inline constexpr std::int64_t kSourcePollMs = 5'000;  // watch = true: polling fallback
 inline constexpr std::int64_t kSourceSettleMs = 100;  // after an inotify event, then check
 inline constexpr std::size_t kMaxWatches = 10'000;    // inotify watches (directories)
-inline constexpr std::int64_t kKillGraceMs = 2'000;   // SIGTERM, then SIGKILL
-inline constexpr std::size_t kMaxStash = 100'000;     // signed statements awaiting persist
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
-inline constexpr std::int64_t kHttpRefreshMs = 500;     // /metrics and /api/status snapshots
-inline constexpr std::int64_t kDeadFetchCheckMs = 50;  // fetches from dead peers: look this often
+inline constexpr std::int64_t kHttpRefreshMs = 500;    // /metrics and /api/status snapshots
+inline constexpr std::int64_t kShutdownFlushMs = 200;  // links carry the releases out
+// Links back off no longer than this, nor than the peers' suspicion window: a restarted
+// peer must hear us again before it suspects us (ZeroMQ's default cap is 2 s).
+inline constexpr std::int64_t kMinReconnectMs = 100;
+inline constexpr std::int64_t kMaxReconnectMs = 2'000;
 
 // What the background thread owns: the artifact store and its own ledger connection.
-struct Worker {
+struct WorkerStores {
   std::unique_ptr<store::Ledger> index;
   std::unique_ptr<store::ArtifactStore> artifacts;
-  std::string state_dir;
-};
-
-// A job this agent is running.
-struct Job {
-  promises::StartJob start;
-  JobLayout layout;
-  std::optional<JobProcess> process;  // empty while inputs are being materialized
-  std::int64_t started_unix_ms = 0;
-  std::int64_t started_mono_ms = 0;
-  std::int64_t deadline_mono_ms = 0;  // 0: no timeout
-  bool killed = false;                // fenced or cancelled: its exit is not a result
-  bool timed_out = false;
-  std::int64_t term_sent_ms = 0;
-};
-
-// A transfer of an artifact (a file, or a tree and then its children) to this agent.
-struct Fetch {
-  Digest digest;
-  std::vector<AgentKey> holders;  // best first
-  std::size_t holder = 0;         // the one being tried
-  std::optional<bool> is_tree;    // from the ledger's references, when known
-  std::uint64_t stream_id = 0;
-  std::set<Digest> waiting_children;  // a tree waits for these before it is stored
-  std::optional<std::vector<TreeEntry>> tree_entries;
-  std::string part_path;        // where the bytes arrive
-  std::vector<Digest> parents;  // trees waiting for this one
-  bool replicate = false;
-  // The core asked for this artifact itself (not only as a child of a tree): it is told
-  // the outcome even when the fetch also serves a tree.
-  bool for_core = false;
 };
 
 struct WatchedSource {
@@ -87,6 +58,21 @@ struct WatchedSource {
   std::string fingerprint;
   bool importing = false;
   std::int64_t next_check_ms = 0;
+};
+
+// The agent's links: the transport, and which peer is at which endpoint.
+class DaemonNetwork final : public Network {
+ public:
+  explicit DaemonNetwork(Daemon::Impl* d) : d_(d) {}
+  void send(const AgentKey& to, const promises::Message& message) override;
+  void broadcast(const promises::Message& message) override;
+  void connect(const AgentKey& peer, const std::vector<std::string>& endpoints) override;
+  Result<std::uint64_t> fetch(const AgentKey& from, const Digest& digest) override;
+  void cancel_fetch(std::uint64_t id) override;
+
+ private:
+  std::optional<transport::Message> to_wire(const promises::Message& message) const;
+  Daemon::Impl* d_;
 };
 
 struct Daemon::Impl {
@@ -100,40 +86,26 @@ struct Daemon::Impl {
   std::shared_ptr<spdlog::logger> log;
 
   std::unique_ptr<store::Ledger> ledger;  // loop thread's connection
-  std::unique_ptr<Worker> worker;         // background thread's
+  std::unique_ptr<WorkerStores> worker;   // background thread's
   std::unique_ptr<Background> background;
   std::unique_ptr<transport::Transport> transport;
-  std::unique_ptr<promises::Core> core;
+  std::unique_ptr<transport::ArtifactProvider> provider;
 
-  // Highest contiguous sequence per author held: the transport's replay check.
+  // The agent and its effects.
+  SystemClock clock;
+  std::unique_ptr<SqliteState> state;
+  std::unique_ptr<LocalExecutor> executor;
+  std::unique_ptr<StoreSink> sink;
+  std::unique_ptr<DaemonNetwork> network;
+  std::unique_ptr<Agent> agent;
+
+  // The transport's replay check: highest contiguous sequence per author stored.
   class Sequences;
   std::unique_ptr<transport::SequenceView> sequences;
-  VersionVector vv;
-
-  // Signed forms of statements received and not yet persisted (the core returns values).
-  std::map<std::pair<AgentKey, std::uint64_t>, transport::SignedStatement> stash;
-  // Signed forms of statements persisted in this batch (sent right after).
-  std::map<std::pair<AgentKey, std::uint64_t>, transport::SignedStatement> fresh;
-  // Artifact kinds as referenced by statements (fetches must know file from tree).
-  std::map<Digest, bool> is_tree;
-
-  std::map<Digest, Job> jobs;
-  // A job's start at a new epoch that came while its earlier epoch was still being
-  // stopped here (fenced, then claimed again): carried out once that one is gone.
-  std::map<Digest, promises::StartJob> deferred_starts;
-  // Rows of the running-job table found at start, until the core restarts or drops them.
-  std::map<Digest, store::RunningJob> recovered;
-  std::int64_t drop_recovered_at_ms = 0;  // then drop what the core did not resume
-  std::map<Digest, Fetch> fetches;
-  std::map<std::uint64_t, Digest> fetch_by_stream;
-  // Fetches waiting for one of the transport's max_receiving places (each digest at
-  // most once, as `fetches` holds it): started as earlier fetches end.
-  std::deque<Digest> fetch_queue;
-  std::vector<WatchedSource> sources;
 
   // Peers: keys known to be at an endpoint, and seed endpoints still unidentified.
   std::map<AgentKey, std::string> peer_endpoint;
-  std::set<AgentKey> greeted;  // peer_connected sent to the core
+  std::set<AgentKey> greeted;  // the agent was told the peer is connected
   std::vector<std::string> unmapped_seeds;
   std::int64_t next_seed_rotation_ms = 0;
   std::size_t seed_rotation = 0;
@@ -146,63 +118,43 @@ struct Daemon::Impl {
   bool stopping = false;
   int exit_code = 0;
 
-  // Counters for status and metrics.
-  std::uint64_t statements_in = 0;
-  std::uint64_t statements_persisted = 0;
-  std::uint64_t duplicates_dropped = 0;
-  std::uint64_t jobs_started = 0;
-  std::uint64_t jobs_adopted = 0;
-  Metrics metrics;
   std::unique_ptr<HttpServer> http;  // [agent] http; serves snapshots
   std::int64_t next_http_publish_ms = 0;
 
-  // ---- daemon.cc ----
-  std::int64_t now_ms() const;
-  static std::int64_t wall_ms();
-  void carry_out(promises::Output out);
-  Status persist(const std::vector<Statement>& statements);
-  void send(const promises::Outbound& out);
-  void act(promises::Action& action);
-  void log_events(const std::vector<promises::Event>& events);
-  void handle_inbound(transport::Inbound& in);
-  void greet(const AgentKey& peer);
-  void connect_peer(const AgentKey& peer, const std::string& endpoint);
-  void rotate_seeds();
-  void remember_refs(const Statement& st);
-  int loop();
-  void shutdown();
-  void reload();  // SIGHUP
-
-  // ---- daemon_jobs.cc ----
-  void start_job(promises::StartJob start);
-  void kill_job(const promises::KillJob& kill);
-  void start_deferred(const Digest& job);
-  void check_jobs();
-  void job_finished(const Digest& job, ExitStatus status);
-  std::vector<promises::RunningJob> recover_running_jobs(const std::vector<Statement>& statements);
-  void drop_unclaimed_recovered();
-  void spawn_job(const Digest& id);
-  void finish_job(const Digest& id, promises::JobOutcome outcome);
-
-  // ---- daemon_artifacts.cc ----
-  void fetch_artifact(const Digest& digest, std::vector<AgentKey> holders, bool replicate,
-                      bool for_core = true);
-  void start_queued_fetches();
-  void cancel_fetches_from_dead_peers(std::int64_t now);
-  std::int64_t next_dead_fetch_check_ms = 0;
-  void fetch_next_holder(Fetch& f, const Status& why);
-  void on_fetch_outcome(const transport::FetchOutcome& outcome);
-  void fetch_stored(const Digest& digest, const Status& status);
-  void store_fetched(const Digest& digest);
-  std::unique_ptr<transport::ArtifactProvider> provider;
-  void start_sources();
-  void poll_sources();
-  void watch_source_dirs();
-  void on_inotify();
+  std::vector<WatchedSource> sources;
   int inotify_fd = -1;
   // Watch descriptor -> (source index, name of the source in the watched directory
   // when the watch is on its parent, else empty).
   std::map<int, std::pair<std::size_t, std::string>> watches;
+
+  promises::Core& core() { return agent->core(); }
+  const promises::Core& core() const { return agent->core(); }
+  std::int64_t now_ms() const { return clock.now_ms(); }
+  std::int64_t wall_ms() const { return clock.wall_ms(); }
+
+  // ---- daemon.cc ----
+  Status open_stores();
+  Status restore(promises::RestoredState* restored, std::vector<store::RunningJob>* recovered);
+  Status open_transport();
+  void make_agent(promises::RestoredState restored, std::vector<store::RunningJob> recovered);
+  int loop();
+  void poll_once(std::vector<zmq_pollitem_t>& items, std::size_t n_transport);
+  void on_signals();
+  void shutdown();
+  void reload();  // SIGHUP
+
+  // ---- daemon_net.cc ----
+  void handle_inbound(transport::Inbound& in);
+  void greet(const AgentKey& peer);
+  void connect_peer(const AgentKey& peer, const std::string& endpoint);
+  void connect_seeds();
+  void rotate_seeds();
+
+  // ---- daemon_sources.cc ----
+  void start_sources();
+  void poll_sources();
+  void watch_source_dirs();
+  void on_inotify();
 
   // ---- control.cc ----
   Status open_control();
@@ -230,9 +182,5 @@ struct Daemon::Impl {
 
 // Serves this agent's stored objects to peers' fetches.
 std::unique_ptr<transport::ArtifactProvider> make_store_provider(const std::string& state_dir);
-
-// A statement as the store keeps it.
-store::StoredStatement to_stored(const Statement& st, const transport::SignedStatement& signed_st,
-                                 std::int64_t received_unix_ms);
 
 }  // namespace vow::agent

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "agent/daemon_internal.h"
+#include "agent/job_layout.h"
 #include "agent/verify_ledger.h"
 #include "store/artifact_store.h"
 
@@ -55,7 +56,7 @@ std::string file_tail(const std::string& path, std::size_t max) {
 
 std::string Daemon::Impl::agent_name(const AgentKey& key) const {
   if (key == identity->key()) return config.name;
-  const auto& adverts = core->ledger().adverts();
+  const auto& adverts = core().ledger().adverts();
   auto it = adverts.find(key);
   if (it != adverts.end()) {
     if (const auto* a = std::get_if<Advert>(&it->second->body)) return a->name;
@@ -78,10 +79,10 @@ Result<Digest> Daemon::Impl::resolve_job(const std::string& text) {
     return Status::invalid("'" + text + "' is not a job id (64 hex digits or a prefix of 6+)");
   }
   std::set<Digest> found;
-  for (const auto& [id, _] : core->ledger().jobs()) {
+  for (const auto& [id, _] : core().ledger().jobs()) {
     if (id.hex().rfind(hex, 0) == 0) found.insert(id);
   }
-  for (const auto& [id, _] : core->plan().jobs) {
+  for (const auto& [id, _] : core().plan().jobs) {
     if (id.hex().rfind(hex, 0) == 0) found.insert(id);
   }
   if (found.empty()) return Status::not_found("no job " + text + " in the ledger or the plan");
@@ -93,7 +94,7 @@ Result<Digest> Daemon::Impl::resolve_job(const std::string& text) {
 }
 
 json Daemon::Impl::job_json(const promises::JobView& v, bool detail) {
-  const auto* stmts = core->ledger().job(v.job.job);
+  const auto* stmts = core().ledger().job(v.job.job);
   json claims = json::array();
   for (const auto& c : v.claims) {
     json j = agent_ref(c.author);
@@ -104,7 +105,7 @@ json Daemon::Impl::job_json(const promises::JobView& v, bool detail) {
   }
   json results = json::array();
   const JobResult* canonical_result = nullptr;
-  const Statement* canonical_statement = core->canonical(v.job.job);
+  const Statement* canonical_statement = core().canonical(v.job.job);
   if (canonical_statement) canonical_result = std::get_if<JobResult>(&canonical_statement->body);
   if (stmts) {
     for (const Statement* st : stmts->results) {
@@ -178,7 +179,7 @@ json Daemon::Impl::job_json(const promises::JobView& v, bool detail) {
     }
   }
   j["logs"] = logs;
-  if (const auto* planned = core->plan().find(v.job.job)) {
+  if (const auto* planned = core().plan().find(v.job.job)) {
     json ins = json::object();
     for (const auto& n : planned->inputs) ins[n.name] = artifact_json(n.artifact);
     j["inputs"] = ins;
@@ -197,7 +198,7 @@ json Daemon::Impl::jobs_json(const json& args) {
                           "' (pending, ready, running, done, failed, superseded)"}};
   }
   json out = json::array();
-  for (const auto& v : core->jobs()) {
+  for (const auto& v : core().jobs()) {
     if (!pipeline.empty() && v.job.pipeline != pipeline) continue;
     if (!stage.empty() && v.job.stage != stage) continue;
     if (!state.empty() && state != promises::job_state_name(v.state)) continue;
@@ -210,7 +211,7 @@ json Daemon::Impl::peers_json() {
   json out = json::array();
   std::int64_t now = now_ms();
   auto linked = transport->peers();
-  for (const auto& p : core->peers()) {
+  for (const auto& p : core().peers()) {
     json j = agent_ref(p.key);
     if (j["name"].get<std::string>().empty()) j["name"] = p.name;
     j["liveness"] = promises::liveness_name(p.liveness);
@@ -222,7 +223,7 @@ json Daemon::Impl::peers_json() {
     j["endpoint"] = ep == peer_endpoint.end() ? "" : ep->second;
     j["linked"] = std::find(linked.begin(), linked.end(), p.key) != linked.end();
     j["trusted"] = trust.trusts_agent(p.key);
-    j["statements"] = core->ledger().max_seq(p.key);
+    j["statements"] = core().ledger().max_seq(p.key);
     out.push_back(j);
   }
   return {{"self", agent_ref(identity->key())}, {"peers", out}};
@@ -230,7 +231,7 @@ json Daemon::Impl::peers_json() {
 
 json Daemon::Impl::promises_json() {
   json agents = json::array();
-  for (const auto& [key, st] : core->ledger().adverts()) {
+  for (const auto& [key, st] : core().ledger().adverts()) {
     const auto* a = std::get_if<Advert>(&st->body);
     if (!a) continue;
     json ps = json::array();
@@ -267,7 +268,7 @@ Result<std::vector<Digest>> Daemon::Impl::resolve_artifact(const std::string& te
   std::string pipeline = text.substr(0, slash);
   std::string stage = text.substr(slash + 1, dot - slash - 1);
   std::string output = text.substr(dot + 1);
-  const auto& plan = core->plan();
+  const auto& plan = core().plan();
   const promises::StagePlan* sp = nullptr;
   for (const auto& s : plan.stages) {
     if (s.pipeline == pipeline && s.stage == stage) sp = &s;
@@ -275,7 +276,7 @@ Result<std::vector<Digest>> Daemon::Impl::resolve_artifact(const std::string& te
   if (!sp) return Status::not_found("no stage " + pipeline + "/" + stage + " is known");
   std::vector<Digest> out;
   for (const auto& job : sp->jobs) {
-    const Statement* st = core->canonical(job);
+    const Statement* st = core().canonical(job);
     const auto* r = st ? std::get_if<JobResult>(&st->body) : nullptr;
     if (!r) continue;
     bool found = false;
@@ -303,8 +304,8 @@ Result<std::vector<Digest>> Daemon::Impl::resolve_artifact(const std::string& te
 // it is an entry of), else a source version of it.
 const Statement* Daemon::Impl::producer_of(const Digest& digest) {
   const Statement* fallback = nullptr;
-  for (const auto& [job, stmts] : core->ledger().jobs()) {
-    const Statement* st = core->canonical(job);
+  for (const auto& [job, stmts] : core().ledger().jobs()) {
+    const Statement* st = core().canonical(job);
     const auto* r = st ? std::get_if<JobResult>(&st->body) : nullptr;
     if (!r) continue;
     for (const auto& n : r->outputs) {
@@ -316,7 +317,7 @@ const Statement* Daemon::Impl::producer_of(const Digest& digest) {
   }
   if (fallback) return fallback;
   const Statement* source = nullptr;
-  core->ledger().for_each([&](const Statement& st) {
+  core().ledger().for_each([&](const Statement& st) {
     if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
       bool match = v->artifact.digest == digest;
       for (const auto& e : v->artifact.entries) match = match || e.digest == digest;
@@ -377,7 +378,7 @@ json Daemon::Impl::lineage_json(const json& args) {
     // Upstream: the executor's accept names the producer of every input; without one
     // (an older ledger), the producer is found by digest.
     const Statement* accept = nullptr;
-    if (const auto* js = core->ledger().job(r->job.job)) {
+    if (const auto* js = core().ledger().job(r->job.job)) {
       for (const Statement* a : js->accepts) {
         const auto* acc = std::get_if<Accept>(&a->body);
         if (acc && a->author == st->author && acc->epoch == r->epoch) accept = a;
@@ -385,7 +386,7 @@ json Daemon::Impl::lineage_json(const json& args) {
     }
     if (accept) {
       for (const auto& b : std::get<Accept>(accept->body).bindings) {
-        const Statement* up = core->ledger().get(b.producer, b.producer_seq);
+        const Statement* up = core().ledger().get(b.producer, b.producer_seq);
         if (!up) continue;
         edges.push_back({{"from", statement_name(*up)},
                          {"to", id},
@@ -417,13 +418,13 @@ json Daemon::Impl::lineage_json(const json& args) {
 json Daemon::Impl::why_json(const json& args) {
   auto id = resolve_job(args.value("job", ""));
   if (!id.is_ok()) return {{"error", id.status().message()}};
-  auto view = core->job(*id);
+  auto view = core().job(*id);
   if (!view) return {{"error", "no job " + id->hex()}};
   json j = job_json(*view, true);
   // What the job id is made of: job = H(stage digest, inputs by name, shard).
   const promises::Pipeline* pipeline = nullptr;
   const promises::Stage* stage = nullptr;
-  for (const auto& p : core->plan().pipelines) {
+  for (const auto& p : core().plan().pipelines) {
     for (const auto& s : p->stages) {
       if (s.digest == view->job.stage_digest) {
         pipeline = p.get();
@@ -448,12 +449,12 @@ json Daemon::Impl::why_json(const json& args) {
   std::vector<promises::JobInput> inputs;
   json in = json::object();
   const JobResult* some_result = nullptr;
-  if (const auto* js = core->ledger().job(*id)) {
+  if (const auto* js = core().ledger().job(*id)) {
     for (const Statement* st : js->results) {
       if (const auto* r = std::get_if<JobResult>(&st->body)) some_result = r;
     }
   }
-  if (const auto* planned = core->plan().find(*id)) {
+  if (const auto* planned = core().plan().find(*id)) {
     for (const auto& n : planned->inputs) {
       in[n.name] = n.artifact.digest.hex();
       inputs.push_back({n.name, n.artifact.digest});
@@ -471,10 +472,10 @@ json Daemon::Impl::why_json(const json& args) {
   j["id_parts"] = parts;
   // Memoized: the canonical result was signed before the newest source version this
   // pipeline's plan uses, so the latest run reused it instead of running the job.
-  const Statement* canonical = core->canonical(*id);
+  const Statement* canonical = core().canonical(*id);
   if (canonical) {
     std::int64_t newest_source = 0;
-    for (const auto& [key, st] : core->ledger().sources()) {
+    for (const auto& [key, st] : core().ledger().sources()) {
       if (key.first == view->job.pipeline) newest_source = std::max(newest_source, st->wall_unix_ms);
     }
     bool memoized = newest_source > 0 && canonical->wall_unix_ms < newest_source;
@@ -497,18 +498,18 @@ json Daemon::Impl::resolve_json(const json& args) {
                           " artifacts (one per shard): give one by digest (vow jobs)"}};
   }
   const Digest& d = digests->front();
-  auto kind = is_tree.find(d);
+  auto kind = agent->is_tree(d);
   json holders = json::array();
-  for (const auto& k : core->holders(d)) holders.push_back(agent_ref(k));
+  for (const auto& k : core().holders(d)) holders.push_back(agent_ref(k));
   json j = {{"digest", d.hex()},
-            {"held_here", core->holds(d)},
+            {"held_here", core().holds(d)},
             {"holders", holders},
             {"artifacts_root", fs::absolute(store::artifacts_root(state_dir)).string()}};
-  if (kind != is_tree.end()) j["kind"] = kind->second ? "tree" : "file";
-  if (auto f = fetches.find(d); f != fetches.end()) {
+  if (kind) j["kind"] = *kind ? "tree" : "file";
+  if (agent->fetching(d)) {
     struct stat sb {};
     j["fetching"] = true;
-    j["received_bytes"] = ::stat(f->second.part_path.c_str(), &sb) == 0 ? sb.st_size : 0;
+    j["received_bytes"] = ::stat(incoming_path(state_dir, d).c_str(), &sb) == 0 ? sb.st_size : 0;
   }
   if (const Statement* st = producer_of(d)) {
     if (const auto* r = std::get_if<JobResult>(&st->body)) {
@@ -525,11 +526,9 @@ json Daemon::Impl::resolve_json(const json& args) {
 json Daemon::Impl::fetch_json(const json& args) {
   auto d = Digest::from_hex(args.value("digest", ""));
   if (!d) return {{"error", "fetch: expected {\"digest\": 64 hex digits}"}};
-  if (core->holds(*d)) return {{"held_here", true}};
-  auto holders = core->holders(*d);
-  if (holders.empty()) return {{"error", "no live agent holds " + d->hex()}};
-  log->info("fetching {} for the command line from {} holder(s)", d->short_hex(), holders.size());
-  fetch_artifact(*d, holders, false);
+  if (core().holds(*d)) return {{"held_here", true}};
+  if (!agent->fetch_for_client(*d)) return {{"error", "no live agent holds " + d->hex()}};
+  log->info("fetching {} for the command line", d->short_hex());
   return {{"held_here", false}, {"fetching", true}};
 }
 

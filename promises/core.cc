@@ -123,6 +123,7 @@ const Statement& Core::Impl::publish(StatementBody body) {
   st.seq = ++last_seq;
   st.wall_unix_ms = wall_unix_ms;
   st.body = std::move(body);
+  if (config.sign) st.signed_form = config.sign(st);
   auto r = ledger.add(st);
   VOW_ASSERT(r == Ledger::AddResult::kNew, "own seq %llu reused",
              static_cast<unsigned long long>(st.seq));

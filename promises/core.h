@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -78,6 +79,12 @@ struct CoreConfig {
   Timing timing;
   int replicas = 2;
   std::int64_t expected_duration_ms = 0;  // written on claims, for humans
+  // Signs an own statement (a pure function of key and statement: Ed25519 is
+  // deterministic): its result is set as the statement's signed form, so that the
+  // statements in `persist` and in messages carry the bytes to store and send. Empty
+  // (unset, or an empty result) leaves statements unsigned: the shell refuses to
+  // persist an unsigned own statement.
+  std::function<SignedForm(const Statement&)> sign;
 };
 
 // One row of the shell's running-job table.

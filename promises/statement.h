@@ -167,16 +167,30 @@ struct Checkpoint {
 using StatementBody =
     std::variant<Advert, PipelineDef, SourceVersion, Claim, Release, JobResult, Accept, Checkpoint>;
 
+// A statement as its author signed it: the encoding (transport/codec.h) and the
+// detached Ed25519 signature over exactly those bytes. The core never reads it; it
+// travels with the statement's value so that storing and relaying a statement need no
+// table beside it. Empty until the statement is signed (own) or verified (a peer's).
+struct SignedForm {
+  std::string bytes;
+  std::array<std::uint8_t, 64> signature{};
+  bool empty() const { return bytes.empty(); }
+  bool operator==(const SignedForm&) const = default;
+};
+
 struct Statement {
   AgentKey author;
   std::uint64_t seq = 0;          // 1, 2, 3, ... per author
   std::int64_t wall_unix_ms = 0;  // for humans only, never for decisions
   StatementBody body;
+  SignedForm signed_form;  // not part of the value: equality ignores it
 
   StatementKind kind() const { return static_cast<StatementKind>(body.index()); }
   // The job a claim, release, result, accept or checkpoint is about.
   std::optional<Digest> job() const;
-  bool operator==(const Statement&) const = default;
+  bool operator==(const Statement& o) const {
+    return author == o.author && seq == o.seq && wall_unix_ms == o.wall_unix_ms && body == o.body;
+  }
 };
 
 }  // namespace vow

@@ -661,6 +661,11 @@ Result<SignedStatement> sign_statement(const Identity& identity, const Statement
   return s;
 }
 
+SignedForm sign_or_empty(const Identity& identity, const Statement& statement) {
+  auto s = sign_statement(identity, statement);
+  return s.is_ok() ? std::move(s).value() : SignedForm{};
+}
+
 Result<Statement> decode_statement_unverified(std::string_view bytes, DecodeError* error) {
   return decode_statement_impl(bytes, error);
 }
@@ -674,6 +679,8 @@ Result<Statement> decode_and_verify(std::string_view bytes, const Signature& sig
     return Status::corrupt("bad signature: statement " + std::to_string(s->seq) +
                            " does not verify under its author " + s->author.hex());
   }
+  s->signed_form.bytes = std::string(bytes);
+  s->signed_form.signature = signature;
   return s;
 }
 

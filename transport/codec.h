@@ -39,6 +39,9 @@ Result<std::string> encode_statement(const Statement& statement);
 // Signs the encoding of `statement` with `identity`; the statement's author must be
 // identity.key() (a bug otherwise).
 Result<SignedStatement> sign_statement(const Identity& identity, const Statement& statement);
+// The signer the core is given (promises::CoreConfig::sign): the statement's signed
+// form, or an empty one if it cannot be encoded (over kMaxStatementBytes).
+SignedForm sign_or_empty(const Identity& identity, const Statement& statement);
 // Signature over bytes already produced by encode_statement.
 Signature sign(const Identity& identity, std::string_view bytes);
 
@@ -52,8 +55,9 @@ enum class DecodeError : std::uint8_t {
   kBadSignature,  // signature does not verify under the author named in the bytes
 };
 
-// Decodes statement bytes and verifies the signature under the author key they name.
-// Never trusts anything: check the author against a TrustSet afterwards.
+// Decodes statement bytes and verifies the signature under the author key they name;
+// the statement returned carries them as its signed form. Never trusts anything:
+// check the author against a TrustSet afterwards.
 // On failure `error` (if given) tells which check failed.
 Result<Statement> decode_and_verify(std::string_view bytes, const Signature& signature,
                                     DecodeError* error = nullptr);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -18,12 +19,10 @@ namespace vow::transport {
 inline constexpr std::uint32_t kProtocolVersion = 1;
 
 // A statement as it travels and is stored: its author's serialized bytes and the
-// detached signature over exactly those bytes. Verify with decode_and_verify().
-struct SignedStatement {
-  std::string bytes;
-  Signature signature{};
-  bool operator==(const SignedStatement&) const = default;
-};
+// detached signature over exactly those bytes (promises/statement.h: a verified or
+// signed Statement carries it). Verify with decode_and_verify().
+using SignedStatement = SignedForm;
+static_assert(std::is_same_v<decltype(SignedForm::signature), Signature>);
 
 struct Hello {
   AgentKey agent;

@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   Advert advert;
   advert.name = "mallory";
   for (std::uint64_t seq : {1, 2}) {
-    Statement st{me->key(), seq, 0, advert};
+    Statement st{me->key(), seq, 0, advert, {}};
     frames["honest-" + std::to_string(seq)] = statement_frame(must_sign(*me, st));
   }
   SignedStatement bad_sig = must_sign(*me, forged_by(me->key(), 3));

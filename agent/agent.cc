@@ -1,0 +1,293 @@
+// The agent's input queue and how it carries out the core's outputs (agent.h).
+#include "agent/agent.h"
+
+#include <utility>
+
+namespace vow::agent {
+namespace {
+
+std::string short_key(const AgentKey& key) { return key.hex().substr(0, 12); }
+
+}  // namespace
+
+Agent::Agent(promises::CoreConfig config, promises::RestoredState restored,
+             std::vector<store::RunningJob> recovered, Effects effects,
+             std::shared_ptr<spdlog::logger> log)
+    : fx_(effects), log_(std::move(log)) {
+  dead_after_ms_ = config.timing.dead_after_ms;
+  for (const auto& st : restored.statements) remember_refs(st);
+  for (auto& row : recovered) recovered_.emplace(row.job, std::move(row));
+  core_ =
+      std::make_unique<promises::Core>(std::move(config), std::move(restored), fx_.clock->now_ms());
+}
+
+Agent::~Agent() = default;
+
+// ---- inputs ----
+
+void Agent::start() {
+  // Own statements carry a wall time: tick first.
+  queue([this] { return core_->tick(fx_.clock->now_ms(), fx_.clock->wall_ms()); });
+  queue([this] { return core_->start(); });
+  // Jobs left running (or finished) while this agent was down stay adoptable until the
+  // core has decided: it resumes a standing claim once synced with a peer, or after
+  // dead_after without one. What it has not resumed by then is stopped.
+  drop_recovered_at_ms_ = fx_.clock->now_ms() + 2 * dead_after_ms_ + kRecoveredMarginMs;
+  pump();
+}
+
+void Agent::message(const AgentKey& from, promises::Message message) {
+  if (const auto* b = std::get_if<promises::StatementBatch>(&message.body)) {
+    counters_.statements_in += b->statements.size();
+  }
+  queue([this, from, m = std::move(message)] { return core_->on_message(from, m); });
+  pump();
+}
+
+void Agent::statement(const AgentKey& from, Statement statement) {
+  ++counters_.statements_in;
+  queue([this, from, st = std::move(statement)] { return core_->on_statement(from, st); });
+  pump();
+}
+
+void Agent::peer_connected(const AgentKey& peer) {
+  queue([this, peer] { return core_->peer_connected(peer); });
+  pump();
+}
+
+void Agent::source_snapshot(const std::string& pipeline, const std::string& source,
+                            const ArtifactRef& artifact) {
+  is_tree_[artifact.digest] = artifact.is_tree;
+  for (const auto& e : artifact.entries) is_tree_[e.digest] = e.kind == EntryKind::kTree;
+  queue([this, pipeline, source, artifact] {
+    return core_->source_snapshot(pipeline, source, artifact);
+  });
+  pump();
+}
+
+void Agent::artifact_lost(const Digest& digest) {
+  queue([this, digest] { return core_->artifact_lost(digest); });
+  pump();
+}
+
+void Agent::reconfigure(std::vector<promises::CorePromise> promises,
+                        std::vector<promises::Pipeline> pipelines,
+                        std::vector<AdvertSource> sources) {
+  queue(
+      [this, p = std::move(promises), pl = std::move(pipelines), s = std::move(sources)]() mutable {
+        return core_->reconfigure(std::move(p), std::move(pl), std::move(s));
+      });
+  pump();
+}
+
+void Agent::tick() {
+  std::int64_t now = fx_.clock->now_ms();
+  check_deadlines();
+  if (!recovered_.empty() && now >= drop_recovered_at_ms_) drop_unresumed();
+  abandon_dead_holders();
+  flush_backlog();
+  if (!fetch_queue_.empty()) start_queued_fetches();
+  queue([this, now] { return core_->tick(now, fx_.clock->wall_ms()); });
+  pump();
+}
+
+void Agent::withdraw() {
+  queue([this] { return core_->withdraw(); });
+  pump();
+}
+
+bool Agent::fetch_for_client(const Digest& digest) {
+  auto holders = core_->holders(digest);
+  if (holders.empty()) return false;
+  fetch(digest, std::move(holders), /*for_core=*/true);
+  pump();
+  return true;
+}
+
+void Agent::complete(const std::function<void()>& completion) {
+  completion();
+  flush_backlog();
+  pump();
+}
+
+std::optional<bool> Agent::is_tree(const Digest& digest) const {
+  auto it = is_tree_.find(digest);
+  if (it == is_tree_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string Agent::work_dir(const Digest& job) const {
+  auto it = jobs_.find(job);
+  return it == jobs_.end() ? std::string() : fx_.executor->work_dir(it->second.start);
+}
+
+// ---- the queue ----
+
+void Agent::queue(std::function<promises::Output()> input) { inputs_.push_back(std::move(input)); }
+
+void Agent::pump() {
+  if (pumping_) return;  // an input queued while carrying out: fed by the loop below
+  pumping_ = true;
+  while (!inputs_.empty() && !failed_) {
+    auto input = std::move(inputs_.front());
+    inputs_.pop_front();
+    carry_out(input());
+  }
+  pumping_ = false;
+}
+
+// ---- carrying out the core's output (the order is the contract on promises::Output) ----
+
+void Agent::carry_out(promises::Output out) {
+  if (out.empty() || failed_) return;
+  Status s = persist(out.persist);
+  if (!s.is_ok()) {
+    // Nothing may be sent or done that is not on disk: stop, the operator must act.
+    log_->error("cannot persist statements: {}; shutting down", s.to_string());
+    failed_ = true;
+    return;
+  }
+  for (const auto& m : out.messages) send(m);
+  for (auto& a : out.actions) act(a);
+  log_events(out.events);
+}
+
+Status Agent::persist(const std::vector<Statement>& statements) {
+  if (statements.empty()) return Status::ok();
+  std::vector<Statement> keep;
+  keep.reserve(statements.size());
+  for (const auto& st : statements) {
+    bool own = st.author == core_->key();
+    if (st.signed_form.empty()) {
+      // An own statement the signer could not encode, or a peer's that was never
+      // verified: neither may be stored or sent.
+      if (own) return Status::invalid("own statement " + std::to_string(st.seq) + " is unsigned");
+      log_->warn("statement {}/{} to persist has no signed form; dropped", short_key(st.author),
+                 st.seq);
+      continue;
+    }
+    if (own) {
+      if (const auto* c = std::get_if<Claim>(&st.body)) {
+        ++metrics_.claims;
+        if (c->epoch > 1) ++metrics_.takeovers;
+      } else if (const auto* r = std::get_if<JobResult>(&st.body)) {
+        ++(r->ok ? metrics_.results_ok : metrics_.results_failed);
+      }
+    }
+    remember_refs(st);
+    keep.push_back(st);
+  }
+  VOW_RETURN_IF_ERROR(fx_.state->persist(keep));
+  counters_.statements_persisted += keep.size();
+  return Status::ok();
+}
+
+void Agent::remember_refs(const Statement& st) {
+  auto note = [&](const ArtifactRef& r) {
+    is_tree_[r.digest] = r.is_tree;
+    for (const auto& e : r.entries) is_tree_[e.digest] = e.kind == EntryKind::kTree;
+  };
+  if (const auto* r = std::get_if<JobResult>(&st.body)) {
+    for (const auto& o : r->outputs) note(o.artifact);
+    for (const auto& i : r->inputs) note(i.artifact);
+  } else if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
+    note(v->artifact);
+  }
+}
+
+void Agent::send(const promises::Outbound& out) {
+  if (const auto* b = std::get_if<promises::StatementBatch>(&out.message.body)) {
+    if (b->statements.empty()) return;
+  }
+  if (out.to) {
+    fx_.network->send(*out.to, out.message);
+  } else {
+    fx_.network->broadcast(out.message);
+  }
+}
+
+void Agent::act(promises::Action& action) {
+  std::visit(
+      [&](auto& a) {
+        using T = std::decay_t<decltype(a)>;
+        if constexpr (std::is_same_v<T, promises::StartJob>) {
+          start_job(std::move(a));
+        } else if constexpr (std::is_same_v<T, promises::KillJob>) {
+          kill_job(a);
+        } else if constexpr (std::is_same_v<T, promises::FetchArtifact>) {
+          fetch(a.digest, a.holders, /*for_core=*/true);
+        } else if constexpr (std::is_same_v<T, promises::ReplicateArtifact>) {
+          fetch(a.digest, a.holders, /*for_core=*/true);
+        } else if constexpr (std::is_same_v<T, promises::Connect>) {
+          if (!a.endpoints.empty()) fx_.network->connect(a.peer, a.endpoints);
+        }
+      },
+      action);
+}
+
+void Agent::log_events(const std::vector<promises::Event>& events) {
+  for (const auto& e : events) {
+    const char* kind = promises::event_kind_name(e.kind);
+    std::string peer = e.peer ? " [peer " + short_key(*e.peer) + "]" : "";
+    switch (e.level) {
+      case promises::EventLevel::kDebug:
+        log_->debug("{}: {}{}", kind, e.text, peer);
+        break;
+      case promises::EventLevel::kInfo:
+        log_->info("{}: {}{}", kind, e.text, peer);
+        break;
+      case promises::EventLevel::kWarn:
+        log_->warn("{}: {}{}", kind, e.text, peer);
+        break;
+      case promises::EventLevel::kError:
+        log_->error("{}: {}{}", kind, e.text, peer);
+        break;
+    }
+  }
+}
+
+// ---- the worker ----
+
+void Agent::submit(Worker::Task task, std::function<void(const Status&)> refused) {
+  // Completions come back through complete(), which pumps: never inside a batch.
+  Worker::Task wrapped = [this, task = std::move(task)]() -> std::function<void()> {
+    auto done = task();
+    return [this, done = std::move(done)] { complete(done); };
+  };
+  if (backlog_.empty()) {
+    Status s = fx_.worker->submit(wrapped);
+    if (s.is_ok()) return;
+    if (s.code() != StatusCode::kOverloaded) {
+      refused(s);
+      return;
+    }
+  }
+  // The worker's queue is full (a burst of fetches or exits): keep the task, in order,
+  // and hand it over as places free. Never dropped without its failure being handled.
+  ++counters_.worker_backlogged;
+  if (backlog_.size() >= kMaxWorkerBacklog) {
+    ++counters_.worker_refused;
+    log_->error("worker queue and backlog full ({} tasks): work refused", backlog_.size());
+    refused(Status::overloaded("the agent's worker backlog is full"));
+    return;
+  }
+  if (backlog_.empty()) log_->warn("worker queue full: tasks wait in the agent's backlog");
+  backlog_.emplace_back(std::move(wrapped), std::move(refused));
+}
+
+void Agent::flush_backlog() {
+  while (!backlog_.empty()) {
+    Status s = fx_.worker->submit(backlog_.front().first);
+    if (s.code() == StatusCode::kOverloaded) return;
+    auto refused = std::move(backlog_.front().second);
+    backlog_.pop_front();
+    if (!s.is_ok()) refused(s);
+  }
+}
+
+std::string Agent::job_name(const promises::StartJob& s) const {
+  return s.job.job.short_hex() + " " + s.job.pipeline + "/" + s.job.stage +
+         (s.job.shard.empty() ? "" : "[" + s.job.shard + "]");
+}
+
+}  // namespace vow::agent

@@ -1,0 +1,199 @@
+// Agent: one vow agent, the coordination core (promises::Core) and the shell that
+// carries out its decisions through Effects (agent/effects.h). The same object runs in
+// vowd (agent/daemon.cc owns it with real effects) and in the seeded simulator
+// (tests/sim owns it with simulated ones).
+//
+// Inputs (the owner calls these as things happen): messages and connections from the
+// network, transfer outcomes, process exits, source snapshots, lost artifacts, worker
+// completions (run by the owner; the Agent wrapped them), and tick() every few ms.
+// Each input is queued; the queue is fed to the core one input at a time, and each of
+// the core's outputs is carried out completely (persist, send, act, log) before the
+// next input is fed. Carrying out an output never calls the core: what it causes (a
+// spawn that failed, a peer now linked) is queued as a further input. So the core's
+// output order holds across batches, and no input is ever fed while another is.
+//
+// The shell keeps only what carrying out needs: processes and transfers in flight and
+// the adoption data of processes left from before a restart. Every decision (what to
+// run, when to stop, which holder to fetch from) is the core's.
+//
+// Owned by one thread (the event loop or the simulator); not thread-safe. Worker tasks
+// it submits capture values only.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/effects.h"
+#include "agent/metrics.h"
+#include "promises/core.h"
+
+namespace vow::agent {
+
+// Limits (docs/agent.md).
+// Worker tasks waiting for a place in a full worker queue (beyond: the work fails, and
+// the core retries it as it retries any failed fetch or job).
+inline constexpr std::size_t kMaxWorkerBacklog = 65'536;
+// Jobs left running from before a restart that the core has not decided about by this
+// long after start are stopped (the core resumes a standing claim once synced with a
+// peer, or after dead_after without one): 2 * dead_after plus this margin.
+inline constexpr std::int64_t kRecoveredMarginMs = 1'000;
+
+// Counters for status and metrics.
+struct AgentCounters {
+  std::uint64_t statements_in = 0;
+  std::uint64_t statements_persisted = 0;
+  std::uint64_t jobs_started = 0;
+  std::uint64_t jobs_adopted = 0;
+  std::uint64_t worker_backlogged = 0;  // tasks that found the worker queue full
+  std::uint64_t worker_refused = 0;     // of them, refused for good (the work failed)
+};
+
+class Agent {
+ public:
+  // `recovered`: rows of the running-job table found at start (processes a previous
+  // incarnation started); the core decides about each (restored.running names them).
+  Agent(promises::CoreConfig config, promises::RestoredState restored,
+        std::vector<store::RunningJob> recovered, Effects effects,
+        std::shared_ptr<spdlog::logger> log);
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // ---- inputs ----
+  // Publishes the advert and resumes work. Call once, first.
+  void start();
+  // From a peer, statements already verified (signature, trusted author) and carrying
+  // their signed forms.
+  void message(const AgentKey& from, promises::Message message);
+  void statement(const AgentKey& from, Statement statement);
+  void peer_connected(const AgentKey& peer);
+  void fetch_outcome(std::uint64_t transfer, const Status& status);
+  void process_exited(const Digest& job, const ProcessExit& exit);
+  void source_snapshot(const std::string& pipeline, const std::string& source,
+                       const ArtifactRef& artifact);
+  void artifact_lost(const Digest& digest);
+  void reconfigure(std::vector<promises::CorePromise> promises,
+                   std::vector<promises::Pipeline> pipelines, std::vector<AdvertSource> sources);
+  // Time passes: timeouts, the core's timed decisions, worker backlog.
+  void tick();
+  // Stops claiming, stops what runs and releases every claim (before exit).
+  void withdraw();
+  // A client asked for an artifact here (vow get): fetched from the live holders.
+  // False if no live agent holds it.
+  bool fetch_for_client(const Digest& digest);
+  // Runs a worker completion (the owner's loop calls this for each finished task).
+  void complete(const std::function<void()>& completion);
+
+  // ---- state ----
+  // Set when the agent cannot go on (a statement could not be persisted): the owner
+  // stops it; nothing was sent or done that is not on disk.
+  bool failed() const { return failed_; }
+  promises::Core& core() { return *core_; }
+  const promises::Core& core() const { return *core_; }
+  const AgentCounters& counters() const { return counters_; }
+  const Metrics& metrics() const { return metrics_; }
+  std::size_t jobs_here() const { return jobs_.size(); }
+  bool fetching(const Digest& digest) const { return fetches_.count(digest) != 0; }
+  // File or tree, as statements named it (fetches must know which).
+  std::optional<bool> is_tree(const Digest& digest) const;
+  // Last lines of a job's logs live in its work directory (queries).
+  std::string work_dir(const Digest& job) const;
+
+ private:
+  // A job this agent is running.
+  struct Job {
+    enum class Phase : std::uint8_t { kPreparing, kRunning, kCollecting };
+    promises::StartJob start;
+    Phase phase = Phase::kPreparing;
+    bool stopping = false;   // killed: its end is no result
+    bool timed_out = false;  // killed by its timeout: its end is a failure
+    std::int64_t started_unix_ms = 0;
+    std::int64_t started_mono_ms = 0;
+    std::int64_t deadline_ms = 0;  // 0: no timeout
+  };
+  // A transfer of an artifact (a file, or a tree and then its missing children).
+  struct Fetch {
+    Digest digest;
+    std::vector<AgentKey> holders;  // best first
+    std::size_t holder = 0;         // next to try
+    std::optional<AgentKey> from;   // the one being tried
+    std::optional<bool> is_tree;
+    std::uint64_t transfer = 0;  // 0: none in flight
+    std::set<Digest> waiting_children;
+    std::optional<std::vector<TreeEntry>> tree_entries;
+    std::vector<Digest> parents;  // trees waiting for this one
+    bool for_core = false;        // the core asked (it hears the outcome)
+  };
+
+  // ---- agent.cc ----
+  void queue(std::function<promises::Output()> input);
+  void pump();
+  void carry_out(promises::Output out);
+  Status persist(const std::vector<Statement>& statements);
+  void send(const promises::Outbound& out);
+  void act(promises::Action& action);
+  void log_events(const std::vector<promises::Event>& events);
+  void remember_refs(const Statement& st);
+  void submit(Worker::Task task, std::function<void(const Status&)> refused);
+  void flush_backlog();
+  std::string job_name(const promises::StartJob& s) const;
+
+  // ---- agent_jobs.cc ----
+  void start_job(promises::StartJob start);
+  void kill_job(const promises::KillJob& kill);
+  bool adopt(const store::RunningJob& row, promises::StartJob& start);
+  void spawn_job(const Digest& id);
+  void collect_job(const Digest& id, const ProcessExit& exit);
+  void finish_job(const Digest& id, promises::JobOutcome outcome);
+  void job_gone(const Digest& id);
+  void check_deadlines();
+  void drop_unresumed();
+  void observe_handoff(const Digest& id, std::int64_t started_unix_ms);
+
+  // ---- agent_fetch.cc ----
+  void fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_core,
+             std::optional<Digest> parent = std::nullopt);
+  void try_next_holder(Fetch& f, const Status& why);
+  void start_queued_fetches();
+  void abandon_dead_holders();
+  void fetch_received(const Digest& digest);
+  void store_tree(const Digest& digest);
+  void fetch_done(const Digest& digest, const Status& status);
+
+  Effects fx_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<promises::Core> core_;
+  std::int64_t dead_after_ms_ = 0;
+
+  std::deque<std::function<promises::Output()>> inputs_;
+  bool pumping_ = false;
+  bool failed_ = false;
+
+  std::map<Digest, Job> jobs_;
+  // A run's start at a new epoch that came while its earlier epoch was being stopped.
+  std::map<Digest, promises::StartJob> deferred_;
+  std::map<Digest, store::RunningJob> recovered_;
+  std::int64_t drop_recovered_at_ms_ = 0;
+
+  std::map<Digest, Fetch> fetches_;
+  std::map<std::uint64_t, Digest> fetch_by_transfer_;
+  std::deque<Digest> fetch_queue_;  // waiting for a transfer place, each digest once
+  std::map<Digest, bool> is_tree_;  // as statements named artifacts
+  std::int64_t next_dead_holder_check_ms_ = 0;
+
+  std::deque<std::pair<Worker::Task, std::function<void(const Status&)>>> backlog_;
+
+  AgentCounters counters_;
+  Metrics metrics_;
+};
+
+}  // namespace vow::agent

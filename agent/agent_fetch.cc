@@ -1,0 +1,195 @@
+// Carrying out FetchArtifact and ReplicateArtifact (DESIGN.md 4.7): a transfer from the
+// first holder that can send, the next one when a transfer fails, a queue while the
+// network has no place for another transfer, and a tree fetched as its encoding and
+// then each child not held, stored once all its children are.
+#include <algorithm>
+
+#include "agent/agent.h"
+
+namespace vow::agent {
+
+// Fetches from dead peers are looked at this often (until the core says so itself).
+inline constexpr std::int64_t kDeadHolderCheckMs = 50;
+
+void Agent::fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_core,
+                  std::optional<Digest> parent) {
+  if (auto it = fetches_.find(digest); it != fetches_.end()) {
+    // Already on its way (e.g. as a child of a tree): the core must still hear when it
+    // arrives, or a job waiting for it waits forever.
+    if (for_core) it->second.for_core = true;
+    if (parent) it->second.parents.push_back(*parent);
+    return;
+  }
+  Fetch f;
+  f.digest = digest;
+  std::erase(holders, core_->key());
+  f.holders = std::move(holders);
+  f.for_core = for_core;
+  if (parent) f.parents.push_back(*parent);
+  if (auto it = is_tree_.find(digest); it != is_tree_.end()) f.is_tree = it->second;
+  auto [it, inserted] = fetches_.emplace(digest, std::move(f));
+  try_next_holder(it->second, Status::ok());
+}
+
+void Agent::try_next_holder(Fetch& f, const Status& why) {
+  if (!why.is_ok()) log_->info("fetch of {}: {}", f.digest.short_hex(), why.to_string());
+  f.transfer = 0;
+  f.from.reset();
+  while (f.holder < f.holders.size()) {
+    AgentKey peer = f.holders[f.holder++];
+    auto id = fx_.network->fetch(peer, f.digest);
+    if (id.is_ok()) {
+      f.transfer = *id;
+      f.from = peer;
+      fetch_by_transfer_[*id] = f.digest;
+      return;
+    }
+    if (id.status().code() == StatusCode::kOverloaded) {
+      // This agent's own limit of concurrent transfers (a refusal by the peer arrives
+      // later, as an outcome): wait for a place instead of failing, so that a tree of
+      // many files is fetched a few at a time, not failed for its 65th child.
+      --f.holder;
+      fetch_queue_.push_back(f.digest);
+      return;
+    }
+    log_->info("fetch of {} from {}: {}", f.digest.short_hex(), peer.hex().substr(0, 12),
+               id.status().to_string());
+  }
+  fetch_done(f.digest, Status::unavailable("no holder could send artifact " + f.digest.hex()));
+}
+
+void Agent::start_queued_fetches() {
+  // A fetch that finds no place goes back in the queue: stop there.
+  std::size_t n = fetch_queue_.size();
+  while (n-- > 0 && !fetch_queue_.empty()) {
+    Digest d = fetch_queue_.front();
+    fetch_queue_.pop_front();
+    auto it = fetches_.find(d);
+    if (it == fetches_.end() || it->second.transfer != 0) continue;
+    std::size_t before = fetch_queue_.size();
+    try_next_holder(it->second, Status::ok());
+    if (fetch_queue_.size() > before) break;
+  }
+}
+
+// A transfer from a peer the core has declared dead would wait for the stream's idle
+// timeout before trying another holder, and a job waiting for that input (often the
+// one being failed over) as long. Cancel it: its outcome moves the fetch on.
+void Agent::abandon_dead_holders() {
+  std::int64_t now = fx_.clock->now_ms();
+  if (fetch_by_transfer_.empty() || now < next_dead_holder_check_ms_) return;
+  next_dead_holder_check_ms_ = now + kDeadHolderCheckMs;
+  std::set<AgentKey> dead;
+  for (const auto& p : core_->peers()) {
+    if (p.liveness == promises::Liveness::kDead) dead.insert(p.key);
+  }
+  if (dead.empty()) return;
+  std::vector<std::uint64_t> cancel;
+  for (const auto& [transfer, digest] : fetch_by_transfer_) {
+    auto it = fetches_.find(digest);
+    if (it == fetches_.end() || !it->second.from || !dead.count(*it->second.from)) continue;
+    log_->info("fetch of {} from {}: the peer is dead, trying another holder", digest.short_hex(),
+               it->second.from->hex().substr(0, 12));
+    cancel.push_back(transfer);
+  }
+  for (auto t : cancel) fx_.network->cancel_fetch(t);
+}
+
+void Agent::fetch_outcome(std::uint64_t transfer, const Status& status) {
+  auto sit = fetch_by_transfer_.find(transfer);
+  if (sit != fetch_by_transfer_.end()) {
+    Digest digest = sit->second;
+    fetch_by_transfer_.erase(sit);
+    auto it = fetches_.find(digest);
+    if (it != fetches_.end()) {
+      it->second.transfer = 0;
+      if (!status.is_ok()) {
+        try_next_holder(it->second, status);
+      } else {
+        fetch_received(digest);
+      }
+    }
+  }
+  if (!fetch_queue_.empty()) start_queued_fetches();  // a place is free
+  pump();
+}
+
+// Verified by the transfer; now into the store, off the loop.
+void Agent::fetch_received(const Digest& digest) {
+  log_->debug("artifact {} received: storing", digest.short_hex());
+  ArtifactSink* sink = fx_.sink;
+  std::optional<bool> hint = fetches_.at(digest).is_tree;
+  submit(
+      [this, sink, digest, hint]() -> std::function<void()> {
+        auto r = sink->store_received(digest, hint);
+        return [this, digest, r = std::move(r)] {
+          auto it = fetches_.find(digest);
+          if (it == fetches_.end()) return;
+          if (!r.is_ok()) {
+            fetch_done(digest, r.status());
+            return;
+          }
+          if (!r->tree) {
+            fetch_done(digest, Status::ok());
+            return;
+          }
+          it->second.tree_entries = r->tree;
+          for (const auto& [child, child_is_tree] : r->missing) {
+            it->second.waiting_children.insert(child);
+            is_tree_[child] = child_is_tree;
+          }
+          if (r->missing.empty()) {
+            store_tree(digest);
+            return;
+          }
+          // Children come from the holders of the tree.
+          std::vector<AgentKey> holders = it->second.holders;
+          for (const auto& [child, child_is_tree] : r->missing) {
+            fetch(child, holders, /*for_core=*/false, digest);
+          }
+        };
+      },
+      [this, digest](const Status& s) { fetch_done(digest, s); });
+}
+
+// A tree whose children are all held: store its encoding.
+void Agent::store_tree(const Digest& digest) {
+  auto it = fetches_.find(digest);
+  if (it == fetches_.end() || !it->second.tree_entries) return;
+  ArtifactSink* sink = fx_.sink;
+  auto entries = *it->second.tree_entries;
+  submit(
+      [this, sink, digest, entries]() -> std::function<void()> {
+        Status s = sink->store_tree(digest, entries);
+        return [this, digest, s] { fetch_done(digest, s); };
+      },
+      [this, digest](const Status& s) { fetch_done(digest, s); });
+}
+
+void Agent::fetch_done(const Digest& digest, const Status& status) {
+  auto it = fetches_.find(digest);
+  if (it == fetches_.end()) return;
+  Fetch f = std::move(it->second);
+  fetches_.erase(it);
+  if (f.transfer != 0) fetch_by_transfer_.erase(f.transfer);
+  for (const auto& parent : f.parents) {
+    auto pit = fetches_.find(parent);
+    if (pit == fetches_.end()) continue;
+    if (!status.is_ok()) {
+      fetch_done(parent, status);
+      continue;
+    }
+    pit->second.waiting_children.erase(digest);
+    if (pit->second.waiting_children.empty()) store_tree(parent);
+  }
+  if (!f.for_core) return;
+  if (status.is_ok()) {
+    log_->debug("artifact {} fetched", digest.short_hex());
+    queue([this, digest] { return core_->artifact_fetched(digest); });
+  } else {
+    log_->warn("artifact {} not fetched: {}", digest.short_hex(), status.to_string());
+    queue([this, digest] { return core_->artifact_fetch_failed(digest); });
+  }
+}
+
+}  // namespace vow::agent

@@ -1,0 +1,273 @@
+// Carrying out StartJob and KillJob: a run's phases (inputs materialized on the worker,
+// the process, outputs collected on the worker), timeouts, and the processes left from
+// before a restart (DESIGN.md sections 5 and 6).
+#include <algorithm>
+
+#include "agent/agent.h"
+#include "promises/config.h"
+
+namespace vow::agent {
+namespace {
+
+std::string describe(const ProcessExit& e) {
+  if (e.signaled) return "killed by signal " + std::to_string(e.exit_status - 128);
+  return "exit status " + std::to_string(e.exit_status);
+}
+
+promises::JobOutcome failure(const std::string& error) {
+  promises::JobOutcome o;
+  o.exit_status = -1;
+  o.error = error;
+  return o;
+}
+
+}  // namespace
+
+void Agent::start_job(promises::StartJob start) {
+  Digest id = start.job.job;
+  if (auto it = jobs_.find(id); it != jobs_.end()) {
+    // An earlier epoch of it is still being stopped (fenced, then claimed again): start
+    // this one once that one is gone.
+    if (it->second.stopping && it->second.start.epoch != start.epoch) {
+      log_->info("job {} epoch {}: starts once epoch {} has stopped", id.short_hex(), start.epoch,
+                 it->second.start.epoch);
+      deferred_[id] = std::move(start);
+    }
+    return;  // else already running here
+  }
+  // After a restart: take over what the earlier incarnation started.
+  if (auto it = recovered_.find(id); it != recovered_.end()) {
+    store::RunningJob row = std::move(it->second);
+    recovered_.erase(it);
+    if (adopt(row, start)) return;
+  }
+  Job job;
+  job.start = std::move(start);
+  job.started_unix_ms = fx_.clock->wall_ms();
+  job.started_mono_ms = fx_.clock->now_ms();
+  Status made = fx_.executor->create_work_dir(job.start);
+  jobs_.emplace(id, job);
+  if (!made.is_ok()) {
+    finish_job(id, failure(made.to_string()));
+    return;
+  }
+  log_->info("job {} epoch {}: materializing {} inputs", job_name(job.start), job.start.epoch,
+             job.start.inputs.size());
+  Executor* ex = fx_.executor;
+  promises::StartJob s = job.start;
+  submit(
+      [this, ex, id, s]() -> std::function<void()> {
+        Status st = ex->materialize_inputs(s);
+        return [this, id, st] {
+          auto jt = jobs_.find(id);
+          if (jt == jobs_.end()) return;
+          if (jt->second.stopping) {
+            job_gone(id);
+          } else if (!st.is_ok()) {
+            finish_job(id, failure(st.to_string()));
+          } else {
+            spawn_job(id);
+          }
+        };
+      },
+      [this, id](const Status& st) { finish_job(id, failure(st.to_string())); });
+}
+
+// Takes over a process the previous incarnation left, for the run the core resumed;
+// false if there is nothing to take over (start it afresh).
+bool Agent::adopt(const store::RunningJob& row, promises::StartJob& start) {
+  Digest id = start.job.job;
+  if (row.epoch != start.epoch) {
+    fx_.executor->discard_leftover(row);
+    return false;
+  }
+  Adoption a = fx_.executor->adopt(row, start);
+  if (a.kind == Adoption::Kind::kGone) {
+    fx_.executor->discard_leftover(row);
+    return false;
+  }
+  Job job;
+  job.start = std::move(start);
+  job.started_unix_ms =
+      a.kind == Adoption::Kind::kRunning ? row.started_unix_ms : a.started_unix_ms;
+  job.started_mono_ms = fx_.clock->now_ms();
+  job.phase = Job::Phase::kRunning;
+  ++counters_.jobs_adopted;
+  jobs_.emplace(id, std::move(job));
+  if (a.kind == Adoption::Kind::kFinished) {
+    ProcessExit exit{a.exit_status, a.signaled};
+    log_->info("job {} finished while this agent was down ({}): adopting its outputs",
+               id.short_hex(), describe(exit));
+    collect_job(id, exit);
+  } else {
+    log_->info("job {} still running (pid {}): re-adopted", id.short_hex(), row.pid);
+  }
+  return true;
+}
+
+void Agent::spawn_job(const Digest& id) {
+  Job& job = jobs_.at(id);
+  auto pid = fx_.executor->spawn(job.start);
+  if (!pid.is_ok()) {
+    finish_job(id, failure(pid.status().to_string()));
+    return;
+  }
+  job.phase = Job::Phase::kRunning;
+  job.started_unix_ms = fx_.clock->wall_ms();
+  job.started_mono_ms = fx_.clock->now_ms();
+  if (job.start.timeout_ms > 0) job.deadline_ms = job.started_mono_ms + job.start.timeout_ms;
+  ++counters_.jobs_started;
+  observe_handoff(id, job.started_unix_ms);
+  Status s = fx_.state->put_running_job(
+      {id, job.start.epoch, *pid, fx_.executor->work_dir(job.start), job.started_unix_ms});
+  if (!s.is_ok()) log_->warn("cannot record running job {}: {}", id.short_hex(), s.to_string());
+  log_->info("job {} started (pid {})", job_name(job.start), *pid);
+}
+
+// Hand-off latency: the newest upstream result this job consumes was signed, then its
+// process started (wall clocks; one clock when the agents share a host).
+void Agent::observe_handoff(const Digest& id, std::int64_t started_unix_ms) {
+  const auto* planned = core_->plan().find(id);
+  if (planned == nullptr) return;
+  std::int64_t newest = 0;
+  for (const auto& b : planned->bindings) {
+    const Statement* up = core_->ledger().get(b.producer, b.producer_seq);
+    if (up && std::holds_alternative<JobResult>(up->body))
+      newest = std::max(newest, up->wall_unix_ms);
+  }
+  if (newest > 0) {
+    metrics_.handoff.observe(
+        static_cast<double>(std::max<std::int64_t>(0, started_unix_ms - newest)) / 1000.0);
+  }
+}
+
+void Agent::kill_job(const promises::KillJob& kill) {
+  if (auto d = deferred_.find(kill.job); d != deferred_.end() && d->second.epoch == kill.epoch) {
+    deferred_.erase(d);
+    log_->info("job {} epoch {} stopped before it started: {}", kill.job.short_hex(), kill.epoch,
+               kill.reason);
+    return;
+  }
+  if (auto r = recovered_.find(kill.job); r != recovered_.end() && r->second.epoch == kill.epoch) {
+    // Left by the previous incarnation and not resumable: stop it now.
+    fx_.executor->discard_leftover(r->second);
+    Status s = fx_.state->remove_running_job(kill.job);
+    if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
+    log_->info("job {} left from before the restart stopped: {}", kill.job.short_hex(),
+               kill.reason);
+    recovered_.erase(r);
+    return;
+  }
+  auto it = jobs_.find(kill.job);
+  if (it == jobs_.end() || it->second.start.epoch != kill.epoch) return;
+  Job& job = it->second;
+  job.stopping = true;
+  log_->info("job {} stopped: {}", kill.job.short_hex(), kill.reason);
+  // A run still materializing or collecting ends when its worker task does.
+  if (job.phase == Job::Phase::kRunning) fx_.executor->kill(kill.job);
+}
+
+void Agent::process_exited(const Digest& id, const ProcessExit& exit) {
+  auto it = jobs_.find(id);
+  if (it != jobs_.end() && it->second.phase == Job::Phase::kRunning) {
+    if (it->second.stopping) {
+      job_gone(id);
+    } else {
+      metrics_.job_duration.observe(
+          static_cast<double>(fx_.clock->now_ms() - it->second.started_mono_ms) / 1000.0);
+      collect_job(id, exit);
+    }
+  }
+  pump();
+}
+
+void Agent::collect_job(const Digest& id, const ProcessExit& exit) {
+  Job& job = jobs_.at(id);
+  job.phase = Job::Phase::kCollecting;
+  std::string error;
+  if (job.timed_out) {
+    error = "timed out after " + promises::format_duration_ms(job.start.timeout_ms);
+  } else if (!exit.ok()) {
+    error = describe(exit);
+  }
+  Executor* ex = fx_.executor;
+  promises::StartJob s = job.start;
+  std::int64_t started = job.started_unix_ms;
+  std::int64_t ended = fx_.clock->wall_ms();
+  submit(
+      [this, ex, id, s, exit, error, started, ended]() -> std::function<void()> {
+        promises::JobOutcome o = ex->collect(s, exit, error);
+        o.started_unix_ms = started;
+        o.ended_unix_ms = ended;
+        return [this, id, o = std::move(o)]() mutable { finish_job(id, std::move(o)); };
+      },
+      [this, id, exit](const Status& st) {
+        promises::JobOutcome o = failure(st.to_string());
+        o.exit_status = exit.exit_status;
+        finish_job(id, std::move(o));
+      });
+}
+
+void Agent::finish_job(const Digest& id, promises::JobOutcome outcome) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  if (it->second.stopping) {
+    job_gone(id);
+    return;
+  }
+  Job job = std::move(it->second);
+  jobs_.erase(it);
+  Status s = fx_.state->remove_running_job(id);
+  if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
+  if (outcome.ok) {
+    log_->info("job {} done", job_name(job.start));
+    fx_.executor->remove_work_dir(job.start);
+  } else {
+    log_->warn("job {} failed: {} (work directory kept: {})", job_name(job.start), outcome.error,
+               fx_.executor->work_dir(job.start));
+  }
+  std::uint32_t epoch = job.start.epoch;
+  queue([this, id, epoch, o = std::move(outcome)]() mutable {
+    return core_->job_exited(id, epoch, std::move(o));
+  });
+}
+
+// A stopped run is gone: its files go, and a later epoch waiting for it starts.
+void Agent::job_gone(const Digest& id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  Status s = fx_.state->remove_running_job(id);
+  if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
+  fx_.executor->remove_work_dir(it->second.start);
+  jobs_.erase(it);
+  if (auto d = deferred_.find(id); d != deferred_.end()) {
+    promises::StartJob next = std::move(d->second);
+    deferred_.erase(d);
+    start_job(std::move(next));
+  }
+}
+
+void Agent::check_deadlines() {
+  std::int64_t now = fx_.clock->now_ms();
+  for (auto& [id, job] : jobs_) {
+    if (job.phase != Job::Phase::kRunning || job.deadline_ms == 0) continue;
+    if (now >= job.deadline_ms && !job.timed_out) {
+      job.timed_out = true;
+      fx_.executor->kill(id);
+    }
+  }
+}
+
+void Agent::drop_unresumed() {
+  // The core did not resume these (a higher epoch or a result exists): never leave them
+  // running twice.
+  for (const auto& [id, row] : recovered_) {
+    fx_.executor->discard_leftover(row);
+    Status s = fx_.state->remove_running_job(id);
+    if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
+    log_->info("job {} left from before the restart was not resumed: stopped", id.short_hex());
+  }
+  recovered_.clear();
+}
+
+}  // namespace vow::agent

@@ -1,0 +1,224 @@
+// Sources (DESIGN.md 4.3): datasets this agent provides, snapshotted into the store
+// when they change (inotify, with polling as the fallback) and fed to the agent; and
+// serving stored objects to peers' fetches.
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "agent/daemon_internal.h"
+
+namespace fs = std::filesystem;
+
+namespace vow::agent {
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Reads exactly out.size() bytes at `offset` (kIo naming `what` on error or end of file).
+Status pread_full(int fd, std::uint64_t offset, std::span<std::uint8_t> out,
+                  const std::string& what) {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Status::io("read " + what + ": " + (n == 0 ? "short" : errno_text()));
+    done += static_cast<std::size_t>(n);
+  }
+  return Status::ok();
+}
+
+// Serves a stored object by positional reads (the receiver verifies the digest).
+class FileSource final : public transport::ChunkSource {
+ public:
+  FileSource(int fd, std::uint64_t size) : fd_(fd), size_(size) {}
+  ~FileSource() override { ::close(fd_); }
+  std::uint64_t size() const override { return size_; }
+  Status read(std::uint64_t offset, std::span<std::uint8_t> out) override {
+    return pread_full(fd_, offset, out, "a stored object");
+  }
+
+ private:
+  int fd_;
+  std::uint64_t size_;
+};
+
+class StoreProvider final : public transport::ArtifactProvider {
+ public:
+  explicit StoreProvider(std::string root) : root_(std::move(root)) {}
+  Result<std::unique_ptr<transport::ChunkSource>> open(const Digest& artifact) override {
+    for (auto kind : {store::ArtifactKind::kFile, store::ArtifactKind::kTree}) {
+      std::string path = store::object_path(root_, artifact, kind);
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      struct stat st {};
+      if (::fstat(fd, &st) != 0) {
+        ::close(fd);
+        return Status::io("stat " + path + ": " + errno_text());
+      }
+      return std::unique_ptr<transport::ChunkSource>(
+          new FileSource(fd, static_cast<std::uint64_t>(st.st_size)));
+    }
+    return Status::not_found("artifact " + artifact.hex() + " is not held here");
+  }
+
+ private:
+  std::string root_;
+};
+
+}  // namespace
+
+std::unique_ptr<transport::ArtifactProvider> make_store_provider(const std::string& state_dir) {
+  return std::make_unique<StoreProvider>(store::artifacts_root(state_dir));
+}
+
+// ---- sources ----
+
+namespace {
+
+// Names, sizes, modes and modification times under a path: a cheap test for change
+// before the path is hashed again.
+std::string fingerprint(const std::string& path) {
+  Hasher h;
+  std::error_code ec;
+  auto add = [&](const fs::path& p) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) return;
+    h.update_field(p.string());
+    h.update_u64(static_cast<std::uint64_t>(st.st_size));
+    h.update_u64(static_cast<std::uint64_t>(st.st_mode));
+    h.update_u64(static_cast<std::uint64_t>(st.st_mtim.tv_sec));
+    h.update_u64(static_cast<std::uint64_t>(st.st_mtim.tv_nsec));
+  };
+  add(path);
+  if (fs::is_directory(path, ec)) {
+    std::vector<fs::path> all;
+    for (auto it = fs::recursive_directory_iterator(path, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      all.push_back(it->path());
+    }
+    std::sort(all.begin(), all.end());
+    for (const auto& p : all) add(p);
+  }
+  return h.finish().hex();
+}
+
+}  // namespace
+
+void Daemon::Impl::start_sources() {
+  for (const auto& decl : config.sources) {
+    WatchedSource w;
+    w.decl = decl;
+    w.path = decl.path;
+    sources.push_back(std::move(w));
+  }
+  // Sources with watch = true are checked when inotify reports a change under them
+  // (and every kSourcePollMs anyway, the fallback where inotify is unavailable or a
+  // change escapes it, e.g. on a network filesystem).
+  inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd < 0) log->warn("inotify unavailable ({}): sources are polled", errno_text());
+  watch_source_dirs();
+  poll_sources();
+}
+
+// Adds watches on every directory under the watched sources (inotify is not recursive);
+// called again after each change, so new subdirectories are watched too.
+void Daemon::Impl::watch_source_dirs() {
+  if (inotify_fd < 0) return;
+  constexpr std::uint32_t kMask = IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+                                  IN_MOVED_TO | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF |
+                                  IN_MOVE_SELF;
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    const auto& src = sources[i];
+    if (!src.decl.watch) continue;
+    auto add = [&](const std::string& path, const std::string& only) {
+      if (watches.size() >= kMaxWatches) return;
+      int wd = ::inotify_add_watch(inotify_fd, path.c_str(), kMask);
+      if (wd >= 0) watches[wd] = {i, only};
+    };
+    std::error_code ec;
+    add(src.path, "");
+    // The parent too, for the source's own name: a source replaced by rename.
+    fs::path p(src.path);
+    add(p.parent_path().string(), p.filename().string());
+    if (!fs::is_directory(src.path, ec)) continue;
+    for (auto it = fs::recursive_directory_iterator(src.path, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->is_directory(ec)) add(it->path().string(), "");
+    }
+  }
+}
+
+void Daemon::Impl::on_inotify() {
+  alignas(inotify_event) char buf[16384];
+  std::set<std::size_t> changed;
+  ssize_t n;
+  while ((n = ::read(inotify_fd, buf, sizeof(buf))) > 0) {
+    for (ssize_t off = 0; off < n;) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
+      off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+      auto it = watches.find(ev->wd);
+      if (it == watches.end()) continue;
+      const auto& [index, only] = it->second;
+      if (!only.empty() && (ev->len == 0 || only != ev->name)) continue;
+      changed.insert(index);
+    }
+  }
+  if (changed.empty()) return;
+  std::int64_t soon = now_ms() + kSourceSettleMs;
+  for (std::size_t i : changed) {
+    sources[i].next_check_ms = std::min(sources[i].next_check_ms, soon);
+  }
+  watch_source_dirs();
+}
+
+void Daemon::Impl::poll_sources() {
+  std::int64_t now = now_ms();
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    WatchedSource& src = sources[i];
+    if (src.importing || now < src.next_check_ms) continue;
+    if (!src.fingerprint.empty() && !src.decl.watch) continue;
+    src.importing = true;
+    store::ArtifactStore* w = worker->artifacts.get();
+    std::string path = src.path;
+    std::string old = src.fingerprint;
+    Status submitted = background->submit([this, w, i, path, old]() -> std::function<void()> {
+      std::string fp = fingerprint(path);
+      if (fp == old) {
+        return [this, i] {
+          sources[i].importing = false;
+          sources[i].next_check_ms = now_ms() + kSourcePollMs;
+        };
+      }
+      auto ref = w->import_path(path);
+      return [this, i, fp, ref] {
+        WatchedSource& s = sources[i];
+        s.importing = false;
+        s.next_check_ms = now_ms() + kSourcePollMs;
+        if (!ref.is_ok()) {
+          log->error("source {}/{} at {}: {}", s.decl.pipeline, s.decl.source, s.path,
+                     ref.status().to_string());
+          return;
+        }
+        s.fingerprint = fp;
+        log->info("source {}/{} snapshot {} ({} bytes)", s.decl.pipeline, s.decl.source,
+                  ref->digest.short_hex(), ref->size_bytes);
+        agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref);
+      };
+    });
+    if (!submitted.is_ok()) {
+      // The worker is full: look again at the next poll.
+      src.importing = false;
+      src.next_check_ms = now + kSourceSettleMs;
+      log->warn("source {}/{}: {}; checked again shortly", src.decl.pipeline, src.decl.source,
+                submitted.to_string());
+    }
+  }
+}
+
+}  // namespace vow::agent

@@ -1,0 +1,158 @@
+// Effects: every side effect of an agent goes through these interfaces, so that one
+// Agent (agent/agent.h) runs unchanged in two worlds: in vowd over the system clock,
+// ZeroMQ links, SQLite, the artifact store and real processes (agent/local_effects.h,
+// agent/daemon_net.cc), and in the seeded simulator (tests/sim) over a simulated clock,
+// network, disk and process table that inject faults.
+//
+// The rules every implementation keeps:
+//   - Calls come from the agent's one thread (the event loop), except those marked
+//     "worker": those run inside a Worker task.
+//   - Nothing here calls the Agent back synchronously. What happens later (a message
+//     arrives, a transfer ends, a process exits, a task completes) is fed to the Agent
+//     by its owner as an input.
+//   - An expected failure is a Status; the Agent handles every one.
+//
+// Interfaces only; the implementations say who owns what.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "promises/core.h"
+#include "promises/statement.h"
+#include "promises/status.h"
+#include "store/ledger.h"
+
+namespace vow::agent {
+
+// Monotonic time for every decision; wall time only to stamp what humans read.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual std::int64_t now_ms() const = 0;
+  virtual std::int64_t wall_ms() const = 0;
+};
+
+// Links to peers. Statements in messages carry their signed forms, which is what
+// travels; the receiving side verifies them before the Agent sees them.
+class Network {
+ public:
+  virtual ~Network() = default;
+  // Best effort: a message to a peer that is not linked is dropped.
+  virtual void send(const AgentKey& to, const promises::Message& message) = 0;
+  virtual void broadcast(const promises::Message& message) = 0;
+  // Links to a peer at its advertised endpoints (kept and re-dialled by the network).
+  // The owner tells the Agent when the peer is reachable (Agent::peer_connected).
+  virtual void connect(const AgentKey& peer, const std::vector<std::string>& endpoints) = 0;
+  // Starts a transfer of an artifact's bytes from a peer; returns its id. kOverloaded:
+  // no place for another transfer now (the Agent queues it until one ends). The bytes
+  // arrive where ArtifactSink::store_received finds them; the outcome is fed with
+  // Agent::fetch_outcome(id, status).
+  virtual Result<std::uint64_t> fetch(const AgentKey& from, const Digest& digest) = 0;
+  // Ends a transfer early; its outcome (an error) is still fed.
+  virtual void cancel_fetch(std::uint64_t id) = 0;
+};
+
+// The agent's durable state. What a call returns ok for survives a crash.
+class StateStore {
+ public:
+  virtual ~StateStore() = default;
+  // Own statements (in order, first) and peers' statements, each with its signed form.
+  virtual Status persist(const std::vector<Statement>& statements) = 0;
+  // The running-job table: rows for the processes this agent started, so that after a
+  // restart it can take them over (or stop them) as the core decides.
+  virtual Status put_running_job(const store::RunningJob& row) = 0;
+  virtual Status remove_running_job(const Digest& job) = 0;
+};
+
+// Runs the agent's background work off its loop: a task runs on a worker and returns
+// a completion, which the owner runs on the loop later and then pumps the Agent.
+class Worker {
+ public:
+  using Task = std::function<std::function<void()>()>;
+  virtual ~Worker() = default;
+  // kOverloaded when the queue is full: the task was NOT queued.
+  virtual Status submit(Task task) = 0;
+};
+
+// What a process left behind after a restart turned out to be.
+struct Adoption {
+  enum class Kind : std::uint8_t {
+    kFinished,  // it ended while the agent was down: collect its outputs
+    kRunning,   // it still runs: watched again from now on
+    kGone,      // nothing usable: start it afresh
+  };
+  Kind kind = Kind::kGone;
+  int exit_status = 0;  // kFinished
+  bool signaled = false;
+  std::int64_t started_unix_ms = 0;
+};
+
+// The exit of a job's process.
+struct ProcessExit {
+  int exit_status = 0;  // 128+signal when killed by a signal
+  bool signaled = false;
+  bool ok() const { return !signaled && exit_status == 0; }
+};
+
+// Runs jobs: their files (work directory, inputs, outputs, logs) and their processes.
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  // Loop: an empty work directory for the run (inputs and outputs come later).
+  virtual Status create_work_dir(const promises::StartJob& start) = 0;
+  // Worker: puts the run's inputs (all held in the store) in its work directory.
+  virtual Status materialize_inputs(const promises::StartJob& start) = 0;
+  // Loop: starts the run's process; returns its pid. Its exit is fed with
+  // Agent::process_exited(job, exit).
+  virtual Result<std::int64_t> spawn(const promises::StartJob& start) = 0;
+  // Loop: stops the run's process (its exit is still fed). A no-op if none runs.
+  virtual void kill(const Digest& job) = 0;
+  // Loop: takes over a process a previous incarnation started (its running-job row),
+  // for the run the core resumes.
+  virtual Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) = 0;
+  // Loop: stops a process a previous incarnation started, which the core did not resume,
+  // and removes its files.
+  virtual void discard_leftover(const store::RunningJob& row) = 0;
+  // Worker: imports an exited run's logs and outputs into the store.
+  virtual promises::JobOutcome collect(const promises::StartJob& start, const ProcessExit& exit,
+                                       const std::string& error) = 0;
+  // Loop: removes a run's work directory (kept when it failed, for the operator).
+  virtual void remove_work_dir(const promises::StartJob& start) = 0;
+  // Where the run's files are, for log lines.
+  virtual std::string work_dir(const promises::StartJob& start) const = 0;
+};
+
+// A fetched artifact as stored: a file is in the store; a tree's encoding was decoded
+// and its children not held yet are listed (the tree is stored once they are).
+struct Received {
+  std::optional<std::vector<TreeEntry>> tree;
+  std::vector<std::pair<Digest, bool>> missing;  // (child, is a tree)
+};
+
+// Where fetched bytes go. Worker calls.
+class ArtifactSink {
+ public:
+  virtual ~ArtifactSink() = default;
+  // The transfer of `digest` ended well: verify what arrived and store it. `is_tree`
+  // is what statements said it is, when they said.
+  virtual Result<Received> store_received(const Digest& digest, std::optional<bool> is_tree) = 0;
+  // Every child of a fetched tree is held: store the tree.
+  virtual Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) = 0;
+};
+
+// All of an agent's effects. The owner keeps each alive as long as the Agent.
+struct Effects {
+  Clock* clock = nullptr;
+  Network* network = nullptr;
+  StateStore* state = nullptr;
+  Worker* worker = nullptr;
+  Executor* executor = nullptr;
+  ArtifactSink* sink = nullptr;
+};
+
+}  // namespace vow::agent

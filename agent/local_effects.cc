@@ -1,0 +1,303 @@
+#include "agent/local_effects.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "agent/job_layout.h"
+
+namespace fs = std::filesystem;
+
+namespace vow::agent {
+
+// ---- clock ----
+
+std::int64_t SystemClock::now_ms() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t SystemClock::wall_ms() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// ---- state ----
+
+store::StoredStatement to_stored(const Statement& st, std::int64_t received_unix_ms) {
+  store::StoredStatement s;
+  s.author = st.author;
+  s.seq = st.seq;
+  s.kind = st.kind();
+  s.job = st.job();
+  std::visit(
+      [&](const auto& b) {
+        if constexpr (requires { b.epoch; }) s.epoch = b.epoch;
+      },
+      st.body);
+  if (const auto* r = std::get_if<JobResult>(&st.body)) {
+    s.outputs_digest = outputs_digest(*r);
+    s.ok = r->ok;
+  }
+  s.bytes = st.signed_form.bytes;
+  s.signature = st.signed_form.signature;
+  s.received_unix_ms = received_unix_ms;
+  return s;
+}
+
+Status SqliteState::persist(const std::vector<Statement>& statements) {
+  std::vector<store::StoredStatement> others;
+  std::int64_t now = clock_->wall_ms();
+  for (const auto& st : statements) {
+    if (st.author == self_) {
+      VOW_RETURN_IF_ERROR(ledger_->append_own(to_stored(st, now)));
+    } else {
+      others.push_back(to_stored(st, now));
+    }
+  }
+  if (!others.empty()) VOW_RETURN_IF_ERROR(ledger_->insert_batch(others));
+  if (!statements.empty()) return load_version_vector();
+  return Status::ok();
+}
+
+Status SqliteState::load_version_vector() {
+  auto vv = ledger_->version_vector();
+  if (!vv.is_ok()) return vv.status();
+  vv_ = std::move(vv).value();
+  return Status::ok();
+}
+
+Status SqliteState::put_running_job(const store::RunningJob& row) {
+  return ledger_->put_running_job(row);
+}
+
+Status SqliteState::remove_running_job(const Digest& job) {
+  return ledger_->remove_running_job(job);
+}
+
+// ---- jobs ----
+
+namespace {
+
+JobLayout layout_of(const std::string& state_dir, const promises::StartJob& s) {
+  return job_layout(state_dir, s.job.job, s.epoch);
+}
+
+void remove_dir(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  (void)store::make_writable_recursive(dir);
+  fs::remove_all(dir, ec);
+}
+
+}  // namespace
+
+std::string LocalExecutor::work_dir(const promises::StartJob& start) const {
+  return layout_of(state_dir_, start).work_dir;
+}
+
+Status LocalExecutor::create_work_dir(const promises::StartJob& start) {
+  JobLayout l = layout_of(state_dir_, start);
+  remove_dir(l.work_dir);
+  std::error_code ec;
+  fs::create_directories(l.in_dir, ec);
+  if (!ec) fs::create_directories(l.out_dir, ec);
+  if (ec) return Status::io("cannot create work directory " + l.work_dir + ": " + ec.message());
+  return Status::ok();
+}
+
+Status LocalExecutor::materialize_inputs(const promises::StartJob& start) {
+  JobLayout l = layout_of(state_dir_, start);
+  for (const auto& in : start.inputs) {
+    // A fan-in input (the directory of every shard's output) is a tree no job wrote:
+    // make it from its children, which are held.
+    auto held = store_->has(in.artifact.digest);
+    if (held.is_ok() && !*held && in.artifact.is_tree && !in.artifact.entries.empty()) {
+      auto made = store_->put_tree(in.artifact.entries);
+      if (made.is_ok() && *made != in.artifact.digest) {
+        return Status::corrupt("input '" + in.name + "': fan-in tree made as " + made->hex());
+      }
+    }
+    Status s = store_->materialize(in.artifact.digest, l.input_path(in.name));
+    if (!s.is_ok()) return Status(s.code(), "input '" + in.name + "': " + s.message());
+  }
+  return Status::ok();
+}
+
+Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
+  JobLayout l = layout_of(state_dir_, start);
+  SpawnSpec spec;
+  spec.argv = start.stage.argv;
+  spec.env = job_environment(l, start.stage, {start.job.job, start.job.pipeline, start.job.shard});
+  spec.cwd = l.work_dir;
+  spec.stdout_path = l.stdout_path;
+  spec.stderr_path = l.stderr_path;
+  spec.status_path = l.status_path;
+  auto proc = JobProcess::spawn(spec);
+  if (!proc.is_ok()) return proc.status();
+  std::int64_t pid = proc->pid();
+  procs_.insert_or_assign(start.job.job, std::move(proc).value());
+  return pid;
+}
+
+void LocalExecutor::kill(const Digest& job) {
+  auto it = procs_.find(job);
+  if (it != procs_.end()) it->second.kill_group(SIGKILL);
+}
+
+Adoption LocalExecutor::adopt(const store::RunningJob& row, const promises::StartJob& start) {
+  JobLayout l = layout_of(state_dir_, start);
+  Adoption a;
+  if (row.work_dir != l.work_dir) return a;
+  auto status = read_status_file(l.status_path);
+  if (status.is_ok() && status->has_value()) {
+    a.kind = Adoption::Kind::kFinished;
+    a.exit_status = (*status)->exit_status;
+    a.signaled = (*status)->signaled;
+    a.started_unix_ms = row.started_unix_ms;
+    return a;
+  }
+  auto proc = JobProcess::adopt(static_cast<pid_t>(row.pid), l.status_path);
+  if (!proc.is_ok()) return a;
+  procs_.insert_or_assign(start.job.job, std::move(proc).value());
+  a.kind = Adoption::Kind::kRunning;
+  a.started_unix_ms = row.started_unix_ms;
+  return a;
+}
+
+void LocalExecutor::discard_leftover(const store::RunningJob& row) {
+  auto proc = JobProcess::adopt(static_cast<pid_t>(row.pid), row.work_dir + "/status");
+  if (proc.is_ok()) proc->kill_group(SIGKILL);
+  remove_dir(row.work_dir);
+}
+
+void LocalExecutor::remove_work_dir(const promises::StartJob& start) {
+  procs_.erase(start.job.job);
+  remove_dir(layout_of(state_dir_, start).work_dir);
+}
+
+std::vector<int> LocalExecutor::pidfds() const {
+  std::vector<int> out;
+  for (const auto& [id, p] : procs_) out.push_back(p.pidfd());
+  return out;
+}
+
+std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
+  std::vector<std::pair<Digest, ProcessExit>> out;
+  for (auto it = procs_.begin(); it != procs_.end();) {
+    if (auto e = it->second.poll_exit()) {
+      out.emplace_back(it->first, ProcessExit{e->exit_status, e->signaled});
+      it = procs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+promises::JobOutcome LocalExecutor::collect(const promises::StartJob& start,
+                                            const ProcessExit& exit, const std::string& error) {
+  JobLayout l = layout_of(state_dir_, start);
+  promises::JobOutcome o;
+  o.exit_status = exit.exit_status;
+  auto log_digest = [&](const std::string& path) -> std::optional<Digest> {
+    // An empty log (most jobs' stderr) is the empty object. Once the store holds it,
+    // importing it again would only rewrite it and sync the file, its directory and the
+    // index: three syncs per log, for nothing.
+    std::error_code ec;
+    if (fs::file_size(path, ec) == 0 && !ec) {
+      Digest empty = blake2b(std::string_view());
+      auto held = store_->has(empty);
+      if (held.is_ok() && *held) return empty;
+    }
+    auto ref = store_->import_path(path);
+    if (!ref.is_ok()) return std::nullopt;
+    return ref->digest;
+  };
+  o.stdout_digest = log_digest(l.stdout_path);
+  o.stderr_digest = log_digest(l.stderr_path);
+  if (!error.empty()) {
+    o.error = error;
+    return o;
+  }
+  o.ok = true;
+  for (const auto& name : start.stage.outputs) {
+    std::string path = l.output_path(name);
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(path, ec))) {
+      o.ok = false;
+      o.error = "output '" + name + "' missing: the command exited 0 but wrote nothing at " +
+                "$VOW_OUT_" + name;
+      break;
+    }
+    auto ref = store_->import_path(path);
+    if (!ref.is_ok()) {
+      o.ok = false;
+      o.error = "output '" + name + "': " + ref.status().to_string();
+      break;
+    }
+    o.outputs.push_back({name, *ref});
+  }
+  if (!o.ok) o.outputs.clear();
+  return o;
+}
+
+// ---- fetched artifacts ----
+
+namespace {
+constexpr std::string_view kTreeTag = "vow-tree-v1\n";
+}  // namespace
+
+std::string incoming_path(const std::string& state_dir, const Digest& digest) {
+  return state_dir + "/incoming/" + digest.hex() + ".part";
+}
+
+Result<Received> StoreSink::store_received(const Digest& digest, std::optional<bool> is_tree) {
+  std::string part = incoming_path(state_dir_, digest);
+  std::string head;
+  {
+    std::ifstream in(part, std::ios::binary);
+    head.resize(kTreeTag.size());
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<std::size_t>(in.gcount()));
+  }
+  Received r;
+  if (!is_tree.value_or(head == kTreeTag)) {
+    // Moved into the store, not copied (hashed again where it lies, synced, renamed).
+    auto ref = store_->adopt_file(part);
+    ::unlink(part.c_str());  // left behind only on failure
+    if (!ref.is_ok()) return ref.status();
+    if (ref->digest != digest) {
+      return Status::corrupt("artifact " + digest.hex() + " arrived with digest " +
+                             ref->digest.hex());
+    }
+    return r;
+  }
+  std::ifstream in(part, std::ios::binary);
+  std::string encoding((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ::unlink(part.c_str());
+  auto entries = decode_tree(encoding);
+  if (!entries.is_ok() || blake2b(encoding) != digest) {
+    return Status::corrupt("tree " + digest.hex() + " arrived malformed");
+  }
+  for (const auto& e : *entries) {
+    auto has = store_->has(e.digest);
+    if (!has.is_ok() || !*has) r.missing.emplace_back(e.digest, e.kind == EntryKind::kTree);
+  }
+  r.tree = std::move(entries).value();
+  return r;
+}
+
+Status StoreSink::store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) {
+  auto d = store_->put_tree(entries);
+  if (!d.is_ok()) return d.status();
+  if (*d != digest) return Status::corrupt("tree " + digest.hex() + " rebuilt wrong");
+  return Status::ok();
+}
+
+}  // namespace vow::agent

@@ -1,0 +1,96 @@
+// The effects of an agent in vowd (agent/effects.h): the system clock, the SQLite
+// ledger, the artifact store and job processes on this host. The network is the
+// daemon's (agent/daemon_net.cc); the worker is agent/background.h.
+//
+// Ownership: each borrows what it is given (ledger, store) and must not outlive it.
+// Thread-safety: as effects.h says per call. The store given to LocalExecutor and
+// StoreSink is the worker's: only their worker calls touch it.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/effects.h"
+#include "agent/process.h"
+#include "store/artifact_store.h"
+#include "store/ledger.h"
+
+namespace vow::agent {
+
+class SystemClock final : public Clock {
+ public:
+  std::int64_t now_ms() const override;
+  std::int64_t wall_ms() const override;
+};
+
+// Statements and the running-job table in the agent's SQLite ledger.
+class SqliteState final : public StateStore {
+ public:
+  SqliteState(store::Ledger* ledger, const AgentKey& self, const Clock* clock)
+      : ledger_(ledger), self_(self), clock_(clock) {}
+  Status persist(const std::vector<Statement>& statements) override;
+  Status put_running_job(const store::RunningJob& row) override;
+  Status remove_running_job(const Digest& job) override;
+  // Highest contiguous sequence per author stored (the transport's replay check).
+  const VersionVector& version_vector() const { return vv_; }
+  Status load_version_vector();
+
+ private:
+  store::Ledger* ledger_;
+  VersionVector vv_;
+  AgentKey self_;
+  const Clock* clock_;
+};
+
+// A statement as the store keeps it.
+store::StoredStatement to_stored(const Statement& st, std::int64_t received_unix_ms);
+
+// Jobs as processes on this host, each in its own work directory under the state
+// directory (agent/job_layout.h), under a supervisor that records its exit status.
+class LocalExecutor final : public Executor {
+ public:
+  LocalExecutor(std::string state_dir, store::ArtifactStore* worker_store)
+      : state_dir_(std::move(state_dir)), store_(worker_store) {}
+  Status create_work_dir(const promises::StartJob& start) override;
+  Status materialize_inputs(const promises::StartJob& start) override;
+  Result<std::int64_t> spawn(const promises::StartJob& start) override;
+  void kill(const Digest& job) override;
+  Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;
+  void discard_leftover(const store::RunningJob& row) override;
+  promises::JobOutcome collect(const promises::StartJob& start, const ProcessExit& exit,
+                               const std::string& error) override;
+  void remove_work_dir(const promises::StartJob& start) override;
+  std::string work_dir(const promises::StartJob& start) const override;
+
+  // For the loop: the pidfds to poll, and the processes that have exited since.
+  std::vector<int> pidfds() const;
+  std::vector<std::pair<Digest, ProcessExit>> reap();
+  std::size_t processes() const { return procs_.size(); }
+
+ private:
+  std::string state_dir_;
+  store::ArtifactStore* store_;
+  std::map<Digest, JobProcess> procs_;
+};
+
+// Fetched bytes arrive in STATE/incoming/<digest>.part (the daemon's network writes
+// them there) and are moved into the store, which hashes them again: nothing enters
+// it that does not match its name.
+class StoreSink final : public ArtifactSink {
+ public:
+  StoreSink(std::string state_dir, store::ArtifactStore* worker_store)
+      : state_dir_(std::move(state_dir)), store_(worker_store) {}
+  Result<Received> store_received(const Digest& digest, std::optional<bool> is_tree) override;
+  Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) override;
+
+ private:
+  std::string state_dir_;
+  store::ArtifactStore* store_;
+};
+
+// Where the bytes of a fetch in flight arrive.
+std::string incoming_path(const std::string& state_dir, const Digest& digest);
+
+}  // namespace vow::agent
