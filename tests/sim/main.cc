@@ -43,6 +43,12 @@ int main(int argc, char** argv) {
   app.add_flag("--report-failover", report_failover,
                "print claimant-crash to takeover-start times (p50, p99)");
   app.add_flag("--verbose,-v", verbose, "print the event trace");
+  int shards = 0;
+  bool squeeze_worker = false, slow_kills = false;
+  app.add_option("--shards", shards, "source entries: the first stage fans out this wide")
+      ->check(CLI::Range(0, 100'000));
+  app.add_flag("--squeeze-worker", squeeze_worker, "the worker's queue holds one task");
+  app.add_flag("--slow-kills", slow_kills, "every killed process takes 0.2-1.5 s to die");
   app.add_option("--replay-every", replay_every,
                  "run every Nth seed twice and compare trace hashes (0: never)");
   try {
@@ -55,6 +61,9 @@ int main(int argc, char** argv) {
   opt.agents = agents;
   opt.stages = jobs;
   opt.verbose = verbose;
+  opt.shards = shards;
+  opt.squeeze_worker = squeeze_worker;
+  opt.slow_kills = slow_kills;
   opt.faults = faults == "none"    ? vow::sim::Faults::kNone
                : faults == "net"   ? vow::sim::Faults::kNet
                : faults == "crash" ? vow::sim::Faults::kCrash

@@ -1,26 +1,20 @@
 #include "tests/sim/sim.h"
 
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
 #include <algorithm>
 #include <cstdio>
-#include <map>
-#include <memory>
-#include <optional>
-#include <random>
-#include <set>
 
-#include "promises/core.h"
+#include "tests/sim/world.h"
 
 namespace vow::sim {
 namespace {
 
-using promises::Core;
-using promises::Output;
-using promises::Pipeline;
-
 constexpr std::int64_t kTickMs = 20;
 constexpr std::int64_t kFaultWindowMs = 2'500;  // faults happen in [0, this)
-constexpr std::int64_t kWallBaseMs = 1'800'000'000'000;
 constexpr std::int64_t kQuietCheckMs = 50;
+constexpr std::int64_t kConnectMs = 1;  // a link up -> both ends told
 constexpr std::uint64_t kForgedSeqBase = 1'000'000;
 
 Digest hash_of(std::initializer_list<std::string_view> parts) {
@@ -30,122 +24,21 @@ Digest hash_of(std::initializer_list<std::string_view> parts) {
 }
 
 std::string u64s(std::uint64_t v) { return std::to_string(v); }
-std::string dstr(const Digest& d) {
-  return std::string(reinterpret_cast<const char*>(d.bytes.data()), d.bytes.size());
+
+}  // namespace
+
+World::World(const SimOptions& o)
+    : opt_(o), rng_(o.seed * 0x9E3779B97F4A7C15ULL + 17), clock_(this) {
+  if (opt_.verbose) {
+    log_ =
+        std::make_shared<spdlog::logger>("sim", std::make_shared<spdlog::sinks::stdout_sink_st>());
+    log_->set_pattern("         agent %l: %v");
+    log_->set_level(spdlog::level::debug);
+  } else {
+    log_ = std::make_shared<spdlog::logger>("sim", std::make_shared<spdlog::sinks::null_sink_st>());
+    log_->set_level(spdlog::level::off);
+  }
 }
-
-// One packet on the wire: a message, and which statements of a batch carry a
-// signature that fails verification (forged by the harness).
-struct Packet {
-  promises::Message msg;
-  std::vector<bool> forged;
-};
-
-enum class EvType {
-  kDeliver,
-  kTick,
-  kJobExit,
-  kFetchDone,
-  kCrash,
-  kRestart,
-  kPartition,
-  kHeal,
-  kSourceUpdate,
-  kLose,
-  kForge,
-};
-
-struct Ev {
-  explicit Ev(EvType t) : type(t) {}
-  EvType type;
-  int agent = -1;
-  int from = -1;
-  std::shared_ptr<const Packet> packet;
-  Digest id;  // job or artifact
-  std::uint32_t epoch = 0;
-  std::uint64_t incarnation = 0;
-  std::uint64_t token = 0;
-  std::vector<AgentKey> holders;
-  bool wipe = false;
-};
-
-struct SimAgent {
-  int index = 0;
-  AgentKey key;
-  promises::CoreConfig config;
-  std::unique_ptr<Core> core;
-  bool up = true;
-  std::uint64_t incarnation = 0;
-  // What survives a crash: persisted statements, the sequence counter, the running-job
-  // table and (unless wiped) the artifact store.
-  std::vector<Statement> persisted;
-  std::uint64_t persisted_seq = 0;
-  std::map<Digest, promises::RunningJob> running_table;
-  std::set<Digest> store;
-  // Fake processes: job -> (epoch, token).
-  std::map<Digest, std::pair<std::uint32_t, std::uint64_t>> procs;
-  bool provides_sources = false;
-};
-
-class World {
- public:
-  explicit World(const SimOptions& o) : opt_(o), rng_(o.seed * 0x9E3779B97F4A7C15ULL + 17) {}
-
-  SimResult run();
-
- private:
-  // ---- setup ----
-  void make_pipeline();
-  void make_agents();
-  ArtifactRef src_ref() const;
-  ArtifactRef cfg_ref() const;
-
-  // ---- event machinery ----
-  std::uint64_t rnd(std::uint64_t n) { return n == 0 ? 0 : rng_() % n; }
-  bool chance(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
-  void schedule(std::int64_t at, Ev ev) { queue_.emplace(std::make_pair(at, next_id_++), ev); }
-  void step(const Ev& ev);
-  void trace(const std::string& line);
-  void apply(int i, Output out);
-  void send(int from, int to, const std::shared_ptr<const Packet>& p);
-  bool reachable(int a, int b) const { return side_[a] == side_[b]; }
-  void connect_pair(int a, int b);
-  void start_job(int i, const promises::StartJob& s);
-  void job_exit(int i, const Ev& ev);
-  void fetch_done(int i, const Ev& ev);
-  void crash(int i);
-  void restart(int i, bool wipe);
-  void add_to_store(SimAgent& a, const Digest& d);
-  void snapshot_sources(int i);
-  void forge();
-  void fail(const std::string& what);
-
-  // ---- invariants ----
-  bool quiet();
-  void check_end();
-
-  SimOptions opt_;
-  std::mt19937_64 rng_;
-  std::map<std::pair<std::int64_t, std::uint64_t>, Ev> queue_;
-  std::uint64_t next_id_ = 0;
-  std::int64_t now_ = 0;
-  Hasher trace_;
-  SimResult result_;
-
-  Pipeline pipeline_;
-  std::vector<SimAgent> agents_;
-  std::vector<int> side_;
-  std::map<Digest, ArtifactRef> refs_;  // every artifact made: for tree entries
-  int src_version_ = 0;
-  int src_entries_ = 1;
-  bool net_faults_ = false;
-  bool has_nondet_ = false;
-  std::uint64_t next_token_ = 1;
-  std::vector<std::pair<AgentKey, std::uint64_t>> forged_;
-  std::map<Digest, std::pair<std::int64_t, int>> crashed_claims_;  // job -> (crash time, agent)
-  std::int64_t heal_ms_ = 0;
-  std::set<Digest> claim_recorded_;
-};
 
 // ---------------------------------------------------------------- setup
 
@@ -176,6 +69,7 @@ void World::make_pipeline() {
   pipeline_.name = "p" + u64s(opt_.seed % 1000);
   pipeline_.sources = {promises::Source{"cfg", {}}, promises::Source{"src", {}}};
   src_entries_ = 1 + static_cast<int>(rnd(4));
+  if (opt_.shards > 0) src_entries_ = opt_.shards;
   struct Avail {
     promises::InputRef ref;
     bool tree;
@@ -191,10 +85,11 @@ void World::make_pipeline() {
     for (std::size_t k = 0; k < avail.size(); ++k) {
       if (avail[k].tree) trees.push_back(k);
     }
-    bool foreach = !trees.empty() && rnd(10) < 4;
+    bool wide = opt_.shards > 0 && i == 0;  // the first stage fans out over the source
+    bool foreach = wide || (!trees.empty() && rnd(10) < 4);
     std::set<std::size_t> picked;
     if (foreach) {
-      std::size_t k = trees[rnd(trees.size())];
+      std::size_t k = wide ? 0 : trees[rnd(trees.size())];
       picked.insert(k);
       s.foreach = avail[k].ref;
     } else {
@@ -218,20 +113,27 @@ void World::make_pipeline() {
   pipeline_.digest = promises::pipeline_digest(pipeline_);
 }
 
-void World::make_agents() {
+void World::make_hosts() {
   int n = std::max(1, opt_.agents);
-  agents_.resize(static_cast<std::size_t>(n));
+  opt_.agents = n;
+  hosts_.resize(static_cast<std::size_t>(n));
   side_.assign(static_cast<std::size_t>(n), 0);
   for (int i = 0; i < n; ++i) {
-    SimAgent& a = agents_[i];
-    a.index = i;
+    Host& h = hosts_[static_cast<std::size_t>(i)];
+    h.index = i;
     Digest k = hash_of({"agent", u64s(opt_.seed), std::to_string(i)});
-    std::copy(k.bytes.begin(), k.bytes.end(), a.key.bytes.begin());
-    a.config.key = a.key;
-    a.config.name = "a" + std::to_string(i);
-    a.config.endpoints = {"sim://" + std::to_string(i)};
-    a.config.replicas = 2;
-    a.provides_sources = i < 2;
+    std::copy(k.bytes.begin(), k.bytes.end(), h.key.bytes.begin());
+    h.config.key = h.key;
+    h.config.name = "a" + std::to_string(i);
+    h.config.endpoints = {"sim://" + std::to_string(i)};
+    h.config.replicas = 2;
+    h.config.sign = sim_sign;
+    h.provides_sources = i < 2;
+    h.net = std::make_unique<SimNetwork>(this, i);
+    h.disk = std::make_unique<SimDisk>(this, i);
+    h.worker = std::make_unique<SimWorker>(this, i);
+    h.exec = std::make_unique<SimExecutor>(this, i);
+    h.sink = std::make_unique<SimSink>(this, i);
   }
   // Each stage is promised by 2-3 agents (or all, if fewer).
   for (const auto& s : pipeline_.stages) {
@@ -239,20 +141,32 @@ void World::make_agents() {
     std::set<int> who;
     while (static_cast<int>(who.size()) < want) who.insert(static_cast<int>(rnd(n)));
     for (int i : who) {
-      agents_[i].config.promises.push_back(
+      hosts_[i].config.promises.push_back(
           promises::CorePromise{pipeline_.name, s.name, 1 + static_cast<int>(rnd(2))});
     }
   }
-  for (auto& a : agents_) {
+  for (auto& h : hosts_) {
     // Agents that run none of its stages only know the pipeline from the ledger.
-    if (!a.config.promises.empty() || a.index == 0) a.config.pipelines = {pipeline_};
-    if (a.provides_sources) {
-      a.config.sources = {AdvertSource{pipeline_.name, "src"}, AdvertSource{pipeline_.name, "cfg"}};
+    if (!h.config.promises.empty() || h.index == 0) h.config.pipelines = {pipeline_};
+    if (h.provides_sources) {
+      h.config.sources = {AdvertSource{pipeline_.name, "src"}, AdvertSource{pipeline_.name, "cfg"}};
     }
   }
 }
 
 // ---------------------------------------------------------------- machinery
+
+int World::index_of(const AgentKey& key) const {
+  for (const auto& h : hosts_) {
+    if (h.key == key) return h.index;
+  }
+  return -1;
+}
+
+const ArtifactRef* World::ref(const Digest& d) const {
+  auto it = refs_.find(d);
+  return it == refs_.end() ? nullptr : &it->second;
+}
 
 void World::fail(const std::string& what) {
   if (result_.failures.size() < 20) {
@@ -265,15 +179,15 @@ void World::trace(const std::string& line) {
   if (opt_.verbose) std::printf("%8lld %s\n", static_cast<long long>(now_), line.c_str());
 }
 
-void World::add_to_store(SimAgent& a, const Digest& d) {
-  a.store.insert(d);
+void World::add_to_store(Host& h, const Digest& d) {
+  h.store.insert(d);
   auto it = refs_.find(d);
   if (it != refs_.end()) {
-    for (const auto& e : it->second.entries) a.store.insert(e.digest);
+    for (const auto& e : it->second.entries) h.store.insert(e.digest);
   }
 }
 
-void World::send(int from, int to, const std::shared_ptr<const Packet>& p) {
+void World::send(int from, int to, const std::shared_ptr<const promises::Message>& m) {
   int copies = 1;
   if (net_faults_) {
     if (chance(0.05)) return;
@@ -285,259 +199,195 @@ void World::send(int from, int to, const std::shared_ptr<const Packet>& p) {
     Ev ev{EvType::kDeliver};
     ev.agent = to;
     ev.from = from;
-    ev.packet = p;
+    ev.message = m;
     schedule(now_ + delay, ev);
   }
 }
 
+// A link between two agents came up: each is told once per incarnation (the daemon
+// tells its agent when a peer first speaks or is dialled).
 void World::connect_pair(int a, int b) {
-  if (!agents_[a].up || !agents_[b].up || !reachable(a, b)) return;
-  apply(a, agents_[a].core->peer_connected(agents_[b].key));
-  apply(b, agents_[b].core->peer_connected(agents_[a].key));
+  if (!host(a).up || !host(b).up || side_[a] != side_[b]) return;
+  for (auto [x, y] : {std::pair{a, b}, std::pair{b, a}}) {
+    if (host(x).greeted.count(host(y).key)) continue;
+    Ev ev{EvType::kConnected};
+    ev.agent = x;
+    ev.from = y;
+    ev.incarnation = host(x).incarnation;
+    schedule(now_ + kConnectMs, ev);
+  }
 }
 
-void World::apply(int i, Output out) {
-  SimAgent& a = agents_[i];
-  std::string who = "a" + std::to_string(i);
-  // 1. persist
-  for (auto& st : out.persist) {
-    if (st.author == a.key) {
-      if (st.seq <= a.persisted_seq) fail(who + " reused own seq " + u64s(st.seq));
-      a.persisted_seq = std::max(a.persisted_seq, st.seq);
-      trace(who + " persist own " + u64s(st.seq) + " " + statement_kind_name(st.kind()));
-      if (const auto* c = std::get_if<Claim>(&st.body)) {
-        auto crashed = crashed_claims_.find(c->job.job);
-        if (crashed != crashed_claims_.end() && crashed->second.second != i &&
-            claim_recorded_.insert(c->job.job).second) {
-          result_.failover_claim_ms.push_back(now_ - crashed->second.first);
-        }
-      }
-    }
-    a.persisted.push_back(st);
-  }
-  // 2. send
-  for (auto& m : out.messages) {
-    auto p = std::make_shared<Packet>();
-    p->msg = std::move(m.message);
-    if (const auto* b = std::get_if<promises::StatementBatch>(&p->msg.body)) {
-      p->forged.assign(b->statements.size(), false);
-    }
-    if (m.to) {
-      for (std::size_t j = 0; j < agents_.size(); ++j) {
-        if (agents_[j].key == *m.to) send(i, static_cast<int>(j), p);
-      }
-    } else {
-      for (std::size_t j = 0; j < agents_.size(); ++j) {
-        if (static_cast<int>(j) != i) send(i, static_cast<int>(j), p);
-      }
-    }
-  }
-  // 3. actions
-  for (auto& act : out.actions) {
-    if (auto* s = std::get_if<promises::StartJob>(&act)) {
-      start_job(i, *s);
-    } else if (auto* k = std::get_if<promises::KillJob>(&act)) {
-      auto it = a.procs.find(k->job);
-      if (it != a.procs.end() && it->second.first == k->epoch) a.procs.erase(it);
-      a.running_table.erase(k->job);
-      trace(who + " kill " + k->job.short_hex() + " " + k->reason);
-    } else if (auto* f = std::get_if<promises::FetchArtifact>(&act)) {
-      Ev ev{EvType::kFetchDone};
-      ev.agent = i;
-      ev.id = f->digest;
-      ev.incarnation = a.incarnation;
-      ev.holders = f->holders;
-      schedule(now_ + 3 + static_cast<std::int64_t>(rnd(20)), ev);
-    } else if (auto* r = std::get_if<promises::ReplicateArtifact>(&act)) {
-      Ev ev{EvType::kFetchDone};
-      ev.agent = i;
-      ev.id = r->digest;
-      ev.incarnation = a.incarnation;
-      ev.holders = r->holders;
-      schedule(now_ + 3 + static_cast<std::int64_t>(rnd(20)), ev);
-    }
-  }
-  // 4. events
-  for (auto& e : out.events) trace(who + " " + promises::event_kind_name(e.kind) + " " + e.text);
+// After every input to an agent: one that cannot go on (its disk is full) exits, and
+// is started again shortly, as its service manager would.
+void World::after_input(int i) {
+  Host& h = host(i);
+  if (!h.up || !h.agent->failed()) return;
+  ++result_.agent_failures;
+  trace("a" + std::to_string(i) + " stopped: cannot persist");
+  crash(i);
+  Ev r{EvType::kRestart};
+  r.agent = i;
+  schedule(now_ + 300 + static_cast<std::int64_t>(rnd(700)), r);
 }
 
-int env_int(const promises::Stage& s, const std::string& k) {
-  auto it = s.env.find(k);
-  return it == s.env.end() ? 0 : std::atoi(it->second.c_str());
+void World::deliver(const Ev& ev) {
+  Host& h = host(ev.agent);
+  if (!h.up || side_[ev.from] != side_[ev.agent]) return;
+  ++result_.deliveries;
+  promises::Message msg = *ev.message;
+  if (auto* b = std::get_if<promises::StatementBatch>(&msg.body)) {
+    // The network's verification: statements whose signature fails are dropped.
+    std::erase_if(b->statements, [&](const Statement& st) {
+      if (sim_verify(st)) return false;
+      trace("a" + std::to_string(ev.agent) + " drop forged statement");
+      return true;
+    });
+  }
+  h.agent->message(host(ev.from).key, std::move(msg));
+  after_input(ev.agent);
 }
 
-void World::start_job(int i, const promises::StartJob& s) {
-  SimAgent& a = agents_[i];
-  std::string who = "a" + std::to_string(i);
-  // Invariant 2: no job with a canonical result here is started (except to regenerate).
-  if (!s.regenerate && a.core->canonical(s.job.job) != nullptr) {
-    fail(who + " started job " + s.job.job.short_hex() + " that already had a canonical result");
-  }
-  for (const auto& in : s.inputs) {
-    bool here = a.store.count(in.artifact.digest) != 0;
-    if (!here && in.artifact.is_tree) {
-      here = std::all_of(in.artifact.entries.begin(), in.artifact.entries.end(),
-                         [&](const TreeEntry& e) { return a.store.count(e.digest) != 0; });
-    }
-    if (!here) fail(who + " started " + s.job.job.short_hex() + " without input " + in.name);
-  }
-  a.running_table[s.job.job] = promises::RunningJob{s.job, s.epoch};
-  std::uint64_t token = next_token_++;
-  a.procs[s.job.job] = {s.epoch, token};
-  auto crashed = crashed_claims_.find(s.job.job);
-  if (crashed != crashed_claims_.end()) {
-    // A takeover by another agent; the crashed agent resuming its own claim is not one.
-    if (crashed->second.second != i) result_.failover_ms.push_back(now_ - crashed->second.first);
-    crashed_claims_.erase(crashed);
-    claim_recorded_.erase(s.job.job);
-  }
-  trace(who + " start " + s.job.job.short_hex() + " e" + std::to_string(s.epoch) +
-        (s.regenerate ? " regen" : ""));
-  Ev ev{EvType::kJobExit};
-  ev.agent = i;
-  ev.id = s.job.job;
-  ev.epoch = s.epoch;
-  ev.incarnation = a.incarnation;
-  ev.token = token;
-  std::int64_t ms = env_int(s.stage, "SIM_MS");
-  schedule(now_ + ms + static_cast<std::int64_t>(rnd(static_cast<std::uint64_t>(ms / 4 + 1))), ev);
-}
-
-void World::job_exit(int i, const Ev& ev) {
-  SimAgent& a = agents_[i];
-  auto it = a.procs.find(ev.id);
-  if (it == a.procs.end() || it->second.second != ev.token) return;
-  a.procs.erase(it);
-  a.running_table.erase(ev.id);
-  crashed_claims_.erase(ev.id);
-  // Rebuild what the job was from the plan.
-  const promises::PlannedJob* pj = a.core->plan().find(ev.id);
-  promises::JobOutcome out;
-  out.started_unix_ms = kWallBaseMs + now_ - 10;
-  out.ended_unix_ms = kWallBaseMs + now_;
-  if (pj == nullptr) {
-    out.ok = false;
-    out.exit_status = 1;
-    out.error = "job vanished from the plan";
+void World::proc_exit(const Ev& ev) {
+  Host& h = host(ev.agent);
+  auto it = h.procs.find(ev.id);
+  if (it == h.procs.end() || it->second.token != ev.token || it->second.exited) return;
+  Proc& p = it->second;
+  bool killed_now = ev.from == 1;
+  if (p.killed && !killed_now) return;  // its natural end comes after the kill
+  p.exited = true;
+  if (killed_now) {
+    p.exit = agent::ProcessExit{137, true};
   } else {
-    const promises::Stage& s = *pj->stage;
-    std::string salt =
-        env_int(s, "SIM_NONDET") ? a.config.name + "/" + std::to_string(ev.epoch) : "";
+    // The job's own fate: seeded per job, epoch and agent.
+    const ArtifactRef* unused = nullptr;
+    (void)unused;
+    int fail_pct = 0;
+    bool always = false;
+    if (const auto* pj = h.up ? h.agent->core().plan().find(ev.id) : nullptr) {
+      auto env = [&](const char* k) {
+        auto e = pj->stage->env.find(k);
+        return e == pj->stage->env.end() ? 0 : std::atoi(e->second.c_str());
+      };
+      fail_pct = env("SIM_FAIL");
+      always = env("SIM_ALWAYS_FAIL") != 0;
+    }
+    std::string id(reinterpret_cast<const char*>(ev.id.bytes.data()), ev.id.bytes.size());
     std::uint64_t roll =
-        hash_of({"fail", dstr(ev.id), std::to_string(ev.epoch), a.config.name}).bytes[0] % 100;
-    bool failed =
-        env_int(s, "SIM_ALWAYS_FAIL") != 0 || static_cast<int>(roll) < env_int(s, "SIM_FAIL");
-    if (failed) {
-      out.ok = false;
-      out.exit_status = 1;
-      out.error = "exit status 1";
-    } else {
-      out.ok = true;
-      for (const auto& name : s.outputs) {
-        ArtifactRef ref;
-        int n = s.foreach ? 0 : env_int(s, "SIM_TREE");
-        if (n > 0) {
-          std::vector<TreeEntry> entries;
-          for (int e = 0; e < n; ++e) {
-            Digest d = hash_of({"entry", dstr(ev.id), name, std::to_string(e), salt});
-            entries.push_back(TreeEntry{"e" + std::to_string(e), EntryKind::kFile, d});
-            refs_[d] = ArtifactRef{d, false, 5, {}};
-          }
-          ref.digest = *tree_digest(entries);
-          ref.is_tree = true;
-          ref.size_bytes = static_cast<std::uint64_t>(n) * 5;
-          ref.entries = entries;
-        } else {
-          ref.digest = hash_of({"file", dstr(ev.id), name, salt});
-          ref.size_bytes = 5;
-        }
-        refs_[ref.digest] = ref;
-        add_to_store(a, ref.digest);
-        out.outputs.push_back(NamedArtifact{name, ref});
-      }
-    }
+        hash_of({"fail", id, std::to_string(p.epoch), h.config.name}).bytes[0] % 100;
+    bool failed = always || static_cast<int>(roll) < fail_pct;
+    p.exit = agent::ProcessExit{failed ? 1 : 0, false};
   }
-  trace("a" + std::to_string(i) + " exit " + ev.id.short_hex() + " e" + std::to_string(ev.epoch) +
-        (out.ok ? " ok" : " failed"));
-  ++result_.jobs_done;
-  apply(i, a.core->job_exited(ev.id, ev.epoch, std::move(out)));
-}
-
-void World::fetch_done(int i, const Ev& ev) {
-  SimAgent& a = agents_[i];
-  bool ok = false;
-  for (const auto& h : ev.holders) {
-    for (std::size_t j = 0; j < agents_.size(); ++j) {
-      const SimAgent& b = agents_[j];
-      if (b.key == h && b.up && reachable(i, static_cast<int>(j)) && b.store.count(ev.id))
-        ok = true;
-    }
-  }
-  trace("a" + std::to_string(i) + " fetch " + ev.id.short_hex() + (ok ? " ok" : " failed"));
-  if (ok) {
-    add_to_store(a, ev.id);
-    apply(i, a.core->artifact_fetched(ev.id));
-  } else {
-    apply(i, a.core->artifact_fetch_failed(ev.id));
-  }
+  trace("a" + std::to_string(ev.agent) + " exit " + ev.id.short_hex() + " e" +
+        std::to_string(p.epoch) +
+        (killed_now    ? " killed"
+         : p.exit.ok() ? " ok"
+                       : " failed"));
+  crashed_claims_.erase(ev.id);
+  if (!h.up || !p.watched) return;  // its status stays behind for adoption
+  h.agent->process_exited(ev.id, p.exit);
+  after_input(ev.agent);
 }
 
 void World::snapshot_sources(int i) {
-  SimAgent& a = agents_[i];
-  if (!a.provides_sources || !a.up) return;
+  Host& h = host(i);
+  if (!h.provides_sources || !h.up) return;
   ArtifactRef src = src_ref(), cfg = cfg_ref();
   refs_[src.digest] = src;
   refs_[cfg.digest] = cfg;
-  add_to_store(a, src.digest);
-  add_to_store(a, cfg.digest);
-  apply(i, a.core->source_snapshot(pipeline_.name, "cfg", cfg));
-  apply(i, a.core->source_snapshot(pipeline_.name, "src", src));
+  add_to_store(h, src.digest);
+  add_to_store(h, cfg.digest);
+  h.agent->source_snapshot(pipeline_.name, "cfg", cfg);
+  h.agent->source_snapshot(pipeline_.name, "src", src);
+  after_input(i);
 }
 
 void World::crash(int i) {
-  SimAgent& a = agents_[i];
-  if (!a.up) return;
-  for (const auto& r : a.core->running())
+  Host& h = host(i);
+  if (!h.up) return;
+  for (const auto& r : h.agent->core().running())
     crashed_claims_.emplace(r.job.job, std::make_pair(now_, i));
-  a.up = false;
-  a.core.reset();
-  a.procs.clear();  // the agent's processes die with it
-  ++a.incarnation;
+  h.up = false;
+  h.agent.reset();
+  // Its worker tasks and transfers die with it; each process dies with it or lives on
+  // (a process group outlives the agent unless its service manager kills it).
+  h.worker_pending = 0;
+  h.worker_free_at = 0;
+  h.transfers = 0;
+  h.cancelled.clear();
+  h.incoming.clear();
+  h.greeted.clear();
+  for (auto it = h.procs.begin(); it != h.procs.end();) {
+    if (!it->second.exited && chance(0.5)) {
+      it = h.procs.erase(it);
+    } else {
+      it->second.watched = false;
+      ++it;
+    }
+  }
+  ++h.incarnation;
   trace("a" + std::to_string(i) + " crash");
 }
 
 void World::restart(int i, bool wipe) {
-  SimAgent& a = agents_[i];
-  if (a.up) return;
-  if (wipe) a.store.clear();
+  Host& h = host(i);
+  if (h.up) return;
+  if (wipe) h.store.clear();
   promises::RestoredState rs;
-  rs.statements = a.persisted;
-  rs.last_seq = a.persisted_seq;
-  for (const auto& [job, r] : a.running_table) rs.running.push_back(r);
-  rs.held.assign(a.store.begin(), a.store.end());
-  a.running_table.clear();
-  a.core = std::make_unique<Core>(a.config, std::move(rs), now_);
-  a.up = true;
+  rs.statements = h.persisted;
+  rs.last_seq = h.persisted_seq;
+  rs.held.assign(h.store.begin(), h.store.end());
+  std::vector<store::RunningJob> recovered;
+  for (const auto& [job, row] : h.running_table) {
+    // The job's reference comes from the agent's own claim of it, as in vowd.
+    const Claim* claim = nullptr;
+    for (const auto& st : h.persisted) {
+      const auto* c = st.author == h.key ? std::get_if<Claim>(&st.body) : nullptr;
+      if (c && c->job.job == job && c->epoch == row.epoch) claim = c;
+    }
+    if (!claim) continue;
+    recovered.push_back(row);
+    rs.running.push_back({claim->job, row.epoch});
+  }
+  h.running_table.clear();
+  for (const auto& r : recovered) h.running_table[r.job] = r;
   trace("a" + std::to_string(i) + " restart" + (wipe ? " wiped" : ""));
-  apply(i, a.core->tick(now_, kWallBaseMs + now_));
-  apply(i, a.core->start());
+  boot(i, std::move(rs), std::move(recovered));
+}
+
+void World::boot(int i, promises::RestoredState restored,
+                 std::vector<store::RunningJob> recovered) {
+  Host& h = host(i);
+  agent::Effects fx{&clock_, h.net.get(), h.disk.get(), h.worker.get(), h.exec.get(), h.sink.get()};
+  auto log = log_;
+  if (opt_.verbose) {
+    log =
+        std::make_shared<spdlog::logger>(h.config.name, log_->sinks().begin(), log_->sinks().end());
+    log->set_pattern("         %n %l: %v");
+    log->set_level(spdlog::level::debug);
+  }
+  h.agent =
+      std::make_unique<agent::Agent>(h.config, std::move(restored), std::move(recovered), fx, log);
+  h.up = true;
+  h.agent->start();
+  after_input(i);
+  if (!h.up) return;
   snapshot_sources(i);
-  for (std::size_t j = 0; j < agents_.size(); ++j) {
-    if (static_cast<int>(j) != i) connect_pair(i, static_cast<int>(j));
+  for (int j = 0; j < opt_.agents; ++j) {
+    if (j != i) connect_pair(i, j);
   }
 }
 
 void World::forge() {
   // Statements with signatures that fail verification, relayed by a real agent: a
   // source version hijacking the dataset, a result for a real job, a claim by a
-  // stranger. The shell must drop them; no ledger may ever hold them.
-  int i = static_cast<int>(rnd(agents_.size()));
-  int from = static_cast<int>(rnd(agents_.size()));
-  if (!agents_[i].up) return;
-  auto p = std::make_shared<Packet>();
+  // stranger. The network drops them; no ledger may ever hold them.
+  int i = static_cast<int>(rnd(hosts_.size()));
+  int from = static_cast<int>(rnd(hosts_.size()));
+  if (!host(i).up) return;
   promises::StatementBatch batch;
   Statement st;
-  st.author = agents_[from].key;
+  st.author = host(from).key;
   st.seq = kForgedSeqBase + next_id_;
   ArtifactRef bogus;
   bogus.digest = hash_of({"forged", u64s(next_id_)});
@@ -547,7 +397,7 @@ void World::forge() {
       break;
     case 1: {
       JobResult r;
-      const auto& jobs = agents_[i].core->plan().jobs;
+      const auto& jobs = host(i).agent->core().plan().jobs;
       if (!jobs.empty()) r.job = jobs.begin()->second.ref;
       r.epoch = 0;
       r.ok = true;
@@ -565,53 +415,78 @@ void World::forge() {
       break;
     }
   }
+  // Well-formed bytes, a signature that does not check.
+  st.signed_form = sim_sign(st);
+  st.signed_form.signature[0] ^= 0x5a;
   forged_.emplace_back(st.author, st.seq);
   batch.statements.push_back(st);
-  p->msg.body = std::move(batch);
-  p->forged = {true};
-  send(from, i, p);
+  auto m = std::make_shared<promises::Message>();
+  m->body = std::move(batch);
+  send(from, i, m);
 }
 
 void World::step(const Ev& ev) {
+  auto live = [&](const Ev& e) {
+    return host(e.agent).up && host(e.agent).incarnation == e.incarnation;
+  };
   switch (ev.type) {
-    case EvType::kDeliver: {
-      SimAgent& a = agents_[ev.agent];
-      if (!a.up || !reachable(ev.from, ev.agent)) return;
-      ++result_.deliveries;
-      const promises::Message* msg = &ev.packet->msg;
-      promises::Message filtered;
-      if (const auto* b = std::get_if<promises::StatementBatch>(&msg->body)) {
-        // The shell's verification: statements whose signature fails are dropped.
-        promises::StatementBatch keep;
-        for (std::size_t k = 0; k < b->statements.size(); ++k) {
-          if (k < ev.packet->forged.size() && ev.packet->forged[k]) {
-            trace("a" + std::to_string(ev.agent) + " drop forged statement");
-            continue;
-          }
-          keep.statements.push_back(b->statements[k]);
-        }
-        filtered.body = std::move(keep);
-        msg = &filtered;
-      }
-      apply(ev.agent, a.core->on_message(agents_[ev.from].key, *msg));
+    case EvType::kDeliver:
+      deliver(ev);
+      return;
+    case EvType::kConnected: {
+      Host& h = host(ev.agent);
+      if (!live(ev) || !host(ev.from).up || side_[ev.agent] != side_[ev.from]) return;
+      if (!h.greeted.insert(host(ev.from).key).second) return;
+      h.agent->peer_connected(host(ev.from).key);
+      after_input(ev.agent);
       return;
     }
     case EvType::kTick: {
-      SimAgent& a = agents_[ev.agent];
-      if (a.up) apply(ev.agent, a.core->tick(now_, kWallBaseMs + now_));
+      Host& h = host(ev.agent);
+      if (h.up) {
+        h.agent->tick();
+        after_input(ev.agent);
+      }
       Ev next = ev;
       schedule(now_ + kTickMs, next);
       return;
     }
-    case EvType::kJobExit:
-      if (agents_[ev.agent].up && agents_[ev.agent].incarnation == ev.incarnation) {
-        job_exit(ev.agent, ev);
+    case EvType::kFetchDone: {
+      Host& h = host(ev.agent);
+      if (!live(ev)) return;
+      auto c = h.cancelled.find(ev.token);
+      if (c == h.cancelled.end()) return;  // its outcome was fed already
+      bool cancelled = c->second;
+      h.cancelled.erase(c);
+      --h.transfers;
+      Status s = Status::ok();
+      if (cancelled) {
+        s = Status::unavailable("transfer cancelled");
+      } else {
+        const Host& from = host(ev.from);
+        if (!from.up || side_[ev.from] != side_[ev.agent] || !from.store.count(ev.id)) {
+          s = Status::unavailable("peer could not send " + ev.id.short_hex());
+        } else {
+          h.incoming.insert(ev.id);
+        }
       }
+      trace("a" + std::to_string(ev.agent) + " fetch " + ev.id.short_hex() +
+            (s.is_ok() ? " ok" : " failed"));
+      h.agent->fetch_outcome(ev.token, s);
+      after_input(ev.agent);
       return;
-    case EvType::kFetchDone:
-      if (agents_[ev.agent].up && agents_[ev.agent].incarnation == ev.incarnation) {
-        fetch_done(ev.agent, ev);
-      }
+    }
+    case EvType::kWorkerDone: {
+      Host& h = host(ev.agent);
+      if (!live(ev)) return;
+      --h.worker_pending;
+      auto completion = ev.task();
+      completion();
+      after_input(ev.agent);
+      return;
+    }
+    case EvType::kProcExit:
+      proc_exit(ev);
       return;
     case EvType::kCrash:
       crash(ev.agent);
@@ -630,9 +505,14 @@ void World::step(const Ev& ev) {
       std::vector<int> before = side_;
       std::fill(side_.begin(), side_.end(), 0);
       trace("heal");
-      for (std::size_t a = 0; a < agents_.size(); ++a) {
-        for (std::size_t b = a + 1; b < agents_.size(); ++b) {
-          if (before[a] != before[b]) connect_pair(static_cast<int>(a), static_cast<int>(b));
+      for (int a = 0; a < opt_.agents; ++a) {
+        for (int b = a + 1; b < opt_.agents; ++b) {
+          if (before[a] != before[b]) {
+            // A cut link: both ends saw it go; it comes back as a new link.
+            host(a).greeted.erase(host(b).key);
+            host(b).greeted.erase(host(a).key);
+            connect_pair(a, b);
+          }
         }
       }
       return;
@@ -640,21 +520,42 @@ void World::step(const Ev& ev) {
     case EvType::kSourceUpdate:
       ++src_version_;
       trace("source update " + std::to_string(src_version_));
-      for (std::size_t i = 0; i < agents_.size(); ++i) snapshot_sources(static_cast<int>(i));
+      for (int i = 0; i < opt_.agents; ++i) snapshot_sources(i);
       return;
     case EvType::kLose: {
-      SimAgent& a = agents_[ev.agent];
-      if (!a.up || a.store.empty()) return;
-      auto it = a.store.begin();
-      std::advance(it, static_cast<long>(rnd(a.store.size())));
-      Digest d = *it;
-      a.store.erase(it);
-      trace("a" + std::to_string(ev.agent) + " lost " + d.short_hex());
-      apply(ev.agent, a.core->artifact_lost(d));
+      Host& h = host(ev.agent);
+      if (!h.up || h.store.empty()) return;
+      auto it = h.store.begin();
+      std::advance(it, static_cast<long>(rnd(h.store.size())));
+      // A lost file takes every held tree it is an entry of with it: the store cannot
+      // serve those whole any more, and says so.
+      std::vector<Digest> lost = {*it};
+      for (const Digest& held : h.store) {
+        const ArtifactRef* r = ref(held);
+        if (r && std::any_of(r->entries.begin(), r->entries.end(),
+                             [&](const TreeEntry& e) { return e.digest == *it; })) {
+          lost.push_back(held);
+        }
+      }
+      for (const Digest& d : lost) {
+        h.store.erase(d);
+        trace("a" + std::to_string(ev.agent) + " lost " + d.short_hex());
+        h.agent->artifact_lost(d);
+        after_input(ev.agent);
+        if (!h.up) return;
+      }
       return;
     }
     case EvType::kForge:
       forge();
+      return;
+    case EvType::kDiskFull:
+      disk_full_.insert(ev.agent);
+      trace("a" + std::to_string(ev.agent) + " disk full");
+      return;
+    case EvType::kDiskOk:
+      disk_full_.erase(ev.agent);
+      trace("a" + std::to_string(ev.agent) + " disk has room");
       return;
   }
 }
@@ -664,13 +565,17 @@ void World::step(const Ev& ev) {
 bool World::quiet() {
   std::optional<VersionVector> vv;
   std::size_t size = 0;
-  for (auto& a : agents_) {
-    if (!a.up || !a.procs.empty() || !a.core->running().empty()) return false;
-    VersionVector mine = a.core->ledger().version_vector();
-    if (vv && (mine != *vv || a.core->ledger().size() != size)) return false;
+  for (auto& h : hosts_) {
+    if (!h.up || h.agent->jobs_here() != 0 || !h.agent->core().running().empty()) return false;
+    for (const auto& [job, p] : h.procs) {
+      if (!p.exited) return false;
+    }
+    const auto& ledger = h.agent->core().ledger();
+    VersionVector mine = ledger.version_vector();
+    if (vv && (mine != *vv || ledger.size() != size)) return false;
     vv = mine;
-    size = a.core->ledger().size();
-    for (const auto& sp : a.core->plan().stages) {
+    size = ledger.size();
+    for (const auto& sp : h.agent->core().plan().stages) {
       if (sp.state == promises::StageState::kPending ||
           sp.state == promises::StageState::kPlanned) {
         return false;
@@ -678,13 +583,13 @@ bool World::quiet() {
     }
   }
   // Every canonical output is held by a live agent (or cannot be made again).
-  Core& c = *agents_[0].core;
+  promises::Core& c = hosts_[0].agent->core();
   for (const auto& [id, job] : c.plan().jobs) {
     const Statement* canon = c.canonical(id);
     if (canon == nullptr || c.nondeterministic(id)) continue;
     for (const auto& o : std::get<JobResult>(canon->body).outputs) {
-      bool held = std::any_of(agents_.begin(), agents_.end(),
-                              [&](const SimAgent& a) { return a.store.count(o.artifact.digest); });
+      bool held = std::any_of(hosts_.begin(), hosts_.end(),
+                              [&](const Host& h) { return h.store.count(o.artifact.digest); });
       if (!held) return false;
     }
   }
@@ -692,10 +597,16 @@ bool World::quiet() {
 }
 
 void World::check_end() {
+  for (const auto& h : hosts_) {
+    if (!h.up) {
+      fail(h.config.name + " is down at the end");
+      return;
+    }
+  }
   // (1) one ledger and one canonical result per job everywhere.
-  Core& ref = *agents_[0].core;
-  for (std::size_t i = 1; i < agents_.size(); ++i) {
-    Core& c = *agents_[i].core;
+  promises::Core& ref = hosts_[0].agent->core();
+  for (std::size_t i = 1; i < hosts_.size(); ++i) {
+    promises::Core& c = hosts_[i].agent->core();
     if (c.ledger().version_vector() != ref.ledger().version_vector()) {
       fail("a" + std::to_string(i) + " ledger differs from a0");
     }
@@ -713,12 +624,13 @@ void World::check_end() {
     if (sa != sb) fail("a" + std::to_string(i) + " plans the pipeline differently from a0");
   }
   // (5) forged statements never accepted.
-  for (auto& a : agents_) {
+  for (auto& h : hosts_) {
     for (const auto& [author, seq] : forged_) {
-      if (a.core->ledger().contains(author, seq)) {
-        fail(a.config.name + " accepted a statement with a bad signature");
+      if (h.agent->core().ledger().contains(author, seq)) {
+        fail(h.config.name + " accepted a statement with a bad signature");
       }
     }
+    result_.worker_backlogged += h.agent->counters().worker_backlogged;
   }
   // (6) at most one claim per job and epoch kept (not released by its author).
   for (const auto& [id, js] : ref.ledger().jobs()) {
@@ -742,30 +654,14 @@ void World::check_end() {
   }
 }
 
-SimResult World::run() {
-  trace_.update_field("vow-sim-trace-v1");
-  make_pipeline();
-  make_agents();
-  bool crashes = opt_.faults == Faults::kCrash || opt_.faults == Faults::kAll;
-  bool net = opt_.faults == Faults::kNet || opt_.faults == Faults::kAll;
+// ---------------------------------------------------------------- the run
+
+void World::schedule_faults() {
+  bool all = opt_.faults == Faults::kAll;
+  bool crashes = opt_.faults == Faults::kCrash || all;
+  bool net = opt_.faults == Faults::kNet || all;
+  int n = opt_.agents;
   net_faults_ = net;
-  int n = static_cast<int>(agents_.size());
-  for (int i = 0; i < n; ++i) {
-    agents_[i].core = std::make_unique<Core>(agents_[i].config, promises::RestoredState{}, 0);
-  }
-  for (int i = 0; i < n; ++i) {
-    apply(i, agents_[i].core->start());
-    Ev t{EvType::kTick};
-    t.agent = i;
-    schedule(static_cast<std::int64_t>(rnd(kTickMs)), t);
-  }
-  // Seed peers: everyone dials agents 0 and 1; the rest is learned from adverts (the
-  // fake fabric connects every pair, as a daemon dialing every advertised peer would).
-  for (int i = 0; i < n; ++i) {
-    for (int j = i + 1; j < n; ++j) connect_pair(i, j);
-  }
-  for (int i = 0; i < n; ++i) snapshot_sources(i);
-  if (rnd(3) == 0) schedule(300 + static_cast<std::int64_t>(rnd(2000)), Ev{EvType::kSourceUpdate});
   if (net) {
     int parts = static_cast<int>(rnd(3));
     for (int k = 0; k < parts; ++k) {
@@ -796,14 +692,53 @@ SimResult World::run() {
       schedule(500 + static_cast<std::int64_t>(rnd(kFaultWindowMs - 1000)), l);
     }
   }
+  if (all) {
+    // Host faults, each in some seeds: a disk that fills up for a while (the agent
+    // stops and is restarted), a worker that is slow or whose queue is full, spawns
+    // that fail.
+    if (rnd(4) == 0) {
+      Ev f{EvType::kDiskFull};
+      f.agent = static_cast<int>(rnd(n));
+      std::int64_t at = 200 + static_cast<std::int64_t>(rnd(kFaultWindowMs - 1200));
+      schedule(at, f);
+      Ev ok{EvType::kDiskOk};
+      ok.agent = f.agent;
+      schedule(at + 100 + static_cast<std::int64_t>(rnd(800)), ok);
+    }
+    slow_disk_ = rnd(5) == 0;
+    squeeze_worker_ = rnd(4) == 0;
+    spawn_faults_ = rnd(4) == 0;
+  }
+  if (opt_.squeeze_worker) squeeze_worker_ = true;
   for (int k = 0; k < 3; ++k) {
     schedule(static_cast<std::int64_t>(rnd(kFaultWindowMs)), Ev{EvType::kForge});
   }
+}
+
+SimResult World::run() {
+  trace_.update_field("vow-sim-trace-v2");
+  make_pipeline();
+  make_hosts();
+  int n = opt_.agents;
+  schedule_faults();
+  std::string faults;
+  if (slow_disk_) faults += " slow-disk";
+  if (squeeze_worker_) faults += " worker-full";
+  if (spawn_faults_) faults += " spawn-fails";
+  trace("faults:" + faults);
+  for (int i = 0; i < n; ++i) {
+    boot(i, promises::RestoredState{}, {});
+    Ev t{EvType::kTick};
+    t.agent = i;
+    schedule(static_cast<std::int64_t>(rnd(kTickMs)), t);
+  }
+  if (rnd(3) == 0) schedule(300 + static_cast<std::int64_t>(rnd(2000)), Ev{EvType::kSourceUpdate});
   // Run the fault window, then heal everything and run until quiet or the bound.
   heal_ms_ = kFaultWindowMs;
   const promises::Timing timing;
-  std::int64_t bound_ms =
-      heal_ms_ + 20 * timing.dead_after_ms + static_cast<std::int64_t>(opt_.stages) * 1'500;
+  std::int64_t bound_ms = heal_ms_ + 20 * timing.dead_after_ms +
+                          static_cast<std::int64_t>(opt_.stages) * 1'500 +
+                          static_cast<std::int64_t>(opt_.shards) * 100;
   bool healed = false;
   std::int64_t next_quiet_check = heal_ms_;
   while (!queue_.empty()) {
@@ -812,8 +747,11 @@ SimResult World::run() {
       healed = true;
       now_ = heal_ms_;
       net_faults_ = false;
-      Ev h{EvType::kHeal};
-      step(h);
+      slow_disk_ = false;
+      spawn_faults_ = false;
+      squeeze_worker_ = opt_.squeeze_worker;
+      disk_full_.clear();
+      step(Ev{EvType::kHeal});
       for (int i = 0; i < n; ++i) restart(i, false);
       continue;
     }
@@ -838,8 +776,6 @@ SimResult World::run() {
   result_.trace_hash = trace_.finish();
   return result_;
 }
-
-}  // namespace
 
 SimResult run_seed(const SimOptions& options) {
   World w(options);

@@ -1,9 +1,12 @@
-// The deterministic simulator of the coordination core (DESIGN.md section 8): N cores
-// over a seeded fake network that drops, duplicates, delays, reorders and partitions;
-// agents that crash and restart keeping only what they persisted; fake jobs with
-// seeded durations, deterministic or not, that may fail; pipelines generated from the
-// seed; forged statements the shell must drop. Invariants are checked during the run
-// and at the end of each seed (see docs/coordination.md, "Simulator").
+// The deterministic simulator (docs/coordination.md, "Simulator"): N real agents
+// (agent/agent.h, the object vowd runs) over simulated effects (world.h): a seeded
+// network that drops, duplicates, delays, reorders and partitions; agents that crash
+// and restart keeping only what they persisted, whose processes may outlive them; a
+// disk that fills up; a worker whose queue fills and whose work is slow; spawns that
+// fail and processes that take their time to die; jobs with seeded durations,
+// deterministic or not, that may fail; pipelines generated from the seed; forged
+// statements that must be dropped. Invariants are checked during the run and at the
+// end of each seed.
 //
 // Single-threaded; all randomness comes from one std::mt19937_64 seeded per run, so a
 // seed replays byte for byte.
@@ -25,6 +28,10 @@ struct SimOptions {
   int stages = 5;  // stages in the generated pipeline (--jobs)
   Faults faults = Faults::kAll;
   bool verbose = false;  // print the event trace
+  int shards = 0;        // > 0: the source has this many entries (a fan-out that wide)
+  // Faults forced on for the whole run (else drawn from the seed with faults = all).
+  bool squeeze_worker = false;  // the worker's queue holds one task
+  bool slow_kills = false;      // every killed process takes 0.2-1.5 s to die
 };
 
 struct SimResult {
@@ -35,6 +42,11 @@ struct SimResult {
   std::int64_t sim_end_ms = 0;
   std::uint64_t deliveries = 0;
   std::uint64_t jobs_done = 0;
+  std::uint64_t worker_refusals = 0;    // submits the worker refused (queue full)
+  std::uint64_t worker_backlogged = 0;  // tasks agents kept until the worker had room
+  std::uint64_t slow_kills = 0;         // kills that took 0.2 s or more
+  std::uint64_t adoptions = 0;          // processes taken over after a restart
+  std::uint64_t agent_failures = 0;     // agents that stopped (disk full) and were restarted
 };
 
 SimResult run_seed(const SimOptions& options);

@@ -1,0 +1,271 @@
+// The simulated world the real agents run in (sim.h): one event queue and clock, and
+// per host the effects an Agent (agent/agent.h) is given, simulated: a network that
+// drops, duplicates, delays and partitions; a disk that can fill up; a worker whose
+// queue can fill and whose work can be slow; a process table whose spawns can fail and
+// whose processes can take their time to die and outlive the agent that started them.
+//
+// What survives an agent's crash lives in Host (its disk, store and processes); what
+// dies with it is the Agent and the transfers and worker tasks of its incarnation.
+// Private to tests/sim. Single-threaded.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/agent.h"
+#include "agent/effects.h"
+#include "promises/core.h"
+#include "tests/sim/sim.h"
+
+namespace vow::sim {
+
+class World;
+
+class SimClock final : public agent::Clock {
+ public:
+  explicit SimClock(const World* w) : w_(w) {}
+  std::int64_t now_ms() const override;
+  std::int64_t wall_ms() const override;
+
+ private:
+  const World* w_;
+};
+
+class SimNetwork final : public agent::Network {
+ public:
+  SimNetwork(World* w, int i) : w_(w), i_(i) {}
+  void send(const AgentKey& to, const promises::Message& message) override;
+  void broadcast(const promises::Message& message) override;
+  void connect(const AgentKey& peer, const std::vector<std::string>& endpoints) override;
+  Result<std::uint64_t> fetch(const AgentKey& from, const Digest& digest) override;
+  void cancel_fetch(std::uint64_t id) override;
+
+ private:
+  World* w_;
+  int i_;
+};
+
+class SimDisk final : public agent::StateStore {
+ public:
+  SimDisk(World* w, int i) : w_(w), i_(i) {}
+  Status persist(const std::vector<Statement>& statements) override;
+  Status put_running_job(const store::RunningJob& row) override;
+  Status remove_running_job(const Digest& job) override;
+
+ private:
+  World* w_;
+  int i_;
+};
+
+class SimWorker final : public agent::Worker {
+ public:
+  SimWorker(World* w, int i) : w_(w), i_(i) {}
+  Status submit(Task task) override;
+
+ private:
+  World* w_;
+  int i_;
+};
+
+class SimExecutor final : public agent::Executor {
+ public:
+  SimExecutor(World* w, int i) : w_(w), i_(i) {}
+  Status create_work_dir(const promises::StartJob& start) override;
+  Status materialize_inputs(const promises::StartJob& start) override;
+  Result<std::int64_t> spawn(const promises::StartJob& start) override;
+  void kill(const Digest& job) override;
+  agent::Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;
+  void discard_leftover(const store::RunningJob& row) override;
+  promises::JobOutcome collect(const promises::StartJob& start, const agent::ProcessExit& exit,
+                               const std::string& error) override;
+  void remove_work_dir(const promises::StartJob& start) override;
+  std::string work_dir(const promises::StartJob& start) const override;
+
+ private:
+  World* w_;
+  int i_;
+};
+
+class SimSink final : public agent::ArtifactSink {
+ public:
+  SimSink(World* w, int i) : w_(w), i_(i) {}
+  Result<agent::Received> store_received(const Digest& digest,
+                                         std::optional<bool> is_tree) override;
+  Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) override;
+
+ private:
+  World* w_;
+  int i_;
+};
+
+// A job's process: it outlives the agent that started it unless it dies with it.
+struct Proc {
+  Digest job;
+  std::uint32_t epoch = 0;
+  std::uint64_t token = 0;  // its "pid"
+  bool exited = false;
+  agent::ProcessExit exit;
+  bool killed = false;
+  bool watched = true;  // an agent incarnation waits for its exit
+};
+
+// One simulated machine.
+struct Host {
+  int index = 0;
+  AgentKey key;
+  promises::CoreConfig config;
+  bool provides_sources = false;
+  // Survives a crash: the disk (statements, sequence, running-job table), the artifact
+  // store, bytes received, processes.
+  std::vector<Statement> persisted;
+  std::uint64_t persisted_seq = 0;
+  std::map<Digest, store::RunningJob> running_table;
+  std::set<Digest> store;
+  std::set<Digest> incoming;
+  std::map<Digest, Proc> procs;
+  // Dies with the agent.
+  std::unique_ptr<agent::Agent> agent;
+  bool up = false;
+  std::uint64_t incarnation = 0;
+  std::set<AgentKey> greeted;
+  int worker_pending = 0;
+  std::int64_t worker_free_at = 0;  // tasks run one after another
+  int transfers = 0;
+  std::map<std::uint64_t, bool> cancelled;  // transfer -> cancelled
+  // Effects.
+  std::unique_ptr<SimNetwork> net;
+  std::unique_ptr<SimDisk> disk;
+  std::unique_ptr<SimWorker> worker;
+  std::unique_ptr<SimExecutor> exec;
+  std::unique_ptr<SimSink> sink;
+};
+
+enum class EvType {
+  kDeliver,
+  kConnected,
+  kTick,
+  kFetchDone,
+  kWorkerDone,
+  kProcExit,
+  kCrash,
+  kRestart,
+  kPartition,
+  kHeal,
+  kSourceUpdate,
+  kLose,
+  kForge,
+  kDiskFull,
+  kDiskOk,
+};
+
+struct Ev {
+  explicit Ev(EvType t) : type(t) {}
+  EvType type;
+  int agent = -1;
+  int from = -1;
+  std::shared_ptr<const promises::Message> message;
+  Digest id;  // job or artifact
+  std::uint64_t incarnation = 0;
+  std::uint64_t token = 0;  // process token or transfer id
+  agent::Worker::Task task;
+  bool wipe = false;
+};
+
+class World {
+ public:
+  explicit World(const SimOptions& o);
+  SimResult run();
+
+  // ---- for the effects (sim_effects.cc) ----
+  std::int64_t now() const { return now_; }
+  std::int64_t wall() const;
+  Host& host(int i) { return hosts_[static_cast<std::size_t>(i)]; }
+  int index_of(const AgentKey& key) const;
+  std::uint64_t rnd(std::uint64_t n) { return n == 0 ? 0 : rng_() % n; }
+  bool chance(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
+  void schedule(std::int64_t at, Ev ev) { queue_.emplace(std::make_pair(at, next_id_++), ev); }
+  void trace(const std::string& line);
+  void fail(const std::string& what);
+  void send(int from, int to, const std::shared_ptr<const promises::Message>& m);
+  void connect_pair(int a, int b);
+  std::uint64_t next_token() { return next_token_++; }
+  const SimOptions& options() const { return opt_; }
+  SimResult& result() { return result_; }
+  const ArtifactRef* ref(const Digest& d) const;
+  void add_ref(const ArtifactRef& r) { refs_[r.digest] = r; }
+  void add_to_store(Host& h, const Digest& d);
+  bool disk_full(int i) const { return disk_full_.count(i) != 0; }
+  bool worker_squeezed() const { return squeeze_worker_; }
+  bool slow_disk() const { return slow_disk_; }
+  bool spawn_faults() const { return spawn_faults_; }
+  // Claims of crashed agents: job -> (crash time, agent), for failover figures.
+  std::map<Digest, std::pair<std::int64_t, int>>& crashed_claims() { return crashed_claims_; }
+  std::set<Digest>& claim_recorded() { return claim_recorded_; }
+
+ private:
+  // ---- setup ----
+  void make_pipeline();
+  void make_hosts();
+  ArtifactRef src_ref() const;
+  ArtifactRef cfg_ref() const;
+  void schedule_faults();
+
+  // ---- events ----
+  void step(const Ev& ev);
+  void deliver(const Ev& ev);
+  void proc_exit(const Ev& ev);
+  void crash(int i);
+  void restart(int i, bool wipe);
+  void boot(int i, promises::RestoredState restored, std::vector<store::RunningJob> recovered);
+  void snapshot_sources(int i);
+  void forge();
+  void after_input(int i);
+
+  // ---- invariants ----
+  bool quiet();
+  void check_end();
+
+  SimOptions opt_;
+  std::mt19937_64 rng_;
+  std::map<std::pair<std::int64_t, std::uint64_t>, Ev> queue_;
+  std::uint64_t next_id_ = 0;
+  std::int64_t now_ = 0;
+  Hasher trace_;
+  SimResult result_;
+  SimClock clock_;
+  std::shared_ptr<spdlog::logger> log_;
+
+  promises::Pipeline pipeline_;
+  std::vector<Host> hosts_;
+  std::vector<int> side_;
+  std::map<Digest, ArtifactRef> refs_;  // every artifact made: for tree entries
+  int src_version_ = 0;
+  int src_entries_ = 1;
+  bool net_faults_ = false;
+  bool has_nondet_ = false;
+  bool squeeze_worker_ = false;
+  bool slow_disk_ = false;
+  bool spawn_faults_ = false;
+  std::set<int> disk_full_;
+  std::uint64_t next_token_ = 1;
+  std::vector<std::pair<AgentKey, std::uint64_t>> forged_;
+  std::map<Digest, std::pair<std::int64_t, int>> crashed_claims_;
+  std::set<Digest> claim_recorded_;
+  std::int64_t heal_ms_ = 0;
+};
+
+// The simulator's signature: a keyed hash of the statement's wire encoding under a key
+// derived from its author (Ed25519 itself is exercised by transport/ and the real
+// meshes; here what matters is that the agent persists and relays signed forms and
+// that a statement whose signature does not check is dropped before the agent).
+SignedForm sim_sign(const Statement& st);
+bool sim_verify(const Statement& st);
+
+}  // namespace vow::sim
