@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     if (replay_every > 0 && (seed || s % static_cast<std::uint64_t>(replay_every) == 0)) {
       auto again = vow::sim::run_seed(opt);
       if (again.trace_hash != r.trace_hash) {
-        r.failures.push_back("replaying the seed gave a different trace (invariant 7)");
+        r.failures.push_back("replaying the seed gave a different trace (invariant 8)");
       }
     }
     failover.insert(failover.end(), r.failover_ms.begin(), r.failover_ms.end());
