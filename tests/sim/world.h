@@ -28,6 +28,8 @@ namespace vow::sim {
 
 class World;
 
+inline constexpr std::int64_t kFaultWindowMs = 2'500;  // faults happen in [0, this)
+
 class SimClock final : public agent::Clock {
  public:
   explicit SimClock(const World* w) : w_(w) {}
