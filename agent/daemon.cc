@@ -502,6 +502,8 @@ void Daemon::Impl::act(promises::Action& action) {
           fetch_artifact(a.digest, a.holders, true);
         } else if constexpr (std::is_same_v<T, promises::Connect>) {
           if (!a.endpoints.empty()) connect_peer(a.peer, a.endpoints.front());
+        } else if constexpr (std::is_same_v<T, promises::PeerDeclaredDead>) {
+          abandon_fetches_from(a.peer);
         }
       },
       action);
@@ -684,10 +686,6 @@ int Daemon::Impl::loop() {
   }
   carry_out(core->tick(now_ms(), wall_ms()));  // own statements carry a wall time
   carry_out(core->start());
-  // Jobs left running (or finished) while this agent was down stay adoptable until the
-  // core has decided: it resumes a standing claim once synced with a peer, or after
-  // dead_after without one. What it has not resumed by then is killed and dropped.
-  drop_recovered_at_ms = now_ms() + 2 * config.timing.dead_after_ms + 1000;
   start_sources();
   log->info("listening on {}; control at {}", transport->endpoint(), control_endpoint);
 
@@ -726,10 +724,9 @@ int Daemon::Impl::loop() {
     for (auto& in : inbound) handle_inbound(in);
     for (const auto& o : transport->take_fetch_outcomes()) on_fetch_outcome(o);
     if (!fetch_queue.empty()) start_queued_fetches();
-    cancel_fetches_from_dead_peers(now);
     serve_control();
     check_jobs();
-    if (!recovered.empty() && now >= drop_recovered_at_ms) drop_unclaimed_recovered();
+    report_stopped_runs();
     poll_sources();
     rotate_seeds();
     transport->tick(now);

@@ -187,25 +187,21 @@ void Daemon::Impl::start_queued_fetches() {
 
 // A fetch from a peer the core has declared dead would wait for the stream's idle
 // timeout (5 s) before trying another holder; a job waiting for that input (often the
-// one being failed over) would wait as long. Cancel it: its outcome moves the fetch on.
-void Daemon::Impl::cancel_fetches_from_dead_peers(std::int64_t now) {
-  if (fetch_by_stream.empty() || now < next_dead_fetch_check_ms) return;
-  next_dead_fetch_check_ms = now + kDeadFetchCheckMs;
-  std::set<AgentKey> dead;
-  for (const auto& p : core->peers()) {
-    if (p.liveness == promises::Liveness::kDead) dead.insert(p.key);
-  }
-  if (dead.empty()) return;
+// one being failed over) would wait as long. Cancel it (its outcome moves the fetch on)
+// and strike the peer from the holders not tried yet.
+void Daemon::Impl::abandon_fetches_from(const AgentKey& peer) {
   std::vector<std::uint64_t> cancel;
-  for (const auto& [sid, digest] : fetch_by_stream) {
-    auto it = fetches.find(digest);
-    if (it == fetches.end() || it->second.holder == 0) continue;
-    const AgentKey& from = it->second.holders[it->second.holder - 1];
-    if (dead.count(from)) {
-      log->info("fetch of {} from {}: the peer is dead, trying another holder", digest.short_hex(),
-                transport::agent_id(from).substr(0, 12));
-      cancel.push_back(sid);
+  for (auto& [digest, f] : fetches) {
+    if (f.holder < f.holders.size()) {
+      f.holders.erase(std::remove(f.holders.begin() + static_cast<std::ptrdiff_t>(f.holder),
+                                  f.holders.end(), peer),
+                      f.holders.end());
     }
+    if (f.stream_id == 0 || f.holder == 0 || f.holders[f.holder - 1] != peer) continue;
+    if (!fetch_by_stream.count(f.stream_id)) continue;
+    log->info("fetch of {} from {}: the peer is dead, trying another holder", digest.short_hex(),
+              transport::agent_id(peer).substr(0, 12));
+    cancel.push_back(f.stream_id);
   }
   for (auto sid : cancel) transport->cancel_fetch(sid);
 }

@@ -41,8 +41,7 @@ inline constexpr std::int64_t kKillGraceMs = 2'000;   // SIGTERM, then SIGKILL
 inline constexpr std::size_t kMaxStash = 100'000;     // signed statements awaiting persist
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
-inline constexpr std::int64_t kHttpRefreshMs = 500;     // /metrics and /api/status snapshots
-inline constexpr std::int64_t kDeadFetchCheckMs = 50;  // fetches from dead peers: look this often
+inline constexpr std::int64_t kHttpRefreshMs = 500;  // /metrics and /api/status snapshots
 
 // What the background thread owns: the artifact store and its own ledger connection.
 struct Worker {
@@ -118,12 +117,12 @@ struct Daemon::Impl {
   std::map<Digest, bool> is_tree;
 
   std::map<Digest, Job> jobs;
-  // A job's start at a new epoch that came while its earlier epoch was still being
-  // stopped here (fenced, then claimed again): carried out once that one is gone.
-  std::map<Digest, promises::StartJob> deferred_starts;
-  // Rows of the running-job table found at start, until the core restarts or drops them.
+  // Rows of the running-job table found at start (what adopting their process needs),
+  // until the core resumes (StartJob) or kills (KillJob) each of them.
   std::map<Digest, store::RunningJob> recovered;
-  std::int64_t drop_recovered_at_ms = 0;  // then drop what the core did not resume
+  // Killed runs now gone, to report to the core (job_stopped) from the loop, not from
+  // inside the carrying out of another output. At most one entry per killed run.
+  std::vector<std::pair<Digest, std::uint32_t>> stopped_runs;
   std::map<Digest, Fetch> fetches;
   std::map<std::uint64_t, Digest> fetch_by_stream;
   // Fetches waiting for one of the transport's max_receiving places (each digest at
@@ -176,11 +175,10 @@ struct Daemon::Impl {
   // ---- daemon_jobs.cc ----
   void start_job(promises::StartJob start);
   void kill_job(const promises::KillJob& kill);
-  void start_deferred(const Digest& job);
+  void report_stopped_runs();
   void check_jobs();
   void job_finished(const Digest& job, ExitStatus status);
   std::vector<promises::RunningJob> recover_running_jobs(const std::vector<Statement>& statements);
-  void drop_unclaimed_recovered();
   void spawn_job(const Digest& id);
   void finish_job(const Digest& id, promises::JobOutcome outcome);
 
@@ -188,8 +186,7 @@ struct Daemon::Impl {
   void fetch_artifact(const Digest& digest, std::vector<AgentKey> holders, bool replicate,
                       bool for_core = true);
   void start_queued_fetches();
-  void cancel_fetches_from_dead_peers(std::int64_t now);
-  std::int64_t next_dead_fetch_check_ms = 0;
+  void abandon_fetches_from(const AgentKey& peer);
   void fetch_next_holder(Fetch& f, const Status& why);
   void on_fetch_outcome(const transport::FetchOutcome& outcome);
   void fetch_stored(const Digest& digest, const Status& status);

@@ -35,51 +35,31 @@ std::vector<promises::RunningJob> Daemon::Impl::recover_running_jobs(
     return out;
   }
   for (const auto& row : *rows) {
-    // The job's reference comes from our own claim of it.
-    const Claim* claim = nullptr;
+    // The job's reference comes from our own claim of it. The core decides every row
+    // (resumed: StartJob; else KillJob), a row without a claim too.
+    promises::RunningJob r;
+    r.job.job = row.job;
+    r.epoch = row.epoch;
     for (const auto& st : statements) {
       if (st.author != identity->key()) continue;
       const auto* c = std::get_if<Claim>(&st.body);
-      if (c && c->job.job == row.job && c->epoch == row.epoch) claim = c;
-    }
-    if (!claim) {
-      (void)ledger->remove_running_job(row.job);
-      continue;
+      if (c && c->job.job == row.job && c->epoch == row.epoch) r.job = c->job;
     }
     recovered[row.job] = row;
-    out.push_back({claim->job, row.epoch});
+    out.push_back(std::move(r));
   }
   return out;
-}
-
-void Daemon::Impl::drop_unclaimed_recovered() {
-  // The core did not restart these (a higher epoch or a result exists): never leave
-  // them running twice.
-  for (const auto& [id, row] : recovered) {
-    std::string status_path = row.work_dir + "/status";
-    auto proc = JobProcess::adopt(static_cast<pid_t>(row.pid), status_path);
-    if (proc.is_ok()) {
-      proc->kill_group(SIGKILL);
-      log->info("job {} left from before the restart was not resumed: killed", id.short_hex());
-    }
-    (void)ledger->remove_running_job(id);
-    remove_work_dir(row.work_dir);
-  }
-  recovered.clear();
 }
 
 void Daemon::Impl::start_job(promises::StartJob start) {
   Digest id = start.job.job;
   if (auto it = jobs.find(id); it != jobs.end()) {
-    // An earlier epoch of it is still being stopped (fenced, then claimed again): start
-    // this one once that one is gone. Dropping it would leave our claim standing with
-    // nothing running, and nobody else would ever take the job over.
-    if (it->second.killed && it->second.start.epoch != start.epoch) {
-      log->info("job {} epoch {}: starts once epoch {} has stopped", id.short_hex(), start.epoch,
-                it->second.start.epoch);
-      deferred_starts[id] = std::move(start);
+    // The core starts no epoch of a job before the one it killed is reported stopped.
+    if (it->second.start.epoch != start.epoch) {
+      log->warn("job {} epoch {}: start ignored, epoch {} is still here", id.short_hex(),
+                start.epoch, it->second.start.epoch);
     }
-    return;  // else already running here
+    return;
   }
   Job job;
   job.layout = job_layout(state_dir, id, start.epoch);
@@ -162,8 +142,8 @@ void Daemon::Impl::start_job(promises::StartJob start) {
       if (it == jobs.end()) return;
       if (it->second.killed) {
         remove_work_dir(it->second.layout.work_dir);
+        stopped_runs.emplace_back(id, it->second.start.epoch);
         jobs.erase(it);
-        start_deferred(id);
         return;
       }
       if (!s.is_ok()) {
@@ -231,38 +211,49 @@ void Daemon::Impl::spawn_job(const Digest& id) {
 }
 
 void Daemon::Impl::kill_job(const promises::KillJob& kill) {
-  if (auto d = deferred_starts.find(kill.job);
-      d != deferred_starts.end() && d->second.epoch == kill.epoch) {
-    deferred_starts.erase(d);
-    log->info("job {} epoch {} stopped before it started: {}", kill.job.short_hex(), kill.epoch,
-              kill.reason);
-    return;
-  }
   if (auto r = recovered.find(kill.job); r != recovered.end() && r->second.epoch == kill.epoch) {
-    // Left running by the previous vowd and not resumable: stop it now.
-    auto proc = JobProcess::adopt(static_cast<pid_t>(r->second.pid), r->second.work_dir + "/status");
-    if (proc.is_ok()) proc->kill_group(SIGKILL);
-    log->info("job {} left from before the restart stopped: {}", kill.job.short_hex(), kill.reason);
-    (void)ledger->remove_running_job(kill.job);
-    remove_work_dir(r->second.work_dir);
+    // Left running by the previous vowd and not resumable: stop it now; it is reported
+    // stopped once reaped (check_jobs), or at once if it is gone already.
+    store::RunningJob row = r->second;
     recovered.erase(r);
+    log->info("job {} left from before the restart stopped: {}", kill.job.short_hex(), kill.reason);
+    auto proc = JobProcess::adopt(static_cast<pid_t>(row.pid), row.work_dir + "/status");
+    if (proc.is_ok() && !jobs.count(kill.job)) {
+      proc->kill_group(SIGKILL);
+      Job job;
+      job.start.job.job = kill.job;
+      job.start.epoch = kill.epoch;
+      job.layout = job_layout(state_dir, kill.job, kill.epoch);
+      job.layout.work_dir = row.work_dir;
+      job.process = std::move(proc).value();
+      job.killed = true;
+      jobs.emplace(kill.job, std::move(job));
+      return;
+    }
+    if (proc.is_ok()) proc->kill_group(SIGKILL);
+    (void)ledger->remove_running_job(kill.job);
+    remove_work_dir(row.work_dir);
+    stopped_runs.emplace_back(kill.job, kill.epoch);
     return;
   }
   auto it = jobs.find(kill.job);
-  if (it == jobs.end()) return;
+  if (it == jobs.end() || it->second.start.epoch != kill.epoch) {
+    stopped_runs.emplace_back(kill.job, kill.epoch);  // no process of that run here
+    return;
+  }
   Job& job = it->second;
-  if (job.start.epoch != kill.epoch) return;
+  if (job.killed) return;  // reported once gone
   job.killed = true;
   log->info("job {} stopped: {}", kill.job.short_hex(), kill.reason);
+  // Without a process yet (inputs being materialized) or any more (outputs being
+  // imported), the background work's end reports it.
   if (job.process) job.process->kill_group(SIGKILL);
 }
 
-void Daemon::Impl::start_deferred(const Digest& id) {
-  auto d = deferred_starts.find(id);
-  if (d == deferred_starts.end()) return;
-  promises::StartJob start = std::move(d->second);
-  deferred_starts.erase(d);
-  start_job(std::move(start));
+void Daemon::Impl::report_stopped_runs() {
+  std::vector<std::pair<Digest, std::uint32_t>> gone;
+  gone.swap(stopped_runs);
+  for (const auto& [id, epoch] : gone) carry_out(core->job_stopped(id, epoch));
 }
 
 void Daemon::Impl::check_jobs() {
@@ -290,8 +281,8 @@ void Daemon::Impl::job_finished(const Digest& id, ExitStatus status) {
   if (job.killed) {
     (void)ledger->remove_running_job(id);
     remove_work_dir(job.layout.work_dir);
+    stopped_runs.emplace_back(id, job.start.epoch);
     jobs.erase(it);
-    start_deferred(id);
     return;
   }
   bool timed_out = job.timed_out;
@@ -364,7 +355,7 @@ void Daemon::Impl::finish_job(const Digest& id, promises::JobOutcome outcome) {
   (void)ledger->remove_running_job(id);
   if (job.killed) {
     remove_work_dir(job.layout.work_dir);
-    start_deferred(id);
+    stopped_runs.emplace_back(id, job.start.epoch);
     return;
   }
   if (outcome.ok) {

@@ -169,9 +169,13 @@ bool Core::Impl::any_standing_claim(const Digest& job) const {
                      [&](const Statement* st) { return claim_standing(job, *st); });
 }
 
+// Places of a stage taken here: runs, restored rows not yet decided, and runs being
+// stopped (their process may still be alive).
 int Core::Impl::running_of_stage(const Digest& stage_digest) const {
   int n = 0;
   for (const auto& [job, run] : running) n += run.ref.stage_digest == stage_digest ? 1 : 0;
+  for (const auto& [job, row] : restored) n += row.job.stage_digest == stage_digest ? 1 : 0;
+  for (const auto& [job, row] : stopping) n += row.job.stage_digest == stage_digest ? 1 : 0;
   return n;
 }
 
@@ -187,12 +191,49 @@ void Core::Impl::stop(const Digest& job, const std::string& reason, bool release
   if (it == running.end()) return;
   Run run = std::move(it->second);
   running.erase(it);
-  if (run.executing) out.actions.push_back(KillJob{job, run.epoch, reason});
+  // A run that never started has no process, unless it was resumed from a restored row.
+  if (run.executing || run.restored) kill(run.ref, run.epoch, reason);
   event(EventKind::kFenced, EventLevel::kInfo,
         "stopped job " + job.short_hex() + " epoch " + std::to_string(run.epoch) + ": " + reason);
   if (release && open_claims.count({job, run.epoch})) {
     publish(Release{run.ref, run.epoch, reason});
   }
+}
+
+void Core::Impl::kill(const JobRef& ref, std::uint32_t epoch, const std::string& reason) {
+  auto [it, inserted] = stopping.try_emplace(ref.job, RunningJob{ref, epoch, /*stopping=*/true});
+  VOW_ASSERT(inserted, "job %s: epoch %u killed while epoch %u is still stopping",
+             ref.job.short_hex().c_str(), epoch, it->second.epoch);
+  out.actions.push_back(KillJob{ref.job, epoch, reason});
+}
+
+bool Core::Impl::stopped(const Digest& job, std::uint32_t epoch) {
+  auto it = stopping.find(job);
+  if (it == stopping.end() || it->second.epoch != epoch) return false;
+  stopping.erase(it);
+  return true;
+}
+
+void Core::Impl::drop_restored(const Digest& job, const std::string& reason) {
+  auto it = restored.find(job);
+  if (it == restored.end()) return;
+  RunningJob row = std::move(it->second);
+  restored.erase(it);
+  kill(row.job, row.epoch, "not resumable after restart: " + reason);
+  event(EventKind::kFenced, EventLevel::kInfo,
+        "job " + job.short_hex() + " epoch " + std::to_string(row.epoch) +
+            " left from before the restart not resumed: " + reason);
+  if (open_claims.count({job, row.epoch})) publish(Release{row.job, row.epoch, "not resumed"});
+}
+
+// Restored rows whose claim closed since (a result or release of it arrived, such as our
+// own statements relayed back after the restart lost them): nothing to resume.
+void Core::Impl::reconcile_restored() {
+  std::vector<Digest> closed;
+  for (const auto& [job, row] : restored) {
+    if (!open_claims.count({job, row.epoch})) closed.push_back(job);
+  }
+  for (const auto& job : closed) drop_restored(job, "its claim is closed");
 }
 
 // Fencing of the jobs we run: a higher epoch, any successful result (or a failure at
@@ -254,7 +295,9 @@ void Core::Impl::reconcile_tie_breaks() {
 }
 
 // Own claims not being run (after a restart, or ones we stopped without a release):
-// resume the ones that still stand, release the others.
+// resume the ones that still stand, release the others. A claim with a restored row
+// (the shell may still have its process) is decided only once synced: the row is then
+// resumed or killed; without a sync within kRestoreSyncWindowMs it is killed.
 void Core::Impl::reconcile_open_claims() {
   std::vector<std::pair<Digest, std::uint32_t>> open(open_claims.begin(), open_claims.end());
   for (const auto& [job, epoch] : open) {
@@ -262,36 +305,56 @@ void Core::Impl::reconcile_open_claims() {
     if (r != running.end() && r->second.epoch == epoch) continue;
     const JobStatements* js = ledger.job(job);
     const Statement* mine = nullptr;
-    bool stands = true;
+    std::string why;
     Digest my_score = rendezvous_score(job, config.key);
     for (const Statement* st : js->claims) {
       const auto& c = std::get<Claim>(st->body);
       if (st->author == config.key && c.epoch == epoch) mine = st;
-      if (c.epoch > epoch) stands = false;
+      if (c.epoch > epoch) why = "a higher epoch exists";
       if (st->author != config.key && c.epoch == epoch &&
           rendezvous_score(job, st->author) > my_score) {
-        stands = false;
+        why = "lost the tie-break";
       }
     }
     for (const Statement* st : js->results) {
       const auto& res = std::get<JobResult>(st->body);
-      if (res.ok || res.epoch >= epoch) stands = false;
+      if (res.ok || res.epoch >= epoch) why = res.ok ? "a result exists" : "another attempt failed";
     }
     const PlannedJob* planned = plan->find(job);
-    if (planned == nullptr || r != running.end()) stands = false;
+    if (planned == nullptr) why = "superseded";
+    if (r != running.end()) why = "running at epoch " + std::to_string(r->second.epoch);
+    if (withdrawn) why = "withdrawn";
     VOW_ASSERT(mine != nullptr, "open claim without its statement");
-    if (stands && !(synced || now_ms - started_ms >= config.timing.dead_after_ms)) continue;
-    if (stands && !withdrawn) {
-      Run run;
-      run.ref = std::get<Claim>(mine->body).job;
-      run.epoch = epoch;
-      running[job] = std::move(run);
-      event(EventKind::kClaimed, EventLevel::kInfo,
-            "resumed job " + job.short_hex() + " epoch " + std::to_string(epoch));
-      progress_fetches(running[job], *planned);
-    } else {
-      publish(Release{std::get<Claim>(mine->body).job, epoch, "not resumed"});
+    auto row = restored.find(job);
+    bool has_row = row != restored.end() && row->second.epoch == epoch;
+    if (has_row && !synced && why.empty()) {
+      if (now_ms - started_ms < kRestoreSyncWindowMs) {
+        wake_at(started_ms + kRestoreSyncWindowMs);
+        continue;
+      }
+      why = "no sync within " + std::to_string(kRestoreSyncWindowMs) + " ms of the start";
     }
+    bool stands = why.empty();
+    if (!has_row && stands && !(synced || now_ms - started_ms >= config.timing.dead_after_ms)) {
+      continue;
+    }
+    if (!stands) {
+      if (has_row) {
+        drop_restored(job, why);
+      } else {
+        publish(Release{std::get<Claim>(mine->body).job, epoch, "not resumed"});
+      }
+      continue;
+    }
+    if (has_row) restored.erase(row);
+    Run run;
+    run.ref = std::get<Claim>(mine->body).job;
+    run.epoch = epoch;
+    run.restored = has_row;
+    running[job] = std::move(run);
+    event(EventKind::kClaimed, EventLevel::kInfo,
+          "resumed job " + job.short_hex() + " epoch " + std::to_string(epoch));
+    progress_fetches(running[job], *planned);
   }
 }
 
@@ -342,7 +405,7 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
   if (cap == capacity_by_stage.end() || running_of_stage(job.ref.stage_digest) >= cap->second) {
     return;
   }
-  if (running.count(id)) return;
+  if (running.count(id) || restored.count(id)) return;
   // Effective rank: better-ranked candidates that are live and not full.
   int effective_rank = 0;
   for (const AgentKey& a : ranking(id, job.ref.stage_digest)) {
@@ -374,6 +437,11 @@ void Core::Impl::claim(const PlannedJob& job, bool regenerate) {
             (job.ref.shard.empty() ? "" : "[" + job.ref.shard + "]") + ") epoch " +
             std::to_string(epoch));
   local[id].claimable_since_ms = -1;
+  if (auto old = stopping.find(id); old != stopping.end()) {
+    event(EventKind::kClaimed, EventLevel::kInfo,
+          "job " + id.short_hex() + " epoch " + std::to_string(epoch) + " starts once epoch " +
+              std::to_string(old->second.epoch) + " has stopped");
+  }
   progress_fetches(running[id], job);
 }
 
@@ -405,6 +473,8 @@ void Core::Impl::progress_fetches(Run& run, const PlannedJob& job) {
     }
   }
   if (!all_here) return;
+  // A process of another epoch of this job may still be alive: start once it is gone.
+  if (stopping.count(job.ref.job) || restored.count(job.ref.job)) return;
   Accept acc;
   acc.job = job.ref;
   acc.epoch = run.epoch;
@@ -466,6 +536,7 @@ void Core::Impl::reconcile() {
   if (!synced) wake_at(started_ms + config.timing.dead_after_ms);
   ensure_plan();
   reconcile_running();
+  reconcile_restored();
   reconcile_open_claims();
   reconcile_tie_breaks();
   // The plan may have changed with what we just published.

@@ -310,6 +310,7 @@ void Core::Impl::do_tick() {
   for (auto& [key, p] : peers) {
     Liveness l = detector->liveness(key, now_ms);
     if (l != p.reported) {
+      if (l == Liveness::kDead) out.actions.push_back(PeerDeclaredDead{key});
       p.reported = l;
       event(EventKind::kPeerState, l == Liveness::kAlive ? EventLevel::kInfo : EventLevel::kWarn,
             "peer " + (p.name.empty() ? key.hex().substr(0, 12) : p.name) + " is " +
@@ -321,7 +322,7 @@ void Core::Impl::do_tick() {
   auto targets = detector->heartbeat_targets(now_ms);
   if (!targets.empty()) {
     Heartbeat hb;
-    hb.running = static_cast<std::uint32_t>(running.size());
+    hb.running = static_cast<std::uint32_t>(running.size() + restored.size() + stopping.size());
     hb.capacity = total_capacity;
     for (const auto& [job, run] : running) hb.active_claims.emplace_back(job, run.epoch);
     hb.vv_sum = ledger.vv_sum();
@@ -360,11 +361,22 @@ Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
   }
   s.last_seq = std::max(restored.last_seq, s.ledger.max_seq(s.config.key));
   for (const auto& d : restored.held) s.held.insert(d);
-  // A running-job row whose claim is not in the ledger was never announced: the
-  // process may still be there, so have the shell kill it.
+  // A running-job row without an open own claim (none in the ledger, or one with a result
+  // or a release) is not resumable: kill it now. The others wait for a sync to be decided
+  // (reconcile_open_claims), with the reference of their claim.
   for (const auto& r : restored.running) {
-    if (!s.open_claims.count({r.job.job, r.epoch})) {
-      s.out.actions.push_back(KillJob{r.job.job, r.epoch, "not resumable after restart"});
+    VOW_ASSERT(!s.restored.count(r.job.job) && !s.stopping.count(r.job.job),
+               "job %s restored twice", r.job.job.short_hex().c_str());
+    const Statement* claim = nullptr;
+    if (s.open_claims.count({r.job.job, r.epoch})) {
+      for (const Statement* st : s.ledger.job(r.job.job)->claims) {
+        if (st->author == s.config.key && std::get<Claim>(st->body).epoch == r.epoch) claim = st;
+      }
+    }
+    if (claim != nullptr) {
+      s.restored[r.job.job] = RunningJob{std::get<Claim>(claim->body).job, r.epoch};
+    } else {
+      s.kill(r.job, r.epoch, "not resumable after restart: no open claim");
     }
   }
   s.out.events.clear();  // replaying the ledger is not news
@@ -425,8 +437,14 @@ Output Core::tick(std::int64_t now_ms, std::int64_t wall_unix_ms) {
 
 Output Core::job_exited(const Digest& job, std::uint32_t epoch, JobOutcome outcome) {
   Impl& s = *impl_;
-  s.finish(job, epoch, std::move(outcome));
+  if (!s.stopped(job, epoch)) s.finish(job, epoch, std::move(outcome));
   s.reconcile();
+  return s.take();
+}
+
+Output Core::job_stopped(const Digest& job, std::uint32_t epoch) {
+  Impl& s = *impl_;
+  if (s.stopped(job, epoch)) s.reconcile();
   return s.take();
 }
 
@@ -491,6 +509,11 @@ Output Core::reconfigure(std::vector<CorePromise> promises, std::vector<Pipeline
     if (!s.capacity_by_stage.count(run.ref.stage_digest)) stop.push_back(job);
   }
   for (const auto& j : stop) s.stop(j, "promise withdrawn", /*release=*/true);
+  stop.clear();
+  for (const auto& [job, row] : s.restored) {
+    if (!s.capacity_by_stage.count(row.job.stage_digest)) stop.push_back(job);
+  }
+  for (const auto& j : stop) s.drop_restored(j, "promise withdrawn");
   if (s.started && !s.withdrawn) {
     s.publish_advert_and_pipelines();
     s.decisions_due = true;
@@ -505,6 +528,9 @@ Output Core::withdraw() {
   std::vector<Digest> jobs;
   for (const auto& [job, run] : s.running) jobs.push_back(job);
   for (const auto& j : jobs) s.stop(j, "withdrawn", /*release=*/true);
+  jobs.clear();
+  for (const auto& [job, row] : s.restored) jobs.push_back(job);
+  for (const auto& j : jobs) s.drop_restored(j, "withdrawn");
   return s.take();
 }
 

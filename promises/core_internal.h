@@ -119,10 +119,18 @@ struct Core::Impl {
     JobRef ref;
     std::uint32_t epoch = 0;
     bool regenerate = false;
-    bool executing = false;                         // StartJob emitted
+    bool executing = false;  // StartJob emitted
+    bool restored = false;   // resumed from a restored row: the shell may have its process
     std::map<Digest, std::int64_t> fetch_retry_ms;  // digest -> next attempt (-1 in flight)
   };
   std::map<Digest, Run> running;
+  // Restored rows (RestoredState::running) whose claim may still stand: each waits for a
+  // sync to be resumed (a Run with `restored`) or killed, at most kRestoreSyncWindowMs.
+  std::map<Digest, RunningJob> restored;
+  // Runs a KillJob was sent for, until job_stopped: they hold their place of the stage's
+  // capacity, and no later epoch of the job starts meanwhile. At most one per job (a
+  // later epoch cannot start, so it cannot be killed, while one is here).
+  std::map<Digest, RunningJob> stopping;
   std::set<std::pair<Digest, std::uint32_t>> open_claims;  // own, without result or release
   std::set<Digest> tie_break_check;  // jobs with a new claim: does an own claim lose?
 
@@ -175,6 +183,13 @@ struct Core::Impl {
   void consider_claim(const PlannedJob& job, bool regenerate);
   void claim(const PlannedJob& job, bool regenerate);
   void stop(const Digest& job, const std::string& reason, bool release);
+  // Emits the KillJob for a run that may have a process and keeps it stopping.
+  void kill(const JobRef& ref, std::uint32_t epoch, const std::string& reason);
+  // A stopping run is gone (job_stopped, or job_exited of it); false if none matches.
+  bool stopped(const Digest& job, std::uint32_t epoch);
+  // Kills a restored row not resumed, and releases its claim.
+  void drop_restored(const Digest& job, const std::string& reason);
+  void reconcile_restored();
   void progress_fetches(Run& run, const PlannedJob& job);
   void finish(const Digest& job, std::uint32_t epoch, JobOutcome outcome);
 

@@ -22,6 +22,11 @@ constexpr std::int64_t kFaultWindowMs = 2'500;  // faults happen in [0, this)
 constexpr std::int64_t kWallBaseMs = 1'800'000'000'000;
 constexpr std::int64_t kQuietCheckMs = 50;
 constexpr std::uint64_t kForgedSeqBase = 1'000'000;
+// A killed fake process is gone after 0-kSlowStopMaxMs (a job that ignores the signal for
+// a while) one time in kSlowStopOneIn, else within kQuickStopMaxMs.
+constexpr std::uint64_t kQuickStopMaxMs = 30;
+constexpr std::uint64_t kSlowStopMaxMs = 400;
+constexpr std::uint64_t kSlowStopOneIn = 5;
 
 Digest hash_of(std::initializer_list<std::string_view> parts) {
   Hasher h;
@@ -45,6 +50,7 @@ enum class EvType {
   kDeliver,
   kTick,
   kJobExit,
+  kJobStopped,
   kFetchDone,
   kCrash,
   kRestart,
@@ -82,8 +88,13 @@ struct SimAgent {
   std::uint64_t persisted_seq = 0;
   std::map<Digest, promises::RunningJob> running_table;
   std::set<Digest> store;
-  // Fake processes: job -> (epoch, token).
-  std::map<Digest, std::pair<std::uint32_t, std::uint64_t>> procs;
+  // Fake processes by job; `stopping` once killed, until they are gone.
+  struct Proc {
+    std::uint32_t epoch = 0;
+    std::uint64_t token = 0;
+    bool stopping = false;
+  };
+  std::map<Digest, Proc> procs;
   bool provides_sources = false;
 };
 
@@ -112,6 +123,8 @@ class World {
   void connect_pair(int a, int b);
   void start_job(int i, const promises::StartJob& s);
   void job_exit(int i, const Ev& ev);
+  void kill_job(int i, const promises::KillJob& k);
+  void job_stopped(int i, const Ev& ev);
   void fetch_done(int i, const Ev& ev);
   void crash(int i);
   void restart(int i, bool wipe);
@@ -337,10 +350,7 @@ void World::apply(int i, Output out) {
     if (auto* s = std::get_if<promises::StartJob>(&act)) {
       start_job(i, *s);
     } else if (auto* k = std::get_if<promises::KillJob>(&act)) {
-      auto it = a.procs.find(k->job);
-      if (it != a.procs.end() && it->second.first == k->epoch) a.procs.erase(it);
-      a.running_table.erase(k->job);
-      trace(who + " kill " + k->job.short_hex() + " " + k->reason);
+      kill_job(i, *k);
     } else if (auto* f = std::get_if<promises::FetchArtifact>(&act)) {
       Ev ev{EvType::kFetchDone};
       ev.agent = i;
@@ -381,9 +391,13 @@ void World::start_job(int i, const promises::StartJob& s) {
     }
     if (!here) fail(who + " started " + s.job.job.short_hex() + " without input " + in.name);
   }
+  if (auto old = a.procs.find(s.job.job); old != a.procs.end()) {
+    fail(who + " started " + s.job.job.short_hex() + " epoch " + std::to_string(s.epoch) +
+         " while its process of epoch " + std::to_string(old->second.epoch) + " still runs");
+  }
   a.running_table[s.job.job] = promises::RunningJob{s.job, s.epoch};
   std::uint64_t token = next_token_++;
-  a.procs[s.job.job] = {s.epoch, token};
+  a.procs[s.job.job] = {s.epoch, token, false};
   auto crashed = crashed_claims_.find(s.job.job);
   if (crashed != crashed_claims_.end()) {
     // A takeover by another agent; the crashed agent resuming its own claim is not one.
@@ -406,9 +420,20 @@ void World::start_job(int i, const promises::StartJob& s) {
 void World::job_exit(int i, const Ev& ev) {
   SimAgent& a = agents_[i];
   auto it = a.procs.find(ev.id);
-  if (it == a.procs.end() || it->second.second != ev.token) return;
+  if (it == a.procs.end() || it->second.token != ev.token) return;
+  bool killed = it->second.stopping;
   a.procs.erase(it);
   a.running_table.erase(ev.id);
+  if (killed) {
+    // Ended on its own before the kill took effect: its exit is its job_stopped.
+    trace("a" + std::to_string(i) + " exit " + ev.id.short_hex() + " e" + std::to_string(ev.epoch) +
+          " killed");
+    promises::JobOutcome out;
+    out.exit_status = 137;
+    out.error = "killed";
+    apply(i, a.core->job_exited(ev.id, ev.epoch, std::move(out)));
+    return;
+  }
   crashed_claims_.erase(ev.id);
   // Rebuild what the job was from the plan.
   const promises::PlannedJob* pj = a.core->plan().find(ev.id);
@@ -463,6 +488,38 @@ void World::job_exit(int i, const Ev& ev) {
   apply(i, a.core->job_exited(ev.id, ev.epoch, std::move(out)));
 }
 
+void World::kill_job(int i, const promises::KillJob& k) {
+  SimAgent& a = agents_[i];
+  trace("a" + std::to_string(i) + " kill " + k.job.short_hex() + " " + k.reason);
+  Ev ev{EvType::kJobStopped};
+  ev.agent = i;
+  ev.id = k.job;
+  ev.epoch = k.epoch;
+  ev.incarnation = a.incarnation;
+  auto it = a.procs.find(k.job);
+  if (it != a.procs.end() && it->second.epoch == k.epoch) {
+    it->second.stopping = true;
+    ev.token = it->second.token;
+  }
+  std::uint64_t ms = rnd(kSlowStopOneIn) == 0 ? rnd(kSlowStopMaxMs + 1) : rnd(kQuickStopMaxMs + 1);
+  schedule(now_ + static_cast<std::int64_t>(ms), ev);
+}
+
+// A killed process is gone (token 0: there was none): the shell reports it.
+void World::job_stopped(int i, const Ev& ev) {
+  SimAgent& a = agents_[i];
+  if (ev.token != 0) {
+    auto it = a.procs.find(ev.id);
+    if (it == a.procs.end() || it->second.token != ev.token) return;  // it exited first
+    a.procs.erase(it);
+  }
+  auto row = a.running_table.find(ev.id);
+  if (row != a.running_table.end() && row->second.epoch == ev.epoch) a.running_table.erase(row);
+  trace("a" + std::to_string(i) + " stopped " + ev.id.short_hex() + " e" +
+        std::to_string(ev.epoch));
+  apply(i, a.core->job_stopped(ev.id, ev.epoch));
+}
+
 void World::fetch_done(int i, const Ev& ev) {
   SimAgent& a = agents_[i];
   bool ok = false;
@@ -497,8 +554,9 @@ void World::snapshot_sources(int i) {
 void World::crash(int i) {
   SimAgent& a = agents_[i];
   if (!a.up) return;
-  for (const auto& r : a.core->running())
-    crashed_claims_.emplace(r.job.job, std::make_pair(now_, i));
+  for (const auto& r : a.core->running()) {
+    if (!r.stopping) crashed_claims_.emplace(r.job.job, std::make_pair(now_, i));
+  }
   a.up = false;
   a.core.reset();
   a.procs.clear();  // the agent's processes die with it
@@ -515,7 +573,6 @@ void World::restart(int i, bool wipe) {
   rs.last_seq = a.persisted_seq;
   for (const auto& [job, r] : a.running_table) rs.running.push_back(r);
   rs.held.assign(a.store.begin(), a.store.end());
-  a.running_table.clear();
   a.core = std::make_unique<Core>(a.config, std::move(rs), now_);
   a.up = true;
   trace("a" + std::to_string(i) + " restart" + (wipe ? " wiped" : ""));
@@ -606,6 +663,11 @@ void World::step(const Ev& ev) {
     case EvType::kJobExit:
       if (agents_[ev.agent].up && agents_[ev.agent].incarnation == ev.incarnation) {
         job_exit(ev.agent, ev);
+      }
+      return;
+    case EvType::kJobStopped:
+      if (agents_[ev.agent].up && agents_[ev.agent].incarnation == ev.incarnation) {
+        job_stopped(ev.agent, ev);
       }
       return;
     case EvType::kFetchDone:
