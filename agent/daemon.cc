@@ -282,9 +282,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   transport::TransportOptions topts;
   topts.listen = impl->config.listen;
   // A restarted peer must hear us again before it suspects us: our links to it must not
-  // back off for longer than its suspicion window (ZeroMQ's default cap is 2 s).
-  topts.reconnect_max_ms = static_cast<int>(
-      std::clamp<std::int64_t>(impl->config.timing.suspect_after_ms, 100, 2000));
+  // back off for longer than its suspicion window.
+  topts.reconnect_max_ms = static_cast<int>(std::clamp<std::int64_t>(
+      impl->config.timing.suspect_after_ms, kReconnectCapMinMs, kReconnectCapMaxMs));
   auto* log = impl->log.get();
   auto t = transport::Transport::create(*impl->identity, impl->trust, topts, impl->sequences.get(),
                                         [log](transport::LogLevel level, std::string_view line) {

@@ -37,11 +37,14 @@ inline constexpr std::int64_t kSeedRotateMs = 1'000;  // retry a seed endpoint w
 inline constexpr std::int64_t kSourcePollMs = 5'000;  // watch = true: polling fallback
 inline constexpr std::int64_t kSourceSettleMs = 100;  // after an inotify event, then check
 inline constexpr std::size_t kMaxWatches = 10'000;    // inotify watches (directories)
-inline constexpr std::int64_t kKillGraceMs = 2'000;   // SIGTERM, then SIGKILL
 inline constexpr std::size_t kMaxStash = 100'000;     // signed statements awaiting persist
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
 inline constexpr std::int64_t kHttpRefreshMs = 500;  // /metrics and /api/status snapshots
+// Bounds of the links' reconnect backoff cap, which follows suspect_after: a restarted
+// peer must hear us again before it suspects us (ZeroMQ's default cap is 2 s).
+inline constexpr std::int64_t kReconnectCapMinMs = 100;
+inline constexpr std::int64_t kReconnectCapMaxMs = 2'000;
 
 // What the background thread owns: the artifact store and its own ledger connection.
 struct Worker {
@@ -60,7 +63,6 @@ struct Job {
   std::int64_t deadline_mono_ms = 0;  // 0: no timeout
   bool killed = false;                // fenced or cancelled: its exit is not a result
   bool timed_out = false;
-  std::int64_t term_sent_ms = 0;
 };
 
 // A transfer of an artifact (a file, or a tree and then its children) to this agent.
