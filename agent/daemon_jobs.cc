@@ -231,7 +231,8 @@ void Daemon::Impl::kill_job(const promises::KillJob& kill) {
       return;
     }
     if (proc.is_ok()) proc->kill_group(SIGKILL);
-    (void)ledger->remove_running_job(kill.job);
+    // The table's row is the job's, not this run's, if another run of it is here.
+    if (!jobs.count(kill.job)) (void)ledger->remove_running_job(kill.job);
     remove_work_dir(row.work_dir);
     stopped_runs.emplace_back(kill.job, kill.epoch);
     return;
