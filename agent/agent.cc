@@ -14,7 +14,6 @@ Agent::Agent(promises::CoreConfig config, promises::RestoredState restored,
              std::vector<store::RunningJob> recovered, Effects effects,
              std::shared_ptr<spdlog::logger> log)
     : fx_(effects), log_(std::move(log)) {
-  dead_after_ms_ = config.timing.dead_after_ms;
   for (const auto& st : restored.statements) remember_refs(st);
   for (auto& row : recovered) recovered_.emplace(row.job, std::move(row));
   core_ =
@@ -29,10 +28,6 @@ void Agent::start() {
   // Own statements carry a wall time: tick first.
   queue([this] { return core_->tick(fx_.clock->now_ms(), fx_.clock->wall_ms()); });
   queue([this] { return core_->start(); });
-  // Jobs left running (or finished) while this agent was down stay adoptable until the
-  // core has decided: it resumes a standing claim once synced with a peer, or after
-  // dead_after without one. What it has not resumed by then is stopped.
-  drop_recovered_at_ms_ = fx_.clock->now_ms() + 2 * dead_after_ms_ + kRecoveredMarginMs;
   pump();
 }
 
@@ -83,8 +78,6 @@ void Agent::reconfigure(std::vector<promises::CorePromise> promises,
 void Agent::tick() {
   std::int64_t now = fx_.clock->now_ms();
   check_deadlines();
-  if (!recovered_.empty() && now >= drop_recovered_at_ms_) drop_unresumed();
-  abandon_dead_holders();
   flush_backlog();
   if (!fetch_queue_.empty()) start_queued_fetches();
   queue([this, now] { return core_->tick(now, fx_.clock->wall_ms()); });
@@ -220,6 +213,8 @@ void Agent::act(promises::Action& action) {
           fetch(a.digest, a.holders, /*for_core=*/true);
         } else if constexpr (std::is_same_v<T, promises::Connect>) {
           if (!a.endpoints.empty()) fx_.network->connect(a.peer, a.endpoints);
+        } else if constexpr (std::is_same_v<T, promises::PeerDeclaredDead>) {
+          abandon_transfers_from(a.peer);
         }
       },
       action);

@@ -42,10 +42,6 @@ namespace vow::agent {
 // Worker tasks waiting for a place in a full worker queue (beyond: the work fails, and
 // the core retries it as it retries any failed fetch or job).
 inline constexpr std::size_t kMaxWorkerBacklog = 65'536;
-// Jobs left running from before a restart that the core has not decided about by this
-// long after start are stopped (the core resumes a standing claim once synced with a
-// peer, or after dead_after without one): 2 * dead_after plus this margin.
-inline constexpr std::int64_t kRecoveredMarginMs = 1'000;
 
 // Counters for status and metrics.
 struct AgentCounters {
@@ -155,8 +151,8 @@ class Agent {
   void collect_job(const Digest& id, const ProcessExit& exit);
   void finish_job(const Digest& id, promises::JobOutcome outcome);
   void job_gone(const Digest& id);
+  void stop_leftover(const store::RunningJob& row, const promises::KillJob& kill);
   void check_deadlines();
-  void drop_unresumed();
   void observe_handoff(const Digest& id, std::int64_t started_unix_ms);
 
   // ---- agent_fetch.cc ----
@@ -164,31 +160,29 @@ class Agent {
              std::optional<Digest> parent = std::nullopt);
   void try_next_holder(Fetch& f, const Status& why);
   void start_queued_fetches();
-  void abandon_dead_holders();
+  void abandon_transfers_from(const AgentKey& peer);
   void fetch_received(const Digest& digest);
   void store_tree(const Digest& digest);
-  void fetch_done(const Digest& digest, const Status& status);
+  // By value: callers pass digests that live in the fetch it erases.
+  void fetch_done(Digest digest, const Status& status);
 
   Effects fx_;
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<promises::Core> core_;
-  std::int64_t dead_after_ms_ = 0;
 
   std::deque<std::function<promises::Output()>> inputs_;
   bool pumping_ = false;
   bool failed_ = false;
 
   std::map<Digest, Job> jobs_;
-  // A run's start at a new epoch that came while its earlier epoch was being stopped.
-  std::map<Digest, promises::StartJob> deferred_;
+  // Rows of the running-job table found at start, until the core resumes (StartJob) or
+  // stops (KillJob) each: the adoption data of processes a previous incarnation left.
   std::map<Digest, store::RunningJob> recovered_;
-  std::int64_t drop_recovered_at_ms_ = 0;
 
   std::map<Digest, Fetch> fetches_;
   std::map<std::uint64_t, Digest> fetch_by_transfer_;
   std::deque<Digest> fetch_queue_;  // waiting for a transfer place, each digest once
   std::map<Digest, bool> is_tree_;  // as statements named artifacts
-  std::int64_t next_dead_holder_check_ms_ = 0;
 
   std::deque<std::pair<Worker::Task, std::function<void(const Status&)>>> backlog_;
 

@@ -8,9 +8,6 @@
 
 namespace vow::agent {
 
-// Fetches from dead peers are looked at this often (until the core says so itself).
-inline constexpr std::int64_t kDeadHolderCheckMs = 50;
-
 void Agent::fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_core,
                   std::optional<Digest> parent) {
   if (auto it = fetches_.find(digest); it != fetches_.end()) {
@@ -72,25 +69,25 @@ void Agent::start_queued_fetches() {
   }
 }
 
-// A transfer from a peer the core has declared dead would wait for the stream's idle
-// timeout before trying another holder, and a job waiting for that input (often the
-// one being failed over) as long. Cancel it: its outcome moves the fetch on.
-void Agent::abandon_dead_holders() {
-  std::int64_t now = fx_.clock->now_ms();
-  if (fetch_by_transfer_.empty() || now < next_dead_holder_check_ms_) return;
-  next_dead_holder_check_ms_ = now + kDeadHolderCheckMs;
-  std::set<AgentKey> dead;
-  for (const auto& p : core_->peers()) {
-    if (p.liveness == promises::Liveness::kDead) dead.insert(p.key);
-  }
-  if (dead.empty()) return;
+// The core declared a peer dead: a transfer from it would wait for the stream's idle
+// timeout before trying another holder, and a job waiting for that input (often the one
+// being failed over) as long. Cancel each (its outcome moves the fetch on) and skip the
+// peer where it is still to be tried.
+void Agent::abandon_transfers_from(const AgentKey& peer) {
   std::vector<std::uint64_t> cancel;
-  for (const auto& [transfer, digest] : fetch_by_transfer_) {
-    auto it = fetches_.find(digest);
-    if (it == fetches_.end() || !it->second.from || !dead.count(*it->second.from)) continue;
-    log_->info("fetch of {} from {}: the peer is dead, trying another holder", digest.short_hex(),
-               it->second.from->hex().substr(0, 12));
-    cancel.push_back(transfer);
+  for (auto& [digest, f] : fetches_) {
+    for (std::size_t k = f.holder; k < f.holders.size();) {
+      if (f.holders[k] == peer) {
+        f.holders.erase(f.holders.begin() + static_cast<std::ptrdiff_t>(k));
+      } else {
+        ++k;
+      }
+    }
+    if (f.transfer != 0 && f.from == peer) {
+      log_->info("fetch of {} from {}: the peer is dead, trying another holder", digest.short_hex(),
+                 peer.hex().substr(0, 12));
+      cancel.push_back(f.transfer);
+    }
   }
   for (auto t : cancel) fx_.network->cancel_fetch(t);
 }
@@ -166,7 +163,7 @@ void Agent::store_tree(const Digest& digest) {
       [this, digest](const Status& s) { fetch_done(digest, s); });
 }
 
-void Agent::fetch_done(const Digest& digest, const Status& status) {
+void Agent::fetch_done(Digest digest, const Status& status) {
   auto it = fetches_.find(digest);
   if (it == fetches_.end()) return;
   Fetch f = std::move(it->second);

@@ -26,14 +26,12 @@ promises::JobOutcome failure(const std::string& error) {
 void Agent::start_job(promises::StartJob start) {
   Digest id = start.job.job;
   if (auto it = jobs_.find(id); it != jobs_.end()) {
-    // An earlier epoch of it is still being stopped (fenced, then claimed again): start
-    // this one once that one is gone.
-    if (it->second.stopping && it->second.start.epoch != start.epoch) {
-      log_->info("job {} epoch {}: starts once epoch {} has stopped", id.short_hex(), start.epoch,
-                 it->second.start.epoch);
-      deferred_[id] = std::move(start);
+    // The core starts no epoch of a job before the run it stopped is reported gone.
+    if (it->second.start.epoch != start.epoch) {
+      log_->error("job {} epoch {}: start ignored, epoch {} is still here", id.short_hex(),
+                  start.epoch, it->second.start.epoch);
     }
-    return;  // else already running here
+    return;
   }
   // After a restart: take over what the earlier incarnation started.
   if (auto it = recovered_.find(id); it != recovered_.end()) {
@@ -141,30 +139,53 @@ void Agent::observe_handoff(const Digest& id, std::int64_t started_unix_ms) {
   }
 }
 
+// A kill is a request: the core keeps the run "stopping" (holding its place) until it
+// hears job_stopped, which is fed once the run's process is gone, or at once when there
+// is none.
 void Agent::kill_job(const promises::KillJob& kill) {
-  if (auto d = deferred_.find(kill.job); d != deferred_.end() && d->second.epoch == kill.epoch) {
-    deferred_.erase(d);
-    log_->info("job {} epoch {} stopped before it started: {}", kill.job.short_hex(), kill.epoch,
-               kill.reason);
-    return;
-  }
   if (auto r = recovered_.find(kill.job); r != recovered_.end() && r->second.epoch == kill.epoch) {
-    // Left by the previous incarnation and not resumable: stop it now.
-    fx_.executor->discard_leftover(r->second);
-    Status s = fx_.state->remove_running_job(kill.job);
-    if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
-    log_->info("job {} left from before the restart stopped: {}", kill.job.short_hex(),
-               kill.reason);
+    store::RunningJob row = std::move(r->second);
     recovered_.erase(r);
+    stop_leftover(row, kill);
     return;
   }
   auto it = jobs_.find(kill.job);
-  if (it == jobs_.end() || it->second.start.epoch != kill.epoch) return;
+  if (it == jobs_.end() || it->second.start.epoch != kill.epoch) {
+    Digest id = kill.job;
+    std::uint32_t epoch = kill.epoch;
+    queue([this, id, epoch] { return core_->job_stopped(id, epoch); });  // no process here
+    return;
+  }
   Job& job = it->second;
+  if (job.stopping) return;  // reported once gone
   job.stopping = true;
   log_->info("job {} stopped: {}", kill.job.short_hex(), kill.reason);
   // A run still materializing or collecting ends when its worker task does.
   if (job.phase == Job::Phase::kRunning) fx_.executor->kill(kill.job);
+}
+
+// A process left by the previous incarnation that the core did not resume: taken over
+// only to be stopped, and reported once gone.
+void Agent::stop_leftover(const store::RunningJob& row, const promises::KillJob& kill) {
+  log_->info("job {} left from before the restart stopped: {}", kill.job.short_hex(), kill.reason);
+  promises::StartJob start;
+  start.job.job = kill.job;
+  start.epoch = kill.epoch;
+  if (fx_.executor->adopt(row, start).kind == Adoption::Kind::kRunning) {
+    Job job;
+    job.start = std::move(start);
+    job.phase = Job::Phase::kRunning;
+    job.stopping = true;
+    jobs_.emplace(kill.job, std::move(job));
+    fx_.executor->kill(kill.job);
+    return;
+  }
+  fx_.executor->discard_leftover(row);
+  Status s = fx_.state->remove_running_job(kill.job);
+  if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
+  Digest id = kill.job;
+  std::uint32_t epoch = kill.epoch;
+  queue([this, id, epoch] { return core_->job_stopped(id, epoch); });
 }
 
 void Agent::process_exited(const Digest& id, const ProcessExit& exit) {
@@ -232,19 +253,16 @@ void Agent::finish_job(const Digest& id, promises::JobOutcome outcome) {
   });
 }
 
-// A stopped run is gone: its files go, and a later epoch waiting for it starts.
+// A stopped run is gone: its files go, and the core hears it (its place is free).
 void Agent::job_gone(const Digest& id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   Status s = fx_.state->remove_running_job(id);
   if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
   fx_.executor->remove_work_dir(it->second.start);
+  std::uint32_t epoch = it->second.start.epoch;
   jobs_.erase(it);
-  if (auto d = deferred_.find(id); d != deferred_.end()) {
-    promises::StartJob next = std::move(d->second);
-    deferred_.erase(d);
-    start_job(std::move(next));
-  }
+  queue([this, id, epoch] { return core_->job_stopped(id, epoch); });
 }
 
 void Agent::check_deadlines() {
@@ -256,18 +274,6 @@ void Agent::check_deadlines() {
       fx_.executor->kill(id);
     }
   }
-}
-
-void Agent::drop_unresumed() {
-  // The core did not resume these (a higher epoch or a result exists): never leave them
-  // running twice.
-  for (const auto& [id, row] : recovered_) {
-    fx_.executor->discard_leftover(row);
-    Status s = fx_.state->remove_running_job(id);
-    if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
-    log_->info("job {} left from before the restart was not resumed: stopped", id.short_hex());
-  }
-  recovered_.clear();
 }
 
 }  // namespace vow::agent

@@ -247,7 +247,7 @@ Status Daemon::Impl::open_stores() {
 
 // Every statement held (each verified again, carrying its signed form), the own
 // sequence, the artifacts held, and the running-job table: the core decides about each
-// job it names (resumed, or stopped).
+// row (resumed, or stopped).
 Status Daemon::Impl::restore(promises::RestoredState* restored,
                              std::vector<store::RunningJob>* recovered) {
   Status scan = ledger->scan_statements(
@@ -275,20 +275,18 @@ Status Daemon::Impl::restore(promises::RestoredState* restored,
     return Status::ok();
   }
   for (const auto& row : *rows) {
-    // The job's reference comes from our own claim of it.
-    const Claim* claim = nullptr;
+    // The job's reference comes from our own claim of it. The core decides every row
+    // (resumed: StartJob; else KillJob), a row without a claim too.
+    promises::RunningJob r;
+    r.job.job = row.job;
+    r.epoch = row.epoch;
     for (const auto& st : restored->statements) {
       if (st.author != identity->key()) continue;
       const auto* c = std::get_if<Claim>(&st.body);
-      if (c && c->job.job == row.job && c->epoch == row.epoch) claim = c;
-    }
-    if (!claim) {
-      Status s = ledger->remove_running_job(row.job);
-      if (!s.is_ok()) log->warn("running-job table: {}", s.to_string());
-      continue;
+      if (c && c->job.job == row.job && c->epoch == row.epoch) r.job = c->job;
     }
     recovered->push_back(row);
-    restored->running.push_back({claim->job, row.epoch});
+    restored->running.push_back(std::move(r));
   }
   return Status::ok();
 }

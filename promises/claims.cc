@@ -11,15 +11,17 @@ namespace vow::promises {
 void Core::Impl::ensure_plan() {
   if (!plan_dirty && plan) return;
   JobOutcomes outcomes;
-  outcomes.canonical = [this](const Digest& j) { return canonical_result(j); };
-  outcomes.canonical_statement = [this](const Digest& j) { return canonical_statement(j); };
-  outcomes.failed = [this](const Digest& j, int retries) { return failed_for_good(j, retries); };
+  outcomes.canonical = [this](const Digest& j) { return book.canonical_result(j); };
+  outcomes.canonical_statement = [this](const Digest& j) { return book.canonical(j); };
+  outcomes.failed = [this](const Digest& j, int retries) {
+    return book.failed_for_good(j, retries);
+  };
   plan = std::make_unique<Plan>(
       make_plan(known_pipelines(own_pipelines, ledger, decoded_pipelines), ledger, outcomes));
   plan_dirty = false;
   open_jobs.clear();
   for (const auto& [id, job] : plan->jobs) {
-    if (capacity_by_stage.count(job.ref.stage_digest) && canonical_statement(id) == nullptr) {
+    if (capacity_by_stage.count(job.ref.stage_digest) && book.canonical(id) == nullptr) {
       open_jobs.push_back(&job);
     }
   }
@@ -27,7 +29,7 @@ void Core::Impl::ensure_plan() {
   plan_open_count.assign(plan->stages.size(), 0);
   for (std::size_t i = 0; i < plan->stages.size(); ++i) {
     for (const Digest& id : plan->stages[i].jobs) {
-      if (canonical_statement(id) != nullptr) continue;
+      if (book.canonical(id) != nullptr) continue;
       if (plan_open_stage.emplace(id, i).second) ++plan_open_count[i];
     }
   }
@@ -87,68 +89,6 @@ const std::vector<AgentKey>& Core::Impl::ranking(const Digest& job, const Digest
   return ranking_cache[job] = std::move(order);
 }
 
-const Core::Impl::JobSummary& Core::Impl::summary(const Digest& job) const {
-  auto it = summaries.find(job);
-  if (it != summaries.end()) return it->second;
-  JobSummary sum;
-  if (const JobStatements* js = ledger.job(job)) {
-    std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
-    std::set<std::uint32_t> failed_epochs;
-    for (const Statement* st : js->claims) {
-      sum.max_epoch = std::max(sum.max_epoch, std::get<Claim>(st->body).epoch);
-    }
-    for (const Statement* st : js->results) {
-      const auto& r = std::get<JobResult>(st->body);
-      sum.max_epoch = std::max(sum.max_epoch, r.epoch);
-      if (!r.ok) {
-        failed_epochs.insert(r.epoch);
-        continue;
-      }
-      // The min-register: least (epoch, outputs digest); author and seq break exact ties.
-      auto k = std::make_tuple(r.epoch, outputs_digest(r), st->author, st->seq);
-      if (sum.canonical == nullptr || k < best_key) {
-        sum.canonical = st;
-        best_key = k;
-      }
-    }
-    sum.failed_attempts = static_cast<int>(failed_epochs.size());
-  }
-  return summaries.emplace(job, sum).first->second;
-}
-
-const Statement* Core::Impl::canonical_statement(const Digest& job) const {
-  return summary(job).canonical;
-}
-
-const JobResult* Core::Impl::canonical_result(const Digest& job) const {
-  const Statement* st = canonical_statement(job);
-  return st == nullptr ? nullptr : &std::get<JobResult>(st->body);
-}
-
-int Core::Impl::failed_attempts(const Digest& job) const { return summary(job).failed_attempts; }
-
-bool Core::Impl::failed_for_good(const Digest& job, int retries) const {
-  return canonical_statement(job) == nullptr && failed_attempts(job) > retries;
-}
-
-std::uint32_t Core::Impl::max_epoch(const Digest& job) const { return summary(job).max_epoch; }
-
-bool Core::Impl::released(const Digest& job, const AgentKey& author, std::uint32_t epoch) const {
-  const JobStatements* js = ledger.job(job);
-  if (js == nullptr) return false;
-  return std::any_of(js->releases.begin(), js->releases.end(), [&](const Statement* st) {
-    return st->author == author && std::get<Release>(st->body).epoch == epoch;
-  });
-}
-
-bool Core::Impl::has_result(const Digest& job, const AgentKey& author, std::uint32_t epoch) const {
-  const JobStatements* js = ledger.job(job);
-  if (js == nullptr) return false;
-  return std::any_of(js->results.begin(), js->results.end(), [&](const Statement* st) {
-    return st->author == author && std::get<JobResult>(st->body).epoch == epoch;
-  });
-}
-
 // A claim stands while its author is live here and has neither released it nor
 // published a result for it. Our own claims stand while we run them.
 bool Core::Impl::claim_standing(const Digest& job, const Statement& st) const {
@@ -158,7 +98,8 @@ bool Core::Impl::claim_standing(const Digest& job, const Statement& st) const {
     return it != running.end() && it->second.epoch == c.epoch;
   }
   if (!is_live(st.author)) return false;
-  if (released(job, st.author, c.epoch) || has_result(job, st.author, c.epoch)) return false;
+  if (book.released(job, st.author, c.epoch) || book.has_result(job, st.author, c.epoch))
+    return false;
   return true;
 }
 
@@ -169,17 +110,14 @@ bool Core::Impl::any_standing_claim(const Digest& job) const {
                      [&](const Statement* st) { return claim_standing(job, *st); });
 }
 
+// Places of a stage taken here: runs, restored rows not yet decided, and runs being
+// stopped (their process may still be alive).
 int Core::Impl::running_of_stage(const Digest& stage_digest) const {
   int n = 0;
   for (const auto& [job, run] : running) n += run.ref.stage_digest == stage_digest ? 1 : 0;
+  for (const auto& [job, row] : restored) n += row.job.stage_digest == stage_digest ? 1 : 0;
+  for (const auto& [job, row] : stopping) n += row.job.stage_digest == stage_digest ? 1 : 0;
   return n;
-}
-
-bool Core::Impl::peer_full(const AgentKey& agent) const {
-  if (agent == config.key) return false;
-  auto it = peers.find(agent);
-  if (it == peers.end()) return false;
-  return it->second.capacity > 0 && it->second.running >= it->second.capacity;
 }
 
 void Core::Impl::stop(const Digest& job, const std::string& reason, bool release) {
@@ -187,12 +125,49 @@ void Core::Impl::stop(const Digest& job, const std::string& reason, bool release
   if (it == running.end()) return;
   Run run = std::move(it->second);
   running.erase(it);
-  if (run.executing) out.actions.push_back(KillJob{job, run.epoch, reason});
+  // A run that never started has no process, unless it was resumed from a restored row.
+  if (run.executing || run.restored) kill(run.ref, run.epoch, reason);
   event(EventKind::kFenced, EventLevel::kInfo,
         "stopped job " + job.short_hex() + " epoch " + std::to_string(run.epoch) + ": " + reason);
-  if (release && open_claims.count({job, run.epoch})) {
+  if (release && book.is_open(job, run.epoch)) {
     publish(Release{run.ref, run.epoch, reason});
   }
+}
+
+void Core::Impl::kill(const JobRef& ref, std::uint32_t epoch, const std::string& reason) {
+  auto [it, inserted] = stopping.try_emplace(ref.job, RunningJob{ref, epoch, /*stopping=*/true});
+  VOW_ASSERT(inserted, "job %s: epoch %u killed while epoch %u is still stopping",
+             ref.job.short_hex().c_str(), epoch, it->second.epoch);
+  out.actions.push_back(KillJob{ref.job, epoch, reason});
+}
+
+bool Core::Impl::stopped(const Digest& job, std::uint32_t epoch) {
+  auto it = stopping.find(job);
+  if (it == stopping.end() || it->second.epoch != epoch) return false;
+  stopping.erase(it);
+  return true;
+}
+
+void Core::Impl::drop_restored(const Digest& job, const std::string& reason) {
+  auto it = restored.find(job);
+  if (it == restored.end()) return;
+  RunningJob row = std::move(it->second);
+  restored.erase(it);
+  kill(row.job, row.epoch, "not resumable after restart: " + reason);
+  event(EventKind::kFenced, EventLevel::kInfo,
+        "job " + job.short_hex() + " epoch " + std::to_string(row.epoch) +
+            " left from before the restart not resumed: " + reason);
+  if (book.is_open(job, row.epoch)) publish(Release{row.job, row.epoch, "not resumed"});
+}
+
+// Restored rows whose claim closed since (a result or release of it arrived, such as our
+// own statements relayed back after the restart lost them): nothing to resume.
+void Core::Impl::reconcile_restored() {
+  std::vector<Digest> closed;
+  for (const auto& [job, row] : restored) {
+    if (!book.is_open(job, row.epoch)) closed.push_back(job);
+  }
+  for (const auto& job : closed) drop_restored(job, "its claim is closed");
 }
 
 // Fencing of the jobs we run: a higher epoch, any successful result (or a failure at
@@ -203,16 +178,15 @@ void Core::Impl::reconcile_running() {
   for (const auto& [job, run] : running) {
     const JobStatements* js = ledger.job(job);
     std::string why;
-    if (!run.regenerate && canonical_statement(job) != nullptr) why = "a result exists";
+    if (!run.regenerate && book.canonical(job) != nullptr) why = "a result exists";
     if (why.empty() && plan->find(job) == nullptr) why = "superseded";
     if (why.empty() && js != nullptr) {
-      Digest mine = rendezvous_score(job, config.key);
       for (const Statement* st : js->claims) {
         const auto& c = std::get<Claim>(st->body);
         if (st->author == config.key) continue;
         if (c.epoch > run.epoch) why = "fenced by epoch " + std::to_string(c.epoch);
-        if (c.epoch == run.epoch && rendezvous_score(job, st->author) > mine &&
-            !released(job, st->author, c.epoch)) {
+        if (c.epoch == run.epoch && ClaimBook::outranks(job, st->author, config.key) &&
+            !book.released(job, st->author, c.epoch)) {
           why = "lost the tie-break at epoch " + std::to_string(c.epoch);
         }
       }
@@ -235,15 +209,14 @@ void Core::Impl::reconcile_tie_breaks() {
   for (const Digest& job : jobs) {
     const JobStatements* js = ledger.job(job);
     if (js == nullptr) continue;
-    Digest mine = rendezvous_score(job, config.key);
     std::vector<std::pair<JobRef, std::uint32_t>> lose;
     for (const Statement* own : js->claims) {
       if (own->author != config.key) continue;
       const auto& c = std::get<Claim>(own->body);
-      if (released(job, config.key, c.epoch) || open_claims.count({job, c.epoch})) continue;
+      if (book.released(job, config.key, c.epoch) || book.is_open(job, c.epoch)) continue;
       for (const Statement* st : js->claims) {
         if (st->author != config.key && std::get<Claim>(st->body).epoch == c.epoch &&
-            rendezvous_score(job, st->author) > mine) {
+            ClaimBook::outranks(job, st->author, config.key)) {
           lose.emplace_back(c.job, c.epoch);
           break;
         }
@@ -254,55 +227,75 @@ void Core::Impl::reconcile_tie_breaks() {
 }
 
 // Own claims not being run (after a restart, or ones we stopped without a release):
-// resume the ones that still stand, release the others.
+// resume the ones that still stand, release the others. A claim with a restored row
+// (the shell may still have its process) is decided once synced, or, when no peer
+// answers within kRestoreSyncWindowMs, on what this agent knows: a lone agent keeps its
+// work (the cost of a takeover it could not hear of is one duplicate run, fenced when
+// the other result arrives).
 void Core::Impl::reconcile_open_claims() {
-  std::vector<std::pair<Digest, std::uint32_t>> open(open_claims.begin(), open_claims.end());
+  std::vector<std::pair<Digest, std::uint32_t>> open(book.open().begin(), book.open().end());
   for (const auto& [job, epoch] : open) {
     auto r = running.find(job);
     if (r != running.end() && r->second.epoch == epoch) continue;
     const JobStatements* js = ledger.job(job);
     const Statement* mine = nullptr;
-    bool stands = true;
-    Digest my_score = rendezvous_score(job, config.key);
+    std::string why;
     for (const Statement* st : js->claims) {
       const auto& c = std::get<Claim>(st->body);
       if (st->author == config.key && c.epoch == epoch) mine = st;
-      if (c.epoch > epoch) stands = false;
+      if (c.epoch > epoch) why = "a higher epoch exists";
       if (st->author != config.key && c.epoch == epoch &&
-          rendezvous_score(job, st->author) > my_score) {
-        stands = false;
+          ClaimBook::outranks(job, st->author, config.key)) {
+        why = "lost the tie-break";
       }
     }
     for (const Statement* st : js->results) {
       const auto& res = std::get<JobResult>(st->body);
-      if (res.ok || res.epoch >= epoch) stands = false;
+      if (res.ok || res.epoch >= epoch) why = res.ok ? "a result exists" : "another attempt failed";
     }
     const PlannedJob* planned = plan->find(job);
-    if (planned == nullptr || r != running.end()) stands = false;
+    if (planned == nullptr) why = "superseded";
+    if (r != running.end()) why = "running at epoch " + std::to_string(r->second.epoch);
+    if (withdrawn) why = "withdrawn";
     VOW_ASSERT(mine != nullptr, "open claim without its statement");
-    if (stands && !(synced || now_ms - started_ms >= config.timing.dead_after_ms)) continue;
-    if (stands && !withdrawn) {
-      Run run;
-      run.ref = std::get<Claim>(mine->body).job;
-      run.epoch = epoch;
-      running[job] = std::move(run);
-      event(EventKind::kClaimed, EventLevel::kInfo,
-            "resumed job " + job.short_hex() + " epoch " + std::to_string(epoch));
-      progress_fetches(running[job], *planned);
-    } else {
-      publish(Release{std::get<Claim>(mine->body).job, epoch, "not resumed"});
+    auto row = restored.find(job);
+    bool has_row = row != restored.end() && row->second.epoch == epoch;
+    if (has_row && !synced && why.empty() && now_ms - started_ms < kRestoreSyncWindowMs) {
+      wake_at(started_ms + kRestoreSyncWindowMs);
+      continue;
     }
+    bool stands = why.empty();
+    if (!has_row && stands && !(synced || now_ms - started_ms >= members.detection_window_ms())) {
+      continue;
+    }
+    if (!stands) {
+      if (has_row) {
+        drop_restored(job, why);
+      } else {
+        publish(Release{std::get<Claim>(mine->body).job, epoch, "not resumed"});
+      }
+      continue;
+    }
+    if (has_row) restored.erase(row);
+    Run run;
+    run.ref = std::get<Claim>(mine->body).job;
+    run.epoch = epoch;
+    run.restored = has_row;
+    running[job] = std::move(run);
+    event(EventKind::kClaimed, EventLevel::kInfo,
+          "resumed job " + job.short_hex() + " epoch " + std::to_string(epoch));
+    progress_fetches(running[job], *planned);
   }
 }
 
 // Result bookkeeping seen from here: retries with backoff, failure past retries.
 void Core::Impl::check_results(const Digest& job, const PlannedJob* planned) {
-  int failures = failed_attempts(job);
+  int failures = book.failed_attempts(job);
   JobLocal& loc = local[job];
   if (failures > loc.failures_seen) {
     loc.failures_seen = failures;
     ranking_cache.erase(job);
-    if (canonical_statement(job) == nullptr) {
+    if (book.canonical(job) == nullptr) {
       int retries = planned ? planned->retries : 0;
       if (failures > retries) {
         if (!loc.failed_reported) {
@@ -337,17 +330,19 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
     wake_at(loc.not_before_ms);
     return;
   }
-  if (!synced && now_ms - started_ms < config.timing.dead_after_ms) return;
+  // Before a sync, hold back for a detection window: a claim we have not heard of yet
+  // may stand.
+  if (!synced && now_ms - started_ms < members.detection_window_ms()) return;
   auto cap = capacity_by_stage.find(job.ref.stage_digest);
   if (cap == capacity_by_stage.end() || running_of_stage(job.ref.stage_digest) >= cap->second) {
     return;
   }
-  if (running.count(id)) return;
+  if (running.count(id) || restored.count(id)) return;
   // Effective rank: better-ranked candidates that are live and not full.
   int effective_rank = 0;
   for (const AgentKey& a : ranking(id, job.ref.stage_digest)) {
     if (a == config.key) break;
-    if (is_live(a) && !peer_full(a)) ++effective_rank;
+    if (is_live(a) && !members.full(a)) ++effective_rank;
   }
   // Claim steps count from when the job became claimable here, or from the end of its
   // retry backoff, whichever is later.
@@ -361,7 +356,7 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
 
 void Core::Impl::claim(const PlannedJob& job, bool regenerate) {
   const Digest& id = job.ref.job;
-  std::uint32_t epoch = max_epoch(id) + 1;
+  std::uint32_t epoch = book.max_epoch(id) + 1;
   Run run;
   run.ref = job.ref;
   run.epoch = epoch;
@@ -374,6 +369,11 @@ void Core::Impl::claim(const PlannedJob& job, bool regenerate) {
             (job.ref.shard.empty() ? "" : "[" + job.ref.shard + "]") + ") epoch " +
             std::to_string(epoch));
   local[id].claimable_since_ms = -1;
+  if (auto old = stopping.find(id); old != stopping.end()) {
+    event(EventKind::kClaimed, EventLevel::kInfo,
+          "job " + id.short_hex() + " epoch " + std::to_string(epoch) + " starts once epoch " +
+              std::to_string(old->second.epoch) + " has stopped");
+  }
   progress_fetches(running[id], job);
 }
 
@@ -383,7 +383,7 @@ void Core::Impl::progress_fetches(Run& run, const PlannedJob& job) {
   if (run.executing) return;
   bool all_here = true;
   for (const auto& in : job.inputs) {
-    if (available(in.artifact)) continue;
+    if (holdings.available(in.artifact)) continue;
     all_here = false;
     std::vector<Digest> wanted;
     auto holders = live_holders(in.artifact.digest);
@@ -391,7 +391,7 @@ void Core::Impl::progress_fetches(Run& run, const PlannedJob& job) {
       wanted.push_back(in.artifact.digest);
     } else {
       for (const auto& e : in.artifact.entries) {
-        if (!held.count(e.digest)) wanted.push_back(e.digest);
+        if (!holdings.holds(e.digest)) wanted.push_back(e.digest);
       }
     }
     for (const auto& d : wanted) {
@@ -405,6 +405,8 @@ void Core::Impl::progress_fetches(Run& run, const PlannedJob& job) {
     }
   }
   if (!all_here) return;
+  // A process of another epoch of this job may still be alive: start once it is gone.
+  if (stopping.count(job.ref.job) || restored.count(job.ref.job)) return;
   Accept acc;
   acc.job = job.ref;
   acc.epoch = run.epoch;
@@ -443,10 +445,10 @@ void Core::Impl::finish(const Digest& job, std::uint32_t epoch, JobOutcome outco
   r.stderr_digest = outcome.stderr_digest;
   if (r.ok) {
     for (const auto& o : r.outputs) {
-      add_held(o.artifact.digest);
-      for (const auto& e : o.artifact.entries) add_held(e.digest);
+      holdings.add(o.artifact.digest);
+      for (const auto& e : o.artifact.entries) holdings.add(e.digest);
     }
-    holdings_changed();
+    holdings.changed();
   }
   std::string text = "job " + job.short_hex() + " epoch " + std::to_string(epoch) +
                      (r.ok ? " succeeded" : " failed: " + r.error);
@@ -458,14 +460,13 @@ void Core::Impl::reconcile() {
   if (!started) return;
   wake_ms = std::numeric_limits<std::int64_t>::max();
   // A peer's death changes which claims stand and who ranks first.
-  for (const auto& [key, p] : peers) {
-    if (auto t = detector->last_heard_ms(key); t && is_live(key)) {
-      wake_at(*t + config.timing.dead_after_ms);
-    }
+  for (const auto& [key, p] : members.peers()) {
+    if (auto t = members.deadline(key, now_ms)) wake_at(*t);
   }
-  if (!synced) wake_at(started_ms + config.timing.dead_after_ms);
+  if (!synced) wake_at(started_ms + members.detection_window_ms());
   ensure_plan();
   reconcile_running();
+  reconcile_restored();
   reconcile_open_claims();
   reconcile_tie_breaks();
   // The plan may have changed with what we just published.
@@ -479,25 +480,27 @@ void Core::Impl::reconcile() {
   }
   // Done jobs leave the list (it is rebuilt with the plan), so a pass costs the open
   // jobs, not every job ever planned.
-  std::erase_if(open_jobs, [&](const PlannedJob* job) {
-    return canonical_statement(job->ref.job) != nullptr;
-  });
+  std::erase_if(open_jobs,
+                [&](const PlannedJob* job) { return book.canonical(job->ref.job) != nullptr; });
   for (const PlannedJob* job : open_jobs) {
-    if (failed_for_good(job->ref.job, job->retries)) continue;
+    if (book.failed_for_good(job->ref.job, job->retries)) continue;
     consider_claim(*job, /*regenerate=*/false);
   }
-  for (const Digest& id : std::vector<Digest>(regen_wanted.begin(), regen_wanted.end())) {
+  const std::set<Digest>& regen = replication.regen_wanted();
+  for (const Digest& id : std::vector<Digest>(regen.begin(), regen.end())) {
     const PlannedJob* job = plan->find(id);
-    if (job != nullptr && needs_regeneration(id, *job)) consider_claim(*job, /*regenerate=*/true);
+    if (job != nullptr && replication.needs_regeneration(id, now_ms, out)) {
+      consider_claim(*job, /*regenerate=*/true);
+    }
   }
   for (auto& [id, run] : running) {
     if (const PlannedJob* job = plan->find(id)) progress_fetches(run, *job);
   }
-  if (now_ms >= next_replication_check_ms) {
-    next_replication_check_ms = now_ms + kReplicationCheckMs;
-    reconcile_replication();
+  if (replication.due(now_ms)) {
+    holdings.prune(now_ms);
+    replication.check(*plan, capacity_by_stage, now_ms, out);
   }
-  wake_at(next_replication_check_ms);
+  wake_at(replication.next_check_ms());
   // The safety net: fetch retries and other small waits are seen by then.
   wake_at(now_ms + config.timing.heartbeat_ms);
 }

@@ -56,7 +56,10 @@ Digest rendezvous_score(const Digest& key, const AgentKey& agent) {
 
 Core::Impl::Impl(CoreConfig cfg, std::int64_t now)
     : config(std::move(cfg)),
-      detector(std::make_unique<HeartbeatDetector>(config.timing)),
+      members(config.key, std::make_unique<HeartbeatDetector>(config.timing)),
+      book(ledger, config.key),
+      holdings(members),
+      replication(config.key, config.replicas, ledger, book, holdings, members),
       now_ms(now),
       started_ms(now) {
   apply_promises();
@@ -95,7 +98,7 @@ void Core::Impl::publish_advert_and_pipelines() {
   adv.sources = config.sources;
   // Republished on every start: its seq names this incarnation of our holdings.
   const Statement& a = publish(std::move(adv));
-  holdings_incarnation = a.seq;
+  holdings.set_incarnation(a.seq);
   for (const auto& p : config.pipelines) {
     bool known = ledger.pipelines().count(p.digest) != 0;
     if (!known) publish(PipelineDef{p.name, p.digest, canonical_pipeline(p)});
@@ -133,23 +136,7 @@ const Statement& Core::Impl::publish(StatementBody body) {
   return *ledger.get(config.key, st.seq);
 }
 
-Core::Impl::Peer* Core::Impl::peer(const AgentKey& key) {
-  if (key == config.key) return nullptr;
-  auto [it, inserted] = peers.try_emplace(key);
-  if (inserted) detector->learned(key, now_ms);
-  return &it->second;
-}
-
-bool Core::Impl::is_live(const AgentKey& agent) const {
-  if (agent == config.key) return true;
-  return detector->liveness(agent, now_ms) != Liveness::kDead;
-}
-
-void Core::Impl::heard(const AgentKey& from) {
-  if (from == config.key) return;
-  peer(from)->heard = true;
-  detector->heard_from(from, now_ms);
-}
+void Core::Impl::heard(const AgentKey& from) { members.heard(from, now_ms); }
 
 // Applies the effects of a statement already in the ledger (index side effects).
 void Core::Impl::ingest(const Statement& st, bool restored) {
@@ -161,34 +148,29 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
     case StatementKind::kPipeline:
     case StatementKind::kSourceVersion:
       plan_dirty = true;
-      note_holders(st);
+      holdings.note(st, now_ms);
       break;
     case StatementKind::kClaim: {
-      const auto& c = std::get<Claim>(st.body);
-      summaries.erase(c.job.job);
-      if (st.author == config.key) open_claims.insert({c.job.job, c.epoch});
-      tie_break_check.insert(c.job.job);
+      book.note(st);
+      tie_break_check.insert(std::get<Claim>(st.body).job.job);
       break;
     }
     case StatementKind::kRelease: {
-      const auto& r = std::get<Release>(st.body);
-      summaries.erase(r.job.job);
-      results_changed.insert(r.job.job);
-      if (st.author == config.key) open_claims.erase({r.job.job, r.epoch});
+      book.note(st);
+      results_changed.insert(std::get<Release>(st.body).job.job);
       break;
     }
     case StatementKind::kResult: {
       const auto& r = std::get<JobResult>(st.body);
-      summaries.erase(r.job.job);
+      book.note(st);
       results_changed.insert(r.job.job);
-      if (st.author == config.key) open_claims.erase({r.job.job, r.epoch});
       // Only a new canonical result or a failure can change what is planned.
       if (!r.ok) {
         plan_dirty = true;
-      } else if (summary(r.job.job).canonical == &st) {
+      } else if (book.canonical(r.job.job) == &st) {
         note_canonical_result(r.job.job);
       }
-      note_holders(st);
+      holdings.note(st, now_ms);
       // Non-determinism: two successful results with different outputs.
       if (r.ok && !nondet.count(r.job.job)) {
         Digest mine = outputs_digest(r);
@@ -207,7 +189,7 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       break;
     }
     case StatementKind::kAccept:
-      note_holders(st);
+      holdings.note(st, now_ms);
       break;
     case StatementKind::kCheckpoint:
       break;
@@ -217,12 +199,12 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
 void Core::Impl::on_advert(const Statement& st) {
   candidates_dirty = true;
   if (st.author == config.key) return;
-  Peer* p = peer(st.author);
+  Membership::Peer* p = members.peer(st.author, now_ms);
   const auto& adv = std::get<Advert>(st.body);
   if (ledger.adverts().at(st.author) != &st) return;  // an older advert
   p->name = adv.name;
   if (!adv.endpoints.empty() && p->connect_sent_for_seq < st.seq &&
-      (!p->heard || detector->liveness(st.author, now_ms) == Liveness::kDead)) {
+      (!p->heard || members.liveness(st.author, now_ms) == Liveness::kDead)) {
     p->connect_sent_for_seq = st.seq;
     out.actions.push_back(Connect{st.author, adv.endpoints});
   }
@@ -230,7 +212,7 @@ void Core::Impl::on_advert(const Statement& st) {
 
 void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
   heard(from);
-  Peer* p = peer(from);
+  Membership::Peer* p = members.peer(from, now_ms);
   if (p == nullptr) return;  // a message from ourselves: ignore
   std::visit(
       [&](const auto& m) {
@@ -264,7 +246,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             synced = true;
           }
           std::pair<std::uint64_t, std::uint64_t> v{m.holdings_incarnation, m.holdings_version};
-          if (v != p->holdings_seen &&
+          if (v != holdings.seen(from) &&
               now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms) {
             p->last_have_request_ms = now_ms;
             send(from, HaveRequest{});
@@ -287,63 +269,46 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           // Our own statements relayed back after a restart lost their tail.
           last_seq = std::max(last_seq, ledger.max_seq(config.key));
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
-          Have have;
-          have.incarnation = holdings_incarnation;
-          have.version = holdings_version;
-          have.digests.assign(held.begin(), held.end());
-          if (have.digests.size() > kMaxHoldingsPerHave) have.digests.resize(kMaxHoldingsPerHave);
-          send(from, std::move(have));
+          send(from, holdings.have());
         } else if constexpr (std::is_same_v<T, Have>) {
-          std::pair<std::uint64_t, std::uint64_t> v{m.incarnation, m.version};
-          if (v >= p->holdings_seen || !p->has_holdings) {
-            p->holdings_seen = v;
-            p->has_holdings = true;
-            p->holdings = std::set<Digest>(m.digests.begin(), m.digests.end());
-            prune_announced(*p);
-          }
+          holdings.on_have(from, m, now_ms);
         }
       },
       msg.body);
 }
 
 void Core::Impl::do_tick() {
-  // Liveness transitions, logged once each.
-  for (auto& [key, p] : peers) {
-    Liveness l = detector->liveness(key, now_ms);
-    if (l != p.reported) {
-      p.reported = l;
-      event(EventKind::kPeerState, l == Liveness::kAlive ? EventLevel::kInfo : EventLevel::kWarn,
-            "peer " + (p.name.empty() ? key.hex().substr(0, 12) : p.name) + " is " +
-                liveness_name(l),
-            key);
-      ranking_cache.clear();
-    }
+  // Liveness transitions, logged once each; a death is also the shell's to act on.
+  for (const auto& [key, l] : members.transitions(now_ms)) {
+    if (l == Liveness::kDead) out.actions.push_back(PeerDeclaredDead{key});
+    const std::string& name = members.find(key)->name;
+    event(EventKind::kPeerState, l == Liveness::kAlive ? EventLevel::kInfo : EventLevel::kWarn,
+          "peer " + (name.empty() ? key.hex().substr(0, 12) : name) + " is " + liveness_name(l),
+          key);
+    ranking_cache.clear();
   }
-  auto targets = detector->heartbeat_targets(now_ms);
+  auto targets = members.heartbeat_targets(now_ms);
   if (!targets.empty()) {
     Heartbeat hb;
-    hb.running = static_cast<std::uint32_t>(running.size());
+    hb.running = static_cast<std::uint32_t>(running.size() + restored.size() + stopping.size());
     hb.capacity = total_capacity;
     for (const auto& [job, run] : running) hb.active_claims.emplace_back(job, run.epoch);
     hb.vv_sum = ledger.vv_sum();
-    hb.holdings_incarnation = holdings_incarnation;
-    hb.holdings_version = holdings_version;
-    if (targets.size() == peers.size()) {
+    hb.holdings_incarnation = holdings.incarnation();
+    hb.holdings_version = holdings.version();
+    if (targets.size() == members.peers().size()) {
       send(std::nullopt, std::move(hb));
     } else {
       for (const auto& t : targets) send(t, hb);
     }
   }
   // Periodic anti-entropy with one live peer at a time (round robin).
-  if (now_ms >= next_sync_ms && !peers.empty()) {
+  if (now_ms >= next_sync_ms && !members.peers().empty()) {
     next_sync_ms = now_ms + config.timing.sync_interval_ms;
-    std::vector<AgentKey> live;
-    for (const auto& [key, p] : peers) {
-      if (is_live(key)) live.push_back(key);
-    }
+    std::vector<AgentKey> live = members.live_peers(now_ms);
     if (!live.empty()) {
       const AgentKey& target = live[sync_rotor++ % live.size()];
-      peers[target].last_sync_request_ms = now_ms;
+      members.peer(target, now_ms)->last_sync_request_ms = now_ms;
       send(target, SyncRequest{ledger.version_vector()});
     }
   }
@@ -360,12 +325,23 @@ Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
     }
   }
   s.last_seq = std::max(restored.last_seq, s.ledger.max_seq(s.config.key));
-  for (const auto& d : restored.held) s.held.insert(d);
-  // A running-job row whose claim is not in the ledger was never announced: the
-  // process may still be there, so have the shell kill it.
+  for (const auto& d : restored.held) s.holdings.restore(d);
+  // A running-job row without an open own claim (none in the ledger, or one with a result
+  // or a release) is not resumable: kill it now. The others wait for a sync to be decided
+  // (reconcile_open_claims), with the reference of their claim.
   for (const auto& r : restored.running) {
-    if (!s.open_claims.count({r.job.job, r.epoch})) {
-      s.out.actions.push_back(KillJob{r.job.job, r.epoch, "not resumable after restart"});
+    VOW_ASSERT(!s.restored.count(r.job.job) && !s.stopping.count(r.job.job),
+               "job %s restored twice", r.job.job.short_hex().c_str());
+    const Statement* claim = nullptr;
+    if (s.book.is_open(r.job.job, r.epoch)) {
+      for (const Statement* st : s.ledger.job(r.job.job)->claims) {
+        if (st->author == s.config.key && std::get<Claim>(st->body).epoch == r.epoch) claim = st;
+      }
+    }
+    if (claim != nullptr) {
+      s.restored[r.job.job] = RunningJob{std::get<Claim>(claim->body).job, r.epoch};
+    } else {
+      s.kill(r.job, r.epoch, "not resumable after restart: no open claim");
     }
   }
   s.out.events.clear();  // replaying the ledger is not news
@@ -426,24 +402,30 @@ Output Core::tick(std::int64_t now_ms, std::int64_t wall_unix_ms) {
 
 Output Core::job_exited(const Digest& job, std::uint32_t epoch, JobOutcome outcome) {
   Impl& s = *impl_;
-  s.finish(job, epoch, std::move(outcome));
+  if (!s.stopped(job, epoch)) s.finish(job, epoch, std::move(outcome));
   s.reconcile();
+  return s.take();
+}
+
+Output Core::job_stopped(const Digest& job, std::uint32_t epoch) {
+  Impl& s = *impl_;
+  if (s.stopped(job, epoch)) s.reconcile();
   return s.take();
 }
 
 Output Core::artifact_fetched(const Digest& digest) {
   Impl& s = *impl_;
-  s.add_held(digest);
-  s.fetches.erase(digest);
+  s.holdings.add(digest);
+  s.replication.fetch_ended(digest);
   for (auto& [job, run] : s.running) run.fetch_retry_ms.erase(digest);
-  s.holdings_changed();
+  s.holdings.changed();
   s.reconcile();
   return s.take();
 }
 
 Output Core::artifact_fetch_failed(const Digest& digest) {
   Impl& s = *impl_;
-  s.fetches.erase(digest);
+  s.replication.fetch_ended(digest);
   for (auto& [job, run] : s.running) {
     auto it = run.fetch_retry_ms.find(digest);
     if (it != run.fetch_retry_ms.end()) it->second = s.now_ms + kFetchRetryMs;
@@ -454,7 +436,7 @@ Output Core::artifact_fetch_failed(const Digest& digest) {
 
 Output Core::artifact_lost(const Digest& digest) {
   Impl& s = *impl_;
-  if (s.held.erase(digest) != 0) s.holdings_changed();
+  if (s.holdings.remove(digest)) s.holdings.changed();
   s.reconcile();
   return s.take();
 }
@@ -462,9 +444,9 @@ Output Core::artifact_lost(const Digest& digest) {
 Output Core::source_snapshot(const std::string& pipeline, const std::string& source,
                              const ArtifactRef& artifact) {
   Impl& s = *impl_;
-  s.add_held(artifact.digest);
-  for (const auto& e : artifact.entries) s.add_held(e.digest);
-  s.holdings_changed();
+  s.holdings.add(artifact.digest);
+  for (const auto& e : artifact.entries) s.holdings.add(e.digest);
+  s.holdings.changed();
   const Statement* latest = nullptr;
   std::uint64_t own = s.ledger.own_source_version(s.config.key, pipeline, source);
   const Statement* cur = s.ledger.source_version(pipeline, source);
@@ -492,6 +474,11 @@ Output Core::reconfigure(std::vector<CorePromise> promises, std::vector<Pipeline
     if (!s.capacity_by_stage.count(run.ref.stage_digest)) stop.push_back(job);
   }
   for (const auto& j : stop) s.stop(j, "promise withdrawn", /*release=*/true);
+  stop.clear();
+  for (const auto& [job, row] : s.restored) {
+    if (!s.capacity_by_stage.count(row.job.stage_digest)) stop.push_back(job);
+  }
+  for (const auto& j : stop) s.drop_restored(j, "promise withdrawn");
   if (s.started && !s.withdrawn) {
     s.publish_advert_and_pipelines();
     s.decisions_due = true;
@@ -506,6 +493,9 @@ Output Core::withdraw() {
   std::vector<Digest> jobs;
   for (const auto& [job, run] : s.running) jobs.push_back(job);
   for (const auto& j : jobs) s.stop(j, "withdrawn", /*release=*/true);
+  jobs.clear();
+  for (const auto& [job, row] : s.restored) jobs.push_back(job);
+  for (const auto& j : jobs) s.drop_restored(j, "withdrawn");
   return s.take();
 }
 

@@ -14,8 +14,9 @@
 //                             loop iteration): the decisions that statements call for
 //                             (claim, start, kill) are taken there, so a burst of
 //                             statements costs one decision pass.
-//   job_exited / artifact_fetched / artifact_fetch_failed / artifact_lost /
-//   source_snapshot           local events from the shell
+//   job_exited / job_stopped / artifact_fetched / artifact_fetch_failed /
+//   artifact_lost / source_snapshot
+//                             local events from the shell
 //   peer_connected            a link to a peer came up (send it a hello)
 //   withdraw / shutdown       release every claim and stop claiming
 // Every input returns an Output (see its comment for the order the shell must follow).
@@ -52,6 +53,12 @@ inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replicat
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
 inline constexpr std::size_t kMaxHoldingsPerHave = 1'000'000;
 inline constexpr std::int64_t kReplicationCheckMs = 500;  // replication / loss check period
+// A job left running at a restart (RestoredState::running) is decided once this agent
+// has synced with a peer (it cannot know before whether another agent took the job over
+// meanwhile). Without a sync this long after start() it is decided on what the agent
+// knows (a lone agent resumes its work). Longer than a peer's reconnect backoff (the
+// daemon caps it at 2 s), so an agent among live peers always hears them first.
+inline constexpr std::int64_t kRestoreSyncWindowMs = 5'000;
 // Decisions (claims, starts, fencing, replication) are taken on tick() after statements
 // arrived since the last tick, and when a time-driven one is due (a claim step, the end
 // of a backoff, a peer's death, the replication check every heartbeat_ms). Local events
@@ -87,17 +94,25 @@ struct CoreConfig {
   std::function<SignedForm(const Statement&)> sign;
 };
 
-// One row of the shell's running-job table.
+// One row of the shell's running-job table, or of Core::running().
 struct RunningJob {
   JobRef job;
   std::uint32_t epoch = 0;
+  // In Core::running(): a KillJob was sent for this run and its job_stopped has not
+  // arrived; its process may still be alive, so it still holds a place of the stage's
+  // capacity. Ignored in RestoredState.
+  bool stopping = false;
 };
 
 struct RestoredState {
   std::vector<Statement> statements;  // everything persisted (own and peers')
   std::uint64_t last_seq = 0;         // own sequence counter
-  std::vector<RunningJob> running;    // jobs that were running at the crash
-  std::vector<Digest> held;           // artifacts in the local store
+  // Rows of the running-job table at the crash. The core answers each with exactly one
+  // StartJob for that (job, epoch) (resumed: the shell adopts the process or exit status
+  // it still has) or a KillJob (not resumable). A row whose claim the shell cannot find
+  // may carry the job digest alone.
+  std::vector<RunningJob> running;
+  std::vector<Digest> held;  // artifacts in the local store
 };
 
 // ---- Messages between cores (the transport encodes them) ----
@@ -148,6 +163,9 @@ struct StartJob {
   std::int64_t timeout_ms = 0;
   bool regenerate = false;  // re-run of a finished job whose output was lost
 };
+// Stop the process of this run, if the shell has one (a run still materializing its
+// inputs has none yet). The shell answers with job_stopped(job, epoch) once no process
+// of the run is left, at once if there never was one.
 struct KillJob {
   Digest job;
   std::uint32_t epoch = 0;
@@ -165,7 +183,14 @@ struct Connect {
   AgentKey peer;
   std::vector<std::string> endpoints;
 };
-using Action = std::variant<StartJob, KillJob, FetchArtifact, ReplicateArtifact, Connect>;
+// The failure detector has just declared this peer dead (emitted once per transition to
+// dead). The shell gives up what it waits for from the peer: in-flight transfers from it
+// move on to their next holder (the core's own decisions already leave it out).
+struct PeerDeclaredDead {
+  AgentKey peer;
+};
+using Action =
+    std::variant<StartJob, KillJob, FetchArtifact, ReplicateArtifact, Connect, PeerDeclaredDead>;
 
 // ---- Events for the log ----
 
@@ -203,7 +228,12 @@ struct Event {
 //   3. perform `actions` in order (a kill before a start of the same job);
 //   4. log `events`.
 // Own statements carry author, seq and body set by the core. Running-job table: add a
-// row when performing StartJob, remove it on KillJob or when the job exits.
+// row when performing StartJob, remove it once the process is gone (the job exited, or
+// it was killed and reaped: then report job_stopped).
+// Kills are acknowledged: after a KillJob for (job, e) the core emits no StartJob for
+// that job, at any epoch, until job_stopped(job, e) (or job_exited(job, e)) arrives; the
+// stopped run holds its place of the stage's capacity until then. So the shell never has
+// two processes of one job, nor more processes of a stage than its promised capacity.
 struct Output {
   std::vector<Statement> persist;
   std::vector<Outbound> messages;
@@ -285,7 +315,13 @@ class Core {
   [[nodiscard]] Output peer_connected(const AgentKey& peer);
   [[nodiscard]] Output tick(std::int64_t now_ms, std::int64_t wall_unix_ms = 0);
 
+  // The process of a started job ended. For a run the core told to stop (KillJob) this
+  // is its job_stopped: the outcome is not a result.
   [[nodiscard]] Output job_exited(const Digest& job, std::uint32_t epoch, JobOutcome outcome);
+  // The answer to a KillJob(job, epoch): no process of that run is left (it was reaped,
+  // or it had never been spawned). Frees its place and may start a later epoch of the
+  // job. Ignored for a run that is not stopping.
+  [[nodiscard]] Output job_stopped(const Digest& job, std::uint32_t epoch);
   [[nodiscard]] Output artifact_fetched(const Digest& digest);
   [[nodiscard]] Output artifact_fetch_failed(const Digest& digest);
   [[nodiscard]] Output artifact_lost(const Digest& digest);
@@ -314,7 +350,8 @@ class Core {
   // Live peers that hold (or are presumed to hold) an artifact, best first.
   std::vector<AgentKey> holders(const Digest& digest) const;
   const std::set<Digest>& held() const;
-  // Jobs this agent runs now (fetching inputs or executing), with their epochs.
+  // Jobs this agent runs now (fetching inputs or executing), rows restored at start not
+  // yet decided, and runs being stopped (`stopping`), with their epochs.
   std::vector<RunningJob> running() const;
   std::uint64_t last_seq() const;
 

@@ -37,6 +37,8 @@ class FailureDetector {
   // The peers to send a heartbeat to now (empty if none is due).
   virtual std::vector<AgentKey> heartbeat_targets(std::int64_t now_ms) = 0;
   virtual std::vector<AgentKey> peers() const = 0;
+  // Silence after which a peer is declared dead: the detection window.
+  virtual std::int64_t window_ms() const = 0;
 };
 
 // All-to-all heartbeats every heartbeat_ms; suspect after suspect_after_ms of silence,
@@ -50,6 +52,7 @@ class HeartbeatDetector final : public FailureDetector {
   std::optional<std::int64_t> last_heard_ms(const AgentKey& peer) const override;
   std::vector<AgentKey> heartbeat_targets(std::int64_t now_ms) override;
   std::vector<AgentKey> peers() const override;
+  std::int64_t window_ms() const override { return timing_.dead_after_ms; }
 
  private:
   Timing timing_;

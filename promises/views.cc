@@ -23,15 +23,13 @@ const char* job_state_name(JobState state) {
 
 const AgentKey& Core::key() const { return impl_->config.key; }
 const Ledger& Core::ledger() const { return impl_->ledger; }
-bool Core::holds(const Digest& digest) const { return impl_->held.count(digest) != 0; }
+bool Core::holds(const Digest& digest) const { return impl_->holdings.holds(digest); }
 std::vector<AgentKey> Core::holders(const Digest& digest) const {
   return impl_->live_holders(digest);
 }
-const std::set<Digest>& Core::held() const { return impl_->held; }
+const std::set<Digest>& Core::held() const { return impl_->holdings.held(); }
 std::uint64_t Core::last_seq() const { return impl_->last_seq; }
-const Statement* Core::canonical(const Digest& job) const {
-  return impl_->canonical_statement(job);
-}
+const Statement* Core::canonical(const Digest& job) const { return impl_->book.canonical(job); }
 bool Core::nondeterministic(const Digest& job) const { return impl_->nondet.count(job) != 0; }
 
 const Plan& Core::plan() {
@@ -42,6 +40,8 @@ const Plan& Core::plan() {
 std::vector<RunningJob> Core::running() const {
   std::vector<RunningJob> out;
   for (const auto& [job, run] : impl_->running) out.push_back(RunningJob{run.ref, run.epoch});
+  for (const auto& [job, row] : impl_->restored) out.push_back(row);
+  for (const auto& [job, row] : impl_->stopping) out.push_back(row);
   return out;
 }
 
@@ -59,12 +59,12 @@ std::optional<JobView> Core::job(const Digest& id) {
   } else if (!js->results.empty()) {
     v.job = std::get<JobResult>(js->results.front()->body).job;
   }
-  const Statement* canon = s.canonical_statement(id);
+  const Statement* canon = s.book.canonical(id);
   bool standing = false;
   if (js != nullptr) {
     for (const Statement* st : js->claims) {
       const auto& c = std::get<Claim>(st->body);
-      ClaimView cv{st->author, c.epoch, s.released(id, st->author, c.epoch),
+      ClaimView cv{st->author, c.epoch, s.book.released(id, st->author, c.epoch),
                    s.claim_standing(id, *st)};
       standing = standing || cv.live;
       v.claims.push_back(cv);
@@ -76,13 +76,13 @@ std::optional<JobView> Core::job(const Digest& id) {
     }
   }
   v.nondeterministic = s.nondet.count(id) != 0;
-  v.failed_attempts = s.failed_attempts(id);
+  v.failed_attempts = s.book.failed_attempts(id);
   int retries = planned != nullptr ? planned->retries : 0;
   if (planned == nullptr) {
     v.state = JobState::kSuperseded;
   } else if (canon != nullptr) {
     v.state = JobState::kDone;
-  } else if (s.failed_for_good(id, retries)) {
+  } else if (s.book.failed_for_good(id, retries)) {
     v.state = JobState::kFailed;
   } else if (standing) {
     v.state = JobState::kRunning;
@@ -108,12 +108,12 @@ std::vector<JobView> Core::jobs() {
 std::vector<PeerView> Core::peers() const {
   const Impl& s = *impl_;
   std::vector<PeerView> out;
-  for (const auto& [key, p] : s.peers) {
+  for (const auto& [key, p] : s.members.peers()) {
     PeerView v;
     v.key = key;
     v.name = p.name;
-    v.liveness = s.detector->liveness(key, s.now_ms);
-    v.last_heard_ms = s.detector->last_heard_ms(key);
+    v.liveness = s.members.liveness(key, s.now_ms);
+    v.last_heard_ms = s.members.last_heard_ms(key);
     v.running = p.running;
     v.capacity = p.capacity;
     out.push_back(std::move(v));

@@ -69,12 +69,20 @@ struct Node {
   std::vector<StartJob> started;  // every start, in order
   std::vector<KillJob> killed;
   bool nondeterministic = false;  // outputs depend on who runs the job
+  // The running-job table (survives a crash) and killed processes not yet gone: with
+  // `hold_stops` they stay until the test calls Mesh::stopped, else they go at once.
+  std::map<Digest, RunningJob> table;
+  bool hold_stops = false;
+  std::vector<KillJob> stopping;
+  std::vector<AgentKey> declared_dead;  // PeerDeclaredDead actions, in order
+  // Processes that may be alive: running, or killed and not yet gone.
+  int alive() const { return static_cast<int>(procs.size() + stopping.size()); }
 };
 
 class Mesh {
  public:
   Mesh(int n, const Pipeline& p, std::vector<std::vector<std::string>> promises_by_node,
-       int replicas = 2) {
+       int replicas = 2, int capacity = 2) {
     nodes_.resize(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
       Node& nd = nodes_[i];
@@ -84,7 +92,7 @@ class Mesh {
       nd.config.pipelines = {p};
       nd.config.replicas = replicas;
       for (const auto& st : promises_by_node[i]) {
-        nd.config.promises.push_back(CorePromise{p.name, st, 2});
+        nd.config.promises.push_back(CorePromise{p.name, st, capacity});
       }
       if (i == 0) {
         for (const auto& s : p.sources) nd.config.sources.push_back(AdvertSource{p.name, s.name});
@@ -122,7 +130,8 @@ class Mesh {
   void crash(int i) {
     nodes_[i].up = false;
     nodes_[i].core.reset();
-    nodes_[i].procs.clear();
+    nodes_[i].procs.clear();  // the processes die with the agent; the table stays
+    nodes_[i].stopping.clear();
   }
   void restart(int i) {
     Node& nd = nodes_[i];
@@ -130,6 +139,7 @@ class Mesh {
     rs.statements = nd.persisted;
     rs.last_seq = nd.persisted_seq;
     rs.held.assign(nd.store.begin(), nd.store.end());
+    for (const auto& [job, row] : nd.table) rs.running.push_back(row);
     nd.core = std::make_unique<Core>(nd.config, std::move(rs), now_);
     nd.up = true;
     apply(i, nd.core->tick(now_));
@@ -171,6 +181,7 @@ class Mesh {
     REQUIRE(it != nd.procs.end());
     StartJob s = it->second;
     nd.procs.erase(it);
+    nd.table.erase(job);
     JobOutcome out;
     out.ok = ok;
     if (!ok) {
@@ -207,6 +218,18 @@ class Mesh {
     }
   }
 
+  // A killed process of node i held by `hold_stops` is gone: the shell reports it.
+  void stopped(int i, const Digest& job) {
+    Node& nd = nodes_[i];
+    auto it = std::find_if(nd.stopping.begin(), nd.stopping.end(),
+                           [&](const KillJob& k) { return k.job == job; });
+    REQUIRE(it != nd.stopping.end());
+    KillJob k = *it;
+    nd.stopping.erase(it);
+    report_stopped(i, k);
+    deliver();
+  }
+
   // Hands a statement to node i directly (as if it came from `from`).
   void inject(int i, int from, const Statement& st) {
     apply(i, nodes_[i].core->on_statement(nodes_[from].config.key, st));
@@ -217,7 +240,13 @@ class Mesh {
   void hold(bool on) { hold_ = on; }
 
   void deliver() {
-    while ((!inflight_.empty() && !hold_) || !local_.empty()) {
+    while ((!inflight_.empty() && !hold_) || !local_.empty() || !stops_.empty()) {
+      if (!stops_.empty()) {
+        auto [i, k] = stops_.front();
+        stops_.pop_front();
+        if (nodes_[i].up) report_stopped(i, k);
+        continue;
+      }
       if (!local_.empty()) {
         auto [i, d, ok] = local_.front();
         local_.pop_front();
@@ -285,17 +314,36 @@ class Mesh {
           }
           CHECK_MESSAGE(here, "started without input ", in.name);
         }
+        CHECK_MESSAGE(nd.procs.count(s->job.job) == 0, "started twice");
+        for (const auto& k : nd.stopping) {
+          CHECK_MESSAGE(k.job != s->job.job, "started while an earlier epoch is stopping");
+        }
         nd.procs[s->job.job] = *s;
         nd.started.push_back(*s);
+        nd.table[s->job.job] = RunningJob{s->job, s->epoch};
       } else if (auto* k = std::get_if<KillJob>(&a)) {
-        nd.procs.erase(k->job);
+        auto p = nd.procs.find(k->job);
+        if (p != nd.procs.end() && p->second.epoch == k->epoch) nd.procs.erase(p);
         nd.killed.push_back(*k);
+        if (nd.hold_stops) {
+          nd.stopping.push_back(*k);
+        } else {
+          stops_.emplace_back(i, *k);
+        }
+      } else if (auto* d = std::get_if<PeerDeclaredDead>(&a)) {
+        nd.declared_dead.push_back(d->peer);
       } else if (auto* f = std::get_if<FetchArtifact>(&a)) {
         fetch(i, f->digest, f->holders);
       } else if (auto* r = std::get_if<ReplicateArtifact>(&a)) {
         fetch(i, r->digest, r->holders);
       }
     }
+  }
+  void report_stopped(int i, const KillJob& k) {
+    Node& nd = nodes_[i];
+    auto row = nd.table.find(k.job);
+    if (row != nd.table.end() && row->second.epoch == k.epoch) nd.table.erase(row);
+    apply(i, nd.core->job_stopped(k.job, k.epoch));
   }
   void fetch(int i, const Digest& d, const std::vector<AgentKey>& holders) {
     bool ok = false;
@@ -312,6 +360,7 @@ class Mesh {
   bool hold_ = false;
   std::deque<std::tuple<int, int, Message>> inflight_;
   std::deque<std::tuple<int, Digest, bool>> local_;
+  std::deque<std::pair<int, KillJob>> stops_;  // killed processes gone, to report
 };
 
 // One-stage pipeline over one source file.
@@ -645,6 +694,189 @@ TEST_CASE("reconfigure: a withdrawn promise hands its job over at once; an added
   Digest second = m.jobs_of(0, "work").at(0);
   CHECK(second != job);
   CHECK(m.node(0).procs.count(second) == 1);
+}
+
+}  // namespace
+}  // namespace vow::promises
+
+namespace vow::promises {
+namespace {
+
+// A claim of `ref` at `epoch` by an agent nobody here ever heard from: a higher epoch
+// fences the runs below it, and the claim itself does not stand (its author is not live).
+Statement stranger_claim(const JobRef& ref, std::uint32_t epoch) {
+  Statement st;
+  Digest k = hd("stranger");
+  std::copy(k.bytes.begin(), k.bytes.end(), st.author.bytes.begin());
+  st.seq = 1;
+  st.body = Claim{ref, epoch, 0};
+  return st;
+}
+
+int starts_of_epoch(const Node& nd, const Digest& job, std::uint32_t epoch) {
+  int n = 0;
+  for (const auto& s : nd.started) n += s.job.job == job && s.epoch == epoch ? 1 : 0;
+  return n;
+}
+
+int kills_of_epoch(const Node& nd, const Digest& job, std::uint32_t epoch) {
+  int n = 0;
+  for (const auto& k : nd.killed) n += k.job == job && k.epoch == epoch ? 1 : 0;
+  return n;
+}
+
+TEST_CASE("a killed run holds its place until job_stopped; a later epoch starts only then") {
+  int capacity = 1;
+  SUBCASE("capacity 1: the stopping run keeps the only place") { capacity = 1; }
+  SUBCASE("capacity 2: reclaimed at once, started once the old process is gone") { capacity = 2; }
+  Mesh m(2, one_stage(), {{}, {"work"}}, /*replicas=*/2, capacity);
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(100);
+  Digest job = m.jobs_of(0, "work").at(0);
+  REQUIRE(m.node(1).procs.count(job) == 1);
+  JobRef ref = m.node(1).procs.at(job).job;
+  REQUIRE(m.node(1).procs.at(job).epoch == 1);
+
+  m.node(1).hold_stops = true;  // the process ignores the kill for a while
+  m.inject(1, 0, stranger_claim(ref, 2));
+  m.advance(10);  // decided on the next tick
+  REQUIRE(kills_of_epoch(m.node(1), job, 1) == 1);
+  REQUIRE(m.node(1).stopping.size() == 1);
+  for (int t = 0; t < 50; ++t) {
+    m.advance(10);
+    CHECK(m.node(1).alive() <= capacity);
+  }
+  // Nothing starts while epoch 1 may still be alive; the core counts it as running.
+  CHECK(m.node(1).started.size() == 1);
+  bool stopping_seen = false;
+  for (const auto& r : m.core(1).running()) {
+    if (r.job.job == job && r.epoch == 1) stopping_seen = r.stopping;
+  }
+  CHECK(stopping_seen);
+  auto own_claim_at = [&](std::uint32_t epoch) {
+    auto v = m.core(1).job(job);
+    REQUIRE(v);
+    for (const auto& c : v->claims) {
+      if (c.author == m.node(1).config.key && c.epoch == epoch) return true;
+    }
+    return false;
+  };
+  // With a free place the job is claimed again at once (epoch 3), but not started.
+  CHECK(own_claim_at(3) == (capacity == 2));
+
+  m.stopped(1, job);
+  CHECK(m.node(1).started.size() == 2);
+  CHECK(starts_of_epoch(m.node(1), job, 3) == 1);
+  m.advance(500);
+  CHECK(m.node(1).started.size() == 2);  // exactly one start after the stop
+  CHECK(m.node(1).alive() <= capacity);
+  m.finish_all(1);
+  m.advance(100);
+  REQUIRE(m.core(0).canonical(job) != nullptr);
+  CHECK(std::get<JobResult>(m.core(0).canonical(job)->body).epoch == 3);
+}
+
+TEST_CASE("a job's exit after its kill counts as stopped, not as a result") {
+  Mesh m(2, one_stage(), {{}, {"work"}}, /*replicas=*/2, /*capacity=*/1);
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(100);
+  Digest job = m.jobs_of(0, "work").at(0);
+  REQUIRE(m.node(1).procs.count(job) == 1);
+  JobRef ref = m.node(1).procs.at(job).job;
+  m.node(1).hold_stops = true;
+  m.inject(1, 0, stranger_claim(ref, 2));
+  m.advance(10);
+  REQUIRE(m.node(1).stopping.size() == 1);
+  JobOutcome done;
+  done.ok = true;
+  Output out = m.core(1).job_exited(job, 1, std::move(done));
+  CHECK(out.persist.empty() == false);  // its claim at epoch 3
+  bool result = false, start = false;
+  for (const auto& st : out.persist) result = result || st.kind() == StatementKind::kResult;
+  for (const auto& a : out.actions) start = start || std::holds_alternative<StartJob>(a);
+  CHECK_FALSE(result);
+  CHECK(start);
+}
+
+TEST_CASE("restart: each restored running row is resumed or killed by the core") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(100);
+  Digest job = m.jobs_of(0, "work").at(0);
+  int first = runner(m, job);
+  REQUIRE(first != -1);
+  int other = first == 1 ? 2 : 1;
+  Node& nd = m.node(first);
+  REQUIRE(nd.table.count(job) == 1);
+
+  SUBCASE("resumable: a StartJob for the same epoch, no kill") {
+    m.crash(first);
+    m.advance(200);
+    std::size_t starts = nd.started.size();
+    m.restart(first);
+    m.advance(300);
+    CHECK(nd.started.size() == starts + 1);
+    CHECK(starts_of_epoch(nd, job, 1) == 2);
+    CHECK(kills_of_epoch(nd, job, 1) == 0);
+  }
+  SUBCASE("a higher epoch exists: a KillJob, no start, the claim released") {
+    m.crash(first);
+    m.advance(800);
+    REQUIRE(m.node(other).procs.count(job) == 1);
+    std::size_t starts = nd.started.size();
+    m.restart(first);
+    m.advance(300);
+    CHECK(nd.started.size() == starts);
+    REQUIRE(kills_of_epoch(nd, job, 1) == 1);
+    CHECK(nd.killed.back().reason.find("not resumable") != std::string::npos);
+    CHECK(nd.table.count(job) == 0);  // reported stopped
+    auto v = m.core(0).job(job);
+    REQUIRE(v);
+    for (const auto& c : v->claims) {
+      if (c.author == nd.config.key) CHECK(c.released);
+    }
+  }
+  SUBCASE("no sync: resumed when the window ends (a lone agent keeps its work)") {
+    m.crash(first);
+    for (int j = 0; j < m.size(); ++j) {
+      if (j != first) m.cut(first, j);
+    }
+    m.restart(first);
+    std::int64_t restarted_at = m.now();
+    std::int64_t resumed_at = -1;
+    for (int t = 0; t < 1000 && resumed_at < 0; ++t) {
+      m.advance(10);
+      if (starts_of_epoch(nd, job, 1) == 2) resumed_at = m.now();
+    }
+    REQUIRE(resumed_at > 0);
+    CHECK(resumed_at - restarted_at >= kRestoreSyncWindowMs);
+    CHECK(resumed_at - restarted_at <= kRestoreSyncWindowMs + 20);
+    CHECK(kills_of_epoch(nd, job, 1) == 0);
+  }
+}
+
+TEST_CASE("a peer declared dead yields one PeerDeclaredDead per death") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(200);
+  const AgentKey dead = m.node(2).config.key;
+  auto count = [&](int i, const AgentKey& k) {
+    return std::count(m.node(i).declared_dead.begin(), m.node(i).declared_dead.end(), k);
+  };
+  CHECK(m.node(0).declared_dead.empty());
+  m.crash(2);
+  m.advance(2 * Timing{}.dead_after_ms);
+  CHECK(count(0, dead) == 1);
+  CHECK(count(1, dead) == 1);
+  CHECK(m.node(0).declared_dead.size() == 1);  // nobody else
+  m.advance(2'000);
+  CHECK(count(0, dead) == 1);  // the transition, once
+  m.restart(2);
+  m.advance(200);
+  m.crash(2);
+  m.advance(2 * Timing{}.dead_after_ms);
+  CHECK(count(0, dead) == 2);
+  CHECK(count(1, dead) == 2);
 }
 
 }  // namespace

@@ -224,15 +224,17 @@ void World::restart(int i, bool wipe) {
   rs.held.assign(h.store.begin(), h.store.end());
   std::vector<store::RunningJob> recovered;
   for (const auto& [job, row] : h.running_table) {
-    // The job's reference comes from the agent's own claim of it, as in vowd.
-    const Claim* claim = nullptr;
+    // The job's reference comes from the agent's own claim of it, as in vowd; the core
+    // decides every row, one without a claim too.
+    promises::RunningJob r;
+    r.job.job = job;
+    r.epoch = row.epoch;
     for (const auto& st : h.persisted) {
       const auto* c = st.author == h.key ? std::get_if<Claim>(&st.body) : nullptr;
-      if (c && c->job.job == job && c->epoch == row.epoch) claim = c;
+      if (c && c->job.job == job && c->epoch == row.epoch) r.job = c->job;
     }
-    if (!claim) continue;
     recovered.push_back(row);
-    rs.running.push_back({claim->job, row.epoch});
+    rs.running.push_back(std::move(r));
   }
   h.running_table.clear();
   for (const auto& r : recovered) h.running_table[r.job] = r;

@@ -1,0 +1,110 @@
+#include "promises/holdings.h"
+
+#include <algorithm>
+
+namespace vow::promises {
+
+void Holdings::add(const Digest& digest) {
+  held_.insert(digest);
+  auto it = known_refs_.find(digest);
+  if (it != known_refs_.end()) {
+    for (const auto& e : it->second.entries) held_.insert(e.digest);
+  }
+}
+
+bool Holdings::available(const ArtifactRef& ref) const {
+  if (held_.count(ref.digest)) return true;
+  if (!ref.is_tree) return false;
+  if (ref.entries.empty()) return ref.size_bytes == 0 && known_refs_.count(ref.digest) == 0;
+  return std::all_of(ref.entries.begin(), ref.entries.end(),
+                     [&](const TreeEntry& e) { return held_.count(e.digest) != 0; });
+}
+
+Have Holdings::have() const {
+  Have have;
+  have.incarnation = incarnation_;
+  have.version = version_;
+  have.digests.assign(held_.begin(), held_.end());
+  if (have.digests.size() > kMaxHoldingsPerHave) have.digests.resize(kMaxHoldingsPerHave);
+  return have;
+}
+
+std::pair<std::uint64_t, std::uint64_t> Holdings::seen(const AgentKey& peer) const {
+  auto it = peers_.find(peer);
+  return it == peers_.end() ? std::pair<std::uint64_t, std::uint64_t>{0, 0} : it->second.seen;
+}
+
+void Holdings::on_have(const AgentKey& peer, const Have& have, std::int64_t now_ms) {
+  std::pair<std::uint64_t, std::uint64_t> v{have.incarnation, have.version};
+  auto [it, first] = peers_.try_emplace(peer);
+  PeerHoldings& p = it->second;
+  if (!first && v < p.seen) return;  // an older Have
+  p.seen = v;
+  p.holdings = std::set<Digest>(have.digests.begin(), have.digests.end());
+  prune(p, now_ms);
+}
+
+bool Holdings::announced_recently(const PeerHoldings& p, const Digest& digest,
+                                  std::int64_t now_ms) const {
+  auto it = p.announced.find(digest);
+  return it != p.announced.end() && now_ms - it->second < members_.detection_window_ms();
+}
+
+void Holdings::prune(PeerHoldings& p, std::int64_t now_ms) {
+  for (auto it = p.announced.begin(); it != p.announced.end();) {
+    bool done =
+        p.holdings.count(it->first) != 0 || now_ms - it->second >= members_.detection_window_ms();
+    it = done ? p.announced.erase(it) : std::next(it);
+  }
+}
+
+void Holdings::prune(std::int64_t now_ms) {
+  for (auto& [key, p] : peers_) prune(p, now_ms);
+}
+
+void Holdings::note(const Statement& st, std::int64_t now_ms) {
+  // A peer whose holdings we know (a Have arrived) is a holder of what it announces
+  // now, until its next Have says otherwise (PeerHoldings::announced).
+  auto peer = peers_.find(st.author);
+  auto presume = [&](const Digest& d) {
+    presumed_[d].insert(st.author);
+    if (peer != peers_.end() && !peer->second.holdings.count(d)) {
+      peer->second.announced.emplace(d, now_ms);
+    }
+  };
+  auto note_ref = [&](const ArtifactRef& ref) {
+    presume(ref.digest);
+    known_refs_.emplace(ref.digest, ref);
+    for (const auto& e : ref.entries) presume(e.digest);
+  };
+  if (const auto* r = std::get_if<JobResult>(&st.body)) {
+    if (r->ok) {
+      for (const auto& o : r->outputs) note_ref(o.artifact);
+    }
+  } else if (const auto* sv = std::get_if<SourceVersion>(&st.body)) {
+    note_ref(sv->artifact);
+  } else if (const auto* acc = std::get_if<Accept>(&st.body)) {
+    for (const auto& b : acc->bindings) presume(b.digest);
+  }
+}
+
+// Agents that have announced nothing yet are holders if the ledger presumes so; the
+// presumed come first (the producer is the best source).
+std::vector<AgentKey> Holdings::live_holders(const Digest& digest, std::int64_t now_ms) const {
+  std::vector<AgentKey> first, rest;
+  auto pres = presumed_.find(digest);
+  for (const auto& [key, m] : members_.peers()) {
+    if (!members_.is_live(key, now_ms)) continue;
+    bool presumed = pres != presumed_.end() && pres->second.count(key) != 0;
+    auto p = peers_.find(key);
+    bool holds = p != peers_.end() ? p->second.holdings.count(digest) != 0 ||
+                                         announced_recently(p->second, digest, now_ms)
+                                   : presumed;
+    if (!holds) continue;
+    (presumed ? first : rest).push_back(key);
+  }
+  first.insert(first.end(), rest.begin(), rest.end());
+  return first;
+}
+
+}  // namespace vow::promises

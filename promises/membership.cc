@@ -1,0 +1,73 @@
+#include "promises/membership.h"
+
+namespace vow::promises {
+
+Membership::Membership(AgentKey self, std::unique_ptr<FailureDetector> detector)
+    : self_(self), detector_(std::move(detector)) {}
+
+Membership::Peer* Membership::peer(const AgentKey& key, std::int64_t now_ms) {
+  if (key == self_) return nullptr;
+  auto [it, inserted] = peers_.try_emplace(key);
+  if (inserted) detector_->learned(key, now_ms);
+  return &it->second;
+}
+
+const Membership::Peer* Membership::find(const AgentKey& key) const {
+  auto it = peers_.find(key);
+  return it == peers_.end() ? nullptr : &it->second;
+}
+
+void Membership::heard(const AgentKey& from, std::int64_t now_ms) {
+  if (from == self_) return;
+  peer(from, now_ms)->heard = true;
+  detector_->heard_from(from, now_ms);
+}
+
+Liveness Membership::liveness(const AgentKey& peer, std::int64_t now_ms) const {
+  return detector_->liveness(peer, now_ms);
+}
+
+bool Membership::is_live(const AgentKey& agent, std::int64_t now_ms) const {
+  if (agent == self_) return true;
+  return detector_->liveness(agent, now_ms) != Liveness::kDead;
+}
+
+std::optional<std::int64_t> Membership::last_heard_ms(const AgentKey& peer) const {
+  return detector_->last_heard_ms(peer);
+}
+
+std::optional<std::int64_t> Membership::deadline(const AgentKey& peer, std::int64_t now_ms) const {
+  auto t = detector_->last_heard_ms(peer);
+  if (!t || !is_live(peer, now_ms)) return std::nullopt;
+  return *t + detector_->window_ms();
+}
+
+bool Membership::full(const AgentKey& agent) const {
+  const Peer* p = agent == self_ ? nullptr : find(agent);
+  return p != nullptr && p->capacity > 0 && p->running >= p->capacity;
+}
+
+std::vector<Membership::Transition> Membership::transitions(std::int64_t now_ms) {
+  std::vector<Transition> out;
+  for (auto& [key, p] : peers_) {
+    Liveness l = detector_->liveness(key, now_ms);
+    if (l == p.reported) continue;
+    p.reported = l;
+    out.push_back(Transition{key, l});
+  }
+  return out;
+}
+
+std::vector<AgentKey> Membership::heartbeat_targets(std::int64_t now_ms) {
+  return detector_->heartbeat_targets(now_ms);
+}
+
+std::vector<AgentKey> Membership::live_peers(std::int64_t now_ms) const {
+  std::vector<AgentKey> out;
+  for (const auto& [key, p] : peers_) {
+    if (is_live(key, now_ms)) out.push_back(key);
+  }
+  return out;
+}
+
+}  // namespace vow::promises

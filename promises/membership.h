@@ -1,0 +1,73 @@
+// Membership: the peers one core knows, what they said about themselves (name, load,
+// ledger size) and what it asked of them, and whether each is alive, suspected or dead,
+// as judged by the FailureDetector it is given. It is the one place that knows how
+// long a silent peer takes to be declared dead: the rest asks for a peer's deadline()
+// or the detection_window_ms().
+//
+// Owns the detector and the peer table (at most one row per agent that ever sent or
+// was named in anything; never the agent itself). Pure: times are the caller's
+// monotonic milliseconds. Not thread-safe (owned by one Core).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "promises/liveness.h"
+#include "promises/statement.h"
+
+namespace vow::promises {
+
+class Membership {
+ public:
+  struct Peer {
+    std::string name;
+    std::uint32_t running = 0;             // from its latest heartbeat
+    std::uint32_t capacity = 0;            // from its latest heartbeat
+    std::uint64_t vv_sum = 0;              // from its latest heartbeat
+    Liveness reported = Liveness::kAlive;  // last liveness a transition was reported for
+    std::int64_t last_sync_request_ms = -1'000'000;
+    std::int64_t last_have_request_ms = -1'000'000;
+    std::uint64_t connect_sent_for_seq = 0;
+    bool heard = false;  // anything ever arrived from it (else: dial its endpoints)
+  };
+  struct Transition {
+    AgentKey peer;
+    Liveness liveness;
+  };
+
+  Membership(AgentKey self, std::unique_ptr<FailureDetector> detector);
+
+  // The row of a peer, created (and the detector told) if new; nullptr for self.
+  Peer* peer(const AgentKey& key, std::int64_t now_ms);
+  const Peer* find(const AgentKey& key) const;
+  const std::map<AgentKey, Peer>& peers() const { return peers_; }
+  // Anything arrived from `from` (ignored for self).
+  void heard(const AgentKey& from, std::int64_t now_ms);
+
+  Liveness liveness(const AgentKey& peer, std::int64_t now_ms) const;
+  // Alive or suspected; self always.
+  bool is_live(const AgentKey& agent, std::int64_t now_ms) const;
+  std::optional<std::int64_t> last_heard_ms(const AgentKey& peer) const;
+  // When a live peer is declared dead unless heard from first; nullopt for a dead or
+  // unknown one.
+  std::optional<std::int64_t> deadline(const AgentKey& peer, std::int64_t now_ms) const;
+  std::int64_t detection_window_ms() const { return detector_->window_ms(); }
+  // Its latest heartbeat shows as many jobs running as it has places (never self).
+  bool full(const AgentKey& agent) const;
+  // Peers whose liveness changed since the last call, in key order, each once.
+  std::vector<Transition> transitions(std::int64_t now_ms);
+  std::vector<AgentKey> heartbeat_targets(std::int64_t now_ms);
+  std::vector<AgentKey> live_peers(std::int64_t now_ms) const;  // in key order
+
+ private:
+  AgentKey self_;
+  std::unique_ptr<FailureDetector> detector_;
+  std::map<AgentKey, Peer> peers_;
+};
+
+}  // namespace vow::promises
