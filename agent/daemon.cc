@@ -35,11 +35,11 @@ class Daemon::Impl::Sequences final : public transport::SequenceView {
     auto st = ledger_->get(author, seq);
     return st.is_ok() && st->has_value() && (*st)->bytes == bytes;
   }
-  void set_ledger(store::Ledger* ledger) { ledger_ = ledger; }
+  void set_ledger(store::LedgerStore* ledger) { ledger_ = ledger; }
 
  private:
   const SqliteState* state_;
-  store::Ledger* ledger_ = nullptr;
+  store::LedgerStore* ledger_ = nullptr;
 };
 
 namespace {
@@ -133,7 +133,8 @@ void Daemon::Impl::reload() {
   // are released so others take them at once.
   auto names = [](const std::vector<promises::PromiseDecl>& ps) {
     std::set<std::string> out;
-    for (const auto& p : ps) out.insert(p.pipeline + "/" + p.stage + "*" + std::to_string(p.capacity));
+    for (const auto& p : ps)
+      out.insert(p.pipeline + "/" + p.stage + "*" + std::to_string(p.capacity));
     return out;
   };
   std::set<Digest> old_digests, new_digests;
@@ -188,8 +189,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   VOW_RETURN_IF_ERROR(load_trust(impl->config, base, &impl->trust));
   for (auto& src : impl->config.sources) src.path = resolve(base, src.path);
   if (!impl->config.control_group.empty() && !::getgrnam(impl->config.control_group.c_str())) {
-    return Status::invalid(options.config_path + ": control_group '" +
-                           impl->config.control_group + "' is no group on this host");
+    return Status::invalid(options.config_path + ": control_group '" + impl->config.control_group +
+                           "' is no group on this host");
   }
 
   // From here on the state directory is touched.
@@ -250,8 +251,8 @@ Status Daemon::Impl::open_stores() {
 // row (resumed, or stopped).
 Status Daemon::Impl::restore(promises::RestoredState* restored,
                              std::vector<store::RunningJob>* recovered) {
-  Status scan = ledger->scan_statements(
-      [&](const store::StoredStatement& s, const Status& row) -> Status {
+  Status scan =
+      ledger->scan_statements([&](const store::StoredStatement& s, const Status& row) -> Status {
         if (!row.is_ok()) return row;
         auto st = transport::decode_and_verify(s.bytes, s.signature);
         if (!st.is_ok()) {
@@ -277,7 +278,7 @@ Status Daemon::Impl::restore(promises::RestoredState* restored,
   for (const auto& row : *rows) {
     // The job's reference comes from our own claim of it. The core decides every row
     // (resumed: StartJob; else KillJob), a row without a claim too.
-    promises::RunningJob r;
+    promises::OwnRun r;
     r.job.job = row.job;
     r.epoch = row.epoch;
     for (const auto& st : restored->statements) {
@@ -342,7 +343,8 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get());
   network = std::make_unique<DaemonNetwork>(this);
   Effects fx{&clock, network.get(), state.get(), background.get(), executor.get(), sink.get()};
-  agent = std::make_unique<Agent>(std::move(cc), std::move(restored), std::move(recovered), fx, log);
+  agent =
+      std::make_unique<Agent>(std::move(cc), std::move(restored), std::move(recovered), fx, log);
 }
 
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -411,7 +413,8 @@ void Daemon::Impl::poll_once(std::vector<zmq_pollitem_t>& items, std::size_t n_t
   if (inotify_fd >= 0) on_inotify();
   auto inbound = transport->poll_inbound(now, std::span(items.data(), n_transport));
   for (auto& in : inbound) handle_inbound(in);
-  for (const auto& o : transport->take_fetch_outcomes()) agent->fetch_outcome(o.stream_id, o.status);
+  for (const auto& o : transport->take_fetch_outcomes())
+    agent->fetch_outcome(o.stream_id, o.status);
   serve_control();
   for (const auto& [job, exit] : executor->reap()) agent->process_exited(job, exit);
   poll_sources();

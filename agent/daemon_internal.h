@@ -48,7 +48,7 @@ inline constexpr std::int64_t kMaxReconnectMs = 2'000;
 
 // What the background thread owns: the artifact store and its own ledger connection.
 struct WorkerStores {
-  std::unique_ptr<store::Ledger> index;
+  std::unique_ptr<store::LedgerStore> index;
   std::unique_ptr<store::ArtifactStore> artifacts;
 };
 
@@ -85,8 +85,8 @@ struct Daemon::Impl {
   transport::TrustSet trust;
   std::shared_ptr<spdlog::logger> log;
 
-  std::unique_ptr<store::Ledger> ledger;  // loop thread's connection
-  std::unique_ptr<WorkerStores> worker;   // background thread's
+  std::unique_ptr<store::LedgerStore> ledger;  // loop thread's connection
+  std::unique_ptr<WorkerStores> worker;        // background thread's
   std::unique_ptr<Background> background;
   std::unique_ptr<transport::Transport> transport;
   std::unique_ptr<transport::ArtifactProvider> provider;

@@ -28,7 +28,7 @@ class SystemClock final : public Clock {
 // Statements and the running-job table in the agent's SQLite ledger.
 class SqliteState final : public StateStore {
  public:
-  SqliteState(store::Ledger* ledger, const AgentKey& self, const Clock* clock)
+  SqliteState(store::LedgerStore* ledger, const AgentKey& self, const Clock* clock)
       : ledger_(ledger), self_(self), clock_(clock) {}
   Status persist(const std::vector<Statement>& statements) override;
   Status put_running_job(const store::RunningJob& row) override;
@@ -38,7 +38,7 @@ class SqliteState final : public StateStore {
   Status load_version_vector();
 
  private:
-  store::Ledger* ledger_;
+  store::LedgerStore* ledger_;
   VersionVector vv_;
   AgentKey self_;
   const Clock* clock_;

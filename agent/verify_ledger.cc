@@ -16,7 +16,7 @@ std::string name_of(const Statement& st) {
 
 }  // namespace
 
-Result<VerifyReport> verify_ledger(store::Ledger& ledger) {
+Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
   std::vector<std::string> problems;
   std::vector<Statement> statements;
   Status scan =

@@ -21,6 +21,6 @@ struct VerifyReport {
 };
 
 // Reads every stored statement of `ledger`. Fails only if the ledger cannot be read.
-Result<VerifyReport> verify_ledger(store::Ledger& ledger);
+Result<VerifyReport> verify_ledger(store::LedgerStore& ledger);
 
 }  // namespace vow::agent

@@ -2,9 +2,9 @@
 // run on the same bytes (BENCHMARKS.md, "Store").
 //   import      ArtifactStore::import_path of one large file (read + hash + write +
 //               fsync + rename + index)    vs  BLAKE2b-256 of the same bytes in memory
-//   single      Ledger::insert, one transaction (WAL fsync) per statement
+//   single      LedgerStore::insert, one transaction (WAL fsync) per statement
 //                                          vs  write + fdatasync of the same bytes, per statement
-//   batched     Ledger::insert_batch of 1000 statements per transaction
+//   batched     LedgerStore::insert_batch of 1000 statements per transaction
 //                                          vs  plain SQLite INSERTs of the same rows, one
 //                                              transaction (no checks, no row checksum)
 // Each figure is measured --runs times (default 5); the median and the min..max spread

@@ -135,7 +135,7 @@ void Core::Impl::stop(const Digest& job, const std::string& reason, bool release
 }
 
 void Core::Impl::kill(const JobRef& ref, std::uint32_t epoch, const std::string& reason) {
-  auto [it, inserted] = stopping.try_emplace(ref.job, RunningJob{ref, epoch, /*stopping=*/true});
+  auto [it, inserted] = stopping.try_emplace(ref.job, OwnRun{ref, epoch, /*stopping=*/true});
   VOW_ASSERT(inserted, "job %s: epoch %u killed while epoch %u is still stopping",
              ref.job.short_hex().c_str(), epoch, it->second.epoch);
   out.actions.push_back(KillJob{ref.job, epoch, reason});
@@ -151,7 +151,7 @@ bool Core::Impl::stopped(const Digest& job, std::uint32_t epoch) {
 void Core::Impl::drop_restored(const Digest& job, const std::string& reason) {
   auto it = restored.find(job);
   if (it == restored.end()) return;
-  RunningJob row = std::move(it->second);
+  OwnRun row = std::move(it->second);
   restored.erase(it);
   kill(row.job, row.epoch, "not resumable after restart: " + reason);
   event(EventKind::kFenced, EventLevel::kInfo,

@@ -339,7 +339,7 @@ Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
       }
     }
     if (claim != nullptr) {
-      s.restored[r.job.job] = RunningJob{std::get<Claim>(claim->body).job, r.epoch};
+      s.restored[r.job.job] = OwnRun{std::get<Claim>(claim->body).job, r.epoch};
     } else {
       s.kill(r.job, r.epoch, "not resumable after restart: no open claim");
     }

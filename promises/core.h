@@ -94,8 +94,9 @@ struct CoreConfig {
   std::function<SignedForm(const Statement&)> sign;
 };
 
-// One row of the shell's running-job table, or of Core::running().
-struct RunningJob {
+// A run of a job by this agent: a restored row of the running-job table (as the core
+// needs it; store::RunningJob is the row itself), or one of Core::running().
+struct OwnRun {
   JobRef job;
   std::uint32_t epoch = 0;
   // In Core::running(): a KillJob was sent for this run and its job_stopped has not
@@ -111,7 +112,7 @@ struct RestoredState {
   // StartJob for that (job, epoch) (resumed: the shell adopts the process or exit status
   // it still has) or a KillJob (not resumable). A row whose claim the shell cannot find
   // may carry the job digest alone.
-  std::vector<RunningJob> running;
+  std::vector<OwnRun> running;
   std::vector<Digest> held;  // artifacts in the local store
 };
 
@@ -352,7 +353,7 @@ class Core {
   const std::set<Digest>& held() const;
   // Jobs this agent runs now (fetching inputs or executing), rows restored at start not
   // yet decided, and runs being stopped (`stopping`), with their epochs.
-  std::vector<RunningJob> running() const;
+  std::vector<OwnRun> running() const;
   std::uint64_t last_seq() const;
 
   struct Impl;  // core_internal.h

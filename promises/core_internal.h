@@ -103,11 +103,11 @@ struct Core::Impl {
   std::map<Digest, Run> running;
   // Restored rows (RestoredState::running) whose claim may still stand: each waits for a
   // sync to be resumed (a Run with `restored`) or killed, at most kRestoreSyncWindowMs.
-  std::map<Digest, RunningJob> restored;
+  std::map<Digest, OwnRun> restored;
   // Runs a KillJob was sent for, until job_stopped: they hold their place of the stage's
   // capacity, and no later epoch of the job starts meanwhile. At most one per job (a
   // later epoch cannot start, so it cannot be killed, while one is here).
-  std::map<Digest, RunningJob> stopping;
+  std::map<Digest, OwnRun> stopping;
   std::set<Digest> tie_break_check;  // jobs with a new claim: does an own claim lose?
 
   std::set<Digest> nondet;

@@ -37,9 +37,9 @@ const Plan& Core::plan() {
   return *impl_->plan;
 }
 
-std::vector<RunningJob> Core::running() const {
-  std::vector<RunningJob> out;
-  for (const auto& [job, run] : impl_->running) out.push_back(RunningJob{run.ref, run.epoch});
+std::vector<OwnRun> Core::running() const {
+  std::vector<OwnRun> out;
+  for (const auto& [job, run] : impl_->running) out.push_back(OwnRun{run.ref, run.epoch});
   for (const auto& [job, row] : impl_->restored) out.push_back(row);
   for (const auto& [job, row] : impl_->stopping) out.push_back(row);
   return out;

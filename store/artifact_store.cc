@@ -27,12 +27,12 @@ std::span<const std::uint8_t> bytes_of(std::string_view s) {
 // ---------------------------------------------------------------------------------------
 // ArtifactStore: writing
 
-ArtifactStore::ArtifactStore(std::string root, Ledger& index, Env& env)
+ArtifactStore::ArtifactStore(std::string root, LedgerStore& index, Env& env)
     : root_(std::move(root)), index_(index), env_(env) {}
 
 ArtifactStore::~ArtifactStore() { (void)flush(); }
 
-Result<std::unique_ptr<ArtifactStore>> ArtifactStore::open(std::string root, Ledger& index,
+Result<std::unique_ptr<ArtifactStore>> ArtifactStore::open(std::string root, LedgerStore& index,
                                                            Env& env) {
   std::unique_ptr<ArtifactStore> store(new ArtifactStore(std::move(root), index, env));
   VOW_RETURN_IF_ERROR(env.make_dir(store->root_, 0755));

@@ -1,5 +1,5 @@
 // ArtifactStore: the content-addressed artifacts an agent holds (DESIGN.md 4.7, 5), in
-// STATE_DIR/artifacts/, indexed in the Ledger's artifacts table.
+// STATE_DIR/artifacts/, indexed in the LedgerStore's artifacts table.
 //
 // Objects are named by their BLAKE2b-256 digest (promises/digest.h). A file object holds
 // the file's bytes; a tree object holds the canonical tree encoding (promises/tree.h) and
@@ -18,9 +18,9 @@
 // anything; ArtifactReader::read_next() checks it when the end is reached; a mismatch is
 // kCorrupt naming the digest.
 //
-// Ownership: the store borrows the Ledger (its index) and the Env; both must outlive it.
+// Ownership: the store borrows the LedgerStore (its index) and the Env; both must outlive it.
 // Thread-safety: none; one thread owns the store (it writes the index through the
-// Ledger, which has one owner). An ArtifactReader holds its own descriptor and touches
+// LedgerStore, which has one owner). An ArtifactReader holds its own descriptor and touches
 // no shared state, so a reader may be handed to another thread (one thread at a time).
 #pragma once
 
@@ -141,7 +141,7 @@ class ArtifactStore {
  public:
   // ROOT is STATE_DIR/artifacts (created if absent). Removes leftover temporaries and
   // indexes objects a crash left without an index row (after verifying them).
-  static Result<std::unique_ptr<ArtifactStore>> open(std::string root, Ledger& index,
+  static Result<std::unique_ptr<ArtifactStore>> open(std::string root, LedgerStore& index,
                                                      Env& env = posix_env());
   // Flushes pending use ticks (errors ignored: they only order GC).
   ~ArtifactStore();
@@ -196,7 +196,7 @@ class ArtifactStore {
 
  private:
   friend class StoreWriter;
-  ArtifactStore(std::string root, Ledger& index, Env& env);
+  ArtifactStore(std::string root, LedgerStore& index, Env& env);
   Status recover();
   Status ensure_fanout(const Digest& digest);
   std::string new_temp_path();
@@ -216,7 +216,7 @@ class ArtifactStore {
   Status flush_index();
 
   std::string root_;
-  Ledger& index_;
+  LedgerStore& index_;
   Env& env_;
   std::uint64_t tick_ = 0;
   std::uint64_t temp_counter_ = 0;

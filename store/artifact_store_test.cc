@@ -19,7 +19,7 @@ using testing::write_file;
 
 struct Fixture {
   TempDir dir;
-  std::unique_ptr<Ledger> ledger;
+  std::unique_ptr<LedgerStore> ledger;
   std::unique_ptr<ArtifactStore> store;
   Fixture() {
     auto l = open_sqlite_ledger(ledger_path(dir.path()));

@@ -1,5 +1,5 @@
 // Fault injection: failed writes, failed fsync and a full disk, beneath the artifact
-// store (FaultyEnv), beneath SQLite (FaultyVfs) and at the Ledger interface
+// store (FaultyEnv), beneath SQLite (FaultyVfs) and at the LedgerStore interface
 // (FaultyLedger). Each must return an error saying what failed and leave a store that
 // reopens with fsck clean and nothing half-visible.
 #include <doctest/doctest.h>

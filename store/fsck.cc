@@ -35,7 +35,7 @@ using Kind = FsckProblem::Kind;
 
 class Checker {
  public:
-  Checker(Ledger& ledger, std::string root, Env& env, const FsckOptions& options)
+  Checker(LedgerStore& ledger, std::string root, Env& env, const FsckOptions& options)
       : ledger_(ledger), root_(std::move(root)), env_(env), options_(options) {}
 
   Result<FsckReport> run() {
@@ -199,7 +199,7 @@ class Checker {
     return Status::ok();
   }
 
-  Ledger& ledger_;
+  LedgerStore& ledger_;
   std::string root_;
   Env& env_;
   const FsckOptions& options_;
@@ -211,7 +211,7 @@ class Checker {
 
 }  // namespace
 
-Result<FsckReport> fsck(Ledger& ledger, const std::string& artifacts_root, Env& env,
+Result<FsckReport> fsck(LedgerStore& ledger, const std::string& artifacts_root, Env& env,
                         const FsckOptions& options) {
   return Checker(ledger, artifacts_root, env, options).run();
 }

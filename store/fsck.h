@@ -1,4 +1,4 @@
-// fsck: checks an agent's state directory offline, or a live Ledger + artifact root.
+// fsck: checks an agent's state directory offline, or a live LedgerStore + artifact root.
 //
 // Checks, and the problem each failure reports (one line each):
 //   - every statement row: its checksum (kCorrupt) and its Ed25519 signature over the
@@ -12,7 +12,7 @@
 // open() would repair the unreferenced objects a crash leaves). fsck_state_dir opens
 // vow.db the normal way, which migrates a schema older than this build's.
 //
-// Thread-safety: uses the Ledger it is given, from the calling thread.
+// Thread-safety: uses the LedgerStore it is given, from the calling thread.
 #pragma once
 
 #include <functional>
@@ -51,7 +51,7 @@ struct FsckOptions {
 // Checks LEDGER and the artifact store at ARTIFACTS_ROOT. Fails only if the checks
 // themselves cannot run (the database cannot be read); everything wrong in the state is
 // a problem in the report.
-Result<FsckReport> fsck(Ledger& ledger, const std::string& artifacts_root, Env& env,
+Result<FsckReport> fsck(LedgerStore& ledger, const std::string& artifacts_root, Env& env,
                         const FsckOptions& options = {});
 
 // Opens STATE_DIR/vow.db (kNotFound if absent) and checks it and STATE_DIR/artifacts.

@@ -23,7 +23,7 @@ using testing::write_file;
 
 struct State {
   TempDir dir;
-  std::unique_ptr<Ledger> ledger;
+  std::unique_ptr<LedgerStore> ledger;
   std::unique_ptr<ArtifactStore> store;
   State() {
     ledger = std::move(open_sqlite_ledger(ledger_path(dir.path()))).value();

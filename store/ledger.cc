@@ -1,4 +1,4 @@
-// MemoryLedger, FaultyLedger and the helpers both Ledger implementations share.
+// MemoryLedger, FaultyLedger and the helpers both LedgerStore implementations share.
 #include "store/ledger.h"
 
 #include <algorithm>
@@ -56,7 +56,7 @@ Digest statement_row_check(const StoredStatement& s) {
 
 namespace {
 
-class MemoryLedger final : public Ledger {
+class MemoryLedger final : public LedgerStore {
  public:
   Status insert(const StoredStatement& s) override {
     VOW_RETURN_IF_ERROR(check_insert(s));
@@ -256,7 +256,7 @@ class MemoryLedger final : public Ledger {
 
 }  // namespace
 
-std::unique_ptr<Ledger> make_memory_ledger() { return std::make_unique<MemoryLedger>(); }
+std::unique_ptr<LedgerStore> make_memory_ledger() { return std::make_unique<MemoryLedger>(); }
 
 Status FaultyLedger::before_write(const char* op) {
   ++writes_;

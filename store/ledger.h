@@ -1,4 +1,4 @@
-// Ledger: an agent's durable state (DESIGN.md section 5): every statement it knows, its
+// LedgerStore: an agent's durable state (DESIGN.md section 5): every statement it knows, its
 // own sequence counter, the jobs it is running, its peers, and the index of artifacts it
 // holds. SqliteLedger (sqlite_ledger.h) keeps it in STATE_DIR/vow.db; MemoryLedger is
 // the same contract in memory for tests; FaultyLedger wraps either and fails chosen
@@ -19,8 +19,8 @@
 // checksum; the message names author and seq), kIo / kUnavailable (the database failed;
 // the message names the file, the operation and SQLite's error text).
 //
-// Thread-safety: none. One thread owns a Ledger (the agent's event loop); SQLite is the
-// single writer of vow.db. Ownership: the caller owns the Ledger (unique_ptr).
+// Thread-safety: none. One thread owns a LedgerStore (the agent's event loop); SQLite is the
+// single writer of vow.db. Ownership: the caller owns the LedgerStore (unique_ptr).
 #pragma once
 
 #include <array>
@@ -91,9 +91,9 @@ struct ArtifactRecord {
 // Bounds on query results (a sync reply, a listing), so no query loads a whole ledger.
 inline constexpr std::size_t kMaxQueryRows = 100'000;
 
-class Ledger {
+class LedgerStore {
  public:
-  virtual ~Ledger() = default;
+  virtual ~LedgerStore() = default;
 
   // --- statements ---
   virtual Status insert(const StoredStatement& s) = 0;
@@ -151,7 +151,7 @@ class Ledger {
 };
 
 // The in-memory ledger: same contract, nothing persisted.
-std::unique_ptr<Ledger> make_memory_ledger();
+std::unique_ptr<LedgerStore> make_memory_ledger();
 
 // Which ledger writes a FaultyLedger fails. A "write" is any mutating call.
 struct LedgerFaultPlan {
@@ -161,9 +161,9 @@ struct LedgerFaultPlan {
 
 // Wraps a ledger (not owned; must outlive the wrapper) and fails the planned writes
 // before they reach it, so a failed write changes nothing.
-class FaultyLedger final : public Ledger {
+class FaultyLedger final : public LedgerStore {
  public:
-  explicit FaultyLedger(Ledger& base) : base_(base) {}
+  explicit FaultyLedger(LedgerStore& base) : base_(base) {}
   LedgerFaultPlan& plan() { return plan_; }
 
   Status insert(const StoredStatement& s) override;
@@ -211,7 +211,7 @@ class FaultyLedger final : public Ledger {
  private:
   Status before_write(const char* op);
 
-  Ledger& base_;
+  LedgerStore& base_;
   LedgerFaultPlan plan_;
   std::uint64_t writes_ = 0;
 };

@@ -45,7 +45,7 @@ void exec_sql(const std::string& path, const std::string& sql) {
 }
 
 TEST_CASE("ledger: insert is idempotent, equivocation is refused and changes nothing") {
-  for_each_ledger([](Ledger& l) {
+  for_each_ledger([](LedgerStore& l) {
     TestKey a(1);
     auto s1 = make_statement(a, 1, "first");
     REQUIRE(l.insert(s1).is_ok());
@@ -72,7 +72,7 @@ TEST_CASE("ledger: insert is idempotent, equivocation is refused and changes not
 }
 
 TEST_CASE("ledger: version vector counts only contiguous sequences from 1") {
-  for_each_ledger([](Ledger& l) {
+  for_each_ledger([](LedgerStore& l) {
     TestKey a(1), b(2), c(3);
     std::vector<StoredStatement> batch;
     for (std::uint64_t seq : {1, 2, 3, 5, 6}) batch.push_back(make_statement(a, seq, "a"));
@@ -102,7 +102,7 @@ TEST_CASE("ledger: version vector counts only contiguous sequences from 1") {
 }
 
 TEST_CASE("ledger: own sequence advances only with append_own, one step at a time") {
-  for_each_ledger([](Ledger& l) {
+  for_each_ledger([](LedgerStore& l) {
     TestKey me(7);
     CHECK(*l.own_last_seq() == 0);
     CHECK(*l.own_next_seq() == 1);
@@ -116,7 +116,7 @@ TEST_CASE("ledger: own sequence advances only with append_own, one step at a tim
 }
 
 TEST_CASE("ledger: canonical result is the least (epoch, outputs digest) among ok results") {
-  for_each_ledger([](Ledger& l) {
+  for_each_ledger([](LedgerStore& l) {
     TestKey a(1), b(2), c(3);
     Digest job = digest_of("job");
     Digest other_job = digest_of("other job");
@@ -143,7 +143,7 @@ TEST_CASE("ledger: canonical result is the least (epoch, outputs digest) among o
 }
 
 TEST_CASE("ledger: running jobs, peers and the artifact index") {
-  for_each_ledger([](Ledger& l) {
+  for_each_ledger([](LedgerStore& l) {
     RunningJob j{digest_of("j"), 3, 4242, "/state/jobs/j", 1000};
     REQUIRE(l.put_running_job(j).is_ok());
     REQUIRE(l.running_jobs()->size() == 1);

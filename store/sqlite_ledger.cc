@@ -39,7 +39,7 @@ class StmtGuard {
   sqlite3_stmt* s_;
 };
 
-class SqliteLedger final : public Ledger {
+class SqliteLedger final : public LedgerStore {
  public:
   SqliteLedger(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   ~SqliteLedger() override {
@@ -616,8 +616,8 @@ class SqliteLedger final : public Ledger {
 
 }  // namespace
 
-Result<std::unique_ptr<Ledger>> open_sqlite_ledger(const std::string& path,
-                                                   const SqliteOptions& options) {
+Result<std::unique_ptr<LedgerStore>> open_sqlite_ledger(const std::string& path,
+                                                        const SqliteOptions& options) {
   sqlite3* db = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
   int rc = sqlite3_open_v2(path.c_str(), &db, flags,
@@ -649,7 +649,7 @@ Result<std::unique_ptr<Ledger>> open_sqlite_ledger(const std::string& path,
       options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
       "set synchronous"));
   VOW_RETURN_IF_ERROR(migrate_schema(db, path));
-  return std::unique_ptr<Ledger>(std::move(ledger));
+  return std::unique_ptr<LedgerStore>(std::move(ledger));
 }
 
 }  // namespace vow::store

@@ -1,4 +1,4 @@
-// SqliteLedger: the Ledger (ledger.h) in one SQLite database, STATE_DIR/vow.db.
+// SqliteLedger: the LedgerStore (ledger.h) in one SQLite database, STATE_DIR/vow.db.
 //
 // WAL mode, synchronous=FULL by default (a statement is durable when insert() returns,
 // so "persist before send" holds across power loss), a busy timeout, and prepared
@@ -36,8 +36,8 @@ struct SqliteOptions {
 };
 
 // Opens (creating if absent) the database at PATH, migrating it to kSchemaVersion.
-Result<std::unique_ptr<Ledger>> open_sqlite_ledger(const std::string& path,
-                                                   const SqliteOptions& options = {});
+Result<std::unique_ptr<LedgerStore>> open_sqlite_ledger(const std::string& path,
+                                                        const SqliteOptions& options = {});
 
 // Reads PRAGMA user_version of the database at PATH without changing it (kNotFound if
 // the file does not exist). For tools and tests.

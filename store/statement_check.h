@@ -1,4 +1,4 @@
-// Helpers shared by the Ledger implementations (internal to store/): argument checks,
+// Helpers shared by the LedgerStore implementations (internal to store/): argument checks,
 // the equivocation error, and the per-row checksum SqliteLedger keeps.
 //
 // Pure functions; thread-safe.

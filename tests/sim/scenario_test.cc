@@ -71,7 +71,7 @@ struct Node {
   bool nondeterministic = false;  // outputs depend on who runs the job
   // The running-job table (survives a crash) and killed processes not yet gone: with
   // `hold_stops` they stay until the test calls Mesh::stopped, else they go at once.
-  std::map<Digest, RunningJob> table;
+  std::map<Digest, OwnRun> table;
   bool hold_stops = false;
   std::vector<KillJob> stopping;
   std::vector<AgentKey> declared_dead;  // PeerDeclaredDead actions, in order
@@ -320,7 +320,7 @@ class Mesh {
         }
         nd.procs[s->job.job] = *s;
         nd.started.push_back(*s);
-        nd.table[s->job.job] = RunningJob{s->job, s->epoch};
+        nd.table[s->job.job] = OwnRun{s->job, s->epoch};
       } else if (auto* k = std::get_if<KillJob>(&a)) {
         auto p = nd.procs.find(k->job);
         if (p != nd.procs.end() && p->second.epoch == k->epoch) nd.procs.erase(p);

@@ -226,7 +226,7 @@ void World::restart(int i, bool wipe) {
   for (const auto& [job, row] : h.running_table) {
     // The job's reference comes from the agent's own claim of it, as in vowd; the core
     // decides every row, one without a claim too.
-    promises::RunningJob r;
+    promises::OwnRun r;
     r.job.job = job;
     r.epoch = row.epoch;
     for (const auto& st : h.persisted) {
