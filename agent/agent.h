@@ -74,7 +74,6 @@ class Agent {
   // From a peer, statements already verified (signature, trusted author) and carrying
   // their signed forms.
   void message(const AgentKey& from, promises::Message message);
-  void statement(const AgentKey& from, Statement statement);
   void peer_connected(const AgentKey& peer);
   void fetch_outcome(std::uint64_t transfer, const Status& status);
   void process_exited(const Digest& job, const ProcessExit& exit);
