@@ -166,7 +166,8 @@ class Agent {
   void abandon_dead_holders();
   void fetch_received(const Digest& digest);
   void store_tree(const Digest& digest);
-  void fetch_done(const Digest& digest, const Status& status);
+  // By value: callers pass a fetch's own digest, and the fetch is erased here.
+  void fetch_done(Digest digest, const Status& status);
 
   Effects fx_;
   std::shared_ptr<spdlog::logger> log_;

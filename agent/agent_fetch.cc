@@ -166,7 +166,7 @@ void Agent::store_tree(const Digest& digest) {
       [this, digest](const Status& s) { fetch_done(digest, s); });
 }
 
-void Agent::fetch_done(const Digest& digest, const Status& status) {
+void Agent::fetch_done(Digest digest, const Status& status) {
   auto it = fetches_.find(digest);
   if (it == fetches_.end()) return;
   Fetch f = std::move(it->second);
