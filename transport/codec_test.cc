@@ -175,6 +175,14 @@ TEST_CASE("what older senders set in the unused fields decodes and is ignored") 
       legacy_frame([&](wire::Envelope::Body::Builder b) { b.initLedgerBatch().setMore(true); }));
   REQUIRE_MESSAGE(more, more.status().to_string());
   CHECK(more->body == MessageBody(StatementBatch{}));
+
+  // A statement of no bytes is no signed form at all: the frame is malformed.
+  auto no_bytes = legacy_frame([&](wire::Envelope::Body::Builder b) {
+    b.initStatement().setSignature(capnp::Data::Reader(st.signature.data(), 64));
+  });
+  DecodeError err;
+  CHECK(!decode_message(no_bytes, kMaxFrameBytes, &err));
+  CHECK(err == DecodeError::kMalformed);
 }
 
 TEST_CASE("a flipped bit anywhere in a statement is caught") {

@@ -41,6 +41,8 @@ void put_signed(w::SignedStatement::Builder b, const SignedStatement& s) {
 Statement get_signed(w::SignedStatement::Reader r) {
   Statement st;
   if (r.getBytes().size() > kMaxStatementBytes) bad("statement bytes", DecodeError::kOversized);
+  // No bytes is no signed form: nothing a sender can have signed (nor re-encode).
+  if (r.getBytes().size() == 0) bad("statement without bytes");
   st.signed_form.bytes = str(r.getBytes());
   st.signed_form.signature = fixed<64>(r.getSignature(), "signature");
   return st;
