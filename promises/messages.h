@@ -11,6 +11,7 @@
 // Value types that own their data; thread-compatible.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <variant>
