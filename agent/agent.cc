@@ -39,12 +39,6 @@ void Agent::message(const AgentKey& from, promises::Message message) {
   pump();
 }
 
-void Agent::statement(const AgentKey& from, Statement statement) {
-  ++counters_.statements_in;
-  queue([this, from, st = std::move(statement)] { return core_->on_statement(from, st); });
-  pump();
-}
-
 void Agent::peer_connected(const AgentKey& peer) {
   queue([this, peer] { return core_->peer_connected(peer); });
   pump();

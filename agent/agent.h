@@ -70,7 +70,6 @@ class Agent {
   // From a peer, statements already verified (signature, trusted author) and carrying
   // their signed forms.
   void message(const AgentKey& from, promises::Message message);
-  void statement(const AgentKey& from, Statement statement);
   void peer_connected(const AgentKey& peer);
   void fetch_outcome(std::uint64_t transfer, const Status& status);
   void process_exited(const Digest& job, const ProcessExit& exit);
@@ -163,7 +162,7 @@ class Agent {
   void abandon_transfers_from(const AgentKey& peer);
   void fetch_received(const Digest& digest);
   void store_tree(const Digest& digest);
-  // By value: callers pass digests that live in the fetch it erases.
+  // By value: callers pass a fetch's own digest, and the fetch is erased here.
   void fetch_done(Digest digest, const Status& status);
 
   Effects fx_;

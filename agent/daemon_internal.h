@@ -71,7 +71,6 @@ class DaemonNetwork final : public Network {
   void cancel_fetch(std::uint64_t id) override;
 
  private:
-  std::optional<transport::Message> to_wire(const promises::Message& message) const;
   Daemon::Impl* d_;
 };
 

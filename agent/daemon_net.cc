@@ -69,59 +69,20 @@ class FileSink final : public transport::ChunkSink {
 
 // ---- the Network ----
 
-std::optional<transport::Message> DaemonNetwork::to_wire(const promises::Message& message) const {
-  transport::Message msg;
-  bool empty = false;
-  std::visit(
-      [&](const auto& m) {
-        using T = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<T, promises::Hello>) {
-          transport::Hello h;
-          h.agent = d_->identity->key();
-          h.name = d_->config.name;
-          h.endpoints = {d_->transport->endpoint()};
-          h.version_vector = m.have;
-          msg.body = h;
-        } else if constexpr (std::is_same_v<T, promises::Heartbeat>) {
-          transport::Heartbeat h;
-          h.running = m.running;
-          h.capacity = m.capacity;
-          h.active_claims = static_cast<std::uint32_t>(m.active_claims.size());
-          h.highest_seq = d_->agent->core().last_seq();
-          h.claims = m.active_claims;
-          h.vv_sum = m.vv_sum;
-          h.holdings_incarnation = m.holdings_incarnation;
-          h.holdings_version = m.holdings_version;
-          msg.body = h;
-        } else if constexpr (std::is_same_v<T, promises::SyncRequest>) {
-          msg.body = transport::LedgerRequest{m.have};
-        } else if constexpr (std::is_same_v<T, promises::StatementBatch>) {
-          transport::LedgerBatch b;
-          for (const auto& st : m.statements) {
-            if (!st.signed_form.empty()) b.signed_statements.push_back(st.signed_form);
-          }
-          empty = b.signed_statements.empty();
-          msg.body = std::move(b);
-        } else if constexpr (std::is_same_v<T, promises::HaveRequest>) {
-          msg.body = transport::HaveRequest{};
-        } else if constexpr (std::is_same_v<T, promises::Have>) {
-          msg.body = transport::Have{m.incarnation, m.version, m.digests};
-        }
-      },
-      message.body);
-  if (empty) return std::nullopt;
-  return msg;
-}
-
 void DaemonNetwork::send(const AgentKey& to, const promises::Message& message) {
-  auto msg = to_wire(message);
-  if (!msg) return;
-  Status s = d_->transport->send(to, *msg);
-  if (!s.is_ok()) d_->log->debug("send to {}: {}", short_id(to), s.to_string());
+  Status s = d_->transport->send(to, transport::wire_message(message));
+  if (s.is_ok()) return;
+  // Unavailable or overloaded is the network's weather; invalid means it cannot be
+  // encoded (over the frame limit, or a statement without its signed form: a bug).
+  if (s.code() == StatusCode::kInvalid) {
+    d_->log->warn("send to {}: {}", short_id(to), s.to_string());
+  } else {
+    d_->log->debug("send to {}: {}", short_id(to), s.to_string());
+  }
 }
 
 void DaemonNetwork::broadcast(const promises::Message& message) {
-  if (auto msg = to_wire(message)) d_->transport->broadcast(*msg);
+  d_->transport->broadcast(transport::wire_message(message));
 }
 
 void DaemonNetwork::connect(const AgentKey& peer, const std::vector<std::string>& endpoints) {
@@ -206,12 +167,9 @@ void Daemon::Impl::rotate_seeds() {
     if (!transport->connect(key, unmapped_seeds[i]).is_ok()) continue;
     // If the guess is right the peer answers this hello with its own, naming its
     // endpoints, and the link is kept (handle_inbound).
-    transport::Hello h;
-    h.agent = identity->key();
-    h.name = config.name;
-    h.endpoints = {transport->endpoint()};
-    h.version_vector = state->version_vector();
-    Status s = transport->send(key, transport::Message{transport::kProtocolVersion, h});
+    promises::Hello h{
+        identity->key(), config.name, {transport->endpoint()}, state->version_vector()};
+    Status s = transport->send(key, transport::wire_message({h}));
     if (!s.is_ok()) log->debug("seed hello to {}: {}", unmapped_seeds[i], s.to_string());
   }
   ++seed_rotation;
@@ -239,38 +197,19 @@ void Daemon::Impl::handle_inbound(transport::Inbound& in) {
     return;
   }
   const AgentKey& peer = in.peer;
-  std::visit(
-      [&](auto& m) {
-        using T = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<T, transport::Hello>) {
-          // It told us where it listens: link to it (or keep the link we have).
-          if (!m.endpoints.empty()) connect_peer(peer, m.endpoints.front());
-          greet(peer);
-          agent->message(peer, {promises::Hello{m.name, m.version_vector}});
-        } else if constexpr (std::is_same_v<T, transport::Heartbeat>) {
-          greet(peer);
-          promises::Heartbeat h;
-          h.running = m.running;
-          h.capacity = m.capacity;
-          h.active_claims = m.claims;
-          h.vv_sum = m.vv_sum;
-          h.holdings_incarnation = m.holdings_incarnation;
-          h.holdings_version = m.holdings_version;
-          agent->message(peer, {h});
-        } else if constexpr (std::is_same_v<T, transport::StatementMsg>) {
-          agent->statement(peer, std::move(m.statement));
-        } else if constexpr (std::is_same_v<T, transport::LedgerRequest>) {
-          greet(peer);
-          agent->message(peer, {promises::SyncRequest{m.have}});
-        } else if constexpr (std::is_same_v<T, transport::LedgerBatch>) {
-          agent->message(peer, {promises::StatementBatch{std::move(m.statements)}});
-        } else if constexpr (std::is_same_v<T, transport::HaveRequest>) {
-          agent->message(peer, {promises::HaveRequest{}});
-        } else if constexpr (std::is_same_v<T, transport::Have>) {
-          agent->message(peer, {promises::Have{m.incarnation, m.version, m.digests}});
-        }
-      },
-      in.message.body);
+  auto message = transport::core_message(std::move(in.message));
+  if (!message) return;  // streaming is the transport's; control is for clients only
+  if (const auto* hello = std::get_if<promises::Hello>(&message->body)) {
+    // It told us where it listens: link to it (or keep the link we have).
+    if (!hello->endpoints.empty()) connect_peer(peer, hello->endpoints.front());
+  }
+  // A hello, a heartbeat or a sync request means the peer runs and talks to us.
+  if (std::holds_alternative<promises::Hello>(message->body) ||
+      std::holds_alternative<promises::Heartbeat>(message->body) ||
+      std::holds_alternative<promises::SyncRequest>(message->body)) {
+    greet(peer);
+  }
+  agent->message(peer, std::move(*message));
 }
 
 }  // namespace vow::agent

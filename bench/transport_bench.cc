@@ -268,9 +268,12 @@ int main(int argc, char** argv) {
   std::vector<SignedStatement> sts;
   std::vector<std::string> frames;
   for (std::size_t i = 0; i < n_statements; ++i) {
-    sts.push_back(std::move(sign_statement(author, result_statement(author.key(), i + 1))).value());
+    // A signed statement, in a frame as agents send it (a batch of one).
+    Statement st = result_statement(author.key(), i + 1);
+    st.signed_form = std::move(sign_statement(author, st)).value();
+    sts.push_back(st.signed_form);
     frames.push_back(
-        std::move(encode_message(Message{kProtocolVersion, StatementMsg{sts.back(), {}}})).value());
+        std::move(encode_message(Message{kProtocolVersion, StatementBatch{{st}}})).value());
   }
   std::printf("statement verification: %zu signed results of %zu bytes\n", sts.size(),
               sts[0].bytes.size());

@@ -292,7 +292,6 @@ void Core::Impl::do_tick() {
     Heartbeat hb;
     hb.running = static_cast<std::uint32_t>(running.size() + restored.size() + stopping.size());
     hb.capacity = total_capacity;
-    for (const auto& [job, run] : running) hb.active_claims.emplace_back(job, run.epoch);
     hb.vv_sum = ledger.vv_sum();
     hb.holdings_incarnation = holdings.incarnation();
     hb.holdings_version = holdings.version();
@@ -384,7 +383,9 @@ Output Core::on_message(const AgentKey& from, const Message& message) {
 Output Core::peer_connected(const AgentKey& peer) {
   Impl& s = *impl_;
   s.heard(peer);
-  if (peer != s.config.key) s.send(peer, Hello{s.config.name, s.ledger.version_vector()});
+  if (peer != s.config.key) {
+    s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.version_vector()});
+  }
   return s.take();
 }
 

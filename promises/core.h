@@ -38,6 +38,7 @@
 
 #include "promises/ledger.h"
 #include "promises/liveness.h"
+#include "promises/messages.h"
 #include "promises/pipeline.h"
 #include "promises/planner.h"
 #include "promises/statement.h"
@@ -116,38 +117,7 @@ struct RestoredState {
   std::vector<Digest> held;  // artifacts in the local store
 };
 
-// ---- Messages between cores (the transport encodes them) ----
-
-struct Hello {
-  std::string name;
-  VersionVector have;
-};
-struct Heartbeat {
-  std::uint32_t running = 0;                                    // jobs running now
-  std::uint32_t capacity = 0;                                   // sum of promised capacities
-  std::vector<std::pair<Digest, std::uint32_t>> active_claims;  // (job, epoch)
-  std::uint64_t vv_sum = 0;  // sum of the sender's version vector
-  std::uint64_t holdings_incarnation = 0;
-  std::uint64_t holdings_version = 0;
-};
-struct SyncRequest {
-  VersionVector have;
-};
-// Statements pushed (new own statements) or sent in answer to a hello / sync request.
-struct StatementBatch {
-  std::vector<Statement> statements;
-};
-struct HaveRequest {};
-// The sender's complete set of held artifacts (sent on request; see Heartbeat).
-struct Have {
-  std::uint64_t incarnation = 0;
-  std::uint64_t version = 0;
-  std::vector<Digest> digests;
-};
-using MessageBody = std::variant<Hello, Heartbeat, SyncRequest, StatementBatch, HaveRequest, Have>;
-struct Message {
-  MessageBody body;
-};
+// ---- Messages between cores: promises/messages.h ----
 
 struct Outbound {
   std::optional<AgentKey> to;  // nullopt: every connected peer

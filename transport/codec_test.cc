@@ -1,10 +1,14 @@
 #include "transport/codec.h"
 
+#include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <functional>
 #include <random>
 
+#include "transport/protocol.capnp.h"
 #include "transport/test_util.h"
 
 namespace vow::transport {
@@ -84,14 +88,14 @@ TEST_CASE("every message kind round trips") {
   REQUIRE(st);
   VersionVector vv{{id.key(), 9}, {testing::identity_of(2).key(), 3}};
   std::vector<MessageBody> bodies = {
-      Hello{id.key(), "node-a", {"tcp://a:1"}, 1, vv},
-      Heartbeat{1, 4, 2, 99, {}, 0, 0, 0},
-      Heartbeat{1, 4, 1, 99, {{digest_of("job"), 3}}, 12, 5, 6},
+      Hello{id.key(), "node-a", {"tcp://a:1"}, vv},
+      Heartbeat{1, 4, 0, 0, 0},
+      Heartbeat{1, 4, 12, 5, 6},
       HaveRequest{},
       Have{5, 6, {digest_of("a"), digest_of("b")}},
-      StatementMsg{*st, {}},
-      LedgerRequest{vv},
-      LedgerBatch{{*st, *st}, {}, true},
+      SyncRequest{vv},
+      // Decoded batches hold signed forms only (the validator verifies them).
+      StatementBatch{{testing::signed_only(*st), testing::signed_only(*st)}},
       FetchRequest{7, digest_of("f"), 1024, 16, 262144},
       Chunk{7, 1024, 4096, std::string("\0\1\2", 3), false},
       Credit{7, 8, false},
@@ -107,6 +111,78 @@ TEST_CASE("every message kind round trips") {
     REQUIRE_MESSAGE(back, back.status().to_string());
     CHECK(*back == m);
   }
+}
+
+TEST_CASE("a statement batch travels as its statements' signed forms") {
+  Identity id = testing::identity_of(1);
+  Statement first = testing::claim(id.key(), 1), second = testing::claim(id.key(), 2);
+  first.signed_form = *sign_statement(id, first);
+  second.signed_form = *sign_statement(id, second);
+  auto frame = encode_message(Message{kProtocolVersion, StatementBatch{{first, second}}});
+  REQUIRE(frame);
+  auto back = decode_message(*frame);
+  REQUIRE_MESSAGE(back, back.status().to_string());
+  // Only the signed forms travel: the values come back when the validator verifies them.
+  CHECK(std::get<StatementBatch>(back->body) ==
+        StatementBatch{
+            {testing::signed_only(first.signed_form), testing::signed_only(second.signed_form)}});
+  CHECK(*decode_and_verify(std::get<StatementBatch>(back->body).statements[1].signed_form) ==
+        second);
+
+  // A statement that was never signed (nor verified) cannot travel: a bug in the caller.
+  Statement unsigned_st = testing::claim(id.key(), 3);
+  auto refused = encode_message(Message{kProtocolVersion, StatementBatch{{first, unsigned_st}}});
+  CHECK(refused.status().code() == StatusCode::kInvalid);
+}
+
+// An envelope as an older sender wrote it, built field by field.
+std::string legacy_frame(const std::function<void(wire::Envelope::Body::Builder)>& fill) {
+  capnp::MallocMessageBuilder mb;
+  auto root = mb.initRoot<wire::Envelope>();
+  root.setProtocolVersion(kProtocolVersion);
+  fill(root.initBody());
+  auto words = capnp::messageToFlatArray(mb);
+  auto bytes = words.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+TEST_CASE("what older senders set in the unused fields decodes and is ignored") {
+  Identity id = testing::identity_of(1);
+  auto st = *sign_statement(id, testing::claim(id.key(), 1));
+  // A single-statement envelope is taken as a batch of one.
+  auto single = decode_message(legacy_frame([&](wire::Envelope::Body::Builder b) {
+    auto s = b.initStatement();
+    s.setBytes(
+        capnp::Data::Reader(reinterpret_cast<const kj::byte*>(st.bytes.data()), st.bytes.size()));
+    s.setSignature(capnp::Data::Reader(st.signature.data(), st.signature.size()));
+  }));
+  REQUIRE_MESSAGE(single, single.status().to_string());
+  CHECK(single->body == MessageBody(StatementBatch{{testing::signed_only(st)}}));
+
+  // A heartbeat's claim counts and list (even one no longer checked), a batch's `more`.
+  auto heartbeat = decode_message(legacy_frame([&](wire::Envelope::Body::Builder b) {
+    auto h = b.initHeartbeat();
+    h.setRunning(1);
+    h.setCapacity(2);
+    h.setActiveClaims(1);
+    h.setHighestSeq(40);
+    h.initClaims(1)[0].setEpoch(3);  // a job id of 0 bytes
+    h.setVvSum(7);
+  }));
+  REQUIRE_MESSAGE(heartbeat, heartbeat.status().to_string());
+  CHECK(heartbeat->body == MessageBody(Heartbeat{1, 2, 7, 0, 0}));
+  auto more = decode_message(
+      legacy_frame([&](wire::Envelope::Body::Builder b) { b.initLedgerBatch().setMore(true); }));
+  REQUIRE_MESSAGE(more, more.status().to_string());
+  CHECK(more->body == MessageBody(StatementBatch{}));
+
+  // A statement of no bytes is no signed form at all: the frame is malformed.
+  auto no_bytes = legacy_frame([&](wire::Envelope::Body::Builder b) {
+    b.initStatement().setSignature(capnp::Data::Reader(st.signature.data(), 64));
+  });
+  DecodeError err;
+  CHECK(!decode_message(no_bytes, kMaxFrameBytes, &err));
+  CHECK(err == DecodeError::kMalformed);
 }
 
 TEST_CASE("a flipped bit anywhere in a statement is caught") {
@@ -131,7 +207,7 @@ TEST_CASE("a flipped bit anywhere in a statement is caught") {
 
 TEST_CASE("frames: truncated, oversized, wrong version and garbage are classified") {
   Identity id = testing::identity_of(1);
-  auto frame = encode_message(Message{kProtocolVersion, Heartbeat{1, 2, 3, 4, {}, 0, 0, 0}});
+  auto frame = encode_message(Message{kProtocolVersion, Heartbeat{1, 2, 3, 4, 5}});
   REQUIRE(frame);
   DecodeError err;
   for (std::size_t n = 0; n < frame->size(); ++n) {

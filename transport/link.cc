@@ -437,7 +437,12 @@ Status Transport::send_frame(const AgentKey& peer, std::string_view frame) {
 
 std::size_t Transport::broadcast(const Message& message) {
   auto frame = encode_message(message);
-  if (!frame) return 0;
+  if (!frame) {
+    impl_->logf(LogLevel::kWarn, std::string("cannot broadcast a ") +
+                                     message_kind_name(message.body) +
+                                     " message: " + frame.status().to_string());
+    return 0;
+  }
   std::size_t n = 0;
   for (auto& [k, p] : impl_->peers) {
     if (impl_->send_bytes(k, *frame)) ++n;

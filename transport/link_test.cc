@@ -41,7 +41,7 @@ struct Node {
 Message statement_msg(const Identity& author, std::uint64_t seq) {
   auto s = sign_statement(author, testing::claim(author.key(), seq));
   REQUIRE(s);
-  return Message{kProtocolVersion, StatementMsg{*s, {}}};
+  return testing::batch_of({*s});
 }
 
 TEST_CASE("two agents exchange signed statements both ways over CURVE") {
@@ -53,17 +53,18 @@ TEST_CASE("two agents exchange signed statements both ways over CURVE") {
   auto& in = loop.inbox[b.t.get()][0];
   CHECK(in.peer == a.id.key());
   CHECK(in.role == PeerRole::kAgent);
-  CHECK(std::get<StatementMsg>(in.message.body).statement == testing::claim(a.id.key(), 1));
+  CHECK(std::get<StatementBatch>(in.message.body).statements.at(0) ==
+        testing::claim(a.id.key(), 1));
   // b answers on the link a opened (b has no outbound link to a).
   REQUIRE(b.t->send(a.id.key(), statement_msg(b.id, 1)).is_ok());
   REQUIRE(loop.run_until([&] { return loop.inbox[a.t.get()].size() == 1; }));
   CHECK(loop.inbox[a.t.get()][0].peer == b.id.key());
-  CHECK(std::get<StatementMsg>(loop.inbox[a.t.get()][0].message.body).statement.author ==
+  CHECK(std::get<StatementBatch>(loop.inbox[a.t.get()][0].message.body).statements.at(0).author ==
         b.id.key());
   CHECK(b.t->counters().zap_allowed >= 1);
   CHECK(b.t->counters().handshakes_ok >= 1);
   // A broadcast reaches every linked peer.
-  CHECK(b.t->broadcast(Message{kProtocolVersion, Heartbeat{1, 2, 0, 1, {}, 0, 0, 0}}) == 1);
+  CHECK(b.t->broadcast(Message{kProtocolVersion, Heartbeat{1, 2, 0, 0, 0}}) == 1);
   REQUIRE(loop.run_until([&] { return loop.inbox[a.t.get()].size() == 2; }));
   CHECK(std::get<Heartbeat>(loop.inbox[a.t.get()][1].message.body).capacity == 2);
 }
@@ -75,13 +76,15 @@ TEST_CASE("a statement relayed through a third agent still verifies") {
   Loop loop({a.t.get(), b.t.get(), c.t.get()});
   REQUIRE(a.t->send(b.id.key(), statement_msg(a.id, 7)).is_ok());
   REQUIRE(loop.run_until([&] { return loop.inbox[b.t.get()].size() == 1; }));
-  // b stores (bytes, signature) and relays them unchanged.
-  auto stored = std::get<StatementMsg>(loop.inbox[b.t.get()][0].message.body).signed_statement;
-  REQUIRE(b.t->send(c.id.key(), Message{kProtocolVersion, StatementMsg{stored, {}}}).is_ok());
+  // b relays the verified statement as it is: its signed form, unchanged, is what travels.
+  Statement verified =
+      std::get<StatementBatch>(loop.inbox[b.t.get()][0].message.body).statements.at(0);
+  SignedStatement stored = verified.signed_form;
+  REQUIRE(b.t->send(c.id.key(), Message{kProtocolVersion, StatementBatch{{verified}}}).is_ok());
   REQUIRE(loop.run_until([&] { return loop.inbox[c.t.get()].size() == 1; }));
   auto& in = loop.inbox[c.t.get()][0];
   CHECK(in.peer == b.id.key());
-  CHECK(std::get<StatementMsg>(in.message.body).statement.author == a.id.key());
+  CHECK(std::get<StatementBatch>(in.message.body).statements.at(0).author == a.id.key());
   CHECK(decode_and_verify(stored).is_ok());
 }
 
@@ -130,9 +133,7 @@ TEST_CASE("bad frames over a real link are each rejected under their own reason"
   b.seqs.highest[a.id.key()] = 5;
   REQUIRE(a.t->connect(b.id.key(), b.t->endpoint()).is_ok());
   Loop loop({a.t.get(), b.t.get()});
-  auto frame_of = [](const SignedStatement& s) {
-    return *encode_message(Message{kProtocolVersion, StatementMsg{s, {}}});
-  };
+  auto frame_of = [](const SignedStatement& s) { return *encode_message(testing::batch_of({s})); };
   auto good = *sign_statement(a.id, testing::claim(a.id.key(), 6));
   SignedStatement flipped = good;
   flipped.bytes[flipped.bytes.size() - 3] ^= 0x04;  // inside a text field: still decodes
@@ -182,7 +183,7 @@ TEST_CASE("bad frames over a real link are each rejected under their own reason"
   REQUIRE(loop.run_until([&] { return !loop.inbox[b.t.get()].empty(); }));
   loop.once(10);
   REQUIRE(loop.inbox[b.t.get()].size() == 1);
-  CHECK(std::get<StatementMsg>(loop.inbox[b.t.get()][0].message.body).statement.seq == 6);
+  CHECK(std::get<StatementBatch>(loop.inbox[b.t.get()][0].message.body).statements.at(0).seq == 6);
   CHECK(!b.log.empty());
 }
 

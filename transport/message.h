@@ -1,16 +1,25 @@
 // Messages: the plain C++ values of everything that crosses a vow link, mirroring
-// transport/protocol.capnp (the specification). The codec (codec.h) converts them to
-// and from wire bytes; Cap'n Proto types never appear outside transport/*.cc.
+// transport/protocol.capnp (the specification). The core's messages (hello, heartbeat,
+// sync request, statement batch, have request, have) are its own types,
+// promises/messages.h, carried as they are; the transport adds its own for artifact
+// streaming and control queries. The codec (codec.h) converts them to and from wire
+// bytes; Cap'n Proto types never appear outside transport/*.cc.
+//
+// Statements inside a StatementBatch travel as their signed forms: see the type's
+// comment for what a decoded batch holds before and after the validator.
 //
 // Value types; thread-compatible.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <variant>
 #include <vector>
 
+#include "promises/messages.h"
 #include "promises/statement.h"
 #include "transport/identity.h"
 
@@ -24,47 +33,14 @@ inline constexpr std::uint32_t kProtocolVersion = 1;
 using SignedStatement = SignedForm;
 static_assert(std::is_same_v<decltype(SignedForm::signature), Signature>);
 
-struct Hello {
-  AgentKey agent;
-  std::string name;
-  std::vector<std::string> endpoints;
-  std::uint32_t protocol_version = kProtocolVersion;
-  VersionVector version_vector;
-  bool operator==(const Hello&) const = default;
-};
-
-struct Heartbeat {
-  std::uint32_t running = 0;
-  std::uint32_t capacity = 0;
-  std::uint32_t active_claims = 0;
-  std::uint64_t highest_seq = 0;
-  std::vector<std::pair<Digest, std::uint32_t>> claims;  // (job, epoch) without a result
-  std::uint64_t vv_sum = 0;
-  std::uint64_t holdings_incarnation = 0;
-  std::uint64_t holdings_version = 0;
-  bool operator==(const Heartbeat&) const = default;
-};
-
-// One signed statement. Inbound, `statement` is the verified decoded value.
-struct StatementMsg {
-  SignedStatement signed_statement;
-  Statement statement;  // filled by the receiver after verification; ignored on send
-  bool operator==(const StatementMsg&) const = default;
-};
-
-struct LedgerRequest {
-  VersionVector have;
-  bool operator==(const LedgerRequest&) const = default;
-};
-
-// Inbound, only the statements that passed validation are kept (in order), with their
-// decoded values in `statements` (same index).
-struct LedgerBatch {
-  std::vector<SignedStatement> signed_statements;
-  std::vector<Statement> statements;  // filled by the receiver; ignored on send
-  bool more = false;
-  bool operator==(const LedgerBatch&) const = default;
-};
+// The core's messages, named here as the transport's own (one declaration, in
+// promises/messages.h).
+using promises::Have;
+using promises::HaveRequest;
+using promises::Heartbeat;
+using promises::Hello;
+using promises::StatementBatch;
+using promises::SyncRequest;
 
 struct FetchRequest {
   std::uint64_t stream_id = 0;
@@ -113,21 +89,10 @@ struct ControlResponse {
   bool operator==(const ControlResponse&) const = default;
 };
 
-struct HaveRequest {
-  bool operator==(const HaveRequest&) const = default;
-};
-
-// The artifacts the sender holds (all of them), at a holdings version.
-struct Have {
-  std::uint64_t incarnation = 0;
-  std::uint64_t version = 0;
-  std::vector<Digest> digests;
-  bool operator==(const Have&) const = default;
-};
-
+// The core's messages first, in promises::MessageBody's order, then the transport's.
 using MessageBody =
-    std::variant<Hello, Heartbeat, StatementMsg, LedgerRequest, LedgerBatch, FetchRequest, Chunk,
-                 Credit, FetchError, ControlRequest, ControlResponse, HaveRequest, Have>;
+    std::variant<Hello, Heartbeat, SyncRequest, StatementBatch, HaveRequest, Have, FetchRequest,
+                 Chunk, Credit, FetchError, ControlRequest, ControlResponse>;
 
 struct Message {
   std::uint32_t protocol_version = kProtocolVersion;
@@ -136,5 +101,28 @@ struct Message {
 };
 
 const char* message_kind_name(const MessageBody& body);
+
+// The core's message as it travels: the same value in the wider variant.
+inline Message wire_message(promises::Message message) {
+  return std::visit(
+      [](auto&& m) {
+        return Message{kProtocolVersion, MessageBody(std::move(m))};
+      },
+      std::move(message.body));
+}
+
+// The core's message inside an inbound one; nullopt for the transport's own messages.
+inline std::optional<promises::Message> core_message(Message message) {
+  return std::visit(
+      [](auto&& m) -> std::optional<promises::Message> {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_constructible_v<promises::MessageBody, T>) {
+          return promises::Message{std::move(m)};
+        } else {
+          return std::nullopt;
+        }
+      },
+      std::move(message.body));
+}
 
 }  // namespace vow::transport

@@ -12,6 +12,10 @@
 #
 # Integers are little-endian fixed width, as Cap'n Proto encodes them. Keys are raw
 # 32-byte Ed25519 public keys, digests raw 32-byte BLAKE2b-256, signatures 64 bytes.
+#
+# UNUSED marks a field or union member that keeps its ordinal but carries nothing: new
+# senders do not set it, receivers ignore it (docs/protocol.md section 8 says what an
+# old sender's value becomes). It is never reused for anything else.
 
 @0xb39db3f03ff3ff34;
 
@@ -28,7 +32,8 @@ struct Envelope {
   body :union {
     hello @1 :Hello;
     heartbeat @2 :Heartbeat;
-    statement @3 :SignedStatement;
+    statement @3 :SignedStatement;   # UNUSED: statements travel in ledgerBatch, even one
+                                     # at a time; an old sender's is taken as a batch of one
     ledgerRequest @4 :LedgerRequest;
     ledgerBatch @5 :LedgerBatch;
     fetchRequest @6 :FetchRequest;
@@ -53,7 +58,8 @@ struct Hello {
   agent @0 :Data;                     # sender's Ed25519 key; must equal the link's key
   name @1 :Text;                      # human name from the agent config
   endpoints @2 :List(Text);           # where the sender listens ("tcp://host:port")
-  protocolVersion @3 :UInt32;         # highest version the sender speaks
+  protocolVersion @3 :UInt32;         # highest version the sender speaks (informative:
+                                      # receivers check Envelope.protocolVersion)
   versionVector @4 :List(VersionEntry);
 }
 
@@ -67,15 +73,17 @@ struct VersionEntry {
 struct Heartbeat {
   running @0 :UInt32;                 # jobs running now
   capacity @1 :UInt32;                # jobs it may run at once (sum over its promises)
-  activeClaims @2 :UInt32;            # claims it holds that have no result yet
-  highestSeq @3 :UInt64;              # sender's own latest statement sequence
-  claims @4 :List(ActiveClaim);       # the claims it holds that have no result yet
+  activeClaims @2 :UInt32;            # UNUSED (was: the size of `claims`)
+  highestSeq @3 :UInt64;              # UNUSED (was: the sender's own latest seq; vvSum
+                                      # tells a receiver when to sync)
+  claims @4 :List(ActiveClaim);       # UNUSED (was: its claims without a result; claims
+                                      # are statements, and the ledger has them all)
   vvSum @5 :UInt64;                   # sum of the sender's version vector: a cheap
                                       # "my ledger changed" signal that triggers a sync
   holdingsIncarnation @6 :UInt64;     # with holdingsVersion: the version of the set of
   holdingsVersion @7 :UInt64;         # artifacts it holds; a change asks for a Have
 
-  struct ActiveClaim {
+  struct ActiveClaim {                # only in the UNUSED `claims`
     job @0 :Data;                     # job id digest
     epoch @1 :UInt32;
   }
@@ -237,10 +245,13 @@ struct LedgerRequest {
   have @0 :List(VersionEntry);
 }
 
-# Statements the requester misses, each verified on its own by the receiver.
+# Statements pushed (new own statements) or sent in answer to a hello or a
+# LedgerRequest, each verified on its own by the receiver.
 struct LedgerBatch {
   statements @0 :List(SignedStatement);
-  more @1 :Bool;                      # the sender had more: ask again after this batch
+  more @1 :Bool;                      # UNUSED (was: the sender had more; a receiver that
+                                      # still lacks statements learns it from the next
+                                      # heartbeat's vvSum and asks again)
 }
 
 # ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 #include "promises/statement.h"
 #include "transport/identity.h"
 #include "transport/link.h"
+#include "transport/message.h"
 #include "transport/stream.h"
 
 namespace vow::transport::testing {
@@ -43,6 +44,21 @@ inline Statement claim(const AgentKey& author, std::uint64_t seq) {
   s.wall_unix_ms = 1'700'000'000'000;
   s.body = Claim{job_ref(), 3, 1500};
   return s;
+}
+
+// A statement as a decoded batch holds it before the validator: its signed form only.
+inline Statement signed_only(const SignedStatement& s) {
+  Statement st;
+  st.signed_form = s;
+  return st;
+}
+
+// A frame's worth of statements: a batch of the given signed forms.
+inline Message batch_of(std::vector<SignedStatement> signed_forms,
+                        std::uint32_t version = kProtocolVersion) {
+  StatementBatch b;
+  for (auto& s : signed_forms) b.statements.push_back(signed_only(s));
+  return Message{version, std::move(b)};
 }
 
 // Deterministic artifact bytes: word i of the artifact is splitmix64(seed + i).

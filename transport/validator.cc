@@ -1,6 +1,7 @@
 #include "transport/validator.h"
 
 #include <string>
+#include <vector>
 
 namespace vow::transport {
 namespace {
@@ -143,19 +144,17 @@ std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
       reject(RejectReason::kPeerMismatch, peer, "hello names agent " + agent_id(hello->agent));
       return std::nullopt;
     }
-  } else if (auto* sm = std::get_if<StatementMsg>(&msg.body)) {
-    if (!validate_statement(sm->signed_statement, peer, &sm->statement)) return std::nullopt;
-  } else if (auto* batch = std::get_if<LedgerBatch>(&msg.body)) {
-    LedgerBatch kept;
-    kept.more = batch->more;
-    for (auto& s : batch->signed_statements) {
+  } else if (auto* batch = std::get_if<StatementBatch>(&msg.body)) {
+    // Decoded statements hold only their signed forms: each becomes its verified value,
+    // or is dropped. A batch with nothing left carries nothing: dropped too.
+    std::vector<Statement> kept;
+    kept.reserve(batch->statements.size());
+    for (const auto& s : batch->statements) {
       Statement st;
-      if (validate_statement(s, peer, &st)) {
-        kept.signed_statements.push_back(std::move(s));
-        kept.statements.push_back(std::move(st));
-      }
+      if (validate_statement(s.signed_form, peer, &st)) kept.push_back(std::move(st));
     }
-    msg.body = std::move(kept);
+    if (kept.empty()) return std::nullopt;
+    batch->statements = std::move(kept);
   }
   return msg;
 }

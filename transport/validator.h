@@ -1,9 +1,11 @@
 // Validator: the gate every inbound frame passes before anything else in the agent sees
 // it (DESIGN.md section 3). In order: frame size, Cap'n Proto framing and decoding with
 // traversal limits, protocol version, sender role, then for each statement: signature,
-// trusted author, sequence. A frame that fails is dropped (a ledger batch drops only
-// the statements that fail), counted under its RejectReason, and logged at a rate
-// limit; nothing rejected reaches the caller.
+// trusted author, sequence. A frame that fails is dropped, counted under its
+// RejectReason, and logged at a rate limit; nothing rejected reaches the caller. A
+// statement batch arrives holding only signed forms (promises::StatementBatch): each is
+// verified and replaced by its value, those that fail are dropped and counted one by
+// one, and a batch left with no statement is dropped whole.
 //
 // The validator borrows the TrustSet and the SequenceView (both must outlive it) and
 // owns its counters. Not thread-safe: one event-loop thread.

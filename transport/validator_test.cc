@@ -30,9 +30,7 @@ TEST_CASE("validator rejects each kind of bad statement under its own reason") {
   std::vector<std::string> lines;
   Validator v(&trust, &seqs, kMaxFrameBytes,
               [&](LogLevel, std::string_view l) { lines.emplace_back(l); });
-  auto frame_of = [](const SignedStatement& s) {
-    return *encode_message(Message{kProtocolVersion, StatementMsg{s, {}}});
-  };
+  auto frame_of = [](const SignedStatement& s) { return *encode_message(testing::batch_of({s})); };
   auto expect = [&](const std::string& frame, RejectReason reason) {
     auto before = v.rejects();
     CHECK(!v.validate(sp(frame), a.key(), PeerRole::kAgent));
@@ -45,7 +43,11 @@ TEST_CASE("validator rejects each kind of bad statement under its own reason") {
   auto good = *sign_statement(a, testing::claim(a.key(), 6));
   auto ok = v.validate(sp(frame_of(good)), b.key(), PeerRole::kAgent);
   REQUIRE(ok);
-  CHECK(std::get<StatementMsg>(ok->body).statement == testing::claim(a.key(), 6));
+  // The batch's statement is now the verified value, still carrying its signed form.
+  auto& accepted = std::get<StatementBatch>(ok->body).statements;
+  REQUIRE(accepted.size() == 1);
+  CHECK(accepted[0] == testing::claim(a.key(), 6));
+  CHECK(accepted[0].signed_form == good);
 
   SignedStatement flipped = good;
   flipped.bytes[flipped.bytes.size() - 3] ^= 0x10;
@@ -69,7 +71,7 @@ TEST_CASE("validator rejects each kind of bad statement under its own reason") {
   CHECK(small.rejected(RejectReason::kOversized) == 1);
   expect(std::string(64, '\xff'), RejectReason::kMalformed);
   expect(*encode_message(Message{7, Heartbeat{}}), RejectReason::kBadVersion);
-  expect(*encode_message(Message{kProtocolVersion, Hello{b.key(), "b", {}, 1, {}}}),
+  expect(*encode_message(Message{kProtocolVersion, Hello{b.key(), "b", {}, {}}}),
          RejectReason::kPeerMismatch);
   CHECK(!v.validate(sp(frame_of(good)), a.key(), PeerRole::kClient));
   CHECK(v.rejected(RejectReason::kNotAllowed) == 1);
@@ -79,26 +81,30 @@ TEST_CASE("validator rejects each kind of bad statement under its own reason") {
   CHECK(!lines.empty());
 }
 
-TEST_CASE("ledger batch keeps only the statements that pass") {
+TEST_CASE("a statement batch keeps only the statements that pass, verified") {
   Identity a = testing::identity_of(1), stranger = testing::identity_of(3);
   TrustSet trust;
   trust.add(a.key());
   MapSequences seqs;
   Validator v(&trust, &seqs, kMaxFrameBytes, {});
-  LedgerBatch batch;
-  batch.signed_statements = {*sign_statement(a, testing::claim(a.key(), 1)),
-                             *sign_statement(stranger, testing::claim(stranger.key(), 1)),
-                             *sign_statement(a, testing::claim(a.key(), 2))};
-  batch.more = true;
-  auto frame = *encode_message(Message{kProtocolVersion, batch});
+  auto second = *sign_statement(a, testing::claim(a.key(), 2));
+  auto frame = *encode_message(
+      testing::batch_of({*sign_statement(a, testing::claim(a.key(), 1)),
+                         *sign_statement(stranger, testing::claim(stranger.key(), 1)), second}));
   auto m = v.validate(sp(frame), a.key(), PeerRole::kAgent);
   REQUIRE(m);
-  auto& kept = std::get<LedgerBatch>(m->body);
-  CHECK(kept.signed_statements.size() == 2);
-  REQUIRE(kept.statements.size() == 2);
-  CHECK(kept.statements[1].seq == 2);
-  CHECK(kept.more);
+  auto& kept = std::get<StatementBatch>(m->body).statements;
+  REQUIRE(kept.size() == 2);
+  CHECK(kept[0] == testing::claim(a.key(), 1));
+  CHECK(kept[1] == testing::claim(a.key(), 2));
+  CHECK(kept[1].signed_form == second);
   CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 1);
+
+  // A batch with nothing left after validation carries nothing: dropped.
+  auto strangers = *encode_message(
+      testing::batch_of({*sign_statement(stranger, testing::claim(stranger.key(), 2))}));
+  CHECK(!v.validate(sp(strangers), a.key(), PeerRole::kAgent));
+  CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 2);
 }
 
 TEST_CASE("rejection logging is rate limited") {

@@ -11,7 +11,7 @@
 //             canonical-result min-register if any were accepted
 //   DIR       one file per frame, DIR/<name>.frame (names below)
 //
-// Frames (each a whole ZeroMQ frame, i.e. an Envelope):
+// Frames (each a whole ZeroMQ frame, i.e. an Envelope; a statement goes in a batch of one):
 //   honest-1, honest-2   adverts by the key itself, seq 1 and 2: valid history
 //   bad-signature        forged result, seq 3, one bit of the signature flipped
 //   wrong-author         forged result naming AGENT_ID as author, signed by the key
@@ -48,10 +48,11 @@ int fail(const std::string& what) {
   return 1;
 }
 
+// A batch of one statement, as agents send them.
 std::string statement_frame(const SignedStatement& s, std::uint32_t version = kProtocolVersion) {
-  StatementMsg m;
-  m.signed_statement = s;
-  auto frame = encode_message(Message{version, m});
+  Statement st;
+  st.signed_form = s;
+  auto frame = encode_message(Message{version, StatementBatch{{st}}});
   if (!frame) {
     std::cerr << "chaos_forge: encode: " << frame.status().to_string() << "\n";
     std::exit(1);

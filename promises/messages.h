@@ -1,0 +1,95 @@
+// Messages between agents: the one declaration of what the core sends and receives
+// (hello, heartbeat, sync request, statement batch, have request, have). The core
+// (core.h) produces and consumes them; the transport (transport/message.h) carries these
+// same types, and its codec encodes them as transport/protocol.capnp specifies, so no
+// layer copies them field by field.
+//
+// Limits: a batch the core sends in answer to a sync holds at most kMaxStatementsPerSync
+// statements and a Have at most kMaxHoldingsPerHave digests (core.h); the codec bounds
+// every list it decodes (transport/codec.h, kMaxListItems).
+//
+// Value types that own their data; thread-compatible.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "promises/statement.h"
+
+namespace vow::promises {
+
+// First message on a link, both ways (Core::peer_connected), and the answer to a seed's
+// hello. Names the sender and where it listens, so the receiver links back to it, and
+// carries its version vector, so the receiver sends at once what the sender misses.
+struct Hello {
+  AgentKey agent;                      // the sender (must be the link's authenticated key)
+  std::string name;                    // human name from its config
+  std::vector<std::string> endpoints;  // where it listens ("tcp://host:port")
+  VersionVector have;                  // its version vector
+  bool operator==(const Hello&) const = default;
+};
+
+// Sent every heartbeat_ms: liveness, load, and cheap change signals (a ledger sum and a
+// holdings version) that make the receiver ask for a sync or a Have.
+struct Heartbeat {
+  std::uint32_t running = 0;   // jobs running now
+  std::uint32_t capacity = 0;  // sum of promised capacities
+  std::uint64_t vv_sum = 0;    // sum of the sender's version vector
+  std::uint64_t holdings_incarnation = 0;
+  std::uint64_t holdings_version = 0;
+  bool operator==(const Heartbeat&) const = default;
+};
+
+// "This is what I hold; send me what I miss" (answered with a StatementBatch).
+struct SyncRequest {
+  VersionVector have;
+  bool operator==(const SyncRequest&) const = default;
+};
+
+// Statements pushed (new own statements) or sent in answer to a hello or sync request.
+//
+// Every statement in a batch the core sends carries its signed form (own statements
+// are signed when made, peers' were verified on arrival): the signed forms are what
+// travels, and encoding a batch with an unsigned statement fails (a bug). A batch
+// decoded from the wire holds statements with ONLY their signed form set (author, seq
+// and body are empty) until the transport's validator verifies each and replaces it
+// with the verified value, dropping those that fail; the core only ever sees verified
+// statements. Equal batches hold equal statements with equal signed forms.
+struct StatementBatch {
+  std::vector<Statement> statements;
+  bool operator==(const StatementBatch& o) const;
+};
+
+// "Tell me which artifacts you hold" (answered with Have).
+struct HaveRequest {
+  bool operator==(const HaveRequest&) const = default;
+};
+
+// The sender's complete set of held artifacts, at a holdings version (see Heartbeat).
+struct Have {
+  std::uint64_t incarnation = 0;  // changes when the sender restarts
+  std::uint64_t version = 0;      // increases when its set changes
+  std::vector<Digest> digests;
+  bool operator==(const Have&) const = default;
+};
+
+using MessageBody = std::variant<Hello, Heartbeat, SyncRequest, StatementBatch, HaveRequest, Have>;
+struct Message {
+  MessageBody body;
+  bool operator==(const Message&) const = default;
+};
+
+inline bool StatementBatch::operator==(const StatementBatch& o) const {
+  if (statements.size() != o.statements.size()) return false;
+  for (std::size_t i = 0; i < statements.size(); ++i) {
+    const Statement& a = statements[i];
+    const Statement& b = o.statements[i];
+    if (!(a == b) || a.signed_form != b.signed_form) return false;
+  }
+  return true;
+}
+
+}  // namespace vow::promises

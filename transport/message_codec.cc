@@ -1,0 +1,295 @@
+// The message half of the codec (codec.h): envelopes to and from Cap'n Proto. The
+// core's messages (promises/messages.h) are encoded as they are; the fields that
+// protocol.capnp marks unused are neither written nor read.
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <algorithm>
+#include <string>
+
+#include "transport/codec.h"
+#include "transport/codec_internal.h"
+#include "transport/protocol.capnp.h"
+
+namespace vow::transport {
+namespace {
+
+namespace w = wire;
+using namespace internal;  // the helpers both halves of the codec share
+static_assert(w::PROTOCOL_VERSION == kProtocolVersion,
+              "message.h and protocol.capnp disagree on the protocol version");
+
+void put_vv(capnp::List<w::VersionEntry>::Builder l, const VersionVector& vv) {
+  unsigned i = 0;
+  for (const auto& [k, seq] : vv) {
+    l[i].setAuthor(data_of(k.bytes));
+    l[i].setSeq(seq);
+    ++i;
+  }
+}
+VersionVector get_vv(capnp::List<w::VersionEntry>::Reader l) {
+  check_list(l, "version vector");
+  VersionVector vv;
+  for (auto e : l) vv[key_of(e.getAuthor(), "version vector author")] = e.getSeq();
+  return vv;
+}
+void put_signed(w::SignedStatement::Builder b, const SignedStatement& s) {
+  b.setBytes(data_of(as_span(s.bytes)));
+  b.setSignature(data_of(s.signature));
+}
+// A statement that holds only its signed form, for the validator to verify.
+Statement get_signed(w::SignedStatement::Reader r) {
+  Statement st;
+  if (r.getBytes().size() > kMaxStatementBytes) bad("statement bytes", DecodeError::kOversized);
+  // No bytes is no signed form: nothing a sender can have signed (nor re-encode).
+  if (r.getBytes().size() == 0) bad("statement without bytes");
+  st.signed_form.bytes = str(r.getBytes());
+  st.signed_form.signature = fixed<64>(r.getSignature(), "signature");
+  return st;
+}
+
+// The first statement of a batch that cannot travel (no signed form), if any.
+const Statement* unsigned_statement(const StatementBatch& batch) {
+  for (const auto& st : batch.statements) {
+    if (st.signed_form.empty()) return &st;
+  }
+  return nullptr;
+}
+
+struct BodyWriter {
+  w::Envelope::Body::Builder b;
+  void operator()(const Hello& h) {
+    auto o = b.initHello();
+    o.setAgent(data_of(h.agent.bytes));
+    o.setName(text_of(h.name));
+    put_texts(o.initEndpoints(static_cast<unsigned>(h.endpoints.size())), h.endpoints);
+    o.setProtocolVersion(kProtocolVersion);
+    put_vv(o.initVersionVector(static_cast<unsigned>(h.have.size())), h.have);
+  }
+  // activeClaims, highestSeq and claims are unused (protocol.capnp): not written.
+  void operator()(const Heartbeat& h) {
+    auto o = b.initHeartbeat();
+    o.setRunning(h.running);
+    o.setCapacity(h.capacity);
+    o.setVvSum(h.vv_sum);
+    o.setHoldingsIncarnation(h.holdings_incarnation);
+    o.setHoldingsVersion(h.holdings_version);
+  }
+  void operator()(const SyncRequest& r) {
+    put_vv(b.initLedgerRequest().initHave(static_cast<unsigned>(r.have.size())), r.have);
+  }
+  // Every statement has its signed form (encode_message_words checked). `more` unused.
+  void operator()(const StatementBatch& r) {
+    auto l = b.initLedgerBatch().initStatements(static_cast<unsigned>(r.statements.size()));
+    for (unsigned i = 0; i < l.size(); ++i) put_signed(l[i], r.statements[i].signed_form);
+  }
+  void operator()(const HaveRequest&) { b.initHaveRequest(); }
+  void operator()(const Have& h) {
+    auto o = b.initHave();
+    o.setIncarnation(h.incarnation);
+    o.setVersion(h.version);
+    auto l = o.initDigests(static_cast<unsigned>(h.digests.size()));
+    for (unsigned i = 0; i < l.size(); ++i) l.set(i, data_of(h.digests[i].bytes));
+  }
+  void operator()(const FetchRequest& r) {
+    auto o = b.initFetchRequest();
+    o.setStreamId(r.stream_id);
+    o.setArtifact(data_of(r.artifact.bytes));
+    o.setOffset(r.offset);
+    o.setCredits(r.credits);
+    o.setChunkBytes(r.chunk_bytes);
+  }
+  void operator()(const Chunk& c) {
+    auto o = b.initChunk();
+    o.setStreamId(c.stream_id);
+    o.setOffset(c.offset);
+    o.setTotalBytes(c.total_bytes);
+    o.setData(data_of(as_span(c.data)));
+    o.setLast(c.last);
+  }
+  void operator()(const Credit& c) {
+    auto o = b.initCredit();
+    o.setStreamId(c.stream_id);
+    o.setCredits(c.credits);
+    o.setCancel(c.cancel);
+  }
+  void operator()(const FetchError& e) {
+    auto o = b.initFetchError();
+    o.setStreamId(e.stream_id);
+    o.setCode(e.code);
+    o.setMessage(text_of(e.message));
+  }
+  void operator()(const ControlRequest& r) {
+    auto o = b.initControlRequest();
+    o.setRequestId(r.request_id);
+    o.setMethod(text_of(r.method));
+    o.setJson(text_of(r.json));
+  }
+  void operator()(const ControlResponse& r) {
+    auto o = b.initControlResponse();
+    o.setRequestId(r.request_id);
+    o.setOk(r.ok);
+    o.setJson(text_of(r.json));
+    o.setError(text_of(r.error));
+  }
+};
+
+StatementBatch get_batch(capnp::List<w::SignedStatement>::Reader l) {
+  check_list(l, "ledger batch");
+  StatementBatch r;
+  r.statements.reserve(l.size());
+  for (auto s : l) r.statements.push_back(get_signed(s));
+  return r;
+}
+
+MessageBody get_message_body(w::Envelope::Body::Reader b) {
+  using B = w::Envelope::Body;
+  switch (b.which()) {
+    case B::HELLO: {
+      // protocolVersion is informative: the envelope's version is the one checked.
+      auto o = b.getHello();
+      Hello h;
+      h.agent = key_of(o.getAgent(), "hello agent");
+      h.name = str(o.getName());
+      h.endpoints = get_texts(o.getEndpoints(), "hello endpoints");
+      h.have = get_vv(o.getVersionVector());
+      return h;
+    }
+    case B::HEARTBEAT: {
+      // activeClaims, highestSeq and claims (unused) are not read, nor checked.
+      auto o = b.getHeartbeat();
+      Heartbeat h;
+      h.running = o.getRunning();
+      h.capacity = o.getCapacity();
+      h.vv_sum = o.getVvSum();
+      h.holdings_incarnation = o.getHoldingsIncarnation();
+      h.holdings_version = o.getHoldingsVersion();
+      return h;
+    }
+    case B::STATEMENT: {
+      // Unused by current senders; an old sender's single statement is a batch of one.
+      StatementBatch r;
+      r.statements.push_back(get_signed(b.getStatement()));
+      return r;
+    }
+    case B::LEDGER_REQUEST:
+      return SyncRequest{get_vv(b.getLedgerRequest().getHave())};
+    case B::LEDGER_BATCH:
+      return get_batch(b.getLedgerBatch().getStatements());  // `more` (unused) not read
+    case B::FETCH_REQUEST: {
+      auto o = b.getFetchRequest();
+      return FetchRequest{o.getStreamId(), digest_of(o.getArtifact(), "fetch artifact"),
+                          o.getOffset(), o.getCredits(), o.getChunkBytes()};
+    }
+    case B::CHUNK: {
+      auto o = b.getChunk();
+      return Chunk{o.getStreamId(), o.getOffset(), o.getTotalBytes(), str(o.getData()),
+                   o.getLast()};
+    }
+    case B::CREDIT: {
+      auto o = b.getCredit();
+      return Credit{o.getStreamId(), o.getCredits(), o.getCancel()};
+    }
+    case B::FETCH_ERROR: {
+      auto o = b.getFetchError();
+      return FetchError{o.getStreamId(), o.getCode(), str(o.getMessage())};
+    }
+    case B::CONTROL_REQUEST: {
+      auto o = b.getControlRequest();
+      return ControlRequest{o.getRequestId(), str(o.getMethod()), str(o.getJson())};
+    }
+    case B::CONTROL_RESPONSE: {
+      auto o = b.getControlResponse();
+      return ControlResponse{o.getRequestId(), o.getOk(), str(o.getJson()), str(o.getError())};
+    }
+    case B::HAVE_REQUEST:
+      return HaveRequest{};
+    case B::HAVE: {
+      auto o = b.getHave();
+      Have h;
+      h.incarnation = o.getIncarnation();
+      h.version = o.getVersion();
+      auto l = o.getDigests();
+      check_list(l, "have digests");
+      h.digests.reserve(l.size());
+      for (auto d : l) h.digests.push_back(digest_of(d, "have digest"));
+      return h;
+    }
+  }
+  bad("unknown message kind " + std::to_string(static_cast<int>(b.which())));
+}
+
+}  // namespace
+
+const char* message_kind_name(const MessageBody& body) {
+  static constexpr const char* kNames[] = {"hello",         "heartbeat",       "ledger-request",
+                                           "ledger-batch",  "have-request",    "have",
+                                           "fetch-request", "chunk",           "credit",
+                                           "fetch-error",   "control-request", "control-response"};
+  static_assert(std::size(kNames) == std::variant_size_v<MessageBody>);
+  return kNames[body.index()];
+}
+
+Result<kj::Array<capnp::word>> internal::encode_message_words(const Message& message) {
+  // First segment big enough for the bulk of a large message: one segment, no regrowth.
+  std::size_t bulk = 0;
+  if (auto* c = std::get_if<Chunk>(&message.body)) bulk = c->data.size();
+  if (auto* b = std::get_if<StatementBatch>(&message.body)) {
+    if (const Statement* st = unsigned_statement(*b)) {
+      // The core signs its own statements and the validator verifies peers': a bug.
+      return Status::invalid("bug: statement " + std::to_string(st->seq) + " by " +
+                             st->author.hex() + " in a batch has no signed form");
+    }
+    for (const auto& s : b->statements) bulk += s.signed_form.bytes.size() + 96;
+  }
+  capnp::MallocMessageBuilder mb(static_cast<unsigned>(std::min<std::size_t>(
+      bulk / sizeof(capnp::word) + 256, kMaxFrameBytes / sizeof(capnp::word))));
+  auto root = mb.initRoot<w::Envelope>();
+  root.setProtocolVersion(message.protocol_version);
+  std::visit(BodyWriter{root.initBody()}, message.body);
+  auto words = capnp::messageToFlatArray(mb);
+  if (words.size() * sizeof(capnp::word) > kMaxFrameBytes) {
+    return Status::invalid(std::string(message_kind_name(message.body)) + " message is " +
+                           std::to_string(words.size() * sizeof(capnp::word)) +
+                           " bytes, over the frame limit of " + std::to_string(kMaxFrameBytes));
+  }
+  return words;
+}
+
+Result<std::string> encode_message(const Message& message) {
+  auto words = internal::encode_message_words(message);
+  if (!words) return words.status();
+  auto bytes = words->asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+Result<Message> decode_message(std::span<const std::uint8_t> frame, std::size_t max_frame_bytes,
+                               DecodeError* error) {
+  set_error(error, DecodeError::kNone);
+  DecodeError f = check_framing(frame, max_frame_bytes);
+  if (f != DecodeError::kNone) {
+    set_error(error, f);
+    return status_for(f, "frame of " + std::to_string(frame.size()) + " bytes");
+  }
+  return guarded<Message>(error, [&]() -> Message {
+    AlignedWords words(frame);
+    capnp::FlatArrayMessageReader reader(words.words(), reader_options(frame.size()));
+    auto root = reader.getRoot<w::Envelope>();
+    Message m;
+    m.protocol_version = root.getProtocolVersion();
+    if (m.protocol_version != kProtocolVersion) {
+      bad("peer speaks version " + std::to_string(m.protocol_version) + ", we speak " +
+              std::to_string(kProtocolVersion),
+          DecodeError::kBadVersion);
+    }
+    m.body = get_message_body(root.getBody());
+    return m;
+  });
+}
+
+Result<Message> decode_message(std::string_view frame, std::size_t max_frame_bytes,
+                               DecodeError* error) {
+  return decode_message(as_span(frame), max_frame_bytes, error);
+}
+
+}  // namespace vow::transport

@@ -1,0 +1,403 @@
+// The statement half of the codec (codec.h): statement bodies to and from Cap'n Proto,
+// signing and verification, and the framing checks both halves use (codec_internal.h).
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <bit>
+#include <cstring>
+
+#include "promises/assert.h"
+#include "transport/codec.h"
+#include "transport/codec_internal.h"
+#include "transport/protocol.capnp.h"
+
+namespace vow::transport {
+namespace {
+
+namespace w = wire;
+using namespace internal;  // the helpers both halves of the codec share
+
+// ---- Statement bodies: values -> builders ----
+
+void put(w::TreeEntry::Builder b, const TreeEntry& e) {
+  b.setName(text_of(e.name));
+  b.setKind(static_cast<std::uint8_t>(e.kind));
+  b.setDigest(data_of(e.digest.bytes));
+}
+void put(w::ArtifactRef::Builder b, const ArtifactRef& a) {
+  b.setDigest(data_of(a.digest.bytes));
+  b.setIsTree(a.is_tree);
+  b.setSizeBytes(a.size_bytes);
+  auto l = b.initEntries(static_cast<unsigned>(a.entries.size()));
+  for (unsigned i = 0; i < l.size(); ++i) put(l[i], a.entries[i]);
+}
+void put(w::JobRef::Builder b, const JobRef& j) {
+  b.setJob(data_of(j.job.bytes));
+  b.setPipeline(text_of(j.pipeline));
+  b.setStage(text_of(j.stage));
+  b.setStageDigest(data_of(j.stage_digest.bytes));
+  b.setShard(text_of(j.shard));
+}
+void put(capnp::List<w::NamedArtifact>::Builder l, const std::vector<NamedArtifact>& v) {
+  for (unsigned i = 0; i < l.size(); ++i) {
+    l[i].setName(text_of(v[i].name));
+    put(l[i].initArtifact(), v[i].artifact);
+  }
+}
+void put_body(w::StatementBody::Body::Builder b, const Advert& a) {
+  auto o = b.initAdvert();
+  o.setName(text_of(a.name));
+  put_texts(o.initEndpoints(static_cast<unsigned>(a.endpoints.size())), a.endpoints);
+  auto ps = o.initPromises(static_cast<unsigned>(a.promises.size()));
+  for (unsigned i = 0; i < ps.size(); ++i) {
+    ps[i].setPipeline(text_of(a.promises[i].pipeline));
+    ps[i].setStage(text_of(a.promises[i].stage));
+    ps[i].setStageDigest(data_of(a.promises[i].stage_digest.bytes));
+    ps[i].setCapacity(a.promises[i].capacity);
+  }
+  auto ss = o.initSources(static_cast<unsigned>(a.sources.size()));
+  for (unsigned i = 0; i < ss.size(); ++i) {
+    ss[i].setPipeline(text_of(a.sources[i].pipeline));
+    ss[i].setSource(text_of(a.sources[i].source));
+  }
+}
+void put_body(w::StatementBody::Body::Builder b, const PipelineDef& p) {
+  auto o = b.initPipeline();
+  o.setName(text_of(p.name));
+  o.setDigest(data_of(p.digest.bytes));
+  o.setCanonical(text_of(p.canonical));
+}
+void put_body(w::StatementBody::Body::Builder b, const SourceVersion& s) {
+  auto o = b.initSourceVersion();
+  o.setPipeline(text_of(s.pipeline));
+  o.setSource(text_of(s.source));
+  o.setVersion(s.version);
+  put(o.initArtifact(), s.artifact);
+}
+void put_body(w::StatementBody::Body::Builder b, const Claim& c) {
+  auto o = b.initClaim();
+  put(o.initJob(), c.job);
+  o.setEpoch(c.epoch);
+  o.setExpectedDurationMs(c.expected_duration_ms);
+}
+void put_body(w::StatementBody::Body::Builder b, const Release& r) {
+  auto o = b.initRelease();
+  put(o.initJob(), r.job);
+  o.setEpoch(r.epoch);
+  o.setReason(text_of(r.reason));
+}
+void put_body(w::StatementBody::Body::Builder b, const JobResult& r) {
+  auto o = b.initResult();
+  put(o.initJob(), r.job);
+  o.setEpoch(r.epoch);
+  put(o.initInputs(static_cast<unsigned>(r.inputs.size())), r.inputs);
+  put(o.initOutputs(static_cast<unsigned>(r.outputs.size())), r.outputs);
+  o.setOk(r.ok);
+  o.setExitStatus(r.exit_status);
+  o.setError(text_of(r.error));
+  o.setStartedUnixMs(r.started_unix_ms);
+  o.setEndedUnixMs(r.ended_unix_ms);
+  if (r.stdout_digest) o.setStdoutDigest(data_of(r.stdout_digest->bytes));
+  if (r.stderr_digest) o.setStderrDigest(data_of(r.stderr_digest->bytes));
+}
+void put_body(w::StatementBody::Body::Builder b, const Accept& a) {
+  auto o = b.initAccept();
+  put(o.initJob(), a.job);
+  o.setEpoch(a.epoch);
+  auto l = o.initBindings(static_cast<unsigned>(a.bindings.size()));
+  for (unsigned i = 0; i < l.size(); ++i) {
+    const auto& x = a.bindings[i];
+    l[i].setInput(text_of(x.input));
+    l[i].setDigest(data_of(x.digest.bytes));
+    l[i].setProducer(data_of(x.producer.bytes));
+    l[i].setProducerSeq(x.producer_seq);
+  }
+}
+void put_body(w::StatementBody::Body::Builder b, const Checkpoint& c) {
+  auto o = b.initCheckpoint();
+  put(o.initJob(), c.job);
+  o.setEpoch(c.epoch);
+  put(o.initArtifact(), c.artifact);
+}
+
+// ---- Statement bodies: readers -> values ----
+
+TreeEntry get(w::TreeEntry::Reader r) {
+  TreeEntry e;
+  e.name = str(r.getName());
+  auto k = r.getKind();
+  if (k != 'f' && k != 'x' && k != 'd') bad("tree entry kind " + std::to_string(k));
+  e.kind = static_cast<EntryKind>(k);
+  e.digest = digest_of(r.getDigest(), "tree entry digest");
+  return e;
+}
+ArtifactRef get(w::ArtifactRef::Reader r) {
+  ArtifactRef a;
+  a.digest = digest_of(r.getDigest(), "artifact digest");
+  a.is_tree = r.getIsTree();
+  a.size_bytes = r.getSizeBytes();
+  auto l = r.getEntries();
+  check_list(l, "artifact entries");
+  a.entries.reserve(l.size());
+  for (auto e : l) a.entries.push_back(get(e));
+  return a;
+}
+JobRef get(w::JobRef::Reader r) {
+  JobRef j;
+  j.job = digest_of(r.getJob(), "job id");
+  j.pipeline = str(r.getPipeline());
+  j.stage = str(r.getStage());
+  j.stage_digest = digest_of(r.getStageDigest(), "stage digest");
+  j.shard = str(r.getShard());
+  return j;
+}
+std::vector<NamedArtifact> get(capnp::List<w::NamedArtifact>::Reader l, const char* field) {
+  check_list(l, field);
+  std::vector<NamedArtifact> v;
+  v.reserve(l.size());
+  for (auto x : l) v.push_back(NamedArtifact{str(x.getName()), get(x.getArtifact())});
+  return v;
+}
+std::optional<Digest> optional_digest(capnp::Data::Reader d, const char* field) {
+  if (d.size() == 0) return std::nullopt;
+  return digest_of(d, field);
+}
+
+StatementBody get_body(w::StatementBody::Reader r) {
+  switch (r.getBody().which()) {
+    case w::StatementBody::Body::ADVERT: {
+      auto o = r.getBody().getAdvert();
+      Advert a;
+      a.name = str(o.getName());
+      a.endpoints = get_texts(o.getEndpoints(), "advert endpoints");
+      auto ps = o.getPromises();
+      check_list(ps, "advert promises");
+      for (auto p : ps) {
+        a.promises.push_back(AdvertPromise{str(p.getPipeline()), str(p.getStage()),
+                                           digest_of(p.getStageDigest(), "stage digest"),
+                                           p.getCapacity()});
+      }
+      auto ss = o.getSources();
+      check_list(ss, "advert sources");
+      for (auto s : ss) a.sources.push_back(AdvertSource{str(s.getPipeline()), str(s.getSource())});
+      return a;
+    }
+    case w::StatementBody::Body::PIPELINE: {
+      auto o = r.getBody().getPipeline();
+      return PipelineDef{str(o.getName()), digest_of(o.getDigest(), "pipeline digest"),
+                         str(o.getCanonical())};
+    }
+    case w::StatementBody::Body::SOURCE_VERSION: {
+      auto o = r.getBody().getSourceVersion();
+      return SourceVersion{str(o.getPipeline()), str(o.getSource()), o.getVersion(),
+                           get(o.getArtifact())};
+    }
+    case w::StatementBody::Body::CLAIM: {
+      auto o = r.getBody().getClaim();
+      return Claim{get(o.getJob()), o.getEpoch(), o.getExpectedDurationMs()};
+    }
+    case w::StatementBody::Body::RELEASE: {
+      auto o = r.getBody().getRelease();
+      return Release{get(o.getJob()), o.getEpoch(), str(o.getReason())};
+    }
+    case w::StatementBody::Body::RESULT: {
+      auto o = r.getBody().getResult();
+      JobResult x;
+      x.job = get(o.getJob());
+      x.epoch = o.getEpoch();
+      x.inputs = get(o.getInputs(), "result inputs");
+      x.outputs = get(o.getOutputs(), "result outputs");
+      x.ok = o.getOk();
+      x.exit_status = o.getExitStatus();
+      x.error = str(o.getError());
+      x.started_unix_ms = o.getStartedUnixMs();
+      x.ended_unix_ms = o.getEndedUnixMs();
+      x.stdout_digest = optional_digest(o.getStdoutDigest(), "stdout digest");
+      x.stderr_digest = optional_digest(o.getStderrDigest(), "stderr digest");
+      return x;
+    }
+    case w::StatementBody::Body::ACCEPT: {
+      auto o = r.getBody().getAccept();
+      Accept a;
+      a.job = get(o.getJob());
+      a.epoch = o.getEpoch();
+      auto l = o.getBindings();
+      check_list(l, "accept bindings");
+      for (auto b : l) {
+        a.bindings.push_back(
+            Accept::Binding{str(b.getInput()), digest_of(b.getDigest(), "binding digest"),
+                            key_of(b.getProducer(), "binding producer"), b.getProducerSeq()});
+      }
+      return a;
+    }
+    case w::StatementBody::Body::CHECKPOINT: {
+      auto o = r.getBody().getCheckpoint();
+      return Checkpoint{get(o.getJob()), o.getEpoch(), get(o.getArtifact())};
+    }
+  }
+  bad("unknown statement kind " + std::to_string(static_cast<int>(r.getBody().which())));
+}
+
+}  // namespace
+
+// ---- Framing (shared with message_codec.cc) ----
+
+namespace internal {
+
+DecodeError check_framing(std::span<const std::uint8_t> b, std::size_t max_bytes) {
+  if (b.size() > max_bytes) return DecodeError::kOversized;
+  if (b.size() < 8) return DecodeError::kTruncated;
+  auto u32 = [&](std::size_t at) {
+    std::uint32_t v;
+    std::memcpy(&v, b.data() + at, 4);
+    return v;  // little-endian hosts only (static_assert below)
+  };
+  std::uint64_t segments = std::uint64_t{u32(0)} + 1;
+  if (segments > kMaxSegments) return DecodeError::kMalformed;
+  std::uint64_t header_bytes = ((4 + 4 * segments) + 7) / 8 * 8;
+  if (b.size() < header_bytes) return DecodeError::kTruncated;
+  std::uint64_t body_bytes = 0;
+  for (std::uint64_t i = 0; i < segments; ++i) {
+    body_bytes += std::uint64_t{u32(4 + 4 * i)} * 8;  // <= 64 * 32 GiB: no overflow
+  }
+  if (body_bytes == 0) return DecodeError::kMalformed;
+  if (b.size() < header_bytes + body_bytes) return DecodeError::kTruncated;
+  if (b.size() > header_bytes + body_bytes) return DecodeError::kMalformed;
+  return DecodeError::kNone;
+}
+static_assert(std::endian::native == std::endian::little, "vow assumes a little-endian host");
+
+capnp::ReaderOptions reader_options(std::size_t bytes) {
+  capnp::ReaderOptions o;
+  // Every word may be read a few times (size checks, then the copy), never more:
+  // pointer tricks that alias data to amplify work hit this limit.
+  o.traversalLimitInWords = bytes / 8 * 4 + 64;
+  o.nestingLimit = kMaxNestingDepth;
+  return o;
+}
+
+AlignedWords::AlignedWords(std::span<const std::uint8_t> b) {
+  if (reinterpret_cast<std::uintptr_t>(b.data()) % alignof(capnp::word) == 0) {
+    words_ = kj::arrayPtr(reinterpret_cast<const capnp::word*>(b.data()), b.size() / 8);
+  } else {
+    copy_ = kj::heapArray<capnp::word>(b.size() / 8);
+    std::memcpy(copy_.begin(), b.data(), b.size() / 8 * 8);
+    words_ = copy_.asPtr();
+  }
+}
+
+Status status_for(DecodeError e, const std::string& what) {
+  switch (e) {
+    case DecodeError::kOversized:
+      return Status::invalid("oversized: " + what);
+    case DecodeError::kTruncated:
+      return Status::corrupt("truncated: " + what);
+    case DecodeError::kBadVersion:
+      return Status::invalid("protocol version: " + what);
+    case DecodeError::kBadSignature:
+      return Status::corrupt("bad signature: " + what);
+    default:
+      return Status::corrupt("malformed: " + what);
+  }
+}
+
+}  // namespace internal
+
+namespace {
+
+// ---- Statements ----
+
+std::string flat_string(capnp::MessageBuilder& mb) {
+  auto flat = capnp::messageToFlatArray(mb);
+  auto bytes = flat.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+Statement decode_statement_reader(w::StatementBody::Reader r) {
+  Statement s;
+  s.author = key_of(r.getAuthor(), "statement author");
+  s.seq = r.getSeq();
+  if (s.seq == 0) bad("statement seq is 0");
+  s.wall_unix_ms = r.getWallUnixMs();
+  s.body = get_body(r);
+  return s;
+}
+
+Result<Statement> decode_statement_impl(std::string_view bytes, DecodeError* error) {
+  set_error(error, DecodeError::kNone);
+  auto span = as_span(bytes);
+  DecodeError f = check_framing(span, kMaxStatementBytes);
+  if (f != DecodeError::kNone) {
+    set_error(error, f);
+    return status_for(f, "statement of " + std::to_string(bytes.size()) + " bytes");
+  }
+  return guarded<Statement>(error, [&]() -> Statement {
+    AlignedWords words(span);
+    capnp::FlatArrayMessageReader reader(words.words(), reader_options(bytes.size()));
+    return decode_statement_reader(reader.getRoot<w::StatementBody>());
+  });
+}
+
+}  // namespace
+
+Result<std::string> encode_statement(const Statement& statement) {
+  if (statement.seq == 0) return Status::invalid("statement seq must be >= 1");
+  capnp::MallocMessageBuilder mb;
+  auto root = mb.initRoot<w::StatementBody>();
+  root.setAuthor(data_of(statement.author.bytes));
+  root.setSeq(statement.seq);
+  root.setWallUnixMs(statement.wall_unix_ms);
+  auto body = root.initBody();
+  std::visit([&](const auto& b) { put_body(body, b); }, statement.body);
+  std::string out = flat_string(mb);
+  if (out.size() > kMaxStatementBytes) {
+    return Status::invalid("statement " + std::to_string(statement.seq) + " is " +
+                           std::to_string(out.size()) + " bytes, over the limit of " +
+                           std::to_string(kMaxStatementBytes));
+  }
+  return out;
+}
+
+Signature sign(const Identity& identity, std::string_view bytes) {
+  return identity.sign(as_span(bytes));
+}
+
+Result<SignedStatement> sign_statement(const Identity& identity, const Statement& statement) {
+  VOW_ASSERT(statement.author == identity.key(), "signing a statement authored by %s with key %s",
+             statement.author.hex().c_str(), identity.key().hex().c_str());
+  auto bytes = encode_statement(statement);
+  if (!bytes) return bytes.status();
+  SignedStatement s;
+  s.signature = sign(identity, *bytes);
+  s.bytes = std::move(bytes).value();
+  return s;
+}
+
+SignedForm sign_or_empty(const Identity& identity, const Statement& statement) {
+  auto s = sign_statement(identity, statement);
+  return s.is_ok() ? std::move(s).value() : SignedForm{};
+}
+
+Result<Statement> decode_statement_unverified(std::string_view bytes, DecodeError* error) {
+  return decode_statement_impl(bytes, error);
+}
+
+Result<Statement> decode_and_verify(std::string_view bytes, const Signature& signature,
+                                    DecodeError* error) {
+  auto s = decode_statement_impl(bytes, error);
+  if (!s) return s;
+  if (!verify_signature(s->author, as_span(bytes), signature)) {
+    set_error(error, DecodeError::kBadSignature);
+    return Status::corrupt("bad signature: statement " + std::to_string(s->seq) +
+                           " does not verify under its author " + s->author.hex());
+  }
+  s->signed_form.bytes = std::string(bytes);
+  s->signed_form.signature = signature;
+  return s;
+}
+
+Result<Statement> decode_and_verify(const SignedStatement& s, DecodeError* error) {
+  return decode_and_verify(s.bytes, s.signature, error);
+}
+
+}  // namespace vow::transport
