@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -178,6 +179,10 @@ struct Daemon::Impl {
   nlohmann::json fetch_json(const nlohmann::json& args);
   nlohmann::json verify_json();
 };
+
+// Reads exactly out.size() bytes at `offset` (kIo naming `what` on error or end of file).
+Status pread_full(int fd, std::uint64_t offset, std::span<std::uint8_t> out,
+                  const std::string& what);
 
 // Serves this agent's stored objects to peers' fetches.
 std::unique_ptr<transport::ArtifactProvider> make_store_provider(const std::string& state_dir);

@@ -41,15 +41,7 @@ class FileSink final : public transport::ChunkSink {
     return Status::ok();
   }
   Status read(std::uint64_t offset, std::span<std::uint8_t> out) override {
-    std::size_t done = 0;
-    while (done < out.size()) {
-      ssize_t n =
-          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Status::io("read " + path_ + ": " + (n == 0 ? "short" : errno_text()));
-      done += static_cast<std::size_t>(n);
-    }
-    return Status::ok();
+    return pread_full(fd_, offset, out, path_);
   }
   Status finish(std::uint64_t total_bytes) override {
     if (::ftruncate(fd_, static_cast<off_t>(total_bytes)) != 0) {

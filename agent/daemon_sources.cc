@@ -19,20 +19,6 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
-// Reads exactly out.size() bytes at `offset` (kIo naming `what` on error or end of file).
-Status pread_full(int fd, std::uint64_t offset, std::span<std::uint8_t> out,
-                  const std::string& what) {
-  std::size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n =
-        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Status::io("read " + what + ": " + (n == 0 ? "short" : errno_text()));
-    done += static_cast<std::size_t>(n);
-  }
-  return Status::ok();
-}
-
 // Serves a stored object by positional reads (the receiver verifies the digest).
 class FileSource final : public transport::ChunkSource {
  public:
@@ -72,6 +58,21 @@ class StoreProvider final : public transport::ArtifactProvider {
 };
 
 }  // namespace
+
+Status pread_full(int fd, std::uint64_t offset, std::span<std::uint8_t> out,
+                  const std::string& what) {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return Status::io("read " + what + ": " + (n == 0 ? "short" : std::strerror(errno)));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return Status::ok();
+}
 
 std::unique_ptr<transport::ArtifactProvider> make_store_provider(const std::string& state_dir) {
   return std::make_unique<StoreProvider>(store::artifacts_root(state_dir));

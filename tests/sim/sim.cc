@@ -16,14 +16,6 @@ constexpr std::int64_t kQuietCheckMs = 50;
 constexpr std::int64_t kConnectMs = 1;  // a link up -> both ends told
 constexpr std::uint64_t kForgedSeqBase = 1'000'000;
 
-Digest hash_of(std::initializer_list<std::string_view> parts) {
-  Hasher h;
-  for (auto p : parts) h.update_field(p);
-  return h.finish();
-}
-
-std::string u64s(std::uint64_t v) { return std::to_string(v); }
-
 }  // namespace
 
 World::World(const SimOptions& o)

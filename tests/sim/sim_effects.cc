@@ -14,7 +14,6 @@ constexpr double kSpawnFailure = 0.1;    // while the fault "spawn fails" holds
 constexpr double kSlowKill = 0.15;       // a process that takes its time to die
 constexpr std::int64_t kWallBaseMs = 1'800'000'000'000;
 
-std::string u64s(std::uint64_t v) { return std::to_string(v); }
 std::string dstr(const Digest& d) {
   return std::string(reinterpret_cast<const char*>(d.bytes.data()), d.bytes.size());
 }
@@ -22,12 +21,6 @@ std::string dstr(const Digest& d) {
 int env_int(const promises::Stage& s, const std::string& k) {
   auto it = s.env.find(k);
   return it == s.env.end() ? 0 : std::atoi(it->second.c_str());
-}
-
-Digest hash_of(std::initializer_list<std::string_view> parts) {
-  Hasher h;
-  for (auto p : parts) h.update_field(p);
-  return h.finish();
 }
 
 }  // namespace

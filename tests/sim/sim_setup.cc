@@ -5,17 +5,6 @@
 #include "tests/sim/world.h"
 
 namespace vow::sim {
-namespace {
-
-Digest hash_of(std::initializer_list<std::string_view> parts) {
-  Hasher h;
-  for (auto p : parts) h.update_field(p);
-  return h.finish();
-}
-
-std::string u64s(std::uint64_t v) { return std::to_string(v); }
-
-}  // namespace
 
 // ---------------------------------------------------------------- setup
 

@@ -28,6 +28,13 @@ namespace vow::sim {
 
 class World;
 
+inline Digest hash_of(std::initializer_list<std::string_view> parts) {
+  Hasher h;
+  for (auto p : parts) h.update_field(p);
+  return h.finish();
+}
+inline std::string u64s(std::uint64_t v) { return std::to_string(v); }
+
 inline constexpr std::int64_t kFaultWindowMs = 2'500;  // faults happen in [0, this)
 
 class SimClock final : public agent::Clock {
