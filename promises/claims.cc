@@ -489,7 +489,7 @@ void Core::Impl::reconcile() {
   const std::set<Digest>& regen = replication.regen_wanted();
   for (const Digest& id : std::vector<Digest>(regen.begin(), regen.end())) {
     const PlannedJob* job = plan->find(id);
-    if (job != nullptr && replication.needs_regeneration(id, now_ms, out)) {
+    if (job != nullptr && replication.needs_regeneration(id, job->retries, now_ms, out)) {
       consider_claim(*job, /*regenerate=*/true);
     }
   }

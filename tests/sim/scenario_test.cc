@@ -581,6 +581,26 @@ TEST_CASE("lost artifact: the job is run again from its lineage") {
   CHECK(std::get<JobResult>(m.core(0).canonical(job)->body).epoch == 1);
 }
 
+TEST_CASE("a lost output whose job no longer succeeds is re-run at most retries + 1 times") {
+  // The job succeeded once; its only copy is lost; every run to make it again fails (a
+  // tool removed since). Without a limit the agents would run it again for ever.
+  Pipeline p = make_pipeline("one", {"in"}, {make_stage("work", {{"", "in"}}, {"w"}, {}, 1)});
+  Mesh m(2, p, {{}, {"work"}}, /*replicas=*/1);
+  m.source("one", "in", file_ref(hd("input")));
+  m.run_to_completion(2000);
+  Digest job = m.jobs_of(0, "work").at(0);
+  Digest out = std::get<JobResult>(m.core(0).canonical(job)->body).outputs.at(0).artifact.digest;
+  m.node(1).store.erase(out);
+  (void)m.core(1).artifact_lost(out);
+  for (int t = 0; t < 2000; ++t) {
+    m.advance(10);
+    if (!m.node(1).procs.empty()) m.finish_all(1, /*ok=*/false);
+  }
+  // One first run, then retries (1) + 1 failed re-runs, and no more.
+  CHECK(m.node(1).started.size() == 3);
+  CHECK(m.core(0).canonical(job) != nullptr);  // the result stands, as lineage
+}
+
 TEST_CASE("a job failing past its retries is failed and its dependents blocked") {
   Pipeline p = make_pipeline("f", {"in"},
                              {make_stage("bad", {{"", "in"}}, {"b"}, {}, /*retries=*/1),

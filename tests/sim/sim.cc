@@ -136,19 +136,9 @@ void World::proc_exit(const Ev& ev) {
   if (killed_now) {
     p.exit = agent::ProcessExit{137, true};
   } else {
-    // The job's own fate: seeded per job, epoch and agent.
-    const ArtifactRef* unused = nullptr;
-    (void)unused;
-    int fail_pct = 0;
-    bool always = false;
-    if (const auto* pj = h.up ? h.agent->core().plan().find(ev.id) : nullptr) {
-      auto env = [&](const char* k) {
-        auto e = pj->stage->env.find(k);
-        return e == pj->stage->env.end() ? 0 : std::atoi(e->second.c_str());
-      };
-      fail_pct = env("SIM_FAIL");
-      always = env("SIM_ALWAYS_FAIL") != 0;
-    }
+    // The job's own fate: its stage's flakiness, seeded per job, epoch and agent.
+    int fail_pct = p.fail_pct;
+    bool always = p.always_fails;
     std::string id(reinterpret_cast<const char*>(ev.id.bytes.data()), ev.id.bytes.size());
     std::uint64_t roll =
         hash_of({"fail", id, std::to_string(p.epoch), h.config.name}).bytes[0] % 100;

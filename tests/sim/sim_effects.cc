@@ -222,6 +222,8 @@ Result<std::int64_t> SimExecutor::spawn(const promises::StartJob& s) {
   p.job = s.job.job;
   p.epoch = s.epoch;
   p.token = w_->next_token();
+  p.fail_pct = env_int(s.stage, "SIM_FAIL");
+  p.always_fails = env_int(s.stage, "SIM_ALWAYS_FAIL") != 0;
   h.procs[s.job.job] = p;
   auto& crashed = w_->crashed_claims();
   if (auto it = crashed.find(s.job.job); it != crashed.end()) {

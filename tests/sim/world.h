@@ -123,6 +123,8 @@ struct Proc {
   agent::ProcessExit exit;
   bool killed = false;
   bool watched = true;  // an agent incarnation waits for its exit
+  int fail_pct = 0;     // its stage's flakiness (SIM_FAIL)
+  bool always_fails = false;
 };
 
 // One simulated machine.
