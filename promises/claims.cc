@@ -313,6 +313,13 @@ void Core::Impl::check_results(const Digest& job, const PlannedJob* planned) {
               "job " + job.short_hex() + " failed (attempt " + std::to_string(failures) +
                   "), retry after " + std::to_string(backoff) + " ms");
       }
+    } else {
+      // A failed re-run of a done job (its lost output being made again): run it again
+      // later, backing off like a retry, so that a job that no longer succeeds costs one
+      // run per kRetryBackoffMaxMs at most, and a flaky one still recovers the output.
+      std::int64_t backoff = kRetryBackoffBaseMs;
+      for (int i = 1; i < failures && backoff < kRetryBackoffMaxMs; ++i) backoff *= 2;
+      loc.not_before_ms = now_ms + std::min(backoff, kRetryBackoffMaxMs);
     }
   }
 }
@@ -489,7 +496,7 @@ void Core::Impl::reconcile() {
   const std::set<Digest>& regen = replication.regen_wanted();
   for (const Digest& id : std::vector<Digest>(regen.begin(), regen.end())) {
     const PlannedJob* job = plan->find(id);
-    if (job != nullptr && replication.needs_regeneration(id, job->retries, now_ms, out)) {
+    if (job != nullptr && replication.needs_regeneration(id, now_ms, out)) {
       consider_claim(*job, /*regenerate=*/true);
     }
   }

@@ -38,10 +38,7 @@ class Replication {
   std::int64_t next_check_ms() const { return next_check_ms_; }
   // A canonical output of `job` (which has one) has had no live holder for a detection
   // window, and a re-run can make it again (the job is not known non-deterministic).
-  // True while a canonical output of `job` is lost and can be made again: not for a
-  // non-deterministic job whose re-run differed, nor once `retries` re-runs have failed
-  // (each reported once, as an error).
-  bool needs_regeneration(const Digest& job, int retries, std::int64_t now_ms, Output& out);
+  bool needs_regeneration(const Digest& job, std::int64_t now_ms, Output& out);
   // Done jobs of own stages whose output is lost, as of the last check.
   const std::set<Digest>& regen_wanted() const { return regen_wanted_; }
   // A replication fetch ended (fetched or failed): it may be asked again.
