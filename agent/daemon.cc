@@ -209,7 +209,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   if (!identity.is_ok()) return identity.status();
   impl->identity = std::move(identity).value();
   // Every line names the agent and its id (peers' ids are added where an event has one).
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n " + impl->identity->id().substr(0, 12) +
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f %^%l%$ [%n " + impl->identity->id().substr(0, 12) +
                       "] %v");
   impl->log->info("agent {} id {}{}", impl->config.name, impl->identity->id(),
                   created ? " (new identity)" : "");
