@@ -4,8 +4,9 @@
 // (tests/sim owns it with simulated ones).
 //
 // Inputs (the owner calls these as things happen): messages and connections from the
-// network, transfer outcomes, process exits, source snapshots, lost artifacts, worker
-// completions (run by the owner; the Agent wrapped them), and tick() every few ms.
+// network, transfer outcomes, process exits, source snapshots, lost artifacts, and
+// tick() every few ms. Worker tasks the agent submits come back as completions the
+// owner runs on its thread; each feeds the agent through complete().
 // Each input is queued; the queue is fed to the core one input at a time, and each of
 // the core's outputs is carried out completely (persist, send, act, log) before the
 // next input is fed. Carrying out an output never calls the core: what it causes (a
@@ -85,7 +86,8 @@ class Agent {
   // A client asked for an artifact here (vow get): fetched from the live holders.
   // False if no live agent holds it.
   bool fetch_for_client(const Digest& digest);
-  // Runs a worker completion (the owner's loop calls this for each finished task).
+  // Runs a worker completion, then what it queued. The completions of the tasks the
+  // agent submits call this themselves: the owner only runs them, on its thread.
   void complete(const std::function<void()>& completion);
 
   // ---- state ----
