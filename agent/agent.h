@@ -52,6 +52,7 @@ struct AgentCounters {
   std::uint64_t jobs_adopted = 0;
   std::uint64_t worker_backlogged = 0;  // tasks that found the worker queue full
   std::uint64_t worker_refused = 0;     // of them, refused for good (the work failed)
+  std::uint64_t trees_refused = 0;      // fetched trees that would expand past the limits
 };
 
 class Agent {

@@ -158,7 +158,11 @@ void Agent::store_tree(const Digest& digest) {
   submit(
       [this, sink, digest, entries]() -> std::function<void()> {
         Status s = sink->store_tree(digest, entries);
-        return [this, digest, s] { fetch_done(digest, s); };
+        return [this, digest, s] {
+          // A tree that would expand past the limits (promises/tree.h) is refused.
+          if (s.code() == StatusCode::kInvalid) ++counters_.trees_refused;
+          fetch_done(digest, s);
+        };
       },
       [this, digest](const Status& s) { fetch_done(digest, s); });
 }

@@ -9,7 +9,6 @@
 
 #include <cerrno>
 #include <cstring>
-
 #include <map>
 #include <tuple>
 
@@ -182,6 +181,7 @@ nlohmann::json Daemon::Impl::status_json() {
         counters.rejected[i];
   }
   rejected["untrusted-handshake"] = counters.zap_denied;
+  rejected["tree-too-large"] = agent->counters().trees_refused;
   return {
       {"agent", {{"name", config.name}, {"id", identity->id()}, {"listen", transport->endpoint()}}},
       {"agents", agents},
@@ -219,8 +219,7 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_jobs", "gauge", "Jobs of the current plan by pipeline, stage and state.");
   for (const auto& [k, n] : by_state) {
     sample(out, "vow_jobs",
-           {{"pipeline", std::get<0>(k)}, {"stage", std::get<1>(k)}, {"state", std::get<2>(k)}},
-           n);
+           {{"pipeline", std::get<0>(k)}, {"stage", std::get<1>(k)}, {"state", std::get<2>(k)}}, n);
   }
   header(out, "vow_jobs_running_here", "gauge", "Job processes this agent runs now.");
   sample(out, "vow_jobs_running_here", {}, static_cast<double>(agent->jobs_here()));
@@ -230,7 +229,8 @@ std::string Daemon::Impl::metrics_text() {
          "Claims this agent made at an epoch above 1 (taking over a job).");
   sample(out, "vow_takeovers_total", {}, static_cast<double>(agent->metrics().takeovers));
   header(out, "vow_results_total", "counter", "Results this agent signed, by outcome.");
-  sample(out, "vow_results_total", {{"outcome", "ok"}}, static_cast<double>(agent->metrics().results_ok));
+  sample(out, "vow_results_total", {{"outcome", "ok"}},
+         static_cast<double>(agent->metrics().results_ok));
   sample(out, "vow_results_total", {{"outcome", "failed"}},
          static_cast<double>(agent->metrics().results_failed));
   header(out, "vow_nondeterministic_jobs", "gauge",
@@ -238,9 +238,11 @@ std::string Daemon::Impl::metrics_text() {
   sample(out, "vow_nondeterministic_jobs", {}, nondeterministic);
   header(out, "vow_statements_received_total", "counter",
          "Statements received from peers that passed validation.");
-  sample(out, "vow_statements_received_total", {}, static_cast<double>(agent->counters().statements_in));
+  sample(out, "vow_statements_received_total", {},
+         static_cast<double>(agent->counters().statements_in));
   header(out, "vow_statements_persisted_total", "counter", "Statements written to the ledger.");
-  sample(out, "vow_statements_persisted_total", {}, static_cast<double>(agent->counters().statements_persisted));
+  sample(out, "vow_statements_persisted_total", {},
+         static_cast<double>(agent->counters().statements_persisted));
   auto counters = transport->counters();
   header(out, "vow_messages_rejected_total", "counter", "Messages dropped, by reason.");
   for (std::size_t i = 0; i < transport::kRejectReasonCount; ++i) {
@@ -250,6 +252,8 @@ std::string Daemon::Impl::metrics_text() {
   }
   sample(out, "vow_messages_rejected_total", {{"reason", "untrusted-handshake"}},
          static_cast<double>(counters.zap_denied));
+  sample(out, "vow_messages_rejected_total", {{"reason", "tree-too-large"}},
+         static_cast<double>(agent->counters().trees_refused));
   header(out, "vow_duplicate_statements_total", "counter",
          "Statements received again byte for byte (dropped quietly).");
   sample(out, "vow_duplicate_statements_total", {}, static_cast<double>(counters.duplicates));
@@ -264,9 +268,9 @@ std::string Daemon::Impl::metrics_text() {
   sample(out, "vow_frames_total", {{"direction", "in"}}, static_cast<double>(counters.frames_in));
   sample(out, "vow_frames_total", {{"direction", "out"}}, static_cast<double>(counters.frames_out));
   agent->metrics().handoff.render(out, "vow_handoff_latency_seconds",
-                         "Upstream result signed to the downstream job started here.");
+                                  "Upstream result signed to the downstream job started here.");
   agent->metrics().job_duration.render(out, "vow_job_duration_seconds",
-                              "Wall time of job processes run here.");
+                                       "Wall time of job processes run here.");
   int alive = 0;
   int known = 0;
   for (const auto& p : core().peers()) {

@@ -1,6 +1,8 @@
 #include "promises/tree.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <map>
 
 namespace vow {
 namespace {
@@ -91,6 +93,60 @@ Result<Digest> tree_digest(std::vector<TreeEntry> entries) {
   auto enc = encode_tree(std::move(entries));
   if (!enc) return enc.status();
   return blake2b(*enc);
+}
+
+namespace {
+
+std::uint64_t add_saturating(std::uint64_t a, std::uint64_t b) {
+  return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+Result<TreeExpansion> expand(const Digest& d, const TreeReader& reader,
+                             std::map<Digest, TreeExpansion>* memo, int depth) {
+  if (auto it = memo->find(d); it != memo->end()) return it->second;
+  if (depth > kMaxExpansionDepth) {
+    return Status::invalid("tree " + d.hex() + " is nested deeper than " +
+                           std::to_string(kMaxExpansionDepth) + " levels");
+  }
+  auto entries = reader.entries(d);
+  if (!entries.is_ok()) return entries.status();
+  TreeExpansion total;
+  for (const auto& e : *entries) {
+    total.entries = add_saturating(total.entries, 1);
+    if (e.kind == EntryKind::kTree) {
+      auto sub = expand(e.digest, reader, memo, depth + 1);
+      if (!sub.is_ok()) return sub;
+      total.entries = add_saturating(total.entries, sub->entries);
+      total.bytes = add_saturating(total.bytes, sub->bytes);
+    } else {
+      auto n = reader.file_bytes(e.digest);
+      if (!n.is_ok()) return n.status();
+      total.bytes = add_saturating(total.bytes, *n);
+    }
+  }
+  memo->emplace(d, total);
+  return total;
+}
+
+}  // namespace
+
+Result<TreeExpansion> expand_tree(const Digest& root, const TreeReader& reader,
+                                  std::map<Digest, TreeExpansion>* memo) {
+  return expand(root, reader, memo, 0);
+}
+
+Status check_expansion(const Digest& root, const TreeExpansion& x) {
+  if (x.entries > kMaxExpandedEntries) {
+    return Status::invalid("tree " + root.hex() + " expands to " + std::to_string(x.entries) +
+                           " entries, over the limit of " + std::to_string(kMaxExpandedEntries) +
+                           ": refused");
+  }
+  if (x.bytes > kMaxExpandedBytes) {
+    return Status::invalid("tree " + root.hex() + " expands to " + std::to_string(x.bytes) +
+                           " bytes, over the limit of " + std::to_string(kMaxExpandedBytes) +
+                           ": refused");
+  }
+  return Status::ok();
 }
 
 }  // namespace vow

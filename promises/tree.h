@@ -18,6 +18,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,14 +54,43 @@ Result<std::vector<TreeEntry>> decode_tree(std::string_view encoding);
 // Digest of a tree with these entries (sorted here).
 Result<Digest> tree_digest(std::vector<TreeEntry> entries);
 
+// What a tree becomes when materialized: every entry at every depth (a subtree named
+// twice counts twice) and the bytes of its files. A peer can send a tree of a few KB
+// whose levels each name one subtree twice: 23 levels are 8 million files. So the
+// expansion is computed before a tree is stored from a fetch, materialized or copied
+// out, and checked against these limits.
+struct TreeExpansion {
+  std::uint64_t entries = 0;
+  std::uint64_t bytes = 0;
+  bool operator==(const TreeExpansion&) const = default;
+};
+inline constexpr std::uint64_t kMaxExpandedEntries = 1'000'000;
+inline constexpr std::uint64_t kMaxExpandedBytes = std::uint64_t{1} << 40;  // 1 TiB
+inline constexpr int kMaxExpansionDepth = 256;  // as deep as import and materialize go
+
+// Reads what expand_tree needs: a subtree's entries, a file's size.
+struct TreeReader {
+  std::function<Result<std::vector<TreeEntry>>(const Digest&)> entries;
+  std::function<Result<std::uint64_t>(const Digest&)> file_bytes;
+};
+
+// The expansion of tree `root`, memoized per subtree in `memo` (which the caller may keep
+// across calls: trees are immutable), so a tree costs one visit per distinct subtree
+// however often each is named. Sums saturate instead of wrapping. kInvalid past
+// kMaxExpansionDepth; a reader's error as it is.
+Result<TreeExpansion> expand_tree(const Digest& root, const TreeReader& reader,
+                                  std::map<Digest, TreeExpansion>* memo);
+// kInvalid naming the tree, its expansion and the limit it passes, if it passes one.
+Status check_expansion(const Digest& root, const TreeExpansion& expansion);
+
 // How an artifact is referenced in statements: its digest and kind, with a tree's
 // top-level entries so that any agent can plan fan-out jobs (one per entry) from the
 // ledger alone, without holding the artifact.
 struct ArtifactRef {
   Digest digest;
   bool is_tree = false;
-  std::uint64_t size_bytes = 0;          // file: length; tree: sum of file lengths
-  std::vector<TreeEntry> entries;        // trees only, sorted by name
+  std::uint64_t size_bytes = 0;    // file: length; tree: sum of file lengths
+  std::vector<TreeEntry> entries;  // trees only, sorted by name
   bool operator==(const ArtifactRef&) const = default;
 };
 

@@ -147,8 +147,27 @@ Result<Digest> ArtifactStore::put_tree(std::vector<TreeEntry> entries) {
                              e.digest.hex() + " is a " + artifact_kind_name((*rec)->kind));
     }
   }
+  // A tree made from held children (a fetched tree, a fan-in input) is refused if it
+  // would expand past the limits: nobody could materialize it.
+  TreeExpansion x;
+  for (const auto& e : entries) {
+    ++x.entries;
+    if (e.kind == EntryKind::kTree) {
+      auto sub = expansion(e.digest);
+      if (!sub.is_ok()) return sub.status();
+      x.entries = sub->entries > UINT64_MAX - x.entries ? UINT64_MAX : x.entries + sub->entries;
+      x.bytes = sub->bytes > UINT64_MAX - x.bytes ? UINT64_MAX : x.bytes + sub->bytes;
+    } else {
+      auto rec = index_.index_get(e.digest);
+      if (rec.is_ok() && rec->has_value()) {
+        std::uint64_t n = (*rec)->size_bytes;
+        x.bytes = n > UINT64_MAX - x.bytes ? UINT64_MAX : x.bytes + n;
+      }
+    }
+  }
   auto encoding = encode_tree(std::move(entries));
   if (!encoding.is_ok()) return encoding.status();
+  VOW_RETURN_IF_ERROR(check_expansion(blake2b(*encoding), x));
   auto d = write_object(ArtifactKind::kTree, *encoding);
   Status f = flush_index();
   if (!d.is_ok()) return d;
@@ -417,23 +436,16 @@ Status ArtifactStore::verify(const Digest& digest) {
   return Status::ok();
 }
 
-Result<std::uint64_t> ArtifactStore::tree_file_bytes(const Digest& digest, int depth) {
-  if (depth > kMaxTreeDepth) return Status::corrupt("tree " + digest.hex() + " nested too deep");
-  auto entries = read_tree(digest);
-  if (!entries.is_ok()) return entries.status();
-  std::uint64_t total = 0;
-  for (const auto& e : *entries) {
-    if (e.kind == EntryKind::kTree) {
-      auto sub = tree_file_bytes(e.digest, depth + 1);
-      if (!sub.is_ok()) return sub;
-      total += *sub;
-    } else {
-      auto rec = require(e.digest);
-      if (!rec.is_ok()) return rec.status();
-      total += rec->size_bytes;
-    }
-  }
-  return total;
+Result<TreeExpansion> ArtifactStore::expansion(const Digest& tree) {
+  if (expansion_memo_.size() > kMaxExpansionMemo) expansion_memo_.clear();
+  TreeReader reader;
+  reader.entries = [this](const Digest& d) { return read_tree(d); };
+  reader.file_bytes = [this](const Digest& d) -> Result<std::uint64_t> {
+    auto rec = require(d);
+    if (!rec.is_ok()) return rec.status();
+    return rec->size_bytes;
+  };
+  return expand_tree(tree, reader, &expansion_memo_);
 }
 
 Result<ArtifactRef> ArtifactStore::ref(const Digest& digest) {
@@ -449,9 +461,9 @@ Result<ArtifactRef> ArtifactStore::ref(const Digest& digest) {
   auto entries = read_tree(digest);
   if (!entries.is_ok()) return entries.status();
   r.entries = std::move(entries).value();
-  auto total = tree_file_bytes(digest, 0);
+  auto total = expansion(digest);
   if (!total.is_ok()) return total.status();
-  r.size_bytes = *total;
+  r.size_bytes = total->bytes;
   return r;
 }
 

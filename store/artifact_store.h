@@ -46,6 +46,9 @@ inline constexpr std::size_t kCopyChunkBytes = 1 << 20;
 inline constexpr std::size_t kMaxPendingTouches = 1024;
 // Deepest directory nesting import and materialize follow.
 inline constexpr int kMaxTreeDepth = 256;
+// Expansions of trees remembered (promises/tree.h): trees never change, so this only
+// bounds memory; past it the memo starts again.
+inline constexpr std::size_t kMaxExpansionMemo = 100'000;
 
 // STATE_DIR/vow.db and STATE_DIR/artifacts.
 std::string ledger_path(const std::string& state_dir);
@@ -180,6 +183,8 @@ class ArtifactStore {
   Status materialize(const Digest& digest, const std::string& dest,
                      const MaterializeOptions& options = {});
 
+  // What a held tree becomes when materialized (memoized per subtree).
+  Result<TreeExpansion> expansion(const Digest& tree);
   Result<ArtifactRecord> stat(const Digest& digest);  // kNotFound if not held
   Result<bool> has(const Digest& digest);
   Result<std::vector<ArtifactRecord>> list();  // least recently used first
@@ -211,7 +216,6 @@ class ArtifactStore {
                           const MaterializeOptions& options);
   Status materialize_tree(const Digest& digest, const std::string& dest, int depth,
                           const MaterializeOptions& options);
-  Result<std::uint64_t> tree_file_bytes(const Digest& digest, int depth);
   void touch(const Digest& digest);
   Status flush_index();
 
@@ -220,9 +224,10 @@ class ArtifactStore {
   Env& env_;
   std::uint64_t tick_ = 0;
   std::uint64_t temp_counter_ = 0;
-  std::set<std::string> fanouts_;                  // fan-out directories known to exist
-  std::vector<ArtifactRecord> pending_rows_;       // installed, not yet indexed
-  std::map<Digest, std::uint64_t> pending_touch_;  // bounded by kMaxPendingTouches
+  std::set<std::string> fanouts_;                   // fan-out directories known to exist
+  std::vector<ArtifactRecord> pending_rows_;        // installed, not yet indexed
+  std::map<Digest, std::uint64_t> pending_touch_;   // bounded by kMaxPendingTouches
+  std::map<Digest, TreeExpansion> expansion_memo_;  // bounded by kMaxExpansionMemo
 };
 
 // Makes a materialized directory writable again (u+w on every directory) so it can be

@@ -138,6 +138,33 @@ TEST_CASE("artifacts: import refuses symbolic links and special files, naming th
   CHECK(f.store->import_path(f.dir / "absent").status().code() == StatusCode::kNotFound);
 }
 
+TEST_CASE("artifacts: a tree that would expand past the limits is refused before it is stored") {
+  // Each level names the level below twice: 18 levels are 524,286 entries, 19 levels
+  // 1,048,574, past kMaxExpandedEntries. As a peer's fetched tree (put_tree from held
+  // children) the 19th level must not enter the store: nobody could materialize it.
+  Fixture f;
+  auto leaf = f.store->put_bytes("leaf");
+  REQUIRE(leaf.is_ok());
+  Digest below = *leaf;
+  EntryKind kind = EntryKind::kFile;
+  for (int level = 1; level <= 18; ++level) {
+    auto d = f.store->put_tree({{"a", kind, below}, {"b", kind, below}});
+    REQUIRE_MESSAGE(d.is_ok(), d.status().to_string());
+    below = *d;
+    kind = EntryKind::kTree;
+  }
+  auto x = f.store->expansion(below);
+  REQUIRE(x.is_ok());
+  CHECK(x->entries == 524'286);
+  CHECK(x->bytes == 262'144u * 4);
+  CHECK(f.store->ref(below)->size_bytes == 262'144u * 4);
+  auto bomb = f.store->put_tree({{"a", kind, below}, {"b", kind, below}});
+  REQUIRE(!bomb.is_ok());
+  CHECK(bomb.status().code() == StatusCode::kInvalid);
+  CHECK(bomb.status().message().find("expands to 1048574 entries") != std::string::npos);
+  CHECK(f.store->list()->size() == 19);  // the leaf and 18 trees, not the 19th
+}
+
 TEST_CASE("artifacts: materialize is read-only and reproduces the content") {
   Fixture f;
   std::string src = f.dir / "src";

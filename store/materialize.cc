@@ -19,6 +19,9 @@ Status ArtifactStore::materialize(const Digest& digest, const std::string& dest,
     return Status::invalid("materialize " + digest.short_hex() + ": " + dest + " already exists");
   }
   if (rec->kind == ArtifactKind::kFile) return materialize_file(digest, dest, false, options);
+  auto x = expansion(digest);
+  if (!x.is_ok()) return x.status();
+  VOW_RETURN_IF_ERROR(check_expansion(digest, *x));
   return materialize_tree(digest, dest, 0, options);
 }
 

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -67,8 +68,7 @@ Status copy_file(Reading& r, const Digest& digest, const std::string& dest, bool
   std::string path = store::object_path(r.root, digest, store::ArtifactKind::kFile);
   int in = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (in < 0) return Status::not_found("file object " + digest.hex() + " is not in the store");
-  int out = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                   executable ? 0755 : 0644);
+  int out = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, executable ? 0755 : 0644);
   if (out < 0) {
     ::close(in);
     return Status::io("create " + dest + ": " + std::strerror(errno));
@@ -103,6 +103,29 @@ Status copy_file(Reading& r, const Digest& digest, const std::string& dest, bool
   return st;
 }
 
+// What the tree becomes once copied out, from the store's objects: refused before a
+// single file is written if it passes the limits (promises/tree.h).
+Status check_tree(const Reading& r, const Digest& digest) {
+  TreeReader reader;
+  reader.entries = [&](const Digest& d) -> Result<std::vector<TreeEntry>> {
+    auto data = read_object(store::object_path(r.root, d, store::ArtifactKind::kTree), d);
+    if (!data.is_ok()) return data.status();
+    return decode_tree(*data);
+  };
+  reader.file_bytes = [&](const Digest& d) -> Result<std::uint64_t> {
+    struct stat sb {};
+    std::string path = store::object_path(r.root, d, store::ArtifactKind::kFile);
+    if (::stat(path.c_str(), &sb) != 0) {
+      return Status::not_found("object " + d.hex() + " is not in the store");
+    }
+    return static_cast<std::uint64_t>(sb.st_size);
+  };
+  std::map<Digest, TreeExpansion> memo;
+  auto x = expand_tree(digest, reader, &memo);
+  if (!x.is_ok()) return x.status();
+  return check_expansion(digest, *x);
+}
+
 Status copy_tree(Reading& r, const Digest& digest, const std::string& dest, int depth) {
   if (depth > store::kMaxTreeDepth) return Status::invalid("tree deeper than the limit");
   auto data = read_object(store::object_path(r.root, digest, store::ArtifactKind::kTree), digest);
@@ -125,11 +148,11 @@ Status copy_tree(Reading& r, const Digest& digest, const std::string& dest, int 
 void progress(std::uint64_t got, std::uint64_t total) {
   if (!::isatty(STDERR_FILENO) || total < (1u << 20)) return;
   int width = 30;
-  int filled = total ? static_cast<int>(static_cast<double>(got) / static_cast<double>(total) *
-                                        width)
-                     : 0;
+  int filled =
+      total ? static_cast<int>(static_cast<double>(got) / static_cast<double>(total) * width) : 0;
   filled = std::min(filled, width);
-  std::fprintf(stderr, "\r[%s%s] %s / %s", std::string(static_cast<std::size_t>(filled), '#').c_str(),
+  std::fprintf(stderr, "\r[%s%s] %s / %s",
+               std::string(static_cast<std::size_t>(filled), '#').c_str(),
                std::string(static_cast<std::size_t>(width - filled), ' ').c_str(),
                human_bytes(got).c_str(), human_bytes(total).c_str());
 }
@@ -154,7 +177,8 @@ void add_get_command(CLI::App& app) {
     auto timeout = promises::parse_duration_ms(o->timeout);
     if (!timeout.is_ok()) die("get", "--timeout: " + timeout.status().message(), 2);
     if (o->address.agent.find('@') != std::string::npos) {
-      die("get", "copies out of the local agent's store: run it on a host with an agent (that agent "
+      die("get",
+          "copies out of the local agent's store: run it on a host with an agent (that agent "
           "fetches from whichever agent holds the artifact)");
     }
     std::error_code ec;
@@ -192,8 +216,12 @@ void add_get_command(CLI::App& app) {
                  ? "tree"
                  : "file";
     }
-    Status st = kind == "tree" ? copy_tree(r, *digest, o->out, 0)
-                               : copy_file(r, *digest, o->out, false);
+    if (kind == "tree") {
+      Status checked = check_tree(r, *digest);
+      if (!checked.is_ok()) die("get", checked.message());
+    }
+    Status st =
+        kind == "tree" ? copy_tree(r, *digest, o->out, 0) : copy_file(r, *digest, o->out, false);
     if (!st.is_ok()) {
       if (kind == "tree") {
         (void)store::make_writable_recursive(o->out);
