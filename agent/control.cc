@@ -87,8 +87,8 @@ void Daemon::Impl::serve_control() {
   }
 }
 
-nlohmann::json Daemon::Impl::control_request(const std::string& method,
-                                             const nlohmann::json& args, bool remote) {
+nlohmann::json Daemon::Impl::control_request(const std::string& method, const nlohmann::json& args,
+                                             bool remote) {
   if (!args.is_object()) return {{"error", "bad request: \"args\" must be an object"}};
   try {
     if (method == "status") return status_json();

@@ -218,9 +218,8 @@ void Core::Impl::report_conflicts() {
       text += " " + digest.short_hex() + " promised by";
       for (const auto& a : agents) {
         auto adv = ledger.adverts().find(a);
-        std::string name = adv == ledger.adverts().end()
-                               ? std::string()
-                               : std::get<Advert>(adv->second->body).name;
+        std::string name = adv == ledger.adverts().end() ? std::string()
+                                                         : std::get<Advert>(adv->second->body).name;
         text += " " + (name.empty() ? a.hex().substr(0, 12) : name);
       }
       text += ";";

@@ -179,7 +179,7 @@ enum class EventKind : std::uint8_t {
   kFailed,  // a job failed past its retries
   kRegenerate,
   kReplicate,
-  kConflict,  // an author signed two different statements with one seq
+  kConflict,            // an author signed two different statements with one seq
   kDefinitionConflict,  // current adverts promise two definitions of one stage
 };
 const char* event_kind_name(EventKind kind);

@@ -69,8 +69,8 @@ void print_status(const nlohmann::json& s) {
     print_table({"STAGE", "PENDING", "READY", "RUNNING", "DONE", "FAILED", "SUPERSEDED"}, rows, 2);
     for (const auto& st : p["stages"]) {
       if (st.value("state", "") == "pending" && st.contains("reason")) {
-        std::cout << "  stage " << st.value("name", "?") << ": pending ("
-                  << st.value("reason", "") << ")\n";
+        std::cout << "  stage " << st.value("name", "?") << ": pending (" << st.value("reason", "")
+                  << ")\n";
       }
     }
     // Two current definitions of one stage: which agents promise which.

@@ -1012,9 +1012,8 @@ TEST_CASE("two current definitions of one stage: a conflict, logged once, one pl
 }
 
 TEST_CASE("a stage nobody promises plans no job; promising it plans it") {
-  Pipeline p = make_pipeline("two", {"in"},
-                             {make_stage("a", {{"", "in"}}, {"o"}),
-                              make_stage("b", {{"a", "o"}}, {"o2"})});
+  Pipeline p = make_pipeline(
+      "two", {"in"}, {make_stage("a", {{"", "in"}}, {"o"}), make_stage("b", {{"a", "o"}}, {"o2"})});
   Mesh m(2, p, {{}, {"a"}});
   m.source("two", "in", file_ref(hd("input")));
   m.run_to_completion();
@@ -1030,8 +1029,9 @@ TEST_CASE("a stage nobody promises plans no job; promising it plans it") {
 }
 
 TEST_CASE("retry: a job failed past its retries runs again, another candidate first") {
-  Pipeline p = make_pipeline("f", {"in"},
-                             {make_stage("bad", {{"", "in"}}, {"b"}), make_stage("after", {{"bad", "b"}}, {"a"})});
+  Pipeline p = make_pipeline(
+      "f", {"in"},
+      {make_stage("bad", {{"", "in"}}, {"b"}), make_stage("after", {{"bad", "b"}}, {"a"})});
   Mesh m(3, p, {{}, {"bad", "after"}, {"bad", "after"}});
   m.source("f", "in", file_ref(hd("in")));
   int first = -1;
