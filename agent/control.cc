@@ -261,6 +261,9 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_nondeterministic_jobs", "gauge",
          "Jobs with successful results that disagree on their outputs.");
   sample(out, "vow_nondeterministic_jobs", {}, nondeterministic);
+  header(out, "vow_stage_conflicts", "gauge",
+         "Stages whose current adverts promise more than one definition.");
+  sample(out, "vow_stage_conflicts", {}, static_cast<double>(core().plan().conflicts.size()));
   header(out, "vow_statements_received_total", "counter",
          "Statements received from peers that passed validation.");
   sample(out, "vow_statements_received_total", {}, static_cast<double>(agent->counters().statements_in));

@@ -97,6 +97,15 @@ json Daemon::Impl::wait_json(const json& args) {
     answer["why"] = "reading the sources it provides again";
     return answer;
   }
+  // Two current definitions of a stage (agents part way through a restart or a reload
+  // with an edited file): which one will stand is not known yet.
+  for (const auto& c : core().plan().conflicts) {
+    if (c.pipeline == pipeline && (stage.empty() || c.stage == stage)) {
+      answer["state"] = "running";
+      answer["why"] = "stage " + c.stage + " has conflicting current definitions (vow status)";
+      return answer;
+    }
+  }
   // The stages are looked up again: the checks may have published new versions.
   std::string why;
   int failed = 0;

@@ -15,9 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mesh import Mesh, TestFailure, check, wait_until  # noqa: E402
+from mesh import Mesh, TestFailure, check, free_port, wait_until  # noqa: E402
 
 VOW, VOWD = sys.argv[1:3]
 
@@ -104,9 +105,20 @@ def settled_on(agent, digest):
     return s is not None and s.get("digest") == digest and not p.get("conflicts")
 
 
+def own_promise(agent, stage):
+    """The stage digest the agent's own current advert promises for bind/STAGE."""
+    for x in json.loads(agent.vow("promises", "--json").stdout)["agents"]:
+        if x["self"]:
+            for p in x["promises"]:
+                if p["pipeline"] == "bind" and p["stage"] == stage:
+                    return p["stage_digest"]
+    return None
+
+
 def check_edit(reload):
     """The command of a stage is edited after a first run; `reload` makes the agents read
-    it. The pipeline completes with the new command's output; nothing is left ready."""
+    it. vow wait, asked as soon as the agents promise the edited stage, waits for the new
+    command's output; nothing is left ready."""
     mesh, _ = make_mesh(UPPER)
     try:
         mesh.start()
@@ -117,8 +129,9 @@ def check_edit(reload):
         write_pipeline(mesh.pipelines[0], REVERSED)
         new = stage_digest(mesh.pipelines[0], "shout")
         reload(mesh)
-        for ag in mesh.agents:
-            wait_until(f"{ag.name} to plan the edited stage", lambda: settled_on(ag, new), 20)
+        for ag in mesh.agents:  # a restarted agent promises it at once; SIGHUP takes a moment
+            wait_until(f"{ag.name} to promise the edited stage",
+                       lambda: own_promise(ag, "shout") == new, 20)
         for ag in mesh.agents:
             p = vow_wait(ag, "bind")
             check(p.returncode == DONE, f"wait after the edit on {ag.name}: rc {p.returncode}: "
@@ -126,6 +139,7 @@ def check_edit(reload):
             check(get(ag, "bind/shout.out") == "ahpla\nateb\n",
                   f"output after the edit on {ag.name}")
             check(get(ag, "bind/lines.n").strip() == "2", "downstream output")
+            check(settled_on(ag, new), f"{ag.name} plans the edited stage: {ag.status()}")
             s, _ = stage_of(ag.status(), "bind", "shout")
             check(s["jobs"]["ready"] == 0 and s["jobs"]["done"] == 1 and
                   s["jobs"]["superseded"] >= 1, f"shout jobs on {ag.name}: {s['jobs']}")
@@ -165,6 +179,7 @@ def scenario_conflict():
         other = os.path.join(mesh.root, "bind-b.toml")
         write_pipeline(other, REVERSED)
         b.pipelines = [other]
+        a.http_port = free_port()
         mesh.start()
         old = stage_digest(mesh.pipelines[0], "shout")
         new = stage_digest(other, "shout")
@@ -180,6 +195,12 @@ def scenario_conflict():
                          for d in conflicts[0]["definitions"]}
             check(by_digest == {old: ["a"], new: ["b"]}, f"conflict on {ag.name}: {by_digest}")
             check(conflicts[0]["planned"] == min(old, new), f"planned: {conflicts[0]}")
+        def metric():
+            url = f"http://127.0.0.1:{a.http_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return "\nvow_stage_conflicts 1\n" in r.read().decode()
+
+        wait_until("/metrics to count the conflict", metric, 10)
         human = a.vow("status").stdout
         check("conflict" in human and "shout" in human, f"status:\n{human}")
         wait_until("the conflict warning in a's log",
