@@ -250,6 +250,11 @@ def scenario_retry():
         done = [j for j in jobs if j["state"] == "done"]
         check(len(done) == 1 and any(not r["ok"] for r in done[0]["results"]),
               f"the retried job keeps its failure: {jobs}")
+        # The signed request is in every ledger, and verifies (live and from the file).
+        b.vow("verify")
+        p = subprocess.run([VOW, "verify", "--state-dir", a.state], capture_output=True,
+                           text=True)
+        check(p.returncode == 0, f"offline verify: {p.stdout}{p.stderr}")
         p = a.vow("retry", done[0]["id"], check_rc=False)
         check(p.returncode == 1 and "not failed" in p.stderr, f"retry of a done job: {p.stderr}")
     finally:
