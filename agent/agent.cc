@@ -69,6 +69,11 @@ void Agent::reconfigure(std::vector<promises::CorePromise> promises,
   pump();
 }
 
+void Agent::retry(std::vector<Digest> jobs, std::string reason) {
+  queue([this, j = std::move(jobs), r = std::move(reason)] { return core_->retry(j, r); });
+  pump();
+}
+
 void Agent::tick() {
   std::int64_t now = fx_.clock->now_ms();
   check_deadlines();

@@ -80,6 +80,9 @@ class Agent {
   void artifact_lost(const Digest& digest);
   void reconfigure(std::vector<promises::CorePromise> promises,
                    std::vector<promises::Pipeline> pipelines, std::vector<AdvertSource> sources);
+  // A user asked to run failed jobs again (vow retry): the core publishes a Retry for
+  // each job failed past its retries.
+  void retry(std::vector<Digest> jobs, std::string reason);
   // Time passes: timeouts, the core's timed decisions, worker backlog.
   void tick();
   // Stops claiming, stops what runs and releases every claim (before exit).

@@ -43,7 +43,20 @@ class Loader {
       indices.insert(indices.end(), agent_named_[a].begin(), agent_named_[a].end());
       std::sort(indices.begin(), indices.end());
       indices.erase(std::unique(indices.begin(), indices.end()), indices.end());
-      for (std::size_t i : indices) visible.push_back(out_.pipelines[i]);
+      for (std::size_t i : indices) {
+        // One definition of a pipeline per agent (copies that agree on every shared stage
+        // but differ otherwise cannot both be loaded).
+        const promises::Pipeline& p = out_.pipelines[i];
+        auto same = std::find_if(visible.begin(), visible.end(),
+                                 [&](const promises::Pipeline& v) { return v.name == p.name; });
+        if (same != visible.end()) {
+          out_.errors.push_back({out_.agents[a].where, "pipeline '" + p.name + "' is defined in " +
+                                                           same->file + " and differently in " +
+                                                           p.file + ": load one of them"});
+          continue;
+        }
+        visible.push_back(p);
+      }
       promises::AgentConfig agent = out_.agents[a];
       if (direct_failed_ || agent_incomplete_[a]) {
         // A pipeline file failed to load and its errors are reported already: promises
@@ -113,12 +126,31 @@ class Loader {
       by_path_[key] = std::nullopt;
       return std::nullopt;
     }
-    for (const auto& p : out_.pipelines) {
-      if (p.name == parsed.value->name) {
-        whole_file_error(path, "pipeline '" + p.name + "' is also defined in " + p.file);
-        by_path_[key] = std::nullopt;
-        return std::nullopt;
+    // The same pipeline in several files (each agent's copy): an identical copy is loaded
+    // once; a stage defined differently is an error at both definitions, because agents
+    // loading them would promise two current definitions of one stage (a conflict).
+    bool conflict = false;
+    for (std::size_t i = 0; i < out_.pipelines.size(); ++i) {
+      const promises::Pipeline& p = out_.pipelines[i];
+      if (p.name != parsed.value->name) continue;
+      if (p.digest == parsed.value->digest) {
+        by_path_[key] = i;
+        return i;
       }
+      for (const auto& s : parsed.value->stages) {
+        const promises::Stage* other = p.find_stage(s.name);
+        if (other == nullptr || other->digest == s.digest) continue;
+        out_.errors.push_back({s.where, "stage '" + p.name + "/" + s.name +
+                                            "' differs from its definition at " +
+                                            other->where.to_string() +
+                                            ": agents loading both would promise conflicting "
+                                            "definitions of one stage"});
+        conflict = true;
+      }
+    }
+    if (conflict) {
+      by_path_[key] = std::nullopt;
+      return std::nullopt;
     }
     out_.pipelines.push_back(std::move(*parsed.value));
     by_path_[key] = out_.pipelines.size() - 1;

@@ -86,11 +86,17 @@ void Daemon::Impl::serve_control() {
   }
 }
 
-nlohmann::json Daemon::Impl::control_request(const std::string& method,
-                                             const nlohmann::json& args) {
+nlohmann::json Daemon::Impl::control_request(const std::string& method, const nlohmann::json& args,
+                                             bool remote) {
   if (!args.is_object()) return {{"error", "bad request: \"args\" must be an object"}};
   try {
     if (method == "status") return status_json();
+    if (method == "wait") return wait_json(args);
+    if (method == "retry") {
+      // A client key may only ask questions ([trust] clients are read-only).
+      if (remote) return {{"error", "retry is refused to client keys: ask the agent's host"}};
+      return retry_json(args);
+    }
     if (method == "jobs") return jobs_json(args);
     if (method == "job") {
       auto id = resolve_job(args.value("job", ""));
@@ -133,15 +139,32 @@ nlohmann::json Daemon::Impl::status_json() {
                       {"capacity", p.capacity},
                       {"last_seen_ms", p.last_heard_ms ? now - *p.last_heard_ms : -1}});
   }
-  // Jobs by pipeline and stage, and the canonical outputs of finished ones.
+  // Jobs by pipeline and stage of the current definitions (docs/coordination.md section
+  // 4), and the canonical outputs of finished ones.
   std::map<std::string, std::map<std::string, std::map<std::string, int>>> counts;
   std::map<std::string, std::map<std::string, json>> outputs;
-  for (const auto& pl : pipelines) {
-    for (const auto& st : pl.stages) {
-      auto& c = counts[pl.name][st.name];
-      for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"})
-        c[k] = 0;
+  std::map<std::string, std::map<std::string, json>> stage_info;
+  const promises::Plan& plan = core().plan();
+  for (const auto& sp : plan.stages) {
+    auto& c = counts[sp.pipeline][sp.stage];
+    for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"}) c[k] = 0;
+    json info = {{"state", promises::stage_state_name(sp.state)},
+                 {"digest", sp.stage_digest.hex()}};
+    if (!sp.reason.empty()) info["reason"] = sp.reason;
+    stage_info[sp.pipeline][sp.stage] = info;
+  }
+  // Two current definitions of one stage: which agents promise which.
+  std::map<std::string, json> conflicts;
+  for (const auto& c : plan.conflicts) {
+    json defs = json::array();
+    for (const auto& [digest, agents] : c.promised_by) {
+      json who = json::array();
+      for (const auto& a : agents) who.push_back(agent_ref(a));
+      defs.push_back({{"digest", digest.hex()}, {"agents", who}});
     }
+    auto& list = conflicts[c.pipeline];
+    if (list.is_null()) list = json::array();
+    list.push_back({{"stage", c.stage}, {"planned", c.planned.hex()}, {"definitions", defs}});
   }
   for (const auto& v : core().jobs()) {
     auto& c = counts[v.job.pipeline][v.job.stage];
@@ -164,15 +187,19 @@ nlohmann::json Daemon::Impl::status_json() {
   for (const auto& [pname, stages] : counts) {
     json ss = json::array();
     std::string digest;
-    for (const auto& pl : pipelines) {
-      if (pl.name == pname) digest = pl.digest.hex();
+    for (const auto& pl : plan.pipelines) {
+      if (pl->name == pname) digest = pl->digest.hex();
     }
     for (const auto& [sname, c] : stages) {
       json s = {{"name", sname}, {"jobs", c}};
+      auto info = stage_info[pname].find(sname);
+      if (info != stage_info[pname].end()) s.update(info->second);
       if (outputs[pname].count(sname)) s["results"] = outputs[pname][sname];
       ss.push_back(s);
     }
-    pls.push_back({{"name", pname}, {"digest", digest}, {"stages", ss}});
+    json p = {{"name", pname}, {"digest", digest}, {"stages", ss}};
+    p["conflicts"] = conflicts.count(pname) ? conflicts[pname] : json::array();
+    pls.push_back(p);
   }
   json rejected = json::object();
   auto counters = transport->counters();
@@ -204,11 +231,9 @@ namespace vow::agent {
 std::string Daemon::Impl::metrics_text() {
   std::string out;
   std::map<std::tuple<std::string, std::string, std::string>, int> by_state;
-  for (const auto& pl : pipelines) {
-    for (const auto& st : pl.stages) {
-      for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"}) {
-        by_state[{pl.name, st.name, k}] = 0;
-      }
+  for (const auto& sp : core().plan().stages) {
+    for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"}) {
+      by_state[{sp.pipeline, sp.stage, k}] = 0;
     }
   }
   int nondeterministic = 0;
@@ -236,6 +261,9 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_nondeterministic_jobs", "gauge",
          "Jobs with successful results that disagree on their outputs.");
   sample(out, "vow_nondeterministic_jobs", {}, nondeterministic);
+  header(out, "vow_stage_conflicts", "gauge",
+         "Stages whose current adverts promise more than one definition.");
+  sample(out, "vow_stage_conflicts", {}, static_cast<double>(core().plan().conflicts.size()));
   header(out, "vow_statements_received_total", "counter",
          "Statements received from peers that passed validation.");
   sample(out, "vow_statements_received_total", {},

@@ -59,6 +59,12 @@ struct WatchedSource {
   std::string fingerprint;
   bool importing = false;
   std::int64_t next_check_ms = 0;
+  // Checks asked for by `vow wait` (tickets increase): the latest asked, the latest a
+  // check was started for, the latest a finished check was started for. A check started
+  // after a ticket was asked sees the files as they were at the request or later.
+  std::uint64_t refresh_asked = 0;
+  std::uint64_t refresh_started = 0;
+  std::uint64_t refresh_done = 0;
 };
 
 // The agent's links: the transport, and which peer is at which endpoint.
@@ -122,6 +128,7 @@ struct Daemon::Impl {
   std::int64_t next_http_publish_ms = 0;
 
   std::vector<WatchedSource> sources;
+  std::uint64_t refresh_tickets = 0;  // the last ticket `wait` handed out
   int inotify_fd = -1;
   // Watch descriptor -> (source index, name of the source in the watched directory
   // when the watch is on its parent, else empty).
@@ -159,7 +166,9 @@ struct Daemon::Impl {
   // ---- control.cc ----
   Status open_control();
   void serve_control();
-  nlohmann::json control_request(const std::string& method, const nlohmann::json& args);
+  // `remote`: asked by a client key over CURVE (questions only), not the local socket.
+  nlohmann::json control_request(const std::string& method, const nlohmann::json& args,
+                                 bool remote = false);
   nlohmann::json status_json();
   std::string metrics_text();
 
@@ -178,6 +187,14 @@ struct Daemon::Impl {
   nlohmann::json resolve_json(const nlohmann::json& args);
   nlohmann::json fetch_json(const nlohmann::json& args);
   nlohmann::json verify_json();
+
+  // ---- requests.cc ----
+  nlohmann::json retry_json(const nlohmann::json& args);
+  nlohmann::json wait_json(const nlohmann::json& args);
+  // Asks for a fresh check of the watched sources this agent provides for `pipeline`;
+  // the ticket to pass to sources_checked.
+  std::uint64_t refresh_sources(const std::string& pipeline);
+  bool sources_checked(const std::string& pipeline, std::uint64_t ticket) const;
 };
 
 // Reads exactly out.size() bytes at `offset` (kIo naming `what` on error or end of file).

@@ -174,7 +174,7 @@ void Daemon::Impl::handle_inbound(transport::Inbound& in) {
     if (auto* req = std::get_if<transport::ControlRequest>(&in.message.body)) {
       nlohmann::json args = nlohmann::json::parse(req->json, nullptr, false);
       if (args.is_discarded()) args = nlohmann::json::object();
-      nlohmann::json answer = control_request(req->method, args);
+      nlohmann::json answer = control_request(req->method, args, /*remote=*/true);
       transport::ControlResponse resp;
       resp.request_id = req->request_id;
       resp.ok = !answer.contains("error");

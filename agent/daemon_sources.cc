@@ -182,38 +182,50 @@ void Daemon::Impl::poll_sources() {
   std::int64_t now = now_ms();
   for (std::size_t i = 0; i < sources.size(); ++i) {
     WatchedSource& src = sources[i];
-    if (src.importing || now < src.next_check_ms) continue;
-    if (!src.fingerprint.empty() && !src.decl.watch) continue;
+    if (src.importing) continue;
+    bool asked = src.refresh_asked > src.refresh_started;  // by `vow wait`: now
+    if (!asked && now < src.next_check_ms) continue;
+    if (!asked && !src.fingerprint.empty() && !src.decl.watch) continue;
     src.importing = true;
+    std::uint64_t started_before = src.refresh_started;
+    std::uint64_t ticket = src.refresh_asked;
+    src.refresh_started = ticket;
     store::ArtifactStore* w = worker->artifacts.get();
     std::string path = src.path;
     std::string old = src.fingerprint;
-    Status submitted = background->submit([this, w, i, path, old]() -> std::function<void()> {
-      std::string fp = fingerprint(path);
-      if (fp == old) {
-        return [this, i] {
-          sources[i].importing = false;
-          sources[i].next_check_ms = now_ms() + kSourcePollMs;
-        };
-      }
-      auto ref = w->import_path(path);
-      return [this, i, fp, ref] {
-        WatchedSource& s = sources[i];
-        s.importing = false;
-        s.next_check_ms = now_ms() + kSourcePollMs;
-        if (!ref.is_ok()) {
-          log->error("source {}/{} at {}: {}", s.decl.pipeline, s.decl.source, s.path,
-                     ref.status().to_string());
-          return;
-        }
-        s.fingerprint = fp;
-        log->info("source {}/{} snapshot {} ({} bytes)", s.decl.pipeline, s.decl.source,
-                  ref->digest.short_hex(), ref->size_bytes);
-        agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref);
-      };
-    });
+    Status submitted =
+        background->submit([this, w, i, path, old, ticket]() -> std::function<void()> {
+          std::string fp = fingerprint(path);
+          if (fp == old) {
+            return [this, i, ticket] {
+              WatchedSource& s = sources[i];
+              s.importing = false;
+              s.next_check_ms = now_ms() + kSourcePollMs;
+              s.refresh_done = std::max(s.refresh_done, ticket);
+            };
+          }
+          auto ref = w->import_path(path);
+          return [this, i, fp, ref, ticket] {
+            WatchedSource& s = sources[i];
+            s.importing = false;
+            s.next_check_ms = now_ms() + kSourcePollMs;
+            if (!ref.is_ok()) {
+              s.refresh_done = std::max(s.refresh_done, ticket);
+              log->error("source {}/{} at {}: {}", s.decl.pipeline, s.decl.source, s.path,
+                         ref.status().to_string());
+              return;
+            }
+            s.fingerprint = fp;
+            log->info("source {}/{} snapshot {} ({} bytes)", s.decl.pipeline, s.decl.source,
+                      ref->digest.short_hex(), ref->size_bytes);
+            // The core has the new version once this returns: then the check is done.
+            agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref);
+            s.refresh_done = std::max(s.refresh_done, ticket);
+          };
+        });
     if (!submitted.is_ok()) {
       // The worker is full: look again at the next poll.
+      src.refresh_started = started_before;
       src.importing = false;
       src.next_check_ms = now + kSourceSettleMs;
       log->warn("source {}/{}: {}; checked again shortly", src.decl.pipeline, src.decl.source,

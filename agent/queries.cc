@@ -424,9 +424,10 @@ json Daemon::Impl::why_json(const json& args) {
   // What the job id is made of: job = H(stage digest, inputs by name, shard).
   const promises::Pipeline* pipeline = nullptr;
   const promises::Stage* stage = nullptr;
-  for (const auto& p : core().plan().pipelines) {
+  // Every definition known, current or not: an old job is explained by its own.
+  for (const auto& p : core().plan().known) {
     for (const auto& s : p->stages) {
-      if (s.digest == view->job.stage_digest) {
+      if (s.digest == view->job.stage_digest && stage == nullptr) {
         pipeline = p.get();
         stage = &s;
       }

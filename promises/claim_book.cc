@@ -18,6 +18,10 @@ void ClaimBook::note(const Statement& st) {
   } else if (const auto* res = std::get_if<JobResult>(&st.body)) {
     summaries_.erase(res->job.job);
     if (st.author == self_) open_.erase({res->job.job, res->epoch});
+  } else if (const auto* retry = std::get_if<Retry>(&st.body)) {
+    auto& up_to = retried_up_to_[retry->job.job];
+    up_to = std::max(up_to, retry->epoch);
+    summaries_.erase(retry->job.job);
   }
 }
 
@@ -32,6 +36,8 @@ const ClaimBook::Summary& ClaimBook::summary(const Digest& job) const {
   if (const JobStatements* js = ledger_.job(job)) {
     std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
     std::set<std::uint32_t> failed_epochs;
+    auto retried = retried_up_to_.find(job);
+    std::uint32_t forgiven = retried == retried_up_to_.end() ? 0 : retried->second;
     for (const Statement* st : js->claims) {
       sum.max_epoch = std::max(sum.max_epoch, std::get<Claim>(st->body).epoch);
     }
@@ -39,7 +45,7 @@ const ClaimBook::Summary& ClaimBook::summary(const Digest& job) const {
       const auto& r = std::get<JobResult>(st->body);
       sum.max_epoch = std::max(sum.max_epoch, r.epoch);
       if (!r.ok) {
-        failed_epochs.insert(r.epoch);
+        if (r.epoch > forgiven) failed_epochs.insert(r.epoch);
         continue;
       }
       // The min-register: least (epoch, outputs digest); author and seq break exact ties.

@@ -2,7 +2,8 @@
 // docs/coordination.md sections 5 and 6 read it: the canonical result (the
 // min-register), failed attempts, the highest epoch, releases, and this agent's own
 // open claims (without own result or release). `outranks` is the one tie-break between
-// two claims of a job at one epoch.
+// two claims of a job at one epoch. A Retry statement forgives a job's failures up to
+// its epoch: they no longer count as failed attempts.
 //
 // Borrows the core's Ledger (which outlives it) and caches per-job summaries, dropped by
 // note() when a statement of the job arrives. Not thread-safe (owned by one Core).
@@ -31,7 +32,8 @@ class ClaimBook {
   // The canonical (least (epoch, outputs digest)) successful result, or nullptr.
   const Statement* canonical(const Digest& job) const;
   const JobResult* canonical_result(const Digest& job) const;
-  int failed_attempts(const Digest& job) const;  // distinct epochs with a failure
+  // Distinct epochs with a failure, above the job's latest Retry epoch.
+  int failed_attempts(const Digest& job) const;
   bool failed_for_good(const Digest& job, int retries) const;
   std::uint32_t max_epoch(const Digest& job) const;  // in any claim or result
   bool released(const Digest& job, const AgentKey& author, std::uint32_t epoch) const;
@@ -54,6 +56,7 @@ class ClaimBook {
   const Ledger& ledger_;
   AgentKey self_;
   mutable std::map<Digest, Summary> summaries_;
+  std::map<Digest, std::uint32_t> retried_up_to_;  // job -> highest Retry epoch
   std::set<std::pair<Digest, std::uint32_t>> open_;
 };
 

@@ -19,6 +19,7 @@ void Core::Impl::ensure_plan() {
   plan = std::make_unique<Plan>(
       make_plan(known_pipelines(own_pipelines, ledger, decoded_pipelines), ledger, outcomes));
   plan_dirty = false;
+  report_conflicts();
   open_jobs.clear();
   for (const auto& [id, job] : plan->jobs) {
     if (capacity_by_stage.count(job.ref.stage_digest) && book.canonical(id) == nullptr) {

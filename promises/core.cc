@@ -35,6 +35,8 @@ const char* event_kind_name(EventKind kind) {
       return "replicate";
     case EventKind::kConflict:
       return "conflict";
+    case EventKind::kDefinitionConflict:
+      return "definition-conflict";
   }
   return "unknown";
 }
@@ -193,11 +195,43 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       break;
     case StatementKind::kCheckpoint:
       break;
+    case StatementKind::kRetry: {
+      const Digest& job = std::get<Retry>(st.body).job.job;
+      book.note(st);
+      // Its failures are counted afresh: backoff, and the failed event if it fails again.
+      local.erase(job);
+      ranking_cache.erase(job);
+      plan_dirty = true;  // its stage and the dependents are no longer blocked
+      break;
+    }
+  }
+}
+
+// Conflicting current definitions of a stage (planner.h), logged once per set of digests.
+void Core::Impl::report_conflicts() {
+  for (const auto& c : plan->conflicts) {
+    std::string key = c.pipeline + "/" + c.stage;
+    for (const auto& [digest, agents] : c.promised_by) key += " " + digest.hex();
+    if (!reported_conflicts.insert(key).second) continue;
+    std::string text = "stage " + c.pipeline + "/" + c.stage + " has conflicting definitions:";
+    for (const auto& [digest, agents] : c.promised_by) {
+      text += " " + digest.short_hex() + " promised by";
+      for (const auto& a : agents) {
+        auto adv = ledger.adverts().find(a);
+        std::string name = adv == ledger.adverts().end() ? std::string()
+                                                         : std::get<Advert>(adv->second->body).name;
+        text += " " + (name.empty() ? a.hex().substr(0, 12) : name);
+      }
+      text += ";";
+    }
+    text += " planning " + c.planned.short_hex();
+    event(EventKind::kDefinitionConflict, EventLevel::kWarn, std::move(text));
   }
 }
 
 void Core::Impl::on_advert(const Statement& st) {
   candidates_dirty = true;
+  plan_dirty = true;  // which definitions are current (planner.h)
   if (st.author == config.key) return;
   Membership::Peer* p = members.peer(st.author, now_ms);
   const auto& adv = std::get<Advert>(st.body);
@@ -485,6 +519,27 @@ Output Core::reconfigure(std::vector<CorePromise> promises, std::vector<Pipeline
     s.decisions_due = true;
     s.reconcile();
   }
+  return s.take();
+}
+
+Output Core::retry(const std::vector<Digest>& jobs, const std::string& reason) {
+  Impl& s = *impl_;
+  if (!s.started || s.withdrawn) return s.take();
+  s.ensure_plan();
+  std::vector<JobRef> failed;
+  for (const Digest& id : jobs) {
+    const PlannedJob* job = s.plan->find(id);
+    if (job != nullptr && s.book.failed_for_good(id, job->retries)) failed.push_back(job->ref);
+  }
+  for (const JobRef& ref : failed) {
+    std::uint32_t epoch = s.book.max_epoch(ref.job);
+    s.publish(Retry{ref, epoch, reason});
+    s.event(EventKind::kRetry, EventLevel::kInfo,
+            "job " + ref.job.short_hex() + " (" + ref.pipeline + "/" + ref.stage +
+                ") retried on request: failures up to epoch " + std::to_string(epoch) +
+                " forgiven");
+  }
+  s.reconcile();
   return s.take();
 }
 

@@ -18,6 +18,7 @@
 //   artifact_lost / source_snapshot
 //                             local events from the shell
 //   peer_connected            a link to a peer came up (send it a hello)
+//   retry                     a user asked to run failed jobs again
 //   withdraw / shutdown       release every claim and stop claiming
 // Every input returns an Output (see its comment for the order the shell must follow).
 // Queries (jobs(), peers(), ...) are read-only views for status and the command line.
@@ -178,7 +179,8 @@ enum class EventKind : std::uint8_t {
   kFailed,  // a job failed past its retries
   kRegenerate,
   kReplicate,
-  kConflict,  // an author signed two different statements with one seq
+  kConflict,            // an author signed two different statements with one seq
+  kDefinitionConflict,  // current adverts promise two definitions of one stage
 };
 const char* event_kind_name(EventKind kind);
 
@@ -304,6 +306,10 @@ class Core {
   [[nodiscard]] Output reconfigure(std::vector<CorePromise> promises,
                                    std::vector<Pipeline> pipelines,
                                    std::vector<AdvertSource> sources);
+  // A user asked to run these jobs again (`vow retry`): for each planned job failed past
+  // its retries, publishes a Retry (failures so far no longer count, so the job is
+  // claimable again; the candidates that failed it rank last). Other jobs are ignored.
+  [[nodiscard]] Output retry(const std::vector<Digest>& jobs, const std::string& reason);
   // Stop claiming, kill and release every running job (shutdown: the same, before exit).
   [[nodiscard]] Output withdraw();
 

@@ -111,6 +111,7 @@ struct Core::Impl {
   std::set<Digest> tie_break_check;  // jobs with a new claim: does an own claim lose?
 
   std::set<Digest> nondet;
+  std::set<std::string> reported_conflicts;  // definition conflicts logged (core.cc)
 
   std::int64_t next_sync_ms = 0;
   std::size_t sync_rotor = 0;
@@ -122,6 +123,7 @@ struct Core::Impl {
   const Statement& publish(StatementBody body);
   void ingest(const Statement& st, bool restored);
   void on_advert(const Statement& st);
+  void report_conflicts();
   void handle_message(const AgentKey& from, const Message& msg);
   void heard(const AgentKey& peer);
   void do_tick();

@@ -110,6 +110,7 @@ void Ledger::index(const Statement* st) {
       jobs_[*st->job()].accepts.push_back(st);
       break;
     case StatementKind::kCheckpoint:
+    case StatementKind::kRetry:
       break;
   }
 }

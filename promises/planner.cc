@@ -42,10 +42,122 @@ std::vector<const Stage*> topo_order(const Pipeline& p) {
   return out;
 }
 
+using StageName = std::pair<std::string, std::string>;  // (pipeline, stage)
+
+// The current definitions of the pipelines (planner.h).
+struct CurrentDefinitions {
+  std::vector<std::shared_ptr<const Pipeline>> pipelines;  // one per name
+  std::set<StageName> unpromised;                          // stages no advert promises
+  std::vector<StageConflict> conflicts;
+};
+
+// Stage digests promised by the latest advert of each agent, by (pipeline, stage).
+std::map<StageName, std::map<Digest, std::vector<AgentKey>>> current_promises(
+    const Ledger& ledger) {
+  std::map<StageName, std::map<Digest, std::vector<AgentKey>>> out;
+  for (const auto& [author, st] : ledger.adverts()) {
+    for (const auto& pr : std::get<Advert>(st->body).promises) {
+      if (pr.capacity <= 0) continue;
+      auto& agents = out[{pr.pipeline, pr.stage}][pr.stage_digest];
+      if (agents.empty() || agents.back() != author) agents.push_back(author);
+    }
+  }
+  return out;
+}
+
+// One pipeline name: its known definitions (own files first) and what adverts promise.
+std::shared_ptr<const Pipeline> current_definition(
+    const std::string& name, const std::vector<const Pipeline*>& defs,
+    const std::map<StageName, std::map<Digest, std::vector<AgentKey>>>& promised,
+    CurrentDefinitions& out) {
+  // A stage definition by digest, from the first definition holding it (own files come
+  // first: they carry timeout and retries).
+  auto find_stage = [&](const std::string& stage, const Digest& digest) -> const Stage* {
+    for (const Pipeline* p : defs) {
+      const Stage* s = p->find_stage(stage);
+      if (s != nullptr && s->digest == digest) return s;
+    }
+    return nullptr;
+  };
+  std::map<std::string, const Stage*> chosen;
+  for (auto it = promised.lower_bound({name, ""}); it != promised.end() && it->first.first == name;
+       ++it) {
+    const std::string& stage = it->first.second;
+    const Stage* best = nullptr;
+    std::size_t best_count = 0;
+    for (const auto& [digest, agents] : it->second) {  // ascending digests: ties to the least
+      const Stage* s = find_stage(stage, digest);
+      if (s != nullptr && agents.size() > best_count) {
+        best = s;
+        best_count = agents.size();
+      }
+    }
+    if (it->second.size() > 1) {
+      out.conflicts.push_back(
+          StageConflict{name, stage, best != nullptr ? best->digest : Digest{}, it->second});
+    }
+    if (best != nullptr) chosen[stage] = best;
+  }
+  // The definition most like the current one gives the stages nobody promises (shown
+  // pending) and the sources; ties to the least pipeline digest.
+  const Pipeline* base = nullptr;
+  std::size_t base_matches = 0;
+  for (const Pipeline* p : defs) {
+    std::size_t matches = 0;
+    for (const auto& s : p->stages) {
+      auto c = chosen.find(s.name);
+      if (c != chosen.end() && c->second->digest == s.digest) ++matches;
+    }
+    if (base == nullptr || matches > base_matches ||
+        (matches == base_matches && p->digest < base->digest)) {
+      base = p;
+      base_matches = matches;
+    }
+  }
+  auto current = std::make_shared<Pipeline>();
+  current->name = name;
+  current->sources = base->sources;
+  current->file = base->file;
+  std::set<std::string> placed;
+  for (const auto& s : base->stages) {
+    auto c = chosen.find(s.name);
+    if (c != chosen.end()) {
+      current->stages.push_back(*c->second);
+    } else {
+      current->stages.push_back(s);
+      out.unpromised.insert({name, s.name});
+    }
+    placed.insert(s.name);
+  }
+  for (const auto& [stage, s] : chosen) {
+    if (!placed.count(stage)) current->stages.push_back(*s);
+  }
+  current->digest = pipeline_digest(*current);
+  return current;
+}
+
+CurrentDefinitions current_definitions(const std::vector<std::shared_ptr<const Pipeline>>& known,
+                                       const Ledger& ledger) {
+  CurrentDefinitions out;
+  auto promised = current_promises(ledger);
+  std::vector<std::string> names;  // in the order first met
+  std::map<std::string, std::vector<const Pipeline*>> by_name;
+  for (const auto& p : known) {
+    auto& defs = by_name[p->name];
+    if (defs.empty()) names.push_back(p->name);
+    defs.push_back(p.get());
+  }
+  for (const auto& name : names) {
+    out.pipelines.push_back(current_definition(name, by_name[name], promised, out));
+  }
+  return out;
+}
+
 class PipelinePlanner {
  public:
-  PipelinePlanner(const Pipeline& p, const Ledger& ledger, const JobOutcomes& outcomes, Plan& plan)
-      : p_(p), ledger_(ledger), outcomes_(outcomes), plan_(plan) {}
+  PipelinePlanner(const Pipeline& p, const Ledger& ledger, const JobOutcomes& outcomes,
+                  const std::set<StageName>& unpromised, Plan& plan)
+      : p_(p), ledger_(ledger), outcomes_(outcomes), unpromised_(unpromised), plan_(plan) {}
 
   void run() {
     auto order = topo_order(p_);
@@ -113,6 +225,13 @@ class PipelinePlanner {
   void plan_stage(const Stage& s) {
     StagePlan sp = base(s);
     StageResult& res = results_[s.name];
+    if (unpromised_.count({p_.name, s.name})) {
+      sp.state = StageState::kPending;
+      sp.reason = "no agent promises it";
+      res.state = sp.state;
+      plan_.stages.push_back(std::move(sp));
+      return;
+    }
     sp.state = StageState::kPlanned;
     std::map<std::string, StageOutput> inputs;
     for (const auto& in : s.inputs) {
@@ -255,6 +374,7 @@ class PipelinePlanner {
   const Pipeline& p_;
   const Ledger& ledger_;
   const JobOutcomes& outcomes_;
+  const std::set<StageName>& unpromised_;
   Plan& plan_;
   std::map<std::string, StageResult> results_;
 };
@@ -303,8 +423,13 @@ std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
                const JobOutcomes& outcomes) {
   Plan plan;
-  plan.pipelines = pipelines;
-  for (const auto& p : plan.pipelines) PipelinePlanner(*p, ledger, outcomes, plan).run();
+  plan.known = pipelines;
+  CurrentDefinitions current = current_definitions(pipelines, ledger);
+  plan.pipelines = std::move(current.pipelines);
+  plan.conflicts = std::move(current.conflicts);
+  for (const auto& p : plan.pipelines) {
+    PipelinePlanner(*p, ledger, outcomes, current.unpromised, plan).run();
+  }
   return plan;
 }
 

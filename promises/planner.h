@@ -13,6 +13,15 @@
 // parse_canonical_pipeline (pipeline.h), so agents that did not load a pipeline can still
 // plan and show it. Timeout and retries are not in the encoding: they come back as 0.
 //
+// Current definitions (docs/coordination.md section 4): of all the definitions known, a
+// stage definition (by stage digest) is planned only while some agent's current advert
+// (its latest) promises it. Per pipeline name the planner plans one pipeline made of the
+// current definition of each stage; a stage nobody promises is pending ("no agent
+// promises it") and plans no job. Two current definitions of one stage (two agents
+// promise different digests for one pipeline/stage name) are a conflict: it is reported
+// in Plan::conflicts and the definition promised by the most agents (then the least
+// digest) is planned, the same choice on every agent.
+//
 // Value types; a Plan shares (immutable) the pipelines it planned. Not thread-safe.
 #pragma once
 
@@ -69,10 +78,22 @@ struct JobOutcomes {
   std::function<bool(const Digest& job, int retries)> failed;
 };
 
+// Two or more definitions of one stage promised by current adverts.
+struct StageConflict {
+  std::string pipeline;
+  std::string stage;
+  Digest planned;  // the one planned (most promisers, then the least digest)
+  std::map<Digest, std::vector<AgentKey>> promised_by;  // stage digest -> agents
+};
+
 struct Plan {
-  std::vector<std::shared_ptr<const Pipeline>> pipelines;  // what was planned
+  // The current definition of each pipeline (one per name): what was planned.
+  std::vector<std::shared_ptr<const Pipeline>> pipelines;
+  // Every definition known (files and ledger), current or not: for explaining old jobs.
+  std::vector<std::shared_ptr<const Pipeline>> known;
   std::map<Digest, PlannedJob> jobs;
   std::vector<StagePlan> stages;
+  std::vector<StageConflict> conflicts;
 
   const PlannedJob* find(const Digest& job) const {
     auto it = jobs.find(job);
@@ -87,7 +108,8 @@ std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
     const std::vector<std::shared_ptr<const Pipeline>>& own, const Ledger& ledger,
     std::map<Digest, std::shared_ptr<const Pipeline>>& decoded);
 
-// Plans every pipeline given.
+// Plans the current definitions (above) among the pipelines given, from the ledger's
+// current adverts.
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
                const JobOutcomes& outcomes);
 

@@ -22,6 +22,8 @@ const char* statement_kind_name(StatementKind kind) {
       return "accept";
     case StatementKind::kCheckpoint:
       return "checkpoint";
+    case StatementKind::kRetry:
+      return "retry";
   }
   return "unknown";
 }

@@ -43,6 +43,7 @@ enum class StatementKind : std::uint8_t {
   kResult = 5,
   kAccept = 6,
   kCheckpoint = 7,
+  kRetry = 8,
 };
 const char* statement_kind_name(StatementKind kind);
 
@@ -164,8 +165,19 @@ struct Checkpoint {
   bool operator==(const Checkpoint&) const = default;
 };
 
-using StatementBody =
-    std::variant<Advert, PipelineDef, SourceVersion, Claim, Release, JobResult, Accept, Checkpoint>;
+// "Run job J again": a request, signed by the agent a user asked (`vow retry`), to
+// forgive the job's failures up to epoch E, so that a job failed past its retries is
+// claimable again by the usual rules (candidates that failed it rank last). Failures at
+// epochs above E count as before.
+struct Retry {
+  JobRef job;
+  std::uint32_t epoch = 0;  // the highest epoch of the job when the request was made
+  std::string reason;       // for humans ("vow retry")
+  bool operator==(const Retry&) const = default;
+};
+
+using StatementBody = std::variant<Advert, PipelineDef, SourceVersion, Claim, Release, JobResult,
+                                   Accept, Checkpoint, Retry>;
 
 // A statement as its author signed it: the encoding (transport/codec.h) and the
 // detached Ed25519 signature over exactly those bytes. The core never reads it; it

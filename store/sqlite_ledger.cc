@@ -487,7 +487,7 @@ class SqliteLedger final : public LedgerStore {
         path_ + ": statement " + s.author.hex().substr(0, 16) + "/" + std::to_string(s.seq);
     if (!ok_author) return Status::corrupt(where + ": bad author column");
     int kind = sqlite3_column_int(st, 2);
-    if (kind < 0 || kind > static_cast<int>(StatementKind::kCheckpoint)) {
+    if (kind < 0 || kind > static_cast<int>(StatementKind::kRetry)) {
       return Status::corrupt(where + ": bad kind column");
     }
     s.kind = static_cast<StatementKind>(kind);

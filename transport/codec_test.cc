@@ -60,6 +60,7 @@ std::vector<StatementBody> every_body() {
       failed,
       acc,
       Checkpoint{job_ref(), 6, ArtifactRef{digest_of("ck"), false, 100, {}}},
+      Retry{job_ref(), 7, "vow retry"},
   };
 }
 

@@ -124,6 +124,7 @@ struct StatementBody {
     result @8 :JobResult;
     accept @9 :Accept;
     checkpoint @10 :Checkpoint;
+    retry @11 :Retry;
   }
 }
 
@@ -235,6 +236,15 @@ struct Checkpoint {
   job @0 :JobRef;
   epoch @1 :UInt32;
   artifact @2 :ArtifactRef;
+}
+
+# "Run job J again" (`vow retry`): failures of the job at epochs up to `epoch` no longer
+# count, so a job failed past its retries is claimable again. Signed by the agent a user
+# asked; any trusted agent may sign one.
+struct Retry {
+  job @0 :JobRef;
+  epoch @1 :UInt32;                   # the job's highest epoch when the request was made
+  reason @2 :Text;                    # for humans
 }
 
 # ---------------------------------------------------------------------------------

@@ -119,6 +119,12 @@ void put_body(w::StatementBody::Body::Builder b, const Checkpoint& c) {
   o.setEpoch(c.epoch);
   put(o.initArtifact(), c.artifact);
 }
+void put_body(w::StatementBody::Body::Builder b, const Retry& r) {
+  auto o = b.initRetry();
+  put(o.initJob(), r.job);
+  o.setEpoch(r.epoch);
+  o.setReason(text_of(r.reason));
+}
 
 // ---- Statement bodies: readers -> values ----
 
@@ -233,6 +239,10 @@ StatementBody get_body(w::StatementBody::Reader r) {
     case w::StatementBody::Body::CHECKPOINT: {
       auto o = r.getBody().getCheckpoint();
       return Checkpoint{get(o.getJob()), o.getEpoch(), get(o.getArtifact())};
+    }
+    case w::StatementBody::Body::RETRY: {
+      auto o = r.getBody().getRetry();
+      return Retry{get(o.getJob()), o.getEpoch(), str(o.getReason())};
     }
   }
   bad("unknown statement kind " + std::to_string(static_cast<int>(r.getBody().which())));

@@ -20,8 +20,10 @@ void add_fsck_command(CLI::App& app);
 void add_keys_command(CLI::App& app);
 // vow status [--json]: agents, pipelines, jobs by state, rejected messages.
 void add_status_command(CLI::App& app);
-// vow wait PIPELINE [--timeout D]: 0 done, 1 a job failed, 2 timeout.
+// vow wait PIPELINE[/STAGE] [--timeout D]: 0 done, 1 a job failed, 2 timeout, 3 unknown.
 void add_wait_command(CLI::App& app);
+// vow retry JOB|PIPELINE/STAGE: run failed jobs again (a signed Retry by the agent).
+void add_retry_command(CLI::App& app);
 // vow verify [--state-dir DIR]: every signature and lineage link, offline or live.
 void add_verify_command(CLI::App& app);
 // vow jobs, job, peers, promises, lineage, why: read-only queries (query.cc).

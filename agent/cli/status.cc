@@ -1,5 +1,6 @@
 // vow status: the mesh as one agent sees it (agents, pipelines, jobs by state, rejected
-// messages); vow wait: block until a pipeline is done. JSON schemas: docs/cli.md.
+// messages); vow wait: block until a pipeline is done; vow retry: run failed jobs again.
+// JSON schemas: docs/cli.md.
 #include <unistd.h>
 
 #include <chrono>
@@ -16,6 +17,13 @@
 
 namespace vow::agent::cli {
 namespace {
+
+// vow wait's exit status (docs/cli.md); 2 is also bad arguments, as for every command.
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitTimeout = 2;
+constexpr int kExitUnknown = 3;
+constexpr int kWaitPollMs = 100;
 
 struct StatusOptions {
   AgentAddress address;
@@ -59,6 +67,26 @@ void print_status(const nlohmann::json& s) {
       rows.push_back(r);
     }
     print_table({"STAGE", "PENDING", "READY", "RUNNING", "DONE", "FAILED", "SUPERSEDED"}, rows, 2);
+    for (const auto& st : p["stages"]) {
+      if (st.value("state", "") == "pending" && st.contains("reason")) {
+        std::cout << "  stage " << st.value("name", "?") << ": pending (" << st.value("reason", "")
+                  << ")\n";
+      }
+    }
+    // Two current definitions of one stage: which agents promise which.
+    for (const auto& c : p.value("conflicts", nlohmann::json::array())) {
+      std::cout << "  " << paint("conflict", Colour::kRed) << ": stage " << c.value("stage", "?")
+                << " has " << c["definitions"].size() << " current definitions:";
+      for (const auto& d : c["definitions"]) {
+        std::cout << " " << short_id(d.value("digest", "")) << " by";
+        for (const auto& a : d["agents"]) {
+          std::string name = a.value("name", "");
+          std::cout << " " << (name.empty() ? short_id(a.value("id", "")) : name);
+        }
+        std::cout << ";";
+      }
+      std::cout << " planning " << short_id(c.value("planned", "")) << "\n";
+    }
   }
   std::uint64_t rejected = 0;
   for (const auto& [k, v] : s["rejected"].items()) rejected += v.get<std::uint64_t>();
@@ -67,28 +95,6 @@ void print_status(const nlohmann::json& s) {
     if (v.get<std::uint64_t>() > 0) std::cout << "  " << k << "=" << v.get<std::uint64_t>();
   }
   std::cout << "\n";
-}
-
-// 0 done, 1 failed (names the stage), -1 not yet.
-int pipeline_state(const nlohmann::json& s, const std::string& name, std::string* why) {
-  for (const auto& p : s["pipelines"]) {
-    if (p.value("name", "") != name) continue;
-    bool all_done = true;
-    for (const auto& st : p["stages"]) {
-      const auto& j = st["jobs"];
-      if (j.value("failed", 0) > 0) {
-        *why = "stage " + st.value("name", "?") + ": " + std::to_string(j.value("failed", 0)) +
-               " job(s) failed past their retries";
-        return 1;
-      }
-      if (j.value("done", 0) == 0 ||
-          j.value("pending", 0) + j.value("ready", 0) + j.value("running", 0) > 0) {
-        all_done = false;
-      }
-    }
-    return all_done ? 0 : -1;
-  }
-  return -1;
 }
 
 }  // namespace
@@ -112,44 +118,82 @@ void add_status_command(CLI::App& app) {
 void add_wait_command(CLI::App& app) {
   struct WaitOptions {
     AgentAddress address;
-    std::string pipeline;
+    std::string target;
     std::string timeout = "10m";
   };
   auto o = std::make_shared<WaitOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "wait", "Wait for a pipeline: exit 0 when done, 1 if a job failed, 2 on timeout");
-  cmd->add_option("pipeline", o->pipeline, "Pipeline name")->required();
+      "wait",
+      "Wait for a pipeline (or one stage) as of its sources now: exit 0 done, 1 a job failed, "
+      "2 timeout, 3 unknown pipeline or stage");
+  cmd->add_option("pipeline", o->target, "PIPELINE or PIPELINE/STAGE")->required();
   cmd->add_option("--timeout", o->timeout, "How long to wait (e.g. 90s, 5m)");
   add_agent_options(cmd, &o->address);
   cmd->callback([o] {
     auto timeout = promises::parse_duration_ms(o->timeout);
     if (!timeout.is_ok()) {
       std::cerr << "vow wait: --timeout: " << timeout.status().message() << "\n";
-      throw CLI::RuntimeError(2);
+      throw CLI::RuntimeError(kExitUsage);
     }
+    nlohmann::json args = nlohmann::json::object();
+    auto slash = o->target.find('/');
+    args["pipeline"] = o->target.substr(0, slash);
+    if (slash != std::string::npos) args["stage"] = o->target.substr(slash + 1);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(*timeout);
     std::string why = "no answer from the agent";
     while (std::chrono::steady_clock::now() < deadline) {
-      auto s = control_call(o->address, "status", nlohmann::json::object(), 2000);
+      auto s = control_call(o->address, "wait", args, 2000);
       if (s.is_ok()) {
-        int state = pipeline_state(*s, o->pipeline, &why);
-        if (state == 0) {
-          std::cout << "pipeline " << o->pipeline << ": done\n";
+        std::string state = s->value("state", "");
+        why = s->value("why", "not finished");
+        if (s->contains("ticket")) args["ticket"] = (*s)["ticket"];
+        if (state == "done") {
+          std::cout << "pipeline " << o->target << ": done\n";
           return;
         }
-        if (state == 1) {
-          std::cerr << "vow wait: pipeline " << o->pipeline << ": " << why << "\n";
-          throw CLI::RuntimeError(1);
+        if (state == "failed") {
+          std::cerr << "vow wait: pipeline " << o->target << ": " << why << "\n";
+          throw CLI::RuntimeError(kExitFailed);
         }
-        why = "not finished";
+        if (state == "unknown") {
+          std::cerr << "vow wait: " << why << "\n";
+          throw CLI::RuntimeError(kExitUnknown);
+        }
       } else {
         why = s.status().message();
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(kWaitPollMs));
     }
-    std::cerr << "vow wait: pipeline " << o->pipeline << ": timed out after " << o->timeout << " ("
+    std::cerr << "vow wait: pipeline " << o->target << ": timed out after " << o->timeout << " ("
               << why << ")\n";
-    throw CLI::RuntimeError(2);
+    throw CLI::RuntimeError(kExitTimeout);
+  });
+}
+
+void add_retry_command(CLI::App& app) {
+  struct RetryOptions {
+    AgentAddress address;
+    std::string target;
+    bool json = false;
+  };
+  auto o = std::make_shared<RetryOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "retry", "Run again a job failed past its retries, or every such job of a stage");
+  cmd->add_option("target", o->target, "JOB (id or a prefix of 6+ hex digits) or PIPELINE/STAGE")
+      ->required();
+  cmd->add_flag("--json", o->json, "Print JSON (docs/cli.md)");
+  add_agent_options(cmd, &o->address);
+  cmd->callback([o] {
+    auto s = control_call(o->address, "retry", {{"target", o->target}});
+    if (!s.is_ok()) fail("retry", s.status());
+    if (o->json) {
+      std::cout << s->dump(2) << "\n";
+      return;
+    }
+    const auto& ids = (*s)["retried"];
+    std::cout << "retrying " << ids.size() << (ids.size() == 1 ? " job:" : " jobs:");
+    for (const auto& id : ids) std::cout << " " << short_id(id.get<std::string>());
+    std::cout << "\n";
   });
 }
 

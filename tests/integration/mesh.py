@@ -61,6 +61,7 @@ class Agent:
         self.http_port = None        # set: [agent] http on 127.0.0.1:PORT
         self.trust_clients = []      # [trust] clients (read-only query keys)
         self.proc = None
+        self.pipelines = None        # pipeline files of this agent (default: the mesh's)
         out = subprocess.run([mesh.vow, "keys", "gen", "--state-dir", self.state],
                              check=True, capture_output=True, text=True)
         self.id = out.stdout.strip()
@@ -69,7 +70,8 @@ class Agent:
         lines = ["[agent]", f'name = "{self.name}"', f'listen = "{self.endpoint}"',
                  "peers = [" + ", ".join(f'"{p}"' for p in peers) + "]",
                  f'state_dir = "{self.state}"',
-                 "pipelines = [" + ", ".join(f'"{p}"' for p in self.mesh.pipelines) + "]"]
+                 "pipelines = [" + ", ".join(f'"{p}"' for p in
+                                             (self.pipelines or self.mesh.pipelines)) + "]"]
         if self.http_port:
             lines.append(f'http = "127.0.0.1:{self.http_port}"')
         lines += ["", "[trust]", 'key_files = ["keys/*.pub"]']

@@ -89,6 +89,16 @@ printf '[pipeline]\nname = "wordcount"\n[[stage]]\nname = "x"\noutputs = []\nrun
 expect 1 "^$tmp/b/wordcount.toml:6:7: 'run' in \[\[stage\]\] must be a string" -- "$vow" check "$tmp/b/agent-a.toml"
 expect 1 '^1 error$' -- "$vow" check "$tmp/b/agent-a.toml"
 
+# Each host's copy of one pipeline: identical copies are fine; a stage defined
+# differently is an error at both definitions (agents would promise two of it).
+mkdir "$tmp/h1" "$tmp/h2"
+cp "$ex/agent-a.toml" "$ex/wordcount.toml" "$tmp/h1/"
+cp "$ex/agent-b.toml" "$ex/wordcount.toml" "$tmp/h2/"
+expect 0 '^ok: 1 pipeline, 2 agents$' -- "$vow" check "$tmp/h1/agent-a.toml" "$tmp/h2/agent-b.toml"
+sed -i 's|head -n 20|head -n 10|' "$tmp/h2/wordcount.toml"
+expect 1 "^$tmp/h2/wordcount.toml:50:1: stage 'wordcount/top' differs from its definition at $tmp/h1/wordcount.toml:50:1" \
+  -- "$vow" check "$tmp/h1/agent-a.toml" "$tmp/h2/agent-b.toml"
+
 # graph
 expect 0 '^  stage count [0-9a-f]{12}, one job per entry of split.shards$' -- "$vow" graph "$ex"/wordcount.toml
 expect 0 '"wordcount/stage/split" -> "wordcount/stage/count" \[label="shards", style=bold\]' \

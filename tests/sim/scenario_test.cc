@@ -3,6 +3,7 @@
 // finishes explicitly. No sockets, no sleeps: time is the `now` the test advances.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
@@ -75,6 +76,7 @@ struct Node {
   bool hold_stops = false;
   std::vector<KillJob> stopping;
   std::vector<AgentKey> declared_dead;  // PeerDeclaredDead actions, in order
+  std::vector<Event> events;            // every event the core reported
   // Processes that may be alive: running, or killed and not yet gone.
   int alive() const { return static_cast<int>(procs.size() + stopping.size()); }
 };
@@ -289,10 +291,31 @@ class Mesh {
     apply(i, nd.core->reconfigure(std::move(promises), nd.config.pipelines, nd.config.sources));
     deliver();
   }
+  // A config reload on node i with edited pipeline files (same promises and sources).
+  void reload_pipelines(int i, std::vector<Pipeline> pipelines) {
+    Node& nd = nodes_[i];
+    nd.config.pipelines = pipelines;
+    apply(i, nd.core->reconfigure(nd.config.promises, std::move(pipelines), nd.config.sources));
+    deliver();
+  }
+  // A user asked node i to run these jobs again (vow retry).
+  void retry(int i, const std::vector<Digest>& jobs) {
+    apply(i, nodes_[i].core->retry(jobs, "vow retry"));
+    deliver();
+  }
+  // The stage plans of (pipeline, stage) in node i's plan.
+  std::vector<StagePlan> stage_plans(int i, const std::string& stage) {
+    std::vector<StagePlan> out;
+    for (const auto& sp : core(i).plan().stages) {
+      if (sp.stage == stage) out.push_back(sp);
+    }
+    return out;
+  }
 
  private:
   void apply(int i, Output out) {
     Node& nd = nodes_[i];
+    for (const auto& e : out.events) nd.events.push_back(e);
     for (const auto& st : out.persist) {
       nd.persisted.push_back(st);
       if (st.author == nd.config.key) nd.persisted_seq = std::max(nd.persisted_seq, st.seq);
@@ -899,6 +922,155 @@ TEST_CASE("a peer declared dead yields one PeerDeclaredDead per death") {
   m.advance(2 * Timing{}.dead_after_ms);
   CHECK(count(0, dead) == 2);
   CHECK(count(1, dead) == 2);
+}
+
+}  // namespace
+}  // namespace vow::promises
+
+namespace vow::promises {
+namespace {
+
+// one_stage() with the stage's command edited: a new stage digest.
+Pipeline one_stage_edited() {
+  Pipeline p = one_stage();
+  p.stages[0].argv = {"true", "--edited"};
+  p.stages[0].digest = stage_digest(p.stages[0]);
+  p.digest = pipeline_digest(p);
+  return p;
+}
+
+int events_of(const Node& nd, EventKind kind) {
+  return static_cast<int>(std::count_if(nd.events.begin(), nd.events.end(),
+                                        [&](const Event& e) { return e.kind == kind; }));
+}
+
+TEST_CASE("an edited stage: only the definition current adverts promise is planned") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.run_to_completion();
+  Digest old_job = m.jobs_of(0, "work").at(0);
+  REQUIRE(m.core(0).canonical(old_job) != nullptr);
+  // Every agent reloads the edited file: the old definition stays in the ledger, but no
+  // current advert promises it any more.
+  Pipeline edited = one_stage_edited();
+  for (int i = 0; i < 3; ++i) m.reload_pipelines(i, {edited});
+  m.run_to_completion();
+  for (int i = 0; i < 3; ++i) {
+    auto jobs = m.jobs_of(i, "work");
+    REQUIRE(jobs.size() == 1);  // not the old job, ready for ever
+    CHECK(jobs[0] != old_job);
+    auto plans = m.stage_plans(i, "work");
+    REQUIRE(plans.size() == 1);
+    CHECK(plans[0].stage_digest == edited.stages[0].digest);
+    CHECK(plans[0].state == StageState::kDone);
+    CHECK(m.core(i).job(jobs[0])->state == JobState::kDone);
+    // The old result stays in the ledger, as capital and for lineage.
+    CHECK(m.core(i).job(old_job)->state == JobState::kSuperseded);
+    CHECK(m.core(i).canonical(old_job) != nullptr);
+  }
+  // And after a restart, from what the ledger holds.
+  m.crash(0);
+  m.restart(0);
+  m.advance(100);
+  CHECK(m.jobs_of(0, "work").size() == 1);
+  CHECK(m.stage_plans(0, "work").at(0).state == StageState::kDone);
+}
+
+TEST_CASE("two current definitions of one stage: a conflict, logged once, one planned") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  Pipeline edited = one_stage_edited();
+  m.reload_pipelines(2, {edited});
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(500);
+  const Digest old_digest = one_stage().stages[0].digest;
+  const Digest new_digest = edited.stages[0].digest;
+  for (int i = 0; i < 3; ++i) {
+    const Plan& plan = m.core(i).plan();
+    REQUIRE(plan.conflicts.size() == 1);
+    const StageConflict& c = plan.conflicts[0];
+    CHECK(c.stage == "work");
+    REQUIRE(c.promised_by.size() == 2);
+    CHECK(c.promised_by.at(old_digest) == std::vector<AgentKey>{m.node(1).config.key});
+    CHECK(c.promised_by.at(new_digest) == std::vector<AgentKey>{m.node(2).config.key});
+    // One promiser each: the least digest is planned, on every agent.
+    CHECK(c.planned == std::min(old_digest, new_digest));
+    auto plans = m.stage_plans(i, "work");
+    REQUIRE(plans.size() == 1);
+    CHECK(plans[0].stage_digest == c.planned);
+    CHECK(events_of(m.node(i), EventKind::kDefinitionConflict) == 1);
+  }
+  m.run_to_completion();
+  m.advance(500);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(m.stage_plans(i, "work").at(0).state == StageState::kDone);
+    CHECK(events_of(m.node(i), EventKind::kDefinitionConflict) == 1);  // once, not per plan
+  }
+  // The agent of the other definition ran nothing.
+  int other = old_digest < new_digest ? 2 : 1;
+  CHECK(m.node(other).started.empty());
+  // Agreement ends the conflict.
+  m.reload_pipelines(other, {old_digest < new_digest ? one_stage() : edited});
+  CHECK(m.core(0).plan().conflicts.empty());
+}
+
+TEST_CASE("a stage nobody promises plans no job; promising it plans it") {
+  Pipeline p = make_pipeline(
+      "two", {"in"}, {make_stage("a", {{"", "in"}}, {"o"}), make_stage("b", {{"a", "o"}}, {"o2"})});
+  Mesh m(2, p, {{}, {"a"}});
+  m.source("two", "in", file_ref(hd("input")));
+  m.run_to_completion();
+  auto b = m.stage_plans(0, "b").at(0);
+  CHECK(b.state == StageState::kPending);
+  CHECK(b.reason == "no agent promises it");
+  CHECK(b.jobs.empty());
+  CHECK(m.jobs_of(0, "b").empty());
+  CHECK(m.stage_plans(0, "a").at(0).state == StageState::kDone);
+  m.reconfigure(1, {CorePromise{"two", "a", 2}, CorePromise{"two", "b", 2}});
+  m.run_to_completion();
+  CHECK(m.stage_plans(0, "b").at(0).state == StageState::kDone);
+}
+
+TEST_CASE("retry: a job failed past its retries runs again, another candidate first") {
+  Pipeline p = make_pipeline(
+      "f", {"in"},
+      {make_stage("bad", {{"", "in"}}, {"b"}), make_stage("after", {{"bad", "b"}}, {"a"})});
+  Mesh m(3, p, {{}, {"bad", "after"}, {"bad", "after"}});
+  m.source("f", "in", file_ref(hd("in")));
+  int first = -1;
+  for (int t = 0; t < 100 && first < 0; ++t) {
+    m.advance(10);
+    for (int i = 1; i < 3; ++i) {
+      if (!m.node(i).procs.empty()) first = i;
+    }
+  }
+  REQUIRE(first > 0);
+  m.finish_all(first, /*ok=*/false);
+  m.advance(1000);
+  Digest job = m.jobs_of(0, "bad").at(0);
+  REQUIRE(m.core(0).job(job)->state == JobState::kFailed);
+  CHECK(m.stage_plans(0, "after").at(0).state == StageState::kBlocked);
+  CHECK(m.starts_of("bad") == 1);  // no retries: nobody runs it again by itself
+  // Asked on an agent that runs nothing: it signs the request, the candidates act on it.
+  std::size_t before = m.node(0).persisted.size();
+  m.retry(0, {job});
+  CHECK(std::any_of(m.node(0).persisted.begin() + static_cast<std::ptrdiff_t>(before),
+                    m.node(0).persisted.end(),
+                    [](const Statement& st) { return st.kind() == StatementKind::kRetry; }));
+  int second = -1;
+  for (int t = 0; t < 100 && second < 0; ++t) {
+    m.advance(10);
+    second = runner(m, job);
+  }
+  CHECK(second == 3 - first);  // the candidate that has not failed it
+  m.run_to_completion();
+  for (int i = 0; i < 3; ++i) {
+    CHECK(m.core(i).job(job)->state == JobState::kDone);
+    CHECK(m.stage_plans(i, "after").at(0).state == StageState::kDone);
+  }
+  // A job that is not failed is not retried.
+  std::size_t persisted = m.node(0).persisted.size();
+  m.retry(0, {job});
+  CHECK(m.node(0).persisted.size() == persisted);
 }
 
 }  // namespace
