@@ -26,7 +26,7 @@ bool Replication::needs_regeneration(const Digest& job, int retries, std::int64_
   if (!lost) return false;
   Digest want = outputs_digest(r);
   int failed_reruns = 0;
-  for (const Statement* st : ledger_.job(job)->results) {
+  for (const Statement* st : book_.results(job)) {
     const auto& other = std::get<JobResult>(st->body);
     if (!other.ok && other.epoch > r.epoch) ++failed_reruns;
     if (other.ok && other.epoch > r.epoch && outputs_digest(other) != want) {
