@@ -1,6 +1,7 @@
 #include "promises/ledger.h"
 
 #include <algorithm>
+#include <tuple>
 #include <variant>
 
 #include "promises/core.h"
@@ -249,9 +250,11 @@ const Statement* Ledger::choose_source(const Dataset& dataset) const {
   h.update_field(dataset.first);
   h.update_field(dataset.second);
   Digest key = h.finish();
-  // Per artifact: how many providers currently give it, and its best-ranked giver.
+  // Per artifact: how many providers currently give it, the furthest any of them got in
+  // its own line, and its best-ranked giver.
   struct Support {
     int providers = 0;
+    std::uint64_t version = 0;
     Digest best_score;
     const Statement* best = nullptr;
   };
@@ -264,6 +267,7 @@ const Statement* Ledger::choose_source(const Dataset& dataset) const {
     Digest score = rendezvous_score(key, author);
     Support& s = support[std::get<SourceVersion>(current->body).artifact.digest];
     ++s.providers;
+    s.version = std::max(s.version, std::get<SourceVersion>(current->body).version);
     if (s.best == nullptr || score > s.best_score) {
       s.best = current;
       s.best_score = score;
@@ -271,8 +275,8 @@ const Statement* Ledger::choose_source(const Dataset& dataset) const {
   }
   const Support* win = nullptr;
   for (const auto& [digest, s] : support) {
-    if (win == nullptr || s.providers > win->providers ||
-        (s.providers == win->providers && s.best_score > win->best_score)) {
+    if (win == nullptr || std::tie(s.providers, s.version, s.best_score) >
+                              std::tie(win->providers, win->version, win->best_score)) {
       win = &s;
     }
   }

@@ -138,8 +138,9 @@ class Ledger {
   // ---- sources (rule 2) ----
   // The current version of a dataset: per provider (an author not equivocating whose
   // current advert provides the dataset), its latest counted version; among providers,
-  // the artifact most of them currently give, ties to the one given by the provider
-  // ranked first by rendezvous_score(dataset, provider); that provider's statement.
+  // the artifact most of them currently give; on a tie, the one a provider got furthest
+  // in its own line with, then the one given by the provider ranked first by
+  // rendezvous_score(dataset, provider); that provider's statement.
   const Statement* source_version(const std::string& pipeline, const std::string& source) const;
   // The current version of every dataset that has one.
   const std::map<Dataset, const Statement*>& sources() const;

@@ -773,8 +773,11 @@ TEST_CASE("a killed run holds its place until job_stopped; a later epoch starts 
   JobRef ref = m.node(1).procs.at(job).job;
   REQUIRE(m.node(1).procs.at(job).epoch == 1);
 
-  m.node(1).hold_stops = true;  // the process ignores the kill for a while
-  for (const auto& st : stranger_claim(m, 1, ref, 2)) m.inject(1, 0, st);
+  auto stranger = stranger_claim(m, 1, ref, 2);
+  m.inject(1, 0, stranger[0]);             // its advert: learned, never heard from,
+  m.advance(Timing{}.dead_after_ms + 50);  // so declared dead: its claims never stand
+  m.node(1).hold_stops = true;             // the process ignores the kill for a while
+  m.inject(1, 0, stranger[1]);
   m.advance(10);  // decided on the next tick
   REQUIRE(kills_of_epoch(m.node(1), job, 1) == 1);
   REQUIRE(m.node(1).stopping.size() == 1);
@@ -819,8 +822,11 @@ TEST_CASE("a job's exit after its kill counts as stopped, not as a result") {
   Digest job = m.jobs_of(0, "work").at(0);
   REQUIRE(m.node(1).procs.count(job) == 1);
   JobRef ref = m.node(1).procs.at(job).job;
+  auto stranger = stranger_claim(m, 1, ref, 2);
+  m.inject(1, 0, stranger[0]);
+  m.advance(Timing{}.dead_after_ms + 50);
   m.node(1).hold_stops = true;
-  for (const auto& st : stranger_claim(m, 1, ref, 2)) m.inject(1, 0, st);
+  m.inject(1, 0, stranger[1]);
   m.advance(10);
   REQUIRE(m.node(1).stopping.size() == 1);
   JobOutcome done;
@@ -1079,6 +1085,7 @@ TEST_CASE("rule 4: a job fenced again and again by claims that do not stand back
   JobRef ref = m.node(1).procs.at(job).job;
   Hostile h("fencer");  // never heard from: its claims fence but never stand
   inject_all(m, h.make(promising("h", one_stage().stages[0], {})));
+  m.advance(Timing{}.dead_after_ms + 50);  // learned from its advert, now dead
   auto own_claims = [&] {
     int n = 0;
     for (const Statement* st : m.core(1).ledger().job(job)->claims) {
