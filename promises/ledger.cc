@@ -1,6 +1,7 @@
 #include "promises/ledger.h"
 
 #include <algorithm>
+#include <iterator>
 #include <tuple>
 #include <variant>
 
