@@ -20,9 +20,11 @@ constexpr int kHostileFloodStatements = 100;  // statements in one flood
 // Claims one honest agent set may make of one job in a run (retries, takeovers after
 // crashes and partitions, regeneration, fences): more means claiming loops.
 constexpr std::size_t kMaxClaimsPerJob = 24;
-// Statements a ledger may hold at the end of a run (the honest ones of a 7-agent,
-// 5-stage run are a few hundred; the hostile host sends at most about 1 300).
-constexpr std::size_t kLedgerBudget = 4'000;
+// Statements a ledger may hold at the end of a run: a base (adverts, definitions, source
+// versions, and the hostile host's at most about 1 300) and so many per planned job
+// (claims, accepts, results of its attempts, takeovers and regenerations).
+constexpr std::size_t kLedgerBudgetBase = 2'000;
+constexpr std::size_t kLedgerBudgetPerJob = 40;
 
 std::uint64_t draw(std::mt19937_64& rng, std::uint64_t n) { return n == 0 ? 0 : rng() % n; }
 
@@ -168,6 +170,7 @@ void World::check_hostile_end() {
   std::vector<AgentKey> equivocators = ref.binding_report().equivocators;
   std::map<promises::Ledger::Dataset, std::pair<AgentKey, std::uint64_t>> sources;
   for (const auto& [dataset, st] : ref.ledger().sources()) sources[dataset] = {st->author, st->seq};
+  const std::size_t budget = kLedgerBudgetBase + kLedgerBudgetPerJob * ref.plan().jobs.size();
   for (std::size_t i = 0; i < hosts_.size(); ++i) {
     promises::Core& c = hosts_[i].agent->core();
     std::string who = "a" + std::to_string(i);
@@ -193,9 +196,9 @@ void World::check_hostile_end() {
         fail(who + " takes a hostile result as canonical for " + id.short_hex());
       }
     }
-    if (c.ledger().size() > kLedgerBudget) {
+    if (c.ledger().size() > budget) {
       fail(who + " holds " + std::to_string(c.ledger().size()) + " statements (budget " +
-           std::to_string(kLedgerBudget) + ")");
+           std::to_string(budget) + ")");
     }
   }
   // No job loops: honest claims per job stay within a bound.
