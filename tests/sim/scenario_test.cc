@@ -1069,7 +1069,9 @@ TEST_CASE("rule 4: a claim at the top epoch fences nothing; epochs are earned") 
     CHECK(std::get<JobResult>(m.core(i).canonical(job)->body).epoch == 1);
     CHECK(m.core(i).binding_report().unbound["claim: epoch not earned"] == 2);
     std::uint32_t top = 0;
-    for (const auto& c : m.core(i).job(job)->claims) {
+    auto view = m.core(i).job(job);
+    REQUIRE(view);
+    for (const auto& c : view->claims) {
       if (c.bound) top = std::max(top, c.epoch);
     }
     CHECK(top == 1);
