@@ -259,8 +259,10 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
                              const std::map<AgentKey, Digest>& digests) {
   auto batch = ledger.missing_for(have, kMaxStatementsPerSync);
   if (batch.size() < kMaxStatementsPerSync) {
+    // One window of a diverging prefix per answer, a different one each sync round.
+    auto rotation = static_cast<std::uint64_t>(now_ms / config.timing.sync_interval_ms);
     auto diverging = ledger.diverging_for(have, digests, kMaxDivergingPerAuthor,
-                                          kMaxStatementsPerSync - batch.size());
+                                          kMaxStatementsPerSync - batch.size(), rotation);
     batch.insert(batch.end(), diverging.begin(), diverging.end());
   }
   auto proofs = ledger.proof_statements(kMaxProofStatementsPerSync);

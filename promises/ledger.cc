@@ -144,7 +144,8 @@ std::map<AgentKey, Digest> Ledger::prefix_digests() const {
 
 std::vector<Statement> Ledger::diverging_for(const VersionVector& theirs,
                                              const std::map<AgentKey, Digest>& digests,
-                                             std::size_t per_author, std::size_t limit) const {
+                                             std::size_t per_author, std::size_t limit,
+                                             std::uint64_t rotation) const {
   std::vector<Statement> out;
   for (const auto& [author, digest] : digests) {
     if (equivocating(author)) continue;  // its proof travels with every answer
@@ -152,11 +153,14 @@ std::vector<Statement> Ledger::diverging_for(const VersionVector& theirs,
     if (seq == theirs.end()) continue;
     auto mine = prefix_digest(author, seq->second);
     if (!mine || *mine == digest) continue;  // the same, or we lack some: we ask ourselves
-    // Somewhere in 1..seq we hold other statements than the peer: send ours, the most
-    // recent first window (an equivocation is found soon after it is made).
+    // Somewhere in 1..seq we hold other statements than the peer: send ours, one window
+    // of the prefix per call, the most recent first (an equivocation is usually found
+    // soon after it is made), then further down as `rotation` advances.
     const auto& by_seq = by_author_.at(author);
-    std::uint64_t from = seq->second > per_author ? seq->second - per_author + 1 : 1;
-    for (auto it = by_seq.lower_bound(from); it != by_seq.end() && it->first <= seq->second; ++it) {
+    std::uint64_t windows = (seq->second + per_author - 1) / per_author;
+    std::uint64_t hi = seq->second - (rotation % windows) * per_author;
+    std::uint64_t from = hi > per_author ? hi - per_author + 1 : 1;
+    for (auto it = by_seq.lower_bound(from); it != by_seq.end() && it->first <= hi; ++it) {
       if (out.size() >= limit) return out;
       out.push_back(it->second);
     }

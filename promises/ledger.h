@@ -107,11 +107,14 @@ class Ledger {
   // The prefix digest at the contiguous mark of every author not known to equivocate.
   std::map<AgentKey, Digest> prefix_digests() const;
   // For a peer's (version vector, prefix digests): the statements here of each author
-  // (not known to equivocate) whose prefix the peer holds differently, at most
-  // `per_author` of them ending at the peer's mark, and `limit` in all.
+  // (not known to equivocate) whose prefix the peer holds differently: one window of
+  // `per_author` consecutive seqs of 1..(the peer's mark), and `limit` in all. Where the
+  // two prefixes part is unknown, so successive calls cover the prefix window by window
+  // from the most recent down, as `rotation` (any counter, e.g. sync rounds) advances.
   std::vector<Statement> diverging_for(const VersionVector& theirs,
                                        const std::map<AgentKey, Digest>& digests,
-                                       std::size_t per_author, std::size_t limit) const;
+                                       std::size_t per_author, std::size_t limit,
+                                       std::uint64_t rotation = 0) const;
   // One digest of what this ledger holds: equal on two agents that hold the same
   // statements and know the same equivocators (for the simulator's invariants).
   Digest fingerprint() const;

@@ -67,6 +67,24 @@ TEST_CASE("ledger: a second statement with one seq is kept as proof and marks it
   REQUIRE(sent.size() == 2);
   CHECK(fresh.add(sent[0]) == Ledger::AddResult::kEquivocation);
   CHECK(other.diverging_for(other.version_vector(), other.prefix_digests(), 10, 10).empty());
+
+  // Far below the mark: found window by window as the rotation advances.
+  Ledger x, y;
+  REQUIRE(x.add(claim(1, 1, 1)) == Ledger::AddResult::kNew);
+  REQUIRE(y.add(claim(1, 1, 5)) == Ledger::AddResult::kNew);
+  for (std::uint64_t s = 2; s <= 25; ++s) {
+    REQUIRE(x.add(claim(1, s, 1)) == Ledger::AddResult::kNew);
+    REQUIRE(y.add(claim(1, s, 1)) == Ledger::AddResult::kNew);
+  }
+  int rounds = 0;
+  bool found = false;
+  for (std::uint64_t round = 0; round < 3 && !found; ++round, ++rounds) {
+    auto window = y.diverging_for(x.version_vector(), x.prefix_digests(), 10, 10, round);
+    CHECK(window.size() == (round < 2 ? 10 : 5));
+    for (const auto& st : window) found = found || x.add(st) == Ledger::AddResult::kEquivocation;
+  }
+  CHECK(found);
+  CHECK(rounds == 3);  // seqs 16-25, then 6-15, then 1-5
 }
 
 Statement advert(std::uint8_t author, std::uint64_t seq, bool provides) {

@@ -464,11 +464,21 @@ bool World::quiet() {
       }
     }
   }
-  // Every canonical output is held by a live agent (or cannot be made again).
+  // Every canonical output is held by a live agent (or cannot be made again: the job is
+  // non-deterministic, or more than its retries re-runs failed, docs/coordination.md
+  // section 7).
   promises::Core& c = hosts_[0].agent->core();
   for (const auto& [id, job] : c.plan().jobs) {
     const Statement* canon = c.canonical(id);
     if (canon == nullptr || c.nondeterministic(id)) continue;
+    std::uint32_t canon_epoch = std::get<JobResult>(canon->body).epoch;
+    int failed_reruns = 0;
+    if (auto view = c.job(id)) {
+      for (const auto& r : view->results) {
+        failed_reruns += r.bound && !r.ok && r.epoch > canon_epoch ? 1 : 0;
+      }
+    }
+    if (failed_reruns > job.retries) continue;
     for (const auto& o : std::get<JobResult>(canon->body).outputs) {
       bool held = std::any_of(hosts_.begin(), hosts_.end(),
                               [&](const Host& h) { return h.store.count(o.artifact.digest); });
