@@ -129,6 +129,7 @@ void World::hostile_act() {
       ++result_.hostile_statements;
       for (int j = 0; j < opt_.agents; ++j) hostile_send({j % 2 == 0 ? a : b}, j);
       hostile_equivocated_ = true;
+      hostile_equivocation_seq_ = a.seq;
       trace("hostile equivocation at seq " + u64s(a.seq));
       return;
     }
@@ -171,9 +172,25 @@ void World::check_hostile_end() {
   std::map<promises::Ledger::Dataset, std::pair<AgentKey, std::uint64_t>> sources;
   for (const auto& [dataset, st] : ref.ledger().sources()) sources[dataset] = {st->author, st->seq};
   const std::size_t budget = kLedgerBudgetBase + kLedgerBudgetPerJob * ref.plan().jobs.size();
+  // Both statements of the equivocation are still held somewhere (an agent that got one
+  // may have lost it with a full disk before persisting it): every agent holds the proof.
+  std::set<Digest> variants;
+  for (auto& h : hosts_) {
+    const promises::Ledger& l = h.agent->core().ledger();
+    if (const Statement* st = l.get(hostile_key_, hostile_equivocation_seq_)) {
+      variants.insert(promises::statement_digest(*st));
+    }
+    if (auto p = l.proofs().find(hostile_key_); p != l.proofs().end()) {
+      variants.insert(promises::statement_digest(p->second.second));
+    }
+  }
+  bool proven = hostile_equivocation_seq_ != 0 && variants.size() >= 2;
   for (std::size_t i = 0; i < hosts_.size(); ++i) {
     promises::Core& c = hosts_[i].agent->core();
     std::string who = "a" + std::to_string(i);
+    if (proven && !c.equivocating(hostile_key_)) {
+      fail(who + " does not know that the hostile host equivocated");
+    }
     // Converged: the same equivocators and the same source versions.
     if (c.binding_report().equivocators != equivocators) {
       fail(who + " disagrees with a0 on who equivocated");

@@ -286,6 +286,7 @@ class World {
   AgentKey hostile_key_;
   std::uint64_t hostile_seq_ = 0;
   bool hostile_equivocated_ = false;
+  std::uint64_t hostile_equivocation_seq_ = 0;
 };
 
 // The simulator's signature: a keyed hash of the statement's wire encoding under a key
