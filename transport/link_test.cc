@@ -185,8 +185,9 @@ TEST_CASE("bad frames over a real link are each rejected under their own reason"
   // not rejected but delivered (the core keeps it as proof) and counted.
   auto rejected_before = b.t->counters().rejected;
   loop.inbox[b.t.get()].clear();
-  REQUIRE(a.t->send_frame(b.id.key(), frame_of(*sign_statement(a.id, testing::claim(a.id.key(), 3))))
-              .is_ok());
+  REQUIRE(
+      a.t->send_frame(b.id.key(), frame_of(*sign_statement(a.id, testing::claim(a.id.key(), 3))))
+          .is_ok());
   REQUIRE(loop.run_until([&] { return !loop.inbox[b.t.get()].empty(); }));
   CHECK(std::get<StatementBatch>(loop.inbox[b.t.get()][0].message.body).statements.at(0).seq == 3);
   CHECK(b.t->counters().equivocations == 1);
