@@ -209,6 +209,11 @@ nlohmann::json Daemon::Impl::status_json() {
   }
   rejected["untrusted-handshake"] = counters.zap_denied;
   rejected["tree-too-large"] = agent->counters().trees_refused;
+  // Authors proven to sign two statements with one seq: none of theirs counts.
+  json equivocators = json::array();
+  for (const auto& k : core().binding_report().equivocators) {
+    equivocators.push_back(transport::agent_id(k));
+  }
   return {
       {"agent", {{"name", config.name}, {"id", identity->id()}, {"listen", transport->endpoint()}}},
       {"agents", agents},
@@ -217,7 +222,9 @@ nlohmann::json Daemon::Impl::status_json() {
       {"statements",
        {{"received", agent->counters().statements_in},
         {"persisted", agent->counters().statements_persisted},
-        {"duplicates", counters.duplicates}}},
+        {"duplicates", counters.duplicates},
+        {"equivocations", counters.equivocations}}},
+      {"equivocators", equivocators},
       {"jobs_started_here", agent->counters().jobs_started},
       {"jobs_adopted_here", agent->counters().jobs_adopted},
       {"worker_backlogged", agent->counters().worker_backlogged}};

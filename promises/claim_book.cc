@@ -8,8 +8,37 @@
 
 namespace vow::promises {
 
+const char* claim_binding_name(ClaimBinding binding) {
+  switch (binding) {
+    case ClaimBinding::kBound:
+      return "bound";
+    case ClaimBinding::kEquivocator:
+      return "equivocator";
+    case ClaimBinding::kNotPromised:
+      return "stage not promised";
+    case ClaimBinding::kNotEarned:
+      return "epoch not earned";
+  }
+  return "unknown";
+}
+
+const char* result_binding_name(ResultBinding binding) {
+  switch (binding) {
+    case ResultBinding::kBound:
+      return "bound";
+    case ResultBinding::kEquivocator:
+      return "equivocator";
+    case ResultBinding::kNoClaim:
+      return "no claim";
+  }
+  return "unknown";
+}
+
 void ClaimBook::note(const Statement& st) {
-  if (const auto* c = std::get_if<Claim>(&st.body)) {
+  if (st.kind() == StatementKind::kAdvert) {
+    // What its author promised when it claimed may read differently now.
+    summaries_.clear();
+  } else if (const auto* c = std::get_if<Claim>(&st.body)) {
     summaries_.erase(c->job.job);
     if (st.author == self_) open_.insert({c->job.job, c->epoch});
   } else if (const auto* r = std::get_if<Release>(&st.body)) {
@@ -29,36 +58,122 @@ bool ClaimBook::outranks(const Digest& job, const AgentKey& a, const AgentKey& b
   return rendezvous_score(job, a) > rendezvous_score(job, b);
 }
 
+// Claims in epoch order: each earns its epoch from a bound claim at the one below.
+void ClaimBook::bind_claims(const JobStatements& js, const Digest& job, Summary& sum) const {
+  std::vector<const Statement*> order = js.claims;
+  std::stable_sort(order.begin(), order.end(), [](const Statement* a, const Statement* b) {
+    return std::get<Claim>(a->body).epoch < std::get<Claim>(b->body).epoch;
+  });
+  std::set<const Statement*> bound;
+  for (const Statement* st : order) {
+    const auto& c = std::get<Claim>(st->body);
+    ClaimBinding why = ClaimBinding::kBound;
+    if (ledger_.equivocating(st->author)) {
+      why = ClaimBinding::kEquivocator;
+    } else {
+      const Statement* adv = ledger_.advert_at(st->author, st->seq);
+      bool promised = false;
+      if (adv != nullptr) {
+        for (const auto& p : std::get<Advert>(adv->body).promises) {
+          promised = promised || (p.stage_digest == c.job.stage_digest && p.capacity > 0);
+        }
+      }
+      if (!promised) {
+        why = ClaimBinding::kNotPromised;
+      } else if (c.epoch == 0 || (c.epoch == 1) == c.supersedes.has_value()) {
+        why = ClaimBinding::kNotEarned;
+      } else if (c.epoch > 1) {
+        const Statement* prev = ledger_.get(c.supersedes->author, c.supersedes->seq);
+        const Claim* pc = prev != nullptr ? std::get_if<Claim>(&prev->body) : nullptr;
+        if (pc == nullptr || pc->job.job != job || pc->epoch + 1 != c.epoch ||
+            bound.count(prev) == 0) {
+          why = ClaimBinding::kNotEarned;
+        }
+      }
+    }
+    sum.claim_reasons[st] = why;
+    if (why == ClaimBinding::kBound) bound.insert(st);
+  }
+  for (const Statement* st : js.claims) {  // arrival order
+    if (!bound.count(st)) continue;
+    sum.claims.push_back(st);
+    std::uint32_t e = std::get<Claim>(st->body).epoch;
+    if (e > sum.max_epoch || sum.top_claim == nullptr) {
+      sum.max_epoch = e;
+      sum.top_claim = st;
+    } else if (e == sum.max_epoch && outranks(job, st->author, sum.top_claim->author)) {
+      sum.top_claim = st;
+    }
+  }
+}
+
 const ClaimBook::Summary& ClaimBook::summary(const Digest& job) const {
   auto it = summaries_.find(job);
   if (it != summaries_.end()) return it->second;
   Summary sum;
   if (const JobStatements* js = ledger_.job(job)) {
+    bind_claims(*js, job, sum);
     std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
     std::set<std::uint32_t> failed_epochs;
     auto retried = retried_up_to_.find(job);
     std::uint32_t forgiven = retried == retried_up_to_.end() ? 0 : retried->second;
-    for (const Statement* st : js->claims) {
-      sum.max_epoch = std::max(sum.max_epoch, std::get<Claim>(st->body).epoch);
-    }
+    std::set<Digest> ok_outputs;
     for (const Statement* st : js->results) {
       const auto& r = std::get<JobResult>(st->body);
-      sum.max_epoch = std::max(sum.max_epoch, r.epoch);
+      ResultBinding why = ResultBinding::kNoClaim;
+      if (ledger_.equivocating(st->author)) {
+        why = ResultBinding::kEquivocator;
+      } else {
+        for (const Statement* c : sum.claims) {
+          if (c->author == st->author && c->seq < st->seq &&
+              std::get<Claim>(c->body).epoch == r.epoch) {
+            why = ResultBinding::kBound;
+          }
+        }
+      }
+      sum.result_reasons[st] = why;
+      if (why != ResultBinding::kBound) continue;
+      sum.results.push_back(st);
       if (!r.ok) {
         if (r.epoch > forgiven) failed_epochs.insert(r.epoch);
         continue;
       }
       // The min-register: least (epoch, outputs digest); author and seq break exact ties.
-      auto k = std::make_tuple(r.epoch, outputs_digest(r), st->author, st->seq);
+      Digest od = outputs_digest(r);
+      ok_outputs.insert(od);
+      auto k = std::make_tuple(r.epoch, od, st->author, st->seq);
       if (sum.canonical == nullptr || k < best_key) {
         sum.canonical = st;
         best_key = k;
       }
     }
     sum.failed_attempts = static_cast<int>(failed_epochs.size());
+    sum.nondeterministic = ok_outputs.size() > 1;
   }
-  return summaries_.emplace(job, sum).first->second;
+  return summaries_.emplace(job, std::move(sum)).first->second;
 }
+
+const std::vector<const Statement*>& ClaimBook::claims(const Digest& job) const {
+  return summary(job).claims;
+}
+
+const std::vector<const Statement*>& ClaimBook::results(const Digest& job) const {
+  return summary(job).results;
+}
+
+ClaimBinding ClaimBook::claim_binding(const Digest& job, const Statement& claim) const {
+  const auto& reasons = summary(job).claim_reasons;
+  auto it = reasons.find(&claim);
+  return it == reasons.end() ? ClaimBinding::kNotEarned : it->second;
+}
+
+ResultBinding ClaimBook::result_binding(const Digest& job, const Statement& result) const {
+  const auto& reasons = summary(job).result_reasons;
+  auto it = reasons.find(&result);
+  return it == reasons.end() ? ResultBinding::kNoClaim : it->second;
+}
+
+const Statement* ClaimBook::top_claim(const Digest& job) const { return summary(job).top_claim; }
 
 const Statement* ClaimBook::canonical(const Digest& job) const { return summary(job).canonical; }
 
@@ -74,6 +189,8 @@ bool ClaimBook::failed_for_good(const Digest& job, int retries) const {
 }
 
 std::uint32_t ClaimBook::max_epoch(const Digest& job) const { return summary(job).max_epoch; }
+
+bool ClaimBook::nondeterministic(const Digest& job) const { return summary(job).nondeterministic; }
 
 bool ClaimBook::released(const Digest& job, const AgentKey& author, std::uint32_t epoch) const {
   const JobStatements* js = ledger_.job(job);

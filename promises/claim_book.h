@@ -1,23 +1,55 @@
 // ClaimBook: what the ledger says about each job's claims and results, as the rules of
-// docs/coordination.md sections 5 and 6 read it: the canonical result (the
-// min-register), failed attempts, the highest epoch, releases, and this agent's own
-// open claims (without own result or release). `outranks` is the one tie-break between
-// two claims of a job at one epoch. A Retry statement forgives a job's failures up to
-// its epoch: they no longer count as failed attempts.
+// docs/coordination.md sections 5 and 6 read it: which claims and results are bound
+// (rules 3 and 4), the canonical result (the min-register over bound results), failed
+// attempts, the highest bound epoch, releases, and this agent's own open claims
+// (without own result or release). `outranks` is the one tie-break between two claims
+// of a job at one epoch.
+//
+// Bound claim (rule 4): its author does not equivocate, the author's advert in force
+// when it claimed (Ledger::advert_at) promises the claim's stage digest with capacity
+// > 0, and its epoch is earned: epoch 1 naming no claim, or epoch e > 1 naming a bound
+// claim of the same job at e - 1 (Claim::supersedes). Bound result (rule 3): its author
+// does not equivocate and holds a bound claim of the job at the result's epoch,
+// published before it. Everything else is kept as evidence and fences, stands and
+// counts for nothing.
+//
+// A Retry statement forgives a job's failures up to its epoch: they no longer count as
+// failed attempts.
 //
 // Borrows the core's Ledger (which outlives it) and caches per-job summaries, dropped by
-// note() when a statement of the job arrives. Not thread-safe (owned by one Core).
+// note() when a statement of the job arrives (all of them when an advert arrives or an
+// author is found to equivocate). Not thread-safe (owned by one Core).
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "promises/ledger.h"
 #include "promises/statement.h"
 
 namespace vow::promises {
+
+// The highest epoch a claim may have; a job whose bound epoch reached it is claimed no
+// more (epochs never wrap).
+inline constexpr std::uint32_t kMaxEpoch = std::numeric_limits<std::uint32_t>::max();
+
+enum class ClaimBinding : std::uint8_t {
+  kBound,
+  kEquivocator,  // its author equivocated
+  kNotPromised,  // the advert in force when it claimed does not promise the stage
+  kNotEarned,    // epoch 0, or an epoch not justified by a bound claim at epoch - 1
+};
+enum class ResultBinding : std::uint8_t {
+  kBound,
+  kEquivocator,  // its author equivocated
+  kNoClaim,      // its author holds no bound claim of the job at that epoch before it
+};
+const char* claim_binding_name(ClaimBinding binding);
+const char* result_binding_name(ResultBinding binding);
 
 class ClaimBook {
  public:
@@ -25,17 +57,30 @@ class ClaimBook {
 
   // A statement just added to the ledger.
   void note(const Statement& st);
+  // Every cached summary is stale (an author was found to equivocate).
+  void invalidate() { summaries_.clear(); }
 
   // Two claims of `job` at one epoch: a's keeps it over b's (the better rendezvous score).
   static bool outranks(const Digest& job, const AgentKey& a, const AgentKey& b);
 
-  // The canonical (least (epoch, outputs digest)) successful result, or nullptr.
+  // Bound claims and results of a job, in arrival order.
+  const std::vector<const Statement*>& claims(const Digest& job) const;
+  const std::vector<const Statement*>& results(const Digest& job) const;
+  ClaimBinding claim_binding(const Digest& job, const Statement& claim) const;
+  ResultBinding result_binding(const Digest& job, const Statement& result) const;
+  // A bound claim at the highest bound epoch (the one a new claim supersedes), best
+  // ranked first; nullptr if none.
+  const Statement* top_claim(const Digest& job) const;
+
+  // The canonical (least (epoch, outputs digest)) bound successful result, or nullptr.
   const Statement* canonical(const Digest& job) const;
   const JobResult* canonical_result(const Digest& job) const;
-  // Distinct epochs with a failure, above the job's latest Retry epoch.
+  // Distinct epochs with a bound failure, above the job's latest Retry epoch.
   int failed_attempts(const Digest& job) const;
   bool failed_for_good(const Digest& job, int retries) const;
-  std::uint32_t max_epoch(const Digest& job) const;  // in any claim or result
+  std::uint32_t max_epoch(const Digest& job) const;  // in any bound claim or result
+  // Two bound successful results with different outputs.
+  bool nondeterministic(const Digest& job) const;
   bool released(const Digest& job, const AgentKey& author, std::uint32_t epoch) const;
   bool has_result(const Digest& job, const AgentKey& author, std::uint32_t epoch) const;
 
@@ -47,11 +92,18 @@ class ClaimBook {
 
  private:
   struct Summary {
+    std::vector<const Statement*> claims;   // bound
+    std::vector<const Statement*> results;  // bound
+    std::map<const Statement*, ClaimBinding> claim_reasons;
+    std::map<const Statement*, ResultBinding> result_reasons;
     const Statement* canonical = nullptr;
+    const Statement* top_claim = nullptr;
     int failed_attempts = 0;
     std::uint32_t max_epoch = 0;
+    bool nondeterministic = false;
   };
   const Summary& summary(const Digest& job) const;
+  void bind_claims(const JobStatements& js, const Digest& job, Summary& sum) const;
 
   const Ledger& ledger_;
   AgentKey self_;

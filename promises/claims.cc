@@ -55,6 +55,7 @@ void Core::Impl::rebuild_candidates() {
   candidates.clear();
   ranking_cache.clear();
   for (const auto& [author, st] : ledger.adverts()) {
+    if (ledger.equivocating(author)) continue;
     for (const auto& pr : std::get<Advert>(st->body).promises) {
       if (pr.capacity > 0) candidates[pr.stage_digest].push_back(author);
     }
@@ -72,10 +73,8 @@ const std::vector<AgentKey>& Core::Impl::ranking(const Digest& job, const Digest
   auto c = candidates.find(stage_digest);
   if (c != candidates.end()) {
     std::map<AgentKey, int> failures;
-    if (const JobStatements* js = ledger.job(job)) {
-      for (const Statement* r : js->results) {
-        if (!std::get<JobResult>(r->body).ok) ++failures[r->author];
-      }
+    for (const Statement* r : book.results(job)) {
+      if (!std::get<JobResult>(r->body).ok) ++failures[r->author];
     }
     for (const auto& a : c->second) {
       Digest score = rendezvous_score(job, a);
@@ -90,7 +89,7 @@ const std::vector<AgentKey>& Core::Impl::ranking(const Digest& job, const Digest
   return ranking_cache[job] = std::move(order);
 }
 
-// A claim stands while its author is live here and has neither released it nor
+// A bound claim stands while its author is live here and has neither released it nor
 // published a result for it. Our own claims stand while we run them.
 bool Core::Impl::claim_standing(const Digest& job, const Statement& st) const {
   const auto& c = std::get<Claim>(st.body);
@@ -99,6 +98,7 @@ bool Core::Impl::claim_standing(const Digest& job, const Statement& st) const {
     return it != running.end() && it->second.epoch == c.epoch;
   }
   if (!is_live(st.author)) return false;
+  if (book.claim_binding(job, st) != ClaimBinding::kBound) return false;
   if (book.released(job, st.author, c.epoch) || book.has_result(job, st.author, c.epoch))
     return false;
   return true;
@@ -107,6 +107,7 @@ bool Core::Impl::claim_standing(const Digest& job, const Statement& st) const {
 bool Core::Impl::any_standing_claim(const Digest& job) const {
   const JobStatements* js = ledger.job(job);
   if (js == nullptr) return false;
+  // Own claims stand by our runs; others' only when bound.
   return std::any_of(js->claims.begin(), js->claims.end(),
                      [&](const Statement* st) { return claim_standing(job, *st); });
 }
@@ -171,35 +172,64 @@ void Core::Impl::reconcile_restored() {
   for (const auto& job : closed) drop_restored(job, "its claim is closed");
 }
 
-// Fencing of the jobs we run: a higher epoch, any successful result (or a failure at
-// our epoch or above by another agent), a better-ranked claim at our epoch, or the job
-// no longer planned.
+// Fencing of the jobs we run, by bound statements only: a higher epoch, any successful
+// result (or a failure at our epoch or above by another agent), a better-ranked claim at
+// our epoch, the job no longer planned, or our own claim no longer bound (the claim it
+// superseded turned out to be an equivocator's).
 void Core::Impl::reconcile_running() {
   std::vector<std::pair<Digest, std::string>> to_stop;
+  std::vector<Digest> fenced_by_epoch;
   for (const auto& [job, run] : running) {
-    const JobStatements* js = ledger.job(job);
     std::string why;
+    bool by_epoch = false;
     if (!run.regenerate && book.canonical(job) != nullptr) why = "a result exists";
     if (why.empty() && plan->find(job) == nullptr) why = "superseded";
-    if (why.empty() && js != nullptr) {
-      for (const Statement* st : js->claims) {
+    if (why.empty()) {
+      for (const Statement* st : book.claims(job)) {
         const auto& c = std::get<Claim>(st->body);
         if (st->author == config.key) continue;
-        if (c.epoch > run.epoch) why = "fenced by epoch " + std::to_string(c.epoch);
+        if (c.epoch > run.epoch) {
+          why = "fenced by epoch " + std::to_string(c.epoch);
+          by_epoch = true;
+        }
         if (c.epoch == run.epoch && ClaimBook::outranks(job, st->author, config.key) &&
             !book.released(job, st->author, c.epoch)) {
           why = "lost the tie-break at epoch " + std::to_string(c.epoch);
         }
       }
-      for (const Statement* st : js->results) {
+      for (const Statement* st : book.results(job)) {
         const auto& r = std::get<JobResult>(st->body);
         if (st->author != config.key && !r.ok && r.epoch >= run.epoch)
           why = "another attempt failed";
       }
     }
+    if (why.empty() && !own_claim_bound(job, run.epoch)) why = "own claim not bound";
     if (!why.empty()) to_stop.emplace_back(job, why);
+    if (by_epoch) fenced_by_epoch.push_back(job);
   }
   for (const auto& [job, why] : to_stop) stop(job, why, /*release=*/true);
+  // A job fenced here by a higher epoch again is not claimed again at once: when the
+  // fencing claims do not stand (their author is not live), claiming and being fenced
+  // would loop. The first fence is an ordinary takeover (no wait); from the second on,
+  // back off, doubling per fence of the job, capped.
+  for (const Digest& job : fenced_by_epoch) {
+    JobLocal& loc = local[job];
+    if (++loc.fences < 2) continue;
+    std::int64_t backoff = kFenceBackoffBaseMs;
+    for (int i = 2; i < loc.fences && backoff < kFenceBackoffMaxMs; ++i) backoff *= 2;
+    loc.not_before_ms = std::max(loc.not_before_ms, now_ms + std::min(backoff, kFenceBackoffMaxMs));
+  }
+}
+
+bool Core::Impl::own_claim_bound(const Digest& job, std::uint32_t epoch) const {
+  const JobStatements* js = ledger.job(job);
+  if (js == nullptr) return false;
+  for (const Statement* st : js->claims) {
+    if (st->author == config.key && std::get<Claim>(st->body).epoch == epoch) {
+      return book.claim_binding(job, *st) == ClaimBinding::kBound;
+    }
+  }
+  return false;
 }
 
 // Two claims at one epoch: the better-ranked keeps it, the other publishes a release,
@@ -215,7 +245,7 @@ void Core::Impl::reconcile_tie_breaks() {
       if (own->author != config.key) continue;
       const auto& c = std::get<Claim>(own->body);
       if (book.released(job, config.key, c.epoch) || book.is_open(job, c.epoch)) continue;
-      for (const Statement* st : js->claims) {
+      for (const Statement* st : book.claims(job)) {
         if (st->author != config.key && std::get<Claim>(st->body).epoch == c.epoch &&
             ClaimBook::outranks(job, st->author, config.key)) {
           lose.emplace_back(c.job, c.epoch);
@@ -244,13 +274,17 @@ void Core::Impl::reconcile_open_claims() {
     for (const Statement* st : js->claims) {
       const auto& c = std::get<Claim>(st->body);
       if (st->author == config.key && c.epoch == epoch) mine = st;
+    }
+    for (const Statement* st : book.claims(job)) {
+      const auto& c = std::get<Claim>(st->body);
       if (c.epoch > epoch) why = "a higher epoch exists";
       if (st->author != config.key && c.epoch == epoch &&
           ClaimBook::outranks(job, st->author, config.key)) {
         why = "lost the tie-break";
       }
     }
-    for (const Statement* st : js->results) {
+    if (why.empty() && !own_claim_bound(job, epoch)) why = "own claim not bound";
+    for (const Statement* st : book.results(job)) {
       const auto& res = std::get<JobResult>(st->body);
       if (res.ok || res.epoch >= epoch) why = res.ok ? "a result exists" : "another attempt failed";
     }
@@ -364,13 +398,24 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
 
 void Core::Impl::claim(const PlannedJob& job, bool regenerate) {
   const Digest& id = job.ref.job;
+  if (book.max_epoch(id) >= kMaxEpoch) {
+    // Unreachable by bound claims in practice (4 billion earned epochs): never wrap.
+    if (!local[id].epochs_exhausted) {
+      local[id].epochs_exhausted = true;
+      event(EventKind::kFailed, EventLevel::kError,
+            "job " + id.short_hex() + " has used every epoch; not claimed again");
+    }
+    return;
+  }
   std::uint32_t epoch = book.max_epoch(id) + 1;
+  std::optional<StatementRef> supersedes;
+  if (const Statement* top = book.top_claim(id)) supersedes = StatementRef{top->author, top->seq};
   Run run;
   run.ref = job.ref;
   run.epoch = epoch;
   run.regenerate = regenerate;
   running[id] = std::move(run);
-  publish(Claim{job.ref, epoch, config.expected_duration_ms});
+  publish(Claim{job.ref, epoch, config.expected_duration_ms, supersedes});
   event(regenerate ? EventKind::kRegenerate : EventKind::kClaimed, EventLevel::kInfo,
         std::string(regenerate ? "regenerating" : "claimed") + " job " + id.short_hex() + " (" +
             job.ref.pipeline + "/" + job.ref.stage +

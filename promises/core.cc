@@ -37,6 +37,10 @@ const char* event_kind_name(EventKind kind) {
       return "conflict";
     case EventKind::kDefinitionConflict:
       return "definition-conflict";
+    case EventKind::kEquivocation:
+      return "equivocation";
+    case EventKind::kUnbound:
+      return "unbound";
   }
   return "unknown";
 }
@@ -153,8 +157,18 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       holdings.note(st, now_ms);
       break;
     case StatementKind::kClaim: {
+      const Digest& job = std::get<Claim>(st.body).job.job;
+      // A claim can bind results that arrived before it (rule 3): the canonical result
+      // or the failures of its job may change.
+      const Statement* canon = book.canonical(job);
+      int failures = book.failed_attempts(job);
       book.note(st);
-      tie_break_check.insert(std::get<Claim>(st.body).job.job);
+      tie_break_check.insert(job);
+      if (book.canonical(job) != canon || book.failed_attempts(job) != failures) {
+        plan_dirty = true;
+        results_changed.insert(job);
+        note_nondeterminism(job);
+      }
       break;
     }
     case StatementKind::kRelease: {
@@ -166,28 +180,21 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       const auto& r = std::get<JobResult>(st.body);
       book.note(st);
       results_changed.insert(r.job.job);
-      // Only a new canonical result or a failure can change what is planned.
-      if (!r.ok) {
+      if (book.result_binding(r.job.job, st) != ResultBinding::kBound) {
+        // Evidence only (rule 3); it may bind later if its claim arrives after it.
+        event(EventKind::kUnbound, EventLevel::kDebug,
+              "result of job " + r.job.job.short_hex() + " epoch " + std::to_string(r.epoch) +
+                  " by " + st.author.hex().substr(0, 12) +
+                  " is not bound: " + result_binding_name(book.result_binding(r.job.job, st)),
+              st.author);
+      } else if (!r.ok) {
+        // Only a new canonical result or a failure can change what is planned.
         plan_dirty = true;
       } else if (book.canonical(r.job.job) == &st) {
         note_canonical_result(r.job.job);
       }
       holdings.note(st, now_ms);
-      // Non-determinism: two successful results with different outputs.
-      if (r.ok && !nondet.count(r.job.job)) {
-        Digest mine = outputs_digest(r);
-        for (const Statement* other : ledger.job(r.job.job)->results) {
-          const auto& o = std::get<JobResult>(other->body);
-          if (o.ok && outputs_digest(o) != mine) {
-            nondet.insert(r.job.job);
-            event(EventKind::kNonDeterministic, EventLevel::kWarn,
-                  "job " + r.job.job.short_hex() + " (" + r.job.pipeline + "/" + r.job.stage +
-                      ") produced different outputs at epochs " + std::to_string(o.epoch) +
-                      " and " + std::to_string(r.epoch));
-            break;
-          }
-        }
-      }
+      note_nondeterminism(r.job.job);
       break;
     }
     case StatementKind::kAccept:
@@ -229,9 +236,79 @@ void Core::Impl::report_conflicts() {
   }
 }
 
+// Non-determinism: two bound successful results with different outputs (logged once).
+void Core::Impl::note_nondeterminism(const Digest& job) {
+  if (nondet.count(job) || !book.nondeterministic(job)) return;
+  nondet.insert(job);
+  const auto& r = std::get<JobResult>(book.canonical(job)->body);
+  event(EventKind::kNonDeterministic, EventLevel::kWarn,
+        "job " + job.short_hex() + " (" + r.job.pipeline + "/" + r.job.stage +
+            ") produced different outputs");
+}
+
+// A statement from a peer (verified): kept, and applied if new; a second statement for
+// a held (author, seq) is proof of equivocation.
+void Core::Impl::receive(const Statement& st) {
+  switch (ledger.add(st)) {
+    case Ledger::AddResult::kNew:
+      out.persist.push_back(st);
+      ingest(*ledger.get(st.author, st.seq), false);
+      break;
+    case Ledger::AddResult::kEquivocation:
+      on_equivocation(st.author);
+      break;
+    case Ledger::AddResult::kConflict:
+      event(EventKind::kConflict, EventLevel::kDebug,
+            "author " + st.author.hex().substr(0, 12) + " (equivocating) signed another seq " +
+                std::to_string(st.seq),
+            st.author);
+      break;
+    case Ledger::AddResult::kDuplicate:
+      break;
+  }
+}
+
+// Rule 5: the author's statements stop counting everywhere here, and the proof goes to
+// every peer at once (and with every later sync answer, for those this push misses).
+// The proof is not persisted (the store keeps one statement per (author, seq)): after a
+// restart it comes back with the first sync answer.
+void Core::Impl::on_equivocation(const AgentKey& author) {
+  event(EventKind::kEquivocation, EventLevel::kWarn,
+        "author " + author.hex().substr(0, 12) + " signed two different statements with seq " +
+            std::to_string(ledger.proofs().at(author).second.seq) +
+            ": none of its statements counts any more",
+        author);
+  book.invalidate();
+  plan_dirty = true;
+  candidates_dirty = true;
+  decisions_due = true;
+  const auto& proof = ledger.proofs().at(author);
+  send(std::nullopt, StatementBatch{{*proof.first, proof.second}});
+}
+
+// The answer to a hello or sync request: what the peer lacks, the statements it holds
+// differently (an equivocation its version vector cannot show), and every proof.
+void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
+                             const std::map<AgentKey, Digest>& digests) {
+  auto batch = ledger.missing_for(have, kMaxStatementsPerSync);
+  if (batch.size() < kMaxStatementsPerSync) {
+    // One window of a diverging prefix per answer, a different one each sync round.
+    auto rotation = static_cast<std::uint64_t>(now_ms / config.timing.sync_interval_ms);
+    auto diverging = ledger.diverging_for(have, digests, kMaxDivergingPerAuthor,
+                                          kMaxStatementsPerSync - batch.size(), rotation);
+    batch.insert(batch.end(), diverging.begin(), diverging.end());
+  }
+  auto proofs = ledger.proof_statements(kMaxProofStatementsPerSync);
+  batch.insert(batch.end(), proofs.begin(), proofs.end());
+  if (!batch.empty()) send(to, StatementBatch{std::move(batch)});
+}
+
 void Core::Impl::on_advert(const Statement& st) {
   candidates_dirty = true;
-  plan_dirty = true;  // which definitions are current (planner.h)
+  // What its author promised and provides changed: claims, results and sources it
+  // binds may count differently, and which definitions are current (planner.h).
+  book.note(st);
+  plan_dirty = true;
   if (st.author == config.key) return;
   Membership::Peer* p = members.peer(st.author, now_ms);
   const auto& adv = std::get<Advert>(st.body);
@@ -253,8 +330,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, Hello>) {
           if (!m.name.empty()) p->name = m.name;
-          auto missing = ledger.missing_for(m.have, kMaxStatementsPerSync);
-          if (!missing.empty()) send(from, StatementBatch{std::move(missing)});
+          answer_sync(from, m.have, {});
           VersionVector mine = ledger.version_vector();
           bool lacking = false;
           for (const auto& [author, seq] : m.have) {
@@ -263,7 +339,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           }
           if (lacking) {
             p->last_sync_request_ms = now_ms;
-            send(from, SyncRequest{std::move(mine)});
+            send(from, SyncRequest{std::move(mine), ledger.prefix_digests()});
           } else {
             synced = true;
           }
@@ -274,7 +350,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           if (m.vv_sum > ledger.vv_sum()) {
             if (now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms) {
               p->last_sync_request_ms = now_ms;
-              send(from, SyncRequest{ledger.version_vector()});
+              send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
             }
           } else {
             synced = true;
@@ -286,20 +362,9 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             send(from, HaveRequest{});
           }
         } else if constexpr (std::is_same_v<T, SyncRequest>) {
-          auto missing = ledger.missing_for(m.have, kMaxStatementsPerSync);
-          if (!missing.empty()) send(from, StatementBatch{std::move(missing)});
+          answer_sync(from, m.have, m.digests);
         } else if constexpr (std::is_same_v<T, StatementBatch>) {
-          for (const auto& st : m.statements) {
-            auto r = ledger.add(st);
-            if (r == Ledger::AddResult::kNew) {
-              out.persist.push_back(st);
-              ingest(*ledger.get(st.author, st.seq), false);
-            } else if (r == Ledger::AddResult::kConflict) {
-              event(EventKind::kConflict, EventLevel::kWarn,
-                    "author " + st.author.hex().substr(0, 12) + " signed two statements with seq " +
-                        std::to_string(st.seq));
-            }
-          }
+          for (const auto& st : m.statements) receive(st);
           // Our own statements relayed back after a restart lost their tail.
           last_seq = std::max(last_seq, ledger.max_seq(config.key));
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
@@ -342,7 +407,7 @@ void Core::Impl::do_tick() {
     if (!live.empty()) {
       const AgentKey& target = live[sync_rotor++ % live.size()];
       members.peer(target, now_ms)->last_sync_request_ms = now_ms;
-      send(target, SyncRequest{ledger.version_vector()});
+      send(target, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
     }
   }
 }
@@ -353,10 +418,14 @@ Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
     : impl_(std::make_unique<Impl>(std::move(config), now_ms)) {
   Impl& s = *impl_;
   for (const auto& st : restored.statements) {
-    if (s.ledger.add(st) == Ledger::AddResult::kNew) {
+    auto r = s.ledger.add(st);
+    if (r == Ledger::AddResult::kNew) {
       s.ingest(*s.ledger.get(st.author, st.seq), true);
+    } else if (r == Ledger::AddResult::kEquivocation) {
+      s.on_equivocation(st.author);
     }
   }
+  s.out.messages.clear();  // nothing is sent before start()
   s.last_seq = std::max(restored.last_seq, s.ledger.max_seq(s.config.key));
   for (const auto& d : restored.held) s.holdings.restore(d);
   // A running-job row without an open own claim (none in the ledger, or one with a result
@@ -395,10 +464,9 @@ Output Core::start() {
 Output Core::on_statement(const AgentKey& from, const Statement& statement) {
   Impl& s = *impl_;
   s.heard(from);
-  auto r = s.ledger.add(statement);
-  if (r == Ledger::AddResult::kNew) {
-    s.out.persist.push_back(statement);
-    s.ingest(*s.ledger.get(statement.author, statement.seq), false);
+  std::size_t before = s.ledger.size();
+  s.receive(statement);
+  if (s.ledger.size() != before) {
     s.decisions_due = true;
     // Our own statement relayed back after a restart lost its tail.
     s.last_seq = std::max(s.last_seq, s.ledger.max_seq(s.config.key));
@@ -482,16 +550,14 @@ Output Core::source_snapshot(const std::string& pipeline, const std::string& sou
   s.holdings.add(artifact.digest);
   for (const auto& e : artifact.entries) s.holdings.add(e.digest);
   s.holdings.changed();
-  const Statement* latest = nullptr;
+  // Each provider keeps its own line (rule 2): a new version when its own latest differs
+  // (the dataset's version is what most providers give, so every provider says what it
+  // has, even when another already published the same).
   std::uint64_t own = s.ledger.own_source_version(s.config.key, pipeline, source);
-  const Statement* cur = s.ledger.source_version(pipeline, source);
-  if (cur != nullptr && cur->author == s.config.key) latest = cur;
+  const Statement* latest = s.ledger.own_source(s.config.key, pipeline, source);
   bool unchanged =
       latest != nullptr && std::get<SourceVersion>(latest->body).artifact.digest == artifact.digest;
-  if (!unchanged &&
-      !(cur != nullptr && std::get<SourceVersion>(cur->body).artifact.digest == artifact.digest)) {
-    s.publish(SourceVersion{pipeline, source, own + 1, artifact});
-  }
+  if (!unchanged) s.publish(SourceVersion{pipeline, source, own + 1, artifact});
   s.reconcile();
   return s.take();
 }

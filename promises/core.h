@@ -50,6 +50,15 @@ namespace vow::promises {
 inline constexpr std::size_t kMaxStatementsPerSync = 512;   // per sync response
 inline constexpr std::int64_t kRetryBackoffBaseMs = 200;    // first retry waits this long
 inline constexpr std::int64_t kRetryBackoffMaxMs = 10'000;  // doubling, capped here
+// A job whose run here was fenced by a higher epoch more than once waits this long
+// before it is claimed again, doubling per further fence, capped (fencing claims whose
+// author is not live would otherwise make claim-and-be-fenced a loop).
+inline constexpr std::int64_t kFenceBackoffBaseMs = 200;
+inline constexpr std::int64_t kFenceBackoffMaxMs = 10'000;
+// Equivocation proofs carried by one sync answer (two statements each), and statements
+// sent for one author whose statements a peer holds differently (docs/coordination.md 8).
+inline constexpr std::size_t kMaxProofStatementsPerSync = 64;
+inline constexpr std::size_t kMaxDivergingPerAuthor = 256;
 inline constexpr std::int64_t kFetchRetryMs = 200;          // wait before re-trying a fetch
 inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replication after this
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
@@ -180,6 +189,8 @@ enum class EventKind : std::uint8_t {
   kRegenerate,
   kReplicate,
   kConflict,            // an author signed two different statements with one seq
+  kEquivocation,        // ... the first time for that author: it is marked equivocating
+  kUnbound,             // a statement that does not count was held (rules 2-4)
   kDefinitionConflict,  // current adverts promise two definitions of one stage
 };
 const char* event_kind_name(EventKind kind);
@@ -246,6 +257,7 @@ struct ClaimView {
   std::uint32_t epoch = 0;
   bool released = false;
   bool live = false;
+  bool bound = true;  // counts (rule 4); else kept as evidence only
 };
 struct ResultView {
   AgentKey author;
@@ -254,6 +266,7 @@ struct ResultView {
   bool ok = false;
   Digest outputs_digest;
   bool canonical = false;
+  bool bound = true;  // a candidate for canonical (rule 3); else evidence only
 };
 struct JobView {
   JobRef job;
@@ -262,6 +275,13 @@ struct JobView {
   std::vector<ResultView> results;
   bool nondeterministic = false;
   int failed_attempts = 0;
+};
+// Statements held that do not count, by rule and reason (a function of the ledger, the
+// same on every agent holding the same statements), and the authors proven to equivocate.
+struct BindingReport {
+  std::map<std::string, std::uint64_t> unbound;  // "claim: epoch not earned" -> count
+  std::vector<AgentKey> equivocators;
+  std::uint64_t conflicts_dropped = 0;  // further conflicts of known equivocators
 };
 struct PeerView {
   AgentKey key;
@@ -323,6 +343,10 @@ class Core {
   // The canonical (least (epoch, outputs digest)) successful result of a job.
   const Statement* canonical(const Digest& job) const;
   bool nondeterministic(const Digest& job) const;
+  // The author signed two different statements with one seq (proof held): none of its
+  // statements counts for any canonical choice.
+  bool equivocating(const AgentKey& author) const;
+  BindingReport binding_report() const;
   bool holds(const Digest& digest) const;
   // Live peers that hold (or are presumed to hold) an artifact, best first.
   std::vector<AgentKey> holders(const Digest& digest) const;

@@ -89,6 +89,8 @@ struct Core::Impl {
     std::int64_t not_before_ms = 0;        // retry backoff
     int failures_seen = 0;
     bool failed_reported = false;
+    int fences = 0;  // times our claim was fenced by a higher epoch (backoff)
+    bool epochs_exhausted = false;
   };
   std::map<Digest, JobLocal> local;
 
@@ -124,6 +126,11 @@ struct Core::Impl {
   void ingest(const Statement& st, bool restored);
   void on_advert(const Statement& st);
   void report_conflicts();
+  void receive(const Statement& st);
+  void on_equivocation(const AgentKey& author);
+  void answer_sync(const AgentKey& to, const VersionVector& have,
+                   const std::map<AgentKey, Digest>& digests);
+  void note_nondeterminism(const Digest& job);
   void handle_message(const AgentKey& from, const Message& msg);
   void heard(const AgentKey& peer);
   void do_tick();
@@ -141,6 +148,7 @@ struct Core::Impl {
   const std::vector<AgentKey>& ranking(const Digest& job, const Digest& stage_digest);
   bool claim_standing(const Digest& job, const Statement& claim) const;
   bool any_standing_claim(const Digest& job) const;
+  bool own_claim_bound(const Digest& job, std::uint32_t epoch) const;
   int running_of_stage(const Digest& stage_digest) const;
   void check_results(const Digest& job, const PlannedJob* planned);
   void reconcile_open_claims();

@@ -1,14 +1,64 @@
 #include "promises/ledger.h"
 
+#include <algorithm>
+#include <iterator>
+#include <tuple>
 #include <variant>
 
+#include "promises/core.h"
+
 namespace vow::promises {
+
+const char* source_binding_name(SourceBinding binding) {
+  switch (binding) {
+    case SourceBinding::kCounted:
+      return "counted";
+    case SourceBinding::kEquivocator:
+      return "equivocator";
+    case SourceBinding::kNotProvided:
+      return "not provided";
+    case SourceBinding::kOutOfLine:
+      return "out of line";
+  }
+  return "unknown";
+}
+
+Digest statement_digest(const Statement& st) {
+  Hasher h;
+  h.update_field("vow-statement-v1");
+  if (!st.signed_form.empty()) {
+    h.update_field(st.signed_form.bytes);
+    return h.finish();
+  }
+  // Unsigned (tests of the core alone): the fields that tell statements apart there.
+  h.update(st.author.bytes);
+  h.update_field(std::to_string(st.seq));
+  h.update_field(std::to_string(st.wall_unix_ms));
+  h.update_field(std::to_string(static_cast<int>(st.kind())));
+  if (auto j = st.job()) h.update(j->bytes);
+  std::visit(
+      [&](const auto& b) {
+        if constexpr (requires { b.epoch; }) h.update_field(std::to_string(b.epoch));
+        if constexpr (requires { b.version; }) h.update_field(std::to_string(b.version));
+      },
+      st.body);
+  return h.finish();
+}
 
 Ledger::AddResult Ledger::add(const Statement& statement) {
   auto& by_seq = by_author_[statement.author];
   auto it = by_seq.find(statement.seq);
   if (it != by_seq.end()) {
-    return it->second == statement ? AddResult::kDuplicate : AddResult::kConflict;
+    if (it->second == statement) return AddResult::kDuplicate;
+    if (equivocating(statement.author)) {
+      // Proven already: one proof per author is enough, and keeps the ledger bounded.
+      ++conflicts_dropped_;
+      return AddResult::kConflict;
+    }
+    proofs_[statement.author] = Proof{&it->second, statement};
+    // Its source versions no longer count anywhere.
+    for (const auto& [dataset, by_author] : source_lines_) dirty_sources_.insert(dataset);
+    return AddResult::kEquivocation;
   }
   auto [pos, inserted] = by_seq.emplace(statement.seq, statement);
   (void)inserted;
@@ -17,8 +67,21 @@ Ledger::AddResult Ledger::add(const Statement& statement) {
   std::uint64_t before = contiguous;
   while (by_seq.count(contiguous + 1) != 0) ++contiguous;
   vv_sum_ += contiguous - before;
+  if (contiguous > before) extend_prefix(statement.author, before, contiguous);
   index(&pos->second);
   return AddResult::kNew;
+}
+
+void Ledger::extend_prefix(const AgentKey& author, std::uint64_t from, std::uint64_t to) {
+  auto& digests = prefix_[author];
+  const auto& by_seq = by_author_.at(author);
+  for (std::uint64_t seq = from + 1; seq <= to; ++seq) {
+    Hasher h;
+    h.update_field("vow-prefix-v1");
+    if (!digests.empty()) h.update(digests.back().bytes);
+    h.update(statement_digest(by_seq.at(seq)).bytes);
+    digests.push_back(h.finish());
+  }
 }
 
 const Statement* Ledger::get(const AgentKey& author, std::uint64_t seq) const {
@@ -55,15 +118,214 @@ std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::siz
   return out;
 }
 
+std::vector<Statement> Ledger::proof_statements(std::size_t limit) const {
+  std::vector<Statement> out;
+  for (const auto& [author, proof] : proofs_) {
+    if (out.size() + 2 > limit) break;
+    out.push_back(*proof.first);
+    out.push_back(proof.second);
+  }
+  return out;
+}
+
+std::optional<Digest> Ledger::prefix_digest(const AgentKey& author, std::uint64_t seq) const {
+  auto it = prefix_.find(author);
+  if (seq == 0 || it == prefix_.end() || seq > it->second.size()) return std::nullopt;
+  return it->second[seq - 1];
+}
+
+std::map<AgentKey, Digest> Ledger::prefix_digests() const {
+  std::map<AgentKey, Digest> out;
+  for (const auto& [author, digests] : prefix_) {
+    if (!digests.empty() && !equivocating(author)) out[author] = digests.back();
+  }
+  return out;
+}
+
+std::vector<Statement> Ledger::diverging_for(const VersionVector& theirs,
+                                             const std::map<AgentKey, Digest>& digests,
+                                             std::size_t per_author, std::size_t limit,
+                                             std::uint64_t rotation) const {
+  std::vector<Statement> out;
+  for (const auto& [author, digest] : digests) {
+    if (equivocating(author)) continue;  // its proof travels with every answer
+    auto seq = theirs.find(author);
+    if (seq == theirs.end()) continue;
+    auto mine = prefix_digest(author, seq->second);
+    if (!mine || *mine == digest) continue;  // the same, or we lack some: we ask ourselves
+    // Somewhere in 1..seq we hold other statements than the peer: send ours, one window
+    // of the prefix per call, the most recent first (an equivocation is usually found
+    // soon after it is made), then further down as `rotation` advances.
+    const auto& by_seq = by_author_.at(author);
+    std::uint64_t windows = (seq->second + per_author - 1) / per_author;
+    std::uint64_t hi = seq->second - (rotation % windows) * per_author;
+    std::uint64_t from = hi > per_author ? hi - per_author + 1 : 1;
+    for (auto it = by_seq.lower_bound(from); it != by_seq.end() && it->first <= hi; ++it) {
+      if (out.size() >= limit) return out;
+      out.push_back(it->second);
+    }
+  }
+  return out;
+}
+
+Digest Ledger::fingerprint() const {
+  Hasher h;
+  h.update_field("vow-ledger-fingerprint-v1");
+  for (const auto& [author, digests] : prefix_) {
+    h.update(author.bytes);
+    if (equivocating(author)) {
+      h.update_field("equivocating");
+    } else {
+      h.update_field(std::to_string(digests.size()));
+      if (!digests.empty()) h.update(digests.back().bytes);
+    }
+  }
+  return h.finish();
+}
+
 const JobStatements* Ledger::job(const Digest& job) const {
   auto it = jobs_.find(job);
   return it == jobs_.end() ? nullptr : &it->second;
 }
 
+const Statement* Ledger::advert_at(const AgentKey& author, std::uint64_t seq) const {
+  auto a = advert_history_.find(author);
+  if (a == advert_history_.end()) return nullptr;
+  auto it = a->second.lower_bound(seq);
+  if (it == a->second.begin()) return nullptr;
+  return std::prev(it)->second;
+}
+
+bool Ledger::provides(const AgentKey& author, const Dataset& dataset) const {
+  auto a = adverts_.find(author);
+  if (a == adverts_.end()) return false;
+  const auto& sources = std::get<Advert>(a->second->body).sources;
+  return std::any_of(sources.begin(), sources.end(), [&](const AdvertSource& s) {
+    return s.pipeline == dataset.first && s.source == dataset.second;
+  });
+}
+
+std::vector<const Statement*> Ledger::line(const Dataset& dataset, const AgentKey& author) const {
+  std::vector<const Statement*> out;
+  auto d = source_lines_.find(dataset);
+  if (d == source_lines_.end()) return out;
+  auto a = d->second.find(author);
+  if (a == d->second.end()) return out;
+  std::vector<const Statement*> sorted = a->second;
+  auto key = [](const Statement* st) {
+    return std::make_pair(std::get<SourceVersion>(st->body).version, st->seq);
+  };
+  std::sort(sorted.begin(), sorted.end(),
+            [&](const Statement* x, const Statement* y) { return key(x) < key(y); });
+  std::uint64_t expected = 1;
+  std::uint64_t last_seq = 0;
+  for (const Statement* st : sorted) {
+    std::uint64_t v = std::get<SourceVersion>(st->body).version;
+    if (v < expected) continue;         // a repeat of a counted version, or backwards
+    if (v > expected) break;            // a jump: nothing above it counts
+    if (st->seq <= last_seq) continue;  // published before the version it follows
+    out.push_back(st);
+    last_seq = st->seq;
+    ++expected;
+  }
+  return out;
+}
+
+SourceBinding Ledger::source_binding(const Statement& st) const {
+  const auto& sv = std::get<SourceVersion>(st.body);
+  Dataset dataset{sv.pipeline, sv.source};
+  if (equivocating(st.author)) return SourceBinding::kEquivocator;
+  if (!provides(st.author, dataset)) return SourceBinding::kNotProvided;
+  auto chain = line(dataset, st.author);
+  bool in = std::any_of(chain.begin(), chain.end(), [&](const Statement* c) { return c == &st; });
+  if (!in) {
+    // The same statement held elsewhere (a copy): compare by name.
+    in = std::any_of(chain.begin(), chain.end(), [&](const Statement* c) {
+      return c->author == st.author && c->seq == st.seq;
+    });
+  }
+  return in ? SourceBinding::kCounted : SourceBinding::kOutOfLine;
+}
+
+const Statement* Ledger::choose_source(const Dataset& dataset) const {
+  auto d = source_lines_.find(dataset);
+  if (d == source_lines_.end()) return nullptr;
+  Hasher h;
+  h.update_field("vow-dataset-v1");
+  h.update_field(dataset.first);
+  h.update_field(dataset.second);
+  Digest key = h.finish();
+  // Per artifact: how many providers currently give it, the furthest any of them got in
+  // its own line, and its best-ranked giver.
+  struct Support {
+    int providers = 0;
+    std::uint64_t version = 0;
+    Digest best_score;
+    const Statement* best = nullptr;
+  };
+  std::map<Digest, Support> support;
+  for (const auto& [author, statements] : d->second) {
+    if (equivocating(author) || !provides(author, dataset)) continue;
+    auto chain = line(dataset, author);
+    if (chain.empty()) continue;
+    const Statement* current = chain.back();
+    Digest score = rendezvous_score(key, author);
+    Support& s = support[std::get<SourceVersion>(current->body).artifact.digest];
+    ++s.providers;
+    s.version = std::max(s.version, std::get<SourceVersion>(current->body).version);
+    if (s.best == nullptr || score > s.best_score) {
+      s.best = current;
+      s.best_score = score;
+    }
+  }
+  const Support* win = nullptr;
+  for (const auto& [digest, s] : support) {
+    if (win == nullptr || std::tie(s.providers, s.version, s.best_score) >
+                              std::tie(win->providers, win->version, win->best_score)) {
+      win = &s;
+    }
+  }
+  return win == nullptr ? nullptr : win->best;
+}
+
+void Ledger::refresh_sources() const {
+  for (const Dataset& dataset : dirty_sources_) {
+    const Statement* st = choose_source(dataset);
+    if (st == nullptr) {
+      sources_.erase(dataset);
+    } else {
+      sources_[dataset] = st;
+    }
+  }
+  dirty_sources_.clear();
+}
+
 const Statement* Ledger::source_version(const std::string& pipeline,
                                         const std::string& source) const {
+  refresh_sources();
   auto it = sources_.find({pipeline, source});
   return it == sources_.end() ? nullptr : it->second;
+}
+
+const std::map<Ledger::Dataset, const Statement*>& Ledger::sources() const {
+  refresh_sources();
+  return sources_;
+}
+
+const Statement* Ledger::own_source(const AgentKey& author, const std::string& pipeline,
+                                    const std::string& source) const {
+  auto d = source_lines_.find({pipeline, source});
+  if (d == source_lines_.end()) return nullptr;
+  auto a = d->second.find(author);
+  if (a == d->second.end()) return nullptr;
+  const Statement* best = nullptr;
+  for (const Statement* st : a->second) {
+    if (best == nullptr ||
+        std::get<SourceVersion>(st->body).version > std::get<SourceVersion>(best->body).version) {
+      best = st;
+    }
+  }
+  return best;
 }
 
 std::uint64_t Ledger::own_source_version(const AgentKey& author, const std::string& pipeline,
@@ -77,6 +339,11 @@ void Ledger::index(const Statement* st) {
     case StatementKind::kAdvert: {
       auto& cur = adverts_[st->author];
       if (cur == nullptr || cur->seq < st->seq) cur = st;
+      advert_history_[st->author][st->seq] = st;
+      // What the author provides may have changed.
+      for (const auto& [dataset, by_author] : source_lines_) {
+        if (by_author.count(st->author)) dirty_sources_.insert(dataset);
+      }
       break;
     }
     case StatementKind::kPipeline: {
@@ -86,14 +353,10 @@ void Ledger::index(const Statement* st) {
     }
     case StatementKind::kSourceVersion: {
       const auto& sv = std::get<SourceVersion>(st->body);
-      auto& cur = sources_[{sv.pipeline, sv.source}];
-      if (cur == nullptr) {
-        cur = st;
-      } else {
-        const auto& c = std::get<SourceVersion>(cur->body);
-        if (std::tie(sv.version, st->author) > std::tie(c.version, cur->author)) cur = st;
-      }
-      auto& own = own_versions_[{st->author, {sv.pipeline, sv.source}}];
+      Dataset dataset{sv.pipeline, sv.source};
+      source_lines_[dataset][st->author].push_back(st);
+      dirty_sources_.insert(dataset);
+      auto& own = own_versions_[{st->author, dataset}];
       if (sv.version > own) own = sv.version;
       break;
     }

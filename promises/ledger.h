@@ -1,12 +1,20 @@
 // Ledger: one agent's in-memory set of the statements it knows (its own and its
 // peers'), with the indexes the coordination core needs: statements by (author, seq),
-// the version vector, the latest advert per author, pipeline definitions, the latest
-// source version per dataset, and claims/releases/results/accepts per job.
+// the version vector and per-author prefix digests, adverts per author, pipeline
+// definitions, source versions per dataset and provider, and
+// claims/releases/results/accepts per job.
 //
 // Statements are immutable and idempotent: adding one twice is a no-op, so duplicates
 // and reordering from the network are harmless. The first statement seen for an
-// (author, seq) wins; a different one with the same name is reported as a conflict
-// and dropped (only its author could have signed it: that author equivocated).
+// (author, seq) is the one indexed; a different one with the same name is proof that
+// its author equivocated (only it could have signed both): the first such pair per
+// author is kept as its proof (proofs()), the author is marked (equivocating()), and
+// its statements stop counting for every canonical choice (docs/coordination.md
+// section 8). Later conflicts of a marked author are counted, not kept.
+//
+// Source versions bind to providers (rule 2, docs/coordination.md section 4):
+// source_version() is a pure function of the statements held, the same on every agent
+// holding the same ones.
 //
 // Owns its statements; pointers returned stay valid for the ledger's lifetime
 // (statements are never removed). Not thread-safe (owned by one Core).
@@ -16,6 +24,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,7 +33,7 @@
 
 namespace vow::promises {
 
-// All statements about one job, in arrival order.
+// All statements about one job, in arrival order (bound or not: ClaimBook judges).
 struct JobStatements {
   std::vector<const Statement*> claims;
   std::vector<const Statement*> releases;
@@ -32,9 +41,34 @@ struct JobStatements {
   std::vector<const Statement*> accepts;
 };
 
+// Why a source version does not count (or that it does).
+enum class SourceBinding : std::uint8_t {
+  kCounted,      // in its provider's line, and the provider's current advert provides it
+  kEquivocator,  // its author equivocated
+  kNotProvided,  // its author's current advert does not provide the dataset
+  kOutOfLine,    // not previous + 1 of its author's line (a jump, a repeat, backwards)
+};
+const char* source_binding_name(SourceBinding binding);
+
+// Digest of one statement (of its signed bytes, or of its value if unsigned): what the
+// prefix digests are made of.
+Digest statement_digest(const Statement& st);
+
 class Ledger {
  public:
-  enum class AddResult { kNew, kDuplicate, kConflict };
+  enum class AddResult {
+    kNew,
+    kDuplicate,
+    kEquivocation,  // a second statement for a held (author, seq): kept as proof
+    kConflict,      // another one by an author already proven to equivocate: not kept
+  };
+  using Dataset = std::pair<std::string, std::string>;  // (pipeline, source)
+
+  // The proof that an author equivocated: two different statements with one seq.
+  struct Proof {
+    const Statement* first = nullptr;  // the one indexed
+    Statement second;
+  };
 
   Ledger() = default;
   Ledger(const Ledger&) = delete;
@@ -47,7 +81,7 @@ class Ledger {
   bool contains(const AgentKey& author, std::uint64_t seq) const {
     return get(author, seq) != nullptr;
   }
-  std::size_t size() const { return size_; }
+  std::size_t size() const { return size_; }  // indexed statements (proofs not counted)
 
   // Highest contiguous sequence held per author.
   VersionVector version_vector() const;
@@ -60,6 +94,30 @@ class Ledger {
   // its contiguous mark), authors in key order, oldest first, at most `limit` of them.
   // The peer asks again for the rest.
   std::vector<Statement> missing_for(const VersionVector& theirs, std::size_t limit) const;
+
+  // ---- equivocation ----
+  bool equivocating(const AgentKey& author) const { return proofs_.count(author) != 0; }
+  const std::map<AgentKey, Proof>& proofs() const { return proofs_; }
+  // Both statements of every proof, authors in key order, at most `limit` statements.
+  std::vector<Statement> proof_statements(std::size_t limit) const;
+  // Conflicts seen from authors already marked (not kept).
+  std::uint64_t conflicts_dropped() const { return conflicts_dropped_; }
+  // Digest of `author`'s statements 1..seq as held here (seq <= its contiguous mark).
+  std::optional<Digest> prefix_digest(const AgentKey& author, std::uint64_t seq) const;
+  // The prefix digest at the contiguous mark of every author not known to equivocate.
+  std::map<AgentKey, Digest> prefix_digests() const;
+  // For a peer's (version vector, prefix digests): the statements here of each author
+  // (not known to equivocate) whose prefix the peer holds differently: one window of
+  // `per_author` consecutive seqs of 1..(the peer's mark), and `limit` in all. Where the
+  // two prefixes part is unknown, so successive calls cover the prefix window by window
+  // from the most recent down, as `rotation` (any counter, e.g. sync rounds) advances.
+  std::vector<Statement> diverging_for(const VersionVector& theirs,
+                                       const std::map<AgentKey, Digest>& digests,
+                                       std::size_t per_author, std::size_t limit,
+                                       std::uint64_t rotation = 0) const;
+  // One digest of what this ledger holds: equal on two agents that hold the same
+  // statements and know the same equivocators (for the simulator's invariants).
+  Digest fingerprint() const;
 
   // Every statement, by author then seq (for status, tests and the simulator).
   template <typename F>
@@ -74,31 +132,58 @@ class Ledger {
   const std::map<Digest, JobStatements>& jobs() const { return jobs_; }
   // Latest advert (highest seq) per author.
   const std::map<AgentKey, const Statement*>& adverts() const { return adverts_; }
+  // The advert of `author` in force when it published `seq`: its latest advert with a
+  // lower seq (nullptr if none is held).
+  const Statement* advert_at(const AgentKey& author, std::uint64_t seq) const;
   // Pipeline definitions by pipeline digest (first seen).
   const std::map<Digest, const Statement*>& pipelines() const { return pipelines_; }
-  // Latest version per dataset (pipeline, source): highest version, then highest
-  // author key, so every agent picks the same one from the same ledger.
+
+  // ---- sources (rule 2) ----
+  // The current version of a dataset: per provider (an author not equivocating whose
+  // current advert provides the dataset), its latest counted version; among providers,
+  // the artifact most of them currently give; on a tie, the one a provider got furthest
+  // in its own line with, then the one given by the provider ranked first by
+  // rendezvous_score(dataset, provider); that provider's statement.
   const Statement* source_version(const std::string& pipeline, const std::string& source) const;
-  // The latest version of every dataset.
-  const std::map<std::pair<std::string, std::string>, const Statement*>& sources() const {
-    return sources_;
-  }
+  // The current version of every dataset that has one.
+  const std::map<Dataset, const Statement*>& sources() const;
+  // Whether a source version statement held here counts.
+  SourceBinding source_binding(const Statement& st) const;
+  // The statement of this author with the highest version for the dataset (nullptr if
+  // none), counted or not.
+  const Statement* own_source(const AgentKey& author, const std::string& pipeline,
+                              const std::string& source) const;
   // Highest version this author published for the dataset (0 if none).
   std::uint64_t own_source_version(const AgentKey& author, const std::string& pipeline,
                                    const std::string& source) const;
 
  private:
   void index(const Statement* st);
+  void extend_prefix(const AgentKey& author, std::uint64_t from, std::uint64_t to);
+  // The author's counted line for a dataset: versions 1, 2, ... each published after
+  // the previous one (lowest seq first), up to the first gap.
+  std::vector<const Statement*> line(const Dataset& dataset, const AgentKey& author) const;
+  bool provides(const AgentKey& author, const Dataset& dataset) const;
+  const Statement* choose_source(const Dataset& dataset) const;
+  void refresh_sources() const;
 
   std::map<AgentKey, std::map<std::uint64_t, Statement>> by_author_;
   std::map<AgentKey, std::uint64_t> contiguous_;
+  std::map<AgentKey, std::vector<Digest>> prefix_;  // [k - 1]: digest of 1..k
   std::uint64_t vv_sum_ = 0;
   std::size_t size_ = 0;
+  std::map<AgentKey, Proof> proofs_;
+  std::uint64_t conflicts_dropped_ = 0;
   std::map<Digest, JobStatements> jobs_;
   std::map<AgentKey, const Statement*> adverts_;
+  std::map<AgentKey, std::map<std::uint64_t, const Statement*>> advert_history_;
   std::map<Digest, const Statement*> pipelines_;
-  std::map<std::pair<std::string, std::string>, const Statement*> sources_;
-  std::map<std::pair<AgentKey, std::pair<std::string, std::string>>, std::uint64_t> own_versions_;
+  // Source versions per dataset and author (every one, counted or not).
+  std::map<Dataset, std::map<AgentKey, std::vector<const Statement*>>> source_lines_;
+  std::map<std::pair<AgentKey, Dataset>, std::uint64_t> own_versions_;
+  // The current version per dataset, recomputed lazily for the datasets marked dirty.
+  mutable std::map<Dataset, const Statement*> sources_;
+  mutable std::set<Dataset> dirty_sources_;
 };
 
 }  // namespace vow::promises

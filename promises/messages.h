@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <variant>
 #include <vector>
@@ -44,8 +45,14 @@ struct Heartbeat {
 };
 
 // "This is what I hold; send me what I miss" (answered with a StatementBatch).
+// `digests` gives, per author of `have` (those the sender does not know to equivocate),
+// the digest of that author's statements 1..seq as the sender holds them
+// (Ledger::prefix_digest): a responder that holds other statements there has found an
+// equivocation the version vector cannot show, and sends its own (docs/coordination.md
+// section 8). The answer also carries every equivocation proof the responder holds.
 struct SyncRequest {
   VersionVector have;
+  std::map<AgentKey, Digest> digests;
   bool operator==(const SyncRequest&) const = default;
 };
 

@@ -24,7 +24,7 @@ bool Replication::needs_regeneration(const Digest& job, std::int64_t now_ms, Out
   }
   if (!lost) return false;
   Digest want = outputs_digest(r);
-  for (const Statement* st : ledger_.job(job)->results) {
+  for (const Statement* st : book_.results(job)) {
     const auto& other = std::get<JobResult>(st->body);
     if (other.ok && other.epoch > r.epoch && outputs_digest(other) != want) {
       if (unrecoverable_reported_.insert(job).second) {

@@ -105,11 +105,21 @@ struct NamedArtifact {
   bool operator==(const NamedArtifact&) const = default;
 };
 
-// "I am running job J at epoch E."
+// A statement named by another: its author and sequence number.
+struct StatementRef {
+  AgentKey author;
+  std::uint64_t seq = 0;
+  bool operator==(const StatementRef&) const = default;
+};
+
+// "I am running job J at epoch E." A claim at epoch E > 1 names the claim at E - 1 it
+// supersedes (`supersedes`): an epoch is earned from the one before it, never chosen
+// (docs/coordination.md section 5, rule 4). A claim at epoch 1 names none.
 struct Claim {
   JobRef job;
   std::uint32_t epoch = 0;
   std::int64_t expected_duration_ms = 0;
+  std::optional<StatementRef> supersedes;
   bool operator==(const Claim&) const = default;
 };
 

@@ -31,6 +31,34 @@ const std::set<Digest>& Core::held() const { return impl_->holdings.held(); }
 std::uint64_t Core::last_seq() const { return impl_->last_seq; }
 const Statement* Core::canonical(const Digest& job) const { return impl_->book.canonical(job); }
 bool Core::nondeterministic(const Digest& job) const { return impl_->nondet.count(job) != 0; }
+bool Core::equivocating(const AgentKey& author) const { return impl_->ledger.equivocating(author); }
+
+BindingReport Core::binding_report() const {
+  const Impl& s = *impl_;
+  BindingReport r;
+  for (const auto& [author, proof] : s.ledger.proofs()) r.equivocators.push_back(author);
+  r.conflicts_dropped = s.ledger.conflicts_dropped();
+  for (const auto& [id, js] : s.ledger.jobs()) {
+    for (const Statement* st : js.claims) {
+      ClaimBinding b = s.book.claim_binding(id, *st);
+      if (b != ClaimBinding::kBound) ++r.unbound[std::string("claim: ") + claim_binding_name(b)];
+    }
+    for (const Statement* st : js.results) {
+      ResultBinding b = s.book.result_binding(id, *st);
+      if (b != ResultBinding::kBound) {
+        ++r.unbound[std::string("result: ") + result_binding_name(b)];
+      }
+    }
+  }
+  s.ledger.for_each([&](const Statement& st) {
+    if (st.kind() != StatementKind::kSourceVersion) return;
+    SourceBinding b = s.ledger.source_binding(st);
+    if (b != SourceBinding::kCounted) {
+      ++r.unbound[std::string("source version: ") + source_binding_name(b)];
+    }
+  });
+  return r;
+}
 
 const Plan& Core::plan() {
   impl_->ensure_plan();
@@ -65,14 +93,16 @@ std::optional<JobView> Core::job(const Digest& id) {
     for (const Statement* st : js->claims) {
       const auto& c = std::get<Claim>(st->body);
       ClaimView cv{st->author, c.epoch, s.book.released(id, st->author, c.epoch),
-                   s.claim_standing(id, *st)};
+                   s.claim_standing(id, *st),
+                   s.book.claim_binding(id, *st) == ClaimBinding::kBound};
       standing = standing || cv.live;
       v.claims.push_back(cv);
     }
     for (const Statement* st : js->results) {
       const auto& r = std::get<JobResult>(st->body);
-      v.results.push_back(
-          ResultView{st->author, st->seq, r.epoch, r.ok, outputs_digest(r), st == canon});
+      v.results.push_back(ResultView{st->author, st->seq, r.epoch, r.ok, outputs_digest(r),
+                                     st == canon,
+                                     s.book.result_binding(id, *st) == ResultBinding::kBound});
     }
   }
   v.nondeterministic = s.nondet.count(id) != 0;

@@ -516,6 +516,7 @@ TransportCounters Transport::counters() const {
   TransportCounters c = impl_->counters;
   c.rejected = impl_->validator.rejects();
   c.duplicates = impl_->validator.duplicates();
+  c.equivocations = impl_->validator.equivocations();
   c.streams = impl_->streams->counters();
   return c;
 }

@@ -64,6 +64,9 @@ struct TransportOptions {
 struct TransportCounters {
   RejectCounts rejected{};
   std::uint64_t duplicates = 0;  // statements already held byte for byte: dropped quietly
+  // Statements at a held (author, seq) with other bytes, validly signed: equivocation
+  // evidence, passed on to the core (which keeps the first as proof), not rejected.
+  std::uint64_t equivocations = 0;
   std::uint64_t frames_in = 0;
   std::uint64_t frames_out = 0;
   std::uint64_t dropped_queue_full = 0;  // send would block: dropped (drop newest)

@@ -5,6 +5,7 @@
 #include <capnp/serialize.h>
 
 #include <algorithm>
+#include <map>
 #include <string>
 
 #include "transport/codec.h"
@@ -19,13 +20,29 @@ using namespace internal;  // the helpers both halves of the codec share
 static_assert(w::PROTOCOL_VERSION == kProtocolVersion,
               "message.h and protocol.capnp disagree on the protocol version");
 
-void put_vv(capnp::List<w::VersionEntry>::Builder l, const VersionVector& vv) {
+void put_vv(capnp::List<w::VersionEntry>::Builder l, const VersionVector& vv,
+            const std::map<AgentKey, Digest>* digests = nullptr) {
   unsigned i = 0;
   for (const auto& [k, seq] : vv) {
     l[i].setAuthor(data_of(k.bytes));
     l[i].setSeq(seq);
+    if (digests != nullptr) {
+      if (auto d = digests->find(k); d != digests->end()) {
+        l[i].setPrefixDigest(data_of(d->second.bytes));
+      }
+    }
     ++i;
   }
+}
+// The prefix digests of a LedgerRequest's version vector (entries without one omitted).
+std::map<AgentKey, Digest> get_prefix_digests(capnp::List<w::VersionEntry>::Reader l) {
+  std::map<AgentKey, Digest> out;
+  for (auto e : l) {
+    if (e.getPrefixDigest().size() == 0) continue;
+    out[key_of(e.getAuthor(), "version vector author")] =
+        digest_of(e.getPrefixDigest(), "version vector prefix digest");
+  }
+  return out;
 }
 VersionVector get_vv(capnp::List<w::VersionEntry>::Reader l) {
   check_list(l, "version vector");
@@ -76,7 +93,8 @@ struct BodyWriter {
     o.setHoldingsVersion(h.holdings_version);
   }
   void operator()(const SyncRequest& r) {
-    put_vv(b.initLedgerRequest().initHave(static_cast<unsigned>(r.have.size())), r.have);
+    put_vv(b.initLedgerRequest().initHave(static_cast<unsigned>(r.have.size())), r.have,
+           &r.digests);
   }
   // Every statement has its signed form (encode_message_words checked). `more` unused.
   void operator()(const StatementBatch& r) {
@@ -172,8 +190,11 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       r.statements.push_back(get_signed(b.getStatement()));
       return r;
     }
-    case B::LEDGER_REQUEST:
-      return SyncRequest{get_vv(b.getLedgerRequest().getHave())};
+    case B::LEDGER_REQUEST: {
+      auto have = b.getLedgerRequest().getHave();
+      VersionVector vv = get_vv(have);
+      return SyncRequest{std::move(vv), get_prefix_digests(have)};
+    }
     case B::LEDGER_BATCH:
       return get_batch(b.getLedgerBatch().getStatements());  // `more` (unused) not read
     case B::FETCH_REQUEST: {

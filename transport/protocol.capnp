@@ -66,6 +66,11 @@ struct Hello {
 struct VersionEntry {
   author @0 :Data;                    # Ed25519 key
   seq @1 :UInt64;                     # highest contiguous sequence held of this author
+  prefixDigest @2 :Data;              # LedgerRequest only, optional: digest of this
+                                      # author's statements 1..seq as the sender holds
+                                      # them; a responder holding other statements
+                                      # there sends its own (equivocation, section 8
+                                      # of docs/coordination.md). Empty: not given.
 }
 
 # Sent at a fixed interval (default 100 ms). Missing heartbeats make a peer suspect,
@@ -188,11 +193,15 @@ struct SourceVersion {
   artifact @3 :ArtifactRef;
 }
 
-# "I am running job J at epoch E."
+# "I am running job J at epoch E." A claim at epoch E > 1 names the claim at E - 1 it
+# supersedes; one that names none (or a claim that is not in the ledger at E - 1) is
+# kept as evidence but fences nothing (docs/coordination.md section 5).
 struct Claim {
   job @0 :JobRef;
   epoch @1 :UInt32;
   expectedDurationMs @2 :Int64;
+  supersedesAuthor @3 :Data;          # author of the superseded claim; empty: none
+  supersedesSeq @4 :UInt64;           # its seq (0 when supersedesAuthor is empty)
 }
 
 # "I no longer run job J at epoch E."

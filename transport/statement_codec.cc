@@ -79,6 +79,10 @@ void put_body(w::StatementBody::Body::Builder b, const Claim& c) {
   put(o.initJob(), c.job);
   o.setEpoch(c.epoch);
   o.setExpectedDurationMs(c.expected_duration_ms);
+  if (c.supersedes) {
+    o.setSupersedesAuthor(data_of(c.supersedes->author.bytes));
+    o.setSupersedesSeq(c.supersedes->seq);
+  }
 }
 void put_body(w::StatementBody::Body::Builder b, const Release& r) {
   auto o = b.initRelease();
@@ -200,7 +204,14 @@ StatementBody get_body(w::StatementBody::Reader r) {
     }
     case w::StatementBody::Body::CLAIM: {
       auto o = r.getBody().getClaim();
-      return Claim{get(o.getJob()), o.getEpoch(), o.getExpectedDurationMs()};
+      Claim c{get(o.getJob()), o.getEpoch(), o.getExpectedDurationMs(), std::nullopt};
+      if (o.getSupersedesAuthor().size() != 0) {
+        c.supersedes =
+            StatementRef{key_of(o.getSupersedesAuthor(), "claim supersedes"), o.getSupersedesSeq()};
+      } else if (o.getSupersedesSeq() != 0) {
+        bad("claim supersedes a seq without an author");
+      }
+      return c;
     }
     case w::StatementBody::Body::RELEASE: {
       auto o = r.getBody().getRelease();

@@ -42,7 +42,7 @@ inline Statement claim(const AgentKey& author, std::uint64_t seq) {
   s.author = author;
   s.seq = seq;
   s.wall_unix_ms = 1'700'000'000'000;
-  s.body = Claim{job_ref(), 3, 1500};
+  s.body = Claim{job_ref(), 3, 1500, std::nullopt};
   return s;
 }
 

@@ -114,12 +114,14 @@ bool Validator::validate_statement(const SignedStatement& s, const AgentKey& pee
     return false;
   }
   if (st->seq <= highest) {
-    RejectReason reason =
-        st->seq == highest ? RejectReason::kReplayed : RejectReason::kStaleSequence;
-    reject(reason, peer,
-           "statement " + std::to_string(st->seq) + " by " + agent_id(st->author) +
-               ", already hold up to " + std::to_string(highest));
-    return false;
+    // Other bytes at a held seq, signed by the author: only the author can have made both.
+    // Not a rejection: the core keeps it as proof of equivocation (rule 5).
+    ++equivocations_;
+    if (log_) {
+      log_(LogLevel::kWarn, "equivocation: statement " + std::to_string(st->seq) + " by " +
+                                agent_id(st->author) + " differs from the one held (from peer " +
+                                agent_id(peer) + ")");
+    }
   }
   *out = std::move(st).value();
   return true;

@@ -35,8 +35,8 @@ enum class RejectReason : std::uint8_t {
   kBadSignature,     // statement signature does not verify under its named author
   kWrongAuthor,      // statement signed by the sending peer but naming another author
   kUntrustedAuthor,  // valid signature by a key we do not trust
-  kReplayed,         // statement seq equal to the highest we hold of its author
-  kStaleSequence,    // statement seq lower than the highest we hold of its author
+  kReplayed,         // UNUSED (was: a different statement at the highest seq held)
+  kStaleSequence,    // UNUSED (was: a different statement below the highest seq held)
 };
 inline constexpr std::size_t kRejectReasonCount = 11;
 const char* reject_reason_name(RejectReason reason);
@@ -44,7 +44,8 @@ const char* reject_reason_name(RejectReason reason);
 using RejectCounts = std::array<std::uint64_t, kRejectReasonCount>;
 
 // What the agent already holds per author; the ledger implements it. A statement whose
-// seq is at or below highest_seq(author) is a replay and is rejected.
+// seq is at or below highest_seq(author) is either held already (dropped quietly) or
+// equivocation evidence: its author signed two statements with one seq.
 class SequenceView {
  public:
   virtual ~SequenceView() = default;
@@ -99,6 +100,10 @@ class Validator {
   std::uint64_t total_rejected() const;
   // Statements already held byte for byte: dropped, not rejected.
   std::uint64_t duplicates() const { return duplicates_; }
+  // Statements at a held seq with other bytes (validly signed by a trusted author):
+  // equivocation evidence, passed on to the core as any statement, which keeps it as
+  // proof that its author equivocated (docs/coordination.md section 8).
+  std::uint64_t equivocations() const { return equivocations_; }
 
  private:
   void reject(RejectReason reason, const AgentKey& peer, std::string_view detail);
@@ -110,6 +115,7 @@ class Validator {
   std::int64_t now_ms_ = 0;
   RejectCounts counts_{};
   std::uint64_t duplicates_ = 0;
+  std::uint64_t equivocations_ = 0;
   struct LogWindow {
     std::int64_t start_ms = INT64_MIN;
     int lines = 0;

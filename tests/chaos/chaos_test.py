@@ -529,7 +529,7 @@ class ForeignClient:
 
 # Frames from chaos_forge and the rejection reason each must be counted under.
 FORGED = [("bad-signature", "bad_signature"), ("wrong-author", "wrong_author"),
-          ("stale-sequence", "stale_sequence"), ("replayed", "replayed"),
+          ("stale-sequence", "equivocation"), ("replayed", "equivocation"),
           ("untrusted-author", "untrusted_author"), ("peer-mismatch", "peer_mismatch"),
           ("bad-version", "bad_version"), ("truncated", "truncated"),
           ("malformed", "malformed")]
@@ -600,7 +600,7 @@ def scenario_hostile(args):
             links[x.name] = ForeignClient(ctx, x.id, x.endpoint, seed)
             clients.append(links[x.name])
 
-        strangers = attack(mesh, ctx, rng, frames_dir, links, before)
+        strangers = attack(mesh, ctx, rng, frames_dir, links, before, mallory_id)
         clients += strangers
         check_unchanged(mesh, before, "after the attack")
         tally = {x.name: collections.Counter() for x in mesh.agents}
@@ -639,10 +639,15 @@ def rejection_delta(agent, before):
     base = before[agent.name][1]
     delta = {k: got["rejected"][k] - base["rejected"][k] for k in got["rejected"]}
     delta["duplicates"] = got["statements"]["duplicates"] - base["statements"]["duplicates"]
+    # A statement at a held seq with other bytes is equivocation evidence, not a rejection:
+    # the core keeps it as proof (docs/coordination.md section 8). Peers relay the proof,
+    # so an agent may count it more than once.
+    delta["equivocation"] = (got["statements"]["equivocations"] -
+                             base["statements"]["equivocations"])
     return delta
 
 
-def attack(mesh, ctx, rng, frames_dir, links, before):
+def attack(mesh, ctx, rng, frames_dir, links, before, mallory_id):
     """The forged frames, garbage and an oversized frame from the trusted key, and a
     connection from an untrusted key: each rejection counted under its reason. Returns
     the untrusted clients (to close)."""
@@ -667,9 +672,14 @@ def attack(mesh, ctx, rng, frames_dir, links, before):
             f"{x.name} to count every rejection",
             lambda: (lambda d: d["oversized"] >= 1 and d["untrusted-handshake"] >= 1 and d)(
                 rejection_delta(x, before)), 30, 0.1)
-        exact = {k: delta[k] for k in want if k not in ("malformed", "truncated")}
+        exact = {k: delta[k] for k in want if k not in ("malformed", "truncated", "equivocation")}
         check(exact == {k: want[k] for k in exact},
               f"{x.name}: rejections by reason {delta}, want {dict(want)}")
+        check(delta["equivocation"] >= want["equivocation"],
+              f"{x.name}: equivocation evidence {delta['equivocation']}, want at least "
+              f"{want['equivocation']}")
+        check(mallory_id in x.status()["equivocators"],
+              f"{x.name}: does not report the equivocating key {mallory_id}")
         check(delta["malformed"] + delta["truncated"] == decode_errors,
               f"{x.name}: {decode_errors} frames that do not decode, counted {delta}")
         print(f"{x.name} rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(delta.items())

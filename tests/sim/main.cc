@@ -49,6 +49,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100'000));
   app.add_flag("--squeeze-worker", squeeze_worker, "the worker's queue holds one task");
   app.add_flag("--slow-kills", slow_kills, "every killed process takes 0.2-1.5 s to die");
+  bool hostile = false;
+  app.add_flag("--hostile", hostile,
+               "a hostile host with a trusted key in every seed (else in some seeds with "
+               "--faults all)");
   app.add_option("--replay-every", replay_every,
                  "run every Nth seed twice and compare trace hashes (0: never)");
   try {
@@ -64,13 +68,15 @@ int main(int argc, char** argv) {
   opt.shards = shards;
   opt.squeeze_worker = squeeze_worker;
   opt.slow_kills = slow_kills;
+  opt.hostile = hostile;
   opt.faults = faults == "none"    ? vow::sim::Faults::kNone
                : faults == "net"   ? vow::sim::Faults::kNet
                : faults == "crash" ? vow::sim::Faults::kCrash
                                    : vow::sim::Faults::kAll;
   std::uint64_t from = seed ? *seed : first_seed;
   std::uint64_t count = seed ? 1 : seeds;
-  std::uint64_t passed = 0, failed = 0;
+  std::uint64_t passed = 0, failed = 0, hostile_seeds = 0;
+  std::size_t largest_ledger = 0;
   std::vector<std::int64_t> failover;
   std::vector<std::int64_t> failover_claim;
   std::vector<double> wall_ms;
@@ -87,6 +93,8 @@ int main(int argc, char** argv) {
         r.failures.push_back("replaying the seed gave a different trace (invariant 8)");
       }
     }
+    hostile_seeds += r.hostile ? 1 : 0;
+    largest_ledger = std::max(largest_ledger, r.ledger_size);
     failover.insert(failover.end(), r.failover_ms.begin(), r.failover_ms.end());
     failover_claim.insert(failover_claim.end(), r.failover_claim_ms.begin(),
                           r.failover_claim_ms.end());
@@ -95,9 +103,9 @@ int main(int argc, char** argv) {
     } else {
       ++failed;
       std::printf(
-          "seed %llu FAILED (replay: vow-sim --seed %llu --agents %d --jobs %d --faults %s)\n",
+          "seed %llu FAILED (replay: vow-sim --seed %llu --agents %d --jobs %d --faults %s%s)\n",
           static_cast<unsigned long long>(s), static_cast<unsigned long long>(s), agents, jobs,
-          faults.c_str());
+          faults.c_str(), hostile ? " --hostile" : "");
       for (const auto& f : r.failures) std::printf("  %s\n", f.c_str());
     }
     if (verbose || seed) {
@@ -127,6 +135,8 @@ int main(int argc, char** argv) {
                 static_cast<double>(percentile(w, 0.5)) / 1000.0,
                 static_cast<double>(percentile(w, 1.0)) / 1000.0, agents);
   }
+  std::printf("hostile host in %llu seeds; largest ledger %zu statements\n",
+              static_cast<unsigned long long>(hostile_seeds), largest_ledger);
   std::printf("%llu passed, %llu failed\n", static_cast<unsigned long long>(passed),
               static_cast<unsigned long long>(failed));
   return failed == 0 ? 0 : 1;

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
@@ -747,15 +748,29 @@ TEST_CASE("reconfigure: a withdrawn promise hands its job over at once; an added
 namespace vow::promises {
 namespace {
 
-// A claim of `ref` at `epoch` by an agent nobody here ever heard from: a higher epoch
-// fences the runs below it, and the claim itself does not stand (its author is not live).
-Statement stranger_claim(const JobRef& ref, std::uint32_t epoch) {
-  Statement st;
+// A bound takeover of `ref` at `epoch` by an agent nobody here ever heard from: its
+// advert promises the stage and its claim supersedes one at epoch - 1 that node
+// `observer` holds. A higher epoch fences the runs below it, and the claim itself does
+// not stand (its author is not live).
+std::vector<Statement> stranger_claim(Mesh& m, int observer, const JobRef& ref,
+                                      std::uint32_t epoch) {
+  Statement adv;
   Digest k = hd("stranger");
-  std::copy(k.bytes.begin(), k.bytes.end(), st.author.bytes.begin());
-  st.seq = 1;
-  st.body = Claim{ref, epoch, 0};
-  return st;
+  std::copy(k.bytes.begin(), k.bytes.end(), adv.author.bytes.begin());
+  adv.seq = 1;
+  adv.body =
+      Advert{"stranger", {}, {AdvertPromise{ref.pipeline, ref.stage, ref.stage_digest, 1}}, {}};
+  Statement st;
+  st.author = adv.author;
+  st.seq = 2;
+  Claim c{ref, epoch, 0, std::nullopt};
+  for (const Statement* prev : m.core(observer).ledger().job(ref.job)->claims) {
+    if (std::get<Claim>(prev->body).epoch + 1 == epoch) {
+      c.supersedes = StatementRef{prev->author, prev->seq};
+    }
+  }
+  st.body = c;
+  return {adv, st};
 }
 
 int starts_of_epoch(const Node& nd, const Digest& job, std::uint32_t epoch) {
@@ -782,8 +797,11 @@ TEST_CASE("a killed run holds its place until job_stopped; a later epoch starts 
   JobRef ref = m.node(1).procs.at(job).job;
   REQUIRE(m.node(1).procs.at(job).epoch == 1);
 
-  m.node(1).hold_stops = true;  // the process ignores the kill for a while
-  m.inject(1, 0, stranger_claim(ref, 2));
+  auto stranger = stranger_claim(m, 1, ref, 2);
+  m.inject(1, 0, stranger[0]);             // its advert: learned, never heard from,
+  m.advance(Timing{}.dead_after_ms + 50);  // so declared dead: its claims never stand
+  m.node(1).hold_stops = true;             // the process ignores the kill for a while
+  m.inject(1, 0, stranger[1]);
   m.advance(10);  // decided on the next tick
   REQUIRE(kills_of_epoch(m.node(1), job, 1) == 1);
   REQUIRE(m.node(1).stopping.size() == 1);
@@ -828,8 +846,11 @@ TEST_CASE("a job's exit after its kill counts as stopped, not as a result") {
   Digest job = m.jobs_of(0, "work").at(0);
   REQUIRE(m.node(1).procs.count(job) == 1);
   JobRef ref = m.node(1).procs.at(job).job;
+  auto stranger = stranger_claim(m, 1, ref, 2);
+  m.inject(1, 0, stranger[0]);
+  m.advance(Timing{}.dead_after_ms + 50);
   m.node(1).hold_stops = true;
-  m.inject(1, 0, stranger_claim(ref, 2));
+  m.inject(1, 0, stranger[1]);
   m.advance(10);
   REQUIRE(m.node(1).stopping.size() == 1);
   JobOutcome done;
@@ -922,6 +943,256 @@ TEST_CASE("a peer declared dead yields one PeerDeclaredDead per death") {
   m.advance(2 * Timing{}.dead_after_ms);
   CHECK(count(0, dead) == 2);
   CHECK(count(1, dead) == 2);
+}
+
+// ---- Promises that bind (docs/coordination.md sections 4-6 and 8, rules 2-5) ----
+
+// A trusted key that is not an honest agent: its statements are valid (the core only
+// ever sees verified ones) but say whatever it likes.
+struct Hostile {
+  AgentKey key;
+  std::uint64_t seq = 0;
+  explicit Hostile(std::string_view name) {
+    Digest k = hd("hostile", name);
+    std::copy(k.bytes.begin(), k.bytes.end(), key.bytes.begin());
+  }
+  Statement make(StatementBody body, std::int64_t wall = 0) {
+    Statement st;
+    st.author = key;
+    st.seq = ++seq;
+    st.wall_unix_ms = wall;
+    st.body = std::move(body);
+    return st;
+  }
+};
+
+// Hands a statement to every node (as relayed by another node).
+void inject_all(Mesh& m, const Statement& st) {
+  for (int i = 0; i < m.size(); ++i) m.inject(i, (i + 1) % m.size(), st);
+}
+
+Advert promising(const std::string& name, const Stage& stage, std::vector<AdvertSource> sources) {
+  return Advert{name, {}, {AdvertPromise{"one", stage.name, stage.digest, 1}}, std::move(sources)};
+}
+
+std::pair<AgentKey, std::uint64_t> name_of(const Statement* st) {
+  return st == nullptr ? std::make_pair(AgentKey{}, std::uint64_t{0})
+                       : std::make_pair(st->author, st->seq);
+}
+
+TEST_CASE("rule 2: a source version counts only in its provider's own line") {
+  Mesh m(2, one_stage(), {{}, {"work"}});
+  const ArtifactRef input = file_ref(hd("input"));
+  m.source("one", "in", input);
+  m.advance(50);
+  Digest job = m.jobs_of(1, "work").at(0);
+  Hostile h("sources");
+  // Not a provider: a version at the top of the range, of a dataset it does not provide.
+  inject_all(m, h.make(SourceVersion{"one", "in", UINT64_MAX, file_ref(hd("hijack"))}));
+  // A provider (its advert says so) whose line jumps: version 7 without 1..6.
+  inject_all(m, h.make(Advert{"h", {}, {}, {AdvertSource{"one", "in"}}}));
+  inject_all(m, h.make(SourceVersion{"one", "in", 7, file_ref(hd("jump"))}));
+  m.advance(100);
+  for (int i = 0; i < m.size(); ++i) {
+    const Statement* sv = m.core(i).ledger().source_version("one", "in");
+    REQUIRE(sv != nullptr);
+    CHECK(sv->author == m.node(0).config.key);
+    CHECK(std::get<SourceVersion>(sv->body).artifact.digest == input.digest);
+    CHECK(m.jobs_of(i, "work") == std::vector<Digest>{job});  // nothing re-planned
+    auto report = m.core(i).binding_report();
+    CHECK(report.unbound["source version: not provided"] == 0);  // provided now (advert)
+    CHECK(report.unbound["source version: out of line"] == 2);
+  }
+  // The provider's own next version still replaces the data.
+  const ArtifactRef second = file_ref(hd("input", "2"));
+  m.source("one", "in", second);
+  m.advance(50);
+  for (int i = 0; i < m.size(); ++i) {
+    const Statement* sv = m.core(i).ledger().source_version("one", "in");
+    REQUIRE(sv != nullptr);
+    CHECK(std::get<SourceVersion>(sv->body).artifact.digest == second.digest);
+    CHECK(std::get<SourceVersion>(sv->body).version == 2);
+  }
+}
+
+TEST_CASE("rule 2: providers combine by agreement; one lying provider is outvoted") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  const ArtifactRef input = file_ref(hd("input"));
+  m.source("one", "in", input);
+  // A second honest provider says the same.
+  Hostile second("second provider");
+  inject_all(m, second.make(Advert{"p2", {}, {}, {AdvertSource{"one", "in"}}}));
+  inject_all(m, second.make(SourceVersion{"one", "in", 1, input}));
+  // A liar, bound (it provides the dataset, version 1 in line), gives other bytes.
+  Hostile liar("liar");
+  inject_all(m, liar.make(Advert{"liar", {}, {}, {AdvertSource{"one", "in"}}}));
+  inject_all(m, liar.make(SourceVersion{"one", "in", 1, file_ref(hd("lie"))}));
+  m.advance(50);
+  for (int i = 0; i < m.size(); ++i) {
+    const Statement* sv = m.core(i).ledger().source_version("one", "in");
+    REQUIRE(sv != nullptr);
+    CHECK(std::get<SourceVersion>(sv->body).artifact.digest == input.digest);
+    CHECK(sv->author != liar.key);
+  }
+}
+
+TEST_CASE("rule 3: a result without its author's claim is never canonical") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.run_to_completion(2'000);
+  Digest job = m.jobs_of(0, "work").at(0);
+  const Statement* canon = m.core(0).canonical(job);
+  REQUIRE(canon != nullptr);
+  auto before = name_of(canon);
+  JobRef ref = std::get<JobResult>(canon->body).job;
+  Hostile h("results");
+  JobResult bogus;
+  bogus.job = ref;
+  bogus.ok = true;
+  bogus.outputs = {NamedArtifact{"out", file_ref(hd("bogus"))}};
+  bogus.epoch = 0;  // sorts before every honest result in the min-register
+  inject_all(m, h.make(bogus));
+  // Even from an agent that promises the stage, at the canonical epoch: no claim.
+  inject_all(m, h.make(promising("h", one_stage().stages[0], {})));
+  bogus.epoch = 1;
+  inject_all(m, h.make(bogus));
+  m.advance(200);
+  for (int i = 0; i < m.size(); ++i) {
+    CHECK(name_of(m.core(i).canonical(job)) == before);
+    auto v = m.core(i).job(job);
+    REQUIRE(v);
+    CHECK(v->state == JobState::kDone);
+    int unbound = 0;
+    for (const auto& r : v->results) unbound += r.bound ? 0 : 1;
+    CHECK(unbound == 2);
+    CHECK(m.core(i).binding_report().unbound["result: no claim"] == 2);
+  }
+  CHECK(m.starts_of("work") == 1);  // nothing ran again
+}
+
+TEST_CASE("rule 4: a claim at the top epoch fences nothing; epochs are earned") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(100);
+  Digest job = m.jobs_of(0, "work").at(0);
+  int first = runner(m, job);
+  REQUIRE(first != -1);
+  JobRef ref = m.node(first).procs.at(job).job;
+  Hostile h("epochs");
+  inject_all(m, h.make(promising("h", one_stage().stages[0], {})));
+  inject_all(m, h.make(Claim{ref, UINT32_MAX, 0, std::nullopt}));  // chosen, not earned
+  inject_all(m, h.make(Claim{ref, 0, 0, std::nullopt}));
+  m.advance(500);
+  // Nothing was fenced, claimed again or restarted: the run goes on and finishes.
+  CHECK(m.node(first).killed.empty());
+  CHECK(m.starts_of("work") == 1);
+  m.finish_all(first);
+  m.advance(100);
+  for (int i = 0; i < m.size(); ++i) {
+    REQUIRE(m.core(i).canonical(job) != nullptr);
+    CHECK(std::get<JobResult>(m.core(i).canonical(job)->body).epoch == 1);
+    CHECK(m.core(i).binding_report().unbound["claim: epoch not earned"] == 2);
+    std::uint32_t top = 0;
+    auto view = m.core(i).job(job);
+    REQUIRE(view);
+    for (const auto& c : view->claims) {
+      if (c.bound) top = std::max(top, c.epoch);
+    }
+    CHECK(top == 1);
+  }
+}
+
+TEST_CASE("rule 4: a job fenced again and again by claims that do not stand backs off") {
+  Mesh m(2, one_stage(), {{}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(100);
+  Digest job = m.jobs_of(0, "work").at(0);
+  REQUIRE(m.node(1).procs.count(job) == 1);
+  JobRef ref = m.node(1).procs.at(job).job;
+  Hostile h("fencer");  // never heard from: its claims fence but never stand
+  inject_all(m, h.make(promising("h", one_stage().stages[0], {})));
+  m.advance(Timing{}.dead_after_ms + 50);  // learned from its advert, now dead
+  auto own_claims = [&] {
+    int n = 0;
+    for (const Statement* st : m.core(1).ledger().job(job)->claims) {
+      n += st->author == m.node(1).config.key ? 1 : 0;
+    }
+    return n;
+  };
+  auto top_claim = [&] {
+    const Statement* top = nullptr;
+    for (const Statement* st : m.core(1).ledger().job(job)->claims) {
+      if (top == nullptr || std::get<Claim>(st->body).epoch > std::get<Claim>(top->body).epoch) {
+        top = st;
+      }
+    }
+    return top;
+  };
+  // Each time node 1 claims, a takeover earned from its claim fences it at once.
+  std::vector<std::int64_t> reclaimed_after_ms;
+  for (int round = 0; round < 4; ++round) {
+    const Statement* mine = top_claim();
+    REQUIRE(mine->author == m.node(1).config.key);
+    std::uint32_t e = std::get<Claim>(mine->body).epoch;
+    inject_all(m, h.make(Claim{ref, e + 1, 0, StatementRef{mine->author, mine->seq}}));
+    int claims = own_claims();
+    std::int64_t fenced_at = m.now();
+    std::int64_t again = -1;
+    for (int t = 0; t < 300 && again < 0; ++t) {
+      m.advance(10);
+      if (own_claims() > claims) again = m.now() - fenced_at;
+    }
+    REQUIRE(again >= 0);
+    reclaimed_after_ms.push_back(again);
+  }
+  // The first takeover is taken back at once; then the waits grow.
+  CHECK(reclaimed_after_ms[0] < kFenceBackoffBaseMs);
+  CHECK(reclaimed_after_ms[1] >= kFenceBackoffBaseMs);
+  CHECK(reclaimed_after_ms[2] >= 2 * kFenceBackoffBaseMs);
+  CHECK(reclaimed_after_ms[3] >= 4 * kFenceBackoffBaseMs);
+}
+
+TEST_CASE("rule 5: equivocation is found, proven everywhere, and its author stops counting") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  Digest job = m.jobs_of(0, "work").at(0);
+  JobRef ref = m.core(0).plan().jobs.at(job).ref;
+  // Before anyone claims: a bound claim and result of a trusted key; its result is
+  // canonical everywhere.
+  Hostile h("equivocator");
+  inject_all(m, h.make(promising("h", one_stage().stages[0], {})));
+  inject_all(m, h.make(Claim{ref, 1, 0, std::nullopt}));
+  JobResult r;
+  r.job = ref;
+  r.epoch = 1;
+  r.ok = true;
+  r.outputs = {NamedArtifact{"out", file_ref(hd("equivocator's"))}};
+  inject_all(m, h.make(r));
+  for (int i = 0; i < m.size(); ++i) {
+    REQUIRE(m.core(i).canonical(job) != nullptr);
+    REQUIRE(m.core(i).canonical(job)->author == h.key);
+  }
+  // Two different statements with one seq, one to node 1, the other to node 2: equal
+  // version vectors, different ledgers. Nobody is told of the other.
+  Statement a = h.make(Release{ref, 1, "a"}, 1);
+  Statement b = a;
+  b.wall_unix_ms = 2;
+  std::get<Release>(b.body).reason = "b";
+  m.inject(1, 0, a);
+  m.inject(2, 0, b);
+  m.advance(3'000);  // periodic anti-entropy compares what each holds
+  m.run_to_completion(3'000);
+  for (int i = 0; i < m.size(); ++i) {
+    INFO("node " << i);
+    CHECK(m.core(i).equivocating(h.key));
+    CHECK(m.core(i).binding_report().equivocators == std::vector<AgentKey>{h.key});
+    const Statement* canon = m.core(i).canonical(job);
+    REQUIRE(canon != nullptr);
+    CHECK(canon->author != h.key);
+    CHECK(name_of(canon) == name_of(m.core(0).canonical(job)));
+    CHECK(m.core(i).ledger().fingerprint() == m.core(0).ledger().fingerprint());
+  }
+  CHECK(m.starts_of("work") == 1);  // re-run once, by an honest agent
 }
 
 }  // namespace

@@ -19,7 +19,10 @@ constexpr std::uint64_t kForgedSeqBase = 1'000'000;
 }  // namespace
 
 World::World(const SimOptions& o)
-    : opt_(o), rng_(o.seed * 0x9E3779B97F4A7C15ULL + 17), clock_(this) {
+    : opt_(o),
+      rng_(o.seed * 0x9E3779B97F4A7C15ULL + 17),
+      clock_(this),
+      hostile_rng_(o.seed * 0xD1B54A32D192ED03ULL + 29) {
   if (opt_.verbose) {
     log_ =
         std::make_shared<spdlog::logger>("sim", std::make_shared<spdlog::sinks::stdout_sink_st>());
@@ -110,7 +113,8 @@ void World::after_input(int i) {
 
 void World::deliver(const Ev& ev) {
   Host& h = host(ev.agent);
-  if (!h.up || side_[ev.from] != side_[ev.agent]) return;
+  // from = -1: the hostile host, outside every partition.
+  if (!h.up || (ev.from >= 0 && side_[ev.from] != side_[ev.agent])) return;
   ++result_.deliveries;
   promises::Message msg = *ev.message;
   if (auto* b = std::get_if<promises::StatementBatch>(&msg.body)) {
@@ -121,7 +125,7 @@ void World::deliver(const Ev& ev) {
       return true;
     });
   }
-  h.agent->message(host(ev.from).key, std::move(msg));
+  h.agent->message(ev.from < 0 ? hostile_key_ : host(ev.from).key, std::move(msg));
   after_input(ev.agent);
 }
 
@@ -426,6 +430,9 @@ void World::step(const Ev& ev) {
       disk_full_.erase(ev.agent);
       trace("a" + std::to_string(ev.agent) + " disk has room");
       return;
+    case EvType::kHostile:
+      hostile_act();
+      return;
   }
 }
 
@@ -434,6 +441,7 @@ void World::step(const Ev& ev) {
 bool World::quiet() {
   std::optional<VersionVector> vv;
   std::size_t size = 0;
+  Digest fingerprint;
   for (auto& h : hosts_) {
     if (!h.up || h.agent->jobs_here() != 0 || !h.agent->core().running().empty()) return false;
     for (const auto& [job, p] : h.procs) {
@@ -441,9 +449,14 @@ bool World::quiet() {
     }
     const auto& ledger = h.agent->core().ledger();
     VersionVector mine = ledger.version_vector();
-    if (vv && (mine != *vv || ledger.size() != size)) return false;
+    // The same statements, not only as many (an equivocator's two halves have equal
+    // version vectors): the fingerprint covers content and known equivocators.
+    if (vv && (mine != *vv || ledger.size() != size || ledger.fingerprint() != fingerprint)) {
+      return false;
+    }
     vv = mine;
     size = ledger.size();
+    fingerprint = ledger.fingerprint();
     for (const auto& sp : h.agent->core().plan().stages) {
       if (sp.state == promises::StageState::kPending ||
           sp.state == promises::StageState::kPlanned) {
@@ -451,7 +464,9 @@ bool World::quiet() {
       }
     }
   }
-  // Every canonical output is held by a live agent (or cannot be made again).
+  // Every canonical output is held by a live agent (or cannot be made again: the job is
+  // non-deterministic). Failed re-runs back off and are tried again (docs/coordination.md
+  // section 7), so a lost output must come back.
   promises::Core& c = hosts_[0].agent->core();
   for (const auto& [id, job] : c.plan().jobs) {
     const Statement* canon = c.canonical(id);
@@ -505,6 +520,7 @@ void World::check_end() {
   for (const auto& [id, js] : ref.ledger().jobs()) {
     std::map<std::uint32_t, int> kept;
     for (const Statement* st : js.claims) {
+      if (index_of(st->author) < 0) continue;  // the hostile host keeps no rule
       std::uint32_t e = std::get<Claim>(st->body).epoch;
       bool rel = std::any_of(js.releases.begin(), js.releases.end(), [&](const Statement* r) {
         return r->author == st->author && std::get<Release>(r->body).epoch == e;
@@ -514,6 +530,7 @@ void World::check_end() {
       }
     }
   }
+  check_hostile_end();
   // Every planned stage is done, or blocked by a job that failed past its retries.
   for (const auto& sp : ref.plan().stages) {
     if (sp.state == promises::StageState::kPending || sp.state == promises::StageState::kPlanned) {
@@ -583,6 +600,8 @@ SimResult World::run() {
   }
   check_end();
   result_.sim_end_ms = now_;
+  result_.hostile = hostile_;
+  if (hosts_[0].agent) result_.ledger_size = hosts_[0].agent->core().ledger().size();
   result_.trace_hash = trace_.finish();
   return result_;
 }

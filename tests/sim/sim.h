@@ -32,6 +32,9 @@ struct SimOptions {
   // Faults forced on for the whole run (else drawn from the seed with faults = all).
   bool squeeze_worker = false;  // the worker's queue holds one task
   bool slow_kills = false;      // every killed process takes 0.2-1.5 s to die
+  // A hostile host with a trusted key sends arbitrary, validly signed statements during
+  // the fault window (else drawn from the seed with faults = all).
+  bool hostile = false;
 };
 
 struct SimResult {
@@ -47,6 +50,9 @@ struct SimResult {
   std::uint64_t slow_kills = 0;         // kills that took 0.2 s or more
   std::uint64_t adoptions = 0;          // processes taken over after a restart
   std::uint64_t agent_failures = 0;     // agents that stopped (disk full) and were restarted
+  bool hostile = false;                 // a hostile host took part
+  std::uint64_t hostile_statements = 0;  // statements it sent (each variant once)
+  std::size_t ledger_size = 0;           // statements in a0's ledger at the end
 };
 
 SimResult run_seed(const SimOptions& options);

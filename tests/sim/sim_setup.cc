@@ -174,6 +174,10 @@ void World::schedule_faults() {
     spawn_faults_ = rnd(4) == 0;
   }
   if (opt_.squeeze_worker) squeeze_worker_ = true;
+  // The hostile host, drawn from its own random source so that seeds without it run as
+  // they did before it existed.
+  hostile_ = opt_.hostile || (all && hostile_rng_() % 4 == 0);
+  if (hostile_) make_hostile();
   for (int k = 0; k < 3; ++k) {
     schedule(static_cast<std::int64_t>(rnd(kFaultWindowMs)), Ev{EvType::kForge});
   }

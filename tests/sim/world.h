@@ -174,6 +174,7 @@ enum class EvType {
   kForge,
   kDiskFull,
   kDiskOk,
+  kHostile,
 };
 
 struct Ev {
@@ -239,6 +240,14 @@ class World {
   void forge();
   void after_input(int i);
 
+  // ---- the hostile host (sim_hostile.cc) ----
+  void make_hostile();
+  void hostile_act();
+  // Its statements, validly signed, to agent `to` (-1: every agent).
+  void hostile_send(const std::vector<Statement>& statements, int to);
+  Statement hostile_statement(StatementBody body);
+  void check_hostile_end();
+
   // ---- invariants ----
   bool quiet();
   void check_end();
@@ -270,6 +279,14 @@ class World {
   std::map<Digest, std::pair<std::int64_t, int>> crashed_claims_;
   std::set<Digest> claim_recorded_;
   std::int64_t heal_ms_ = 0;
+  // The hostile host: not an Agent, a trusted key (its statements check) that sends what
+  // it likes, with a random source of its own (seeds without it run as before).
+  bool hostile_ = false;
+  std::mt19937_64 hostile_rng_;
+  AgentKey hostile_key_;
+  std::uint64_t hostile_seq_ = 0;
+  bool hostile_equivocated_ = false;
+  std::uint64_t hostile_equivocation_seq_ = 0;
 };
 
 // The simulator's signature: a keyed hash of the statement's wire encoding under a key

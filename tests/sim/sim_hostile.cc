@@ -1,0 +1,233 @@
+// The hostile host of the simulator (world.h, docs/coordination.md section 11): a host
+// with a trusted key (its statements are validly signed, so the network delivers them)
+// that is not an Agent and keeps no rule. During the fault window it hijacks sources
+// (versions of a dataset it does not provide, huge or jumping versions, a provider that
+// lies in line), publishes results without claims and at epoch 0, claims at epochs it
+// did not earn (2^32-1, 0), equivocates (two statements with one seq, one to each half
+// of the mesh) and floods. It draws from a random source of its own, and sends without
+// loss or partition, so every agent hears it. Its invariants are checked at the end.
+#include <algorithm>
+#include <limits>
+
+#include "tests/sim/world.h"
+
+namespace vow::sim {
+namespace {
+
+constexpr int kHostileActsMin = 6;            // actions per seed: at least this many,
+constexpr int kHostileActsMax = 12;           // at most this many
+constexpr int kHostileFloodStatements = 100;  // statements in one flood
+// Claims one honest agent set may make of one job in a run (retries, takeovers after
+// crashes and partitions, regeneration, fences): more means claiming loops.
+constexpr std::size_t kMaxClaimsPerJob = 24;
+// Statements a ledger may hold at the end of a run: a base (adverts, definitions, source
+// versions, and the hostile host's at most about 1 300) and so many per planned job
+// (claims, accepts, results of its attempts, takeovers and regenerations).
+constexpr std::size_t kLedgerBudgetBase = 2'000;
+constexpr std::size_t kLedgerBudgetPerJob = 40;
+
+std::uint64_t draw(std::mt19937_64& rng, std::uint64_t n) { return n == 0 ? 0 : rng() % n; }
+
+}  // namespace
+
+void World::make_hostile() {
+  Digest k = hash_of({"hostile", u64s(opt_.seed)});
+  std::copy(k.bytes.begin(), k.bytes.end(), hostile_key_.bytes.begin());
+  int acts =
+      kHostileActsMin + static_cast<int>(draw(hostile_rng_, kHostileActsMax - kHostileActsMin + 1));
+  // The first act publishes its advert (it provides cfg, promises no stage).
+  schedule(1, Ev{EvType::kHostile});
+  for (int k = 0; k < acts; ++k) {
+    schedule(50 + static_cast<std::int64_t>(draw(hostile_rng_, kFaultWindowMs - 100)),
+             Ev{EvType::kHostile});
+  }
+}
+
+Statement World::hostile_statement(StatementBody body) {
+  Statement st;
+  st.author = hostile_key_;
+  st.seq = ++hostile_seq_;
+  st.wall_unix_ms = wall();
+  st.body = std::move(body);
+  st.signed_form = sim_sign(st);
+  ++result_.hostile_statements;
+  return st;
+}
+
+void World::hostile_send(const std::vector<Statement>& statements, int to) {
+  auto m = std::make_shared<promises::Message>();
+  m->body = promises::StatementBatch{statements};
+  for (int j = 0; j < opt_.agents; ++j) {
+    if (to >= 0 && j != to) continue;
+    Ev ev{EvType::kDeliver};
+    ev.agent = j;
+    ev.from = -1;
+    ev.message = m;
+    schedule(now_ + 1 + static_cast<std::int64_t>(draw(hostile_rng_, 5)), ev);
+  }
+}
+
+void World::hostile_act() {
+  if (hostile_seq_ == 0) {
+    Advert adv{"hostile", {}, {}, {AdvertSource{pipeline_.name, "cfg"}}};
+    hostile_send({hostile_statement(std::move(adv))}, -1);
+    trace("hostile advert");
+    return;
+  }
+  // A job to aim at: one some agent plans now.
+  std::vector<JobRef> jobs;
+  for (auto& h : hosts_) {
+    if (!h.up) continue;
+    for (const auto& [id, job] : h.agent->core().plan().jobs) jobs.push_back(job.ref);
+    break;
+  }
+  JobRef target;
+  if (!jobs.empty()) target = jobs[draw(hostile_rng_, jobs.size())];
+  auto bogus = [&](std::string_view what) {
+    ArtifactRef r;
+    r.digest = hash_of({"hostile", what, u64s(hostile_seq_)});
+    r.size_bytes = 1;
+    return r;
+  };
+  auto result = [&](std::uint32_t epoch, std::string_view what) {
+    JobResult r;
+    r.job = target;
+    r.epoch = epoch;
+    r.ok = true;
+    r.outputs = {NamedArtifact{"o0", bogus(what)}};
+    return r;
+  };
+  std::uint64_t attack = draw(hostile_rng_, 6);
+  if (attack == 3 && hostile_equivocated_) attack = 4;
+  switch (attack) {
+    case 0: {  // source hijack: a dataset it does not provide, and a jump in its own
+      std::uint64_t top = std::numeric_limits<std::uint64_t>::max();
+      hostile_send({hostile_statement(SourceVersion{pipeline_.name, "src",
+                                                    top - draw(hostile_rng_, 3), bogus("src")}),
+                    hostile_statement(SourceVersion{pipeline_.name, "cfg",
+                                                    2 + draw(hostile_rng_, 1'000), bogus("cfg")})},
+                   -1);
+      trace("hostile source hijack");
+      return;
+    }
+    case 1:  // results without a claim, at epoch 0 (first in the min-register) and 1
+      hostile_send({hostile_statement(result(0, "r0")), hostile_statement(result(1, "r1"))}, -1);
+      trace("hostile results without claims");
+      return;
+    case 2: {  // claims at epochs it did not earn
+      Claim top{target, std::numeric_limits<std::uint32_t>::max(), 0, std::nullopt};
+      Claim zero{target, 0, 0, std::nullopt};
+      hostile_send({hostile_statement(top), hostile_statement(zero)}, -1);
+      trace("hostile claims at epochs 2^32-1 and 0");
+      return;
+    }
+    case 3: {  // equivocation: one seq, two statements, one to each half of the mesh
+      Statement a = hostile_statement(result(0, "left"));
+      Statement b = a;
+      b.body = result(0, "right");
+      b.signed_form = sim_sign(b);
+      ++result_.hostile_statements;
+      for (int j = 0; j < opt_.agents; ++j) hostile_send({j % 2 == 0 ? a : b}, j);
+      hostile_equivocated_ = true;
+      hostile_equivocation_seq_ = a.seq;
+      trace("hostile equivocation at seq " + u64s(a.seq));
+      return;
+    }
+    case 4: {  // a flood of claims of jobs that do not exist and of datasets nobody has
+      std::vector<Statement> flood;
+      for (int k = 0; k < kHostileFloodStatements; ++k) {
+        if (k % 2 == 0) {
+          JobRef fake = target;
+          fake.job = hash_of({"hostile-job", u64s(hostile_seq_)});
+          flood.push_back(hostile_statement(Claim{fake, 1, 0, std::nullopt}));
+        } else {
+          flood.push_back(hostile_statement(
+              SourceVersion{pipeline_.name, "flood-" + u64s(hostile_seq_), 1, bogus("flood")}));
+        }
+      }
+      hostile_send(flood, -1);
+      trace("hostile flood");
+      return;
+    }
+    default: {  // a provider that lies, in its own line: outvoted by the honest two
+      std::uint64_t next = 1;
+      const promises::Ledger* ledger = hosts_[0].up ? &hosts_[0].agent->core().ledger() : nullptr;
+      if (ledger != nullptr) {
+        next = ledger->own_source_version(hostile_key_, pipeline_.name, "cfg") + 1;
+      }
+      if (next > 3) next = 3;  // a repeat once in a while: does not count either
+      hostile_send({hostile_statement(SourceVersion{pipeline_.name, "cfg", next, bogus("lie")})},
+                   -1);
+      trace("hostile lying provider, version " + u64s(next));
+      return;
+    }
+  }
+}
+
+// What the hostile host (or any agent) cannot have caused, checked in every seed.
+void World::check_hostile_end() {
+  promises::Core& ref = hosts_[0].agent->core();
+  auto honest = [&](const AgentKey& k) { return index_of(k) >= 0; };
+  std::vector<AgentKey> equivocators = ref.binding_report().equivocators;
+  std::map<promises::Ledger::Dataset, std::pair<AgentKey, std::uint64_t>> sources;
+  for (const auto& [dataset, st] : ref.ledger().sources()) sources[dataset] = {st->author, st->seq};
+  const std::size_t budget = kLedgerBudgetBase + kLedgerBudgetPerJob * ref.plan().jobs.size();
+  // Both statements of the equivocation are still held somewhere (an agent that got one
+  // may have lost it with a full disk before persisting it): every agent holds the proof.
+  std::set<Digest> variants;
+  for (auto& h : hosts_) {
+    const promises::Ledger& l = h.agent->core().ledger();
+    if (const Statement* st = l.get(hostile_key_, hostile_equivocation_seq_)) {
+      variants.insert(promises::statement_digest(*st));
+    }
+    if (auto p = l.proofs().find(hostile_key_); p != l.proofs().end()) {
+      variants.insert(promises::statement_digest(p->second.second));
+    }
+  }
+  bool proven = hostile_equivocation_seq_ != 0 && variants.size() >= 2;
+  for (std::size_t i = 0; i < hosts_.size(); ++i) {
+    promises::Core& c = hosts_[i].agent->core();
+    std::string who = "a" + std::to_string(i);
+    if (proven && !c.equivocating(hostile_key_)) {
+      fail(who + " does not know that the hostile host equivocated");
+    }
+    // Converged: the same equivocators and the same source versions.
+    if (c.binding_report().equivocators != equivocators) {
+      fail(who + " disagrees with a0 on who equivocated");
+    }
+    std::map<promises::Ledger::Dataset, std::pair<AgentKey, std::uint64_t>> mine;
+    for (const auto& [dataset, st] : c.ledger().sources()) mine[dataset] = {st->author, st->seq};
+    if (mine != sources) fail(who + " disagrees with a0 on the source versions");
+    // Nothing canonical comes from an unbound statement or from the hostile host.
+    for (const auto& [dataset, st] : c.ledger().sources()) {
+      if (!honest(st->author) ||
+          c.ledger().source_binding(*st) != promises::SourceBinding::kCounted) {
+        fail(who + " counts source " + dataset.first + "/" + dataset.second +
+             " from an unbound "
+             "or hostile statement");
+      }
+    }
+    for (const auto& [id, js] : c.ledger().jobs()) {
+      const Statement* canon = c.canonical(id);
+      if (canon != nullptr && !honest(canon->author)) {
+        fail(who + " takes a hostile result as canonical for " + id.short_hex());
+      }
+    }
+    if (c.ledger().size() > budget) {
+      fail(who + " holds " + std::to_string(c.ledger().size()) + " statements (budget " +
+           std::to_string(budget) + ")");
+    }
+  }
+  // No job loops: honest claims per job stay within a bound.
+  for (const auto& [id, js] : ref.ledger().jobs()) {
+    std::size_t claims = static_cast<std::size_t>(
+        std::count_if(js.claims.begin(), js.claims.end(),
+                      [&](const Statement* st) { return honest(st->author); }));
+    if (claims > kMaxClaimsPerJob) {
+      fail("job " + id.short_hex() + " was claimed " + std::to_string(claims) + " times (bound " +
+           std::to_string(kMaxClaimsPerJob) + ")");
+    }
+  }
+}
+
+}  // namespace vow::sim
