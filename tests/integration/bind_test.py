@@ -18,7 +18,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mesh import Mesh, TestFailure, check, free_port, wait_until  # noqa: E402
+from mesh import Mesh, TestFailure, check, free_port, run_scenario, wait_until  # noqa: E402
 
 VOW, VOWD = sys.argv[1:3]
 
@@ -306,10 +306,4 @@ SCENARIOS = {
 }
 
 if __name__ == "__main__":
-    name = sys.argv[3]
-    try:
-        SCENARIOS[name]()
-    except TestFailure as e:
-        print(f"FAIL {name}: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok {name}")
+    run_scenario(SCENARIOS, sys.argv[3])

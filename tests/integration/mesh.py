@@ -11,12 +11,24 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 
 class TestFailure(Exception):
     pass
+
+
+def run_scenario(scenarios, name):
+    """Runs one named scenario of a test file and exits as meson expects: 0 with "ok NAME",
+    1 with "FAIL NAME: why"."""
+    try:
+        scenarios[name]()
+    except TestFailure as e:
+        print(f"FAIL {name}: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"ok {name}")
 
 
 def check(cond, message):

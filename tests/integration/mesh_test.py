@@ -20,8 +20,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mesh import (Mesh, TestFailure, canonical_output, check, free_port, read_artifact,  # noqa: E402
-                  stage_counts, wait_until)
+from mesh import (Mesh, canonical_output, check, free_port, read_artifact,  # noqa: E402
+                  run_scenario, stage_counts, wait_until)
 
 VOW, VOWD, ROOT = sys.argv[1:4]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -366,10 +366,4 @@ SCENARIOS = {
 }
 
 if __name__ == "__main__":
-    name = sys.argv[4]
-    try:
-        SCENARIOS[name]()
-    except TestFailure as e:
-        print(f"FAIL {name}: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok {name}")
+    run_scenario(SCENARIOS, sys.argv[4])
