@@ -108,11 +108,6 @@ std::optional<bool> Agent::is_tree(const Digest& digest) const {
   return it->second;
 }
 
-std::string Agent::work_dir(const Digest& job) const {
-  auto it = jobs_.find(job);
-  return it == jobs_.end() ? std::string() : fx_.executor->work_dir(it->second.start);
-}
-
 // ---- the queue ----
 
 void Agent::queue(std::function<promises::Output()> input) { inputs_.push_back(std::move(input)); }

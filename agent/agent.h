@@ -106,8 +106,6 @@ class Agent {
   bool fetching(const Digest& digest) const { return fetches_.count(digest) != 0; }
   // File or tree, as statements named it (fetches must know which).
   std::optional<bool> is_tree(const Digest& digest) const;
-  // Last lines of a job's logs live in its work directory (queries).
-  std::string work_dir(const Digest& job) const;
 
  private:
   // A job this agent is running.

@@ -1,4 +1,4 @@
-// Carrying out FetchArtifact and ReplicateArtifact (DESIGN.md 4.7): a transfer from the
+// Carrying out FetchArtifact and ReplicateArtifact (docs/coordination.md): a transfer from the
 // first holder that can send, the next one when a transfer fails, a queue while the
 // network has no place for another transfer, and a tree fetched as its encoding and
 // then each child not held, stored once all its children are.

@@ -1,6 +1,6 @@
 // Carrying out StartJob and KillJob: a run's phases (inputs materialized on the worker,
 // the process, outputs collected on the worker), timeouts, and the processes left from
-// before a restart (DESIGN.md sections 5 and 6).
+// before a restart (docs/agent.md).
 #include <algorithm>
 
 #include "agent/agent.h"

@@ -1,4 +1,4 @@
-// The control socket: the command line's way into a running agent (DESIGN.md section 7).
+// The control socket: the command line's way into a running agent (docs/cli.md).
 // A ZeroMQ ROUTER bound at ipc://STATE/control.sock, mode 0600 (only the agent's user);
 // requests and answers are JSON: {"method": "status", "args": {...}} ->
 // {"ok": true, ...} or {"error": "..."}. The same methods answer trusted clients over

@@ -1,4 +1,4 @@
-// Daemon: one vowd agent (DESIGN.md sections 4-6), the composition root that wires the
+// Daemon: one vowd agent (docs/agent.md), the composition root that wires the
 // coordination core (promises/core.h), the transport (CurveZMQ links, signed
 // statements), the store (SQLite ledger, artifacts) and job processes together.
 //

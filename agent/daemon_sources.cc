@@ -1,4 +1,4 @@
-// Sources (DESIGN.md 4.3): datasets this agent provides, snapshotted into the store
+// Sources (docs/coordination.md): datasets this agent provides, snapshotted into the store
 // when they change (inotify, with polling as the fallback) and fed to the agent; and
 // serving stored objects to peers' fetches.
 #include <fcntl.h>

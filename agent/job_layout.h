@@ -1,4 +1,4 @@
-// Where a job runs and what it sees (DESIGN.md section 6): its work directory under the
+// Where a job runs and what it sees (docs/agent.md): its work directory under the
 // state directory, the read-only inputs, the expected outputs, the captured logs, the
 // supervisor's status file, and the environment.
 //

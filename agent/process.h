@@ -1,5 +1,5 @@
 // Job processes: how vowd starts, watches, stops and re-adopts the process of a job
-// (DESIGN.md section 6, recovery in section 5).
+// (docs/agent.md, with recovery after a restart).
 //
 // Each job runs under a tiny /bin/sh supervisor in its own session (so its own process
 // group): the supervisor runs the command, waits for it, and writes the exit status to

@@ -1,4 +1,4 @@
-// The read-only queries of the control API (DESIGN.md section 7): jobs, one job, peers,
+// The read-only queries of the control API (docs/cli.md): jobs, one job, peers,
 // promises, lineage, why, live verify, and resolve/fetch for `vow get`. Every answer
 // comes from this agent's replicated ledger and core; nothing here changes state except
 // `fetch`, which asks for a copy of an artifact the mesh already holds. JSON schemas:

@@ -1,4 +1,4 @@
-// Baselines for the end-to-end agent benchmarks run by bench/run (DESIGN.md section 9).
+// Baselines for the end-to-end agent benchmarks run by bench/run (BENCHMARKS.md).
 // Each subcommand measures the bare cost a vow figure is compared with, in the same run,
 // and prints one JSON object per line (bench/run parses them):
 //

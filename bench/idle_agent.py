@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Idle agent with 10 peers: resident memory and CPU of one vowd in an 11-agent mesh
-with nothing to run (DESIGN.md section 9: RSS <= 20 MB, CPU <= 1%).
+with nothing to run (BENCHMARKS.md: RSS <= 20 MB, CPU <= 1%).
 
 usage: bench/idle_agent.py BUILD_DIR [--seconds N] [--runs N]
 Prints one line per run and the median; the figures go to BENCHMARKS.md.

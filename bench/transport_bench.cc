@@ -1,4 +1,4 @@
-// Transport benchmarks (DESIGN.md section 9), each figure next to its baseline measured
+// Transport benchmarks (BENCHMARKS.md), each figure next to its baseline measured
 // in the same run:
 //   1. signed statements verified per second through decode_and_verify (and through the
 //      whole inbound validator, frame included) vs a bare crypto_sign_verify_detached

@@ -1,4 +1,4 @@
-// Per-job decisions of the core (DESIGN.md 4.5, 4.6): who claims, fencing and
+// Per-job decisions of the core (docs/coordination.md): who claims, fencing and
 // tie-breaks, fetching inputs, starting, results, retries with backoff.
 #include <algorithm>
 #include <limits>

@@ -1,4 +1,4 @@
-// Core: the coordination state machine of one agent (DESIGN.md section 4), in the style
+// Core: the coordination state machine of one agent (docs/coordination.md), in the style
 // of etcd's raft RawNode. It is fed inputs and returns an Output batch; it holds no
 // sockets, no clock, no threads and no randomness, so the daemon and the simulator run
 // the same code and any run replays from its inputs.

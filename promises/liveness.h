@@ -1,4 +1,4 @@
-// Failure detection behind a small interface (DESIGN.md 4.1), so that all-to-all
+// Failure detection behind a small interface (docs/coordination.md), so that all-to-all
 // heartbeats can later be replaced by SWIM-style probing (memberlist, Lifeguard)
 // without touching the rest of the core.
 //

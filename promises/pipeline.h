@@ -79,7 +79,7 @@ struct Pipeline {
   const Source* find_source(std::string_view name) const;
 };
 
-// Failure-detection and gossip timing (DESIGN.md 4.1). Defaults give sub-second
+// Failure-detection and gossip timing (docs/coordination.md). Defaults give sub-second
 // failover on a LAN.
 struct Timing {
   std::int64_t heartbeat_ms = 100;

@@ -1,5 +1,5 @@
 // Planner: from the pipelines an agent knows and the ledger's source versions and
-// canonical results, the jobs that exist right now (DESIGN.md 4.4).
+// canonical results, the jobs that exist right now (docs/coordination.md).
 //
 // A stage's jobs exist once every input has a canonical artifact: a source's latest
 // version, or an upstream stage's output. A plain stage has one job; a stage with

@@ -1,5 +1,5 @@
 // Replication to `replicas` holders and regeneration of lost artifacts from their
-// lineage (DESIGN.md 4.7).
+// lineage (docs/coordination.md).
 #include "promises/replication.h"
 
 #include <algorithm>

@@ -1,5 +1,5 @@
-// Statements: the signed, immutable records agents publish and replicate (DESIGN.md
-// sections 1 and 4), as plain values. The wire encoding, signing and verification
+// Statements: the signed, immutable records agents publish and replicate (docs/protocol.md,
+// docs/coordination.md), as plain values. The wire encoding, signing and verification
 // live in transport/ (codec); the core consumes and produces these values only.
 //
 // Every statement has an author (an Ed25519 public key) and a per-author sequence
@@ -167,7 +167,7 @@ struct Accept {
   bool operator==(const Accept&) const = default;
 };
 
-// "Job J at epoch E saved this checkpoint" (DESIGN.md section 5, later).
+// "Job J at epoch E saved this checkpoint" (docs/storage.md, later).
 struct Checkpoint {
   JobRef job;
   std::uint32_t epoch = 0;

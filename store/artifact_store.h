@@ -1,4 +1,4 @@
-// ArtifactStore: the content-addressed artifacts an agent holds (DESIGN.md 4.7, 5), in
+// ArtifactStore: the content-addressed artifacts an agent holds (docs/coordination.md), in
 // STATE_DIR/artifacts/, indexed in the LedgerStore's artifacts table.
 //
 // Objects are named by their BLAKE2b-256 digest (promises/digest.h). A file object holds

@@ -1,4 +1,4 @@
-// LedgerStore: an agent's durable state (DESIGN.md section 5): every statement it knows, its
+// LedgerStore: an agent's durable state (docs/storage.md): every statement it knows, its
 // own sequence counter, the jobs it is running, its peers, and the index of artifacts it
 // holds. SqliteLedger (sqlite_ledger.h) keeps it in STATE_DIR/vow.db; MemoryLedger is
 // the same contract in memory for tests; FaultyLedger wraps either and fails chosen
@@ -56,7 +56,7 @@ struct StoredStatement {
   bool operator==(const StoredStatement&) const = default;
 };
 
-// A job this agent has started and not yet finished (restart recovery, DESIGN.md 5).
+// A job this agent has started and not yet finished (restart recovery, docs/storage.md).
 struct RunningJob {
   Digest job;
   std::uint32_t epoch = 0;
@@ -118,7 +118,7 @@ class LedgerStore {
   virtual Result<std::vector<StoredStatement>> by_job(const Digest& job) = 0;
   // Statements of one kind, by (author, seq), at most `limit`.
   virtual Result<std::vector<StoredStatement>> by_kind(StatementKind kind, std::size_t limit) = 0;
-  // The canonical result of JOB (DESIGN.md 4.6): among ok results, the least
+  // The canonical result of JOB (docs/coordination.md): among ok results, the least
   // (epoch, outputs_digest), ties broken by (author, seq). nullopt if none.
   virtual Result<std::optional<StoredStatement>> canonical_result(const Digest& job) = 0;
   // Visits every statement (fsck, verify). row_status is kCorrupt for a row that fails

@@ -1,5 +1,5 @@
 // Identity and trust: an agent's Ed25519 key pair, its textual id, the key file on disk,
-// and the explicit set of keys an agent trusts (DESIGN.md section 3).
+// and the explicit set of keys an agent trusts (docs/protocol.md).
 //
 // Agent id format (docs/protocol.md): "vow" followed by the lowercase RFC 4648 base32
 // (alphabet a-z2-7, no padding) of 34 bytes: the 32-byte Ed25519 public key, then the

@@ -1,4 +1,4 @@
-// Transport: an agent's CurveZMQ links (DESIGN.md section 3). One ROUTER socket, bound
+// Transport: an agent's CurveZMQ links (docs/protocol.md). One ROUTER socket, bound
 // with CURVE server keys, takes inbound links; one DEALER per outbound peer connects
 // with CURVE client keys. Both key pairs are derived from the agent's Ed25519 identity.
 //

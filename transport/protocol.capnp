@@ -48,7 +48,7 @@ struct Envelope {
 }
 
 # ---------------------------------------------------------------------------------
-# Membership (DESIGN.md 4.1). The sender of these is the link's authenticated key
+# Membership (docs/coordination.md). The sender of these is the link's authenticated key
 # (CurveZMQ), so they are not signed.
 
 # First message on a link, in both directions, and again whenever the sender's
@@ -105,7 +105,7 @@ struct Have {
 }
 
 # ---------------------------------------------------------------------------------
-# Statements (DESIGN.md 3, 4.2-4.7).
+# Statements (docs/protocol.md).
 #
 # Signing rule: `bytes` is a complete Cap'n Proto message (standard framing) whose root
 # is a StatementBody, exactly as its author serialized it; `signature` is the Ed25519
@@ -257,7 +257,7 @@ struct Retry {
 }
 
 # ---------------------------------------------------------------------------------
-# Ledger anti-entropy (DESIGN.md 4.8).
+# Ledger anti-entropy (docs/coordination.md).
 
 # "This is what I hold; send me what I miss."
 struct LedgerRequest {
@@ -274,7 +274,7 @@ struct LedgerBatch {
 }
 
 # ---------------------------------------------------------------------------------
-# Artifact streaming (DESIGN.md 4.7). The receiver opens a stream with a FetchRequest
+# Artifact streaming (docs/coordination.md). The receiver opens a stream with a FetchRequest
 # giving `credits` chunks it can take; the sender sends at most that many chunks, and
 # the receiver grants more with Credit as it consumes them. Chunks are sent in offset
 # order from `offset`; the receiver verifies BLAKE2b-256 of the whole file at the end.

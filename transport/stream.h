@@ -1,4 +1,4 @@
-// Artifact streaming (DESIGN.md 4.7, docs/protocol.md): chunked, credit-based flow
+// Artifact streaming (docs/coordination.md, docs/protocol.md): chunked, credit-based flow
 // control, resumable from an offset, BLAKE2b-256 verified at the end.
 //
 // The receiver sends FetchRequest{stream, artifact, offset, credits}; the sender sends

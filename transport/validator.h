@@ -1,5 +1,5 @@
 // Validator: the gate every inbound frame passes before anything else in the agent sees
-// it (DESIGN.md section 3). In order: frame size, Cap'n Proto framing and decoding with
+// it (docs/protocol.md). In order: frame size, Cap'n Proto framing and decoding with
 // traversal limits, protocol version, sender role, then for each statement: signature,
 // trusted author, sequence. A frame that fails is dropped, counted under its
 // RejectReason, and logged at a rate limit; nothing rejected reaches the caller. A

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Chaos tests with real vowd processes (DESIGN.md section 8; docs/chaos.md).
+"""Chaos tests with real vowd processes (docs/coordination.md; docs/chaos.md).
 
 usage: chaos_test.py VOW VOWD FORGE SOURCE_ROOT SCENARIO [--rounds N] [--seed S]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Integration tests with real vowd processes on loopback (DESIGN.md section 8).
+"""Integration tests with real vowd processes on loopback (docs/coordination.md).
 
 usage: mesh_test.py VOW VOWD SOURCE_ROOT SCENARIO
 Scenarios: wordcount, failover, sigterm, memo-shard, untrusted, bad-config.
