@@ -491,7 +491,7 @@ void Core::Impl::finish(const Digest& job, std::uint32_t epoch, JobOutcome outco
   r.ok = outcome.ok;
   if (outcome.ok) r.outputs = std::move(outcome.outputs);
   r.exit_status = outcome.exit_status;
-  r.error = std::move(outcome.error);
+  r.error = truncated(std::move(outcome.error));
   r.started_unix_ms = outcome.started_unix_ms;
   r.ended_unix_ms = outcome.ended_unix_ms;
   r.stdout_digest = outcome.stdout_digest;

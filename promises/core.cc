@@ -41,6 +41,8 @@ const char* event_kind_name(EventKind kind) {
       return "equivocation";
     case EventKind::kUnbound:
       return "unbound";
+    case EventKind::kRefused:
+      return "refused";
   }
   return "unknown";
 }
@@ -248,7 +250,8 @@ void Core::Impl::note_nondeterminism(const Digest& job) {
 
 // A statement from a peer (verified): kept, and applied if new; a second statement for
 // a held (author, seq) is proof of equivocation.
-void Core::Impl::receive(const Statement& st) {
+void Core::Impl::receive(const Statement& st, bool proof) {
+  if (!admit(st, proof)) return;
   switch (ledger.add(st)) {
     case Ledger::AddResult::kNew:
       out.persist.push_back(st);
@@ -364,7 +367,10 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
         } else if constexpr (std::is_same_v<T, SyncRequest>) {
           answer_sync(from, m.have, m.digests);
         } else if constexpr (std::is_same_v<T, StatementBatch>) {
-          for (const auto& st : m.statements) receive(st);
+          // Two statements of one (author, seq) in one batch: a proof of equivocation.
+          std::map<std::pair<AgentKey, std::uint64_t>, int> names;
+          for (const auto& st : m.statements) ++names[{st.author, st.seq}];
+          for (const auto& st : m.statements) receive(st, names[{st.author, st.seq}] > 1);
           // Our own statements relayed back after a restart lost their tail.
           last_seq = std::max(last_seq, ledger.max_seq(config.key));
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
@@ -599,7 +605,7 @@ Output Core::retry(const std::vector<Digest>& jobs, const std::string& reason) {
   }
   for (const JobRef& ref : failed) {
     std::uint32_t epoch = s.book.max_epoch(ref.job);
-    s.publish(Retry{ref, epoch, reason});
+    s.publish(Retry{ref, epoch, truncated(reason)});
     s.event(EventKind::kRetry, EventLevel::kInfo,
             "job " + ref.job.short_hex() + " (" + ref.pipeline + "/" + ref.stage +
                 ") retried on request: failures up to epoch " + std::to_string(epoch) +

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "promises/ledger.h"
+#include "promises/limits.h"
 #include "promises/liveness.h"
 #include "promises/messages.h"
 #include "promises/pipeline.h"
@@ -97,6 +98,7 @@ struct CoreConfig {
   Timing timing;
   int replicas = 2;
   std::int64_t expected_duration_ms = 0;  // written on claims, for humans
+  IdleBudgetLimits idle_budget;           // per author (rule 6, limits.h)
   // Signs an own statement (a pure function of key and statement: Ed25519 is
   // deterministic): its result is set as the statement's signed form, so that the
   // statements in `persist` and in messages carry the bytes to store and send. Empty
@@ -192,6 +194,7 @@ enum class EventKind : std::uint8_t {
   kEquivocation,        // ... the first time for that author: it is marked equivocating
   kUnbound,             // a statement that does not count was held (rules 2-4)
   kDefinitionConflict,  // current adverts promise two definitions of one stage
+  kRefused,             // a peer's statement over a limit or its author's budget (rule 6)
 };
 const char* event_kind_name(EventKind kind);
 
@@ -347,6 +350,10 @@ class Core {
   // statements counts for any canonical choice.
   bool equivocating(const AgentKey& author) const;
   BindingReport binding_report() const;
+  // Peers' statements refused before they were kept (rule 6), by reason: "over-limit"
+  // (a field over its named limit, promises/limits.h) and "over-budget" (its author's
+  // budget of statements that do not count was spent).
+  const std::map<std::string, std::uint64_t>& refused() const;
   bool holds(const Digest& digest) const;
   // Live peers that hold (or are presumed to hold) an artifact, best first.
   std::vector<AgentKey> holders(const Digest& digest) const;

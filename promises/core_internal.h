@@ -8,6 +8,7 @@
 //   core.cc      inputs, ledger ingest, publishing, sync messages, heartbeats
 //   claims.cc    per-job decisions: claims, fencing, tie-breaks, fetch, start, results,
 //                kills and restored runs
+//   admission.cc which peers' statements are kept (limits and budgets, rule 6)
 //   views.cc     read-only queries
 // Private to promises/. Not thread-safe (owned by one Core).
 #pragma once
@@ -22,6 +23,7 @@
 #include "promises/claim_book.h"
 #include "promises/core.h"
 #include "promises/holdings.h"
+#include "promises/limits.h"
 #include "promises/membership.h"
 #include "promises/replication.h"
 
@@ -118,6 +120,12 @@ struct Core::Impl {
   std::int64_t next_sync_ms = 0;
   std::size_t sync_rotor = 0;
 
+  // Rule 6 (admission.cc): per-author budgets of statements that do not count, the
+  // refusals by reason, and when a refusal of each (author, reason) was last logged.
+  std::map<AgentKey, IdleBudget> budgets;
+  std::map<std::string, std::uint64_t> refused;
+  std::map<std::pair<AgentKey, std::string>, std::int64_t> refusal_logged_ms;
+
   // ---- core.cc ----
   Output take();
   void event(EventKind kind, EventLevel level, std::string text,
@@ -126,7 +134,7 @@ struct Core::Impl {
   void ingest(const Statement& st, bool restored);
   void on_advert(const Statement& st);
   void report_conflicts();
-  void receive(const Statement& st);
+  void receive(const Statement& st, bool proof = false);
   void on_equivocation(const AgentKey& author);
   void answer_sync(const AgentKey& to, const VersionVector& have,
                    const std::map<AgentKey, Digest>& digests);
@@ -139,6 +147,17 @@ struct Core::Impl {
   std::vector<AgentKey> live_holders(const Digest& digest) const {
     return holdings.live_holders(digest, now_ms);
   }
+
+  // ---- admission.cc ----
+  // Whether a peer's statement may be kept: within the field limits, and either counting
+  // on arrival, paid for from its author's budget, or half of an equivocation proof
+  // (`proof`: two statements of one (author, seq) in one batch; at most one proof per
+  // author is kept). Counts and logs a refusal.
+  bool admit(const Statement& st, bool proof);
+  // Whether a statement not yet held would count if kept now (rules 1-5, read from what
+  // the ledger holds; a statement judged idle here may still come to count later).
+  bool counts_on_arrival(const Statement& st) const;
+  void refuse(const Statement& st, const std::string& reason, const std::string& why);
 
   // ---- claims.cc ----
   void reconcile();

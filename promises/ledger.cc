@@ -171,13 +171,20 @@ std::vector<Statement> Ledger::diverging_for(const VersionVector& theirs,
 Digest Ledger::fingerprint() const {
   Hasher h;
   h.update_field("vow-ledger-fingerprint-v1");
-  for (const auto& [author, digests] : prefix_) {
+  for (const auto& [author, by_seq] : by_author_) {
     h.update(author.bytes);
     if (equivocating(author)) {
       h.update_field("equivocating");
-    } else {
-      h.update_field(std::to_string(digests.size()));
-      if (!digests.empty()) h.update(digests.back().bytes);
+      continue;
+    }
+    auto p = prefix_.find(author);
+    std::size_t mark = p == prefix_.end() ? 0 : p->second.size();
+    h.update_field(std::to_string(mark));
+    if (mark != 0) h.update(p->second.back().bytes);
+    // Statements held beyond a gap (a refused statement, rule 6): not in the prefix.
+    for (auto it = by_seq.upper_bound(mark); it != by_seq.end(); ++it) {
+      h.update_field(std::to_string(it->first));
+      h.update(statement_digest(it->second).bytes);
     }
   }
   return h.finish();

@@ -92,7 +92,7 @@ struct Node {
 class Mesh {
  public:
   Mesh(int n, const Pipeline& p, std::vector<std::vector<std::string>> promises_by_node,
-       int replicas = 2, int capacity = 2) {
+       int replicas = 2, int capacity = 2, IdleBudgetLimits idle_budget = {}) {
     nodes_.resize(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
       Node& nd = nodes_[i];
@@ -101,6 +101,7 @@ class Mesh {
       nd.config.name = "n" + std::to_string(i);
       nd.config.pipelines = {p};
       nd.config.replicas = replicas;
+      nd.config.idle_budget = idle_budget;
       for (const auto& st : promises_by_node[i]) {
         nd.config.promises.push_back(CorePromise{p.name, st, capacity});
       }

@@ -4,10 +4,13 @@
 // (versions of a dataset it does not provide, huge or jumping versions, a provider that
 // lies in line), publishes results without claims and at epoch 0, claims at epochs it
 // did not earn (2^32-1, 0), equivocates (two statements with one seq, one to each half
-// of the mesh) and floods. It draws from a random source of its own, and sends without
+// of the mesh), floods (statements that do not count, superseding adverts) and sends
+// fields over their limits (a 1 MiB name, a 64 KiB error text). It draws from a random source of its own, and sends without
 // loss or partition, so every agent hears it. Its invariants are checked at the end.
 #include <algorithm>
 #include <limits>
+
+#include "promises/limits.h"
 
 #include "tests/sim/world.h"
 
@@ -25,6 +28,10 @@ constexpr std::size_t kMaxClaimsPerJob = 24;
 // (claims, accepts, results of its attempts, takeovers and regenerations).
 constexpr std::size_t kLedgerBudgetBase = 2'000;
 constexpr std::size_t kLedgerBudgetPerJob = 40;
+constexpr int kHostileAdvertFlood = 60;  // superseding adverts in one flood
+// Hostile statements that can count (its first advert, a lying provider's line of at
+// most 3, an equivocation proof): everything else it holds was paid from its budget.
+constexpr std::size_t kHostileCountable = 8;
 
 std::uint64_t draw(std::mt19937_64& rng, std::uint64_t n) { return n == 0 ? 0 : rng() % n; }
 
@@ -97,7 +104,7 @@ void World::hostile_act() {
     r.outputs = {NamedArtifact{"o0", bogus(what)}};
     return r;
   };
-  std::uint64_t attack = draw(hostile_rng_, 6);
+  std::uint64_t attack = draw(hostile_rng_, 8);
   if (attack == 3 && hostile_equivocated_) attack = 4;
   switch (attack) {
     case 0: {  // source hijack: a dataset it does not provide, and a jump in its own
@@ -147,6 +154,26 @@ void World::hostile_act() {
       }
       hostile_send(flood, -1);
       trace("hostile flood");
+      return;
+    }
+    case 6: {  // fields over their limits: refused by every agent, never stored
+      Advert big{std::string(std::size_t{1} << 20, 'n'), {}, {}, {}};
+      JobResult r = result(1, "long error");
+      r.ok = false;
+      r.outputs.clear();
+      r.error = std::string(std::size_t{64} << 10, 'e');
+      hostile_send({hostile_statement(std::move(big)), hostile_statement(std::move(r))}, -1);
+      trace("hostile fields over their limits");
+      return;
+    }
+    case 7: {  // superseding adverts: none counts but the latest, each one costs
+      std::vector<Statement> flood;
+      for (int k = 0; k < kHostileAdvertFlood; ++k) {
+        flood.push_back(hostile_statement(Advert{"hostile-" + u64s(hostile_seq_), {}, {},
+                                                 {AdvertSource{pipeline_.name, "cfg"}}}));
+      }
+      hostile_send(flood, -1);
+      trace("hostile advert flood");
       return;
     }
     default: {  // a provider that lies, in its own line: outvoted by the honest two
@@ -213,6 +240,21 @@ void World::check_hostile_end() {
         fail(who + " takes a hostile result as canonical for " + id.short_hex());
       }
     }
+    // What the hostile host got kept is bounded by its budget, and nothing over a limit.
+    std::size_t held = 0;
+    bool over_limit = false;
+    c.ledger().for_each([&](const Statement& st) {
+      if (st.author == hostile_key_) ++held;
+      over_limit = over_limit || promises::check_limits(st).has_value();
+    });
+    const auto& idle = hosts_[i].config.idle_budget;
+    auto idle_bound = static_cast<std::size_t>(
+        kHostileCountable + idle.burst + idle.tokens_per_second * static_cast<std::uint64_t>(now_) / 1000);
+    if (held > idle_bound) {
+      fail(who + " holds " + std::to_string(held) + " statements of the hostile host (its budget " +
+           std::to_string(idle_bound) + ")");
+    }
+    if (over_limit) fail(who + " holds a statement with a field over its limit");
     if (c.ledger().size() > budget) {
       fail(who + " holds " + std::to_string(c.ledger().size()) + " statements (budget " +
            std::to_string(budget) + ")");

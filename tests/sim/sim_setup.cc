@@ -94,6 +94,7 @@ void World::make_hosts() {
     h.config.endpoints = {"sim://" + std::to_string(i)};
     h.config.replicas = 2;
     h.config.sign = sim_sign;
+    h.config.idle_budget = kSimIdleBudget;
     h.provides_sources = i < 2;
     h.net = std::make_unique<SimNetwork>(this, i);
     h.disk = std::make_unique<SimDisk>(this, i);

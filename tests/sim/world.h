@@ -36,6 +36,9 @@ inline Digest hash_of(std::initializer_list<std::string_view> parts) {
 inline std::string u64s(std::uint64_t v) { return std::to_string(v); }
 
 inline constexpr std::int64_t kFaultWindowMs = 2'500;  // faults happen in [0, this)
+// The per-author budget of statements that do not count (promises/limits.h), scaled
+// down so that the hostile host's floods run out of it within a seed.
+inline constexpr promises::IdleBudgetLimits kSimIdleBudget{400, 20};
 
 class SimClock final : public agent::Clock {
  public:
