@@ -209,11 +209,16 @@ nlohmann::json Daemon::Impl::status_json() {
   }
   rejected["untrusted-handshake"] = counters.zap_denied;
   rejected["tree-too-large"] = agent->counters().trees_refused;
-  // Authors proven to sign two statements with one seq: none of theirs counts.
-  json equivocators = json::array();
-  for (const auto& k : core().binding_report().equivocators) {
-    equivocators.push_back(transport::agent_id(k));
+  for (const char* reason : {"over-limit", "over-budget"}) {
+    auto it = core().refused().find(reason);
+    rejected[reason] = it == core().refused().end() ? 0 : it->second;
   }
+  // Authors proven to sign two statements with one seq: none of theirs counts.
+  promises::BindingReport binding = core().binding_report();
+  json equivocators = json::array();
+  for (const auto& k : binding.equivocators) equivocators.push_back(transport::agent_id(k));
+  json unbound = json::object();
+  for (const auto& [reason, n] : binding.unbound) unbound[reason] = n;
   return {
       {"agent", {{"name", config.name}, {"id", identity->id()}, {"listen", transport->endpoint()}}},
       {"agents", agents},
@@ -225,6 +230,7 @@ nlohmann::json Daemon::Impl::status_json() {
         {"duplicates", counters.duplicates},
         {"equivocations", counters.equivocations}}},
       {"equivocators", equivocators},
+      {"unbound", unbound},
       {"jobs_started_here", agent->counters().jobs_started},
       {"jobs_adopted_here", agent->counters().jobs_adopted},
       {"worker_backlogged", agent->counters().worker_backlogged}};
@@ -289,6 +295,20 @@ std::string Daemon::Impl::metrics_text() {
          static_cast<double>(counters.zap_denied));
   sample(out, "vow_messages_rejected_total", {{"reason", "tree-too-large"}},
          static_cast<double>(agent->counters().trees_refused));
+  for (const char* reason : {"over-limit", "over-budget"}) {
+    auto it = core().refused().find(reason);
+    sample(out, "vow_messages_rejected_total", {{"reason", reason}},
+           it == core().refused().end() ? 0.0 : static_cast<double>(it->second));
+  }
+  promises::BindingReport binding = core().binding_report();
+  header(out, "vow_equivocating_authors", "gauge",
+         "Authors proven to sign two different statements with one sequence number.");
+  sample(out, "vow_equivocating_authors", {}, static_cast<double>(binding.equivocators.size()));
+  header(out, "vow_unbound_statements", "gauge",
+         "Statements held that do not count (kept as evidence), by rule and reason.");
+  for (const auto& [reason, n] : binding.unbound) {
+    sample(out, "vow_unbound_statements", {{"reason", reason}}, static_cast<double>(n));
+  }
   header(out, "vow_duplicate_statements_total", "counter",
          "Statements received again byte for byte (dropped quietly).");
   sample(out, "vow_duplicate_statements_total", {}, static_cast<double>(counters.duplicates));

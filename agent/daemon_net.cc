@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "promises/limits.h"
 #include "agent/daemon_internal.h"
 #include "transport/codec.h"
 
@@ -193,7 +194,9 @@ void Daemon::Impl::handle_inbound(transport::Inbound& in) {
   if (!message) return;  // streaming is the transport's; control is for clients only
   if (const auto* hello = std::get_if<promises::Hello>(&message->body)) {
     // It told us where it listens: link to it (or keep the link we have).
-    if (!hello->endpoints.empty()) connect_peer(peer, hello->endpoints.front());
+    if (!hello->endpoints.empty() && hello->endpoints.front().size() <= promises::kMaxEndpointBytes) {
+      connect_peer(peer, hello->endpoints.front());
+    }
   }
   // A hello, a heartbeat or a sync request means the peer runs and talks to us.
   if (std::holds_alternative<promises::Hello>(message->body) ||

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "promises/assert.h"
+#include "promises/config.h"
 #include "promises/core_internal.h"
 
 namespace vow::promises {
@@ -332,7 +333,11 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
       [&](const auto& m) {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, Hello>) {
-          if (!m.name.empty()) p->name = m.name;
+          // A name for humans: only an identifier within the limit (rule 6).
+          if (!m.name.empty() && m.name.size() <= kMaxStatementNameBytes &&
+              is_identifier(m.name)) {
+            p->name = m.name;
+          }
           answer_sync(from, m.have, {});
           VersionVector mine = ledger.version_vector();
           bool lacking = false;

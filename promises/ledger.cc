@@ -106,13 +106,26 @@ std::uint64_t Ledger::max_seq(const AgentKey& author) const {
 }
 
 std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::size_t limit) const {
-  std::vector<Statement> out;
+  // Each author's tail above the peer's mark, taken in turns (one statement of each
+  // author per round): an author with a long tail the peer keeps refusing (rule 6)
+  // cannot crowd the others out of a bounded answer.
+  using It = std::map<std::uint64_t, Statement>::const_iterator;
+  std::vector<std::pair<It, It>> tails;
   for (const auto& [author, by_seq] : by_author_) {
     std::uint64_t have = 0;
     if (auto t = theirs.find(author); t != theirs.end()) have = t->second;
-    for (auto it = by_seq.upper_bound(have); it != by_seq.end(); ++it) {
-      if (out.size() >= limit) return out;
-      out.push_back(it->second);
+    auto it = by_seq.upper_bound(have);
+    if (it != by_seq.end()) tails.emplace_back(it, by_seq.end());
+  }
+  std::vector<Statement> out;
+  while (out.size() < limit && !tails.empty()) {
+    for (std::size_t i = 0; i < tails.size() && out.size() < limit;) {
+      out.push_back(tails[i].first->second);
+      if (++tails[i].first == tails[i].second) {
+        tails.erase(tails.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {
+        ++i;
+      }
     }
   }
   return out;

@@ -91,8 +91,9 @@ class Ledger {
   std::uint64_t max_seq(const AgentKey& author) const;
 
   // The statements a peer whose version vector is `theirs` lacks (every held seq above
-  // its contiguous mark), authors in key order, oldest first, at most `limit` of them.
-  // The peer asks again for the rest.
+  // its contiguous mark), at most `limit` of them: the authors take turns (one
+  // statement each per round, in key order), each author's oldest first. The peer asks
+  // again for the rest.
   std::vector<Statement> missing_for(const VersionVector& theirs, std::size_t limit) const;
 
   // ---- equivocation ----

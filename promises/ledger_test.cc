@@ -146,8 +146,17 @@ TEST_CASE("ledger: missing_for sends what the peer lacks, capped") {
   auto missing = l.missing_for(theirs, 10);
   REQUIRE(missing.size() == 3);
   CHECK(missing[0].seq == 4);
-  CHECK(missing[2].author == key(2));
-  CHECK(l.missing_for(theirs, 2).size() == 2);
+  CHECK(missing[2].seq == 5);
+  CHECK(missing[2].author == key(1));
+  // Authors take turns: a cap of 2 gives one statement of each.
+  auto two = l.missing_for(theirs, 2);
+  REQUIRE(two.size() == 2);
+  CHECK(two[0].author != two[1].author);
+  // A long tail does not crowd another author out.
+  for (std::uint64_t s = 6; s <= 600; ++s) (void)l.add(claim(1, s, 1));
+  auto capped = l.missing_for(theirs, 16);
+  CHECK(std::count_if(capped.begin(), capped.end(),
+                      [](const Statement& st) { return st.author == key(2); }) == 1);
 }
 
 TEST_CASE("parse_canonical_pipeline reverses canonical_pipeline") {
