@@ -34,18 +34,36 @@ bool provides(const Statement* advert, const SourceVersion& sv) {
   });
 }
 
+std::uint32_t epoch_of(const Statement& st) {
+  return std::visit(
+      [](const auto& b) -> std::uint32_t {
+        if constexpr (requires { b.epoch; }) {
+          return b.epoch;
+        } else {
+          return 0;
+        }
+      },
+      st.body);
+}
+
 }  // namespace
 
 bool Core::Impl::counts_on_arrival(const Statement& st) const {
   if (ledger.equivocating(st.author)) return false;
   const Statement* advert = ledger.advert_at(st.author, st.seq);
-  auto claimed = [&](const Digest& job, std::optional<std::uint32_t> epoch) {
+  // The author claimed the job at `epoch` before this statement, and has not said
+  // `already` of that run yet: one result, release or accept per claim counts.
+  auto first_of_run = [&](const Digest& job, std::uint32_t epoch, auto already) {
     const JobStatements* js = ledger.job(job);
     if (js == nullptr) return false;
-    return std::any_of(js->claims.begin(), js->claims.end(), [&](const Statement* c) {
-      return c->author == st.author && c->seq < st.seq &&
-             (!epoch || std::get<Claim>(c->body).epoch == *epoch);
+    auto by_author = [&](const Statement* c) { return c->author == st.author; };
+    bool claimed = std::any_of(js->claims.begin(), js->claims.end(), [&](const Statement* c) {
+      return by_author(c) && c->seq < st.seq && std::get<Claim>(c->body).epoch == epoch;
     });
+    const std::vector<const Statement*>& said = already(*js);
+    return claimed && std::none_of(said.begin(), said.end(), [&](const Statement* x) {
+             return by_author(x) && x->job().has_value() && epoch_of(*x) == epoch;
+           });
   };
   return std::visit(
       [&](const auto& b) -> bool {
@@ -61,18 +79,26 @@ bool Core::Impl::counts_on_arrival(const Statement& st) const {
                  b.version == ledger.own_source_version(st.author, b.pipeline, b.source) + 1;
         } else if constexpr (std::is_same_v<T, Claim>) {
           if (!promises_stage(advert, b.job.stage_digest)) return false;
+          // A job this agent's plan does not have: maybe one whose source version is
+          // still on its way, or one that does not exist. Paid for, as long as the plan
+          // is current (a stale plan gives the benefit of the doubt).
+          if (plan != nullptr && !plan_dirty && plan->find(b.job.job) == nullptr) return false;
           if (b.epoch == 0 || (b.epoch == 1) == b.supersedes.has_value()) return false;
           if (b.epoch == 1) return true;
           const Statement* prev = ledger.get(b.supersedes->author, b.supersedes->seq);
           const Claim* pc = prev != nullptr ? std::get_if<Claim>(&prev->body) : nullptr;
           return pc != nullptr && pc->job.job == b.job.job && pc->epoch + 1 == b.epoch;
         } else if constexpr (std::is_same_v<T, JobResult>) {
-          return claimed(b.job.job, b.epoch);
-        } else if constexpr (std::is_same_v<T, Release> || std::is_same_v<T, Accept> ||
-                             std::is_same_v<T, Checkpoint>) {
-          return claimed(b.job.job, std::nullopt);
+          return first_of_run(b.job.job, b.epoch,
+                              [](const JobStatements& js) -> const auto& { return js.results; });
+        } else if constexpr (std::is_same_v<T, Release>) {
+          return first_of_run(b.job.job, b.epoch,
+                              [](const JobStatements& js) -> const auto& { return js.releases; });
+        } else if constexpr (std::is_same_v<T, Accept>) {
+          return first_of_run(b.job.job, b.epoch,
+                              [](const JobStatements& js) -> const auto& { return js.accepts; });
         } else {
-          return false;  // Retry: a user's request, rare; always paid for
+          return false;  // Retry (a user's request, rare), Checkpoint: always paid for
         }
       },
       st.body);

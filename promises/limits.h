@@ -60,9 +60,10 @@ std::string quoted(std::string_view text, std::size_t max_bytes = kLogQuoteBytes
 std::string truncated(std::string text, std::size_t max_bytes = kMaxTextBytes);
 
 // The per-author budget of statements that do not count when they arrive (a superseded
-// or superseding advert, an unbound claim, result or source version, a release, accept
-// or checkpoint of a job its author never claimed, a retry, a pipeline definition its
-// author's advert does not name): a token bucket of kIdleBurst tokens refilled at
+// or superseding advert, an unbound claim or source version, a claim of a job not in
+// the plan, a result, release or accept of a run its author never claimed or already
+// spoke for, a retry, a checkpoint, a pipeline definition its author's advert does not
+// name or that is held already): a token bucket of kIdleBurst tokens refilled at
 // kIdleTokensPerSecond, where such a statement costs 1 + its signed size / 4 KiB. A
 // statement that finds too few tokens is refused (not kept; a peer offers it again
 // later, and it is taken once its author's bucket has refilled).
