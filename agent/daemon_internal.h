@@ -195,11 +195,11 @@ struct Daemon::Impl {
   // ---- provenance.cc (docs/provenance.md) ----
   // A stage definition by digest: this agent's files (current, then retired), else any
   // definition the mesh published. nullptr if none is known.
-  const promises::Stage* stage_definition(const Digest& stage_digest) const;
+  const promises::Stage* stage_definition(const Digest& stage_digest);
   // For CoreConfig::attest: signs the attestation of an own result or source version.
   void attest_own_statement(Statement& st);
   // The attestation of a result or source version held in the ledger, checked.
-  Result<Attestation> attestation(const Statement& st) const;
+  Result<Attestation> attestation(const Statement& st);
   // The attestations of the steps behind a result (args: ref), with the keys to check them.
   nlohmann::json attest_json(const nlohmann::json& args);
 

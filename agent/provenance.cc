@@ -11,7 +11,7 @@ namespace vow::agent {
 
 using nlohmann::json;
 
-const promises::Stage* Daemon::Impl::stage_definition(const Digest& stage_digest) const {
+const promises::Stage* Daemon::Impl::stage_definition(const Digest& stage_digest) {
   for (const auto& p : pipelines) {
     for (const auto& s : p.stages) {
       if (s.digest == stage_digest) return &s;
@@ -48,7 +48,7 @@ void Daemon::Impl::attest_own_statement(Statement& st) {
   }
 }
 
-Result<Attestation> Daemon::Impl::attestation(const Statement& st) const {
+Result<Attestation> Daemon::Impl::attestation(const Statement& st) {
   const promises::Stage* stage = nullptr;
   if (const auto* r = std::get_if<JobResult>(&st.body)) {
     stage = stage_definition(r->job.stage_digest);
