@@ -566,6 +566,7 @@ json Daemon::Impl::verify_json() {
   if (!report.is_ok()) return {{"error", report.status().to_string()}};
   return {{"statements", report->statements},
           {"links", report->links},
+          {"attestations", report->attestations},
           {"problems", report->problems},
           {"ok", report->problems.empty()}};
 }

@@ -225,6 +225,9 @@ def scenario_attest():
         why = json.loads(vow(a, "why", top_step["job"], "--json").stdout)
         check(why.get("attestation") == top_step["attestation"],
               f"why's attestation {why.get('attestation')} != {top_step['attestation']}")
+        # vow verify checks every attestation in the ledger too.
+        v = json.loads(vow(a, "verify", "--json").stdout)
+        check(v["ok"] and v["attestations"] >= 12, f"vow verify: {v}")
         # One changed byte in any attestation fails the check.
         for i, line in enumerate(lines):
             env = json.loads(line)
