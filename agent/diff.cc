@@ -124,7 +124,9 @@ json compare(const std::string& key, const Side& sa, const Side& sb) {
   }
   json causes = json::array();
   if (d["kind"] == "source") {
-    bool same = a->value("id", "") == b->value("id", "");
+    // One artifact is the same source, whichever provider's statement named it.
+    bool same = a->value("id", "") == b->value("id", "") ||
+                (*a)["output"].value("digest", "") == (*b)["output"].value("digest", "");
     d["state"] = same ? "same" : "differs";
     if (!same) {
       causes.push_back("version");
