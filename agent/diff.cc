@@ -450,6 +450,10 @@ std::string diff_dot(const json& diff) {
   auto quote = [](const std::string& s) {
     std::string out = "\"";
     for (char c : s) {
+      if (c == '\n') {
+        out += "\\n";  // a line break in the label
+        continue;
+      }
       if (c == '"' || c == '\\') out += '\\';
       out += c;
     }
@@ -466,7 +470,7 @@ std::string diff_dot(const json& diff) {
     std::string label = (d.value("kind", "") == "source" ? "source " : "") + key;
     std::string causes;
     for (const auto& c : d["causes"]) causes += (causes.empty() ? "" : ", ") + c.get<std::string>();
-    if (!causes.empty()) label += "\\n" + causes;
+    if (!causes.empty()) label += "\n" + causes;
     std::string attrs;
     if (state == "differs") {
       attrs = origins.count(key) ? "fillcolor=\"#f4a6a6\", color=\"#c00000\", penwidth=2"
