@@ -246,7 +246,7 @@ Result<Attestation> attestation_of(const Statement& st, const promises::Stage* s
   }
   Attestation a;
   a.statement = std::move(statement).value();
-  json signature = {{"keyid", transport::agent_id(st.author)},
+  json signature = {{"keyid", st.author.hex()},
                     {"sig", base64(std::span<const std::uint8_t>(**field))}};
   a.envelope = json::object();
   a.envelope["payloadType"] = kDssePayloadType;
@@ -258,7 +258,10 @@ Result<Attestation> attestation_of(const Statement& st, const promises::Stage* s
 }
 
 json public_key_json(const AgentKey& key) {
-  return {{"keytype", "ed25519"}, {"scheme", "ed25519"}, {"keyval", {{"public", key.hex()}}}};
+  return {{"keytype", "ed25519"},
+          {"scheme", "ed25519"},
+          {"keyval", {{"public", key.hex()}}},
+          {"id", transport::agent_id(key)}};
 }
 
 }  // namespace vow::agent

@@ -74,7 +74,7 @@ bool attest_own(const transport::Identity& identity, Statement& st,
 // A statement's attestation as a third party receives it.
 struct Attestation {
   nlohmann::json statement;  // the in-toto Statement (decoded payload)
-  nlohmann::json envelope;   // the DSSE envelope, keyid = the author's agent id
+  nlohmann::json envelope;   // the DSSE envelope, keyid = the author's public key in hex
   std::string line;          // the envelope as one bundle line (no newline)
   Digest digest;             // BLAKE2b-256 of `line`: the attestation digest
 };
@@ -85,7 +85,8 @@ struct Attestation {
 // definition given is not the one its author signed), naming the statement.
 Result<Attestation> attestation_of(const Statement& st, const promises::Stage* stage);
 
-// The key entry of a bundle's key file for an agent key (docs/provenance.md).
+// The key entry of a bundle's key file for an agent key, under its keyid (the key in
+// hex): securesystemslib's form, plus the agent id (docs/provenance.md).
 nlohmann::json public_key_json(const AgentKey& key);
 
 }  // namespace vow::agent

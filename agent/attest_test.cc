@@ -122,7 +122,8 @@ TEST_CASE("the author signs the attestation and any holder of the statement rebu
   auto a = attestation_of(*decoded, &stage);
   REQUIRE(a.is_ok());
   CHECK(a->envelope["payloadType"] == "application/vnd.in-toto+json");
-  CHECK(a->envelope["signatures"][0]["keyid"] == id.id());
+  CHECK(a->envelope["signatures"][0]["keyid"] == id.key().hex());
+  CHECK(public_key_json(id.key())["id"] == id.id());
   CHECK(a->envelope["payload"] == base64(attestation_payload(a->statement)));
   CHECK(a->digest == blake2b(a->line));
   CHECK(a->line.find('\n') == std::string::npos);

@@ -84,10 +84,9 @@ json Daemon::Impl::attest_json(const json& args) {
       problems.push_back(a.status().message());
       continue;
     }
-    std::string keyid = transport::agent_id(st->author);
     json key = public_key_json(st->author);
     key["name"] = agent_name(st->author);
-    keys[keyid] = key;
+    keys[st->author.hex()] = key;
     attestations.push_back({{"step", id},
                             {"kind", step.value("kind", "")},
                             {"digest", a->digest.hex()},

@@ -144,7 +144,7 @@ def check_bundle(lines, keys, mesh, root_digests):
             problems.append(f"line {n}: not an in-toto Statement of SLSA provenance")
             continue
         builder = st["predicate"]["runDetails"]["builder"]["id"]
-        if builder != "urn:vow:agent:" + sig["keyid"]:
+        if builder != "urn:vow:agent:" + key["id"]:
             problems.append(f"line {n}: built by {builder} but signed by {sig['keyid']}")
         statements.append(st)
         # Subjects: files hash to their digest; a tree's digest is its entries' encoding.
@@ -208,8 +208,9 @@ def scenario_attest():
             lines = [x for x in f.read().split(b"\n") if x]
         with open(out["keys_file"]) as f:
             keys = json.load(f)["keys"]
-        check(set(keys) <= {a.id, b.id} and a.id in keys,
-              f"keys: {sorted(keys)}, agents {a.id} (provider), {b.id}")
+        check({k["id"] for k in keys.values()} <= {a.id, b.id} and
+              a.id in {k["id"] for k in keys.values()},
+              f"keys: {keys}, agents {a.id} (provider), {b.id}")
         # One attestation per step of the lineage: the source version, split, 8 shards
         # of count, merge, top.
         lineage = json.loads(vow(b, "lineage", "wordcount/top.report", "--json").stdout)
