@@ -334,8 +334,22 @@ json Daemon::Impl::lineage_json(const json& args) {
   std::vector<const Statement*> todo;
   Status unresolved = Status::ok();
   if (auto roots = resolve_artifact(ref); roots.is_ok()) {
+    // PIPELINE/STAGE.OUTPUT names its producers: the stage's canonical results (the same
+    // bytes may also be another step's output).
+    std::string stage_of_ref = ref.substr(0, ref.rfind('.'));
     for (const auto& d : *roots) {
-      const Statement* st = producer_of(d);
+      const Statement* st = nullptr;
+      if (!Digest::from_hex(ref)) {
+        for (const auto& [job, _] : core().ledger().jobs()) {
+          const Statement* c = core().canonical(job);
+          const auto* r = c ? std::get_if<JobResult>(&c->body) : nullptr;
+          if (!r || r->job.pipeline + "/" + r->job.stage != stage_of_ref) continue;
+          for (const auto& o : r->outputs) {
+            if (o.artifact.digest == d) st = c;
+          }
+        }
+      }
+      if (!st) st = producer_of(d);
       if (!st) {
         unresolved = Status::not_found("no result or source version in the ledger made " + d.hex());
         break;

@@ -32,18 +32,20 @@ from mesh import Mesh, check, run_scenario, wait_until  # noqa: E402
 VOW, VOWD, ROOT = sys.argv[1:4]
 WORDCOUNT = os.path.join(ROOT, "examples", "wordcount", "wordcount.toml")
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-WORDS = ["alpha", "bravo", "delta", "kilo", "lima", "oscar", "papa", "tango", "zulu"]
+WORDS = ["bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett",
+         "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra",
+         "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu"]
 
 
 def make_corpus(dest):
-    """Eight small files over a vocabulary of nine words, so that the report (the 20
-    most frequent words) lists every word and any changed word changes it."""
+    """Eight small files over 26 words, "alpha" on every line: the report (the 20 most
+    frequent words) is not the whole count, and one "alpha" less changes it."""
     os.makedirs(dest)
     for f in range(8):
         with open(os.path.join(dest, f"part{f}.txt"), "w") as out:
             for line in range(30):
-                out.write(" ".join(WORDS[(f * 7 + line * 3 + k) % len(WORDS)]
-                                   for k in range(1 + line % 4)) + "\n")
+                out.write(" ".join(["alpha"] + [WORDS[(f * 7 + line * 3 + k) % len(WORDS)]
+                                                for k in range(1 + line % 4)]) + "\n")
 
 
 def start_mesh():
@@ -293,7 +295,8 @@ def scenario_diff():
                    60)
         second = report_digest(a)
         d = json.loads(diff(b, first, second, "--json"))
-        check(d["summary"]["origins"] == ["wordcount/merge"], f"origins: {d['summary']}")
+        check(d["summary"]["origins"] == ["wordcount/merge"],
+              f"origins: {d['summary']}\n{diff(b, first, second)}")
         check(steps_by(d, "differs") == {"wordcount/merge", "wordcount/top"},
               f"differing steps: {steps_by(d, 'differs')}")
         check(len(steps_by(d, "same")) == 10 and "wordcount/split" in steps_by(d, "same"),
@@ -306,7 +309,7 @@ def scenario_diff():
               f"command diff: {merge['definition']['command']}")
         text = diff(b, first, second)
         check("the differences start at wordcount/merge" in text and
-              '    + sort -k1,1nr -k2,2 | tr " " "\\t" > "$VOW_OUT_totals"' in text,
+              '    +   sort -k1,1nr -k2,2 | tr " " "\\t" > "$VOW_OUT_totals"' in text,
               f"diff text: {text}")
 
         # Third run: one word of one corpus file changed, the same length, so that the
