@@ -108,6 +108,7 @@ nlohmann::json Daemon::Impl::control_request(const std::string& method, const nl
     if (method == "peers") return peers_json();
     if (method == "promises") return promises_json();
     if (method == "lineage") return lineage_json(args);
+    if (method == "attest") return attest_json(args);
     if (method == "why") return why_json(args);
     if (method == "verify") return verify_json();
     if (method == "resolve") return resolve_json(args);

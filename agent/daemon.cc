@@ -154,6 +154,9 @@ void Daemon::Impl::reload() {
   }
   config.promises = next.promises;
   config.pipelines = next.pipelines;
+  for (const auto& p : pipelines) {
+    for (const auto& st : p.stages) retired_stages.emplace(st.digest, st);
+  }
   pipelines = loaded.pipelines;
   std::vector<promises::CorePromise> core_promises;
   for (const auto& p : config.promises) core_promises.push_back({p.pipeline, p.stage, p.capacity});
@@ -338,6 +341,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   cc.replicas = config.replicas;
   const transport::Identity* id = &*identity;
   cc.sign = [id](const Statement& st) { return transport::sign_or_empty(*id, st); };
+  cc.attest = [this](Statement& st) { attest_own_statement(st); };
   background = std::make_unique<Background>(1);
   executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get());
   sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get());

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "agent/agent.h"
+#include "agent/attest.h"
 #include "agent/background.h"
 #include "agent/daemon.h"
 #include "agent/http.h"
@@ -86,6 +87,9 @@ struct Daemon::Impl {
   DaemonOptions options;
   promises::AgentConfig config;
   std::vector<promises::Pipeline> pipelines;
+  // Stage definitions this agent loaded before its last reload (by digest): a job of
+  // an edited stage that finishes after a SIGHUP is attested by its own definition.
+  std::map<Digest, promises::Stage> retired_stages;
   std::string state_dir;
   std::optional<transport::Identity> identity;  // set in create()
   transport::TrustSet trust;
@@ -187,6 +191,17 @@ struct Daemon::Impl {
   nlohmann::json resolve_json(const nlohmann::json& args);
   nlohmann::json fetch_json(const nlohmann::json& args);
   nlohmann::json verify_json();
+
+  // ---- provenance.cc (docs/provenance.md) ----
+  // A stage definition by digest: this agent's files (current, then retired), else any
+  // definition the mesh published. nullptr if none is known.
+  const promises::Stage* stage_definition(const Digest& stage_digest);
+  // For CoreConfig::attest: signs the attestation of an own result or source version.
+  void attest_own_statement(Statement& st);
+  // The attestation of a result or source version held in the ledger, checked.
+  Result<Attestation> attestation(const Statement& st);
+  // The attestations of the steps behind a result (args: ref), with the keys to check them.
+  nlohmann::json attest_json(const nlohmann::json& args);
 
   // ---- requests.cc ----
   nlohmann::json retry_json(const nlohmann::json& args);

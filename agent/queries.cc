@@ -123,6 +123,7 @@ json Daemon::Impl::job_json(const promises::JobView& v, bool detail) {
       j["duration_ms"] = r->ended_unix_ms - r->started_unix_ms;
       j["outputs"] = outputs_json(r->outputs);
       if (detail) {
+        if (auto a = attestation(*st); a.is_ok()) j["attestation"] = a->digest.hex();
         json ins = json::object();
         for (const auto& n : r->inputs) ins[n.name] = n.artifact.digest.hex();
         j["inputs"] = ins;
@@ -328,19 +329,55 @@ const Statement* Daemon::Impl::producer_of(const Digest& digest) {
 }
 
 json Daemon::Impl::lineage_json(const json& args) {
-  auto roots = resolve_artifact(args.value("ref", ""));
-  if (!roots.is_ok()) return {{"error", roots.status().message()}};
+  std::string ref = args.value("ref", "");
+  std::vector<std::string> root_digests;
+  std::vector<const Statement*> todo;
+  Status unresolved = Status::ok();
+  if (auto roots = resolve_artifact(ref); roots.is_ok()) {
+    // PIPELINE/STAGE.OUTPUT names its producers: the stage's canonical results (the same
+    // bytes may also be another step's output).
+    std::string stage_of_ref = ref.substr(0, ref.rfind('.'));
+    for (const auto& d : *roots) {
+      const Statement* st = nullptr;
+      if (!Digest::from_hex(ref)) {
+        for (const auto& [job, _] : core().ledger().jobs()) {
+          const Statement* c = core().canonical(job);
+          const auto* r = c ? std::get_if<JobResult>(&c->body) : nullptr;
+          if (!r || r->job.pipeline + "/" + r->job.stage != stage_of_ref) continue;
+          for (const auto& o : r->outputs) {
+            if (o.artifact.digest == d) st = c;
+          }
+        }
+      }
+      if (!st) st = producer_of(d);
+      if (!st) {
+        unresolved = Status::not_found("no result or source version in the ledger made " + d.hex());
+        break;
+      }
+      root_digests.push_back(d.hex());
+      todo.push_back(st);
+    }
+  } else {
+    unresolved = roots.status();
+  }
+  if (!unresolved.is_ok()) {
+    // Not an artifact: a job (id or prefix), whose canonical result is the root.
+    auto job = resolve_job(ref);
+    const Statement* st = job.is_ok() ? core().canonical(*job) : nullptr;
+    const auto* r = st ? std::get_if<JobResult>(&st->body) : nullptr;
+    if (r == nullptr) {
+      if (job.is_ok()) return {{"error", "job " + job->hex() + " has no successful result yet"}};
+      return {{"error", unresolved.message()}};
+    }
+    root_digests.clear();
+    for (const auto& o : r->outputs) root_digests.push_back(o.artifact.digest.hex());
+    todo = {st};
+  }
   json steps = json::array();
   json edges = json::array();
   std::set<std::string> seen;
-  std::vector<const Statement*> todo;
   json root_steps = json::array();
-  for (const auto& d : *roots) {
-    const Statement* st = producer_of(d);
-    if (!st) return {{"error", "no result or source version in the ledger made " + d.hex()}};
-    root_steps.push_back(statement_name(*st));
-    todo.push_back(st);
-  }
+  for (const Statement* st : todo) root_steps.push_back(statement_name(*st));
   while (!todo.empty()) {
     const Statement* st = todo.back();
     todo.pop_back();
@@ -349,6 +386,7 @@ json Daemon::Impl::lineage_json(const json& args) {
     json step = {{"id", id}, {"signer", agent_ref(st->author)}, {"seq", st->seq}};
     step["signer"]["public_key"] = st->author.hex();
     step["signed_unix_ms"] = st->wall_unix_ms;
+    if (auto a = attestation(*st); a.is_ok()) step["attestation"] = a->digest.hex();
     if (const auto* v = std::get_if<SourceVersion>(&st->body)) {
       step["kind"] = "source";
       step["pipeline"] = v->pipeline;
@@ -368,6 +406,11 @@ json Daemon::Impl::lineage_json(const json& args) {
     step["stage_digest"] = r->job.stage_digest.hex();
     step["epoch"] = r->epoch;
     step["executor"] = agent_ref(st->author);
+    if (const promises::Stage* def = stage_definition(r->job.stage_digest)) {
+      step["definition"] = stage_definition_json(*def);
+    }
+    auto view = core().job(r->job.job);
+    step["nondeterministic"] = view && view->nondeterministic;
     step["started_unix_ms"] = r->started_unix_ms;
     step["ended_unix_ms"] = r->ended_unix_ms;
     json ins = json::object();
@@ -406,9 +449,7 @@ json Daemon::Impl::lineage_json(const json& args) {
       }
     }
   }
-  std::vector<std::string> root_digests;
-  for (const auto& d : *roots) root_digests.push_back(d.hex());
-  return {{"ref", args.value("ref", "")},
+  return {{"ref", ref},
           {"artifacts", root_digests},
           {"roots", root_steps},
           {"steps", steps},
@@ -482,6 +523,7 @@ json Daemon::Impl::why_json(const json& args) {
     bool memoized = newest_source > 0 && canonical->wall_unix_ms < newest_source;
     j["memoized"] = memoized;
     j["from_result"] = statement_name(*canonical);
+    if (auto a = attestation(*canonical); a.is_ok()) j["attestation"] = a->digest.hex();
   } else {
     j["memoized"] = false;
   }
@@ -538,6 +580,7 @@ json Daemon::Impl::verify_json() {
   if (!report.is_ok()) return {{"error", report.status().to_string()}};
   return {{"statements", report->statements},
           {"links", report->links},
+          {"attestations", report->attestations},
           {"problems", report->problems},
           {"ok", report->problems.empty()}};
 }

@@ -4,6 +4,8 @@
 #include <set>
 #include <utility>
 
+#include "agent/attest.h"
+#include "promises/pipeline.h"
 #include "transport/codec.h"
 
 namespace vow::agent {
@@ -78,7 +80,35 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
                          ") is no source version or canonical output in the ledger");
     }
   }
+  // Attestations, each rebuilt from its statement and checked under its author.
+  std::map<Digest, promises::Stage> stages;
+  for (const auto& st : statements) {
+    const auto* p = std::get_if<PipelineDef>(&st.body);
+    if (!p) continue;
+    if (auto parsed = promises::parse_canonical_pipeline(p->canonical); parsed.is_ok()) {
+      for (const auto& s : parsed->stages) stages.emplace(s.digest, s);
+    }
+  }
+  std::size_t attestations = 0;
+  for (const auto& st : statements) {
+    const auto* field = attestation_field(st);
+    if (field == nullptr || !field->has_value()) continue;
+    const promises::Stage* stage = nullptr;
+    if (const auto* r = std::get_if<JobResult>(&st.body)) {
+      auto it = stages.find(r->job.stage_digest);
+      if (it == stages.end()) {
+        problems.push_back("statement " + name_of(st) + ": its attestation cannot be checked: " +
+                           "no pipeline in the ledger defines stage " + r->job.stage_digest.hex());
+        continue;
+      }
+      stage = &it->second;
+    }
+    ++attestations;
+    auto a = attestation_of(st, stage);
+    if (!a.is_ok()) problems.push_back("statement " + name_of(st) + ": " + a.status().message());
+  }
   VerifyReport report;
+  report.attestations = attestations;
   report.statements = statements.size();
   report.links = links;
   report.problems = std::move(problems);

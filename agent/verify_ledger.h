@@ -2,7 +2,9 @@
 // live inside an agent): every statement's Ed25519 signature over its stored bytes, and
 // every lineage link: each successful result's inputs must be source versions or
 // canonical outputs in the ledger (or an entry of one, for a fan-out shard, or a
-// directory made of them, for a fan-in). Each problem names the statement.
+// directory made of them, for a fan-in), and every attestation a result or source
+// version carries (docs/provenance.md), against the stage definitions the ledger's
+// pipeline statements hold. Each problem names the statement.
 #pragma once
 
 #include <cstddef>
@@ -17,6 +19,7 @@ namespace vow::agent {
 struct VerifyReport {
   std::size_t statements = 0;  // verified
   std::size_t links = 0;       // lineage links checked
+  std::size_t attestations = 0;  // attestation signatures checked
   std::vector<std::string> problems;
 };
 

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   vow::agent::cli::add_verify_command(app);
   vow::agent::cli::add_query_commands(app);
   vow::agent::cli::add_get_command(app);
+  vow::agent::cli::add_attest_command(app);
+  vow::agent::cli::add_diff_command(app);
   // CLI11 reports through exceptions; they stop here.
   try {
     app.parse(argc, argv);

@@ -135,6 +135,7 @@ const Statement& Core::Impl::publish(StatementBody body) {
   st.seq = ++last_seq;
   st.wall_unix_ms = wall_unix_ms;
   st.body = std::move(body);
+  if (config.attest) config.attest(st);
   if (config.sign) st.signed_form = config.sign(st);
   auto r = ledger.add(st);
   VOW_ASSERT(r == Ledger::AddResult::kNew, "own seq %llu reused",

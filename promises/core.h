@@ -105,6 +105,10 @@ struct CoreConfig {
   // (unset, or an empty result) leaves statements unsigned: the shell refuses to
   // persist an unsigned own statement.
   std::function<SignedForm(const Statement&)> sign;
+  // Adds to an own statement, just before it is signed, what only its author can add:
+  // the attestation signature of a result or source version (docs/provenance.md).
+  // Unset: nothing is added.
+  std::function<void(Statement&)> attest;
 };
 
 // A run of a job by this agent: a restored row of the running-job table (as the core

@@ -31,6 +31,10 @@ struct AgentKey {
   auto operator<=>(const AgentKey&) const = default;
 };
 
+// A detached Ed25519 signature an author adds to its own statement over something
+// derived from it (an attestation, docs/provenance.md).
+using AttestationSignature = std::array<std::uint8_t, 64>;
+
 // Highest contiguous sequence held per author.
 using VersionVector = std::map<AgentKey, std::uint64_t>;
 
@@ -86,6 +90,10 @@ struct SourceVersion {
   std::string source;
   std::uint64_t version = 0;
   ArtifactRef artifact;
+  // The provider's Ed25519 signature over the DSSE encoding of this version's in-toto
+  // attestation, which is derived from the statement (docs/provenance.md). Empty from
+  // agents older than attestations.
+  std::optional<AttestationSignature> attestation = std::nullopt;
   bool operator==(const SourceVersion&) const = default;
 };
 
@@ -144,6 +152,10 @@ struct JobResult {
   std::int64_t ended_unix_ms = 0;
   std::optional<Digest> stdout_digest;
   std::optional<Digest> stderr_digest;
+  // The executor's Ed25519 signature over the DSSE encoding of the result's in-toto
+  // attestation, which is derived from the statement (docs/provenance.md). Successful
+  // results only; empty from agents older than attestations.
+  std::optional<AttestationSignature> attestation = std::nullopt;
   bool operator==(const JobResult&) const = default;
 };
 

@@ -191,6 +191,9 @@ struct SourceVersion {
   source @1 :Text;
   version @2 :UInt64;
   artifact @3 :ArtifactRef;
+  attestation @4 :Data;               # empty: none; else the provider's 64-byte
+                                      # signature of the version's attestation
+                                      # (docs/provenance.md)
 }
 
 # "I am running job J at epoch E." A claim at epoch E > 1 names the claim at E - 1 it
@@ -224,6 +227,9 @@ struct JobResult {
   endedUnixMs @8 :Int64;
   stdoutDigest @9 :Data;              # empty: none
   stderrDigest @10 :Data;             # empty: none
+  attestation @11 :Data;              # empty: none; else the executor's 64-byte
+                                      # signature of the result's attestation
+                                      # (docs/provenance.md)
 }
 
 # "I fetched and verified these inputs for job J" (the consumer's use).

@@ -73,6 +73,7 @@ void put_body(w::StatementBody::Body::Builder b, const SourceVersion& s) {
   o.setSource(text_of(s.source));
   o.setVersion(s.version);
   put(o.initArtifact(), s.artifact);
+  if (s.attestation) o.setAttestation(data_of(*s.attestation));
 }
 void put_body(w::StatementBody::Body::Builder b, const Claim& c) {
   auto o = b.initClaim();
@@ -103,6 +104,7 @@ void put_body(w::StatementBody::Body::Builder b, const JobResult& r) {
   o.setEndedUnixMs(r.ended_unix_ms);
   if (r.stdout_digest) o.setStdoutDigest(data_of(r.stdout_digest->bytes));
   if (r.stderr_digest) o.setStderrDigest(data_of(r.stderr_digest->bytes));
+  if (r.attestation) o.setAttestation(data_of(*r.attestation));
 }
 void put_body(w::StatementBody::Body::Builder b, const Accept& a) {
   auto o = b.initAccept();
@@ -173,6 +175,16 @@ std::optional<Digest> optional_digest(capnp::Data::Reader d, const char* field) 
   return digest_of(d, field);
 }
 
+std::optional<AttestationSignature> optional_signature(capnp::Data::Reader d, const char* field) {
+  if (d.size() == 0) return std::nullopt;
+  if (d.size() != std::tuple_size_v<AttestationSignature>) {
+    bad(std::string(field) + ": " + std::to_string(d.size()) + " bytes, expected 64");
+  }
+  AttestationSignature s{};
+  std::copy(d.begin(), d.end(), s.begin());
+  return s;
+}
+
 StatementBody get_body(w::StatementBody::Reader r) {
   switch (r.getBody().which()) {
     case w::StatementBody::Body::ADVERT: {
@@ -200,7 +212,8 @@ StatementBody get_body(w::StatementBody::Reader r) {
     case w::StatementBody::Body::SOURCE_VERSION: {
       auto o = r.getBody().getSourceVersion();
       return SourceVersion{str(o.getPipeline()), str(o.getSource()), o.getVersion(),
-                           get(o.getArtifact())};
+                           get(o.getArtifact()),
+                           optional_signature(o.getAttestation(), "source version attestation")};
     }
     case w::StatementBody::Body::CLAIM: {
       auto o = r.getBody().getClaim();
@@ -231,6 +244,7 @@ StatementBody get_body(w::StatementBody::Reader r) {
       x.ended_unix_ms = o.getEndedUnixMs();
       x.stdout_digest = optional_digest(o.getStdoutDigest(), "stdout digest");
       x.stderr_digest = optional_digest(o.getStderrDigest(), "stderr digest");
+      x.attestation = optional_signature(o.getAttestation(), "result attestation");
       return x;
     }
     case w::StatementBody::Body::ACCEPT: {

@@ -30,5 +30,9 @@ void add_verify_command(CLI::App& app);
 void add_query_commands(CLI::App& app);
 // vow get ARTIFACT -o PATH: fetch, verify and materialize an artifact.
 void add_get_command(CLI::App& app);
+// vow attest ARTIFACT -o FILE: the in-toto bundle behind a result and its keys.
+void add_attest_command(CLI::App& app);
+// vow diff A B [--json|--dot]: what differs between the lineages of two results.
+void add_diff_command(CLI::App& app);
 
 }  // namespace vow::agent::cli

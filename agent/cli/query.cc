@@ -156,7 +156,9 @@ void print_lineage(const json& l) {
                 << s["output"].value("kind", "") << ", "
                 << human_bytes(s["output"].value("size_bytes", 0u)) << ")\n"
                 << "  signer    " << who(s["signer"]) << "  statement " << id << " at "
-                << human_time(s.value("signed_unix_ms", std::int64_t{0})) << "\n";
+                << human_time(s.value("signed_unix_ms", std::int64_t{0})) << "\n"
+                << "  attested  " << s.value("attestation", "- (signed before attestations)")
+                << "\n";
       continue;
     }
     std::cout << paint("job ", Colour::kBold) << s.value("job", "") << "  " << stage_label(s)
@@ -167,7 +169,9 @@ void print_lineage(const json& l) {
               << human_ms(s.value("ended_unix_ms", std::int64_t{0}) -
                           s.value("started_unix_ms", std::int64_t{0}))
               << "\n"
-              << "  signer    " << who(s["signer"]) << "  statement " << id << "\n";
+              << "  signer    " << who(s["signer"]) << "  statement " << id << "\n"
+              << "  attested  " << s.value("attestation", "- (signed before attestations)")
+              << "\n";
     for (const auto& [name, d] : s["inputs"].items()) {
       std::vector<std::string> froms;
       for (const auto& e : into[id]) {
@@ -246,6 +250,7 @@ void print_why(const json& j) {
             << (p.value("matches", false) ? "  (matches)" : "  (DOES NOT MATCH)") << "\n\n";
   if (j.contains("from_result")) {
     std::cout << "result: " << j.value("from_result", "")
+              << "  attestation " << j.value("attestation", "-")
               << (j.value("memoized", false)
                       ? "  memoized: signed before the pipeline's newest source version, reused"
                       : "  computed for the current source versions")
@@ -257,7 +262,11 @@ void print_why(const json& j) {
   for (const auto& r : j["results"]) {
     std::cout << "  " << (r.value("canonical", false) ? "* " : "  ") << r.value("statement", "")
               << " " << who(r) << " epoch " << r.value("epoch", 0) << " "
-              << (r.value("ok", false) ? "ok" : "failed") << "\n";
+              << (r.value("ok", false) ? "ok" : "failed");
+    if (r.contains("attestation")) {
+      std::cout << "  attestation " << short_id(r.value("attestation", ""));
+    }
+    std::cout << "\n";
   }
   std::cout << "rule: " << j.value("rule", "") << "\n";
 }

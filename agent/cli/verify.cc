@@ -21,6 +21,7 @@ int print_report(const VerifyReport& r, bool json) {
   if (json) {
     std::cout << nlohmann::json{{"statements", r.statements},
                                 {"links", r.links},
+                                {"attestations", r.attestations},
                                 {"problems", r.problems},
                                 {"ok", r.problems.empty()}}
                      .dump(2)
@@ -28,7 +29,7 @@ int print_report(const VerifyReport& r, bool json) {
   } else {
     for (const auto& p : r.problems) std::cout << p << "\n";
     std::cout << r.statements << " statements verified, " << r.links
-              << " lineage links checked: "
+              << " lineage links and " << r.attestations << " attestations checked: "
               << (r.problems.empty() ? "ok" : std::to_string(r.problems.size()) + " problems")
               << "\n";
   }
@@ -58,6 +59,7 @@ int run_live(const AgentAddress& address, bool json) {
   VerifyReport r;
   r.statements = answer->value("statements", 0u);
   r.links = answer->value("links", 0u);
+  r.attestations = answer->value("attestations", 0u);
   for (const auto& p : answer->value("problems", nlohmann::json::array())) {
     r.problems.push_back(p.get<std::string>());
   }
@@ -77,7 +79,7 @@ void add_verify_command(CLI::App& app) {
       "Check every statement's signature and every lineage link: offline with --state-dir, "
       "else live against an agent");
   add_agent_options(cmd, &o->address);  // --state-dir here means: offline
-  cmd->add_flag("--json", o->json, "Print {\"statements\", \"links\", \"problems\", \"ok\"}");
+  cmd->add_flag("--json", o->json, "Print {\"statements\", \"links\", \"attestations\", \"problems\", \"ok\"}");
   cmd->callback([o] {
     int rc = o->address.state_dir.empty() ? run_live(o->address, o->json)
                                            : run_offline(o->address.state_dir, o->json);
