@@ -100,9 +100,9 @@ nlohmann::json Daemon::Impl::control_request(const std::string& method, const nl
     if (method == "jobs") return jobs_json(args);
     if (method == "job") {
       auto id = resolve_job(args.value("job", ""));
-      if (!id.is_ok()) return {{"error", id.status().message()}};
+      if (!id.is_ok()) return error_answer(id.status());
       auto view = core().job(*id);
-      if (!view) return {{"error", "no job " + id->hex()}};
+      if (!view) return error_answer(Status::not_found("no job " + id->hex()));
       return job_json(*view, true);
     }
     if (method == "peers") return peers_json();
@@ -214,20 +214,23 @@ nlohmann::json Daemon::Impl::status_json() {
   for (const auto& k : core().binding_report().equivocators) {
     equivocators.push_back(transport::agent_id(k));
   }
-  return {
-      {"agent", {{"name", config.name}, {"id", identity->id()}, {"listen", transport->endpoint()}}},
-      {"agents", agents},
-      {"pipelines", pls},
-      {"rejected", rejected},
-      {"statements",
-       {{"received", agent->counters().statements_in},
-        {"persisted", agent->counters().statements_persisted},
-        {"duplicates", counters.duplicates},
-        {"equivocations", counters.equivocations}}},
-      {"equivocators", equivocators},
-      {"jobs_started_here", agent->counters().jobs_started},
-      {"jobs_adopted_here", agent->counters().jobs_adopted},
-      {"worker_backlogged", agent->counters().worker_backlogged}};
+  return {{"agent",
+           {{"name", config.name},
+            {"id", identity->id()},
+            {"listen", transport->endpoint()},
+            {"advertise", advertised_endpoint()}}},
+          {"agents", agents},
+          {"pipelines", pls},
+          {"rejected", rejected},
+          {"statements",
+           {{"received", agent->counters().statements_in},
+            {"persisted", agent->counters().statements_persisted},
+            {"duplicates", counters.duplicates},
+            {"equivocations", counters.equivocations}}},
+          {"equivocators", equivocators},
+          {"jobs_started_here", agent->counters().jobs_started},
+          {"jobs_adopted_here", agent->counters().jobs_adopted},
+          {"worker_backlogged", agent->counters().worker_backlogged}};
 }
 
 }  // namespace vow::agent

@@ -27,8 +27,7 @@ int print_report(const VerifyReport& r, bool json) {
               << "\n";
   } else {
     for (const auto& p : r.problems) std::cout << p << "\n";
-    std::cout << r.statements << " statements verified, " << r.links
-              << " lineage links checked: "
+    std::cout << r.statements << " statements verified, " << r.links << " lineage links checked: "
               << (r.problems.empty() ? "ok" : std::to_string(r.problems.size()) + " problems")
               << "\n";
   }
@@ -80,7 +79,7 @@ void add_verify_command(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print {\"statements\", \"links\", \"problems\", \"ok\"}");
   cmd->callback([o] {
     int rc = o->address.state_dir.empty() ? run_live(o->address, o->json)
-                                           : run_offline(o->address.state_dir, o->json);
+                                          : run_offline(o->address.state_dir, o->json);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }
