@@ -197,8 +197,8 @@ def main():
             for x in ps["peers"]:
                 check(x["endpoint"] == f"tcp://{x['name']}.vow:7400",
                       f"{pod} was told {x['name']} is at {x['endpoint']}")
-        p = vow("vow-1", "wait", "wordcount", "--timeout", "120s", timeout=150)
-        check(p.returncode == 0, f"vow wait wordcount on vow-1: rc {p.returncode}: {p.stderr}")
+        p = vow("vow-0", "wait", "wordcount", "--timeout", "120s", timeout=150)
+        check(p.returncode == 0, f"vow wait wordcount on vow-0: rc {p.returncode}: {p.stderr}")
         p = vow("vow-2", "get", "wordcount/top.report", "-o", "-")
         check(p.returncode == 0 and re.match(r"^\s*\d+ vow\n", p.stdout),
               f"the report: rc {p.returncode}: {p.stdout[:200]} {p.stderr}")
