@@ -22,7 +22,7 @@ from mesh import (Mesh, TestFailure, canonical_output, check, free_port,  # noqa
 from mesh_test import make_corpus, word_totals  # noqa: E402
 from dot_labels import labels, rendered_texts  # noqa: E402
 
-VOW, VOWD, ROOT = sys.argv[1:4]
+VOW, VOWD, ROOT = (os.path.abspath(a) for a in sys.argv[1:4])
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORDCOUNT = os.path.join(ROOT, "examples", "wordcount", "wordcount.toml")
 

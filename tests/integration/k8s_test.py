@@ -27,7 +27,7 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mesh import TestFailure, check, wait_until  # noqa: E402
 
-VOW, VOWD, ROOT = sys.argv[1:4]
+VOW, VOWD, ROOT = (os.path.abspath(a) for a in sys.argv[1:4])
 EXAMPLE = os.path.join(ROOT, "examples", "kubernetes")
 PODS = ["vow-0", "vow-1", "vow-2"]
 SKIP = 77

@@ -6,8 +6,8 @@
 #   unit_test.sh BUILT_UNIT VOW VOWD
 set -eu
 unit=$1
-vow=$2
-vowd=$3
+vow=$(realpath "$2")
+vowd=$(realpath "$3")
 command -v systemd-analyze >/dev/null || { echo "SKIP: no systemd-analyze"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

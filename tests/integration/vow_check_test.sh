@@ -4,7 +4,7 @@
 # arguments (exit 2 and a usage line).
 #   vow_check_test.sh VOW_BINARY SOURCE_ROOT [VOWD_BINARY]
 set -uo pipefail
-vow=$1
+vow=$(realpath "$1")
 root=$2
 vowd=${3:-}
 tmp=$(mktemp -d)
