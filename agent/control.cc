@@ -100,9 +100,9 @@ nlohmann::json Daemon::Impl::control_request(const std::string& method, const nl
     if (method == "jobs") return jobs_json(args);
     if (method == "job") {
       auto id = resolve_job(args.value("job", ""));
-      if (!id.is_ok()) return {{"error", id.status().message()}};
+      if (!id.is_ok()) return error_answer(id.status());
       auto view = core().job(*id);
-      if (!view) return {{"error", "no job " + id->hex()}};
+      if (!view) return error_answer(Status::not_found("no job " + id->hex()));
       return job_json(*view, true);
     }
     if (method == "peers") return peers_json();
@@ -221,7 +221,8 @@ nlohmann::json Daemon::Impl::status_json() {
   json unbound = json::object();
   for (const auto& [reason, n] : binding.unbound) unbound[reason] = n;
   return {
-      {"agent", {{"name", config.name}, {"id", identity->id()}, {"listen", transport->endpoint()}}},
+      {"agent", {{"name", config.name}, {"id", identity->id()}, {"listen", transport->endpoint()},
+                 {"advertise", advertised_endpoint()}}},
       {"agents", agents},
       {"pipelines", pls},
       {"rejected", rejected},

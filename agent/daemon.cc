@@ -95,6 +95,8 @@ void Daemon::Impl::reload() {
     return;
   }
   promises::AgentConfig next = loaded.agents.front();
+  if (!options.name.empty()) next.name = options.name;
+  if (!options.advertise.empty()) next.advertise = options.advertise;
   fs::path base = fs::absolute(options.config_path).parent_path();
   transport::TrustSet next_trust;
   Status t = load_trust(next, base, &next_trust);
@@ -109,6 +111,7 @@ void Daemon::Impl::reload() {
   };
   kept("name", next.name == config.name);
   kept("listen", next.listen == config.listen);
+  kept("advertise", next.advertise == config.advertise);
   kept("state_dir", next.state_dir == config.state_dir || !options.state_dir.empty());
   kept("control", next.control == config.control);
   kept("control_group", next.control_group == config.control_group);
@@ -181,6 +184,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
     return Status::invalid(options.config_path + ": not an agent file (no [agent] table)");
   }
   impl->config = loaded.agents.front();
+  // One config for many agents (a Kubernetes StatefulSet): each names itself.
+  if (!options.name.empty()) impl->config.name = options.name;
+  if (!options.advertise.empty()) impl->config.advertise = options.advertise;
   impl->pipelines = loaded.pipelines;
   fs::path base = fs::absolute(options.config_path).parent_path();
   impl->state_dir = options.state_dir.empty() ? resolve(base, impl->config.state_dir)
@@ -203,7 +209,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   ::chmod(impl->state_dir.c_str(), 0700);
 
   auto logger = spdlog::stderr_color_mt("vowd-" + impl->config.name);
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f %^%l%$ [%n] %v");
+  const bool journal = stderr_is_journal();
+  logger->set_formatter(make_log_formatter(options.log_format, journal, ""));
   logger->set_level(spdlog::level::from_str(options.log_level));
   impl->log = logger;
 
@@ -212,8 +219,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   if (!identity.is_ok()) return identity.status();
   impl->identity = std::move(identity).value();
   // Every line names the agent and its id (peers' ids are added where an event has one).
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f %^%l%$ [%n " + impl->identity->id().substr(0, 12) +
-                      "] %v");
+  logger->set_formatter(
+      make_log_formatter(options.log_format, journal, impl->identity->id().substr(0, 12)));
   impl->log->info("agent {} id {}{}", impl->config.name, impl->identity->id(),
                   created ? " (new identity)" : "");
 
@@ -333,7 +340,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   promises::CoreConfig cc;
   cc.key = identity->key();
   cc.name = config.name;
-  cc.endpoints = {transport->endpoint()};
+  cc.endpoints = {advertised_endpoint()};
   for (const auto& p : config.promises) cc.promises.push_back({p.pipeline, p.stage, p.capacity});
   for (const auto& s : config.sources) cc.sources.push_back({s.pipeline, s.source});
   cc.pipelines = pipelines;
@@ -384,7 +391,11 @@ int Daemon::Impl::loop() {
   agent->start();
   connect_seeds();
   start_sources();
-  log->info("listening on {}; control at {}", transport->endpoint(), control_endpoint);
+  std::string advertised = advertised_endpoint();
+  log->info("listening on {}{}; control at {}", transport->endpoint(),
+            advertised == transport->endpoint() ? "" : " (advertised as " + advertised + ")",
+            control_endpoint);
+  notifier.notify("READY=1\nSTATUS=listening on " + transport->endpoint());
 
   while (!stopping && !agent->failed()) {
     std::vector<zmq_pollitem_t> items = transport->poll_items();
@@ -426,9 +437,45 @@ void Daemon::Impl::poll_once(std::vector<zmq_pollitem_t>& items, std::size_t n_t
   transport->tick(now);
   agent->tick();
   if (http && now >= next_http_publish_ms) {
-    http->publish(metrics_text(), status_json().dump());
+    std::string why;
+    bool is_ready = ready(&why);
+    http->publish(metrics_text(), status_json().dump(), is_ready, why);
     next_http_publish_ms = now + kHttpRefreshMs;
   }
+  notifier.watchdog_tick(now);
+}
+
+bool Daemon::Impl::ready(std::string* reason) const {
+  int others = 0;
+  for (const auto& [key, role] : trust.keys()) {
+    if (role == transport::PeerRole::kAgent && key != identity->key()) ++others;
+  }
+  if (others == 0) {
+    *reason = "ready: no other agent is trusted";
+    return true;
+  }
+  int alive = 0;
+  for (const auto& p : core().peers()) alive += p.liveness == promises::Liveness::kAlive;
+  if (alive > 0) {
+    *reason = "ready: " + std::to_string(alive) + " of " + std::to_string(others) +
+              " trusted agents alive";
+    return true;
+  }
+  *reason = "not ready: no peer heard yet (" + std::to_string(others) + " trusted agents)";
+  return false;
+}
+
+std::string Daemon::Impl::advertised_endpoint() const {
+  if (!config.advertise.empty()) return config.advertise;
+  // A wildcard address is no place to dial: peers are told this host's name instead.
+  std::string bound = transport->endpoint();
+  for (std::string_view wildcard : {"tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"}) {
+    if (bound.rfind(wildcard, 0) != 0) continue;
+    char host[256] = {};
+    if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') return bound;
+    return "tcp://" + std::string(host) + ":" + bound.substr(wildcard.size());
+  }
+  return bound;
 }
 
 void Daemon::Impl::on_signals() {
@@ -438,12 +485,15 @@ void Daemon::Impl::on_signals() {
       log->info("signal {}: shutting down, releasing claims", si.ssi_signo);
       stopping = true;
     } else if (si.ssi_signo == SIGHUP) {
+      notifier.notify("RELOADING=1");
       reload();
+      notifier.notify("READY=1");
     }
   }
 }
 
 void Daemon::Impl::shutdown() {
+  notifier.notify("STOPPING=1");
   // Release claims so that others take over at once, stop what runs, flush.
   if (!agent->failed()) agent->withdraw();
   // Give the links a moment to carry the releases out (bounded, not a sleep on a result).

@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 
+#include "agent/log_format.h"
 #include "promises/status.h"
 
 namespace vow::agent {
@@ -25,7 +26,10 @@ namespace vow::agent {
 struct DaemonOptions {
   std::string config_path;
   std::string state_dir;  // overrides [agent] state_dir when not empty
+  std::string name;       // overrides [agent] name when not empty
+  std::string advertise;  // overrides [agent] advertise when not empty
   std::string log_level = "info";
+  LogFormat log_format = LogFormat::kText;  // --log-format (agent/log_format.h)
 };
 
 class Daemon {

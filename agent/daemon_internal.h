@@ -25,6 +25,7 @@
 #include "agent/daemon.h"
 #include "agent/http.h"
 #include "agent/local_effects.h"
+#include "agent/service_notify.h"
 #include "promises/pipeline.h"
 #include "store/artifact_store.h"
 #include "store/ledger.h"
@@ -32,6 +33,16 @@
 #include "transport/link.h"
 
 namespace vow::agent {
+
+// A control answer refusing a request: {"error": MESSAGE, "code": CODE}, CODE
+// "not_found" when what was named does not exist, "invalid" for a malformed argument,
+// else "failed" (docs/cli.md); the command line turns it into its exit status.
+inline nlohmann::json error_answer(const Status& s) {
+  const char* code = s.code() == StatusCode::kNotFound  ? "not_found"
+                     : s.code() == StatusCode::kInvalid ? "invalid"
+                                                        : "failed";
+  return {{"error", s.message()}, {"code", code}};
+}
 
 // Limits (docs/agent.md).
 inline constexpr int kLoopTickMs = 25;                // longest poll wait: the resolution of timers
@@ -130,6 +141,7 @@ struct Daemon::Impl {
 
   std::unique_ptr<HttpServer> http;  // [agent] http; serves snapshots
   std::int64_t next_http_publish_ms = 0;
+  ServiceNotifier notifier;  // systemd Type=notify: READY, RELOADING, STOPPING, WATCHDOG
 
   std::vector<WatchedSource> sources;
   std::uint64_t refresh_tickets = 0;  // the last ticket `wait` handed out
@@ -153,6 +165,11 @@ struct Daemon::Impl {
   void on_signals();
   void shutdown();
   void reload();  // SIGHUP
+  // /readyz: the agent hears a peer, or trusts no other agent (docs/operations.md).
+  // False with the reason otherwise.
+  bool ready(std::string* reason) const;
+  // What peers are told to connect to: [agent] advertise, else the bound endpoint.
+  std::string advertised_endpoint() const;
 
   // ---- daemon_net.cc ----
   void handle_inbound(transport::Inbound& in);

@@ -161,7 +161,7 @@ void Daemon::Impl::rotate_seeds() {
     // If the guess is right the peer answers this hello with its own, naming its
     // endpoints, and the link is kept (handle_inbound).
     promises::Hello h{
-        identity->key(), config.name, {transport->endpoint()}, state->version_vector()};
+        identity->key(), config.name, {advertised_endpoint()}, state->version_vector()};
     Status s = transport->send(key, transport::wire_message({h}));
     if (!s.is_ok()) log->debug("seed hello to {}: {}", unmapped_seeds[i], s.to_string());
   }
@@ -179,11 +179,9 @@ void Daemon::Impl::handle_inbound(transport::Inbound& in) {
       transport::ControlResponse resp;
       resp.request_id = req->request_id;
       resp.ok = !answer.contains("error");
-      if (resp.ok) {
-        resp.json = answer.dump();
-      } else {
-        resp.error = answer["error"].get<std::string>();
-      }
+      // A refusal carries its code in the JSON too (docs/cli.md: the exit status).
+      resp.json = answer.dump();
+      if (!resp.ok) resp.error = answer["error"].get<std::string>();
       Status s = transport->send(in.peer, transport::Message{transport::kProtocolVersion, resp});
       if (!s.is_ok()) log->debug("control answer to {}: {}", short_id(in.peer), s.to_string());
     }

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <chrono>
 #include <mutex>
 #include <thread>
 
@@ -14,6 +15,10 @@ struct HttpServer::Impl {
   std::mutex mu;
   std::shared_ptr<const std::string> metrics = std::make_shared<std::string>("");
   std::shared_ptr<const std::string> status = std::make_shared<std::string>("{}");
+  bool published = false;
+  std::chrono::steady_clock::time_point published_at;
+  bool ready = false;
+  std::string ready_reason = "not ready: starting";
 };
 
 HttpServer::HttpServer() : impl_(std::make_unique<Impl>()) {}
@@ -53,6 +58,40 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address
     }
     res.set_content(*st, "application/json");
   });
+  impl->server.Get("/healthz", [impl](const httplib::Request&, httplib::Response& res) {
+    bool published = false;
+    std::chrono::steady_clock::time_point at;
+    {
+      std::lock_guard lock(impl->mu);
+      published = impl->published;
+      at = impl->published_at;
+    }
+    auto age =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - at)
+            .count();
+    if (!published) {
+      res.status = 503;
+      res.set_content("starting: the agent's loop has not run yet\n", "text/plain");
+    } else if (age > kStaleAfterMs) {
+      res.status = 503;
+      res.set_content(
+          "stuck: the agent's loop has not run for " + std::to_string(age / 1000) + "s\n",
+          "text/plain");
+    } else {
+      res.set_content("ok\n", "text/plain");
+    }
+  });
+  impl->server.Get("/readyz", [impl](const httplib::Request&, httplib::Response& res) {
+    bool ready = false;
+    std::string reason;
+    {
+      std::lock_guard lock(impl->mu);
+      ready = impl->ready;
+      reason = impl->ready_reason;
+    }
+    res.status = ready ? 200 : 503;
+    res.set_content(reason + "\n", "text/plain");
+  });
   if (port == 0) {
     impl->port = impl->server.bind_to_any_port(host);
   } else if (impl->server.bind_to_port(host, port)) {
@@ -67,12 +106,17 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address
   return s;
 }
 
-void HttpServer::publish(std::string metrics_text, std::string status_json) {
+void HttpServer::publish(std::string metrics_text, std::string status_json, bool ready,
+                         std::string reason) {
   auto m = std::make_shared<const std::string>(std::move(metrics_text));
   auto st = std::make_shared<const std::string>(std::move(status_json));
   std::lock_guard lock(impl_->mu);
   impl_->metrics = std::move(m);
   impl_->status = std::move(st);
+  impl_->published = true;
+  impl_->published_at = std::chrono::steady_clock::now();
+  impl_->ready = ready;
+  impl_->ready_reason = std::move(reason);
 }
 
 int HttpServer::port() const { return impl_->port; }

@@ -26,9 +26,9 @@ class Histogram {
 };
 
 struct Metrics {
-  std::uint64_t claims = 0;       // claims this agent made
-  std::uint64_t takeovers = 0;    // of them, at an epoch above 1 (someone else's job first)
-  std::uint64_t results_ok = 0;   // results this agent signed
+  std::uint64_t claims = 0;      // claims this agent made
+  std::uint64_t takeovers = 0;   // of them, at an epoch above 1 (someone else's job first)
+  std::uint64_t results_ok = 0;  // results this agent signed
   std::uint64_t results_failed = 0;
   // Upstream result signed -> downstream process started here (wall clock).
   Histogram handoff{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}};

@@ -87,8 +87,8 @@ Result<Digest> Daemon::Impl::resolve_job(const std::string& text) {
   }
   if (found.empty()) return Status::not_found("no job " + text + " in the ledger or the plan");
   if (found.size() > 1) {
-    return Status::invalid("job prefix " + text + " is ambiguous (" +
-                           std::to_string(found.size()) + " jobs)");
+    return Status::invalid("job prefix " + text + " is ambiguous (" + std::to_string(found.size()) +
+                           " jobs)");
   }
   return *found.begin();
 }
@@ -192,11 +192,11 @@ json Daemon::Impl::jobs_json(const json& args) {
   std::string pipeline = args.value("pipeline", "");
   std::string stage = args.value("stage", "");
   std::string state = args.value("state", "");
-  static const std::set<std::string> kStates = {"pending", "ready", "running",
+  static const std::set<std::string> kStates = {"pending", "ready",  "running",
                                                 "done",    "failed", "superseded"};
   if (!state.empty() && !kStates.count(state)) {
-    return {{"error", "unknown state '" + state +
-                          "' (pending, ready, running, done, failed, superseded)"}};
+    return {{"error",
+             "unknown state '" + state + "' (pending, ready, running, done, failed, superseded)"}};
   }
   json out = json::array();
   for (const auto& v : core().jobs()) {
@@ -293,10 +293,9 @@ Result<std::vector<Digest>> Daemon::Impl::resolve_artifact(const std::string& te
     }
   }
   if (out.empty()) {
-    return Status::not_found(pipeline + "/" + stage + "." + output + " has no result yet (" +
-                             (sp->reason.empty() ? promises::stage_state_name(sp->state)
-                                                 : sp->reason) +
-                             ")");
+    return Status::not_found(
+        pipeline + "/" + stage + "." + output + " has no result yet (" +
+        (sp->reason.empty() ? promises::stage_state_name(sp->state) : sp->reason) + ")");
   }
   return out;
 }
@@ -366,8 +365,10 @@ json Daemon::Impl::lineage_json(const json& args) {
     const Statement* st = job.is_ok() ? core().canonical(*job) : nullptr;
     const auto* r = st ? std::get_if<JobResult>(&st->body) : nullptr;
     if (r == nullptr) {
-      if (job.is_ok()) return {{"error", "job " + job->hex() + " has no successful result yet"}};
-      return {{"error", unresolved.message()}};
+      if (job.is_ok()) {
+        return error_answer(Status::not_found("job " + job->hex() + " has no successful result yet"));
+      }
+      return error_answer(unresolved);
     }
     root_digests.clear();
     for (const auto& o : r->outputs) root_digests.push_back(o.artifact.digest.hex());
@@ -458,9 +459,9 @@ json Daemon::Impl::lineage_json(const json& args) {
 
 json Daemon::Impl::why_json(const json& args) {
   auto id = resolve_job(args.value("job", ""));
-  if (!id.is_ok()) return {{"error", id.status().message()}};
+  if (!id.is_ok()) return error_answer(id.status());
   auto view = core().job(*id);
-  if (!view) return {{"error", "no job " + id->hex()}};
+  if (!view) return error_answer(Status::not_found("no job " + id->hex()));
   json j = job_json(*view, true);
   // What the job id is made of: job = H(stage digest, inputs by name, shard).
   const promises::Pipeline* pipeline = nullptr;
@@ -518,7 +519,8 @@ json Daemon::Impl::why_json(const json& args) {
   if (canonical) {
     std::int64_t newest_source = 0;
     for (const auto& [key, st] : core().ledger().sources()) {
-      if (key.first == view->job.pipeline) newest_source = std::max(newest_source, st->wall_unix_ms);
+      if (key.first == view->job.pipeline)
+        newest_source = std::max(newest_source, st->wall_unix_ms);
     }
     bool memoized = newest_source > 0 && canonical->wall_unix_ms < newest_source;
     j["memoized"] = memoized;
@@ -535,7 +537,7 @@ json Daemon::Impl::why_json(const json& args) {
 
 json Daemon::Impl::resolve_json(const json& args) {
   auto digests = resolve_artifact(args.value("ref", ""));
-  if (!digests.is_ok()) return {{"error", digests.status().message()}};
+  if (!digests.is_ok()) return error_answer(digests.status());
   if (digests->size() != 1) {
     return {{"error", args.value("ref", "") + " names " + std::to_string(digests->size()) +
                           " artifacts (one per shard): give one by digest (vow jobs)"}};

@@ -29,7 +29,7 @@ json Daemon::Impl::retry_json(const json& args) {
     for (const auto& s : core().plan().stages) {
       if (s.pipeline == name->first && s.stage == name->second) sp = &s;
     }
-    if (sp == nullptr) return {{"error", "no stage " + target + " is known"}};
+    if (sp == nullptr) return error_answer(Status::not_found("no stage " + target + " is known"));
     for (const Digest& id : sp->jobs) {
       auto v = core().job(id);
       if (v && v->state == promises::JobState::kFailed) jobs.push_back(id);
@@ -37,9 +37,9 @@ json Daemon::Impl::retry_json(const json& args) {
     if (jobs.empty()) return {{"error", "stage " + target + " has no job failed past its retries"}};
   } else {
     auto id = resolve_job(target);
-    if (!id.is_ok()) return {{"error", id.status().message()}};
+    if (!id.is_ok()) return error_answer(id.status());
     auto v = core().job(*id);
-    if (!v) return {{"error", "no job " + id->hex()}};
+    if (!v) return error_answer(Status::not_found("no job " + id->hex()));
     if (v->state != promises::JobState::kFailed) {
       return {{"error", "job " + id->short_hex() + " is " + promises::job_state_name(v->state) +
                             ", not failed past its retries: nothing to retry"}};

@@ -156,8 +156,8 @@ void read_endpoint(TomlReader& r, const Located& v, std::string_view key, std::s
 void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   r.check_keys(
       t, kAgent,
-      {"name", "listen", "peers", "state_dir", "pipelines", "control", "control_group", "http",
-       "replicas"});
+      {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
+       "control_group", "http", "replicas"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -168,6 +168,18 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   }
   if (auto listen = r.string(t, "listen", kAgent, true))
     read_endpoint(r, *listen, "listen", a.listen);
+  if (auto advertise = r.string(t, "advertise", kAgent, false)) {
+    read_endpoint(r, *advertise, "advertise", a.advertise);
+    std::string_view v = advertise->value;
+    bool wildcard = v.rfind("tcp://0.0.0.0:", 0) == 0 || v.rfind("tcp://*:", 0) == 0 ||
+                    v.rfind("tcp://[::]:", 0) == 0;
+    if (!a.advertise.empty() && (v.rfind("tcp://", 0) != 0 || wildcard)) {
+      r.error(advertise->where, "bad endpoint '" + advertise->value +
+                                    "' for 'advertise': peers dial it, so it must be "
+                                    "tcp://HOST:PORT with a host they reach, not a wildcard");
+      a.advertise.clear();
+    }
+  }
   if (auto peers = r.string_array(t, "peers", kAgent, false)) {
     for (const auto& p : *peers) {
       std::string ep;

@@ -108,6 +108,7 @@ struct SourceDecl {
 struct AgentConfig {
   std::string name;
   std::string listen;                  // "tcp://HOST:PORT"
+  std::string advertise;               // what peers are told to dial; empty: from listen
   std::vector<std::string> peers;      // seed endpoints
   std::string state_dir;
   std::vector<std::string> pipelines;  // paths or globs of pipeline files

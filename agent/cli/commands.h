@@ -2,13 +2,22 @@
 // Each adds itself to the app; its callback does the work and ends a failed run by
 // throwing CLI::RuntimeError(exit_code), which vow_main.cc turns into the exit status.
 //
-// Exit status: 0 success, 1 the command ran and found a problem (e.g. config errors),
-// 2 bad arguments (usage printed).
+// Exit status (docs/cli.md): the same meaning for every command.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 namespace vow::agent::cli {
+
+inline constexpr int kExitOk = 0;
+// The command ran and found a problem: the agent refused, a job failed, a check failed.
+inline constexpr int kExitFailed = 1;
+// Bad arguments: what is wrong and a usage line on stderr.
+inline constexpr int kExitUsage = 2;
+// What was named (pipeline, stage, job, artifact) does not exist.
+inline constexpr int kExitNotFound = 3;
+// A deadline passed first (`vow wait --timeout`, `vow get --timeout`).
+inline constexpr int kExitTimeout = 4;
 
 // vow check FILE... [--json]: validate pipeline and agent files together.
 void add_check_command(CLI::App& app);
@@ -20,7 +29,7 @@ void add_fsck_command(CLI::App& app);
 void add_keys_command(CLI::App& app);
 // vow status [--json]: agents, pipelines, jobs by state, rejected messages.
 void add_status_command(CLI::App& app);
-// vow wait PIPELINE[/STAGE] [--timeout D]: 0 done, 1 a job failed, 2 timeout, 3 unknown.
+// vow wait PIPELINE[/STAGE] [--timeout D]: 0 done, 1 a job failed, 3 unknown, 4 timeout.
 void add_wait_command(CLI::App& app);
 // vow retry JOB|PIPELINE/STAGE: run failed jobs again (a signed Retry by the agent).
 void add_retry_command(CLI::App& app);
@@ -28,7 +37,7 @@ void add_retry_command(CLI::App& app);
 void add_verify_command(CLI::App& app);
 // vow jobs, job, peers, promises, lineage, why: read-only queries (query.cc).
 void add_query_commands(CLI::App& app);
-// vow get ARTIFACT -o PATH: fetch, verify and materialize an artifact.
+// vow get ARTIFACT -o PATH: fetch, verify and materialize an artifact (-o -: stdout).
 void add_get_command(CLI::App& app);
 // vow attest ARTIFACT -o FILE: the in-toto bundle behind a result and its keys.
 void add_attest_command(CLI::App& app);

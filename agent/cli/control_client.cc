@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <iostream>
 
+#include "agent/cli/commands.h"
 #include "agent/config_files.h"
+#include "promises/config.h"
 #include "transport/link.h"
 
 namespace fs = std::filesystem;
@@ -42,6 +44,14 @@ void die(const char* cmd, const std::string& message, int code) {
   throw CLI::RuntimeError(code);
 }
 
+int exit_code_for(const Status& status) {
+  return status.code() == StatusCode::kNotFound ? kExitNotFound : kExitFailed;
+}
+
+void die(const char* cmd, const Status& status) {
+  die(cmd, status.message(), exit_code_for(status));
+}
+
 void add_agent_options(CLI::App* cmd, AgentAddress* address) {
   cmd->add_option("--agent", address->agent,
                   "Agent to ask: its control socket, or ID@tcp://HOST:PORT (remote, with --key)");
@@ -51,12 +61,53 @@ void add_agent_options(CLI::App* cmd, AgentAddress* address) {
   cmd->add_option("--config", address->config, "The local agent's agent file");
 }
 
+CLI::Validator job_id_arg() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        bool hex = text.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
+        if (hex && text.size() >= 6 && text.size() <= 64) return "";
+        return "'" + text + "' is not a job id: 64 hex digits, or a prefix of 6 or more";
+      },
+      "JOB");
+}
+
+CLI::Validator artifact_arg() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        if (text.size() == 64 && text.find_first_not_of("0123456789abcdef") == std::string::npos) {
+          return "";
+        }
+        auto slash = text.find('/');
+        auto dot = text.rfind('.');
+        if (slash != std::string::npos && slash > 0 && dot != std::string::npos &&
+            dot > slash + 1 && dot + 1 < text.size()) {
+          return "";
+        }
+        return "'" + text + "' is not an artifact: a digest (64 hex digits) or " +
+               "PIPELINE/STAGE.OUTPUT";
+      },
+      "ARTIFACT");
+}
+
+CLI::Validator duration_arg() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        auto ms = promises::parse_duration_ms(text);
+        return ms.is_ok() ? "" : ms.status().message();
+      },
+      "DURATION");
+}
+
 namespace {
 
 Result<nlohmann::json> parse_answer(const std::string& body) {
   auto j = nlohmann::json::parse(body, nullptr, false);
   if (j.is_discarded()) return Status::corrupt("the agent answered something that is not JSON");
-  if (j.contains("error")) return Status::invalid(j["error"].get<std::string>());
+  if (j.contains("error")) {
+    std::string message = j["error"].is_string() ? j["error"].get<std::string>() : j.dump();
+    if (j.value("code", "") == "not_found") return Status::not_found(message);
+    return Status::invalid(message);
+  }
   return j;
 }
 
@@ -86,8 +137,7 @@ Result<nlohmann::json> remote_call(const AgentAddress& address, const std::strin
   std::int64_t deadline = now() + timeout_ms;
   std::uint64_t request_id = static_cast<std::uint64_t>(now());
   transport::ControlRequest req{request_id, method, args.dump()};
-  VOW_RETURN_IF_ERROR(
-      link.send(peer->key, transport::Message{transport::kProtocolVersion, req}));
+  VOW_RETURN_IF_ERROR(link.send(peer->key, transport::Message{transport::kProtocolVersion, req}));
   while (now() < deadline) {
     link.wait(static_cast<int>(std::min<std::int64_t>(100, deadline - now())));
     link.tick(now());
@@ -95,7 +145,11 @@ Result<nlohmann::json> remote_call(const AgentAddress& address, const std::strin
       if (in.peer != peer->key) continue;
       auto* resp = std::get_if<transport::ControlResponse>(&in.message.body);
       if (!resp || resp->request_id != request_id) continue;
-      if (!resp->ok) return Status::invalid(resp->error);
+      if (!resp->ok) {
+        auto coded = parse_answer(resp->json);  // the code, from agents that send it
+        if (!coded.is_ok() && coded.status().code() == StatusCode::kNotFound) return coded;
+        return Status::invalid(resp->error);
+      }
       return parse_answer(resp->json);
     }
   }

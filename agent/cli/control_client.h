@@ -24,6 +24,20 @@ struct AgentAddress {
 // Ends a command: prints "vow CMD: MESSAGE" on stderr and throws CLI::RuntimeError(code).
 [[noreturn]] void die(const char* cmd, const std::string& message, int code = 1);
 
+// The exit status a failed request ends the command with: kExitNotFound when the
+// agent says what was named does not exist, else kExitFailed (commands.h).
+int exit_code_for(const Status& status);
+// die() with the status's message and exit_code_for(status).
+[[noreturn]] void die(const char* cmd, const Status& status);
+
+// Arguments checked while parsing, before any agent is asked (a bad one is a usage
+// error, exit 2): a job id or a prefix of 6+ hex digits; an artifact digest or
+// PIPELINE/STAGE.OUTPUT.
+CLI::Validator job_id_arg();
+CLI::Validator artifact_arg();
+// A duration as the config files write it ("500ms", "90s", "5m", "1m30s").
+CLI::Validator duration_arg();
+
 // Adds --agent, --key, --state-dir and --config to a subcommand.
 void add_agent_options(CLI::App* cmd, AgentAddress* address);
 

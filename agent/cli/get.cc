@@ -63,16 +63,12 @@ Result<std::string> read_object(const std::string& path, const Digest& digest) {
   return data;
 }
 
-// Copies a file object to dest, hashing as it goes; dest is removed on a mismatch.
-Status copy_file(Reading& r, const Digest& digest, const std::string& dest, bool executable) {
+// Streams a file object into `out`, hashing as it goes (into r.bytes when `count`).
+// kCorrupt if the bytes do not match the digest.
+Status stream_file(Reading& r, const Digest& digest, int out, const std::string& dest, bool count) {
   std::string path = store::object_path(r.root, digest, store::ArtifactKind::kFile);
   int in = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (in < 0) return Status::not_found("file object " + digest.hex() + " is not in the store");
-  int out = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, executable ? 0755 : 0644);
-  if (out < 0) {
-    ::close(in);
-    return Status::io("create " + dest + ": " + std::strerror(errno));
-  }
   Hasher h;
   std::vector<char> buf(store::kCopyChunkBytes);
   Status st = Status::ok();
@@ -84,14 +80,19 @@ Status copy_file(Reading& r, const Digest& digest, const std::string& dest, bool
     }
     if (n == 0) break;
     h.update(std::string_view(buf.data(), static_cast<std::size_t>(n)));
-    r.bytes += static_cast<std::uint64_t>(n);
-    if (::write(out, buf.data(), static_cast<std::size_t>(n)) != n) {
-      st = Status::io("write " + dest + ": " + std::strerror(errno));
-      break;
+    if (count) r.bytes += static_cast<std::uint64_t>(n);
+    for (ssize_t done = 0; out >= 0 && done < n;) {
+      ssize_t w = ::write(out, buf.data() + done, static_cast<std::size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        st = Status::io("write " + dest + ": " + std::strerror(errno));
+        break;
+      }
+      done += w;
     }
+    if (!st.is_ok()) break;
   }
   ::close(in);
-  if (::close(out) != 0 && st.is_ok()) st = Status::io("close " + dest);
   if (st.is_ok()) {
     Digest got = h.finish();
     if (got != digest) {
@@ -99,8 +100,24 @@ Status copy_file(Reading& r, const Digest& digest, const std::string& dest, bool
                            path + " hashes to " + got.hex() + "): refused");
     }
   }
+  return st;
+}
+
+// Copies a file object to dest, hashing as it goes; dest is removed on a mismatch.
+Status copy_file(Reading& r, const Digest& digest, const std::string& dest, bool executable) {
+  int out = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, executable ? 0755 : 0644);
+  if (out < 0) return Status::io("create " + dest + ": " + std::strerror(errno));
+  Status st = stream_file(r, digest, out, dest, true);
+  if (::close(out) != 0 && st.is_ok()) st = Status::io("close " + dest);
   if (!st.is_ok()) ::unlink(dest.c_str());
   return st;
+}
+
+// A file object to stdout: hashed whole first, so that a corrupt copy writes nothing,
+// then streamed (and hashed again: the store's objects are read-only).
+Status copy_to_stdout(Reading& r, const Digest& digest) {
+  VOW_RETURN_IF_ERROR(stream_file(r, digest, -1, "", false));
+  return stream_file(r, digest, STDOUT_FILENO, "stdout", true);
 }
 
 // What the tree becomes once copied out, from the store's objects: refused before a
@@ -169,23 +186,29 @@ void add_get_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand(
       "get", "Copy an artifact out of the mesh, fetched from any holder and verified");
-  cmd->add_option("artifact", o->ref, "An artifact digest, or PIPELINE/STAGE.OUTPUT")->required();
-  cmd->add_option("-o,--out", o->out, "Where to write it (must not exist)")->required();
-  cmd->add_option("--timeout", o->timeout, "How long to wait for a fetch (e.g. 90s, 5m)");
+  cmd->add_option("artifact", o->ref, "An artifact digest, or PIPELINE/STAGE.OUTPUT")
+      ->required()
+      ->check(artifact_arg());
+  cmd->add_option("-o,--out", o->out, "Where to write it (must not exist); - for stdout (a file)")
+      ->required();
+  cmd->add_option("--timeout", o->timeout, "How long to wait for a fetch (e.g. 90s, 5m)")
+      ->check(duration_arg());
   add_agent_options(cmd, &o->address);
   cmd->callback([o] {
     auto timeout = promises::parse_duration_ms(o->timeout);
-    if (!timeout.is_ok()) die("get", "--timeout: " + timeout.status().message(), 2);
+    const bool to_stdout = o->out == "-";
     if (o->address.agent.find('@') != std::string::npos) {
       die("get",
           "copies out of the local agent's store: run it on a host with an agent (that agent "
           "fetches from whichever agent holds the artifact)");
     }
     std::error_code ec;
-    if (fs::exists(fs::symlink_status(o->out, ec))) die("get", o->out + " exists: not overwritten");
+    if (!to_stdout && fs::exists(fs::symlink_status(o->out, ec))) {
+      die("get", o->out + " exists: not overwritten");
+    }
     auto ask = [&](const std::string& method, const json& args) {
       auto a = control_call(o->address, method, args);
-      if (!a.is_ok()) die("get", a.status().message());
+      if (!a.is_ok()) die("get", a.status());
       return std::move(a).value();
     };
     json info = ask("resolve", {{"ref", o->ref}});
@@ -200,7 +223,8 @@ void add_get_command(CLI::App& app) {
         if (!info.value("fetching", false)) {
           die("get", "the agent could not fetch " + hex + " from any holder (see its log)");
         }
-        if (std::chrono::steady_clock::now() > deadline) die("get", "timed out fetching " + hex, 2);
+        if (std::chrono::steady_clock::now() > deadline)
+          die("get", "timed out fetching " + hex, kExitTimeout);
         progress(info.value("received_bytes", 0u), size);
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
@@ -215,6 +239,14 @@ void add_get_command(CLI::App& app) {
       kind = fs::exists(store::object_path(r.root, *digest, store::ArtifactKind::kTree), ec)
                  ? "tree"
                  : "file";
+    }
+    if (to_stdout) {
+      if (kind == "tree") {
+        die("get", o->ref + " is a tree (a directory): give -o a path to write it to");
+      }
+      Status st = copy_to_stdout(r, *digest);
+      if (!st.is_ok()) die("get", st.message());
+      return;
     }
     if (kind == "tree") {
       Status checked = check_tree(r, *digest);

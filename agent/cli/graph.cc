@@ -4,6 +4,7 @@
 #include <string>
 
 #include "agent/cli/commands.h"
+#include "agent/cli/table.h"
 #include "agent/config_files.h"
 
 namespace vow::agent::cli {
@@ -13,16 +14,6 @@ struct GraphOptions {
   std::vector<std::string> files;
   bool dot = false;
 };
-
-// A DOT double-quoted string.
-std::string quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
-}
 
 void print_text(const promises::Pipeline& p) {
   std::cout << "pipeline " << p.name << " " << p.digest.short_hex() << " (" << p.file << ")\n";
@@ -41,24 +32,25 @@ void print_dot(const std::vector<promises::Pipeline>& pipelines) {
                "  edge [fontname=\"sans-serif\", fontsize=10];\n";
   for (const auto& p : pipelines) {
     auto id = [&](std::string_view kind, std::string_view name) {
-      return quote(p.name + "/" + std::string(kind) + "/" + std::string(name));
+      return dot_quote(p.name + "/" + std::string(kind) + "/" + std::string(name));
     };
-    std::cout << "  subgraph " << quote("cluster_" + p.name)
-              << " {\n    label=" << quote(p.name + " " + p.digest.short_hex()) << ";\n";
+    std::cout << "  subgraph " << dot_quote("cluster_" + p.name)
+              << " {\n    label=" << dot_quote(p.name + " " + p.digest.short_hex()) << ";\n";
     for (const auto& s : p.sources) {
-      std::cout << "    " << id("source", s.name) << " [shape=ellipse, label=" << quote(s.name)
+      std::cout << "    " << id("source", s.name) << " [shape=ellipse, label=" << dot_quote(s.name)
                 << "];\n";
     }
     for (const auto& s : p.stages) {
-      std::string label = s.name + (s.foreach ? "\\n(foreach)" : "");
-      std::cout << "    " << id("stage", s.name) << " [shape=box, label=\"" << label << "\"];\n";
+      std::string label = s.name + (s.foreach ? "\n(foreach)" : "");
+      std::cout << "    " << id("stage", s.name) << " [shape=box, label=" << dot_quote(label)
+                << "];\n";
     }
     for (const auto& s : p.stages) {
       for (const auto& in : s.inputs) {
         std::string from = in.is_source() ? id("source", in.name) : id("stage", in.stage);
         bool fan = s.foreach && *s.foreach == in;
-        std::cout << "    " << from << " -> " << id("stage", s.name) << " [label=" << quote(in.name)
-                  << (fan ? ", style=bold" : "") << "];\n";
+        std::cout << "    " << from << " -> " << id("stage", s.name)
+                  << " [label=" << dot_quote(in.name) << (fan ? ", style=bold" : "") << "];\n";
       }
     }
     std::cout << "  }\n";

@@ -18,7 +18,7 @@ using nlohmann::json;
 json ask(const char* cmd, const AgentAddress& address, const std::string& method,
          const json& args = json::object()) {
   auto answer = control_call(address, method, args);
-  if (!answer.is_ok()) die(cmd, answer.status().message());
+  if (!answer.is_ok()) die(cmd, answer.status());
   return std::move(answer).value();
 }
 
@@ -52,27 +52,26 @@ void print_jobs(const json& answer) {
     std::string claims;
     for (const auto& c : j["claims"]) {
       if (!claims.empty()) claims += ", ";
-      claims += c.value("name", short_id(c.value("id", ""))) + "@" +
-                std::to_string(c.value("epoch", 0));
+      claims +=
+          c.value("name", short_id(c.value("id", ""))) + "@" + std::to_string(c.value("epoch", 0));
       if (c.value("live", false)) claims += "*";
     }
     std::string executor = j.contains("executor") ? who(j["executor"]) : "-";
-    rows.push_back({short_id(j.value("id", "")), stage_label(j),
-                    paint_state(j.value("state", "")), std::to_string(j.value("attempts", 0)),
-                    claims.empty() ? "-" : claims, executor,
-                    j.contains("duration_ms") ? human_ms(j["duration_ms"].get<std::int64_t>())
-                                              : "-"});
+    rows.push_back(
+        {short_id(j.value("id", "")), stage_label(j), paint_state(j.value("state", "")),
+         std::to_string(j.value("attempts", 0)), claims.empty() ? "-" : claims, executor,
+         j.contains("duration_ms") ? human_ms(j["duration_ms"].get<std::int64_t>()) : "-"});
   }
-  print_table({"JOB", "STAGE", "STATE", "ATTEMPTS", "CLAIMS (agent@epoch, *live)", "EXECUTOR",
-               "DURATION"},
-              rows);
+  print_table(
+      {"JOB", "STAGE", "STATE", "ATTEMPTS", "CLAIMS (agent@epoch, *live)", "EXECUTOR", "DURATION"},
+      rows);
   std::cout << answer["jobs"].size() << " jobs\n";
 }
 
 void print_job(const json& j) {
   std::cout << "job       " << j.value("id", "") << "\n"
-            << "stage     " << stage_label(j) << "  (" << short_id(j.value("stage_digest", ""))
-            << ")\n"
+            << "stage     " << escape_text(stage_label(j)) << "  ("
+            << short_id(j.value("stage_digest", "")) << ")\n"
             << "state     " << paint_state(j.value("state", "")) << "\n"
             << "attempts  " << j.value("attempts", 0) << " (" << j.value("failed_attempts", 0)
             << " failed)" << (j.value("nondeterministic", false) ? "  NON-DETERMINISTIC" : "")
@@ -89,9 +88,9 @@ void print_job(const json& j) {
   std::cout << "\nclaims\n";
   std::vector<Row> rows;
   for (const auto& c : j["claims"]) {
-    rows.push_back({who(c), std::to_string(c.value("epoch", 0)),
-                    c.value("live", false) ? "live" : (c.value("released", false) ? "released"
-                                                                                  : "ended")});
+    rows.push_back(
+        {who(c), std::to_string(c.value("epoch", 0)),
+         c.value("live", false) ? "live" : (c.value("released", false) ? "released" : "ended")});
   }
   print_table({"AGENT", "EPOCH", "CLAIM"}, rows, 2);
   std::cout << "\nresults\n";
@@ -101,8 +100,8 @@ void print_job(const json& j) {
     for (const auto& [name, d] : r["outputs"].items()) {
       outs += (outs.empty() ? "" : " ") + name + "=" + short_id(d.get<std::string>());
     }
-    rows.push_back({r.value("canonical", false) ? paint("canonical", Colour::kGreen) : "",
-                    who(r), std::to_string(r.value("epoch", 0)),
+    rows.push_back({r.value("canonical", false) ? paint("canonical", Colour::kGreen) : "", who(r),
+                    std::to_string(r.value("epoch", 0)),
                     r.value("ok", false) ? "ok" : paint("failed", Colour::kRed),
                     std::to_string(r.value("exit_status", 0)),
                     human_ms(r.value("duration_ms", std::int64_t{0})),
@@ -161,11 +160,11 @@ void print_lineage(const json& l) {
                 << "\n";
       continue;
     }
-    std::cout << paint("job ", Colour::kBold) << s.value("job", "") << "  " << stage_label(s)
-              << "\n"
+    std::cout << paint("job ", Colour::kBold) << s.value("job", "") << "  "
+              << escape_text(stage_label(s)) << "\n"
               << "  stage     " << s.value("stage_digest", "") << "\n"
-              << "  executor  " << who(s["executor"]) << ", epoch " << s.value("epoch", 0)
-              << ", " << human_time(s.value("started_unix_ms", std::int64_t{0})) << " for "
+              << "  executor  " << who(s["executor"]) << ", epoch " << s.value("epoch", 0) << ", "
+              << human_time(s.value("started_unix_ms", std::int64_t{0})) << " for "
               << human_ms(s.value("ended_unix_ms", std::int64_t{0}) -
                           s.value("started_unix_ms", std::int64_t{0}))
               << "\n"
@@ -180,10 +179,11 @@ void print_lineage(const json& l) {
         }
       }
       std::string from = froms.size() == 1 ? "  <- " + froms.front()
-                         : froms.empty()   ? ""
-                                           : "  <- " + std::to_string(froms.size()) +
-                                               " results (fan-in)";
-      std::cout << "  in        " << name << " = " << d.get<std::string>() << from << "\n";
+                         : froms.empty()
+                             ? ""
+                             : "  <- " + std::to_string(froms.size()) + " results (fan-in)";
+      std::cout << "  in        " << escape_text(name) << " = " << d.get<std::string>() << from
+                << "\n";
     }
     for (const auto& [name, d] : s["outputs"].items()) {
       std::cout << "  out       " << name << " = " << d.get<std::string>() << "\n";
@@ -192,38 +192,30 @@ void print_lineage(const json& l) {
 }
 
 void print_lineage_dot(const json& l) {
-  auto quote = [](std::string s) {
-    std::string out = "\"";
-    for (char c : s) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    return out + "\"";
-  };
   std::cout << "digraph lineage {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n";
   for (const auto& s : l["steps"]) {
     std::string label;
     if (s.value("kind", "") == "source") {
       label = "source " + s.value("pipeline", "") + "/" + s.value("source", "") + " v" +
-              std::to_string(s.value("version", 0)) + "\\n" +
+              std::to_string(s.value("version", 0)) + "\n" +
               short_id(s["output"].value("digest", ""));
     } else {
-      label = stage_label(s) + "\\njob " + short_id(s.value("job", "")) + "\\nby " +
+      label = escape_text(stage_label(s)) + "\njob " + short_id(s.value("job", "")) + "\nby " +
               s["executor"].value("name", short_id(s["executor"].value("id", "")));
     }
-    std::cout << "  " << quote(s.value("id", "")) << " [label=" << quote(label)
+    std::cout << "  " << dot_quote(s.value("id", "")) << " [label=" << dot_quote(label)
               << (s.value("kind", "") == "source" ? ", shape=ellipse" : "") << "];\n";
   }
   for (const auto& e : l["edges"]) {
-    std::cout << "  " << quote(e.value("from", "")) << " -> " << quote(e.value("to", ""))
-              << " [label=" << quote(e.value("input", "")) << "];\n";
+    std::cout << "  " << dot_quote(e.value("from", "")) << " -> " << dot_quote(e.value("to", ""))
+              << " [label=" << dot_quote(escape_text(e.value("input", ""))) << "];\n";
   }
   std::cout << "}\n";
 }
 
 void print_why(const json& j) {
   const json& p = j["id_parts"];
-  std::cout << "job " << j.value("id", "") << "  " << stage_label(j) << "  "
+  std::cout << "job " << j.value("id", "") << "  " << escape_text(stage_label(j)) << "  "
             << paint_state(j.value("state", "")) << "\n\n"
             << "job id = H(stage digest, inputs by name, shard)\n"
             << "  stage digest  " << p.value("stage_digest", "") << "\n";
@@ -231,8 +223,8 @@ void print_why(const json& j) {
     const json& c = p["stage_covers"];
     std::string argv;
     for (const auto& a : c["argv"]) argv += (argv.empty() ? "" : " ") + a.get<std::string>();
-    std::cout << "    covers      " << c.value("pipeline", "") << "/" << c.value("name", "")
-              << ": " << c.value("form", "") << " command [" << argv << "]\n";
+    std::cout << "    covers      " << c.value("pipeline", "") << "/" << c.value("name", "") << ": "
+              << c.value("form", "") << " command [" << argv << "]\n";
     std::string ins, outs;
     for (const auto& i : c["inputs"]) ins += (ins.empty() ? "" : ", ") + i.get<std::string>();
     for (const auto& o : c["outputs"]) outs += (outs.empty() ? "" : ", ") + o.get<std::string>();
@@ -242,10 +234,10 @@ void print_why(const json& j) {
     std::cout << " (not timeout or retries)\n";
   }
   for (const auto& [name, d] : p["inputs"].items()) {
-    std::cout << "  input         " << name << " = " << d.get<std::string>() << "\n";
+    std::cout << "  input         " << escape_text(name) << " = " << d.get<std::string>() << "\n";
   }
-  std::cout << "  shard         " << (p.value("shard", "").empty() ? "(none)" : p.value("shard", ""))
-            << "\n"
+  std::cout << "  shard         "
+            << (p.value("shard", "").empty() ? "(none)" : escape_text(p.value("shard", ""))) << "\n"
             << "  recomputed    " << p.value("recomputed_job_id", "")
             << (p.value("matches", false) ? "  (matches)" : "  (DOES NOT MATCH)") << "\n\n";
   if (j.contains("from_result")) {
@@ -279,8 +271,8 @@ void add_query_commands(CLI::App& app) {
       std::string pipeline, stage, state;
     };
     auto o = std::make_shared<O>();
-    CLI::App* cmd = query_command(app, "jobs", "Jobs with their claims, results and durations",
-                                  o.get());
+    CLI::App* cmd =
+        query_command(app, "jobs", "Jobs with their claims, results and durations", o.get());
     cmd->add_option("--pipeline", o->pipeline, "Only this pipeline");
     cmd->add_option("--stage", o->stage, "Only this stage");
     cmd->add_option("--state", o->state, "Only jobs in this state")
@@ -302,7 +294,9 @@ void add_query_commands(CLI::App& app) {
     auto o = std::make_shared<O>();
     CLI::App* cmd =
         query_command(app, "job", "One job: claims, every result, attempts, log tails", o.get());
-    cmd->add_option("job", o->job, "Job id (or a prefix of 6+ hex digits)")->required();
+    cmd->add_option("job", o->job, "Job id (or a prefix of 6+ hex digits)")
+        ->required()
+        ->check(job_id_arg());
     cmd->callback([o] {
       json answer = ask("job", o->address, "job", {{"job", o->job}});
       if (o->json) {
@@ -325,25 +319,25 @@ void add_query_commands(CLI::App& app) {
       std::vector<Row> rows;
       for (const auto& p : answer["peers"]) {
         std::string l = p.value("liveness", "");
-        rows.push_back({p.value("name", ""), p.value("id", ""),
-                        l == "alive" ? paint(l, Colour::kGreen) : paint(l, Colour::kRed),
-                        p.value("linked", false) ? "yes" : "no", p.value("endpoint", ""),
-                        std::to_string(p.value("running", 0)) + "/" +
-                            std::to_string(p.value("capacity", 0)),
-                        p.value("last_seen_ms", std::int64_t{-1}) < 0
-                            ? "never"
-                            : human_ms(p.value("last_seen_ms", std::int64_t{0})) + " ago",
-                        std::to_string(p.value("statements", 0))});
+        rows.push_back(
+            {p.value("name", ""), p.value("id", ""),
+             l == "alive" ? paint(l, Colour::kGreen) : paint(l, Colour::kRed),
+             p.value("linked", false) ? "yes" : "no", p.value("endpoint", ""),
+             std::to_string(p.value("running", 0)) + "/" + std::to_string(p.value("capacity", 0)),
+             p.value("last_seen_ms", std::int64_t{-1}) < 0
+                 ? "never"
+                 : human_ms(p.value("last_seen_ms", std::int64_t{0})) + " ago",
+             std::to_string(p.value("statements", 0))});
       }
-      print_table({"NAME", "ID", "LIVENESS", "LINKED", "ENDPOINT", "LOAD", "LAST SEEN",
-                   "STATEMENTS"},
-                  rows);
+      print_table(
+          {"NAME", "ID", "LIVENESS", "LINKED", "ENDPOINT", "LOAD", "LAST SEEN", "STATEMENTS"},
+          rows);
     });
   }
   {
     auto o = std::make_shared<Common>();
-    CLI::App* cmd = query_command(app, "promises",
-                                  "What every agent promises to run and provides", o.get());
+    CLI::App* cmd =
+        query_command(app, "promises", "What every agent promises to run and provides", o.get());
     cmd->callback([o] {
       json answer = ask("promises", o->address, "promises");
       if (o->json) {
@@ -372,10 +366,11 @@ void add_query_commands(CLI::App& app) {
       bool dot = false;
     };
     auto o = std::make_shared<O>();
-    CLI::App* cmd = query_command(
-        app, "lineage", "The DAG behind a result, back to its source versions", o.get());
+    CLI::App* cmd = query_command(app, "lineage",
+                                  "The DAG behind a result, back to its source versions", o.get());
     cmd->add_option("artifact", o->ref, "An artifact digest, or PIPELINE/STAGE.OUTPUT")
-        ->required();
+        ->required()
+        ->check(artifact_arg());
     auto* dot = cmd->add_flag("--dot", o->dot, "Print Graphviz DOT");
     dot->excludes(cmd->get_option("--json"));
     cmd->callback([o] {
@@ -396,7 +391,9 @@ void add_query_commands(CLI::App& app) {
     auto o = std::make_shared<O>();
     CLI::App* cmd = query_command(
         app, "why", "Why a job exists, what its id is made of, which result counts", o.get());
-    cmd->add_option("job", o->job, "Job id (or a prefix of 6+ hex digits)")->required();
+    cmd->add_option("job", o->job, "Job id (or a prefix of 6+ hex digits)")
+        ->required()
+        ->check(job_id_arg());
     cmd->callback([o] {
       json answer = ask("why", o->address, "why", {{"job", o->job}});
       if (o->json) {

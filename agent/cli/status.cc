@@ -18,22 +18,14 @@
 namespace vow::agent::cli {
 namespace {
 
-// vow wait's exit status (docs/cli.md); 2 is also bad arguments, as for every command.
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitTimeout = 2;
-constexpr int kExitUnknown = 3;
+// vow wait's exit status is the common one (commands.h): 1 a job failed past its
+// retries, 3 no such pipeline or stage, 4 timed out.
 constexpr int kWaitPollMs = 100;
 
 struct StatusOptions {
   AgentAddress address;
   bool json = false;
 };
-
-[[noreturn]] void fail(const char* cmd, const Status& s, int code = 1) {
-  std::cerr << "vow " << cmd << ": " << s.message() << "\n";
-  throw CLI::RuntimeError(code);
-}
 
 void print_status(const nlohmann::json& s) {
   std::vector<Row> agents;
@@ -45,7 +37,9 @@ void print_status(const nlohmann::json& s) {
     agents.push_back({a.value("name", "?") + (a.value("self", false) ? " (this)" : ""),
                       a.value("id", ""),
                       alive ? paint("yes", Colour::kGreen) : paint("no", Colour::kRed), load,
-                      a.value("self", false) ? "-" : seen < 0 ? "never" : human_ms(seen) + " ago"});
+                      a.value("self", false) ? "-"
+                      : seen < 0             ? "never"
+                                             : human_ms(seen) + " ago"});
   }
   print_table({"AGENT", "ID", "ALIVE", "LOAD", "LAST SEEN"}, agents);
   const char* states[] = {"pending", "ready", "running", "done", "failed", "superseded"};
@@ -106,7 +100,7 @@ void add_status_command(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print JSON (docs/cli.md)");
   cmd->callback([o] {
     auto s = control_call(o->address, "status");
-    if (!s.is_ok()) fail("status", s.status());
+    if (!s.is_ok()) die("status", s.status());
     if (o->json) {
       std::cout << s->dump(2) << "\n";
     } else {
@@ -125,16 +119,14 @@ void add_wait_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "wait",
       "Wait for a pipeline (or one stage) as of its sources now: exit 0 done, 1 a job failed, "
-      "2 timeout, 3 unknown pipeline or stage");
+      "3 unknown pipeline or stage, 4 timed out");
   cmd->add_option("pipeline", o->target, "PIPELINE or PIPELINE/STAGE")->required();
-  cmd->add_option("--timeout", o->timeout, "How long to wait (e.g. 90s, 5m)");
+  cmd->add_option("--timeout", o->timeout, "How long to wait (e.g. 90s, 5m)")
+      ->check(duration_arg());
   add_agent_options(cmd, &o->address);
   cmd->callback([o] {
     auto timeout = promises::parse_duration_ms(o->timeout);
-    if (!timeout.is_ok()) {
-      std::cerr << "vow wait: --timeout: " << timeout.status().message() << "\n";
-      throw CLI::RuntimeError(kExitUsage);
-    }
+
     nlohmann::json args = nlohmann::json::object();
     auto slash = o->target.find('/');
     args["pipeline"] = o->target.substr(0, slash);
@@ -157,7 +149,7 @@ void add_wait_command(CLI::App& app) {
         }
         if (state == "unknown") {
           std::cerr << "vow wait: " << why << "\n";
-          throw CLI::RuntimeError(kExitUnknown);
+          throw CLI::RuntimeError(kExitNotFound);
         }
       } else {
         why = s.status().message();
@@ -180,12 +172,20 @@ void add_retry_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "retry", "Run again a job failed past its retries, or every such job of a stage");
   cmd->add_option("target", o->target, "JOB (id or a prefix of 6+ hex digits) or PIPELINE/STAGE")
-      ->required();
+      ->required()
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            if (text.find('/') != std::string::npos) return "";
+            return job_id_arg()(text).empty()
+                       ? ""
+                       : "'" + text + "' is neither a job id (6+ hex digits) nor PIPELINE/STAGE";
+          },
+          "TARGET"));
   cmd->add_flag("--json", o->json, "Print JSON (docs/cli.md)");
   add_agent_options(cmd, &o->address);
   cmd->callback([o] {
     auto s = control_call(o->address, "retry", {{"target", o->target}});
-    if (!s.is_ok()) fail("retry", s.status());
+    if (!s.is_ok()) die("retry", s.status());
     if (o->json) {
       std::cout << s->dump(2) << "\n";
       return;

@@ -32,9 +32,81 @@ std::size_t shown_width(const std::string& s) {
   return n;
 }
 
+// A cell with its text escaped; when colour is on, the colour codes paint() put
+// around it (ESC [ digits m) are kept as they are.
+std::string escape_cell(const std::string& cell) {
+  std::string out;
+  std::size_t plain = 0;
+  auto flush = [&](std::size_t end) {
+    out += escape_text(std::string_view(cell).substr(plain, end - plain));
+  };
+  for (std::size_t i = 0; i < cell.size(); ++i) {
+    if (cell[i] != '\x1b' || !colour_on()) continue;
+    std::size_t j = i + 1;
+    if (j >= cell.size() || cell[j] != '[') continue;
+    ++j;
+    while (j < cell.size() && ((cell[j] >= '0' && cell[j] <= '9') || cell[j] == ';')) ++j;
+    if (j >= cell.size() || cell[j] != 'm') continue;
+    flush(i);
+    out.append(cell, i, j + 1 - i);
+    plain = j + 1;
+    i = j;
+  }
+  flush(cell.size());
+  return out;
+}
+
 }  // namespace
 
-void print_table(const Row& header, const std::vector<Row>& rows, int indent) {
+std::string escape_text(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char ch : text) {
+    auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+          out += buf;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out;
+}
+
+std::string dot_quote(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+void print_table(const Row& header, const std::vector<Row>& given, int indent) {
+  std::vector<Row> rows = given;
+  for (auto& r : rows) {
+    for (auto& cell : r) cell = escape_cell(cell);
+  }
   std::vector<std::size_t> width(header.size(), 0);
   for (std::size_t i = 0; i < header.size(); ++i) width[i] = shown_width(header[i]);
   for (const auto& r : rows) {

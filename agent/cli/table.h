@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace vow::agent::cli {
@@ -19,6 +20,18 @@ enum class Colour { kGreen, kYellow, kRed, kDim, kBold };
 std::string paint(const std::string& text, Colour colour);
 // The colour of a job state: done green, running/ready yellow, failed red.
 std::string paint_state(const std::string& state);
+
+// `text` with every control character written as an escape (\n, \t, \r, \xHH) and
+// each backslash doubled, so that a name (a shard is a file name, which may hold a
+// newline) stays on its line and reads back unambiguously. print_table applies it to
+// every cell; lines printed outside tables apply it to the names they show.
+std::string escape_text(std::string_view text);
+
+// A Graphviz DOT double-quoted string showing `text` as is when rendered: quotes and
+// backslashes escaped (DOT would read "\n" as a line break, "\N" as the node's name),
+// and a newline in `text` written as \n, which Graphviz renders as a line break.
+// The one quoting of `vow graph --dot` and `vow lineage --dot`.
+std::string dot_quote(std::string_view text);
 
 std::string short_id(const std::string& hex_or_id, std::size_t n = 12);
 // "1.2s", "350ms", "3m04s".

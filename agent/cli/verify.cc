@@ -82,7 +82,7 @@ void add_verify_command(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print {\"statements\", \"links\", \"attestations\", \"problems\", \"ok\"}");
   cmd->callback([o] {
     int rc = o->address.state_dir.empty() ? run_live(o->address, o->json)
-                                           : run_offline(o->address.state_dir, o->json);
+                                          : run_offline(o->address.state_dir, o->json);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }

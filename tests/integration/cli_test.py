@@ -20,8 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mesh import (Mesh, TestFailure, canonical_output, check, free_port,  # noqa: E402
                   read_artifact, wait_until)
 from mesh_test import make_corpus, word_totals  # noqa: E402
+from dot_labels import labels, rendered_texts  # noqa: E402
 
-VOW, VOWD, ROOT = sys.argv[1:4]
+VOW, VOWD, ROOT = (os.path.abspath(a) for a in sys.argv[1:4])
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORDCOUNT = os.path.join(ROOT, "examples", "wordcount", "wordcount.toml")
 
@@ -69,6 +70,11 @@ def parse_prometheus(text):
     return samples, types
 
 
+def shards_of(done_jobs):
+    split = [j for j in done_jobs if j["stage"] == "split"][0]["results"]
+    return [r for r in split if r["canonical"]][0]["outputs"]["shards"]
+
+
 def http_get(port, path):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
         return r.status, r.headers.get("Content-Type"), r.read().decode()
@@ -97,10 +103,12 @@ def main():
         a.trust_clients = [client_id]
         mesh.start()
 
-        # vow wait: timeout (2) while the slow job sleeps, failed (1) naming the stage,
-        # done (0).
+        # vow wait: timed out (4) while the slow job sleeps, failed (1) naming the stage,
+        # not found (3), done (0).
         p = run("wait", "slow", "--timeout", "1s", "--state-dir", a.state)
-        check(p.returncode == 2 and "timed out" in p.stderr, f"wait timeout: {p.returncode} {p.stderr}")
+        check(p.returncode == 4 and "timed out" in p.stderr, f"wait timeout: {p.returncode} {p.stderr}")
+        p = run("wait", "nosuch", "--timeout", "10s", "--state-dir", a.state)
+        check(p.returncode == 3, f"wait for no such pipeline: {p.returncode} {p.stderr}")
         p = run("wait", "fail", "--timeout", "60s", "--state-dir", a.state)
         check(p.returncode == 1 and "stage boom" in p.stderr, f"wait failed: {p.returncode} {p.stderr}")
         for pl in ("wordcount", "slow"):
@@ -180,6 +188,17 @@ def main():
         check(len(by_digest["steps"]) == len(lin["steps"]), "lineage by digest")
         dot = ok(b, "lineage", "wordcount/top.report", "--dot").stdout
         check(dot.startswith("digraph lineage {") and dot.count("->") == len(lin["edges"]), dot)
+        # Each step's label reads, once drawn, as lines: stage, job, executor; never a
+        # literal backslash (Graphviz itself draws it when installed).
+        shown = labels(dot)
+        top_step = [st for st in lin["steps"] if st.get("stage") == "top"][0]
+        check(["wordcount/top", "job " + top_step["job"][:12],
+               "by " + top_step["executor"]["name"]] in shown, f"lineage labels: {shown}")
+        check(any(lb[0] == "source wordcount/corpus v1" for lb in shown), f"labels: {shown}")
+        check(not any("\\" in line for lb in shown for line in lb), f"escapes in {shown}")
+        texts = rendered_texts(dot)
+        check(texts is None or ("wordcount/top" in texts and
+                                not any("\\" in t for t in texts)), f"drawn: {texts}")
         human = ok(b, "lineage", "wordcount/top.report").stdout
         check("source wordcount/corpus" in human and "wordcount/top" in human, human)
         check(human.index("source wordcount/corpus") < human.index("  wordcount/top\n"),
@@ -199,6 +218,18 @@ def main():
         ok(b, "get", "wordcount/top.report", "-o", out)
         with open(out, "rb") as f:
             check(f.read() == read_artifact(mesh, report), "vow get report bytes")
+        # -o -: the bytes on stdout, no file named "-".
+        p = subprocess.run([VOW, "get", "wordcount/top.report", "-o", "-", "--state-dir", b.state],
+                           capture_output=True, cwd=mesh.root, timeout=60)
+        check(p.returncode == 0 and p.stdout == read_artifact(mesh, report) and
+              not os.path.exists(os.path.join(mesh.root, "-")), f"get -o -: {p.stderr}")
+        p = run("get", shards_of(done), "-o", "-", "--state-dir", b.state)
+        check(p.returncode == 1 and "is a tree" in p.stderr and not p.stdout, f"tree to stdout: {p.stderr}")
+        # Not found (3): a job, an artifact, a stage no agent knows.
+        p = run("job", "abcdef0123", "--state-dir", a.state)
+        check(p.returncode == 3 and "no job" in p.stderr, f"no such job: {p.returncode} {p.stderr}")
+        p = run("lineage", "wordcount/nosuch.out", "--state-dir", a.state)
+        check(p.returncode == 3 and "no stage" in p.stderr, f"no such stage: {p.returncode} {p.stderr}")
         expected = word_totals(corpus)
         with open(out) as f:
             check(f.read() == "".join(expected.splitlines(True)[:20]), "report content")
@@ -267,6 +298,10 @@ def main():
         buckets = sorted((float(dict(k[1])["le"]), v) for k, v in samples.items()
                          if k[0] == "vow_job_duration_seconds_bucket")
         check(all(x[1] <= y[1] for x, y in zip(buckets, buckets[1:])), "buckets not cumulative")
+        code, _, body = http_get(a.http_port, "/healthz")
+        check(code == 200 and body.strip() == "ok", f"/healthz: {code} {body}")
+        code, _, body = http_get(a.http_port, "/readyz")
+        check(code == 200 and "2 of 2 trusted agents alive" in body, f"/readyz: {code} {body}")
         code, ctype, body = http_get(a.http_port, "/api/status")
         api = json.loads(body)
         check(code == 200 and sorted(x["name"] for x in api["agents"]) == ["a", "b", "c"] and
@@ -279,7 +314,10 @@ def main():
             check(p.returncode == 2 and ("sage" in p.stderr or "timeout" in p.stderr),
                   f"vow {' '.join(args)}: rc {p.returncode}: {p.stderr}")
         p = run("job", "zz-not-hex", "--state-dir", a.state)
-        check(p.returncode == 1 and "not a job id" in p.stderr, f"bad job id: {p.stderr}")
+        check(p.returncode == 2 and "not a job id" in p.stderr, f"bad job id: {p.stderr}")
+        # Over CURVE too, not found is 3.
+        p = run("job", "abcdef0123", "--agent", remote, "--key", client_key)
+        check(p.returncode == 3 and "no job" in p.stderr, f"remote no such job: {p.returncode} {p.stderr}")
         print("cli: every command checked against a completed mesh")
     finally:
         mesh.cleanup()

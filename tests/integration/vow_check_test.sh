@@ -2,10 +2,11 @@
 # Runs the built `vow check` and `vow graph` as a user would: on the examples (exit 0),
 # on broken files (exit 1, each error located as FILE:LINE:COLUMN), and with bad
 # arguments (exit 2 and a usage line).
-#   vow_check_test.sh VOW_BINARY SOURCE_ROOT
+#   vow_check_test.sh VOW_BINARY SOURCE_ROOT [VOWD_BINARY]
 set -uo pipefail
-vow=$1
+vow=$(realpath "$1")
 root=$2
+vowd=${3:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0
@@ -104,6 +105,23 @@ expect 0 '^  stage count [0-9a-f]{12}, one job per entry of split.shards$' -- "$
 expect 0 '"wordcount/stage/split" -> "wordcount/stage/count" \[label="shards", style=bold\]' \
   -- "$vow" graph --dot "$ex"/agent-a.toml
 expect 1 "broken.toml:6:11" -- "$vow" graph "$tmp/broken.toml"
+# The DOT labels read as they should once drawn: a fan-out stage is "count" over
+# "(foreach)" on two lines, never a literal backslash (and so with Graphviz, if here).
+"$vow" graph --dot "$ex"/wordcount.toml >"$tmp/graph.dot" || fail "graph --dot exited $?"
+python3 - "$root/tests/integration" "$tmp/graph.dot" <<'PY' || fail "graph --dot labels: $(cat "$tmp/graph.dot")"
+import sys
+sys.path.insert(0, sys.argv[1])
+from dot_labels import labels, rendered_texts
+dot = open(sys.argv[2]).read()
+shown = labels(dot)
+assert ["count", "(foreach)"] in shown, shown
+assert ["split"] in shown and ["corpus"] in shown, shown
+assert not any("\\" in line for label in shown for line in label), shown
+texts = rendered_texts(dot)
+if texts is not None:
+    assert "count" in texts and "(foreach)" in texts, texts
+    assert not any("\\" in t for t in texts), texts
+PY
 
 # Bad arguments: usage, exit 2.
 expect 2 '^usage: vow' -- "$vow"
@@ -111,6 +129,41 @@ expect 2 '^usage: vow' -- "$vow" check
 expect 2 '^usage: vow' -- "$vow" check --jsno "$ex"/wordcount.toml
 expect 2 '^usage: vow' -- "$vow" frobnicate
 expect 0 'check' -- "$vow" --help
+
+# --version: the release and what a mixed mesh must agree on.
+expect 0 '^vow [0-9]+\.[0-9]+\.[0-9]+ \(protocol [0-9]+, ledger schema [0-9]+\)$' -- "$vow" --version
+if [ -n "$vowd" ]; then
+  expect 0 '^vowd [0-9]+\.[0-9]+\.[0-9]+ \(protocol [0-9]+, ledger schema [0-9]+\)$' -- "$vowd" --version
+  [ "$("$vow" --version | cut -d' ' -f2-)" = "$("$vowd" --version | cut -d' ' -f2-)" ] ||
+    fail "vow and vowd report different versions"
+  expect 2 "^usage: vowd --config FILE" -- "$vowd" --bogus
+  expect 2 "log-format" -- "$vowd" --config x --log-format xml
+fi
+# A mistyped command is named, with the command meant, and a short usage (not the help).
+expect 2 "^vow: unknown command 'stauts' \(did you mean 'status'\?\)$" -- "$vow" stauts
+expect 2 "^commands: check graph fsck keys status wait retry verify" -- "$vow" stauts
+[ "$("$vow" stauts 2>&1 | wc -l)" -le 4 ] || fail "vow stauts prints more than a short usage"
+expect 2 "^vow: unknown option '--bogus'$" -- "$vow" --bogus
+expect 2 "^vow keys: unknown command 'gne' \(did you mean 'gen'\?\)$" -- "$vow" keys gne
+# Malformed arguments are usage errors, found before any agent is asked; no agent
+# answering is a failure (1); see tests/integration/cli_test.py for not found (3) and
+# timed out (4).
+none=$tmp/no-agent
+expect 2 "'abc' is not a job id" -- "$vow" job abc --state-dir "$none"
+expect 2 "'abc' is not a job id" -- "$vow" why abc --state-dir "$none"
+expect 2 "'nonsense' is not an artifact" -- "$vow" lineage nonsense --state-dir "$none"
+expect 2 "'nonsense' is not an artifact" -- "$vow" get nonsense -o - --state-dir "$none"
+expect 2 "bad duration 'soon'" -- "$vow" wait wordcount --timeout soon --state-dir "$none"
+expect 2 "neither a job id" -- "$vow" retry xyz --state-dir "$none"
+expect 1 "no agent at ipc://$none/control.sock" -- "$vow" status --state-dir "$none"
+
+# An advertise address peers can dial, checked where it is written.
+sed 's|^listen = .*|&\nadvertise = "tcp://0.0.0.0:7401"|; s|"wordcount.toml"|"'"$ex"'/wordcount.toml"|' \
+  "$ex/agent-a.toml" >"$tmp/advertise.toml"
+expect 1 "^$tmp/advertise.toml:[0-9]+:13: bad endpoint 'tcp://0.0.0.0:7401' for 'advertise': .*not a wildcard" \
+  -- "$vow" check "$tmp/advertise.toml"
+sed -i 's|^advertise = .*|advertise = "tcp://vow-0.vow.default.svc:7401"|' "$tmp/advertise.toml"
+expect 0 '^ok: 1 pipeline, 1 agent$' -- "$vow" check "$tmp/advertise.toml"
 
 if ((failures)); then
   echo "$failures failure(s)" >&2
