@@ -580,9 +580,16 @@ json Daemon::Impl::fetch_json(const json& args) {
 json Daemon::Impl::verify_json() {
   auto report = verify_ledger(*ledger);
   if (!report.is_ok()) return {{"error", report.status().to_string()}};
+  // The proofs this agent holds (rule 5), whether or not its store has them.
+  std::set<std::string> equivocators(report->equivocators.begin(), report->equivocators.end());
+  for (const auto& k : core().binding_report().equivocators) {
+    equivocators.insert(transport::agent_id(k));
+  }
   return {{"statements", report->statements},
           {"links", report->links},
           {"attestations", report->attestations},
+          {"evidence", report->evidence},
+          {"equivocators", equivocators},
           {"problems", report->problems},
           {"ok", report->problems.empty()}};
 }

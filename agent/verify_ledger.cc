@@ -5,6 +5,8 @@
 #include <utility>
 
 #include "agent/attest.h"
+#include "promises/claim_book.h"
+#include "promises/ledger.h"
 #include "promises/pipeline.h"
 #include "transport/codec.h"
 
@@ -40,31 +42,46 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
         return Status::ok();
       });
   if (!scan.is_ok()) return scan;
+  // The statements read by the rules every agent applies (docs/coordination.md, rules
+  // 2-5): a result counts only if bound to its author's claim, a source version only in
+  // its provider's line; what does not count is evidence, not lineage.
+  promises::Ledger rules;
+  for (const auto& st : statements) (void)rules.add(st);
+  promises::ClaimBook book(rules, AgentKey{});
+  rules.for_each([&](const Statement& st) { book.note(st); });
+  auto counts = [&](const Statement& st) {
+    if (rules.equivocating(st.author)) return false;
+    if (const auto* r = std::get_if<JobResult>(&st.body)) {
+      return book.result_binding(r->job.job, st) == promises::ResultBinding::kBound;
+    }
+    if (std::holds_alternative<SourceVersion>(st.body)) {
+      return rules.source_binding(st) == promises::SourceBinding::kCounted;
+    }
+    return true;
+  };
   // What inputs may be: source versions, canonical outputs, and the entries of either.
   std::set<Digest> known;
   auto add = [&](const ArtifactRef& r) {
     known.insert(r.digest);
     for (const auto& e : r.entries) known.insert(e.digest);
   };
-  std::map<Digest, std::pair<std::uint32_t, Digest>> canonical;  // job -> (epoch, outputs)
-  for (const auto& st : statements) {
-    if (const auto* v = std::get_if<SourceVersion>(&st.body)) add(v->artifact);
-    if (const auto* r = std::get_if<JobResult>(&st.body); r && r->ok) {
-      auto key = std::make_pair(r->epoch, outputs_digest(*r));
-      auto it = canonical.find(r->job.job);
-      if (it == canonical.end() || key < it->second) canonical[r->job.job] = key;
+  std::size_t evidence = 0;
+  rules.for_each([&](const Statement& st) {
+    if (!counts(st)) {
+      ++evidence;
+      return;
     }
-  }
-  for (const auto& st : statements) {
-    const auto* r = std::get_if<JobResult>(&st.body);
-    if (r && r->ok && canonical[r->job.job] == std::make_pair(r->epoch, outputs_digest(*r))) {
+    if (const auto* v = std::get_if<SourceVersion>(&st.body)) add(v->artifact);
+  });
+  for (const auto& [job, js] : rules.jobs()) {
+    if (const JobResult* r = book.canonical_result(job)) {
       for (const auto& o : r->outputs) add(o.artifact);
     }
   }
   std::size_t links = 0;
   for (const auto& st : statements) {
     const auto* r = std::get_if<JobResult>(&st.body);
-    if (!r || !r->ok) continue;
+    if (!r || !r->ok || !counts(st)) continue;
     for (const auto& in : r->inputs) {
       ++links;
       const ArtifactRef& a = in.artifact;
@@ -92,7 +109,7 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
   std::size_t attestations = 0;
   for (const auto& st : statements) {
     const auto* field = attestation_field(st);
-    if (field == nullptr || !field->has_value()) continue;
+    if (field == nullptr || !field->has_value() || !counts(st)) continue;
     const promises::Stage* stage = nullptr;
     if (const auto* r = std::get_if<JobResult>(&st.body)) {
       auto it = stages.find(r->job.stage_digest);
@@ -111,6 +128,10 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
   report.attestations = attestations;
   report.statements = statements.size();
   report.links = links;
+  report.evidence = evidence;
+  for (const auto& [author, proof] : rules.proofs()) {
+    report.equivocators.push_back(transport::agent_id(author));
+  }
   report.problems = std::move(problems);
   return report;
 }

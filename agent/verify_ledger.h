@@ -4,7 +4,10 @@
 // canonical outputs in the ledger (or an entry of one, for a fan-out shard, or a
 // directory made of them, for a fan-in), and every attestation a result or source
 // version carries (docs/provenance.md), against the stage definitions the ledger's
-// pipeline statements hold. Each problem names the statement.
+// pipeline statements hold. Only statements that count are checked: a result not bound
+// to its author's claim, a source version outside its provider's line, or anything by
+// an author proven to equivocate is evidence (docs/coordination.md, rules 2-5), counted
+// in `evidence`, never a link. Each problem names the statement.
 #pragma once
 
 #include <cstddef>
@@ -20,6 +23,8 @@ struct VerifyReport {
   std::size_t statements = 0;  // verified
   std::size_t links = 0;       // lineage links checked
   std::size_t attestations = 0;  // attestation signatures checked
+  std::size_t evidence = 0;      // statements held that do not count
+  std::vector<std::string> equivocators;  // agent ids proven to equivocate (rule 5)
   std::vector<std::string> problems;
 };
 

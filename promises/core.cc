@@ -295,17 +295,32 @@ void Core::Impl::on_equivocation(const AgentKey& author) {
 // differently (an equivocation its version vector cannot show), and every proof.
 void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
                              const std::map<AgentKey, Digest>& digests) {
-  auto batch = ledger.missing_for(have, kMaxStatementsPerSync);
+  auto rotation = static_cast<std::uint64_t>(now_ms / config.timing.sync_interval_ms);
+  auto batch = ledger.missing_for(have, kMaxStatementsPerSync, rotation);
   if (batch.size() < kMaxStatementsPerSync) {
     // One window of a diverging prefix per answer, a different one each sync round.
-    auto rotation = static_cast<std::uint64_t>(now_ms / config.timing.sync_interval_ms);
     auto diverging = ledger.diverging_for(have, digests, kMaxDivergingPerAuthor,
                                           kMaxStatementsPerSync - batch.size(), rotation);
     batch.insert(batch.end(), diverging.begin(), diverging.end());
   }
-  auto proofs = ledger.proof_statements(kMaxProofStatementsPerSync);
-  batch.insert(batch.end(), proofs.begin(), proofs.end());
+  // Within one frame: cut where the next statement would pass kMaxSyncAnswerBytes (the
+  // peer asks again for the rest).
+  std::size_t bytes = 0;
+  std::size_t keep = 0;
+  while (keep < batch.size()) {
+    std::size_t size = wire_size(batch[keep]);
+    if (keep > 0 && bytes + size > kMaxSyncAnswerBytes) break;
+    bytes += size;
+    ++keep;
+  }
+  batch.resize(keep);
   if (!batch.empty()) send(to, StatementBatch{std::move(batch)});
+  // Each proof in a batch of its own: the pair travels together (it is admitted as a
+  // proof only so, limits.h), and large statements cannot push a frame past its limit.
+  auto proofs = ledger.proof_statements(kMaxProofStatementsPerSync);
+  for (std::size_t i = 0; i + 1 < proofs.size(); i += 2) {
+    send(to, StatementBatch{{proofs[i], proofs[i + 1]}});
+  }
 }
 
 void Core::Impl::on_advert(const Statement& st) {

@@ -49,6 +49,9 @@ namespace vow::promises {
 
 // ---- Limits and policy constants (docs/coordination.md) ----
 inline constexpr std::size_t kMaxStatementsPerSync = 512;   // per sync response
+// Signed bytes in one sync answer: a statement is at most 4 MiB and a frame 8 MiB
+// (transport/codec.h), so an answer always fits one frame.
+inline constexpr std::size_t kMaxSyncAnswerBytes = 3u << 20;
 inline constexpr std::int64_t kRetryBackoffBaseMs = 200;    // first retry waits this long
 inline constexpr std::int64_t kRetryBackoffMaxMs = 10'000;  // doubling, capped here
 // A job whose run here was fenced by a higher epoch more than once waits this long

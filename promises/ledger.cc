@@ -105,28 +105,41 @@ std::uint64_t Ledger::max_seq(const AgentKey& author) const {
   return a->second.rbegin()->first;
 }
 
-std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::size_t limit) const {
+std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::size_t limit,
+                                           std::uint64_t rotation) const {
   // Each author's tail above the peer's mark, taken in turns (one statement of each
   // author per round): an author with a long tail the peer keeps refusing (rule 6)
-  // cannot crowd the others out of a bounded answer.
-  using It = std::map<std::uint64_t, Statement>::const_iterator;
-  std::vector<std::pair<It, It>> tails;
+  // cannot crowd the others out of a bounded answer. Where this ledger lacks the seq
+  // after the peer's mark too (a gap both share: a statement refused everywhere), the
+  // peer may hold the whole tail already, and an answer that always began at the gap
+  // would repeat the same first statements for ever: such a tail goes newest first,
+  // from a point that moves back kGapTailStride statements with each `rotation`.
+  constexpr std::size_t kGapTailStride = 8;
+  std::vector<std::vector<const Statement*>> tails;
   for (const auto& [author, by_seq] : by_author_) {
     std::uint64_t have = 0;
     if (auto t = theirs.find(author); t != theirs.end()) have = t->second;
     auto it = by_seq.upper_bound(have);
-    if (it != by_seq.end()) tails.emplace_back(it, by_seq.end());
+    if (it == by_seq.end()) continue;
+    std::vector<const Statement*> tail;
+    for (; it != by_seq.end(); ++it) tail.push_back(&it->second);
+    if (tail.front()->seq != have + 1) {
+      std::reverse(tail.begin(), tail.end());
+      std::size_t start = (rotation * kGapTailStride) % tail.size();
+      std::rotate(tail.begin(), tail.begin() + static_cast<std::ptrdiff_t>(start), tail.end());
+    }
+    tails.push_back(std::move(tail));
   }
   std::vector<Statement> out;
-  while (out.size() < limit && !tails.empty()) {
-    for (std::size_t i = 0; i < tails.size() && out.size() < limit;) {
-      out.push_back(tails[i].first->second);
-      if (++tails[i].first == tails[i].second) {
-        tails.erase(tails.begin() + static_cast<std::ptrdiff_t>(i));
-      } else {
-        ++i;
-      }
+  for (std::size_t round = 0; out.size() < limit; ++round) {
+    bool any = false;
+    for (const auto& tail : tails) {
+      if (round >= tail.size()) continue;
+      any = true;
+      out.push_back(*tail[round]);
+      if (out.size() >= limit) break;
     }
+    if (!any) break;
   }
   return out;
 }

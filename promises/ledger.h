@@ -92,9 +92,11 @@ class Ledger {
 
   // The statements a peer whose version vector is `theirs` lacks (every held seq above
   // its contiguous mark), at most `limit` of them: the authors take turns (one
-  // statement each per round, in key order), each author's oldest first. The peer asks
-  // again for the rest.
-  std::vector<Statement> missing_for(const VersionVector& theirs, std::size_t limit) const;
+  // statement each per round, in key order), each author's oldest first; a tail beyond
+  // a gap this ledger shares goes newest first from a point `rotation` (any counter,
+  // e.g. sync rounds) moves. The peer asks again for the rest.
+  std::vector<Statement> missing_for(const VersionVector& theirs, std::size_t limit,
+                                     std::uint64_t rotation = 0) const;
 
   // ---- equivocation ----
   bool equivocating(const AgentKey& author) const { return proofs_.count(author) != 0; }

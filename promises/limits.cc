@@ -145,7 +145,8 @@ double IdleBudget::tokens(std::int64_t now_ms, const IdleBudgetLimits& limits) c
   return std::min(burst, tokens_ + refill);
 }
 
-std::uint64_t idle_cost(const Statement& st) {
+std::size_t wire_size(const Statement& st) {
+  constexpr std::size_t kOverhead = 128;  // signature, framing
   std::size_t size = st.signed_form.bytes.size();
   if (size == 0) {
     // Not signed (tests): the fields that can be large.
@@ -155,7 +156,9 @@ std::uint64_t idle_cost(const Statement& st) {
       size = p->canonical.size();
     }
   }
-  return 1 + size / kIdleBytesPerToken;
+  return size + kOverhead;
 }
+
+std::uint64_t idle_cost(const Statement& st) { return 1 + wire_size(st) / kIdleBytesPerToken; }
 
 }  // namespace vow::promises

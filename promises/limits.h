@@ -87,6 +87,9 @@ class IdleBudget {
   std::int64_t at_ms_ = INT64_MIN;
 };
 
+// About how many bytes a statement takes on the wire (its signed form and framing).
+std::size_t wire_size(const Statement& st);
+
 // The cost of a statement that does not count.
 std::uint64_t idle_cost(const Statement& st);
 

@@ -22,12 +22,22 @@ int print_report(const VerifyReport& r, bool json) {
     std::cout << nlohmann::json{{"statements", r.statements},
                                 {"links", r.links},
                                 {"attestations", r.attestations},
+                                {"evidence", r.evidence},
+                                {"equivocators", r.equivocators},
                                 {"problems", r.problems},
                                 {"ok", r.problems.empty()}}
                      .dump(2)
               << "\n";
   } else {
     for (const auto& p : r.problems) std::cout << p << "\n";
+    for (const auto& e : r.equivocators) {
+      std::cout << "author " << e
+                << " is proven to equivocate (two statements with one sequence number): none "
+                   "of its statements counts\n";
+    }
+    if (r.evidence != 0) {
+      std::cout << r.evidence << " statements held as evidence only (they do not count)\n";
+    }
     std::cout << r.statements << " statements verified, " << r.links
               << " lineage links and " << r.attestations << " attestations checked: "
               << (r.problems.empty() ? "ok" : std::to_string(r.problems.size()) + " problems")
@@ -60,6 +70,10 @@ int run_live(const AgentAddress& address, bool json) {
   r.statements = answer->value("statements", 0u);
   r.links = answer->value("links", 0u);
   r.attestations = answer->value("attestations", 0u);
+  r.evidence = answer->value("evidence", 0u);
+  for (const auto& e : answer->value("equivocators", nlohmann::json::array())) {
+    r.equivocators.push_back(e.get<std::string>());
+  }
   for (const auto& p : answer->value("problems", nlohmann::json::array())) {
     r.problems.push_back(p.get<std::string>());
   }

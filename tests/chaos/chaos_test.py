@@ -17,6 +17,11 @@ Scenarios:
              author), a lying hello and garbage; another client with an untrusted
              key tries to connect. The agents stay up, their state does not change,
              and `vow status` counts each rejection by reason.
+  binding    a client holding a trusted key sends validly signed statements that break
+             the binding rules (FORGE is then bind_forge): a source hijack, a result
+             without a claim, a claim at epoch 2^32-1, a 1 MiB name, a flood past its
+             budget, an equivocation. Each is refused or kept as evidence, counted by
+             reason, and the output stays the honest one.
 
 --rounds (default $CHAOS_ROUNDS, else the small CI form: CI_ROUNDS) is the number of
 kill rounds, of cut-and-heal cycles, or of attack rounds (the first exact, the others
@@ -751,12 +756,146 @@ def check_unchanged(mesh, before, when):
 
 
 # The small forms CI runs (about 35 s together); docs/chaos.md has the soak forms.
-CI_ROUNDS = {"kill-loop": 5, "partition": 1, "hostile": 2}
+# ---- a trusted peer that breaks the binding rules (docs/coordination.md, rules 2-6) ----
+
+# Reasons the agents report under "unbound" for the attacks of bind_forge (rules 2-4).
+UNBOUND_WANTED = ["source version: not provided", "result: no claim",
+                  "claim: epoch not earned"]
+# The per-author budget of statements that do not count (promises/limits.h): 10,000
+# tokens of 4 KiB. What a hostile key got kept may not exceed it (plus its first advert).
+BUDGET_BYTES = 10_000 * 4096 + (64 << 10)
+
+
+def mallory_rows(agent, key):
+    return [r for r in ledger_rows(agent) if r[0] == key]
+
+
+def honest_claims(agent, key):
+    return sum(1 for r in ledger_rows(agent) if r[2] == KIND_CLAIM and r[0] != key)
+
+
+def scenario_binding(args):
+    """A peer holding a trusted key sends validly signed statements that break the rules:
+    a source it does not provide at version 2^64-1, a result with no claim at epoch 0
+    (all-zero outputs), a claim at epoch 2^32-1, an advert with a 1 MiB name, a flood of
+    2 MiB definitions past its budget, and two statements with one seq (one to each
+    agent). Each is refused or kept as evidence only, counted by reason; the honest
+    output stands and a new source version runs to the right output."""
+    rng = random.Random(args.seed)
+    print(f"binding: seed {args.seed}")
+    mesh = Mesh(VOW, VOWD, [PIPELINE], prefix="vow-chaos-")
+    DIAGNOSE["root"] = mesh.root
+    ctx = zmq.Context()
+    links = {}
+    try:
+        mallory_key = os.path.join(mesh.root, "mallory.key")
+        out = subprocess.run([VOW, "keys", "gen", "--out", mallory_key], check=True,
+                             capture_output=True, text=True)
+        mallory_id = out.stdout.strip()
+        with open(os.path.join(mesh.root, "keys", "mallory.pub"), "w") as f:
+            f.write(mallory_id + "\n")
+        mallory = raw_key(mallory_id)
+        data_path = os.path.join(mesh.root, "data.txt")
+        data = make_data(rng, "binding")
+        write_atomic(data_path, data)
+        mesh.add("a", [(s, 1) for s in STAGES], sources=[("chaos/data", data_path, True)])
+        mesh.add("b", [(s, 1) for s in STAGES])
+        mesh.start()
+        a, b = mesh.agents
+        check_output(mesh, mesh.agents, data, "first run")
+
+        template = os.path.join(mesh.root, "template.bin")
+        rows = [r for r in ledger_rows(a) if r[2] == KIND_RESULT and r[6]]
+        with open(template, "wb") as f:
+            f.write(rows[0][7])
+        frames_dir = os.path.join(mesh.root, "frames")
+        subprocess.run([FORGE, "--key", mallory_key, "--template", template,
+                        "--source", "chaos/data", "--out", frames_dir], check=True,
+                       capture_output=True)
+        seed = read_seed(mallory_key)
+        for x in mesh.agents:
+            links[x.name] = ForeignClient(ctx, x.id, x.endpoint, seed)
+
+        # Rules 2-4: kept as evidence, counted, never canonical.
+        for x in mesh.agents:
+            for name in ("advert", "hijack", "unclaimed-result", "top-epoch-claim"):
+                links[x.name].send(frame(frames_dir, name))
+        for x in mesh.agents:
+            unbound = wait_until(
+                f"{x.name} to hold mallory's statements as unbound evidence",
+                lambda: (lambda u: all(u.get(k, 0) >= 1 for k in UNBOUND_WANTED) and u)(
+                    x.status().get("unbound", {})), 30, 0.1)
+            print(f"{x.name} unbound: {unbound}")
+        check(outputs_are(mesh.agents, digest(reference(data))),
+              "the output changed after the unbound statements")
+
+        # Rule 6: a field over its limit is refused, never stored, logged cut short.
+        for x in mesh.agents:
+            links[x.name].send(frame(frames_dir, "oversized-name"))
+        for x in mesh.agents:
+            wait_until(f"{x.name} to refuse the 1 MiB name",
+                       lambda: rejected(x).get("over-limit", 0) >= 1, 30, 0.1)
+            check(all(r[1] != 5 for r in mallory_rows(x, mallory)),
+                  f"{x.name} stored the advert with a 1 MiB name")
+            with open(x.log_path, errors="replace") as f:
+                lines = [ln for ln in f if "over-limit" in ln]
+            check(lines and max(len(ln) for ln in lines) < 600,
+                  f"{x.name}: the refusal is not logged, or logged with the whole name")
+
+        # Rule 6: a flood past the author's budget is refused; what is kept stays within.
+        floods = sorted(n[:-len(".frame")] for n in os.listdir(frames_dir)
+                        if n.startswith("flood-"))
+        for x in mesh.agents:
+            for name in floods:
+                links[x.name].send(frame(frames_dir, name))
+        for x in mesh.agents:
+            wait_until(f"{x.name} to refuse the flood past the budget",
+                       lambda: rejected(x).get("over-budget", 0) >= 1, 60, 0.2)
+            held = sum(len(r[7]) for r in mallory_rows(x, mallory))
+            check(held <= BUDGET_BYTES,
+                  f"{x.name} holds {held} bytes of mallory's statements (budget {BUDGET_BYTES})")
+            print(f"{x.name}: {len(mallory_rows(x, mallory))} of mallory's statements kept, "
+                  f"{held >> 20} MiB; refused {rejected(x)['over-budget']} over budget")
+
+        # Rule 5: one seq, two statements, one to each agent: both find it out.
+        links[a.name].send(frame(frames_dir, "equivocation-a"))
+        links[b.name].send(frame(frames_dir, "equivocation-b"))
+        for x in mesh.agents:
+            wait_until(f"{x.name} to report mallory as equivocating",
+                       lambda: mallory_id in x.status()["equivocators"], 30, 0.1)
+
+        # Rule 4: the epoch 2^32-1 claim makes no honest agent loop.
+        before = [honest_claims(x, mallory) for x in mesh.agents]
+        time.sleep(2)
+        after = [honest_claims(x, mallory) for x in mesh.agents]
+        check(after == before, f"honest agents kept claiming: {before} -> {after} claims")
+
+        # Still working, and a new version of the source is the honest provider's.
+        data = make_data(rng, "binding-after")
+        write_atomic(data_path, data)
+        check_output(mesh, mesh.agents, data, "run after the attacks")
+        for link in links.values():
+            link.close()
+        links = {}
+        mesh.stop()
+        verify_all(mesh)
+        print("binding: every attack refused or kept as evidence, counted; output honest")
+    finally:
+        for link in links.values():
+            link.close()
+        ctx.term()
+        mesh.cleanup(keep=failing())
+    return 0
+
+
+
+CI_ROUNDS = {"kill-loop": 5, "partition": 1, "hostile": 2, "binding": 1}
 
 SCENARIOS = {
     "kill-loop": scenario_kill_loop,
     "partition": scenario_partition,
     "hostile": scenario_hostile,
+    "binding": scenario_binding,
 }
 
 if __name__ == "__main__":
