@@ -274,6 +274,17 @@ Status Daemon::Impl::restore(promises::RestoredState* restored,
         return Status::ok();
       });
   VOW_RETURN_IF_ERROR(scan);
+  auto proofs = ledger->proofs();
+  if (!proofs.is_ok()) return proofs.status();
+  for (const auto& s : *proofs) {
+    auto st = transport::decode_and_verify(s.bytes, s.signature);
+    if (!st.is_ok() || st->author != s.author) {
+      log->warn("equivocation proof of {} in the ledger does not verify; ignored",
+                transport::agent_id(s.author));
+      continue;
+    }
+    restored->proofs.push_back(std::move(st).value());
+  }
   auto last = ledger->own_last_seq();
   if (!last.is_ok()) return last.status();
   restored->last_seq = *last;

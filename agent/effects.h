@@ -63,6 +63,9 @@ class StateStore {
   virtual ~StateStore() = default;
   // Own statements (in order, first) and peers' statements, each with its signed form.
   virtual Status persist(const std::vector<Statement>& statements) = 0;
+  // Equivocation proofs (promises::Output::proofs): the second statement of an (author,
+  // seq) whose first is persisted, each with its signed form.
+  virtual Status persist_proofs(const std::vector<Statement>& proofs) = 0;
   // The running-job table: rows for the processes this agent started, so that after a
   // restart it can take them over (or stop them) as the core decides.
   virtual Status put_running_job(const store::RunningJob& row) = 0;

@@ -65,6 +65,12 @@ Status SqliteState::persist(const std::vector<Statement>& statements) {
   return Status::ok();
 }
 
+Status SqliteState::persist_proofs(const std::vector<Statement>& proofs) {
+  std::int64_t now = clock_->wall_ms();
+  for (const auto& st : proofs) VOW_RETURN_IF_ERROR(ledger_->put_proof(to_stored(st, now)));
+  return Status::ok();
+}
+
 Status SqliteState::load_version_vector() {
   auto vv = ledger_->version_vector();
   if (!vv.is_ok()) return vv.status();

@@ -31,6 +31,7 @@ class SqliteState final : public StateStore {
   SqliteState(store::LedgerStore* ledger, const AgentKey& self, const Clock* clock)
       : ledger_(ledger), self_(self), clock_(clock) {}
   Status persist(const std::vector<Statement>& statements) override;
+  Status persist_proofs(const std::vector<Statement>& proofs) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
   // Highest contiguous sequence per author stored (the transport's replay check).

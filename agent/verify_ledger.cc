@@ -47,6 +47,20 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
   // its provider's line; what does not count is evidence, not lineage.
   promises::Ledger rules;
   for (const auto& st : statements) (void)rules.add(st);
+  // Equivocation proofs: each a second, validly signed statement of a held (author, seq).
+  auto proofs = ledger.proofs();
+  if (!proofs.is_ok()) return proofs.status();
+  for (const auto& s : *proofs) {
+    auto st = transport::decode_and_verify(s.bytes, s.signature);
+    if (!st.is_ok() || st->author != s.author || st->seq != s.seq) {
+      problems.push_back("equivocation proof of " + transport::agent_id(s.author) +
+                         ": does not verify");
+    } else if (rules.add(*st) != promises::Ledger::AddResult::kEquivocation) {
+      problems.push_back("equivocation proof of " + transport::agent_id(s.author) +
+                         ": proves nothing (no other statement " + std::to_string(s.seq) +
+                         " of its author is held)");
+    }
+  }
   promises::ClaimBook book(rules, AgentKey{});
   rules.for_each([&](const Statement& st) { book.note(st); });
   auto counts = [&](const Statement& st) {

@@ -50,6 +50,7 @@ const char* event_kind_name(EventKind kind) {
 
 void Output::append(Output&& other) {
   for (auto& x : other.persist) persist.push_back(std::move(x));
+  for (auto& x : other.proofs) proofs.push_back(std::move(x));
   for (auto& x : other.messages) messages.push_back(std::move(x));
   for (auto& x : other.actions) actions.push_back(std::move(x));
   for (auto& x : other.events) events.push_back(std::move(x));
@@ -260,6 +261,7 @@ void Core::Impl::receive(const Statement& st, bool proof) {
       ingest(*ledger.get(st.author, st.seq), false);
       break;
     case Ledger::AddResult::kEquivocation:
+      out.proofs.push_back(st);
       on_equivocation(st.author);
       break;
     case Ledger::AddResult::kConflict:
@@ -275,8 +277,7 @@ void Core::Impl::receive(const Statement& st, bool proof) {
 
 // Rule 5: the author's statements stop counting everywhere here, and the proof goes to
 // every peer at once (and with every later sync answer, for those this push misses).
-// The proof is not persisted (the store keeps one statement per (author, seq)): after a
-// restart it comes back with the first sync answer.
+// The shell persists the proof (Output::proofs) beside the first statement.
 void Core::Impl::on_equivocation(const AgentKey& author) {
   event(EventKind::kEquivocation, EventLevel::kWarn,
         "author " + author.hex().substr(0, 12) + " signed two different statements with seq " +
@@ -451,6 +452,9 @@ Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
     } else if (r == Ledger::AddResult::kEquivocation) {
       s.on_equivocation(st.author);
     }
+  }
+  for (const auto& st : restored.proofs) {
+    if (s.ledger.add(st) == Ledger::AddResult::kEquivocation) s.on_equivocation(st.author);
   }
   s.out.messages.clear();  // nothing is sent before start()
   s.last_seq = std::max(restored.last_seq, s.ledger.max_seq(s.config.key));

@@ -134,6 +134,9 @@ struct RestoredState {
   // may carry the job digest alone.
   std::vector<OwnRun> running;
   std::vector<Digest> held;  // artifacts in the local store
+  // Equivocation proofs persisted (Output::proofs): each the second statement of an
+  // (author, seq) whose first is among `statements`.
+  std::vector<Statement> proofs;
 };
 
 // ---- Messages between cores: promises/messages.h ----
@@ -233,8 +236,12 @@ struct Output {
   std::vector<Outbound> messages;
   std::vector<Action> actions;
   std::vector<Event> events;
+  // The second statement of each equivocation proof found (rule 5), to be kept beside
+  // the first (which is held), so that the proof outlives a restart.
+  std::vector<Statement> proofs;
   bool empty() const {
-    return persist.empty() && messages.empty() && actions.empty() && events.empty();
+    return persist.empty() && proofs.empty() && messages.empty() && actions.empty() &&
+           events.empty();
   }
   void append(Output&& other);
 };

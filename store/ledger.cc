@@ -149,6 +149,15 @@ class MemoryLedger final : public LedgerStore {
     return Status::ok();
   }
   Result<std::uint64_t> statement_count() override { return statements_.size(); }
+  Status put_proof(const StoredStatement& second) override {
+    proofs_.emplace(second.author, second);
+    return Status::ok();
+  }
+  Result<std::vector<StoredStatement>> proofs() override {
+    std::vector<StoredStatement> out;
+    for (const auto& [author, s] : proofs_) out.push_back(s);
+    return out;
+  }
 
   Status put_running_job(const RunningJob& job) override {
     running_[job.job] = job;
@@ -252,6 +261,7 @@ class MemoryLedger final : public LedgerStore {
   std::map<Digest, RunningJob> running_;
   std::map<AgentKey, PeerRecord> peers_;
   std::map<Digest, ArtifactRecord> artifacts_;
+  std::map<AgentKey, StoredStatement> proofs_;
 };
 
 }  // namespace

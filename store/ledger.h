@@ -128,6 +128,13 @@ class LedgerStore {
       const std::function<Status(const StoredStatement& s, const Status& row_status)>& fn) = 0;
   virtual Result<std::uint64_t> statement_count() = 0;
 
+  // --- equivocation proofs (docs/coordination.md, rule 5) ---
+  // The second statement of an (author, seq) whose first is stored: the proof that the
+  // author signed two. One per author; a later one for the same author is ignored.
+  virtual Status put_proof(const StoredStatement& second) = 0;
+  // Every proof stored, by author (author, seq, bytes and signature set).
+  virtual Result<std::vector<StoredStatement>> proofs() = 0;
+
   // --- running jobs ---
   virtual Status put_running_job(const RunningJob& job) = 0;  // replaces the same job
   virtual Status remove_running_job(const Digest& job) = 0;   // ok if absent
@@ -192,6 +199,8 @@ class FaultyLedger final : public LedgerStore {
     return base_.scan_statements(fn);
   }
   Result<std::uint64_t> statement_count() override { return base_.statement_count(); }
+  Status put_proof(const StoredStatement& second) override { return base_.put_proof(second); }
+  Result<std::vector<StoredStatement>> proofs() override { return base_.proofs(); }
   Status put_running_job(const RunningJob& job) override;
   Status remove_running_job(const Digest& job) override;
   Result<std::vector<RunningJob>> running_jobs() override { return base_.running_jobs(); }

@@ -188,6 +188,28 @@ TEST_CASE("sqlite ledger: state survives reopening") {
   CHECK(*read_schema_version(dir / "vow.db") == kSchemaVersion);
 }
 
+TEST_CASE("sqlite ledger: an equivocation proof is kept, one per author, across reopening") {
+  TempDir dir;
+  TestKey liar(7);
+  {
+    auto l = open_sqlite_ledger(dir / "vow.db");
+    REQUIRE(l.is_ok());
+    REQUIRE((*l)->insert(make_statement(liar, 3, "first")).is_ok());
+    REQUIRE((*l)->put_proof(make_statement(liar, 3, "second")).is_ok());
+    REQUIRE((*l)->put_proof(make_statement(liar, 9, "a later one")).is_ok());  // ignored
+  }
+  auto l = open_sqlite_ledger(dir / "vow.db");
+  REQUIRE(l.is_ok());
+  auto proofs = (*l)->proofs();
+  REQUIRE(proofs.is_ok());
+  REQUIRE(proofs->size() == 1);
+  CHECK(proofs->at(0).author == liar.public_key);
+  CHECK(proofs->at(0).seq == 3);
+  CHECK(proofs->at(0).bytes == "second");
+  CHECK(proofs->at(0).signature == make_statement(liar, 3, "second").signature);
+  CHECK((*(*l)->get(liar.public_key, 3))->bytes == "first");  // the statement held is the first
+}
+
 TEST_CASE("sqlite ledger: a newer schema version is refused, naming file and versions") {
   TempDir dir;
   std::string path = dir / "vow.db";

@@ -323,6 +323,40 @@ class SqliteLedger final : public LedgerStore {
     return step_done(*st, "delete peers");
   }
 
+  Status put_proof(const StoredStatement& s) override {
+    auto st = prepare(
+        "INSERT OR IGNORE INTO proofs (author, seq, bytes, signature) VALUES (?1, ?2, ?3, ?4)");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    bind_blob(*st, 1, as_span(s.author.bytes));
+    sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(s.seq));
+    sqlite3_bind_blob(*st, 3, s.bytes.data(), static_cast<int>(s.bytes.size()), SQLITE_STATIC);
+    bind_blob(*st, 4, as_span(s.signature));
+    int rc = sqlite3_step(*st);
+    if (rc != SQLITE_DONE) return err("insert proof", rc);
+    return Status::ok();
+  }
+
+  Result<std::vector<StoredStatement>> proofs() override {
+    auto st = prepare("SELECT author, seq, bytes, signature FROM proofs ORDER BY author");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    std::vector<StoredStatement> out;
+    int rc;
+    while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+      StoredStatement s;
+      if (!read_fixed(*st, 0, s.author.bytes) || !read_fixed(*st, 3, s.signature)) {
+        return Status::corrupt(path_ + ": proofs: bad author or signature column");
+      }
+      s.seq = static_cast<std::uint64_t>(sqlite3_column_int64(*st, 1));
+      const auto* b = static_cast<const char*>(sqlite3_column_blob(*st, 2));
+      s.bytes.assign(b == nullptr ? "" : b, static_cast<std::size_t>(sqlite3_column_bytes(*st, 2)));
+      out.push_back(std::move(s));
+    }
+    if (rc != SQLITE_DONE) return err("select proofs", rc);
+    return out;
+  }
+
   Result<std::vector<PeerRecord>> peers() override {
     auto st = prepare("SELECT id, endpoints, last_seen FROM peers ORDER BY id");
     if (!st.is_ok()) return st.status();

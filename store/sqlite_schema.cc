@@ -64,6 +64,15 @@ CREATE TABLE artifacts (
 ) WITHOUT ROWID;
 CREATE INDEX artifacts_lru ON artifacts(last_used);
 )sql",
+    // 1 -> 2: equivocation proofs (the second statement of an (author, seq)).
+    R"sql(
+CREATE TABLE proofs (
+  author BLOB PRIMARY KEY,
+  seq INTEGER NOT NULL,
+  bytes BLOB NOT NULL,
+  signature BLOB NOT NULL
+) WITHOUT ROWID;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 

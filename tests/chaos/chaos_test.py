@@ -33,6 +33,7 @@ import argparse
 import base64
 import collections
 import hashlib
+import json
 import os
 import random
 import re
@@ -879,6 +880,14 @@ def scenario_binding(args):
         links = {}
         mesh.stop()
         verify_all(mesh)
+        # The proof is on disk: offline, each ledger still names the equivocator.
+        for x in mesh.agents:
+            p = subprocess.run([VOW, "verify", "--state-dir", x.state, "--json"],
+                               capture_output=True, text=True)
+            report = json.loads(p.stdout)
+            check(report["equivocators"] == [mallory_id],
+                  f"{x.name}: offline vow verify names {report['equivocators']}, not mallory")
+            check(report["evidence"] >= 3, f"{x.name}: evidence {report['evidence']}")
         print("binding: every attack refused or kept as evidence, counted; output honest")
     finally:
         for link in links.values():

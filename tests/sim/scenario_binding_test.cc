@@ -543,6 +543,14 @@ TEST_CASE("rule 5: equivocation is found, proven everywhere, and its author stop
     CHECK(m.core(i).ledger().fingerprint() == m.core(0).ledger().fingerprint());
   }
   CHECK(m.starts_of("work") == 1);  // re-run once, by an honest agent
+  // The proof is persisted: a restarted agent knows the equivocator before any sync.
+  m.hold(true);
+  m.crash(2);
+  m.restart(2);
+  CHECK(m.core(2).equivocating(h.key));
+  REQUIRE(m.core(2).canonical(job) != nullptr);
+  CHECK(m.core(2).canonical(job)->author != h.key);
+  m.hold(false);
 }
 
 }  // namespace

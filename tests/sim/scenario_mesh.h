@@ -72,6 +72,7 @@ struct Node {
   std::unique_ptr<Core> core;
   bool up = true;
   std::vector<Statement> persisted;
+  std::vector<Statement> proofs;  // equivocation proofs persisted (Output::proofs)
   std::uint64_t persisted_seq = 0;
   std::set<Digest> store;
   std::map<Digest, StartJob> procs;
@@ -148,6 +149,7 @@ class Mesh {
     Node& nd = nodes_[i];
     RestoredState rs;
     rs.statements = nd.persisted;
+    rs.proofs = nd.proofs;
     rs.last_seq = nd.persisted_seq;
     rs.held.assign(nd.store.begin(), nd.store.end());
     for (const auto& [job, row] : nd.table) rs.running.push_back(row);
@@ -329,6 +331,7 @@ class Mesh {
       nd.persisted.push_back(st);
       if (st.author == nd.config.key) nd.persisted_seq = std::max(nd.persisted_seq, st.seq);
     }
+    for (const auto& st : out.proofs) nd.proofs.push_back(st);
     for (auto& m : out.messages) {
       for (int j = 0; j < size(); ++j) {
         if (j == i) continue;

@@ -206,6 +206,7 @@ void World::restart(int i, bool wipe) {
   if (wipe) h.store.clear();
   promises::RestoredState rs;
   rs.statements = h.persisted;
+  rs.proofs = h.persisted_proofs;
   rs.last_seq = h.persisted_seq;
   rs.held.assign(h.store.begin(), h.store.end());
   std::vector<store::RunningJob> recovered;

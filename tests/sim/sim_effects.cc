@@ -132,6 +132,13 @@ Status SimDisk::persist(const std::vector<Statement>& statements) {
   return Status::ok();
 }
 
+Status SimDisk::persist_proofs(const std::vector<Statement>& proofs) {
+  Host& h = w_->host(i_);
+  if (w_->disk_full(i_)) return Status::io("no space left on device (simulated)");
+  for (const auto& st : proofs) h.persisted_proofs.push_back(st);
+  return Status::ok();
+}
+
 Status SimDisk::put_running_job(const store::RunningJob& row) {
   w_->host(i_).running_table[row.job] = row;
   return Status::ok();

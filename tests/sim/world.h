@@ -68,6 +68,7 @@ class SimDisk final : public agent::StateStore {
  public:
   SimDisk(World* w, int i) : w_(w), i_(i) {}
   Status persist(const std::vector<Statement>& statements) override;
+  Status persist_proofs(const std::vector<Statement>& proofs) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
 
@@ -139,6 +140,7 @@ struct Host {
   // Survives a crash: the disk (statements, sequence, running-job table), the artifact
   // store, bytes received, processes.
   std::vector<Statement> persisted;
+  std::vector<Statement> persisted_proofs;
   std::uint64_t persisted_seq = 0;
   std::map<Digest, store::RunningJob> running_table;
   std::set<Digest> store;
