@@ -1,4 +1,5 @@
 // The agent's input queue and how it carries out the core's outputs (agent.h).
+#include "promises/limits.h"
 #include "agent/agent.h"
 
 #include <utility>
@@ -277,7 +278,7 @@ void Agent::flush_backlog() {
 
 std::string Agent::job_name(const promises::StartJob& s) const {
   return s.job.job.short_hex() + " " + s.job.pipeline + "/" + s.job.stage +
-         (s.job.shard.empty() ? "" : "[" + s.job.shard + "]");
+         (s.job.shard.empty() ? "" : "[" + promises::printable(s.job.shard, 128) + "]");
 }
 
 }  // namespace vow::agent

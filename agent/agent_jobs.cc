@@ -5,6 +5,7 @@
 
 #include "agent/agent.h"
 #include "promises/config.h"
+#include "promises/limits.h"
 
 namespace vow::agent {
 namespace {
@@ -244,7 +245,8 @@ void Agent::finish_job(const Digest& id, promises::JobOutcome outcome) {
     log_->info("job {} done", job_name(job.start));
     fx_.executor->remove_work_dir(job.start);
   } else {
-    log_->warn("job {} failed: {} (work directory kept: {})", job_name(job.start), outcome.error,
+    log_->warn("job {} failed: {} (work directory kept: {})", job_name(job.start),
+               promises::printable(outcome.error, 512),
                fx_.executor->work_dir(job.start));
   }
   std::uint32_t epoch = job.start.epoch;

@@ -419,7 +419,8 @@ void Core::Impl::claim(const PlannedJob& job, bool regenerate) {
   event(regenerate ? EventKind::kRegenerate : EventKind::kClaimed, EventLevel::kInfo,
         std::string(regenerate ? "regenerating" : "claimed") + " job " + id.short_hex() + " (" +
             job.ref.pipeline + "/" + job.ref.stage +
-            (job.ref.shard.empty() ? "" : "[" + job.ref.shard + "]") + ") epoch " +
+            (job.ref.shard.empty() ? "" : "[" + printable(job.ref.shard, 128) + "]") +
+            ") epoch " +
             std::to_string(epoch));
   local[id].claimable_since_ms = -1;
   if (auto old = stopping.find(id); old != stopping.end()) {
@@ -504,7 +505,7 @@ void Core::Impl::finish(const Digest& job, std::uint32_t epoch, JobOutcome outco
     holdings.changed();
   }
   std::string text = "job " + job.short_hex() + " epoch " + std::to_string(epoch) +
-                     (r.ok ? " succeeded" : " failed: " + r.error);
+                     (r.ok ? " succeeded" : " failed: " + printable(r.error, 512));
   publish(std::move(r));
   event(EventKind::kResult, EventLevel::kInfo, std::move(text));
 }

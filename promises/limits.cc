@@ -95,7 +95,15 @@ std::optional<std::string> check_limits(const Statement& st) {
 }
 
 std::string quoted(std::string_view text, std::size_t max_bytes) {
-  std::string out = "\"";
+  std::string inner = printable(text, max_bytes);
+  std::size_t cut = inner.rfind("... (");
+  bool was_cut = text.size() > max_bytes && cut != std::string::npos;
+  if (!was_cut) return "\"" + inner + "\"";
+  return "\"" + inner.substr(0, cut) + "\"" + inner.substr(cut);
+}
+
+std::string printable(std::string_view text, std::size_t max_bytes) {
+  std::string out;
   std::size_t n = std::min(text.size(), max_bytes);
   for (std::size_t i = 0; i < n; ++i) {
     auto c = static_cast<unsigned char>(text[i]);
@@ -114,7 +122,6 @@ std::string quoted(std::string_view text, std::size_t max_bytes) {
       out += static_cast<char>(c);
     }
   }
-  out += '"';
   if (n < text.size()) out += "... (" + std::to_string(text.size()) + " bytes)";
   return out;
 }

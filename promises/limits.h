@@ -56,6 +56,10 @@ std::optional<std::string> check_limits(const Statement& st);
 // cut, followed by "... (N bytes)".
 std::string quoted(std::string_view text, std::size_t max_bytes = kLogQuoteBytes);
 
+// As quoted(), without the quotes: for names that are usually plain (a shard key, a
+// file name) inside a log line's own punctuation.
+std::string printable(std::string_view text, std::size_t max_bytes = kLogQuoteBytes);
+
 // `text` cut to at most `max_bytes` (at a UTF-8 boundary), for own free text.
 std::string truncated(std::string text, std::size_t max_bytes = kMaxTextBytes);
 

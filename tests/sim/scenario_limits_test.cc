@@ -75,6 +75,8 @@ TEST_CASE("limits: log quoting escapes and cuts peer text") {
   CHECK(quoted("plain") == "\"plain\"");
   CHECK(quoted("a\"b\\c\n\x1b[31m") == "\"a\\\"b\\\\c\\n\\x1b[31m\"");
   CHECK(quoted(std::string(1000, 'y'), 4) == "\"yyyy\"... (1000 bytes)");
+  CHECK(printable("part\naa") == "part\\naa");
+  CHECK(printable(std::string(10, 'z'), 3) == "zzz... (10 bytes)");
   CHECK(truncated("h\xc3\xa9llo", 2) == "h");  // never half a character
   CHECK(truncated("short") == "short");
 }
