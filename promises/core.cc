@@ -568,6 +568,24 @@ Output Core::artifact_fetch_failed(const Digest& digest) {
   return s.take();
 }
 
+Output Core::artifact_refused(const Digest& digest, const std::string& reason) {
+  Impl& s = *impl_;
+  s.replication.fetch_ended(digest);
+  std::vector<std::pair<Digest, std::uint32_t>> waiting;
+  for (const auto& [job, run] : s.running) {
+    if (!run.executing && run.fetch_retry_ms.count(digest)) waiting.emplace_back(job, run.epoch);
+  }
+  for (const auto& [job, epoch] : waiting) {
+    s.running.at(job).executing = true;  // it ends here, as a run that failed
+    JobOutcome outcome;
+    outcome.ok = false;
+    outcome.error = "input " + digest.short_hex() + " refused: " + reason;
+    s.finish(job, epoch, std::move(outcome));
+  }
+  s.reconcile();
+  return s.take();
+}
+
 Output Core::artifact_lost(const Digest& digest) {
   Impl& s = *impl_;
   if (s.holdings.remove(digest)) s.holdings.changed();

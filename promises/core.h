@@ -335,6 +335,12 @@ class Core {
   [[nodiscard]] Output artifact_fetched(const Digest& digest);
   [[nodiscard]] Output artifact_fetch_failed(const Digest& digest);
   [[nodiscard]] Output artifact_lost(const Digest& digest);
+  // A fetched input was refused for what it is, not for where it came from (a tree that
+  // would expand past the limits of promises/tree.h: every agent refuses it alike).
+  // Each run of this agent waiting for it fails at once with `reason` (a failed result:
+  // it counts against the job's retries, and `vow retry` can run it again), instead of
+  // fetching it again and again.
+  [[nodiscard]] Output artifact_refused(const Digest& digest, const std::string& reason);
   [[nodiscard]] Output source_snapshot(const std::string& pipeline, const std::string& source,
                                        const ArtifactRef& artifact);
   // A reloaded config (SIGHUP): the new promises, pipelines and sources replace the old,

@@ -179,5 +179,26 @@ TEST_CASE("rule 6: an equivocation proof is taken even from an author out of bud
   CHECK_FALSE(m.core(1).ledger().contains(h.key, c.seq));
 }
 
+TEST_CASE("an input refused for what it is fails the job, once per attempt, no refetch loop") {
+  Mesh m(3, one_stage(/*retries=*/1), {{}, {"work"}, {"work"}});
+  const ArtifactRef bomb = file_ref(hd("a tree that expands to millions of files"));
+  m.refuse_fetches(bomb.digest);
+  m.source("one", "in", bomb);
+  m.run_to_completion(5'000);
+  Digest job = m.jobs_of(0, "work").at(0);
+  CHECK(m.starts_of("work") == 0);  // never executed
+  auto v = m.core(0).job(job);
+  REQUIRE(v);
+  CHECK(v->state == JobState::kFailed);
+  CHECK(v->failed_attempts == 2);  // the first run and its one retry
+  CHECK(m.fetches_of(bomb.digest) <= 4);
+  bool said = false;
+  for (const auto& st : m.core(0).ledger().job(job)->results) {
+    const auto& r = std::get<JobResult>(st->body);
+    said = said || r.error.find("refused: expands past the limits") != std::string::npos;
+  }
+  CHECK(said);
+}
+
 }  // namespace
 }  // namespace vow::promises

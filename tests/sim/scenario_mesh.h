@@ -249,6 +249,10 @@ class Mesh {
     deliver();
   }
 
+  // Every fetch of `d` ends refused (as a tree past the expansion limits would be).
+  void refuse_fetches(const Digest& d) { refused_.insert(d); }
+  int fetches_of(const Digest& d) const { return fetch_count_.count(d) ? fetch_count_.at(d) : 0; }
+
   // While held, network messages wait in flight (local fetch completions still happen).
   void hold(bool on) { hold_ = on; }
 
@@ -264,6 +268,10 @@ class Mesh {
         auto [i, d, ok] = local_.front();
         local_.pop_front();
         if (!nodes_[i].up) continue;
+        if (refused_.count(d)) {
+          apply(i, nodes_[i].core->artifact_refused(d, "expands past the limits"));
+          continue;
+        }
         if (ok) {
           nodes_[i].store.insert(d);
           apply(i, nodes_[i].core->artifact_fetched(d));
@@ -381,6 +389,7 @@ class Mesh {
     apply(i, nd.core->job_stopped(k.job, k.epoch));
   }
   void fetch(int i, const Digest& d, const std::vector<AgentKey>& holders) {
+    ++fetch_count_[d];
     bool ok = false;
     for (int j = 0; j < size(); ++j) {
       bool named = std::find(holders.begin(), holders.end(), nodes_[j].config.key) != holders.end();
@@ -395,6 +404,8 @@ class Mesh {
   bool hold_ = false;
   std::deque<std::tuple<int, int, Message>> inflight_;
   std::deque<std::tuple<int, Digest, bool>> local_;
+  std::set<Digest> refused_;
+  std::map<Digest, int> fetch_count_;
   std::deque<std::pair<int, KillJob>> stops_;  // killed processes gone, to report
 };
 
