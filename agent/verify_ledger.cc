@@ -63,13 +63,15 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
   }
   promises::ClaimBook book(rules, AgentKey{});
   rules.for_each([&](const Statement& st) { book.note(st); });
-  auto counts = [&](const Statement& st) {
-    if (rules.equivocating(st.author)) return false;
-    if (const auto* r = std::get_if<JobResult>(&st.body)) {
-      return book.result_binding(r->job.job, st) == promises::ResultBinding::kBound;
+  // The rules judge the statements the ledger holds (by identity, not by value).
+  auto counts = [&](const Statement& copy) {
+    const Statement* st = rules.get(copy.author, copy.seq);
+    if (st == nullptr || rules.equivocating(st->author)) return false;
+    if (const auto* r = std::get_if<JobResult>(&st->body)) {
+      return book.result_binding(r->job.job, *st) == promises::ResultBinding::kBound;
     }
-    if (std::holds_alternative<SourceVersion>(st.body)) {
-      return rules.source_binding(st) == promises::SourceBinding::kCounted;
+    if (std::holds_alternative<SourceVersion>(st->body)) {
+      return rules.source_binding(*st) == promises::SourceBinding::kCounted;
     }
     return true;
   };

@@ -888,6 +888,8 @@ def scenario_binding(args):
             check(report["equivocators"] == [mallory_id],
                   f"{x.name}: offline vow verify names {report['equivocators']}, not mallory")
             check(report["evidence"] >= 3, f"{x.name}: evidence {report['evidence']}")
+            check(report["links"] > 0 and report["ok"],
+                  f"{x.name}: vow verify checked no lineage link or failed: {report}")
         print("binding: every attack refused or kept as evidence, counted; output honest")
     finally:
         for link in links.values():
