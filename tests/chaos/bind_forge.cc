@@ -33,6 +33,7 @@
 #include <string>
 
 #include "promises/limits.h"
+#include "tests/chaos/frames.h"
 #include "transport/codec.h"
 #include "transport/identity.h"
 #include "transport/message.h"
@@ -137,15 +138,7 @@ int main(int argc, char** argv) {
   frames["equivocation-a"] = frame_of(*me, a);
   frames["equivocation-b"] = frame_of(*me, b);
 
-  std::error_code ec;
-  std::filesystem::create_directories(args["--out"], ec);
-  if (ec) return fail("create " + args["--out"] + ": " + ec.message());
-  for (const auto& [name, bytes] : frames) {
-    std::string path = args["--out"] + "/" + name + ".frame";
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out) return fail("write " + path);
-  }
+  if (std::string e = chaos::write_frames(args["--out"], frames); !e.empty()) return fail(e);
   std::cout << "mallory " << me->id() << "\n";
   return 0;
 }

@@ -551,6 +551,33 @@ def rejected(agent):
     return agent.status()["rejected"]
 
 
+def with_mallory(mesh, rng, tag):
+    """Two agents that trust a key generated here ("mallory") like their own, with a
+    first run of the pipeline done. Returns mallory's key file and id, the source file
+    and its data, and a file holding the exact bytes of one successful result (the
+    template the forgers copy)."""
+    mallory_key = os.path.join(mesh.root, "mallory.key")
+    out = subprocess.run([VOW, "keys", "gen", "--out", mallory_key], check=True,
+                         capture_output=True, text=True)
+    mallory_id = out.stdout.strip()
+    with open(os.path.join(mesh.root, "keys", "mallory.pub"), "w") as f:
+        f.write(mallory_id + "\n")
+    data_path = os.path.join(mesh.root, "data.txt")
+    data = make_data(rng, tag)
+    write_atomic(data_path, data)
+    mesh.add("a", [(s, 1) for s in STAGES], sources=[("chaos/data", data_path, True)])
+    mesh.add("b", [(s, 1) for s in STAGES])
+    mesh.start()
+    check_output(mesh, mesh.agents, data, "first run")
+    # Forged results are copies of a real one with all-zero output digests: the least
+    # (epoch, outputs), so any accepted one would become canonical everywhere.
+    template = os.path.join(mesh.root, "template.bin")
+    rows = [r for r in ledger_rows(mesh.agents[0]) if r[2] == KIND_RESULT and r[6]]
+    with open(template, "wb") as f:
+        f.write(rows[0][7])
+    return mallory_key, mallory_id, data_path, data, template
+
+
 def scenario_hostile(args):
     rng = random.Random(args.seed)
     print(f"hostile: {args.rounds} round(s), seed {args.seed}")
@@ -559,28 +586,8 @@ def scenario_hostile(args):
     ctx = zmq.Context()
     clients = []
     try:
-        # The hostile peer's key is generated here and trusted like any agent's.
-        mallory_key = os.path.join(mesh.root, "mallory.key")
-        out = subprocess.run([VOW, "keys", "gen", "--out", mallory_key], check=True,
-                             capture_output=True, text=True)
-        mallory_id = out.stdout.strip()
-        with open(os.path.join(mesh.root, "keys", "mallory.pub"), "w") as f:
-            f.write(mallory_id + "\n")
-        data_path = os.path.join(mesh.root, "data.txt")
-        data = make_data(rng, "hostile")
-        write_atomic(data_path, data)
-        mesh.add("a", [(s, 1) for s in STAGES], sources=[("chaos/data", data_path, True)])
-        mesh.add("b", [(s, 1) for s in STAGES])
-        mesh.start()
+        mallory_key, mallory_id, data_path, data, template = with_mallory(mesh, rng, "hostile")
         a, b = mesh.agents
-        check_output(mesh, mesh.agents, data, "first run")
-
-        # Forged results are copies of a real one with all-zero output digests: the
-        # least (epoch, outputs), so any accepted one would become canonical everywhere.
-        template = os.path.join(mesh.root, "template.bin")
-        rows = [r for r in ledger_rows(a) if r[2] == KIND_RESULT and r[6]]
-        with open(template, "wb") as f:
-            f.write(rows[0][7])
         frames_dir = os.path.join(mesh.root, "frames")
         subprocess.run([FORGE, "--key", mallory_key, "--victim", b.id, "--template", template,
                         "--out", frames_dir], check=True, capture_output=True)
@@ -789,26 +796,9 @@ def scenario_binding(args):
     ctx = zmq.Context()
     links = {}
     try:
-        mallory_key = os.path.join(mesh.root, "mallory.key")
-        out = subprocess.run([VOW, "keys", "gen", "--out", mallory_key], check=True,
-                             capture_output=True, text=True)
-        mallory_id = out.stdout.strip()
-        with open(os.path.join(mesh.root, "keys", "mallory.pub"), "w") as f:
-            f.write(mallory_id + "\n")
+        mallory_key, mallory_id, data_path, data, template = with_mallory(mesh, rng, "binding")
         mallory = raw_key(mallory_id)
-        data_path = os.path.join(mesh.root, "data.txt")
-        data = make_data(rng, "binding")
-        write_atomic(data_path, data)
-        mesh.add("a", [(s, 1) for s in STAGES], sources=[("chaos/data", data_path, True)])
-        mesh.add("b", [(s, 1) for s in STAGES])
-        mesh.start()
         a, b = mesh.agents
-        check_output(mesh, mesh.agents, data, "first run")
-
-        template = os.path.join(mesh.root, "template.bin")
-        rows = [r for r in ledger_rows(a) if r[2] == KIND_RESULT and r[6]]
-        with open(template, "wb") as f:
-            f.write(rows[0][7])
         frames_dir = os.path.join(mesh.root, "frames")
         subprocess.run([FORGE, "--key", mallory_key, "--template", template,
                         "--source", "chaos/data", "--out", frames_dir], check=True,

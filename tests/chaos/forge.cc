@@ -31,6 +31,7 @@
 #include <map>
 #include <string>
 
+#include "tests/chaos/frames.h"
 #include "transport/codec.h"
 #include "transport/identity.h"
 #include "transport/message.h"
@@ -148,15 +149,7 @@ int main(int argc, char** argv) {
   garbage += std::string(32, '\xab');
   frames["malformed"] = garbage;
 
-  std::error_code ec;
-  std::filesystem::create_directories(args["--out"], ec);
-  if (ec) return fail("create " + args["--out"] + ": " + ec.message());
-  for (const auto& [name, bytes] : frames) {
-    std::string path = args["--out"] + "/" + name + ".frame";
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out) return fail("write " + path);
-  }
+  if (std::string e = chaos::write_frames(args["--out"], frames); !e.empty()) return fail(e);
   std::cout << "mallory " << me->id() << "\n";
   return 0;
 }

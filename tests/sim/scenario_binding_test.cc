@@ -297,25 +297,6 @@ TEST_CASE("a peer declared dead yields one PeerDeclaredDead per death") {
 
 // ---- Promises that bind (docs/coordination.md sections 4-6 and 8, rules 2-5) ----
 
-// A trusted key that is not an honest agent: its statements are valid (the core only
-// ever sees verified ones) but say whatever it likes.
-struct Hostile {
-  AgentKey key;
-  std::uint64_t seq = 0;
-  explicit Hostile(std::string_view name) {
-    Digest k = hd("hostile", name);
-    std::copy(k.bytes.begin(), k.bytes.end(), key.bytes.begin());
-  }
-  Statement make(StatementBody body, std::int64_t wall = 0) {
-    Statement st;
-    st.author = key;
-    st.seq = ++seq;
-    st.wall_unix_ms = wall;
-    st.body = std::move(body);
-    return st;
-  }
-};
-
 // Hands a statement to every node (as relayed by another node).
 void inject_all(Mesh& m, const Statement& st) {
   for (int i = 0; i < m.size(); ++i) m.inject(i, (i + 1) % m.size(), st);

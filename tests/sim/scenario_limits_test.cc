@@ -13,23 +13,6 @@ namespace vow::promises {
 using namespace scenario;  // NOLINT: the harness is this file's vocabulary
 namespace {
 
-// A trusted key that keeps no rule (as in scenario_binding_test.cc).
-struct Peer {
-  AgentKey key;
-  std::uint64_t seq = 0;
-  explicit Peer(std::string_view name) {
-    Digest k = hd("hostile", name);
-    std::copy(k.bytes.begin(), k.bytes.end(), key.bytes.begin());
-  }
-  Statement make(StatementBody body) {
-    Statement st;
-    st.author = key;
-    st.seq = ++seq;
-    st.body = std::move(body);
-    return st;
-  }
-};
-
 std::uint64_t refused(Core& c, const std::string& reason) {
   auto it = c.refused().find(reason);
   return it == c.refused().end() ? 0 : it->second;
@@ -85,7 +68,7 @@ TEST_CASE("rule 6: an oversized statement is refused by every agent and changes 
   Mesh m(2, one_stage(), {{}, {"work"}});
   m.source("one", "in", file_ref(hd("input")));
   m.advance(50);
-  Peer h("big");
+  Hostile h("big");
   auto fingerprint = m.core(1).ledger().fingerprint();
   for (int i = 0; i < m.size(); ++i) {
     m.inject(i, (i + 1) % m.size(), h.make(Advert{std::string(1 << 20, 'n'), {}, {}, {}}));
@@ -115,7 +98,7 @@ TEST_CASE("rule 6: a flood of statements that do not count is bounded by the aut
   m.advance(50);
   Digest job = m.jobs_of(1, "work").at(0);
   JobRef ref = m.core(1).plan().jobs.at(job).ref;
-  Peer h("flood");
+  Hostile h("flood");
   // Its advert counts (its first); it promises no stage, so its claims do not count.
   m.inject(1, 0, h.make(Advert{"h", {}, {}, {}}));
   for (int k = 0; k < 300; ++k) {
@@ -144,7 +127,7 @@ TEST_CASE("rule 6: a flood of statements that do not count is bounded by the aut
   CHECK(m.core(0).canonical(job) != nullptr);
   // A statement that counts is never refused, budget or not: a promising advert is
   // paid (the budget is spent), but a bound claim by a new promising peer is free.
-  Peer p("promising");
+  Hostile p("promising");
   m.inject(1, 0, p.make(Advert{"p", {}, {AdvertPromise{"one", "work", ref.stage_digest, 1}}, {}}));
   Statement claim = p.make(Claim{ref, 1, 0, std::nullopt});
   m.inject(1, 0, claim);
@@ -157,7 +140,7 @@ TEST_CASE("rule 6: an equivocation proof is taken even from an author out of bud
   m.source("one", "in", file_ref(hd("input")));
   m.advance(50);
   JobRef ref = m.core(1).plan().jobs.begin()->second.ref;
-  Peer h("two-faced");
+  Hostile h("two-faced");
   m.inject(1, 0, h.make(Advert{"h", {}, {}, {}}));
   for (int k = 0; k < 10; ++k) m.inject(1, 0, h.make(Retry{ref, 0, "r"}));
   CHECK(refused(m.core(1), "over-budget") == 5);

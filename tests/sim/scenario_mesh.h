@@ -90,6 +90,25 @@ struct Node {
   int alive() const { return static_cast<int>(procs.size() + stopping.size()); }
 };
 
+// A trusted key that is not an honest agent: its statements are valid (the core only
+// ever sees verified ones) but say whatever it likes.
+struct Hostile {
+  AgentKey key;
+  std::uint64_t seq = 0;
+  explicit Hostile(std::string_view name) {
+    Digest k = hd("hostile", name);
+    std::copy(k.bytes.begin(), k.bytes.end(), key.bytes.begin());
+  }
+  Statement make(StatementBody body, std::int64_t wall = 0) {
+    Statement st;
+    st.author = key;
+    st.seq = ++seq;
+    st.wall_unix_ms = wall;
+    st.body = std::move(body);
+    return st;
+  }
+};
+
 class Mesh {
  public:
   Mesh(int n, const Pipeline& p, std::vector<std::vector<std::string>> promises_by_node,
