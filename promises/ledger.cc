@@ -112,9 +112,12 @@ std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::siz
   // cannot crowd the others out of a bounded answer. Where this ledger lacks the seq
   // after the peer's mark too (a gap both share: a statement refused everywhere), the
   // peer may hold the whole tail already, and an answer that always began at the gap
-  // would repeat the same first statements for ever: such a tail goes newest first,
-  // from a point that moves back kGapTailStride statements with each `rotation`.
-  constexpr std::size_t kGapTailStride = 8;
+  // would repeat the same first statements for ever: such a tail goes newest first (its
+  // kGapTailNewest newest always, the newest being the likeliest to be missing), then
+  // the rest from a point that moves back kGapTailStride statements with each
+  // `rotation`.
+  constexpr std::size_t kGapTailNewest = 64;
+  constexpr std::size_t kGapTailStride = 128;
   std::vector<std::vector<const Statement*>> tails;
   for (const auto& [author, by_seq] : by_author_) {
     std::uint64_t have = 0;
@@ -125,8 +128,12 @@ std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::siz
     for (; it != by_seq.end(); ++it) tail.push_back(&it->second);
     if (tail.front()->seq != have + 1) {
       std::reverse(tail.begin(), tail.end());
-      std::size_t start = (rotation * kGapTailStride) % tail.size();
-      std::rotate(tail.begin(), tail.begin() + static_cast<std::ptrdiff_t>(start), tail.end());
+      if (tail.size() > kGapTailNewest) {
+        auto rest = tail.begin() + static_cast<std::ptrdiff_t>(kGapTailNewest);
+        auto n = static_cast<std::size_t>(tail.end() - rest);
+        std::rotate(rest, rest + static_cast<std::ptrdiff_t>((rotation * kGapTailStride) % n),
+                    tail.end());
+      }
     }
     tails.push_back(std::move(tail));
   }

@@ -232,6 +232,7 @@ void World::restart(int i, bool wipe) {
 void World::boot(int i, promises::RestoredState restored,
                  std::vector<store::RunningJob> recovered) {
   Host& h = host(i);
+  ++h.boots;
   agent::Effects fx{&clock_, h.net.get(), h.disk.get(), h.worker.get(), h.exec.get(), h.sink.get()};
   auto log = log_;
   if (opt_.verbose) {

@@ -248,8 +248,10 @@ void World::check_hostile_end() {
       over_limit = over_limit || promises::check_limits(st).has_value();
     });
     const auto& idle = hosts_[i].config.idle_budget;
+    // Each start of the agent begins with a full bucket (budgets are not persisted).
     auto idle_bound = static_cast<std::size_t>(
-        kHostileCountable + idle.burst + idle.tokens_per_second * static_cast<std::uint64_t>(now_) / 1000);
+        kHostileCountable + idle.burst * static_cast<std::uint64_t>(hosts_[i].boots) +
+        idle.tokens_per_second * static_cast<std::uint64_t>(now_) / 1000);
     if (held > idle_bound) {
       fail(who + " holds " + std::to_string(held) + " statements of the hostile host (its budget " +
            std::to_string(idle_bound) + ")");

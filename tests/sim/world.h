@@ -38,7 +38,7 @@ inline std::string u64s(std::uint64_t v) { return std::to_string(v); }
 inline constexpr std::int64_t kFaultWindowMs = 2'500;  // faults happen in [0, this)
 // The per-author budget of statements that do not count (promises/limits.h), scaled
 // down so that the hostile host's floods run out of it within a seed.
-inline constexpr promises::IdleBudgetLimits kSimIdleBudget{400, 20};
+inline constexpr promises::IdleBudgetLimits kSimIdleBudget{400, 100};
 
 class SimClock final : public agent::Clock {
  public:
@@ -137,6 +137,7 @@ struct Host {
   AgentKey key;
   promises::CoreConfig config;
   bool provides_sources = false;
+  int boots = 0;  // agents started on this host (each starts with full budgets, rule 6)
   // Survives a crash: the disk (statements, sequence, running-job table), the artifact
   // store, bytes received, processes.
   std::vector<Statement> persisted;
