@@ -98,7 +98,12 @@ std::optional<JobView> Core::Impl::job_view(const Digest& id) {
     v.job = std::get<Claim>(js->claims.front()->body).job;
   } else if (!js->results.empty()) {
     v.job = std::get<JobResult>(js->results.front()->body).job;
+  } else if (!js->releases.empty()) {
+    v.job = std::get<Release>(js->releases.front()->body).job;
+  } else if (!js->accepts.empty()) {
+    v.job = std::get<Accept>(js->accepts.front()->body).job;
   }
+  v.job.job = id;  // named by a statement of the job that is not its claim or result
   const Statement* canon = s.book.canonical(id);
   bool standing = false;
   if (js != nullptr) {
@@ -342,14 +347,18 @@ JobPage Core::jobs_page(const JobFilter& filter) {
            (!filter.state || e.state == *filter.state);
   };
   JobPage page;
+  Digest last;
   auto it = filter.after ? entries.upper_bound(*filter.after) : entries.begin();
   for (; it != entries.end(); ++it) {
     if (!matches(it->second)) continue;
     if (filter.limit != 0 && page.jobs.size() == filter.limit) {
-      page.next = page.jobs.back().job.job;
+      page.next = last;
       break;
     }
-    if (auto v = s.job_view(it->first)) page.jobs.push_back(std::move(*v));
+    if (auto v = s.job_view(it->first)) {
+      page.jobs.push_back(std::move(*v));
+      last = it->first;
+    }
   }
   return page;
 }

@@ -474,7 +474,14 @@ void World::check_job_index(int agent) {
     f.after = page.next;
   }
   std::vector<Digest> all(ids.begin(), ids.end());
-  if (paged != all) fail(host(agent).config.name + ": paging jobs does not give every job once");
+  if (paged != all) {
+    std::set<Digest> once(paged.begin(), paged.end());
+    std::size_t missing = 0;
+    for (const auto& id : all) missing += once.count(id) ? 0 : 1;
+    fail(host(agent).config.name + ": paging jobs gives " + std::to_string(paged.size()) +
+         " jobs (" + std::to_string(once.size()) + " different, " + std::to_string(missing) +
+         " missing) for " + std::to_string(all.size()) + " jobs");
+  }
 }
 
 // Every agent's view of every other's holdings is at that agent's current version.
