@@ -76,6 +76,9 @@ void Daemon::Impl::run_next_gc() {
   GcPass pass = gc.queue.front();
   gc.queue.pop_front();
   gc.running = true;
+  // With a current plan retained() names what it references (without one, every
+  // canonical result and source version ever held).
+  (void)core().plan();
   std::set<Digest> keep = core().retained();
   std::set<Digest> previous = gc.candidates;
   store::ArtifactStore* artifacts = worker->artifacts.get();
@@ -146,6 +149,7 @@ void Daemon::Impl::gc_found(const GcPass& pass, const Status& status,
   }
   // What the core needs may have changed while the worker looked (a new plan): then
   // this pass removes nothing, and the next one decides again.
+  (void)core().plan();
   std::set<Digest> keep = core().retained();
   for (const auto& d : removed) {
     if (keep.count(d)) {

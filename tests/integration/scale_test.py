@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +38,20 @@ inputs = ["items"]
 foreach = "items"
 outputs = []
 run = ["/bin/true"]
+"""
+
+UPPER = """
+[pipeline]
+name = "upper"
+
+[[source]]
+name = "data"
+
+[[stage]]
+name = "up"
+inputs = ["data"]
+outputs = ["up"]
+run = 'tr a-z A-Z < "$VOW_IN_data" > "$VOW_OUT_up"'
 """
 
 COPY = """
@@ -186,5 +201,48 @@ def gc():
         subprocess.run(["rm", "-rf", root])
 
 
+def gc_replicas():
+    """Three agents all hold a canonical output; `vow gc` on each leaves `replicas` (2)
+    copies on the mesh, and the output is still served."""
+    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vow-gc-replicas-{os.getpid()}")
+    os.makedirs(root, exist_ok=True)
+    pipe = write(os.path.join(root, "upper.toml"), UPPER)
+    data = write(os.path.join(root, "data.txt"), "some words\n")
+    mesh = Mesh(VOW, VOWD, [pipe])
+    try:
+        a = mesh.add("a", [("upper/up", 1)], sources=[("upper/data", data, False)])
+        b = mesh.add("b", [])
+        c = mesh.add("c", [])
+        mesh.start()
+
+        def output():
+            for p in a.status()["pipelines"]:
+                for s in p["stages"]:
+                    if s["name"] == "up" and s.get("results"):
+                        return s["results"][0]["outputs"]["up"]
+            return None
+        out = wait_until("the result", output, 60, 0.1)
+        # Every agent takes a copy (vow get stores it in the asking agent's store).
+        for ag in (a, b, c):
+            ag.vow("get", out, "-o", os.path.join(root, "got-" + ag.name))
+        wait_until("three copies", lambda: all(stored(ag, out) for ag in (a, b, c)), 30, 0.1)
+        # Each agent hears the others' holdings: a heartbeat (100 ms) shows a new holdings
+        # version, a Have answers; a few heartbeats are plenty.
+        time.sleep(2)
+        for ag in (a, b, c):
+            ask(ag, "gc")
+        holders = [ag.name for ag in (a, b, c) if stored(ag, out)]
+        check(len(holders) == 2, f"after gc on every agent the output is held by {holders}, "
+              "not by replicas = 2 agents")
+        for ag in (a, b, c):
+            got = os.path.join(root, "again-" + ag.name)
+            ag.vow("get", out, "-o", got)
+            with open(got) as f:
+                check(f.read() == "SOME WORDS\n", f"vow get on {ag.name} after gc")
+    finally:
+        mesh.cleanup()
+        subprocess.run(["rm", "-rf", root])
+
+
 if __name__ == "__main__":
-    run_scenario({"paging": paging, "gc": gc}, sys.argv[3])
+    run_scenario({"paging": paging, "gc": gc, "gc-replicas": gc_replicas}, sys.argv[3])
