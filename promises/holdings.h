@@ -20,9 +20,9 @@
 namespace vow::promises {
 
 // Changed digests the holdings keep to answer a HaveRequest with a delta (their latest
-// change each); a requester whose version is older than the oldest change dropped is
-// sent the complete set.
-inline constexpr std::size_t kMaxHoldingsLog = 65'536;
+// change each, about 130 bytes of memory apiece); a requester whose version is older
+// than the oldest change dropped is sent the complete set.
+inline constexpr std::size_t kMaxHoldingsLog = 16'384;
 
 class Holdings {
  public:
