@@ -60,6 +60,11 @@ void Agent::artifact_lost(const Digest& digest) {
   pump();
 }
 
+void Agent::artifacts_removed(std::vector<Digest> digests) {
+  queue([this, d = std::move(digests)] { return core_->artifacts_removed(d); });
+  pump();
+}
+
 void Agent::reconfigure(std::vector<promises::CorePromise> promises,
                         std::vector<promises::Pipeline> pipelines,
                         std::vector<AdvertSource> sources) {

@@ -78,6 +78,9 @@ class Agent {
   void source_snapshot(const std::string& pipeline, const std::string& source,
                        const ArtifactRef& artifact);
   void artifact_lost(const Digest& digest);
+  // Objects garbage collection is about to remove from the store (Core::retained() did
+  // not name them): the core no longer counts them as held.
+  void artifacts_removed(std::vector<Digest> digests);
   void reconfigure(std::vector<promises::CorePromise> promises,
                    std::vector<promises::Pipeline> pipelines, std::vector<AdvertSource> sources);
   // A user asked to run failed jobs again (vow retry): the core publishes a Retry for

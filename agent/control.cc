@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -54,7 +55,8 @@ Status Daemon::Impl::open_control() {
 }
 
 void Daemon::Impl::serve_control() {
-  for (int i = 0; i < 64; ++i) {
+  std::int64_t until = now_ms() + kControlBudgetMs;
+  for (int i = 0; i < 64 && now_ms() < until; ++i) {
     std::vector<std::string> frames;
     for (;;) {
       zmq_msg_t m;
@@ -96,6 +98,10 @@ nlohmann::json Daemon::Impl::control_request(const std::string& method, const nl
       // A client key may only ask questions ([trust] clients are read-only).
       if (remote) return {{"error", "retry is refused to client keys: ask the agent's host"}};
       return retry_json(args);
+    }
+    if (method == "gc") {
+      if (remote) return {{"error", "gc is refused to client keys: ask the agent's host"}};
+      return gc_json(args);
     }
     if (method == "jobs") return jobs_json(args);
     if (method == "job") {
@@ -167,21 +173,40 @@ nlohmann::json Daemon::Impl::status_json() {
     if (list.is_null()) list = json::array();
     list.push_back({{"stage", c.stage}, {"planned", c.planned.hex()}, {"definitions", defs}});
   }
-  for (const auto& v : core().jobs()) {
-    auto& c = counts[v.job.pipeline][v.job.stage];
-    c[promises::job_state_name(v.state)]++;
-    if (v.state != promises::JobState::kDone) continue;
-    if (const Statement* st = core().canonical(v.job.job)) {
-      if (const auto* r = std::get_if<JobResult>(&st->body)) {
-        auto& o = outputs[v.job.pipeline][v.job.stage];
-        if (o.is_null()) o = json::array();
-        json outs = json::object();
-        for (const auto& n : r->outputs) outs[n.name] = n.artifact.digest.hex();
-        o.push_back({{"job", v.job.job.hex()},
-                     {"shard", v.job.shard},
-                     {"executor", transport::agent_id(st->author)},
-                     {"outputs", outs}});
-      }
+  // Counts from the core's job index (the cost is what changed since the last query);
+  // the canonical outputs of stages small enough to list (kMaxStatusResults).
+  for (const auto& [key, jc] : core().job_counts()) {
+    auto& c = counts[key.first][key.second];
+    for (auto st : {promises::JobState::kReady, promises::JobState::kRunning,
+                    promises::JobState::kDone, promises::JobState::kFailed,
+                    promises::JobState::kSuperseded}) {
+      c[promises::job_state_name(st)] = static_cast<int>(jc.of(st));
+    }
+    if (!c.count("pending")) c["pending"] = 0;
+  }
+  std::map<std::string, std::map<std::string, std::size_t>> omitted;
+  for (const auto& sp : plan.stages) {
+    if (sp.jobs.size() > kMaxStatusResults) {
+      std::size_t done = 0;
+      auto it = counts.find(sp.pipeline);
+      if (it != counts.end() && it->second.count(sp.stage)) done = it->second[sp.stage]["done"];
+      if (done > 0) omitted[sp.pipeline][sp.stage] = done;
+      continue;
+    }
+    std::vector<Digest> ids = sp.jobs;
+    std::sort(ids.begin(), ids.end());  // job id order, as `vow jobs`
+    for (const auto& job : ids) {
+      const Statement* st = core().canonical(job);
+      const auto* r = st ? std::get_if<JobResult>(&st->body) : nullptr;
+      if (!r) continue;
+      auto& o = outputs[sp.pipeline][sp.stage];
+      if (o.is_null()) o = json::array();
+      json outs = json::object();
+      for (const auto& n : r->outputs) outs[n.name] = n.artifact.digest.hex();
+      o.push_back({{"job", job.hex()},
+                   {"shard", r->job.shard},
+                   {"executor", transport::agent_id(st->author)},
+                   {"outputs", outs}});
     }
   }
   json pls = json::array();
@@ -196,6 +221,7 @@ nlohmann::json Daemon::Impl::status_json() {
       auto info = stage_info[pname].find(sname);
       if (info != stage_info[pname].end()) s.update(info->second);
       if (outputs[pname].count(sname)) s["results"] = outputs[pname][sname];
+      if (omitted[pname].count(sname)) s["results_omitted"] = omitted[pname][sname];
       ss.push_back(s);
     }
     json p = {{"name", pname}, {"digest", digest}, {"stages", ss}};
@@ -215,7 +241,7 @@ nlohmann::json Daemon::Impl::status_json() {
     rejected[reason] = it == core().refused().end() ? 0 : it->second;
   }
   // Authors proven to sign two statements with one seq: none of theirs counts.
-  promises::BindingReport binding = core().binding_report();
+  const promises::BindingReport& binding = core().binding_summary();
   json equivocators = json::array();
   for (const auto& k : binding.equivocators) equivocators.push_back(transport::agent_id(k));
   json unbound = json::object();
@@ -251,16 +277,31 @@ std::string Daemon::Impl::metrics_text() {
       by_state[{sp.pipeline, sp.stage, k}] = 0;
     }
   }
-  int nondeterministic = 0;
-  for (const auto& v : core().jobs()) {
-    by_state[{v.job.pipeline, v.job.stage, promises::job_state_name(v.state)}]++;
-    if (v.nondeterministic) ++nondeterministic;
+  std::uint64_t nondeterministic = 0;
+  for (const auto& [key, c] : core().job_counts()) {
+    for (auto st : {promises::JobState::kReady, promises::JobState::kRunning,
+                    promises::JobState::kDone, promises::JobState::kFailed,
+                    promises::JobState::kSuperseded}) {
+      by_state[{key.first, key.second, promises::job_state_name(st)}] =
+          static_cast<int>(c.of(st));
+    }
+    nondeterministic += c.nondeterministic;
   }
   header(out, "vow_jobs", "gauge", "Jobs of the current plan by pipeline, stage and state.");
   for (const auto& [k, n] : by_state) {
     sample(out, "vow_jobs",
            {{"pipeline", std::get<0>(k)}, {"stage", std::get<1>(k)}, {"state", std::get<2>(k)}}, n);
   }
+  header(out, "vow_artifact_bytes", "gauge",
+         "Bytes of objects in this agent's artifact store, as of the latest GC pass.");
+  if (gc.bytes_known) sample(out, "vow_artifact_bytes", {}, static_cast<double>(gc.bytes_held));
+  header(out, "vow_artifact_collected_bytes_total", "counter",
+         "Bytes of objects garbage collection removed from the artifact store.");
+  sample(out, "vow_artifact_collected_bytes_total", {}, static_cast<double>(gc.collected_bytes));
+  header(out, "vow_artifact_collected_objects_total", "counter",
+         "Objects garbage collection removed from the artifact store.");
+  sample(out, "vow_artifact_collected_objects_total", {},
+         static_cast<double>(gc.collected_objects));
   header(out, "vow_jobs_running_here", "gauge", "Job processes this agent runs now.");
   sample(out, "vow_jobs_running_here", {}, static_cast<double>(agent->jobs_here()));
   header(out, "vow_claims_total", "counter", "Claims this agent made.");
@@ -275,7 +316,7 @@ std::string Daemon::Impl::metrics_text() {
          static_cast<double>(agent->metrics().results_failed));
   header(out, "vow_nondeterministic_jobs", "gauge",
          "Jobs with successful results that disagree on their outputs.");
-  sample(out, "vow_nondeterministic_jobs", {}, nondeterministic);
+  sample(out, "vow_nondeterministic_jobs", {}, static_cast<double>(nondeterministic));
   header(out, "vow_stage_conflicts", "gauge",
          "Stages whose current adverts promise more than one definition.");
   sample(out, "vow_stage_conflicts", {}, static_cast<double>(core().plan().conflicts.size()));
@@ -302,7 +343,7 @@ std::string Daemon::Impl::metrics_text() {
     sample(out, "vow_messages_rejected_total", {{"reason", reason}},
            it == core().refused().end() ? 0.0 : static_cast<double>(it->second));
   }
-  promises::BindingReport binding = core().binding_report();
+  const promises::BindingReport& binding = core().binding_summary();
   header(out, "vow_equivocating_authors", "gauge",
          "Authors proven to sign two different statements with one sequence number.");
   sample(out, "vow_equivocating_authors", {}, static_cast<double>(binding.equivocators.size()));

@@ -447,6 +447,7 @@ void Daemon::Impl::poll_once(std::vector<zmq_pollitem_t>& items, std::size_t n_t
   rotate_seeds();
   transport->tick(now);
   agent->tick();
+  gc_tick(now);
   if (http && now >= next_http_publish_ms) {
     std::string why;
     bool is_ready = ready(&why);

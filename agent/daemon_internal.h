@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -53,11 +54,46 @@ inline constexpr std::size_t kMaxWatches = 10'000;    // inotify watches (direct
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
 inline constexpr std::int64_t kHttpRefreshMs = 500;    // /metrics and /api/status snapshots
+// `vow jobs`: jobs in one answer (the command line asks page after page).
+inline constexpr std::size_t kMaxJobsPage = 1'000;
+// `vow status`: a stage's canonical results are listed up to this many jobs; beyond,
+// `results_omitted` counts them (`vow jobs --stage S --state done` lists them).
+inline constexpr std::size_t kMaxStatusResults = 100;
+// Control requests served in one turn of the loop stop after this long (the rest wait
+// for the next turn), so that heartbeats and statements are never held up by queries.
+inline constexpr std::int64_t kControlBudgetMs = 20;
 inline constexpr std::int64_t kShutdownFlushMs = 200;  // links carry the releases out
 // Links back off no longer than this, nor than the peers' suspicion window: a restarted
 // peer must hear us again before it suspects us (ZeroMQ's default cap is 2 s).
 inline constexpr std::int64_t kMinReconnectMs = 100;
 inline constexpr std::int64_t kMaxReconnectMs = 2'000;
+
+// Artifact garbage collection (agent/gc.cc, docs/storage.md): a periodic pass this often
+// (the first one this long after start); it removes only what was unreferenced at the
+// previous pass too, so anything unreferenced stays at least this long.
+inline constexpr std::int64_t kGcIntervalMs = 300'000;
+inline constexpr std::size_t kMaxGcAnswers = 16;
+inline constexpr std::int64_t kArtifactCountMs = 10'000;  // vow_artifact_bytes refreshed  // `vow gc` answers kept for their tickets
+
+struct GcPass {
+  std::uint64_t ticket = 0;
+  bool dry_run = false;
+  bool periodic = false;  // the timer's: removes what two passes in a row found unreferenced
+};
+struct GcState {
+  std::deque<GcPass> queue;
+  bool running = false;
+  std::uint64_t tickets = 0;
+  std::map<std::uint64_t, nlohmann::json> answers;  // finished passes, the latest
+  std::set<Digest> candidates;  // stored and unreferenced at the previous periodic pass
+  std::int64_t next_ms = 0;
+  bool counting = false;         // a count of the store's bytes is on the worker
+  std::int64_t next_count_ms = 0;
+  bool bytes_known = false;      // the store's bytes were counted
+  std::uint64_t bytes_held = 0;  // object bytes in the store, as last counted
+  std::uint64_t collected_bytes = 0;
+  std::uint64_t collected_objects = 0;
+};
 
 // What the background thread owns: the artifact store and its own ledger connection.
 struct WorkerStores {
@@ -143,6 +179,8 @@ struct Daemon::Impl {
   std::int64_t next_http_publish_ms = 0;
   ServiceNotifier notifier;  // systemd Type=notify: READY, RELOADING, STOPPING, WATCHDOG
 
+  GcState gc;  // gc.cc
+
   std::vector<WatchedSource> sources;
   std::uint64_t refresh_tickets = 0;  // the last ticket `wait` handed out
   int inotify_fd = -1;
@@ -192,6 +230,16 @@ struct Daemon::Impl {
                                  bool remote = false);
   nlohmann::json status_json();
   std::string metrics_text();
+
+  // ---- gc.cc ----
+  std::uint64_t queue_gc(bool dry_run, bool periodic);
+  void gc_tick(std::int64_t now);
+  void run_next_gc();
+  void gc_found(const GcPass& pass, const Status& status, const std::vector<Digest>& removed,
+                const std::vector<std::uint64_t>& sizes, std::uint64_t total,
+                const std::set<Digest>& unreferenced);
+  void gc_answer(std::uint64_t ticket, nlohmann::json answer);
+  nlohmann::json gc_json(const nlohmann::json& args);
 
   // ---- queries.cc ----
   std::string agent_name(const AgentKey& key) const;

@@ -78,17 +78,21 @@ Result<Digest> Daemon::Impl::resolve_job(const std::string& text) {
   if (hex.size() < 6 || hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
     return Status::invalid("'" + text + "' is not a job id (64 hex digits or a prefix of 6+)");
   }
+  // Ids sort as their hex does: the jobs with this prefix follow the prefix padded
+  // with zeros (two are enough to call it ambiguous).
+  Digest low = *Digest::from_hex(hex + std::string(64 - hex.size(), '0'));
   std::set<Digest> found;
-  for (const auto& [id, _] : core().ledger().jobs()) {
-    if (id.hex().rfind(hex, 0) == 0) found.insert(id);
-  }
-  for (const auto& [id, _] : core().plan().jobs) {
-    if (id.hex().rfind(hex, 0) == 0) found.insert(id);
-  }
+  auto collect = [&](const auto& jobs) {
+    for (auto it = jobs.lower_bound(low); it != jobs.end() && found.size() < 2; ++it) {
+      if (it->first.hex().rfind(hex, 0) != 0) break;
+      found.insert(it->first);
+    }
+  };
+  collect(core().ledger().jobs());
+  collect(core().plan().jobs);
   if (found.empty()) return Status::not_found("no job " + text + " in the ledger or the plan");
   if (found.size() > 1) {
-    return Status::invalid("job prefix " + text + " is ambiguous (" + std::to_string(found.size()) +
-                           " jobs)");
+    return Status::invalid("job prefix " + text + " is ambiguous (more than one job)");
   }
   return *found.begin();
 }
@@ -198,14 +202,33 @@ json Daemon::Impl::jobs_json(const json& args) {
     return {{"error",
              "unknown state '" + state + "' (pending, ready, running, done, failed, superseded)"}};
   }
-  json out = json::array();
-  for (const auto& v : core().jobs()) {
-    if (!pipeline.empty() && v.job.pipeline != pipeline) continue;
-    if (!stage.empty() && v.job.stage != stage) continue;
-    if (!state.empty() && state != promises::job_state_name(v.state)) continue;
-    out.push_back(job_json(v, false));
+  promises::JobFilter filter;
+  filter.pipeline = pipeline;
+  filter.stage = stage;
+  for (auto st : {promises::JobState::kReady, promises::JobState::kRunning,
+                  promises::JobState::kDone, promises::JobState::kFailed,
+                  promises::JobState::kSuperseded}) {
+    if (state == promises::job_state_name(st)) filter.state = st;
   }
-  return {{"jobs", out}};
+  // "pending" names no job state (a stage waits for its inputs; its jobs are not planned).
+  if (state == "pending") return {{"jobs", json::array()}};
+  std::string after = args.value("after", "");
+  if (!after.empty()) {
+    auto d = Digest::from_hex(after);
+    if (!d) return error_answer(Status::invalid("'after' is not a job id (64 hex digits)"));
+    filter.after = *d;
+  }
+  // One page at a time (at most kMaxJobsPage jobs): a request costs its page, and the
+  // loop goes on between pages.
+  std::int64_t limit = args.value("limit", static_cast<std::int64_t>(kMaxJobsPage));
+  if (limit <= 0) return error_answer(Status::invalid("'limit' must be at least 1"));
+  filter.limit = static_cast<std::size_t>(std::min<std::int64_t>(limit, kMaxJobsPage));
+  promises::JobPage page = core().jobs_page(filter);
+  json out = json::array();
+  for (const auto& v : page.jobs) out.push_back(job_json(v, false));
+  json answer = {{"jobs", out}};
+  answer["next"] = page.next ? json(page.next->hex()) : json(nullptr);
+  return answer;
 }
 
 json Daemon::Impl::peers_json() {

@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
   vow::agent::cli::add_status_command(app);
   vow::agent::cli::add_wait_command(app);
   vow::agent::cli::add_retry_command(app);
+  vow::agent::cli::add_gc_command(app);
   vow::agent::cli::add_verify_command(app);
   vow::agent::cli::add_query_commands(app);
   vow::agent::cli::add_get_command(app);

@@ -152,6 +152,7 @@ void Core::Impl::heard(const AgentKey& from) { members.heard(from, now_ms); }
 // Applies the effects of a statement already in the ledger (index side effects).
 void Core::Impl::ingest(const Statement& st, bool restored) {
   (void)restored;
+  job_index.note(st);
   switch (st.kind()) {
     case StatementKind::kAdvert:
       on_advert(st);
@@ -384,7 +385,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           if (v != holdings.seen(from) &&
               now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms) {
             p->last_have_request_ms = now_ms;
-            send(from, HaveRequest{});
+            send(from, HaveRequest{holdings.seen(from).first, holdings.seen(from).second});
           }
         } else if constexpr (std::is_same_v<T, SyncRequest>) {
           answer_sync(from, m.have, m.digests);
@@ -396,7 +397,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           // Our own statements relayed back after a restart lost their tail.
           last_seq = std::max(last_seq, ledger.max_seq(config.key));
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
-          send(from, holdings.have());
+          send(from, holdings.have_since(m.incarnation, m.version));
         } else if constexpr (std::is_same_v<T, Have>) {
           holdings.on_have(from, m, now_ms);
         }
@@ -589,6 +590,15 @@ Output Core::artifact_refused(const Digest& digest, const std::string& reason) {
 Output Core::artifact_lost(const Digest& digest) {
   Impl& s = *impl_;
   if (s.holdings.remove(digest)) s.holdings.changed();
+  s.reconcile();
+  return s.take();
+}
+
+Output Core::artifacts_removed(const std::vector<Digest>& digests) {
+  Impl& s = *impl_;
+  bool any = false;
+  for (const auto& d : digests) any = s.holdings.remove(d) || any;
+  if (any) s.holdings.changed();
   s.reconcile();
   return s.take();
 }

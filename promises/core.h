@@ -15,7 +15,7 @@
 //                             (claim, start, kill) are taken there, so a burst of
 //                             statements costs one decision pass.
 //   job_exited / job_stopped / artifact_fetched / artifact_fetch_failed /
-//   artifact_lost / source_snapshot
+//   artifact_lost / artifacts_removed / source_snapshot
 //                             local events from the shell
 //   peer_connected            a link to a peer came up (send it a hello)
 //   retry                     a user asked to run failed jobs again
@@ -102,6 +102,9 @@ struct CoreConfig {
   int replicas = 2;
   std::int64_t expected_duration_ms = 0;  // written on claims, for humans
   IdleBudgetLimits idle_budget;           // per author (rule 6, limits.h)
+  // Jobs the job index looks at again per query unasked, in id order (a bound on how
+  // long a state it failed to mark could stay stale). 0: none (tests of the marks).
+  std::size_t job_index_scrub = 64;
   // Signs an own statement (a pure function of key and statement: Ed25519 is
   // deterministic): its result is set as the statement's signed form, so that the
   // statements in `persist` and in messages carry the bytes to store and send. Empty
@@ -300,6 +303,33 @@ struct BindingReport {
   std::vector<AgentKey> equivocators;
   std::uint64_t conflicts_dropped = 0;  // further conflicts of known equivocators
 };
+// Jobs of one stage (its pipeline and stage names) by state, as Core::job_counts()
+// keeps them.
+struct JobCounts {
+  std::uint64_t ready = 0;
+  std::uint64_t running = 0;
+  std::uint64_t done = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t superseded = 0;
+  std::uint64_t nondeterministic = 0;
+  std::uint64_t& of(JobState state);
+  std::uint64_t of(JobState state) const;
+  bool operator==(const JobCounts&) const = default;
+};
+using StageKey = std::pair<std::string, std::string>;  // (pipeline, stage)
+// A page of jobs (Core::jobs_page), in job id order.
+struct JobFilter {
+  std::string pipeline;             // empty: any
+  std::string stage;                // empty: any
+  std::optional<JobState> state;    // nullopt: any
+  std::optional<Digest> after;      // only jobs whose id is greater (the last page's `next`)
+  std::size_t limit = 0;            // at most this many; 0: no limit
+};
+struct JobPage {
+  std::vector<JobView> jobs;
+  // Set when more jobs match after this page: pass it as JobFilter::after.
+  std::optional<Digest> next;
+};
 struct PeerView {
   AgentKey key;
   std::string name;
@@ -341,6 +371,9 @@ class Core {
   // it counts against the job's retries, and `vow retry` can run it again), instead of
   // fetching it again and again.
   [[nodiscard]] Output artifact_refused(const Digest& digest, const std::string& reason);
+  // The shell is about to remove these from its store (garbage collection, of what
+  // retained() did not name): they are no longer held here. One decision pass.
+  [[nodiscard]] Output artifacts_removed(const std::vector<Digest>& digests);
   [[nodiscard]] Output source_snapshot(const std::string& pipeline, const std::string& source,
                                        const ArtifactRef& artifact);
   // A reloaded config (SIGHUP): the new promises, pipelines and sources replace the old,
@@ -360,8 +393,29 @@ class Core {
   const AgentKey& key() const;
   const Ledger& ledger() const;
   const Plan& plan();
+  // Every job of the plan and the ledger (id order). Costs a view per job: status and
+  // the command line use job_counts() and jobs_page() instead.
   std::vector<JobView> jobs();
   std::optional<JobView> job(const Digest& job);
+  // Jobs by (pipeline, stage) and state, kept by a job index that a query brings up to
+  // date by looking again only at the jobs touched since the previous query (their
+  // statements, own runs), or at every job when what all states read changed (the plan,
+  // a peer's liveness, an equivocator found). Equal to counting jobs().
+  const std::map<StageKey, JobCounts>& job_counts();
+  // Jobs matching `filter`, in id order, at most filter.limit, from the same index: the
+  // cost is the page, not the history.
+  JobPage jobs_page(const JobFilter& filter);
+  // binding_report() as the job index keeps it (equal to it; only source versions are
+  // counted again, and only when one arrived).
+  const BindingReport& binding_summary();
+  // The artifacts this agent must keep in its store (the retention policy of
+  // docs/storage.md): inputs of its runs; outputs and logs of the canonical results of
+  // planned jobs for which this agent is among the `replicas` holders the core keeps
+  // (the first `replicas` live agents by rendezvous score that hold it), or which fewer
+  // than `replicas` live peers hold; the artifacts of the current source versions.
+  // Before a plan exists every canonical result and source version counts. Trees stand
+  // for their entries (the store keeps what a kept tree names).
+  std::set<Digest> retained() const;
   std::vector<PeerView> peers() const;
   // The canonical (least (epoch, outputs digest)) successful result of a job.
   const Statement* canonical(const Digest& job) const;
@@ -378,6 +432,12 @@ class Core {
   // Live peers that hold (or are presumed to hold) an artifact, best first.
   std::vector<AgentKey> holders(const Digest& digest) const;
   const std::set<Digest>& held() const;
+  // This agent's holdings version (incarnation, version), as its heartbeats carry it.
+  std::pair<std::uint64_t, std::uint64_t> holdings_version() const;
+  // What `peer` holds as its Haves (complete sets and deltas) said, at the version
+  // peer_holdings_version(peer) ({0, 0} and nullptr before one arrived).
+  const std::set<Digest>* peer_holdings(const AgentKey& peer) const;
+  std::pair<std::uint64_t, std::uint64_t> peer_holdings_version(const AgentKey& peer) const;
   // Jobs this agent runs now (fetching inputs or executing), rows restored at start not
   // yet decided, and runs being stopped (`stopping`), with their epochs.
   std::vector<OwnRun> running() const;

@@ -29,6 +29,38 @@
 
 namespace vow::promises {
 
+// The job index behind the status queries (views.cc): each job's state and what it adds
+// to the counts, looked at again only when something it reads changed. A job's view
+// reads its own statements (marked by ingest), own runs, the plan, peers' liveness and
+// the equivocators; refresh_job_index() compares the last three with what it saw last
+// and looks at every job again when one changed.
+struct JobIndex {
+  struct Entry {
+    JobRef ref;
+    JobState state = JobState::kReady;
+    bool nondeterministic = false;
+    // Its claims and results that do not count, by binding_report() reason.
+    std::vector<std::pair<std::string, std::uint32_t>> unbound;
+  };
+  std::map<Digest, Entry> entries;  // every job of the plan and the ledger
+  std::set<Digest> dirty;           // jobs whose statements changed since the last refresh
+  bool all_dirty = true;
+  bool sources_dirty = true;       // a source version arrived: count their bindings again
+  std::vector<std::pair<AgentKey, std::uint64_t>> source_versions;  // every one held
+  std::weak_ptr<const int> plan;   // Plan::identity of the plan last read
+  std::set<Digest> own_runs;       // running, restored and stopping, as last read
+  std::map<AgentKey, bool> live;   // peers' liveness as last read
+  std::size_t equivocators = 0;
+  std::map<StageKey, JobCounts> counts;
+  std::map<std::string, std::uint64_t> job_unbound;     // claims and results
+  std::map<std::string, std::uint64_t> source_unbound;  // source versions
+  BindingReport binding;  // the summary handed out
+  // The next job to look at again unasked (CoreConfig::job_index_scrub per refresh: a
+  // bound on how long any state missed by the marks above could stay stale).
+  Digest scrub_cursor;
+  void note(const Statement& st);
+};
+
 struct Core::Impl {
   Impl(CoreConfig config, std::int64_t now_ms);
 
@@ -125,6 +157,13 @@ struct Core::Impl {
   std::map<AgentKey, IdleBudget> budgets;
   std::map<std::string, std::uint64_t> refused;
   std::map<std::pair<AgentKey, std::string>, std::int64_t> refusal_logged_ms;
+
+  JobIndex job_index;  // views.cc
+
+  // ---- views.cc ----
+  std::optional<JobView> job_view(const Digest& id);
+  void refresh_job_index();
+  void index_job(const Digest& id);
 
   // ---- core.cc ----
   Output take();

@@ -5,11 +5,61 @@
 namespace vow::promises {
 
 void Holdings::add(const Digest& digest) {
-  held_.insert(digest);
+  if (held_.insert(digest).second) pending_.insert(digest);
   auto it = known_refs_.find(digest);
   if (it != known_refs_.end()) {
-    for (const auto& e : it->second.entries) held_.insert(e.digest);
+    for (const auto& e : it->second.entries) {
+      if (held_.insert(e.digest).second) pending_.insert(e.digest);
+    }
   }
+}
+
+bool Holdings::remove(const Digest& digest) {
+  if (held_.erase(digest) == 0) return false;
+  pending_.insert(digest);
+  return true;
+}
+
+void Holdings::changed() {
+  ++version_;
+  for (const auto& d : pending_) {
+    auto [it, fresh] = changed_at_.try_emplace(d, version_);
+    if (!fresh) {
+      log_.erase({it->second, d});
+      it->second = version_;
+    }
+    log_.emplace(version_, d);
+  }
+  pending_.clear();
+  // Past the bound, the oldest versions' changes go: deltas from before them are not
+  // complete any more.
+  while (log_.size() > kMaxHoldingsLog) {
+    std::uint64_t oldest = log_.begin()->first;
+    while (!log_.empty() && log_.begin()->first == oldest) {
+      changed_at_.erase(log_.begin()->second);
+      log_.erase(log_.begin());
+    }
+    log_floor_ = oldest;
+  }
+}
+
+Have Holdings::have_since(std::uint64_t incarnation, std::uint64_t version) const {
+  if (incarnation == 0 || incarnation != incarnation_ || version < log_floor_ ||
+      version > version_) {
+    return have();
+  }
+  Have d;
+  d.incarnation = incarnation_;
+  d.version = version_;
+  d.delta = true;
+  d.base_version = version;
+  for (auto it = log_.lower_bound({version + 1, Digest{}}); it != log_.end(); ++it) {
+    if (d.digests.size() + d.removed.size() >= std::min(held_.size(), kMaxHoldingsPerHave)) {
+      return have();  // the set itself is no longer than the changes
+    }
+    (held_.count(it->second) ? d.digests : d.removed).push_back(it->second);
+  }
+  return d;
 }
 
 bool Holdings::available(const ArtifactRef& ref) const {
@@ -36,6 +86,20 @@ std::pair<std::uint64_t, std::uint64_t> Holdings::seen(const AgentKey& peer) con
 
 void Holdings::on_have(const AgentKey& peer, const Have& have, std::int64_t now_ms) {
   std::pair<std::uint64_t, std::uint64_t> v{have.incarnation, have.version};
+  if (have.delta) {
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return;
+    PeerHoldings& p = it->second;
+    if (p.seen != std::pair<std::uint64_t, std::uint64_t>{have.incarnation, have.base_version} ||
+        v < p.seen) {
+      return;
+    }
+    p.seen = v;
+    for (const auto& d : have.removed) p.holdings.erase(d);
+    p.holdings.insert(have.digests.begin(), have.digests.end());
+    prune(p, now_ms);
+    return;
+  }
   auto [it, first] = peers_.try_emplace(peer);
   PeerHoldings& p = it->second;
   if (!first && v < p.seen) return;  // an older Have

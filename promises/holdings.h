@@ -19,6 +19,11 @@
 
 namespace vow::promises {
 
+// Changed digests the holdings keep to answer a HaveRequest with a delta (their latest
+// change each, about 130 bytes of memory apiece); a requester whose version is older
+// than the oldest change dropped is sent the complete set.
+inline constexpr std::size_t kMaxHoldingsLog = 16'384;
+
 class Holdings {
  public:
   explicit Holdings(const Membership& members) : members_(members) {}
@@ -30,20 +35,33 @@ class Holdings {
   void add(const Digest& digest);
   // Listed by the store at start (the listing names tree entries on their own).
   void restore(const Digest& digest) { held_.insert(digest); }
-  // Lost from the store; false if it was not held.
-  bool remove(const Digest& digest) { return held_.erase(digest) != 0; }
+  // Lost from the store (or collected); false if it was not held.
+  bool remove(const Digest& digest);
   // Held here, or composable from held entries.
   bool available(const ArtifactRef& ref) const;
-  // The set changed: peers pull it again (a new version in the heartbeat).
-  void changed() { ++version_; }
+  // The set changed: a new version (peers see it in the heartbeat and ask again); what
+  // was added and removed since the previous version is logged for deltas.
+  void changed();
   void set_incarnation(std::uint64_t incarnation) { incarnation_ = incarnation; }
   std::uint64_t incarnation() const { return incarnation_; }
   std::uint64_t version() const { return version_; }
-  Have have() const;  // at most kMaxHoldingsPerHave digests
+  Have have() const;  // the complete set, at most kMaxHoldingsPerHave digests
+  // The answer to a HaveRequest from a peer that last applied (incarnation, version):
+  // the changes since that version when the log still has them all and they are fewer
+  // than the set, else the complete set.
+  Have have_since(std::uint64_t incarnation, std::uint64_t version) const;
 
   // ---- peers' ----
   // (incarnation, version) of the latest Have from `peer` ({0, 0}: none).
   std::pair<std::uint64_t, std::uint64_t> seen(const AgentKey& peer) const;
+  // What the Haves of `peer` said it holds (nullptr: none arrived).
+  const std::set<Digest>* of(const AgentKey& peer) const {
+    auto it = peers_.find(peer);
+    return it == peers_.end() ? nullptr : &it->second.holdings;
+  }
+  // A complete set replaces what `peer` was known to hold; a delta applies only to the
+  // version it names (else it is ignored: the next heartbeat shows the versions differ,
+  // and the HaveRequest it causes names the version held here). Older Haves are ignored.
   void on_have(const AgentKey& peer, const Have& have, std::int64_t now_ms);
   // A statement just added to the ledger: the holders it names.
   void note(const Statement& st, std::int64_t now_ms);
@@ -69,6 +87,13 @@ class Holdings {
   std::set<Digest> held_;
   std::uint64_t incarnation_ = 0;
   std::uint64_t version_ = 0;
+  // Change log: digests added or removed since the last changed(), and for each changed
+  // digest the version of its latest change (indexed both ways). Deltas from a version
+  // at or above log_floor_ are complete.
+  std::set<Digest> pending_;
+  std::map<Digest, std::uint64_t> changed_at_;
+  std::set<std::pair<std::uint64_t, Digest>> log_;
+  std::uint64_t log_floor_ = 0;
   std::map<AgentKey, PeerHoldings> peers_;  // peers a Have arrived from
   // Holders presumed from the ledger (result authors, source providers, consumers).
   std::map<Digest, std::set<AgentKey>> presumed_;

@@ -70,16 +70,25 @@ struct StatementBatch {
   bool operator==(const StatementBatch& o) const;
 };
 
-// "Tell me which artifacts you hold" (answered with Have).
+// "Tell me which artifacts you hold" (answered with Have), naming the holdings version
+// of the receiver the sender last applied ({0, 0}: none), so that the answer can be a
+// delta from it.
 struct HaveRequest {
+  std::uint64_t incarnation = 0;
+  std::uint64_t version = 0;
   bool operator==(const HaveRequest&) const = default;
 };
 
-// The sender's complete set of held artifacts, at a holdings version (see Heartbeat).
+// The sender's held artifacts at a holdings version (see Heartbeat): the complete set
+// (`delta` false), or what changed since `base_version` of the same incarnation: added
+// in `digests`, no longer held in `removed` (Holdings::have_since).
 struct Have {
   std::uint64_t incarnation = 0;  // changes when the sender restarts
   std::uint64_t version = 0;      // increases when its set changes
-  std::vector<Digest> digests;
+  std::vector<Digest> digests;    // the set, or in a delta the digests added
+  bool delta = false;
+  std::uint64_t base_version = 0;  // delta: applies to this version
+  std::vector<Digest> removed;     // delta: no longer held
   bool operator==(const Have&) const = default;
 };
 

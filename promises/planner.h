@@ -94,6 +94,9 @@ struct Plan {
   std::map<Digest, PlannedJob> jobs;
   std::vector<StagePlan> stages;
   std::vector<StageConflict> conflicts;
+  // Names this plan among all plans made (a new one per make_plan): the job index
+  // (core_internal.h) holds a weak reference to know when the plan it read was replaced.
+  std::shared_ptr<const int> identity = std::make_shared<const int>(0);
 
   const PlannedJob* find(const Digest& job) const {
     auto it = jobs.find(job);

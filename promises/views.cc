@@ -1,5 +1,6 @@
 // Read-only queries of the core, for status and the command line.
 #include <algorithm>
+#include <iterator>
 
 #include "promises/core_internal.h"
 
@@ -28,6 +29,15 @@ std::vector<AgentKey> Core::holders(const Digest& digest) const {
   return impl_->live_holders(digest);
 }
 const std::set<Digest>& Core::held() const { return impl_->holdings.held(); }
+std::pair<std::uint64_t, std::uint64_t> Core::holdings_version() const {
+  return {impl_->holdings.incarnation(), impl_->holdings.version()};
+}
+const std::set<Digest>* Core::peer_holdings(const AgentKey& peer) const {
+  return impl_->holdings.of(peer);
+}
+std::pair<std::uint64_t, std::uint64_t> Core::peer_holdings_version(const AgentKey& peer) const {
+  return impl_->holdings.seen(peer);
+}
 std::uint64_t Core::last_seq() const { return impl_->last_seq; }
 const Statement* Core::canonical(const Digest& job) const { return impl_->book.canonical(job); }
 bool Core::nondeterministic(const Digest& job) const { return impl_->nondet.count(job) != 0; }
@@ -73,8 +83,10 @@ std::vector<OwnRun> Core::running() const {
   return out;
 }
 
-std::optional<JobView> Core::job(const Digest& id) {
-  Impl& s = *impl_;
+std::optional<JobView> Core::job(const Digest& id) { return impl_->job_view(id); }
+
+std::optional<JobView> Core::Impl::job_view(const Digest& id) {
+  Impl& s = *this;
   s.ensure_plan();
   const PlannedJob* planned = s.plan->find(id);
   const JobStatements* js = s.ledger.job(id);
@@ -86,7 +98,12 @@ std::optional<JobView> Core::job(const Digest& id) {
     v.job = std::get<Claim>(js->claims.front()->body).job;
   } else if (!js->results.empty()) {
     v.job = std::get<JobResult>(js->results.front()->body).job;
+  } else if (!js->releases.empty()) {
+    v.job = std::get<Release>(js->releases.front()->body).job;
+  } else if (!js->accepts.empty()) {
+    v.job = std::get<Accept>(js->accepts.front()->body).job;
   }
+  v.job.job = id;  // named by a statement of the job that is not its claim or result
   const Statement* canon = s.book.canonical(id);
   bool standing = false;
   if (js != nullptr) {
@@ -124,15 +141,290 @@ std::optional<JobView> Core::job(const Digest& id) {
 
 std::vector<JobView> Core::jobs() {
   Impl& s = *impl_;
-  s.ensure_plan();
-  std::set<Digest> ids;
-  for (const auto& [id, j] : s.plan->jobs) ids.insert(id);
-  for (const auto& [id, js] : s.ledger.jobs()) ids.insert(id);
+  s.refresh_job_index();
   std::vector<JobView> out;
-  for (const auto& id : ids) {
-    if (auto v = job(id)) out.push_back(std::move(*v));
+  out.reserve(s.job_index.entries.size());
+  for (const auto& [id, e] : s.job_index.entries) {
+    if (auto v = s.job_view(id)) out.push_back(std::move(*v));
   }
   return out;
+}
+
+// ---- the job index ----
+
+std::uint64_t& JobCounts::of(JobState state) {
+  switch (state) {
+    case JobState::kReady:
+      return ready;
+    case JobState::kRunning:
+      return running;
+    case JobState::kDone:
+      return done;
+    case JobState::kFailed:
+      return failed;
+    case JobState::kSuperseded:
+      return superseded;
+  }
+  return ready;
+}
+
+std::uint64_t JobCounts::of(JobState state) const {
+  return const_cast<JobCounts*>(this)->of(state);
+}
+
+void JobIndex::note(const Statement& st) {
+  switch (st.kind()) {
+    case StatementKind::kClaim:
+      dirty.insert(std::get<Claim>(st.body).job.job);
+      break;
+    case StatementKind::kRelease:
+      dirty.insert(std::get<Release>(st.body).job.job);
+      break;
+    case StatementKind::kResult:
+      dirty.insert(std::get<JobResult>(st.body).job.job);
+      break;
+    case StatementKind::kRetry:
+      dirty.insert(std::get<Retry>(st.body).job.job);
+      break;
+    case StatementKind::kAccept:
+      dirty.insert(std::get<Accept>(st.body).job.job);  // the job is in the ledger now
+      break;
+    case StatementKind::kCheckpoint:
+      dirty.insert(std::get<Checkpoint>(st.body).job.job);
+      break;
+    case StatementKind::kSourceVersion:
+      source_versions.emplace_back(st.author, st.seq);
+      sources_dirty = true;
+      all_dirty = true;  // plans change with it (and source bindings read adverts)
+      break;
+    case StatementKind::kAdvert:
+    case StatementKind::kPipeline:
+      // Candidates, definitions and bindings of many jobs read these: all again.
+      sources_dirty = true;
+      all_dirty = true;
+      break;
+  }
+}
+
+void Core::Impl::index_job(const Digest& id) {
+  JobIndex& x = job_index;
+  auto it = x.entries.find(id);
+  if (it != x.entries.end()) {
+    const JobIndex::Entry& old = it->second;
+    JobCounts& c = x.counts[{old.ref.pipeline, old.ref.stage}];
+    --c.of(old.state);
+    if (old.nondeterministic) --c.nondeterministic;
+    for (const auto& [reason, n] : old.unbound) {
+      auto u = x.job_unbound.find(reason);
+      if ((u->second -= n) == 0) x.job_unbound.erase(u);
+    }
+  }
+  std::optional<JobView> v = job_view(id);
+  if (!v) {
+    if (it != x.entries.end()) x.entries.erase(it);
+    return;
+  }
+  JobIndex::Entry e;
+  e.ref = v->job;
+  e.state = v->state;
+  e.nondeterministic = v->nondeterministic;
+  if (const JobStatements* js = ledger.job(id)) {
+    std::map<std::string, std::uint32_t> unbound;
+    for (const Statement* st : js->claims) {
+      ClaimBinding b = book.claim_binding(id, *st);
+      if (b != ClaimBinding::kBound) ++unbound[std::string("claim: ") + claim_binding_name(b)];
+    }
+    for (const Statement* st : js->results) {
+      ResultBinding b = book.result_binding(id, *st);
+      if (b != ResultBinding::kBound) {
+        ++unbound[std::string("result: ") + result_binding_name(b)];
+      }
+    }
+    e.unbound.assign(unbound.begin(), unbound.end());
+  }
+  JobCounts& c = x.counts[{e.ref.pipeline, e.ref.stage}];
+  ++c.of(e.state);
+  if (e.nondeterministic) ++c.nondeterministic;
+  for (const auto& [reason, n] : e.unbound) x.job_unbound[reason] += n;
+  x.entries[id] = std::move(e);
+}
+
+void Core::Impl::refresh_job_index() {
+  JobIndex& x = job_index;
+  ensure_plan();
+  // What every job's state reads: the plan, peers' liveness, the equivocators.
+  if (x.plan.lock() != plan->identity) {
+    x.plan = plan->identity;
+    x.all_dirty = true;
+  }
+  std::map<AgentKey, bool> live;
+  for (const auto& [key, p] : members.peers()) live.emplace(key, is_live(key));
+  if (live != x.live) {
+    x.live = std::move(live);
+    x.all_dirty = true;
+  }
+  if (ledger.proofs().size() != x.equivocators) {
+    x.equivocators = ledger.proofs().size();
+    x.all_dirty = true;
+    x.sources_dirty = true;
+  }
+  // Own runs: a job whose run here began or ended.
+  std::set<Digest> runs;
+  for (const auto& [job, run] : running) runs.insert(job);
+  for (const auto& [job, row] : restored) runs.insert(job);
+  for (const auto& [job, row] : stopping) runs.insert(job);
+  if (runs != x.own_runs) {
+    std::set_symmetric_difference(runs.begin(), runs.end(), x.own_runs.begin(),
+                                  x.own_runs.end(), std::inserter(x.dirty, x.dirty.end()));
+    x.own_runs = std::move(runs);
+  }
+  if (x.all_dirty) {
+    x.all_dirty = false;
+    x.dirty.clear();
+    x.entries.clear();
+    x.counts.clear();
+    x.job_unbound.clear();
+    for (const auto& [id, j] : plan->jobs) index_job(id);
+    for (const auto& [id, js] : ledger.jobs()) {
+      if (!x.entries.count(id)) index_job(id);
+    }
+  } else {
+    for (const auto& id : x.dirty) index_job(id);
+    x.dirty.clear();
+    // A few more, round robin: any state a mark above missed is right again soon.
+    auto it = x.entries.upper_bound(x.scrub_cursor);
+    for (std::size_t n = 0; n < config.job_index_scrub && !x.entries.empty(); ++n) {
+      if (it == x.entries.end()) it = x.entries.begin();
+      Digest id = it->first;
+      ++it;
+      index_job(id);  // may erase the entry; `it` already moved past it
+      x.scrub_cursor = id;
+      if (it == x.entries.end()) break;
+    }
+  }
+  for (auto it = x.counts.begin(); it != x.counts.end();) {
+    const JobCounts& c = it->second;
+    bool empty = c.ready + c.running + c.done + c.failed + c.superseded == 0;
+    it = empty ? x.counts.erase(it) : std::next(it);
+  }
+  if (x.sources_dirty) {
+    x.sources_dirty = false;
+    x.source_unbound.clear();
+    for (const auto& [author, seq] : x.source_versions) {
+      const Statement* st = ledger.get(author, seq);
+      if (st == nullptr) continue;
+      SourceBinding b = ledger.source_binding(*st);
+      if (b != SourceBinding::kCounted) {
+        ++x.source_unbound[std::string("source version: ") + source_binding_name(b)];
+      }
+    }
+  }
+  BindingReport& r = x.binding;
+  r.equivocators.clear();
+  for (const auto& [author, proof] : ledger.proofs()) r.equivocators.push_back(author);
+  r.conflicts_dropped = ledger.conflicts_dropped();
+  r.unbound = x.job_unbound;
+  for (const auto& [reason, n] : x.source_unbound) r.unbound[reason] += n;
+}
+
+const std::map<StageKey, JobCounts>& Core::job_counts() {
+  impl_->refresh_job_index();
+  return impl_->job_index.counts;
+}
+
+const BindingReport& Core::binding_summary() {
+  impl_->refresh_job_index();
+  return impl_->job_index.binding;
+}
+
+JobPage Core::jobs_page(const JobFilter& filter) {
+  Impl& s = *impl_;
+  s.refresh_job_index();
+  const auto& entries = s.job_index.entries;
+  auto matches = [&](const JobIndex::Entry& e) {
+    return (filter.pipeline.empty() || e.ref.pipeline == filter.pipeline) &&
+           (filter.stage.empty() || e.ref.stage == filter.stage) &&
+           (!filter.state || e.state == *filter.state);
+  };
+  JobPage page;
+  Digest last;
+  auto it = filter.after ? entries.upper_bound(*filter.after) : entries.begin();
+  for (; it != entries.end(); ++it) {
+    if (!matches(it->second)) continue;
+    if (filter.limit != 0 && page.jobs.size() == filter.limit) {
+      page.next = last;
+      break;
+    }
+    if (auto v = s.job_view(it->first)) {
+      page.jobs.push_back(std::move(*v));
+      last = it->first;
+    }
+  }
+  return page;
+}
+
+std::set<Digest> Core::retained() const {
+  const Impl& s = *impl_;
+  std::set<Digest> keep;
+  // Inputs of own runs (fetching or executing, restored, being stopped).
+  auto inputs_of = [&](const Digest& job) {
+    if (const PlannedJob* p = s.plan ? s.plan->find(job) : nullptr) {
+      for (const auto& in : p->inputs) {
+        keep.insert(in.artifact.digest);
+        for (const auto& e : in.artifact.entries) keep.insert(e.digest);
+      }
+    }
+  };
+  for (const auto& [job, run] : s.running) inputs_of(job);
+  for (const auto& [job, row] : s.restored) inputs_of(job);
+  for (const auto& [job, row] : s.stopping) inputs_of(job);
+  // Own latest source versions: this agent provides them.
+  for (const auto& src : s.config.sources) {
+    if (const Statement* st = s.ledger.own_source(s.config.key, src.pipeline, src.source)) {
+      keep.insert(std::get<SourceVersion>(st->body).artifact.digest);
+    }
+  }
+  int replicas = std::max(1, s.config.replicas);
+  // Held here and wanted by the plan: kept unless `replicas` live peers hold it and this
+  // agent ranks below them among the holders.
+  auto wanted = [&](const Digest& d) {
+    if (!s.holdings.holds(d)) return;
+    std::vector<AgentKey> holders = s.holdings.live_holders(d, s.now_ms);
+    if (static_cast<int>(holders.size()) < replicas) {
+      keep.insert(d);
+      return;
+    }
+    Digest mine = rendezvous_score(d, s.config.key);
+    int above = 0;
+    for (const auto& h : holders) above += rendezvous_score(d, h) > mine ? 1 : 0;
+    if (above < replicas) keep.insert(d);
+  };
+  auto result_wanted = [&](const Statement* canon) {
+    const auto* r = canon ? std::get_if<JobResult>(&canon->body) : nullptr;
+    if (!r) return;
+    for (const auto& o : r->outputs) wanted(o.artifact.digest);
+    if (r->stdout_digest) wanted(*r->stdout_digest);
+    if (r->stderr_digest) wanted(*r->stderr_digest);
+  };
+  if (s.plan && !s.plan_dirty) {
+    for (const auto& [id, job] : s.plan->jobs) {
+      for (const auto& in : job.inputs) {
+        wanted(in.artifact.digest);
+        for (const auto& e : in.artifact.entries) wanted(e.digest);
+      }
+      result_wanted(s.book.canonical(id));
+    }
+  } else {
+    // No current plan to read: every canonical result and source version counts.
+    for (const auto& [id, js] : s.ledger.jobs()) result_wanted(s.book.canonical(id));
+    s.ledger.for_each([&](const Statement& st) {
+      if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
+        wanted(v->artifact.digest);
+        for (const auto& e : v->artifact.entries) wanted(e.digest);
+      }
+    });
+  }
+  return keep;
 }
 
 std::vector<PeerView> Core::peers() const {

@@ -141,8 +141,10 @@ Result<GcReport> ArtifactStore::gc(const GcRequest& request) {
     const ArtifactRecord& rec = present[d];
     // Index row first: a crash before the unlink leaves an unindexed object, which open()
     // indexes again; the reverse order would leave a row without its object.
-    VOW_RETURN_IF_ERROR(index_.index_remove(d));
-    VOW_RETURN_IF_ERROR(env_.remove_file(object_path(d, rec.kind)));
+    if (!request.dry_run) {
+      VOW_RETURN_IF_ERROR(index_.index_remove(d));
+      VOW_RETURN_IF_ERROR(env_.remove_file(object_path(d, rec.kind)));
+    }
     total -= rec.size_bytes;
     report.removed_bytes += rec.size_bytes;
     report.removed.push_back(d);

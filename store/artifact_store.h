@@ -127,6 +127,9 @@ struct GcRequest {
   std::vector<Digest> canonical_outputs;
   // True if another holder of this artifact is known (replication). Empty: none known.
   std::function<bool(const Digest&)> held_elsewhere;
+  // Report what would be removed (`removed`, `removed_bytes`, `kept_bytes` as if it had
+  // been), remove nothing.
+  bool dry_run = false;
 };
 
 struct GcReport {

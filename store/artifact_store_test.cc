@@ -360,6 +360,15 @@ TEST_CASE(
   req.running_inputs = {running};
   req.canonical_outputs = {canonical, replicated};
   req.held_elsewhere = [&](const Digest& d) { return d == replicated; };
+  // A dry run names what would go and removes nothing.
+  req.dry_run = true;
+  auto dry = f.store->gc(req);
+  REQUIRE(dry.is_ok());
+  CHECK(dry->removed.size() == 4);
+  for (Digest d : {pinned, running, canonical, replicated, child, old1, old2, fresh, *tree}) {
+    CHECK(*f.store->has(d));
+  }
+  req.dry_run = false;
   auto report = f.store->gc(req);
   REQUIRE_MESSAGE(report.is_ok(), report.status().to_string());
   for (Digest keep : {pinned, running, canonical, child, *tree}) {
@@ -367,6 +376,7 @@ TEST_CASE(
   }
   for (Digest gone : {replicated, old1, old2, fresh}) CHECK(!*f.store->has(gone));
   CHECK(report->removed.size() == 4);
+  CHECK(report->removed == dry->removed);
   // Least recently used first: old1 before old2 (read after old1 was written).
   auto pos = [&](const Digest& d) {
     return std::find(report->removed.begin(), report->removed.end(), d) - report->removed.begin();

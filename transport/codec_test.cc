@@ -94,7 +94,10 @@ TEST_CASE("every message kind round trips") {
       Heartbeat{1, 4, 0, 0, 0},
       Heartbeat{1, 4, 12, 5, 6},
       HaveRequest{},
-      Have{5, 6, {digest_of("a"), digest_of("b")}},
+      HaveRequest{5, 6},
+      Have{5, 6, {digest_of("a"), digest_of("b")}, false, 0, {}},
+      // A delta: added in `digests`, what went in `removed`, from base version 4.
+      Have{5, 6, {digest_of("c")}, true, 4, {digest_of("a")}},
       SyncRequest{vv, {}},
       SyncRequest{vv, {{id.key(), digest_of("prefix")}}},
       // Decoded batches hold signed forms only (the validator verifies them).

@@ -101,13 +101,23 @@ struct BodyWriter {
     auto l = b.initLedgerBatch().initStatements(static_cast<unsigned>(r.statements.size()));
     for (unsigned i = 0; i < l.size(); ++i) put_signed(l[i], r.statements[i].signed_form);
   }
-  void operator()(const HaveRequest&) { b.initHaveRequest(); }
+  void operator()(const HaveRequest& r) {
+    auto o = b.initHaveRequest();
+    o.setIncarnation(r.incarnation);
+    o.setVersion(r.version);
+  }
   void operator()(const Have& h) {
     auto o = b.initHave();
     o.setIncarnation(h.incarnation);
     o.setVersion(h.version);
     auto l = o.initDigests(static_cast<unsigned>(h.digests.size()));
     for (unsigned i = 0; i < l.size(); ++i) l.set(i, data_of(h.digests[i].bytes));
+    if (h.delta) {
+      o.setDelta(true);
+      o.setBaseVersion(h.base_version);
+      auto r = o.initRemoved(static_cast<unsigned>(h.removed.size()));
+      for (unsigned i = 0; i < r.size(); ++i) r.set(i, data_of(h.removed[i].bytes));
+    }
   }
   void operator()(const FetchRequest& r) {
     auto o = b.initFetchRequest();
@@ -223,8 +233,10 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       auto o = b.getControlResponse();
       return ControlResponse{o.getRequestId(), o.getOk(), str(o.getJson()), str(o.getError())};
     }
-    case B::HAVE_REQUEST:
-      return HaveRequest{};
+    case B::HAVE_REQUEST: {
+      auto o = b.getHaveRequest();
+      return HaveRequest{o.getIncarnation(), o.getVersion()};
+    }
     case B::HAVE: {
       auto o = b.getHave();
       Have h;
@@ -234,6 +246,14 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       check_list(l, "have digests");
       h.digests.reserve(l.size());
       for (auto d : l) h.digests.push_back(digest_of(d, "have digest"));
+      h.delta = o.getDelta();
+      if (h.delta) {
+        h.base_version = o.getBaseVersion();
+        auto r = o.getRemoved();
+        check_list(r, "have removed digests");
+        h.removed.reserve(r.size());
+        for (auto d : r) h.removed.push_back(digest_of(d, "have removed digest"));
+      }
       return h;
     }
   }

@@ -94,14 +94,26 @@ struct Heartbeat {
   }
 }
 
-# "Tell me which artifacts you hold" (answered with Have).
-struct HaveRequest {}
+# "Tell me which artifacts you hold" (answered with Have). The fields name the holdings
+# version the requester last applied (0, 0: none): the answer may then be a delta from
+# it. A sender that leaves them unset (older agents) is always answered with the
+# complete set.
+struct HaveRequest {
+  incarnation @0 :UInt64;             # of the latest Have applied from the receiver
+  version @1 :UInt64;
+}
 
-# The complete set of artifacts the sender holds, at a holdings version.
+# The artifacts the sender holds, at a holdings version: the complete set, or (delta
+# set) what changed since `baseVersion` of the same incarnation, which the requester
+# named in its HaveRequest. Only a requester that named a version is sent a delta, so
+# agents that do not know these fields only ever see complete sets.
 struct Have {
   incarnation @0 :UInt64;             # changes when the sender restarts
   version @1 :UInt64;                 # increases when its set changes
-  digests @2 :List(Data);             # 32-byte digests
+  digests @2 :List(Data);             # 32-byte digests: the set, or in a delta the added
+  delta @3 :Bool;                     # false: `digests` is the complete set
+  baseVersion @4 :UInt64;             # delta: the version it applies to
+  removed @5 :List(Data);             # delta: digests no longer held
 }
 
 # ---------------------------------------------------------------------------------

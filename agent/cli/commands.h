@@ -33,6 +33,8 @@ void add_status_command(CLI::App& app);
 void add_wait_command(CLI::App& app);
 // vow retry JOB|PIPELINE/STAGE: run failed jobs again (a signed Retry by the agent).
 void add_retry_command(CLI::App& app);
+// vow gc [--dry-run]: remove from the agent's store what its retention policy drops.
+void add_gc_command(CLI::App& app);
 // vow verify [--state-dir DIR]: every signature and lineage link, offline or live.
 void add_verify_command(CLI::App& app);
 // vow jobs, job, peers, promises, lineage, why: read-only queries (query.cc).

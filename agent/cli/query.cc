@@ -268,7 +268,8 @@ void print_why(const json& j) {
 void add_query_commands(CLI::App& app) {
   {
     struct O : Common {
-      std::string pipeline, stage, state;
+      std::string pipeline, stage, state, after;
+      std::int64_t limit = 0;
     };
     auto o = std::make_shared<O>();
     CLI::App* cmd =
@@ -277,13 +278,38 @@ void add_query_commands(CLI::App& app) {
     cmd->add_option("--stage", o->stage, "Only this stage");
     cmd->add_option("--state", o->state, "Only jobs in this state")
         ->check(CLI::IsMember({"pending", "ready", "running", "done", "failed", "superseded"}));
+    cmd->add_option("--limit", o->limit,
+                    "At most this many jobs (one page; the answer's \"next\" continues it). "
+                    "Default: every job, asked for page by page")
+        ->check(CLI::PositiveNumber);
+    cmd->add_option("--after", o->after, "Only jobs whose id sorts after this one (a \"next\")")
+        ->check(job_id_arg());
     cmd->callback([o] {
-      json answer = ask("jobs", o->address, "jobs",
-                        {{"pipeline", o->pipeline}, {"stage", o->stage}, {"state", o->state}});
+      json args = {{"pipeline", o->pipeline}, {"stage", o->stage}, {"state", o->state}};
+      if (!o->after.empty()) args["after"] = o->after;
+      json answer;
+      if (o->limit > 0) {
+        args["limit"] = o->limit;
+        answer = ask("jobs", o->address, "jobs", args);
+      } else {
+        // Every job: page after page (each answer is bounded, and the agent goes on
+        // with its work between them).
+        json all = json::array();
+        for (;;) {
+          json page = ask("jobs", o->address, "jobs", args);
+          for (auto& j : page["jobs"]) all.push_back(std::move(j));
+          if (!page.contains("next") || !page["next"].is_string()) break;
+          args["after"] = page["next"];
+        }
+        answer = {{"jobs", all}, {"next", nullptr}};
+      }
       if (o->json) {
         std::cout << answer.dump(2) << "\n";
       } else {
         print_jobs(answer);
+        if (answer.contains("next") && answer["next"].is_string()) {
+          std::cout << "more: vow jobs --after " << answer["next"].get<std::string>() << "\n";
+        }
       }
     });
   }

@@ -197,4 +197,47 @@ void add_retry_command(CLI::App& app) {
   });
 }
 
+void add_gc_command(CLI::App& app) {
+  struct GcOptions {
+    AgentAddress address;
+    bool dry_run = false;
+    bool json = false;
+  };
+  auto o = std::make_shared<GcOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "gc", "Remove from the agent's store the artifacts its retention policy does not keep");
+  cmd->add_flag("--dry-run", o->dry_run, "Only say what would be removed");
+  cmd->add_flag("--json", o->json, "Print JSON (docs/cli.md)");
+  add_agent_options(cmd, &o->address);
+  cmd->callback([o] {
+    auto s = control_call(o->address, "gc", {{"dry_run", o->dry_run}});
+    if (!s.is_ok()) die("gc", s.status());
+    std::uint64_t ticket = (*s).value("ticket", std::uint64_t{0});
+    // The pass runs on the agent's worker: ask until it is done.
+    for (;;) {
+      auto a = control_call(o->address, "gc", {{"ticket", ticket}});
+      if (!a.is_ok()) die("gc", a.status());
+      if ((*a).value("state", "") != "done") {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+      if (o->json) {
+        std::cout << a->dump(2) << "\n";
+      } else {
+        const nlohmann::json& r = *a;
+        std::cout << (o->dry_run ? "would remove " : "removed ")
+                  << r.value("removed_objects", std::uint64_t{0}) << " objects ("
+                  << r.value("removed_bytes", std::uint64_t{0}) << " bytes); "
+                  << r.value("kept_bytes", std::uint64_t{0}) << " bytes kept\n";
+        if (r.contains("skipped")) std::cout << r["skipped"].get<std::string>() << "\n";
+        if (o->dry_run) {
+          for (const auto& d : r["removed"]) std::cout << "  " << d.get<std::string>() << "\n";
+        }
+      }
+      if ((*a).contains("error")) throw CLI::RuntimeError(kExitFailed);
+      return;
+    }
+  });
+}
+
 }  // namespace vow::agent::cli

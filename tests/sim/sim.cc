@@ -321,6 +321,9 @@ void World::step(const Ev& ev) {
       if (h.up) {
         h.agent->tick();
         after_input(ev.agent);
+        // Now and then, a query as status and /metrics make it: the job index kept as
+        // things happen must equal a recount of every job.
+        if ((now_ / kTickMs + ev.agent) % 16 == 0) check_job_index(ev.agent);
       }
       Ev next = ev;
       schedule(now_ + kTickMs, next);
@@ -440,6 +443,62 @@ void World::step(const Ev& ev) {
 
 // ---------------------------------------------------------------- invariants
 
+void World::check_job_index(int agent) {
+  promises::Core& c = host(agent).agent->core();
+  std::map<promises::StageKey, promises::JobCounts> kept = c.job_counts();
+  // Every job of the plan and the ledger, each looked at afresh.
+  std::set<Digest> ids;
+  for (const auto& [id, job] : c.plan().jobs) ids.insert(id);
+  for (const auto& [id, js] : c.ledger().jobs()) ids.insert(id);
+  std::map<promises::StageKey, promises::JobCounts> counted;
+  for (const auto& id : ids) {
+    auto v = c.job(id);
+    if (!v) continue;
+    auto& n = counted[{v->job.pipeline, v->job.stage}];
+    ++n.of(v->state);
+    if (v->nondeterministic) ++n.nondeterministic;
+  }
+  if (kept != counted) {
+    fail(host(agent).config.name + ": job counts kept by the job index differ from a recount");
+  }
+  if (c.binding_summary().unbound != c.binding_report().unbound ||
+      c.binding_summary().equivocators != c.binding_report().equivocators) {
+    fail(host(agent).config.name + ": the binding summary differs from the binding report");
+  }
+  // Paging: every job exactly once, in id order, whatever the page size.
+  std::vector<Digest> paged;
+  promises::JobFilter f;
+  f.limit = 1 + static_cast<std::size_t>(now_ / kTickMs) % 5;
+  for (;;) {
+    promises::JobPage page = c.jobs_page(f);
+    for (const auto& v : page.jobs) paged.push_back(v.job.job);
+    if (!page.next) break;
+    f.after = page.next;
+  }
+  std::vector<Digest> all(ids.begin(), ids.end());
+  if (paged != all) {
+    std::set<Digest> once(paged.begin(), paged.end());
+    std::size_t missing = 0;
+    for (const auto& id : all) missing += once.count(id) ? 0 : 1;
+    fail(host(agent).config.name + ": paging jobs gives " + std::to_string(paged.size()) +
+         " jobs (" + std::to_string(once.size()) + " different, " + std::to_string(missing) +
+         " missing) for " + std::to_string(all.size()) + " jobs");
+  }
+}
+
+// Every agent's view of every other's holdings is at that agent's current version.
+bool World::holdings_converged() {
+  for (auto& a : hosts_) {
+    for (auto& b : hosts_) {
+      if (&a == &b || !a.up || !b.up) continue;
+      if (a.agent->core().peer_holdings_version(b.key) != b.agent->core().holdings_version()) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 bool World::quiet() {
   std::optional<VersionVector> vv;
   std::size_t size = 0;
@@ -466,6 +525,8 @@ bool World::quiet() {
       }
     }
   }
+  // Holdings have reached every peer (as complete sets or deltas).
+  if (!holdings_converged()) return false;
   // Every canonical output is held by a live agent (or cannot be made again: the job is
   // non-deterministic). Failed re-runs back off and are tried again (docs/coordination.md
   // section 7), so a lost output must come back.
@@ -532,6 +593,20 @@ void World::check_end() {
       }
     }
   }
+  // (7) a peer's holdings as its Haves (deltas included) told them are what it holds.
+  for (auto& a : hosts_) {
+    for (auto& b : hosts_) {
+      if (&a == &b) continue;
+      const promises::Core& ca = a.agent->core();
+      const promises::Core& cb = b.agent->core();
+      if (ca.peer_holdings_version(b.key) != cb.holdings_version()) continue;  // quiet() failed
+      const std::set<Digest>* seen = ca.peer_holdings(b.key);
+      if (seen == nullptr || *seen != cb.held()) {
+        fail(a.config.name + " thinks " + b.config.name + " holds other artifacts than it does");
+      }
+    }
+  }
+  for (std::size_t i = 0; i < hosts_.size(); ++i) check_job_index(static_cast<int>(i));
   check_hostile_end();
   // Every planned stage is done, or blocked by a job that failed past its retries.
   for (const auto& sp : ref.plan().stages) {

@@ -93,6 +93,7 @@ void World::make_hosts() {
     h.config.name = "a" + std::to_string(i);
     h.config.endpoints = {"sim://" + std::to_string(i)};
     h.config.replicas = 2;
+    h.config.job_index_scrub = 0;  // the job index is checked against a recount: no repairs
     h.config.sign = sim_sign;
     h.config.idle_budget = kSimIdleBudget;
     h.provides_sources = i < 2;

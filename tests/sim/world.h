@@ -257,6 +257,9 @@ class World {
   // ---- invariants ----
   bool quiet();
   void check_end();
+  // The job index (status counts, binding summary, pages) equals a recount.
+  void check_job_index(int agent);
+  bool holdings_converged();
 
   SimOptions opt_;
   std::mt19937_64 rng_;

@@ -1,0 +1,163 @@
+#!/usr/bin/python3
+"""What a query costs as the number of jobs grows: three real agents (capacity 2 each,
+state on disk, HTTP on), a `foreach` stage of no-op shards, and per size:
+
+  status      `vow status --json` wall time (the command line included), median of 7
+  jobs_all    `vow jobs --json` (every job), median of 3
+  jobs_page   one page: `vow jobs --json --limit 100` (builds without --limit: every job)
+  idle_cpu    CPU of the three agents together over 10 s once every job is done, in %
+              of one core (HTTP on: the 500 ms snapshot included)
+  suspect     times an agent marked a peer suspect during the run (a loop held up long
+              enough for a peer to miss its heartbeats)
+
+With --during S the run is not awaited: the queries are timed S seconds after the
+source version, while jobs run (for sizes whose run takes too long here); idle CPU is
+then not measured.
+
+usage: bench/scale.py [--build DIR] [--sizes 1000,5000] [--during S] [--json FILE]
+Prints one line per size and a Markdown table row each; BENCHMARKS.md is written by hand.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from mesh import Mesh, free_port, wait_until  # noqa: E402
+
+PIPELINE = """
+[pipeline]
+name = "scale"
+
+[[source]]
+name = "items"
+
+[[stage]]
+name = "noop"
+inputs = ["items"]
+foreach = "items"
+outputs = []
+run = ["/bin/true"]
+"""
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def timed(agent, *args, timeout=300):
+    t0 = time.perf_counter()
+    p = agent.vow(*args, timeout=timeout)
+    return time.perf_counter() - t0, p.stdout
+
+
+def done_count(agent):
+    st = json.loads(agent.vow("status", "--json").stdout)
+    for p in st["pipelines"]:
+        if p["name"] == "scale":
+            for s in p["stages"]:
+                if s["name"] == "noop":
+                    return s["jobs"].get("done", 0)
+    return 0
+
+
+def has_limit(agent):
+    p = agent.vow("jobs", "--help", check_rc=False)
+    return "--limit" in p.stdout
+
+
+def one_size(build, n, during):
+    vow = os.path.join(build, "agent", "vow")
+    vowd = os.path.join(build, "agent", "vowd")
+    workdir = os.path.join(os.environ.get("TMPDIR", "/tmp"), "vow-scale-bench")
+    os.makedirs(workdir, exist_ok=True)
+    pipe = os.path.join(workdir, "scale.toml")
+    with open(pipe, "w") as f:
+        f.write(PIPELINE)
+    items = os.path.join(workdir, "items")
+    subprocess.run(["rm", "-rf", items, items + ".next"], check=True)
+    os.makedirs(items)
+    mesh = Mesh(vow, vowd, [pipe], prefix="vow-scale-")
+    try:
+        a = mesh.add("a", [("scale/noop", 2)], sources=[("scale/items", items, True)])
+        mesh.add("b", [("scale/noop", 2)])
+        mesh.add("c", [("scale/noop", 2)])
+        for ag in mesh.agents:
+            ag.http_port = free_port()
+        mesh.start()
+        wait_until("3 live agents", lambda: all(
+            sum(x["alive"] for x in ag.status()["agents"]) == 3 for ag in mesh.agents), 60)
+        nxt = items + ".next"
+        os.makedirs(nxt)
+        for i in range(n):
+            with open(os.path.join(nxt, f"item-{i:06d}"), "w") as f:
+                f.write(f"{i}\n")
+        t0 = time.time()
+        os.rename(nxt, items)
+        cpu0 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
+        if during:
+            time.sleep(during)
+        else:
+            wait_until(f"{n} jobs done", lambda: done_count(a) >= n, 3600, 1.0)
+        run_s = time.time() - t0
+        cpu1 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
+        done = done_count(a)
+        status = statistics.median(timed(a, "status", "--json")[0] for _ in range(7))
+        jobs_all = statistics.median(timed(a, "jobs", "--json")[0] for _ in range(3))
+        if has_limit(a):
+            page = statistics.median(
+                timed(a, "jobs", "--json", "--limit", "100")[0] for _ in range(7))
+        else:
+            page = jobs_all
+        idle = None
+        if not during:
+            time.sleep(2)
+            hz = os.sysconf("SC_CLK_TCK")
+            c0 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
+            time.sleep(10)
+            c1 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
+            idle = 100.0 * (c1 - c0) / hz / 10.0
+        suspect = 0
+        for ag in mesh.agents:
+            with open(ag.log_path, errors="replace") as f:
+                suspect += sum(1 for line in f if " is suspect" in line)
+        out = {"jobs": n, "done": done, "run_s": run_s,
+               "agent_cpu_ms_per_job": (cpu1 - cpu0) * 1000.0 / os.sysconf("SC_CLK_TCK") /
+               max(done, 1),
+               "status_s": status, "jobs_all_s": jobs_all, "jobs_page_s": page,
+               "idle_cpu_pct": idle, "suspect": suspect}
+        print(json.dumps(out), flush=True)
+        return out
+    finally:
+        mesh.cleanup()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--sizes", default="1000,5000")
+    ap.add_argument("--during", type=float, default=0)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    results = [one_size(os.path.abspath(args.build), int(n), args.during)
+               for n in args.sizes.split(",")]
+    for r in results:
+        idle = "-" if r["idle_cpu_pct"] is None else f"{r['idle_cpu_pct']:.1f}%"
+        print(f"| {r['jobs']:,} ({r['done']:,} done) | {r['status_s'] * 1000:.0f} ms | "
+              f"{r['jobs_page_s'] * 1000:.0f} ms | {r['jobs_all_s'] * 1000:.0f} ms | {idle} | "
+              f"{r['suspect']} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+#!/usr/bin/python3
+"""Queries that cost the page, not the history, and artifacts collected by policy, on
+real vowd processes.
+
+  paging  two agents run a foreach stage of 230 shards; `vow jobs` page by page gives
+          every job exactly once (the same as one unpaged listing), filters by state and
+          stage on the agent, `vow status` counts them all (and omits the canonical
+          results of a stage too large to list), /metrics has vow_artifact_bytes
+  gc      one agent, a source file and a stage copying it; the file changes and the
+          stage runs again: `vow gc --dry-run` names the old source version and the
+          old output and removes nothing; `vow gc` removes them and nothing the current
+          source version or canonical result references (still readable with vow get)
+
+usage: scale_test.py VOW VOWD SCENARIO
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mesh import Mesh, TestFailure, check, free_port, run_scenario, stage_counts, wait_until  # noqa: E402,E501
+
+VOW, VOWD = (os.path.abspath(a) for a in sys.argv[1:3])
+
+FOREACH = """
+[pipeline]
+name = "many"
+
+[[source]]
+name = "items"
+
+[[stage]]
+name = "noop"
+inputs = ["items"]
+foreach = "items"
+outputs = []
+run = ["/bin/true"]
+"""
+
+UPPER = """
+[pipeline]
+name = "upper"
+
+[[source]]
+name = "data"
+
+[[stage]]
+name = "up"
+inputs = ["data"]
+outputs = ["up"]
+run = 'tr a-z A-Z < "$VOW_IN_data" > "$VOW_OUT_up"'
+"""
+
+COPY = """
+[pipeline]
+name = "keep"
+
+[[source]]
+name = "data"
+
+[[stage]]
+name = "copy"
+inputs = ["data"]
+outputs = ["copy"]
+run = 'cp "$VOW_IN_data" "$VOW_OUT_copy"'
+"""
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def ask(agent, *args):
+    return json.loads(agent.vow(*args, "--json").stdout)
+
+
+def stored(agent, digest):
+    return os.path.exists(os.path.join(agent.state, "artifacts", "objects", digest[:2], digest))
+
+
+def paging():
+    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vow-scale-test-{os.getpid()}")
+    os.makedirs(root, exist_ok=True)
+    pipe = write(os.path.join(root, "many.toml"), FOREACH)
+    items = os.path.join(root, "items")
+    os.makedirs(items, exist_ok=True)
+    n = 230
+    for i in range(n):
+        write(os.path.join(items, f"item-{i:04d}"), f"{i}\n")
+    mesh = Mesh(VOW, VOWD, [pipe])
+    try:
+        a = mesh.add("a", [("many/noop", 2)], sources=[("many/items", items, False)])
+        mesh.add("b", [("many/noop", 2)])
+        a.http_port = free_port()
+        mesh.start()
+        wait_until(f"{n} jobs done",
+                   lambda: stage_counts(a.status(), "many").get("noop", {}).get("done") == n,
+                   120, 0.2)
+        everything = ask(a, "jobs")["jobs"]
+        ids = [j["id"] for j in everything]
+        check(len(ids) == n and len(set(ids)) == n, f"vow jobs lists {len(ids)} jobs, not {n}")
+        check(ids == sorted(ids), "vow jobs is not in job id order")
+        # Page by page: every job exactly once.
+        paged, after, pages = [], None, 0
+        while True:
+            args = ["jobs", "--limit", "17"] + (["--after", after] if after else [])
+            page = ask(a, *args)
+            check(len(page["jobs"]) <= 17, f"a page of {len(page['jobs'])} jobs for --limit 17")
+            paged += [j["id"] for j in page["jobs"]]
+            pages += 1
+            after = page["next"]
+            if after is None:
+                break
+            check(after == page["jobs"][-1]["id"], "next is not the page's last job")
+        check(paged == ids, f"{pages} pages gave {len(paged)} jobs ({len(set(paged))} "
+              f"different), not the {n} of one listing")
+        check(pages == (n + 16) // 17, f"{pages} pages for {n} jobs of 17")
+        # Filters, on the agent.
+        done = ask(a, "jobs", "--state", "done", "--stage", "noop", "--limit", "1000")
+        check(len(done["jobs"]) == n and done["next"] is None, "--state done --stage noop")
+        check(ask(a, "jobs", "--state", "running")["jobs"] == [], "running jobs after the run")
+        check(ask(a, "jobs", "--stage", "nosuch")["jobs"] == [], "jobs of an unknown stage")
+        bad = a.vow("jobs", "--after", "abcdef", check_rc=False)
+        check(bad.returncode != 0, "--after with a prefix should be refused")
+        # Status counts every job; a stage this large is not listed result by result.
+        st = a.status()
+        stage = [s for p in st["pipelines"] if p["name"] == "many" for s in p["stages"]][0]
+        check(stage["jobs"]["done"] == n, f"status counts {stage['jobs']}")
+        check("results" not in stage and stage.get("results_omitted") == n,
+              f"status of a {n}-job stage: results {len(stage.get('results', []))}, "
+              f"omitted {stage.get('results_omitted')}")
+        # The same counts in /metrics, and the bytes of the store.
+        def metrics():
+            with urllib.request.urlopen(f"http://127.0.0.1:{a.http_port}/metrics",
+                                        timeout=10) as r:
+                return r.read().decode()
+        wait_until("vow_artifact_bytes in /metrics",
+                   lambda: any(line.startswith("vow_artifact_bytes ")
+                               for line in metrics().splitlines()), 30, 0.2)
+        wait_until("done jobs in /metrics", lambda: f'vow_jobs{{pipeline="many",stage="noop",'
+                   f'state="done"}} {n}' in metrics(), 30, 0.2)
+    finally:
+        mesh.cleanup()
+        subprocess.run(["rm", "-rf", root])
+
+
+def gc():
+    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vow-gc-test-{os.getpid()}")
+    os.makedirs(root, exist_ok=True)
+    pipe = write(os.path.join(root, "keep.toml"), COPY)
+    data = write(os.path.join(root, "data.txt"), "first version\n")
+    mesh = Mesh(VOW, VOWD, [pipe])
+    try:
+        a = mesh.add("a", [("keep/copy", 1)], sources=[("keep/data", data, True)])
+        mesh.start()
+
+        def output():
+            for p in a.status()["pipelines"]:
+                for s in p["stages"]:
+                    if s["name"] == "copy" and s.get("state") == "done" and s.get("results"):
+                        return s["results"][0]["outputs"]["copy"]
+            return None
+        first = wait_until("the first result", output, 60, 0.1)
+        # The stage's output holds the same bytes as the source: one object for both.
+        check(stored(a, first), "the first output is not in the store")
+        write(data, "second version\n")
+        second = wait_until("the second result",
+                            lambda: (lambda o: o if o and o != first else None)(output()),
+                            60, 0.1)
+        check(stored(a, first) and stored(a, second), "both versions are in the store")
+        dry = ask(a, "gc", "--dry-run")
+        check(dry["dry_run"] and first in dry["removed"],
+              f"gc --dry-run would not remove the old version: {dry}")
+        check(second not in dry["removed"], "gc --dry-run would remove the current version")
+        check(stored(a, first), "gc --dry-run removed something")
+        report = ask(a, "gc")
+        check(first in report["removed"] and report["removed_bytes"] > 0,
+              f"gc did not remove the old version: {report}")
+        check(second not in report["removed"], "gc removed the current version")
+        check(not stored(a, first), "the old version is still in the store after gc")
+        check(stored(a, second), "the current version is gone from the store")
+        # What is kept is still served, and nothing is left to collect.
+        out = os.path.join(root, "got")
+        a.vow("get", second, "-o", out)
+        with open(out) as f:
+            check(f.read() == "second version\n", "vow get of the current output")
+        again = ask(a, "gc")
+        check(again["removed"] == [], f"a second gc removed {again['removed']}")
+        # The agent goes on: a third version runs and is kept.
+        write(data, "third version\n")
+        wait_until("the third result",
+                   lambda: (lambda o: o if o and o not in (first, second) else None)(output()),
+                   60, 0.1)
+    finally:
+        mesh.cleanup()
+        subprocess.run(["rm", "-rf", root])
+
+
+def gc_replicas():
+    """Three agents all hold a canonical output; `vow gc` on each leaves `replicas` (2)
+    copies on the mesh, and the output is still served."""
+    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vow-gc-replicas-{os.getpid()}")
+    os.makedirs(root, exist_ok=True)
+    pipe = write(os.path.join(root, "upper.toml"), UPPER)
+    data = write(os.path.join(root, "data.txt"), "some words\n")
+    mesh = Mesh(VOW, VOWD, [pipe])
+    try:
+        a = mesh.add("a", [("upper/up", 1)], sources=[("upper/data", data, False)])
+        b = mesh.add("b", [])
+        c = mesh.add("c", [])
+        mesh.start()
+
+        def output():
+            for p in a.status()["pipelines"]:
+                for s in p["stages"]:
+                    if s["name"] == "up" and s.get("results"):
+                        return s["results"][0]["outputs"]["up"]
+            return None
+        out = wait_until("the result", output, 60, 0.1)
+        # Every agent takes a copy (vow get stores it in the asking agent's store).
+        for ag in (a, b, c):
+            ag.vow("get", out, "-o", os.path.join(root, "got-" + ag.name))
+        wait_until("three copies", lambda: all(stored(ag, out) for ag in (a, b, c)), 30, 0.1)
+        # Each agent hears the others' holdings: a heartbeat (100 ms) shows a new holdings
+        # version, a Have answers; a few heartbeats are plenty.
+        time.sleep(2)
+        for ag in (a, b, c):
+            ask(ag, "gc")
+        holders = [ag.name for ag in (a, b, c) if stored(ag, out)]
+        check(len(holders) == 2, f"after gc on every agent the output is held by {holders}, "
+              "not by replicas = 2 agents")
+        for ag in (a, b, c):
+            got = os.path.join(root, "again-" + ag.name)
+            ag.vow("get", out, "-o", got)
+            with open(got) as f:
+                check(f.read() == "SOME WORDS\n", f"vow get on {ag.name} after gc")
+    finally:
+        mesh.cleanup()
+        subprocess.run(["rm", "-rf", root])
+
+
+if __name__ == "__main__":
+    run_scenario({"paging": paging, "gc": gc, "gc-replicas": gc_replicas}, sys.argv[3])
