@@ -141,7 +141,7 @@ if [ -n "$vowd" ]; then
 fi
 # A mistyped command is named, with the command meant, and a short usage (not the help).
 expect 2 "^vow: unknown command 'stauts' \(did you mean 'status'\?\)$" -- "$vow" stauts
-expect 2 "^commands: check graph fsck keys status wait retry verify" -- "$vow" stauts
+expect 2 "^commands: check graph fsck keys status wait retry gc verify" -- "$vow" stauts
 [ "$("$vow" stauts 2>&1 | wc -l)" -le 4 ] || fail "vow stauts prints more than a short usage"
 expect 2 "^vow: unknown option '--bogus'$" -- "$vow" --bogus
 expect 2 "^vow keys: unknown command 'gne' \(did you mean 'gen'\?\)$" -- "$vow" keys gne
