@@ -323,7 +323,8 @@ void World::step(const Ev& ev) {
         after_input(ev.agent);
         // Now and then, a query as status and /metrics make it: the job index kept as
         // things happen must equal a recount of every job.
-        if ((now_ / kTickMs + ev.agent) % 16 == 0) check_job_index(ev.agent);
+        // (after_input may have stopped the agent: a full disk.)
+        if (h.up && h.agent && (now_ / kTickMs + ev.agent) % 16 == 0) check_job_index(ev.agent);
       }
       Ev next = ev;
       schedule(now_ + kTickMs, next);
