@@ -36,7 +36,7 @@ int state_rank(promises::JobState s) {
 }
 
 // The job's reference as its statements name it (for a job no longer planned).
-std::optional<promises::JobRef> ref_of(const promises::JobStatements& js) {
+std::optional<JobRef> ref_of(const promises::JobStatements& js) {
   if (!js.claims.empty()) return std::get<Claim>(js.claims.front()->body).job;
   if (!js.results.empty()) return std::get<JobResult>(js.results.front()->body).job;
   return std::nullopt;
