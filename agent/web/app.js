@@ -477,7 +477,7 @@ async function lineagePage(ref) {
       h("td", {class: "mono"}, Object.entries(st.inputs || {}).map(([k, v]) => h("div", {}, k + " " + short(v)))),
       h("td", {class: "mono"}, st.kind === "source" ? short(st.output.digest)
         : Object.entries(st.outputs || {}).map(([k, v]) => h("div", {}, k + " " + short(v)))),
-      h("td", {class: "mono"}, short(st.attestation) || h("span", {class: "muted"}, "none"))))))));
+      h("td", {class: "mono"}, short(st.attestation) || h("span", {class: "muted"}, "none")))))));
   return view;
 }
 

@@ -54,7 +54,7 @@ env = {{ GATE = "{gate}" }}
 
 # ---- HTTP ----
 
-def http(port, path, headers=None, method="GET"):
+def request(port, path, headers=None, method="GET"):
     """(status, headers, body as text) of one request to 127.0.0.1:PORT."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
     try:
@@ -66,7 +66,7 @@ def http(port, path, headers=None, method="GET"):
 
 
 def get_json(port, path, expect=200, headers=None):
-    status, hdrs, body = http(port, path, headers)
+    status, hdrs, body = request(port, path, headers)
     check(status == expect, f"GET {path}: status {status}, expected {expect}: {body[:300]}")
     check(hdrs.get("content-type", "").startswith("application/json"),
           f"GET {path}: content type {hdrs.get('content-type')}")
@@ -210,7 +210,7 @@ def check_api(a):
             ("/api/verify", 400, "missing query parameter 'ref'")]:
         err = get_json(port, path, expect)
         check(text in err["error"], f"{path}: {err}")
-    status404, _, _ = http(port, "/nosuch.js")
+    status404, _, _ = request(port, "/nosuch.js")
     check(status404 == 404, f"/nosuch.js: {status404}")
 
     # One job with its log tail, as vow job shows it.
@@ -237,18 +237,18 @@ def check_api(a):
           f"rejected: {m['rejected']}")
 
     # The page and its files.
-    s, h, body = http(port, "/")
+    s, h, body = request(port, "/")
     check(s == 200 and h["content-type"].startswith("text/html") and 'src="app.js"' in body,
           f"/: {s} {h.get('content-type')}")
     check("default-src 'self'" in h.get("content-security-policy", ""), f"CSP: {h}")
-    s, h, body = http(port, "/app.js")
+    s, h, body = request(port, "/app.js")
     check(s == 200 and "javascript" in h["content-type"] and "api/pipelines" in body, f"/app.js: {s}")
 
 
 def check_token(b):
     port = b.http_port
     for path in ("/api/pipelines", "/", "/api/status"):
-        s, h, body = http(port, path)
+        s, h, body = request(port, path)
         check(s == 401, f"{path} without the token: {s}")
     err = get_json(port, "/api/pipelines", 401)
     check("asks for a token" in err["error"], f"401 says why: {err}")
@@ -256,18 +256,18 @@ def check_token(b):
     d = get_json(port, "/api/pipelines", 200, {"Authorization": "Bearer " + TOKEN})
     check(d["agent"]["name"] == "b", f"with the token: {d['agent']}")
     # ?token= on first load: a cookie, and the same page without the token.
-    s, h, _ = http(port, "/?" + q(token=TOKEN))
+    s, h, _ = request(port, "/?" + q(token=TOKEN))
     check(s == 303 and h.get("location") == "/", f"?token=: {s} {h.get('location')}")
     cookie = h.get("set-cookie", "")
     check(cookie.startswith("vow_token=" + TOKEN + ";") and "HttpOnly" in cookie, f"cookie: {cookie}")
-    s, _, body = http(port, "/", {"Cookie": "other=1; vow_token=" + TOKEN})
+    s, _, body = request(port, "/", {"Cookie": "other=1; vow_token=" + TOKEN})
     check(s == 200 and "app.js" in body, f"/ with the cookie: {s}")
     get_json(port, "/api/mesh", 200, {"Cookie": "vow_token=" + TOKEN})
-    s, _, _ = http(port, "/?" + q(token="wrong-token-wrong-token"))
+    s, _, _ = request(port, "/?" + q(token="wrong-token-wrong-token"))
     check(s == 401, f"a wrong ?token=: {s}")
     # Monitoring stays open.
     for path in ("/metrics", "/healthz", "/readyz"):
-        s, _, _ = http(port, path)
+        s, _, _ = request(port, path)
         check(s == 200, f"{path} without the token: {s}")
 
 
@@ -275,10 +275,10 @@ def check_beyond_loopback_without_token(c):
     port = c.http_port
     err = get_json(port, "/api/pipelines", 403)
     check("http_token_file" in err["error"], f"403 says why: {err}")
-    s, _, body = http(port, "/")
+    s, _, body = request(port, "/")
     check(s == 403 and "http_token_file" in body, f"/ beyond loopback without a token: {s}")
     for path in ("/metrics", "/healthz", "/api/status"):
-        s, _, _ = http(port, path)
+        s, _, _ = request(port, path)
         check(s == 200, f"{path}, served as before: {s}")
 
 
@@ -438,13 +438,6 @@ def check_pages(browser, a, mesh):
                       ".map(r => [r.dataset.stage, r.dataset.state, r.querySelector("
                       "'[data-count=done]').textContent])")
     check(["count", "done", "8"] in rows, f"the stage table: {rows}")
-    os.makedirs(OUTDIR, exist_ok=True)
-    shot = os.path.join(OUTDIR, "web-pipelines.png")
-    browser.screenshot(shot)
-    with open(shot, "rb") as f:
-        check(f.read(8) == b"\x89PNG\r\n\x1a\n", f"{shot} is no PNG")
-    print(f"screenshot: {shot}")
-
     # The gated job fails while the page is open: shown within 2 s, without a reload.
     load_id = browser.js("document.documentElement.dataset.loadId")
     hold = "document.querySelector('g.node[data-stage=hold]').dataset.state"
@@ -471,6 +464,13 @@ def check_pages(browser, a, mesh):
           "the page was reloaded")
     check(int(browser.js("document.getElementById('main').dataset.updates")) > 1,
           "the page never redrew")
+    # The pipeline page as it is now (the picture in docs/cli.md).
+    os.makedirs(OUTDIR, exist_ok=True)
+    shot = os.path.join(OUTDIR, "web-pipelines.png")
+    browser.screenshot(shot)
+    with open(shot, "rb") as f:
+        check(f.read(8) == b"\x89PNG\r\n\x1a\n", f"{shot} is no PNG")
+    print(f"screenshot: {shot}")
 
     # Follow the failed job to its log tail: the stage, its jobs failed first, the job.
     browser.js("document.querySelector('g.node[data-stage=hold]')"
