@@ -329,7 +329,8 @@ json Daemon::Impl::web_verify_json(const json& args) {
     if (const Statement* c = by_id[to]) {
       if (const auto* r = std::get_if<JobResult>(&c->body)) {
         for (const auto& n : r->inputs) {
-          if (n.name != input) continue;
+          // A fan-in names the entry too: "counts/part-aa".
+          if (n.name != input && input.rfind(n.name + "/", 0) != 0) continue;
           used = used || (digest && n.artifact.digest == *digest);
           for (const auto& entry : n.artifact.entries) {
             used = used || (digest && entry.digest == *digest);

@@ -76,7 +76,7 @@ TEST_CASE("web: the page's files are compiled in") {
   const WebAsset* js = web_asset("/app.js");
   REQUIRE(js != nullptr);
   CHECK(js->content_type == "text/javascript; charset=utf-8");
-  CHECK(js->body.find("/api/pipelines") != std::string_view::npos);
+  CHECK(js->body.find("api(\"pipelines\")") != std::string_view::npos);
   REQUIRE(web_asset("/app.css") != nullptr);
   CHECK(web_asset("/nope.js") == nullptr);
   CHECK(web_asset("/../meson.build") == nullptr);

@@ -242,7 +242,7 @@ def check_api(a):
           f"/: {s} {h.get('content-type')}")
     check("default-src 'self'" in h.get("content-security-policy", ""), f"CSP: {h}")
     s, h, body = request(port, "/app.js")
-    check(s == 200 and "javascript" in h["content-type"] and "api/pipelines" in body, f"/app.js: {s}")
+    check(s == 200 and "javascript" in h["content-type"] and 'api("pipelines")' in body, f"/app.js: {s}")
 
 
 def check_token(b):
