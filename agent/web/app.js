@@ -209,7 +209,8 @@ function drawGraph(nodes, edges, w, hgt, drawNode, edgeClass) {
   const svg = s("svg", {width: size.width, height: size.height,
                         viewBox: `0 0 ${size.width} ${size.height}`, role: "img"});
   svg.appendChild(s("defs", {}, s("marker", {id: "arrow", viewBox: "0 0 10 10", refX: 10,
-      refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse"},
+      refY: 5, markerWidth: 8, markerHeight: 8, markerUnits: "userSpaceOnUse",
+      orient: "auto-start-reverse"},
       s("path", {d: "M 0 0 L 10 5 L 0 10 z", class: "arrow"}))));
   const byId = new Map(nodes.map(n => [n.id, n]));
   for (const e of edges) {
@@ -262,7 +263,7 @@ function pipelineView(p) {
       const who = n.source.providers.length ? "from " + n.source.providers.join(", ")
                                             : "no agent provides it";
       return s("g", {class: "node source", "data-source": n.source.name},
-               s("rect", {width: W, height: H}),
+               s("rect", {width: W, height: H, class: "frame"}),
                s("text", {x: 10, y: 24}, n.source.name),
                s("text", {x: 10, y: 44, class: "sub"}, "source · " + who));
     }
@@ -272,7 +273,7 @@ function pipelineView(p) {
                       onclick: () => { location.hash = hashFor("stage", p.name, st.name); }},
                 s("title", {}, `${p.name}/${st.name}: ${st.state}` +
                                (st.reason ? ` (${st.reason})` : "")),
-                s("rect", {width: W, height: H}),
+                s("rect", {width: W, height: H, class: "frame"}),
                 s("text", {x: 10, y: 20}, st.name),
                 s("text", {x: 10, y: 38, class: "sub"},
                   `${st.state} · ${c.done}/${st.total} done` +
@@ -435,7 +436,7 @@ async function lineagePage(ref) {
                    "data-step": st.id, "data-kind": st.kind,
                    onclick: st.kind === "job" ? () => { location.hash = hashFor("job", st.job); }
                                               : undefined},
-             s("rect", {width: W, height: H}),
+             s("rect", {width: W, height: H, class: "frame"}),
              s("text", {x: 10, y: 22}, title),
              s("text", {x: 10, y: 42, class: "sub"}, sub));
   }));

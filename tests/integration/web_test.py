@@ -16,6 +16,7 @@ Scenarios:
 usage: web_test.py VOW VOWD SOURCE_ROOT OUTDIR SCENARIO
 """
 import base64
+import fcntl
 import http.client
 import json
 import os
@@ -316,20 +317,29 @@ class Browser:
     file descriptors 3 (to it) and 4 (from it)."""
 
     def __init__(self, exe, profile):
+        self.log = open(os.path.join(profile, "chromium.log"), "w")
         to_r, self.to_w = os.pipe()
         self.from_r, from_w = os.pipe()
+        # Out of the way of 3 and 4, which the shell below makes them.
+        to_r, from_w = (self._high(fd) for fd in (to_r, from_w))
         args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-extensions", "--disable-background-networking",
                 "--remote-debugging-pipe", f"--user-data-dir={profile}",
                 "--window-size=1400,1000", "about:blank"]
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", f'exec "$@" 3<&{to_r} 4>&{from_w} {to_r}<&- {from_w}>&-', "sh", *args],
-            pass_fds=(to_r, from_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ["/bin/bash", "-c", f'exec "$@" 3<&{to_r} 4>&{from_w} {to_r}<&- {from_w}>&-', "bash", *args],
+            pass_fds=(to_r, from_w), stdout=subprocess.DEVNULL, stderr=self.log)
         os.close(to_r)
         os.close(from_w)
         self.buf = b""
         self.next_id = 0
         self.session = None
+
+    @staticmethod
+    def _high(fd):
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+        os.close(fd)
+        return high
 
     def call(self, method, params=None, timeout=20, session=True):
         self.next_id += 1
@@ -426,7 +436,7 @@ def check_pages(browser, a, mesh):
     shown = lambda: browser.js(  # noqa: E731
         "Array.from(document.querySelectorAll('section.pipeline g.node[data-stage]'))"
         ".map(g => [g.closest('section').dataset.pipeline, g.dataset.stage, g.dataset.state,"
-        " g.textContent])")
+        " Array.from(g.querySelectorAll('text')).map(t => t.textContent).join(' ')])")
     nodes = wait_until("the pipeline graphs", lambda: len(shown()) == len(expected) and shown(), 15)
     for pipeline, stage, state, text in nodes:
         check(expected.get((pipeline, stage)) == state,
@@ -488,9 +498,9 @@ def check_pages(browser, a, mesh):
 
     # Follow a result to its lineage: wordcount/top's job, its lineage, Verify.
     browser.js("location.hash = '#/stage/wordcount/top'")
-    browser.wait("top's job", "document.querySelector('#stage[data-stage=top] tr[data-job] a')")
+    browser.wait("top's job", "!!document.querySelector('#stage[data-stage=top] tr[data-job] a')")
     browser.js("document.querySelector('#stage tr[data-job] a').click()")
-    browser.wait("the job page", "document.getElementById('lineage-link')")
+    browser.wait("the job page", "!!document.getElementById('lineage-link')")
     out = browser.js("document.querySelector('#job').textContent")
     check("wordcount/top" in out and "ok, canonical" in out, f"job page: {out[:300]}")
     browser.js("document.getElementById('lineage-link').click()")
