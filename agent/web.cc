@@ -181,6 +181,8 @@ void add_web_routes(httplib::Server& server, const WebOptions& options) {
   // The page polls once a second on one connection; an idle keep-alive connection holds
   // a server thread, so they are few seconds long and the threads a few more.
   server.set_keep_alive_timeout(2);
+  // Small answers go out at once, not after the client's delayed acknowledgement.
+  server.set_tcp_nodelay(true);
   server.new_task_queue = [] { return new httplib::ThreadPool(4); };
 
   server.set_pre_routing_handler([o](const httplib::Request& req, httplib::Response& res) {

@@ -185,12 +185,13 @@ function layout(nodes, edges, w, hgt, gapX, gapY) {
   // Order each layer by the mean position of its inputs (fewer crossings).
   const pos = new Map();
   layers.forEach((ls, i) => {
+    if (i === 0) ls.sort((a, b) => String(a.label || a.id).localeCompare(String(b.label || b.id)));
     if (i > 0) {
       const key = n => {
         const ps = ins.get(n.id).filter(p => pos.has(p));
         return ps.length ? ps.reduce((a, p) => a + pos.get(p), 0) / ps.length : 0;
       };
-      ls.sort((a, b) => key(a) - key(b));
+      ls.sort((a, b) => key(a) - key(b) || String(a.label || a.id).localeCompare(String(b.label || b.id)));
     }
     ls.forEach((n, j) => pos.set(n.id, j));
   });
@@ -424,7 +425,11 @@ async function lineagePage(ref) {
   view.appendChild(h("h1", {}, "Lineage of ", h("span", {class: "mono"}, ref.length === 64 ? short(ref) : ref)));
   view.appendChild(h("p", {class: "muted"}, `${d.steps.length} steps back to the source versions; ` +
                                             `result ${d.artifacts.map(short).join(", ")}`));
-  const nodes = d.steps.map(st => ({id: st.id, step: st}));
+  // Upstream first: by when each step was signed.
+  const at = st => st.ended_unix_ms || st.signed_unix_ms || 0;
+  d.steps.sort((a, b) => at(a) - at(b));
+  const nodes = d.steps.map(st => ({id: st.id, step: st,
+    label: st.kind === "source" ? st.source : st.stage + " " + (st.shard || "")}));
   const W = 210, H = 56;
   view.appendChild(drawGraph(nodes, d.edges, W, H, n => {
     const st = n.step;
