@@ -5,6 +5,7 @@
 #include <zmq.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -25,13 +26,14 @@ struct ZmqContext {
 };
 
 // One control request to the loop: {"method", "args"} -> its JSON answer, or an
-// {"error", "code": "unavailable"} when the loop does not answer in time.
-json ask_loop(void* ctx, const WebOptions& o, const std::string& method, const json& args) {
+// {"error", "code": "unavailable"} when the loop does not answer in time or the server
+// stops meanwhile (the agent is shutting down: its loop answers no more).
+json ask_loop(const httplib::Server& server, void* ctx, const WebOptions& o,
+              const std::string& method, const json& args) {
   void* s = zmq_socket(ctx, ZMQ_REQ);
   if (s == nullptr) return {{"error", "cannot open a control socket"}, {"code", "unavailable"}};
   int linger = 0;
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
-  zmq_setsockopt(s, ZMQ_RCVTIMEO, &o.answer_timeout_ms, sizeof(o.answer_timeout_ms));
   zmq_setsockopt(s, ZMQ_SNDTIMEO, &o.answer_timeout_ms, sizeof(o.answer_timeout_ms));
   json answer;
   std::string body = json{{"method", method}, {"args", args}}.dump();
@@ -40,9 +42,16 @@ json ask_loop(void* ctx, const WebOptions& o, const std::string& method, const j
     answer = {{"error", std::string("the agent's control socket: ") + zmq_strerror(zmq_errno())},
               {"code", "unavailable"}};
   } else {
+    constexpr int kSliceMs = 100;
+    auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(o.answer_timeout_ms);
+    zmq_pollitem_t item{s, 0, ZMQ_POLLIN, 0};
+    while (std::chrono::steady_clock::now() < deadline && server.is_running() &&
+           zmq_poll(&item, 1, kSliceMs) == 0) {
+    }
     zmq_msg_t m;
     zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, s, 0) < 0) {
+    if (!(item.revents & ZMQ_POLLIN) || zmq_msg_recv(&m, s, ZMQ_DONTWAIT) < 0) {
       answer = {{"error", "the agent did not answer within " +
                               std::to_string(o.answer_timeout_ms / 1000) + " s"},
                 {"code", "unavailable"}};
@@ -240,14 +249,15 @@ void add_web_routes(httplib::Server& server, const WebOptions& options) {
   }
 
   auto api = [&server, ctx, o](const char* path, auto make) {
-    server.Get(path, [ctx, o, make](const httplib::Request& req, httplib::Response& res) {
+    server.Get(path, [&server, ctx, o, make](const httplib::Request& req,
+                                             httplib::Response& res) {
       json args = json::object();
       std::string method;
       if (std::string bad = make(req, method, args); !bad.empty()) {
         send_json(res, {{"error", bad}, {"code", "invalid"}});
         return;
       }
-      send_json(res, ask_loop(ctx->ctx, *o, method, args));
+      send_json(res, ask_loop(server, ctx->ctx, *o, method, args));
     });
   };
   auto required = [](const httplib::Request& req, json& args, const char* name,
