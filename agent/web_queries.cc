@@ -261,6 +261,30 @@ json Daemon::Impl::web_stage_json(const json& args) {
     out["digest"] = sp->stage_digest.hex();
   }
   if (!state.empty()) out["state"] = state;
+  // Who could run a waiting job: the agents whose current advert promises the stage,
+  // how busy and how alive each is.
+  std::map<AgentKey, promises::PeerView> peers;
+  for (const auto& p : core().peers()) peers[p.key] = p;
+  json promised = json::array();
+  for (const auto& [key, st] : core().ledger().adverts()) {
+    const auto* a = std::get_if<Advert>(&st->body);
+    if (!a) continue;
+    for (const auto& p : a->promises) {
+      if (p.pipeline != pipeline || p.stage != stage) continue;
+      json who = {{"name", a->name}, {"capacity", p.capacity}};
+      if (key == identity->key()) {
+        who["liveness"] = "self";
+        who["running"] = agent->jobs_here();
+      } else if (auto it = peers.find(key); it != peers.end()) {
+        who["liveness"] = promises::liveness_name(it->second.liveness);
+        who["running"] = it->second.running;
+      } else {
+        who["liveness"] = "unknown";
+      }
+      promised.push_back(who);
+    }
+  }
+  out["promised_by"] = promised;
   return out;
 }
 

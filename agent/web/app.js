@@ -317,6 +317,13 @@ async function stagePage(pipeline, stage, params) {
   view.appendChild(h("h1", {}, h("a", {href: "#/"}, pipeline), " / ", stage, " ",
                      d.plan_state ? badge(d.plan_state) : ""));
   if (d.reason) view.appendChild(h("p", {class: "muted", id: "reason"}, d.reason));
+  // Where a waiting job can go: who promises the stage, how busy, how alive.
+  view.appendChild(h("p", {id: "promised"}, "Promised by: ",
+    d.promised_by.length ? d.promised_by.map((a, i) => [i ? ", " : "",
+      h("span", {"data-agent": a.name}, `${a.name} (${a.liveness}` +
+        (a.running !== undefined ? `, running ${a.running} job${a.running === 1 ? "" : "s"}` : "") +
+        `, capacity ${a.capacity} here)`)])
+      : h("span", {class: "error"}, "no agent: its jobs wait until one promises it")));
   const link = (o, st) => {
     const q = new URLSearchParams();
     if (o) q.set("o", o);

@@ -193,6 +193,8 @@ def check_api(a):
               f"job {j} against vow jobs {v}")
     check([j["shard"] for j in d["jobs"]] == sorted(j["shard"] for j in d["jobs"]),
           "jobs of one state in shard order")
+    check(sorted((x["name"], x["liveness"], x["capacity"]) for x in d["promised_by"]) ==
+          [("a", "self", 2), ("b", "alive", 2)], f"count promised by: {d['promised_by']}")
     page = get_json(port, "/api/stage?" + q(pipeline="wordcount", stage="count", offset=6, limit=5))
     check(page["total"] == 8 and [j["id"] for j in page["jobs"]] == [j["id"] for j in d["jobs"][6:]],
           f"page 6..: {page['jobs']}")
