@@ -1,10 +1,12 @@
 #include "agent/web.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
-#include <sys/stat.h>
+#include <netinet/in.h>
 #include <zmq.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cerrno>
 #include <cstring>
@@ -157,7 +159,13 @@ bool is_loopback_http(std::string_view address) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
-  return host == "localhost" || host == "::1" || host.substr(0, 4) == "127.";
+  if (host == "localhost") return true;
+  // Addresses only, so that a name like 127.example.org is not taken for one.
+  std::string h(host);
+  in_addr v4{};
+  if (::inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return ::inet_pton(AF_INET6, h.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 Result<std::string> read_http_token(const std::string& path, const promises::Location& where) {

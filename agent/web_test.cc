@@ -33,6 +33,7 @@ TEST_CASE("web: which addresses are loopback") {
   CHECK_FALSE(is_loopback_http("[::]:9464"));
   CHECK_FALSE(is_loopback_http("10.1.2.3:9464"));
   CHECK_FALSE(is_loopback_http("127example.org:80"));
+  CHECK_FALSE(is_loopback_http("127.example.org:80"));
   CHECK_FALSE(is_loopback_http("node-a:9464"));
 }
 
