@@ -31,7 +31,7 @@ function h(tag, attrs, ...children) {
 }
 
 function append(el, children) {
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -258,7 +258,7 @@ function pipelineView(p) {
                   foreach: i.foreach});
     }
   }
-  const W = 190, H = 62;
+  const W = 250, H = 62;
   box.appendChild(drawGraph(nodes, edges, W, H, n => {
     if (n.source) {
       const who = n.source.providers.length ? "from " + n.source.providers.join(", ")

@@ -491,6 +491,9 @@ def check_pages(browser, a, mesh):
                          "'#stage table.jobs tr[data-job]'); return r && [r.dataset.job, "
                          "r.dataset.state]; })()")
     check(first[1] == "failed", f"first job row: {first}")
+    promised = browser.js("document.getElementById('promised').textContent")
+    check(promised == "Promised by: a (self, running 0 jobs, capacity 1 here)",
+          f"who promises gate/hold: {promised!r}")
     browser.js("document.querySelector('#stage tr[data-job] a').click()")
     stderr = browser.wait("the job's log tail", "(() => { const p = document.getElementById("
                           "'log-stderr'); return p && p.textContent; })()")
