@@ -70,6 +70,13 @@ json Daemon::Impl::web_pipelines_json() {
       list.push_back(a->name);
     }
   }
+  auto by_name = [](const json& a, const json& b) {
+    return (a.is_string() ? a : a["name"]).get<std::string>() <
+           (b.is_string() ? b : b["name"]).get<std::string>();
+  };
+  for (auto* m : {&promised, &provided}) {
+    for (auto& [_, list] : *m) std::sort(list.begin(), list.end(), by_name);
+  }
   // Jobs by state per stage: the planned ones, then the ledger's no longer planned.
   std::map<std::pair<std::string, std::string>, std::map<std::string, int>> counts;
   for (const auto& sp : plan.stages) {

@@ -206,7 +206,7 @@ function layout(nodes, edges, w, hgt, gapX, gapY) {
 }
 
 function drawGraph(nodes, edges, w, hgt, drawNode, edgeClass) {
-  const size = layout(nodes, edges, w, hgt, 70, 22);
+  const size = layout(nodes, edges, w, hgt, 56, 22);
   const svg = s("svg", {width: size.width, height: size.height,
                         viewBox: `0 0 ${size.width} ${size.height}`, role: "img"});
   svg.appendChild(s("defs", {}, s("marker", {id: "arrow", viewBox: "0 0 10 10", refX: 10,
@@ -258,7 +258,7 @@ function pipelineView(p) {
                   foreach: i.foreach});
     }
   }
-  const W = 250, H = 62;
+  const W = 212, H = 62;
   box.appendChild(drawGraph(nodes, edges, W, H, n => {
     if (n.source) {
       const who = n.source.providers.length ? "from " + n.source.providers.join(", ")
@@ -276,8 +276,9 @@ function pipelineView(p) {
                                (st.reason ? ` (${st.reason})` : "")),
                 s("rect", {width: W, height: H, class: "frame"}),
                 s("text", {x: 10, y: 20}, st.name),
+                s("text", {x: W - 10, y: 20, class: "sub", "text-anchor": "end"}, st.state),
                 s("text", {x: 10, y: 38, class: "sub"},
-                  `${st.state} · ${c.done}/${st.total} done` +
+                  `${c.done}/${st.total} done` +
                   (c.running ? ` · ${c.running} running` : "") +
                   (c.failed ? ` · ${c.failed} failed` : "")));
     // A bar of the jobs: done, running, failed.
