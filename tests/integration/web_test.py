@@ -44,11 +44,20 @@ name = "gate"
 [[source]]
 name = "data"
 
+# One job per file of data: a1 and a2 copy theirs, z9 waits for the gate file, then fails.
 [[stage]]
 name = "hold"
 inputs = ["data"]
+foreach = "data"
 outputs = ["out"]
-run = 'while [ ! -e "$GATE" ]; do sleep 0.05; done; echo "gate opened: failing on purpose" >&2; exit 7'
+run = '''
+if [ "$VOW_SHARD" = z9 ]; then
+  while [ ! -e "$GATE" ]; do sleep 0.05; done
+  echo "gate opened: failing on purpose" >&2
+  exit 7
+fi
+cp "$VOW_IN_data" "$VOW_OUT_out"
+'''
 env = {{ GATE = "{gate}" }}
 """
 
@@ -91,12 +100,14 @@ def start_mesh():
     mesh.gate = gate
     corpus = os.path.join(mesh.root, "corpus")
     make_corpus(corpus)
-    data = os.path.join(mesh.root, "data.txt")
-    with open(data, "w") as f:
-        f.write("data\n")
+    data = os.path.join(mesh.root, "data")
+    os.makedirs(data)
+    for name in ("a1", "a2", "z9"):
+        with open(os.path.join(data, name), "w") as f:
+            f.write(name + "\n")
     wc = [("wordcount/split", 1), ("wordcount/count", 2), ("wordcount/merge", 1),
           ("wordcount/top", 1)]
-    a = mesh.add("a", wc + [("gate/hold", 1)],
+    a = mesh.add("a", wc + [("gate/hold", 3)],
                  sources=[("wordcount/corpus", corpus, False), ("gate/data", data, False)])
     b = mesh.add("b", wc)
     c = mesh.add("c", [])
@@ -125,13 +136,14 @@ def start_mesh():
     mesh.start()
     p = a.vow("wait", "wordcount", "--timeout", "120s", check_rc=False, timeout=150)
     check(p.returncode == 0, f"vow wait wordcount: {p.returncode} {p.stderr}")
-    wait_until("the gated job to run", lambda: running(a), 30)
+    wait_until("the gated job to run, the others done", lambda: running(a), 30)
     return mesh, a, b, c
 
 
 def running(agent):
+    """a1 and a2 done, z9 waiting for the gate."""
     jobs = json.loads(agent.vow("jobs", "--pipeline", "gate", "--json").stdout)["jobs"]
-    return any(j["state"] == "running" for j in jobs)
+    return sorted(j["state"] for j in jobs) == ["done", "done", "running"]
 
 
 def finish(mesh):
@@ -144,7 +156,7 @@ def finish(mesh):
 def scenario_api():
     mesh, a, b, c = start_mesh()
     try:
-        check_api(a)
+        check_api(a, mesh)
         check_token(b)
         check_beyond_loopback_without_token(c)
         check_bad_token_file(mesh)
@@ -152,7 +164,7 @@ def scenario_api():
         finish(mesh)
 
 
-def check_api(a):
+def check_api(a, mesh):
     port = a.http_port
     status = a.status()
     pl = get_json(port, "/api/pipelines")
@@ -179,7 +191,9 @@ def check_api(a):
     check(sorted(x["name"] for x in by_name["count"]["promised_by"]) == ["a", "b"],
           f"count promised by: {by_name['count']['promised_by']}")
     gate = [p for p in pl["pipelines"] if p["name"] == "gate"][0]
-    check(gate["stages"][0]["state"] == "running", f"gate/hold: {gate['stages'][0]}")
+    hold = gate["stages"][0]
+    check(hold["state"] == "running" and hold["jobs"]["running"] == 1 and
+          hold["jobs"]["done"] == 2 and hold["total"] == 3, f"gate/hold: {hold}")
 
     # A stage's jobs, a page at a time.
     d = get_json(port, "/api/stage?" + q(pipeline="wordcount", stage="count"))
@@ -238,6 +252,23 @@ def check_api(a):
     check(sorted(x["name"] for x in m["promises"]) == ["a", "b", "c"], f"promises: {m['promises']}")
     check("bad_signature" in m["rejected"] and "untrusted-handshake" in m["rejected"],
           f"rejected: {m['rejected']}")
+
+    # A job fails: failed first in its stage, with its exit status, error and log tail.
+    with open(mesh.gate, "w"):
+        pass
+    wait_until("gate/hold to fail", lambda: get_json(
+        port, "/api/stage?" + q(pipeline="gate", stage="hold"))["counts"]["failed"] == 1, 30)
+    d = get_json(port, "/api/stage?" + q(pipeline="gate", stage="hold"))
+    check([(j["shard"], j["state"]) for j in d["jobs"]] ==
+          [("z9", "failed"), ("a1", "done"), ("a2", "done")], f"failed first: {d['jobs']}")
+    failed = d["jobs"][0]
+    check(failed["exit_status"] == 7 and "exit status 7" in failed["error"] and
+          failed["agent"] == "a" and failed["attempts"] == 1, f"the failed job: {failed}")
+    job = get_json(port, "/api/job?id=" + failed["id"])
+    check("gate opened: failing on purpose" in job["logs"].get("stderr", ""), f"log: {job['logs']}")
+    pl = get_json(port, "/api/pipelines")
+    hold = [p for p in pl["pipelines"] if p["name"] == "gate"][0]["stages"][0]
+    check(hold["state"] == "failed" and hold["jobs"]["failed"] == 1, f"gate/hold: {hold}")
 
     # The page and its files.
     s, h, body = request(port, "/")
@@ -492,7 +523,7 @@ def check_pages(browser, a, mesh):
                          "r.dataset.state]; })()")
     check(first[1] == "failed", f"first job row: {first}")
     promised = browser.js("document.getElementById('promised').textContent")
-    check(promised == "Promised by: a (self, running 0 jobs, capacity 1 here)",
+    check(promised == "Promised by: a (self, running 0 jobs, capacity 3 here)",
           f"who promises gate/hold: {promised!r}")
     browser.js("document.querySelector('#stage tr[data-job] a').click()")
     stderr = browser.wait("the job's log tail", "(() => { const p = document.getElementById("
