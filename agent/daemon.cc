@@ -250,7 +250,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
     impl->http = std::move(http).value();
     impl->log->info("serving /metrics, /api/status and the web view on http://{}{}",
                     impl->config.http,
-                    !web.token.empty()        ? " (the web view asks for the token)"
+                    !web.token.empty()    ? " (the web view asks for the token)"
                     : web.beyond_loopback ? "; the web view is off beyond loopback without "
                                             "http_token_file"
                                           : "");

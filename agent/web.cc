@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -59,8 +59,8 @@ json ask_loop(const httplib::Server& server, void* ctx, const WebOptions& o,
                 {"code", "unavailable"}};
     } else {
       answer = json::parse(static_cast<const char*>(zmq_msg_data(&m)),
-                           static_cast<const char*>(zmq_msg_data(&m)) + zmq_msg_size(&m),
-                           nullptr, false);
+                           static_cast<const char*>(zmq_msg_data(&m)) + zmq_msg_size(&m), nullptr,
+                           false);
       if (answer.is_discarded()) answer = {{"error", "the agent answered no JSON"}};
     }
     zmq_msg_close(&m);
@@ -85,12 +85,11 @@ void refuse(httplib::Response& res, int status, const std::string& message, bool
   res.status = status;
   res.set_header("Cache-Control", "no-store");
   if (as_json) {
-    res.set_content(json{{"error", message}, {"code", status == 401 ? "unauthorized" : "forbidden"}}
-                        .dump(),
-                    "application/json");
+    res.set_content(
+        json{{"error", message}, {"code", status == 401 ? "unauthorized" : "forbidden"}}.dump(),
+        "application/json");
   } else {
-    res.set_content("<!doctype html><meta charset=utf-8><title>vow</title><p>" + message +
-                        "</p>\n",
+    res.set_content("<!doctype html><meta charset=utf-8><title>vow</title><p>" + message + "</p>\n",
                     "text/html; charset=utf-8");
   }
 }
@@ -186,8 +185,9 @@ Result<std::string> read_http_token(const std::string& path, const promises::Loc
     return !(std::isalnum(static_cast<unsigned char>(c)) || std::strchr("._~+/=-", c));
   });
   if (bad != text.end()) {
-    return Status::invalid(at + ": the token holds a character other than A-Z a-z 0-9 . _ ~ + / = - "
-                                "(make one with: head -c 24 /dev/urandom | base64)");
+    return Status::invalid(at +
+                           ": the token holds a character other than A-Z a-z 0-9 . _ ~ + / = - "
+                           "(make one with: head -c 24 /dev/urandom | base64)");
   }
   return text;
 }
@@ -257,8 +257,7 @@ void add_web_routes(httplib::Server& server, const WebOptions& options) {
   }
 
   auto api = [&server, ctx, o](const char* path, auto make) {
-    server.Get(path, [&server, ctx, o, make](const httplib::Request& req,
-                                             httplib::Response& res) {
+    server.Get(path, [&server, ctx, o, make](const httplib::Request& req, httplib::Response& res) {
       json args = json::object();
       std::string method;
       if (std::string bad = make(req, method, args); !bad.empty()) {

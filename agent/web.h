@@ -36,7 +36,7 @@ struct WebAsset {
   std::string_view content_type;
   std::string_view body;
 };
-const WebAsset* web_asset(std::string_view path);  // "/" is "/index.html"
+const WebAsset* web_asset(std::string_view path);            // "/" is "/index.html"
 const WebAsset* web_asset_generated(std::string_view path);  // by file name only
 
 struct WebOptions {

@@ -98,8 +98,8 @@ json Daemon::Impl::web_pipelines_json() {
     json sources = json::array();
     for (const auto& s : pl->sources) {
       auto it = provided.find({pl->name, s.name});
-      sources.push_back({{"name", s.name},
-                         {"providers", it == provided.end() ? json::array() : it->second}});
+      sources.push_back(
+          {{"name", s.name}, {"providers", it == provided.end() ? json::array() : it->second}});
     }
     json stages = json::array();
     for (const auto& s : pl->stages) {
@@ -127,8 +127,7 @@ json Daemon::Impl::web_pipelines_json() {
         view = "running";
       } else if (planned == "planned") {
         view = "pending";
-      } else if (planned == "pending" && c["superseded"] > 0 && c["ready"] == 0 &&
-                 c["done"] == 0) {
+      } else if (planned == "pending" && c["superseded"] > 0 && c["ready"] == 0 && c["done"] == 0) {
         view = "superseded";
       }
       int total = 0;
@@ -163,8 +162,8 @@ json Daemon::Impl::web_stage_json(const json& args) {
   int limit = args.value("limit", 100);
   if (!state.empty() && state != "ready" && state != "running" && state != "done" &&
       state != "failed" && state != "superseded") {
-    return error_answer(Status::invalid(
-        "unknown state '" + state + "' (ready, running, done, failed, superseded)"));
+    return error_answer(Status::invalid("unknown state '" + state +
+                                        "' (ready, running, done, failed, superseded)"));
   }
   if (offset < 0 || limit < 1) return error_answer(Status::invalid("bad offset or limit"));
   const promises::Plan& plan = core().plan();
@@ -255,12 +254,8 @@ json Daemon::Impl::web_stage_json(const json& args) {
     }
     jobs.push_back(j);
   }
-  json out = {{"pipeline", pipeline},
-              {"stage", stage},
-              {"total", views.size()},
-              {"offset", offset},
-              {"limit", limit},
-              {"counts", counts},
+  json out = {{"pipeline", pipeline}, {"stage", stage}, {"total", views.size()},
+              {"offset", offset},     {"limit", limit}, {"counts", counts},
               {"jobs", jobs}};
   if (sp) {
     out["plan_state"] = promises::stage_state_name(sp->state);
@@ -369,17 +364,16 @@ json Daemon::Impl::web_verify_json(const json& args) {
         }
       }
     }
-    if (!made) problems.push_back("link " + from + " -> " + to + ": " + from + " made no " +
-                                  e.value("digest", ""));
-    if (!used) problems.push_back("link " + from + " -> " + to + ": " + to + " took no " +
-                                  e.value("digest", "") + " as '" + input + "'");
+    if (!made)
+      problems.push_back("link " + from + " -> " + to + ": " + from + " made no " +
+                         e.value("digest", ""));
+    if (!used)
+      problems.push_back("link " + from + " -> " + to + ": " + to + " took no " +
+                         e.value("digest", "") + " as '" + input + "'");
   }
-  return {{"ref", lineage["ref"]},
-          {"steps", lineage["steps"].size()},
-          {"signatures", signatures},
-          {"attestations", attestations},
-          {"links", links},
-          {"problems", problems},
+  return {{"ref", lineage["ref"]},    {"steps", lineage["steps"].size()},
+          {"signatures", signatures}, {"attestations", attestations},
+          {"links", links},           {"problems", problems},
           {"ok", problems.empty()}};
 }
 

@@ -3,7 +3,7 @@
 runs a stage fanned out over a directory of N files (one job each), then every request
 the pages make is timed from this side of a loopback HTTP connection.
 
-usage: bench/web_page.py BUILD_DIR [--jobs N] [--requests N] [--capacity N]
+usage: bench/web_page.py BUILD_DIR [--jobs N] [--requests N] [--capacity N] [--settle S]
 
 Prints, per request, the median and 95th percentile over --requests answers, and the
 size of the answer; a baseline: GET /healthz (a static answer from the same listener).
@@ -62,6 +62,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=10_000)
     ap.add_argument("--requests", type=int, default=30)
     ap.add_argument("--capacity", type=int, default=8)
+    ap.add_argument("--settle", type=float, default=10.0,
+                    help="seconds to wait after the run before measuring")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     scratch = Mesh(os.path.join(build, "agent", "vow"), os.path.join(build, "agent", "vowd"), [],
@@ -87,6 +89,8 @@ def main():
         if p.returncode != 0:
             sys.exit(f"vow wait big: {p.returncode} {p.stderr}")
         print(f"{args.jobs} jobs run in {time.monotonic() - t0:.0f} s")
+        # Let what follows a run (replication, the last statements) settle first.
+        time.sleep(args.settle)
         conn = http.client.HTTPConnection("127.0.0.1", a.http_port, timeout=60)
         stage = json.loads(timed_body(conn, "/api/stage?pipeline=big&stage=each&limit=1"))
         total = stage["total"]
@@ -104,6 +108,7 @@ def main():
                 ("GET /api/job", "/api/job?id=" + stage["jobs"][0]["id"]),
                 ("GET /api/mesh", "/api/mesh"),
                 ("GET /api/status (for comparison)", "/api/status")]:
+            timed(conn, req, 3)  # warm up
             med, p95, size = timed(conn, req, args.requests)
             print(f"| {label} | {med:.1f} | {p95:.1f} | {size} |")
         print(f"({total} jobs in stage big/each; {args.requests} requests each, one connection)")
