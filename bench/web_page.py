@@ -112,6 +112,29 @@ def main():
             med, p95, size = timed(conn, req, args.requests)
             print(f"| {label} | {med:.1f} | {p95:.1f} | {size} |")
         print(f"({total} jobs in stage big/each; {args.requests} requests each, one connection)")
+        # The loop's side alone, over the control socket: the web view's answers next to
+        # what `vow status` and `vow jobs` ask.
+        import zmq
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.REQ)
+        sock.connect("ipc://" + os.path.join(a.state, "control.sock"))
+        print("| control request | median ms | p95 ms |")
+        print("| --- | --- | --- |")
+        for method, margs in [("status", {}), ("web_pipelines", {}),
+                              ("web_stage", {"pipeline": "big", "stage": "each", "offset": 0,
+                                             "limit": 100}),
+                              ("jobs", {"stage": "each"})]:
+            times = []
+            for _ in range(max(5, args.requests // 3)):
+                t0 = time.perf_counter()
+                sock.send_json({"method": method, "args": margs})
+                sock.recv()
+                times.append((time.perf_counter() - t0) * 1000)
+            times.sort()
+            print(f"| {method} | {statistics.median(times):.1f} | "
+                  f"{times[min(len(times) - 1, int(len(times) * 0.95))]:.1f} |")
+        sock.close(0)
+        ctx.term()
     finally:
         scratch.cleanup()
 
