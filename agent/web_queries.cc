@@ -83,7 +83,11 @@ json Daemon::Impl::web_pipelines_json() {
     auto& c = counts[{sp.pipeline, sp.stage}];
     for (const char* k : kJobStates) c[k] = 0;
     for (const auto& id : sp.jobs) {
-      if (auto v = core().job(id)) c[promises::job_state_name(v->state)]++;
+      if (core().canonical(id)) {
+        c["done"]++;  // planned with a canonical result: done, without building its view
+      } else if (auto v = core().job(id)) {
+        c[promises::job_state_name(v->state)]++;
+      }
     }
   }
   for (const auto& [id, js] : core().ledger().jobs()) {
@@ -171,41 +175,56 @@ json Daemon::Impl::web_stage_json(const json& args) {
   for (const auto& x : plan.stages) {
     if (x.pipeline == pipeline && x.stage == stage) sp = &x;
   }
-  std::vector<promises::JobView> views;
+  // Every job's state, cheaply (a planned job with a canonical result is done without
+  // building its view); full views only for the page shown.
+  struct Entry {
+    promises::JobState state;
+    std::string shard;
+    Digest id;
+  };
+  std::vector<Entry> entries;
   if (sp) {
+    entries.reserve(sp->jobs.size());
     for (const auto& id : sp->jobs) {
-      if (auto v = core().job(id)) views.push_back(std::move(*v));
+      const promises::PlannedJob* pj = plan.find(id);
+      std::string shard = pj ? pj->ref.shard : "";
+      if (core().canonical(id)) {
+        entries.push_back({promises::JobState::kDone, std::move(shard), id});
+      } else if (auto v = core().job(id)) {
+        entries.push_back({v->state, std::move(shard), id});
+      }
     }
   }
   for (const auto& [id, js] : core().ledger().jobs()) {
     if (plan.find(id)) continue;
     auto ref = ref_of(js);
     if (!ref || ref->pipeline != pipeline || ref->stage != stage) continue;
-    if (auto v = core().job(id)) views.push_back(std::move(*v));
+    entries.push_back({promises::JobState::kSuperseded, ref->shard, id});
   }
-  if (!sp && views.empty()) {
+  if (!sp && entries.empty()) {
     return error_answer(Status::not_found("no stage " + pipeline + "/" + stage + " is known"));
   }
   std::map<std::string, int> counts;
   for (const char* k : kJobStates) counts[k] = 0;
-  for (const auto& v : views) counts[promises::job_state_name(v.state)]++;
+  for (const auto& e : entries) counts[promises::job_state_name(e.state)]++;
   if (!state.empty()) {
-    std::erase_if(views, [&](const promises::JobView& v) {
-      return state != promises::job_state_name(v.state);
-    });
+    std::erase_if(entries,
+                  [&](const Entry& e) { return state != promises::job_state_name(e.state); });
   }
-  std::sort(views.begin(), views.end(), [](const auto& a, const auto& b) {
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
     int ra = state_rank(a.state), rb = state_rank(b.state);
     if (ra != rb) return ra < rb;
-    if (a.job.shard != b.job.shard) return a.job.shard < b.job.shard;
-    return a.job.job < b.job.job;
+    if (a.shard != b.shard) return a.shard < b.shard;
+    return a.id < b.id;
   });
   std::int64_t wall = wall_ms();
   json jobs = json::array();
   for (std::size_t i = static_cast<std::size_t>(offset);
-       i < views.size() && i < static_cast<std::size_t>(offset) + static_cast<std::size_t>(limit);
+       i < entries.size() && i < static_cast<std::size_t>(offset) + static_cast<std::size_t>(limit);
        ++i) {
-    const auto& v = views[i];
+    auto view = core().job(entries[i].id);
+    if (!view) continue;
+    const auto& v = *view;
     json j = {{"id", v.job.job.hex()},
               {"shard", v.job.shard},
               {"state", promises::job_state_name(v.state)},
@@ -254,7 +273,7 @@ json Daemon::Impl::web_stage_json(const json& args) {
     }
     jobs.push_back(j);
   }
-  json out = {{"pipeline", pipeline}, {"stage", stage}, {"total", views.size()},
+  json out = {{"pipeline", pipeline}, {"stage", stage}, {"total", entries.size()},
               {"offset", offset},     {"limit", limit}, {"counts", counts},
               {"jobs", jobs}};
   if (sp) {
