@@ -3,7 +3,7 @@
 runs a stage fanned out over a directory of N files (one job each), then every request
 the pages make is timed from this side of a loopback HTTP connection.
 
-usage: bench/web_page.py BUILD_DIR [--jobs N] [--requests N] [--capacity N] [--settle S]
+usage: /usr/bin/python3 bench/web_page.py BUILD_DIR [--jobs N] [--requests N] [--capacity N] [--settle S]
 
 Prints, per request, the median and 95th percentile over --requests answers, and the
 size of the answer; a baseline: GET /healthz (a static answer from the same listener).
@@ -114,7 +114,11 @@ def main():
         print(f"({total} jobs in stage big/each; {args.requests} requests each, one connection)")
         # The loop's side alone, over the control socket: the web view's answers next to
         # what `vow status` and `vow jobs` ask.
-        import zmq
+        try:
+            import zmq
+        except ImportError:
+            print("(no python3-zmq here: run with /usr/bin/python3 for the loop's side alone)")
+            return
         ctx = zmq.Context()
         sock = ctx.socket(zmq.REQ)
         sock.connect("ipc://" + os.path.join(a.state, "control.sock"))
