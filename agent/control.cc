@@ -119,6 +119,7 @@ nlohmann::json Daemon::Impl::control_request(const std::string& method, const nl
     if (method == "verify") return verify_json();
     if (method == "resolve") return resolve_json(args);
     if (method == "fetch") return fetch_json(args);
+    if (method.rfind("web_", 0) == 0) return web_json(method, args);  // agent/web.h
   } catch (const nlohmann::json::exception& e) {
     // A wrongly typed argument ("job": 5): the request is refused, nothing changes.
     return {{"error", std::string("bad request: ") + e.what()}};

@@ -14,6 +14,7 @@
 
 #include "agent/config_files.h"
 #include "agent/daemon_internal.h"
+#include "agent/web.h"
 #include "promises/assert.h"
 #include "store/sqlite_ledger.h"
 #include "transport/codec.h"
@@ -116,6 +117,7 @@ void Daemon::Impl::reload() {
   kept("control", next.control == config.control);
   kept("control_group", next.control_group == config.control_group);
   kept("http", next.http == config.http);
+  kept("http_token_file", next.http_token_file == config.http_token_file);
   kept("replicas", next.replicas == config.replicas);
   kept("[timing]", next.timing == config.timing);
   bool same_sources = next.sources.size() == config.sources.size();
@@ -232,10 +234,26 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   impl->make_agent(std::move(restored), std::move(recovered));
   VOW_RETURN_IF_ERROR(impl->open_control());
   if (!impl->config.http.empty()) {
-    auto http = HttpServer::start(impl->config.http);
+    // The web view (agent/web.h): asks the loop through the control socket.
+    WebOptions web;
+    web.control_endpoint = impl->control_endpoint;
+    web.beyond_loopback = !is_loopback_http(impl->config.http);
+    if (!impl->config.http_token_file.empty()) {
+      auto token = read_http_token(resolve(base, impl->config.http_token_file),
+                                   impl->config.http_token_file_where);
+      if (!token.is_ok()) return token.status();
+      web.token = std::move(token).value();
+    }
+    auto http = HttpServer::start(impl->config.http,
+                                  [&web](httplib::Server& s) { add_web_routes(s, web); });
     if (!http.is_ok()) return http.status();
     impl->http = std::move(http).value();
-    impl->log->info("serving /metrics and /api/status on http://{}", impl->config.http);
+    impl->log->info("serving /metrics, /api/status and the web view on http://{}{}",
+                    impl->config.http,
+                    !web.token.empty()    ? " (the web view asks for the token)"
+                    : web.beyond_loopback ? "; the web view is off beyond loopback without "
+                                            "http_token_file"
+                                          : "");
   }
   return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
 }

@@ -268,6 +268,13 @@ struct Daemon::Impl {
   // The attestations of the steps behind a result (args: ref), with the keys to check them.
   nlohmann::json attest_json(const nlohmann::json& args);
 
+  // ---- web_queries.cc: what the web view reads (agent/web.h) ----
+  nlohmann::json web_json(const std::string& method, const nlohmann::json& args);
+  nlohmann::json web_pipelines_json();
+  nlohmann::json web_stage_json(const nlohmann::json& args);
+  nlohmann::json web_verify_json(const nlohmann::json& args);
+  nlohmann::json web_mesh_json();
+
   // ---- requests.cc ----
   nlohmann::json retry_json(const nlohmann::json& args);
   nlohmann::json wait_json(const nlohmann::json& args);

@@ -28,7 +28,8 @@ HttpServer::~HttpServer() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
-Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address) {
+Result<std::unique_ptr<HttpServer>> HttpServer::start(
+    const std::string& address, const std::function<void(httplib::Server&)>& more_routes) {
   auto colon = address.rfind(':');
   if (colon == std::string::npos) return Status::invalid("http: expected HOST:PORT");
   std::string host = address.substr(0, colon);
@@ -92,6 +93,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address
     res.status = ready ? 200 : 503;
     res.set_content(reason + "\n", "text/plain");
   });
+  if (more_routes) more_routes(impl->server);
   if (port == 0) {
     impl->port = impl->server.bind_to_any_port(host);
   } else if (impl->server.bind_to_port(host, port)) {

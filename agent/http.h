@@ -8,10 +8,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "promises/status.h"
+
+namespace httplib {
+class Server;
+}
 
 namespace vow::agent {
 
@@ -22,7 +27,9 @@ class HttpServer {
   static constexpr std::int64_t kStaleAfterMs = 10'000;
 
   // Binds HOST:PORT and starts serving (port 0: any free port, see port()).
-  static Result<std::unique_ptr<HttpServer>> start(const std::string& address);
+  // `more_routes`, when set, adds routes (the web view, agent/web.h) before serving.
+  static Result<std::unique_ptr<HttpServer>> start(
+      const std::string& address, const std::function<void(httplib::Server&)>& more_routes = {});
   ~HttpServer();  // stops the server and joins its thread
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

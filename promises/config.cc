@@ -157,7 +157,7 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   r.check_keys(
       t, kAgent,
       {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
-       "control_group", "http", "replicas"});
+       "control_group", "http", "http_token_file", "replicas"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -233,6 +233,11 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
       r.error(http->where, "bad address '" + http->value + "' for 'http': " + s.message());
     }
     a.http = http->value;
+  }
+  if (auto token = r.string(t, "http_token_file", kAgent, false)) {
+    if (token->value.empty()) r.error(token->where, "'http_token_file' in [agent] is empty");
+    a.http_token_file = token->value;
+    a.http_token_file_where = token->where;
   }
   if (auto n = r.integer(t, "replicas", kAgent, 1, kMaxReplicas)) a.replicas = int(*n);
 }

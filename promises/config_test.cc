@@ -339,6 +339,18 @@ TEST_CASE("bad endpoints are rejected") {
   CHECK_FALSE(validate_endpoint("tcp://h:65536"));
 }
 
+TEST_CASE("http_token_file: a string, not empty, kept with its location") {
+  check_one_error(agent(replace(kAgent, "[trust]", "http_token_file = \"\"\n[trust]")), 8, 19,
+                  "'http_token_file' in [agent] is empty");
+  check_one_error(agent(replace(kAgent, "[trust]", "http_token_file = 3\n[trust]")), 8, 19,
+                  "must be a string");
+  auto ok = agent(replace(kAgent, "[trust]", "http_token_file = \"web.token\"\n[trust]"));
+  REQUIRE(ok.ok());
+  CHECK(ok.value->http_token_file == "web.token");
+  CHECK(ok.value->http_token_file_where.line == 8);
+  CHECK(ok.value->http_token_file_where.column == 19);
+}
+
 TEST_CASE("a seed peer may name its key as ID@ENDPOINT") {
   auto ok =
       agent(replace(kAgent, "\"tcp://127.0.0.1:7402\"", "\"vowabc234@tcp://127.0.0.1:7402\""));

@@ -115,6 +115,9 @@ struct AgentConfig {
   std::string control;                 // control endpoint; empty: ipc in state_dir
   std::string control_group;           // non-empty: control socket 0660, owned by this group
   std::string http;                    // "HOST:PORT"; empty: no HTTP listener
+  // A file holding the token the web view asks for (agent/web.h); the agent reads it.
+  std::string http_token_file;
+  Location http_token_file_where;
   std::vector<std::string> trust_keys;     // agent ids or hex public keys
   std::vector<std::string> trust_clients;  // read-only query clients
   std::vector<PromiseDecl> promises;
