@@ -48,7 +48,8 @@ struct JobIndex {
   bool sources_dirty = true;       // a source version arrived: count their bindings again
   std::vector<std::pair<AgentKey, std::uint64_t>> source_versions;  // every one held
   std::weak_ptr<const int> plan;   // Plan::identity of the plan last read
-  std::set<Digest> own_runs;       // running, restored and stopping, as last read
+  // Own runs as last read: job -> (0 running, 1 restored, 2 stopping; epoch).
+  std::map<Digest, std::pair<int, std::uint32_t>> own_runs;
   std::map<AgentKey, bool> live;   // peers' liveness as last read
   std::size_t equivocators = 0;
   std::map<StageKey, JobCounts> counts;

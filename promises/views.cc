@@ -268,14 +268,20 @@ void Core::Impl::refresh_job_index() {
     x.all_dirty = true;
     x.sources_dirty = true;
   }
-  // Own runs: a job whose run here began or ended.
-  std::set<Digest> runs;
-  for (const auto& [job, run] : running) runs.insert(job);
-  for (const auto& [job, row] : restored) runs.insert(job);
-  for (const auto& [job, row] : stopping) runs.insert(job);
+  // Own runs: a job whose run here began, ended, changed epoch or moved between running,
+  // restored and stopping (a restored row resumed makes its claim stand).
+  std::map<Digest, std::pair<int, std::uint32_t>> runs;
+  for (const auto& [job, run] : running) runs[job] = {0, run.epoch};
+  for (const auto& [job, row] : restored) runs.emplace(job, std::make_pair(1, row.epoch));
+  for (const auto& [job, row] : stopping) runs.emplace(job, std::make_pair(2, row.epoch));
   if (runs != x.own_runs) {
-    std::set_symmetric_difference(runs.begin(), runs.end(), x.own_runs.begin(),
-                                  x.own_runs.end(), std::inserter(x.dirty, x.dirty.end()));
+    for (const auto& [job, what] : runs) {
+      auto it = x.own_runs.find(job);
+      if (it == x.own_runs.end() || it->second != what) x.dirty.insert(job);
+    }
+    for (const auto& [job, what] : x.own_runs) {
+      if (!runs.count(job)) x.dirty.insert(job);
+    }
     x.own_runs = std::move(runs);
   }
   if (x.all_dirty) {
