@@ -127,7 +127,8 @@ nlohmann::json Daemon::Impl::control_request(const std::string& method, const nl
   return {{"error", "unknown method '" + method + "'"}};
 }
 
-nlohmann::json Daemon::Impl::status_json() {
+// This agent and every peer as status reports them (vow status, the web view's mesh).
+nlohmann::json Daemon::Impl::agents_json() {
   using nlohmann::json;
   json agents = json::array();
   std::int64_t now = now_ms();
@@ -147,6 +148,30 @@ nlohmann::json Daemon::Impl::status_json() {
                       {"capacity", p.capacity},
                       {"last_seen_ms", p.last_heard_ms ? now - *p.last_heard_ms : -1}});
   }
+  return agents;
+}
+
+// Inbound messages and statements dropped, by reason (docs/cli.md, `rejected`).
+nlohmann::json Daemon::Impl::rejected_json() {
+  using nlohmann::json;
+  json rejected = json::object();
+  auto counters = transport->counters();
+  for (std::size_t i = 0; i < transport::kRejectReasonCount; ++i) {
+    rejected[transport::reject_reason_name(static_cast<transport::RejectReason>(i))] =
+        counters.rejected[i];
+  }
+  rejected["untrusted-handshake"] = counters.zap_denied;
+  rejected["tree-too-large"] = agent->counters().trees_refused;
+  for (const char* reason : {"over-limit", "over-budget"}) {
+    auto it = core().refused().find(reason);
+    rejected[reason] = it == core().refused().end() ? 0 : it->second;
+  }
+  return rejected;
+}
+
+nlohmann::json Daemon::Impl::status_json() {
+  using nlohmann::json;
+  json agents = agents_json();
   // Jobs by pipeline and stage of the current definitions (docs/coordination.md section
   // 4), and the canonical outputs of finished ones.
   std::map<std::string, std::map<std::string, std::map<std::string, int>>> counts;
@@ -229,18 +254,8 @@ nlohmann::json Daemon::Impl::status_json() {
     p["conflicts"] = conflicts.count(pname) ? conflicts[pname] : json::array();
     pls.push_back(p);
   }
-  json rejected = json::object();
+  json rejected = rejected_json();
   auto counters = transport->counters();
-  for (std::size_t i = 0; i < transport::kRejectReasonCount; ++i) {
-    rejected[transport::reject_reason_name(static_cast<transport::RejectReason>(i))] =
-        counters.rejected[i];
-  }
-  rejected["untrusted-handshake"] = counters.zap_denied;
-  rejected["tree-too-large"] = agent->counters().trees_refused;
-  for (const char* reason : {"over-limit", "over-budget"}) {
-    auto it = core().refused().find(reason);
-    rejected[reason] = it == core().refused().end() ? 0 : it->second;
-  }
   // Authors proven to sign two statements with one seq: none of theirs counts.
   const promises::BindingReport& binding = core().binding_summary();
   json equivocators = json::array();

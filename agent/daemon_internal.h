@@ -229,6 +229,8 @@ struct Daemon::Impl {
   nlohmann::json control_request(const std::string& method, const nlohmann::json& args,
                                  bool remote = false);
   nlohmann::json status_json();
+  nlohmann::json agents_json();    // this agent and its peers, as status reports them
+  nlohmann::json rejected_json();  // drops and refusals by reason
   std::string metrics_text();
 
   // ---- gc.cc ----

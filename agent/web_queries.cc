@@ -400,36 +400,9 @@ json Daemon::Impl::web_mesh_json() {
   // What `vow status` says of agents and rejected messages, without its per-job part
   // (which costs the loop time in proportion to the jobs).
   json out = peers_json();
-  std::int64_t now = now_ms();
-  json agents = json::array();
-  agents.push_back({{"name", config.name},
-                    {"id", identity->id()},
-                    {"self", true},
-                    {"alive", true},
-                    {"running", agent->jobs_here()},
-                    {"last_seen_ms", 0}});
-  for (const auto& p : core().peers()) {
-    agents.push_back({{"name", p.name},
-                      {"id", transport::agent_id(p.key)},
-                      {"self", false},
-                      {"alive", p.liveness == promises::Liveness::kAlive},
-                      {"liveness", promises::liveness_name(p.liveness)},
-                      {"running", p.running},
-                      {"capacity", p.capacity},
-                      {"last_seen_ms", p.last_heard_ms ? now - *p.last_heard_ms : -1}});
-  }
-  json rejected = json::object();
+  json agents = agents_json();
+  json rejected = rejected_json();
   auto counters = transport->counters();
-  for (std::size_t i = 0; i < transport::kRejectReasonCount; ++i) {
-    rejected[transport::reject_reason_name(static_cast<transport::RejectReason>(i))] =
-        counters.rejected[i];
-  }
-  rejected["untrusted-handshake"] = counters.zap_denied;
-  rejected["tree-too-large"] = agent->counters().trees_refused;
-  for (const char* reason : {"over-limit", "over-budget"}) {
-    auto it = core().refused().find(reason);
-    rejected[reason] = it == core().refused().end() ? 0 : it->second;
-  }
   out["agents"] = agents;
   out["agent"] = {{"name", config.name},
                   {"id", identity->id()},
