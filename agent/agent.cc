@@ -135,6 +135,7 @@ void Agent::carry_out(promises::Output out) {
   if (out.empty() || failed_) return;
   Status s = persist(out.persist);
   if (s.is_ok() && !out.proofs.empty()) s = fx_.state->persist_proofs(out.proofs);
+  if (s.is_ok() && !out.voided.empty()) s = fx_.state->persist_voids(out.voided);
   if (!s.is_ok()) {
     // Nothing may be sent or done that is not on disk: stop, the operator must act.
     log_->error("cannot persist statements: {}; shutting down", s.to_string());

@@ -303,6 +303,9 @@ Status Daemon::Impl::restore(promises::RestoredState* restored,
     }
     restored->proofs.push_back(std::move(st).value());
   }
+  auto voids = ledger->voids();
+  if (!voids.is_ok()) return voids.status();
+  restored->voids = std::move(voids).value();
   auto last = ledger->own_last_seq();
   if (!last.is_ok()) return last.status();
   restored->last_seq = *last;

@@ -66,6 +66,9 @@ class StateStore {
   // Equivocation proofs (promises::Output::proofs): the second statement of an (author,
   // seq) whose first is persisted, each with its signed form.
   virtual Status persist_proofs(const std::vector<Statement>& proofs) = 0;
+  // Slots that became void (promises::Output::voided): the advert persisted there, if
+  // any, is forgotten and the slot recorded as void.
+  virtual Status persist_voids(const std::vector<StatementRef>& slots) = 0;
   // The running-job table: rows for the processes this agent started, so that after a
   // restart it can take them over (or stop them) as the core decides.
   virtual Status put_running_job(const store::RunningJob& row) = 0;

@@ -71,6 +71,11 @@ Status SqliteState::persist_proofs(const std::vector<Statement>& proofs) {
   return Status::ok();
 }
 
+Status SqliteState::persist_voids(const std::vector<StatementRef>& slots) {
+  VOW_RETURN_IF_ERROR(ledger_->put_voids(slots));
+  return load_version_vector();
+}
+
 Status SqliteState::load_version_vector() {
   auto vv = ledger_->version_vector();
   if (!vv.is_ok()) return vv.status();

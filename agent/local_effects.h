@@ -32,6 +32,7 @@ class SqliteState final : public StateStore {
       : ledger_(ledger), self_(self), clock_(clock) {}
   Status persist(const std::vector<Statement>& statements) override;
   Status persist_proofs(const std::vector<Statement>& proofs) override;
+  Status persist_voids(const std::vector<StatementRef>& slots) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
   // Highest contiguous sequence per author stored (the transport's replay check).

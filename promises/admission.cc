@@ -111,7 +111,7 @@ bool Core::Impl::admit(const Statement& st, bool proof) {
   }
   // One proof per author is all that is kept: once it is held, pairs pay like the rest.
   if (proof && !ledger.equivocating(st.author)) return true;
-  if (st.author == config.key || ledger.contains(st.author, st.seq)) return true;
+  if (st.author == config.key || ledger.known(st.author, st.seq)) return true;
   if (counts_on_arrival(st)) return true;
   if (budgets[st.author].take(idle_cost(st), now_ms, config.idle_budget)) return true;
   refuse(st, "over-budget",
@@ -120,6 +120,26 @@ bool Core::Impl::admit(const Statement& st, bool proof) {
              std::to_string(config.idle_budget.tokens_per_second) +
              " a second)");
   return false;
+}
+
+// A peer's word that some slots are void fills them without a statement: paid for from
+// the author's budget like statements that do not count (1 token and 1 per
+// kVoidSlotsPerToken slots), so that words about an author cannot grow a ledger faster
+// than its statements could. One that cannot be taken yet (the advert above it is not
+// here) is ignored: the peer says it again.
+void Core::Impl::receive_void(const VoidRange& range) {
+  constexpr std::uint64_t kVoidSlotsPerToken = 128;
+  if (!ledger.void_acceptable(range)) return;
+  std::uint64_t empty = ledger.empty_slots(range);
+  if (empty == 0) return;
+  if (range.author != config.key) {
+    std::uint64_t cost = 1 + empty / kVoidSlotsPerToken;
+    if (!budgets[range.author].take(cost, now_ms, config.idle_budget)) {
+      ++refused["over-budget"];
+      return;
+    }
+  }
+  ledger.add_void(range);
 }
 
 void Core::Impl::refuse(const Statement& st, const std::string& reason, const std::string& why) {

@@ -51,6 +51,7 @@ const char* event_kind_name(EventKind kind) {
 void Output::append(Output&& other) {
   for (auto& x : other.persist) persist.push_back(std::move(x));
   for (auto& x : other.proofs) proofs.push_back(std::move(x));
+  for (auto& x : other.voided) voided.push_back(x);
   for (auto& x : other.messages) messages.push_back(std::move(x));
   for (auto& x : other.actions) actions.push_back(std::move(x));
   for (auto& x : other.events) events.push_back(std::move(x));
@@ -116,6 +117,7 @@ void Core::Impl::publish_advert_and_pipelines() {
 }
 
 Output Core::Impl::take() {
+  for (const auto& v : ledger.take_voided()) out.voided.push_back(v);
   Output o = std::move(out);
   out = Output{};
   return o;
@@ -272,6 +274,7 @@ void Core::Impl::receive(const Statement& st, bool proof) {
             st.author);
       break;
     case Ledger::AddResult::kDuplicate:
+    case Ledger::AddResult::kVoid:  // superseded at once: its slot is void (take())
       break;
   }
 }
@@ -290,7 +293,7 @@ void Core::Impl::on_equivocation(const AgentKey& author) {
   candidates_dirty = true;
   decisions_due = true;
   const auto& proof = ledger.proofs().at(author);
-  send(std::nullopt, StatementBatch{{*proof.first, proof.second}});
+  send(std::nullopt, StatementBatch{{proof.first, proof.second}});
 }
 
 // The answer to a hello or sync request: what the peer lacks, the statements it holds
@@ -316,12 +319,23 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
     ++keep;
   }
   batch.resize(keep);
-  if (!batch.empty()) send(to, StatementBatch{std::move(batch)});
+  // Void slots above the peer's marks: it takes each once it holds the advert above.
+  auto voids = ledger.voids_for(have, kMaxVoidRangesPerSync);
+  if (!batch.empty() || !voids.empty()) send(to, StatementBatch{std::move(batch), std::move(voids)});
   // Each proof in a batch of its own: the pair travels together (it is admitted as a
   // proof only so, limits.h), and large statements cannot push a frame past its limit.
   auto proofs = ledger.proof_statements(kMaxProofStatementsPerSync);
   for (std::size_t i = 0; i + 1 < proofs.size(); i += 2) {
     send(to, StatementBatch{{proofs[i], proofs[i + 1]}});
+  }
+}
+
+void Core::Impl::receive_proof(const Statement& first, const Statement& second) {
+  if (!admit(first, true) || !admit(second, true)) return;
+  // Not persisted (the shell keeps a proof beside a held first statement): after a
+  // restart, peers send it again with their sync answers.
+  if (ledger.add_proof(first, second) == Ledger::AddResult::kEquivocation) {
+    on_equivocation(first.author);
   }
 }
 
@@ -393,7 +407,19 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           // Two statements of one (author, seq) in one batch: a proof of equivocation.
           std::map<std::pair<AgentKey, std::uint64_t>, int> names;
           for (const auto& st : m.statements) ++names[{st.author, st.seq}];
-          for (const auto& st : m.statements) receive(st, names[{st.author, st.seq}] > 1);
+          for (std::size_t i = 0; i < m.statements.size(); ++i) {
+            const Statement& st = m.statements[i];
+            bool pair = names[{st.author, st.seq}] > 1;
+            // A proof about a void slot: neither statement is held, so the pair is.
+            if (pair && i + 1 < m.statements.size() && ledger.is_void(st.author, st.seq) &&
+                m.statements[i + 1].author == st.author && m.statements[i + 1].seq == st.seq) {
+              receive_proof(st, m.statements[i + 1]);
+              ++i;
+              continue;
+            }
+            receive(st, pair);
+          }
+          for (const auto& v : m.voids) receive_void(v);
           // Our own statements relayed back after a restart lost their tail.
           last_seq = std::max(last_seq, ledger.max_seq(config.key));
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
@@ -457,6 +483,9 @@ Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
   for (const auto& st : restored.proofs) {
     if (s.ledger.add(st) == Ledger::AddResult::kEquivocation) s.on_equivocation(st.author);
   }
+  // Void slots on disk. Adverts restored that turn out void (kept by an older version)
+  // are named in the first output, so the shell forgets them on disk too.
+  for (const auto& v : restored.voids) s.ledger.restore_void(v);
   s.out.messages.clear();  // nothing is sent before start()
   s.last_seq = std::max(restored.last_seq, s.ledger.max_seq(s.config.key));
   for (const auto& d : restored.held) s.holdings.restore(d);

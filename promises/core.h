@@ -63,6 +63,8 @@ inline constexpr std::int64_t kFenceBackoffMaxMs = 10'000;
 // sent for one author whose statements a peer holds differently (docs/coordination.md 8).
 inline constexpr std::size_t kMaxProofStatementsPerSync = 64;
 inline constexpr std::size_t kMaxDivergingPerAuthor = 256;
+// Void ranges (of at most Ledger::kMaxVoidRun seqs each) in one sync answer.
+inline constexpr std::size_t kMaxVoidRangesPerSync = 64;
 inline constexpr std::int64_t kFetchRetryMs = 200;          // wait before re-trying a fetch
 inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replication after this
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
@@ -140,6 +142,8 @@ struct RestoredState {
   // Equivocation proofs persisted (Output::proofs): each the second statement of an
   // (author, seq) whose first is among `statements`.
   std::vector<Statement> proofs;
+  // Void slots persisted (Output::voided), merged into ranges.
+  std::vector<VoidRange> voids;
 };
 
 // ---- Messages between cores: promises/messages.h ----
@@ -242,9 +246,12 @@ struct Output {
   // The second statement of each equivocation proof found (rule 5), to be kept beside
   // the first (which is held), so that the proof outlives a restart.
   std::vector<Statement> proofs;
+  // Slots that became void (Ledger, "void adverts"): the shell forgets the advert held
+  // there, if any, and records the slot as void, after `persist`.
+  std::vector<StatementRef> voided;
   bool empty() const {
-    return persist.empty() && proofs.empty() && messages.empty() && actions.empty() &&
-           events.empty();
+    return persist.empty() && proofs.empty() && voided.empty() && messages.empty() &&
+           actions.empty() && events.empty();
   }
   void append(Output&& other);
 };

@@ -175,6 +175,8 @@ struct Core::Impl {
   void on_advert(const Statement& st);
   void report_conflicts();
   void receive(const Statement& st, bool proof = false);
+  void receive_void(const VoidRange& range);
+  void receive_proof(const Statement& first, const Statement& second);
   void on_equivocation(const AgentKey& author);
   void answer_sync(const AgentKey& to, const VersionVector& have,
                    const std::map<AgentKey, Digest>& digests);

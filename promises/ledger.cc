@@ -23,6 +23,51 @@ const char* source_binding_name(SourceBinding binding) {
   return "unknown";
 }
 
+namespace {
+
+using Ranges = std::map<std::uint64_t, std::uint64_t>;
+
+Ranges::const_iterator range_of(const Ranges& r, std::uint64_t seq) {
+  auto it = r.upper_bound(seq);
+  if (it == r.begin()) return r.end();
+  --it;
+  return seq <= it->second ? it : r.end();
+}
+
+// Adds first..last (disjoint from what `r` holds), merged with its neighbours.
+void insert_range(Ranges& r, std::uint64_t first, std::uint64_t last) {
+  auto next = r.find(last + 1);
+  if (next != r.end()) {
+    last = next->second;
+    r.erase(next);
+  }
+  auto it = r.upper_bound(first);
+  if (it != r.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second + 1 == first) {
+      prev->second = last;
+      return;
+    }
+  }
+  r.emplace(first, last);
+}
+
+void erase_seq(Ranges& r, std::uint64_t seq) {
+  auto it = range_of(r, seq);
+  if (it == r.end()) return;
+  auto [first, last] = *it;
+  r.erase(it);
+  if (first < seq) r.emplace(first, seq - 1);
+  if (seq < last) r.emplace(seq + 1, last);
+}
+
+bool in(const std::map<AgentKey, Ranges>& m, const AgentKey& author, std::uint64_t seq) {
+  auto a = m.find(author);
+  return a != m.end() && range_of(a->second, seq) != a->second.end();
+}
+
+}  // namespace
+
 Digest statement_digest(const Statement& st) {
   Hasher h;
   h.update_field("vow-statement-v1");
@@ -46,30 +91,218 @@ Digest statement_digest(const Statement& st) {
 }
 
 Ledger::AddResult Ledger::add(const Statement& statement) {
-  auto& by_seq = by_author_[statement.author];
-  auto it = by_seq.find(statement.seq);
-  if (it != by_seq.end()) {
-    if (it->second == statement) return AddResult::kDuplicate;
-    if (equivocating(statement.author)) {
-      // Proven already: one proof per author is enough, and keeps the ledger bounded.
-      ++conflicts_dropped_;
-      return AddResult::kConflict;
+  const AgentKey& author = statement.author;
+  const std::uint64_t seq = statement.seq;
+  const bool advert = statement.kind() == StatementKind::kAdvert;
+  auto& by_seq = by_author_[author];
+  if (by_seq.count(seq) != 0) return add_held(statement);
+  if (advert && (held_advert(author, seq + 1) || is_void(author, seq + 1))) {
+    // Superseded at once: never in force for anything its author said.
+    if (is_proven_void(author, seq)) return AddResult::kDuplicate;
+    if (is_hinted_void(author, seq)) {
+      erase_seq(hints_[author], seq);
+      --void_count_;
     }
-    proofs_[statement.author] = Proof{&it->second, statement};
-    // Its source versions no longer count anywhere.
-    for (const auto& [dataset, by_author] : source_lines_) dirty_sources_.insert(dataset);
-    return AddResult::kEquivocation;
+    prove_void(author, seq);
+    return AddResult::kVoid;
   }
-  auto [pos, inserted] = by_seq.emplace(statement.seq, statement);
+  // A void slot, and here is what its author signed there that is not void (a peer's
+  // word was wrong, or the one above it was): the statement wins.
+  const bool was_void = is_void(author, seq);
+  if (was_void) {
+    erase_seq(voids_[author], seq);
+    erase_seq(hints_[author], seq);
+    --void_count_;
+  }
+  auto [pos, inserted] = by_seq.emplace(seq, statement);
   (void)inserted;
   ++size_;
-  auto& contiguous = contiguous_[statement.author];
-  std::uint64_t before = contiguous;
-  while (by_seq.count(contiguous + 1) != 0) ++contiguous;
-  vv_sum_ += contiguous - before;
-  if (contiguous > before) extend_prefix(statement.author, before, contiguous);
+  if (was_void) {
+    rebuild_prefix(author, seq);  // the slot's digest changed
+  } else {
+    advance(author);
+  }
   index(&pos->second);
+  // The advert just below, if held, was superseded at once.
+  if (advert && held_advert(author, seq - 1)) prove_void(author, seq - 1);
   return AddResult::kNew;
+}
+
+// A statement for an (author, seq) held already: the same, or a proof of equivocation.
+Ledger::AddResult Ledger::add_held(const Statement& statement) {
+  const Statement& held = by_author_.at(statement.author).at(statement.seq);
+  if (held == statement) return AddResult::kDuplicate;
+  if (equivocating(statement.author)) {
+    // Proven already: one proof per author is enough, and keeps the ledger bounded.
+    ++conflicts_dropped_;
+    return AddResult::kConflict;
+  }
+  proofs_[statement.author] = Proof{held, statement};
+  // Its source versions no longer count anywhere.
+  for (const auto& [dataset, by_author] : source_lines_) dirty_sources_.insert(dataset);
+  return AddResult::kEquivocation;
+}
+
+void Ledger::advance(const AgentKey& author) {
+  auto& contiguous = contiguous_[author];
+  const auto& by_seq = by_author_[author];
+  const std::uint64_t before = contiguous;
+  for (;;) {
+    if (by_seq.count(contiguous + 1) != 0) {
+      ++contiguous;
+      continue;
+    }
+    std::uint64_t next = contiguous;
+    for (const auto* m : {&voids_, &hints_}) {
+      auto a = m->find(author);
+      if (a == m->end()) continue;
+      auto r = range_of(a->second, contiguous + 1);
+      if (r != a->second.end()) next = std::max(next, r->second);
+    }
+    if (next == contiguous) break;
+    contiguous = next;
+  }
+  vv_sum_ += contiguous - before;
+  if (contiguous > before) extend_prefix(author, before, contiguous);
+}
+
+void Ledger::rebuild_prefix(const AgentKey& author, std::uint64_t seq) {
+  auto c = contiguous_.find(author);
+  if (c == contiguous_.end() || seq > c->second) {
+    advance(author);
+    return;
+  }
+  auto& digests = prefix_[author];
+  digests.resize(seq - 1);
+  extend_prefix(author, seq - 1, c->second);
+  advance(author);
+}
+
+bool Ledger::held_advert(const AgentKey& author, std::uint64_t seq) const {
+  const Statement* st = seq == 0 ? nullptr : get(author, seq);
+  return st != nullptr && st->kind() == StatementKind::kAdvert;
+}
+
+void Ledger::prove_void(const AgentKey& author, std::uint64_t seq) {
+  std::uint64_t lowest = seq;
+  for (std::uint64_t s = seq;; --s) {
+    if (by_author_[author].erase(s) != 0) {
+      // A held advert superseded at once: its body goes.
+      advert_history_[author].erase(s);
+      --size_;
+    }
+    insert_range(voids_[author], s, s);
+    ++void_count_;
+    voided_.push_back({author, s});
+    lowest = s;
+    if (s == 1 || !held_advert(author, s - 1)) break;
+  }
+  rebuild_prefix(author, lowest);
+}
+
+bool Ledger::is_proven_void(const AgentKey& author, std::uint64_t seq) const {
+  return in(voids_, author, seq);
+}
+
+bool Ledger::is_hinted_void(const AgentKey& author, std::uint64_t seq) const {
+  return in(hints_, author, seq);
+}
+
+Digest Ledger::void_digest(std::uint64_t seq) {
+  Hasher h;
+  h.update_field("vow-void-v1");
+  h.update_field(std::to_string(seq));
+  return h.finish();
+}
+
+bool Ledger::void_acceptable(const VoidRange& range) const {
+  if (range.first == 0 || range.last < range.first ||
+      range.last - range.first >= kMaxVoidRun || range.last == UINT64_MAX) {
+    return false;
+  }
+  return held_advert(range.author, range.last + 1) || is_void(range.author, range.last + 1);
+}
+
+std::uint64_t Ledger::add_void(const VoidRange& range) {
+  if (!void_acceptable(range)) return 0;
+  const auto& by_seq = by_author_[range.author];
+  auto& hints = hints_[range.author];
+  std::uint64_t added = 0;
+  for (std::uint64_t seq = range.last;; --seq) {
+    if (by_seq.count(seq) == 0 && !is_void(range.author, seq)) {
+      insert_range(hints, seq, seq);
+      ++added;
+    }
+    if (seq == range.first) break;
+  }
+  void_count_ += added;
+  if (added != 0) advance(range.author);
+  // A held advert just below a void slot was superseded at once.
+  for (std::uint64_t seq = range.last;; --seq) {
+    if (held_advert(range.author, seq - 1) && is_void(range.author, seq)) {
+      prove_void(range.author, seq - 1);
+    }
+    if (seq == range.first) break;
+  }
+  return added;
+}
+
+std::uint64_t Ledger::empty_slots(const VoidRange& range) const {
+  if (range.first == 0 || range.last < range.first) return 0;
+  std::uint64_t n = 0;
+  for (std::uint64_t seq = range.first; seq <= range.last && seq != 0; ++seq) {
+    if (!known(range.author, seq)) ++n;
+    if (seq == range.last) break;
+  }
+  return n;
+}
+
+void Ledger::restore_void(const VoidRange& range) {
+  if (range.first == 0 || range.last < range.first) return;
+  auto& by_seq = by_author_[range.author];
+  for (std::uint64_t seq = range.first;; ++seq) {
+    if (by_seq.count(seq) == 0 && !is_void(range.author, seq)) {
+      insert_range(voids_[range.author], seq, seq);
+      ++void_count_;
+    }
+    if (seq == range.last) break;
+  }
+  rebuild_prefix(range.author, range.first);
+}
+
+std::vector<VoidRange> Ledger::voids_for(const VersionVector& theirs, std::size_t limit) const {
+  std::vector<VoidRange> out;
+  for (const auto& [author, ranges] : voids_) {
+    std::uint64_t have = 0;
+    if (auto t = theirs.find(author); t != theirs.end()) have = t->second;
+    for (auto it = ranges.rbegin(); it != ranges.rend(); ++it) {
+      if (it->second <= have) break;
+      std::uint64_t first = std::max(it->first, have + 1);
+      // Highest chunk first: each is taken once the one above it is.
+      for (std::uint64_t last = it->second;;) {
+        if (out.size() >= limit) return out;
+        std::uint64_t lo = last - first + 1 > kMaxVoidRun ? last - kMaxVoidRun + 1 : first;
+        out.push_back({author, lo, last});
+        if (lo == first) break;
+        last = lo - 1;
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<VoidRange> Ledger::void_ranges() const {
+  std::vector<VoidRange> out;
+  for (const auto& [author, ranges] : voids_) {
+    for (const auto& [first, last] : ranges) out.push_back({author, first, last});
+  }
+  return out;
+}
+
+std::vector<StatementRef> Ledger::take_voided() {
+  std::vector<StatementRef> out;
+  out.swap(voided_);
+  return out;
 }
 
 void Ledger::extend_prefix(const AgentKey& author, std::uint64_t from, std::uint64_t to) {
@@ -79,7 +312,8 @@ void Ledger::extend_prefix(const AgentKey& author, std::uint64_t from, std::uint
     Hasher h;
     h.update_field("vow-prefix-v1");
     if (!digests.empty()) h.update(digests.back().bytes);
-    h.update(statement_digest(by_seq.at(seq)).bytes);
+    auto st = by_seq.find(seq);
+    h.update((st != by_seq.end() ? statement_digest(st->second) : void_digest(seq)).bytes);
     digests.push_back(h.finish());
   }
 }
@@ -151,11 +385,24 @@ std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::siz
   return out;
 }
 
+Ledger::AddResult Ledger::add_proof(const Statement& first, const Statement& second) {
+  if (first.author != second.author || first.seq != second.seq || first == second) {
+    return AddResult::kDuplicate;
+  }
+  if (equivocating(first.author)) {
+    ++conflicts_dropped_;
+    return AddResult::kConflict;
+  }
+  proofs_[first.author] = Proof{first, second};
+  for (const auto& [dataset, by_author] : source_lines_) dirty_sources_.insert(dataset);
+  return AddResult::kEquivocation;
+}
+
 std::vector<Statement> Ledger::proof_statements(std::size_t limit) const {
   std::vector<Statement> out;
   for (const auto& [author, proof] : proofs_) {
     if (out.size() + 2 > limit) break;
-    out.push_back(*proof.first);
+    out.push_back(proof.first);
     out.push_back(proof.second);
   }
   return out;
@@ -218,6 +465,18 @@ Digest Ledger::fingerprint() const {
     for (auto it = by_seq.upper_bound(mark); it != by_seq.end(); ++it) {
       h.update_field(std::to_string(it->first));
       h.update(statement_digest(it->second).bytes);
+    }
+    // Void slots beyond it (proven or hinted alike).
+    Ranges beyond;
+    for (const auto* m : {&voids_, &hints_}) {
+      auto a = m->find(author);
+      if (a == m->end()) continue;
+      for (auto it = a->second.upper_bound(mark); it != a->second.end(); ++it) {
+        insert_range(beyond, it->first, it->second);
+      }
+    }
+    for (const auto& [first, last] : beyond) {
+      h.update_field("void " + std::to_string(first) + "-" + std::to_string(last));
     }
   }
   return h.finish();

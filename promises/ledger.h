@@ -16,8 +16,26 @@
 // source_version() is a pure function of the statements held, the same on every agent
 // holding the same ones.
 //
-// Owns its statements; pointers returned stay valid for the ledger's lifetime
-// (statements are never removed). Not thread-safe (owned by one Core).
+// Void adverts (rule 6, docs/coordination.md "Void adverts"): an advert followed at
+// once by another advert of its author (seq + 1) was never in force for anything that
+// author said, so its body is forgotten and its slot kept as void: it counts as held
+// for the version vector, its prefix digest is void_digest(seq) on every agent, and
+// peers learn of it from a VoidRange (add_void), which is only a hint: a real statement
+// that is not void replaces it. A slot is void *proven* when this ledger saw the advert
+// there while the next seq was a held advert or void (its body is then dropped, and
+// take_voided() names it so the shell drops it on disk too), and *hinted* when only a
+// peer's VoidRange says so: a hinted slot holds nothing and is not persisted, and only
+// proven ones are passed on. Whether an arriving statement is kept or void is a
+// function of what is held, so a wrong word heals: once the real statement above
+// arrives, the advert below is kept again when a peer that holds it sends it (its
+// prefix digest differs). A flood of adverts so
+// leaves 32 bytes a seq, not the adverts. An equivocator's adverts become void like
+// anyone's, so agents that learn of its equivocation at different times still hold the
+// same slots.
+//
+// Owns its statements; pointers returned stay valid for the ledger's lifetime, except
+// a superseded advert's (never the current one) once it becomes void. Not thread-safe
+// (owned by one Core).
 #pragma once
 
 #include <cstddef>
@@ -61,12 +79,15 @@ class Ledger {
     kDuplicate,
     kEquivocation,  // a second statement for a held (author, seq): kept as proof
     kConflict,      // another one by an author already proven to equivocate: not kept
+    kVoid,          // an advert its author superseded at once (seq + 1): not kept
   };
+  // At most this many seqs in one VoidRange a peer sends (add_void, voids_for).
+  static constexpr std::uint64_t kMaxVoidRun = 4096;
   using Dataset = std::pair<std::string, std::string>;  // (pipeline, source)
 
   // The proof that an author equivocated: two different statements with one seq.
   struct Proof {
-    const Statement* first = nullptr;  // the one indexed
+    Statement first;  // the one indexed (or, at a void slot, the one named first)
     Statement second;
   };
 
@@ -98,7 +119,44 @@ class Ledger {
   std::vector<Statement> missing_for(const VersionVector& theirs, std::size_t limit,
                                      std::uint64_t rotation = 0) const;
 
+  // ---- void adverts ----
+  bool is_void(const AgentKey& author, std::uint64_t seq) const {
+    return is_proven_void(author, seq) || is_hinted_void(author, seq);
+  }
+  bool is_proven_void(const AgentKey& author, std::uint64_t seq) const;
+  bool is_hinted_void(const AgentKey& author, std::uint64_t seq) const;
+  // Held or void: nothing more to learn about (author, seq) but an equivocation.
+  bool known(const AgentKey& author, std::uint64_t seq) const {
+    return contains(author, seq) || is_void(author, seq);
+  }
+  // Whether a peer's word that `range` is void can be taken: it spans 1..kMaxVoidRun
+  // seqs from 1 up, its last + 1 is held here as an advert or is void, and its author
+  // is not known to equivocate.
+  bool void_acceptable(const VoidRange& range) const;
+  // Takes it (if acceptable): each empty slot in it becomes a hinted void; held
+  // statements stay (they are signed, the word is not). Returns the slots newly void.
+  std::uint64_t add_void(const VoidRange& range);
+  // The slots of `range` neither held nor void.
+  std::uint64_t empty_slots(const VoidRange& range) const;
+  // Restores proven void slots (persisted by the shell): trusted, no checks.
+  void restore_void(const VoidRange& range);
+  // The proven void seqs above each of the peer's marks, in ranges of at most
+  // kMaxVoidRun, each author's highest first (so each is taken after the one above
+  // it), at most `limit`.
+  std::vector<VoidRange> voids_for(const VersionVector& theirs, std::size_t limit) const;
+  // Every proven void range, by author then seq (merged).
+  std::vector<VoidRange> void_ranges() const;
+  std::uint64_t void_count() const { return void_count_; }
+  // The slots made void since the last call (their bodies are to be forgotten on disk).
+  std::vector<StatementRef> take_voided();
+  // The prefix-digest element of a void slot.
+  static Digest void_digest(std::uint64_t seq);
+
   // ---- equivocation ----
+  // Two different statements of one (author, seq) at a void slot, which holds neither:
+  // kept as the author's proof (kEquivocation), unless it has one (kConflict) or they
+  // are not a pair (kDuplicate).
+  AddResult add_proof(const Statement& first, const Statement& second);
   bool equivocating(const AgentKey& author) const { return proofs_.count(author) != 0; }
   const std::map<AgentKey, Proof>& proofs() const { return proofs_; }
   // Both statements of every proof, authors in key order, at most `limit` statements.
@@ -162,7 +220,15 @@ class Ledger {
 
  private:
   void index(const Statement* st);
+  AddResult add_held(const Statement& statement);
   void extend_prefix(const AgentKey& author, std::uint64_t from, std::uint64_t to);
+  // Raises the author's contiguous mark over held and void slots.
+  void advance(const AgentKey& author);
+  // Recomputes the author's prefix digests from `seq` on (a slot there changed).
+  void rebuild_prefix(const AgentKey& author, std::uint64_t seq);
+  // Makes (author, seq) a proven void, then each held advert just below it too.
+  void prove_void(const AgentKey& author, std::uint64_t seq);
+  bool held_advert(const AgentKey& author, std::uint64_t seq) const;
   // The author's counted line for a dataset: versions 1, 2, ... each published after
   // the previous one (lowest seq first), up to the first gap.
   std::vector<const Statement*> line(const Dataset& dataset, const AgentKey& author) const;
@@ -173,6 +239,11 @@ class Ledger {
   std::map<AgentKey, std::map<std::uint64_t, Statement>> by_author_;
   std::map<AgentKey, std::uint64_t> contiguous_;
   std::map<AgentKey, std::vector<Digest>> prefix_;  // [k - 1]: digest of 1..k
+  using Ranges = std::map<std::uint64_t, std::uint64_t>;  // first -> last, disjoint
+  std::map<AgentKey, Ranges> voids_;  // proven
+  std::map<AgentKey, Ranges> hints_;  // hinted
+  std::uint64_t void_count_ = 0;      // proven and hinted
+  std::vector<StatementRef> voided_;
   std::uint64_t vv_sum_ = 0;
   std::size_t size_ = 0;
   std::map<AgentKey, Proof> proofs_;

@@ -67,6 +67,9 @@ struct SyncRequest {
 // statements. Equal batches hold equal statements with equal signed forms.
 struct StatementBatch {
   std::vector<Statement> statements;
+  // Slots the sender holds void (Ledger, "void adverts"): a hint the receiver takes
+  // once it holds the advert above each range, after the statements.
+  std::vector<VoidRange> voids = {};
   bool operator==(const StatementBatch& o) const;
 };
 
@@ -99,7 +102,7 @@ struct Message {
 };
 
 inline bool StatementBatch::operator==(const StatementBatch& o) const {
-  if (statements.size() != o.statements.size()) return false;
+  if (statements.size() != o.statements.size() || voids != o.voids) return false;
   for (std::size_t i = 0; i < statements.size(); ++i) {
     const Statement& a = statements[i];
     const Statement& b = o.statements[i];

@@ -38,6 +38,17 @@ using AttestationSignature = std::array<std::uint8_t, 64>;
 // Highest contiguous sequence held per author.
 using VersionVector = std::map<AgentKey, std::uint64_t>;
 
+// Seqs first..last of one author that are void: adverts superseded by the author's very
+// next statement, also an advert, so never in force for anything the author said. Their
+// bodies are forgotten; the slots still count as held (docs/coordination.md, "Void
+// adverts").
+struct VoidRange {
+  AgentKey author;
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  bool operator==(const VoidRange&) const = default;
+};
+
 enum class StatementKind : std::uint8_t {
   kAdvert = 0,
   kPipeline = 1,

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "store/statement_check.h"
@@ -101,16 +102,38 @@ class MemoryLedger final : public LedgerStore {
     return out;
   }
   Result<VersionVector> version_vector() override {
+    std::map<AgentKey, std::set<std::uint64_t>> held;
+    for (const auto& [k, s] : statements_) held[k.author].insert(k.seq);
+    for (const auto& k : voids_) held[k.author].insert(k.seq);
     VersionVector vv;
-    for (auto it = statements_.begin(); it != statements_.end();) {
-      const AgentKey author = it->first.author;
+    for (const auto& [author, seqs] : held) {
       std::uint64_t expect = 1;
-      for (; it != statements_.end() && it->first.author == author; ++it) {
-        if (it->first.seq == expect) ++expect;
+      for (std::uint64_t seq : seqs) {
+        if (seq != expect) break;
+        ++expect;
       }
       if (expect > 1) vv[author] = expect - 1;
     }
     return vv;
+  }
+  Status put_voids(std::span<const StatementRef> slots) override {
+    for (const auto& r : slots) {
+      auto it = statements_.find(Key{r.author, r.seq});
+      if (it != statements_.end() && it->second.kind == StatementKind::kAdvert) statements_.erase(it);
+      voids_.insert(Key{r.author, r.seq});
+    }
+    return Status::ok();
+  }
+  Result<std::vector<VoidRange>> voids() override {
+    std::vector<VoidRange> out;
+    for (const auto& k : voids_) {
+      if (!out.empty() && out.back().author == k.author && out.back().last + 1 == k.seq) {
+        out.back().last = k.seq;
+      } else {
+        out.push_back({k.author, k.seq, k.seq});
+      }
+    }
+    return out;
   }
   Result<std::vector<StoredStatement>> by_job(const Digest& job) override {
     std::vector<StoredStatement> out;
@@ -257,6 +280,7 @@ class MemoryLedger final : public LedgerStore {
   }
 
   std::map<Key, StoredStatement> statements_;
+  std::set<Key> voids_;
   std::uint64_t own_last_ = 0;
   std::map<Digest, RunningJob> running_;
   std::map<AgentKey, PeerRecord> peers_;
@@ -290,6 +314,10 @@ Status FaultyLedger::insert_batch(std::span<const StoredStatement> batch) {
 Status FaultyLedger::append_own(const StoredStatement& s) {
   VOW_RETURN_IF_ERROR(before_write("append own statement"));
   return base_.append_own(s);
+}
+Status FaultyLedger::put_voids(std::span<const StatementRef> slots) {
+  VOW_RETURN_IF_ERROR(before_write("put voids"));
+  return base_.put_voids(slots);
 }
 Status FaultyLedger::put_running_job(const RunningJob& job) {
   VOW_RETURN_IF_ERROR(before_write("put running job"));

@@ -135,6 +135,14 @@ class LedgerStore {
   // Every proof stored, by author (author, seq, bytes and signature set).
   virtual Result<std::vector<StoredStatement>> proofs() = 0;
 
+  // --- void slots (docs/coordination.md, "Void adverts") ---
+  // Slots that became void, in one transaction: the advert row at each, if any, is
+  // deleted (a row of another kind is kept), and the slot is recorded, merged into
+  // ranges. Void slots count as stored in version_vector().
+  virtual Status put_voids(std::span<const StatementRef> slots) = 0;
+  // Every void range, by author then first seq.
+  virtual Result<std::vector<VoidRange>> voids() = 0;
+
   // --- running jobs ---
   virtual Status put_running_job(const RunningJob& job) = 0;  // replaces the same job
   virtual Status remove_running_job(const Digest& job) = 0;   // ok if absent
@@ -201,6 +209,8 @@ class FaultyLedger final : public LedgerStore {
   Result<std::uint64_t> statement_count() override { return base_.statement_count(); }
   Status put_proof(const StoredStatement& second) override { return base_.put_proof(second); }
   Result<std::vector<StoredStatement>> proofs() override { return base_.proofs(); }
+  Status put_voids(std::span<const StatementRef> slots) override;
+  Result<std::vector<VoidRange>> voids() override { return base_.voids(); }
   Status put_running_job(const RunningJob& job) override;
   Status remove_running_job(const Digest& job) override;
   Result<std::vector<RunningJob>> running_jobs() override { return base_.running_jobs(); }

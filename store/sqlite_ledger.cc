@@ -357,6 +357,34 @@ class SqliteLedger final : public LedgerStore {
     return out;
   }
 
+  Status put_voids(std::span<const StatementRef> slots) override {
+    return transaction("put voids", [&]() -> Status {
+      std::set<AgentKey> touched;
+      for (const auto& r : slots) {
+        VOW_RETURN_IF_ERROR(put_void_locked(r));
+        touched.insert(r.author);
+      }
+      return advance_frontiers(touched);
+    });
+  }
+
+  Result<std::vector<VoidRange>> voids() override {
+    auto st = prepare("SELECT author, first, last FROM voids ORDER BY author, first");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    std::vector<VoidRange> out;
+    int rc;
+    while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+      VoidRange v;
+      if (!read_fixed(*st, 0, v.author.bytes)) return Status::corrupt(path_ + ": voids: bad author");
+      v.first = static_cast<std::uint64_t>(sqlite3_column_int64(*st, 1));
+      v.last = static_cast<std::uint64_t>(sqlite3_column_int64(*st, 2));
+      out.push_back(v);
+    }
+    if (rc != SQLITE_DONE) return err("select voids", rc);
+    return out;
+  }
+
   Result<std::vector<PeerRecord>> peers() override {
     auto st = prepare("SELECT id, endpoints, last_seen FROM peers ORDER BY id");
     if (!st.is_ok()) return st.status();
@@ -599,6 +627,64 @@ class SqliteLedger final : public LedgerStore {
     return equivocation_status(s);
   }
 
+  // One void slot inside an open transaction: its advert row goes, and the slot joins
+  // the range ending just below it and the one starting just above it, if any.
+  Status put_void_locked(const StatementRef& r) {
+    {
+      auto del = prepare("DELETE FROM statements WHERE author = ?1 AND seq = ?2 AND kind = ?3");
+      if (!del.is_ok()) return del.status();
+      StmtGuard g(*del);
+      bind_blob(*del, 1, as_span(r.author.bytes));
+      sqlite3_bind_int64(*del, 2, static_cast<sqlite3_int64>(r.seq));
+      sqlite3_bind_int(*del, 3, static_cast<int>(StatementKind::kAdvert));
+      VOW_RETURN_IF_ERROR(step_done(*del, "delete void advert"));
+    }
+    auto lookup = [&](const char* sql, std::uint64_t seq) -> Result<std::optional<std::pair<std::uint64_t, std::uint64_t>>> {
+      auto st = prepare(sql);
+      if (!st.is_ok()) return st.status();
+      StmtGuard g(*st);
+      bind_blob(*st, 1, as_span(r.author.bytes));
+      sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(seq));
+      int rc = sqlite3_step(*st);
+      if (rc == SQLITE_ROW) {
+        return std::optional(std::pair{static_cast<std::uint64_t>(sqlite3_column_int64(*st, 0)),
+                                       static_cast<std::uint64_t>(sqlite3_column_int64(*st, 1))});
+      }
+      if (rc != SQLITE_DONE) return err("select voids", rc);
+      return std::optional<std::pair<std::uint64_t, std::uint64_t>>();
+    };
+    // Already void (a range holding it)?
+    auto within = lookup(
+        "SELECT first, last FROM voids WHERE author = ?1 AND first <= ?2 ORDER BY first DESC "
+        "LIMIT 1",
+        r.seq);
+    if (!within.is_ok()) return within.status();
+    if (within->has_value() && (*within)->second >= r.seq) return Status::ok();
+    std::uint64_t first = r.seq;
+    std::uint64_t last = r.seq;
+    if (within->has_value() && (*within)->second + 1 == r.seq) first = (*within)->first;
+    auto above = lookup("SELECT first, last FROM voids WHERE author = ?1 AND first = ?2",
+                        r.seq + 1);
+    if (!above.is_ok()) return above.status();
+    if (above->has_value()) last = (*above)->second;
+    auto erase = prepare("DELETE FROM voids WHERE author = ?1 AND first IN (?2, ?3)");
+    if (!erase.is_ok()) return erase.status();
+    {
+      StmtGuard g(*erase);
+      bind_blob(*erase, 1, as_span(r.author.bytes));
+      sqlite3_bind_int64(*erase, 2, static_cast<sqlite3_int64>(first));
+      sqlite3_bind_int64(*erase, 3, static_cast<sqlite3_int64>(r.seq + 1));
+      VOW_RETURN_IF_ERROR(step_done(*erase, "delete voids"));
+    }
+    auto put = prepare("INSERT INTO voids (author, first, last) VALUES (?1, ?2, ?3)");
+    if (!put.is_ok()) return put.status();
+    StmtGuard g(*put);
+    bind_blob(*put, 1, as_span(r.author.bytes));
+    sqlite3_bind_int64(*put, 2, static_cast<sqlite3_int64>(first));
+    sqlite3_bind_int64(*put, 3, static_cast<sqlite3_int64>(last));
+    return step_done(*put, "insert voids");
+  }
+
   // Raises each author's contiguous frontier past every seq now held.
   Status advance_frontiers(const std::set<AgentKey>& authors) {
     for (const auto& author : authors) VOW_RETURN_IF_ERROR(advance_frontier(author));
@@ -619,8 +705,11 @@ class SqliteLedger final : public LedgerStore {
         return err("select frontier", rc);
       }
     }
-    // Walk the author's seqs above the frontier in order until the first gap.
-    auto walk = prepare("SELECT seq FROM statements WHERE author = ?1 AND seq > ?2 ORDER BY seq");
+    // Walk the author's seqs and void ranges above the frontier in order until the
+    // first gap.
+    auto walk = prepare(
+        "SELECT seq, seq FROM statements WHERE author = ?1 AND seq > ?2 UNION ALL "
+        "SELECT first, last FROM voids WHERE author = ?1 AND last > ?2 ORDER BY 1");
     if (!walk.is_ok()) return walk.status();
     std::uint64_t next = cur;
     {
@@ -629,8 +718,10 @@ class SqliteLedger final : public LedgerStore {
       sqlite3_bind_int64(*walk, 2, static_cast<sqlite3_int64>(cur));
       int rc;
       while ((rc = sqlite3_step(*walk)) == SQLITE_ROW) {
-        if (static_cast<std::uint64_t>(sqlite3_column_int64(*walk, 0)) != next + 1) break;
-        ++next;
+        auto first = static_cast<std::uint64_t>(sqlite3_column_int64(*walk, 0));
+        auto last = static_cast<std::uint64_t>(sqlite3_column_int64(*walk, 1));
+        if (first > next + 1) break;
+        next = std::max(next, last);
       }
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) return err("select statements", rc);
     }

@@ -73,6 +73,15 @@ CREATE TABLE proofs (
   signature BLOB NOT NULL
 ) WITHOUT ROWID;
 )sql",
+    // 2 -> 3: void slots (adverts superseded at once; their rows are deleted).
+    R"sql(
+CREATE TABLE voids (
+  author BLOB NOT NULL,
+  first INTEGER NOT NULL,
+  last INTEGER NOT NULL,
+  PRIMARY KEY (author, first)
+) WITHOUT ROWID;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 

@@ -98,8 +98,17 @@ struct BodyWriter {
   }
   // Every statement has its signed form (encode_message_words checked). `more` unused.
   void operator()(const StatementBatch& r) {
-    auto l = b.initLedgerBatch().initStatements(static_cast<unsigned>(r.statements.size()));
+    auto batch = b.initLedgerBatch();
+    auto l = batch.initStatements(static_cast<unsigned>(r.statements.size()));
     for (unsigned i = 0; i < l.size(); ++i) put_signed(l[i], r.statements[i].signed_form);
+    if (!r.voids.empty()) {
+      auto v = batch.initVoids(static_cast<unsigned>(r.voids.size()));
+      for (unsigned i = 0; i < v.size(); ++i) {
+        v[i].setAuthor(data_of(r.voids[i].author.bytes));
+        v[i].setFirst(r.voids[i].first);
+        v[i].setLast(r.voids[i].last);
+      }
+    }
   }
   void operator()(const HaveRequest& r) {
     auto o = b.initHaveRequest();
@@ -170,6 +179,16 @@ StatementBatch get_batch(capnp::List<w::SignedStatement>::Reader l) {
   return r;
 }
 
+StatementBatch get_batch(w::LedgerBatch::Reader b) {
+  StatementBatch r = get_batch(b.getStatements());
+  auto v = b.getVoids();
+  check_list(v, "ledger batch voids");
+  for (auto x : v) {
+    r.voids.push_back(VoidRange{key_of(x.getAuthor(), "void author"), x.getFirst(), x.getLast()});
+  }
+  return r;
+}
+
 MessageBody get_message_body(w::Envelope::Body::Reader b) {
   using B = w::Envelope::Body;
   switch (b.which()) {
@@ -206,7 +225,7 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       return SyncRequest{std::move(vv), get_prefix_digests(have)};
     }
     case B::LEDGER_BATCH:
-      return get_batch(b.getLedgerBatch().getStatements());  // `more` (unused) not read
+      return get_batch(b.getLedgerBatch());  // `more` (unused) not read
     case B::FETCH_REQUEST: {
       auto o = b.getFetchRequest();
       return FetchRequest{o.getStreamId(), digest_of(o.getArtifact(), "fetch artifact"),

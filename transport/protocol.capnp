@@ -289,6 +289,17 @@ struct LedgerBatch {
   more @1 :Bool;                      # UNUSED (was: the sender had more; a receiver that
                                       # still lacks statements learns it from the next
                                       # heartbeat's vvSum and asks again)
+  voids @2 :List(VoidRange);          # slots the sender holds void: adverts superseded
+                                      # by their author's next statement, also an
+                                      # advert (docs/coordination.md, "Void adverts");
+                                      # a hint, taken once the receiver holds the
+                                      # advert above a range
+}
+
+struct VoidRange {
+  author @0 :Data;                    # Ed25519 key
+  first @1 :UInt64;                   # first..last void, at most 4,096 seqs
+  last @2 :UInt64;
 }
 
 # ---------------------------------------------------------------------------------

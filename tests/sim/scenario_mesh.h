@@ -73,6 +73,7 @@ struct Node {
   bool up = true;
   std::vector<Statement> persisted;
   std::vector<Statement> proofs;  // equivocation proofs persisted (Output::proofs)
+  std::vector<VoidRange> voids;   // void slots persisted (Output::voided), one each
   std::uint64_t persisted_seq = 0;
   std::set<Digest> store;
   std::map<Digest, StartJob> procs;
@@ -169,6 +170,7 @@ class Mesh {
     RestoredState rs;
     rs.statements = nd.persisted;
     rs.proofs = nd.proofs;
+    rs.voids = nd.voids;
     rs.last_seq = nd.persisted_seq;
     rs.held.assign(nd.store.begin(), nd.store.end());
     for (const auto& [job, row] : nd.table) rs.running.push_back(row);
@@ -359,6 +361,12 @@ class Mesh {
       if (st.author == nd.config.key) nd.persisted_seq = std::max(nd.persisted_seq, st.seq);
     }
     for (const auto& st : out.proofs) nd.proofs.push_back(st);
+    for (const auto& r : out.voided) {
+      std::erase_if(nd.persisted, [&](const Statement& st) {
+        return st.author == r.author && st.seq == r.seq && st.kind() == StatementKind::kAdvert;
+      });
+      nd.voids.push_back({r.author, r.seq, r.seq});
+    }
     for (auto& m : out.messages) {
       for (int j = 0; j < size(); ++j) {
         if (j == i) continue;

@@ -207,6 +207,7 @@ void World::restart(int i, bool wipe) {
   promises::RestoredState rs;
   rs.statements = h.persisted;
   rs.proofs = h.persisted_proofs;
+  rs.voids = h.persisted_voids;
   rs.last_seq = h.persisted_seq;
   rs.held.assign(h.store.begin(), h.store.end());
   std::vector<store::RunningJob> recovered;
@@ -513,11 +514,13 @@ bool World::quiet() {
     VersionVector mine = ledger.version_vector();
     // The same statements, not only as many (an equivocator's two halves have equal
     // version vectors): the fingerprint covers content and known equivocators.
-    if (vv && (mine != *vv || ledger.size() != size || ledger.fingerprint() != fingerprint)) {
+    // Slots filled: held, or void (a superseded advert, Ledger).
+    std::size_t filled = ledger.size() + ledger.void_count();
+    if (vv && (mine != *vv || filled != size || ledger.fingerprint() != fingerprint)) {
       return false;
     }
     vv = mine;
-    size = ledger.size();
+    size = filled;
     fingerprint = ledger.fingerprint();
     for (const auto& sp : h.agent->core().plan().stages) {
       if (sp.state == promises::StageState::kPending ||

@@ -139,6 +139,18 @@ Status SimDisk::persist_proofs(const std::vector<Statement>& proofs) {
   return Status::ok();
 }
 
+Status SimDisk::persist_voids(const std::vector<StatementRef>& slots) {
+  Host& h = w_->host(i_);
+  if (w_->disk_full(i_)) return Status::io("no space left on device (simulated)");
+  for (const auto& r : slots) {
+    std::erase_if(h.persisted, [&](const Statement& st) {
+      return st.author == r.author && st.seq == r.seq && st.kind() == StatementKind::kAdvert;
+    });
+    h.persisted_voids.push_back({r.author, r.seq, r.seq});
+  }
+  return Status::ok();
+}
+
 Status SimDisk::put_running_job(const store::RunningJob& row) {
   w_->host(i_).running_table[row.job] = row;
   return Status::ok();

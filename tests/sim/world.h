@@ -69,6 +69,7 @@ class SimDisk final : public agent::StateStore {
   SimDisk(World* w, int i) : w_(w), i_(i) {}
   Status persist(const std::vector<Statement>& statements) override;
   Status persist_proofs(const std::vector<Statement>& proofs) override;
+  Status persist_voids(const std::vector<StatementRef>& slots) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
 
@@ -142,6 +143,7 @@ struct Host {
   // store, bytes received, processes.
   std::vector<Statement> persisted;
   std::vector<Statement> persisted_proofs;
+  std::vector<VoidRange> persisted_voids;  // one slot each
   std::uint64_t persisted_seq = 0;
   std::map<Digest, store::RunningJob> running_table;
   std::set<Digest> store;
