@@ -159,6 +159,113 @@ TEST_CASE("ledger: missing_for sends what the peer lacks, capped") {
                       [](const Statement& st) { return st.author == key(2); }) == 1);
 }
 
+Statement named_advert(std::uint8_t author, std::uint64_t seq, const std::string& name) {
+  Statement st;
+  st.author = key(author);
+  st.seq = seq;
+  st.body = Advert{name, {"tcp://h:1"}, {}, {}};
+  return st;
+}
+
+TEST_CASE("ledger: an advert superseded at once by the next one is void, its slot kept") {
+  Ledger l;
+  CHECK(l.add(named_advert(1, 1, "first")) == Ledger::AddResult::kNew);
+  CHECK(l.add(named_advert(1, 2, "second")) == Ledger::AddResult::kNew);
+  CHECK(l.add(named_advert(1, 3, "third")) == Ledger::AddResult::kNew);
+  // The first two were never in force for anything: forgotten, and named to the shell.
+  CHECK(l.size() == 1);
+  CHECK(l.void_count() == 2);
+  CHECK(l.get(key(1), 1) == nullptr);
+  CHECK(l.is_proven_void(key(1), 2));
+  CHECK(l.version_vector().at(key(1)) == 3);
+  auto voided = l.take_voided();
+  REQUIRE(voided.size() == 2);
+  CHECK(l.take_voided().empty());
+  CHECK(std::get<Advert>(l.adverts().at(key(1))->body).name == "third");
+  // An advert in force for a claim stays.
+  CHECK(l.add(claim(1, 4, 1)) == Ledger::AddResult::kNew);
+  CHECK(l.add(named_advert(1, 5, "fifth")) == Ledger::AddResult::kNew);
+  CHECK(l.get(key(1), 3) != nullptr);
+  CHECK(l.advert_at(key(1), 4) == l.get(key(1), 3));
+  // An old advert arriving late, below a held one, is not kept; one again is a no-op.
+  Ledger m;
+  CHECK(m.add(named_advert(1, 3, "third")) == Ledger::AddResult::kNew);
+  CHECK(m.add(named_advert(1, 2, "second")) == Ledger::AddResult::kVoid);
+  CHECK(m.add(named_advert(1, 2, "second")) == Ledger::AddResult::kDuplicate);
+  CHECK(m.size() == 1);
+  CHECK(m.version_vector().count(key(1)) == 0);  // seq 1 is still missing
+}
+
+TEST_CASE("ledger: void ranges pass to a peer, which then agrees on digests") {
+  Ledger a;
+  for (std::uint64_t s = 1; s <= 5; ++s) a.add(named_advert(1, s, "a" + std::to_string(s)));
+  a.add(claim(1, 6, 1));
+  Ledger b;
+  b.add(named_advert(1, 5, "a5"));
+  b.add(claim(1, 6, 1));
+  VersionVector none;
+  auto voids = a.voids_for(b.version_vector(), 10);
+  REQUIRE(voids.size() == 1);
+  CHECK(voids[0].first == 1);
+  CHECK(voids[0].last == 4);
+  // Not taken without the advert above it, nor when longer than the limit.
+  Ledger c;
+  CHECK_FALSE(c.void_acceptable(voids[0]));
+  CHECK_FALSE(b.void_acceptable(VoidRange{key(1), 1, Ledger::kMaxVoidRun + 1}));
+  CHECK(b.add_void(voids[0]) == 4);
+  CHECK(b.version_vector().at(key(1)) == 6);
+  CHECK(b.prefix_digest(key(1), 6) == a.prefix_digest(key(1), 6));
+  CHECK(b.fingerprint() == a.fingerprint());
+  // A hint is not passed on.
+  CHECK(b.voids_for(none, 10).empty());
+  CHECK(a.voids_for(none, 10).size() == 1);
+  // Long runs go in chunks, highest first, each taken after the one above it.
+  Ledger big;
+  const std::uint64_t n = Ledger::kMaxVoidRun + 10;
+  for (std::uint64_t s = 1; s <= n; ++s) big.add(named_advert(2, s, "x"));
+  Ledger late;
+  late.add(named_advert(2, n, "x"));
+  auto chunks = big.voids_for(none, 10);
+  REQUIRE(chunks.size() == 2);
+  CHECK(chunks[0].last == n - 1);
+  CHECK(chunks[1].first == 1);
+  for (const auto& r : chunks) late.add_void(r);
+  CHECK(late.version_vector().at(key(2)) == n);
+  CHECK(late.fingerprint() == big.fingerprint());
+}
+
+TEST_CASE("ledger: a wrong void hint heals when the real statement arrives") {
+  // The author's truth: advert 1, claim 2, advert 3. A peer says 1..2 are void.
+  Ledger honest;
+  honest.add(named_advert(1, 1, "one"));
+  honest.add(claim(1, 2, 1));
+  honest.add(named_advert(1, 3, "three"));
+  Ledger victim;
+  victim.add(named_advert(1, 3, "three"));
+  CHECK(victim.add_void(VoidRange{key(1), 1, 2}) == 2);
+  CHECK(victim.version_vector().at(key(1)) == 3);
+  CHECK(victim.prefix_digest(key(1), 3) != honest.prefix_digest(key(1), 3));
+  // The claim is signed; the hint was not: the claim wins, and then the advert below it
+  // (which a peer sends when the digests differ) is kept, not void.
+  CHECK(victim.add(claim(1, 2, 1)) == Ledger::AddResult::kNew);
+  CHECK(victim.add(named_advert(1, 1, "one")) == Ledger::AddResult::kNew);
+  CHECK(victim.prefix_digest(key(1), 3) == honest.prefix_digest(key(1), 3));
+  CHECK(victim.fingerprint() == honest.fingerprint());
+  CHECK(victim.void_count() == 0);
+}
+
+TEST_CASE("ledger: two adverts with one void seq are a proof, the slot still void") {
+  Ledger l;
+  l.add(named_advert(1, 1, "one"));
+  l.add(named_advert(1, 2, "two"));
+  REQUIRE(l.is_void(key(1), 1));
+  CHECK(l.add_proof(named_advert(1, 1, "one"), named_advert(1, 1, "other")) ==
+        Ledger::AddResult::kEquivocation);
+  CHECK(l.equivocating(key(1)));
+  CHECK(l.proof_statements(10).size() == 2);
+  CHECK(l.add_proof(named_advert(1, 1, "one"), named_advert(1, 1, "third")) == Ledger::AddResult::kConflict);
+}
+
 TEST_CASE("parse_canonical_pipeline reverses canonical_pipeline") {
   Pipeline p;
   p.name = "wc";

@@ -101,6 +101,35 @@ TEST_CASE("ledger: version vector counts only contiguous sequences from 1") {
   });
 }
 
+TEST_CASE("ledger: void slots drop their advert rows only, merge, and count as held") {
+  for_each_ledger([](LedgerStore& l) {
+    TestKey a(1);
+    std::vector<StoredStatement> batch;
+    batch.push_back(make_statement(a, 1, "advert 1"));
+    batch.push_back(make_statement(a, 2, "advert 2"));
+    batch.push_back(make_statement(a, 3, "claim 3", StatementKind::kClaim));
+    batch.push_back(make_statement(a, 6, "advert 6"));
+    REQUIRE(l.insert_batch(batch).is_ok());
+    CHECK(l.version_vector()->at(a.public_key) == 3);
+    // Slot 3 holds a claim: a void word about it keeps the row.
+    std::vector<StatementRef> slots{{a.public_key, 2}, {a.public_key, 1}, {a.public_key, 3},
+                                    {a.public_key, 5}, {a.public_key, 4}};
+    REQUIRE(l.put_voids(slots).is_ok());
+    CHECK(l.get(a.public_key, 1)->has_value() == false);
+    CHECK(l.get(a.public_key, 2)->has_value() == false);
+    CHECK(l.get(a.public_key, 3)->has_value());
+    CHECK(*l.statement_count() == 2);
+    CHECK(l.version_vector()->at(a.public_key) == 6);
+    auto voids = l.voids();
+    REQUIRE(voids.is_ok());
+    REQUIRE(voids->size() == 1);  // 1..5 merged
+    CHECK(voids->at(0).first == 1);
+    CHECK(voids->at(0).last == 5);
+    REQUIRE(l.put_voids(slots).is_ok());  // again: no change
+    CHECK(l.voids()->size() == 1);
+  });
+}
+
 TEST_CASE("ledger: own sequence advances only with append_own, one step at a time") {
   for_each_ledger([](LedgerStore& l) {
     TestKey me(7);
@@ -208,6 +237,28 @@ TEST_CASE("sqlite ledger: an equivocation proof is kept, one per author, across 
   CHECK(proofs->at(0).bytes == "second");
   CHECK(proofs->at(0).signature == make_statement(liar, 3, "second").signature);
   CHECK((*(*l)->get(liar.public_key, 3))->bytes == "first");  // the statement held is the first
+}
+
+TEST_CASE("sqlite ledger: void slots survive reopening") {
+  TempDir dir;
+  TestKey a(1);
+  {
+    auto l = open_sqlite_ledger(dir / "vow.db");
+    REQUIRE(l.is_ok());
+    REQUIRE((*l)->insert(make_statement(a, 1, "advert 1")).is_ok());
+    REQUIRE((*l)->insert(make_statement(a, 2, "advert 2")).is_ok());
+    std::vector<StatementRef> slots{{a.public_key, 1}};
+    REQUIRE((*l)->put_voids(slots).is_ok());
+  }
+  auto l = open_sqlite_ledger(dir / "vow.db");
+  REQUIRE(l.is_ok());
+  auto voids = (*l)->voids();
+  REQUIRE(voids.is_ok());
+  REQUIRE(voids->size() == 1);
+  CHECK(voids->at(0).author == a.public_key);
+  CHECK(voids->at(0).first == 1);
+  CHECK((*l)->version_vector()->at(a.public_key) == 2);
+  CHECK(*(*l)->statement_count() == 1);
 }
 
 TEST_CASE("sqlite ledger: a newer schema version is refused, naming file and versions") {

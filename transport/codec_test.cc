@@ -102,6 +102,8 @@ TEST_CASE("every message kind round trips") {
       SyncRequest{vv, {{id.key(), digest_of("prefix")}}},
       // Decoded batches hold signed forms only (the validator verifies them).
       StatementBatch{{testing::signed_only(*st), testing::signed_only(*st)}},
+      // Void slots ride along (a hint the core checks).
+      StatementBatch{{testing::signed_only(*st)}, {VoidRange{id.key(), 2, 7}}},
       FetchRequest{7, digest_of("f"), 1024, 16, 262144},
       Chunk{7, 1024, 4096, std::string("\0\1\2", 3), false},
       Credit{7, 8, false},

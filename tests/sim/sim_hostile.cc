@@ -242,11 +242,23 @@ void World::check_hostile_end() {
     }
     // What the hostile host got kept is bounded by its budget, and nothing over a limit.
     std::size_t held = 0;
+    std::size_t superseded = 0;
     bool over_limit = false;
+    const promises::Ledger& l = c.ledger();
     c.ledger().for_each([&](const Statement& st) {
       if (st.author == hostile_key_) ++held;
       over_limit = over_limit || promises::check_limits(st).has_value();
+      // Superseded adverts do not accumulate: none held whose next seq is an advert.
+      const Statement* next = l.get(st.author, st.seq + 1);
+      if (st.kind() == StatementKind::kAdvert &&
+          ((next != nullptr && next->kind() == StatementKind::kAdvert) ||
+           l.is_void(st.author, st.seq + 1))) {
+        ++superseded;
+      }
     });
+    if (superseded != 0) {
+      fail(who + " holds " + std::to_string(superseded) + " adverts superseded at once");
+    }
     const auto& idle = hosts_[i].config.idle_budget;
     // Each start of the agent begins with a full bucket (budgets are not persisted).
     auto idle_bound = static_cast<std::size_t>(
