@@ -211,10 +211,13 @@ def main():
         fetch = ("import sys, urllib.request\n"
                  "r = urllib.request.urlopen('http://127.0.0.1:9464' + sys.argv[1], timeout=5)\n"
                  "print(r.status, r.read().decode().strip())\n")
+        # As the kubelet does, probe until it answers (the agent refreshes what its
+        # probes say every half second, so right after start /readyz may lag).
         for path in sorted(set(probes.values())):
-            p = run(*pods.exec_prefix("vow-0"), sys.executable, "-c", fetch, path)
-            check(p.returncode == 0 and p.stdout.startswith("200 "),
-                  f"GET {path} in vow-0: {p.stdout} {p.stderr}")
+            def probe():
+                p = run(*pods.exec_prefix("vow-0"), sys.executable, "-c", fetch, path)
+                return p if p.returncode == 0 and p.stdout.startswith("200 ") else None
+            wait_until(f"GET {path} in vow-0 to answer 200", probe, 10, 0.2)
     finally:
         for pod, proc in procs.items():
             if proc.poll() is None:
