@@ -36,11 +36,16 @@ class Daemon::Impl::Sequences final : public transport::SequenceView {
     auto st = ledger_->get(author, seq);
     return st.is_ok() && st->has_value() && (*st)->bytes == bytes;
   }
+  bool is_void(const AgentKey& author, std::uint64_t seq) const override {
+    return core_ != nullptr && core_->ledger().is_proven_void(author, seq);
+  }
   void set_ledger(store::LedgerStore* ledger) { ledger_ = ledger; }
+  void set_core(const promises::Core* core) { core_ = core; }
 
  private:
   const SqliteState* state_;
   store::LedgerStore* ledger_ = nullptr;
+  const promises::Core* core_ = nullptr;
 };
 
 namespace {
@@ -388,6 +393,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   Effects fx{&clock, network.get(), state.get(), background.get(), executor.get(), sink.get()};
   agent =
       std::make_unique<Agent>(std::move(cc), std::move(restored), std::move(recovered), fx, log);
+  static_cast<Impl::Sequences*>(sequences.get())->set_core(&agent->core());
 }
 
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -59,6 +59,12 @@ class SequenceView {
     (void)author, (void)seq, (void)bytes;
     return false;
   }
+  // True if (author, seq) is a void slot (an advert superseded at once, whose body is
+  // gone): an advert there again is no news, not equivocation evidence.
+  virtual bool is_void(const AgentKey& author, std::uint64_t seq) const {
+    (void)author, (void)seq;
+    return false;
+  }
 };
 
 // A SequenceView that holds nothing: every sequence is new (clients, tests).

@@ -593,7 +593,7 @@ def scenario_hostile(args):
                         "--out", frames_dir], check=True, capture_output=True)
         seed = read_seed(mallory_key)
 
-        # Mallory's honest past: two adverts, so that old sequences of it exist.
+        # Mallory's honest past: an advert and a checkpoint, so that old sequences exist.
         honest = ForeignClient(ctx, a.id, a.endpoint, seed)
         clients.append(honest)
         for n in (1, 2):
@@ -642,7 +642,7 @@ def scenario_hostile(args):
     finally:
         for cl in clients:
             cl.close()
-        ctx.term()
+        ctx.destroy(linger=0)
         mesh.cleanup(keep=failing())
     return 0
 
@@ -884,7 +884,7 @@ def scenario_binding(args):
     finally:
         for link in links.values():
             link.close()
-        ctx.term()
+        ctx.destroy(linger=0)
         mesh.cleanup(keep=failing())
     return 0
 

@@ -12,7 +12,7 @@
 //   DIR       one file per frame, DIR/<name>.frame (names below)
 //
 // Frames (each a whole ZeroMQ frame, i.e. an Envelope; a statement goes in a batch of one):
-//   honest-1, honest-2   adverts by the key itself, seq 1 and 2: valid history
+//   honest-1, honest-2   an advert and a checkpoint by the key itself, seq 1 and 2
 //   bad-signature        forged result, seq 3, one bit of the signature flipped
 //   wrong-author         forged result naming AGENT_ID as author, signed by the key
 //   stale-sequence       forged result, seq 1 (below the held 2), validly signed
@@ -121,12 +121,14 @@ int main(int argc, char** argv) {
   };
 
   std::map<std::string, std::string> frames;
+  // An advert, then a checkpoint (not a second advert: an advert superseded at once is
+  // void, its body forgotten, and the stale-sequence frame below needs one held at 1).
   Advert advert;
   advert.name = "mallory";
-  for (std::uint64_t seq : {1, 2}) {
-    Statement st{me->key(), seq, 0, advert, {}};
-    frames["honest-" + std::to_string(seq)] = statement_frame(must_sign(*me, st));
-  }
+  Checkpoint checkpoint{forged.job().has_value() ? std::get<JobResult>(forged.body).job : JobRef{},
+                        1, ArtifactRef{}};
+  frames["honest-1"] = statement_frame(must_sign(*me, Statement{me->key(), 1, 0, advert, {}}));
+  frames["honest-2"] = statement_frame(must_sign(*me, Statement{me->key(), 2, 0, checkpoint, {}}));
   SignedStatement bad_sig = must_sign(*me, forged_by(me->key(), 3));
   bad_sig.signature[17] ^= 0x04;
   frames["bad-signature"] = statement_frame(bad_sig);

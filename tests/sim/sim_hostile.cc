@@ -4,7 +4,8 @@
 // (versions of a dataset it does not provide, huge or jumping versions, a provider that
 // lies in line), publishes results without claims and at epoch 0, claims at epochs it
 // did not earn (2^32-1, 0), equivocates (two statements with one seq, one to each half
-// of the mesh), floods (statements that do not count, superseding adverts) and sends
+// of the mesh, and one behind an advert that becomes void), floods (statements that do
+// not count, superseding adverts), lies about void slots of honest agents and sends
 // fields over their limits (a 1 MiB name, a 64 KiB error text). It draws from a random source of its own, and sends without
 // loss or partition, so every agent hears it. Its invariants are checked at the end.
 #include <algorithm>
@@ -61,9 +62,10 @@ Statement World::hostile_statement(StatementBody body) {
   return st;
 }
 
-void World::hostile_send(const std::vector<Statement>& statements, int to) {
+void World::hostile_send(const std::vector<Statement>& statements, int to,
+                         std::vector<VoidRange> voids) {
   auto m = std::make_shared<promises::Message>();
-  m->body = promises::StatementBatch{statements};
+  m->body = promises::StatementBatch{statements, std::move(voids)};
   for (int j = 0; j < opt_.agents; ++j) {
     if (to >= 0 && j != to) continue;
     Ev ev{EvType::kDeliver};
@@ -104,7 +106,7 @@ void World::hostile_act() {
     r.outputs = {NamedArtifact{"o0", bogus(what)}};
     return r;
   };
-  std::uint64_t attack = draw(hostile_rng_, 8);
+  std::uint64_t attack = draw(hostile_rng_, 10);
   if (attack == 3 && hostile_equivocated_) attack = 4;
   switch (attack) {
     case 0: {  // source hijack: a dataset it does not provide, and a jump in its own
@@ -164,6 +166,32 @@ void World::hostile_act() {
       r.error = std::string(std::size_t{64} << 10, 'e');
       hostile_send({hostile_statement(std::move(big)), hostile_statement(std::move(r))}, -1);
       trace("hostile fields over their limits");
+      return;
+    }
+    case 8: {  // lies about void slots: an honest agent's statements below its advert
+      const promises::Ledger* ledger = hosts_[0].up ? &hosts_[0].agent->core().ledger() : nullptr;
+      int victim = static_cast<int>(draw(hostile_rng_, static_cast<std::uint64_t>(opt_.agents)));
+      if (ledger == nullptr) return;
+      auto adv = ledger->adverts().find(host(victim).key);
+      if (adv == ledger->adverts().end() || adv->second->seq < 2) return;
+      std::uint64_t top = adv->second->seq - 1;
+      std::uint64_t first = top > 5 ? top - 5 : 1;
+      hostile_send({}, -1, {VoidRange{host(victim).key, first, top}});
+      trace("hostile void hint for a" + std::to_string(victim) + " " + u64s(first) + "-" +
+            u64s(top));
+      return;
+    }
+    case 9: {  // equivocation behind a void advert: advert s, advert s + 1 (s is void
+               // where both arrive first), and a result at s to half of the mesh
+      Statement a = hostile_statement(Advert{"hostile", {}, {}, {AdvertSource{pipeline_.name, "cfg"}}});
+      Statement b = hostile_statement(Advert{"hostile+", {}, {}, {AdvertSource{pipeline_.name, "cfg"}}});
+      Statement c = a;
+      c.body = result(0, "behind-void");
+      c.signed_form = sim_sign(c);
+      ++result_.hostile_statements;
+      hostile_send({a, b}, -1);
+      for (int j = 1; j < opt_.agents; j += 2) hostile_send({c}, j);
+      trace("hostile equivocation behind a void advert at seq " + u64s(a.seq));
       return;
     }
     case 7: {  // superseding adverts: none counts but the latest, each one costs

@@ -252,7 +252,8 @@ class World {
   void make_hostile();
   void hostile_act();
   // Its statements, validly signed, to agent `to` (-1: every agent).
-  void hostile_send(const std::vector<Statement>& statements, int to);
+  void hostile_send(const std::vector<Statement>& statements, int to,
+                    std::vector<VoidRange> voids = {});
   Statement hostile_statement(StatementBody body);
   void check_hostile_end();
 
