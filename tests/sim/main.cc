@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
                                    : vow::sim::Faults::kAll;
   std::uint64_t from = seed ? *seed : first_seed;
   std::uint64_t count = seed ? 1 : seeds;
-  std::uint64_t passed = 0, failed = 0, hostile_seeds = 0;
+  std::uint64_t passed = 0, failed = 0, hostile_seeds = 0, bomb_seeds = 0;
   std::size_t largest_ledger = 0;
   std::vector<std::int64_t> failover;
   std::vector<std::int64_t> failover_claim;
@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
       }
     }
     hostile_seeds += r.hostile ? 1 : 0;
+    bomb_seeds += r.trees_refused != 0 ? 1 : 0;
     largest_ledger = std::max(largest_ledger, r.ledger_size);
     failover.insert(failover.end(), r.failover_ms.begin(), r.failover_ms.end());
     failover_claim.insert(failover_claim.end(), r.failover_claim_ms.begin(),
@@ -135,8 +136,10 @@ int main(int argc, char** argv) {
                 static_cast<double>(percentile(w, 0.5)) / 1000.0,
                 static_cast<double>(percentile(w, 1.0)) / 1000.0, agents);
   }
-  std::printf("hostile host in %llu seeds; largest ledger %zu statements\n",
-              static_cast<unsigned long long>(hostile_seeds), largest_ledger);
+  std::printf("hostile host in %llu seeds (a tree bomb refused in %llu); largest ledger %zu "
+              "statements\n",
+              static_cast<unsigned long long>(hostile_seeds),
+              static_cast<unsigned long long>(bomb_seeds), largest_ledger);
   std::printf("%llu passed, %llu failed\n", static_cast<unsigned long long>(passed),
               static_cast<unsigned long long>(failed));
   return failed == 0 ? 0 : 1;

@@ -343,8 +343,15 @@ void World::step(const Ev& ev) {
       if (cancelled) {
         s = Status::unavailable("transfer cancelled");
       } else {
-        const Host& from = host(ev.from);
-        if (!from.up || side_[ev.from] != side_[ev.agent] || !from.store.count(ev.id)) {
+        if (ev.from < 0) {
+          // The hostile host: it sends what it serves.
+          if (hostile_serves(ev.id)) {
+            h.incoming.insert(ev.id);
+          } else {
+            s = Status::unavailable("peer could not send " + ev.id.short_hex());
+          }
+        } else if (const Host& from = host(ev.from);
+                   !from.up || side_[ev.from] != side_[ev.agent] || !from.store.count(ev.id)) {
           s = Status::unavailable("peer could not send " + ev.id.short_hex());
         } else {
           h.incoming.insert(ev.id);
@@ -502,6 +509,7 @@ bool World::holdings_converged() {
 }
 
 bool World::quiet() {
+  const std::set<std::string> poisoned = poisoned_stages();
   std::optional<VersionVector> vv;
   std::size_t size = 0;
   Digest fingerprint;
@@ -523,8 +531,9 @@ bool World::quiet() {
     size = filled;
     fingerprint = ledger.fingerprint();
     for (const auto& sp : h.agent->core().plan().stages) {
-      if (sp.state == promises::StageState::kPending ||
-          sp.state == promises::StageState::kPlanned) {
+      if ((sp.state == promises::StageState::kPending ||
+           sp.state == promises::StageState::kPlanned) &&
+          !poisoned.count(sp.stage)) {
         return false;
       }
     }
@@ -537,7 +546,7 @@ bool World::quiet() {
   promises::Core& c = hosts_[0].agent->core();
   for (const auto& [id, job] : c.plan().jobs) {
     const Statement* canon = c.canonical(id);
-    if (canon == nullptr || c.nondeterministic(id)) continue;
+    if (canon == nullptr || c.nondeterministic(id) || poisoned.count(job.ref.stage)) continue;
     for (const auto& o : std::get<JobResult>(canon->body).outputs) {
       bool held = std::any_of(hosts_.begin(), hosts_.end(),
                               [&](const Host& h) { return h.store.count(o.artifact.digest); });
@@ -612,9 +621,13 @@ void World::check_end() {
   }
   for (std::size_t i = 0; i < hosts_.size(); ++i) check_job_index(static_cast<int>(i));
   check_hostile_end();
-  // Every planned stage is done, or blocked by a job that failed past its retries.
+  // Every planned stage is done, or blocked by a job that failed past its retries (or
+  // held back by a canonical tree bomb).
+  const std::set<std::string> poisoned = poisoned_stages();
   for (const auto& sp : ref.plan().stages) {
-    if (sp.state == promises::StageState::kPending || sp.state == promises::StageState::kPlanned) {
+    if ((sp.state == promises::StageState::kPending ||
+         sp.state == promises::StageState::kPlanned) &&
+        !poisoned.count(sp.stage)) {
       fail("stage " + sp.stage + " did not finish: " + stage_state_name(sp.state) + " " +
            sp.reason);
     }

@@ -52,6 +52,7 @@ struct SimResult {
   std::uint64_t agent_failures = 0;     // agents that stopped (disk full) and were restarted
   bool hostile = false;                 // a hostile host took part
   std::uint64_t hostile_statements = 0;  // statements it sent (each variant once)
+  std::uint64_t trees_refused = 0;       // fetched trees refused past the expansion limits
   std::size_t ledger_size = 0;           // statements in a0's ledger at the end
 };
 

@@ -76,7 +76,8 @@ void SimNetwork::connect(const AgentKey& peer, const std::vector<std::string>&) 
 Result<std::uint64_t> SimNetwork::fetch(const AgentKey& from, const Digest& digest) {
   Host& h = w_->host(i_);
   int j = w_->index_of(from);
-  if (j < 0) return Status::not_found("no such peer");
+  // The hostile host serves its own artifacts (-1), without loss or partition.
+  if (j < 0 && from != w_->hostile_key()) return Status::not_found("no such peer");
   if (h.transfers >= kMaxTransfers) return Status::overloaded("no place for another transfer");
   ++h.transfers;
   std::uint64_t id = w_->next_token();
@@ -382,6 +383,25 @@ Status SimSink::store_tree(const Digest& digest, const std::vector<TreeEntry>& e
   for (const auto& e : entries) {
     if (!h.store.count(e.digest))
       return Status::not_found("tree child " + e.digest.hex() + " lost");
+  }
+  // As the artifact store does: a tree past the expansion limits is refused (kInvalid).
+  TreeReader reader{
+      [&](const Digest& d) -> Result<std::vector<TreeEntry>> {
+        const ArtifactRef* r = w_->ref(d);
+        if (r == nullptr) return Status::not_found("no tree " + d.hex());
+        return r->entries;
+      },
+      [&](const Digest& d) -> Result<std::uint64_t> {
+        const ArtifactRef* r = w_->ref(d);
+        return r == nullptr ? 0 : r->size_bytes;
+      }};
+  std::map<Digest, TreeExpansion> memo;
+  auto x = expand_tree(digest, reader, &memo);
+  if (!x.is_ok()) return x.status();
+  Status limits = check_expansion(digest, *x);
+  if (!limits.is_ok()) {
+    w_->note_tree_refused();
+    return limits;
   }
   h.store.insert(digest);
   return Status::ok();

@@ -32,7 +32,7 @@ constexpr std::size_t kLedgerBudgetPerJob = 40;
 constexpr int kHostileAdvertFlood = 60;  // superseding adverts in one flood
 // Hostile statements that can count (its first advert, a lying provider's line of at
 // most 3, an equivocation proof): everything else it holds was paid from its budget.
-constexpr std::size_t kHostileCountable = 8;
+constexpr std::size_t kHostileCountable = 10;
 
 std::uint64_t draw(std::mt19937_64& rng, std::uint64_t n) { return n == 0 ? 0 : rng() % n; }
 
@@ -106,7 +106,8 @@ void World::hostile_act() {
     r.outputs = {NamedArtifact{"o0", bogus(what)}};
     return r;
   };
-  std::uint64_t attack = draw(hostile_rng_, 10);
+  std::uint64_t attack = draw(hostile_rng_, 11);
+  if (attack == 10 && (hostile_bomb_ || jobs.empty())) attack = 7;
   if (attack == 3 && hostile_equivocated_) attack = 4;
   switch (attack) {
     case 0: {  // source hijack: a dataset it does not provide, and a jump in its own
@@ -194,6 +195,36 @@ void World::hostile_act() {
       trace("hostile equivocation behind a void advert at seq " + u64s(a.seq));
       return;
     }
+    case 10: {  // a tree bomb: it promises the target's stage, claims the job at epoch 1
+                // and gives a result whose output is a tree that expands to 2^24 entries
+                // (each level names the one below twice); it serves the bytes itself
+      ArtifactRef level = bogus("bomb-leaf");
+      add_ref(level);
+      hostile_store_.insert(level.digest);
+      for (int depth = 0; depth < 24; ++depth) {
+        EntryKind kind = depth == 0 ? EntryKind::kFile : EntryKind::kTree;
+        ArtifactRef up;
+        up.digest = hash_of({"hostile-bomb", u64s(hostile_seq_), u64s(static_cast<std::uint64_t>(depth))});
+        up.is_tree = true;
+        up.size_bytes = 2 * level.size_bytes;
+        up.entries = {TreeEntry{"a", kind, level.digest}, TreeEntry{"b", kind, level.digest}};
+        add_ref(up);
+        hostile_store_.insert(up.digest);
+        level = up;
+      }
+      hostile_bomb_ = level.digest;
+      Advert adv{"hostile",
+                 {},
+                 {AdvertPromise{target.pipeline, target.stage, target.stage_digest, 1}},
+                 {AdvertSource{pipeline_.name, "cfg"}}};
+      Statement a = hostile_statement(std::move(adv));
+      Statement c = hostile_statement(Claim{target, 1, 0, std::nullopt});
+      JobResult r = result(1, "bomb");
+      r.outputs = {NamedArtifact{"o0", level}};
+      hostile_send({a, c, hostile_statement(std::move(r))}, -1);
+      trace("hostile tree bomb " + level.digest.short_hex() + " for job " + target.job.short_hex());
+      return;
+    }
     case 7: {  // superseding adverts: none counts but the latest, each one costs
       std::vector<Statement> flood;
       for (int k = 0; k < kHostileAdvertFlood; ++k) {
@@ -217,6 +248,27 @@ void World::hostile_act() {
       return;
     }
   }
+}
+
+std::set<std::string> World::poisoned_stages() {
+  std::set<std::string> out;
+  if (!hostile_bomb_ || !hosts_[0].up) return out;
+  promises::Core& c = hosts_[0].agent->core();
+  for (const auto& [id, js] : c.ledger().jobs()) {
+    const Statement* canon = c.canonical(id);
+    if (canon == nullptr || canon->author != hostile_key_) continue;
+    for (const auto& o : std::get<JobResult>(canon->body).outputs) {
+      if (o.artifact.digest == *hostile_bomb_) out.insert(std::get<JobResult>(canon->body).job.stage);
+    }
+  }
+  // Stages only read earlier ones: one pass in order finds every one downstream.
+  for (const auto& s : pipeline_.stages) {
+    for (const auto& in : s.inputs) {
+      if (out.count(in.stage)) out.insert(s.name);
+    }
+    if (s.foreach && out.count(s.foreach->stage)) out.insert(s.name);
+  }
+  return out;
 }
 
 // What the hostile host (or any agent) cannot have caused, checked in every seed.
@@ -264,9 +316,16 @@ void World::check_hostile_end() {
     }
     for (const auto& [id, js] : c.ledger().jobs()) {
       const Statement* canon = c.canonical(id);
-      if (canon != nullptr && !honest(canon->author)) {
-        fail(who + " takes a hostile result as canonical for " + id.short_hex());
-      }
+      if (canon == nullptr || honest(canon->author)) continue;
+      // Only the tree bomb's result can be: its author promised the stage and claimed
+      // the job, so it binds; what it gives is refused where it would be used.
+      const auto& outs = std::get<JobResult>(canon->body).outputs;
+      bool bomb = hostile_bomb_ && outs.size() == 1 && outs[0].artifact.digest == *hostile_bomb_;
+      if (!bomb) fail(who + " takes a hostile result as canonical for " + id.short_hex());
+    }
+    // Nobody stores the bomb (nor could materialize it).
+    if (hostile_bomb_ && hosts_[i].store.count(*hostile_bomb_)) {
+      fail(who + " stored the tree bomb " + hostile_bomb_->short_hex());
     }
     // What the hostile host got kept is bounded by its budget, and nothing over a limit.
     std::size_t held = 0;

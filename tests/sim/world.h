@@ -208,6 +208,9 @@ class World {
   std::int64_t wall() const;
   Host& host(int i) { return hosts_[static_cast<std::size_t>(i)]; }
   int index_of(const AgentKey& key) const;
+  const AgentKey& hostile_key() const { return hostile_key_; }
+  bool hostile_serves(const Digest& d) const { return hostile_store_.count(d) != 0; }
+  void note_tree_refused() { ++result_.trees_refused; }
   std::uint64_t rnd(std::uint64_t n) { return n == 0 ? 0 : rng_() % n; }
   bool chance(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
   void schedule(std::int64_t at, Ev ev) { queue_.emplace(std::make_pair(at, next_id_++), ev); }
@@ -256,6 +259,10 @@ class World {
                     std::vector<VoidRange> voids = {});
   Statement hostile_statement(StatementBody body);
   void check_hostile_end();
+  // Stages a canonical tree bomb holds back (its own and every one downstream): a
+  // trusted host that promises a stage can give garbage that binds; what is checked of
+  // them is that the bomb is refused, never stored.
+  std::set<std::string> poisoned_stages();
 
   // ---- invariants ----
   bool quiet();
@@ -297,6 +304,9 @@ class World {
   std::mt19937_64 hostile_rng_;
   AgentKey hostile_key_;
   std::uint64_t hostile_seq_ = 0;
+  // Artifacts the hostile host serves (its tree bomb), and the bomb's root.
+  std::set<Digest> hostile_store_;
+  std::optional<Digest> hostile_bomb_;
   bool hostile_equivocated_ = false;
   std::uint64_t hostile_equivocation_seq_ = 0;
 };
