@@ -60,7 +60,7 @@ void add_attest_command(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print what was written as JSON (docs/cli.md)");
   cmd->callback([o] {
     auto answer = control_call(o->address, "attest", {{"ref", o->ref}}, 30000);
-    if (!answer.is_ok()) die("attest", answer.status().message());
+    if (!answer.is_ok()) die("attest", answer.status());
     const json& a = *answer;
     if (!a["problems"].empty()) {
       std::string all;

@@ -33,7 +33,7 @@ void add_diff_command(CLI::App& app) {
   cmd->callback([o] {
     auto lineage = [&](const std::string& ref) {
       auto answer = control_call(o->address, "lineage", {{"ref", ref}}, 30000);
-      if (!answer.is_ok()) die("diff", answer.status().message());
+      if (!answer.is_ok()) die("diff", answer.status());
       return std::move(answer).value();
     };
     nlohmann::json a = lineage(o->a);

@@ -252,9 +252,10 @@ def scenario_attest():
             bad, _ = check_bundle(tampered, keys, mesh, lineage["artifacts"])
             check(any(f"line {i + 1}: bad signature" in p for p in bad),
                   f"a changed byte in attestation {i + 1} went unnoticed: {bad}")
-        # A reference that names nothing is refused, naming it, and writes nothing.
+        # A reference that names nothing is refused (not found: 3), naming it, and
+        # writes nothing.
         missing = os.path.join(mesh.root, "none.jsonl")
-        p = vow(b, "attest", "wordcount/nosuch.out", "-o", missing, rc=1)
+        p = vow(b, "attest", "wordcount/nosuch.out", "-o", missing, rc=3)
         check("no stage wordcount/nosuch" in p.stderr and not os.path.exists(missing),
               f"attest of an unknown stage: {p.stderr}")
     finally:
@@ -286,6 +287,9 @@ def scenario_diff():
         first = report_digest(a)
         same = diff(b, first, "wordcount/top.report", rc=0)
         check("the same: all 12 steps" in same, f"diff of a result with itself: {same}")
+        # A reference that names nothing: not found (3), naming it.
+        p = vow(b, "diff", "wordcount/nosuch.out", "wordcount/top.report", rc=3)
+        check("nosuch" in p.stderr, f"diff with an unknown stage: {p.stderr}")
 
         # Second run: the merge command is edited, the agents reload.
         edit_merge(mesh.pipelines[0])
