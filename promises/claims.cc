@@ -359,6 +359,60 @@ void Core::Impl::check_results(const Digest& job, const PlannedJob* planned) {
   }
 }
 
+void Core::Impl::claim_open_jobs() {
+  // A job's owner is its best-ranked live candidate. Every agent holds the same plan
+  // and rankings, so each knows every owner's backlog (its open, unclaimed jobs of one
+  // stage, in plan order) and the place of each job in it. An owner takes its backlog
+  // from the front; another agent only from the back, and never the owner's first
+  // `reserve` jobs (its free places as last heard, at least one), unless a job has been
+  // claimable for kStealPatienceMs: a busy owner's stale "full" then races a thief only
+  // for a backlog's last job, instead of for every job.
+  struct Candidate {
+    const PlannedJob* job;
+    AgentKey owner;
+    std::size_t place;
+  };
+  std::vector<Candidate> candidates;
+  std::map<std::pair<Digest, AgentKey>, std::size_t> backlog;
+  for (const PlannedJob* job : open_jobs) {
+    if (book.failed_for_good(job->ref.job, job->retries)) continue;
+    const Digest& id = job->ref.job;
+    std::optional<AgentKey> owner;
+    for (const AgentKey& a : ranking(id, job->ref.stage_digest)) {
+      if (a == config.key || is_live(a)) {
+        owner = a;
+        break;
+      }
+    }
+    std::size_t place = 0;
+    if (owner && !any_standing_claim(id)) place = backlog[{job->ref.stage_digest, *owner}]++;
+    candidates.push_back({job, owner.value_or(config.key), place});
+  }
+  for (const Candidate& c : candidates) {
+    if (c.owner == config.key) consider_claim(*c.job, /*regenerate=*/false);
+  }
+  for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
+    if (it->owner == config.key) continue;
+    const Membership::Peer* p = members.find(it->owner);
+    std::size_t free = p != nullptr && p->capacity > p->running ? p->capacity - p->running : 0;
+    std::size_t reserve = std::max<std::size_t>(1, free);
+    const JobLocal* loc = nullptr;
+    if (auto l = local.find(it->job->ref.job); l != local.end()) loc = &l->second;
+    bool patient = loc != nullptr && loc->claimable_since_ms >= 0 &&
+                   now_ms - loc->claimable_since_ms >= kStealPatienceMs;
+    if (it->place < reserve && !patient) {
+      // Not ours to take yet: count it as claimable, and look again when patience runs out.
+      JobLocal& mine = local[it->job->ref.job];
+      if (!any_standing_claim(it->job->ref.job)) {
+        if (mine.claimable_since_ms < 0) mine.claimable_since_ms = now_ms;
+        wake_at(mine.claimable_since_ms + kStealPatienceMs);
+      }
+      continue;
+    }
+    consider_claim(*it->job, /*regenerate=*/false);
+  }
+}
+
 void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
   const Digest& id = job.ref.job;
   JobLocal& loc = local[id];
@@ -536,10 +590,7 @@ void Core::Impl::reconcile() {
   // jobs, not every job ever planned.
   std::erase_if(open_jobs,
                 [&](const PlannedJob* job) { return book.canonical(job->ref.job) != nullptr; });
-  for (const PlannedJob* job : open_jobs) {
-    if (book.failed_for_good(job->ref.job, job->retries)) continue;
-    consider_claim(*job, /*regenerate=*/false);
-  }
+  claim_open_jobs();
   const std::set<Digest>& regen = replication.regen_wanted();
   for (const Digest& id : std::vector<Digest>(regen.begin(), regen.end())) {
     const PlannedJob* job = plan->find(id);

@@ -65,6 +65,9 @@ inline constexpr std::size_t kMaxProofStatementsPerSync = 64;
 inline constexpr std::size_t kMaxDivergingPerAuthor = 256;
 // Void ranges (of at most Ledger::kMaxVoidRun seqs each) in one sync answer.
 inline constexpr std::size_t kMaxVoidRangesPerSync = 64;
+// A job another agent owns (its best-ranked live candidate) and keeps a place for is
+// taken by others only after it has been claimable this long (docs/coordination.md).
+inline constexpr std::int64_t kStealPatienceMs = 500;
 inline constexpr std::int64_t kFetchRetryMs = 200;          // wait before re-trying a fetch
 inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replication after this
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch

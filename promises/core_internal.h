@@ -216,6 +216,10 @@ struct Core::Impl {
   void reconcile_running();
   void reconcile_tie_breaks();
   void consider_claim(const PlannedJob& job, bool regenerate);
+  // Open jobs in two passes (docs/coordination.md, "Owners first, thieves from the
+  // tail"): this agent's own (it is the best-ranked live candidate) front to back, then
+  // others' back to front, each only past the place its owner keeps for itself.
+  void claim_open_jobs();
   void claim(const PlannedJob& job, bool regenerate);
   void stop(const Digest& job, const std::string& reason, bool release);
   // Emits the KillJob for a run that may have a process and keeps it stopping.

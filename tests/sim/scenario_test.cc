@@ -16,7 +16,9 @@ TEST_CASE("claim race at the same epoch: the better-ranked keeps it, the other r
   REQUIRE(version.kind() == StatementKind::kSourceVersion);
   m.inject(1, 0, version);
   m.inject(2, 0, version);
-  m.advance(100);  // so both claim epoch 1 (the worse-ranked after one claim step)
+  // So both claim epoch 1: the worse-ranked, not the job's owner, once the owner's
+  // place for it has waited kStealPatienceMs unclaimed (as far as it can tell).
+  m.advance(kStealPatienceMs + 100);
   Digest job = m.jobs_of(0, "work").at(0);
   REQUIRE(m.node(1).procs.count(job) == 1);
   REQUIRE(m.node(2).procs.count(job) == 1);
