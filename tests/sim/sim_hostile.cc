@@ -213,6 +213,7 @@ void World::hostile_act() {
         level = up;
       }
       hostile_bomb_ = level.digest;
+      hostile_stage_ = target.stage;
       Advert adv{"hostile",
                  {},
                  {AdvertPromise{target.pipeline, target.stage, target.stage_digest, 1}},
@@ -257,9 +258,7 @@ std::set<std::string> World::poisoned_stages() {
   for (const auto& [id, js] : c.ledger().jobs()) {
     const Statement* canon = c.canonical(id);
     if (canon == nullptr || canon->author != hostile_key_) continue;
-    for (const auto& o : std::get<JobResult>(canon->body).outputs) {
-      if (o.artifact.digest == *hostile_bomb_) out.insert(std::get<JobResult>(canon->body).job.stage);
-    }
+    out.insert(std::get<JobResult>(canon->body).job.stage);
   }
   // Stages only read earlier ones: one pass in order finds every one downstream.
   for (const auto& s : pipeline_.stages) {
@@ -317,11 +316,11 @@ void World::check_hostile_end() {
     for (const auto& [id, js] : c.ledger().jobs()) {
       const Statement* canon = c.canonical(id);
       if (canon == nullptr || honest(canon->author)) continue;
-      // Only the tree bomb's result can be: its author promised the stage and claimed
-      // the job, so it binds; what it gives is refused where it would be used.
-      const auto& outs = std::get<JobResult>(canon->body).outputs;
-      bool bomb = hostile_bomb_ && outs.size() == 1 && outs[0].artifact.digest == *hostile_bomb_;
-      if (!bomb) fail(who + " takes a hostile result as canonical for " + id.short_hex());
+      // Only in the stage it promised with the tree bomb: there its claims and results
+      // bind (the bomb's, or a later one at an epoch it claimed).
+      if (!hostile_bomb_ || std::get<JobResult>(canon->body).job.stage != hostile_stage_) {
+        fail(who + " takes a hostile result as canonical for " + id.short_hex());
+      }
     }
     // Nobody stores the bomb (nor could materialize it).
     if (hostile_bomb_ && hosts_[i].store.count(*hostile_bomb_)) {

@@ -259,9 +259,10 @@ class World {
                     std::vector<VoidRange> voids = {});
   Statement hostile_statement(StatementBody body);
   void check_hostile_end();
-  // Stages a canonical tree bomb holds back (its own and every one downstream): a
-  // trusted host that promises a stage can give garbage that binds; what is checked of
-  // them is that the bomb is refused, never stored.
+  // Stages a canonical result of the hostile host holds back (its own and every one
+  // downstream): once it promised a stage (the tree bomb), its results there bind, and
+  // nobody honest holds what they name; what is checked of them is that the bomb is
+  // refused, never stored.
   std::set<std::string> poisoned_stages();
 
   // ---- invariants ----
@@ -307,6 +308,7 @@ class World {
   // Artifacts the hostile host serves (its tree bomb), and the bomb's root.
   std::set<Digest> hostile_store_;
   std::optional<Digest> hostile_bomb_;
+  std::string hostile_stage_;  // the stage it promised with the bomb
   bool hostile_equivocated_ = false;
   std::uint64_t hostile_equivocation_seq_ = 0;
 };
