@@ -137,7 +137,11 @@ std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
     return std::nullopt;
   }
   Message msg = std::move(m).value();
-  if (role == PeerRole::kClient && !std::holds_alternative<ControlRequest>(msg.body)) {
+  // A client asks (control requests) and reads artifacts (the fetching side of a
+  // stream: request, credit, cancel); it says nothing else.
+  if (role == PeerRole::kClient && !std::holds_alternative<ControlRequest>(msg.body) &&
+      !std::holds_alternative<FetchRequest>(msg.body) &&
+      !std::holds_alternative<Credit>(msg.body) && !std::holds_alternative<FetchError>(msg.body)) {
     reject(RejectReason::kNotAllowed, peer,
            std::string("client sent a ") + message_kind_name(msg.body) + " message");
     return std::nullopt;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "agent/cli/commands.h"
@@ -111,9 +112,68 @@ Result<nlohmann::json> parse_answer(const std::string& body) {
   return j;
 }
 
-// A remote agent: a CURVE link with the client key, one ControlRequest, one answer.
-Result<nlohmann::json> remote_call(const AgentAddress& address, const std::string& method,
-                                   const nlohmann::json& args, int timeout_ms) {
+}  // namespace
+
+namespace {
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Writes a fetched object to a file, resumable (stream.h ChunkSink).
+class FileSink final : public transport::ChunkSink {
+ public:
+  FileSink(std::string path, bool* finished) : path_(std::move(path)), finished_(finished) {}
+  Status write(std::uint64_t offset, std::span<const std::uint8_t> data) override {
+    std::fstream f(path_, std::ios::in | std::ios::out | std::ios::binary);
+    if (!f) f.open(path_, std::ios::out | std::ios::binary);
+    if (!f) return Status::io("create " + path_);
+    f.seekp(static_cast<std::streamoff>(offset));
+    f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+    return f ? Status::ok() : Status::io("write " + path_);
+  }
+  Status read(std::uint64_t offset, std::span<std::uint8_t> out) override {
+    std::ifstream f(path_, std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(offset));
+    f.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size()));
+    return f ? Status::ok() : Status::io("read " + path_);
+  }
+  Status finish(std::uint64_t total_bytes) override {
+    std::error_code ec;
+    if (!fs::exists(path_, ec)) std::ofstream(path_, std::ios::binary);  // an empty file
+    fs::resize_file(path_, total_bytes, ec);
+    if (ec) return Status::io("truncate " + path_ + ": " + ec.message());
+    *finished_ = true;
+    return Status::ok();
+  }
+  void abort(const Status&) override {}
+
+ private:
+  std::string path_;
+  bool* finished_;
+};
+
+}  // namespace
+
+struct RemoteAgent::Impl {
+  AgentAddress address;
+  AgentKey peer;
+  std::unique_ptr<transport::TrustSet> trust;
+  std::unique_ptr<transport::NoSequences> no_sequences;
+  std::unique_ptr<transport::Transport> link;
+  std::uint64_t next_request = 0;
+};
+
+RemoteAgent::RemoteAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+RemoteAgent::~RemoteAgent() = default;
+
+bool is_remote(const AgentAddress& address) {
+  return address.agent.find('@') != std::string::npos;
+}
+
+Result<std::unique_ptr<RemoteAgent>> RemoteAgent::connect(const AgentAddress& address) {
   auto peer = transport::parse_peer_address(address.agent);
   if (!peer.is_ok()) return peer.status();
   if (address.key.empty()) {
@@ -121,28 +181,35 @@ Result<nlohmann::json> remote_call(const AgentAddress& address, const std::strin
   }
   auto id = transport::load_key_file(address.key);
   if (!id.is_ok()) return id.status();
-  transport::TrustSet trust;
-  trust.add(peer->key);
-  transport::NoSequences no_sequences;
-  auto t = transport::Transport::create(*id, trust, transport::TransportOptions{}, &no_sequences,
+  auto impl = std::make_unique<Impl>();
+  impl->address = address;
+  impl->peer = peer->key;
+  impl->trust = std::make_unique<transport::TrustSet>();
+  impl->trust->add(peer->key);
+  impl->no_sequences = std::make_unique<transport::NoSequences>();
+  auto t = transport::Transport::create(*id, *impl->trust, transport::TransportOptions{},
+                                        impl->no_sequences.get(),
                                         [](transport::LogLevel, std::string_view) {});
   if (!t.is_ok()) return t.status();
-  auto& link = **t;
-  VOW_RETURN_IF_ERROR(link.connect(peer->key, peer->endpoint));
-  auto now = [] {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  };
-  std::int64_t deadline = now() + timeout_ms;
-  std::uint64_t request_id = static_cast<std::uint64_t>(now());
+  impl->link = std::move(t).value();
+  VOW_RETURN_IF_ERROR(impl->link->connect(peer->key, peer->endpoint));
+  impl->next_request = static_cast<std::uint64_t>(steady_ms());
+  return std::unique_ptr<RemoteAgent>(new RemoteAgent(std::move(impl)));
+}
+
+Result<nlohmann::json> RemoteAgent::call(const std::string& method, const nlohmann::json& args,
+                                         int timeout_ms) {
+  auto& link = *impl_->link;
+  const AgentKey& peer = impl_->peer;
+  std::int64_t deadline = steady_ms() + timeout_ms;
+  std::uint64_t request_id = ++impl_->next_request;
   transport::ControlRequest req{request_id, method, args.dump()};
-  VOW_RETURN_IF_ERROR(link.send(peer->key, transport::Message{transport::kProtocolVersion, req}));
-  while (now() < deadline) {
-    link.wait(static_cast<int>(std::min<std::int64_t>(100, deadline - now())));
-    link.tick(now());
-    for (auto& in : link.poll_inbound(now())) {
-      if (in.peer != peer->key) continue;
+  VOW_RETURN_IF_ERROR(link.send(peer, transport::Message{transport::kProtocolVersion, req}));
+  while (steady_ms() < deadline) {
+    link.wait(static_cast<int>(std::min<std::int64_t>(100, deadline - steady_ms())));
+    link.tick(steady_ms());
+    for (auto& in : link.poll_inbound(steady_ms())) {
+      if (in.peer != peer) continue;
       auto* resp = std::get_if<transport::ControlResponse>(&in.message.body);
       if (!resp || resp->request_id != request_id) continue;
       if (!resp->ok) {
@@ -153,16 +220,44 @@ Result<nlohmann::json> remote_call(const AgentAddress& address, const std::strin
       return parse_answer(resp->json);
     }
   }
-  return Status::unavailable("no answer from " + address.agent +
+  return Status::unavailable("no answer from " + impl_->address.agent +
                              " (is it running, and is this client key in its [trust] clients?)");
 }
 
-}  // namespace
+Status RemoteAgent::fetch(const Digest& digest, const std::string& path, int timeout_ms) {
+  auto& link = *impl_->link;
+  std::int64_t deadline = steady_ms() + timeout_ms;
+  std::uint64_t offset = 0;
+  Status last = Status::unavailable("no answer from " + impl_->address.agent);
+  while (steady_ms() < deadline) {
+    bool finished = false;
+    auto id = link.fetch(impl_->peer, digest, offset, std::nullopt,
+                         std::make_unique<FileSink>(path, &finished), steady_ms());
+    if (!id.is_ok()) return id.status();
+    for (bool done = false; !done && steady_ms() < deadline;) {
+      link.wait(static_cast<int>(std::min<std::int64_t>(100, deadline - steady_ms())));
+      link.tick(steady_ms());
+      (void)link.poll_inbound(steady_ms());
+      for (const auto& f : link.take_fetch_outcomes()) {
+        if (f.stream_id != *id) continue;
+        done = true;
+        if (f.status.is_ok() && finished) return Status::ok();
+        last = f.status;
+        offset = f.received_bytes;  // resume from what arrived
+      }
+    }
+    if (last.code() == StatusCode::kNotFound || last.code() == StatusCode::kCorrupt) break;
+  }
+  return Status::unavailable("fetching " + digest.hex() + " from " + impl_->address.agent +
+                             ": " + last.message());
+}
 
 Result<nlohmann::json> control_call(const AgentAddress& address, const std::string& method,
                                     const nlohmann::json& args, int timeout_ms) {
-  if (address.agent.find('@') != std::string::npos) {
-    return remote_call(address, method, args, timeout_ms);
+  if (is_remote(address)) {
+    auto remote = RemoteAgent::connect(address);
+    if (!remote.is_ok()) return remote.status();
+    return (*remote)->call(method, args, timeout_ms);
   }
   auto endpoint = endpoint_of(address);
   if (!endpoint.is_ok()) return endpoint.status();

@@ -6,8 +6,10 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <string>
 
+#include "promises/digest.h"
 #include "promises/status.h"
 
 namespace vow::agent::cli {
@@ -46,5 +48,29 @@ void add_agent_options(CLI::App* cmd, AgentAddress* address);
 Result<nlohmann::json> control_call(const AgentAddress& address, const std::string& method,
                                     const nlohmann::json& args = nlohmann::json::object(),
                                     int timeout_ms = 5000);
+
+// Whether --agent names a remote agent (ID@tcp://HOST:PORT).
+bool is_remote(const AgentAddress& address);
+
+// A CURVE link with the client key to one remote agent, kept for several requests and
+// artifact fetches (vow get from a host without an agent). Not thread-safe.
+class RemoteAgent {
+ public:
+  // kInvalid for a bad address or key; the link itself is made lazily by ZeroMQ.
+  static Result<std::unique_ptr<RemoteAgent>> connect(const AgentAddress& address);
+  ~RemoteAgent();
+  // One control request, as control_call().
+  Result<nlohmann::json> call(const std::string& method, const nlohmann::json& args,
+                              int timeout_ms);
+  // Streams the store object `digest` (a file, or a tree's encoding) from the agent
+  // into `path` (created, or resumed after a failure), verified by the transport
+  // against its digest. kUnavailable if it does not finish within timeout_ms.
+  Status fetch(const Digest& digest, const std::string& path, int timeout_ms);
+
+ private:
+  struct Impl;
+  explicit RemoteAgent(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace vow::agent::cli

@@ -1,8 +1,12 @@
 // vow get ARTIFACT | PIPELINE/STAGE.OUTPUT -o PATH: copies an artifact out of the mesh.
-// The local agent resolves the name, fetches the artifact from whichever agent holds it
+// The agent asked resolves the name, fetches the artifact from whichever agent holds it
 // if it has no copy (the transfer is verified by the transport), and the command then
 // reads the objects from the agent's store, hashing every byte: a file or tree whose
-// content does not match its digest is refused and nothing is left at PATH.
+// content does not match its digest is refused and nothing is left at PATH. A remote
+// agent (--agent ID@tcp://..., with a client key) streams the objects to a private
+// directory first (each verified against its digest as it arrives; a tree's listings
+// first, checked against the expansion limits before any file is fetched), and the
+// same reading follows from there.
 // Files and directory trees are materialized writable, executables keep their bit.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -15,6 +19,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 #include <thread>
 
 #include "agent/cli/commands.h"
@@ -174,6 +179,56 @@ void progress(std::uint64_t got, std::uint64_t total) {
                human_bytes(got).c_str(), human_bytes(total).c_str());
 }
 
+// Streams what `digest` needs from a remote agent into a private object directory laid
+// out as a store's: a file's object; a tree's listings level by level, checked against
+// the expansion limits (files counted as empty until they arrive), then its files.
+Status fetch_remote(RemoteAgent& remote, const Reading& r, const Digest& digest, bool tree,
+                    int timeout_ms) {
+  auto get = [&](const Digest& d, store::ArtifactKind kind) -> Status {
+    std::string path = store::object_path(r.root, d, kind);
+    std::error_code ec;
+    if (fs::exists(path, ec)) return Status::ok();
+    fs::create_directories(fs::path(path).parent_path(), ec);
+    if (ec) return Status::io("mkdir for " + path + ": " + ec.message());
+    return remote.fetch(d, path, timeout_ms);
+  };
+  if (!tree) return get(digest, store::ArtifactKind::kFile);
+  std::vector<Digest> level{digest};
+  std::set<Digest> trees{digest};
+  std::set<Digest> files;
+  while (!level.empty()) {
+    std::vector<Digest> next;
+    for (const Digest& d : level) {
+      VOW_RETURN_IF_ERROR(get(d, store::ArtifactKind::kTree));
+      auto data = read_object(store::object_path(r.root, d, store::ArtifactKind::kTree), d);
+      if (!data.is_ok()) return data.status();
+      auto entries = decode_tree(*data);
+      if (!entries.is_ok()) return entries.status();
+      for (const auto& e : *entries) {
+        if (e.kind != EntryKind::kTree) {
+          files.insert(e.digest);
+        } else if (trees.insert(e.digest).second) {
+          next.push_back(e.digest);
+        }
+      }
+    }
+    level = std::move(next);
+  }
+  TreeReader reader;
+  reader.entries = [&](const Digest& d) -> Result<std::vector<TreeEntry>> {
+    auto data = read_object(store::object_path(r.root, d, store::ArtifactKind::kTree), d);
+    if (!data.is_ok()) return data.status();
+    return decode_tree(*data);
+  };
+  reader.file_bytes = [](const Digest&) -> Result<std::uint64_t> { return 0; };
+  std::map<Digest, TreeExpansion> memo;
+  auto x = expand_tree(digest, reader, &memo);
+  if (!x.is_ok()) return x.status();
+  VOW_RETURN_IF_ERROR(check_expansion(digest, *x));
+  for (const Digest& f : files) VOW_RETURN_IF_ERROR(get(f, store::ArtifactKind::kFile));
+  return Status::ok();
+}
+
 }  // namespace
 
 void add_get_command(CLI::App& app) {
@@ -197,17 +252,18 @@ void add_get_command(CLI::App& app) {
   cmd->callback([o] {
     auto timeout = promises::parse_duration_ms(o->timeout);
     const bool to_stdout = o->out == "-";
-    if (o->address.agent.find('@') != std::string::npos) {
-      die("get",
-          "copies out of the local agent's store: run it on a host with an agent (that agent "
-          "fetches from whichever agent holds the artifact)");
+    std::unique_ptr<RemoteAgent> remote;
+    if (is_remote(o->address)) {
+      auto r = RemoteAgent::connect(o->address);
+      if (!r.is_ok()) die("get", r.status());
+      remote = std::move(r).value();
     }
     std::error_code ec;
     if (!to_stdout && fs::exists(fs::symlink_status(o->out, ec))) {
       die("get", o->out + " exists: not overwritten");
     }
     auto ask = [&](const std::string& method, const json& args) {
-      auto a = control_call(o->address, method, args);
+      auto a = remote ? remote->call(method, args, 5000) : control_call(o->address, method, args);
       if (!a.is_ok()) die("get", a.status());
       return std::move(a).value();
     };
@@ -235,6 +291,24 @@ void add_get_command(CLI::App& app) {
     if (!digest) die("get", "the agent answered a bad digest");
     Reading r{info.value("artifacts_root", ""), 0};
     std::string kind = info.value("kind", "");
+    // A remote agent's store is not here: its objects are streamed to a private
+    // directory, removed when the command ends.
+    struct Private {
+      std::string dir;
+      ~Private() {
+        std::error_code e;
+        if (!dir.empty()) fs::remove_all(dir, e);
+      }
+    } scratch;
+    if (remote) {
+      if (kind.empty()) die("get", "the agent did not say whether " + hex + " is a file or a tree");
+      std::string tmpl = (fs::temp_directory_path(ec) / "vow-get-XXXXXX").string();
+      if (::mkdtemp(tmpl.data()) == nullptr) die("get", "cannot make a directory under /tmp");
+      scratch.dir = tmpl;
+      r.root = tmpl;
+      Status fetched = fetch_remote(*remote, r, *digest, kind == "tree", static_cast<int>(*timeout));
+      if (!fetched.is_ok()) die("get", fetched.message());
+    }
     if (kind.empty()) {
       kind = fs::exists(store::object_path(r.root, *digest, store::ArtifactKind::kTree), ec)
                  ? "tree"

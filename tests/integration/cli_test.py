@@ -267,6 +267,30 @@ def main():
               "remote status agents")
         p = run("jobs", "--json", "--agent", remote, "--key", client_key, "--state", "failed")
         check(p.returncode == 0 and len(json.loads(p.stdout)["jobs"]) == 1, f"remote jobs {p.stderr}")
+        # vow get from a host without an agent: the objects stream over the client's link,
+        # each verified; a file, to a path and to stdout, and a tree.
+        remote_out = os.path.join(mesh.root, "remote-report")
+        p = run("get", "wordcount/top.report", "-o", remote_out, "--agent", remote, "--key",
+                client_key)
+        check(p.returncode == 0, f"remote get: {p.returncode} {p.stderr}")
+        with open(remote_out, "rb") as f:
+            check(f.read() == read_artifact(mesh, report), "remote get report bytes")
+        p = subprocess.run([VOW, "get", report, "-o", "-", "--agent", remote, "--key", client_key],
+                           capture_output=True, cwd=mesh.root, timeout=60)
+        check(p.returncode == 0 and p.stdout == read_artifact(mesh, report),
+              f"remote get -o -: {p.stderr}")
+        remote_tree = os.path.join(mesh.root, "remote-shards")
+        p = run("get", shards, "-o", remote_tree, "--agent", remote, "--key", client_key)
+        check(p.returncode == 0 and sorted(os.listdir(remote_tree)) == sorted(os.listdir(tree_out)),
+              f"remote get of a tree: {p.returncode} {p.stderr}")
+        for name in os.listdir(tree_out):
+            with open(os.path.join(tree_out, name), "rb") as x, \
+                    open(os.path.join(remote_tree, name), "rb") as y:
+                check(x.read() == y.read(), f"remote tree entry {name}")
+        p = run("get", "wordcount/nosuch.out", "-o", remote_out + "2", "--agent", remote, "--key",
+                client_key)
+        check(p.returncode == 3 and not os.path.exists(remote_out + "2"),
+              f"remote get of nothing: {p.returncode} {p.stderr}")
         stranger = os.path.join(mesh.root, "stranger.key")
         run("keys", "gen", "--out", stranger)
         before = a.status()["rejected"]["untrusted-handshake"]
