@@ -132,12 +132,16 @@ Ledger::AddResult Ledger::add(const Statement& statement) {
 Ledger::AddResult Ledger::add_held(const Statement& statement) {
   const Statement& held = by_author_.at(statement.author).at(statement.seq);
   if (held == statement) return AddResult::kDuplicate;
-  if (equivocating(statement.author)) {
+  return keep_proof(held, statement);
+}
+
+Ledger::AddResult Ledger::keep_proof(const Statement& first, const Statement& second) {
+  if (equivocating(first.author)) {
     // Proven already: one proof per author is enough, and keeps the ledger bounded.
     ++conflicts_dropped_;
     return AddResult::kConflict;
   }
-  proofs_[statement.author] = Proof{held, statement};
+  proofs_[first.author] = Proof{first, second};
   // Its source versions no longer count anywhere.
   for (const auto& [dataset, by_author] : source_lines_) dirty_sources_.insert(dataset);
   return AddResult::kEquivocation;
@@ -389,13 +393,7 @@ Ledger::AddResult Ledger::add_proof(const Statement& first, const Statement& sec
   if (first.author != second.author || first.seq != second.seq || first == second) {
     return AddResult::kDuplicate;
   }
-  if (equivocating(first.author)) {
-    ++conflicts_dropped_;
-    return AddResult::kConflict;
-  }
-  proofs_[first.author] = Proof{first, second};
-  for (const auto& [dataset, by_author] : source_lines_) dirty_sources_.insert(dataset);
-  return AddResult::kEquivocation;
+  return keep_proof(first, second);
 }
 
 std::vector<Statement> Ledger::proof_statements(std::size_t limit) const {

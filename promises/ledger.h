@@ -221,6 +221,7 @@ class Ledger {
  private:
   void index(const Statement* st);
   AddResult add_held(const Statement& statement);
+  AddResult keep_proof(const Statement& first, const Statement& second);
   void extend_prefix(const AgentKey& author, std::uint64_t from, std::uint64_t to);
   // Raises the author's contiguous mark over held and void slots.
   void advance(const AgentKey& author);
