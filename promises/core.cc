@@ -5,6 +5,7 @@
 #include "promises/assert.h"
 #include "promises/config.h"
 #include "promises/core_internal.h"
+#include "promises/swim.h"
 
 namespace vow::promises {
 
@@ -64,9 +65,22 @@ Digest rendezvous_score(const Digest& key, const AgentKey& agent) {
   return h.finish();
 }
 
+namespace {
+// The failure detector the timing asks for; SWIM's PRNG is seeded from the agent key, so
+// a run replays from its inputs.
+std::unique_ptr<FailureDetector> make_detector(const CoreConfig& config) {
+  if (config.timing.membership == MembershipProfile::kAllToAll) {
+    return std::make_unique<HeartbeatDetector>(config.timing);
+  }
+  std::uint64_t seed = 0;
+  for (int i = 0; i < 8; ++i) seed = (seed << 8) | config.key.bytes[static_cast<std::size_t>(i)];
+  return std::make_unique<SwimDetector>(config.key, config.timing.swim, seed);
+}
+}  // namespace
+
 Core::Impl::Impl(CoreConfig cfg, std::int64_t now)
     : config(std::move(cfg)),
-      members(config.key, std::make_unique<HeartbeatDetector>(config.timing)),
+      members(config.key, make_detector(config)),
       book(ledger, config.key),
       holdings(members),
       replication(config.key, config.replicas, ledger, book, holdings, members),
@@ -369,6 +383,13 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           } else {
             synced = true;
           }
+        } else if constexpr (std::is_same_v<T, Probe>) {
+          for (auto& s : members.on_probe(from, m, now_ms)) {
+            s.probe.load = load();
+            send(s.to, std::move(s.probe));
+          }
+          // Its load and change signals, as a heartbeat carries them.
+          handle_message(from, Message{m.load});
         } else if constexpr (std::is_same_v<T, Heartbeat>) {
           p->running = m.running;
           p->capacity = m.capacity;
@@ -405,6 +426,16 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
       msg.body);
 }
 
+Heartbeat Core::Impl::load() const {
+  Heartbeat hb;
+  hb.running = static_cast<std::uint32_t>(running.size() + restored.size() + stopping.size());
+  hb.capacity = total_capacity;
+  hb.vv_sum = ledger.vv_sum();
+  hb.holdings_incarnation = holdings.incarnation();
+  hb.holdings_version = holdings.version();
+  return hb;
+}
+
 void Core::Impl::do_tick() {
   // Liveness transitions, logged once each; a death is also the shell's to act on.
   for (const auto& [key, l] : members.transitions(now_ms)) {
@@ -414,15 +445,15 @@ void Core::Impl::do_tick() {
           "peer " + (name.empty() ? key.hex().substr(0, 12) : name) + " is " + liveness_name(l),
           key);
     ranking_cache.clear();
+    decisions_due = true;
+  }
+  for (auto& s : members.probes(now_ms)) {
+    s.probe.load = load();
+    send(s.to, std::move(s.probe));
   }
   auto targets = members.heartbeat_targets(now_ms);
   if (!targets.empty()) {
-    Heartbeat hb;
-    hb.running = static_cast<std::uint32_t>(running.size() + restored.size() + stopping.size());
-    hb.capacity = total_capacity;
-    hb.vv_sum = ledger.vv_sum();
-    hb.holdings_incarnation = holdings.incarnation();
-    hb.holdings_version = holdings.version();
+    Heartbeat hb = load();
     if (targets.size() == members.peers().size()) {
       send(std::nullopt, std::move(hb));
     } else {

@@ -182,6 +182,7 @@ struct Core::Impl {
   void handle_message(const AgentKey& from, const Message& msg);
   void heard(const AgentKey& peer);
   void do_tick();
+  Heartbeat load() const;  // what heartbeats and probes say of this agent
   void send(const std::optional<AgentKey>& to, MessageBody body);
   bool is_live(const AgentKey& agent) const { return members.is_live(agent, now_ms); }
   std::vector<AgentKey> live_holders(const Digest& digest) const {

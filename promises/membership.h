@@ -62,6 +62,11 @@ class Membership {
   // Peers whose liveness changed since the last call, in key order, each once.
   std::vector<Transition> transitions(std::int64_t now_ms);
   std::vector<AgentKey> heartbeat_targets(std::int64_t now_ms);
+  // SWIM probes due now, and the answer to one that arrived (FailureDetector).
+  std::vector<FailureDetector::Send> probes(std::int64_t now_ms);
+  std::vector<FailureDetector::Send> on_probe(const AgentKey& from, const Probe& probe,
+                                              std::int64_t now_ms);
+  const FailureDetector& detector() const { return *detector_; }
   std::vector<AgentKey> live_peers(std::int64_t now_ms) const;  // in key order
 
  private:
