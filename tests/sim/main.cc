@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
   app.add_flag("--membership", membership,
                "measure membership: no faults but one agent killed at 3 s (restarted at 13 s); "
                "print detection time, false suspicions and messages per agent per second");
+  std::string profile = "lan";
+  app.add_option("--profile", profile, "membership profile of every agent ([timing] membership)")
+      ->check(CLI::IsMember({"lan", "wan", "all-to-all"}));
   app.add_flag("--verbose,-v", verbose, "print the event trace");
   int shards = 0;
   bool squeeze_worker = false, slow_kills = false;
@@ -74,6 +77,9 @@ int main(int argc, char** argv) {
   opt.slow_kills = slow_kills;
   opt.hostile = hostile;
   opt.membership = membership;
+  opt.profile = profile == "wan"          ? vow::promises::MembershipProfile::kWan
+                : profile == "all-to-all" ? vow::promises::MembershipProfile::kAllToAll
+                                          : vow::promises::MembershipProfile::kLan;
   opt.faults = faults == "none"    ? vow::sim::Faults::kNone
                : faults == "net"   ? vow::sim::Faults::kNet
                : faults == "crash" ? vow::sim::Faults::kCrash

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "promises/digest.h"
+#include "promises/pipeline.h"
 
 namespace vow::sim {
 
@@ -38,6 +39,7 @@ struct SimOptions {
   // Measure membership (--membership): no faults but one; agent (seed % agents) is
   // killed at kMeasureKillMs and restarted when the watch ends (kMeasureWatchMs later).
   bool membership = false;
+  promises::MembershipProfile profile = promises::MembershipProfile::kLan;  // --profile
 };
 
 inline constexpr std::int64_t kMeasureKillMs = 3'000;
