@@ -451,6 +451,20 @@ void Core::Impl::do_tick() {
     s.probe.load = load();
     send(s.to, std::move(s.probe));
   }
+  // SWIM carries load on probes, which reach a given peer about once per round (N - 1
+  // periods): a change of this agent's load or holdings is told to every peer at once,
+  // as one heartbeat, at most every heartbeat_ms. An idle agent sends none.
+  if (config.timing.membership != MembershipProfile::kAllToAll && !members.peers().empty() &&
+      now_ms - announced_ms >= config.timing.heartbeat_ms) {
+    Heartbeat hb = load();
+    std::array<std::uint64_t, 4> now_load{hb.running, hb.capacity, hb.holdings_incarnation,
+                                          hb.holdings_version};
+    if (announced_load != now_load) {
+      announced_load = now_load;
+      announced_ms = now_ms;
+      send(std::nullopt, std::move(hb));
+    }
+  }
   auto targets = members.heartbeat_targets(now_ms);
   if (!targets.empty()) {
     Heartbeat hb = load();

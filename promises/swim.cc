@@ -324,7 +324,9 @@ std::vector<FailureDetector::Send> SwimDetector::probes(std::int64_t now_ms) {
       for (const auto& [k, m] : members_) {
         if (m.state == MemberState::kDead) dead.push_back(k);
       }
-      if (!dead.empty()) out.push_back(make(dead[dead_rotor_++ % dead.size()], Probe::Kind::kPing, 0));
+      // At random: agents that all hold the same peers dead each try a different one, so
+      // a healed partition revives many per period (their refutations spread by gossip).
+      if (!dead.empty()) out.push_back(make(dead[next_random() % dead.size()], Probe::Kind::kPing, 0));
     }
   }
   // Suspected or dead peers heard from directly: ping them now, so they refute.

@@ -21,8 +21,9 @@
 // timeout are multiplied by (health + 1): an agent that is starved (its acks arrive late
 // because it runs late) probes less and waits longer before it accuses anyone.
 //
-// Dead peers are not probed in turn; one of them is pinged every kDeadProbeEvery periods
-// (and a dead or suspected peer heard from directly is pinged at once), so a peer that
+// Dead peers are not probed in turn; one of them, at random, is pinged every
+// kDeadProbeEvery periods (and a dead or suspected peer heard from directly is pinged
+// at once), so a peer that
 // comes back (restart, healed partition) refutes and is alive again.
 //
 // Pure: times are the caller's monotonic milliseconds; randomness from a PRNG seeded by
@@ -126,7 +127,6 @@ class SwimDetector final : public FailureDetector {
   std::uint64_t next_seq_ = 1;
   std::int64_t next_probe_ms_ = 0;
   std::uint64_t periods_ = 0;
-  std::size_t dead_rotor_ = 0;
   std::uint64_t probes_started_ = 0;
 };
 
