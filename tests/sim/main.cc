@@ -44,8 +44,9 @@ int main(int argc, char** argv) {
   app.add_flag("--report-failover", report_failover,
                "print claimant-crash to takeover-start times (p50, p99)");
   app.add_flag("--membership", membership,
-               "measure membership: no faults but one agent killed at 3 s (restarted at 13 s); "
-               "print detection time, false suspicions and messages per agent per second");
+               "measure membership: no faults but one agent killed at 3 s (restarted at 13 s), "
+               "with --faults net a lossy network too; print detection time, false "
+               "suspicions and messages per agent per second");
   std::string profile = "lan";
   app.add_option("--profile", profile, "membership profile of every agent ([timing] membership)")
       ->check(CLI::IsMember({"lan", "wan", "all-to-all"}));

@@ -690,6 +690,9 @@ SimResult World::run() {
   if (opt_.membership) {
     // No faults but one agent killed once the mesh has settled, back when the watch ends.
     victim_ = static_cast<int>(opt_.seed % static_cast<std::uint64_t>(n));
+    // --faults net: a lossy network (drops, duplicates, late messages) until the watch
+    // ends, no partition: what false suspicions loss alone causes.
+    net_faults_ = opt_.faults == Faults::kNet;
     Ev kill{EvType::kCrash};
     kill.agent = victim_;
     schedule(kMeasureKillMs, kill);

@@ -36,8 +36,9 @@ struct SimOptions {
   // A hostile host with a trusted key sends arbitrary, validly signed statements during
   // the fault window (else drawn from the seed with faults = all).
   bool hostile = false;
-  // Measure membership (--membership): no faults but one; agent (seed % agents) is
-  // killed at kMeasureKillMs and restarted when the watch ends (kMeasureWatchMs later).
+  // Measure membership (--membership): no faults but one (and a lossy network with
+  // faults = net); agent (seed % agents) is killed at kMeasureKillMs and restarted when
+  // the watch ends (kMeasureWatchMs later).
   bool membership = false;
   promises::MembershipProfile profile = promises::MembershipProfile::kLan;  // --profile
 };
