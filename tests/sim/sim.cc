@@ -567,15 +567,22 @@ bool World::quiet() {
   std::size_t size = 0;
   Digest fingerprint;
   for (auto& h : hosts_) {
-    if (!h.up || h.agent->jobs_here() != 0 || !h.agent->core().running().empty()) return false;
+    if (!h.up || h.agent->jobs_here() != 0 || !h.agent->core().running().empty()) {
+      unquiet_ = h.config.name + " is down or runs jobs";
+      return false;
+    }
     for (const auto& [job, p] : h.procs) {
-      if (!p.exited) return false;
+      if (!p.exited) {
+        unquiet_ = h.config.name + " has a process running";
+        return false;
+      }
     }
     const auto& ledger = h.agent->core().ledger();
     VersionVector mine = ledger.version_vector();
     // The same statements, not only as many (an equivocator's two halves have equal
     // version vectors): the fingerprint covers content and known equivocators.
     if (vv && (mine != *vv || ledger.size() != size || ledger.fingerprint() != fingerprint)) {
+      unquiet_ = h.config.name + "'s ledger differs from the agents' before it";
       return false;
     }
     vv = mine;
@@ -584,12 +591,16 @@ bool World::quiet() {
     for (const auto& sp : h.agent->core().plan().stages) {
       if (sp.state == promises::StageState::kPending ||
           sp.state == promises::StageState::kPlanned) {
+        unquiet_ = h.config.name + " has stage " + sp.stage + " pending or planned";
         return false;
       }
     }
   }
   // Holdings have reached every peer (as complete sets or deltas).
-  if (!holdings_converged()) return false;
+  if (!holdings_converged()) {
+    unquiet_ = "holdings have not reached every peer";
+    return false;
+  }
   // Every canonical output is held by a live agent (or cannot be made again: the job is
   // non-deterministic). Failed re-runs back off and are tried again (docs/coordination.md
   // section 7), so a lost output must come back.
@@ -600,7 +611,10 @@ bool World::quiet() {
     for (const auto& o : std::get<JobResult>(canon->body).outputs) {
       bool held = std::any_of(hosts_.begin(), hosts_.end(),
                               [&](const Host& h) { return h.store.count(o.artifact.digest); });
-      if (!held) return false;
+      if (!held) {
+        unquiet_ = "a canonical output is held by no agent";
+        return false;
+      }
     }
   }
   return true;
@@ -739,7 +753,7 @@ SimResult World::run() {
       if (quiet()) break;
       if (now_ > bound_ms) {
         fail("not quiet " + std::to_string(now_ - heal_ms_) +
-             " ms after the last fault healed (invariant 3)");
+             " ms after the last fault healed (invariant 3): " + unquiet_);
         break;
       }
       continue;

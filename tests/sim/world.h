@@ -292,6 +292,7 @@ class World {
   std::set<Digest> claim_recorded_;
   std::int64_t heal_ms_ = 0;
   int victim_ = -1;
+  std::string unquiet_;  // why quiet() last said no
   std::set<int> detected_;
   // The hostile host: not an Agent, a trusted key (its statements check) that sends what
   // it likes, with a random source of its own (seeds without it run as before).
