@@ -403,6 +403,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             synced = true;
           }
           std::pair<std::uint64_t, std::uint64_t> v{m.holdings_incarnation, m.holdings_version};
+          p->holdings_told = v;
           if (v != holdings.seen(from) &&
               now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms) {
             p->last_have_request_ms = now_ms;
@@ -446,6 +447,12 @@ void Core::Impl::do_tick() {
           key);
     ranking_cache.clear();
     decisions_due = true;
+    // SWIM: a peer back from suspicion or death (a restart, a healed partition) may have
+    // missed the load changes broadcast meanwhile, and probes reach it only once a
+    // round: tell it now, so it asks for a sync or a Have at once if it lacks one.
+    if (l == Liveness::kAlive && config.timing.membership != MembershipProfile::kAllToAll) {
+      send(key, load());
+    }
   }
   for (auto& s : members.probes(now_ms)) {
     s.probe.load = load();
@@ -459,10 +466,26 @@ void Core::Impl::do_tick() {
     Heartbeat hb = load();
     std::array<std::uint64_t, 4> now_load{hb.running, hb.capacity, hb.holdings_incarnation,
                                           hb.holdings_version};
-    if (announced_load != now_load) {
+    // Sent again once, heartbeat_ms later: a peer that had just asked this agent for a
+    // Have or a sync ignores the first (its requests are rate-limited per peer), and no
+    // heartbeat follows every heartbeat_ms here to make up for it.
+    if (announced_load != now_load || announce_again) {
+      announce_again = announced_load != now_load;
       announced_load = now_load;
       announced_ms = now_ms;
       send(std::nullopt, std::move(hb));
+    }
+  }
+  // SWIM: a Have asked for but not received (the request was rate-limited, or lost) is
+  // asked for again; heartbeats no longer arrive every heartbeat_ms to prompt it.
+  if (config.timing.membership != MembershipProfile::kAllToAll && now_ms >= next_have_check_ms) {
+    next_have_check_ms = now_ms + config.timing.heartbeat_ms;
+    for (const auto& [key, p] : members.peers()) {
+      if (p.holdings_told == holdings.seen(key) || p.holdings_told.first == 0) continue;
+      if (now_ms - p.last_have_request_ms < config.timing.heartbeat_ms) continue;
+      if (!members.is_live(key, now_ms)) continue;
+      members.peer(key, now_ms)->last_have_request_ms = now_ms;
+      send(key, HaveRequest{holdings.seen(key).first, holdings.seen(key).second});
     }
   }
   auto targets = members.heartbeat_targets(now_ms);
@@ -564,6 +587,10 @@ Output Core::peer_connected(const AgentKey& peer) {
   s.heard(peer);
   if (peer != s.config.key) {
     s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.version_vector()});
+    // SWIM: a new link (either side restarted, or a partition healed) gets this agent's
+    // load at once; an unchanged load is not broadcast again, and probes reach one peer
+    // about once a round.
+    if (s.config.timing.membership != MembershipProfile::kAllToAll) s.send(peer, s.load());
   }
   return s.take();
 }

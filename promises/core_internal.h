@@ -158,6 +158,8 @@ struct Core::Impl {
   // version) and when; a change is broadcast as one Heartbeat, at most every heartbeat_ms.
   std::optional<std::array<std::uint64_t, 4>> announced_load;
   std::int64_t announced_ms = -1'000'000;
+  bool announce_again = false;
+  std::int64_t next_have_check_ms = 0;
 
   // Rule 6 (admission.cc): per-author budgets of statements that do not count, the
   // refusals by reason, and when a refusal of each (author, reason) was last logged.

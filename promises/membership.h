@@ -33,6 +33,9 @@ class Membership {
     std::int64_t last_sync_request_ms = -1'000'000;
     std::int64_t last_have_request_ms = -1'000'000;
     std::uint64_t connect_sent_for_seq = 0;
+    // Its holdings version as its latest heartbeat or probe told it (SWIM: asked again
+    // for a Have until the one applied matches, since no heartbeat repeats it).
+    std::pair<std::uint64_t, std::uint64_t> holdings_told{0, 0};
     bool heard = false;  // anything ever arrived from it (else: dial its endpoints)
   };
   struct Transition {
