@@ -196,9 +196,10 @@ void Daemon::Impl::handle_inbound(transport::Inbound& in) {
       connect_peer(peer, hello->endpoints.front());
     }
   }
-  // A hello, a heartbeat or a sync request means the peer runs and talks to us.
+  // A hello, a heartbeat, a probe or a sync request means the peer runs and talks to us.
   if (std::holds_alternative<promises::Hello>(message->body) ||
       std::holds_alternative<promises::Heartbeat>(message->body) ||
+      std::holds_alternative<promises::Probe>(message->body) ||
       std::holds_alternative<promises::SyncRequest>(message->body)) {
     greet(peer);
   }

@@ -311,7 +311,32 @@ void read_sources(TomlReader& r, const toml::table& root, AgentConfig& a) {
 void read_timing(TomlReader& r, const toml::table& t, Timing& timing) {
   constexpr std::string_view kTiming = "[timing]";
   r.check_keys(t, kTiming,
-               {"heartbeat", "suspect_after", "dead_after", "sync_interval", "claim_step"});
+               {"heartbeat", "suspect_after", "dead_after", "sync_interval", "claim_step",
+                "membership", "probe_interval", "probe_timeout", "indirect_probes",
+                "suspicion_mult", "suspicion_max_mult", "retransmit_mult"});
+  // The membership profile first: its values are the defaults the keys below override.
+  if (auto m = r.string(t, "membership", kTiming, false)) {
+    bool known = false;
+    for (auto p : {MembershipProfile::kLan, MembershipProfile::kWan, MembershipProfile::kAllToAll}) {
+      if (m->value == membership_profile_name(p)) {
+        timing.membership = p;
+        timing.swim = swim_profile(p);
+        known = true;
+      }
+    }
+    if (!known) {
+      r.error(m->where, "'membership' in [timing] must be \"lan\", \"wan\" or \"all-to-all\", not '" +
+                            m->value + "'");
+    }
+  }
+  if (auto ms = r.duration(t, "probe_interval", kTiming)) timing.swim.probe_interval_ms = *ms;
+  if (auto ms = r.duration(t, "probe_timeout", kTiming)) timing.swim.probe_timeout_ms = *ms;
+  if (auto n = r.integer(t, "indirect_probes", kTiming, 0, 16)) timing.swim.indirect_probes = int(*n);
+  if (auto n = r.integer(t, "suspicion_mult", kTiming, 1, 100)) timing.swim.suspicion_mult = int(*n);
+  if (auto n = r.integer(t, "suspicion_max_mult", kTiming, 1, 100)) {
+    timing.swim.suspicion_max_mult = int(*n);
+  }
+  if (auto n = r.integer(t, "retransmit_mult", kTiming, 1, 100)) timing.swim.retransmit_mult = int(*n);
   struct Field {
     std::string_view key;
     std::int64_t* ms;
@@ -336,6 +361,9 @@ void read_timing(TomlReader& r, const toml::table& t, Timing& timing) {
   };
   order("heartbeat", timing.heartbeat_ms, "suspect_after", timing.suspect_after_ms);
   order("suspect_after", timing.suspect_after_ms, "dead_after", timing.dead_after_ms);
+  // An ack must be able to arrive within the period it was asked for.
+  order("probe_timeout", timing.swim.probe_timeout_ms, "probe_interval",
+        timing.swim.probe_interval_ms);
 }
 
 }  // namespace

@@ -320,6 +320,31 @@ TEST_CASE("timing must order heartbeat < suspect_after < dead_after") {
                   "suspect_after (300ms) must be shorter than dead_after (200ms)");
 }
 
+TEST_CASE("membership: a profile, then the keys that override it, each checked where written") {
+  auto lan = agent(kAgent);
+  REQUIRE(lan.ok());
+  CHECK(lan.value->timing.membership == MembershipProfile::kLan);
+  CHECK(lan.value->timing.swim == swim_profile(MembershipProfile::kLan));
+  auto wan = agent(std::string(kAgent) + "membership = \"wan\"\nindirect_probes = 5\n");
+  INFO(all(wan.errors));
+  REQUIRE(wan.ok());
+  CHECK(wan.value->timing.membership == MembershipProfile::kWan);
+  CHECK(wan.value->timing.swim.probe_interval_ms == 1000);
+  CHECK(wan.value->timing.swim.indirect_probes == 5);
+  auto old = agent(std::string(kAgent) + "membership = \"all-to-all\"\n");
+  REQUIRE(old.ok());
+  CHECK(old.value->timing.membership == MembershipProfile::kAllToAll);
+  check_one_error(agent(std::string(kAgent) + "membership = \"gossip\"\n"), 23, 14,
+                  "'membership' in [timing] must be \"lan\", \"wan\" or \"all-to-all\", not "
+                  "'gossip'");
+  check_one_error(agent(std::string(kAgent) + "probe_timeout = \"200ms\"\n"), 23, 17,
+                  "in [timing], probe_timeout (200ms) must be shorter than probe_interval (100ms)");
+  check_one_error(agent(std::string(kAgent) + "indirect_probes = 40\n"), 23, 19,
+                  "'indirect_probes' in [timing] must be at most 16");
+  check_one_error(agent(std::string(kAgent) + "suspicion_mult = 0\n"), 23, 18,
+                  "'suspicion_mult' in [timing] must be at least 1");
+}
+
 TEST_CASE("bad endpoints are rejected") {
   check_one_error(agent(replace(kAgent, "7401", "0")), 3, 10,
                   "bad endpoint 'tcp://127.0.0.1:0' for 'listen': bad port '0': port must be "

@@ -5,6 +5,7 @@
 #include "promises/assert.h"
 #include "promises/config.h"
 #include "promises/core_internal.h"
+#include "promises/swim.h"
 
 namespace vow::promises {
 
@@ -65,9 +66,22 @@ Digest rendezvous_score(const Digest& key, const AgentKey& agent) {
   return h.finish();
 }
 
+namespace {
+// The failure detector the timing asks for; SWIM's PRNG is seeded from the agent key, so
+// a run replays from its inputs.
+std::unique_ptr<FailureDetector> make_detector(const CoreConfig& config) {
+  if (config.timing.membership == MembershipProfile::kAllToAll) {
+    return std::make_unique<HeartbeatDetector>(config.timing);
+  }
+  std::uint64_t seed = 0;
+  for (int i = 0; i < 8; ++i) seed = (seed << 8) | config.key.bytes[static_cast<std::size_t>(i)];
+  return std::make_unique<SwimDetector>(config.key, config.timing.swim, seed);
+}
+}  // namespace
+
 Core::Impl::Impl(CoreConfig cfg, std::int64_t now)
     : config(std::move(cfg)),
-      members(config.key, std::make_unique<HeartbeatDetector>(config.timing)),
+      members(config.key, make_detector(config)),
       book(ledger, config.key),
       holdings(members),
       replication(config.key, config.replicas, ledger, book, holdings, members),
@@ -383,6 +397,13 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           } else {
             synced = true;
           }
+        } else if constexpr (std::is_same_v<T, Probe>) {
+          for (auto& s : members.on_probe(from, m, now_ms)) {
+            s.probe.load = load();
+            send(s.to, std::move(s.probe));
+          }
+          // Its load and change signals, as a heartbeat carries them.
+          handle_message(from, Message{m.load});
         } else if constexpr (std::is_same_v<T, Heartbeat>) {
           p->running = m.running;
           p->capacity = m.capacity;
@@ -396,6 +417,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             synced = true;
           }
           std::pair<std::uint64_t, std::uint64_t> v{m.holdings_incarnation, m.holdings_version};
+          p->holdings_told = v;
           if (v != holdings.seen(from) &&
               now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms) {
             p->last_have_request_ms = now_ms;
@@ -431,6 +453,16 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
       msg.body);
 }
 
+Heartbeat Core::Impl::load() const {
+  Heartbeat hb;
+  hb.running = static_cast<std::uint32_t>(running.size() + restored.size() + stopping.size());
+  hb.capacity = total_capacity;
+  hb.vv_sum = ledger.vv_sum();
+  hb.holdings_incarnation = holdings.incarnation();
+  hb.holdings_version = holdings.version();
+  return hb;
+}
+
 void Core::Impl::do_tick() {
   // Liveness transitions, logged once each; a death is also the shell's to act on.
   for (const auto& [key, l] : members.transitions(now_ms)) {
@@ -440,15 +472,51 @@ void Core::Impl::do_tick() {
           "peer " + (name.empty() ? key.hex().substr(0, 12) : name) + " is " + liveness_name(l),
           key);
     ranking_cache.clear();
+    decisions_due = true;
+    // SWIM: a peer back from suspicion or death (a restart, a healed partition) may have
+    // missed the load changes broadcast meanwhile, and probes reach it only once a
+    // round: tell it now, so it asks for a sync or a Have at once if it lacks one.
+    if (l == Liveness::kAlive && config.timing.membership != MembershipProfile::kAllToAll) {
+      send(key, load());
+    }
+  }
+  for (auto& s : members.probes(now_ms)) {
+    s.probe.load = load();
+    send(s.to, std::move(s.probe));
+  }
+  // SWIM carries load on probes, which reach a given peer about once per round (N - 1
+  // periods): a change of this agent's load or holdings is told to every peer at once,
+  // as one heartbeat, at most every heartbeat_ms. An idle agent sends none.
+  if (config.timing.membership != MembershipProfile::kAllToAll && !members.peers().empty() &&
+      now_ms - announced_ms >= config.timing.heartbeat_ms) {
+    Heartbeat hb = load();
+    std::array<std::uint64_t, 4> now_load{hb.running, hb.capacity, hb.holdings_incarnation,
+                                          hb.holdings_version};
+    // Sent again once, heartbeat_ms later: a peer that had just asked this agent for a
+    // Have or a sync ignores the first (its requests are rate-limited per peer), and no
+    // heartbeat follows every heartbeat_ms here to make up for it.
+    if (announced_load != now_load || announce_again) {
+      announce_again = announced_load != now_load;
+      announced_load = now_load;
+      announced_ms = now_ms;
+      send(std::nullopt, std::move(hb));
+    }
+  }
+  // SWIM: a Have asked for but not received (the request was rate-limited, or lost) is
+  // asked for again; heartbeats no longer arrive every heartbeat_ms to prompt it.
+  if (config.timing.membership != MembershipProfile::kAllToAll && now_ms >= next_have_check_ms) {
+    next_have_check_ms = now_ms + config.timing.heartbeat_ms;
+    for (const auto& [key, p] : members.peers()) {
+      if (p.holdings_told == holdings.seen(key) || p.holdings_told.first == 0) continue;
+      if (now_ms - p.last_have_request_ms < config.timing.heartbeat_ms) continue;
+      if (!members.is_live(key, now_ms)) continue;
+      members.peer(key, now_ms)->last_have_request_ms = now_ms;
+      send(key, HaveRequest{holdings.seen(key).first, holdings.seen(key).second});
+    }
   }
   auto targets = members.heartbeat_targets(now_ms);
   if (!targets.empty()) {
-    Heartbeat hb;
-    hb.running = static_cast<std::uint32_t>(running.size() + restored.size() + stopping.size());
-    hb.capacity = total_capacity;
-    hb.vv_sum = ledger.vv_sum();
-    hb.holdings_incarnation = holdings.incarnation();
-    hb.holdings_version = holdings.version();
+    Heartbeat hb = load();
     if (targets.size() == members.peers().size()) {
       send(std::nullopt, std::move(hb));
     } else {
@@ -548,6 +616,10 @@ Output Core::peer_connected(const AgentKey& peer) {
   s.heard(peer);
   if (peer != s.config.key) {
     s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.version_vector()});
+    // SWIM: a new link (either side restarted, or a partition healed) gets this agent's
+    // load at once; an unchanged load is not broadcast again, and probes reach one peer
+    // about once a round.
+    if (s.config.timing.membership != MembershipProfile::kAllToAll) s.send(peer, s.load());
   }
   return s.take();
 }

@@ -13,8 +13,10 @@
 // Private to promises/. Not thread-safe (owned by one Core).
 #pragma once
 
+#include <array>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -152,6 +154,12 @@ struct Core::Impl {
 
   std::int64_t next_sync_ms = 0;
   std::size_t sync_rotor = 0;
+  // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and
+  // version) and when; a change is broadcast as one Heartbeat, at most every heartbeat_ms.
+  std::optional<std::array<std::uint64_t, 4>> announced_load;
+  std::int64_t announced_ms = -1'000'000;
+  bool announce_again = false;
+  std::int64_t next_have_check_ms = 0;
 
   // Rule 6 (admission.cc): per-author budgets of statements that do not count, the
   // refusals by reason, and when a refusal of each (author, reason) was last logged.
@@ -184,6 +192,7 @@ struct Core::Impl {
   void handle_message(const AgentKey& from, const Message& msg);
   void heard(const AgentKey& peer);
   void do_tick();
+  Heartbeat load() const;  // what heartbeats and probes say of this agent
   void send(const std::optional<AgentKey>& to, MessageBody body);
   bool is_live(const AgentKey& agent) const { return members.is_live(agent, now_ms); }
   std::vector<AgentKey> live_holders(const Digest& digest) const {

@@ -1,10 +1,10 @@
-// Failure detection behind a small interface (docs/coordination.md), so that all-to-all
-// heartbeats can later be replaced by SWIM-style probing (memberlist, Lifeguard)
-// without touching the rest of the core.
+// Failure detection behind a small interface (docs/coordination.md, "Membership"): the
+// all-to-all heartbeats here, or SWIM with Lifeguard (promises/swim.h), without touching
+// the rest of the core.
 //
 // A detector is told when anything is heard from a peer and asked which peers to send
-// a heartbeat to; it answers, for the current time, whether a peer is alive, suspected
-// or dead. A peer that was learned of but never heard from gets `dead_after_ms` from
+// a heartbeat to, or which probes to send (SWIM), and is given the probes that arrive;
+// it answers, for the current time, whether a peer is alive, suspected or dead. A peer that was learned of but never heard from gets `dead_after_ms` from
 // the moment it was learned of to prove itself, so a fresh agent does not declare the
 // whole mesh dead at start.
 //
@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "promises/messages.h"
 #include "promises/pipeline.h"
 #include "promises/statement.h"
 
@@ -39,6 +40,23 @@ class FailureDetector {
   virtual std::vector<AgentKey> peers() const = 0;
   // Silence after which a peer is declared dead: the detection window.
   virtual std::int64_t window_ms() const = 0;
+
+  // A probe to send; the core fills in its load (Probe::load).
+  struct Send {
+    AgentKey to;
+    Probe probe;
+  };
+  // The probes due now (SWIM; none for heartbeats).
+  virtual std::vector<Send> probes(std::int64_t now_ms) {
+    (void)now_ms;
+    return {};
+  }
+  // A probe arrived from `from`; returns what to send at once (acks, relayed pings).
+  virtual std::vector<Send> on_probe(const AgentKey& from, const Probe& probe,
+                                     std::int64_t now_ms) {
+    (void)from, (void)probe, (void)now_ms;
+    return {};
+  }
 };
 
 // All-to-all heartbeats every heartbeat_ms; suspect after suspect_after_ms of silence,

@@ -62,6 +62,17 @@ std::vector<AgentKey> Membership::heartbeat_targets(std::int64_t now_ms) {
   return detector_->heartbeat_targets(now_ms);
 }
 
+std::vector<FailureDetector::Send> Membership::probes(std::int64_t now_ms) {
+  return detector_->probes(now_ms);
+}
+
+std::vector<FailureDetector::Send> Membership::on_probe(const AgentKey& from, const Probe& probe,
+                                                        std::int64_t now_ms) {
+  if (from == self_) return {};
+  peer(from, now_ms);
+  return detector_->on_probe(from, probe, now_ms);
+}
+
 std::vector<AgentKey> Membership::live_peers(std::int64_t now_ms) const {
   std::vector<AgentKey> out;
   for (const auto& [key, p] : peers_) {

@@ -33,6 +33,9 @@ class Membership {
     std::int64_t last_sync_request_ms = -1'000'000;
     std::int64_t last_have_request_ms = -1'000'000;
     std::uint64_t connect_sent_for_seq = 0;
+    // Its holdings version as its latest heartbeat or probe told it (SWIM: asked again
+    // for a Have until the one applied matches, since no heartbeat repeats it).
+    std::pair<std::uint64_t, std::uint64_t> holdings_told{0, 0};
     bool heard = false;  // anything ever arrived from it (else: dial its endpoints)
   };
   struct Transition {
@@ -62,6 +65,11 @@ class Membership {
   // Peers whose liveness changed since the last call, in key order, each once.
   std::vector<Transition> transitions(std::int64_t now_ms);
   std::vector<AgentKey> heartbeat_targets(std::int64_t now_ms);
+  // SWIM probes due now, and the answer to one that arrived (FailureDetector).
+  std::vector<FailureDetector::Send> probes(std::int64_t now_ms);
+  std::vector<FailureDetector::Send> on_probe(const AgentKey& from, const Probe& probe,
+                                              std::int64_t now_ms);
+  const FailureDetector& detector() const { return *detector_; }
   std::vector<AgentKey> live_peers(std::int64_t now_ms) const;  // in key order
 
  private:

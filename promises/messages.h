@@ -1,5 +1,5 @@
 // Messages between agents: the one declaration of what the core sends and receives
-// (hello, heartbeat, sync request, statement batch, have request, have). The core
+// (hello, heartbeat, sync request, statement batch, have request, have, probe). The core
 // (core.h) produces and consumes them; the transport (transport/message.h) carries these
 // same types, and its codec encodes them as transport/protocol.capnp specifies, so no
 // layer copies them field by field.
@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -95,7 +96,37 @@ struct Have {
   bool operator==(const Have&) const = default;
 };
 
-using MessageBody = std::variant<Hello, Heartbeat, SyncRequest, StatementBatch, HaveRequest, Have>;
+// SWIM membership (promises/swim.h, docs/coordination.md "Membership"): what one agent
+// says about another (its incarnation and whether it is alive, suspected or dead).
+enum class MemberState : std::uint8_t { kAlive = 0, kSuspect = 1, kDead = 2 };
+struct MemberUpdate {
+  AgentKey agent;
+  std::uint64_t incarnation = 0;
+  MemberState state = MemberState::kAlive;
+  // A suspicion: the agent that suspected (independent confirmations shorten it).
+  std::optional<AgentKey> origin;
+  bool operator==(const MemberUpdate&) const = default;
+};
+// At most this many updates ride on one probe message (the codec refuses more).
+inline constexpr std::size_t kMaxProbeUpdates = 16;
+
+// A SWIM protocol message: a ping (answered with an ack), a ping-req (the receiver pings
+// `target` on the sender's behalf and relays the ack), or an ack. Each carries the
+// sender's own incarnation, a few membership updates (piggybacked gossip) and the
+// sender's load and change signals, as a heartbeat does.
+struct Probe {
+  enum class Kind : std::uint8_t { kPing = 0, kAck = 1, kPingReq = 2 };
+  Kind kind = Kind::kPing;
+  std::uint64_t seq = 0;           // chosen by the prober; an ack repeats it (0: none expected)
+  std::optional<AgentKey> target;  // ping-req: the agent to probe; relayed ack: who answered
+  std::uint64_t incarnation = 0;   // the sender's
+  std::vector<MemberUpdate> updates;
+  Heartbeat load;
+  bool operator==(const Probe&) const = default;
+};
+
+using MessageBody =
+    std::variant<Hello, Heartbeat, SyncRequest, StatementBatch, HaveRequest, Have, Probe>;
 struct Message {
   MessageBody body;
   bool operator==(const Message&) const = default;

@@ -81,7 +81,31 @@ struct Pipeline {
 
 // Failure-detection and gossip timing (docs/coordination.md). Defaults give sub-second
 // failover on a LAN.
+// Failure detection (docs/coordination.md, "Membership"): SWIM with Lifeguard in a LAN
+// or a WAN profile, or the all-to-all heartbeats of heartbeat_ms / suspect_after_ms /
+// dead_after_ms (good to about a hundred agents).
+enum class MembershipProfile : std::uint8_t { kLan, kWan, kAllToAll };
+const char* membership_profile_name(MembershipProfile profile);
+
+// SWIM parameters. Defaults: the LAN profile (swim_profile()).
+struct SwimTiming {
+  std::int64_t probe_interval_ms = 100;  // one probe per interval (times the local health)
+  std::int64_t probe_timeout_ms = 40;    // direct ack wait before the indirect probes
+  int indirect_probes = 3;               // k: agents asked to ping-req a silent target
+  // Suspicion lasts from max_mult * min down to min as independent confirmations (up to
+  // k) arrive, min = suspicion_mult * max(1, log10(N)) * probe_interval (Lifeguard).
+  int suspicion_mult = 2;
+  int suspicion_max_mult = 3;
+  // An update is piggybacked retransmit_mult * ceil(log10(N + 1)) times.
+  int retransmit_mult = 4;
+  int max_local_health = 8;  // Lifeguard's S: probe interval and timeout scale up to (S+1)x
+  bool operator==(const SwimTiming&) const = default;
+};
+SwimTiming swim_profile(MembershipProfile profile);
+
 struct Timing {
+  MembershipProfile membership = MembershipProfile::kLan;
+  SwimTiming swim;
   std::int64_t heartbeat_ms = 100;
   std::int64_t suspect_after_ms = 300;
   std::int64_t dead_after_ms = 600;

@@ -11,6 +11,9 @@ namespace vow::promises {
 // non-deterministic: the canonical bytes cannot be made again).
 bool Replication::needs_regeneration(const Digest& job, std::int64_t now_ms, Output& out) {
   const Statement* canon = book_.canonical(job);
+  // No canonical result any more (its author was found to equivocate): nothing to make
+  // again; the job is open and claimed by the usual rules.
+  if (canon == nullptr) return false;
   const auto& r = std::get<JobResult>(canon->body);
   bool lost = false;
   for (const auto& o : r.outputs) {

@@ -110,6 +110,12 @@ TEST_CASE("every message kind round trips") {
       FetchError{7, 2, "not found"},
       ControlRequest{1, "status", "{}"},
       ControlResponse{1, true, "{\"agents\":[]}", ""},
+      Probe{},
+      Probe{Probe::Kind::kPingReq, 9, testing::identity_of(2).key(), 3,
+            {MemberUpdate{id.key(), 4, MemberState::kSuspect, testing::identity_of(2).key()},
+             MemberUpdate{testing::identity_of(2).key(), 1, MemberState::kDead, std::nullopt}},
+            Heartbeat{1, 4, 12, 5, 6}},
+      Probe{Probe::Kind::kAck, 9, std::nullopt, 0, {}, Heartbeat{}},
   };
   for (auto& b : bodies) {
     Message m{kProtocolVersion, b};
@@ -191,6 +197,27 @@ TEST_CASE("what older senders set in the unused fields decodes and is ignored") 
   DecodeError err;
   CHECK(!decode_message(no_bytes, kMaxFrameBytes, &err));
   CHECK(err == DecodeError::kMalformed);
+}
+
+TEST_CASE("a probe with a short key, an unknown state or too many updates is malformed") {
+  auto short_target = decode_message(legacy_frame([&](wire::Envelope::Body::Builder b) {
+    auto p = b.initProbe();
+    p.setTarget(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("abc"), 3));
+  }));
+  CHECK(!short_target);
+  auto unknown_state = decode_message(legacy_frame([&](wire::Envelope::Body::Builder b) {
+    auto u = b.initProbe().initUpdates(1)[0];
+    Identity id = testing::identity_of(1);
+    u.setAgent(capnp::Data::Reader(id.key().bytes.data(), id.key().bytes.size()));
+    u.setState(static_cast<wire::Probe::MemberUpdate::State>(7));
+  }));
+  CHECK(!unknown_state);
+  auto too_many = decode_message(legacy_frame([&](wire::Envelope::Body::Builder b) {
+    auto l = b.initProbe().initUpdates(static_cast<unsigned>(promises::kMaxProbeUpdates + 1));
+    Identity id = testing::identity_of(1);
+    for (auto u : l) u.setAgent(capnp::Data::Reader(id.key().bytes.data(), id.key().bytes.size()));
+  }));
+  CHECK(!too_many);
 }
 
 TEST_CASE("a flipped bit anywhere in a statement is caught") {

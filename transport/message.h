@@ -39,6 +39,9 @@ using promises::Have;
 using promises::HaveRequest;
 using promises::Heartbeat;
 using promises::Hello;
+using promises::MemberState;
+using promises::MemberUpdate;
+using promises::Probe;
 using promises::StatementBatch;
 using promises::SyncRequest;
 
@@ -91,8 +94,8 @@ struct ControlResponse {
 
 // The core's messages first, in promises::MessageBody's order, then the transport's.
 using MessageBody =
-    std::variant<Hello, Heartbeat, SyncRequest, StatementBatch, HaveRequest, Have, FetchRequest,
-                 Chunk, Credit, FetchError, ControlRequest, ControlResponse>;
+    std::variant<Hello, Heartbeat, SyncRequest, StatementBatch, HaveRequest, Have, Probe,
+                 FetchRequest, Chunk, Credit, FetchError, ControlRequest, ControlResponse>;
 
 struct Message {
   std::uint32_t protocol_version = kProtocolVersion;

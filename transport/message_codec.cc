@@ -73,6 +73,53 @@ const Statement* unsigned_statement(const StatementBatch& batch) {
   return nullptr;
 }
 
+void put_heartbeat(w::Heartbeat::Builder o, const Heartbeat& h) {
+  o.setRunning(h.running);
+  o.setCapacity(h.capacity);
+  o.setVvSum(h.vv_sum);
+  o.setHoldingsIncarnation(h.holdings_incarnation);
+  o.setHoldingsVersion(h.holdings_version);
+}
+// activeClaims, highestSeq and claims (unused) are not read, nor checked.
+Heartbeat get_heartbeat(w::Heartbeat::Reader o) {
+  Heartbeat h;
+  h.running = o.getRunning();
+  h.capacity = o.getCapacity();
+  h.vv_sum = o.getVvSum();
+  h.holdings_incarnation = o.getHoldingsIncarnation();
+  h.holdings_version = o.getHoldingsVersion();
+  return h;
+}
+// A probe: a kind or state this version does not know, a key that is not 32 bytes, or
+// more than kMaxProbeUpdates updates make the frame malformed.
+Probe get_probe(w::Probe::Reader o) {
+  Probe p;
+  auto kind = static_cast<unsigned>(o.getKind());
+  if (kind > static_cast<unsigned>(Probe::Kind::kPingReq)) bad("unknown probe kind");
+  p.kind = static_cast<Probe::Kind>(kind);
+  p.seq = o.getSeq();
+  if (o.getTarget().size() != 0) p.target = key_of(o.getTarget(), "probe target");
+  p.incarnation = o.getIncarnation();
+  auto l = o.getUpdates();
+  if (l.size() > promises::kMaxProbeUpdates) {
+    bad("probe holds " + std::to_string(l.size()) + " updates, over " +
+        std::to_string(promises::kMaxProbeUpdates));
+  }
+  p.updates.reserve(l.size());
+  for (auto u : l) {
+    MemberUpdate m;
+    m.agent = key_of(u.getAgent(), "probe update agent");
+    m.incarnation = u.getIncarnation();
+    auto state = static_cast<unsigned>(u.getState());
+    if (state > static_cast<unsigned>(MemberState::kDead)) bad("unknown member state");
+    m.state = static_cast<MemberState>(state);
+    if (u.getOrigin().size() != 0) m.origin = key_of(u.getOrigin(), "probe update origin");
+    p.updates.push_back(std::move(m));
+  }
+  p.load = get_heartbeat(o.getLoad());
+  return p;
+}
+
 struct BodyWriter {
   w::Envelope::Body::Builder b;
   void operator()(const Hello& h) {
@@ -84,13 +131,22 @@ struct BodyWriter {
     put_vv(o.initVersionVector(static_cast<unsigned>(h.have.size())), h.have);
   }
   // activeClaims, highestSeq and claims are unused (protocol.capnp): not written.
-  void operator()(const Heartbeat& h) {
-    auto o = b.initHeartbeat();
-    o.setRunning(h.running);
-    o.setCapacity(h.capacity);
-    o.setVvSum(h.vv_sum);
-    o.setHoldingsIncarnation(h.holdings_incarnation);
-    o.setHoldingsVersion(h.holdings_version);
+  void operator()(const Heartbeat& h) { put_heartbeat(b.initHeartbeat(), h); }
+  void operator()(const Probe& p) {
+    auto o = b.initProbe();
+    o.setKind(static_cast<w::Probe::Kind>(p.kind));
+    o.setSeq(p.seq);
+    if (p.target) o.setTarget(data_of(p.target->bytes));
+    o.setIncarnation(p.incarnation);
+    auto l = o.initUpdates(static_cast<unsigned>(p.updates.size()));
+    for (unsigned i = 0; i < l.size(); ++i) {
+      const MemberUpdate& u = p.updates[i];
+      l[i].setAgent(data_of(u.agent.bytes));
+      l[i].setIncarnation(u.incarnation);
+      l[i].setState(static_cast<w::Probe::MemberUpdate::State>(u.state));
+      if (u.origin) l[i].setOrigin(data_of(u.origin->bytes));
+    }
+    put_heartbeat(o.initLoad(), p.load);
   }
   void operator()(const SyncRequest& r) {
     put_vv(b.initLedgerRequest().initHave(static_cast<unsigned>(r.have.size())), r.have,
@@ -202,17 +258,10 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       h.have = get_vv(o.getVersionVector());
       return h;
     }
-    case B::HEARTBEAT: {
-      // activeClaims, highestSeq and claims (unused) are not read, nor checked.
-      auto o = b.getHeartbeat();
-      Heartbeat h;
-      h.running = o.getRunning();
-      h.capacity = o.getCapacity();
-      h.vv_sum = o.getVvSum();
-      h.holdings_incarnation = o.getHoldingsIncarnation();
-      h.holdings_version = o.getHoldingsVersion();
-      return h;
-    }
+    case B::HEARTBEAT:
+      return get_heartbeat(b.getHeartbeat());
+    case B::PROBE:
+      return get_probe(b.getProbe());
     case B::STATEMENT: {
       // Unused by current senders; an old sender's single statement is a batch of one.
       StatementBatch r;
@@ -282,10 +331,10 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
 }  // namespace
 
 const char* message_kind_name(const MessageBody& body) {
-  static constexpr const char* kNames[] = {"hello",         "heartbeat",       "ledger-request",
-                                           "ledger-batch",  "have-request",    "have",
-                                           "fetch-request", "chunk",           "credit",
-                                           "fetch-error",   "control-request", "control-response"};
+  static constexpr const char* kNames[] = {
+      "hello",         "heartbeat", "ledger-request", "ledger-batch", "have-request",
+      "have",          "probe",     "fetch-request",  "chunk",        "credit",
+      "fetch-error",   "control-request", "control-response"};
   static_assert(std::size(kNames) == std::variant_size_v<MessageBody>);
   return kNames[body.index()];
 }

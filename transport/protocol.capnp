@@ -44,6 +44,7 @@ struct Envelope {
     controlResponse @11 :ControlResponse;
     haveRequest @12 :HaveRequest;
     have @13 :Have;
+    probe @14 :Probe;
   }
 }
 
@@ -91,6 +92,38 @@ struct Heartbeat {
   struct ActiveClaim {                # only in the UNUSED `claims`
     job @0 :Data;                     # job id digest
     epoch @1 :UInt32;
+  }
+}
+
+# SWIM membership with Lifeguard (docs/coordination.md, "Membership"): a ping is
+# answered with an ack; a pingReq asks the receiver to ping `target` and relay its ack.
+# Each carries the sender's incarnation, at most 16 membership updates (gossip) and the
+# sender's load and change signals (as a Heartbeat). Replaces heartbeats in the SWIM
+# profiles.
+struct Probe {
+  kind @0 :Kind;
+  seq @1 :UInt64;                     # the prober's; an ack repeats it (0: no ack expected)
+  target @2 :Data;                    # pingReq: the agent to probe; relayed ack: the agent
+                                      # that answered; empty otherwise
+  incarnation @3 :UInt64;             # the sender's own incarnation
+  updates @4 :List(MemberUpdate);     # at most 16
+  load @5 :Heartbeat;                 # the sender's load, vvSum and holdings version
+
+  enum Kind {
+    ping @0;
+    ack @1;
+    pingReq @2;
+  }
+  struct MemberUpdate {
+    agent @0 :Data;                   # Ed25519 key
+    incarnation @1 :UInt64;
+    state @2 :State;
+    origin @3 :Data;                  # suspect: the agent that suspected; else empty
+    enum State {
+      alive @0;
+      suspect @1;
+      dead @2;
+    }
   }
 }
 

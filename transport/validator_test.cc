@@ -77,6 +77,10 @@ TEST_CASE("validator rejects each kind of bad statement under its own reason") {
   CHECK(!small.validate(sp(full), a.key(), PeerRole::kAgent));
   CHECK(small.rejected(RejectReason::kOversized) == 1);
   expect(std::string(64, '\xff'), RejectReason::kMalformed);
+  // A probe carrying more membership updates than a probe may.
+  Probe flood;
+  flood.updates.resize(promises::kMaxProbeUpdates + 1);
+  expect(*encode_message(Message{kProtocolVersion, flood}), RejectReason::kMalformed);
   expect(*encode_message(Message{7, Heartbeat{}}), RejectReason::kBadVersion);
   expect(*encode_message(Message{kProtocolVersion, Hello{b.key(), "b", {}, {}}}),
          RejectReason::kPeerMismatch);

@@ -209,7 +209,8 @@ def scenario_failover():
 def scenario_sigterm():
     # Failure detection is made far too slow to explain a hand-over: only the released
     # claim can.
-    mesh, data = slow_mesh({"heartbeat": "100ms", "suspect_after": "30s", "dead_after": "60s"})
+    mesh, data = slow_mesh({"membership": "all-to-all", "heartbeat": "100ms",
+                            "suspect_after": "30s", "dead_after": "60s"})
     try:
         victim = victim_after_replication(mesh, data)
         t0 = time.monotonic()
@@ -226,7 +227,8 @@ def scenario_reload():
     """SIGHUP reloads promises: the agent that withdraws the stage it is running hands the
     job over at once (failure detection is far too slow to explain it), the one that adds
     it runs it, nobody restarts; a broken config on SIGHUP changes nothing."""
-    mesh, data = slow_mesh({"heartbeat": "100ms", "suspect_after": "30s", "dead_after": "60s"})
+    mesh, data = slow_mesh({"membership": "all-to-all", "heartbeat": "100ms",
+                            "suspect_after": "30s", "dead_after": "60s"})
     try:
         victim = victim_after_replication(mesh, data)
         peers = {ag.name: [f"{b.id}@{b.endpoint}" for b in mesh.agents if b is not ag]

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   int jobs = 5;
   std::string faults = "all";
   bool report_failover = false;
+  bool membership = false;
   bool verbose = false;
   int replay_every = 16;
   app.add_option("--seeds", seeds, "number of seeds to run")
@@ -42,6 +43,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"none", "net", "crash", "all"}));
   app.add_flag("--report-failover", report_failover,
                "print claimant-crash to takeover-start times (p50, p99)");
+  app.add_flag("--membership", membership,
+               "measure membership: no faults but one agent killed at 3 s (restarted at 13 s), "
+               "with --faults net a lossy network too; print detection time, false "
+               "suspicions and messages per agent per second");
+  std::string profile = "lan";
+  app.add_option("--profile", profile, "membership profile of every agent ([timing] membership)")
+      ->check(CLI::IsMember({"lan", "wan", "all-to-all"}));
   app.add_flag("--verbose,-v", verbose, "print the event trace");
   int shards = 0;
   bool squeeze_worker = false, slow_kills = false;
@@ -69,6 +77,10 @@ int main(int argc, char** argv) {
   opt.squeeze_worker = squeeze_worker;
   opt.slow_kills = slow_kills;
   opt.hostile = hostile;
+  opt.membership = membership;
+  opt.profile = profile == "wan"          ? vow::promises::MembershipProfile::kWan
+                : profile == "all-to-all" ? vow::promises::MembershipProfile::kAllToAll
+                                          : vow::promises::MembershipProfile::kLan;
   opt.faults = faults == "none"    ? vow::sim::Faults::kNone
                : faults == "net"   ? vow::sim::Faults::kNet
                : faults == "crash" ? vow::sim::Faults::kCrash
@@ -80,6 +92,10 @@ int main(int argc, char** argv) {
   std::vector<std::int64_t> failover;
   std::vector<std::int64_t> failover_claim;
   std::vector<double> wall_ms;
+  std::vector<std::int64_t> detect_all, detect_first;
+  std::uint64_t undetected = 0, false_suspicions = 0, false_deaths = 0;
+  std::uint64_t messages = 0, membership_messages = 0;
+  double agent_seconds = 0;
   for (std::uint64_t s = from; s < from + count; ++s) {
     opt.seed = s;
     auto t0 = std::chrono::steady_clock::now();
@@ -95,6 +111,17 @@ int main(int argc, char** argv) {
     }
     hostile_seeds += r.hostile ? 1 : 0;
     bomb_seeds += r.trees_refused != 0 ? 1 : 0;
+    if (r.detect_all_ms >= 0) {
+      detect_all.push_back(r.detect_all_ms);
+    } else {
+      ++undetected;
+    }
+    if (r.detect_first_ms >= 0) detect_first.push_back(r.detect_first_ms);
+    false_suspicions += r.false_suspicions;
+    false_deaths += r.false_deaths;
+    messages += r.messages;
+    membership_messages += r.membership_messages;
+    agent_seconds += static_cast<double>(agents) * static_cast<double>(r.sim_end_ms) / 1000.0;
     largest_ledger = std::max(largest_ledger, r.ledger_size);
     failover.insert(failover.end(), r.failover_ms.begin(), r.failover_ms.end());
     failover_claim.insert(failover_claim.end(), r.failover_claim_ms.begin(),
@@ -135,6 +162,39 @@ int main(int argc, char** argv) {
     std::printf("wall time per seed: p50=%.1f ms max=%.1f ms (%d agents)\n",
                 static_cast<double>(percentile(w, 0.5)) / 1000.0,
                 static_cast<double>(percentile(w, 1.0)) / 1000.0, agents);
+  }
+  if (membership) {
+    std::printf(
+        "detection (kill -> every live agent marks it dead, simulated): n=%zu p50=%lld ms "
+        "p99=%lld ms max=%lld ms; not by all: %llu\n",
+        detect_all.size(), static_cast<long long>(percentile(detect_all, 0.5)),
+        static_cast<long long>(percentile(detect_all, 0.99)),
+        static_cast<long long>(percentile(detect_all, 1.0)),
+        static_cast<unsigned long long>(undetected));
+    std::printf("detection (kill -> first agent marks it dead): p50=%lld ms max=%lld ms\n",
+                static_cast<long long>(percentile(detect_first, 0.5)),
+                static_cast<long long>(percentile(detect_first, 1.0)));
+    double hours = agent_seconds / 3600.0;
+    std::printf(
+        "false suspicions (an agent that was up marked suspect): %llu, %.2f per agent-hour; "
+        "false deaths: %llu\n",
+        static_cast<unsigned long long>(false_suspicions),
+        hours > 0 ? static_cast<double>(false_suspicions) / hours : 0.0,
+        static_cast<unsigned long long>(false_deaths));
+  }
+  if (membership || report_failover) {
+    std::printf(
+        "messages per agent per second (simulated): %.1f membership (heartbeats, probes), "
+        "%.1f in all\n",
+        agent_seconds > 0 ? static_cast<double>(membership_messages) / agent_seconds : 0.0,
+        agent_seconds > 0 ? static_cast<double>(messages) / agent_seconds : 0.0);
+    std::vector<std::int64_t> w;
+    for (double x : wall_ms) w.push_back(static_cast<std::int64_t>(x * 1000));
+    if (membership) {
+      std::printf("wall time per seed: p50=%.1f ms max=%.1f ms (%d agents)\n",
+                  static_cast<double>(percentile(w, 0.5)) / 1000.0,
+                  static_cast<double>(percentile(w, 1.0)) / 1000.0, agents);
+    }
   }
   std::printf("hostile host in %llu seeds (a tree bomb refused in %llu); largest ledger %zu "
               "statements\n",

@@ -113,7 +113,10 @@ struct Hostile {
 class Mesh {
  public:
   Mesh(int n, const Pipeline& p, std::vector<std::vector<std::string>> promises_by_node,
-       int replicas = 2, int capacity = 2, IdleBudgetLimits idle_budget = {}) {
+       int replicas = 2, int capacity = 2, IdleBudgetLimits idle_budget = {},
+       // The scenarios time deaths by the heartbeat detector's silence windows; SWIM's own
+       // scenarios ask for it.
+       MembershipProfile membership = MembershipProfile::kAllToAll) {
     nodes_.resize(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
       Node& nd = nodes_[i];
@@ -123,6 +126,8 @@ class Mesh {
       nd.config.pipelines = {p};
       nd.config.replicas = replicas;
       nd.config.idle_budget = idle_budget;
+      nd.config.timing.membership = membership;
+      nd.config.timing.swim = swim_profile(membership);
       for (const auto& st : promises_by_node[i]) {
         nd.config.promises.push_back(CorePromise{p.name, st, capacity});
       }

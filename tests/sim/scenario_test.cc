@@ -62,6 +62,38 @@ TEST_CASE("claimant death: takeover with epoch + 1 within the detection window")
   CHECK(m.node(other).procs.at(job).epoch == 2);
 }
 
+TEST_CASE("claimant death under SWIM (LAN): probed, suspected, declared dead, taken over") {
+  Mesh m(3, one_stage(), {{}, {"work"}, {"work"}}, 2, 2, {}, MembershipProfile::kLan);
+  m.source("one", "in", file_ref(hd("input")));
+  m.advance(200);
+  Digest job = m.jobs_of(0, "work").at(0);
+  int first = runner(m, job);
+  REQUIRE(first != -1);
+  int other = first == 1 ? 2 : 1;
+  // A second live: every agent still sees every other alive (the probes are answered).
+  m.advance(1000);
+  for (int i = 0; i < 3; ++i) {
+    auto peers = m.core(i).peers();
+    CHECK(peers.size() == 2);
+    for (const auto& p : peers) CHECK(p.liveness == Liveness::kAlive);
+  }
+  REQUIRE(runner(m, job) == first);
+  std::int64_t crashed_at = m.now();
+  m.crash(first);
+  std::int64_t took_over = -1;
+  for (int t = 0; t < 400 && took_over < 0; ++t) {
+    m.advance(10);
+    if (m.node(other).procs.count(job)) took_over = m.now();
+  }
+  REQUIRE(took_over > 0);
+  SwimTiming lan = swim_profile(MembershipProfile::kLan);
+  // Not before a probe failed and the shortest suspicion ran out; within a second and a
+  // half (3 agents: the victim probed within 3 periods, a suspicion of at most 600 ms).
+  CHECK(took_over - crashed_at >= lan.probe_interval_ms + lan.suspicion_mult * lan.probe_interval_ms);
+  CHECK(took_over - crashed_at <= 1500);
+  CHECK(m.node(other).procs.at(job).epoch == 2);
+}
+
 TEST_CASE("false suspicion: duplicate execution, one canonical result everywhere") {
   Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
   m.source("one", "in", file_ref(hd("input")));

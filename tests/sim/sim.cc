@@ -1,5 +1,8 @@
 #include "tests/sim/sim.h"
 
+#include <spdlog/details/null_mutex.h>
+#include <cstdlib>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
@@ -17,6 +20,57 @@ constexpr std::int64_t kConnectMs = 1;  // a link up -> both ends told
 constexpr std::uint64_t kForgedSeqBase = 1'000'000;
 
 }  // namespace
+
+namespace {
+// Hands "peer-state: peer NAME is STATE" lines of each agent's log to the world.
+class PeerStateSink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ public:
+  explicit PeerStateSink(World* w) : w_(w) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    std::string_view text(msg.payload.data(), msg.payload.size());
+    constexpr std::string_view kPrefix = "peer-state: peer ";
+    if (text.substr(0, kPrefix.size()) != kPrefix) return;
+    text.remove_prefix(kPrefix.size());
+    auto is = text.find(" is ");
+    if (is == std::string_view::npos) return;
+    std::string subject(text.substr(0, is));
+    std::string state(text.substr(is + 4));
+    state = state.substr(0, state.find(' '));
+    w_->peer_state(std::string(msg.logger_name.data(), msg.logger_name.size()), subject, state);
+  }
+  void flush_() override {}
+
+ private:
+  World* w_;
+};
+}  // namespace
+
+void World::peer_state(const std::string& observer, const std::string& subject,
+                       const std::string& state) {
+  int s = -1;
+  for (const auto& h : hosts_) {
+    if (h.config.name == subject) s = h.index;
+  }
+  if (s < 0) return;
+  if (s == victim_ && !host(s).up && now_ >= kMeasureKillMs) {
+    if (state == "dead" && observer.size() > 1) {
+      int o = std::atoi(observer.c_str() + 1);
+      if (detected_.insert(o).second) {
+        std::int64_t took = now_ - kMeasureKillMs;
+        if (result_.detect_first_ms < 0) result_.detect_first_ms = took;
+        int live = 0;
+        for (const auto& h : hosts_) live += h.up ? 1 : 0;
+        if (static_cast<int>(detected_.size()) == live) result_.detect_all_ms = took;
+      }
+    }
+    return;
+  }
+  if (!host(s).up) return;
+  if (state == "suspect") ++result_.false_suspicions;
+  if (state == "dead") ++result_.false_deaths;
+}
 
 World::World(const SimOptions& o)
     : opt_(o),
@@ -68,6 +122,11 @@ void World::add_to_store(Host& h, const Digest& d) {
 }
 
 void World::send(int from, int to, const std::shared_ptr<const promises::Message>& m) {
+  ++result_.messages;
+  if (std::holds_alternative<promises::Probe>(m->body) ||
+      std::holds_alternative<promises::Heartbeat>(m->body)) {
+    ++result_.membership_messages;
+  }
   int copies = 1;
   if (net_faults_) {
     if (chance(0.05)) return;
@@ -236,7 +295,10 @@ void World::boot(int i, promises::RestoredState restored,
   ++h.boots;
   agent::Effects fx{&clock_, h.net.get(), h.disk.get(), h.worker.get(), h.exec.get(), h.sink.get()};
   auto log = log_;
-  if (opt_.verbose) {
+  if (opt_.membership && !opt_.verbose) {
+    log = std::make_shared<spdlog::logger>(h.config.name, std::make_shared<PeerStateSink>(this));
+    log->set_level(spdlog::level::warn);  // suspect and dead are warnings
+  } else if (opt_.verbose) {
     log =
         std::make_shared<spdlog::logger>(h.config.name, log_->sinks().begin(), log_->sinks().end());
     log->set_pattern("         %n %l: %v");
@@ -514,13 +576,22 @@ bool World::quiet() {
   std::size_t size = 0;
   Digest fingerprint;
   for (auto& h : hosts_) {
-    if (!h.up || h.agent->jobs_here() != 0) return false;
+    if (!h.up || h.agent->jobs_here() != 0) {
+      unquiet_ = h.config.name + " is down or runs jobs";
+      return false;
+    }
     // A run of a stage a tree bomb holds back waits for an input nobody can give.
     for (const auto& r : h.agent->core().running()) {
-      if (!poisoned.count(r.job.stage)) return false;
+      if (!poisoned.count(r.job.stage)) {
+        unquiet_ = h.config.name + " runs jobs";
+        return false;
+      }
     }
     for (const auto& [job, p] : h.procs) {
-      if (!p.exited) return false;
+      if (!p.exited) {
+        unquiet_ = h.config.name + " has a process running";
+        return false;
+      }
     }
     const auto& ledger = h.agent->core().ledger();
     VersionVector mine = ledger.version_vector();
@@ -529,6 +600,7 @@ bool World::quiet() {
     // Slots filled: held, or void (a superseded advert, Ledger).
     std::size_t filled = ledger.size() + ledger.void_count();
     if (vv && (mine != *vv || filled != size || ledger.fingerprint() != fingerprint)) {
+      unquiet_ = h.config.name + "'s ledger differs from the agents' before it";
       return false;
     }
     vv = mine;
@@ -538,12 +610,16 @@ bool World::quiet() {
       if ((sp.state == promises::StageState::kPending ||
            sp.state == promises::StageState::kPlanned) &&
           !poisoned.count(sp.stage)) {
+        unquiet_ = h.config.name + " has stage " + sp.stage + " pending or planned";
         return false;
       }
     }
   }
   // Holdings have reached every peer (as complete sets or deltas).
-  if (!holdings_converged()) return false;
+  if (!holdings_converged()) {
+    unquiet_ = "holdings have not reached every peer";
+    return false;
+  }
   // Every canonical output is held by a live agent (or cannot be made again: the job is
   // non-deterministic). Failed re-runs back off and are tried again (docs/coordination.md
   // section 7), so a lost output must come back.
@@ -554,7 +630,10 @@ bool World::quiet() {
     for (const auto& o : std::get<JobResult>(canon->body).outputs) {
       bool held = std::any_of(hosts_.begin(), hosts_.end(),
                               [&](const Host& h) { return h.store.count(o.artifact.digest); });
-      if (!held) return false;
+      if (!held) {
+        unquiet_ = "a canonical output is held by no agent";
+        return false;
+      }
     }
   }
   return true;
@@ -650,7 +729,18 @@ SimResult World::run() {
   make_pipeline();
   make_hosts();
   int n = opt_.agents;
-  schedule_faults();
+  if (opt_.membership) {
+    // No faults but one agent killed once the mesh has settled, back when the watch ends.
+    victim_ = static_cast<int>(opt_.seed % static_cast<std::uint64_t>(n));
+    // --faults net: a lossy network (drops, duplicates, late messages) until the watch
+    // ends, no partition: what false suspicions loss alone causes.
+    net_faults_ = opt_.faults == Faults::kNet;
+    Ev kill{EvType::kCrash};
+    kill.agent = victim_;
+    schedule(kMeasureKillMs, kill);
+  } else {
+    schedule_faults();
+  }
   std::string faults;
   if (slow_disk_) faults += " slow-disk";
   if (squeeze_worker_) faults += " worker-full";
@@ -664,7 +754,7 @@ SimResult World::run() {
   }
   if (rnd(3) == 0) schedule(300 + static_cast<std::int64_t>(rnd(2000)), Ev{EvType::kSourceUpdate});
   // Run the fault window, then heal everything and run until quiet or the bound.
-  heal_ms_ = kFaultWindowMs;
+  heal_ms_ = opt_.membership ? kMeasureKillMs + kMeasureWatchMs : kFaultWindowMs;
   const promises::Timing timing;
   std::int64_t bound_ms = heal_ms_ + 20 * timing.dead_after_ms +
                           static_cast<std::int64_t>(opt_.stages) * 1'500 +
@@ -691,7 +781,7 @@ SimResult World::run() {
       if (quiet()) break;
       if (now_ > bound_ms) {
         fail("not quiet " + std::to_string(now_ - heal_ms_) +
-             " ms after the last fault healed (invariant 3)");
+             " ms after the last fault healed (invariant 3): " + unquiet_);
         break;
       }
       continue;

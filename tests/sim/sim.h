@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "promises/digest.h"
+#include "promises/pipeline.h"
 
 namespace vow::sim {
 
@@ -35,7 +36,15 @@ struct SimOptions {
   // A hostile host with a trusted key sends arbitrary, validly signed statements during
   // the fault window (else drawn from the seed with faults = all).
   bool hostile = false;
+  // Measure membership (--membership): no faults but one (and a lossy network with
+  // faults = net); agent (seed % agents) is killed at kMeasureKillMs and restarted when
+  // the watch ends (kMeasureWatchMs later).
+  bool membership = false;
+  promises::MembershipProfile profile = promises::MembershipProfile::kLan;  // --profile
 };
+
+inline constexpr std::int64_t kMeasureKillMs = 3'000;
+inline constexpr std::int64_t kMeasureWatchMs = 10'000;
 
 struct SimResult {
   std::vector<std::string> failures;            // empty: every invariant held
@@ -54,6 +63,13 @@ struct SimResult {
   std::uint64_t hostile_statements = 0;  // statements it sent (each variant once)
   std::uint64_t trees_refused = 0;       // fetched trees refused past the expansion limits
   std::size_t ledger_size = 0;           // statements in a0's ledger at the end
+  // Membership measures (every run counts messages; the rest with options.membership):
+  std::uint64_t messages = 0;             // messages sent, every kind
+  std::uint64_t membership_messages = 0;  // heartbeats and probes
+  std::int64_t detect_first_ms = -1;  // kill -> the first live agent marks the victim dead
+  std::int64_t detect_all_ms = -1;    // kill -> every live agent did (-1: not all did)
+  std::uint64_t false_suspicions = 0;  // an agent that was up marked suspect by a peer
+  std::uint64_t false_deaths = 0;      // ... marked dead
 };
 
 SimResult run_seed(const SimOptions& options);

@@ -96,6 +96,8 @@ void World::make_hosts() {
     h.config.job_index_scrub = 0;  // the job index is checked against a recount: no repairs
     h.config.sign = sim_sign;
     h.config.idle_budget = kSimIdleBudget;
+    h.config.timing.membership = opt_.profile;
+    h.config.timing.swim = promises::swim_profile(opt_.profile);
     h.provides_sources = i < 2;
     h.net = std::make_unique<SimNetwork>(this, i);
     h.disk = std::make_unique<SimDisk>(this, i);

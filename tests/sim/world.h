@@ -202,6 +202,9 @@ class World {
  public:
   explicit World(const SimOptions& o);
   SimResult run();
+  // Membership measures (options.membership): a peer-state event logged by `observer`.
+  void peer_state(const std::string& observer, const std::string& subject,
+                  const std::string& state);
 
   // ---- for the effects (sim_effects.cc) ----
   std::int64_t now() const { return now_; }
@@ -299,6 +302,9 @@ class World {
   std::map<Digest, std::pair<std::int64_t, int>> crashed_claims_;
   std::set<Digest> claim_recorded_;
   std::int64_t heal_ms_ = 0;
+  int victim_ = -1;
+  std::string unquiet_;  // why quiet() last said no
+  std::set<int> detected_;
   // The hostile host: not an Agent, a trusted key (its statements check) that sends what
   // it likes, with a random source of its own (seeds without it run as before).
   bool hostile_ = false;
