@@ -215,13 +215,17 @@ def gc_replicas():
         c = mesh.add("c", [])
         mesh.start()
 
-        def output():
-            for p in a.status()["pipelines"]:
+        def output(ag):
+            for p in ag.status()["pipelines"]:
                 for s in p["stages"]:
                     if s["name"] == "up" and s.get("results"):
                         return s["results"][0]["outputs"]["up"]
             return None
-        out = wait_until("the result", output, 60, 0.1)
+        out = wait_until("the result", lambda: output(a), 60, 0.1)
+        # The others know of it too before they are asked for it (a may finish before
+        # they have even heard from it).
+        for ag in (b, c):
+            wait_until(f"{ag.name} to know the result", lambda: output(ag) == out, 30, 0.1)
         # Every agent takes a copy (vow get stores it in the asking agent's store).
         for ag in (a, b, c):
             ag.vow("get", out, "-o", os.path.join(root, "got-" + ag.name))
