@@ -19,6 +19,22 @@ std::int64_t percentile(std::vector<std::int64_t> v, double p) {
   return v[std::min(idx, v.size() - 1)];
 }
 
+// "WHAT: n=N p50=X ms p99=Y ms max=Z ms" of a sample of simulated times.
+void print_times(const char* what, const std::vector<std::int64_t>& v) {
+  std::printf("%s: n=%zu p50=%lld ms p99=%lld ms max=%lld ms", what, v.size(),
+              static_cast<long long>(percentile(v, 0.5)),
+              static_cast<long long>(percentile(v, 0.99)),
+              static_cast<long long>(percentile(v, 1.0)));
+}
+
+void print_wall(const std::vector<double>& wall_ms, int agents) {
+  std::vector<std::int64_t> w;
+  for (double x : wall_ms) w.push_back(static_cast<std::int64_t>(x * 1000));
+  std::printf("wall time per seed: p50=%.1f ms max=%.1f ms (%d agents)\n",
+              static_cast<double>(percentile(w, 0.5)) / 1000.0,
+              static_cast<double>(percentile(w, 1.0)) / 1000.0, agents);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -145,32 +161,16 @@ int main(int argc, char** argv) {
     }
   }
   if (report_failover) {
-    std::printf(
-        "failover (claimant crash -> job started on another agent, simulated): "
-        "n=%zu p50=%lld ms p99=%lld ms max=%lld ms\n",
-        failover.size(), static_cast<long long>(percentile(failover, 0.5)),
-        static_cast<long long>(percentile(failover, 0.99)),
-        static_cast<long long>(percentile(failover, 1.0)));
-    std::printf(
-        "failover (claimant crash -> job claimed by another agent, simulated): "
-        "n=%zu p50=%lld ms p99=%lld ms max=%lld ms\n",
-        failover_claim.size(), static_cast<long long>(percentile(failover_claim, 0.5)),
-        static_cast<long long>(percentile(failover_claim, 0.99)),
-        static_cast<long long>(percentile(failover_claim, 1.0)));
-    std::vector<std::int64_t> w;
-    for (double x : wall_ms) w.push_back(static_cast<std::int64_t>(x * 1000));
-    std::printf("wall time per seed: p50=%.1f ms max=%.1f ms (%d agents)\n",
-                static_cast<double>(percentile(w, 0.5)) / 1000.0,
-                static_cast<double>(percentile(w, 1.0)) / 1000.0, agents);
+    print_times("failover (claimant crash -> job started on another agent, simulated)", failover);
+    std::printf("\n");
+    print_times("failover (claimant crash -> job claimed by another agent, simulated)",
+                failover_claim);
+    std::printf("\n");
+    print_wall(wall_ms, agents);
   }
   if (membership) {
-    std::printf(
-        "detection (kill -> every live agent marks it dead, simulated): n=%zu p50=%lld ms "
-        "p99=%lld ms max=%lld ms; not by all: %llu\n",
-        detect_all.size(), static_cast<long long>(percentile(detect_all, 0.5)),
-        static_cast<long long>(percentile(detect_all, 0.99)),
-        static_cast<long long>(percentile(detect_all, 1.0)),
-        static_cast<unsigned long long>(undetected));
+    print_times("detection (kill -> every live agent marks it dead, simulated)", detect_all);
+    std::printf("; not by all: %llu\n", static_cast<unsigned long long>(undetected));
     std::printf("detection (kill -> first agent marks it dead): p50=%lld ms max=%lld ms\n",
                 static_cast<long long>(percentile(detect_first, 0.5)),
                 static_cast<long long>(percentile(detect_first, 1.0)));
@@ -188,13 +188,7 @@ int main(int argc, char** argv) {
         "%.1f in all\n",
         agent_seconds > 0 ? static_cast<double>(membership_messages) / agent_seconds : 0.0,
         agent_seconds > 0 ? static_cast<double>(messages) / agent_seconds : 0.0);
-    std::vector<std::int64_t> w;
-    for (double x : wall_ms) w.push_back(static_cast<std::int64_t>(x * 1000));
-    if (membership) {
-      std::printf("wall time per seed: p50=%.1f ms max=%.1f ms (%d agents)\n",
-                  static_cast<double>(percentile(w, 0.5)) / 1000.0,
-                  static_cast<double>(percentile(w, 1.0)) / 1000.0, agents);
-    }
+    if (membership && !report_failover) print_wall(wall_ms, agents);
   }
   std::printf("hostile host in %llu seeds (a tree bomb refused in %llu); largest ledger %zu "
               "statements\n",
