@@ -68,6 +68,13 @@ Result<std::string> read_object(const std::string& path, const Digest& digest) {
   return data;
 }
 
+// A tree object's entries, read from the objects under `root` and checked.
+Result<std::vector<TreeEntry>> read_tree(const std::string& root, const Digest& digest) {
+  auto data = read_object(store::object_path(root, digest, store::ArtifactKind::kTree), digest);
+  if (!data.is_ok()) return data.status();
+  return decode_tree(*data);
+}
+
 // Streams a file object into `out`, hashing as it goes (into r.bytes when `count`).
 // kCorrupt if the bytes do not match the digest.
 Status stream_file(Reading& r, const Digest& digest, int out, const std::string& dest, bool count) {
@@ -129,11 +136,7 @@ Status copy_to_stdout(Reading& r, const Digest& digest) {
 // single file is written if it passes the limits (promises/tree.h).
 Status check_tree(const Reading& r, const Digest& digest) {
   TreeReader reader;
-  reader.entries = [&](const Digest& d) -> Result<std::vector<TreeEntry>> {
-    auto data = read_object(store::object_path(r.root, d, store::ArtifactKind::kTree), d);
-    if (!data.is_ok()) return data.status();
-    return decode_tree(*data);
-  };
+  reader.entries = [&](const Digest& d) { return read_tree(r.root, d); };
   reader.file_bytes = [&](const Digest& d) -> Result<std::uint64_t> {
     struct stat sb {};
     std::string path = store::object_path(r.root, d, store::ArtifactKind::kFile);
@@ -150,9 +153,7 @@ Status check_tree(const Reading& r, const Digest& digest) {
 
 Status copy_tree(Reading& r, const Digest& digest, const std::string& dest, int depth) {
   if (depth > store::kMaxTreeDepth) return Status::invalid("tree deeper than the limit");
-  auto data = read_object(store::object_path(r.root, digest, store::ArtifactKind::kTree), digest);
-  if (!data.is_ok()) return data.status();
-  auto entries = decode_tree(*data);
+  auto entries = read_tree(r.root, digest);
   if (!entries.is_ok()) return entries.status();
   if (::mkdir(dest.c_str(), 0755) != 0) {
     return Status::io("mkdir " + dest + ": " + std::strerror(errno));
@@ -200,9 +201,7 @@ Status fetch_remote(RemoteAgent& remote, const Reading& r, const Digest& digest,
     std::vector<Digest> next;
     for (const Digest& d : level) {
       VOW_RETURN_IF_ERROR(get(d, store::ArtifactKind::kTree));
-      auto data = read_object(store::object_path(r.root, d, store::ArtifactKind::kTree), d);
-      if (!data.is_ok()) return data.status();
-      auto entries = decode_tree(*data);
+      auto entries = read_tree(r.root, d);
       if (!entries.is_ok()) return entries.status();
       for (const auto& e : *entries) {
         if (e.kind != EntryKind::kTree) {
@@ -215,11 +214,7 @@ Status fetch_remote(RemoteAgent& remote, const Reading& r, const Digest& digest,
     level = std::move(next);
   }
   TreeReader reader;
-  reader.entries = [&](const Digest& d) -> Result<std::vector<TreeEntry>> {
-    auto data = read_object(store::object_path(r.root, d, store::ArtifactKind::kTree), d);
-    if (!data.is_ok()) return data.status();
-    return decode_tree(*data);
-  };
+  reader.entries = [&](const Digest& d) { return read_tree(r.root, d); };
   reader.file_bytes = [](const Digest&) -> Result<std::uint64_t> { return 0; };
   std::map<Digest, TreeExpansion> memo;
   auto x = expand_tree(digest, reader, &memo);
