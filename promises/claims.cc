@@ -21,11 +21,14 @@ void Core::Impl::ensure_plan() {
   plan_dirty = false;
   report_conflicts();
   open_jobs.clear();
+  open_place.clear();
   for (const auto& [id, job] : plan->jobs) {
     if (capacity_by_stage.count(job.ref.stage_digest) && book.canonical(id) == nullptr) {
+      open_place.emplace(id, open_jobs.size());
       open_jobs.push_back(&job);
     }
   }
+  backlog_dirty = true;
   plan_open_stage.clear();
   plan_open_count.assign(plan->stages.size(), 0);
   for (std::size_t i = 0; i < plan->stages.size(); ++i) {
@@ -54,6 +57,7 @@ void Core::Impl::rebuild_candidates() {
   if (!candidates_dirty) return;
   candidates.clear();
   ranking_cache.clear();
+  backlog_dirty = true;
   for (const auto& [author, st] : ledger.adverts()) {
     if (ledger.equivocating(author)) continue;
     for (const auto& pr : std::get<Advert>(st->body).promises) {
@@ -127,6 +131,7 @@ void Core::Impl::stop(const Digest& job, const std::string& reason, bool release
   if (it == running.end()) return;
   Run run = std::move(it->second);
   running.erase(it);
+  touch(job);
   // A run that never started has no process, unless it was resumed from a restored row.
   if (run.executing || run.restored) kill(run.ref, run.epoch, reason);
   event(EventKind::kFenced, EventLevel::kInfo,
@@ -155,6 +160,7 @@ void Core::Impl::drop_restored(const Digest& job, const std::string& reason) {
   if (it == restored.end()) return;
   OwnRun row = std::move(it->second);
   restored.erase(it);
+  touch(job);
   kill(row.job, row.epoch, "not resumable after restart: " + reason);
   event(EventKind::kFenced, EventLevel::kInfo,
         "job " + job.short_hex() + " epoch " + std::to_string(row.epoch) +
@@ -312,6 +318,7 @@ void Core::Impl::reconcile_open_claims() {
       continue;
     }
     if (has_row) restored.erase(row);
+    touch(job);
     Run run;
     run.ref = std::get<Claim>(mine->body).job;
     run.epoch = epoch;
@@ -330,6 +337,7 @@ void Core::Impl::check_results(const Digest& job, const PlannedJob* planned) {
   if (failures > loc.failures_seen) {
     loc.failures_seen = failures;
     ranking_cache.erase(job);
+    touch(job);
     if (book.canonical(job) == nullptr) {
       int retries = planned ? planned->retries : 0;
       if (failures > retries) {
@@ -359,6 +367,70 @@ void Core::Impl::check_results(const Digest& job, const PlannedJob* planned) {
   }
 }
 
+// ---- backlogs ----
+
+void Core::Impl::place_in_backlog(std::size_t place) {
+  if (std::set<std::size_t>* b = backlog_of[place]) {
+    b->erase(place);
+    backlog_of[place] = nullptr;
+  }
+  const PlannedJob& job = *open_jobs[place];
+  const Digest& id = job.ref.job;
+  if (book.canonical(id) != nullptr || book.failed_for_good(id, job.retries)) return;
+  if (any_standing_claim(id)) {
+    // Claimable again later counts from then (claim steps, patience).
+    if (auto l = local.find(id); l != local.end()) l->second.claimable_since_ms = -1;
+    return;
+  }
+  // The owner: the best-ranked live candidate (this agent when no candidate is known).
+  AgentKey owner = config.key;
+  for (const AgentKey& a : ranking(id, job.ref.stage_digest)) {
+    if (a == config.key || is_live(a)) {
+      owner = a;
+      break;
+    }
+  }
+  std::set<std::size_t>& b = backlogs[{job.ref.stage_digest, owner}];
+  b.insert(place);
+  backlog_of[place] = &b;
+}
+
+void Core::Impl::refresh_backlogs() {
+  rebuild_candidates();  // marks the backlogs dirty if the candidates changed
+  std::vector<AgentKey> live;
+  for (const auto& [key, p] : members.peers()) {
+    if (is_live(key)) live.push_back(key);
+  }
+  if (live != backlog_live) {
+    backlog_live = std::move(live);
+    backlog_dirty = true;
+  }
+  if (backlog_dirty) {
+    backlogs.clear();
+    backlog_of.assign(open_jobs.size(), nullptr);
+    backlog_touched.clear();
+    backlog_dirty = false;
+    for (std::size_t i = 0; i < open_jobs.size(); ++i) place_in_backlog(i);
+    return;
+  }
+  std::set<Digest> touched = std::move(backlog_touched);
+  backlog_touched.clear();
+  for (const Digest& id : touched) {
+    auto it = open_place.find(id);
+    if (it != open_place.end()) place_in_backlog(it->second);
+  }
+  std::erase_if(backlogs, [](const auto& kv) { return kv.second.empty(); });
+}
+
+bool Core::Impl::backlogs_consistent() {
+  auto kept = backlogs;
+  std::erase_if(kept, [](const auto& kv) { return kv.second.empty(); });
+  auto kept_of = backlog_of;
+  backlog_dirty = true;
+  refresh_backlogs();
+  return kept == backlogs && kept_of.size() == backlog_of.size();
+}
+
 void Core::Impl::claim_open_jobs() {
   // A job's owner is its best-ranked live candidate. Every agent holds the same plan
   // and rankings, so each knows every owner's backlog (its open, unclaimed jobs of one
@@ -367,49 +439,58 @@ void Core::Impl::claim_open_jobs() {
   // `reserve` jobs (its free places as last heard, at least one), unless a job has been
   // claimable for kStealPatienceMs: a busy owner's stale "full" then races a thief only
   // for a backlog's last job, instead of for every job.
-  struct Candidate {
-    const PlannedJob* job;
-    AgentKey owner;
-    std::size_t place;
-  };
-  std::vector<Candidate> candidates;
-  std::map<std::pair<Digest, AgentKey>, std::size_t> backlog;
-  for (const PlannedJob* job : open_jobs) {
-    if (book.failed_for_good(job->ref.job, job->retries)) continue;
-    const Digest& id = job->ref.job;
-    std::optional<AgentKey> owner;
-    for (const AgentKey& a : ranking(id, job->ref.stage_digest)) {
-      if (a == config.key || is_live(a)) {
-        owner = a;
-        break;
+  refresh_backlogs();
+  if (config.check_backlogs) {
+    VOW_ASSERT(backlogs_consistent(), "claim backlogs differ from a rebuild");
+  }
+  // Before a sync, hold back for a detection window: a claim we have not heard of yet
+  // may stand (consider_claim holds back too; this spares the walk).
+  bool holding = withdrawn || (!synced && now_ms - started_ms < members.detection_window_ms());
+  for (const auto& [stage, cap] : capacity_by_stage) {
+    auto full = [&, cap = cap, stage = stage] { return running_of_stage(stage) >= cap; };
+    // Jobs looked at per backlog and pass, past the ones claimed: a bound on the walk
+    // when the jobs at the front wait (retry backoff, claim steps).
+    const std::size_t budget = static_cast<std::size_t>(std::max(cap, 0)) + kBacklogLookahead;
+    auto first = backlogs.lower_bound({stage, AgentKey{}});
+    // This agent's own backlog, front to back.
+    if (auto own = backlogs.find({stage, config.key}); own != backlogs.end() && !holding) {
+      std::size_t looked = 0;
+      for (std::size_t place : own->second) {
+        if (full() || ++looked > budget) break;
+        consider_claim(*open_jobs[place], /*regenerate=*/false);
       }
     }
-    std::size_t place = 0;
-    if (owner && !any_standing_claim(id)) place = backlog[{job->ref.stage_digest, *owner}]++;
-    candidates.push_back({job, owner.value_or(config.key), place});
-  }
-  for (const Candidate& c : candidates) {
-    if (c.owner == config.key) consider_claim(*c.job, /*regenerate=*/false);
-  }
-  for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
-    if (it->owner == config.key) continue;
-    const Membership::Peer* p = members.find(it->owner);
-    std::size_t free = p != nullptr && p->capacity > p->running ? p->capacity - p->running : 0;
-    std::size_t reserve = std::max<std::size_t>(1, free);
-    const JobLocal* loc = nullptr;
-    if (auto l = local.find(it->job->ref.job); l != local.end()) loc = &l->second;
-    bool patient = loc != nullptr && loc->claimable_since_ms >= 0 &&
-                   now_ms - loc->claimable_since_ms >= kStealPatienceMs;
-    if (it->place < reserve && !patient) {
-      // Not ours to take yet: count it as claimable, and look again when patience runs out.
-      JobLocal& mine = local[it->job->ref.job];
-      if (!any_standing_claim(it->job->ref.job)) {
-        if (mine.claimable_since_ms < 0) mine.claimable_since_ms = now_ms;
-        wake_at(mine.claimable_since_ms + kStealPatienceMs);
+    // Others' backlogs: their reserve is counted as claimable here (for patience), and
+    // the rest taken from the back.
+    for (auto it = first; it != backlogs.end() && it->first.first == stage; ++it) {
+      const AgentKey& owner = it->first.second;
+      if (owner == config.key) continue;
+      const std::set<std::size_t>& jobs = it->second;
+      const Membership::Peer* p = members.find(owner);
+      std::size_t free = p != nullptr && p->capacity > p->running ? p->capacity - p->running : 0;
+      std::size_t reserve = std::max<std::size_t>(1, free);
+      std::size_t n = 0;
+      for (auto j = jobs.begin(); j != jobs.end() && n < reserve; ++j, ++n) {
+        JobLocal& loc = local[open_jobs[*j]->ref.job];
+        if (loc.claimable_since_ms < 0) loc.claimable_since_ms = now_ms;
+        if (now_ms - loc.claimable_since_ms < kStealPatienceMs) {
+          wake_at(loc.claimable_since_ms + kStealPatienceMs);
+        }
       }
-      continue;
+      if (holding) continue;
+      std::size_t looked = 0;
+      std::size_t place = jobs.size();
+      for (auto j = jobs.rbegin(); j != jobs.rend(); ++j) {
+        --place;
+        if (full() || ++looked > budget) break;
+        const PlannedJob& job = *open_jobs[*j];
+        if (place < reserve) {
+          const JobLocal& loc = local[job.ref.job];
+          if (now_ms - loc.claimable_since_ms < kStealPatienceMs) continue;
+        }
+        consider_claim(job, /*regenerate=*/false);
+      }
     }
-    consider_claim(*it->job, /*regenerate=*/false);
   }
 }
 
@@ -538,6 +619,7 @@ void Core::Impl::finish(const Digest& job, std::uint32_t epoch, JobOutcome outco
   if (it == running.end() || it->second.epoch != epoch || !it->second.executing) return;
   Run run = std::move(it->second);
   running.erase(it);
+  touch(job);
   const PlannedJob* planned = plan ? plan->find(job) : nullptr;
   JobResult r;
   r.job = run.ref;
@@ -586,10 +668,6 @@ void Core::Impl::reconcile() {
     if (job != nullptr) check_results(*it, job);
     it = results_changed.erase(it);
   }
-  // Done jobs leave the list (it is rebuilt with the plan), so a pass costs the open
-  // jobs, not every job ever planned.
-  std::erase_if(open_jobs,
-                [&](const PlannedJob* job) { return book.canonical(job->ref.job) != nullptr; });
   claim_open_jobs();
   const std::set<Digest>& regen = replication.regen_wanted();
   for (const Digest& id : std::vector<Digest>(regen.begin(), regen.end())) {

@@ -185,6 +185,7 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       const Statement* canon = book.canonical(job);
       int failures = book.failed_attempts(job);
       book.note(st);
+      touch(job);
       tie_break_check.insert(job);
       if (book.canonical(job) != canon || book.failed_attempts(job) != failures) {
         plan_dirty = true;
@@ -195,12 +196,14 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
     }
     case StatementKind::kRelease: {
       book.note(st);
+      touch(std::get<Release>(st.body).job.job);
       results_changed.insert(std::get<Release>(st.body).job.job);
       break;
     }
     case StatementKind::kResult: {
       const auto& r = std::get<JobResult>(st.body);
       book.note(st);
+      touch(r.job.job);
       results_changed.insert(r.job.job);
       if (book.result_binding(r.job.job, st) != ResultBinding::kBound) {
         // Evidence only (rule 3); it may bind later if its claim arrives after it.
@@ -227,6 +230,7 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
     case StatementKind::kRetry: {
       const Digest& job = std::get<Retry>(st.body).job.job;
       book.note(st);
+      touch(job);
       // Its failures are counted afresh: backoff, and the failed event if it fails again.
       local.erase(job);
       ranking_cache.erase(job);

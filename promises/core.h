@@ -68,6 +68,9 @@ inline constexpr std::size_t kMaxVoidRangesPerSync = 64;
 // A job another agent owns (its best-ranked live candidate) and keeps a place for is
 // taken by others only after it has been claimable this long (docs/coordination.md).
 inline constexpr std::int64_t kStealPatienceMs = 500;
+// Jobs of one backlog a decision pass looks at beyond the stage's capacity here (jobs at
+// the front that wait, for a retry backoff or a claim step, are passed over up to this).
+inline constexpr std::size_t kBacklogLookahead = 64;
 inline constexpr std::int64_t kFetchRetryMs = 200;          // wait before re-trying a fetch
 inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replication after this
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
@@ -110,6 +113,9 @@ struct CoreConfig {
   // Jobs the job index looks at again per query unasked, in id order (a bound on how
   // long a state it failed to mark could stay stale). 0: none (tests of the marks).
   std::size_t job_index_scrub = 64;
+  // Checks after every decision pass that the claim backlogs kept up to date by events
+  // equal ones built from scratch (costs a rebuild per pass: for the simulator).
+  bool check_backlogs = false;
   // Signs an own statement (a pure function of key and statement: Ed25519 is
   // deterministic): its result is set as the statement's signed form, so that the
   // statements in `persist` and in messages carry the bytes to store and send. Empty

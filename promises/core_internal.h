@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -99,8 +100,26 @@ struct Core::Impl {
 
   std::unique_ptr<Plan> plan;
   bool plan_dirty = true;
-  // Planned jobs of our stages without a canonical result (rebuilt with the plan).
+  // Planned jobs of our stages without a canonical result when the plan was made, in
+  // plan order (rebuilt with the plan), and the place of each.
   std::vector<const PlannedJob*> open_jobs;
+  std::unordered_map<Digest, std::size_t> open_place;
+  // Backlogs (claims.cc): the claimable open jobs (no canonical result, not failed for
+  // good, no standing claim) by stage and owner (the best-ranked live candidate), as
+  // places in open_jobs. Kept up to date by the events that can change them: a
+  // statement of a job, an own run that starts or stops (the job is touched and looked at
+  // again), or a new plan, new candidates or a change of who is live (rebuilt). A
+  // decision pass reads the front of this agent's backlogs and the tails of others', so
+  // it costs the free places, not the open jobs.
+  using BacklogKey = std::pair<Digest, AgentKey>;  // (stage digest, owner)
+  std::map<BacklogKey, std::set<std::size_t>> backlogs;
+  std::vector<std::set<std::size_t>*> backlog_of;  // per place: its backlog, or null
+  std::set<Digest> backlog_touched;
+  bool backlog_dirty = true;
+  std::vector<AgentKey> backlog_live;  // the live peers the backlogs were built with
+  void touch(const Digest& job) {
+    if (!backlog_dirty) backlog_touched.insert(job);
+  }
   // Every planned job without a canonical result when the plan was made -> its stage's
   // index in plan->stages, and per stage how many of them are still open. A first
   // canonical result for a job whose stage keeps other open jobs cannot change the
@@ -229,6 +248,11 @@ struct Core::Impl {
   // tail"): this agent's own (it is the best-ranked live candidate) front to back, then
   // others' back to front, each only past the place its owner keeps for itself.
   void claim_open_jobs();
+  // Brings the backlogs up to date (rebuilt, or the touched jobs looked at again).
+  void refresh_backlogs();
+  void place_in_backlog(std::size_t place);
+  // Whether the backlogs equal ones built from scratch (CoreConfig::check_backlogs).
+  bool backlogs_consistent();
   void claim(const PlannedJob& job, bool regenerate);
   void stop(const Digest& job, const std::string& reason, bool release);
   // Emits the KillJob for a run that may have a process and keeps it stopping.
