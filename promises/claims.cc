@@ -46,6 +46,7 @@ void Core::Impl::note_canonical_result(const Digest& job) {
     // Its stage still has open jobs: the plan stays as it is.
     --plan_open_count[it->second];
     plan_open_stage.erase(it);
+    replication.note_canonical(job);
     return;
   }
   // The last open job of its stage (its outputs now exist for consumers), a job that
@@ -681,7 +682,7 @@ void Core::Impl::reconcile() {
   }
   if (replication.due(now_ms)) {
     holdings.prune(now_ms);
-    replication.check(*plan, capacity_by_stage, now_ms, out);
+    replication.check(*plan, capacity_by_stage, holdings.take_touched(), now_ms, out);
   }
   wake_at(replication.next_check_ms());
   // The safety net: fetch retries and other small waits are seen by then.

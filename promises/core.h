@@ -76,6 +76,9 @@ inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replicat
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
 inline constexpr std::size_t kMaxHoldingsPerHave = 1'000'000;
 inline constexpr std::int64_t kReplicationCheckMs = 500;  // replication / loss check period
+// The longest between two replication checks that look at every canonical output (in
+// between, a check looks at what changed: Replication::check).
+inline constexpr std::int64_t kFullReplicationCheckMs = 60'000;
 // A job left running at a restart (RestoredState::running) is decided once this agent
 // has synced with a peer (it cannot know before whether another agent took the job over
 // meanwhile). Without a sync this long after start() it is decided on what the agent
@@ -448,6 +451,10 @@ class Core {
   // Live peers that hold (or are presumed to hold) an artifact, best first.
   std::vector<AgentKey> holders(const Digest& digest) const;
   const std::set<Digest>& held() const;
+  // Artifacts the last replication check looked at: every canonical output on a full
+  // walk (a new plan, a change of who is live, or kFullReplicationCheckMs), in between
+  // only those under-replicated, lost or whose holders changed.
+  std::size_t replication_checked() const;
   // This agent's holdings version (incarnation, version), as its heartbeats carry it.
   std::pair<std::uint64_t, std::uint64_t> holdings_version() const;
   // What `peer` holds as its Haves (complete sets and deltas) said, at the version

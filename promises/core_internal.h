@@ -117,7 +117,10 @@ struct Core::Impl {
   std::set<Digest> backlog_touched;
   bool backlog_dirty = true;
   std::vector<AgentKey> backlog_live;  // the live peers the backlogs were built with
+  // A job's statements or own run changed: its ranking (failures move candidates back)
+  // and its place in the backlogs are looked at again.
   void touch(const Digest& job) {
+    ranking_cache.erase(job);
     if (!backlog_dirty) backlog_touched.insert(job);
   }
   // Every planned job without a canonical result when the plan was made -> its stage's

@@ -1,15 +1,22 @@
 #include "promises/holdings.h"
 
 #include <algorithm>
+#include <iterator>
 
 namespace vow::promises {
 
 void Holdings::add(const Digest& digest) {
-  if (held_.insert(digest).second) pending_.insert(digest);
+  if (held_.insert(digest).second) {
+    pending_.insert(digest);
+    touched_.insert(digest);
+  }
   auto it = known_refs_.find(digest);
   if (it != known_refs_.end()) {
     for (const auto& e : it->second.entries) {
-      if (held_.insert(e.digest).second) pending_.insert(e.digest);
+      if (held_.insert(e.digest).second) {
+        pending_.insert(e.digest);
+        touched_.insert(e.digest);
+      }
     }
   }
 }
@@ -17,6 +24,7 @@ void Holdings::add(const Digest& digest) {
 bool Holdings::remove(const Digest& digest) {
   if (held_.erase(digest) == 0) return false;
   pending_.insert(digest);
+  touched_.insert(digest);
   return true;
 }
 
@@ -95,8 +103,12 @@ void Holdings::on_have(const AgentKey& peer, const Have& have, std::int64_t now_
       return;
     }
     p.seen = v;
-    for (const auto& d : have.removed) p.holdings.erase(d);
-    p.holdings.insert(have.digests.begin(), have.digests.end());
+    for (const auto& d : have.removed) {
+      if (p.holdings.erase(d) != 0) touched_.insert(d);
+    }
+    for (const auto& d : have.digests) {
+      if (p.holdings.insert(d).second) touched_.insert(d);
+    }
     prune(p, now_ms);
     return;
   }
@@ -104,7 +116,10 @@ void Holdings::on_have(const AgentKey& peer, const Have& have, std::int64_t now_
   PeerHoldings& p = it->second;
   if (!first && v < p.seen) return;  // an older Have
   p.seen = v;
-  p.holdings = std::set<Digest>(have.digests.begin(), have.digests.end());
+  std::set<Digest> now(have.digests.begin(), have.digests.end());
+  std::set_symmetric_difference(p.holdings.begin(), p.holdings.end(), now.begin(), now.end(),
+                                std::inserter(touched_, touched_.end()));
+  p.holdings = std::move(now);
   prune(p, now_ms);
 }
 
@@ -118,6 +133,7 @@ void Holdings::prune(PeerHoldings& p, std::int64_t now_ms) {
   for (auto it = p.announced.begin(); it != p.announced.end();) {
     bool done =
         p.holdings.count(it->first) != 0 || now_ms - it->second >= members_.detection_window_ms();
+    if (done) touched_.insert(it->first);
     it = done ? p.announced.erase(it) : std::next(it);
   }
 }
@@ -131,6 +147,7 @@ void Holdings::note(const Statement& st, std::int64_t now_ms) {
   // now, until its next Have says otherwise (PeerHoldings::announced).
   auto peer = peers_.find(st.author);
   auto presume = [&](const Digest& d) {
+    touched_.insert(d);
     presumed_[d].insert(st.author);
     if (peer != peers_.end() && !peer->second.holdings.count(d)) {
       peer->second.announced.emplace(d, now_ms);

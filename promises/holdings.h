@@ -69,6 +69,10 @@ class Holdings {
   void prune(std::int64_t now_ms);
   // Live peers (not this agent) holding `digest`, presumed holders first.
   std::vector<AgentKey> live_holders(const Digest& digest, std::int64_t now_ms) const;
+  // Digests whose holders (here, or a peer's by Have, statement or an announcement that
+  // expired in prune()) may have changed since the last call: what the replication check
+  // looks at between its full walks. Liveness is not tracked here.
+  std::set<Digest> take_touched() { return std::exchange(touched_, {}); }
 
  private:
   struct PeerHoldings {
@@ -98,6 +102,7 @@ class Holdings {
   // Holders presumed from the ledger (result authors, source providers, consumers).
   std::map<Digest, std::set<AgentKey>> presumed_;
   std::map<Digest, ArtifactRef> known_refs_;  // artifacts named in results and sources
+  std::set<Digest> touched_;                   // see take_touched()
 };
 
 }  // namespace vow::promises

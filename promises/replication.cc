@@ -3,6 +3,7 @@
 #include "promises/replication.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace vow::promises {
 
@@ -42,54 +43,105 @@ bool Replication::needs_regeneration(const Digest& job, std::int64_t now_ms, Out
   return true;
 }
 
+void Replication::track(const Digest& job, const Plan& plan,
+                        const std::map<Digest, int>& own_stages) {
+  const JobResult* r = book_.canonical_result(job);
+  if (r == nullptr) return;
+  const PlannedJob* planned = plan.find(job);
+  bool own = planned != nullptr && own_stages.count(planned->ref.stage_digest) != 0;
+  for (const auto& o : r->outputs) {
+    auto& jobs = tracked_[o.artifact.digest];
+    if (own && std::find(jobs.begin(), jobs.end(), job) == jobs.end()) jobs.push_back(job);
+    watch_.insert(o.artifact.digest);
+  }
+}
+
+bool Replication::look_at(const Digest& d, const std::vector<Digest>& jobs,
+                          const std::vector<AgentKey>& live, std::int64_t now_ms, Output& out) {
+  // Regeneration: a done job of an own stage whose output no live agent holds.
+  for (const Digest& job : jobs) {
+    if (needs_regeneration(job, now_ms, out)) {
+      regen_wanted_.insert(job);
+    } else {
+      regen_wanted_.erase(job);
+    }
+  }
+  if (lost_since_ms_.count(d)) return true;  // lost: looked at until found or made again
+  // In flight (fetch_ended watches it again), or held here (others copy from us: their
+  // Have touches it).
+  if (fetches_.count(d) || holdings_.holds(d)) return false;
+  auto holders = holdings_.live_holders(d, now_ms);
+  int n = static_cast<int>(holders.size());
+  int replicas = std::max(1, replicas_);
+  if (n == 0 || n >= replicas) return false;
+  // The best-ranked non-holders fetch the missing copies.
+  std::vector<std::pair<Digest, AgentKey>> ranked;
+  for (const auto& a : live) {
+    if (std::find(holders.begin(), holders.end(), a) != holders.end()) continue;
+    ranked.emplace_back(rendezvous_score(d, a), a);
+  }
+  std::sort(ranked.begin(), ranked.end(),
+            [](const auto& x, const auto& y) { return x.first > y.first; });
+  int want = std::min<int>(replicas - n, static_cast<int>(ranked.size()));
+  for (int i = 0; i < want; ++i) {
+    if (ranked[i].second != self_) continue;
+    fetches_[d] = now_ms + kReplicateTimeoutMs;
+    if (holders.size() > kMaxFetchCandidates) holders.resize(kMaxFetchCandidates);
+    out.actions.push_back(ReplicateArtifact{d, holders});
+    out.events.push_back(Event{
+        EventKind::kReplicate, EventLevel::kDebug,
+        "replicating " + d.short_hex() + " (" + std::to_string(n) + " holder(s))", std::nullopt});
+  }
+  // Another agent ranks for the copy: its Have (a touched digest) or a change of who is
+  // live brings this artifact back.
+  return false;
+}
+
 void Replication::check(const Plan& plan, const std::map<Digest, int>& own_stages,
-                        std::int64_t now_ms, Output& out) {
+                        const std::set<Digest>& touched, std::int64_t now_ms, Output& out) {
   next_check_ms_ = now_ms + kReplicationCheckMs;
   for (auto it = fetches_.begin(); it != fetches_.end();) {
-    it = it->second <= now_ms ? fetches_.erase(it) : std::next(it);
+    if (it->second <= now_ms) {
+      watch_.insert(it->first);
+      it = fetches_.erase(it);
+    } else {
+      ++it;
+    }
   }
-  int replicas = std::max(1, replicas_);
   std::vector<AgentKey> live;
   live.push_back(self_);
   for (const auto& key : members_.live_peers(now_ms)) live.push_back(key);
-  std::set<Digest> seen;
-  regen_wanted_.clear();
-  // Copies of canonical outputs and of the latest source versions (a source cannot be
-  // recomputed: its only protection is its replicas).
-  auto consider = [&](const Digest& d) {
-    if (!seen.insert(d).second || holdings_.holds(d) || fetches_.count(d)) return;
-    auto holders = holdings_.live_holders(d, now_ms);
-    int n = static_cast<int>(holders.size());
-    if (n == 0 || n >= replicas) return;
-    // The best-ranked non-holders fetch the missing copies.
-    std::vector<std::pair<Digest, AgentKey>> ranked;
-    for (const auto& a : live) {
-      if (std::find(holders.begin(), holders.end(), a) != holders.end()) continue;
-      ranked.emplace_back(rendezvous_score(d, a), a);
+  std::vector<AgentKey> live_sorted = live;
+  std::sort(live_sorted.begin(), live_sorted.end());
+  bool full = plan_seen_.expired() || plan_seen_.lock() != plan.identity ||
+              live_sorted != live_seen_ || now_ms >= next_full_ms_;
+  if (full) {
+    plan_seen_ = plan.identity;
+    live_seen_ = std::move(live_sorted);
+    next_full_ms_ = now_ms + kFullReplicationCheckMs;
+    tracked_.clear();
+    watch_.clear();
+    noted_.clear();
+    regen_wanted_.clear();
+    // Copies of canonical outputs and of the latest source versions (a source cannot be
+    // recomputed: its only protection is its replicas).
+    for (const auto& [id, job] : plan.jobs) track(id, plan, own_stages);
+  } else {
+    for (const Digest& job : std::exchange(noted_, {})) track(job, plan, own_stages);
+    for (const Digest& d : touched) {
+      if (tracked_.count(d)) watch_.insert(d);
     }
-    std::sort(ranked.begin(), ranked.end(),
-              [](const auto& x, const auto& y) { return x.first > y.first; });
-    int want = std::min<int>(replicas - n, static_cast<int>(ranked.size()));
-    for (int i = 0; i < want; ++i) {
-      if (ranked[i].second != self_) continue;
-      fetches_[d] = now_ms + kReplicateTimeoutMs;
-      if (holders.size() > kMaxFetchCandidates) holders.resize(kMaxFetchCandidates);
-      out.actions.push_back(ReplicateArtifact{d, holders});
-      out.events.push_back(Event{
-          EventKind::kReplicate, EventLevel::kDebug,
-          "replicating " + d.short_hex() + " (" + std::to_string(n) + " holder(s))", std::nullopt});
-    }
-  };
-  for (const auto& [id, job] : plan.jobs) {
-    const JobResult* r = book_.canonical_result(id);
-    if (r == nullptr) continue;
-    if (own_stages.count(job.ref.stage_digest) && needs_regeneration(id, now_ms, out)) {
-      regen_wanted_.insert(id);
-    }
-    for (const auto& o : r->outputs) consider(o.artifact.digest);
   }
   for (const auto& [dataset, st] : ledger_.sources()) {
-    consider(std::get<SourceVersion>(st->body).artifact.digest);
+    const Digest& d = std::get<SourceVersion>(st->body).artifact.digest;
+    tracked_.try_emplace(d);
+    watch_.insert(d);
+  }
+  last_checked_ = watch_.size();
+  for (auto it = watch_.begin(); it != watch_.end();) {
+    auto t = tracked_.find(*it);
+    bool keep = t != tracked_.end() && look_at(*it, t->second, live, now_ms, out);
+    it = keep ? std::next(it) : watch_.erase(it);
   }
 }
 

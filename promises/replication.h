@@ -9,7 +9,9 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
+#include <vector>
 
 #include "promises/claim_book.h"
 #include "promises/core.h"
@@ -30,10 +32,18 @@ class Replication {
         members_(members) {}
 
   // The periodic check (every kReplicationCheckMs, see due()): asks for missing copies
-  // this agent ranks first for, and recomputes regen_wanted() over the done jobs of the
-  // stages in `own_stages`.
-  void check(const Plan& plan, const std::map<Digest, int>& own_stages, std::int64_t now_ms,
-             Output& out);
+  // this agent ranks first for, and keeps regen_wanted() (the done jobs of the stages in
+  // `own_stages` whose output is lost). It looks at every canonical output (a full walk)
+  // when the plan or the set of live agents changed, and at least every
+  // kFullReplicationCheckMs; in between only at the artifacts it watches (fewer live
+  // copies than wanted, or a fetch of it ended) and those whose holders changed
+  // (Holdings::take_touched) or that a new canonical result named (note_canonical): a
+  // check costs what changed, not every job ever done.
+  void check(const Plan& plan, const std::map<Digest, int>& own_stages,
+             const std::set<Digest>& touched, std::int64_t now_ms, Output& out);
+  // `job` has a new canonical result while the plan stays (its outputs are looked at on
+  // the next check).
+  void note_canonical(const Digest& job) { noted_.insert(job); }
   bool due(std::int64_t now_ms) const { return now_ms >= next_check_ms_; }
   std::int64_t next_check_ms() const { return next_check_ms_; }
   // A canonical output of `job` (which has one) has had no live holder for a detection
@@ -42,7 +52,11 @@ class Replication {
   // Done jobs of own stages whose output is lost, as of the last check.
   const std::set<Digest>& regen_wanted() const { return regen_wanted_; }
   // A replication fetch ended (fetched or failed): it may be asked again.
-  void fetch_ended(const Digest& digest) { fetches_.erase(digest); }
+  void fetch_ended(const Digest& digest) {
+    if (fetches_.erase(digest) != 0) watch_.insert(digest);
+  }
+  // Artifacts looked at by the last check (tests).
+  std::size_t last_checked() const { return last_checked_; }
 
  private:
   AgentKey self_;
@@ -55,6 +69,20 @@ class Replication {
   std::map<Digest, std::int64_t> fetches_;        // replication fetches in flight -> deadline
   std::map<Digest, std::int64_t> lost_since_ms_;  // canonical outputs with no live holder
   std::set<Digest> regen_wanted_;
+  // The canonical outputs and latest source versions known at the last full walk (and
+  // noted since), each with the done jobs of own stages that produced it.
+  std::map<Digest, std::vector<Digest>> tracked_;
+  std::set<Digest> watch_;   // tracked artifacts to look at again on every check
+  std::set<Digest> noted_;   // jobs with a canonical result since the last check
+  std::weak_ptr<const int> plan_seen_;
+  std::vector<AgentKey> live_seen_;
+  std::int64_t next_full_ms_ = 0;
+  std::size_t last_checked_ = 0;
+  // Looks at one tracked artifact: asks for a copy if this agent ranks for it, keeps
+  // the regeneration wishes of its jobs; whether it stays watched.
+  bool look_at(const Digest& digest, const std::vector<Digest>& jobs,
+               const std::vector<AgentKey>& live, std::int64_t now_ms, Output& out);
+  void track(const Digest& job, const Plan& plan, const std::map<Digest, int>& own_stages);
   std::set<Digest> unrecoverable_reported_;  // jobs whose lost output cannot be made again
 };
 

@@ -227,6 +227,45 @@ TEST_CASE("fan-out: one changed shard re-runs that shard and the fan-in only") {
   for (const auto& st : m.core(2).plan().stages) CHECK(st.state == StageState::kDone);
 }
 
+TEST_CASE("replication: every output copied twice, then checks look only at what changed") {
+  Pipeline p = make_pipeline("fan", {"dir"},
+                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
+  Mesh m(3, p, {{}, {"count"}, {"count"}}, /*replicas=*/2);
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 150; ++i) files["f" + std::to_string(1000 + i)] = std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(5000);
+  REQUIRE(m.starts_of("count") == 150);
+  // Copies are made within a few checks.
+  m.advance(3000);
+  std::size_t copied = 0;
+  for (const Digest& job : m.jobs_of(0, "count")) {
+    const auto& r = std::get<JobResult>(m.core(0).canonical(job)->body);
+    Digest out = r.outputs.at(0).artifact.digest;
+    int holders = 0;
+    for (int i = 0; i < 3; ++i) holders += m.node(i).store.count(out) ? 1 : 0;
+    copied += holders >= 2 ? 1 : 0;
+  }
+  CHECK(copied == 150);
+  // Idle and nothing changing: a check looks at the source versions, not the 150 outputs.
+  m.advance(2 * kReplicationCheckMs);
+  for (int i = 0; i < 3; ++i) CHECK(m.core(i).replication_checked() < 10);
+  // A copy lost: it is looked at and made again.
+  const auto& r0 = std::get<JobResult>(m.core(0).canonical(m.jobs_of(0, "count").at(0))->body);
+  Digest out0 = r0.outputs.at(0).artifact.digest;
+  int lost_at = -1;
+  for (int i = 0; i < 3 && lost_at < 0; ++i) {
+    if (m.node(i).store.count(out0)) lost_at = i;
+  }
+  REQUIRE(lost_at >= 0);
+  m.node(lost_at).store.erase(out0);
+  (void)m.core(lost_at).artifact_lost(out0);
+  m.advance(kReplicationCheckMs * 4 + kReplicateTimeoutMs);
+  int holders = 0;
+  for (int i = 0; i < 3; ++i) holders += m.node(i).store.count(out0) ? 1 : 0;
+  CHECK(holders >= 2);
+}
+
 TEST_CASE("lost artifact: the job is run again from its lineage") {
   Mesh m(2, one_stage(), {{}, {"work"}}, /*replicas=*/1);
   m.source("one", "in", file_ref(hd("input")));
