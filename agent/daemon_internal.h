@@ -101,10 +101,18 @@ struct WorkerStores {
   std::unique_ptr<store::ArtifactStore> artifacts;
 };
 
+// A source's import cache (store/import_cache.h), kept in STATE_DIR/sources/: loaded,
+// used and saved on the worker thread only, while the source's `importing` is set.
+struct SourceCacheSlot {
+  std::unique_ptr<store::ImportCache> cache;  // null until the first check loads it
+};
+
 struct WatchedSource {
   promises::SourceDecl decl;
   std::string path;  // absolute
-  std::string fingerprint;
+  std::shared_ptr<SourceCacheSlot> cache = std::make_shared<SourceCacheSlot>();
+  bool snapshotted = false;        // a check has imported it since the agent started
+  std::optional<Digest> reported;  // the snapshot last given to the core
   bool importing = false;
   std::int64_t next_check_ms = 0;
   // Checks asked for by `vow wait` (tickets increase): the latest asked, the latest a

@@ -82,31 +82,50 @@ std::unique_ptr<transport::ArtifactProvider> make_store_provider(const std::stri
 
 namespace {
 
-// Names, sizes, modes and modification times under a path: a cheap test for change
-// before the path is hashed again.
-std::string fingerprint(const std::string& path) {
+// STATE_DIR/sources/<32 hex>.cache: the import cache of one declared source, named by
+// its pipeline and source names.
+std::string source_cache_file(const std::string& state_dir, const promises::SourceDecl& decl) {
   Hasher h;
-  std::error_code ec;
-  auto add = [&](const fs::path& p) {
-    struct stat st {};
-    if (::lstat(p.c_str(), &st) != 0) return;
-    h.update_field(p.string());
-    h.update_u64(static_cast<std::uint64_t>(st.st_size));
-    h.update_u64(static_cast<std::uint64_t>(st.st_mode));
-    h.update_u64(static_cast<std::uint64_t>(st.st_mtim.tv_sec));
-    h.update_u64(static_cast<std::uint64_t>(st.st_mtim.tv_nsec));
-  };
-  add(path);
-  if (fs::is_directory(path, ec)) {
-    std::vector<fs::path> all;
-    for (auto it = fs::recursive_directory_iterator(path, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      all.push_back(it->path());
+  h.update_field(decl.pipeline);
+  h.update_field(decl.source);
+  return state_dir + "/sources/" + h.finish().hex().substr(0, 32) + ".cache";
+}
+
+// What one check of a source did, handed from the worker to the loop.
+struct SourceCheck {
+  Result<ArtifactRef> ref = Status::invalid("not checked");
+  store::ImportStats stats;
+  std::vector<std::string> notes;  // the cache dropped or not saved: for the log
+};
+
+// On the worker: loads the source's cache if it is not loaded yet, imports the source
+// through it (reading only what changed) and saves the cache if the import changed it.
+SourceCheck check_source(store::ArtifactStore* store, SourceCacheSlot* slot,
+                         const std::string& path, const std::string& cache_file) {
+  SourceCheck out;
+  store::Env& env = store::posix_env();
+  if (!slot->cache) {
+    std::string dropped;
+    auto loaded = store::ImportCache::load(env, cache_file, path, &dropped);
+    if (!dropped.empty()) out.notes.push_back(dropped);
+    if (loaded.is_ok()) {
+      slot->cache = std::make_unique<store::ImportCache>(std::move(loaded).value());
+    } else {
+      out.notes.push_back("import cache not read (" + loaded.status().to_string() +
+                          "); every file is read again");
+      slot->cache = std::make_unique<store::ImportCache>(path);
     }
-    std::sort(all.begin(), all.end());
-    for (const auto& p : all) add(p);
   }
-  return h.finish().hex();
+  out.ref = store->import_path(path, *slot->cache, &out.stats);
+  if (out.ref.is_ok() && slot->cache->dirty()) {
+    std::string dir = cache_file.substr(0, cache_file.rfind('/'));
+    Status saved = env.make_dir(dir, 0755);
+    if (saved.is_ok()) saved = slot->cache->save(env, cache_file);
+    // Not fatal: the next check compares with what is in memory; after a restart the
+    // files are read again.
+    if (!saved.is_ok()) out.notes.push_back("import cache not saved: " + saved.to_string());
+  }
+  return out;
 }
 
 }  // namespace
@@ -185,41 +204,43 @@ void Daemon::Impl::poll_sources() {
     if (src.importing) continue;
     bool asked = src.refresh_asked > src.refresh_started;  // by `vow wait`: now
     if (!asked && now < src.next_check_ms) continue;
-    if (!asked && !src.fingerprint.empty() && !src.decl.watch) continue;
+    if (!asked && src.snapshotted && !src.decl.watch) continue;
     src.importing = true;
     std::uint64_t started_before = src.refresh_started;
     std::uint64_t ticket = src.refresh_asked;
     src.refresh_started = ticket;
     store::ArtifactStore* w = worker->artifacts.get();
     std::string path = src.path;
-    std::string old = src.fingerprint;
-    Status submitted =
-        background->submit([this, w, i, path, old, ticket]() -> std::function<void()> {
-          std::string fp = fingerprint(path);
-          if (fp == old) {
-            return [this, i, ticket] {
-              WatchedSource& s = sources[i];
-              s.importing = false;
-              s.next_check_ms = now_ms() + kSourcePollMs;
-              s.refresh_done = std::max(s.refresh_done, ticket);
-            };
-          }
-          auto ref = w->import_path(path);
-          return [this, i, fp, ref, ticket] {
+    std::string cache_file = source_cache_file(state_dir, src.decl);
+    // One walk of the source per check: files whose stamp is unchanged are not read, so
+    // an unchanged source costs an lstat per entry and writes nothing.
+    Status submitted = background->submit(
+        [this, w, i, path, cache_file, slot = src.cache, ticket]() -> std::function<void()> {
+          auto check = std::make_shared<SourceCheck>(check_source(w, slot.get(), path, cache_file));
+          return [this, i, check, ticket] {
             WatchedSource& s = sources[i];
             s.importing = false;
             s.next_check_ms = now_ms() + kSourcePollMs;
+            for (const auto& note : check->notes) {
+              log->warn("source {}/{}: {}", s.decl.pipeline, s.decl.source, note);
+            }
+            const auto& ref = check->ref;
             if (!ref.is_ok()) {
               s.refresh_done = std::max(s.refresh_done, ticket);
               log->error("source {}/{} at {}: {}", s.decl.pipeline, s.decl.source, s.path,
                          ref.status().to_string());
               return;
             }
-            s.fingerprint = fp;
-            log->info("source {}/{} snapshot {} ({} bytes)", s.decl.pipeline, s.decl.source,
-                      ref->digest.short_hex(), ref->size_bytes);
-            // The core has the new version once this returns: then the check is done.
-            agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref);
+            s.snapshotted = true;
+            if (s.reported != ref->digest) {
+              const auto& st = check->stats;
+              log->info("source {}/{} snapshot {} ({} bytes; {} of {} files read, {} bytes)",
+                        s.decl.pipeline, s.decl.source, ref->digest.short_hex(), ref->size_bytes,
+                        st.files_read, st.files, st.bytes_read);
+              s.reported = ref->digest;
+              // The core has the new version once this returns: then the check is done.
+              agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref);
+            }
             s.refresh_done = std::max(s.refresh_done, ticket);
           };
         });

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "promises/assert.h"
 
@@ -27,8 +28,21 @@ std::span<const std::uint8_t> bytes_of(std::string_view s) {
 // ---------------------------------------------------------------------------------------
 // ArtifactStore: writing
 
+namespace {
+std::atomic<std::uint64_t> next_store_id{1};
+}  // namespace
+
 ArtifactStore::ArtifactStore(std::string root, LedgerStore& index, Env& env)
-    : root_(std::move(root)), index_(index), env_(env) {}
+    : root_(std::move(root)), index_(index), env_(env), id_(next_store_id++) {}
+
+// One import with a cache: what this snapshot found, to become the cache's contents.
+struct ArtifactStore::CachedImport {
+  ImportCache& cache;
+  // Files whose mtime or ctime is at or after this are not remembered (racy entries).
+  std::int64_t racy_bound_ns = 0;
+  std::unordered_map<std::string, CachedFile> next;
+  ImportStats stats;
+};
 
 ArtifactStore::~ArtifactStore() { (void)flush(); }
 
@@ -219,7 +233,8 @@ Result<ArtifactRef> ArtifactStore::import_file(const std::string& path, bool* ex
   return ref;
 }
 
-Result<ArtifactRef> ArtifactStore::import_dir(const std::string& path, int depth) {
+Result<ArtifactRef> ArtifactStore::import_dir(const std::string& path, int depth,
+                                              CachedImport* cached, const std::string& relative) {
   if (depth > kMaxTreeDepth) {
     return Status::overloaded("import " + path + ": deeper than " + std::to_string(kMaxTreeDepth) +
                               " directories");
@@ -237,15 +252,18 @@ Result<ArtifactRef> ArtifactStore::import_dir(const std::string& path, int depth
     if (!info.is_ok()) return info.status();
     TreeEntry e;
     e.name = name;
+    std::string child_relative = relative.empty() ? name : relative + "/" + name;
     if (info->type == FileType::kRegular) {
       bool exec = false;
-      auto r = import_file(child, &exec);
+      auto r = cached ? import_cached_file(child, child_relative, *info, *cached)
+                      : import_file(child, &exec);
       if (!r.is_ok()) return r;
+      if (cached) exec = (info->mode & S_IXUSR) != 0;
       e.kind = exec ? EntryKind::kExecutable : EntryKind::kFile;
       e.digest = r->digest;
       ref.size_bytes += r->size_bytes;
     } else if (info->type == FileType::kDirectory) {
-      auto r = import_dir(child, depth + 1);
+      auto r = import_dir(child, depth + 1, cached, child_relative);
       if (!r.is_ok()) return r;
       e.kind = EntryKind::kTree;
       e.digest = r->digest;
@@ -265,10 +283,72 @@ Result<ArtifactRef> ArtifactStore::import_dir(const std::string& path, int depth
   if (!encoding.is_ok()) {
     return Status(encoding.status().code(), "import " + path + ": " + encoding.status().message());
   }
+  if (cached) {
+    // A tree already held (an unchanged directory) is not written again.
+    Digest d = blake2b(*encoding);
+    auto held = held_for_import(d, ArtifactKind::kTree, *cached);
+    if (!held.is_ok()) return held.status();
+    if (*held) {
+      ++cached->stats.trees_reused;
+      ref.digest = d;
+      return ref;
+    }
+  }
   auto d = write_object(ArtifactKind::kTree, *encoding);
   if (!d.is_ok()) return d.status();
+  if (cached) {
+    ++cached->stats.trees_written;
+    cached->cache.held_[*d] = ArtifactKind::kTree;
+  }
   ref.digest = *d;
   return ref;
+}
+
+Result<bool> ArtifactStore::held_for_import(const Digest& digest, ArtifactKind kind,
+                                            CachedImport& cached) {
+  auto& memo = cached.cache.held_;
+  auto it = memo.find(digest);
+  if (it != memo.end()) return it->second == kind;
+  auto rec = index_.index_get(digest);
+  if (!rec.is_ok()) return rec.status();
+  if (!rec->has_value()) return false;
+  memo[digest] = (*rec)->kind;
+  return (*rec)->kind == kind;
+}
+
+Result<ArtifactRef> ArtifactStore::import_cached_file(const std::string& path,
+                                                      const std::string& relative,
+                                                      const FileInfo& info, CachedImport& cached) {
+  // INFO was taken before the file is read: if the file changes while it is read, the
+  // stamp remembered is the older one and the next snapshot reads the file again.
+  FileStamp stamp = stamp_of(info);
+  ++cached.stats.files;
+  auto remember = [&](const Digest& d) {
+    if (stamp.mtime_ns < cached.racy_bound_ns && stamp.ctime_ns < cached.racy_bound_ns) {
+      cached.next[relative] = CachedFile{stamp, d};
+    }
+  };
+  const CachedFile* known = cached.cache.find(relative);
+  if (known != nullptr && known->stamp == stamp) {
+    auto held = held_for_import(known->digest, ArtifactKind::kFile, cached);
+    if (!held.is_ok()) return held.status();
+    if (*held) {
+      ++cached.stats.files_reused;
+      remember(known->digest);
+      ArtifactRef ref;
+      ref.digest = known->digest;
+      ref.size_bytes = stamp.size;
+      return ref;
+    }
+    ++cached.stats.objects_missing;  // collected or removed since: read it again
+  }
+  auto r = import_file(path, nullptr);
+  if (!r.is_ok()) return r;
+  ++cached.stats.files_read;
+  cached.stats.bytes_read += r->size_bytes;
+  cached.cache.held_[r->digest] = ArtifactKind::kFile;
+  remember(r->digest);
+  return r;
 }
 
 Result<ArtifactRef> ArtifactStore::adopt_file(const std::string& path) {
@@ -304,15 +384,45 @@ Result<ArtifactRef> ArtifactStore::adopt_file(const std::string& path) {
 }
 
 Result<ArtifactRef> ArtifactStore::import_path(const std::string& path) {
+  return import_any(path, nullptr);
+}
+
+Result<ArtifactRef> ArtifactStore::import_path(const std::string& path, ImportCache& cache,
+                                               ImportStats* stats) {
+  if (cache.source() != path) {
+    return Status::invalid("import " + path + ": the import cache given is for " +
+                           cache.source());
+  }
+  if (cache.store_id_ != id_ || cache.removals_ != removals_) {
+    cache.held_.clear();  // objects may have been removed since it was filled
+    cache.store_id_ = id_;
+    cache.removals_ = removals_;
+  }
+  CachedImport cached{cache, cache.clock() - kRacyWindowNs, {}, {}};
+  auto r = import_any(path, &cached);
+  if (stats) *stats = cached.stats;
+  if (!r.is_ok()) {
+    // Rows of objects written may not be indexed: look them up again next time.
+    cache.held_.clear();
+    return r;
+  }
+  if (cached.next != cache.files_) {
+    cache.files_ = std::move(cached.next);
+    cache.dirty_ = true;
+  }
+  return r;
+}
+
+Result<ArtifactRef> ArtifactStore::import_any(const std::string& path, CachedImport* cached) {
   auto info = env_.stat(path);
   if (!info.is_ok()) return info.status();
   Result<ArtifactRef> r = Status::invalid("");
   switch (info->type) {
     case FileType::kRegular:
-      r = import_file(path, nullptr);
+      r = cached ? import_cached_file(path, "", *info, *cached) : import_file(path, nullptr);
       break;
     case FileType::kDirectory:
-      r = import_dir(path, 0);
+      r = import_dir(path, 0, cached, "");
       break;
     case FileType::kSymlink:
       return Status::invalid("import " + path +
@@ -490,6 +600,7 @@ Status ArtifactStore::remove(const Digest& digest) {
   VOW_RETURN_IF_ERROR(flush());
   // Row first, as in GC: a crash in between leaves an object the next open re-indexes.
   VOW_RETURN_IF_ERROR(index_.index_remove(digest));
+  ++removals_;
   pending_touch_.erase(digest);
   return env_.remove_file(object_path(digest, rec->kind));
 }

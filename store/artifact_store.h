@@ -36,6 +36,7 @@
 #include "promises/status.h"
 #include "promises/tree.h"
 #include "store/env.h"
+#include "store/import_cache.h"
 #include "store/ledger.h"
 
 namespace vow::store {
@@ -138,6 +139,17 @@ struct GcReport {
   std::uint64_t kept_bytes = 0;
 };
 
+// What an import with a cache did (import_path(path, cache, stats)).
+struct ImportStats {
+  std::uint64_t files = 0;            // regular files under the path
+  std::uint64_t files_read = 0;       // read, hashed and stored: new, changed or racy
+  std::uint64_t bytes_read = 0;       // their bytes
+  std::uint64_t files_reused = 0;     // unchanged since the cached snapshot: not opened
+  std::uint64_t objects_missing = 0;  // unchanged, but the object was gone: read again
+  std::uint64_t trees_written = 0;    // tree objects stored
+  std::uint64_t trees_reused = 0;     // tree objects already held: not written again
+};
+
 struct MaterializeOptions {
   // Hash each object while materializing (kCorrupt instead of handing a job bad input).
   bool verify = true;
@@ -158,6 +170,14 @@ class ArtifactStore {
   // Symbolic links, devices, sockets and FIFOs are refused (kInvalid naming the path).
   // An executable file (owner x bit) is an 'x' entry inside a tree.
   Result<ArtifactRef> import_path(const std::string& path);
+  // The same import (same refusals and errors, same digests), reading only what changed
+  // since CACHE's last snapshot of PATH (store/import_cache.h, docs/storage.md): a file
+  // whose stamp is unchanged and whose object is held is not opened, and a tree object
+  // already held is not written again. On success CACHE remembers this snapshot (dirty()
+  // says whether that changed it); on failure CACHE is left as it was. kInvalid if CACHE
+  // was made for another path.
+  Result<ArtifactRef> import_path(const std::string& path, ImportCache& cache,
+                                  ImportStats* stats = nullptr);
   // Moves a regular file into the store instead of copying it: hashed where it is,
   // synced, renamed into place. The file must be on the store's file system and the
   // caller gives it up (on success it is gone; on failure it may remain). For a file the
@@ -212,8 +232,16 @@ class ArtifactStore {
   Status install(const std::string& tmp, const Digest& digest, ArtifactKind kind,
                  std::uint64_t size_bytes);
   Result<Digest> write_object(ArtifactKind kind, std::string_view data);
+  struct CachedImport;
+  Result<ArtifactRef> import_any(const std::string& path, CachedImport* cached);
   Result<ArtifactRef> import_file(const std::string& path, bool* executable);
-  Result<ArtifactRef> import_dir(const std::string& path, int depth);
+  // CACHED, if given, is consulted and filled in; RELATIVE is PATH below the source.
+  Result<ArtifactRef> import_dir(const std::string& path, int depth, CachedImport* cached,
+                                 const std::string& relative);
+  Result<ArtifactRef> import_cached_file(const std::string& path, const std::string& relative,
+                                         const FileInfo& info, CachedImport& cached);
+  // Whether DIGEST is held as KIND (memoized in the import's cache).
+  Result<bool> held_for_import(const Digest& digest, ArtifactKind kind, CachedImport& cached);
   Result<ArtifactRecord> require(const Digest& digest);
   Status materialize_file(const Digest& digest, const std::string& dest, bool executable,
                           const MaterializeOptions& options);
@@ -227,6 +255,8 @@ class ArtifactStore {
   Env& env_;
   std::uint64_t tick_ = 0;
   std::uint64_t temp_counter_ = 0;
+  const std::uint64_t id_;        // tells store instances apart (an ImportCache's memo)
+  std::uint64_t removals_ = 0;    // objects removed (remove, gc) since open
   std::set<std::string> fanouts_;                   // fan-out directories known to exist
   std::vector<ArtifactRecord> pending_rows_;        // installed, not yet indexed
   std::map<Digest, std::uint64_t> pending_touch_;   // bounded by kMaxPendingTouches

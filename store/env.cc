@@ -113,6 +113,10 @@ class PosixEnv final : public Env {
     }
     info.size_bytes = static_cast<std::uint64_t>(st.st_size);
     info.mode = st.st_mode & 07777;
+    info.device = static_cast<std::uint64_t>(st.st_dev);
+    info.inode = static_cast<std::uint64_t>(st.st_ino);
+    info.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+    info.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
     return info;
   }
   Result<std::vector<std::string>> list_dir(const std::string& path) override {
@@ -219,6 +223,15 @@ Status FaultyEnv::before_append(const std::string& path) {
     return errno_status("write", path, EIO);
   }
   return Status::ok();
+}
+
+Result<FileInfo> FaultyEnv::stat(const std::string& path) {
+  auto info = base_.stat(path);
+  if (info.is_ok() && plan_.fixed_times_ns != 0 && info->type != FileType::kMissing) {
+    info->mtime_ns = plan_.fixed_times_ns;
+    info->ctime_ns = plan_.fixed_times_ns;
+  }
+  return info;
 }
 
 Status FaultyEnv::rename(const std::string& from, const std::string& to) {

@@ -50,6 +50,12 @@ struct FileInfo {
   FileType type = FileType::kMissing;
   std::uint64_t size_bytes = 0;
   mode_t mode = 0;  // permission bits
+  // What an incremental import compares (store/import_cache.h): the file's identity and
+  // its modification and status-change times, in nanoseconds since the epoch.
+  std::uint64_t device = 0;
+  std::uint64_t inode = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
 };
 
 class Env {
@@ -85,6 +91,9 @@ struct FaultPlan {
   bool fail_sync = false;    // every WritableFile::sync, sync_dir and sync_file fails (EIO)
   bool disk_full = false;    // every append fails with ENOSPC
   bool fail_rename = false;  // every rename fails (EIO)
+  // Nonzero: stat reports this as every entry's mtime and ctime (a file system that keeps
+  // no times, as some FUSE and virtual file systems do).
+  std::int64_t fixed_times_ns = 0;
 };
 
 class FaultyEnv final : public Env {
@@ -92,12 +101,17 @@ class FaultyEnv final : public Env {
   explicit FaultyEnv(Env& base) : base_(base) {}
   FaultPlan& plan() { return plan_; }
   std::uint64_t writes() const { return writes_; }
+  // Files opened for reading through this Env, and the paths, in order.
+  std::uint64_t opens() const { return opened_.size(); }
+  const std::vector<std::string>& opened() const { return opened_; }
+  void clear_opened() { opened_.clear(); }
 
   Result<std::unique_ptr<WritableFile>> new_writable(const std::string& path, mode_t mode) override;
   Result<std::unique_ptr<ReadableFile>> open_readable(const std::string& path) override {
+    opened_.push_back(path);
     return base_.open_readable(path);
   }
-  Result<FileInfo> stat(const std::string& path) override { return base_.stat(path); }
+  Result<FileInfo> stat(const std::string& path) override;
   Result<std::vector<std::string>> list_dir(const std::string& path) override {
     return base_.list_dir(path);
   }
@@ -121,6 +135,7 @@ class FaultyEnv final : public Env {
   Env& base_;
   FaultPlan plan_;
   std::uint64_t writes_ = 0;
+  std::vector<std::string> opened_;
 };
 
 // "OP PATH: strerror(err)", as kUnavailable for ENOSPC/EDQUOT, else kIo.

@@ -289,6 +289,23 @@ def scenario_memo_shard():
             why = json.loads(a.vow("why", job, "--json").stdout)
             check(why["memoized"] == ((stage, job) in before),
                   f"vow why {stage} {job[:12]}: memoized {why['memoized']}")
+        # The source's import cache (docs/storage.md): once the change is past the racy
+        # window (3 s) and a poll (5 s) has remembered it, a restarted agent snapshots the
+        # unchanged corpus without reading a file.
+        time.sleep(9)
+        check(len(os.listdir(os.path.join(a.state, "sources"))) == 1, "no import cache saved")
+        with open(a.log_path, errors="replace") as f:
+            seen = len(f.read())
+        a.kill(signal.SIGTERM)
+        a.start()
+
+        def snapshot_after_restart():
+            with open(a.log_path, errors="replace") as f:
+                return re.search(r"source perfile/corpus snapshot \w+ \(\d+ bytes; (\d+) of (\d+) "
+                                 r"files read", f.read()[seen:])
+        m = wait_until("the first snapshot after the restart", snapshot_after_restart, 30)
+        n = sum(len(names) for _, _, names in os.walk(corpus))
+        check(m.group(1) == "0" and m.group(2) == str(n), f"after the restart: {m.group(0)}")
     finally:
         mesh.cleanup()
 
