@@ -91,6 +91,18 @@ void Validator::reject(RejectReason reason, const AgentKey& peer, std::string_vi
 
 bool Validator::validate_statement(const SignedStatement& s, const AgentKey& peer, Statement* out) {
   DecodeError err = DecodeError::kNone;
+  // A statement already held with these very bytes is dropped before its signature is
+  // checked (a sync answer or a relay repeats many): the bytes held were verified when
+  // they arrived, so the same bytes need no second verification, whatever signature
+  // comes with them now.
+  if (auto head = decode_statement_unverified(s.bytes, &err); head.is_ok()) {
+    if (head->seq <= sequences_->highest_seq(head->author) &&
+        sequences_->holds_identical(head->author, head->seq, s.bytes)) {
+      ++duplicates_;
+      return false;
+    }
+  }
+  err = DecodeError::kNone;
   auto st = decode_and_verify(s, &err);
   if (!st) {
     RejectReason reason = reason_of(err);
@@ -109,10 +121,6 @@ bool Validator::validate_statement(const SignedStatement& s, const AgentKey& pee
     return false;
   }
   std::uint64_t highest = sequences_->highest_seq(st->author);
-  if (st->seq <= highest && sequences_->holds_identical(st->author, st->seq, s.bytes)) {
-    ++duplicates_;
-    return false;
-  }
   if (st->seq <= highest &&
       !(st->kind() == StatementKind::kAdvert && sequences_->is_void(st->author, st->seq))) {
     // Other bytes at a held seq, signed by the author: only the author can have made both.

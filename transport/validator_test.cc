@@ -9,9 +9,15 @@ namespace {
 
 struct MapSequences final : SequenceView {
   std::map<AgentKey, std::uint64_t> highest;
+  std::map<std::pair<AgentKey, std::uint64_t>, std::string> held;
   std::uint64_t highest_seq(const AgentKey& a) const override {
     auto it = highest.find(a);
     return it == highest.end() ? 0 : it->second;
+  }
+  bool holds_identical(const AgentKey& a, std::uint64_t seq,
+                       std::string_view bytes) const override {
+    auto it = held.find({a, seq});
+    return it != held.end() && it->second == bytes;
   }
 };
 
@@ -122,6 +128,35 @@ TEST_CASE("a statement batch keeps only the statements that pass, verified") {
       testing::batch_of({*sign_statement(stranger, testing::claim(stranger.key(), 2))}));
   CHECK(!v.validate(sp(strangers), a.key(), PeerRole::kAgent));
   CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 2);
+}
+
+TEST_CASE("a statement held with the same bytes is a duplicate, dropped unverified") {
+  Identity a = testing::identity_of(1), b = testing::identity_of(2);
+  TrustSet trust;
+  trust.add(a.key());
+  MapSequences seqs;
+  auto held = *sign_statement(a, testing::claim(a.key(), 4));
+  seqs.highest[a.key()] = 4;
+  seqs.held[{a.key(), 4}] = held.bytes;
+  Validator v(&trust, &seqs, kMaxFrameBytes, {});
+  auto frame_of = [](const SignedStatement& s) { return *encode_message(testing::batch_of({s})); };
+  CHECK(!v.validate(sp(frame_of(held)), b.key(), PeerRole::kAgent));
+  CHECK(v.duplicates() == 1);
+  // The same bytes with a signature that does not verify: still the statement held
+  // (verified when it arrived), so a duplicate, not a rejection.
+  SignedStatement resigned = held;
+  resigned.signature.fill(0);
+  CHECK(!v.validate(sp(frame_of(resigned)), b.key(), PeerRole::kAgent));
+  CHECK(v.duplicates() == 2);
+  CHECK(v.rejected(RejectReason::kBadSignature) == 0);
+  // Other bytes at that seq are verified: a bad signature is rejected as such.
+  Statement changed = testing::claim(a.key(), 4);
+  changed.wall_unix_ms += 1;
+  auto other = *sign_statement(a, changed);
+  other.signature.fill(0);
+  CHECK(!v.validate(sp(frame_of(other)), b.key(), PeerRole::kAgent));
+  CHECK(v.rejected(RejectReason::kBadSignature) == 1);
+  CHECK(v.duplicates() == 2);
 }
 
 TEST_CASE("rejection logging is rate limited") {
