@@ -9,6 +9,11 @@ state on disk, HTTP on), a `foreach` stage of no-op shards, and per size:
               of one core (HTTP on: the 500 ms snapshot included)
   suspect     times an agent marked a peer suspect during the run (a loop held up long
               enough for a peer to miss its heartbeats)
+  restart     an agent killed (SIGKILL) once all is done and started again: seconds until
+              its `vow status` shows every job done (the process start included)
+  catch_up    a fourth agent (same promise, trusted from the start, never run) started
+              once all is done: seconds until its `vow status` shows every job done
+  ledger_mb   the size of an agent's ledger database (vow.db and its WAL) at the end
 
 With --during S the run is not awaited: the queries are timed S seconds after the
 source version, while jobs run (for sizes whose run takes too long here); idle CPU is
@@ -88,10 +93,13 @@ def one_size(build, n, during):
     mesh = Mesh(vow, vowd, [pipe], prefix="vow-scale-")
     try:
         a = mesh.add("a", [("scale/noop", 2)], sources=[("scale/items", items, True)])
-        mesh.add("b", [("scale/noop", 2)])
+        b = mesh.add("b", [("scale/noop", 2)])
         mesh.add("c", [("scale/noop", 2)])
         for ag in mesh.agents:
             ag.http_port = free_port()
+        # The fourth agent: trusted (its key is written now) but started only at the end.
+        d = mesh.add("d", [("scale/noop", 2)])
+        mesh.agents.remove(d)
         mesh.start()
         wait_until("3 live agents", lambda: all(
             sum(x["alive"] for x in ag.status()["agents"]) == 3 for ag in mesh.agents), 60)
@@ -129,7 +137,26 @@ def one_size(build, n, during):
         for ag in mesh.agents:
             with open(ag.log_path, errors="replace") as f:
                 suspect += sum(1 for line in f if " is suspect" in line)
-        out = {"jobs": n, "done": done, "run_s": run_s,
+        restart = catch_up = None
+        if not during:
+            b.kill()
+            t1 = time.perf_counter()
+            b.start()
+            wait_until("the restarted agent shows every job done",
+                       lambda: done_count(b) >= n, 3600, 0.05)
+            restart = time.perf_counter() - t1
+            d.write_config([f"{x.id}@{x.endpoint}" for x in mesh.agents])
+            t1 = time.perf_counter()
+            d.start()
+            mesh.agents.append(d)
+            wait_until("the fourth agent shows every job done",
+                       lambda: done_count(d) >= n, 3600, 0.05)
+            catch_up = time.perf_counter() - t1
+        db = os.path.join(b.state, "vow.db")
+        ledger_mb = sum(os.path.getsize(db + sfx) for sfx in ("", "-wal")
+                        if os.path.exists(db + sfx)) / 1e6
+        out = {"jobs": n, "done": done, "run_s": run_s, "restart_s": restart,
+               "catch_up_s": catch_up, "ledger_mb": ledger_mb,
                "agent_cpu_ms_per_job": (cpu1 - cpu0) * 1000.0 / os.sysconf("SC_CLK_TCK") /
                max(done, 1),
                "status_s": status, "jobs_all_s": jobs_all, "jobs_page_s": page,
@@ -151,9 +178,11 @@ def main():
                for n in args.sizes.split(",")]
     for r in results:
         idle = "-" if r["idle_cpu_pct"] is None else f"{r['idle_cpu_pct']:.1f}%"
+        secs = lambda v: "-" if v is None else f"{v:.2f} s"  # noqa: E731
         print(f"| {r['jobs']:,} ({r['done']:,} done) | {r['status_s'] * 1000:.0f} ms | "
               f"{r['jobs_page_s'] * 1000:.0f} ms | {r['jobs_all_s'] * 1000:.0f} ms | {idle} | "
-              f"{r['suspect']} |")
+              f"{r['suspect']} | {r['agent_cpu_ms_per_job']:.1f} ms | {secs(r['restart_s'])} | "
+              f"{secs(r['catch_up_s'])} | {r['ledger_mb']:.1f} MB | {r['run_s']:.0f} s |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -94,7 +94,7 @@ void World::make_hosts() {
     h.config.endpoints = {"sim://" + std::to_string(i)};
     h.config.replicas = 2;
     h.config.job_index_scrub = 0;  // the job index is checked against a recount: no repairs
-    h.config.check_backlogs = true;
+    h.config.check_backlogs = n <= kCheckIndexesUpTo;
     h.config.sign = sim_sign;
     h.config.idle_budget = kSimIdleBudget;
     h.config.timing.membership = opt_.profile;
