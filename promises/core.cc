@@ -430,6 +430,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
         } else if constexpr (std::is_same_v<T, SyncRequest>) {
           answer_sync(from, m.have, m.digests);
         } else if constexpr (std::is_same_v<T, StatementBatch>) {
+          std::size_t ledger_before = ledger.size();
           // Two statements of one (author, seq) in one batch: a proof of equivocation.
           std::map<std::pair<AgentKey, std::uint64_t>, int> names;
           for (const auto& st : m.statements) ++names[{st.author, st.seq}];
@@ -448,6 +449,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           for (const auto& v : m.voids) receive_void(v);
           // Our own statements relayed back after a restart lost their tail.
           last_seq = std::max(last_seq, ledger.max_seq(config.key));
+          continue_pull(from, *p, m.statements.size(), ledger_before);
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
           send(from, holdings.have_since(m.incarnation, m.version));
         } else if constexpr (std::is_same_v<T, Have>) {
@@ -455,6 +457,27 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
         }
       },
       msg.body);
+}
+
+// Catching up (a start, a join, a healed partition): an answer that was full and brought
+// news is followed at once by the next request to the same peer, instead of waiting for
+// its next heartbeat or probe, so a behind agent pulls at the pace of round trips. At
+// most kMaxPullPeers peers are pulled from at once (their answers to one version vector
+// are mostly the same statements); a peer leaves the pull when an answer brings nothing
+// new, is not full, or it is no longer live.
+void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p, std::size_t received,
+                               std::size_t ledger_before) {
+  bool asked = now_ms - p.last_sync_request_ms < kPullAnswerWindowMs;
+  bool news = ledger.size() > ledger_before;
+  if (!asked || !news || received < kMaxStatementsPerSync / 2 || !is_live(from)) {
+    pulling.erase(from);
+    return;
+  }
+  std::erase_if(pulling, [&](const AgentKey& k) { return !is_live(k); });
+  if (!pulling.count(from) && pulling.size() >= kMaxPullPeers) return;
+  pulling.insert(from);
+  p.last_sync_request_ms = now_ms;
+  send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
 }
 
 Heartbeat Core::Impl::load() const {

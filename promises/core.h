@@ -49,6 +49,10 @@ namespace vow::promises {
 
 // ---- Limits and policy constants (docs/coordination.md) ----
 inline constexpr std::size_t kMaxStatementsPerSync = 512;   // per sync response
+// Catching up: peers pulled from at once, and how long after a request its answer
+// counts as one (Core::Impl::continue_pull).
+inline constexpr std::size_t kMaxPullPeers = 2;
+inline constexpr std::int64_t kPullAnswerWindowMs = 2'000;
 // Signed bytes in one sync answer: a statement is at most 4 MiB and a frame 8 MiB
 // (transport/codec.h), so an answer always fits one frame.
 inline constexpr std::size_t kMaxSyncAnswerBytes = 3u << 20;

@@ -176,6 +176,9 @@ struct Core::Impl {
 
   std::int64_t next_sync_ms = 0;
   std::size_t sync_rotor = 0;
+  std::set<AgentKey> pulling;  // peers a catch-up pulls from (continue_pull)
+  void continue_pull(const AgentKey& from, Membership::Peer& p, std::size_t received,
+                     std::size_t ledger_before);
   // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and
   // version) and when; a change is broadcast as one Heartbeat, at most every heartbeat_ms.
   std::optional<std::array<std::uint64_t, 4>> announced_load;

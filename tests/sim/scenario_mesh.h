@@ -192,7 +192,10 @@ class Mesh {
   void source(const std::string& pipeline, const std::string& name, const ArtifactRef& ref) {
     Node& nd = nodes_[0];
     nd.store.insert(ref.digest);
-    for (const auto& e : ref.entries) nd.store.insert(e.digest);
+    for (const auto& e : ref.entries) {
+      nd.store.insert(e.digest);
+      trees_[ref.digest].push_back(e.digest);
+    }
     apply(0, nd.core->source_snapshot(pipeline, name, ref));
     deliver();
   }
@@ -299,7 +302,11 @@ class Mesh {
           continue;
         }
         if (ok) {
+          // A tree arrives with its entries, as the agent's fetch brings them.
           nodes_[i].store.insert(d);
+          if (auto t = trees_.find(d); t != trees_.end()) {
+            nodes_[i].store.insert(t->second.begin(), t->second.end());
+          }
           apply(i, nodes_[i].core->artifact_fetched(d));
         } else {
           apply(i, nodes_[i].core->artifact_fetch_failed(d));
@@ -438,6 +445,7 @@ class Mesh {
   std::deque<std::tuple<int, Digest, bool>> local_;
   std::set<Digest> refused_;
   std::map<Digest, int> fetch_count_;
+  std::map<Digest, std::vector<Digest>> trees_;  // source trees -> their entries
   std::deque<std::pair<int, KillJob>> stops_;  // killed processes gone, to report
 };
 

@@ -266,6 +266,29 @@ TEST_CASE("replication: every output copied twice, then checks look only at what
   CHECK(holders >= 2);
 }
 
+TEST_CASE("catching up: an agent cut off during a run pulls what it missed at once") {
+  Pipeline p = make_pipeline("fan", {"dir"},
+                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
+  Mesh m(4, p, {{}, {"count"}, {"count"}, {}});
+  for (int j = 0; j < 3; ++j) m.cut(3, j);
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(60'000);
+  REQUIRE(m.starts_of("count") == 1200);
+  m.advance(1000);
+  std::size_t missed = m.core(0).ledger().size() - m.core(3).ledger().size();
+  REQUIRE(missed > 3 * kMaxStatementsPerSync * 2);  // more than two rounds of every peer
+  m.heal();
+  std::int64_t healed = m.now();
+  while (m.core(3).ledger().size() < m.core(0).ledger().size() && m.now() - healed < 10'000) {
+    m.advance(10);
+  }
+  CHECK(m.core(3).ledger().size() == m.core(0).ledger().size());
+  // Answer after answer, not one answer per peer per heartbeat (100 ms).
+  CHECK(m.now() - healed <= 50);
+}
+
 TEST_CASE("lost artifact: the job is run again from its lineage") {
   Mesh m(2, one_stage(), {{}, {"work"}}, /*replicas=*/1);
   m.source("one", "in", file_ref(hd("input")));
