@@ -388,7 +388,9 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
               is_identifier(m.name)) {
             p->name = m.name;
           }
-          answer_sync(from, m.have, {});
+          // Every peer gets a Hello from an agent that starts or reconnects; only the
+          // best-ranked answer it unasked (the agent asks the others itself if it must).
+          if (answers_hello(from)) answer_sync(from, m.have, {});
           VersionVector mine = ledger.version_vector();
           bool lacking = false;
           for (const auto& [author, seq] : m.have) {
@@ -396,8 +398,10 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             if (it == mine.end() || it->second < seq) lacking = true;
           }
           if (lacking) {
-            p->last_sync_request_ms = now_ms;
-            send(from, SyncRequest{std::move(mine), ledger.prefix_digests()});
+            if (may_request_sync()) {
+              p->last_sync_request_ms = now_ms;
+              send(from, SyncRequest{std::move(mine), ledger.prefix_digests()});
+            }
           } else {
             synced = true;
           }
@@ -413,7 +417,8 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           p->capacity = m.capacity;
           p->vv_sum = m.vv_sum;
           if (m.vv_sum > ledger.vv_sum()) {
-            if (now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms) {
+            if (now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms &&
+                (pulling.count(from) || may_request_sync())) {
               p->last_sync_request_ms = now_ms;
               send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
             }
@@ -457,6 +462,33 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
         }
       },
       msg.body);
+}
+
+// Unasked sync requests (a Hello or a heartbeat showed a peer holds more): at most
+// kMaxPullPeers per heartbeat_ms across all peers, so that an agent behind every peer
+// (a restart, a join in a large mesh) does not draw the same statements from each.
+bool Core::Impl::may_request_sync() {
+  if (now_ms - sync_budget_since_ms >= config.timing.heartbeat_ms) {
+    sync_budget_since_ms = now_ms;
+    sync_budget_used = 0;
+  }
+  if (sync_budget_used >= kMaxPullPeers) return false;
+  ++sync_budget_used;
+  return true;
+}
+
+// Whether this agent is among the kMaxPullPeers best-ranked (rendezvous on the
+// greeting agent's key) of itself and its live peers, the greeting one left out.
+bool Core::Impl::answers_hello(const AgentKey& from) {
+  Digest key;
+  std::copy(from.bytes.begin(), from.bytes.end(), key.bytes.begin());
+  Digest mine = rendezvous_score(key, config.key);
+  std::size_t better = 0;
+  for (const AgentKey& peer : members.live_peers(now_ms)) {
+    if (peer == from) continue;
+    if (rendezvous_score(key, peer) > mine && ++better >= kMaxPullPeers) return false;
+  }
+  return true;
 }
 
 // Catching up (a start, a join, a healed partition): an answer that was full and brought

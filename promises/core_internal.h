@@ -177,6 +177,10 @@ struct Core::Impl {
   std::int64_t next_sync_ms = 0;
   std::size_t sync_rotor = 0;
   std::set<AgentKey> pulling;  // peers a catch-up pulls from (continue_pull)
+  std::int64_t sync_budget_since_ms = -1'000'000;
+  std::size_t sync_budget_used = 0;
+  bool may_request_sync();
+  bool answers_hello(const AgentKey& from);
   void continue_pull(const AgentKey& from, Membership::Peer& p, std::size_t received,
                      std::size_t ledger_before);
   // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and
