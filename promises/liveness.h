@@ -57,6 +57,13 @@ class FailureDetector {
     (void)from, (void)probe, (void)now_ms;
     return {};
   }
+  // For the callers that look for changes of liveness (Membership::transitions): a
+  // number that moves whenever an answer of liveness() may change other than by the
+  // passing of time, and the earliest time an answer may change by time alone. While
+  // neither moved, no answer changed, and a scan of every peer can be skipped. The
+  // defaults ask for a scan every time (answers that change with silence alone).
+  virtual std::uint64_t generation() const { return 0; }
+  virtual std::int64_t next_expiry_ms() const { return INT64_MIN; }
 };
 
 // All-to-all heartbeats every heartbeat_ms; suspect after suspect_after_ms of silence,

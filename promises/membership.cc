@@ -49,6 +49,16 @@ bool Membership::full(const AgentKey& agent) const {
 
 std::vector<Membership::Transition> Membership::transitions(std::int64_t now_ms) {
   std::vector<Transition> out;
+  // Nothing moved since the last scan (no state change, no expiry due, no new peer):
+  // every answer is the one reported. Per tick this costs O(1), not O(peers).
+  std::uint64_t generation = detector_->generation();
+  if (generation != 0 && generation == scanned_generation_ && peers_.size() == scanned_peers_ &&
+      now_ms < scanned_until_ms_) {
+    return out;
+  }
+  scanned_generation_ = generation;
+  scanned_peers_ = peers_.size();
+  scanned_until_ms_ = detector_->next_expiry_ms();
   for (auto& [key, p] : peers_) {
     Liveness l = detector_->liveness(key, now_ms);
     if (l == p.reported) continue;

@@ -76,6 +76,10 @@ class Membership {
   AgentKey self_;
   std::unique_ptr<FailureDetector> detector_;
   std::map<AgentKey, Peer> peers_;
+  // What transitions() saw at its last scan of every peer (FailureDetector::generation).
+  std::uint64_t scanned_generation_ = 0;
+  std::size_t scanned_peers_ = 0;
+  std::int64_t scanned_until_ms_ = INT64_MIN;
 };
 
 }  // namespace vow::promises

@@ -94,6 +94,7 @@ void SwimDetector::learned(const AgentKey& peer, std::int64_t now_ms) {
   if (peer == self_) return;
   auto [it, inserted] = members_.try_emplace(peer);
   if (!inserted) return;
+  ++generation_;
   it->second.last_heard_ms = now_ms;
   // Into the rest of this round, at a random place.
   std::size_t rest = order_.size() - std::min(order_index_, order_.size());
@@ -120,6 +121,17 @@ Liveness SwimDetector::liveness(const AgentKey& peer, std::int64_t now_ms) const
     return Liveness::kDead;  // expires at the next probes(); the same answer meanwhile
   }
   return liveness_of(m.state);
+}
+
+std::int64_t SwimDetector::next_expiry_ms() const {
+  std::int64_t next = INT64_MAX;
+  for (const AgentKey& key : suspects_) {
+    auto it = members_.find(key);
+    if (it == members_.end()) continue;
+    const Member& m = it->second;
+    next = std::min(next, m.suspect_since_ms + suspicion_timeout_ms(m.suspecters.size() - 1));
+  }
+  return next;
 }
 
 std::optional<std::int64_t> SwimDetector::last_heard_ms(const AgentKey& peer) const {
@@ -155,6 +167,7 @@ void SwimDetector::refute(std::uint64_t accused) {
 void SwimDetector::set_state(const AgentKey& key, Member& m, MemberState state,
                              std::uint64_t incarnation, std::int64_t now_ms,
                              std::optional<AgentKey> origin) {
+  ++generation_;
   m.state = state;
   m.incarnation = incarnation;
   m.suspecters.clear();
@@ -189,6 +202,7 @@ void SwimDetector::apply(const MemberUpdate& u, const AgentKey& from, std::int64
       if (m.state == MemberState::kSuspect && u.incarnation == m.incarnation) {
         // An independent confirmation shortens the suspicion (Lifeguard).
         if (m.suspecters.insert(origin).second) {
+          ++generation_;  // a shorter suspicion timeout
           queue(MemberUpdate{u.agent, m.incarnation, MemberState::kSuspect, origin});
         }
         break;

@@ -50,6 +50,8 @@ class SwimDetector final : public FailureDetector {
   void learned(const AgentKey& peer, std::int64_t now_ms) override;
   void heard_from(const AgentKey& peer, std::int64_t now_ms) override;
   Liveness liveness(const AgentKey& peer, std::int64_t now_ms) const override;
+  std::uint64_t generation() const override { return generation_; }
+  std::int64_t next_expiry_ms() const override;
   std::optional<std::int64_t> last_heard_ms(const AgentKey& peer) const override;
   std::vector<AgentKey> heartbeat_targets(std::int64_t now_ms) override;
   std::vector<AgentKey> peers() const override;
@@ -119,6 +121,7 @@ class SwimDetector final : public FailureDetector {
   int health_ = 0;
   std::map<AgentKey, Member> members_;
   std::set<AgentKey> suspects_;
+  std::uint64_t generation_ = 1;  // see FailureDetector::generation
   std::map<AgentKey, Queued> queue_;  // one update per agent, the newest
   std::vector<AgentKey> order_;
   std::size_t order_index_ = 0;
