@@ -43,6 +43,9 @@ namespace vow::agent {
 // Worker tasks waiting for a place in a full worker queue (beyond: the work fails, and
 // the core retries it as it retries any failed fetch or job).
 inline constexpr std::size_t kMaxWorkerBacklog = 65'536;
+// Inputs whose outputs are persisted in one commit (group commit): bounds how long the
+// first output of a burst waits for the rest before it is sent.
+inline constexpr std::size_t kMaxInputsPerCommit = 256;
 
 // Counters for status and metrics.
 struct AgentCounters {
@@ -139,7 +142,7 @@ class Agent {
   // ---- agent.cc ----
   void queue(std::function<promises::Output()> input);
   void pump();
-  void carry_out(promises::Output out);
+  void carry_out(std::vector<promises::Output>& outs);
   Status persist(const std::vector<Statement>& statements);
   void send(const promises::Outbound& out);
   void act(promises::Action& action);

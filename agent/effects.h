@@ -69,6 +69,11 @@ class StateStore {
   // Slots that became void (promises::Output::voided): the advert persisted there, if
   // any, is forgotten and the slot recorded as void.
   virtual Status persist_voids(const std::vector<StatementRef>& slots) = 0;
+  // Runs FN, whose persist calls above then become durable together: one commit and one
+  // sync for all of them (group commit). None of them is durable before this returns ok;
+  // after an error, which were kept is unspecified. The default runs FN as it is (each
+  // call durable on its own).
+  virtual Status persist_together(const std::function<Status()>& fn) { return fn(); }
   // The running-job table: rows for the processes this agent started, so that after a
   // restart it can take them over (or stop them) as the core decides.
   virtual Status put_running_job(const store::RunningJob& row) = 0;

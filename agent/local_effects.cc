@@ -51,29 +51,49 @@ store::StoredStatement to_stored(const Statement& st, std::int64_t received_unix
 }
 
 Status SqliteState::persist(const std::vector<Statement>& statements) {
-  std::vector<store::StoredStatement> others;
-  std::int64_t now = clock_->wall_ms();
-  for (const auto& st : statements) {
-    if (st.author == self_) {
-      VOW_RETURN_IF_ERROR(ledger_->append_own(to_stored(st, now)));
-    } else {
-      others.push_back(to_stored(st, now));
+  if (statements.empty()) return Status::ok();
+  return persist_together([&]() -> Status {
+    std::vector<store::StoredStatement> others;
+    std::int64_t now = clock_->wall_ms();
+    for (const auto& st : statements) {
+      if (st.author == self_) {
+        VOW_RETURN_IF_ERROR(ledger_->append_own(to_stored(st, now)));
+      } else {
+        others.push_back(to_stored(st, now));
+      }
     }
-  }
-  if (!others.empty()) VOW_RETURN_IF_ERROR(ledger_->insert_batch(others));
-  if (!statements.empty()) return load_version_vector();
-  return Status::ok();
+    if (!others.empty()) VOW_RETURN_IF_ERROR(ledger_->insert_batch(others));
+    return Status::ok();
+  });
 }
 
 Status SqliteState::persist_proofs(const std::vector<Statement>& proofs) {
-  std::int64_t now = clock_->wall_ms();
-  for (const auto& st : proofs) VOW_RETURN_IF_ERROR(ledger_->put_proof(to_stored(st, now)));
-  return Status::ok();
+  if (proofs.empty()) return Status::ok();
+  return persist_together([&]() -> Status {
+    std::int64_t now = clock_->wall_ms();
+    for (const auto& st : proofs) VOW_RETURN_IF_ERROR(ledger_->put_proof(to_stored(st, now)));
+    return Status::ok();
+  });
 }
 
 Status SqliteState::persist_voids(const std::vector<StatementRef>& slots) {
-  VOW_RETURN_IF_ERROR(ledger_->put_voids(slots));
-  return load_version_vector();
+  if (slots.empty()) return Status::ok();
+  return persist_together([&] { return ledger_->put_voids(slots); });
+}
+
+Status SqliteState::persist_together(const std::function<Status()>& fn) {
+  if (grouped_) return fn();  // part of the outer group
+  grouped_ = true;
+  VersionVector moved;
+  Status s = ledger_->write_together(fn, &moved);
+  grouped_ = false;
+  if (!s.is_ok()) return s;
+  // A frontier only moves up; authors not in MOVED kept theirs.
+  for (const auto& [author, seq] : moved) {
+    auto& have = vv_[author];
+    if (seq > have) have = seq;
+  }
+  return Status::ok();
 }
 
 Status SqliteState::load_version_vector() {
