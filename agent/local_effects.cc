@@ -236,43 +236,59 @@ promises::JobOutcome LocalExecutor::collect(const promises::StartJob& start,
   JobLayout l = layout_of(state_dir_, start);
   promises::JobOutcome o;
   o.exit_status = exit.exit_status;
-  auto log_digest = [&](const std::string& path) -> std::optional<Digest> {
-    // An empty log (most jobs' stderr) is the empty object. Once the store holds it,
-    // importing it again would only rewrite it and sync the file, its directory and the
-    // index: three syncs per log, for nothing.
-    std::error_code ec;
-    if (fs::file_size(path, ec) == 0 && !ec) {
-      Digest empty = blake2b(std::string_view());
-      auto held = store_->has(empty);
-      if (held.is_ok() && *held) return empty;
+  // The logs and outputs reach the disk together (ArtifactStore::import_together): one
+  // sync pass and one index commit for all of them, before the result naming them is
+  // persisted.
+  Status stored = store_->import_together([&]() -> Status {
+    // An empty log (most jobs' stderr) is the empty object. Once the store holds it (or
+    // this group imports it), importing it again would only rewrite it for nothing.
+    const Digest empty = blake2b(std::string_view());
+    bool empty_imported = false;
+    auto log_digest = [&](const std::string& path) -> std::optional<Digest> {
+      std::error_code ec;
+      bool is_empty = fs::file_size(path, ec) == 0 && !ec;
+      if (is_empty) {
+        if (empty_imported) return empty;
+        auto held = store_->has(empty);
+        if (held.is_ok() && *held) return empty;
+      }
+      auto ref = store_->import_path(path);
+      if (!ref.is_ok()) return std::nullopt;
+      if (is_empty) empty_imported = true;
+      return ref->digest;
+    };
+    o.stdout_digest = log_digest(l.stdout_path);
+    o.stderr_digest = log_digest(l.stderr_path);
+    if (!error.empty()) {
+      o.error = error;
+      return Status::ok();
     }
-    auto ref = store_->import_path(path);
-    if (!ref.is_ok()) return std::nullopt;
-    return ref->digest;
-  };
-  o.stdout_digest = log_digest(l.stdout_path);
-  o.stderr_digest = log_digest(l.stderr_path);
-  if (!error.empty()) {
-    o.error = error;
-    return o;
-  }
-  o.ok = true;
-  for (const auto& name : start.stage.outputs) {
-    std::string path = l.output_path(name);
-    std::error_code ec;
-    if (!fs::exists(fs::symlink_status(path, ec))) {
-      o.ok = false;
-      o.error = "output '" + name + "' missing: the command exited 0 but wrote nothing at " +
-                "$VOW_OUT_" + name;
-      break;
+    o.ok = true;
+    for (const auto& name : start.stage.outputs) {
+      std::string path = l.output_path(name);
+      std::error_code ec;
+      if (!fs::exists(fs::symlink_status(path, ec))) {
+        o.ok = false;
+        o.error = "output '" + name + "' missing: the command exited 0 but wrote nothing at " +
+                  "$VOW_OUT_" + name;
+        break;
+      }
+      auto ref = store_->import_path(path);
+      if (!ref.is_ok()) {
+        o.ok = false;
+        o.error = "output '" + name + "': " + ref.status().to_string();
+        break;
+      }
+      o.outputs.push_back({name, *ref});
     }
-    auto ref = store_->import_path(path);
-    if (!ref.is_ok()) {
-      o.ok = false;
-      o.error = "output '" + name + "': " + ref.status().to_string();
-      break;
-    }
-    o.outputs.push_back({name, *ref});
+    return Status::ok();
+  });
+  if (!stored.is_ok()) {
+    // Nothing imported may be named: the logs are lost, the run fails (and is retried).
+    o.stdout_digest.reset();
+    o.stderr_digest.reset();
+    o.ok = false;
+    if (o.error.empty()) o.error = "storing outputs and logs: " + stored.to_string();
   }
   if (!o.ok) o.outputs.clear();
   return o;
