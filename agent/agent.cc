@@ -144,6 +144,7 @@ void Agent::pump() {
 void Agent::carry_out(std::vector<promises::Output>& outs) {
   if (outs.empty() || failed_) return;
   Status s = fx_.state->persist_together([&]() -> Status {
+    VOW_RETURN_IF_ERROR(fx_.state->persist_index(index_rows_));
     for (const auto& out : outs) {
       VOW_RETURN_IF_ERROR(persist(out.persist));
       if (!out.proofs.empty()) VOW_RETURN_IF_ERROR(fx_.state->persist_proofs(out.proofs));
@@ -157,6 +158,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     failed_ = true;
     return;
   }
+  index_rows_.clear();
   for (auto& out : outs) {
     for (const auto& m : out.messages) send(m);
     for (auto& a : out.actions) act(a);

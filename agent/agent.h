@@ -180,6 +180,9 @@ class Agent {
   std::unique_ptr<promises::Core> core_;
 
   std::deque<std::function<promises::Output()>> inputs_;
+  // Index rows of a finished job's logs and outputs (synced, not yet indexed): committed
+  // in the next pass's group, with the result that names them.
+  std::vector<store::ArtifactRecord> index_rows_;
   bool pumping_ = false;
   bool failed_ = false;
 

@@ -81,6 +81,11 @@ Status SqliteState::persist_voids(const std::vector<StatementRef>& slots) {
   return persist_together([&] { return ledger_->put_voids(slots); });
 }
 
+Status SqliteState::persist_index(const std::vector<store::ArtifactRecord>& rows) {
+  if (rows.empty()) return Status::ok();
+  return persist_together([&] { return ledger_->index_put(rows); });
+}
+
 Status SqliteState::persist_together(const std::function<Status()>& fn) {
   if (grouped_) return fn();  // part of the outer group
   grouped_ = true;
@@ -232,13 +237,14 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
 }
 
 promises::JobOutcome LocalExecutor::collect(const promises::StartJob& start,
-                                            const ProcessExit& exit, const std::string& error) {
+                                            const ProcessExit& exit, const std::string& error,
+                                            std::vector<store::ArtifactRecord>* index_rows) {
   JobLayout l = layout_of(state_dir_, start);
   promises::JobOutcome o;
   o.exit_status = exit.exit_status;
   // The logs and outputs reach the disk together (ArtifactStore::import_together): one
-  // sync pass and one index commit for all of them, before the result naming them is
-  // persisted.
+  // sync pass for all of them, before the result naming them is persisted; their index
+  // rows are committed with that result.
   Status stored = store_->import_together([&]() -> Status {
     // An empty log (most jobs' stderr) is the empty object. Once the store holds it (or
     // this group imports it), importing it again would only rewrite it for nothing.
@@ -282,7 +288,7 @@ promises::JobOutcome LocalExecutor::collect(const promises::StartJob& start,
       o.outputs.push_back({name, *ref});
     }
     return Status::ok();
-  });
+  }, index_rows);
   if (!stored.is_ok()) {
     // Nothing imported may be named: the logs are lost, the run fails (and is retried).
     o.stdout_digest.reset();

@@ -35,6 +35,7 @@ class SqliteState final : public StateStore {
   Status persist_voids(const std::vector<StatementRef>& slots) override;
   // One ledger transaction (store::LedgerStore::write_together).
   Status persist_together(const std::function<Status()>& fn) override;
+  Status persist_index(const std::vector<store::ArtifactRecord>& rows) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
   // Highest contiguous sequence per author stored (the transport's replay check). Read
@@ -67,7 +68,8 @@ class LocalExecutor final : public Executor {
   Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;
   void discard_leftover(const store::RunningJob& row) override;
   promises::JobOutcome collect(const promises::StartJob& start, const ProcessExit& exit,
-                               const std::string& error) override;
+                               const std::string& error,
+                               std::vector<store::ArtifactRecord>* index_rows) override;
   void remove_work_dir(const promises::StartJob& start) override;
   std::string work_dir(const promises::StartJob& start) const override;
 

@@ -131,7 +131,8 @@ Status ArtifactStore::written(const std::string& tmp, const Digest& digest, Arti
   return Status::ok();
 }
 
-Status ArtifactStore::import_together(const std::function<Status()>& fn) {
+Status ArtifactStore::import_together(const std::function<Status()>& fn,
+                                      std::vector<ArtifactRecord>* rows) {
   if (deferred_) return fn();  // part of the outer group
   deferred_.emplace();
   Status s = fn();
@@ -141,13 +142,14 @@ Status ArtifactStore::import_together(const std::function<Status()>& fn) {
     for (const auto& o : objects) (void)env_.remove_file(o.tmp);
     return s;
   }
-  return store_deferred(objects);
+  return store_deferred(objects, rows);
 }
 
 // The write protocol of install(), one pass per step over all the objects: their bytes
 // are durable before any is renamed, and every name is durable before any index row is
 // committed (docs/storage.md, "Group import").
-Status ArtifactStore::store_deferred(std::vector<Deferred>& objects) {
+Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
+                                     std::vector<ArtifactRecord>* rows) {
   if (objects.empty()) return Status::ok();
   auto drop_from = [&](std::size_t i) {
     for (; i < objects.size(); ++i) (void)env_.remove_file(objects[i].tmp);
@@ -191,7 +193,14 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects) {
     pending_rows_.resize(rows_before);
     return s;
   }
-  return flush_index();
+  if (rows == nullptr) return flush_index();
+  // An object held before keeps its old row until the caller commits the new one: a use
+  // tick (written before any GC runs) keeps a GC meanwhile from taking it as unused.
+  for (const auto& o : objects) touch(o.digest);
+  rows->insert(rows->end(), pending_rows_.begin() + static_cast<std::ptrdiff_t>(rows_before),
+               pending_rows_.end());
+  pending_rows_.resize(rows_before);
+  return Status::ok();
 }
 
 Result<Digest> ArtifactStore::put_bytes(std::string_view data) {

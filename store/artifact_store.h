@@ -170,8 +170,13 @@ class ArtifactStore {
   // that gained names, and one commit indexes them. An import inside FN returns its
   // reference before the object is stored: nothing may name it (a persisted statement)
   // until this returns ok. On an error nothing of FN's is indexed (objects already
-  // renamed into place are verified and indexed by the next open).
-  Status import_together(const std::function<Status()>& fn);
+  // renamed into place are verified and indexed by the next open). With ROWS, the index
+  // rows are added there instead of committed: the caller commits them
+  // (LedgerStore::index_put) with, or before, the first statement naming the objects;
+  // until then the objects are on disk but not held (has() is false), and a crash
+  // leaves them to the next open.
+  Status import_together(const std::function<Status()>& fn,
+                         std::vector<ArtifactRecord>* rows = nullptr);
   // Moves a regular file into the store instead of copying it: hashed where it is,
   // synced, renamed into place. The file must be on the store's file system and the
   // caller gives it up (on success it is gone; on failure it may remain). For a file the
@@ -236,7 +241,7 @@ class ArtifactStore {
   // A written, closed temporary: installed now, or deferred inside import_together.
   Status written(const std::string& tmp, const Digest& digest, ArtifactKind kind,
                  std::uint64_t size_bytes);
-  Status store_deferred(std::vector<Deferred>& objects);
+  Status store_deferred(std::vector<Deferred>& objects, std::vector<ArtifactRecord>* rows);
   Result<Digest> write_object(ArtifactKind kind, std::string_view data);
   Result<ArtifactRef> import_file(const std::string& path, bool* executable);
   Result<ArtifactRef> import_dir(const std::string& path, int depth);

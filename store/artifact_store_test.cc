@@ -152,6 +152,19 @@ TEST_CASE("artifacts: a group import stores every object once the group ends, as
   CHECK(f.store->verify(refs[2].digest).is_ok());
   CHECK(*f.store->has(refs[1].digest));
 
+  // Rows handed back: the objects are on disk, held once the rows are committed.
+  write_file(src + "/late", "rows committed by the caller");
+  std::vector<ArtifactRecord> rows;
+  s = f.store->import_together([&] { return f.store->import_path(src + "/late").status(); },
+                               &rows);
+  REQUIRE(s.is_ok());
+  REQUIRE(rows.size() == 1);
+  Digest late = blake2b("rows committed by the caller");
+  CHECK(rows[0].digest == late);
+  CHECK(!*f.store->has(late));
+  REQUIRE(f.ledger->index_put(rows).is_ok());
+  CHECK(*f.store->read(late) == "rows committed by the caller");
+
   // A group whose function fails stores nothing.
   write_file(src + "/other", "never stored");
   s = f.store->import_together([&]() -> Status {
