@@ -106,7 +106,9 @@ class LedgerStore {
   // (as version_vector() gives it) of at least every author whose frontier they moved.
   // A write inside FN that fails is undone alone, as outside; when FN returns an error or
   // the commit fails, SqliteLedger keeps none of FN's writes (the in-memory ledger keeps
-  // those that succeeded). A call inside FN only runs its function, as part of the outer.
+  // those that succeeded); after an error that cost SQLite the whole transaction (some
+  // I/O errors), every later write inside FN fails too, and so does the commit. A call
+  // inside FN only runs its function, as part of the outer.
   virtual Status write_together(const std::function<Status()>& fn, VersionVector* moved);
 
   // --- statements ---

@@ -64,6 +64,7 @@ class SqliteLedger final : public LedgerStore {
   template <typename Fn>
   Status transaction(const char* op, Fn&& fn) {
     if (grouped_) {
+      VOW_RETURN_IF_ERROR(group_open(op));
       VOW_RETURN_IF_ERROR(exec("SAVEPOINT one_write", (std::string(op) + ": savepoint").c_str()));
       VersionVector moves_before = moves_;
       Status s = fn();
@@ -117,6 +118,7 @@ class SqliteLedger final : public LedgerStore {
     moves_.clear();
     Status s = fn();
     grouped_ = false;
+    if (s.is_ok()) s = group_open("write together");
     if (s.is_ok()) {
       int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
       if (rc == SQLITE_OK) {
@@ -131,11 +133,20 @@ class SqliteLedger final : public LedgerStore {
     return s;
   }
 
+  // After some I/O errors SQLite rolls back the whole transaction: the group is lost,
+  // and no later write may start a transaction of its own and commit half a group.
+  Status group_open(const char* op) {
+    if (!sqlite3_get_autocommit(db_)) return Status::ok();
+    return Status::io(path_ + ": " + op + ": the group's transaction was rolled back by an " +
+                      "earlier error");
+  }
+
   // Runs FN, one write committed on its own, without syncing the WAL: durable across a
   // crash of the process at once, across a power loss with the next synced commit. For
   // the running-job table only (ledger.h). Inside write_together it is part of the group.
   template <typename Fn>
   Status unsynced(const char* op, Fn&& fn) {
+    if (grouped_) VOW_RETURN_IF_ERROR(group_open(op));
     if (grouped_ || !synchronous_full_) return fn();
     VOW_RETURN_IF_ERROR(exec("PRAGMA synchronous=NORMAL", op));
     Status s = fn();
@@ -387,6 +398,7 @@ class SqliteLedger final : public LedgerStore {
   }
 
   Status put_proof(const StoredStatement& s) override {
+    if (grouped_) VOW_RETURN_IF_ERROR(group_open("insert proof"));
     auto st = prepare(
         "INSERT OR IGNORE INTO proofs (author, seq, bytes, signature) VALUES (?1, ?2, ?3, ?4)");
     if (!st.is_ok()) return st.status();
