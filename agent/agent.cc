@@ -122,7 +122,13 @@ void Agent::queue(std::function<promises::Output()> input) { inputs_.push_back(s
 // first, then all their outputs are persisted in one commit and carried out in order.
 // The core's state may run ahead of the disk meanwhile: nothing leaves the agent (a
 // message, an action) before the commit that holds what it depends on.
+void Agent::release() {
+  held_ = false;
+  pump();
+}
+
 void Agent::pump() {
+  if (held_) return;     // release() pumps
   if (pumping_) return;  // an input queued while carrying out: fed by the loop below
   pumping_ = true;
   std::vector<promises::Output> outs;

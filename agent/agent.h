@@ -93,6 +93,11 @@ class Agent {
   void tick();
   // Stops claiming, stops what runs and releases every claim (before exit).
   void withdraw();
+  // Inputs fed between hold() and release() are only queued; release() feeds them all
+  // to the core and persists their outputs in one commit (group commit). vowd holds the
+  // agent for one turn of its loop, so a burst of messages costs one sync.
+  void hold() { held_ = true; }
+  void release();
   // A client asked for an artifact here (vow get): fetched from the live holders.
   // False if no live agent holds it.
   bool fetch_for_client(const Digest& digest);
@@ -184,6 +189,7 @@ class Agent {
   // in the next pass's group, with the result that names them.
   std::vector<store::ArtifactRecord> index_rows_;
   bool pumping_ = false;
+  bool held_ = false;  // between hold() and release()
   bool failed_ = false;
 
   std::map<Digest, Job> jobs_;
