@@ -118,15 +118,15 @@ std::optional<bool> Agent::is_tree(const Digest& digest) const {
 
 void Agent::queue(std::function<promises::Output()> input) { inputs_.push_back(std::move(input)); }
 
-// Group commit: every input queued (up to kMaxInputsPerCommit) goes through the core
-// first, then all their outputs are persisted in one commit and carried out in order.
-// The core's state may run ahead of the disk meanwhile: nothing leaves the agent (a
-// message, an action) before the commit that holds what it depends on.
 void Agent::release() {
   held_ = false;
   pump();
 }
 
+// Group commit: every input queued (up to kMaxInputsPerCommit) goes through the core
+// first, then all their outputs are persisted in one commit and carried out in order.
+// The core's state may run ahead of the disk meanwhile: nothing leaves the agent (a
+// message, an action) before the commit that holds what it depends on.
 void Agent::pump() {
   if (held_) return;     // release() pumps
   if (pumping_) return;  // an input queued while carrying out: fed by the loop below
@@ -149,7 +149,12 @@ void Agent::pump() {
 
 void Agent::carry_out(std::vector<promises::Output>& outs) {
   if (outs.empty() || failed_) return;
-  Status s = fx_.state->persist_together([&]() -> Status {
+  bool to_persist = !index_rows_.empty();
+  for (const auto& out : outs) {
+    to_persist = to_persist || !out.persist.empty() || !out.proofs.empty() || !out.voided.empty();
+  }
+  // A pass with nothing to persist (heartbeats, events) does not touch the ledger.
+  Status s = !to_persist ? Status::ok() : fx_.state->persist_together([&]() -> Status {
     VOW_RETURN_IF_ERROR(fx_.state->persist_index(index_rows_));
     for (const auto& out : outs) {
       VOW_RETURN_IF_ERROR(persist(out.persist));
