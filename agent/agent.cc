@@ -118,33 +118,63 @@ std::optional<bool> Agent::is_tree(const Digest& digest) const {
 
 void Agent::queue(std::function<promises::Output()> input) { inputs_.push_back(std::move(input)); }
 
+void Agent::release() {
+  held_ = false;
+  pump();
+}
+
+// Group commit: every input queued (up to kMaxInputsPerCommit) goes through the core
+// first, then all their outputs are persisted in one commit and carried out in order.
+// The core's state may run ahead of the disk meanwhile: nothing leaves the agent (a
+// message, an action) before the commit that holds what it depends on.
 void Agent::pump() {
+  if (held_) return;     // release() pumps
   if (pumping_) return;  // an input queued while carrying out: fed by the loop below
   pumping_ = true;
+  std::vector<promises::Output> outs;
   while (!inputs_.empty() && !failed_) {
-    auto input = std::move(inputs_.front());
-    inputs_.pop_front();
-    carry_out(input());
+    outs.clear();
+    while (!inputs_.empty() && outs.size() < kMaxInputsPerCommit) {
+      auto input = std::move(inputs_.front());
+      inputs_.pop_front();
+      promises::Output out = input();
+      if (!out.empty()) outs.push_back(std::move(out));
+    }
+    carry_out(outs);
   }
   pumping_ = false;
 }
 
-// ---- carrying out the core's output (the order is the contract on promises::Output) ----
+// ---- carrying out the core's outputs (the order is the contract on promises::Output) ----
 
-void Agent::carry_out(promises::Output out) {
-  if (out.empty() || failed_) return;
-  Status s = persist(out.persist);
-  if (s.is_ok() && !out.proofs.empty()) s = fx_.state->persist_proofs(out.proofs);
-  if (s.is_ok() && !out.voided.empty()) s = fx_.state->persist_voids(out.voided);
+void Agent::carry_out(std::vector<promises::Output>& outs) {
+  if (outs.empty() || failed_) return;
+  bool to_persist = !index_rows_.empty();
+  for (const auto& out : outs) {
+    to_persist = to_persist || !out.persist.empty() || !out.proofs.empty() || !out.voided.empty();
+  }
+  // A pass with nothing to persist (heartbeats, events) does not touch the ledger.
+  Status s = !to_persist ? Status::ok() : fx_.state->persist_together([&]() -> Status {
+    VOW_RETURN_IF_ERROR(fx_.state->persist_index(index_rows_));
+    for (const auto& out : outs) {
+      VOW_RETURN_IF_ERROR(persist(out.persist));
+      if (!out.proofs.empty()) VOW_RETURN_IF_ERROR(fx_.state->persist_proofs(out.proofs));
+      if (!out.voided.empty()) VOW_RETURN_IF_ERROR(fx_.state->persist_voids(out.voided));
+    }
+    return Status::ok();
+  });
   if (!s.is_ok()) {
     // Nothing may be sent or done that is not on disk: stop, the operator must act.
     log_->error("cannot persist statements: {}; shutting down", s.to_string());
     failed_ = true;
     return;
   }
-  for (const auto& m : out.messages) send(m);
-  for (auto& a : out.actions) act(a);
-  log_events(out.events);
+  index_rows_.clear();
+  for (auto& out : outs) {
+    for (const auto& m : out.messages) send(m);
+    for (auto& a : out.actions) act(a);
+    log_events(out.events);
+  }
 }
 
 Status Agent::persist(const std::vector<Statement>& statements) {

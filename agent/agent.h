@@ -43,6 +43,9 @@ namespace vow::agent {
 // Worker tasks waiting for a place in a full worker queue (beyond: the work fails, and
 // the core retries it as it retries any failed fetch or job).
 inline constexpr std::size_t kMaxWorkerBacklog = 65'536;
+// Inputs whose outputs are persisted in one commit (group commit): bounds how long the
+// first output of a burst waits for the rest before it is sent.
+inline constexpr std::size_t kMaxInputsPerCommit = 256;
 
 // Counters for status and metrics.
 struct AgentCounters {
@@ -90,6 +93,11 @@ class Agent {
   void tick();
   // Stops claiming, stops what runs and releases every claim (before exit).
   void withdraw();
+  // Inputs fed between hold() and release() are only queued; release() feeds them all
+  // to the core and persists their outputs in one commit (group commit). vowd holds the
+  // agent for one turn of its loop, so a burst of messages costs one sync.
+  void hold() { held_ = true; }
+  void release();
   // A client asked for an artifact here (vow get): fetched from the live holders.
   // False if no live agent holds it.
   bool fetch_for_client(const Digest& digest);
@@ -139,7 +147,7 @@ class Agent {
   // ---- agent.cc ----
   void queue(std::function<promises::Output()> input);
   void pump();
-  void carry_out(promises::Output out);
+  void carry_out(std::vector<promises::Output>& outs);
   Status persist(const std::vector<Statement>& statements);
   void send(const promises::Outbound& out);
   void act(promises::Action& action);
@@ -177,7 +185,11 @@ class Agent {
   std::unique_ptr<promises::Core> core_;
 
   std::deque<std::function<promises::Output()>> inputs_;
+  // Index rows of a finished job's logs and outputs (synced, not yet indexed): committed
+  // in the next pass's group, with the result that names them.
+  std::vector<store::ArtifactRecord> index_rows_;
   bool pumping_ = false;
+  bool held_ = false;  // between hold() and release()
   bool failed_ = false;
 
   std::map<Digest, Job> jobs_;

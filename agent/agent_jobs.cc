@@ -218,10 +218,15 @@ void Agent::collect_job(const Digest& id, const ProcessExit& exit) {
   std::int64_t ended = fx_.clock->wall_ms();
   submit(
       [this, ex, id, s, exit, error, started, ended]() -> std::function<void()> {
-        promises::JobOutcome o = ex->collect(s, exit, error);
+        std::vector<store::ArtifactRecord> rows;
+        promises::JobOutcome o = ex->collect(s, exit, error, &rows);
         o.started_unix_ms = started;
         o.ended_unix_ms = ended;
-        return [this, id, o = std::move(o)]() mutable { finish_job(id, std::move(o)); };
+        return [this, id, o = std::move(o), rows = std::move(rows)]() mutable {
+          // Committed with the next pass's statements: the result among them.
+          index_rows_.insert(index_rows_.end(), rows.begin(), rows.end());
+          finish_job(id, std::move(o));
+        };
       },
       [this, id, exit](const Status& st) {
         promises::JobOutcome o = failure(st.to_string());

@@ -477,10 +477,12 @@ int Daemon::Impl::loop() {
   return exit_code;
 }
 
-// One turn of the loop: every source of inputs is drained into the agent, each input
-// carried out before the next, then time passes.
+// One turn of the loop: every source of inputs is drained into the agent, then time
+// passes; the agent is held meanwhile, so the outputs of all of the turn's inputs are
+// persisted in one commit (group commit) before any is sent or carried out.
 void Daemon::Impl::poll_once(std::vector<zmq_pollitem_t>& items, std::size_t n_transport) {
   std::int64_t now = now_ms();
+  agent->hold();
   background->drain();
   if (inotify_fd >= 0) on_inotify();
   auto inbound = transport->poll_inbound(now, std::span(items.data(), n_transport));
@@ -493,6 +495,7 @@ void Daemon::Impl::poll_once(std::vector<zmq_pollitem_t>& items, std::size_t n_t
   rotate_seeds();
   transport->tick(now);
   agent->tick();
+  agent->release();
   gc_tick(now);
   if (http && now >= next_http_publish_ms) {
     std::string why;

@@ -69,6 +69,19 @@ class StateStore {
   // Slots that became void (promises::Output::voided): the advert persisted there, if
   // any, is forgotten and the slot recorded as void.
   virtual Status persist_voids(const std::vector<StatementRef>& slots) = 0;
+  // Runs FN, whose persist calls above then become durable together: one commit and one
+  // sync for all of them (group commit). None of them is durable before this returns ok;
+  // after an error, which were kept is unspecified. The default runs FN as it is (each
+  // call durable on its own).
+  virtual Status persist_together(const std::function<Status()>& fn) { return fn(); }
+  // Index rows of objects a worker stored and synced (Executor::collect), committed with
+  // the statements persisted in the same group: the rows and the result naming their
+  // objects share one sync. The default keeps none (an executor that hands back no
+  // rows: the simulator's).
+  virtual Status persist_index(const std::vector<store::ArtifactRecord>& rows) {
+    (void)rows;
+    return Status::ok();
+  }
   // The running-job table: rows for the processes this agent started, so that after a
   // restart it can take them over (or stop them) as the core decides.
   virtual Status put_running_job(const store::RunningJob& row) = 0;
@@ -124,9 +137,12 @@ class Executor {
   // Loop: stops a process a previous incarnation started, which the core did not resume,
   // and removes its files.
   virtual void discard_leftover(const store::RunningJob& row) = 0;
-  // Worker: imports an exited run's logs and outputs into the store.
+  // Worker: imports an exited run's logs and outputs into the store, synced, and adds
+  // their index rows to INDEX_ROWS (not committed: StateStore::persist_index commits them
+  // with the result).
   virtual promises::JobOutcome collect(const promises::StartJob& start, const ProcessExit& exit,
-                                       const std::string& error) = 0;
+                                       const std::string& error,
+                                       std::vector<store::ArtifactRecord>* index_rows) = 0;
   // Loop: removes a run's work directory (kept when it failed, for the operator).
   virtual void remove_work_dir(const promises::StartJob& start) = 0;
   // Where the run's files are, for log lines.

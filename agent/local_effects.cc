@@ -51,29 +51,54 @@ store::StoredStatement to_stored(const Statement& st, std::int64_t received_unix
 }
 
 Status SqliteState::persist(const std::vector<Statement>& statements) {
-  std::vector<store::StoredStatement> others;
-  std::int64_t now = clock_->wall_ms();
-  for (const auto& st : statements) {
-    if (st.author == self_) {
-      VOW_RETURN_IF_ERROR(ledger_->append_own(to_stored(st, now)));
-    } else {
-      others.push_back(to_stored(st, now));
+  if (statements.empty()) return Status::ok();
+  return persist_together([&]() -> Status {
+    std::vector<store::StoredStatement> others;
+    std::int64_t now = clock_->wall_ms();
+    for (const auto& st : statements) {
+      if (st.author == self_) {
+        VOW_RETURN_IF_ERROR(ledger_->append_own(to_stored(st, now)));
+      } else {
+        others.push_back(to_stored(st, now));
+      }
     }
-  }
-  if (!others.empty()) VOW_RETURN_IF_ERROR(ledger_->insert_batch(others));
-  if (!statements.empty()) return load_version_vector();
-  return Status::ok();
+    if (!others.empty()) VOW_RETURN_IF_ERROR(ledger_->insert_batch(others));
+    return Status::ok();
+  });
 }
 
 Status SqliteState::persist_proofs(const std::vector<Statement>& proofs) {
-  std::int64_t now = clock_->wall_ms();
-  for (const auto& st : proofs) VOW_RETURN_IF_ERROR(ledger_->put_proof(to_stored(st, now)));
-  return Status::ok();
+  if (proofs.empty()) return Status::ok();
+  return persist_together([&]() -> Status {
+    std::int64_t now = clock_->wall_ms();
+    for (const auto& st : proofs) VOW_RETURN_IF_ERROR(ledger_->put_proof(to_stored(st, now)));
+    return Status::ok();
+  });
 }
 
 Status SqliteState::persist_voids(const std::vector<StatementRef>& slots) {
-  VOW_RETURN_IF_ERROR(ledger_->put_voids(slots));
-  return load_version_vector();
+  if (slots.empty()) return Status::ok();
+  return persist_together([&] { return ledger_->put_voids(slots); });
+}
+
+Status SqliteState::persist_index(const std::vector<store::ArtifactRecord>& rows) {
+  if (rows.empty()) return Status::ok();
+  return persist_together([&] { return ledger_->index_put(rows); });
+}
+
+Status SqliteState::persist_together(const std::function<Status()>& fn) {
+  if (grouped_) return fn();  // part of the outer group
+  grouped_ = true;
+  VersionVector moved;
+  Status s = ledger_->write_together(fn, &moved);
+  grouped_ = false;
+  if (!s.is_ok()) return s;
+  // A frontier only moves up; authors not in MOVED kept theirs.
+  for (const auto& [author, seq] : moved) {
+    auto& have = vv_[author];
+    if (seq > have) have = seq;
+  }
+  return Status::ok();
 }
 
 Status SqliteState::load_version_vector() {
@@ -212,47 +237,64 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
 }
 
 promises::JobOutcome LocalExecutor::collect(const promises::StartJob& start,
-                                            const ProcessExit& exit, const std::string& error) {
+                                            const ProcessExit& exit, const std::string& error,
+                                            std::vector<store::ArtifactRecord>* index_rows) {
   JobLayout l = layout_of(state_dir_, start);
   promises::JobOutcome o;
   o.exit_status = exit.exit_status;
-  auto log_digest = [&](const std::string& path) -> std::optional<Digest> {
-    // An empty log (most jobs' stderr) is the empty object. Once the store holds it,
-    // importing it again would only rewrite it and sync the file, its directory and the
-    // index: three syncs per log, for nothing.
-    std::error_code ec;
-    if (fs::file_size(path, ec) == 0 && !ec) {
-      Digest empty = blake2b(std::string_view());
-      auto held = store_->has(empty);
-      if (held.is_ok() && *held) return empty;
+  // The logs and outputs reach the disk together (ArtifactStore::import_together): one
+  // sync pass for all of them, before the result naming them is persisted; their index
+  // rows are committed with that result.
+  Status stored = store_->import_together([&]() -> Status {
+    // An empty log (most jobs' stderr) is the empty object. Once the store holds it (or
+    // this group imports it), importing it again would only rewrite it for nothing.
+    const Digest empty = blake2b(std::string_view());
+    bool empty_imported = false;
+    auto log_digest = [&](const std::string& path) -> std::optional<Digest> {
+      std::error_code ec;
+      bool is_empty = fs::file_size(path, ec) == 0 && !ec;
+      if (is_empty) {
+        if (empty_imported) return empty;
+        auto held = store_->has(empty);
+        if (held.is_ok() && *held) return empty;
+      }
+      auto ref = store_->import_path(path);
+      if (!ref.is_ok()) return std::nullopt;
+      if (is_empty) empty_imported = true;
+      return ref->digest;
+    };
+    o.stdout_digest = log_digest(l.stdout_path);
+    o.stderr_digest = log_digest(l.stderr_path);
+    if (!error.empty()) {
+      o.error = error;
+      return Status::ok();
     }
-    auto ref = store_->import_path(path);
-    if (!ref.is_ok()) return std::nullopt;
-    return ref->digest;
-  };
-  o.stdout_digest = log_digest(l.stdout_path);
-  o.stderr_digest = log_digest(l.stderr_path);
-  if (!error.empty()) {
-    o.error = error;
-    return o;
-  }
-  o.ok = true;
-  for (const auto& name : start.stage.outputs) {
-    std::string path = l.output_path(name);
-    std::error_code ec;
-    if (!fs::exists(fs::symlink_status(path, ec))) {
-      o.ok = false;
-      o.error = "output '" + name + "' missing: the command exited 0 but wrote nothing at " +
-                "$VOW_OUT_" + name;
-      break;
+    o.ok = true;
+    for (const auto& name : start.stage.outputs) {
+      std::string path = l.output_path(name);
+      std::error_code ec;
+      if (!fs::exists(fs::symlink_status(path, ec))) {
+        o.ok = false;
+        o.error = "output '" + name + "' missing: the command exited 0 but wrote nothing at " +
+                  "$VOW_OUT_" + name;
+        break;
+      }
+      auto ref = store_->import_path(path);
+      if (!ref.is_ok()) {
+        o.ok = false;
+        o.error = "output '" + name + "': " + ref.status().to_string();
+        break;
+      }
+      o.outputs.push_back({name, *ref});
     }
-    auto ref = store_->import_path(path);
-    if (!ref.is_ok()) {
-      o.ok = false;
-      o.error = "output '" + name + "': " + ref.status().to_string();
-      break;
-    }
-    o.outputs.push_back({name, *ref});
+    return Status::ok();
+  }, index_rows);
+  if (!stored.is_ok()) {
+    // Nothing imported may be named: the logs are lost, the run fails (and is retried).
+    o.stdout_digest.reset();
+    o.stderr_digest.reset();
+    o.ok = false;
+    if (o.error.empty()) o.error = "storing outputs and logs: " + stored.to_string();
   }
   if (!o.ok) o.outputs.clear();
   return o;

@@ -33,15 +33,21 @@ class SqliteState final : public StateStore {
   Status persist(const std::vector<Statement>& statements) override;
   Status persist_proofs(const std::vector<Statement>& proofs) override;
   Status persist_voids(const std::vector<StatementRef>& slots) override;
+  // One ledger transaction (store::LedgerStore::write_together).
+  Status persist_together(const std::function<Status()>& fn) override;
+  Status persist_index(const std::vector<store::ArtifactRecord>& rows) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
-  // Highest contiguous sequence per author stored (the transport's replay check).
+  // Highest contiguous sequence per author stored (the transport's replay check). Read
+  // from the ledger once (load_version_vector), then kept up to date in memory from the
+  // frontiers each commit moved.
   const VersionVector& version_vector() const { return vv_; }
   Status load_version_vector();
 
  private:
   store::LedgerStore* ledger_;
   VersionVector vv_;
+  bool grouped_ = false;  // inside persist_together
   AgentKey self_;
   const Clock* clock_;
 };
@@ -62,7 +68,8 @@ class LocalExecutor final : public Executor {
   Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;
   void discard_leftover(const store::RunningJob& row) override;
   promises::JobOutcome collect(const promises::StartJob& start, const ProcessExit& exit,
-                               const std::string& error) override;
+                               const std::string& error,
+                               std::vector<store::ArtifactRecord>* index_rows) override;
   void remove_work_dir(const promises::StartJob& start) override;
   std::string work_dir(const promises::StartJob& start) const override;
 

@@ -88,7 +88,7 @@ Status ArtifactStore::ensure_fanout(const Digest& digest) {
 }
 
 Status ArtifactStore::install(const std::string& tmp, const Digest& digest, ArtifactKind kind,
-                              std::uint64_t size_bytes) {
+                              std::uint64_t size_bytes, bool sync_dir) {
   auto existing = index_.index_get(digest);
   if (!existing.is_ok()) return existing.status();
   if (existing->has_value() && (*existing)->kind != kind) {
@@ -108,7 +108,7 @@ Status ArtifactStore::install(const std::string& tmp, const Digest& digest, Arti
     (void)env_.remove_file(tmp);
     return s;
   }
-  VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects/" + digest.hex().substr(0, 2)));
+  if (sync_dir) VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects/" + digest.hex().substr(0, 2)));
   pending_rows_.push_back(ArtifactRecord{digest, size_bytes, kind, false, ++tick_});
   return Status::ok();
 }
@@ -126,7 +126,7 @@ Result<Digest> ArtifactStore::write_object(ArtifactKind kind, std::string_view d
   auto file = env_.new_writable(tmp, 0444);
   if (!file.is_ok()) return file.status();
   Status s = (*file)->append(bytes_of(data));
-  if (s.is_ok()) s = (*file)->sync();
+  if (s.is_ok() && !deferred_) s = (*file)->sync();
   if (s.is_ok()) s = (*file)->close();
   if (!s.is_ok()) {
     file->reset();
@@ -134,8 +134,87 @@ Result<Digest> ArtifactStore::write_object(ArtifactKind kind, std::string_view d
     return s;
   }
   Digest d = blake2b(data);
-  VOW_RETURN_IF_ERROR(install(tmp, d, kind, data.size()));
+  VOW_RETURN_IF_ERROR(written(tmp, d, kind, data.size()));
   return d;
+}
+
+Status ArtifactStore::written(const std::string& tmp, const Digest& digest, ArtifactKind kind,
+                              std::uint64_t size_bytes) {
+  if (!deferred_) return install(tmp, digest, kind, size_bytes);
+  deferred_->push_back(Deferred{tmp, digest, kind, size_bytes});
+  return Status::ok();
+}
+
+Status ArtifactStore::import_together(const std::function<Status()>& fn,
+                                      std::vector<ArtifactRecord>* rows) {
+  if (deferred_) return fn();  // part of the outer group
+  deferred_.emplace();
+  Status s = fn();
+  std::vector<Deferred> objects = std::move(*deferred_);
+  deferred_.reset();
+  if (!s.is_ok()) {
+    for (const auto& o : objects) (void)env_.remove_file(o.tmp);
+    return s;
+  }
+  return store_deferred(objects, rows);
+}
+
+// The write protocol of install(), one pass per step over all the objects: their bytes
+// are durable before any is renamed, and every name is durable before any index row is
+// committed (docs/storage.md, "Group import").
+Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
+                                     std::vector<ArtifactRecord>* rows) {
+  if (objects.empty()) return Status::ok();
+  auto drop_from = [&](std::size_t i) {
+    for (; i < objects.size(); ++i) (void)env_.remove_file(objects[i].tmp);
+  };
+  Status s;
+  if (objects.size() > kSyncfsAbove) {
+    s = env_.sync_filesystem(root_ + "/tmp");
+  } else {
+    for (const auto& o : objects) {
+      s = env_.sync_file(o.tmp);
+      if (!s.is_ok()) break;
+    }
+  }
+  if (!s.is_ok()) {
+    drop_from(0);
+    return s;
+  }
+  std::size_t rows_before = pending_rows_.size();
+  std::set<std::string> dirs;
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    const auto& o = objects[i];
+    s = install(o.tmp, o.digest, o.kind, o.size_bytes, /*sync_dir=*/false);
+    if (!s.is_ok()) {
+      drop_from(i + 1);  // install removed this one's temporary
+      break;
+    }
+    dirs.insert(root_ + "/objects/" + o.digest.hex().substr(0, 2));
+  }
+  if (s.is_ok()) {
+    if (dirs.size() > kSyncfsAbove) {
+      s = env_.sync_filesystem(root_ + "/objects");
+    } else {
+      for (const auto& d : dirs) {
+        s = env_.sync_dir(d);
+        if (!s.is_ok()) break;
+      }
+    }
+  }
+  if (!s.is_ok()) {
+    // The names may not be durable: no rows (the next open indexes what it verifies).
+    pending_rows_.resize(rows_before);
+    return s;
+  }
+  if (rows == nullptr) return flush_index();
+  // An object held before keeps its old row until the caller commits the new one: a use
+  // tick (written before any GC runs) keeps a GC meanwhile from taking it as unused.
+  for (const auto& o : objects) touch(o.digest);
+  rows->insert(rows->end(), pending_rows_.begin() + static_cast<std::ptrdiff_t>(rows_before),
+               pending_rows_.end());
+  pending_rows_.resize(rows_before);
+  return Status::ok();
 }
 
 Result<Digest> ArtifactStore::put_bytes(std::string_view data) {
@@ -218,7 +297,7 @@ Result<ArtifactRef> ArtifactStore::import_file(const std::string& path, bool* ex
     if (!s.is_ok()) break;
     off += *n;
   }
-  if (s.is_ok()) s = (*dst)->sync();
+  if (s.is_ok() && !deferred_) s = (*dst)->sync();
   if (s.is_ok()) s = (*dst)->close();
   if (!s.is_ok()) {
     dst->reset();
@@ -226,7 +305,7 @@ Result<ArtifactRef> ArtifactStore::import_file(const std::string& path, bool* ex
     return s;
   }
   Digest d = hasher.finish();
-  VOW_RETURN_IF_ERROR(install(tmp, d, ArtifactKind::kFile, off));
+  VOW_RETURN_IF_ERROR(written(tmp, d, ArtifactKind::kFile, off));
   ArtifactRef ref;
   ref.digest = d;
   ref.size_bytes = off;
@@ -433,6 +512,7 @@ Result<ArtifactRef> ArtifactStore::import_any(const std::string& path, CachedImp
     case FileType::kOther:
       return Status::invalid("import " + path + ": special file (device, socket or FIFO) refused");
   }
+  if (deferred_) return r;  // indexed when the group is stored
   Status f = flush_index();
   if (!r.is_ok()) return r;
   if (!f.is_ok()) return f;

@@ -12,9 +12,11 @@
 //   artifacts/tmp/                       objects being written (emptied on open)
 //
 // Writes: hash while writing to tmp/, fsync, rename into objects/, fsync the directory,
-// then add the index row. A crash leaves at worst a temporary (removed on open) or an
-// object without an index row (verified and indexed on open), never a visible object
-// with wrong content. Reads verify: read()/read_tree() check the digest before returning
+// then add the index row. import_together() does the same for many objects with one
+// pass of each step (all files synced, all renamed, all directories synced, one index
+// commit). A crash leaves at worst a temporary (removed on open) or an object without
+// an index row (verified and indexed on open), never a visible object with wrong
+// content. Reads verify: read()/read_tree() check the digest before returning
 // anything; ArtifactReader::read_next() checks it when the end is reached; a mismatch is
 // kCorrupt naming the digest.
 //
@@ -27,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -50,6 +53,9 @@ inline constexpr int kMaxTreeDepth = 256;
 // Expansions of trees remembered (promises/tree.h): trees never change, so this only
 // bounds memory; past it the memo starts again.
 inline constexpr std::size_t kMaxExpansionMemo = 100'000;
+// import_together: past this many files (or directories) to sync, one syncfs of the
+// store's file system replaces their fsyncs.
+inline constexpr std::size_t kSyncfsAbove = 8;
 
 // STATE_DIR/vow.db and STATE_DIR/artifacts.
 std::string ledger_path(const std::string& state_dir);
@@ -178,6 +184,19 @@ class ArtifactStore {
   // was made for another path.
   Result<ArtifactRef> import_path(const std::string& path, ImportCache& cache,
                                   ImportStats* stats = nullptr);
+  // Runs FN, whose imports (import_path) then reach the disk together, as a finished
+  // job's outputs and logs do: each object is written to tmp/ without a sync; after FN,
+  // one pass syncs them all, they are renamed into place, one pass syncs the directories
+  // that gained names, and one commit indexes them. An import inside FN returns its
+  // reference before the object is stored: nothing may name it (a persisted statement)
+  // until this returns ok. On an error nothing of FN's is indexed (objects already
+  // renamed into place are verified and indexed by the next open). With ROWS, the index
+  // rows are added there instead of committed: the caller commits them
+  // (LedgerStore::index_put) with, or before, the first statement naming the objects;
+  // until then the objects are on disk but not held (has() is false), and a crash
+  // leaves them to the next open.
+  Status import_together(const std::function<Status()>& fn,
+                         std::vector<ArtifactRecord>* rows = nullptr);
   // Moves a regular file into the store instead of copying it: hashed where it is,
   // synced, renamed into place. The file must be on the store's file system and the
   // caller gives it up (on success it is gone; on failure it may remain). For a file the
@@ -228,9 +247,21 @@ class ArtifactStore {
   Status recover();
   Status ensure_fanout(const Digest& digest);
   std::string new_temp_path();
-  // Moves a synced temporary into place as DIGEST and queues its index row.
+  // Moves a synced temporary into place as DIGEST and queues its index row; syncs the
+  // directory unless the caller syncs it later (import_together).
   Status install(const std::string& tmp, const Digest& digest, ArtifactKind kind,
+                 std::uint64_t size_bytes, bool sync_dir = true);
+  // An object written to tmp/ inside import_together, not synced yet.
+  struct Deferred {
+    std::string tmp;
+    Digest digest;
+    ArtifactKind kind = ArtifactKind::kFile;
+    std::uint64_t size_bytes = 0;
+  };
+  // A written, closed temporary: installed now, or deferred inside import_together.
+  Status written(const std::string& tmp, const Digest& digest, ArtifactKind kind,
                  std::uint64_t size_bytes);
+  Status store_deferred(std::vector<Deferred>& objects, std::vector<ArtifactRecord>* rows);
   Result<Digest> write_object(ArtifactKind kind, std::string_view data);
   struct CachedImport;
   Result<ArtifactRef> import_any(const std::string& path, CachedImport* cached);
@@ -258,6 +289,7 @@ class ArtifactStore {
   const std::uint64_t id_;        // tells store instances apart (an ImportCache's memo)
   std::uint64_t removals_ = 0;    // objects removed (remove, gc) since open
   std::set<std::string> fanouts_;                   // fan-out directories known to exist
+  std::optional<std::vector<Deferred>> deferred_;   // set inside import_together
   std::vector<ArtifactRecord> pending_rows_;        // installed, not yet indexed
   std::map<Digest, std::uint64_t> pending_touch_;   // bounded by kMaxPendingTouches
   std::map<Digest, TreeExpansion> expansion_memo_;  // bounded by kMaxExpansionMemo

@@ -115,6 +115,67 @@ TEST_CASE("artifacts: an imported directory's digest is the tree.h encoding") {
   CHECK(file->digest == blake2b("alpha"));
 }
 
+TEST_CASE("artifacts: a group import stores every object once the group ends, as import would") {
+  Fixture f;
+  std::string src = f.dir / "src";
+  write_file(src + "/log", "a job's stdout\n");
+  write_file(src + "/empty", "");
+  // More files than kSyncfsAbove: the group syncs them with one syncfs.
+  for (int i = 0; i < 12; ++i) write_file(src + "/out/f" + std::to_string(i), std::to_string(i));
+  write_file(src + "/out/sub/x", "x", 0755);
+
+  std::vector<ArtifactRef> refs;
+  Status s = f.store->import_together([&]() -> Status {
+    for (const char* name : {"/log", "/empty", "/out"}) {
+      auto ref = f.store->import_path(src + name);
+      if (!ref.is_ok()) return ref.status();
+      refs.push_back(*ref);
+    }
+    // Nothing is held before the group ends.
+    CHECK(!*f.store->has(refs[0].digest));
+    return Status::ok();
+  });
+  REQUIRE_MESSAGE(s.is_ok(), s.to_string());
+  REQUIRE(refs.size() == 3);
+  CHECK(refs[0].digest == blake2b("a job's stdout\n"));
+  CHECK(refs[1].digest == blake2b(""));
+  CHECK(*f.store->read(refs[0].digest) == "a job's stdout\n");
+  CHECK(f.store->verify(refs[2].digest).is_ok());
+  CHECK(*f.store->ref(refs[2].digest) == refs[2]);
+  CHECK(mode_of(f.store->object_path(refs[0].digest, ArtifactKind::kFile)) == 0444);
+  // The same tree as a plain import, and nothing left in tmp/.
+  Fixture g;
+  CHECK(g.store->import_path(src + "/out")->digest == refs[2].digest);
+  CHECK(std::filesystem::is_empty(artifacts_root(f.dir.path()) + "/tmp"));
+  // Still there after a reopen (rows committed).
+  f.reopen_store();
+  CHECK(f.store->verify(refs[2].digest).is_ok());
+  CHECK(*f.store->has(refs[1].digest));
+
+  // Rows handed back: the objects are on disk, held once the rows are committed.
+  write_file(src + "/late", "rows committed by the caller");
+  std::vector<ArtifactRecord> rows;
+  s = f.store->import_together([&] { return f.store->import_path(src + "/late").status(); },
+                               &rows);
+  REQUIRE(s.is_ok());
+  REQUIRE(rows.size() == 1);
+  Digest late = blake2b("rows committed by the caller");
+  CHECK(rows[0].digest == late);
+  CHECK(!*f.store->has(late));
+  REQUIRE(f.ledger->index_put(rows).is_ok());
+  CHECK(*f.store->read(late) == "rows committed by the caller");
+
+  // A group whose function fails stores nothing.
+  write_file(src + "/other", "never stored");
+  s = f.store->import_together([&]() -> Status {
+    REQUIRE(f.store->import_path(src + "/other").is_ok());
+    return Status::invalid("the job failed");
+  });
+  CHECK(s.code() == StatusCode::kInvalid);
+  CHECK(!*f.store->has(blake2b("never stored")));
+  CHECK(std::filesystem::is_empty(artifacts_root(f.dir.path()) + "/tmp"));
+}
+
 TEST_CASE("artifacts: import refuses symbolic links and special files, naming the path") {
   Fixture f;
   std::string src = f.dir / "src";

@@ -1,10 +1,13 @@
 // store_crash_helper STATE_DIR SEED [COUNT]: writes statements and artifacts into
 // STATE_DIR in a loop until killed (or COUNT rounds are done, then exits 0), reporting each item on
 // stdout only after it is committed:
-//   S <seq>      own statement <seq> appended (signed by test key 1)
+//   S <seq>      own statement <seq> appended (signed by test key 1); for an even <seq>,
+//                in one write_together with key 3's statement <seq>/2 (a group commit)
 //   B <seq>      a batch of key 2's statements up to <seq> inserted
 //   A <hex>      file artifact stored
-//   T <hex>      tree artifact (of earlier files) stored
+//   T <hex>      tree artifact (of earlier files, or of a directory imported) stored
+// Every fourth round imports a file and a directory of two files in one import_together
+// (a group import) and reports each object after the group is stored.
 //   g            a GC starts (it may remove any artifact reported so far)
 //   R <hex>      the GC removed this artifact
 //   G            the GC finished
@@ -13,6 +16,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -45,7 +50,7 @@ int main(int argc, char** argv) {
   }
   std::string state = argv[1];
   std::mt19937_64 rng(std::strtoull(argv[2], nullptr, 10));
-  testing::TestKey me(1), other(2);
+  testing::TestKey me(1), other(2), grouped(3);
   if (Status s = posix_env().make_dir(state, 0755); !s.is_ok()) die(s);
   auto ledger = open_sqlite_ledger(ledger_path(state));
   if (!ledger.is_ok()) die(ledger.status());
@@ -63,8 +68,47 @@ int main(int argc, char** argv) {
     // even though each run is killed after a few rounds.
     const std::uint64_t round = *next - 1;
     auto st = testing::make_statement(me, *next, "own " + std::to_string(rng()));
-    if (Status s = (*ledger)->append_own(st); !s.is_ok()) die(s);
+    if (*next % 2 == 0) {
+      auto peer = testing::make_statement(grouped, *next / 2, "grouped " + std::to_string(rng()));
+      Status s = (*ledger)->write_together(
+          [&]() -> Status {
+            VOW_RETURN_IF_ERROR((*ledger)->append_own(st));
+            return (*ledger)->insert(peer);
+          },
+          nullptr);
+      if (!s.is_ok()) die(s);
+    } else if (Status s = (*ledger)->append_own(st); !s.is_ok()) {
+      die(s);
+    }
     report("S " + std::to_string(*next));
+
+    if (round % 4 == 1) {
+      // A job's outputs: files written outside the store, imported together.
+      std::string src = state + ".src";
+      std::error_code ec;
+      std::filesystem::remove_all(src, ec);
+      std::filesystem::create_directories(src + "/dir", ec);
+      if (ec) die(Status::io("create " + src + ": " + ec.message()));
+      for (const char* name : {"/file", "/dir/a", "/dir/b"}) {
+        std::ofstream out(src + name, std::ios::binary);
+        std::string bytes(rng() % 16384, '\0');
+        for (auto& c : bytes) c = static_cast<char>(rng());
+        out << bytes;
+      }
+      std::vector<ArtifactRef> refs;
+      Status s = (*store)->import_together([&]() -> Status {
+        for (const char* name : {"/file", "/dir"}) {
+          auto ref = (*store)->import_path(src + name);
+          if (!ref.is_ok()) return ref.status();
+          refs.push_back(*ref);
+        }
+        return Status::ok();
+      });
+      if (!s.is_ok()) die(s);
+      report("A " + refs[0].digest.hex());
+      for (const auto& e : refs[1].entries) report("A " + e.digest.hex());
+      report("T " + refs[1].digest.hex());
+    }
 
     std::string content(rng() % 65536, '\0');
     for (auto& c : content) c = static_cast<char>(rng());

@@ -2,7 +2,8 @@
 // with SIGKILL at random moments, 200+ times. After each kill the store must open, fsck
 // must be clean, every reported statement must be present, and every reported artifact
 // must be held with content matching its name (unless a GC it reported removed it, or
-// the kill interrupted a GC). Seeded: set VOW_SEED to replay.
+// the kill interrupted a GC), and a group commit must be there whole or not at all.
+// Seeded: set VOW_SEED to replay.
 #include <doctest/doctest.h>
 #include <poll.h>
 #include <signal.h>
@@ -134,7 +135,7 @@ void check_state(const std::string& state, Reported& r) {
   {
     auto store = ArtifactStore::open(artifacts_root(state), **ledger);
     REQUIRE_MESSAGE(store.is_ok(), store.status().to_string());
-    TestKey me(1), other(2);
+    TestKey me(1), other(2), grouped(3);
     auto own = (*ledger)->own_last_seq();
     REQUIRE(own.is_ok());
     CHECK(*own >= r.own_seq);  // the last append may have committed unreported
@@ -144,6 +145,10 @@ void check_state(const std::string& state, Reported& r) {
     std::uint64_t have_other = vv->count(other.public_key) ? vv->at(other.public_key) : 0;
     CHECK(have_own == *own);  // own statements are contiguous
     CHECK(have_other >= r.other_seq);
+    // Key 3's statement k was committed in one group with own statement 2k: both or
+    // neither are there.
+    std::uint64_t have_grouped = vv->count(grouped.public_key) ? vv->at(grouped.public_key) : 0;
+    CHECK(have_grouped == *own / 2);
     for (auto it = r.artifacts.begin(); it != r.artifacts.end();) {
       auto held = (*store)->has(*it);
       REQUIRE(held.is_ok());

@@ -166,6 +166,15 @@ class PosixEnv final : public Env {
     if (rc != 0) return errno_status("fsync", path, err);
     return Status::ok();
   }
+  Status sync_filesystem(const std::string& path) override {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno_status("open", path, errno);
+    int rc = ::syncfs(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) return errno_status("syncfs", path, err);
+    return Status::ok();
+  }
   Status remove_file(const std::string& path) override {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) return errno_status("unlink", path, errno);
     return Status::ok();
@@ -242,6 +251,11 @@ Status FaultyEnv::rename(const std::string& from, const std::string& to) {
 Status FaultyEnv::sync_dir(const std::string& path) {
   if (plan_.fail_sync) return errno_status("fsync directory", path, EIO);
   return base_.sync_dir(path);
+}
+
+Status FaultyEnv::sync_filesystem(const std::string& path) {
+  if (plan_.fail_sync) return errno_status("syncfs", path, EIO);
+  return base_.sync_filesystem(path);
 }
 
 Status FaultyEnv::sync_file(const std::string& path) {

@@ -74,6 +74,9 @@ class Env {
   virtual Status sync_dir(const std::string& path) = 0;
   // fsync of an existing file, written by someone else (a file handed to the store).
   virtual Status sync_file(const std::string& path) = 0;
+  // syncfs: everything written to the file system holding PATH (data, names, metadata)
+  // is durable when this returns. One call instead of many fsyncs of files on it.
+  virtual Status sync_filesystem(const std::string& path) = 0;
   virtual Status remove_file(const std::string& path) = 0;  // ok if already gone
   virtual Status chmod(const std::string& path, mode_t mode) = 0;
   // Hard link. Returns false (not an error) when the OS cannot link across these paths
@@ -88,7 +91,8 @@ Env& posix_env();
 struct FaultPlan {
   // Fail the Nth WritableFile::append (1-based, counted across all files); 0 = never.
   std::uint64_t fail_write_n = 0;
-  bool fail_sync = false;    // every WritableFile::sync, sync_dir and sync_file fails (EIO)
+  // every WritableFile::sync, sync_dir, sync_file and sync_filesystem fails (EIO)
+  bool fail_sync = false;
   bool disk_full = false;    // every append fails with ENOSPC
   bool fail_rename = false;  // every rename fails (EIO)
   // Nonzero: stat reports this as every entry's mtime and ctime (a file system that keeps
@@ -121,6 +125,7 @@ class FaultyEnv final : public Env {
   Status rename(const std::string& from, const std::string& to) override;
   Status sync_dir(const std::string& path) override;
   Status sync_file(const std::string& path) override;
+  Status sync_filesystem(const std::string& path) override;
   Status remove_file(const std::string& path) override { return base_.remove_file(path); }
   Status chmod(const std::string& path, mode_t mode) override { return base_.chmod(path, mode); }
   Result<bool> link(const std::string& from, const std::string& to) override {

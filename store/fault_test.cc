@@ -179,5 +179,110 @@ TEST_CASE("faults: a failed SQLite fsync is reported") {
   ledger_fault([](FaultyVfs& v) { v.plan().fail_sync = true; }, StatusCode::kIo, "disk I/O error");
 }
 
+TEST_CASE("faults: a group import whose sync fails indexes nothing and leaves a clean store") {
+  TempDir dir;
+  std::string src = dir / "src";
+  write_file(src + "/log", "log");
+  for (int i = 0; i < 3; ++i) write_file(src + "/out/f" + std::to_string(i), std::to_string(i));
+  {
+    auto l = open_sqlite_ledger(ledger_path(dir.path()));
+    REQUIRE(l.is_ok());
+    FaultyEnv env(posix_env());
+    auto store = ArtifactStore::open(artifacts_root(dir.path()), **l, env);
+    REQUIRE(store.is_ok());
+    env.plan().fail_sync = true;
+    Digest tree;
+    Status s = (*store)->import_together([&]() -> Status {
+      VOW_RETURN_IF_ERROR((*store)->import_path(src + "/log").status());
+      auto r = (*store)->import_path(src + "/out");
+      if (!r.is_ok()) return r.status();
+      tree = r->digest;
+      return Status::ok();
+    });
+    CHECK(s.code() == StatusCode::kIo);
+    CHECK(contains(s, "fsync"));
+    CHECK(!*(*store)->has(blake2b("log")));
+    CHECK(!*(*store)->has(tree));
+  }
+  require_clean(dir.path());
+}
+
+TEST_CASE("group commit: one sync for many writes, none of them kept if it fails") {
+  TempDir dir;
+  TestKey me(1), peer(2);
+  FaultyVfs vfs("vow-faulty-group-" + std::to_string(reinterpret_cast<std::uintptr_t>(&dir)));
+  {
+    SqliteOptions opts;
+    opts.vfs_name = vfs.name();
+    auto l = open_sqlite_ledger(ledger_path(dir.path()), opts);
+    REQUIRE_MESSAGE(l.is_ok(), l.status().to_string());
+    LedgerStore& ledger = **l;
+    auto write_pass = [&](std::uint64_t first) -> Status {
+      for (std::uint64_t seq = first; seq < first + 10; ++seq) {
+        VOW_RETURN_IF_ERROR(ledger.append_own(make_statement(me, seq, "own")));
+        VOW_RETURN_IF_ERROR(ledger.insert(make_statement(peer, seq, "peer")));
+      }
+      return Status::ok();
+    };
+    // Twenty writes one by one: a sync each.
+    std::uint64_t before = vfs.syncs();
+    REQUIRE(write_pass(1).is_ok());
+    CHECK(vfs.syncs() - before >= 20);
+    // The next twenty in one group: one sync, and the frontiers they moved.
+    before = vfs.syncs();
+    VersionVector moved;
+    REQUIRE(ledger.write_together([&] { return write_pass(11); }, &moved).is_ok());
+    CHECK(vfs.syncs() - before == 1);
+    CHECK(moved == VersionVector{{me.public_key, 20}, {peer.public_key, 20}});
+
+    // A write that fails inside a group is undone alone; the rest commits.
+    Status inner;
+    REQUIRE(ledger
+                .write_together(
+                    [&] {
+                      inner = ledger.insert(make_statement(peer, 5, "equivocation"));
+                      return ledger.append_own(make_statement(me, 21, "own"));
+                    },
+                    &moved)
+                .is_ok());
+    CHECK(inner.code() == StatusCode::kInvalid);
+    CHECK(*ledger.own_last_seq() == 21);
+    CHECK(moved == VersionVector{{me.public_key, 21}});
+
+    // A group whose sync fails keeps none of its writes, and the ledger goes on.
+    vfs.plan().fail_sync = true;
+    Status s = ledger.write_together([&] { return write_pass(22); }, &moved);
+    CHECK(s.code() == StatusCode::kIo);
+    vfs.clear();
+    CHECK(*ledger.own_last_seq() == 21);
+    CHECK(!ledger.get(peer.public_key, 22)->has_value());
+    CHECK(ledger.version_vector()->at(peer.public_key) == 20);
+    // So does one whose function fails.
+    s = ledger.write_together(
+        [&]() -> Status {
+          VOW_RETURN_IF_ERROR(ledger.append_own(make_statement(me, 22, "own")));
+          return Status::io("stop here");
+        },
+        nullptr);
+    CHECK(s.message() == "stop here");
+    CHECK(*ledger.own_last_seq() == 21);
+
+    // Running-job rows commit without a sync (the next synced commit carries them).
+    before = vfs.syncs();
+    RunningJob row{blake2b("job"), 1, 4242, "/work", 7};
+    REQUIRE(ledger.put_running_job(row).is_ok());
+    CHECK(vfs.syncs() == before);
+    REQUIRE(ledger.append_own(make_statement(me, 22, "own")).is_ok());
+    CHECK(vfs.syncs() == before + 1);
+  }
+  require_clean(dir.path());
+  auto l = open_sqlite_ledger(ledger_path(dir.path()));
+  REQUIRE(l.is_ok());
+  CHECK(*(*l)->own_last_seq() == 22);
+  CHECK((*l)->version_vector()->at(peer.public_key) == 20);
+  REQUIRE((*l)->running_jobs()->size() == 1);
+  CHECK((*l)->running_jobs()->front().pid == 4242);
+}
+
 }  // namespace
 }  // namespace vow::store

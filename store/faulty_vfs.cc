@@ -195,6 +195,7 @@ int FaultyVfs::on_sync() {
     ++faults_;
     return SQLITE_IOERR_FSYNC;
   }
+  ++syncs_;
   return SQLITE_OK;
 }
 

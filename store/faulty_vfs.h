@@ -43,6 +43,7 @@ class FaultyVfs {
   }
   std::uint64_t writes() const { return writes_.load(); }
   std::uint64_t faults() const { return faults_.load(); }
+  std::uint64_t syncs() const { return syncs_.load(); }  // xSync calls that reached the disk
 
   // Called from the shim (internal).
   int on_write();
@@ -54,6 +55,7 @@ class FaultyVfs {
   VfsFaultPlan plan_;
   std::atomic<std::uint64_t> writes_{0};
   std::atomic<std::uint64_t> faults_{0};
+  std::atomic<std::uint64_t> syncs_{0};
   sqlite3_vfs* real_;
   std::unique_ptr<sqlite3_vfs> vfs_;
 };

@@ -32,6 +32,15 @@ Status validate_stored_statement(const StoredStatement& s) {
   return Status::ok();
 }
 
+Status LedgerStore::write_together(const std::function<Status()>& fn, VersionVector* moved) {
+  VOW_RETURN_IF_ERROR(fn());
+  if (moved == nullptr) return Status::ok();
+  auto vv = version_vector();
+  if (!vv.is_ok()) return vv.status();
+  *moved = std::move(vv).value();
+  return Status::ok();
+}
+
 Status equivocation_status(const StoredStatement& s) {
   return Status::invalid("equivocation: author " + s.author.hex() + " seq " +
                          std::to_string(s.seq) +

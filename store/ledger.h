@@ -14,6 +14,11 @@
 //   - append_own() stores one of this agent's own statements and advances the own
 //     sequence counter in the same transaction; the caller assigns seq, the ledger checks
 //     it is exactly own_last_seq() + 1.
+//   - write_together() makes every write of a function one transaction: one commit and,
+//     in SqliteLedger, one sync for all of them (group commit, docs/storage.md).
+//   - Running-job rows are durable across a crash of the process, not necessarily across
+//     a power loss (which ends every job too): SqliteLedger commits them without a sync,
+//     and the next synced commit makes them durable with it.
 //
 // Errors: kInvalid (bad argument / equivocation), kCorrupt (a stored row fails its
 // checksum; the message names author and seq), kIo / kUnavailable (the database failed;
@@ -94,6 +99,17 @@ inline constexpr std::size_t kMaxQueryRows = 100'000;
 class LedgerStore {
  public:
   virtual ~LedgerStore() = default;
+
+  // --- group commit ---
+  // Runs FN; the writes it makes through this ledger form one transaction. When this
+  // returns ok they are all durable, and MOVED (if given) holds the new contiguous seq
+  // (as version_vector() gives it) of at least every author whose frontier they moved.
+  // A write inside FN that fails is undone alone, as outside; when FN returns an error or
+  // the commit fails, SqliteLedger keeps none of FN's writes (the in-memory ledger keeps
+  // those that succeeded); after an error that cost SQLite the whole transaction (some
+  // I/O errors), every later write inside FN fails too, and so does the commit. A call
+  // inside FN only runs its function, as part of the outer.
+  virtual Status write_together(const std::function<Status()>& fn, VersionVector* moved);
 
   // --- statements ---
   virtual Status insert(const StoredStatement& s) = 0;
@@ -184,6 +200,10 @@ class FaultyLedger final : public LedgerStore {
   Status insert(const StoredStatement& s) override;
   Status insert_batch(std::span<const StoredStatement> batch) override;
   Status append_own(const StoredStatement& s) override;
+  // FN's writes still pass through this wrapper (and its plan) one by one.
+  Status write_together(const std::function<Status()>& fn, VersionVector* moved) override {
+    return base_.write_together(fn, moved);
+  }
   Result<std::uint64_t> own_last_seq() override { return base_.own_last_seq(); }
   Result<std::optional<StoredStatement>> get(const AgentKey& a, std::uint64_t seq) override {
     return base_.get(a, seq);

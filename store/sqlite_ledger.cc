@@ -41,7 +41,8 @@ class StmtGuard {
 
 class SqliteLedger final : public LedgerStore {
  public:
-  SqliteLedger(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  SqliteLedger(sqlite3* db, std::string path, bool synchronous_full)
+      : db_(db), path_(std::move(path)), synchronous_full_(synchronous_full) {}
   ~SqliteLedger() override {
     for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
     sqlite3_close_v2(db_);
@@ -58,8 +59,28 @@ class SqliteLedger final : public LedgerStore {
   Status err(const std::string& op, int rc) { return sqlite_status(db_, path_, op, rc); }
 
   // Runs FN in a write transaction (BEGIN IMMEDIATE ... COMMIT), rolling back on error.
+  // Inside write_together, FN runs in a savepoint of the group's transaction instead, so
+  // that a write that fails is undone alone, as it would be on its own.
   template <typename Fn>
   Status transaction(const char* op, Fn&& fn) {
+    if (grouped_) {
+      VOW_RETURN_IF_ERROR(group_open(op));
+      VOW_RETURN_IF_ERROR(exec("SAVEPOINT one_write", (std::string(op) + ": savepoint").c_str()));
+      VersionVector moves_before = moves_;
+      Status s = fn();
+      if (s.is_ok()) {
+        int rc = sqlite3_exec(db_, "RELEASE one_write", nullptr, nullptr, nullptr);
+        if (rc == SQLITE_OK) return Status::ok();
+        s = err(std::string(op) + ": release", rc);
+      }
+      moves_ = std::move(moves_before);
+      // After some I/O errors SQLite has rolled the whole group back; its commit then fails.
+      if (!sqlite3_get_autocommit(db_)) {
+        sqlite3_exec(db_, "ROLLBACK TO one_write", nullptr, nullptr, nullptr);
+        sqlite3_exec(db_, "RELEASE one_write", nullptr, nullptr, nullptr);
+      }
+      return s;
+    }
     VOW_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE", (std::string(op) + ": begin").c_str()));
     Status s = fn();
     if (s.is_ok()) {
@@ -86,6 +107,51 @@ class SqliteLedger final : public LedgerStore {
     int rc = sqlite3_step(s);
     if (rc != SQLITE_DONE) return err(op, rc);
     return Status::ok();
+  }
+
+  // --- group commit ---
+
+  Status write_together(const std::function<Status()>& fn, VersionVector* moved) override {
+    if (grouped_) return fn();
+    VOW_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE", "write together: begin"));
+    grouped_ = true;
+    moves_.clear();
+    Status s = fn();
+    grouped_ = false;
+    if (s.is_ok()) s = group_open("write together");
+    if (s.is_ok()) {
+      int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) {
+        if (moved != nullptr) *moved = std::move(moves_);
+        moves_.clear();
+        return Status::ok();
+      }
+      s = err("write together: commit", rc);
+    }
+    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    moves_.clear();
+    return s;
+  }
+
+  // After some I/O errors SQLite rolls back the whole transaction: the group is lost,
+  // and no later write may start a transaction of its own and commit half a group.
+  Status group_open(const char* op) {
+    if (!sqlite3_get_autocommit(db_)) return Status::ok();
+    return Status::io(path_ + ": " + op + ": the group's transaction was rolled back by an " +
+                      "earlier error");
+  }
+
+  // Runs FN, one write committed on its own, without syncing the WAL: durable across a
+  // crash of the process at once, across a power loss with the next synced commit. For
+  // the running-job table only (ledger.h). Inside write_together it is part of the group.
+  template <typename Fn>
+  Status unsynced(const char* op, Fn&& fn) {
+    if (grouped_) VOW_RETURN_IF_ERROR(group_open(op));
+    if (grouped_ || !synchronous_full_) return fn();
+    VOW_RETURN_IF_ERROR(exec("PRAGMA synchronous=NORMAL", op));
+    Status s = fn();
+    Status back = exec("PRAGMA synchronous=FULL", op);
+    return s.is_ok() ? back : s;
   }
 
   // --- statements ---
@@ -250,6 +316,14 @@ class SqliteLedger final : public LedgerStore {
   // --- running jobs ---
 
   Status put_running_job(const RunningJob& job) override {
+    return unsynced("insert running_jobs", [&] { return put_running_job_row(job); });
+  }
+
+  Status remove_running_job(const Digest& job) override {
+    return unsynced("delete running_jobs", [&] { return remove_running_job_row(job); });
+  }
+
+  Status put_running_job_row(const RunningJob& job) {
     auto st = prepare(
         "INSERT OR REPLACE INTO running_jobs (job, epoch, pid, work_dir, started_at) "
         "VALUES (?1, ?2, ?3, ?4, ?5)");
@@ -264,7 +338,7 @@ class SqliteLedger final : public LedgerStore {
     return step_done(*st, "insert running_jobs");
   }
 
-  Status remove_running_job(const Digest& job) override {
+  Status remove_running_job_row(const Digest& job) {
     auto st = prepare("DELETE FROM running_jobs WHERE job = ?1");
     if (!st.is_ok()) return st.status();
     StmtGuard g(*st);
@@ -324,6 +398,7 @@ class SqliteLedger final : public LedgerStore {
   }
 
   Status put_proof(const StoredStatement& s) override {
+    if (grouped_) VOW_RETURN_IF_ERROR(group_open("insert proof"));
     auto st = prepare(
         "INSERT OR IGNORE INTO proofs (author, seq, bytes, signature) VALUES (?1, ?2, ?3, ?4)");
     if (!st.is_ok()) return st.status();
@@ -731,11 +806,16 @@ class SqliteLedger final : public LedgerStore {
     StmtGuard g(*up);
     bind_blob(*up, 1, as_span(author.bytes));
     sqlite3_bind_int64(*up, 2, static_cast<sqlite3_int64>(next));
-    return step_done(*up, "update frontier");
+    VOW_RETURN_IF_ERROR(step_done(*up, "update frontier"));
+    if (grouped_) moves_[author] = next;
+    return Status::ok();
   }
 
   sqlite3* db_;
   std::string path_;
+  bool synchronous_full_;  // SqliteOptions::synchronous_full
+  bool grouped_ = false;  // inside write_together
+  VersionVector moves_;   // frontiers the open group moved
   std::map<const char*, sqlite3_stmt*> cache_;  // keyed by the SQL text's address
 };
 
@@ -752,7 +832,7 @@ Result<std::unique_ptr<LedgerStore>> open_sqlite_ledger(const std::string& path,
     sqlite3_close_v2(db);
     return s;
   }
-  auto ledger = std::make_unique<SqliteLedger>(db, path);
+  auto ledger = std::make_unique<SqliteLedger>(db, path, options.synchronous_full);
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
   // Refuse a newer schema before changing anything in the file (even its journal mode).

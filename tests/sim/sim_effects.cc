@@ -316,7 +316,8 @@ void SimExecutor::discard_leftover(const store::RunningJob& row) {
 
 promises::JobOutcome SimExecutor::collect(const promises::StartJob& s,
                                           const agent::ProcessExit& exit,
-                                          const std::string& error) {
+                                          const std::string& error,
+                                          std::vector<store::ArtifactRecord>* /*index_rows*/) {
   Host& h = w_->host(i_);
   promises::JobOutcome out;
   out.exit_status = exit.exit_status;

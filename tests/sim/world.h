@@ -102,7 +102,8 @@ class SimExecutor final : public agent::Executor {
   agent::Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;
   void discard_leftover(const store::RunningJob& row) override;
   promises::JobOutcome collect(const promises::StartJob& start, const agent::ProcessExit& exit,
-                               const std::string& error) override;
+                               const std::string& error,
+                               std::vector<store::ArtifactRecord>* index_rows) override;
   void remove_work_dir(const promises::StartJob& start) override;
   std::string work_dir(const promises::StartJob& start) const override;
 
