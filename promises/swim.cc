@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace vow::promises {
 
@@ -109,6 +110,7 @@ void SwimDetector::heard_from(const AgentKey& peer, std::int64_t now_ms) {
   m.last_heard_ms = std::max(m.last_heard_ms, now_ms);
   if (m.state != MemberState::kAlive && now_ms - m.last_reprobe_ms >= timing_.probe_interval_ms) {
     m.reprobe = true;
+    reprobes_.insert(peer);
   }
 }
 
@@ -344,8 +346,10 @@ std::vector<FailureDetector::Send> SwimDetector::probes(std::int64_t now_ms) {
     }
   }
   // Suspected or dead peers heard from directly: ping them now, so they refute.
-  for (auto& [k, m] : members_) {
-    if (!m.reprobe) continue;
+  for (const AgentKey& k : std::exchange(reprobes_, {})) {
+    auto it = members_.find(k);
+    if (it == members_.end() || !it->second.reprobe) continue;
+    Member& m = it->second;
     m.reprobe = false;
     if (m.state == MemberState::kAlive) continue;
     m.last_reprobe_ms = now_ms;

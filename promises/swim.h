@@ -121,6 +121,7 @@ class SwimDetector final : public FailureDetector {
   int health_ = 0;
   std::map<AgentKey, Member> members_;
   std::set<AgentKey> suspects_;
+  std::set<AgentKey> reprobes_;  // members with `reprobe` set (probes() pings them)
   std::uint64_t generation_ = 1;  // see FailureDetector::generation
   std::map<AgentKey, Queued> queue_;  // one update per agent, the newest
   std::vector<AgentKey> order_;

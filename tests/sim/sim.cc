@@ -578,7 +578,6 @@ bool World::quiet() {
   const std::set<std::string> poisoned = poisoned_stages();
   std::optional<VersionVector> vv;
   std::size_t size = 0;
-  Digest fingerprint;
   for (auto& h : hosts_) {
     if (!h.up || h.agent->jobs_here() != 0) {
       unquiet_ = h.config.name + " is down or runs jobs";
@@ -599,17 +598,14 @@ bool World::quiet() {
     }
     const auto& ledger = h.agent->core().ledger();
     VersionVector mine = ledger.version_vector();
-    // The same statements, not only as many (an equivocator's two halves have equal
-    // version vectors): the fingerprint covers content and known equivocators.
     // Slots filled: held, or void (a superseded advert, Ledger).
     std::size_t filled = ledger.size() + ledger.void_count();
-    if (vv && (mine != *vv || filled != size || ledger.fingerprint() != fingerprint)) {
+    if (vv && (mine != *vv || filled != size)) {
       unquiet_ = h.config.name + "'s ledger differs from the agents' before it";
       return false;
     }
     vv = mine;
     size = filled;
-    fingerprint = ledger.fingerprint();
     for (const auto& sp : h.agent->core().plan().stages) {
       if ((sp.state == promises::StageState::kPending ||
            sp.state == promises::StageState::kPlanned) &&
@@ -618,6 +614,18 @@ bool World::quiet() {
         return false;
       }
     }
+  }
+  // The same statements, not only as many (an equivocator's two halves have equal
+  // version vectors): the fingerprint covers content and known equivocators. Computed
+  // once every cheaper test passed (it reads every statement held).
+  std::optional<Digest> fingerprint;
+  for (auto& h : hosts_) {
+    Digest mine = h.agent->core().ledger().fingerprint();
+    if (fingerprint && mine != *fingerprint) {
+      unquiet_ = h.config.name + "'s ledger differs from the agents' before it";
+      return false;
+    }
+    fingerprint = mine;
   }
   // Holdings have reached every peer (as complete sets or deltas).
   if (!holdings_converged()) {
