@@ -124,6 +124,12 @@ class Executor {
   // Loop: stops a process a previous incarnation started, which the core did not resume,
   // and removes its files.
   virtual void discard_leftover(const store::RunningJob& row) = 0;
+  // Worker: why an exited run's outputs may not be imported (docs/sandbox.md), naming
+  // the file; empty when they may. Called before collect, for a run that succeeded.
+  virtual std::string refused_outputs(const promises::StartJob& start) {
+    (void)start;
+    return "";
+  }
   // Worker: imports an exited run's logs and outputs into the store.
   virtual promises::JobOutcome collect(const promises::StartJob& start, const ProcessExit& exit,
                                        const std::string& error) = 0;
