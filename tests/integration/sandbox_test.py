@@ -32,6 +32,7 @@ PROBE = r"""
   if cat "$STATE/identity" > /dev/null 2>&1; then echo identity=readable; else echo identity=hidden; fi
   if [ -e "$STATE/vow.db" ] || [ -d "$STATE/artifacts" ]; then echo state=visible; else echo state=hidden; fi
   if echo x > "$OUTSIDE/escape" 2> /dev/null; then echo outside=written; else echo outside=refused; fi
+  echo x > "$STATE/planted" 2> /dev/null
   if echo x >> "$VOW_IN_input" 2> /dev/null; then echo input=written; else echo input=refused; fi
   if python3 -c 'import os, socket; socket.create_connection(("127.0.0.1", int(os.environ["PORT"])), 3).close()' 2> /dev/null
   then echo network=connected; else echo network=refused; fi
@@ -173,6 +174,8 @@ def scenario_sandboxed():
               f"what a sandboxed job could do: {seen}")
         check(not os.path.exists(os.path.join(outside, "escape")),
               f"a job wrote {outside}/escape")
+        check(not os.path.exists(os.path.join(a.state, "planted")),
+              "a job wrote into the agent's state directory")
         with open(data) as f:
             check(f.read() == "alpha\n", "a job changed its input's source")
         online = report(a, "online")
@@ -210,6 +213,7 @@ def scenario_unsandboxed():
         check(seen["identity"] == "readable" and seen["state"] == "visible" and
               seen["outside"] == "written" and seen["network"] == "connected",
               f"what an unsandboxed job could do: {seen}")
+        check(os.path.exists(os.path.join(a.state, "planted")), "the probe writes the state")
         p = wait_stage(a, "linked")
         check(p.returncode == FAILED, f"hard link to a file outside: rc {p.returncode}")
         err = job_error(a, "linked")
