@@ -7,13 +7,16 @@ naming the limit. With `sandbox = "none"` the same probe sees everything (so the
 can tell), and a hard link to a file outside the job is refused at import.
 
 usage: sandbox_test.py VOW VOWD SCENARIO
-Scenarios: sandboxed, unsandboxed, fallback (bwrap made to fail: sandbox = "auto"
+Scenarios: sandboxed, unsandboxed, restart (a sandboxed job re-adopted after the agent's
+SIGKILL), fallback (bwrap made to fail: sandbox = "auto"
 runs jobs unsandboxed with a warning, "bwrap" refuses to start). Exit 77 (skipped) where
 bwrap cannot run, or cannot be made to fail.
 """
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +24,7 @@ import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mesh import Mesh, check, run_scenario  # noqa: E402
+from mesh import Mesh, check, run_scenario, wait_until  # noqa: E402
 
 VOW, VOWD = sys.argv[1:3]
 DONE, FAILED = 0, 1
@@ -66,6 +69,13 @@ inputs = ["input"]
 outputs = ["h"]
 env = {{ SECRET = "{secret}" }}
 run = 'ln "$SECRET" "$VOW_OUT_h" 2> /dev/null || {{ echo made here > mine; ln mine "$VOW_OUT_h"; }}'
+
+[[stage]]
+name = "gated"
+inputs = ["input"]
+outputs = ["n"]
+env = {{ OUTSIDE = "{outside}" }}
+run = 'while [ ! -e "$OUTSIDE/gate" ]; do sleep 0.05; done; echo opened > "$VOW_OUT_n"'
 
 [[stage]]
 name = "greedy"
@@ -135,7 +145,7 @@ def make_mesh(sandbox):
     data = os.path.join(mesh.root, "input.txt")
     with open(data, "w") as f:
         f.write("alpha\n")
-    stages = [(f"sbx/{s}", 2) for s in ("probe", "online", "linked", "greedy", "modest")]
+    stages = [(f"sbx/{s}", 2) for s in ("probe", "online", "linked", "gated", "greedy", "modest")]
     a = mesh.add("a", stages, sources=[("sbx/input", data, False)])
     check(a.state == state, f"state directory {a.state}, expected {state}")
     a.agent_lines = [f'sandbox = "{sandbox}"']
@@ -225,6 +235,34 @@ def scenario_unsandboxed():
         shutil.rmtree(outside, ignore_errors=True)
 
 
+def scenario_restart():
+    """A sandboxed job outlives its agent (SIGKILL) and is re-adopted by the restarted
+    agent, not started again; it finishes once its gate opens."""
+    mesh, a, listener, outside, data = make_mesh("bwrap")
+    started = re.compile(r"job (\w+) sbx/gated started \(pid (\d+)\)")
+    try:
+        mesh.start()
+        first = wait_until("the gated job to start",
+                           lambda: started.findall(a.tail(500)), 60)
+        a.kill(signal.SIGKILL)
+        pid = int(first[0][1])
+        check(os.path.exists(f"/proc/{pid}"), "the job's supervisor outlives the agent")
+        a.start()
+        wait_until("the job re-adopted", lambda: "re-adopted" in a.tail(500), 60)
+        with open(os.path.join(outside, "gate"), "w"):
+            pass
+        p = wait_stage(a, "gated")
+        check(p.returncode == DONE, f"gated: rc {p.returncode}: {p.stderr}\n{a.tail()}")
+        out = os.path.join(mesh.root, "gated-n")
+        a.vow("get", "sbx/gated.n", "-o", out)
+        with open(out) as f:
+            check(f.read() == "opened\n", "the re-adopted job's output")
+        check(len(started.findall(a.tail(2000))) == 1, f"started once: {a.tail(40)}")
+    finally:
+        mesh.cleanup()
+        shutil.rmtree(outside, ignore_errors=True)
+
+
 # Runs vowd as root without capabilities, where bwrap cannot make its namespaces.
 NO_CAPS = ("setpriv", "--bounding-set", "-all", "--inh-caps", "-all")
 
@@ -261,8 +299,8 @@ def scenario_fallback():
 
 if __name__ == "__main__":
     why = bwrap_works()
-    if why and sys.argv[3] == "sandboxed":
+    if why and sys.argv[3] in ("sandboxed", "restart"):
         print(f"skipped: {why}")
         sys.exit(77)
     run_scenario({"sandboxed": scenario_sandboxed, "unsandboxed": scenario_unsandboxed,
-                  "fallback": scenario_fallback}, sys.argv[3])
+                  "fallback": scenario_fallback, "restart": scenario_restart}, sys.argv[3])
