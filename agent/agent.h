@@ -56,6 +56,7 @@ struct AgentCounters {
   std::uint64_t worker_backlogged = 0;  // tasks that found the worker queue full
   std::uint64_t worker_refused = 0;     // of them, refused for good (the work failed)
   std::uint64_t trees_refused = 0;      // fetched trees that would expand past the limits
+  std::uint64_t outputs_refused = 0;    // finished jobs whose outputs were refused
 };
 
 class Agent {

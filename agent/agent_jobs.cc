@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "agent/agent.h"
+#include "agent/sandbox.h"
 #include "promises/config.h"
 #include "promises/limits.h"
 
@@ -211,6 +212,11 @@ void Agent::collect_job(const Digest& id, const ProcessExit& exit) {
     error = "timed out after " + promises::format_duration_ms(job.start.timeout_ms);
   } else if (!exit.ok()) {
     error = describe(exit);
+    if (job.start.stage.memory_bytes > 0) {
+      // RLIMIT_AS refuses the allocation; the command then fails its own way.
+      error += " (the stage's memory limit is " + format_bytes(job.start.stage.memory_bytes) +
+               ": memory past it cannot be allocated)";
+    }
   }
   Executor* ex = fx_.executor;
   promises::StartJob s = job.start;
@@ -219,10 +225,14 @@ void Agent::collect_job(const Digest& id, const ProcessExit& exit) {
   submit(
       [this, ex, id, s, exit, error, started, ended]() -> std::function<void()> {
         std::vector<store::ArtifactRecord> rows;
-        promises::JobOutcome o = ex->collect(s, exit, error, &rows);
+        std::string refused = error.empty() ? ex->refused_outputs(s) : std::string();
+        promises::JobOutcome o =
+            ex->collect(s, exit, refused.empty() ? error : refused, &rows);
         o.started_unix_ms = started;
         o.ended_unix_ms = ended;
-        return [this, id, o = std::move(o), rows = std::move(rows)]() mutable {
+        bool was_refused = !refused.empty();
+        return [this, id, was_refused, o = std::move(o), rows = std::move(rows)]() mutable {
+          if (was_refused) ++counters_.outputs_refused;
           // Committed with the next pass's statements: the result among them.
           index_rows_.insert(index_rows_.end(), rows.begin(), rows.end());
           finish_job(id, std::move(o));

@@ -277,6 +277,7 @@ nlohmann::json Daemon::Impl::status_json() {
       {"unbound", unbound},
       {"jobs_started_here", agent->counters().jobs_started},
       {"jobs_adopted_here", agent->counters().jobs_adopted},
+      {"outputs_refused_here", agent->counters().outputs_refused},
       {"worker_backlogged", agent->counters().worker_backlogged}};
 }
 
@@ -354,6 +355,10 @@ std::string Daemon::Impl::metrics_text() {
          static_cast<double>(counters.zap_denied));
   sample(out, "vow_messages_rejected_total", {{"reason", "tree-too-large"}},
          static_cast<double>(agent->counters().trees_refused));
+  header(out, "vow_outputs_refused_total", "counter",
+         "Finished jobs failed because an output was refused (a hard link, another owner).");
+  sample(out, "vow_outputs_refused_total", {},
+         static_cast<double>(agent->counters().outputs_refused));
   for (const char* reason : {"over-limit", "over-budget"}) {
     auto it = core().refused().find(reason);
     sample(out, "vow_messages_rejected_total", {{"reason", reason}},

@@ -14,6 +14,7 @@
 
 #include "agent/config_files.h"
 #include "agent/daemon_internal.h"
+#include "agent/sandbox.h"
 #include "agent/web.h"
 #include "promises/assert.h"
 #include "store/sqlite_ledger.h"
@@ -131,6 +132,7 @@ void Daemon::Impl::reload() {
   kept("http", next.http == config.http);
   kept("http_token_file", next.http_token_file == config.http_token_file);
   kept("replicas", next.replicas == config.replicas);
+  kept("sandbox", next.sandbox == config.sandbox);
   kept("[timing]", next.timing == config.timing);
   bool same_sources = next.sources.size() == config.sources.size();
   for (std::size_t i = 0; same_sources && i < next.sources.size(); ++i) {
@@ -238,6 +240,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   impl->log->info("agent {} id {}{}", impl->config.name, impl->identity->id(),
                   created ? " (new identity)" : "");
 
+  VOW_RETURN_IF_ERROR(impl->choose_sandbox());
   VOW_RETURN_IF_ERROR(impl->open_stores());
   promises::RestoredState restored;
   std::vector<store::RunningJob> recovered;
@@ -271,6 +274,28 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
 }
 
 // The loop's ledger connection, and the worker's own with the artifact store.
+Status Daemon::Impl::choose_sandbox() {
+  if (config.sandbox == "none") {
+    log->info("jobs run without a sandbox ([agent] sandbox = \"none\")");
+    return Status::ok();
+  }
+  std::string found = find_bwrap();
+  Status works = probe_bwrap(found);
+  if (works.is_ok()) {
+    bwrap = found;
+    log->info("jobs run in a sandbox ({})", bwrap);
+    return Status::ok();
+  }
+  if (config.sandbox == "bwrap") {
+    return Status(works.code(), config.file + ": [agent] sandbox = \"bwrap\", but " +
+                                    works.message());
+  }
+  log->warn("jobs run WITHOUT a sandbox, with this agent's uid, files and network: {} "
+            "(set [agent] sandbox = \"none\" to say so, or \"bwrap\" to refuse to start)",
+            works.message());
+  return Status::ok();
+}
+
 Status Daemon::Impl::open_stores() {
   auto l = store::open_sqlite_ledger(store::ledger_path(state_dir));
   if (!l.is_ok()) return l.status();
@@ -406,7 +431,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   cc.sign = [id](const Statement& st) { return transport::sign_or_empty(*id, st); };
   cc.attest = [this](Statement& st) { attest_own_statement(st); };
   background = std::make_unique<Background>(1);
-  executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get());
+  executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get(), bwrap);
   sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get());
   network = std::make_unique<DaemonNetwork>(this);
   Effects fx{&clock, network.get(), state.get(), background.get(), executor.get(), sink.get()};

@@ -146,6 +146,7 @@ struct Daemon::Impl {
   // an edited stage that finishes after a SIGHUP is attested by its own definition.
   std::map<Digest, promises::Stage> retired_stages;
   std::string state_dir;
+  std::string bwrap;  // the sandbox jobs run in (agent/sandbox.h); empty: none
   std::optional<transport::Identity> identity;  // set in create()
   transport::TrustSet trust;
   std::shared_ptr<spdlog::logger> log;
@@ -202,6 +203,8 @@ struct Daemon::Impl {
   std::int64_t wall_ms() const { return clock.wall_ms(); }
 
   // ---- daemon.cc ----
+  // Decides how jobs run ([agent] sandbox): sets `bwrap`, or refuses when it must.
+  Status choose_sandbox();
   Status open_stores();
   Status restore(promises::RestoredState* restored, std::vector<store::RunningJob>* recovered);
   Status open_transport();

@@ -137,6 +137,12 @@ class Executor {
   // Loop: stops a process a previous incarnation started, which the core did not resume,
   // and removes its files.
   virtual void discard_leftover(const store::RunningJob& row) = 0;
+  // Worker: why an exited run's outputs may not be imported (docs/sandbox.md), naming
+  // the file; empty when they may. Called before collect, for a run that succeeded.
+  virtual std::string refused_outputs(const promises::StartJob& start) {
+    (void)start;
+    return "";
+  }
   // Worker: imports an exited run's logs and outputs into the store, synced, and adds
   // their index rows to INDEX_ROWS (not committed: StateStore::persist_index commits them
   // with the result).

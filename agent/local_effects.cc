@@ -8,6 +8,8 @@
 #include <fstream>
 
 #include "agent/job_layout.h"
+#include "agent/output_check.h"
+#include "agent/sandbox.h"
 
 namespace fs = std::filesystem;
 
@@ -168,7 +170,7 @@ Status LocalExecutor::materialize_inputs(const promises::StartJob& start) {
 Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
   JobLayout l = layout_of(state_dir_, start);
   SpawnSpec spec;
-  spec.argv = start.stage.argv;
+  spec.argv = sandboxed_argv(bwrap_, state_dir_, l, start.stage);
   spec.env = job_environment(l, start.stage, {start.job.job, start.job.pipeline, start.job.shard});
   spec.cwd = l.work_dir;
   spec.stdout_path = l.stdout_path;
@@ -234,6 +236,11 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
     }
   }
   return out;
+}
+
+std::string LocalExecutor::refused_outputs(const promises::StartJob& start) {
+  // Jobs run as vowd's own uid (the sandbox adds no user namespace).
+  return refused_output(layout_of(state_dir_, start).out_dir, start.stage.outputs, ::geteuid());
 }
 
 promises::JobOutcome LocalExecutor::collect(const promises::StartJob& start,

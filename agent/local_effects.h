@@ -59,14 +59,16 @@ store::StoredStatement to_stored(const Statement& st, std::int64_t received_unix
 // directory (agent/job_layout.h), under a supervisor that records its exit status.
 class LocalExecutor final : public Executor {
  public:
-  LocalExecutor(std::string state_dir, store::ArtifactStore* worker_store)
-      : state_dir_(std::move(state_dir)), store_(worker_store) {}
+  // `bwrap`: the bubblewrap program jobs run under (agent/sandbox.h); empty: none.
+  LocalExecutor(std::string state_dir, store::ArtifactStore* worker_store, std::string bwrap = "")
+      : state_dir_(std::move(state_dir)), store_(worker_store), bwrap_(std::move(bwrap)) {}
   Status create_work_dir(const promises::StartJob& start) override;
   Status materialize_inputs(const promises::StartJob& start) override;
   Result<std::int64_t> spawn(const promises::StartJob& start) override;
   void kill(const Digest& job) override;
   Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;
   void discard_leftover(const store::RunningJob& row) override;
+  std::string refused_outputs(const promises::StartJob& start) override;
   promises::JobOutcome collect(const promises::StartJob& start, const ProcessExit& exit,
                                const std::string& error,
                                std::vector<store::ArtifactRecord>* index_rows) override;
@@ -81,6 +83,7 @@ class LocalExecutor final : public Executor {
  private:
   std::string state_dir_;
   store::ArtifactStore* store_;
+  std::string bwrap_;
   std::map<Digest, JobProcess> procs_;
 };
 

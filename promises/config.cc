@@ -91,11 +91,52 @@ void read_env(TomlReader& r, const toml::table& t, Stage& stage) {
   }
 }
 
+// `memory` in [[stage]]: a size string, "512M", "2G", "64MiB"... (binary units), at
+// least 1M and at most 1T.
+void read_memory(TomlReader& r, const toml::table& t, Stage& stage) {
+  const toml::node* node = r.get(t, "memory", kStage, false);
+  if (!node) return;
+  auto bad = [&](const std::string& why) {
+    r.error(r.at(*node), "'memory' in [[stage]] " + why);
+  };
+  if (!node->is_string()) {
+    bad("must be a size string like \"512M\" or \"2G\", not " + TomlReader::type_name(*node));
+    return;
+  }
+  const std::string& text = node->as_string()->get();
+  std::size_t i = 0;
+  std::int64_t n = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9' && n < (std::int64_t{1} << 40)) {
+    n = n * 10 + (text[i] - '0');
+    ++i;
+  }
+  std::string unit = text.substr(i);
+  std::int64_t scale = 0;
+  if (unit == "K" || unit == "KiB") scale = std::int64_t{1} << 10;
+  if (unit == "M" || unit == "MiB") scale = std::int64_t{1} << 20;
+  if (unit == "G" || unit == "GiB") scale = std::int64_t{1} << 30;
+  if (i == 0 || scale == 0) {
+    bad("'" + text + "' is not a size: write a number and K, M or G (\"512M\", \"2G\")");
+    return;
+  }
+  std::int64_t bytes = n * scale;
+  if (n >= (std::int64_t{1} << 40) || bytes > (std::int64_t{1} << 40)) {
+    bad("'" + text + "' is over the largest limit, 1T");
+    return;
+  }
+  if (bytes < (std::int64_t{1} << 20)) {
+    bad("'" + text + "' is under the smallest limit, 1M");
+    return;
+  }
+  stage.memory_bytes = bytes;
+}
+
 // Reads one [[stage]]; nullopt when it has no usable name (it is then left out, so
 // later checks do not repeat the problem).
 std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans& spans) {
   r.check_keys(t, kStage,
-               {"name", "inputs", "outputs", "run", "foreach", "timeout", "retries", "env"});
+               {"name", "inputs", "outputs", "run", "foreach", "timeout", "retries", "env",
+                "network", "memory"});
   Stage stage;
   stage.where = r.at(t);
   auto name = r.string(t, "name", kStage, true);
@@ -119,6 +160,8 @@ std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans&
   if (auto ms = r.duration(t, "timeout", kStage)) stage.timeout_ms = *ms;
   if (auto n = r.integer(t, "retries", kStage, 0, kMaxRetries)) stage.retries = int(*n);
   read_env(r, t, stage);
+  if (auto network = r.boolean(t, "network", kStage)) stage.network = *network;
+  read_memory(r, t, stage);
   if (!name) return std::nullopt;
   stage.name = std::move(name->value);
   spans.name = name->where;
@@ -157,7 +200,7 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   r.check_keys(
       t, kAgent,
       {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
-       "control_group", "http", "http_token_file", "replicas"});
+       "control_group", "http", "http_token_file", "replicas", "sandbox"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -240,6 +283,14 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
     a.http_token_file_where = token->where;
   }
   if (auto n = r.integer(t, "replicas", kAgent, 1, kMaxReplicas)) a.replicas = int(*n);
+  if (auto sandbox = r.string(t, "sandbox", kAgent, false)) {
+    if (sandbox->value != "auto" && sandbox->value != "bwrap" && sandbox->value != "none") {
+      r.error(sandbox->where, "'sandbox' in [agent] must be \"auto\", \"bwrap\" or \"none\", not '" +
+                                  sandbox->value + "'");
+    } else {
+      a.sandbox = sandbox->value;
+    }
+  }
 }
 
 void read_trust(TomlReader& r, const toml::table& t, AgentConfig& a) {

@@ -609,4 +609,57 @@ TEST_CASE("closest_name suggests typos only") {
   CHECK(edit_distance("kitten", "sitting") == 3);
 }
 
+
+TEST_CASE("network and memory: parsed, part of the digest, carried by the canonical form") {
+  Digest base = stage_digest_of(kPipeline, "count");
+  auto with = [](std::string_view lines) {
+    return replace(kPipeline, "retries = 2\n", std::string("retries = 2\n") + std::string(lines));
+  };
+  auto out = pipeline(with("network = true\nmemory = \"512M\"\n"));
+  INFO(all(out.errors));
+  REQUIRE(out.ok());
+  const Stage* s = out.value->find_stage("count");
+  CHECK(s->network);
+  CHECK(s->memory_bytes == 512LL << 20);
+  CHECK(s->digest != base);
+  CHECK(stage_digest_of(with("network = false\n"), "count") == base);  // the default
+  CHECK(stage_digest_of(with("network = true\n"), "count") != base);
+  Digest mem = stage_digest_of(with("memory = \"1G\"\n"), "count");
+  CHECK(mem != base);
+  CHECK(mem == stage_digest_of(with("memory = \"1024MiB\"\n"), "count"));
+  CHECK(mem != stage_digest_of(with("memory = \"2G\"\n"), "count"));
+
+  auto back = parse_canonical_pipeline(canonical_pipeline(*out.value));
+  REQUIRE_MESSAGE(back.is_ok(), back.status().to_string());
+  const Stage* b = back->find_stage("count");
+  CHECK(b->network);
+  CHECK(b->memory_bytes == 512LL << 20);
+  CHECK(b->digest == s->digest);
+  CHECK_FALSE(back->find_stage("split")->network);
+
+  check_one_error(pipeline(with("memory = \"lots\"\n")), 22, 10,
+                  "'memory' in [[stage]] 'lots' is not a size");
+  check_one_error(pipeline(with("memory = \"512\"\n")), 22, 10, "is not a size");
+  check_one_error(pipeline(with("memory = \"100K\"\n")), 22, 10, "under the smallest limit, 1M");
+  check_one_error(pipeline(with("memory = \"2000G\"\n")), 22, 10, "over the largest limit, 1T");
+  check_one_error(pipeline(with("memory = 512\n")), 22, 10,
+                  "must be a size string like \"512M\"");
+  check_one_error(pipeline(with("network = \"yes\"\n")), 22, 11, "'network' in [[stage]]");
+}
+
+TEST_CASE("[agent] sandbox: auto by default, one of three values") {
+  auto out = agent(kAgent);
+  REQUIRE(out.ok());
+  CHECK(out.value->sandbox == "auto");
+  auto with = [](std::string_view v) {
+    return replace(kAgent, "pipelines = [\"wc.toml\"]\n",
+                   "pipelines = [\"wc.toml\"]\nsandbox = " + std::string(v) + "\n");
+  };
+  auto none = agent(with("\"none\""));
+  REQUIRE(none.ok());
+  CHECK(none.value->sandbox == "none");
+  check_one_error(agent(with("\"docker\"")), 7, 11,
+                  "'sandbox' in [agent] must be \"auto\", \"bwrap\" or \"none\", not 'docker'");
+}
+
 }  // namespace vow::promises

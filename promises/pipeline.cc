@@ -103,8 +103,24 @@ std::optional<Stage> decode_stage(std::string_view canonical) {
     s.env[std::string(*k)] = std::string(*v);
   }
   auto foreach = r.field();
-  if (!foreach || !r.done()) return std::nullopt;
+  if (!foreach) return std::nullopt;
   if (!foreach->empty()) s.foreach = input_ref_from(*foreach);
+  if (!r.done()) {
+    auto network = r.field();
+    auto memory = r.field();
+    if (!network || !memory || (*network != "network" && *network != "no-network")) {
+      return std::nullopt;
+    }
+    s.network = *network == "network";
+    std::int64_t bytes = 0;
+    auto [end, ec] = std::from_chars(memory->data(), memory->data() + memory->size(), bytes);
+    if (ec != std::errc() || end != memory->data() + memory->size() || bytes < 0) {
+      return std::nullopt;
+    }
+    s.memory_bytes = bytes;
+    if (!s.network && s.memory_bytes == 0) return std::nullopt;  // not canonical
+  }
+  if (!r.done()) return std::nullopt;
   bool shell_ok = s.argv.size() == 3 && s.argv[0] == "/bin/sh" && s.argv[1] == "-c";
   if (s.run_is_shell ? !shell_ok : s.argv.empty()) return std::nullopt;
   return s;
@@ -156,6 +172,10 @@ std::string canonical_stage(const Stage& stage) {
     put_field(out, v);
   }
   put_field(out, stage.foreach ? stage.foreach->to_string() : "");
+  if (stage.network || stage.memory_bytes != 0) {
+    put_field(out, stage.network ? "network" : "no-network");
+    put_field(out, std::to_string(stage.memory_bytes));
+  }
   return out;
 }
 

@@ -64,6 +64,10 @@ struct Stage {
   std::int64_t timeout_ms = 0;      // 0: no timeout
   int retries = 0;                  // extra attempts after a failure
   std::map<std::string, std::string> env;
+  // What the job may do beyond its directories (docs/sandbox.md): reach the network,
+  // and the address space it may use (0: no limit). Both are part of the definition.
+  bool network = false;
+  std::int64_t memory_bytes = 0;
   Location where;                   // the [[stage]] header
   Digest digest;                    // stage_digest(*this), filled by the parser
 };
@@ -148,6 +152,9 @@ struct AgentConfig {
   std::vector<SourceDecl> sources;
   Timing timing;
   int replicas = 2;
+  // How jobs run (docs/sandbox.md): "auto" (bubblewrap when it works, else unsandboxed
+  // with a warning), "bwrap" (bubblewrap or refuse to start), "none".
+  std::string sandbox = "auto";
   std::string file;
   Location where;  // the [agent] table
   // Globs, relative to the agent file's directory, of files holding trusted agent ids,
@@ -159,8 +166,10 @@ struct AgentConfig {
 // ---- Identity of work (docs/identity.md) ----
 
 // The canonical encoding of a stage definition: everything that changes what the stage
-// computes (name, command and its form, inputs, outputs, env, foreach), nothing that
-// does not (comments, key order, whitespace, timeout, retries). Starts with a version tag.
+// computes (name, command and its form, inputs, outputs, env, foreach, network, memory),
+// nothing that does not (comments, key order, whitespace, timeout, retries). Starts with
+// a version tag. `network` and `memory` are encoded only when set, so the stages that
+// set neither keep the digests they had before these fields existed.
 std::string canonical_stage(const Stage& stage);
 Digest stage_digest(const Stage& stage);
 // Digest over the pipeline name, its sources and its stages' digests.

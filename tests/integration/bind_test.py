@@ -226,7 +226,8 @@ def scenario_retry():
     """A stage runs a tool that does not exist yet: its job fails past its retries (vow
     wait says 1); once the tool exists, vow retry runs it again and the pipeline
     completes."""
-    tools = tempfile.mkdtemp(prefix="vow-bind-tools-")
+    # Not under /tmp: a job in the sandbox has a /tmp of its own (docs/sandbox.md).
+    tools = tempfile.mkdtemp(prefix="vow-bind-tools-", dir="/var/tmp")
     tool = os.path.join(tools, "bin", "shout.sh")
     mesh, _ = make_mesh(f"""'{tool} < "$VOW_IN_input" > "$VOW_OUT_out"'""")
     try:

@@ -74,6 +74,10 @@ class Agent:
         self.trust_clients = []      # [trust] clients (read-only query keys)
         self.proc = None
         self.pipelines = None        # pipeline files of this agent (default: the mesh's)
+        # More lines for [agent]. VOW_SANDBOX=none|bwrap|auto sets every agent's sandbox
+        # (docs/sandbox.md), e.g. to measure its cost (bench/run).
+        sandbox = os.environ.get("VOW_SANDBOX")
+        self.agent_lines = [f'sandbox = "{sandbox}"'] if sandbox else []
         out = subprocess.run([mesh.vow, "keys", "gen", "--state-dir", self.state],
                              check=True, capture_output=True, text=True)
         self.id = out.stdout.strip()
@@ -86,6 +90,7 @@ class Agent:
                                              (self.pipelines or self.mesh.pipelines)) + "]"]
         if self.http_port:
             lines.append(f'http = "127.0.0.1:{self.http_port}"')
+        lines += self.agent_lines
         lines += ["", "[trust]", 'key_files = ["keys/*.pub"]']
         if self.trust_clients:
             lines.append("clients = [" + ", ".join(f'"{c}"' for c in self.trust_clients) + "]")

@@ -90,7 +90,8 @@ def q(**params):
 # ---- the mesh ----
 
 def start_mesh():
-    root = tempfile.mkdtemp(prefix="vow-web-files-")
+    # Not under /tmp: the gated job, in the sandbox, has a /tmp of its own (docs/sandbox.md).
+    root = tempfile.mkdtemp(prefix="vow-web-files-", dir="/var/tmp")
     gate = os.path.join(root, "gate")
     gate_toml = os.path.join(root, "gate.toml")
     with open(gate_toml, "w") as f:

@@ -1,0 +1,40 @@
+// The sandbox jobs run in (docs/sandbox.md): bubblewrap (bwrap) around the command,
+// with the whole file system read-only, the agent's state directory hidden except for
+// the job's own work directory (its inputs read-only), a private /tmp, its own PID
+// namespace and no network unless the stage says `network = true`; and the stage's
+// `memory` limit, applied to the command as an address-space limit (RLIMIT_AS).
+//
+// The wrapper goes between the job supervisor (agent/process.h) and the command: the
+// supervisor stays outside, so the status file, kill by process group and re-adoption
+// after a restart work as they do without a sandbox.
+//
+// Pure functions over values except probe_bwrap, which runs bwrap once. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "agent/job_layout.h"
+#include "promises/pipeline.h"
+#include "promises/status.h"
+
+namespace vow::agent {
+
+// Where bwrap is, among the usual places; empty if none.
+std::string find_bwrap();
+
+// Runs `bwrap ... true` with the options jobs use: ok if it works, else the reason
+// (bwrap's own message, or that it is not installed).
+Status probe_bwrap(const std::string& bwrap);
+
+// The command line that runs `stage`'s command for the job laid out in `layout`:
+// bwrap and its options when `bwrap` is not empty, then the limit wrapper when the
+// stage has limits, then the stage's argv.
+std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::string& state_dir,
+                                        const JobLayout& layout, const promises::Stage& stage);
+
+// "512 MiB", "2 GiB": a limit as written in messages.
+std::string format_bytes(std::int64_t bytes);
+
+}  // namespace vow::agent

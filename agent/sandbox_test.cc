@@ -1,0 +1,177 @@
+#include "agent/sandbox.h"
+
+#include <doctest/doctest.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "agent/output_check.h"
+#include "agent/process.h"
+
+namespace fs = std::filesystem;
+
+namespace vow::agent {
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "vow-sandbox-XXXXXX").string();
+    path = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+void write(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+ExitStatus wait_exit(JobProcess& p) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    struct pollfd fd {
+      p.pidfd(), POLLIN, 0
+    };
+    ::poll(&fd, 1, 100);
+    if (auto e = p.poll_exit()) return *e;
+  }
+  FAIL("process did not exit in time");
+  return {};
+}
+
+bool has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+// A job's layout under a state directory, as the agent makes it.
+struct Job {
+  TempDir dir;
+  std::string state;
+  JobLayout layout;
+  Job() {
+    state = (dir.path / "state").string();
+    layout = job_layout(state, Digest{}, 1);
+    fs::create_directories(layout.in_dir);
+    fs::create_directories(layout.out_dir);
+    write(fs::path(state) / "identity", "secret key\n");
+  }
+  SpawnSpec spec(const promises::Stage& stage, const std::string& bwrap) const {
+    SpawnSpec s;
+    s.argv = sandboxed_argv(bwrap, state, layout, stage);
+    s.env = {"PATH=/usr/bin:/bin", "STATE=" + state, "OUT=" + layout.out_dir};
+    s.cwd = layout.work_dir;
+    s.stdout_path = layout.stdout_path;
+    s.stderr_path = layout.stderr_path;
+    s.status_path = layout.status_path;
+    return s;
+  }
+};
+
+promises::Stage shell(const std::string& command) {
+  promises::Stage s;
+  s.argv = {"/bin/sh", "-c", command};
+  s.run_is_shell = true;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("the sandbox's command line: network only when asked, limits before the command") {
+  Job job;
+  promises::Stage s = shell("true");
+  auto argv = sandboxed_argv("/usr/bin/bwrap", job.state, job.layout, s);
+  CHECK(argv.front() == "/usr/bin/bwrap");
+  CHECK(has(argv, "--unshare-net"));
+  CHECK(has(argv, "--die-with-parent"));
+  CHECK_FALSE(has(argv, "--new-session"));  // the job stays in the supervisor's group
+  CHECK(std::vector<std::string>(argv.end() - 3, argv.end()) == s.argv);
+  s.network = true;
+  CHECK_FALSE(has(sandboxed_argv("/usr/bin/bwrap", job.state, job.layout, s), "--unshare-net"));
+  s.memory_bytes = 64 << 20;
+  auto limited = sandboxed_argv("", job.state, job.layout, s);
+  CHECK(limited.front() == "/bin/sh");
+  CHECK(has(limited, "65536"));  // KiB
+  CHECK(std::vector<std::string>(limited.end() - 3, limited.end()) == s.argv);
+  CHECK(sandboxed_argv("", job.state, job.layout, shell("true")) == shell("true").argv);
+  CHECK(format_bytes(64 << 20) == "64 MiB");
+  CHECK(format_bytes(std::int64_t{3} << 30) == "3 GiB");
+}
+
+TEST_CASE("refused outputs: hard links and files of another owner, named") {
+  TempDir dir;
+  fs::path out = dir.path / "out";
+  fs::create_directories(out / "tree" / "sub");
+  write(out / "plain", "x");
+  write(out / "tree" / "sub" / "f", "y");
+  uid_t me = ::geteuid();
+  CHECK(refused_output(out.string(), {"plain", "tree", "missing"}, me).empty());
+  write(dir.path / "elsewhere", "secret");
+  fs::create_hard_link(dir.path / "elsewhere", out / "tree" / "sub" / "g");
+  std::string why = refused_output(out.string(), {"plain", "tree"}, me);
+  CHECK(why == "output 'tree' refused: out/tree/sub/g is a hard link (2 names for one file): "
+               "an output must be a file the job wrote");
+  fs::remove(out / "tree" / "sub" / "g");
+  CHECK(refused_output(out.string(), {"tree"}, me).empty());
+  // Owned by the job's uid is what counts: the same files, for another uid, are refused.
+  why = refused_output(out.string(), {"plain"}, me + 1);
+  CHECK(why.find("output 'plain' refused: out/plain is owned by uid " + std::to_string(me) +
+                 ", not by the job's uid " + std::to_string(me + 1)) == 0);
+}
+
+TEST_CASE("a job in the sandbox: hidden state, read-only inputs, exit status, kill by group") {
+  std::string bwrap = find_bwrap();
+  Status works = probe_bwrap(bwrap);
+  if (!works.is_ok()) {
+    MESSAGE("skipped: " << works.to_string());
+    return;
+  }
+  Job job;
+  write(job.layout.input_path("x"), "input\n");
+  auto p = JobProcess::spawn(job.spec(
+      shell("cat \"$STATE/identity\" > /dev/null 2>&1 && echo identity >> \"$OUT/seen\"; "
+            "echo more >> in/x 2>/dev/null && echo input >> \"$OUT/seen\"; "
+            "echo ok >> \"$OUT/seen\"; exit 3"),
+      bwrap));
+  REQUIRE_MESSAGE(p.is_ok(), p.status().to_string());
+  ExitStatus e = wait_exit(*p);
+  CHECK(e.exit_status == 3);
+  CHECK_FALSE(e.signaled);
+  CHECK(slurp(job.layout.output_path("seen")) == "ok\n");
+  CHECK(slurp(job.layout.input_path("x")) == "input\n");
+
+  // A kill of the supervisor's group reaches the command inside the sandbox.
+  fs::remove(job.layout.status_path);
+  auto q = JobProcess::spawn(job.spec(shell("sleep 60 & echo started > \"$OUT/started\"; wait"),
+                                      bwrap));
+  REQUIRE(q.is_ok());
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!fs::exists(job.layout.output_path("started")) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(fs::exists(job.layout.output_path("started")));
+  pid_t group = q->pid();
+  q->kill_group(SIGKILL);
+  ExitStatus k = wait_exit(*q);
+  CHECK(k.signaled);
+  // Nothing of the group is left (bwrap and its children included).
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (::kill(-group, 0) == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(::kill(-group, 0) != 0);
+}
+
+}  // namespace vow::agent
