@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "store/artifact_store.h"
 #include "store/import_cache.h"
 #include "store/sqlite_ledger.h"
@@ -36,23 +37,12 @@ namespace {
 
 using namespace vow;
 using namespace vow::store;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
 namespace fs = std::filesystem;
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using bench::seconds_since;
 
-struct Series {
-  std::vector<double> v;
-  double median() const {
-    auto s = v;
-    std::sort(s.begin(), s.end());
-    return s.size() % 2 ? s[s.size() / 2] : (s[s.size() / 2 - 1] + s[s.size() / 2]) / 2;
-  }
-  double min() const { return *std::min_element(v.begin(), v.end()); }
-  double max() const { return *std::max_element(v.begin(), v.end()); }
-};
+using bench::Series;
 
 void print(const char* name, const Series& fig) {
   std::printf("%-11s %9.3f s (%.3f..%.3f)\n", name, fig.median(), fig.min(), fig.max());

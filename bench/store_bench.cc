@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "store/artifact_store.h"
 #include "store/sqlite_ledger.h"
 
@@ -34,22 +35,11 @@ namespace {
 
 using namespace vow;
 using namespace vow::store;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using bench::seconds_since;
 
-struct Series {
-  std::vector<double> v;
-  double median() const {
-    auto s = v;
-    std::sort(s.begin(), s.end());
-    return s.size() % 2 ? s[s.size() / 2] : (s[s.size() / 2 - 1] + s[s.size() / 2]) / 2;
-  }
-  double min() const { return *std::min_element(v.begin(), v.end()); }
-  double max() const { return *std::max_element(v.begin(), v.end()); }
-};
+using bench::Series;
 
 void print(const char* name, const char* unit, const Series& fig, const char* base_name,
            const Series& base) {
