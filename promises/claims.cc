@@ -337,8 +337,7 @@ void Core::Impl::check_results(const Digest& job, const PlannedJob* planned) {
   JobLocal& loc = local[job];
   if (failures > loc.failures_seen) {
     loc.failures_seen = failures;
-    ranking_cache.erase(job);
-    touch(job);
+    touch(job);  // its ranking moves the failed candidates back
     if (book.canonical(job) == nullptr) {
       int retries = planned ? planned->retries : 0;
       if (failures > retries) {
@@ -426,10 +425,9 @@ void Core::Impl::refresh_backlogs() {
 bool Core::Impl::backlogs_consistent() {
   auto kept = backlogs;
   std::erase_if(kept, [](const auto& kv) { return kv.second.empty(); });
-  auto kept_of = backlog_of;
   backlog_dirty = true;
   refresh_backlogs();
-  return kept == backlogs && kept_of.size() == backlog_of.size();
+  return kept == backlogs;
 }
 
 void Core::Impl::claim_open_jobs() {

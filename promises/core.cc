@@ -230,10 +230,9 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
     case StatementKind::kRetry: {
       const Digest& job = std::get<Retry>(st.body).job.job;
       book.note(st);
-      touch(job);
+      touch(job);  // its ranking too
       // Its failures are counted afresh: backoff, and the failed event if it fails again.
       local.erase(job);
-      ranking_cache.erase(job);
       plan_dirty = true;  // its stage and the dependents are no longer blocked
       break;
     }

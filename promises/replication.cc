@@ -113,8 +113,8 @@ void Replication::check(const Plan& plan, const std::map<Digest, int>& own_stage
   for (const auto& key : members_.live_peers(now_ms)) live.push_back(key);
   std::vector<AgentKey> live_sorted = live;
   std::sort(live_sorted.begin(), live_sorted.end());
-  bool full = plan_seen_.expired() || plan_seen_.lock() != plan.identity ||
-              live_sorted != live_seen_ || now_ms >= next_full_ms_;
+  bool full = plan_seen_.lock() != plan.identity || live_sorted != live_seen_ ||
+              now_ms >= next_full_ms_;
   if (full) {
     plan_seen_ = plan.identity;
     live_seen_ = std::move(live_sorted);

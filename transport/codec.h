@@ -62,8 +62,13 @@ enum class DecodeError : std::uint8_t {
 Result<Statement> decode_and_verify(std::string_view bytes, const Signature& signature,
                                     DecodeError* error = nullptr);
 Result<Statement> decode_and_verify(const SignedStatement& s, DecodeError* error = nullptr);
-// Decodes without verifying (for tools that show a statement that failed to verify).
+// Decodes without verifying (for tools that show a statement that failed to verify, and
+// for a look at its name before the signature is checked).
 Result<Statement> decode_statement_unverified(std::string_view bytes, DecodeError* error = nullptr);
+// The second half of decode_and_verify: verifies the signature of ST, decoded from BYTES
+// by decode_statement_unverified, and gives it its signed form.
+Result<Statement> verify_decoded(Statement st, std::string_view bytes,
+                                 const Signature& signature, DecodeError* error = nullptr);
 
 // Frames. encode_message fails (kInvalid) for a message over kMaxFrameBytes.
 // decode_message checks size and framing, decodes with traversal limits and checks

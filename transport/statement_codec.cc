@@ -417,18 +417,23 @@ Result<Statement> decode_statement_unverified(std::string_view bytes, DecodeErro
   return decode_statement_impl(bytes, error);
 }
 
+Result<Statement> verify_decoded(Statement st, std::string_view bytes,
+                                 const Signature& signature, DecodeError* error) {
+  if (!verify_signature(st.author, as_span(bytes), signature)) {
+    set_error(error, DecodeError::kBadSignature);
+    return Status::corrupt("bad signature: statement " + std::to_string(st.seq) +
+                           " does not verify under its author " + st.author.hex());
+  }
+  st.signed_form.bytes = std::string(bytes);
+  st.signed_form.signature = signature;
+  return st;
+}
+
 Result<Statement> decode_and_verify(std::string_view bytes, const Signature& signature,
                                     DecodeError* error) {
   auto s = decode_statement_impl(bytes, error);
   if (!s) return s;
-  if (!verify_signature(s->author, as_span(bytes), signature)) {
-    set_error(error, DecodeError::kBadSignature);
-    return Status::corrupt("bad signature: statement " + std::to_string(s->seq) +
-                           " does not verify under its author " + s->author.hex());
-  }
-  s->signed_form.bytes = std::string(bytes);
-  s->signed_form.signature = signature;
-  return s;
+  return verify_decoded(std::move(s).value(), bytes, signature, error);
 }
 
 Result<Statement> decode_and_verify(const SignedStatement& s, DecodeError* error) {

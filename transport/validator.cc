@@ -91,19 +91,19 @@ void Validator::reject(RejectReason reason, const AgentKey& peer, std::string_vi
 
 bool Validator::validate_statement(const SignedStatement& s, const AgentKey& peer, Statement* out) {
   DecodeError err = DecodeError::kNone;
-  // A statement already held with these very bytes is dropped before its signature is
-  // checked (a sync answer or a relay repeats many): the bytes held were verified when
-  // they arrived, so the same bytes need no second verification, whatever signature
-  // comes with them now.
-  if (auto head = decode_statement_unverified(s.bytes, &err); head.is_ok()) {
-    if (head->seq <= sequences_->highest_seq(head->author) &&
-        sequences_->holds_identical(head->author, head->seq, s.bytes)) {
+  auto st = decode_statement_unverified(s.bytes, &err);
+  if (st) {
+    // A statement already held with these very bytes is dropped before its signature is
+    // checked (a sync answer or a relay repeats many): the bytes held were verified when
+    // they arrived, so the same bytes need no second verification, whatever signature
+    // comes with them now.
+    if (st->seq <= sequences_->highest_seq(st->author) &&
+        sequences_->holds_identical(st->author, st->seq, s.bytes)) {
       ++duplicates_;
       return false;
     }
+    st = verify_decoded(std::move(st).value(), s.bytes, s.signature, &err);
   }
-  err = DecodeError::kNone;
-  auto st = decode_and_verify(s, &err);
   if (!st) {
     RejectReason reason = reason_of(err);
     if (err == DecodeError::kBadSignature && trust_->trusts_agent(peer)) {
