@@ -151,7 +151,8 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   if (outs.empty() || failed_) return;
   bool to_persist = !index_rows_.empty();
   for (const auto& out : outs) {
-    to_persist = to_persist || !out.persist.empty() || !out.proofs.empty() || !out.voided.empty();
+    to_persist = to_persist || !out.persist.empty() || !out.proofs.empty() ||
+                 !out.voided.empty() || !out.retired.empty();
   }
   // A pass with nothing to persist (heartbeats, events) does not touch the ledger.
   Status s = !to_persist ? Status::ok() : fx_.state->persist_together([&]() -> Status {
@@ -160,6 +161,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
       VOW_RETURN_IF_ERROR(persist(out.persist));
       if (!out.proofs.empty()) VOW_RETURN_IF_ERROR(fx_.state->persist_proofs(out.proofs));
       if (!out.voided.empty()) VOW_RETURN_IF_ERROR(fx_.state->persist_voids(out.voided));
+      if (!out.retired.empty()) VOW_RETURN_IF_ERROR(fx_.state->persist_retired(out.retired));
     }
     return Status::ok();
   });

@@ -47,6 +47,9 @@ class Daemon::Impl::Sequences final : public transport::SequenceView {
   bool is_void(const AgentKey& author, std::uint64_t seq) const override {
     return core_ != nullptr && core_->ledger().is_proven_void(author, seq);
   }
+  bool is_retired(const AgentKey& author, std::uint64_t seq) const override {
+    return core_ != nullptr && core_->ledger().is_retired(author, seq);
+  }
   void set_ledger(store::LedgerStore* ledger) { ledger_ = ledger; }
   void set_core(const promises::Core* core) { core_ = core; }
 

@@ -69,6 +69,8 @@ class StateStore {
   // Slots that became void (promises::Output::voided): the advert persisted there, if
   // any, is forgotten and the slot recorded as void.
   virtual Status persist_voids(const std::vector<StatementRef>& slots) = 0;
+  // Statements a horizon retired (promises::Output::retired): dropped from disk.
+  virtual Status persist_retired(const std::vector<StatementRef>& retired) = 0;
   // Runs FN, whose persist calls above then become durable together: one commit and one
   // sync for all of them (group commit). None of them is durable before this returns ok;
   // after an error, which were kept is unspecified. The default runs FN as it is (each

@@ -83,6 +83,11 @@ Status SqliteState::persist_voids(const std::vector<StatementRef>& slots) {
   return persist_together([&] { return ledger_->put_voids(slots); });
 }
 
+Status SqliteState::persist_retired(const std::vector<StatementRef>& retired) {
+  if (retired.empty()) return Status::ok();
+  return persist_together([&] { return ledger_->forget(retired); });
+}
+
 Status SqliteState::persist_index(const std::vector<store::ArtifactRecord>& rows) {
   if (rows.empty()) return Status::ok();
   return persist_together([&] { return ledger_->index_put(rows); });

@@ -33,6 +33,7 @@ class SqliteState final : public StateStore {
   Status persist(const std::vector<Statement>& statements) override;
   Status persist_proofs(const std::vector<Statement>& proofs) override;
   Status persist_voids(const std::vector<StatementRef>& slots) override;
+  Status persist_retired(const std::vector<StatementRef>& retired) override;
   // One ledger transaction (store::LedgerStore::write_together).
   Status persist_together(const std::function<Status()>& fn) override;
   Status persist_index(const std::vector<store::ArtifactRecord>& rows) override;

@@ -123,6 +123,8 @@ const ClaimBook::Summary& ClaimBook::summary(const Digest& job) const {
       ResultBinding why = ResultBinding::kNoClaim;
       if (ledger_.equivocating(st->author)) {
         why = ResultBinding::kEquivocator;
+      } else if (ledger_.settled(st->author, st->seq)) {
+        why = ResultBinding::kBound;  // a horizon settled it: its claim may be retired
       } else {
         for (const Statement* c : sum.claims) {
           if (c->author == st->author && c->seq < st->seq &&

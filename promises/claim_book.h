@@ -57,8 +57,11 @@ class ClaimBook {
 
   // A statement just added to the ledger.
   void note(const Statement& st);
-  // Every cached summary is stale (an author was found to equivocate).
+  // Every cached summary is stale (an author was found to equivocate, or a horizon
+  // retired statements).
   void invalidate() { summaries_.clear(); }
+  // An own claim a horizon retires: it is not open any more.
+  void retire_own(const Digest& job, std::uint32_t epoch) { open_.erase({job, epoch}); }
 
   // Two claims of `job` at one epoch: a's keeps it over b's (the better rendezvous score).
   static bool outranks(const Digest& job, const AgentKey& a, const AgentKey& b);

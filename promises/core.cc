@@ -45,6 +45,8 @@ const char* event_kind_name(EventKind kind) {
       return "unbound";
     case EventKind::kRefused:
       return "refused";
+    case EventKind::kHorizon:
+      return "horizon";
   }
   return "unknown";
 }
@@ -132,6 +134,7 @@ void Core::Impl::publish_advert_and_pipelines() {
 
 Output Core::Impl::take() {
   for (const auto& v : ledger.take_voided()) out.voided.push_back(v);
+  for (const auto& r : ledger.take_retired()) out.retired.push_back(r);
   Output o = std::move(out);
   out = Output{};
   return o;
@@ -226,6 +229,9 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       holdings.note(st, now_ms);
       break;
     case StatementKind::kCheckpoint:
+      break;
+    case StatementKind::kHorizon:
+      note_horizon(st);
       break;
     case StatementKind::kRetry: {
       const Digest& job = std::get<Retry>(st.body).job.job;
@@ -612,6 +618,7 @@ Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
   // Void slots on disk. Adverts restored that turn out void (kept by an older version)
   // are named in the first output, so the shell forgets them on disk too.
   for (const auto& v : restored.voids) s.ledger.restore_void(v);
+  s.restore_horizons();
   s.out.messages.clear();  // nothing is sent before start()
   s.last_seq = std::max(restored.last_seq, s.ledger.max_seq(s.config.key));
   for (const auto& d : restored.held) s.holdings.restore(d);
@@ -690,6 +697,7 @@ Output Core::tick(std::int64_t now_ms, std::int64_t wall_unix_ms) {
   if (s.decisions_due || s.now_ms >= s.wake_ms) {
     s.decisions_due = false;
     s.reconcile();
+    s.horizon_step();
   }
   return s.take();
 }

@@ -120,6 +120,10 @@ struct CoreConfig {
   // Jobs the job index looks at again per query unasked, in id order (a bound on how
   // long a state it failed to mark could stay stale). 0: none (tests of the marks).
   std::size_t job_index_scrub = 64;
+  // A horizon is proposed (by the agent designated for it) once this many statements
+  // are held beyond the last one's cut (docs/storage.md, "The ledger horizon"); 0: this
+  // agent proposes none (it still endorses and applies others').
+  std::uint64_t horizon_every = 0;
   // Checks after every decision pass that the claim backlogs kept up to date by events
   // equal ones built from scratch (costs a rebuild per pass: for the simulator).
   bool check_backlogs = false;
@@ -228,6 +232,7 @@ enum class EventKind : std::uint8_t {
   kUnbound,             // a statement that does not count was held (rules 2-4)
   kDefinitionConflict,  // current adverts promise two definitions of one stage
   kRefused,             // a peer's statement over a limit or its author's budget (rule 6)
+  kHorizon,             // a horizon was proposed, endorsed or applied, or did not match
 };
 const char* event_kind_name(EventKind kind);
 
@@ -265,9 +270,12 @@ struct Output {
   // Slots that became void (Ledger, "void adverts"): the shell forgets the advert held
   // there, if any, and records the slot as void, after `persist`.
   std::vector<StatementRef> voided;
+  // Statements a horizon retired (docs/storage.md): the shell drops them from disk,
+  // after `persist`.
+  std::vector<StatementRef> retired;
   bool empty() const {
-    return persist.empty() && proofs.empty() && voided.empty() && messages.empty() &&
-           actions.empty() && events.empty();
+    return persist.empty() && proofs.empty() && voided.empty() && retired.empty() &&
+           messages.empty() && actions.empty() && events.empty();
   }
   void append(Output&& other);
 };

@@ -198,6 +198,31 @@ struct Core::Impl {
 
   JobIndex job_index;  // views.cc
 
+  // ---- horizon_step.cc: the ledger horizon (docs/storage.md) ----
+  using StatementKey = std::pair<AgentKey, std::uint64_t>;
+  // Horizon statements held (proposals and endorsements), by number.
+  std::map<std::uint64_t, std::vector<const Statement*>> horizon_by_number;
+  // The ledger's vv_sum() when this agent last computed a proposal of its own that
+  // retired nothing (it waits for horizon_every / 2 more statements).
+  std::uint64_t horizon_tried_at = 0;
+  // Whether this agent's own computation of a proposal matched it (absent: not yet
+  // computed, it lacks statements behind the cut).
+  std::map<StatementKey, bool> horizon_verified;
+  std::set<std::uint64_t> horizon_endorsed;  // numbers this agent endorsed or proposed
+  bool horizon_due = false;
+  std::uint64_t horizons_applied = 0;
+  void note_horizon(const Statement& st);
+  // Proposes, endorses and applies horizons as the ledger allows (each decision pass).
+  void horizon_step();
+  // The agents with a current advert that do not equivocate.
+  std::vector<AgentKey> horizon_members() const;
+  // Endorsements (besides the proposer's) a proposal needs to be in force.
+  std::size_t horizon_quorum() const;
+  bool designated_proposer(const AgentKey& agent, std::uint64_t number) const;
+  void apply_horizon(const Statement& proposal);
+  // After a restart: applies again the chain of horizons the ledger holds.
+  void restore_horizons();
+
   // ---- views.cc ----
   std::optional<JobView> job_view(const Digest& id);
   void refresh_job_index();

@@ -96,6 +96,7 @@ Ledger::AddResult Ledger::add(const Statement& statement) {
   const bool advert = statement.kind() == StatementKind::kAdvert;
   auto& by_seq = by_author_[author];
   if (by_seq.count(seq) != 0) return add_held(statement);
+  if (is_retired(author, seq)) return AddResult::kDuplicate;  // behind a horizon
   if (advert && (held_advert(author, seq + 1) || is_void(author, seq + 1))) {
     // Superseded at once: never in force for anything its author said.
     if (is_proven_void(author, seq)) return AddResult::kDuplicate;
@@ -157,7 +158,7 @@ void Ledger::advance(const AgentKey& author) {
       continue;
     }
     std::uint64_t next = contiguous;
-    for (const auto* m : {&voids_, &hints_}) {
+    for (const auto* m : {&voids_, &hints_, &pending_retired_}) {
       auto a = m->find(author);
       if (a == m->end()) continue;
       auto r = range_of(a->second, contiguous + 1);
@@ -167,7 +168,15 @@ void Ledger::advance(const AgentKey& author) {
     contiguous = next;
   }
   vv_sum_ += contiguous - before;
-  if (contiguous > before) extend_prefix(author, before, contiguous);
+  if (contiguous > before) {
+    extend_prefix(author, before, contiguous);
+    // Retired ranges at or below the mark are known by it now.
+    if (auto p = pending_retired_.find(author); p != pending_retired_.end()) {
+      auto& r = p->second;
+      while (!r.empty() && r.begin()->second <= contiguous) r.erase(r.begin());
+      if (r.empty()) pending_retired_.erase(p);
+    }
+  }
 }
 
 void Ledger::rebuild_prefix(const AgentKey& author, std::uint64_t seq) {
@@ -176,8 +185,12 @@ void Ledger::rebuild_prefix(const AgentKey& author, std::uint64_t seq) {
     advance(author);
     return;
   }
-  auto& digests = prefix_[author];
-  digests.resize(seq - 1);
+  auto& chain = prefix_[author];
+  if (seq <= chain.base || seq - 1 > chain.mark()) {
+    advance(author);  // behind a horizon's cut (frozen there), or not chained yet
+    return;
+  }
+  chain.d.resize(seq - 1 - chain.base);
   extend_prefix(author, seq - 1, c->second);
   advance(author);
 }
@@ -310,15 +323,41 @@ std::vector<StatementRef> Ledger::take_voided() {
 }
 
 void Ledger::extend_prefix(const AgentKey& author, std::uint64_t from, std::uint64_t to) {
-  auto& digests = prefix_[author];
+  auto& chain = prefix_[author];
+  if (auto p = pending_base_.find(author); p != pending_base_.end() && p->second.seq <= to) {
+    // A horizon's cut reached: the chain restarts there.
+    if (p->second.seq > chain.mark() || p->second.seq < chain.base) {
+      chain = Chain{p->second.seq, p->second.prefix, {}};
+    } else if (p->second.seq > chain.base) {
+      chain.d.erase(chain.d.begin(), chain.d.begin() + static_cast<std::ptrdiff_t>(
+                                                           p->second.seq - chain.base));
+      chain.base = p->second.seq;
+      chain.base_digest = p->second.prefix;
+    }
+    pending_base_.erase(p);
+  }
+  if (from < chain.mark()) from = chain.mark();
+  if (chain.mark() != from) return;  // frozen below a retired slot never held
   const auto& by_seq = by_author_.at(author);
   for (std::uint64_t seq = from + 1; seq <= to; ++seq) {
+    auto st = by_seq.find(seq);
+    Digest element;
+    if (st != by_seq.end()) {
+      element = statement_digest(st->second);
+    } else if (is_void(author, seq)) {
+      element = void_digest(seq);
+    } else {
+      return;  // retired, never held here: the horizon's cut restarts the chain
+    }
     Hasher h;
     h.update_field("vow-prefix-v1");
-    if (!digests.empty()) h.update(digests.back().bytes);
-    auto st = by_seq.find(seq);
-    h.update((st != by_seq.end() ? statement_digest(st->second) : void_digest(seq)).bytes);
-    digests.push_back(h.finish());
+    if (!chain.d.empty()) {
+      h.update(chain.d.back().bytes);
+    } else if (chain.base != 0) {
+      h.update(chain.base_digest.bytes);
+    }
+    h.update(element.bytes);
+    chain.d.push_back(h.finish());
   }
 }
 
@@ -408,14 +447,18 @@ std::vector<Statement> Ledger::proof_statements(std::size_t limit) const {
 
 std::optional<Digest> Ledger::prefix_digest(const AgentKey& author, std::uint64_t seq) const {
   auto it = prefix_.find(author);
-  if (seq == 0 || it == prefix_.end() || seq > it->second.size()) return std::nullopt;
-  return it->second[seq - 1];
+  if (seq == 0 || it == prefix_.end()) return std::nullopt;
+  const Chain& c = it->second;
+  if (seq == c.base) return c.base_digest;
+  if (seq < c.base || seq > c.mark()) return std::nullopt;
+  return c.d[seq - c.base - 1];
 }
 
 std::map<AgentKey, Digest> Ledger::prefix_digests() const {
   std::map<AgentKey, Digest> out;
-  for (const auto& [author, digests] : prefix_) {
-    if (!digests.empty() && !equivocating(author)) out[author] = digests.back();
+  for (const auto& [author, chain] : prefix_) {
+    if (chain.mark() == 0 || equivocating(author)) continue;
+    out[author] = chain.d.empty() ? chain.base_digest : chain.d.back();
   }
   return out;
 }
@@ -456,9 +499,9 @@ Digest Ledger::fingerprint() const {
       continue;
     }
     auto p = prefix_.find(author);
-    std::size_t mark = p == prefix_.end() ? 0 : p->second.size();
+    std::uint64_t mark = p == prefix_.end() ? 0 : p->second.mark();
     h.update_field(std::to_string(mark));
-    if (mark != 0) h.update(p->second.back().bytes);
+    if (mark != 0) h.update(prefix_digest(author, mark)->bytes);
     // Statements held beyond a gap (a refused statement, rule 6): not in the prefix.
     for (auto it = by_seq.upper_bound(mark); it != by_seq.end(); ++it) {
       h.update_field(std::to_string(it->first));
@@ -631,6 +674,100 @@ std::uint64_t Ledger::own_source_version(const AgentKey& author, const std::stri
   return it == own_versions_.end() ? 0 : it->second;
 }
 
+std::uint64_t Ledger::floor(const AgentKey& author) const {
+  auto it = floor_.find(author);
+  return it == floor_.end() ? 0 : it->second;
+}
+
+bool Ledger::is_retired(const AgentKey& author, std::uint64_t seq) const {
+  if (in(pending_retired_, author, seq)) return true;
+  if (seq == 0 || seq > floor(author) || contains(author, seq) || is_void(author, seq)) {
+    return false;
+  }
+  auto c = contiguous_.find(author);
+  return c != contiguous_.end() && seq <= c->second;
+}
+
+std::vector<StatementRef> Ledger::take_retired() {
+  std::vector<StatementRef> out;
+  out.swap(retired_);
+  return out;
+}
+
+std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
+  std::set<Digest> changed;
+  auto author_of = [&](std::uint32_t cut) -> const AgentKey* {
+    return cut < h.cuts.size() ? &h.cuts[cut].author : nullptr;
+  };
+  for (const auto& r : h.retired) {
+    const AgentKey* author = author_of(r.cut);
+    if (author == nullptr || r.first == 0 || r.last < r.first || r.last > h.cuts[r.cut].seq) {
+      continue;
+    }
+    auto& by_seq = by_author_[*author];
+    std::uint64_t mark = contiguous_[*author];
+    for (std::uint64_t seq = r.first;; ++seq) {
+      auto it = by_seq.find(seq);
+      if (it != by_seq.end()) {
+        if (auto job = it->second.job()) changed.insert(*job);
+        unindex(&it->second);
+        by_seq.erase(it);
+        --size_;
+        retired_.push_back({*author, seq});
+        ++retired_count_;
+      } else if (seq > mark && !is_void(*author, seq)) {
+        insert_range(pending_retired_[*author], seq, seq);
+        ++retired_count_;
+      }
+      if (seq == r.last) break;
+    }
+  }
+  for (const auto& r : h.settled) {
+    const AgentKey* author = author_of(r.cut);
+    if (author == nullptr) continue;
+    settled_.insert({*author, r.seq});
+    if (const Statement* st = get(*author, r.seq)) {
+      if (auto job = st->job()) changed.insert(*job);
+    }
+  }
+  for (const auto& cut : h.cuts) {
+    auto& fl = floor_[cut.author];
+    fl = std::max(fl, cut.seq);
+    std::uint64_t mark = contiguous_[cut.author];
+    Chain& chain = prefix_[cut.author];
+    if (mark >= cut.seq && chain.base <= cut.seq && chain.mark() >= cut.seq) {
+      // The prefixes behind the cut are no longer kept.
+      chain.d.erase(chain.d.begin(),
+                    chain.d.begin() + static_cast<std::ptrdiff_t>(cut.seq - chain.base));
+      chain.base = cut.seq;
+      chain.base_digest = cut.prefix;
+    } else if (mark >= cut.seq) {
+      chain = Chain{cut.seq, cut.prefix, {}};
+      extend_prefix(cut.author, cut.seq, mark);
+    } else {
+      pending_base_[cut.author] = cut;
+      advance(cut.author);
+    }
+  }
+  horizon_number_ = h.number;
+  horizon_content_ = h.content;
+  return changed;
+}
+
+void Ledger::unindex(const Statement* st) {
+  auto drop = [&](std::vector<const Statement*>& v) {
+    v.erase(std::remove(v.begin(), v.end(), st), v.end());
+  };
+  auto job = st->job();
+  if (!job) return;  // only statements about jobs are retired
+  auto it = jobs_.find(*job);
+  if (it == jobs_.end()) return;
+  drop(it->second.claims);
+  drop(it->second.releases);
+  drop(it->second.results);
+  drop(it->second.accepts);
+}
+
 void Ledger::index(const Statement* st) {
   switch (st->kind()) {
     case StatementKind::kAdvert: {
@@ -671,6 +808,7 @@ void Ledger::index(const Statement* st) {
       break;
     case StatementKind::kCheckpoint:
     case StatementKind::kRetry:
+    case StatementKind::kHorizon:
       break;
   }
 }

@@ -108,6 +108,11 @@ class Ledger {
   VersionVector version_vector() const;
   // Sum of the version vector: a cheap summary peers compare in heartbeats.
   std::uint64_t vv_sum() const { return vv_sum_; }
+  // Highest contiguous sequence held of `author`; 0 if none.
+  std::uint64_t mark(const AgentKey& author) const {
+    auto it = contiguous_.find(author);
+    return it == contiguous_.end() ? 0 : it->second;
+  }
   // Highest sequence held of `author` (contiguous or not); 0 if none.
   std::uint64_t max_seq(const AgentKey& author) const;
 
@@ -127,7 +132,7 @@ class Ledger {
   bool is_hinted_void(const AgentKey& author, std::uint64_t seq) const;
   // Held or void: nothing more to learn about (author, seq) but an equivocation.
   bool known(const AgentKey& author, std::uint64_t seq) const {
-    return contains(author, seq) || is_void(author, seq);
+    return contains(author, seq) || is_void(author, seq) || is_retired(author, seq);
   }
   // Whether a peer's word that `range` is void can be taken: it spans 1..kMaxVoidRun
   // seqs from 1 up, its last + 1 is held here as an advert or is void, and its author
@@ -180,6 +185,30 @@ class Ledger {
   // statements and know the same equivocators (for the simulator's invariants).
   Digest fingerprint() const;
 
+  // ---- the horizon (docs/storage.md, "The ledger horizon") ----
+  // Applies horizon proposal `h` (in force, the next of the chain): the held statements
+  // it retires are dropped (take_retired() names them), the results it settles count as
+  // settled, and each author's prefix digests restart at its cut. A retired slot this
+  // ledger does not hold yet counts as held once reached (it is never asked for); a
+  // statement arriving for a retired slot is a duplicate. Returns the jobs whose
+  // statements changed.
+  std::set<Digest> apply_horizon(const Horizon& h);
+  std::uint64_t horizon_number() const { return horizon_number_; }
+  const Digest& horizon_content() const { return horizon_content_; }
+  // Seq up to which `author`'s statements are behind an applied horizon (0: none).
+  std::uint64_t floor(const AgentKey& author) const;
+  // A result a horizon settled: a canonical candidate without its claim (ClaimBook).
+  bool settled(const AgentKey& author, std::uint64_t seq) const {
+    return settled_.count({author, seq}) != 0;
+  }
+  std::size_t settled_count() const { return settled_.size(); }
+  // Retired by a horizon: not held, not void, and at or below the author's contiguous
+  // mark or in a retired range above it.
+  bool is_retired(const AgentKey& author, std::uint64_t seq) const;
+  // Statements dropped by apply_horizon since the last call (to be dropped on disk).
+  std::vector<StatementRef> take_retired();
+  std::uint64_t retired_count() const { return retired_count_; }
+
   // Every statement, by author then seq (for status, tests and the simulator).
   template <typename F>
   void for_each(F&& f) const {
@@ -220,6 +249,7 @@ class Ledger {
 
  private:
   void index(const Statement* st);
+  void unindex(const Statement* st);
   AddResult add_held(const Statement& statement);
   AddResult keep_proof(const Statement& first, const Statement& second);
   void extend_prefix(const AgentKey& author, std::uint64_t from, std::uint64_t to);
@@ -239,10 +269,28 @@ class Ledger {
 
   std::map<AgentKey, std::map<std::uint64_t, Statement>> by_author_;
   std::map<AgentKey, std::uint64_t> contiguous_;
-  std::map<AgentKey, std::vector<Digest>> prefix_;  // [k - 1]: digest of 1..k
+  // Per author: the digests of its prefixes from `base` up (digest of 1..k is
+  // d[k - base - 1]; of 1..base, base_digest). Below a horizon's cut they are not kept.
+  // A chain that cannot be extended (a retired slot whose statement this ledger never
+  // held) waits for the horizon's cut (pending_base_) to restart from.
+  struct Chain {
+    std::uint64_t base = 0;
+    Digest base_digest;
+    std::vector<Digest> d;
+    std::uint64_t mark() const { return base + d.size(); }
+  };
+  std::map<AgentKey, Chain> prefix_;
+  std::map<AgentKey, HorizonCut> pending_base_;
+  std::map<AgentKey, std::uint64_t> floor_;
+  std::set<std::pair<AgentKey, std::uint64_t>> settled_;
+  std::uint64_t horizon_number_ = 0;
+  Digest horizon_content_;
+  std::vector<StatementRef> retired_;
+  std::uint64_t retired_count_ = 0;
   using Ranges = std::map<std::uint64_t, std::uint64_t>;  // first -> last, disjoint
   std::map<AgentKey, Ranges> voids_;  // proven
   std::map<AgentKey, Ranges> hints_;  // hinted
+  std::map<AgentKey, Ranges> pending_retired_;  // retired by a horizon, above the mark
   std::uint64_t void_count_ = 0;      // proven and hinted
   std::vector<StatementRef> voided_;
   std::uint64_t vv_sum_ = 0;

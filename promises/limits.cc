@@ -84,6 +84,10 @@ std::optional<std::string> check_limits(const Statement& st) {
           l.artifacts("result output", b.outputs);
           for (const auto& o : b.outputs) l.name("result output", o.name);
           l.bytes("result error", b.error, kMaxTextBytes);
+        } else if constexpr (std::is_same_v<T, Horizon>) {
+          l.count("horizon cuts", b.cuts.size(), kMaxHorizonCuts);
+          l.count("horizon retired ranges", b.retired.size(), kMaxHorizonEntries);
+          l.count("horizon settled results", b.settled.size(), kMaxHorizonEntries);
         } else if constexpr (std::is_same_v<T, Accept>) {
           l.job(b.job);
           l.count("accept bindings", b.bindings.size(), kMaxNamedArtifacts);

@@ -45,6 +45,11 @@ inline constexpr std::size_t kMaxPipelineTextBytes = 2u << 20;
 // Inputs, outputs (results) or bindings (accepts) in one statement.
 inline constexpr std::size_t kMaxNamedArtifacts = 4096;
 
+// A horizon: authors cut, and retired ranges or settled results in one proposal (a
+// proposal over these is not made: its proposer waits for a smaller one).
+inline constexpr std::size_t kMaxHorizonCuts = 10'000;
+inline constexpr std::size_t kMaxHorizonEntries = 65'536;
+
 // What a quoted() text is cut to by default.
 inline constexpr std::size_t kLogQuoteBytes = 48;
 

@@ -24,6 +24,8 @@ const char* statement_kind_name(StatementKind kind) {
       return "checkpoint";
     case StatementKind::kRetry:
       return "retry";
+    case StatementKind::kHorizon:
+      return "horizon";
   }
   return "unknown";
 }
@@ -54,6 +56,35 @@ std::optional<Digest> Statement::job() const {
         }
       },
       body);
+}
+
+}  // namespace vow
+
+namespace vow {
+
+Digest horizon_content(const Horizon& h) {
+  Hasher x;
+  x.update_field("vow-horizon-v1");
+  x.update_u64(h.number);
+  x.update(h.previous.bytes);
+  x.update_u64(h.cuts.size());
+  for (const auto& c : h.cuts) {
+    x.update(c.author.bytes);
+    x.update_u64(c.seq);
+    x.update(c.prefix.bytes);
+  }
+  x.update_u64(h.retired.size());
+  for (const auto& r : h.retired) {
+    x.update_u64(r.cut);
+    x.update_u64(r.first);
+    x.update_u64(r.last);
+  }
+  x.update_u64(h.settled.size());
+  for (const auto& r : h.settled) {
+    x.update_u64(r.cut);
+    x.update_u64(r.seq);
+  }
+  return x.finish();
 }
 
 }  // namespace vow

@@ -59,6 +59,7 @@ enum class StatementKind : std::uint8_t {
   kAccept = 6,
   kCheckpoint = 7,
   kRetry = 8,
+  kHorizon = 9,
 };
 const char* statement_kind_name(StatementKind kind);
 
@@ -209,8 +210,50 @@ struct Retry {
   bool operator==(const Retry&) const = default;
 };
 
+// One author's cut in a horizon: its statements 1..seq are behind the horizon, and the
+// prefix digest of 1..seq (Ledger::prefix_digest) as the proposer held them.
+struct HorizonCut {
+  AgentKey author;
+  std::uint64_t seq = 0;
+  Digest prefix;
+  bool operator==(const HorizonCut&) const = default;
+};
+// Seqs first..last of the author of cuts[cut] (an index into Horizon::cuts).
+struct HorizonRange {
+  std::uint32_t cut = 0;
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  bool operator==(const HorizonRange&) const = default;
+};
+// A statement of the author of cuts[cut], at seq.
+struct HorizonRef {
+  std::uint32_t cut = 0;
+  std::uint64_t seq = 0;
+  bool operator==(const HorizonRef&) const = default;
+};
+
+// The ledger's horizon (docs/storage.md, "The ledger horizon"). A proposal names the
+// cut (per author a seq and the prefix digest there), the statements behind it that are
+// finished with (`retired`: every agent drops them) and the results behind it whose
+// standing is settled (`settled`: canonical candidates from now on without their
+// claims). It is in force once enough other agents endorse its content, each having
+// computed the same from its own ledger; horizons form a chain (number, previous).
+// An endorsement names the proposal and its content digest and carries no lists.
+struct Horizon {
+  std::uint64_t number = 0;  // 1, 2, ... along the chain
+  Digest previous;           // content digest of horizon number - 1 (zero for the first)
+  std::vector<HorizonCut> cuts;
+  std::vector<HorizonRange> retired;
+  std::vector<HorizonRef> settled;
+  std::optional<StatementRef> endorses;  // set: an endorsement of this proposal
+  Digest content;  // a proposal: its own content digest; an endorsement: the proposal's
+  bool operator==(const Horizon&) const = default;
+};
+// Digest of a proposal's content (number, previous, cuts, retired, settled).
+Digest horizon_content(const Horizon& h);
+
 using StatementBody = std::variant<Advert, PipelineDef, SourceVersion, Claim, Release, JobResult,
-                                   Accept, Checkpoint, Retry>;
+                                   Accept, Checkpoint, Retry, Horizon>;
 
 // A statement as its author signed it: the encoding (transport/codec.h) and the
 // detached Ed25519 signature over exactly those bytes. The core never reads it; it

@@ -204,6 +204,8 @@ void JobIndex::note(const Statement& st) {
       sources_dirty = true;
       all_dirty = true;
       break;
+    case StatementKind::kHorizon:
+      break;  // a horizon applied marks the jobs it changed
   }
 }
 

@@ -114,6 +114,7 @@ class MemoryLedger final : public LedgerStore {
     std::map<AgentKey, std::set<std::uint64_t>> held;
     for (const auto& [k, s] : statements_) held[k.author].insert(k.seq);
     for (const auto& k : voids_) held[k.author].insert(k.seq);
+    for (const auto& k : retired_) held[k.author].insert(k.seq);
     VersionVector vv;
     for (const auto& [author, seqs] : held) {
       std::uint64_t expect = 1;
@@ -130,6 +131,13 @@ class MemoryLedger final : public LedgerStore {
       auto it = statements_.find(Key{r.author, r.seq});
       if (it != statements_.end() && it->second.kind == StatementKind::kAdvert) statements_.erase(it);
       voids_.insert(Key{r.author, r.seq});
+    }
+    return Status::ok();
+  }
+  Status forget(std::span<const StatementRef> retired) override {
+    for (const auto& r : retired) {
+      // The slot stays stored for the version vector, as a void one does.
+      if (statements_.erase(Key{r.author, r.seq}) != 0) retired_.insert(Key{r.author, r.seq});
     }
     return Status::ok();
   }
@@ -290,6 +298,7 @@ class MemoryLedger final : public LedgerStore {
 
   std::map<Key, StoredStatement> statements_;
   std::set<Key> voids_;
+  std::set<Key> retired_;
   std::uint64_t own_last_ = 0;
   std::map<Digest, RunningJob> running_;
   std::map<AgentKey, PeerRecord> peers_;
@@ -327,6 +336,10 @@ Status FaultyLedger::append_own(const StoredStatement& s) {
 Status FaultyLedger::put_voids(std::span<const StatementRef> slots) {
   VOW_RETURN_IF_ERROR(before_write("put voids"));
   return base_.put_voids(slots);
+}
+Status FaultyLedger::forget(std::span<const StatementRef> retired) {
+  VOW_RETURN_IF_ERROR(before_write("forget retired statements"));
+  return base_.forget(retired);
 }
 Status FaultyLedger::put_running_job(const RunningJob& job) {
   VOW_RETURN_IF_ERROR(before_write("put running job"));

@@ -159,6 +159,11 @@ class LedgerStore {
   // Every void range, by author then first seq.
   virtual Result<std::vector<VoidRange>> voids() = 0;
 
+  // --- the horizon (docs/storage.md, "The ledger horizon") ---
+  // Statements a horizon retired, in one transaction: their rows are deleted (absent
+  // ones are ignored). Frontiers do not move back.
+  virtual Status forget(std::span<const StatementRef> retired) = 0;
+
   // --- running jobs ---
   virtual Status put_running_job(const RunningJob& job) = 0;  // replaces the same job
   virtual Status remove_running_job(const Digest& job) = 0;   // ok if absent
@@ -231,6 +236,7 @@ class FaultyLedger final : public LedgerStore {
   Result<std::vector<StoredStatement>> proofs() override { return base_.proofs(); }
   Status put_voids(std::span<const StatementRef> slots) override;
   Result<std::vector<VoidRange>> voids() override { return base_.voids(); }
+  Status forget(std::span<const StatementRef> retired) override;
   Status put_running_job(const RunningJob& job) override;
   Status remove_running_job(const Digest& job) override;
   Result<std::vector<RunningJob>> running_jobs() override { return base_.running_jobs(); }

@@ -443,6 +443,21 @@ class SqliteLedger final : public LedgerStore {
     });
   }
 
+  Status forget(std::span<const StatementRef> retired) override {
+    return transaction("forget retired", [&]() -> Status {
+      auto del = prepare("DELETE FROM statements WHERE author = ?1 AND seq = ?2");
+      if (!del.is_ok()) return del.status();
+      StmtGuard g(*del);
+      for (const auto& r : retired) {
+        sqlite3_reset(*del);
+        bind_blob(*del, 1, as_span(r.author.bytes));
+        sqlite3_bind_int64(*del, 2, static_cast<sqlite3_int64>(r.seq));
+        VOW_RETURN_IF_ERROR(step_done(*del, "delete retired statement"));
+      }
+      return Status::ok();
+    });
+  }
+
   Result<std::vector<VoidRange>> voids() override {
     auto st = prepare("SELECT author, first, last FROM voids ORDER BY author, first");
     if (!st.is_ok()) return st.status();
@@ -624,7 +639,7 @@ class SqliteLedger final : public LedgerStore {
         path_ + ": statement " + s.author.hex().substr(0, 16) + "/" + std::to_string(s.seq);
     if (!ok_author) return Status::corrupt(where + ": bad author column");
     int kind = sqlite3_column_int(st, 2);
-    if (kind < 0 || kind > static_cast<int>(StatementKind::kRetry)) {
+    if (kind < 0 || kind > static_cast<int>(StatementKind::kHorizon)) {
       return Status::corrupt(where + ": bad kind column");
     }
     s.kind = static_cast<StatementKind>(kind);

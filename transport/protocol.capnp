@@ -175,6 +175,7 @@ struct StatementBody {
     accept @9 :Accept;
     checkpoint @10 :Checkpoint;
     retry @11 :Retry;
+    horizon @12 :Horizon;
   }
 }
 
@@ -305,6 +306,36 @@ struct Retry {
   job @0 :JobRef;
   epoch @1 :UInt32;                   # the job's highest epoch when the request was made
   reason @2 :Text;                    # for humans
+}
+
+# The ledger's horizon (docs/storage.md, "The ledger horizon"): a proposal names per
+# author a cut and the prefix digest there, the statements behind the cut that every
+# agent drops (`retired`) and the results behind it whose standing is settled
+# (`settled`); an endorsement names the proposal and its content digest, with empty lists.
+struct Horizon {
+  number @0 :UInt64;                  # 1, 2, ... along the chain
+  previous @1 :Data;                  # content digest of horizon number - 1
+  cuts @2 :List(Cut);
+  retired @3 :List(Range);
+  settled @4 :List(Ref);
+  endorsesAuthor @5 :Data;            # empty: a proposal; else the proposal's author
+  endorsesSeq @6 :UInt64;
+  content @7 :Data;                   # the proposal's content digest
+
+  struct Cut {
+    author @0 :Data;
+    seq @1 :UInt64;
+    prefix @2 :Data;
+  }
+  struct Range {
+    cut @0 :UInt32;                   # index into cuts: whose seqs
+    first @1 :UInt64;
+    last @2 :UInt64;
+  }
+  struct Ref {
+    cut @0 :UInt32;
+    seq @1 :UInt64;
+  }
 }
 
 # ---------------------------------------------------------------------------------

@@ -125,6 +125,33 @@ void put_body(w::StatementBody::Body::Builder b, const Checkpoint& c) {
   o.setEpoch(c.epoch);
   put(o.initArtifact(), c.artifact);
 }
+void put_body(w::StatementBody::Body::Builder b, const Horizon& h) {
+  auto o = b.initHorizon();
+  o.setNumber(h.number);
+  o.setPrevious(data_of(h.previous.bytes));
+  auto cuts = o.initCuts(static_cast<unsigned>(h.cuts.size()));
+  for (unsigned i = 0; i < cuts.size(); ++i) {
+    cuts[i].setAuthor(data_of(h.cuts[i].author.bytes));
+    cuts[i].setSeq(h.cuts[i].seq);
+    cuts[i].setPrefix(data_of(h.cuts[i].prefix.bytes));
+  }
+  auto ranges = o.initRetired(static_cast<unsigned>(h.retired.size()));
+  for (unsigned i = 0; i < ranges.size(); ++i) {
+    ranges[i].setCut(h.retired[i].cut);
+    ranges[i].setFirst(h.retired[i].first);
+    ranges[i].setLast(h.retired[i].last);
+  }
+  auto refs = o.initSettled(static_cast<unsigned>(h.settled.size()));
+  for (unsigned i = 0; i < refs.size(); ++i) {
+    refs[i].setCut(h.settled[i].cut);
+    refs[i].setSeq(h.settled[i].seq);
+  }
+  if (h.endorses) {
+    o.setEndorsesAuthor(data_of(h.endorses->author.bytes));
+    o.setEndorsesSeq(h.endorses->seq);
+  }
+  o.setContent(data_of(h.content.bytes));
+}
 void put_body(w::StatementBody::Body::Builder b, const Retry& r) {
   auto o = b.initRetry();
   put(o.initJob(), r.job);
@@ -268,6 +295,30 @@ StatementBody get_body(w::StatementBody::Reader r) {
     case w::StatementBody::Body::RETRY: {
       auto o = r.getBody().getRetry();
       return Retry{get(o.getJob()), o.getEpoch(), str(o.getReason())};
+    }
+    case w::StatementBody::Body::HORIZON: {
+      auto o = r.getBody().getHorizon();
+      Horizon h;
+      h.number = o.getNumber();
+      h.previous = digest_of(o.getPrevious(), "horizon previous");
+      auto cuts = o.getCuts();
+      check_list(cuts, "horizon cuts");
+      for (auto c : cuts) {
+        h.cuts.push_back(HorizonCut{key_of(c.getAuthor(), "horizon cut author"), c.getSeq(),
+                                    digest_of(c.getPrefix(), "horizon cut prefix")});
+      }
+      auto ranges = o.getRetired();
+      check_list(ranges, "horizon retired");
+      for (auto x : ranges) h.retired.push_back(HorizonRange{x.getCut(), x.getFirst(), x.getLast()});
+      auto refs = o.getSettled();
+      check_list(refs, "horizon settled");
+      for (auto x : refs) h.settled.push_back(HorizonRef{x.getCut(), x.getSeq()});
+      if (o.getEndorsesAuthor().size() != 0) {
+        h.endorses = StatementRef{key_of(o.getEndorsesAuthor(), "horizon endorses"),
+                                  o.getEndorsesSeq()};
+      }
+      h.content = digest_of(o.getContent(), "horizon content");
+      return h;
     }
   }
   bad("unknown statement kind " + std::to_string(static_cast<int>(r.getBody().which())));

@@ -122,7 +122,8 @@ bool Validator::validate_statement(const SignedStatement& s, const AgentKey& pee
   }
   std::uint64_t highest = sequences_->highest_seq(st->author);
   if (st->seq <= highest &&
-      !(st->kind() == StatementKind::kAdvert && sequences_->is_void(st->author, st->seq))) {
+      !(st->kind() == StatementKind::kAdvert && sequences_->is_void(st->author, st->seq)) &&
+      !sequences_->is_retired(st->author, st->seq)) {
     // Other bytes at a held seq, signed by the author: only the author can have made both.
     // Not a rejection: the core keeps it as proof of equivocation (rule 5).
     ++equivocations_;

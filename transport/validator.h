@@ -65,6 +65,13 @@ class SequenceView {
     (void)author, (void)seq;
     return false;
   }
+  // Whether (author, seq) was retired by a horizon (docs/storage.md): a statement
+  // arriving there is an old one a peer still holds, not news and not equivocation.
+  virtual bool is_retired(const AgentKey& author, std::uint64_t seq) const {
+    (void)author;
+    (void)seq;
+    return false;
+  }
 };
 
 // A SequenceView that holds nothing: every sequence is new (clients, tests).

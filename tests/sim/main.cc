@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
   std::uint64_t count = seed ? 1 : seeds;
   std::uint64_t passed = 0, failed = 0, hostile_seeds = 0, bomb_seeds = 0;
   std::size_t largest_ledger = 0;
+  std::uint64_t horizon_seeds = 0, most_horizons = 0, most_retired = 0;
   std::vector<std::int64_t> failover;
   std::vector<std::int64_t> failover_claim;
   std::vector<double> wall_ms;
@@ -139,6 +140,9 @@ int main(int argc, char** argv) {
     membership_messages += r.membership_messages;
     agent_seconds += static_cast<double>(agents) * static_cast<double>(r.sim_end_ms) / 1000.0;
     largest_ledger = std::max(largest_ledger, r.ledger_size);
+    if (r.horizons > 0) ++horizon_seeds;
+    most_horizons = std::max(most_horizons, r.horizons);
+    most_retired = std::max(most_retired, r.retired);
     failover.insert(failover.end(), r.failover_ms.begin(), r.failover_ms.end());
     failover_claim.insert(failover_claim.end(), r.failover_claim_ms.begin(),
                           r.failover_claim_ms.end());
@@ -194,6 +198,11 @@ int main(int argc, char** argv) {
               "statements\n",
               static_cast<unsigned long long>(hostile_seeds),
               static_cast<unsigned long long>(bomb_seeds), largest_ledger);
+  std::printf("horizons applied in %llu seeds (at most %llu in a run, %llu statements retired "
+              "by one agent)\n",
+              static_cast<unsigned long long>(horizon_seeds),
+              static_cast<unsigned long long>(most_horizons),
+              static_cast<unsigned long long>(most_retired));
   std::printf("%llu passed, %llu failed\n", static_cast<unsigned long long>(passed),
               static_cast<unsigned long long>(failed));
   return failed == 0 ? 0 : 1;

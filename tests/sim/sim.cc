@@ -807,6 +807,11 @@ SimResult World::run() {
   result_.sim_end_ms = now_;
   result_.hostile = hostile_;
   if (hosts_[0].agent) result_.ledger_size = hosts_[0].agent->core().ledger().size();
+  for (const Host& h : hosts_) {
+    if (!h.agent) continue;
+    result_.horizons = std::max(result_.horizons, h.agent->core().ledger().horizon_number());
+    result_.retired = std::max(result_.retired, h.agent->core().ledger().retired_count());
+  }
   result_.trace_hash = trace_.finish();
   return result_;
 }

@@ -63,6 +63,8 @@ struct SimResult {
   std::uint64_t hostile_statements = 0;  // statements it sent (each variant once)
   std::uint64_t trees_refused = 0;       // fetched trees refused past the expansion limits
   std::size_t ledger_size = 0;           // statements in a0's ledger at the end
+  std::uint64_t horizons = 0;            // the highest horizon applied by an agent
+  std::uint64_t retired = 0;             // the most statements retired by an agent
   // Membership measures (every run counts messages; the rest with options.membership):
   std::uint64_t messages = 0;             // messages sent, every kind
   std::uint64_t membership_messages = 0;  // heartbeats and probes

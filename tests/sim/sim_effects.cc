@@ -152,6 +152,15 @@ Status SimDisk::persist_voids(const std::vector<StatementRef>& slots) {
   return Status::ok();
 }
 
+Status SimDisk::persist_retired(const std::vector<StatementRef>& retired) {
+  Host& h = w_->host(i_);
+  if (w_->disk_full(i_)) return Status::io("no space left on device (simulated)");
+  std::set<std::pair<AgentKey, std::uint64_t>> gone;
+  for (const auto& r : retired) gone.insert({r.author, r.seq});
+  std::erase_if(h.persisted, [&](const Statement& st) { return gone.count({st.author, st.seq}); });
+  return Status::ok();
+}
+
 Status SimDisk::put_running_job(const store::RunningJob& row) {
   w_->host(i_).running_table[row.job] = row;
   return Status::ok();

@@ -95,6 +95,8 @@ void World::make_hosts() {
     h.config.replicas = 2;
     h.config.job_index_scrub = 0;  // the job index is checked against a recount: no repairs
     h.config.check_backlogs = n <= kCheckIndexesUpTo;
+    // Horizons often, so that a run sees several applied, laggards and restarts among them.
+    h.config.horizon_every = 30;
     h.config.sign = sim_sign;
     h.config.idle_budget = kSimIdleBudget;
     h.config.timing.membership = opt_.profile;

@@ -74,6 +74,7 @@ class SimDisk final : public agent::StateStore {
   Status persist(const std::vector<Statement>& statements) override;
   Status persist_proofs(const std::vector<Statement>& proofs) override;
   Status persist_voids(const std::vector<StatementRef>& slots) override;
+  Status persist_retired(const std::vector<StatementRef>& retired) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
 

@@ -1,0 +1,32 @@
+// The ledger horizon (docs/storage.md, "The ledger horizon"): which statements behind a
+// cut are finished with, as a pure function of the statements at or below the cut, so
+// that every agent holding them computes the same proposal and can endorse it.
+//
+// A job is settled at a cut when, among its statements at or below the cut, a bound
+// successful result stands (bound as ClaimBook reads it, with only statements at or
+// below the cut: a claim that names one above the cut earns nothing). Its bound
+// successful results are settled (they stay, and count without their claims from then
+// on); its other statements at epochs up to the highest settled one (claims, releases,
+// failed or unbound results, accepts) are retired. Statements at higher epochs (a
+// regeneration under way) and every statement of an unsettled job stay, as do adverts,
+// pipeline definitions, source versions, retries and horizons.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "promises/ledger.h"
+#include "promises/statement.h"
+
+namespace vow::promises {
+
+// The proposal of horizon `number` (after the one whose content is `previous`) at `cut`
+// (per author, a seq at or below its contiguous mark here and at or above its floor).
+// Its content digest is set. nullopt if `cut` is not within those bounds.
+std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector& cut,
+                                       std::uint64_t number, const Digest& previous);
+
+// Statements a proposal retires (the lengths of its ranges).
+std::uint64_t horizon_retired_statements(const Horizon& h);
+
+}  // namespace vow::promises
