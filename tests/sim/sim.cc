@@ -598,8 +598,17 @@ bool World::quiet() {
     }
     const auto& ledger = h.agent->core().ledger();
     VersionVector mine = ledger.version_vector();
-    // Slots filled: held, or void (a superseded advert, Ledger).
-    std::size_t filled = ledger.size() + ledger.void_count();
+    // Slots filled: held, void (a superseded advert, Ledger) or retired by a horizon.
+    std::size_t filled = ledger.size() + ledger.void_count() + ledger.retired_count();
+    if (std::getenv("VOW_SIM_DEBUG_QUIET")) {
+      std::uint64_t sum = 0;
+      for (const auto& [a, s] : mine) sum += s;
+      std::fprintf(stderr, "%s: horizon %llu vv %llu held %zu void %llu retired %llu fp %s\n",
+                   h.config.name.c_str(), (unsigned long long)ledger.horizon_number(),
+                   (unsigned long long)sum, ledger.size(), (unsigned long long)ledger.void_count(),
+                   (unsigned long long)ledger.retired_count(),
+                   ledger.fingerprint().short_hex().c_str());
+    }
     if (vv && (mine != *vv || filled != size)) {
       unquiet_ = h.config.name + "'s ledger differs from the agents' before it";
       return false;
