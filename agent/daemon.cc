@@ -430,6 +430,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   cc.pipelines = pipelines;
   cc.timing = config.timing;
   cc.replicas = config.replicas;
+  cc.horizon_every = config.horizon_every;
   const transport::Identity* id = &*identity;
   cc.sign = [id](const Statement& st) { return transport::sign_or_empty(*id, st); };
   cc.attest = [this](Statement& st) { attest_own_statement(st); };

@@ -113,7 +113,7 @@ const ClaimBook::Summary& ClaimBook::summary(const Digest& job) const {
   Summary sum;
   if (const JobStatements* js = ledger_.job(job)) {
     bind_claims(*js, job, sum);
-    std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
+    std::tuple<int, std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
     std::set<std::uint32_t> failed_epochs;
     auto retried = retried_up_to_.find(job);
     std::uint32_t forgiven = retried == retried_up_to_.end() ? 0 : retried->second;
@@ -141,9 +141,12 @@ const ClaimBook::Summary& ClaimBook::summary(const Digest& job) const {
         continue;
       }
       // The min-register: least (epoch, outputs digest); author and seq break exact ties.
+      // Once a horizon settled results of the job, only they are candidates: the
+      // horizon fixed the job's canonical result (docs/storage.md).
       Digest od = outputs_digest(r);
       ok_outputs.insert(od);
-      auto k = std::make_tuple(r.epoch, od, st->author, st->seq);
+      const bool settled = ledger_.settled(st->author, st->seq);
+      auto k = std::make_tuple(settled ? 0 : 1, r.epoch, od, st->author, st->seq);
       if (sum.canonical == nullptr || k < best_key) {
         sum.canonical = st;
         best_key = k;

@@ -75,7 +75,8 @@ class ClaimBook {
   // ranked first; nullptr if none.
   const Statement* top_claim(const Digest& job) const;
 
-  // The canonical (least (epoch, outputs digest)) bound successful result, or nullptr.
+  // The canonical (least (epoch, outputs digest)) bound successful result, or nullptr;
+  // among the results a horizon settled, if the job has any.
   const Statement* canonical(const Digest& job) const;
   const JobResult* canonical_result(const Digest& job) const;
   // Distinct epochs with a bound failure, above the job's latest Retry epoch.

@@ -32,6 +32,7 @@ inline constexpr std::size_t kMaxStageOutputs = 256;
 inline constexpr int kMaxRetries = 100;
 inline constexpr int kMaxCapacity = 1024;
 inline constexpr int kMaxReplicas = 16;
+inline constexpr std::int64_t kMaxHorizonEvery = 10'000'000;
 inline constexpr std::int64_t kMaxDurationMs = 366LL * 24 * 3600 * 1000;  // a year
 
 // The outcome of parsing one file: a value when there were no errors, else the errors

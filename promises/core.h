@@ -124,6 +124,9 @@ struct CoreConfig {
   // are held beyond the last one's cut (docs/storage.md, "The ledger horizon"); 0: this
   // agent proposes none (it still endorses and applies others').
   std::uint64_t horizon_every = 0;
+  // Checks on every horizon applied that every job's canonical result is the same after
+  // it as before (for the simulator).
+  bool check_horizons = false;
   // Checks after every decision pass that the claim backlogs kept up to date by events
   // equal ones built from scratch (costs a rebuild per pass: for the simulator).
   bool check_backlogs = false;

@@ -216,9 +216,9 @@ struct Core::Impl {
   void horizon_step();
   // The agents with a current advert that do not equivocate.
   std::vector<AgentKey> horizon_members() const;
-  // Endorsements (besides the proposer's) a proposal needs to be in force.
-  std::size_t horizon_quorum() const;
-  bool designated_proposer(const AgentKey& agent, std::uint64_t number) const;
+  // Whether every member a proposal lists (but its proposer) endorsed it.
+  bool horizon_in_force(const Statement& proposal,
+                        const std::vector<const Statement*>& statements) const;
   void apply_horizon(const Statement& proposal);
   // After a restart: applies again the chain of horizons the ledger holds.
   void restore_horizons();

@@ -78,7 +78,8 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     auto prefix = ledger.prefix_digest(author, seq);
     if (!prefix) return std::nullopt;
     index[author] = static_cast<std::uint32_t>(h.cuts.size());
-    h.cuts.push_back(HorizonCut{author, seq, *prefix});
+    bool member = ledger.advert_at(author, seq + 1) != nullptr && !ledger.equivocating(author);
+    h.cuts.push_back(HorizonCut{author, seq, *prefix, member});
   }
   const Cut c{ledger, cut};
   std::map<std::uint32_t, std::vector<std::uint64_t>> retired;  // by cut index
@@ -111,16 +112,29 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     }
     if (ok.empty()) continue;
     std::set<const Statement*> keep(ok.begin(), ok.end());
+    // A job settled by an earlier horizon keeps its settled results as its candidates:
+    // later successful ones stay as evidence, unsettled (they would compete with them).
+    const bool settled_before = std::any_of(ok.begin(), ok.end(), [&](const Statement* st) {
+      return ledger.settled(st->author, st->seq);
+    });
     for (const Statement* st : ok) {
-      if (!ledger.settled(st->author, st->seq)) {
-        h.settled.push_back(HorizonRef{index.at(st->author), st->seq});
+      if (!settled_before) h.settled.push_back(HorizonRef{index.at(st->author), st->seq});
+    }
+    // A claim whose run ended behind the cut (its author's result or release of that
+    // epoch is there too); one still open may bind a result published after the cut.
+    std::set<std::pair<AgentKey, std::uint32_t>> ended;
+    for (const Statement* st : results) ended.insert({st->author, epoch_of(*st)});
+    for (const Statement* st : js.releases) {
+      if (c.behind(*st)) ended.insert({st->author, epoch_of(*st)});
+    }
+    for (const Statement* st : claims) {
+      if (epoch_of(*st) <= settled_epoch && ended.count({st->author, epoch_of(*st)})) {
+        retired[index.at(st->author)].push_back(st->seq);
       }
     }
-    for (const auto* v : {&claims, &results}) {
-      for (const Statement* st : *v) {
-        if (!keep.count(st) && epoch_of(*st) <= settled_epoch) {
-          retired[index.at(st->author)].push_back(st->seq);
-        }
+    for (const Statement* st : results) {
+      if (!keep.count(st) && epoch_of(*st) <= settled_epoch) {
+        retired[index.at(st->author)].push_back(st->seq);
       }
     }
     for (const auto* v : {&js.releases, &js.accepts}) {

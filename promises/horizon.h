@@ -6,8 +6,8 @@
 // successful result stands (bound as ClaimBook reads it, with only statements at or
 // below the cut: a claim that names one above the cut earns nothing). Its bound
 // successful results are settled (they stay, and count without their claims from then
-// on); its other statements at epochs up to the highest settled one (claims, releases,
-// failed or unbound results, accepts) are retired. Statements at higher epochs (a
+// on); its other statements at epochs up to the highest settled one (claims whose run
+// ended behind the cut, releases, failed or unbound results, accepts) are retired. Statements at higher epochs (a
 // regeneration under way) and every statement of an unsettled job stay, as do adverts,
 // pipeline definitions, source versions, retries and horizons.
 #pragma once

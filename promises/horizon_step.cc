@@ -1,7 +1,16 @@
 // The ledger horizon in the core (docs/storage.md, "The ledger horizon"): proposing,
 // endorsing and applying horizons. The computation itself is promises/horizon.h.
+//
+// A proposal lists its members (the authors with an advert at or below their cut) and is
+// in force once every member but its proposer endorsed it. An agent endorses one
+// proposal per number, and only one it computed itself from its own ledger, whose
+// proposer is the member ranked first for that number, and whose members it knows as
+// members too. Members are never dropped (an advert stays), so two proposals of one
+// number share their smaller member set, whose agents endorse one of them: at most one
+// is in force while any member is honest.
 #include <algorithm>
 
+#include "promises/assert.h"
 #include "promises/core_internal.h"
 #include "promises/horizon.h"
 
@@ -17,6 +26,30 @@ VersionVector cut_of(const Horizon& h) {
 // A proposal whose content digest is what it says.
 bool well_formed_proposal(const Horizon& h) {
   return !h.endorses && horizon_content(h) == h.content;
+}
+
+Digest proposer_key(std::uint64_t number) {
+  Hasher h;
+  h.update_field("vow-horizon-proposer-v1");
+  h.update_u64(number);
+  return h.finish();
+}
+
+// The member of a proposal ranked first for its number: the only one whose proposal is
+// endorsed.
+std::optional<AgentKey> designated(const Horizon& h) {
+  Digest key = proposer_key(h.number);
+  std::optional<AgentKey> best;
+  Digest best_score;
+  for (const auto& c : h.cuts) {
+    if (!c.member) continue;
+    Digest score = rendezvous_score(key, c.author);
+    if (!best || score > best_score) {
+      best = c.author;
+      best_score = score;
+    }
+  }
+  return best;
 }
 
 }  // namespace
@@ -37,29 +70,20 @@ std::vector<AgentKey> Core::Impl::horizon_members() const {
   return out;
 }
 
-// Two proposals of one number can both be in force only if some agent endorsed both:
-// honest agents endorse one per number, so a quorum of more than half the other members
-// keeps the chain single while fewer than that many endorsers are faulty.
-std::size_t Core::Impl::horizon_quorum() const {
-  std::size_t n = horizon_members().size();
-  return n <= 1 ? 0 : (n - 1) / 2 + 1;
-}
-
-bool Core::Impl::designated_proposer(const AgentKey& agent, std::uint64_t number) const {
-  Hasher h;
-  h.update_field("vow-horizon-proposer-v1");
-  h.update_u64(number);
-  Digest key = h.finish();
-  std::optional<AgentKey> best;
-  Digest best_score;
-  for (const AgentKey& a : horizon_members()) {
-    Digest score = rendezvous_score(key, a);
-    if (!best || score > best_score) {
-      best = a;
-      best_score = score;
+bool Core::Impl::horizon_in_force(const Statement& proposal,
+                                  const std::vector<const Statement*>& statements) const {
+  const auto& h = std::get<Horizon>(proposal.body);
+  std::set<AgentKey> endorsers;
+  for (const Statement* e : statements) {
+    const auto& eh = std::get<Horizon>(e->body);
+    if (eh.endorses && eh.endorses->author == proposal.author &&
+        eh.endorses->seq == proposal.seq && eh.content == h.content) {
+      endorsers.insert(e->author);
     }
   }
-  return best && *best == agent;
+  return std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
+    return !c.member || c.author == proposal.author || endorsers.count(c.author) != 0;
+  });
 }
 
 void Core::Impl::apply_horizon(const Statement& proposal) {
@@ -74,12 +98,42 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
       if (seq == r.last) break;
     }
   }
+  // An agent that holds every statement behind the cut (it computed the proposal
+  // itself) sees no canonical result change; one that took it on its endorsers' word may
+  // learn of results bound there that it could not bind itself.
+  const bool checked = horizon_verified[{proposal.author, proposal.seq}];
+  std::map<Digest, StatementKey> canonical_before;
+  if (config.check_horizons && checked) {
+    // Those decided behind the cut (a result published after it may lose to a settled
+    // one: the horizon fixes the canonical result of the jobs it settles).
+    VersionVector cut;
+    for (const auto& c : h.cuts) cut[c.author] = c.seq;
+    for (const auto& [job, js] : ledger.jobs()) {
+      const Statement* c = book.canonical(job);
+      if (c == nullptr) continue;
+      auto at = cut.find(c->author);
+      if (at != cut.end() && c->seq <= at->second) canonical_before[job] = {c->author, c->seq};
+    }
+  }
   std::set<Digest> changed = ledger.apply_horizon(h);
   book.invalidate();  // its summaries point at statements now gone
+  if (config.check_horizons) {
+    for (const auto& [job, ref] : canonical_before) {
+      const Statement* c = book.canonical(job);
+      VOW_ASSERT(c != nullptr && c->author == ref.first && c->seq == ref.second,
+                 "horizon %llu changed the canonical result of job %s",
+                 static_cast<unsigned long long>(h.number), job.short_hex().c_str());
+    }
+  }
   for (const Digest& job : changed) {
     touch(job);
     job_index.dirty.insert(job);
+    results_changed.insert(job);
   }
+  // A settled result may be canonical here only now (its claim never reached this
+  // agent): the plan is made again, once per horizon.
+  plan_dirty = true;
+  decisions_due = true;
   horizon_by_number.erase(horizon_by_number.begin(),
                           horizon_by_number.upper_bound(ledger.horizon_number()));
   ++horizons_applied;
@@ -122,26 +176,22 @@ void Core::Impl::horizon_step() {
         auto v = horizon_verified.find(key);
         bool verified = v != horizon_verified.end() && v->second;
         if (verified && p->author != config.key && !horizon_endorsed.count(n) &&
-            designated_proposer(p->author, n)) {
-          horizon_endorsed.insert(n);
-          Horizon e;
-          e.number = n;
-          e.previous = h.previous;
-          e.endorses = StatementRef{p->author, p->seq};
-          e.content = h.content;
-          publish(std::move(e));
-          at = horizon_by_number.find(n);  // publish() noted the endorsement
-        }
-        std::set<AgentKey> endorsers;
-        for (const Statement* e : at->second) {
-          const auto& eh = std::get<Horizon>(e->body);
-          if (eh.endorses && eh.endorses->author == p->author && eh.endorses->seq == p->seq &&
-              eh.content == h.content && e->author != p->author &&
-              !ledger.equivocating(e->author)) {
-            endorsers.insert(e->author);
+            designated(h) == p->author) {
+          std::vector<AgentKey> mine = horizon_members();
+          bool known = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
+            return !c.member || std::binary_search(mine.begin(), mine.end(), c.author);
+          });
+          if (known) {
+            horizon_endorsed.insert(n);
+            Horizon e;
+            e.number = n;
+            e.previous = h.previous;
+            e.endorses = StatementRef{p->author, p->seq};
+            e.content = h.content;
+            publish(std::move(e));
           }
         }
-        if (endorsers.size() < horizon_quorum()) continue;
+        if (!horizon_in_force(*p, horizon_by_number[n])) continue;
         if (v != horizon_verified.end() && !v->second) continue;  // ours differs: never
         chosen = p;
         break;
@@ -153,20 +203,31 @@ void Core::Impl::horizon_step() {
   apply_in_force();
   // Propose the next one, if this agent is the one to.
   const std::uint64_t n = ledger.horizon_number() + 1;
-  if (config.horizon_every == 0 || withdrawn || horizon_endorsed.count(n) ||
-      !designated_proposer(config.key, n)) {
-    return;
-  }
+  if (config.horizon_every == 0 || withdrawn || horizon_endorsed.count(n)) return;
   std::uint64_t beyond = 0;
-  VersionVector cut = ledger.version_vector();
-  for (const auto& [author, seq] : cut) beyond += seq - std::min(seq, ledger.floor(author));
+  VersionVector marks = ledger.version_vector();
+  for (const auto& [author, seq] : marks) beyond += seq - std::min(seq, ledger.floor(author));
   if (beyond < config.horizon_every) return;
   if (horizon_tried_at != 0 && ledger.vv_sum() < horizon_tried_at + config.horizon_every / 2) {
     return;
   }
+  // Each author is cut at its last statement held that is not an advert: whether an
+  // advert is void depends on the seq after it, which agents may not all hold yet, and
+  // so does the prefix digest there.
+  VersionVector cut;
+  for (const auto& [author, mark] : marks) {
+    for (std::uint64_t seq = mark; seq > ledger.floor(author); --seq) {
+      const Statement* st = ledger.get(author, seq);
+      if (st != nullptr && st->kind() != StatementKind::kAdvert) {
+        cut[author] = seq;
+        break;
+      }
+    }
+  }
   auto h = compute_horizon(ledger, cut, n, ledger.horizon_content());
-  if (!h || h->retired.empty() || h->retired.size() > kMaxHorizonEntries ||
-      h->settled.size() > kMaxHorizonEntries || h->cuts.size() > kMaxHorizonCuts) {
+  if (!h || designated(*h) != config.key || h->retired.empty() ||
+      h->retired.size() > kMaxHorizonEntries || h->settled.size() > kMaxHorizonEntries ||
+      h->cuts.size() > kMaxHorizonCuts) {
     horizon_tried_at = ledger.vv_sum();
     return;
   }
@@ -186,28 +247,17 @@ void Core::Impl::restore_horizons() {
     const std::uint64_t n = ledger.horizon_number() + 1;
     auto at = horizon_by_number.find(n);
     if (at == horizon_by_number.end()) return;
-    // The proposal with the most endorsements: this agent applied it before (it drops
-    // statements only for a horizon in force), unless it only endorsed it.
-    const Statement* best = nullptr;
-    std::size_t best_count = 0;
+    const Statement* chosen = nullptr;
     for (const Statement* p : at->second) {
       const auto& h = std::get<Horizon>(p->body);
       if (h.previous != ledger.horizon_content() || !well_formed_proposal(h)) continue;
-      std::set<AgentKey> endorsers;
-      for (const Statement* e : at->second) {
-        const auto& eh = std::get<Horizon>(e->body);
-        if (eh.endorses && eh.endorses->author == p->author && eh.endorses->seq == p->seq &&
-            eh.content == h.content && e->author != p->author) {
-          endorsers.insert(e->author);
-        }
-      }
-      if (best == nullptr || endorsers.size() > best_count) {
-        best = p;
-        best_count = endorsers.size();
+      if (horizon_in_force(*p, at->second)) {
+        chosen = p;
+        break;
       }
     }
-    if (best == nullptr || best_count < horizon_quorum()) return;
-    apply_horizon(*best);
+    if (chosen == nullptr) return;
+    apply_horizon(*chosen);
   }
 }
 

@@ -708,15 +708,17 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
     std::uint64_t mark = contiguous_[*author];
     for (std::uint64_t seq = r.first;; ++seq) {
       auto it = by_seq.find(seq);
-      if (it != by_seq.end()) {
+      const bool held = it != by_seq.end();
+      if (held) {
         if (auto job = it->second.job()) changed.insert(*job);
         unindex(&it->second);
         by_seq.erase(it);
         --size_;
         retired_.push_back({*author, seq});
-        ++retired_count_;
-      } else if (seq > mark && !is_void(*author, seq)) {
-        insert_range(pending_retired_[*author], seq, seq);
+      }
+      if (held || (seq > mark && !is_void(*author, seq))) {
+        // Above the mark, the slot counts as held once the mark reaches it.
+        if (seq > mark) insert_range(pending_retired_[*author], seq, seq);
         ++retired_count_;
       }
       if (seq == r.last) break;
@@ -735,13 +737,10 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
     fl = std::max(fl, cut.seq);
     std::uint64_t mark = contiguous_[cut.author];
     Chain& chain = prefix_[cut.author];
-    if (mark >= cut.seq && chain.base <= cut.seq && chain.mark() >= cut.seq) {
-      // The prefixes behind the cut are no longer kept.
-      chain.d.erase(chain.d.begin(),
-                    chain.d.begin() + static_cast<std::ptrdiff_t>(cut.seq - chain.base));
-      chain.base = cut.seq;
-      chain.base_digest = cut.prefix;
-    } else if (mark >= cut.seq) {
+    if (mark >= cut.seq) {
+      // The prefixes behind the cut are no longer kept; those above it chain from the
+      // horizon's digest at the cut (this ledger's own, unless it took the horizon on
+      // its endorsers' word).
       chain = Chain{cut.seq, cut.prefix, {}};
       extend_prefix(cut.author, cut.seq, mark);
     } else {

@@ -72,6 +72,7 @@ Digest horizon_content(const Horizon& h) {
     x.update(c.author.bytes);
     x.update_u64(c.seq);
     x.update(c.prefix.bytes);
+    x.update_u64(c.member ? 1 : 0);
   }
   x.update_u64(h.retired.size());
   for (const auto& r : h.retired) {

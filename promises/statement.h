@@ -216,6 +216,9 @@ struct HorizonCut {
   AgentKey author;
   std::uint64_t seq = 0;
   Digest prefix;
+  // The author had an advert at or below its cut (and no proof of equivocation was
+  // known): a member, whose endorsement the horizon needs.
+  bool member = false;
   bool operator==(const HorizonCut&) const = default;
 };
 // Seqs first..last of the author of cuts[cut] (an index into Horizon::cuts).

@@ -47,6 +47,14 @@ std::vector<StatementBody> every_body() {
   failed.stderr_digest = digest_of("stderr");
   Accept acc{
       job_ref(), 4, {Accept::Binding{"in", digest_of("x"), testing::identity_of(5).key(), 17}}};
+  Horizon horizon;
+  horizon.number = 3;
+  horizon.previous = digest_of("h2");
+  horizon.cuts = {HorizonCut{testing::identity_of(5).key(), 41, digest_of("prefix"), true},
+                  HorizonCut{testing::identity_of(6).key(), 7, digest_of("prefix6"), false}};
+  horizon.retired = {HorizonRange{0, 2, 5}, HorizonRange{1, 3, 3}};
+  horizon.settled = {HorizonRef{0, 6}};
+  horizon.content = horizon_content(horizon);
   return {
       Advert{"node-a",
              {"tcp://a:7400", "tcp://[::1]:7400"},
@@ -62,6 +70,9 @@ std::vector<StatementBody> every_body() {
       acc,
       Checkpoint{job_ref(), 6, ArtifactRef{digest_of("ck"), false, 100, {}}},
       Retry{job_ref(), 7, "vow retry"},
+      horizon,
+      Horizon{4, digest_of("prev"), {}, {}, {}, StatementRef{testing::identity_of(5).key(), 9},
+              digest_of("content")},
   };
 }
 

@@ -326,6 +326,7 @@ struct Horizon {
     author @0 :Data;
     seq @1 :UInt64;
     prefix @2 :Data;
+    member @3 :Bool;                  # had an advert at or below its cut: must endorse
   }
   struct Range {
     cut @0 :UInt32;                   # index into cuts: whose seqs

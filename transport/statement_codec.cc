@@ -134,6 +134,7 @@ void put_body(w::StatementBody::Body::Builder b, const Horizon& h) {
     cuts[i].setAuthor(data_of(h.cuts[i].author.bytes));
     cuts[i].setSeq(h.cuts[i].seq);
     cuts[i].setPrefix(data_of(h.cuts[i].prefix.bytes));
+    cuts[i].setMember(h.cuts[i].member);
   }
   auto ranges = o.initRetired(static_cast<unsigned>(h.retired.size()));
   for (unsigned i = 0; i < ranges.size(); ++i) {
@@ -305,7 +306,8 @@ StatementBody get_body(w::StatementBody::Reader r) {
       check_list(cuts, "horizon cuts");
       for (auto c : cuts) {
         h.cuts.push_back(HorizonCut{key_of(c.getAuthor(), "horizon cut author"), c.getSeq(),
-                                    digest_of(c.getPrefix(), "horizon cut prefix")});
+                                    digest_of(c.getPrefix(), "horizon cut prefix"),
+                                    c.getMember()});
       }
       auto ranges = o.getRetired();
       check_list(ranges, "horizon retired");

@@ -97,6 +97,7 @@ void World::make_hosts() {
     h.config.check_backlogs = n <= kCheckIndexesUpTo;
     // Horizons often, so that a run sees several applied, laggards and restarts among them.
     h.config.horizon_every = 30;
+    h.config.check_horizons = true;
     h.config.sign = sim_sign;
     h.config.idle_budget = kSimIdleBudget;
     h.config.timing.membership = opt_.profile;
