@@ -14,6 +14,8 @@ state on disk, HTTP on), a `foreach` stage of no-op shards, and per size:
   catch_up    a fourth agent (same promise, trusted from the start, never run) started
               once all is done: seconds until its `vow status` shows every job done
   ledger_mb   the size of an agent's ledger database (vow.db and its WAL) at the end
+  live_mb     of which pages in use (pages freed by a ledger horizon are reused by the
+              rows that follow: the file does not shrink), and the statements held
 
 With --during S the run is not awaited: the queries are timed S seconds after the
 source version, while jobs run (for sizes whose run takes too long here); idle CPU is
@@ -25,6 +27,7 @@ Prints one line per size and a Markdown table row each; BENCHMARKS.md is written
 import argparse
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -155,8 +158,18 @@ def one_size(build, n, during):
         db = os.path.join(b.state, "vow.db")
         ledger_mb = sum(os.path.getsize(db + sfx) for sfx in ("", "-wal")
                         if os.path.exists(db + sfx)) / 1e6
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            pages, free, page_size, rows = (
+                conn.execute("PRAGMA page_count").fetchone()[0],
+                conn.execute("PRAGMA freelist_count").fetchone()[0],
+                conn.execute("PRAGMA page_size").fetchone()[0],
+                conn.execute("SELECT count(*) FROM statements").fetchone()[0])
+        finally:
+            conn.close()
         out = {"jobs": n, "done": done, "run_s": run_s, "restart_s": restart,
                "catch_up_s": catch_up, "ledger_mb": ledger_mb,
+               "live_mb": (pages - free) * page_size / 1e6, "statements": rows,
                "agent_cpu_ms_per_job": (cpu1 - cpu0) * 1000.0 / os.sysconf("SC_CLK_TCK") /
                max(done, 1),
                "status_s": status, "jobs_all_s": jobs_all, "jobs_page_s": page,
@@ -182,7 +195,8 @@ def main():
         print(f"| {r['jobs']:,} ({r['done']:,} done) | {r['status_s'] * 1000:.0f} ms | "
               f"{r['jobs_page_s'] * 1000:.0f} ms | {r['jobs_all_s'] * 1000:.0f} ms | {idle} | "
               f"{r['suspect']} | {r['agent_cpu_ms_per_job']:.1f} ms | {secs(r['restart_s'])} | "
-              f"{secs(r['catch_up_s'])} | {r['ledger_mb']:.1f} MB | {r['run_s']:.0f} s |")
+              f"{secs(r['catch_up_s'])} | {r['ledger_mb']:.1f} MB ({r['live_mb']:.1f} MB in use, "
+              f"{r['statements']:,} statements) | {r['run_s']:.0f} s |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -82,7 +82,9 @@ void ClaimBook::bind_claims(const JobStatements& js, const Digest& job, Summary&
         why = ClaimBinding::kNotPromised;
       } else if (c.epoch == 0 || (c.epoch == 1) == c.supersedes.has_value()) {
         why = ClaimBinding::kNotEarned;
-      } else if (c.epoch > 1) {
+      } else if (c.epoch > 1 && !ledger_.is_retired(c.supersedes->author, c.supersedes->seq)) {
+        // (A claim that names one a horizon retired earned its epoch: the horizon
+        // settled the job, and only a run that had ended left its claim behind it.)
         const Statement* prev = ledger_.get(c.supersedes->author, c.supersedes->seq);
         const Claim* pc = prev != nullptr ? std::get_if<Claim>(&prev->body) : nullptr;
         if (pc == nullptr || pc->job.job != job || pc->epoch + 1 != c.epoch ||

@@ -281,6 +281,12 @@ void Core::Impl::note_nondeterminism(const Digest& job) {
 // a held (author, seq) is proof of equivocation.
 void Core::Impl::receive(const Statement& st, bool proof) {
   if (!admit(st, proof)) return;
+  if (const auto* c = std::get_if<Claim>(&st.body)) {
+    // What ingest() compares with must be read before the claim is in the ledger: a
+    // summary of its job dropped by an earlier statement would otherwise be made again
+    // with the claim in it, and a result it binds would not count as a change.
+    (void)book.canonical(c->job.job);
+  }
   switch (ledger.add(st)) {
     case Ledger::AddResult::kNew:
       out.persist.push_back(st);

@@ -208,6 +208,7 @@ struct Core::Impl {
   // Whether this agent's own computation of a proposal matched it (absent: not yet
   // computed, it lacks statements behind the cut).
   std::map<StatementKey, bool> horizon_verified;
+  std::map<StatementKey, std::size_t> horizon_verified_proofs;  // proofs known then
   std::set<std::uint64_t> horizon_endorsed;  // numbers this agent endorsed or proposed
   bool horizon_due = false;
   std::uint64_t horizons_applied = 0;

@@ -37,7 +37,7 @@ std::set<const Statement*> bound_claims(const Cut& c, const Digest& job,
       }
     }
     if (!promised || cl.epoch == 0 || (cl.epoch == 1) == cl.supersedes.has_value()) continue;
-    if (cl.epoch > 1) {
+    if (cl.epoch > 1 && !c.ledger.is_retired(cl.supersedes->author, cl.supersedes->seq)) {
       const Statement* prev = c.ledger.get(cl.supersedes->author, cl.supersedes->seq);
       const Claim* pc = prev != nullptr ? std::get_if<Claim>(&prev->body) : nullptr;
       if (pc == nullptr || !c.behind(*prev) || pc->job.job != job || pc->epoch + 1 != cl.epoch ||

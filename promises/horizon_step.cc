@@ -156,6 +156,13 @@ void Core::Impl::horizon_step() {
         const auto& h = std::get<Horizon>(p->body);
         if (h.previous != ledger.horizon_content() || !well_formed_proposal(h)) continue;
         StatementKey key{p->author, p->seq};
+        // A proposal that differed is computed again once this agent learns of another
+        // equivocator (who is a member, and which results count, depend on it).
+        if (auto was = horizon_verified.find(key);
+            was != horizon_verified.end() && !was->second &&
+            horizon_verified_proofs[key] != ledger.proofs().size()) {
+          horizon_verified.erase(was);
+        }
         if (!horizon_verified.count(key)) {
           bool holds = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
             return ledger.mark(c.author) >= c.seq;
@@ -164,11 +171,13 @@ void Core::Impl::horizon_step() {
             auto mine = compute_horizon(ledger, cut_of(h), n, h.previous);
             bool same = mine && mine->content == h.content;
             horizon_verified[key] = same;
+            horizon_verified_proofs[key] = ledger.proofs().size();
             if (!same) {
               event(EventKind::kHorizon, EventLevel::kWarn,
                     "horizon " + std::to_string(n) + " proposed by " +
                         p->author.hex().substr(0, 12) +
-                        " differs from what this agent's ledger gives: not endorsed",
+                        " differs from what this agent's ledger gives: not endorsed (for as "
+                        "long as it knows of no other equivocator)",
                     p->author);
             }
           }

@@ -742,7 +742,20 @@ void World::check_end() {
       bool rel = std::any_of(js.releases.begin(), js.releases.end(), [&](const Statement* r) {
         return r->author == st->author && std::get<Release>(r->body).epoch == e;
       });
-      if (!rel && ++kept[e] > 1) {
+      if (!rel && ++kept[e] > 1 && std::getenv("VOW_SIM_DEBUG_QUIET")) {
+        for (const Statement* c : js.claims)
+          std::fprintf(stderr, "  claim %s/%llu e%u floor %llu\n", c->author.hex().substr(0, 6).c_str(),
+                       (unsigned long long)c->seq, std::get<Claim>(c->body).epoch,
+                       (unsigned long long)ref.ledger().floor(c->author));
+        for (const Statement* r : js.releases)
+          std::fprintf(stderr, "  release %s/%llu e%u\n", r->author.hex().substr(0, 6).c_str(),
+                       (unsigned long long)r->seq, std::get<Release>(r->body).epoch);
+        for (const Statement* r : js.results)
+          std::fprintf(stderr, "  result %s/%llu e%u ok %d settled %d\n", r->author.hex().substr(0, 6).c_str(),
+                       (unsigned long long)r->seq, std::get<JobResult>(r->body).epoch,
+                       std::get<JobResult>(r->body).ok, ref.ledger().settled(r->author, r->seq));
+      }
+      if (!rel && kept[e] > 1) {
         fail("job " + id.short_hex() + " has two kept claims at epoch " + std::to_string(e));
       }
     }
