@@ -154,7 +154,7 @@ struct AgentConfig {
   int replicas = 2;
   // Statements held beyond the last ledger horizon before this agent proposes one
   // (docs/storage.md); 0: it proposes none.
-  std::uint64_t horizon_every = 20'000;
+  std::uint64_t horizon_every = 5'000;
   // How jobs run (docs/sandbox.md): "auto" (bubblewrap when it works, else unsandboxed
   // with a warning), "bwrap" (bubblewrap or refuse to start), "none".
   std::string sandbox = "auto";

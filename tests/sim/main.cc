@@ -63,6 +63,9 @@ int main(int argc, char** argv) {
                "measure membership: no faults but one agent killed at 3 s (restarted at 13 s), "
                "with --faults net a lossy network too; print detection time, false "
                "suspicions and messages per agent per second");
+  std::uint64_t horizon_every = 30;
+  app.add_option("--horizon-every", horizon_every,
+                 "statements beyond the last ledger horizon before one is proposed (0: none)");
   std::string profile = "lan";
   app.add_option("--profile", profile, "membership profile of every agent ([timing] membership)")
       ->check(CLI::IsMember({"lan", "wan", "all-to-all"}));
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
   opt.slow_kills = slow_kills;
   opt.hostile = hostile;
   opt.membership = membership;
+  opt.horizon_every = horizon_every;
   opt.profile = profile == "wan"          ? vow::promises::MembershipProfile::kWan
                 : profile == "all-to-all" ? vow::promises::MembershipProfile::kAllToAll
                                           : vow::promises::MembershipProfile::kLan;

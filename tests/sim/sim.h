@@ -41,6 +41,9 @@ struct SimOptions {
   // the watch ends (kMeasureWatchMs later).
   bool membership = false;
   promises::MembershipProfile profile = promises::MembershipProfile::kLan;  // --profile
+  // Statements beyond the last ledger horizon before one is proposed (--horizon-every;
+  // small, so that runs see several; 0: none).
+  std::uint64_t horizon_every = 30;
 };
 
 inline constexpr std::int64_t kMeasureKillMs = 3'000;

@@ -96,7 +96,7 @@ void World::make_hosts() {
     h.config.job_index_scrub = 0;  // the job index is checked against a recount: no repairs
     h.config.check_backlogs = n <= kCheckIndexesUpTo;
     // Horizons often, so that a run sees several applied, laggards and restarts among them.
-    h.config.horizon_every = std::getenv("VOW_SIM_NOHORIZON") ? 0 : 30;
+    h.config.horizon_every = opt_.horizon_every;
     h.config.check_horizons = true;
     h.config.sign = sim_sign;
     h.config.idle_budget = kSimIdleBudget;
