@@ -34,18 +34,6 @@ bool provides(const Statement* advert, const SourceVersion& sv) {
   });
 }
 
-std::uint32_t epoch_of(const Statement& st) {
-  return std::visit(
-      [](const auto& b) -> std::uint32_t {
-        if constexpr (requires { b.epoch; }) {
-          return b.epoch;
-        } else {
-          return 0;
-        }
-      },
-      st.body);
-}
-
 }  // namespace
 
 bool Core::Impl::counts_on_arrival(const Statement& st) const {
@@ -62,7 +50,7 @@ bool Core::Impl::counts_on_arrival(const Statement& st) const {
     });
     const std::vector<const Statement*>& said = already(*js);
     return claimed && std::none_of(said.begin(), said.end(), [&](const Statement* x) {
-             return by_author(x) && x->job().has_value() && epoch_of(*x) == epoch;
+             return by_author(x) && x->job().has_value() && statement_epoch(*x) == epoch;
            });
   };
   return std::visit(

@@ -50,18 +50,6 @@ std::set<const Statement*> bound_claims(const Cut& c, const Digest& job,
   return bound;
 }
 
-std::uint32_t epoch_of(const Statement& st) {
-  return std::visit(
-      [](const auto& b) -> std::uint32_t {
-        if constexpr (requires { b.epoch; }) {
-          return b.epoch;
-        } else {
-          return 0;
-        }
-      },
-      st.body);
-}
-
 }  // namespace
 
 std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector& cut,
@@ -123,23 +111,24 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     // A claim whose run ended behind the cut (its author's result or release of that
     // epoch is there too); one still open may bind a result published after the cut.
     std::set<std::pair<AgentKey, std::uint32_t>> ended;
-    for (const Statement* st : results) ended.insert({st->author, epoch_of(*st)});
+    for (const Statement* st : results) ended.insert({st->author, statement_epoch(*st)});
     for (const Statement* st : js.releases) {
-      if (c.behind(*st)) ended.insert({st->author, epoch_of(*st)});
+      if (c.behind(*st)) ended.insert({st->author, statement_epoch(*st)});
     }
     for (const Statement* st : claims) {
-      if (epoch_of(*st) <= settled_epoch && ended.count({st->author, epoch_of(*st)})) {
+      const std::uint32_t e = statement_epoch(*st);
+      if (e <= settled_epoch && ended.count({st->author, e})) {
         retired[index.at(st->author)].push_back(st->seq);
       }
     }
     for (const Statement* st : results) {
-      if (!keep.count(st) && epoch_of(*st) <= settled_epoch) {
+      if (!keep.count(st) && statement_epoch(*st) <= settled_epoch) {
         retired[index.at(st->author)].push_back(st->seq);
       }
     }
     for (const auto* v : {&js.releases, &js.accepts}) {
       for (const Statement* st : *v) {
-        if (c.behind(*st) && epoch_of(*st) <= settled_epoch) {
+        if (c.behind(*st) && statement_epoch(*st) <= settled_epoch) {
           retired[index.at(st->author)].push_back(st->seq);
         }
       }

@@ -403,7 +403,10 @@ std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::siz
     if (it == by_seq.end()) continue;
     std::vector<const Statement*> tail;
     for (; it != by_seq.end(); ++it) tail.push_back(&it->second);
-    if (tail.front()->seq != have + 1) {
+    // Slots between the peer's mark and the first held above it that are not held here
+    // but at or below this ledger's own mark are void or retired: no gap.
+    const bool gap = tail.front()->seq != have + 1 && tail.front()->seq - 1 > mark(author);
+    if (gap) {
       std::reverse(tail.begin(), tail.end());
       if (tail.size() > kGapTailNewest) {
         auto rest = tail.begin() + static_cast<std::ptrdiff_t>(kGapTailNewest);
@@ -411,6 +414,13 @@ std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::siz
         std::rotate(rest, rest + static_cast<std::ptrdiff_t>((rotation * kGapTailStride) % n),
                     tail.end());
       }
+    }
+    // A peer behind this ledger's horizon cannot count the slots it retired as held
+    // before it has the horizons: they go first.
+    if (have < floor(author)) {
+      std::stable_partition(tail.begin(), tail.end(), [](const Statement* st) {
+        return st->kind() == StatementKind::kHorizon;
+      });
     }
     tails.push_back(std::move(tail));
   }

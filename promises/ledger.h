@@ -120,7 +120,9 @@ class Ledger {
   // its contiguous mark), at most `limit` of them: the authors take turns (one
   // statement each per round, in key order), each author's oldest first; a tail beyond
   // a gap this ledger shares goes newest first from a point `rotation` (any counter,
-  // e.g. sync rounds) moves. The peer asks again for the rest.
+  // e.g. sync rounds) moves (retired and void slots are no gap); for a peer behind an
+  // author's horizon floor, that author's horizon statements go first. The peer asks
+  // again for the rest.
   std::vector<Statement> missing_for(const VersionVector& theirs, std::size_t limit,
                                      std::uint64_t rotation = 0) const;
 

@@ -62,6 +62,18 @@ std::optional<Digest> Statement::job() const {
 
 namespace vow {
 
+std::uint32_t statement_epoch(const Statement& st) {
+  return std::visit(
+      [](const auto& b) -> std::uint32_t {
+        if constexpr (requires { b.epoch; }) {
+          return b.epoch;
+        } else {
+          return 0;
+        }
+      },
+      st.body);
+}
+
 Digest horizon_content(const Horizon& h) {
   Hasher x;
   x.update_field("vow-horizon-v1");

@@ -284,4 +284,7 @@ struct Statement {
   }
 };
 
+// The epoch of a claim, release, result, accept, checkpoint or retry; 0 for the others.
+std::uint32_t statement_epoch(const Statement& st);
+
 }  // namespace vow

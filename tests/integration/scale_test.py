@@ -89,15 +89,21 @@ def stored(agent, digest):
     return os.path.exists(os.path.join(agent.state, "artifacts", "objects", digest[:2], digest))
 
 
-def paging():
-    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vow-scale-test-{os.getpid()}")
+def foreach_files(prefix, n):
+    """A directory with the FOREACH pipeline and a source of N small files."""
+    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"{prefix}-{os.getpid()}")
     os.makedirs(root, exist_ok=True)
     pipe = write(os.path.join(root, "many.toml"), FOREACH)
     items = os.path.join(root, "items")
     os.makedirs(items, exist_ok=True)
-    n = 230
     for i in range(n):
         write(os.path.join(items, f"item-{i:04d}"), f"{i}\n")
+    return root, pipe, items
+
+
+def paging():
+    n = 230
+    root, pipe, items = foreach_files("vow-scale-test", n)
     mesh = Mesh(VOW, VOWD, [pipe])
     try:
         a = mesh.add("a", [("many/noop", 2)], sources=[("many/items", items, False)])
@@ -272,14 +278,8 @@ def horizon():
     every result stays; the stage stays done through a restart with nothing run again;
     a fourth agent started afterwards catches up from what its peers kept and shows the
     same; `vow verify` passes on each."""
-    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vow-horizon-{os.getpid()}")
-    os.makedirs(root, exist_ok=True)
-    pipe = write(os.path.join(root, "many.toml"), FOREACH)
-    items = os.path.join(root, "items")
-    os.makedirs(items, exist_ok=True)
     n = 150
-    for i in range(n):
-        write(os.path.join(items, f"item-{i:04d}"), f"{i}\n")
+    root, pipe, items = foreach_files("vow-horizon", n)
     mesh = Mesh(VOW, VOWD, [pipe])
     try:
         a = mesh.add("a", [("many/noop", 2)], sources=[("many/items", items, False)])
