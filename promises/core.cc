@@ -367,6 +367,14 @@ void Core::Impl::on_advert(const Statement& st) {
   const auto& adv = std::get<Advert>(st.body);
   if (ledger.adverts().at(st.author) != &st) return;  // an older advert
   p->name = adv.name;
+  // Every start publishes an advert, whose seq names the incarnation of its author's
+  // holdings (publish_advert_and_pipelines): the ledger brings it to every agent even
+  // when the load messages of a restart were lost (SWIM probes reach a given peer about
+  // once a round of N periods), and a newer incarnation than the one applied is asked.
+  if (p->holdings_told.first < st.seq) {
+    p->holdings_told = {st.seq, 0};
+    if (holdings.seen(st.author) < p->holdings_told) have_wanted.insert(st.author);
+  }
   if (!adv.endpoints.empty() && p->connect_sent_for_seq < st.seq &&
       (!p->heard || members.liveness(st.author, now_ms) == Liveness::kDead)) {
     p->connect_sent_for_seq = st.seq;
@@ -387,19 +395,16 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
               is_identifier(m.name)) {
             p->name = m.name;
           }
-          // Every peer gets a Hello from an agent that starts or reconnects; only the
-          // best-ranked answer it unasked (the agent asks the others itself if it must).
-          if (answers_hello(from)) answer_sync(from, m.have, {});
-          VersionVector mine = ledger.version_vector();
-          bool lacking = false;
-          for (const auto& [author, seq] : m.have) {
-            auto it = mine.find(author);
-            if (it == mine.end() || it->second < seq) lacking = true;
-          }
-          if (lacking) {
+          // Every peer gets a Hello from an agent that starts or reconnects: one that
+          // holds the same statements (equal digests) does nothing more; one that holds
+          // less (a smaller sum) asks the sender, within the budget of unasked requests,
+          // so that a joining agent pulls from one or two peers, not from every one.
+          // Where the sender holds less, it is the one that asks.
+          p->vv_sum = m.vv_sum;
+          if (m.ledger_digest != ledger_digest() && m.vv_sum > ledger.vv_sum()) {
             if (may_request_sync()) {
               p->last_sync_request_ms = now_ms;
-              send(from, SyncRequest{std::move(mine), ledger.prefix_digests()});
+              send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
             }
           } else {
             synced = true;
@@ -425,7 +430,9 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             synced = true;
           }
           std::pair<std::uint64_t, std::uint64_t> v{m.holdings_incarnation, m.holdings_version};
-          p->holdings_told = v;
+          // The newest told (a late heartbeat says less than one before, or an advert).
+          p->holdings_told = std::max(p->holdings_told, v);
+          if (holdings.seen(from) < p->holdings_told) have_wanted.insert(from);
           if (v != holdings.seen(from) &&
               now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms) {
             p->last_have_request_ms = now_ms;
@@ -476,18 +483,15 @@ bool Core::Impl::may_request_sync() {
   return true;
 }
 
-// Whether this agent is among the kMaxPullPeers best-ranked (rendezvous on the
-// greeting agent's key) of itself and its live peers, the greeting one left out.
-bool Core::Impl::answers_hello(const AgentKey& from) {
-  Digest key;
-  std::copy(from.bytes.begin(), from.bytes.end(), key.bytes.begin());
-  Digest mine = rendezvous_score(key, config.key);
-  std::size_t better = 0;
-  for (const AgentKey& peer : members.live_peers(now_ms)) {
-    if (peer == from) continue;
-    if (rendezvous_score(key, peer) > mine && ++better >= kMaxPullPeers) return false;
+// Ledger::fingerprint (O(authors)), computed again only once the ledger changed: what
+// it reads changes only with a statement, a void slot or a proof added.
+const Digest& Core::Impl::ledger_digest() {
+  std::array<std::uint64_t, 3> at{ledger.size(), ledger.void_count(), ledger.proofs().size()};
+  if (!digest_at || *digest_at != at) {
+    digest_at = at;
+    digest_cache = ledger.fingerprint();
   }
-  return true;
+  return digest_cache;
 }
 
 // Catching up (a start, a join, a healed partition): an answer that was full and brought
@@ -561,15 +565,23 @@ void Core::Impl::do_tick() {
     }
   }
   // SWIM: a Have asked for but not received (the request was rate-limited, or lost) is
-  // asked for again; heartbeats no longer arrive every heartbeat_ms to prompt it.
+  // asked for again; heartbeats no longer arrive every heartbeat_ms to prompt it. Only
+  // the peers told to hold a newer version than the one applied are looked at.
   if (config.timing.membership != MembershipProfile::kAllToAll && now_ms >= next_have_check_ms) {
     next_have_check_ms = now_ms + config.timing.heartbeat_ms;
-    for (const auto& [key, p] : members.peers()) {
-      if (p.holdings_told == holdings.seen(key) || p.holdings_told.first == 0) continue;
-      if (now_ms - p.last_have_request_ms < config.timing.heartbeat_ms) continue;
-      if (!members.is_live(key, now_ms)) continue;
-      members.peer(key, now_ms)->last_have_request_ms = now_ms;
-      send(key, HaveRequest{holdings.seen(key).first, holdings.seen(key).second});
+    for (auto it = have_wanted.begin(); it != have_wanted.end();) {
+      const AgentKey& key = *it;
+      Membership::Peer* p = members.peer(key, now_ms);
+      if (p == nullptr || !(holdings.seen(key) < p->holdings_told)) {
+        it = have_wanted.erase(it);
+        continue;
+      }
+      if (now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms &&
+          members.is_live(key, now_ms)) {
+        p->last_have_request_ms = now_ms;
+        send(key, HaveRequest{holdings.seen(key).first, holdings.seen(key).second});
+      }
+      ++it;
     }
   }
   auto targets = members.heartbeat_targets(now_ms);
@@ -673,7 +685,8 @@ Output Core::peer_connected(const AgentKey& peer) {
   Impl& s = *impl_;
   s.heard(peer);
   if (peer != s.config.key) {
-    s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.version_vector()});
+    s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.vv_sum(),
+                       s.ledger_digest()});
     // SWIM: a new link (either side restarted, or a partition healed) gets this agent's
     // load at once; an unchanged load is not broadcast again, and probes reach one peer
     // about once a round.

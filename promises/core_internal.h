@@ -180,7 +180,10 @@ struct Core::Impl {
   std::int64_t sync_budget_since_ms = -1'000'000;
   std::size_t sync_budget_used = 0;
   bool may_request_sync();
-  bool answers_hello(const AgentKey& from);
+  // Ledger::fingerprint, cached until the ledger changes (what hellos carry).
+  const Digest& ledger_digest();
+  std::optional<std::array<std::uint64_t, 3>> digest_at;
+  Digest digest_cache;
   void continue_pull(const AgentKey& from, Membership::Peer& p, std::size_t received,
                      std::size_t ledger_before);
   // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and
@@ -189,6 +192,9 @@ struct Core::Impl {
   std::int64_t announced_ms = -1'000'000;
   bool announce_again = false;
   std::int64_t next_have_check_ms = 0;
+  // SWIM: peers told (by a heartbeat, a probe or a new advert) to hold a newer holdings
+  // version than the one applied here: asked for a Have every heartbeat_ms until it is.
+  std::set<AgentKey> have_wanted;
 
   // Rule 6 (admission.cc): per-author budgets of statements that do not count, the
   // refusals by reason, and when a refusal of each (author, reason) was last logged.

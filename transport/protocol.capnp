@@ -53,15 +53,23 @@ struct Envelope {
 # (CurveZMQ), so they are not signed.
 
 # First message on a link, in both directions, and again whenever the sender's
-# endpoints change. Carries the sender's version vector so the receiver can send what
-# the sender misses at once.
+# endpoints change. Summarizes the sender's ledger in a constant size: a receiver whose
+# ledgerDigest is equal holds the same statements; one whose vvSum is smaller asks the
+# sender for what it misses with a LedgerRequest (docs/coordination.md, "Anti-entropy").
 struct Hello {
   agent @0 :Data;                     # sender's Ed25519 key; must equal the link's key
   name @1 :Text;                      # human name from the agent config
   endpoints @2 :List(Text);           # where the sender listens ("tcp://host:port")
   protocolVersion @3 :UInt32;         # highest version the sender speaks (informative:
                                       # receivers check Envelope.protocolVersion)
-  versionVector @4 :List(VersionEntry);
+  versionVector @4 :List(VersionEntry);  # UNUSED (was: the sender's version vector, N
+                                      # entries on each of N hellos; vvSum and
+                                      # ledgerDigest replace it)
+  vvSum @5 :UInt64;                   # sum of the sender's version vector
+  ledgerDigest @6 :Data;              # 32 bytes: digest of the sender's ledger (every
+                                      # author's contiguous mark and prefix digest, the
+                                      # statements held beyond a gap, the authors known
+                                      # to equivocate); empty from older senders
 }
 
 struct VersionEntry {
