@@ -396,12 +396,11 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             p->name = m.name;
           }
           // Every peer gets a Hello from an agent that starts or reconnects: one that
-          // holds the same statements (equal digests) does nothing more; one that holds
-          // less (a smaller sum) asks the sender, within the budget of unasked requests,
-          // so that a joining agent pulls from one or two peers, not from every one.
-          // Where the sender holds less, it is the one that asks.
+          // holds less (a smaller sum) asks the sender, within the budget of unasked
+          // requests, so that a joining agent pulls from one or two peers, not from
+          // every one. Where the sender holds less, it is the one that asks.
           p->vv_sum = m.vv_sum;
-          if (m.ledger_digest != ledger_digest() && m.vv_sum > ledger.vv_sum()) {
+          if (m.vv_sum > ledger.vv_sum()) {
             if (may_request_sync()) {
               p->last_sync_request_ms = now_ms;
               send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
@@ -481,17 +480,6 @@ bool Core::Impl::may_request_sync() {
   if (sync_budget_used >= kMaxPullPeers) return false;
   ++sync_budget_used;
   return true;
-}
-
-// Ledger::fingerprint (O(authors)), computed again only once the ledger changed: what
-// it reads changes only with a statement, a void slot or a proof added.
-const Digest& Core::Impl::ledger_digest() {
-  std::array<std::uint64_t, 3> at{ledger.size(), ledger.void_count(), ledger.proofs().size()};
-  if (!digest_at || *digest_at != at) {
-    digest_at = at;
-    digest_cache = ledger.fingerprint();
-  }
-  return digest_cache;
 }
 
 // Catching up (a start, a join, a healed partition): an answer that was full and brought
@@ -685,8 +673,7 @@ Output Core::peer_connected(const AgentKey& peer) {
   Impl& s = *impl_;
   s.heard(peer);
   if (peer != s.config.key) {
-    s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.vv_sum(),
-                       s.ledger_digest()});
+    s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.vv_sum()});
     // SWIM: a new link (either side restarted, or a partition healed) gets this agent's
     // load at once; an unchanged load is not broadcast again, and probes reach one peer
     // about once a round.

@@ -180,10 +180,6 @@ struct Core::Impl {
   std::int64_t sync_budget_since_ms = -1'000'000;
   std::size_t sync_budget_used = 0;
   bool may_request_sync();
-  // Ledger::fingerprint, cached until the ledger changes (what hellos carry).
-  const Digest& ledger_digest();
-  std::optional<std::array<std::uint64_t, 3>> digest_at;
-  Digest digest_cache;
   void continue_pull(const AgentKey& from, Membership::Peer& p, std::size_t received,
                      std::size_t ledger_before);
   // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and

@@ -25,17 +25,16 @@ namespace vow::promises {
 
 // First message on a link, both ways (Core::peer_connected), and the answer to a seed's
 // hello. Names the sender and where it listens, so the receiver links back to it, and
-// summarizes its ledger in a constant size (not its version vector: a link comes up
+// sums its version vector, as a heartbeat does (not the vector itself: links come up
 // with every peer at once, and N entries on each of N hellos grow with N^2): a
-// receiver whose ledger digest is the same holds the same statements and does nothing
-// more; one that sees a larger sum asks the sender for a sync (at most kMaxPullPeers
-// such requests per heartbeat_ms, so a joining agent pulls from one or two peers).
+// receiver whose sum is smaller asks the sender for a sync (at most kMaxPullPeers such
+// requests per heartbeat_ms, so a joining agent pulls from one or two peers); one whose
+// sum is not smaller does nothing (the sender, if it holds less, asks it).
 struct Hello {
   AgentKey agent;                      // the sender (must be the link's authenticated key)
   std::string name;                    // human name from its config
   std::vector<std::string> endpoints;  // where it listens ("tcp://host:port")
   std::uint64_t vv_sum = 0;            // sum of its version vector (Ledger::vv_sum)
-  Digest ledger_digest;                // Ledger::fingerprint of its ledger
   bool operator==(const Hello&) const = default;
 };
 

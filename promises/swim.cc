@@ -158,7 +158,14 @@ void SwimDetector::adjust_health(int delta) {
   health_ = std::clamp(health_ + delta, 0, timing_.max_local_health);
 }
 
-void SwimDetector::queue(const MemberUpdate& u) { queue_[u.agent] = Queued{u, 0}; }
+void SwimDetector::queue(const MemberUpdate& u) {
+  auto [it, fresh] = queue_.try_emplace(u.agent, Queued{u, 0});
+  if (!fresh) {
+    queue_order_.erase({it->second.sent, u.agent});
+    it->second = Queued{u, 0};
+  }
+  queue_order_.insert({0, u.agent});
+}
 
 void SwimDetector::refute(std::uint64_t accused) {
   incarnation_ = std::max(incarnation_, accused) + 1;
@@ -251,23 +258,23 @@ FailureDetector::Send SwimDetector::make(const AgentKey& to, Probe::Kind kind, s
     p.updates.push_back(MemberUpdate{to, it->second.incarnation, it->second.state, origin});
   }
   if (queue_.empty()) return s;
-  // Then the updates sent least often (ties in key order).
+  // Then the updates sent least often (ties in key order), but one about the receiver
+  // that is not "alive" (it went first).
+  std::size_t room = kMaxProbeUpdates - p.updates.size();
   std::vector<std::map<AgentKey, Queued>::iterator> pick;
-  pick.reserve(queue_.size());
-  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+  for (auto o = queue_order_.begin(); o != queue_order_.end() && pick.size() < room; ++o) {
+    auto it = queue_.find(o->second);
     if (it->first != to || it->second.update.state == MemberState::kAlive) pick.push_back(it);
   }
-  std::size_t room = kMaxProbeUpdates - p.updates.size();
-  std::size_t n = std::min(room, pick.size());
-  std::partial_sort(pick.begin(), pick.begin() + static_cast<std::ptrdiff_t>(n), pick.end(),
-                    [](const auto& a, const auto& b) {
-                      if (a->second.sent != b->second.sent) return a->second.sent < b->second.sent;
-                      return a->first < b->first;
-                    });
   int limit = retransmit_limit();
-  for (std::size_t i = 0; i < n; ++i) {
-    p.updates.push_back(pick[i]->second.update);
-    if (++pick[i]->second.sent >= limit) queue_.erase(pick[i]);
+  for (auto it : pick) {
+    p.updates.push_back(it->second.update);
+    queue_order_.erase({it->second.sent, it->first});
+    if (++it->second.sent >= limit) {
+      queue_.erase(it);
+    } else {
+      queue_order_.insert({it->second.sent, it->first});
+    }
   }
   return s;
 }

@@ -124,6 +124,9 @@ class SwimDetector final : public FailureDetector {
   std::set<AgentKey> reprobes_;  // members with `reprobe` set (probes() pings them)
   std::uint64_t generation_ = 1;  // see FailureDetector::generation
   std::map<AgentKey, Queued> queue_;  // one update per agent, the newest
+  // queue_ by (times sent, agent): what make() piggybacks first, without a pass over
+  // the queue per probe.
+  std::set<std::pair<int, AgentKey>> queue_order_;
   std::vector<AgentKey> order_;
   std::size_t order_index_ = 0;
   std::optional<Pending> pending_;

@@ -90,7 +90,7 @@ TEST_CASE("every message kind round trips") {
   REQUIRE(st);
   VersionVector vv{{id.key(), 9}, {testing::identity_of(2).key(), 3}};
   std::vector<MessageBody> bodies = {
-      Hello{id.key(), "node-a", {"tcp://a:1"}, 12, digest_of("ledger")},
+      Hello{id.key(), "node-a", {"tcp://a:1"}, 12},
       Heartbeat{1, 4, 0, 0, 0},
       Heartbeat{1, 4, 12, 5, 6},
       HaveRequest{},

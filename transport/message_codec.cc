@@ -129,7 +129,6 @@ struct BodyWriter {
     put_texts(o.initEndpoints(static_cast<unsigned>(h.endpoints.size())), h.endpoints);
     o.setProtocolVersion(kProtocolVersion);
     o.setVvSum(h.vv_sum);
-    o.setLedgerDigest(data_of(h.ledger_digest.bytes));
   }
   // activeClaims, highestSeq and claims are unused (protocol.capnp): not written.
   void operator()(const Heartbeat& h) { put_heartbeat(b.initHeartbeat(), h); }
@@ -257,10 +256,6 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       h.name = str(o.getName());
       h.endpoints = get_texts(o.getEndpoints(), "hello endpoints");
       h.vv_sum = o.getVvSum();
-      // Empty from an older sender (a digest no ledger has: never "the same").
-      if (o.getLedgerDigest().size() != 0) {
-        h.ledger_digest = digest_of(o.getLedgerDigest(), "hello ledger digest");
-      }
       return h;
     }
     case B::HEARTBEAT:

@@ -53,9 +53,9 @@ struct Envelope {
 # (CurveZMQ), so they are not signed.
 
 # First message on a link, in both directions, and again whenever the sender's
-# endpoints change. Summarizes the sender's ledger in a constant size: a receiver whose
-# ledgerDigest is equal holds the same statements; one whose vvSum is smaller asks the
-# sender for what it misses with a LedgerRequest (docs/coordination.md, "Anti-entropy").
+# endpoints change. Sums the sender's version vector (constant in size, whatever the
+# mesh): a receiver whose sum is smaller asks the sender for what it misses with a
+# LedgerRequest (docs/coordination.md section 8).
 struct Hello {
   agent @0 :Data;                     # sender's Ed25519 key; must equal the link's key
   name @1 :Text;                      # human name from the agent config
@@ -63,13 +63,8 @@ struct Hello {
   protocolVersion @3 :UInt32;         # highest version the sender speaks (informative:
                                       # receivers check Envelope.protocolVersion)
   versionVector @4 :List(VersionEntry);  # UNUSED (was: the sender's version vector, N
-                                      # entries on each of N hellos; vvSum and
-                                      # ledgerDigest replace it)
+                                      # entries on each of N hellos; vvSum replaces it)
   vvSum @5 :UInt64;                   # sum of the sender's version vector
-  ledgerDigest @6 :Data;              # 32 bytes: digest of the sender's ledger (every
-                                      # author's contiguous mark and prefix digest, the
-                                      # statements held beyond a gap, the authors known
-                                      # to equivocate); empty from older senders
 }
 
 struct VersionEntry {
