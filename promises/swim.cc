@@ -96,6 +96,7 @@ void SwimDetector::learned(const AgentKey& peer, std::int64_t now_ms) {
   auto [it, inserted] = members_.try_emplace(peer);
   if (!inserted) return;
   ++generation_;
+  changed_.insert(peer);
   it->second.last_heard_ms = now_ms;
   // Into the rest of this round, at a random place.
   std::size_t rest = order_.size() - std::min(order_index_, order_.size());
@@ -134,6 +135,13 @@ std::int64_t SwimDetector::next_expiry_ms() const {
     next = std::min(next, m.suspect_since_ms + suspicion_timeout_ms(m.suspecters.size() - 1));
   }
   return next;
+}
+
+std::optional<std::vector<AgentKey>> SwimDetector::take_changed() {
+  std::set<AgentKey> keys = std::move(changed_);
+  changed_.clear();
+  keys.insert(suspects_.begin(), suspects_.end());
+  return std::vector<AgentKey>(keys.begin(), keys.end());
 }
 
 std::optional<std::int64_t> SwimDetector::last_heard_ms(const AgentKey& peer) const {
@@ -177,6 +185,7 @@ void SwimDetector::set_state(const AgentKey& key, Member& m, MemberState state,
                              std::uint64_t incarnation, std::int64_t now_ms,
                              std::optional<AgentKey> origin) {
   ++generation_;
+  changed_.insert(key);
   m.state = state;
   m.incarnation = incarnation;
   m.suspecters.clear();
