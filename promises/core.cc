@@ -462,6 +462,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           continue_pull(from, *p, m.statements.size(), ledger_before);
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
           send(from, holdings.have_since(m.incarnation, m.version));
+          holdings_unasked.erase(from);  // it has the current version (unless lost)
         } else if constexpr (std::is_same_v<T, Have>) {
           holdings.on_have(from, m, now_ms);
         }
@@ -547,9 +548,38 @@ void Core::Impl::do_tick() {
     // heartbeat follows every heartbeat_ms here to make up for it.
     if (announced_load != now_load || announce_again) {
       announce_again = announced_load != now_load;
+      // A new holdings version: every peer is to ask for it (below).
+      if (!announced_load || (*announced_load)[2] != now_load[2] ||
+          (*announced_load)[3] != now_load[3]) {
+        holdings_unasked.clear();
+        for (const auto& [key, p] : members.peers()) holdings_unasked.insert(key);
+        next_unasked_resend_ms = now_ms + kHoldingsResendMs;
+      }
       announced_load = now_load;
       announced_ms = now_ms;
       send(std::nullopt, std::move(hb));
+    }
+  }
+  // SWIM: the broadcast of a new holdings version (twice) can miss a peer, and probes
+  // bring it about once a round of N periods (100 s at 1,000 agents): live peers that
+  // have not asked for the current version since get the load again, a few at a time.
+  if (config.timing.membership != MembershipProfile::kAllToAll && !holdings_unasked.empty() &&
+      now_ms >= next_unasked_resend_ms) {
+    next_unasked_resend_ms = now_ms + kHoldingsResendMs;
+    Heartbeat hb = load();
+    std::size_t sent = 0;
+    for (auto it = holdings_unasked.begin();
+         it != holdings_unasked.end() && sent < kMaxHoldingsResends;) {
+      const Membership::Peer* p = members.find(*it);
+      if (p == nullptr) {
+        it = holdings_unasked.erase(it);
+        continue;
+      }
+      if (members.is_live(*it, now_ms)) {
+        send(*it, hb);
+        ++sent;
+      }
+      ++it;
     }
   }
   // SWIM: a Have asked for but not received (the request was rate-limited, or lost) is
