@@ -318,7 +318,7 @@ struct LedgerRequest {
   have @0 :List(VersionEntry);
 }
 
-# Statements pushed (new own statements) or sent in answer to a hello or a
+# Statements pushed (new own statements) or sent in answer to a
 # LedgerRequest, each verified on its own by the receiver.
 struct LedgerBatch {
   statements @0 :List(SignedStatement);
