@@ -160,8 +160,9 @@ void Daemon::Impl::rotate_seeds() {
     if (!transport->connect(key, unmapped_seeds[i]).is_ok()) continue;
     // If the guess is right the peer answers this hello with its own, naming its
     // endpoints, and the link is kept (handle_inbound).
-    promises::Hello h{
-        identity->key(), config.name, {advertised_endpoint()}, state->version_vector()};
+    std::uint64_t vv_sum = 0;
+    for (const auto& [author, seq] : state->version_vector()) vv_sum += seq;
+    promises::Hello h{identity->key(), config.name, {advertised_endpoint()}, vv_sum};
     Status s = transport->send(key, transport::wire_message({h}));
     if (!s.is_ok()) log->debug("seed hello to {}: {}", unmapped_seeds[i], s.to_string());
   }

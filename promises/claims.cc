@@ -649,9 +649,7 @@ void Core::Impl::reconcile() {
   if (!started) return;
   wake_ms = std::numeric_limits<std::int64_t>::max();
   // A peer's death changes which claims stand and who ranks first.
-  for (const auto& [key, p] : members.peers()) {
-    if (auto t = members.deadline(key, now_ms)) wake_at(*t);
-  }
+  if (auto t = members.next_deadline(now_ms)) wake_at(*t);
   if (!synced) wake_at(started_ms + members.detection_window_ms());
   ensure_plan();
   reconcile_running();

@@ -379,6 +379,14 @@ void Core::Impl::on_advert(const Statement& st) {
   const auto& adv = std::get<Advert>(st.body);
   if (ledger.adverts().at(st.author) != &st) return;  // an older advert
   p->name = adv.name;
+  // Every start publishes an advert, whose seq names the incarnation of its author's
+  // holdings (publish_advert_and_pipelines): the ledger brings it to every agent even
+  // when the load messages of a restart were lost (SWIM probes reach a given peer about
+  // once a round of N periods), and a newer incarnation than the one applied is asked.
+  if (p->holdings_told.first < st.seq) {
+    p->holdings_told = {st.seq, 0};
+    if (holdings.seen(st.author) < p->holdings_told) have_wanted.insert(st.author);
+  }
   if (!adv.endpoints.empty() && p->connect_sent_for_seq < st.seq &&
       (!p->heard || members.liveness(st.author, now_ms) == Liveness::kDead)) {
     p->connect_sent_for_seq = st.seq;
@@ -399,19 +407,15 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
               is_identifier(m.name)) {
             p->name = m.name;
           }
-          // Every peer gets a Hello from an agent that starts or reconnects; only the
-          // best-ranked answer it unasked (the agent asks the others itself if it must).
-          if (answers_hello(from)) answer_sync(from, m.have, {});
-          VersionVector mine = ledger.version_vector();
-          bool lacking = false;
-          for (const auto& [author, seq] : m.have) {
-            auto it = mine.find(author);
-            if (it == mine.end() || it->second < seq) lacking = true;
-          }
-          if (lacking) {
+          // Every peer gets a Hello from an agent that starts or reconnects: one that
+          // holds less (a smaller sum) asks the sender, within the budget of unasked
+          // requests, so that a joining agent pulls from one or two peers, not from
+          // every one. Where the sender holds less, it is the one that asks.
+          p->vv_sum = m.vv_sum;
+          if (m.vv_sum > ledger.vv_sum()) {
             if (may_request_sync()) {
               p->last_sync_request_ms = now_ms;
-              send(from, SyncRequest{std::move(mine), ledger.prefix_digests()});
+              send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
             }
           } else {
             synced = true;
@@ -437,7 +441,9 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             synced = true;
           }
           std::pair<std::uint64_t, std::uint64_t> v{m.holdings_incarnation, m.holdings_version};
-          p->holdings_told = v;
+          // The newest told (a late heartbeat says less than one before, or an advert).
+          p->holdings_told = std::max(p->holdings_told, v);
+          if (holdings.seen(from) < p->holdings_told) have_wanted.insert(from);
           if (v != holdings.seen(from) &&
               now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms) {
             p->last_have_request_ms = now_ms;
@@ -468,6 +474,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           continue_pull(from, *p, m.statements.size(), ledger_before);
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
           send(from, holdings.have_since(m.incarnation, m.version));
+          holdings_unasked.erase(from);  // it has the current version (unless lost)
         } else if constexpr (std::is_same_v<T, Have>) {
           holdings.on_have(from, m, now_ms);
         }
@@ -485,20 +492,6 @@ bool Core::Impl::may_request_sync() {
   }
   if (sync_budget_used >= kMaxPullPeers) return false;
   ++sync_budget_used;
-  return true;
-}
-
-// Whether this agent is among the kMaxPullPeers best-ranked (rendezvous on the
-// greeting agent's key) of itself and its live peers, the greeting one left out.
-bool Core::Impl::answers_hello(const AgentKey& from) {
-  Digest key;
-  std::copy(from.bytes.begin(), from.bytes.end(), key.bytes.begin());
-  Digest mine = rendezvous_score(key, config.key);
-  std::size_t better = 0;
-  for (const AgentKey& peer : members.live_peers(now_ms)) {
-    if (peer == from) continue;
-    if (rendezvous_score(key, peer) > mine && ++better >= kMaxPullPeers) return false;
-  }
   return true;
 }
 
@@ -567,21 +560,58 @@ void Core::Impl::do_tick() {
     // heartbeat follows every heartbeat_ms here to make up for it.
     if (announced_load != now_load || announce_again) {
       announce_again = announced_load != now_load;
+      // A new holdings version: every peer is to ask for it (below).
+      if (!announced_load || (*announced_load)[2] != now_load[2] ||
+          (*announced_load)[3] != now_load[3]) {
+        holdings_unasked.clear();
+        for (const auto& [key, p] : members.peers()) holdings_unasked.insert(key);
+        next_unasked_resend_ms = now_ms + kHoldingsResendMs;
+      }
       announced_load = now_load;
       announced_ms = now_ms;
       send(std::nullopt, std::move(hb));
     }
   }
+  // SWIM: the broadcast of a new holdings version (twice) can miss a peer, and probes
+  // bring it about once a round of N periods (100 s at 1,000 agents): live peers that
+  // have not asked for the current version since get the load again, a few at a time.
+  if (config.timing.membership != MembershipProfile::kAllToAll && !holdings_unasked.empty() &&
+      now_ms >= next_unasked_resend_ms) {
+    next_unasked_resend_ms = now_ms + kHoldingsResendMs;
+    Heartbeat hb = load();
+    std::size_t sent = 0;
+    for (auto it = holdings_unasked.begin();
+         it != holdings_unasked.end() && sent < kMaxHoldingsResends;) {
+      const Membership::Peer* p = members.find(*it);
+      if (p == nullptr) {
+        it = holdings_unasked.erase(it);
+        continue;
+      }
+      if (members.is_live(*it, now_ms)) {
+        send(*it, hb);
+        ++sent;
+      }
+      ++it;
+    }
+  }
   // SWIM: a Have asked for but not received (the request was rate-limited, or lost) is
-  // asked for again; heartbeats no longer arrive every heartbeat_ms to prompt it.
+  // asked for again; heartbeats no longer arrive every heartbeat_ms to prompt it. Only
+  // the peers told to hold a newer version than the one applied are looked at.
   if (config.timing.membership != MembershipProfile::kAllToAll && now_ms >= next_have_check_ms) {
     next_have_check_ms = now_ms + config.timing.heartbeat_ms;
-    for (const auto& [key, p] : members.peers()) {
-      if (p.holdings_told == holdings.seen(key) || p.holdings_told.first == 0) continue;
-      if (now_ms - p.last_have_request_ms < config.timing.heartbeat_ms) continue;
-      if (!members.is_live(key, now_ms)) continue;
-      members.peer(key, now_ms)->last_have_request_ms = now_ms;
-      send(key, HaveRequest{holdings.seen(key).first, holdings.seen(key).second});
+    for (auto it = have_wanted.begin(); it != have_wanted.end();) {
+      const AgentKey& key = *it;
+      Membership::Peer* p = members.peer(key, now_ms);
+      if (p == nullptr || !(holdings.seen(key) < p->holdings_told)) {
+        it = have_wanted.erase(it);
+        continue;
+      }
+      if (now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms &&
+          members.is_live(key, now_ms)) {
+        p->last_have_request_ms = now_ms;
+        send(key, HaveRequest{holdings.seen(key).first, holdings.seen(key).second});
+      }
+      ++it;
     }
   }
   auto targets = members.heartbeat_targets(now_ms);
@@ -686,7 +716,7 @@ Output Core::peer_connected(const AgentKey& peer) {
   Impl& s = *impl_;
   s.heard(peer);
   if (peer != s.config.key) {
-    s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.version_vector()});
+    s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.vv_sum()});
     // SWIM: a new link (either side restarted, or a partition healed) gets this agent's
     // load at once; an unchanged load is not broadcast again, and probes reach one peer
     // about once a round.

@@ -180,7 +180,6 @@ struct Core::Impl {
   std::int64_t sync_budget_since_ms = -1'000'000;
   std::size_t sync_budget_used = 0;
   bool may_request_sync();
-  bool answers_hello(const AgentKey& from);
   void continue_pull(const AgentKey& from, Membership::Peer& p, std::size_t received,
                      std::size_t ledger_before);
   // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and
@@ -189,6 +188,16 @@ struct Core::Impl {
   std::int64_t announced_ms = -1'000'000;
   bool announce_again = false;
   std::int64_t next_have_check_ms = 0;
+  // SWIM: peers told (by a heartbeat, a probe or a new advert) to hold a newer holdings
+  // version than the one applied here: asked for a Have every heartbeat_ms until it is.
+  std::set<AgentKey> have_wanted;
+  // SWIM: peers that have not asked for this agent's current holdings version since it
+  // was announced; the live ones get the load again every kHoldingsResendMs, at most
+  // kMaxHoldingsResends at a time (do_tick).
+  std::set<AgentKey> holdings_unasked;
+  std::int64_t next_unasked_resend_ms = 0;
+  static constexpr std::int64_t kHoldingsResendMs = 500;
+  static constexpr std::size_t kMaxHoldingsResends = 32;
 
   // Rule 6 (admission.cc): per-author budgets of statements that do not count, the
   // refusals by reason, and when a refusal of each (author, reason) was last logged.

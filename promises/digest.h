@@ -9,7 +9,9 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <compare>
+#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -21,6 +23,25 @@
 
 namespace vow {
 
+// Byte-wise (lexicographic) order of two 32-byte values, 8 bytes at a time: the order
+// of std::array's, without a memcmp call per comparison (maps keyed by agent keys and
+// digests compare them on every lookup).
+inline std::strong_ordering compare_32_bytes(const std::uint8_t* a, const std::uint8_t* b) {
+  for (std::size_t i = 0; i < 32; i += 8) {
+    std::uint64_t x = 0, y = 0;
+    std::memcpy(&x, a + i, 8);
+    std::memcpy(&y, b + i, 8);
+    if (x != y) {
+      if constexpr (std::endian::native == std::endian::little) {
+        x = __builtin_bswap64(x);
+        y = __builtin_bswap64(y);
+      }
+      return x <=> y;
+    }
+  }
+  return std::strong_ordering::equal;
+}
+
 struct Digest {
   static constexpr std::size_t kSize = 32;
   std::array<std::uint8_t, kSize> bytes{};
@@ -29,7 +50,10 @@ struct Digest {
   std::string hex() const;            // 64 lowercase hex digits
   std::string short_hex() const;      // first 12 hex digits, for humans
   static std::optional<Digest> from_hex(std::string_view hex);
-  auto operator<=>(const Digest&) const = default;
+  std::strong_ordering operator<=>(const Digest& o) const {
+    return compare_32_bytes(bytes.data(), o.bytes.data());
+  }
+  bool operator==(const Digest& o) const { return bytes == o.bytes; }
 };
 
 // Incremental BLAKE2b-256.

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "promises/messages.h"
@@ -64,6 +65,10 @@ class FailureDetector {
   // defaults ask for a scan every time (answers that change with silence alone).
   virtual std::uint64_t generation() const { return 0; }
   virtual std::int64_t next_expiry_ms() const { return INT64_MIN; }
+  // With generation(): the peers whose answer may have changed other than by time since
+  // the last call, and those whose answer may change by time (so a scan of them finds
+  // every change); nullopt (the default): a scan must look at every peer.
+  virtual std::optional<std::vector<AgentKey>> take_changed() { return std::nullopt; }
 };
 
 // All-to-all heartbeats every heartbeat_ms; suspect after suspect_after_ms of silence,

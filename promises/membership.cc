@@ -42,6 +42,21 @@ std::optional<std::int64_t> Membership::deadline(const AgentKey& peer, std::int6
   return *t + detector_->window_ms();
 }
 
+std::optional<std::int64_t> Membership::next_deadline(std::int64_t now_ms) const {
+  std::optional<std::int64_t> next;
+  std::int64_t expiry = detector_->next_expiry_ms();
+  if (expiry != INT64_MIN) {
+    // The detector knows (SWIM: a suspicion's end); no pass over every peer.
+    if (expiry != INT64_MAX && expiry > now_ms) next = expiry;
+    return next;
+  }
+  for (const auto& [key, p] : peers_) {
+    auto t = deadline(key, now_ms);
+    if (t && *t > now_ms && (!next || *t < *next)) next = t;
+  }
+  return next;
+}
+
 bool Membership::full(const AgentKey& agent) const {
   const Peer* p = agent == self_ ? nullptr : find(agent);
   return p != nullptr && p->capacity > 0 && p->running >= p->capacity;
@@ -59,12 +74,22 @@ std::vector<Membership::Transition> Membership::transitions(std::int64_t now_ms)
   scanned_generation_ = generation;
   scanned_peers_ = peers_.size();
   scanned_until_ms_ = detector_->next_expiry_ms();
-  for (auto& [key, p] : peers_) {
+  auto look = [&](const AgentKey& key, Peer& p) {
     Liveness l = detector_->liveness(key, now_ms);
-    if (l == p.reported) continue;
+    if (l == p.reported) return;
     p.reported = l;
     out.push_back(Transition{key, l});
+  };
+  // The peers whose answer may have changed, when the detector tells them (SWIM): a
+  // change of one member costs O(1), not O(peers).
+  if (auto changed = detector_->take_changed()) {
+    for (const AgentKey& key : *changed) {
+      auto it = peers_.find(key);
+      if (it != peers_.end()) look(key, it->second);
+    }
+    return out;
   }
+  for (auto& [key, p] : peers_) look(key, p);
   return out;
 }
 

@@ -59,6 +59,10 @@ class Membership {
   // When a live peer is declared dead unless heard from first; nullopt for a dead or
   // unknown one.
   std::optional<std::int64_t> deadline(const AgentKey& peer, std::int64_t now_ms) const;
+  // The earliest time after now_ms at which a live peer's liveness may change by time
+  // alone (the detector's next expiry when it knows it, else the earliest deadline);
+  // nullopt: none. Decisions are taken again then.
+  std::optional<std::int64_t> next_deadline(std::int64_t now_ms) const;
   std::int64_t detection_window_ms() const { return detector_->window_ms(); }
   // Its latest heartbeat shows as many jobs running as it has places (never self).
   bool full(const AgentKey& agent) const;

@@ -25,12 +25,16 @@ namespace vow::promises {
 
 // First message on a link, both ways (Core::peer_connected), and the answer to a seed's
 // hello. Names the sender and where it listens, so the receiver links back to it, and
-// carries its version vector, so the receiver sends at once what the sender misses.
+// sums its version vector, as a heartbeat does (not the vector itself: links come up
+// with every peer at once, and N entries on each of N hellos grow with N^2): a
+// receiver whose sum is smaller asks the sender for a sync (at most kMaxPullPeers such
+// requests per heartbeat_ms, so a joining agent pulls from one or two peers); one whose
+// sum is not smaller does nothing (the sender, if it holds less, asks it).
 struct Hello {
   AgentKey agent;                      // the sender (must be the link's authenticated key)
   std::string name;                    // human name from its config
   std::vector<std::string> endpoints;  // where it listens ("tcp://host:port")
-  VersionVector have;                  // its version vector
+  std::uint64_t vv_sum = 0;            // sum of its version vector (Ledger::vv_sum)
   bool operator==(const Hello&) const = default;
 };
 
@@ -57,7 +61,7 @@ struct SyncRequest {
   bool operator==(const SyncRequest&) const = default;
 };
 
-// Statements pushed (new own statements) or sent in answer to a hello or sync request.
+// Statements pushed (new own statements) or sent in answer to a sync request.
 //
 // Every statement in a batch the core sends carries its signed form (own statements
 // are signed when made, peers' were verified on arrival): the signed forms are what

@@ -28,7 +28,10 @@ struct AgentKey {
   static constexpr std::size_t kSize = 32;
   std::array<std::uint8_t, kSize> bytes{};
   std::string hex() const { return to_hex(bytes); }
-  auto operator<=>(const AgentKey&) const = default;
+  std::strong_ordering operator<=>(const AgentKey& o) const {
+    return compare_32_bytes(bytes.data(), o.bytes.data());
+  }
+  bool operator==(const AgentKey& o) const { return bytes == o.bytes; }
 };
 
 // A detached Ed25519 signature an author adds to its own statement over something

@@ -96,6 +96,7 @@ void SwimDetector::learned(const AgentKey& peer, std::int64_t now_ms) {
   auto [it, inserted] = members_.try_emplace(peer);
   if (!inserted) return;
   ++generation_;
+  changed_.insert(peer);
   it->second.last_heard_ms = now_ms;
   // Into the rest of this round, at a random place.
   std::size_t rest = order_.size() - std::min(order_index_, order_.size());
@@ -136,6 +137,13 @@ std::int64_t SwimDetector::next_expiry_ms() const {
   return next;
 }
 
+std::optional<std::vector<AgentKey>> SwimDetector::take_changed() {
+  std::set<AgentKey> keys = std::move(changed_);
+  changed_.clear();
+  keys.insert(suspects_.begin(), suspects_.end());
+  return std::vector<AgentKey>(keys.begin(), keys.end());
+}
+
 std::optional<std::int64_t> SwimDetector::last_heard_ms(const AgentKey& peer) const {
   auto it = members_.find(peer);
   if (it == members_.end()) return std::nullopt;
@@ -158,7 +166,14 @@ void SwimDetector::adjust_health(int delta) {
   health_ = std::clamp(health_ + delta, 0, timing_.max_local_health);
 }
 
-void SwimDetector::queue(const MemberUpdate& u) { queue_[u.agent] = Queued{u, 0}; }
+void SwimDetector::queue(const MemberUpdate& u) {
+  auto [it, fresh] = queue_.try_emplace(u.agent, Queued{u, 0});
+  if (!fresh) {
+    queue_order_.erase({it->second.sent, u.agent});
+    it->second = Queued{u, 0};
+  }
+  queue_order_.insert({0, u.agent});
+}
 
 void SwimDetector::refute(std::uint64_t accused) {
   incarnation_ = std::max(incarnation_, accused) + 1;
@@ -170,6 +185,7 @@ void SwimDetector::set_state(const AgentKey& key, Member& m, MemberState state,
                              std::uint64_t incarnation, std::int64_t now_ms,
                              std::optional<AgentKey> origin) {
   ++generation_;
+  changed_.insert(key);
   m.state = state;
   m.incarnation = incarnation;
   m.suspecters.clear();
@@ -251,23 +267,23 @@ FailureDetector::Send SwimDetector::make(const AgentKey& to, Probe::Kind kind, s
     p.updates.push_back(MemberUpdate{to, it->second.incarnation, it->second.state, origin});
   }
   if (queue_.empty()) return s;
-  // Then the updates sent least often (ties in key order).
+  // Then the updates sent least often (ties in key order), but one about the receiver
+  // that is not "alive" (it went first).
+  std::size_t room = kMaxProbeUpdates - p.updates.size();
   std::vector<std::map<AgentKey, Queued>::iterator> pick;
-  pick.reserve(queue_.size());
-  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+  for (auto o = queue_order_.begin(); o != queue_order_.end() && pick.size() < room; ++o) {
+    auto it = queue_.find(o->second);
     if (it->first != to || it->second.update.state == MemberState::kAlive) pick.push_back(it);
   }
-  std::size_t room = kMaxProbeUpdates - p.updates.size();
-  std::size_t n = std::min(room, pick.size());
-  std::partial_sort(pick.begin(), pick.begin() + static_cast<std::ptrdiff_t>(n), pick.end(),
-                    [](const auto& a, const auto& b) {
-                      if (a->second.sent != b->second.sent) return a->second.sent < b->second.sent;
-                      return a->first < b->first;
-                    });
   int limit = retransmit_limit();
-  for (std::size_t i = 0; i < n; ++i) {
-    p.updates.push_back(pick[i]->second.update);
-    if (++pick[i]->second.sent >= limit) queue_.erase(pick[i]);
+  for (auto it : pick) {
+    p.updates.push_back(it->second.update);
+    queue_order_.erase({it->second.sent, it->first});
+    if (++it->second.sent >= limit) {
+      queue_.erase(it);
+    } else {
+      queue_order_.insert({it->second.sent, it->first});
+    }
   }
   return s;
 }

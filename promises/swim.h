@@ -52,6 +52,9 @@ class SwimDetector final : public FailureDetector {
   Liveness liveness(const AgentKey& peer, std::int64_t now_ms) const override;
   std::uint64_t generation() const override { return generation_; }
   std::int64_t next_expiry_ms() const override;
+  // The members whose state changed (or that were added) since the last call, and the
+  // suspects (a suspicion expires with time), in key order.
+  std::optional<std::vector<AgentKey>> take_changed() override;
   std::optional<std::int64_t> last_heard_ms(const AgentKey& peer) const override;
   std::vector<AgentKey> heartbeat_targets(std::int64_t now_ms) override;
   std::vector<AgentKey> peers() const override;
@@ -121,9 +124,13 @@ class SwimDetector final : public FailureDetector {
   int health_ = 0;
   std::map<AgentKey, Member> members_;
   std::set<AgentKey> suspects_;
+  std::set<AgentKey> changed_;  // see take_changed()
   std::set<AgentKey> reprobes_;  // members with `reprobe` set (probes() pings them)
   std::uint64_t generation_ = 1;  // see FailureDetector::generation
   std::map<AgentKey, Queued> queue_;  // one update per agent, the newest
+  // queue_ by (times sent, agent): what make() piggybacks first, without a pass over
+  // the queue per probe.
+  std::set<std::pair<int, AgentKey>> queue_order_;
   std::vector<AgentKey> order_;
   std::size_t order_index_ = 0;
   std::optional<Pending> pending_;

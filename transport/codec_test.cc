@@ -101,7 +101,7 @@ TEST_CASE("every message kind round trips") {
   REQUIRE(st);
   VersionVector vv{{id.key(), 9}, {testing::identity_of(2).key(), 3}};
   std::vector<MessageBody> bodies = {
-      Hello{id.key(), "node-a", {"tcp://a:1"}, vv},
+      Hello{id.key(), "node-a", {"tcp://a:1"}, 12},
       Heartbeat{1, 4, 0, 0, 0},
       Heartbeat{1, 4, 12, 5, 6},
       HaveRequest{},

@@ -128,7 +128,7 @@ struct BodyWriter {
     o.setName(text_of(h.name));
     put_texts(o.initEndpoints(static_cast<unsigned>(h.endpoints.size())), h.endpoints);
     o.setProtocolVersion(kProtocolVersion);
-    put_vv(o.initVersionVector(static_cast<unsigned>(h.have.size())), h.have);
+    o.setVvSum(h.vv_sum);
   }
   // activeClaims, highestSeq and claims are unused (protocol.capnp): not written.
   void operator()(const Heartbeat& h) { put_heartbeat(b.initHeartbeat(), h); }
@@ -255,7 +255,7 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       h.agent = key_of(o.getAgent(), "hello agent");
       h.name = str(o.getName());
       h.endpoints = get_texts(o.getEndpoints(), "hello endpoints");
-      h.have = get_vv(o.getVersionVector());
+      h.vv_sum = o.getVvSum();
       return h;
     }
     case B::HEARTBEAT:

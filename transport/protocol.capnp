@@ -53,15 +53,18 @@ struct Envelope {
 # (CurveZMQ), so they are not signed.
 
 # First message on a link, in both directions, and again whenever the sender's
-# endpoints change. Carries the sender's version vector so the receiver can send what
-# the sender misses at once.
+# endpoints change. Sums the sender's version vector (constant in size, whatever the
+# mesh): a receiver whose sum is smaller asks the sender for what it misses with a
+# LedgerRequest (docs/coordination.md section 8).
 struct Hello {
   agent @0 :Data;                     # sender's Ed25519 key; must equal the link's key
   name @1 :Text;                      # human name from the agent config
   endpoints @2 :List(Text);           # where the sender listens ("tcp://host:port")
   protocolVersion @3 :UInt32;         # highest version the sender speaks (informative:
                                       # receivers check Envelope.protocolVersion)
-  versionVector @4 :List(VersionEntry);
+  versionVector @4 :List(VersionEntry);  # UNUSED (was: the sender's version vector, N
+                                      # entries on each of N hellos; vvSum replaces it)
+  vvSum @5 :UInt64;                   # sum of the sender's version vector
 }
 
 struct VersionEntry {
@@ -347,7 +350,7 @@ struct LedgerRequest {
   have @0 :List(VersionEntry);
 }
 
-# Statements pushed (new own statements) or sent in answer to a hello or a
+# Statements pushed (new own statements) or sent in answer to a
 # LedgerRequest, each verified on its own by the receiver.
 struct LedgerBatch {
   statements @0 :List(SignedStatement);

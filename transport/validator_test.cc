@@ -88,7 +88,7 @@ TEST_CASE("validator rejects each kind of bad statement under its own reason") {
   flood.updates.resize(promises::kMaxProbeUpdates + 1);
   expect(*encode_message(Message{kProtocolVersion, flood}), RejectReason::kMalformed);
   expect(*encode_message(Message{7, Heartbeat{}}), RejectReason::kBadVersion);
-  expect(*encode_message(Message{kProtocolVersion, Hello{b.key(), "b", {}, {}}}),
+  expect(*encode_message(Message{kProtocolVersion, Hello{b.key(), "b", {}, 0}}),
          RejectReason::kPeerMismatch);
   CHECK(!v.validate(sp(frame_of(good)), a.key(), PeerRole::kClient));
   CHECK(v.rejected(RejectReason::kNotAllowed) == 1);

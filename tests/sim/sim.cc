@@ -49,11 +49,10 @@ class PeerStateSink final : public spdlog::sinks::base_sink<spdlog::details::nul
 
 void World::peer_state(const std::string& observer, const std::string& subject,
                        const std::string& state) {
-  int s = -1;
-  for (const auto& h : hosts_) {
-    if (h.config.name == subject) s = h.index;
-  }
-  if (s < 0) return;
+  // Agents are named "a<index>" (make_hosts).
+  if (subject.size() < 2 || subject[0] != 'a') return;
+  int s = std::atoi(subject.c_str() + 1);
+  if (s < 0 || s >= static_cast<int>(hosts_.size()) || host(s).config.name != subject) return;
   if (s == victim_ && !host(s).up && now_ >= kMeasureKillMs) {
     if (state == "dead" && observer.size() > 1) {
       int o = std::atoi(observer.c_str() + 1);
@@ -91,10 +90,8 @@ World::World(const SimOptions& o)
 // ---------------------------------------------------------------- machinery
 
 int World::index_of(const AgentKey& key) const {
-  for (const auto& h : hosts_) {
-    if (h.key == key) return h.index;
-  }
-  return -1;
+  auto it = index_.find(key);
+  return it == index_.end() ? -1 : it->second;
 }
 
 const ArtifactRef* World::ref(const Digest& d) const {
@@ -576,8 +573,7 @@ bool World::holdings_converged() {
 
 bool World::quiet() {
   const std::set<std::string> poisoned = poisoned_stages();
-  std::optional<VersionVector> vv;
-  std::size_t size = 0;
+  std::optional<std::size_t> size;
   for (auto& h : hosts_) {
     if (!h.up || h.agent->jobs_here() != 0) {
       unquiet_ = h.config.name + " is down or runs jobs";
@@ -597,29 +593,26 @@ bool World::quiet() {
       }
     }
     const auto& ledger = h.agent->core().ledger();
-    VersionVector mine = ledger.version_vector();
     // Slots filled: held, void (a superseded advert, Ledger) or retired by a horizon.
     std::size_t filled = ledger.size() + ledger.void_count() + ledger.retired_count();
     if (std::getenv("VOW_SIM_DEBUG_QUIET")) {
-      std::uint64_t sum = 0;
-      for (const auto& [a, s] : mine) sum += s;
       std::fprintf(stderr, "%s: horizon %llu vv %llu held %zu void %llu retired %llu fp %s\n",
                    h.config.name.c_str(), (unsigned long long)ledger.horizon_number(),
-                   (unsigned long long)sum, ledger.size(), (unsigned long long)ledger.void_count(),
+                   (unsigned long long)ledger.vv_sum(), ledger.size(),
+                   (unsigned long long)ledger.void_count(),
                    (unsigned long long)ledger.retired_count(),
                    ledger.fingerprint().short_hex().c_str());
-      for (const auto& [a, s] : mine) {
+      for (const auto& [a, m] : ledger.version_vector()) {
         std::fprintf(stderr, "   %s mark %llu max %llu floor %llu retired %d\n",
-                     a.hex().substr(0, 6).c_str(), (unsigned long long)s,
+                     a.hex().substr(0, 6).c_str(), (unsigned long long)m,
                      (unsigned long long)ledger.max_seq(a), (unsigned long long)ledger.floor(a),
-                     (int)ledger.is_retired(a, s + 1));
+                     (int)ledger.is_retired(a, m + 1));
       }
     }
-    if (vv && (mine != *vv || filled != size)) {
+    if (size && filled != *size) {
       unquiet_ = h.config.name + "'s ledger differs from the agents' before it";
       return false;
     }
-    vv = mine;
     size = filled;
     for (const auto& sp : h.agent->core().plan().stages) {
       if ((sp.state == promises::StageState::kPending ||
@@ -647,13 +640,21 @@ bool World::quiet() {
     }
   }
   // The same statements, not only as many (an equivocator's two halves have equal
-  // version vectors): the fingerprint covers content and known equivocators. Computed
-  // once every cheaper test passed (it reads every statement held).
+  // version vectors): the fingerprint covers marks, content and known equivocators.
+  // Computed once every cheaper test passed, and again for a host only once its ledger
+  // changed (it reads every author's prefix digest).
   std::optional<Digest> fingerprint;
   std::optional<std::pair<std::uint64_t, Digest>> horizon;
   for (auto& h : hosts_) {
     const auto& ledger = h.agent->core().ledger();
-    Digest mine = ledger.fingerprint();
+    Fingerprint& f = fingerprints_[h.index];
+    if (f.boots != h.boots || f.size != ledger.size() || f.voids != ledger.void_count() ||
+        f.proofs != ledger.proofs().size() || f.retired != ledger.retired_count() ||
+        f.size == 0) {
+      f = Fingerprint{h.boots,        ledger.size(),          ledger.void_count(),
+                      ledger.proofs().size(), ledger.retired_count(), ledger.fingerprint()};
+    }
+    const Digest& mine = f.digest;
     if (fingerprint && mine != *fingerprint) {
       unquiet_ = h.config.name + "'s ledger differs from the agents' before it";
       return false;

@@ -89,6 +89,7 @@ void World::make_hosts() {
     h.index = i;
     Digest k = hash_of({"agent", u64s(opt_.seed), std::to_string(i)});
     std::copy(k.bytes.begin(), k.bytes.end(), h.key.bytes.begin());
+    index_[h.key] = i;
     h.config.key = h.key;
     h.config.name = "a" + std::to_string(i);
     h.config.endpoints = {"sim://" + std::to_string(i)};

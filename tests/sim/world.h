@@ -293,6 +293,16 @@ class World {
 
   promises::Pipeline pipeline_;
   std::vector<Host> hosts_;
+  std::map<AgentKey, int> index_;  // host by key (every send looks one up)
+  // Ledger fingerprints quiet() computed, per host, with what they were computed at
+  // (agent started, ledger size, void slots, proofs): a ledger that did not change is
+  // not read again.
+  struct Fingerprint {
+    int boots = 0;
+    std::size_t size = 0, voids = 0, proofs = 0, retired = 0;
+    Digest digest;
+  };
+  std::map<int, Fingerprint> fingerprints_;
   std::vector<int> side_;
   std::map<Digest, ArtifactRef> refs_;  // every artifact made: for tree entries
   int src_version_ = 0;
