@@ -4,14 +4,12 @@
 
 #include <cstdint>
 
+#include "promises/test_util.h"
+
 namespace vow::promises {
 namespace {
 
-AgentKey key(std::uint8_t b) {
-  AgentKey k;
-  k.bytes.fill(b);
-  return k;
-}
+using testing::key;
 
 const Digest kStage = blake2b("stage");
 const Digest kJob = blake2b("job");

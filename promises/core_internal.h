@@ -219,8 +219,6 @@ struct Core::Impl {
   std::map<StatementKey, bool> horizon_verified;
   std::map<StatementKey, std::size_t> horizon_verified_proofs;  // proofs known then
   std::set<std::uint64_t> horizon_endorsed;  // numbers this agent endorsed or proposed
-  bool horizon_due = false;
-  std::uint64_t horizons_applied = 0;
   void note_horizon(const Statement& st);
   // Proposes, endorses and applies horizons as the ledger allows (each decision pass).
   void horizon_step();

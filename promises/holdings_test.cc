@@ -6,14 +6,12 @@
 #include <memory>
 #include <string>
 
+#include "promises/test_util.h"
+
 namespace vow::promises {
 namespace {
 
-AgentKey key(std::uint8_t b) {
-  AgentKey k;
-  k.bytes.fill(b);
-  return k;
-}
+using testing::key;
 
 Digest d(int i) { return blake2b("artifact " + std::to_string(i)); }
 

@@ -6,15 +6,12 @@
 #include <vector>
 
 #include "promises/claim_book.h"
+#include "promises/test_util.h"
 
 namespace vow::promises {
 namespace {
 
-AgentKey key(std::uint8_t b) {
-  AgentKey k;
-  k.bytes.fill(b);
-  return k;
-}
+using testing::key;
 
 const Digest kStage = blake2b("stage");
 

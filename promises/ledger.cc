@@ -744,7 +744,10 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
   }
   for (const auto& cut : h.cuts) {
     auto& fl = floor_[cut.author];
-    fl = std::max(fl, cut.seq);
+    if (cut.seq > fl) {
+      floor_sum_ += cut.seq - fl;
+      fl = cut.seq;
+    }
     std::uint64_t mark = contiguous_[cut.author];
     Chain& chain = prefix_[cut.author];
     if (mark >= cut.seq) {

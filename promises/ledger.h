@@ -199,6 +199,9 @@ class Ledger {
   const Digest& horizon_content() const { return horizon_content_; }
   // Seq up to which `author`'s statements are behind an applied horizon (0: none).
   std::uint64_t floor(const AgentKey& author) const;
+  // The sum of every author's floor: vv_sum() - floor_sum() statements are held (or
+  // void) beyond the last horizon's cuts.
+  std::uint64_t floor_sum() const { return floor_sum_; }
   // A result a horizon settled: a canonical candidate without its claim (ClaimBook).
   bool settled(const AgentKey& author, std::uint64_t seq) const {
     return settled_.count({author, seq}) != 0;
@@ -284,6 +287,7 @@ class Ledger {
   std::map<AgentKey, Chain> prefix_;
   std::map<AgentKey, HorizonCut> pending_base_;
   std::map<AgentKey, std::uint64_t> floor_;
+  std::uint64_t floor_sum_ = 0;
   std::set<std::pair<AgentKey, std::uint64_t>> settled_;
   std::uint64_t horizon_number_ = 0;
   Digest horizon_content_;

@@ -5,15 +5,12 @@
 #include <cstdint>
 
 #include "promises/planner.h"
+#include "promises/test_util.h"
 
 namespace vow::promises {
 namespace {
 
-AgentKey key(std::uint8_t b) {
-  AgentKey k;
-  k.bytes.fill(b);
-  return k;
-}
+using testing::key;
 
 Statement claim(std::uint8_t author, std::uint64_t seq, std::uint32_t epoch) {
   Statement st;
