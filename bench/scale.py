@@ -7,6 +7,7 @@ state on disk, HTTP on), a `foreach` stage of no-op shards, and per size:
   jobs_page   one page: `vow jobs --json --limit 100` (builds without --limit: every job)
   idle_cpu    CPU of the three agents together over 10 s once every job is done, in %
               of one core (HTTP on: the 500 ms snapshot included)
+  idle_empty  the same over 10 s before the source version, with no job known yet
   suspect     times an agent marked a peer suspect during the run (a loop held up long
               enough for a peer to miss its heartbeats)
   restart     an agent killed (SIGKILL) once all is done and started again: seconds until
@@ -67,8 +68,15 @@ def timed(agent, *args, timeout=300):
     return time.perf_counter() - t0, p.stdout
 
 
+UNANSWERED = [0]  # status polls the agent did not answer in time (its loop busy)
+
+
 def done_count(agent):
-    st = json.loads(agent.vow("status", "--json").stdout)
+    p = agent.vow("status", "--json", check_rc=False)
+    if p.returncode != 0:
+        UNANSWERED[0] += 1
+        return 0
+    st = json.loads(p.stdout)
     for p in st["pipelines"]:
         if p["name"] == "scale":
             for s in p["stages"]:
@@ -106,6 +114,11 @@ def one_size(build, n, during):
         mesh.start()
         wait_until("3 live agents", lambda: all(
             sum(x["alive"] for x in ag.status()["agents"]) == 3 for ag in mesh.agents), 60)
+        hz = os.sysconf("SC_CLK_TCK")
+        time.sleep(2)
+        c0 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
+        time.sleep(10)
+        idle_empty = 100.0 * (sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents) - c0) / hz / 10.0
         nxt = items + ".next"
         os.makedirs(nxt)
         for i in range(n):
@@ -131,7 +144,6 @@ def one_size(build, n, during):
         idle = None
         if not during:
             time.sleep(2)
-            hz = os.sysconf("SC_CLK_TCK")
             c0 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
             time.sleep(10)
             c1 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
@@ -173,7 +185,8 @@ def one_size(build, n, during):
                "agent_cpu_ms_per_job": (cpu1 - cpu0) * 1000.0 / os.sysconf("SC_CLK_TCK") /
                max(done, 1),
                "status_s": status, "jobs_all_s": jobs_all, "jobs_page_s": page,
-               "idle_cpu_pct": idle, "suspect": suspect}
+               "idle_cpu_pct": idle, "idle_empty_pct": idle_empty, "suspect": suspect,
+               "unanswered_polls": UNANSWERED[0]}
         print(json.dumps(out), flush=True)
         return out
     finally:
@@ -189,12 +202,13 @@ def main():
     args = ap.parse_args()
     results = [one_size(os.path.abspath(args.build), int(n), args.during)
                for n in args.sizes.split(",")]
+    UNANSWERED[0] = 0
     for r in results:
         idle = "-" if r["idle_cpu_pct"] is None else f"{r['idle_cpu_pct']:.1f}%"
         secs = lambda v: "-" if v is None else f"{v:.2f} s"  # noqa: E731
         print(f"| {r['jobs']:,} ({r['done']:,} done) | {r['status_s'] * 1000:.0f} ms | "
               f"{r['jobs_page_s'] * 1000:.0f} ms | {r['jobs_all_s'] * 1000:.0f} ms | {idle} | "
-              f"{r['suspect']} | {r['agent_cpu_ms_per_job']:.1f} ms | {secs(r['restart_s'])} | "
+              f"(empty {r['idle_empty_pct']:.1f}%) | {r['suspect']} | {r['agent_cpu_ms_per_job']:.1f} ms | {secs(r['restart_s'])} | "
               f"{secs(r['catch_up_s'])} | {r['ledger_mb']:.1f} MB ({r['live_mb']:.1f} MB in use, "
               f"{r['statements']:,} statements) | {r['run_s']:.0f} s |")
     if args.json:

@@ -200,7 +200,8 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   r.check_keys(
       t, kAgent,
       {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
-       "control_group", "http", "http_token_file", "replicas", "sandbox", "horizon_every"});
+       "control_group", "http", "http_token_file", "replicas", "sandbox", "horizon_every",
+       "retire_superseded"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -286,6 +287,7 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   if (auto n = r.integer(t, "horizon_every", kAgent, 0, kMaxHorizonEvery)) {
     a.horizon_every = static_cast<std::uint64_t>(*n);
   }
+  if (auto b = r.boolean(t, "retire_superseded", kAgent)) a.retire_superseded = *b;
   if (auto sandbox = r.string(t, "sandbox", kAgent, false)) {
     if (sandbox->value != "auto" && sandbox->value != "bwrap" && sandbox->value != "none") {
       r.error(sandbox->where, "'sandbox' in [agent] must be \"auto\", \"bwrap\" or \"none\", not '" +

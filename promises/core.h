@@ -124,6 +124,9 @@ struct CoreConfig {
   // are held beyond the last one's cut (docs/storage.md, "The ledger horizon"); 0: this
   // agent proposes none (it still endorses and applies others').
   std::uint64_t horizon_every = 0;
+  // Its horizons also retire superseded jobs, and it endorses those that do; false: it
+  // proposes and endorses only horizons that do not (docs/storage.md).
+  bool retire_superseded = false;
   // Checks on every horizon applied that every job's canonical result is the same after
   // it as before (for the simulator).
   bool check_horizons = false;

@@ -1,10 +1,13 @@
 #include "promises/horizon.h"
 
 #include <algorithm>
+#include <memory>
 #include <map>
 #include <set>
 #include <tuple>
 #include <vector>
+
+#include "promises/planner.h"
 
 namespace vow::promises {
 namespace {
@@ -50,13 +53,145 @@ std::set<const Statement*> bound_claims(const Cut& c, const Digest& job,
   return bound;
 }
 
+// The jobs planned from the statements at the cut (pipeline definitions, adverts in
+// force and source versions there; `canonical`: each settled job's canonical result as
+// it stands once the horizon applies), and the stages whose jobs that plan fixes: those
+// planned or done (a pending or blocked stage's current jobs are not known yet).
+struct CutPlan {
+  Plan plan;
+  std::set<std::pair<std::string, std::string>> fixed;  // (pipeline, stage)
+};
+
+CutPlan plan_at_cut(const Ledger& ledger, const VersionVector& cut,
+                    const std::map<Digest, const Statement*>& canonical) {
+  auto behind = [&](const Statement& st) {
+    auto it = cut.find(st.author);
+    return it != cut.end() && st.seq <= it->second;
+  };
+  std::map<Digest, std::shared_ptr<const Pipeline>> defs;  // by digest: one order everywhere
+  for (const Statement* st : ledger.pipeline_statements()) {
+    const auto& def = std::get<PipelineDef>(st->body);
+    if (!behind(*st) || defs.count(def.digest)) continue;
+    auto p = parse_canonical_pipeline(def.canonical);
+    if (p && p->digest == def.digest) defs.emplace(def.digest, std::make_shared<const Pipeline>(*p));
+  }
+  std::vector<std::shared_ptr<const Pipeline>> pipelines;
+  for (const auto& [d, p] : defs) pipelines.push_back(p);
+  std::map<AgentKey, const Statement*> adverts;
+  for (const auto& [author, seq] : cut) {
+    if (const Statement* a = ledger.advert_at(author, seq + 1)) adverts.emplace(author, a);
+  }
+  PlanInputs in;
+  in.adverts = &adverts;
+  in.source_version = [&](const std::string& pipeline, const std::string& source) {
+    return ledger.source_version_at(pipeline, source, cut);
+  };
+  JobOutcomes outcomes;
+  outcomes.canonical_statement = [&](const Digest& job) -> const Statement* {
+    auto it = canonical.find(job);
+    return it == canonical.end() ? nullptr : it->second;
+  };
+  outcomes.canonical = [&](const Digest& job) -> const JobResult* {
+    auto it = canonical.find(job);
+    return it == canonical.end() ? nullptr : &std::get<JobResult>(it->second->body);
+  };
+  outcomes.failed = [](const Digest&, int) { return false; };
+  CutPlan out;
+  out.plan = make_plan(pipelines, in, outcomes);
+  for (const auto& sp : out.plan.stages) {
+    if (sp.state == StageState::kPlanned || sp.state == StageState::kDone) {
+      out.fixed.insert({sp.pipeline, sp.stage});
+    }
+  }
+  return out;
+}
+
+// A job settled at the cut: its statements there.
+struct Settled {
+  const JobStatements* js = nullptr;
+  std::vector<const Statement*> results;  // behind the cut
+  std::vector<const Statement*> claims;   // behind the cut
+  std::vector<const Statement*> ok;       // bound and successful
+  bool settled_before = false;
+};
+
+// The runs of a job that ended behind the cut (the claimant's result or release of that
+// epoch is there too); a claim still open may bind a result published after the cut.
+std::set<std::pair<AgentKey, std::uint32_t>> ended_runs(const Cut& c, const JobStatements& js,
+                                                        const std::vector<const Statement*>& results) {
+  std::set<std::pair<AgentKey, std::uint32_t>> ended;
+  for (const Statement* st : results) ended.insert({st->author, statement_epoch(*st)});
+  for (const Statement* st : js.releases) {
+    if (c.behind(*st)) ended.insert({st->author, statement_epoch(*st)});
+  }
+  return ended;
+}
+
+// Adds the digests a result read (an input, and each entry of a directory input).
+void add_inputs(const JobResult& r, std::set<Digest>& out) {
+  for (const auto& in : r.inputs) {
+    out.insert(in.artifact.digest);
+    for (const auto& e : in.artifact.entries) out.insert(e.digest);
+  }
+}
+
+// The settled jobs that are superseded at the cut: the plan made from the statements
+// there fixes their stage's jobs (planned or done) and does not have them, no run of
+// theirs is still open there, and no result behind the cut that stays read an output of
+// theirs (so the lineage of what stays stays whole).
+std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
+                                 const std::map<Digest, Settled>& settled,
+                                 const std::map<Digest, const Statement*>& canonical) {
+  CutPlan at = plan_at_cut(ledger, c.cut, canonical);
+  std::set<Digest> gone;
+  for (const auto& [job, s] : settled) {
+    const JobRef& ref = std::get<JobResult>(s.ok.front()->body).job;
+    if (!at.fixed.count({ref.pipeline, ref.stage}) || at.plan.find(job) != nullptr) continue;
+    auto ended = ended_runs(c, *s.js, s.results);
+    bool open = std::any_of(s.claims.begin(), s.claims.end(), [&](const Statement* st) {
+      return !ended.count({st->author, statement_epoch(*st)});
+    });
+    if (!open) gone.insert(job);
+  }
+  // What the results that stay read, then the superseded jobs whose outputs are among it
+  // stay too (and what they read), until nothing changes.
+  std::set<Digest> read;
+  for (const auto& [job, js] : ledger.jobs()) {
+    if (gone.count(job)) continue;
+    for (const Statement* st : js.results) {
+      if (c.behind(*st)) add_inputs(std::get<JobResult>(st->body), read);
+    }
+  }
+  for (bool again = true; again && !gone.empty();) {
+    again = false;
+    for (auto it = gone.begin(); it != gone.end();) {
+      const Settled& s = settled.at(*it);
+      bool needed = std::any_of(s.ok.begin(), s.ok.end(), [&](const Statement* st) {
+        const auto& outs = std::get<JobResult>(st->body).outputs;
+        return std::any_of(outs.begin(), outs.end(),
+                           [&](const NamedArtifact& o) { return read.count(o.artifact.digest); });
+      });
+      if (!needed) {
+        ++it;
+        continue;
+      }
+      for (const Statement* st : s.results) add_inputs(std::get<JobResult>(st->body), read);
+      it = gone.erase(it);
+      again = true;
+    }
+  }
+  return gone;
+}
+
 }  // namespace
 
 std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector& cut,
-                                       std::uint64_t number, const Digest& previous) {
+                                       std::uint64_t number, const Digest& previous,
+                                       bool superseded) {
   Horizon h;
   h.number = number;
   h.previous = previous;
+  h.superseded = superseded;
   const VersionVector mine = ledger.version_vector();
   std::map<AgentKey, std::uint32_t> index;
   for (const auto& [author, seq] : cut) {
@@ -71,6 +206,10 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
   }
   const Cut c{ledger, cut};
   std::map<std::uint32_t, std::vector<std::uint64_t>> retired;  // by cut index
+  // Settled jobs, and their canonical result once this horizon applies (ClaimBook's
+  // min-register among the settled results), for the plan at the cut.
+  std::map<Digest, Settled> settled_jobs;
+  std::map<Digest, const Statement*> canonical;
   for (const auto& [job, js] : ledger.jobs()) {
     auto behind = [&](const std::vector<const Statement*>& v) {
       std::vector<const Statement*> out;
@@ -85,7 +224,6 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     std::set<const Statement*> bound = bound_claims(c, job, claims);
     // Bound successful results behind the cut.
     std::vector<const Statement*> ok;
-    std::uint32_t settled_epoch = 0;
     for (const Statement* st : results) {
       const auto& r = std::get<JobResult>(st->body);
       if (!r.ok || ledger.equivocating(st->author)) continue;
@@ -94,26 +232,53 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
         is_bound = is_bound || (cl->author == st->author && cl->seq < st->seq &&
                                 std::get<Claim>(cl->body).epoch == r.epoch);
       }
-      if (!is_bound) continue;
-      ok.push_back(st);
-      settled_epoch = std::max(settled_epoch, r.epoch);
+      if (is_bound) ok.push_back(st);
     }
     if (ok.empty()) continue;
-    std::set<const Statement*> keep(ok.begin(), ok.end());
     // A job settled by an earlier horizon keeps its settled results as its candidates:
     // later successful ones stay as evidence, unsettled (they would compete with them).
     const bool settled_before = std::any_of(ok.begin(), ok.end(), [&](const Statement* st) {
       return ledger.settled(st->author, st->seq);
     });
+    const Statement* best = nullptr;
+    std::tuple<std::uint32_t, Digest, AgentKey, std::uint64_t> best_key;
+    for (const Statement* st : ok) {
+      if (settled_before && !ledger.settled(st->author, st->seq)) continue;
+      const auto& r = std::get<JobResult>(st->body);
+      auto k = std::make_tuple(r.epoch, outputs_digest(r), st->author, st->seq);
+      if (best == nullptr || k < best_key) {
+        best = st;
+        best_key = k;
+      }
+    }
+    canonical[job] = best;
+    settled_jobs[job] =
+        Settled{&js, std::move(results), std::move(claims), std::move(ok), settled_before};
+  }
+  std::set<Digest> gone = superseded ? superseded_jobs(ledger, c, settled_jobs, canonical)
+                                     : std::set<Digest>{};
+  for (auto& [job, s] : settled_jobs) {
+    const JobStatements& js = *s.js;
+    const std::vector<const Statement*>& ok = s.ok;
+    const std::vector<const Statement*>& results = s.results;
+    const std::vector<const Statement*>& claims = s.claims;
+    const bool settled_before = s.settled_before;
+    // A superseded job: every statement of it behind the cut goes, its settled results
+    // too (docs/storage.md, "Superseded jobs").
+    if (gone.count(job)) {
+      for (const auto* v : {&js.claims, &js.releases, &js.results, &js.accepts}) {
+        for (const Statement* st : *v) {
+          if (c.behind(*st)) retired[index.at(st->author)].push_back(st->seq);
+        }
+      }
+      continue;
+    }
+    std::set<std::pair<AgentKey, std::uint32_t>> ended = ended_runs(c, js, results);
+    std::set<const Statement*> keep(ok.begin(), ok.end());
+    std::uint32_t settled_epoch = 0;
+    for (const Statement* st : ok) settled_epoch = std::max(settled_epoch, statement_epoch(*st));
     for (const Statement* st : ok) {
       if (!settled_before) h.settled.push_back(HorizonRef{index.at(st->author), st->seq});
-    }
-    // A claim whose run ended behind the cut (its author's result or release of that
-    // epoch is there too); one still open may bind a result published after the cut.
-    std::set<std::pair<AgentKey, std::uint32_t>> ended;
-    for (const Statement* st : results) ended.insert({st->author, statement_epoch(*st)});
-    for (const Statement* st : js.releases) {
-      if (c.behind(*st)) ended.insert({st->author, statement_epoch(*st)});
     }
     for (const Statement* st : claims) {
       const std::uint32_t e = statement_epoch(*st);

@@ -23,8 +23,15 @@ namespace vow::promises {
 // The proposal of horizon `number` (after the one whose content is `previous`) at `cut`
 // (per author, a seq at or below its contiguous mark here and at or above its floor).
 // Its content digest is set. nullopt if `cut` is not within those bounds.
+//
+// With `superseded`, it also retires every statement behind the cut of each settled job
+// that is superseded: its stage's jobs are fixed by the plan made from the statements at
+// the cut (the stage is planned or done there) and that plan does not have it, and no
+// claim of it is still open at the cut. Its results go too: the plan at the cut names
+// no job that consumes them (docs/storage.md, "Superseded jobs").
 std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector& cut,
-                                       std::uint64_t number, const Digest& previous);
+                                       std::uint64_t number, const Digest& previous,
+                                       bool superseded = false);
 
 // Statements a proposal retires (the lengths of its ranges).
 std::uint64_t horizon_retired_statements(const Horizon& h);

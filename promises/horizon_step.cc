@@ -114,11 +114,26 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
       if (at != cut.end() && c->seq <= at->second) canonical_before[job] = {c->author, c->seq};
     }
   }
+  // The jobs planned now: a superseded job's canonical result may go only if the plan
+  // does not have it (the plan at the cut did not; nor may the plan now).
+  std::set<Digest> planned;
+  if (config.check_horizons && checked) {
+    ensure_plan();
+    for (const auto& [job, pj] : plan->jobs) planned.insert(job);
+  }
   std::set<Digest> changed = ledger.apply_horizon(h);
   book.invalidate();  // its summaries point at statements now gone
   if (config.check_horizons) {
     for (const auto& [job, ref] : canonical_before) {
       const Statement* c = book.canonical(job);
+      // A superseded job's statements behind the cut went; one published after the cut
+      // (a run that had not ended there) may be its canonical result now.
+      if (h.superseded && ledger.is_retired(ref.first, ref.second)) {
+        VOW_ASSERT(!planned.count(job),
+                   "horizon %llu retired the canonical result of job %s, which is planned",
+                   static_cast<unsigned long long>(h.number), job.short_hex().c_str());
+        continue;
+      }
       VOW_ASSERT(c != nullptr && c->author == ref.first && c->seq == ref.second,
                  "horizon %llu changed the canonical result of job %s",
                  static_cast<unsigned long long>(h.number), job.short_hex().c_str());
@@ -165,11 +180,22 @@ void Core::Impl::horizon_step() {
             return ledger.mark(c.author) >= c.seq;
           });
           if (holds) {
-            auto mine = compute_horizon(ledger, cut_of(h), n, h.previous);
+            // Only a policy this agent allows: one that retires superseded jobs is
+            // endorsed only by an agent configured to retire them.
+            auto mine = h.superseded && !config.retire_superseded
+                            ? std::nullopt
+                            : compute_horizon(ledger, cut_of(h), n, h.previous, h.superseded);
             bool same = mine && mine->content == h.content;
             horizon_verified[key] = same;
             horizon_verified_proofs[key] = ledger.proofs().size();
-            if (!same) {
+            if (!same && h.superseded && !config.retire_superseded) {
+              event(EventKind::kHorizon, EventLevel::kWarn,
+                    "horizon " + std::to_string(n) + " proposed by " +
+                        p->author.hex().substr(0, 12) +
+                        " retires superseded jobs, which this agent's [agent] "
+                        "retire_superseded = false does not allow: not endorsed",
+                    p->author);
+            } else if (!same) {
               event(EventKind::kHorizon, EventLevel::kWarn,
                     "horizon " + std::to_string(n) + " proposed by " +
                         p->author.hex().substr(0, 12) +
@@ -198,7 +224,19 @@ void Core::Impl::horizon_step() {
           }
         }
         if (!horizon_in_force(*p, horizon_by_number[n])) continue;
-        if (v != horizon_verified.end() && !v->second) continue;  // ours differs: never
+        if (v != horizon_verified.end() && !v->second) {
+          // Ours differs. A member never applies it (nor endorsed it, so it is in force
+          // only if this agent is no member). An agent that is no member has no say: it
+          // follows the members, or it would stay behind the chain for good (say, it
+          // knew of an equivocator they did not when they agreed).
+          const bool member = std::any_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
+            return c.member && c.author == config.key;
+          });
+          if (member) continue;
+          event(EventKind::kHorizon, EventLevel::kWarn,
+                "horizon " + std::to_string(n) + " differs from what this agent's ledger "
+                "gives; applied on its members' word (this agent is not one of them)");
+        }
         chosen = p;
         break;
       }
@@ -228,7 +266,7 @@ void Core::Impl::horizon_step() {
       }
     }
   }
-  auto h = compute_horizon(ledger, cut, n, ledger.horizon_content());
+  auto h = compute_horizon(ledger, cut, n, ledger.horizon_content(), config.retire_superseded);
   if (!h || designated(*h) != config.key || h->retired.empty() ||
       h->retired.size() > kMaxHorizonEntries || h->settled.size() > kMaxHorizonEntries ||
       h->cuts.size() > kMaxHorizonCuts) {

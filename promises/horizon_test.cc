@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "promises/claim_book.h"
+#include "promises/config.h"
+#include "promises/planner.h"
 #include "promises/test_util.h"
 
 namespace vow::promises {
@@ -179,6 +181,178 @@ TEST_CASE("horizon: a cut above the marks held, or below a floor, gives no propo
   VersionVector behind = l.version_vector();
   behind[key(1)] = 2;
   CHECK_FALSE(compute_horizon(l, behind, 2, l.horizon_content()).has_value());
+}
+
+// A pipeline whose stage `s` reads source `src` and stage `t` reads `s`'s output, provided
+// and run by agent 1, with the statements of a run over each given source version.
+struct Superseding {
+  Pipeline p;
+  std::vector<Statement> statements;
+  std::uint64_t seq = 0;
+  std::vector<Digest> s_jobs, t_jobs;  // per version
+
+  Superseding() {
+    auto out = parse_pipeline(R"([pipeline]
+name = "p"
+[[source]]
+name = "src"
+[[stage]]
+name = "s"
+inputs = ["src"]
+outputs = ["o"]
+run = "true"
+[[stage]]
+name = "t"
+inputs = ["s.o"]
+outputs = ["o"]
+run = "true"
+)", "p.toml");
+    REQUIRE(out.value.has_value());
+    p = *out.value;
+    Advert a;
+    a.name = "a1";
+    for (const auto& st : p.stages) a.promises.push_back({"p", st.name, st.digest, 2});
+    a.sources.push_back({"p", "src"});
+    add(a);
+    add(PipelineDef{p.name, p.digest, canonical_pipeline(p)});
+  }
+  const Statement& add(StatementBody body) {
+    statements.push_back(make(1, ++seq, std::move(body)));
+    return statements.back();
+  }
+  JobRef ref(const Stage& st, const Digest& input) {
+    JobRef r;
+    r.job = job_id(st.digest, {JobInput{st.inputs[0].local_name(), input}}, "");
+    r.pipeline = "p";
+    r.stage = st.name;
+    r.stage_digest = st.digest;
+    return r;
+  }
+  // Source version `v`.
+  void version(std::uint64_t v) {
+    add(SourceVersion{"p", "src", v, ArtifactRef{blake2b("src-" + std::to_string(v)), false, 1, {}}});
+  }
+  // Stage s runs over version `v` (output mid-V), and with `run_t`, t over that.
+  void run(std::uint64_t v, bool run_s, bool run_t) {
+    Digest in = blake2b("src-" + std::to_string(v));
+    Digest mid = blake2b("mid-" + std::to_string(v));
+    for (int k = run_s ? 0 : 1; k < (run_t ? 2 : 1); ++k) {
+      const Stage& st = p.stages[k];
+      JobRef r = ref(st, k == 0 ? in : mid);
+      (k == 0 ? s_jobs : t_jobs).push_back(r.job);
+      add(Claim{r, 1, 0, std::nullopt});
+      JobResult res;
+      res.job = r;
+      res.epoch = 1;
+      res.ok = true;
+      res.inputs.push_back({st.inputs[0].local_name(), ArtifactRef{k == 0 ? in : mid, false, 1, {}}});
+      res.outputs.push_back({"o", ArtifactRef{k == 0 ? mid : blake2b("end"), false, 1, {}}});
+      add(res);
+    }
+  }
+};
+
+TEST_CASE("horizon: superseded jobs retire whole; the current ones and their lineage stay") {
+  Superseding w;
+  w.version(1);
+  w.run(1, true, true);
+  w.version(2);
+  w.run(2, true, false);  // s ran over version 2, t has not yet
+  Ledger l;
+  fill(l, w.statements);
+  const Digest s1 = w.s_jobs[0], s2 = w.s_jobs[1], t1 = w.t_jobs[0];
+
+  // Without the policy, every done job is settled.
+  auto keep = compute_horizon(l, l.version_vector(), 1, Digest{}, false);
+  REQUIRE(keep.has_value());
+  CHECK(keep->settled.size() == 3);
+  CHECK_FALSE(keep->superseded);
+
+  // With it: the plan at the cut has s over version 2 (done) and t over its output (to
+  // run), so s and t over version 1 are superseded: their claims and results go. s over
+  // version 2 is settled (its claim goes).
+  auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
+  REQUIRE(h.has_value());
+  CHECK(h->superseded);
+  CHECK(h->content != keep->content);
+  REQUIRE(h->settled.size() == 1);
+  CHECK(horizon_retired_statements(*h) == 5);
+  l.apply_horizon(*h);
+  CHECK(l.job(s1) == nullptr);
+  CHECK(l.job(t1) == nullptr);
+  CHECK(l.jobs_emptied() == 2);
+  REQUIRE(l.job(s2) != nullptr);
+  CHECK(l.job(s2)->results.size() == 1);
+  // The current plan still finds s over version 2 done, and t over it to run.
+  auto current_plan = [&] {
+    ClaimBook book(l, key(1));
+    l.for_each([&](const Statement& st) { book.note(st); });
+    JobOutcomes outcomes;
+    outcomes.canonical = [&](const Digest& j) { return book.canonical_result(j); };
+    outcomes.canonical_statement = [&](const Digest& j) { return book.canonical(j); };
+    outcomes.failed = [](const Digest&, int) { return false; };
+    Plan plan = make_plan({std::make_shared<const Pipeline>(w.p)}, l, outcomes);
+    std::map<Digest, bool> done;  // planned job -> has a canonical result
+    for (const auto& [job, pj] : plan.jobs) done[job] = book.canonical(job) != nullptr;
+    return done;
+  };
+  CHECK(current_plan() == std::map<Digest, bool>{{s2, true}, {w.ref(w.p.stages[1], blake2b("mid-2")).job, false}});
+
+  // t runs over version 2's output, then version 3 arrives and s has not run over it.
+  const std::size_t before = w.statements.size();
+  w.run(2, false, true);
+  const JobRef t2 = w.ref(w.p.stages[1], blake2b("mid-2"));
+  w.version(3);
+  for (std::size_t i = before; i < w.statements.size(); ++i) {
+    REQUIRE(l.add(w.statements[i]) == Ledger::AddResult::kNew);
+  }
+  // s over version 2 is superseded by s over version 3 (to run), but t over its output
+  // stays (which job of t is current is not known until s ran over version 3), and so
+  // does s over version 2, whose output it read: lineage of what stays stays whole.
+  auto h2 = compute_horizon(l, l.version_vector(), 2, l.horizon_content(), true);
+  REQUIRE(h2.has_value());
+  l.apply_horizon(*h2);
+  CHECK(l.job(s2) != nullptr);
+  CHECK(l.job(t2.job) != nullptr);
+  CHECK(l.jobs_emptied() == 2);
+
+  // Once s and t ran over version 3 (with another output), both version 2 jobs go.
+  const std::size_t before3 = w.statements.size();
+  w.run(3, true, true);
+  for (std::size_t i = before3; i < w.statements.size(); ++i) {
+    REQUIRE(l.add(w.statements[i]) == Ledger::AddResult::kNew);
+  }
+  auto h3 = compute_horizon(l, l.version_vector(), 3, l.horizon_content(), true);
+  REQUIRE(h3.has_value());
+  l.apply_horizon(*h3);
+  CHECK(l.job(s2) == nullptr);
+  CHECK(l.job(t2.job) == nullptr);
+  CHECK(l.jobs_emptied() == 4);
+  // Only the current generation's results are left: one per job of the plan.
+  std::size_t results = 0;
+  for (const auto& [job, js] : l.jobs()) results += js.results.size();
+  CHECK(results == 2);
+  auto plan = current_plan();
+  CHECK(plan.size() == 2);
+  for (const auto& [job, done] : plan) CHECK(done);
+}
+
+TEST_CASE("horizon: a superseded job with a run still open at the cut stays") {
+  Superseding w;
+  w.version(1);
+  w.run(1, true, false);
+  // Agent 1 claims s over version 1 again at epoch 2 (say, a regeneration) and has not
+  // finished when version 2 arrives.
+  JobRef r = w.ref(w.p.stages[0], blake2b("src-1"));
+  w.add(Claim{r, 2, 0, StatementRef{key(1), 4}});
+  w.version(2);
+  Ledger l;
+  fill(l, w.statements);
+  auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
+  REQUIRE(h.has_value());
+  l.apply_horizon(*h);
+  REQUIRE(l.job(r.job) != nullptr);
+  CHECK(l.job(r.job)->results.size() == 1);
 }
 
 }  // namespace vow::promises

@@ -546,22 +546,35 @@ const Statement* Ledger::advert_at(const AgentKey& author, std::uint64_t seq) co
   return std::prev(it)->second;
 }
 
-bool Ledger::provides(const AgentKey& author, const Dataset& dataset) const {
-  auto a = adverts_.find(author);
-  if (a == adverts_.end()) return false;
-  const auto& sources = std::get<Advert>(a->second->body).sources;
+bool Ledger::provides(const AgentKey& author, const Dataset& dataset,
+                      const VersionVector* cut) const {
+  const Statement* advert = nullptr;
+  if (cut == nullptr) {
+    auto a = adverts_.find(author);
+    if (a != adverts_.end()) advert = a->second;
+  } else if (auto c = cut->find(author); c != cut->end()) {
+    advert = advert_at(author, c->second + 1);
+  }
+  if (advert == nullptr) return false;
+  const auto& sources = std::get<Advert>(advert->body).sources;
   return std::any_of(sources.begin(), sources.end(), [&](const AdvertSource& s) {
     return s.pipeline == dataset.first && s.source == dataset.second;
   });
 }
 
-std::vector<const Statement*> Ledger::line(const Dataset& dataset, const AgentKey& author) const {
+std::vector<const Statement*> Ledger::line(const Dataset& dataset, const AgentKey& author,
+                                           const VersionVector* cut) const {
   std::vector<const Statement*> out;
   auto d = source_lines_.find(dataset);
   if (d == source_lines_.end()) return out;
   auto a = d->second.find(author);
   if (a == d->second.end()) return out;
   std::vector<const Statement*> sorted = a->second;
+  if (cut != nullptr) {
+    auto c = cut->find(author);
+    const std::uint64_t top = c == cut->end() ? 0 : c->second;
+    std::erase_if(sorted, [&](const Statement* st) { return st->seq > top; });
+  }
   auto key = [](const Statement* st) {
     return std::make_pair(std::get<SourceVersion>(st->body).version, st->seq);
   };
@@ -597,7 +610,7 @@ SourceBinding Ledger::source_binding(const Statement& st) const {
   return in ? SourceBinding::kCounted : SourceBinding::kOutOfLine;
 }
 
-const Statement* Ledger::choose_source(const Dataset& dataset) const {
+const Statement* Ledger::choose_source(const Dataset& dataset, const VersionVector* cut) const {
   auto d = source_lines_.find(dataset);
   if (d == source_lines_.end()) return nullptr;
   Hasher h;
@@ -615,8 +628,8 @@ const Statement* Ledger::choose_source(const Dataset& dataset) const {
   };
   std::map<Digest, Support> support;
   for (const auto& [author, statements] : d->second) {
-    if (equivocating(author) || !provides(author, dataset)) continue;
-    auto chain = line(dataset, author);
+    if (equivocating(author) || !provides(author, dataset, cut)) continue;
+    auto chain = line(dataset, author, cut);
     if (chain.empty()) continue;
     const Statement* current = chain.back();
     Digest score = rendezvous_score(key, author);
@@ -655,6 +668,11 @@ const Statement* Ledger::source_version(const std::string& pipeline,
   refresh_sources();
   auto it = sources_.find({pipeline, source});
   return it == sources_.end() ? nullptr : it->second;
+}
+
+const Statement* Ledger::source_version_at(const std::string& pipeline, const std::string& source,
+                                          const VersionVector& cut) const {
+  return choose_source({pipeline, source}, &cut);
 }
 
 const std::map<Ledger::Dataset, const Statement*>& Ledger::sources() const {
@@ -719,6 +737,7 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
     for (std::uint64_t seq = r.first;; ++seq) {
       auto it = by_seq.find(seq);
       const bool held = it != by_seq.end();
+      if (!settled_.empty()) settled_.erase({*author, seq});  // a superseded job's
       if (held) {
         if (auto job = it->second.job()) changed.insert(*job);
         unindex(&it->second);
@@ -778,6 +797,11 @@ void Ledger::unindex(const Statement* st) {
   drop(it->second.releases);
   drop(it->second.results);
   drop(it->second.accepts);
+  const JobStatements& js = it->second;
+  if (js.claims.empty() && js.releases.empty() && js.results.empty() && js.accepts.empty()) {
+    jobs_.erase(it);  // a superseded job leaves nothing behind
+    ++jobs_emptied_;
+  }
 }
 
 void Ledger::index(const Statement* st) {
@@ -795,6 +819,7 @@ void Ledger::index(const Statement* st) {
     case StatementKind::kPipeline: {
       const auto& def = std::get<PipelineDef>(st->body);
       pipelines_.emplace(def.digest, st);
+      pipeline_statements_.push_back(st);
       break;
     }
     case StatementKind::kSourceVersion: {

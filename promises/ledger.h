@@ -213,6 +213,8 @@ class Ledger {
   // Statements dropped by apply_horizon since the last call (to be dropped on disk).
   std::vector<StatementRef> take_retired();
   std::uint64_t retired_count() const { return retired_count_; }
+  // Jobs a horizon left without any statement here (superseded jobs retired whole).
+  std::uint64_t jobs_emptied() const { return jobs_emptied_; }
 
   // Every statement, by author then seq (for status, tests and the simulator).
   template <typename F>
@@ -232,6 +234,11 @@ class Ledger {
   const Statement* advert_at(const AgentKey& author, std::uint64_t seq) const;
   // Pipeline definitions by pipeline digest (first seen).
   const std::map<Digest, const Statement*>& pipelines() const { return pipelines_; }
+  // Every pipeline definition statement held, in arrival order (several authors may
+  // publish one digest).
+  const std::vector<const Statement*>& pipeline_statements() const {
+    return pipeline_statements_;
+  }
 
   // ---- sources (rule 2) ----
   // The current version of a dataset: per provider (an author not equivocating whose
@@ -240,6 +247,10 @@ class Ledger {
   // in its own line with, then the one given by the provider ranked first by
   // rendezvous_score(dataset, provider); that provider's statement.
   const Statement* source_version(const std::string& pipeline, const std::string& source) const;
+  // The same as the statements at or below `cut` (per author, a seq) give it, with each
+  // provider's advert in force there (a horizon's plan at its cut; not cached).
+  const Statement* source_version_at(const std::string& pipeline, const std::string& source,
+                                     const VersionVector& cut) const;
   // The current version of every dataset that has one.
   const std::map<Dataset, const Statement*>& sources() const;
   // Whether a source version statement held here counts.
@@ -267,9 +278,12 @@ class Ledger {
   bool held_advert(const AgentKey& author, std::uint64_t seq) const;
   // The author's counted line for a dataset: versions 1, 2, ... each published after
   // the previous one (lowest seq first), up to the first gap.
-  std::vector<const Statement*> line(const Dataset& dataset, const AgentKey& author) const;
-  bool provides(const AgentKey& author, const Dataset& dataset) const;
-  const Statement* choose_source(const Dataset& dataset) const;
+  // With a cut: only the statements at or below it, and the adverts in force there.
+  std::vector<const Statement*> line(const Dataset& dataset, const AgentKey& author,
+                                     const VersionVector* cut = nullptr) const;
+  bool provides(const AgentKey& author, const Dataset& dataset,
+                const VersionVector* cut = nullptr) const;
+  const Statement* choose_source(const Dataset& dataset, const VersionVector* cut = nullptr) const;
   void refresh_sources() const;
 
   std::map<AgentKey, std::map<std::uint64_t, Statement>> by_author_;
@@ -293,6 +307,7 @@ class Ledger {
   Digest horizon_content_;
   std::vector<StatementRef> retired_;
   std::uint64_t retired_count_ = 0;
+  std::uint64_t jobs_emptied_ = 0;
   using Ranges = std::map<std::uint64_t, std::uint64_t>;  // first -> last, disjoint
   std::map<AgentKey, Ranges> voids_;  // proven
   std::map<AgentKey, Ranges> hints_;  // hinted
@@ -307,6 +322,7 @@ class Ledger {
   std::map<AgentKey, const Statement*> adverts_;
   std::map<AgentKey, std::map<std::uint64_t, const Statement*>> advert_history_;
   std::map<Digest, const Statement*> pipelines_;
+  std::vector<const Statement*> pipeline_statements_;
   // Source versions per dataset and author (every one, counted or not).
   std::map<Dataset, std::map<AgentKey, std::vector<const Statement*>>> source_lines_;
   std::map<std::pair<AgentKey, Dataset>, std::uint64_t> own_versions_;

@@ -155,6 +155,9 @@ struct AgentConfig {
   // Statements held beyond the last ledger horizon before this agent proposes one
   // (docs/storage.md); 0: it proposes none.
   std::uint64_t horizon_every = 5'000;
+  // Horizons also retire superseded jobs (docs/storage.md, "Superseded jobs"): this
+  // agent proposes such horizons and endorses them; false: it does neither.
+  bool retire_superseded = true;
   // How jobs run (docs/sandbox.md): "auto" (bubblewrap when it works, else unsandboxed
   // with a warning), "bwrap" (bubblewrap or refuse to start), "none".
   std::string sandbox = "auto";

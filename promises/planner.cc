@@ -53,9 +53,9 @@ struct CurrentDefinitions {
 
 // Stage digests promised by the latest advert of each agent, by (pipeline, stage).
 std::map<StageName, std::map<Digest, std::vector<AgentKey>>> current_promises(
-    const Ledger& ledger) {
+    const PlanInputs& in) {
   std::map<StageName, std::map<Digest, std::vector<AgentKey>>> out;
-  for (const auto& [author, st] : ledger.adverts()) {
+  for (const auto& [author, st] : *in.adverts) {
     for (const auto& pr : std::get<Advert>(st->body).promises) {
       if (pr.capacity <= 0) continue;
       auto& agents = out[{pr.pipeline, pr.stage}][pr.stage_digest];
@@ -137,9 +137,9 @@ std::shared_ptr<const Pipeline> current_definition(
 }
 
 CurrentDefinitions current_definitions(const std::vector<std::shared_ptr<const Pipeline>>& known,
-                                       const Ledger& ledger) {
+                                       const PlanInputs& in) {
   CurrentDefinitions out;
-  auto promised = current_promises(ledger);
+  auto promised = current_promises(in);
   std::vector<std::string> names;  // in the order first met
   std::map<std::string, std::vector<const Pipeline*>> by_name;
   for (const auto& p : known) {
@@ -155,9 +155,9 @@ CurrentDefinitions current_definitions(const std::vector<std::shared_ptr<const P
 
 class PipelinePlanner {
  public:
-  PipelinePlanner(const Pipeline& p, const Ledger& ledger, const JobOutcomes& outcomes,
+  PipelinePlanner(const Pipeline& p, const PlanInputs& in, const JobOutcomes& outcomes,
                   const std::set<StageName>& unpromised, Plan& plan)
-      : p_(p), ledger_(ledger), outcomes_(outcomes), unpromised_(unpromised), plan_(plan) {}
+      : p_(p), in_(in), outcomes_(outcomes), unpromised_(unpromised), plan_(plan) {}
 
   void run() {
     auto order = topo_order(p_);
@@ -188,7 +188,7 @@ class PipelinePlanner {
   // Resolves one input to its artifact; sets state/reason when it cannot.
   std::optional<StageOutput> resolve(const InputRef& in, StagePlan& sp) {
     if (in.is_source()) {
-      const Statement* st = ledger_.source_version(p_.name, in.name);
+      const Statement* st = in_.source_version(p_.name, in.name);
       if (st == nullptr) {
         if (sp.state != StageState::kBlocked) {
           sp.state = StageState::kPending;
@@ -372,7 +372,7 @@ class PipelinePlanner {
   }
 
   const Pipeline& p_;
-  const Ledger& ledger_;
+  const PlanInputs& in_;
   const JobOutcomes& outcomes_;
   const std::set<StageName>& unpromised_;
   Plan& plan_;
@@ -422,13 +422,23 @@ std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
 
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
                const JobOutcomes& outcomes) {
+  PlanInputs in;
+  in.adverts = &ledger.adverts();
+  in.source_version = [&ledger](const std::string& pipeline, const std::string& source) {
+    return ledger.source_version(pipeline, source);
+  };
+  return make_plan(pipelines, in, outcomes);
+}
+
+Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const PlanInputs& in,
+               const JobOutcomes& outcomes) {
   Plan plan;
   plan.known = pipelines;
-  CurrentDefinitions current = current_definitions(pipelines, ledger);
+  CurrentDefinitions current = current_definitions(pipelines, in);
   plan.pipelines = std::move(current.pipelines);
   plan.conflicts = std::move(current.conflicts);
   for (const auto& p : plan.pipelines) {
-    PipelinePlanner(*p, ledger, outcomes, current.unpromised, plan).run();
+    PipelinePlanner(*p, in, outcomes, current.unpromised, plan).run();
   }
   return plan;
 }

@@ -111,9 +111,19 @@ std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
     const std::vector<std::shared_ptr<const Pipeline>>& own, const Ledger& ledger,
     std::map<Digest, std::shared_ptr<const Pipeline>>& decoded);
 
+// What the planner reads of the ledger: the adverts in force (one per author) and the
+// current version of a dataset. A horizon plans from those at its cut (horizon.h).
+struct PlanInputs {
+  const std::map<AgentKey, const Statement*>* adverts = nullptr;
+  std::function<const Statement*(const std::string& pipeline, const std::string& source)>
+      source_version;
+};
+
 // Plans the current definitions (above) among the pipelines given, from the ledger's
-// current adverts.
+// current adverts and source versions.
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
+               const JobOutcomes& outcomes);
+Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const PlanInputs& in,
                const JobOutcomes& outcomes);
 
 }  // namespace vow::promises

@@ -97,6 +97,7 @@ Digest horizon_content(const Horizon& h) {
     x.update_u64(r.cut);
     x.update_u64(r.seq);
   }
+  if (h.superseded) x.update_field("superseded");  // absent: the digests made before it
   return x.finish();
 }
 

@@ -253,9 +253,12 @@ struct Horizon {
   std::vector<HorizonRef> settled;
   std::optional<StatementRef> endorses;  // set: an endorsement of this proposal
   Digest content;  // a proposal: its own content digest; an endorsement: the proposal's
+  // The proposal also retires superseded jobs: those the plan made from the statements
+  // at its cut no longer has (docs/storage.md, "Superseded jobs").
+  bool superseded = false;
   bool operator==(const Horizon&) const = default;
 };
-// Digest of a proposal's content (number, previous, cuts, retired, settled).
+// Digest of a proposal's content (number, previous, cuts, retired, settled, superseded).
 Digest horizon_content(const Horizon& h);
 
 using StatementBody = std::variant<Advert, PipelineDef, SourceVersion, Claim, Release, JobResult,

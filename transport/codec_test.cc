@@ -54,6 +54,7 @@ std::vector<StatementBody> every_body() {
                   HorizonCut{testing::identity_of(6).key(), 7, digest_of("prefix6"), false}};
   horizon.retired = {HorizonRange{0, 2, 5}, HorizonRange{1, 3, 3}};
   horizon.settled = {HorizonRef{0, 6}};
+  horizon.superseded = true;
   horizon.content = horizon_content(horizon);
   return {
       Advert{"node-a",

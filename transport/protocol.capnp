@@ -324,6 +324,7 @@ struct Horizon {
   endorsesAuthor @5 :Data;            # empty: a proposal; else the proposal's author
   endorsesSeq @6 :UInt64;
   content @7 :Data;                   # the proposal's content digest
+  superseded @8 :Bool;                # also retires the jobs the plan at its cut has not
 
   struct Cut {
     author @0 :Data;

@@ -152,6 +152,7 @@ void put_body(w::StatementBody::Body::Builder b, const Horizon& h) {
     o.setEndorsesSeq(h.endorses->seq);
   }
   o.setContent(data_of(h.content.bytes));
+  o.setSuperseded(h.superseded);
 }
 void put_body(w::StatementBody::Body::Builder b, const Retry& r) {
   auto o = b.initRetry();
@@ -320,6 +321,7 @@ StatementBody get_body(w::StatementBody::Reader r) {
                                   o.getEndorsesSeq()};
       }
       h.content = digest_of(o.getContent(), "horizon content");
+      h.superseded = o.getSuperseded();
       return h;
     }
   }

@@ -14,6 +14,8 @@ real vowd processes.
   horizon three agents run 150 shards with a ledger horizon every 100 statements: the
           claims and accepts of finished jobs leave the ledger files, results stay, a
           restart runs nothing again, a fourth agent joins from what was kept, vow verify
+  superseded  three agents, 40 shards whose inputs all change three times: the ledger
+          files end with about one generation of results, not four
 
 usage: scale_test.py VOW VOWD SCENARIO
 """
@@ -333,6 +335,68 @@ def horizon():
         subprocess.run(["rm", "-rf", root])
 
 
+def superseded():
+    """Three agents run 40 shards, then every input file changes three times (four
+    generations of 40 jobs): with horizons every 60 statements, each agent's ledger file
+    ends with the results of about one generation, not four; `vow jobs` lists about the
+    current jobs; lineage of a current result is whole; a restart runs nothing again;
+    `vow verify` passes on each."""
+    n, generations = 40, 4
+    root, pipe, items = foreach_files("vow-superseded", n)
+    mesh = Mesh(VOW, VOWD, [pipe])
+    try:
+        a = mesh.add("a", [("many/noop", 2)], sources=[("many/items", items, True)])
+        b = mesh.add("b", [("many/noop", 2)])
+        c = mesh.add("c", [("many/noop", 2)])
+        for ag in mesh.agents:
+            ag.agent_lines.append("horizon_every = 60")
+        mesh.start()
+        runs = lambda ag: sum(1 for line in open(ag.log_path, errors="replace") if "started job" in line)  # noqa: E731,E501
+
+        def done_ids(ag):
+            return {j["id"] for j in ask(ag, "jobs", "--stage", "noop", "--state", "done",
+                                         "--limit", "1000")["jobs"]}
+        previous = set()
+        for g in range(generations):
+            if g > 0:
+                for i in range(n):
+                    write(os.path.join(items, f"item-{i:04d}"), f"{i} generation {g}\n")
+            # Every input changed, so every job of the generation is new.
+            for ag in (a, b, c):
+                wait_until(f"generation {g + 1} done on {ag.name}", lambda: (
+                    lambda ids: len(ids) == n and not ids & previous)(done_ids(ag)), 120, 0.2)
+            previous = done_ids(a)
+        # Horizons after the last generation retire the three before it on every agent.
+        for ag in (a, b, c):
+            wait_until(f"{ag.name}'s ledger file down to about one generation of results",
+                       lambda: kinds(ag).get(RESULT, 0) < 2 * n, 90, 0.5)
+        for ag in (a, b, c):
+            listed = ag.vow("jobs", "--json").stdout
+            jobs = json.loads(listed)["jobs"]
+            check(len(jobs) < 2 * n, f"{ag.name} lists {len(jobs)} jobs for {n} current ones")
+        # Lineage of a current result is whole: it names its source version.
+        some = ask(a, "jobs", "--stage", "noop", "--state", "done", "--limit", "1")["jobs"][0]
+        lin = a.vow("lineage", some["id"], check_rc=False)
+        check(lin.returncode == 0 and "items" in lin.stdout,
+              f"vow lineage {some['id']}: rc {lin.returncode}: {lin.stdout[-1000:]} "
+              f"{lin.stderr[-500:]}")
+        before = sum(runs(ag) for ag in (a, b, c))
+        check(before < n * generations * 3 // 2, f"{before} runs for {n * generations} jobs")
+        b.kill(signal.SIGTERM)
+        b.start()
+        wait_until("b done again after its restart", lambda: stage_counts(
+            b.status(), "many").get("noop", {}).get("done") == n, 60, 0.2)
+        time.sleep(1)
+        check(sum(runs(ag) for ag in (a, b, c)) == before, "jobs ran again after a restart")
+        for ag in (a, b, c):
+            v = ag.vow("verify", "--json", check_rc=False)
+            check(v.returncode == 0, f"vow verify on {ag.name}: rc {v.returncode}: "
+                  f"{v.stdout[-2000:]} {v.stderr[-500:]}")
+    finally:
+        mesh.cleanup()
+        subprocess.run(["rm", "-rf", root])
+
+
 if __name__ == "__main__":
-    run_scenario({"paging": paging, "gc": gc, "gc-replicas": gc_replicas, "horizon": horizon},
-                 sys.argv[3])
+    run_scenario({"paging": paging, "gc": gc, "gc-replicas": gc_replicas, "horizon": horizon,
+                  "superseded": superseded}, sys.argv[3])

@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
   std::uint64_t horizon_every = 30;
   app.add_option("--horizon-every", horizon_every,
                  "statements beyond the last ledger horizon before one is proposed (0: none)");
+  bool keep_superseded = false;
+  app.add_flag("--keep-superseded", keep_superseded,
+               "horizons do not retire superseded jobs ([agent] retire_superseded = false)");
   std::string profile = "lan";
   app.add_option("--profile", profile, "membership profile of every agent ([timing] membership)")
       ->check(CLI::IsMember({"lan", "wan", "all-to-all"}));
@@ -98,6 +101,7 @@ int main(int argc, char** argv) {
   opt.hostile = hostile;
   opt.membership = membership;
   opt.horizon_every = horizon_every;
+  opt.retire_superseded = !keep_superseded;
   opt.profile = profile == "wan"          ? vow::promises::MembershipProfile::kWan
                 : profile == "all-to-all" ? vow::promises::MembershipProfile::kAllToAll
                                           : vow::promises::MembershipProfile::kLan;
@@ -110,6 +114,7 @@ int main(int argc, char** argv) {
   std::uint64_t passed = 0, failed = 0, hostile_seeds = 0, bomb_seeds = 0;
   std::size_t largest_ledger = 0;
   std::uint64_t horizon_seeds = 0, most_horizons = 0, most_retired = 0;
+  std::uint64_t superseded_seeds = 0, most_superseded = 0;
   std::vector<std::int64_t> failover;
   std::vector<std::int64_t> failover_claim;
   std::vector<double> wall_ms;
@@ -147,6 +152,8 @@ int main(int argc, char** argv) {
     if (r.horizons > 0) ++horizon_seeds;
     most_horizons = std::max(most_horizons, r.horizons);
     most_retired = std::max(most_retired, r.retired);
+    if (r.jobs_emptied > 0) ++superseded_seeds;
+    most_superseded = std::max(most_superseded, r.jobs_emptied);
     failover.insert(failover.end(), r.failover_ms.begin(), r.failover_ms.end());
     failover_claim.insert(failover_claim.end(), r.failover_claim_ms.begin(),
                           r.failover_claim_ms.end());
@@ -207,6 +214,9 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(horizon_seeds),
               static_cast<unsigned long long>(most_horizons),
               static_cast<unsigned long long>(most_retired));
+  std::printf("superseded jobs retired in %llu seeds (at most %llu by one agent)\n",
+              static_cast<unsigned long long>(superseded_seeds),
+              static_cast<unsigned long long>(most_superseded));
   std::printf("%llu passed, %llu failed\n", static_cast<unsigned long long>(passed),
               static_cast<unsigned long long>(failed));
   return failed == 0 ? 0 : 1;

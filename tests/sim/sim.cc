@@ -878,6 +878,7 @@ SimResult World::run() {
     if (!h.agent) continue;
     result_.horizons = std::max(result_.horizons, h.agent->core().ledger().horizon_number());
     result_.retired = std::max(result_.retired, h.agent->core().ledger().retired_count());
+    result_.jobs_emptied = std::max(result_.jobs_emptied, h.agent->core().ledger().jobs_emptied());
   }
   result_.trace_hash = trace_.finish();
   return result_;

@@ -44,6 +44,8 @@ struct SimOptions {
   // Statements beyond the last ledger horizon before one is proposed (--horizon-every;
   // small, so that runs see several; 0: none).
   std::uint64_t horizon_every = 30;
+  // Horizons also retire superseded jobs (--keep-superseded: they do not).
+  bool retire_superseded = true;
 };
 
 inline constexpr std::int64_t kMeasureKillMs = 3'000;
@@ -68,6 +70,7 @@ struct SimResult {
   std::size_t ledger_size = 0;           // statements in a0's ledger at the end
   std::uint64_t horizons = 0;            // the highest horizon applied by an agent
   std::uint64_t retired = 0;             // the most statements retired by an agent
+  std::uint64_t jobs_emptied = 0;        // the most superseded jobs retired whole by one
   // Membership measures (every run counts messages; the rest with options.membership):
   std::uint64_t messages = 0;             // messages sent, every kind
   std::uint64_t membership_messages = 0;  // heartbeats and probes

@@ -99,6 +99,7 @@ void World::make_hosts() {
     // Horizons often, so that a run sees several applied, laggards and restarts among them.
     h.config.horizon_every = opt_.horizon_every;
     h.config.check_horizons = true;
+    h.config.retire_superseded = opt_.retire_superseded;
     h.config.sign = sim_sign;
     h.config.idle_budget = kSimIdleBudget;
     h.config.timing.membership = opt_.profile;
