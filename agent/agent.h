@@ -43,6 +43,9 @@ namespace vow::agent {
 // Worker tasks waiting for a place in a full worker queue (beyond: the work fails, and
 // the core retries it as it retries any failed fetch or job).
 inline constexpr std::size_t kMaxWorkerBacklog = 65'536;
+// New transfers wait while the worker backlog is this long (each fetched object is a
+// worker task): a large tree is fetched as fast as the worker stores it.
+inline constexpr std::size_t kFetchPauseBacklog = 256;
 // Inputs whose outputs are persisted in one commit (group commit): bounds how long the
 // first output of a burst waits for the rest before it is sent.
 inline constexpr std::size_t kMaxInputsPerCommit = 256;

@@ -32,6 +32,13 @@ void Agent::try_next_holder(Fetch& f, const Status& why) {
   if (!why.is_ok()) log_->info("fetch of {}: {}", f.digest.short_hex(), why.to_string());
   f.transfer = 0;
   f.from.reset();
+  if (f.holder < f.holders.size() && backlog_.size() >= kFetchPauseBacklog) {
+    // Each fetched object is stored by the worker: while its backlog is long, new
+    // transfers wait (a tree of 100,000 files would otherwise fill it, and refuse the
+    // jobs' own work behind it). The worker's completions start them again.
+    fetch_queue_.push_back(f.digest);
+    return;
+  }
   while (f.holder < f.holders.size()) {
     AgentKey peer = f.holders[f.holder++];
     auto id = fx_.network->fetch(peer, f.digest);
@@ -63,6 +70,10 @@ void Agent::start_queued_fetches() {
     fetch_queue_.pop_front();
     auto it = fetches_.find(d);
     if (it == fetches_.end() || it->second.transfer != 0) continue;
+    if (backlog_.size() >= kFetchPauseBacklog) {
+      fetch_queue_.push_front(d);
+      break;
+    }
     std::size_t before = fetch_queue_.size();
     try_next_holder(it->second, Status::ok());
     if (fetch_queue_.size() > before) break;

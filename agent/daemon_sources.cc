@@ -125,6 +125,24 @@ SourceCheck check_source(store::ArtifactStore* store, SourceCacheSlot* slot,
     // files are read again.
     if (!saved.is_ok()) out.notes.push_back("import cache not saved: " + saved.to_string());
   }
+  if (out.ref.is_ok()) {
+    // A version too large to sign would stop the agent when it is published: refuse it
+    // here, with what to do about it.
+    Statement probe;
+    probe.author.bytes.fill(1);
+    probe.seq = 1;
+    probe.body = SourceVersion{std::string(64, 'p'), std::string(64, 's'), ~0ull, *out.ref,
+                               AttestationSignature{}};
+    auto bytes = transport::encode_statement(probe);
+    if (!bytes.is_ok()) {
+      out.ref = Status::invalid(
+          "its " + std::to_string(out.ref->entries.size()) +
+          " top-level entries make a source version over the limit of one statement (" +
+          std::to_string(transport::kMaxStatementBytes >> 20) +
+          " MiB): not published; group the files into subdirectories (a subdirectory is one "
+          "entry of the version, whatever it holds)");
+    }
+  }
   return out;
 }
 

@@ -91,6 +91,7 @@ def has_limit(agent):
 
 
 def one_size(build, n, during):
+    UNANSWERED[0] = 0
     vow = os.path.join(build, "agent", "vow")
     vowd = os.path.join(build, "agent", "vowd")
     workdir = os.path.join(os.environ.get("TMPDIR", "/tmp"), "vow-scale-bench")
@@ -202,7 +203,6 @@ def main():
     args = ap.parse_args()
     results = [one_size(os.path.abspath(args.build), int(n), args.during)
                for n in args.sizes.split(",")]
-    UNANSWERED[0] = 0
     for r in results:
         idle = "-" if r["idle_cpu_pct"] is None else f"{r['idle_cpu_pct']:.1f}%"
         secs = lambda v: "-" if v is None else f"{v:.2f} s"  # noqa: E731

@@ -53,7 +53,7 @@ inline constexpr std::size_t kMaxStatementsPerSync = 512;   // per sync response
 // counts as one (Core::Impl::continue_pull).
 inline constexpr std::size_t kMaxPullPeers = 2;
 inline constexpr std::int64_t kPullAnswerWindowMs = 2'000;
-// Signed bytes in one sync answer: a statement is at most 4 MiB and a frame 8 MiB
+// Signed bytes in one sync answer: a statement is at most 12 MiB and a frame 16 MiB
 // (transport/codec.h), so an answer always fits one frame.
 inline constexpr std::size_t kMaxSyncAnswerBytes = 3u << 20;
 inline constexpr std::int64_t kRetryBackoffBaseMs = 200;    // first retry waits this long

@@ -27,8 +27,10 @@ namespace vow::transport {
 // Size limits (docs/protocol.md). A frame larger than kMaxFrameBytes is dropped
 // unread; a statement larger than kMaxStatementBytes is rejected when encoding or
 // decoding.
-inline constexpr std::size_t kMaxFrameBytes = 8u << 20;      // 8 MiB
-inline constexpr std::size_t kMaxStatementBytes = 4u << 20;  // 4 MiB
+// A statement of 12 MiB holds a directory of about 100,000 entries (a source version
+// lists its entries: kMaxShardsPerStage, promises/planner.h).
+inline constexpr std::size_t kMaxFrameBytes = 16u << 20;      // 16 MiB
+inline constexpr std::size_t kMaxStatementBytes = 12u << 20;  // 12 MiB
 inline constexpr std::size_t kMaxSegments = 64;              // Cap'n Proto segments
 inline constexpr unsigned kMaxNestingDepth = 16;             // Cap'n Proto nesting
 inline constexpr std::size_t kMaxListItems = 1'000'000;      // entries, endpoints, ...

@@ -539,7 +539,7 @@ FORGED = [("bad-signature", "bad_signature"), ("wrong-author", "wrong_author"),
           ("untrusted-author", "untrusted_author"), ("peer-mismatch", "peer_mismatch"),
           ("bad-version", "bad_version"), ("truncated", "truncated"),
           ("malformed", "malformed")]
-OVERSIZED_BYTES = 9 << 20  # over the 8 MiB frame limit, under ZeroMQ's 16 MiB cut-off
+OVERSIZED_BYTES = 17 << 20  # over the 16 MiB frame limit, under ZeroMQ's 32 MiB cut-off
 
 
 def frame(frames_dir, name):

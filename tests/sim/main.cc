@@ -214,7 +214,8 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(horizon_seeds),
               static_cast<unsigned long long>(most_horizons),
               static_cast<unsigned long long>(most_retired));
-  std::printf("superseded jobs retired in %llu seeds (at most %llu by one agent)\n",
+  std::printf("jobs retired whole (superseded, or of a laggard) in %llu seeds (at most %llu by "
+              "one agent)\n",
               static_cast<unsigned long long>(superseded_seeds),
               static_cast<unsigned long long>(most_superseded));
   std::printf("%llu passed, %llu failed\n", static_cast<unsigned long long>(passed),

@@ -656,6 +656,16 @@ bool World::quiet() {
     }
     const Digest& mine = f.digest;
     if (fingerprint && mine != *fingerprint) {
+      // The cache is keyed by counts, which a change can leave equal (a hinted void
+      // replaced by the statement while another slot turns void): before calling them
+      // different, compute every host's afresh once.
+      bool stale = false;
+      for (auto& g : hosts_) {
+        Digest now = g.agent->core().ledger().fingerprint();
+        stale = stale || now != fingerprints_[g.index].digest;
+        fingerprints_[g.index].digest = now;
+      }
+      if (stale) return false;  // looked at again at the next check, with fresh digests
       unquiet_ = h.config.name + "'s ledger differs from the agents' before it";
       return false;
     }
