@@ -245,7 +245,7 @@ void Agent::act(promises::Action& action) {
         } else if constexpr (std::is_same_v<T, promises::FetchArtifact>) {
           fetch(a.digest, a.holders, /*for_core=*/true);
         } else if constexpr (std::is_same_v<T, promises::ReplicateArtifact>) {
-          fetch(a.digest, a.holders, /*for_core=*/true);
+          fetch(a.digest, a.holders, /*for_core=*/true, std::nullopt, /*bulk=*/true);
         } else if constexpr (std::is_same_v<T, promises::Connect>) {
           if (!a.endpoints.empty()) fx_.network->connect(a.peer, a.endpoints);
         } else if constexpr (std::is_same_v<T, promises::PeerDeclaredDead>) {

@@ -46,6 +46,8 @@ inline constexpr std::size_t kMaxWorkerBacklog = 65'536;
 // New transfers wait while the worker backlog is this long (each fetched object is a
 // worker task): a large tree is fetched as fast as the worker stores it.
 inline constexpr std::size_t kFetchPauseBacklog = 256;
+// Bulk fetches (replication) transferring or being stored at once.
+inline constexpr std::size_t kMaxBulkFetches = 8;
 // Inputs whose outputs are persisted in one commit (group commit): bounds how long the
 // first output of a burst waits for the rest before it is sent.
 inline constexpr std::size_t kMaxInputsPerCommit = 256;
@@ -146,6 +148,10 @@ class Agent {
     std::optional<std::vector<TreeEntry>> tree_entries;
     std::vector<Digest> parents;  // trees waiting for this one
     bool for_core = false;        // the core asked (it hears the outcome)
+    // Replication (and the children of a replicated tree): background work, a few at a
+    // time, so that a job's inputs never wait behind a large tree's objects.
+    bool bulk = false;
+    bool bulk_waiting = false;  // in bulk_queue_ (which drops entries lazily)
   };
 
   // ---- agent.cc ----
@@ -175,7 +181,8 @@ class Agent {
 
   // ---- agent_fetch.cc ----
   void fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_core,
-             std::optional<Digest> parent = std::nullopt);
+             std::optional<Digest> parent = std::nullopt, bool bulk = false);
+  void release_bulk(const Digest& digest);
   void try_next_holder(Fetch& f, const Status& why);
   void start_queued_fetches();
   void abandon_transfers_from(const AgentKey& peer);
@@ -204,6 +211,8 @@ class Agent {
   std::map<Digest, Fetch> fetches_;
   std::map<std::uint64_t, Digest> fetch_by_transfer_;
   std::deque<Digest> fetch_queue_;  // waiting for a transfer place, each digest once
+  std::set<Digest> bulk_busy_;       // bulk fetches transferring or being stored
+  std::deque<Digest> bulk_queue_;    // bulk fetches waiting for one of those places
   std::map<Digest, bool> is_tree_;  // as statements named artifacts
 
   std::deque<std::pair<Worker::Task, std::function<void(const Status&)>>> backlog_;

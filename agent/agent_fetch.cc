@@ -9,12 +9,21 @@
 namespace vow::agent {
 
 void Agent::fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_core,
-                  std::optional<Digest> parent) {
+                  std::optional<Digest> parent, bool bulk) {
   if (auto it = fetches_.find(digest); it != fetches_.end()) {
     // Already on its way (e.g. as a child of a tree): the core must still hear when it
     // arrives, or a job waiting for it waits forever.
     if (for_core) it->second.for_core = true;
     if (parent) it->second.parents.push_back(*parent);
+    if (!bulk && it->second.bulk) {
+      // A job needs what replication was fetching: no longer background work.
+      it->second.bulk = false;
+      release_bulk(digest);
+      if (it->second.bulk_waiting) {
+        it->second.bulk_waiting = false;
+        try_next_holder(it->second, Status::ok());
+      }
+    }
     return;
   }
   Fetch f;
@@ -22,6 +31,7 @@ void Agent::fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_
   std::erase(holders, core_->key());
   f.holders = std::move(holders);
   f.for_core = for_core;
+  f.bulk = bulk;
   if (parent) f.parents.push_back(*parent);
   if (auto it = is_tree_.find(digest); it != is_tree_.end()) f.is_tree = it->second;
   auto [it, inserted] = fetches_.emplace(digest, std::move(f));
@@ -32,6 +42,14 @@ void Agent::try_next_holder(Fetch& f, const Status& why) {
   if (!why.is_ok()) log_->info("fetch of {}: {}", f.digest.short_hex(), why.to_string());
   f.transfer = 0;
   f.from.reset();
+  if (f.bulk && f.holder < f.holders.size() && !bulk_busy_.count(f.digest)) {
+    if (bulk_busy_.size() >= kMaxBulkFetches) {
+      f.bulk_waiting = true;
+      bulk_queue_.push_back(f.digest);
+      return;
+    }
+    bulk_busy_.insert(f.digest);
+  }
   if (f.holder < f.holders.size() && backlog_.size() >= kFetchPauseBacklog) {
     // Each fetched object is stored by the worker: while its backlog is long, new
     // transfers wait (a tree of 100,000 files would otherwise fill it, and refuse the
@@ -150,10 +168,12 @@ void Agent::fetch_received(const Digest& digest) {
             store_tree(digest);
             return;
           }
-          // Children come from the holders of the tree.
+          // Children come from the holders of the tree; the tree itself now only waits.
           std::vector<AgentKey> holders = it->second.holders;
+          const bool bulk = it->second.bulk;
+          release_bulk(digest);
           for (const auto& [child, child_is_tree] : r->missing) {
-            fetch(child, holders, /*for_core=*/false, digest);
+            fetch(child, holders, /*for_core=*/false, digest, bulk);
           }
         };
       },
@@ -178,11 +198,25 @@ void Agent::store_tree(const Digest& digest) {
       [this, digest](const Status& s) { fetch_done(digest, s); });
 }
 
+// A bulk place freed: the next bulk fetches waiting start.
+void Agent::release_bulk(const Digest& digest) {
+  if (bulk_busy_.erase(digest) == 0) return;
+  while (bulk_busy_.size() < kMaxBulkFetches && !bulk_queue_.empty()) {
+    Digest next = bulk_queue_.front();
+    bulk_queue_.pop_front();
+    auto it = fetches_.find(next);
+    if (it == fetches_.end() || !it->second.bulk_waiting) continue;
+    it->second.bulk_waiting = false;
+    try_next_holder(it->second, Status::ok());
+  }
+}
+
 void Agent::fetch_done(Digest digest, const Status& status) {
   auto it = fetches_.find(digest);
   if (it == fetches_.end()) return;
   Fetch f = std::move(it->second);
   fetches_.erase(it);
+  release_bulk(digest);
   if (f.transfer != 0) fetch_by_transfer_.erase(f.transfer);
   for (const auto& parent : f.parents) {
     auto pit = fetches_.find(parent);
