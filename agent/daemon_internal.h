@@ -49,6 +49,8 @@ inline nlohmann::json error_answer(const Status& s) {
 inline constexpr int kLoopTickMs = 25;                // longest poll wait: the resolution of timers
 inline constexpr std::int64_t kSeedRotateMs = 1'000;  // retry a seed endpoint with another key
 inline constexpr std::int64_t kSourcePollMs = 5'000;  // watch = true: polling fallback
+// The same with inotify watching the whole source: a walk only in case it missed one.
+inline constexpr std::int64_t kSourceRescanMs = 300'000;
 inline constexpr std::int64_t kSourceSettleMs = 100;  // after an inotify event, then check
 inline constexpr std::size_t kMaxWatches = 10'000;    // inotify watches (directories)
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;

@@ -238,7 +238,10 @@ void Daemon::Impl::poll_sources() {
           return [this, i, check, ticket] {
             WatchedSource& s = sources[i];
             s.importing = false;
-            s.next_check_ms = now_ms() + kSourcePollMs;
+            // With inotify watching every directory of it, a walk is only the safety
+            // net for a change inotify missed: rarely (a walk stats every entry).
+            const bool watched = inotify_fd >= 0 && watches.size() < kMaxWatches;
+            s.next_check_ms = now_ms() + (watched ? kSourceRescanMs : kSourcePollMs);
             for (const auto& note : check->notes) {
               log->warn("source {}/{}: {}", s.decl.pipeline, s.decl.source, note);
             }
