@@ -248,11 +248,14 @@ void Core::Impl::horizon_step() {
   // Propose the next one, if this agent is the one to.
   const std::uint64_t n = ledger.horizon_number() + 1;
   if (config.horizon_every == 0 || withdrawn || horizon_endorsed.count(n)) return;
-  // Every decision pass comes here: what it reads first costs nothing per author.
-  if (ledger.vv_sum() < ledger.floor_sum() + config.horizon_every) return;
-  if (horizon_tried_at != 0 && ledger.vv_sum() < horizon_tried_at + config.horizon_every / 2) {
-    return;
-  }
+  // Every decision pass comes here: what it reads first costs nothing per author. A
+  // horizon reads every job held, so it waits for horizon_every statements or half as
+  // many as are held, whichever is more: its cost per statement stays the same however
+  // large the ledger (docs/storage.md).
+  const std::uint64_t every =
+      std::max<std::uint64_t>(config.horizon_every, static_cast<std::uint64_t>(ledger.size()) / 2);
+  if (ledger.vv_sum() < ledger.floor_sum() + every) return;
+  if (horizon_tried_at != 0 && ledger.vv_sum() < horizon_tried_at + every / 2) return;
   // Each author is cut at its last statement held that is not an advert: whether an
   // advert is void depends on the seq after it, which agents may not all hold yet, and
   // so does the prefix digest there.
