@@ -145,7 +145,9 @@ std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
   CutPlan at = plan_at_cut(ledger, c.cut, canonical);
   std::set<Digest> gone;
   for (const auto& [job, s] : settled) {
-    const JobRef& ref = std::get<JobResult>(s.ok.front()->body).job;
+    // Its stage as its canonical result names it (the same statement on every agent:
+    // results arrive in different orders).
+    const JobRef& ref = std::get<JobResult>(canonical.at(job)->body).job;
     if (!at.fixed.count({ref.pipeline, ref.stage}) || at.plan.find(job) != nullptr) continue;
     auto ended = ended_runs(c, *s.js, s.results);
     bool open = std::any_of(s.claims.begin(), s.claims.end(), [&](const Statement* st) {
