@@ -356,3 +356,42 @@ TEST_CASE("horizon: a superseded job with a run still open at the cut stays") {
 }
 
 }  // namespace vow::promises
+
+namespace vow::promises {
+
+TEST_CASE("horizon: superseded jobs are the same whatever order the statements arrived in") {
+  Superseding w;
+  w.version(1);
+  w.run(1, true, true);
+  // Agent 2 ran s over version 1 too (a race), with an advert promising it.
+  Advert a2;
+  a2.name = "a2";
+  a2.promises.push_back({"p", "s", w.p.stages[0].digest, 2});
+  JobRef s1 = w.ref(w.p.stages[0], blake2b("src-1"));
+  std::vector<Statement> more = {make(2, 1, a2), make(2, 2, Claim{s1, 1, 0, std::nullopt})};
+  JobResult r;
+  r.job = s1;
+  r.epoch = 1;
+  r.ok = true;
+  r.inputs.push_back({"src", ArtifactRef{blake2b("src-1"), false, 1, {}}});
+  r.outputs.push_back({"o", ArtifactRef{blake2b("mid-1"), false, 1, {}}});
+  more.push_back(make(2, 3, r));
+  w.version(2);
+  w.run(2, true, true);
+  std::vector<Statement> all = w.statements;
+  all.insert(all.end(), more.begin(), more.end());
+  Ledger forward, backward;
+  for (const auto& st : all) REQUIRE(forward.add(st) == Ledger::AddResult::kNew);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) backward.add(*it);
+  REQUIRE(forward.version_vector() == backward.version_vector());
+  auto f = compute_horizon(forward, forward.version_vector(), 1, Digest{}, true);
+  auto b = compute_horizon(backward, backward.version_vector(), 1, Digest{}, true);
+  REQUIRE(f.has_value());
+  REQUIRE(b.has_value());
+  CHECK(f->content == b->content);
+  forward.apply_horizon(*f);
+  CHECK(forward.job(s1.job) == nullptr);  // both runs over version 1 went
+  CHECK(forward.jobs_emptied() == 2);     // s and t over version 1
+}
+
+}  // namespace vow::promises
