@@ -328,9 +328,10 @@ void Core::Impl::on_equivocation(const AgentKey& author) {
 // The answer to a hello or sync request: what the peer lacks, the statements it holds
 // differently (an equivocation its version vector cannot show), and every proof.
 void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
-                             const std::map<AgentKey, Digest>& digests) {
+                             const std::map<AgentKey, Digest>& digests,
+                             std::uint64_t their_horizon) {
   auto rotation = static_cast<std::uint64_t>(now_ms / config.timing.sync_interval_ms);
-  auto batch = ledger.missing_for(have, kMaxStatementsPerSync, rotation);
+  auto batch = ledger.missing_for(have, kMaxStatementsPerSync, rotation, their_horizon);
   if (batch.size() < kMaxStatementsPerSync) {
     // One window of a diverging prefix per answer, a different one each sync round.
     auto diverging = ledger.diverging_for(have, digests, kMaxDivergingPerAuthor,
@@ -415,7 +416,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           if (m.vv_sum > ledger.vv_sum()) {
             if (may_request_sync()) {
               p->last_sync_request_ms = now_ms;
-              send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
+              send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number()});
             }
           } else {
             synced = true;
@@ -435,7 +436,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             if (now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms &&
                 (pulling.count(from) || may_request_sync())) {
               p->last_sync_request_ms = now_ms;
-              send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
+              send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number()});
             }
           } else {
             synced = true;
@@ -450,7 +451,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             send(from, HaveRequest{holdings.seen(from).first, holdings.seen(from).second});
           }
         } else if constexpr (std::is_same_v<T, SyncRequest>) {
-          answer_sync(from, m.have, m.digests);
+          answer_sync(from, m.have, m.digests, m.horizon);
         } else if constexpr (std::is_same_v<T, StatementBatch>) {
           std::size_t ledger_before = ledger.size();
           // Two statements of one (author, seq) in one batch: a proof of equivocation.
@@ -513,7 +514,7 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p, std::s
   if (!pulling.count(from) && pulling.size() >= kMaxPullPeers) return;
   pulling.insert(from);
   p.last_sync_request_ms = now_ms;
-  send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
+  send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number()});
 }
 
 Heartbeat Core::Impl::load() const {
@@ -630,7 +631,7 @@ void Core::Impl::do_tick() {
     if (!live.empty()) {
       const AgentKey& target = live[sync_rotor++ % live.size()];
       members.peer(target, now_ms)->last_sync_request_ms = now_ms;
-      send(target, SyncRequest{ledger.version_vector(), ledger.prefix_digests()});
+      send(target, SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number()});
     }
   }
 }

@@ -249,7 +249,7 @@ struct Core::Impl {
   void receive_proof(const Statement& first, const Statement& second);
   void on_equivocation(const AgentKey& author);
   void answer_sync(const AgentKey& to, const VersionVector& have,
-                   const std::map<AgentKey, Digest>& digests);
+                   const std::map<AgentKey, Digest>& digests, std::uint64_t their_horizon);
   void note_nondeterminism(const Digest& job);
   void handle_message(const AgentKey& from, const Message& msg);
   void heard(const AgentKey& peer);

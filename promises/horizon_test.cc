@@ -395,3 +395,29 @@ TEST_CASE("horizon: superseded jobs are the same whatever order the statements a
 }
 
 }  // namespace vow::promises
+
+namespace vow::promises {
+
+TEST_CASE("horizon: a peer gets the horizons it lacks first, those it applied last") {
+  Superseding w;
+  w.version(1);
+  w.run(1, true, true);
+  Ledger l;
+  fill(l, w.statements);
+  auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
+  REQUIRE(h.has_value());
+  const std::uint64_t horizon_seq = w.seq + 1;
+  REQUIRE(l.add(make(1, horizon_seq, *h)) == Ledger::AddResult::kNew);
+  l.apply_horizon(*h);
+  // A joiner with nothing: the horizon first, then the statements it kept, in order.
+  auto first = l.missing_for({}, 1, 0, 0);
+  REQUIRE(first.size() == 1);
+  CHECK(first[0].seq == horizon_seq);
+  // One that applied it already (it holds it above its mark): what it kept first.
+  auto again = l.missing_for({}, 100, 0, 1);
+  REQUIRE(!again.empty());
+  CHECK(again.front().seq == 1);
+  CHECK(again.back().seq == horizon_seq);  // still sent, last
+}
+
+}  // namespace vow::promises

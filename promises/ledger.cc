@@ -383,7 +383,8 @@ std::uint64_t Ledger::max_seq(const AgentKey& author) const {
 }
 
 std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::size_t limit,
-                                           std::uint64_t rotation) const {
+                                           std::uint64_t rotation,
+                                           std::uint64_t their_horizon) const {
   // Each author's tail above the peer's mark, taken in turns (one statement of each
   // author per round): an author with a long tail the peer keeps refusing (rule 6)
   // cannot crowd the others out of a bounded answer. Where this ledger lacks the seq
@@ -416,10 +417,19 @@ std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::siz
       }
     }
     // A peer behind this ledger's horizon cannot count the slots it retired as held
-    // before it has the horizons: they go first.
+    // before it has the horizons: they go first. Those it applied already it holds
+    // (above its mark, where its version vector cannot show them): they go last, or a
+    // joiner behind many horizons would be sent them again and again in answers they
+    // fill, and never the statements the horizons kept.
     if (have < floor(author)) {
-      std::stable_partition(tail.begin(), tail.end(), [](const Statement* st) {
-        return st->kind() == StatementKind::kHorizon;
+      auto applied = [&](const Statement* st) {
+        return std::get<Horizon>(st->body).number <= their_horizon;
+      };
+      std::stable_partition(tail.begin(), tail.end(), [&](const Statement* st) {
+        return st->kind() == StatementKind::kHorizon && !applied(st);
+      });
+      std::stable_partition(tail.begin(), tail.end(), [&](const Statement* st) {
+        return st->kind() != StatementKind::kHorizon || !applied(st);
       });
     }
     tails.push_back(std::move(tail));

@@ -121,10 +121,12 @@ class Ledger {
   // statement each per round, in key order), each author's oldest first; a tail beyond
   // a gap this ledger shares goes newest first from a point `rotation` (any counter,
   // e.g. sync rounds) moves (retired and void slots are no gap); for a peer behind an
-  // author's horizon floor, that author's horizon statements go first. The peer asks
-  // again for the rest.
+  // author's horizon floor, that author's horizon statements go first, except those of
+  // horizons up to `their_horizon` (the last one the peer applied: it holds them), which
+  // go last. The peer asks again for the rest.
   std::vector<Statement> missing_for(const VersionVector& theirs, std::size_t limit,
-                                     std::uint64_t rotation = 0) const;
+                                     std::uint64_t rotation = 0,
+                                     std::uint64_t their_horizon = 0) const;
 
   // ---- void adverts ----
   bool is_void(const AgentKey& author, std::uint64_t seq) const {

@@ -58,6 +58,9 @@ struct Heartbeat {
 struct SyncRequest {
   VersionVector have;
   std::map<AgentKey, Digest> digests;
+  // The last ledger horizon the sender applied (0: none): it holds the horizon
+  // statements up to it even where they lie above its marks, so they go last.
+  std::uint64_t horizon = 0;
   bool operator==(const SyncRequest&) const = default;
 };
 

@@ -112,6 +112,7 @@ TEST_CASE("every message kind round trips") {
       Have{5, 6, {digest_of("c")}, true, 4, {digest_of("a")}},
       SyncRequest{vv, {}},
       SyncRequest{vv, {{id.key(), digest_of("prefix")}}},
+      SyncRequest{vv, {}, 7},
       // Decoded batches hold signed forms only (the validator verifies them).
       StatementBatch{{testing::signed_only(*st), testing::signed_only(*st)}},
       // Void slots ride along (a hint the core checks).

@@ -149,8 +149,9 @@ struct BodyWriter {
     put_heartbeat(o.initLoad(), p.load);
   }
   void operator()(const SyncRequest& r) {
-    put_vv(b.initLedgerRequest().initHave(static_cast<unsigned>(r.have.size())), r.have,
-           &r.digests);
+    auto req = b.initLedgerRequest();
+    put_vv(req.initHave(static_cast<unsigned>(r.have.size())), r.have, &r.digests);
+    req.setHorizon(r.horizon);
   }
   // Every statement has its signed form (encode_message_words checked). `more` unused.
   void operator()(const StatementBatch& r) {
@@ -271,7 +272,8 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
     case B::LEDGER_REQUEST: {
       auto have = b.getLedgerRequest().getHave();
       VersionVector vv = get_vv(have);
-      return SyncRequest{std::move(vv), get_prefix_digests(have)};
+      return SyncRequest{std::move(vv), get_prefix_digests(have),
+                         b.getLedgerRequest().getHorizon()};
     }
     case B::LEDGER_BATCH:
       return get_batch(b.getLedgerBatch());  // `more` (unused) not read

@@ -349,6 +349,8 @@ struct Horizon {
 # "This is what I hold; send me what I miss."
 struct LedgerRequest {
   have @0 :List(VersionEntry);
+  horizon @1 :UInt64;                 # the last ledger horizon the sender applied: it
+                                      # holds every horizon statement up to it
 }
 
 # Statements pushed (new own statements) or sent in answer to a
