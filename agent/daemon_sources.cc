@@ -239,9 +239,14 @@ void Daemon::Impl::poll_sources() {
             WatchedSource& s = sources[i];
             s.importing = false;
             // With inotify watching every directory of it, a walk is only the safety
-            // net for a change inotify missed: rarely (a walk stats every entry).
+            // net for a change inotify missed: rarely (a walk stats every entry). Not
+            // while the source changes: a check that read files looks again soon (files
+            // modified within the racy window are read again, and the import cache
+            // remembers them only then).
             const bool watched = inotify_fd >= 0 && watches.size() < kMaxWatches;
-            s.next_check_ms = now_ms() + (watched ? kSourceRescanMs : kSourcePollMs);
+            const bool changing = !check->ref.is_ok() || check->stats.files_read > 0;
+            s.next_check_ms =
+                now_ms() + (watched && !changing ? kSourceRescanMs : kSourcePollMs);
             for (const auto& note : check->notes) {
               log->warn("source {}/{}: {}", s.decl.pipeline, s.decl.source, note);
             }
