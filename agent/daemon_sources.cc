@@ -125,9 +125,14 @@ SourceCheck check_source(store::ArtifactStore* store, SourceCacheSlot* slot,
     // files are read again.
     if (!saved.is_ok()) out.notes.push_back("import cache not saved: " + saved.to_string());
   }
+  // A version too large to sign would stop the agent when it is published: refuse it
+  // here, with what to do about it. Encoded only when a bound on its size (each entry's
+  // name and at most 128 bytes besides) says it could be too large.
+  std::size_t bound = 4096;
   if (out.ref.is_ok()) {
-    // A version too large to sign would stop the agent when it is published: refuse it
-    // here, with what to do about it.
+    for (const auto& e : out.ref->entries) bound += e.name.size() + 128;
+  }
+  if (out.ref.is_ok() && bound > transport::kMaxStatementBytes) {
     Statement probe;
     probe.author.bytes.fill(1);
     probe.seq = 1;

@@ -38,7 +38,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-from mesh import Mesh, free_port, wait_until  # noqa: E402
+from mesh import Mesh, cpu_ticks, free_port, wait_until  # noqa: E402
 
 PIPELINE = """
 [pipeline]
@@ -54,12 +54,6 @@ foreach = "items"
 outputs = []
 run = ["/bin/true"]
 """
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def timed(agent, *args, timeout=300):

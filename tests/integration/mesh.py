@@ -42,6 +42,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+def cpu_ticks(pid):
+    """User and system CPU of a process so far, in clock ticks (SC_CLK_TCK)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
 def wait_until(what, fn, timeout=30.0, interval=0.05):
     deadline = time.monotonic() + timeout
     last = None
