@@ -4,10 +4,13 @@
 
 #include <utility>
 
+#include "transport/identity.h"
+
 namespace vow::agent {
 namespace {
 
-std::string short_key(const AgentKey& key) { return key.hex().substr(0, 12); }
+// The form the log prefix and `vow` use for an agent (its id), shortened.
+std::string short_key(const AgentKey& key) { return transport::agent_id(key).substr(0, 12); }
 
 }  // namespace
 

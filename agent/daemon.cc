@@ -485,14 +485,18 @@ int Daemon::Impl::loop() {
   notifier.notify("READY=1\nSTATUS=listening on " + transport->endpoint());
 
   while (!stopping && !agent->failed()) {
-    std::vector<zmq_pollitem_t> items = transport->poll_items();
+    // One descriptor stands for every link's socket: the loop's cost per turn does not
+    // grow with the number of peers (Transport::wait_fd).
+    std::vector<zmq_pollitem_t> items;
+    items.push_back({nullptr, transport->wait_fd(), ZMQ_POLLIN, 0});
     std::size_t n_transport = items.size();
     items.push_back({control, 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signal_fd, ZMQ_POLLIN, 0});
     items.push_back({nullptr, background->fd(), ZMQ_POLLIN, 0});
     if (inotify_fd >= 0) items.push_back({nullptr, inotify_fd, ZMQ_POLLIN, 0});
     for (int fd : executor->pidfds()) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
-    int rc = zmq_poll(items.data(), static_cast<int>(items.size()), kLoopTickMs);
+    int timeout = transport->prepare_wait() ? 0 : kLoopTickMs;
+    int rc = zmq_poll(items.data(), static_cast<int>(items.size()), timeout);
     if (rc < 0 && zmq_errno() != EINTR) {
       log->error("zmq_poll: {}", zmq_strerror(zmq_errno()));
       exit_code = 1;
@@ -500,7 +504,7 @@ int Daemon::Impl::loop() {
     }
     if (items[n_transport + 1].revents & ZMQ_POLLIN) on_signals();
     if (stopping) break;
-    poll_once(items, n_transport);
+    poll_once();
   }
   if (agent->failed()) exit_code = 1;
   shutdown();
@@ -510,12 +514,12 @@ int Daemon::Impl::loop() {
 // One turn of the loop: every source of inputs is drained into the agent, then time
 // passes; the agent is held meanwhile, so the outputs of all of the turn's inputs are
 // persisted in one commit (group commit) before any is sent or carried out.
-void Daemon::Impl::poll_once(std::vector<zmq_pollitem_t>& items, std::size_t n_transport) {
+void Daemon::Impl::poll_once() {
   std::int64_t now = now_ms();
   agent->hold();
   background->drain();
   if (inotify_fd >= 0) on_inotify();
-  auto inbound = transport->poll_inbound(now, std::span(items.data(), n_transport));
+  auto inbound = transport->poll_ready(now);
   for (auto& in : inbound) handle_inbound(in);
   for (const auto& o : transport->take_fetch_outcomes())
     agent->fetch_outcome(o.stream_id, o.status);

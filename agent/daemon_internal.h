@@ -212,7 +212,7 @@ struct Daemon::Impl {
   Status open_transport();
   void make_agent(promises::RestoredState restored, std::vector<store::RunningJob> recovered);
   int loop();
-  void poll_once(std::vector<zmq_pollitem_t>& items, std::size_t n_transport);
+  void poll_once();
   void on_signals();
   void shutdown();
   void reload();  // SIGHUP

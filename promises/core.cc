@@ -528,6 +528,14 @@ Heartbeat Core::Impl::load() const {
 }
 
 void Core::Impl::do_tick() {
+  // A peer heard from for the first time (its first message reached this agent).
+  for (const AgentKey& key : members.take_first_heard()) {
+    const Membership::Peer* p = members.find(key);
+    event(EventKind::kPeerState, EventLevel::kInfo,
+          "peer " + (p == nullptr || p->name.empty() ? key.hex().substr(0, 12) : p->name) +
+              " is alive (first message)",
+          key);
+  }
   // Liveness transitions, logged once each; a death is also the shell's to act on.
   for (const auto& [key, l] : members.transitions(now_ms)) {
     if (l == Liveness::kDead) out.actions.push_back(PeerDeclaredDead{key});

@@ -19,7 +19,9 @@ const Membership::Peer* Membership::find(const AgentKey& key) const {
 
 void Membership::heard(const AgentKey& from, std::int64_t now_ms) {
   if (from == self_) return;
-  peer(from, now_ms)->heard = true;
+  Peer* p = peer(from, now_ms);
+  if (!p->heard) first_heard_.push_back(from);
+  p->heard = true;
   detector_->heard_from(from, now_ms);
 }
 

@@ -51,6 +51,8 @@ class Membership {
   const std::map<AgentKey, Peer>& peers() const { return peers_; }
   // Anything arrived from `from` (ignored for self).
   void heard(const AgentKey& from, std::int64_t now_ms);
+  // Peers heard from for the first time since the last call (for the log), in order.
+  std::vector<AgentKey> take_first_heard() { return std::exchange(first_heard_, {}); }
 
   Liveness liveness(const AgentKey& peer, std::int64_t now_ms) const;
   // Alive or suspected; self always.
@@ -78,6 +80,7 @@ class Membership {
 
  private:
   AgentKey self_;
+  std::vector<AgentKey> first_heard_;
   std::unique_ptr<FailureDetector> detector_;
   std::map<AgentKey, Peer> peers_;
   // What transitions() saw at its last scan of every peer (FailureDetector::generation).

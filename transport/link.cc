@@ -1,7 +1,11 @@
 #include "transport/link.h"
 
+#include <sys/epoll.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <set>
 #include <string_view>
 
@@ -79,6 +83,15 @@ struct Transport::Impl {
   std::unique_ptr<Streams> streams;
   TransportCounters counters;
   std::int64_t now_ms = 0;
+  // wait_fd(): every socket's ZMQ_FD in one epoll set (level-triggered; the pointer of
+  // the socket as its data). A ZMQ_FD signals that the socket's state may have changed
+  // and stays readable until ZMQ_EVENTS (or a send or receive) takes the signal; so a
+  // socket sent on, or left unread by the budget, is looked at again (`recheck`).
+  int epfd = -1;
+  std::map<void*, int> watched;  // socket -> its ZMQ_FD
+  std::map<void*, AgentKey> dealer_peer;
+  std::set<void*> recheck;
+  std::set<void*> ready_now;  // found readable by prepare_wait()
 
   Impl(const Identity& id, TrustSet t, TransportOptions o, const SequenceView* seqs, LogSink l)
       : identity(id),
@@ -93,6 +106,7 @@ struct Transport::Impl {
   }
 
   ~Impl() {
+    if (epfd >= 0) ::close(epfd);
     for (auto& [k, p] : peers) {
       if (p.dealer) zmq_close(p.dealer);
     }
@@ -103,6 +117,58 @@ struct Transport::Impl {
     }
     if (zap) zmq_close(zap);
     if (ctx) zmq_ctx_term(ctx);
+  }
+
+  void watch(void* s) {
+    int fd = -1;
+    std::size_t len = sizeof(fd);
+    int rc = zmq_getsockopt(s, ZMQ_FD, &fd, &len);
+    VOW_ASSERT(rc == 0, "ZMQ_FD: %s", zmq_strerror(zmq_errno()));
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = s;
+    rc = ::epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+    VOW_ASSERT(rc == 0, "epoll_ctl(ADD): %s", std::strerror(errno));
+    watched[s] = fd;
+    recheck.insert(s);
+  }
+
+  // Before the socket is closed (its ZMQ_FD goes with it).
+  void unwatch(void* s) {
+    auto it = watched.find(s);
+    if (it == watched.end()) return;
+    ::epoll_ctl(epfd, EPOLL_CTL_DEL, it->second, nullptr);
+    watched.erase(it);
+    recheck.erase(s);
+    ready_now.erase(s);
+  }
+
+  static bool readable(void* s) {
+    int events = 0;
+    std::size_t len = sizeof(events);
+    return zmq_getsockopt(s, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN) != 0;
+  }
+
+  bool prepare_wait() {
+    for (void* s : recheck) {
+      if (readable(s)) ready_now.insert(s);
+    }
+    recheck.clear();
+    return !ready_now.empty();
+  }
+
+  std::vector<Inbound> poll_ready(std::int64_t now) {
+    std::set<void*> ready = std::move(ready_now);
+    ready_now.clear();
+    std::vector<epoll_event> events(watched.size() + 1);
+    int n = ::epoll_wait(epfd, events.data(), static_cast<int>(events.size()), 0);
+    for (int i = 0; i < n; ++i) {
+      void* s = events[static_cast<std::size_t>(i)].data.ptr;
+      if (watched.count(s) != 0 && readable(s)) ready.insert(s);
+    }
+    auto out = poll_sockets(now, &ready);
+    recheck.insert(ready.begin(), ready.end());  // the budget ran out before these
+    return out;
   }
 
   void logf(LogLevel level, const std::string& line) {
@@ -124,8 +190,11 @@ struct Transport::Impl {
   Status start() {
     ctx = zmq_ctx_new();
     if (!ctx) return Status::io(zmq_error("zmq_ctx_new"));
+    epfd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) return Status::io(std::string("epoll_create1: ") + std::strerror(errno));
     zap = zmq_socket(ctx, ZMQ_REP);
     if (!zap || zmq_bind(zap, kZapEndpoint) != 0) return Status::io(zmq_error("bind ZAP handler"));
+    watch(zap);
     if (options.listen.empty()) return Status::ok();
     router = zmq_socket(ctx, ZMQ_ROUTER);
     if (!router) return Status::io(zmq_error("zmq_socket(ROUTER)"));
@@ -147,6 +216,8 @@ struct Transport::Impl {
     if (zmq_bind(router, options.listen.c_str()) != 0) {
       return Status::unavailable(zmq_error(("bind " + options.listen).c_str()));
     }
+    watch(router);
+    watch(monitor);
     char buf[256];
     std::size_t len = sizeof(buf);
     if (zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, buf, &len) == 0) endpoint = buf;
@@ -221,6 +292,7 @@ struct Transport::Impl {
       if (rc >= 0) rc = zmq_msg_send(msg, router, ZMQ_DONTWAIT);
     }
     if (rc < 0) zmq_msg_close(msg);
+    recheck.insert(p.dealer ? p.dealer : router);
     return sent(peer, p, rc);
   }
 
@@ -247,6 +319,7 @@ struct Transport::Impl {
       for (int i = 0; i < 6; ++i) {
         zmq_send(zap, reply[i].data(), reply[i].size(), i < 5 ? ZMQ_SNDMORE : 0);
       }
+      recheck.insert(zap);
     }
   }
 
@@ -327,6 +400,19 @@ struct Transport::Impl {
     };
     if (is_ready(zap)) serve_zap();
     if (monitor != nullptr && is_ready(monitor)) drain_monitor();
+    // The dealers to read: those ready (found through the socket, not by a pass over
+    // every peer), or every one.
+    std::vector<std::pair<AgentKey, void*>> dealers;
+    if (ready == nullptr) {
+      for (auto& [k, p] : peers) {
+        if (p.dealer != nullptr) dealers.emplace_back(k, p.dealer);
+      }
+    } else {
+      for (void* s : *ready) {
+        auto it = dealer_peer.find(s);
+        if (it != dealer_peer.end()) dealers.emplace_back(it->second, s);
+      }
+    }
     std::vector<Inbound> out;
     std::size_t budget = options.max_inbound_per_poll;
     // Round robin over the sockets so one busy link cannot starve the others.
@@ -341,14 +427,15 @@ struct Transport::Impl {
           drained(router);
         }
       }
-      for (auto& [k, p] : peers) {
+      for (auto& [k, dealer] : dealers) {
         if (budget == 0) break;
-        if (p.dealer == nullptr || !is_ready(p.dealer)) continue;
-        if (read_dealer(k, p.dealer, out)) {
+        if (dealer == nullptr) continue;
+        if (read_dealer(k, dealer, out)) {
           progress = true;
           --budget;
         } else {
-          drained(p.dealer);
+          drained(dealer);
+          dealer = nullptr;
         }
       }
     }
@@ -414,13 +501,19 @@ Status Transport::connect(const AgentKey& peer, const std::string& endpoint) {
   auto& p = I.peers[peer];
   p.dealer = s;
   p.endpoint = endpoint;
+  I.watch(s);
+  I.dealer_peer[s] = peer;
   return Status::ok();
 }
 
 void Transport::disconnect(const AgentKey& peer) {
   auto it = impl_->peers.find(peer);
   if (it == impl_->peers.end()) return;
-  if (it->second.dealer) zmq_close(it->second.dealer);
+  if (it->second.dealer) {
+    impl_->unwatch(it->second.dealer);
+    impl_->dealer_peer.erase(it->second.dealer);
+    zmq_close(it->second.dealer);
+  }
   impl_->peers.erase(it);
   impl_->streams->peer_lost(peer, impl_->now_ms);
 }
@@ -479,13 +572,12 @@ std::vector<Inbound> Transport::poll_inbound(std::int64_t now_ms) {
   return impl_->poll_sockets(now_ms, nullptr);
 }
 
-std::vector<Inbound> Transport::poll_inbound(std::int64_t now_ms,
-                                             std::span<const zmq_pollitem_t> polled) {
-  std::set<void*> ready;
-  for (const auto& item : polled) {
-    if (item.socket != nullptr && (item.revents & ZMQ_POLLIN)) ready.insert(item.socket);
-  }
-  return impl_->poll_sockets(now_ms, &ready);
+int Transport::wait_fd() const { return impl_->epfd; }
+
+bool Transport::prepare_wait() { return impl_->prepare_wait(); }
+
+std::vector<Inbound> Transport::poll_ready(std::int64_t now_ms) {
+  return impl_->poll_ready(now_ms);
 }
 
 void Transport::tick(std::int64_t now_ms) {

@@ -21,6 +21,7 @@
 //   auto t = Transport::create(identity, trust, options, &ledger_view, log);
 //   t->connect(peer_key, "tcp://10.0.0.2:7400");
 //   loop: zmq_poll(t->poll_items() + own fds, timeout); t->tick(now_ms);
+//         (or wait_fd() + own fds, below, whose cost does not grow with links)
 //         for (auto& in : t->poll_inbound(now_ms)) core.step(in);
 //         for (auto& f : t->take_fetch_outcomes()) ...
 //
@@ -128,11 +129,15 @@ class Transport {
   // Reads what is ready without blocking, answers ZAP requests, feeds stream messages
   // to the streams, and returns every other message that passed validation.
   std::vector<Inbound> poll_inbound(std::int64_t now_ms);
-  // The same, reading only the sockets that a zmq_poll over poll_items() just reported
-  // readable: `polled` is those items with their revents. A quiet link then costs no
-  // system call (each read attempt on a ZeroMQ socket costs two or three, which made
-  // most of an idle agent's CPU). What is not read now is reported by the next poll.
-  std::vector<Inbound> poll_inbound(std::int64_t now_ms, std::span<const zmq_pollitem_t> polled);
+  // For an event loop whose cost must not grow with the number of links: one file
+  // descriptor (an epoll set of every socket's ZMQ_FD) stands for all sockets in the
+  // caller's poll, and only the sockets it reports (and those sent on since they were
+  // last read, whose signal a send may have consumed) are looked at. Before blocking:
+  // prepare_wait(); true means something is already readable (poll with timeout 0).
+  // After the poll: poll_ready(), which reads what is ready (budget as poll_inbound).
+  int wait_fd() const;
+  bool prepare_wait();
+  std::vector<Inbound> poll_ready(std::int64_t now_ms);
   // Timers: stream pumping and idle timeouts, log rate limits.
   void tick(std::int64_t now_ms);
 

@@ -7,6 +7,7 @@ never fixed sleeps.
 """
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,7 +37,33 @@ def check(cond, message):
         raise TestFailure(message)
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_taken = set()
+
+
 def free_port():
+    """A loopback port free now and below the kernel's ephemeral range, so that the
+    outgoing connections of agents already running (which take ephemeral ports) cannot
+    take it before the agent it is meant for binds it."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
