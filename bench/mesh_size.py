@@ -9,7 +9,7 @@
   were up the whole time (every one of them is).
 
 usage: bench/mesh_size.py BUILD_DIR [--agents 10,40] [--seconds 10] [--starve 60]
-                          [--seeds K] [--profile lan]
+                          [--hogs H] [--seeds K] [--profile lan]
 --seeds K gives each agent K seed peers (the next K in a ring) instead of all of them,
 so the rest must be learned through the membership. Prints one line per mesh size.
 """
@@ -97,7 +97,7 @@ def one_size(build, n, args):
         if args.starve > 0:
             since = time.time()
             loops = [subprocess.Popen(["sh", "-c", "while :; do :; done"])
-                     for _ in range(os.cpu_count() or 1)]
+                     for _ in range(args.hogs or os.cpu_count() or 1)]
             try:
                 time.sleep(args.starve)
             finally:
@@ -117,7 +117,7 @@ def one_size(build, n, args):
                 f"median {statistics.median(cpus):.2f}% (min {min(cpus):.2f}, "
                 f"max {max(cpus):.2f}) over {args.seconds:.0f} s")
         if starved:
-            line += (f"; starved {args.starve:.0f} s (busy loop per core): "
+            line += (f"; starved {args.starve:.0f} s ({args.hogs or os.cpu_count()} busy loops): "
                      f"{starved[0]} suspicions, {starved[1]} deaths logged"
                      + (f", exited: {starved[2]}" if starved[2] else ""))
         print(line, flush=True)
@@ -134,6 +134,7 @@ def main():
     ap.add_argument("--settle", type=float, default=3.0)
     ap.add_argument("--starve", type=float, default=60.0)
     ap.add_argument("--seeds", type=int, default=0)
+    ap.add_argument("--hogs", type=int, default=0, help="busy loops (default: one per core)")
     ap.add_argument("--profile", default="")
     args = ap.parse_args()
     for n in [int(x) for x in args.agents.split(",")]:

@@ -416,7 +416,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           if (m.vv_sum > ledger.vv_sum()) {
             if (may_request_sync()) {
               p->last_sync_request_ms = now_ms;
-              send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number()});
+              send(from, full_sync_request());
             }
           } else {
             synced = true;
@@ -436,7 +436,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             if (now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms &&
                 (pulling.count(from) || may_request_sync())) {
               p->last_sync_request_ms = now_ms;
-              send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number()});
+              send(from, full_sync_request());
             }
           } else {
             synced = true;
@@ -451,7 +451,24 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             send(from, HaveRequest{holdings.seen(from).first, holdings.seen(from).second});
           }
         } else if constexpr (std::is_same_v<T, SyncRequest>) {
+          if (m.summary) {
+            // Summary only (the periodic anti-entropy): the same ledger, nothing to do;
+            // else pull from it, and it asks back when it gets the request.
+            if (*m.summary != ledger.summary() &&
+                now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms) {
+              p->last_sync_request_ms = now_ms;
+              send(from, full_sync_request());
+            }
+            return;
+          }
           answer_sync(from, m.have, m.digests, m.horizon);
+          // The answer to a summary of ours that differed: what it holds that we lack
+          // comes only if we ask (once per summary).
+          if (now_ms - p->summary_sent_ms < kPullAnswerWindowMs) {
+            p->summary_sent_ms = -1'000'000;
+            p->last_sync_request_ms = now_ms;
+            send(from, full_sync_request());
+          }
         } else if constexpr (std::is_same_v<T, StatementBatch>) {
           std::size_t ledger_before = ledger.size();
           // Two statements of one (author, seq) in one batch: a proof of equivocation.
@@ -514,7 +531,12 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p, std::s
   if (!pulling.count(from) && pulling.size() >= kMaxPullPeers) return;
   pulling.insert(from);
   p.last_sync_request_ms = now_ms;
-  send(from, SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number()});
+  send(from, full_sync_request());
+}
+
+SyncRequest Core::Impl::full_sync_request() const {
+  return SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number(),
+                     std::nullopt};
 }
 
 Heartbeat Core::Impl::load() const {
@@ -638,8 +660,13 @@ void Core::Impl::do_tick() {
     std::vector<AgentKey> live = members.live_peers(now_ms);
     if (!live.empty()) {
       const AgentKey& target = live[sync_rotor++ % live.size()];
-      members.peer(target, now_ms)->last_sync_request_ms = now_ms;
-      send(target, SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number()});
+      // Its summary first: a peer whose ledger is the same stays silent (an idle mesh's
+      // anti-entropy is one constant-size message per agent and interval, whatever N).
+      members.peer(target, now_ms)->summary_sent_ms = now_ms;
+      SyncRequest summary;
+      summary.horizon = ledger.horizon_number();
+      summary.summary = ledger.summary();
+      send(target, std::move(summary));
     }
   }
 }

@@ -248,6 +248,8 @@ struct Core::Impl {
   void receive_void(const VoidRange& range);
   void receive_proof(const Statement& first, const Statement& second);
   void on_equivocation(const AgentKey& author);
+  // "Send me what I miss": this ledger's version vector, prefix digests and horizon.
+  SyncRequest full_sync_request() const;
   void answer_sync(const AgentKey& to, const VersionVector& have,
                    const std::map<AgentKey, Digest>& digests, std::uint64_t their_horizon);
   void note_nondeterminism(const Digest& job);

@@ -91,6 +91,7 @@ Digest statement_digest(const Statement& st) {
 }
 
 Ledger::AddResult Ledger::add(const Statement& statement) {
+  ++changes_;
   const AgentKey& author = statement.author;
   const std::uint64_t seq = statement.seq;
   const bool advert = statement.kind() == StatementKind::kAdvert;
@@ -241,6 +242,7 @@ bool Ledger::void_acceptable(const VoidRange& range) const {
 }
 
 std::uint64_t Ledger::add_void(const VoidRange& range) {
+  ++changes_;
   if (!void_acceptable(range)) return 0;
   const auto& by_seq = by_author_[range.author];
   auto& hints = hints_[range.author];
@@ -275,6 +277,7 @@ std::uint64_t Ledger::empty_slots(const VoidRange& range) const {
 }
 
 void Ledger::restore_void(const VoidRange& range) {
+  ++changes_;
   if (range.first == 0 || range.last < range.first) return;
   auto& by_seq = by_author_[range.author];
   for (std::uint64_t seq = range.first;; ++seq) {
@@ -449,6 +452,7 @@ std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::siz
 }
 
 Ledger::AddResult Ledger::add_proof(const Statement& first, const Statement& second) {
+  ++changes_;
   if (first.author != second.author || first.seq != second.seq || first == second) {
     return AddResult::kDuplicate;
   }
@@ -507,6 +511,22 @@ std::vector<Statement> Ledger::diverging_for(const VersionVector& theirs,
     }
   }
   return out;
+}
+
+const Digest& Ledger::summary() const {
+  if (summary_changes_ != changes_ || !summary_) {
+    Hasher h;
+    h.update_field("vow-ledger-summary-v1");
+    h.update(fingerprint().bytes);
+    // Counts the fingerprint may not show (a statement held at a hinted void slot).
+    h.update_field(std::to_string(size_) + " " + std::to_string(void_count_) + " " +
+                   std::to_string(proofs_.size()));
+    h.update_field(std::to_string(horizon_number_));
+    h.update(horizon_content_.bytes);
+    summary_ = h.finish();
+    summary_changes_ = changes_;
+  }
+  return *summary_;
 }
 
 Digest Ledger::fingerprint() const {
@@ -733,6 +753,7 @@ std::vector<StatementRef> Ledger::take_retired() {
 }
 
 std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
+  ++changes_;
   std::set<Digest> changed;
   auto author_of = [&](std::uint32_t cut) -> const AgentKey* {
     return cut < h.cuts.size() ? &h.cuts[cut].author : nullptr;

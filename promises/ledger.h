@@ -188,6 +188,10 @@ class Ledger {
   // One digest of what this ledger holds: equal on two agents that hold the same
   // statements and know the same equivocators (for the simulator's invariants).
   Digest fingerprint() const;
+  // The fingerprint and the last horizon applied, in one digest: what a summary-only
+  // SyncRequest carries. Computed again only after the ledger changed (any call of
+  // add, add_void, restore_void, add_proof or apply_horizon counts as a change).
+  const Digest& summary() const;
 
   // ---- the horizon (docs/storage.md, "The ledger horizon") ----
   // Applies horizon proposal `h` (in force, the next of the chain): the held statements
@@ -318,6 +322,9 @@ class Ledger {
   std::vector<StatementRef> voided_;
   std::uint64_t vv_sum_ = 0;
   std::size_t size_ = 0;
+  std::uint64_t changes_ = 0;  // calls of the mutators above (summary()'s cache key)
+  mutable std::uint64_t summary_changes_ = 0;
+  mutable std::optional<Digest> summary_;
   std::map<AgentKey, Proof> proofs_;
   std::uint64_t conflicts_dropped_ = 0;
   std::map<Digest, JobStatements> jobs_;

@@ -31,6 +31,7 @@ class Membership {
     std::uint64_t vv_sum = 0;              // from its latest heartbeat
     Liveness reported = Liveness::kAlive;  // last liveness a transition was reported for
     std::int64_t last_sync_request_ms = -1'000'000;
+    std::int64_t summary_sent_ms = -1'000'000;  // a summary-only SyncRequest sent to it
     std::int64_t last_have_request_ms = -1'000'000;
     std::uint64_t connect_sent_for_seq = 0;
     // Its holdings version as its latest heartbeat or probe told it (SWIM: asked again

@@ -61,6 +61,11 @@ struct SyncRequest {
   // The last ledger horizon the sender applied (0: none): it holds the horizon
   // statements up to it even where they lie above its marks, so they go last.
   std::uint64_t horizon = 0;
+  // Set: a summary-only request (`have` and `digests` empty): the sender's
+  // Ledger::summary(). A receiver whose own differs answers with a full request of its
+  // own (and the sender then asks back), one whose summary is the same stays silent, so
+  // an idle mesh's periodic anti-entropy costs a constant-size message whatever N.
+  std::optional<Digest> summary = std::nullopt;
   bool operator==(const SyncRequest&) const = default;
 };
 

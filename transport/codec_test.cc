@@ -113,6 +113,7 @@ TEST_CASE("every message kind round trips") {
       SyncRequest{vv, {}},
       SyncRequest{vv, {{id.key(), digest_of("prefix")}}},
       SyncRequest{vv, {}, 7},
+      SyncRequest{{}, {}, 3, digest_of("summary")},
       // Decoded batches hold signed forms only (the validator verifies them).
       StatementBatch{{testing::signed_only(*st), testing::signed_only(*st)}},
       // Void slots ride along (a hint the core checks).

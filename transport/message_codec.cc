@@ -152,6 +152,7 @@ struct BodyWriter {
     auto req = b.initLedgerRequest();
     put_vv(req.initHave(static_cast<unsigned>(r.have.size())), r.have, &r.digests);
     req.setHorizon(r.horizon);
+    if (r.summary) req.setSummary(data_of(r.summary->bytes));
   }
   // Every statement has its signed form (encode_message_words checked). `more` unused.
   void operator()(const StatementBatch& r) {
@@ -270,10 +271,12 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       return r;
     }
     case B::LEDGER_REQUEST: {
-      auto have = b.getLedgerRequest().getHave();
+      auto req = b.getLedgerRequest();
+      auto have = req.getHave();
       VersionVector vv = get_vv(have);
-      return SyncRequest{std::move(vv), get_prefix_digests(have),
-                         b.getLedgerRequest().getHorizon()};
+      SyncRequest r{std::move(vv), get_prefix_digests(have), req.getHorizon(), std::nullopt};
+      if (req.hasSummary()) r.summary = digest_of(req.getSummary(), "ledger request summary");
+      return r;
     }
     case B::LEDGER_BATCH:
       return get_batch(b.getLedgerBatch());  // `more` (unused) not read

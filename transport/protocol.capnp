@@ -351,6 +351,9 @@ struct LedgerRequest {
   have @0 :List(VersionEntry);
   horizon @1 :UInt64;                 # the last ledger horizon the sender applied: it
                                       # holds every horizon statement up to it
+  summary @2 :Data;                   # set (32 bytes): a summary-only request (`have`
+                                      # empty), the digest of what the sender holds
+                                      # (docs/coordination.md, "Anti-entropy")
 }
 
 # Statements pushed (new own statements) or sent in answer to a

@@ -282,6 +282,10 @@ class Mesh {
   void refuse_fetches(const Digest& d) { refused_.insert(d); }
   int fetches_of(const Digest& d) const { return fetch_count_.count(d) ? fetch_count_.at(d) : 0; }
 
+  // Sync requests delivered so far: summary-only and full.
+  int sync_summaries = 0;
+  int sync_full = 0;
+
   // While held, network messages wait in flight (local fetch completions still happen).
   void hold(bool on) { hold_ = on; }
 
@@ -316,6 +320,9 @@ class Mesh {
       auto [from, to, msg] = std::move(inflight_.front());
       inflight_.pop_front();
       if (!nodes_[to].up || cut_.count({from, to})) continue;
+      if (const auto* r = std::get_if<SyncRequest>(&msg.body)) {
+        ++(r->summary ? sync_summaries : sync_full);
+      }
       apply(to, nodes_[to].core->on_message(nodes_[from].config.key, msg));
     }
   }

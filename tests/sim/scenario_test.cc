@@ -289,6 +289,52 @@ TEST_CASE("catching up: an agent cut off during a run pulls what it missed at on
   CHECK(m.now() - healed <= 50);
 }
 
+// The full SyncRequests in an output, by receiver.
+std::vector<AgentKey> full_sync_requests(const Output& out) {
+  std::vector<AgentKey> to;
+  for (const auto& m : out.messages) {
+    const auto* r = std::get_if<SyncRequest>(&m.message.body);
+    if (r != nullptr && !r->summary && m.to) to.push_back(*m.to);
+  }
+  return to;
+}
+
+TEST_CASE("anti-entropy: an idle mesh sends summaries only; a differing one asks both ways") {
+  Mesh m(2, one_stage(), {{}, {"work"}});
+  m.source("one", "in", file_ref(hd("input")));
+  m.run_to_completion();
+  m.advance(3000);
+  int summaries = m.sync_summaries;
+  int full = m.sync_full;
+  m.advance(10'000);
+  // Each agent's periodic anti-entropy, once a second: a summary, answered by nothing.
+  CHECK(m.sync_summaries - summaries >= 2 * 9);
+  CHECK(m.sync_full == full);
+  const AgentKey& k0 = m.node(0).config.key;
+  const AgentKey& k1 = m.node(1).config.key;
+  // The same summary: nothing to say.
+  SyncRequest same;
+  same.summary = m.core(0).ledger().summary();
+  CHECK(m.core(1).ledger().summary() == *same.summary);
+  CHECK(full_sync_requests(m.core(1).on_message(k0, Message{same})).empty());
+  // A different one: the receiver pulls with a full request ...
+  SyncRequest other;
+  other.summary = hd("another ledger");
+  Output pulled = m.core(1).on_message(k0, Message{other});
+  REQUIRE(full_sync_requests(pulled) == std::vector<AgentKey>{k0});
+  SyncRequest request;
+  for (const auto& o : pulled.messages) {
+    if (const auto* r = std::get_if<SyncRequest>(&o.message.body)) request = *r;
+  }
+  CHECK(!request.have.empty());
+  // ... and the agent whose summary it answers (agent 0 sent one to its one peer in the
+  // last second) asks back, once per summary.
+  m.advance(1000);
+  Output back = m.core(0).on_message(k1, Message{request});
+  CHECK(full_sync_requests(back) == std::vector<AgentKey>{k1});
+  CHECK(full_sync_requests(m.core(0).on_message(k1, Message{request})).empty());
+}
+
 TEST_CASE("lost artifact: the job is run again from its lineage") {
   Mesh m(2, one_stage(), {{}, {"work"}}, /*replicas=*/1);
   m.source("one", "in", file_ref(hd("input")));
