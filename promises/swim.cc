@@ -340,6 +340,14 @@ std::vector<FailureDetector::Send> SwimDetector::probes(std::int64_t now_ms) {
         if (it != members_.end() && it->second.state == MemberState::kAlive) {
           set_state(it->first, it->second, MemberState::kSuspect, it->second.incarnation, now_ms,
                     self_);
+        } else if (it != members_.end() && it->second.state == MemberState::kSuspect &&
+                   it->second.suspecters.insert(self_).second) {
+          // Suspected by another (its gossip came first), and our own probe failed too:
+          // an independent confirmation, which shortens the suspicion here and, gossiped,
+          // at every agent that suspects it (Lifeguard). Without it a mesh of three
+          // waited out the longest suspicion whenever the gossip outran the probe.
+          ++generation_;
+          queue(MemberUpdate{it->first, it->second.incarnation, MemberState::kSuspect, self_});
         }
       }
       pending_.reset();

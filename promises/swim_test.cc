@@ -202,6 +202,37 @@ TEST_CASE("swim: independent suspicions shorten the suspicion timeout down to it
   CHECK(big.suspicion_timeout_ms(100) == 3 * min);
 }
 
+TEST_CASE("swim: a failed probe of a peer others suspect confirms the suspicion") {
+  SwimDetector a = make(3);
+  std::int64_t max = a.suspicion_timeout_ms(0);
+  std::int64_t min = a.suspicion_timeout_ms(100);
+  REQUIRE(min < max);
+  // Agent 1 suspects agent 3 (gossip), before agent 0 probed it.
+  Probe p = ack(0);
+  p.updates.push_back(MemberUpdate{key(3), 0, MemberState::kSuspect, key(1)});
+  a.on_probe(key(1), p, 10);
+  REQUIRE(a.liveness(key(3), 10) == Liveness::kSuspect);
+  // Agent 0's own probes: every peer but agent 3 answers. Its probe of 3 fails.
+  std::int64_t now = 10;
+  bool confirmed = false;
+  while (now < 10 + max && a.liveness(key(3), now) != Liveness::kDead) {
+    for (const auto& s : a.probes(now)) {
+      if (s.to != key(3) && s.probe.kind == Probe::Kind::kPing && s.probe.seq != 0) {
+        a.on_probe(s.to, ack(s.probe.seq), now + 1);
+      }
+      for (const auto& u : s.probe.updates) {
+        confirmed = confirmed || (u.agent == key(3) && u.state == MemberState::kSuspect &&
+                                  u.origin == key(0));
+      }
+    }
+    now += 5;
+  }
+  // Two suspecters: dead after the shorter timeout, and the confirmation gossiped.
+  CHECK(a.liveness(key(3), now) == Liveness::kDead);
+  CHECK(now - 10 < max);
+  CHECK(confirmed);
+}
+
 TEST_CASE("swim: missed acks raise the local health multiplier, which slows probing") {
   SwimDetector a = make(5);
   SwimTiming t = lan();
