@@ -127,7 +127,9 @@ inline constexpr std::size_t kMaxProbeUpdates = 16;
 // sender's own incarnation, a few membership updates (piggybacked gossip) and the
 // sender's load and change signals, as a heartbeat does.
 struct Probe {
-  enum class Kind : std::uint8_t { kPing = 0, kAck = 1, kPingReq = 2 };
+  // kNack: a ping-req helper's "the target did not answer me in time" (Lifeguard), so
+  // the prober can tell a dead target (helpers nack) from its own trouble (no nack).
+  enum class Kind : std::uint8_t { kPing = 0, kAck = 1, kPingReq = 2, kNack = 3 };
   Kind kind = Kind::kPing;
   std::uint64_t seq = 0;           // chosen by the prober; an ack repeats it (0: none expected)
   std::optional<AgentKey> target;  // ping-req: the agent to probe; relayed ack: who answered

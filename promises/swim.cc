@@ -312,7 +312,12 @@ std::vector<FailureDetector::Send> SwimDetector::probes(std::int64_t now_ms) {
   std::vector<Send> out;
   expire_suspicions(now_ms);
   for (auto it = forwards_.begin(); it != forwards_.end();) {
-    it = it->second.expires_ms <= now_ms ? forwards_.erase(it) : std::next(it);
+    Forward& f = it->second;
+    if (!f.nacked && now_ms >= f.nack_ms) {
+      f.nacked = true;
+      out.push_back(make(f.requester, Probe::Kind::kNack, f.their_seq, f.target));
+    }
+    it = f.expires_ms <= now_ms ? forwards_.erase(it) : std::next(it);
   }
   // No direct ack in time: ask k alive peers to probe the target.
   if (pending_ && !pending_->acked && !pending_->indirect &&
@@ -328,6 +333,7 @@ std::vector<FailureDetector::Send> SwimDetector::probes(std::int64_t now_ms) {
       std::swap(helpers[i], helpers[i + next_random() % (helpers.size() - i)]);
       out.push_back(make(helpers[i], Probe::Kind::kPingReq, pending_->seq, pending_->target));
     }
+    pending_->helpers = static_cast<int>(k);
   }
   if (now_ms >= next_probe_ms_) {
     // The end of a period: judge its probe.
@@ -335,7 +341,10 @@ std::vector<FailureDetector::Send> SwimDetector::probes(std::int64_t now_ms) {
       if (pending_->acked) {
         adjust_health(-1);
       } else {
-        adjust_health(1);
+        // Lifeguard: each helper that did not even nack counts against this agent's own
+        // health (its messages, or its processing of theirs, are late); a target that
+        // every helper nacked is down, and says nothing about this agent.
+        adjust_health(pending_->helpers > 0 ? pending_->helpers - pending_->nacks : 1);
         auto it = members_.find(pending_->target);
         if (it != members_.end() && it->second.state == MemberState::kAlive) {
           set_state(it->first, it->second, MemberState::kSuspect, it->second.incarnation, now_ms,
@@ -402,7 +411,11 @@ std::vector<FailureDetector::Send> SwimDetector::on_probe(const AgentKey& from, 
       }
       if (!members_.count(*probe.target) || forwards_.size() >= kMaxForwards) break;
       std::uint64_t seq = next_seq_++;
-      forwards_[seq] = Forward{from, probe.seq, *probe.target, now_ms + probe_interval_ms()};
+      // The nack goes half a probe timeout later (Lifeguard: 80%; less here, where
+      // periods are short against the loop's tick), so it reaches the requester before
+      // its period ends (the ping-req left it a probe timeout into the period).
+      forwards_[seq] = Forward{from, probe.seq, *probe.target, now_ms + probe_interval_ms(),
+                               now_ms + probe_timeout_ms() / 2};
       out.push_back(make(*probe.target, Probe::Kind::kPing, seq));
       break;
     }
@@ -420,6 +433,12 @@ std::vector<FailureDetector::Send> SwimDetector::on_probe(const AgentKey& from, 
       }
       break;
     }
+    case Probe::Kind::kNack:
+      if (pending_ && probe.seq == pending_->seq && !pending_->acked && probe.target &&
+          *probe.target == pending_->target && pending_->nacks < pending_->helpers) {
+        ++pending_->nacks;
+      }
+      break;
   }
   return out;
 }

@@ -96,12 +96,16 @@ class SwimDetector final : public FailureDetector {
     std::int64_t sent_ms = 0;
     bool indirect = false;
     bool acked = false;
+    int helpers = 0;  // ping-reqs sent
+    int nacks = 0;    // their nacks received
   };
   struct Forward {  // a ping sent on behalf of a ping-req
     AgentKey requester;
     std::uint64_t their_seq = 0;
     AgentKey target;
     std::int64_t expires_ms = 0;
+    std::int64_t nack_ms = 0;  // no ack from the target by then: nack the requester
+    bool nacked = false;
   };
 
   std::uint64_t next_random();

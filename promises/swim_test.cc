@@ -125,8 +125,11 @@ TEST_CASE("swim: an unanswered probe suspects the target; it refutes with a high
   // The suspicion rides on a's next messages (gossip); one reaches agent 1, which refutes.
   Probe ping;
   bool carries_suspicion = false;
+  // (Nothing answered, no helper nacked either: a's health multiplier is high, its
+  // periods long: the probe sent with the suspicion may be the one to look at.)
   for (int i = 0; i < 50 && !carries_suspicion; ++i) {
-    for (const auto& s : a.probes(now)) {
+    if (i > 0) out = a.probes(now);
+    for (const auto& s : out) {
       for (const auto& u : s.probe.updates) {
         if (u.agent == key(1) && u.state == MemberState::kSuspect) {
           carries_suspicion = true;
@@ -231,6 +234,70 @@ TEST_CASE("swim: a failed probe of a peer others suspect confirms the suspicion"
   CHECK(a.liveness(key(3), now) == Liveness::kDead);
   CHECK(now - 10 < max);
   CHECK(confirmed);
+}
+
+TEST_CASE("swim: a ping-req helper nacks a silent target; a prober whose helpers nack keeps its health") {
+  SwimTiming t = lan();
+  // The helper: agent 2, asked by agent 0 to probe agent 1, which does not answer.
+  SwimDetector h(key(2), t, 5);
+  for (int i : {0, 1, 3}) h.learned(key(i), 0);
+  Probe req;
+  req.kind = Probe::Kind::kPingReq;
+  req.seq = 77;
+  req.target = key(1);
+  auto sent = h.on_probe(key(0), req, 1000);
+  REQUIRE(find(sent, Probe::Kind::kPing) != nullptr);
+  CHECK(find(sent, Probe::Kind::kPing)->to == key(1));
+  int nacks = 0;
+  std::int64_t nacked_at = 0;
+  for (std::int64_t now = 1000; now <= 1000 + t.probe_interval_ms; now += 5) {
+    for (const auto& s : h.probes(now)) {
+      if (s.probe.kind != Probe::Kind::kNack) continue;
+      ++nacks;
+      nacked_at = now;
+      CHECK(s.to == key(0));
+      CHECK(s.probe.seq == 77);
+      CHECK(s.probe.target == key(1));
+    }
+  }
+  CHECK(nacks == 1);
+  CHECK(nacked_at - 1000 < t.probe_timeout_ms);  // before the prober's period ends
+
+  // The prober: each period, its probe of agent 4 gets no ack. With every helper's nack,
+  // its health stays; without them, each missing nack counts against it.
+  for (bool with_nacks : {true, false}) {
+    SwimDetector a = make(4);
+    std::int64_t now = 0;
+    int judged = 0;
+    for (; now < 40 * t.probe_interval_ms && judged < 6; now += 5) {
+      for (const auto& s : a.probes(now)) {
+        if (s.probe.kind == Probe::Kind::kPing && s.probe.seq != 0) {
+          if (s.to != key(4)) {
+            a.on_probe(s.to, ack(s.probe.seq), now + 1);
+          } else {
+            ++judged;
+          }
+        }
+        if (s.probe.kind == Probe::Kind::kPingReq && with_nacks) {
+          Probe n;
+          n.kind = Probe::Kind::kNack;
+          n.seq = s.probe.seq;
+          n.target = s.probe.target;
+          a.on_probe(s.to, n, now + 1);
+        }
+      }
+      // Agent 4 refutes at once whatever it is accused of: it stays a target.
+      if (a.liveness(key(4), now) != Liveness::kAlive) {
+        Probe alive = ack(0, 100 + static_cast<std::uint64_t>(now));
+        a.on_probe(key(4), alive, now);
+      }
+    }
+    if (with_nacks) {
+      CHECK(a.local_health() == 0);
+    } else {
+      CHECK(a.local_health() >= 2);
+    }
+  }
 }
 
 TEST_CASE("swim: missed acks raise the local health multiplier, which slows probing") {

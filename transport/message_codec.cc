@@ -95,7 +95,7 @@ Heartbeat get_heartbeat(w::Heartbeat::Reader o) {
 Probe get_probe(w::Probe::Reader o) {
   Probe p;
   auto kind = static_cast<unsigned>(o.getKind());
-  if (kind > static_cast<unsigned>(Probe::Kind::kPingReq)) bad("unknown probe kind");
+  if (kind > static_cast<unsigned>(Probe::Kind::kNack)) bad("unknown probe kind");
   p.kind = static_cast<Probe::Kind>(kind);
   p.seq = o.getSeq();
   if (o.getTarget().size() != 0) p.target = key_of(o.getTarget(), "probe target");

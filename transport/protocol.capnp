@@ -116,6 +116,7 @@ struct Probe {
     ping @0;
     ack @1;
     pingReq @2;
+    nack @3;                          # a pingReq helper: the target did not answer it
   }
   struct MemberUpdate {
     agent @0 :Data;                   # Ed25519 key
