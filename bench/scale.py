@@ -7,6 +7,8 @@ state on disk, HTTP on), a `foreach` stage of no-op shards, and per size:
   jobs_page   one page: `vow jobs --json --limit 100` (builds without --limit: every job)
   idle_cpu    CPU of the three agents together over 10 s once every job is done, in %
               of one core (HTTP on: the 500 ms snapshot included)
+  idle_settled the same, --settle seconds (30) later: once the work that follows a run
+              (horizons, the last replication) is over
   idle_empty  the same over 10 s before the source version, with no job known yet
   suspect     times an agent marked a peer suspect during the run (a loop held up long
               enough for a peer to miss its heartbeats)
@@ -22,7 +24,7 @@ With --during S the run is not awaited: the queries are timed S seconds after th
 source version, while jobs run (for sizes whose run takes too long here); idle CPU is
 then not measured.
 
-usage: bench/scale.py [--build DIR] [--sizes 1000,5000] [--during S] [--json FILE]
+usage: bench/scale.py [--build DIR] [--sizes 1000,5000] [--during S] [--settle S] [--json FILE]
 Prints one line per size and a Markdown table row each; BENCHMARKS.md is written by hand.
 """
 import argparse
@@ -84,7 +86,7 @@ def has_limit(agent):
     return "--limit" in p.stdout
 
 
-def one_size(build, n, during):
+def one_size(build, n, during, settle):
     UNANSWERED[0] = 0
     vow = os.path.join(build, "agent", "vow")
     vowd = os.path.join(build, "agent", "vowd")
@@ -136,13 +138,19 @@ def one_size(build, n, during):
                 timed(a, "jobs", "--json", "--limit", "100")[0] for _ in range(7))
         else:
             page = jobs_all
-        idle = None
+        idle = idle_settled = None
         if not during:
             time.sleep(2)
             c0 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
             time.sleep(10)
             c1 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
             idle = 100.0 * (c1 - c0) / hz / 10.0
+            # Once the work that follows a run (horizons, the last replication) is over.
+            time.sleep(settle)
+            c0 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
+            time.sleep(10)
+            c1 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
+            idle_settled = 100.0 * (c1 - c0) / hz / 10.0
         suspect = 0
         for ag in mesh.agents:
             with open(ag.log_path, errors="replace") as f:
@@ -180,7 +188,8 @@ def one_size(build, n, during):
                "agent_cpu_ms_per_job": (cpu1 - cpu0) * 1000.0 / os.sysconf("SC_CLK_TCK") /
                max(done, 1),
                "status_s": status, "jobs_all_s": jobs_all, "jobs_page_s": page,
-               "idle_cpu_pct": idle, "idle_empty_pct": idle_empty, "suspect": suspect,
+               "idle_cpu_pct": idle, "idle_settled_pct": idle_settled,
+               "idle_empty_pct": idle_empty, "suspect": suspect,
                "unanswered_polls": UNANSWERED[0]}
         print(json.dumps(out), flush=True)
         return out
@@ -194,11 +203,14 @@ def main():
     ap.add_argument("--sizes", default="1000,5000")
     ap.add_argument("--during", type=float, default=0)
     ap.add_argument("--json")
+    ap.add_argument("--settle", type=float, default=30.0)
     args = ap.parse_args()
-    results = [one_size(os.path.abspath(args.build), int(n), args.during)
+    results = [one_size(os.path.abspath(args.build), int(n), args.during, args.settle)
                for n in args.sizes.split(",")]
     for r in results:
         idle = "-" if r["idle_cpu_pct"] is None else f"{r['idle_cpu_pct']:.1f}%"
+        if r.get("idle_settled_pct") is not None:
+            idle += f", {r['idle_settled_pct']:.1f}% settled"
         secs = lambda v: "-" if v is None else f"{v:.2f} s"  # noqa: E731
         print(f"| {r['jobs']:,} ({r['done']:,} done) | {r['status_s'] * 1000:.0f} ms | "
               f"{r['jobs_page_s'] * 1000:.0f} ms | {r['jobs_all_s'] * 1000:.0f} ms | {idle} | "
