@@ -670,6 +670,11 @@ Result<std::vector<ArtifactRecord>> ArtifactStore::list() {
   return index_.index_list();
 }
 
+Result<std::uint64_t> ArtifactStore::bytes_held() {
+  VOW_RETURN_IF_ERROR(flush());
+  return index_.index_bytes();
+}
+
 Status ArtifactStore::pin(const Digest& digest, bool pinned) {
   return index_.index_set_pinned(digest, pinned);
 }

@@ -199,6 +199,11 @@ TEST_CASE("ledger: running jobs, peers and the artifact index") {
     CHECK((*got)->last_used == 5);
     CHECK(*l.index_max_tick() == 5);
     CHECK(l.index_set_pinned(digest_of("nope"), true).code() == StatusCode::kNotFound);
+    ArtifactRecord r2{digest_of("art2"), 32, ArtifactKind::kTree, false, 6};
+    REQUIRE(l.index_put(std::span(&r2, 1)).is_ok());
+    CHECK(*l.index_bytes() == 42);
+    REQUIRE(l.index_remove(r.digest).is_ok());
+    CHECK(*l.index_bytes() == 32);
   });
 }
 

@@ -544,6 +544,15 @@ class SqliteLedger final : public LedgerStore {
     return std::optional<ArtifactRecord>(*rec);
   }
 
+  Result<std::uint64_t> index_bytes() override {
+    auto st = prepare("SELECT COALESCE(SUM(size), 0) FROM artifacts");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    int rc = sqlite3_step(*st);
+    if (rc != SQLITE_ROW) return err("sum artifact sizes", rc);
+    return static_cast<std::uint64_t>(sqlite3_column_int64(*st, 0));
+  }
+
   Result<std::vector<ArtifactRecord>> index_list() override {
     auto st = prepare(
         "SELECT digest, size, kind, pinned, last_used FROM artifacts ORDER BY last_used, digest");
