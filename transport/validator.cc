@@ -1,6 +1,7 @@
 #include "transport/validator.h"
 
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace vow::transport {
@@ -89,52 +90,70 @@ void Validator::reject(RejectReason reason, const AgentKey& peer, std::string_vi
                             reject_reason_name(reason) + "): " + std::string(detail));
 }
 
-bool Validator::validate_statement(const SignedStatement& s, const AgentKey& peer, Statement* out) {
+bool Validator::decode_fresh(const SignedStatement& s, const AgentKey& peer, Statement* st) {
   DecodeError err = DecodeError::kNone;
-  auto st = decode_statement_unverified(s.bytes, &err);
-  if (st) {
-    // A statement already held with these very bytes is dropped before its signature is
-    // checked (a sync answer or a relay repeats many): the bytes held were verified when
-    // they arrived, so the same bytes need no second verification, whatever signature
-    // comes with them now.
-    if (st->seq <= sequences_->highest_seq(st->author) &&
-        sequences_->holds_identical(st->author, st->seq, s.bytes)) {
-      ++duplicates_;
-      return false;
-    }
-    st = verify_decoded(std::move(st).value(), s.bytes, s.signature, &err);
+  auto decoded = decode_statement_unverified(s.bytes, &err);
+  if (!decoded) {
+    reject(reason_of(err), peer, decoded.status().message());
+    return false;
   }
-  if (!st) {
-    RejectReason reason = reason_of(err);
-    if (err == DecodeError::kBadSignature && trust_->trusts_agent(peer)) {
+  // A statement already held with these very bytes is dropped before its signature is
+  // checked (a sync answer or a relay repeats many): the bytes held were verified when
+  // they arrived, so the same bytes need no second verification, whatever signature
+  // comes with them now.
+  if (decoded->seq <= sequences_->highest_seq(decoded->author) &&
+      sequences_->holds_identical(decoded->author, decoded->seq, s.bytes)) {
+    ++duplicates_;
+    return false;
+  }
+  *st = std::move(decoded).value();
+  return true;
+}
+
+bool Validator::finish_statement(Statement st, const SignedStatement& s, const AgentKey& peer,
+                                 bool good, Statement* out) {
+  if (!good) {
+    RejectReason reason = RejectReason::kBadSignature;
+    if (trust_->trusts_agent(peer)) {
       // Tell a forgery by the sending peer (it signed, but named another author) from
       // bytes damaged on the way: one more verify, only on this failure path.
       if (verify_signature(peer, as_span(s.bytes), s.signature))
         reason = RejectReason::kWrongAuthor;
     }
-    reject(reason, peer, st.status().message());
+    reject(reason, peer,
+           "bad signature: statement " + std::to_string(st.seq) +
+               " does not verify under its author " + st.author.hex());
     return false;
   }
-  if (!trust_->trusts_agent(st->author)) {
+  st.signed_form.bytes = s.bytes;
+  st.signed_form.signature = s.signature;
+  if (!trust_->trusts_agent(st.author)) {
     reject(RejectReason::kUntrustedAuthor, peer,
-           "statement " + std::to_string(st->seq) + " by untrusted author " + agent_id(st->author));
+           "statement " + std::to_string(st.seq) + " by untrusted author " + agent_id(st.author));
     return false;
   }
-  std::uint64_t highest = sequences_->highest_seq(st->author);
-  if (st->seq <= highest &&
-      !(st->kind() == StatementKind::kAdvert && sequences_->is_void(st->author, st->seq)) &&
-      !sequences_->is_retired(st->author, st->seq)) {
+  std::uint64_t highest = sequences_->highest_seq(st.author);
+  if (st.seq <= highest &&
+      !(st.kind() == StatementKind::kAdvert && sequences_->is_void(st.author, st.seq)) &&
+      !sequences_->is_retired(st.author, st.seq)) {
     // Other bytes at a held seq, signed by the author: only the author can have made both.
     // Not a rejection: the core keeps it as proof of equivocation (rule 5).
     ++equivocations_;
     if (log_) {
-      log_(LogLevel::kWarn, "equivocation: statement " + std::to_string(st->seq) + " by " +
-                                agent_id(st->author) + " differs from the one held (from peer " +
+      log_(LogLevel::kWarn, "equivocation: statement " + std::to_string(st.seq) + " by " +
+                                agent_id(st.author) + " differs from the one held (from peer " +
                                 agent_id(peer) + ")");
     }
   }
-  *out = std::move(st).value();
+  *out = std::move(st);
   return true;
+}
+
+bool Validator::validate_statement(const SignedStatement& s, const AgentKey& peer, Statement* out) {
+  Statement st;
+  if (!decode_fresh(s, peer, &st)) return false;
+  bool good = verify_signature(st.author, as_span(s.bytes), s.signature);
+  return finish_statement(std::move(st), s, peer, good, out);
 }
 
 std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
@@ -163,11 +182,41 @@ std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
   } else if (auto* batch = std::get_if<StatementBatch>(&msg.body)) {
     // Decoded statements hold only their signed forms: each becomes its verified value,
     // or is dropped. A batch with nothing left carries nothing: dropped too.
+    // Decoded (and duplicates dropped) in order on this thread, the signatures checked
+    // (on two threads for a large batch: libsodium's verify is reentrant), then the rest
+    // in order again, so counts and logs are those of a statement-by-statement pass.
+    const std::size_t n = batch->statements.size();
+    std::vector<Statement> decoded(n);
+    std::vector<char> fresh(n, 0);
+    std::vector<char> good(n, 0);
+    std::size_t to_verify = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      fresh[i] = decode_fresh(batch->statements[i].signed_form, peer, &decoded[i]) ? 1 : 0;
+      to_verify += static_cast<std::size_t>(fresh[i]);
+    }
+    auto verify = [&](std::size_t first, std::size_t step) {
+      for (std::size_t i = first; i < n; i += step) {
+        if (!fresh[i]) continue;
+        const SignedStatement& s = batch->statements[i].signed_form;
+        good[i] = verify_signature(decoded[i].author, as_span(s.bytes), s.signature) ? 1 : 0;
+      }
+    };
+    if (to_verify >= kParallelVerifyMin) {
+      std::thread other(verify, 1, 2);
+      verify(0, 2);
+      other.join();
+    } else {
+      verify(0, 1);
+    }
     std::vector<Statement> kept;
-    kept.reserve(batch->statements.size());
-    for (const auto& s : batch->statements) {
+    kept.reserve(to_verify);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!fresh[i]) continue;
       Statement st;
-      if (validate_statement(s.signed_form, peer, &st)) kept.push_back(std::move(st));
+      if (finish_statement(std::move(decoded[i]), batch->statements[i].signed_form, peer,
+                           good[i] != 0, &st)) {
+        kept.push_back(std::move(st));
+      }
     }
     if (kept.empty()) return std::nullopt;
     batch->statements = std::move(kept);

@@ -105,6 +105,9 @@ class Validator {
                                   PeerRole role);
   // Validates one statement relayed by `peer`; on success `out` holds the decoded value.
   bool validate_statement(const SignedStatement& s, const AgentKey& peer, Statement* out);
+  // Batches of at least this many statements have their signatures checked on two
+  // threads (a catch-up is mostly signature checks); smaller ones on the caller's.
+  static constexpr std::size_t kParallelVerifyMin = 64;
 
   // Monotonic time for the log rate limit (the agent's clock; the validator has none).
   void set_now(std::int64_t now_ms) { now_ms_ = now_ms; }
@@ -120,6 +123,12 @@ class Validator {
 
  private:
   void reject(RejectReason reason, const AgentKey& peer, std::string_view detail);
+  // validate_statement in two steps: decoding (false: undecodable, counted, or held
+  // byte for byte, counted as a duplicate) and, once the signature was checked (`good`),
+  // the rest: what a bad signature was, trust, equivocation.
+  bool decode_fresh(const SignedStatement& s, const AgentKey& peer, Statement* st);
+  bool finish_statement(Statement st, const SignedStatement& s, const AgentKey& peer, bool good,
+                        Statement* out);
 
   const TrustSet* trust_;
   const SequenceView* sequences_;

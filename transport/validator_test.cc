@@ -130,6 +130,50 @@ TEST_CASE("a statement batch keeps only the statements that pass, verified") {
   CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 2);
 }
 
+TEST_CASE("a large batch is checked on two threads with the result of one pass in order") {
+  Identity a = testing::identity_of(1), b = testing::identity_of(2), stranger = testing::identity_of(3);
+  TrustSet trust;
+  trust.add(a.key());
+  trust.add(b.key());
+  MapSequences seqs;
+  std::vector<SignedStatement> batch;
+  std::vector<Statement> expected;
+  for (std::uint64_t seq = 1; seq <= 3 * Validator::kParallelVerifyMin; ++seq) {
+    SignedStatement s = *sign_statement(a, testing::claim(a.key(), seq));
+    if (seq % 7 == 0) {
+      s.signature[5] ^= 1;  // damaged on the way: a bad signature
+    } else if (seq % 11 == 0) {
+      seqs.held[{a.key(), seq}] = s.bytes;  // held already: a duplicate
+    } else if (seq % 13 == 0) {
+      s.signature = b.sign(sp(s.bytes));  // b signs a's statement
+    } else if (seq % 17 == 0) {
+      s = *sign_statement(stranger, testing::claim(stranger.key(), seq));
+    } else {
+      expected.push_back(testing::claim(a.key(), seq));
+    }
+    batch.push_back(s);
+  }
+  seqs.highest[a.key()] = 3 * Validator::kParallelVerifyMin;
+  Validator v(&trust, &seqs, kMaxFrameBytes, {});
+  auto frame = *encode_message(testing::batch_of(batch));
+  auto m = v.validate(sp(frame), b.key(), PeerRole::kAgent);
+  REQUIRE(m);
+  auto& kept = std::get<StatementBatch>(m->body).statements;
+  REQUIRE(kept.size() == expected.size());
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    CHECK(kept[i] == expected[i]);
+    CHECK(verify_signature(a.key(), sp(kept[i].signed_form.bytes),
+                           kept[i].signed_form.signature));
+  }
+  // Seqs 7..192: multiples of 7 damaged (27), of 11 held (17, less 77 and 154, which
+  // are multiples of 7: 15), of 13 signed by b (14, less 91 and 182, and 143: 11), of 17
+  // by a stranger (11, less 119, 187: 9).
+  CHECK(v.rejected(RejectReason::kBadSignature) == 27);
+  CHECK(v.duplicates() == 15);
+  CHECK(v.rejected(RejectReason::kWrongAuthor) == 11);
+  CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 9);
+}
+
 TEST_CASE("a statement held with the same bytes is a duplicate, dropped unverified") {
   Identity a = testing::identity_of(1), b = testing::identity_of(2);
   TrustSet trust;
