@@ -374,12 +374,12 @@ void Core::Impl::on_advert(const Statement& st) {
   // did (a restart with the same configuration): what counts and which definitions
   // are current are the same, so nothing is planned again (at 1,000 agents, each
   // restart re-planned on every agent).
-  const auto& adv_new = std::get<Advert>(st.body);
+  const auto& adv = std::get<Advert>(st.body);
   const Statement* before = ledger.advert_at(st.author, st.seq);
   auto newest = ledger.adverts().find(st.author);
   bool same = newest != ledger.adverts().end() && newest->second == &st && before != nullptr &&
-              std::get<Advert>(before->body).promises == adv_new.promises &&
-              std::get<Advert>(before->body).sources == adv_new.sources;
+              std::get<Advert>(before->body).promises == adv.promises &&
+              std::get<Advert>(before->body).sources == adv.sources;
   if (!same) {
     candidates_dirty = true;
     // What its author promised and provides changed: claims, results and sources it
@@ -389,8 +389,7 @@ void Core::Impl::on_advert(const Statement& st) {
   }
   if (st.author == config.key) return;
   Membership::Peer* p = members.peer(st.author, now_ms);
-  const auto& adv = std::get<Advert>(st.body);
-  if (ledger.adverts().at(st.author) != &st) return;  // an older advert
+  if (newest == ledger.adverts().end() || newest->second != &st) return;  // an older advert
   p->name = adv.name;
   // Every start publishes an advert, whose seq names the incarnation of its author's
   // holdings (publish_advert_and_pipelines): the ledger brings it to every agent even
