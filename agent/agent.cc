@@ -1,9 +1,10 @@
 // The agent's input queue and how it carries out the core's outputs (agent.h).
-#include "promises/limits.h"
 #include "agent/agent.h"
 
+#include <chrono>
 #include <utility>
 
+#include "promises/limits.h"
 #include "transport/identity.h"
 
 namespace vow::agent {
@@ -30,8 +31,8 @@ Agent::~Agent() = default;
 
 void Agent::start() {
   // Own statements carry a wall time: tick first.
-  queue([this] { return core_->tick(fx_.clock->now_ms(), fx_.clock->wall_ms()); });
-  queue([this] { return core_->start(); });
+  queue("tick", [this] { return core_->tick(fx_.clock->now_ms(), fx_.clock->wall_ms()); });
+  queue("start", [this] { return core_->start(); });
   pump();
 }
 
@@ -39,12 +40,17 @@ void Agent::message(const AgentKey& from, promises::Message message) {
   if (const auto* b = std::get_if<promises::StatementBatch>(&message.body)) {
     counters_.statements_in += b->statements.size();
   }
-  queue([this, from, m = std::move(message)] { return core_->on_message(from, m); });
+  static constexpr const char* kNames[] = {"hello",        "heartbeat", "sync-request",
+                                           "statements",   "have-request", "have",
+                                           "probe"};
+  static_assert(std::size(kNames) == std::variant_size_v<promises::MessageBody>);
+  queue(kNames[message.body.index()],
+        [this, from, m = std::move(message)] { return core_->on_message(from, m); });
   pump();
 }
 
 void Agent::peer_connected(const AgentKey& peer) {
-  queue([this, peer] { return core_->peer_connected(peer); });
+  queue("peer-connected", [this, peer] { return core_->peer_connected(peer); });
   pump();
 }
 
@@ -52,19 +58,19 @@ void Agent::source_snapshot(const std::string& pipeline, const std::string& sour
                             const ArtifactRef& artifact) {
   is_tree_[artifact.digest] = artifact.is_tree;
   for (const auto& e : artifact.entries) is_tree_[e.digest] = e.kind == EntryKind::kTree;
-  queue([this, pipeline, source, artifact] {
+  queue("source-snapshot", [this, pipeline, source, artifact] {
     return core_->source_snapshot(pipeline, source, artifact);
   });
   pump();
 }
 
 void Agent::artifact_lost(const Digest& digest) {
-  queue([this, digest] { return core_->artifact_lost(digest); });
+  queue("artifact-lost", [this, digest] { return core_->artifact_lost(digest); });
   pump();
 }
 
 void Agent::artifacts_removed(std::vector<Digest> digests) {
-  queue([this, d = std::move(digests)] { return core_->artifacts_removed(d); });
+  queue("artifacts-removed", [this, d = std::move(digests)] { return core_->artifacts_removed(d); });
   pump();
 }
 
@@ -72,14 +78,14 @@ void Agent::reconfigure(std::vector<promises::CorePromise> promises,
                         std::vector<promises::Pipeline> pipelines,
                         std::vector<AdvertSource> sources) {
   queue(
-      [this, p = std::move(promises), pl = std::move(pipelines), s = std::move(sources)]() mutable {
+      "reconfigure", [this, p = std::move(promises), pl = std::move(pipelines), s = std::move(sources)]() mutable {
         return core_->reconfigure(std::move(p), std::move(pl), std::move(s));
       });
   pump();
 }
 
 void Agent::retry(std::vector<Digest> jobs, std::string reason) {
-  queue([this, j = std::move(jobs), r = std::move(reason)] { return core_->retry(j, r); });
+  queue("retry", [this, j = std::move(jobs), r = std::move(reason)] { return core_->retry(j, r); });
   pump();
 }
 
@@ -88,12 +94,12 @@ void Agent::tick() {
   check_deadlines();
   flush_backlog();
   if (!fetch_queue_.empty()) start_queued_fetches();
-  queue([this, now] { return core_->tick(now, fx_.clock->wall_ms()); });
+  queue("tick", [this, now] { return core_->tick(now, fx_.clock->wall_ms()); });
   pump();
 }
 
 void Agent::withdraw() {
-  queue([this] { return core_->withdraw(); });
+  queue("withdraw", [this] { return core_->withdraw(); });
   pump();
 }
 
@@ -120,7 +126,17 @@ std::optional<bool> Agent::is_tree(const Digest& digest) const {
 
 // ---- the queue ----
 
-void Agent::queue(std::function<promises::Output()> input) { inputs_.push_back(std::move(input)); }
+void Agent::queue(const char* what, std::function<promises::Output()> input) {
+  inputs_.emplace_back(what, std::move(input));
+}
+
+namespace {
+std::int64_t real_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
 
 void Agent::release() {
   held_ = false;
@@ -139,9 +155,17 @@ void Agent::pump() {
   while (!inputs_.empty() && !failed_) {
     outs.clear();
     while (!inputs_.empty() && outs.size() < kMaxInputsPerCommit) {
-      auto input = std::move(inputs_.front());
+      auto [what, input] = std::move(inputs_.front());
       inputs_.pop_front();
+      std::int64_t t0 = real_us();
       promises::Output out = input();
+      std::int64_t took = real_us() - t0;
+      turn_.core_us += took;
+      ++turn_.inputs;
+      if (took > turn_.slowest_us) {
+        turn_.slowest_us = took;
+        turn_.slowest = what;
+      }
       if (!out.empty()) outs.push_back(std::move(out));
     }
     carry_out(outs);
@@ -159,6 +183,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
                  !out.voided.empty() || !out.retired.empty();
   }
   // A pass with nothing to persist (heartbeats, events) does not touch the ledger.
+  std::int64_t t0 = real_us();
   Status s = !to_persist ? Status::ok() : fx_.state->persist_together([&]() -> Status {
     VOW_RETURN_IF_ERROR(fx_.state->persist_index(index_rows_));
     for (const auto& out : outs) {
@@ -176,11 +201,14 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     return;
   }
   index_rows_.clear();
+  std::int64_t t1 = real_us();
+  turn_.persist_us += t1 - t0;
   for (auto& out : outs) {
     for (const auto& m : out.messages) send(m);
     for (auto& a : out.actions) act(a);
     log_events(out.events);
   }
+  turn_.carry_us += real_us() - t1;
 }
 
 Status Agent::persist(const std::vector<Statement>& statements) {

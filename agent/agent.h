@@ -52,6 +52,17 @@ inline constexpr std::size_t kMaxBulkFetches = 8;
 // first output of a burst waits for the rest before it is sent.
 inline constexpr std::size_t kMaxInputsPerCommit = 256;
 
+// Where the last turn's time went, in real time: for the owner's slow-turn log only (no
+// decision reads it; the simulator ignores it).
+struct TurnProfile {
+  std::int64_t core_us = 0;     // the core deciding
+  std::int64_t persist_us = 0;  // group commits
+  std::int64_t carry_us = 0;    // sending, acting, logging
+  std::size_t inputs = 0;
+  const char* slowest = "";  // the input the core took longest over
+  std::int64_t slowest_us = 0;
+};
+
 // Counters for status and metrics.
 struct AgentCounters {
   std::uint64_t statements_in = 0;
@@ -102,8 +113,12 @@ class Agent {
   // Inputs fed between hold() and release() are only queued; release() feeds them all
   // to the core and persists their outputs in one commit (group commit). vowd holds the
   // agent for one turn of its loop, so a burst of messages costs one sync.
-  void hold() { held_ = true; }
+  void hold() {
+    held_ = true;
+    turn_ = {};
+  }
   void release();
+  const TurnProfile& turn() const { return turn_; }
   // A client asked for an artifact here (vow get): fetched from the live holders.
   // False if no live agent holds it.
   bool fetch_for_client(const Digest& digest);
@@ -155,7 +170,8 @@ class Agent {
   };
 
   // ---- agent.cc ----
-  void queue(std::function<promises::Output()> input);
+  // `what` names the input in the slow-turn log (a string literal).
+  void queue(const char* what, std::function<promises::Output()> input);
   void pump();
   void carry_out(std::vector<promises::Output>& outs);
   Status persist(const std::vector<Statement>& statements);
@@ -195,7 +211,8 @@ class Agent {
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<promises::Core> core_;
 
-  std::deque<std::function<promises::Output()>> inputs_;
+  std::deque<std::pair<const char*, std::function<promises::Output()>>> inputs_;
+  TurnProfile turn_;
   // Index rows of a finished job's logs and outputs (synced, not yet indexed): committed
   // in the next pass's group, with the result that names them.
   std::vector<store::ArtifactRecord> index_rows_;

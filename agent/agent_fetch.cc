@@ -231,15 +231,15 @@ void Agent::fetch_done(Digest digest, const Status& status) {
   if (!f.for_core) return;
   if (status.is_ok()) {
     log_->debug("artifact {} fetched", digest.short_hex());
-    queue([this, digest] { return core_->artifact_fetched(digest); });
+    queue("artifact-fetched", [this, digest] { return core_->artifact_fetched(digest); });
   } else if (status.code() == StatusCode::kInvalid) {
     // Refused for what it is (a tree past the expansion limits): fetching it again, from
     // anyone, ends the same way. The runs waiting for it fail with the reason.
     log_->warn("artifact {} refused: {}", digest.short_hex(), status.message());
-    queue([this, digest, why = status.message()] { return core_->artifact_refused(digest, why); });
+    queue("artifact-refused", [this, digest, why = status.message()] { return core_->artifact_refused(digest, why); });
   } else {
     log_->warn("artifact {} not fetched: {}", digest.short_hex(), status.to_string());
-    queue([this, digest] { return core_->artifact_fetch_failed(digest); });
+    queue("artifact-fetch-failed", [this, digest] { return core_->artifact_fetch_failed(digest); });
   }
 }
 

@@ -155,7 +155,7 @@ void Agent::kill_job(const promises::KillJob& kill) {
   if (it == jobs_.end() || it->second.start.epoch != kill.epoch) {
     Digest id = kill.job;
     std::uint32_t epoch = kill.epoch;
-    queue([this, id, epoch] { return core_->job_stopped(id, epoch); });  // no process here
+    queue("job-stopped", [this, id, epoch] { return core_->job_stopped(id, epoch); });  // no process here
     return;
   }
   Job& job = it->second;
@@ -187,7 +187,7 @@ void Agent::stop_leftover(const store::RunningJob& row, const promises::KillJob&
   if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
   Digest id = kill.job;
   std::uint32_t epoch = kill.epoch;
-  queue([this, id, epoch] { return core_->job_stopped(id, epoch); });
+  queue("job-stopped", [this, id, epoch] { return core_->job_stopped(id, epoch); });
 }
 
 void Agent::process_exited(const Digest& id, const ProcessExit& exit) {
@@ -265,7 +265,7 @@ void Agent::finish_job(const Digest& id, promises::JobOutcome outcome) {
                fx_.executor->work_dir(job.start));
   }
   std::uint32_t epoch = job.start.epoch;
-  queue([this, id, epoch, o = std::move(outcome)]() mutable {
+  queue("job-finished", [this, id, epoch, o = std::move(outcome)]() mutable {
     return core_->job_exited(id, epoch, std::move(o));
   });
 }
@@ -279,7 +279,7 @@ void Agent::job_gone(const Digest& id) {
   fx_.executor->remove_work_dir(it->second.start);
   std::uint32_t epoch = it->second.start.epoch;
   jobs_.erase(it);
-  queue([this, id, epoch] { return core_->job_stopped(id, epoch); });
+  queue("job-stopped", [this, id, epoch] { return core_->job_stopped(id, epoch); });
 }
 
 void Agent::check_deadlines() {

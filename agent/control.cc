@@ -319,6 +319,11 @@ std::string Daemon::Impl::metrics_text() {
          "Objects garbage collection removed from the artifact store.");
   sample(out, "vow_artifact_collected_objects_total", {},
          static_cast<double>(gc.collected_objects));
+  header(out, "vow_loop_slow_turns_total", "counter",
+         "Turns of the event loop that took 200 ms or more (each is logged).");
+  sample(out, "vow_loop_slow_turns_total", {}, static_cast<double>(slow_turns));
+  header(out, "vow_loop_turn_max_seconds", "gauge", "The longest turn of the event loop so far.");
+  sample(out, "vow_loop_turn_max_seconds", {}, static_cast<double>(turn_max_us) / 1e6);
   header(out, "vow_jobs_running_here", "gauge", "Job processes this agent runs now.");
   sample(out, "vow_jobs_running_here", {}, static_cast<double>(agent->jobs_here()));
   header(out, "vow_claims_total", "counter", "Claims this agent made.");

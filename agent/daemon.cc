@@ -300,7 +300,12 @@ Status Daemon::Impl::choose_sandbox() {
 }
 
 Status Daemon::Impl::open_stores() {
-  auto l = store::open_sqlite_ledger(store::ledger_path(state_dir));
+  // The loop's commits never checkpoint: writing the log back into the database (and
+  // syncing it) would hold the loop for hundreds of ms; the worker does it
+  // (checkpoint_tick).
+  store::SqliteOptions loop_options;
+  loop_options.auto_checkpoint = false;
+  auto l = store::open_sqlite_ledger(store::ledger_path(state_dir), loop_options);
   if (!l.is_ok()) return l.status();
   ledger = std::move(l).value();
   worker = std::make_unique<WorkerStores>();
@@ -516,28 +521,70 @@ int Daemon::Impl::loop() {
 // persisted in one commit (group commit) before any is sent or carried out.
 void Daemon::Impl::poll_once() {
   std::int64_t now = now_ms();
+  // Where the turn's time goes, for the slow-turn log (a turn longer than a peer's
+  // suspicion gets this agent suspected; docs/agent.md "One loop").
+  TurnClock turn;
   agent->hold();
   background->drain();
   if (inotify_fd >= 0) on_inotify();
+  turn.lap("background");
   auto inbound = transport->poll_ready(now);
+  turn.lap("receive");
   for (auto& in : inbound) handle_inbound(in);
   for (const auto& o : transport->take_fetch_outcomes())
     agent->fetch_outcome(o.stream_id, o.status);
+  turn.lap("inbound");
   serve_control();
+  turn.lap("control");
   for (const auto& [job, exit] : executor->reap()) agent->process_exited(job, exit);
   poll_sources();
   rotate_seeds();
   transport->tick(now);
   agent->tick();
+  turn.lap("timers");
   agent->release();
+  turn.lap("agent");
   gc_tick(now);
+  checkpoint_tick(now);
   if (http && now >= next_http_publish_ms) {
     std::string why;
     bool is_ready = ready(&why);
     http->publish(metrics_text(), status_json().dump(), is_ready, why);
     next_http_publish_ms = now + kHttpRefreshMs;
   }
+  turn.lap("publish");
   notifier.watchdog_tick(now);
+  note_turn(turn, inbound.size());
+}
+
+void Daemon::Impl::checkpoint_tick(std::int64_t now) {
+  if (checkpointing || now < next_checkpoint_ms) return;
+  next_checkpoint_ms = now + kCheckpointMs;
+  store::LedgerStore* index = worker->index.get();
+  checkpointing = background->submit([this, index]() -> std::function<void()> {
+    Status s = index->checkpoint();
+    return [this, s] {
+      checkpointing = false;
+      if (!s.is_ok()) log->warn("ledger checkpoint: {}", s.to_string());
+    };
+  }).is_ok();
+}
+
+void Daemon::Impl::note_turn(const TurnClock& turn, std::size_t messages) {
+  std::int64_t total = turn.total_us();
+  turn_max_us = std::max(turn_max_us, total);
+  if (total < kSlowTurnMs * 1000) return;
+  ++slow_turns;
+  const TurnProfile& p = agent->turn();
+  std::string laps;
+  for (const auto& [what, us] : turn.laps()) {
+    if (us < 1000) continue;
+    laps += fmt::format("{}{} {} ms", laps.empty() ? "" : ", ", what, us / 1000);
+  }
+  log->warn("slow turn: {} ms ({}); {} messages, {} core inputs: core {} ms (slowest {} "
+            "{} ms), commit {} ms, carry out {} ms",
+            total / 1000, laps, messages, p.inputs, p.core_us / 1000, p.slowest,
+            p.slowest_us / 1000, p.persist_us / 1000, p.carry_us / 1000);
 }
 
 bool Daemon::Impl::ready(std::string* reason) const {

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 #include <zmq.h>
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -55,7 +56,12 @@ inline constexpr std::int64_t kSourceSettleMs = 100;  // after an inotify event,
 inline constexpr std::size_t kMaxWatches = 10'000;    // inotify watches (directories)
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
-inline constexpr std::int64_t kHttpRefreshMs = 500;    // /metrics and /api/status snapshots
+inline constexpr std::int64_t kHttpRefreshMs = 500;
+// The worker copies the ledger's write-ahead log back into the database this often (the
+// loop's connection never does: docs/storage.md).
+inline constexpr std::int64_t kCheckpointMs = 1'000;
+// A loop turn this long is logged with where its time went.
+inline constexpr std::int64_t kSlowTurnMs = 200;    // /metrics and /api/status snapshots
 // `vow jobs`: jobs in one answer (the command line asks page after page).
 inline constexpr std::size_t kMaxJobsPage = 1'000;
 // `vow status`: a stage's canonical results are listed up to this many jobs; beyond,
@@ -139,6 +145,28 @@ class DaemonNetwork final : public Network {
   Daemon::Impl* d_;
 };
 
+// Real time across the phases of one loop turn (for the slow-turn log).
+class TurnClock {
+ public:
+  TurnClock() : start_(now()), last_(start_) {}
+  void lap(const char* what) {
+    std::int64_t t = now();
+    laps_.emplace_back(what, t - last_);
+    last_ = t;
+  }
+  std::int64_t total_us() const { return last_ - start_; }
+  const std::vector<std::pair<const char*, std::int64_t>>& laps() const { return laps_; }
+
+ private:
+  static std::int64_t now() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  std::int64_t start_, last_;
+  std::vector<std::pair<const char*, std::int64_t>> laps_;
+};
+
 struct Daemon::Impl {
   // Set once in create().
   DaemonOptions options;
@@ -192,6 +220,12 @@ struct Daemon::Impl {
 
   GcState gc;  // gc.cc
 
+  // Loop turns of kSlowTurnMs or more, and the longest turn (metrics).
+  bool checkpointing = false;  // a checkpoint task is on the worker
+  std::int64_t next_checkpoint_ms = 0;
+  std::uint64_t slow_turns = 0;
+  std::int64_t turn_max_us = 0;
+
   std::vector<WatchedSource> sources;
   std::uint64_t refresh_tickets = 0;  // the last ticket `wait` handed out
   int inotify_fd = -1;
@@ -213,6 +247,8 @@ struct Daemon::Impl {
   void make_agent(promises::RestoredState restored, std::vector<store::RunningJob> recovered);
   int loop();
   void poll_once();
+  void note_turn(const TurnClock& turn, std::size_t messages);
+  void checkpoint_tick(std::int64_t now);
   void on_signals();
   void shutdown();
   void reload();  // SIGHUP

@@ -529,16 +529,18 @@ bool Core::Impl::may_request_sync() {
 // its next heartbeat or probe, so a behind agent pulls at the pace of round trips. At
 // most kMaxPullPeers peers are pulled from at once (their answers to one version vector
 // are mostly the same statements); a peer leaves the pull when an answer brings nothing
-// new, is not full, or it is no longer live.
+// new or is not full. A peer that answers stays in the pull even if this agent holds it
+// suspect or dead: the answer shows it is there, and an agent catching up is the one
+// whose busy loop misses acks (the others leave once they are no longer live).
 void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p, std::size_t received,
                                std::size_t ledger_before) {
   bool asked = now_ms - p.last_sync_request_ms < kPullAnswerWindowMs;
   bool news = ledger.size() > ledger_before;
-  if (!asked || !news || received < kMaxStatementsPerSync / 2 || !is_live(from)) {
+  if (!asked || !news || received < kMaxStatementsPerSync / 2) {
     pulling.erase(from);
     return;
   }
-  std::erase_if(pulling, [&](const AgentKey& k) { return !is_live(k); });
+  std::erase_if(pulling, [&](const AgentKey& k) { return k != from && !is_live(k); });
   if (!pulling.count(from) && pulling.size() >= kMaxPullPeers) return;
   pulling.insert(from);
   p.last_sync_request_ms = now_ms;

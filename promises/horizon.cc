@@ -212,7 +212,19 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
   // min-register among the settled results), for the plan at the cut.
   std::map<Digest, Settled> settled_jobs;
   std::map<Digest, const Statement*> canonical;
-  for (const auto& [job, js] : ledger.jobs()) {
+  // Without superseded jobs a job whose statements are all settled results adds nothing
+  // to a horizon: only the active ones are read (Ledger::active_jobs), so a horizon's
+  // cost follows what changed since the last one. The plan at the cut needs them all.
+  auto each_job = [&](auto&& f) {
+    if (superseded) {
+      for (const auto& [job, js] : ledger.jobs()) f(job, js);
+      return;
+    }
+    for (const Digest& job : ledger.active_jobs()) {
+      if (const JobStatements* js = ledger.job(job)) f(job, *js);
+    }
+  };
+  each_job([&](const Digest& job, const JobStatements& js) {
     auto behind = [&](const std::vector<const Statement*>& v) {
       std::vector<const Statement*> out;
       for (const Statement* st : v) {
@@ -221,7 +233,7 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
       return out;
     };
     std::vector<const Statement*> results = behind(js.results);
-    if (results.empty()) continue;
+    if (results.empty()) return;
     std::vector<const Statement*> claims = behind(js.claims);
     std::set<const Statement*> bound = bound_claims(c, job, claims);
     // Bound successful results behind the cut.
@@ -236,7 +248,7 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
       }
       if (is_bound) ok.push_back(st);
     }
-    if (ok.empty()) continue;
+    if (ok.empty()) return;
     // A job settled by an earlier horizon keeps its settled results as its candidates:
     // later successful ones stay as evidence, unsettled (they would compete with them).
     const bool settled_before = std::any_of(ok.begin(), ok.end(), [&](const Statement* st) {
@@ -256,7 +268,7 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     canonical[job] = best;
     settled_jobs[job] =
         Settled{&js, std::move(results), std::move(claims), std::move(ok), settled_before};
-  }
+  });
   std::set<Digest> gone = superseded ? superseded_jobs(ledger, c, settled_jobs, canonical)
                                      : std::set<Digest>{};
   for (auto& [job, s] : settled_jobs) {

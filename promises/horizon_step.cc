@@ -121,6 +121,25 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
     ensure_plan();
     for (const auto& [job, pj] : plan->jobs) planned.insert(job);
   }
+  // The jobs it settles or retires statements of, and their canonical result before.
+  std::map<Digest, std::optional<StatementKey>> touched;
+  auto note_touched = [&](const AgentKey& author, std::uint64_t seq) {
+    const Statement* st = ledger.get(author, seq);
+    auto job = st != nullptr ? st->job() : std::nullopt;
+    if (!job || touched.count(*job)) return;
+    const Statement* c = book.canonical(*job);
+    touched[*job] = c != nullptr ? std::optional<StatementKey>({c->author, c->seq}) : std::nullopt;
+  };
+  for (const auto& r : h.settled) {
+    if (r.cut < h.cuts.size()) note_touched(h.cuts[r.cut].author, r.seq);
+  }
+  for (const auto& r : h.retired) {
+    if (r.cut >= h.cuts.size() || r.first == 0) continue;
+    for (std::uint64_t seq = r.first; seq <= r.last; ++seq) {
+      note_touched(h.cuts[r.cut].author, seq);
+      if (seq == r.last) break;
+    }
+  }
   std::set<Digest> changed = ledger.apply_horizon(h);
   book.invalidate();  // its summaries point at statements now gone
   if (config.check_horizons) {
@@ -145,8 +164,21 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
     results_changed.insert(job);
   }
   // A settled result may be canonical here only now (its claim never reached this
-  // agent): the plan is made again, once per horizon.
-  plan_dirty = true;
+  // agent): what the plan knows of each job the horizon touched is brought up to date
+  // (the plan is made again only if that needs it). One that retires superseded jobs
+  // makes the plan again.
+  if (h.superseded) plan_dirty = true;
+  for (const auto& [job, was] : touched) {
+    const Statement* c = book.canonical(job);
+    std::optional<StatementKey> now;
+    if (c != nullptr) now = StatementKey{c->author, c->seq};
+    if (now == was) continue;
+    if (!was) {
+      note_canonical_result(job);
+    } else {
+      plan_dirty = true;
+    }
+  }
   decisions_due = true;
   horizon_by_number.erase(horizon_by_number.begin(),
                           horizon_by_number.upper_bound(ledger.horizon_number()));
@@ -249,11 +281,15 @@ void Core::Impl::horizon_step() {
   const std::uint64_t n = ledger.horizon_number() + 1;
   if (config.horizon_every == 0 || withdrawn || horizon_endorsed.count(n)) return;
   // Every decision pass comes here: what it reads first costs nothing per author. A
-  // horizon reads every job held, so it waits for horizon_every statements or half as
-  // many as are held, whichever is more: its cost per statement stays the same however
-  // large the ledger (docs/storage.md).
+  // horizon reads the jobs active since the last one (Ledger::active_jobs), so one every
+  // horizon_every statements costs the same however large the ledger. One that retires
+  // superseded jobs reads every job held: it waits for horizon_every statements or half
+  // as many as are held, whichever is more (docs/storage.md).
   const std::uint64_t every =
-      std::max<std::uint64_t>(config.horizon_every, static_cast<std::uint64_t>(ledger.size()) / 2);
+      config.retire_superseded
+          ? std::max<std::uint64_t>(config.horizon_every,
+                                    static_cast<std::uint64_t>(ledger.size()) / 2)
+          : config.horizon_every;
   if (ledger.vv_sum() < ledger.floor_sum() + every) return;
   if (horizon_tried_at != 0 && ledger.vv_sum() < horizon_tried_at + every / 2) return;
   // Each author is cut at its last statement held that is not an advert: whether an
@@ -268,6 +304,18 @@ void Core::Impl::horizon_step() {
         break;
       }
     }
+  }
+  // Only the member ranked first proposes: the others need not compute it now (each
+  // computes it when the proposal arrives, to endorse it).
+  Horizon members;
+  members.number = n;
+  for (const auto& [author, seq] : cut) {
+    bool member = ledger.advert_at(author, seq + 1) != nullptr && !ledger.equivocating(author);
+    members.cuts.push_back(HorizonCut{author, seq, {}, member});
+  }
+  if (designated(members) != config.key) {
+    horizon_tried_at = ledger.vv_sum();
+    return;
   }
   auto h = compute_horizon(ledger, cut, n, ledger.horizon_content(), config.retire_superseded);
   if (!h || designated(*h) != config.key || h->retired.empty() ||

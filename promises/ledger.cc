@@ -144,6 +144,8 @@ Ledger::AddResult Ledger::keep_proof(const Statement& first, const Statement& se
     return AddResult::kConflict;
   }
   proofs_[first.author] = Proof{first, second};
+  // Its settled results may no longer count: a horizon looks at each job again (rare).
+  for (const auto& [job, js] : jobs_) active_jobs_.insert(job);
   // Its source versions no longer count anywhere.
   for (const auto& [dataset, by_author] : source_lines_) dirty_sources_.insert(dataset);
   return AddResult::kEquivocation;
@@ -813,6 +815,21 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
   }
   horizon_number_ = h.number;
   horizon_content_ = h.content;
+  // The jobs it touched that are left with settled results only are quiet until a
+  // statement about them arrives.
+  for (const Digest& job : changed) {
+    auto it = jobs_.find(job);
+    if (it == jobs_.end()) {
+      active_jobs_.erase(job);
+      continue;
+    }
+    const JobStatements& js = it->second;
+    bool quiet = js.claims.empty() && js.releases.empty() && js.accepts.empty() &&
+                 std::all_of(js.results.begin(), js.results.end(), [&](const Statement* st) {
+                   return settled(st->author, st->seq) && !equivocating(st->author);
+                 });
+    if (quiet) active_jobs_.erase(job);
+  }
   return changed;
 }
 
@@ -864,15 +881,19 @@ void Ledger::index(const Statement* st) {
     }
     case StatementKind::kClaim:
       jobs_[*st->job()].claims.push_back(st);
+      active_jobs_.insert(*st->job());
       break;
     case StatementKind::kRelease:
       jobs_[*st->job()].releases.push_back(st);
+      active_jobs_.insert(*st->job());
       break;
     case StatementKind::kResult:
       jobs_[*st->job()].results.push_back(st);
+      active_jobs_.insert(*st->job());
       break;
     case StatementKind::kAccept:
       jobs_[*st->job()].accepts.push_back(st);
+      active_jobs_.insert(*st->job());
       break;
     case StatementKind::kCheckpoint:
     case StatementKind::kRetry:

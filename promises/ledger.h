@@ -233,6 +233,12 @@ class Ledger {
   // Indexes.
   const JobStatements* job(const Digest& job) const;
   const std::map<Digest, JobStatements>& jobs() const { return jobs_; }
+  // The jobs a horizon may still have work on: each with a statement that is not a
+  // settled result (a claim, release, accept, or a result not settled), or a settled
+  // result of an author found equivocating since. May hold more (a job quiet since it
+  // was added), never fewer; kept by add, add_proof and apply_horizon, so that a horizon
+  // reads what changed since the last one, not every job held (promises/horizon.h).
+  const std::set<Digest>& active_jobs() const { return active_jobs_; }
   // Latest advert (highest seq) per author.
   const std::map<AgentKey, const Statement*>& adverts() const { return adverts_; }
   // The advert of `author` in force when it published `seq`: its latest advert with a
@@ -328,6 +334,7 @@ class Ledger {
   std::map<AgentKey, Proof> proofs_;
   std::uint64_t conflicts_dropped_ = 0;
   std::map<Digest, JobStatements> jobs_;
+  std::set<Digest> active_jobs_;
   std::map<AgentKey, const Statement*> adverts_;
   std::map<AgentKey, std::map<std::uint64_t, const Statement*>> advert_history_;
   std::map<Digest, const Statement*> pipelines_;

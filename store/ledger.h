@@ -110,6 +110,10 @@ class LedgerStore {
   // I/O errors), every later write inside FN fails too, and so does the commit. A call
   // inside FN only runs its function, as part of the outer.
   virtual Status write_together(const std::function<Status()>& fn, VersionVector* moved);
+  // Copies what the write-ahead log holds back into the database as far as readers
+  // allow, without waiting for any writer or reader (SQLite's PASSIVE checkpoint). For a
+  // connection that is not the one that commits the ledger. No-op where there is no log.
+  virtual Status checkpoint() { return Status::ok(); }
 
   // --- statements ---
   virtual Status insert(const StoredStatement& s) = 0;

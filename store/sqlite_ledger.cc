@@ -315,6 +315,12 @@ class SqliteLedger final : public LedgerStore {
 
   // --- running jobs ---
 
+  Status checkpoint() override {
+    int rc = sqlite3_wal_checkpoint_v2(db_, "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    if (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) return Status::ok();
+    return sqlite_status(db_, path_, "checkpoint", rc);
+  }
+
   Status put_running_job(const RunningJob& job) override {
     return unsynced("insert running_jobs", [&] { return put_running_job_row(job); });
   }
@@ -877,6 +883,9 @@ Result<std::unique_ptr<LedgerStore>> open_sqlite_ledger(const std::string& path,
   VOW_RETURN_IF_ERROR(ledger->exec(
       options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
       "set synchronous"));
+  if (!options.auto_checkpoint) {
+    VOW_RETURN_IF_ERROR(ledger->exec("PRAGMA wal_autocheckpoint=0", "set wal_autocheckpoint"));
+  }
   VOW_RETURN_IF_ERROR(migrate_schema(db, path));
   return std::unique_ptr<LedgerStore>(std::move(ledger));
 }

@@ -30,6 +30,10 @@ struct SqliteOptions {
   // power loss may lose the last commits.
   bool synchronous_full = true;
   int busy_timeout_ms = 5000;
+  // False: this connection's commits never checkpoint the WAL into the database (which
+  // writes the pages back and syncs the database file); another connection does, with
+  // LedgerStore::checkpoint(). vowd's loop connection (docs/storage.md).
+  bool auto_checkpoint = true;
   // SQLite VFS to open the database with (empty: the default). Tests pass the name of
   // a FaultyVfs (faulty_vfs.h).
   std::string vfs_name;
