@@ -444,7 +444,8 @@ void Core::Impl::claim_open_jobs() {
   }
   // Before a sync, hold back for a detection window: a claim we have not heard of yet
   // may stand (consider_claim holds back too; this spares the walk).
-  bool holding = withdrawn || (!synced && now_ms - started_ms < members.detection_window_ms());
+  bool holding = withdrawn || catching_up() ||
+                 (!synced && now_ms - started_ms < members.detection_window_ms());
   for (const auto& [stage, cap] : capacity_by_stage) {
     auto full = [&, cap = cap, stage = stage] { return running_of_stage(stage) >= cap; };
     // Jobs looked at per backlog and pass, past the ones claimed: a bound on the walk
@@ -507,8 +508,12 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
     return;
   }
   // Before a sync, hold back for a detection window: a claim we have not heard of yet
-  // may stand.
+  // may stand. While catching up, the job's result may be among what is still missing.
   if (!synced && now_ms - started_ms < members.detection_window_ms()) return;
+  if (catching_up()) {
+    wake_at(now_ms + kPullAnswerWindowMs);
+    return;
+  }
   auto cap = capacity_by_stage.find(job.ref.stage_digest);
   if (cap == capacity_by_stage.end() || running_of_stage(job.ref.stage_digest) >= cap->second) {
     return;

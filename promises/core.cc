@@ -547,6 +547,13 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p, std::s
   send(from, full_sync_request());
 }
 
+bool Core::Impl::catching_up() const {
+  return std::any_of(pulling.begin(), pulling.end(), [&](const AgentKey& k) {
+    const Membership::Peer* p = members.find(k);
+    return p != nullptr && now_ms - p->last_sync_request_ms < kPullAnswerWindowMs;
+  });
+}
+
 SyncRequest Core::Impl::full_sync_request() const {
   return SyncRequest{ledger.version_vector(), ledger.prefix_digests(), ledger.horizon_number(),
                      std::nullopt};

@@ -177,6 +177,10 @@ struct Core::Impl {
   std::int64_t next_sync_ms = 0;
   std::size_t sync_rotor = 0;
   std::set<AgentKey> pulling;  // peers a catch-up pulls from (continue_pull)
+  // A pull is under way: a full answer that brought news was followed by a request
+  // still within kPullAnswerWindowMs. This agent lacks at least that much of a peer's
+  // ledger (the results of the jobs it would claim, maybe): it does not claim meanwhile.
+  bool catching_up() const;
   std::int64_t sync_budget_since_ms = -1'000'000;
   std::size_t sync_budget_used = 0;
   bool may_request_sync();

@@ -515,13 +515,35 @@ std::vector<Statement> Ledger::diverging_for(const VersionVector& theirs,
   return out;
 }
 
+std::size_t Ledger::held_of(const AgentKey& author) const {
+  auto it = by_author_.find(author);
+  return it == by_author_.end() ? 0 : it->second.size();
+}
+
+std::uint64_t Ledger::voids_of(const AgentKey& author) const {
+  std::uint64_t n = 0;
+  for (const auto* m : {&voids_, &hints_}) {
+    auto a = m->find(author);
+    if (a == m->end()) continue;
+    for (const auto& [first, last] : a->second) n += last - first + 1;
+  }
+  return n;
+}
+
 const Digest& Ledger::summary() const {
   if (summary_changes_ != changes_ || !summary_) {
     Hasher h;
     h.update_field("vow-ledger-summary-v1");
     h.update(fingerprint().bytes);
-    // Counts the fingerprint may not show (a statement held at a hinted void slot).
-    h.update_field(std::to_string(size_) + " " + std::to_string(void_count_) + " " +
+    // Counts the fingerprint may not show (a statement held at a hinted void slot),
+    // without an equivocator's slots: what agents hold of those after the proof differs
+    // and is not synced (as the fingerprint leaves them out).
+    std::uint64_t held = size_, voids = void_count_;
+    for (const auto& [author, proof] : proofs_) {
+      held -= held_of(author);
+      voids -= std::min(voids, voids_of(author));
+    }
+    h.update_field(std::to_string(held) + " " + std::to_string(voids) + " " +
                    std::to_string(proofs_.size()));
     h.update_field(std::to_string(horizon_number_));
     h.update(horizon_content_.bytes);

@@ -156,6 +156,9 @@ class Ledger {
   // Every proven void range, by author then seq (merged).
   std::vector<VoidRange> void_ranges() const;
   std::uint64_t void_count() const { return void_count_; }
+  // Of size() and void_count(), what one author's slots make up.
+  std::size_t held_of(const AgentKey& author) const;
+  std::uint64_t voids_of(const AgentKey& author) const;
   // The slots made void since the last call (their bodies are to be forgotten on disk).
   std::vector<StatementRef> take_voided();
   // The prefix-digest element of a void slot.
