@@ -203,12 +203,65 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   index_rows_.clear();
   std::int64_t t1 = real_us();
   turn_.persist_us += t1 - t0;
-  for (auto& out : outs) {
-    for (const auto& m : out.messages) send(m);
-    for (auto& a : out.actions) act(a);
-    log_events(out.events);
+  if (fx_.state->defers_sync()) {
+    // Committed, not yet durable: what follows from these outputs waits for the sync
+    // (and so does every later output, in order). Probes go at once: they say only
+    // that this agent is there, which a slow disk must not make untrue.
+    if (to_persist) fx_.state->request_sync(++tickets_);
+    if (tickets_ > synced_ || !parked_.empty()) {
+      for (auto& out : outs) {
+        std::erase_if(out.messages, [&](const promises::Outbound& m) {
+          if (!std::holds_alternative<promises::Probe>(m.message.body)) return false;
+          send(m);
+          return true;
+        });
+        // A run stopped before its start was carried out is not started at all (its
+        // kill then finds no process and reports it stopped at once).
+        for (const auto& a : out.actions) {
+          const auto* kill = std::get_if<promises::KillJob>(&a);
+          if (kill == nullptr) continue;
+          for (auto& [t, waiting] : parked_) {
+            std::erase_if(waiting.actions, [&](const promises::Action& b) {
+              const auto* start = std::get_if<promises::StartJob>(&b);
+              return start != nullptr && start->job.job == kill->job && start->epoch == kill->epoch;
+            });
+          }
+        }
+        parked_.emplace_back(tickets_, std::move(out));
+      }
+      turn_.carry_us += real_us() - t1;
+      return;
+    }
   }
+  for (auto& out : outs) dispatch(out);
   turn_.carry_us += real_us() - t1;
+}
+
+void Agent::dispatch(promises::Output& out) {
+  for (const auto& m : out.messages) send(m);
+  for (auto& a : out.actions) act(a);
+  log_events(out.events);
+}
+
+void Agent::synced(std::uint64_t ticket) {
+  synced_ = std::max(synced_, ticket);
+  std::int64_t t0 = real_us();
+  while (!parked_.empty() && parked_.front().first <= synced_ && !failed_) {
+    promises::Output out = std::move(parked_.front().second);
+    parked_.pop_front();
+    dispatching_parked_ = true;
+    dispatch(out);
+    dispatching_parked_ = false;
+  }
+  turn_.carry_us += real_us() - t0;
+  pump();  // what carrying out queued
+}
+
+void Agent::sync_failed(const Status& status) {
+  // Nothing may be sent or done that is not on disk: stop, the operator must act.
+  log_->error("cannot make statements durable: {}; shutting down", status.to_string());
+  failed_ = true;
+  parked_.clear();
 }
 
 Status Agent::persist(const std::vector<Statement>& statements) {

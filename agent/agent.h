@@ -108,6 +108,18 @@ class Agent {
   void retry(std::vector<Digest> jobs, std::string reason);
   // Time passes: timeouts, the core's timed decisions, worker backlog.
   void tick();
+  // Every commit up to `ticket` is durable (StateStore::defers_sync): what waited for
+  // them is carried out. sync_failed: one could not be made durable; the agent stops.
+  void synced(std::uint64_t ticket);
+  void sync_failed(const Status& status);
+  // The last ticket requested (0: none); carried out once synced() reaches it.
+  std::uint64_t last_ticket() const { return tickets_; }
+  // Outputs waiting for a sync.
+  std::size_t parked() const { return parked_.size(); }
+  // True while an output that waited for a sync is carried out: what it does was
+  // decided before the sync (the core may have learned more since; it fences a run
+  // that no longer stands, as it does one that started just before it learned).
+  bool dispatching_parked() const { return dispatching_parked_; }
   // Stops claiming, stops what runs and releases every claim (before exit).
   void withdraw();
   // Inputs fed between hold() and release() are only queued; release() feeds them all
@@ -174,6 +186,8 @@ class Agent {
   void queue(const char* what, std::function<promises::Output()> input);
   void pump();
   void carry_out(std::vector<promises::Output>& outs);
+  // Sends, acts and logs what one output says (after its writes are durable).
+  void dispatch(promises::Output& out);
   Status persist(const std::vector<Statement>& statements);
   void send(const promises::Outbound& out);
   void act(promises::Action& action);
@@ -213,6 +227,11 @@ class Agent {
 
   std::deque<std::pair<const char*, std::function<promises::Output()>>> inputs_;
   TurnProfile turn_;
+  // Deferred durability: outputs waiting for the sync of their ticket, in order.
+  std::uint64_t tickets_ = 0;  // last requested
+  std::uint64_t synced_ = 0;   // last durable
+  std::deque<std::pair<std::uint64_t, promises::Output>> parked_;
+  bool dispatching_parked_ = false;
   // Index rows of a finished job's logs and outputs (synced, not yet indexed): committed
   // in the next pass's group, with the result that names them.
   std::vector<store::ArtifactRecord> index_rows_;

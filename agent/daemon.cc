@@ -305,6 +305,9 @@ Status Daemon::Impl::open_stores() {
   // (checkpoint_tick).
   store::SqliteOptions loop_options;
   loop_options.auto_checkpoint = false;
+  // Its commits do not sync either: the syncer thread does, off the loop, and the agent
+  // holds back what depends on them until then (docs/agent.md).
+  loop_options.synchronous_full = false;
   auto l = store::open_sqlite_ledger(store::ledger_path(state_dir), loop_options);
   if (!l.is_ok()) return l.status();
   ledger = std::move(l).value();
@@ -315,7 +318,8 @@ Status Daemon::Impl::open_stores() {
   auto artifacts = store::ArtifactStore::open(store::artifacts_root(state_dir), *worker->index);
   if (!artifacts.is_ok()) return artifacts.status();
   worker->artifacts = std::move(artifacts).value();
-  state = std::make_unique<SqliteState>(ledger.get(), identity->key(), &clock);
+  syncer = std::make_unique<WalSyncer>(store::ledger_path(state_dir));
+  state = std::make_unique<SqliteState>(ledger.get(), identity->key(), &clock, syncer.get());
   return state->load_version_vector();
 }
 
@@ -498,6 +502,7 @@ int Daemon::Impl::loop() {
     items.push_back({control, 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signal_fd, ZMQ_POLLIN, 0});
     items.push_back({nullptr, background->fd(), ZMQ_POLLIN, 0});
+    items.push_back({nullptr, syncer->fd(), ZMQ_POLLIN, 0});
     if (inotify_fd >= 0) items.push_back({nullptr, inotify_fd, ZMQ_POLLIN, 0});
     for (int fd : executor->pidfds()) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
     int timeout = transport->prepare_wait() ? 0 : kLoopTickMs;
@@ -525,6 +530,7 @@ void Daemon::Impl::poll_once() {
   // suspicion gets this agent suspected; docs/agent.md "One loop").
   TurnClock turn;
   agent->hold();
+  take_synced();
   background->drain();
   if (inotify_fd >= 0) on_inotify();
   turn.lap("background");
@@ -555,6 +561,16 @@ void Daemon::Impl::poll_once() {
   turn.lap("publish");
   notifier.watchdog_tick(now);
   note_turn(turn, inbound.size());
+}
+
+void Daemon::Impl::take_synced() {
+  syncer->clear();
+  Status e = syncer->error();
+  if (!e.is_ok()) {
+    agent->sync_failed(e);
+    return;
+  }
+  agent->synced(syncer->durable());
 }
 
 void Daemon::Impl::checkpoint_tick(std::int64_t now) {
@@ -637,7 +653,16 @@ void Daemon::Impl::on_signals() {
 void Daemon::Impl::shutdown() {
   notifier.notify("STOPPING=1");
   // Release claims so that others take over at once, stop what runs, flush.
-  if (!agent->failed()) agent->withdraw();
+  if (!agent->failed()) {
+    agent->withdraw();
+    // The releases wait for their sync: made here, at once.
+    auto durable = syncer->sync_now();
+    if (durable.is_ok()) {
+      agent->synced(*durable);
+    } else {
+      agent->sync_failed(durable.status());
+    }
+  }
   // Give the links a moment to carry the releases out (bounded, not a sleep on a result).
   std::int64_t until = now_ms() + kShutdownFlushMs;
   while (now_ms() < until) {

@@ -28,6 +28,7 @@
 #include "agent/http.h"
 #include "agent/local_effects.h"
 #include "agent/service_notify.h"
+#include "agent/wal_sync.h"
 #include "promises/pipeline.h"
 #include "store/artifact_store.h"
 #include "store/ledger.h"
@@ -182,6 +183,7 @@ struct Daemon::Impl {
   std::shared_ptr<spdlog::logger> log;
 
   std::unique_ptr<store::LedgerStore> ledger;  // loop thread's connection
+  std::unique_ptr<WalSyncer> syncer;           // makes its commits durable
   std::unique_ptr<WorkerStores> worker;        // background thread's
   std::unique_ptr<Background> background;
   std::unique_ptr<transport::Transport> transport;
@@ -249,6 +251,7 @@ struct Daemon::Impl {
   void poll_once();
   void note_turn(const TurnClock& turn, std::size_t messages);
   void checkpoint_tick(std::int64_t now);
+  void take_synced();  // feeds the agent what the syncer made durable
   void on_signals();
   void shutdown();
   void reload();  // SIGHUP

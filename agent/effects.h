@@ -76,6 +76,14 @@ class StateStore {
   // after an error, which were kept is unspecified. The default runs FN as it is (each
   // call durable on its own).
   virtual Status persist_together(const std::function<Status()>& fn) { return fn(); }
+  // Durability off the caller's thread. When true, persist_together returns once its
+  // writes are committed (they survive a crash of the process) but before they are
+  // durable (they may not survive a power loss); the agent then calls request_sync with
+  // a ticket, and the owner makes every commit so far durable elsewhere and feeds
+  // Agent::synced(ticket) (or Agent::sync_failed). Tickets are durable in order. The
+  // agent holds back whatever depends on those writes until then (docs/agent.md).
+  virtual bool defers_sync() const { return false; }
+  virtual void request_sync(std::uint64_t ticket) { (void)ticket; }
   // Index rows of objects a worker stored and synced (Executor::collect), committed with
   // the statements persisted in the same group: the rows and the result naming their
   // objects share one sync. The default keeps none (an executor that hands back no

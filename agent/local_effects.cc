@@ -108,6 +108,10 @@ Status SqliteState::persist_together(const std::function<Status()>& fn) {
   return Status::ok();
 }
 
+void SqliteState::request_sync(std::uint64_t ticket) {
+  if (syncer_ != nullptr) syncer_->request(ticket);
+}
+
 Status SqliteState::load_version_vector() {
   auto vv = ledger_->version_vector();
   if (!vv.is_ok()) return vv.status();

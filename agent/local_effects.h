@@ -14,6 +14,7 @@
 
 #include "agent/effects.h"
 #include "agent/process.h"
+#include "agent/wal_sync.h"
 #include "store/artifact_store.h"
 #include "store/ledger.h"
 
@@ -28,8 +29,11 @@ class SystemClock final : public Clock {
 // Statements and the running-job table in the agent's SQLite ledger.
 class SqliteState final : public StateStore {
  public:
-  SqliteState(store::LedgerStore* ledger, const AgentKey& self, const Clock* clock)
-      : ledger_(ledger), self_(self), clock_(clock) {}
+  // `syncer`: the ledger connection commits without syncing and the syncer makes its
+  // commits durable (defers_sync); nullptr: each commit syncs.
+  SqliteState(store::LedgerStore* ledger, const AgentKey& self, const Clock* clock,
+              WalSyncer* syncer = nullptr)
+      : ledger_(ledger), self_(self), clock_(clock), syncer_(syncer) {}
   Status persist(const std::vector<Statement>& statements) override;
   Status persist_proofs(const std::vector<Statement>& proofs) override;
   Status persist_voids(const std::vector<StatementRef>& slots) override;
@@ -37,6 +41,8 @@ class SqliteState final : public StateStore {
   // One ledger transaction (store::LedgerStore::write_together).
   Status persist_together(const std::function<Status()>& fn) override;
   Status persist_index(const std::vector<store::ArtifactRecord>& rows) override;
+  bool defers_sync() const override { return syncer_ != nullptr; }
+  void request_sync(std::uint64_t ticket) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
   // Highest contiguous sequence per author stored (the transport's replay check). Read
@@ -51,6 +57,7 @@ class SqliteState final : public StateStore {
   bool grouped_ = false;  // inside persist_together
   AgentKey self_;
   const Clock* clock_;
+  WalSyncer* syncer_;
 };
 
 // A statement as the store keeps it.

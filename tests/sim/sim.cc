@@ -229,6 +229,19 @@ void World::snapshot_sources(int i) {
   after_input(i);
 }
 
+// A sync of host i's log for every ticket requested so far (SimDisk::request_sync).
+void World::start_sync(int i) {
+  Host& h = host(i);
+  h.sync_inflight = true;
+  std::int64_t cost = slow_disk() ? 20 + static_cast<std::int64_t>(rnd(200))
+                                  : 1 + static_cast<std::int64_t>(rnd(4));
+  Ev ev{EvType::kSynced};
+  ev.agent = i;
+  ev.incarnation = h.incarnation;
+  ev.token = h.sync_requested;
+  schedule(now_ + cost, ev);
+}
+
 void World::crash(int i) {
   Host& h = host(i);
   if (!h.up) return;
@@ -240,6 +253,12 @@ void World::crash(int i) {
   // (a process group outlives the agent unless its service manager kills it).
   h.worker_pending = 0;
   h.worker_free_at = 0;
+  // What was committed but not yet synced is lost.
+  h.unsynced.clear();
+  h.sync_batches.clear();
+  h.sync_inflight = false;
+  h.sync_requested = 0;
+  h.lost_while_parked.clear();
   h.transfers = 0;
   h.cancelled.clear();
   h.incoming.clear();
@@ -435,6 +454,21 @@ void World::step(const Ev& ev) {
       after_input(ev.agent);
       return;
     }
+    case EvType::kSynced: {
+      Host& h = host(ev.agent);
+      if (!live(ev)) return;
+      // The writes of every ticket up to this one reach the disk, in order.
+      while (!h.sync_batches.empty() && h.sync_batches.begin()->first <= ev.token) {
+        for (auto& op : h.sync_batches.begin()->second) op();
+        h.sync_batches.erase(h.sync_batches.begin());
+      }
+      h.sync_inflight = false;
+      h.agent->synced(ev.token);
+      if (h.agent->parked() == 0) h.lost_while_parked.clear();
+      if (h.sync_requested > ev.token) start_sync(ev.agent);
+      after_input(ev.agent);
+      return;
+    }
     case EvType::kProcExit:
       proc_exit(ev);
       return;
@@ -489,6 +523,7 @@ void World::step(const Ev& ev) {
       }
       for (const Digest& d : lost) {
         h.store.erase(d);
+        if (h.agent->parked() > 0) h.lost_while_parked.insert(d);
         trace("a" + std::to_string(ev.agent) + " lost " + d.short_hex());
         h.agent->artifact_lost(d);
         after_input(ev.agent);

@@ -107,57 +107,85 @@ void SimNetwork::cancel_fetch(std::uint64_t id) {
 
 // ---- disk ----
 
-Status SimDisk::persist(const std::vector<Statement>& statements) {
+bool SimDisk::defers_sync() const { return w_->deferred_sync(); }
+
+void SimDisk::write(std::function<void()> op) {
+  if (!w_->deferred_sync()) {
+    op();
+    return;
+  }
+  w_->host(i_).unsynced.push_back(std::move(op));
+}
+
+void SimDisk::request_sync(std::uint64_t ticket) {
   Host& h = w_->host(i_);
+  auto& batch = h.sync_batches[ticket];
+  for (auto& op : h.unsynced) batch.push_back(std::move(op));
+  h.unsynced.clear();
+  h.sync_requested = std::max(h.sync_requested, ticket);
+  if (!h.sync_inflight) w_->start_sync(i_);
+}
+
+Status SimDisk::persist(const std::vector<Statement>& statements) {
   std::string who = "a" + std::to_string(i_);
   if (w_->disk_full(i_)) {
     w_->trace(who + " persist failed: disk full");
     return Status::io("no space left on device (simulated)");
   }
-  for (const auto& st : statements) {
-    if (st.author == h.key) {
-      if (st.seq <= h.persisted_seq) w_->fail(who + " reused own seq " + u64s(st.seq));
-      h.persisted_seq = std::max(h.persisted_seq, st.seq);
-      w_->trace(who + " persist own " + u64s(st.seq) + " " + statement_kind_name(st.kind()));
-      if (const auto* c = std::get_if<Claim>(&st.body)) {
-        auto& crashed = w_->crashed_claims();
-        auto it = crashed.find(c->job.job);
-        if (it != crashed.end() && it->second.second != i_ &&
-            w_->claim_recorded().insert(c->job.job).second) {
-          w_->result().failover_claim_ms.push_back(w_->now() - it->second.first);
+  write([w = w_, i = i_, who, statements] {
+    Host& h = w->host(i);
+    for (const auto& st : statements) {
+      if (st.author == h.key) {
+        if (st.seq <= h.persisted_seq) w->fail(who + " reused own seq " + u64s(st.seq));
+        h.persisted_seq = std::max(h.persisted_seq, st.seq);
+        w->trace(who + " persist own " + u64s(st.seq) + " " + statement_kind_name(st.kind()));
+        if (const auto* c = std::get_if<Claim>(&st.body)) {
+          auto& crashed = w->crashed_claims();
+          auto it = crashed.find(c->job.job);
+          if (it != crashed.end() && it->second.second != i &&
+              w->claim_recorded().insert(c->job.job).second) {
+            w->result().failover_claim_ms.push_back(w->now() - it->second.first);
+          }
         }
       }
+      h.persisted.push_back(st);
     }
-    h.persisted.push_back(st);
-  }
+  });
   return Status::ok();
 }
 
 Status SimDisk::persist_proofs(const std::vector<Statement>& proofs) {
-  Host& h = w_->host(i_);
   if (w_->disk_full(i_)) return Status::io("no space left on device (simulated)");
-  for (const auto& st : proofs) h.persisted_proofs.push_back(st);
+  write([w = w_, i = i_, proofs] {
+    Host& h = w->host(i);
+    for (const auto& st : proofs) h.persisted_proofs.push_back(st);
+  });
   return Status::ok();
 }
 
 Status SimDisk::persist_voids(const std::vector<StatementRef>& slots) {
-  Host& h = w_->host(i_);
   if (w_->disk_full(i_)) return Status::io("no space left on device (simulated)");
-  for (const auto& r : slots) {
-    std::erase_if(h.persisted, [&](const Statement& st) {
-      return st.author == r.author && st.seq == r.seq && st.kind() == StatementKind::kAdvert;
-    });
-    h.persisted_voids.push_back({r.author, r.seq, r.seq});
-  }
+  write([w = w_, i = i_, slots] {
+    Host& h = w->host(i);
+    for (const auto& r : slots) {
+      std::erase_if(h.persisted, [&](const Statement& st) {
+        return st.author == r.author && st.seq == r.seq && st.kind() == StatementKind::kAdvert;
+      });
+      h.persisted_voids.push_back({r.author, r.seq, r.seq});
+    }
+  });
   return Status::ok();
 }
 
 Status SimDisk::persist_retired(const std::vector<StatementRef>& retired) {
-  Host& h = w_->host(i_);
   if (w_->disk_full(i_)) return Status::io("no space left on device (simulated)");
-  std::set<std::pair<AgentKey, std::uint64_t>> gone;
-  for (const auto& r : retired) gone.insert({r.author, r.seq});
-  std::erase_if(h.persisted, [&](const Statement& st) { return gone.count({st.author, st.seq}); });
+  write([w = w_, i = i_, retired] {
+    Host& h = w->host(i);
+    std::set<std::pair<AgentKey, std::uint64_t>> gone;
+    for (const auto& r : retired) gone.insert({r.author, r.seq});
+    std::erase_if(h.persisted,
+                  [&](const Statement& st) { return gone.count({st.author, st.seq}); });
+  });
   return Status::ok();
 }
 
@@ -204,7 +232,10 @@ Status SimExecutor::create_work_dir(const promises::StartJob& s) {
   Host& h = w_->host(i_);
   std::string who = "a" + std::to_string(i_);
   // Invariant 2: no job with a canonical result here is started (except to regenerate).
-  if (!s.regenerate && h.agent->core().canonical(s.job.job) != nullptr) {
+  // A start that waited for a sync was decided before the core learned of the result
+  // (it fences the run then, as one started just before).
+  if (!s.regenerate && h.agent->core().canonical(s.job.job) != nullptr &&
+      !h.agent->dispatching_parked()) {
     w_->fail(who + " started job " + s.job.job.short_hex() +
              " that already had a canonical result");
   }
@@ -214,6 +245,8 @@ Status SimExecutor::create_work_dir(const promises::StartJob& s) {
       here = std::all_of(in.artifact.entries.begin(), in.artifact.entries.end(),
                          [&](const TreeEntry& e) { return h.store.count(e.digest) != 0; });
     }
+    // Lost while the start waited for a sync: it fails when materializing.
+    here = here || h.lost_while_parked.count(in.artifact.digest) != 0;
     if (!here) w_->fail(who + " started " + s.job.job.short_hex() + " without input " + in.name);
   }
   w_->trace(who + " start " + s.job.job.short_hex() + " e" + std::to_string(s.epoch) +

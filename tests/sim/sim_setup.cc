@@ -187,6 +187,9 @@ void World::schedule_faults() {
   // The hostile host, drawn from its own random source so that seeds without it run as
   // they did before it existed.
   hostile_ = opt_.hostile || (all && hostile_rng_() % 4 == 0);
+  // Deferred durability in half the seeds, from a source of its own (the other draws
+  // stay as they were).
+  deferred_sync_ = ((opt_.seed * 0x9E3779B97F4A7C15ULL) >> 61) & 1;
   if (hostile_) make_hostile();
   for (int k = 0; k < 3; ++k) {
     schedule(static_cast<std::int64_t>(rnd(kFaultWindowMs)), Ev{EvType::kForge});

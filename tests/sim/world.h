@@ -77,8 +77,12 @@ class SimDisk final : public agent::StateStore {
   Status persist_retired(const std::vector<StatementRef>& retired) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
+  bool defers_sync() const override;
+  void request_sync(std::uint64_t ticket) override;
 
  private:
+  // Applies a write now, or (deferred) once its sync completes.
+  void write(std::function<void()> op);
   World* w_;
   int i_;
 };
@@ -161,6 +165,18 @@ struct Host {
   std::uint64_t incarnation = 0;
   std::set<AgentKey> greeted;
   int worker_pending = 0;
+  // Deferred durability (World::deferred_sync): writes committed but not yet durable,
+  // then per requested ticket, applied to the disk above when the sync completes and
+  // lost in a crash.
+  std::vector<std::function<void()>> unsynced;
+  std::map<std::uint64_t, std::vector<std::function<void()>>> sync_batches;
+  // One sync at a time, as vowd's syncer: it covers every ticket requested before it
+  // began; those requested meanwhile wait for the next one.
+  bool sync_inflight = false;
+  std::uint64_t sync_requested = 0;
+  // Artifacts lost while outputs waited for a sync: a start decided before the loss
+  // may be carried out after it (and fails, as the job's materializing finds).
+  std::set<Digest> lost_while_parked;
   std::int64_t worker_free_at = 0;  // tasks run one after another
   int transfers = 0;
   std::map<std::uint64_t, bool> cancelled;  // transfer -> cancelled
@@ -189,6 +205,7 @@ enum class EvType {
   kDiskFull,
   kDiskOk,
   kHostile,
+  kSynced,
 };
 
 struct Ev {
@@ -236,6 +253,10 @@ class World {
   bool disk_full(int i) const { return disk_full_.count(i) != 0; }
   bool worker_squeezed() const { return squeeze_worker_; }
   bool slow_disk() const { return slow_disk_; }
+  // The agents' disk commits return before they are durable (StateStore::defers_sync),
+  // as vowd's do; in some seeds.
+  bool deferred_sync() const { return deferred_sync_; }
+  void start_sync(int i);
   bool spawn_faults() const { return spawn_faults_; }
   // Claims of crashed agents: job -> (crash time, agent), for failover figures.
   std::map<Digest, std::pair<std::int64_t, int>>& crashed_claims() { return crashed_claims_; }
@@ -311,6 +332,7 @@ class World {
   bool has_nondet_ = false;
   bool squeeze_worker_ = false;
   bool slow_disk_ = false;
+  bool deferred_sync_ = false;
   bool spawn_faults_ = false;
   std::set<int> disk_full_;
   std::uint64_t next_token_ = 1;
