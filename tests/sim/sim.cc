@@ -751,6 +751,16 @@ void World::check_end() {
       return;
     }
   }
+  // (0) no honest agent signed two statements with one sequence number (an agent that
+  // sent a statement it had not made durable would, after a crash lost it).
+  for (const auto& h : hosts_) {
+    for (const auto& [author, proof] : h.agent->core().ledger().proofs()) {
+      if (hostile_ && author == hostile_key_) continue;
+      for (const auto& g : hosts_) {
+        if (g.key == author) fail(g.config.name + " equivocated (proof held by " + h.config.name + ")");
+      }
+    }
+  }
   // (1) one ledger and one canonical result per job everywhere.
   promises::Core& ref = hosts_[0].agent->core();
   for (std::size_t i = 1; i < hosts_.size(); ++i) {
