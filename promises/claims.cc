@@ -16,8 +16,14 @@ void Core::Impl::ensure_plan() {
   outcomes.failed = [this](const Digest& j, int retries) {
     return book.failed_for_good(j, retries);
   };
-  plan = std::make_unique<Plan>(
+  auto made = std::make_unique<Plan>(
       make_plan(known_pipelines(own_pipelines, ledger, decoded_pipelines), ledger, outcomes));
+  // A job the plan no longer has is superseded (a horizon may retire it).
+  if (plan && !superseded_pending) {
+    superseded_pending = std::any_of(plan->jobs.begin(), plan->jobs.end(),
+                                     [&](const auto& kv) { return !made->jobs.count(kv.first); });
+  }
+  plan = std::move(made);
   plan_dirty = false;
   report_conflicts();
   open_jobs.clear();

@@ -218,6 +218,10 @@ struct Core::Impl {
   // The ledger's vv_sum() when this agent last computed a proposal of its own that
   // retired nothing (it waits for horizon_every / 2 more statements).
   std::uint64_t horizon_tried_at = 0;
+  // Jobs may have become superseded since this agent last proposed or applied a horizon
+  // that retires them: a plan made since dropped a job (or the agent started). Only then
+  // does its proposal retire superseded jobs, which reads every job held.
+  bool superseded_pending = true;
   // Whether this agent's own computation of a proposal matched it (absent: not yet
   // computed, it lacks statements behind the cut).
   std::map<StatementKey, bool> horizon_verified;

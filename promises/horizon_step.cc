@@ -167,7 +167,12 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   // agent): what the plan knows of each job the horizon touched is brought up to date
   // (the plan is made again only if that needs it). One that retires superseded jobs
   // makes the plan again.
-  if (h.superseded) plan_dirty = true;
+  if (h.superseded) {
+    plan_dirty = true;
+    // Superseded jobs whose runs were still open at its cut wait for the next plan that
+    // drops a job.
+    superseded_pending = false;
+  }
   for (const auto& [job, was] : touched) {
     const Statement* c = book.canonical(job);
     std::optional<StatementKey> now;
@@ -283,13 +288,10 @@ void Core::Impl::horizon_step() {
   // Every decision pass comes here: what it reads first costs nothing per author. A
   // horizon reads the jobs active since the last one (Ledger::active_jobs), so one every
   // horizon_every statements costs the same however large the ledger. One that retires
-  // superseded jobs reads every job held: it waits for horizon_every statements or half
-  // as many as are held, whichever is more (docs/storage.md).
-  const std::uint64_t every =
-      config.retire_superseded
-          ? std::max<std::uint64_t>(config.horizon_every,
-                                    static_cast<std::uint64_t>(ledger.size()) / 2)
-          : config.horizon_every;
+  // superseded jobs reads every job held (and makes the plan at its cut): this agent
+  // proposes one only when jobs may have become superseded since it last did
+  // (superseded_pending; docs/storage.md).
+  const std::uint64_t every = config.horizon_every;
   if (ledger.vv_sum() < ledger.floor_sum() + every) return;
   if (horizon_tried_at != 0 && ledger.vv_sum() < horizon_tried_at + every / 2) return;
   // Each author is cut at its last statement held that is not an advert: whether an
@@ -317,7 +319,8 @@ void Core::Impl::horizon_step() {
     horizon_tried_at = ledger.vv_sum();
     return;
   }
-  auto h = compute_horizon(ledger, cut, n, ledger.horizon_content(), config.retire_superseded);
+  const bool superseded = config.retire_superseded && superseded_pending;
+  auto h = compute_horizon(ledger, cut, n, ledger.horizon_content(), superseded);
   if (!h || designated(*h) != config.key || h->retired.empty() ||
       h->retired.size() > kMaxHorizonEntries || h->settled.size() > kMaxHorizonEntries ||
       h->cuts.size() > kMaxHorizonCuts) {
