@@ -296,16 +296,21 @@ class Mesh {
     hold_ = true;
     std::size_t n = inflight_.size();
     for (std::size_t k = 0; k < n && !inflight_.empty(); ++k) {
-      auto [from, to, msg] = std::move(inflight_.front());
-      inflight_.pop_front();
-      if (!nodes_[to].up || cut_.count({from, to})) continue;
-      if (const auto* r = std::get_if<SyncRequest>(&msg.body)) {
-        ++(r->summary ? sync_summaries : sync_full);
-      }
-      apply(to, nodes_[to].core->on_message(nodes_[from].config.key, msg));
+      deliver_next();
       deliver();  // local completions only
     }
     hold_ = was;
+  }
+
+  // The oldest network message in flight reaches its receiver (unless cut off or down).
+  void deliver_next() {
+    auto [from, to, msg] = std::move(inflight_.front());
+    inflight_.pop_front();
+    if (!nodes_[to].up || cut_.count({from, to})) return;
+    if (const auto* r = std::get_if<SyncRequest>(&msg.body)) {
+      ++(r->summary ? sync_summaries : sync_full);
+    }
+    apply(to, nodes_[to].core->on_message(nodes_[from].config.key, msg));
   }
 
   void deliver() {
@@ -336,13 +341,7 @@ class Mesh {
         }
         continue;
       }
-      auto [from, to, msg] = std::move(inflight_.front());
-      inflight_.pop_front();
-      if (!nodes_[to].up || cut_.count({from, to})) continue;
-      if (const auto* r = std::get_if<SyncRequest>(&msg.body)) {
-        ++(r->summary ? sync_summaries : sync_full);
-      }
-      apply(to, nodes_[to].core->on_message(nodes_[from].config.key, msg));
+      deliver_next();
     }
   }
 

@@ -266,10 +266,14 @@ TEST_CASE("replication: every output copied twice, then checks look only at what
   CHECK(holders >= 2);
 }
 
-TEST_CASE("catching up: an agent cut off during a run pulls what it missed at once") {
-  Pipeline p = make_pipeline("fan", {"dir"},
-                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
-  Mesh m(4, p, {{}, {"count"}, {"count"}, {}});
+Pipeline fan_pipeline() {
+  return make_pipeline("fan", {"dir"},
+                       {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
+}
+
+// A fan-out of 1,200 jobs (fan_pipeline) run by agents 1 and 2 while agent 3 is cut off
+// from the others.
+void run_without_agent3(Mesh& m) {
   for (int j = 0; j < 3; ++j) m.cut(3, j);
   std::map<std::string, std::string> files;
   for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
@@ -277,6 +281,11 @@ TEST_CASE("catching up: an agent cut off during a run pulls what it missed at on
   m.run_to_completion(60'000);
   REQUIRE(m.starts_of("count") == 1200);
   m.advance(1000);
+}
+
+TEST_CASE("catching up: an agent cut off during a run pulls what it missed at once") {
+  Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {}});
+  run_without_agent3(m);
   std::size_t missed = m.core(0).ledger().size() - m.core(3).ledger().size();
   REQUIRE(missed > 3 * kMaxStatementsPerSync * 2);  // more than two rounds of every peer
   m.heal();
@@ -290,17 +299,9 @@ TEST_CASE("catching up: an agent cut off during a run pulls what it missed at on
 }
 
 TEST_CASE("catching up: an agent that is behind claims nothing until it has caught up") {
-  Pipeline p = make_pipeline("fan", {"dir"},
-                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
   // Agent 3 promises the stage too, but is cut off for the whole run.
-  Mesh m(4, p, {{}, {"count"}, {"count"}, {"count"}});
-  for (int j = 0; j < 3; ++j) m.cut(3, j);
-  std::map<std::string, std::string> files;
-  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
-  m.source("fan", "dir", dir_ref(files));
-  m.run_to_completion(60'000);
-  REQUIRE(m.starts_of("count") == 1200);
-  m.advance(1000);
+  Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {"count"}});
+  run_without_agent3(m);
   // One network hop per 10 ms from here: the catch-up takes many of them, and the
   // heartbeats (which bring who holds the inputs) arrive in between.
   m.hold(true);
