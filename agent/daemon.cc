@@ -577,8 +577,15 @@ void Daemon::Impl::checkpoint_tick(std::int64_t now) {
   if (checkpointing || now < next_checkpoint_ms) return;
   next_checkpoint_ms = now + kCheckpointMs;
   store::LedgerStore* index = worker->index.get();
-  checkpointing = background->submit([this, index]() -> std::function<void()> {
-    Status s = index->checkpoint();
+  // A log the loop writes all the time is never emptied by passive checkpoints (the
+  // writer restarts it only after one copied every frame): past kWalTruncateBytes the
+  // worker waits for a moment between the loop's commits and empties it. Its size is
+  // what a restart reads back.
+  struct stat wal {};
+  bool truncate = ::stat((store::ledger_path(state_dir) + "-wal").c_str(), &wal) == 0 &&
+                  wal.st_size > kWalTruncateBytes;
+  checkpointing = background->submit([this, index, truncate]() -> std::function<void()> {
+    Status s = index->checkpoint(truncate);
     return [this, s] {
       checkpointing = false;
       if (!s.is_ok()) log->warn("ledger checkpoint: {}", s.to_string());

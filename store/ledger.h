@@ -112,8 +112,14 @@ class LedgerStore {
   virtual Status write_together(const std::function<Status()>& fn, VersionVector* moved);
   // Copies what the write-ahead log holds back into the database as far as readers
   // allow, without waiting for any writer or reader (SQLite's PASSIVE checkpoint). For a
-  // connection that is not the one that commits the ledger. No-op where there is no log.
-  virtual Status checkpoint() { return Status::ok(); }
+  // connection that is not the one that commits the ledger. With `truncate`, it then
+  // waits for the writer (up to the busy timeout) to copy the rest and empties the log
+  // (TRUNCATE): a log that is written all the time is never emptied otherwise. No-op
+  // where there is no log.
+  virtual Status checkpoint(bool truncate = false) {
+    (void)truncate;
+    return Status::ok();
+  }
 
   // --- statements ---
   virtual Status insert(const StoredStatement& s) = 0;

@@ -315,8 +315,10 @@ class SqliteLedger final : public LedgerStore {
 
   // --- running jobs ---
 
-  Status checkpoint() override {
-    int rc = sqlite3_wal_checkpoint_v2(db_, "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  Status checkpoint(bool truncate) override {
+    int rc = sqlite3_wal_checkpoint_v2(
+        db_, "main", truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, nullptr,
+        nullptr);
     if (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) return Status::ok();
     return sqlite_status(db_, path_, "checkpoint", rc);
   }
