@@ -305,9 +305,9 @@ Status Daemon::Impl::open_stores() {
   // (checkpoint_tick).
   store::SqliteOptions loop_options;
   loop_options.auto_checkpoint = false;
-  // Its commits do not sync either: the syncer thread does, off the loop, and the agent
-  // holds back what depends on them until then (docs/agent.md).
-  loop_options.synchronous_full = false;
+  // With kDeferSync its commits do not sync either: the syncer thread does, off the
+  // loop, and the agent holds back what depends on them until then (docs/agent.md).
+  loop_options.synchronous_full = !kDeferSync;
   auto l = store::open_sqlite_ledger(store::ledger_path(state_dir), loop_options);
   if (!l.is_ok()) return l.status();
   ledger = std::move(l).value();
@@ -319,7 +319,8 @@ Status Daemon::Impl::open_stores() {
   if (!artifacts.is_ok()) return artifacts.status();
   worker->artifacts = std::move(artifacts).value();
   syncer = std::make_unique<WalSyncer>(store::ledger_path(state_dir));
-  state = std::make_unique<SqliteState>(ledger.get(), identity->key(), &clock, syncer.get());
+  state = std::make_unique<SqliteState>(ledger.get(), identity->key(), &clock,
+                                        kDeferSync ? syncer.get() : nullptr);
   return state->load_version_vector();
 }
 

@@ -79,6 +79,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100'000));
   app.add_flag("--squeeze-worker", squeeze_worker, "the worker's queue holds one task");
   app.add_flag("--slow-kills", slow_kills, "every killed process takes 0.2-1.5 s to die");
+  bool deferred_sync = false;
+  app.add_flag("--deferred-sync", deferred_sync,
+               "in half the seeds, disk commits are durable only once a later sync completes");
   bool hostile = false;
   app.add_flag("--hostile", hostile,
                "a hostile host with a trusted key in every seed (else in some seeds with "
@@ -98,6 +101,7 @@ int main(int argc, char** argv) {
   opt.shards = shards;
   opt.squeeze_worker = squeeze_worker;
   opt.slow_kills = slow_kills;
+  opt.deferred_sync = deferred_sync;
   opt.hostile = hostile;
   opt.membership = membership;
   opt.horizon_every = horizon_every;

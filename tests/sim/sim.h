@@ -33,6 +33,9 @@ struct SimOptions {
   // Faults forced on for the whole run (else drawn from the seed with faults = all).
   bool squeeze_worker = false;  // the worker's queue holds one task
   bool slow_kills = false;      // every killed process takes 0.2-1.5 s to die
+  // Disk commits durable only once a later sync completes (StateStore::defers_sync), in
+  // half the seeds. Off by default, as in vowd: two seeds fail with it (docs/agent.md).
+  bool deferred_sync = false;
   // A hostile host with a trusted key sends arbitrary, validly signed statements during
   // the fault window (else drawn from the seed with faults = all).
   bool hostile = false;

@@ -189,7 +189,7 @@ void World::schedule_faults() {
   hostile_ = opt_.hostile || (all && hostile_rng_() % 4 == 0);
   // Deferred durability in half the seeds, from a source of its own (the other draws
   // stay as they were).
-  deferred_sync_ = ((opt_.seed * 0x9E3779B97F4A7C15ULL) >> 61) & 1;
+  deferred_sync_ = opt_.deferred_sync && (((opt_.seed * 0x9E3779B97F4A7C15ULL) >> 61) & 1);
   if (hostile_) make_hostile();
   for (int k = 0; k < 3; ++k) {
     schedule(static_cast<std::int64_t>(rnd(kFaultWindowMs)), Ev{EvType::kForge});
