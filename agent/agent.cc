@@ -130,13 +130,11 @@ void Agent::queue(const char* what, std::function<promises::Output()> input) {
   inputs_.emplace_back(what, std::move(input));
 }
 
-namespace {
-std::int64_t real_us() {
+std::int64_t real_time_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
-}  // namespace
 
 void Agent::release() {
   held_ = false;
@@ -157,9 +155,9 @@ void Agent::pump() {
     while (!inputs_.empty() && outs.size() < kMaxInputsPerCommit) {
       auto [what, input] = std::move(inputs_.front());
       inputs_.pop_front();
-      std::int64_t t0 = real_us();
+      std::int64_t t0 = real_time_us();
       promises::Output out = input();
-      std::int64_t took = real_us() - t0;
+      std::int64_t took = real_time_us() - t0;
       turn_.core_us += took;
       ++turn_.inputs;
       if (took > turn_.slowest_us) {
@@ -183,7 +181,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
                  !out.voided.empty() || !out.retired.empty();
   }
   // A pass with nothing to persist (heartbeats, events) does not touch the ledger.
-  std::int64_t t0 = real_us();
+  std::int64_t t0 = real_time_us();
   Status s = !to_persist ? Status::ok() : fx_.state->persist_together([&]() -> Status {
     VOW_RETURN_IF_ERROR(fx_.state->persist_index(index_rows_));
     for (const auto& out : outs) {
@@ -201,7 +199,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     return;
   }
   index_rows_.clear();
-  std::int64_t t1 = real_us();
+  std::int64_t t1 = real_time_us();
   turn_.persist_us += t1 - t0;
   if (fx_.state->defers_sync()) {
     // Committed, not yet durable: what follows from these outputs waits for the sync
@@ -229,12 +227,12 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
         }
         parked_.emplace_back(tickets_, std::move(out));
       }
-      turn_.carry_us += real_us() - t1;
+      turn_.carry_us += real_time_us() - t1;
       return;
     }
   }
   for (auto& out : outs) dispatch(out);
-  turn_.carry_us += real_us() - t1;
+  turn_.carry_us += real_time_us() - t1;
 }
 
 void Agent::dispatch(promises::Output& out) {
@@ -245,7 +243,7 @@ void Agent::dispatch(promises::Output& out) {
 
 void Agent::synced(std::uint64_t ticket) {
   synced_ = std::max(synced_, ticket);
-  std::int64_t t0 = real_us();
+  std::int64_t t0 = real_time_us();
   while (!parked_.empty() && parked_.front().first <= synced_ && !failed_) {
     promises::Output out = std::move(parked_.front().second);
     parked_.pop_front();
@@ -253,7 +251,7 @@ void Agent::synced(std::uint64_t ticket) {
     dispatch(out);
     dispatching_parked_ = false;
   }
-  turn_.carry_us += real_us() - t0;
+  turn_.carry_us += real_time_us() - t0;
   pump();  // what carrying out queued
 }
 

@@ -63,6 +63,9 @@ struct TurnProfile {
   std::int64_t slowest_us = 0;
 };
 
+// Monotonic real time in microseconds, for profiles that no decision reads.
+std::int64_t real_time_us();
+
 // Counters for status and metrics.
 struct AgentCounters {
   std::uint64_t statements_in = 0;
@@ -112,8 +115,6 @@ class Agent {
   // them is carried out. sync_failed: one could not be made durable; the agent stops.
   void synced(std::uint64_t ticket);
   void sync_failed(const Status& status);
-  // The last ticket requested (0: none); carried out once synced() reaches it.
-  std::uint64_t last_ticket() const { return tickets_; }
   // Outputs waiting for a sync.
   std::size_t parked() const { return parked_.size(); }
   // True while an output that waited for a sync is carried out: what it does was

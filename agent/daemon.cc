@@ -318,9 +318,8 @@ Status Daemon::Impl::open_stores() {
   auto artifacts = store::ArtifactStore::open(store::artifacts_root(state_dir), *worker->index);
   if (!artifacts.is_ok()) return artifacts.status();
   worker->artifacts = std::move(artifacts).value();
-  syncer = std::make_unique<WalSyncer>(store::ledger_path(state_dir));
-  state = std::make_unique<SqliteState>(ledger.get(), identity->key(), &clock,
-                                        kDeferSync ? syncer.get() : nullptr);
+  if (kDeferSync) syncer = std::make_unique<WalSyncer>(store::ledger_path(state_dir));
+  state = std::make_unique<SqliteState>(ledger.get(), identity->key(), &clock, syncer.get());
   return state->load_version_vector();
 }
 
@@ -503,7 +502,7 @@ int Daemon::Impl::loop() {
     items.push_back({control, 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signal_fd, ZMQ_POLLIN, 0});
     items.push_back({nullptr, background->fd(), ZMQ_POLLIN, 0});
-    items.push_back({nullptr, syncer->fd(), ZMQ_POLLIN, 0});
+    if (syncer) items.push_back({nullptr, syncer->fd(), ZMQ_POLLIN, 0});
     if (inotify_fd >= 0) items.push_back({nullptr, inotify_fd, ZMQ_POLLIN, 0});
     for (int fd : executor->pidfds()) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
     int timeout = transport->prepare_wait() ? 0 : kLoopTickMs;
@@ -565,6 +564,7 @@ void Daemon::Impl::poll_once() {
 }
 
 void Daemon::Impl::take_synced() {
+  if (!syncer) return;
   syncer->clear();
   Status e = syncer->error();
   if (!e.is_ok()) {
@@ -663,6 +663,8 @@ void Daemon::Impl::shutdown() {
   // Release claims so that others take over at once, stop what runs, flush.
   if (!agent->failed()) {
     agent->withdraw();
+  }
+  if (!agent->failed() && syncer) {
     // The releases wait for their sync: made here, at once.
     auto durable = syncer->sync_now();
     if (durable.is_ok()) {

@@ -155,9 +155,9 @@ class DaemonNetwork final : public Network {
 // Real time across the phases of one loop turn (for the slow-turn log).
 class TurnClock {
  public:
-  TurnClock() : start_(now()), last_(start_) {}
+  TurnClock() : start_(real_time_us()), last_(start_) {}
   void lap(const char* what) {
-    std::int64_t t = now();
+    std::int64_t t = real_time_us();
     laps_.emplace_back(what, t - last_);
     last_ = t;
   }
@@ -165,11 +165,6 @@ class TurnClock {
   const std::vector<std::pair<const char*, std::int64_t>>& laps() const { return laps_; }
 
  private:
-  static std::int64_t now() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
   std::int64_t start_, last_;
   std::vector<std::pair<const char*, std::int64_t>> laps_;
 };
@@ -189,7 +184,7 @@ struct Daemon::Impl {
   std::shared_ptr<spdlog::logger> log;
 
   std::unique_ptr<store::LedgerStore> ledger;  // loop thread's connection
-  std::unique_ptr<WalSyncer> syncer;           // makes its commits durable
+  std::unique_ptr<WalSyncer> syncer;           // makes its commits durable (kDeferSync only)
   std::unique_ptr<WorkerStores> worker;        // background thread's
   std::unique_ptr<Background> background;
   std::unique_ptr<transport::Transport> transport;
