@@ -380,25 +380,96 @@ void Core::Impl::place_in_backlog(std::size_t place) {
     b->erase(place);
     backlog_of[place] = nullptr;
   }
+  held_places.erase(place);
   const PlannedJob& job = *open_jobs[place];
   const Digest& id = job.ref.job;
   if (book.canonical(id) != nullptr || book.failed_for_good(id, job.retries)) return;
   if (any_standing_claim(id)) {
     // Claimable again later counts from then (claim steps, patience).
     if (auto l = local.find(id); l != local.end()) l->second.claimable_since_ms = -1;
+    held_places.insert(place);
     return;
   }
-  // The owner: the best-ranked live candidate (this agent when no candidate is known).
-  AgentKey owner = config.key;
-  for (const AgentKey& a : ranking(id, job.ref.stage_digest)) {
-    if (a == config.key || is_live(a)) {
-      owner = a;
-      break;
-    }
-  }
-  std::set<std::size_t>& b = backlogs[{job.ref.stage_digest, owner}];
+  std::set<std::size_t>& b = backlogs[{job.ref.stage_digest, owner_of(job)}];
   b.insert(place);
   backlog_of[place] = &b;
+}
+
+// The owner: the best-ranked live candidate (this agent when no candidate is known).
+AgentKey Core::Impl::owner_of(const PlannedJob& job) {
+  for (const AgentKey& a : ranking(job.ref.job, job.ref.stage_digest)) {
+    if (a == config.key || is_live(a)) return a;
+  }
+  return config.key;
+}
+
+// A job in a backlog whose owner may have changed (who is live changed): whether it is
+// claimable does not depend on that, only whose backlog it is in.
+void Core::Impl::reown(std::size_t place) {
+  std::set<std::size_t>* from = backlog_of[place];
+  if (from == nullptr) return;
+  const PlannedJob& job = *open_jobs[place];
+  std::set<std::size_t>& to = backlogs[{job.ref.stage_digest, owner_of(job)}];
+  if (&to == from) return;
+  from->erase(place);
+  to.insert(place);
+  backlog_of[place] = &to;
+}
+
+// Who is live changed from `before` to `now` (both sorted): only the jobs this can move
+// are looked at again, not every open job (at 60,000 open jobs a rebuild held the loop
+// for seconds, long enough for peers to suspect this agent in turn).
+void Core::Impl::on_live_change(const std::vector<AgentKey>& before,
+                                const std::vector<AgentKey>& now) {
+  std::vector<AgentKey> gone, came;
+  std::set_difference(before.begin(), before.end(), now.begin(), now.end(),
+                      std::back_inserter(gone));
+  std::set_difference(now.begin(), now.end(), before.begin(), before.end(),
+                      std::back_inserter(came));
+  std::set<AgentKey> changed(gone.begin(), gone.end());
+  changed.insert(came.begin(), came.end());
+  std::vector<std::size_t> moves;
+  for (const auto& [key, places] : backlogs) {
+    const auto& [stage, owner] = key;
+    if (changed.count(owner)) {
+      // Its owner left (or, back, owns what it owned): each goes to the next live one.
+      moves.insert(moves.end(), places.begin(), places.end());
+      continue;
+    }
+    if (came.empty()) continue;
+    auto cand = candidates.find(stage);
+    if (cand == candidates.end() ||
+        std::none_of(came.begin(), came.end(), [&](const AgentKey& a) {
+          return std::find(cand->second.begin(), cand->second.end(), a) !=
+                 cand->second.end();
+        })) {
+      continue;
+    }
+    // An agent back may rank before this backlog's owner for some of its jobs.
+    for (std::size_t place : places) {
+      for (const AgentKey& a : ranking(open_jobs[place]->ref.job, stage)) {
+        if (a == owner) break;
+        if (std::binary_search(came.begin(), came.end(), a)) {
+          moves.push_back(place);
+          break;
+        }
+      }
+    }
+  }
+  for (std::size_t place : moves) reown(place);
+  // A claim stands only while its author is live: the jobs held by a claim (one that
+  // left no longer holds), and the claims of the agents back (they hold again).
+  std::vector<std::size_t> again(held_places.begin(), held_places.end());
+  for (const AgentKey& a : came) {
+    ledger.for_each_of(a, [&](const Statement& st) {
+      if (const auto* c = std::get_if<Claim>(&st.body)) {
+        if (auto it = open_place.find(c->job.job); it != open_place.end()) {
+          again.push_back(it->second);
+        }
+      }
+    });
+  }
+  for (std::size_t place : again) place_in_backlog(place);
 }
 
 void Core::Impl::refresh_backlogs() {
@@ -408,12 +479,13 @@ void Core::Impl::refresh_backlogs() {
     if (is_live(key)) live.push_back(key);
   }
   if (live != backlog_live) {
+    if (!backlog_dirty) on_live_change(backlog_live, live);
     backlog_live = std::move(live);
-    backlog_dirty = true;
   }
   if (backlog_dirty) {
     backlogs.clear();
     backlog_of.assign(open_jobs.size(), nullptr);
+    held_places.clear();
     backlog_touched.clear();
     backlog_dirty = false;
     for (std::size_t i = 0; i < open_jobs.size(); ++i) place_in_backlog(i);

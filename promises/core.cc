@@ -593,7 +593,6 @@ void Core::Impl::do_tick() {
     event(EventKind::kPeerState, l == Liveness::kAlive ? EventLevel::kInfo : EventLevel::kWarn,
           "peer " + (name.empty() ? key.hex().substr(0, 12) : name) + " is " + liveness_name(l),
           key);
-    ranking_cache.clear();
     decisions_due = true;
     // SWIM: a peer back from suspicion or death (a restart, a healed partition) may have
     // missed the load changes broadcast meanwhile, and probes reach it only once a

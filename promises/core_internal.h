@@ -117,6 +117,9 @@ struct Core::Impl {
   std::set<Digest> backlog_touched;
   bool backlog_dirty = true;
   std::vector<AgentKey> backlog_live;  // the live peers the backlogs were built with
+  // Open places in no backlog because a claim stands on their job (it stands only while
+  // its author is live: looked at again when who is live changes).
+  std::set<std::size_t> held_places;
   // A job's statements or own run changed: its ranking (failures move candidates back)
   // and its place in the backlogs are looked at again.
   void touch(const Digest& job) {
@@ -304,6 +307,9 @@ struct Core::Impl {
   // Brings the backlogs up to date (rebuilt, or the touched jobs looked at again).
   void refresh_backlogs();
   void place_in_backlog(std::size_t place);
+  AgentKey owner_of(const PlannedJob& job);
+  void reown(std::size_t place);
+  void on_live_change(const std::vector<AgentKey>& before, const std::vector<AgentKey>& now);
   // Whether the backlogs equal ones built from scratch (CoreConfig::check_backlogs).
   bool backlogs_consistent();
   void claim(const PlannedJob& job, bool regenerate);

@@ -233,6 +233,14 @@ class Ledger {
     }
   }
 
+  // Every statement of one author, by seq.
+  template <typename F>
+  void for_each_of(const AgentKey& author, F&& f) const {
+    auto it = by_author_.find(author);
+    if (it == by_author_.end()) return;
+    for (const auto& [seq, st] : it->second) f(st);
+  }
+
   // Indexes.
   const JobStatements* job(const Digest& job) const;
   const std::map<Digest, JobStatements>& jobs() const { return jobs_; }
