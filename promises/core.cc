@@ -216,6 +216,9 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       book.note(st);
       touch(r.job.job);
       results_changed.insert(r.job.job);
+      // Our own claim closed: a claim of its epoch that outranks it, which arrived while
+      // the run was finishing (its outputs being stored), now calls for a release.
+      if (st.author == config.key) tie_break_check.insert(r.job.job);
       if (book.result_binding(r.job.job, st) != ResultBinding::kBound) {
         // Evidence only (rule 3); it may bind later if its claim arrives after it.
         event(EventKind::kUnbound, EventLevel::kDebug,
@@ -394,6 +397,14 @@ void Core::Impl::on_advert(const Statement& st) {
     // binds may count differently, and which definitions are current (planner.h).
     book.note(st);
     plan_dirty = true;
+    // A claim of its author that did not bind may bind now, and outrank one of ours
+    // at its epoch: each job with an own claim is looked at again (adverts change on a
+    // start or a reconfiguration, not per job).
+    if (st.author != config.key) {
+      ledger.for_each_of(config.key, [&](const Statement& own) {
+        if (const auto* c = std::get_if<Claim>(&own.body)) tie_break_check.insert(c->job.job);
+      });
+    }
   }
   if (st.author == config.key) return;
   Membership::Peer* p = members.peer(st.author, now_ms);

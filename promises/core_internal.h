@@ -235,6 +235,11 @@ struct Core::Impl {
   void horizon_step();
   // The agents with a current advert that do not equivocate.
   std::vector<AgentKey> horizon_members() const;
+  // Whether this agent holds an advert of every agent it knows of (each peer of its
+  // membership): a horizon is neither proposed nor endorsed before, so that agents
+  // split before they heard each other's adverts cannot each put a different horizon
+  // of one number in force (docs/storage.md, "Agreement").
+  bool knows_every_advert() const;
   // Whether every member a proposal lists (but its proposer) endorsed it.
   bool horizon_in_force(const Statement& proposal,
                         const std::vector<const Statement*>& statements) const;

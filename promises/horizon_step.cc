@@ -69,6 +69,14 @@ std::vector<AgentKey> Core::Impl::horizon_members() const {
   return out;
 }
 
+bool Core::Impl::knows_every_advert() const {
+  const auto& adverts = ledger.adverts();
+  for (const auto& [key, peer] : members.peers()) {
+    if (!adverts.count(key)) return false;
+  }
+  return true;
+}
+
 bool Core::Impl::horizon_in_force(const Statement& proposal,
                                   const std::vector<const Statement*>& statements) const {
   const auto& h = std::get<Horizon>(proposal.body);
@@ -250,7 +258,7 @@ void Core::Impl::horizon_step() {
           bool known = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
             return !c.member || std::binary_search(mine.begin(), mine.end(), c.author);
           });
-          if (known) {
+          if (known && knows_every_advert()) {
             horizon_endorsed.insert(n);
             Horizon e;
             e.number = n;
@@ -321,7 +329,7 @@ void Core::Impl::horizon_step() {
   }
   const bool superseded = config.retire_superseded && superseded_pending;
   auto h = compute_horizon(ledger, cut, n, ledger.horizon_content(), superseded);
-  if (!h || designated(*h) != config.key || h->retired.empty() ||
+  if (!h || designated(*h) != config.key || h->retired.empty() || !knows_every_advert() ||
       h->retired.size() > kMaxHorizonEntries || h->settled.size() > kMaxHorizonEntries ||
       h->cuts.size() > kMaxHorizonCuts) {
     horizon_tried_at = ledger.vv_sum();
