@@ -38,6 +38,12 @@ bool provides(const Statement* advert, const SourceVersion& sv) {
 
 bool Core::Impl::counts_on_arrival(const Statement& st) const {
   if (ledger.equivocating(st.author)) return false;
+  // Behind a horizon applied here, a slot that was not retired holds what its members
+  // kept (a settled result without its claim, an old advert): it counts, or an agent
+  // catching up would pay for every result a horizon settled, spend its budget on them
+  // and never hold the rest. An author cannot grow this: a different statement at such
+  // a slot is equivocation, and the slots are the horizon's, not the author's.
+  if (st.seq <= ledger.floor(st.author)) return true;
   const Statement* advert = ledger.advert_at(st.author, st.seq);
   // The author claimed the job at `epoch` before this statement, and has not said
   // `already` of that run yet: one result, release or accept per claim counts.

@@ -504,8 +504,17 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           // Two statements of one (author, seq) in one batch: a proof of equivocation.
           std::map<std::pair<AgentKey, std::uint64_t>, int> names;
           for (const auto& st : m.statements) ++names[{st.author, st.seq}];
+          bool horizons = false;
           for (std::size_t i = 0; i < m.statements.size(); ++i) {
             const Statement& st = m.statements[i];
+            // Horizons go first in an answer to an agent behind them: applied before
+            // the rest is taken, what they settled counts as it arrives (admission.cc).
+            if (st.kind() == StatementKind::kHorizon) {
+              horizons = true;
+            } else if (horizons) {
+              horizons = false;
+              apply_horizons_in_force();
+            }
             bool pair = names[{st.author, st.seq}] > 1;
             // A proof about a void slot: neither statement is held, so the pair is.
             if (pair && i + 1 < m.statements.size() && ledger.is_void(st.author, st.seq) &&

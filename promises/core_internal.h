@@ -233,6 +233,8 @@ struct Core::Impl {
   void note_horizon(const Statement& st);
   // Proposes, endorses and applies horizons as the ledger allows (each decision pass).
   void horizon_step();
+  // Applies the next horizons of the chain that are in force, in order.
+  void apply_horizons_in_force();
   // The agents with a current advert that do not equivocate.
   std::vector<AgentKey> horizon_members() const;
   // Whether this agent holds an advert of every agent it knows of (each peer of its

@@ -201,95 +201,96 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
             std::to_string(h.settled.size()) + " result(s) settled");
 }
 
-void Core::Impl::horizon_step() {
-  auto apply_in_force = [&] {
-    for (;;) {
-      const std::uint64_t n = ledger.horizon_number() + 1;
-      auto at = horizon_by_number.find(n);
-      if (at == horizon_by_number.end()) return;
-      const Statement* chosen = nullptr;
-      const std::vector<const Statement*> candidates = at->second;  // publish() appends
-      for (const Statement* p : candidates) {
-        const auto& h = std::get<Horizon>(p->body);
-        if (h.previous != ledger.horizon_content() || !well_formed_proposal(h)) continue;
-        StatementKey key{p->author, p->seq};
-        // A proposal that differed is computed again once this agent learns of another
-        // equivocator (who is a member, and which results count, depend on it).
-        if (auto was = horizon_verified.find(key);
-            was != horizon_verified.end() && !was->second &&
-            horizon_verified_proofs[key] != ledger.proofs().size()) {
-          horizon_verified.erase(was);
-        }
-        if (!horizon_verified.count(key)) {
-          bool holds = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
-            return ledger.mark(c.author) >= c.seq;
-          });
-          if (holds) {
-            // Only a policy this agent allows: one that retires superseded jobs is
-            // endorsed only by an agent configured to retire them.
-            auto mine = h.superseded && !config.retire_superseded
-                            ? std::nullopt
-                            : compute_horizon(ledger, cut_of(h), n, h.previous, h.superseded);
-            bool same = mine && mine->content == h.content;
-            horizon_verified[key] = same;
-            horizon_verified_proofs[key] = ledger.proofs().size();
-            if (!same && h.superseded && !config.retire_superseded) {
-              event(EventKind::kHorizon, EventLevel::kWarn,
-                    "horizon " + std::to_string(n) + " proposed by " +
-                        p->author.hex().substr(0, 12) +
-                        " retires superseded jobs, which this agent's [agent] "
-                        "retire_superseded = false does not allow: not endorsed",
-                    p->author);
-            } else if (!same) {
-              event(EventKind::kHorizon, EventLevel::kWarn,
-                    "horizon " + std::to_string(n) + " proposed by " +
-                        p->author.hex().substr(0, 12) +
-                        " differs from what this agent's ledger gives: not endorsed (for as "
-                        "long as it knows of no other equivocator)",
-                    p->author);
-            }
-          }
-        }
-        auto v = horizon_verified.find(key);
-        bool verified = v != horizon_verified.end() && v->second;
-        if (verified && p->author != config.key && !horizon_endorsed.count(n) &&
-            designated(h) == p->author) {
-          std::vector<AgentKey> mine = horizon_members();
-          bool known = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
-            return !c.member || std::binary_search(mine.begin(), mine.end(), c.author);
-          });
-          if (known && knows_every_advert()) {
-            horizon_endorsed.insert(n);
-            Horizon e;
-            e.number = n;
-            e.previous = h.previous;
-            e.endorses = StatementRef{p->author, p->seq};
-            e.content = h.content;
-            publish(std::move(e));
-          }
-        }
-        if (!horizon_in_force(*p, horizon_by_number[n])) continue;
-        if (v != horizon_verified.end() && !v->second) {
-          // Ours differs. A member never applies it (nor endorsed it, so it is in force
-          // only if this agent is no member). An agent that is no member has no say: it
-          // follows the members, or it would stay behind the chain for good (say, it
-          // knew of an equivocator they did not when they agreed).
-          const bool member = std::any_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
-            return c.member && c.author == config.key;
-          });
-          if (member) continue;
-          event(EventKind::kHorizon, EventLevel::kWarn,
-                "horizon " + std::to_string(n) + " differs from what this agent's ledger "
-                "gives; applied on its members' word (this agent is not one of them)");
-        }
-        chosen = p;
-        break;
+void Core::Impl::apply_horizons_in_force() {
+  for (;;) {
+    const std::uint64_t n = ledger.horizon_number() + 1;
+    auto at = horizon_by_number.find(n);
+    if (at == horizon_by_number.end()) return;
+    const Statement* chosen = nullptr;
+    const std::vector<const Statement*> candidates = at->second;  // publish() appends
+    for (const Statement* p : candidates) {
+      const auto& h = std::get<Horizon>(p->body);
+      if (h.previous != ledger.horizon_content() || !well_formed_proposal(h)) continue;
+      StatementKey key{p->author, p->seq};
+      // A proposal that differed is computed again once this agent learns of another
+      // equivocator (who is a member, and which results count, depend on it).
+      if (auto was = horizon_verified.find(key);
+          was != horizon_verified.end() && !was->second &&
+          horizon_verified_proofs[key] != ledger.proofs().size()) {
+        horizon_verified.erase(was);
       }
-      if (chosen == nullptr) return;
-      apply_horizon(*chosen);
+      if (!horizon_verified.count(key)) {
+        bool holds = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
+          return ledger.mark(c.author) >= c.seq;
+        });
+        if (holds) {
+          // Only a policy this agent allows: one that retires superseded jobs is
+          // endorsed only by an agent configured to retire them.
+          auto mine = h.superseded && !config.retire_superseded
+                          ? std::nullopt
+                          : compute_horizon(ledger, cut_of(h), n, h.previous, h.superseded);
+          bool same = mine && mine->content == h.content;
+          horizon_verified[key] = same;
+          horizon_verified_proofs[key] = ledger.proofs().size();
+          if (!same && h.superseded && !config.retire_superseded) {
+            event(EventKind::kHorizon, EventLevel::kWarn,
+                  "horizon " + std::to_string(n) + " proposed by " +
+                      p->author.hex().substr(0, 12) +
+                      " retires superseded jobs, which this agent's [agent] "
+                      "retire_superseded = false does not allow: not endorsed",
+                  p->author);
+          } else if (!same) {
+            event(EventKind::kHorizon, EventLevel::kWarn,
+                  "horizon " + std::to_string(n) + " proposed by " +
+                      p->author.hex().substr(0, 12) +
+                      " differs from what this agent's ledger gives: not endorsed (for as "
+                      "long as it knows of no other equivocator)",
+                  p->author);
+          }
+        }
+      }
+      auto v = horizon_verified.find(key);
+      bool verified = v != horizon_verified.end() && v->second;
+      if (verified && p->author != config.key && !horizon_endorsed.count(n) &&
+          designated(h) == p->author) {
+        std::vector<AgentKey> mine = horizon_members();
+        bool known = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
+          return !c.member || std::binary_search(mine.begin(), mine.end(), c.author);
+        });
+        if (known && knows_every_advert()) {
+          horizon_endorsed.insert(n);
+          Horizon e;
+          e.number = n;
+          e.previous = h.previous;
+          e.endorses = StatementRef{p->author, p->seq};
+          e.content = h.content;
+          publish(std::move(e));
+        }
+      }
+      if (!horizon_in_force(*p, horizon_by_number[n])) continue;
+      if (v != horizon_verified.end() && !v->second) {
+        // Ours differs. A member never applies it (nor endorsed it, so it is in force
+        // only if this agent is no member). An agent that is no member has no say: it
+        // follows the members, or it would stay behind the chain for good (say, it
+        // knew of an equivocator they did not when they agreed).
+        const bool member = std::any_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
+          return c.member && c.author == config.key;
+        });
+        if (member) continue;
+        event(EventKind::kHorizon, EventLevel::kWarn,
+              "horizon " + std::to_string(n) + " differs from what this agent's ledger "
+              "gives; applied on its members' word (this agent is not one of them)");
+      }
+      chosen = p;
+      break;
     }
-  };
-  apply_in_force();
+    if (chosen == nullptr) return;
+    apply_horizon(*chosen);
+  }
+}
+
+void Core::Impl::horizon_step() {
+  apply_horizons_in_force();
   // Propose the next one, if this agent is the one to.
   const std::uint64_t n = ledger.horizon_number() + 1;
   if (config.horizon_every == 0 || withdrawn || horizon_endorsed.count(n)) return;
@@ -343,7 +344,7 @@ void Core::Impl::horizon_step() {
   event(EventKind::kHorizon, EventLevel::kInfo,
         "horizon " + std::to_string(n) + " proposed: " + std::to_string(retired) +
             " statement(s) to retire");
-  apply_in_force();
+  apply_horizons_in_force();
 }
 
 void Core::Impl::restore_horizons() {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -116,7 +117,11 @@ class Mesh {
        int replicas = 2, int capacity = 2, IdleBudgetLimits idle_budget = {},
        // The scenarios time deaths by the heartbeat detector's silence windows; SWIM's own
        // scenarios ask for it.
-       MembershipProfile membership = MembershipProfile::kAllToAll) {
+       MembershipProfile membership = MembershipProfile::kAllToAll,
+       // Applied to every agent's configuration before it starts.
+       const std::function<void(CoreConfig&)>& tune = {},
+       // Agents that start only when the test calls join(): none knows of them before.
+       const std::set<int>& late = {}) {
     nodes_.resize(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
       Node& nd = nodes_[i];
@@ -134,11 +139,32 @@ class Mesh {
       if (i == 0) {
         for (const auto& s : p.sources) nd.config.sources.push_back(AdvertSource{p.name, s.name});
       }
+      if (tune) tune(nd.config);
+      if (late.count(i)) {
+        nd.up = false;
+        continue;
+      }
       nd.core = std::make_unique<Core>(nd.config, RestoredState{}, now_);
     }
-    for (int i = 0; i < n; ++i) apply(i, nodes_[i].core->start());
     for (int i = 0; i < n; ++i) {
-      for (int j = i + 1; j < n; ++j) connect(i, j);
+      if (nodes_[i].up) apply(i, nodes_[i].core->start());
+    }
+    for (int i = 0; i < n; ++i) {
+      for (int j = i + 1; j < n; ++j) {
+        if (nodes_[i].up && nodes_[j].up) connect(i, j);
+      }
+    }
+    deliver();
+  }
+
+  // Starts a late agent (fresh state) and connects it to every agent that is up.
+  void join(int i) {
+    Node& nd = nodes_[i];
+    nd.core = std::make_unique<Core>(nd.config, RestoredState{}, now_);
+    nd.up = true;
+    apply(i, nd.core->start());
+    for (int j = 0; j < size(); ++j) {
+      if (j != i && nodes_[j].up) connect(i, j);
     }
     deliver();
   }

@@ -325,6 +325,38 @@ TEST_CASE("catching up: an agent that is behind claims nothing until it has caug
   CHECK(m.starts_of("count") == 1200);
 }
 
+TEST_CASE("catching up: a fresh agent takes the results horizons settled, whatever its budget") {
+  // Agents 1 and 2 run 1,200 jobs with a horizon every 300 statements: each settles
+  // results and retires their claims, so a result reaches a later agent without its
+  // claim. Agent 3 joins once all is done, with a small budget for statements that do
+  // not count (rule 6).
+  auto tune = [](CoreConfig& c) {
+    c.horizon_every = 300;
+    if (c.name == "n3") c.idle_budget = IdleBudgetLimits{100, 1};
+  };
+  Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {}}, 2, 2, {},
+         MembershipProfile::kAllToAll, tune, {3});
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(60'000);
+  m.advance(3000);
+  REQUIRE(m.core(0).ledger().horizon_number() >= 3);
+  REQUIRE(m.core(0).ledger().settled_count() >= 900);
+  m.join(3);
+  std::int64_t joined = m.now();
+  while (m.core(3).ledger().vv_sum() < m.core(0).ledger().vv_sum() && m.now() - joined < 10'000) {
+    m.advance(10);
+  }
+  CHECK(m.core(3).ledger().vv_sum() == m.core(0).ledger().vv_sum());
+  CHECK(m.core(3).ledger().horizon_number() == m.core(0).ledger().horizon_number());
+  int done = 0;
+  for (const Digest& job : m.jobs_of(0, "count")) done += m.core(3).canonical(job) != nullptr;
+  CHECK(done == 1200);
+  auto refused = m.core(3).refused();
+  CHECK(refused["over-budget"] == 0);
+}
+
 // The full SyncRequests in an output, by receiver.
 std::vector<AgentKey> full_sync_requests(const Output& out) {
   std::vector<AgentKey> to;
