@@ -62,8 +62,8 @@ inline constexpr std::int64_t kHttpRefreshMs = 500;
 // loop's connection never does: docs/storage.md).
 inline constexpr std::int64_t kCheckpointMs = 1'000;
 // The group commit's sync off the loop (WalSyncer, docs/agent.md "Durability off the
-// loop"): off until the two simulator seeds that fail with it are understood.
-inline constexpr bool kDeferSync = false;
+// loop"); false syncs every commit on the loop, as the simulator's --sync-on-loop.
+inline constexpr bool kDeferSync = true;
 // A log larger than this is emptied (a TRUNCATE checkpoint, which waits for the loop's
 // current commit).
 inline constexpr std::int64_t kWalTruncateBytes = 16 << 20;

@@ -429,6 +429,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
   heard(from);
   Membership::Peer* p = members.peer(from, now_ms);
   if (p == nullptr) return;  // a message from ourselves: ignore
+  p->spoke = true;
   std::visit(
       [&](const auto& m) {
         using T = std::decay_t<decltype(m)>;

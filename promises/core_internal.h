@@ -237,10 +237,12 @@ struct Core::Impl {
   void apply_horizons_in_force();
   // The agents with a current advert that do not equivocate.
   std::vector<AgentKey> horizon_members() const;
-  // Whether this agent holds an advert of every agent it knows of (each peer of its
-  // membership): a horizon is neither proposed nor endorsed before, so that agents
-  // split before they heard each other's adverts cannot each put a different horizon
-  // of one number in force (docs/storage.md, "Agreement").
+  // Whether this agent holds an advert of every agent it has heard from (a peer of its
+  // membership that sent it a message): a horizon is neither proposed nor endorsed
+  // before, so that agents split before each other's adverts arrived cannot each put a
+  // different horizon of one number in force (docs/storage.md, "Agreement"). A peer
+  // only configured, never heard (not started yet, or gone for good), does not hold
+  // horizons up.
   bool knows_every_advert() const;
   // Whether every member a proposal lists (but its proposer) endorsed it.
   bool horizon_in_force(const Statement& proposal,

@@ -72,7 +72,7 @@ std::vector<AgentKey> Core::Impl::horizon_members() const {
 bool Core::Impl::knows_every_advert() const {
   const auto& adverts = ledger.adverts();
   for (const auto& [key, peer] : members.peers()) {
-    if (!adverts.count(key)) return false;
+    if (peer.spoke && !adverts.count(key)) return false;
   }
   return true;
 }

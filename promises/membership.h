@@ -38,6 +38,7 @@ class Membership {
     // for a Have until the one applied matches, since no heartbeat repeats it).
     std::pair<std::uint64_t, std::uint64_t> holdings_told{0, 0};
     bool heard = false;  // anything ever arrived from it (else: dial its endpoints)
+    bool spoke = false;  // a message of its own arrived (a link alone is not enough)
   };
   struct Transition {
     AgentKey peer;
