@@ -38,6 +38,7 @@ void print_wall(const std::vector<double>& wall_ms, int agents) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::string options;
   CLI::App app{"vow-sim: deterministic simulation of the vow coordination core"};
   std::uint64_t seeds = 100;
   std::uint64_t first_seed = 1;
@@ -93,6 +94,20 @@ int main(int argc, char** argv) {
                  "run every Nth seed twice and compare trace hashes (0: never)");
   try {
     app.parse(argc, argv);
+    // The options of this run but the seeds, to replay one failed seed with.
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      bool seed_option = a == "--seeds" || a == "--first-seed" || a == "--seed";
+      if (seed_option) {
+        ++i;  // and its value
+        continue;
+      }
+      if (a.rfind("--seeds=", 0) == 0 || a.rfind("--first-seed=", 0) == 0 ||
+          a.rfind("--seed=", 0) == 0) {
+        continue;
+      }
+      options += " " + a;
+    }
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return e.get_exit_code() == 0 ? rc : 2;
@@ -168,10 +183,9 @@ int main(int argc, char** argv) {
       ++passed;
     } else {
       ++failed;
-      std::printf(
-          "seed %llu FAILED (replay: vow-sim --seed %llu --agents %d --jobs %d --faults %s%s)\n",
-          static_cast<unsigned long long>(s), static_cast<unsigned long long>(s), agents, jobs,
-          faults.c_str(), hostile ? " --hostile" : "");
+      std::printf("seed %llu FAILED (replay: vow-sim --seed %llu%s)\n",
+                  static_cast<unsigned long long>(s), static_cast<unsigned long long>(s),
+                  options.c_str());
       for (const auto& f : r.failures) std::printf("  %s\n", f.c_str());
     }
     if (verbose || seed) {
