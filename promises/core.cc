@@ -724,12 +724,14 @@ void Core::Impl::do_tick() {
 Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
     : impl_(std::make_unique<Impl>(std::move(config), now_ms)) {
   Impl& s = *impl_;
-  for (const auto& st : restored.statements) {
-    auto r = s.ledger.add(st);
+  for (auto& st : restored.statements) {
+    const AgentKey author = st.author;
+    const std::uint64_t seq = st.seq;
+    auto r = s.ledger.add(std::move(st));
     if (r == Ledger::AddResult::kNew) {
-      s.ingest(*s.ledger.get(st.author, st.seq), true);
+      s.ingest(*s.ledger.get(author, seq), true);
     } else if (r == Ledger::AddResult::kEquivocation) {
-      s.on_equivocation(st.author);
+      s.on_equivocation(author);
     }
   }
   for (const auto& st : restored.proofs) {

@@ -90,9 +90,9 @@ Digest statement_digest(const Statement& st) {
   return h.finish();
 }
 
-Ledger::AddResult Ledger::add(const Statement& statement) {
+Ledger::AddResult Ledger::add(Statement statement) {
   ++changes_;
-  const AgentKey& author = statement.author;
+  const AgentKey author = statement.author;
   const std::uint64_t seq = statement.seq;
   const bool advert = statement.kind() == StatementKind::kAdvert;
   auto& by_seq = by_author_[author];
@@ -116,7 +116,7 @@ Ledger::AddResult Ledger::add(const Statement& statement) {
     erase_seq(hints_[author], seq);
     --void_count_;
   }
-  auto [pos, inserted] = by_seq.emplace(seq, statement);
+  auto [pos, inserted] = by_seq.emplace(seq, std::move(statement));
   (void)inserted;
   ++size_;
   if (was_void) {

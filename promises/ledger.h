@@ -95,8 +95,9 @@ class Ledger {
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;
 
-  // Adds a statement (already verified by the caller). Returns what happened.
-  AddResult add(const Statement& statement);
+  // Adds a statement (already verified by the caller; moved in where the caller has no
+  // more use for it, as a restart's ledger read back). Returns what happened.
+  AddResult add(Statement statement);
 
   const Statement* get(const AgentKey& author, std::uint64_t seq) const;
   bool contains(const AgentKey& author, std::uint64_t seq) const {
