@@ -398,11 +398,10 @@ void Core::Impl::on_advert(const Statement& st) {
     book.note(st);
     plan_dirty = true;
     // A claim of its author that did not bind may bind now, and outrank one of ours
-    // at its epoch: each job with an own claim is looked at again (adverts change on a
-    // start or a reconfiguration, not per job).
+    // at its epoch: each job it claimed is looked at again.
     if (st.author != config.key) {
-      ledger.for_each_of(config.key, [&](const Statement& own) {
-        if (const auto* c = std::get_if<Claim>(&own.body)) tie_break_check.insert(c->job.job);
+      ledger.for_each_of(st.author, [&](const Statement& other) {
+        if (const auto* c = std::get_if<Claim>(&other.body)) tie_break_check.insert(c->job.job);
       });
     }
   }

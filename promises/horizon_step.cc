@@ -324,13 +324,13 @@ void Core::Impl::horizon_step() {
     bool member = ledger.advert_at(author, seq + 1) != nullptr && !ledger.equivocating(author);
     members.cuts.push_back(HorizonCut{author, seq, {}, member});
   }
-  if (designated(members) != config.key) {
+  if (designated(members) != config.key || !knows_every_advert()) {
     horizon_tried_at = ledger.vv_sum();
     return;
   }
   const bool superseded = config.retire_superseded && superseded_pending;
   auto h = compute_horizon(ledger, cut, n, ledger.horizon_content(), superseded);
-  if (!h || designated(*h) != config.key || h->retired.empty() || !knows_every_advert() ||
+  if (!h || designated(*h) != config.key || h->retired.empty() ||
       h->retired.size() > kMaxHorizonEntries || h->settled.size() > kMaxHorizonEntries ||
       h->cuts.size() > kMaxHorizonCuts) {
     horizon_tried_at = ledger.vv_sum();

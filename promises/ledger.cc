@@ -90,7 +90,12 @@ Digest statement_digest(const Statement& st) {
   return h.finish();
 }
 
-Ledger::AddResult Ledger::add(Statement statement) {
+Ledger::AddResult Ledger::add(const Statement& statement) { return add_any(statement); }
+Ledger::AddResult Ledger::add(Statement&& statement) { return add_any(std::move(statement)); }
+
+// Copied (or moved) only once it is kept: a duplicate, the common case of a sync, is not.
+template <typename S>
+Ledger::AddResult Ledger::add_any(S&& statement) {
   ++changes_;
   const AgentKey author = statement.author;
   const std::uint64_t seq = statement.seq;
@@ -116,7 +121,7 @@ Ledger::AddResult Ledger::add(Statement statement) {
     erase_seq(hints_[author], seq);
     --void_count_;
   }
-  auto [pos, inserted] = by_seq.emplace(seq, std::move(statement));
+  auto [pos, inserted] = by_seq.emplace(seq, std::forward<S>(statement));
   (void)inserted;
   ++size_;
   if (was_void) {

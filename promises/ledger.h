@@ -97,7 +97,8 @@ class Ledger {
 
   // Adds a statement (already verified by the caller; moved in where the caller has no
   // more use for it, as a restart's ledger read back). Returns what happened.
-  AddResult add(Statement statement);
+  AddResult add(const Statement& statement);
+  AddResult add(Statement&& statement);
 
   const Statement* get(const AgentKey& author, std::uint64_t seq) const;
   bool contains(const AgentKey& author, std::uint64_t seq) const {
@@ -291,6 +292,8 @@ class Ledger {
   void index(const Statement* st);
   void unindex(const Statement* st);
   AddResult add_held(const Statement& statement);
+  template <typename S>
+  AddResult add_any(S&& statement);
   AddResult keep_proof(const Statement& first, const Statement& second);
   void extend_prefix(const AgentKey& author, std::uint64_t from, std::uint64_t to);
   // Raises the author's contiguous mark over held and void slots.
