@@ -272,6 +272,7 @@ nlohmann::json Daemon::Impl::status_json() {
        {{"received", agent->counters().statements_in},
         {"persisted", agent->counters().statements_persisted},
         {"duplicates", counters.duplicates},
+        {"vouched", counters.vouched},
         {"equivocations", counters.equivocations}}},
       {"equivocators", equivocators},
       {"unbound", unbound},
@@ -381,6 +382,9 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_duplicate_statements_total", "counter",
          "Statements received again byte for byte (dropped quietly).");
   sample(out, "vow_duplicate_statements_total", {}, static_cast<double>(counters.duplicates));
+  header(out, "vow_vouched_statements_total", "counter",
+         "Statements taken on a horizon's word, their signature not checked again.");
+  sample(out, "vow_vouched_statements_total", {}, static_cast<double>(counters.vouched));
   header(out, "vow_artifact_bytes_sent_total", "counter", "Artifact bytes sent to peers.");
   sample(out, "vow_artifact_bytes_sent_total", {},
          static_cast<double>(counters.streams.bytes_sent));

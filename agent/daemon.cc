@@ -50,6 +50,10 @@ class Daemon::Impl::Sequences final : public transport::SequenceView {
   bool is_retired(const AgentKey& author, std::uint64_t seq) const override {
     return core_ != nullptr && core_->ledger().is_retired(author, seq);
   }
+  std::optional<Digest> vouched(const AgentKey& author, std::uint64_t seq) const override {
+    const Digest* d = core_ != nullptr ? core_->ledger().vouched(author, seq) : nullptr;
+    return d != nullptr ? std::optional<Digest>(*d) : std::nullopt;
+  }
   void set_ledger(store::LedgerStore* ledger) { ledger_ = ledger; }
   void set_core(const promises::Core* core) { core_ = core; }
 

@@ -412,6 +412,7 @@ json Daemon::Impl::web_mesh_json() {
   out["statements"] = {{"received", agent->counters().statements_in},
                        {"persisted", agent->counters().statements_persisted},
                        {"duplicates", counters.duplicates},
+                       {"vouched", counters.vouched},
                        {"equivocations", counters.equivocations}};
   out["promises"] = promises_json()["agents"];
   return out;

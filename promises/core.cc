@@ -362,6 +362,17 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
   batch.resize(keep);
   // Void slots above the peer's marks: it takes each once it holds the advert above.
   auto voids = ledger.voids_for(have, kMaxVoidRangesPerSync);
+  // Horizons the peer lacks lead the answer, in a batch of their own: it takes them
+  // before the rest is checked, so the results they settle are taken on their word
+  // (their digests) instead of by checking each signature again.
+  std::size_t leading = 0;
+  while (leading < batch.size() && batch[leading].kind() == StatementKind::kHorizon) ++leading;
+  if (leading > 0 && leading < batch.size()) {
+    send(to, StatementBatch{{std::make_move_iterator(batch.begin()),
+                             std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(leading))},
+                            {}});
+    batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(leading));
+  }
   if (!batch.empty() || !voids.empty()) send(to, StatementBatch{std::move(batch), std::move(voids)});
   // Each proof in a batch of its own: the pair travels together (it is admitted as a
   // proof only so, limits.h), and large statements cannot push a frame past its limit.
@@ -525,6 +536,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             }
             receive(st, pair);
           }
+          if (horizons) apply_horizons_in_force();  // a batch of horizons alone
           for (const auto& v : m.voids) receive_void(v);
           // Our own statements relayed back after a restart lost their tail.
           last_seq = std::max(last_seq, ledger.max_seq(config.key));

@@ -292,7 +292,10 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     std::uint32_t settled_epoch = 0;
     for (const Statement* st : ok) settled_epoch = std::max(settled_epoch, statement_epoch(*st));
     for (const Statement* st : ok) {
-      if (!settled_before) h.settled.push_back(HorizonRef{index.at(st->author), st->seq});
+      if (!settled_before) {
+        h.settled.push_back(
+            HorizonRef{index.at(st->author), st->seq, signed_digest(st->signed_form)});
+      }
     }
     for (const Statement* st : claims) {
       const std::uint32_t e = statement_epoch(*st);

@@ -169,6 +169,51 @@ TEST_CASE("horizon: an agent that lacks statements behind the cut takes it, then
   CHECK(lag.add(accept(1, 3, "done")) == Ledger::AddResult::kDuplicate);
 }
 
+TEST_CASE("horizon: a settled result is vouched for by the digest of its signed form") {
+  // Signed forms as the transport gives them (the core only hashes them).
+  std::vector<Statement> signed_history = history();
+  for (auto& st : signed_history) {
+    st.signed_form.bytes = "form of " + std::to_string(st.seq) + st.author.hex();
+    st.signed_form.signature.fill(static_cast<std::uint8_t>(st.seq));
+  }
+  Ledger full;
+  fill(full, signed_history);
+  auto h = compute_horizon(full, full.version_vector(), 1, Digest{});
+  REQUIRE(h.has_value());
+  REQUIRE(h->settled.size() == 1);
+  const Statement& done = *full.get(key(1), 4);
+  CHECK(h->settled[0].vouch == signed_digest(done.signed_form));
+  CHECK_FALSE(h->settled[0].vouch.is_zero());
+  // The digest is part of the content: another form there is another proposal.
+  Horizon other = *h;
+  other.settled[0].vouch = blake2b("another form");
+  CHECK(horizon_content(other) != h->content);
+  // Without signed forms (a ledger that never saw one) there is no digest, and the
+  // content is that of a horizon made before digests existed.
+  Ledger bare;
+  fill(bare, history());
+  auto plain = compute_horizon(bare, bare.version_vector(), 1, Digest{});
+  REQUIRE(plain.has_value());
+  CHECK(plain->settled[0].vouch.is_zero());
+  CHECK(plain->content != h->content);
+
+  // A joiner that holds none of it takes the horizon: the settled slot is vouched for
+  // until the statement arrives there; slots held, retired or not settled are not.
+  Ledger joiner;
+  joiner.apply_horizon(*h);
+  REQUIRE(joiner.vouched(key(1), 4) != nullptr);
+  CHECK(*joiner.vouched(key(1), 4) == h->settled[0].vouch);
+  CHECK(joiner.vouched(key(1), 2) == nullptr);  // retired
+  CHECK(joiner.vouched(key(1), 6) == nullptr);  // not settled (a failure)
+  for (const auto& st : full.missing_for(joiner.version_vector(), 100)) joiner.add(st);
+  CHECK(joiner.vouched(key(1), 4) == nullptr);
+  CHECK(joiner.vouched_count() == 0);
+  CHECK(joiner.fingerprint() == full.fingerprint());
+  // An agent that held the result when it applied the horizon keeps no vouch at all.
+  full.apply_horizon(*h);
+  CHECK(full.vouched_count() == 0);
+}
+
 TEST_CASE("horizon: a cut above the marks held, or below a floor, gives no proposal") {
   Ledger l;
   fill(l, history());

@@ -124,6 +124,7 @@ Ledger::AddResult Ledger::add_any(S&& statement) {
   auto [pos, inserted] = by_seq.emplace(seq, std::forward<S>(statement));
   (void)inserted;
   ++size_;
+  if (!vouched_.empty()) vouched_.erase({author, seq});
   if (was_void) {
     rebuild_prefix(author, seq);  // the slot's digest changed
   } else {
@@ -798,6 +799,7 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
       auto it = by_seq.find(seq);
       const bool held = it != by_seq.end();
       if (!settled_.empty()) settled_.erase({*author, seq});  // a superseded job's
+      if (!vouched_.empty()) vouched_.erase({*author, seq});
       if (held) {
         if (auto job = it->second.job()) changed.insert(*job);
         unindex(&it->second);
@@ -819,6 +821,8 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
     settled_.insert({*author, r.seq});
     if (const Statement* st = get(*author, r.seq)) {
       if (auto job = st->job()) changed.insert(*job);
+    } else if (!r.vouch.is_zero() && !is_retired(*author, r.seq)) {
+      vouched_[{*author, r.seq}] = r.vouch;
     }
   }
   for (const auto& cut : h.cuts) {

@@ -218,6 +218,16 @@ class Ledger {
     return settled_.count({author, seq}) != 0;
   }
   std::size_t settled_count() const { return settled_.size(); }
+  // The digest a horizon applied here gave for the signed form of the settled statement
+  // (author, seq) this ledger does not hold yet (HorizonRef::vouch); null if none. What
+  // arrives there with that digest needs no signature check: the horizon's members
+  // checked it. Forgotten once the slot is held or retired.
+  const Digest* vouched(const AgentKey& author, std::uint64_t seq) const {
+    if (vouched_.empty()) return nullptr;
+    auto it = vouched_.find({author, seq});
+    return it == vouched_.end() ? nullptr : &it->second;
+  }
+  std::size_t vouched_count() const { return vouched_.size(); }
   // Retired by a horizon: not held, not void, and at or below the author's contiguous
   // mark or in a retired range above it.
   bool is_retired(const AgentKey& author, std::uint64_t seq) const;
@@ -330,6 +340,7 @@ class Ledger {
   std::map<AgentKey, std::uint64_t> floor_;
   std::uint64_t floor_sum_ = 0;
   std::set<std::pair<AgentKey, std::uint64_t>> settled_;
+  std::map<std::pair<AgentKey, std::uint64_t>, Digest> vouched_;
   std::uint64_t horizon_number_ = 0;
   Digest horizon_content_;
   std::vector<StatementRef> retired_;

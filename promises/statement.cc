@@ -98,6 +98,20 @@ Digest horizon_content(const Horizon& h) {
     x.update_u64(r.seq);
   }
   if (h.superseded) x.update_field("superseded");  // absent: the digests made before it
+  // Absent too when no settled statement has a digest (horizons made before them).
+  if (std::any_of(h.settled.begin(), h.settled.end(),
+                  [](const HorizonRef& r) { return r.vouch != Digest{}; })) {
+    x.update_field("vouched");
+    for (const auto& r : h.settled) x.update(r.vouch.bytes);
+  }
+  return x.finish();
+}
+
+Digest signed_digest(std::string_view bytes, const std::array<std::uint8_t, 64>& signature) {
+  Hasher x;
+  x.update_field("vow-signed-v1");
+  x.update_field(bytes);
+  x.update(std::span<const std::uint8_t>(signature.data(), signature.size()));
   return x.finish();
 }
 

@@ -231,10 +231,14 @@ struct HorizonRange {
   std::uint64_t last = 0;
   bool operator==(const HorizonRange&) const = default;
 };
-// A statement of the author of cuts[cut], at seq.
+// A statement of the author of cuts[cut], at seq, and the digest of its signed form
+// (signed_digest): an agent that takes the horizon takes a statement whose signed form
+// has this digest on the horizon's word, without checking its signature again (its
+// members did, each from its own ledger). Zero: no digest (a horizon made before it).
 struct HorizonRef {
   std::uint32_t cut = 0;
   std::uint64_t seq = 0;
+  Digest vouch;
   bool operator==(const HorizonRef&) const = default;
 };
 
@@ -274,6 +278,12 @@ struct SignedForm {
   bool empty() const { return bytes.empty(); }
   bool operator==(const SignedForm&) const = default;
 };
+// Digest of a signed form: its bytes and its signature (HorizonRef::vouch). Zero for an
+// empty form (a statement not signed yet).
+Digest signed_digest(std::string_view bytes, const std::array<std::uint8_t, 64>& signature);
+inline Digest signed_digest(const SignedForm& f) {
+  return f.empty() ? Digest{} : signed_digest(f.bytes, f.signature);
+}
 
 struct Statement {
   AgentKey author;

@@ -53,7 +53,7 @@ std::vector<StatementBody> every_body() {
   horizon.cuts = {HorizonCut{testing::identity_of(5).key(), 41, digest_of("prefix"), true},
                   HorizonCut{testing::identity_of(6).key(), 7, digest_of("prefix6"), false}};
   horizon.retired = {HorizonRange{0, 2, 5}, HorizonRange{1, 3, 3}};
-  horizon.settled = {HorizonRef{0, 6}};
+  horizon.settled = {HorizonRef{0, 6, digest_of("form")}, HorizonRef{1, 2, {}}};
   horizon.superseded = true;
   horizon.content = horizon_content(horizon);
   return {

@@ -92,6 +92,7 @@ struct Transport::Impl {
   std::map<void*, AgentKey> dealer_peer;
   std::set<void*> recheck;
   std::set<void*> ready_now;  // found readable by prepare_wait()
+  bool barrier = false;       // a batch with horizons was read: read no more this poll
 
   Impl(const Identity& id, TrustSet t, TransportOptions o, const SequenceView* seqs, LogSink l)
       : identity(id),
@@ -350,6 +351,13 @@ struct Transport::Impl {
     auto m = validator.validate(frame, peer, role);
     if (!m) return;
     if (streams->on_message(peer, *m, now_ms)) return;
+    // Horizons: the frames after them are read once the agent has taken them, so that
+    // the statements they settle are checked against what they vouch for.
+    if (const auto* batch = std::get_if<StatementBatch>(&m->body)) {
+      for (const Statement& st : batch->statements) {
+        if (st.kind() == StatementKind::kHorizon) barrier = true;
+      }
+    }
     out.push_back(Inbound{peer, role, std::move(*m)});
   }
 
@@ -415,9 +423,10 @@ struct Transport::Impl {
     }
     std::vector<Inbound> out;
     std::size_t budget = options.max_inbound_per_poll;
+    barrier = false;
     // Round robin over the sockets so one busy link cannot starve the others.
     bool progress = true;
-    while (budget > 0 && progress) {
+    while (budget > 0 && progress && !barrier) {
       progress = false;
       if (router != nullptr && is_ready(router)) {
         if (read_router(out)) {
@@ -428,7 +437,7 @@ struct Transport::Impl {
         }
       }
       for (auto& [k, dealer] : dealers) {
-        if (budget == 0) break;
+        if (budget == 0 || barrier) break;
         if (dealer == nullptr) continue;
         if (read_dealer(k, dealer, out)) {
           progress = true;
@@ -608,6 +617,7 @@ TransportCounters Transport::counters() const {
   TransportCounters c = impl_->counters;
   c.rejected = impl_->validator.rejects();
   c.duplicates = impl_->validator.duplicates();
+  c.vouched = impl_->validator.vouched();
   c.equivocations = impl_->validator.equivocations();
   c.streams = impl_->streams->counters();
   return c;

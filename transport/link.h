@@ -65,6 +65,7 @@ struct TransportOptions {
 struct TransportCounters {
   RejectCounts rejected{};
   std::uint64_t duplicates = 0;  // statements already held byte for byte: dropped quietly
+  std::uint64_t vouched = 0;     // taken on an applied horizon's word (signature not checked)
   // Statements at a held (author, seq) with other bytes, validly signed: equivocation
   // evidence, passed on to the core (which keeps the first as proof), not rejected.
   std::uint64_t equivocations = 0;

@@ -341,6 +341,8 @@ struct Horizon {
   struct Ref {
     cut @0 :UInt32;
     seq @1 :UInt64;
+    vouch @2 :Data;                   # digest of its signed form (bytes and signature);
+                                      # empty: none (a horizon made before it)
   }
 }
 

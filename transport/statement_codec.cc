@@ -146,6 +146,7 @@ void put_body(w::StatementBody::Body::Builder b, const Horizon& h) {
   for (unsigned i = 0; i < refs.size(); ++i) {
     refs[i].setCut(h.settled[i].cut);
     refs[i].setSeq(h.settled[i].seq);
+    if (h.settled[i].vouch != Digest{}) refs[i].setVouch(data_of(h.settled[i].vouch.bytes));
   }
   if (h.endorses) {
     o.setEndorsesAuthor(data_of(h.endorses->author.bytes));
@@ -315,7 +316,11 @@ StatementBody get_body(w::StatementBody::Reader r) {
       for (auto x : ranges) h.retired.push_back(HorizonRange{x.getCut(), x.getFirst(), x.getLast()});
       auto refs = o.getSettled();
       check_list(refs, "horizon settled");
-      for (auto x : refs) h.settled.push_back(HorizonRef{x.getCut(), x.getSeq()});
+      for (auto x : refs) {
+        HorizonRef ref{x.getCut(), x.getSeq(), {}};
+        if (x.getVouch().size() != 0) ref.vouch = digest_of(x.getVouch(), "horizon settled vouch");
+        h.settled.push_back(ref);
+      }
       if (o.getEndorsesAuthor().size() != 0) {
         h.endorses = StatementRef{key_of(o.getEndorsesAuthor(), "horizon endorses"),
                                   o.getEndorsesSeq()};

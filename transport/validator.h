@@ -72,6 +72,14 @@ class SequenceView {
     (void)seq;
     return false;
   }
+  // The digest of the signed form (bytes and signature) an applied horizon gave for
+  // the settled statement (author, seq) not held yet (promises::Ledger::vouched): a
+  // statement arriving there with that digest is taken without checking its signature.
+  virtual std::optional<Digest> vouched(const AgentKey& author, std::uint64_t seq) const {
+    (void)author;
+    (void)seq;
+    return std::nullopt;
+  }
 };
 
 // A SequenceView that holds nothing: every sequence is new (clients, tests).
@@ -120,6 +128,9 @@ class Validator {
   // equivocation evidence, passed on to the core as any statement, which keeps it as
   // proof that its author equivocated (docs/coordination.md section 8).
   std::uint64_t equivocations() const { return equivocations_; }
+  // Statements taken on a horizon's word (SequenceView::vouched): their signature was
+  // not checked here.
+  std::uint64_t vouched() const { return vouched_; }
 
  private:
   void reject(RejectReason reason, const AgentKey& peer, std::string_view detail);
@@ -127,6 +138,8 @@ class Validator {
   // byte for byte, counted as a duplicate) and, once the signature was checked (`good`),
   // the rest: what a bad signature was, trust, equivocation.
   bool decode_fresh(const SignedStatement& s, const AgentKey& peer, Statement* st);
+  // True if an applied horizon vouches for exactly this signed form at its slot.
+  bool is_vouched(const Statement& st, const SignedStatement& s);
   bool finish_statement(Statement st, const SignedStatement& s, const AgentKey& peer, bool good,
                         Statement* out);
 
@@ -138,6 +151,7 @@ class Validator {
   RejectCounts counts_{};
   std::uint64_t duplicates_ = 0;
   std::uint64_t equivocations_ = 0;
+  std::uint64_t vouched_ = 0;
   struct LogWindow {
     std::int64_t start_ms = INT64_MIN;
     int lines = 0;

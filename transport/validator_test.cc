@@ -19,6 +19,11 @@ struct MapSequences final : SequenceView {
     auto it = held.find({a, seq});
     return it != held.end() && it->second == bytes;
   }
+  std::map<std::pair<AgentKey, std::uint64_t>, Digest> vouches;
+  std::optional<Digest> vouched(const AgentKey& a, std::uint64_t seq) const override {
+    auto it = vouches.find({a, seq});
+    return it == vouches.end() ? std::nullopt : std::optional<Digest>(it->second);
+  }
 };
 
 std::span<const std::uint8_t> sp(const std::string& s) {
@@ -201,6 +206,73 @@ TEST_CASE("a statement held with the same bytes is a duplicate, dropped unverifi
   CHECK(!v.validate(sp(frame_of(other)), b.key(), PeerRole::kAgent));
   CHECK(v.rejected(RejectReason::kBadSignature) == 1);
   CHECK(v.duplicates() == 2);
+}
+
+TEST_CASE("a signed form a horizon vouches for is taken unchecked; nothing else at its slot is") {
+  Identity a = testing::identity_of(1), b = testing::identity_of(2),
+           stranger = testing::identity_of(3);
+  TrustSet trust;
+  trust.add(a.key());
+  trust.add(b.key());
+  MapSequences seqs;
+  Validator v(&trust, &seqs, kMaxFrameBytes, {});
+  auto frame_of = [](const std::vector<SignedStatement>& s) {
+    return *encode_message(testing::batch_of(s));
+  };
+  // The vouched form, its signature spoiled: taken, so its signature was not checked
+  // (the horizon's members checked the form they hold; this one has its digest).
+  auto spoiled = *sign_statement(a, testing::claim(a.key(), 5));
+  spoiled.signature.fill(0);
+  seqs.vouches[{a.key(), 5}] = signed_digest(spoiled.bytes, spoiled.signature);
+  auto m = v.validate(sp(frame_of({spoiled})), b.key(), PeerRole::kAgent);
+  REQUIRE(m);
+  CHECK(std::get<StatementBatch>(m->body).statements.at(0) == testing::claim(a.key(), 5));
+  CHECK(v.vouched() == 1);
+  CHECK(v.total_rejected() == 0);
+  // Other bytes at the vouched slot, or the same bytes with another signature, are
+  // checked as any statement: a bad signature is rejected.
+  Statement changed = testing::claim(a.key(), 5);
+  changed.wall_unix_ms += 1;
+  auto other = *sign_statement(a, changed);
+  other.signature.fill(0);
+  CHECK(!v.validate(sp(frame_of({other})), b.key(), PeerRole::kAgent));
+  auto resigned = spoiled;
+  resigned.signature[0] = 1;
+  CHECK(!v.validate(sp(frame_of({resigned})), b.key(), PeerRole::kAgent));
+  CHECK(v.rejected(RejectReason::kBadSignature) == 2);
+  // A good form at the slot with another digest: verified, and taken.
+  auto good = *sign_statement(a, testing::claim(a.key(), 5));
+  CHECK(v.validate(sp(frame_of({good})), b.key(), PeerRole::kAgent));
+  CHECK(v.vouched() == 1);
+  // A vouch does not make an untrusted author trusted.
+  auto foreign = *sign_statement(stranger, testing::claim(stranger.key(), 1));
+  seqs.vouches[{stranger.key(), 1}] = signed_digest(foreign.bytes, foreign.signature);
+  CHECK(!v.validate(sp(frame_of({foreign})), b.key(), PeerRole::kAgent));
+  CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 1);
+  CHECK(v.vouched() == 2);  // its signature was not checked; its author was
+  // A large batch (checked on two threads) takes its vouched forms unchecked and checks
+  // the rest, in order.
+  std::vector<SignedStatement> batch;
+  std::size_t spoiled_unvouched = 0;
+  for (std::uint64_t seq = 10; seq < 10 + 2 * Validator::kParallelVerifyMin; ++seq) {
+    auto s = *sign_statement(a, testing::claim(a.key(), seq));
+    if (seq % 2 == 0) {
+      s.signature.fill(7);
+      seqs.vouches[{a.key(), seq}] = signed_digest(s.bytes, s.signature);
+    } else if (seq % 5 == 0) {
+      s.signature.fill(7);  // not vouched: rejected
+      ++spoiled_unvouched;
+    }
+    batch.push_back(s);
+  }
+  auto big = v.validate(sp(frame_of(batch)), b.key(), PeerRole::kAgent);
+  REQUIRE(big);
+  const auto& kept = std::get<StatementBatch>(big->body).statements;
+  CHECK(spoiled_unvouched == 13);  // 15, 25, ..., 135
+  CHECK(kept.size() == batch.size() - spoiled_unvouched);
+  CHECK(v.rejected(RejectReason::kBadSignature) == 2 + spoiled_unvouched);
+  CHECK(v.vouched() == 2 + Validator::kParallelVerifyMin);
+  for (std::size_t i = 1; i < kept.size(); ++i) CHECK(kept[i - 1].seq < kept[i].seq);
 }
 
 TEST_CASE("rejection logging is rate limited") {

@@ -13,7 +13,8 @@ real vowd processes.
   gc-replicas  three agents hold an output; gc on each leaves `replicas` copies
   horizon three agents run 150 shards with a ledger horizon every 100 statements: the
           claims and accepts of finished jobs leave the ledger files, results stay, a
-          restart runs nothing again, a fourth agent joins from what was kept, vow verify
+          restart runs nothing again, a fourth agent joins from what was kept (taking the
+          settled results on the horizons' word), vow verify
   superseded  three agents, 40 shards whose inputs all change three times: the ledger
           files end with about one generation of results, not four
 
@@ -326,6 +327,10 @@ def horizon():
         wait_until("a horizon applied on d", lambda: applied(d) >= 1, 30, 0.2)
         k = kinds(d)
         check(k.get(CLAIM, 0) < n // 2, f"d fetched {k.get(CLAIM, 0)} claims of finished jobs")
+        # It took the results the horizons settled on their word (the digest of each
+        # result's signed form), not by checking each signature again.
+        stats = ask(d, "status")["statements"]
+        check(stats["vouched"] > 0, f"d checked every signature again: {stats}")
         for ag in (a, b, c, d):
             v = ag.vow("verify", "--json", check_rc=False)
             check(v.returncode == 0, f"vow verify on {ag.name}: rc {v.returncode}: "
