@@ -35,12 +35,14 @@ class Daemon::Impl::Sequences final : public transport::SequenceView {
   bool holds_identical(const AgentKey& author, std::uint64_t seq,
                        std::string_view bytes) const override {
     // The core's ledger holds every statement it counts with its signed bytes: a
-    // duplicate costs a lookup in memory, not a read of the ledger file.
+    // duplicate costs a lookup in memory, not a read of the ledger file (which is read
+    // only at or below the frontier it holds without a gap).
     if (core_ != nullptr) {
       if (const auto* held = core_->ledger().get(author, seq)) {
         return held->signed_form.bytes == bytes;
       }
     }
+    if (seq > highest_seq(author)) return false;
     auto st = ledger_->get(author, seq);
     return st.is_ok() && st->has_value() && (*st)->bytes == bytes;
   }

@@ -364,9 +364,14 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
   auto voids = ledger.voids_for(have, kMaxVoidRangesPerSync);
   // Horizons the peer lacks lead the answer, in a batch of their own: it takes them
   // before the rest is checked, so the results they settle are taken on their word
-  // (their digests) instead of by checking each signature again.
-  std::size_t leading = 0;
-  while (leading < batch.size() && batch[leading].kind() == StatementKind::kHorizon) ++leading;
+  // (their digests) instead of by checking each signature again. (missing_for puts
+  // them first in each author's tail, but takes the authors' tails in turns.)
+  auto lacked = [&](const Statement& st) {
+    const auto* h = std::get_if<Horizon>(&st.body);
+    return h != nullptr && h->number > their_horizon;
+  };
+  auto rest = std::stable_partition(batch.begin(), batch.end(), lacked);
+  const auto leading = static_cast<std::size_t>(rest - batch.begin());
   if (leading > 0 && leading < batch.size()) {
     send(to, StatementBatch{{std::make_move_iterator(batch.begin()),
                              std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(leading))},
@@ -540,7 +545,13 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           for (const auto& v : m.voids) receive_void(v);
           // Our own statements relayed back after a restart lost their tail.
           last_seq = std::max(last_seq, ledger.max_seq(config.key));
-          continue_pull(from, *p, m.statements.size(), ledger_before);
+          // Horizons alone lead an answer (answer_sync): the rest of it follows.
+          const bool horizons_alone =
+              !m.statements.empty() &&
+              std::all_of(m.statements.begin(), m.statements.end(), [](const Statement& st) {
+                return st.kind() == StatementKind::kHorizon;
+              });
+          if (!horizons_alone) continue_pull(from, *p, m.statements.size(), ledger_before);
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
           send(from, holdings.have_since(m.incarnation, m.version));
           holdings_unasked.erase(from);  // it has the current version (unless lost)

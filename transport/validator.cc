@@ -101,8 +101,9 @@ bool Validator::decode_fresh(const SignedStatement& s, const AgentKey& peer, Sta
   // checked (a sync answer or a relay repeats many): the bytes held were verified when
   // they arrived, so the same bytes need no second verification, whatever signature
   // comes with them now.
-  if (decoded->seq <= sequences_->highest_seq(decoded->author) &&
-      sequences_->holds_identical(decoded->author, decoded->seq, s.bytes)) {
+  // Not only at or below highest_seq: an agent that took horizons holds statements above
+  // gaps (retired slots it never held), and a catch-up brings many twice.
+  if (sequences_->holds_identical(decoded->author, decoded->seq, s.bytes)) {
     ++duplicates_;
     return false;
   }

@@ -51,9 +51,11 @@ class SequenceView {
   virtual ~SequenceView() = default;
   // Highest sequence held of `author` (0: none).
   virtual std::uint64_t highest_seq(const AgentKey& author) const = 0;
-  // True if exactly these bytes are already held as (author, seq). Anti-entropy makes
-  // such duplicates normal (a statement pushed and synced at once): they are dropped
-  // without counting as rejections. A different statement at a held seq is a replay.
+  // True if exactly these bytes are already held as (author, seq), at any seq (above
+  // highest_seq too: statements held above a gap). Anti-entropy makes such duplicates
+  // normal (a statement pushed and synced at once, a catch-up pulling from two peers):
+  // they are dropped without counting as rejections, before any signature check. A
+  // different statement at a held seq is a replay.
   virtual bool holds_identical(const AgentKey& author, std::uint64_t seq,
                                std::string_view bytes) const {
     (void)author, (void)seq, (void)bytes;

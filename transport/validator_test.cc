@@ -206,6 +206,14 @@ TEST_CASE("a statement held with the same bytes is a duplicate, dropped unverifi
   CHECK(!v.validate(sp(frame_of(other)), b.key(), PeerRole::kAgent));
   CHECK(v.rejected(RejectReason::kBadSignature) == 1);
   CHECK(v.duplicates() == 2);
+  // Held above the highest seq (above a gap: slots a horizon retired that were never
+  // held): a duplicate too, not checked again.
+  auto above = *sign_statement(a, testing::claim(a.key(), 9));
+  seqs.held[{a.key(), 9}] = above.bytes;
+  above.signature.fill(0);
+  CHECK(!v.validate(sp(frame_of(above)), b.key(), PeerRole::kAgent));
+  CHECK(v.duplicates() == 3);
+  CHECK(v.rejected(RejectReason::kBadSignature) == 1);
 }
 
 TEST_CASE("a signed form a horizon vouches for is taken unchecked; nothing else at its slot is") {
