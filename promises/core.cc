@@ -188,7 +188,13 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       const Statement* canon = book.canonical(job);
       int failures = book.failed_attempts(job);
       book.note(st);
-      touch(job);
+      // It may bind a failed result that arrived before it.
+      if (std::any_of(book.results(job).begin(), book.results(job).end(),
+                      [](const Statement* r) { return !std::get<JobResult>(r->body).ok; })) {
+        rerank(job);
+      } else {
+        touch(job);
+      }
       tie_break_check.insert(job);
       const Statement* now_canon = book.canonical(job);
       if (now_canon != canon || book.failed_attempts(job) != failures) {
@@ -214,7 +220,11 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
     case StatementKind::kResult: {
       const auto& r = std::get<JobResult>(st.body);
       book.note(st);
-      touch(r.job.job);
+      if (r.ok) {
+        touch(r.job.job);
+      } else {
+        rerank(r.job.job);
+      }
       results_changed.insert(r.job.job);
       // Our own claim closed: a claim of its epoch that outranks it, which arrived while
       // the run was finishing (its outputs being stored), now calls for a release.
@@ -247,7 +257,7 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
     case StatementKind::kRetry: {
       const Digest& job = std::get<Retry>(st.body).job.job;
       book.note(st);
-      touch(job);  // its ranking too
+      rerank(job);
       // Its failures are counted afresh: backoff, and the failed event if it fails again.
       local.erase(job);
       plan_dirty = true;  // its stage and the dependents are no longer blocked
@@ -459,6 +469,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           // requests, so that a joining agent pulls from one or two peers, not from
           // every one. Where the sender holds less, it is the one that asks.
           p->vv_sum = m.vv_sum;
+          if (m.vv_sum > ledger.vv_sum() + kMaxStatementsPerSync / 2) far_behind_ms = now_ms;
           if (m.vv_sum > ledger.vv_sum()) {
             if (may_request_sync()) {
               p->last_sync_request_ms = now_ms;
@@ -478,6 +489,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           p->running = m.running;
           p->capacity = m.capacity;
           p->vv_sum = m.vv_sum;
+          if (m.vv_sum > ledger.vv_sum() + kMaxStatementsPerSync / 2) far_behind_ms = now_ms;
           if (m.vv_sum > ledger.vv_sum()) {
             if (now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms &&
                 (pulling.count(from) || may_request_sync())) {
@@ -551,7 +563,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
               std::all_of(m.statements.begin(), m.statements.end(), [](const Statement& st) {
                 return st.kind() == StatementKind::kHorizon;
               });
-          if (!horizons_alone) continue_pull(from, *p, m.statements.size(), ledger_before);
+          if (!horizons_alone) continue_pull(from, *p, m, ledger_before);
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
           send(from, holdings.have_since(m.incarnation, m.version));
           holdings_unasked.erase(from);  // it has the current version (unless lost)
@@ -583,11 +595,21 @@ bool Core::Impl::may_request_sync() {
 // new or is not full. A peer that answers stays in the pull even if this agent holds it
 // suspect or dead: the answer shows it is there, and an agent catching up is the one
 // whose busy loop misses acks (the others leave once they are no longer live).
-void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p, std::size_t received,
-                               std::size_t ledger_before) {
+void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p,
+                               const StatementBatch& answer, std::size_t ledger_before) {
   bool asked = now_ms - p.last_sync_request_ms < kPullAnswerWindowMs;
   bool news = ledger.size() > ledger_before;
-  if (!asked || !news || received < kMaxStatementsPerSync / 2) {
+  // Full by count or by bytes: an answer cut at its byte limit holds few statements when
+  // they are large (a source version of 30,000 entries is 2 MB), and ending the pull
+  // there left a joiner claiming jobs whose results it had not pulled yet.
+  bool full = answer.statements.size() >= kMaxStatementsPerSync / 2;
+  if (!full) {
+    std::size_t bytes = 0;
+    for (const Statement& st : answer.statements) bytes += wire_size(st);
+    full = bytes >= kMaxSyncAnswerBytes / 2;
+  }
+  if (asked && news) pull_news_ms = now_ms;
+  if (!asked || !news || !full) {
     pulling.erase(from);
     return;
   }
@@ -599,6 +621,9 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p, std::s
 }
 
 bool Core::Impl::catching_up() const {
+  if (now_ms - far_behind_ms < kPullAnswerWindowMs && now_ms - pull_news_ms < kPullAnswerWindowMs) {
+    return true;
+  }
   return std::any_of(pulling.begin(), pulling.end(), [&](const AgentKey& k) {
     const Membership::Peer* p = members.find(k);
     return p != nullptr && now_ms - p->last_sync_request_ms < kPullAnswerWindowMs;

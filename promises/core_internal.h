@@ -120,11 +120,16 @@ struct Core::Impl {
   // Open places in no backlog because a claim stands on their job (it stands only while
   // its author is live: looked at again when who is live changes).
   std::set<std::size_t> held_places;
-  // A job's statements or own run changed: its ranking (failures move candidates back)
-  // and its place in the backlogs are looked at again.
+  // A job's statements or own run changed: its place in the backlogs is looked at again.
   void touch(const Digest& job) {
-    ranking_cache.erase(job);
     if (!backlog_dirty) backlog_touched.insert(job);
+  }
+  // ... and its ranking too: the failed results bound to it may have changed (failures
+  // move candidates back). Not on every statement: ranking each job a catch-up touches
+  // again hashed every candidate for every job, a third of a catch-up at 30,000 jobs.
+  void rerank(const Digest& job) {
+    ranking_cache.erase(job);
+    touch(job);
   }
   // Every planned job without a canonical result when the plan was made -> its stage's
   // index in plan->stages, and per stage how many of them are still open. A first
@@ -181,13 +186,18 @@ struct Core::Impl {
   std::size_t sync_rotor = 0;
   std::set<AgentKey> pulling;  // peers a catch-up pulls from (continue_pull)
   // A pull is under way: a full answer that brought news was followed by a request
-  // still within kPullAnswerWindowMs. This agent lacks at least that much of a peer's
+  // still within kPullAnswerWindowMs; or, within that window, a peer's heartbeat showed
+  // it far ahead (more than half an answer) and an answer to this agent's request
+  // brought news (two pulls answering the same request make one of them look empty and
+  // end; the agent is still behind). This agent lacks at least that much of a peer's
   // ledger (the results of the jobs it would claim, maybe): it does not claim meanwhile.
   bool catching_up() const;
+  std::int64_t far_behind_ms = -1'000'000;  // a heartbeat showed a peer far ahead
+  std::int64_t pull_news_ms = -1'000'000;   // an answer to our request brought news
   std::int64_t sync_budget_since_ms = -1'000'000;
   std::size_t sync_budget_used = 0;
   bool may_request_sync();
-  void continue_pull(const AgentKey& from, Membership::Peer& p, std::size_t received,
+  void continue_pull(const AgentKey& from, Membership::Peer& p, const StatementBatch& answer,
                      std::size_t ledger_before);
   // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and
   // version) and when; a change is broadcast as one Heartbeat, at most every heartbeat_ms.

@@ -167,7 +167,7 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
     }
   }
   for (const Digest& job : changed) {
-    touch(job);
+    rerank(job);
     job_index.dirty.insert(job);
     results_changed.insert(job);
   }

@@ -212,6 +212,7 @@ bool Ledger::held_advert(const AgentKey& author, std::uint64_t seq) const {
 void Ledger::prove_void(const AgentKey& author, std::uint64_t seq) {
   std::uint64_t lowest = seq;
   for (std::uint64_t s = seq;; --s) {
+    if (auto d = beyond_digests_.find(author); d != beyond_digests_.end()) d->second.erase(s);
     if (by_author_[author].erase(s) != 0) {
       // A held advert superseded at once: its body goes.
       advert_history_[author].erase(s);
@@ -573,9 +574,16 @@ Digest Ledger::fingerprint() const {
     h.update_field(std::to_string(mark));
     if (mark != 0) h.update(prefix_digest(author, mark)->bytes);
     // Statements held beyond a gap (a refused statement, rule 6): not in the prefix.
-    for (auto it = by_seq.upper_bound(mark); it != by_seq.end(); ++it) {
-      h.update_field(std::to_string(it->first));
-      h.update(statement_digest(it->second).bytes);
+    auto it = by_seq.upper_bound(mark);
+    if (it != by_seq.end()) {
+      auto& digests = beyond_digests_[author];
+      digests.erase(digests.begin(), digests.upper_bound(mark));
+      for (; it != by_seq.end(); ++it) {
+        h.update_field(std::to_string(it->first));
+        auto d = digests.try_emplace(it->first);
+        if (d.second) d.first->second = statement_digest(it->second);
+        h.update(d.first->second.bytes);
+      }
     }
     // Void slots beyond it (proven or hinted alike).
     Ranges beyond;
@@ -803,6 +811,8 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
       if (held) {
         if (auto job = it->second.job()) changed.insert(*job);
         unindex(&it->second);
+        if (auto d = beyond_digests_.find(*author); d != beyond_digests_.end())
+          d->second.erase(seq);
         by_seq.erase(it);
         --size_;
         retired_.push_back({*author, seq});

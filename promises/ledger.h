@@ -324,6 +324,11 @@ class Ledger {
   void refresh_sources() const;
 
   std::map<AgentKey, std::map<std::uint64_t, Statement>> by_author_;
+  // Per author: the digest of each statement held above its gap-free mark, as the
+  // fingerprint read it (a joiner holds nearly everything above a gap, and hashing each
+  // statement's signed form again on every summary cost a tenth of a catch-up). Dropped
+  // with the statement.
+  mutable std::map<AgentKey, std::map<std::uint64_t, Digest>> beyond_digests_;
   std::map<AgentKey, std::uint64_t> contiguous_;
   // Per author: the digests of its prefixes from `base` up (digest of 1..k is
   // d[k - base - 1]; of 1..base, base_digest). Below a horizon's cut they are not kept.

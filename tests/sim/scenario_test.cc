@@ -357,6 +357,39 @@ TEST_CASE("catching up: a fresh agent takes the results horizons settled, whatev
   CHECK(refused["over-budget"] == 0);
 }
 
+TEST_CASE("catching up: a fresh agent that promises the stage claims nothing it has not pulled yet") {
+  // As above, but agent 3 promises the stage and joins with the usual budget. Answers to
+  // its requests come from two peers at once, so one of the two often brings nothing
+  // new; that must not end the catch-up while its peers are still far ahead.
+  auto tune = [](CoreConfig& c) { c.horizon_every = 300; };
+  Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {"count"}}, 2, 2, {},
+         MembershipProfile::kAllToAll, tune, {3});
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(60'000);
+  m.advance(3000);
+  REQUIRE(m.core(0).ledger().horizon_number() >= 3);
+  const int starts = m.starts_of("count");
+  m.join(3);
+  // One network hop per 10 ms: heartbeats pass while the pull goes on.
+  m.hold(true);
+  std::int64_t joined = m.now();
+  while (m.core(3).ledger().vv_sum() < m.core(0).ledger().vv_sum() && m.now() - joined < 20'000) {
+    m.advance(10);
+    m.deliver_hop();
+  }
+  CHECK(m.core(3).ledger().vv_sum() == m.core(0).ledger().vv_sum());
+  m.hold(false);
+  m.advance(2000);
+  int claims = 0;
+  m.core(3).ledger().for_each([&](const Statement& st) {
+    claims += st.author == m.node(3).config.key && st.kind() == StatementKind::kClaim;
+  });
+  CHECK(claims == 0);
+  CHECK(m.starts_of("count") == starts);
+}
+
 // The full SyncRequests in an output, by receiver.
 std::vector<AgentKey> full_sync_requests(const Output& out) {
   std::vector<AgentKey> to;
