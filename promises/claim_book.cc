@@ -64,7 +64,10 @@ void ClaimBook::bind_claims(const JobStatements& js, const Digest& job, Summary&
   std::stable_sort(order.begin(), order.end(), [](const Statement* a, const Statement* b) {
     return std::get<Claim>(a->body).epoch < std::get<Claim>(b->body).epoch;
   });
-  std::set<const Statement*> bound;
+  std::vector<const Statement*> bound;
+  auto is_bound = [&](const Statement* st) {
+    return std::find(bound.begin(), bound.end(), st) != bound.end();
+  };
   for (const Statement* st : order) {
     const auto& c = std::get<Claim>(st->body);
     ClaimBinding why = ClaimBinding::kBound;
@@ -88,16 +91,16 @@ void ClaimBook::bind_claims(const JobStatements& js, const Digest& job, Summary&
         const Statement* prev = ledger_.get(c.supersedes->author, c.supersedes->seq);
         const Claim* pc = prev != nullptr ? std::get_if<Claim>(&prev->body) : nullptr;
         if (pc == nullptr || pc->job.job != job || pc->epoch + 1 != c.epoch ||
-            bound.count(prev) == 0) {
+            !is_bound(prev)) {
           why = ClaimBinding::kNotEarned;
         }
       }
     }
-    sum.claim_reasons[st] = why;
-    if (why == ClaimBinding::kBound) bound.insert(st);
+    sum.claim_reasons.emplace_back(st, why);
+    if (why == ClaimBinding::kBound) bound.push_back(st);
   }
   for (const Statement* st : js.claims) {  // arrival order
-    if (!bound.count(st)) continue;
+    if (!is_bound(st)) continue;
     sum.claims.push_back(st);
     std::uint32_t e = std::get<Claim>(st->body).epoch;
     if (e > sum.max_epoch || sum.top_claim == nullptr) {
@@ -135,7 +138,7 @@ const ClaimBook::Summary& ClaimBook::summary(const Digest& job) const {
           }
         }
       }
-      sum.result_reasons[st] = why;
+      sum.result_reasons.emplace_back(st, why);
       if (why != ResultBinding::kBound) continue;
       sum.results.push_back(st);
       if (!r.ok) {
@@ -170,13 +173,15 @@ const std::vector<const Statement*>& ClaimBook::results(const Digest& job) const
 
 ClaimBinding ClaimBook::claim_binding(const Digest& job, const Statement& claim) const {
   const auto& reasons = summary(job).claim_reasons;
-  auto it = reasons.find(&claim);
+  auto it = std::find_if(reasons.begin(), reasons.end(),
+                         [&](const auto& r) { return r.first == &claim; });
   return it == reasons.end() ? ClaimBinding::kNotEarned : it->second;
 }
 
 ResultBinding ClaimBook::result_binding(const Digest& job, const Statement& result) const {
   const auto& reasons = summary(job).result_reasons;
-  auto it = reasons.find(&result);
+  auto it = std::find_if(reasons.begin(), reasons.end(),
+                         [&](const auto& r) { return r.first == &result; });
   return it == reasons.end() ? ResultBinding::kNoClaim : it->second;
 }
 

@@ -25,6 +25,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -98,8 +99,9 @@ class ClaimBook {
   struct Summary {
     std::vector<const Statement*> claims;   // bound
     std::vector<const Statement*> results;  // bound
-    std::map<const Statement*, ClaimBinding> claim_reasons;
-    std::map<const Statement*, ResultBinding> result_reasons;
+    // One entry per statement of the job (a few): a vector, searched in order.
+    std::vector<std::pair<const Statement*, ClaimBinding>> claim_reasons;
+    std::vector<std::pair<const Statement*, ResultBinding>> result_reasons;
     const Statement* canonical = nullptr;
     const Statement* top_claim = nullptr;
     int failed_attempts = 0;
@@ -111,7 +113,9 @@ class ClaimBook {
 
   const Ledger& ledger_;
   AgentKey self_;
-  mutable std::map<Digest, Summary> summaries_;
+  // Made once per job and kept until a statement of it changes: every job's is read
+  // when a plan is made (a hash map: the tree's compares were a tenth of a restart).
+  mutable std::unordered_map<Digest, Summary> summaries_;
   std::map<Digest, std::uint32_t> retried_up_to_;  // job -> highest Retry epoch
   std::set<std::pair<Digest, std::uint32_t>> open_;
 };

@@ -44,6 +44,8 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -344,8 +346,17 @@ class Ledger {
   std::map<AgentKey, HorizonCut> pending_base_;
   std::map<AgentKey, std::uint64_t> floor_;
   std::uint64_t floor_sum_ = 0;
-  std::set<std::pair<AgentKey, std::uint64_t>> settled_;
-  std::map<std::pair<AgentKey, std::uint64_t>, Digest> vouched_;
+  // Looked up for each result of each job whose claims are bound (every job, when a
+  // plan is made after a restart): hashed, not ordered.
+  struct SlotHash {
+    std::size_t operator()(const std::pair<AgentKey, std::uint64_t>& s) const noexcept {
+      std::size_t h;
+      __builtin_memcpy(&h, s.first.bytes.data(), sizeof(h));
+      return h ^ (s.second * 0x9E3779B97F4A7C15ull);
+    }
+  };
+  std::unordered_set<std::pair<AgentKey, std::uint64_t>, SlotHash> settled_;
+  std::unordered_map<std::pair<AgentKey, std::uint64_t>, Digest, SlotHash> vouched_;
   std::uint64_t horizon_number_ = 0;
   Digest horizon_content_;
   std::vector<StatementRef> retired_;
