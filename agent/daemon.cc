@@ -11,6 +11,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <thread>
 
 #include "agent/config_files.h"
 #include "agent/daemon_internal.h"
@@ -250,12 +252,25 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
                   created ? " (new identity)" : "");
 
   VOW_RETURN_IF_ERROR(impl->choose_sandbox());
-  VOW_RETURN_IF_ERROR(impl->open_stores());
   promises::RestoredState restored;
   std::vector<store::RunningJob> recovered;
+  // What a restart costs before the agent listens, in its log (docs/agent.md).
+  auto since = [t = std::chrono::steady_clock::now()]() mutable {
+    auto now = std::chrono::steady_clock::now();
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - t).count();
+    t = now;
+    return ms;
+  };
+  VOW_RETURN_IF_ERROR(impl->open_stores());
+  const auto opened_ms = since();
   VOW_RETURN_IF_ERROR(impl->restore(&restored, &recovered));
+  const auto read_ms = since();
+  const std::size_t statements = restored.statements.size();
   VOW_RETURN_IF_ERROR(impl->open_transport());
   impl->make_agent(std::move(restored), std::move(recovered));
+  impl->log->info("state restored: {} statement(s); stores opened in {} ms, ledger read in {} ms, "
+                  "agent made in {} ms",
+                  statements, opened_ms, read_ms, since());
   VOW_RETURN_IF_ERROR(impl->open_control());
   if (!impl->config.http.empty()) {
     // The web view (agent/web.h): asks the loop through the control socket.
@@ -338,27 +353,54 @@ Status Daemon::Impl::open_stores() {
 // verifies every signature; peers verify whatever this agent sends them.
 Status Daemon::Impl::restore(promises::RestoredState* restored,
                              std::vector<store::RunningJob>* recovered) {
+  // The rows are read in order, then decoded on two threads (each half in place): at
+  // 30,000 jobs reading the ledger back was a quarter of a restart, before the agent
+  // listens, and decoding most of that.
+  std::vector<store::StoredStatement> rows_read;
   Status scan =
-      ledger->scan_statements([&](const store::StoredStatement& s, const Status& row) -> Status {
+      ledger->scan_statements([&](store::StoredStatement& s, const Status& row) -> Status {
         if (!row.is_ok()) return row;
-        auto st = transport::decode_statement_unverified(s.bytes);
-        if (st.is_ok() && (st->author != s.author || st->seq != s.seq)) {
-          st = Status::corrupt("its bytes name statement " + transport::agent_id(st->author) +
-                               "/" + std::to_string(st->seq));
-        }
-        if (st.is_ok()) {
-          st->signed_form.bytes = s.bytes;
-          st->signed_form.signature = s.signature;
-        }
-        if (!st.is_ok()) {
-          return Status::corrupt("statement " + transport::agent_id(s.author) + "/" +
-                                 std::to_string(s.seq) +
-                                 " in the ledger: " + st.status().message() + " (run vow fsck)");
-        }
-        restored->statements.push_back(std::move(st).value());
+        rows_read.push_back(std::move(s));
         return Status::ok();
       });
   VOW_RETURN_IF_ERROR(scan);
+  std::vector<std::optional<Statement>> decoded(rows_read.size());
+  std::vector<Status> failed(rows_read.size(), Status::ok());
+  auto decode = [&](std::size_t first, std::size_t step) {
+    for (std::size_t i = first; i < rows_read.size(); i += step) {
+      store::StoredStatement& s = rows_read[i];
+      auto st = transport::decode_statement_unverified(s.bytes);
+      if (st.is_ok() && (st->author != s.author || st->seq != s.seq)) {
+        st = Status::corrupt("its bytes name statement " + transport::agent_id(st->author) +
+                             "/" + std::to_string(st->seq));
+      }
+      if (!st.is_ok()) {
+        failed[i] = st.status();
+        continue;
+      }
+      st->signed_form.bytes = std::move(s.bytes);
+      st->signed_form.signature = s.signature;
+      decoded[i] = std::move(st).value();
+    }
+  };
+  if (rows_read.size() >= 1024) {
+    std::thread other(decode, 1, 2);
+    decode(0, 2);
+    other.join();
+  } else {
+    decode(0, 1);
+  }
+  restored->statements.reserve(rows_read.size());
+  for (std::size_t i = 0; i < rows_read.size(); ++i) {
+    if (!decoded[i]) {
+      const store::StoredStatement& s = rows_read[i];
+      return Status::corrupt("statement " + transport::agent_id(s.author) + "/" +
+                             std::to_string(s.seq) + " in the ledger: " + failed[i].message() +
+                             " (run vow fsck)");
+    }
+    restored->statements.push_back(std::move(*decoded[i]));
+  }
+  rows_read.clear();
   auto proofs = ledger->proofs();
   if (!proofs.is_ok()) return proofs.status();
   for (const auto& s : *proofs) {

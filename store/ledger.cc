@@ -184,8 +184,11 @@ class MemoryLedger final : public LedgerStore {
     return std::optional<StoredStatement>(*best);
   }
   Status scan_statements(
-      const std::function<Status(const StoredStatement&, const Status&)>& fn) override {
-    for (const auto& [k, s] : statements_) VOW_RETURN_IF_ERROR(fn(s, Status::ok()));
+      const std::function<Status(StoredStatement&, const Status&)>& fn) override {
+    for (const auto& [k, s] : statements_) {
+      StoredStatement copy = s;
+      VOW_RETURN_IF_ERROR(fn(copy, Status::ok()));
+    }
     return Status::ok();
   }
   Result<std::uint64_t> statement_count() override { return statements_.size(); }

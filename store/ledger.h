@@ -147,11 +147,12 @@ class LedgerStore {
   // The canonical result of JOB (docs/coordination.md): among ok results, the least
   // (epoch, outputs_digest), ties broken by (author, seq). nullopt if none.
   virtual Result<std::optional<StoredStatement>> canonical_result(const Digest& job) = 0;
-  // Visits every statement (fsck, verify). row_status is kCorrupt for a row that fails
-  // its checksum (the statement still carries author and seq). Stops at the first
-  // non-ok status returned by FN and returns it.
+  // Visits every statement (restart, fsck, verify). row_status is kCorrupt for a row
+  // that fails its checksum (the statement still carries author and seq). FN may take
+  // the row's contents (it is a copy, made for the visit). Stops at the first non-ok
+  // status returned by FN and returns it.
   virtual Status scan_statements(
-      const std::function<Status(const StoredStatement& s, const Status& row_status)>& fn) = 0;
+      const std::function<Status(StoredStatement& s, const Status& row_status)>& fn) = 0;
   virtual Result<std::uint64_t> statement_count() = 0;
 
   // --- equivocation proofs (docs/coordination.md, rule 5) ---
@@ -246,7 +247,7 @@ class FaultyLedger final : public LedgerStore {
     return base_.canonical_result(job);
   }
   Status scan_statements(
-      const std::function<Status(const StoredStatement&, const Status&)>& fn) override {
+      const std::function<Status(StoredStatement&, const Status&)>& fn) override {
     return base_.scan_statements(fn);
   }
   Result<std::uint64_t> statement_count() override { return base_.statement_count(); }

@@ -285,7 +285,7 @@ class SqliteLedger final : public LedgerStore {
   }
 
   Status scan_statements(
-      const std::function<Status(const StoredStatement&, const Status&)>& fn) override {
+      const std::function<Status(StoredStatement&, const Status&)>& fn) override {
     // Not cached: a scan may run while FN issues other queries on this connection.
     std::string sql =
         std::string("SELECT ") + kStatementColumns + " FROM statements ORDER BY author, seq";
