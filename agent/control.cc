@@ -169,6 +169,28 @@ nlohmann::json Daemon::Impl::rejected_json() {
   return rejected;
 }
 
+// The sources this agent provides (docs/cli.md, `sources`): the latest snapshot, and
+// the error that keeps it from being read, since when.
+nlohmann::json Daemon::Impl::sources_json() {
+  using nlohmann::json;
+  json out = json::array();
+  for (const auto& src : sources) {
+    json s = {{"pipeline", src.decl.pipeline},
+              {"source", src.decl.source},
+              {"path", src.path},
+              {"watch", src.decl.watch},
+              {"state", !src.error.empty() ? "error" : src.snapshotted ? "ok" : "unchecked"},
+              {"snapshot", src.reported ? json(src.reported->hex()) : json(nullptr)},
+              {"last_ok_ms", src.last_ok_ms}};
+    if (!src.error.empty()) {
+      s["error"] = src.error;
+      s["error_since_ms"] = src.error_since_ms;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 nlohmann::json Daemon::Impl::status_json() {
   using nlohmann::json;
   json agents = agents_json();
@@ -267,6 +289,7 @@ nlohmann::json Daemon::Impl::status_json() {
                  {"advertise", advertised_endpoint()}}},
       {"agents", agents},
       {"pipelines", pls},
+      {"sources", sources_json()},
       {"rejected", rejected},
       {"statements",
        {{"received", agent->counters().statements_in},
@@ -399,6 +422,31 @@ std::string Daemon::Impl::metrics_text() {
                                   "Upstream result signed to the downstream job started here.");
   agent->metrics().job_duration.render(out, "vow_job_duration_seconds",
                                        "Wall time of job processes run here.");
+  header(out, "vow_source_ok", "gauge",
+         "1 if the latest check of a source this agent provides read it, else 0.");
+  for (const auto& src : sources) {
+    sample(out, "vow_source_ok",
+           {{"pipeline", src.decl.pipeline}, {"source", src.decl.source}, {"path", src.path}},
+           src.snapshotted && src.error.empty() ? 1 : 0);
+  }
+  header(out, "vow_source_last_snapshot_timestamp_seconds", "gauge",
+         "When a check last read a source this agent provides (Unix time; 0 never).");
+  for (const auto& src : sources) {
+    sample(out, "vow_source_last_snapshot_timestamp_seconds",
+           {{"pipeline", src.decl.pipeline}, {"source", src.decl.source}, {"path", src.path}},
+           static_cast<double>(src.last_ok_ms) / 1e3);
+  }
+  header(out, "vow_source_error_since_timestamp_seconds", "gauge",
+         "Since when a source this agent provides cannot be read (Unix time), with the error.");
+  for (const auto& src : sources) {
+    if (src.error.empty()) continue;
+    sample(out, "vow_source_error_since_timestamp_seconds",
+           {{"pipeline", src.decl.pipeline},
+            {"source", src.decl.source},
+            {"path", src.path},
+            {"error", src.error}},
+           static_cast<double>(src.error_since_ms) / 1e3);
+  }
   int alive = 0;
   int known = 0;
   for (const auto& p : core().peers()) {

@@ -136,6 +136,12 @@ struct WatchedSource {
   std::uint64_t refresh_asked = 0;
   std::uint64_t refresh_started = 0;
   std::uint64_t refresh_done = 0;
+  // Health (vow status, /metrics): the latest check's error, empty once a check
+  // imported it; when that error was first seen, and when a check last imported it
+  // (wall clock, ms since the epoch; 0 never).
+  std::string error;
+  std::int64_t error_since_ms = 0;
+  std::int64_t last_ok_ms = 0;
 };
 
 // The agent's links: the transport, and which peer is at which endpoint.
@@ -284,6 +290,7 @@ struct Daemon::Impl {
   nlohmann::json status_json();
   nlohmann::json agents_json();    // this agent and its peers, as status reports them
   nlohmann::json rejected_json();  // drops and refusals by reason
+  nlohmann::json sources_json();   // the sources this agent provides and their health
   std::string metrics_text();
 
   // ---- gc.cc ----

@@ -133,6 +133,15 @@ json Daemon::Impl::wait_json(const json& args) {
       done = false;
     }
   }
+  // A source this agent provides that cannot be read holds the pipeline back: say so.
+  if (!done && failed == 0) {
+    for (const auto& src : sources) {
+      if (src.decl.pipeline == pipeline && !src.error.empty()) {
+        why = "source " + src.decl.source + " cannot be read: " + src.error + " (vow status)";
+        break;
+      }
+    }
+  }
   answer["state"] = failed > 0 ? "failed" : done ? "done" : "running";
   if (!why.empty()) answer["why"] = why;
   return answer;
