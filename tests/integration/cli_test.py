@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +52,7 @@ def parse_prometheus(text):
     line that is not a comment, a TYPE/HELP line or a well-formed sample."""
     samples = {}
     types = {}
+    family = None
     for n, line in enumerate(text.splitlines(), 1):
         if not line:
             continue
@@ -58,12 +60,17 @@ def parse_prometheus(text):
             _, _, name, kind = line.split(" ", 3)
             check(kind in ("counter", "gauge", "histogram", "summary", "untyped"),
                   f"metrics line {n}: bad type {kind}")
+            check(name not in types, f"metrics line {n}: a second TYPE for {name}")
             types[name] = kind
+            family = name
             continue
         if line.startswith("#"):
             continue
         m = PROM_LINE.match(line)
         check(m, f"metrics line {n} is not Prometheus text: {line!r}")
+        # A family's samples follow its TYPE line, together.
+        check(re.sub(r"_(bucket|sum|count)$", "", m.group(1)) == family or m.group(1) == family,
+              f"metrics line {n}: {m.group(1)} outside its family (after {family})")
         labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"',
                                          m.group(3) or "")))
         samples[(m.group(1), labels)] = float(m.group(7))
@@ -101,6 +108,7 @@ def main():
         c = mesh.add("c", [("wordcount/count", 2), ("wordcount/merge", 1), ("wordcount/top", 1)])
         a.http_port = free_port()
         a.trust_clients = [client_id]
+        started = time.time()
         mesh.start()
 
         # vow wait: timed out (4) while the slow job sleeps, failed (1) naming the stage,
@@ -293,17 +301,20 @@ def main():
               f"remote get of nothing: {p.returncode} {p.stderr}")
         stranger = os.path.join(mesh.root, "stranger.key")
         run("keys", "gen", "--out", stranger)
-        before = a.status()["rejected"]["untrusted-handshake"]
+        before = a.status()["rejected"]["untrusted_handshake"]
         p = run("status", "--agent", remote, "--key", stranger, timeout=30)
         check(p.returncode == 1 and "no answer" in p.stderr, f"untrusted client: {p.returncode} {p.stderr}")
         wait_until("the refused handshake to be counted",
-                   lambda: a.status()["rejected"]["untrusted-handshake"] > before, 10)
+                   lambda: a.status()["rejected"]["untrusted_handshake"] > before, 10)
 
         # HTTP: /metrics parses as Prometheus text and agrees with the ledger.
-        def metrics():
+        def body_of_metrics():
             code, ctype, body = http_get(a.http_port, "/metrics")
             check(code == 200 and ctype.startswith("text/plain"), f"/metrics {code} {ctype}")
-            return parse_prometheus(body)
+            return body
+
+        def metrics():
+            return parse_prometheus(body_of_metrics())
         samples, types = wait_until(
             "metrics to show the finished pipeline",
             lambda: (lambda st: st if st[0].get(
@@ -314,14 +325,44 @@ def main():
         check(samples[("vow_peers_alive", ())] == 2, "peers alive")
         check(samples[("vow_jobs", (("pipeline", "fail"), ("stage", "boom"), ("state", "failed")))]
               == 1, "failed job metric")
-        check(samples[("vow_messages_rejected_total", (("reason", "untrusted-handshake"),))] >= 1,
+        check(samples[("vow_messages_rejected_total", (("reason", "untrusted_handshake"),))] >= 1,
               "rejected metric")
-        ran_here = samples[("vow_job_duration_seconds_count", ())]
+        # Job durations by pipeline and stage: a's count series are the stages it ran,
+        # which its vow jobs shows (executor a, done or failed).
+        counts = {(dict(k[1])["pipeline"], dict(k[1])["stage"]): v for k, v in samples.items()
+                  if k[0] == "vow_job_duration_seconds_count"}
+        ran_here = sum(counts.values())
         check(ran_here >= 1 and samples[("vow_results_total", (("outcome", "ok"),))] >= 1,
               f"job duration count {ran_here} results {[(k, v) for k, v in samples.items() if 'result' in k[0] or 'claims' in k[0]]}")
-        buckets = sorted((float(dict(k[1])["le"]), v) for k, v in samples.items()
-                         if k[0] == "vow_job_duration_seconds_bucket")
-        check(all(x[1] <= y[1] for x, y in zip(buckets, buckets[1:])), "buckets not cumulative")
+        check(all(p in ("wordcount", "fail", "slow") and s for p, s in counts), f"stages {counts}")
+        for (pl, st), n in counts.items():
+            labels = (("pipeline", pl), ("stage", st))
+            buckets = sorted((float(dict(k[1])["le"]), v) for k, v in samples.items()
+                             if k[0] == "vow_job_duration_seconds_bucket" and k[1][1:] == labels)
+            check(buckets and all(x[1] <= y[1] for x, y in zip(buckets, buckets[1:])) and
+                  buckets[-1] == (float("inf"), n), f"{pl}/{st} buckets {buckets}, count {n}")
+        # Build, process and ledger gauges; the renamed byte counters.
+        info = [k for k in samples if k[0] == "vow_build_info"]
+        version = run("--version").stdout.split()[1]
+        check(len(info) == 1 and dict(info[0][1])["version"] == version and
+              dict(info[0][1])["protocol"].isdigit() and samples[info[0]] == 1,
+              f"vow_build_info {info}, vow --version {version}")
+        check(abs(samples[("process_start_time_seconds", ())] - started) < 60 and
+              samples[("process_cpu_seconds_total", ())] > 0 and
+              samples[("process_resident_memory_bytes", ())] > 1 << 20 and
+              samples[("process_open_fds", ())] >= 5, "process_* metrics")
+        check(samples[("process_open_fds", ())] <= len(os.listdir(f"/proc/{a.proc.pid}/fd")) + 16,
+              "process_open_fds counts the agent's descriptors")
+        check(samples[("vow_ledger_statements", ())] >= 50 and
+              samples[("vow_ledger_bytes", ())] >= 4096, "ledger gauges")
+        check(samples[("vow_artifact_received_bytes_total", ())] > 0 and
+              ("vow_artifact_sent_bytes_total", ()) in samples and
+              not any("bytes_sent" in k[0] or "bytes_received" in k[0] for k in samples),
+              "artifact byte counters")
+        # One spelling of reason labels; sums printed to full precision.
+        reasons = [dict(k[1])["reason"] for k in samples if "reason" in dict(k[1])]
+        check(reasons and all(re.fullmatch(r"[a-z0-9_]+", r) for r in reasons), f"reasons {reasons}")
+
         code, _, body = http_get(a.http_port, "/healthz")
         check(code == 200 and body.strip() == "ok", f"/healthz: {code} {body}")
         code, _, body = http_get(a.http_port, "/readyz")
