@@ -336,9 +336,9 @@ def main():
               f"job duration count {ran_here} results {[(k, v) for k, v in samples.items() if 'result' in k[0] or 'claims' in k[0]]}")
         check(all(p in ("wordcount", "fail", "slow") and s for p, s in counts), f"stages {counts}")
         for (pl, st), n in counts.items():
-            labels = (("pipeline", pl), ("stage", st))
+            series = (("pipeline", pl), ("stage", st))
             buckets = sorted((float(dict(k[1])["le"]), v) for k, v in samples.items()
-                             if k[0] == "vow_job_duration_seconds_bucket" and k[1][1:] == labels)
+                             if k[0] == "vow_job_duration_seconds_bucket" and k[1][1:] == series)
             check(buckets and all(x[1] <= y[1] for x, y in zip(buckets, buckets[1:])) and
                   buckets[-1] == (float("inf"), n), f"{pl}/{st} buckets {buckets}, count {n}")
         # Build, process and ledger gauges; the renamed byte counters.
