@@ -237,6 +237,9 @@ struct Daemon::Impl {
 
   std::vector<WatchedSource> sources;
   std::uint64_t refresh_tickets = 0;  // the last ticket `wait` handed out
+  // Artifacts `vow get` found corrupt here: checked on the worker, then fetched again
+  // (requests.cc, repair_json); `resolve` says `repairing` meanwhile.
+  std::set<Digest> repairing;
   int inotify_fd = -1;
   // Watch descriptor -> (source index, name of the source in the watched directory
   // when the watch is on its parent, else empty).
@@ -340,6 +343,10 @@ struct Daemon::Impl {
   // ---- requests.cc ----
   nlohmann::json retry_json(const nlohmann::json& args);
   nlohmann::json wait_json(const nlohmann::json& args);
+  // args {"digest"}: an artifact a reader found corrupt in this agent's store. The
+  // worker hashes every object of it and removes those that do not match (and the trees
+  // above them); then it is fetched again from another holder.
+  nlohmann::json repair_json(const nlohmann::json& args);
   // Asks for a fresh check of the watched sources this agent provides for `pipeline`;
   // the ticket to pass to sources_checked.
   std::uint64_t refresh_sources(const std::string& pipeline);

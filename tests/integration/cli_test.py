@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -75,6 +76,16 @@ def parse_prometheus(text):
                                          m.group(3) or "")))
         samples[(m.group(1), labels)] = float(m.group(7))
     return samples, types
+
+
+def flip_first_byte(path):
+    """Corrupts a stored object (read-only in the store) in place."""
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        byte = f.read(1)
+        f.seek(0)
+        f.write(bytes([byte[0] ^ 0x20]))
+    os.chmod(path, 0o444)
 
 
 def shards_of(done_jobs):
@@ -246,22 +257,46 @@ def main():
         tree_out = os.path.join(mesh.root, "got-shards")
         ok(a, "get", shards, "-o", tree_out)
         check(len(os.listdir(tree_out)) == 8, f"shards tree: {os.listdir(tree_out)}")
-        # Corrupt a's stored copy of the report: vow get refuses it and writes nothing.
+        # Corrupt a's stored copy of the report: vow get says so, a drops it and fetches
+        # it again from another holder, and the bytes written are the right ones; a's
+        # store holds a good copy again (the next get reads it without a repair).
         obj = os.path.join(a.state, "artifacts", "objects", report[:2], report)
         wait_until("a to hold the report", lambda: os.path.exists(obj) or
                    ok(a, "get", report, "-o", os.path.join(mesh.root, "prime")), 30)
-        os.chmod(obj, 0o644)
-        with open(obj, "r+b") as f:
-            byte = f.read(1)
-            f.seek(0)
-            f.write(bytes([byte[0] ^ 0x20]))
-        bad = os.path.join(mesh.root, "got-corrupt")
-        p = run("get", report, "-o", bad, "--state-dir", a.state)
-        check(p.returncode == 1 and "corrupt" in p.stderr and not os.path.exists(bad),
-              f"get of a corrupt artifact: rc {p.returncode}: {p.stderr}")
-        with open(obj, "r+b") as f:
-            f.write(byte)
-        os.chmod(obj, 0o444)
+        good = read_artifact(mesh, report)
+        flip_first_byte(obj)
+        repaired = os.path.join(mesh.root, "got-repaired")
+        p = run("get", report, "-o", repaired, "--state-dir", a.state)
+        check(p.returncode == 0 and "corrupt" in p.stderr and "another holder" in p.stderr,
+              f"get of a corrupt local copy: rc {p.returncode}: {p.stderr}")
+        with open(repaired, "rb") as f:
+            check(f.read() == good, "the repaired get wrote other bytes")
+        with open(obj, "rb") as f:
+            check(f.read() == good, "a's store still holds the corrupt copy")
+        p = run("get", report, "-o", "-", "--state-dir", a.state)
+        check(p.returncode == 0 and "corrupt" not in p.stderr, f"get after the repair: {p.stderr}")
+        # The same for a file inside a tree: the tree is fetched again with that file.
+        tree_obj = os.path.join(a.state, "artifacts", "objects", shards[:2], shards + ".tree")
+        first = sorted(os.listdir(tree_out))[0]
+        with open(os.path.join(tree_out, first), "rb") as f:
+            shard_bytes = f.read()
+        child = None
+        for d in os.listdir(os.path.join(a.state, "artifacts", "objects")):
+            for name in os.listdir(os.path.join(a.state, "artifacts", "objects", d)):
+                path = os.path.join(a.state, "artifacts", "objects", d, name)
+                if not name.endswith(".tree") and open(path, "rb").read() == shard_bytes:
+                    child = path
+        check(os.path.exists(tree_obj) and child, "a holds the shards tree and its first file")
+        flip_first_byte(child)
+        tree_again = os.path.join(mesh.root, "got-shards-repaired")
+        p = run("get", shards, "-o", tree_again, "--state-dir", a.state)
+        check(p.returncode == 0 and "corrupt" in p.stderr,
+              f"get of a tree with a corrupt file: rc {p.returncode}: {p.stderr}")
+        with open(os.path.join(tree_again, first), "rb") as f:
+            check(f.read() == shard_bytes and sorted(os.listdir(tree_again)) ==
+                  sorted(os.listdir(tree_out)), "the repaired tree")
+        with open(child, "rb") as f:
+            check(f.read() == shard_bytes, "a's store still holds the corrupt shard")
 
         # Live verify against an agent.
         v = ask(c, "verify")
@@ -383,6 +418,17 @@ def main():
         # Over CURVE too, not found is 3.
         p = run("job", "abcdef0123", "--agent", remote, "--key", client_key)
         check(p.returncode == 3 and "no job" in p.stderr, f"remote no such job: {p.returncode} {p.stderr}")
+        # With no other live holder, a corrupt copy cannot be replaced: refused, nothing
+        # written, and a's copy left for an operator to look at.
+        b.kill(signal.SIGTERM)
+        c.kill(signal.SIGTERM)
+        wait_until("a to see b and c gone", lambda: not any(
+            x["alive"] for x in a.status()["agents"] if not x["self"]), 30)
+        flip_first_byte(obj)
+        alone = os.path.join(mesh.root, "got-alone")
+        p = run("get", report, "-o", alone, "--state-dir", a.state)
+        check(p.returncode == 1 and "corrupt" in p.stderr and "cannot be replaced" in p.stderr
+              and not os.path.exists(alone), f"get with no other holder: rc {p.returncode}: {p.stderr}")
         print("cli: every command checked against a completed mesh")
     finally:
         mesh.cleanup()
