@@ -2,6 +2,7 @@
 
 #include <glob.h>
 #include <grp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -197,6 +198,28 @@ class Loader {
       }
     }
     check_trust(agent, dir);
+    // A source that cannot be read here is no error in the file (it may appear later),
+    // but the agent publishes no version of it until it can: say so.
+    for (const auto& src : agent.sources) {
+      fs::path p = fs::path(src.path).is_absolute() ? fs::path(src.path) : dir / src.path;
+      p = p.lexically_normal();
+      std::error_code ec;
+      auto st = fs::symlink_status(p, ec);
+      std::string what;
+      if (ec || !fs::exists(st)) {
+        what = "does not exist here";
+      } else if (fs::is_symlink(st)) {
+        what = "is a symbolic link, which sources refuse";
+      } else if (::access(p.c_str(), R_OK) != 0) {
+        what = std::string("cannot be read here (") + std::strerror(errno) + ")";
+      }
+      if (!what.empty()) {
+        out_.warnings.push_back({src.where, "source '" + src.pipeline + "/" + src.source +
+                                                "' path " + p.string() + " " + what +
+                                                ": the agent publishes no version of it until "
+                                                "it can read it"});
+      }
+    }
     if (!agent.control_group.empty() && ::getgrnam(agent.control_group.c_str()) == nullptr) {
       out_.warnings.push_back({agent.where, "control_group '" + agent.control_group +
                                                 "' is no group on this host: vowd refuses to "

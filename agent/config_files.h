@@ -28,7 +28,8 @@ struct LoadedConfigs {
   std::vector<promises::Diagnostic> errors;
   // What may stop the agent working on this host without being wrong in the file: a
   // `key_files` pattern that matches no file (keys are often installed after the agent
-  // file is written), a `control_group` that is no group here. vow check prints them;
+  // file is written), a `control_group` that is no group here, a source path that is
+  // missing, unreadable or a symbolic link here. vow check prints them;
   // vowd logs them at start and on reload.
   std::vector<promises::Diagnostic> warnings;
 };

@@ -169,7 +169,7 @@ expect 0 '^ok: 1 pipeline, 1 agent$' -- "$vow" check "$tmp/advertise.toml"
 # is written; a bad line of a key file, where it is in that file. A key_files pattern
 # that matches no file is a warning (keys are often installed after the agent file):
 # exit 0, the warning on stderr and in --json.
-mkdir -p "$tmp/t/keys"
+mkdir -p "$tmp/t/keys" "$tmp/t/corpus"
 sed 's|"wordcount.toml"|"'"$ex"'/wordcount.toml"|; s|^key_files = .*|keys = ["notakey"]\nclients = ["vowabc"]\n&|' \
   "$ex/agent-a.toml" >"$tmp/t/agent.toml"
 "$vow" keys gen --state-dir "$tmp/t/id" >"$tmp/t/keys/a.pub" || fail "keys gen"
@@ -195,6 +195,14 @@ expect 0 '^ok: 1 pipeline, 1 agent$' -- "$vow" check "$tmp/t/agent.toml"
 json=$("$vow" check --json "$tmp/t/agent.toml") || fail "check --json with a warning exited $?"
 python3 -c 'import json,sys; d=json.loads(sys.argv[1]); w=d["warnings"]; assert d["errors"]==[] and [(x["line"],x["column"]) for x in w]==[(15,14)] and "matches no file" in w[0]["message"], d' \
   "$json" || fail "check --json warnings are wrong: $json"
+# A source path that is not there, or is a symbolic link, is a warning where the source
+# is declared: the agent would publish no version of it.
+rmdir "$tmp/t/corpus"
+expect 0 "^$tmp/t/agent.toml:[0-9]+:[0-9]+: warning: source 'wordcount/corpus' path $tmp/t/corpus does not exist here" \
+  -- "$vow" check "$tmp/t/agent.toml"
+ln -s /tmp "$tmp/t/corpus"
+expect 0 "^$tmp/t/agent.toml:[0-9]+:[0-9]+: warning: source 'wordcount/corpus' path $tmp/t/corpus is a symbolic link" \
+  -- "$vow" check "$tmp/t/agent.toml"
 
 if ((failures)); then
   echo "$failures failure(s)" >&2
