@@ -330,6 +330,16 @@ def main():
             with open(os.path.join(tree_out, name), "rb") as x, \
                     open(os.path.join(remote_tree, name), "rb") as y:
                 check(x.read() == y.read(), f"remote tree entry {name}")
+        # A corrupt copy at the remote agent is refused, saying how it is replaced; once
+        # a get on the agent's host has replaced it, the remote get works again.
+        flip_first_byte(obj)
+        p = run("get", report, "-o", remote_out + "-bad", "--agent", remote, "--key", client_key)
+        check(p.returncode == 1 and "is corrupt" in p.stderr and "that agent's host" in p.stderr
+              and not os.path.exists(remote_out + "-bad"),
+              f"remote get of a corrupt copy: {p.returncode} {p.stderr}")
+        ok(a, "get", report, "-o", os.path.join(mesh.root, "repaired-again"))
+        p = run("get", report, "-o", remote_out + "-good", "--agent", remote, "--key", client_key)
+        check(p.returncode == 0, f"remote get after the repair: {p.returncode} {p.stderr}")
         p = run("get", "wordcount/nosuch.out", "-o", remote_out + "2", "--agent", remote, "--key",
                 client_key)
         check(p.returncode == 3 and not os.path.exists(remote_out + "2"),
@@ -422,8 +432,8 @@ def main():
         # written, and a's copy left for an operator to look at.
         b.kill(signal.SIGTERM)
         c.kill(signal.SIGTERM)
-        wait_until("a to see b and c gone", lambda: not any(
-            x["alive"] for x in a.status()["agents"] if not x["self"]), 30)
+        wait_until("a to declare b and c dead", lambda: all(
+            x.get("liveness") == "dead" for x in a.status()["agents"] if not x["self"]), 30)
         flip_first_byte(obj)
         alone = os.path.join(mesh.root, "got-alone")
         p = run("get", report, "-o", alone, "--state-dir", a.state)
