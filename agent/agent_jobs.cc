@@ -196,7 +196,8 @@ void Agent::process_exited(const Digest& id, const ProcessExit& exit) {
     if (it->second.stopping) {
       job_gone(id);
     } else {
-      metrics_.job_duration.observe(
+      metrics_.observe_job(
+          it->second.start.job.pipeline, it->second.start.job.stage,
           static_cast<double>(fx_.clock->now_ms() - it->second.started_mono_ms) / 1000.0);
       collect_job(id, exit);
     }

@@ -1,6 +1,8 @@
 #include "agent/config_files.h"
 
 #include <glob.h>
+#include <grp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -9,6 +11,8 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+
+#include "transport/identity.h"
 
 namespace vow::agent {
 namespace {
@@ -193,9 +197,104 @@ class Loader {
         }
       }
     }
+    check_trust(agent, dir);
+    // A source that cannot be read here is no error in the file (it may appear later),
+    // but the agent publishes no version of it until it can: say so.
+    for (const auto& src : agent.sources) {
+      fs::path p = fs::path(src.path).is_absolute() ? fs::path(src.path) : dir / src.path;
+      p = p.lexically_normal();
+      std::error_code ec;
+      auto st = fs::symlink_status(p, ec);
+      std::string what;
+      if (ec || !fs::exists(st)) {
+        what = "does not exist here";
+      } else if (fs::is_symlink(st)) {
+        what = "is a symbolic link, which sources refuse";
+      } else if (::access(p.c_str(), R_OK) != 0) {
+        what = std::string("cannot be read here (") + std::strerror(errno) + ")";
+      }
+      if (!what.empty()) {
+        out_.warnings.push_back({src.where, "source '" + src.pipeline + "/" + src.source +
+                                                "' path " + p.string() + " " + what +
+                                                ": the agent publishes no version of it until "
+                                                "it can read it"});
+      }
+    }
+    if (!agent.control_group.empty() && ::getgrnam(agent.control_group.c_str()) == nullptr) {
+      out_.warnings.push_back({agent.where, "control_group '" + agent.control_group +
+                                                "' is no group on this host: vowd refuses to "
+                                                "start here"});
+    }
     out_.agents.push_back(std::move(*parsed.value));
     agent_named_.push_back(std::move(named));
     agent_incomplete_.push_back(incomplete);
+  }
+
+  // The trust lists as vowd reads them (agent/daemon.cc): each id in `keys` and
+  // `clients` where it is written, each line of each file `key_files` matches where it
+  // is in that file; a pattern matching no file is a warning.
+  void check_trust(const promises::AgentConfig& agent, const fs::path& dir) {
+    transport::TrustSet trust;
+    auto why = [](const Status& s) {
+      std::string m = s.message();
+      constexpr std::string_view kPrefix = "trusted key: ";
+      return m.rfind(kPrefix, 0) == 0 ? m.substr(kPrefix.size()) : m;
+    };
+    auto ids = [&](const std::vector<std::string>& list, const std::vector<Location>& where,
+                   const char* key) {
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        Status s = trust.add(list[i]);
+        if (s.is_ok()) continue;
+        const Location& at = i < where.size() ? where[i] : agent.where;
+        out_.errors.push_back({at, "'" + list[i] + "' in [trust] " + key +
+                                       " is not an agent id (vow...): " + why(s)});
+      }
+    };
+    ids(agent.trust_keys, agent.trust_keys_where, "keys");
+    ids(agent.trust_clients, agent.trust_clients_where, "clients");
+    for (std::size_t i = 0; i < agent.trust_key_files.size(); ++i) {
+      const std::string& pattern = agent.trust_key_files[i];
+      const Location& at =
+          i < agent.trust_key_files_where.size() ? agent.trust_key_files_where[i] : agent.where;
+      fs::path full = fs::path(pattern).is_absolute() ? fs::path(pattern) : dir / pattern;
+      full = full.lexically_normal();
+      glob_t g{};
+      int rc = ::glob(full.c_str(), 0, nullptr, &g);
+      std::vector<std::string> files;
+      for (std::size_t k = 0; rc == 0 && k < g.gl_pathc && k < kMaxConfigFiles; ++k) {
+        files.emplace_back(g.gl_pathv[k]);
+      }
+      ::globfree(&g);
+      if (files.empty()) {
+        out_.warnings.push_back(
+            {at, "key_files pattern '" + pattern + "' matches no file (looked for " +
+                     full.string() + "): the agent trusts no key from it until it does"});
+        continue;
+      }
+      for (const auto& file : files) {
+        std::ifstream in(file);
+        if (!in) {
+          out_.errors.push_back({Location{file, 0, 0},
+                                 std::string("cannot read trusted keys: ") + std::strerror(errno)});
+          continue;
+        }
+        std::string line;
+        int n = 0;
+        while (std::getline(in, line)) {
+          ++n;
+          auto b = line.find_first_not_of(" \t\r");
+          if (b == std::string::npos || line[b] == '#') continue;
+          auto e = line.find_last_not_of(" \t\r");
+          std::string id = line.substr(b, e - b + 1);
+          Status s = trust.add(id);
+          if (!s.is_ok()) {
+            out_.errors.push_back({Location{file, n, static_cast<int>(b) + 1},
+                                   "'" + id + "' (matched by key_files '" + pattern +
+                                       "') is not an agent id (vow...): " + why(s)});
+          }
+        }
+      }
+    }
   }
 
   // The files a `pipelines` pattern matches, relative to the agent file's directory.

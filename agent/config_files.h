@@ -26,11 +26,18 @@ struct LoadedConfigs {
   // Every problem found, file by file in the order met; a whole-file problem (cannot
   // read) has line 0.
   std::vector<promises::Diagnostic> errors;
+  // What may stop the agent working on this host without being wrong in the file: a
+  // `key_files` pattern that matches no file (keys are often installed after the agent
+  // file is written), a `control_group` that is no group here, a source path that is
+  // missing, unreadable or a symbolic link here. vow check prints them;
+  // vowd logs them at start and on reload.
+  std::vector<promises::Diagnostic> warnings;
 };
 
 // Loads the given files (pipeline or agent files, in any order) and the pipeline files
 // the agent files name, and checks each agent file against the pipelines it names and
-// those given directly.
+// those given directly, and its trust lists as vowd reads them at start: every id in
+// [trust] keys and clients, and every line of the files its key_files patterns match.
 LoadedConfigs load_config_files(const std::vector<std::string>& paths);
 
 // "FILE:LINE:COLUMN: message", or "FILE: message" for a whole-file problem.

@@ -14,6 +14,10 @@
 #include <tuple>
 
 #include "agent/daemon_internal.h"
+#include "agent/metrics.h"
+#include "agent/vow_version.h"
+#include "store/sqlite_ledger.h"
+#include "transport/message.h"
 #include "transport/validator.h"
 
 namespace vow::agent {
@@ -103,6 +107,10 @@ nlohmann::json Daemon::Impl::control_request(const std::string& method, const nl
       if (remote) return {{"error", "gc is refused to client keys: ask the agent's host"}};
       return gc_json(args);
     }
+    if (method == "repair") {
+      if (remote) return {{"error", "repair is refused to client keys: ask the agent's host"}};
+      return repair_json(args);
+    }
     if (method == "jobs") return jobs_json(args);
     if (method == "job") {
       auto id = resolve_job(args.value("job", ""));
@@ -160,13 +168,35 @@ nlohmann::json Daemon::Impl::rejected_json() {
     rejected[transport::reject_reason_name(static_cast<transport::RejectReason>(i))] =
         counters.rejected[i];
   }
-  rejected["untrusted-handshake"] = counters.zap_denied;
-  rejected["tree-too-large"] = agent->counters().trees_refused;
-  for (const char* reason : {"over-limit", "over-budget"}) {
+  rejected["untrusted_handshake"] = counters.zap_denied;
+  rejected["tree_too_large"] = agent->counters().trees_refused;
+  for (const char* reason : {"over_limit", "over_budget"}) {
     auto it = core().refused().find(reason);
     rejected[reason] = it == core().refused().end() ? 0 : it->second;
   }
   return rejected;
+}
+
+// The sources this agent provides (docs/cli.md, `sources`): the latest snapshot, and
+// the error that keeps it from being read, since when.
+nlohmann::json Daemon::Impl::sources_json() {
+  using nlohmann::json;
+  json out = json::array();
+  for (const auto& src : sources) {
+    json s = {{"pipeline", src.decl.pipeline},
+              {"source", src.decl.source},
+              {"path", src.path},
+              {"watch", src.decl.watch},
+              {"state", !src.error.empty() ? "error" : src.snapshotted ? "ok" : "unchecked"},
+              {"snapshot", src.reported ? json(src.reported->hex()) : json(nullptr)},
+              {"last_ok_ms", src.last_ok_ms}};
+    if (!src.error.empty()) {
+      s["error"] = src.error;
+      s["error_since_ms"] = src.error_since_ms;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 nlohmann::json Daemon::Impl::status_json() {
@@ -267,6 +297,7 @@ nlohmann::json Daemon::Impl::status_json() {
                  {"advertise", advertised_endpoint()}}},
       {"agents", agents},
       {"pipelines", pls},
+      {"sources", sources_json()},
       {"rejected", rejected},
       {"statements",
        {{"received", agent->counters().statements_in},
@@ -289,6 +320,28 @@ namespace vow::agent {
 // /metrics: Prometheus text format. Names and meanings: docs/cli.md.
 std::string Daemon::Impl::metrics_text() {
   std::string out;
+  header(out, "vow_build_info", "gauge",
+         "Always 1: the release of this agent and the wire protocol it speaks.");
+  sample(out, "vow_build_info",
+         {{"version", VOW_VERSION}, {"protocol", std::to_string(transport::kProtocolVersion)},
+          {"schema", std::to_string(store::kSchemaVersion)}},
+         1);
+  process_metrics(out);
+  header(out, "vow_ledger_statements", "gauge",
+         "Statements this agent's ledger holds (the whole mesh's, not only its own).");
+  sample(out, "vow_ledger_statements", {}, static_cast<double>(core().ledger().size()));
+  {
+    // The SQLite file and its write-ahead log: two stats a snapshot.
+    std::string path = store::ledger_path(state_dir);
+    struct stat db {}, wal {};
+    if (::stat(path.c_str(), &db) == 0) {
+      double bytes = static_cast<double>(db.st_size);
+      if (::stat((path + "-wal").c_str(), &wal) == 0) bytes += static_cast<double>(wal.st_size);
+      header(out, "vow_ledger_bytes", "gauge",
+             "Bytes of this agent's ledger on disk (the SQLite file and its write-ahead log).");
+      sample(out, "vow_ledger_bytes", {}, bytes);
+    }
+  }
   std::map<std::tuple<std::string, std::string, std::string>, int> by_state;
   for (const auto& sp : core().plan().stages) {
     for (const char* k : {"pending", "ready", "running", "done", "failed", "superseded"}) {
@@ -357,19 +410,19 @@ std::string Daemon::Impl::metrics_text() {
            {{"reason", transport::reject_reason_name(static_cast<transport::RejectReason>(i))}},
            static_cast<double>(counters.rejected[i]));
   }
-  sample(out, "vow_messages_rejected_total", {{"reason", "untrusted-handshake"}},
+  sample(out, "vow_messages_rejected_total", {{"reason", "untrusted_handshake"}},
          static_cast<double>(counters.zap_denied));
-  sample(out, "vow_messages_rejected_total", {{"reason", "tree-too-large"}},
+  sample(out, "vow_messages_rejected_total", {{"reason", "tree_too_large"}},
          static_cast<double>(agent->counters().trees_refused));
-  header(out, "vow_outputs_refused_total", "counter",
-         "Finished jobs failed because an output was refused (a hard link, another owner).");
-  sample(out, "vow_outputs_refused_total", {},
-         static_cast<double>(agent->counters().outputs_refused));
-  for (const char* reason : {"over-limit", "over-budget"}) {
+  for (const char* reason : {"over_limit", "over_budget"}) {
     auto it = core().refused().find(reason);
     sample(out, "vow_messages_rejected_total", {{"reason", reason}},
            it == core().refused().end() ? 0.0 : static_cast<double>(it->second));
   }
+  header(out, "vow_outputs_refused_total", "counter",
+         "Finished jobs failed because an output was refused (a hard link, another owner).");
+  sample(out, "vow_outputs_refused_total", {},
+         static_cast<double>(agent->counters().outputs_refused));
   const promises::BindingReport& binding = core().binding_summary();
   header(out, "vow_equivocating_authors", "gauge",
          "Authors proven to sign two different statements with one sequence number.");
@@ -377,7 +430,8 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_unbound_statements", "gauge",
          "Statements held that do not count (kept as evidence), by rule and reason.");
   for (const auto& [reason, n] : binding.unbound) {
-    sample(out, "vow_unbound_statements", {{"reason", reason}}, static_cast<double>(n));
+    sample(out, "vow_unbound_statements", {{"reason", label_token(reason)}},
+           static_cast<double>(n));
   }
   header(out, "vow_duplicate_statements_total", "counter",
          "Statements received again byte for byte (dropped quietly).");
@@ -385,20 +439,48 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_vouched_statements_total", "counter",
          "Statements taken on a horizon's word, their signature not checked again.");
   sample(out, "vow_vouched_statements_total", {}, static_cast<double>(counters.vouched));
-  header(out, "vow_artifact_bytes_sent_total", "counter", "Artifact bytes sent to peers.");
-  sample(out, "vow_artifact_bytes_sent_total", {},
+  header(out, "vow_artifact_sent_bytes_total", "counter", "Artifact bytes sent to peers.");
+  sample(out, "vow_artifact_sent_bytes_total", {},
          static_cast<double>(counters.streams.bytes_sent));
-  header(out, "vow_artifact_bytes_received_total", "counter",
+  header(out, "vow_artifact_received_bytes_total", "counter",
          "Artifact bytes received from peers.");
-  sample(out, "vow_artifact_bytes_received_total", {},
+  sample(out, "vow_artifact_received_bytes_total", {},
          static_cast<double>(counters.streams.bytes_received));
   header(out, "vow_frames_total", "counter", "Protocol frames, by direction.");
   sample(out, "vow_frames_total", {{"direction", "in"}}, static_cast<double>(counters.frames_in));
   sample(out, "vow_frames_total", {{"direction", "out"}}, static_cast<double>(counters.frames_out));
   agent->metrics().handoff.render(out, "vow_handoff_latency_seconds",
                                   "Upstream result signed to the downstream job started here.");
-  agent->metrics().job_duration.render(out, "vow_job_duration_seconds",
-                                       "Wall time of job processes run here.");
+  header(out, "vow_job_duration_seconds", "histogram",
+         "Wall time of job processes run here, by pipeline and stage.");
+  for (const auto& [key, h] : agent->metrics().job_duration) {
+    h.series(out, "vow_job_duration_seconds", {{"pipeline", key.first}, {"stage", key.second}});
+  }
+  header(out, "vow_source_ok", "gauge",
+         "1 if the latest check of a source this agent provides read it, else 0.");
+  for (const auto& src : sources) {
+    sample(out, "vow_source_ok",
+           {{"pipeline", src.decl.pipeline}, {"source", src.decl.source}, {"path", src.path}},
+           src.snapshotted && src.error.empty() ? 1 : 0);
+  }
+  header(out, "vow_source_last_snapshot_timestamp_seconds", "gauge",
+         "When a check last read a source this agent provides (Unix time; 0 never).");
+  for (const auto& src : sources) {
+    sample(out, "vow_source_last_snapshot_timestamp_seconds",
+           {{"pipeline", src.decl.pipeline}, {"source", src.decl.source}, {"path", src.path}},
+           static_cast<double>(src.last_ok_ms) / 1e3);
+  }
+  header(out, "vow_source_error_since_timestamp_seconds", "gauge",
+         "Since when a source this agent provides cannot be read (Unix time), with the error.");
+  for (const auto& src : sources) {
+    if (src.error.empty()) continue;
+    sample(out, "vow_source_error_since_timestamp_seconds",
+           {{"pipeline", src.decl.pipeline},
+            {"source", src.decl.source},
+            {"path", src.path},
+            {"error", src.error}},
+           static_cast<double>(src.error_since_ms) / 1e3);
+  }
   int alive = 0;
   int known = 0;
   for (const auto& p : core().peers()) {

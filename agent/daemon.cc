@@ -119,6 +119,7 @@ void Daemon::Impl::reload() {
     log->error("SIGHUP: config not reloaded; running on with the previous one");
     return;
   }
+  for (const auto& d : loaded.warnings) log->warn("SIGHUP: {}", format_diagnostic(d));
   promises::AgentConfig next = loaded.agents.front();
   if (!options.name.empty()) next.name = options.name;
   if (!options.advertise.empty()) next.advertise = options.advertise;
@@ -250,6 +251,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
       make_log_formatter(options.log_format, journal, impl->identity->id().substr(0, 12)));
   impl->log->info("agent {} id {}{}", impl->config.name, impl->identity->id(),
                   created ? " (new identity)" : "");
+  for (const auto& d : loaded.warnings) impl->log->warn("{}", format_diagnostic(d));
 
   VOW_RETURN_IF_ERROR(impl->choose_sandbox());
   promises::RestoredState restored;

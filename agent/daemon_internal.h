@@ -136,6 +136,12 @@ struct WatchedSource {
   std::uint64_t refresh_asked = 0;
   std::uint64_t refresh_started = 0;
   std::uint64_t refresh_done = 0;
+  // Health (vow status, /metrics): the latest check's error, empty once a check
+  // imported it; when that error was first seen, and when a check last imported it
+  // (wall clock, ms since the epoch; 0 never).
+  std::string error;
+  std::int64_t error_since_ms = 0;
+  std::int64_t last_ok_ms = 0;
 };
 
 // The agent's links: the transport, and which peer is at which endpoint.
@@ -231,6 +237,9 @@ struct Daemon::Impl {
 
   std::vector<WatchedSource> sources;
   std::uint64_t refresh_tickets = 0;  // the last ticket `wait` handed out
+  // Artifacts `vow get` found corrupt here: checked on the worker, then fetched again
+  // (requests.cc, repair_json); `resolve` says `repairing` meanwhile.
+  std::set<Digest> repairing;
   int inotify_fd = -1;
   // Watch descriptor -> (source index, name of the source in the watched directory
   // when the watch is on its parent, else empty).
@@ -284,6 +293,7 @@ struct Daemon::Impl {
   nlohmann::json status_json();
   nlohmann::json agents_json();    // this agent and its peers, as status reports them
   nlohmann::json rejected_json();  // drops and refusals by reason
+  nlohmann::json sources_json();   // the sources this agent provides and their health
   std::string metrics_text();
 
   // ---- gc.cc ----
@@ -333,6 +343,10 @@ struct Daemon::Impl {
   // ---- requests.cc ----
   nlohmann::json retry_json(const nlohmann::json& args);
   nlohmann::json wait_json(const nlohmann::json& args);
+  // args {"digest"}: an artifact a reader found corrupt in this agent's store. The
+  // worker hashes every object of it and removes those that do not match (and the trees
+  // above them); then it is fetched again from another holder.
+  nlohmann::json repair_json(const nlohmann::json& args);
   // Asks for a fresh check of the watched sources this agent provides for `pipeline`;
   // the ticket to pass to sources_checked.
   std::uint64_t refresh_sources(const std::string& pipeline);

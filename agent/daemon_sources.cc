@@ -258,10 +258,24 @@ void Daemon::Impl::poll_sources() {
             const auto& ref = check->ref;
             if (!ref.is_ok()) {
               s.refresh_done = std::max(s.refresh_done, ticket);
-              log->error("source {}/{} at {}: {}", s.decl.pipeline, s.decl.source, s.path,
-                         ref.status().to_string());
+              // Logged when it appears or changes, not at every check; vow status and
+              // /metrics show it meanwhile.
+              std::string error = ref.status().to_string();
+              if (error != s.error) {
+                log->error("source {}/{} at {}: {}", s.decl.pipeline, s.decl.source, s.path,
+                           error);
+                if (s.error.empty()) s.error_since_ms = wall_ms();
+                s.error = std::move(error);
+              }
               return;
             }
+            if (!s.error.empty()) {
+              log->info("source {}/{} at {}: readable again", s.decl.pipeline, s.decl.source,
+                        s.path);
+              s.error.clear();
+              s.error_since_ms = 0;
+            }
+            s.last_ok_ms = wall_ms();
             s.snapshotted = true;
             if (s.reported != ref->digest) {
               const auto& st = check->stats;

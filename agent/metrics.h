@@ -3,9 +3,10 @@
 // HTTP thread only ever serves snapshots (agent/http.h). Names and labels: docs/cli.md.
 #pragma once
 
-#include <array>
 #include <cstdint>
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace vow::agent {
@@ -17,6 +18,9 @@ class Histogram {
   void observe(double seconds);
   // "# HELP/# TYPE" lines, then NAME_bucket{le=...}, NAME_sum and NAME_count.
   void render(std::string& out, const std::string& name, const std::string& help) const;
+  // The samples only (no header), each with `labels` before `le`.
+  void series(std::string& out, const std::string& name,
+              const std::vector<std::pair<std::string, std::string>>& labels) const;
 
  private:
   std::vector<double> bounds_;
@@ -32,8 +36,24 @@ struct Metrics {
   std::uint64_t results_failed = 0;
   // Upstream result signed -> downstream process started here (wall clock).
   Histogram handoff{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}};
-  Histogram job_duration{{0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600}};
+  // Wall time of job processes run here, by pipeline and stage.
+  std::map<std::pair<std::string, std::string>, Histogram> job_duration;
+  void observe_job(const std::string& pipeline, const std::string& stage, double seconds);
 };
+
+// The bounds of vow_job_duration_seconds (seconds).
+inline const std::vector<double> kJobDurationBounds = {0.01, 0.1, 0.5, 1,   5,    10,
+                                                       30,   60,  300, 1800, 3600};
+
+// The process_* metrics of the Prometheus client conventions, read from /proc/self:
+// process_cpu_seconds_total, process_resident_memory_bytes, process_virtual_memory_bytes,
+// process_start_time_seconds, process_open_fds, process_max_fds. What cannot be read is
+// left out.
+void process_metrics(std::string& out);
+
+// A label value in the one spelling of vow's reason labels: lower case letters, digits
+// and `_` ("result: no claim" -> "result_no_claim").
+std::string label_token(std::string_view text);
 
 // One sample line: NAME{LABELS} VALUE. Label values are escaped.
 void sample(std::string& out, const std::string& name,

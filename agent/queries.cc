@@ -574,6 +574,7 @@ json Daemon::Impl::resolve_json(const json& args) {
             {"holders", holders},
             {"artifacts_root", fs::absolute(store::artifacts_root(state_dir)).string()}};
   if (kind) j["kind"] = *kind ? "tree" : "file";
+  if (repairing.count(d)) j["repairing"] = true;
   if (agent->fetching(d)) {
     struct stat sb {};
     j["fetching"] = true;

@@ -1,9 +1,11 @@
 // The control methods that ask the agent to do something rather than answer a question
 // (docs/cli.md): `retry` (run failed jobs again: the core publishes a signed Retry per
-// job) and `wait` (how far a pipeline is, as of its sources on disk now: the watched
-// sources this agent provides are checked afresh before the answer can say done).
+// job), `wait` (how far a pipeline is, as of its sources on disk now: the watched
+// sources this agent provides are checked afresh before the answer can say done) and
+// `repair` (a copy `vow get` found corrupt is replaced from another holder).
 // Loop thread only, like the rest of Daemon::Impl.
 #include <algorithm>
+#include <set>
 
 #include "agent/daemon_internal.h"
 
@@ -19,7 +21,85 @@ std::optional<std::pair<std::string, std::string>> stage_name(const std::string&
   return std::make_pair(text.substr(0, slash), text.substr(slash + 1));
 }
 
+// On the worker: every object of `digest` that does not hash to its name, or is missing,
+// and every tree above one (a tree is fetched again only with its children missing);
+// each object once. False if the subtree at `digest` is not intact.
+bool damaged_objects(store::ArtifactStore& store, const Digest& digest, bool tree, int depth,
+                     std::set<Digest>& seen, std::vector<Digest>& out) {
+  if (!seen.insert(digest).second) {
+    return std::find(out.begin(), out.end(), digest) == out.end();
+  }
+  if (depth > store::kMaxTreeDepth) return true;
+  if (!tree) {
+    if (store.verify(digest).is_ok()) return true;
+    out.push_back(digest);
+    return false;
+  }
+  auto entries = store.read_tree(digest);  // checks the tree's own encoding
+  if (!entries.is_ok()) {
+    out.push_back(digest);
+    return false;
+  }
+  bool intact = true;
+  for (const auto& e : *entries) {
+    intact &= damaged_objects(store, e.digest, e.kind == EntryKind::kTree, depth + 1, seen, out);
+  }
+  if (!intact) out.push_back(digest);
+  return intact;
+}
+
 }  // namespace
+
+json Daemon::Impl::repair_json(const json& args) {
+  auto d = Digest::from_hex(args.value("digest", ""));
+  if (!d) return error_answer(Status::invalid("repair: expected {\"digest\": 64 hex digits}"));
+  if (repairing.count(*d)) return {{"repairing", true}};
+  std::vector<AgentKey> others = core().holders(*d);
+  std::erase(others, core().key());
+  if (others.empty()) {
+    return error_answer(Status::unavailable(
+        "no other agent holds " + d->hex() + ": the corrupt copy here cannot be replaced"));
+  }
+  store::ArtifactStore* store = worker->artifacts.get();
+  auto kind = agent->is_tree(*d);
+  const Digest digest = *d;
+  Status submitted = background->submit([this, store, digest, kind]() -> std::function<void()> {
+    std::vector<Digest> damaged;
+    bool tree = kind.value_or(false);
+    if (!kind) {
+      auto rec = store->stat(digest);
+      tree = rec.is_ok() && rec->kind == store::ArtifactKind::kTree;
+    }
+    std::set<Digest> seen;
+    damaged_objects(*store, digest, tree, 0, seen, damaged);
+    std::vector<Digest> removed;
+    for (const auto& x : damaged) {
+      Status s = store->remove(x);
+      if (s.is_ok() || s.code() == StatusCode::kNotFound) removed.push_back(x);
+    }
+    return [this, digest, damaged, removed] {
+      if (damaged.empty()) {
+        log->info("artifact {}: asked to repair it, but every object of it is intact",
+                  digest.short_hex());
+        repairing.erase(digest);
+        return;
+      }
+      log->warn("artifact {}: {} object(s) corrupt or missing in the store, removed; fetching "
+                "it again from another holder",
+                digest.short_hex(), damaged.size());
+      agent->artifacts_removed(removed);
+      if (!agent->fetch_for_client(digest)) {
+        log->error("artifact {}: no other agent holds it now: not repaired", digest.short_hex());
+      }
+      repairing.erase(digest);
+    };
+  });
+  if (!submitted.is_ok()) return error_answer(submitted);
+  repairing.insert(digest);
+  log->info("artifact {}: found corrupt by the command line; checking every object of it",
+            digest.short_hex());
+  return {{"repairing", true}};
+}
 
 json Daemon::Impl::retry_json(const json& args) {
   std::string target = args.value("target", "");
@@ -131,6 +211,15 @@ json Daemon::Impl::wait_json(const json& args) {
               (sp.reason.empty() ? "" : " (" + sp.reason + ")");
       }
       done = false;
+    }
+  }
+  // A source this agent provides that cannot be read holds the pipeline back: say so.
+  if (!done && failed == 0) {
+    for (const auto& src : sources) {
+      if (src.decl.pipeline == pipeline && !src.error.empty()) {
+        why = "source " + src.decl.source + " cannot be read: " + src.error + " (vow status)";
+        break;
+      }
     }
   }
   answer["state"] = failed > 0 ? "failed" : done ? "done" : "running";

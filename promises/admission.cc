@@ -100,7 +100,7 @@ bool Core::Impl::counts_on_arrival(const Statement& st) const {
 
 bool Core::Impl::admit(const Statement& st, bool proof) {
   if (auto why = check_limits(st)) {
-    refuse(st, "over-limit", *why);
+    refuse(st, "over_limit", *why);
     return false;
   }
   // One proof per author is all that is kept: once it is held, pairs pay like the rest.
@@ -108,7 +108,7 @@ bool Core::Impl::admit(const Statement& st, bool proof) {
   if (st.author == config.key || ledger.known(st.author, st.seq)) return true;
   if (counts_on_arrival(st)) return true;
   if (budgets[st.author].take(idle_cost(st), now_ms, config.idle_budget)) return true;
-  refuse(st, "over-budget",
+  refuse(st, "over_budget",
          "its author's budget of statements that do not count is spent (" +
              std::to_string(config.idle_budget.burst) + " tokens, " +
              std::to_string(config.idle_budget.tokens_per_second) +
@@ -129,7 +129,7 @@ void Core::Impl::receive_void(const VoidRange& range) {
   if (range.author != config.key) {
     std::uint64_t cost = 1 + empty / kVoidSlotsPerToken;
     if (!budgets[range.author].take(cost, now_ms, config.idle_budget)) {
-      ++refused["over-budget"];
+      ++refused["over_budget"];
       return;
     }
   }

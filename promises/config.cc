@@ -301,7 +301,8 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
 void read_trust(TomlReader& r, const toml::table& t, AgentConfig& a) {
   constexpr std::string_view kTrust = "[trust]";
   r.check_keys(t, kTrust, {"keys", "clients", "key_files"});
-  auto read = [&](std::string_view key, std::vector<std::string>& out) {
+  auto read = [&](std::string_view key, std::vector<std::string>& out,
+                  std::vector<Location>& where) {
     if (auto list = r.string_array(t, key, kTrust, false)) {
       for (const auto& v : *list) {
         if (v.value.empty()) {
@@ -309,12 +310,13 @@ void read_trust(TomlReader& r, const toml::table& t, AgentConfig& a) {
           continue;
         }
         out.push_back(v.value);
+        where.push_back(v.where);
       }
     }
   };
-  read("keys", a.trust_keys);
-  read("clients", a.trust_clients);
-  read("key_files", a.trust_key_files);
+  read("keys", a.trust_keys, a.trust_keys_where);
+  read("clients", a.trust_clients, a.trust_clients_where);
+  read("key_files", a.trust_key_files, a.trust_key_files_where);
 }
 
 void read_promises(TomlReader& r, const toml::table& root, AgentConfig& a) {

@@ -461,8 +461,8 @@ class Core {
   // statements counts for any canonical choice.
   bool equivocating(const AgentKey& author) const;
   BindingReport binding_report() const;
-  // Peers' statements refused before they were kept (rule 6), by reason: "over-limit"
-  // (a field over its named limit, promises/limits.h) and "over-budget" (its author's
+  // Peers' statements refused before they were kept (rule 6), by reason: "over_limit"
+  // (a field over its named limit, promises/limits.h) and "over_budget" (its author's
   // budget of statements that do not count was spent).
   const std::map<std::string, std::uint64_t>& refused() const;
   bool holds(const Digest& digest) const;

@@ -167,6 +167,11 @@ struct AgentConfig {
   // one per line; the agent reads them (the parser only checks they are strings).
   std::vector<std::string> trust_key_files;
   std::vector<Location> pipelines_where;  // where each `pipelines` entry was written
+  // Where each entry of trust_keys, trust_clients and trust_key_files was written (for
+  // the checks of agent/config_files.h, which read the key files).
+  std::vector<Location> trust_keys_where;
+  std::vector<Location> trust_clients_where;
+  std::vector<Location> trust_key_files_where;
 };
 
 // ---- Identity of work (docs/identity.md) ----

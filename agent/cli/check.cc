@@ -36,7 +36,14 @@ nlohmann::json to_json(const LoadedConfigs& loaded) {
                       {"column", d.where.column},
                       {"message", d.message}});
   }
-  return {{"pipelines", pipelines}, {"errors", errors}};
+  nlohmann::json warnings = nlohmann::json::array();
+  for (const auto& d : loaded.warnings) {
+    warnings.push_back({{"file", d.where.file},
+                        {"line", d.where.line},
+                        {"column", d.where.column},
+                        {"message", d.message}});
+  }
+  return {{"pipelines", pipelines}, {"errors", errors}, {"warnings", warnings}};
 }
 
 void print_summary(const LoadedConfigs& loaded) {
@@ -75,6 +82,9 @@ void run_check(const CheckOptions& opts) {
     print_summary(loaded);
   }
   if (!opts.json) {
+    for (const auto& d : loaded.warnings) {
+      std::cerr << format_diagnostic({d.where, "warning: " + d.message}) << "\n";
+    }
     for (const auto& d : loaded.errors) std::cerr << format_diagnostic(d) << "\n";
     if (!loaded.errors.empty()) {
       std::cerr << loaded.errors.size() << (loaded.errors.size() == 1 ? " error\n" : " errors\n");

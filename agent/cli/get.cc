@@ -6,7 +6,9 @@
 // agent (--agent ID@tcp://..., with a client key) streams the objects to a private
 // directory first (each verified against its digest as it arrives; a tree's listings
 // first, checked against the expansion limits before any file is fetched), and the
-// same reading follows from there.
+// same reading follows from there. A corrupt copy in the local agent's store is
+// replaced: the agent drops the objects that do not match and fetches the artifact
+// again from another holder (`repair`), and the reading is made once more.
 // Files and directory trees are materialized writable, executables keep their bit.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -309,27 +311,50 @@ void add_get_command(CLI::App& app) {
                  ? "tree"
                  : "file";
     }
-    if (to_stdout) {
-      if (kind == "tree") {
-        die("get", o->ref + " is a tree (a directory): give -o a path to write it to");
-      }
-      Status st = copy_to_stdout(r, *digest);
-      if (!st.is_ok()) die("get", st.message());
-      return;
+    if (to_stdout && kind == "tree") {
+      die("get", o->ref + " is a tree (a directory): give -o a path to write it to");
     }
-    if (kind == "tree") {
-      Status checked = check_tree(r, *digest);
-      if (!checked.is_ok()) die("get", checked.message());
-    }
-    Status st =
-        kind == "tree" ? copy_tree(r, *digest, o->out, 0) : copy_file(r, *digest, o->out, false);
-    if (!st.is_ok()) {
-      if (kind == "tree") {
+    // One reading of the objects into PATH (or stdout); nothing is left at PATH on error.
+    auto copy_out = [&]() -> Status {
+      r.bytes = 0;
+      if (to_stdout) return copy_to_stdout(r, *digest);
+      if (kind == "tree") VOW_RETURN_IF_ERROR(check_tree(r, *digest));
+      Status st =
+          kind == "tree" ? copy_tree(r, *digest, o->out, 0) : copy_file(r, *digest, o->out, false);
+      if (!st.is_ok() && kind == "tree") {
         (void)store::make_writable_recursive(o->out);
         fs::remove_all(o->out, ec);
       }
-      die("get", st.message());
+      return st;
+    };
+    Status st = copy_out();
+    if (st.code() == StatusCode::kCorrupt && !remote) {
+      // The local agent's copy is corrupt: it drops what does not match and fetches the
+      // artifact again from another holder; then it is read once more.
+      std::cerr << "vow get: " << st.message() << "\n";
+      json a = ask("repair", {{"digest", hex}});
+      if (a.contains("error")) die("get", a.value("error", ""));
+      std::cerr << "vow get: replacing the agent's copy from another holder\n";
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(*timeout);
+      for (;;) {
+        info = ask("resolve", {{"ref", hex}});
+        const bool busy = info.value("repairing", false) || info.value("fetching", false);
+        if (!busy && info.value("held_here", false)) break;
+        if (!busy) {
+          die("get", "the copy here was corrupt and could not be fetched again from another "
+                     "holder (see the agent's log)");
+        }
+        if (std::chrono::steady_clock::now() > deadline)
+          die("get", "timed out replacing the corrupt copy of " + hex, kExitTimeout);
+        progress(info.value("received_bytes", 0u), size);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      if (::isatty(STDERR_FILENO) && size >= (1u << 20)) std::fprintf(stderr, "\n");
+      st = copy_out();
+      if (st.is_ok() && !to_stdout) std::cerr << "vow get: the agent's copy is repaired\n";
     }
+    if (!st.is_ok()) die("get", st.message());
+    if (to_stdout) return;
     std::cout << "wrote " << o->out << " (" << kind << " " << hex << ", " << human_bytes(r.bytes)
               << ", verified)\n";
   });

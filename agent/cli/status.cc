@@ -3,6 +3,7 @@
 // JSON schemas: docs/cli.md.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iomanip>
@@ -80,6 +81,37 @@ void print_status(const nlohmann::json& s) {
         std::cout << ";";
       }
       std::cout << " planning " << short_id(c.value("planned", "")) << "\n";
+    }
+  }
+  // The sources this agent provides, and what keeps one from being read.
+  const auto sources = s.value("sources", nlohmann::json::array());
+  if (!sources.empty()) {
+    std::cout << "\nsources provided here\n";
+    std::vector<Row> rows;
+    for (const auto& src : sources) {
+      std::string state = src.value("state", "?");
+      rows.push_back({src.value("pipeline", "?") + "/" + src.value("source", "?"),
+                      src.value("path", ""),
+                      state == "ok"      ? paint(state, Colour::kGreen)
+                      : state == "error" ? paint(state, Colour::kRed)
+                                         : state,
+                      src["snapshot"].is_string() ? short_id(src["snapshot"].get<std::string>())
+                                                  : "-",
+                      human_time(src.value("last_ok_ms", std::int64_t{0}))});
+    }
+    print_table({"SOURCE", "PATH", "STATE", "SNAPSHOT", "LAST READ"}, rows, 2);
+    std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+    for (const auto& src : sources) {
+      if (!src.contains("error")) continue;
+      std::int64_t since = src.value("error_since_ms", std::int64_t{0});
+      std::cout << "  " << paint("error", Colour::kRed) << ": source "
+                << escape_text(src.value("pipeline", "?") + "/" + src.value("source", "?"))
+                << ": " << escape_text(src.value("error", ""));
+      if (since > 0) std::cout << " (since " << human_ms(std::max<std::int64_t>(0, now - since))
+                               << " ago)";
+      std::cout << "\n";
     }
   }
   std::uint64_t rejected = 0;

@@ -683,7 +683,7 @@ def attack(mesh, ctx, rng, frames_dir, links, before, mallory_id):
     for x in mesh.agents:
         delta = wait_until(
             f"{x.name} to count every rejection",
-            lambda: (lambda d: d["oversized"] >= 1 and d["untrusted-handshake"] >= 1 and d)(
+            lambda: (lambda d: d["oversized"] >= 1 and d["untrusted_handshake"] >= 1 and d)(
                 rejection_delta(x, before)), 30, 0.1)
         exact = {k: delta[k] for k in want if k not in ("malformed", "truncated", "equivocation")}
         check(exact == {k: want[k] for k in exact},
@@ -739,7 +739,7 @@ def mutation_round(mesh, rng, frames_dir, links, before, r, tally):
                              rejection_delta(x, before)), 30, 0.05)
         check(now["oversized"] == was[x.name]["oversized"] + 1, f"{x.name}: oversized {now}")
         for k, v in now.items():
-            if k not in ("oversized", "untrusted-handshake") and v > was[x.name][k]:
+            if k not in ("oversized", "untrusted_handshake") and v > was[x.name][k]:
                 tally[x.name][k] += v - was[x.name][k]
         tally[x.name]["sent"] += len(frames)
 
@@ -825,11 +825,11 @@ def scenario_binding(args):
             links[x.name].send(frame(frames_dir, "oversized-name"))
         for x in mesh.agents:
             wait_until(f"{x.name} to refuse the 1 MiB name",
-                       lambda: rejected(x).get("over-limit", 0) >= 1, 30, 0.1)
+                       lambda: rejected(x).get("over_limit", 0) >= 1, 30, 0.1)
             check(all(r[1] != 5 for r in mallory_rows(x, mallory)),
                   f"{x.name} stored the advert with a 1 MiB name")
             with open(x.log_path, errors="replace") as f:
-                lines = [ln for ln in f if "over-limit" in ln]
+                lines = [ln for ln in f if "over_limit" in ln]
             check(lines and max(len(ln) for ln in lines) < 600,
                   f"{x.name}: the refusal is not logged, or logged with the whole name")
 
@@ -841,12 +841,12 @@ def scenario_binding(args):
                 links[x.name].send(frame(frames_dir, name))
         for x in mesh.agents:
             wait_until(f"{x.name} to refuse the flood past the budget",
-                       lambda: rejected(x).get("over-budget", 0) >= 1, 60, 0.2)
+                       lambda: rejected(x).get("over_budget", 0) >= 1, 60, 0.2)
             held = sum(len(r[7]) for r in mallory_rows(x, mallory))
             check(held <= BUDGET_BYTES,
                   f"{x.name} holds {held} bytes of mallory's statements (budget {BUDGET_BYTES})")
             print(f"{x.name}: {len(mallory_rows(x, mallory))} of mallory's statements kept, "
-                  f"{held >> 20} MiB; refused {rejected(x)['over-budget']} over budget")
+                  f"{held >> 20} MiB; refused {rejected(x)['over_budget']} over budget")
 
         # Rule 5: one seq, two statements, one to each agent: both find it out.
         links[a.name].send(frame(frames_dir, "equivocation-a"))

@@ -5,7 +5,7 @@ promising different definitions), `vow retry` runs a failed job again, and `vow 
 waits for the sources as they are on disk now.
 
 usage: bind_test.py VOW VOWD SCENARIO
-Scenarios: edit-restart, edit-sighup, conflict, retry, wait-fresh.
+Scenarios: edit-restart, edit-sighup, conflict, retry, wait-fresh, source-health.
 """
 import json
 import os
@@ -23,7 +23,7 @@ from mesh import Mesh, TestFailure, check, free_port, run_scenario, wait_until  
 VOW, VOWD = sys.argv[1:3]
 
 # Exit status of vow wait (docs/cli.md).
-DONE, FAILED, TIMEOUT, UNKNOWN = 0, 1, 2, 3
+DONE, FAILED, UNKNOWN, TIMEOUT = 0, 1, 3, 4
 
 PIPELINE = """[pipeline]
 name = "bind"
@@ -298,7 +298,91 @@ def scenario_wait_fresh():
         mesh.cleanup()
 
 
+def http_get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return r.read().decode()
+
+
+def source_of(status, name):
+    for src in status.get("sources", []):
+        if src["pipeline"] == "bind" and src["source"] == name:
+            return src
+    return None
+
+
+def scenario_source_health():
+    """A source path that is missing, then a symlink, shows in vow status (human and
+    --json), /api/status, /metrics and vow wait, with its path and since when; once the
+    file is there again the error clears and the pipeline runs."""
+    mesh, data = make_mesh(UPPER)
+    os.unlink(data)
+    try:
+        a, b = mesh.agents
+        a.http_port = free_port()
+        t0 = time.time()
+        mesh.start()
+        src = wait_until("the missing source reported",
+                         lambda: (lambda x: x if x and x["state"] == "error" else None)(
+                             source_of(a.status(), "input")), 30)
+        check(src["path"] == data, f"the source's path: {src}")
+        check(data in src["error"] and "no such file" in src["error"].lower(),
+              f"the error names the path and what is wrong: {src}")
+        check(t0 - 1 <= src["error_since_ms"] / 1000 <= time.time() + 1,
+              f"error_since_ms is when it was first seen: {src}")
+        check(src["snapshot"] is None and src["last_ok_ms"] == 0, f"never read: {src}")
+        human = a.vow("status").stdout
+        check("bind/input" in human and data in human and "error" in human
+              and "no such file" in human, f"vow status shows the error:\n{human}")
+        # The HTTP answers are snapshots the loop refreshes every 500 ms.
+        wait_until("/api/status names the error", lambda: (source_of(
+            json.loads(http_get(a.http_port, "/api/status")), "input") or {}).get(
+                "error") == src["error"], 10)
+        labels = f'pipeline="bind",source="input",path="{data}"'
+        metrics = wait_until("/metrics shows the error", lambda: (lambda m: m if (
+            f"vow_source_ok{{{labels}}} 0" in m) else None)(http_get(a.http_port, "/metrics")), 10)
+        check(f"vow_source_error_since_timestamp_seconds{{{labels},error=" in metrics,
+              "vow_source_error_since_timestamp_seconds with the error in /metrics")
+        p = vow_wait(a, "bind", "2s")
+        check(p.returncode == TIMEOUT and "cannot be read" in p.stderr and data in p.stderr,
+              f"vow wait names the source: rc {p.returncode}: {p.stderr}")
+        # b provides nothing: no sources in its status.
+        check(b.status()["sources"] == [], "b provides no source")
+
+        with open(data, "w") as f:
+            f.write("alpha\n")
+        src = wait_until("the error cleared",
+                         lambda: (lambda x: x if x and x["state"] == "ok" else None)(
+                             source_of(a.status(), "input")), 30)
+        check("error" not in src and "error_since_ms" not in src and src["snapshot"]
+              and src["last_ok_ms"] / 1000 >= t0 - 1, f"a readable source: {src}")
+        p = vow_wait(a, "bind")
+        check(p.returncode == DONE, f"wait once readable: rc {p.returncode}: {p.stderr}")
+        check(get(a, "bind/shout.out") == "ALPHA\n", "the output of the created source")
+        metrics = wait_until("/metrics once readable", lambda: (lambda m: m if (
+            f"vow_source_ok{{{labels}}} 1" in m) else None)(http_get(a.http_port, "/metrics")), 10)
+        check(
+              "vow_source_error_since_timestamp_seconds{" not in metrics,
+              "/metrics once readable")
+        check("error" not in a.vow("status").stdout.split("sources provided here")[1],
+              "vow status once readable")
+
+        # A symlink in its place is refused, and says so; the last snapshot stays.
+        real = data + ".real"
+        with open(real, "w") as f:
+            f.write("beta\n")
+        os.unlink(data)
+        os.symlink(real, data)
+        src = wait_until("the symlink reported",
+                         lambda: (lambda x: x if x and x["state"] == "error" else None)(
+                             source_of(a.status(), "input")), 30)
+        check("symbolic link" in src["error"] and src["snapshot"],
+              f"a symlink is named as such, the last snapshot kept: {src}")
+    finally:
+        mesh.cleanup()
+
+
 SCENARIOS = {
+    "source-health": scenario_source_health,
     "edit-restart": scenario_edit_restart,
     "edit-sighup": scenario_edit_sighup,
     "conflict": scenario_conflict,

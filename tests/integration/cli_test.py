@@ -11,9 +11,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +53,7 @@ def parse_prometheus(text):
     line that is not a comment, a TYPE/HELP line or a well-formed sample."""
     samples = {}
     types = {}
+    family = None
     for n, line in enumerate(text.splitlines(), 1):
         if not line:
             continue
@@ -58,16 +61,31 @@ def parse_prometheus(text):
             _, _, name, kind = line.split(" ", 3)
             check(kind in ("counter", "gauge", "histogram", "summary", "untyped"),
                   f"metrics line {n}: bad type {kind}")
+            check(name not in types, f"metrics line {n}: a second TYPE for {name}")
             types[name] = kind
+            family = name
             continue
         if line.startswith("#"):
             continue
         m = PROM_LINE.match(line)
         check(m, f"metrics line {n} is not Prometheus text: {line!r}")
+        # A family's samples follow its TYPE line, together.
+        check(re.sub(r"_(bucket|sum|count)$", "", m.group(1)) == family or m.group(1) == family,
+              f"metrics line {n}: {m.group(1)} outside its family (after {family})")
         labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"',
                                          m.group(3) or "")))
         samples[(m.group(1), labels)] = float(m.group(7))
     return samples, types
+
+
+def flip_first_byte(path):
+    """Corrupts a stored object (read-only in the store) in place."""
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        byte = f.read(1)
+        f.seek(0)
+        f.write(bytes([byte[0] ^ 0x20]))
+    os.chmod(path, 0o444)
 
 
 def shards_of(done_jobs):
@@ -101,6 +119,7 @@ def main():
         c = mesh.add("c", [("wordcount/count", 2), ("wordcount/merge", 1), ("wordcount/top", 1)])
         a.http_port = free_port()
         a.trust_clients = [client_id]
+        started = time.time()
         mesh.start()
 
         # vow wait: timed out (4) while the slow job sleeps, failed (1) naming the stage,
@@ -238,22 +257,46 @@ def main():
         tree_out = os.path.join(mesh.root, "got-shards")
         ok(a, "get", shards, "-o", tree_out)
         check(len(os.listdir(tree_out)) == 8, f"shards tree: {os.listdir(tree_out)}")
-        # Corrupt a's stored copy of the report: vow get refuses it and writes nothing.
+        # Corrupt a's stored copy of the report: vow get says so, a drops it and fetches
+        # it again from another holder, and the bytes written are the right ones; a's
+        # store holds a good copy again (the next get reads it without a repair).
         obj = os.path.join(a.state, "artifacts", "objects", report[:2], report)
         wait_until("a to hold the report", lambda: os.path.exists(obj) or
                    ok(a, "get", report, "-o", os.path.join(mesh.root, "prime")), 30)
-        os.chmod(obj, 0o644)
-        with open(obj, "r+b") as f:
-            byte = f.read(1)
-            f.seek(0)
-            f.write(bytes([byte[0] ^ 0x20]))
-        bad = os.path.join(mesh.root, "got-corrupt")
-        p = run("get", report, "-o", bad, "--state-dir", a.state)
-        check(p.returncode == 1 and "corrupt" in p.stderr and not os.path.exists(bad),
-              f"get of a corrupt artifact: rc {p.returncode}: {p.stderr}")
-        with open(obj, "r+b") as f:
-            f.write(byte)
-        os.chmod(obj, 0o444)
+        good = read_artifact(mesh, report)
+        flip_first_byte(obj)
+        repaired = os.path.join(mesh.root, "got-repaired")
+        p = run("get", report, "-o", repaired, "--state-dir", a.state)
+        check(p.returncode == 0 and "corrupt" in p.stderr and "another holder" in p.stderr,
+              f"get of a corrupt local copy: rc {p.returncode}: {p.stderr}")
+        with open(repaired, "rb") as f:
+            check(f.read() == good, "the repaired get wrote other bytes")
+        with open(obj, "rb") as f:
+            check(f.read() == good, "a's store still holds the corrupt copy")
+        p = run("get", report, "-o", "-", "--state-dir", a.state)
+        check(p.returncode == 0 and "corrupt" not in p.stderr, f"get after the repair: {p.stderr}")
+        # The same for a file inside a tree: the tree is fetched again with that file.
+        tree_obj = os.path.join(a.state, "artifacts", "objects", shards[:2], shards + ".tree")
+        first = sorted(os.listdir(tree_out))[0]
+        with open(os.path.join(tree_out, first), "rb") as f:
+            shard_bytes = f.read()
+        child = None
+        for d in os.listdir(os.path.join(a.state, "artifacts", "objects")):
+            for name in os.listdir(os.path.join(a.state, "artifacts", "objects", d)):
+                path = os.path.join(a.state, "artifacts", "objects", d, name)
+                if not name.endswith(".tree") and open(path, "rb").read() == shard_bytes:
+                    child = path
+        check(os.path.exists(tree_obj) and child, "a holds the shards tree and its first file")
+        flip_first_byte(child)
+        tree_again = os.path.join(mesh.root, "got-shards-repaired")
+        p = run("get", shards, "-o", tree_again, "--state-dir", a.state)
+        check(p.returncode == 0 and "corrupt" in p.stderr,
+              f"get of a tree with a corrupt file: rc {p.returncode}: {p.stderr}")
+        with open(os.path.join(tree_again, first), "rb") as f:
+            check(f.read() == shard_bytes and sorted(os.listdir(tree_again)) ==
+                  sorted(os.listdir(tree_out)), "the repaired tree")
+        with open(child, "rb") as f:
+            check(f.read() == shard_bytes, "a's store still holds the corrupt shard")
 
         # Live verify against an agent.
         v = ask(c, "verify")
@@ -287,23 +330,36 @@ def main():
             with open(os.path.join(tree_out, name), "rb") as x, \
                     open(os.path.join(remote_tree, name), "rb") as y:
                 check(x.read() == y.read(), f"remote tree entry {name}")
+        # A corrupt copy at the remote agent is refused, saying how it is replaced; once
+        # a get on the agent's host has replaced it, the remote get works again.
+        flip_first_byte(obj)
+        p = run("get", report, "-o", remote_out + "-bad", "--agent", remote, "--key", client_key)
+        check(p.returncode == 1 and "is corrupt" in p.stderr and "that agent's host" in p.stderr
+              and not os.path.exists(remote_out + "-bad"),
+              f"remote get of a corrupt copy: {p.returncode} {p.stderr}")
+        ok(a, "get", report, "-o", os.path.join(mesh.root, "repaired-again"))
+        p = run("get", report, "-o", remote_out + "-good", "--agent", remote, "--key", client_key)
+        check(p.returncode == 0, f"remote get after the repair: {p.returncode} {p.stderr}")
         p = run("get", "wordcount/nosuch.out", "-o", remote_out + "2", "--agent", remote, "--key",
                 client_key)
         check(p.returncode == 3 and not os.path.exists(remote_out + "2"),
               f"remote get of nothing: {p.returncode} {p.stderr}")
         stranger = os.path.join(mesh.root, "stranger.key")
         run("keys", "gen", "--out", stranger)
-        before = a.status()["rejected"]["untrusted-handshake"]
+        before = a.status()["rejected"]["untrusted_handshake"]
         p = run("status", "--agent", remote, "--key", stranger, timeout=30)
         check(p.returncode == 1 and "no answer" in p.stderr, f"untrusted client: {p.returncode} {p.stderr}")
         wait_until("the refused handshake to be counted",
-                   lambda: a.status()["rejected"]["untrusted-handshake"] > before, 10)
+                   lambda: a.status()["rejected"]["untrusted_handshake"] > before, 10)
 
         # HTTP: /metrics parses as Prometheus text and agrees with the ledger.
-        def metrics():
+        def body_of_metrics():
             code, ctype, body = http_get(a.http_port, "/metrics")
             check(code == 200 and ctype.startswith("text/plain"), f"/metrics {code} {ctype}")
-            return parse_prometheus(body)
+            return body
+
+        def metrics():
+            return parse_prometheus(body_of_metrics())
         samples, types = wait_until(
             "metrics to show the finished pipeline",
             lambda: (lambda st: st if st[0].get(
@@ -314,14 +370,44 @@ def main():
         check(samples[("vow_peers_alive", ())] == 2, "peers alive")
         check(samples[("vow_jobs", (("pipeline", "fail"), ("stage", "boom"), ("state", "failed")))]
               == 1, "failed job metric")
-        check(samples[("vow_messages_rejected_total", (("reason", "untrusted-handshake"),))] >= 1,
+        check(samples[("vow_messages_rejected_total", (("reason", "untrusted_handshake"),))] >= 1,
               "rejected metric")
-        ran_here = samples[("vow_job_duration_seconds_count", ())]
+        # Job durations by pipeline and stage: a's count series are the stages it ran,
+        # which its vow jobs shows (executor a, done or failed).
+        counts = {(dict(k[1])["pipeline"], dict(k[1])["stage"]): v for k, v in samples.items()
+                  if k[0] == "vow_job_duration_seconds_count"}
+        ran_here = sum(counts.values())
         check(ran_here >= 1 and samples[("vow_results_total", (("outcome", "ok"),))] >= 1,
               f"job duration count {ran_here} results {[(k, v) for k, v in samples.items() if 'result' in k[0] or 'claims' in k[0]]}")
-        buckets = sorted((float(dict(k[1])["le"]), v) for k, v in samples.items()
-                         if k[0] == "vow_job_duration_seconds_bucket")
-        check(all(x[1] <= y[1] for x, y in zip(buckets, buckets[1:])), "buckets not cumulative")
+        check(all(p in ("wordcount", "fail", "slow") and s for p, s in counts), f"stages {counts}")
+        for (pl, st), n in counts.items():
+            series = (("pipeline", pl), ("stage", st))
+            buckets = sorted((float(dict(k[1])["le"]), v) for k, v in samples.items()
+                             if k[0] == "vow_job_duration_seconds_bucket" and k[1][1:] == series)
+            check(buckets and all(x[1] <= y[1] for x, y in zip(buckets, buckets[1:])) and
+                  buckets[-1] == (float("inf"), n), f"{pl}/{st} buckets {buckets}, count {n}")
+        # Build, process and ledger gauges; the renamed byte counters.
+        info = [k for k in samples if k[0] == "vow_build_info"]
+        version = run("--version").stdout.split()[1]
+        check(len(info) == 1 and dict(info[0][1])["version"] == version and
+              dict(info[0][1])["protocol"].isdigit() and samples[info[0]] == 1,
+              f"vow_build_info {info}, vow --version {version}")
+        check(abs(samples[("process_start_time_seconds", ())] - started) < 60 and
+              samples[("process_cpu_seconds_total", ())] > 0 and
+              samples[("process_resident_memory_bytes", ())] > 1 << 20 and
+              samples[("process_open_fds", ())] >= 5, "process_* metrics")
+        check(samples[("process_open_fds", ())] <= len(os.listdir(f"/proc/{a.proc.pid}/fd")) + 16,
+              "process_open_fds counts the agent's descriptors")
+        check(samples[("vow_ledger_statements", ())] >= 50 and
+              samples[("vow_ledger_bytes", ())] >= 4096, "ledger gauges")
+        check(samples[("vow_artifact_received_bytes_total", ())] > 0 and
+              ("vow_artifact_sent_bytes_total", ()) in samples and
+              not any("bytes_sent" in k[0] or "bytes_received" in k[0] for k in samples),
+              "artifact byte counters")
+        # One spelling of reason labels; sums printed to full precision.
+        reasons = [dict(k[1])["reason"] for k in samples if "reason" in dict(k[1])]
+        check(reasons and all(re.fullmatch(r"[a-z0-9_]+", r) for r in reasons), f"reasons {reasons}")
+
         code, _, body = http_get(a.http_port, "/healthz")
         check(code == 200 and body.strip() == "ok", f"/healthz: {code} {body}")
         code, _, body = http_get(a.http_port, "/readyz")
@@ -342,6 +428,17 @@ def main():
         # Over CURVE too, not found is 3.
         p = run("job", "abcdef0123", "--agent", remote, "--key", client_key)
         check(p.returncode == 3 and "no job" in p.stderr, f"remote no such job: {p.returncode} {p.stderr}")
+        # With no other live holder, a corrupt copy cannot be replaced: refused, nothing
+        # written, and a's copy left for an operator to look at.
+        b.kill(signal.SIGTERM)
+        c.kill(signal.SIGTERM)
+        wait_until("a to declare b and c dead", lambda: all(
+            x.get("liveness") == "dead" for x in a.status()["agents"] if not x["self"]), 30)
+        flip_first_byte(obj)
+        alone = os.path.join(mesh.root, "got-alone")
+        p = run("get", report, "-o", alone, "--state-dir", a.state)
+        check(p.returncode == 1 and "corrupt" in p.stderr and "cannot be replaced" in p.stderr
+              and not os.path.exists(alone), f"get with no other holder: rc {p.returncode}: {p.stderr}")
         print("cli: every command checked against a completed mesh")
     finally:
         mesh.cleanup()

@@ -327,7 +327,7 @@ def scenario_untrusted():
                 for s in p["stages"]:
                     for r in s.get("results", []):
                         check(r["executor"] != rogue.id, "a result by the untrusted agent")
-        refused = sum(ag.status()["rejected"]["untrusted-handshake"] for ag in mesh.agents[:3])
+        refused = sum(ag.status()["rejected"]["untrusted_handshake"] for ag in mesh.agents[:3])
         check(refused > 0, "no untrusted handshake was counted")
     finally:
         mesh.cleanup()

@@ -165,6 +165,45 @@ expect 1 "^$tmp/advertise.toml:[0-9]+:13: bad endpoint 'tcp://0.0.0.0:7401' for 
 sed -i 's|^advertise = .*|advertise = "tcp://vow-0.vow.default.svc:7401"|' "$tmp/advertise.toml"
 expect 0 '^ok: 1 pipeline, 1 agent$' -- "$vow" check "$tmp/advertise.toml"
 
+# The trust lists, checked as vowd reads them at start: an id that is not one, where it
+# is written; a bad line of a key file, where it is in that file. A key_files pattern
+# that matches no file is a warning (keys are often installed after the agent file):
+# exit 0, the warning on stderr and in --json.
+mkdir -p "$tmp/t/keys" "$tmp/t/corpus"
+sed 's|"wordcount.toml"|"'"$ex"'/wordcount.toml"|; s|^key_files = .*|keys = ["notakey"]\nclients = ["vowabc"]\n&|' \
+  "$ex/agent-a.toml" >"$tmp/t/agent.toml"
+"$vow" keys gen --state-dir "$tmp/t/id" >"$tmp/t/keys/a.pub" || fail "keys gen"
+expect 1 "^$tmp/t/agent.toml:13:9: 'notakey' in \[trust\] keys is not an agent id" \
+  -- "$vow" check "$tmp/t/agent.toml"
+expect 1 "^$tmp/t/agent.toml:14:12: 'vowabc' in \[trust\] clients is not an agent id" \
+  -- "$vow" check "$tmp/t/agent.toml"
+good=$(cat "$tmp/t/keys/a.pub")
+sed -i "s|\"notakey\"|\"$good\"|; s|\"vowabc\"|\"$good\"|" "$tmp/t/agent.toml"
+expect 0 '^ok: 1 pipeline, 1 agent$' -- "$vow" check "$tmp/t/agent.toml"
+printf '# trusted\n\n  %s\n  vowbroken\n' "$good" >"$tmp/t/keys/b.pub"
+expect 1 "^$tmp/t/keys/b.pub:4:3: 'vowbroken' \(matched by key_files 'keys/\*.pub'\) is not an agent id" \
+  -- "$vow" check "$tmp/t/agent.toml"
+expect 1 '^1 error$' -- "$vow" check "$tmp/t/agent.toml"
+if [ -n "$vowd" ]; then
+  # vowd refuses the same file at start, with the same location.
+  expect 1 "$tmp/t/keys/b.pub:4" -- "$vowd" --config "$tmp/t/agent.toml" --state-dir "$tmp/t/state"
+fi
+rm "$tmp/t/keys/"*.pub
+expect 0 "^$tmp/t/agent.toml:15:14: warning: key_files pattern 'keys/\*.pub' matches no file \(looked for $tmp/t/keys/\*.pub\)" \
+  -- "$vow" check "$tmp/t/agent.toml"
+expect 0 '^ok: 1 pipeline, 1 agent$' -- "$vow" check "$tmp/t/agent.toml"
+json=$("$vow" check --json "$tmp/t/agent.toml") || fail "check --json with a warning exited $?"
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); w=d["warnings"]; assert d["errors"]==[] and [(x["line"],x["column"]) for x in w]==[(15,14)] and "matches no file" in w[0]["message"], d' \
+  "$json" || fail "check --json warnings are wrong: $json"
+# A source path that is not there, or is a symbolic link, is a warning where the source
+# is declared: the agent would publish no version of it.
+rmdir "$tmp/t/corpus"
+expect 0 "^$tmp/t/agent.toml:[0-9]+:[0-9]+: warning: source 'wordcount/corpus' path $tmp/t/corpus does not exist here" \
+  -- "$vow" check "$tmp/t/agent.toml"
+ln -s /tmp "$tmp/t/corpus"
+expect 0 "^$tmp/t/agent.toml:[0-9]+:[0-9]+: warning: source 'wordcount/corpus' path $tmp/t/corpus is a symbolic link" \
+  -- "$vow" check "$tmp/t/agent.toml"
+
 if ((failures)); then
   echo "$failures failure(s)" >&2
   exit 1

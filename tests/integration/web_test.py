@@ -251,7 +251,7 @@ def check_api(a, mesh):
     check(sorted(x["name"] for x in m["agents"]) == ["a", "b", "c"], f"agents: {m['agents']}")
     check(all(x["alive"] for x in m["agents"]), f"liveness: {m['agents']}")
     check(sorted(x["name"] for x in m["promises"]) == ["a", "b", "c"], f"promises: {m['promises']}")
-    check("bad_signature" in m["rejected"] and "untrusted-handshake" in m["rejected"],
+    check("bad_signature" in m["rejected"] and "untrusted_handshake" in m["rejected"],
           f"rejected: {m['rejected']}")
 
     # A job fails: failed first in its stage, with its exit status, error and log tail.

@@ -74,7 +74,7 @@ TEST_CASE("rule 6: an oversized statement is refused by every agent and changes 
     m.inject(i, (i + 1) % m.size(), h.make(Advert{std::string(1 << 20, 'n'), {}, {}, {}}));
   }
   for (int i = 0; i < m.size(); ++i) {
-    CHECK(refused(m.core(i), "over-limit") == 1);
+    CHECK(refused(m.core(i), "over_limit") == 1);
     CHECK(held_by(m.core(i), h.key) == 0);
   }
   CHECK(m.core(1).ledger().fingerprint() == fingerprint);
@@ -107,7 +107,7 @@ TEST_CASE("rule 6: a flood of statements that do not count is bounded by the aut
     m.inject(1, 0, h.make(Claim{fake, 1, 0, std::nullopt}));
   }
   CHECK(held_by(m.core(1), h.key) == 1 + 100);
-  CHECK(refused(m.core(1), "over-budget") == 200);
+  CHECK(refused(m.core(1), "over_budget") == 200);
   // Superseding adverts do not count either: each one costs.
   m.inject(1, 0, h.make(Advert{"h2", {}, {}, {}}));
   CHECK(held_by(m.core(1), h.key) == 1 + 100);
@@ -143,7 +143,7 @@ TEST_CASE("rule 6: an equivocation proof is taken even from an author out of bud
   Hostile h("two-faced");
   m.inject(1, 0, h.make(Advert{"h", {}, {}, {}}));
   for (int k = 0; k < 10; ++k) m.inject(1, 0, h.make(Retry{ref, 0, "r"}));
-  CHECK(refused(m.core(1), "over-budget") == 5);
+  CHECK(refused(m.core(1), "over_budget") == 5);
   Statement a = h.make(Release{ref, 1, "a"});
   Statement b = a;
   std::get<Release>(b.body).reason = "b";

@@ -354,7 +354,7 @@ TEST_CASE("catching up: a fresh agent takes the results horizons settled, whatev
   for (const Digest& job : m.jobs_of(0, "count")) done += m.core(3).canonical(job) != nullptr;
   CHECK(done == 1200);
   auto refused = m.core(3).refused();
-  CHECK(refused["over-budget"] == 0);
+  CHECK(refused["over_budget"] == 0);
 }
 
 TEST_CASE("catching up: a fresh agent that promises the stage claims nothing it has not pulled yet") {
