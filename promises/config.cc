@@ -136,7 +136,7 @@ void read_memory(TomlReader& r, const toml::table& t, Stage& stage) {
 std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans& spans) {
   r.check_keys(t, kStage,
                {"name", "inputs", "outputs", "run", "foreach", "timeout", "retries", "env",
-                "network", "memory"});
+                "network", "memory", "image"});
   Stage stage;
   stage.where = r.at(t);
   auto name = r.string(t, "name", kStage, true);
@@ -162,6 +162,14 @@ std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans&
   read_env(r, t, stage);
   if (auto network = r.boolean(t, "network", kStage)) stage.network = *network;
   read_memory(r, t, stage);
+  if (auto image = r.string(t, "image", kStage, false)) {
+    std::string why = image_problem(image->value);
+    if (why.empty()) {
+      stage.image = std::move(image->value);
+    } else {
+      r.error(image->where, "'image' in [[stage]] '" + image->value + "' " + why);
+    }
+  }
   if (!name) return std::nullopt;
   stage.name = std::move(name->value);
   spans.name = name->where;
@@ -527,6 +535,17 @@ std::vector<Diagnostic> validate_agent_against(const AgentConfig& agent,
   };
   for (const auto& pr : agent.promises) {
     check(pr.where, "promise for stage", pr.pipeline, pr.stage, true);
+    const Pipeline* p = find(pr.pipeline);
+    const Stage* s = p ? p->find_stage(pr.stage) : nullptr;
+    if (s && !s->image.empty()) {
+      // Decided, not yet built: no executor here runs container images (docs/sandbox.md,
+      // "Environments"), and a job run on the host's files instead would be another job.
+      errors.push_back({pr.where, "promise for stage '" + pr.pipeline + "/" + pr.stage +
+                                      "': the stage runs in image '" + s->image + "' (" +
+                                      s->where.to_string() +
+                                      "), and this agent has no executor that runs container "
+                                      "images: no agent can promise it yet (docs/sandbox.md)"});
+    }
   }
   for (const auto& s : agent.sources) check(s.where, "source", s.pipeline, s.source, false);
   return errors;

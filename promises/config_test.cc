@@ -662,4 +662,67 @@ TEST_CASE("[agent] sandbox: auto by default, one of three values") {
                   "'sandbox' in [agent] must be \"auto\", \"bwrap\" or \"none\", not 'docker'");
 }
 
+TEST_CASE("image: the environment is part of the digest; stages without it keep theirs") {
+  // Digests computed before `image` existed: the encodings of stages that do not set it
+  // are the same bytes.
+  CHECK(stage_digest_of(kPipeline, "count").hex() ==
+        "7ba1f6518e07e2d2ac60f1330de87afbe22a09091a4a2e3e9d0c85577c2ea48e");
+  auto with = [](std::string_view lines) {
+    return replace(kPipeline, "retries = 2\n", std::string("retries = 2\n") + std::string(lines));
+  };
+  CHECK(stage_digest_of(with("network = true\nmemory = \"512M\"\n"), "count").hex() ==
+        "e24542c3ffeabb8f994b81eb6cc6291d4a7846dcc1254b5a45ba6f2a581a6a71");
+
+  const std::string a = "sha256:" + std::string(64, 'a');
+  const std::string b = "sha256:" + std::string(64, 'b');
+  Digest base = stage_digest_of(kPipeline, "count");
+  Digest in_a = stage_digest_of(with("image = \"" + a + "\"\n"), "count");
+  CHECK(in_a != base);
+  CHECK(in_a != stage_digest_of(with("image = \"" + b + "\"\n"), "count"));
+  CHECK(in_a != stage_digest_of(with("image = \"python@" + a + "\"\n"), "count"));
+  CHECK(in_a != stage_digest_of(with("image = \"" + a + "\"\nnetwork = true\n"), "count"));
+  // The other stage is unchanged, and so is its digest.
+  CHECK(stage_digest_of(with("image = \"" + a + "\"\n"), "split") ==
+        stage_digest_of(kPipeline, "split"));
+
+  auto out = pipeline(with("image = \"registry.example/py@" + a + "\"\nmemory = \"1G\"\n"));
+  INFO(all(out.errors));
+  REQUIRE(out.ok());
+  auto back = parse_canonical_pipeline(canonical_pipeline(*out.value));
+  REQUIRE_MESSAGE(back.is_ok(), back.status().to_string());
+  const Stage* s = back->find_stage("count");
+  CHECK(s->image == "registry.example/py@" + a);
+  CHECK(s->memory_bytes == 1LL << 30);
+  CHECK_FALSE(s->network);
+  CHECK(s->digest == out.value->find_stage("count")->digest);
+  CHECK(back->find_stage("split")->image.empty());
+
+  // A decoded image is checked as a written one is.
+  Pipeline bad = *out.value;
+  bad.stages[1].image = "python:3.12";
+  CHECK_FALSE(parse_canonical_pipeline(canonical_pipeline(bad)).is_ok());
+
+  check_one_error(pipeline(with("image = \"python:3.12\"\n")), 22, 9,
+                  "'image' in [[stage]] 'python:3.12' does not name an image by its digest");
+  check_one_error(pipeline(with("image = \"sha256:ABC\"\n")), 22, 9, "by its digest");
+  check_one_error(pipeline(with("image = \"@" + a + "\"\n")), 22, 9, "nothing before '@'");
+  check_one_error(pipeline(with("image = \"a b@" + a + "\"\n")), 22, 9, "has a space");
+  check_one_error(pipeline(with("image = 3\n")), 22, 9, "'image' in [[stage]]");
+}
+
+TEST_CASE("a stage with an image cannot be promised: no executor runs images") {
+  const std::string a = "sha256:" + std::string(64, 'a');
+  auto p = pipeline(replace(kPipeline, "retries = 2\n", "retries = 2\nimage = \"" + a + "\"\n"));
+  REQUIRE(p.ok());
+  auto ag = agent(kAgent);
+  REQUIRE(ag.ok());
+  auto errors = validate_agent_against(*ag.value, {*p.value});
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].where.line == 13);
+  CHECK(errors[0].message ==
+        "promise for stage 'wc/count': the stage runs in image '" + a +
+            "' (f.toml:14:1), and this agent has no executor that runs container images: no "
+            "agent can promise it yet (docs/sandbox.md)");
+}
+
 }  // namespace vow::promises

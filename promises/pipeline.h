@@ -68,6 +68,10 @@ struct Stage {
   // and the address space it may use (0: no limit). Both are part of the definition.
   bool network = false;
   std::int64_t memory_bytes = 0;
+  // The environment the command runs in (docs/sandbox.md, "Environments"): a container
+  // image named by its digest, "sha256:<64 hex>" or "NAME@sha256:<64 hex>"; empty: the
+  // host's own file system. Part of the definition.
+  std::string image;
   Location where;                   // the [[stage]] header
   Digest digest;                    // stage_digest(*this), filled by the parser
 };
@@ -169,13 +173,20 @@ struct AgentConfig {
   std::vector<Location> pipelines_where;  // where each `pipelines` entry was written
 };
 
+// Why `image` does not name a container image by its digest ("sha256:<64 lowercase hex>",
+// after an optional "NAME@", NAME printable ASCII without spaces, at most 256 bytes);
+// empty when it does. A tag ("python:3.12") is refused: it can name other bytes tomorrow.
+std::string image_problem(std::string_view image);
+
 // ---- Identity of work (docs/identity.md) ----
 
 // The canonical encoding of a stage definition: everything that changes what the stage
-// computes (name, command and its form, inputs, outputs, env, foreach, network, memory),
-// nothing that does not (comments, key order, whitespace, timeout, retries). Starts with
-// a version tag. `network` and `memory` are encoded only when set, so the stages that
-// set neither keep the digests they had before these fields existed.
+// computes (name, command and its form, inputs, outputs, env, foreach, network, memory,
+// image), nothing that does not (comments, key order, whitespace, timeout, retries).
+// Starts with a version tag. `network` and `memory` are encoded only when one of them or
+// a later field is set, and each later field (`image`) only when set, as a tag and a
+// value: the stages that set none of them keep the digests they had before these fields
+// existed.
 std::string canonical_stage(const Stage& stage);
 Digest stage_digest(const Stage& stage);
 // Digest over the pipeline name, its sources and its stages' digests.
