@@ -305,6 +305,20 @@ Status Daemon::Impl::choose_sandbox() {
   return Status::ok();
 }
 
+// RLIMIT_NPROC, the only `pids` limit without a cgroup per job, does not bind root.
+void Daemon::Impl::warn_unenforced_limits() {
+  if (::geteuid() != 0) return;
+  for (const auto& pr : config.promises) {
+    for (const auto& p : pipelines) {
+      const promises::Stage* s = p.name == pr.pipeline ? p.find_stage(pr.stage) : nullptr;
+      if (s == nullptr || s->pids == 0) continue;
+      log->warn("stage {}/{}: its pids limit ({}) is not enforced here: this agent runs as "
+                "root, whom RLIMIT_NPROC does not limit (docs/sandbox.md, \"Limits\")",
+                pr.pipeline, pr.stage, s->pids);
+    }
+  }
+}
+
 Status Daemon::Impl::open_stores() {
   // The loop's commits never checkpoint: writing the log back into the database (and
   // syncing it) would hold the loop for hundreds of ms; the worker does it
@@ -451,6 +465,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   cc.sign = [id](const Statement& st) { return transport::sign_or_empty(*id, st); };
   cc.attest = [this](Statement& st) { attest_own_statement(st); };
   background = std::make_unique<Background>(1);
+  warn_unenforced_limits();
   executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get(), bwrap);
   sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get());
   network = std::make_unique<DaemonNetwork>(this);

@@ -243,6 +243,7 @@ struct Daemon::Impl {
 
   // ---- daemon.cc ----
   // Decides how jobs run ([agent] sandbox): sets `bwrap`, or refuses when it must.
+  void warn_unenforced_limits();
   Status choose_sandbox();
   Status open_stores();
   Status restore(promises::RestoredState* restored, std::vector<store::RunningJob>* recovered);

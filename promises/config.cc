@@ -136,7 +136,7 @@ void read_memory(TomlReader& r, const toml::table& t, Stage& stage) {
 std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans& spans) {
   r.check_keys(t, kStage,
                {"name", "inputs", "outputs", "run", "foreach", "timeout", "retries", "env",
-                "network", "memory", "image"});
+                "network", "memory", "image", "pids", "cpus"});
   Stage stage;
   stage.where = r.at(t);
   auto name = r.string(t, "name", kStage, true);
@@ -162,6 +162,8 @@ std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans&
   read_env(r, t, stage);
   if (auto network = r.boolean(t, "network", kStage)) stage.network = *network;
   read_memory(r, t, stage);
+  if (auto n = r.integer(t, "pids", kStage, 1, kMaxStagePids)) stage.pids = int(*n);
+  if (auto n = r.integer(t, "cpus", kStage, 1, kMaxStageCpus)) stage.cpus = int(*n);
   if (auto image = r.string(t, "image", kStage, false)) {
     std::string why = image_problem(image->value);
     if (why.empty()) {

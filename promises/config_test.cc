@@ -725,4 +725,41 @@ TEST_CASE("a stage with an image cannot be promised: no executor runs images") {
             "agent can promise it yet (docs/sandbox.md)");
 }
 
+TEST_CASE("pids and cpus: parsed, checked, part of the digest, carried by the canonical form") {
+  Digest base = stage_digest_of(kPipeline, "count");
+  auto with = [](std::string_view lines) {
+    return replace(kPipeline, "retries = 2\n", std::string("retries = 2\n") + std::string(lines));
+  };
+  auto out = pipeline(with("pids = 64\ncpus = 2\n"));
+  INFO(all(out.errors));
+  REQUIRE(out.ok());
+  const Stage* s = out.value->find_stage("count");
+  CHECK(s->pids == 64);
+  CHECK(s->cpus == 2);
+  Digest pids = stage_digest_of(with("pids = 64\n"), "count");
+  Digest cpus = stage_digest_of(with("cpus = 2\n"), "count");
+  CHECK(pids != base);
+  CHECK(cpus != base);
+  CHECK(pids != cpus);
+  CHECK(s->digest != pids);
+  CHECK(pids != stage_digest_of(with("pids = 65\n"), "count"));
+  CHECK(stage_digest_of(kPipeline, "split") == stage_digest_of(with("pids = 64\n"), "split"));
+
+  auto back = parse_canonical_pipeline(canonical_pipeline(*out.value));
+  REQUIRE_MESSAGE(back.is_ok(), back.status().to_string());
+  CHECK(back->find_stage("count")->pids == 64);
+  CHECK(back->find_stage("count")->cpus == 2);
+  CHECK(back->find_stage("count")->digest == s->digest);
+  // Out-of-range values do not decode.
+  Pipeline bad = *out.value;
+  bad.stages[1].pids = kMaxStagePids + 1;
+  CHECK_FALSE(parse_canonical_pipeline(canonical_pipeline(bad)).is_ok());
+  bad.stages[1].pids = -3;
+  CHECK_FALSE(parse_canonical_pipeline(canonical_pipeline(bad)).is_ok());
+
+  check_one_error(pipeline(with("pids = 0\n")), 22, 8, "at least 1, not 0");
+  check_one_error(pipeline(with("cpus = 2000\n")), 22, 8, "at most 1024, not 2000");
+  check_one_error(pipeline(with("cpus = \"2\"\n")), 22, 8, "'cpus' in [[stage]]");
+}
+
 }  // namespace vow::promises

@@ -58,9 +58,20 @@ class FieldReader {
 };
 
 // The fields that came after `network` and `memory`, in their order in the encoding.
-constexpr std::string_view kLaterFields[] = {"image"};
+constexpr std::string_view kLaterFields[] = {"image", "pids", "cpus"};
 
-bool has_later_fields(const Stage& s) { return !s.image.empty(); }
+bool has_later_fields(const Stage& s) { return !s.image.empty() || s.pids != 0 || s.cpus != 0; }
+
+// A positive count as put_field(std::to_string(n)) wrote it, up to `max`.
+std::optional<int> positive_count(std::string_view text, int max) {
+  int n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < 1 || n > max) {
+    return std::nullopt;
+  }
+  if (std::to_string(n) != text) return std::nullopt;  // no leading zeros or signs
+  return n;
+}
 
 InputRef input_ref_from(std::string_view text) {
   auto dot = text.find('.');
@@ -135,6 +146,10 @@ std::optional<Stage> decode_stage(std::string_view canonical) {
       if (*tag == "image") {
         if (!image_problem(*value).empty()) return std::nullopt;
         s.image = std::string(*value);
+      } else {
+        auto n = positive_count(*value, *tag == "pids" ? kMaxStagePids : kMaxStageCpus);
+        if (!n) return std::nullopt;
+        (*tag == "pids" ? s.pids : s.cpus) = *n;
       }
     }
     if (!s.network && s.memory_bytes == 0 && !has_later_fields(s)) {
@@ -225,6 +240,14 @@ std::string canonical_stage(const Stage& stage) {
   if (!stage.image.empty()) {
     put_field(out, "image");
     put_field(out, stage.image);
+  }
+  if (stage.pids != 0) {
+    put_field(out, "pids");
+    put_field(out, std::to_string(stage.pids));
+  }
+  if (stage.cpus != 0) {
+    put_field(out, "cpus");
+    put_field(out, std::to_string(stage.cpus));
   }
   return out;
 }

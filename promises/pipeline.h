@@ -52,6 +52,10 @@ struct Source {
   Location where;
 };
 
+// The largest `pids` and `cpus` a stage may ask for.
+inline constexpr int kMaxStagePids = 1'000'000;
+inline constexpr int kMaxStageCpus = 1024;
+
 struct Stage {
   std::string name;
   std::vector<InputRef> inputs;
@@ -68,6 +72,10 @@ struct Stage {
   // and the address space it may use (0: no limit). Both are part of the definition.
   bool network = false;
   std::int64_t memory_bytes = 0;
+  // Processes the job may have at once, and the CPUs it may use (docs/sandbox.md,
+  // "Limits"); 0: no limit. Part of the definition, as `memory` is.
+  int pids = 0;
+  int cpus = 0;
   // The environment the command runs in (docs/sandbox.md, "Environments"): a container
   // image named by its digest, "sha256:<64 hex>" or "NAME@sha256:<64 hex>"; empty: the
   // host's own file system. Part of the definition.
@@ -182,9 +190,9 @@ std::string image_problem(std::string_view image);
 
 // The canonical encoding of a stage definition: everything that changes what the stage
 // computes (name, command and its form, inputs, outputs, env, foreach, network, memory,
-// image), nothing that does not (comments, key order, whitespace, timeout, retries).
+// image, pids, cpus), nothing that does not (comments, key order, whitespace, timeout, retries).
 // Starts with a version tag. `network` and `memory` are encoded only when one of them or
-// a later field is set, and each later field (`image`) only when set, as a tag and a
+// a later field is set, and each later field (`image`, `pids`, `cpus`) only when set, as a tag and a
 // value: the stages that set none of them keep the digests they had before these fields
 // existed.
 std::string canonical_stage(const Stage& stage);
