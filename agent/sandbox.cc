@@ -81,12 +81,13 @@ std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::str
     argv.insert(argv.end(), {"taskset", "-c", cpu_list(std::hash<std::string>{}(layout.work_dir), stage.cpus, allowed)});
   }
   if (stage.memory_bytes > 0 || stage.pids > 0) {
-    // ulimit -v counts KiB; ulimit -u processes. The limits are set by a shell that then
-    // becomes the command ("-" for a limit not set).
+    // ulimit -v counts KiB; processes are ulimit -u in bash, -p in dash. The limits are
+    // set by a shell that then becomes the command ("-" for a limit not set).
     argv.insert(argv.end(),
                 {"/bin/sh", "-c",
                  "if [ \"$1\" != - ]; then ulimit -v \"$1\" || exit 126; fi; "
-                 "if [ \"$2\" != - ]; then ulimit -u \"$2\" || exit 126; fi; "
+                 "if [ \"$2\" != - ]; then "
+                 "ulimit -u \"$2\" 2> /dev/null || ulimit -p \"$2\" || exit 126; fi; "
                  "shift 2; exec \"$@\"",
                  "vow-limits",
                  stage.memory_bytes > 0 ? std::to_string(stage.memory_bytes / 1024) : "-",
