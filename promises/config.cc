@@ -327,15 +327,52 @@ void read_trust(TomlReader& r, const toml::table& t, AgentConfig& a) {
   read("key_files", a.trust_key_files);
 }
 
+void read_slurm(TomlReader& r, const toml::table& t, SlurmConfig& slurm) {
+  constexpr std::string_view kSlurm = "[slurm]";
+  r.check_keys(t, kSlurm, {"shared_dir", "partition", "poll_interval"});
+  slurm.where = r.at(t);
+  if (auto dir = r.string(t, "shared_dir", kSlurm, true)) {
+    if (dir->value.empty() || dir->value.front() != '/') {
+      r.error(dir->where, "'shared_dir' in [slurm] must be an absolute path (the same on the "
+                          "compute nodes), not '" + dir->value + "'");
+    } else {
+      slurm.shared_dir = dir->value;
+      while (slurm.shared_dir.size() > 1 && slurm.shared_dir.back() == '/') {
+        slurm.shared_dir.pop_back();
+      }
+    }
+  }
+  if (auto part = r.string(t, "partition", kSlurm, false)) {
+    if (!is_identifier(part->value)) {
+      r.error(part->where, "'partition' in [slurm] must be a partition name, not '" +
+                               part->value + "'");
+    } else {
+      slurm.partition = part->value;
+    }
+  }
+  if (auto ms = r.duration(t, "poll_interval", kSlurm)) slurm.poll_ms = *ms;
+}
+
 void read_promises(TomlReader& r, const toml::table& root, AgentConfig& a) {
   constexpr std::string_view kPromise = "[[promise]]";
   std::set<std::pair<std::string, std::string>> seen;
   for (const toml::table* t : r.table_array(root, "promise")) {
-    r.check_keys(*t, kPromise, {"stage", "capacity"});
+    r.check_keys(*t, kPromise, {"stage", "capacity", "executor"});
     PromiseDecl p;
     auto stage = r.string(*t, "stage", kPromise, true);
     auto capacity = r.integer(*t, "capacity", kPromise, 1, kMaxCapacity);
     if (capacity) p.capacity = int(*capacity);
+    if (auto ex = r.string(*t, "executor", kPromise, false)) {
+      if (ex->value != "local" && ex->value != "slurm") {
+        r.error(ex->where, "'executor' in [[promise]] must be \"local\" or \"slurm\", not '" +
+                               ex->value + "'");
+      } else if (ex->value == "slurm" && a.slurm.shared_dir.empty()) {
+        r.error(ex->where, "'executor' in [[promise]] is \"slurm\", but the agent file has no "
+                           "[slurm] table with a shared_dir (docs/executors.md)");
+      } else {
+        p.executor = ex->value;
+      }
+    }
     if (!stage) continue;
     auto q = read_qualified(r, *stage, "stage", "wordcount/count");
     if (!q) continue;
@@ -485,12 +522,14 @@ ParseOutput<AgentConfig> parse_agent(std::string_view text, std::string file) {
   TomlReader r(file, out.errors);
   auto root = r.parse(text);
   if (!root) return out;
-  r.check_keys(*root, "an agent file", {"agent", "trust", "promise", "source", "timing"});
+  r.check_keys(*root, "an agent file",
+               {"agent", "trust", "promise", "source", "timing", "slurm"});
   AgentConfig a;
   a.file = file;
   a.where = Location{file, 1, 1};
   if (const toml::table* t = r.table(*root, "agent", true)) read_agent_table(r, *t, a);
   if (const toml::table* t = r.table(*root, "trust", false)) read_trust(r, *t, a);
+  if (const toml::table* t = r.table(*root, "slurm", false)) read_slurm(r, *t, a.slurm);
   read_promises(r, *root, a);
   read_sources(r, *root, a);
   if (const toml::table* t = r.table(*root, "timing", false)) read_timing(r, *t, a.timing);

@@ -762,4 +762,27 @@ TEST_CASE("pids and cpus: parsed, checked, part of the digest, carried by the ca
   check_one_error(pipeline(with("cpus = \"2\"\n")), 22, 8, "'cpus' in [[stage]]");
 }
 
+TEST_CASE("[[promise]] executor and [slurm]: checked where written") {
+  auto ok = agent(replace(kAgent, "capacity = 2\n",
+                          "capacity = 2\nexecutor = \"slurm\"\n") +
+                  "\n[slurm]\nshared_dir = \"/shared/vow/\"\npartition = \"gpu\"\n"
+                  "poll_interval = \"500ms\"\n");
+  INFO(all(ok.errors));
+  REQUIRE(ok.ok());
+  CHECK(ok.value->promises[0].executor == "slurm");
+  CHECK(ok.value->slurm.shared_dir == "/shared/vow");
+  CHECK(ok.value->slurm.partition == "gpu");
+  CHECK(ok.value->slurm.poll_ms == 500);
+  CHECK(agent(kAgent).value->promises[0].executor == "local");
+
+  check_one_error(agent(replace(kAgent, "capacity = 2\n", "capacity = 2\nexecutor = \"slurm\"\n")),
+                  15, 12, "'executor' in [[promise]] is \"slurm\", but the agent file has no [slurm]");
+  check_one_error(agent(replace(kAgent, "capacity = 2\n", "capacity = 2\nexecutor = \"k8s\"\n")),
+                  15, 12, "'executor' in [[promise]] must be \"local\" or \"slurm\", not 'k8s'");
+  check_one_error(agent(std::string(kAgent) + "\n[slurm]\nshared_dir = \"shared\"\n"), 25, 14,
+                  "'shared_dir' in [slurm] must be an absolute path");
+  check_one_error(agent(std::string(kAgent) + "\n[slurm]\npartition = \"gpu\"\n"), 24, 1,
+                  "shared_dir");
+}
+
 }  // namespace vow::promises

@@ -134,7 +134,20 @@ struct PromiseDecl {
   std::string pipeline;
   std::string stage;
   int capacity = 1;
+  // Where the jobs run (docs/executors.md): "local" (this host, in the sandbox) or
+  // "slurm" (submitted to the cluster of the agent's [slurm] table).
+  std::string executor = "local";
   Location where;
+};
+
+// [slurm] in an agent file (docs/executors.md): how the Slurm executor submits jobs.
+struct SlurmConfig {
+  // A directory the agent and every compute node see at this path: jobs' work
+  // directories (inputs, outputs, logs) live under it. Empty: no [slurm] table.
+  std::string shared_dir;
+  std::string partition;            // sbatch --partition; empty: the cluster's default
+  std::int64_t poll_ms = 1000;      // how often squeue is asked about submitted jobs
+  Location where;                   // the [slurm] table
 };
 
 struct SourceDecl {
@@ -173,6 +186,7 @@ struct AgentConfig {
   // How jobs run (docs/sandbox.md): "auto" (bubblewrap when it works, else unsandboxed
   // with a warning), "bwrap" (bubblewrap or refuse to start), "none".
   std::string sandbox = "auto";
+  SlurmConfig slurm;
   std::string file;
   Location where;  // the [agent] table
   // Globs, relative to the agent file's directory, of files holding trusted agent ids,
