@@ -212,12 +212,7 @@ void Agent::collect_job(const Digest& id, const ProcessExit& exit) {
   if (job.timed_out) {
     error = "timed out after " + promises::format_duration_ms(job.start.timeout_ms);
   } else if (!exit.ok()) {
-    error = describe(exit);
-    if (job.start.stage.memory_bytes > 0) {
-      // RLIMIT_AS refuses the allocation; the command then fails its own way.
-      error += " (the stage's memory limit is " + format_bytes(job.start.stage.memory_bytes) +
-               ": memory past it cannot be allocated)";
-    }
+    error = describe(exit) + limits_note(job.start.stage);
   }
   Executor* ex = fx_.executor;
   promises::StartJob s = job.start;

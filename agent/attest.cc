@@ -79,13 +79,16 @@ json stage_definition_json(const promises::Stage& stage) {
   std::sort(inputs.begin(), inputs.end());
   std::vector<std::string> outputs = stage.outputs;
   std::sort(outputs.begin(), outputs.end());
-  return {{"name", stage.name},
-          {"form", stage.run_is_shell ? "shell" : "argv"},
-          {"argv", stage.argv},
-          {"inputs", inputs},
-          {"outputs", outputs},
-          {"env", stage.env},
-          {"foreach", stage.foreach ? stage.foreach->to_string() : ""}};
+  json def = {{"name", stage.name},
+              {"form", stage.run_is_shell ? "shell" : "argv"},
+              {"argv", stage.argv},
+              {"inputs", inputs},
+              {"outputs", outputs},
+              {"env", stage.env},
+              {"foreach", stage.foreach ? stage.foreach->to_string() : ""}};
+  // Only when set, so the attestations of stages without it stay as they were.
+  if (!stage.image.empty()) def["image"] = stage.image;
+  return def;
 }
 
 Result<json> attestation_statement(const Statement& st, const promises::Stage* stage) {

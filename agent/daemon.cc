@@ -107,6 +107,17 @@ Status load_trust(const promises::AgentConfig& cfg, const fs::path& base,
   return Status::ok();
 }
 
+
+// The stages promised with executor = "slurm".
+std::set<std::pair<std::string, std::string>> slurm_stages(
+    const std::vector<promises::PromiseDecl>& promises) {
+  std::set<std::pair<std::string, std::string>> out;
+  for (const auto& p : promises) {
+    if (p.executor == "slurm") out.emplace(p.pipeline, p.stage);
+  }
+  return out;
+}
+
 }  // namespace
 
 // ---- reload (SIGHUP) ----
@@ -173,6 +184,12 @@ void Daemon::Impl::reload() {
   for (const auto& p : loaded.pipelines) new_digests.insert(p.digest);
   auto before = names(config.promises);
   auto after = names(next.promises);
+  kept("[slurm]", next.slurm.shared_dir == config.slurm.shared_dir &&
+                      next.slurm.partition == config.slurm.partition &&
+                      next.slurm.poll_ms == config.slurm.poll_ms);
+  // Runs already started stay where they are; a stage moved to slurm without a [slurm]
+  // at start runs here until a restart.
+  executor->set_slurm_stages(slurm_stages(next.promises));
   if (before == after && old_digests == new_digests) {
     log->info("SIGHUP: promises and pipelines unchanged");
     return;
@@ -320,6 +337,20 @@ Status Daemon::Impl::choose_sandbox() {
             "(set [agent] sandbox = \"none\" to say so, or \"bwrap\" to refuse to start)",
             works.message());
   return Status::ok();
+}
+
+// RLIMIT_NPROC, the only `pids` limit without a cgroup per job, does not bind root.
+void Daemon::Impl::warn_unenforced_limits() {
+  if (::geteuid() != 0) return;
+  for (const auto& pr : config.promises) {
+    for (const auto& p : pipelines) {
+      const promises::Stage* s = p.name == pr.pipeline ? p.find_stage(pr.stage) : nullptr;
+      if (s == nullptr || s->pids == 0) continue;
+      log->warn("stage {}/{}: its pids limit ({}) is not enforced here: this agent runs as "
+                "root, whom RLIMIT_NPROC does not limit (docs/sandbox.md, \"Limits\")",
+                pr.pipeline, pr.stage, s->pids);
+    }
+  }
 }
 
 Status Daemon::Impl::open_stores() {
@@ -495,7 +526,16 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   cc.sign = [id](const Statement& st) { return transport::sign_or_empty(*id, st); };
   cc.attest = [this](Statement& st) { attest_own_statement(st); };
   background = std::make_unique<Background>(1);
-  executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get(), bwrap);
+  warn_unenforced_limits();
+  local_executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get(), bwrap);
+  if (!config.slurm.shared_dir.empty()) {
+    slurm_executor =
+        std::make_unique<SlurmExecutor>(config.slurm, state_dir, worker->artifacts.get());
+    log->info("jobs of stages promised with executor = \"slurm\" are submitted with sbatch; "
+              "their files are under {}", config.slurm.shared_dir);
+  }
+  executor = std::make_unique<JobExecutors>(local_executor.get(), slurm_executor.get());
+  executor->set_slurm_stages(slurm_stages(config.promises));
   sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get());
   network = std::make_unique<DaemonNetwork>(this);
   Effects fx{&clock, network.get(), state.get(), background.get(), executor.get(), sink.get()};

@@ -27,6 +27,7 @@
 #include "agent/daemon.h"
 #include "agent/http.h"
 #include "agent/local_effects.h"
+#include "agent/slurm_executor.h"
 #include "agent/service_notify.h"
 #include "agent/wal_sync.h"
 #include "promises/pipeline.h"
@@ -199,7 +200,9 @@ struct Daemon::Impl {
   // The agent and its effects.
   SystemClock clock;
   std::unique_ptr<SqliteState> state;
-  std::unique_ptr<LocalExecutor> executor;
+  std::unique_ptr<LocalExecutor> local_executor;
+  std::unique_ptr<SlurmExecutor> slurm_executor;  // when the agent file has [slurm]
+  std::unique_ptr<JobExecutors> executor;         // each run to its promise's executor
   std::unique_ptr<StoreSink> sink;
   std::unique_ptr<DaemonNetwork> network;
   std::unique_ptr<Agent> agent;
@@ -252,6 +255,7 @@ struct Daemon::Impl {
 
   // ---- daemon.cc ----
   // Decides how jobs run ([agent] sandbox): sets `bwrap`, or refuses when it must.
+  void warn_unenforced_limits();
   Status choose_sandbox();
   Status open_stores();
   Status restore(promises::RestoredState* restored, std::vector<store::RunningJob>* recovered);

@@ -179,7 +179,7 @@ Status LocalExecutor::materialize_inputs(const promises::StartJob& start) {
 Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
   JobLayout l = layout_of(state_dir_, start);
   SpawnSpec spec;
-  spec.argv = sandboxed_argv(bwrap_, state_dir_, l, start.stage);
+  spec.argv = sandboxed_argv(bwrap_, state_dir_, l, start.stage, cpus_);
   spec.env = job_environment(l, start.stage, {start.job.job, start.job.pipeline, start.job.shard});
   spec.cwd = l.work_dir;
   spec.stdout_path = l.stdout_path;

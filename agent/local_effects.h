@@ -14,6 +14,7 @@
 
 #include "agent/effects.h"
 #include "agent/process.h"
+#include "agent/sandbox.h"
 #include "agent/wal_sync.h"
 #include "store/artifact_store.h"
 #include "store/ledger.h"
@@ -69,7 +70,10 @@ class LocalExecutor final : public Executor {
  public:
   // `bwrap`: the bubblewrap program jobs run under (agent/sandbox.h); empty: none.
   LocalExecutor(std::string state_dir, store::ArtifactStore* worker_store, std::string bwrap = "")
-      : state_dir_(std::move(state_dir)), store_(worker_store), bwrap_(std::move(bwrap)) {}
+      : state_dir_(std::move(state_dir)),
+        store_(worker_store),
+        bwrap_(std::move(bwrap)),
+        cpus_(allowed_cpus()) {}
   Status create_work_dir(const promises::StartJob& start) override;
   Status materialize_inputs(const promises::StartJob& start) override;
   Result<std::int64_t> spawn(const promises::StartJob& start) override;
@@ -92,6 +96,7 @@ class LocalExecutor final : public Executor {
   std::string state_dir_;
   store::ArtifactStore* store_;
   std::string bwrap_;
+  std::vector<int> cpus_;  // the CPUs jobs may be kept to (a stage's `cpus`)
   std::map<Digest, JobProcess> procs_;
 };
 

@@ -511,6 +511,7 @@ json Daemon::Impl::why_json(const json& args) {
                              {"outputs", stage->outputs},
                              {"env", stage->env},
                              {"foreach", stage->foreach ? stage->foreach->to_string() : ""}};
+    if (!stage->image.empty()) parts["stage_covers"]["image"] = stage->image;
   }
   std::vector<promises::JobInput> inputs;
   json in = json::object();

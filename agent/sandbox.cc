@@ -1,9 +1,12 @@
 #include "agent/sandbox.h"
 
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 
 namespace vow::agent {
 namespace {
@@ -59,7 +62,8 @@ Status probe_bwrap(const std::string& bwrap) {
 }
 
 std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::string& state_dir,
-                                        const JobLayout& layout, const promises::Stage& stage) {
+                                        const JobLayout& layout, const promises::Stage& stage,
+                                        const std::vector<int>& allowed) {
   std::vector<std::string> argv;
   if (!bwrap.empty()) {
     argv.push_back(bwrap);
@@ -72,13 +76,66 @@ std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::str
                              "--ro-bind", layout.in_dir, layout.in_dir});
     argv.insert(argv.end(), {"--chdir", layout.work_dir, "--"});
   }
-  if (stage.memory_bytes > 0) {
-    // ulimit -v counts KiB. The limit is set by a shell that then becomes the command.
-    argv.insert(argv.end(), {"/bin/sh", "-c", "ulimit -v \"$1\" || exit 126; shift; exec \"$@\"",
-                             "vow-limits", std::to_string(stage.memory_bytes / 1024)});
+  if (stage.cpus > 0 && !allowed.empty() && stage.cpus < static_cast<int>(allowed.size())) {
+    // Children inherit the affinity: the job's processes share those CPUs.
+    argv.insert(argv.end(), {"taskset", "-c", cpu_list(std::hash<std::string>{}(layout.work_dir), stage.cpus, allowed)});
+  }
+  if (stage.memory_bytes > 0 || stage.pids > 0) {
+    // ulimit -v counts KiB; processes are ulimit -u in bash, -p in dash. The limits are
+    // set by a shell that then becomes the command ("-" for a limit not set).
+    argv.insert(argv.end(),
+                {"/bin/sh", "-c",
+                 "if [ \"$1\" != - ]; then ulimit -v \"$1\" || exit 126; fi; "
+                 "if [ \"$2\" != - ]; then "
+                 "ulimit -u \"$2\" 2> /dev/null || ulimit -p \"$2\" || exit 126; fi; "
+                 "shift 2; exec \"$@\"",
+                 "vow-limits",
+                 stage.memory_bytes > 0 ? std::to_string(stage.memory_bytes / 1024) : "-",
+                 stage.pids > 0 ? std::to_string(stage.pids) : "-"});
   }
   argv.insert(argv.end(), stage.argv.begin(), stage.argv.end());
   return argv;
+}
+
+std::string cpu_list(std::size_t seed, int cpus, const std::vector<int>& allowed) {
+  if (allowed.empty()) return "";
+  std::size_t n = std::min<std::size_t>(static_cast<std::size_t>(cpus), allowed.size());
+  std::size_t start = seed % allowed.size();
+  std::vector<int> picked;
+  for (std::size_t i = 0; i < n; ++i) picked.push_back(allowed[(start + i) % allowed.size()]);
+  std::sort(picked.begin(), picked.end());
+  std::string out;
+  for (int c : picked) out += (out.empty() ? "" : ",") + std::to_string(c);
+  return out;
+}
+
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> out;
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return out;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) out.push_back(c);
+  }
+  return out;
+}
+
+std::string limits_note(const promises::Stage& stage) {
+  std::vector<std::string> notes;
+  if (stage.memory_bytes > 0) {
+    // RLIMIT_AS refuses the allocation; the command then fails its own way.
+    notes.push_back("the stage's memory limit is " + format_bytes(stage.memory_bytes) +
+                    ": memory past it cannot be allocated");
+  }
+  if (stage.pids > 0) {
+    // RLIMIT_NPROC refuses the fork; the command then fails its own way.
+    notes.push_back("the stage's pids limit is " + std::to_string(stage.pids) +
+                    ": a process past it cannot be started");
+  }
+  if (notes.empty()) return "";
+  std::string out = " (";
+  for (std::size_t i = 0; i < notes.size(); ++i) out += (i ? "; " : "") + notes[i];
+  return out + ")";
 }
 
 std::string format_bytes(std::int64_t bytes) {

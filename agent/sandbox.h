@@ -2,7 +2,8 @@
 // with the whole file system read-only, the agent's state directory hidden except for
 // the job's own work directory (its inputs read-only), a private /tmp, its own PID
 // namespace and no network unless the stage says `network = true`; and the stage's
-// `memory` limit, applied to the command as an address-space limit (RLIMIT_AS).
+// `memory` limit, applied to the command as an address-space limit (RLIMIT_AS), its
+// `pids` limit as RLIMIT_NPROC and its `cpus` as a CPU affinity.
 //
 // The wrapper goes between the job supervisor (agent/process.h) and the command: the
 // supervisor stays outside, so the status file, kill by process group and re-adoption
@@ -30,9 +31,22 @@ Status probe_bwrap(const std::string& bwrap);
 
 // The command line that runs `stage`'s command for the job laid out in `layout`:
 // bwrap and its options when `bwrap` is not empty, then the limit wrapper when the
-// stage has limits, then the stage's argv.
+// stage has limits (`cpus`: taskset to CPUS of `allowed_cpus`, chosen from the job's
+// work directory so that jobs spread; `memory` and `pids`: ulimit), then the stage's argv.
 std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::string& state_dir,
-                                        const JobLayout& layout, const promises::Stage& stage);
+                                        const JobLayout& layout, const promises::Stage& stage,
+                                        const std::vector<int>& allowed_cpus = {});
+
+// The CPUs a job of a stage with `cpus` is kept to: `cpus` of `allowed` (all of them
+// when it has no more), starting at a place `seed` (the job's) picks; as taskset's list.
+std::string cpu_list(std::size_t seed, int cpus, const std::vector<int>& allowed);
+
+// The CPUs this process may run on (sched_getaffinity).
+std::vector<int> allowed_cpus();
+
+// What a failed job of `stage` adds to its error about its limits, "" when it has
+// none: " (the stage's memory limit is 64 MiB: memory past it cannot be allocated)".
+std::string limits_note(const promises::Stage& stage);
 
 // "512 MiB", "2 GiB": a limit as written in messages.
 std::string format_bytes(std::int64_t bytes);

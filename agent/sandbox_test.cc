@@ -174,4 +174,104 @@ TEST_CASE("a job in the sandbox: hidden state, read-only inputs, exit status, ki
   CHECK(::kill(-group, 0) != 0);
 }
 
+TEST_CASE("limits on the command line: ulimit for memory and pids, taskset for cpus") {
+  Job job;
+  promises::Stage s = shell("true");
+  s.pids = 16;
+  auto argv = sandboxed_argv("", job.state, job.layout, s, {0, 1, 2, 3});
+  REQUIRE(argv.size() >= 6);
+  CHECK(argv[0] == "/bin/sh");
+  CHECK(argv[4] == "-");   // no memory limit
+  CHECK(argv[5] == "16");  // processes
+  s.cpus = 2;
+  argv = sandboxed_argv("", job.state, job.layout, s, {0, 1, 2, 3});
+  CHECK(argv[0] == "taskset");
+  CHECK(argv[2].size() == 3);  // two CPUs of four, "a,b"
+  // As many CPUs as the agent has, or more: no affinity to set.
+  CHECK(sandboxed_argv("", job.state, job.layout, s, {0, 1})[0] == "/bin/sh");
+  CHECK(cpu_list(0, 2, {0, 1, 2, 3}) == "0,1");
+  CHECK(cpu_list(3, 2, {0, 1, 2, 3}) == "0,3");
+  CHECK(cpu_list(5, 8, {4, 6}) == "4,6");
+  CHECK(limits_note(shell("true")).empty());
+  s.memory_bytes = 64 << 20;
+  CHECK(limits_note(s) ==
+        " (the stage's memory limit is 64 MiB: memory past it cannot be allocated; the "
+        "stage's pids limit is 16: a process past it cannot be started)");
+}
+
+// How many processes (threads included) a uid has on this host: what RLIMIT_NPROC counts.
+int processes_of(uid_t uid) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "status");
+    std::string line;
+    uid_t real = 0;
+    int threads = 0;
+    bool found = false;
+    while (std::getline(in, line)) {
+      if (line.rfind("Uid:", 0) == 0) {
+        real = static_cast<uid_t>(std::stoul(line.substr(4)));
+        found = true;
+      }
+      if (line.rfind("Threads:", 0) == 0) threads = std::stoi(line.substr(8));
+    }
+    if (found && real == uid) n += threads;
+  }
+  return n;
+}
+
+TEST_CASE("a job over its pids limit cannot start more processes; one under it can") {
+  // RLIMIT_NPROC does not bind root: as root the job runs as nobody (setpriv), which
+  // the limit does bind.
+  Job job;
+  std::vector<std::string> prefix;
+  uid_t uid = ::geteuid();
+  if (uid == 0) {
+    if (::access("/usr/bin/setpriv", X_OK) != 0) {
+      MESSAGE("skipped: running as root, and no setpriv to run the job as another uid");
+      return;
+    }
+    uid = 65534;
+    prefix = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  }
+  auto run = [&](int pids) {
+    fs::remove(job.layout.status_path);
+    promises::Stage s = shell("i=0; while [ $i -lt 6 ]; do sleep 1 & i=$((i+1)); done; wait");
+    s.pids = processes_of(uid) + pids;
+    SpawnSpec spec = job.spec(s, "");
+    spec.argv.insert(spec.argv.begin(), prefix.begin(), prefix.end());
+    auto p = JobProcess::spawn(spec);
+    REQUIRE_MESSAGE(p.is_ok(), p.status().to_string());
+    return wait_exit(*p);
+  };
+  ExitStatus over = run(3);  // the shell and two sleeps
+  CHECK_FALSE(over.ok());
+  CHECK(slurp(job.layout.stderr_path).find("fork") != std::string::npos);
+  ExitStatus under = run(12);
+  CHECK_MESSAGE(under.ok(), slurp(job.layout.stderr_path));
+}
+
+TEST_CASE("a job of a stage with cpus runs on that many of the agent's CPUs") {
+  std::vector<int> cpus = allowed_cpus();
+  if (cpus.size() < 2 || ::access("/usr/bin/taskset", X_OK) != 0) {
+    MESSAGE("skipped: this host lets the agent use " << cpus.size()
+                                                     << " CPU(s), or has no taskset");
+    return;
+  }
+  Job job;
+  promises::Stage s = shell("grep Cpus_allowed_list /proc/self/status > \"$OUT/cpus\"");
+  s.cpus = 1;
+  SpawnSpec spec = job.spec(s, "");
+  spec.argv = sandboxed_argv("", job.state, job.layout, s, cpus);
+  auto p = JobProcess::spawn(spec);
+  REQUIRE(p.is_ok());
+  CHECK(wait_exit(*p).ok());
+  std::string seen = slurp(job.layout.output_path("cpus"));
+  std::string list = seen.substr(seen.find(':') + 1);
+  list.erase(0, list.find_first_not_of(" \t"));
+  CHECK(list == cpu_list(std::hash<std::string>{}(job.layout.work_dir), 1, cpus) + "\n");
+}
+
 }  // namespace vow::agent

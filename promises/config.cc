@@ -136,7 +136,7 @@ void read_memory(TomlReader& r, const toml::table& t, Stage& stage) {
 std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans& spans) {
   r.check_keys(t, kStage,
                {"name", "inputs", "outputs", "run", "foreach", "timeout", "retries", "env",
-                "network", "memory"});
+                "network", "memory", "image", "pids", "cpus"});
   Stage stage;
   stage.where = r.at(t);
   auto name = r.string(t, "name", kStage, true);
@@ -162,6 +162,16 @@ std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans&
   read_env(r, t, stage);
   if (auto network = r.boolean(t, "network", kStage)) stage.network = *network;
   read_memory(r, t, stage);
+  if (auto n = r.integer(t, "pids", kStage, 1, kMaxStagePids)) stage.pids = int(*n);
+  if (auto n = r.integer(t, "cpus", kStage, 1, kMaxStageCpus)) stage.cpus = int(*n);
+  if (auto image = r.string(t, "image", kStage, false)) {
+    std::string why = image_problem(image->value);
+    if (why.empty()) {
+      stage.image = std::move(image->value);
+    } else {
+      r.error(image->where, "'image' in [[stage]] '" + image->value + "' " + why);
+    }
+  }
   if (!name) return std::nullopt;
   stage.name = std::move(name->value);
   spans.name = name->where;
@@ -319,15 +329,52 @@ void read_trust(TomlReader& r, const toml::table& t, AgentConfig& a) {
   read("key_files", a.trust_key_files, a.trust_key_files_where);
 }
 
+void read_slurm(TomlReader& r, const toml::table& t, SlurmConfig& slurm) {
+  constexpr std::string_view kSlurm = "[slurm]";
+  r.check_keys(t, kSlurm, {"shared_dir", "partition", "poll_interval"});
+  slurm.where = r.at(t);
+  if (auto dir = r.string(t, "shared_dir", kSlurm, true)) {
+    if (dir->value.empty() || dir->value.front() != '/') {
+      r.error(dir->where, "'shared_dir' in [slurm] must be an absolute path (the same on the "
+                          "compute nodes), not '" + dir->value + "'");
+    } else {
+      slurm.shared_dir = dir->value;
+      while (slurm.shared_dir.size() > 1 && slurm.shared_dir.back() == '/') {
+        slurm.shared_dir.pop_back();
+      }
+    }
+  }
+  if (auto part = r.string(t, "partition", kSlurm, false)) {
+    if (!is_identifier(part->value)) {
+      r.error(part->where, "'partition' in [slurm] must be a partition name, not '" +
+                               part->value + "'");
+    } else {
+      slurm.partition = part->value;
+    }
+  }
+  if (auto ms = r.duration(t, "poll_interval", kSlurm)) slurm.poll_ms = *ms;
+}
+
 void read_promises(TomlReader& r, const toml::table& root, AgentConfig& a) {
   constexpr std::string_view kPromise = "[[promise]]";
   std::set<std::pair<std::string, std::string>> seen;
   for (const toml::table* t : r.table_array(root, "promise")) {
-    r.check_keys(*t, kPromise, {"stage", "capacity"});
+    r.check_keys(*t, kPromise, {"stage", "capacity", "executor"});
     PromiseDecl p;
     auto stage = r.string(*t, "stage", kPromise, true);
     auto capacity = r.integer(*t, "capacity", kPromise, 1, kMaxCapacity);
     if (capacity) p.capacity = int(*capacity);
+    if (auto ex = r.string(*t, "executor", kPromise, false)) {
+      if (ex->value != "local" && ex->value != "slurm") {
+        r.error(ex->where, "'executor' in [[promise]] must be \"local\" or \"slurm\", not '" +
+                               ex->value + "'");
+      } else if (ex->value == "slurm" && a.slurm.shared_dir.empty()) {
+        r.error(ex->where, "'executor' in [[promise]] is \"slurm\", but the agent file has no "
+                           "[slurm] table with a shared_dir (docs/executors.md)");
+      } else {
+        p.executor = ex->value;
+      }
+    }
     if (!stage) continue;
     auto q = read_qualified(r, *stage, "stage", "wordcount/count");
     if (!q) continue;
@@ -477,12 +524,14 @@ ParseOutput<AgentConfig> parse_agent(std::string_view text, std::string file) {
   TomlReader r(file, out.errors);
   auto root = r.parse(text);
   if (!root) return out;
-  r.check_keys(*root, "an agent file", {"agent", "trust", "promise", "source", "timing"});
+  r.check_keys(*root, "an agent file",
+               {"agent", "trust", "promise", "source", "timing", "slurm"});
   AgentConfig a;
   a.file = file;
   a.where = Location{file, 1, 1};
   if (const toml::table* t = r.table(*root, "agent", true)) read_agent_table(r, *t, a);
   if (const toml::table* t = r.table(*root, "trust", false)) read_trust(r, *t, a);
+  if (const toml::table* t = r.table(*root, "slurm", false)) read_slurm(r, *t, a.slurm);
   read_promises(r, *root, a);
   read_sources(r, *root, a);
   if (const toml::table* t = r.table(*root, "timing", false)) read_timing(r, *t, a.timing);
@@ -529,6 +578,17 @@ std::vector<Diagnostic> validate_agent_against(const AgentConfig& agent,
   };
   for (const auto& pr : agent.promises) {
     check(pr.where, "promise for stage", pr.pipeline, pr.stage, true);
+    const Pipeline* p = find(pr.pipeline);
+    const Stage* s = p ? p->find_stage(pr.stage) : nullptr;
+    if (s && !s->image.empty()) {
+      // Decided, not yet built: no executor here runs container images (docs/sandbox.md,
+      // "Environments"), and a job run on the host's files instead would be another job.
+      errors.push_back({pr.where, "promise for stage '" + pr.pipeline + "/" + pr.stage +
+                                      "': the stage runs in image '" + s->image + "' (" +
+                                      s->where.to_string() +
+                                      "), and this agent has no executor that runs container "
+                                      "images: no agent can promise it yet (docs/sandbox.md)"});
+    }
   }
   for (const auto& s : agent.sources) check(s.where, "source", s.pipeline, s.source, false);
   return errors;

@@ -662,4 +662,127 @@ TEST_CASE("[agent] sandbox: auto by default, one of three values") {
                   "'sandbox' in [agent] must be \"auto\", \"bwrap\" or \"none\", not 'docker'");
 }
 
+TEST_CASE("image: the environment is part of the digest; stages without it keep theirs") {
+  // Digests computed before `image` existed: the encodings of stages that do not set it
+  // are the same bytes.
+  CHECK(stage_digest_of(kPipeline, "count").hex() ==
+        "7ba1f6518e07e2d2ac60f1330de87afbe22a09091a4a2e3e9d0c85577c2ea48e");
+  auto with = [](std::string_view lines) {
+    return replace(kPipeline, "retries = 2\n", std::string("retries = 2\n") + std::string(lines));
+  };
+  CHECK(stage_digest_of(with("network = true\nmemory = \"512M\"\n"), "count").hex() ==
+        "e24542c3ffeabb8f994b81eb6cc6291d4a7846dcc1254b5a45ba6f2a581a6a71");
+
+  const std::string a = "sha256:" + std::string(64, 'a');
+  const std::string b = "sha256:" + std::string(64, 'b');
+  Digest base = stage_digest_of(kPipeline, "count");
+  Digest in_a = stage_digest_of(with("image = \"" + a + "\"\n"), "count");
+  CHECK(in_a != base);
+  CHECK(in_a != stage_digest_of(with("image = \"" + b + "\"\n"), "count"));
+  CHECK(in_a != stage_digest_of(with("image = \"python@" + a + "\"\n"), "count"));
+  CHECK(in_a != stage_digest_of(with("image = \"" + a + "\"\nnetwork = true\n"), "count"));
+  // The other stage is unchanged, and so is its digest.
+  CHECK(stage_digest_of(with("image = \"" + a + "\"\n"), "split") ==
+        stage_digest_of(kPipeline, "split"));
+
+  auto out = pipeline(with("image = \"registry.example/py@" + a + "\"\nmemory = \"1G\"\n"));
+  INFO(all(out.errors));
+  REQUIRE(out.ok());
+  auto back = parse_canonical_pipeline(canonical_pipeline(*out.value));
+  REQUIRE_MESSAGE(back.is_ok(), back.status().to_string());
+  const Stage* s = back->find_stage("count");
+  CHECK(s->image == "registry.example/py@" + a);
+  CHECK(s->memory_bytes == 1LL << 30);
+  CHECK_FALSE(s->network);
+  CHECK(s->digest == out.value->find_stage("count")->digest);
+  CHECK(back->find_stage("split")->image.empty());
+
+  // A decoded image is checked as a written one is.
+  Pipeline bad = *out.value;
+  bad.stages[1].image = "python:3.12";
+  CHECK_FALSE(parse_canonical_pipeline(canonical_pipeline(bad)).is_ok());
+
+  check_one_error(pipeline(with("image = \"python:3.12\"\n")), 22, 9,
+                  "'image' in [[stage]] 'python:3.12' does not name an image by its digest");
+  check_one_error(pipeline(with("image = \"sha256:ABC\"\n")), 22, 9, "by its digest");
+  check_one_error(pipeline(with("image = \"@" + a + "\"\n")), 22, 9, "nothing before '@'");
+  check_one_error(pipeline(with("image = \"a b@" + a + "\"\n")), 22, 9, "has a space");
+  check_one_error(pipeline(with("image = 3\n")), 22, 9, "'image' in [[stage]]");
+}
+
+TEST_CASE("a stage with an image cannot be promised: no executor runs images") {
+  const std::string a = "sha256:" + std::string(64, 'a');
+  auto p = pipeline(replace(kPipeline, "retries = 2\n", "retries = 2\nimage = \"" + a + "\"\n"));
+  REQUIRE(p.ok());
+  auto ag = agent(kAgent);
+  REQUIRE(ag.ok());
+  auto errors = validate_agent_against(*ag.value, {*p.value});
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].where.line == 13);
+  CHECK(errors[0].message ==
+        "promise for stage 'wc/count': the stage runs in image '" + a +
+            "' (f.toml:14:1), and this agent has no executor that runs container images: no "
+            "agent can promise it yet (docs/sandbox.md)");
+}
+
+TEST_CASE("pids and cpus: parsed, checked, part of the digest, carried by the canonical form") {
+  Digest base = stage_digest_of(kPipeline, "count");
+  auto with = [](std::string_view lines) {
+    return replace(kPipeline, "retries = 2\n", std::string("retries = 2\n") + std::string(lines));
+  };
+  auto out = pipeline(with("pids = 64\ncpus = 2\n"));
+  INFO(all(out.errors));
+  REQUIRE(out.ok());
+  const Stage* s = out.value->find_stage("count");
+  CHECK(s->pids == 64);
+  CHECK(s->cpus == 2);
+  Digest pids = stage_digest_of(with("pids = 64\n"), "count");
+  Digest cpus = stage_digest_of(with("cpus = 2\n"), "count");
+  CHECK(pids != base);
+  CHECK(cpus != base);
+  CHECK(pids != cpus);
+  CHECK(s->digest != pids);
+  CHECK(pids != stage_digest_of(with("pids = 65\n"), "count"));
+  CHECK(stage_digest_of(kPipeline, "split") == stage_digest_of(with("pids = 64\n"), "split"));
+
+  auto back = parse_canonical_pipeline(canonical_pipeline(*out.value));
+  REQUIRE_MESSAGE(back.is_ok(), back.status().to_string());
+  CHECK(back->find_stage("count")->pids == 64);
+  CHECK(back->find_stage("count")->cpus == 2);
+  CHECK(back->find_stage("count")->digest == s->digest);
+  // Out-of-range values do not decode.
+  Pipeline bad = *out.value;
+  bad.stages[1].pids = kMaxStagePids + 1;
+  CHECK_FALSE(parse_canonical_pipeline(canonical_pipeline(bad)).is_ok());
+  bad.stages[1].pids = -3;
+  CHECK_FALSE(parse_canonical_pipeline(canonical_pipeline(bad)).is_ok());
+
+  check_one_error(pipeline(with("pids = 0\n")), 22, 8, "at least 1, not 0");
+  check_one_error(pipeline(with("cpus = 2000\n")), 22, 8, "at most 1024, not 2000");
+  check_one_error(pipeline(with("cpus = \"2\"\n")), 22, 8, "'cpus' in [[stage]]");
+}
+
+TEST_CASE("[[promise]] executor and [slurm]: checked where written") {
+  auto ok = agent(replace(kAgent, "capacity = 2\n",
+                          "capacity = 2\nexecutor = \"slurm\"\n") +
+                  "\n[slurm]\nshared_dir = \"/shared/vow/\"\npartition = \"gpu\"\n"
+                  "poll_interval = \"500ms\"\n");
+  INFO(all(ok.errors));
+  REQUIRE(ok.ok());
+  CHECK(ok.value->promises[0].executor == "slurm");
+  CHECK(ok.value->slurm.shared_dir == "/shared/vow");
+  CHECK(ok.value->slurm.partition == "gpu");
+  CHECK(ok.value->slurm.poll_ms == 500);
+  CHECK(agent(kAgent).value->promises[0].executor == "local");
+
+  check_one_error(agent(replace(kAgent, "capacity = 2\n", "capacity = 2\nexecutor = \"slurm\"\n")),
+                  15, 12, "'executor' in [[promise]] is \"slurm\", but the agent file has no [slurm]");
+  check_one_error(agent(replace(kAgent, "capacity = 2\n", "capacity = 2\nexecutor = \"k8s\"\n")),
+                  15, 12, "'executor' in [[promise]] must be \"local\" or \"slurm\", not 'k8s'");
+  check_one_error(agent(std::string(kAgent) + "\n[slurm]\nshared_dir = \"shared\"\n"), 25, 14,
+                  "'shared_dir' in [slurm] must be an absolute path");
+  check_one_error(agent(std::string(kAgent) + "\n[slurm]\npartition = \"gpu\"\n"), 24, 1,
+                  "shared_dir");
+}
+
 }  // namespace vow::promises

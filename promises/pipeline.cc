@@ -57,6 +57,22 @@ class FieldReader {
   std::size_t pos_ = 0;
 };
 
+// The fields that came after `network` and `memory`, in their order in the encoding.
+constexpr std::string_view kLaterFields[] = {"image", "pids", "cpus"};
+
+bool has_later_fields(const Stage& s) { return !s.image.empty() || s.pids != 0 || s.cpus != 0; }
+
+// A positive count as put_field(std::to_string(n)) wrote it, up to `max`.
+std::optional<int> positive_count(std::string_view text, int max) {
+  int n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < 1 || n > max) {
+    return std::nullopt;
+  }
+  if (std::to_string(n) != text) return std::nullopt;  // no leading zeros or signs
+  return n;
+}
+
 InputRef input_ref_from(std::string_view text) {
   auto dot = text.find('.');
   if (dot == std::string_view::npos || dot == 0) return InputRef{"", std::string(text)};
@@ -118,9 +134,28 @@ std::optional<Stage> decode_stage(std::string_view canonical) {
       return std::nullopt;
     }
     s.memory_bytes = bytes;
-    if (!s.network && s.memory_bytes == 0) return std::nullopt;  // not canonical
+    // Later fields, each a tag and a value, in the order of kLaterFields, only when set.
+    std::size_t next = 0;
+    while (!r.done()) {
+      auto tag = r.field();
+      auto value = r.field();
+      if (!tag || !value || value->empty()) return std::nullopt;
+      while (next < std::size(kLaterFields) && kLaterFields[next] != *tag) ++next;
+      if (next == std::size(kLaterFields)) return std::nullopt;  // unknown or out of order
+      ++next;
+      if (*tag == "image") {
+        if (!image_problem(*value).empty()) return std::nullopt;
+        s.image = std::string(*value);
+      } else {
+        auto n = positive_count(*value, *tag == "pids" ? kMaxStagePids : kMaxStageCpus);
+        if (!n) return std::nullopt;
+        (*tag == "pids" ? s.pids : s.cpus) = *n;
+      }
+    }
+    if (!s.network && s.memory_bytes == 0 && !has_later_fields(s)) {
+      return std::nullopt;  // not canonical
+    }
   }
-  if (!r.done()) return std::nullopt;
   bool shell_ok = s.argv.size() == 3 && s.argv[0] == "/bin/sh" && s.argv[1] == "-c";
   if (s.run_is_shell ? !shell_ok : s.argv.empty()) return std::nullopt;
   return s;
@@ -149,6 +184,32 @@ const Source* Pipeline::find_source(std::string_view n) const {
   return nullptr;
 }
 
+std::string image_problem(std::string_view image) {
+  constexpr std::string_view kAlgo = "sha256:";
+  constexpr std::size_t kMaxImageBytes = 256;
+  if (image.size() > kMaxImageBytes) return "is longer than 256 bytes";
+  std::string_view name;
+  std::string_view digest = image;
+  if (auto at = image.rfind('@'); at != std::string_view::npos) {
+    name = image.substr(0, at);
+    digest = image.substr(at + 1);
+    if (name.empty()) return "has nothing before '@'";
+    for (char c : name) {
+      if (c <= ' ' || c > '~') return "has a space or a character that is not printable ASCII";
+    }
+  }
+  bool hex = digest.size() == kAlgo.size() + 64 && digest.substr(0, kAlgo.size()) == kAlgo;
+  for (std::size_t i = kAlgo.size(); hex && i < digest.size(); ++i) {
+    char c = digest[i];
+    hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  }
+  if (!hex) {
+    return "does not name an image by its digest: write \"sha256:<64 hex digits>\" or "
+           "\"NAME@sha256:<64 hex digits>\" (a tag can name other bytes tomorrow)";
+  }
+  return "";
+}
+
 std::string canonical_stage(const Stage& stage) {
   std::string out;
   put_field(out, "vow-stage-v1");
@@ -172,9 +233,21 @@ std::string canonical_stage(const Stage& stage) {
     put_field(out, v);
   }
   put_field(out, stage.foreach ? stage.foreach->to_string() : "");
-  if (stage.network || stage.memory_bytes != 0) {
+  if (stage.network || stage.memory_bytes != 0 || has_later_fields(stage)) {
     put_field(out, stage.network ? "network" : "no-network");
     put_field(out, std::to_string(stage.memory_bytes));
+  }
+  if (!stage.image.empty()) {
+    put_field(out, "image");
+    put_field(out, stage.image);
+  }
+  if (stage.pids != 0) {
+    put_field(out, "pids");
+    put_field(out, std::to_string(stage.pids));
+  }
+  if (stage.cpus != 0) {
+    put_field(out, "cpus");
+    put_field(out, std::to_string(stage.cpus));
   }
   return out;
 }

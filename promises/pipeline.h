@@ -52,6 +52,10 @@ struct Source {
   Location where;
 };
 
+// The largest `pids` and `cpus` a stage may ask for.
+inline constexpr int kMaxStagePids = 1'000'000;
+inline constexpr int kMaxStageCpus = 1024;
+
 struct Stage {
   std::string name;
   std::vector<InputRef> inputs;
@@ -68,6 +72,14 @@ struct Stage {
   // and the address space it may use (0: no limit). Both are part of the definition.
   bool network = false;
   std::int64_t memory_bytes = 0;
+  // Processes the job may have at once, and the CPUs it may use (docs/sandbox.md,
+  // "Limits"); 0: no limit. Part of the definition, as `memory` is.
+  int pids = 0;
+  int cpus = 0;
+  // The environment the command runs in (docs/sandbox.md, "Environments"): a container
+  // image named by its digest, "sha256:<64 hex>" or "NAME@sha256:<64 hex>"; empty: the
+  // host's own file system. Part of the definition.
+  std::string image;
   Location where;                   // the [[stage]] header
   Digest digest;                    // stage_digest(*this), filled by the parser
 };
@@ -122,7 +134,20 @@ struct PromiseDecl {
   std::string pipeline;
   std::string stage;
   int capacity = 1;
+  // Where the jobs run (docs/executors.md): "local" (this host, in the sandbox) or
+  // "slurm" (submitted to the cluster of the agent's [slurm] table).
+  std::string executor = "local";
   Location where;
+};
+
+// [slurm] in an agent file (docs/executors.md): how the Slurm executor submits jobs.
+struct SlurmConfig {
+  // A directory the agent and every compute node see at this path: jobs' work
+  // directories (inputs, outputs, logs) live under it. Empty: no [slurm] table.
+  std::string shared_dir;
+  std::string partition;            // sbatch --partition; empty: the cluster's default
+  std::int64_t poll_ms = 1000;      // how often squeue is asked about submitted jobs
+  Location where;                   // the [slurm] table
 };
 
 struct SourceDecl {
@@ -161,6 +186,7 @@ struct AgentConfig {
   // How jobs run (docs/sandbox.md): "auto" (bubblewrap when it works, else unsandboxed
   // with a warning), "bwrap" (bubblewrap or refuse to start), "none".
   std::string sandbox = "auto";
+  SlurmConfig slurm;
   std::string file;
   Location where;  // the [agent] table
   // Globs, relative to the agent file's directory, of files holding trusted agent ids,
@@ -174,13 +200,20 @@ struct AgentConfig {
   std::vector<Location> trust_key_files_where;
 };
 
+// Why `image` does not name a container image by its digest ("sha256:<64 lowercase hex>",
+// after an optional "NAME@", NAME printable ASCII without spaces, at most 256 bytes);
+// empty when it does. A tag ("python:3.12") is refused: it can name other bytes tomorrow.
+std::string image_problem(std::string_view image);
+
 // ---- Identity of work (docs/identity.md) ----
 
 // The canonical encoding of a stage definition: everything that changes what the stage
-// computes (name, command and its form, inputs, outputs, env, foreach, network, memory),
-// nothing that does not (comments, key order, whitespace, timeout, retries). Starts with
-// a version tag. `network` and `memory` are encoded only when set, so the stages that
-// set neither keep the digests they had before these fields existed.
+// computes (name, command and its form, inputs, outputs, env, foreach, network, memory,
+// image, pids, cpus), nothing that does not (comments, key order, whitespace, timeout, retries).
+// Starts with a version tag. `network` and `memory` are encoded only when one of them or
+// a later field is set, and each later field (`image`, `pids`, `cpus`) only when set, as a tag and a
+// value: the stages that set none of them keep the digests they had before these fields
+// existed.
 std::string canonical_stage(const Stage& stage);
 Digest stage_digest(const Stage& stage);
 // Digest over the pipeline name, its sources and its stages' digests.

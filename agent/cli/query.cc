@@ -162,8 +162,11 @@ void print_lineage(const json& l) {
     }
     std::cout << paint("job ", Colour::kBold) << s.value("job", "") << "  "
               << escape_text(stage_label(s)) << "\n"
-              << "  stage     " << s.value("stage_digest", "") << "\n"
-              << "  executor  " << who(s["executor"]) << ", epoch " << s.value("epoch", 0) << ", "
+              << "  stage     " << s.value("stage_digest", "") << "\n";
+    if (s.contains("definition") && s["definition"].contains("image")) {
+      std::cout << "  image     " << escape_text(s["definition"].value("image", "")) << "\n";
+    }
+    std::cout << "  executor  " << who(s["executor"]) << ", epoch " << s.value("epoch", 0) << ", "
               << human_time(s.value("started_unix_ms", std::int64_t{0})) << " for "
               << human_ms(s.value("ended_unix_ms", std::int64_t{0}) -
                           s.value("started_unix_ms", std::int64_t{0}))
@@ -231,6 +234,7 @@ void print_why(const json& j) {
     std::cout << "                inputs " << ins << "; outputs " << outs;
     if (!c.value("foreach", "").empty()) std::cout << "; foreach " << c.value("foreach", "");
     if (!c["env"].empty()) std::cout << "; env " << c["env"].dump();
+    if (c.contains("image")) std::cout << "; image " << escape_text(c.value("image", ""));
     std::cout << " (not timeout or retries)\n";
   }
   for (const auto& [name, d] : p["inputs"].items()) {

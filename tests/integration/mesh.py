@@ -112,6 +112,7 @@ class Agent:
         # (docs/sandbox.md), e.g. to measure its cost (bench/run).
         sandbox = os.environ.get("VOW_SANDBOX")
         self.agent_lines = [f'sandbox = "{sandbox}"'] if sandbox else []
+        self.extra_lines = []  # more tables, e.g. [slurm]
         out = subprocess.run([mesh.vow, "keys", "gen", "--state-dir", self.state],
                              check=True, capture_output=True, text=True)
         self.id = out.stdout.strip()
@@ -129,11 +130,13 @@ class Agent:
         if self.trust_clients:
             lines.append("clients = [" + ", ".join(f'"{c}"' for c in self.trust_clients) + "]")
         lines.append("")
-        for stage, cap in self.promises:
-            lines += ["[[promise]]", f'stage = "{stage}"', f"capacity = {cap}", ""]
+        for stage, cap, *executor in self.promises:  # (stage, capacity[, executor])
+            lines += ["[[promise]]", f'stage = "{stage}"', f"capacity = {cap}"]
+            lines += [f'executor = "{e}"' for e in executor] + [""]
         for dataset, path, watch in self.sources:
             lines += ["[[source]]", f'dataset = "{dataset}"', f'path = "{path}"',
                       f"watch = {'true' if watch else 'false'}", ""]
+        lines += self.extra_lines
         if self.timing:
             lines.append("[timing]")
             lines += [f'{k} = "{v}"' for k, v in self.timing.items()]
