@@ -249,12 +249,9 @@ Status RemoteAgent::fetch(const Digest& digest, const std::string& path, int tim
     if (last.code() == StatusCode::kNotFound || last.code() == StatusCode::kCorrupt) break;
   }
   if (last.code() == StatusCode::kCorrupt) {
-    // A client key may not change the agent's store: its host can (vow get there
-    // replaces a corrupt copy from another holder).
+    // vow get asks that agent to replace its copy from another holder (`repair`).
     return Status::corrupt("the copy of " + digest.hex() + " at " + impl_->address.agent +
-                           " is corrupt (" + last.message() +
-                           "): refused; `vow get` on that agent's host replaces it from "
-                           "another holder");
+                           " is corrupt (" + last.message() + ")");
   }
   return Status::unavailable("fetching " + digest.hex() + " from " + impl_->address.agent +
                              ": " + last.message());

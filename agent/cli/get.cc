@@ -6,9 +6,9 @@
 // agent (--agent ID@tcp://..., with a client key) streams the objects to a private
 // directory first (each verified against its digest as it arrives; a tree's listings
 // first, checked against the expansion limits before any file is fetched), and the
-// same reading follows from there. A corrupt copy in the local agent's store is
-// replaced: the agent drops the objects that do not match and fetches the artifact
-// again from another holder (`repair`), and the reading is made once more.
+// same reading follows from there. A corrupt copy in the agent's store (local or
+// remote) is replaced: the agent drops the objects that do not match and fetches the
+// artifact again from another holder (`repair`), and the reading is made once more.
 // Files and directory trees are materialized writable, executables keep their bit.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -297,6 +297,29 @@ void add_get_command(CLI::App& app) {
         if (!dir.empty()) fs::remove_all(dir, e);
       }
     } scratch;
+    // The agent's copy is corrupt: it drops what does not match and fetches the artifact
+    // again from another holder (`repair`); this waits until it holds it again.
+    auto repair = [&](const Status& found) {
+      std::cerr << "vow get: " << found.message() << "\n";
+      json a = ask("repair", {{"digest", hex}});
+      if (a.contains("error")) die("get", a.value("error", ""));
+      std::cerr << "vow get: replacing the agent's copy from another holder\n";
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(*timeout);
+      for (;;) {
+        info = ask("resolve", {{"ref", hex}});
+        const bool busy = info.value("repairing", false) || info.value("fetching", false);
+        if (!busy && info.value("held_here", false)) break;
+        if (!busy) {
+          die("get", "the copy there was corrupt and could not be fetched again from another "
+                     "holder (see the agent's log)");
+        }
+        if (std::chrono::steady_clock::now() > deadline)
+          die("get", "timed out replacing the corrupt copy of " + hex, kExitTimeout);
+        progress(info.value("received_bytes", 0u), size);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      if (::isatty(STDERR_FILENO) && size >= (1u << 20)) std::fprintf(stderr, "\n");
+    };
     if (remote) {
       if (kind.empty()) die("get", "the agent did not say whether " + hex + " is a file or a tree");
       std::string tmpl = (fs::temp_directory_path(ec) / "vow-get-XXXXXX").string();
@@ -304,6 +327,15 @@ void add_get_command(CLI::App& app) {
       scratch.dir = tmpl;
       r.root = tmpl;
       Status fetched = fetch_remote(*remote, r, *digest, kind == "tree", static_cast<int>(*timeout));
+      if (fetched.code() == StatusCode::kCorrupt) {
+        // Nothing that failed its digest was kept here; that agent replaces its copy,
+        // then the objects are streamed again.
+        repair(fetched);
+        fs::remove_all(tmpl, ec);
+        fs::create_directories(tmpl, ec);
+        fetched = fetch_remote(*remote, r, *digest, kind == "tree", static_cast<int>(*timeout));
+        if (fetched.is_ok()) std::cerr << "vow get: the agent's copy is repaired\n";
+      }
       if (!fetched.is_ok()) die("get", fetched.message());
     }
     if (kind.empty()) {
@@ -329,27 +361,8 @@ void add_get_command(CLI::App& app) {
     };
     Status st = copy_out();
     if (st.code() == StatusCode::kCorrupt && !remote) {
-      // The local agent's copy is corrupt: it drops what does not match and fetches the
-      // artifact again from another holder; then it is read once more.
-      std::cerr << "vow get: " << st.message() << "\n";
-      json a = ask("repair", {{"digest", hex}});
-      if (a.contains("error")) die("get", a.value("error", ""));
-      std::cerr << "vow get: replacing the agent's copy from another holder\n";
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(*timeout);
-      for (;;) {
-        info = ask("resolve", {{"ref", hex}});
-        const bool busy = info.value("repairing", false) || info.value("fetching", false);
-        if (!busy && info.value("held_here", false)) break;
-        if (!busy) {
-          die("get", "the copy here was corrupt and could not be fetched again from another "
-                     "holder (see the agent's log)");
-        }
-        if (std::chrono::steady_clock::now() > deadline)
-          die("get", "timed out replacing the corrupt copy of " + hex, kExitTimeout);
-        progress(info.value("received_bytes", 0u), size);
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      if (::isatty(STDERR_FILENO) && size >= (1u << 20)) std::fprintf(stderr, "\n");
+      // The local agent's copy is corrupt: replaced, then read once more.
+      repair(st);
       st = copy_out();
       if (st.is_ok() && !to_stdout) std::cerr << "vow get: the agent's copy is repaired\n";
     }

@@ -330,16 +330,20 @@ def main():
             with open(os.path.join(tree_out, name), "rb") as x, \
                     open(os.path.join(remote_tree, name), "rb") as y:
                 check(x.read() == y.read(), f"remote tree entry {name}")
-        # A corrupt copy at the remote agent is refused, saying how it is replaced; once
-        # a get on the agent's host has replaced it, the remote get works again.
+        # A corrupt copy at the remote agent is replaced from another holder (the client
+        # asks that agent to repair it) and the remote get then succeeds with the right
+        # bytes; the agent's own copy is whole again.
         flip_first_byte(obj)
         p = run("get", report, "-o", remote_out + "-bad", "--agent", remote, "--key", client_key)
-        check(p.returncode == 1 and "is corrupt" in p.stderr and "that agent's host" in p.stderr
-              and not os.path.exists(remote_out + "-bad"),
+        check(p.returncode == 0 and "is corrupt" in p.stderr and "repaired" in p.stderr,
               f"remote get of a corrupt copy: {p.returncode} {p.stderr}")
-        ok(a, "get", report, "-o", os.path.join(mesh.root, "repaired-again"))
+        with open(remote_out + "-bad", "rb") as f:
+            check(f.read() == good, "remote get of a corrupt copy: its bytes")
+        with open(obj, "rb") as f:
+            check(f.read() == good, "the remote agent's copy is whole again")
         p = run("get", report, "-o", remote_out + "-good", "--agent", remote, "--key", client_key)
-        check(p.returncode == 0, f"remote get after the repair: {p.returncode} {p.stderr}")
+        check(p.returncode == 0 and "corrupt" not in p.stderr,
+              f"remote get after the repair: {p.returncode} {p.stderr}")
         p = run("get", "wordcount/nosuch.out", "-o", remote_out + "2", "--agent", remote, "--key",
                 client_key)
         check(p.returncode == 3 and not os.path.exists(remote_out + "2"),
@@ -349,6 +353,10 @@ def main():
         before = a.status()["rejected"]["untrusted_handshake"]
         p = run("status", "--agent", remote, "--key", stranger, timeout=30)
         check(p.returncode == 1 and "no answer" in p.stderr, f"untrusted client: {p.returncode} {p.stderr}")
+        p = run("get", report, "-o", remote_out + "-stranger", "--agent", remote, "--key",
+                stranger, timeout=30)
+        check(p.returncode == 1 and not os.path.exists(remote_out + "-stranger"),
+              f"remote get with an untrusted key: {p.returncode} {p.stderr}")
         wait_until("the refused handshake to be counted",
                    lambda: a.status()["rejected"]["untrusted_handshake"] > before, 10)
 
