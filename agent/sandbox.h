@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/job_cgroup.h"
 #include "agent/job_layout.h"
 #include "promises/pipeline.h"
 #include "promises/status.h"
@@ -46,7 +47,10 @@ std::vector<int> allowed_cpus();
 
 // What a failed job of `stage` adds to its error about its limits, "" when it has
 // none: " (the stage's memory limit is 64 MiB: memory past it cannot be allocated)".
-std::string limits_note(const promises::Stage& stage);
+// A limit its cgroup applied (`counted`) is named only when the cgroup counted a hit:
+// " (the stage's memory limit is 64 MiB: the job's cgroup reached it, and the kernel
+// killed 1 of its processes, out of memory)".
+std::string limits_note(const promises::Stage& stage, const LimitCounts& counted = {});
 
 // "512 MiB", "2 GiB": a limit as written in messages.
 std::string format_bytes(std::int64_t bytes);
