@@ -31,9 +31,11 @@ std::string read_text(const std::string& path) {
   return buf.str();
 }
 
-// Writes `value` to a cgroup file in one write(2), as the kernel wants it.
+// Writes `value` to a cgroup file in one write(2), as the kernel wants it. (O_CREAT
+// changes nothing on a cgroup file system, where files cannot be made, and lets the
+// tests lay out a cgroup tree in a plain directory.)
 Status write_file(const std::string& path, const std::string& value) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return Status::io("cannot open " + path + ": " + std::strerror(errno));
   ssize_t n = ::write(fd, value.data(), value.size());
   int err = errno;

@@ -119,6 +119,64 @@ TEST_CASE("/proc/self/cgroup and mountinfo: the agent's cgroup in each hierarchy
   CHECK(m.root == "/docker/c1");
 }
 
+TEST_CASE("cgroups v2 delegated: the agent moves into a leaf, jobs get memory.max, pids.max "
+          "and cpu.max") {
+  // A cgroup2 tree laid out in a plain directory, as a delegated service's would be.
+  std::string tmpl = (fs::temp_directory_path() / "vow-cgroup2-XXXXXX").string();
+  fs::path root = ::mkdtemp(tmpl.data());
+  fs::path own = root / "system.slice" / "vowd.service";
+  fs::create_directories(own);
+  std::ofstream(own / "cgroup.controllers") << "cpuset cpu io memory pids\n";
+  std::ofstream(own / "cgroup.subtree_control") << "";
+  fs::create_directories(own / "vow-jobs");
+  // As the kernel would show it once enabled (the writes land at its start).
+  std::ofstream(own / "vow-jobs" / "cgroup.subtree_control") << "                cpu memory pids\n";
+  std::string mountinfo = "39 30 0:36 / " + root.string() + " rw - cgroup2 cgroup2 rw\n";
+  JobCgroups cg = JobCgroups::probe("/var/lib/vow", false, "0::/system.slice/vowd.service\n",
+                                    mountinfo);
+  CHECK(cg.kind() == JobCgroups::Kind::kV2);
+  CHECK(cg.limits_memory());
+  CHECK(cg.limits_pids());
+  CHECK(cg.limits_cpu());
+  CHECK(cg.description() == "cgroups v2 (memory, pids, cpu under " + (own / "vow-jobs").string() + ")");
+  // The agent wrote itself into the leaf.
+  CHECK(slurp(own / "agent" / "cgroup.procs") == std::to_string(::getpid()));
+
+  promises::Stage s = shell("true");
+  s.memory_bytes = 64 << 20;
+  s.pids = 16;
+  s.cpus = 2;
+  std::string name = cg.name_for("/var/lib/vow/jobs/abc.1");
+  auto procs = cg.make(name, s, 3);
+  REQUIRE_MESSAGE(procs.is_ok(), procs.status().to_string());
+  fs::path dir = own / "vow-jobs" / name;
+  CHECK(*procs == std::vector<std::string>{(dir / "cgroup.procs").string()});
+  CHECK(slurp(dir / "memory.max") == std::to_string(64 << 20));
+  CHECK(slurp(dir / "pids.max") == "19");
+  CHECK(slurp(dir / "cpu.max") == "200000 100000");
+  std::ofstream(dir / "memory.events") << "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n";
+  std::ofstream(dir / "pids.events") << "max 0\n";
+  LimitCounts c = cg.counts(name, s);
+  CHECK(c.memory_by_cgroup);
+  CHECK(c.oom_kills == 1);
+  CHECK(c.pids_by_cgroup);
+  CHECK(c.pids_refused == 0);
+  fs::remove_all(root);
+}
+
+TEST_CASE("cgroups v2 without the memory controller: v1, or rlimits, saying why") {
+  std::string tmpl = (fs::temp_directory_path() / "vow-cgroup2-XXXXXX").string();
+  fs::path root = ::mkdtemp(tmpl.data());
+  std::ofstream(root / "cgroup.controllers") << "hugetlb\n";
+  std::string mountinfo = "39 30 0:36 / " + root.string() + " rw - cgroup2 cgroup2 rw\n";
+  JobCgroups cg = JobCgroups::probe("/var/lib/vow", false, "0::/\n", mountinfo);
+  CHECK_FALSE(cg.active());
+  CHECK(cg.description() == "rlimits: no writable cgroup with the memory controller (cgroup v2 " +
+                                root.string() + " has not the memory controller (it has: "
+                                "hugetlb); no cgroup v1 memory hierarchy)");
+  fs::remove_all(root);
+}
+
 TEST_CASE("job_limits = rlimits: no cgroup, and the log says so") {
   JobCgroups cg = JobCgroups::probe("/var/lib/vow", true, kProcCgroup, kMountinfo);
   CHECK_FALSE(cg.active());

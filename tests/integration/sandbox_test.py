@@ -99,7 +99,7 @@ name = "hog"
 inputs = ["input"]
 outputs = ["n"]
 memory = "64M"
-run = 'python3 -c "b = bytearray(b\'x\') * (200 * 1024 * 1024)" && echo fit > "$VOW_OUT_n"'
+run = 'python3 -c "b = bytes(range(256)) * (800 * 1024)" && echo fit > "$VOW_OUT_n"'
 
 [[stage]]
 name = "forks"
