@@ -210,8 +210,9 @@ JobCgroups JobCgroups::probe(const std::string& state_dir, bool force_rlimits,
   if (!base.empty()) {
     std::string have = read_text(base + "/cgroup.controllers");
     if (!has_word(have, "memory")) {
-      why_not.push_back("cgroup v2 " + base + " has not the memory controller" +
-                        (have.empty() ? std::string() : " (it has: " + have.substr(0, have.find('\n')) + ")"));
+      why_not.push_back(
+          "cgroup v2 " + base + " has not the memory controller" +
+          (have.empty() ? std::string() : " (it has: " + have.substr(0, have.find('\n')) + ")"));
     } else if (::access(base.c_str(), W_OK) != 0 ||
                ::access((base + "/cgroup.subtree_control").c_str(), W_OK) != 0) {
       why_not.push_back("cgroup v2 " + base + " is not writable by this agent (not delegated)");

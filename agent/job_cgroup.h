@@ -86,7 +86,6 @@ class JobCgroups {
   // This agent's job cgroups with no process in them and not in `keep`: removed.
   void sweep(const std::set<std::string>& keep) const;
 
-
  private:
   struct Hierarchy {
     std::string jobs_dir;  // where jobs' cgroups are made: PARENT/vow-jobs

@@ -119,8 +119,9 @@ TEST_CASE("/proc/self/cgroup and mountinfo: the agent's cgroup in each hierarchy
   CHECK(m.root == "/docker/c1");
 }
 
-TEST_CASE("cgroups v2 delegated: the agent moves into a leaf, jobs get memory.max, pids.max "
-          "and cpu.max") {
+TEST_CASE(
+    "cgroups v2 delegated: the agent moves into a leaf, jobs get memory.max, pids.max "
+    "and cpu.max") {
   // A cgroup2 tree laid out in a plain directory, as a delegated service's would be.
   std::string tmpl = (fs::temp_directory_path() / "vow-cgroup2-XXXXXX").string();
   fs::path root = ::mkdtemp(tmpl.data());
@@ -132,13 +133,14 @@ TEST_CASE("cgroups v2 delegated: the agent moves into a leaf, jobs get memory.ma
   // As the kernel would show it once enabled (the writes land at its start).
   std::ofstream(own / "vow-jobs" / "cgroup.subtree_control") << "                cpu memory pids\n";
   std::string mountinfo = "39 30 0:36 / " + root.string() + " rw - cgroup2 cgroup2 rw\n";
-  JobCgroups cg = JobCgroups::probe("/var/lib/vow", false, "0::/system.slice/vowd.service\n",
-                                    mountinfo);
+  JobCgroups cg =
+      JobCgroups::probe("/var/lib/vow", false, "0::/system.slice/vowd.service\n", mountinfo);
   CHECK(cg.kind() == JobCgroups::Kind::kV2);
   CHECK(cg.limits_memory());
   CHECK(cg.limits_pids());
   CHECK(cg.limits_cpu());
-  CHECK(cg.description() == "cgroups v2 (memory, pids, cpu under " + (own / "vow-jobs").string() + ")");
+  CHECK(cg.description() ==
+        "cgroups v2 (memory, pids, cpu under " + (own / "vow-jobs").string() + ")");
   // The agent wrote itself into the leaf.
   CHECK(slurp(own / "agent" / "cgroup.procs") == std::to_string(::getpid()));
 
@@ -172,7 +174,8 @@ TEST_CASE("cgroups v2 without the memory controller: v1, or rlimits, saying why"
   JobCgroups cg = JobCgroups::probe("/var/lib/vow", false, "0::/\n", mountinfo);
   CHECK_FALSE(cg.active());
   CHECK(cg.description() == "rlimits: no writable cgroup with the memory controller (cgroup v2 " +
-                                root.string() + " has not the memory controller (it has: "
+                                root.string() +
+                                " has not the memory controller (it has: "
                                 "hugetlb); no cgroup v1 memory hierarchy)");
   fs::remove_all(root);
 }
@@ -188,8 +191,8 @@ TEST_CASE("job_limits = rlimits: no cgroup, and the log says so") {
 }
 
 TEST_CASE("no cgroup mount: rlimits, saying why") {
-  JobCgroups cg = JobCgroups::probe("/var/lib/vow", false, "0::/\n",
-                                    "30 22 0:27 / /sys rw - sysfs sysfs rw\n");
+  JobCgroups cg =
+      JobCgroups::probe("/var/lib/vow", false, "0::/\n", "30 22 0:27 / /sys rw - sysfs sysfs rw\n");
   CHECK_FALSE(cg.active());
   CHECK(cg.description().find("no writable cgroup with the memory controller") !=
         std::string::npos);
@@ -239,8 +242,7 @@ TEST_CASE("a job in its cgroup: killed past memory, refused past pids, and count
 
   // 200 MiB touched (resident), 64 MiB allowed. RLIMIT_AS is not set: only the cgroup
   // can stop it.
-  promises::Stage greedy =
-      shell("python3 -c 'b = bytearray(200 * 1024 * 1024); print(len(b))'");
+  promises::Stage greedy = shell("python3 -c 'b = bytearray(200 * 1024 * 1024); print(len(b))'");
   greedy.memory_bytes = 64 << 20;
   REQUIRE(cg.wants(greedy));
   ExitStatus e = job.run(cg, greedy, name);
@@ -264,8 +266,7 @@ TEST_CASE("a job in its cgroup: killed past memory, refused past pids, and count
     return;
   }
   // 40 background sleeps, 16 allowed: refused even as root (RLIMIT_NPROC would not be).
-  promises::Stage forks =
-      shell("i=0; while [ $i -lt 40 ]; do sleep 1 & i=$((i+1)); done; wait");
+  promises::Stage forks = shell("i=0; while [ $i -lt 40 ]; do sleep 1 & i=$((i+1)); done; wait");
   forks.pids = 16;
   e = job.run(cg, forks, name);
   CHECK_FALSE(e.ok());
