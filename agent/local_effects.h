@@ -67,7 +67,8 @@ class SqliteState final : public StateStore {
 store::StoredStatement to_stored(const Statement& st, std::int64_t received_unix_ms);
 
 // Jobs as processes on this host, each in its own work directory under the state
-// directory (agent/job_layout.h), under a supervisor that records its exit status.
+// directory (agent/job_layout.h), under a supervisor that records its exit status; a
+// job with limits in a cgroup of its own where the host allows (agent/job_cgroup.h).
 class LocalExecutor final : public Executor {
  public:
   // `bwrap`: the bubblewrap program jobs run under (agent/sandbox.h); empty: none.

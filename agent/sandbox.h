@@ -2,8 +2,8 @@
 // with the whole file system read-only, the agent's state directory hidden except for
 // the job's own work directory (its inputs read-only), a private /tmp, its own PID
 // namespace and no network unless the stage says `network = true`; and the stage's
-// `memory` limit, applied to the command as an address-space limit (RLIMIT_AS), its
-// `pids` limit as RLIMIT_NPROC and its `cpus` as a CPU affinity.
+// limits that no cgroup of the job applies (agent/job_cgroup.h): `memory` as an
+// address-space limit (RLIMIT_AS), `pids` as RLIMIT_NPROC and `cpus` as a CPU affinity.
 //
 // The wrapper goes between the job supervisor (agent/process.h) and the command: the
 // supervisor stays outside, so the status file, kill by process group and re-adoption

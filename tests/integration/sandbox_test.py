@@ -115,6 +115,14 @@ outputs = ["n"]
 memory = "64M"
 env = {{ OUTSIDE = "{outside}" }}
 run = 'while [ ! -e "$OUTSIDE/held" ]; do sleep 0.05; done; echo opened > "$VOW_OUT_n"'
+
+[[stage]]
+name = "heldhog"
+inputs = ["input"]
+outputs = ["n"]
+memory = "64M"
+env = {{ OUTSIDE = "{outside}" }}
+run = 'while [ ! -e "$OUTSIDE/heldhog" ]; do sleep 0.05; done; python3 -c "b = bytes(range(256)) * (800 * 1024)"'
 """
 
 
@@ -324,6 +332,12 @@ def scenario_fallback():
         shutil.rmtree(outside, ignore_errors=True)
 
 
+def set_job_limits(agent, how):
+    """[agent] job_limits = HOW, in place of what VOW_JOB_LIMITS set."""
+    agent.agent_lines = [line for line in agent.agent_lines
+                         if not line.startswith("job_limits")] + [f'job_limits = "{how}"']
+
+
 def cgroups_usable():
     """Why this host gives no cgroup to a job (None if it does): as the agent decides,
     a writable cgroup with the memory controller (docs/sandbox.md, "Limits")."""
@@ -383,10 +397,12 @@ def scenario_cgroups():
     200 MiB of resident memory with memory = "64M" is killed, and its failure says the
     cgroup's OOM killer did it (RLIMIT_AS is not set); a job past pids = 16 is refused
     even though the agent is root (whom RLIMIT_NPROC does not bind); a job with a limit
-    is re-adopted after the agent's SIGKILL with its cgroup; and once the jobs end no
-    job cgroup is left."""
-    mesh, a, listener, outside, data = make_mesh("auto", extra=("hog", "forks", "held"))
-    a.agent_lines.append('job_limits = "cgroups"')
+    is re-adopted after the agent's SIGKILL with its cgroup; one killed past its memory
+    while the agent is down fails naming the limit once the agent is back; and once the
+    jobs end no job cgroup is left."""
+    mesh, a, listener, outside, data = make_mesh("auto",
+                                                 extra=("hog", "forks", "held", "heldhog"))
+    set_job_limits(a, "cgroups")
     started = re.compile(r"job (\w+) sbx/held started \(pid (\d+)\)")
     try:
         mesh.start()
@@ -415,8 +431,15 @@ def scenario_cgroups():
               f"the failure names the pids limit: {err!r}")
         check("not enforced here" not in a.tail(2000), "no warning that pids is not enforced")
 
+        hog_started = re.compile(r"job \w+ sbx/heldhog started \(pid (\d+)\)")
+        hog_pid = int(wait_until("the heldhog job to start",
+                                 lambda: hog_started.findall(a.tail(2000)), 60)[0])
         a.kill(signal.SIGKILL)
         check(os.path.exists(f"/proc/{pid}"), "the held job's supervisor outlives the agent")
+        # heldhog goes past its memory while the agent is down.
+        with open(os.path.join(outside, "heldhog"), "w"):
+            pass
+        wait_until("heldhog to end", lambda: not os.path.exists(f"/proc/{hog_pid}"), 60)
         a.start()
         wait_until("the held job re-adopted", lambda: "re-adopted" in a.tail(500), 60)
         check(all(os.path.isdir(c) for c in mine), f"its cgroup is still there: {mine}")
@@ -424,6 +447,15 @@ def scenario_cgroups():
             pass
         p = wait_stage(a, "held")
         check(p.returncode == DONE, f"held: rc {p.returncode}: {p.stderr}\n{a.tail()}")
+        p = wait_stage(a, "heldhog")
+        check(p.returncode == FAILED, f"heldhog: rc {p.returncode}: {p.stderr}\n{a.tail()}")
+        err = job_error(a, "heldhog")
+        check("memory limit is 64 MiB: the job's cgroup reached it" in err,
+              f"the failure of a job that ended while the agent was down names the limit: "
+              f"{err!r}\n{a.tail()}")
+        check(len(hog_started.findall(a.tail(2000))) == 1 and
+              "finished while this agent was down" in a.tail(2000),
+              f"heldhog was adopted as finished, not run again: {a.tail(40)}")
         # This agent's cgroups are named TAG.<job>.<epoch>: none is left once its jobs end.
         tag = os.path.basename(mine[0]).split(".")[0] + "."
         wait_until("the jobs' cgroups removed",
@@ -439,7 +471,7 @@ def scenario_rlimits():
     rlimits: a job over its memory cannot allocate it, and (as root, whom RLIMIT_NPROC
     does not bind) a job past its pids is not stopped, with a warning at start."""
     mesh, a, listener, outside, data = make_mesh("auto", extra=("forks",))
-    a.agent_lines.append('job_limits = "rlimits"')
+    set_job_limits(a, "rlimits")
     try:
         mesh.start()
         lines = [line for line in a.tail(2000).splitlines() if "job limits: " in line]
