@@ -411,9 +411,13 @@ def scenario_cgroups():
         job, pid = first[0][0], int(first[0][1])
         mine = [c for c in cgroups_of(dirs) if f".{job}" in os.path.basename(c)]
         check(mine, f"the held job {job} has a cgroup: {cgroups_of(dirs)}")
-        for c in mine:
+        def procs(c):
             with open(os.path.join(c, "cgroup.procs")) as f:
-                check(str(pid) in f.read().split(), f"the job's supervisor {pid} is in {c}")
+                return f.read().split()
+        for c in mine:
+            # The supervisor joins its cgroup as its first step, a moment after the log
+            # says the job started.
+            wait_until(f"the job's supervisor {pid} in {c}", lambda: str(pid) in procs(c), 10)
 
         p = wait_stage(a, "hog")
         check(p.returncode == FAILED, f"job over its memory: rc {p.returncode}: {p.stderr}")
