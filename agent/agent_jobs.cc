@@ -95,7 +95,7 @@ bool Agent::adopt(const store::RunningJob& row, promises::StartJob& start) {
   ++counters_.jobs_adopted;
   jobs_.emplace(id, std::move(job));
   if (a.kind == Adoption::Kind::kFinished) {
-    ProcessExit exit{a.exit_status, a.signaled};
+    ProcessExit exit{a.exit_status, a.signaled, a.limits};
     log_->info("job {} finished while this agent was down ({}): adopting its outputs",
                id.short_hex(), describe(exit));
     collect_job(id, exit);
@@ -212,7 +212,7 @@ void Agent::collect_job(const Digest& id, const ProcessExit& exit) {
   if (job.timed_out) {
     error = "timed out after " + promises::format_duration_ms(job.start.timeout_ms);
   } else if (!exit.ok()) {
-    error = describe(exit) + limits_note(job.start.stage);
+    error = describe(exit) + limits_note(job.start.stage, exit.limits);
   }
   Executor* ex = fx_.executor;
   promises::StartJob s = job.start;

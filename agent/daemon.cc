@@ -156,6 +156,7 @@ void Daemon::Impl::reload() {
   kept("http_token_file", next.http_token_file == config.http_token_file);
   kept("replicas", next.replicas == config.replicas);
   kept("sandbox", next.sandbox == config.sandbox);
+  kept("job_limits", next.job_limits == config.job_limits);
   kept("[timing]", next.timing == config.timing);
   bool same_sources = next.sources.size() == config.sources.size();
   for (std::size_t i = 0; same_sources && i < next.sources.size(); ++i) {
@@ -271,6 +272,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   for (const auto& d : loaded.warnings) impl->log->warn("{}", format_diagnostic(d));
 
   VOW_RETURN_IF_ERROR(impl->choose_sandbox());
+  VOW_RETURN_IF_ERROR(impl->choose_job_limits());
   promises::RestoredState restored;
   std::vector<store::RunningJob> recovered;
   // What a restart costs before the agent listens, in its log (docs/agent.md).
@@ -339,9 +341,19 @@ Status Daemon::Impl::choose_sandbox() {
   return Status::ok();
 }
 
+Status Daemon::Impl::choose_job_limits() {
+  job_cgroups = JobCgroups::probe(state_dir, config.job_limits == "rlimits");
+  if (config.job_limits == "cgroups" && !job_cgroups.active()) {
+    return Status::unavailable(config.file + ": [agent] job_limits = \"cgroups\", but " +
+                               job_cgroups.description());
+  }
+  log->info("job limits: {}", job_cgroups.description());
+  return Status::ok();
+}
+
 // RLIMIT_NPROC, the only `pids` limit without a cgroup per job, does not bind root.
 void Daemon::Impl::warn_unenforced_limits() {
-  if (::geteuid() != 0) return;
+  if (::geteuid() != 0 || job_cgroups.limits_pids()) return;
   for (const auto& pr : config.promises) {
     for (const auto& p : pipelines) {
       const promises::Stage* s = p.name == pr.pipeline ? p.find_stage(pr.stage) : nullptr;
@@ -527,7 +539,8 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   cc.attest = [this](Statement& st) { attest_own_statement(st); };
   background = std::make_unique<Background>(1);
   warn_unenforced_limits();
-  local_executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get(), bwrap);
+  local_executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get(), bwrap,
+                                                   job_cgroups);
   if (!config.slurm.shared_dir.empty()) {
     slurm_executor =
         std::make_unique<SlurmExecutor>(config.slurm, state_dir, worker->artifacts.get());

@@ -186,6 +186,7 @@ struct Daemon::Impl {
   std::map<Digest, promises::Stage> retired_stages;
   std::string state_dir;
   std::string bwrap;  // the sandbox jobs run in (agent/sandbox.h); empty: none
+  JobCgroups job_cgroups;  // how jobs' limits are applied (agent/job_cgroup.h)
   std::optional<transport::Identity> identity;  // set in create()
   transport::TrustSet trust;
   std::shared_ptr<spdlog::logger> log;
@@ -257,6 +258,9 @@ struct Daemon::Impl {
   // Decides how jobs run ([agent] sandbox): sets `bwrap`, or refuses when it must.
   void warn_unenforced_limits();
   Status choose_sandbox();
+  // Decides how jobs' limits are applied ([agent] job_limits): sets `job_cgroups`, and
+  // says once in the log which and why; refuses to start when "cgroups" cannot be.
+  Status choose_job_limits();
   Status open_stores();
   Status restore(promises::RestoredState* restored, std::vector<store::RunningJob>* recovered);
   Status open_transport();

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "agent/job_cgroup.h"
 #include "promises/core.h"
 #include "promises/statement.h"
 #include "promises/status.h"
@@ -118,6 +119,7 @@ struct Adoption {
   Kind kind = Kind::kGone;
   int exit_status = 0;  // kFinished
   bool signaled = false;
+  LimitCounts limits;  // kFinished: what its cgroup counted
   std::int64_t started_unix_ms = 0;
 };
 
@@ -125,6 +127,9 @@ struct Adoption {
 struct ProcessExit {
   int exit_status = 0;  // 128+signal when killed by a signal
   bool signaled = false;
+  // The limits the job's cgroup applied and what it counted (none without one): the
+  // failure then says which limit was hit (limits_note, agent/sandbox.h).
+  LimitCounts limits = {};
   bool ok() const { return !signaled && exit_status == 0; }
 };
 

@@ -176,19 +176,53 @@ Status LocalExecutor::materialize_inputs(const promises::StartJob& start) {
   return Status::ok();
 }
 
+LimitCounts LocalExecutor::end_cgroup(const std::string& name, const promises::Stage& stage) {
+  LimitCounts counted = cgroups_.counts(name, stage);
+  if (!cgroups_.remove(name)) to_remove_.insert(name);
+  return counted;
+}
+
 Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
   JobLayout l = layout_of(state_dir_, start);
   SpawnSpec spec;
-  spec.argv = sandboxed_argv(bwrap_, state_dir_, l, start.stage, cpus_);
+  // The limits a cgroup applies leave the limit wrapper (its rlimits and affinity).
+  promises::Stage wrapped = start.stage;
+  std::string cgroup;
+  if (cgroups_.active()) {
+    if (!swept_) {
+      // After the restart's adoptions: what is left empty belongs to no job.
+      std::set<std::string> keep;
+      for (const auto& [id, c] : in_cgroup_) keep.insert(c.name);
+      cgroups_.sweep(keep);
+      swept_ = true;
+    }
+  }
+  if (cgroups_.wants(start.stage)) {
+    cgroup = cgroups_.name_for(l.work_dir);
+    // The supervisor, and bubblewrap's two (itself and the namespace's init), count
+    // against pids.max besides the command's.
+    int overhead = 1 + (bwrap_.empty() ? 0 : 2);
+    auto procs = cgroups_.make(cgroup, start.stage, overhead);
+    if (!procs.is_ok()) return procs.status();
+    spec.cgroup_procs = std::move(procs).value();
+    if (cgroups_.limits_memory()) wrapped.memory_bytes = 0;
+    if (cgroups_.limits_pids()) wrapped.pids = 0;
+    if (cgroups_.limits_cpu()) wrapped.cpus = 0;
+  }
+  spec.argv = sandboxed_argv(bwrap_, state_dir_, l, wrapped, cpus_);
   spec.env = job_environment(l, start.stage, {start.job.job, start.job.pipeline, start.job.shard});
   spec.cwd = l.work_dir;
   spec.stdout_path = l.stdout_path;
   spec.stderr_path = l.stderr_path;
   spec.status_path = l.status_path;
   auto proc = JobProcess::spawn(spec);
-  if (!proc.is_ok()) return proc.status();
+  if (!proc.is_ok()) {
+    if (!cgroup.empty()) (void)end_cgroup(cgroup, start.stage);
+    return proc.status();
+  }
   std::int64_t pid = proc->pid();
   procs_.insert_or_assign(start.job.job, std::move(proc).value());
+  if (!cgroup.empty()) in_cgroup_.insert_or_assign(start.job.job, InCgroup{cgroup, start.stage});
   return pid;
 }
 
@@ -201,17 +235,22 @@ Adoption LocalExecutor::adopt(const store::RunningJob& row, const promises::Star
   JobLayout l = layout_of(state_dir_, start);
   Adoption a;
   if (row.work_dir != l.work_dir) return a;
+  // The job's cgroup, if it has one, is found again by its name.
+  const std::string cgroup = cgroups_.name_for(l.work_dir);
+  const bool has_cgroup = cgroups_.active() && cgroups_.exists(cgroup);
   auto status = read_status_file(l.status_path);
   if (status.is_ok() && status->has_value()) {
     a.kind = Adoption::Kind::kFinished;
     a.exit_status = (*status)->exit_status;
     a.signaled = (*status)->signaled;
     a.started_unix_ms = row.started_unix_ms;
+    if (has_cgroup) a.limits = end_cgroup(cgroup, start.stage);
     return a;
   }
   auto proc = JobProcess::adopt(static_cast<pid_t>(row.pid), l.status_path);
-  if (!proc.is_ok()) return a;
+  if (!proc.is_ok()) return a;  // gone: discard_leftover removes its cgroup
   procs_.insert_or_assign(start.job.job, std::move(proc).value());
+  if (has_cgroup) in_cgroup_.insert_or_assign(start.job.job, InCgroup{cgroup, start.stage});
   a.kind = Adoption::Kind::kRunning;
   a.started_unix_ms = row.started_unix_ms;
   return a;
@@ -220,11 +259,20 @@ Adoption LocalExecutor::adopt(const store::RunningJob& row, const promises::Star
 void LocalExecutor::discard_leftover(const store::RunningJob& row) {
   auto proc = JobProcess::adopt(static_cast<pid_t>(row.pid), row.work_dir + "/status");
   if (proc.is_ok()) proc->kill_group(SIGKILL);
+  if (cgroups_.active()) {
+    // Whatever is left in its cgroup is killed with it.
+    std::string cgroup = cgroups_.name_for(row.work_dir);
+    if (!cgroups_.remove(cgroup)) to_remove_.insert(cgroup);
+  }
   remove_dir(row.work_dir);
 }
 
 void LocalExecutor::remove_work_dir(const promises::StartJob& start) {
   procs_.erase(start.job.job);
+  if (auto it = in_cgroup_.find(start.job.job); it != in_cgroup_.end()) {
+    (void)end_cgroup(it->second.name, it->second.stage);
+    in_cgroup_.erase(it);
+  }
   remove_dir(layout_of(state_dir_, start).work_dir);
 }
 
@@ -236,9 +284,20 @@ std::vector<int> LocalExecutor::pidfds() const {
 
 std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
   std::vector<std::pair<Digest, ProcessExit>> out;
+  // Ended jobs' cgroups still busy: once per turn, without waiting.
+  for (auto it = to_remove_.begin(); it != to_remove_.end();) {
+    it = cgroups_.remove(*it, 1) ? to_remove_.erase(it) : std::next(it);
+  }
   for (auto it = procs_.begin(); it != procs_.end();) {
     if (auto e = it->second.poll_exit()) {
-      out.emplace_back(it->first, ProcessExit{e->exit_status, e->signaled});
+      ProcessExit exit{e->exit_status, e->signaled};
+      if (auto c = in_cgroup_.find(it->first); c != in_cgroup_.end()) {
+        // Read before the cgroup goes; what is left in it (a daemon the job started
+        // outside its process group) is killed with it.
+        exit.limits = end_cgroup(c->second.name, c->second.stage);
+        in_cgroup_.erase(c);
+      }
+      out.emplace_back(it->first, exit);
       it = procs_.erase(it);
     } else {
       ++it;

@@ -9,10 +9,12 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "agent/effects.h"
+#include "agent/job_cgroup.h"
 #include "agent/process.h"
 #include "agent/sandbox.h"
 #include "agent/wal_sync.h"
@@ -65,15 +67,19 @@ class SqliteState final : public StateStore {
 store::StoredStatement to_stored(const Statement& st, std::int64_t received_unix_ms);
 
 // Jobs as processes on this host, each in its own work directory under the state
-// directory (agent/job_layout.h), under a supervisor that records its exit status.
+// directory (agent/job_layout.h), under a supervisor that records its exit status; a
+// job with limits in a cgroup of its own where the host allows (agent/job_cgroup.h).
 class LocalExecutor final : public Executor {
  public:
   // `bwrap`: the bubblewrap program jobs run under (agent/sandbox.h); empty: none.
-  LocalExecutor(std::string state_dir, store::ArtifactStore* worker_store, std::string bwrap = "")
+  // `cgroups`: where jobs' cgroups are made (agent/job_cgroup.h); none: the rlimits.
+  LocalExecutor(std::string state_dir, store::ArtifactStore* worker_store, std::string bwrap = "",
+                JobCgroups cgroups = {})
       : state_dir_(std::move(state_dir)),
         store_(worker_store),
         bwrap_(std::move(bwrap)),
-        cpus_(allowed_cpus()) {}
+        cpus_(allowed_cpus()),
+        cgroups_(std::move(cgroups)) {}
   Status create_work_dir(const promises::StartJob& start) override;
   Status materialize_inputs(const promises::StartJob& start) override;
   Result<std::int64_t> spawn(const promises::StartJob& start) override;
@@ -98,6 +104,18 @@ class LocalExecutor final : public Executor {
   std::string bwrap_;
   std::vector<int> cpus_;  // the CPUs jobs may be kept to (a stage's `cpus`)
   std::map<Digest, JobProcess> procs_;
+  JobCgroups cgroups_;
+  // The jobs with a cgroup: its name, and the stage (its limits) for what it counted.
+  struct InCgroup {
+    std::string name;
+    promises::Stage stage;
+  };
+  std::map<Digest, InCgroup> in_cgroup_;
+  // Cgroups of ended jobs that were still busy when they were to be removed.
+  std::set<std::string> to_remove_;
+  bool swept_ = false;  // this agent's empty leftover cgroups removed (at the first spawn)
+  // What the job's cgroup counted; removes it (or queues it in to_remove_).
+  LimitCounts end_cgroup(const std::string& name, const promises::Stage& stage);
 };
 
 // Fetched bytes arrive in STATE/incoming/<digest>.part (the daemon's network writes

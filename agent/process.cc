@@ -24,6 +24,15 @@ namespace {
 // taken as killed (poll_exit), as is a missing file.
 constexpr const char* kSupervisor =
     "st=$1; shift; \"$@\"; s=$?; printf 'exit %d\\n' \"$s\" > \"$st\"; exit \"$s\"";
+// With a cgroup (agent/job_cgroup.h): $2 is how many cgroup.procs files follow, which the
+// supervisor joins first, so that the command and all it starts are in the job's
+// cgroup from their first instruction. Done by the supervisor itself rather than by
+// vowd after the fork: nothing runs outside the cgroup, whatever happens to vowd.
+constexpr const char* kSupervisorInCgroup =
+    "st=$1; n=$2; shift 2; while [ \"$n\" -gt 0 ]; do "
+    "echo $$ > \"$1\" || { echo \"vow-job: cannot join the job's cgroup ($1)\" >&2; "
+    "printf 'exit 125\\n' > \"$st\"; exit 125; }; shift; n=$((n-1)); done; "
+    "\"$@\"; s=$?; printf 'exit %d\\n' \"$s\" > \"$st\"; exit \"$s\"";
 constexpr const char* kSupervisorName = "vow-job";
 
 std::string errno_text(int err) { return std::strerror(err); }
@@ -57,7 +66,13 @@ Result<std::optional<ExitStatus>> read_status_file(const std::string& path) {
 
 Result<JobProcess> JobProcess::spawn(const SpawnSpec& spec) {
   if (spec.argv.empty()) return Status::invalid("empty command");
-  std::vector<std::string> argv{"/bin/sh", "-c", kSupervisor, kSupervisorName, spec.status_path};
+  std::vector<std::string> argv{"/bin/sh", "-c",
+                                spec.cgroup_procs.empty() ? kSupervisor : kSupervisorInCgroup,
+                                kSupervisorName, spec.status_path};
+  if (!spec.cgroup_procs.empty()) {
+    argv.push_back(std::to_string(spec.cgroup_procs.size()));
+    argv.insert(argv.end(), spec.cgroup_procs.begin(), spec.cgroup_procs.end());
+  }
   argv.insert(argv.end(), spec.argv.begin(), spec.argv.end());
   std::vector<std::string> env = spec.env;
   auto c_argv = c_strings(argv);

@@ -33,6 +33,10 @@ struct SpawnSpec {
   std::string stdout_path;  // created, truncated
   std::string stderr_path;
   std::string status_path;  // written by the supervisor when the command ends
+  // cgroup.procs files of the job's cgroup (agent/job_cgroup.h) the supervisor writes
+  // its pid into before it runs the command; when it cannot, the job ends with exit
+  // status 125 and says why in its stderr.
+  std::vector<std::string> cgroup_procs;
 };
 
 // How a command ended: an exit code, or the signal that killed it (exit_status is then

@@ -84,6 +84,39 @@ TEST_CASE("a missing command exits 127") {
   CHECK(wait_exit(*p).exit_status == 127);
 }
 
+TEST_CASE("a supervisor that cannot join the job's cgroup runs nothing, exits 125, says why") {
+  TempDir dir;
+  SpawnSpec spec = spec_in(dir, {"sh", "-c", "echo ran > ran"});
+  spec.cgroup_procs = {(dir.path / "no-such-cgroup" / "cgroup.procs").string()};
+  auto p = JobProcess::spawn(spec);
+  REQUIRE(p.is_ok());
+  CHECK(wait_exit(*p).exit_status == 125);
+  CHECK_FALSE(fs::exists(dir.path / "ran"));
+  CHECK(slurp(dir.path / "stderr").find("vow-job: cannot join the job's cgroup") !=
+        std::string::npos);
+  auto st = read_status_file((dir.path / "status").string());
+  REQUIRE(st.is_ok());
+  REQUIRE(st.value().has_value());
+  CHECK(st.value()->exit_status == 125);
+}
+
+TEST_CASE("a supervisor writes its pid into the job's cgroup before the command runs, and "
+          "is re-adopted as any other") {
+  // Plain files stand for cgroup.procs: what the supervisor writes is its own pid.
+  TempDir dir;
+  SpawnSpec spec = spec_in(dir, {"sh", "-c", "while [ ! -e gate ]; do sleep 0.02; done"});
+  spec.cgroup_procs = {(dir.path / "a.procs").string(), (dir.path / "b.procs").string()};
+  auto p = JobProcess::spawn(spec);
+  REQUIRE(p.is_ok());
+  for (int i = 0; i < 250 && slurp(dir.path / "b.procs").empty(); ++i) ::usleep(20000);
+  CHECK(slurp(dir.path / "a.procs") == std::to_string(p->pid()) + "\n");
+  CHECK(slurp(dir.path / "b.procs") == std::to_string(p->pid()) + "\n");
+  auto again = JobProcess::adopt(p->pid(), spec.status_path);
+  CHECK(again.is_ok());
+  std::ofstream(dir.path / "gate") << "";
+  CHECK(wait_exit(*p).ok());
+}
+
 TEST_CASE("kill_group stops the job and the processes it started") {
   TempDir dir;
   auto p = JobProcess::spawn(spec_in(dir, {"sh", "-c", "sleep 300 & echo $! > child; wait"}));

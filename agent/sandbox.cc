@@ -120,14 +120,27 @@ std::vector<int> allowed_cpus() {
   return out;
 }
 
-std::string limits_note(const promises::Stage& stage) {
+std::string limits_note(const promises::Stage& stage, const LimitCounts& counted) {
   std::vector<std::string> notes;
-  if (stage.memory_bytes > 0) {
+  if (stage.memory_bytes > 0 && counted.memory_by_cgroup) {
+    // The OOM killer of the job's cgroup killed what needed memory past the limit.
+    if (counted.oom_kills > 0) {
+      notes.push_back("the stage's memory limit is " + format_bytes(stage.memory_bytes) +
+                      ": the job's cgroup reached it, and the kernel killed " +
+                      std::to_string(counted.oom_kills) + " of its processes, out of memory");
+    }
+  } else if (stage.memory_bytes > 0) {
     // RLIMIT_AS refuses the allocation; the command then fails its own way.
     notes.push_back("the stage's memory limit is " + format_bytes(stage.memory_bytes) +
                     ": memory past it cannot be allocated");
   }
-  if (stage.pids > 0) {
+  if (stage.pids > 0 && counted.pids_by_cgroup) {
+    if (counted.pids_refused > 0) {
+      notes.push_back("the stage's pids limit is " + std::to_string(stage.pids) +
+                      ": the job's cgroup refused " + std::to_string(counted.pids_refused) +
+                      " new process(es) past it");
+    }
+  } else if (stage.pids > 0) {
     // RLIMIT_NPROC refuses the fork; the command then fails its own way.
     notes.push_back("the stage's pids limit is " + std::to_string(stage.pids) +
                     ": a process past it cannot be started");

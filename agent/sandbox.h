@@ -2,8 +2,8 @@
 // with the whole file system read-only, the agent's state directory hidden except for
 // the job's own work directory (its inputs read-only), a private /tmp, its own PID
 // namespace and no network unless the stage says `network = true`; and the stage's
-// `memory` limit, applied to the command as an address-space limit (RLIMIT_AS), its
-// `pids` limit as RLIMIT_NPROC and its `cpus` as a CPU affinity.
+// limits that no cgroup of the job applies (agent/job_cgroup.h): `memory` as an
+// address-space limit (RLIMIT_AS), `pids` as RLIMIT_NPROC and `cpus` as a CPU affinity.
 //
 // The wrapper goes between the job supervisor (agent/process.h) and the command: the
 // supervisor stays outside, so the status file, kill by process group and re-adoption
@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/job_cgroup.h"
 #include "agent/job_layout.h"
 #include "promises/pipeline.h"
 #include "promises/status.h"
@@ -46,7 +47,10 @@ std::vector<int> allowed_cpus();
 
 // What a failed job of `stage` adds to its error about its limits, "" when it has
 // none: " (the stage's memory limit is 64 MiB: memory past it cannot be allocated)".
-std::string limits_note(const promises::Stage& stage);
+// A limit its cgroup applied (`counted`) is named only when the cgroup counted a hit:
+// " (the stage's memory limit is 64 MiB: the job's cgroup reached it, and the kernel
+// killed 1 of its processes, out of memory)".
+std::string limits_note(const promises::Stage& stage, const LimitCounts& counted = {});
 
 // "512 MiB", "2 GiB": a limit as written in messages.
 std::string format_bytes(std::int64_t bytes);

@@ -210,8 +210,8 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   r.check_keys(
       t, kAgent,
       {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
-       "control_group", "http", "http_token_file", "replicas", "sandbox", "horizon_every",
-       "retire_superseded"});
+       "control_group", "http", "http_token_file", "replicas", "sandbox", "job_limits",
+       "horizon_every", "retire_superseded"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -304,6 +304,14 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
                                   sandbox->value + "'");
     } else {
       a.sandbox = sandbox->value;
+    }
+  }
+  if (auto limits = r.string(t, "job_limits", kAgent, false)) {
+    if (limits->value != "auto" && limits->value != "cgroups" && limits->value != "rlimits") {
+      r.error(limits->where, "'job_limits' in [agent] must be \"auto\", \"cgroups\" or "
+                             "\"rlimits\", not '" + limits->value + "'");
+    } else {
+      a.job_limits = limits->value;
     }
   }
 }

@@ -662,6 +662,22 @@ TEST_CASE("[agent] sandbox: auto by default, one of three values") {
                   "'sandbox' in [agent] must be \"auto\", \"bwrap\" or \"none\", not 'docker'");
 }
 
+TEST_CASE("[agent] job_limits: auto by default, one of three values") {
+  auto out = agent(kAgent);
+  REQUIRE(out.ok());
+  CHECK(out.value->job_limits == "auto");
+  auto with = [](std::string_view v) {
+    return replace(kAgent, "pipelines = [\"wc.toml\"]\n",
+                   "pipelines = [\"wc.toml\"]\njob_limits = " + std::string(v) + "\n");
+  };
+  auto rlimits = agent(with("\"rlimits\""));
+  REQUIRE(rlimits.ok());
+  CHECK(rlimits.value->job_limits == "rlimits");
+  check_one_error(agent(with("\"systemd\"")), 7, 14,
+                  "'job_limits' in [agent] must be \"auto\", \"cgroups\" or \"rlimits\", not "
+                  "'systemd'");
+}
+
 TEST_CASE("image: the environment is part of the digest; stages without it keep theirs") {
   // Digests computed before `image` existed: the encodings of stages that do not set it
   // are the same bytes.

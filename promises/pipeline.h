@@ -186,6 +186,10 @@ struct AgentConfig {
   // How jobs run (docs/sandbox.md): "auto" (bubblewrap when it works, else unsandboxed
   // with a warning), "bwrap" (bubblewrap or refuse to start), "none".
   std::string sandbox = "auto";
+  // How a stage's memory, pids and cpus limits are applied (docs/sandbox.md, "Limits"):
+  // "auto" (a cgroup per job where the host lets the agent make them, else rlimits),
+  // "cgroups" (or refuse to start), "rlimits" (never cgroups).
+  std::string job_limits = "auto";
   SlurmConfig slurm;
   std::string file;
   Location where;  // the [agent] table

@@ -112,6 +112,11 @@ class Agent:
         # (docs/sandbox.md), e.g. to measure its cost (bench/run).
         sandbox = os.environ.get("VOW_SANDBOX")
         self.agent_lines = [f'sandbox = "{sandbox}"'] if sandbox else []
+        # VOW_JOB_LIMITS=auto|cgroups|rlimits sets how every agent applies a stage's
+        # limits (docs/sandbox.md, "Limits"), e.g. to run the tests on the rlimit path.
+        job_limits = os.environ.get("VOW_JOB_LIMITS")
+        if job_limits:
+            self.agent_lines.append(f'job_limits = "{job_limits}"')
         self.extra_lines = []  # more tables, e.g. [slurm]
         out = subprocess.run([mesh.vow, "keys", "gen", "--state-dir", self.state],
                              check=True, capture_output=True, text=True)

@@ -9,8 +9,11 @@ can tell), and a hard link to a file outside the job is refused at import.
 usage: sandbox_test.py VOW VOWD SCENARIO
 Scenarios: sandboxed, unsandboxed, restart (a sandboxed job re-adopted after the agent's
 SIGKILL), fallback (bwrap made to fail: sandbox = "auto"
-runs jobs unsandboxed with a warning, "bwrap" refuses to start). Exit 77 (skipped) where
-bwrap cannot run, or cannot be made to fail.
+runs jobs unsandboxed with a warning, "bwrap" refuses to start), cgroups (limits through
+a cgroup per job: memory and pids hits named, a job re-adopted with its cgroup, none
+left after), rlimits (job_limits = "rlimits": the limits as rlimits). Exit 77 (skipped)
+where bwrap cannot run, or cannot be made to fail, or (cgroups) where this host gives
+the agent no writable cgroup with the memory controller.
 """
 import json
 import os
@@ -90,6 +93,36 @@ inputs = ["input"]
 outputs = ["n"]
 memory = "64M"
 run = 'python3 -c "b = bytearray(8 * 1024 * 1024)" && echo fit > "$VOW_OUT_n"'
+
+[[stage]]
+name = "hog"
+inputs = ["input"]
+outputs = ["n"]
+memory = "64M"
+run = 'python3 -c "b = bytes(range(256)) * (800 * 1024)" && echo fit > "$VOW_OUT_n"'
+
+[[stage]]
+name = "forks"
+inputs = ["input"]
+outputs = ["n"]
+pids = 16
+run = 'i=0; while [ $i -lt 40 ]; do sleep 3 & i=$((i+1)); done; wait; echo forked > "$VOW_OUT_n"'
+
+[[stage]]
+name = "held"
+inputs = ["input"]
+outputs = ["n"]
+memory = "64M"
+env = {{ OUTSIDE = "{outside}" }}
+run = 'while [ ! -e "$OUTSIDE/held" ]; do sleep 0.05; done; echo opened > "$VOW_OUT_n"'
+
+[[stage]]
+name = "heldhog"
+inputs = ["input"]
+outputs = ["n"]
+memory = "64M"
+env = {{ OUTSIDE = "{outside}" }}
+run = 'while [ ! -e "$OUTSIDE/heldhog" ]; do sleep 0.05; done; python3 -c "b = bytes(range(256)) * (800 * 1024)"'
 """
 
 
@@ -124,9 +157,10 @@ class Listener:
             conn.close()
 
 
-def make_mesh(sandbox):
-    """One agent running every stage; `outside` is a directory outside /tmp (so not
-    under the sandbox's private /tmp), `secret` a file beside the state directory."""
+def make_mesh(sandbox, extra=()):
+    """One agent running every stage (and the `extra` ones); `outside` is a directory
+    outside /tmp (so not under the sandbox's private /tmp), `secret` a file beside the
+    state directory."""
     listener = Listener()
     outside = tempfile.mkdtemp(prefix="vow-sbx-outside-", dir="/var/tmp")
     scratch = tempfile.mkdtemp(prefix="vow-sbx-file-")
@@ -145,7 +179,8 @@ def make_mesh(sandbox):
     data = os.path.join(mesh.root, "input.txt")
     with open(data, "w") as f:
         f.write("alpha\n")
-    stages = [(f"sbx/{s}", 2) for s in ("probe", "online", "linked", "gated", "greedy", "modest")]
+    stages = [(f"sbx/{s}", 2) for s in ("probe", "online", "linked", "gated", "greedy", "modest",
+                                        *extra)]
     a = mesh.add("a", stages, sources=[("sbx/input", data, False)])
     check(a.state == state, f"state directory {a.state}, expected {state}")
     a.agent_lines = [f'sandbox = "{sandbox}"']
@@ -297,10 +332,186 @@ def scenario_fallback():
         shutil.rmtree(outside, ignore_errors=True)
 
 
+def set_job_limits(agent, how):
+    """[agent] job_limits = HOW, in place of what VOW_JOB_LIMITS set."""
+    agent.agent_lines = [line for line in agent.agent_lines
+                         if not line.startswith("job_limits")] + [f'job_limits = "{how}"']
+
+
+def cgroups_usable():
+    """Why this host gives no cgroup to a job (None if it does): as the agent decides,
+    a writable cgroup with the memory controller (docs/sandbox.md, "Limits")."""
+    own = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for c in ctrls.split(","):
+                own[c or "v2"] = path
+    mounts = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            dash = fields.index("-")
+            kind, opts = fields[dash + 1], fields[dash + 3].split(",")
+            if kind == "cgroup2":
+                mounts["v2"] = (fields[4], fields[3])
+            elif kind == "cgroup":
+                for c in opts:
+                    mounts[c] = (fields[4], fields[3])
+    for key, controllers in (("v2", "cgroup.controllers"), ("memory", None)):
+        if key not in mounts or key not in own:
+            continue
+        point, root = mounts[key]
+        path = own[key]
+        if root != "/" and not path.startswith(root):
+            continue
+        d = point + path[len(root):] if root != "/" else point + path.rstrip("/")
+        if controllers:
+            try:
+                with open(os.path.join(d, controllers)) as f:
+                    if "memory" not in f.read().split():
+                        continue
+            except OSError:
+                continue
+        if os.access(d, os.W_OK):
+            return None
+    return "no writable cgroup with the memory controller here (not root, or no delegation)"
+
+
+def jobs_cgroup_dirs(agent):
+    """The directories the agent makes its jobs' cgroups in, from its log line."""
+    lines = [line for line in agent.tail(2000).splitlines() if "job limits: " in line]
+    check(len(lines) == 1, f"one 'job limits' line: {lines}")
+    m = re.search(r"job limits: cgroups v[12] \((.*) under (.*)\)", lines[0])
+    check(m, f"the job limits are cgroups: {lines[0]}")
+    return m.group(2).split(", ")
+
+
+def cgroups_of(dirs):
+    return {os.path.join(d, e) for d in dirs for e in os.listdir(d)
+            if os.path.isdir(os.path.join(d, e))}
+
+
+def scenario_cgroups():
+    """Limits through a cgroup per job, on this host's kernel, as root: a job touching
+    200 MiB of resident memory with memory = "64M" is killed, and its failure says the
+    cgroup's OOM killer did it (RLIMIT_AS is not set); a job past pids = 16 is refused
+    even though the agent is root (whom RLIMIT_NPROC does not bind); a job with a limit
+    is re-adopted after the agent's SIGKILL with its cgroup; one killed past its memory
+    while the agent is down fails naming the limit once the agent is back; and once the
+    jobs end no job cgroup is left."""
+    mesh, a, listener, outside, data = make_mesh("auto",
+                                                 extra=("hog", "forks", "held", "heldhog"))
+    set_job_limits(a, "cgroups")
+    started = re.compile(r"job (\w+) sbx/held started \(pid (\d+)\)")
+    try:
+        mesh.start()
+        dirs = jobs_cgroup_dirs(a)
+        first = wait_until("the held job to start", lambda: started.findall(a.tail(500)), 60)
+        job, pid = first[0][0], int(first[0][1])
+        mine = [c for c in cgroups_of(dirs) if f".{job}" in os.path.basename(c)]
+        check(mine, f"the held job {job} has a cgroup: {cgroups_of(dirs)}")
+        def procs(c):
+            with open(os.path.join(c, "cgroup.procs")) as f:
+                return f.read().split()
+        for c in mine:
+            # The supervisor joins its cgroup as its first step, a moment after the log
+            # says the job started.
+            wait_until(f"the job's supervisor {pid} in {c}", lambda: str(pid) in procs(c), 10)
+
+        p = wait_stage(a, "hog")
+        check(p.returncode == FAILED, f"job over its memory: rc {p.returncode}: {p.stderr}")
+        err = job_error(a, "hog")
+        check("memory limit is 64 MiB: the job's cgroup reached it" in err and
+              "out of memory" in err, f"the failure names the limit and the cgroup: {err!r}")
+        p = wait_stage(a, "modest")
+        check(p.returncode == DONE, f"job under its memory: rc {p.returncode}: {p.stderr}")
+
+        p = wait_stage(a, "forks")
+        check(p.returncode == FAILED, f"job past its pids, as root: rc {p.returncode}: "
+                                      f"{p.stderr}\n{a.tail()}")
+        err = job_error(a, "forks")
+        check("pids limit is 16: the job's cgroup refused" in err,
+              f"the failure names the pids limit: {err!r}")
+        check("not enforced here" not in a.tail(2000), "no warning that pids is not enforced")
+
+        hog_started = re.compile(r"job \w+ sbx/heldhog started \(pid (\d+)\)")
+        hog_pid = int(wait_until("the heldhog job to start",
+                                 lambda: hog_started.findall(a.tail(2000)), 60)[0])
+        a.kill(signal.SIGKILL)
+        check(os.path.exists(f"/proc/{pid}"), "the held job's supervisor outlives the agent")
+        # heldhog goes past its memory while the agent is down.
+        with open(os.path.join(outside, "heldhog"), "w"):
+            pass
+        wait_until("heldhog to end", lambda: not os.path.exists(f"/proc/{hog_pid}"), 60)
+        a.start()
+        wait_until("the held job re-adopted", lambda: "re-adopted" in a.tail(500), 60)
+        check(all(os.path.isdir(c) for c in mine), f"its cgroup is still there: {mine}")
+        with open(os.path.join(outside, "held"), "w"):
+            pass
+        p = wait_stage(a, "held")
+        check(p.returncode == DONE, f"held: rc {p.returncode}: {p.stderr}\n{a.tail()}")
+        p = wait_stage(a, "heldhog")
+        check(p.returncode == FAILED, f"heldhog: rc {p.returncode}: {p.stderr}\n{a.tail()}")
+        err = job_error(a, "heldhog")
+        check("memory limit is 64 MiB: the job's cgroup reached it" in err,
+              f"the failure of a job that ended while the agent was down names the limit: "
+              f"{err!r}\n{a.tail()}")
+        check(len(hog_started.findall(a.tail(2000))) == 1 and
+              "finished while this agent was down" in a.tail(2000),
+              f"heldhog was adopted as finished, not run again: {a.tail(40)}")
+        # This agent's cgroups are named TAG.<job>.<epoch>: none is left once its jobs end.
+        tag = os.path.basename(mine[0]).split(".")[0] + "."
+        wait_until("the jobs' cgroups removed",
+                   lambda: not [c for c in cgroups_of(dirs)
+                                if os.path.basename(c).startswith(tag)], 20)
+    finally:
+        mesh.cleanup()
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def scenario_rlimits():
+    """job_limits = "rlimits": no cgroup, the log says so, and the limits are the
+    rlimits: a job over its memory cannot allocate it, and (as root, whom RLIMIT_NPROC
+    does not bind) a job past its pids is not stopped, with a warning at start."""
+    mesh, a, listener, outside, data = make_mesh("auto", extra=("forks",))
+    set_job_limits(a, "rlimits")
+    try:
+        mesh.start()
+        lines = [line for line in a.tail(2000).splitlines() if "job limits: " in line]
+        check(len(lines) == 1 and "job limits: rlimits: cgroups not tried" in lines[0],
+              f"the log says the limits are rlimits: {lines}")
+        p = wait_stage(a, "greedy")
+        check(p.returncode == FAILED, f"job over its memory: rc {p.returncode}: {p.stderr}")
+        err = job_error(a, "greedy")
+        check("memory limit is 64 MiB: memory past it cannot be allocated" in err,
+              f"the failure names the limit as an rlimit: {err!r}")
+        p = wait_stage(a, "modest")
+        check(p.returncode == DONE, f"job under its memory: rc {p.returncode}: {p.stderr}")
+        p = wait_stage(a, "forks")
+        if os.geteuid() == 0:
+            check(p.returncode == DONE, f"root is not bound by RLIMIT_NPROC: rc {p.returncode}")
+            check("its pids limit (16) is not enforced here" in a.tail(2000),
+                  f"the warning at start: {a.tail()}")
+        else:
+            check(p.returncode == FAILED, f"job past its pids: rc {p.returncode}")
+            check("pids limit is 16: a process past it cannot be started" in
+                  job_error(a, "forks"), "the failure names the pids limit")
+    finally:
+        mesh.cleanup()
+        shutil.rmtree(outside, ignore_errors=True)
+
+
 if __name__ == "__main__":
     why = bwrap_works()
     if why and sys.argv[3] in ("sandboxed", "restart"):
         print(f"skipped: {why}")
         sys.exit(77)
+    if sys.argv[3] == "cgroups":
+        why = cgroups_usable()
+        if why:
+            print(f"skipped: {why}")
+            sys.exit(77)
     run_scenario({"sandboxed": scenario_sandboxed, "unsandboxed": scenario_unsandboxed,
-                  "fallback": scenario_fallback, "restart": scenario_restart}, sys.argv[3])
+                  "fallback": scenario_fallback, "restart": scenario_restart,
+                  "cgroups": scenario_cgroups, "rlimits": scenario_rlimits}, sys.argv[3])
