@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -658,8 +659,13 @@ void Daemon::Impl::poll_once() {
   if (http && now >= next_http_publish_ms) {
     std::string why;
     bool is_ready = ready(&why);
+    const std::int64_t began = now_ms();
     http->publish(metrics_text(), status_json().dump(), is_ready, why);
-    next_http_publish_ms = now + kHttpRefreshMs;
+    // The snapshot is made on the loop: where making it is slow (a mesh with very many
+    // jobs not yet behind a horizon), it is made less often, so that it takes at most a
+    // tenth of the loop's time, up to every 5 s (well within HttpServer::kStaleAfterMs).
+    next_http_publish_ms =
+        now + std::clamp<std::int64_t>(10 * (now_ms() - began), kHttpRefreshMs, 5'000);
   }
   turn.lap("publish");
   notifier.watchdog_tick(now);
