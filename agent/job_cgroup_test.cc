@@ -13,11 +13,15 @@
 #include "agent/job_layout.h"
 #include "agent/process.h"
 #include "agent/sandbox.h"
+#include "agent/process_test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace vow::agent {
 namespace {
+
+using testing::slurp;
+using testing::wait_exit;
 
 // As this host's kernel writes them: cgroups v1 for memory, pids and cpu (the memory
 // cgroup not the root), and a cgroup2 mount with only hugetlb.
@@ -30,26 +34,6 @@ constexpr const char* kMountinfo =
     "34 30 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
     "37 30 0:34 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
     "39 30 0:36 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-ExitStatus wait_exit(JobProcess& p) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline) {
-    struct pollfd fd {
-      p.pidfd(), POLLIN, 0
-    };
-    ::poll(&fd, 1, 100);
-    if (auto e = p.poll_exit()) return *e;
-  }
-  FAIL("process did not exit in time");
-  return {};
-}
 
 promises::Stage shell(const std::string& command) {
   promises::Stage s;

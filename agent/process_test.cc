@@ -10,11 +10,15 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include "agent/process_test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace vow::agent {
 namespace {
+
+using testing::slurp;
+using testing::wait_exit;
 
 struct TempDir {
   fs::path path;
@@ -37,26 +41,6 @@ SpawnSpec spec_in(const TempDir& dir, std::vector<std::string> argv) {
 }
 
 // Waits for the process to exit, with a deadline (never a fixed sleep).
-ExitStatus wait_exit(JobProcess& p) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (std::chrono::steady_clock::now() < deadline) {
-    struct pollfd fd {
-      p.pidfd(), POLLIN, 0
-    };
-    ::poll(&fd, 1, 100);
-    if (auto e = p.poll_exit()) return *e;
-  }
-  FAIL("process did not exit in time");
-  return {};
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
 
 }  // namespace

@@ -14,11 +14,15 @@
 
 #include "agent/output_check.h"
 #include "agent/process.h"
+#include "agent/process_test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace vow::agent {
 namespace {
+
+using testing::slurp;
+using testing::wait_exit;
 
 struct TempDir {
   fs::path path;
@@ -30,26 +34,6 @@ struct TempDir {
 };
 
 void write(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-ExitStatus wait_exit(JobProcess& p) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (std::chrono::steady_clock::now() < deadline) {
-    struct pollfd fd {
-      p.pidfd(), POLLIN, 0
-    };
-    ::poll(&fd, 1, 100);
-    if (auto e = p.poll_exit()) return *e;
-  }
-  FAIL("process did not exit in time");
-  return {};
-}
 
 bool has(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
