@@ -278,18 +278,11 @@ class Loader {
                                  std::string("cannot read trusted keys: ") + std::strerror(errno)});
           continue;
         }
-        std::string line;
-        int n = 0;
-        while (std::getline(in, line)) {
-          ++n;
-          auto b = line.find_first_not_of(" \t\r");
-          if (b == std::string::npos || line[b] == '#') continue;
-          auto e = line.find_last_not_of(" \t\r");
-          std::string id = line.substr(b, e - b + 1);
-          Status s = trust.add(id);
+        for (const auto& k : read_key_file(in)) {
+          Status s = trust.add(k.id);
           if (!s.is_ok()) {
-            out_.errors.push_back({Location{file, n, static_cast<int>(b) + 1},
-                                   "'" + id + "' (matched by key_files '" + pattern +
+            out_.errors.push_back({Location{file, k.line, k.column},
+                                   "'" + k.id + "' (matched by key_files '" + pattern +
                                        "') is not an agent id (vow...): " + why(s)});
           }
         }
@@ -329,6 +322,20 @@ class Loader {
 
 LoadedConfigs load_config_files(const std::vector<std::string>& paths) {
   return Loader().run(paths);
+}
+
+std::vector<KeyFileLine> read_key_file(std::istream& in) {
+  std::vector<KeyFileLine> out;
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    auto b = line.find_first_not_of(" \t\r");
+    if (b == std::string::npos || line[b] == '#') continue;
+    auto e = line.find_last_not_of(" \t\r");
+    out.push_back({n, static_cast<int>(b) + 1, line.substr(b, e - b + 1)});
+  }
+  return out;
 }
 
 std::string format_diagnostic(const promises::Diagnostic& d) {

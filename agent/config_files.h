@@ -7,6 +7,7 @@
 // only. Plain functions; thread-compatible.
 #pragma once
 
+#include <istream>
 #include <string>
 #include <vector>
 
@@ -42,5 +43,15 @@ LoadedConfigs load_config_files(const std::vector<std::string>& paths);
 
 // "FILE:LINE:COLUMN: message", or "FILE: message" for a whole-file problem.
 std::string format_diagnostic(const promises::Diagnostic& d);
+
+// One id of a trusted-keys file (`[trust] key_files`): blank lines and `#` comments are
+// skipped, the id trimmed; line and column are 1-based. vowd at start and vow check read
+// the files through this, so they agree on what a file says.
+struct KeyFileLine {
+  int line = 0;
+  int column = 0;
+  std::string id;
+};
+std::vector<KeyFileLine> read_key_file(std::istream& in);
 
 }  // namespace vow::agent

@@ -86,24 +86,18 @@ Status load_trust(const promises::AgentConfig& cfg, const fs::path& base,
     std::string full = resolve(base, pattern);
     glob_t g{};
     int rc = ::glob(full.c_str(), 0, nullptr, &g);
-    for (std::size_t i = 0; rc == 0 && i < g.gl_pathc; ++i) {
-      std::ifstream in(g.gl_pathv[i]);
-      std::string line;
-      int n = 0;
-      while (std::getline(in, line)) {
-        ++n;
-        auto b = line.find_first_not_of(" \t\r");
-        if (b == std::string::npos || line[b] == '#') continue;
-        auto e = line.find_last_not_of(" \t\r");
-        Status s = trust->add(line.substr(b, e - b + 1));
+    std::vector<std::string> files;
+    for (std::size_t i = 0; rc == 0 && i < g.gl_pathc; ++i) files.emplace_back(g.gl_pathv[i]);
+    ::globfree(&g);
+    for (const auto& file : files) {
+      std::ifstream in(file);
+      for (const auto& k : read_key_file(in)) {
+        Status s = trust->add(k.id);
         if (!s.is_ok()) {
-          ::globfree(&g);
-          return Status::invalid(std::string(g.gl_pathv[i]) + ":" + std::to_string(n) + ": " +
-                                 s.message());
+          return Status::invalid(file + ":" + std::to_string(k.line) + ": " + s.message());
         }
       }
     }
-    ::globfree(&g);
   }
   return Status::ok();
 }
