@@ -395,6 +395,11 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_stage_conflicts", "gauge",
          "Stages whose current adverts promise more than one definition.");
   sample(out, "vow_stage_conflicts", {}, static_cast<double>(core().plan().conflicts.size()));
+  header(out, "vow_plans_made_total", "counter",
+         "Plans made (each a pass over every job known), by what called for it.");
+  for (const auto& [reason, n] : core().plans_made()) {
+    sample(out, "vow_plans_made_total", {{"reason", reason}}, static_cast<double>(n));
+  }
   header(out, "vow_statements_received_total", "counter",
          "Statements received from peers that passed validation.");
   sample(out, "vow_statements_received_total", {},

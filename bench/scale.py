@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -152,9 +153,31 @@ def one_size(build, n, during, settle):
             c1 = sum(cpu_ticks(ag.proc.pid) for ag in mesh.agents)
             idle_settled = 100.0 * (c1 - c0) / hz / 10.0
         suspect = 0
+        slow_turns = 0
+        slow_ms = {}
         for ag in mesh.agents:
             with open(ag.log_path, errors="replace") as f:
-                suspect += sum(1 for line in f if " is suspect" in line)
+                for line in f:
+                    suspect += " is suspect" in line
+                    if "slow turn: " not in line:
+                        continue
+                    slow_turns += 1
+                    # "slow turn: T ms (lap A ms, lap B ms); ..."
+                    laps = line.split("(", 1)[1].split(")", 1)[0]
+                    for lap in laps.split(", "):
+                        what, ms = lap.rsplit(" ", 2)[0], lap.rsplit(" ", 2)[1]
+                        slow_ms[what] = slow_ms.get(what, 0) + int(ms)
+        plans = {}
+        for ag in mesh.agents:
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{ag.http_port}/metrics", timeout=30) as r:
+                    for line in r.read().decode().splitlines():
+                        if line.startswith("vow_plans_made_total{"):
+                            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+                            plans[reason] = plans.get(reason, 0) + int(float(line.split()[-1]))
+            except OSError:
+                pass
         restart = catch_up = None
         if not during:
             b.kill()
@@ -190,6 +213,8 @@ def one_size(build, n, during, settle):
                "status_s": status, "jobs_all_s": jobs_all, "jobs_page_s": page,
                "idle_cpu_pct": idle, "idle_settled_pct": idle_settled,
                "idle_empty_pct": idle_empty, "suspect": suspect,
+               "slow_turns": slow_turns, "slow_turn_ms_by_lap": slow_ms,
+               "plans_made": plans,
                "unanswered_polls": UNANSWERED[0]}
         print(json.dumps(out), flush=True)
         return out

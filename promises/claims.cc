@@ -10,6 +10,7 @@ namespace vow::promises {
 
 void Core::Impl::ensure_plan() {
   if (!plan_dirty && plan) return;
+  ++plans_made[plan ? replan_reason : "start"];
   JobOutcomes outcomes;
   outcomes.canonical = [this](const Digest& j) { return book.canonical_result(j); };
   outcomes.canonical_statement = [this](const Digest& j) { return book.canonical(j); };
@@ -18,10 +19,34 @@ void Core::Impl::ensure_plan() {
   };
   auto made = std::make_unique<Plan>(
       make_plan(known_pipelines(own_pipelines, ledger, decoded_pipelines), ledger, outcomes));
-  // A job the plan no longer has is superseded (a horizon may retire it).
-  if (plan && !superseded_pending) {
-    superseded_pending = std::any_of(plan->jobs.begin(), plan->jobs.end(),
-                                     [&](const auto& kv) { return !made->jobs.count(kv.first); });
+  if (plan) {
+    // The jobs the new plan changes (in one plan only, or with other retries): the job
+    // index looks at those again, not at every job, when it had read the plan replaced.
+    // A job the plan no longer has is superseded (a horizon may retire it).
+    const bool index_current = job_index.plan.lock() == plan->identity && !job_index.all_dirty;
+    bool dropped = false;
+    auto a = plan->jobs.begin();
+    auto b = made->jobs.begin();
+    while (a != plan->jobs.end() || b != made->jobs.end()) {
+      if (b == made->jobs.end() || (a != plan->jobs.end() && a->first < b->first)) {
+        dropped = true;
+        if (index_current) job_index.dirty.insert(a->first);
+        ++a;
+      } else if (a == plan->jobs.end() || b->first < a->first) {
+        if (index_current) job_index.dirty.insert(b->first);
+        ++b;
+      } else {
+        if (index_current &&
+            (a->second.retries != b->second.retries || a->second.ref.stage != b->second.ref.stage ||
+             a->second.ref.pipeline != b->second.ref.pipeline)) {
+          job_index.dirty.insert(a->first);
+        }
+        ++a;
+        ++b;
+      }
+    }
+    if (index_current) job_index.plan = made->identity;
+    superseded_pending = superseded_pending || dropped;
   }
   plan = std::move(made);
   plan_dirty = false;
@@ -51,7 +76,7 @@ void Core::Impl::note_canonical_result(const Digest& job) {
   if (it != plan_open_stage.end()) {
     if (plan_open_count[it->second] <= 1) {
       // The last open job of its stage: its outputs now exist for consumers.
-      plan_dirty = true;
+      replan("stage_done");
       return;
     }
     // Its stage still has open jobs: the plan stays as it is.
@@ -78,7 +103,7 @@ void Core::Impl::note_canonical_result(const Digest& job) {
     }
     break;
   }
-  plan_dirty = true;
+  replan("result_again");
 }
 
 void Core::Impl::rebuild_candidates() {

@@ -107,7 +107,7 @@ void Core::Impl::apply_promises() {
       }
     }
   }
-  plan_dirty = true;
+  replan("config");
 }
 
 void Core::Impl::publish_advert_and_pipelines() {
@@ -178,7 +178,7 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       break;
     case StatementKind::kPipeline:
     case StatementKind::kSourceVersion:
-      plan_dirty = true;
+      replan("pipeline_or_source");
       holdings.note(st, now_ms);
       break;
     case StatementKind::kClaim: {
@@ -206,7 +206,7 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
           // those cost seconds per pass at 100,000 jobs.
           note_canonical_result(job);
         } else {
-          plan_dirty = true;
+          replan("claim_binds");
         }
       }
       break;
@@ -238,7 +238,7 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
               st.author);
       } else if (!r.ok) {
         // Only a new canonical result or a failure can change what is planned.
-        plan_dirty = true;
+        replan("failure");
       } else if (book.canonical(r.job.job) == &st) {
         note_canonical_result(r.job.job);
       }
@@ -260,7 +260,7 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       rerank(job);
       // Its failures are counted afresh: backoff, and the failed event if it fails again.
       local.erase(job);
-      plan_dirty = true;  // its stage and the dependents are no longer blocked
+      replan("retry");  // its stage and the dependents are no longer blocked
       break;
     }
   }
@@ -339,7 +339,7 @@ void Core::Impl::on_equivocation(const AgentKey& author) {
             ": none of its statements counts any more",
         author);
   book.invalidate();
-  plan_dirty = true;
+  replan("equivocation");
   candidates_dirty = true;
   decisions_due = true;
   const auto& proof = ledger.proofs().at(author);
@@ -422,7 +422,7 @@ void Core::Impl::on_advert(const Statement& st) {
     // What its author promised and provides changed: claims, results and sources it
     // binds may count differently, and which definitions are current (planner.h).
     book.note(st);
-    plan_dirty = true;
+    replan("advert");
     // A claim of its author that did not bind may bind now, and outrank one of ours
     // at its epoch: each job it claimed is looked at again.
     if (st.author != config.key) {

@@ -430,6 +430,11 @@ class Core {
   const AgentKey& key() const;
   const Ledger& ledger() const;
   const Plan& plan();
+  // Plans made so far, by what called for each: "start", "config", "stage_done" (the
+  // last job of a stage got its result), "failure", "retry", "claim_binds",
+  // "result_again", "pipeline_or_source", "advert", "equivocation", "horizon_superseded",
+  // "horizon_changed". Each costs a pass over every job known (docs/coordination.md).
+  const std::map<std::string, std::uint64_t>& plans_made() const;
   // Every job of the plan and the ledger (id order). Costs a view per job: status and
   // the command line use job_counts() and jobs_page() instead.
   std::vector<JobView> jobs();

@@ -44,6 +44,9 @@ struct JobIndex {
     bool nondeterministic = false;
     // Its claims and results that do not count, by binding_report() reason.
     std::vector<std::pair<std::string, std::uint32_t>> unbound;
+    // Peers with a claim of it while it is ready or running: their liveness decides
+    // whether it runs (Core::Impl::claim_standing).
+    std::vector<AgentKey> claimants;
   };
   std::map<Digest, Entry> entries;  // every job of the plan and the ledger
   std::set<Digest> dirty;           // jobs whose statements changed since the last refresh
@@ -54,6 +57,9 @@ struct JobIndex {
   // Own runs as last read: job -> (0 running, 1 restored, 2 stopping; epoch).
   std::map<Digest, std::pair<int, std::uint32_t>> own_runs;
   std::map<AgentKey, bool> live;   // peers' liveness as last read
+  // Jobs ready or running by the peers that claim them (Entry::claimants): what a
+  // change of that peer's liveness looks at again, not every job.
+  std::map<AgentKey, std::set<Digest>> claimed_open;
   std::size_t equivocators = 0;
   std::map<StageKey, JobCounts> counts;
   std::map<std::string, std::uint64_t> job_unbound;     // claims and results
@@ -100,6 +106,14 @@ struct Core::Impl {
 
   std::unique_ptr<Plan> plan;
   bool plan_dirty = true;
+  // Why the plan is to be made again (the first cause since it was last made), and how
+  // many plans were made for each cause (Core::plans_made).
+  const char* replan_reason = "start";
+  std::map<std::string, std::uint64_t> plans_made;
+  void replan(const char* why) {
+    if (!plan_dirty) replan_reason = why;
+    plan_dirty = true;
+  }
   // Planned jobs of our stages without a canonical result when the plan was made, in
   // plan order (rebuilt with the plan), and the place of each.
   std::vector<const PlannedJob*> open_jobs;

@@ -176,7 +176,7 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   // (the plan is made again only if that needs it). One that retires superseded jobs
   // makes the plan again.
   if (h.superseded) {
-    plan_dirty = true;
+    replan("horizon_superseded");
     // Superseded jobs whose runs were still open at its cut wait for the next plan that
     // drops a job.
     superseded_pending = false;
@@ -189,7 +189,7 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
     if (!was) {
       note_canonical_result(job);
     } else {
-      plan_dirty = true;
+      replan("horizon_changed");
     }
   }
   decisions_due = true;

@@ -76,6 +76,10 @@ const Plan& Core::plan() {
   return *impl_->plan;
 }
 
+const std::map<std::string, std::uint64_t>& Core::plans_made() const {
+  return impl_->plans_made;
+}
+
 std::vector<OwnRun> Core::running() const {
   std::vector<OwnRun> out;
   for (const auto& [job, run] : impl_->running) out.push_back(OwnRun{run.ref, run.epoch});
@@ -214,6 +218,11 @@ void Core::Impl::index_job(const Digest& id) {
   auto it = x.entries.find(id);
   if (it != x.entries.end()) {
     const JobIndex::Entry& old = it->second;
+    for (const AgentKey& a : old.claimants) {
+      auto o = x.claimed_open.find(a);
+      if (o != x.claimed_open.end() && o->second.erase(id) && o->second.empty())
+        x.claimed_open.erase(o);
+    }
     JobCounts& c = x.counts[{old.ref.pipeline, old.ref.stage}];
     --c.of(old.state);
     if (old.nondeterministic) --c.nondeterministic;
@@ -232,6 +241,15 @@ void Core::Impl::index_job(const Digest& id) {
   e.state = v->state;
   e.nondeterministic = v->nondeterministic;
   if (const JobStatements* js = ledger.job(id)) {
+    if (e.state == JobState::kReady || e.state == JobState::kRunning) {
+      for (const Statement* st : js->claims) {
+        if (st->author == config.key) continue;  // own claims stand by own runs
+        if (std::find(e.claimants.begin(), e.claimants.end(), st->author) != e.claimants.end())
+          continue;
+        e.claimants.push_back(st->author);
+        x.claimed_open[st->author].insert(id);
+      }
+    }
     std::map<std::string, std::uint32_t> unbound;
     for (const Statement* st : js->claims) {
       ClaimBinding b = book.claim_binding(id, *st);
@@ -260,11 +278,24 @@ void Core::Impl::refresh_job_index() {
     x.plan = plan->identity;
     x.all_dirty = true;
   }
+  // A peer's liveness decides only whether its claims of jobs not yet done stand: those
+  // jobs are looked at again (at 100,000 jobs looking at all of them after each peer
+  // suspected held the loop for a third of a second, and got more peers suspected).
   std::map<AgentKey, bool> live;
   for (const auto& [key, p] : members.peers()) live.emplace(key, is_live(key));
   if (live != x.live) {
+    auto changed = [&](const AgentKey& key) {
+      auto o = x.claimed_open.find(key);
+      if (o != x.claimed_open.end()) x.dirty.insert(o->second.begin(), o->second.end());
+    };
+    for (const auto& [key, now] : live) {
+      auto was = x.live.find(key);
+      if (was == x.live.end() || was->second != now) changed(key);
+    }
+    for (const auto& [key, was] : x.live) {
+      if (!live.count(key)) changed(key);
+    }
     x.live = std::move(live);
-    x.all_dirty = true;
   }
   if (ledger.proofs().size() != x.equivocators) {
     x.equivocators = ledger.proofs().size();
@@ -291,6 +322,7 @@ void Core::Impl::refresh_job_index() {
     x.all_dirty = false;
     x.dirty.clear();
     x.entries.clear();
+    x.claimed_open.clear();
     x.counts.clear();
     x.job_unbound.clear();
     for (const auto& [id, j] : plan->jobs) index_job(id);
