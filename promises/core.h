@@ -83,6 +83,8 @@ inline constexpr std::int64_t kReplicationCheckMs = 500;  // replication / loss 
 // The longest between two replication checks that look at every canonical output (in
 // between, a check looks at what changed: Replication::check).
 inline constexpr std::int64_t kFullReplicationCheckMs = 60'000;
+// Planned jobs one replication check walks (a full walk is spread over checks).
+inline constexpr std::size_t kSweepJobsPerCheck = 4'096;
 // A job left running at a restart (RestoredState::running) is decided once this agent
 // has synced with a peer (it cannot know before whether another agent took the job over
 // meanwhile). Without a sync this long after start() it is decided on what the agent

@@ -165,6 +165,8 @@ std::size_t wire_size(const Statement& st) {
       size = a->name.size() + (a->promises.size() + a->sources.size()) * 96;
     } else if (const auto* p = std::get_if<PipelineDef>(&st.body)) {
       size = p->canonical.size();
+    } else if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
+      for (const auto& e : v->artifact.entries) size += e.name.size() + 48;
     }
   }
   return size + kOverhead;

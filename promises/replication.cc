@@ -50,8 +50,13 @@ void Replication::track(const Digest& job, const Plan& plan,
   const PlannedJob* planned = plan.find(job);
   bool own = planned != nullptr && own_stages.count(planned->ref.stage_digest) != 0;
   for (const auto& o : r->outputs) {
-    auto& jobs = tracked_[o.artifact.digest];
-    if (own && std::find(jobs.begin(), jobs.end(), job) == jobs.end()) jobs.push_back(job);
+    Tracked& t = tracked_[o.artifact.digest];
+    if (t.generation != generation_) {
+      // First named in this sweep: the jobs of the sweep before may be gone.
+      t.generation = generation_;
+      t.jobs.clear();
+    }
+    if (own && std::find(t.jobs.begin(), t.jobs.end(), job) == t.jobs.end()) t.jobs.push_back(job);
     watch_.insert(o.artifact.digest);
   }
 }
@@ -113,34 +118,47 @@ void Replication::check(const Plan& plan, const std::map<Digest, int>& own_stage
   for (const auto& key : members_.live_peers(now_ms)) live.push_back(key);
   std::vector<AgentKey> live_sorted = live;
   std::sort(live_sorted.begin(), live_sorted.end());
-  bool full = plan_seen_.lock() != plan.identity || live_sorted != live_seen_ ||
-              now_ms >= next_full_ms_;
-  if (full) {
+  if (plan_seen_.lock() != plan.identity || live_sorted != live_seen_ || now_ms >= next_full_ms_) {
+    // A sweep over every canonical output starts (again): what was tracked stays
+    // watched meanwhile, and what the sweep does not track again goes at its end.
     plan_seen_ = plan.identity;
     live_seen_ = std::move(live_sorted);
     next_full_ms_ = now_ms + kFullReplicationCheckMs;
-    tracked_.clear();
-    watch_.clear();
-    noted_.clear();
-    regen_wanted_.clear();
-    // Copies of canonical outputs and of the latest source versions (a source cannot be
-    // recomputed: its only protection is its replicas).
-    for (const auto& [id, job] : plan.jobs) track(id, plan, own_stages);
-  } else {
-    for (const Digest& job : std::exchange(noted_, {})) track(job, plan, own_stages);
-    for (const Digest& d : touched) {
-      if (tracked_.count(d)) watch_.insert(d);
+    ++generation_;
+    sweeping_ = true;
+    sweep_after_.reset();
+  }
+  for (const Digest& job : std::exchange(noted_, {})) track(job, plan, own_stages);
+  for (const Digest& d : touched) {
+    if (tracked_.count(d)) watch_.insert(d);
+  }
+  if (sweeping_) {
+    // A bounded slice of the plan per check (kSweepJobsPerCheck): at 100,000 jobs a
+    // whole walk at once held the loop for a fifth of a second after every death.
+    auto it = sweep_after_ ? plan.jobs.upper_bound(*sweep_after_) : plan.jobs.begin();
+    for (std::size_t n = 0; n < kSweepJobsPerCheck && it != plan.jobs.end(); ++n, ++it) {
+      track(it->first, plan, own_stages);
+      sweep_after_ = it->first;
+    }
+    if (it == plan.jobs.end()) {
+      sweeping_ = false;
+      // Outputs no job of this plan names any more (and jobs no longer done) are dropped.
+      std::erase_if(tracked_, [&](const auto& kv) { return kv.second.generation != generation_; });
+      std::erase_if(watch_, [&](const Digest& d) { return !tracked_.count(d); });
+      std::erase_if(regen_wanted_, [&](const Digest& job) {
+        return plan.find(job) == nullptr || book_.canonical_result(job) == nullptr;
+      });
     }
   }
   for (const auto& [dataset, st] : ledger_.sources()) {
     const Digest& d = std::get<SourceVersion>(st->body).artifact.digest;
-    tracked_.try_emplace(d);
+    tracked_[d].generation = generation_;
     watch_.insert(d);
   }
   last_checked_ = watch_.size();
   for (auto it = watch_.begin(); it != watch_.end();) {
     auto t = tracked_.find(*it);
-    bool keep = t != tracked_.end() && look_at(*it, t->second, live, now_ms, out);
+    bool keep = t != tracked_.end() && look_at(*it, t->second.jobs, live, now_ms, out);
     it = keep ? std::next(it) : watch_.erase(it);
   }
 }

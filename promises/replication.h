@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -33,9 +34,10 @@ class Replication {
 
   // The periodic check (every kReplicationCheckMs, see due()): asks for missing copies
   // this agent ranks first for, and keeps regen_wanted() (the done jobs of the stages in
-  // `own_stages` whose output is lost). It looks at every canonical output (a full walk)
+  // `own_stages` whose output is lost). It looks at every canonical output (a full walk,
+  // kSweepJobsPerCheck planned jobs per check so that no check holds the loop for long)
   // when the plan or the set of live agents changed, and at least every
-  // kFullReplicationCheckMs; in between only at the artifacts it watches (fewer live
+  // kFullReplicationCheckMs; besides, at the artifacts it watches (fewer live
   // copies than wanted, or a fetch of it ended) and those whose holders changed
   // (Holdings::take_touched) or that a new canonical result named (note_canonical): a
   // check costs what changed, not every job ever done.
@@ -70,8 +72,18 @@ class Replication {
   std::map<Digest, std::int64_t> lost_since_ms_;  // canonical outputs with no live holder
   std::set<Digest> regen_wanted_;
   // The canonical outputs and latest source versions known at the last full walk (and
-  // noted since), each with the done jobs of own stages that produced it.
-  std::map<Digest, std::vector<Digest>> tracked_;
+  // noted since), each with the done jobs of own stages that produced it and the sweep
+  // that last named it.
+  struct Tracked {
+    std::vector<Digest> jobs;
+    std::uint64_t generation = 0;
+  };
+  std::map<Digest, Tracked> tracked_;
+  // The walk over every planned job, a slice per check: its number, whether one is
+  // under way, and the last job it looked at.
+  std::uint64_t generation_ = 0;
+  bool sweeping_ = false;
+  std::optional<Digest> sweep_after_;
   std::set<Digest> watch_;   // tracked artifacts to look at again on every check
   std::set<Digest> noted_;   // jobs with a canonical result since the last check
   std::weak_ptr<const int> plan_seen_;

@@ -215,14 +215,16 @@ class Mesh {
     deliver();
   }
 
-  void source(const std::string& pipeline, const std::string& name, const ArtifactRef& ref) {
-    Node& nd = nodes_[0];
+  // Agent `by` (0 unless named) snapshots a source version.
+  void source(const std::string& pipeline, const std::string& name, const ArtifactRef& ref,
+              int by = 0) {
+    Node& nd = nodes_[by];
     nd.store.insert(ref.digest);
     for (const auto& e : ref.entries) {
       nd.store.insert(e.digest);
       trees_[ref.digest].push_back(e.digest);
     }
-    apply(0, nd.core->source_snapshot(pipeline, name, ref));
+    apply(by, nd.core->source_snapshot(pipeline, name, ref));
     deliver();
   }
 

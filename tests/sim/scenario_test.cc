@@ -227,6 +227,27 @@ TEST_CASE("fan-out: one changed shard re-runs that shard and the fan-in only") {
   for (const auto& st : m.core(2).plan().stages) CHECK(st.state == StageState::kDone);
 }
 
+TEST_CASE("plans: results of a stage with jobs still open do not make the plan again") {
+  Pipeline p = make_pipeline("fan", {"dir"},
+                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"}),
+                              make_stage("sum", {{"count", "c"}}, {"s"})});
+  Mesh m(3, p, {{}, {"count", "sum"}, {"count", "sum"}});
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 200; ++i) files["f" + std::to_string(1000 + i)] = std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(10000);
+  REQUIRE(m.starts_of("sum") == 1);
+  for (int i = 0; i < 3; ++i) {
+    std::uint64_t plans = 0;
+    for (const auto& [why, n] : m.core(i).plans_made()) plans += n;
+    INFO("agent " << i);
+    // 200 results arrived at every agent: the plan was made at start, for the source
+    // version and adverts, and once each stage was done, not once per result.
+    CHECK(plans < 20);
+    CHECK(m.core(i).plans_made().count("stage_done") == 1);
+  }
+}
+
 TEST_CASE("replication: every output copied twice, then checks look only at what changed") {
   Pipeline p = make_pipeline("fan", {"dir"},
                              {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
@@ -388,6 +409,59 @@ TEST_CASE("catching up: a fresh agent that promises the stage claims nothing it 
   });
   CHECK(claims == 0);
   CHECK(m.starts_of("count") == starts);
+}
+
+TEST_CASE("catching up: a source version larger than half an answer does not hold up the pull") {
+  // The provider's next statement for the joiner is a source version of 60,000 entries
+  // (more than kMaxSyncAnswerBytes) while the other agents have long tails: an answer cut
+  // where that statement would pass the limit carried only the few statements before it,
+  // answer after answer.
+  Pipeline p = make_pipeline(
+      "fan", {"dir", "big"},
+      {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"}),
+       make_stage("unpromised", {{"", "big"}}, {"u"}, InputRef{"", "big"})});
+  // The provider is the agent of 0-2 whose key sorts last: answers take the authors'
+  // tails in key order, so the others' statements come before its own in every round.
+  int provider = 0;
+  for (int i = 1; i < 3; ++i) {
+    if (hd("key", std::to_string(provider)) < hd("key", std::to_string(i))) provider = i;
+  }
+  std::vector<std::vector<std::string>> promises = {{"count"}, {"count"}, {"count"}, {}};
+  promises[provider].clear();
+  AgentKey provider_key;
+  Digest k = hd("key", std::to_string(provider));
+  std::copy(k.bytes.begin(), k.bytes.end(), provider_key.bytes.begin());
+  auto provides = [&](CoreConfig& c) {
+    if (c.key == provider_key && provider != 0) {
+      for (const auto& src : p.sources) c.sources.push_back(AdvertSource{p.name, src.name});
+    }
+  };
+  Mesh m(4, p, promises, 2, 2, {}, MembershipProfile::kAllToAll, provides, {3});
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 600; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
+  m.source("fan", "dir", dir_ref(files), provider);
+  m.run_to_completion(60'000);
+  std::map<std::string, std::string> many;
+  for (int i = 0; i < 60'000; ++i) many["entry-" + std::to_string(100000 + i)] = std::to_string(i);
+  m.source("fan", "big", dir_ref(many), provider);
+  m.advance(1000);
+  std::size_t largest = 0;
+  m.core(provider).ledger().for_each([&](const Statement& st) {
+    if (st.kind() == StatementKind::kSourceVersion) largest = std::max(largest, wire_size(st));
+  });
+  REQUIRE(largest > kMaxSyncAnswerBytes);
+  REQUIRE(m.core(0).ledger().size() > 3 * kMaxStatementsPerSync);  // long tails to pull
+  m.join(3);
+  m.hold(true);
+  std::int64_t joined = m.now();
+  while (m.core(3).ledger().vv_sum() < m.core(0).ledger().vv_sum() && m.now() - joined < 20'000) {
+    m.advance(10);
+    m.deliver_hop();
+  }
+  CHECK(m.core(3).ledger().vv_sum() == m.core(0).ledger().vv_sum());
+  // A few answers of up to kMaxStatementsPerSync, one round trip (20 ms) each.
+  CHECK(m.now() - joined <= 400);
+  m.hold(false);
 }
 
 // The full SyncRequests in an output, by receiver.
