@@ -130,8 +130,12 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
     for (const auto& [job, pj] : plan->jobs) planned.insert(job);
   }
   // The jobs it settles or retires statements of, and their canonical result before.
+  // Before a plan was made (a restart restoring its horizons) there is nothing the plan
+  // knows to bring up to date: the first plan reads them all (reading each job's
+  // canonical result before and after each horizon was two fifths of restoring 60).
   std::map<Digest, std::optional<StatementKey>> touched;
   auto note_touched = [&](const AgentKey& author, std::uint64_t seq) {
+    if (!plan) return;
     const Statement* st = ledger.get(author, seq);
     auto job = st != nullptr ? st->job() : std::nullopt;
     if (!job || touched.count(*job)) return;
