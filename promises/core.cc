@@ -624,11 +624,6 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p,
     full = bytes >= kMaxSyncAnswerBytes / 2;
   }
   if (asked && news) pull_news_ms = now_ms;
-  event(EventKind::kPeerState, EventLevel::kDebug,
-        "sync answer: " + std::to_string(answer.statements.size()) + " statement(s), " +
-            std::to_string(ledger.size() - ledger_before) + " new" + (asked ? "" : ", unasked") +
-            (full ? ", full" : ""),
-        from);
   if (!asked || !news || !full) {
     pulling.erase(from);
     return;

@@ -124,9 +124,11 @@ void Replication::check(const Plan& plan, const std::map<Digest, int>& own_stage
     plan_seen_ = plan.identity;
     live_seen_ = std::move(live_sorted);
     next_full_ms_ = now_ms + kFullReplicationCheckMs;
+    // A sweep under way goes on from where it is, round to there again: one begun
+    // afresh at each change would never reach the last jobs while peers keep dying.
     ++generation_;
     sweeping_ = true;
-    sweep_after_.reset();
+    sweep_left_ = plan.jobs.size();
   }
   for (const Digest& job : std::exchange(noted_, {})) track(job, plan, own_stages);
   for (const Digest& d : touched) {
@@ -136,11 +138,13 @@ void Replication::check(const Plan& plan, const std::map<Digest, int>& own_stage
     // A bounded slice of the plan per check (kSweepJobsPerCheck): at 100,000 jobs a
     // whole walk at once held the loop for a fifth of a second after every death.
     auto it = sweep_after_ ? plan.jobs.upper_bound(*sweep_after_) : plan.jobs.begin();
-    for (std::size_t n = 0; n < kSweepJobsPerCheck && it != plan.jobs.end(); ++n, ++it) {
+    for (std::size_t n = 0; n < kSweepJobsPerCheck && sweep_left_ > 0; ++n, --sweep_left_) {
+      if (it == plan.jobs.end()) it = plan.jobs.begin();
       track(it->first, plan, own_stages);
       sweep_after_ = it->first;
+      ++it;
     }
-    if (it == plan.jobs.end()) {
+    if (sweep_left_ == 0) {
       sweeping_ = false;
       // Outputs no job of this plan names any more (and jobs no longer done) are dropped.
       std::erase_if(tracked_, [&](const auto& kv) { return kv.second.generation != generation_; });

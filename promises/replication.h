@@ -80,10 +80,11 @@ class Replication {
   };
   std::map<Digest, Tracked> tracked_;
   // The walk over every planned job, a slice per check: its number, whether one is
-  // under way, and the last job it looked at.
+  // under way, the last job it looked at, and how many it has yet to look at.
   std::uint64_t generation_ = 0;
   bool sweeping_ = false;
   std::optional<Digest> sweep_after_;
+  std::size_t sweep_left_ = 0;
   std::set<Digest> watch_;   // tracked artifacts to look at again on every check
   std::set<Digest> noted_;   // jobs with a canonical result since the last check
   std::weak_ptr<const int> plan_seen_;
