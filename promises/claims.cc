@@ -441,70 +441,24 @@ void Core::Impl::place_in_backlog(std::size_t place) {
   backlog_of[place] = &b;
 }
 
-// The owner: the best-ranked live candidate (this agent when no candidate is known).
+// The owner: the best-ranked candidate, live or not (this agent when no candidate is
+// known). Who owns a job does not change when a peer dies or comes back, so neither
+// moves a backlog (at 100,000 jobs each peer suspected moved a third of them between
+// owners and back); a dead owner's backlog is taken by the others from the back.
 AgentKey Core::Impl::owner_of(const PlannedJob& job) {
-  for (const AgentKey& a : ranking(job.ref.job, job.ref.stage_digest)) {
-    if (a == config.key || is_live(a)) return a;
-  }
-  return config.key;
+  const std::vector<AgentKey>& order = ranking(job.ref.job, job.ref.stage_digest);
+  return order.empty() ? config.key : order.front();
 }
 
-// A job in a backlog whose owner may have changed (who is live changed): whether it is
-// claimable does not depend on that, only whose backlog it is in.
-void Core::Impl::reown(std::size_t place) {
-  std::set<std::size_t>* from = backlog_of[place];
-  if (from == nullptr) return;
-  const PlannedJob& job = *open_jobs[place];
-  std::set<std::size_t>& to = backlogs[{job.ref.stage_digest, owner_of(job)}];
-  if (&to == from) return;
-  from->erase(place);
-  to.insert(place);
-  backlog_of[place] = &to;
-}
-
-// Who is live changed from `before` to `now` (both sorted): only the jobs this can move
-// are looked at again, not every open job (at 60,000 open jobs a rebuild held the loop
-// for seconds, long enough for peers to suspect this agent in turn).
+// Who is live changed from `before` to `now` (both sorted). Owners do not depend on it
+// (owner_of); a claim stands only while its author is live: the jobs held by a claim
+// (one that left no longer holds), and the claims of the agents back (they hold again),
+// are looked at again, not every open job.
 void Core::Impl::on_live_change(const std::vector<AgentKey>& before,
                                 const std::vector<AgentKey>& now) {
-  std::vector<AgentKey> gone, came;
-  std::set_difference(before.begin(), before.end(), now.begin(), now.end(),
-                      std::back_inserter(gone));
+  std::vector<AgentKey> came;
   std::set_difference(now.begin(), now.end(), before.begin(), before.end(),
                       std::back_inserter(came));
-  std::set<AgentKey> changed(gone.begin(), gone.end());
-  changed.insert(came.begin(), came.end());
-  std::vector<std::size_t> moves;
-  for (const auto& [key, places] : backlogs) {
-    const auto& [stage, owner] = key;
-    if (changed.count(owner)) {
-      // Its owner left (or, back, owns what it owned): each goes to the next live one.
-      moves.insert(moves.end(), places.begin(), places.end());
-      continue;
-    }
-    if (came.empty()) continue;
-    auto cand = candidates.find(stage);
-    if (cand == candidates.end() ||
-        std::none_of(came.begin(), came.end(), [&](const AgentKey& a) {
-          return std::find(cand->second.begin(), cand->second.end(), a) !=
-                 cand->second.end();
-        })) {
-      continue;
-    }
-    // An agent back may rank before this backlog's owner for some of its jobs.
-    for (std::size_t place : places) {
-      for (const AgentKey& a : ranking(open_jobs[place]->ref.job, stage)) {
-        if (a == owner) break;
-        if (std::binary_search(came.begin(), came.end(), a)) {
-          moves.push_back(place);
-          break;
-        }
-      }
-    }
-  }
-  for (std::size_t place : moves) reown(place);
-  // A claim stands only while its author is live: the jobs held by a claim (one that
-  // left no longer holds), and the claims of the agents back (they hold again).
   std::vector<std::size_t> again(held_places.begin(), held_places.end());
   for (const AgentKey& a : came) {
     ledger.for_each_of(a, [&](const Statement& st) {
@@ -555,10 +509,10 @@ bool Core::Impl::backlogs_consistent() {
 }
 
 void Core::Impl::claim_open_jobs() {
-  // A job's owner is its best-ranked live candidate. Every agent holds the same plan
-  // and rankings, so each knows every owner's backlog (its open, unclaimed jobs of one
+  // A job's owner is its best-ranked candidate. Every agent holds the same plan and
+  // rankings, so each knows every owner's backlog (its open, unclaimed jobs of one
   // stage, in plan order) and the place of each job in it. An owner takes its backlog
-  // from the front; another agent only from the back, and never the owner's first
+  // from the front; another agent only from the back, and never a live owner's first
   // `reserve` jobs (its free places as last heard, at least one), unless a job has been
   // claimable for kStealPatienceMs: a busy owner's stale "full" then races a thief only
   // for a backlog's last job, instead of for every job.
@@ -598,9 +552,11 @@ void Core::Impl::claim_open_jobs() {
       const AgentKey& owner = it->first.second;
       if (owner == config.key) continue;
       const std::set<std::size_t>& jobs = it->second;
+      // A dead owner keeps nothing back: its backlog is taken from the back at once (the
+      // claim steps order the others; an owner only suspected keeps taking its front).
       const Membership::Peer* p = members.find(owner);
       std::size_t free = p != nullptr && p->capacity > p->running ? p->capacity - p->running : 0;
-      std::size_t reserve = std::max<std::size_t>(1, free);
+      std::size_t reserve = is_live(owner) ? std::max<std::size_t>(1, free) : 0;
       std::size_t n = 0;
       for (auto j = jobs.begin(); j != jobs.end() && n < reserve; ++j, ++n) {
         JobLocal& loc = local[open_jobs[*j]->ref.job];

@@ -119,11 +119,11 @@ struct Core::Impl {
   std::vector<const PlannedJob*> open_jobs;
   std::unordered_map<Digest, std::size_t> open_place;
   // Backlogs (claims.cc): the claimable open jobs (no canonical result, not failed for
-  // good, no standing claim) by stage and owner (the best-ranked live candidate), as
+  // good, no standing claim) by stage and owner (the best-ranked candidate), as
   // places in open_jobs. Kept up to date by the events that can change them: a
   // statement of a job, an own run that starts or stops (the job is touched and looked at
-  // again), or a new plan, new candidates or a change of who is live (rebuilt). A
-  // decision pass reads the front of this agent's backlogs and the tails of others', so
+  // again), a change of who is live (the jobs whose claims stand or stand again), or a
+  // new plan or new candidates (rebuilt). A decision pass reads the front of this agent's backlogs and the tails of others', so
   // it costs the free places, not the open jobs.
   using BacklogKey = std::pair<Digest, AgentKey>;  // (stage digest, owner)
   std::map<BacklogKey, std::set<std::size_t>> backlogs;
@@ -334,14 +334,13 @@ struct Core::Impl {
   void reconcile_tie_breaks();
   void consider_claim(const PlannedJob& job, bool regenerate);
   // Open jobs in two passes (docs/coordination.md, "Owners first, thieves from the
-  // tail"): this agent's own (it is the best-ranked live candidate) front to back, then
+  // tail"): this agent's own (it is the best-ranked candidate) front to back, then
   // others' back to front, each only past the place its owner keeps for itself.
   void claim_open_jobs();
   // Brings the backlogs up to date (rebuilt, or the touched jobs looked at again).
   void refresh_backlogs();
   void place_in_backlog(std::size_t place);
   AgentKey owner_of(const PlannedJob& job);
-  void reown(std::size_t place);
   void on_live_change(const std::vector<AgentKey>& before, const std::vector<AgentKey>& now);
   // Whether the backlogs equal ones built from scratch (CoreConfig::check_backlogs).
   bool backlogs_consistent();
