@@ -82,7 +82,7 @@ inline constexpr std::size_t kMaxHoldingsPerHave = 1'000'000;
 inline constexpr std::int64_t kReplicationCheckMs = 500;  // replication / loss check period
 // The longest between two replication checks that look at every canonical output (in
 // between, a check looks at what changed: Replication::check).
-inline constexpr std::int64_t kFullReplicationCheckMs = 60'000;
+inline constexpr std::int64_t kFullReplicationCheckMs = 600'000;
 // Planned jobs one replication check walks (a full walk is spread over checks).
 inline constexpr std::size_t kSweepJobsPerCheck = 4'096;
 // A job left running at a restart (RestoredState::running) is decided once this agent
