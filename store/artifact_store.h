@@ -154,6 +154,8 @@ struct ImportStats {
   std::uint64_t objects_missing = 0;  // unchanged, but the object was gone: read again
   std::uint64_t trees_written = 0;    // tree objects stored
   std::uint64_t trees_reused = 0;     // tree objects already held: not written again
+  std::uint64_t dirs_walked = 0;      // directories listed, each entry stat'ed
+  std::uint64_t dirs_reused = 0;      // taken whole from the cache: nothing under them looked at
 };
 
 struct MaterializeOptions {
@@ -182,8 +184,17 @@ class ArtifactStore {
   // already held is not written again. On success CACHE remembers this snapshot (dirty()
   // says whether that changed it); on failure CACHE is left as it was. kInvalid if CACHE
   // was made for another path.
+  // With CHANGED (the directories that may have changed since CACHE's last snapshot,
+  // store/import_cache.h), a directory that is neither named nor above a named one, and
+  // that the cache remembers whole with its stamp unchanged, is taken from the cache
+  // without being looked into: the snapshot costs what the named directories and those
+  // above them hold. The result is the full walk's, provided CHANGED names every
+  // directory that changed; the full walk is made instead when the cache cannot vouch
+  // for its directories (none remembered, or made by another store instance, or the
+  // store has removed objects since), and when the partial walk fails.
   Result<ArtifactRef> import_path(const std::string& path, ImportCache& cache,
-                                  ImportStats* stats = nullptr);
+                                  ImportStats* stats = nullptr,
+                                  const ChangedDirs* changed = nullptr);
   // Runs FN, whose imports (import_path) then reach the disk together, as a finished
   // job's outputs and logs do: each object is written to tmp/ without a sync; after FN,
   // one pass syncs them all, they are renamed into place, one pass syncs the directories
@@ -265,13 +276,33 @@ class ArtifactStore {
   Status store_deferred(std::vector<Deferred>& objects, std::vector<ArtifactRecord>* rows);
   Result<Digest> write_object(ArtifactKind kind, std::string_view data);
   struct CachedImport;
+  // What a directory's import tells its parent's: whether the cache remembers it (and so
+  // everything under it), and the files under it.
+  struct Walked {
+    bool remembered = false;
+    std::uint64_t files = 0;
+  };
+  // One import through CACHE: a partial walk with TOUCHED (the changed directories and
+  // those above them), else a full one.
+  Result<ArtifactRef> import_cached(const std::string& path, ImportCache& cache,
+                                    const ChangedDirs* touched, ImportStats* stats);
   Result<ArtifactRef> import_any(const std::string& path, CachedImport* cached);
   Result<ArtifactRef> import_file(const std::string& path, bool* executable);
-  // CACHED, if given, is consulted and filled in; RELATIVE is PATH below the source.
+  // CACHED, if given, is consulted and filled in; RELATIVE is PATH below the source and
+  // INFO what lstat said of it.
   Result<ArtifactRef> import_dir(const std::string& path, int depth, CachedImport* cached,
-                                 const std::string& relative);
+                                 const std::string& relative, const FileInfo& info, Walked& walked);
+  // The directory at RELATIVE from the cache, when a partial walk may take it whole.
+  std::optional<ArtifactRef> reuse_dir(CachedImport& cached, const std::string& relative,
+                                       const FileInfo& info, int depth, Walked& walked);
+  // Records what the walk of the directory at RELATIVE found in CACHED (may move
+  // REF's entries below the top).
+  void remember_dir(CachedImport& cached, const std::string& relative, const FileInfo& info,
+                    int depth, bool whole, std::uint64_t files, ArtifactRef& ref, Walked& walked);
+  // REMEMBERED says whether the cache is to remember the file (not when it is racy).
   Result<ArtifactRef> import_cached_file(const std::string& path, const std::string& relative,
-                                         const FileInfo& info, CachedImport& cached);
+                                         const FileInfo& info, CachedImport& cached,
+                                         bool& remembered);
   // Whether DIGEST is held as KIND (memoized in the import's cache).
   Result<bool> held_for_import(const Digest& digest, ArtifactKind kind, CachedImport& cached);
   Result<ArtifactRecord> require(const Digest& digest);

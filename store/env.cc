@@ -235,6 +235,7 @@ Status FaultyEnv::before_append(const std::string& path) {
 }
 
 Result<FileInfo> FaultyEnv::stat(const std::string& path) {
+  looked_at_.push_back(path);
   auto info = base_.stat(path);
   if (info.is_ok() && plan_.fixed_times_ns != 0 && info->type != FileType::kMissing) {
     info->mtime_ns = plan_.fixed_times_ns;

@@ -109,6 +109,9 @@ class FaultyEnv final : public Env {
   std::uint64_t opens() const { return opened_.size(); }
   const std::vector<std::string>& opened() const { return opened_; }
   void clear_opened() { opened_.clear(); }
+  // Paths stat'ed or listed through this Env, in order (what a walk looked at).
+  const std::vector<std::string>& looked_at() const { return looked_at_; }
+  void clear_looked_at() { looked_at_.clear(); }
 
   Result<std::unique_ptr<WritableFile>> new_writable(const std::string& path, mode_t mode) override;
   Result<std::unique_ptr<ReadableFile>> open_readable(const std::string& path) override {
@@ -117,6 +120,7 @@ class FaultyEnv final : public Env {
   }
   Result<FileInfo> stat(const std::string& path) override;
   Result<std::vector<std::string>> list_dir(const std::string& path) override {
+    looked_at_.push_back(path);
     return base_.list_dir(path);
   }
   Status make_dir(const std::string& path, mode_t mode) override {
@@ -141,6 +145,7 @@ class FaultyEnv final : public Env {
   FaultPlan plan_;
   std::uint64_t writes_ = 0;
   std::vector<std::string> opened_;
+  std::vector<std::string> looked_at_;
 };
 
 // "OP PATH: strerror(err)", as kUnavailable for ENOSPC/EDQUOT, else kIo.

@@ -10,9 +10,14 @@
 namespace vow::store {
 namespace {
 
-constexpr std::string_view kMagic = "vow import cache 1\n";
+// Version 2 added the directories; a file of version 1 is dropped (a full import).
+constexpr std::string_view kMagic = "vow import cache 2\n";
 // Path length, six stamp fields, digest.
 constexpr std::size_t kMinEntryBytes = 8 + 6 * 8 + Digest::kSize;
+// Path length, six stamp fields, digest, size, files, entry count.
+constexpr std::size_t kMinDirBytes = 8 + 6 * 8 + Digest::kSize + 3 * 8;
+// Name length, kind, digest.
+constexpr std::size_t kMinTreeEntryBytes = 8 + 1 + Digest::kSize;
 
 std::int64_t wall_clock_ns() {
   struct timespec ts {};
@@ -22,6 +27,24 @@ std::int64_t wall_clock_ns() {
 
 void put_u64(std::string& out, std::uint64_t v) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void put_string(std::string& out, std::string_view v) {
+  put_u64(out, v.size());
+  out += v;
+}
+
+void put_digest(std::string& out, const Digest& d) {
+  out.append(reinterpret_cast<const char*>(d.bytes.data()), Digest::kSize);
+}
+
+void put_stamp(std::string& out, const FileStamp& s) {
+  put_u64(out, s.device);
+  put_u64(out, s.inode);
+  put_u64(out, s.size);
+  put_u64(out, static_cast<std::uint64_t>(s.mtime_ns));
+  put_u64(out, static_cast<std::uint64_t>(s.ctime_ns));
+  put_u64(out, s.mode);
 }
 
 class Reader {
@@ -47,6 +70,23 @@ class Reader {
     std::string_view v;
     if (!u64(&n) || n > in_.size() - pos_ || !bytes(static_cast<std::size_t>(n), &v)) return false;
     out->assign(v);
+    return true;
+  }
+  bool digest(Digest* out) {
+    std::string_view v;
+    if (!bytes(Digest::kSize, &v)) return false;
+    std::memcpy(out->bytes.data(), v.data(), Digest::kSize);
+    return true;
+  }
+  bool stamp(FileStamp* s) {
+    std::uint64_t mtime = 0, ctime = 0, mode = 0;
+    if (!u64(&s->device) || !u64(&s->inode) || !u64(&s->size) || !u64(&mtime) || !u64(&ctime) ||
+        !u64(&mode)) {
+      return false;
+    }
+    s->mtime_ns = static_cast<std::int64_t>(mtime);
+    s->ctime_ns = static_cast<std::int64_t>(ctime);
+    s->mode = static_cast<std::uint32_t>(mode);
     return true;
   }
   std::size_t left() const { return in_.size() - pos_; }
@@ -92,6 +132,11 @@ const CachedFile* ImportCache::find(const std::string& relative) const {
   return it == files_.end() ? nullptr : &it->second;
 }
 
+const CachedDir* ImportCache::find_dir(const std::string& relative) const {
+  auto it = dirs_.find(relative);
+  return it == dirs_.end() ? nullptr : &it->second;
+}
+
 Result<ImportCache> ImportCache::load(Env& env, const std::string& file, const std::string& source,
                                       std::string* dropped) {
   ImportCache cache(source);
@@ -128,18 +173,37 @@ Result<ImportCache> ImportCache::load(Env& env, const std::string& file, const s
   for (std::uint64_t i = 0; i < count; ++i) {
     std::string path;
     CachedFile e;
-    std::uint64_t mtime = 0, ctime = 0, mode = 0;
-    std::string_view digest;
-    if (!r.string(&path) || !r.u64(&e.stamp.device) || !r.u64(&e.stamp.inode) ||
-        !r.u64(&e.stamp.size) || !r.u64(&mtime) || !r.u64(&ctime) || !r.u64(&mode) ||
-        !r.bytes(Digest::kSize, &digest)) {
+    if (!r.string(&path) || !r.stamp(&e.stamp) || !r.digest(&e.digest)) {
       return damaged("is truncated");
     }
-    e.stamp.mtime_ns = static_cast<std::int64_t>(mtime);
-    e.stamp.ctime_ns = static_cast<std::int64_t>(ctime);
-    e.stamp.mode = static_cast<std::uint32_t>(mode);
-    std::memcpy(e.digest.bytes.data(), digest.data(), Digest::kSize);
     if (!cache.files_.emplace(std::move(path), e).second) return damaged("repeats an entry");
+  }
+  std::uint64_t dir_count = 0;
+  if (!r.u64(&dir_count) || dir_count > r.left() / kMinDirBytes) return damaged("is truncated");
+  cache.dirs_.reserve(static_cast<std::size_t>(dir_count));
+  for (std::uint64_t i = 0; i < dir_count; ++i) {
+    std::string path;
+    CachedDir d;
+    std::uint64_t entries = 0;
+    if (!r.string(&path) || !r.stamp(&d.stamp) || !r.digest(&d.tree) || !r.u64(&d.size_bytes) ||
+        !r.u64(&d.files) || !r.u64(&entries) || entries > r.left() / kMinTreeEntryBytes) {
+      return damaged("is truncated");
+    }
+    d.entries.resize(static_cast<std::size_t>(entries));
+    for (auto& e : d.entries) {
+      std::string_view kind;
+      if (!r.string(&e.name) || !r.bytes(1, &kind) || !r.digest(&e.digest)) {
+        return damaged("is truncated");
+      }
+      e.kind = static_cast<EntryKind>(kind[0]);
+      if (e.kind != EntryKind::kFile && e.kind != EntryKind::kExecutable &&
+          e.kind != EntryKind::kTree) {
+        return damaged("has an entry of unknown kind");
+      }
+    }
+    if (!cache.dirs_.emplace(std::move(path), std::move(d)).second) {
+      return damaged("repeats a directory");
+    }
   }
   if (r.left() != 0) return damaged("has bytes after its entries");
   return cache;
@@ -149,23 +213,31 @@ Status ImportCache::save(Env& env, const std::string& file) {
   // Sorted, so the same cache is always the same bytes.
   std::map<std::string_view, const CachedFile*> sorted;
   for (const auto& [path, e] : files_) sorted.emplace(path, &e);
+  std::map<std::string_view, const CachedDir*> sorted_dirs;
+  for (const auto& [path, d] : dirs_) sorted_dirs.emplace(path, &d);
   std::string out(kMagic);
-  put_u64(out, source_.size());
-  out += source_;
+  put_string(out, source_);
   put_u64(out, sorted.size());
   for (const auto& [path, e] : sorted) {
-    put_u64(out, path.size());
-    out += path;
-    put_u64(out, e->stamp.device);
-    put_u64(out, e->stamp.inode);
-    put_u64(out, e->stamp.size);
-    put_u64(out, static_cast<std::uint64_t>(e->stamp.mtime_ns));
-    put_u64(out, static_cast<std::uint64_t>(e->stamp.ctime_ns));
-    put_u64(out, e->stamp.mode);
-    out.append(reinterpret_cast<const char*>(e->digest.bytes.data()), Digest::kSize);
+    put_string(out, path);
+    put_stamp(out, e->stamp);
+    put_digest(out, e->digest);
   }
-  Digest sum = blake2b(out);
-  out.append(reinterpret_cast<const char*>(sum.bytes.data()), Digest::kSize);
+  put_u64(out, sorted_dirs.size());
+  for (const auto& [path, d] : sorted_dirs) {
+    put_string(out, path);
+    put_stamp(out, d->stamp);
+    put_digest(out, d->tree);
+    put_u64(out, d->size_bytes);
+    put_u64(out, d->files);
+    put_u64(out, d->entries.size());
+    for (const auto& e : d->entries) {
+      put_string(out, e.name);
+      out.push_back(static_cast<char>(e.kind));
+      put_digest(out, e.digest);
+    }
+  }
+  put_digest(out, blake2b(out));
 
   std::string tmp = file + ".tmp";
   VOW_RETURN_IF_ERROR(env.remove_file(tmp));

@@ -1,0 +1,404 @@
+// Partial imports (ArtifactStore::import_path with ChangedDirs): only the directories
+// named as changed, and those above them, are looked into; the digest and the entries are
+// a full walk's; whenever the cache cannot vouch for what is not named, the full walk is
+// made.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "store/artifact_store.h"
+#include "store/import_cache.h"
+#include "store/sqlite_ledger.h"
+#include "store/test_util.h"
+
+namespace vow::store {
+namespace {
+
+using testing::TempDir;
+using testing::write_file;
+
+constexpr std::int64_t kSecond = 1'000'000'000;
+
+std::int64_t wall_ns() {
+  struct timespec ts {};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * kSecond + ts.tv_nsec;
+}
+
+// A state directory whose store records what it stats and lists (FaultyEnv, no faults).
+struct Agent {
+  TempDir dir;
+  FaultyEnv env{posix_env()};
+  std::unique_ptr<LedgerStore> ledger;
+  std::unique_ptr<ArtifactStore> store;
+  Agent() { restart(); }
+  void restart() {
+    store.reset();
+    ledger.reset();
+    auto l = open_sqlite_ledger(ledger_path(dir.path()));
+    REQUIRE_MESSAGE(l.is_ok(), l.status().to_string());
+    ledger = std::move(l).value();
+    auto s = ArtifactStore::open(artifacts_root(dir.path()), *ledger, env);
+    REQUIRE_MESSAGE(s.is_ok(), s.status().to_string());
+    store = std::move(s).value();
+  }
+  // Paths under PREFIX stat'ed or listed since the last call.
+  std::vector<std::string> looked_under(const std::string& prefix) {
+    std::vector<std::string> out;
+    for (const auto& p : env.looked_at()) {
+      if (p.compare(0, prefix.size(), prefix) == 0) out.push_back(p);
+    }
+    env.clear_looked_at();
+    env.clear_opened();
+    return out;
+  }
+};
+
+// What a from-scratch import of PATH gives, in a store of its own.
+ArtifactRef full_import(const std::string& path) {
+  Agent fresh;
+  auto r = fresh.store->import_path(path);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  return *r;
+}
+
+// Snapshots start an hour from now: the test's files are older than the racy window.
+ImportCache later_cache(const std::string& source) {
+  ImportCache c(source);
+  c.clock = [] { return wall_ns() + 3600 * kSecond; };
+  return c;
+}
+
+// N files in directories of 100 (d0, d1, ...), and d3/sub/x.txt.
+void make_dataset(const std::string& src, int n) {
+  for (int i = 0; i < n; ++i) {
+    write_file(src + "/d" + std::to_string(i / 100) + "/f" + std::to_string(i) + ".txt",
+               "record " + std::to_string(i) + "\n");
+  }
+  write_file(src + "/d3/sub/x.txt", "x\n");
+}
+
+Result<ArtifactRef> snapshot(Agent& a, ImportCache& cache, const std::string& src,
+                             const ChangedDirs* changed, ImportStats* stats = nullptr) {
+  return a.store->import_path(src, cache, stats, changed);
+}
+
+// The reference a full walk gives: digest, size and entries.
+void check_as_full(const ArtifactRef& r, const std::string& src) {
+  ArtifactRef full = full_import(src);
+  CHECK(r.digest == full.digest);
+  CHECK(r.size_bytes == full.size_bytes);
+  CHECK(r.entries == full.entries);
+}
+
+TEST_CASE("partial import: only a named directory is looked into; the result is a full walk's") {
+  Agent a;
+  std::string src = a.dir / "src";
+  make_dataset(src, 1000);
+  ImportCache cache = later_cache(src);
+  ImportStats st;
+  auto first = snapshot(a, cache, src, nullptr, &st);
+  REQUIRE_MESSAGE(first.is_ok(), first.status().to_string());
+  CHECK(st.dirs_walked == 12);  // the top, d0..d9, d3/sub
+  CHECK(st.dirs_reused == 0);
+  CHECK(cache.dir_count() == 12);
+  REQUIRE(cache.save(a.env, a.dir / "src.cache").is_ok());
+  a.looked_under("");
+
+  SUBCASE("nothing named: the whole tree from the cache, one lstat of the source") {
+    ChangedDirs none;
+    auto r = snapshot(a, cache, src, &none, &st);
+    REQUIRE(r.is_ok());
+    CHECK(a.looked_under(src) == std::vector<std::string>{src});
+    CHECK(st.dirs_walked == 0);
+    CHECK(st.dirs_reused == 1);
+    CHECK(st.files == 1001);
+    CHECK(st.files_read == 0);
+    check_as_full(*r, src);
+    CHECK(r->entries == first->entries);
+    CHECK(!cache.dirty());
+  }
+  SUBCASE("one file changed, its directory named") {
+    write_file(src + "/d4/f417.txt", "record 417, corrected\n");
+    ChangedDirs changed{"d4"};
+    auto r = snapshot(a, cache, src, &changed, &st);
+    REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+    CHECK(r->digest != first->digest);
+    check_as_full(*r, src);
+    CHECK(st.files_read == 1);
+    CHECK(st.dirs_walked == 2);  // the top and d4
+    CHECK(st.dirs_reused == 9);  // d0..d3 (with sub) and d5..d9, without a look inside
+    CHECK(st.files == 1001);
+    // Looked at: the top's entries, and d4's.
+    std::set<std::string> in_d4;
+    for (const auto& p : a.looked_under(src + "/")) {
+      std::string rest = p.substr(src.size() + 1);
+      bool top_entry = rest.find('/') == std::string::npos;
+      if (rest.compare(0, 3, "d4/") == 0) in_d4.insert(rest);
+      CHECK_MESSAGE((top_entry || rest.compare(0, 3, "d4/") == 0), p);
+    }
+    CHECK(in_d4.size() == 100);
+    CHECK(cache.dirty());
+    // What the cache now remembers is what a full walk through it would remember.
+    ImportCache walked = later_cache(src);
+    REQUIRE(snapshot(a, walked, src, nullptr).is_ok());
+    CHECK(walked.dir_count() == cache.dir_count());
+    CHECK(*walked.find_dir("") == *cache.find_dir(""));
+    CHECK(*walked.find_dir("d4") == *cache.find_dir("d4"));
+    CHECK(*walked.find("d4/f417.txt") == *cache.find("d4/f417.txt"));
+    // And the next snapshot, nothing named, is the same.
+    ChangedDirs none;
+    auto again = snapshot(a, cache, src, &none, &st);
+    REQUIRE(again.is_ok());
+    CHECK(again->digest == r->digest);
+    CHECK(again->entries == r->entries);
+    CHECK(st.dirs_reused == 1);
+  }
+  SUBCASE("a directory deeper down named: the ones above it are walked, not their siblings") {
+    write_file(src + "/d3/sub/y.txt", "y\n");
+    ChangedDirs changed{"d3/sub"};
+    auto r = snapshot(a, cache, src, &changed, &st);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(st.dirs_walked == 3);  // the top, d3, d3/sub
+    CHECK(st.dirs_reused == 9);
+    CHECK(st.files_read == 1);
+  }
+}
+
+TEST_CASE(
+    "partial import: a hint that omits a change is not relied on when the cache cannot vouch") {
+  Agent a;
+  std::string src = a.dir / "src";
+  make_dataset(src, 300);
+  ImportCache cache = later_cache(src);
+  auto first = snapshot(a, cache, src, nullptr);
+  REQUIRE(first.is_ok());
+  // Every case below changes d2 and names nothing: only a full walk sees the change.
+  ChangedDirs none;
+  ImportStats st;
+
+  SUBCASE("control: with the cache vouching, the hint is taken at its word") {
+    write_file(src + "/d2/f250.txt", "changed\n");
+    auto r = snapshot(a, cache, src, &none, &st);
+    REQUIRE(r.is_ok());
+    CHECK(r->digest == first->digest);  // why the hint must name every change
+    CHECK(st.dirs_reused == 1);
+  }
+  SUBCASE("a cache that never snapshotted the source") {
+    ImportCache fresh = later_cache(src);
+    write_file(src + "/d2/f250.txt", "changed\n");
+    auto r = snapshot(a, fresh, src, &none, &st);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(st.dirs_reused == 0);
+  }
+  SUBCASE("a cache loaded after a restart, then one made by this store") {
+    REQUIRE(cache.save(a.env, a.dir / "src.cache").is_ok());
+    a.restart();
+    std::string dropped;
+    auto loaded = ImportCache::load(a.env, a.dir / "src.cache", src, &dropped);
+    REQUIRE(loaded.is_ok());
+    CHECK(dropped.empty());
+    CHECK(loaded->dir_count() == cache.dir_count());
+    CHECK(*loaded->find_dir("") == *cache.find_dir(""));
+    loaded->clock = [] { return wall_ns() + 3600 * kSecond; };
+    write_file(src + "/d2/f250.txt", "changed\n");
+    auto r = snapshot(a, *loaded, src, &none, &st);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(st.dirs_reused == 0);
+    CHECK(st.files_read == 1);
+    // Checked whole by that walk, its directories are taken from now on.
+    auto again = snapshot(a, *loaded, src, &none, &st);
+    REQUIRE(again.is_ok());
+    CHECK(again->digest == r->digest);
+    CHECK(st.dirs_reused == 1);
+  }
+  SUBCASE("the store removed an object since") {
+    const CachedFile* e = cache.find("d0/f5.txt");
+    REQUIRE(e != nullptr);
+    REQUIRE(a.store->remove(e->digest).is_ok());
+    write_file(src + "/d2/f250.txt", "changed\n");
+    auto r = snapshot(a, cache, src, &none, &st);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(st.dirs_reused == 0);
+    CHECK(st.objects_missing == 1);
+    CHECK(a.store->verify(r->digest).is_ok());
+  }
+  SUBCASE("a directory put in the place of one remembered, its parent named") {
+    std::filesystem::rename(src + "/d2", a.dir / "old-d2");
+    write_file(src + "/d2/f250.txt", "changed\n");
+    ChangedDirs top{""};
+    auto r = snapshot(a, cache, src, &top, &st);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(st.dirs_walked == 2);  // the top, and d2: another inode
+  }
+}
+
+TEST_CASE("partial import: a directory holding a racy file is walked again next time") {
+  Agent a;
+  std::string src = a.dir / "src";
+  make_dataset(src, 300);
+  std::int64_t start = wall_ns() + 3600 * kSecond;
+  ImportCache cache(src);
+  cache.clock = [&start] { return start; };
+  REQUIRE(snapshot(a, cache, src, nullptr).is_ok());
+  CHECK(cache.find_dir("d1") != nullptr);
+
+  // Written just now and snapshotted at once: d1's files are racy, so d1 (and the top,
+  // above it) is not remembered.
+  write_file(src + "/d1/new.txt", "new\n");
+  start = wall_ns();
+  ChangedDirs changed{"d1"};
+  ImportStats st;
+  auto r = snapshot(a, cache, src, &changed, &st);
+  REQUIRE(r.is_ok());
+  check_as_full(*r, src);
+  CHECK(cache.find_dir("d1") == nullptr);
+  CHECK(cache.find_dir("") == nullptr);
+  CHECK(cache.find("d1/new.txt") == nullptr);
+  CHECK(cache.find_dir("d0") != nullptr);
+
+  // Rewritten, and nothing named: the cache vouches for d0 and d2 only.
+  write_file(src + "/d1/new.txt", "NEW!\n");
+  a.looked_under("");
+  ChangedDirs none;
+  auto again = snapshot(a, cache, src, &none, &st);
+  REQUIRE(again.is_ok());
+  CHECK(again->digest != r->digest);
+  check_as_full(*again, src);
+  CHECK(st.dirs_walked == 2);  // the top and d1
+  CHECK(st.dirs_reused == 3);  // d0, d2, d3 (with sub)
+  auto looked = a.looked_under(src + "/d1/");
+  CHECK(std::find(looked.begin(), looked.end(), src + "/d1/new.txt") != looked.end());
+
+  // Once old enough, remembered again, and then taken whole.
+  start = wall_ns() + 3600 * kSecond;
+  REQUIRE(snapshot(a, cache, src, &none).is_ok());
+  CHECK(cache.find_dir("d1") != nullptr);
+  CHECK(cache.find_dir("") != nullptr);
+  REQUIRE(snapshot(a, cache, src, &none, &st).is_ok());
+  CHECK(st.dirs_reused == 1);
+}
+
+TEST_CASE("partial import: new, removed and retyped directories") {
+  Agent a;
+  std::string src = a.dir / "src";
+  make_dataset(src, 300);
+  ImportCache cache = later_cache(src);
+  REQUIRE(snapshot(a, cache, src, nullptr).is_ok());
+  ImportStats st;
+
+  SUBCASE("a new directory tree, each directory in it named") {
+    write_file(src + "/d2/new/deeper/a.txt", "a\n");
+    write_file(src + "/d2/new/b.txt", "b\n");
+    ChangedDirs changed{"d2", "d2/new", "d2/new/deeper"};
+    auto r = snapshot(a, cache, src, &changed, &st);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(st.files_read == 2);
+    CHECK(cache.find_dir("d2/new/deeper") != nullptr);
+    CHECK(cache.find("d2/new/b.txt") != nullptr);
+  }
+  SUBCASE("a removed directory is forgotten with all it held") {
+    std::filesystem::remove_all(src + "/d3");
+    ChangedDirs changed{"", "d3"};
+    auto r = snapshot(a, cache, src, &changed, &st);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(st.dirs_walked == 1);
+    CHECK(cache.find_dir("d3") == nullptr);
+    CHECK(cache.find_dir("d3/sub") == nullptr);
+    CHECK(cache.find("d3/sub/x.txt") == nullptr);
+    CHECK(cache.find("d2/f250.txt") != nullptr);
+    CHECK(cache.size() == 300);
+  }
+  SUBCASE("a file that became a directory, and a directory that became a file") {
+    std::filesystem::remove(src + "/d1/f150.txt");
+    write_file(src + "/d1/f150.txt/inner.txt", "inner\n");
+    std::filesystem::remove_all(src + "/d3/sub");
+    write_file(src + "/d3/sub", "now a file\n");
+    ChangedDirs changed{"d1", "d1/f150.txt", "d3"};
+    auto r = snapshot(a, cache, src, &changed, &st);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(cache.find("d1/f150.txt") == nullptr);
+    CHECK(cache.find_dir("d1/f150.txt") != nullptr);
+    CHECK(cache.find_dir("d3/sub") == nullptr);
+    CHECK(cache.find("d3/sub/x.txt") == nullptr);
+    CHECK(cache.find("d3/sub") != nullptr);
+    // The next snapshot takes it all from the cache, as a full walk gives it.
+    ChangedDirs none;
+    auto again = snapshot(a, cache, src, &none, &st);
+    REQUIRE(again.is_ok());
+    CHECK(again->digest == r->digest);
+    CHECK(st.dirs_reused == 1);
+  }
+  SUBCASE("a named directory that is gone since, or never was") {
+    ChangedDirs changed{"nosuch/dir", "d0"};
+    auto r = snapshot(a, cache, src, &changed, &st);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(st.dirs_walked == 2);
+  }
+  SUBCASE("a refusal inside a named directory is the full walk's, with its message") {
+    REQUIRE(::symlink("f0.txt", (src + "/d0/link").c_str()) == 0);
+    ChangedDirs changed{"d0"};
+    auto r = snapshot(a, cache, src, &changed, &st);
+    auto plain = a.store->import_path(src);
+    REQUIRE(!r.is_ok());
+    CHECK(r.status().to_string() == plain.status().to_string());
+    CHECK(r.status().message().find(src + "/d0/link") != std::string::npos);
+  }
+}
+
+TEST_CASE("partial import: a cache file of the previous format is an empty cache") {
+  Agent a;
+  std::string src = a.dir / "src";
+  make_dataset(src, 100);
+  // Version 1: the magic line, the source path, no entries, the checksum.
+  std::string body = "vow import cache 1\n";
+  auto put_u64 = [&body](std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) body.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  put_u64(src.size());
+  body += src;
+  put_u64(0);
+  Digest sum = blake2b(body);
+  body.append(reinterpret_cast<const char*>(sum.bytes.data()), Digest::kSize);
+  std::string file = a.dir / "old.cache";
+  write_file(file, body);
+
+  std::string dropped;
+  auto loaded = ImportCache::load(a.env, file, src, &dropped);
+  REQUIRE(loaded.is_ok());
+  CHECK(loaded->size() == 0);
+  CHECK(loaded->dir_count() == 0);
+  CHECK(dropped.find("another version") != std::string::npos);
+  loaded->clock = [] { return wall_ns() + 3600 * kSecond; };
+  ChangedDirs none;
+  ImportStats st;
+  auto r = snapshot(a, *loaded, src, &none, &st);
+  REQUIRE(r.is_ok());
+  check_as_full(*r, src);
+  CHECK(st.files_read == 101);
+  CHECK(st.dirs_reused == 0);
+  // Saved and loaded again, it holds the directories.
+  REQUIRE(loaded->save(a.env, file).is_ok());
+  auto again = ImportCache::load(a.env, file, src, &dropped);
+  REQUIRE(again.is_ok());
+  CHECK(dropped.empty());
+  CHECK(again->dir_count() == 4);  // the top, d0, d3, d3/sub
+  CHECK(again->size() == 101);
+}
+
+}  // namespace
+}  // namespace vow::store
