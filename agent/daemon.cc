@@ -558,6 +558,7 @@ Daemon::~Daemon() {
   if (!impl_) return;
   impl_->http.reset();        // stops serving before what it reports goes away
   impl_->background.reset();  // joins the worker before what it uses goes away
+  impl_->save_source_caches();  // the worker is gone: what it held is the loop's now
   if (impl_->control) zmq_close(impl_->control);
   if (impl_->control_ctx) zmq_ctx_term(impl_->control_ctx);
   if (impl_->signal_fd >= 0) ::close(impl_->signal_fd);

@@ -56,6 +56,8 @@ inline constexpr std::int64_t kSourcePollMs = 5'000;  // watch = true: polling f
 inline constexpr std::int64_t kSourceRescanMs = 300'000;
 inline constexpr std::int64_t kSourceSettleMs = 100;  // after an inotify event, then check
 inline constexpr std::size_t kMaxWatches = 10'000;    // inotify watches (directories)
+// Directories of one source named as changed for its next check; past it, a full walk.
+inline constexpr std::size_t kMaxChangedDirs = 10'000;
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
 inline constexpr std::int64_t kHttpRefreshMs = 500;
@@ -143,6 +145,42 @@ struct WatchedSource {
   std::string error;
   std::int64_t error_since_ms = 0;
   std::int64_t last_ok_ms = 0;
+  // What inotify said since the last check was started (docs/agent.md, "Sources"): the
+  // directories, relative to the source, in which an entry changed; those created or
+  // moved in (watched, with every directory under them, by the next check); or that
+  // everything must be walked (events lost, a watch lost, the source itself replaced).
+  store::ChangedDirs changed_dirs;
+  std::set<std::string> new_dirs;
+  bool walk_all = true;  // the first check after a start walks everything
+  // Every directory of the source has a watch; else each check walks everything.
+  bool watched = false;
+  std::int64_t next_full_walk_ms = 0;      // the safety net's next walk of everything
+  std::map<std::string, int> dir_watches;  // directory relative to the source -> watch
+};
+
+// Watches a check adds on the worker, handed to the loop with its result.
+struct WatchesAdded {
+  // Watch descriptor and directory relative to the source ("" for the source itself).
+  std::vector<std::pair<int, std::string>> dirs;
+  int parent = -1;       // on the source's parent, for its name (added by a full walk)
+  bool complete = true;  // every directory found has its watch
+};
+
+// What one check of a source did, handed from the worker to the loop.
+struct SourceCheck {
+  Result<ArtifactRef> ref = Status::invalid("not checked");
+  store::ImportStats stats;
+  std::vector<std::string> notes;  // the cache dropped or not saved: for the log
+  WatchesAdded watches;
+};
+
+// An inotify watch: on a directory of a source (relative to it, "" for the source), or
+// on the source's parent, for the source's own name (`only`).
+struct SourceWatch {
+  std::size_t source = 0;
+  std::string only;
+  std::string relative;
+  bool deleted = false;  // IN_DELETE_SELF seen: the IN_IGNORED that follows is no loss
 };
 
 // The agent's links: the transport, and which peer is at which endpoint.
@@ -245,9 +283,13 @@ struct Daemon::Impl {
   // (requests.cc, repair_json); `resolve` says `repairing` meanwhile.
   std::set<Digest> repairing;
   int inotify_fd = -1;
-  // Watch descriptor -> (source index, name of the source in the watched directory
-  // when the watch is on its parent, else empty).
-  std::map<int, std::pair<std::size_t, std::string>> watches;
+  // By watch descriptor; one watch may serve several sources (a shared parent).
+  std::multimap<int, SourceWatch> watches;
+  // Checks in flight that add watches on the worker, and the watch descriptors events
+  // came for meanwhile that no watch known here has (a watch just added, not yet
+  // handed over): placed when the check hands its watches over (at most kMaxWatches).
+  std::size_t watch_checks = 0;
+  std::set<int> stray_watches;
 
   promises::Core& core() { return agent->core(); }
   const promises::Core& core() const { return agent->core(); }
@@ -289,8 +331,21 @@ struct Daemon::Impl {
   // ---- daemon_sources.cc ----
   void start_sources();
   void poll_sources();
-  void watch_source_dirs();
   void on_inotify();
+  void start_source_check(std::size_t i, std::int64_t now);
+  // On the loop, with what the worker's check found.
+  void place_watches(std::size_t i, const WatchesAdded& added, bool full);
+  void finish_source_check(std::size_t i, const SourceCheck& check, std::uint64_t ticket);
+  // One inotify event on WATCH (descriptor WD), a watch known here.
+  void on_source_event(SourceWatch& watch, int wd, std::uint32_t mask, const std::string& name);
+  // Something changed in the directory RELATIVE of source I (created: RELATIVE is new).
+  void mark_source_dir(std::size_t i, const std::string& relative, bool created);
+  void walk_all_of(std::size_t i);
+  // At the stop, with the worker joined: writes the import caches that changed since
+  // they were last saved (a partial walk does not save them).
+  void save_source_caches();
+  // Drops the watches on RELATIVE and every directory under it (moved away).
+  void unwatch_source_dirs(std::size_t i, const std::string& relative);
 
   // ---- control.cc ----
   Status open_control();

@@ -91,18 +91,74 @@ std::string source_cache_file(const std::string& state_dir, const promises::Sour
   return state_dir + "/sources/" + h.finish().hex().substr(0, 32) + ".cache";
 }
 
-// What one check of a source did, handed from the worker to the loop.
-struct SourceCheck {
-  Result<ArtifactRef> ref = Status::invalid("not checked");
-  store::ImportStats stats;
-  std::vector<std::string> notes;  // the cache dropped or not saved: for the log
+// What a check is to do, decided on the loop.
+struct CheckPlan {
+  bool full = true;                      // walk everything (else only `changed` and above)
+  store::ChangedDirs changed;            // the directories inotify named since the last check
+  std::vector<std::string> watch_roots;  // directories to watch, with all under them
+  bool watch_parent = false;
+  int inotify_fd = -1;
 };
 
-// On the worker: loads the source's cache if it is not loaded yet, imports the source
-// through it (reading only what changed) and saves the cache if the import changed it.
+constexpr std::uint32_t kWatchMask = IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+                                     IN_MOVED_TO | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF |
+                                     IN_MOVE_SELF;
+
+// On the worker: watches each directory of ROOTS (relative to the source at SOURCE) and
+// every directory under it, and with PARENT the source's parent; adds to FOUND every
+// directory watched. A watch added twice is the same watch, so asking again is harmless.
+WatchesAdded add_watches(int fd, const std::string& source, const std::vector<std::string>& roots,
+                         bool parent, store::ChangedDirs* found) {
+  WatchesAdded out;
+  // Whether PATH is watched now; a directory gone meanwhile is no loss (its parent's
+  // event named it), anything else is.
+  auto add = [&](const std::string& path, const std::string& relative) {
+    if (out.dirs.size() > kMaxWatches) {
+      out.complete = false;
+      return false;
+    }
+    int wd = ::inotify_add_watch(fd, path.c_str(), kWatchMask | IN_DONT_FOLLOW);
+    if (wd < 0) {
+      if (errno != ENOENT && errno != ENOTDIR) out.complete = false;
+      return false;
+    }
+    out.dirs.emplace_back(wd, relative);
+    found->insert(relative);
+    return true;
+  };
+  if (parent) {
+    out.parent = ::inotify_add_watch(fd, fs::path(source).parent_path().c_str(), kWatchMask);
+    if (out.parent < 0) out.complete = false;
+  }
+  for (const auto& root : roots) {
+    std::string path = root.empty() ? source : source + "/" + root;
+    if (!add(path, root)) continue;
+    std::error_code ec;
+    if (!fs::is_directory(fs::symlink_status(path, ec))) continue;
+    for (auto it = fs::recursive_directory_iterator(path, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->symlink_status(ec).type() != fs::file_type::directory) continue;
+      std::string p = it->path().string();
+      add(p, p.substr(source.size() + 1));
+    }
+    // The walk stopped early (a directory gone or unreadable): some may lack a watch.
+    if (ec) out.complete = false;
+  }
+  return out;
+}
+
+// On the worker: adds the watches PLAN asks for, loads the source's cache if it is not
+// loaded yet, imports the source through it (reading only what changed; with a partial
+// plan looking only into the directories named, and the new ones just watched) and
+// saves the cache if the import changed it.
 SourceCheck check_source(store::ArtifactStore* store, SourceCacheSlot* slot,
-                         const std::string& path, const std::string& cache_file) {
+                         const std::string& path, const std::string& cache_file, CheckPlan plan) {
   SourceCheck out;
+  // Watched before the import walks them, so a change after the walk is an event.
+  if (!plan.watch_roots.empty()) {
+    out.watches =
+        add_watches(plan.inotify_fd, path, plan.watch_roots, plan.watch_parent, &plan.changed);
+  }
   store::Env& env = store::posix_env();
   if (!slot->cache) {
     std::string dropped;
@@ -116,8 +172,11 @@ SourceCheck check_source(store::ArtifactStore* store, SourceCacheSlot* slot,
       slot->cache = std::make_unique<store::ImportCache>(path);
     }
   }
-  out.ref = store->import_path(path, *slot->cache, &out.stats);
-  if (out.ref.is_ok() && slot->cache->dirty()) {
+  out.ref = store->import_path(path, *slot->cache, &out.stats, plan.full ? nullptr : &plan.changed);
+  // The file only spares reads after a restart (the cache in memory is what checks use),
+  // and writing it costs what the whole cache holds: after a partial walk it waits for
+  // the next full one (kSourceRescanMs at most) or the agent's stop (save_source_caches).
+  if (out.ref.is_ok() && slot->cache->dirty() && plan.full) {
     std::string dir = cache_file.substr(0, cache_file.rfind('/'));
     Status saved = env.make_dir(dir, 0755);
     if (saved.is_ok()) saved = slot->cache->save(env, cache_file);
@@ -160,67 +219,189 @@ void Daemon::Impl::start_sources() {
     w.path = decl.path;
     sources.push_back(std::move(w));
   }
-  // Sources with watch = true are checked when inotify reports a change under them
-  // (and every kSourcePollMs anyway, the fallback where inotify is unavailable or a
-  // change escapes it, e.g. on a network filesystem).
+  // Sources with watch = true are checked when inotify reports a change under them; the
+  // first check of each adds the watches (inotify is not recursive) on the worker. Every
+  // kSourcePollMs a source is walked anyway where inotify is unavailable or cannot watch
+  // all of it, and every kSourceRescanMs where it can (a change it missed, e.g. on a
+  // network filesystem).
   inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (inotify_fd < 0) log->warn("inotify unavailable ({}): sources are polled", errno_text());
-  watch_source_dirs();
   poll_sources();
 }
 
-// Adds watches on every directory under the watched sources (inotify is not recursive);
-// called again after each change, so new subdirectories are watched too.
-void Daemon::Impl::watch_source_dirs() {
-  if (inotify_fd < 0) return;
-  constexpr std::uint32_t kMask = IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
-                                  IN_MOVED_TO | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF |
-                                  IN_MOVE_SELF;
-  for (std::size_t i = 0; i < sources.size(); ++i) {
-    const auto& src = sources[i];
-    if (!src.decl.watch) continue;
-    auto add = [&](const std::string& path, const std::string& only) {
-      if (watches.size() >= kMaxWatches) return;
-      int wd = ::inotify_add_watch(inotify_fd, path.c_str(), kMask);
-      if (wd >= 0) watches[wd] = {i, only};
-    };
-    std::error_code ec;
-    add(src.path, "");
-    // The parent too, for the source's own name: a source replaced by rename.
-    fs::path p(src.path);
-    add(p.parent_path().string(), p.filename().string());
-    if (!fs::is_directory(src.path, ec)) continue;
-    for (auto it = fs::recursive_directory_iterator(src.path, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (it->is_directory(ec)) add(it->path().string(), "");
+void Daemon::Impl::save_source_caches() {
+  store::Env& env = store::posix_env();
+  for (const auto& s : sources) {
+    if (!s.cache || !s.cache->cache || !s.cache->cache->dirty()) continue;
+    std::string file = source_cache_file(state_dir, s.decl);
+    Status saved = env.make_dir(file.substr(0, file.rfind('/')), 0755);
+    if (saved.is_ok()) saved = s.cache->cache->save(env, file);
+    if (!saved.is_ok()) {
+      log->warn("source {}/{}: import cache not saved: {}", s.decl.pipeline, s.decl.source,
+                saved.to_string());
     }
+  }
+}
+
+void Daemon::Impl::walk_all_of(std::size_t i) {
+  WatchedSource& s = sources[i];
+  s.walk_all = true;
+  s.changed_dirs.clear();
+  s.new_dirs.clear();
+  s.next_check_ms = std::min(s.next_check_ms, now_ms() + kSourceSettleMs);
+}
+
+void Daemon::Impl::mark_source_dir(std::size_t i, const std::string& relative, bool created) {
+  WatchedSource& s = sources[i];
+  s.next_check_ms = std::min(s.next_check_ms, now_ms() + kSourceSettleMs);
+  if (s.walk_all) return;  // everything is looked at anyway
+  if (s.changed_dirs.size() >= kMaxChangedDirs) return walk_all_of(i);
+  s.changed_dirs.insert(relative);
+  if (created) s.new_dirs.insert(relative);
+}
+
+void Daemon::Impl::unwatch_source_dirs(std::size_t i, const std::string& relative) {
+  auto& dirs = sources[i].dir_watches;
+  auto drop = [&](std::map<std::string, int>::iterator it) {
+    int wd = it->second;
+    auto [lo, hi] = watches.equal_range(wd);
+    std::size_t others = 0;
+    for (auto w = lo; w != hi;) {
+      if (w->second.source == i && w->second.only.empty()) {
+        w = watches.erase(w);
+      } else {
+        ++w, ++others;
+      }
+    }
+    if (others == 0) ::inotify_rm_watch(inotify_fd, wd);
+    return dirs.erase(it);
+  };
+  if (auto it = dirs.find(relative); it != dirs.end()) drop(it);
+  // Below RELATIVE: the names from RELATIVE + "/" up to (not including) RELATIVE + "0".
+  std::string below = relative + "/";
+  for (auto it = dirs.lower_bound(below);
+       it != dirs.end() && it->first.compare(0, below.size(), below) == 0;) {
+    it = drop(it);
+  }
+}
+
+void Daemon::Impl::on_source_event(SourceWatch& watch, int wd, std::uint32_t mask,
+                                   const std::string& name) {
+  const std::size_t i = watch.source;
+  if (!watch.only.empty()) {
+    // The parent: the source itself created, removed or replaced.
+    if (name == watch.only) walk_all_of(i);
+    return;
+  }
+  if (mask & IN_UNMOUNT) return walk_all_of(i);
+  if (mask & IN_IGNORED) {
+    // The watch is gone. After IN_DELETE_SELF the directory is (its parent's event named
+    // it); otherwise a watch was lost and only a walk of everything can say what changed.
+    auto& dirs = sources[i].dir_watches;
+    if (auto d = dirs.find(watch.relative); d != dirs.end() && d->second == wd) dirs.erase(d);
+    if (!watch.deleted) walk_all_of(i);
+    return;
+  }
+  if (mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
+    if (watch.relative.empty()) return walk_all_of(i);  // the source itself
+    if (mask & IN_DELETE_SELF) watch.deleted = true;
+    return;  // a directory below: its parent's IN_DELETE or IN_MOVED_FROM names it
+  }
+  mark_source_dir(i, watch.relative, false);
+  if (name.empty() || !(mask & IN_ISDIR)) return;
+  std::string child = watch.relative.empty() ? name : watch.relative + "/" + name;
+  if (mask & (IN_CREATE | IN_MOVED_TO)) {
+    mark_source_dir(i, child, true);
+  } else if (mask & IN_MOVED_FROM) {
+    // Its watches follow it wherever it went, with names that are no longer its.
+    unwatch_source_dirs(i, child);
   }
 }
 
 void Daemon::Impl::on_inotify() {
   alignas(inotify_event) char buf[16384];
-  std::set<std::size_t> changed;
   ssize_t n;
   while ((n = ::read(inotify_fd, buf, sizeof(buf))) > 0) {
     for (ssize_t off = 0; off < n;) {
       const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
       off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
-      auto it = watches.find(ev->wd);
-      if (it == watches.end()) continue;
-      const auto& [index, only] = it->second;
-      if (!only.empty() && (ev->len == 0 || only != ev->name)) continue;
-      changed.insert(index);
+      if (ev->mask & IN_Q_OVERFLOW) {
+        // Events were lost: any directory of any source may have changed.
+        for (std::size_t i = 0; i < sources.size(); ++i) {
+          if (sources[i].decl.watch) walk_all_of(i);
+        }
+        continue;
+      }
+      auto [lo, hi] = watches.equal_range(ev->wd);
+      if (lo == hi) {
+        // A watch a check in flight has just added: placed when the check hands it over.
+        if (watch_checks == 0 || (ev->mask & IN_IGNORED)) continue;
+        if (stray_watches.size() < kMaxWatches) {
+          stray_watches.insert(ev->wd);
+        } else {
+          for (std::size_t i = 0; i < sources.size(); ++i) {
+            if (sources[i].decl.watch) walk_all_of(i);
+          }
+        }
+        continue;
+      }
+      std::string name = ev->len > 0 ? std::string(ev->name) : std::string();
+      // Handling one may drop the watches of other directories (a directory moved away),
+      // never this one's: its entries stay where they are until the loop is done.
+      std::vector<SourceWatch*> targets;
+      for (auto it = lo; it != hi; ++it) targets.push_back(&it->second);
+      for (SourceWatch* w : targets) on_source_event(*w, ev->wd, ev->mask, name);
+      if (ev->mask & IN_IGNORED) watches.erase(ev->wd);
     }
   }
-  if (changed.empty()) return;
-  std::int64_t soon = now_ms() + kSourceSettleMs;
-  for (std::size_t i : changed) {
-    sources[i].next_check_ms = std::min(sources[i].next_check_ms, soon);
+}
+
+// On the loop: takes over the watches a check added for source I.
+void Daemon::Impl::place_watches(std::size_t i, const WatchesAdded& added, bool full) {
+  WatchedSource& s = sources[i];
+  bool complete = added.complete;
+  for (const auto& [wd, relative] : added.dirs) {
+    auto [lo, hi] = watches.equal_range(wd);
+    auto mine = std::find_if(
+        lo, hi, [i](const auto& w) { return w.second.source == i && w.second.only.empty(); });
+    if (mine == hi) {
+      if (watches.size() >= kMaxWatches) {
+        if (lo == hi) ::inotify_rm_watch(inotify_fd, wd);
+        complete = false;
+        continue;
+      }
+      mine = watches.emplace(wd, SourceWatch{i, "", relative, false});
+    } else if (mine->second.relative != relative) {
+      // The same directory under another name (moved while no event said so).
+      if (auto d = s.dir_watches.find(mine->second.relative);
+          d != s.dir_watches.end() && d->second == wd) {
+        s.dir_watches.erase(d);
+      }
+      mine->second.relative = relative;
+    }
+    s.dir_watches[relative] = wd;
+    // Events came for it before it was known here: look into it, and all below it.
+    if (stray_watches.erase(wd) > 0) mark_source_dir(i, relative, true);
   }
-  watch_source_dirs();
+  if (added.parent >= 0) {
+    std::string name = fs::path(s.path).filename().string();
+    auto [lo, hi] = watches.equal_range(added.parent);
+    bool known = std::any_of(
+        lo, hi, [&](const auto& w) { return w.second.source == i && w.second.only == name; });
+    if (!known) watches.emplace(added.parent, SourceWatch{i, name, "", false});
+  }
+  // A full walk asked for every directory, so it says whether all are watched; a
+  // partial one only whether those it asked for are.
+  if (full) {
+    s.watched = complete;
+  } else if (!complete) {
+    s.watched = false;
+  }
 }
 
 void Daemon::Impl::poll_sources() {
+  // Events already queued (a change just before `vow wait`) belong to this check.
+  if (inotify_fd >= 0) on_inotify();
   std::int64_t now = now_ms();
   for (std::size_t i = 0; i < sources.size(); ++i) {
     WatchedSource& src = sources[i];
@@ -228,76 +409,119 @@ void Daemon::Impl::poll_sources() {
     bool asked = src.refresh_asked > src.refresh_started;  // by `vow wait`: now
     if (!asked && now < src.next_check_ms) continue;
     if (!asked && src.snapshotted && !src.decl.watch) continue;
-    src.importing = true;
-    std::uint64_t started_before = src.refresh_started;
-    std::uint64_t ticket = src.refresh_asked;
-    src.refresh_started = ticket;
-    store::ArtifactStore* w = worker->artifacts.get();
-    std::string path = src.path;
-    std::string cache_file = source_cache_file(state_dir, src.decl);
-    // One walk of the source per check: files whose stamp is unchanged are not read, so
-    // an unchanged source costs an lstat per entry and writes nothing.
-    Status submitted = background->submit(
-        [this, w, i, path, cache_file, slot = src.cache, ticket]() -> std::function<void()> {
-          auto check = std::make_shared<SourceCheck>(check_source(w, slot.get(), path, cache_file));
-          return [this, i, check, ticket] {
-            WatchedSource& s = sources[i];
-            s.importing = false;
-            // With inotify watching every directory of it, a walk is only the safety
-            // net for a change inotify missed: rarely (a walk stats every entry). Not
-            // while the source changes: a check that read files looks again soon (files
-            // modified within the racy window are read again, and the import cache
-            // remembers them only then).
-            const bool watched = inotify_fd >= 0 && watches.size() < kMaxWatches;
-            const bool changing = !check->ref.is_ok() || check->stats.files_read > 0;
-            s.next_check_ms =
-                now_ms() + (watched && !changing ? kSourceRescanMs : kSourcePollMs);
-            for (const auto& note : check->notes) {
-              log->warn("source {}/{}: {}", s.decl.pipeline, s.decl.source, note);
-            }
-            const auto& ref = check->ref;
-            if (!ref.is_ok()) {
-              s.refresh_done = std::max(s.refresh_done, ticket);
-              // Logged when it appears or changes, not at every check; vow status and
-              // /metrics show it meanwhile.
-              std::string error = ref.status().to_string();
-              if (error != s.error) {
-                log->error("source {}/{} at {}: {}", s.decl.pipeline, s.decl.source, s.path,
-                           error);
-                if (s.error.empty()) s.error_since_ms = wall_ms();
-                s.error = std::move(error);
-              }
-              return;
-            }
-            if (!s.error.empty()) {
-              log->info("source {}/{} at {}: readable again", s.decl.pipeline, s.decl.source,
-                        s.path);
-              s.error.clear();
-              s.error_since_ms = 0;
-            }
-            s.last_ok_ms = wall_ms();
-            s.snapshotted = true;
-            if (s.reported != ref->digest) {
-              const auto& st = check->stats;
-              log->info("source {}/{} snapshot {} ({} bytes; {} of {} files read, {} bytes)",
-                        s.decl.pipeline, s.decl.source, ref->digest.short_hex(), ref->size_bytes,
-                        st.files_read, st.files, st.bytes_read);
-              s.reported = ref->digest;
-              // The core has the new version once this returns: then the check is done.
-              agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref);
-            }
-            s.refresh_done = std::max(s.refresh_done, ticket);
-          };
-        });
-    if (!submitted.is_ok()) {
-      // The worker is full: look again at the next poll.
-      src.refresh_started = started_before;
-      src.importing = false;
-      src.next_check_ms = now + kSourceSettleMs;
-      log->warn("source {}/{}: {}; checked again shortly", src.decl.pipeline, src.decl.source,
-                submitted.to_string());
-    }
+    start_source_check(i, now);
   }
+}
+
+void Daemon::Impl::start_source_check(std::size_t i, std::int64_t now) {
+  WatchedSource& src = sources[i];
+  src.importing = true;
+  std::uint64_t started_before = src.refresh_started;
+  std::uint64_t ticket = src.refresh_asked;
+  src.refresh_started = ticket;
+  // With every directory watched, a check looks only where inotify saw a change; it
+  // walks everything first (the watches are added then), when events or a watch were
+  // lost, and every kSourceRescanMs (the safety net).
+  const bool watching = src.decl.watch && inotify_fd >= 0;
+  CheckPlan plan;
+  plan.inotify_fd = inotify_fd;
+  plan.full = !watching || src.walk_all || !src.watched || now >= src.next_full_walk_ms;
+  if (plan.full) {
+    if (watching) {
+      plan.watch_roots = {""};
+      plan.watch_parent = true;
+    }
+    src.next_full_walk_ms = now + kSourceRescanMs;
+  } else {
+    plan.changed = std::move(src.changed_dirs);
+    plan.watch_roots.assign(src.new_dirs.begin(), src.new_dirs.end());
+  }
+  src.changed_dirs.clear();
+  src.new_dirs.clear();
+  src.walk_all = false;
+  const bool full = plan.full;
+  const bool adds_watches = !plan.watch_roots.empty();
+  if (adds_watches) ++watch_checks;
+  store::ArtifactStore* w = worker->artifacts.get();
+  std::string path = src.path;
+  std::string cache_file = source_cache_file(state_dir, src.decl);
+  Status submitted =
+      background->submit([this, w, i, path, cache_file, slot = src.cache, ticket, full,
+                          adds_watches, plan = std::move(plan)]() mutable -> std::function<void()> {
+        auto check = std::make_shared<SourceCheck>(
+            check_source(w, slot.get(), path, cache_file, std::move(plan)));
+        return [this, i, check, ticket, full, adds_watches] {
+          if (adds_watches) {
+            place_watches(i, check->watches, full);
+            if (--watch_checks == 0) stray_watches.clear();
+          }
+          finish_source_check(i, *check, ticket);
+        };
+      });
+  if (!submitted.is_ok()) {
+    // The worker is full: look again at the next poll, at everything.
+    if (adds_watches) --watch_checks;
+    src.refresh_started = started_before;
+    src.importing = false;
+    src.walk_all = true;
+    src.next_check_ms = now + kSourceSettleMs;
+    log->warn("source {}/{}: {}; checked again shortly", src.decl.pipeline, src.decl.source,
+              submitted.to_string());
+  }
+}
+
+void Daemon::Impl::finish_source_check(std::size_t i, const SourceCheck& check,
+                                       std::uint64_t ticket) {
+  WatchedSource& s = sources[i];
+  s.importing = false;
+  // A walk of everything is only the safety net for a change inotify missed: rarely. Not
+  // while the source changes: a check that read files looks again soon (files modified
+  // within the racy window are read again, and the import cache remembers them only
+  // then). Sooner if inotify saw a change while it ran.
+  const bool watched = inotify_fd >= 0 && s.decl.watch && s.watched;
+  const bool changing = !check.ref.is_ok() || check.stats.files_read > 0;
+  s.next_check_ms = now_ms() + (watched && !changing ? kSourceRescanMs : kSourcePollMs);
+  if (s.walk_all || !s.changed_dirs.empty()) {
+    s.next_check_ms = std::min(s.next_check_ms, now_ms() + kSourceSettleMs);
+  }
+  // The cache did not take what was named: the next check (kSourcePollMs from now, as
+  // after any failure) walks everything.
+  if (!check.ref.is_ok()) s.walk_all = true;
+  for (const auto& note : check.notes) {
+    log->warn("source {}/{}: {}", s.decl.pipeline, s.decl.source, note);
+  }
+  const auto& ref = check.ref;
+  if (!ref.is_ok()) {
+    s.refresh_done = std::max(s.refresh_done, ticket);
+    // Logged when it appears or changes, not at every check; vow status and /metrics
+    // show it meanwhile.
+    std::string error = ref.status().to_string();
+    if (error != s.error) {
+      log->error("source {}/{} at {}: {}", s.decl.pipeline, s.decl.source, s.path, error);
+      if (s.error.empty()) s.error_since_ms = wall_ms();
+      s.error = std::move(error);
+    }
+    return;
+  }
+  if (!s.error.empty()) {
+    log->info("source {}/{} at {}: readable again", s.decl.pipeline, s.decl.source, s.path);
+    s.error.clear();
+    s.error_since_ms = 0;
+  }
+  s.last_ok_ms = wall_ms();
+  s.snapshotted = true;
+  if (s.reported != ref->digest) {
+    const auto& st = check.stats;
+    log->info(
+        "source {}/{} snapshot {} ({} bytes; {} of {} files read, {} bytes; {} directories "
+        "walked, {} taken whole)",
+        s.decl.pipeline, s.decl.source, ref->digest.short_hex(), ref->size_bytes, st.files_read,
+        st.files, st.bytes_read, st.dirs_walked, st.dirs_reused);
+    s.reported = ref->digest;
+    // The core has the new version once this returns: then the check is done.
+    agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref);
+  }
+  s.refresh_done = std::max(s.refresh_done, ticket);
 }
 
 }  // namespace vow::agent
