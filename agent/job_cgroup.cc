@@ -380,6 +380,11 @@ Result<std::vector<std::string>> JobCgroups::make(const std::string& name,
         return st;
       }
     }
+    // v2: past the limit the OOM killer takes the whole job, not one process of it (a
+    // shell whose child was killed would go on and might exit 0). Kernels before 4.19
+    // lack the file: there one process goes, and the job still fails on the oom_kill
+    // count (counts()).
+    if (memory && h.v2) (void)write_file(dir + "/memory.oom.group", "1");
     procs.push_back(dir + "/cgroup.procs");
   }
   return procs;

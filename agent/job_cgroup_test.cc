@@ -104,8 +104,8 @@ TEST_CASE("/proc/self/cgroup and mountinfo: the agent's cgroup in each hierarchy
 }
 
 TEST_CASE(
-    "cgroups v2 delegated: the agent moves into a leaf, jobs get memory.max, pids.max "
-    "and cpu.max") {
+    "cgroups v2 delegated: the agent moves into a leaf, jobs get memory.max (the whole job "
+    "killed at it), pids.max and cpu.max") {
   // A cgroup2 tree laid out in a plain directory, as a delegated service's would be.
   std::string tmpl = (fs::temp_directory_path() / "vow-cgroup2-XXXXXX").string();
   fs::path root = ::mkdtemp(tmpl.data());
@@ -140,6 +140,7 @@ TEST_CASE(
   CHECK(slurp(dir / "memory.max") == std::to_string(64 << 20));
   CHECK(slurp(dir / "pids.max") == "19");
   CHECK(slurp(dir / "cpu.max") == "200000 100000");
+  CHECK(slurp(dir / "memory.oom.group") == "1");  // the whole job goes at the limit
   std::ofstream(dir / "memory.events") << "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n";
   std::ofstream(dir / "pids.events") << "max 0\n";
   LimitCounts c = cg.counts(name, s);
