@@ -136,7 +136,7 @@ void read_memory(TomlReader& r, const toml::table& t, Stage& stage) {
 std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans& spans) {
   r.check_keys(t, kStage,
                {"name", "inputs", "outputs", "run", "foreach", "timeout", "retries", "env",
-                "network", "memory", "image", "pids", "cpus"});
+                "network", "memory", "image", "pids", "cpus", "root"});
   Stage stage;
   stage.where = r.at(t);
   auto name = r.string(t, "name", kStage, true);
@@ -171,6 +171,10 @@ std::optional<Stage> read_stage(TomlReader& r, const toml::table& t, StageSpans&
     } else {
       r.error(image->where, "'image' in [[stage]] '" + image->value + "' " + why);
     }
+  }
+  if (auto root = r.string(t, "root", kStage, false)) {
+    stage.root = parse_input_ref(root->value);
+    spans.root = root->where;
   }
   if (!name) return std::nullopt;
   stage.name = std::move(name->value);
@@ -596,6 +600,22 @@ std::vector<Diagnostic> validate_agent_against(const AgentConfig& agent,
                                       s->where.to_string() +
                                       "), and this agent has no executor that runs container "
                                       "images: no agent can promise it yet (docs/sandbox.md)"});
+    }
+    if (s && s->root) {
+      // A root is made with bubblewrap (agent/sandbox.h); without it the command would
+      // run on the host's files under the root's name.
+      std::string runs_in = "promise for stage '" + pr.pipeline + "/" + pr.stage +
+                            "': the stage runs in root '" + s->root->to_string() + "' (" +
+                            s->where.to_string() + "), ";
+      if (pr.executor == "slurm") {
+        errors.push_back({pr.where, runs_in + "and the Slurm executor runs jobs on the compute "
+                                              "nodes' own file system: promise it with executor "
+                                              "= \"local\" (docs/sandbox.md)"});
+      } else if (agent.sandbox == "none") {
+        errors.push_back({pr.where, runs_in + "which only the bubblewrap sandbox makes, and "
+                                              "this agent's sandbox is \"none\" "
+                                              "(docs/sandbox.md)"});
+      }
     }
   }
   for (const auto& s : agent.sources) check(s.where, "source", s.pipeline, s.source, false);

@@ -52,7 +52,9 @@ ParseOutput<Pipeline> parse_pipeline(std::string_view text, std::string file);
 ParseOutput<AgentConfig> parse_agent(std::string_view text, std::string file);
 
 // Errors for the agent's promises and sources that no pipeline in `pipelines` defines
-// (with "did you mean" when one is close). Empty when all are defined.
+// (with "did you mean" when one is close), and for promises of stages this agent cannot
+// run as defined: a stage with an `image`, and one with a `root` on the Slurm executor or
+// with [agent] sandbox = "none". Empty when there are none.
 std::vector<Diagnostic> validate_agent_against(const AgentConfig& agent,
                                                const std::vector<Pipeline>& pipelines);
 

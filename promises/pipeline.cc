@@ -58,9 +58,11 @@ class FieldReader {
 };
 
 // The fields that came after `network` and `memory`, in their order in the encoding.
-constexpr std::string_view kLaterFields[] = {"image", "pids", "cpus"};
+constexpr std::string_view kLaterFields[] = {"image", "pids", "cpus", "root"};
 
-bool has_later_fields(const Stage& s) { return !s.image.empty() || s.pids != 0 || s.cpus != 0; }
+bool has_later_fields(const Stage& s) {
+  return !s.image.empty() || s.pids != 0 || s.cpus != 0 || s.root.has_value();
+}
 
 // A positive count as put_field(std::to_string(n)) wrote it, up to `max`.
 std::optional<int> positive_count(std::string_view text, int max) {
@@ -146,6 +148,8 @@ std::optional<Stage> decode_stage(std::string_view canonical) {
       if (*tag == "image") {
         if (!image_problem(*value).empty()) return std::nullopt;
         s.image = std::string(*value);
+      } else if (*tag == "root") {
+        s.root = input_ref_from(*value);  // check_pipeline checks it names an input
       } else {
         auto n = positive_count(*value, *tag == "pids" ? kMaxStagePids : kMaxStageCpus);
         if (!n) return std::nullopt;
@@ -248,6 +252,10 @@ std::string canonical_stage(const Stage& stage) {
   if (stage.cpus != 0) {
     put_field(out, "cpus");
     put_field(out, std::to_string(stage.cpus));
+  }
+  if (stage.root) {
+    put_field(out, "root");
+    put_field(out, stage.root->to_string());
   }
   return out;
 }

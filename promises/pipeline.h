@@ -80,6 +80,11 @@ struct Stage {
   // image named by its digest, "sha256:<64 hex>" or "NAME@sha256:<64 hex>"; empty: the
   // host's own file system. Part of the definition.
   std::string image;
+  // Or a root file system given as an artifact: one of `inputs` (not the foreach one),
+  // a directory that becomes `/` of the job (docs/sandbox.md, "Environments"). Its
+  // digest is part of the job id as every input's is; which input it is, is part of
+  // the definition.
+  std::optional<InputRef> root;
   Location where;                   // the [[stage]] header
   Digest digest;                    // stage_digest(*this), filled by the parser
 };
@@ -213,9 +218,10 @@ std::string image_problem(std::string_view image);
 
 // The canonical encoding of a stage definition: everything that changes what the stage
 // computes (name, command and its form, inputs, outputs, env, foreach, network, memory,
-// image, pids, cpus), nothing that does not (comments, key order, whitespace, timeout, retries).
-// Starts with a version tag. `network` and `memory` are encoded only when one of them or
-// a later field is set, and each later field (`image`, `pids`, `cpus`) only when set, as a tag and a
+// image, pids, cpus, root), nothing that does not (comments, key order, whitespace, timeout,
+// retries). Starts with a version tag. `network` and `memory` are encoded only when one of
+// them or a later field is set, and each later field (`image`, `pids`, `cpus`, `root`) only
+// when set, as a tag and a
 // value: the stages that set none of them keep the digests they had before these fields
 // existed.
 std::string canonical_stage(const Stage& stage);

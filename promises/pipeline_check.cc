@@ -227,6 +227,36 @@ class Checker {
                 st.name + "' (" + (list.empty() ? "it has none" : "inputs: " + list) + ")" +
                 suggest(st.foreach->to_string(), names));
     }
+    if (st.root) check_root(i);
+  }
+
+  // `root` names one whole input directory that every job of the stage runs in: not an
+  // entry of the foreach input (that differs per shard), and not besides an `image`
+  // (a job runs in one environment).
+  void check_root(std::size_t i) {
+    const Stage& st = p_.stages[i];
+    const auto* sp = stage_spans(i);
+    Location at = sp ? span_or(sp->root, st.where) : st.where;
+    const std::string root = st.root->to_string();
+    if (!st.image.empty()) {
+      error(at, "stage '" + st.name + "' names both an image and a root ('" + root +
+                    "'): a job runs in one environment, so name one of them");
+    }
+    if (std::find(st.inputs.begin(), st.inputs.end(), *st.root) == st.inputs.end()) {
+      std::vector<std::string> names;
+      std::string list;
+      for (const auto& in : st.inputs) {
+        names.push_back(in.to_string());
+        list += (list.empty() ? "" : ", ") + in.to_string();
+      }
+      error(at, "root '" + root + "' is not one of the inputs of stage '" + st.name + "' (" +
+                    (list.empty() ? "it has none" : "inputs: " + list) + ")" +
+                    suggest(root, names));
+    } else if (st.foreach && *st.foreach == *st.root) {
+      error(at, "root '" + root + "' of stage '" + st.name +
+                    "' is its foreach input: a root is one directory for every job of the "
+                    "stage, not one entry per shard");
+    }
   }
 
   // Kahn's algorithm, taking the first ready stage in file order each time, so the order

@@ -1,6 +1,6 @@
 // The meaning checks of a pipeline, past its syntax, shared by the TOML parser
 // (config.h) and the canonical decoder (parse_canonical_pipeline): names are
-// identifiers, no duplicates, every input resolves, foreach names an input, the stages
+// identifiers, no duplicates, every input resolves, foreach and root name inputs, the stages
 // form a DAG. On success it puts the stages in topological order and fills the digests.
 //
 // PipelineSpans says where each checked part was written so errors point at it; a
@@ -21,6 +21,7 @@ struct StageSpans {
   std::vector<Location> inputs;   // parallel to Stage::inputs
   std::vector<Location> outputs;  // parallel to Stage::outputs
   Location foreach;
+  Location root;
 };
 
 struct PipelineSpans {
