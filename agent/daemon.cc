@@ -113,6 +113,26 @@ std::set<std::pair<std::string, std::string>> slurm_stages(
   return out;
 }
 
+// Why an agent whose jobs run without bubblewrap cannot keep its promises: the first
+// promise of a stage with a `root`, which only the bubblewrap sandbox makes
+// (docs/sandbox.md, "Environments"); "" when there is none. [agent] sandbox = "none"
+// is refused by the config's own checks; this is for "auto" without a working bwrap.
+std::string root_without_bwrap(const promises::AgentConfig& config,
+                               const std::vector<promises::Pipeline>& pipelines,
+                               const std::string& bwrap_problem) {
+  for (const auto& pr : config.promises) {
+    for (const auto& p : pipelines) {
+      const promises::Stage* s = p.name == pr.pipeline ? p.find_stage(pr.stage) : nullptr;
+      if (s == nullptr || !s->root || pr.executor != "local") continue;
+      return pr.where.to_string() + ": promise for stage '" + pr.pipeline + "/" + pr.stage +
+             "': the stage runs in root '" + s->root->to_string() + "' (" + s->where.to_string() +
+             "), which only the bubblewrap sandbox makes, and jobs here run without it: " +
+             bwrap_problem + " (docs/sandbox.md)";
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 // ---- reload (SIGHUP) ----
@@ -126,6 +146,13 @@ void Daemon::Impl::reload() {
     return;
   }
   for (const auto& d : loaded.warnings) log->warn("SIGHUP: {}", format_diagnostic(d));
+  if (bwrap.empty()) {
+    std::string why = root_without_bwrap(loaded.agents[0], loaded.pipelines, bwrap_problem);
+    if (!why.empty()) {
+      log->error("SIGHUP: {}; config not reloaded", why);
+      return;
+    }
+  }
   promises::AgentConfig next = loaded.agents.front();
   if (!options.name.empty()) next.name = options.name;
   if (!options.advertise.empty()) next.advertise = options.advertise;
@@ -267,6 +294,10 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
   for (const auto& d : loaded.warnings) impl->log->warn("{}", format_diagnostic(d));
 
   VOW_RETURN_IF_ERROR(impl->choose_sandbox());
+  if (impl->bwrap.empty()) {
+    std::string why = root_without_bwrap(impl->config, impl->pipelines, impl->bwrap_problem);
+    if (!why.empty()) return Status::unavailable(why);
+  }
   VOW_RETURN_IF_ERROR(impl->choose_job_limits());
   promises::RestoredState restored;
   std::vector<store::RunningJob> recovered;
@@ -317,6 +348,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const DaemonOptions& options) {
 Status Daemon::Impl::choose_sandbox() {
   if (config.sandbox == "none") {
     log->info("jobs run without a sandbox ([agent] sandbox = \"none\")");
+    bwrap_problem = "[agent] sandbox = \"none\"";
     return Status::ok();
   }
   std::string found = find_bwrap();
@@ -330,6 +362,7 @@ Status Daemon::Impl::choose_sandbox() {
     return Status(works.code(), config.file + ": [agent] sandbox = \"bwrap\", but " +
                                     works.message());
   }
+  bwrap_problem = works.message();
   log->warn("jobs run WITHOUT a sandbox, with this agent's uid, files and network: {} "
             "(set [agent] sandbox = \"none\" to say so, or \"bwrap\" to refuse to start)",
             works.message());

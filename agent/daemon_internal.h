@@ -224,6 +224,7 @@ struct Daemon::Impl {
   std::map<Digest, promises::Stage> retired_stages;
   std::string state_dir;
   std::string bwrap;  // the sandbox jobs run in (agent/sandbox.h); empty: none
+  std::string bwrap_problem;  // why bwrap is empty
   JobCgroups job_cgroups;  // how jobs' limits are applied (agent/job_cgroup.h)
   std::optional<transport::Identity> identity;  // set in create()
   transport::TrustSet trust;

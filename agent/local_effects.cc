@@ -185,6 +185,23 @@ LimitCounts LocalExecutor::end_cgroup(const std::string& name, const promises::S
 Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
   JobLayout l = layout_of(state_dir_, start);
   SpawnSpec spec;
+  spec.env = job_environment(l, start.stage, {start.job.job, start.job.pipeline, start.job.shard});
+  std::optional<JobRoot> root;
+  if (start.stage.root) {
+    // Checked at start too (docs/sandbox.md): never run on the host's files instead.
+    if (bwrap_.empty()) {
+      return Status::unavailable("the stage runs in root '" + start.stage.root->to_string() +
+                                 "', which only the bubblewrap sandbox makes, and jobs here "
+                                 "run without it (docs/sandbox.md)");
+    }
+    std::string path;
+    for (const auto& e : spec.env) {
+      if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
+    }
+    auto made = job_root(l, start.stage, path);
+    if (!made.is_ok()) return made.status();
+    root = std::move(made).value();
+  }
   // The limits a cgroup applies leave the limit wrapper (its rlimits and affinity).
   promises::Stage wrapped = start.stage;
   std::string cgroup;
@@ -209,8 +226,7 @@ Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
     if (cgroups_.limits_pids()) wrapped.pids = 0;
     if (cgroups_.limits_cpu()) wrapped.cpus = 0;
   }
-  spec.argv = sandboxed_argv(bwrap_, state_dir_, l, wrapped, cpus_);
-  spec.env = job_environment(l, start.stage, {start.job.job, start.job.pipeline, start.job.shard});
+  spec.argv = sandboxed_argv(bwrap_, state_dir_, l, wrapped, cpus_, root ? &*root : nullptr);
   spec.cwd = l.work_dir;
   spec.stdout_path = l.stdout_path;
   spec.stderr_path = l.stderr_path;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 
 namespace vow::agent {
@@ -14,9 +15,13 @@ namespace {
 // Options every sandbox has. The supervisor's session is the job's process group;
 // bwrap keeps it (no --new-session), so a kill of the group reaches the command inside.
 // stdin is /dev/null and there is no controlling terminal, so no terminal to abuse.
-std::vector<std::string> base_options() {
-  return {"--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-          "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"};
+// The host's `/` is bound read-only unless the job has a root of its own.
+std::vector<std::string> base_options(bool host_root = true) {
+  std::vector<std::string> o;
+  if (host_root) o = {"--ro-bind", "/", "/"};
+  o.insert(o.end(), {"--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--unshare-pid",
+                     "--unshare-ipc", "--unshare-uts", "--die-with-parent"});
+  return o;
 }
 
 std::string shell_quote(const std::string& s) {
@@ -63,38 +68,102 @@ Status probe_bwrap(const std::string& bwrap) {
 
 std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::string& state_dir,
                                         const JobLayout& layout, const promises::Stage& stage,
-                                        const std::vector<int>& allowed) {
-  std::vector<std::string> argv;
-  if (!bwrap.empty()) {
-    argv.push_back(bwrap);
-    for (auto& o : base_options()) argv.push_back(std::move(o));
-    if (!stage.network) argv.push_back("--unshare-net");
-    // The state directory (identity key, ledger, store, other jobs) is hidden under an
-    // empty tmpfs; the job's work directory is bound back writable, its inputs
-    // read-only over it.
-    argv.insert(argv.end(), {"--tmpfs", state_dir, "--bind", layout.work_dir, layout.work_dir,
-                             "--ro-bind", layout.in_dir, layout.in_dir});
-    argv.insert(argv.end(), {"--chdir", layout.work_dir, "--"});
-  }
+                                        const std::vector<int>& allowed, const JobRoot* root) {
+  const bool rooted = root != nullptr && !bwrap.empty();
+  std::vector<std::string> limits;
   if (stage.cpus > 0 && !allowed.empty() && stage.cpus < static_cast<int>(allowed.size())) {
     // Children inherit the affinity: the job's processes share those CPUs.
-    argv.insert(argv.end(), {"taskset", "-c", cpu_list(std::hash<std::string>{}(layout.work_dir), stage.cpus, allowed)});
+    limits.insert(limits.end(), {"taskset", "-c", cpu_list(std::hash<std::string>{}(layout.work_dir), stage.cpus, allowed)});
   }
   if (stage.memory_bytes > 0 || stage.pids > 0) {
     // ulimit -v counts KiB; processes are ulimit -u in bash, -p in dash. The limits are
-    // set by a shell that then becomes the command ("-" for a limit not set).
-    argv.insert(argv.end(),
-                {"/bin/sh", "-c",
-                 "if [ \"$1\" != - ]; then ulimit -v \"$1\" || exit 126; fi; "
-                 "if [ \"$2\" != - ]; then "
-                 "ulimit -u \"$2\" 2> /dev/null || ulimit -p \"$2\" || exit 126; fi; "
-                 "shift 2; exec \"$@\"",
-                 "vow-limits",
-                 stage.memory_bytes > 0 ? std::to_string(stage.memory_bytes / 1024) : "-",
-                 stage.pids > 0 ? std::to_string(stage.pids) : "-"});
+    // set by a shell that then becomes the command ("-" for a limit not set). Before
+    // bwrap (a root), bwrap's two processes (itself and the namespace's init) count too.
+    int pids = stage.pids > 0 && rooted ? stage.pids + 2 : stage.pids;
+    limits.insert(limits.end(),
+                  {"/bin/sh", "-c",
+                   "if [ \"$1\" != - ]; then ulimit -v \"$1\" || exit 126; fi; "
+                   "if [ \"$2\" != - ]; then "
+                   "ulimit -u \"$2\" 2> /dev/null || ulimit -p \"$2\" || exit 126; fi; "
+                   "shift 2; exec \"$@\"",
+                   "vow-limits",
+                   stage.memory_bytes > 0 ? std::to_string(stage.memory_bytes / 1024) : "-",
+                   pids > 0 ? std::to_string(pids) : "-"});
   }
+  std::vector<std::string> argv;
+  if (rooted) argv = std::move(limits);
+  if (!bwrap.empty()) {
+    argv.push_back(bwrap);
+    if (rooted) {
+      // `/` is bwrap's own tmpfs with the root's entries bound on it read-only, rather
+      // than the root bound at `/`: the job's directories are mounted at their host
+      // paths, which the root need not have, and bwrap makes them in the tmpfs. The
+      // root's dev, proc and tmp would be covered by the sandbox's own.
+      for (const auto& e : root->entries) {
+        if (e == "dev" || e == "proc" || e == "tmp") continue;
+        argv.insert(argv.end(), {"--ro-bind", root->dir + "/" + e, "/" + e});
+      }
+    }
+    for (auto& o : base_options(!rooted)) argv.push_back(std::move(o));
+    if (!stage.network) argv.push_back("--unshare-net");
+    if (rooted) {
+      argv.insert(argv.end(), {"--bind", layout.work_dir, layout.work_dir, "--ro-bind",
+                               layout.in_dir, layout.in_dir, "--remount-ro", "/"});
+    } else {
+      // The state directory (identity key, ledger, store, other jobs) is hidden under an
+      // empty tmpfs; the job's work directory is bound back writable, its inputs
+      // read-only over it.
+      argv.insert(argv.end(), {"--tmpfs", state_dir, "--bind", layout.work_dir, layout.work_dir,
+                               "--ro-bind", layout.in_dir, layout.in_dir});
+    }
+    argv.insert(argv.end(), {"--chdir", layout.work_dir, "--"});
+  }
+  if (!rooted) argv.insert(argv.end(), limits.begin(), limits.end());
   argv.insert(argv.end(), stage.argv.begin(), stage.argv.end());
   return argv;
+}
+
+Result<JobRoot> job_root(const JobLayout& layout, const promises::Stage& stage,
+                         const std::string& path) {
+  namespace fs = std::filesystem;
+  const std::string name = stage.root ? stage.root->to_string() : "";
+  JobRoot root{stage.root ? layout.input_path(stage.root->local_name()) : "", {}};
+  std::error_code ec;
+  if (!stage.root || !fs::is_directory(fs::symlink_status(root.dir, ec))) {
+    return Status::invalid("the stage's root '" + name +
+                           "' is not a directory: a root is a directory artifact, the `/` of "
+                           "the job (docs/sandbox.md)");
+  }
+  for (const auto& e : fs::directory_iterator(root.dir, ec)) {
+    root.entries.push_back(e.path().filename().string());
+  }
+  if (ec) return Status::io("cannot list the stage's root '" + name + "': " + ec.message());
+  std::sort(root.entries.begin(), root.entries.end());
+  // The command's program, looked up in the root as bwrap's execvp will.
+  const std::string& program = stage.argv.at(0);
+  auto runnable = [&](const std::string& p) {
+    auto st = fs::status(root.dir + p, ec);
+    return fs::is_regular_file(st) &&
+           (st.permissions() & (fs::perms::owner_exec | fs::perms::others_exec)) !=
+               fs::perms::none;
+  };
+  bool found = false;
+  if (program.find('/') != std::string::npos) {
+    found = program.front() == '/' && runnable(program);
+  } else {
+    for (std::size_t at = 0; !found && at <= path.size();) {
+      std::size_t end = std::min(path.find(':', at), path.size());
+      found = runnable(path.substr(at, end - at) + "/" + program);
+      at = end + 1;
+    }
+  }
+  if (!found) {
+    return Status::invalid("the stage's root '" + name + "' has no executable " + program +
+                           (program.find('/') == std::string::npos ? " in " + path : "") +
+                           ", the command's program: a root must hold what its command runs "
+                           "(docs/sandbox.md)");
+  }
+  return root;
 }
 
 std::string cpu_list(std::size_t seed, int cpus, const std::vector<int>& allowed) {

@@ -9,7 +9,8 @@
 // supervisor stays outside, so the status file, kill by process group and re-adoption
 // after a restart work as they do without a sandbox.
 //
-// Pure functions over values except probe_bwrap, which runs bwrap once. Thread-safe.
+// Pure functions over values except probe_bwrap, which runs bwrap once, and job_root.
+// Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -30,13 +31,31 @@ std::string find_bwrap();
 // (bwrap's own message, or that it is not installed).
 Status probe_bwrap(const std::string& bwrap);
 
+// The root file system of a job of a stage with `root` (docs/sandbox.md,
+// "Environments"): the materialized root input and the names at its top.
+struct JobRoot {
+  std::string dir;
+  std::vector<std::string> entries;
+};
+
 // The command line that runs `stage`'s command for the job laid out in `layout`:
 // bwrap and its options when `bwrap` is not empty, then the limit wrapper when the
 // stage has limits (`cpus`: taskset to CPUS of `allowed_cpus`, chosen from the job's
 // work directory so that jobs spread; `memory` and `pids`: ulimit), then the stage's argv.
+// With `root` (only with bwrap), `/` of the job is made of the root's entries instead
+// of the host's, and the limit wrapper goes before bwrap, on the host's /bin/sh and
+// taskset, so that the root needs to hold only what its command runs.
 std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::string& state_dir,
                                         const JobLayout& layout, const promises::Stage& stage,
-                                        const std::vector<int>& allowed_cpus = {});
+                                        const std::vector<int>& allowed_cpus = {},
+                                        const JobRoot* root = nullptr);
+
+// Why the job laid out in `layout` cannot run in its stage's root: the root input is
+// not a directory, or it does not hold the command's program as an executable file
+// (an absolute argv[0], or one found in `path`, "/usr/bin:/bin"); the top names of
+// the root when it can. Reads the file system.
+Result<JobRoot> job_root(const JobLayout& layout, const promises::Stage& stage,
+                         const std::string& path);
 
 // The CPUs a job of a stage with `cpus` is kept to: `cpus` of `allowed` (all of them
 // when it has no more), starting at a place `seed` (the job's) picks; as taskset's list.

@@ -259,3 +259,73 @@ TEST_CASE("a job of a stage with cpus runs on that many of the agent's CPUs") {
 }
 
 }  // namespace vow::agent
+
+TEST_CASE("a job in a root: its entries on bwrap's own /, the limits before bwrap") {
+  Job job;
+  promises::Stage s = shell("true");
+  s.root = promises::InputRef{"", "rootfs"};
+  s.pids = 16;
+  JobRoot root{job.layout.input_path("rootfs"), {"bin", "dev", "etc", "lib"}};
+  auto argv = sandboxed_argv("/usr/bin/bwrap", job.state, job.layout, s, {}, &root);
+  // The limit wrapper runs on the host's /bin/sh, before bwrap; bwrap's own two
+  // processes count against the rlimit.
+  CHECK(argv.front() == "/bin/sh");
+  CHECK(has(argv, "18"));
+  auto bwrap = std::find(argv.begin(), argv.end(), "/usr/bin/bwrap");
+  REQUIRE(bwrap != argv.end());
+  std::vector<std::string> options(bwrap, argv.end());
+  auto bound = [&](const std::string& from, const std::string& to) {
+    for (std::size_t i = 0; i + 2 < options.size(); ++i) {
+      if (options[i] == "--ro-bind" && options[i + 1] == from && options[i + 2] == to) {
+        return true;
+      }
+    }
+    return false;
+  };
+  CHECK_FALSE(bound("/", "/"));  // not the host's files
+  CHECK(bound(root.dir + "/bin", "/bin"));
+  CHECK(bound(root.dir + "/etc", "/etc"));
+  CHECK_FALSE(bound(root.dir + "/dev", "/dev"));  // the sandbox's own /dev
+  CHECK(bound(job.layout.in_dir, job.layout.in_dir));
+  CHECK(has(options, "--remount-ro"));
+  CHECK_FALSE(has(options, job.state));  // nothing of the state directory to hide
+  CHECK(std::vector<std::string>(argv.end() - 3, argv.end()) == s.argv);
+  // Without bwrap there is no root to make: the agent refuses such a job before this.
+  CHECK(sandboxed_argv("", job.state, job.layout, shell("true"), {}, &root) ==
+        shell("true").argv);
+}
+
+TEST_CASE("a job's root: a directory holding the command's program") {
+  Job job;
+  promises::Stage s = shell("true");
+  s.root = promises::InputRef{"", "rootfs"};
+  fs::path root = job.layout.input_path("rootfs");
+  write(root, "a file");
+  auto made = job_root(job.layout, s, "/usr/bin:/bin");
+  REQUIRE_FALSE(made.is_ok());
+  CHECK(made.status().message().find("the stage's root 'rootfs' is not a directory") !=
+        std::string::npos);
+
+  fs::remove(root);
+  fs::create_directories(root / "bin");
+  fs::create_directories(root / "etc");
+  made = job_root(job.layout, s, "/usr/bin:/bin");
+  REQUIRE_FALSE(made.is_ok());
+  CHECK(made.status().message() ==
+        "the stage's root 'rootfs' has no executable /bin/sh, the command's program: a root "
+        "must hold what its command runs (docs/sandbox.md)");
+  write(root / "bin" / "sh", "#!");
+  CHECK_FALSE(job_root(job.layout, s, "/usr/bin:/bin").is_ok());  // not executable
+  fs::permissions(root / "bin" / "sh", fs::perms::owner_all);
+  made = job_root(job.layout, s, "/usr/bin:/bin");
+  REQUIRE_MESSAGE(made.is_ok(), made.status().to_string());
+  CHECK(made->dir == root.string());
+  CHECK(made->entries == std::vector<std::string>{"bin", "etc"});
+
+  // A program without a slash is looked up in the job's PATH, inside the root.
+  s.argv = {"sh", "-c", "true"};
+  CHECK(job_root(job.layout, s, "/usr/bin:/bin").is_ok());
+  made = job_root(job.layout, s, "/usr/bin");
+  REQUIRE_FALSE(made.is_ok());
+  CHECK(made.status().message().find("has no executable sh in /usr/bin") != std::string::npos);
+}

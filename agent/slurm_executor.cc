@@ -145,6 +145,13 @@ Result<JobProcess> SlurmExecutor::helper(const std::vector<std::string>& argv,
 }
 
 Result<std::int64_t> SlurmExecutor::spawn(const promises::StartJob& start) {
+  if (start.stage.root) {
+    // Refused at start too: the nodes run jobs on their own file system, and a job run
+    // there under the root's name would be another job.
+    return Status::unavailable("the stage runs in root '" + start.stage.root->to_string() +
+                               "', and the Slurm executor runs jobs on the compute nodes' own "
+                               "file system (docs/sandbox.md)");
+  }
   JobLayout l = job_layout(config_.shared_dir, start.job.job, start.epoch);
   std::vector<std::string> env =
       job_environment(l, start.stage, {start.job.job, start.job.pipeline, start.job.shard});
