@@ -88,6 +88,7 @@ json stage_definition_json(const promises::Stage& stage) {
               {"foreach", stage.foreach ? stage.foreach->to_string() : ""}};
   // Only when set, so the attestations of stages without it stay as they were.
   if (!stage.image.empty()) def["image"] = stage.image;
+  if (stage.root) def["root"] = stage.root->to_string();
   return def;
 }
 

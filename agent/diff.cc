@@ -92,7 +92,7 @@ json definition_diff(const json& a, const json& b) {
     if (va != vb) env[k] = pair_of(va, vb);
   }
   if (!env.empty()) d["env"] = env;
-  for (const char* f : {"inputs", "outputs", "foreach", "image", "name"}) {
+  for (const char* f : {"inputs", "outputs", "foreach", "image", "root", "name"}) {
     if (da.value(f, json()) != db.value(f, json())) d[f] = pair_of(da[f], db[f]);
   }
   return d;
@@ -398,7 +398,7 @@ std::string diff_text(const json& diff, bool colour) {
           out << "  env       " << k << ": " << show(v["a"]) << " -> " << show(v["b"]) << "\n";
         }
       }
-      for (const char* f : {"inputs", "outputs", "foreach", "image"}) {
+      for (const char* f : {"inputs", "outputs", "foreach", "image", "root"}) {
         if (def.contains(f)) out << "  " << f << "    " << def[f]["a"].dump() << " -> " << def[f]["b"].dump() << "\n";
       }
     }

@@ -512,6 +512,7 @@ json Daemon::Impl::why_json(const json& args) {
                              {"env", stage->env},
                              {"foreach", stage->foreach ? stage->foreach->to_string() : ""}};
     if (!stage->image.empty()) parts["stage_covers"]["image"] = stage->image;
+    if (stage->root) parts["stage_covers"]["root"] = stage->root->to_string();
   }
   std::vector<promises::JobInput> inputs;
   json in = json::object();

@@ -166,6 +166,9 @@ void print_lineage(const json& l) {
     if (s.contains("definition") && s["definition"].contains("image")) {
       std::cout << "  image     " << escape_text(s["definition"].value("image", "")) << "\n";
     }
+    if (s.contains("definition") && s["definition"].contains("root")) {
+      std::cout << "  root      " << escape_text(s["definition"].value("root", "")) << "\n";
+    }
     std::cout << "  executor  " << who(s["executor"]) << ", epoch " << s.value("epoch", 0) << ", "
               << human_time(s.value("started_unix_ms", std::int64_t{0})) << " for "
               << human_ms(s.value("ended_unix_ms", std::int64_t{0}) -
@@ -235,6 +238,7 @@ void print_why(const json& j) {
     if (!c.value("foreach", "").empty()) std::cout << "; foreach " << c.value("foreach", "");
     if (!c["env"].empty()) std::cout << "; env " << c["env"].dump();
     if (c.contains("image")) std::cout << "; image " << escape_text(c.value("image", ""));
+    if (c.contains("root")) std::cout << "; root " << escape_text(c.value("root", ""));
     std::cout << " (not timeout or retries)\n";
   }
   for (const auto& [name, d] : p["inputs"].items()) {
