@@ -258,7 +258,6 @@ TEST_CASE("a job of a stage with cpus runs on that many of the agent's CPUs") {
   CHECK(list == cpu_list(std::hash<std::string>{}(job.layout.work_dir), 1, cpus) + "\n");
 }
 
-}  // namespace vow::agent
 
 TEST_CASE("a job in a root: its entries on bwrap's own /, the limits before bwrap") {
   Job job;
@@ -329,3 +328,5 @@ TEST_CASE("a job's root: a directory holding the command's program") {
   REQUIRE_FALSE(made.is_ok());
   CHECK(made.status().message().find("has no executable sh in /usr/bin") != std::string::npos);
 }
+
+}  // namespace vow::agent
