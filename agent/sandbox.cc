@@ -73,22 +73,24 @@ std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::str
   std::vector<std::string> limits;
   if (stage.cpus > 0 && !allowed.empty() && stage.cpus < static_cast<int>(allowed.size())) {
     // Children inherit the affinity: the job's processes share those CPUs.
-    limits.insert(limits.end(), {"taskset", "-c", cpu_list(std::hash<std::string>{}(layout.work_dir), stage.cpus, allowed)});
+    limits.insert(limits.end(),
+                  {"taskset", "-c",
+                   cpu_list(std::hash<std::string>{}(layout.work_dir), stage.cpus, allowed)});
   }
   if (stage.memory_bytes > 0 || stage.pids > 0) {
     // ulimit -v counts KiB; processes are ulimit -u in bash, -p in dash. The limits are
     // set by a shell that then becomes the command ("-" for a limit not set). Before
     // bwrap (a root), bwrap's two processes (itself and the namespace's init) count too.
     int pids = stage.pids > 0 && rooted ? stage.pids + 2 : stage.pids;
-    limits.insert(limits.end(),
-                  {"/bin/sh", "-c",
-                   "if [ \"$1\" != - ]; then ulimit -v \"$1\" || exit 126; fi; "
-                   "if [ \"$2\" != - ]; then "
-                   "ulimit -u \"$2\" 2> /dev/null || ulimit -p \"$2\" || exit 126; fi; "
-                   "shift 2; exec \"$@\"",
-                   "vow-limits",
-                   stage.memory_bytes > 0 ? std::to_string(stage.memory_bytes / 1024) : "-",
-                   pids > 0 ? std::to_string(pids) : "-"});
+    limits.insert(
+        limits.end(),
+        {"/bin/sh", "-c",
+         "if [ \"$1\" != - ]; then ulimit -v \"$1\" || exit 126; fi; "
+         "if [ \"$2\" != - ]; then "
+         "ulimit -u \"$2\" 2> /dev/null || ulimit -p \"$2\" || exit 126; fi; "
+         "shift 2; exec \"$@\"",
+         "vow-limits", stage.memory_bytes > 0 ? std::to_string(stage.memory_bytes / 1024) : "-",
+         pids > 0 ? std::to_string(pids) : "-"});
   }
   std::vector<std::string> argv;
   if (rooted) argv = std::move(limits);
@@ -144,8 +146,7 @@ Result<JobRoot> job_root(const JobLayout& layout, const promises::Stage& stage,
   auto runnable = [&](const std::string& p) {
     auto st = fs::status(root.dir + p, ec);
     return fs::is_regular_file(st) &&
-           (st.permissions() & (fs::perms::owner_exec | fs::perms::others_exec)) !=
-               fs::perms::none;
+           (st.permissions() & (fs::perms::owner_exec | fs::perms::others_exec)) != fs::perms::none;
   };
   bool found = false;
   if (program.find('/') != std::string::npos) {

@@ -137,9 +137,9 @@ TEST_CASE("root: errors say where") {
                   "split.shards, rootfs) (did you mean 'rootfs'?)");
   check_one_error(pipeline(with("root = \"split.shards\"\n")), 22, 8,
                   "root 'split.shards' of stage 'count' is its foreach input");
-  check_one_error(pipeline(with("root = \"rootfs\"\nimage = \"sha256:" + std::string(64, 'a') +
-                                "\"\n")),
-                  22, 8, "stage 'count' names both an image and a root ('rootfs')");
+  check_one_error(
+      pipeline(with("root = \"rootfs\"\nimage = \"sha256:" + std::string(64, 'a') + "\"\n")), 22, 8,
+      "stage 'count' names both an image and a root ('rootfs')");
   check_one_error(pipeline(with("root = 3\n")), 22, 8, "'root' in [[stage]]");
 }
 
@@ -165,7 +165,8 @@ TEST_CASE("root: promised only where bubblewrap can make it") {
         "only the bubblewrap sandbox makes, and this agent's sandbox is \"none\" "
         "(docs/sandbox.md)");
 
-  std::string slurm = std::string(kAgent) + "executor = \"slurm\"\n\n[slurm]\nshared_dir = \"/s\"\n";
+  std::string slurm =
+      std::string(kAgent) + "executor = \"slurm\"\n\n[slurm]\nshared_dir = \"/s\"\n";
   errors = promise(slurm);
   REQUIRE(errors.size() == 1);
   CHECK(errors[0].message.find("the Slurm executor runs jobs on the compute nodes' own file "
