@@ -105,12 +105,20 @@ std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::str
         if (e == "dev" || e == "proc" || e == "tmp") continue;
         argv.insert(argv.end(), {"--ro-bind", root->dir + "/" + e, "/" + e});
       }
+      if (!root->shadowed.empty()) {
+        argv.insert(argv.end(), {"--tmpfs", root->shadowed});
+        for (const auto& e : root->shadowed_entries) {
+          argv.insert(argv.end(), {"--ro-bind", root->dir + root->shadowed + "/" + e,
+                                   root->shadowed + "/" + e});
+        }
+      }
     }
     for (auto& o : base_options(!rooted)) argv.push_back(std::move(o));
     if (!stage.network) argv.push_back("--unshare-net");
     if (rooted) {
       argv.insert(argv.end(), {"--bind", layout.work_dir, layout.work_dir, "--ro-bind",
                                layout.in_dir, layout.in_dir, "--remount-ro", "/"});
+      if (!root->shadowed.empty()) argv.insert(argv.end(), {"--remount-ro", root->shadowed});
     } else {
       // The state directory (identity key, ledger, store, other jobs) is hidden under an
       // empty tmpfs; the job's work directory is bound back writable, its inputs
@@ -129,7 +137,8 @@ Result<JobRoot> job_root(const JobLayout& layout, const promises::Stage& stage,
                          const std::string& path) {
   namespace fs = std::filesystem;
   const std::string name = stage.root ? stage.root->to_string() : "";
-  JobRoot root{stage.root ? layout.input_path(stage.root->local_name()) : "", {}};
+  JobRoot root;
+  root.dir = stage.root ? layout.input_path(stage.root->local_name()) : "";
   std::error_code ec;
   if (!stage.root || !fs::is_directory(fs::symlink_status(root.dir, ec))) {
     return Status::invalid("the stage's root '" + name +
@@ -141,6 +150,20 @@ Result<JobRoot> job_root(const JobLayout& layout, const promises::Stage& stage,
   }
   if (ec) return Status::io("cannot list the stage's root '" + name + "': " + ec.message());
   std::sort(root.entries.begin(), root.entries.end());
+  const fs::path work(layout.work_dir);
+  for (auto part = std::next(work.begin()); part != work.end(); ++part) {
+    std::string next = root.shadowed + "/" + part->string();
+    bool own = root.shadowed.empty() && (next == "/dev" || next == "/proc" || next == "/tmp");
+    if (own || !fs::is_directory(fs::symlink_status(root.dir + next, ec))) break;
+    root.shadowed = std::move(next);
+  }
+  if (root.shadowed == layout.work_dir) root.shadowed.clear();  // a mount point already
+  if (!root.shadowed.empty()) {
+    for (const auto& e : fs::directory_iterator(root.dir + root.shadowed, ec)) {
+      root.shadowed_entries.push_back(e.path().filename().string());
+    }
+    if (ec) return Status::io("cannot list the stage's root '" + name + "': " + ec.message());
+  }
   // The command's program, looked up in the root as bwrap's execvp will.
   const std::string& program = stage.argv.at(0);
   auto runnable = [&](const std::string& p) {

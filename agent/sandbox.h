@@ -36,6 +36,13 @@ Status probe_bwrap(const std::string& bwrap);
 struct JobRoot {
   std::string dir;
   std::vector<std::string> entries;
+  // The deepest directory of the root on the path of the job's work directory
+  // ("/var/lib" for /var/lib/vow/jobs/... when the root has /var/lib), where bwrap
+  // must make the work directory's mount point: a tmpfs goes over it, with its entries
+  // bound back read-only. Empty when the path leaves the root at its top, or goes
+  // through the sandbox's own /tmp.
+  std::string shadowed;
+  std::vector<std::string> shadowed_entries;
 };
 
 // The command line that runs `stage`'s command for the job laid out in `layout`:

@@ -264,7 +264,9 @@ TEST_CASE("a job in a root: its entries on bwrap's own /, the limits before bwra
   promises::Stage s = shell("true");
   s.root = promises::InputRef{"", "rootfs"};
   s.pids = 16;
-  JobRoot root{job.layout.input_path("rootfs"), {"bin", "dev", "etc", "lib"}};
+  JobRoot root;
+  root.dir = job.layout.input_path("rootfs");
+  root.entries = {"bin", "dev", "etc", "lib"};
   auto argv = sandboxed_argv("/usr/bin/bwrap", job.state, job.layout, s, {}, &root);
   // The limit wrapper runs on the host's /bin/sh, before bwrap; bwrap's own two
   // processes count against the rlimit.
@@ -327,6 +329,62 @@ TEST_CASE("a job's root: a directory holding the command's program") {
   made = job_root(job.layout, s, "/usr/bin");
   REQUIRE_FALSE(made.is_ok());
   CHECK(made.status().message().find("has no executable sh in /usr/bin") != std::string::npos);
+}
+
+TEST_CASE("a job's root that has the directories its work directory is under") {
+  // State under /var/tmp, a root with /var/tmp: bwrap cannot make the work directory's
+  // mount point in the root's read-only /var/tmp, so a tmpfs goes over it.
+  std::string tmpl = "/var/tmp/vow-root-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  const fs::path base = tmpl;
+  JobLayout layout = job_layout((base / "state").string(), Digest{}, 1);
+  fs::path root = layout.input_path("rootfs");
+  fs::create_directories(root / "bin");
+  fs::create_directories(root / "var" / "tmp" / "kept");
+  fs::create_directories(layout.out_dir);
+  write(root / "bin" / "sh", "");
+  fs::permissions(root / "bin" / "sh", fs::perms::owner_all);
+  promises::Stage s = shell("true");
+  s.root = promises::InputRef{"", "rootfs"};
+  auto made = job_root(layout, s, "/bin");
+  REQUIRE_MESSAGE(made.is_ok(), made.status().to_string());
+  CHECK(made->shadowed == "/var/tmp");
+  CHECK(made->shadowed_entries == std::vector<std::string>{"kept"});
+  auto argv = sandboxed_argv("/usr/bin/bwrap", (base / "state").string(), layout, s, {}, &*made);
+  CHECK(has(argv, "/var/tmp/kept"));
+  std::string bwrap = find_bwrap();
+  if (probe_bwrap(bwrap).is_ok()) {
+    // The job runs, sees the root's /var/tmp/kept, and writes its work directory.
+    argv = sandboxed_argv(bwrap, (base / "state").string(), layout,
+                          shell("test -d /var/tmp/kept && echo ran > out/x"), {}, &*made);
+    argv.erase(std::find(argv.begin(), argv.end(), "--") + 1, argv.end());
+    argv.insert(argv.end(), {"/bin/sh", "-c", "test -d /var/tmp/kept && echo ran > out/x"});
+    SpawnSpec spec;
+    spec.argv = argv;
+    spec.env = {"PATH=/usr/bin:/bin"};
+    spec.cwd = layout.work_dir;
+    spec.stdout_path = layout.stdout_path;
+    spec.stderr_path = layout.stderr_path;
+    spec.status_path = layout.status_path;
+    // The root's /bin/sh is a stub: bind the host's in its place for this run.
+    fs::remove(root / "bin" / "sh");
+    fs::copy_file("/bin/sh", root / "bin" / "sh");
+    for (const char* dir : {"lib", "lib64", "usr"}) {
+      if (fs::exists(fs::path("/") / dir)) fs::create_directories(root / dir);
+    }
+    auto withlibs = argv;
+    auto dash = std::find(withlibs.begin(), withlibs.end(), "--dev");
+    for (const char* dir : {"/lib", "/lib64", "/usr"}) {
+      if (fs::exists(dir)) dash = withlibs.insert(dash, {"--ro-bind", dir, dir}) + 3;
+    }
+    spec.argv = withlibs;
+    auto p = JobProcess::spawn(spec);
+    REQUIRE(p.is_ok());
+    auto exit = wait_exit(*p);
+    CHECK_MESSAGE(exit.ok(), slurp(layout.stderr_path));
+    CHECK(slurp(layout.out_dir + "/x") == "ran\n");
+  }
+  fs::remove_all(base);
 }
 
 }  // namespace vow::agent
