@@ -172,6 +172,9 @@ struct SourceCheck {
   store::ImportStats stats;
   std::vector<std::string> notes;  // the cache dropped or not saved: for the log
   WatchesAdded watches;
+  // A partial walk changed the cache and did not write its file: the loop has it written
+  // by a task of its own, after the snapshot is handed over (finish_source_check).
+  bool unsaved = false;
 };
 
 // An inotify watch: on a directory of a source (relative to it, "" for the source), or
@@ -343,8 +346,11 @@ struct Daemon::Impl {
   void mark_source_dir(std::size_t i, const std::string& relative, bool created);
   void walk_all_of(std::size_t i);
   // At the stop, with the worker joined: writes the import caches that changed since
-  // they were last saved (a partial walk does not save them).
+  // they were last saved.
   void save_source_caches();
+  // After a partial walk changed a source's cache: its file written by a worker task of
+  // its own, once the snapshot has been handed over.
+  void save_source_cache(std::size_t i);
   // Drops the watches on RELATIVE and every directory under it (moved away).
   void unwatch_source_dirs(std::size_t i, const std::string& relative);
 

@@ -174,8 +174,10 @@ SourceCheck check_source(store::ArtifactStore* store, SourceCacheSlot* slot,
   }
   out.ref = store->import_path(path, *slot->cache, &out.stats, plan.full ? nullptr : &plan.changed);
   // The file only spares reads after a restart (the cache in memory is what checks use),
-  // and writing it costs what the whole cache holds: after a partial walk it waits for
-  // the next full one (kSourceRescanMs at most) or the agent's stop (save_source_caches).
+  // and writing it costs what the whole cache holds: after a partial walk it is written
+  // by a task of its own once the snapshot has been handed over (save_source_cache), so
+  // that the snapshot does not wait for it.
+  out.unsaved = out.ref.is_ok() && slot->cache->dirty() && !plan.full;
   if (out.ref.is_ok() && slot->cache->dirty() && plan.full) {
     std::string dir = cache_file.substr(0, cache_file.rfind('/'));
     Status saved = env.make_dir(dir, 0755);
@@ -227,6 +229,32 @@ void Daemon::Impl::start_sources() {
   inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (inotify_fd < 0) log->warn("inotify unavailable ({}): sources are polled", errno_text());
   poll_sources();
+}
+
+// On the worker, after a partial walk changed the cache: its file written (the source
+// counts as importing meanwhile: the cache is the worker's while it is set).
+void Daemon::Impl::save_source_cache(std::size_t i) {
+  WatchedSource& src = sources[i];
+  src.importing = true;
+  std::string file = source_cache_file(state_dir, src.decl);
+  Status submitted = background->submit([this, i, file, slot = src.cache]() -> std::function<void()> {
+    Status saved = Status::ok();
+    if (slot->cache && slot->cache->dirty()) {
+      store::Env& env = store::posix_env();
+      saved = env.make_dir(file.substr(0, file.rfind('/')), 0755);
+      if (saved.is_ok()) saved = slot->cache->save(env, file);
+    }
+    return [this, i, saved] {
+      WatchedSource& s = sources[i];
+      s.importing = false;
+      if (!saved.is_ok()) {
+        log->warn("source {}/{}: import cache not saved: {}", s.decl.pipeline, s.decl.source,
+                  saved.to_string());
+      }
+    };
+  });
+  // The worker is full: the next full walk, or the stop, writes it.
+  if (!submitted.is_ok()) src.importing = false;
 }
 
 void Daemon::Impl::save_source_caches() {
@@ -474,6 +502,7 @@ void Daemon::Impl::finish_source_check(std::size_t i, const SourceCheck& check,
                                        std::uint64_t ticket) {
   WatchedSource& s = sources[i];
   s.importing = false;
+  if (check.unsaved) save_source_cache(i);
   // A walk of everything is only the safety net for a change inotify missed: rarely. Not
   // while the source changes: a check that read files looks again soon (files modified
   // within the racy window are read again, and the import cache remembers them only
