@@ -14,6 +14,7 @@
 #include "store/artifact_store.h"
 #include "store/import_cache.h"
 #include "store/sqlite_ledger.h"
+#include "store/import_test_util.h"
 #include "store/test_util.h"
 
 namespace vow::store {
@@ -22,42 +23,9 @@ namespace {
 using testing::TempDir;
 using testing::write_file;
 
-constexpr std::int64_t kSecond = 1'000'000'000;
-
-std::int64_t wall_ns() {
-  struct timespec ts {};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * kSecond + ts.tv_nsec;
-}
-
-// A state directory whose store records what it stats and lists (FaultyEnv, no faults).
-struct Agent {
-  TempDir dir;
-  FaultyEnv env{posix_env()};
-  std::unique_ptr<LedgerStore> ledger;
-  std::unique_ptr<ArtifactStore> store;
-  Agent() { restart(); }
-  void restart() {
-    store.reset();
-    ledger.reset();
-    auto l = open_sqlite_ledger(ledger_path(dir.path()));
-    REQUIRE_MESSAGE(l.is_ok(), l.status().to_string());
-    ledger = std::move(l).value();
-    auto s = ArtifactStore::open(artifacts_root(dir.path()), *ledger, env);
-    REQUIRE_MESSAGE(s.is_ok(), s.status().to_string());
-    store = std::move(s).value();
-  }
-  // Paths under PREFIX stat'ed or listed since the last call.
-  std::vector<std::string> looked_under(const std::string& prefix) {
-    std::vector<std::string> out;
-    for (const auto& p : env.looked_at()) {
-      if (p.compare(0, prefix.size(), prefix) == 0) out.push_back(p);
-    }
-    env.clear_looked_at();
-    env.clear_opened();
-    return out;
-  }
-};
+using testing::kSecond;
+using testing::wall_ns;
+using Agent = testing::ImportAgent;
 
 // What a full import of PATH gives (digest, size, top-level entries), computed here
 // from the files themselves: a store would sync every file again, which is slow.

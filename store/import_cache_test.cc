@@ -12,6 +12,7 @@
 
 #include "store/artifact_store.h"
 #include "store/sqlite_ledger.h"
+#include "store/import_test_util.h"
 #include "store/test_util.h"
 
 namespace vow::store {
@@ -20,42 +21,9 @@ namespace {
 using testing::TempDir;
 using testing::write_file;
 
-constexpr std::int64_t kSecond = 1'000'000'000;
-
-std::int64_t wall_ns() {
-  struct timespec ts {};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * kSecond + ts.tv_nsec;
-}
-
-// A state directory whose store counts the files it opens (FaultyEnv, no faults planned).
-struct Agent {
-  TempDir dir;
-  FaultyEnv env{posix_env()};
-  std::unique_ptr<LedgerStore> ledger;
-  std::unique_ptr<ArtifactStore> store;
-  Agent() { restart(); }
-  // As after an agent restart: the index and the store are opened again.
-  void restart() {
-    store.reset();
-    ledger.reset();
-    auto l = open_sqlite_ledger(ledger_path(dir.path()));
-    REQUIRE_MESSAGE(l.is_ok(), l.status().to_string());
-    ledger = std::move(l).value();
-    auto s = ArtifactStore::open(artifacts_root(dir.path()), *ledger, env);
-    REQUIRE_MESSAGE(s.is_ok(), s.status().to_string());
-    store = std::move(s).value();
-  }
-  // Paths under PREFIX opened for reading since the last call.
-  std::vector<std::string> opened_under(const std::string& prefix) {
-    std::vector<std::string> out;
-    for (const auto& p : env.opened()) {
-      if (p.compare(0, prefix.size(), prefix) == 0) out.push_back(p);
-    }
-    env.clear_opened();
-    return out;
-  }
-};
+using testing::kSecond;
+using testing::wall_ns;
+using Agent = testing::ImportAgent;
 
 // The digest a from-scratch import of PATH gives, in a store of its own.
 Digest full_import(const std::string& path) {
