@@ -34,11 +34,20 @@ const char* result_binding_name(ResultBinding binding) {
   return "unknown";
 }
 
-void ClaimBook::note(const Statement& st) {
+bool ClaimBook::note(const Statement& st) {
   if (st.kind() == StatementKind::kAdvert) {
-    // What its author promised when it claimed may read differently now.
-    summaries_.clear();
+    // What its author promised when it claimed may read differently now: for its claims
+    // after this advert (the one in force for a claim is its author's latest before it).
+    // An advert newer than each claim of its author (a joiner's, a restarted agent's)
+    // changes no binding, and the summaries of every job stay.
+    auto last = last_claim_seq_.find(st.author);
+    if (last != last_claim_seq_.end() && last->second > st.seq) {
+      summaries_.clear();
+      return false;
+    }
   } else if (const auto* c = std::get_if<Claim>(&st.body)) {
+    auto& last = last_claim_seq_[st.author];
+    last = std::max(last, st.seq);
     summaries_.erase(c->job.job);
     if (st.author == self_) open_.insert({c->job.job, c->epoch});
   } else if (const auto* r = std::get_if<Release>(&st.body)) {
@@ -52,6 +61,13 @@ void ClaimBook::note(const Statement& st) {
     up_to = std::max(up_to, retry->epoch);
     summaries_.erase(retry->job.job);
   }
+  return true;
+}
+
+void ClaimBook::invalidate(const std::set<Digest>& jobs) {
+  for (const Digest& job : jobs) summaries_.erase(job);
+  for (const Digest& job : missing_predecessor_) summaries_.erase(job);
+  missing_predecessor_.clear();
 }
 
 bool ClaimBook::outranks(const Digest& job, const AgentKey& a, const AgentKey& b) {
@@ -89,6 +105,7 @@ void ClaimBook::bind_claims(const JobStatements& js, const Digest& job, Summary&
         // (A claim that names one a horizon retired earned its epoch: the horizon
         // settled the job, and only a run that had ended left its claim behind it.)
         const Statement* prev = ledger_.get(c.supersedes->author, c.supersedes->seq);
+        if (prev == nullptr) missing_predecessor_.insert(job);
         const Claim* pc = prev != nullptr ? std::get_if<Claim>(&prev->body) : nullptr;
         if (pc == nullptr || pc->job.job != job || pc->epoch + 1 != c.epoch ||
             !is_bound(prev)) {
@@ -115,6 +132,15 @@ void ClaimBook::bind_claims(const JobStatements& js, const Digest& job, Summary&
 const ClaimBook::Summary& ClaimBook::summary(const Digest& job) const {
   auto it = summaries_.find(job);
   if (it != summaries_.end()) return it->second;
+  return summaries_.emplace(job, make_summary(job)).first->second;
+}
+
+bool ClaimBook::consistent() const {
+  return std::all_of(summaries_.begin(), summaries_.end(),
+                     [&](const auto& kv) { return make_summary(kv.first) == kv.second; });
+}
+
+ClaimBook::Summary ClaimBook::make_summary(const Digest& job) const {
   Summary sum;
   if (const JobStatements* js = ledger_.job(job)) {
     bind_claims(*js, job, sum);
@@ -160,7 +186,7 @@ const ClaimBook::Summary& ClaimBook::summary(const Digest& job) const {
     sum.failed_attempts = static_cast<int>(failed_epochs.size());
     sum.nondeterministic = ok_outputs.size() > 1;
   }
-  return summaries_.emplace(job, std::move(sum)).first->second;
+  return sum;
 }
 
 const std::vector<const Statement*>& ClaimBook::claims(const Digest& job) const {

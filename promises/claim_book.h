@@ -56,11 +56,16 @@ class ClaimBook {
  public:
   ClaimBook(const Ledger& ledger, AgentKey self) : ledger_(ledger), self_(self) {}
 
-  // A statement just added to the ledger.
-  void note(const Statement& st);
+  // A statement just added to the ledger. False if it made every summary stale (an
+  // advert in force for claims its author made after it).
+  bool note(const Statement& st);
   // Every cached summary is stale (an author was found to equivocate, or a horizon
   // retired statements).
   void invalidate() { summaries_.clear(); }
+  // A horizon was applied: JOBS are those it retired or settled statements of. Their
+  // summaries go, and those of jobs with a claim whose predecessor is not held here (a
+  // horizon may have retired it, which earns the claim its epoch); the rest stay.
+  void invalidate(const std::set<Digest>& jobs);
   // An own claim a horizon retires: it is not open any more.
   void retire_own(const Digest& job, std::uint32_t epoch) { open_.erase({job, epoch}); }
 
@@ -89,6 +94,9 @@ class ClaimBook {
   bool released(const Digest& job, const AgentKey& author, std::uint32_t epoch) const;
   bool has_result(const Digest& job, const AgentKey& author, std::uint32_t epoch) const;
 
+  // Each kept summary equal to one made afresh (a check for tests and the simulator).
+  bool consistent() const;
+
   // Own claims without own result or release, as (job, epoch).
   const std::set<std::pair<Digest, std::uint32_t>>& open() const { return open_; }
   bool is_open(const Digest& job, std::uint32_t epoch) const {
@@ -107,7 +115,9 @@ class ClaimBook {
     int failed_attempts = 0;
     std::uint32_t max_epoch = 0;
     bool nondeterministic = false;
+    bool operator==(const Summary&) const = default;
   };
+  Summary make_summary(const Digest& job) const;
   const Summary& summary(const Digest& job) const;
   void bind_claims(const JobStatements& js, const Digest& job, Summary& sum) const;
 
@@ -117,6 +127,10 @@ class ClaimBook {
   // when a plan is made (a hash map: the tree's compares were a tenth of a restart).
   mutable std::unordered_map<Digest, Summary> summaries_;
   std::map<Digest, std::uint32_t> retried_up_to_;  // job -> highest Retry epoch
+  // Jobs whose summary has a claim not earned because the claim it supersedes is not
+  // held (retired or not yet arrived): a horizon may change that.
+  mutable std::set<Digest> missing_predecessor_;
+  std::map<AgentKey, std::uint64_t> last_claim_seq_;  // author -> highest seq of its claims
   std::set<std::pair<Digest, std::uint32_t>> open_;
 };
 

@@ -49,6 +49,7 @@ void Core::Impl::ensure_plan() {
     superseded_pending = superseded_pending || dropped;
   }
   plan = std::move(made);
+  plan_basis = promises::plan_basis(plan->known, ledger);
   plan_dirty = false;
   report_conflicts();
   open_jobs.clear();

@@ -436,8 +436,11 @@ void Core::Impl::on_advert(const Statement& st) {
     candidates_dirty = true;
     // What its author promised and provides changed: claims, results and sources it
     // binds may count differently, and which definitions are current (planner.h).
-    book.note(st);
-    replan("advert");
+    // A plan is made again only if the advert changes what the plan read (planner.h):
+    // an agent joining to promise what others promise changes no job.
+    if (!book.note(st) || !plan || promises::plan_basis(plan->known, ledger) != plan_basis) {
+      replan("advert");
+    }
     // A claim of its author that did not bind may bind now, and outrank one of ours
     // at its epoch: each job it claimed is looked at again.
     if (st.author != config.key) {
@@ -518,11 +521,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           // The newest told (a late heartbeat says less than one before, or an advert).
           p->holdings_told = std::max(p->holdings_told, v);
           if (holdings.seen(from) < p->holdings_told) have_wanted.insert(from);
-          if (v != holdings.seen(from) &&
-              now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms) {
-            p->last_have_request_ms = now_ms;
-            send(from, HaveRequest{holdings.seen(from).first, holdings.seen(from).second});
-          }
+          if (v != holdings.seen(from)) ask_have(from, *p);
         } else if constexpr (std::is_same_v<T, SyncRequest>) {
           if (m.summary) {
             // Summary only (the periodic anti-entropy): the same ledger, nothing to do;
@@ -583,10 +582,21 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           send(from, holdings.have_since(m.incarnation, m.version));
           holdings_unasked.erase(from);  // it has the current version (unless lost)
         } else if constexpr (std::is_same_v<T, Have>) {
+          p->have_asked = false;
           holdings.on_have(from, m, now_ms);
         }
       },
       msg.body);
+}
+
+// A HaveRequest to PEER, unless one went within a heartbeat, or one is unanswered and
+// went within kHaveRetryMs.
+void Core::Impl::ask_have(const AgentKey& peer, Membership::Peer& p) {
+  const std::int64_t wait = p.have_asked ? kHaveRetryMs : config.timing.heartbeat_ms;
+  if (now_ms - p.last_have_request_ms < wait) return;
+  p.last_have_request_ms = now_ms;
+  p.have_asked = true;
+  send(peer, HaveRequest{holdings.seen(peer).first, holdings.seen(peer).second});
 }
 
 // Unasked sync requests (a Hello or a heartbeat showed a peer holds more): at most
@@ -747,11 +757,7 @@ void Core::Impl::do_tick() {
         it = have_wanted.erase(it);
         continue;
       }
-      if (now_ms - p->last_have_request_ms >= config.timing.heartbeat_ms &&
-          members.is_live(key, now_ms)) {
-        p->last_have_request_ms = now_ms;
-        send(key, HaveRequest{holdings.seen(key).first, holdings.seen(key).second});
-      }
+      if (members.is_live(key, now_ms)) ask_have(key, *p);
       ++it;
     }
   }

@@ -79,6 +79,8 @@ inline constexpr std::int64_t kFetchRetryMs = 200;          // wait before re-tr
 inline constexpr std::int64_t kReplicateTimeoutMs = 5'000;  // re-ask a replication after this
 inline constexpr std::size_t kMaxFetchCandidates = 8;       // holders named in one fetch
 inline constexpr std::size_t kMaxHoldingsPerHave = 1'000'000;
+// An unanswered HaveRequest is asked again after this (a Have is lost, or slow to come).
+inline constexpr std::int64_t kHaveRetryMs = 2'000;
 inline constexpr std::int64_t kReplicationCheckMs = 500;  // replication / loss check period
 // The longest between two replication checks that look at every canonical output (in
 // between, a check looks at what changed: Replication::check).
@@ -452,6 +454,12 @@ class Core {
   // binding_report() as the job index keeps it (equal to it; only source versions are
   // counted again, and only when one arrived).
   const BindingReport& binding_summary();
+  // The claim book's kept per-job summaries, each equal to one made afresh (for the
+  // simulator's invariants: what an event left cached must be what a recount reads).
+  bool claim_summaries_consistent() const;
+  // The adverts and source versions the plan read are those in force now (planner.h,
+  // PlanBasis), or a plan is due (for the simulator's invariants).
+  bool plan_basis_current() const;
   // The artifacts this agent must keep in its store (the retention policy of
   // docs/storage.md): inputs of its runs; outputs and logs of the canonical results of
   // planned jobs for which this agent is among the `replicas` holders the core keeps

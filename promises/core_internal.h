@@ -105,6 +105,7 @@ struct Core::Impl {
   std::map<Digest, std::vector<AgentKey>> ranking_cache;
 
   std::unique_ptr<Plan> plan;
+  PlanBasis plan_basis;  // what the plan read of adverts and sources (planner.h)
   bool plan_dirty = true;
   // Why the plan is to be made again (the first cause since it was last made), and how
   // many plans were made for each cause (Core::plans_made).
@@ -211,6 +212,7 @@ struct Core::Impl {
   std::int64_t sync_budget_since_ms = -1'000'000;
   std::size_t sync_budget_used = 0;
   bool may_request_sync();
+  void ask_have(const AgentKey& peer, Membership::Peer& p);
   void continue_pull(const AgentKey& from, Membership::Peer& p, const StatementBatch& answer,
                      std::size_t ledger_before);
   // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and

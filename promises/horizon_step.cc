@@ -153,7 +153,7 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
     }
   }
   std::set<Digest> changed = ledger.apply_horizon(h);
-  book.invalidate();  // its summaries point at statements now gone
+  book.invalidate(changed);  // those summaries point at statements now gone
   if (config.check_horizons) {
     for (const auto& [job, ref] : canonical_before) {
       const Statement* c = book.canonical(job);

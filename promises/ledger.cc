@@ -414,25 +414,45 @@ std::vector<Statement> Ledger::missing_for(const VersionVector& theirs, std::siz
     if (auto t = theirs.find(author); t != theirs.end()) have = t->second;
     auto it = by_seq.upper_bound(have);
     if (it == by_seq.end()) continue;
-    std::vector<const Statement*> tail;
-    for (; it != by_seq.end(); ++it) tail.push_back(&it->second);
     // Slots between the peer's mark and the first held above it that are not held here
     // but at or below this ledger's own mark are void or retired: no gap.
-    const bool gap = tail.front()->seq != have + 1 && tail.front()->seq - 1 > mark(author);
-    if (gap) {
-      std::reverse(tail.begin(), tail.end());
-      if (tail.size() > kGapTailNewest) {
-        auto rest = tail.begin() + static_cast<std::ptrdiff_t>(kGapTailNewest);
-        auto n = static_cast<std::size_t>(tail.end() - rest);
-        std::rotate(rest, rest + static_cast<std::ptrdiff_t>((rotation * kGapTailStride) % n),
-                    tail.end());
+    const bool gap = it->second.seq != have + 1 && it->second.seq - 1 > mark(author);
+    // Without a gap only the first `limit` of a tail can go (the turns take no more of
+    // one author): a joiner's every request would otherwise walk every author's whole
+    // ledger, once per answer.
+    std::vector<const Statement*> tail;
+    if (!gap) {
+      if (have < floor(author)) {
+        // A peer behind this ledger's horizon cannot count the slots it retired as held
+        // before it has the horizons: they go first. Those it applied already it holds
+        // (above its mark, where its version vector cannot show them): they go last, or
+        // a joiner behind many horizons would be sent them again and again in answers
+        // they fill, and never the statements the horizons kept.
+        std::vector<const Statement*> applied;
+        if (auto hs = horizon_seqs_.find(author); hs != horizon_seqs_.end()) {
+          for (auto s = hs->second.upper_bound(have); s != hs->second.end(); ++s) {
+            const Statement* st = &by_seq.at(*s);
+            (std::get<Horizon>(st->body).number <= their_horizon ? applied : tail).push_back(st);
+          }
+        }
+        for (; it != by_seq.end() && tail.size() < limit; ++it) {
+          if (it->second.kind() != StatementKind::kHorizon) tail.push_back(&it->second);
+        }
+        if (it == by_seq.end()) tail.insert(tail.end(), applied.begin(), applied.end());
+      } else {
+        for (; it != by_seq.end() && tail.size() < limit; ++it) tail.push_back(&it->second);
       }
+      tails.push_back(std::move(tail));
+      continue;
     }
-    // A peer behind this ledger's horizon cannot count the slots it retired as held
-    // before it has the horizons: they go first. Those it applied already it holds
-    // (above its mark, where its version vector cannot show them): they go last, or a
-    // joiner behind many horizons would be sent them again and again in answers they
-    // fill, and never the statements the horizons kept.
+    for (; it != by_seq.end(); ++it) tail.push_back(&it->second);
+    std::reverse(tail.begin(), tail.end());
+    if (tail.size() > kGapTailNewest) {
+      auto rest = tail.begin() + static_cast<std::ptrdiff_t>(kGapTailNewest);
+      auto n = static_cast<std::size_t>(tail.end() - rest);
+      std::rotate(rest, rest + static_cast<std::ptrdiff_t>((rotation * kGapTailStride) % n),
+                  tail.end());
+    }
     if (have < floor(author)) {
       auto applied = [&](const Statement* st) {
         return std::get<Horizon>(st->body).number <= their_horizon;
@@ -875,6 +895,10 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
 }
 
 void Ledger::unindex(const Statement* st) {
+  if (st->kind() == StatementKind::kHorizon) {
+    if (auto h = horizon_seqs_.find(st->author); h != horizon_seqs_.end()) h->second.erase(st->seq);
+    return;
+  }
   auto drop = [&](std::vector<const Statement*>& v) {
     v.erase(std::remove(v.begin(), v.end(), st), v.end());
   };
@@ -936,9 +960,11 @@ void Ledger::index(const Statement* st) {
       jobs_[*st->job()].accepts.push_back(st);
       active_jobs_.insert(*st->job());
       break;
+    case StatementKind::kHorizon:
+      horizon_seqs_[st->author].insert(st->seq);
+      break;
     case StatementKind::kCheckpoint:
     case StatementKind::kRetry:
-    case StatementKind::kHorizon:
       break;
   }
 }

@@ -326,6 +326,9 @@ class Ledger {
   void refresh_sources() const;
 
   std::map<AgentKey, std::map<std::uint64_t, Statement>> by_author_;
+  // Per author: the seqs of its horizon statements held (missing_for puts them first for
+  // a peer behind the floor without walking the author's whole tail).
+  std::map<AgentKey, std::set<std::uint64_t>> horizon_seqs_;
   // Per author: the digest of each statement held above its gap-free mark, as the
   // fingerprint read it (a joiner holds nearly everything above a gap, and hashing each
   // statement's signed form again on every summary cost a tenth of a catch-up). Dropped

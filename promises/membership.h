@@ -33,6 +33,10 @@ class Membership {
     std::int64_t last_sync_request_ms = -1'000'000;
     std::int64_t summary_sent_ms = -1'000'000;  // a summary-only SyncRequest sent to it
     std::int64_t last_have_request_ms = -1'000'000;
+    // A HaveRequest went and no Have came back since: the next waits kHaveRetryMs, not a
+    // heartbeat (an agent whose answer is slow in coming, or slow to be read, is not
+    // asked for its whole holdings again every heartbeat meanwhile).
+    bool have_asked = false;
     std::uint64_t connect_sent_for_seq = 0;
     // Its holdings version as its latest heartbeat or probe told it (SWIM: asked again
     // for a Have until the one applied matches, since no heartbeat repeats it).

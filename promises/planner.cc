@@ -420,6 +420,24 @@ std::vector<std::shared_ptr<const Pipeline>> known_pipelines(
   return out;
 }
 
+PlanBasis plan_basis(const std::vector<std::shared_ptr<const Pipeline>>& pipelines,
+                     const Ledger& ledger) {
+  PlanInputs in;
+  in.adverts = &ledger.adverts();
+  PlanBasis b;
+  b.promised = current_promises(in);
+  for (auto& [stage, digests] : b.promised) {
+    if (digests.size() == 1) digests.begin()->second.clear();
+  }
+  for (const auto& p : pipelines) {
+    for (const auto& src : p->sources) {
+      const Statement* st = ledger.source_version(p->name, src.name);
+      b.sources.emplace_back(st != nullptr ? st->author : AgentKey{}, st != nullptr ? st->seq : 0);
+    }
+  }
+  return b;
+}
+
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
                const JobOutcomes& outcomes) {
   PlanInputs in;

@@ -119,6 +119,19 @@ struct PlanInputs {
       source_version;
 };
 
+// What of the adverts and source versions a plan of PIPELINES read: the stage digests
+// current adverts promise (with who promises each only where a stage has two or more:
+// a conflict, where the count decides), and the statement (author, seq) that is each
+// source's current version. A new advert that leaves it equal (a joining agent promising
+// what others promise, a restart) changes no job of the plan.
+struct PlanBasis {
+  std::map<std::pair<std::string, std::string>, std::map<Digest, std::vector<AgentKey>>> promised;
+  std::vector<std::pair<AgentKey, std::uint64_t>> sources;
+  bool operator==(const PlanBasis&) const = default;
+};
+PlanBasis plan_basis(const std::vector<std::shared_ptr<const Pipeline>>& pipelines,
+                     const Ledger& ledger);
+
 // Plans the current definitions (above) among the pipelines given, from the ledger's
 // current adverts and source versions.
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,

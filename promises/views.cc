@@ -373,6 +373,13 @@ const std::map<StageKey, JobCounts>& Core::job_counts() {
   return impl_->job_index.counts;
 }
 
+bool Core::claim_summaries_consistent() const { return impl_->book.consistent(); }
+
+bool Core::plan_basis_current() const {
+  const Impl& s = *impl_;
+  return !s.plan || s.plan_dirty || plan_basis(s.plan->known, s.ledger) == s.plan_basis;
+}
+
 const BindingReport& Core::binding_summary() {
   impl_->refresh_job_index();
   return impl_->job_index.binding;

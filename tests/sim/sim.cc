@@ -568,6 +568,12 @@ void World::check_job_index(int agent) {
   if (kept != counted) {
     fail(host(agent).config.name + ": job counts kept by the job index differ from a recount");
   }
+  if (!c.plan_basis_current()) {
+    fail(host(agent).config.name + ": the adverts and sources the plan read changed, no plan due");
+  }
+  if (!c.claim_summaries_consistent()) {
+    fail(host(agent).config.name + ": a job's kept claim summary differs from one made afresh");
+  }
   if (c.binding_summary().unbound != c.binding_report().unbound ||
       c.binding_summary().equivocators != c.binding_report().equivocators) {
     fail(host(agent).config.name + ": the binding summary differs from the binding report");
