@@ -178,7 +178,10 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       break;
     case StatementKind::kPipeline:
     case StatementKind::kSourceVersion:
-      replan("pipeline_or_source");
+      // A definition already held, a version that is not the current one: the same plan.
+      if (!plan || promises::plan_basis(plan->known, ledger) != plan_basis) {
+        replan("pipeline_or_source");
+      }
       holdings.note(st, now_ms);
       break;
     case StatementKind::kClaim: {

@@ -435,6 +435,7 @@ PlanBasis plan_basis(const std::vector<std::shared_ptr<const Pipeline>>& pipelin
       b.sources.emplace_back(st != nullptr ? st->author : AgentKey{}, st != nullptr ? st->seq : 0);
     }
   }
+  for (const auto& [digest, st] : ledger.pipelines()) b.defined.push_back(digest);
   return b;
 }
 

@@ -122,11 +122,13 @@ struct PlanInputs {
 // What of the adverts and source versions a plan of PIPELINES read: the stage digests
 // current adverts promise (with who promises each only where a stage has two or more:
 // a conflict, where the count decides), and the statement (author, seq) that is each
-// source's current version. A new advert that leaves it equal (a joining agent promising
-// what others promise, a restart) changes no job of the plan.
+// source's current version, and the pipeline definitions the ledger holds. A new advert,
+// definition or source version that leaves it equal (a joining agent promising and
+// defining what others do, a restart) changes no job of the plan.
 struct PlanBasis {
   std::map<std::pair<std::string, std::string>, std::map<Digest, std::vector<AgentKey>>> promised;
   std::vector<std::pair<AgentKey, std::uint64_t>> sources;
+  std::vector<Digest> defined;  // the pipeline definitions (PipelineDef) in the ledger
   bool operator==(const PlanBasis&) const = default;
 };
 PlanBasis plan_basis(const std::vector<std::shared_ptr<const Pipeline>>& pipelines,
