@@ -437,6 +437,11 @@ Status Daemon::Impl::restore(promises::RestoredState* restored,
         return Status::ok();
       });
   VOW_RETURN_IF_ERROR(scan);
+  // Read in row order (cheaper); restored in (author, seq) order, as the ledger keeps them.
+  std::sort(rows_read.begin(), rows_read.end(),
+            [](const store::StoredStatement& a, const store::StoredStatement& b) {
+              return std::tie(a.author, a.seq) < std::tie(b.author, b.seq);
+            });
   std::vector<std::optional<Statement>> decoded(rows_read.size());
   std::vector<Status> failed(rows_read.size(), Status::ok());
   auto decode = [&](std::size_t first, std::size_t step) {
@@ -491,9 +496,9 @@ Status Daemon::Impl::restore(promises::RestoredState* restored,
   auto last = ledger->own_last_seq();
   if (!last.is_ok()) return last.status();
   restored->last_seq = *last;
-  auto held = worker->artifacts->list();
+  auto held = worker->artifacts->held();
   if (!held.is_ok()) return held.status();
-  for (const auto& r : *held) restored->held.push_back(r.digest);
+  restored->held = std::move(held).value();
   auto rows = ledger->running_jobs();
   if (!rows.is_ok()) {
     log->warn("cannot read the running-job table: {}", rows.status().to_string());

@@ -31,10 +31,9 @@ Status ArtifactStore::recover() {
   if (!leftovers.is_ok()) return leftovers.status();
   for (const auto& name : *leftovers) VOW_RETURN_IF_ERROR(env_.remove_file(tmp + "/" + name));
 
-  auto rows = index_.index_list();
+  auto rows = index_.index_digests();
   if (!rows.is_ok()) return rows.status();
-  std::unordered_set<Digest> indexed;
-  for (const auto& r : *rows) indexed.insert(r.digest);
+  std::unordered_set<Digest> indexed(rows->begin(), rows->end());
 
   // TODO(perf): this lists every fan-out directory on each open; a clean-shutdown marker
   // would let a normal start skip it.

@@ -442,6 +442,11 @@ Result<std::vector<ArtifactRecord>> ArtifactStore::list() {
   return index_.index_list();
 }
 
+Result<std::vector<Digest>> ArtifactStore::held() {
+  VOW_RETURN_IF_ERROR(flush());
+  return index_.index_digests();
+}
+
 Result<std::uint64_t> ArtifactStore::bytes_held() {
   VOW_RETURN_IF_ERROR(flush());
   return index_.index_bytes();

@@ -241,6 +241,7 @@ class ArtifactStore {
   Result<ArtifactRecord> stat(const Digest& digest);  // kNotFound if not held
   Result<bool> has(const Digest& digest);
   Result<std::vector<ArtifactRecord>> list();  // least recently used first
+  Result<std::vector<Digest>> held();          // every indexed digest, in no order
   Result<std::uint64_t> bytes_held();          // of every indexed object
   Status pin(const Digest& digest, bool pinned = true);
   // Drops an object (index row, then file) whatever protects it: for an object found

@@ -191,6 +191,15 @@ class LedgerStore {
   virtual Status index_remove(const Digest& digest) = 0;  // ok if absent
   virtual Result<std::optional<ArtifactRecord>> index_get(const Digest& digest) = 0;
   virtual Result<std::vector<ArtifactRecord>> index_list() = 0;
+  // Every indexed digest, in no particular order (a restart's: nothing sorted).
+  virtual Result<std::vector<Digest>> index_digests() {
+    auto rows = index_list();
+    if (!rows.is_ok()) return rows.status();
+    std::vector<Digest> out;
+    out.reserve(rows->size());
+    for (const auto& r : *rows) out.push_back(r.digest);
+    return out;
+  }
   // The bytes of every indexed object, summed (no row is read out, nothing sorted).
   virtual Result<std::uint64_t> index_bytes() {
     auto rows = index_list();
@@ -268,6 +277,7 @@ class FaultyLedger final : public LedgerStore {
     return base_.index_get(d);
   }
   Result<std::vector<ArtifactRecord>> index_list() override { return base_.index_list(); }
+  Result<std::vector<Digest>> index_digests() override { return base_.index_digests(); }
   Result<std::uint64_t> index_bytes() override { return base_.index_bytes(); }
   Status index_set_pinned(const Digest& digest, bool pinned) override;
   Status index_touch(std::span<const std::pair<Digest, std::uint64_t>> ticks) override;

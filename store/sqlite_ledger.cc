@@ -288,7 +288,9 @@ class SqliteLedger final : public LedgerStore {
       const std::function<Status(StoredStatement&, const Status&)>& fn) override {
     // Not cached: a scan may run while FN issues other queries on this connection.
     std::string sql =
-        std::string("SELECT ") + kStatementColumns + " FROM statements ORDER BY author, seq";
+        // In row order, not (author, seq): through the key's index every row is a lookup
+        // in the table, two and a half times slower at 100,000 statements.
+        std::string("SELECT ") + kStatementColumns + " FROM statements";
     sqlite3_stmt* st = nullptr;
     int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr);
     if (rc != SQLITE_OK) return err("prepare scan", rc);
@@ -559,6 +561,21 @@ class SqliteLedger final : public LedgerStore {
     int rc = sqlite3_step(*st);
     if (rc != SQLITE_ROW) return err("sum artifact sizes", rc);
     return static_cast<std::uint64_t>(sqlite3_column_int64(*st, 0));
+  }
+
+  Result<std::vector<Digest>> index_digests() override {
+    auto st = prepare("SELECT digest FROM artifacts");
+    if (!st.is_ok()) return st.status();
+    StmtGuard g(*st);
+    std::vector<Digest> out;
+    int rc;
+    while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+      Digest d;
+      if (!read_fixed(*st, 0, d.bytes)) return Status::corrupt(path_ + ": artifacts: bad digest");
+      out.push_back(d);
+    }
+    if (rc != SQLITE_DONE) return err("select artifact digests", rc);
+    return out;
   }
 
   Result<std::vector<ArtifactRecord>> index_list() override {
