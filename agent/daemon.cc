@@ -582,7 +582,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   }
   executor = std::make_unique<JobExecutors>(local_executor.get(), slurm_executor.get());
   executor->set_slurm_stages(slurm_stages(config.promises));
-  sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get());
+  sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get(), &received);
   network = std::make_unique<DaemonNetwork>(this);
   Effects fx{&clock, network.get(), state.get(), background.get(), executor.get(), sink.get()};
   agent =

@@ -26,6 +26,7 @@
 #include "agent/background.h"
 #include "agent/daemon.h"
 #include "agent/http.h"
+#include "agent/fetch_sink.h"
 #include "agent/local_effects.h"
 #include "agent/slurm_executor.h"
 #include "agent/service_notify.h"
@@ -246,6 +247,8 @@ struct Daemon::Impl {
   std::unique_ptr<LocalExecutor> local_executor;
   std::unique_ptr<SlurmExecutor> slurm_executor;  // when the agent file has [slurm]
   std::unique_ptr<JobExecutors> executor;         // each run to its promise's executor
+  // Small fetched artifacts, from the network's sinks to the worker's StoreSink.
+  ReceivedInMemory received;
   std::unique_ptr<StoreSink> sink;
   std::unique_ptr<DaemonNetwork> network;
   std::unique_ptr<Agent> agent;

@@ -4,59 +4,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <filesystem>
-
 #include "promises/limits.h"
 #include "agent/daemon_internal.h"
+#include "agent/fetch_sink.h"
 #include "transport/codec.h"
-
-namespace fs = std::filesystem;
 
 namespace vow::agent {
 namespace {
 
 std::string short_id(const AgentKey& key) { return transport::agent_id(key).substr(0, 12); }
-
-std::string errno_text() { return std::strerror(errno); }
-
-// Where a transfer's bytes arrive: a file in STATE/incoming.
-class FileSink final : public transport::ChunkSink {
- public:
-  static Result<std::unique_ptr<transport::ChunkSink>> create(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return Status::io("open " + path + ": " + errno_text());
-    return std::unique_ptr<transport::ChunkSink>(new FileSink(fd, path));
-  }
-  ~FileSink() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Status write(std::uint64_t offset, std::span<const std::uint8_t> data) override {
-    std::size_t done = 0;
-    while (done < data.size()) {
-      ssize_t n =
-          ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Status::io("write " + path_ + ": " + errno_text());
-      done += static_cast<std::size_t>(n);
-    }
-    return Status::ok();
-  }
-  Status read(std::uint64_t offset, std::span<std::uint8_t> out) override {
-    return pread_full(fd_, offset, out, path_);
-  }
-  Status finish(std::uint64_t total_bytes) override {
-    if (::ftruncate(fd_, static_cast<off_t>(total_bytes)) != 0) {
-      return Status::io("truncate " + path_ + ": " + errno_text());
-    }
-    return Status::ok();
-  }
-  void abort(const Status&) override { ::unlink(path_.c_str()); }
-
- private:
-  FileSink(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
-  int fd_;
-  std::string path_;
-};
 
 }  // namespace
 
@@ -82,14 +38,11 @@ void DaemonNetwork::connect(const AgentKey& peer, const std::vector<std::string>
   if (!endpoints.empty()) d_->connect_peer(peer, endpoints.front());
 }
 
+// Into memory, or past kInMemoryFetchBytes into STATE/incoming (agent/fetch_sink.h).
 Result<std::uint64_t> DaemonNetwork::fetch(const AgentKey& from, const Digest& digest) {
   std::string part = incoming_path(d_->state_dir, digest);
-  std::error_code ec;
-  fs::create_directories(fs::path(part).parent_path(), ec);
-  auto sink = FileSink::create(part);
-  if (!sink.is_ok()) return sink.status();
-  auto id =
-      d_->transport->fetch(from, digest, 0, std::nullopt, std::move(sink).value(), d_->now_ms());
+  auto id = d_->transport->fetch(from, digest, 0, std::nullopt,
+                                 make_fetch_sink(part, digest, &d_->received), d_->now_ms());
   if (!id.is_ok()) ::unlink(part.c_str());
   return id;
 }

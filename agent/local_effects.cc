@@ -402,9 +402,12 @@ std::string incoming_path(const std::string& state_dir, const Digest& digest) {
 }
 
 Result<Received> StoreSink::store_received(const Digest& digest, std::optional<bool> is_tree) {
+  std::optional<std::string> held = received_ != nullptr ? received_->take(digest) : std::nullopt;
   std::string part = incoming_path(state_dir_, digest);
   std::string head;
-  {
+  if (held) {
+    head = held->substr(0, kTreeTag.size());
+  } else {
     std::ifstream in(part, std::ios::binary);
     head.resize(kTreeTag.size());
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
@@ -412,19 +415,32 @@ Result<Received> StoreSink::store_received(const Digest& digest, std::optional<b
   }
   Received r;
   if (!is_tree.value_or(head == kTreeTag)) {
-    // Moved into the store, not copied (hashed again where it lies, synced, renamed).
-    auto ref = store_->adopt_file(part);
-    ::unlink(part.c_str());  // left behind only on failure
-    if (!ref.is_ok()) return ref.status();
-    if (ref->digest != digest) {
-      return Status::corrupt("artifact " + digest.hex() + " arrived with digest " +
-                             ref->digest.hex());
+    Digest stored;
+    if (held) {
+      // Written, hashed again, synced and renamed into place like any new object.
+      auto d = store_->put_bytes(*held);
+      if (!d.is_ok()) return d.status();
+      stored = *d;
+    } else {
+      // Moved into the store, not copied (hashed again where it lies, synced, renamed).
+      auto ref = store_->adopt_file(part);
+      ::unlink(part.c_str());  // left behind only on failure
+      if (!ref.is_ok()) return ref.status();
+      stored = ref->digest;
+    }
+    if (stored != digest) {
+      return Status::corrupt("artifact " + digest.hex() + " arrived with digest " + stored.hex());
     }
     return r;
   }
-  std::ifstream in(part, std::ios::binary);
-  std::string encoding((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  ::unlink(part.c_str());
+  std::string encoding;
+  if (held) {
+    encoding = std::move(*held);
+  } else {
+    std::ifstream in(part, std::ios::binary);
+    encoding.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    ::unlink(part.c_str());
+  }
   auto entries = decode_tree(encoding);
   if (!entries.is_ok() || blake2b(encoding) != digest) {
     return Status::corrupt("tree " + digest.hex() + " arrived malformed");

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "agent/effects.h"
+#include "agent/fetch_sink.h"
 #include "agent/job_cgroup.h"
 #include "agent/process.h"
 #include "agent/sandbox.h"
@@ -118,19 +119,22 @@ class LocalExecutor final : public Executor {
   LimitCounts end_cgroup(const std::string& name, const promises::Stage& stage);
 };
 
-// Fetched bytes arrive in STATE/incoming/<digest>.part (the daemon's network writes
-// them there) and are moved into the store, which hashes them again: nothing enters
-// it that does not match its name.
+// Fetched bytes arrive in memory (RECEIVED, up to kInMemoryFetchBytes) or in
+// STATE/incoming/<digest>.part (the daemon's network puts them there,
+// agent/fetch_sink.h) and go into the store, which hashes them again: nothing enters it
+// that does not match its name.
 class StoreSink final : public ArtifactSink {
  public:
-  StoreSink(std::string state_dir, store::ArtifactStore* worker_store)
-      : state_dir_(std::move(state_dir)), store_(worker_store) {}
+  StoreSink(std::string state_dir, store::ArtifactStore* worker_store,
+            ReceivedInMemory* received = nullptr)
+      : state_dir_(std::move(state_dir)), store_(worker_store), received_(received) {}
   Result<Received> store_received(const Digest& digest, std::optional<bool> is_tree) override;
   Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) override;
 
  private:
   std::string state_dir_;
   store::ArtifactStore* store_;
+  ReceivedInMemory* received_;
 };
 
 // Where the bytes of a fetch in flight arrive.

@@ -1,0 +1,178 @@
+// Fetched artifacts: small ones arrive in memory and reach the store without a file of
+// their own; larger ones spill to STATE/incoming (agent/fetch_sink.h).
+#include "agent/fetch_sink.h"
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "agent/local_effects.h"
+#include "promises/tree.h"
+#include "store/artifact_store.h"
+#include "store/sqlite_ledger.h"
+#include "store/test_util.h"
+
+namespace vow::agent {
+namespace {
+
+bool exists(const std::string& path) {
+  struct stat sb {};
+  return ::stat(path.c_str(), &sb) == 0;
+}
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::span<const std::uint8_t> bytes_of(const std::string& s, std::size_t from, std::size_t n) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()) + from, n};
+}
+
+std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7) % 26);
+  return s;
+}
+
+// A state directory with its ledger and store, as vowd opens them.
+struct State {
+  store::testing::TempDir dir;
+  std::unique_ptr<store::LedgerStore> ledger;
+  std::unique_ptr<store::ArtifactStore> artifacts;
+  State() {
+    auto l = store::open_sqlite_ledger(store::ledger_path(dir.path()));
+    REQUIRE(l.is_ok());
+    ledger = std::move(l).value();
+    auto s = store::ArtifactStore::open(store::artifacts_root(dir.path()), *ledger);
+    REQUIRE(s.is_ok());
+    artifacts = std::move(s).value();
+  }
+  std::string part(const Digest& d) const { return incoming_path(dir.path(), d); }
+};
+
+TEST_CASE("fetch sink: a small artifact stays in memory and is stored without a file") {
+  State st;
+  ReceivedInMemory received;
+  const std::string data = pattern(3000);
+  const Digest d = blake2b(data);
+  auto sink = make_fetch_sink(st.part(d), d, &received);
+  REQUIRE(sink->write(0, bytes_of(data, 0, 1000)).is_ok());
+  REQUIRE(sink->write(1000, bytes_of(data, 1000, 2000)).is_ok());
+  std::string back(500, '\0');
+  REQUIRE(sink->read(1000, {reinterpret_cast<std::uint8_t*>(back.data()), back.size()}).is_ok());
+  CHECK(back == data.substr(1000, 500));
+  REQUIRE(sink->finish(data.size()).is_ok());
+  CHECK_FALSE(exists(st.part(d)));
+  CHECK(received.size() == 1);
+
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  auto r = store_sink.store_received(d, std::nullopt);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  CHECK_FALSE(r->tree);
+  CHECK(received.size() == 0);
+  auto held = st.artifacts->read(d);
+  REQUIRE(held.is_ok());
+  CHECK(*held == data);
+}
+
+TEST_CASE("fetch sink: a larger artifact spills to the incoming file, which the store adopts") {
+  State st;
+  ReceivedInMemory received;
+  const std::string data = pattern(kInMemoryFetchBytes + 5000);
+  const Digest d = blake2b(data);
+  auto sink = make_fetch_sink(st.part(d), d, &received);
+  const std::size_t first = kInMemoryFetchBytes - 100;
+  REQUIRE(sink->write(0, bytes_of(data, 0, first)).is_ok());
+  CHECK_FALSE(exists(st.part(d)));  // still in memory
+  REQUIRE(sink->write(first, bytes_of(data, first, data.size() - first)).is_ok());
+  REQUIRE(exists(st.part(d)));
+  std::string back(200, '\0');
+  REQUIRE(sink->read(first - 100, {reinterpret_cast<std::uint8_t*>(back.data()), back.size()})
+              .is_ok());
+  CHECK(back == data.substr(first - 100, 200));
+  REQUIRE(sink->finish(data.size()).is_ok());
+  CHECK(file_text(st.part(d)) == data);
+  CHECK(received.size() == 0);
+
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  auto r = store_sink.store_received(d, std::nullopt);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  CHECK_FALSE(exists(st.part(d)));
+  auto held = st.artifacts->read(d);
+  REQUIRE(held.is_ok());
+  CHECK(*held == data);
+}
+
+TEST_CASE("fetch sink: an aborted fetch leaves neither bytes nor a file") {
+  State st;
+  ReceivedInMemory received;
+  const std::string data = pattern(kInMemoryFetchBytes * 2);
+  const Digest d = blake2b(data);
+  auto small = make_fetch_sink(st.part(d), d, &received);
+  REQUIRE(small->write(0, bytes_of(data, 0, 10)).is_ok());
+  small->abort(Status::unavailable("peer gone"));
+  auto large = make_fetch_sink(st.part(d), d, &received);
+  REQUIRE(large->write(0, bytes_of(data, 0, data.size())).is_ok());
+  REQUIRE(exists(st.part(d)));
+  large->abort(Status::unavailable("peer gone"));
+  CHECK_FALSE(exists(st.part(d)));
+  CHECK(received.size() == 0);
+}
+
+TEST_CASE("fetch sink: an empty artifact and a tree arrive in memory") {
+  State st;
+  ReceivedInMemory received;
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+
+  const Digest empty = blake2b(std::string());
+  REQUIRE(make_fetch_sink(st.part(empty), empty, &received)->finish(0).is_ok());
+  auto r = store_sink.store_received(empty, std::nullopt);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  CHECK(st.artifacts->has(empty).value());
+
+  // A tree whose one child is not held: the sink names it as missing.
+  const std::string child = "a child";
+  auto encoded = encode_tree({TreeEntry{"x.txt", EntryKind::kFile, blake2b(child)}});
+  REQUIRE(encoded.is_ok());
+  const std::string encoding = *encoded;
+  const Digest tree = blake2b(encoding);
+  auto sink = make_fetch_sink(st.part(tree), tree, &received);
+  REQUIRE(sink->write(0, bytes_of(encoding, 0, encoding.size())).is_ok());
+  REQUIRE(sink->finish(encoding.size()).is_ok());
+  auto t = store_sink.store_received(tree, std::nullopt);
+  REQUIRE_MESSAGE(t.is_ok(), t.status().to_string());
+  REQUIRE(t->tree);
+  REQUIRE(t->missing.size() == 1);
+  CHECK(t->missing[0].first == blake2b(child));
+}
+
+TEST_CASE("fetch sink: bytes not matching their name are refused") {
+  State st;
+  ReceivedInMemory received;
+  const Digest claimed = blake2b(std::string("what was asked for"));
+  received.put(claimed, "something else");
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  auto r = store_sink.store_received(claimed, false);
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().code() == StatusCode::kCorrupt);
+  CHECK(r.status().message().find(claimed.hex()) != std::string::npos);
+}
+
+TEST_CASE("fetch sink: received bytes never taken are bounded, the oldest dropped") {
+  ReceivedInMemory received;
+  for (std::size_t i = 0; i <= kMaxInMemoryReceived; ++i) {
+    received.put(blake2b(std::to_string(i)), std::to_string(i));
+  }
+  CHECK(received.size() == kMaxInMemoryReceived);
+  CHECK_FALSE(received.take(blake2b(std::string("0"))));
+  auto last = received.take(blake2b(std::to_string(kMaxInMemoryReceived)));
+  REQUIRE(last);
+  CHECK(*last == std::to_string(kMaxInMemoryReceived));
+}
+
+}  // namespace
+}  // namespace vow::agent
