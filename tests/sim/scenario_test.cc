@@ -287,6 +287,31 @@ TEST_CASE("replication: every output copied twice, then checks look only at what
   CHECK(holders >= 2);
 }
 
+TEST_CASE("replication: an agent that holds a copy of the source keeps it from its GC") {
+  Pipeline p = make_pipeline("fan", {"dir"},
+                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
+  Mesh m(3, p, {{}, {"count"}, {"count"}}, /*replicas=*/2);
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 60; ++i) files["f" + std::to_string(1000 + i)] = std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(5000);
+  m.advance(3000);
+  const Statement* sv = m.core(0).ledger().source_version("fan", "dir");
+  REQUIRE(sv != nullptr);
+  const Digest tree = std::get<SourceVersion>(sv->body).artifact.digest;
+  // Replication made a second copy of the whole tree; each holder's retention policy
+  // keeps it (the store's GC then keeps its entries), so no GC undoes what replication did.
+  int holders = 0;
+  int keeping = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (!m.node(i).store.count(tree)) continue;
+    ++holders;
+    keeping += m.core(i).retained().count(tree) ? 1 : 0;
+  }
+  REQUIRE(holders >= 2);
+  CHECK(keeping >= 2);
+}
+
 Pipeline fan_pipeline() {
   return make_pipeline("fan", {"dir"},
                        {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
