@@ -149,6 +149,9 @@ class Agent {
   const Metrics& metrics() const { return metrics_; }
   std::size_t jobs_here() const { return jobs_.size(); }
   bool fetching(const Digest& digest) const { return fetches_.count(digest) != 0; }
+  // Every artifact being fetched, and every entry of a tree being fetched (those held
+  // already too: the tree is stored only once each is held, so a GC pass must keep them).
+  std::set<Digest> in_flight() const;
   // File or tree, as statements named it (fetches must know which).
   std::optional<bool> is_tree(const Digest& digest) const;
 

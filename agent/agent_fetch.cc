@@ -180,6 +180,17 @@ void Agent::fetch_received(const Digest& digest) {
       [this, digest](const Status& s) { fetch_done(digest, s); });
 }
 
+std::set<Digest> Agent::in_flight() const {
+  std::set<Digest> out;
+  for (const auto& [digest, f] : fetches_) {
+    out.insert(digest);
+    if (f.tree_entries) {
+      for (const auto& e : *f.tree_entries) out.insert(e.digest);
+    }
+  }
+  return out;
+}
+
 // A tree whose children are all held: store its encoding.
 void Agent::store_tree(const Digest& digest) {
   auto it = fetches_.find(digest);

@@ -72,6 +72,17 @@ void Daemon::Impl::gc_answer(std::uint64_t ticket, json answer) {
   run_next_gc();
 }
 
+// What the retention policy keeps (Core::retained(), with a current plan), and what
+// fetches in flight need: a tree being fetched is stored only once every entry is held,
+// and an entry held when the fetch began and collected before it ended failed it.
+std::set<Digest> Daemon::Impl::gc_keep() {
+  (void)core().plan();
+  std::set<Digest> keep = core().retained();
+  std::set<Digest> fetching = agent->in_flight();
+  keep.insert(fetching.begin(), fetching.end());
+  return keep;
+}
+
 void Daemon::Impl::run_next_gc() {
   if (gc.running || gc.queue.empty()) return;
   GcPass pass = gc.queue.front();
@@ -79,8 +90,7 @@ void Daemon::Impl::run_next_gc() {
   gc.running = true;
   // With a current plan retained() names what it references (without one, every
   // canonical result and source version ever held).
-  (void)core().plan();
-  std::set<Digest> keep = core().retained();
+  std::set<Digest> keep = gc_keep();
   std::set<Digest> previous = gc.candidates;
   store::ArtifactStore* artifacts = worker->artifacts.get();
   Status submitted = background->submit(
@@ -150,8 +160,7 @@ void Daemon::Impl::gc_found(const GcPass& pass, const Status& status,
   }
   // What the core needs may have changed while the worker looked (a new plan): then
   // this pass removes nothing, and the next one decides again.
-  (void)core().plan();
-  std::set<Digest> keep = core().retained();
+  std::set<Digest> keep = gc_keep();
   for (const auto& d : removed) {
     if (keep.count(d)) {
       log->info("gc: what the plan needs changed during the pass; nothing removed");
