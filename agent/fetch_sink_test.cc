@@ -54,6 +54,21 @@ struct State {
   std::string part(const Digest& d) const { return incoming_path(dir.path(), d); }
 };
 
+// The worker's step: the received artifact into the store, then read back whole, with
+// nothing left behind in memory or in STATE/incoming.
+void store_and_check(State& st, ReceivedInMemory& received, const Digest& d,
+                     const std::string& data) {
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  auto r = store_sink.store_received(d, std::nullopt);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  CHECK_FALSE(r->tree);
+  CHECK(received.size() == 0);
+  CHECK_FALSE(exists(st.part(d)));
+  auto held = st.artifacts->read(d);
+  REQUIRE(held.is_ok());
+  CHECK(*held == data);
+}
+
 TEST_CASE("fetch sink: a small artifact stays in memory and is stored without a file") {
   State st;
   ReceivedInMemory received;
@@ -69,14 +84,7 @@ TEST_CASE("fetch sink: a small artifact stays in memory and is stored without a 
   CHECK_FALSE(exists(st.part(d)));
   CHECK(received.size() == 1);
 
-  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
-  auto r = store_sink.store_received(d, std::nullopt);
-  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
-  CHECK_FALSE(r->tree);
-  CHECK(received.size() == 0);
-  auto held = st.artifacts->read(d);
-  REQUIRE(held.is_ok());
-  CHECK(*held == data);
+  store_and_check(st, received, d, data);
 }
 
 TEST_CASE("fetch sink: a larger artifact spills to the incoming file, which the store adopts") {
@@ -98,13 +106,7 @@ TEST_CASE("fetch sink: a larger artifact spills to the incoming file, which the 
   CHECK(file_text(st.part(d)) == data);
   CHECK(received.size() == 0);
 
-  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
-  auto r = store_sink.store_received(d, std::nullopt);
-  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
-  CHECK_FALSE(exists(st.part(d)));
-  auto held = st.artifacts->read(d);
-  REQUIRE(held.is_ok());
-  CHECK(*held == data);
+  store_and_check(st, received, d, data);
 }
 
 TEST_CASE("fetch sink: an aborted fetch leaves neither bytes nor a file") {
