@@ -248,10 +248,13 @@ TEST_CASE("plans: results of a stage with jobs still open do not make the plan a
   }
 }
 
+Pipeline fan_pipeline() {
+  return make_pipeline("fan", {"dir"},
+                       {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
+}
+
 TEST_CASE("replication: every output copied twice, then checks look only at what changed") {
-  Pipeline p = make_pipeline("fan", {"dir"},
-                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
-  Mesh m(3, p, {{}, {"count"}, {"count"}}, /*replicas=*/2);
+  Mesh m(3, fan_pipeline(), {{}, {"count"}, {"count"}}, /*replicas=*/2);
   std::map<std::string, std::string> files;
   for (int i = 0; i < 150; ++i) files["f" + std::to_string(1000 + i)] = std::to_string(i);
   m.source("fan", "dir", dir_ref(files));
@@ -288,9 +291,7 @@ TEST_CASE("replication: every output copied twice, then checks look only at what
 }
 
 TEST_CASE("replication: an agent that holds a copy of the source keeps it from its GC") {
-  Pipeline p = make_pipeline("fan", {"dir"},
-                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
-  Mesh m(3, p, {{}, {"count"}, {"count"}}, /*replicas=*/2);
+  Mesh m(3, fan_pipeline(), {{}, {"count"}, {"count"}}, /*replicas=*/2);
   std::map<std::string, std::string> files;
   for (int i = 0; i < 60; ++i) files["f" + std::to_string(1000 + i)] = std::to_string(i);
   m.source("fan", "dir", dir_ref(files));
@@ -310,11 +311,6 @@ TEST_CASE("replication: an agent that holds a copy of the source keeps it from i
   }
   REQUIRE(holders >= 2);
   CHECK(keeping >= 2);
-}
-
-Pipeline fan_pipeline() {
-  return make_pipeline("fan", {"dir"},
-                       {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
 }
 
 // A fan-out of 1,200 jobs (fan_pipeline) run by agents 1 and 2 while agent 3 is cut off
