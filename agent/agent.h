@@ -31,6 +31,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "agent/effects.h"
@@ -253,7 +254,7 @@ class Agent {
   std::deque<Digest> fetch_queue_;  // waiting for a transfer place, each digest once
   std::set<Digest> bulk_busy_;       // bulk fetches transferring or being stored
   std::deque<Digest> bulk_queue_;    // bulk fetches waiting for one of those places
-  std::map<Digest, bool> is_tree_;  // as statements named artifacts
+  std::unordered_map<Digest, bool> is_tree_;  // as statements named artifacts
 
   std::deque<std::pair<Worker::Task, std::function<void(const Status&)>>> backlog_;
 

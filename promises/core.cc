@@ -162,7 +162,7 @@ const Statement& Core::Impl::publish(StatementBody body) {
              static_cast<unsigned long long>(st.seq));
   out.persist.push_back(st);
   send(std::nullopt, StatementBatch{{st}});
-  ingest(*ledger.get(st.author, st.seq), /*restored=*/true);
+  ingest(*ledger.get(st.author, st.seq), /*restored=*/false);
   return *ledger.get(config.key, st.seq);
 }
 
@@ -170,7 +170,6 @@ void Core::Impl::heard(const AgentKey& from) { members.heard(from, now_ms); }
 
 // Applies the effects of a statement already in the ledger (index side effects).
 void Core::Impl::ingest(const Statement& st, bool restored) {
-  (void)restored;
   job_index.note(st);
   switch (st.kind()) {
     case StatementKind::kAdvert:
@@ -232,13 +231,26 @@ void Core::Impl::ingest(const Statement& st, bool restored) {
       // Our own claim closed: a claim of its epoch that outranks it, which arrived while
       // the run was finishing (its outputs being stored), now calls for a release.
       if (st.author == config.key) tie_break_check.insert(r.job.job);
-      if (book.result_binding(r.job.job, st) != ResultBinding::kBound) {
-        // Evidence only (rule 3); it may bind later if its claim arrives after it.
-        event(EventKind::kUnbound, EventLevel::kDebug,
-              "result of job " + r.job.job.short_hex() + " epoch " + std::to_string(r.epoch) +
-                  " by " + st.author.hex().substr(0, 12) +
-                  " is not bound: " + result_binding_name(book.result_binding(r.job.job, st)),
-              st.author);
+      if (restored && !plan) {
+        // Read back at a restart: whether it binds is known once the horizons are applied
+        // again (one whose claim a horizon retired is bound by it), and the first plan
+        // reads every job. Core::Core notes non-determinism then: the job's summary is
+        // made once, not once here and again after the horizons dropped it.
+        holdings.note(st, now_ms);
+        break;
+      }
+      if (const ResultBinding binding = book.result_binding(r.job.job, st);
+          binding != ResultBinding::kBound) {
+        // Evidence only (rule 3); it may bind later if its claim arrives after it. Not
+        // news when the ledger is read back (a result whose claim a horizon retired is
+        // bound again when that horizon is).
+        if (!restored) {
+          event(EventKind::kUnbound, EventLevel::kDebug,
+                "result of job " + r.job.job.short_hex() + " epoch " + std::to_string(r.epoch) +
+                    " by " + st.author.hex().substr(0, 12) +
+                    " is not bound: " + result_binding_name(binding),
+                st.author);
+        }
       } else if (!r.ok) {
         // Only a new canonical result or a failure can change what is planned.
         replan("failure");
@@ -812,6 +824,9 @@ Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
   // are named in the first output, so the shell forgets them on disk too.
   for (const auto& v : restored.voids) s.ledger.restore_void(v);
   s.restore_horizons();
+  for (const auto& [job, js] : s.ledger.jobs()) {
+    if (!js.results.empty()) s.note_nondeterminism(job);
+  }
   s.out.messages.clear();  // nothing is sent before start()
   s.last_seq = std::max(restored.last_seq, s.ledger.max_seq(s.config.key));
   for (const auto& d : restored.held) s.holdings.restore(d);
