@@ -144,6 +144,8 @@ nlohmann::json Daemon::Impl::agents_json() {
                     {"self", true},
                     {"alive", true},
                     {"running", agent->jobs_here()},
+                    {"catching_up", core().catching_up()},
+                    {"vv_sum", core().ledger().vv_sum()},
                     {"last_seen_ms", 0}});
   for (const auto& p : core().peers()) {
     agents.push_back({{"name", p.name},
@@ -153,6 +155,7 @@ nlohmann::json Daemon::Impl::agents_json() {
                       {"liveness", promises::liveness_name(p.liveness)},
                       {"running", p.running},
                       {"capacity", p.capacity},
+                      {"vv_sum", p.vv_sum},
                       {"last_seen_ms", p.last_heard_ms ? now - *p.last_heard_ms : -1}});
   }
   return agents;

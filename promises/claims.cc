@@ -10,6 +10,15 @@ namespace vow::promises {
 
 void Core::Impl::ensure_plan() {
   if (!plan_dirty && plan) return;
+  if (plan && catching_up()) {
+    // While a pull brings the ledger in, the plan made last stays: nothing is claimed
+    // until it ends (claim_open_jobs), and a plan made in the middle is out of date by
+    // the next answer. A joiner at 100,000 jobs made one plan per status query and per
+    // answer (each a pass over every job, and each left every job open in the backlogs
+    // and the job index), a third of its catch-up. The plan is made once it ends.
+    wake_at(now_ms + kPullAnswerWindowMs);
+    return;
+  }
   ++plans_made[plan ? replan_reason : "start"];
   JobOutcomes outcomes;
   outcomes.canonical = [this](const Digest& j) { return book.canonical_result(j); };

@@ -378,6 +378,9 @@ struct PeerView {
   std::optional<std::int64_t> last_heard_ms;
   std::uint32_t running = 0;
   std::uint32_t capacity = 0;
+  // The sum of its version vector as it last said (hello, heartbeat): how much of the
+  // ledger it holds, to compare with Ledger::vv_sum() here.
+  std::uint64_t vv_sum = 0;
 };
 
 class Core {
@@ -460,6 +463,12 @@ class Core {
   // The adverts and source versions the plan read are those in force now (planner.h,
   // PlanBasis), or a plan is due (for the simulator's invariants).
   bool plan_basis_current() const;
+  // A pull is bringing in what peers hold and this agent does not (docs/coordination.md,
+  // "Pulling"): nothing is claimed, and the plan made last stands until it ends.
+  bool catching_up() const;
+  // The plan is out of date and put off until the pull ends; the job index, and so
+  // job_counts() and jobs_page(), stay as they were meanwhile.
+  bool plan_put_off() const;
   // The artifacts this agent must keep in its store (the retention policy of
   // docs/storage.md): inputs of its runs; outputs and logs of the canonical results of
   // planned jobs for which this agent is among the `replicas` holders the core keeps

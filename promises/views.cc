@@ -273,6 +273,11 @@ void Core::Impl::index_job(const Digest& id) {
 void Core::Impl::refresh_job_index() {
   JobIndex& x = job_index;
   ensure_plan();
+  // A plan put off while catching up (ensure_plan): the index stays as it was, and the
+  // jobs that arrived meanwhile are looked at once, against the plan made when the pull
+  // ends (looked at against the old plan first, a joiner's 100,000 jobs were each
+  // indexed twice, as superseded and then as done).
+  if (plan_dirty) return;
   // What every job's state reads: the plan, peers' liveness, the equivocators.
   if (x.plan.lock() != plan->identity) {
     x.plan = plan->identity;
@@ -374,6 +379,10 @@ const std::map<StageKey, JobCounts>& Core::job_counts() {
 }
 
 bool Core::claim_summaries_consistent() const { return impl_->book.consistent(); }
+
+bool Core::catching_up() const { return impl_->started && impl_->catching_up(); }
+
+bool Core::plan_put_off() const { return impl_->plan != nullptr && impl_->plan_dirty; }
 
 bool Core::plan_basis_current() const {
   const Impl& s = *impl_;
@@ -494,6 +503,7 @@ std::vector<PeerView> Core::peers() const {
     v.last_heard_ms = s.members.last_heard_ms(key);
     v.running = p.running;
     v.capacity = p.capacity;
+    v.vv_sum = p.vv_sum;
     out.push_back(std::move(v));
   }
   return out;

@@ -43,6 +43,12 @@ void print_status(const nlohmann::json& s) {
                                              : human_ms(seen) + " ago"});
   }
   print_table({"AGENT", "ID", "ALIVE", "LOAD", "LAST SEEN"}, agents);
+  for (const auto& a : s["agents"]) {
+    if (a.value("self", false) && a.value("catching_up", false)) {
+      std::cout << "\nthis agent is catching up (pulling statements from peers): the job "
+                   "counts below are those of before the pull\n";
+    }
+  }
   const char* states[] = {"pending", "ready", "running", "done", "failed", "superseded"};
   for (const auto& p : s["pipelines"]) {
     std::cout << "\npipeline " << p.value("name", "?") << "  (" << short_id(p.value("digest", ""))

@@ -439,6 +439,51 @@ TEST_CASE("catching up: a fresh agent that promises the stage claims nothing it 
   CHECK(m.starts_of("count") == starts);
 }
 
+TEST_CASE("catching up: a fresh agent plans once the pull ends, not per answer or status query") {
+  // Agent 3 joins a finished run of 1,200 jobs and is asked for its job counts at every
+  // network hop of its catch-up, as `vow status` and the web view ask. Each plan is a pass
+  // over every job: made per query while the pipeline, the sources and the horizons
+  // arrived, a joiner at 100,000 jobs spent a third of its catch-up planning.
+  auto tune = [](CoreConfig& c) { c.horizon_every = 300; };
+  Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {"count"}}, 2, 2, {},
+         MembershipProfile::kAllToAll, tune, {3});
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(60'000);
+  m.advance(3000);
+  REQUIRE(m.core(0).ledger().horizon_number() >= 3);
+  auto plans = [&] {
+    std::uint64_t n = 0;
+    for (const auto& [why, k] : m.core(3).plans_made()) n += k;
+    return n;
+  };
+  m.hold(true);
+  m.join(3);
+  const std::int64_t joined = m.now();
+  bool was_catching_up = false;
+  while (m.core(3).ledger().vv_sum() < m.core(0).ledger().vv_sum() && m.now() - joined < 20'000) {
+    m.advance(10);
+    m.deliver_hop();
+    was_catching_up = was_catching_up || m.core(3).catching_up();
+    (void)m.core(3).job_counts();
+  }
+  REQUIRE(m.core(3).ledger().vv_sum() == m.core(0).ledger().vv_sum());
+  CHECK(was_catching_up);
+  const std::uint64_t during = plans();
+  m.hold(false);
+  m.advance(3000);
+  CHECK_FALSE(m.core(3).catching_up());
+  // The plan made at start (before anything was pulled), and one once the pull ended.
+  CHECK(during == 1);
+  CHECK(plans() == 2);
+  std::uint64_t done = 0;
+  for (const auto& [stage, counts] : m.core(3).job_counts()) {
+    if (stage.second == "count") done = counts.done;
+  }
+  CHECK(done == 1200);
+}
+
 TEST_CASE("catching up: a source version larger than half an answer does not hold up the pull") {
   // The provider's next statement for the joiner is a source version of 60,000 entries
   // (more than kMaxSyncAnswerBytes) while the other agents have long tails: an answer cut

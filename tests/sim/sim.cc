@@ -552,6 +552,8 @@ void World::step(const Ev& ev) {
 
 void World::check_job_index(int agent) {
   promises::Core& c = host(agent).agent->core();
+  // A plan put off while catching up: the index waits for the plan made when it ends.
+  if (c.plan_put_off() && c.catching_up()) return;
   std::map<promises::StageKey, promises::JobCounts> kept = c.job_counts();
   // Every job of the plan and the ledger, each looked at afresh.
   std::set<Digest> ids;
