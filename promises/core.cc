@@ -502,7 +502,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           // requests, so that a joining agent pulls from one or two peers, not from
           // every one. Where the sender holds less, it is the one that asks.
           p->vv_sum = m.vv_sum;
-          if (m.vv_sum > ledger.vv_sum() + kMaxStatementsPerSync / 2) far_behind_ms = now_ms;
+          note_peer_vv_sum(m.vv_sum);
           if (m.vv_sum > ledger.vv_sum()) {
             if (may_request_sync()) {
               p->last_sync_request_ms = now_ms;
@@ -522,7 +522,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           p->running = m.running;
           p->capacity = m.capacity;
           p->vv_sum = m.vv_sum;
-          if (m.vv_sum > ledger.vv_sum() + kMaxStatementsPerSync / 2) far_behind_ms = now_ms;
+          note_peer_vv_sum(m.vv_sum);
           if (m.vv_sum > ledger.vv_sum()) {
             if (now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms &&
                 (pulling.count(from) || may_request_sync())) {
@@ -650,7 +650,9 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p,
   }
   if (asked && news) pull_news_ms = now_ms;
   if (!asked || !news || !full) {
-    pulling.erase(from);
+    // The pull may have ended: the plan put off while it went on is due now
+    // (ensure_plan), not at the next wake-up.
+    if (pulling.erase(from) != 0) decisions_due = true;
     return;
   }
   std::erase_if(pulling, [&](const AgentKey& k) { return k != from && !is_live(k); });
@@ -661,7 +663,10 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p,
 }
 
 bool Core::Impl::catching_up() const {
-  if (now_ms - far_behind_ms < kPullAnswerWindowMs && now_ms - pull_news_ms < kPullAnswerWindowMs) {
+  // Behind a peer far ahead, while answers bring news, until this agent holds about
+  // what that peer held (a pull that ended is not waited out: the plan waits for it).
+  if (now_ms - far_behind_ms < kPullAnswerWindowMs && now_ms - pull_news_ms < kPullAnswerWindowMs &&
+      far_ahead_vv_sum > ledger.vv_sum() + kMaxStatementsPerSync / 2) {
     return true;
   }
   return std::any_of(pulling.begin(), pulling.end(), [&](const AgentKey& k) {
