@@ -306,8 +306,10 @@ void Agent::remember_refs(const Statement& st) {
 }
 
 void Agent::send(const promises::Outbound& out) {
+  // An empty batch to one peer is an answer to its sync request with nothing new in it
+  // (it ends that peer's pull at once); one to everybody carries nothing.
   if (const auto* b = std::get_if<promises::StatementBatch>(&out.message.body)) {
-    if (b->statements.empty()) return;
+    if (!out.to && b->statements.empty() && b->voids.empty()) return;
   }
   if (out.to) {
     fx_.network->send(*out.to, out.message);

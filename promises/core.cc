@@ -418,7 +418,15 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
                             {}});
     batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(leading));
   }
-  if (!batch.empty() || !voids.empty()) send(to, StatementBatch{std::move(batch), std::move(voids)});
+  // An empty answer too, and the rest after horizons alone (the asker takes those as
+  // leading an answer): the asker's pull (continue_pull) learns that this peer has
+  // nothing more for it at once, not when its request times out (kPullAnswerWindowMs),
+  // which held a joiner's plan back by 2 s after it had everything.
+  if (leading > 0 && leading == batch.size()) {
+    send(to, StatementBatch{std::move(batch), {}});
+    batch.clear();
+  }
+  send(to, StatementBatch{std::move(batch), std::move(voids)});
   // Each proof in a batch of its own: the pair travels together (it is admitted as a
   // proof only so, limits.h), and large statements cannot push a frame past its limit.
   auto proofs = ledger.proof_statements(kMaxProofStatementsPerSync);

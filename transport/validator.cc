@@ -189,11 +189,12 @@ std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
     }
   } else if (auto* batch = std::get_if<StatementBatch>(&msg.body)) {
     // Decoded statements hold only their signed forms: each becomes its verified value,
-    // or is dropped. A batch with nothing left carries nothing: dropped too.
+    // or is dropped; the batch goes on with what is left, if anything.
     // Decoded (and duplicates dropped) in order on this thread, the signatures checked
     // (on two threads for a large batch: libsodium's verify is reentrant), then the rest
     // in order again, so counts and logs are those of a statement-by-statement pass.
     const std::size_t n = batch->statements.size();
+    const std::uint64_t duplicates_before = duplicates_;
     std::vector<Statement> decoded(n);
     std::vector<char> fresh(n, 0);
     std::vector<char> good(n, 0);
@@ -230,7 +231,12 @@ std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
         kept.push_back(std::move(st));
       }
     }
-    if (kept.empty()) return std::nullopt;
+    // Passed on with nothing left too when nothing in it was refused (every statement
+    // held already, or an empty answer): an answer to a sync request that brings
+    // nothing new ends the asker's pull from that peer (promises::Core, continue_pull).
+    // One with nothing but refused statements carries nothing: dropped.
+    const std::uint64_t duplicates = duplicates_ - duplicates_before;
+    if (kept.empty() && n > duplicates) return std::nullopt;
     batch->statements = std::move(kept);
   }
   return msg;

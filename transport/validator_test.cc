@@ -128,11 +128,27 @@ TEST_CASE("a statement batch keeps only the statements that pass, verified") {
   CHECK(kept[1].signed_form == second);
   CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 1);
 
-  // A batch with nothing left after validation carries nothing: dropped.
+  // A batch with nothing left after validation but refused statements: dropped.
   auto strangers = *encode_message(
       testing::batch_of({*sign_statement(stranger, testing::claim(stranger.key(), 2))}));
   CHECK(!v.validate(sp(strangers), a.key(), PeerRole::kAgent));
   CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 2);
+
+  // One whose statements are all held already, or an empty one (an answer to a sync
+  // request with nothing new), goes on empty: it tells the asker this peer is done.
+  auto first = *sign_statement(a, testing::claim(a.key(), 1));
+  seqs.held[{a.key(), 1}] = first.bytes;
+  auto held = v.validate(sp(*encode_message(testing::batch_of({first}))), a.key(),
+                         PeerRole::kAgent);
+  REQUIRE(held);
+  CHECK(std::get<StatementBatch>(held->body).statements.empty());
+  auto empty = v.validate(sp(*encode_message(testing::batch_of({}))), a.key(), PeerRole::kAgent);
+  REQUIRE(empty);
+  CHECK(std::get<StatementBatch>(empty->body).statements.empty());
+  // With a refused statement beside a held one: dropped.
+  auto mixed = *encode_message(testing::batch_of(
+      {first, *sign_statement(stranger, testing::claim(stranger.key(), 3))}));
+  CHECK(!v.validate(sp(mixed), a.key(), PeerRole::kAgent));
 }
 
 TEST_CASE("a large batch is checked on two threads with the result of one pass in order") {
@@ -189,13 +205,17 @@ TEST_CASE("a statement held with the same bytes is a duplicate, dropped unverifi
   seqs.held[{a.key(), 4}] = held.bytes;
   Validator v(&trust, &seqs, kMaxFrameBytes, {});
   auto frame_of = [](const SignedStatement& s) { return *encode_message(testing::batch_of({s})); };
-  CHECK(!v.validate(sp(frame_of(held)), b.key(), PeerRole::kAgent));
+  // A batch of duplicates goes on empty (it ends a pull from its sender).
+  auto nothing_kept = [](const std::optional<Message>& m) {
+    return m && std::get<StatementBatch>(m->body).statements.empty();
+  };
+  CHECK(nothing_kept(v.validate(sp(frame_of(held)), b.key(), PeerRole::kAgent)));
   CHECK(v.duplicates() == 1);
   // The same bytes with a signature that does not verify: still the statement held
   // (verified when it arrived), so a duplicate, not a rejection.
   SignedStatement resigned = held;
   resigned.signature.fill(0);
-  CHECK(!v.validate(sp(frame_of(resigned)), b.key(), PeerRole::kAgent));
+  CHECK(nothing_kept(v.validate(sp(frame_of(resigned)), b.key(), PeerRole::kAgent)));
   CHECK(v.duplicates() == 2);
   CHECK(v.rejected(RejectReason::kBadSignature) == 0);
   // Other bytes at that seq are verified: a bad signature is rejected as such.
@@ -211,7 +231,7 @@ TEST_CASE("a statement held with the same bytes is a duplicate, dropped unverifi
   auto above = *sign_statement(a, testing::claim(a.key(), 9));
   seqs.held[{a.key(), 9}] = above.bytes;
   above.signature.fill(0);
-  CHECK(!v.validate(sp(frame_of(above)), b.key(), PeerRole::kAgent));
+  CHECK(nothing_kept(v.validate(sp(frame_of(above)), b.key(), PeerRole::kAgent)));
   CHECK(v.duplicates() == 3);
   CHECK(v.rejected(RejectReason::kBadSignature) == 1);
 }

@@ -577,6 +577,20 @@ TEST_CASE("anti-entropy: an idle mesh sends summaries only; a differing one asks
   Output back = m.core(0).on_message(k1, Message{request});
   CHECK(full_sync_requests(back) == std::vector<AgentKey>{k1});
   CHECK(full_sync_requests(m.core(0).on_message(k1, Message{request})).empty());
+  // A full request from a peer that lacks nothing is answered all the same, with an
+  // empty batch: the asker's pull from this peer ends when it arrives, not when the
+  // request times out.
+  SyncRequest from0;
+  for (const auto& o : back.messages) {
+    if (const auto* r = std::get_if<SyncRequest>(&o.message.body); r && !r->summary) from0 = *r;
+  }
+  REQUIRE(!from0.have.empty());
+  int empty_answers = 0;
+  for (const auto& o : m.core(1).on_message(k0, Message{from0}).messages) {
+    const auto* b = std::get_if<StatementBatch>(&o.message.body);
+    empty_answers += b != nullptr && o.to == k0 && b->statements.empty();
+  }
+  CHECK(empty_answers == 1);
 }
 
 TEST_CASE("lost artifact: the job is run again from its lineage") {
