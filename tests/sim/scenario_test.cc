@@ -367,6 +367,16 @@ TEST_CASE("catching up: an agent that is behind claims nothing until it has caug
   CHECK(m.starts_of("count") == 1200);
 }
 
+// 1,200 jobs of fan_pipeline() run to the end, with the horizons they made applied:
+// what a fresh agent joins in the catching-up tests.
+void run_fan_for_a_joiner(Mesh& m) {
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(60'000);
+  m.advance(3000);
+}
+
 TEST_CASE("catching up: a fresh agent takes the results horizons settled, whatever its budget") {
   // Agents 1 and 2 run 1,200 jobs with a horizon every 300 statements: each settles
   // results and retires their claims, so a result reaches a later agent without its
@@ -378,11 +388,7 @@ TEST_CASE("catching up: a fresh agent takes the results horizons settled, whatev
   };
   Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {}}, 2, 2, {},
          MembershipProfile::kAllToAll, tune, {3});
-  std::map<std::string, std::string> files;
-  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
-  m.source("fan", "dir", dir_ref(files));
-  m.run_to_completion(60'000);
-  m.advance(3000);
+  run_fan_for_a_joiner(m);
   REQUIRE(m.core(0).ledger().horizon_number() >= 3);
   REQUIRE(m.core(0).ledger().settled_count() >= 900);
   m.join(3);
@@ -420,11 +426,7 @@ TEST_CASE("catching up: a fresh agent that promises the stage claims nothing it 
   auto tune = [](CoreConfig& c) { c.horizon_every = 300; };
   Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {"count"}}, 2, 2, {},
          MembershipProfile::kAllToAll, tune, {3});
-  std::map<std::string, std::string> files;
-  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
-  m.source("fan", "dir", dir_ref(files));
-  m.run_to_completion(60'000);
-  m.advance(3000);
+  run_fan_for_a_joiner(m);
   REQUIRE(m.core(0).ledger().horizon_number() >= 3);
   const int starts = m.starts_of("count");
   join_hop_by_hop(m, 3);
@@ -447,11 +449,7 @@ TEST_CASE("catching up: a fresh agent plans once the pull ends, not per answer o
   auto tune = [](CoreConfig& c) { c.horizon_every = 300; };
   Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {"count"}}, 2, 2, {},
          MembershipProfile::kAllToAll, tune, {3});
-  std::map<std::string, std::string> files;
-  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
-  m.source("fan", "dir", dir_ref(files));
-  m.run_to_completion(60'000);
-  m.advance(3000);
+  run_fan_for_a_joiner(m);
   REQUIRE(m.core(0).ledger().horizon_number() >= 3);
   auto plans = [&] {
     std::uint64_t n = 0;
