@@ -412,20 +412,16 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
   };
   auto rest = std::stable_partition(batch.begin(), batch.end(), lacked);
   const auto leading = static_cast<std::size_t>(rest - batch.begin());
-  if (leading > 0 && leading < batch.size()) {
+  if (leading > 0) {
     send(to, StatementBatch{{std::make_move_iterator(batch.begin()),
                              std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(leading))},
                             {}});
     batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(leading));
   }
-  // An empty answer too, and the rest after horizons alone (the asker takes those as
+  // The rest, even empty (an empty answer, or horizons alone, which the asker takes as
   // leading an answer): the asker's pull (continue_pull) learns that this peer has
   // nothing more for it at once, not when its request times out (kPullAnswerWindowMs),
   // which held a joiner's plan back by 2 s after it had everything.
-  if (leading > 0 && leading == batch.size()) {
-    send(to, StatementBatch{std::move(batch), {}});
-    batch.clear();
-  }
   send(to, StatementBatch{std::move(batch), std::move(voids)});
   // Each proof in a batch of its own: the pair travels together (it is admitted as a
   // proof only so, limits.h), and large statements cannot push a frame past its limit.
