@@ -141,8 +141,24 @@ void add_inputs(const JobResult& r, std::set<Digest>& out) {
 // theirs (so the lineage of what stays stays whole).
 std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
                                  const std::map<Digest, Settled>& settled,
-                                 const std::map<Digest, const Statement*>& canonical) {
+                                 const std::map<Digest, const Statement*>& canonical,
+                                 std::set<Digest>& read, bool& stale_open) {
   CutPlan at = plan_at_cut(ledger, c.cut, canonical);
+  // A run still open at the cut of a job the plan there does not have, with no result
+  // behind the cut: what it read is not known from the statements there (a claim does
+  // not name its inputs), so no source version may go while it is open.
+  stale_open = false;
+  for (const auto& [job, js] : ledger.jobs()) {
+    if (stale_open) break;
+    if (at.plan.find(job) != nullptr) continue;
+    if (std::any_of(js.results.begin(), js.results.end(), [&](const Statement* st) { return c.behind(*st); })) {
+      continue;
+    }
+    auto ended = ended_runs(c, js, {});
+    stale_open = std::any_of(js.claims.begin(), js.claims.end(), [&](const Statement* st) {
+      return c.behind(*st) && !ended.count({st->author, statement_epoch(*st)});
+    });
+  }
   std::set<Digest> gone;
   for (const auto& [job, s] : settled) {
     // Its stage as its canonical result names it (the same statement on every agent:
@@ -157,7 +173,6 @@ std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
   }
   // What the results that stay read, then the superseded jobs whose outputs are among it
   // stay too (and what they read), until nothing changes.
-  std::set<Digest> read;
   for (const auto& [job, js] : ledger.jobs()) {
     if (gone.count(job)) continue;
     for (const Statement* st : js.results) {
@@ -183,6 +198,53 @@ std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
     }
   }
   return gone;
+}
+
+// The digests of a source version: its artifact and each of its entries.
+template <typename F>
+void each_digest(const SourceVersion& v, F&& f) {
+  f(v.artifact.digest);
+  for (const auto& e : v.artifact.entries) f(e.digest);
+}
+
+// Old source versions (docs/storage.md, "Old source versions"): per provider's line of
+// a dataset at the cut, the counted versions before the first one that must stay go,
+// with every other statement of that line published before it. A version stays if it
+// is the line's last at the cut, or if a result that stays read a digest of it that the
+// last one does not have (lineage names the newest version holding a digest, so one
+// the last version also holds loses nothing). Returns the line bases and adds the
+// retired seqs.
+std::vector<HorizonLineBase> retire_source_versions(
+    const Ledger& ledger, const Cut& c, const std::set<Digest>& read,
+    const std::map<AgentKey, std::uint32_t>& index,
+    std::map<std::uint32_t, std::vector<std::uint64_t>>& retired) {
+  std::vector<HorizonLineBase> bases;
+  std::set<std::pair<Ledger::Dataset, AgentKey>> lines;
+  ledger.for_each_source_line([&](const Ledger::Dataset& d, const AgentKey& a) { lines.insert({d, a}); });
+  for (const auto& [dataset, author] : lines) {
+    auto at = index.find(author);
+    if (at == index.end()) continue;
+    std::vector<const Statement*> chain = ledger.line(dataset, author, &c.cut);
+    if (chain.size() < 2) continue;
+    std::set<Digest> last;
+    each_digest(std::get<SourceVersion>(chain.back()->body), [&](const Digest& d) { last.insert(d); });
+    std::size_t b = 0;
+    for (; b + 1 < chain.size(); ++b) {
+      bool needed = false;
+      each_digest(std::get<SourceVersion>(chain[b]->body), [&](const Digest& d) {
+        needed = needed || (read.count(d) != 0 && last.count(d) == 0);
+      });
+      if (needed) break;
+    }
+    if (b == 0) continue;
+    const std::uint64_t base_seq = chain[b]->seq;
+    for (const Statement* st : *ledger.line_statements(dataset, author)) {
+      if (st->seq < base_seq) retired[at->second].push_back(st->seq);
+    }
+    bases.push_back(HorizonLineBase{at->second, dataset.first, dataset.second,
+                                    std::get<SourceVersion>(chain[b]->body).version, base_seq});
+  }
+  return bases;
 }
 
 }  // namespace
@@ -269,8 +331,14 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     settled_jobs[job] =
         Settled{&js, std::move(results), std::move(claims), std::move(ok), settled_before};
   });
-  std::set<Digest> gone = superseded ? superseded_jobs(ledger, c, settled_jobs, canonical)
-                                     : std::set<Digest>{};
+  std::set<Digest> read;  // what the results that stay read (with superseded)
+  bool stale_open = false;
+  std::set<Digest> gone =
+      superseded ? superseded_jobs(ledger, c, settled_jobs, canonical, read, stale_open)
+                 : std::set<Digest>{};
+  // Old source versions go with superseded jobs: with those kept, every version stays
+  // (the results of old jobs name them in their lineage).
+  if (superseded && !stale_open) h.bases = retire_source_versions(ledger, c, read, index, retired);
   for (auto& [job, s] : settled_jobs) {
     const JobStatements& js = *s.js;
     const std::vector<const Statement*>& ok = s.ok;

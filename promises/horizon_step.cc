@@ -93,6 +93,40 @@ bool Core::Impl::horizon_in_force(const Statement& proposal,
   });
 }
 
+namespace {
+
+// Every digest lineage can name a maker of: the outputs of results held (and their
+// entries) and the source versions held (and theirs).
+std::set<Digest> lineage_digests(const Ledger& ledger) {
+  std::set<Digest> known;
+  ledger.for_each([&](const Statement& st) {
+    if (const auto* r = std::get_if<JobResult>(&st.body)) {
+      for (const auto& o : r->outputs) {
+        known.insert(o.artifact.digest);
+        for (const auto& e : o.artifact.entries) known.insert(e.digest);
+      }
+    } else if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
+      known.insert(v->artifact.digest);
+      for (const auto& e : v->artifact.entries) known.insert(e.digest);
+    }
+  });
+  return known;
+}
+
+// Whether every input of `r` is among `known` (a gathered tree of a fan-out's outputs:
+// each of its entries).
+bool reads_known(const JobResult& r, const std::set<Digest>& known) {
+  return std::all_of(r.inputs.begin(), r.inputs.end(), [&](const NamedArtifact& in) {
+    const auto& es = in.artifact.entries;
+    return known.count(in.artifact.digest) != 0 ||
+           (in.artifact.is_tree && !es.empty() && std::all_of(es.begin(), es.end(), [&](const TreeEntry& e) {
+              return known.count(e.digest) != 0;
+            }));
+  });
+}
+
+}  // namespace
+
 void Core::Impl::apply_horizon(const Statement& proposal) {
   const auto& h = std::get<Horizon>(proposal.body);
   for (const auto& r : h.retired) {
@@ -152,8 +186,42 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
       if (seq == r.last) break;
     }
   }
+  // The current version of every dataset, which retiring old ones must not change; and
+  // the results whose every input is an output held or in a source version held, which
+  // must stay so (docs/storage.md, "Old source versions").
+  std::map<Ledger::Dataset, StatementKey> sources_before;
+  std::vector<StatementKey> whole_lineage;
+  if (config.check_horizons && checked) {
+    for (const auto& [dataset, st] : ledger.sources()) sources_before[dataset] = {st->author, st->seq};
+    const std::set<Digest> known = lineage_digests(ledger);
+    const VersionVector cut = cut_of(h);
+    ledger.for_each([&](const Statement& st) {
+      const auto* r = std::get_if<JobResult>(&st.body);
+      auto at = cut.find(st.author);
+      // Behind the cut: a result above it (a late run of a superseded job) is not one the
+      // horizon decided on.
+      if (r != nullptr && r->ok && at != cut.end() && st.seq <= at->second &&
+          reads_known(*r, known)) {
+        whole_lineage.push_back({st.author, st.seq});
+      }
+    });
+  }
   std::set<Digest> changed = ledger.apply_horizon(h);
   book.invalidate(changed);  // those summaries point at statements now gone
+  if (config.check_horizons && checked) {
+    std::map<Ledger::Dataset, StatementKey> sources_after;
+    for (const auto& [dataset, st] : ledger.sources()) sources_after[dataset] = {st->author, st->seq};
+    VOW_ASSERT(sources_after == sources_before, "horizon %llu changed the current version of a source",
+               static_cast<unsigned long long>(h.number));
+    const std::set<Digest> known = lineage_digests(ledger);
+    for (const auto& [author, seq] : whole_lineage) {
+      const Statement* st = ledger.get(author, seq);
+      VOW_ASSERT(st == nullptr || reads_known(std::get<JobResult>(st->body), known),
+                 "horizon %llu retired what a result it kept read (job %s)",
+                 static_cast<unsigned long long>(h.number),
+                 st ? std::get<JobResult>(st->body).job.job.short_hex().c_str() : "");
+    }
+  }
   if (config.check_horizons) {
     for (const auto& [job, ref] : canonical_before) {
       const Statement* c = book.canonical(job);

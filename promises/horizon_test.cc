@@ -321,8 +321,20 @@ TEST_CASE("horizon: superseded jobs retire whole; the current ones and their lin
   CHECK(h->superseded);
   CHECK(h->content != keep->content);
   REQUIRE(h->settled.size() == 1);
-  CHECK(horizon_retired_statements(*h) == 5);
+  // And source version 1, which no result that stays read: 2 claims, 2 results, s over
+  // version 2's claim, and version 1.
+  CHECK(horizon_retired_statements(*h) == 6);
+  const Statement* v2 = l.source_version("p", "src");
+  REQUIRE(v2 != nullptr);
+  CHECK(std::get<SourceVersion>(v2->body).version == 2);
+  REQUIRE(h->bases.size() == 1);
+  CHECK(h->bases[0].version == 2);
+  CHECK(h->bases[0].seq == v2->seq);
   l.apply_horizon(*h);
+  // The current version is the same statement; version 1 is gone.
+  CHECK(l.source_version("p", "src") == v2);
+  CHECK(l.source_binding(*v2) == SourceBinding::kCounted);
+  CHECK(l.line_statements({"p", "src"}, key(1))->size() == 1);
   CHECK(l.job(s1) == nullptr);
   CHECK(l.job(t1) == nullptr);
   CHECK(l.jobs_emptied() == 2);
@@ -360,6 +372,10 @@ TEST_CASE("horizon: superseded jobs retire whole; the current ones and their lin
   CHECK(l.job(s2) != nullptr);
   CHECK(l.job(t2.job) != nullptr);
   CHECK(l.jobs_emptied() == 2);
+  // Version 2 stays too: s over it stays, and version 3 does not hold what it read.
+  CHECK(h2->bases.empty());
+  CHECK(l.line_statements({"p", "src"}, key(1))->size() == 2);
+  CHECK(std::get<SourceVersion>(l.source_version("p", "src")->body).version == 3);
 
   // Once s and t ran over version 3 (with another output), both version 2 jobs go.
   const std::size_t before3 = w.statements.size();
@@ -373,6 +389,14 @@ TEST_CASE("horizon: superseded jobs retire whole; the current ones and their lin
   CHECK(l.job(s2) == nullptr);
   CHECK(l.job(t2.job) == nullptr);
   CHECK(l.jobs_emptied() == 4);
+  // With them, version 2: only the current version is left, and it counts.
+  REQUIRE(h3->bases.size() == 1);
+  CHECK(h3->bases[0].version == 3);
+  REQUIRE(l.line_statements({"p", "src"}, key(1))->size() == 1);
+  const Statement* v3 = l.source_version("p", "src");
+  REQUIRE(v3 != nullptr);
+  CHECK(std::get<SourceVersion>(v3->body).version == 3);
+  CHECK(l.source_binding(*v3) == SourceBinding::kCounted);
   // Only the current generation's results are left: one per job of the plan.
   std::size_t results = 0;
   for (const auto& [job, js] : l.jobs()) results += js.results.size();
@@ -380,6 +404,113 @@ TEST_CASE("horizon: superseded jobs retire whole; the current ones and their lin
   auto plan = current_plan();
   CHECK(plan.size() == 2);
   for (const auto& [job, done] : plan) CHECK(done);
+}
+
+TEST_CASE("horizon: old source versions go; the line counts on from its base, on a joiner too") {
+  // Versions are directories: "same" is in both, "x" changes. s ran over each.
+  Superseding w;
+  auto tree = [](std::uint64_t v) {
+    ArtifactRef a{blake2b("tree-" + std::to_string(v)), true, 2, {}};
+    a.entries.push_back({"same", EntryKind::kFile, blake2b("same")});
+    a.entries.push_back({"x", EntryKind::kFile, blake2b("x-" + std::to_string(v))});
+    return a;
+  };
+  auto run_s = [&](std::uint64_t v) {
+    const Stage& st = w.p.stages[0];
+    JobRef r = w.ref(st, tree(v).digest);
+    w.add(Claim{r, 1, 0, std::nullopt});
+    JobResult res;
+    res.job = r;
+    res.epoch = 1;
+    res.ok = true;
+    res.inputs.push_back({st.inputs[0].local_name(), tree(v)});
+    res.outputs.push_back({"o", ArtifactRef{blake2b("mid-" + std::to_string(v)), false, 1, {}}});
+    w.add(res);
+  };
+  for (std::uint64_t v = 1; v <= 3; ++v) {
+    w.add(SourceVersion{"p", "src", v, tree(v)});
+    run_s(v);
+  }
+  Ledger l;
+  fill(l, w.statements);
+  const Statement* v3 = l.source_version("p", "src");
+  REQUIRE(v3 != nullptr);
+  auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
+  REQUIRE(h.has_value());
+  // The results that stay (s over version 3) read "same", which versions 1 and 2 hold
+  // too: version 3 holds it, so they go.
+  REQUIRE(h->bases.size() == 1);
+  CHECK(h->bases[0].version == 3);
+  CHECK(h->bases[0].seq == v3->seq);
+  l.apply_horizon(*h);
+  CHECK(l.line_statements({"p", "src"}, key(1))->size() == 1);
+  CHECK(l.source_version("p", "src") == v3);
+
+  // A joiner takes the horizon first, then what the others still hold: it counts version
+  // 3 without versions 1 and 2, and refuses them as retired when they come late.
+  Ledger j;
+  j.apply_horizon(*h);
+  l.for_each([&](const Statement& st) { REQUIRE(j.add(st) == Ledger::AddResult::kNew); });
+  const Statement* jv3 = j.source_version("p", "src");
+  REQUIRE(jv3 != nullptr);
+  CHECK(jv3->seq == v3->seq);
+  CHECK(j.source_binding(*jv3) == SourceBinding::kCounted);
+  CHECK(j.add(w.statements[2]) == Ledger::AddResult::kDuplicate);  // version 1
+  CHECK(j.fingerprint() == l.fingerprint());
+
+  // The line goes on: version 4 counts on both.
+  w.add(SourceVersion{"p", "src", 4, tree(4)});
+  REQUIRE(l.add(w.statements.back()) == Ledger::AddResult::kNew);
+  REQUIRE(j.add(w.statements.back()) == Ledger::AddResult::kNew);
+  for (Ledger* x : {&l, &j}) {
+    const Statement* cur = x->source_version("p", "src");
+    REQUIRE(cur != nullptr);
+    CHECK(std::get<SourceVersion>(cur->body).version == 4);
+  }
+  // A version 2 published now (out of its line) does not count.
+  w.add(SourceVersion{"p", "src", 2, tree(2)});
+  REQUIRE(l.add(w.statements.back()) == Ledger::AddResult::kNew);
+  CHECK(l.source_binding(*l.get(key(1), w.seq)) == SourceBinding::kOutOfLine);
+  CHECK(std::get<SourceVersion>(l.source_version("p", "src")->body).version == 4);
+}
+
+TEST_CASE("horizon: a run open at the cut of a job no longer planned holds old source versions") {
+  // s over version 1 is claimed and not finished when version 2 arrives (its claim does
+  // not say what it reads): version 1 stays until that run ended.
+  Superseding w;
+  w.version(1);
+  w.add(Claim{w.ref(w.p.stages[0], blake2b("src-1")), 1, 0, std::nullopt});
+  w.version(2);
+  w.run(2, true, false);
+  Ledger l;
+  fill(l, w.statements);
+  auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
+  REQUIRE(h.has_value());
+  CHECK(h->bases.empty());
+  l.apply_horizon(*h);
+  CHECK(l.line_statements({"p", "src"}, key(1))->size() == 2);
+  // It ends (a release), and the next horizon retires version 1.
+  w.add(Release{w.ref(w.p.stages[0], blake2b("src-1")), 1, "stopped"});
+  REQUIRE(l.add(w.statements.back()) == Ledger::AddResult::kNew);
+  auto h2 = compute_horizon(l, l.version_vector(), 2, l.horizon_content(), true);
+  REQUIRE(h2.has_value());
+  REQUIRE(h2->bases.size() == 1);
+  CHECK(h2->bases[0].version == 2);
+}
+
+TEST_CASE("horizon: without the superseded policy, every source version stays") {
+  Superseding w;
+  w.version(1);
+  w.run(1, true, false);
+  w.version(2);
+  w.run(2, true, false);
+  Ledger l;
+  fill(l, w.statements);
+  auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, false);
+  REQUIRE(h.has_value());
+  CHECK(h->bases.empty());
+  l.apply_horizon(*h);
+  CHECK(l.line_statements({"p", "src"}, key(1))->size() == 2);
 }
 
 TEST_CASE("horizon: a superseded job with a run still open at the cut stays") {

@@ -668,8 +668,10 @@ std::vector<const Statement*> Ledger::line(const Dataset& dataset, const AgentKe
   };
   std::sort(sorted.begin(), sorted.end(),
             [&](const Statement* x, const Statement* y) { return key(x) < key(y); });
-  std::uint64_t expected = 1;
-  std::uint64_t last_seq = 0;
+  // A horizon retired the versions before the base: the line counts from it, and
+  // nothing published before it counts (what is left there is out of line).
+  auto [expected, base_seq] = line_base(dataset, author);
+  std::uint64_t last_seq = base_seq == 0 ? 0 : base_seq - 1;
   for (const Statement* st : sorted) {
     std::uint64_t v = std::get<SourceVersion>(st->body).version;
     if (v < expected) continue;         // a repeat of a counted version, or backwards
@@ -680,6 +682,30 @@ std::vector<const Statement*> Ledger::line(const Dataset& dataset, const AgentKe
     ++expected;
   }
   return out;
+}
+
+const std::vector<const Statement*>* Ledger::line_statements(const Dataset& dataset,
+                                                             const AgentKey& author) const {
+  auto d = source_lines_.find(dataset);
+  if (d == source_lines_.end()) return nullptr;
+  auto a = d->second.find(author);
+  return a == d->second.end() ? nullptr : &a->second;
+}
+
+std::pair<std::uint64_t, std::uint64_t> Ledger::line_base(const Dataset& dataset,
+                                                          const AgentKey& author) const {
+  auto d = line_bases_.find(dataset);
+  if (d == line_bases_.end()) return {1, 0};
+  auto a = d->second.find(author);
+  return a == d->second.end() ? std::make_pair<std::uint64_t, std::uint64_t>(1, 0) : a->second;
+}
+
+std::uint64_t Ledger::highest_line_base() const {
+  std::uint64_t most = 1;
+  for (const auto& [dataset, by_author] : line_bases_) {
+    for (const auto& [author, base] : by_author) most = std::max(most, base.first);
+  }
+  return most;
 }
 
 SourceBinding Ledger::source_binding(const Statement& st) const {
@@ -874,6 +900,15 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
       advance(cut.author);
     }
   }
+  // Source lines that start later (their earlier versions were among the retired).
+  for (const auto& b : h.bases) {
+    const AgentKey* author = author_of(b.cut);
+    if (author == nullptr || b.version == 0 || b.seq == 0 || b.seq > h.cuts[b.cut].seq) continue;
+    Dataset dataset{b.pipeline, b.source};
+    auto& base = line_bases_[dataset][*author];
+    if (b.version > base.first) base = {b.version, b.seq};
+    dirty_sources_.insert(dataset);
+  }
   horizon_number_ = h.number;
   horizon_content_ = h.content;
   // The jobs it touched that are left with settled results only are quiet until a
@@ -902,8 +937,16 @@ void Ledger::unindex(const Statement* st) {
   auto drop = [&](std::vector<const Statement*>& v) {
     v.erase(std::remove(v.begin(), v.end(), st), v.end());
   };
+  if (const auto* sv = std::get_if<SourceVersion>(&st->body)) {  // before its line's base
+    Dataset dataset{sv->pipeline, sv->source};
+    if (auto d = source_lines_.find(dataset); d != source_lines_.end()) {
+      if (auto a = d->second.find(st->author); a != d->second.end()) drop(a->second);
+    }
+    dirty_sources_.insert(dataset);
+    return;
+  }
   auto job = st->job();
-  if (!job) return;  // only statements about jobs are retired
+  if (!job) return;  // only statements about jobs, and old source versions, are retired
   auto it = jobs_.find(*job);
   if (it == jobs_.end()) return;
   drop(it->second.claims);

@@ -296,6 +296,31 @@ class Ledger {
   // none), counted or not.
   const Statement* own_source(const AgentKey& author, const std::string& pipeline,
                               const std::string& source) const;
+  // The author's counted line for a dataset: versions 1, 2, ... (from the line's base,
+  // once a horizon retired the first ones) each published after the previous one
+  // (lowest seq first), up to the first gap.
+  // With a cut: only the statements at or below it.
+  std::vector<const Statement*> line(const Dataset& dataset, const AgentKey& author,
+                                     const VersionVector* cut = nullptr) const;
+  // Every source version statement held of this author for the dataset (counted or
+  // not), in arrival order; nullptr if none.
+  const std::vector<const Statement*>* line_statements(const Dataset& dataset,
+                                                       const AgentKey& author) const;
+  // Where a horizon made the author's line of the dataset start (HorizonLineBase):
+  // (version, seq); (1, 0) if none did.
+  std::pair<std::uint64_t, std::uint64_t> line_base(const Dataset& dataset,
+                                                    const AgentKey& author) const;
+  // f(dataset, author) for every line of source version statements held.
+  template <typename F>
+  void for_each_source_line(F&& f) const {
+    for (const auto& [dataset, by_author] : source_lines_) {
+      for (const auto& [author, statements] : by_author) {
+        if (!statements.empty()) f(dataset, author);
+      }
+    }
+  }
+  // The highest version a horizon made a line start at (1 if none did).
+  std::uint64_t highest_line_base() const;
   // Highest version this author published for the dataset (0 if none).
   std::uint64_t own_source_version(const AgentKey& author, const std::string& pipeline,
                                    const std::string& source) const;
@@ -315,11 +340,6 @@ class Ledger {
   // Makes (author, seq) a proven void, then each held advert just below it too.
   void prove_void(const AgentKey& author, std::uint64_t seq);
   bool held_advert(const AgentKey& author, std::uint64_t seq) const;
-  // The author's counted line for a dataset: versions 1, 2, ... each published after
-  // the previous one (lowest seq first), up to the first gap.
-  // With a cut: only the statements at or below it, and the adverts in force there.
-  std::vector<const Statement*> line(const Dataset& dataset, const AgentKey& author,
-                                     const VersionVector* cut = nullptr) const;
   bool provides(const AgentKey& author, const Dataset& dataset,
                 const VersionVector* cut = nullptr) const;
   const Statement* choose_source(const Dataset& dataset, const VersionVector* cut = nullptr) const;
@@ -387,6 +407,8 @@ class Ledger {
   // Source versions per dataset and author (every one, counted or not).
   std::map<Dataset, std::map<AgentKey, std::vector<const Statement*>>> source_lines_;
   std::map<std::pair<AgentKey, Dataset>, std::uint64_t> own_versions_;
+  // Per dataset and author, the (version, seq) its line starts at (HorizonLineBase).
+  std::map<Dataset, std::map<AgentKey, std::pair<std::uint64_t, std::uint64_t>>> line_bases_;
   // The current version per dataset, recomputed lazily for the datasets marked dirty.
   mutable std::map<Dataset, const Statement*> sources_;
   mutable std::set<Dataset> dirty_sources_;

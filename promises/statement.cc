@@ -104,6 +104,17 @@ Digest horizon_content(const Horizon& h) {
     x.update_field("vouched");
     for (const auto& r : h.settled) x.update(r.vouch.bytes);
   }
+  if (!h.bases.empty()) {  // absent: the digests made before source lines had bases
+    x.update_field("bases");
+    x.update_u64(h.bases.size());
+    for (const auto& b : h.bases) {
+      x.update_u64(b.cut);
+      x.update_field(b.pipeline);
+      x.update_field(b.source);
+      x.update_u64(b.version);
+      x.update_u64(b.seq);
+    }
+  }
   return x.finish();
 }
 

@@ -241,6 +241,17 @@ struct HorizonRef {
   Digest vouch;
   bool operator==(const HorizonRef&) const = default;
 };
+// Where the author of cuts[cut]'s line of a dataset starts once the horizon retired the
+// versions before it (docs/storage.md, "Old source versions"): `version` is counted as
+// the line's first, at `seq`; statements of that line below `seq` are gone.
+struct HorizonLineBase {
+  std::uint32_t cut = 0;
+  std::string pipeline;
+  std::string source;
+  std::uint64_t version = 0;
+  std::uint64_t seq = 0;
+  bool operator==(const HorizonLineBase&) const = default;
+};
 
 // The ledger's horizon (docs/storage.md, "The ledger horizon"). A proposal names the
 // cut (per author a seq and the prefix digest there), the statements behind it that are
@@ -260,9 +271,11 @@ struct Horizon {
   // The proposal also retires superseded jobs: those the plan made from the statements
   // at its cut no longer has (docs/storage.md, "Superseded jobs").
   bool superseded = false;
+  std::vector<HorizonLineBase> bases;  // source lines it moves the start of
   bool operator==(const Horizon&) const = default;
 };
-// Digest of a proposal's content (number, previous, cuts, retired, settled, superseded).
+// Digest of a proposal's content (number, previous, cuts, retired, settled, superseded,
+// bases).
 Digest horizon_content(const Horizon& h);
 
 using StatementBody = std::variant<Advert, PipelineDef, SourceVersion, Claim, Release, JobResult,

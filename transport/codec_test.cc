@@ -55,6 +55,7 @@ std::vector<StatementBody> every_body() {
   horizon.retired = {HorizonRange{0, 2, 5}, HorizonRange{1, 3, 3}};
   horizon.settled = {HorizonRef{0, 6, digest_of("form")}, HorizonRef{1, 2, {}}};
   horizon.superseded = true;
+  horizon.bases = {HorizonLineBase{1, "wc", "corpus", 4, 3}};
   horizon.content = horizon_content(horizon);
   return {
       Advert{"node-a",
@@ -73,7 +74,7 @@ std::vector<StatementBody> every_body() {
       Retry{job_ref(), 7, "vow retry"},
       horizon,
       Horizon{4, digest_of("prev"), {}, {}, {}, StatementRef{testing::identity_of(5).key(), 9},
-              digest_of("content")},
+              digest_of("content"), false, {}},
   };
 }
 

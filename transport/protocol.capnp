@@ -326,6 +326,7 @@ struct Horizon {
   endorsesSeq @6 :UInt64;
   content @7 :Data;                   # the proposal's content digest
   superseded @8 :Bool;                # also retires the jobs the plan at its cut has not
+  bases @9 :List(LineBase);           # source lines that start later from now on
 
   struct Cut {
     author @0 :Data;
@@ -343,6 +344,13 @@ struct Horizon {
     seq @1 :UInt64;
     vouch @2 :Data;                   # digest of its signed form (bytes and signature);
                                       # empty: none (a horizon made before it)
+  }
+  struct LineBase {
+    cut @0 :UInt32;                   # index into cuts: the provider
+    pipeline @1 :Text;
+    source @2 :Text;
+    version @3 :UInt64;               # the first version its line counts from now on
+    seq @4 :UInt64;                   # the provider's statement of that version
   }
 }
 

@@ -154,6 +154,16 @@ void put_body(w::StatementBody::Body::Builder b, const Horizon& h) {
   }
   o.setContent(data_of(h.content.bytes));
   o.setSuperseded(h.superseded);
+  if (!h.bases.empty()) {
+    auto bases = o.initBases(static_cast<unsigned>(h.bases.size()));
+    for (unsigned i = 0; i < bases.size(); ++i) {
+      bases[i].setCut(h.bases[i].cut);
+      bases[i].setPipeline(h.bases[i].pipeline);
+      bases[i].setSource(h.bases[i].source);
+      bases[i].setVersion(h.bases[i].version);
+      bases[i].setSeq(h.bases[i].seq);
+    }
+  }
 }
 void put_body(w::StatementBody::Body::Builder b, const Retry& r) {
   auto o = b.initRetry();
@@ -327,6 +337,12 @@ StatementBody get_body(w::StatementBody::Reader r) {
       }
       h.content = digest_of(o.getContent(), "horizon content");
       h.superseded = o.getSuperseded();
+      auto bases = o.getBases();
+      check_list(bases, "horizon bases");
+      for (auto x : bases) {
+        h.bases.push_back(HorizonLineBase{x.getCut(), str(x.getPipeline()), str(x.getSource()),
+                                          x.getVersion(), x.getSeq()});
+      }
       return h;
     }
   }

@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
   std::uint64_t passed = 0, failed = 0, hostile_seeds = 0, bomb_seeds = 0;
   std::size_t largest_ledger = 0;
   std::uint64_t horizon_seeds = 0, most_horizons = 0, most_retired = 0;
-  std::uint64_t superseded_seeds = 0, most_superseded = 0;
+  std::uint64_t superseded_seeds = 0, most_superseded = 0, base_seeds = 0, highest_base = 1;
   std::vector<std::int64_t> failover;
   std::vector<std::int64_t> failover_claim;
   std::vector<double> wall_ms;
@@ -176,6 +176,8 @@ int main(int argc, char** argv) {
     most_retired = std::max(most_retired, r.retired);
     if (r.jobs_emptied > 0) ++superseded_seeds;
     most_superseded = std::max(most_superseded, r.jobs_emptied);
+    if (r.line_base > 1) ++base_seeds;
+    highest_base = std::max(highest_base, r.line_base);
     failover.insert(failover.end(), r.failover_ms.begin(), r.failover_ms.end());
     failover_claim.insert(failover_claim.end(), r.failover_claim_ms.begin(),
                           r.failover_claim_ms.end());
@@ -239,6 +241,9 @@ int main(int argc, char** argv) {
               "one agent)\n",
               static_cast<unsigned long long>(superseded_seeds),
               static_cast<unsigned long long>(most_superseded));
+  std::printf("old source versions retired in %llu seeds (a line starting at version %llu at "
+              "most)\n",
+              static_cast<unsigned long long>(base_seeds), static_cast<unsigned long long>(highest_base));
   std::printf("%llu passed, %llu failed\n", static_cast<unsigned long long>(passed),
               static_cast<unsigned long long>(failed));
   return failed == 0 ? 0 : 1;

@@ -848,6 +848,54 @@ void World::check_end() {
       }
     }
   }
+  // (8) lineage of what the pipeline is now stays whole whatever horizons retired: from
+  // each planned job's canonical result, every input read is an output of a result held
+  // or in a source version held, and so on up (docs/storage.md, "Old source versions").
+  // A superseded job's late result is not among them: it goes with a later horizon.
+  for (auto& h : hosts_) {
+    promises::Core& c = h.agent->core();
+    const promises::Ledger& l = c.ledger();
+    std::set<Digest> known;
+    std::map<Digest, std::vector<const Statement*>> producers;
+    l.for_each([&](const Statement& st) {
+      if (const auto* r = std::get_if<JobResult>(&st.body)) {
+        for (const auto& o : r->outputs) {
+          known.insert(o.artifact.digest);
+          if (r->ok) producers[o.artifact.digest].push_back(&st);
+          for (const auto& e : o.artifact.entries) known.insert(e.digest);
+        }
+      } else if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
+        known.insert(v->artifact.digest);
+        for (const auto& e : v->artifact.entries) known.insert(e.digest);
+      }
+    });
+    std::vector<const Statement*> todo;
+    for (const auto& [id, job] : c.plan().jobs) {
+      if (const Statement* canon = c.canonical(id)) todo.push_back(canon);
+    }
+    std::set<const Statement*> seen;
+    while (!todo.empty()) {
+      const Statement* st = todo.back();
+      todo.pop_back();
+      if (!seen.insert(st).second || index_of(st->author) < 0) continue;
+      const auto& r = std::get<JobResult>(st->body);
+      for (const auto& in : r.inputs) {
+        // A fan-out's outputs arrive gathered in a tree of their own: each entry counts.
+        const auto& es = in.artifact.entries;
+        bool gathered = in.artifact.is_tree && !es.empty() &&
+                        std::all_of(es.begin(), es.end(), [&](const auto& e) { return known.count(e.digest) != 0; });
+        if (!known.count(in.artifact.digest) && !gathered) {
+          fail(h.config.name + ": input " + in.name + " of job " + r.job.job.short_hex() +
+               " (in the lineage of the current plan) comes from no result or source version held");
+        }
+        auto follow = [&](const Digest& d) {
+          if (auto p = producers.find(d); p != producers.end()) todo.insert(todo.end(), p->second.begin(), p->second.end());
+        };
+        follow(in.artifact.digest);
+        for (const auto& e : es) follow(e.digest);
+      }
+    }
+  }
   for (std::size_t i = 0; i < hosts_.size(); ++i) check_job_index(static_cast<int>(i));
   check_hostile_end();
   // Every planned stage is done, or blocked by a job that failed past its retries (or
@@ -953,6 +1001,7 @@ SimResult World::run() {
     result_.horizons = std::max(result_.horizons, h.agent->core().ledger().horizon_number());
     result_.retired = std::max(result_.retired, h.agent->core().ledger().retired_count());
     result_.jobs_emptied = std::max(result_.jobs_emptied, h.agent->core().ledger().jobs_emptied());
+    result_.line_base = std::max(result_.line_base, h.agent->core().ledger().highest_line_base());
   }
   result_.trace_hash = trace_.finish();
   return result_;

@@ -74,6 +74,7 @@ struct SimResult {
   std::uint64_t horizons = 0;            // the highest horizon applied by an agent
   std::uint64_t retired = 0;             // the most statements retired by an agent
   std::uint64_t jobs_emptied = 0;        // the most superseded jobs retired whole by one
+  std::uint64_t line_base = 1;           // the highest version a source line starts at
   // Membership measures (every run counts messages; the rest with options.membership):
   std::uint64_t messages = 0;             // messages sent, every kind
   std::uint64_t membership_messages = 0;  // heartbeats and probes
