@@ -201,6 +201,59 @@ nlohmann::json Daemon::Impl::sources_json() {
   return out;
 }
 
+std::uint64_t Daemon::Impl::http_snapshot_key(bool is_ready, const std::string& why) {
+  std::uint64_t h = 1469598103934665603ULL;  // FNV-1a over 64-bit words
+  auto mix = [&h](std::uint64_t v) {
+    h ^= v;
+    h *= 1099511628211ULL;
+  };
+  const promises::Ledger& l = core().ledger();
+  for (std::uint64_t v : {l.vv_sum(), static_cast<std::uint64_t>(l.size()), l.horizon_number(),
+                          l.retired_count()}) {
+    mix(v);
+  }
+  for (const auto& [reason, n] : core().plans_made()) mix(n);
+  for (const auto& [reason, n] : core().refused()) mix(n);
+  mix(core().catching_up() ? 1 : 0);
+  mix(agent->jobs_here());
+  const AgentCounters& ac = agent->counters();
+  for (std::uint64_t v : {ac.statements_in, ac.statements_persisted, ac.jobs_started,
+                          ac.jobs_adopted, ac.worker_backlogged, ac.worker_refused,
+                          ac.trees_refused, ac.outputs_refused}) {
+    mix(v);
+  }
+  const transport::TransportCounters tc = transport->counters();
+  for (std::uint64_t v : tc.rejected) mix(v);
+  for (std::uint64_t v : {tc.duplicates, tc.vouched, tc.equivocations, tc.dropped_queue_full,
+                          tc.dropped_no_link, tc.zap_denied, tc.handshakes_failed,
+                          tc.disconnects}) {
+    mix(v);
+  }
+  const transport::StreamCounters& sc = tc.streams;
+  for (std::uint64_t v : {sc.bytes_sent, sc.bytes_received, sc.fetches_ok, sc.fetches_failed,
+                          sc.serves_refused}) {
+    mix(v);
+  }
+  mix(static_cast<std::uint64_t>(core().held().size()));
+  mix(gc.bytes_held);
+  mix(gc.collected_bytes);
+  mix(slow_turns);
+  for (const auto& p : core().peers()) {
+    mix(static_cast<std::uint64_t>(p.liveness));
+    mix(p.running);
+    mix(p.capacity);
+    mix(p.vv_sum);
+  }
+  for (const auto& src : sources) {
+    mix(src.snapshotted ? 1 : 0);
+    mix(static_cast<std::uint64_t>(src.last_ok_ms));
+    mix(std::hash<std::string>{}(src.error));
+  }
+  mix(is_ready ? 1 : 0);
+  mix(std::hash<std::string>{}(why));
+  return h;
+}
+
 nlohmann::json Daemon::Impl::status_json() {
   using nlohmann::json;
   json agents = agents_json();
@@ -380,6 +433,9 @@ std::string Daemon::Impl::metrics_text() {
   sample(out, "vow_loop_slow_turns_total", {}, static_cast<double>(slow_turns));
   header(out, "vow_loop_turn_max_seconds", "gauge", "The longest turn of the event loop so far.");
   sample(out, "vow_loop_turn_max_seconds", {}, static_cast<double>(turn_max_us) / 1e6);
+  header(out, "vow_http_snapshots_total", "counter",
+         "HTTP snapshots the loop made (this one included): after a change, else every 5 s.");
+  sample(out, "vow_http_snapshots_total", {}, static_cast<double>(http_snapshots + 1));
   header(out, "vow_jobs_running_here", "gauge", "Job processes this agent runs now.");
   sample(out, "vow_jobs_running_here", {}, static_cast<double>(agent->jobs_here()));
   header(out, "vow_claims_total", "counter", "Claims this agent made.");

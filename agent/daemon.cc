@@ -692,13 +692,23 @@ void Daemon::Impl::poll_once() {
   if (http && now >= next_http_publish_ms) {
     std::string why;
     bool is_ready = ready(&why);
-    const std::int64_t began = now_ms();
-    http->publish(metrics_text(), status_json().dump(), is_ready, why);
-    // The snapshot is made on the loop: where making it is slow (a mesh with very many
-    // jobs not yet behind a horizon), it is made less often, so that it takes at most a
-    // tenth of the loop's time, up to every 5 s (well within HttpServer::kStaleAfterMs).
-    next_http_publish_ms =
-        now + std::clamp<std::int64_t>(10 * (now_ms() - began), kHttpRefreshMs, 5'000);
+    // An idle agent's snapshot changes only in its times and frame counts: it is made
+    // again when something else changed, or once it is kHttpMaxAgeMs old.
+    const std::uint64_t key = http_snapshot_key(is_ready, why);
+    if (key != http_key || now - http_published_ms >= kHttpMaxAgeMs) {
+      const std::int64_t began = now_ms();
+      http->publish(metrics_text(), status_json().dump(), is_ready, why);
+      ++http_snapshots;
+      http_key = key;
+      http_published_ms = now;
+      // The snapshot is made on the loop: where making it is slow (a mesh with very many
+      // jobs not yet behind a horizon), it is made less often, so that it takes at most
+      // a tenth of the loop's time, up to every kHttpMaxAgeMs.
+      next_http_publish_ms =
+          now + std::clamp<std::int64_t>(10 * (now_ms() - began), kHttpRefreshMs, kHttpMaxAgeMs);
+    } else {
+      next_http_publish_ms = now + kHttpRefreshMs;
+    }
   }
   turn.lap("publish");
   notifier.watchdog_tick(now);

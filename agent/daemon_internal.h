@@ -62,6 +62,10 @@ inline constexpr std::size_t kMaxChangedDirs = 10'000;
 inline constexpr std::size_t kMaxControlBytes = 1 << 20;
 inline constexpr std::size_t kMaxLogTailBytes = 4096;
 inline constexpr std::int64_t kHttpRefreshMs = 500;
+// The HTTP snapshot is made again when what it shows changed (http_snapshot_key), at
+// most every kHttpRefreshMs, and at least this often (for the times and traffic counters
+// in it, which the key leaves out; well within HttpServer::kStaleAfterMs).
+inline constexpr std::int64_t kHttpMaxAgeMs = 5'000;
 // The worker copies the ledger's write-ahead log back into the database this often (the
 // loop's connection never does: docs/storage.md).
 inline constexpr std::int64_t kCheckpointMs = 1'000;
@@ -274,6 +278,9 @@ struct Daemon::Impl {
 
   std::unique_ptr<HttpServer> http;  // [agent] http; serves snapshots
   std::int64_t next_http_publish_ms = 0;
+  std::int64_t http_published_ms = 0;  // when the snapshot served was made
+  std::uint64_t http_key = 0;          // http_snapshot_key() then
+  std::uint64_t http_snapshots = 0;    // made so far (vow_http_snapshots_total)
   ServiceNotifier notifier;  // systemd Type=notify: READY, RELOADING, STOPPING, WATCHDOG
 
   GcState gc;  // gc.cc
@@ -368,6 +375,9 @@ struct Daemon::Impl {
   nlohmann::json rejected_json();  // drops and refusals by reason
   nlohmann::json sources_json();   // the sources this agent provides and their health
   std::string metrics_text();
+  // A digest of what the HTTP snapshot shows but times and frame counts: equal while an
+  // idle agent's snapshot would be the same but for those (docs/agent.md, "HTTP").
+  std::uint64_t http_snapshot_key(bool ready, const std::string& why);
 
   // ---- gc.cc ----
   std::uint64_t queue_gc(bool dry_run, bool periodic);

@@ -12,6 +12,7 @@ file is read:
   statements  statements held, and of them results
   jobs        jobs `vow jobs` lists
   agent_cpu   CPU of the three agents per job since the start, in ms
+  and the statement bytes of source versions, horizons and results (what still grows)
 
 With --keep, every agent has `retire_superseded = false` (the policy off: the baseline).
 
@@ -68,10 +69,15 @@ def ledger_stats(agent):
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
         size = conn.execute("PRAGMA page_size").fetchone()[0]
         kinds = dict(conn.execute("SELECT kind, count(*) FROM statements GROUP BY kind"))
+        kind_bytes = dict(conn.execute(
+            "SELECT kind, sum(length(bytes)) FROM statements GROUP BY kind"))
     finally:
         conn.close()
     return {"file_mb": file_mb, "live_mb": (pages - free) * size / 1e6,
-            "statements": sum(kinds.values()), "results": kinds.get(5, 0)}
+            "statements": sum(kinds.values()), "results": kinds.get(5, 0),
+            "source_versions": kinds.get(2, 0), "horizons": kinds.get(9, 0),
+            "source_mb": kind_bytes.get(2, 0) / 1e6, "horizon_mb": kind_bytes.get(9, 0) / 1e6,
+            "result_mb": kind_bytes.get(5, 0) / 1e6}
 
 
 def horizons(agent):
@@ -141,7 +147,7 @@ def main():
             jobs = json.loads(b.vow("jobs", "--json", "--limit", "100000", timeout=300).stdout)
             row = {"jobs_ever": ever, "shards": m, "keep": args.keep, "wall_s": time.time() - t0,
                    "agent_cpu_ms_per_job": (cpu1 - cpu0) * 1000.0 / os.sysconf("SC_CLK_TCK") /
-                   ever, "jobs_listed": len(jobs["jobs"]), "horizons": horizons(b)}
+                   ever, "jobs_listed": len(jobs["jobs"]), "horizons_applied": horizons(b)}
             row.update(ledger_stats(b))
             print(json.dumps(row), flush=True)
             out.append(row)
@@ -151,7 +157,8 @@ def main():
         print(f"| {r['jobs_ever']:,} | {'kept' if r['keep'] else 'retired'} | "
               f"{r['file_mb']:.1f} MB | {r['live_mb']:.1f} MB | {r['statements']:,} | "
               f"{r['results']:,} | {r['jobs_listed']:,} | {r['agent_cpu_ms_per_job']:.1f} ms | "
-              f"{r['wall_s']:.0f} s |")
+              f"{r['source_versions']} ({r['source_mb']:.2f} MB) | "
+              f"{r['horizons']} ({r['horizon_mb']:.2f} MB) | {r['wall_s']:.0f} s |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

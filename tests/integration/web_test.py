@@ -254,11 +254,31 @@ def check_api(a, mesh):
     check("bad_signature" in m["rejected"] and "untrusted_handshake" in m["rejected"],
           f"rejected: {m['rejected']}")
 
+    # The snapshot (/metrics, /api/status): an agent with nothing changing makes it again
+    # only every 5 s, not every 500 ms (its cost grew with the jobs it shows).
+    def snapshots():
+        _, _, text = request(port, "/metrics")
+        for line in text.splitlines():
+            if line.startswith("vow_http_snapshots_total "):
+                return float(line.split()[1])
+        raise TestFailure("/metrics has no vow_http_snapshots_total")
+    n0 = snapshots()
+    time.sleep(3)
+    n1 = snapshots()
+    check(n1 - n0 <= 1, f"an idle agent made {n1 - n0:.0f} snapshots in 3 s")
+
     # A job fails: failed first in its stage, with its exit status, error and log tail.
     with open(mesh.gate, "w"):
         pass
     wait_until("gate/hold to fail", lambda: get_json(
         port, "/api/stage?" + q(pipeline="gate", stage="hold"))["counts"]["failed"] == 1, 30)
+
+    # The snapshot shows the change without waiting for its 5 s.
+    def snapshot_failed():
+        st = get_json(port, "/api/status")
+        return [s["jobs"]["failed"] for p in st["pipelines"] if p["name"] == "gate"
+                for s in p["stages"]] == [1]
+    wait_until("the snapshot to show the failed job", snapshot_failed, 4)
     d = get_json(port, "/api/stage?" + q(pipeline="gate", stage="hold"))
     check([(j["shard"], j["state"]) for j in d["jobs"]] ==
           [("z9", "failed"), ("a1", "done"), ("a2", "done")], f"failed first: {d['jobs']}")
