@@ -960,6 +960,21 @@ SimResult World::run() {
   std::int64_t bound_ms = heal_ms_ + 20 * timing.dead_after_ms +
                           static_cast<std::int64_t>(opt_.stages) * 1'500 +
                           static_cast<std::int64_t>(opt_.shards) * 100;
+  // A fan-out's jobs take their time whatever the agents do: a stage of N shards of up
+  // to 1.25 x SIM_MS each, run by the capacity its promisers have, all over again after
+  // the heal at worst (a 60-shard stage of 500 ms jobs on 2 slots is 19 s alone).
+  if (opt_.shards > 0) {
+    for (const auto& st : pipeline_.stages) {
+      if (st.foreach == std::nullopt) continue;
+      int slots = 0;
+      for (const auto& h : hosts_) {
+        for (const auto& p : h.config.promises) slots += p.stage == st.name ? p.capacity : 0;
+      }
+      auto ms = st.env.find("SIM_MS");
+      if (slots == 0 || ms == st.env.end()) continue;
+      bound_ms += static_cast<std::int64_t>(opt_.shards) * std::stoll(ms->second) * 5 / 4 / slots;
+    }
+  }
   bool healed = false;
   std::int64_t next_quiet_check = heal_ms_;
   while (!queue_.empty()) {
