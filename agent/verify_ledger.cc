@@ -1,5 +1,6 @@
 #include "agent/verify_ledger.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <utility>
@@ -16,6 +17,44 @@ namespace {
 std::string name_of(const Statement& st) {
   return transport::agent_id(st.author) + "/" + std::to_string(st.seq) + " (" +
          statement_kind_name(st.kind()) + ")";
+}
+
+// Applies to `rules` the horizons the statements held put in force, in chain order, as
+// an agent does after a restart: what they settled counts without its claim, and each
+// source line starts where they made it start (docs/storage.md, "The ledger horizon").
+// A proposal is in force when its content digest is what it says, it follows the last
+// one applied, and every member it lists but its proposer endorsed that content.
+void apply_horizons(promises::Ledger& rules, const std::vector<Statement>& statements) {
+  std::map<std::uint64_t, std::vector<const Statement*>> proposals;
+  std::map<std::pair<AgentKey, std::uint64_t>, std::set<std::pair<AgentKey, Digest>>> endorsed;
+  for (const auto& st : statements) {
+    const auto* h = std::get_if<Horizon>(&st.body);
+    if (h == nullptr) continue;
+    if (h->endorses) {
+      endorsed[{h->endorses->author, h->endorses->seq}].insert({st.author, h->content});
+    } else if (horizon_content(*h) == h->content) {
+      proposals[h->number].push_back(&st);
+    }
+  }
+  for (std::uint64_t n = 1;; ++n) {
+    auto it = proposals.find(n);
+    if (it == proposals.end()) return;
+    const Horizon* next = nullptr;
+    for (const Statement* p : it->second) {
+      const auto& h = std::get<Horizon>(p->body);
+      if (h.previous != (n == 1 ? Digest{} : rules.horizon_content())) continue;
+      const auto& by = endorsed[{p->author, p->seq}];
+      bool in_force = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
+        return !c.member || c.author == p->author || by.count({c.author, h.content}) != 0;
+      });
+      if (in_force) {
+        next = &h;
+        break;
+      }
+    }
+    if (next == nullptr) return;
+    (void)rules.apply_horizon(*next);
+  }
 }
 
 }  // namespace
@@ -47,6 +86,7 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
   // its provider's line; what does not count is evidence, not lineage.
   promises::Ledger rules;
   for (const auto& st : statements) (void)rules.add(st);
+  apply_horizons(rules, statements);
   // Equivocation proofs: each a second, validly signed statement of a held (author, seq).
   auto proofs = ledger.proofs();
   if (!proofs.is_ok()) return proofs.status();

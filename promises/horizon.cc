@@ -210,10 +210,10 @@ void each_digest(const SourceVersion& v, F&& f) {
 // Old source versions (docs/storage.md, "Old source versions"): per provider's line of
 // a dataset at the cut, the counted versions before the first one that must stay go,
 // with every other statement of that line published before it. A version stays if it
-// is the line's last at the cut, or if a result that stays read a digest of it that the
-// last one does not have (lineage names the newest version holding a digest, so one
-// the last version also holds loses nothing). Returns the line bases and adds the
-// retired seqs.
+// is the line's last at the cut, if the version after it came after the last horizon's
+// cut, or if a result that stays read a digest of it that the last one does not have
+// (lineage names the newest version holding a digest, so one the last version also
+// holds loses nothing). Returns the line bases and adds the retired seqs.
 std::vector<HorizonLineBase> retire_source_versions(
     const Ledger& ledger, const Cut& c, const std::set<Digest>& read,
     const std::map<AgentKey, std::uint32_t>& index,
@@ -230,6 +230,10 @@ std::vector<HorizonLineBase> retire_source_versions(
     each_digest(std::get<SourceVersion>(chain.back()->body), [&](const Digest& d) { last.insert(d); });
     std::size_t b = 0;
     for (; b + 1 < chain.size(); ++b) {
+      // Only once the version after it was behind the last horizon's cut: every member
+      // endorsed that horizon holding it, so a run of a job over this one began before
+      // its endorsement, which this cut holds (a claim or result here, seen above).
+      if (chain[b + 1]->seq > ledger.floor(author)) break;
       bool needed = false;
       each_digest(std::get<SourceVersion>(chain[b]->body), [&](const Digest& d) {
         needed = needed || (read.count(d) != 0 && last.count(d) == 0);

@@ -96,11 +96,11 @@ bool Core::Impl::horizon_in_force(const Statement& proposal,
 namespace {
 
 // Every digest lineage can name a maker of: the outputs of results held (and their
-// entries) and the source versions held (and theirs).
-std::set<Digest> lineage_digests(const Ledger& ledger) {
+// entries) and the source versions held (and theirs); with `sources_only`, the latter.
+std::set<Digest> lineage_digests(const Ledger& ledger, bool sources_only = false) {
   std::set<Digest> known;
   ledger.for_each([&](const Statement& st) {
-    if (const auto* r = std::get_if<JobResult>(&st.body)) {
+    if (const auto* r = sources_only ? nullptr : std::get_if<JobResult>(&st.body)) {
       for (const auto& o : r->outputs) {
         known.insert(o.artifact.digest);
         for (const auto& e : o.artifact.entries) known.insert(e.digest);
@@ -113,15 +113,14 @@ std::set<Digest> lineage_digests(const Ledger& ledger) {
   return known;
 }
 
-// Whether every input of `r` is among `known` (a gathered tree of a fan-out's outputs:
-// each of its entries).
-bool reads_known(const JobResult& r, const std::set<Digest>& known) {
+// Whether every input of `r` that `from` knows is among `known` (a gathered tree of a
+// fan-out's outputs: each of its entries).
+bool reads_known(const JobResult& r, const std::set<Digest>& from, const std::set<Digest>& known) {
+  auto ok = [&](const Digest& d) { return from.count(d) == 0 || known.count(d) != 0; };
   return std::all_of(r.inputs.begin(), r.inputs.end(), [&](const NamedArtifact& in) {
     const auto& es = in.artifact.entries;
-    return known.count(in.artifact.digest) != 0 ||
-           (in.artifact.is_tree && !es.empty() && std::all_of(es.begin(), es.end(), [&](const TreeEntry& e) {
-              return known.count(e.digest) != 0;
-            }));
+    return ok(in.artifact.digest) &&
+           std::all_of(es.begin(), es.end(), [&](const TreeEntry& e) { return ok(e.digest); });
   });
 }
 
@@ -190,19 +189,19 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   // the results whose every input is an output held or in a source version held, which
   // must stay so (docs/storage.md, "Old source versions").
   std::map<Ledger::Dataset, StatementKey> sources_before;
-  std::vector<StatementKey> whole_lineage;
+  std::vector<StatementKey> kept;
+  std::set<Digest> from_sources;
   if (config.check_horizons && checked) {
     for (const auto& [dataset, st] : ledger.sources()) sources_before[dataset] = {st->author, st->seq};
-    const std::set<Digest> known = lineage_digests(ledger);
+    from_sources = lineage_digests(ledger, /*sources_only=*/true);
     const VersionVector cut = cut_of(h);
     ledger.for_each([&](const Statement& st) {
       const auto* r = std::get_if<JobResult>(&st.body);
       auto at = cut.find(st.author);
       // Behind the cut: a result above it (a late run of a superseded job) is not one the
       // horizon decided on.
-      if (r != nullptr && r->ok && at != cut.end() && st.seq <= at->second &&
-          reads_known(*r, known)) {
-        whole_lineage.push_back({st.author, st.seq});
+      if (r != nullptr && r->ok && at != cut.end() && st.seq <= at->second) {
+        kept.push_back({st.author, st.seq});
       }
     });
   }
@@ -213,11 +212,13 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
     for (const auto& [dataset, st] : ledger.sources()) sources_after[dataset] = {st->author, st->seq};
     VOW_ASSERT(sources_after == sources_before, "horizon %llu changed the current version of a source",
                static_cast<unsigned long long>(h.number));
+    // What a result behind the cut that stays read from a source version held before
+    // has a maker still (the same version, a newer one holding it, or a result).
     const std::set<Digest> known = lineage_digests(ledger);
-    for (const auto& [author, seq] : whole_lineage) {
+    for (const auto& [author, seq] : kept) {
       const Statement* st = ledger.get(author, seq);
-      VOW_ASSERT(st == nullptr || reads_known(std::get<JobResult>(st->body), known),
-                 "horizon %llu retired what a result it kept read (job %s)",
+      VOW_ASSERT(st == nullptr || reads_known(std::get<JobResult>(st->body), from_sources, known),
+                 "horizon %llu retired the source version a result it kept read (job %s)",
                  static_cast<unsigned long long>(h.number),
                  st ? std::get<JobResult>(st->body).job.job.short_hex().c_str() : "");
     }

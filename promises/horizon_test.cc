@@ -321,20 +321,16 @@ TEST_CASE("horizon: superseded jobs retire whole; the current ones and their lin
   CHECK(h->superseded);
   CHECK(h->content != keep->content);
   REQUIRE(h->settled.size() == 1);
-  // And source version 1, which no result that stays read: 2 claims, 2 results, s over
-  // version 2's claim, and version 1.
-  CHECK(horizon_retired_statements(*h) == 6);
+  CHECK(horizon_retired_statements(*h) == 5);
+  // Source version 1 stays: version 2 came after the last horizon's cut (there was
+  // none), so a run over version 1 may yet be under way unseen.
   const Statement* v2 = l.source_version("p", "src");
   REQUIRE(v2 != nullptr);
   CHECK(std::get<SourceVersion>(v2->body).version == 2);
-  REQUIRE(h->bases.size() == 1);
-  CHECK(h->bases[0].version == 2);
-  CHECK(h->bases[0].seq == v2->seq);
+  CHECK(h->bases.empty());
   l.apply_horizon(*h);
-  // The current version is the same statement; version 1 is gone.
   CHECK(l.source_version("p", "src") == v2);
-  CHECK(l.source_binding(*v2) == SourceBinding::kCounted);
-  CHECK(l.line_statements({"p", "src"}, key(1))->size() == 1);
+  CHECK(l.line_statements({"p", "src"}, key(1))->size() == 2);
   CHECK(l.job(s1) == nullptr);
   CHECK(l.job(t1) == nullptr);
   CHECK(l.jobs_emptied() == 2);
@@ -372,10 +368,21 @@ TEST_CASE("horizon: superseded jobs retire whole; the current ones and their lin
   CHECK(l.job(s2) != nullptr);
   CHECK(l.job(t2.job) != nullptr);
   CHECK(l.jobs_emptied() == 2);
-  // Version 2 stays too: s over it stays, and version 3 does not hold what it read.
-  CHECK(h2->bases.empty());
+  // Version 1 goes (version 2 was behind the last cut; nothing that stays read it);
+  // version 2 stays: s over it stays, and version 3 does not hold what it read. The
+  // current version is the same statement, and counts.
+  REQUIRE(h2->bases.size() == 1);
+  CHECK(h2->bases[0].version == 2);
+  CHECK(h2->bases[0].seq == v2->seq);
   CHECK(l.line_statements({"p", "src"}, key(1))->size() == 2);
-  CHECK(std::get<SourceVersion>(l.source_version("p", "src")->body).version == 3);
+  const Statement* v3_now = l.source_version("p", "src");
+  REQUIRE(v3_now != nullptr);
+  CHECK(std::get<SourceVersion>(v3_now->body).version == 3);
+  CHECK(l.source_binding(*v3_now) == SourceBinding::kCounted);
+  // A horizon now (version 3 behind the last cut) still keeps version 2: s over it stays.
+  auto h2b = compute_horizon(l, l.version_vector(), 3, l.horizon_content(), true);
+  REQUIRE(h2b.has_value());
+  CHECK(h2b->bases.empty());
 
   // Once s and t ran over version 3 (with another output), both version 2 jobs go.
   const std::size_t before3 = w.statements.size();
@@ -435,7 +442,11 @@ TEST_CASE("horizon: old source versions go; the line counts on from its base, on
   fill(l, w.statements);
   const Statement* v3 = l.source_version("p", "src");
   REQUIRE(v3 != nullptr);
-  auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
+  auto h1 = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
+  REQUIRE(h1.has_value());
+  CHECK(h1->bases.empty());  // versions 2 and 3 came after the last cut (none)
+  l.apply_horizon(*h1);
+  auto h = compute_horizon(l, l.version_vector(), 2, l.horizon_content(), true);
   REQUIRE(h.has_value());
   // The results that stay (s over version 3) read "same", which versions 1 and 2 hold
   // too: version 3 holds it, so they go.
@@ -449,6 +460,7 @@ TEST_CASE("horizon: old source versions go; the line counts on from its base, on
   // A joiner takes the horizon first, then what the others still hold: it counts version
   // 3 without versions 1 and 2, and refuses them as retired when they come late.
   Ledger j;
+  j.apply_horizon(*h1);
   j.apply_horizon(*h);
   l.for_each([&](const Statement& st) { REQUIRE(j.add(st) == Ledger::AddResult::kNew); });
   const Statement* jv3 = j.source_version("p", "src");
@@ -486,16 +498,20 @@ TEST_CASE("horizon: a run open at the cut of a job no longer planned holds old s
   fill(l, w.statements);
   auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
   REQUIRE(h.has_value());
-  CHECK(h->bases.empty());
   l.apply_horizon(*h);
+  // Version 2 is behind the last cut now, but the run over version 1 is still open.
+  auto h2 = compute_horizon(l, l.version_vector(), 2, l.horizon_content(), true);
+  REQUIRE(h2.has_value());
+  CHECK(h2->bases.empty());
+  l.apply_horizon(*h2);
   CHECK(l.line_statements({"p", "src"}, key(1))->size() == 2);
   // It ends (a release), and the next horizon retires version 1.
   w.add(Release{w.ref(w.p.stages[0], blake2b("src-1")), 1, "stopped"});
   REQUIRE(l.add(w.statements.back()) == Ledger::AddResult::kNew);
-  auto h2 = compute_horizon(l, l.version_vector(), 2, l.horizon_content(), true);
-  REQUIRE(h2.has_value());
-  REQUIRE(h2->bases.size() == 1);
-  CHECK(h2->bases[0].version == 2);
+  auto h3 = compute_horizon(l, l.version_vector(), 3, l.horizon_content(), true);
+  REQUIRE(h3.has_value());
+  REQUIRE(h3->bases.size() == 1);
+  CHECK(h3->bases[0].version == 2);
 }
 
 TEST_CASE("horizon: without the superseded policy, every source version stays") {

@@ -255,7 +255,8 @@ def check_api(a, mesh):
           f"rejected: {m['rejected']}")
 
     # The snapshot (/metrics, /api/status): an agent with nothing changing makes it again
-    # only every 5 s, not every 500 ms (its cost grew with the jobs it shows).
+    # only every 5 s, not every 500 ms (its cost grew with the jobs it shows): 6 in 3 s
+    # before; 2 allows one change (a peer's late heartbeat) beside the 5 s refresh.
     def snapshots():
         _, _, text = request(port, "/metrics")
         for line in text.splitlines():
@@ -265,7 +266,7 @@ def check_api(a, mesh):
     n0 = snapshots()
     time.sleep(3)
     n1 = snapshots()
-    check(n1 - n0 <= 1, f"an idle agent made {n1 - n0:.0f} snapshots in 3 s")
+    check(n1 - n0 <= 2, f"an idle agent made {n1 - n0:.0f} snapshots in 3 s")
 
     # A job fails: failed first in its stage, with its exit status, error and log tail.
     with open(mesh.gate, "w"):
