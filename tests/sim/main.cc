@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
   std::uint64_t horizon_every = 30;
   app.add_option("--horizon-every", horizon_every,
                  "statements beyond the last ledger horizon before one is proposed (0: none)");
+  int source_updates = 0;
+  app.add_option("--source-updates", source_updates,
+                 "source updates in the fault window beyond the one a third of the seeds get");
   bool keep_superseded = false;
   app.add_flag("--keep-superseded", keep_superseded,
                "horizons do not retire superseded jobs ([agent] retire_superseded = false)");
@@ -124,6 +127,7 @@ int main(int argc, char** argv) {
   opt.membership = membership;
   opt.horizon_every = horizon_every;
   opt.retire_superseded = !keep_superseded;
+  opt.source_updates = source_updates;
   opt.profile = profile == "wan"          ? vow::promises::MembershipProfile::kWan
                 : profile == "all-to-all" ? vow::promises::MembershipProfile::kAllToAll
                                           : vow::promises::MembershipProfile::kLan;

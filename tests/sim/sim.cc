@@ -954,6 +954,10 @@ SimResult World::run() {
     schedule(static_cast<std::int64_t>(rnd(kTickMs)), t);
   }
   if (rnd(3) == 0) schedule(300 + static_cast<std::int64_t>(rnd(2000)), Ev{EvType::kSourceUpdate});
+  for (int k = 0; k < opt_.source_updates; ++k) {
+    schedule(300 + static_cast<std::int64_t>(rnd(static_cast<std::uint64_t>(kFaultWindowMs))),
+             Ev{EvType::kSourceUpdate});
+  }
   // Run the fault window, then heal everything and run until quiet or the bound.
   heal_ms_ = opt_.membership ? kMeasureKillMs + kMeasureWatchMs : kFaultWindowMs;
   const promises::Timing timing;

@@ -49,6 +49,10 @@ struct SimOptions {
   std::uint64_t horizon_every = 30;
   // Horizons also retire superseded jobs (--keep-superseded: they do not).
   bool retire_superseded = true;
+  // Source updates beyond the one a third of the seeds get (--source-updates), at random
+  // times in the fault window: each makes the first stage's jobs superseded, and old
+  // source versions for horizons to retire.
+  int source_updates = 0;
 };
 
 inline constexpr std::int64_t kMeasureKillMs = 3'000;
