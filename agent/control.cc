@@ -208,8 +208,8 @@ std::uint64_t Daemon::Impl::http_snapshot_key(bool is_ready, const std::string& 
     h *= 1099511628211ULL;
   };
   const promises::Ledger& l = core().ledger();
-  for (std::uint64_t v : {l.vv_sum(), static_cast<std::uint64_t>(l.size()), l.horizon_number(),
-                          l.retired_count()}) {
+  for (std::uint64_t v :
+       {l.vv_sum(), static_cast<std::uint64_t>(l.size()), l.horizon_number(), l.retired_count()}) {
     mix(v);
   }
   for (const auto& [reason, n] : core().plans_made()) mix(n);
@@ -217,21 +217,21 @@ std::uint64_t Daemon::Impl::http_snapshot_key(bool is_ready, const std::string& 
   mix(core().catching_up() ? 1 : 0);
   mix(agent->jobs_here());
   const AgentCounters& ac = agent->counters();
-  for (std::uint64_t v : {ac.statements_in, ac.statements_persisted, ac.jobs_started,
-                          ac.jobs_adopted, ac.worker_backlogged, ac.worker_refused,
-                          ac.trees_refused, ac.outputs_refused}) {
+  for (std::uint64_t v :
+       {ac.statements_in, ac.statements_persisted, ac.jobs_started, ac.jobs_adopted,
+        ac.worker_backlogged, ac.worker_refused, ac.trees_refused, ac.outputs_refused}) {
     mix(v);
   }
   const transport::TransportCounters tc = transport->counters();
   for (std::uint64_t v : tc.rejected) mix(v);
-  for (std::uint64_t v : {tc.duplicates, tc.vouched, tc.equivocations, tc.dropped_queue_full,
-                          tc.dropped_no_link, tc.zap_denied, tc.handshakes_failed,
-                          tc.disconnects}) {
+  for (std::uint64_t v :
+       {tc.duplicates, tc.vouched, tc.equivocations, tc.dropped_queue_full, tc.dropped_no_link,
+        tc.zap_denied, tc.handshakes_failed, tc.disconnects}) {
     mix(v);
   }
   const transport::StreamCounters& sc = tc.streams;
-  for (std::uint64_t v : {sc.bytes_sent, sc.bytes_received, sc.fetches_ok, sc.fetches_failed,
-                          sc.serves_refused}) {
+  for (std::uint64_t v :
+       {sc.bytes_sent, sc.bytes_received, sc.fetches_ok, sc.fetches_failed, sc.serves_refused}) {
     mix(v);
   }
   mix(static_cast<std::uint64_t>(core().held().size()));

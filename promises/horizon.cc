@@ -151,7 +151,8 @@ std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
   for (const auto& [job, js] : ledger.jobs()) {
     if (stale_open) break;
     if (at.plan.find(job) != nullptr) continue;
-    if (std::any_of(js.results.begin(), js.results.end(), [&](const Statement* st) { return c.behind(*st); })) {
+    if (std::any_of(js.results.begin(), js.results.end(),
+                    [&](const Statement* st) { return c.behind(*st); })) {
       continue;
     }
     auto ended = ended_runs(c, js, {});
@@ -220,14 +221,17 @@ std::vector<HorizonLineBase> retire_source_versions(
     std::map<std::uint32_t, std::vector<std::uint64_t>>& retired) {
   std::vector<HorizonLineBase> bases;
   std::set<std::pair<Ledger::Dataset, AgentKey>> lines;
-  ledger.for_each_source_line([&](const Ledger::Dataset& d, const AgentKey& a) { lines.insert({d, a}); });
+  ledger.for_each_source_line([&](const Ledger::Dataset& d, const AgentKey& a) {
+    lines.insert({d, a});
+  });
   for (const auto& [dataset, author] : lines) {
     auto at = index.find(author);
     if (at == index.end()) continue;
     std::vector<const Statement*> chain = ledger.line(dataset, author, &c.cut);
     if (chain.size() < 2) continue;
     std::set<Digest> last;
-    each_digest(std::get<SourceVersion>(chain.back()->body), [&](const Digest& d) { last.insert(d); });
+    each_digest(std::get<SourceVersion>(chain.back()->body),
+                [&](const Digest& d) { last.insert(d); });
     std::size_t b = 0;
     for (; b + 1 < chain.size(); ++b) {
       // Only once the version after it was behind the last horizon's cut: every member

@@ -192,7 +192,8 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   std::vector<StatementKey> kept;
   std::set<Digest> from_sources;
   if (config.check_horizons && checked) {
-    for (const auto& [dataset, st] : ledger.sources()) sources_before[dataset] = {st->author, st->seq};
+    for (const auto& [dataset, st] : ledger.sources())
+      sources_before[dataset] = {st->author, st->seq};
     from_sources = lineage_digests(ledger, /*sources_only=*/true);
     const VersionVector cut = cut_of(h);
     ledger.for_each([&](const Statement& st) {
@@ -209,8 +210,10 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   book.invalidate(changed);  // those summaries point at statements now gone
   if (config.check_horizons && checked) {
     std::map<Ledger::Dataset, StatementKey> sources_after;
-    for (const auto& [dataset, st] : ledger.sources()) sources_after[dataset] = {st->author, st->seq};
-    VOW_ASSERT(sources_after == sources_before, "horizon %llu changed the current version of a source",
+    for (const auto& [dataset, st] : ledger.sources())
+      sources_after[dataset] = {st->author, st->seq};
+    VOW_ASSERT(sources_after == sources_before,
+               "horizon %llu changed the current version of a source",
                static_cast<unsigned long long>(h.number));
     // What a result behind the cut that stays read from a source version held before
     // has a maker still (the same version, a newer one holding it, or a result).

@@ -73,8 +73,15 @@ std::vector<StatementBody> every_body() {
       Checkpoint{job_ref(), 6, ArtifactRef{digest_of("ck"), false, 100, {}}},
       Retry{job_ref(), 7, "vow retry"},
       horizon,
-      Horizon{4, digest_of("prev"), {}, {}, {}, StatementRef{testing::identity_of(5).key(), 9},
-              digest_of("content"), false, {}},
+      Horizon{4,
+              digest_of("prev"),
+              {},
+              {},
+              {},
+              StatementRef{testing::identity_of(5).key(), 9},
+              digest_of("content"),
+              false,
+              {}},
   };
 }
 

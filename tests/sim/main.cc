@@ -245,9 +245,10 @@ int main(int argc, char** argv) {
               "one agent)\n",
               static_cast<unsigned long long>(superseded_seeds),
               static_cast<unsigned long long>(most_superseded));
-  std::printf("old source versions retired in %llu seeds (a line starting at version %llu at "
-              "most)\n",
-              static_cast<unsigned long long>(base_seeds), static_cast<unsigned long long>(highest_base));
+  std::printf(
+      "old source versions retired in %llu seeds (a line starting at version %llu at "
+      "most)\n",
+      static_cast<unsigned long long>(base_seeds), static_cast<unsigned long long>(highest_base));
   std::printf("%llu passed, %llu failed\n", static_cast<unsigned long long>(passed),
               static_cast<unsigned long long>(failed));
   return failed == 0 ? 0 : 1;

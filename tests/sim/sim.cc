@@ -883,13 +883,15 @@ void World::check_end() {
         // A fan-out's outputs arrive gathered in a tree of their own: each entry counts.
         const auto& es = in.artifact.entries;
         bool gathered = in.artifact.is_tree && !es.empty() &&
-                        std::all_of(es.begin(), es.end(), [&](const auto& e) { return known.count(e.digest) != 0; });
+                        std::all_of(es.begin(), es.end(),
+                                    [&](const auto& e) { return known.count(e.digest) != 0; });
         if (!known.count(in.artifact.digest) && !gathered) {
           fail(h.config.name + ": input " + in.name + " of job " + r.job.job.short_hex() +
                " (in the lineage of the current plan) comes from no result or source version held");
         }
         auto follow = [&](const Digest& d) {
-          if (auto p = producers.find(d); p != producers.end()) todo.insert(todo.end(), p->second.begin(), p->second.end());
+          if (auto p = producers.find(d); p != producers.end())
+            todo.insert(todo.end(), p->second.begin(), p->second.end());
         };
         follow(in.artifact.digest);
         for (const auto& e : es) follow(e.digest);
