@@ -36,20 +36,34 @@ void apply_horizons(promises::Ledger& rules, const std::vector<Statement>& state
       proposals[h->number].push_back(&st);
     }
   }
-  for (std::uint64_t n = 1;; ++n) {
-    auto it = proposals.find(n);
-    if (it == proposals.end()) return;
+  auto in_force = [&](const Statement* p) {
+    const auto& h = std::get<Horizon>(p->body);
+    const auto& by = endorsed[{p->author, p->seq}];
+    return std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
+      return !c.member || c.author == p->author || by.count({c.author, h.content}) != 0;
+    });
+  };
+  for (;;) {
+    const std::uint64_t n = rules.horizon_number() + 1;
     const Horizon* next = nullptr;
-    for (const Statement* p : it->second) {
-      const auto& h = std::get<Horizon>(p->body);
-      if (h.previous != (n == 1 ? Digest{} : rules.horizon_content())) continue;
-      const auto& by = endorsed[{p->author, p->seq}];
-      bool in_force = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
-        return !c.member || c.author == p->author || by.count({c.author, h.content}) != 0;
-      });
-      if (in_force) {
-        next = &h;
-        break;
+    if (auto it = proposals.find(n); it != proposals.end()) {
+      for (const Statement* p : it->second) {
+        const auto& h = std::get<Horizon>(p->body);
+        if (h.previous == rules.horizon_content() && in_force(p)) {
+          next = &h;
+          break;
+        }
+      }
+    }
+    // A checkpoint needs no horizon before it (those are retired once it applies).
+    for (auto it = proposals.rbegin(); next == nullptr && it != proposals.rend() && it->first > n;
+         ++it) {
+      for (const Statement* p : it->second) {
+        const auto& h = std::get<Horizon>(p->body);
+        if (h.checkpoint && in_force(p)) {
+          next = &h;
+          break;
+        }
       }
     }
     if (next == nullptr) return;
@@ -81,23 +95,37 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
         return Status::ok();
       });
   if (!scan.is_ok()) return scan;
+  // Equivocation proofs: each a second, validly signed statement of a held (author, seq).
+  auto stored_proofs = ledger.proofs();
+  if (!stored_proofs.is_ok()) return stored_proofs.status();
+  std::vector<Statement> proofs;
+  for (const auto& s : *stored_proofs) {
+    auto st = transport::decode_and_verify(s.bytes, s.signature);
+    if (!st.is_ok() || st->author != s.author || st->seq != s.seq) {
+      problems.push_back("equivocation proof of " + transport::agent_id(s.author) +
+                         ": does not verify");
+    } else {
+      proofs.push_back(std::move(st).value());
+    }
+  }
+  VerifyReport report = verify_statements(statements, proofs);
+  report.problems.insert(report.problems.begin(), problems.begin(), problems.end());
+  return report;
+}
+
+VerifyReport verify_statements(const std::vector<Statement>& statements,
+                               const std::vector<Statement>& proofs) {
+  std::vector<std::string> problems;
   // The statements read by the rules every agent applies (docs/coordination.md, rules
   // 2-5): a result counts only if bound to its author's claim, a source version only in
   // its provider's line; what does not count is evidence, not lineage.
   promises::Ledger rules;
   for (const auto& st : statements) (void)rules.add(st);
   apply_horizons(rules, statements);
-  // Equivocation proofs: each a second, validly signed statement of a held (author, seq).
-  auto proofs = ledger.proofs();
-  if (!proofs.is_ok()) return proofs.status();
-  for (const auto& s : *proofs) {
-    auto st = transport::decode_and_verify(s.bytes, s.signature);
-    if (!st.is_ok() || st->author != s.author || st->seq != s.seq) {
-      problems.push_back("equivocation proof of " + transport::agent_id(s.author) +
-                         ": does not verify");
-    } else if (rules.add(*st) != promises::Ledger::AddResult::kEquivocation) {
-      problems.push_back("equivocation proof of " + transport::agent_id(s.author) +
-                         ": proves nothing (no other statement " + std::to_string(s.seq) +
+  for (const auto& p : proofs) {
+    if (rules.add(p) != promises::Ledger::AddResult::kEquivocation) {
+      problems.push_back("equivocation proof of " + transport::agent_id(p.author) +
+                         ": proves nothing (no other statement " + std::to_string(p.seq) +
                          " of its author is held)");
     }
   }

@@ -31,4 +31,9 @@ struct VerifyReport {
 // Reads every stored statement of `ledger`. Fails only if the ledger cannot be read.
 Result<VerifyReport> verify_ledger(store::LedgerStore& ledger);
 
+// The same over statements whose signatures were checked already (the simulator's, each
+// agent's disk), with the equivocation proofs held.
+VerifyReport verify_statements(const std::vector<Statement>& statements,
+                               const std::vector<Statement>& proofs);
+
 }  // namespace vow::agent

@@ -131,6 +131,11 @@ struct CoreConfig {
   // Its horizons also retire superseded jobs, and it endorses those that do; false: it
   // proposes and endorses only horizons that do not (docs/storage.md).
   bool retire_superseded = false;
+  // Its proposal is a checkpoint once the horizons since the last one listed this
+  // percentage of the entries a checkpoint would (docs/storage.md, "Checkpoints"): the
+  // horizon statements held then stay within (1 + this / 100) checkpoints. 0: it
+  // proposes none (it still endorses and applies others').
+  std::uint32_t checkpoint_percent = 100;
   // Checks on every horizon applied that every job's canonical result is the same after
   // it as before (for the simulator).
   bool check_horizons = false;

@@ -264,6 +264,12 @@ struct Core::Impl {
   std::map<StatementKey, bool> horizon_verified;
   std::map<StatementKey, std::size_t> horizon_verified_proofs;  // proofs known then
   std::set<std::uint64_t> horizon_endorsed;  // numbers this agent endorsed or proposed
+  // Entries (retired ranges, settled results, line bases) of the horizons applied since
+  // the last checkpoint: a proposal is a checkpoint once they reach what it would list.
+  std::uint64_t horizon_entries_since_checkpoint = 0;
+  // The next in-force proposal of the chain: number horizon_number() + 1 following the
+  // last applied, or a checkpoint further on (it needs none before it); nullptr if none.
+  const Statement* next_in_force(bool verify);
   void note_horizon(const Statement& st);
   // Proposes, endorses and applies horizons as the ledger allows (each decision pass).
   void horizon_step();

@@ -7,6 +7,7 @@
 #include <tuple>
 #include <vector>
 
+#include "promises/limits.h"
 #include "promises/planner.h"
 
 namespace vow::promises {
@@ -273,7 +274,10 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     auto prefix = ledger.prefix_digest(author, seq);
     if (!prefix) return std::nullopt;
     index[author] = static_cast<std::uint32_t>(h.cuts.size());
-    bool member = ledger.advert_at(author, seq + 1) != nullptr && !ledger.equivocating(author);
+    // An author cut at its floor (a checkpoint names every author with one) said nothing
+    // since the last horizon: no member, as when it is not cut at all.
+    bool member = ledger.advert_at(author, seq + 1) != nullptr && !ledger.equivocating(author) &&
+                  seq != ledger.floor(author);
     h.cuts.push_back(HorizonCut{author, seq, *prefix, member});
   }
   const Cut c{ledger, cut};
@@ -404,6 +408,86 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
   std::sort(h.settled.begin(), h.settled.end(), [](const HorizonRef& a, const HorizonRef& b) {
     return std::tie(a.cut, a.seq) < std::tie(b.cut, b.seq);
   });
+  h.content = horizon_content(h);
+  return h;
+}
+
+std::optional<Horizon> checkpoint_of(const Ledger& ledger, const Horizon& delta) {
+  Horizon h;
+  h.number = delta.number;
+  h.previous = delta.previous;
+  h.cuts = delta.cuts;
+  h.superseded = delta.superseded;
+  h.checkpoint = true;
+  std::map<AgentKey, std::uint32_t> index;
+  for (std::uint32_t i = 0; i < h.cuts.size(); ++i) index[h.cuts[i].author] = i;
+  for (const auto& [author, fl] : ledger.floors()) {
+    if (fl != 0 && !index.count(author)) return std::nullopt;
+  }
+  // What `delta` retires and settles, per cut.
+  std::map<std::uint32_t, std::map<std::uint64_t, std::uint64_t>> gone;  // first -> last
+  for (const auto& r : delta.retired) gone[r.cut][r.first] = r.last;
+  std::set<std::pair<std::uint32_t, std::uint64_t>> settles;
+  for (const auto& r : delta.settled) settles.insert({r.cut, r.seq});
+  auto retired_by_delta = [&](std::uint32_t cut, std::uint64_t seq) {
+    auto g = gone.find(cut);
+    if (g == gone.end()) return false;
+    auto it = g->second.upper_bound(seq);
+    if (it == g->second.begin()) return false;
+    --it;
+    return seq <= it->second;
+  };
+  for (std::uint32_t i = 0; i < h.cuts.size(); ++i) {
+    const HorizonCut& c = h.cuts[i];
+    // What stays behind the cut: the statements kept, and the void slots (they stay void,
+    // as on every agent whose prefix digest at the cut is the same; a joiner learns of
+    // them as before).
+    std::map<std::uint64_t, std::uint64_t> stays;  // first -> last
+    ledger.for_each_void(c.author, [&](std::uint64_t first, std::uint64_t last) {
+      if (first <= c.seq) stays[first] = std::min(last, c.seq);
+    });
+    ledger.for_each_of(c.author, [&](const Statement& st) {
+      if (st.seq > c.seq || st.kind() == StatementKind::kHorizon || retired_by_delta(i, st.seq)) {
+        return;
+      }
+      stays[st.seq] = st.seq;
+      if (st.kind() == StatementKind::kResult &&
+          (ledger.settled(st.author, st.seq) || settles.count({i, st.seq}))) {
+        h.settled.push_back(HorizonRef{i, st.seq, signed_digest(st.signed_form)});
+      }
+    });
+    std::uint64_t next = 1;  // the first slot not yet kept or retired
+    for (const auto& [first, last] : stays) {
+      if (first > next) h.retired.push_back(HorizonRange{i, next, first - 1});
+      next = std::max(next, last + 1);
+    }
+    if (next <= c.seq) h.retired.push_back(HorizonRange{i, next, c.seq});
+  }
+  // Every line base: those before, moved on by `delta`'s.
+  std::map<std::tuple<std::string, std::string, std::uint32_t>, std::pair<std::uint64_t, std::uint64_t>>
+      bases;
+  bool unknown = false;
+  ledger.for_each_line_base([&](const Ledger::Dataset& d, const AgentKey& author,
+                                std::uint64_t version, std::uint64_t seq) {
+    auto at = index.find(author);
+    if (at == index.end()) {
+      unknown = true;
+      return;
+    }
+    bases[{d.first, d.second, at->second}] = {version, seq};
+  });
+  if (unknown) return std::nullopt;
+  for (const auto& b : delta.bases) {
+    auto& base = bases[{b.pipeline, b.source, b.cut}];
+    if (b.version > base.first) base = {b.version, b.seq};
+  }
+  for (const auto& [key, base] : bases) {
+    const auto& [pipeline, source, cut] = key;
+    h.bases.push_back(HorizonLineBase{cut, pipeline, source, base.first, base.second});
+  }
+  if (h.retired.size() > kMaxCheckpointEntries || h.settled.size() > kMaxCheckpointEntries) {
+    return std::nullopt;
+  }
   h.content = horizon_content(h);
   return h;
 }

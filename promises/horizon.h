@@ -33,6 +33,17 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
                                        std::uint64_t number, const Digest& previous,
                                        bool superseded = false);
 
+// The checkpoint form of `delta` (docs/storage.md, "Checkpoints"), a proposal this
+// ledger computed (compute_horizon) at a cut that names every author with a floor here:
+// the same number, previous and cut, with lists stating everything the chain leaves
+// once `delta` applies: `retired` every slot behind the cut not kept (the horizon
+// statements there among them), `settled` every settled result kept, `bases` every line
+// base. Applied to this ledger it leaves what `delta` would, less the earlier horizon
+// statements; applied to a ledger without the horizons before it, the same. Its cost is
+// the statements held, not the slots behind the cut. nullopt if an author with a floor
+// here is not cut, or a list would be over kMaxCheckpointEntries.
+std::optional<Horizon> checkpoint_of(const Ledger& ledger, const Horizon& delta);
+
 // Statements a proposal retires (the lengths of its ranges).
 std::uint64_t horizon_retired_statements(const Horizon& h);
 

@@ -128,16 +128,18 @@ bool reads_known(const JobResult& r, const std::set<Digest>& from, const std::se
 
 void Core::Impl::apply_horizon(const Statement& proposal) {
   const auto& h = std::get<Horizon>(proposal.body);
-  for (const auto& r : h.retired) {
-    if (r.cut >= h.cuts.size() || h.cuts[r.cut].author != config.key) continue;
-    for (std::uint64_t seq = r.first; seq != 0 && seq <= r.last; ++seq) {
-      const Statement* st = ledger.get(config.key, seq);
-      if (const Claim* c = st ? std::get_if<Claim>(&st->body) : nullptr) {
-        book.retire_own(c->job.job, c->epoch);
-      }
-      if (seq == r.last) break;
+  // Each range costs the statements held in it (a checkpoint's cover slots retired long
+  // ago).
+  auto each_retired_held = [&](auto&& f) {
+    for (const auto& r : h.retired) {
+      if (r.cut >= h.cuts.size() || r.first == 0 || r.last < r.first) continue;
+      ledger.for_each_in(h.cuts[r.cut].author, r.first, r.last, f);
     }
-  }
+  };
+  each_retired_held([&](const Statement& st) {
+    if (st.author != config.key) return;
+    if (const Claim* c = std::get_if<Claim>(&st.body)) book.retire_own(c->job.job, c->epoch);
+  });
   // An agent that holds every statement behind the cut (it computed the proposal
   // itself) sees no canonical result change; one that took it on its endorsers' word may
   // learn of results bound there that it could not bind itself.
@@ -178,13 +180,7 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   for (const auto& r : h.settled) {
     if (r.cut < h.cuts.size()) note_touched(h.cuts[r.cut].author, r.seq);
   }
-  for (const auto& r : h.retired) {
-    if (r.cut >= h.cuts.size() || r.first == 0) continue;
-    for (std::uint64_t seq = r.first; seq <= r.last; ++seq) {
-      note_touched(h.cuts[r.cut].author, seq);
-      if (seq == r.last) break;
-    }
-  }
+  if (plan) each_retired_held([&](const Statement& st) { note_touched(st.author, st.seq); });
   // The current version of every dataset, which retiring old ones must not change; and
   // the results whose every input is an output held or in a source version held, which
   // must stay so (docs/storage.md, "Old source versions").
@@ -206,7 +202,14 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
       }
     });
   }
+  const std::uint64_t retired_before = ledger.retired_count();
   std::set<Digest> changed = ledger.apply_horizon(h);
+  const std::uint64_t retired_now = ledger.retired_count() - retired_before;
+  if (h.checkpoint) {
+    horizon_entries_since_checkpoint = 0;
+  } else {
+    horizon_entries_since_checkpoint += h.retired.size() + h.settled.size() + h.bases.size();
+  }
   book.invalidate(changed);  // those summaries point at statements now gone
   if (config.check_horizons && checked) {
     std::map<Ledger::Dataset, StatementKey> sources_after;
@@ -272,21 +275,23 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   horizon_by_number.erase(horizon_by_number.begin(),
                           horizon_by_number.upper_bound(ledger.horizon_number()));
   event(EventKind::kHorizon, EventLevel::kInfo,
-        "horizon " + std::to_string(h.number) + " applied: " +
-            std::to_string(horizon_retired_statements(h)) + " statement(s) retired, " +
-            std::to_string(h.settled.size()) + " result(s) settled");
+        "horizon " + std::to_string(h.number) + (h.checkpoint ? " (a checkpoint)" : "") +
+            " applied: " + std::to_string(retired_now) + " statement(s) retired, " +
+            std::to_string(h.settled.size()) + " result(s) " +
+            (h.checkpoint ? "settled in all" : "settled"));
 }
 
-void Core::Impl::apply_horizons_in_force() {
-  for (;;) {
-    const std::uint64_t n = ledger.horizon_number() + 1;
-    auto at = horizon_by_number.find(n);
-    if (at == horizon_by_number.end()) return;
-    const Statement* chosen = nullptr;
+const Statement* Core::Impl::next_in_force(bool verify) {
+  const std::uint64_t n = ledger.horizon_number() + 1;
+  if (auto at = horizon_by_number.find(n); at != horizon_by_number.end()) {
     const std::vector<const Statement*> candidates = at->second;  // publish() appends
     for (const Statement* p : candidates) {
       const auto& h = std::get<Horizon>(p->body);
       if (h.previous != ledger.horizon_content() || !well_formed_proposal(h)) continue;
+      if (!verify) {
+        if (horizon_in_force(*p, at->second)) return p;
+        continue;
+      }
       StatementKey key{p->author, p->seq};
       // A proposal that differed is computed again once this agent learns of another
       // equivocator (who is a member, and which results count, depend on it).
@@ -305,6 +310,8 @@ void Core::Impl::apply_horizons_in_force() {
           auto mine = h.superseded && !config.retire_superseded
                           ? std::nullopt
                           : compute_horizon(ledger, cut_of(h), n, h.previous, h.superseded);
+          // A checkpoint states the same as the horizon it stands for, in full.
+          if (mine && h.checkpoint) mine = checkpoint_of(ledger, *mine);
           bool same = mine && mine->content == h.content;
           horizon_verified[key] = same;
           horizon_verified_proofs[key] = ledger.proofs().size();
@@ -357,12 +364,25 @@ void Core::Impl::apply_horizons_in_force() {
               "horizon " + std::to_string(n) + " differs from what this agent's ledger "
               "gives; applied on its members' word (this agent is not one of them)");
       }
-      chosen = p;
-      break;
+      return p;
     }
-    if (chosen == nullptr) return;
-    apply_horizon(*chosen);
   }
+  // A checkpoint further on needs no horizon before it: a joiner, an agent back from
+  // away whose peers retired the horizons it lacks, a restart whose ledger holds none
+  // before it. Never one this agent is a member of without having endorsed it (in force
+  // needs its endorsement).
+  for (auto it = horizon_by_number.rbegin(); it != horizon_by_number.rend() && it->first > n;
+       ++it) {
+    for (const Statement* p : it->second) {
+      const auto& h = std::get<Horizon>(p->body);
+      if (h.checkpoint && well_formed_proposal(h) && horizon_in_force(*p, it->second)) return p;
+    }
+  }
+  return nullptr;
+}
+
+void Core::Impl::apply_horizons_in_force() {
+  while (const Statement* next = next_in_force(/*verify=*/true)) apply_horizon(*next);
 }
 
 void Core::Impl::horizon_step() {
@@ -415,31 +435,37 @@ void Core::Impl::horizon_step() {
   horizon_tried_at = 0;
   horizon_endorsed.insert(n);
   std::size_t retired = horizon_retired_statements(*h);
+  // A checkpoint in its place once the horizons since the last one listed about as many
+  // entries as it would (the settled results and the statements kept; by default): the
+  // horizon statements held then stay within twice a checkpoint (docs/storage.md,
+  // "Checkpoints").
+  const std::uint64_t entries = h->retired.size() + h->settled.size() + h->bases.size();
+  if (config.checkpoint_percent != 0 &&
+      (horizon_entries_since_checkpoint + entries) * 100 >=
+          (ledger.size() + ledger.settled_count()) * config.checkpoint_percent) {
+    VersionVector whole = cut;  // every author with a floor is cut: at it, if nothing since
+    for (const auto& [author, fl] : ledger.floors()) {
+      if (fl != 0) whole.emplace(author, fl);
+    }
+    auto delta = compute_horizon(ledger, whole, n, ledger.horizon_content(), superseded);
+    auto cp = delta ? checkpoint_of(ledger, *delta) : std::nullopt;
+    // About 24 bytes a range, 56 a settled result, 80 a cut, 64 a line base.
+    const std::uint64_t bytes = cp ? 24 * cp->retired.size() + 56 * cp->settled.size() +
+                                         80 * cp->cuts.size() + 64 * cp->bases.size()
+                                   : 0;
+    if (cp && designated(*cp) == config.key && bytes < kMaxCheckpointBytes) h = std::move(cp);
+  }
+  const bool checkpoint = h->checkpoint;
   const Statement& st = publish(std::move(*h));
   horizon_verified[{st.author, st.seq}] = true;
   event(EventKind::kHorizon, EventLevel::kInfo,
-        "horizon " + std::to_string(n) + " proposed: " + std::to_string(retired) +
-            " statement(s) to retire");
+        "horizon " + std::to_string(n) + (checkpoint ? " (a checkpoint)" : "") +
+            " proposed: " + std::to_string(retired) + " statement(s) to retire");
   apply_horizons_in_force();
 }
 
 void Core::Impl::restore_horizons() {
-  for (;;) {
-    const std::uint64_t n = ledger.horizon_number() + 1;
-    auto at = horizon_by_number.find(n);
-    if (at == horizon_by_number.end()) return;
-    const Statement* chosen = nullptr;
-    for (const Statement* p : at->second) {
-      const auto& h = std::get<Horizon>(p->body);
-      if (h.previous != ledger.horizon_content() || !well_formed_proposal(h)) continue;
-      if (horizon_in_force(*p, at->second)) {
-        chosen = p;
-        break;
-      }
-    }
-    if (chosen == nullptr) return;
-    apply_horizon(*chosen);
-  }
+  while (const Statement* next = next_in_force(/*verify=*/false)) apply_horizon(*next);
 }
 
 }  // namespace vow::promises

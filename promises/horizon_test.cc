@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <set>
 #include <vector>
 
 #include "promises/claim_book.h"
@@ -611,5 +612,105 @@ TEST_CASE("horizon: a peer gets the horizons it lacks first, those it applied la
   CHECK(again.front().seq == 1);
   CHECK(again.back().seq == horizon_seq);  // still sent, last
 }
+
+TEST_CASE("horizon: a checkpoint states what the chain leaves; a joiner starts from it alone") {
+  // Author 1 runs the pipeline over three source versions; author 2 ran one job and has
+  // said nothing since the first horizon (it is cut at its floor, as no member).
+  Superseding w;
+  w.version(1);
+  w.run(1, true, true);
+  std::vector<Statement> all = w.statements;
+  for (const Statement& st : {advert(2, 1), claim(2, 2, "x"), result(2, 3, "x", true)}) {
+    all.push_back(st);
+  }
+  // Signed forms as the transport gives them (the core only hashes them).
+  auto sign = [](std::vector<Statement>& v) {
+    for (auto& st : v) {
+      st.signed_form.bytes = "form of " + std::to_string(st.seq) + st.author.hex();
+      st.signed_form.signature.fill(static_cast<std::uint8_t>(st.seq));
+    }
+  };
+  sign(all);
+  Ledger l, d;  // l takes the checkpoint, d the horizon it stands for
+  fill(l, all);
+  fill(d, all);
+  auto h1 = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
+  REQUIRE(h1.has_value());
+  const Statement h1_statement = w.add(*h1);
+  std::vector<Statement> later = {h1_statement};
+  l.apply_horizon(*h1);
+  d.apply_horizon(*h1);
+  for (std::uint64_t v = 2; v <= 3; ++v) {
+    const std::size_t from = w.statements.size();
+    w.version(v);
+    w.run(v, true, true);
+    later.insert(later.end(), w.statements.begin() + static_cast<std::ptrdiff_t>(from),
+                 w.statements.end());
+  }
+  sign(later);
+  fill(l, later);
+  fill(d, later);
+  REQUIRE(l.floor(key(2)) == 3);
+  auto h2 = compute_horizon(l, l.version_vector(), 2, l.horizon_content(), true);
+  REQUIRE(h2.has_value());
+  REQUIRE(h2->cuts.size() == 2);
+  CHECK_FALSE(h2->cuts[1].member);  // author 2, cut at its floor
+  auto cp = checkpoint_of(l, *h2);
+  REQUIRE(cp.has_value());
+  CHECK(cp->checkpoint);
+  CHECK(cp->content == horizon_content(*cp));
+  CHECK(cp->content != h2->content);
+  CHECK(cp->number == 2);
+  // Every result kept is named as settled (s and t over version 3), with the digest of
+  // its signed form.
+  CHECK(cp->settled.size() == 2);
+  for (const auto& r : cp->settled) CHECK_FALSE(r.vouch.is_zero());
+  // A cut that leaves out an author with a floor gives no checkpoint.
+  auto partial = compute_horizon(l, {{key(1), w.seq}}, 2, l.horizon_content(), true);
+  REQUIRE(partial.has_value());
+  CHECK_FALSE(checkpoint_of(l, *partial).has_value());
+
+  auto held = [](const Ledger& x) {
+    std::set<std::pair<AgentKey, std::uint64_t>> out;
+    x.for_each([&](const Statement& st) { out.insert({st.author, st.seq}); });
+    return out;
+  };
+  l.apply_horizon(*cp);
+  d.apply_horizon(*h2);
+  // The same as the horizon it stands for, less the horizon statement behind its cut.
+  auto expected = held(d);
+  expected.erase({key(1), h1_statement.seq});
+  CHECK(held(l) == expected);
+  CHECK(l.is_retired(key(1), h1_statement.seq));
+  CHECK(l.version_vector() == d.version_vector());
+  CHECK(l.floor(key(1)) == d.floor(key(1)));
+  CHECK(l.source_version("p", "src") == l.get(key(1), d.source_version("p", "src")->seq));
+  for (const auto& [author, seq] : held(l)) {
+    CHECK(l.settled(author, seq) == d.settled(author, seq));
+  }
+
+  // A joiner holding nothing applies the checkpoint alone, then takes what l holds: it
+  // ends where l is, and refuses what the chain retired, the earlier horizon too.
+  Ledger j;
+  j.apply_horizon(*cp);
+  CHECK(j.horizon_number() == 2);
+  CHECK(j.vouched_count() == cp->settled.size());
+  l.for_each([&](const Statement& st) { REQUIRE(j.add(st) == Ledger::AddResult::kNew); });
+  CHECK(j.vouched_count() == 0);
+  CHECK(j.version_vector() == l.version_vector());
+  CHECK(j.fingerprint() == l.fingerprint());
+  for (const auto& [author, seq] : held(l)) CHECK(j.settled(author, seq) == l.settled(author, seq));
+  const Statement* jv = j.source_version("p", "src");
+  REQUIRE(jv != nullptr);
+  CHECK(std::get<SourceVersion>(jv->body).version == 3);
+  CHECK(j.add(later[0]) == Ledger::AddResult::kDuplicate);  // horizon 1
+  CHECK(j.add(claim(2, 2, "x")) == Ledger::AddResult::kDuplicate);
+  CHECK(j.add(w.statements[2]) == Ledger::AddResult::kDuplicate);  // source version 1
+  // Applying it again, or on a ledger at it already, changes nothing.
+  const Digest before = l.fingerprint();
+  l.apply_horizon(*cp);
+  CHECK(l.fingerprint() == before);
+}
+
 
 }  // namespace vow::promises

@@ -842,34 +842,55 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
   auto author_of = [&](std::uint32_t cut) -> const AgentKey* {
     return cut < h.cuts.size() ? &h.cuts[cut].author : nullptr;
   };
+  // A checkpoint's ranges cover every slot behind its cut that is not kept, most of
+  // them retired long ago: each range costs the statements held in it and the slots
+  // above the mark (a joiner's), not its length. Settled and vouched slots in a long
+  // range are found by one pass over those sets below.
+  std::map<AgentKey, Ranges> long_ranges;
+  constexpr std::uint64_t kShortRange = 256;
   for (const auto& r : h.retired) {
     const AgentKey* author = author_of(r.cut);
     if (author == nullptr || r.first == 0 || r.last < r.first || r.last > h.cuts[r.cut].seq) {
       continue;
     }
     auto& by_seq = by_author_[*author];
-    std::uint64_t mark = contiguous_[*author];
-    for (std::uint64_t seq = r.first;; ++seq) {
-      auto it = by_seq.find(seq);
-      const bool held = it != by_seq.end();
-      if (!settled_.empty()) settled_.erase({*author, seq});  // a superseded job's
-      if (!vouched_.empty()) vouched_.erase({*author, seq});
-      if (held) {
-        if (auto job = it->second.job()) changed.insert(*job);
-        unindex(&it->second);
-        if (auto d = beyond_digests_.find(*author); d != beyond_digests_.end())
-          d->second.erase(seq);
-        by_seq.erase(it);
-        --size_;
-        retired_.push_back({*author, seq});
-      }
-      if (held || (seq > mark && !is_void(*author, seq))) {
-        // Above the mark, the slot counts as held once the mark reaches it.
-        if (seq > mark) insert_range(pending_retired_[*author], seq, seq);
-        ++retired_count_;
-      }
-      if (seq == r.last) break;
+    const std::uint64_t mark = contiguous_[*author];
+    auto& pending = pending_retired_[*author];
+    for (auto it = by_seq.lower_bound(r.first); it != by_seq.end() && it->first <= r.last;) {
+      const std::uint64_t seq = it->first;
+      if (auto job = it->second.job()) changed.insert(*job);
+      unindex(&it->second);
+      if (auto d = beyond_digests_.find(*author); d != beyond_digests_.end()) d->second.erase(seq);
+      it = by_seq.erase(it);
+      --size_;
+      retired_.push_back({*author, seq});
+      ++retired_count_;
+      // Above the mark, the slot counts as held once the mark reaches it.
+      if (seq > mark && range_of(pending, seq) == pending.end()) insert_range(pending, seq, seq);
     }
+    for (std::uint64_t seq = std::max(r.first, mark + 1); seq > mark && seq <= r.last; ++seq) {
+      if (range_of(pending, seq) != pending.end() || is_void(*author, seq) ||
+          by_seq.count(seq) != 0) {
+        continue;
+      }
+      insert_range(pending, seq, seq);
+      ++retired_count_;
+    }
+    if (r.last - r.first + 1 > kShortRange) {
+      insert_range(long_ranges[*author], r.first, r.last);
+    } else if (!settled_.empty() || !vouched_.empty()) {
+      for (std::uint64_t seq = r.first; seq <= r.last; ++seq) {
+        settled_.erase({*author, seq});  // a superseded job's
+        vouched_.erase({*author, seq});
+      }
+    }
+  }
+  if (!long_ranges.empty()) {
+    auto in_long = [&](const std::pair<AgentKey, std::uint64_t>& slot) {
+      return in(long_ranges, slot.first, slot.second);
+    };
+    std::erase_if(settled_, in_long);
+    std::erase_if(vouched_, [&](const auto& kv) { return in_long(kv.first); });
   }
   for (const auto& r : h.settled) {
     const AgentKey* author = author_of(r.cut);
@@ -908,6 +929,11 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
     auto& base = line_bases_[dataset][*author];
     if (b.version > base.first) base = {b.version, b.seq};
     dirty_sources_.insert(dataset);
+  }
+  if (h.checkpoint) {
+    ++checkpoints_applied_;
+    if (h.number != horizon_number_ + 1) ++checkpoints_alone_;
+    checkpoint_number_ = h.number;
   }
   horizon_number_ = h.number;
   horizon_content_ = h.content;

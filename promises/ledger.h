@@ -209,9 +209,15 @@ class Ledger {
   // statements changed.
   std::set<Digest> apply_horizon(const Horizon& h);
   std::uint64_t horizon_number() const { return horizon_number_; }
+  // The last checkpoint applied (0: none), how many were, and how many of them were
+  // applied without the horizon before them (a joiner, a restart, an agent back from away).
+  std::uint64_t checkpoint_number() const { return checkpoint_number_; }
+  std::uint64_t checkpoints_applied() const { return checkpoints_applied_; }
+  std::uint64_t checkpoints_alone() const { return checkpoints_alone_; }
   const Digest& horizon_content() const { return horizon_content_; }
   // Seq up to which `author`'s statements are behind an applied horizon (0: none).
   std::uint64_t floor(const AgentKey& author) const;
+  const std::map<AgentKey, std::uint64_t>& floors() const { return floor_; }
   // The sum of every author's floor: vv_sum() - floor_sum() statements are held (or
   // void) beyond the last horizon's cuts.
   std::uint64_t floor_sum() const { return floor_sum_; }
@@ -244,6 +250,26 @@ class Ledger {
   void for_each(F&& f) const {
     for (const auto& [author, by_seq] : by_author_) {
       for (const auto& [seq, st] : by_seq) f(st);
+    }
+  }
+
+  // f(first, last) for each range of void slots of one author (proven or hinted).
+  template <typename F>
+  void for_each_void(const AgentKey& author, F&& f) const {
+    for (const auto* m : {&voids_, &hints_}) {
+      if (auto it = m->find(author); it != m->end()) {
+        for (const auto& [first, last] : it->second) f(first, last);
+      }
+    }
+  }
+
+  // The statements of one author held at seqs first..last, by seq.
+  template <typename F>
+  void for_each_in(const AgentKey& author, std::uint64_t first, std::uint64_t last, F&& f) const {
+    auto it = by_author_.find(author);
+    if (it == by_author_.end()) return;
+    for (auto s = it->second.lower_bound(first); s != it->second.end() && s->first <= last; ++s) {
+      f(s->second);
     }
   }
 
@@ -321,6 +347,13 @@ class Ledger {
   }
   // The highest version a horizon made a line start at (1 if none did).
   std::uint64_t highest_line_base() const;
+  // f(dataset, author, version, seq) for every line a horizon made start later.
+  template <typename F>
+  void for_each_line_base(F&& f) const {
+    for (const auto& [dataset, by_author] : line_bases_) {
+      for (const auto& [author, base] : by_author) f(dataset, author, base.first, base.second);
+    }
+  }
   // Highest version this author published for the dataset (0 if none).
   std::uint64_t own_source_version(const AgentKey& author, const std::string& pipeline,
                                    const std::string& source) const;
@@ -382,6 +415,9 @@ class Ledger {
   std::unordered_map<std::pair<AgentKey, std::uint64_t>, Digest, SlotHash> vouched_;
   std::uint64_t horizon_number_ = 0;
   Digest horizon_content_;
+  std::uint64_t checkpoint_number_ = 0;
+  std::uint64_t checkpoints_applied_ = 0;
+  std::uint64_t checkpoints_alone_ = 0;
   std::vector<StatementRef> retired_;
   std::uint64_t retired_count_ = 0;
   std::uint64_t jobs_emptied_ = 0;

@@ -86,8 +86,9 @@ std::optional<std::string> check_limits(const Statement& st) {
           l.bytes("result error", b.error, kMaxTextBytes);
         } else if constexpr (std::is_same_v<T, Horizon>) {
           l.count("horizon cuts", b.cuts.size(), kMaxHorizonCuts);
-          l.count("horizon retired ranges", b.retired.size(), kMaxHorizonEntries);
-          l.count("horizon settled results", b.settled.size(), kMaxHorizonEntries);
+          const std::size_t entries = b.checkpoint ? kMaxCheckpointEntries : kMaxHorizonEntries;
+          l.count("horizon retired ranges", b.retired.size(), entries);
+          l.count("horizon settled results", b.settled.size(), entries);
         } else if constexpr (std::is_same_v<T, Accept>) {
           l.job(b.job);
           l.count("accept bindings", b.bindings.size(), kMaxNamedArtifacts);

@@ -46,9 +46,14 @@ inline constexpr std::size_t kMaxPipelineTextBytes = 2u << 20;
 inline constexpr std::size_t kMaxNamedArtifacts = 4096;
 
 // A horizon: authors cut, and retired ranges or settled results in one proposal (a
-// proposal over these is not made: its proposer waits for a smaller one).
+// proposal over these is not made: its proposer waits for a smaller one). A checkpoint
+// lists every result kept (docs/storage.md, "Checkpoints"): about 80 bytes each, so
+// kMaxCheckpointEntries of both lists keep it well under kMaxStatementBytes; a proposer
+// whose checkpoint would be larger makes a horizon of what changed instead.
 inline constexpr std::size_t kMaxHorizonCuts = 10'000;
 inline constexpr std::size_t kMaxHorizonEntries = 65'536;
+inline constexpr std::size_t kMaxCheckpointEntries = 140'000;
+inline constexpr std::size_t kMaxCheckpointBytes = 10u << 20;  // estimated, of both lists
 
 // What a quoted() text is cut to by default.
 inline constexpr std::size_t kLogQuoteBytes = 48;

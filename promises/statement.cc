@@ -115,6 +115,7 @@ Digest horizon_content(const Horizon& h) {
       x.update_u64(b.seq);
     }
   }
+  if (h.checkpoint) x.update_field("checkpoint");  // absent: the digests made before them
   return x.finish();
 }
 

@@ -272,6 +272,12 @@ struct Horizon {
   // at its cut no longer has (docs/storage.md, "Superseded jobs").
   bool superseded = false;
   std::vector<HorizonLineBase> bases;  // source lines it moves the start of
+  // A checkpoint (docs/storage.md, "Checkpoints"): its lists state the whole of what the
+  // chain up to it leaves, not what it adds to the horizon before it. `retired` covers
+  // every slot behind the cut that is not kept (earlier horizon statements among them),
+  // `settled` names every settled result kept and `bases` every line base, so an agent
+  // can apply it without any horizon before it.
+  bool checkpoint = false;
   bool operator==(const Horizon&) const = default;
 };
 // Digest of a proposal's content (number, previous, cuts, retired, settled, superseded,

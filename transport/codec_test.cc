@@ -56,6 +56,7 @@ std::vector<StatementBody> every_body() {
   horizon.settled = {HorizonRef{0, 6, digest_of("form")}, HorizonRef{1, 2, {}}};
   horizon.superseded = true;
   horizon.bases = {HorizonLineBase{1, "wc", "corpus", 4, 3}};
+  horizon.checkpoint = true;
   horizon.content = horizon_content(horizon);
   return {
       Advert{"node-a",

@@ -327,6 +327,7 @@ struct Horizon {
   content @7 :Data;                   # the proposal's content digest
   superseded @8 :Bool;                # also retires the jobs the plan at its cut has not
   bases @9 :List(LineBase);           # source lines that start later from now on
+  checkpoint @10 :Bool;               # its lists state the whole chain up to it
 
   struct Cut {
     author @0 :Data;

@@ -154,6 +154,7 @@ void put_body(w::StatementBody::Body::Builder b, const Horizon& h) {
   }
   o.setContent(data_of(h.content.bytes));
   o.setSuperseded(h.superseded);
+  o.setCheckpoint(h.checkpoint);
   if (!h.bases.empty()) {
     auto bases = o.initBases(static_cast<unsigned>(h.bases.size()));
     for (unsigned i = 0; i < bases.size(); ++i) {
@@ -337,6 +338,7 @@ StatementBody get_body(w::StatementBody::Reader r) {
       }
       h.content = digest_of(o.getContent(), "horizon content");
       h.superseded = o.getSuperseded();
+      h.checkpoint = o.getCheckpoint();
       auto bases = o.getBases();
       check_list(bases, "horizon bases");
       for (auto x : bases) {

@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
   int source_updates = 0;
   app.add_option("--source-updates", source_updates,
                  "source updates in the fault window beyond the one a third of the seeds get");
+  int checkpoint_percent = -1;
+  app.add_option("--checkpoint-percent", checkpoint_percent,
+                 "a horizon is a checkpoint once those since the last listed this percentage "
+                 "of what it would (0: none; default: 10, 30 or 100 by seed)");
   bool keep_superseded = false;
   app.add_flag("--keep-superseded", keep_superseded,
                "horizons do not retire superseded jobs ([agent] retire_superseded = false)");
@@ -127,6 +131,7 @@ int main(int argc, char** argv) {
   opt.membership = membership;
   opt.horizon_every = horizon_every;
   opt.retire_superseded = !keep_superseded;
+  opt.checkpoint_percent = checkpoint_percent;
   opt.source_updates = source_updates;
   opt.profile = profile == "wan"          ? vow::promises::MembershipProfile::kWan
                 : profile == "all-to-all" ? vow::promises::MembershipProfile::kAllToAll
@@ -140,6 +145,7 @@ int main(int argc, char** argv) {
   std::uint64_t passed = 0, failed = 0, hostile_seeds = 0, bomb_seeds = 0;
   std::size_t largest_ledger = 0;
   std::uint64_t horizon_seeds = 0, most_horizons = 0, most_retired = 0;
+  std::uint64_t checkpoint_seeds = 0, most_checkpoints = 0, alone_seeds = 0;
   std::uint64_t superseded_seeds = 0, most_superseded = 0, base_seeds = 0, highest_base = 1;
   std::vector<std::int64_t> failover;
   std::vector<std::int64_t> failover_claim;
@@ -178,6 +184,9 @@ int main(int argc, char** argv) {
     if (r.horizons > 0) ++horizon_seeds;
     most_horizons = std::max(most_horizons, r.horizons);
     most_retired = std::max(most_retired, r.retired);
+    if (r.checkpoints > 0) ++checkpoint_seeds;
+    most_checkpoints = std::max(most_checkpoints, r.checkpoints);
+    if (r.checkpoints_alone > 0) ++alone_seeds;
     if (r.jobs_emptied > 0) ++superseded_seeds;
     most_superseded = std::max(most_superseded, r.jobs_emptied);
     if (r.line_base > 1) ++base_seeds;
@@ -241,6 +250,11 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(horizon_seeds),
               static_cast<unsigned long long>(most_horizons),
               static_cast<unsigned long long>(most_retired));
+  std::printf("checkpoints applied in %llu seeds (at most %llu by one agent; one applied without "
+              "the horizons before it, by a joiner, a restart or a laggard, in %llu seeds)\n",
+              static_cast<unsigned long long>(checkpoint_seeds),
+              static_cast<unsigned long long>(most_checkpoints),
+              static_cast<unsigned long long>(alone_seeds));
   std::printf("jobs retired whole (superseded, or of a laggard) in %llu seeds (at most %llu by "
               "one agent)\n",
               static_cast<unsigned long long>(superseded_seeds),

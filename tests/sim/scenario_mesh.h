@@ -426,6 +426,11 @@ class Mesh {
       if (st.author == nd.config.key) nd.persisted_seq = std::max(nd.persisted_seq, st.seq);
     }
     for (const auto& st : out.proofs) nd.proofs.push_back(st);
+    if (!out.retired.empty()) {  // dropped on disk, as the shell does
+      std::set<std::pair<AgentKey, std::uint64_t>> gone;
+      for (const auto& r : out.retired) gone.insert({r.author, r.seq});
+      std::erase_if(nd.persisted, [&](const Statement& st) { return gone.count({st.author, st.seq}) != 0; });
+    }
     for (const auto& r : out.voided) {
       std::erase_if(nd.persisted, [&](const Statement& st) {
         return st.author == r.author && st.seq == r.seq && st.kind() == StatementKind::kAdvert;

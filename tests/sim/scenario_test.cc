@@ -405,6 +405,61 @@ TEST_CASE("catching up: a fresh agent takes the results horizons settled, whatev
   CHECK(refused["over_budget"] == 0);
 }
 
+TEST_CASE("catching up: a fresh agent starts from a checkpoint; horizons before it are gone") {
+  // As above, with a checkpoint once the horizons since the last listed a fifth of what
+  // one would: the horizon statements before the newest checkpoint are retired
+  // everywhere, so a joiner can only start from it (docs/storage.md, "Checkpoints").
+  auto tune = [](CoreConfig& c) {
+    c.horizon_every = 300;
+    c.checkpoint_percent = 20;
+  };
+  Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {}}, 2, 2, {},
+         MembershipProfile::kAllToAll, tune, {3});
+  run_fan_for_a_joiner(m);
+  const Ledger& l0 = m.core(0).ledger();
+  REQUIRE(l0.checkpoints_applied() >= 1);
+  const std::uint64_t checkpoint = l0.checkpoint_number();
+  REQUIRE(checkpoint >= 2);
+  // No proposal before the newest checkpoint is held any more, on any agent, nor on disk.
+  auto proposals_before = [&](const Ledger& l) {
+    int n = 0;
+    l.for_each([&](const Statement& st) {
+      const auto* h = std::get_if<Horizon>(&st.body);
+      n += h != nullptr && !h->endorses && h->number < checkpoint;
+    });
+    return n;
+  };
+  for (int i = 0; i < 3; ++i) {
+    CHECK(m.core(i).ledger().checkpoint_number() == checkpoint);
+    CHECK(proposals_before(m.core(i).ledger()) == 0);
+  }
+  m.join(3);
+  std::int64_t joined = m.now();
+  while (m.core(3).ledger().vv_sum() < l0.vv_sum() && m.now() - joined < 10'000) m.advance(10);
+  const Ledger& l3 = m.core(3).ledger();
+  CHECK(l3.vv_sum() == l0.vv_sum());
+  CHECK(l3.fingerprint() == l0.fingerprint());
+  CHECK(l3.horizon_number() == l0.horizon_number());
+  CHECK(l3.checkpoints_alone() == 1);  // the first horizon it applied
+  int done = 0;
+  for (const Digest& job : m.jobs_of(0, "count")) done += m.core(3).canonical(job) != nullptr;
+  CHECK(done == 1200);
+  CHECK(m.starts_of("count") == 1200);  // the joiner ran nothing again
+  // A restart applies the newest checkpoint on its disk first (the horizons before it
+  // are gone from there too), and ends where it was: the same horizons, the same
+  // statements but the advert it makes on starting.
+  const std::uint64_t horizon = l0.horizon_number();
+  const std::size_t held = l0.size();
+  m.crash(0);
+  m.restart(0);
+  CHECK(m.core(0).ledger().checkpoints_alone() == 1);
+  CHECK(m.core(0).ledger().horizon_number() == horizon);
+  CHECK(m.core(0).ledger().size() == held + 1);
+  done = 0;
+  for (const Digest& job : m.jobs_of(1, "count")) done += m.core(0).canonical(job) != nullptr;
+  CHECK(done == 1200);
+}
+
 // Agent `i` joins with deliveries held to one network hop per 10 ms (heartbeats pass
 // while the pull goes on) until it holds what agent 0 holds, for at most 20 s; returns
 // how long that took. Deliveries stay held.

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "agent/verify_ledger.h"
 #include "tests/sim/world.h"
 
 namespace vow::sim {
@@ -898,6 +899,17 @@ void World::check_end() {
       }
     }
   }
+  // (9) what each agent's disk holds verifies as `vow verify` reads it: the horizons in
+  // force applied from the newest checkpoint held (those before it are retired), every
+  // successful result that counts reading source versions and canonical outputs held.
+  // Not with the hostile host, whose results may name inputs nobody made.
+  for (auto& h : hosts_) {
+    if (hostile_) break;
+    agent::VerifyReport report = agent::verify_statements(h.persisted, h.persisted_proofs);
+    if (!report.problems.empty()) {
+      fail(h.config.name + ": its disk does not verify: " + report.problems.front());
+    }
+  }
   for (std::size_t i = 0; i < hosts_.size(); ++i) check_job_index(static_cast<int>(i));
   check_hostile_end();
   // Every planned stage is done, or blocked by a job that failed past its retries (or
@@ -1021,6 +1033,9 @@ SimResult World::run() {
     if (!h.agent) continue;
     result_.horizons = std::max(result_.horizons, h.agent->core().ledger().horizon_number());
     result_.retired = std::max(result_.retired, h.agent->core().ledger().retired_count());
+    result_.checkpoints =
+        std::max(result_.checkpoints, h.agent->core().ledger().checkpoints_applied());
+    if (h.agent->core().ledger().checkpoints_alone() > 0) ++result_.checkpoints_alone;
     result_.jobs_emptied = std::max(result_.jobs_emptied, h.agent->core().ledger().jobs_emptied());
     result_.line_base = std::max(result_.line_base, h.agent->core().ledger().highest_line_base());
   }

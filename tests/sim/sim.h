@@ -47,6 +47,10 @@ struct SimOptions {
   // Statements beyond the last ledger horizon before one is proposed (--horizon-every;
   // small, so that runs see several; 0: none).
   std::uint64_t horizon_every = 30;
+  // A proposal is a checkpoint once the horizons since the last listed this percentage of
+  // what it would (--checkpoint-percent; CoreConfig::checkpoint_percent). -1: by seed,
+  // 10, 30 or 100, so that runs see several.
+  int checkpoint_percent = -1;
   // Horizons also retire superseded jobs (--keep-superseded: they do not).
   bool retire_superseded = true;
   // Source updates beyond the one a third of the seeds get (--source-updates), at random
@@ -77,6 +81,8 @@ struct SimResult {
   std::size_t ledger_size = 0;           // statements in a0's ledger at the end
   std::uint64_t horizons = 0;            // the highest horizon applied by an agent
   std::uint64_t retired = 0;             // the most statements retired by an agent
+  std::uint64_t checkpoints = 0;         // the most checkpoints applied by an agent
+  std::uint64_t checkpoints_alone = 0;   // agents that applied one without the one before
   std::uint64_t jobs_emptied = 0;        // the most superseded jobs retired whole by one
   std::uint64_t line_base = 1;           // the highest version a source line starts at
   // Membership measures (every run counts messages; the rest with options.membership):

@@ -100,6 +100,11 @@ void World::make_hosts() {
     h.config.horizon_every = opt_.horizon_every;
     h.config.check_horizons = true;
     h.config.retire_superseded = opt_.retire_superseded;
+    // Not drawn from the seed's random stream: runs of a seed made before stay the same.
+    static constexpr std::uint32_t kPercents[] = {10, 30, 100};
+    h.config.checkpoint_percent = opt_.checkpoint_percent >= 0
+                                      ? static_cast<std::uint32_t>(opt_.checkpoint_percent)
+                                      : kPercents[opt_.seed % 3];
     h.config.sign = sim_sign;
     h.config.idle_budget = kSimIdleBudget;
     h.config.timing.membership = opt_.profile;
