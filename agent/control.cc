@@ -502,6 +502,17 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_vouched_statements_total", "counter",
          "Statements taken on a horizon's word, their signature not checked again.");
   sample(out, "vow_vouched_statements_total", {}, static_cast<double>(counters.vouched));
+  const promises::Ledger& ledger = core().ledger();
+  header(out, "vow_ledger_horizon", "gauge",
+         "The last ledger horizon applied here, and the last checkpoint among them.");
+  sample(out, "vow_ledger_horizon", {{"kind", "horizon"}},
+         static_cast<double>(ledger.horizon_number()));
+  sample(out, "vow_ledger_horizon", {{"kind", "checkpoint"}},
+         static_cast<double>(ledger.checkpoint_number()));
+  header(out, "vow_ledger_retired_statements_total", "counter",
+         "Statements horizons retired here (dropped from memory and disk).");
+  sample(out, "vow_ledger_retired_statements_total", {},
+         static_cast<double>(ledger.retired_count()));
   header(out, "vow_artifact_sent_bytes_total", "counter", "Artifact bytes sent to peers.");
   sample(out, "vow_artifact_sent_bytes_total", {},
          static_cast<double>(counters.streams.bytes_sent));

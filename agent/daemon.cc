@@ -567,6 +567,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   cc.replicas = config.replicas;
   cc.horizon_every = config.horizon_every;
   cc.retire_superseded = config.retire_superseded;
+  cc.checkpoint_percent = config.checkpoint_percent;
   const transport::Identity* id = &*identity;
   cc.sign = [id](const Statement& st) { return transport::sign_or_empty(*id, st); };
   cc.attest = [this](Statement& st) { attest_own_statement(st); };

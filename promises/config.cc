@@ -215,7 +215,7 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
       t, kAgent,
       {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
        "control_group", "http", "http_token_file", "replicas", "sandbox", "job_limits",
-       "horizon_every", "retire_superseded"});
+       "horizon_every", "retire_superseded", "checkpoint_percent"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -302,6 +302,9 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
     a.horizon_every = static_cast<std::uint64_t>(*n);
   }
   if (auto b = r.boolean(t, "retire_superseded", kAgent)) a.retire_superseded = *b;
+  if (auto n = r.integer(t, "checkpoint_percent", kAgent, 0, 1000)) {
+    a.checkpoint_percent = static_cast<std::uint32_t>(*n);
+  }
   if (auto sandbox = r.string(t, "sandbox", kAgent, false)) {
     if (sandbox->value != "auto" && sandbox->value != "bwrap" && sandbox->value != "none") {
       r.error(sandbox->where, "'sandbox' in [agent] must be \"auto\", \"bwrap\" or \"none\", not '" +

@@ -376,6 +376,17 @@ TEST_CASE("http_token_file: a string, not empty, kept with its location") {
   CHECK(ok.value->http_token_file_where.column == 19);
 }
 
+TEST_CASE("checkpoint_percent: 0-1000, 100 unless set") {
+  auto plain = agent(kAgent);
+  REQUIRE(plain.ok());
+  CHECK(plain.value->checkpoint_percent == 100);
+  auto set = agent(replace(kAgent, "[trust]", "checkpoint_percent = 0\n[trust]"));
+  REQUIRE(set.ok());
+  CHECK(set.value->checkpoint_percent == 0);
+  check_one_error(agent(replace(kAgent, "[trust]", "checkpoint_percent = 1001\n[trust]")), 8, 22,
+                  "checkpoint_percent");
+}
+
 TEST_CASE("a seed peer may name its key as ID@ENDPOINT") {
   auto ok =
       agent(replace(kAgent, "\"tcp://127.0.0.1:7402\"", "\"vowabc234@tcp://127.0.0.1:7402\""));

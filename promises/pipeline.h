@@ -188,6 +188,9 @@ struct AgentConfig {
   // Horizons also retire superseded jobs (docs/storage.md, "Superseded jobs"): this
   // agent proposes such horizons and endorses them; false: it does neither.
   bool retire_superseded = true;
+  // This agent's proposal is a checkpoint once the horizons since the last one listed
+  // this percentage of the entries one would (docs/storage.md, "Checkpoints"); 0: none.
+  std::uint32_t checkpoint_percent = 100;
   // How jobs run (docs/sandbox.md): "auto" (bubblewrap when it works, else unsandboxed
   // with a warning), "bwrap" (bubblewrap or refuse to start), "none".
   std::string sandbox = "auto";

@@ -11,10 +11,11 @@ real vowd processes.
           old output and removes nothing; `vow gc` removes them and nothing the current
           source version or canonical result references (still readable with vow get)
   gc-replicas  three agents hold an output; gc on each leaves `replicas` copies
-  horizon three agents run 150 shards with a ledger horizon every 100 statements: the
+  horizon three agents run 150 shards with a ledger horizon every 100 statements, some
+          of them checkpoints: the horizon statements before the newest checkpoint and the
           claims and accepts of finished jobs leave the ledger files, results stay, a
-          restart runs nothing again, a fourth agent joins from what was kept (taking the
-          settled results on the horizons' word), vow verify
+          restart runs nothing again, a fourth agent joins from the newest checkpoint and
+          what was kept (taking the settled results on its word), vow verify
   superseded  three agents, 40 shards whose inputs all change three times: the ledger
           files end with about one generation of results, not four
 
@@ -272,12 +273,13 @@ def kinds(agent):
         db.close()
 
 
-CLAIM, RESULT, ACCEPT = 3, 5, 6
+CLAIM, RESULT, ACCEPT, HORIZON = 3, 5, 6, 9
 
 
 def horizon():
-    """Three agents run 150 shards with a horizon every 100 statements: each applies
-    horizons; the claims and accepts of finished jobs leave every ledger file while
+    """Three agents run 150 shards with a horizon every 100 statements, some of them
+    checkpoints: each applies horizons, and the horizon statements before the newest
+    checkpoint leave every ledger file; the claims and accepts of finished jobs leave while
     every result stays; the stage stays done through a restart with nothing run again;
     a fourth agent started afterwards catches up from what its peers kept and shows the
     same; `vow verify` passes on each."""
@@ -291,6 +293,8 @@ def horizon():
         d = mesh.add("d", [])
         for ag in mesh.agents:
             ag.agent_lines.append("horizon_every = 100")
+            # A checkpoint every few horizons (docs/storage.md, "Checkpoints").
+            ag.agent_lines.append("checkpoint_percent = 10")
             others = [f"{x.id}@{x.endpoint}" for x in mesh.agents if x is not ag]
             ag.write_config(others)
         for ag in (a, b, c):
@@ -306,8 +310,18 @@ def horizon():
         # the first ones have been already. Every agent applies the same horizons.
         for ag in (a, b, c):
             wait_until(f"a horizon applied on {ag.name}", lambda: applied(ag) >= 1, 60, 0.2)
+        # Checkpoints: the horizon statements before the newest one leave every ledger file.
+        def checkpoints(ag):
+            return sum(1 for line in open(ag.log_path, errors="replace")
+                       if "(a checkpoint) applied" in line)
+        for ag in (a, b, c):
+            wait_until(f"a checkpoint applied on {ag.name}", lambda: checkpoints(ag) >= 1, 60, 0.2)
         for ag in (a, b, c):
             k = kinds(ag)
+            check(k.get(HORIZON, 0) < 3 * applied(ag),
+                  f"{ag.name}'s ledger file holds {k.get(HORIZON, 0)} horizon statements after "
+                  f"{applied(ag)} horizons applied (a proposal and two endorsements each): "
+                  "none retired by a checkpoint")
             check(k.get(RESULT, 0) >= n, f"{ag.name} keeps {k.get(RESULT, 0)} results of {n}")
             check(k.get(CLAIM, 0) < n // 2 and k.get(ACCEPT, 0) < n // 2,
                   f"{ag.name}'s ledger file still holds {k.get(CLAIM, 0)} claims and "
@@ -327,6 +341,8 @@ def horizon():
         wait_until("a horizon applied on d", lambda: applied(d) >= 1, 30, 0.2)
         k = kinds(d)
         check(k.get(CLAIM, 0) < n // 2, f"d fetched {k.get(CLAIM, 0)} claims of finished jobs")
+        # It started from the newest checkpoint: the horizons before it were gone.
+        check(checkpoints(d) >= 1, "d applied no checkpoint")
         # It took the results the horizons settled on their word (the digest of each
         # result's signed form), not by checking each signature again.
         stats = ask(d, "status")["statements"]
