@@ -177,8 +177,10 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
     const Statement* c = book.canonical(*job);
     touched[*job] = c != nullptr ? std::optional<StatementKey>({c->author, c->seq}) : std::nullopt;
   };
-  for (const auto& r : h.settled) {
-    if (r.cut < h.cuts.size()) note_touched(h.cuts[r.cut].author, r.seq);
+  for (const auto& r : h.settled) {  // a checkpoint names those settled before too
+    if (r.cut < h.cuts.size() && !ledger.settled(h.cuts[r.cut].author, r.seq)) {
+      note_touched(h.cuts[r.cut].author, r.seq);
+    }
   }
   if (plan) each_retired_held([&](const Statement& st) { note_touched(st.author, st.seq); });
   // The current version of every dataset, which retiring old ones must not change; and

@@ -894,8 +894,8 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
   }
   for (const auto& r : h.settled) {
     const AgentKey* author = author_of(r.cut);
-    if (author == nullptr) continue;
-    settled_.insert({*author, r.seq});
+    // Settled already (a checkpoint names every settled result kept): nothing changes.
+    if (author == nullptr || !settled_.insert({*author, r.seq}).second) continue;
     if (const Statement* st = get(*author, r.seq)) {
       if (auto job = st->job()) changed.insert(*job);
     } else if (!r.vouch.is_zero() && !is_retired(*author, r.seq)) {
