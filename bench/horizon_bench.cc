@@ -7,7 +7,9 @@
 // agent's loop once per `horizon_every` statements, on the proposer and on every
 // member that checks it. Then 1% more jobs are run and the next horizon (without
 // retiring superseded jobs) is computed: what a horizon costs once the ledger is large,
-// when it reads only the jobs active since the last one.
+// when it reads only the jobs active since the last one. Last, that horizon's
+// checkpoint form (docs/storage.md, "Checkpoints": it lists every result kept) is made,
+// applied to the same ledger, and applied alone to an empty one (a joiner's first step).
 // Usage: horizon_bench [--sizes 1000,10000,100000] [--runs N]
 // Prints one line per size: the median of each figure over the runs.
 #include <algorithm>
@@ -147,15 +149,17 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::printf("%10s %12s %14s %14s %12s %10s %10s %14s\n", "shards", "statements", "compute ms",
-              "+superseded ms", "apply ms", "retired", "kept", "next (1%) ms");
+  std::printf("%10s %12s %14s %14s %12s %10s %10s %14s %10s %12s %12s %14s\n", "shards",
+              "statements", "compute ms", "+superseded ms", "apply ms", "retired", "kept",
+              "next (1%) ms", "cp ms", "cp apply ms", "cp alone ms", "cp entries");
   for (std::size_t n : sizes) {
     World w;
     w.generation(1, n);
     w.generation(2, n);
     const std::size_t first_part = w.statements.size();
     w.more(std::max<std::size_t>(1, n / 100));
-    std::vector<double> plain, superseded, apply, next;
+    std::vector<double> plain, superseded, apply, next, cp_make, cp_apply, cp_alone;
+    std::size_t cp_entries = 0;
     std::uint64_t retired = 0;
     std::size_t kept = 0;
     for (int r = 0; r < runs; ++r) {
@@ -180,10 +184,24 @@ int main(int argc, char** argv) {
       double t5 = now_ms();
       if (!h2 || h2->settled.size() != std::max<std::size_t>(1, n / 100)) return 1;
       next.push_back(t5 - t4);
+      auto cp = checkpoint_of(l, *h2);
+      double t6 = now_ms();
+      if (!cp) return 1;
+      cp_entries = cp->retired.size() + cp->settled.size();
+      Ledger joiner;
+      double t7 = now_ms();
+      joiner.apply_horizon(*cp);
+      double t8 = now_ms();
+      l.apply_horizon(*cp);
+      double t9 = now_ms();
+      cp_make.push_back(t6 - t5);
+      cp_alone.push_back(t8 - t7);
+      cp_apply.push_back(t9 - t8);
     }
-    std::printf("%10zu %12zu %14.1f %14.1f %12.1f %10llu %10zu %14.1f\n", n, first_part,
-                median(plain), median(superseded), median(apply),
-                static_cast<unsigned long long>(retired), kept, median(next));
+    std::printf("%10zu %12zu %14.1f %14.1f %12.1f %10llu %10zu %14.1f %10.1f %12.1f %12.1f %14zu\n",
+                n, first_part, median(plain), median(superseded), median(apply),
+                static_cast<unsigned long long>(retired), kept, median(next), median(cp_make),
+                median(cp_apply), median(cp_alone), cp_entries);
     std::fflush(stdout);
   }
   return 0;
