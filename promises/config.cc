@@ -211,11 +211,10 @@ void read_endpoint(TomlReader& r, const Located& v, std::string_view key, std::s
 }
 
 void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
-  r.check_keys(
-      t, kAgent,
-      {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
-       "control_group", "http", "http_token_file", "replicas", "sandbox", "job_limits",
-       "horizon_every", "retire_superseded", "checkpoint_percent"});
+  r.check_keys(t, kAgent,
+               {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
+                "control_group", "http", "http_token_file", "replicas", "sandbox", "job_limits",
+                "horizon_every", "retire_superseded", "checkpoint_percent"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {

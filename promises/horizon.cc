@@ -1,8 +1,8 @@
 #include "promises/horizon.h"
 
 #include <algorithm>
-#include <memory>
 #include <map>
+#include <memory>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -464,7 +464,8 @@ std::optional<Horizon> checkpoint_of(const Ledger& ledger, const Horizon& delta)
     if (next <= c.seq) h.retired.push_back(HorizonRange{i, next, c.seq});
   }
   // Every line base: those before, moved on by `delta`'s.
-  std::map<std::tuple<std::string, std::string, std::uint32_t>, std::pair<std::uint64_t, std::uint64_t>>
+  std::map<std::tuple<std::string, std::string, std::uint32_t>,
+           std::pair<std::uint64_t, std::uint64_t>>
       bases;
   bool unknown = false;
   ledger.for_each_line_base([&](const Ledger::Dataset& d, const AgentKey& author,

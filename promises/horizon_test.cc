@@ -712,5 +712,4 @@ TEST_CASE("horizon: a checkpoint states what the chain leaves; a joiner starts f
   CHECK(l.fingerprint() == before);
 }
 
-
 }  // namespace vow::promises

@@ -250,11 +250,12 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(horizon_seeds),
               static_cast<unsigned long long>(most_horizons),
               static_cast<unsigned long long>(most_retired));
-  std::printf("checkpoints applied in %llu seeds (at most %llu by one agent; one applied without "
-              "the horizons before it, by a joiner, a restart or a laggard, in %llu seeds)\n",
-              static_cast<unsigned long long>(checkpoint_seeds),
-              static_cast<unsigned long long>(most_checkpoints),
-              static_cast<unsigned long long>(alone_seeds));
+  std::printf(
+      "checkpoints applied in %llu seeds (at most %llu by one agent; one applied without "
+      "the horizons before it, by a joiner, a restart or a laggard, in %llu seeds)\n",
+      static_cast<unsigned long long>(checkpoint_seeds),
+      static_cast<unsigned long long>(most_checkpoints),
+      static_cast<unsigned long long>(alone_seeds));
   std::printf("jobs retired whole (superseded, or of a laggard) in %llu seeds (at most %llu by "
               "one agent)\n",
               static_cast<unsigned long long>(superseded_seeds),

@@ -429,7 +429,9 @@ class Mesh {
     if (!out.retired.empty()) {  // dropped on disk, as the shell does
       std::set<std::pair<AgentKey, std::uint64_t>> gone;
       for (const auto& r : out.retired) gone.insert({r.author, r.seq});
-      std::erase_if(nd.persisted, [&](const Statement& st) { return gone.count({st.author, st.seq}) != 0; });
+      std::erase_if(nd.persisted, [&](const Statement& st) {
+        return gone.count({st.author, st.seq}) != 0;
+      });
     }
     for (const auto& r : out.voided) {
       std::erase_if(nd.persisted, [&](const Statement& st) {

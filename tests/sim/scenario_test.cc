@@ -413,8 +413,8 @@ TEST_CASE("catching up: a fresh agent starts from a checkpoint; horizons before 
     c.horizon_every = 300;
     c.checkpoint_percent = 20;
   };
-  Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {}}, 2, 2, {},
-         MembershipProfile::kAllToAll, tune, {3});
+  Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {}}, 2, 2, {}, MembershipProfile::kAllToAll,
+         tune, {3});
   run_fan_for_a_joiner(m);
   const Ledger& l0 = m.core(0).ledger();
   REQUIRE(l0.checkpoints_applied() >= 1);

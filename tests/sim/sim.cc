@@ -1,13 +1,13 @@
 #include "tests/sim/sim.h"
 
 #include <spdlog/details/null_mutex.h>
-#include <cstdlib>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "agent/verify_ledger.h"
 #include "tests/sim/world.h"
