@@ -149,7 +149,12 @@ class Agent {
   const AgentCounters& counters() const { return counters_; }
   const Metrics& metrics() const { return metrics_; }
   std::size_t jobs_here() const { return jobs_.size(); }
-  bool fetching(const Digest& digest) const { return fetches_.count(digest) != 0; }
+  // Being fetched, or fetched and stored with the core not told yet (its input waits for
+  // the loop's turn to end: a client asking meanwhile must not read "neither held nor
+  // fetching").
+  bool fetching(const Digest& digest) const {
+    return fetches_.count(digest) != 0 || arriving_.count(digest) != 0;
+  }
   // Every artifact being fetched, and every entry of a tree being fetched (those held
   // already too: the tree is stored only once each is held, so a GC pass must keep them).
   std::set<Digest> in_flight() const;
@@ -250,6 +255,7 @@ class Agent {
   std::map<Digest, store::RunningJob> recovered_;
 
   std::map<Digest, Fetch> fetches_;
+  std::set<Digest> arriving_;  // fetched for the core, its input not taken yet
   std::map<std::uint64_t, Digest> fetch_by_transfer_;
   std::deque<Digest> fetch_queue_;  // waiting for a transfer place, each digest once
   std::set<Digest> bulk_busy_;       // bulk fetches transferring or being stored

@@ -242,7 +242,11 @@ void Agent::fetch_done(Digest digest, const Status& status) {
   if (!f.for_core) return;
   if (status.is_ok()) {
     log_->debug("artifact {} fetched", digest.short_hex());
-    queue("artifact-fetched", [this, digest] { return core_->artifact_fetched(digest); });
+    arriving_.insert(digest);
+    queue("artifact-fetched", [this, digest] {
+      arriving_.erase(digest);
+      return core_->artifact_fetched(digest);
+    });
   } else if (status.code() == StatusCode::kInvalid) {
     // Refused for what it is (a tree past the expansion limits): fetching it again, from
     // anyone, ends the same way. The runs waiting for it fail with the reason.
