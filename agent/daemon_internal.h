@@ -74,7 +74,7 @@ inline constexpr std::int64_t kCheckpointMs = 1'000;
 inline constexpr bool kDeferSync = true;
 // A log larger than this is emptied (a TRUNCATE checkpoint, which waits for the loop's
 // current commit).
-inline constexpr std::int64_t kWalTruncateBytes = 16 << 20;
+inline constexpr std::int64_t kWalTruncateBytes = 4 << 20;
 // A loop turn this long is logged with where its time went.
 inline constexpr std::int64_t kSlowTurnMs = 200;    // /metrics and /api/status snapshots
 // `vow jobs`: jobs in one answer (the command line asks page after page).
