@@ -868,11 +868,9 @@ std::set<Digest> Ledger::apply_horizon(const Horizon& h) {
       // Above the mark, the slot counts as held once the mark reaches it.
       if (seq > mark && range_of(pending, seq) == pending.end()) insert_range(pending, seq, seq);
     }
+    // The slots above the mark not held (those held went above).
     for (std::uint64_t seq = std::max(r.first, mark + 1); seq > mark && seq <= r.last; ++seq) {
-      if (range_of(pending, seq) != pending.end() || is_void(*author, seq) ||
-          by_seq.count(seq) != 0) {
-        continue;
-      }
+      if (range_of(pending, seq) != pending.end() || is_void(*author, seq)) continue;
       insert_range(pending, seq, seq);
       ++retired_count_;
     }
