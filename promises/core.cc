@@ -367,11 +367,12 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
                              const std::map<AgentKey, Digest>& digests,
                              std::uint64_t their_horizon) {
   auto rotation = static_cast<std::uint64_t>(now_ms / config.timing.sync_interval_ms);
-  auto batch = ledger.missing_for(have, kMaxStatementsPerSync, rotation, their_horizon);
-  if (batch.size() < kMaxStatementsPerSync) {
+  const std::size_t limit = config.sync_answer_statements;
+  auto batch = ledger.missing_for(have, limit, rotation, their_horizon);
+  if (batch.size() < limit) {
     // One window of a diverging prefix per answer, a different one each sync round.
-    auto diverging = ledger.diverging_for(have, digests, kMaxDivergingPerAuthor,
-                                          kMaxStatementsPerSync - batch.size(), rotation);
+    auto diverging =
+        ledger.diverging_for(have, digests, kMaxDivergingPerAuthor, limit - batch.size(), rotation);
     batch.insert(batch.end(), diverging.begin(), diverging.end());
   }
   // A large statement (over half the answer's bytes) that is the next the peer needs of
@@ -528,8 +529,11 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           p->vv_sum = m.vv_sum;
           note_peer_vv_sum(m.vv_sum);
           if (m.vv_sum > ledger.vv_sum()) {
-            if (now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms &&
-                (pulling.count(from) || may_request_sync())) {
+            // Not while a pull goes on: its answers bring the same statements, and a
+            // second request to the peer pulled from (its answer still being taken)
+            // was answered twice (at 100,000 jobs a joiner took 4 statements per one held).
+            if (!pull_active() && now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms &&
+                may_request_sync()) {
               p->last_sync_request_ms = now_ms;
               send(from, full_sync_request());
             }
@@ -545,7 +549,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           if (m.summary) {
             // Summary only (the periodic anti-entropy): the same ledger, nothing to do;
             // else pull from it, and it asks back when it gets the request.
-            if (*m.summary != ledger.summary() &&
+            if (*m.summary != ledger.summary() && !pull_active() &&
                 now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms) {
               p->last_sync_request_ms = now_ms;
               send(from, full_sync_request());
@@ -646,7 +650,7 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p,
   // Full by count or by bytes: an answer cut at its byte limit holds few statements when
   // they are large (a source version of 30,000 entries is 2 MB), and ending the pull
   // there left a joiner claiming jobs whose results it had not pulled yet.
-  bool full = answer.statements.size() >= kMaxStatementsPerSync / 2;
+  bool full = answer.statements.size() >= config.sync_answer_statements / 2;
   if (!full) {
     std::size_t bytes = 0;
     for (const Statement& st : answer.statements) bytes += wire_size(st);
@@ -660,23 +664,27 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p,
     return;
   }
   std::erase_if(pulling, [&](const AgentKey& k) { return k != from && !is_live(k); });
-  if (!pulling.count(from) && pulling.size() >= kMaxPullPeers) return;
+  if (!pulling.count(from) && pulling.size() >= kMaxPulling) return;
   pulling.insert(from);
   p.last_sync_request_ms = now_ms;
   send(from, full_sync_request());
+}
+
+bool Core::Impl::pull_active() const {
+  return std::any_of(pulling.begin(), pulling.end(), [&](const AgentKey& k) {
+    const Membership::Peer* p = members.find(k);
+    return p != nullptr && now_ms - p->last_sync_request_ms < kPullAnswerWindowMs;
+  });
 }
 
 bool Core::Impl::catching_up() const {
   // Behind a peer far ahead, while answers bring news, until this agent holds about
   // what that peer held (a pull that ended is not waited out: the plan waits for it).
   if (now_ms - far_behind_ms < kPullAnswerWindowMs && now_ms - pull_news_ms < kPullAnswerWindowMs &&
-      far_ahead_vv_sum > ledger.vv_sum() + kMaxStatementsPerSync / 2) {
+      far_ahead_vv_sum > ledger.vv_sum() + config.sync_answer_statements / 2) {
     return true;
   }
-  return std::any_of(pulling.begin(), pulling.end(), [&](const AgentKey& k) {
-    const Membership::Peer* p = members.find(k);
-    return p != nullptr && now_ms - p->last_sync_request_ms < kPullAnswerWindowMs;
-  });
+  return pull_active();
 }
 
 SyncRequest Core::Impl::full_sync_request() const {

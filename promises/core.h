@@ -48,10 +48,13 @@
 namespace vow::promises {
 
 // ---- Limits and policy constants (docs/coordination.md) ----
-inline constexpr std::size_t kMaxStatementsPerSync = 512;   // per sync response
-// Catching up: peers pulled from at once, and how long after a request its answer
-// counts as one (Core::Impl::continue_pull).
+// Statements per sync answer (missing and diverging), within kMaxSyncAnswerBytes.
+inline constexpr std::size_t kMaxStatementsPerSync = 4096;
+// Unasked sync requests per heartbeat_ms (a hello or heartbeat showed a peer holds
+// more); peers a catch-up goes on pulling from at once; how long after a request its
+// answer counts as one (Core::Impl::continue_pull).
 inline constexpr std::size_t kMaxPullPeers = 2;
+inline constexpr std::size_t kMaxPulling = 1;
 inline constexpr std::int64_t kPullAnswerWindowMs = 2'000;
 // Signed bytes in one sync answer: a statement is at most 12 MiB and a frame 16 MiB
 // (transport/codec.h), so an answer always fits one frame.
@@ -136,6 +139,9 @@ struct CoreConfig {
   // horizon statements held then stay within (1 + this / 100) checkpoints. 0: it
   // proposes none (it still endorses and applies others').
   std::uint32_t checkpoint_percent = 100;
+  // Statements per sync answer (the simulator's scenarios take smaller answers, so
+  // that their ledgers of a few thousand statements take several).
+  std::size_t sync_answer_statements = kMaxStatementsPerSync;
   // Checks on every horizon applied that every job's canonical result is the same after
   // it as before (for the simulator).
   bool check_horizons = false;

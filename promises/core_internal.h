@@ -207,11 +207,13 @@ struct Core::Impl {
   // end; the agent is still behind). This agent lacks at least that much of a peer's
   // ledger (the results of the jobs it would claim, maybe): it does not claim meanwhile.
   bool catching_up() const;
+  // A peer pulled from was asked within kPullAnswerWindowMs (its answer is awaited).
+  bool pull_active() const;
   std::int64_t far_behind_ms = -1'000'000;  // a heartbeat showed a peer far ahead
   std::uint64_t far_ahead_vv_sum = 0;       // that peer's vv_sum then
   // A hello or heartbeat from a peer that holds `vv_sum`: far ahead of this agent?
   void note_peer_vv_sum(std::uint64_t vv_sum) {
-    if (vv_sum > ledger.vv_sum() + kMaxStatementsPerSync / 2) {
+    if (vv_sum > ledger.vv_sum() + config.sync_answer_statements / 2) {
       far_behind_ms = now_ms;
       far_ahead_vv_sum = std::max(far_ahead_vv_sum, vv_sum);
     }

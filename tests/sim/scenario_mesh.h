@@ -22,6 +22,11 @@
 
 namespace vow::promises::scenario {
 
+// Statements per sync answer in these meshes (CoreConfig::sync_answer_statements): their
+// ledgers of a few thousand statements take several answers to pull, as a mesh of
+// 100,000 jobs does with the agent's default.
+inline constexpr std::size_t kScenarioSyncAnswer = 512;
+
 inline Digest hd(std::string_view a, std::string_view b = "", std::string_view c = "") {
   Hasher h;
   h.update_field(a);
@@ -130,6 +135,7 @@ class Mesh {
       nd.config.name = "n" + std::to_string(i);
       nd.config.pipelines = {p};
       nd.config.replicas = replicas;
+      nd.config.sync_answer_statements = kScenarioSyncAnswer;
       nd.config.idle_budget = idle_budget;
       nd.config.timing.membership = membership;
       nd.config.timing.swim = swim_profile(membership);

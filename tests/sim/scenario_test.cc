@@ -329,7 +329,7 @@ TEST_CASE("catching up: an agent cut off during a run pulls what it missed at on
   Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {}});
   run_without_agent3(m);
   std::size_t missed = m.core(0).ledger().size() - m.core(3).ledger().size();
-  REQUIRE(missed > 3 * kMaxStatementsPerSync * 2);  // more than two rounds of every peer
+  REQUIRE(missed > 3 * kScenarioSyncAnswer * 2);  // more than two rounds of every peer
   m.heal();
   std::int64_t healed = m.now();
   while (m.core(3).ledger().size() < m.core(0).ledger().size() && m.now() - healed < 10'000) {
@@ -578,10 +578,10 @@ TEST_CASE("catching up: a source version larger than half an answer does not hol
     if (st.kind() == StatementKind::kSourceVersion) largest = std::max(largest, wire_size(st));
   });
   REQUIRE(largest > kMaxSyncAnswerBytes);
-  REQUIRE(m.core(0).ledger().size() > 3 * kMaxStatementsPerSync);  // long tails to pull
+  REQUIRE(m.core(0).ledger().size() > 3 * kScenarioSyncAnswer);  // long tails to pull
   std::int64_t took = join_hop_by_hop(m, 3);
   CHECK(m.core(3).ledger().vv_sum() == m.core(0).ledger().vv_sum());
-  // A few answers of up to kMaxStatementsPerSync, one round trip (20 ms) each.
+  // A few answers of up to kScenarioSyncAnswer, one round trip (20 ms) each.
   CHECK(took <= 400);
   m.hold(false);
 }
