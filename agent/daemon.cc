@@ -595,7 +595,10 @@ Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Daemon::~Daemon() {
   if (!impl_) return;
-  impl_->http.reset();        // stops serving before what it reports goes away
+  impl_->http.reset();  // stops serving before what it reports goes away
+  // A source import under way stops at its next file rather than walking on: its
+  // result would not be taken, and the next start imports the source again.
+  if (impl_->worker && impl_->worker->artifacts) impl_->worker->artifacts->stop_imports();
   impl_->background.reset();  // joins the worker before what it uses goes away
   impl_->save_source_caches();  // the worker is gone: what it held is the loop's now
   if (impl_->control) zmq_close(impl_->control);

@@ -101,6 +101,10 @@ bool replace(std::unordered_map<std::string, std::optional<T>>& found,
 
 bool is_tree(const TreeEntry& e) { return e.kind == EntryKind::kTree; }
 
+Status stopped_status(const std::string& path) {
+  return Status::unavailable("import " + path + ": import stopped (the agent is stopping)");
+}
+
 }  // namespace
 
 Result<ArtifactRef> ArtifactStore::import_file(const std::string& path, bool* executable) {
@@ -120,6 +124,10 @@ Result<ArtifactRef> ArtifactStore::import_file(const std::string& path, bool* ex
   std::uint64_t off = 0;
   Status s;
   for (;;) {
+    if (imports_stopped()) {
+      s = stopped_status(path);
+      break;
+    }
     auto n = (*src)->read_at(off, buf);
     if (!n.is_ok()) {
       s = n.status();
@@ -170,6 +178,7 @@ Result<ArtifactRef> ArtifactStore::import_dir(const std::string& path, int depth
   std::uint64_t files = 0;
   for (const auto& name : *names) {
     std::string child = path + "/" + name;
+    if (imports_stopped()) return stopped_status(child);
     Status valid = validate_entry_name(name);
     if (!valid.is_ok()) return Status::invalid("import " + child + ": " + valid.message());
     auto child_info = env_.stat(child);

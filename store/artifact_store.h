@@ -26,6 +26,7 @@
 // no shared state, so a reader may be handed to another thread (one thread at a time).
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -208,6 +209,11 @@ class ArtifactStore {
   // leaves them to the next open.
   Status import_together(const std::function<Status()>& fn,
                          std::vector<ArtifactRecord>* rows = nullptr);
+  // Makes every import running or started from now on (import_path, on any thread)
+  // stop at its next file or chunk with kUnavailable ("import stopped"), leaving the
+  // store as a failed import does. For an agent that is stopping: its worker need not
+  // finish walking a large source directory first. Thread-safe.
+  void stop_imports() { imports_stopped_.store(true, std::memory_order_relaxed); }
   // Moves a regular file into the store instead of copying it: hashed where it is,
   // synced, renamed into place. The file must be on the store's file system and the
   // caller gives it up (on success it is gone; on failure it may remain). For a file the
@@ -312,6 +318,7 @@ class ArtifactStore {
   Status materialize_tree(const Digest& digest, const std::string& dest, int depth,
                           const MaterializeOptions& options);
   void touch(const Digest& digest);
+  bool imports_stopped() const { return imports_stopped_.load(std::memory_order_relaxed); }
   Status flush_index();
 
   std::string root_;
@@ -323,6 +330,7 @@ class ArtifactStore {
   std::uint64_t removals_ = 0;    // objects removed (remove, gc) since open
   std::set<std::string> fanouts_;                   // fan-out directories known to exist
   std::optional<std::vector<Deferred>> deferred_;   // set inside import_together
+  std::atomic<bool> imports_stopped_{false};        // stop_imports()
   std::vector<ArtifactRecord> pending_rows_;        // installed, not yet indexed
   std::map<Digest, std::uint64_t> pending_touch_;   // bounded by kMaxPendingTouches
   std::map<Digest, TreeExpansion> expansion_memo_;  // bounded by kMaxExpansionMemo

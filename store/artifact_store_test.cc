@@ -115,6 +115,27 @@ TEST_CASE("artifacts: an imported directory's digest is the tree.h encoding") {
   CHECK(file->digest == blake2b("alpha"));
 }
 
+TEST_CASE("artifacts: imports stopped (the agent stopping) fail at once and store nothing") {
+  Fixture f;
+  std::string src = f.dir / "src";
+  write_file(src + "/a.txt", "alpha");
+  write_file(src + "/sub/b.txt", "beta");
+  f.store->stop_imports();
+  for (const std::string& path : {src, src + "/a.txt"}) {
+    auto r = f.store->import_path(path);
+    REQUIRE(!r.is_ok());
+    CHECK(r.status().code() == StatusCode::kUnavailable);
+    CHECK(r.status().message().find("import stopped") != std::string::npos);
+  }
+  ImportCache cache(src);
+  CHECK(f.store->import_path(src, cache).status().code() == StatusCode::kUnavailable);
+  CHECK(f.store->list()->empty());
+  CHECK(!*f.store->has(blake2b("alpha")));
+  // A store opened again imports as before.
+  f.reopen_store();
+  CHECK(f.store->import_path(src).is_ok());
+}
+
 TEST_CASE("artifacts: a group import stores every object once the group ends, as import would") {
   Fixture f;
   std::string src = f.dir / "src";

@@ -6,7 +6,7 @@ waits for the sources as they are on disk now.
 
 usage: bind_test.py VOW VOWD SCENARIO
 Scenarios: edit-restart, edit-sighup, conflict, retry, wait-fresh, watch-nested,
-source-health.
+source-health, source-stop.
 """
 import json
 import os
@@ -453,7 +453,69 @@ def scenario_source_health():
         mesh.cleanup()
 
 
+COUNT_PIPELINE = """[pipeline]
+name = "bind"
+
+[[source]]
+name = "input"
+
+[[stage]]
+name = "count"
+inputs = ["input"]
+outputs = ["n"]
+run = 'ls "$VOW_IN_input" | wc -l | tr -d " " > "$VOW_OUT_n"'
+"""
+
+
+def scenario_source_stop():
+    """SIGTERM while the agent imports a large source directory: vowd exits at once
+    rather than walking on through the directory, and the next start imports it whole."""
+    files = 20000
+    scratch = tempfile.mkdtemp(prefix="vow-bind-file-")
+    path = os.path.join(scratch, "bind.toml")
+    with open(path, "w") as f:
+        f.write(COUNT_PIPELINE)
+    mesh = Mesh(VOW, VOWD, [path], prefix="vow-bind-")
+    shutil.rmtree(scratch)
+    corpus = os.path.join(mesh.root, "corpus")
+    os.makedirs(corpus)
+    for i in range(files):
+        with open(os.path.join(corpus, f"f{i:05d}"), "w") as f:
+            f.write(f"{i}\n")
+    a = mesh.add("a", [("bind/count", 1)], sources=[("bind/input", corpus, True)])
+    try:
+        t0 = time.monotonic()
+        mesh.start()
+        # The import is under way: the source has no snapshot yet.
+        wait_until("the import to start", lambda: "source" in a.tail(40) or
+                   time.monotonic() - t0 > 1, 10)
+        src = source_of(a.status(), "input")
+        check(src and src["state"] == "unchecked",
+              f"the import ended before the stop (make the directory larger): {src}")
+        a.proc.send_signal(signal.SIGTERM)
+        t1 = time.monotonic()
+        try:
+            a.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise TestFailure(f"vowd still running 20 s after SIGTERM: {a.tail()}")
+        stopped = time.monotonic() - t1
+        check(a.proc.returncode == 0, f"vowd exit status {a.proc.returncode}: {a.tail()}")
+        a.start()
+        p = vow_wait(a, "bind", "100s")
+        imported = time.monotonic() - t1 - stopped
+        check(p.returncode == DONE, f"wait after the restart: rc {p.returncode}: {p.stderr}")
+        check(get(a, "bind/count.n").strip() == str(files), "the restart imported every file")
+        # Stopping took a small part of what the import takes (not a wall-clock bound on
+        # a shared machine: a ratio of two times of the same run).
+        print(f"stopped {stopped:.2f} s, import {imported:.1f} s")
+        check(stopped < imported / 3,
+              f"stopping took {stopped:.1f} s, the whole import {imported:.1f} s")
+    finally:
+        mesh.cleanup()
+
+
 SCENARIOS = {
+    "source-stop": scenario_source_stop,
     "source-health": scenario_source_health,
     "edit-restart": scenario_edit_restart,
     "edit-sighup": scenario_edit_sighup,
