@@ -369,6 +369,8 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
   auto rotation = static_cast<std::uint64_t>(now_ms / config.timing.sync_interval_ms);
   const std::size_t limit = config.sync_answer_statements;
   auto batch = ledger.missing_for(have, limit, rotation, their_horizon);
+  // Whether the answer leaves out statements the peer lacks: it then asks again.
+  bool cut = batch.size() >= limit;
   if (batch.size() < limit) {
     // One window of a diverging prefix per answer, a different one each sync round.
     auto diverging =
@@ -389,6 +391,7 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
   if (large != batch.end()) {
     send(to, StatementBatch{{std::move(*large)}, {}});
     batch.erase(large);
+    cut = true;  // what follows it of its author may be missing still
   }
   // Within one frame: cut where the next statement would pass kMaxSyncAnswerBytes (the
   // peer asks again for the rest).
@@ -400,6 +403,7 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
     bytes += size;
     ++keep;
   }
+  cut = cut || keep < batch.size();
   batch.resize(keep);
   // Void slots above the peer's marks: it takes each once it holds the advert above.
   auto voids = ledger.voids_for(have, kMaxVoidRangesPerSync);
@@ -419,11 +423,11 @@ void Core::Impl::answer_sync(const AgentKey& to, const VersionVector& have,
                             {}});
     batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(leading));
   }
-  // The rest, even empty (an empty answer, or horizons alone, which the asker takes as
-  // leading an answer): the asker's pull (continue_pull) learns that this peer has
-  // nothing more for it at once, not when its request times out (kPullAnswerWindowMs),
-  // which held a joiner's plan back by 2 s after it had everything.
-  send(to, StatementBatch{std::move(batch), std::move(voids)});
+  // The rest, marked as the answer's last batch, even empty: the asker's pull
+  // (continue_pull) learns that this peer has nothing more for it at once, not when
+  // its request times out (kPullAnswerWindowMs), which held a joiner's plan back by 2 s
+  // after it had everything.
+  send(to, StatementBatch{std::move(batch), std::move(voids), /*answer=*/true, cut});
   // Each proof in a batch of its own: the pair travels together (it is admitted as a
   // proof only so, limits.h), and large statements cannot push a frame past its limit.
   auto proofs = ledger.proof_statements(kMaxProofStatementsPerSync);
@@ -508,11 +512,8 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           // every one. Where the sender holds less, it is the one that asks.
           p->vv_sum = m.vv_sum;
           note_peer_vv_sum(m.vv_sum);
-          if (m.vv_sum > ledger.vv_sum()) {
-            if (may_request_sync()) {
-              p->last_sync_request_ms = now_ms;
-              send(from, full_sync_request());
-            }
+          if (m.vv_sum > ledger.vv_sum() && worth_asking(*p, m.vv_sum)) {
+            if (may_request_sync()) request_sync(from, *p);
           } else {
             synced = true;
           }
@@ -528,14 +529,13 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           p->capacity = m.capacity;
           p->vv_sum = m.vv_sum;
           note_peer_vv_sum(m.vv_sum);
-          if (m.vv_sum > ledger.vv_sum()) {
+          if (m.vv_sum > ledger.vv_sum() && worth_asking(*p, m.vv_sum)) {
             // Not while a pull goes on: its answers bring the same statements, and a
             // second request to the peer pulled from (its answer still being taken)
             // was answered twice (at 100,000 jobs a joiner took 4 statements per one held).
             if (!pull_active() && now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms &&
                 may_request_sync()) {
-              p->last_sync_request_ms = now_ms;
-              send(from, full_sync_request());
+              request_sync(from, *p);
             }
           } else {
             synced = true;
@@ -551,8 +551,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
             // else pull from it, and it asks back when it gets the request.
             if (*m.summary != ledger.summary() && !pull_active() &&
                 now_ms - p->last_sync_request_ms >= config.timing.heartbeat_ms) {
-              p->last_sync_request_ms = now_ms;
-              send(from, full_sync_request());
+              request_sync(from, *p);
             }
             return;
           }
@@ -561,8 +560,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           // comes only if we ask (once per summary).
           if (now_ms - p->summary_sent_ms < kPullAnswerWindowMs) {
             p->summary_sent_ms = -1'000'000;
-            p->last_sync_request_ms = now_ms;
-            send(from, full_sync_request());
+            request_sync(from, *p);
           }
         } else if constexpr (std::is_same_v<T, StatementBatch>) {
           std::size_t ledger_before = ledger.size();
@@ -594,13 +592,23 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           for (const auto& v : m.voids) receive_void(v);
           // Our own statements relayed back after a restart lost their tail.
           last_seq = std::max(last_seq, ledger.max_seq(config.key));
-          // Horizons alone lead an answer (answer_sync): the rest of it follows.
-          const bool horizons_alone =
-              !m.statements.empty() &&
-              std::all_of(m.statements.begin(), m.statements.end(), [](const Statement& st) {
-                return st.kind() == StatementKind::kHorizon;
-              });
-          if (!horizons_alone) continue_pull(from, *p, m, ledger_before);
+          if (ledger.size() > ledger_before) p->answer_news = true;
+          // Its last batch ends an answer (horizons and a large statement go before it,
+          // in batches of their own; pushes and proofs are no answer).
+          if (m.answer) {
+            p->marks_answers = true;
+            continue_pull(from, *p, m.cut);
+          } else if (!p->marks_answers &&
+                     (m.statements.empty() || std::any_of(m.statements.begin(), m.statements.end(),
+                                                          [](const Statement& st) {
+                                                            return st.kind() !=
+                                                                   StatementKind::kHorizon;
+                                                          }))) {
+            // A peer of an earlier version marks no answer: any batch but one of
+            // horizons alone (an empty one too) may be its answer, cut if it is at
+            // least half full.
+            continue_pull(from, *p, half_full(m));
+          }
         } else if constexpr (std::is_same_v<T, HaveRequest>) {
           send(from, holdings.have_since(m.incarnation, m.version));
           holdings_unasked.erase(from);  // it has the current version (unless lost)
@@ -635,29 +643,25 @@ bool Core::Impl::may_request_sync() {
   return true;
 }
 
-// Catching up (a start, a join, a healed partition): an answer that was full and brought
-// news is followed at once by the next request to the same peer, instead of waiting for
-// its next heartbeat or probe, so a behind agent pulls at the pace of round trips. At
-// most kMaxPullPeers peers are pulled from at once (their answers to one version vector
-// are mostly the same statements); a peer leaves the pull when an answer brings nothing
-// new or is not full. A peer that answers stays in the pull even if this agent holds it
+// Catching up (a start, a join, a healed partition): an answer that was cut (it left out
+// statements this agent lacks) and brought news is followed at once by the next request
+// to the same peer, instead of waiting for its next heartbeat or probe, so a behind
+// agent pulls at the pace of round trips. The answer's last batch decides (marked by
+// the sender: a pushed statement or a batch sent ahead in the same answer neither
+// ends a pull nor asks again while the rest of the answer is on its way). One peer is
+// pulled from at a time (kMaxPulling: answers to one version vector are mostly the
+// same statements); a peer leaves the pull when an answer brings nothing new or was
+// not cut. A peer that answers stays in the pull even if this agent holds it
 // suspect or dead: the answer shows it is there, and an agent catching up is the one
 // whose busy loop misses acks (the others leave once they are no longer live).
-void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p,
-                               const StatementBatch& answer, std::size_t ledger_before) {
+void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p, bool cut) {
   bool asked = now_ms - p.last_sync_request_ms < kPullAnswerWindowMs;
-  bool news = ledger.size() > ledger_before;
-  // Full by count or by bytes: an answer cut at its byte limit holds few statements when
-  // they are large (a source version of 30,000 entries is 2 MB), and ending the pull
-  // there left a joiner claiming jobs whose results it had not pulled yet.
-  bool full = answer.statements.size() >= config.sync_answer_statements / 2;
-  if (!full) {
-    std::size_t bytes = 0;
-    for (const Statement& st : answer.statements) bytes += wire_size(st);
-    full = bytes >= kMaxSyncAnswerBytes / 2;
-  }
+  bool news = p.answer_news;
+  // The answer left nothing out: the peer told all it held for this agent at the sum
+  // it showed when asked (or more).
+  if (asked && !cut) p.answered_vv_sum = std::max(p.answered_vv_sum, p.vv_sum_asked);
   if (asked && news) pull_news_ms = now_ms;
-  if (!asked || !news || !full) {
+  if (!asked || !news || !cut) {
     // The pull may have ended: the plan put off while it went on is due now
     // (ensure_plan), not at the next wake-up.
     if (pulling.erase(from) != 0) decisions_due = true;
@@ -666,8 +670,21 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p,
   std::erase_if(pulling, [&](const AgentKey& k) { return k != from && !is_live(k); });
   if (!pulling.count(from) && pulling.size() >= kMaxPulling) return;
   pulling.insert(from);
+  request_sync(from, p);
+}
+
+bool Core::Impl::half_full(const StatementBatch& batch) const {
+  if (batch.statements.size() >= config.sync_answer_statements / 2) return true;
+  std::size_t bytes = 0;
+  for (const Statement& st : batch.statements) bytes += wire_size(st);
+  return bytes >= kMaxSyncAnswerBytes / 2;
+}
+
+void Core::Impl::request_sync(const AgentKey& peer, Membership::Peer& p) {
   p.last_sync_request_ms = now_ms;
-  send(from, full_sync_request());
+  p.vv_sum_asked = p.vv_sum;
+  p.answer_news = false;
+  send(peer, full_sync_request());
 }
 
 bool Core::Impl::pull_active() const {

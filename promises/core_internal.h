@@ -223,8 +223,11 @@ struct Core::Impl {
   std::size_t sync_budget_used = 0;
   bool may_request_sync();
   void ask_have(const AgentKey& peer, Membership::Peer& p);
-  void continue_pull(const AgentKey& from, Membership::Peer& p, const StatementBatch& answer,
-                     std::size_t ledger_before);
+  // The last batch of an answer from FROM arrived; CUT: it left statements out.
+  void continue_pull(const AgentKey& from, Membership::Peer& p, bool cut);
+  // A batch of a peer that marks no answer (an earlier version) holds at least half
+  // of what an answer may: taken as an answer that was cut.
+  bool half_full(const StatementBatch& batch) const;
   // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and
   // version) and when; a change is broadcast as one Heartbeat, at most every heartbeat_ms.
   std::optional<std::array<std::uint64_t, 4>> announced_load;
@@ -312,6 +315,14 @@ struct Core::Impl {
   void on_equivocation(const AgentKey& author);
   // "Send me what I miss": this ledger's version vector, prefix digests and horizon.
   SyncRequest full_sync_request() const;
+  // A full SyncRequest to PEER, noted in its row (Membership::Peer).
+  void request_sync(const AgentKey& peer, Membership::Peer& p);
+  // Whether a peer that shows VV_SUM may hold statements for this agent: not if an
+  // answer of its that left nothing out came at that sum or above (it holds statements
+  // this agent refused: authors it does not trust).
+  static bool worth_asking(const Membership::Peer& p, std::uint64_t vv_sum) {
+    return vv_sum > p.answered_vv_sum;
+  }
   void answer_sync(const AgentKey& to, const VersionVector& have,
                    const std::map<AgentKey, Digest>& digests, std::uint64_t their_horizon);
   void note_nondeterminism(const Digest& job);

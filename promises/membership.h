@@ -31,6 +31,18 @@ class Membership {
     std::uint64_t vv_sum = 0;              // from its latest heartbeat
     Liveness reported = Liveness::kAlive;  // last liveness a transition was reported for
     std::int64_t last_sync_request_ms = -1'000'000;
+    // Its vv_sum when the last full SyncRequest went to it, whether an answer's batch
+    // since brought news, and the highest vv_sum at which an answer that was not cut
+    // told everything it held for this agent (Core::Impl::request_sync): a heartbeat
+    // that shows no more than that is not worth a request, even if this agent's sum is
+    // smaller (the peer holds statements this agent refuses, such as an author it does
+    // not trust).
+    std::uint64_t vv_sum_asked = 0;
+    bool answer_news = false;
+    std::uint64_t answered_vv_sum = 0;
+    // It marks the last batch of its answers (StatementBatch::answer); a peer of an
+    // earlier version does not.
+    bool marks_answers = false;
     std::int64_t summary_sent_ms = -1'000'000;  // a summary-only SyncRequest sent to it
     std::int64_t last_have_request_ms = -1'000'000;
     // A HaveRequest went and no Have came back since: the next waits kHaveRetryMs, not a

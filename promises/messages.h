@@ -83,6 +83,15 @@ struct StatementBatch {
   // Slots the sender holds void (Ledger, "void adverts"): a hint the receiver takes
   // once it holds the advert above each range, after the statements.
   std::vector<VoidRange> voids = {};
+  // The last batch of an answer to a SyncRequest (a pushed statement, a proof, and the
+  // batches an answer sends before its last are not): the asker's pull goes on or ends
+  // on this one alone (Core::Impl::continue_pull). `cut`: the answer left out
+  // statements the asker lacks (a limit on statements or bytes, or the asker has
+  // horizons to take first): it asks again. An answer whose statements were all
+  // refused on arrival (authors the asker does not trust) still reaches the asker,
+  // empty.
+  bool answer = false;
+  bool cut = false;
   bool operator==(const StatementBatch& o) const;
 };
 
@@ -147,7 +156,10 @@ struct Message {
 };
 
 inline bool StatementBatch::operator==(const StatementBatch& o) const {
-  if (statements.size() != o.statements.size() || voids != o.voids) return false;
+  if (statements.size() != o.statements.size() || voids != o.voids || answer != o.answer ||
+      cut != o.cut) {
+    return false;
+  }
   for (std::size_t i = 0; i < statements.size(); ++i) {
     const Statement& a = statements[i];
     const Statement& b = o.statements[i];

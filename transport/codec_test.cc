@@ -127,6 +127,9 @@ TEST_CASE("every message kind round trips") {
       StatementBatch{{testing::signed_only(*st), testing::signed_only(*st)}},
       // Void slots ride along (a hint the core checks).
       StatementBatch{{testing::signed_only(*st)}, {VoidRange{id.key(), 2, 7}}},
+      // The last batch of an answer to a sync request, cut or not.
+      StatementBatch{{testing::signed_only(*st)}, {}, true, true},
+      StatementBatch{{}, {}, true, false},
       FetchRequest{7, digest_of("f"), 1024, 16, 262144},
       Chunk{7, 1024, 4096, std::string("\0\1\2", 3), false},
       Credit{7, 8, false},
@@ -134,7 +137,10 @@ TEST_CASE("every message kind round trips") {
       ControlRequest{1, "status", "{}"},
       ControlResponse{1, true, "{\"agents\":[]}", ""},
       Probe{},
-      Probe{Probe::Kind::kPingReq, 9, testing::identity_of(2).key(), 3,
+      Probe{Probe::Kind::kPingReq,
+            9,
+            testing::identity_of(2).key(),
+            3,
             {MemberUpdate{id.key(), 4, MemberState::kSuspect, testing::identity_of(2).key()},
              MemberUpdate{testing::identity_of(2).key(), 1, MemberState::kDead, std::nullopt}},
             Heartbeat{1, 4, 12, 5, 6}},

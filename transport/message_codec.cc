@@ -157,6 +157,8 @@ struct BodyWriter {
   // Every statement has its signed form (encode_message_words checked). `more` unused.
   void operator()(const StatementBatch& r) {
     auto batch = b.initLedgerBatch();
+    batch.setAnswer(r.answer);
+    batch.setCut(r.cut);
     auto l = batch.initStatements(static_cast<unsigned>(r.statements.size()));
     for (unsigned i = 0; i < l.size(); ++i) put_signed(l[i], r.statements[i].signed_form);
     if (!r.voids.empty()) {
@@ -239,6 +241,8 @@ StatementBatch get_batch(capnp::List<w::SignedStatement>::Reader l) {
 
 StatementBatch get_batch(w::LedgerBatch::Reader b) {
   StatementBatch r = get_batch(b.getStatements());
+  r.answer = b.getAnswer();
+  r.cut = b.getCut();
   auto v = b.getVoids();
   check_list(v, "ledger batch voids");
   for (auto x : v) {

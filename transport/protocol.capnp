@@ -380,6 +380,14 @@ struct LedgerBatch {
                                       # advert (docs/coordination.md, "Void adverts");
                                       # a hint, taken once the receiver holds the
                                       # advert above a range
+  answer @3 :Bool;                    # the last batch of an answer to a ledgerRequest
+                                      # (pushes, proofs and batches an answer sends
+                                      # ahead of its last are not): the asker's pull
+                                      # goes on or ends on it; passed on to the asker
+                                      # even when every statement in it was refused
+  cut @4 :Bool;                       # with answer: the answer left out statements the
+                                      # asker lacks (limits, or horizons it must take
+                                      # first); the asker asks again
 }
 
 struct VoidRange {

@@ -232,11 +232,13 @@ std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
       }
     }
     // Passed on with nothing left too when nothing in it was refused (every statement
-    // held already, or an empty answer): an answer to a sync request that brings
-    // nothing new ends the asker's pull from that peer (promises::Core, continue_pull).
-    // One with nothing but refused statements carries nothing: dropped.
+    // held already, or an empty answer), and when it ends an answer to a sync request
+    // whatever was refused: such an answer ends the asker's pull from that peer
+    // (promises::Core, continue_pull), and one that never arrived held the pull (and a
+    // joiner's plan) until the request timed out. Any other batch with nothing but
+    // refused statements carries nothing: dropped.
     const std::uint64_t duplicates = duplicates_ - duplicates_before;
-    if (kept.empty() && n > duplicates) return std::nullopt;
+    if (kept.empty() && n > duplicates && !batch->answer) return std::nullopt;
     batch->statements = std::move(kept);
   }
   return msg;

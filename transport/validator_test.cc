@@ -149,6 +149,18 @@ TEST_CASE("a statement batch keeps only the statements that pass, verified") {
   auto mixed = *encode_message(testing::batch_of(
       {first, *sign_statement(stranger, testing::claim(stranger.key(), 3))}));
   CHECK(!v.validate(sp(mixed), a.key(), PeerRole::kAgent));
+  // The last batch of an answer to a sync request goes on whatever was refused in it,
+  // empty, with its marks: it ends the asker's pull from that peer.
+  Message answer =
+      testing::batch_of({*sign_statement(stranger, testing::claim(stranger.key(), 4))});
+  std::get<StatementBatch>(answer.body).answer = true;
+  std::get<StatementBatch>(answer.body).cut = false;
+  auto refused = v.validate(sp(*encode_message(answer)), a.key(), PeerRole::kAgent);
+  REQUIRE(refused);
+  CHECK(std::get<StatementBatch>(refused->body).statements.empty());
+  CHECK(std::get<StatementBatch>(refused->body).answer);
+  CHECK_FALSE(std::get<StatementBatch>(refused->body).cut);
+  CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 4);
 }
 
 TEST_CASE("a large batch is checked on two threads with the result of one pass in order") {

@@ -316,9 +316,17 @@ class Mesh {
   void refuse_fetches(const Digest& d) { refused_.insert(d); }
   int fetches_of(const Digest& d) const { return fetch_count_.count(d) ? fetch_count_.at(d) : 0; }
 
-  // Sync requests delivered so far: summary-only and full.
+  // Sync requests delivered so far: summary-only and full; full ones by sender.
   int sync_summaries = 0;
   int sync_full = 0;
+  std::map<int, int> sync_full_from;
+  // Statements delivered to each node in batches (duplicates included).
+  std::map<int, std::size_t> statements_to;
+
+  // Node i refuses AUTHOR's statements on arrival, as the transport does those of a key
+  // its trust list lacks: they never reach its core; a batch left empty is dropped,
+  // unless it ends an answer to a sync request (transport/validator.cc).
+  void distrust(int i, const AgentKey& author) { distrusted_.insert({i, author}); }
 
   // While held, network messages wait in flight (local fetch completions still happen).
   void hold(bool on) { hold_ = on; }
@@ -343,6 +351,15 @@ class Mesh {
     if (!nodes_[to].up || cut_.count({from, to})) return;
     if (const auto* r = std::get_if<SyncRequest>(&msg.body)) {
       ++(r->summary ? sync_summaries : sync_full);
+      if (!r->summary) ++sync_full_from[from];
+    }
+    if (auto* b = std::get_if<StatementBatch>(&msg.body)) {
+      statements_to[to] += b->statements.size();
+      const std::size_t n = b->statements.size();
+      std::erase_if(b->statements, [&](const Statement& st) {
+        return distrusted_.count({to, st.author}) != 0;
+      });
+      if (n > 0 && b->statements.empty() && !b->answer) return;
     }
     apply(to, nodes_[to].core->on_message(nodes_[from].config.key, msg));
   }
@@ -511,6 +528,7 @@ class Mesh {
   std::deque<std::tuple<int, Digest, bool>> local_;
   std::set<Digest> refused_;
   std::map<Digest, int> fetch_count_;
+  std::set<std::pair<int, AgentKey>> distrusted_;
   std::map<Digest, std::vector<Digest>> trees_;  // source trees -> their entries
   std::deque<std::pair<int, KillJob>> stops_;  // killed processes gone, to report
 };
