@@ -152,37 +152,6 @@ class MemoryLedger final : public LedgerStore {
     }
     return out;
   }
-  Result<std::vector<StoredStatement>> by_job(const Digest& job) override {
-    std::vector<StoredStatement> out;
-    for (const auto& [k, s] : statements_) {
-      if (s.job == job) out.push_back(s);
-    }
-    return out;
-  }
-  Result<std::vector<StoredStatement>> by_kind(StatementKind kind, std::size_t limit) override {
-    limit = std::min(limit, kMaxQueryRows);
-    std::vector<StoredStatement> out;
-    for (const auto& [k, s] : statements_) {
-      if (out.size() >= limit) break;
-      if (s.kind == kind) out.push_back(s);
-    }
-    return out;
-  }
-  Result<std::optional<StoredStatement>> canonical_result(const Digest& job) override {
-    const StoredStatement* best = nullptr;
-    auto key = [](const StoredStatement& s) {
-      return std::tie(s.epoch, *s.outputs_digest, s.author, s.seq);
-    };
-    for (const auto& [k, s] : statements_) {
-      if (s.job != job || s.kind != StatementKind::kResult || !s.ok.value_or(false) ||
-          !s.outputs_digest) {
-        continue;
-      }
-      if (best == nullptr || key(s) < key(*best)) best = &s;
-    }
-    if (best == nullptr) return std::optional<StoredStatement>();
-    return std::optional<StoredStatement>(*best);
-  }
   Status scan_statements(
       const std::function<Status(StoredStatement&, const Status&)>& fn) override {
     for (const auto& [k, s] : statements_) {

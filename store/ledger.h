@@ -140,13 +140,6 @@ class LedgerStore {
   // Per author, the highest seq N such that 1..N are all stored. Authors whose seq 1 is
   // missing are absent.
   virtual Result<VersionVector> version_vector() = 0;
-  // All statements about JOB, by (author, seq).
-  virtual Result<std::vector<StoredStatement>> by_job(const Digest& job) = 0;
-  // Statements of one kind, by (author, seq), at most `limit`.
-  virtual Result<std::vector<StoredStatement>> by_kind(StatementKind kind, std::size_t limit) = 0;
-  // The canonical result of JOB (docs/coordination.md): among ok results, the least
-  // (epoch, outputs_digest), ties broken by (author, seq). nullopt if none.
-  virtual Result<std::optional<StoredStatement>> canonical_result(const Digest& job) = 0;
   // Visits every statement (restart, fsck, verify). row_status is kCorrupt for a row
   // that fails its checksum (the statement still carries author and seq). FN may take
   // the row's contents (it is a copy, made for the visit). Stops at the first non-ok
@@ -246,15 +239,6 @@ class FaultyLedger final : public LedgerStore {
     return base_.by_author_after(a, after, limit);
   }
   Result<VersionVector> version_vector() override { return base_.version_vector(); }
-  Result<std::vector<StoredStatement>> by_job(const Digest& job) override {
-    return base_.by_job(job);
-  }
-  Result<std::vector<StoredStatement>> by_kind(StatementKind kind, std::size_t limit) override {
-    return base_.by_kind(kind, limit);
-  }
-  Result<std::optional<StoredStatement>> canonical_result(const Digest& job) override {
-    return base_.canonical_result(job);
-  }
   Status scan_statements(
       const std::function<Status(StoredStatement&, const Status&)>& fn) override {
     return base_.scan_statements(fn);

@@ -144,33 +144,6 @@ TEST_CASE("ledger: own sequence advances only with append_own, one step at a tim
   });
 }
 
-TEST_CASE("ledger: canonical result is the least (epoch, outputs digest) among ok results") {
-  for_each_ledger([](LedgerStore& l) {
-    TestKey a(1), b(2), c(3);
-    Digest job = digest_of("job");
-    Digest other_job = digest_of("other job");
-    Digest lo = digest_of("x"), hi = digest_of("y");
-    if (hi < lo) std::swap(lo, hi);
-    CHECK(!l.canonical_result(job)->has_value());
-    // Arrival order must not matter: insert the losers first and last.
-    REQUIRE(l.insert(make_result(a, 1, job, 2, lo, true)).is_ok());        // higher epoch
-    REQUIRE(l.insert(make_result(b, 1, job, 1, hi, true)).is_ok());        // winner
-    REQUIRE(l.insert(make_result(c, 1, job, 0, lo, false)).is_ok());       // failed
-    REQUIRE(l.insert(make_result(c, 2, other_job, 0, lo, true)).is_ok());  // other job
-    auto best = l.canonical_result(job);
-    REQUIRE(best.is_ok());
-    REQUIRE(best->has_value());
-    CHECK((*best)->author == b.public_key);
-    REQUIRE(l.insert(make_result(c, 3, job, 1, lo, true)).is_ok());  // same epoch, less digest
-    best = l.canonical_result(job);
-    CHECK((*best)->author == c.public_key);
-    CHECK((*best)->seq == 3);
-    CHECK(l.by_job(job)->size() == 4);
-    CHECK(l.by_kind(StatementKind::kResult, 100)->size() == 5);
-    CHECK(l.by_kind(StatementKind::kAdvert, 100)->empty());
-  });
-}
-
 TEST_CASE("ledger: running jobs, peers and the artifact index") {
   for_each_ledger([](LedgerStore& l) {
     RunningJob j{digest_of("j"), 3, 4242, "/state/jobs/j", 1000};
@@ -220,6 +193,46 @@ TEST_CASE("sqlite ledger: state survives reopening") {
   CHECK(*(*l)->own_last_seq() == 1);
   CHECK((*(*l)->get(me.public_key, 1))->bytes == "one");
   CHECK(*read_schema_version(dir / "vow.db") == kSchemaVersion);
+}
+
+TEST_CASE("sqlite ledger: a version 3 file loses its unread indexes and keeps its rows") {
+  TempDir dir;
+  const std::string path = dir / "vow.db";
+  TestKey a(1);
+  Digest job = digest_of("job");
+  {
+    auto l = open_sqlite_ledger(path);
+    REQUIRE(l.is_ok());
+    REQUIRE((*l)->insert(make_result(a, 1, job, 1, digest_of("out"), true)).is_ok());
+  }
+  // The file as version 3 left it: indexes on job and kind.
+  exec_sql(path,
+           "CREATE INDEX statements_by_job ON statements(job) WHERE job IS NOT NULL;"
+           "CREATE INDEX statements_by_kind ON statements(kind); PRAGMA user_version = 3");
+  auto indexes = [&] {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db,
+                               "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                               "name LIKE 'statements_by_%'",
+                               -1, &st, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close_v2(db);
+    return n;
+  };
+  REQUIRE(indexes() == 2);
+  auto l = open_sqlite_ledger(path);
+  REQUIRE_MESSAGE(l.is_ok(), l.status().to_string());
+  CHECK(*read_schema_version(path) == kSchemaVersion);
+  CHECK(indexes() == 0);
+  auto held = (*l)->get(a.public_key, 1);
+  REQUIRE(held.is_ok());
+  REQUIRE(held->has_value());
+  CHECK((*held)->job == job);
+  CHECK((*l)->version_vector()->at(a.public_key) == 1);
 }
 
 TEST_CASE("sqlite ledger: an equivocation proof is kept, one per author, across reopening") {

@@ -245,45 +245,6 @@ class SqliteLedger final : public LedgerStore {
     return vv;
   }
 
-  Result<std::vector<StoredStatement>> by_job(const Digest& job) override {
-    static const std::string sql = std::string("SELECT ") + kStatementColumns +
-                                   " FROM statements WHERE job=?1 ORDER BY author, seq";
-    auto st = prepare(sql.c_str());
-    if (!st.is_ok()) return st.status();
-    StmtGuard g(*st);
-    bind_blob(*st, 1, as_span(job.bytes));
-    return collect(*st, kMaxQueryRows, "select statements by job");
-  }
-
-  Result<std::vector<StoredStatement>> by_kind(StatementKind kind, std::size_t limit) override {
-    static const std::string sql = std::string("SELECT ") + kStatementColumns +
-                                   " FROM statements WHERE kind=?1 ORDER BY author, seq LIMIT ?2";
-    auto st = prepare(sql.c_str());
-    if (!st.is_ok()) return st.status();
-    StmtGuard g(*st);
-    sqlite3_bind_int(*st, 1, static_cast<int>(kind));
-    limit = std::min(limit, kMaxQueryRows);
-    sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(limit));
-    return collect(*st, limit, "select statements by kind");
-  }
-
-  Result<std::optional<StoredStatement>> canonical_result(const Digest& job) override {
-    // BLOB comparison is memcmp, the same order as Digest's operator<=>.
-    static const std::string sql =
-        std::string("SELECT ") + kStatementColumns +
-        " FROM statements WHERE job=?1 AND kind=?2 AND ok=1 AND outputs_digest IS NOT NULL "
-        "ORDER BY epoch, outputs_digest, author, seq LIMIT 1";
-    auto st = prepare(sql.c_str());
-    if (!st.is_ok()) return st.status();
-    StmtGuard g(*st);
-    bind_blob(*st, 1, as_span(job.bytes));
-    sqlite3_bind_int(*st, 2, static_cast<int>(StatementKind::kResult));
-    auto rows = collect(*st, 1, "select canonical result");
-    if (!rows.is_ok()) return rows.status();
-    if (rows->empty()) return std::optional<StoredStatement>();
-    return std::optional<StoredStatement>(std::move(rows->front()));
-  }
-
   Status scan_statements(
       const std::function<Status(StoredStatement&, const Status&)>& fn) override {
     // Not cached: a scan may run while FN issues other queries on this connection.

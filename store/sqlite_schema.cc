@@ -82,6 +82,13 @@ CREATE TABLE voids (
   PRIMARY KEY (author, first)
 ) WITHOUT ROWID;
 )sql",
+    // 3 -> 4: statements are read by (author, seq) only (the agent holds its ledger in
+    // memory and answers queries from there): the indexes by job and by kind cost two
+    // more B-tree writes per statement stored, and their pages, for no reader.
+    R"sql(
+DROP INDEX statements_by_job;
+DROP INDEX statements_by_kind;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
