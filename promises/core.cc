@@ -598,12 +598,7 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
           if (m.answer) {
             p->marks_answers = true;
             continue_pull(from, *p, m.cut);
-          } else if (!p->marks_answers &&
-                     (m.statements.empty() || std::any_of(m.statements.begin(), m.statements.end(),
-                                                          [](const Statement& st) {
-                                                            return st.kind() !=
-                                                                   StatementKind::kHorizon;
-                                                          }))) {
+          } else if (!p->marks_answers && !horizons_alone(m)) {
             // A peer of an earlier version marks no answer: any batch but one of
             // horizons alone (an empty one too) may be its answer, cut if it is at
             // least half full.
@@ -671,6 +666,12 @@ void Core::Impl::continue_pull(const AgentKey& from, Membership::Peer& p, bool c
   if (!pulling.count(from) && pulling.size() >= kMaxPulling) return;
   pulling.insert(from);
   request_sync(from, p);
+}
+
+bool Core::Impl::horizons_alone(const StatementBatch& batch) {
+  return !batch.statements.empty() &&
+         std::all_of(batch.statements.begin(), batch.statements.end(),
+                     [](const Statement& st) { return st.kind() == StatementKind::kHorizon; });
 }
 
 bool Core::Impl::half_full(const StatementBatch& batch) const {

@@ -228,6 +228,8 @@ struct Core::Impl {
   // A batch of a peer that marks no answer (an earlier version) holds at least half
   // of what an answer may: taken as an answer that was cut.
   bool half_full(const StatementBatch& batch) const;
+  // Horizons only (an answer's leading batch; not an empty one).
+  static bool horizons_alone(const StatementBatch& batch);
   // SWIM profiles: the load last broadcast (running, capacity, holdings incarnation and
   // version) and when; a change is broadcast as one Heartbeat, at most every heartbeat_ms.
   std::optional<std::array<std::uint64_t, 4>> announced_load;
