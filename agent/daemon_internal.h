@@ -382,7 +382,7 @@ struct Daemon::Impl {
   // ---- gc.cc ----
   std::uint64_t queue_gc(bool dry_run, bool periodic);
   void gc_tick(std::int64_t now);
-  std::set<Digest> gc_keep();
+  std::vector<Digest> gc_keep();  // ascending, no repeats
   void run_next_gc();
   void gc_found(const GcPass& pass, const Status& status, const std::vector<Digest>& removed,
                 const std::vector<std::uint64_t>& sizes, std::uint64_t total,

@@ -13,6 +13,7 @@
 // The worker runs tasks one at a time in order (Background(1)): a fetch or a
 // materialization asked for after step 2 runs after the removal.
 #include <algorithm>
+#include <iterator>
 #include <unordered_map>
 
 #include "agent/daemon_internal.h"
@@ -75,11 +76,18 @@ void Daemon::Impl::gc_answer(std::uint64_t ticket, json answer) {
 // What the retention policy keeps (Core::retained(), with a current plan), and what
 // fetches in flight need: a tree being fetched is stored only once every entry is held,
 // and an entry held when the fetch began and collected before it ended failed it.
-std::set<Digest> Daemon::Impl::gc_keep() {
+// Ascending, no repeats.
+std::vector<Digest> Daemon::Impl::gc_keep() {
   (void)core().plan();
-  std::set<Digest> keep = core().retained();
+  std::vector<Digest> keep = core().retained();
   std::set<Digest> fetching = agent->in_flight();
-  keep.insert(fetching.begin(), fetching.end());
+  if (!fetching.empty()) {
+    std::vector<Digest> both;
+    both.reserve(keep.size() + fetching.size());
+    std::set_union(keep.begin(), keep.end(), fetching.begin(), fetching.end(),
+                   std::back_inserter(both));
+    keep = std::move(both);
+  }
   return keep;
 }
 
@@ -90,7 +98,7 @@ void Daemon::Impl::run_next_gc() {
   gc.running = true;
   // With a current plan retained() names what it references (without one, every
   // canonical result and source version ever held).
-  std::set<Digest> keep = gc_keep();
+  std::vector<Digest> keep = gc_keep();
   std::set<Digest> previous = gc.candidates;
   store::ArtifactStore* artifacts = worker->artifacts.get();
   Status submitted = background->submit(
@@ -116,7 +124,7 @@ void Daemon::Impl::run_next_gc() {
           for (const auto& r : *rows) {
             size[r.digest] = r.size_bytes;
             found->total += r.size_bytes;
-            if (keep.count(r.digest)) continue;
+            if (std::binary_search(keep.begin(), keep.end(), r.digest)) continue;
             found->unreferenced.insert(r.digest);
             // A periodic pass removes only what was unreferenced at the previous one too.
             if (pass.periodic && !previous.count(r.digest)) req.running_inputs.push_back(r.digest);
@@ -160,9 +168,9 @@ void Daemon::Impl::gc_found(const GcPass& pass, const Status& status,
   }
   // What the core needs may have changed while the worker looked (a new plan): then
   // this pass removes nothing, and the next one decides again.
-  std::set<Digest> keep = gc_keep();
+  std::vector<Digest> keep = gc_keep();
   for (const auto& d : removed) {
-    if (keep.count(d)) {
+    if (std::binary_search(keep.begin(), keep.end(), d)) {
       log->info("gc: what the plan needs changed during the pass; nothing removed");
       answer["removed"] = json::array();
       answer["removed_objects"] = 0;

@@ -486,8 +486,9 @@ class Core {
   // (the first `replicas` live agents by rendezvous score that hold it), or which fewer
   // than `replicas` live peers hold; the artifacts of the current source versions.
   // Before a plan exists every canonical result and source version counts. Trees stand
-  // for their entries (the store keeps what a kept tree names).
-  std::set<Digest> retained() const;
+  // for their entries (the store keeps what a kept tree names). Ascending, no repeats
+  // (look one up with std::binary_search).
+  std::vector<Digest> retained() const;
   std::vector<PeerView> peers() const;
   // The canonical (least (epoch, outputs digest)) successful result of a job.
   const Statement* canonical(const Digest& job) const;

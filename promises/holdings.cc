@@ -188,4 +188,49 @@ std::vector<AgentKey> Holdings::live_holders(const Digest& digest, std::int64_t 
   return first;
 }
 
+void Holdings::for_each_held(
+    const std::vector<Digest>& sorted, std::int64_t now_ms,
+    const std::function<void(const Digest&, const std::vector<AgentKey>&)>& fn) const {
+  struct Live {
+    const AgentKey* key;
+    const PeerHoldings* p;  // nullptr: no Have from it yet
+    std::set<Digest>::const_iterator at;
+  };
+  std::vector<Live> live;
+  for (const auto& [key, m] : members_.peers()) {
+    if (!members_.is_live(key, now_ms)) continue;
+    auto p = peers_.find(key);
+    if (p == peers_.end()) {
+      live.push_back(Live{&key, nullptr, {}});
+    } else {
+      live.push_back(Live{&key, &p->second, p->second.holdings.begin()});
+    }
+  }
+  auto here = held_.begin();
+  auto pres = presumed_.begin();
+  std::vector<AgentKey> first, rest;
+  for (const Digest& d : sorted) {
+    while (here != held_.end() && *here < d) ++here;
+    if (here == held_.end()) return;
+    if (d < *here) continue;
+    while (pres != presumed_.end() && pres->first < d) ++pres;
+    const std::set<AgentKey>* presumed =
+        pres != presumed_.end() && pres->first == d ? &pres->second : nullptr;
+    first.clear();
+    rest.clear();
+    for (auto& l : live) {
+      bool is_presumed = presumed && presumed->count(*l.key) != 0;
+      bool holds = is_presumed;
+      if (l.p) {
+        while (l.at != l.p->holdings.end() && *l.at < d) ++l.at;
+        holds = (l.at != l.p->holdings.end() && *l.at == d) ||
+                announced_recently(*l.p, d, now_ms);
+      }
+      if (holds) (is_presumed ? first : rest).push_back(*l.key);
+    }
+    first.insert(first.end(), rest.begin(), rest.end());
+    fn(d, first);
+  }
+}
+
 }  // namespace vow::promises

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <utility>
@@ -69,6 +70,14 @@ class Holdings {
   void prune(std::int64_t now_ms);
   // Live peers (not this agent) holding `digest`, presumed holders first.
   std::vector<AgentKey> live_holders(const Digest& digest, std::int64_t now_ms) const;
+  // For each digest of `sorted` (ascending, no repeats) held here, in order: the live
+  // peers holding it, as live_holders() names them. One walk along this agent's set and
+  // each live peer's, not a lookup in each per digest (a garbage collection pass asks
+  // this of every digest its plan names: at 100,000 jobs, lookups one by one held the
+  // event loop for one to two seconds).
+  void for_each_held(const std::vector<Digest>& sorted, std::int64_t now_ms,
+                     const std::function<void(const Digest&, const std::vector<AgentKey>&)>& fn)
+      const;
   // Digests whose holders (here, or a peer's by Have, statement or an announcement that
   // expired in prune()) may have changed since the last call: what the replication check
   // looks at between its full walks. Liveness is not tracked here.

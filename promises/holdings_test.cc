@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -130,6 +131,70 @@ TEST_CASE("holdings: changes as large as the set are sent as the set") {
   Have h = p.sync();
   CHECK_FALSE(h.delta);
   CHECK(p.converged());
+}
+
+TEST_CASE("holdings: the walk over many digests names the holders a lookup of each names") {
+  Membership m{key(1), std::make_unique<HeartbeatDetector>(Timing{})};
+  Holdings h{m};
+  const std::int64_t now = 10'000;
+  m.heard(key(5), 0);  // dead by now
+  for (std::uint8_t k : {2, 3, 4}) m.heard(key(k), now);
+  for (int i = 0; i < 300; i += 2) h.restore(d(i));
+  auto have_of = [](int every) {
+    Have have;
+    have.incarnation = 1;
+    have.version = 1;
+    for (int i = 0; i < 300; i += every) have.digests.push_back(d(i));
+    std::sort(have.digests.begin(), have.digests.end());
+    return have;
+  };
+  h.on_have(key(2), have_of(3), now);
+  h.on_have(key(5), have_of(1), 0);
+  // Peer 3 sent no Have: a holder where its statements presume so. Peer 2's result
+  // names what its last Have did not list: announced, so a holder for a while.
+  auto result_of = [](std::uint8_t k, std::initializer_list<int> outs) {
+    Statement st;
+    st.author = key(k);
+    st.seq = 1;
+    JobResult r;
+    r.ok = true;
+    for (int i : outs) {
+      NamedArtifact o;
+      o.name = "o" + std::to_string(i);
+      o.artifact.digest = d(i);
+      r.outputs.push_back(o);
+    }
+    st.body = r;
+    return st;
+  };
+  h.note(result_of(3, {4, 8, 10, 12, 299}), now);
+  h.note(result_of(2, {14, 16, 18}), now);
+  std::vector<Digest> asked;
+  for (int i = 0; i < 320; ++i) asked.push_back(d(i));
+  std::sort(asked.begin(), asked.end());
+  int visited = 0;
+  int shared = 0;
+  std::vector<Digest> seen;
+  h.for_each_held(asked, now, [&](const Digest& x, const std::vector<AgentKey>& holders) {
+    ++visited;
+    seen.push_back(x);
+    CHECK(h.holds(x));
+    CHECK(holders == h.live_holders(x, now));
+    shared += holders.empty() ? 0 : 1;
+  });
+  CHECK(visited == 150);  // every held digest asked about, and only those
+  CHECK(std::is_sorted(seen.begin(), seen.end()));
+  // Held here and by a live peer: multiples of 6 (peer 2), 4, 8, 10, 12 (peer 3), 14, 16
+  // 18 (peer 2, announced); peer 5's set is not counted, it is dead.
+  int expected = 0;
+  for (int i = 0; i < 300; i += 2) {
+    expected += (i % 6 == 0 || i == 4 || i == 8 || i == 10 || i == 14 || i == 16) ? 1 : 0;
+  }
+  CHECK(shared == expected);
+  // A digest not asked about is not visited.
+  int none = 0;
+  h.for_each_held({}, now, [&](const Digest&, const std::vector<AgentKey>&) { ++none; });
+  CHECK(none == 0);
 }
 
 }  // namespace

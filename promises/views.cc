@@ -420,15 +420,15 @@ JobPage Core::jobs_page(const JobFilter& filter) {
   return page;
 }
 
-std::set<Digest> Core::retained() const {
+std::vector<Digest> Core::retained() const {
   const Impl& s = *impl_;
-  std::set<Digest> keep;
+  std::vector<Digest> keep;
   // Inputs of own runs (fetching or executing, restored, being stopped).
   auto inputs_of = [&](const Digest& job) {
     if (const PlannedJob* p = s.plan ? s.plan->find(job) : nullptr) {
       for (const auto& in : p->inputs) {
-        keep.insert(in.artifact.digest);
-        for (const auto& e : in.artifact.entries) keep.insert(e.digest);
+        keep.push_back(in.artifact.digest);
+        for (const auto& e : in.artifact.entries) keep.push_back(e.digest);
       }
     }
   };
@@ -438,36 +438,25 @@ std::set<Digest> Core::retained() const {
   // Own latest source versions: this agent provides them.
   for (const auto& src : s.config.sources) {
     if (const Statement* st = s.ledger.own_source(s.config.key, src.pipeline, src.source)) {
-      keep.insert(std::get<SourceVersion>(st->body).artifact.digest);
+      keep.push_back(std::get<SourceVersion>(st->body).artifact.digest);
     }
   }
-  int replicas = std::max(1, s.config.replicas);
-  // Held here and wanted by the plan: kept unless `replicas` live peers hold it and this
-  // agent ranks below them among the holders.
-  auto wanted = [&](const Digest& d) {
-    if (!s.holdings.holds(d)) return;
-    std::vector<AgentKey> holders = s.holdings.live_holders(d, s.now_ms);
-    if (static_cast<int>(holders.size()) < replicas) {
-      keep.insert(d);
-      return;
-    }
-    Digest mine = rendezvous_score(d, s.config.key);
-    int above = 0;
-    for (const auto& h : holders) above += rendezvous_score(d, h) > mine ? 1 : 0;
-    if (above < replicas) keep.insert(d);
-  };
+  // Wanted by the plan (or, without one, by any canonical result or source version): the
+  // digests are gathered and sorted first, then the held ones are walked in order
+  // against every live peer's holdings at once (Holdings::for_each_held).
+  std::vector<Digest> wanted;
   auto result_wanted = [&](const Statement* canon) {
     const auto* r = canon ? std::get_if<JobResult>(&canon->body) : nullptr;
     if (!r) return;
-    for (const auto& o : r->outputs) wanted(o.artifact.digest);
-    if (r->stdout_digest) wanted(*r->stdout_digest);
-    if (r->stderr_digest) wanted(*r->stderr_digest);
+    for (const auto& o : r->outputs) wanted.push_back(o.artifact.digest);
+    if (r->stdout_digest) wanted.push_back(*r->stdout_digest);
+    if (r->stderr_digest) wanted.push_back(*r->stderr_digest);
   };
   if (s.plan && !s.plan_dirty) {
     for (const auto& [id, job] : s.plan->jobs) {
       for (const auto& in : job.inputs) {
-        wanted(in.artifact.digest);
-        for (const auto& e : in.artifact.entries) wanted(e.digest);
+        wanted.push_back(in.artifact.digest);
+        for (const auto& e : in.artifact.entries) wanted.push_back(e.digest);
       }
       result_wanted(s.book.canonical(id));
     }
@@ -477,18 +466,38 @@ std::set<Digest> Core::retained() const {
     // the entries of a source tree replication had fetched, which fetched them again:
     // a third of 100,000 objects on each of two agents, every 5 minutes.
     for (const auto& [dataset, st] : s.ledger.sources()) {
-      wanted(std::get<SourceVersion>(st->body).artifact.digest);
+      wanted.push_back(std::get<SourceVersion>(st->body).artifact.digest);
     }
   } else {
     // No current plan to read: every canonical result and source version counts.
     for (const auto& [id, js] : s.ledger.jobs()) result_wanted(s.book.canonical(id));
     s.ledger.for_each([&](const Statement& st) {
       if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
-        wanted(v->artifact.digest);
-        for (const auto& e : v->artifact.entries) wanted(e.digest);
+        wanted.push_back(v->artifact.digest);
+        for (const auto& e : v->artifact.entries) wanted.push_back(e.digest);
       }
     });
   }
+  std::sort(wanted.begin(), wanted.end());
+  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  // Held here and wanted: kept unless `replicas` live peers hold it and this agent ranks
+  // below them among the holders.
+  int replicas = std::max(1, s.config.replicas);
+  s.holdings.for_each_held(wanted, s.now_ms,
+                           [&](const Digest& d, const std::vector<AgentKey>& holders) {
+                             if (static_cast<int>(holders.size()) < replicas) {
+                               keep.push_back(d);
+                               return;
+                             }
+                             Digest mine = rendezvous_score(d, s.config.key);
+                             int above = 0;
+                             for (const auto& h : holders) {
+                               above += rendezvous_score(d, h) > mine ? 1 : 0;
+                             }
+                             if (above < replicas) keep.push_back(d);
+                           });
+  std::sort(keep.begin(), keep.end());
+  keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
   return keep;
 }
 
