@@ -334,6 +334,7 @@ void Agent::act(promises::Action& action) {
           if (!a.endpoints.empty()) fx_.network->connect(a.peer, a.endpoints);
         } else if constexpr (std::is_same_v<T, promises::PeerDeclaredDead>) {
           abandon_transfers_from(a.peer);
+          fx_.network->peer_dead(a.peer);
         }
       },
       action);

@@ -237,6 +237,8 @@ std::uint64_t Daemon::Impl::http_snapshot_key(bool is_ready, const std::string& 
   mix(static_cast<std::uint64_t>(core().held().size()));
   mix(gc.bytes_held);
   mix(gc.collected_bytes);
+  mix(gc.passes_made);
+  mix(gc.passes_skipped);
   mix(slow_turns);
   for (const auto& p : core().peers()) {
     mix(static_cast<std::uint64_t>(p.liveness));
@@ -428,6 +430,12 @@ std::string Daemon::Impl::metrics_text() {
          "Objects garbage collection removed from the artifact store.");
   sample(out, "vow_artifact_collected_objects_total", {},
          static_cast<double>(gc.collected_objects));
+  header(out, "vow_gc_passes_total", "counter",
+         "Garbage collection passes: made, or skipped because nothing they read had changed "
+         "since a periodic pass that found nothing to do.");
+  sample(out, "vow_gc_passes_total", {{"outcome", "made"}}, static_cast<double>(gc.passes_made));
+  sample(out, "vow_gc_passes_total", {{"outcome", "skipped"}},
+         static_cast<double>(gc.passes_skipped));
   header(out, "vow_loop_slow_turns_total", "counter",
          "Turns of the event loop that took 200 ms or more (each is logged).");
   sample(out, "vow_loop_slow_turns_total", {}, static_cast<double>(slow_turns));

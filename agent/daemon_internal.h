@@ -91,17 +91,17 @@ inline constexpr std::int64_t kShutdownFlushMs = 200;  // links carry the releas
 inline constexpr std::int64_t kMinReconnectMs = 100;
 inline constexpr std::int64_t kMaxReconnectMs = 2'000;
 
-// Artifact garbage collection (agent/gc.cc, docs/storage.md): a periodic pass this often
-// (the first one this long after start); it removes only what was unreferenced at the
-// previous pass too, so anything unreferenced stays at least this long.
-inline constexpr std::int64_t kGcIntervalMs = 300'000;
-inline constexpr std::size_t kMaxGcAnswers = 16;
-inline constexpr std::int64_t kArtifactCountMs = 10'000;  // vow_artifact_bytes refreshed  // `vow gc` answers kept for their tickets
+inline constexpr std::size_t kMaxGcAnswers = 16;  // `vow gc` answers kept for their tickets
+// vow_artifact_bytes counted again this often while this agent's holdings change, and
+// at least every kArtifactRecountMs.
+inline constexpr std::int64_t kArtifactCountMs = 10'000;
+inline constexpr std::int64_t kArtifactRecountMs = 300'000;
 
 struct GcPass {
   std::uint64_t ticket = 0;
   bool dry_run = false;
   bool periodic = false;  // the timer's: removes what two passes in a row found unreferenced
+  std::string stamp;      // Core::retention_stamp() when it began (periodic passes)
 };
 struct GcState {
   std::deque<GcPass> queue;
@@ -112,6 +112,15 @@ struct GcState {
   std::int64_t next_ms = 0;
   bool counting = false;         // a count of the store's bytes is on the worker
   std::int64_t next_count_ms = 0;
+  std::int64_t counted_ms = 0;                              // when the last count began
+  std::pair<std::uint64_t, std::uint64_t> counted_at{0, 0};  // holdings version then
+  // The stamp of the last periodic pass if it found nothing to remove and nothing newly
+  // unreferenced: while the core's stamp stays the same (and no fetch is in flight), the
+  // next would find the same, so it is not made (an idle agent at 100,000 jobs spent
+  // seconds of CPU on each).
+  std::string idle_stamp;
+  std::uint64_t passes_made = 0;
+  std::uint64_t passes_skipped = 0;
   bool bytes_known = false;      // the store's bytes were counted
   std::uint64_t bytes_held = 0;  // object bytes in the store, as last counted
   std::uint64_t collected_bytes = 0;
@@ -198,6 +207,7 @@ class DaemonNetwork final : public Network {
   void send(const AgentKey& to, const promises::Message& message) override;
   void broadcast(const promises::Message& message) override;
   void connect(const AgentKey& peer, const std::vector<std::string>& endpoints) override;
+  void peer_dead(const AgentKey& peer) override;
   Result<std::uint64_t> fetch(const AgentKey& from, const Digest& digest) override;
   void cancel_fetch(std::uint64_t id) override;
 
@@ -382,11 +392,12 @@ struct Daemon::Impl {
   // ---- gc.cc ----
   std::uint64_t queue_gc(bool dry_run, bool periodic);
   void gc_tick(std::int64_t now);
+  void gc_tick_pass(std::int64_t now);  // the periodic pass, when due
   std::vector<Digest> gc_keep();  // ascending, no repeats
   void run_next_gc();
   void gc_found(const GcPass& pass, const Status& status, const std::vector<Digest>& removed,
                 const std::vector<std::uint64_t>& sizes, std::uint64_t total,
-                const std::set<Digest>& unreferenced);
+                const std::set<Digest>& unreferenced, bool nothing_new);
   void gc_answer(std::uint64_t ticket, nlohmann::json answer);
   nlohmann::json gc_json(const nlohmann::json& args);
 

@@ -38,6 +38,8 @@ void DaemonNetwork::connect(const AgentKey& peer, const std::vector<std::string>
   if (!endpoints.empty()) d_->connect_peer(peer, endpoints.front());
 }
 
+void DaemonNetwork::peer_dead(const AgentKey& peer) { d_->transport->dial_slowly(peer); }
+
 // Into memory, or past kInMemoryFetchBytes into STATE/incoming (agent/fetch_sink.h).
 Result<std::uint64_t> DaemonNetwork::fetch(const AgentKey& from, const Digest& digest) {
   std::string part = incoming_path(d_->state_dir, digest);

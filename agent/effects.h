@@ -49,6 +49,9 @@ class Network {
   // Links to a peer at its advertised endpoints (kept and re-dialled by the network).
   // The owner tells the Agent when the peer is reachable (Agent::peer_connected).
   virtual void connect(const AgentKey& peer, const std::vector<std::string>& endpoints) = 0;
+  // The failure detector declared the peer dead: the network may dial it less often until
+  // it is heard from again (a peer that left for good costs little).
+  virtual void peer_dead(const AgentKey& peer) = 0;
   // Starts a transfer of an artifact's bytes from a peer; returns its id. kOverloaded:
   // no place for another transfer now (the Agent queues it until one ends). The bytes
   // arrive where ArtifactSink::store_received finds them; the outcome is fed with

@@ -34,15 +34,24 @@ json digests_json(const std::vector<Digest>& ds) {
 
 std::uint64_t Daemon::Impl::queue_gc(bool dry_run, bool periodic) {
   std::uint64_t ticket = ++gc.tickets;
-  gc.queue.push_back(GcPass{ticket, dry_run, periodic});
+  gc.queue.push_back(GcPass{ticket, dry_run, periodic, {}});
   run_next_gc();
   return ticket;
 }
 
 void Daemon::Impl::gc_tick(std::int64_t now) {
-  // vow_artifact_bytes: the store's index summed on the worker, now and then.
+  // vow_artifact_bytes: the store's index summed on the worker, now and then: when this
+  // agent's holdings changed since the last count (what it stores passes through them),
+  // and at least every kArtifactRecountMs.
   if (!gc.counting && now >= gc.next_count_ms) {
     gc.next_count_ms = now + kArtifactCountMs;
+    auto version = core().holdings_version();
+    if (gc.bytes_known && version == gc.counted_at && now - gc.counted_ms < kArtifactRecountMs) {
+      gc_tick_pass(now);
+      return;
+    }
+    gc.counted_at = version;
+    gc.counted_ms = now;
     store::ArtifactStore* artifacts = worker->artifacts.get();
     gc.counting = background->submit([this, artifacts]() -> std::function<void()> {
       // A sum in SQLite: listing (and sorting) every row every 10 s was most of an idle
@@ -57,12 +66,20 @@ void Daemon::Impl::gc_tick(std::int64_t now) {
       };
     }).is_ok();
   }
+  gc_tick_pass(now);
+}
+
+void Daemon::Impl::gc_tick_pass(std::int64_t now) {
   if (gc.next_ms == 0) {
-    gc.next_ms = now + kGcIntervalMs;
+    // The first pass an interval after start, and a fifth of one more at most, set by the
+    // key: agents started together do not all make their passes at the same moment.
+    const auto& k = identity->key().bytes;
+    const std::int64_t interval = config.gc_interval_ms;
+    gc.next_ms = now + interval + (k[0] << 8 | k[1]) * (interval / 5) / 65'536;
     return;
   }
   if (now < gc.next_ms) return;
-  gc.next_ms = now + kGcIntervalMs;
+  gc.next_ms = now + config.gc_interval_ms;
   if (!gc.running && gc.queue.empty()) queue_gc(false, true);
 }
 
@@ -95,7 +112,18 @@ void Daemon::Impl::run_next_gc() {
   if (gc.running || gc.queue.empty()) return;
   GcPass pass = gc.queue.front();
   gc.queue.pop_front();
+  if (pass.periodic) {
+    (void)core().plan();
+    pass.stamp = core().retention_stamp();
+    if (pass.stamp == gc.idle_stamp && agent->in_flight().empty()) {
+      ++gc.passes_skipped;
+      log->debug("gc: nothing changed since the last pass found nothing to do");
+      gc_answer(pass.ticket, {{"dry_run", pass.dry_run}, {"skipped", "nothing changed"}});
+      return;
+    }
+  }
   gc.running = true;
+  ++gc.passes_made;
   // With a current plan retained() names what it references (without one, every
   // canonical result and source version ever held).
   std::vector<Digest> keep = gc_keep();
@@ -110,6 +138,7 @@ void Daemon::Impl::run_next_gc() {
           std::vector<std::uint64_t> sizes;
           std::uint64_t total = 0;
           std::set<Digest> unreferenced;
+          bool nothing_new = true;  // nothing unreferenced that the previous pass was not
         };
         auto found = std::make_shared<Found>();
         auto rows = artifacts->list();
@@ -127,7 +156,10 @@ void Daemon::Impl::run_next_gc() {
             if (std::binary_search(keep.begin(), keep.end(), r.digest)) continue;
             found->unreferenced.insert(r.digest);
             // A periodic pass removes only what was unreferenced at the previous one too.
-            if (pass.periodic && !previous.count(r.digest)) req.running_inputs.push_back(r.digest);
+            if (pass.periodic && !previous.count(r.digest)) {
+              req.running_inputs.push_back(r.digest);
+              found->nothing_new = false;
+            }
           }
           auto report = artifacts->gc(req);
           if (!report.is_ok()) {
@@ -137,8 +169,10 @@ void Daemon::Impl::run_next_gc() {
             for (const auto& d : found->removed) found->sizes.push_back(size[d]);
           }
         }
-        return [this, pass, found] { gc_found(pass, found->status, found->removed, found->sizes,
-                                              found->total, found->unreferenced); };
+        return [this, pass, found] {
+          gc_found(pass, found->status, found->removed, found->sizes, found->total,
+                   found->unreferenced, found->nothing_new);
+        };
       });
   if (!submitted.is_ok()) {
     gc_answer(pass.ticket, error_answer(submitted));
@@ -148,13 +182,18 @@ void Daemon::Impl::run_next_gc() {
 void Daemon::Impl::gc_found(const GcPass& pass, const Status& status,
                             const std::vector<Digest>& removed,
                             const std::vector<std::uint64_t>& sizes, std::uint64_t total,
-                            const std::set<Digest>& unreferenced) {
+                            const std::set<Digest>& unreferenced, bool nothing_new) {
   if (!status.is_ok()) {
     log->warn("gc: {}", status.to_string());
+    gc.idle_stamp.clear();
     gc_answer(pass.ticket, error_answer(status));
     return;
   }
-  if (pass.periodic) gc.candidates = unreferenced;
+  if (pass.periodic) {
+    gc.candidates = unreferenced;
+    // A pass like this one with the same stamp would protect nothing and remove nothing.
+    gc.idle_stamp = removed.empty() && nothing_new ? pass.stamp : std::string();
+  }
   std::uint64_t bytes = 0;
   for (auto s : sizes) bytes += s;
   gc.bytes_held = total;

@@ -20,6 +20,7 @@ void Core::Impl::ensure_plan() {
     return;
   }
   ++plans_made[plan ? replan_reason : "start"];
+  ++plans_total;
   JobOutcomes outcomes;
   outcomes.canonical = [this](const Digest& j) { return book.canonical_result(j); };
   outcomes.canonical_statement = [this](const Digest& j) { return book.canonical(j); };

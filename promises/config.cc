@@ -214,7 +214,7 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   r.check_keys(t, kAgent,
                {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
                 "control_group", "http", "http_token_file", "replicas", "sandbox", "job_limits",
-                "horizon_every", "retire_superseded", "checkpoint_percent"});
+                "horizon_every", "retire_superseded", "checkpoint_percent", "gc_interval"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -303,6 +303,17 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   if (auto b = r.boolean(t, "retire_superseded", kAgent)) a.retire_superseded = *b;
   if (auto n = r.integer(t, "checkpoint_percent", kAgent, 0, 1000)) {
     a.checkpoint_percent = static_cast<std::uint32_t>(*n);
+  }
+  if (auto ms = r.duration(t, "gc_interval", kAgent)) {
+    constexpr std::int64_t kMinGcIntervalMs = 1'000;
+    constexpr std::int64_t kMaxGcIntervalMs = 7LL * 24 * 3600 * 1000;
+    if (*ms < kMinGcIntervalMs || *ms > kMaxGcIntervalMs) {
+      r.error(r.at(*t.get("gc_interval")),
+              "'gc_interval' in [agent] must be between 1s and 168h, not " +
+                  format_duration_ms(*ms));
+    } else {
+      a.gc_interval_ms = *ms;
+    }
   }
   if (auto sandbox = r.string(t, "sandbox", kAgent, false)) {
     if (sandbox->value != "auto" && sandbox->value != "bwrap" && sandbox->value != "none") {

@@ -387,6 +387,19 @@ TEST_CASE("checkpoint_percent: 0-1000, 100 unless set") {
                   "checkpoint_percent");
 }
 
+TEST_CASE("gc_interval: a duration of 1s to 168h, 5m unless set") {
+  auto plain = agent(kAgent);
+  REQUIRE(plain.ok());
+  CHECK(plain.value->gc_interval_ms == 300'000);
+  auto set = agent(replace(kAgent, "[trust]", "gc_interval = \"90s\"\n[trust]"));
+  REQUIRE(set.ok());
+  CHECK(set.value->gc_interval_ms == 90'000);
+  check_one_error(agent(replace(kAgent, "[trust]", "gc_interval = \"500ms\"\n[trust]")), 8, 15,
+                  "'gc_interval' in [agent] must be between 1s and 168h, not 500ms");
+  check_one_error(agent(replace(kAgent, "[trust]", "gc_interval = 60\n[trust]")), 8, 15,
+                  "a duration string");
+}
+
 TEST_CASE("a seed peer may name its key as ID@ENDPOINT") {
   auto ok =
       agent(replace(kAgent, "\"tcp://127.0.0.1:7402\"", "\"vowabc234@tcp://127.0.0.1:7402\""));

@@ -489,6 +489,12 @@ class Core {
   // for their entries (the store keeps what a kept tree names). Ascending, no repeats
   // (look one up with std::binary_search).
   std::vector<Digest> retained() const;
+  // What retained() reads, in a few bytes: the plans made, the statements held, own
+  // runs, own sources' config, what is known of who holds what (Holdings::generation),
+  // and which peers are live. While two stamps are equal, so are the two answers of
+  // retained() (a periodic garbage collection pass that found nothing to do is not made
+  // again until something here changes).
+  std::string retention_stamp() const;
   std::vector<PeerView> peers() const;
   // The canonical (least (epoch, outputs digest)) successful result of a job.
   const Statement* canonical(const Digest& job) const;

@@ -111,6 +111,7 @@ struct Core::Impl {
   // many plans were made for each cause (Core::plans_made).
   const char* replan_reason = "start";
   std::map<std::string, std::uint64_t> plans_made;
+  std::uint64_t plans_total = 0;  // the sum of plans_made
   void replan(const char* why) {
     if (!plan_dirty) replan_reason = why;
     plan_dirty = true;

@@ -6,6 +6,7 @@
 namespace vow::promises {
 
 void Holdings::add(const Digest& digest) {
+  ++generation_;
   if (held_.insert(digest).second) {
     pending_.insert(digest);
     touched_.insert(digest);
@@ -23,6 +24,7 @@ void Holdings::add(const Digest& digest) {
 
 bool Holdings::remove(const Digest& digest) {
   if (held_.erase(digest) == 0) return false;
+  ++generation_;
   pending_.insert(digest);
   touched_.insert(digest);
   return true;
@@ -94,6 +96,7 @@ std::pair<std::uint64_t, std::uint64_t> Holdings::seen(const AgentKey& peer) con
 
 void Holdings::on_have(const AgentKey& peer, const Have& have, std::int64_t now_ms) {
   std::pair<std::uint64_t, std::uint64_t> v{have.incarnation, have.version};
+  ++generation_;
   if (have.delta) {
     auto it = peers_.find(peer);
     if (it == peers_.end()) return;
@@ -133,7 +136,10 @@ void Holdings::prune(PeerHoldings& p, std::int64_t now_ms) {
   for (auto it = p.announced.begin(); it != p.announced.end();) {
     bool done =
         p.holdings.count(it->first) != 0 || now_ms - it->second >= members_.detection_window_ms();
-    if (done) touched_.insert(it->first);
+    if (done) {
+      touched_.insert(it->first);
+      ++generation_;
+    }
     it = done ? p.announced.erase(it) : std::next(it);
   }
 }
@@ -147,6 +153,7 @@ void Holdings::note(const Statement& st, std::int64_t now_ms) {
   // now, until its next Have says otherwise (PeerHoldings::announced).
   auto peer = peers_.find(st.author);
   auto presume = [&](const Digest& d) {
+    ++generation_;
     touched_.insert(d);
     presumed_[d].insert(st.author);
     if (peer != peers_.end() && !peer->second.holdings.count(d)) {

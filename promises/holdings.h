@@ -35,7 +35,10 @@ class Holdings {
   // Held now, with its entries if it is a known tree.
   void add(const Digest& digest);
   // Listed by the store at start (the listing names tree entries on their own).
-  void restore(const Digest& digest) { held_.insert(digest); }
+  void restore(const Digest& digest) {
+    held_.insert(digest);
+    ++generation_;
+  }
   // Lost from the store (or collected); false if it was not held.
   bool remove(const Digest& digest);
   // Held here, or composable from held entries.
@@ -82,6 +85,10 @@ class Holdings {
   // expired in prune()) may have changed since the last call: what the replication check
   // looks at between its full walks. Liveness is not tracked here.
   std::set<Digest> take_touched() { return std::exchange(touched_, {}); }
+  // Counts every change to what is known here about who holds what (this agent's set,
+  // a peer's Have, a statement naming holders, an announcement expiring): while it stays
+  // the same, so does every answer above at a given liveness of peers.
+  std::uint64_t generation() const { return generation_; }
 
  private:
   struct PeerHoldings {
@@ -112,6 +119,7 @@ class Holdings {
   std::map<Digest, std::set<AgentKey>> presumed_;
   std::map<Digest, ArtifactRef> known_refs_;  // artifacts named in results and sources
   std::set<Digest> touched_;                   // see take_touched()
+  std::uint64_t generation_ = 0;               // see generation()
 };
 
 }  // namespace vow::promises

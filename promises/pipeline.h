@@ -191,6 +191,8 @@ struct AgentConfig {
   // This agent's proposal is a checkpoint once the horizons since the last one listed
   // this percentage of the entries one would (docs/storage.md, "Checkpoints"); 0: none.
   std::uint32_t checkpoint_percent = 100;
+  // How often a periodic garbage collection pass runs (docs/storage.md, "Retention").
+  std::int64_t gc_interval_ms = 300'000;
   // How jobs run (docs/sandbox.md): "auto" (bubblewrap when it works, else unsandboxed
   // with a warning), "bwrap" (bubblewrap or refuse to start), "none".
   std::string sandbox = "auto";

@@ -501,6 +501,33 @@ std::vector<Digest> Core::retained() const {
   return keep;
 }
 
+std::string Core::retention_stamp() const {
+  const Impl& s = *impl_;
+  std::string out;
+  auto put = [&](std::uint64_t v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  auto put_key = [&](const auto& k) { out.append(reinterpret_cast<const char*>(k.data()), k.size()); };
+  put(s.plans_total);
+  put(s.plan && !s.plan_dirty ? 1 : 0);
+  put(s.ledger.vv_sum());
+  put(s.ledger.floor_sum());
+  put(s.holdings.generation());
+  put(static_cast<std::uint64_t>(std::max(1, s.config.replicas)));
+  for (const auto& src : s.config.sources) {
+    out += src.pipeline + '\0' + src.source + '\0';
+  }
+  auto put_jobs = [&](const auto& runs) {
+    put(runs.size());
+    for (const auto& [job, run] : runs) put_key(job.bytes);
+  };
+  put_jobs(s.running);
+  put_jobs(s.restored);
+  put_jobs(s.stopping);
+  for (const auto& [key, p] : s.members.peers()) {
+    if (s.members.is_live(key, s.now_ms)) put_key(key.bytes);
+  }
+  return out;
+}
+
 std::vector<PeerView> Core::peers() const {
   const Impl& s = *impl_;
   std::vector<PeerView> out;

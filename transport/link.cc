@@ -66,7 +66,9 @@ struct Transport::Impl {
     void* dealer = nullptr;  // outbound link, if we connect to it
     std::string endpoint;
     std::optional<std::string> routing_id;  // inbound link it opened to us, if any
+    bool slow = false;                      // dialed at the pace of a dead peer
   };
+  std::set<AgentKey> heard_slow;  // slow peers a frame came from in this poll
 
   Identity identity;
   CurveKeyPair curve;
@@ -345,6 +347,41 @@ struct Transport::Impl {
     }
   }
 
+  // The outbound link to `peer` at `endpoint`, replacing any it had (what was queued on
+  // that one is dropped), dialing at the live or the slow pace.
+  Status open_dealer(const AgentKey& peer, const std::string& endpoint, bool slow) {
+    auto server_key = curve_public_key(peer);
+    if (!server_key) return Status::invalid("peer key " + peer.hex() + " has no curve form");
+    auto it = peers.find(peer);
+    if (it != peers.end() && it->second.dealer) {
+      unwatch(it->second.dealer);
+      dealer_peer.erase(it->second.dealer);
+      zmq_close(it->second.dealer);
+      it->second.dealer = nullptr;
+    }
+    void* s = zmq_socket(ctx, ZMQ_DEALER);
+    if (!s) return Status::io(zmq_error("zmq_socket(DEALER)"));
+    common_options(s);
+    set_int(s, ZMQ_RECONNECT_IVL, slow ? options.slow_reconnect_ms : options.reconnect_ms);
+    set_int(s, ZMQ_RECONNECT_IVL_MAX,
+            slow ? options.slow_reconnect_max_ms : options.reconnect_max_ms);
+    zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_key->data(), 32);
+    zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, curve.public_key.data(), 32);
+    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, curve.secret_key.data(), 32);
+    if (zmq_connect(s, endpoint.c_str()) != 0) {
+      Status st = Status::invalid(zmq_error(("connect " + endpoint).c_str()));
+      zmq_close(s);
+      return st;
+    }
+    auto& p = peers[peer];
+    p.dealer = s;
+    p.endpoint = endpoint;
+    p.slow = slow;
+    watch(s);
+    dealer_peer[s] = peer;
+    return Status::ok();
+  }
+
   void deliver(std::span<const std::uint8_t> frame, const AgentKey& peer, PeerRole role,
                std::vector<Inbound>& out) {
     ++counters.frames_in;
@@ -378,6 +415,7 @@ struct Transport::Impl {
     } else {
       Peer& p = peers[*key];
       p.routing_id = std::string(view(parts[0]));
+      if (p.slow) heard_slow.insert(*key);
       deliver(bytes(parts[1]), *key, *role, out);
     }
     close_parts(parts);
@@ -389,7 +427,11 @@ struct Transport::Impl {
     if (!recv_parts(dealer, parts)) return false;
     if (parts.size() == 1) {
       auto role = trust.role(key);
-      if (role) deliver(bytes(parts[0]), key, *role, out);
+      if (role) {
+        auto p = peers.find(key);
+        if (p != peers.end() && p->second.slow) heard_slow.insert(key);
+        deliver(bytes(parts[0]), key, *role, out);
+      }
     } else {
       ++counters.frames_in;
     }
@@ -448,6 +490,15 @@ struct Transport::Impl {
         }
       }
     }
+    // Peers dialed slowly that spoke: the usual pace again (not within the loop above,
+    // which holds their sockets).
+    for (const AgentKey& key : std::exchange(heard_slow, {})) {
+      auto p = peers.find(key);
+      if (p == peers.end() || !p->second.slow || p->second.dealer == nullptr) continue;
+      if (ready != nullptr) ready->erase(p->second.dealer);
+      Status st = open_dealer(key, p->second.endpoint, /*slow=*/false);
+      if (!st.is_ok()) logf(LogLevel::kWarn, "reconnect " + p->second.endpoint + ": " + st.message());
+    }
     return out;
   }
 };
@@ -482,11 +533,11 @@ const std::string& Transport::endpoint() const { return impl_->endpoint; }
 Status Transport::connect(const AgentKey& peer, const std::string& endpoint) {
   auto& I = *impl_;
   if (!I.trust.role(peer)) return Status::invalid("peer " + agent_id(peer) + " is not trusted");
-  auto server_key = curve_public_key(peer);
-  if (!server_key) return Status::invalid("peer key " + peer.hex() + " has no curve form");
   auto it = I.peers.find(peer);
   if (it != I.peers.end() && it->second.dealer) {
-    if (it->second.endpoint == endpoint) return Status::ok();
+    if (it->second.endpoint == endpoint) {
+      return it->second.slow ? I.open_dealer(peer, endpoint, /*slow=*/false) : Status::ok();
+    }
     disconnect(peer);
   }
   std::size_t outbound = 0;
@@ -494,25 +545,15 @@ Status Transport::connect(const AgentKey& peer, const std::string& endpoint) {
   if (outbound >= I.options.max_peers) {
     return Status::overloaded("outbound link limit max_peers reached");
   }
-  void* s = zmq_socket(I.ctx, ZMQ_DEALER);
-  if (!s) return Status::io(zmq_error("zmq_socket(DEALER)"));
-  I.common_options(s);
-  set_int(s, ZMQ_RECONNECT_IVL, I.options.reconnect_ms);
-  set_int(s, ZMQ_RECONNECT_IVL_MAX, I.options.reconnect_max_ms);
-  zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_key->data(), 32);
-  zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, I.curve.public_key.data(), 32);
-  zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, I.curve.secret_key.data(), 32);
-  if (zmq_connect(s, endpoint.c_str()) != 0) {
-    Status st = Status::invalid(zmq_error(("connect " + endpoint).c_str()));
-    zmq_close(s);
-    return st;
-  }
-  auto& p = I.peers[peer];
-  p.dealer = s;
-  p.endpoint = endpoint;
-  I.watch(s);
-  I.dealer_peer[s] = peer;
-  return Status::ok();
+  return I.open_dealer(peer, endpoint, /*slow=*/false);
+}
+
+void Transport::dial_slowly(const AgentKey& peer) {
+  auto& I = *impl_;
+  auto it = I.peers.find(peer);
+  if (it == I.peers.end() || it->second.dealer == nullptr || it->second.slow) return;
+  Status st = I.open_dealer(peer, it->second.endpoint, /*slow=*/true);
+  if (!st.is_ok()) I.logf(LogLevel::kWarn, "reconnect " + it->second.endpoint + ": " + st.message());
 }
 
 void Transport::disconnect(const AgentKey& peer) {

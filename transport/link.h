@@ -56,6 +56,9 @@ struct TransportOptions {
   int receive_queue_messages = 1000;       // ZMQ_RCVHWM per link
   int reconnect_ms = 100;                  // ZMQ_RECONNECT_IVL
   int reconnect_max_ms = 2000;             // ZMQ_RECONNECT_IVL_MAX (exponential backoff cap)
+  // The same for a peer the failure detector declared dead (dial_slowly()).
+  int slow_reconnect_ms = 1000;
+  int slow_reconnect_max_ms = 10'000;
   int handshake_ms = 3000;                 // ZMQ_HANDSHAKE_IVL
   std::size_t max_inbound_per_poll = 256;  // frames read per poll_inbound call
   std::size_t max_peers = 1024;            // outbound links
@@ -108,6 +111,13 @@ class Transport {
   // trusted. Reconnects by itself when the far side restarts.
   Status connect(const AgentKey& peer, const std::string& endpoint);
   void disconnect(const AgentKey& peer);
+  // The peer was declared dead: its outbound link dials it again every
+  // slow_reconnect_ms, backing off to slow_reconnect_max_ms, instead of at the pace of a
+  // live link (an agent that left for good cost each survivor a connect attempt every
+  // few hundred milliseconds, and the wake-ups that come with it, for ever). The first
+  // frame from the peer (it dials us when it comes back), or connect() again, restores
+  // the usual pace at once.
+  void dial_slowly(const AgentKey& peer);
   // Replaces the trusted keys (config reload). Existing links stay until they drop.
   void set_trust(TrustSet trust);
 

@@ -282,5 +282,34 @@ TEST_CASE("a link reconnects when the far agent restarts") {
   }));
 }
 
+
+TEST_CASE("a peer dialed slowly is dialed at the usual pace again once it speaks") {
+  TransportOptions slow;
+  slow.slow_reconnect_ms = 60'000;  // longer than the test: only a frame from it helps
+  slow.slow_reconnect_max_ms = 60'000;
+  Node a(1, {1, 2}, slow);
+  auto b = std::make_unique<Node>(2, std::vector<std::uint8_t>{1, 2});
+  std::string endpoint = b->t->endpoint();
+  REQUIRE(a.t->connect(b->id.key(), endpoint).is_ok());
+  {
+    Loop loop({a.t.get(), b->t.get()});
+    REQUIRE(a.t->send(b->id.key(), statement_msg(a.id, 1)).is_ok());
+    REQUIRE(loop.run_until([&] { return loop.inbox[b->t.get()].size() == 1; }));
+  }
+  b.reset();
+  a.t->dial_slowly(identity_of(2).key());  // declared dead
+  TransportOptions o;
+  o.listen = endpoint;  // back on the same port
+  auto b2 = std::make_unique<Node>(2, std::vector<std::uint8_t>{1, 2}, o);
+  Loop loop({a.t.get(), b2->t.get()});
+  // It dials us and speaks; our link to it is dialed again at once, and what we send
+  // on it arrives (dialed slowly, it would wait the full minute).
+  REQUIRE(b2->t->connect(a.id.key(), a.t->endpoint()).is_ok());
+  REQUIRE(b2->t->send(a.id.key(), Message{kProtocolVersion, Heartbeat{}}).is_ok());
+  REQUIRE(loop.run_until([&] { return !loop.inbox[a.t.get()].empty(); }));
+  REQUIRE(a.t->send(b2->id.key(), statement_msg(a.id, 2)).is_ok());
+  CHECK(loop.run_until([&] { return !loop.inbox[b2->t.get()].empty(); }));
+}
+
 }  // namespace
 }  // namespace vow::transport

@@ -10,6 +10,9 @@ real vowd processes.
           stage runs again: `vow gc --dry-run` names the old source version and the
           old output and removes nothing; `vow gc` removes them and nothing the current
           source version or canonical result references (still readable with vow get)
+  gc-periodic  two agents with a 1 s GC interval: passes that would find nothing are
+          skipped while nothing changes; a new source version runs them again and they
+          remove the old version by themselves
   gc-replicas  three agents hold an output; gc on each leaves `replicas` copies
   horizon three agents run 150 shards with a ledger horizon every 100 statements, some
           of them checkpoints: the horizon statements before the newest checkpoint and the
@@ -217,6 +220,64 @@ def gc():
         subprocess.run(["rm", "-rf", root])
 
 
+def gc_metric(agent, outcome):
+    with urllib.request.urlopen(f"http://127.0.0.1:{agent.http_port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(f'vow_gc_passes_total{{outcome="{outcome}"}} '):
+                return float(line.split()[-1])
+    raise TestFailure(f"no vow_gc_passes_total{{outcome=\"{outcome}\"}} in /metrics")
+
+
+def gc_periodic():
+    """Two agents with `gc_interval = "1s"`: once a pass finds nothing to do, the next
+    ones are skipped while nothing changes (an idle agent does not walk its store every
+    interval); a new source version makes them run again, and they remove the old
+    version and its output by themselves."""
+    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vow-gc-periodic-{os.getpid()}")
+    os.makedirs(root, exist_ok=True)
+    pipe = write(os.path.join(root, "keep.toml"), COPY)
+    data = write(os.path.join(root, "data.txt"), "first version\n")
+    mesh = Mesh(VOW, VOWD, [pipe])
+    try:
+        a = mesh.add("a", [("keep/copy", 1)], sources=[("keep/data", data, True)])
+        b = mesh.add("b", [("keep/copy", 1)])
+        for x in (a, b):
+            x.http_port = free_port()
+            x.agent_lines.append('gc_interval = "1s"')
+        mesh.start()
+
+        def output():
+            for p in a.status()["pipelines"]:
+                for s in p["stages"]:
+                    if s["name"] == "copy" and s.get("state") == "done" and s.get("results"):
+                        return s["results"][0]["outputs"]["copy"]
+            return None
+        first = wait_until("the first result", output, 60, 0.1)
+        for x in (a, b):
+            wait_until(f"{x.name}: periodic passes skipped", lambda: gc_metric(x, "skipped") >= 2,
+                       60, 0.2)
+        made = {x.name: gc_metric(x, "made") for x in (a, b)}
+        skipped = {x.name: gc_metric(x, "skipped") for x in (a, b)}
+        time.sleep(4)
+        for x in (a, b):
+            check(gc_metric(x, "made") == made[x.name],
+                  f"{x.name} made {gc_metric(x, 'made') - made[x.name]:.0f} passes while idle")
+            check(gc_metric(x, "skipped") >= skipped[x.name] + 2,
+                  f"{x.name} skipped {gc_metric(x, 'skipped') - skipped[x.name]:.0f} passes in 4 s")
+        check(stored(a, first), "the current version is gone from the store")
+        write(data, "second version\n")
+        second = wait_until("the second result",
+                            lambda: (lambda o: o if o and o != first else None)(output()),
+                            60, 0.1)
+        wait_until("the old version collected by the periodic passes",
+                   lambda: not stored(a, first), 60, 0.2)
+        check(stored(a, second), "the current version is gone from the store")
+        check(gc_metric(a, "made") > made["a"], "no pass made after the source changed")
+    finally:
+        mesh.cleanup()
+        subprocess.run(["rm", "-rf", root])
+
+
 def gc_replicas():
     """Three agents all hold a canonical output; `vow gc` on each leaves `replicas` (2)
     copies on the mesh, and the output is still served."""
@@ -419,5 +480,6 @@ def superseded():
 
 
 if __name__ == "__main__":
-    run_scenario({"paging": paging, "gc": gc, "gc-replicas": gc_replicas, "horizon": horizon,
-                  "superseded": superseded}, sys.argv[3])
+    run_scenario({"paging": paging, "gc": gc, "gc-periodic": gc_periodic,
+                  "gc-replicas": gc_replicas, "horizon": horizon, "superseded": superseded},
+                 sys.argv[3])

@@ -314,6 +314,56 @@ TEST_CASE("replication: an agent that holds a copy of the source keeps it from i
   CHECK(keeping >= 2);
 }
 
+TEST_CASE("retention: while the stamp stays the same, so does what is kept; an idle mesh keeps it") {
+  Mesh m(3, fan_pipeline(), {{}, {"count"}, {"count"}}, /*replicas=*/2);
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 60; ++i) files["f" + std::to_string(1000 + i)] = std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  std::vector<std::string> stamp(3);
+  std::vector<std::vector<Digest>> kept(3);
+  int same = 0;
+  int changed = 0;
+  // Every 10 ms through the run and after it: an equal stamp gives an equal answer.
+  auto look = [&] {
+    for (int i = 0; i < 3; ++i) {
+      (void)m.core(i).plan();
+      std::string now = m.core(i).retention_stamp();
+      std::vector<Digest> keep = m.core(i).retained();
+      if (now == stamp[i]) {
+        ++same;
+        CHECK(keep == kept[i]);
+      } else {
+        ++changed;
+      }
+      stamp[i] = now;
+      kept[i] = std::move(keep);
+    }
+  };
+  for (int t = 0; t < 800; ++t) {
+    for (int i = 1; i < 3; ++i) m.finish_all(i);  // each process ends as soon as it starts
+    m.advance(10);
+    look();
+  }
+  REQUIRE(m.starts_of("count") == 60);
+  CHECK(same > 1000);
+  CHECK(changed > 30);
+  // Idle: heartbeats, probes and anti-entropy go on, the stamps stay.
+  std::vector<std::string> idle = stamp;
+  m.advance(5000);
+  look();
+  for (int i = 0; i < 3; ++i) CHECK(m.core(i).retention_stamp() == idle[i]);
+  // A peer dies: the others' stamps change (who holds a copy is decided again).
+  m.crash(2);
+  m.advance(3000);
+  CHECK(m.core(0).retention_stamp() != idle[0]);
+  CHECK(m.core(1).retention_stamp() != idle[1]);
+  // A new source version: the provider's stamp changes.
+  std::string before = m.core(0).retention_stamp();
+  files["f1000"] = "changed";
+  m.source("fan", "dir", dir_ref(files));
+  CHECK(m.core(0).retention_stamp() != before);
+}
+
 // A fan-out of 1,200 jobs (fan_pipeline) run by agents 1 and 2 while agent 3 is cut off
 // from the others.
 void run_without_agent3(Mesh& m) {

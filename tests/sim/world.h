@@ -60,6 +60,7 @@ class SimNetwork final : public agent::Network {
   void send(const AgentKey& to, const promises::Message& message) override;
   void broadcast(const promises::Message& message) override;
   void connect(const AgentKey& peer, const std::vector<std::string>& endpoints) override;
+  void peer_dead(const AgentKey&) override {}  // no dialing to slow down here
   Result<std::uint64_t> fetch(const AgentKey& from, const Digest& digest) override;
   void cancel_fetch(std::uint64_t id) override;
 
