@@ -515,6 +515,8 @@ class Core {
   // walk (a new plan, a change of who is live, or kFullReplicationCheckMs), in between
   // only those under-replicated, lost or whose holders changed.
   std::size_t replication_checked() const;
+  // Full walks of the replication check begun (the one at start included).
+  std::uint64_t replication_walks() const;
   // This agent's holdings version (incarnation, version), as its heartbeats carry it.
   std::pair<std::uint64_t, std::uint64_t> holdings_version() const;
   // What `peer` holds as its Haves (complete sets and deltas) said, at the version

@@ -118,7 +118,14 @@ void Replication::check(const Plan& plan, const std::map<Digest, int>& own_stage
   for (const auto& key : members_.live_peers(now_ms)) live.push_back(key);
   std::vector<AgentKey> live_sorted = live;
   std::sort(live_sorted.begin(), live_sorted.end());
-  if (plan_seen_.lock() != plan.identity || live_sorted != live_seen_ || now_ms >= next_full_ms_) {
+  const std::tuple<std::uint64_t, std::uint64_t, std::uint64_t> reads{
+      ledger_.vv_sum(), ledger_.floor_sum(), holdings_.generation()};
+  const bool same = plan_seen_.lock() == plan.identity && live_sorted == live_seen_;
+  if (same && now_ms >= next_full_ms_ && reads == walked_at_) {
+    next_full_ms_ = now_ms + kFullReplicationCheckMs;  // it would find what the last found
+  }
+  if (!same || now_ms >= next_full_ms_) {
+    walked_at_ = reads;
     // A sweep over every canonical output starts (again): what was tracked stays
     // watched meanwhile, and what the sweep does not track again goes at its end.
     plan_seen_ = plan.identity;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <vector>
 
 #include "promises/claim_book.h"
@@ -36,8 +37,8 @@ class Replication {
   // this agent ranks first for, and keeps regen_wanted() (the done jobs of the stages in
   // `own_stages` whose output is lost). It looks at every canonical output (a full walk,
   // kSweepJobsPerCheck planned jobs per check so that no check holds the loop for long)
-  // when the plan or the set of live agents changed, and at least every
-  // kFullReplicationCheckMs; besides, at the artifacts it watches (fewer live
+  // when the plan or the set of live agents changed, and every kFullReplicationCheckMs
+  // unless nothing it reads changed since the last one began; besides, at the artifacts it watches (fewer live
   // copies than wanted, or a fetch of it ended) and those whose holders changed
   // (Holdings::take_touched) or that a new canonical result named (note_canonical): a
   // check costs what changed, not every job ever done.
@@ -47,6 +48,7 @@ class Replication {
   // the next check).
   void note_canonical(const Digest& job) { noted_.insert(job); }
   bool due(std::int64_t now_ms) const { return now_ms >= next_check_ms_; }
+  std::uint64_t walks() const { return generation_; }  // full walks begun
   std::int64_t next_check_ms() const { return next_check_ms_; }
   // A canonical output of `job` (which has one) has had no live holder for a detection
   // window, and a re-run can make it again (the job is not known non-deterministic).
@@ -90,6 +92,11 @@ class Replication {
   std::weak_ptr<const int> plan_seen_;
   std::vector<AgentKey> live_seen_;
   std::int64_t next_full_ms_ = 0;
+  // What a walk reads besides the plan and who is live, when the last one began (the
+  // statements held, Holdings::generation): the periodic walk is skipped while they
+  // stay the same, since it would find what that one found (an idle agent at 100,000
+  // jobs spent a third of its loop on it).
+  std::tuple<std::uint64_t, std::uint64_t, std::uint64_t> walked_at_{0, 0, 0};
   std::size_t last_checked_ = 0;
   // Looks at one tracked artifact: asks for a copy if this agent ranks for it, keeps
   // the regeneration wishes of its jobs; whether it stays watched.

@@ -30,6 +30,7 @@ std::vector<AgentKey> Core::holders(const Digest& digest) const {
 }
 const std::set<Digest>& Core::held() const { return impl_->holdings.held(); }
 std::size_t Core::replication_checked() const { return impl_->replication.last_checked(); }
+std::uint64_t Core::replication_walks() const { return impl_->replication.walks(); }
 std::pair<std::uint64_t, std::uint64_t> Core::holdings_version() const {
   return {impl_->holdings.incarnation(), impl_->holdings.version()};
 }

@@ -290,6 +290,36 @@ TEST_CASE("replication: every output copied twice, then checks look only at what
   CHECK(holders >= 2);
 }
 
+TEST_CASE("replication: the timer's full walk is skipped while nothing it reads changes") {
+  Mesh m(3, fan_pipeline(), {{}, {"count"}, {"count"}}, /*replicas=*/2);
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 40; ++i) files["f" + std::to_string(1000 + i)] = std::to_string(i);
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(5000);
+  REQUIRE(m.starts_of("count") == 40);
+  // The first idle stretch may still see the walk the run's last changes call for.
+  m.advance(2 * kFullReplicationCheckMs + 1000);
+  std::vector<std::uint64_t> walks;
+  for (int i = 0; i < 3; ++i) walks.push_back(m.core(i).replication_walks());
+  m.advance(2 * kFullReplicationCheckMs + 1000);
+  for (int i = 0; i < 3; ++i) CHECK(m.core(i).replication_walks() == walks[i]);
+  // A copy lost: who holds what changed, so the next timer's walk is made.
+  const auto& r0 = std::get<JobResult>(m.core(1).canonical(m.jobs_of(1, "count").at(0))->body);
+  Digest out0 = r0.outputs.at(0).artifact.digest;
+  int lost_at = -1;
+  for (int i = 0; i < 3 && lost_at < 0; ++i) {
+    if (m.node(i).store.count(out0)) lost_at = i;
+  }
+  REQUIRE(lost_at >= 0);
+  m.node(lost_at).store.erase(out0);
+  (void)m.core(lost_at).artifact_lost(out0);
+  m.advance(kFullReplicationCheckMs + 1000);
+  CHECK(m.core(lost_at).replication_walks() > walks[lost_at]);
+  int holders = 0;
+  for (int i = 0; i < 3; ++i) holders += m.node(i).store.count(out0) ? 1 : 0;
+  CHECK(holders >= 2);
+}
+
 TEST_CASE("replication: an agent that holds a copy of the source keeps it from its GC") {
   Mesh m(3, fan_pipeline(), {{}, {"count"}, {"count"}}, /*replicas=*/2);
   std::map<std::string, std::string> files;
