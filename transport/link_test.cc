@@ -260,18 +260,22 @@ TEST_CASE("peer addresses carry the key") {
   CHECK(!parse_peer_address("vowxyz@tcp://h:1"));
 }
 
-TEST_CASE("a link reconnects when the far agent restarts") {
-  Node a(1, {1, 2});
-  TransportOptions o;
+// Agent 2 listens, `a` links to it and a statement gets through, then agent 2 stops:
+// the endpoint it listened on.
+std::string link_to_stopped_peer(Node& a) {
   auto b = std::make_unique<Node>(2, std::vector<std::uint8_t>{1, 2});
   std::string endpoint = b->t->endpoint();
   REQUIRE(a.t->connect(b->id.key(), endpoint).is_ok());
-  {
-    Loop loop({a.t.get(), b->t.get()});
-    REQUIRE(a.t->send(b->id.key(), statement_msg(a.id, 1)).is_ok());
-    REQUIRE(loop.run_until([&] { return loop.inbox[b->t.get()].size() == 1; }));
-  }
-  b.reset();
+  Loop loop({a.t.get(), b->t.get()});
+  REQUIRE(a.t->send(b->id.key(), statement_msg(a.id, 1)).is_ok());
+  REQUIRE(loop.run_until([&] { return loop.inbox[b->t.get()].size() == 1; }));
+  return endpoint;
+}
+
+TEST_CASE("a link reconnects when the far agent restarts") {
+  Node a(1, {1, 2});
+  TransportOptions o;
+  std::string endpoint = link_to_stopped_peer(a);
   o.listen = endpoint;  // same port
   auto b2 = std::make_unique<Node>(2, std::vector<std::uint8_t>{1, 2}, o);
   Loop loop({a.t.get(), b2->t.get()});
@@ -282,21 +286,12 @@ TEST_CASE("a link reconnects when the far agent restarts") {
   }));
 }
 
-
 TEST_CASE("a peer dialed slowly is dialed at the usual pace again once it speaks") {
   TransportOptions slow;
   slow.slow_reconnect_ms = 60'000;  // longer than the test: only a frame from it helps
   slow.slow_reconnect_max_ms = 60'000;
   Node a(1, {1, 2}, slow);
-  auto b = std::make_unique<Node>(2, std::vector<std::uint8_t>{1, 2});
-  std::string endpoint = b->t->endpoint();
-  REQUIRE(a.t->connect(b->id.key(), endpoint).is_ok());
-  {
-    Loop loop({a.t.get(), b->t.get()});
-    REQUIRE(a.t->send(b->id.key(), statement_msg(a.id, 1)).is_ok());
-    REQUIRE(loop.run_until([&] { return loop.inbox[b->t.get()].size() == 1; }));
-  }
-  b.reset();
+  std::string endpoint = link_to_stopped_peer(a);
   a.t->dial_slowly(identity_of(2).key());  // declared dead
   TransportOptions o;
   o.listen = endpoint;  // back on the same port

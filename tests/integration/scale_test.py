@@ -168,22 +168,32 @@ def paging():
         subprocess.run(["rm", "-rf", root])
 
 
-def gc():
-    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vow-gc-test-{os.getpid()}")
+def copy_output(agent):
+    """The output of the COPY pipeline's current result, once done."""
+    for p in agent.status()["pipelines"]:
+        for s in p["stages"]:
+            if s["name"] == "copy" and s.get("state") == "done" and s.get("results"):
+                return s["results"][0]["outputs"]["copy"]
+    return None
+
+
+def copy_mesh(prefix):
+    """A directory with the COPY pipeline and its data file, and a mesh (no agents yet)."""
+    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"{prefix}-{os.getpid()}")
     os.makedirs(root, exist_ok=True)
     pipe = write(os.path.join(root, "keep.toml"), COPY)
     data = write(os.path.join(root, "data.txt"), "first version\n")
-    mesh = Mesh(VOW, VOWD, [pipe])
+    return root, data, Mesh(VOW, VOWD, [pipe])
+
+
+def gc():
+    root, data, mesh = copy_mesh("vow-gc-test")
     try:
         a = mesh.add("a", [("keep/copy", 1)], sources=[("keep/data", data, True)])
         mesh.start()
 
         def output():
-            for p in a.status()["pipelines"]:
-                for s in p["stages"]:
-                    if s["name"] == "copy" and s.get("state") == "done" and s.get("results"):
-                        return s["results"][0]["outputs"]["copy"]
-            return None
+            return copy_output(a)
         first = wait_until("the first result", output, 60, 0.1)
         # The stage's output holds the same bytes as the source: one object for both.
         check(stored(a, first), "the first output is not in the store")
@@ -233,11 +243,7 @@ def gc_periodic():
     ones are skipped while nothing changes (an idle agent does not walk its store every
     interval); a new source version makes them run again, and they remove the old
     version and its output by themselves."""
-    root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vow-gc-periodic-{os.getpid()}")
-    os.makedirs(root, exist_ok=True)
-    pipe = write(os.path.join(root, "keep.toml"), COPY)
-    data = write(os.path.join(root, "data.txt"), "first version\n")
-    mesh = Mesh(VOW, VOWD, [pipe])
+    root, data, mesh = copy_mesh("vow-gc-periodic")
     try:
         a = mesh.add("a", [("keep/copy", 1)], sources=[("keep/data", data, True)])
         b = mesh.add("b", [("keep/copy", 1)])
@@ -247,11 +253,7 @@ def gc_periodic():
         mesh.start()
 
         def output():
-            for p in a.status()["pipelines"]:
-                for s in p["stages"]:
-                    if s["name"] == "copy" and s.get("state") == "done" and s.get("results"):
-                        return s["results"][0]["outputs"]["copy"]
-            return None
+            return copy_output(a)
         first = wait_until("the first result", output, 60, 0.1)
         for x in (a, b):
             wait_until(f"{x.name}: periodic passes skipped", lambda: gc_metric(x, "skipped") >= 2,

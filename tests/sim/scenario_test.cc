@@ -253,6 +253,27 @@ Pipeline fan_pipeline() {
                        {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"})});
 }
 
+// The first "count" job's output goes from the first agent holding it (store and core):
+// the output and that agent.
+std::pair<Digest, int> lose_a_copy(Mesh& m) {
+  const auto& r0 = std::get<JobResult>(m.core(1).canonical(m.jobs_of(1, "count").at(0))->body);
+  Digest out = r0.outputs.at(0).artifact.digest;
+  int at = -1;
+  for (int i = 0; i < 3 && at < 0; ++i) {
+    if (m.node(i).store.count(out)) at = i;
+  }
+  REQUIRE(at >= 0);
+  m.node(at).store.erase(out);
+  (void)m.core(at).artifact_lost(out);
+  return {out, at};
+}
+
+int holders_of(Mesh& m, const Digest& d) {
+  int n = 0;
+  for (int i = 0; i < 3; ++i) n += m.node(i).store.count(d) ? 1 : 0;
+  return n;
+}
+
 TEST_CASE("replication: every output copied twice, then checks look only at what changed") {
   Mesh m(3, fan_pipeline(), {{}, {"count"}, {"count"}}, /*replicas=*/2);
   std::map<std::string, std::string> files;
@@ -275,19 +296,9 @@ TEST_CASE("replication: every output copied twice, then checks look only at what
   m.advance(2 * kReplicationCheckMs);
   for (int i = 0; i < 3; ++i) CHECK(m.core(i).replication_checked() < 10);
   // A copy lost: it is looked at and made again.
-  const auto& r0 = std::get<JobResult>(m.core(0).canonical(m.jobs_of(0, "count").at(0))->body);
-  Digest out0 = r0.outputs.at(0).artifact.digest;
-  int lost_at = -1;
-  for (int i = 0; i < 3 && lost_at < 0; ++i) {
-    if (m.node(i).store.count(out0)) lost_at = i;
-  }
-  REQUIRE(lost_at >= 0);
-  m.node(lost_at).store.erase(out0);
-  (void)m.core(lost_at).artifact_lost(out0);
+  auto [out0, lost_at] = lose_a_copy(m);
   m.advance(kReplicationCheckMs * 4 + kReplicateTimeoutMs);
-  int holders = 0;
-  for (int i = 0; i < 3; ++i) holders += m.node(i).store.count(out0) ? 1 : 0;
-  CHECK(holders >= 2);
+  CHECK(holders_of(m, out0) >= 2);
 }
 
 TEST_CASE("replication: the timer's full walk is skipped while nothing it reads changes") {
@@ -304,20 +315,10 @@ TEST_CASE("replication: the timer's full walk is skipped while nothing it reads 
   m.advance(2 * kFullReplicationCheckMs + 1000);
   for (int i = 0; i < 3; ++i) CHECK(m.core(i).replication_walks() == walks[i]);
   // A copy lost: who holds what changed, so the next timer's walk is made.
-  const auto& r0 = std::get<JobResult>(m.core(1).canonical(m.jobs_of(1, "count").at(0))->body);
-  Digest out0 = r0.outputs.at(0).artifact.digest;
-  int lost_at = -1;
-  for (int i = 0; i < 3 && lost_at < 0; ++i) {
-    if (m.node(i).store.count(out0)) lost_at = i;
-  }
-  REQUIRE(lost_at >= 0);
-  m.node(lost_at).store.erase(out0);
-  (void)m.core(lost_at).artifact_lost(out0);
+  auto [out0, lost_at] = lose_a_copy(m);
   m.advance(kFullReplicationCheckMs + 1000);
   CHECK(m.core(lost_at).replication_walks() > walks[lost_at]);
-  int holders = 0;
-  for (int i = 0; i < 3; ++i) holders += m.node(i).store.count(out0) ? 1 : 0;
-  CHECK(holders >= 2);
+  CHECK(holders_of(m, out0) >= 2);
 }
 
 TEST_CASE("replication: an agent that holds a copy of the source keeps it from its GC") {
