@@ -96,7 +96,6 @@ std::pair<std::uint64_t, std::uint64_t> Holdings::seen(const AgentKey& peer) con
 
 void Holdings::on_have(const AgentKey& peer, const Have& have, std::int64_t now_ms) {
   std::pair<std::uint64_t, std::uint64_t> v{have.incarnation, have.version};
-  ++generation_;
   if (have.delta) {
     auto it = peers_.find(peer);
     if (it == peers_.end()) return;
@@ -106,6 +105,7 @@ void Holdings::on_have(const AgentKey& peer, const Have& have, std::int64_t now_
       return;
     }
     p.seen = v;
+    ++generation_;
     for (const auto& d : have.removed) {
       if (p.holdings.erase(d) != 0) touched_.insert(d);
     }
@@ -119,6 +119,7 @@ void Holdings::on_have(const AgentKey& peer, const Have& have, std::int64_t now_
   PeerHoldings& p = it->second;
   if (!first && v < p.seen) return;  // an older Have
   p.seen = v;
+  ++generation_;
   std::set<Digest> now(have.digests.begin(), have.digests.end());
   std::set_symmetric_difference(p.holdings.begin(), p.holdings.end(), now.begin(), now.end(),
                                 std::inserter(touched_, touched_.end()));

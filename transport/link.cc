@@ -347,18 +347,22 @@ struct Transport::Impl {
     }
   }
 
+  // Closes the outbound link to a peer, if it has one.
+  void close_dealer(Peer& p) {
+    if (!p.dealer) return;
+    unwatch(p.dealer);
+    dealer_peer.erase(p.dealer);
+    zmq_close(p.dealer);
+    p.dealer = nullptr;
+  }
+
   // The outbound link to `peer` at `endpoint`, replacing any it had (what was queued on
   // that one is dropped), dialing at the live or the slow pace.
   Status open_dealer(const AgentKey& peer, const std::string& endpoint, bool slow) {
     auto server_key = curve_public_key(peer);
     if (!server_key) return Status::invalid("peer key " + peer.hex() + " has no curve form");
     auto it = peers.find(peer);
-    if (it != peers.end() && it->second.dealer) {
-      unwatch(it->second.dealer);
-      dealer_peer.erase(it->second.dealer);
-      zmq_close(it->second.dealer);
-      it->second.dealer = nullptr;
-    }
+    if (it != peers.end()) close_dealer(it->second);
     void* s = zmq_socket(ctx, ZMQ_DEALER);
     if (!s) return Status::io(zmq_error("zmq_socket(DEALER)"));
     common_options(s);
@@ -559,11 +563,7 @@ void Transport::dial_slowly(const AgentKey& peer) {
 void Transport::disconnect(const AgentKey& peer) {
   auto it = impl_->peers.find(peer);
   if (it == impl_->peers.end()) return;
-  if (it->second.dealer) {
-    impl_->unwatch(it->second.dealer);
-    impl_->dealer_peer.erase(it->second.dealer);
-    zmq_close(it->second.dealer);
-  }
+  impl_->close_dealer(it->second);
   impl_->peers.erase(it);
   impl_->streams->peer_lost(peer, impl_->now_ms);
 }
