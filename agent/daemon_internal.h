@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -55,6 +56,19 @@ inline constexpr std::int64_t kSeedRotateMs = 1'000;  // retry a seed endpoint w
 inline constexpr std::int64_t kSourcePollMs = 5'000;  // watch = true: polling fallback
 // The same with inotify watching the whole source: a walk only in case it missed one.
 inline constexpr std::int64_t kSourceRescanMs = 300'000;
+// Walks of everything no more than this share of one core: the next one waits at least
+// this many times as long as the last took (a source of 100,000 files takes ~1 s).
+inline constexpr std::int64_t kSourceRescanShare = 1'000;  // the safety net: 0.1%
+inline constexpr std::int64_t kSourcePollShare = 20;       // polling, unwatched: 5%
+inline constexpr std::int64_t kSourceWalkMaxMs = 6 * 3'600'000;  // spaced at most this far
+
+// When the next walk of everything may come: `least_ms` after the last, or `share` times
+// as long as it took, up to kSourceWalkMaxMs (and never sooner than `least_ms`).
+inline std::int64_t source_walk_spacing(std::int64_t least_ms, std::int64_t share,
+                                        std::int64_t took_ms) {
+  const std::int64_t spaced = std::min(share * std::max<std::int64_t>(took_ms, 0), kSourceWalkMaxMs);
+  return std::max(least_ms, spaced);
+}
 inline constexpr std::int64_t kSourceSettleMs = 100;  // after an inotify event, then check
 inline constexpr std::size_t kMaxWatches = 10'000;    // inotify watches (directories)
 // Directories of one source named as changed for its next check; past it, a full walk.
@@ -186,6 +200,8 @@ struct SourceCheck {
   store::ImportStats stats;
   std::vector<std::string> notes;  // the cache dropped or not saved: for the log
   WatchesAdded watches;
+  bool full = false;      // it walked everything
+  std::int64_t took_ms = 0;  // on the worker, wall time
   // A partial walk changed the cache and did not write its file: the loop has it written
   // by a task of its own, after the snapshot is handed over (finish_source_check).
   bool unsaved = false;

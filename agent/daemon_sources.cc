@@ -476,8 +476,13 @@ void Daemon::Impl::start_source_check(std::size_t i, std::int64_t now) {
   Status submitted =
       background->submit([this, w, i, path, cache_file, slot = src.cache, ticket, full,
                           adds_watches, plan = std::move(plan)]() mutable -> std::function<void()> {
+        const auto began = std::chrono::steady_clock::now();
         auto check = std::make_shared<SourceCheck>(
             check_source(w, slot.get(), path, cache_file, std::move(plan)));
+        check->full = full;
+        check->took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now() - began)
+                             .count();
         return [this, i, check, ticket, full, adds_watches] {
           if (adds_watches) {
             place_watches(i, check->watches, full);
@@ -507,9 +512,23 @@ void Daemon::Impl::finish_source_check(std::size_t i, const SourceCheck& check,
   // while the source changes: a check that read files looks again soon (files modified
   // within the racy window are read again, and the import cache remembers them only
   // then). Sooner if inotify saw a change while it ran.
+  // Walks of everything are spaced by what the last one took (kSourceRescanShare,
+  // kSourcePollShare), so that a large source's safety net costs its agent little.
   const bool watched = inotify_fd >= 0 && s.decl.watch && s.watched;
   const bool changing = !check.ref.is_ok() || check.stats.files_read > 0;
-  s.next_check_ms = now_ms() + (watched && !changing ? kSourceRescanMs : kSourcePollMs);
+  const std::int64_t now = now_ms();
+  if (check.full) {
+    s.next_full_walk_ms =
+        std::max(s.next_full_walk_ms, now + source_walk_spacing(kSourceRescanMs, kSourceRescanShare,
+                                                                check.took_ms));
+  }
+  if (changing) {
+    s.next_check_ms = now + kSourcePollMs;
+  } else if (watched) {
+    s.next_check_ms = std::max(now + kSourcePollMs, s.next_full_walk_ms);
+  } else {
+    s.next_check_ms = now + source_walk_spacing(kSourcePollMs, kSourcePollShare, check.took_ms);
+  }
   if (s.walk_all || !s.changed_dirs.empty()) {
     s.next_check_ms = std::min(s.next_check_ms, now_ms() + kSourceSettleMs);
   }
