@@ -8,6 +8,16 @@
 
 namespace vow::promises {
 
+Plan Core::Impl::plan_now() {
+  JobOutcomes outcomes;
+  outcomes.canonical = [this](const Digest& j) { return book.canonical_result(j); };
+  outcomes.canonical_statement = [this](const Digest& j) { return book.canonical(j); };
+  outcomes.failed = [this](const Digest& j, int retries) {
+    return book.failed_for_good(j, retries);
+  };
+  return make_plan(known_pipelines(own_pipelines, ledger, decoded_pipelines), ledger, outcomes);
+}
+
 void Core::Impl::ensure_plan() {
   if (!plan_dirty && plan) return;
   if (plan && catching_up()) {
@@ -21,14 +31,7 @@ void Core::Impl::ensure_plan() {
   }
   ++plans_made[plan ? replan_reason : "start"];
   ++plans_total;
-  JobOutcomes outcomes;
-  outcomes.canonical = [this](const Digest& j) { return book.canonical_result(j); };
-  outcomes.canonical_statement = [this](const Digest& j) { return book.canonical(j); };
-  outcomes.failed = [this](const Digest& j, int retries) {
-    return book.failed_for_good(j, retries);
-  };
-  auto made = std::make_unique<Plan>(
-      make_plan(known_pipelines(own_pipelines, ledger, decoded_pipelines), ledger, outcomes));
+  auto made = std::make_unique<Plan>(plan_now());
   if (plan) {
     // The jobs the new plan changes (in one plan only, or with other retries): the job
     // index looks at those again, not at every job, when it had read the plan replaced.

@@ -112,6 +112,7 @@ struct Core::Impl {
   const char* replan_reason = "start";
   std::map<std::string, std::uint64_t> plans_made;
   std::uint64_t plans_total = 0;  // the sum of plans_made
+  Plan plan_now();  // what the ledger plans now (ensure_plan installs it)
   void replan(const char* why) {
     if (!plan_dirty) replan_reason = why;
     plan_dirty = true;
@@ -201,6 +202,12 @@ struct Core::Impl {
   std::int64_t next_sync_ms = 0;
   std::size_t sync_rotor = 0;
   std::set<AgentKey> pulling;  // peers a catch-up pulls from (continue_pull)
+  // The last unasked request (a hello or heartbeat showed the peer holds more): while
+  // its answer is awaited (kPullAnswerWindowMs, the peer live), no other goes out.
+  std::optional<AgentKey> unasked_peer;
+  std::int64_t unasked_ms = -1'000'000;
+  bool unasked_pending() const;
+  void request_unasked(const AgentKey& peer, Membership::Peer& p);
   // A pull is under way: a full answer that brought news was followed by a request
   // still within kPullAnswerWindowMs; or, within that window, a peer's heartbeat showed
   // it far ahead (more than half an answer) and an answer to this agent's request

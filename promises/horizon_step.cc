@@ -160,9 +160,31 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   // The jobs planned now: a superseded job's canonical result may go only if the plan
   // does not have it (the plan at the cut did not; nor may the plan now).
   std::set<Digest> planned;
+  // Held beyond the cut: a source version or pipeline that may make a job the
+  // cut superseded current again (a source changed back: an agent that applies the
+  // horizon only after it holds that version plans the job again, and runs it).
+  bool plan_moved = false;
   if (config.check_horizons && checked) {
+    const VersionVector cut = cut_of(h);
+    for (const auto& [author, mark] : ledger.version_vector()) {
+      auto at = cut.find(author);
+      const std::uint64_t from = at == cut.end() ? 1 : at->second + 1;
+      if (from > mark) continue;
+      ledger.for_each_in(author, from, mark, [&](const Statement& st) {
+        const auto k = st.kind();
+        plan_moved = plan_moved || k == StatementKind::kSourceVersion || k == StatementKind::kPipeline;
+      });
+    }
+  }
+  if (config.check_horizons && checked && !plan_moved) {
     ensure_plan();
-    for (const auto& [job, pj] : plan->jobs) planned.insert(job);
+    if (plan_dirty) {
+      // Put off while this agent catches up (ensure_plan): the check reads the plan its
+      // ledger gives now, not the one made before the pull brought the newer versions.
+      for (const auto& [job, pj] : plan_now().jobs) planned.insert(job);
+    } else {
+      for (const auto& [job, pj] : plan->jobs) planned.insert(job);
+    }
   }
   // The jobs it settles or retires statements of, and their canonical result before.
   // Before a plan was made (a restart restoring its horizons) there is nothing the plan
