@@ -138,8 +138,10 @@ void add_inputs(const JobResult& r, std::set<Digest>& out) {
 
 // The settled jobs that are superseded at the cut: the plan made from the statements
 // there fixes their stage's jobs (planned or done) and does not have them, no run of
-// theirs is still open there, and no result behind the cut that stays read an output of
-// theirs (so the lineage of what stays stays whole).
+// theirs is still open there, no result behind the cut that stays read an output of
+// theirs or an entry of one (so the lineage of what stays stays whole), and no run of a
+// job the plan there does not have is open there without a result (what it read is not
+// known).
 std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
                                  const std::map<Digest, Settled>& settled,
                                  const std::map<Digest, const Statement*>& canonical,
@@ -161,6 +163,10 @@ std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
       return c.behind(*st) && !ended.count({st->author, statement_epoch(*st)});
     });
   }
+  // Nor may a superseded job go then: the open run may have read its outputs (a run of
+  // a downstream job over an upstream output, both superseded by a source change, begun
+  // before the change, its result published after this cut by an agent cut off then).
+  if (stale_open) return {};
   std::set<Digest> gone;
   for (const auto& [job, s] : settled) {
     // Its stage as its canonical result names it (the same statement on every agent:
@@ -185,10 +191,16 @@ std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
     again = false;
     for (auto it = gone.begin(); it != gone.end();) {
       const Settled& s = settled.at(*it);
+      // Read whole, or an entry of it (a `foreach` over a tree output reads each entry
+      // as its own input: lineage names the tree that holds it).
       bool needed = std::any_of(s.ok.begin(), s.ok.end(), [&](const Statement* st) {
         const auto& outs = std::get<JobResult>(st->body).outputs;
-        return std::any_of(outs.begin(), outs.end(),
-                           [&](const NamedArtifact& o) { return read.count(o.artifact.digest); });
+        return std::any_of(outs.begin(), outs.end(), [&](const NamedArtifact& o) {
+          const auto& es = o.artifact.entries;
+          return read.count(o.artifact.digest) != 0 ||
+                 std::any_of(es.begin(), es.end(),
+                             [&](const TreeEntry& e) { return read.count(e.digest) != 0; });
+        });
       });
       if (!needed) {
         ++it;
