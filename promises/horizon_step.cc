@@ -229,6 +229,9 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   const std::uint64_t retired_before = ledger.retired_count();
   std::set<Digest> changed = ledger.apply_horizon(h);
   const std::uint64_t retired_now = ledger.retired_count() - retired_before;
+  // Source versions it retired (old ones, or an equivocator's) leave the counts of
+  // source bindings: they are made again (vow status, /metrics).
+  if (retired_now > 0) job_index.sources_dirty = true;
   if (h.checkpoint) {
     horizon_entries_since_checkpoint = 0;
   } else {

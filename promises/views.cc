@@ -357,9 +357,15 @@ void Core::Impl::refresh_job_index() {
   if (x.sources_dirty) {
     x.sources_dirty = false;
     x.source_unbound.clear();
+    // Those no longer held (retired by a horizon) leave the list: it follows what is
+    // held, not every version ever seen.
+    std::erase_if(x.source_versions,
+                  [&](const auto& v) { return ledger.get(v.first, v.second) == nullptr; });
+    std::sort(x.source_versions.begin(), x.source_versions.end());
+    x.source_versions.erase(std::unique(x.source_versions.begin(), x.source_versions.end()),
+                            x.source_versions.end());
     for (const auto& [author, seq] : x.source_versions) {
       const Statement* st = ledger.get(author, seq);
-      if (st == nullptr) continue;
       SourceBinding b = ledger.source_binding(*st);
       if (b != SourceBinding::kCounted) {
         ++x.source_unbound[std::string("source version: ") + source_binding_name(b)];
