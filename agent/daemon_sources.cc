@@ -511,9 +511,9 @@ void Daemon::Impl::finish_source_check(std::size_t i, const SourceCheck& check,
   // A walk of everything is only the safety net for a change inotify missed: rarely. Not
   // while the source changes: a check that read files looks again soon (files modified
   // within the racy window are read again, and the import cache remembers them only
-  // then). Sooner if inotify saw a change while it ran.
-  // Walks of everything are spaced by what the last one took (kSourceRescanShare,
-  // kSourcePollShare), so that a large source's safety net costs its agent little.
+  // then). Sooner if inotify saw a change while it ran. Walks of everything are spaced by
+  // what the last one took (kSourceRescanShare, kSourcePollShare): a large source's
+  // safety net costs its agent little.
   const bool watched = inotify_fd >= 0 && s.decl.watch && s.watched;
   const bool changing = !check.ref.is_ok() || check.stats.files_read > 0;
   const std::int64_t now = now_ms();
@@ -530,7 +530,7 @@ void Daemon::Impl::finish_source_check(std::size_t i, const SourceCheck& check,
     s.next_check_ms = now + source_walk_spacing(kSourcePollMs, kSourcePollShare, check.took_ms);
   }
   if (s.walk_all || !s.changed_dirs.empty()) {
-    s.next_check_ms = std::min(s.next_check_ms, now_ms() + kSourceSettleMs);
+    s.next_check_ms = std::min(s.next_check_ms, now + kSourceSettleMs);
   }
   // The cache did not take what was named: the next check (kSourcePollMs from now, as
   // after any failure) walks everything.
