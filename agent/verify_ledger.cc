@@ -143,7 +143,10 @@ VerifyReport verify_statements(const std::vector<Statement>& statements,
     }
     return true;
   };
-  // What inputs may be: source versions, canonical outputs, and the entries of either.
+  // What inputs may be: source versions, outputs of results that count, and the entries
+  // of either. Not only canonical outputs: a run that read the output of a racing run of
+  // a non-deterministic job, before the other's result made it non-canonical, has its
+  // lineage in a result that counts (its job left the plan; docs/coordination.md).
   std::set<Digest> known;
   auto add = [&](const ArtifactRef& r) {
     known.insert(r.digest);
@@ -156,12 +159,10 @@ VerifyReport verify_statements(const std::vector<Statement>& statements,
       return;
     }
     if (const auto* v = std::get_if<SourceVersion>(&st.body)) add(v->artifact);
-  });
-  for (const auto& [job, js] : rules.jobs()) {
-    if (const JobResult* r = book.canonical_result(job)) {
+    if (const auto* r = std::get_if<JobResult>(&st.body); r != nullptr && r->ok) {
       for (const auto& o : r->outputs) add(o.artifact);
     }
-  }
+  });
   std::size_t links = 0;
   for (const auto& st : statements) {
     const auto* r = std::get_if<JobResult>(&st.body);
@@ -178,7 +179,7 @@ VerifyReport verify_statements(const std::vector<Statement>& statements,
       }
       problems.push_back("statement " + name_of(st) + ": input '" + in.name + "' (" +
                          a.digest.hex() +
-                         ") is no source version or canonical output in the ledger");
+                         ") is no source version or output of a result that counts in the ledger");
     }
   }
   // Attestations, each rebuilt from its statement and checked under its author.

@@ -389,9 +389,20 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
             HorizonRef{index.at(st->author), st->seq, signed_digest(st->signed_form)});
       }
     }
+    // A result kept without being settled (a job settled by an earlier horizon: a later
+    // bound one stays as evidence) keeps the claim that binds it, and the release of that
+    // claim if its author gave it up (a lost tie-break): without the claim the result
+    // would count for nothing, and a run that read its output (a downstream job planned
+    // from it before the settled one arrived) would lose its lineage.
+    std::set<std::pair<AgentKey, std::uint32_t>> binds_kept;
+    for (const Statement* st : ok) {
+      if (settled_before && !ledger.settled(st->author, st->seq)) {
+        binds_kept.insert({st->author, statement_epoch(*st)});
+      }
+    }
     for (const Statement* st : claims) {
       const std::uint32_t e = statement_epoch(*st);
-      if (e <= settled_epoch && ended.count({st->author, e})) {
+      if (e <= settled_epoch && ended.count({st->author, e}) && !binds_kept.count({st->author, e})) {
         retired[index.at(st->author)].push_back(st->seq);
       }
     }
@@ -402,6 +413,8 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     }
     for (const auto* v : {&js.releases, &js.accepts}) {
       for (const Statement* st : *v) {
+        // (A run kept with its claim keeps its release: the claim was given up.)
+        if (v == &js.releases && binds_kept.count({st->author, statement_epoch(*st)})) continue;
         if (c.behind(*st) && statement_epoch(*st) <= settled_epoch) {
           retired[index.at(st->author)].push_back(st->seq);
         }

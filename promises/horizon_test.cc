@@ -143,6 +143,41 @@ TEST_CASE("horizon: a settled job keeps its result; its claims, release and acce
   CHECK(l.prefix_digest(key(1), 7) == other.prefix_digest(key(1), 7));
 }
 
+TEST_CASE("horizon: a later result of a settled job keeps the claim that binds it") {
+  // Agent 1 ran "x" at epoch 1; a horizon settled its result. Agent 2, cut off, took the
+  // job over at epoch 2 and its run made another output, which a downstream run may have
+  // read before agent 1's result reached it. That result stays as evidence, and must
+  // still count: the next horizon retires agent 2's claim only once it leaves nothing
+  // bound to it.
+  Ledger l;
+  fill(l, {advert(1, 1), advert(2, 1), claim(1, 2, "x"), result(1, 3, "x", true)});
+  auto h1 = compute_horizon(l, l.version_vector(), 1, Digest{});
+  REQUIRE(h1.has_value());
+  REQUIRE(h1->settled.size() == 1);
+  l.apply_horizon(*h1);
+  CHECK(l.is_retired(key(1), 2));
+
+  Claim takeover;
+  takeover.job = job_ref("x");
+  takeover.epoch = 2;
+  takeover.supersedes = StatementRef{key(1), 2};
+  Statement other = result(2, 3, "x", true, 2);
+  std::get<JobResult>(other.body).outputs[0].artifact.digest = blake2b("x-other-out");
+  fill(l, {make(2, 2, takeover), other, claim(1, 4, "y")});
+  ClaimBook book(l, key(1));
+  l.for_each([&](const Statement& st) { book.note(st); });
+  REQUIRE(book.result_binding(blake2b("x"), *l.get(key(2), 3)) == ResultBinding::kBound);
+
+  auto h2 = compute_horizon(l, l.version_vector(), 2, l.horizon_content());
+  REQUIRE(h2.has_value());
+  l.apply_horizon(*h2);
+  CHECK_FALSE(l.is_retired(key(2), 2));  // the claim that binds agent 2's result
+  CHECK_FALSE(l.is_retired(key(2), 3));
+  book.invalidate();
+  CHECK(book.result_binding(blake2b("x"), *l.get(key(2), 3)) == ResultBinding::kBound);
+  CHECK(book.canonical(blake2b("x"))->author == key(1));  // the settled one stays canonical
+}
+
 TEST_CASE("horizon: an agent that lacks statements behind the cut takes it, then catches up") {
   Ledger full;
   fill(full, history());

@@ -1,0 +1,99 @@
+// vow verify's lineage rule over statements built by hand (signatures are the callers'
+// part: verify_statements takes statements already checked).
+#include "agent/verify_ledger.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "promises/digest.h"
+#include "promises/test_util.h"
+
+namespace vow::agent {
+namespace {
+
+using promises::testing::key;
+
+const Digest kStage = blake2b("stage");
+
+JobRef job_ref(const std::string& name) {
+  JobRef j;
+  j.job = blake2b(name);
+  j.pipeline = "p";
+  j.stage = "s";
+  j.stage_digest = kStage;
+  return j;
+}
+
+Statement make(std::uint8_t author, std::uint64_t seq, StatementBody body) {
+  Statement st;
+  st.author = key(author);
+  st.seq = seq;
+  st.body = std::move(body);
+  return st;
+}
+
+Statement advert(std::uint8_t author) {
+  Advert a;
+  a.name = "a" + std::to_string(author);
+  a.promises.push_back({"p", "s", kStage, 2});
+  return make(author, 1, a);
+}
+
+Statement claim(std::uint8_t author, std::uint64_t seq, const std::string& job) {
+  Claim c;
+  c.job = job_ref(job);
+  c.epoch = 1;
+  return make(author, seq, c);
+}
+
+ArtifactRef artifact(const std::string& bytes) { return ArtifactRef{blake2b(bytes), false, 1, {}}; }
+
+Statement result(std::uint8_t author, std::uint64_t seq, const std::string& job,
+                 const std::vector<ArtifactRef>& inputs, const ArtifactRef& out) {
+  JobResult r;
+  r.job = job_ref(job);
+  r.epoch = 1;
+  r.ok = true;
+  for (const auto& in : inputs) r.inputs.push_back({"i" + std::to_string(r.inputs.size()), in});
+  r.outputs.push_back({"o", out});
+  return make(author, seq, r);
+}
+
+bool names(const VerifyReport& report, const std::string& what) {
+  return std::any_of(report.problems.begin(), report.problems.end(),
+                     [&](const std::string& p) { return p.find(what) != std::string::npos; });
+}
+
+}  // namespace
+
+TEST_CASE("verify: an input made by a result that counts is lineage, canonical or not") {
+  // "up" ran twice at epoch 1 (a claim race) and made two outputs: one is canonical.
+  // Agents 1 and 2 each ran a downstream job over their own output before the other's
+  // result reached them; one of the two jobs left the plan since (which depends on the
+  // digests), but the lineage of both is whole. Agent 3's "orphan" read an
+  // output nobody's counted result made (agent 4's result has no claim to bind it).
+  const ArtifactRef out1 = artifact("up by 1"), out2 = artifact("up by 2");
+  const ArtifactRef stray = artifact("stray");
+  std::vector<Statement> st = {
+      advert(1),         advert(2),         advert(3),         advert(4),
+      claim(1, 2, "up"), result(1, 3, "up", {}, out1),
+      claim(2, 2, "up"), result(2, 3, "up", {}, out2),
+      claim(2, 4, "down"), result(2, 5, "down", {out2}, artifact("down")),
+      claim(1, 4, "down'"), result(1, 5, "down'", {out1}, artifact("down'")),
+      result(4, 2, "loose", {}, stray),
+      claim(3, 2, "orphan"), result(3, 3, "orphan", {stray}, artifact("orphan")),
+  };
+  VerifyReport report = verify_statements(st, {});
+  CHECK(report.links == 3);
+  CHECK(report.evidence == 1);  // agent 4's unbound result
+  REQUIRE(report.problems.size() == 1);
+  CHECK(names(report, "input 'i0'"));
+  CHECK(names(report, stray.digest.hex()));
+  CHECK_FALSE(names(report, out1.digest.hex()));
+  CHECK_FALSE(names(report, out2.digest.hex()));
+}
+
+}  // namespace vow::agent
