@@ -274,6 +274,9 @@ struct Core::Impl {
   // that retires them: a plan made since dropped a job (or the agent started). Only then
   // does its proposal retire superseded jobs, which reads every job held.
   bool superseded_pending = true;
+  // Per horizon number this agent computed with superseded jobs: whether some stayed for
+  // the next one (superseded only since the last horizon's cut).
+  std::map<std::uint64_t, bool> superseded_waiting;
   // Whether this agent's own computation of a proposal matched it (absent: not yet
   // computed, it lacks statements behind the cut).
   std::map<StatementKey, bool> horizon_verified;

@@ -145,8 +145,28 @@ void add_inputs(const JobResult& r, std::set<Digest>& out) {
 std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
                                  const std::map<Digest, Settled>& settled,
                                  const std::map<Digest, const Statement*>& canonical,
-                                 std::set<Digest>& read, bool& stale_open) {
+                                 std::set<Digest>& read, bool& stale_open, bool& waiting) {
   CutPlan at = plan_at_cut(ledger, c.cut, canonical);
+  // The plan at the last horizon's cut (the floors), with the results settled there:
+  // every member of this horizon endorsed that one holding every statement behind it,
+  // and this cut holds each member's endorsement. A job settled there already and
+  // superseded there too was no longer planned by any member after its endorsement
+  // (short of a source changed back to what it was), so every run over its outputs
+  // began before, and its claim or result is behind this cut, where the rules below see
+  // it. A job superseded only since (the change behind this cut alone), or settled only
+  // since, may have been read by a run an agent cut off since began before the change
+  // reached it, published after this cut where nothing here shows it: it waits for the
+  // next horizon (docs/storage.md, "Superseded jobs").
+  VersionVector floor_cut;
+  for (const auto& [author, fl] : ledger.floors()) {
+    if (fl != 0) floor_cut.emplace(author, fl);
+  }
+  std::map<Digest, const Statement*> canonical_at_floor;
+  for (const auto& [job, st] : canonical) {
+    if (ledger.settled(st->author, st->seq)) canonical_at_floor.emplace(job, st);
+  }
+  CutPlan before = plan_at_cut(ledger, floor_cut, canonical_at_floor);
+  waiting = false;
   // A run still open at the cut of a job the plan there does not have, with no result
   // behind the cut: what it read is not known from the statements there (a claim does
   // not name its inputs), so no source version may go while it is open.
@@ -173,6 +193,11 @@ std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
     // results arrive in different orders).
     const JobRef& ref = std::get<JobResult>(canonical.at(job)->body).job;
     if (!at.fixed.count({ref.pipeline, ref.stage}) || at.plan.find(job) != nullptr) continue;
+    if (!s.settled_before || !before.fixed.count({ref.pipeline, ref.stage}) ||
+        before.plan.find(job) != nullptr) {
+      waiting = true;
+      continue;
+    }
     auto ended = ended_runs(c, *s.js, s.results);
     bool open = std::any_of(s.claims.begin(), s.claims.end(), [&](const Statement* st) {
       return !ended.count({st->author, statement_epoch(*st)});
@@ -272,7 +297,7 @@ std::vector<HorizonLineBase> retire_source_versions(
 
 std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector& cut,
                                        std::uint64_t number, const Digest& previous,
-                                       bool superseded) {
+                                       bool superseded, bool* superseded_waiting) {
   Horizon h;
   h.number = number;
   h.previous = previous;
@@ -357,9 +382,11 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
   });
   std::set<Digest> read;  // what the results that stay read (with superseded)
   bool stale_open = false;
+  bool waiting = false;
   std::set<Digest> gone =
-      superseded ? superseded_jobs(ledger, c, settled_jobs, canonical, read, stale_open)
+      superseded ? superseded_jobs(ledger, c, settled_jobs, canonical, read, stale_open, waiting)
                  : std::set<Digest>{};
+  if (superseded_waiting != nullptr) *superseded_waiting = waiting;
   // Old source versions go with superseded jobs: with those kept, every version stays
   // (the results of old jobs name them in their lineage).
   if (superseded && !stale_open) h.bases = retire_source_versions(ledger, c, read, index, retired);

@@ -27,11 +27,15 @@ namespace vow::promises {
 // With `superseded`, it also retires every statement behind the cut of each settled job
 // that is superseded: its stage's jobs are fixed by the plan made from the statements at
 // the cut (the stage is planned or done there) and that plan does not have it, and no
-// claim of it is still open at the cut. Its results go too: the plan at the cut names
-// no job that consumes them (docs/storage.md, "Superseded jobs").
+// claim of it is still open at the cut, and it was superseded at the last horizon's cut
+// already. Its results go too: the plan at the cut names no job that consumes them
+// (docs/storage.md, "Superseded jobs"). `superseded_waiting`, if given, is set when a
+// superseded job stays for the next horizon to retire (superseded only since the last
+// horizon's cut).
 std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector& cut,
                                        std::uint64_t number, const Digest& previous,
-                                       bool superseded = false);
+                                       bool superseded = false,
+                                       bool* superseded_waiting = nullptr);
 
 // The checkpoint form of `delta` (docs/storage.md, "Checkpoints"), a proposal this
 // ledger computed (compute_horizon) at a cut that names every author with a floor here:

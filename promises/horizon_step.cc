@@ -284,8 +284,10 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   if (h.superseded) {
     replan("horizon_superseded");
     // Superseded jobs whose runs were still open at its cut wait for the next plan that
-    // drops a job.
-    superseded_pending = false;
+    // drops a job; those superseded only since the last horizon's cut, for the next
+    // horizon, which retires superseded jobs too.
+    auto w = superseded_waiting.find(h.number);
+    superseded_pending = w != superseded_waiting.end() && w->second;
   }
   for (const auto& [job, was] : touched) {
     const Statement* c = book.canonical(job);
@@ -301,6 +303,8 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   decisions_due = true;
   horizon_by_number.erase(horizon_by_number.begin(),
                           horizon_by_number.upper_bound(ledger.horizon_number()));
+  superseded_waiting.erase(superseded_waiting.begin(),
+                           superseded_waiting.upper_bound(ledger.horizon_number()));
   event(EventKind::kHorizon, EventLevel::kInfo,
         "horizon " + std::to_string(h.number) + (h.checkpoint ? " (a checkpoint)" : "") +
             " applied: " + std::to_string(retired_now) + " statement(s) retired, " +
@@ -336,7 +340,8 @@ const Statement* Core::Impl::next_in_force(bool verify) {
           // endorsed only by an agent configured to retire them.
           auto mine = h.superseded && !config.retire_superseded
                           ? std::nullopt
-                          : compute_horizon(ledger, cut_of(h), n, h.previous, h.superseded);
+                          : compute_horizon(ledger, cut_of(h), n, h.previous, h.superseded,
+                                            &superseded_waiting[n]);
           // A checkpoint states the same as the horizon it stands for, in full.
           if (mine && h.checkpoint) mine = checkpoint_of(ledger, *mine);
           bool same = mine && mine->content == h.content;
@@ -452,7 +457,8 @@ void Core::Impl::horizon_step() {
     return;
   }
   const bool superseded = config.retire_superseded && superseded_pending;
-  auto h = compute_horizon(ledger, cut, n, ledger.horizon_content(), superseded);
+  auto h = compute_horizon(ledger, cut, n, ledger.horizon_content(), superseded,
+                           &superseded_waiting[n]);
   if (!h || designated(*h) != config.key || h->retired.empty() ||
       h->retired.size() > kMaxHorizonEntries || h->settled.size() > kMaxHorizonEntries ||
       h->cuts.size() > kMaxHorizonCuts) {

@@ -350,23 +350,39 @@ TEST_CASE("horizon: superseded jobs retire whole; the current ones and their lin
   CHECK_FALSE(keep->superseded);
 
   // With it: the plan at the cut has s over version 2 (done) and t over its output (to
-  // run), so s and t over version 1 are superseded: their claims and results go. s over
-  // version 2 is settled (its claim goes).
-  auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, true);
+  // run), so s and t over version 1 are superseded. But version 2 came after the last
+  // horizon's cut (there was none): a run over version 1 may yet be under way unseen, on
+  // an agent cut off before version 2 reached it, and its result would name an output
+  // of s over version 1. They wait; the horizon settles the three results.
+  bool waiting = false;
+  auto h = compute_horizon(l, l.version_vector(), 1, Digest{}, true, &waiting);
   REQUIRE(h.has_value());
   CHECK(h->superseded);
+  CHECK(waiting);
   CHECK(h->content != keep->content);
-  REQUIRE(h->settled.size() == 1);
-  CHECK(horizon_retired_statements(*h) == 5);
-  // Source version 1 stays: version 2 came after the last horizon's cut (there was
-  // none), so a run over version 1 may yet be under way unseen.
+  CHECK(h->settled.size() == 3);
+  CHECK(horizon_retired_statements(*h) == 3);  // the claims
+  CHECK(h->bases.empty());
+  l.apply_horizon(*h);
+  CHECK(l.job(s1) != nullptr);
+  CHECK(l.jobs_emptied() == 0);
+
+  // The next horizon: version 2 is behind the last cut, which every member endorsed
+  // holding it, and this cut holds their endorsements: s and t over version 1 go, their
+  // settled results too, and version 1 with them (nothing that stays read it).
+  auto hb = compute_horizon(l, l.version_vector(), 2, l.horizon_content(), true, &waiting);
+  REQUIRE(hb.has_value());
+  CHECK_FALSE(waiting);
+  CHECK(hb->settled.empty());
+  CHECK(horizon_retired_statements(*hb) == 3);  // the two results and version 1
   const Statement* v2 = l.source_version("p", "src");
   REQUIRE(v2 != nullptr);
   CHECK(std::get<SourceVersion>(v2->body).version == 2);
-  CHECK(h->bases.empty());
-  l.apply_horizon(*h);
+  REQUIRE(hb->bases.size() == 1);
+  CHECK(hb->bases[0].version == 2);
+  l.apply_horizon(*hb);
   CHECK(l.source_version("p", "src") == v2);
-  CHECK(l.line_statements({"p", "src"}, key(1))->size() == 2);
+  CHECK(l.line_statements({"p", "src"}, key(1))->size() == 1);
   CHECK(l.job(s1) == nullptr);
   CHECK(l.job(t1) == nullptr);
   CHECK(l.jobs_emptied() == 2);
@@ -398,43 +414,47 @@ TEST_CASE("horizon: superseded jobs retire whole; the current ones and their lin
   // s over version 2 is superseded by s over version 3 (to run), but t over its output
   // stays (which job of t is current is not known until s ran over version 3), and so
   // does s over version 2, whose output it read: lineage of what stays stays whole.
-  auto h2 = compute_horizon(l, l.version_vector(), 2, l.horizon_content(), true);
+  auto h2 = compute_horizon(l, l.version_vector(), 3, l.horizon_content(), true);
   REQUIRE(h2.has_value());
   l.apply_horizon(*h2);
   CHECK(l.job(s2) != nullptr);
   CHECK(l.job(t2.job) != nullptr);
   CHECK(l.jobs_emptied() == 2);
-  // Version 1 goes (version 2 was behind the last cut; nothing that stays read it);
-  // version 2 stays: s over it stays, and version 3 does not hold what it read. The
-  // current version is the same statement, and counts.
-  REQUIRE(h2->bases.size() == 1);
-  CHECK(h2->bases[0].version == 2);
-  CHECK(h2->bases[0].seq == v2->seq);
+  // Version 2 stays: s over it stays, and version 3 came after the last cut.
+  CHECK(h2->bases.empty());
   CHECK(l.line_statements({"p", "src"}, key(1))->size() == 2);
   const Statement* v3_now = l.source_version("p", "src");
   REQUIRE(v3_now != nullptr);
   CHECK(std::get<SourceVersion>(v3_now->body).version == 3);
   CHECK(l.source_binding(*v3_now) == SourceBinding::kCounted);
   // A horizon now (version 3 behind the last cut) still keeps version 2: s over it stays.
-  auto h2b = compute_horizon(l, l.version_vector(), 3, l.horizon_content(), true);
+  auto h2b = compute_horizon(l, l.version_vector(), 4, l.horizon_content(), true);
   REQUIRE(h2b.has_value());
   CHECK(h2b->bases.empty());
 
-  // Once s and t ran over version 3 (with another output), both version 2 jobs go.
+  // Once s and t ran over version 3 (with another output), both version 2 jobs go: t
+  // over version 2 once t over version 3's output is behind the last cut too.
   const std::size_t before3 = w.statements.size();
   w.run(3, true, true);
   for (std::size_t i = before3; i < w.statements.size(); ++i) {
     REQUIRE(l.add(w.statements[i]) == Ledger::AddResult::kNew);
   }
-  auto h3 = compute_horizon(l, l.version_vector(), 3, l.horizon_content(), true);
+  auto h3 = compute_horizon(l, l.version_vector(), 4, l.horizon_content(), true, &waiting);
   REQUIRE(h3.has_value());
+  CHECK(waiting);
   l.apply_horizon(*h3);
+  CHECK(l.job(t2.job) != nullptr);
+  CHECK(l.job(s2) != nullptr);  // t over version 2 read its output
+  auto h4 = compute_horizon(l, l.version_vector(), 5, l.horizon_content(), true, &waiting);
+  REQUIRE(h4.has_value());
+  CHECK_FALSE(waiting);
+  l.apply_horizon(*h4);
   CHECK(l.job(s2) == nullptr);
   CHECK(l.job(t2.job) == nullptr);
   CHECK(l.jobs_emptied() == 4);
   // With them, version 2: only the current version is left, and it counts.
-  REQUIRE(h3->bases.size() == 1);
-  CHECK(h3->bases[0].version == 3);
+  REQUIRE(h4->bases.size() == 1);
+  CHECK(h4->bases[0].version == 3);
   REQUIRE(l.line_statements({"p", "src"}, key(1))->size() == 1);
   const Statement* v3 = l.source_version("p", "src");
   REQUIRE(v3 != nullptr);
@@ -618,6 +638,15 @@ TEST_CASE("horizon: superseded jobs are the same whatever order the statements a
   REQUIRE(b.has_value());
   CHECK(f->content == b->content);
   forward.apply_horizon(*f);
+  backward.apply_horizon(*b);
+  // The next one retires them (version 2 is behind the last cut now), the same on both.
+  auto f2 = compute_horizon(forward, forward.version_vector(), 2, forward.horizon_content(), true);
+  auto b2 =
+      compute_horizon(backward, backward.version_vector(), 2, backward.horizon_content(), true);
+  REQUIRE(f2.has_value());
+  REQUIRE(b2.has_value());
+  CHECK(f2->content == b2->content);
+  forward.apply_horizon(*f2);
   CHECK(forward.job(s1.job) == nullptr);  // both runs over version 1 went
   CHECK(forward.jobs_emptied() == 2);     // s and t over version 1
 }
@@ -696,9 +725,10 @@ TEST_CASE("horizon: a checkpoint states what the chain leaves; a joiner starts f
   CHECK(cp->content == horizon_content(*cp));
   CHECK(cp->content != h2->content);
   CHECK(cp->number == 2);
-  // Every result kept is named as settled (s and t over version 3), with the digest of
-  // its signed form.
-  CHECK(cp->settled.size() == 2);
+  // Every result kept is named as settled, with the digest of its signed form: s and t
+  // over each of the three versions (those over versions 1 and 2 were superseded only
+  // since the last horizon's cut: they wait for the next one).
+  CHECK(cp->settled.size() == 6);
   for (const auto& r : cp->settled) CHECK_FALSE(r.vouch.is_zero());
   // A cut that leaves out an author with a floor gives no checkpoint.
   auto partial = compute_horizon(l, {{key(1), w.seq}}, 2, l.horizon_content(), true);
