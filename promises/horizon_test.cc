@@ -18,21 +18,10 @@ using testing::key;
 
 const Digest kStage = blake2b("stage");
 
-JobRef job_ref(const std::string& name) {
-  JobRef j;
-  j.job = blake2b(name);
-  j.pipeline = "p";
-  j.stage = "s";
-  j.stage_digest = kStage;
-  return j;
-}
+JobRef job_ref(const std::string& name) { return testing::job_ref(name, kStage); }
 
 Statement make(std::uint8_t author, std::uint64_t seq, StatementBody body) {
-  Statement st;
-  st.author = key(author);
-  st.seq = seq;
-  st.body = std::move(body);
-  return st;
+  return testing::statement(author, seq, std::move(body));
 }
 
 Statement advert(std::uint8_t author, std::uint64_t seq) {
