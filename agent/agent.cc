@@ -180,6 +180,21 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     to_persist = to_persist || !out.persist.empty() || !out.proofs.empty() ||
                  !out.voided.empty() || !out.retired.empty();
   }
+  // Requests for statements go before the commit: a sync request carries no statement,
+  // only what this agent holds in memory, and one sent for statements a crash then loses
+  // asks for less than the agent lacks after its restart, where it asks again with what
+  // it holds. A catch-up's next request leaves as the answer it follows is written, and
+  // the peer makes the next answer meanwhile (docs/agent.md, "Inputs, one commit per
+  // pass").
+  if (to_persist) {
+    for (auto& out : outs) {
+      std::erase_if(out.messages, [&](const promises::Outbound& m) {
+        if (!std::holds_alternative<promises::SyncRequest>(m.message.body)) return false;
+        send(m);
+        return true;
+      });
+    }
+  }
   // A pass with nothing to persist (heartbeats, events) does not touch the ledger.
   std::int64_t t0 = real_time_us();
   Status s = !to_persist ? Status::ok() : fx_.state->persist_together([&]() -> Status {

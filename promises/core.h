@@ -270,7 +270,9 @@ struct Event {
 //   1. persist `persist` (durably: own statements first in the vector order, so the
 //      sequence counter survives a crash, then peers' statements to store);
 //   2. send `messages` (own statements in them are exactly those just persisted: sign
-//      each own statement once, when persisting, and send the signed bytes);
+//      each own statement once, when persisting, and send the signed bytes); a
+//      SyncRequest may go before step 1 (it carries no statement: it asks for what the
+//      ledger in memory lacks);
 //   3. perform `actions` in order (a kill before a start of the same job);
 //   4. log `events`.
 // Own statements carry author, seq and body set by the core. Running-job table: add a

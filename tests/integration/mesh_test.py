@@ -374,7 +374,43 @@ def scenario_bad_config():
         mesh.cleanup()
 
 
+def huge_pages_asked(pid):
+    """Whether any mapping of the process asks for transparent huge pages (VmFlags hg)."""
+    with open(f"/proc/{pid}/smaps") as f:
+        return any(line.startswith("VmFlags:") and " hg" in line for line in f)
+
+
+def scenario_heap():
+    """vowd runs itself again with its heap tuned (huge pages asked for it), under its own
+    name; VOWD_MALLOC=default, or glibc.malloc tunables set by the caller, leave glibc's
+    defaults alone (docs/agent.md, "Memory"; agent_test checks the environment put back)."""
+    mesh = Mesh(VOW, VOWD, [WORDCOUNT], named_seeds=False)
+    try:
+        corpus = os.path.join(mesh.root, "corpus")
+        make_corpus(corpus)
+        everything = [("wordcount/split", 1), ("wordcount/count", 2), ("wordcount/merge", 1),
+                      ("wordcount/top", 1)]
+        a = mesh.add("a", everything, sources=[("wordcount/corpus", corpus, False)])
+        b = mesh.add("b", everything, prefix=["env", "VOWD_MALLOC=default"])
+        c = mesh.add("c", everything, prefix=["env", "GLIBC_TUNABLES=glibc.rtld.nns=4"])
+        d = mesh.add("d", everything,
+                     prefix=["env", "GLIBC_TUNABLES=glibc.malloc.perturb=0"])
+        mesh.start()
+        wait_done(a, "wordcount")
+        check(huge_pages_asked(a.proc.pid), "a: no mapping asks for huge pages")
+        for ag in (a, c):
+            with open(f"/proc/{ag.proc.pid}/comm") as f:
+                name = f.read().strip()
+            check(name == "vowd", f"{ag.name} runs as '{name}', not vowd")
+        check(not huge_pages_asked(b.proc.pid), "b (VOWD_MALLOC=default) asks for huge pages")
+        check(huge_pages_asked(c.proc.pid), "c (other tunables given): no huge pages asked")
+        check(not huge_pages_asked(d.proc.pid), "d (its own malloc tunables) asks for huge pages")
+    finally:
+        mesh.cleanup()
+
+
 SCENARIOS = {
+    "heap": scenario_heap,
     "wordcount": scenario_wordcount,
     "failover": scenario_failover,
     "sigterm": scenario_sigterm,
