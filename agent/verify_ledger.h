@@ -3,9 +3,9 @@
 // every lineage link: each successful result's inputs must be source versions or
 // outputs of successful results that count, canonical or not (a run that read a racing
 // run's output before the other's result made it non-canonical), or an entry of one,
-// for a fan-out shard, or a directory made of them, for a fan-in; and every attestation a result or source
-// version carries (docs/provenance.md), against the stage definitions the ledger's
-// pipeline statements hold. Only statements that count are checked: a result not bound
+// for a fan-out shard, or a directory made of them, for a fan-in; and every attestation
+// a result or source version carries (docs/provenance.md), against the stage definitions
+// the ledger's pipeline statements hold. Only statements that count are checked: a result not bound
 // to its author's claim, a source version outside its provider's line, or anything by
 // an author proven to equivocate is evidence (docs/coordination.md, rules 2-5), counted
 // in `evidence`, never a link. Each problem names the statement.

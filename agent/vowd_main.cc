@@ -57,7 +57,9 @@ int main(int argc, char** argv) {
   }
   options.log_format = *vow::agent::parse_log_format(log_format);
   // Restores the environment in a process run again; runs this one again if it should.
-  if (!vow::agent::restore_environment_after_heap_tuning()) vow::agent::run_again_with_heap_tuned(argv);
+  if (!vow::agent::restore_environment_after_heap_tuning()) {
+    vow::agent::run_again_with_heap_tuned(argv);
+  }
   // Signals are taken from a signalfd by the event loop: block them before any thread
   // starts, so that no thread inherits them unblocked (and dies of SIGTERM).
   sigset_t mask;

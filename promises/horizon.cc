@@ -429,7 +429,8 @@ std::optional<Horizon> compute_horizon(const Ledger& ledger, const VersionVector
     }
     for (const Statement* st : claims) {
       const std::uint32_t e = statement_epoch(*st);
-      if (e <= settled_epoch && ended.count({st->author, e}) && !binds_kept.count({st->author, e})) {
+      if (e <= settled_epoch && ended.count({st->author, e}) &&
+          !binds_kept.count({st->author, e})) {
         retired[index.at(st->author)].push_back(st->seq);
       }
     }
