@@ -940,7 +940,11 @@ Output Core::on_message(const AgentKey& from, const Message& message) {
 
 Output Core::peer_connected(const AgentKey& peer) {
   Impl& s = *impl_;
-  s.heard(peer);
+  // Learned (its liveness followed from now), not heard: a link is dialed, and nothing
+  // came from it yet. An agent that joins dials every agent whose advert it receives,
+  // departed ones too, and took each for alive ("first message") until its detector
+  // declared it dead.
+  (void)s.members.peer(peer, s.now_ms);
   if (peer != s.config.key) {
     s.send(peer, Hello{s.config.key, s.config.name, s.config.endpoints, s.ledger.vv_sum()});
     // SWIM: a new link (either side restarted, or a partition healed) gets this agent's

@@ -184,6 +184,8 @@ class Mesh {
     apply(a, nodes_[a].core->peer_connected(nodes_[b].config.key));
     apply(b, nodes_[b].core->peer_connected(nodes_[a].config.key));
   }
+  // Node a dials a key no node holds (a departed agent): the link, and nothing on it.
+  void dial(int a, const AgentKey& key) { apply(a, nodes_[a].core->peer_connected(key)); }
   void cut(int a, int b) {
     cut_.insert({a, b});
     cut_.insert({b, a});

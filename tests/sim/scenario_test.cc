@@ -94,6 +94,28 @@ TEST_CASE("claimant death under SWIM (LAN): probed, suspected, declared dead, ta
   CHECK(m.node(other).procs.at(job).epoch == 2);
 }
 
+TEST_CASE("a peer dialed and never heard from is not reported alive") {
+  // An agent that joins dials every agent whose advert it receives, departed ones too: a
+  // link dialed is no message. Only a peer that spoke is "alive (first message)"; the
+  // silent one is followed by the detector from the dial on, and declared dead.
+  Mesh m(2, one_stage(), {{"work"}, {"work"}}, 2, 2, {}, MembershipProfile::kLan);
+  AgentKey gone;
+  gone.bytes.fill(0xee);
+  m.dial(0, gone);
+  m.advance(3000);
+  bool gone_alive = false, peer_alive = false, gone_dead = false;
+  for (const Event& e : m.node(0).events) {
+    if (e.kind != EventKind::kPeerState || !e.peer) continue;
+    bool first = e.text.find("is alive (first message)") != std::string::npos;
+    gone_alive = gone_alive || (*e.peer == gone && first);
+    peer_alive = peer_alive || (*e.peer == m.node(1).config.key && first);
+    gone_dead = gone_dead || (*e.peer == gone && e.text.find(" is dead") != std::string::npos);
+  }
+  CHECK_FALSE(gone_alive);
+  CHECK(peer_alive);
+  CHECK(gone_dead);
+}
+
 TEST_CASE("false suspicion: duplicate execution, one canonical result everywhere") {
   Mesh m(3, one_stage(), {{}, {"work"}, {"work"}});
   m.source("one", "in", file_ref(hd("input")));
