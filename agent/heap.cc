@@ -47,12 +47,7 @@ void run_again_with_heap_tuned(char** argv) {
   ::setenv("GLIBC_TUNABLES", tunables->c_str(), 1);
   ::execv(self, argv);
   // Not run again (the binary replaced since it started: "... (deleted)"): as it was.
-  ::unsetenv(kHeapTunedMark);
-  if (had) {
-    ::setenv("GLIBC_TUNABLES", before.c_str(), 1);
-  } else {
-    ::unsetenv("GLIBC_TUNABLES");
-  }
+  (void)restore_environment_after_heap_tuning();
 }
 
 }  // namespace vow::agent

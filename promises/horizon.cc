@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -157,15 +158,22 @@ std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
   // since, may have been read by a run an agent cut off since began before the change
   // reached it, published after this cut where nothing here shows it: it waits for the
   // next horizon (docs/storage.md, "Superseded jobs").
-  VersionVector floor_cut;
-  for (const auto& [author, fl] : ledger.floors()) {
-    if (fl != 0) floor_cut.emplace(author, fl);
-  }
-  std::map<Digest, const Statement*> canonical_at_floor;
-  for (const auto& [job, st] : canonical) {
-    if (ledger.settled(st->author, st->seq)) canonical_at_floor.emplace(job, st);
-  }
-  CutPlan before = plan_at_cut(ledger, floor_cut, canonical_at_floor);
+  // Made only for a job superseded at the cut (a second pass over every job).
+  std::optional<CutPlan> before;
+  auto plan_before = [&]() -> const CutPlan& {
+    if (!before) {
+      VersionVector floor_cut;
+      for (const auto& [author, fl] : ledger.floors()) {
+        if (fl != 0) floor_cut.emplace(author, fl);
+      }
+      std::map<Digest, const Statement*> canonical_at_floor;
+      for (const auto& [job, st] : canonical) {
+        if (ledger.settled(st->author, st->seq)) canonical_at_floor.emplace(job, st);
+      }
+      before = plan_at_cut(ledger, floor_cut, canonical_at_floor);
+    }
+    return *before;
+  };
   waiting = false;
   // A run still open at the cut of a job the plan there does not have, with no result
   // behind the cut: what it read is not known from the statements there (a claim does
@@ -193,8 +201,8 @@ std::set<Digest> superseded_jobs(const Ledger& ledger, const Cut& c,
     // results arrive in different orders).
     const JobRef& ref = std::get<JobResult>(canonical.at(job)->body).job;
     if (!at.fixed.count({ref.pipeline, ref.stage}) || at.plan.find(job) != nullptr) continue;
-    if (!s.settled_before || !before.fixed.count({ref.pipeline, ref.stage}) ||
-        before.plan.find(job) != nullptr) {
+    if (!s.settled_before || !plan_before().fixed.count({ref.pipeline, ref.stage}) ||
+        plan_before().plan.find(job) != nullptr) {
       waiting = true;
       continue;
     }

@@ -172,7 +172,8 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
       if (from > mark) continue;
       ledger.for_each_in(author, from, mark, [&](const Statement& st) {
         const auto k = st.kind();
-        plan_moved = plan_moved || k == StatementKind::kSourceVersion || k == StatementKind::kPipeline;
+        plan_moved =
+            plan_moved || k == StatementKind::kSourceVersion || k == StatementKind::kPipeline;
       });
     }
   }
