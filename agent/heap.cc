@@ -19,6 +19,15 @@ std::optional<std::string> heap_tunables(const char* given, const char* choice) 
   return before.empty() ? std::string(kHeapTunables) : before + ":" + kHeapTunables;
 }
 
+std::optional<std::string> heap_choice_error(const char* choice) {
+  if (choice == nullptr) return std::nullopt;
+  const std::string c = choice;
+  if (c == "default" || c == "tuned") return std::nullopt;
+  return "environment variable VOWD_MALLOC='" + c +
+         "': expected 'default' (glibc's malloc as it is) or 'tuned' (the default: "
+         "docs/agent.md, \"Memory\")";
+}
+
 bool restore_environment_after_heap_tuning() {
   const char* mark = std::getenv(kHeapTunedMark);
   if (mark == nullptr) return false;

@@ -20,6 +20,10 @@ extern const char* const kHeapTunedMark;
 // set glibc.malloc tunables of its own).
 std::optional<std::string> heap_tunables(const char* given, const char* choice);
 
+// An error naming the variable and the values it takes, if VOWD_MALLOC (`choice`, null if
+// unset) is set to anything but "default" or "tuned" (vowd then refuses to start).
+std::optional<std::string> heap_choice_error(const char* choice);
+
 // In a process run again (the mark set): puts GLIBC_TUNABLES back as it was given,
 // clears the mark, and returns true. Otherwise returns false and changes nothing.
 bool restore_environment_after_heap_tuning();

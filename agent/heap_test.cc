@@ -19,6 +19,16 @@ TEST_CASE("heap: the tunables vowd runs again with") {
   CHECK(heap_tunables(nullptr, "tuned").has_value());
 }
 
+TEST_CASE("heap: VOWD_MALLOC takes default or tuned, and names itself otherwise") {
+  CHECK_FALSE(heap_choice_error(nullptr).has_value());
+  CHECK_FALSE(heap_choice_error("default").has_value());
+  CHECK_FALSE(heap_choice_error("tuned").has_value());
+  auto bad = heap_choice_error("off");
+  REQUIRE(bad.has_value());
+  CHECK(bad->find("VOWD_MALLOC='off'") != std::string::npos);
+  CHECK(bad->find("'default'") != std::string::npos);
+}
+
 TEST_CASE("heap: a process run again puts back the environment it was given") {
   // Not run again: nothing changes.
   ::unsetenv(kHeapTunedMark);

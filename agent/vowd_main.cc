@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
 
 #include "agent/daemon.h"
@@ -56,6 +57,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.log_format = *vow::agent::parse_log_format(log_format);
+  if (auto bad = vow::agent::heap_choice_error(std::getenv("VOWD_MALLOC"))) {
+    std::cerr << "vowd: " << *bad << "\n";
+    return 2;
+  }
   // Restores the environment in a process run again; runs this one again if it should.
   if (!vow::agent::restore_environment_after_heap_tuning()) {
     vow::agent::run_again_with_heap_tuned(argv);

@@ -405,6 +405,11 @@ def scenario_heap():
         check(not huge_pages_asked(b.proc.pid), "b (VOWD_MALLOC=default) asks for huge pages")
         check(huge_pages_asked(c.proc.pid), "c (other tunables given): no huge pages asked")
         check(not huge_pages_asked(d.proc.pid), "d (its own malloc tunables) asks for huge pages")
+        # A value it does not know: refused at start, saying which variable and what it takes.
+        p = subprocess.run([VOWD, "--config", a.config], capture_output=True, text=True,
+                           env={**os.environ, "VOWD_MALLOC": "off"}, timeout=30)
+        check(p.returncode == 2 and "VOWD_MALLOC='off'" in p.stderr,
+              f"VOWD_MALLOC=off: rc {p.returncode}: {p.stderr}")
     finally:
         mesh.cleanup()
 
