@@ -467,6 +467,9 @@ std::string Daemon::Impl::metrics_text() {
   for (const auto& [reason, n] : core().plans_made()) {
     sample(out, "vow_plans_made_total", {{"reason", reason}}, static_cast<double>(n));
   }
+  header(out, "vow_jobs_indexed_total", "counter",
+         "Jobs the job index behind status and /metrics looked at again.");
+  sample(out, "vow_jobs_indexed_total", {}, static_cast<double>(core().jobs_indexed()));
   header(out, "vow_statements_received_total", "counter",
          "Statements received from peers that passed validation.");
   sample(out, "vow_statements_received_total", {},

@@ -462,7 +462,9 @@ void Core::Impl::on_advert(const Statement& st) {
     // binds may count differently, and which definitions are current (planner.h).
     // A plan is made again only if the advert changes what the plan read (planner.h):
     // an agent joining to promise what others promise changes no job.
-    if (!book.note(st) || !plan || promises::plan_basis(plan->known, ledger) != plan_basis) {
+    const bool bindings_kept = book.note(st);
+    if (!bindings_kept) job_index.all_dirty = true;
+    if (!bindings_kept || !plan || promises::plan_basis(plan->known, ledger) != plan_basis) {
       replan("advert");
     }
     // A claim of its author that did not bind may bind now, and outrank one of ours

@@ -464,6 +464,9 @@ class Core {
   // statements, own runs), or at every job when what all states read changed (the plan,
   // a peer's liveness, an equivocator found). Equal to counting jobs().
   const std::map<StageKey, JobCounts>& job_counts();
+  // Jobs the job index looked at again so far (each a view of one job): what the
+  // queries above cost, in jobs.
+  std::uint64_t jobs_indexed() const;
   // Jobs matching `filter`, in id order, at most filter.limit, from the same index: the
   // cost is the page, not the history.
   JobPage jobs_page(const JobFilter& filter);

@@ -68,6 +68,7 @@ struct JobIndex {
   // The next job to look at again unasked (CoreConfig::job_index_scrub per refresh: a
   // bound on how long any state missed by the marks above could stay stale).
   Digest scrub_cursor;
+  std::uint64_t looked_at = 0;  // index_job calls (Core::jobs_indexed)
   void note(const Statement& st);
 };
 

@@ -199,15 +199,23 @@ void JobIndex::note(const Statement& st) {
       dirty.insert(std::get<Checkpoint>(st.body).job.job);
       break;
     case StatementKind::kSourceVersion:
+      // The jobs a plan made with it changes are marked by that plan (ensure_plan), not
+      // every job: one changed file of a 100,000-entry source looked at every job again.
       source_versions.emplace_back(st.author, st.seq);
       sources_dirty = true;
-      all_dirty = true;  // plans change with it (and source bindings read adverts)
       break;
     case StatementKind::kAdvert:
-    case StatementKind::kPipeline:
-      // Candidates, definitions and bindings of many jobs read these: all again.
+      // Source bindings read adverts. Claims and results read their author's advert in
+      // force when it claimed: on_advert marks every job when the claim book says a
+      // binding may have changed, and a plan made again marks the jobs it changes; an
+      // advert newer than each claim of its author (a joiner's, a restart's) changes
+      // none (at 100,000 jobs every agent looked at every job again when one joined).
       sources_dirty = true;
-      all_dirty = true;
+      break;
+    case StatementKind::kPipeline:
+      // As a source version: what a definition changes is the plan (no binding reads
+      // one: a claim binds by its author's advert). Each agent publishes the
+      // definitions its files name at every start, held already by the others.
       break;
     case StatementKind::kHorizon:
       break;  // a horizon applied marks the jobs it changed
@@ -216,6 +224,7 @@ void JobIndex::note(const Statement& st) {
 
 void Core::Impl::index_job(const Digest& id) {
   JobIndex& x = job_index;
+  ++x.looked_at;
   auto it = x.entries.find(id);
   if (it != x.entries.end()) {
     const JobIndex::Entry& old = it->second;
@@ -390,6 +399,8 @@ bool Core::claim_summaries_consistent() const { return impl_->book.consistent();
 bool Core::catching_up() const { return impl_->started && impl_->catching_up(); }
 
 bool Core::plan_put_off() const { return impl_->plan != nullptr && impl_->plan_dirty; }
+
+std::uint64_t Core::jobs_indexed() const { return impl_->job_index.looked_at; }
 
 bool Core::plan_basis_current() const {
   const Impl& s = *impl_;

@@ -651,6 +651,45 @@ std::uint64_t count_done(Mesh& m, int i) {
   return 0;
 }
 
+TEST_CASE("an agent joining changes no job: the others' job index looks again at none") {
+  // Agent 3 joins a finished run of 1,200 jobs, publishing its advert and the pipeline
+  // its files define (held already), while the others are asked for their counts as the
+  // web view's snapshot asks. At 100,000 jobs each join made every agent look at every
+  // job again: half a second of its loop, heartbeats held back.
+  auto tune = [](CoreConfig& c) {
+    c.horizon_every = 300;
+    c.job_index_scrub = 0;  // only the jobs the marks name
+  };
+  Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {"count"}}, 2, 2, {},
+         MembershipProfile::kAllToAll, tune, {3});
+  run_fan_for_a_joiner(m);
+  std::vector<std::uint64_t> before;
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(count_done(m, i) == 1200);
+    before.push_back(m.core(i).jobs_indexed());
+  }
+  m.join(3);
+  const std::int64_t joined = m.now();
+  while (m.core(3).ledger().vv_sum() < m.core(0).ledger().vv_sum() && m.now() - joined < 20'000) {
+    m.advance(10);
+    for (int i = 0; i < 3; ++i) (void)m.core(i).job_counts();
+  }
+  m.advance(3000);
+  // The joiner's advert and pipeline statement reached the others.
+  std::set<StatementKind> from_joiner;
+  m.core(0).ledger().for_each([&](const Statement& st) {
+    if (st.author == m.node(3).config.key) from_joiner.insert(st.kind());
+  });
+  REQUIRE(from_joiner.count(StatementKind::kAdvert));
+  REQUIRE(from_joiner.count(StatementKind::kPipeline));
+  CHECK(count_done(m, 3) == 1200);
+  for (int i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    CHECK(count_done(m, i) == 1200);
+    CHECK(m.core(i).jobs_indexed() - before[i] < 50);
+  }
+}
+
 TEST_CASE("catching up: a fresh agent receives about what it keeps, one answer at a time") {
   // Each answer's last batch says whether the answer left statements out: a batch sent
   // ahead of it (horizons, a large statement) or pushed meanwhile neither asks again
