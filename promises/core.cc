@@ -582,8 +582,11 @@ void Core::Impl::handle_message(const AgentKey& from, const Message& msg) {
               apply_horizons_in_force();
             }
             bool pair = names[{st.author, st.seq}] > 1;
-            // A proof about a void slot: neither statement is held, so the pair is.
-            if (pair && i + 1 < m.statements.size() && ledger.is_void(st.author, st.seq) &&
+            // A proof about a void slot, or one a horizon retired (a joiner's, an agent's
+            // back from away, whose peers retired the slot after they found the
+            // equivocation): neither statement is held, so the pair is.
+            if (pair && i + 1 < m.statements.size() &&
+                (ledger.is_void(st.author, st.seq) || ledger.is_retired(st.author, st.seq)) &&
                 m.statements[i + 1].author == st.author && m.statements[i + 1].seq == st.seq) {
               receive_proof(st, m.statements[i + 1]);
               ++i;
