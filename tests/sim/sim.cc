@@ -809,11 +809,21 @@ void World::check_end() {
     }
     result_.worker_backlogged += h.agent->counters().worker_backlogged;
   }
-  // (6) at most one claim per job and epoch kept (not released by its author).
+  // (6) at most one claim per job and epoch kept (not released by its author) that
+  // binds. A claim that bound when made stops binding when the claim it superseded turns
+  // out to be an equivocator's (its epoch is no longer earned); the next honest claim at
+  // that epoch is then the only one that binds.
   for (const auto& [id, js] : ref.ledger().jobs()) {
     std::map<std::uint32_t, int> kept;
+    std::set<std::pair<AgentKey, std::uint32_t>> bound;
+    if (auto v = ref.job(id)) {
+      for (const auto& c : v->claims) {
+        if (c.bound) bound.insert({c.author, c.epoch});
+      }
+    }
     for (const Statement* st : js.claims) {
       if (index_of(st->author) < 0) continue;  // the hostile host keeps no rule
+      if (!bound.count({st->author, std::get<Claim>(st->body).epoch})) continue;
       std::uint32_t e = std::get<Claim>(st->body).epoch;
       bool rel = std::any_of(js.releases.begin(), js.releases.end(), [&](const Statement* r) {
         return r->author == st->author && std::get<Release>(r->body).epoch == e;
