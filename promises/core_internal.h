@@ -311,7 +311,10 @@ struct Core::Impl {
   void restore_horizons();
 
   // ---- views.cc ----
-  std::optional<JobView> job_view(const Digest& id);
+  // A job's view; with details = false, its ref, state and nondeterministic flag only
+  // (no claim or result views: what the job index reads, a digest of each result's
+  // outputs and two vectors per job less).
+  std::optional<JobView> job_view(const Digest& id, bool details = true);
   void refresh_job_index();
   void index_job(const Digest& id);
 

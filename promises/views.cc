@@ -91,7 +91,7 @@ std::vector<OwnRun> Core::running() const {
 
 std::optional<JobView> Core::job(const Digest& id) { return impl_->job_view(id); }
 
-std::optional<JobView> Core::Impl::job_view(const Digest& id) {
+std::optional<JobView> Core::Impl::job_view(const Digest& id, bool details) {
   Impl& s = *this;
   s.ensure_plan();
   const PlannedJob* planned = s.plan->find(id);
@@ -112,7 +112,14 @@ std::optional<JobView> Core::Impl::job_view(const Digest& id) {
   v.job.job = id;  // named by a statement of the job that is not its claim or result
   const Statement* canon = s.book.canonical(id);
   bool standing = false;
-  if (js != nullptr) {
+  if (js != nullptr && !details) {
+    // Only a planned job without a canonical result reads its standing claims.
+    if (planned != nullptr && canon == nullptr) {
+      for (const Statement* st : js->claims) {
+        standing = standing || s.claim_standing(id, *st);
+      }
+    }
+  } else if (js != nullptr) {
     for (const Statement* st : js->claims) {
       const auto& c = std::get<Claim>(st->body);
       ClaimView cv{st->author, c.epoch, s.book.released(id, st->author, c.epoch),
@@ -225,8 +232,10 @@ void JobIndex::note(const Statement& st) {
 void Core::Impl::index_job(const Digest& id) {
   JobIndex& x = job_index;
   ++x.looked_at;
-  auto it = x.entries.find(id);
-  if (it != x.entries.end()) {
+  // One search: the entry if held, else where it goes (a rebuild inserts in id order).
+  auto it = x.entries.lower_bound(id);
+  const bool held = it != x.entries.end() && it->first == id;
+  if (held) {
     const JobIndex::Entry& old = it->second;
     for (const AgentKey& a : old.claimants) {
       auto o = x.claimed_open.find(a);
@@ -241,13 +250,13 @@ void Core::Impl::index_job(const Digest& id) {
       if ((u->second -= n) == 0) x.job_unbound.erase(u);
     }
   }
-  std::optional<JobView> v = job_view(id);
+  std::optional<JobView> v = job_view(id, /*details=*/false);
   if (!v) {
-    if (it != x.entries.end()) x.entries.erase(it);
+    if (held) x.entries.erase(it);
     return;
   }
   JobIndex::Entry e;
-  e.ref = v->job;
+  e.ref = std::move(v->job);
   e.state = v->state;
   e.nondeterministic = v->nondeterministic;
   if (const JobStatements* js = ledger.job(id)) {
@@ -277,7 +286,11 @@ void Core::Impl::index_job(const Digest& id) {
   ++c.of(e.state);
   if (e.nondeterministic) ++c.nondeterministic;
   for (const auto& [reason, n] : e.unbound) x.job_unbound[reason] += n;
-  x.entries[id] = std::move(e);
+  if (held) {
+    it->second = std::move(e);
+  } else {
+    x.entries.emplace_hint(it, id, std::move(e));
+  }
 }
 
 void Core::Impl::refresh_job_index() {
