@@ -64,10 +64,10 @@ bool ClaimBook::note(const Statement& st) {
   return true;
 }
 
-void ClaimBook::invalidate(const std::set<Digest>& jobs) {
+std::set<Digest> ClaimBook::invalidate(const std::set<Digest>& jobs) {
   for (const Digest& job : jobs) summaries_.erase(job);
   for (const Digest& job : missing_predecessor_) summaries_.erase(job);
-  missing_predecessor_.clear();
+  return std::exchange(missing_predecessor_, {});
 }
 
 bool ClaimBook::outranks(const Digest& job, const AgentKey& a, const AgentKey& b) {

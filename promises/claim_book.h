@@ -65,7 +65,11 @@ class ClaimBook {
   // A horizon was applied: JOBS are those it retired or settled statements of. Their
   // summaries go, and those of jobs with a claim whose predecessor is not held here (a
   // horizon may have retired it, which earns the claim its epoch); the rest stay.
-  void invalidate(const std::set<Digest>& jobs);
+  // Returns the latter: what is known of them may change too.
+  std::set<Digest> invalidate(const std::set<Digest>& jobs);
+  // Jobs with a claim whose predecessor is not held here (as the summaries made so far
+  // found them).
+  const std::set<Digest>& missing_predecessor() const { return missing_predecessor_; }
   // An own claim a horizon retires: it is not open any more.
   void retire_own(const Digest& job, std::uint32_t epoch) { open_.erase({job, epoch}); }
 

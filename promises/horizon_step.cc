@@ -206,6 +206,15 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
     }
   }
   if (plan) each_retired_held([&](const Statement& st) { note_touched(st.author, st.seq); });
+  // Jobs with a claim whose predecessor is not held: the horizon may retire it, which
+  // earns the claim its epoch, and a result it binds may be canonical then.
+  if (plan) {
+    for (const Digest& job : book.missing_predecessor()) {
+      if (touched.count(job)) continue;
+      const Statement* c = book.canonical(job);
+      touched[job] = c != nullptr ? std::optional<StatementKey>({c->author, c->seq}) : std::nullopt;
+    }
+  }
   // The current version of every dataset, which retiring old ones must not change; and
   // the results whose every input is an output held or in a source version held, which
   // must stay so (docs/storage.md, "Old source versions").
@@ -238,7 +247,11 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   } else {
     horizon_entries_since_checkpoint += h.retired.size() + h.settled.size() + h.bases.size();
   }
-  book.invalidate(changed);  // those summaries point at statements now gone
+  // Those summaries point at statements now gone; a claim whose predecessor was not
+  // held may have earned its epoch (its predecessor retired): its job is looked at again
+  // too (the job index counted the claim unearned; at a third of seeds' horizons until
+  // an advert or source version made the index look at every job).
+  for (const Digest& job : book.invalidate(changed)) changed.insert(job);
   if (config.check_horizons && checked) {
     std::map<Ledger::Dataset, StatementKey> sources_after;
     for (const auto& [dataset, st] : ledger.sources())
