@@ -568,6 +568,12 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   cc.horizon_every = config.horizon_every;
   cc.retire_superseded = config.retire_superseded;
   cc.checkpoint_percent = config.checkpoint_percent;
+  for (const auto& seed : config.peers) {
+    if (seed.find('@') == std::string::npos) continue;  // a key learned later: not counted
+    if (auto addr = transport::parse_peer_address(seed); addr.is_ok()) {
+      cc.configured_peers.push_back(addr->key);
+    }
+  }
   const transport::Identity* id = &*identity;
   cc.sign = [id](const Statement& st) { return transport::sign_or_empty(*id, st); };
   cc.attest = [this](Statement& st) { attest_own_statement(st); };

@@ -139,6 +139,10 @@ struct CoreConfig {
   // horizon statements held then stay within (1 + this / 100) checkpoints. 0: it
   // proposes none (it still endorses and applies others').
   std::uint32_t checkpoint_percent = 100;
+  // The peers this agent's configuration names by key (`[agent] peers`, "ID@ENDPOINT"):
+  // it proposes and endorses ledger horizons only once it has heard from most of them
+  // and itself (docs/storage.md, "Agreement"). Empty: no such condition.
+  std::vector<AgentKey> configured_peers;
   // Statements per sync answer (the simulator's scenarios take smaller answers, so
   // that their ledgers of a few thousand statements take several).
   std::size_t sync_answer_statements = kMaxStatementsPerSync;

@@ -303,6 +303,9 @@ struct Core::Impl {
   // only configured, never heard (not started yet, or gone for good), does not hold
   // horizons up.
   bool knows_every_advert() const;
+  // More than half of this agent and the peers its configuration names have been heard
+  // from (a message of their own since this agent started).
+  bool heard_from_most_configured() const;
   // Whether every member a proposal lists (but its proposer) endorsed it.
   bool horizon_in_force(const Statement& proposal,
                         const std::vector<const Statement*>& statements) const;

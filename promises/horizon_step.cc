@@ -77,6 +77,18 @@ bool Core::Impl::knows_every_advert() const {
   return true;
 }
 
+bool Core::Impl::heard_from_most_configured() const {
+  std::size_t named = 1;  // this agent
+  std::size_t heard = 1;
+  for (const AgentKey& k : config.configured_peers) {
+    if (k == config.key) continue;
+    ++named;
+    const Membership::Peer* p = members.find(k);
+    if (p != nullptr && p->spoke) ++heard;
+  }
+  return 2 * heard > named;
+}
+
 bool Core::Impl::horizon_in_force(const Statement& proposal,
                                   const std::vector<const Statement*>& statements) const {
   const auto& h = std::get<Horizon>(proposal.body);
@@ -386,7 +398,7 @@ const Statement* Core::Impl::next_in_force(bool verify) {
         bool known = std::all_of(h.cuts.begin(), h.cuts.end(), [&](const HorizonCut& c) {
           return !c.member || std::binary_search(mine.begin(), mine.end(), c.author);
         });
-        if (known && knows_every_advert()) {
+        if (known && knows_every_advert() && heard_from_most_configured()) {
           horizon_endorsed.insert(n);
           Horizon e;
           e.number = n;
@@ -466,7 +478,8 @@ void Core::Impl::horizon_step() {
     bool member = ledger.advert_at(author, seq + 1) != nullptr && !ledger.equivocating(author);
     members.cuts.push_back(HorizonCut{author, seq, {}, member});
   }
-  if (designated(members) != config.key || !knows_every_advert()) {
+  if (designated(members) != config.key || !knows_every_advert() ||
+      !heard_from_most_configured()) {
     horizon_tried_at = ledger.vv_sum();
     return;
   }

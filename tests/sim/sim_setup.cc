@@ -116,6 +116,12 @@ void World::make_hosts() {
     h.exec = std::make_unique<SimExecutor>(this, i);
     h.sink = std::make_unique<SimSink>(this, i);
   }
+  // Every agent is configured with every other's key (as a mesh's files name its peers).
+  for (auto& h : hosts_) {
+    for (const auto& o : hosts_) {
+      if (o.key != h.key) h.config.configured_peers.push_back(o.key);
+    }
+  }
   // Each stage is promised by 2-3 agents (or all, if fewer).
   for (const auto& s : pipeline_.stages) {
     int want = std::min(n, 2 + static_cast<int>(rnd(2)));
