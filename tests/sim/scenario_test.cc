@@ -509,6 +509,61 @@ TEST_CASE("catching up: a fresh agent takes the results horizons settled, whatev
   CHECK(refused["over_budget"] == 0);
 }
 
+TEST_CASE("agents cut off before they met: only a side that heard most configured peers makes horizons") {
+  // Five agents name each other by key. A partition cuts {3, 4} off from the start,
+  // before any message; each side has a provider of the source and runs the fan's jobs.
+  // Each side alone would apply its own horizon 1 and, once healed, each would lack for
+  // good what the other's had retired (seeds 197 and 4784 of vow-sim). The side of three
+  // makes horizons; the side of two makes none until it hears from a third, and then
+  // every agent holds the same ledger and the same canonical results.
+  std::vector<AgentKey> keys;
+  for (int i = 0; i < 5; ++i) {
+    Digest k = hd("key", std::to_string(i));
+    AgentKey a;
+    std::copy(k.bytes.begin(), k.bytes.end(), a.bytes.begin());
+    keys.push_back(a);
+  }
+  auto tune = [&](CoreConfig& c) {
+    c.horizon_every = 20;
+    c.configured_peers = keys;
+    if (c.name == "n3") c.sources.push_back(AdvertSource{"fan", "dir"});
+  };
+  Mesh m(5, fan_pipeline(), {{}, {"count"}, {"count"}, {"count"}, {"count"}}, 2, 2, {},
+         MembershipProfile::kAllToAll, tune, {0, 1, 2, 3, 4});
+  for (int a : {0, 1, 2}) {
+    for (int b : {3, 4}) m.cut(a, b);
+  }
+  for (int i = 0; i < 5; ++i) m.join(i);
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 60; ++i) files["f" + std::to_string(100 + i)] = "content " + std::to_string(i);
+  m.source("fan", "dir", dir_ref(files), 0);
+  m.source("fan", "dir", dir_ref(files), 3);
+  m.run_to_completion(60'000);
+  m.advance(3000);
+  REQUIRE(m.jobs_of(0, "count").size() == 60);
+  int done_b = 0;
+  for (const Digest& job : m.jobs_of(0, "count")) done_b += m.core(3).canonical(job) != nullptr;
+  CHECK(done_b == 60);  // the side of two ran the jobs too
+  CHECK(m.core(0).ledger().horizon_number() >= 1);
+  CHECK(m.core(3).ledger().horizon_number() == 0);
+  CHECK(m.core(4).ledger().horizon_number() == 0);
+  m.heal();
+  m.run_to_completion(60'000);
+  m.advance(20'000);
+  for (int i = 1; i < 5; ++i) {
+    CAPTURE(i);
+    CHECK(m.core(i).ledger().version_vector() == m.core(0).ledger().version_vector());
+    CHECK(m.core(i).ledger().horizon_number() == m.core(0).ledger().horizon_number());
+    int same = 0;
+    for (const Digest& job : m.jobs_of(0, "count")) {
+      const Statement* a = m.core(0).canonical(job);
+      const Statement* b = m.core(i).canonical(job);
+      same += a != nullptr && b != nullptr && a->author == b->author && a->seq == b->seq;
+    }
+    CHECK(same == 60);
+  }
+}
+
 TEST_CASE("catching up: a fresh agent starts from a checkpoint; horizons before it are gone") {
   // As above, with a checkpoint once the horizons since the last listed a fifth of what
   // one would: the horizon statements before the newest checkpoint are retired
