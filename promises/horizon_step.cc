@@ -457,6 +457,9 @@ void Core::Impl::horizon_step() {
   const std::uint64_t every = config.horizon_every;
   if (ledger.vv_sum() < ledger.floor_sum() + every) return;
   if (horizon_tried_at != 0 && ledger.vv_sum() < horizon_tried_at + every / 2) return;
+  // Not before most peers its files name were heard (cheap: asked again each pass, so
+  // the first horizon comes as soon as they are, not after more statements).
+  if (!heard_from_most_configured()) return;
   // Each author is cut at its last statement held that is not an advert: whether an
   // advert is void depends on the seq after it, which agents may not all hold yet, and
   // so does the prefix digest there.
@@ -478,8 +481,7 @@ void Core::Impl::horizon_step() {
     bool member = ledger.advert_at(author, seq + 1) != nullptr && !ledger.equivocating(author);
     members.cuts.push_back(HorizonCut{author, seq, {}, member});
   }
-  if (designated(members) != config.key || !knows_every_advert() ||
-      !heard_from_most_configured()) {
+  if (designated(members) != config.key || !knows_every_advert()) {
     horizon_tried_at = ledger.vv_sum();
     return;
   }

@@ -509,7 +509,8 @@ TEST_CASE("catching up: a fresh agent takes the results horizons settled, whatev
   CHECK(refused["over_budget"] == 0);
 }
 
-TEST_CASE("agents cut off before they met: only a side that heard most configured peers makes horizons") {
+TEST_CASE(
+    "agents cut off before they met: only a side that heard most configured peers makes horizons") {
   // Five agents name each other by key. A partition cuts {3, 4} off from the start,
   // before any message; each side has a provider of the source and runs the fan's jobs.
   // Each side alone would apply its own horizon 1 and, once healed, each would lack for
@@ -535,7 +536,8 @@ TEST_CASE("agents cut off before they met: only a side that heard most configure
   }
   for (int i = 0; i < 5; ++i) m.join(i);
   std::map<std::string, std::string> files;
-  for (int i = 0; i < 60; ++i) files["f" + std::to_string(100 + i)] = "content " + std::to_string(i);
+  for (int i = 0; i < 60; ++i)
+    files["f" + std::to_string(100 + i)] = "content " + std::to_string(i);
   m.source("fan", "dir", dir_ref(files), 0);
   m.source("fan", "dir", dir_ref(files), 3);
   m.run_to_completion(60'000);

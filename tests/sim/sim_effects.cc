@@ -247,9 +247,10 @@ Status SimExecutor::create_work_dir(const promises::StartJob& s) {
     }
     // Lost while the start waited for a sync: it fails when materializing. For a tree
     // held as its entries (not whole), the loss of one entry.
-    here = here || h.lost_while_parked.count(in.artifact.digest) != 0 ||
-           std::any_of(in.artifact.entries.begin(), in.artifact.entries.end(),
-                       [&](const TreeEntry& e) { return h.lost_while_parked.count(e.digest) != 0; });
+    here =
+        here || h.lost_while_parked.count(in.artifact.digest) != 0 ||
+        std::any_of(in.artifact.entries.begin(), in.artifact.entries.end(),
+                    [&](const TreeEntry& e) { return h.lost_while_parked.count(e.digest) != 0; });
     if (!here) w_->fail(who + " started " + s.job.job.short_hex() + " without input " + in.name);
   }
   w_->trace(who + " start " + s.job.job.short_hex() + " e" + std::to_string(s.epoch) +
