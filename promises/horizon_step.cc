@@ -204,13 +204,15 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   // knows to bring up to date: the first plan reads them all (reading each job's
   // canonical result before and after each horizon was two fifths of restoring 60).
   std::map<Digest, std::optional<StatementKey>> touched;
+  auto note_job = [&](const Digest& job) {
+    if (!plan || touched.count(job)) return;
+    const Statement* c = book.canonical(job);
+    touched[job] = c != nullptr ? std::optional<StatementKey>({c->author, c->seq}) : std::nullopt;
+  };
   auto note_touched = [&](const AgentKey& author, std::uint64_t seq) {
     if (!plan) return;
     const Statement* st = ledger.get(author, seq);
-    auto job = st != nullptr ? st->job() : std::nullopt;
-    if (!job || touched.count(*job)) return;
-    const Statement* c = book.canonical(*job);
-    touched[*job] = c != nullptr ? std::optional<StatementKey>({c->author, c->seq}) : std::nullopt;
+    if (auto job = st != nullptr ? st->job() : std::nullopt) note_job(*job);
   };
   for (const auto& r : h.settled) {  // a checkpoint names those settled before too
     if (r.cut < h.cuts.size() && !ledger.settled(h.cuts[r.cut].author, r.seq)) {
@@ -220,13 +222,7 @@ void Core::Impl::apply_horizon(const Statement& proposal) {
   if (plan) each_retired_held([&](const Statement& st) { note_touched(st.author, st.seq); });
   // Jobs with a claim whose predecessor is not held: the horizon may retire it, which
   // earns the claim its epoch, and a result it binds may be canonical then.
-  if (plan) {
-    for (const Digest& job : book.missing_predecessor()) {
-      if (touched.count(job)) continue;
-      const Statement* c = book.canonical(job);
-      touched[job] = c != nullptr ? std::optional<StatementKey>({c->author, c->seq}) : std::nullopt;
-    }
-  }
+  for (const Digest& job : book.missing_predecessor()) note_job(job);
   // The current version of every dataset, which retiring old ones must not change; and
   // the results whose every input is an output held or in a source version held, which
   // must stay so (docs/storage.md, "Old source versions").
