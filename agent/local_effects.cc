@@ -226,7 +226,12 @@ Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
     if (cgroups_.limits_pids()) wrapped.pids = 0;
     if (cgroups_.limits_cpu()) wrapped.cpus = 0;
   }
-  spec.argv = sandboxed_argv(bwrap_, state_dir_, l, wrapped, cpus_, root ? &*root : nullptr);
+  // bwrap supervises the job itself where nothing goes before it (no cgroup to join
+  // first, no limit wrapper before a root): one process less per job.
+  const bool bwrap_supervises = !bwrap_.empty() && spec.cgroup_procs.empty();
+  spec.argv = sandboxed_argv(bwrap_, state_dir_, l, wrapped, cpus_, root ? &*root : nullptr,
+                             bwrap_supervises);
+  spec.bwrap_supervises = bwrap_supervises && !spec.argv.empty() && spec.argv[0] == bwrap_;
   spec.cwd = l.work_dir;
   spec.stdout_path = l.stdout_path;
   spec.stderr_path = l.stderr_path;

@@ -12,8 +12,10 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 namespace vow::agent {
+using namespace std::string_view_literals;
 namespace {
 
 // The supervisor: runs "$@", then records its exit status. $1 is the status path (so
@@ -55,6 +57,25 @@ Result<std::optional<ExitStatus>> read_status_file(const std::string& path) {
     if (errno == ENOENT) return std::optional<ExitStatus>{};
     return Status::io("cannot read " + path + ": " + errno_text(errno));
   }
+  if (in.peek() == '{') {
+    // bubblewrap's: `{ "child-pid": ... }` when the command starts, `{ "exit-code": N }`
+    // when it ends (N is 128 + signal for a command killed by one, as a shell says).
+    std::string line;
+    std::optional<ExitStatus> out;
+    while (std::getline(in, line)) {
+      static constexpr std::string_view kKey = "\"exit-code\":";
+      auto at = line.find(kKey);
+      if (at == std::string::npos) continue;
+      int code = -1;
+      std::istringstream num(line.substr(at + kKey.size()));
+      num >> code;
+      if (!num || code < 0 || code > 255) {
+        return Status::corrupt("status file " + path + " has no exit code in '" + line + "'");
+      }
+      out = ExitStatus{code, false};
+    }
+    return out;
+  }
   std::string word;
   int code = -1;
   in >> word >> code;
@@ -66,14 +87,19 @@ Result<std::optional<ExitStatus>> read_status_file(const std::string& path) {
 
 Result<JobProcess> JobProcess::spawn(const SpawnSpec& spec) {
   if (spec.argv.empty()) return Status::invalid("empty command");
-  std::vector<std::string> argv{"/bin/sh", "-c",
-                                spec.cgroup_procs.empty() ? kSupervisor : kSupervisorInCgroup,
-                                kSupervisorName, spec.status_path};
-  if (!spec.cgroup_procs.empty()) {
-    argv.push_back(std::to_string(spec.cgroup_procs.size()));
-    argv.insert(argv.end(), spec.cgroup_procs.begin(), spec.cgroup_procs.end());
+  const bool bwrap = spec.bwrap_supervises && spec.cgroup_procs.empty();
+  std::vector<std::string> argv;
+  if (bwrap) {
+    argv = spec.argv;
+  } else {
+    argv = {"/bin/sh", "-c", spec.cgroup_procs.empty() ? kSupervisor : kSupervisorInCgroup,
+            kSupervisorName, spec.status_path};
+    if (!spec.cgroup_procs.empty()) {
+      argv.push_back(std::to_string(spec.cgroup_procs.size()));
+      argv.insert(argv.end(), spec.cgroup_procs.begin(), spec.cgroup_procs.end());
+    }
+    argv.insert(argv.end(), spec.argv.begin(), spec.argv.end());
   }
-  argv.insert(argv.end(), spec.argv.begin(), spec.argv.end());
   std::vector<std::string> env = spec.env;
   auto c_argv = c_strings(argv);
   auto c_env = c_strings(env);
@@ -87,6 +113,10 @@ Result<JobProcess> JobProcess::spawn(const SpawnSpec& spec) {
                                    0644);
   posix_spawn_file_actions_addopen(&fa, 2, spec.stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                    0644);
+  if (bwrap) {
+    posix_spawn_file_actions_addopen(&fa, 3, spec.status_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
   posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
   // A new session: the job's own process group, detached from vowd's terminal and
   // signals, so it survives vowd and is killed as a group.
@@ -99,7 +129,7 @@ Result<JobProcess> JobProcess::spawn(const SpawnSpec& spec) {
   posix_spawnattr_setsigdefault(&attr, &all);
 
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, "/bin/sh", &fa, &attr, c_argv.data(), c_env.data());
+  int rc = posix_spawn(&pid, argv[0].c_str(), &fa, &attr, c_argv.data(), c_env.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
@@ -112,18 +142,36 @@ Result<JobProcess> JobProcess::spawn(const SpawnSpec& spec) {
     ::waitpid(pid, nullptr, 0);
     return Status::io("pidfd_open: " + errno_text(err) + " (vowd needs Linux >= 5.3)");
   }
-  return JobProcess(pid, fd, true, spec.status_path);
+  JobProcess p(pid, fd, true, spec.status_path);
+  p.bwrap_ = bwrap;
+  return p;
 }
 
 Result<JobProcess> JobProcess::adopt(pid_t pid, const std::string& status_path) {
   if (pid <= 0) return Status::not_found("no process");
-  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  std::string cmdline = buf.str();
-  // argv: /bin/sh -c SCRIPT vow-job STATUS_PATH ...
+  // While bwrap sets up a sandbox its command line reads empty for a few milliseconds: a
+  // restart that soon after a start asks again rather than take the job for gone.
+  std::string cmdline;
+  bool read = false;
+  for (int tries = 0; tries < 50; ++tries) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+    std::stringstream buf;
+    buf << in.rdbuf();
+    cmdline = buf.str();
+    read = static_cast<bool>(in);
+    if (!cmdline.empty() || ::kill(pid, 0) != 0) break;
+    ::usleep(4000);
+  }
+  // argv: /bin/sh -c SCRIPT vow-job STATUS_PATH ..., or bwrap supervising: its status
+  // fd option, and --chdir to the work directory that holds STATUS_PATH.
   std::string expected = std::string(kSupervisorName) + '\0' + status_path + '\0';
-  if (!in || cmdline.find(expected) == std::string::npos) {
+  const auto slash = status_path.rfind('/');
+  const std::string chdir = std::string("\0--chdir\0"sv) +
+                            status_path.substr(0, slash == std::string::npos ? 0 : slash) +
+                            '\0';
+  const bool bwrap = cmdline.find("\0--json-status-fd\0"sv) != std::string::npos &&
+                     cmdline.find(chdir) != std::string::npos;
+  if (!read || (!bwrap && cmdline.find(expected) == std::string::npos)) {
     return Status::not_found("process " + std::to_string(pid) + " is not the job of " +
                              status_path);
   }
@@ -140,7 +188,8 @@ JobProcess::JobProcess(JobProcess&& o) noexcept
       pidfd_(o.pidfd_),
       is_child_(o.is_child_),
       status_path_(std::move(o.status_path_)),
-      exit_(o.exit_) {
+      exit_(o.exit_),
+      bwrap_(o.bwrap_) {
   o.pidfd_ = -1;
   o.pid_ = -1;
 }
@@ -153,6 +202,7 @@ JobProcess& JobProcess::operator=(JobProcess&& o) noexcept {
     is_child_ = o.is_child_;
     status_path_ = std::move(o.status_path_);
     exit_ = o.exit_;
+    bwrap_ = o.bwrap_;
     o.pidfd_ = -1;
     o.pid_ = -1;
   }
@@ -194,6 +244,10 @@ std::optional<ExitStatus> JobProcess::poll_exit() {
   auto file = read_status_file(status_path_);
   if (file.is_ok() && file.value().has_value()) {
     exit_ = *file.value();
+  } else if (from_wait && !from_wait->signaled && bwrap_) {
+    // bwrap ended without the command's exit code: it could not start it (it says why
+    // on stderr, and exits 1).
+    exit_ = *from_wait;
   } else if (from_wait) {
     // The supervisor died before writing a status: it was killed (cancel, timeout).
     exit_ = from_wait->signaled ? *from_wait : ExitStatus{128 + SIGKILL, true};

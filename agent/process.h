@@ -37,6 +37,11 @@ struct SpawnSpec {
   // its pid into before it runs the command; when it cannot, the job ends with exit
   // status 125 and says why in its stderr.
   std::vector<std::string> cgroup_procs;
+  // argv[0] is bubblewrap, with --json-status-fd 3 and without --die-with-parent
+  // (agent/sandbox.h): bwrap is the supervisor, and writes the command's exit status
+  // (`{ "exit-code": N }`) to fd 3, opened on status_path. No supervisor shell, one
+  // process less per job. Not with cgroup_procs (the shell joins the cgroup first).
+  bool bwrap_supervises = false;
 };
 
 // How a command ended: an exit code, or the signal that killed it (exit_status is then
@@ -47,7 +52,10 @@ struct ExitStatus {
   bool ok() const { return !signaled && exit_status == 0; }
 };
 
-// Reads a status file written by the supervisor. nullopt if absent; kCorrupt if unreadable.
+// Reads a status file written by the supervisor: the shell's `exit N`, or bubblewrap's
+// JSON lines (the exit code on the last; a file with its first line only, the child's
+// pid, is a command that has not ended, or a supervisor killed). nullopt if absent or
+// without an exit status; kCorrupt if unreadable.
 Result<std::optional<ExitStatus>> read_status_file(const std::string& path);
 
 class JobProcess {
@@ -84,6 +92,7 @@ class JobProcess {
   bool is_child_ = false;
   std::string status_path_;
   std::optional<ExitStatus> exit_;
+  bool bwrap_ = false;  // spawned with bwrap as its supervisor (SpawnSpec::bwrap_supervises)
 };
 
 }  // namespace vow::agent

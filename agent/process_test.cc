@@ -153,6 +153,22 @@ TEST_CASE("a running job is re-adopted by pid and its exit is seen") {
   CHECK(wait_exit(*p).exit_status == 5);
 }
 
+TEST_CASE("bubblewrap's status lines: the exit code of the last, none while only started") {
+  TempDir dir;
+  const std::string path = (dir.path / "status").string();
+  std::ofstream(path) << "{ \"child-pid\": 41, \"pid-namespace\": 4026532177 }\n";
+  auto started = read_status_file(path);
+  REQUIRE(started.is_ok());
+  CHECK_FALSE(started->has_value());
+  std::ofstream(path, std::ios::app) << "{ \"exit-code\": 137 }\n";
+  auto ended = read_status_file(path);
+  REQUIRE(ended.is_ok());
+  REQUIRE(ended->has_value());
+  CHECK((*ended)->exit_status == 137);
+  std::ofstream(path) << "{ \"exit-code\": nine }\n";
+  CHECK(read_status_file(path).status().code() == StatusCode::kCorrupt);
+}
+
 TEST_CASE("a status file that is not 'exit N' is reported corrupt") {
   TempDir dir;
   std::ofstream(dir.path / "status") << "garbage";

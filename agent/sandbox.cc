@@ -16,11 +16,18 @@ namespace {
 // bwrap keeps it (no --new-session), so a kill of the group reaches the command inside.
 // stdin is /dev/null and there is no controlling terminal, so no terminal to abuse.
 // The host's `/` is bound read-only unless the job has a root of its own.
-std::vector<std::string> base_options(bool host_root = true) {
+// Under a supervisor shell, bwrap dies with it (--die-with-parent); as the supervisor
+// itself (its parent vowd), it must not.
+std::vector<std::string> base_options(bool host_root = true, bool supervisor = false) {
   std::vector<std::string> o;
   if (host_root) o = {"--ro-bind", "/", "/"};
   o.insert(o.end(), {"--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--unshare-pid",
-                     "--unshare-ipc", "--unshare-uts", "--die-with-parent"});
+                     "--unshare-ipc", "--unshare-uts"});
+  if (supervisor) {
+    o.insert(o.end(), {"--json-status-fd", "3"});
+  } else {
+    o.push_back("--die-with-parent");
+  }
   return o;
 }
 
@@ -68,7 +75,8 @@ Status probe_bwrap(const std::string& bwrap) {
 
 std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::string& state_dir,
                                         const JobLayout& layout, const promises::Stage& stage,
-                                        const std::vector<int>& allowed, const JobRoot* root) {
+                                        const std::vector<int>& allowed, const JobRoot* root,
+                                        bool bwrap_supervises) {
   const bool rooted = root != nullptr && !bwrap.empty();
   std::vector<std::string> limits;
   if (stage.cpus > 0 && !allowed.empty() && stage.cpus < static_cast<int>(allowed.size())) {
@@ -93,6 +101,7 @@ std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::str
          pids > 0 ? std::to_string(pids) : "-"});
   }
   std::vector<std::string> argv;
+  const bool supervisor = bwrap_supervises && !(rooted && !limits.empty());
   if (rooted) argv = std::move(limits);
   if (!bwrap.empty()) {
     argv.push_back(bwrap);
@@ -113,7 +122,7 @@ std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::str
         }
       }
     }
-    for (auto& o : base_options(!rooted)) argv.push_back(std::move(o));
+    for (auto& o : base_options(!rooted, supervisor)) argv.push_back(std::move(o));
     if (!stage.network) argv.push_back("--unshare-net");
     if (rooted) {
       argv.insert(argv.end(), {"--bind", layout.work_dir, layout.work_dir, "--ro-bind",

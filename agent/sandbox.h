@@ -55,7 +55,12 @@ struct JobRoot {
 std::vector<std::string> sandboxed_argv(const std::string& bwrap, const std::string& state_dir,
                                         const JobLayout& layout, const promises::Stage& stage,
                                         const std::vector<int>& allowed_cpus = {},
-                                        const JobRoot* root = nullptr);
+                                        const JobRoot* root = nullptr,
+                                        bool bwrap_supervises = false);
+// With `bwrap_supervises` and bwrap first on the command line (no limit wrapper before
+// it), bwrap is the job's supervisor (SpawnSpec::bwrap_supervises): it writes the
+// command's exit status to fd 3 (--json-status-fd 3), and has no --die-with-parent,
+// as its parent is vowd, whose restart must leave the job running.
 
 // Why the job laid out in `layout` cannot run in its stage's root: the root input is
 // not a directory, or it does not hold the command's program as an executable file

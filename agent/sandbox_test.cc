@@ -158,6 +158,56 @@ TEST_CASE("a job in the sandbox: hidden state, read-only inputs, exit status, ki
   CHECK(::kill(-group, 0) != 0);
 }
 
+TEST_CASE("bwrap as the job's supervisor: no shell, its exit status on disk, adopted by pid") {
+  std::string bwrap = find_bwrap();
+  Status works = probe_bwrap(bwrap);
+  if (!works.is_ok()) {
+    MESSAGE("skipped: " << works.to_string());
+    return;
+  }
+  Job job;
+  const std::string gate = job.layout.work_dir + "/gate";
+  SpawnSpec spec = job.spec(shell("while [ ! -e gate ]; do sleep 0.02; done; exit 4"), bwrap);
+  spec.argv = sandboxed_argv(bwrap, job.state, job.layout,
+                             shell("while [ ! -e gate ]; do sleep 0.02; done; exit 4"), {},
+                             nullptr, /*bwrap_supervises=*/true);
+  CHECK_FALSE(has(spec.argv, "--die-with-parent"));  // vowd's restart leaves it running
+  CHECK(has(spec.argv, "--json-status-fd"));
+  spec.bwrap_supervises = true;
+  auto p = JobProcess::spawn(spec);
+  REQUIRE_MESSAGE(p.is_ok(), p.status().to_string());
+  // The process vowd started is bwrap itself, not a supervisor shell.
+  std::string exe = fs::read_symlink("/proc/" + std::to_string(p->pid()) + "/exe").string();
+  CHECK(exe == fs::canonical(bwrap).string());
+  // A restarted agent finds it by pid (and only as the job of its own status file), even
+  // at once: while bwrap sets up the sandbox its /proc/PID/cmdline reads empty.
+  CHECK(JobProcess::adopt(p->pid(), (fs::path(job.state) / "other" / "status").string())
+            .status()
+            .code() == StatusCode::kNotFound);
+  auto adopted = JobProcess::adopt(p->pid(), job.layout.status_path);
+  REQUIRE_MESSAGE(adopted.is_ok(), adopted.status().to_string());
+  write(gate, "");
+  CHECK(wait_exit(*adopted).exit_status == 4);
+  CHECK(wait_exit(*p).exit_status == 4);
+  // The status stays for an agent that was down when the job ended.
+  auto st = read_status_file(job.layout.status_path);
+  REQUIRE(st.is_ok());
+  REQUIRE(st->has_value());
+  CHECK((*st)->exit_status == 4);
+  // A command bwrap cannot start: its exit status (1), not a kill.
+  fs::remove(job.layout.status_path);
+  promises::Stage missing;
+  missing.argv = {"/nonexistent/command"};
+  SpawnSpec m = job.spec(missing, bwrap);
+  m.argv = sandboxed_argv(bwrap, job.state, job.layout, missing, {}, nullptr, true);
+  m.bwrap_supervises = true;
+  auto q = JobProcess::spawn(m);
+  REQUIRE(q.is_ok());
+  ExitStatus e = wait_exit(*q);
+  CHECK_FALSE(e.signaled);
+  CHECK(e.exit_status == 1);
+}
+
 TEST_CASE("limits on the command line: ulimit for memory and pids, taskset for cpus") {
   Job job;
   promises::Stage s = shell("true");
