@@ -1,6 +1,7 @@
 #include "agent/local_effects.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -152,6 +153,23 @@ Status LocalExecutor::create_work_dir(const promises::StartJob& start) {
   JobLayout l = layout_of(state_dir_, start);
   remove_dir(l.work_dir);
   std::error_code ec;
+  if (!spares_swept_) {
+    // Spares of an earlier incarnation are not known to be empty: they go.
+    spares_swept_ = true;
+    std::vector<std::string> stale;
+    for (auto it = fs::directory_iterator(state_dir_ + "/jobs", ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      if (it->path().filename().string().rfind(".spare-", 0) == 0) stale.push_back(it->path());
+    }
+    for (const auto& s : stale) remove_dir(s);
+    ec.clear();
+  }
+  while (!spare_dirs_.empty()) {
+    std::string spare = std::move(spare_dirs_.back());
+    spare_dirs_.pop_back();
+    if (::rename(spare.c_str(), l.work_dir.c_str()) == 0) return Status::ok();
+    remove_dir(spare);
+  }
   fs::create_directories(l.in_dir, ec);
   if (!ec) fs::create_directories(l.out_dir, ec);
   if (ec) return Status::io("cannot create work directory " + l.work_dir + ": " + ec.message());
@@ -294,7 +312,59 @@ void LocalExecutor::remove_work_dir(const promises::StartJob& start) {
     (void)end_cgroup(it->second.name, it->second.stage);
     in_cgroup_.erase(it);
   }
-  remove_dir(layout_of(state_dir_, start).work_dir);
+  JobLayout l = layout_of(state_dir_, start);
+  if (!recycle_work_dir(l)) remove_dir(l.work_dir);
+}
+
+// Empties an ended run's work directory for the next run, or says it cannot (then it is
+// removed). What stays: `in` and `out` (emptied), and the logs and status file as plain
+// files of one link, truncated (the next run's spawn truncates the logs again, and an
+// empty status is no status). Anything else the run left goes, and so does anything
+// that is not what it should be (a log replaced by a symlink would have the next run's
+// output written through it). Only for runs in the sandbox: no process of theirs
+// outlives bwrap's PID namespace, where one left by a bare run could still write into
+// the directory it was given, and so into the next run's.
+bool LocalExecutor::recycle_work_dir(const JobLayout& l) {
+  if (bwrap_.empty() || spare_dirs_.size() >= kSpareWorkDirs) return false;
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(l.work_dir, ec))) return false;
+  if (!store::make_writable_recursive(l.work_dir).is_ok()) return false;
+  const fs::path work(l.work_dir);
+  for (auto it = fs::directory_iterator(work, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0) return false;
+    if ((name == "in" || name == "out") && S_ISDIR(st.st_mode)) {
+      std::error_code inner;
+      for (auto e = fs::directory_iterator(it->path(), inner);
+           !inner && e != fs::directory_iterator(); e.increment(inner)) {
+        std::error_code gone;
+        fs::remove_all(e->path(), gone);
+        if (gone) return false;
+      }
+      if (inner) return false;
+      continue;
+    }
+    if ((name == "stdout" || name == "stderr" || name == "status") && S_ISREG(st.st_mode) &&
+        st.st_nlink == 1) {
+      if (::truncate(it->path().c_str(), 0) != 0) return false;
+      continue;
+    }
+    std::error_code gone;
+    fs::remove_all(it->path(), gone);
+    if (gone) return false;
+  }
+  if (ec) return false;
+  if (!fs::is_directory(fs::symlink_status(l.in_dir, ec)) ||
+      !fs::is_directory(fs::symlink_status(l.out_dir, ec))) {
+    return false;
+  }
+  std::string spare = state_dir_ + "/jobs/.spare-" + std::to_string(::getpid()) + "-" +
+                      std::to_string(++spares_made_);
+  if (::rename(l.work_dir.c_str(), spare.c_str()) != 0) return false;
+  spare_dirs_.push_back(std::move(spare));
+  return true;
 }
 
 std::vector<int> LocalExecutor::pidfds() const {

@@ -93,6 +93,9 @@ class LocalExecutor final : public Executor {
                                std::vector<store::ArtifactRecord>* index_rows) override;
   void remove_work_dir(const promises::StartJob& start) override;
   std::string work_dir(const promises::StartJob& start) const override;
+  // Spare work directories held (at most kSpareWorkDirs).
+  std::size_t spare_work_dirs() const { return spare_dirs_.size(); }
+  static constexpr std::size_t kSpareWorkDirs = 16;
 
   // For the loop: the pidfds to poll, and the processes that have exited since.
   std::vector<int> pidfds() const;
@@ -115,6 +118,12 @@ class LocalExecutor final : public Executor {
   // Cgroups of ended jobs that were still busy when they were to be removed.
   std::set<std::string> to_remove_;
   bool swept_ = false;  // this agent's empty leftover cgroups removed (at the first spawn)
+  // Work directories of ended runs, emptied, kept for the next runs (docs/agent.md,
+  // "Jobs"): renamed into place, they spare a job the inodes of its directories and logs.
+  std::vector<std::string> spare_dirs_;
+  std::uint64_t spares_made_ = 0;
+  bool spares_swept_ = false;  // an earlier incarnation's spares removed (at the first run)
+  bool recycle_work_dir(const JobLayout& l);
   // What the job's cgroup counted; removes it (or queues it in to_remove_).
   LimitCounts end_cgroup(const std::string& name, const promises::Stage& stage);
 };

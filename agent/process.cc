@@ -57,6 +57,10 @@ Result<std::optional<ExitStatus>> read_status_file(const std::string& path) {
     if (errno == ENOENT) return std::optional<ExitStatus>{};
     return Status::io("cannot read " + path + ": " + errno_text(errno));
   }
+  if (in.peek() == std::ifstream::traits_type::eof()) {
+    // Empty: a recycled work directory's status before its run ended (LocalExecutor).
+    return std::optional<ExitStatus>{};
+  }
   if (in.peek() == '{') {
     // bubblewrap's: `{ "child-pid": ... }` when the command starts, `{ "exit-code": N }`
     // when it ends (N is 128 + signal for a command killed by one, as a shell says).

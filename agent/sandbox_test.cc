@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/local_effects.h"
 #include "agent/output_check.h"
 #include "agent/process.h"
 #include "agent/process_test_util.h"
@@ -206,6 +208,89 @@ TEST_CASE("bwrap as the job's supervisor: no shell, its exit status on disk, ado
   ExitStatus e = wait_exit(*q);
   CHECK_FALSE(e.signaled);
   CHECK(e.exit_status == 1);
+}
+
+promises::StartJob run_of(std::uint8_t id) {
+  promises::StartJob s;
+  s.job.job.bytes[0] = id;
+  s.epoch = 1;
+  return s;
+}
+
+ino_t inode_of(const std::string& path) {
+  struct stat st {};
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  return st.st_ino;
+}
+
+TEST_CASE("a sandboxed run's work directory is emptied and renamed into place for the next") {
+  TempDir dir;
+  const std::string state = (dir.path / "state").string();
+  fs::create_directories(state + "/jobs");
+  LocalExecutor ex(state, nullptr, "/usr/bin/bwrap");
+  const auto a = run_of(1);
+  REQUIRE(ex.create_work_dir(a).is_ok());
+  const JobLayout la = job_layout(state, a.job.job, a.epoch);
+  write(la.input_path("x"), "input\n");
+  fs::permissions(la.input_path("x"), fs::perms::owner_read);
+  fs::permissions(la.in_dir, fs::perms::owner_read | fs::perms::owner_exec);
+  fs::create_directories(la.output_path("tree/deep"));
+  write(la.output_path("o"), "output\n");
+  write(la.stdout_path, "a's log\n");
+  write(la.stderr_path, "");
+  write(la.status_path, "exit 0\n");
+  write(la.work_dir + "/scratch", "left by the run\n");
+  const ino_t dir_inode = inode_of(la.work_dir);
+  const ino_t log_inode = inode_of(la.stdout_path);
+  ex.remove_work_dir(a);
+  CHECK_FALSE(fs::exists(la.work_dir));
+  CHECK(ex.spare_work_dirs() == 1);
+
+  const auto b = run_of(2);
+  REQUIRE(ex.create_work_dir(b).is_ok());
+  const JobLayout lb = job_layout(state, b.job.job, b.epoch);
+  CHECK(ex.spare_work_dirs() == 0);
+  CHECK(inode_of(lb.work_dir) == dir_inode);  // the same directory, and the same log file
+  CHECK(inode_of(lb.stdout_path) == log_inode);
+  CHECK(fs::is_empty(lb.in_dir));
+  CHECK(fs::is_empty(lb.out_dir));
+  CHECK_FALSE(fs::exists(lb.work_dir + "/scratch"));
+  CHECK(fs::file_size(lb.stdout_path) == 0);
+  auto st = read_status_file(lb.status_path);  // an empty status is no status
+  REQUIRE(st.is_ok());
+  CHECK_FALSE(st->has_value());
+
+  // A log the run replaced by a symlink is not kept: the next run's output would be
+  // written through it.
+  write(dir.path / "elsewhere", "precious\n");
+  fs::remove(lb.stderr_path);
+  fs::create_symlink(dir.path / "elsewhere", lb.stderr_path);
+  ex.remove_work_dir(b);
+  const auto c = run_of(3);
+  REQUIRE(ex.create_work_dir(c).is_ok());
+  const JobLayout lc = job_layout(state, c.job.job, c.epoch);
+  CHECK_FALSE(fs::exists(fs::symlink_status(lc.stderr_path)));
+  CHECK(slurp((dir.path / "elsewhere").string()) == "precious\n");
+
+  // A restarted agent removes the spares an earlier one left, rather than trust them.
+  ex.remove_work_dir(c);
+  REQUIRE(ex.spare_work_dirs() == 1);
+  LocalExecutor again(state, nullptr, "/usr/bin/bwrap");
+  REQUIRE(again.create_work_dir(run_of(4)).is_ok());
+  int spares = 0;
+  for (const auto& e : fs::directory_iterator(state + "/jobs")) {
+    spares += e.path().filename().string().rfind(".spare-", 0) == 0;
+  }
+  CHECK(spares == 0);
+
+  // Bare runs' directories are not kept: a process such a run left could still write
+  // into the next run's.
+  LocalExecutor bare(state, nullptr, "");
+  const auto d = run_of(5);
+  REQUIRE(bare.create_work_dir(d).is_ok());
+  bare.remove_work_dir(d);
+  CHECK(bare.spare_work_dirs() == 0);
+  CHECK_FALSE(fs::exists(job_layout(state, d.job.job, d.epoch).work_dir));
 }
 
 TEST_CASE("limits on the command line: ulimit for memory and pids, taskset for cpus") {
