@@ -445,7 +445,12 @@ promises::JobOutcome LocalExecutor::collect(const promises::StartJob& start,
                   "$VOW_OUT_" + name;
         break;
       }
-      auto ref = store_->import_path(path);
+      // A sandboxed job's output file is linked into the store, not copied: none of its
+      // processes outlived bwrap's PID namespace to write to it again. A directory, or a
+      // bare job's output, is copied.
+      std::error_code dir_ec;
+      const bool take = !bwrap_.empty() && fs::is_regular_file(fs::symlink_status(path, dir_ec));
+      auto ref = take ? store_->take_file(path) : store_->import_path(path);
       if (!ref.is_ok()) {
         o.ok = false;
         o.error = "output '" + name + "': " + ref.status().to_string();

@@ -155,6 +155,49 @@ Result<ArtifactRef> ArtifactStore::import_file(const std::string& path, bool* ex
   return ref;
 }
 
+Result<ArtifactRef> ArtifactStore::take_file(const std::string& path) {
+  auto info = env_.stat(path);
+  if (!info.is_ok()) return info.status();
+  if (info->type != FileType::kRegular) {
+    return Status::invalid("import " + path + ": not a regular file");
+  }
+  std::string tmp = new_temp_path();
+  auto linked = env_.link(path, tmp);
+  if (!linked.is_ok()) return linked.status();
+  if (!*linked) return import_file(path, nullptr);
+  auto src = env_.open_readable(tmp);
+  if (!src.is_ok()) {
+    (void)env_.remove_file(tmp);
+    return src.status();
+  }
+  Hasher hasher;
+  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  std::uint64_t off = 0;
+  Status s;
+  for (;;) {
+    auto n = (*src)->read_at(off, buf);
+    if (!n.is_ok()) {
+      s = n.status();
+      break;
+    }
+    if (*n == 0) break;
+    hasher.update(std::span<const std::uint8_t>(buf).subspan(0, *n));
+    off += *n;
+  }
+  src->reset();
+  if (s.is_ok() && !deferred_) s = env_.sync_file(tmp);
+  if (!s.is_ok()) {
+    (void)env_.remove_file(tmp);
+    return s;
+  }
+  Digest d = hasher.finish();
+  VOW_RETURN_IF_ERROR(written(tmp, d, ArtifactKind::kFile, off));
+  ArtifactRef ref;
+  ref.digest = d;
+  ref.size_bytes = off;
+  return ref;
+}
+
 Result<ArtifactRef> ArtifactStore::import_dir(const std::string& path, int depth,
                                               CachedImport* cached, const std::string& relative,
                                               const FileInfo& info, Walked& walked) {

@@ -220,6 +220,12 @@ class ArtifactStore {
   // agent wrote itself, such as a fetched artifact: an import would write every byte
   // again and sync the copy (BENCHMARKS.md, artifact hand-off).
   Result<ArtifactRef> adopt_file(const std::string& path);
+  // Imports a regular file as import_path does (inside import_together too), but by a
+  // hard link into tmp/ rather than a copy: no byte written, no inode allocated. The
+  // file stays where it is, and becomes the object (made read-only): only for a file
+  // nothing writes to any more, such as the output of a sandboxed job all of whose
+  // processes are gone. A copy where the file system cannot link (another one).
+  Result<ArtifactRef> take_file(const std::string& path);
   Result<Digest> put_bytes(std::string_view data);
   // A tree from existing children (kNotFound naming the first missing child; kInvalid
   // for bad names or an entry whose kind does not match the stored child).

@@ -81,6 +81,45 @@ TEST_CASE("artifacts: adopt_file moves a file in, hashed and read-only, and give
   CHECK(f.store->adopt_file(f.dir / "absent").status().code() == StatusCode::kInvalid);
 }
 
+ino_t inode_of(const std::string& path) {
+  struct stat st;
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  return st.st_ino;
+}
+
+TEST_CASE("artifacts: take_file links a file in as its object, in a group import too") {
+  Fixture f;
+  std::string out = f.dir / "out";  // a sandboxed job's output, on the store's file system
+  write_file(out, "job output");
+  const ino_t inode = inode_of(out);
+  std::vector<ArtifactRecord> rows;
+  Result<ArtifactRef> r = Status::invalid("not run");
+  Status s = f.store->import_together([&] {
+    r = f.store->take_file(out);
+    return r.status();
+  }, &rows);
+  REQUIRE_MESSAGE(s.is_ok(), s.to_string());
+  REQUIRE(r.is_ok());
+  CHECK(r->digest == blake2b("job output"));  // what import_path gives
+  CHECK(r->size_bytes == 10);
+  REQUIRE(f.ledger->index_put(rows).is_ok());
+  const std::string object = f.store->object_path(r->digest, ArtifactKind::kFile);
+  CHECK(inode_of(object) == inode);  // the file itself, not a copy
+  CHECK(std::filesystem::exists(out));
+  CHECK(mode_of(object) == 0444);
+  CHECK(*f.store->read(r->digest) == "job output");
+  // Outside a group, and once the job's name for it is gone, it stays.
+  write_file(f.dir / "second", "second output");
+  auto second = f.store->take_file(f.dir / "second");
+  REQUIRE(second.is_ok());
+  std::filesystem::remove(f.dir / "second");
+  std::filesystem::remove(out);
+  f.reopen_store();
+  CHECK(*f.store->read(second->digest) == "second output");
+  CHECK(*f.store->read(r->digest) == "job output");
+  CHECK(f.store->take_file(f.dir.path()).status().code() == StatusCode::kInvalid);
+}
+
 TEST_CASE("artifacts: an imported directory's digest is the tree.h encoding") {
   Fixture f;
   std::string src = f.dir / "src";
