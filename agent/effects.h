@@ -184,8 +184,9 @@ struct Received {
 class ArtifactSink {
  public:
   virtual ~ArtifactSink() = default;
-  // The transfer of `digest` ended well: verify what arrived and store it. `is_tree`
-  // is what statements said it is, when they said.
+  // The transfer of `digest` ended well (the stream checked its bytes against it): store
+  // what arrived, verifying bytes held in memory (a file the stream wrote is trusted).
+  // `is_tree` is what statements said it is, when they said.
   virtual Result<Received> store_received(const Digest& digest, std::optional<bool> is_tree) = 0;
   // Every child of a fetched tree is held: store the tree.
   virtual Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) = 0;

@@ -502,8 +502,10 @@ Result<Received> StoreSink::store_received(const Digest& digest, std::optional<b
       if (!d.is_ok()) return d.status();
       stored = *d;
     } else {
-      // Moved into the store, not copied (hashed again where it lies, synced, renamed).
-      auto ref = store_->adopt_file(part);
+      // Moved into the store, not copied, nor hashed again: the stream checked every byte
+      // against the digest as it arrived (transport/stream.h, ChunkSink::finish); synced,
+      // renamed. Verified again when first materialized, as every object is.
+      auto ref = store_->adopt_file(part, digest);
       ::unlink(part.c_str());  // left behind only on failure
       if (!ref.is_ok()) return ref.status();
       stored = ref->digest;

@@ -259,11 +259,23 @@ Result<Digest> ArtifactStore::put_tree(std::vector<TreeEntry> entries) {
   return d;
 }
 
-Result<ArtifactRef> ArtifactStore::adopt_file(const std::string& path) {
+Result<ArtifactRef> ArtifactStore::adopt_file(const std::string& path,
+                                              std::optional<Digest> verified) {
   auto info = env_.stat(path);
   if (!info.is_ok()) return info.status();
   if (info->type != FileType::kRegular) {
     return Status::invalid("adopt " + path + ": not a regular file");
+  }
+  if (verified) {
+    VOW_RETURN_IF_ERROR(env_.sync_file(path));
+    Status s = install(path, *verified, ArtifactKind::kFile, info->size_bytes);
+    Status f = flush_index();
+    if (!s.is_ok()) return s;
+    if (!f.is_ok()) return f;
+    ArtifactRef ref;
+    ref.digest = *verified;
+    ref.size_bytes = info->size_bytes;
+    return ref;
   }
   auto src = env_.open_readable(path);
   if (!src.is_ok()) return src.status();

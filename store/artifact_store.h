@@ -218,8 +218,12 @@ class ArtifactStore {
   // synced, renamed into place. The file must be on the store's file system and the
   // caller gives it up (on success it is gone; on failure it may remain). For a file the
   // agent wrote itself, such as a fetched artifact: an import would write every byte
-  // again and sync the copy (BENCHMARKS.md, artifact hand-off).
-  Result<ArtifactRef> adopt_file(const std::string& path);
+  // again and sync the copy (BENCHMARKS.md, artifact hand-off). With VERIFIED, the
+  // digest its bytes were checked against as they were written (a fetch's stream checks
+  // every byte it receives), the file is not read again: one hash pass less per byte.
+  // An object adopted so is verified when it is first used (materialize) as any is.
+  Result<ArtifactRef> adopt_file(const std::string& path,
+                                 std::optional<Digest> verified = std::nullopt);
   // Imports a regular file as import_path does (inside import_together too), but by a
   // hard link into tmp/ rather than a copy: no byte written, no inode allocated. The
   // file stays where it is, and becomes the object (made read-only): only for a file

@@ -81,6 +81,25 @@ TEST_CASE("artifacts: adopt_file moves a file in, hashed and read-only, and give
   CHECK(f.store->adopt_file(f.dir / "absent").status().code() == StatusCode::kInvalid);
 }
 
+TEST_CASE("artifacts: adopt_file trusts a digest checked as the bytes arrived; use verifies") {
+  Fixture f;
+  std::string part = f.dir / "fetched.part";
+  write_file(part, "streamed bytes");
+  auto r = f.store->adopt_file(part, blake2b("streamed bytes"));
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  CHECK(r->size_bytes == 14);
+  CHECK(!std::filesystem::exists(part));
+  CHECK(*f.store->read(r->digest) == "streamed bytes");
+  // A wrong digest is not caught here (the file is not read again), but where the object
+  // is used: materializing it verifies it first.
+  write_file(part, "other bytes");
+  const Digest claimed = blake2b("what the stream said");
+  REQUIRE(f.store->adopt_file(part, claimed).is_ok());
+  auto m = f.store->materialize(claimed, f.dir / "in-x");
+  CHECK(m.code() == StatusCode::kCorrupt);
+  CHECK(!std::filesystem::exists(f.dir / "in-x"));
+}
+
 ino_t inode_of(const std::string& path) {
   struct stat st;
   REQUIRE(::lstat(path.c_str(), &st) == 0);
