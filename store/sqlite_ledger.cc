@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <map>
@@ -13,6 +14,23 @@
 
 namespace vow::store {
 namespace {
+
+// SQLite's own busy handler sleeps 1, 2, 5, 10, ... ms. An agent's two connections (the
+// loop's and the worker's) wait on each other's commits, each held for one sync of the
+// WAL (0.1-1 ms on a disk): a first wait of a whole millisecond for a lock held a
+// fraction of that is latency on a hand-off (a fetched input's index row behind the
+// loop's commit of the claim). This one sleeps 25 us, doubling to 1 ms at most, until
+// the timeout (CTX, in milliseconds) has been slept.
+int short_busy_wait(void* ctx, int count) {
+  const auto timeout_us = static_cast<std::int64_t>(reinterpret_cast<std::intptr_t>(ctx)) * 1000;
+  // Slept so far: 25 + 50 + ... + 800 us over the first six waits, 1 ms each after.
+  const int doubling = std::min(count, 6);
+  const std::int64_t slept = 25 * ((std::int64_t{1} << doubling) - 1) +
+                             std::int64_t{1000} * std::max(count - 6, 0);
+  if (slept >= timeout_us) return 0;
+  ::usleep(static_cast<useconds_t>(count < 6 ? 25 << count : 1000));
+  return 1;
+}
 
 constexpr const char* kStatementColumns =
     "author, seq, kind, job, epoch, outputs_digest, ok, bytes, signature, received_at, "
@@ -847,7 +865,8 @@ Result<std::unique_ptr<LedgerStore>> open_sqlite_ledger(const std::string& path,
   }
   auto ledger = std::make_unique<SqliteLedger>(db, path, options.synchronous_full);
   sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(db, options.busy_timeout_ms);
+  sqlite3_busy_handler(db, short_busy_wait,
+                       reinterpret_cast<void*>(static_cast<std::intptr_t>(options.busy_timeout_ms)));
   // Refuse a newer schema before changing anything in the file (even its journal mode).
   auto v = user_version(db, path);
   if (!v.is_ok()) return v.status();
