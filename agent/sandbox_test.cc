@@ -65,6 +65,15 @@ struct Job {
   }
 };
 
+// The bubblewrap jobs would run under here, or "" (the test is skipped, saying why).
+std::string working_bwrap() {
+  std::string bwrap = find_bwrap();
+  Status works = probe_bwrap(bwrap);
+  if (works.is_ok()) return bwrap;
+  MESSAGE("skipped: " << works.to_string());
+  return "";
+}
+
 promises::Stage shell(const std::string& command) {
   promises::Stage s;
   s.argv = {"/bin/sh", "-c", command};
@@ -117,12 +126,8 @@ TEST_CASE("refused outputs: hard links and files of another owner, named") {
 }
 
 TEST_CASE("a job in the sandbox: hidden state, read-only inputs, exit status, kill by group") {
-  std::string bwrap = find_bwrap();
-  Status works = probe_bwrap(bwrap);
-  if (!works.is_ok()) {
-    MESSAGE("skipped: " << works.to_string());
-    return;
-  }
+  const std::string bwrap = working_bwrap();
+  if (bwrap.empty()) return;
   Job job;
   write(job.layout.input_path("x"), "input\n");
   auto p = JobProcess::spawn(job.spec(
@@ -161,12 +166,8 @@ TEST_CASE("a job in the sandbox: hidden state, read-only inputs, exit status, ki
 }
 
 TEST_CASE("bwrap as the job's supervisor: no shell, its exit status on disk, adopted by pid") {
-  std::string bwrap = find_bwrap();
-  Status works = probe_bwrap(bwrap);
-  if (!works.is_ok()) {
-    MESSAGE("skipped: " << works.to_string());
-    return;
-  }
+  const std::string bwrap = working_bwrap();
+  if (bwrap.empty()) return;
   Job job;
   const std::string gate = job.layout.work_dir + "/gate";
   SpawnSpec spec = job.spec(shell("while [ ! -e gate ]; do sleep 0.02; done; exit 4"), bwrap);
