@@ -448,8 +448,8 @@ promises::JobOutcome LocalExecutor::collect(const promises::StartJob& start,
       // A sandboxed job's output file is linked into the store, not copied: none of its
       // processes outlived bwrap's PID namespace to write to it again. A directory, or a
       // bare job's output, is copied.
-      std::error_code dir_ec;
-      const bool take = !bwrap_.empty() && fs::is_regular_file(fs::symlink_status(path, dir_ec));
+      std::error_code kind_ec;
+      const bool take = !bwrap_.empty() && fs::is_regular_file(fs::symlink_status(path, kind_ec));
       auto ref = take ? store_->take_file(path) : store_->import_path(path);
       if (!ref.is_ok()) {
         o.ok = false;

@@ -165,36 +165,14 @@ Result<ArtifactRef> ArtifactStore::take_file(const std::string& path) {
   auto linked = env_.link(path, tmp);
   if (!linked.is_ok()) return linked.status();
   if (!*linked) return import_file(path, nullptr);
-  auto src = env_.open_readable(tmp);
-  if (!src.is_ok()) {
-    (void)env_.remove_file(tmp);
-    return src.status();
-  }
-  Hasher hasher;
-  std::vector<std::uint8_t> buf(kCopyChunkBytes);
-  std::uint64_t off = 0;
-  Status s;
-  for (;;) {
-    auto n = (*src)->read_at(off, buf);
-    if (!n.is_ok()) {
-      s = n.status();
-      break;
-    }
-    if (*n == 0) break;
-    hasher.update(std::span<const std::uint8_t>(buf).subspan(0, *n));
-    off += *n;
-  }
-  src->reset();
+  auto ref = hash_in_place(tmp);
+  Status s = ref.status();
   if (s.is_ok() && !deferred_) s = env_.sync_file(tmp);
   if (!s.is_ok()) {
     (void)env_.remove_file(tmp);
     return s;
   }
-  Digest d = hasher.finish();
-  VOW_RETURN_IF_ERROR(written(tmp, d, ArtifactKind::kFile, off));
-  ArtifactRef ref;
-  ref.digest = d;
-  ref.size_bytes = off;
+  VOW_RETURN_IF_ERROR(written(tmp, ref->digest, ArtifactKind::kFile, ref->size_bytes));
   return ref;
 }
 

@@ -266,40 +266,38 @@ Result<ArtifactRef> ArtifactStore::adopt_file(const std::string& path,
   if (info->type != FileType::kRegular) {
     return Status::invalid("adopt " + path + ": not a regular file");
   }
+  ArtifactRef ref;
   if (verified) {
-    VOW_RETURN_IF_ERROR(env_.sync_file(path));
-    Status s = install(path, *verified, ArtifactKind::kFile, info->size_bytes);
-    Status f = flush_index();
-    if (!s.is_ok()) return s;
-    if (!f.is_ok()) return f;
-    ArtifactRef ref;
     ref.digest = *verified;
     ref.size_bytes = info->size_bytes;
-    return ref;
+  } else {
+    auto hashed = hash_in_place(path);
+    if (!hashed.is_ok()) return hashed.status();
+    ref = *hashed;
   }
+  VOW_RETURN_IF_ERROR(env_.sync_file(path));
+  // install() renames the file over any copy already held (and removes it on failure).
+  Status s = install(path, ref.digest, ArtifactKind::kFile, ref.size_bytes);
+  Status f = flush_index();
+  if (!s.is_ok()) return s;
+  if (!f.is_ok()) return f;
+  return ref;
+}
+
+Result<ArtifactRef> ArtifactStore::hash_in_place(const std::string& path) {
   auto src = env_.open_readable(path);
   if (!src.is_ok()) return src.status();
   Hasher hasher;
   std::vector<std::uint8_t> buf(kCopyChunkBytes);
-  std::uint64_t off = 0;
+  ArtifactRef ref;
   for (;;) {
-    auto n = (*src)->read_at(off, buf);
+    auto n = (*src)->read_at(ref.size_bytes, buf);
     if (!n.is_ok()) return n.status();
     if (*n == 0) break;
     hasher.update(std::span<const std::uint8_t>(buf).subspan(0, *n));
-    off += *n;
+    ref.size_bytes += *n;
   }
-  src->reset();
-  VOW_RETURN_IF_ERROR(env_.sync_file(path));
-  Digest d = hasher.finish();
-  // install() renames the file over any copy already held (and removes it on failure).
-  Status s = install(path, d, ArtifactKind::kFile, off);
-  Status f = flush_index();
-  if (!s.is_ok()) return s;
-  if (!f.is_ok()) return f;
-  ArtifactRef ref;
-  ref.digest = d;
-  ref.size_bytes = off;
+  ref.digest = hasher.finish();
   return ref;
 }
 

@@ -305,6 +305,8 @@ class ArtifactStore {
                                     const ChangedDirs* touched, ImportStats* stats);
   Result<ArtifactRef> import_any(const std::string& path, CachedImport* cached);
   Result<ArtifactRef> import_file(const std::string& path, bool* executable);
+  // The digest and size of the file at PATH, read where it lies (adopt_file, take_file).
+  Result<ArtifactRef> hash_in_place(const std::string& path);
   // CACHED, if given, is consulted and filled in; RELATIVE is PATH below the source and
   // INFO what lstat said of it.
   Result<ArtifactRef> import_dir(const std::string& path, int depth, CachedImport* cached,

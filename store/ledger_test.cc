@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 
+#include <chrono>
+#include <thread>
+
 #include "store/sqlite_ledger.h"
 #include "store/test_util.h"
 
@@ -142,6 +145,39 @@ TEST_CASE("ledger: own sequence advances only with append_own, one step at a tim
     CHECK(*l.own_last_seq() == 2);
     CHECK(l.version_vector()->at(me.public_key) == 2);
   });
+}
+
+TEST_CASE("ledger: a write waits for another connection's commit, and gives up at the timeout") {
+  TempDir dir;
+  const std::string path = dir / "vow.db";
+  SqliteOptions options;
+  options.busy_timeout_ms = 300;
+  auto opened = open_sqlite_ledger(path, options);
+  REQUIRE_MESSAGE(opened.is_ok(), opened.status().to_string());
+  LedgerStore& l = **opened;
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &other) == SQLITE_OK);
+  RunningJob j{digest_of("j"), 1, 42, "/state/jobs/j", 1000};
+  // Held for a moment by the other connection: the write waits and then goes through.
+  REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr);
+  });
+  Status waited = l.put_running_job(j);
+  release.join();
+  CHECK_MESSAGE(waited.is_ok(), waited.to_string());
+  // Held past the timeout: the write fails as unavailable, and changes nothing.
+  REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  j.epoch = 2;
+  Status refused = l.put_running_job(j);
+  CHECK(refused.code() == StatusCode::kUnavailable);
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  auto rows = l.running_jobs();
+  REQUIRE(rows.is_ok());
+  REQUIRE(rows->size() == 1);
+  CHECK(rows->front().epoch == 1);
 }
 
 TEST_CASE("ledger: running jobs, peers and the artifact index") {
