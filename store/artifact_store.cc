@@ -99,9 +99,38 @@ Status ArtifactStore::install(const std::string& tmp, const Digest& digest, Arti
     (void)env_.remove_file(tmp);
     return s;
   }
+  if (kind == ArtifactKind::kFile) remember_verified(digest);
   if (sync_dir) VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects/" + digest.hex().substr(0, 2)));
   pending_rows_.push_back(ArtifactRecord{digest, size_bytes, kind, false, ++tick_});
   return Status::ok();
+}
+
+void ArtifactStore::remember_verified(const Digest& digest) {
+  auto info = env_.stat(object_path(digest, ArtifactKind::kFile));
+  if (!info.is_ok() || info->type != FileType::kRegular) return;
+  if (verified_.insert_or_assign(digest, *info).second) verified_order_.push_back(digest);
+  while (verified_.size() > kMaxRecentlyVerified && !verified_order_.empty()) {
+    verified_.erase(verified_order_.front());
+    verified_order_.pop_front();
+  }
+  // Entries of forgotten digests (removed objects) are dropped when they come first.
+  if (verified_order_.size() > 2 * kMaxRecentlyVerified) {
+    std::erase_if(verified_order_, [&](const Digest& d) { return !verified_.count(d); });
+  }
+}
+
+bool ArtifactStore::recently_verified(const Digest& digest) {
+  auto it = verified_.find(digest);
+  if (it == verified_.end()) return false;
+  auto now = env_.stat(object_path(digest, ArtifactKind::kFile));
+  const FileInfo& then = it->second;
+  if (now.is_ok() && now->type == FileType::kRegular && now->device == then.device &&
+      now->inode == then.inode && now->size_bytes == then.size_bytes &&
+      now->mtime_ns == then.mtime_ns && now->ctime_ns == then.ctime_ns) {
+    return true;
+  }
+  verified_.erase(it);  // changed (or gone) since: hashed again, and remembered if sound
+  return false;
 }
 
 Status ArtifactStore::flush_index() {

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -54,6 +55,9 @@ inline constexpr int kMaxTreeDepth = 256;
 // Expansions of trees remembered (promises/tree.h): trees never change, so this only
 // bounds memory; past it the memo starts again.
 inline constexpr std::size_t kMaxExpansionMemo = 100'000;
+// File objects remembered as just hashed (materialize links them without reading them
+// again while their stamp is unchanged): about 100 bytes each.
+inline constexpr std::size_t kMaxRecentlyVerified = 4096;
 // import_together: past this many files (or directories) to sync, one syncfs of the
 // store's file system replaces their fsyncs.
 inline constexpr std::size_t kSyncfsAbove = 8;
@@ -332,6 +336,12 @@ class ArtifactStore {
   void touch(const Digest& digest);
   bool imports_stopped() const { return imports_stopped_.load(std::memory_order_relaxed); }
   Status flush_index();
+  // Objects whose bytes this instance has just hashed (written, adopted under a checked
+  // digest, or verified whole), with their file's stamp then: materialize links such an
+  // object without hashing it again while the stamp is unchanged (docs/storage.md,
+  // "Materializing"). The oldest are forgotten past kMaxRecentlyVerified.
+  void remember_verified(const Digest& digest);
+  bool recently_verified(const Digest& digest);
 
   std::string root_;
   LedgerStore& index_;
@@ -346,6 +356,8 @@ class ArtifactStore {
   std::vector<ArtifactRecord> pending_rows_;        // installed, not yet indexed
   std::map<Digest, std::uint64_t> pending_touch_;   // bounded by kMaxPendingTouches
   std::map<Digest, TreeExpansion> expansion_memo_;  // bounded by kMaxExpansionMemo
+  std::map<Digest, FileInfo> verified_;             // remember_verified; bounded
+  std::deque<Digest> verified_order_;               // oldest first (may name forgotten ones)
 };
 
 // Makes a materialized directory writable again (u+w on every directory) so it can be
