@@ -186,11 +186,24 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   // it holds. A catch-up's next request leaves as the answer it follows is written, and
   // the peer makes the next answer meanwhile (docs/agent.md, "Inputs, one commit per
   // pass").
+  // So do fetches: a transfer brings bytes and writes no statement, and an artifact a
+  // crash then leaves unreferenced is collected as any other; a claimed job's inputs are
+  // on their way while its claim is committed and synced (the core names as holders
+  // only peers it holds live, so a link or a death later in the pass changes nothing
+  // for them).
   if (to_persist) {
     for (auto& out : outs) {
       std::erase_if(out.messages, [&](const promises::Outbound& m) {
         if (!std::holds_alternative<promises::SyncRequest>(m.message.body)) return false;
         send(m);
+        return true;
+      });
+      std::erase_if(out.actions, [&](promises::Action& a) {
+        if (!std::holds_alternative<promises::FetchArtifact>(a) &&
+            !std::holds_alternative<promises::ReplicateArtifact>(a)) {
+          return false;
+        }
+        act(a);
         return true;
       });
     }
