@@ -531,6 +531,20 @@ std::string Daemon::Impl::metrics_text() {
          "Artifact bytes received from peers.");
   sample(out, "vow_artifact_received_bytes_total", {},
          static_cast<double>(counters.streams.bytes_received));
+  header(out, "vow_artifact_chunks_total", "counter",
+         "Artifact chunks, by direction and link (\"plain\": integrity-only bulk, "
+         "docs/protocol.md; \"dropped\": frames on the plain listener naming no stream).");
+  const auto& sc = counters.streams;
+  sample(out, "vow_artifact_chunks_total", {{"direction", "out"}, {"link", "encrypted"}},
+         static_cast<double>(sc.chunks_sent - sc.bulk_chunks_sent));
+  sample(out, "vow_artifact_chunks_total", {{"direction", "out"}, {"link", "plain"}},
+         static_cast<double>(sc.bulk_chunks_sent));
+  sample(out, "vow_artifact_chunks_total", {{"direction", "in"}, {"link", "encrypted"}},
+         static_cast<double>(sc.chunks_received - sc.bulk_chunks_received));
+  sample(out, "vow_artifact_chunks_total", {{"direction", "in"}, {"link", "plain"}},
+         static_cast<double>(sc.bulk_chunks_received));
+  sample(out, "vow_artifact_chunks_total", {{"direction", "in"}, {"link", "dropped"}},
+         static_cast<double>(sc.bulk_frames_dropped + counters.bulk_frames_dropped));
   header(out, "vow_frames_total", "counter", "Protocol frames, by direction.");
   sample(out, "vow_frames_total", {{"direction", "in"}}, static_cast<double>(counters.frames_in));
   sample(out, "vow_frames_total", {{"direction", "out"}}, static_cast<double>(counters.frames_out));

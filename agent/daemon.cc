@@ -179,6 +179,7 @@ void Daemon::Impl::reload() {
   kept("replicas", next.replicas == config.replicas);
   kept("sandbox", next.sandbox == config.sandbox);
   kept("job_limits", next.job_limits == config.job_limits);
+  kept("bulk_transfer", next.bulk_transfer == config.bulk_transfer);
   kept("[timing]", next.timing == config.timing);
   bool same_sources = next.sources.size() == config.sources.size();
   for (std::size_t i = 0; same_sources && i < next.sources.size(); ++i) {
@@ -527,6 +528,7 @@ Status Daemon::Impl::open_transport() {
   sequences = std::move(seqs);
   transport::TransportOptions topts;
   topts.listen = config.listen;
+  topts.bulk_integrity_only = config.bulk_transfer == "integrity";
   topts.reconnect_max_ms = static_cast<int>(
       std::clamp<std::int64_t>(config.timing.suspect_after_ms, kMinReconnectMs, kMaxReconnectMs));
   auto* l = log.get();

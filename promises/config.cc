@@ -214,7 +214,8 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
   r.check_keys(t, kAgent,
                {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
                 "control_group", "http", "http_token_file", "replicas", "sandbox", "job_limits",
-                "horizon_every", "retire_superseded", "checkpoint_percent", "gc_interval"});
+                "horizon_every", "retire_superseded", "checkpoint_percent", "gc_interval",
+                "bulk_transfer"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -321,6 +322,14 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
                                   sandbox->value + "'");
     } else {
       a.sandbox = sandbox->value;
+    }
+  }
+  if (auto bulk = r.string(t, "bulk_transfer", kAgent, false)) {
+    if (bulk->value != "encrypted" && bulk->value != "integrity") {
+      r.error(bulk->where, "'bulk_transfer' in [agent] must be \"encrypted\" or "
+                           "\"integrity\", not '" + bulk->value + "'");
+    } else {
+      a.bulk_transfer = bulk->value;
     }
   }
   if (auto limits = r.string(t, "job_limits", kAgent, false)) {

@@ -702,6 +702,22 @@ TEST_CASE("[agent] job_limits: auto by default, one of three values") {
                   "'systemd'");
 }
 
+TEST_CASE("[agent] bulk_transfer: encrypted by default, or integrity") {
+  auto out = agent(kAgent);
+  REQUIRE(out.ok());
+  CHECK(out.value->bulk_transfer == "encrypted");
+  auto with = [](std::string_view v) {
+    return replace(kAgent, "pipelines = [\"wc.toml\"]\n",
+                   "pipelines = [\"wc.toml\"]\nbulk_transfer = " + std::string(v) + "\n");
+  };
+  auto plain = agent(with("\"integrity\""));
+  REQUIRE(plain.ok());
+  CHECK(plain.value->bulk_transfer == "integrity");
+  check_one_error(agent(with("\"plain\"")), 7, 17,
+                  "'bulk_transfer' in [agent] must be \"encrypted\" or \"integrity\", not "
+                  "'plain'");
+}
+
 TEST_CASE("image: the environment is part of the digest; stages without it keep theirs") {
   // Digests computed before `image` existed: the encodings of stages that do not set it
   // are the same bytes.

@@ -200,6 +200,10 @@ struct AgentConfig {
   // "auto" (a cgroup per job where the host lets the agent make them, else rlimits),
   // "cgroups" (or refuse to start), "rlimits" (never cgroups).
   std::string job_limits = "auto";
+  // How artifacts travel between agents (docs/protocol.md, "Bulk without encryption"):
+  // "encrypted" (on the CurveZMQ links) or "integrity" (chunks on a plain link, checked
+  // against the signed digest as always; only between two agents that both say so).
+  std::string bulk_transfer = "encrypted";
   SlurmConfig slurm;
   std::string file;
   Location where;  // the [agent] table

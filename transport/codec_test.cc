@@ -130,7 +130,8 @@ TEST_CASE("every message kind round trips") {
       // The last batch of an answer to a sync request, cut or not.
       StatementBatch{{testing::signed_only(*st)}, {}, true, true},
       StatementBatch{{}, {}, true, false},
-      FetchRequest{7, digest_of("f"), 1024, 16, 262144},
+      FetchRequest{7, digest_of("f"), 1024, 16, 262144, 0, {}},
+      FetchRequest{8, digest_of("g"), 0, 16, 262144, 41234, std::string(kBulkTokenBytes, 't')},
       Chunk{7, 1024, 4096, std::string("\0\1\2", 3), false},
       Credit{7, 8, false},
       FetchError{7, 2, "not found"},

@@ -65,6 +65,8 @@ struct Transport::Impl {
   struct Peer {
     void* dealer = nullptr;  // outbound link, if we connect to it
     std::string endpoint;
+    void* bulk_dealer = nullptr;  // plain link for chunks served to it (bulk_integrity_only)
+    std::string bulk_endpoint;
     std::optional<std::string> routing_id;  // inbound link it opened to us, if any
     bool slow = false;                      // dialed at the pace of a dead peer
   };
@@ -79,6 +81,8 @@ struct Transport::Impl {
   void* zap = nullptr;
   void* router = nullptr;
   void* monitor = nullptr;
+  void* bulk_router = nullptr;  // plain listener for chunks (bulk_integrity_only)
+  std::uint16_t bulk_port = 0;
   std::string endpoint;
   std::map<AgentKey, Peer> peers;
   Validator validator;
@@ -112,7 +116,9 @@ struct Transport::Impl {
     if (epfd >= 0) ::close(epfd);
     for (auto& [k, p] : peers) {
       if (p.dealer) zmq_close(p.dealer);
+      if (p.bulk_dealer) zmq_close(p.bulk_dealer);
     }
+    if (bulk_router) zmq_close(bulk_router);
     if (monitor) zmq_close(monitor);
     if (router) {
       zmq_socket_monitor(router, nullptr, 0);
@@ -224,7 +230,124 @@ struct Transport::Impl {
     char buf[256];
     std::size_t len = sizeof(buf);
     if (zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, buf, &len) == 0) endpoint = buf;
+    if (options.bulk_integrity_only) return start_bulk();
     return Status::ok();
+  }
+
+  // The plain listener on the listener's host, at a port the system picks.
+  Status start_bulk() {
+    auto colon = options.listen.rfind(':');
+    if (options.listen.rfind("tcp://", 0) != 0 || colon == std::string::npos) {
+      logf(LogLevel::kWarn, "integrity-only bulk needs a tcp:// listener, not " +
+                                options.listen + ": artifacts go on the encrypted links");
+      return Status::ok();
+    }
+    bulk_router = zmq_socket(ctx, ZMQ_ROUTER);
+    if (!bulk_router) return Status::io(zmq_error("zmq_socket(ROUTER)"));
+    common_options(bulk_router);
+    std::string at = options.listen.substr(0, colon) + ":*";
+    if (zmq_bind(bulk_router, at.c_str()) != 0) {
+      return Status::unavailable(zmq_error(("bind " + at).c_str()));
+    }
+    char buf[256];
+    std::size_t len = sizeof(buf);
+    if (zmq_getsockopt(bulk_router, ZMQ_LAST_ENDPOINT, buf, &len) != 0) {
+      return Status::io(zmq_error("ZMQ_LAST_ENDPOINT"));
+    }
+    std::string bound = buf;
+    bulk_port = static_cast<std::uint16_t>(std::stoul(bound.substr(bound.rfind(':') + 1)));
+    watch(bulk_router);
+    streams->set_bulk(bulk_port, BulkRoute{
+                                     [this](const AgentKey& peer, std::uint16_t port) {
+                                       return open_bulk(peer, port);
+                                     },
+                                     [this](const AgentKey& peer, std::string_view token,
+                                            const Message& m) { return send_bulk(peer, token, m); },
+                                 });
+    return Status::ok();
+  }
+
+  // A plain link to PEER's bulk listener at PORT, on the host its outbound link dials
+  // (never an address a request names: a peer can direct this agent's bytes only to
+  // where it already sends them). False without an outbound TCP link.
+  bool open_bulk(const AgentKey& peer, std::uint16_t port) {
+    auto it = peers.find(peer);
+    if (it == peers.end() || it->second.dealer == nullptr) return false;
+    Peer& p = it->second;
+    auto colon = p.endpoint.rfind(':');
+    if (p.endpoint.rfind("tcp://", 0) != 0 || colon == std::string::npos) return false;
+    std::string ep = p.endpoint.substr(0, colon) + ":" + std::to_string(port);
+    if (p.bulk_dealer != nullptr && p.bulk_endpoint == ep) return true;
+    close_bulk(p);
+    void* s = zmq_socket(ctx, ZMQ_DEALER);
+    if (!s) return false;
+    common_options(s);
+    set_int(s, ZMQ_RECONNECT_IVL, options.reconnect_ms);
+    set_int(s, ZMQ_RECONNECT_IVL_MAX, options.reconnect_max_ms);
+    if (zmq_connect(s, ep.c_str()) != 0) {
+      logf(LogLevel::kWarn, zmq_error(("connect " + ep).c_str()));
+      zmq_close(s);
+      return false;
+    }
+    p.bulk_dealer = s;
+    p.bulk_endpoint = ep;
+    return true;
+  }
+
+  void close_bulk(Peer& p) {
+    if (p.bulk_dealer == nullptr) return;
+    zmq_close(p.bulk_dealer);
+    p.bulk_dealer = nullptr;
+    p.bulk_endpoint.clear();
+  }
+
+  // [token][message] on the plain link (one multipart message: both or neither queued).
+  bool send_bulk(const AgentKey& peer, std::string_view token, const Message& m) {
+    auto it = peers.find(peer);
+    if (it == peers.end() || it->second.bulk_dealer == nullptr) return false;
+    auto words = internal::encode_message_words(m);
+    if (!words) return false;
+    auto* owned = new kj::Array<capnp::word>(std::move(words).value());
+    auto b = owned->asBytes();
+    zmq_msg_t msg;
+    zmq_msg_init_data(
+        &msg, b.begin(), b.size(),
+        [](void*, void* hint) { delete static_cast<kj::Array<capnp::word>*>(hint); }, owned);
+    void* s = it->second.bulk_dealer;
+    int rc = zmq_send(s, token.data(), token.size(), ZMQ_DONTWAIT | ZMQ_SNDMORE);
+    if (rc >= 0) rc = zmq_msg_send(&msg, s, ZMQ_DONTWAIT);
+    if (rc < 0) {
+      zmq_msg_close(&msg);
+      return false;
+    }
+    ++counters.frames_out;
+    return true;
+  }
+
+  // One frame from the plain listener: [routing id, token, message]. Nothing on it is
+  // authenticated but the token, which names a stream of this agent's (and its peer);
+  // the stream's digest check is what the bytes must pass. Returns false when none is
+  // ready.
+  bool read_bulk() {
+    std::vector<zmq_msg_t> parts;
+    if (!bulk_router || !recv_parts(bulk_router, parts)) return false;
+    ++counters.frames_in;
+    std::optional<AgentKey> peer;
+    if (parts.size() == 3 && zmq_msg_size(&parts[1]) == kBulkTokenBytes) {
+      peer = streams->bulk_peer(view(parts[1]));
+    } else {
+      ++counters.bulk_frames_dropped;
+    }
+    if (peer) {
+      auto m = decode_message(bytes(parts[2]), options.max_frame_bytes);
+      if (m) {
+        streams->on_bulk_message(view(parts[1]), *m, now_ms);
+      } else {
+        ++counters.bulk_frames_dropped;
+      }
+    }
+    close_parts(parts);
+    return true;
   }
 
   // Checks that `peer` has a link and the frame fits.
@@ -474,6 +597,14 @@ struct Transport::Impl {
     bool progress = true;
     while (budget > 0 && progress && !barrier) {
       progress = false;
+      if (bulk_router != nullptr && is_ready(bulk_router)) {
+        if (read_bulk()) {
+          progress = true;
+          --budget;
+        } else {
+          drained(bulk_router);
+        }
+      }
       if (router != nullptr && is_ready(router)) {
         if (read_router(out)) {
           progress = true;
@@ -533,6 +664,7 @@ Result<std::unique_ptr<Transport>> Transport::create(const Identity& identity, T
 
 const AgentKey& Transport::key() const { return impl_->identity.key(); }
 const std::string& Transport::endpoint() const { return impl_->endpoint; }
+std::uint16_t Transport::bulk_port() const { return impl_->bulk_port; }
 
 Status Transport::connect(const AgentKey& peer, const std::string& endpoint) {
   auto& I = *impl_;
@@ -564,6 +696,7 @@ void Transport::disconnect(const AgentKey& peer) {
   auto it = impl_->peers.find(peer);
   if (it == impl_->peers.end()) return;
   impl_->close_dealer(it->second);
+  impl_->close_bulk(it->second);
   impl_->peers.erase(it);
   impl_->streams->peer_lost(peer, impl_->now_ms);
 }
@@ -607,6 +740,7 @@ std::vector<zmq_pollitem_t> Transport::poll_items() const {
   add(impl_->zap);
   if (impl_->router) add(impl_->router);
   if (impl_->monitor) add(impl_->monitor);
+  if (impl_->bulk_router) add(impl_->bulk_router);
   for (auto& [k, p] : impl_->peers) {
     if (p.dealer) add(p.dealer);
   }

@@ -62,6 +62,12 @@ struct TransportOptions {
   int handshake_ms = 3000;                 // ZMQ_HANDSHAKE_IVL
   std::size_t max_inbound_per_poll = 256;  // frames read per poll_inbound call
   std::size_t max_peers = 1024;            // outbound links
+  // Integrity-only bulk (stream.h, BulkRoute; docs/protocol.md "Bulk without
+  // encryption"): a second ROUTER, without CurveZMQ, listens on the listener's TCP host
+  // at a port of its own and takes artifact chunks of this agent's fetches; and chunks
+  // this agent serves go plain to a peer that asks. Both ends must allow it for a stream
+  // to go plain. Off for a listener that is not TCP.
+  bool bulk_integrity_only = false;
   StreamOptions streams;
 };
 
@@ -82,6 +88,8 @@ struct TransportCounters {
   std::uint64_t handshakes_ok = 0;      // inbound handshakes completed (ROUTER)
   std::uint64_t handshakes_failed = 0;  // inbound handshakes failed (protocol or auth)
   std::uint64_t disconnects = 0;        // inbound links closed
+  std::uint64_t bulk_frames_dropped = 0;  // plain listener: frames not [token, message]
+                                          // or undecodable (streams: naming no stream)
   StreamCounters streams;
 };
 
@@ -106,6 +114,8 @@ class Transport {
   const AgentKey& key() const;
   // The bound endpoint with its real port ("tcp://127.0.0.1:41234"); empty if none.
   const std::string& endpoint() const;
+  // The plain bulk listener's port (0: none).
+  std::uint16_t bulk_port() const;
 
   // Opens (or re-targets) the outbound link to `peer` at `endpoint`. The peer must be
   // trusted. Reconnects by itself when the far side restarts.

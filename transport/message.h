@@ -45,12 +45,16 @@ using promises::Probe;
 using promises::StatementBatch;
 using promises::SyncRequest;
 
+inline constexpr std::size_t kBulkTokenBytes = 16;
+
 struct FetchRequest {
   std::uint64_t stream_id = 0;
   Digest artifact;
   std::uint64_t offset = 0;
   std::uint32_t credits = 0;
   std::uint32_t chunk_bytes = 0;
+  std::uint16_t bulk_port = 0;  // integrity-only bulk asked for (stream.h); 0: not
+  std::string bulk_token;       // 16 bytes leading each plain chunk frame
   bool operator==(const FetchRequest&) const = default;
 };
 

@@ -195,6 +195,10 @@ struct BodyWriter {
     o.setOffset(r.offset);
     o.setCredits(r.credits);
     o.setChunkBytes(r.chunk_bytes);
+    if (r.bulk_port != 0) {
+      o.setBulkPort(r.bulk_port);
+      o.setBulkToken(data_of(as_span(r.bulk_token)));
+    }
   }
   void operator()(const Chunk& c) {
     auto o = b.initChunk();
@@ -286,8 +290,15 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
       return get_batch(b.getLedgerBatch());  // `more` (unused) not read
     case B::FETCH_REQUEST: {
       auto o = b.getFetchRequest();
-      return FetchRequest{o.getStreamId(), digest_of(o.getArtifact(), "fetch artifact"),
-                          o.getOffset(), o.getCredits(), o.getChunkBytes()};
+      FetchRequest r{o.getStreamId(), digest_of(o.getArtifact(), "fetch artifact"),
+                     o.getOffset(),   o.getCredits(),
+                     o.getChunkBytes(), o.getBulkPort(),
+                     str(o.getBulkToken())};
+      if (r.bulk_port != 0 && r.bulk_token.size() != kBulkTokenBytes) {
+        bad("bulk token of " + std::to_string(r.bulk_token.size()) + " bytes, not " +
+            std::to_string(kBulkTokenBytes));
+      }
+      return r;
     }
     case B::CHUNK: {
       auto o = b.getChunk();

@@ -408,6 +408,12 @@ struct FetchRequest {
   offset @2 :UInt64;                  # resume point: first byte wanted
   credits @3 :UInt32;                 # chunks the sender may send before more credit
   chunkBytes @4 :UInt32;              # wanted chunk size (sender may send less)
+  # Integrity-only bulk (docs/protocol.md, "Bulk without encryption"): the receiver's
+  # plain (NULL mechanism) ROUTER listens on this TCP port of the host the sender dials it
+  # at; a sender that allows it sends the chunks there, each frame led by bulkToken (16
+  # random bytes naming the stream). 0: chunks on this link, as always.
+  bulkPort @5 :UInt16;
+  bulkToken @6 :Data;
 }
 
 struct Chunk {

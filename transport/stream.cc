@@ -1,5 +1,7 @@
 #include "transport/stream.h"
 
+#include <sodium.h>
+
 #include <algorithm>
 
 #include "promises/assert.h"
@@ -18,6 +20,7 @@ struct Streams::Receiving {
   std::uint64_t total_bytes = 0;
   std::uint32_t consumed_since_credit = 0;
   std::int64_t last_progress_ms = 0;
+  std::string bulk_token;  // asked for integrity-only bulk (empty: not)
 };
 
 struct Streams::Sending {
@@ -30,6 +33,7 @@ struct Streams::Sending {
   std::uint32_t credits = 0;
   std::int64_t last_progress_ms = 0;
   bool done = false;
+  std::string bulk_token;  // chunks go plain, led by it (empty: on the link)
 };
 
 Streams::Streams(StreamOptions options, SendFn send) : options_(options), send_(std::move(send)) {
@@ -69,12 +73,19 @@ Result<std::uint64_t> Streams::fetch(const AgentKey& peer, const Digest& artifac
   }
   r->next_offset = offset;
   r->sink = std::move(sink);
-  FetchRequest req{r->id, artifact, offset, options_.window_chunks, options_.chunk_bytes};
+  FetchRequest req{r->id, artifact, offset, options_.window_chunks, options_.chunk_bytes, 0, {}};
+  if (bulk_port_ != 0 && !bulk_stalled_.count(peer)) {
+    r->bulk_token.resize(kBulkTokenBytes);
+    randombytes_buf(r->bulk_token.data(), r->bulk_token.size());
+    req.bulk_port = bulk_port_;
+    req.bulk_token = r->bulk_token;
+  }
   if (!send_(peer, Message{kProtocolVersion, req})) {
     return Status::unavailable("cannot send fetch request to " + agent_id(peer) +
                                " (no link or queue full)");
   }
   std::uint64_t id = r->id;
+  if (!r->bulk_token.empty()) bulk_tokens_.emplace(r->bulk_token, id);
   receiving_.emplace(id, std::move(r));
   return id;
 }
@@ -95,6 +106,7 @@ void Streams::finish(std::uint64_t stream_id, Status status) {
   (status ? counters_.fetches_ok : counters_.fetches_failed)++;
   outcomes_.push_back(
       FetchOutcome{stream_id, r.peer, r.artifact, std::move(status), r.next_offset, r.total_bytes});
+  if (!r.bulk_token.empty()) bulk_tokens_.erase(r.bulk_token);
   receiving_.erase(it);
 }
 
@@ -181,6 +193,12 @@ void Streams::on_fetch_request(const AgentKey& peer, const FetchRequest& req, st
   s->chunk_bytes = std::clamp<std::uint32_t>(req.chunk_bytes, 1, kMaxChunkBytes);
   s->credits = std::min(req.credits, 4 * options_.window_chunks);
   s->last_progress_ms = now_ms;
+  // Plain only where this agent's operator allows it and a plain link to the receiver
+  // can be had; else on the link, and the receiver takes them there as always.
+  if (req.bulk_port != 0 && req.bulk_token.size() == kBulkTokenBytes && bulk_route_ &&
+      bulk_route_->open(peer, req.bulk_port)) {
+    s->bulk_token = req.bulk_token;
+  }
   Sending& ref = *s;
   sending_.emplace(key, std::move(s));
   pump(ref, now_ms);
@@ -208,7 +226,12 @@ void Streams::pump(Sending& s, std::int64_t now_ms) {
       s.done = true;
       break;
     }
-    if (!send_(s.peer, Message{kProtocolVersion, std::move(c)})) break;  // queue full: later
+    const bool plain = !s.bulk_token.empty();
+    Message m{kProtocolVersion, std::move(c)};
+    if (!(plain ? bulk_route_->send(s.peer, s.bulk_token, m) : send_(s.peer, m))) {
+      break;  // queue full: later
+    }
+    if (plain) ++counters_.bulk_chunks_sent;
     s.next_offset += n;
     --s.credits;
     s.last_progress_ms = now_ms;
@@ -268,6 +291,9 @@ void Streams::tick(std::int64_t now_ms) {
   }
   for (auto id : stalled) {
     auto& r = *receiving_.at(id);
+    // A plain link that does not get through (a firewall, a host it cannot be reached at
+    // that way): that peer is asked on the link from now on.
+    if (!r.bulk_token.empty()) bulk_stalled_.insert(r.peer);
     finish(id,
            Status::unavailable("artifact " + r.artifact.hex() + " from peer " + agent_id(r.peer) +
                                ": stalled at " + std::to_string(r.next_offset) + " bytes for " +
@@ -286,6 +312,32 @@ void Streams::peer_lost(const AgentKey& peer, std::int64_t now_ms) {
                                    agent_id(peer) + ": link lost"));
   }
   std::erase_if(sending_, [&](const auto& kv) { return kv.first.first == peer; });
+}
+
+void Streams::set_bulk(std::uint16_t ask_port, std::optional<BulkRoute> route) {
+  bulk_port_ = ask_port;
+  bulk_route_ = std::move(route);
+}
+
+std::optional<AgentKey> Streams::bulk_peer(std::string_view token) {
+  auto it = bulk_tokens_.find(std::string(token));
+  if (it == bulk_tokens_.end()) {
+    ++counters_.bulk_frames_dropped;
+    return std::nullopt;
+  }
+  return receiving_.at(it->second)->peer;
+}
+
+void Streams::on_bulk_message(std::string_view token, const Message& m, std::int64_t now_ms) {
+  auto it = bulk_tokens_.find(std::string(token));
+  const auto* c = std::get_if<Chunk>(&m.body);
+  // Only chunks, and only of the stream the token names (a token is the stream's).
+  if (it == bulk_tokens_.end() || c == nullptr || c->stream_id != it->second) {
+    ++counters_.bulk_frames_dropped;
+    return;
+  }
+  ++counters_.bulk_chunks_received;
+  on_chunk(receiving_.at(it->second)->peer, *c, now_ms);
 }
 
 Streams::~Streams() = default;

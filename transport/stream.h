@@ -19,6 +19,9 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
+#include <string>
+#include <string_view>
 #include <span>
 #include <vector>
 
@@ -86,6 +89,22 @@ struct StreamCounters {
   std::uint64_t fetches_ok = 0;
   std::uint64_t fetches_failed = 0;
   std::uint64_t serves_refused = 0;
+  std::uint64_t bulk_chunks_sent = 0;      // of chunks_sent: on the plain bulk link
+  std::uint64_t bulk_chunks_received = 0;  // of chunks_received: from the plain bulk listener
+  std::uint64_t bulk_frames_dropped = 0;   // plain frames naming no stream, or not a chunk
+};
+
+// Integrity-only bulk (docs/protocol.md, "Bulk without encryption"). The receiver asks
+// for it in its FetchRequest (a port of its plain listener and a random token); a sender
+// whose operator allows it opens a plain link to that port on the host it already dials
+// the receiver at and sends the chunks there, each frame led by the token. The bytes are
+// trusted for what they always were: the receiver hashes every byte and checks the
+// digest a signed statement named. What is given up is confidentiality on the wire.
+struct BulkRoute {
+  // Whether a plain link to PEER's listener at PORT can be used (opened if need be).
+  std::function<bool(const AgentKey& peer, std::uint16_t port)> open;
+  // Sends a chunk message on it, led by TOKEN; false if it could not be queued now.
+  std::function<bool(const AgentKey& peer, std::string_view token, const Message& message)> send;
 };
 
 class Streams {
@@ -99,6 +118,14 @@ class Streams {
   Streams& operator=(const Streams&) = delete;
 
   void set_provider(ArtifactProvider* provider) { provider_ = provider; }
+  // Integrity-only bulk: ASK_PORT (non-zero) is this agent's plain listener, asked for in
+  // its fetches; with ROUTE, chunks it serves go plain to a receiver that asks.
+  void set_bulk(std::uint16_t ask_port, std::optional<BulkRoute> route);
+  // A frame from the plain listener: the token that leads it and the message after it.
+  // The peer whose stream the token names (nullopt: none; the frame is dropped, counted).
+  std::optional<AgentKey> bulk_peer(std::string_view token);
+  // The message of such a frame, validated as the peer's (a chunk, or dropped and counted).
+  void on_bulk_message(std::string_view token, const Message& m, std::int64_t now_ms);
 
   // Starts fetching `artifact` from `peer` into `sink` from `offset` (bytes before it
   // must already be in the sink). `expected_bytes`, if known (ArtifactRef.size_bytes),
@@ -131,6 +158,10 @@ class Streams {
 
   StreamOptions options_;
   SendFn send_;
+  std::uint16_t bulk_port_ = 0;             // set_bulk: asked for in fetches
+  std::optional<BulkRoute> bulk_route_;     // set_bulk: chunks served plain
+  std::map<std::string, std::uint64_t> bulk_tokens_;  // receiving streams' tokens
+  std::set<AgentKey> bulk_stalled_;         // a plain stream from it stalled: not asked again
   ArtifactProvider* provider_ = nullptr;
   std::uint64_t next_stream_id_ = 1;
   std::map<std::uint64_t, std::unique_ptr<Receiving>> receiving_;

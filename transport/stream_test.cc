@@ -87,6 +87,112 @@ TEST_CASE("a corrupted chunk is detected, naming the artifact and the peer") {
   CHECK(!state->finished);
 }
 
+TransportOptions bulk_on() {
+  TransportOptions o;
+  o.bulk_integrity_only = true;
+  return o;
+}
+
+// Fetches SIZE pattern bytes of SEED from SERVER into CLIENT; the outcome and the bytes.
+std::pair<FetchOutcome, std::vector<std::uint8_t>> fetch_all(Agent& server, Agent& client,
+                                                             const Digest& d, std::uint64_t size) {
+  Loop loop({server.t.get(), client.t.get()});
+  auto sink = std::make_unique<MemorySink>();
+  auto state = sink->state;
+  auto id = client.t->fetch(server.id.key(), d, 0, size, std::move(sink), testing::now_ms());
+  REQUIRE(id);
+  REQUIRE(loop.run_until([&] { return !loop.outcomes[client.t.get()].empty(); }));
+  return {loop.outcomes[client.t.get()][0], state->bytes};
+}
+
+TEST_CASE("integrity-only bulk: chunks go on the plain link where both ends allow it") {
+  constexpr std::uint64_t kSize = 6 * (256 << 10) + 777;
+  SUBCASE("both allow it, each dials the other: plain, verified") {
+    Agent server(1, bulk_on()), client(2, bulk_on());
+    CHECK(client.t->bulk_port() != 0);
+    Digest d = server.provider.add(21, kSize);
+    REQUIRE(client.t->connect(server.id.key(), server.t->endpoint()).is_ok());
+    REQUIRE(server.t->connect(client.id.key(), client.t->endpoint()).is_ok());
+    auto [out, bytes] = fetch_all(server, client, d, kSize);
+    CHECK_MESSAGE(out.status.is_ok(), out.status.to_string());
+    CHECK(bytes == pattern(21, kSize));
+    auto sent = server.t->counters().streams;
+    auto got = client.t->counters().streams;
+    CHECK(sent.chunks_sent == 7);
+    CHECK(sent.bulk_chunks_sent == sent.chunks_sent);
+    CHECK(got.bulk_chunks_received == got.chunks_received);
+    CHECK(got.bytes_received == kSize);
+  }
+  SUBCASE("the sender does not allow it: on the encrypted link, verified") {
+    Agent server(1), client(2, bulk_on());
+    Digest d = server.provider.add(22, kSize);
+    REQUIRE(client.t->connect(server.id.key(), server.t->endpoint()).is_ok());
+    REQUIRE(server.t->connect(client.id.key(), client.t->endpoint()).is_ok());
+    auto [out, bytes] = fetch_all(server, client, d, kSize);
+    CHECK_MESSAGE(out.status.is_ok(), out.status.to_string());
+    CHECK(bytes == pattern(22, kSize));
+    CHECK(server.t->counters().streams.bulk_chunks_sent == 0);
+    CHECK(client.t->counters().streams.bulk_chunks_received == 0);
+    CHECK(client.t->counters().streams.chunks_received == 7);
+  }
+  SUBCASE("the sender does not dial the receiver: it has no host to send to, so the link") {
+    Agent server(1, bulk_on()), client(2, bulk_on());
+    Digest d = server.provider.add(23, kSize);
+    REQUIRE(client.t->connect(server.id.key(), server.t->endpoint()).is_ok());
+    auto [out, bytes] = fetch_all(server, client, d, kSize);
+    CHECK_MESSAGE(out.status.is_ok(), out.status.to_string());
+    CHECK(server.t->counters().streams.bulk_chunks_sent == 0);
+    CHECK(server.t->counters().streams.chunks_sent == 7);
+  }
+  SUBCASE("a chunk changed on the way is caught by the digest, as on the link") {
+    Agent server(1, bulk_on()), client(2, bulk_on());
+    Digest d = testing::pattern_digest(24, kSize);
+    server.provider.add_as(d, {24, kSize, 1'000'000});  // one byte differs
+    REQUIRE(client.t->connect(server.id.key(), server.t->endpoint()).is_ok());
+    REQUIRE(server.t->connect(client.id.key(), client.t->endpoint()).is_ok());
+    auto [out, bytes] = fetch_all(server, client, d, kSize);
+    CHECK(out.status.code() == StatusCode::kCorrupt);
+    CHECK(out.status.message().find("digest mismatch") != std::string::npos);
+    CHECK(server.t->counters().streams.bulk_chunks_sent > 0);
+  }
+}
+
+TEST_CASE("integrity-only bulk: frames that name no stream of the receiver are dropped") {
+  constexpr std::uint64_t kSize = 4 * (256 << 10);
+  Agent server(1, bulk_on()), client(2, bulk_on());
+  Digest d = server.provider.add(25, kSize);
+  REQUIRE(client.t->connect(server.id.key(), server.t->endpoint()).is_ok());
+  REQUIRE(server.t->connect(client.id.key(), client.t->endpoint()).is_ok());
+  // Anybody may connect to the plain listener: a made-up token, a chunk without a token,
+  // a token before bytes that are no message.
+  void* ctx = zmq_ctx_new();
+  void* forger = zmq_socket(ctx, ZMQ_DEALER);
+  int zero = 0;
+  zmq_setsockopt(forger, ZMQ_LINGER, &zero, sizeof(zero));
+  std::string at = "tcp://127.0.0.1:" + std::to_string(client.t->bulk_port());
+  REQUIRE(zmq_connect(forger, at.c_str()) == 0);
+  auto frame = *encode_message(Message{kProtocolVersion, Chunk{1, 0, kSize, "forged", false}});
+  std::string token(kBulkTokenBytes, 'x');
+  zmq_send(forger, token.data(), token.size(), ZMQ_SNDMORE);
+  zmq_send(forger, frame.data(), frame.size(), 0);
+  zmq_send(forger, frame.data(), frame.size(), 0);
+  zmq_send(forger, token.data(), token.size(), ZMQ_SNDMORE);
+  zmq_send(forger, "junk", 4, 0);
+  Loop loop({server.t.get(), client.t.get()});
+  REQUIRE(loop.run_until([&] {
+    return client.t->counters().streams.bulk_frames_dropped +
+               client.t->counters().bulk_frames_dropped >=
+           3;
+  }));
+  // The real fetch is untouched by them.
+  auto [out, bytes] = fetch_all(server, client, d, kSize);
+  CHECK_MESSAGE(out.status.is_ok(), out.status.to_string());
+  CHECK(bytes == pattern(25, kSize));
+  CHECK(client.t->counters().streams.bulk_chunks_received == 4);
+  zmq_close(forger);
+  zmq_ctx_term(ctx);
+}
+
 TEST_CASE("a stream cut in the middle resumes from its offset on another holder") {
   TransportOptions o;
   o.streams.window_chunks = 4;
@@ -148,6 +254,24 @@ struct Harness {
 Message chunk(std::uint64_t id, std::uint64_t offset, std::uint64_t total, std::string data,
               bool last) {
   return Message{kProtocolVersion, Chunk{id, offset, total, std::move(data), last}};
+}
+
+TEST_CASE("integrity-only bulk: a peer whose plain stream stalled is asked on the link") {
+  Harness h;
+  h.streams.set_bulk(40000, std::nullopt);
+  Digest d = testing::digest_of("0123456789");
+  REQUIRE(h.streams.fetch(h.peer, d, 0, std::nullopt, std::make_unique<MemorySink>(), 0));
+  const auto& first = std::get<FetchRequest>(h.sent.back().body);
+  CHECK(first.bulk_port == 40000);
+  CHECK(first.bulk_token.size() == kBulkTokenBytes);
+  // A made-up token names no stream; the real one does.
+  CHECK(!h.streams.bulk_peer(std::string(kBulkTokenBytes, 'z')));
+  CHECK(h.streams.bulk_peer(first.bulk_token) == h.peer);
+  h.streams.tick(StreamOptions{}.idle_timeout_ms + 1);
+  REQUIRE(h.streams.take_outcomes().size() == 1);
+  CHECK(!h.streams.bulk_peer(first.bulk_token));  // the stream is gone, and its token
+  REQUIRE(h.streams.fetch(h.peer, d, 0, std::nullopt, std::make_unique<MemorySink>(), 0));
+  CHECK(std::get<FetchRequest>(h.sent.back().body).bulk_port == 0);
 }
 
 TEST_CASE("a truncated or out-of-order stream is an error naming the artifact and peer") {

@@ -101,7 +101,7 @@ TEST_CASE("validator rejects each kind of bad statement under its own reason") {
       v.validate(sp(*encode_message(Message{kProtocolVersion, ControlRequest{1, "status", "{}"}})),
                  a.key(), PeerRole::kClient));
   // A client reads artifacts (vow get from a workstation): it may ask for a stream.
-  CHECK(v.validate(sp(*encode_message(Message{kProtocolVersion, FetchRequest{1, blake2b("x"), 0, 4, 65536}})),
+  CHECK(v.validate(sp(*encode_message(Message{kProtocolVersion, FetchRequest{1, blake2b("x"), 0, 4, 65536, 0, {}}})),
                    a.key(), PeerRole::kClient));
   CHECK_FALSE(v.validate(sp(*encode_message(Message{kProtocolVersion, Heartbeat{}})), a.key(),
                          PeerRole::kClient));

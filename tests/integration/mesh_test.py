@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mesh import (Mesh, canonical_output, check, free_port, read_artifact,  # noqa: E402
@@ -374,6 +375,54 @@ def scenario_bad_config():
         mesh.cleanup()
 
 
+def chunk_counts(agent):
+    """vow_artifact_chunks_total of AGENT's /metrics, {(direction, link): count}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{agent.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for m in re.finditer(r'^vow_artifact_chunks_total\{direction="(\w+)",link="(\w+)"\} (\S+)$',
+                         text, re.M):
+        out[(m.group(1), m.group(2))] = float(m.group(3))
+    check(len(out) == 5, f"vow_artifact_chunks_total of {agent.name}: {out}")
+    return out
+
+
+def scenario_bulk():
+    """bulk_transfer = "integrity" on a and b, not on c: the wordcount pipeline is right;
+    artifacts between a and b go on the plain link, none to or from c does."""
+    mesh = Mesh(VOW, VOWD, [WORDCOUNT])
+    try:
+        corpus = os.path.join(mesh.root, "corpus")
+        make_corpus(corpus)
+        # Only b splits and counts: the corpus (held by a) must reach it.
+        a = mesh.add("a", [("wordcount/top", 1)], sources=[("wordcount/corpus", corpus, False)])
+        b = mesh.add("b", [("wordcount/split", 1), ("wordcount/count", 2),
+                           ("wordcount/merge", 1)])
+        c = mesh.add("c", [("wordcount/top", 1)])
+        for ag in (a, b, c):
+            ag.http_port = free_port()
+        for ag in (a, b):
+            ag.agent_lines.append('bulk_transfer = "integrity"')
+        mesh.start()
+        wait_done(c, "wordcount")
+        top = canonical_output(c.status(), "wordcount", "top", "report")
+        report = read_artifact(mesh, top).decode()
+        expected = word_totals(corpus)
+        check(report == "".join(expected.splitlines(True)[:20]), f"report differs:\n{report}")
+        ca, cb, cc = chunk_counts(a), chunk_counts(b), chunk_counts(c)
+        check(ca[("out", "plain")] > 0 and cb[("in", "plain")] > 0,
+              f"the corpus went from a to b plain: a {ca}, b {cb}")
+        check(cc[("in", "plain")] == 0 and cc[("out", "plain")] == 0,
+              f"c allows no plain link, yet: {cc}")
+        check(all(x[("in", "dropped")] == 0 for x in (ca, cb, cc)), "plain frames dropped")
+        # Every agent checked what it took: verify passes on each.
+        for ag in (a, b, c):
+            v = ag.vow("verify", "--json", check_rc=False)
+            check(v.returncode == 0, f"vow verify on {ag.name}: {v.stdout[-1000:]}")
+    finally:
+        mesh.cleanup()
+
+
 def huge_pages_asked(pid):
     """Whether any mapping of the process asks for transparent huge pages (VmFlags hg)."""
     with open(f"/proc/{pid}/smaps") as f:
@@ -416,6 +465,7 @@ def scenario_heap():
 
 SCENARIOS = {
     "heap": scenario_heap,
+    "bulk": scenario_bulk,
     "wordcount": scenario_wordcount,
     "failover": scenario_failover,
     "sigterm": scenario_sigterm,
