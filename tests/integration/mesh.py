@@ -117,6 +117,11 @@ class Agent:
         job_limits = os.environ.get("VOW_JOB_LIMITS")
         if job_limits:
             self.agent_lines.append(f'job_limits = "{job_limits}"')
+        # VOW_BULK=encrypted|integrity sets how every agent sends artifacts
+        # (docs/protocol.md, "Bulk without encryption"), e.g. for bench/run.
+        bulk = os.environ.get("VOW_BULK")
+        if bulk:
+            self.agent_lines.append(f'bulk_transfer = "{bulk}"')
         self.extra_lines = []  # more tables, e.g. [slurm]
         out = subprocess.run([mesh.vow, "keys", "gen", "--state-dir", self.state],
                              check=True, capture_output=True, text=True)
