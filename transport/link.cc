@@ -305,14 +305,8 @@ struct Transport::Impl {
   bool send_bulk(const AgentKey& peer, std::string_view token, const Message& m) {
     auto it = peers.find(peer);
     if (it == peers.end() || it->second.bulk_dealer == nullptr) return false;
-    auto words = internal::encode_message_words(m);
-    if (!words) return false;
-    auto* owned = new kj::Array<capnp::word>(std::move(words).value());
-    auto b = owned->asBytes();
     zmq_msg_t msg;
-    zmq_msg_init_data(
-        &msg, b.begin(), b.size(),
-        [](void*, void* hint) { delete static_cast<kj::Array<capnp::word>*>(hint); }, owned);
+    if (!encode_into(m, &msg)) return false;
     void* s = it->second.bulk_dealer;
     int rc = zmq_send(s, token.data(), token.size(), ZMQ_DONTWAIT | ZMQ_SNDMORE);
     if (rc >= 0) rc = zmq_msg_send(&msg, s, ZMQ_DONTWAIT);
@@ -387,16 +381,22 @@ struct Transport::Impl {
     return send_msg(peer, &msg);
   }
 
-  Status send(const AgentKey& peer, const Message& m) {
+  // Encodes M into MSG, handing the encoded words to ZeroMQ without another copy (it
+  // frees them when sent). The encoding's error, else ok with MSG initialized.
+  static Status encode_into(const Message& m, zmq_msg_t* msg) {
     auto words = internal::encode_message_words(m);
     if (!words) return words.status();
-    // Hand the encoded words to ZeroMQ without another copy; it frees them when sent.
     auto* owned = new kj::Array<capnp::word>(std::move(words).value());
     auto bytes = owned->asBytes();
-    zmq_msg_t msg;
     zmq_msg_init_data(
-        &msg, bytes.begin(), bytes.size(),
+        msg, bytes.begin(), bytes.size(),
         [](void*, void* hint) { delete static_cast<kj::Array<capnp::word>*>(hint); }, owned);
+    return Status::ok();
+  }
+
+  Status send(const AgentKey& peer, const Message& m) {
+    zmq_msg_t msg;
+    VOW_RETURN_IF_ERROR(encode_into(m, &msg));
     return send_msg(peer, &msg);
   }
 

@@ -294,6 +294,7 @@ MessageBody get_message_body(w::Envelope::Body::Reader b) {
                      o.getOffset(),   o.getCredits(),
                      o.getChunkBytes(), o.getBulkPort(),
                      str(o.getBulkToken())};
+      if (r.bulk_port == 0) r.bulk_token.clear();  // no plain link asked: nothing to lead
       if (r.bulk_port != 0 && r.bulk_token.size() != kBulkTokenBytes) {
         bad("bulk token of " + std::to_string(r.bulk_token.size()) + " bytes, not " +
             std::to_string(kBulkTokenBytes));
