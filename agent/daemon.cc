@@ -180,6 +180,7 @@ void Daemon::Impl::reload() {
   kept("sandbox", next.sandbox == config.sandbox);
   kept("job_limits", next.job_limits == config.job_limits);
   kept("bulk_transfer", next.bulk_transfer == config.bulk_transfer);
+  kept("bulk_port", next.bulk_port == config.bulk_port);
   kept("[timing]", next.timing == config.timing);
   bool same_sources = next.sources.size() == config.sources.size();
   for (std::size_t i = 0; same_sources && i < next.sources.size(); ++i) {
@@ -529,6 +530,7 @@ Status Daemon::Impl::open_transport() {
   transport::TransportOptions topts;
   topts.listen = config.listen;
   topts.bulk_integrity_only = config.bulk_transfer == "integrity";
+  topts.bulk_port = static_cast<std::uint16_t>(config.bulk_port);
   topts.reconnect_max_ms = static_cast<int>(
       std::clamp<std::int64_t>(config.timing.suspect_after_ms, kMinReconnectMs, kMaxReconnectMs));
   auto* l = log.get();

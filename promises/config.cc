@@ -215,7 +215,7 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
                {"name", "listen", "advertise", "peers", "state_dir", "pipelines", "control",
                 "control_group", "http", "http_token_file", "replicas", "sandbox", "job_limits",
                 "horizon_every", "retire_superseded", "checkpoint_percent", "gc_interval",
-                "bulk_transfer"});
+                "bulk_transfer", "bulk_port"});
   a.where = r.at(t);
   if (auto name = r.string(t, "name", kAgent, true)) {
     if (!is_identifier(name->value)) {
@@ -332,6 +332,7 @@ void read_agent_table(TomlReader& r, const toml::table& t, AgentConfig& a) {
       a.bulk_transfer = bulk->value;
     }
   }
+  if (auto n = r.integer(t, "bulk_port", kAgent, 0, 65535)) a.bulk_port = static_cast<int>(*n);
   if (auto limits = r.string(t, "job_limits", kAgent, false)) {
     if (limits->value != "auto" && limits->value != "cgroups" && limits->value != "rlimits") {
       r.error(limits->where, "'job_limits' in [agent] must be \"auto\", \"cgroups\" or "

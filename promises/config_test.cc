@@ -716,6 +716,13 @@ TEST_CASE("[agent] bulk_transfer: encrypted by default, or integrity") {
   check_one_error(agent(with("\"plain\"")), 7, 17,
                   "'bulk_transfer' in [agent] must be \"encrypted\" or \"integrity\", not "
                   "'plain'");
+  auto port = agent(replace(kAgent, "pipelines = [\"wc.toml\"]\n",
+                            "pipelines = [\"wc.toml\"]\nbulk_port = 7401\n"));
+  REQUIRE(port.ok());
+  CHECK(port.value->bulk_port == 7401);
+  CHECK(!agent(replace(kAgent, "pipelines = [\"wc.toml\"]\n",
+                       "pipelines = [\"wc.toml\"]\nbulk_port = 70000\n"))
+             .ok());
 }
 
 TEST_CASE("image: the environment is part of the digest; stages without it keep theirs") {

@@ -204,6 +204,8 @@ struct AgentConfig {
   // "encrypted" (on the CurveZMQ links) or "integrity" (chunks on a plain link, checked
   // against the signed digest as always; only between two agents that both say so).
   std::string bulk_transfer = "encrypted";
+  // With "integrity": the TCP port of the plain listener (0: one the system picks).
+  int bulk_port = 0;
   SlurmConfig slurm;
   std::string file;
   Location where;  // the [agent] table

@@ -245,7 +245,8 @@ struct Transport::Impl {
     bulk_router = zmq_socket(ctx, ZMQ_ROUTER);
     if (!bulk_router) return Status::io(zmq_error("zmq_socket(ROUTER)"));
     common_options(bulk_router);
-    std::string at = options.listen.substr(0, colon) + ":*";
+    std::string at = options.listen.substr(0, colon) + ":" +
+                     (options.bulk_port != 0 ? std::to_string(options.bulk_port) : "*");
     if (zmq_bind(bulk_router, at.c_str()) != 0) {
       return Status::unavailable(zmq_error(("bind " + at).c_str()));
     }

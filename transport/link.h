@@ -68,6 +68,7 @@ struct TransportOptions {
   // this agent serves go plain to a peer that asks. Both ends must allow it for a stream
   // to go plain. Off for a listener that is not TCP.
   bool bulk_integrity_only = false;
+  std::uint16_t bulk_port = 0;  // the plain listener's port (0: one the system picks)
   StreamOptions streams;
 };
 

@@ -1,6 +1,10 @@
 #include "transport/stream.h"
 
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "transport/link.h"
 #include "transport/test_util.h"
@@ -155,6 +159,29 @@ TEST_CASE("integrity-only bulk: chunks go on the plain link where both ends allo
     CHECK(out.status.message().find("digest mismatch") != std::string::npos);
     CHECK(server.t->counters().streams.bulk_chunks_sent > 0);
   }
+}
+
+TEST_CASE("integrity-only bulk: the plain listener takes the port it is given") {
+  // A port free a moment ago (the kernel's pick for a socket then closed).
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof(at)) == 0);
+  socklen_t len = sizeof(at);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&at), &len) == 0);
+  ::close(fd);
+  TransportOptions o = bulk_on();
+  o.bulk_port = ntohs(at.sin_port);
+  Agent server(1, bulk_on()), client(2, o);
+  CHECK(client.t->bulk_port() == o.bulk_port);
+  Digest d = server.provider.add(26, 3 * (256 << 10));
+  REQUIRE(client.t->connect(server.id.key(), server.t->endpoint()).is_ok());
+  REQUIRE(server.t->connect(client.id.key(), client.t->endpoint()).is_ok());
+  auto [out, bytes] = fetch_all(server, client, d, 3 * (256 << 10));
+  CHECK_MESSAGE(out.status.is_ok(), out.status.to_string());
+  CHECK(client.t->counters().streams.bulk_chunks_received == 3);
 }
 
 TEST_CASE("integrity-only bulk: frames that name no stream of the receiver are dropped") {
