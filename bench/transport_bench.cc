@@ -5,8 +5,10 @@
 //      loop over the same (bytes, signature) pairs; target >= 70%.
 //   2. artifact stream MB/s over a real CURVE loopback link between two transports, each
 //      on its own event-loop thread as two agents would be, receiver verifying BLAKE2b,
-//      vs BLAKE2b of the same bytes on one core; target >= 80%.
+//      vs BLAKE2b of the same bytes on one core; target >= 80%. With --bulk integrity,
+//      the chunks on the plain link of integrity-only bulk (docs/protocol.md).
 // Usage: transport_bench [--runs N] [--statements N] [--stream-mib N (0: no stream)]
+//                        [--bulk encrypted|integrity]
 // Prints one line per run and the median and spread (min..max) of each figure.
 #include <sodium.h>
 #include <time.h>
@@ -182,7 +184,8 @@ double secretbox_mb_s(const std::vector<std::uint8_t>& pattern, std::uint64_t to
   return static_cast<double>(total) / 1e6 / seconds_since(t0);
 }
 
-StreamRun bench_stream(const std::vector<std::uint8_t>& pattern, std::uint64_t total) {
+StreamRun bench_stream(const std::vector<std::uint8_t>& pattern, std::uint64_t total,
+                       bool plain) {
   StreamRun r{};
   auto t0 = std::chrono::steady_clock::now();
   double c0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
@@ -198,6 +201,7 @@ StreamRun bench_stream(const std::vector<std::uint8_t>& pattern, std::uint64_t t
   NoSequences seqs;
   TransportOptions o;
   o.listen = "tcp://127.0.0.1:*";
+  o.bulk_integrity_only = plain;
   auto server = std::move(Transport::create(a, trust, o, &seqs, {})).value();
   auto client = std::move(Transport::create(b, trust, o, &seqs, {})).value();
   RepeatProvider provider;
@@ -206,6 +210,8 @@ StreamRun bench_stream(const std::vector<std::uint8_t>& pattern, std::uint64_t t
   provider.digest = d;
   server->set_artifact_provider(&provider);
   if (!client->connect(a.key(), server->endpoint())) std::exit(1);
+  // Integrity-only bulk goes plain only to a receiver the sender dials.
+  if (plain && !server->connect(b.key(), client->endpoint())) std::exit(1);
 
   std::atomic<bool> stop{false};
   std::thread server_loop([&] {
@@ -247,6 +253,7 @@ int main(int argc, char** argv) {
   int runs = 5;
   std::size_t n_statements = 20000;
   std::uint64_t stream_mib = 512;
+  bool plain = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k == "--runs")
@@ -255,8 +262,14 @@ int main(int argc, char** argv) {
       n_statements = std::strtoull(argv[i + 1], nullptr, 10);
     else if (k == "--stream-mib")
       stream_mib = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (k == "--bulk" && (std::string(argv[i + 1]) == "encrypted" ||
+                               std::string(argv[i + 1]) == "integrity"))
+      plain = std::string(argv[i + 1]) == "integrity";
     else {
-      std::fprintf(stderr, "usage: %s [--runs N] [--statements N] [--stream-mib N]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--runs N] [--statements N] [--stream-mib N] "
+                   "[--bulk encrypted|integrity]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -304,11 +317,12 @@ int main(int argc, char** argv) {
   std::vector<std::uint8_t> pattern(64u << 20);
   randombytes_buf(pattern.data(), pattern.size());
   std::uint64_t total = stream_mib << 20;
-  std::printf("artifact stream: %llu MiB over CURVE loopback, 256 KiB chunks\n",
-              static_cast<unsigned long long>(stream_mib));
+  std::printf("artifact stream: %llu MiB over %s loopback, 256 KiB chunks\n",
+              static_cast<unsigned long long>(stream_mib),
+              plain ? "a plain (integrity-only bulk)" : "CURVE");
   std::vector<double> b2, st, ratio_st, box, bound, cpu_ratio;
   for (int r = 0; r < runs; ++r) {
-    auto s = bench_stream(pattern, total);
+    auto s = bench_stream(pattern, total, plain);
     b2.push_back(s.blake2b_mb_s);
     st.push_back(s.stream_mb_s);
     ratio_st.push_back(s.stream_mb_s / s.blake2b_mb_s);
