@@ -250,6 +250,26 @@ TEST_CASE("a probe with a short key, an unknown state or too many updates is mal
   CHECK(!too_many);
 }
 
+TEST_CASE("a fetch request asking a plain link with a token not of 16 bytes is malformed") {
+  Digest d = testing::digest_of("f");
+  auto short_token = decode_message(legacy_frame([&](wire::Envelope::Body::Builder b) {
+    auto r = b.initFetchRequest();
+    r.setArtifact(capnp::Data::Reader(d.bytes.data(), d.bytes.size()));
+    r.setBulkPort(41234);
+    r.setBulkToken(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("abc"), 3));
+  }));
+  REQUIRE(!short_token);
+  CHECK(short_token.status().message().find("bulk token of 3 bytes") != std::string::npos);
+  // Without a port the token leads nothing: dropped, so the frame's round trip holds.
+  auto no_port = decode_message(legacy_frame([&](wire::Envelope::Body::Builder b) {
+    auto r = b.initFetchRequest();
+    r.setArtifact(capnp::Data::Reader(d.bytes.data(), d.bytes.size()));
+    r.setBulkToken(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("abc"), 3));
+  }));
+  REQUIRE(no_port);
+  CHECK(std::get<FetchRequest>(no_port->body).bulk_token.empty());
+}
+
 TEST_CASE("a flipped bit anywhere in a statement is caught") {
   Identity id = testing::identity_of(1);
   auto st = sign_statement(id, testing::claim(id.key(), 1));

@@ -59,6 +59,15 @@ void set_int(void* s, int option, int value) {
   VOW_ASSERT(rc == 0, "zmq_setsockopt(%d, %d): %s", option, value, zmq_strerror(zmq_errno()));
 }
 
+// "tcp://HOST" of a "tcp://HOST:PORT" endpoint; nullopt for any other kind.
+std::optional<std::string> tcp_host(const std::string& endpoint) {
+  auto colon = endpoint.rfind(':');
+  if (endpoint.rfind("tcp://", 0) != 0 || colon == std::string::npos || colon < 6) {
+    return std::nullopt;
+  }
+  return endpoint.substr(0, colon);
+}
+
 }  // namespace
 
 struct Transport::Impl {
@@ -236,8 +245,8 @@ struct Transport::Impl {
 
   // The plain listener on the listener's host, at a port the system picks.
   Status start_bulk() {
-    auto colon = options.listen.rfind(':');
-    if (options.listen.rfind("tcp://", 0) != 0 || colon == std::string::npos) {
+    auto host = tcp_host(options.listen);
+    if (!host) {
       logf(LogLevel::kWarn, "integrity-only bulk needs a tcp:// listener, not " +
                                 options.listen + ": artifacts go on the encrypted links");
       return Status::ok();
@@ -245,7 +254,7 @@ struct Transport::Impl {
     bulk_router = zmq_socket(ctx, ZMQ_ROUTER);
     if (!bulk_router) return Status::io(zmq_error("zmq_socket(ROUTER)"));
     common_options(bulk_router);
-    std::string at = options.listen.substr(0, colon) + ":" +
+    std::string at = *host + ":" +
                      (options.bulk_port != 0 ? std::to_string(options.bulk_port) : "*");
     if (zmq_bind(bulk_router, at.c_str()) != 0) {
       return Status::unavailable(zmq_error(("bind " + at).c_str()));
@@ -275,9 +284,9 @@ struct Transport::Impl {
     auto it = peers.find(peer);
     if (it == peers.end() || it->second.dealer == nullptr) return false;
     Peer& p = it->second;
-    auto colon = p.endpoint.rfind(':');
-    if (p.endpoint.rfind("tcp://", 0) != 0 || colon == std::string::npos) return false;
-    std::string ep = p.endpoint.substr(0, colon) + ":" + std::to_string(port);
+    auto host = tcp_host(p.endpoint);
+    if (!host) return false;
+    std::string ep = *host + ":" + std::to_string(port);
     if (p.bulk_dealer != nullptr && p.bulk_endpoint == ep) return true;
     close_bulk(p);
     void* s = zmq_socket(ctx, ZMQ_DEALER);
