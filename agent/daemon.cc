@@ -583,8 +583,9 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   cc.attest = [this](Statement& st) { attest_own_statement(st); };
   background = std::make_unique<Background>(1);
   warn_unenforced_limits();
+  // The job host is this program again (`vowd job-host`, agent/job_host.h).
   local_executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get(), bwrap,
-                                                   job_cgroups);
+                                                   job_cgroups, "/proc/self/exe");
   if (!config.slurm.shared_dir.empty()) {
     slurm_executor =
         std::make_unique<SlurmExecutor>(config.slurm, state_dir, worker->artifacts.get());

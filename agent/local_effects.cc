@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -234,9 +235,10 @@ Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
   }
   if (cgroups_.wants(start.stage)) {
     cgroup = cgroups_.name_for(l.work_dir);
-    // The supervisor, and bubblewrap's two (itself and the namespace's init), count
-    // against pids.max besides the command's.
-    int overhead = 1 + (bwrap_.empty() ? 0 : 2);
+    // bubblewrap's two processes (itself and the namespace's init) count against
+    // pids.max besides the command's; so does a supervisor shell, where no job host
+    // (which joins the command itself to the cgroup) is to be had.
+    int overhead = (job_host_exe_.empty() ? 1 : 0) + (bwrap_.empty() ? 0 : 2);
     auto procs = cgroups_.make(cgroup, start.stage, overhead);
     if (!procs.is_ok()) return procs.status();
     spec.cgroup_procs = std::move(procs).value();
@@ -254,7 +256,13 @@ Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
   spec.stdout_path = l.stdout_path;
   spec.stderr_path = l.stderr_path;
   spec.status_path = l.status_path;
-  auto proc = JobProcess::spawn(spec);
+  // A job bwrap does not supervise goes to the job host: one process (its command)
+  // where a supervisor shell would make two.
+  Result<JobProcess> proc = Status::unavailable("no job host");
+  if (!spec.bwrap_supervises) proc = spawn_hosted(spec);
+  if (!proc.is_ok() && proc.status().code() == StatusCode::kUnavailable) {
+    proc = JobProcess::spawn(spec);
+  }
   if (!proc.is_ok()) {
     if (!cgroup.empty()) (void)end_cgroup(cgroup, start.stage);
     return proc.status();
@@ -263,6 +271,18 @@ Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
   procs_.insert_or_assign(start.job.job, std::move(proc).value());
   if (!cgroup.empty()) in_cgroup_.insert_or_assign(start.job.job, InCgroup{cgroup, start.stage});
   return pid;
+}
+
+Result<JobProcess> LocalExecutor::spawn_hosted(const SpawnSpec& spec) {
+  if (job_host_exe_.empty()) return Status::unavailable("no job host");
+  if (!host_ || !host_->alive()) {
+    auto started = JobHost::start(job_host_exe_);
+    if (!started.is_ok()) return Status::unavailable(started.status().message());
+    host_ = std::move(started).value();
+  }
+  auto pid = host_->spawn(spec);
+  if (!pid.is_ok()) return pid.status();
+  return JobProcess::hosted(*pid, spec.status_path);
 }
 
 void LocalExecutor::kill(const Digest& job) {
@@ -369,7 +389,10 @@ bool LocalExecutor::recycle_work_dir(const JobLayout& l) {
 
 std::vector<int> LocalExecutor::pidfds() const {
   std::vector<int> out;
-  for (const auto& [id, p] : procs_) out.push_back(p.pidfd());
+  if (host_ && host_->alive()) out.push_back(host_->fd());
+  for (const auto& [id, p] : procs_) {
+    if (p.watched_by_pidfd() && p.pidfd() >= 0) out.push_back(p.pidfd());
+  }
   return out;
 }
 
@@ -378,6 +401,17 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
   // Ended jobs' cgroups still busy: once per turn, without waiting.
   for (auto it = to_remove_.begin(); it != to_remove_.end();) {
     it = cgroups_.remove(*it, 1) ? to_remove_.erase(it) : std::next(it);
+  }
+  if (host_) {
+    const auto ended = host_->take_exits();
+    for (auto& [id, p] : procs_) {
+      if (p.watched_by_pidfd()) continue;
+      if (std::find(ended.begin(), ended.end(), p.pid()) != ended.end()) {
+        p.host_ended();
+      } else if (!host_->alive()) {
+        p.watch_pidfd();  // its host is gone: its end is seen on its pidfd
+      }
+    }
   }
   for (auto it = procs_.begin(); it != procs_.end();) {
     if (auto e = it->second.poll_exit()) {

@@ -16,6 +16,7 @@
 #include "agent/effects.h"
 #include "agent/fetch_sink.h"
 #include "agent/job_cgroup.h"
+#include "agent/job_host.h"
 #include "agent/process.h"
 #include "agent/sandbox.h"
 #include "agent/wal_sync.h"
@@ -74,13 +75,16 @@ class LocalExecutor final : public Executor {
  public:
   // `bwrap`: the bubblewrap program jobs run under (agent/sandbox.h); empty: none.
   // `cgroups`: where jobs' cgroups are made (agent/job_cgroup.h); none: the rlimits.
+  // `job_host`: the program run as the job host (agent/job_host.h), `PROGRAM job-host`;
+  // empty: every job gets a supervisor shell of its own.
   LocalExecutor(std::string state_dir, store::ArtifactStore* worker_store, std::string bwrap = "",
-                JobCgroups cgroups = {})
+                JobCgroups cgroups = {}, std::string job_host = "")
       : state_dir_(std::move(state_dir)),
         store_(worker_store),
         bwrap_(std::move(bwrap)),
         cpus_(allowed_cpus()),
-        cgroups_(std::move(cgroups)) {}
+        cgroups_(std::move(cgroups)),
+        job_host_exe_(std::move(job_host)) {}
   Status create_work_dir(const promises::StartJob& start) override;
   Status materialize_inputs(const promises::StartJob& start) override;
   Result<std::int64_t> spawn(const promises::StartJob& start) override;
@@ -101,6 +105,8 @@ class LocalExecutor final : public Executor {
   std::vector<int> pidfds() const;
   std::vector<std::pair<Digest, ProcessExit>> reap();
   std::size_t processes() const { return procs_.size(); }
+  // The job host's pid, -1 when none runs (none started yet, or it is gone).
+  pid_t job_host_pid() const { return host_ && host_->alive() ? host_->pid() : -1; }
 
  private:
   std::string state_dir_;
@@ -126,6 +132,11 @@ class LocalExecutor final : public Executor {
   bool recycle_work_dir(const JobLayout& l);
   // What the job's cgroup counted; removes it (or queues it in to_remove_).
   LimitCounts end_cgroup(const std::string& name, const promises::Stage& stage);
+  // Starts the job through the job host, started if none runs; kUnavailable when there
+  // is none to be had (the caller gives the job a supervisor shell instead).
+  Result<JobProcess> spawn_hosted(const SpawnSpec& spec);
+  std::string job_host_exe_;
+  std::unique_ptr<JobHost> host_;
 };
 
 // Fetched bytes arrive in memory (RECEIVED, up to kInMemoryFetchBytes) or in

@@ -49,6 +49,25 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
   return out;
 }
 
+// Whether `pid` is still there (a zombie, here) with a job host (agent/job_host.h) for
+// its parent.
+bool reaped_by_job_host(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return false;
+  std::istringstream rest(line.substr(close + 1));
+  char state = 0;
+  long ppid = 0;
+  if (!(rest >> state >> ppid) || ppid <= 1) return false;
+  std::ifstream in("/proc/" + std::to_string(ppid) + "/cmdline", std::ios::binary);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string cmdline = buf.str();
+  return cmdline.size() >= 10 && cmdline.compare(cmdline.size() - 10, 10, "\0job-host\0"sv) == 0;
+}
+
 }  // namespace
 
 Result<std::optional<ExitStatus>> read_status_file(const std::string& path) {
@@ -83,8 +102,12 @@ Result<std::optional<ExitStatus>> read_status_file(const std::string& path) {
   std::string word;
   int code = -1;
   in >> word >> code;
+  if (word == "killed" && code > 0 && code < 128) {
+    // The job host's, for a command a signal ended (agent/job_host.h).
+    return std::optional<ExitStatus>(ExitStatus{128 + code, true});
+  }
   if (word != "exit" || code < 0 || code > 255) {
-    return Status::corrupt("status file " + path + " is not 'exit N'");
+    return Status::corrupt("status file " + path + " is not 'exit N' or 'killed SIGNAL'");
   }
   return std::optional<ExitStatus>(ExitStatus{code, false});
 }
@@ -175,13 +198,31 @@ Result<JobProcess> JobProcess::adopt(pid_t pid, const std::string& status_path) 
                             '\0';
   const bool bwrap = cmdline.find("\0--json-status-fd\0"sv) != std::string::npos &&
                      cmdline.find(chdir) != std::string::npos;
-  if (!read || (!bwrap && cmdline.find(expected) == std::string::npos)) {
+  // Started by the job host: the command itself, whose environment names its work
+  // directory (the host passes the job's environment whole).
+  auto hosted = [&] {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+    std::stringstream buf;
+    buf << in.rdbuf();
+    const std::string env = '\0' + buf.str();
+    const std::string dir = status_path.substr(0, slash == std::string::npos ? 0 : slash);
+    return env.find(std::string("\0VOW_WORKDIR="sv) + dir + '\0') != std::string::npos;
+  };
+  if (!read ||
+      (!bwrap && cmdline.find(expected) == std::string::npos && !hosted())) {
     return Status::not_found("process " + std::to_string(pid) + " is not the job of " +
                              status_path);
   }
   int fd = pidfd_open(pid);
   if (fd < 0) return Status::not_found("process " + std::to_string(pid) + " is gone");
   return JobProcess(pid, fd, false, status_path);
+}
+
+JobProcess JobProcess::hosted(pid_t pid, const std::string& status_path) {
+  // -1 when it has already ended (and been reaped): the host's word comes all the same.
+  JobProcess p(pid, pidfd_open(pid), false, status_path);
+  p.hosted_ = true;
+  return p;
 }
 
 JobProcess::JobProcess(pid_t pid, int pidfd, bool is_child, std::string status_path)
@@ -193,7 +234,9 @@ JobProcess::JobProcess(JobProcess&& o) noexcept
       is_child_(o.is_child_),
       status_path_(std::move(o.status_path_)),
       exit_(o.exit_),
-      bwrap_(o.bwrap_) {
+      bwrap_(o.bwrap_),
+      hosted_(o.hosted_),
+      host_ended_(o.host_ended_) {
   o.pidfd_ = -1;
   o.pid_ = -1;
 }
@@ -207,6 +250,8 @@ JobProcess& JobProcess::operator=(JobProcess&& o) noexcept {
     status_path_ = std::move(o.status_path_);
     exit_ = o.exit_;
     bwrap_ = o.bwrap_;
+    hosted_ = o.hosted_;
+    host_ended_ = o.host_ended_;
     o.pidfd_ = -1;
     o.pid_ = -1;
   }
@@ -226,6 +271,7 @@ void JobProcess::kill_group(int signal) const {
 
 std::optional<ExitStatus> JobProcess::poll_exit() {
   if (exit_) return exit_;
+  if (hosted_ && !host_ended_) return std::nullopt;
   std::optional<ExitStatus> from_wait;
   if (is_child_) {
     int wstatus = 0;
@@ -238,12 +284,19 @@ std::optional<ExitStatus> JobProcess::poll_exit() {
         from_wait = ExitStatus{WEXITSTATUS(wstatus), false};
       }
     }
-  } else {
-    // Not our child (adopted after a restart): its pidfd turns readable when it exits.
+  } else if (!host_ended_) {
+    // Not our child (adopted after a restart, or its job host is gone): its pidfd turns
+    // readable when it exits.
     struct pollfd p {
       pidfd_, POLLIN, 0
     };
-    if (::poll(&p, 1, 0) == 0) return std::nullopt;
+    if (pidfd_ >= 0 && ::poll(&p, 1, 0) == 0) return std::nullopt;
+    // Ended, but not reaped by a job host yet, which writes the status file before it
+    // reaps (a supervisor shell writes it before it exits): wait for the reaping.
+    auto file = read_status_file(status_path_);
+    if (!(file.is_ok() && file.value().has_value()) && reaped_by_job_host(pid_)) {
+      return std::nullopt;
+    }
   }
   auto file = read_status_file(status_path_);
   if (file.is_ok() && file.value().has_value()) {

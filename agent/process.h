@@ -52,7 +52,8 @@ struct ExitStatus {
   bool ok() const { return !signaled && exit_status == 0; }
 };
 
-// Reads a status file written by the supervisor: the shell's `exit N`, or bubblewrap's
+// Reads a status file written by the supervisor: the shell's `exit N`, the job host's
+// `exit N` or `killed SIGNAL` (agent/job_host.h), or bubblewrap's
 // JSON lines (the exit code on the last; a file with its first line only, the child's
 // pid, is a command that has not ended, or a supervisor killed). nullopt if absent or
 // without an exit status; kCorrupt if unreadable.
@@ -63,8 +64,13 @@ class JobProcess {
   // Starts the supervisor and the command. kIo if the fork/exec machinery fails (a
   // missing command is not an error here: the supervisor reports exit 127).
   static Result<JobProcess> spawn(const SpawnSpec& spec);
-  // Re-adopts a supervisor started by an earlier vowd: checks that `pid` is alive and
-  // is the supervisor of `status_path` (its command line names it). kNotFound otherwise.
+  // A job the job host (agent/job_host.h) started as `pid`: its end is learned from the
+  // host (host_ended), or, once the host is gone, from its pidfd (watch_pidfd).
+  static JobProcess hosted(pid_t pid, const std::string& status_path);
+  // Re-adopts a job started by an earlier vowd: checks that `pid` is alive and is the
+  // supervisor of `status_path` (its command line names it), or the command itself as
+  // the job host started it (its environment names the work directory that holds
+  // `status_path`). kNotFound otherwise.
   static Result<JobProcess> adopt(pid_t pid, const std::string& status_path);
 
   JobProcess(JobProcess&& other) noexcept;
@@ -82,6 +88,12 @@ class JobProcess {
   // child), read from the status file; a supervisor killed before it could write one
   // reports the signal that killed it (or 128+SIGKILL if unknown).
   std::optional<ExitStatus> poll_exit();
+  // A hosted job: the host says it has ended (its status file is written).
+  void host_ended() { host_ended_ = true; }
+  // A hosted job whose host is gone: its end is learned from its pidfd from now on.
+  void watch_pidfd() { hosted_ = false; }
+  // Whether its end is learned from its pidfd (not from the job host).
+  bool watched_by_pidfd() const { return !hosted_; }
 
  private:
   JobProcess(pid_t pid, int pidfd, bool is_child, std::string status_path);
@@ -93,6 +105,8 @@ class JobProcess {
   std::string status_path_;
   std::optional<ExitStatus> exit_;
   bool bwrap_ = false;  // spawned with bwrap as its supervisor (SpawnSpec::bwrap_supervises)
+  bool hosted_ = false;      // its end comes from the job host
+  bool host_ended_ = false;  // ... and has come
 };
 
 }  // namespace vow::agent

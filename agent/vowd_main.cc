@@ -8,13 +8,17 @@
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
+#include <string_view>
 
 #include "agent/daemon.h"
 #include "agent/heap.h"
+#include "agent/job_host.h"
 #include "agent/version.h"
 #include "promises/config.h"
 
 int main(int argc, char** argv) {
+  // The job host an agent starts (agent/job_host.h), on the socket it passes as fd 3.
+  if (argc == 2 && std::string_view(argv[1]) == "job-host") return vow::agent::run_job_host(3);
   vow::agent::DaemonOptions options;
   std::string log_format = "text";
   CLI::App app{"vowd: a vow agent, running the pipeline stages it promises", "vowd"};

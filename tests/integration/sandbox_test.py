@@ -270,18 +270,44 @@ def scenario_unsandboxed():
         shutil.rmtree(outside, ignore_errors=True)
 
 
-def scenario_restart():
+def proc_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[:-1]
+    except OSError:
+        return []
+
+
+def proc_parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def scenario_restart(sandbox="bwrap"):
     """A sandboxed job outlives its agent (SIGKILL) and is re-adopted by the restarted
-    agent, not started again; it finishes once its gate opens."""
-    mesh, a, listener, outside, data = make_mesh("bwrap")
+    agent, not started again; it finishes once its gate opens. Bare (`restart-bare`), the
+    job is its command alone, a child of the agent's job host, which outlives the agent
+    with it, writes its status, and exits once it has ended."""
+    mesh, a, listener, outside, data = make_mesh(sandbox)
     started = re.compile(r"job (\w+) sbx/gated started \(pid (\d+)\)")
     try:
         mesh.start()
         first = wait_until("the gated job to start",
                            lambda: started.findall(a.tail(500)), 60)
-        a.kill(signal.SIGKILL)
         pid = int(first[0][1])
+        host = None
+        if sandbox == "none":
+            # One process: the command itself (no supervisor shell), its parent the host.
+            check(proc_cmdline(pid)[:2] == [b"/bin/sh", b"-c"] and
+                  b"vow-job" not in proc_cmdline(pid), f"the job is its command: "
+                  f"{proc_cmdline(pid)}")
+            host = proc_parent(pid)
+            check(proc_cmdline(host)[-1:] == [b"job-host"],
+                  f"the job's parent is the job host: {proc_cmdline(host)}")
+        a.kill(signal.SIGKILL)
         check(os.path.exists(f"/proc/{pid}"), "the job's supervisor outlives the agent")
+        if host is not None:
+            check(proc_cmdline(host)[-1:] == [b"job-host"], "the job host outlives the agent")
         a.start()
         wait_until("the job re-adopted", lambda: "re-adopted" in a.tail(500), 60)
         with open(os.path.join(outside, "gate"), "w"):
@@ -293,6 +319,9 @@ def scenario_restart():
         with open(out) as f:
             check(f.read() == "opened\n", "the re-adopted job's output")
         check(len(started.findall(a.tail(2000))) == 1, f"started once: {a.tail(40)}")
+        if host is not None:
+            wait_until("the old job host to exit, its job ended",
+                       lambda: not proc_cmdline(host), 30)
     finally:
         mesh.cleanup()
         shutil.rmtree(outside, ignore_errors=True)
@@ -514,4 +543,5 @@ if __name__ == "__main__":
             sys.exit(77)
     run_scenario({"sandboxed": scenario_sandboxed, "unsandboxed": scenario_unsandboxed,
                   "fallback": scenario_fallback, "restart": scenario_restart,
+                  "restart-bare": lambda: scenario_restart("none"),
                   "cgroups": scenario_cgroups, "rlimits": scenario_rlimits}, sys.argv[3])

@@ -1,0 +1,64 @@
+// The job host (docs/agent.md, "Jobs"): one small process per agent that starts the
+// agent's bare jobs and records how each ended, so that a job costs one process (its
+// command) instead of two (a supervisor shell and the command).
+//
+// The agent starts it once (`vowd job-host`, in its own session) and talks to it on a
+// socket pair. For each job the host forks a child that opens the job's logs, starts a
+// session of its own (so the job is killed as a group), joins the job's cgroup if it
+// has one, and execs the command; the host replies with the pid once the exec has
+// happened (or failed). When a job ends, the host writes its status file (`exit N`,
+// N = 128 + signal for a killed one), and only then reaps it and tells the agent.
+//
+// The host outlives the agent as jobs do: with the agent gone it keeps reaping and
+// writing status files, and exits when its last job has; a restarted agent adopts the
+// jobs still running (JobProcess::adopt) and starts a host of its own.
+//
+// JobHost is the agent's end. Not thread-safe: used from the event-loop thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/process.h"
+#include "promises/status.h"
+
+namespace vow::agent {
+
+// The host's own loop, on the socket `fd` (its end of the pair): returns its exit code.
+int run_job_host(int fd);
+
+class JobHost {
+ public:
+  // Starts `exe job-host` (exe: a program whose main runs run_job_host for that argument,
+  // as vowd's does). kIo if it cannot be started.
+  static Result<std::unique_ptr<JobHost>> start(const std::string& exe);
+  ~JobHost();
+  JobHost(const JobHost&) = delete;
+  JobHost& operator=(const JobHost&) = delete;
+
+  // Starts a job as `spec` says (not spec.bwrap_supervises: the host is the supervisor).
+  // The pid of the command once it runs. kUnavailable if the host is gone (the caller
+  // starts the job some other way); kIo if the host could not fork.
+  Result<pid_t> spawn(const SpawnSpec& spec);
+  // Readable when the host has said something (a job's end) or has gone.
+  int fd() const { return fd_; }
+  bool alive() const { return alive_; }
+  pid_t pid() const { return pid_; }
+  // The jobs whose end the host has announced since the last call (their status files
+  // are written). Does not block.
+  std::vector<pid_t> take_exits();
+
+ private:
+  JobHost(int fd, pid_t pid) : fd_(fd), pid_(pid) {}
+  void gone();
+  bool handle(const std::string& msg);  // an exit announcement: true, kept
+  int fd_ = -1;
+  pid_t pid_ = -1;
+  bool alive_ = true;
+  std::vector<pid_t> exits_;
+};
+
+}  // namespace vow::agent

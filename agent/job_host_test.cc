@@ -1,0 +1,231 @@
+#include "agent/job_host.h"
+
+#include <doctest/doctest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "agent/process_test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace vow::agent {
+namespace {
+
+using testing::slurp;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "vow-host-XXXXXX").string();
+    path = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+// A job's files in DIR; its environment names DIR as its work directory, as a job's does.
+SpawnSpec spec_in(const fs::path& dir, std::vector<std::string> argv) {
+  SpawnSpec s;
+  s.argv = std::move(argv);
+  s.env = {"PATH=/usr/bin:/bin", "VOW_TEST=42", "VOW_WORKDIR=" + dir.string()};
+  s.cwd = dir.string();
+  s.stdout_path = (dir / "stdout").string();
+  s.stderr_path = (dir / "stderr").string();
+  s.status_path = (dir / "status").string();
+  return s;
+}
+
+// The test program is its own job host (agent/test_main.cc), as vowd is.
+std::unique_ptr<JobHost> start_host() {
+  auto h = JobHost::start("/proc/self/exe");
+  REQUIRE(h.is_ok());
+  return std::move(h).value();
+}
+
+// Waits, as the agent's loop does, for the host to say the job ended; fails after 30 s.
+ExitStatus wait_hosted(JobHost& host, JobProcess& p) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    struct pollfd fd {
+      host.alive() ? host.fd() : p.pidfd(), POLLIN, 0
+    };
+    ::poll(&fd, 1, 100);
+    for (pid_t pid : host.take_exits()) {
+      if (pid == p.pid()) p.host_ended();
+    }
+    if (!host.alive()) p.watch_pidfd();
+    if (auto e = p.poll_exit()) return *e;
+  }
+  FAIL("job did not end in time");
+  return {};
+}
+
+std::string wait_for_file(const fs::path& p) {
+  for (int i = 0; i < 3000; ++i) {
+    std::string s = slurp(p);
+    if (!s.empty() && s.back() == '\n') return s;
+    ::usleep(5000);
+  }
+  return "";
+}
+
+// The host is this process's child: true once it has exited (reaped here).
+bool host_exits(pid_t host) {
+  for (int i = 0; i < 3000; ++i) {
+    if (::waitpid(host, nullptr, WNOHANG) == host || ::kill(host, 0) != 0) return true;
+    ::usleep(5000);
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("the job host runs a job as one process: exit code, output, environment, status") {
+  TempDir dir;
+  auto host = start_host();
+  auto pid = host->spawn(spec_in(
+      dir.path, {"sh", "-c", "echo out-$VOW_TEST; echo err >&2; pwd; echo $PPID > ppid; exit 3"}));
+  REQUIRE(pid.is_ok());
+  auto p = JobProcess::hosted(*pid, (dir.path / "status").string());
+  auto e = wait_hosted(*host, p);
+  CHECK(e.exit_status == 3);
+  CHECK_FALSE(e.signaled);
+  CHECK(slurp(dir.path / "stdout") == "out-42\n" + dir.path.string() + "\n");
+  CHECK(slurp(dir.path / "stderr") == "err\n");
+  // No shell between the host and the command: the command's parent is the host.
+  CHECK(slurp(dir.path / "ppid") == std::to_string(host->pid()) + "\n");
+  CHECK(slurp(dir.path / "status") == "exit 3\n");
+}
+
+TEST_CASE("the job host: a missing command exits 127 and says so on the job's stderr") {
+  TempDir dir;
+  auto host = start_host();
+  auto pid = host->spawn(spec_in(dir.path, {"vow-no-such-command"}));
+  REQUIRE(pid.is_ok());
+  auto p = JobProcess::hosted(*pid, (dir.path / "status").string());
+  CHECK(wait_hosted(*host, p).exit_status == 127);
+  CHECK(slurp(dir.path / "stderr") == "vow-job: vow-no-such-command: not found\n");
+  // The job's PATH is searched, not the host's.
+  fs::create_directories(dir.path / "bin");
+  std::ofstream(dir.path / "bin" / "hello") << "#!/bin/sh\necho hello from $0\n";
+  fs::permissions(dir.path / "bin" / "hello", fs::perms::owner_all);
+  SpawnSpec s = spec_in(dir.path, {"hello"});
+  s.env[0] = "PATH=" + (dir.path / "bin").string();
+  auto found = host->spawn(s);
+  REQUIRE(found.is_ok());
+  auto q = JobProcess::hosted(*found, s.status_path);
+  CHECK(wait_hosted(*host, q).exit_status == 0);
+  CHECK(slurp(dir.path / "stdout") == "hello from " + (dir.path / "bin" / "hello").string() + "\n");
+}
+
+TEST_CASE("the job host joins the job's cgroup before the command runs, or runs nothing") {
+  // Plain files stand for cgroup.procs: what the job writes there is its own pid.
+  TempDir dir;
+  auto host = start_host();
+  SpawnSpec spec = spec_in(dir.path, {"sh", "-c", "echo $$ > me"});
+  spec.cgroup_procs = {(dir.path / "a.procs").string(), (dir.path / "b.procs").string()};
+  for (const auto& f : spec.cgroup_procs) std::ofstream{f};  // a cgroup's file is there
+  auto pid = host->spawn(spec);
+  REQUIRE(pid.is_ok());
+  auto p = JobProcess::hosted(*pid, spec.status_path);
+  CHECK(wait_hosted(*host, p).ok());
+  CHECK(slurp(dir.path / "a.procs") == std::to_string(*pid));
+  CHECK(slurp(dir.path / "b.procs") == std::to_string(*pid));
+  CHECK(slurp(dir.path / "me") == std::to_string(*pid) + "\n");
+
+  SpawnSpec bad = spec_in(dir.path, {"sh", "-c", "echo ran > ran"});
+  bad.cgroup_procs = {(dir.path / "no-such-cgroup" / "cgroup.procs").string()};
+  auto q_pid = host->spawn(bad);
+  REQUIRE(q_pid.is_ok());
+  auto q = JobProcess::hosted(*q_pid, bad.status_path);
+  CHECK(wait_hosted(*host, q).exit_status == 125);
+  CHECK_FALSE(fs::exists(dir.path / "ran"));
+  CHECK(slurp(dir.path / "stderr").find("vow-job: cannot join the job's cgroup") !=
+        std::string::npos);
+}
+
+TEST_CASE("a hosted job killed at once is killed with what it started, and recorded so") {
+  TempDir dir;
+  auto host = start_host();
+  auto pid = host->spawn(spec_in(dir.path, {"sh", "-c", "sleep 300 & echo $! > child; wait"}));
+  REQUIRE(pid.is_ok());
+  auto p = JobProcess::hosted(*pid, (dir.path / "status").string());
+  pid_t child = std::atoi(wait_for_file(dir.path / "child").c_str());
+  REQUIRE(child > 0);
+  p.kill_group(SIGKILL);
+  auto e = wait_hosted(*host, p);
+  CHECK(e.signaled);
+  CHECK(e.exit_status == 128 + SIGKILL);
+  CHECK(slurp(dir.path / "status") == "killed 9\n");
+  bool gone = false;
+  for (int i = 0; i < 2000 && !gone; ++i) {
+    std::string stat = slurp("/proc/" + std::to_string(child) + "/stat");
+    gone = stat.empty() || stat.find(") Z") != std::string::npos;
+    if (!gone) ::usleep(5000);
+  }
+  CHECK(gone);
+
+  // Killed the moment the pid is known: the job's session exists by then.
+  TempDir other;
+  auto quick = host->spawn(spec_in(other.path, {"sleep", "300"}));
+  REQUIRE(quick.is_ok());
+  auto q = JobProcess::hosted(*quick, (other.path / "status").string());
+  q.kill_group(SIGKILL);
+  CHECK(wait_hosted(*host, q).exit_status == 128 + SIGKILL);
+}
+
+TEST_CASE("the job host outlives its agent: the job is adopted, its status written, and the "
+          "host exits after it") {
+  TempDir dir;
+  auto host = start_host();
+  const pid_t host_pid = host->pid();
+  auto pid = host->spawn(spec_in(
+      dir.path, {"sh", "-c", "touch started; while [ ! -e gate ]; do sleep 0.01; done; exit 5"}));
+  REQUIRE(pid.is_ok());
+  for (int i = 0; i < 3000 && !fs::exists(dir.path / "started"); ++i) ::usleep(2000);
+  host.reset();  // the agent is gone: its end of the socket closed
+  // Another agent takes the job over by its pid: the process is the job's own command,
+  // known by the work directory its environment names; not the job of another directory.
+  TempDir elsewhere;
+  CHECK(JobProcess::adopt(*pid, (elsewhere.path / "status").string()).status().code() ==
+        StatusCode::kNotFound);
+  auto adopted = JobProcess::adopt(*pid, (dir.path / "status").string());
+  REQUIRE(adopted.is_ok());
+  CHECK(::kill(host_pid, 0) == 0);  // still there, for the job
+  std::ofstream(dir.path / "gate") << "";
+  auto e = testing::wait_exit(*adopted);
+  CHECK(e.exit_status == 5);  // from the status file the host wrote
+  CHECK_FALSE(e.signaled);
+  CHECK(host_exits(host_pid));
+}
+
+TEST_CASE("a job whose host is killed is still seen to end") {
+  TempDir dir;
+  auto host = start_host();
+  auto pid = host->spawn(
+      spec_in(dir.path, {"sh", "-c", "while [ ! -e gate ]; do sleep 0.01; done; exit 5"}));
+  REQUIRE(pid.is_ok());
+  auto p = JobProcess::hosted(*pid, (dir.path / "status").string());
+  ::kill(host->pid(), SIGKILL);
+  for (int i = 0; i < 3000 && host->alive(); ++i) {
+    (void)host->take_exits();
+    ::usleep(2000);
+  }
+  CHECK_FALSE(host->alive());
+  CHECK_FALSE(p.poll_exit().has_value());  // still running
+  std::ofstream(dir.path / "gate") << "";
+  // Nobody wrote its status: it ended, its code unknown, as a killed job.
+  auto e = wait_hosted(*host, p);
+  CHECK(e.signaled);
+  CHECK_FALSE(fs::exists(dir.path / "status"));
+  // A host gone takes no more jobs; the agent starts another.
+  CHECK(host->spawn(spec_in(dir.path, {"true"})).status().code() == StatusCode::kUnavailable);
+}
+
+}  // namespace vow::agent
