@@ -118,12 +118,21 @@ bool parse_request(const std::vector<std::string>& f, Request& r) {
   return true;
 }
 
-// The child, between fork and exec: only system calls. Its failures are the job's (an
-// exit status and a line on its stderr), as the supervisor shell's were.
-[[noreturn]] void become_job(const Request& r, const std::string& program, char** argv,
-                             char** envp) {
+// What the child needs between vfork and exec, made before: it shares the host's memory
+// until it execs, so it only makes system calls (no allocation) and writes what is here.
+struct Prepared {
+  std::string program;
+  std::vector<char*> argv, envp;
+  std::vector<std::string> cgroup_failed;  // the line for each cgroup it cannot join
+  std::string cannot_enter, not_found, cannot_exec;
+};
+
+// The child, between vfork and exec. Its failures are the job's (an exit status and a
+// line on its stderr), as the supervisor shell's were.
+[[noreturn]] void become_job(const Request& r, const Prepared& p) {
   sigset_t none;
   sigemptyset(&none);
+  // Dispositions are the child's own (vfork shares memory, not signal handlers).
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD}) ::signal(sig, SIG_DFL);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   int in = ::open("/dev/null", O_RDONLY);
@@ -137,54 +146,57 @@ bool parse_request(const std::vector<std::string>& f, Request& r) {
     if (fd > 2) ::close(fd);
   }
   ::setsid();
-  const std::string pid = std::to_string(::getpid());
-  for (const auto& procs : r.cgroups) {
-    int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
-    bool joined = fd >= 0 && ::write(fd, pid.data(), pid.size()) == static_cast<ssize_t>(pid.size());
+  char pid[16];  // its pid in decimal, made without allocating
+  std::size_t len = 0;
+  for (unsigned long v = static_cast<unsigned long>(::getpid()); v > 0 || len == 0; v /= 10) {
+    pid[sizeof pid - 1 - len++] = static_cast<char>('0' + v % 10);
+  }
+  const std::string_view me(pid + sizeof pid - len, len);
+  for (std::size_t i = 0; i < r.cgroups.size(); ++i) {
+    int fd = ::open(r.cgroups[i].c_str(), O_WRONLY | O_CLOEXEC);
+    bool joined = fd >= 0 && ::write(fd, me.data(), me.size()) == static_cast<ssize_t>(me.size());
     if (fd >= 0) ::close(fd);
     if (!joined) {
-      say(2, "vow-job: cannot join the job's cgroup (" + procs + ")\n");
+      say(2, p.cgroup_failed[i]);
       ::_exit(125);
     }
   }
   if (::chdir(r.cwd.c_str()) != 0) {
-    say(2, "vow-job: cannot enter " + r.cwd + ": " + std::strerror(errno) + "\n");
+    say(2, p.cannot_enter);
+    say(2, std::strerror(errno));
+    say(2, "\n");
     ::_exit(126);
   }
-  ::execve(program.c_str(), argv, envp);
+  ::execve(p.program.c_str(), p.argv.data(), p.envp.data());
   const int e = errno;
   if (e == ENOENT) {
-    say(2, "vow-job: " + r.argv[0] + ": not found\n");
+    say(2, p.not_found);
     ::_exit(127);
   }
-  say(2, "vow-job: " + r.argv[0] + ": " + std::strerror(e) + "\n");
+  say(2, p.cannot_exec);
+  say(2, std::strerror(e));
+  say(2, "\n");
   ::_exit(126);
 }
 
-// Forks the job; returns its pid once it has exec'd (or failed to), so that its session
-// exists before the agent may signal it; -errno if the fork failed.
+// Starts the job; returns its pid once it has exec'd (or failed to), so that its session
+// exists before the agent may signal it; -errno if it could not. vfork: the host's
+// address space is not copied for a process that is about to exec (a fork of it cost
+// more than twice a whole bare spawn).
 pid_t start_job(Request& r) {
-  std::string program = find_program(r.argv[0], r.env);
-  auto c_argv = c_strings(r.argv);
-  auto c_env = c_strings(r.env);
-  int sync[2];
-  if (::pipe2(sync, O_CLOEXEC) != 0) return -errno;
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    int e = errno;
-    ::close(sync[0]);
-    ::close(sync[1]);
-    return -e;
+  Prepared p;
+  p.program = find_program(r.argv[0], r.env);
+  p.argv = c_strings(r.argv);
+  p.envp = c_strings(r.env);
+  for (const auto& c : r.cgroups) {
+    p.cgroup_failed.push_back("vow-job: cannot join the job's cgroup (" + c + ")\n");
   }
-  if (pid == 0) {
-    ::close(sync[0]);
-    become_job(r, program, c_argv.data(), c_env.data());
-  }
-  ::close(sync[1]);
-  char byte;
-  while (::read(sync[0], &byte, 1) < 0 && errno == EINTR) {
-  }
-  ::close(sync[0]);
+  p.cannot_enter = "vow-job: cannot enter " + r.cwd + ": ";
+  p.not_found = "vow-job: " + r.argv[0] + ": not found\n";
+  p.cannot_exec = "vow-job: " + r.argv[0] + ": ";
+  pid_t pid = ::vfork();
+  if (pid < 0) return -errno;
+  if (pid == 0) become_job(r, p);
   return pid;
 }
 

@@ -76,6 +76,45 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def proc_cpu_ms(pid):
+    """(own, reaped children) CPU of a process so far in ms, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return ((int(fields[11]) + int(fields[12])) * 1000.0 / hz,
+            (int(fields[13]) + int(fields[14])) * 1000.0 / hz)
+
+
+def job_hosts(pid):
+    """The job hosts (`vowd job-host`, docs/agent.md "Jobs") agent PID has started."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and cmdline.endswith(b"\0job-host\0"):
+            out.append(int(entry))
+    return out
+
+
+def agent_cpu_ms(pid):
+    """(agent, jobs) CPU so far in ms: the agent's own, and its jobs' processes: the
+    children it has reaped, and its job hosts with the jobs they have reaped."""
+    own, jobs = proc_cpu_ms(pid)
+    for host in job_hosts(pid):
+        try:
+            jobs += sum(proc_cpu_ms(host))
+        except OSError:
+            pass
+    return own, jobs
+
+
 def wait_until(what, fn, timeout=30.0, interval=0.05):
     deadline = time.monotonic() + timeout
     last = None
