@@ -586,6 +586,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   // The job host is this program again (`vowd job-host`, agent/job_host.h).
   local_executor = std::make_unique<LocalExecutor>(state_dir, worker->artifacts.get(), bwrap,
                                                    job_cgroups, "/proc/self/exe");
+  if (auto how = local_executor->start_job_hosts(); !how.empty()) log->info("{}", how);
   if (!config.slurm.shared_dir.empty()) {
     slurm_executor =
         std::make_unique<SlurmExecutor>(config.slurm, state_dir, worker->artifacts.get());

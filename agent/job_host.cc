@@ -4,7 +4,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/statvfs.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -125,7 +130,98 @@ struct Prepared {
   std::vector<char*> argv, envp;
   std::vector<std::string> cgroup_failed;  // the line for each cgroup it cannot join
   std::string cannot_enter, not_found, cannot_exec;
+  // In the sandbox (run_job_host's `sandbox_state_dir`): STATE/jobs, and the job's
+  // work directory and inputs; empty for a bare job.
+  std::string jobs_dir, work_dir, in_dir;
+  std::string cannot_sandbox;  // "vow-job: cannot make the job's sandbox: "
 };
+
+// A failed step of the child: says it on the job's stderr and exits STATUS.
+[[noreturn]] void fail_child(const std::string& prefix, const char* what, int status) {
+  const int e = errno;
+  say(2, prefix);
+  say(2, what);
+  say(2, ": ");
+  say(2, std::strerror(e));
+  say(2, "\n");
+  ::_exit(status);
+}
+
+// The mount flags a read-only bind of `path` must keep (those locked in a user
+// namespace: a remount that drops them is refused), as statvfs reports them.
+unsigned long kept_flags(const char* path) {
+  struct statvfs st {};
+  if (::statvfs(path, &st) != 0) return 0;
+  unsigned long out = 0;
+  if (st.f_flag & ST_NOSUID) out |= MS_NOSUID;
+  if (st.f_flag & ST_NODEV) out |= MS_NODEV;
+  if (st.f_flag & ST_NOEXEC) out |= MS_NOEXEC;
+  if (st.f_flag & ST_NOATIME) out |= MS_NOATIME;
+  if (st.f_flag & ST_NODIRATIME) out |= MS_NODIRATIME;
+  if (st.f_flag & ST_RELATIME) out |= MS_RELATIME;
+  return out;
+}
+
+// The job's own view, made in its own mount namespace (and as the first process of its
+// own PID namespace): what the job host's sandbox shows (docs/sandbox.md), less every
+// other job: STATE/jobs is an empty tmpfs with only this job's work directory bound back
+// (its inputs read-only), a /tmp, /dev/shm and /proc of its own; then no capability and
+// no new privileges.
+void enter_sandbox(const Prepared& p) {
+  const std::string& why = p.cannot_sandbox;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    fail_child(why, "private mounts", 126);
+  }
+  // The work directory, taken before anything covers it, then put back.
+  int tree = static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, p.work_dir.c_str(),
+                                        OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+  if (tree < 0) fail_child(why, "open_tree", 126);
+  if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) {
+    fail_child(why, "/tmp", 126);
+  }
+  // A state directory under /tmp is under the job's own /tmp now: its path is made there
+  // (as bwrap does for a job of its own).
+  char path[4096];
+  if (p.jobs_dir.size() >= sizeof path) fail_child(why, "path", 126);
+  for (std::size_t i = 1; i <= p.jobs_dir.size(); ++i) {
+    if (i < p.jobs_dir.size() && p.jobs_dir[i] != '/') continue;
+    std::memcpy(path, p.jobs_dir.data(), i);
+    path[i] = '\0';
+    if (::mkdir(path, 0755) != 0 && errno != EEXIST) fail_child(why, "mkdir", 126);
+  }
+  if (::mount("tmpfs", p.jobs_dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) {
+    fail_child(why, "tmpfs over the jobs directory", 126);
+  }
+  if (::mkdir(p.work_dir.c_str(), 0755) != 0) fail_child(why, "mkdir", 126);
+  if (::syscall(SYS_move_mount, tree, "", AT_FDCWD, p.work_dir.c_str(),
+                MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    fail_child(why, "move_mount", 126);
+  }
+  ::close(tree);
+  if (::mount(p.in_dir.c_str(), p.in_dir.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
+      ::mount(nullptr, p.in_dir.c_str(), nullptr,
+              MS_BIND | MS_REMOUNT | MS_RDONLY | kept_flags(p.in_dir.c_str()), nullptr) != 0) {
+    fail_child(why, "read-only inputs", 126);
+  }
+  struct stat shm {};
+  if (::stat("/dev/shm", &shm) == 0 &&
+      ::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) {
+    fail_child(why, "/dev/shm", 126);
+  }
+  if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    fail_child(why, "/proc", 126);
+  }
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail_child(why, "no_new_privs", 126);
+  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  // Every capability out of the bounding set (CAP_SETPCAP, which that needs, last).
+  for (int cap = 0; cap <= 63; ++cap) {
+    if (cap != CAP_SETPCAP) ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+  }
+  ::prctl(PR_CAPBSET_DROP, CAP_SETPCAP, 0, 0, 0);
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct none[2] = {};
+  if (::syscall(SYS_capset, &header, none) != 0) fail_child(why, "capset", 126);
+}
 
 // The child, between vfork and exec. Its failures are the job's (an exit status and a
 // line on its stderr), as the supervisor shell's were.
@@ -161,6 +257,7 @@ struct Prepared {
       ::_exit(125);
     }
   }
+  if (!p.jobs_dir.empty()) enter_sandbox(p);
   if (::chdir(r.cwd.c_str()) != 0) {
     say(2, p.cannot_enter);
     say(2, std::strerror(errno));
@@ -183,7 +280,7 @@ struct Prepared {
 // exists before the agent may signal it; -errno if it could not. vfork: the host's
 // address space is not copied for a process that is about to exec (a fork of it cost
 // more than twice a whole bare spawn).
-pid_t start_job(Request& r) {
+pid_t start_job(Request& r, const std::string& sandbox_state_dir) {
   Prepared p;
   p.program = find_program(r.argv[0], r.env);
   p.argv = c_strings(r.argv);
@@ -194,10 +291,35 @@ pid_t start_job(Request& r) {
   p.cannot_enter = "vow-job: cannot enter " + r.cwd + ": ";
   p.not_found = "vow-job: " + r.argv[0] + ": not found\n";
   p.cannot_exec = "vow-job: " + r.argv[0] + ": ";
-  pid_t pid = ::vfork();
-  if (pid < 0) return -errno;
-  if (pid == 0) become_job(r, p);
-  return pid;
+  if (sandbox_state_dir.empty()) {
+    pid_t pid = ::vfork();
+    if (pid < 0) return -errno;
+    if (pid == 0) become_job(r, p);
+    return pid;
+  }
+  p.jobs_dir = sandbox_state_dir + "/jobs";
+  p.work_dir = r.cwd;
+  p.in_dir = r.cwd + "/in";
+  p.cannot_sandbox = "vow-job: cannot make the job's sandbox: ";
+  if (r.cwd.rfind(p.jobs_dir + "/", 0) != 0 || r.cwd.find('/', p.jobs_dir.size() + 1) !=
+                                                    std::string::npos) {
+    return -EINVAL;  // not a work directory of this agent's
+  }
+  // As vfork, with a mount and a PID namespace of the job's own: it is the first process
+  // of its PID namespace (when it ends, the kernel kills whatever it left there).
+  struct Child {
+    const Request* r;
+    const Prepared* p;
+  } child{&r, &p};
+  static std::vector<char> stack(256 * 1024);  // the child's until it execs
+  pid_t pid = ::clone(
+      [](void* arg) -> int {
+        auto* c = static_cast<Child*>(arg);
+        become_job(*c->r, *c->p);
+      },
+      stack.data() + stack.size(), CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWPID | SIGCHLD,
+      &child);
+  return pid < 0 ? -errno : pid;
 }
 
 // Records a job's end in its status file: `exit CODE`, or `killed SIGNAL`. As the
@@ -212,7 +334,51 @@ void write_status(const std::string& path, const char* how, int number) {
 
 }  // namespace
 
-int run_job_host(int fd) {
+namespace {
+
+// In the sandbox: whether a job can be made here at all, by making one (`/bin/true` in a
+// work directory of its own, removed after): "" if it can, else why not.
+std::string probe_sandbox(const std::string& state_dir) {
+  const std::string dir = state_dir + "/jobs/.host-probe-" + std::to_string(::getpid());
+  Request r;
+  r.cwd = dir;
+  r.out = dir + "/stdout";
+  r.err = dir + "/stderr";
+  r.status = dir + "/status";
+  r.argv = {"/bin/true"};
+  r.env = {"PATH=/usr/bin:/bin"};
+  std::string why;
+  if (::mkdir(dir.c_str(), 0755) != 0 || ::mkdir((dir + "/in").c_str(), 0755) != 0) {
+    why = "cannot make " + dir + ": " + std::strerror(errno);
+  } else if (pid_t pid = start_job(r, state_dir); pid < 0) {
+    why = std::string("clone: ") + std::strerror(-pid);
+  } else {
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+      char buf[512] = {};
+      int in = ::open(r.err.c_str(), O_RDONLY | O_CLOEXEC);
+      ssize_t n = in >= 0 ? ::read(in, buf, sizeof buf - 1) : 0;
+      if (in >= 0) ::close(in);
+      why = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "a job exited " +
+                                                                       std::to_string(st);
+      while (!why.empty() && why.back() == '\n') why.pop_back();
+    }
+  }
+  for (const char* f : {"/stdout", "/stderr", "/status"}) ::unlink((dir + f).c_str());
+  ::rmdir((dir + "/in").c_str());
+  ::rmdir(dir.c_str());
+  return why;
+}
+
+}  // namespace
+
+int run_job_host(int fd, const std::string& sandbox_state_dir) {
+  // Only for an agent on the other end: with none, no job would ever come, and the host
+  // would wait for one forever.
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return 2;
   ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   // Nothing else of the agent's: a job must not inherit its sockets or files.
   ::syscall(SYS_close_range, static_cast<unsigned>(fd + 1), ~0U, 0U);
@@ -257,6 +423,15 @@ int run_job_host(int fd) {
       }
     }
   };
+  if (!sandbox_state_dir.empty()) {
+    // The agent waits for this before it sends a job.
+    std::string why = probe_sandbox(sandbox_state_dir);
+    std::string msg;
+    add_field(msg, why.empty() ? "ready" : "unavailable");
+    if (!why.empty()) add_field(msg, why);
+    send(msg);
+    if (!why.empty()) return 1;
+  }
   std::string buf(kMaxMessage, '\0');
   while (agent || !status_of.empty()) {
     struct pollfd fds[2] = {{sfd, POLLIN, 0}, {agent ? fd : -1, POLLIN, 0}};
@@ -279,9 +454,9 @@ int run_job_host(int fd) {
                          r)) {
         add_field(reply, "failed");
         add_field(reply, "malformed request");
-      } else if (pid_t pid = start_job(r); pid < 0) {
+      } else if (pid_t pid = start_job(r, sandbox_state_dir); pid < 0) {
         add_field(reply, "failed");
-        add_field(reply, std::string("fork: ") + std::strerror(-pid));
+        add_field(reply, std::string("cannot start it: ") + std::strerror(-pid));
       } else {
         status_of.emplace(pid, r.status);
         add_field(reply, "started");
@@ -293,9 +468,17 @@ int run_job_host(int fd) {
   return 0;
 }
 
+std::optional<int> job_host_main(int argc, char** argv) {
+  if (argc < 2 || std::string_view(argv[1]) != "job-host") return std::nullopt;
+  if (argc == 2) return run_job_host(3);
+  if (argc == 4 && std::string_view(argv[2]) == "--sandbox") return run_job_host(3, argv[3]);
+  return std::nullopt;
+}
+
 // --- the agent's side ------------------------------------------------------------
 
-Result<std::unique_ptr<JobHost>> JobHost::start(const std::string& exe) {
+Result<std::unique_ptr<JobHost>> JobHost::start(const std::string& exe, const std::string& bwrap,
+                                                 const std::string& state_dir) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return Status::io(std::string("socketpair: ") + std::strerror(errno));
@@ -309,7 +492,13 @@ Result<std::unique_ptr<JobHost>> JobHost::start(const std::string& exe) {
   // from must end with the agent, not with the host.
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  // The sandboxed host's stderr is bwrap's, read for why it did not start.
+  int said[2] = {-1, -1};
+  if (!bwrap.empty() && ::pipe2(said, O_CLOEXEC) == 0) {
+    posix_spawn_file_actions_adddup2(&fa, said[1], 2);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  }
   // Its own session: the agent's terminal and process group signals do not reach it.
   posix_spawnattr_setflags(&attr,
                            POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
@@ -319,17 +508,63 @@ Result<std::unique_ptr<JobHost>> JobHost::start(const std::string& exe) {
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   std::vector<std::string> argv{"vowd", "job-host"};
+  std::string program = exe;
+  if (!bwrap.empty()) {
+    // The sandbox every job shares (docs/sandbox.md, "A sandbox that stays"): what a
+    // job's own bwrap would make, less the PID namespace and the hiding of other jobs'
+    // directories, which the host makes per job; with the capabilities for that, in a
+    // user namespace of its own. No --die-with-parent: it outlives the agent, as jobs do.
+    const std::string jobs = state_dir + "/jobs";
+    // bwrap runs it by name: this program's own, not /proc/self/exe (bwrap's then).
+    char self[4096];
+    ssize_t len = ::readlink(exe.c_str(), self, sizeof self - 1);
+    const std::string inner = len > 0 ? std::string(self, static_cast<std::size_t>(len)) : exe;
+    argv = {bwrap,         "--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+            "--cap-add",   "CAP_SYS_ADMIN",  "--cap-add",     "CAP_SETPCAP",   "--ro-bind",
+            "/",           "/",              "--dev",         "/dev",          "--proc",
+            "/proc",       "--tmpfs",        "/tmp",          "--tmpfs",       state_dir,
+            "--bind",      jobs,             jobs,            "--",            inner,
+            "job-host",    "--sandbox",      state_dir};
+    program = bwrap;
+  }
   auto c_argv = c_strings(argv);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, exe.c_str(), &fa, &attr, c_argv.data(), ::environ);
+  int rc = posix_spawn(&pid, program.c_str(), &fa, &attr, c_argv.data(), ::environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   ::close(sv[1]);
+  if (said[1] >= 0) ::close(said[1]);
   if (rc != 0) {
+    if (said[0] >= 0) ::close(said[0]);
     ::close(sv[0]);
-    return Status::io("cannot start the job host " + exe + ": " + std::strerror(rc));
+    return Status::io("cannot start the job host " + program + ": " + std::strerror(rc));
   }
-  return std::unique_ptr<JobHost>(new JobHost(sv[0], pid));
+  std::unique_ptr<JobHost> host(new JobHost(sv[0], pid));
+  if (bwrap.empty()) return host;
+  // The sandboxed host says whether it can make a job's sandbox before it takes one.
+  struct pollfd p {
+    host->fd_, POLLIN, 0
+  };
+  std::string buf(4096, '\0');
+  ssize_t n = ::poll(&p, 1, kReplyTimeoutMs) > 0 ? ::recv(host->fd_, buf.data(), buf.size(), 0)
+                                                 : -1;
+  auto f = split_fields(std::string_view(buf.data(), n > 0 ? static_cast<std::size_t>(n) : 0));
+  std::string why;
+  if (!(f.size() == 1 && f[0] == "ready")) {
+    // Whatever bwrap said before it gave up (it has: the socket closed with it).
+    int flags = ::fcntl(said[0], F_GETFL);
+    ::fcntl(said[0], F_SETFL, flags | O_NONBLOCK);
+    ssize_t got = ::read(said[0], buf.data(), buf.size());
+    why = got > 0 ? std::string(buf.data(), static_cast<std::size_t>(got)) : "";
+    while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
+  }
+  ::close(said[0]);
+  if (f.size() == 1 && f[0] == "ready") return host;
+  host->gone();
+  if (f.size() == 2 && f[0] == "unavailable") return Status::unavailable(f[1]);
+  return Status::unavailable("the sandboxed job host did not start (" + bwrap + ", with a " +
+                             "user namespace and CAP_SYS_ADMIN in it" +
+                             (why.empty() ? "" : ": " + why) + ")");
 }
 
 JobHost::~JobHost() {

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,13 +29,23 @@
 namespace vow::agent {
 
 // The host's own loop, on the socket `fd` (its end of the pair): returns its exit code.
-int run_job_host(int fd);
+// With `sandbox_state_dir`, it runs in the sandbox JobHost::start made, and makes each
+// job a mount and a PID namespace of its own in it (docs/sandbox.md).
+int run_job_host(int fd, const std::string& sandbox_state_dir = "");
+// The job host's main, for a program whose main hands it its arguments: runs the host
+// and returns its exit code for `PROGRAM job-host [--sandbox STATE_DIR]`, nullopt for
+// any other command line.
+std::optional<int> job_host_main(int argc, char** argv);
 
 class JobHost {
  public:
-  // Starts `exe job-host` (exe: a program whose main runs run_job_host for that argument,
-  // as vowd's does). kIo if it cannot be started.
-  static Result<std::unique_ptr<JobHost>> start(const std::string& exe);
+  // Starts `exe job-host` (exe: a program whose main runs job_host_main, as vowd's
+  // does). With `bwrap`, inside one sandbox made by it for the agent whose state
+  // directory is `state_dir`, and only once the host has made a job's sandbox there
+  // (kUnavailable, with why, if it cannot). kIo if it cannot be started.
+  static Result<std::unique_ptr<JobHost>> start(const std::string& exe,
+                                                const std::string& bwrap = "",
+                                                const std::string& state_dir = "");
   ~JobHost();
   JobHost(const JobHost&) = delete;
   JobHost& operator=(const JobHost&) = delete;

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "agent/process_test_util.h"
+#include "agent/sandbox.h"
 
 namespace fs = std::filesystem;
 
@@ -22,8 +23,8 @@ using testing::slurp;
 
 struct TempDir {
   fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "vow-host-XXXXXX").string();
+  explicit TempDir(const fs::path& in = fs::temp_directory_path()) {
+    std::string tmpl = (in / "vow-host-XXXXXX").string();
     path = ::mkdtemp(tmpl.data());
   }
   ~TempDir() { fs::remove_all(path); }
@@ -226,6 +227,65 @@ TEST_CASE("a job whose host is killed is still seen to end") {
   CHECK_FALSE(fs::exists(dir.path / "status"));
   // A host gone takes no more jobs; the agent starts another.
   CHECK(host->spawn(spec_in(dir.path, {"true"})).status().code() == StatusCode::kUnavailable);
+}
+
+}  // namespace vow::agent
+
+namespace vow::agent {
+
+TEST_CASE("the sandboxed job host: one sandbox for the agent, a view of its own for each job") {
+  const std::string bwrap = find_bwrap();
+  if (bwrap.empty() || !probe_bwrap(bwrap).is_ok()) return;  // no sandbox here
+  TempDir state("/var/tmp");  // not under /tmp, which each job has of its own
+  fs::create_directories(state.path / "jobs");
+  std::ofstream(state.path / "key") << "the agent's secret\n";
+  auto job_dir = [&](const std::string& name) {
+    fs::path d = state.path / "jobs" / name;
+    fs::create_directories(d / "in");
+    fs::create_directories(d / "out");
+    std::ofstream(d / "in" / "data") << "input\n";
+    return d;
+  };
+  fs::path other = job_dir("other.1");
+  fs::path mine = job_dir("mine.1");
+  auto host = JobHost::start("/proc/self/exe", bwrap, state.path.string());
+  if (!host.is_ok() && host.status().code() == StatusCode::kUnavailable) {
+    MESSAGE("no sandboxed job host here: " << host.status().message());
+    return;
+  }
+  REQUIRE(host.is_ok());
+  // What the job sees, one line each; what it can do to its own directory.
+  const std::string probe =
+      "echo pid=$$; "
+      "test -e " + (state.path / "key").string() + " && echo key=visible || echo key=hidden; "
+      "test -e " + other.string() + " && echo other=visible || echo other=hidden; "
+      "echo data=$(cat in/data); "
+      "{ echo x > in/new; } 2> /dev/null && echo in=writable || echo in=read-only; "
+      "echo made > out/o && echo out=writable; "
+      "echo tmp=$(ls -A /tmp | wc -l); touch /tmp/mine; "
+      "test -e /proc/" + std::to_string(::getpid()) + " && echo agent=visible || "
+      "echo agent=hidden; "
+      "grep CapEff /proc/self/status | tr -d '\\t'; "
+      "grep NoNewPrivs /proc/self/status | tr -d '\\t'; exit 7";
+  auto pid = (*host)->spawn(spec_in(mine, {"/bin/sh", "-c", probe}));
+  REQUIRE(pid.is_ok());
+  auto p = JobProcess::hosted(*pid, (mine / "status").string());
+  auto e = wait_hosted(**host, p);
+  CHECK(e.exit_status == 7);
+  CHECK(slurp(mine / "stderr") == "");
+  CHECK(slurp(mine / "stdout") ==
+        "pid=1\nkey=hidden\nother=hidden\ndata=input\nin=read-only\nout=writable\ntmp=0\n"
+        "agent=hidden\nCapEff:0000000000000000\nNoNewPrivs:1\n");
+  CHECK(slurp(mine / "out" / "o") == "made\n");
+  // Its /tmp was its own: the next job's is empty again.
+  auto again = (*host)->spawn(spec_in(other, {"/bin/sh", "-c", "ls -A /tmp | wc -l"}));
+  REQUIRE(again.is_ok());
+  auto q = JobProcess::hosted(*again, (other / "status").string());
+  CHECK(wait_hosted(**host, q).ok());
+  CHECK(slurp(other / "stdout") == "0\n");
+  // A directory that is not one of this agent's jobs' is refused.
+  TempDir elsewhere;
+  CHECK_FALSE((*host)->spawn(spec_in(elsewhere.path, {"true"})).is_ok());
 }
 
 }  // namespace vow::agent

@@ -256,11 +256,22 @@ Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
   spec.stdout_path = l.stdout_path;
   spec.stderr_path = l.stderr_path;
   spec.status_path = l.status_path;
+  Result<JobProcess> proc = Status::unavailable("no job host");
+  const JobHost* by = nullptr;
+  if (!bwrap_.empty() && !root && !start.stage.network && spec.cgroup_procs.empty()) {
+    // A job in the sandbox that needs nothing of a bwrap of its own (no root, no
+    // network, no cgroup to join first) goes to the sandboxed job host (docs/sandbox.md,
+    // "A sandbox that stays"): the limit wrapper, if any, and the command.
+    SpawnSpec hosted = spec;
+    hosted.argv = sandboxed_argv("", state_dir_, l, wrapped, cpus_);
+    hosted.bwrap_supervises = false;
+    proc = spawn_hosted(hosted, true, &by);
+  }
   // A job bwrap does not supervise goes to the job host: one process (its command)
   // where a supervisor shell would make two.
-  Result<JobProcess> proc = Status::unavailable("no job host");
-  if (!spec.bwrap_supervises) proc = spawn_hosted(spec);
+  if (!proc.is_ok() && !spec.bwrap_supervises) proc = spawn_hosted(spec, false, &by);
   if (!proc.is_ok() && proc.status().code() == StatusCode::kUnavailable) {
+    by = nullptr;
     proc = JobProcess::spawn(spec);
   }
   if (!proc.is_ok()) {
@@ -269,20 +280,70 @@ Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
   }
   std::int64_t pid = proc->pid();
   procs_.insert_or_assign(start.job.job, std::move(proc).value());
+  if (by != nullptr) host_of_.insert_or_assign(start.job.job, by);
   if (!cgroup.empty()) in_cgroup_.insert_or_assign(start.job.job, InCgroup{cgroup, start.stage});
   return pid;
 }
 
-Result<JobProcess> LocalExecutor::spawn_hosted(const SpawnSpec& spec) {
+Result<JobHost*> LocalExecutor::job_host(bool sandboxed) {
   if (job_host_exe_.empty()) return Status::unavailable("no job host");
-  if (!host_ || !host_->alive()) {
-    auto started = JobHost::start(job_host_exe_);
-    if (!started.is_ok()) return Status::unavailable(started.status().message());
-    host_ = std::move(started).value();
+  std::unique_ptr<JobHost>& slot = sandboxed ? sandbox_host_ : host_;
+  if (slot && slot->alive()) return slot.get();
+  if (sandboxed && !sandbox_host_problem_.empty()) {
+    return Status::unavailable(sandbox_host_problem_);
   }
-  auto pid = host_->spawn(spec);
+  if (slot) {
+    // Gone: its jobs' ends are seen on their pidfds from now on.
+    for (auto& [id, p] : procs_) {
+      auto it = host_of_.find(id);
+      if (it != host_of_.end() && it->second == slot.get()) {
+        p.watch_pidfd();
+        host_of_.erase(it);
+      }
+    }
+  }
+  if (sandboxed) {
+    // The sandbox binds the jobs' directory: it must be there first.
+    std::error_code ec;
+    fs::create_directories(state_dir_ + "/jobs", ec);
+  }
+  auto started = sandboxed ? JobHost::start(job_host_exe_, bwrap_, state_dir_)
+                           : JobHost::start(job_host_exe_);
+  if (!started.is_ok()) {
+    // A sandboxed host that cannot be had here is not tried again: its jobs get a
+    // bwrap each, as before.
+    if (sandboxed) sandbox_host_problem_ = started.status().message();
+    return Status::unavailable(started.status().message());
+  }
+  slot = std::move(started).value();
+  return slot.get();
+}
+
+Result<JobProcess> LocalExecutor::spawn_hosted(const SpawnSpec& spec, bool sandboxed,
+                                               const JobHost** by) {
+  auto host = job_host(sandboxed);
+  if (!host.is_ok()) return host.status();
+  auto pid = (*host)->spawn(spec);
   if (!pid.is_ok()) return pid.status();
+  *by = *host;
   return JobProcess::hosted(*pid, spec.status_path);
+}
+
+std::string LocalExecutor::start_job_hosts() {
+  if (job_host_exe_.empty()) return "";
+  auto bare = job_host(false);
+  std::string out = bare.is_ok() ? "jobs start from a job host (pid " +
+                                       std::to_string((*bare)->pid()) + ")"
+                                 : "no job host (" + bare.status().message() +
+                                       "): each job gets a supervisor shell";
+  if (bwrap_.empty()) return out;
+  auto sandboxed = job_host(true);
+  if (sandboxed.is_ok()) {
+    return out + "; sandboxed jobs from a job host in one sandbox (pid " +
+           std::to_string((*sandboxed)->pid()) + "), each in its own mount and PID namespaces";
+  }
+  return out + "; sandboxed jobs get a bwrap each (no job host in one sandbox here: " +
+         sandboxed.status().message() + ")";
 }
 
 void LocalExecutor::kill(const Digest& job) {
@@ -390,6 +451,7 @@ bool LocalExecutor::recycle_work_dir(const JobLayout& l) {
 std::vector<int> LocalExecutor::pidfds() const {
   std::vector<int> out;
   if (host_ && host_->alive()) out.push_back(host_->fd());
+  if (sandbox_host_ && sandbox_host_->alive()) out.push_back(sandbox_host_->fd());
   for (const auto& [id, p] : procs_) {
     if (p.watched_by_pidfd() && p.pidfd() >= 0) out.push_back(p.pidfd());
   }
@@ -402,16 +464,25 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
   for (auto it = to_remove_.begin(); it != to_remove_.end();) {
     it = cgroups_.remove(*it, 1) ? to_remove_.erase(it) : std::next(it);
   }
-  if (host_) {
-    const auto ended = host_->take_exits();
-    for (auto& [id, p] : procs_) {
-      if (p.watched_by_pidfd()) continue;
-      if (std::find(ended.begin(), ended.end(), p.pid()) != ended.end()) {
-        p.host_ended();
-      } else if (!host_->alive()) {
-        p.watch_pidfd();  // its host is gone: its end is seen on its pidfd
-      }
+  std::vector<pid_t> ended;
+  for (auto* host : {host_.get(), sandbox_host_.get()}) {
+    if (host == nullptr) continue;
+    for (pid_t pid : host->take_exits()) ended.push_back(pid);
+  }
+  for (auto it = host_of_.begin(); it != host_of_.end();) {
+    auto p = procs_.find(it->first);
+    if (p == procs_.end()) {
+      it = host_of_.erase(it);
+      continue;
     }
+    if (std::find(ended.begin(), ended.end(), p->second.pid()) != ended.end()) {
+      p->second.host_ended();
+    } else if (!it->second->alive()) {
+      p->second.watch_pidfd();  // its host is gone: its end is seen on its pidfd
+      it = host_of_.erase(it);
+      continue;
+    }
+    ++it;
   }
   for (auto it = procs_.begin(); it != procs_.end();) {
     if (auto e = it->second.poll_exit()) {

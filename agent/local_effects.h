@@ -105,8 +105,9 @@ class LocalExecutor final : public Executor {
   std::vector<int> pidfds() const;
   std::vector<std::pair<Digest, ProcessExit>> reap();
   std::size_t processes() const { return procs_.size(); }
-  // The job host's pid, -1 when none runs (none started yet, or it is gone).
-  pid_t job_host_pid() const { return host_ && host_->alive() ? host_->pid() : -1; }
+  // Starts the job hosts now rather than at the first job; says how jobs will start (a
+  // line for the log), "" without a job host program.
+  std::string start_job_hosts();
 
  private:
   std::string state_dir_;
@@ -132,11 +133,17 @@ class LocalExecutor final : public Executor {
   bool recycle_work_dir(const JobLayout& l);
   // What the job's cgroup counted; removes it (or queues it in to_remove_).
   LimitCounts end_cgroup(const std::string& name, const promises::Stage& stage);
-  // Starts the job through the job host, started if none runs; kUnavailable when there
-  // is none to be had (the caller gives the job a supervisor shell instead).
-  Result<JobProcess> spawn_hosted(const SpawnSpec& spec);
+  // The job host (the one in the sandbox if `sandboxed`), started if none runs;
+  // kUnavailable when there is none to be had.
+  Result<JobHost*> job_host(bool sandboxed);
+  // Starts the job through that host (BY: which); kUnavailable when there is none (the
+  // caller gives the job a bwrap or a supervisor shell of its own instead).
+  Result<JobProcess> spawn_hosted(const SpawnSpec& spec, bool sandboxed, const JobHost** by);
   std::string job_host_exe_;
   std::unique_ptr<JobHost> host_;
+  std::unique_ptr<JobHost> sandbox_host_;
+  std::string sandbox_host_problem_;  // why there can be none here, once known
+  std::map<Digest, const JobHost*> host_of_;  // the jobs a host runs, watched through it
 };
 
 // Fetched bytes arrive in memory (RECEIVED, up to kInMemoryFetchBytes) or in

@@ -7,6 +7,6 @@
 
 int main(int argc, char** argv) {
   // The tests of the job host start this program as one, as vowd starts itself.
-  if (argc == 2 && std::string_view(argv[1]) == "job-host") return vow::agent::run_job_host(3);
+  if (auto host = vow::agent::job_host_main(argc, argv)) return *host;
   return doctest::Context(argc, argv).run();
 }

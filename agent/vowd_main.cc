@@ -18,7 +18,7 @@
 
 int main(int argc, char** argv) {
   // The job host an agent starts (agent/job_host.h), on the socket it passes as fd 3.
-  if (argc == 2 && std::string_view(argv[1]) == "job-host") return vow::agent::run_job_host(3);
+  if (auto host = vow::agent::job_host_main(argc, argv)) return *host;
   vow::agent::DaemonOptions options;
   std::string log_format = "text";
   CLI::App app{"vowd: a vow agent, running the pipeline stages it promises", "vowd"};

@@ -21,8 +21,8 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mesh import (Mesh, canonical_output, check, free_port, read_artifact,  # noqa: E402
-                  run_scenario, stage_counts, wait_until)
+from mesh import (Mesh, TestFailure, canonical_output, check, free_port,  # noqa: E402
+                  read_artifact, run_scenario, stage_counts, wait_until)
 
 VOW, VOWD, ROOT = sys.argv[1:4]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -409,6 +409,14 @@ def scenario_bulk():
         report = read_artifact(mesh, top).decode()
         expected = word_totals(corpus)
         check(report == "".join(expected.splitlines(True)[:20]), f"report differs:\n{report}")
+        # The metrics page is a snapshot the agent remakes on its loop's turns: the counts
+        # of a run that just ended may take a moment to show.
+        try:
+            wait_until("a's and b's plain chunks counted",
+                       lambda: chunk_counts(a)[("out", "plain")] > 0 and
+                       chunk_counts(b)[("in", "plain")] > 0, 10)
+        except TestFailure:
+            pass  # said below, with the counts
         ca, cb, cc = chunk_counts(a), chunk_counts(b), chunk_counts(c)
         check(ca[("out", "plain")] > 0 and cb[("in", "plain")] > 0,
               f"the corpus went from a to b plain: a {ca}, b {cb}")
