@@ -179,8 +179,13 @@ void enter_sandbox(const Prepared& p) {
   if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) {
     fail_child(why, "/tmp", 126);
   }
-  // A state directory under /tmp is under the job's own /tmp now: its path is made there
-  // (as bwrap does for a job of its own).
+  struct stat shm {};
+  if (::stat("/dev/shm", &shm) == 0 &&
+      ::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) {
+    fail_child(why, "/dev/shm", 126);
+  }
+  // A state directory under /tmp or /dev/shm is under the job's own now: its path is made
+  // there (as bwrap does for a job of its own).
   char path[4096];
   if (p.jobs_dir.size() >= sizeof path) fail_child(why, "path", 126);
   for (std::size_t i = 1; i <= p.jobs_dir.size(); ++i) {
@@ -202,11 +207,6 @@ void enter_sandbox(const Prepared& p) {
       ::mount(nullptr, p.in_dir.c_str(), nullptr,
               MS_BIND | MS_REMOUNT | MS_RDONLY | kept_flags(p.in_dir.c_str()), nullptr) != 0) {
     fail_child(why, "read-only inputs", 126);
-  }
-  struct stat shm {};
-  if (::stat("/dev/shm", &shm) == 0 &&
-      ::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) {
-    fail_child(why, "/dev/shm", 126);
   }
   if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
     fail_child(why, "/proc", 126);

@@ -85,31 +85,34 @@ def proc_cpu_ms(pid):
             (int(fields[13]) + int(fields[14])) * 1000.0 / hz)
 
 
-def job_hosts(pid):
-    """The job hosts (`vowd job-host`, docs/agent.md "Jobs") agent PID has started."""
-    out = []
+def descendants(pid):
+    """The processes under PID (its children, theirs, ...), from /proc."""
+    children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == pid and cmdline.endswith(b"\0job-host\0"):
-            out.append(int(entry))
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
     return out
 
 
 def agent_cpu_ms(pid):
-    """(agent, jobs) CPU so far in ms: the agent's own, and its jobs' processes: the
-    children it has reaped, and its job hosts with the jobs they have reaped."""
+    """(agent, jobs) CPU so far in ms: the agent's own, and its jobs' processes: what it
+    has reaped, and what runs under it with what that has reaped (its job hosts, the
+    sandbox of one, jobs running now)."""
     own, jobs = proc_cpu_ms(pid)
-    for host in job_hosts(pid):
+    for p in descendants(pid):
         try:
-            jobs += sum(proc_cpu_ms(host))
+            jobs += sum(proc_cpu_ms(p))
         except OSError:
             pass
     return own, jobs
