@@ -500,13 +500,7 @@ Result<std::unique_ptr<JobHost>> JobHost::start(const std::string& exe, const st
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
   }
   // Its own session: the agent's terminal and process group signals do not reach it.
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
+  set_own_session(attr);
   std::vector<std::string> argv{"vowd", "job-host"};
   std::string program = exe;
   if (!bwrap.empty()) {

@@ -164,13 +164,7 @@ TEST_CASE("a hosted job killed at once is killed with what it started, and recor
   CHECK(e.signaled);
   CHECK(e.exit_status == 128 + SIGKILL);
   CHECK(slurp(dir.path / "status") == "killed 9\n");
-  bool gone = false;
-  for (int i = 0; i < 2000 && !gone; ++i) {
-    std::string stat = slurp("/proc/" + std::to_string(child) + "/stat");
-    gone = stat.empty() || stat.find(") Z") != std::string::npos;
-    if (!gone) ::usleep(5000);
-  }
-  CHECK(gone);
+  CHECK(testing::process_gone(child));
 
   // Killed the moment the pid is known: the job's session exists by then.
   TempDir other;

@@ -112,6 +112,16 @@ Result<std::optional<ExitStatus>> read_status_file(const std::string& path) {
   return std::optional<ExitStatus>(ExitStatus{code, false});
 }
 
+void set_own_session(posix_spawnattr_t& attr) {
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+}
+
 Result<JobProcess> JobProcess::spawn(const SpawnSpec& spec) {
   if (spec.argv.empty()) return Status::invalid("empty command");
   const bool bwrap = spec.bwrap_supervises && spec.cgroup_procs.empty();
@@ -145,15 +155,7 @@ Result<JobProcess> JobProcess::spawn(const SpawnSpec& spec) {
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
   }
   posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
-  // A new session: the job's own process group, detached from vowd's terminal and
-  // signals, so it survives vowd and is killed as a group.
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
+  set_own_session(attr);
 
   pid_t pid = -1;
   int rc = posix_spawn(&pid, argv[0].c_str(), &fa, &attr, c_argv.data(), c_env.data());

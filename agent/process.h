@@ -15,6 +15,7 @@
 // Not thread-safe: used from the event-loop thread.
 #pragma once
 
+#include <spawn.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -58,6 +59,11 @@ struct ExitStatus {
 // pid, is a command that has not ended, or a supervisor killed). nullopt if absent or
 // without an exit status; kCorrupt if unreadable.
 Result<std::optional<ExitStatus>> read_status_file(const std::string& path);
+
+// Spawn attributes for a process that must outlive vowd and be killed as a group: a
+// session of its own (its own process group, away from vowd's terminal and signals), no
+// signal blocked, every signal's action the default.
+void set_own_session(posix_spawnattr_t& attr);
 
 class JobProcess {
  public:

@@ -119,13 +119,7 @@ TEST_CASE("kill_group stops the job and the processes it started") {
   CHECK(e.signaled);
   CHECK_FALSE(e.ok());
   // The grandchild was in the group: it is gone too (reaped by init, maybe not at once).
-  bool gone = false;
-  for (int i = 0; i < 2000 && !gone; ++i) {
-    std::string stat = slurp("/proc/" + std::to_string(child) + "/stat");
-    gone = stat.empty() || stat.find(") Z") != std::string::npos;
-    if (!gone) ::usleep(5000);
-  }
-  CHECK(gone);
+  CHECK(testing::process_gone(child));
   // No status file: a killed job did not finish.
   auto st = read_status_file((dir.path / "status").string());
   REQUIRE(st.is_ok());

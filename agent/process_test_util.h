@@ -3,6 +3,7 @@
 #pragma once
 
 #include <poll.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -34,6 +35,16 @@ inline ExitStatus wait_exit(JobProcess& p) {
   }
   FAIL("process did not exit in time");
   return {};
+}
+
+// Whether `pid` is gone (or a zombie, not reaped yet) within 10 s.
+inline bool process_gone(pid_t pid) {
+  for (int i = 0; i < 2000; ++i) {
+    std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+    if (stat.empty() || stat.find(") Z") != std::string::npos) return true;
+    ::usleep(5000);
+  }
+  return false;
 }
 
 }  // namespace vow::agent::testing
