@@ -132,6 +132,8 @@ class Agent {
     turn_ = {};
   }
   void release();
+  // Between hold() and release(): inputs fed now reach the core at release().
+  bool held() const { return held_; }
   const TurnProfile& turn() const { return turn_; }
   // A client asked for an artifact here (vow get): fetched from the live holders.
   // False if no live agent holds it.

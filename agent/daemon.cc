@@ -702,6 +702,11 @@ void Daemon::Impl::poll_once() {
   agent->tick();
   turn.lap("timers");
   agent->release();
+  // The versions checks found this turn are in the core now: their checks are done.
+  for (const auto& [i, ticket] : refreshed_at_release) {
+    if (i < sources.size()) sources[i].refresh_done = std::max(sources[i].refresh_done, ticket);
+  }
+  refreshed_at_release.clear();
   turn.lap("agent");
   gc_tick(now);
   checkpoint_tick(now);

@@ -319,6 +319,10 @@ struct Daemon::Impl {
 
   std::vector<WatchedSource> sources;
   std::uint64_t refresh_tickets = 0;  // the last ticket `wait` handed out
+  // Checks done while the agent was held whose new version is still queued for the core:
+  // (source, ticket), counted done once the agent is released (a `wait` answered before
+  // would see the plan without the change, and say done).
+  std::vector<std::pair<std::size_t, std::uint64_t>> refreshed_at_release;
   // Artifacts `vow get` found corrupt here: checked on the worker, then fetched again
   // (requests.cc, repair_json); `resolve` says `repairing` meanwhile.
   std::set<Digest> repairing;

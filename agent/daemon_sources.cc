@@ -566,8 +566,13 @@ void Daemon::Impl::finish_source_check(std::size_t i, const SourceCheck& check,
         s.decl.pipeline, s.decl.source, ref->digest.short_hex(), ref->size_bytes, st.files_read,
         st.files, st.bytes_read, st.dirs_walked, st.dirs_reused);
     s.reported = ref->digest;
-    // The core has the new version once this returns: then the check is done.
     agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref);
+    if (agent->held()) {
+      // The core has the new version when the agent is released, at the end of this
+      // turn of the loop: the check is done then, not before.
+      refreshed_at_release.emplace_back(i, ticket);
+      return;
+    }
   }
   s.refresh_done = std::max(s.refresh_done, ticket);
 }

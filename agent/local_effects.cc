@@ -266,6 +266,9 @@ Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
     hosted.argv = sandboxed_argv("", state_dir_, l, wrapped, cpus_);
     hosted.bwrap_supervises = false;
     proc = spawn_hosted(hosted, true, &by);
+    // Whatever kept it from the host (none to be had, or a clone that failed), the job
+    // gets a bwrap of its own below.
+    if (!proc.is_ok()) proc = Status::unavailable(proc.status().message());
   }
   // A job bwrap does not supervise goes to the job host: one process (its command)
   // where a supervisor shell would make two.
