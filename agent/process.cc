@@ -64,8 +64,11 @@ bool reaped_by_job_host(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(ppid) + "/cmdline", std::ios::binary);
   std::stringstream buf;
   buf << in.rdbuf();
+  // `vowd job-host` or `vowd job-host --sandbox STATE`: its first argument.
   const std::string cmdline = buf.str();
-  return cmdline.size() >= 10 && cmdline.compare(cmdline.size() - 10, 10, "\0job-host\0"sv) == 0;
+  const auto first = cmdline.find('\0');
+  return first != std::string::npos &&
+         cmdline.compare(first, 10, "\0job-host\0"sv) == 0;
 }
 
 }  // namespace
