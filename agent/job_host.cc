@@ -49,14 +49,6 @@ void add_field(std::string& msg, std::string_view field) {
   msg.push_back('\0');
 }
 
-std::vector<char*> c_strings(std::vector<std::string>& v) {
-  std::vector<char*> out;
-  out.reserve(v.size() + 1);
-  for (auto& s : v) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
 // --- the host's side -------------------------------------------------------------
 
 // Writes all of `text` to `fd`, ignoring failures (a child reporting on its stderr).
@@ -283,8 +275,8 @@ void enter_sandbox(const Prepared& p) {
 pid_t start_job(Request& r, const std::string& sandbox_state_dir) {
   Prepared p;
   p.program = find_program(r.argv[0], r.env);
-  p.argv = c_strings(r.argv);
-  p.envp = c_strings(r.env);
+  p.argv = exec_strings(r.argv);
+  p.envp = exec_strings(r.env);
   for (const auto& c : r.cgroups) {
     p.cgroup_failed.push_back("vow-job: cannot join the job's cgroup (" + c + ")\n");
   }
@@ -521,7 +513,7 @@ Result<std::unique_ptr<JobHost>> JobHost::start(const std::string& exe, const st
             "job-host",    "--sandbox",      state_dir};
     program = bwrap;
   }
-  auto c_argv = c_strings(argv);
+  auto c_argv = exec_strings(argv);
   pid_t pid = -1;
   int rc = posix_spawn(&pid, program.c_str(), &fa, &attr, c_argv.data(), ::environ);
   posix_spawn_file_actions_destroy(&fa);

@@ -41,14 +41,6 @@ std::string errno_text(int err) { return std::strerror(err); }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
-std::vector<char*> c_strings(std::vector<std::string>& v) {
-  std::vector<char*> out;
-  out.reserve(v.size() + 1);
-  for (auto& s : v) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
 // Whether `pid` is still there (a zombie, here) with a job host (agent/job_host.h) for
 // its parent.
 bool reaped_by_job_host(pid_t pid) {
@@ -115,6 +107,14 @@ Result<std::optional<ExitStatus>> read_status_file(const std::string& path) {
   return std::optional<ExitStatus>(ExitStatus{code, false});
 }
 
+std::vector<char*> exec_strings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  out.reserve(v.size() + 1);
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
 void set_own_session(posix_spawnattr_t& attr) {
   posix_spawnattr_setflags(&attr,
                            POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
@@ -141,8 +141,8 @@ Result<JobProcess> JobProcess::spawn(const SpawnSpec& spec) {
     argv.insert(argv.end(), spec.argv.begin(), spec.argv.end());
   }
   std::vector<std::string> env = spec.env;
-  auto c_argv = c_strings(argv);
-  auto c_env = c_strings(env);
+  auto c_argv = exec_strings(argv);
+  auto c_env = exec_strings(env);
 
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;

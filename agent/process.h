@@ -60,6 +60,10 @@ struct ExitStatus {
 // without an exit status; kCorrupt if unreadable.
 Result<std::optional<ExitStatus>> read_status_file(const std::string& path);
 
+// Pointers to each string of `v` and a null one after: an argv or envp for exec (valid
+// while `v` is, unchanged).
+std::vector<char*> exec_strings(std::vector<std::string>& v);
+
 // Spawn attributes for a process that must outlive vowd and be killed as a group: a
 // session of its own (its own process group, away from vowd's terminal and signals), no
 // signal blocked, every signal's action the default.
