@@ -293,8 +293,9 @@ pid_t start_job(Request& r, const std::string& sandbox_state_dir) {
   p.work_dir = r.cwd;
   p.in_dir = r.cwd + "/in";
   p.cannot_sandbox = "vow-job: cannot make the job's sandbox: ";
-  if (r.cwd.rfind(p.jobs_dir + "/", 0) != 0 || r.cwd.find('/', p.jobs_dir.size() + 1) !=
-                                                    std::string::npos) {
+  const std::string name =
+      r.cwd.rfind(p.jobs_dir + "/", 0) == 0 ? r.cwd.substr(p.jobs_dir.size() + 1) : "";
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos) {
     return -EINVAL;  // not a work directory of this agent's
   }
   // As vfork, with a mount and a PID namespace of the job's own: it is the first process

@@ -299,6 +299,9 @@ TEST_CASE("the sandboxed job host: one sandbox for the agent, a view of its own 
   // A directory that is not one of this agent's jobs' is refused.
   TempDir elsewhere;
   CHECK_FALSE((*host)->spawn(spec_in(elsewhere.path, {"true"})).is_ok());
+  for (const char* name : {"..", ".", "mine.1/in"}) {
+    CHECK_FALSE((*host)->spawn(spec_in(state.path / "jobs" / name, {"true"})).is_ok());
+  }
 }
 
 }  // namespace vow::agent
