@@ -305,3 +305,21 @@ TEST_CASE("the sandboxed job host: one sandbox for the agent, a view of its own 
 }
 
 }  // namespace vow::agent
+
+namespace vow::agent {
+
+TEST_CASE("a job host without an agent's socket on fd 3 does not start (it would wait forever)") {
+  char self[4096];
+  ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  REQUIRE(len > 0);
+  const std::string program(self, static_cast<std::size_t>(len));
+  // fd 3 a file, then no fd 3 at all: exit status 2 at once, not a host waiting (it
+  // ignores SIGTERM, so a waiting one is killed).
+  for (const std::string& fd3 : {std::string(" 3< /dev/null"), std::string(" 3<&-")}) {
+    int st = std::system(("timeout -s KILL 10 '" + program + "' job-host" + fd3).c_str());
+    REQUIRE(WIFEXITED(st));
+    CHECK(WEXITSTATUS(st) == 2);
+  }
+}
+
+}  // namespace vow::agent
