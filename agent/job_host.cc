@@ -506,12 +506,15 @@ Result<std::unique_ptr<JobHost>> JobHost::start(const std::string& exe, const st
     char self[4096];
     ssize_t len = ::readlink(exe.c_str(), self, sizeof self - 1);
     const std::string inner = len > 0 ? std::string(self, static_cast<std::size_t>(len)) : exe;
+    // The program is bound in again after the tmpfs mounts: one under /tmp (a build
+    // directory, a checkout) would otherwise not be there to run.
     argv = {bwrap,         "--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-net",
             "--cap-add",   "CAP_SYS_ADMIN",  "--cap-add",     "CAP_SETPCAP",   "--ro-bind",
             "/",           "/",              "--dev",         "/dev",          "--proc",
             "/proc",       "--tmpfs",        "/tmp",          "--tmpfs",       state_dir,
-            "--bind",      jobs,             jobs,            "--",            inner,
-            "job-host",    "--sandbox",      state_dir};
+            "--bind",      jobs,             jobs,            "--ro-bind",     inner,
+            inner,         "--",             inner,           "job-host",      "--sandbox",
+            state_dir};
     program = bwrap;
   }
   auto c_argv = exec_strings(argv);
