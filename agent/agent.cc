@@ -114,7 +114,7 @@ bool Agent::fetch_for_client(const Digest& digest) {
 void Agent::complete(const std::function<void()>& completion) {
   completion();
   flush_backlog();
-  if (!fetch_queue_.empty() && backlog_.size() < kFetchPauseBacklog) start_queued_fetches();
+  if (!fetch_queue_.empty() && !storing_behind()) start_queued_fetches();
   pump();
 }
 

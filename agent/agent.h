@@ -47,6 +47,8 @@ inline constexpr std::size_t kMaxWorkerBacklog = 65'536;
 // New transfers wait while the worker backlog is this long (each fetched object is a
 // worker task): a large tree is fetched as fast as the worker stores it.
 inline constexpr std::size_t kFetchPauseBacklog = 256;
+// Fetched objects stored by the worker in one group at most (Agent::store_received).
+inline constexpr std::size_t kMaxStoreGroup = 256;
 // Bulk fetches (replication) transferring or being stored at once.
 inline constexpr std::size_t kMaxBulkFetches = 8;
 // Inputs whose outputs are persisted in one commit (group commit): bounds how long the
@@ -229,6 +231,10 @@ class Agent {
   void start_queued_fetches();
   void abandon_transfers_from(const AgentKey& peer);
   void fetch_received(const Digest& digest);
+  void store_received();
+  void received_stored(const Digest& digest, Result<Received> r);
+  // The worker is far enough behind that new transfers wait (kFetchPauseBacklog).
+  bool storing_behind() const;
   void store_tree(const Digest& digest);
   // By value: callers pass a fetch's own digest, and the fetch is erased here.
   void fetch_done(Digest digest, const Status& status);
@@ -260,6 +266,10 @@ class Agent {
   std::set<Digest> arriving_;  // fetched for the core, its input not taken yet
   std::map<std::uint64_t, Digest> fetch_by_transfer_;
   std::deque<Digest> fetch_queue_;  // waiting for a transfer place, each digest once
+  // Transfers that ended, to be stored by the worker as one group; at most one group is
+  // with the worker at a time, and what ends meanwhile goes in the next.
+  std::vector<Digest> to_store_;
+  bool storing_ = false;
   std::set<Digest> bulk_busy_;       // bulk fetches transferring or being stored
   std::deque<Digest> bulk_queue_;    // bulk fetches waiting for one of those places
   std::unordered_map<Digest, bool> is_tree_;  // as statements named artifacts

@@ -50,7 +50,7 @@ void Agent::try_next_holder(Fetch& f, const Status& why) {
     }
     bulk_busy_.insert(f.digest);
   }
-  if (f.holder < f.holders.size() && backlog_.size() >= kFetchPauseBacklog) {
+  if (f.holder < f.holders.size() && storing_behind()) {
     // Each fetched object is stored by the worker: while its backlog is long, new
     // transfers wait (a tree of 100,000 files would otherwise fill it, and refuse the
     // jobs' own work behind it). The worker's completions start them again.
@@ -88,7 +88,7 @@ void Agent::start_queued_fetches() {
     fetch_queue_.pop_front();
     auto it = fetches_.find(d);
     if (it == fetches_.end() || it->second.transfer != 0) continue;
-    if (backlog_.size() >= kFetchPauseBacklog) {
+    if (storing_behind()) {
       fetch_queue_.push_front(d);
       break;
     }
@@ -140,44 +140,86 @@ void Agent::fetch_outcome(std::uint64_t transfer, const Status& status) {
   pump();
 }
 
-// Verified by the transfer; now into the store, off the loop.
+// Verified by the transfer; now into the store, off the loop, with the others that end
+// while the worker stores a group (one round of syncs and no commit of their own for the
+// small ones: their index rows go with the next pass's statements).
 void Agent::fetch_received(const Digest& digest) {
   log_->debug("artifact {} received: storing", digest.short_hex());
+  to_store_.push_back(digest);
+  if (!storing_) store_received();
+}
+
+void Agent::store_received() {
+  std::vector<std::pair<Digest, std::optional<bool>>> items;
+  // A tree is stored once its children are indexed (ArtifactStore::put_tree): a group
+  // with a tree's child in it is indexed by the worker, in one commit of its own.
+  bool index_now = false;
+  std::size_t taken = 0;
+  for (; taken < to_store_.size() && items.size() < kMaxStoreGroup; ++taken) {
+    auto it = fetches_.find(to_store_[taken]);
+    if (it == fetches_.end()) continue;
+    items.emplace_back(it->first, it->second.is_tree);
+    index_now = index_now || !it->second.parents.empty();
+  }
+  to_store_.erase(to_store_.begin(), to_store_.begin() + static_cast<std::ptrdiff_t>(taken));
+  if (items.empty()) return;
+  storing_ = true;
   ArtifactSink* sink = fx_.sink;
-  std::optional<bool> hint = fetches_.at(digest).is_tree;
   submit(
-      [this, sink, digest, hint]() -> std::function<void()> {
-        auto r = sink->store_received(digest, hint);
-        return [this, digest, r = std::move(r)] {
-          auto it = fetches_.find(digest);
-          if (it == fetches_.end()) return;
-          if (!r.is_ok()) {
-            fetch_done(digest, r.status());
-            return;
+      [this, sink, items, index_now]() -> std::function<void()> {
+        std::vector<store::ArtifactRecord> rows;
+        auto results = sink->store_received_together(items, index_now ? nullptr : &rows);
+        return [this, items, results = std::move(results), rows = std::move(rows)]() mutable {
+          storing_ = false;
+          // Committed with the next pass's statements (the core hears of each object in
+          // that pass, and nothing it then does leaves before the commit is synced).
+          index_rows_.insert(index_rows_.end(), rows.begin(), rows.end());
+          for (std::size_t k = 0; k < items.size(); ++k) {
+            received_stored(items[k].first, k < results.size()
+                                                ? std::move(results[k])
+                                                : Result<Received>(Status::io("not stored")));
           }
-          if (!r->tree) {
-            fetch_done(digest, Status::ok());
-            return;
-          }
-          it->second.tree_entries = r->tree;
-          for (const auto& [child, child_is_tree] : r->missing) {
-            it->second.waiting_children.insert(child);
-            is_tree_[child] = child_is_tree;
-          }
-          if (r->missing.empty()) {
-            store_tree(digest);
-            return;
-          }
-          // Children come from the holders of the tree; the tree itself now only waits.
-          std::vector<AgentKey> holders = it->second.holders;
-          const bool bulk = it->second.bulk;
-          release_bulk(digest);
-          for (const auto& [child, child_is_tree] : r->missing) {
-            fetch(child, holders, /*for_core=*/false, digest, bulk);
-          }
+          store_received();
         };
       },
-      [this, digest](const Status& s) { fetch_done(digest, s); });
+      [this, items](const Status& s) {
+        storing_ = false;
+        for (const auto& [digest, is_tree] : items) fetch_done(digest, s);
+        store_received();
+      });
+}
+
+void Agent::received_stored(const Digest& digest, Result<Received> r) {
+  auto it = fetches_.find(digest);
+  if (it == fetches_.end()) return;
+  if (!r.is_ok()) {
+    fetch_done(digest, r.status());
+    return;
+  }
+  if (!r->tree) {
+    fetch_done(digest, Status::ok());
+    return;
+  }
+  it->second.tree_entries = r->tree;
+  for (const auto& [child, child_is_tree] : r->missing) {
+    it->second.waiting_children.insert(child);
+    is_tree_[child] = child_is_tree;
+  }
+  if (r->missing.empty()) {
+    store_tree(digest);
+    return;
+  }
+  // Children come from the holders of the tree; the tree itself now only waits.
+  std::vector<AgentKey> holders = it->second.holders;
+  const bool bulk = it->second.bulk;
+  release_bulk(digest);
+  for (const auto& [child, child_is_tree] : r->missing) {
+    fetch(child, holders, /*for_core=*/false, digest, bulk);
+  }
+}
+
+bool Agent::storing_behind() const {
+  return backlog_.size() >= kFetchPauseBacklog || to_store_.size() >= kFetchPauseBacklog;
 }
 
 std::set<Digest> Agent::in_flight() const {

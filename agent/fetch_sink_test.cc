@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -162,6 +163,65 @@ TEST_CASE("fetch sink: bytes not matching their name are refused") {
   REQUIRE_FALSE(r.is_ok());
   CHECK(r.status().code() == StatusCode::kCorrupt);
   CHECK(r.status().message().find(claimed.hex()) != std::string::npos);
+}
+
+TEST_CASE("fetch sink: transfers stored together: named, not indexed until the rows commit") {
+  State st;
+  ReceivedInMemory received;
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  std::vector<std::string> data = {pattern(10), pattern(100), pattern(1000)};
+  std::vector<std::pair<Digest, std::optional<bool>>> items;
+  for (const auto& d : data) {
+    received.put(blake2b(d), d);
+    items.emplace_back(blake2b(d), std::nullopt);
+  }
+  // One that does not match its name, in the middle: refused alone.
+  const Digest claimed = blake2b(std::string("what was asked for"));
+  received.put(claimed, "something else");
+  items.insert(items.begin() + 1, {claimed, false});
+
+  std::vector<store::ArtifactRecord> rows;
+  auto results = store_sink.store_received_together(items, &rows);
+  REQUIRE(results.size() == items.size());
+  CHECK(results[0].is_ok());
+  REQUIRE_FALSE(results[1].is_ok());
+  CHECK(results[1].status().code() == StatusCode::kCorrupt);
+  CHECK(results[2].is_ok());
+  CHECK(results[3].is_ok());
+  CHECK(received.size() == 0);
+  for (const auto& d : data) {
+    const Digest digest = blake2b(d);
+    // In place under its name, but held only once its row is committed (with the
+    // agent's next statements).
+    CHECK(file_text(store::object_path(store::artifacts_root(st.dir.path()), digest,
+                                       store::ArtifactKind::kFile)) == d);
+    CHECK_FALSE(st.artifacts->has(digest).value());
+    CHECK(std::any_of(rows.begin(), rows.end(),
+                      [&](const store::ArtifactRecord& r) { return r.digest == digest; }));
+  }
+  REQUIRE(st.ledger->index_put(rows).is_ok());
+  for (const auto& d : data) {
+    auto held = st.artifacts->read(blake2b(d));
+    REQUIRE(held.is_ok());
+    CHECK(*held == d);
+  }
+  CHECK_FALSE(st.artifacts->has(claimed).value());
+}
+
+TEST_CASE("fetch sink: transfers stored together without rows to hand back are indexed at once") {
+  State st;
+  ReceivedInMemory received;
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  const std::string a = pattern(20), b = pattern(30);
+  received.put(blake2b(a), a);
+  received.put(blake2b(b), b);
+  auto results =
+      store_sink.store_received_together({{blake2b(a), false}, {blake2b(b), std::nullopt}}, nullptr);
+  REQUIRE(results.size() == 2);
+  CHECK(results[0].is_ok());
+  CHECK(results[1].is_ok());
+  CHECK(st.artifacts->has(blake2b(a)).value());
+  CHECK(st.artifacts->has(blake2b(b)).value());
 }
 
 TEST_CASE("fetch sink: received bytes never taken are bounded, the oldest dropped") {

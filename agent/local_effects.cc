@@ -643,6 +643,32 @@ Result<Received> StoreSink::store_received(const Digest& digest, std::optional<b
   return r;
 }
 
+// Objects that arrived in memory (the small ones) are written as one group: their bytes
+// and names synced in one round for all of them, and their index rows handed back for
+// the agent's next commit rather than committed and synced here, one transaction each
+// (docs/agent.md, "Fetched objects, stored together"). A file the stream wrote, and a
+// tree's encoding, are stored as store_received stores them.
+std::vector<Result<Received>> StoreSink::store_received_together(
+    const std::vector<std::pair<Digest, std::optional<bool>>>& items,
+    std::vector<store::ArtifactRecord>* rows) {
+  std::vector<Result<Received>> out;
+  out.reserve(items.size());
+  Status group = store_->import_together(
+      [&]() -> Status {
+        for (const auto& [digest, is_tree] : items) out.push_back(store_received(digest, is_tree));
+        return Status::ok();
+      },
+      rows);
+  if (!group.is_ok()) {
+    // The group's syncs or renames failed: its objects are not stored (a file adopted on
+    // its own may be; fetched again, it is stored again).
+    for (auto& r : out) {
+      if (r.is_ok()) r = group;
+    }
+  }
+  return out;
+}
+
 Status StoreSink::store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) {
   auto d = store_->put_tree(entries);
   if (!d.is_ok()) return d.status();

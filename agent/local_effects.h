@@ -156,6 +156,9 @@ class StoreSink final : public ArtifactSink {
             ReceivedInMemory* received = nullptr)
       : state_dir_(std::move(state_dir)), store_(worker_store), received_(received) {}
   Result<Received> store_received(const Digest& digest, std::optional<bool> is_tree) override;
+  std::vector<Result<Received>> store_received_together(
+      const std::vector<std::pair<Digest, std::optional<bool>>>& items,
+      std::vector<store::ArtifactRecord>* rows) override;
   Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) override;
 
  private:
