@@ -168,13 +168,20 @@ void Agent::pump() {
     }
     carry_out(outs);
   }
+  // Index rows a worker handed back with no core input behind them (fetched objects no
+  // job waits for, such as replicas): committed now, not left for whenever a pass next
+  // persists something.
+  if (!index_rows_.empty() && !failed_) {
+    outs.clear();
+    carry_out(outs);
+  }
   pumping_ = false;
 }
 
 // ---- carrying out the core's outputs (the order is the contract on promises::Output) ----
 
 void Agent::carry_out(std::vector<promises::Output>& outs) {
-  if (outs.empty() || failed_) return;
+  if ((outs.empty() && index_rows_.empty()) || failed_) return;
   bool to_persist = !index_rows_.empty();
   for (const auto& out : outs) {
     to_persist = to_persist || !out.persist.empty() || !out.proofs.empty() ||

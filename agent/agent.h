@@ -47,8 +47,11 @@ inline constexpr std::size_t kMaxWorkerBacklog = 65'536;
 // New transfers wait while the worker backlog is this long (each fetched object is a
 // worker task): a large tree is fetched as fast as the worker stores it.
 inline constexpr std::size_t kFetchPauseBacklog = 256;
-// Fetched objects stored by the worker in one group at most (Agent::store_received).
+// Fetched objects stored by the worker in one group at most (Agent::store_received), and
+// groups with the worker at a time: two, so that the worker goes on to the next group
+// without waiting for the loop to take the last one's completion.
 inline constexpr std::size_t kMaxStoreGroup = 256;
+inline constexpr std::size_t kMaxStoreGroupsQueued = 2;
 // Bulk fetches (replication) transferring or being stored at once.
 inline constexpr std::size_t kMaxBulkFetches = 8;
 // Inputs whose outputs are persisted in one commit (group commit): bounds how long the
@@ -148,6 +151,8 @@ class Agent {
   // Set when the agent cannot go on (a statement could not be persisted): the owner
   // stops it; nothing was sent or done that is not on disk.
   bool failed() const { return failed_; }
+  // Fetched objects with the worker, their index rows not back yet (Agent::store_received).
+  bool storing() const { return storing_ > 0; }
   promises::Core& core() { return *core_; }
   const promises::Core& core() const { return *core_; }
   const AgentCounters& counters() const { return counters_; }
@@ -266,10 +271,11 @@ class Agent {
   std::set<Digest> arriving_;  // fetched for the core, its input not taken yet
   std::map<std::uint64_t, Digest> fetch_by_transfer_;
   std::deque<Digest> fetch_queue_;  // waiting for a transfer place, each digest once
-  // Transfers that ended, to be stored by the worker as one group; at most one group is
-  // with the worker at a time, and what ends meanwhile goes in the next.
+  // Transfers that ended, to be stored by the worker in groups: at most
+  // kMaxStoreGroupsQueued groups are with the worker at a time, and what ends meanwhile
+  // goes in the next.
   std::vector<Digest> to_store_;
-  bool storing_ = false;
+  std::size_t storing_ = 0;  // groups with the worker
   std::set<Digest> bulk_busy_;       // bulk fetches transferring or being stored
   std::deque<Digest> bulk_queue_;    // bulk fetches waiting for one of those places
   std::unordered_map<Digest, bool> is_tree_;  // as statements named artifacts

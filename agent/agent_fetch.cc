@@ -141,12 +141,12 @@ void Agent::fetch_outcome(std::uint64_t transfer, const Status& status) {
 }
 
 // Verified by the transfer; now into the store, off the loop, with the others that end
-// while the worker stores a group (one round of syncs and no commit of their own for the
-// small ones: their index rows go with the next pass's statements).
+// while the worker stores the groups it has (one round of syncs and no commit of their
+// own for the small ones: their index rows go with the next pass's statements).
 void Agent::fetch_received(const Digest& digest) {
   log_->debug("artifact {} received: storing", digest.short_hex());
   to_store_.push_back(digest);
-  if (!storing_) store_received();
+  if (storing_ < kMaxStoreGroupsQueued) store_received();
 }
 
 void Agent::store_received() {
@@ -163,14 +163,14 @@ void Agent::store_received() {
   }
   to_store_.erase(to_store_.begin(), to_store_.begin() + static_cast<std::ptrdiff_t>(taken));
   if (items.empty()) return;
-  storing_ = true;
+  ++storing_;
   ArtifactSink* sink = fx_.sink;
   submit(
       [this, sink, items, index_now]() -> std::function<void()> {
         std::vector<store::ArtifactRecord> rows;
         auto results = sink->store_received_together(items, index_now ? nullptr : &rows);
         return [this, items, results = std::move(results), rows = std::move(rows)]() mutable {
-          storing_ = false;
+          --storing_;
           // Committed with the next pass's statements (the core hears of each object in
           // that pass, and nothing it then does leaves before the commit is synced).
           index_rows_.insert(index_rows_.end(), rows.begin(), rows.end());
@@ -183,7 +183,7 @@ void Agent::store_received() {
         };
       },
       [this, items](const Status& s) {
-        storing_ = false;
+        --storing_;
         for (const auto& [digest, is_tree] : items) fetch_done(digest, s);
         store_received();
       });

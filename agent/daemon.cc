@@ -2,6 +2,7 @@
 
 #include <glob.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <sys/signalfd.h>
@@ -833,6 +834,15 @@ void Daemon::Impl::on_signals() {
 
 void Daemon::Impl::shutdown() {
   notifier.notify("STOPPING=1");
+  // Fetched objects the worker is storing get their index rows committed with what
+  // follows (bounded: a group of small objects takes milliseconds), rather than left in
+  // place for the next start to index.
+  for (std::int64_t until = now_ms() + kShutdownFlushMs; agent->storing() && now_ms() < until;) {
+    struct pollfd p {
+      background->fd(), POLLIN, 0
+    };
+    if (::poll(&p, 1, 20) > 0) background->drain();
+  }
   // Release claims so that others take over at once, stop what runs, flush.
   if (!agent->failed()) {
     agent->withdraw();

@@ -254,7 +254,9 @@ void World::crash(int i) {
   // (a process group outlives the agent unless its service manager kills it).
   h.worker_pending = 0;
   h.worker_free_at = 0;
-  // What was committed but not yet synced is lost.
+  // What was committed but not yet synced is lost; objects in place without their rows
+  // are indexed when the agent starts again.
+  h.unindexed.clear();
   h.unsynced.clear();
   h.sync_batches.clear();
   h.sync_inflight = false;
@@ -913,6 +915,15 @@ void World::check_end() {
   // force applied from the newest checkpoint held (those before it are retired), every
   // successful result that counts reading source versions and canonical outputs held.
   // Not with the hostile host, whose results may name inputs nobody made.
+  // (10) every fetched object a running agent stored has its index row committed: none
+  // is left for whenever a pass next persists something.
+  for (auto& h : hosts_) {
+    if (h.up && !h.unindexed.empty()) {
+      fail(h.config.name + ": " + std::to_string(h.unindexed.size()) +
+           " fetched object(s) stored, their index rows never committed (first " +
+           h.unindexed.begin()->short_hex() + ")");
+    }
+  }
   for (auto& h : hosts_) {
     if (hostile_) break;
     agent::VerifyReport report = agent::verify_statements(h.persisted, h.persisted_proofs);

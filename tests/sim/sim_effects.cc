@@ -189,6 +189,14 @@ Status SimDisk::persist_retired(const std::vector<StatementRef>& retired) {
   return Status::ok();
 }
 
+Status SimDisk::persist_index(const std::vector<store::ArtifactRecord>& rows) {
+  // Committed: what the check at the end asks (a commit's durability is the ledger's
+  // part, modelled by write()).
+  Host& h = w_->host(i_);
+  for (const auto& r : rows) h.unindexed.erase(r.digest);
+  return Status::ok();
+}
+
 Status SimDisk::put_running_job(const store::RunningJob& row) {
   w_->host(i_).running_table[row.job] = row;
   return Status::ok();
@@ -423,6 +431,23 @@ Result<agent::Received> SimSink::store_received(const Digest& digest, std::optio
   }
   h.store.insert(digest);
   return r;
+}
+
+std::vector<Result<agent::Received>> SimSink::store_received_together(
+    const std::vector<std::pair<Digest, std::optional<bool>>>& items,
+    std::vector<store::ArtifactRecord>* rows) {
+  Host& h = w_->host(i_);
+  std::vector<Result<agent::Received>> out;
+  for (const auto& [digest, is_tree] : items) {
+    out.push_back(store_received(digest, is_tree));
+    if (rows != nullptr && out.back().is_ok() && !out.back()->tree) {
+      store::ArtifactRecord rec;
+      rec.digest = digest;
+      rows->push_back(rec);
+      h.unindexed.insert(digest);
+    }
+  }
+  return out;
 }
 
 Status SimSink::store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) {

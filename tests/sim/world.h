@@ -76,6 +76,7 @@ class SimDisk final : public agent::StateStore {
   Status persist_proofs(const std::vector<Statement>& proofs) override;
   Status persist_voids(const std::vector<StatementRef>& slots) override;
   Status persist_retired(const std::vector<StatementRef>& retired) override;
+  Status persist_index(const std::vector<store::ArtifactRecord>& rows) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
   bool defers_sync() const override;
@@ -123,6 +124,11 @@ class SimSink final : public agent::ArtifactSink {
   SimSink(World* w, int i) : w_(w), i_(i) {}
   Result<agent::Received> store_received(const Digest& digest,
                                          std::optional<bool> is_tree) override;
+  // As vowd's sink: the rows of the files stored are handed back when asked for, and
+  // the objects are unindexed (Host::unindexed) until the agent commits them.
+  std::vector<Result<agent::Received>> store_received_together(
+      const std::vector<std::pair<Digest, std::optional<bool>>>& items,
+      std::vector<store::ArtifactRecord>* rows) override;
   Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) override;
 
  private:
@@ -158,6 +164,9 @@ struct Host {
   std::uint64_t persisted_seq = 0;
   std::map<Digest, store::RunningJob> running_table;
   std::set<Digest> store;
+  // Fetched objects in the store whose index rows the agent has not committed yet
+  // (StateStore::persist_index); an agent that starts indexes what it finds.
+  std::set<Digest> unindexed;
   std::set<Digest> incoming;
   std::map<Digest, Proc> procs;
   // Dies with the agent.
