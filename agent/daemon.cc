@@ -834,18 +834,19 @@ void Daemon::Impl::on_signals() {
 
 void Daemon::Impl::shutdown() {
   notifier.notify("STOPPING=1");
-  // Fetched objects the worker is storing get their index rows committed with what
-  // follows (bounded: a group of small objects takes milliseconds), rather than left in
-  // place for the next start to index.
+  // Release claims so that others take over at once, stop what runs, flush.
+  if (!agent->failed()) {
+    agent->withdraw();
+  }
+  // Fetched objects the worker is storing get their index rows committed and synced
+  // with the releases (bounded: a group of small objects takes milliseconds), rather
+  // than left in place for the next start to index. After the withdrawal, so that
+  // nothing they were waited for starts now.
   for (std::int64_t until = now_ms() + kShutdownFlushMs; agent->storing() && now_ms() < until;) {
     struct pollfd p {
       background->fd(), POLLIN, 0
     };
     if (::poll(&p, 1, 20) > 0) background->drain();
-  }
-  // Release claims so that others take over at once, stop what runs, flush.
-  if (!agent->failed()) {
-    agent->withdraw();
   }
   if (!agent->failed() && syncer) {
     // The releases wait for their sync: made here, at once.
