@@ -189,19 +189,12 @@ class ArtifactSink {
   // `is_tree` is what statements said it is, when they said.
   virtual Result<Received> store_received(const Digest& digest, std::optional<bool> is_tree) = 0;
   // Several transfers that ended: each stored as store_received does, one outcome each,
-  // in order. The default stores them one by one; a sink that can write them together
-  // (one round of syncs) does, and hands the index rows of the new objects back in ROWS
-  // for the agent's next commit (StateStore::persist_index), or commits them itself
-  // when ROWS is null.
+  // in order, written together where the sink can (one round of syncs); the index rows
+  // of the new objects are handed back in ROWS for the agent's next commit
+  // (StateStore::persist_index), or committed by the sink itself when ROWS is null.
   virtual std::vector<Result<Received>> store_received_together(
       const std::vector<std::pair<Digest, std::optional<bool>>>& items,
-      std::vector<store::ArtifactRecord>* rows) {
-    (void)rows;
-    std::vector<Result<Received>> out;
-    out.reserve(items.size());
-    for (const auto& [digest, is_tree] : items) out.push_back(store_received(digest, is_tree));
-    return out;
-  }
+      std::vector<store::ArtifactRecord>* rows) = 0;
   // Every child of a fetched tree is held: store the tree.
   virtual Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) = 0;
 };

@@ -915,6 +915,13 @@ void World::check_end() {
   // force applied from the newest checkpoint held (those before it are retired), every
   // successful result that counts reading source versions and canonical outputs held.
   // Not with the hostile host, whose results may name inputs nobody made.
+  for (auto& h : hosts_) {
+    if (hostile_) break;
+    agent::VerifyReport report = agent::verify_statements(h.persisted, h.persisted_proofs);
+    if (!report.problems.empty()) {
+      fail(h.config.name + ": its disk does not verify: " + report.problems.front());
+    }
+  }
   // (10) every fetched object a running agent stored has its index row committed: none
   // is left for whenever a pass next persists something.
   for (auto& h : hosts_) {
@@ -922,13 +929,6 @@ void World::check_end() {
       fail(h.config.name + ": " + std::to_string(h.unindexed.size()) +
            " fetched object(s) stored, their index rows never committed (first " +
            h.unindexed.begin()->short_hex() + ")");
-    }
-  }
-  for (auto& h : hosts_) {
-    if (hostile_) break;
-    agent::VerifyReport report = agent::verify_statements(h.persisted, h.persisted_proofs);
-    if (!report.problems.empty()) {
-      fail(h.config.name + ": its disk does not verify: " + report.problems.front());
     }
   }
   for (std::size_t i = 0; i < hosts_.size(); ++i) check_job_index(static_cast<int>(i));
