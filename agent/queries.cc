@@ -397,6 +397,39 @@ json Daemon::Impl::lineage_json(const json& args) {
     for (const auto& o : r->outputs) root_digests.push_back(o.artifact.digest.hex());
     todo = {st};
   }
+  // Producers by digest, for results that do not name theirs (older agents' results
+  // whose accepts a horizon retired, results with more bindings than a statement
+  // carries): made on first need, once per query, as producer_of() chooses.
+  std::optional<std::map<Digest, const Statement*>> index;
+  auto made_by = [&](const Digest& d) -> const Statement* {
+    if (!index) {
+      index.emplace();
+      std::map<Digest, const Statement*> in_trees, sources;
+      for (const auto& [job, _] : core().ledger().jobs()) {
+        const Statement* c = core().canonical(job);
+        const auto* cr = c ? std::get_if<JobResult>(&c->body) : nullptr;
+        if (!cr) continue;
+        for (const auto& o : cr->outputs) {
+          index->emplace(o.artifact.digest, c);
+          for (const auto& e : o.artifact.entries) in_trees[e.digest] = c;
+        }
+      }
+      core().ledger().for_each([&](const Statement& v) {
+        const auto* sv = std::get_if<SourceVersion>(&v.body);
+        if (!sv) return;
+        auto newest = [&](const Digest& x) {
+          auto [it, fresh] = sources.emplace(x, &v);
+          if (!fresh && v.wall_unix_ms > it->second->wall_unix_ms) it->second = &v;
+        };
+        newest(sv->artifact.digest);
+        for (const auto& e : sv->artifact.entries) newest(e.digest);
+      });
+      index->insert(in_trees.begin(), in_trees.end());  // outputs first, then entries
+      index->insert(sources.begin(), sources.end());
+    }
+    auto it = index->find(d);
+    return it == index->end() ? nullptr : it->second;
+  };
   json steps = json::array();
   json edges = json::array();
   std::set<std::string> seen;
@@ -442,17 +475,21 @@ json Daemon::Impl::lineage_json(const json& args) {
     step["inputs"] = ins;
     step["outputs"] = outputs_json(r->outputs);
     steps.push_back(step);
-    // Upstream: the executor's accept names the producer of every input; without one
-    // (an older ledger), the producer is found by digest.
-    const Statement* accept = nullptr;
-    if (const auto* js = core().ledger().job(r->job.job)) {
-      for (const Statement* a : js->accepts) {
-        const auto* acc = std::get_if<Accept>(&a->body);
-        if (acc && a->author == st->author && acc->epoch == r->epoch) accept = a;
+    // Upstream: the result names the producer of every input (an older agent's accept
+    // did); without either (an accept retired by a horizon), the producer is found by
+    // digest.
+    const std::vector<InputBinding>* bindings =
+        r->bindings.empty() ? nullptr : &r->bindings;
+    if (bindings == nullptr) {
+      if (const auto* js = core().ledger().job(r->job.job)) {
+        for (const Statement* a : js->accepts) {
+          const auto* acc = std::get_if<Accept>(&a->body);
+          if (acc && a->author == st->author && acc->epoch == r->epoch) bindings = &acc->bindings;
+        }
       }
     }
-    if (accept) {
-      for (const auto& b : std::get<Accept>(accept->body).bindings) {
+    if (bindings != nullptr) {
+      for (const auto& b : *bindings) {
         const Statement* up = core().ledger().get(b.producer, b.producer_seq);
         if (!up) continue;
         edges.push_back({{"from", statement_name(*up)},
@@ -462,14 +499,19 @@ json Daemon::Impl::lineage_json(const json& args) {
         todo.push_back(up);
       }
     } else {
-      for (const auto& n : r->inputs) {
-        const Statement* up = producer_of(n.artifact.digest);
-        if (!up) continue;
-        edges.push_back({{"from", statement_name(*up)},
-                         {"to", id},
-                         {"input", n.name},
-                         {"digest", n.artifact.digest.hex()}});
+      // A directory composed of many producers' outputs (a fan-in) was made by no one
+      // as a whole: its entries' producers are found instead.
+      auto edge = [&](const std::string& input, const Digest& d) {
+        const Statement* up = made_by(d);
+        if (!up) return false;
+        edges.push_back(
+            {{"from", statement_name(*up)}, {"to", id}, {"input", input}, {"digest", d.hex()}});
         todo.push_back(up);
+        return true;
+      };
+      for (const auto& n : r->inputs) {
+        if (edge(n.name, n.artifact.digest)) continue;
+        for (const auto& e : n.artifact.entries) edge(n.name + "/" + e.name, e.digest);
       }
     }
   }

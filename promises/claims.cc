@@ -672,7 +672,7 @@ void Core::Impl::claim(const PlannedJob& job, bool regenerate) {
 }
 
 // Fetches missing inputs (each from its live holders, producer first); when every
-// input is here, publishes the accept (the use side of the hand-off) and starts.
+// input is here, starts the run.
 void Core::Impl::progress_fetches(Run& run, const PlannedJob& job) {
   if (run.executing) return;
   bool all_here = true;
@@ -701,11 +701,9 @@ void Core::Impl::progress_fetches(Run& run, const PlannedJob& job) {
   if (!all_here) return;
   // A process of another epoch of this job may still be alive: start once it is gone.
   if (stopping.count(job.ref.job) || restored.count(job.ref.job)) return;
-  Accept acc;
-  acc.job = job.ref;
-  acc.epoch = run.epoch;
-  acc.bindings = job.bindings;
-  publish(std::move(acc));
+  // No statement here: the result names where each input came from (an Accept made
+  // before the start cost every agent a statement per job and this one a sync before
+  // the process could start).
   run.executing = true;
   StartJob start;
   start.job = job.ref;
@@ -729,7 +727,12 @@ void Core::Impl::finish(const Digest& job, std::uint32_t epoch, JobOutcome outco
   JobResult r;
   r.job = run.ref;
   r.epoch = epoch;
-  if (planned != nullptr) r.inputs = planned->inputs;
+  if (planned != nullptr) {
+    r.inputs = planned->inputs;
+    // A fan-in of more entries than a statement may list (peers would refuse the
+    // result) names none: `vow lineage` finds their producers by digest.
+    if (planned->bindings.size() <= kMaxNamedArtifacts) r.bindings = planned->bindings;
+  }
   r.ok = outcome.ok;
   if (outcome.ok) r.outputs = std::move(outcome.outputs);
   r.exit_status = outcome.exit_status;

@@ -170,6 +170,7 @@ void Holdings::note(const Statement& st, std::int64_t now_ms) {
     if (r->ok) {
       for (const auto& o : r->outputs) note_ref(o.artifact);
     }
+    for (const auto& b : r->bindings) presume(b.digest);  // the inputs it used
   } else if (const auto* sv = std::get_if<SourceVersion>(&st.body)) {
     note_ref(sv->artifact);
   } else if (const auto* acc = std::get_if<Accept>(&st.body)) {

@@ -154,7 +154,18 @@ struct Release {
   bool operator==(const Release&) const = default;
 };
 
-// "Job J at epoch E produced these outputs" (or failed). The producer's give (+).
+// Where one input of a job came from: the producer's result (or source version) whose
+// artifact the consumer fetched, verified and used.
+struct InputBinding {
+  std::string input;        // local input name (`name/shard` for a fan-in entry)
+  Digest digest;
+  AgentKey producer;        // author of the result (or source version) used
+  std::uint64_t producer_seq = 0;
+  bool operator==(const InputBinding&) const = default;
+};
+
+// "Job J at epoch E produced these outputs" (or failed). The producer's give (+), and
+// with `bindings` the consumer's use (-) of its inputs.
 struct JobResult {
   JobRef job;
   std::uint32_t epoch = 0;
@@ -171,6 +182,9 @@ struct JobResult {
   // attestation, which is derived from the statement (docs/provenance.md). Successful
   // results only; empty from agents older than attestations.
   std::optional<AttestationSignature> attestation = std::nullopt;
+  // The producer of every input (one per input, per entry for a fan-in): what an Accept
+  // said before a run until 2026-12-05. Empty in results of older agents.
+  std::vector<InputBinding> bindings = {};
   bool operator==(const JobResult&) const = default;
 };
 
@@ -179,17 +193,13 @@ struct JobResult {
 Digest outputs_digest(const JobResult& result);
 
 // "I fetched and verified these inputs for job J": the consumer's use (-), binding a
-// producer's result (by author and seq) to this job.
+// producer's result (by author and seq) to this job. Agents no longer make one (the
+// result carries the bindings, docs/coordination.md section 7); those of older agents
+// are read, kept and retired as before.
 struct Accept {
   JobRef job;
   std::uint32_t epoch = 0;
-  struct Binding {
-    std::string input;        // local input name
-    Digest digest;
-    AgentKey producer;        // author of the result (or source version) used
-    std::uint64_t producer_seq = 0;
-    bool operator==(const Binding&) const = default;
-  };
+  using Binding = InputBinding;
   std::vector<Binding> bindings;
   bool operator==(const Accept&) const = default;
 };

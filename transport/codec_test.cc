@@ -38,6 +38,8 @@ std::vector<StatementBody> every_body() {
   r.started_unix_ms = 5;
   r.ended_unix_ms = 9;
   r.stdout_digest = digest_of("stdout");
+  r.bindings = {InputBinding{"in/a", digest_of("a"), testing::identity_of(5).key(), 12},
+                InputBinding{"in/b", digest_of("b"), testing::identity_of(6).key(), 3}};
   JobResult failed = r;
   failed.ok = false;
   failed.exit_status = 137;

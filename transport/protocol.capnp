@@ -280,9 +280,12 @@ struct JobResult {
   attestation @11 :Data;              # empty: none; else the executor's 64-byte
                                       # signature of the result's attestation
                                       # (docs/provenance.md)
+  bindings @12 :List(Accept.Binding); # the producer of every input (the consumer's
+                                      # use); empty from agents older than 2026-12-05
 }
 
-# "I fetched and verified these inputs for job J" (the consumer's use).
+# "I fetched and verified these inputs for job J" (the consumer's use). Made by agents
+# older than 2026-12-05; a result's bindings say it now.
 struct Accept {
   job @0 :JobRef;
   epoch @1 :UInt32;

@@ -44,6 +44,14 @@ void put(capnp::List<w::NamedArtifact>::Builder l, const std::vector<NamedArtifa
     put(l[i].initArtifact(), v[i].artifact);
   }
 }
+void put(capnp::List<w::Accept::Binding>::Builder l, const std::vector<InputBinding>& v) {
+  for (unsigned i = 0; i < l.size(); ++i) {
+    l[i].setInput(text_of(v[i].input));
+    l[i].setDigest(data_of(v[i].digest.bytes));
+    l[i].setProducer(data_of(v[i].producer.bytes));
+    l[i].setProducerSeq(v[i].producer_seq);
+  }
+}
 void put_body(w::StatementBody::Body::Builder b, const Advert& a) {
   auto o = b.initAdvert();
   o.setName(text_of(a.name));
@@ -105,19 +113,13 @@ void put_body(w::StatementBody::Body::Builder b, const JobResult& r) {
   if (r.stdout_digest) o.setStdoutDigest(data_of(r.stdout_digest->bytes));
   if (r.stderr_digest) o.setStderrDigest(data_of(r.stderr_digest->bytes));
   if (r.attestation) o.setAttestation(data_of(*r.attestation));
+  if (!r.bindings.empty()) put(o.initBindings(static_cast<unsigned>(r.bindings.size())), r.bindings);
 }
 void put_body(w::StatementBody::Body::Builder b, const Accept& a) {
   auto o = b.initAccept();
   put(o.initJob(), a.job);
   o.setEpoch(a.epoch);
-  auto l = o.initBindings(static_cast<unsigned>(a.bindings.size()));
-  for (unsigned i = 0; i < l.size(); ++i) {
-    const auto& x = a.bindings[i];
-    l[i].setInput(text_of(x.input));
-    l[i].setDigest(data_of(x.digest.bytes));
-    l[i].setProducer(data_of(x.producer.bytes));
-    l[i].setProducerSeq(x.producer_seq);
-  }
+  put(o.initBindings(static_cast<unsigned>(a.bindings.size())), a.bindings);
 }
 void put_body(w::StatementBody::Body::Builder b, const Checkpoint& c) {
   auto o = b.initCheckpoint();
@@ -211,6 +213,16 @@ std::vector<NamedArtifact> get(capnp::List<w::NamedArtifact>::Reader l, const ch
   for (auto x : l) v.push_back(NamedArtifact{str(x.getName()), get(x.getArtifact())});
   return v;
 }
+std::vector<InputBinding> get(capnp::List<w::Accept::Binding>::Reader l, const char* field) {
+  check_list(l, field);
+  std::vector<InputBinding> v;
+  v.reserve(l.size());
+  for (auto b : l) {
+    v.push_back(InputBinding{str(b.getInput()), digest_of(b.getDigest(), "binding digest"),
+                             key_of(b.getProducer(), "binding producer"), b.getProducerSeq()});
+  }
+  return v;
+}
 std::optional<Digest> optional_digest(capnp::Data::Reader d, const char* field) {
   if (d.size() == 0) return std::nullopt;
   return digest_of(d, field);
@@ -286,6 +298,7 @@ StatementBody get_body(w::StatementBody::Reader r) {
       x.stdout_digest = optional_digest(o.getStdoutDigest(), "stdout digest");
       x.stderr_digest = optional_digest(o.getStderrDigest(), "stderr digest");
       x.attestation = optional_signature(o.getAttestation(), "result attestation");
+      x.bindings = get(o.getBindings(), "result bindings");
       return x;
     }
     case w::StatementBody::Body::ACCEPT: {
@@ -293,13 +306,7 @@ StatementBody get_body(w::StatementBody::Reader r) {
       Accept a;
       a.job = get(o.getJob());
       a.epoch = o.getEpoch();
-      auto l = o.getBindings();
-      check_list(l, "accept bindings");
-      for (auto b : l) {
-        a.bindings.push_back(
-            Accept::Binding{str(b.getInput()), digest_of(b.getDigest(), "binding digest"),
-                            key_of(b.getProducer(), "binding producer"), b.getProducerSeq()});
-      }
+      a.bindings = get(o.getBindings(), "accept bindings");
       return a;
     }
     case w::StatementBody::Body::CHECKPOINT: {

@@ -406,8 +406,14 @@ def main():
               samples[("process_open_fds", ())] >= 5, "process_* metrics")
         check(samples[("process_open_fds", ())] <= len(os.listdir(f"/proc/{a.proc.pid}/fd")) + 16,
               "process_open_fds counts the agent's descriptors")
-        check(samples[("vow_ledger_statements", ())] >= 50 and
-              samples[("vow_ledger_bytes", ())] >= 4096, "ledger gauges")
+        # At least a claim and a result of every job done (and the adverts, pipelines and
+        # source versions besides).
+        done_jobs = len(ask(a, "jobs", "--state", "done")["jobs"])
+        check(done_jobs >= 10 and
+              samples[("vow_ledger_statements", ())] >= 2 * done_jobs + 3 and
+              samples[("vow_ledger_bytes", ())] >= 4096,
+              f"ledger gauges: {samples[('vow_ledger_statements', ())]} statements, "
+              f"{done_jobs} jobs done")
         check(samples[("vow_artifact_received_bytes_total", ())] > 0 and
               ("vow_artifact_sent_bytes_total", ()) in samples and
               not any("bytes_sent" in k[0] or "bytes_received" in k[0] for k in samples),

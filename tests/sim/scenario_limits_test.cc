@@ -50,6 +50,18 @@ TEST_CASE("limits: a statement with a field over its limit is refused and named"
   r.job.shard = "a file\nwith a newline";  // shards are file names: any bytes
   st.body = r;
   CHECK_FALSE(check_limits(st));
+  // A result's bindings (where its inputs came from) are bounded like its inputs.
+  r.bindings.assign(kMaxNamedArtifacts + 1, InputBinding{"in", hd("i"), {}, 1});
+  st.body = r;
+  REQUIRE(check_limits(st));
+  CHECK(check_limits(st)->find("result bindings") == 0);
+  r.bindings.assign(1, InputBinding{std::string(kMaxInputNameBytes + 1, 'i'), hd("i"), {}, 1});
+  st.body = r;
+  REQUIRE(check_limits(st));
+  CHECK(check_limits(st)->find("result binding input") == 0);
+  r.bindings.assign(kMaxNamedArtifacts, InputBinding{"in", hd("i"), {}, 1});
+  st.body = r;
+  CHECK_FALSE(check_limits(st));
   st.body = Advert{"n0", std::vector<std::string>(kMaxEndpoints + 1, "tcp://h:1"), {}, {}};
   CHECK(check_limits(st)->find("advert endpoints: 17 items (limit 16)") == 0);
 }

@@ -2,6 +2,7 @@
 // non-determinism, memoization, fan-out, lost artifacts, retries (tests/sim/scenario_mesh.h).
 #include <doctest/doctest.h>
 
+#include "promises/limits.h"
 #include "tests/sim/scenario_mesh.h"
 
 namespace vow::promises {
@@ -242,11 +243,47 @@ TEST_CASE("fan-out: one changed shard re-runs that shard and the fan-in only") {
       CHECK(st.outputs.at("c").entries[0].name == "a");
     }
   }
+  // The fan-in's result names each entry's producer: the result of its shard.
+  Digest sum = m.jobs_of(0, "sum").at(0);
+  const auto& sr = std::get<JobResult>(m.core(0).canonical(sum)->body);
+  REQUIRE(sr.bindings.size() == 3);
+  for (const auto& b : sr.bindings) {
+    const Statement* up = m.core(0).ledger().get(b.producer, b.producer_seq);
+    REQUIRE(up != nullptr);
+    const auto* ur = std::get_if<JobResult>(&up->body);
+    REQUIRE(ur != nullptr);
+    CHECK(b.input == "c/" + ur->job.shard);
+    CHECK(ur->outputs.at(0).artifact.digest == b.digest);
+  }
   m.source("fan", "dir", dir_ref({{"a", "1"}, {"b", "changed"}, {"c", "3"}}));
   m.run_to_completion(3000);
   CHECK(m.starts_of("count") == 4);
   CHECK(m.starts_of("sum") == 2);
   for (const auto& st : m.core(2).plan().stages) CHECK(st.state == StageState::kDone);
+}
+
+TEST_CASE("a fan-in of more entries than a statement may bind: its result names none, and counts") {
+  // One binding per entry would put more items in the result than peers take
+  // (kMaxNamedArtifacts): they would refuse the result, and the fan-in would never be done.
+  Pipeline p = make_pipeline("fan", {"dir"},
+                             {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"}),
+                              make_stage("sum", {{"count", "c"}}, {"s"})});
+  Mesh m(3, p, {{}, {"count", "sum"}, {"count", "sum"}});
+  std::map<std::string, std::string> files;
+  for (std::size_t i = 0; i <= kMaxNamedArtifacts; ++i) {
+    files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
+  }
+  m.source("fan", "dir", dir_ref(files));
+  m.run_to_completion(60'000);
+  REQUIRE(m.starts_of("count") == static_cast<int>(kMaxNamedArtifacts + 1));
+  REQUIRE(m.starts_of("sum") == 1);
+  Digest sum = m.jobs_of(0, "sum").at(0);
+  for (int i = 0; i < 3; ++i) {
+    const Statement* c = m.core(i).canonical(sum);
+    REQUIRE(c != nullptr);
+    CHECK(std::get<JobResult>(c->body).bindings.empty());
+    CHECK(m.core(i).refused().count("over_limit") == 0);
+  }
 }
 
 TEST_CASE("plans: results of a stage with jobs still open do not make the plan again") {
@@ -417,21 +454,21 @@ TEST_CASE("retention: while the stamp stays the same, so does what is kept; an i
   CHECK(m.core(0).retention_stamp() != before);
 }
 
-// A fan-out of 1,200 jobs (fan_pipeline) run by agents 1 and 2 while agent 3 is cut off
-// from the others.
-void run_without_agent3(Mesh& m) {
+// A fan-out of `jobs` jobs (fan_pipeline) run by agents 1 and 2 while agent 3 is cut off
+// from the others (two statements per job: a claim and a result).
+void run_without_agent3(Mesh& m, int jobs = 1200) {
   for (int j = 0; j < 3; ++j) m.cut(3, j);
   std::map<std::string, std::string> files;
-  for (int i = 0; i < 1200; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
+  for (int i = 0; i < jobs; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
   m.source("fan", "dir", dir_ref(files));
   m.run_to_completion(60'000);
-  REQUIRE(m.starts_of("count") == 1200);
+  REQUIRE(m.starts_of("count") == jobs);
   m.advance(1000);
 }
 
 TEST_CASE("catching up: an agent cut off during a run pulls what it missed at once") {
   Mesh m(4, fan_pipeline(), {{}, {"count"}, {"count"}, {}});
-  run_without_agent3(m);
+  run_without_agent3(m, 1800);
   std::size_t missed = m.core(0).ledger().size() - m.core(3).ledger().size();
   REQUIRE(missed > 3 * kScenarioSyncAnswer * 2);  // more than two rounds of every peer
   m.heal();
@@ -830,7 +867,7 @@ TEST_CASE("catching up: a source version larger than half an answer does not hol
   };
   Mesh m(4, p, promises, 2, 2, {}, MembershipProfile::kAllToAll, provides, {3});
   std::map<std::string, std::string> files;
-  for (int i = 0; i < 600; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
+  for (int i = 0; i < 900; ++i) files["f" + std::to_string(10000 + i)] = "content " + std::to_string(i);
   m.source("fan", "dir", dir_ref(files), provider);
   m.run_to_completion(60'000);
   std::map<std::string, std::string> many;
@@ -908,6 +945,49 @@ TEST_CASE("anti-entropy: an idle mesh sends summaries only; a differing one asks
     empty_answers += b != nullptr && o.to == k0 && b->statements.empty();
   }
   CHECK(empty_answers == 1);
+}
+
+TEST_CASE("hand-off: the consumer's result names each input's producer; no accept is made") {
+  // The source on agent 0, "gen" on agent 1, "use" on agent 2: agent 2 fetches gen's
+  // output from agent 1. Its result says where that input came from (the producer's
+  // result, by author and seq), and between its claim and its result it makes no
+  // statement: the start waits for no sync of its own.
+  Pipeline p = make_pipeline(
+      "two", {"in"},
+      {make_stage("gen", {{"", "in"}}, {"g"}), make_stage("use", {{"gen", "g"}}, {"u"})});
+  Mesh m(3, p, {{}, {"gen"}, {"use"}});
+  m.source("two", "in", file_ref(hd("input")));
+  m.run_to_completion(3000);
+  Digest gen = m.jobs_of(0, "gen").at(0);
+  Digest use = m.jobs_of(0, "use").at(0);
+  const Statement* produced = m.core(0).canonical(gen);
+  const Statement* used = m.core(0).canonical(use);
+  REQUIRE(produced != nullptr);
+  REQUIRE(used != nullptr);
+  CHECK(produced->author == m.node(1).config.key);
+  CHECK(used->author == m.node(2).config.key);
+  const auto& r = std::get<JobResult>(used->body);
+  REQUIRE(r.inputs.size() == 1);
+  REQUIRE(r.bindings.size() == 1);
+  CHECK(r.bindings[0].input == r.inputs[0].name);
+  CHECK(r.bindings[0].digest == r.inputs[0].artifact.digest);
+  CHECK(r.bindings[0].producer == produced->author);
+  CHECK(r.bindings[0].producer_seq == produced->seq);
+  // gen's own input was the source version of agent 0.
+  const auto& g = std::get<JobResult>(produced->body);
+  REQUIRE(g.bindings.size() == 1);
+  CHECK(g.bindings[0].producer == m.node(0).config.key);
+  // Every agent persisted the same: a claim and a result per job, no accept.
+  for (int i = 0; i < 3; ++i) {
+    std::vector<StatementKind> kinds;
+    for (const auto& st : m.node(i).persisted) {
+      CHECK(st.kind() != StatementKind::kAccept);
+      if (st.author == m.node(2).config.key && st.job() && *st.job() == use) {
+        kinds.push_back(st.kind());
+      }
+    }
+    CHECK(kinds == std::vector<StatementKind>{StatementKind::kClaim, StatementKind::kResult});
+  }
 }
 
 TEST_CASE("lost artifact: the job is run again from its lineage") {
