@@ -182,11 +182,12 @@ void Agent::pump() {
 
 void Agent::carry_out(std::vector<promises::Output>& outs) {
   if ((outs.empty() && index_rows_.empty()) || failed_) return;
-  bool to_persist = !index_rows_.empty();
+  bool statements = false;  // anything but fetched objects' index rows
   for (const auto& out : outs) {
-    to_persist = to_persist || !out.persist.empty() || !out.proofs.empty() ||
+    statements = statements || !out.persist.empty() || !out.proofs.empty() ||
                  !out.voided.empty() || !out.retired.empty();
   }
+  bool to_persist = statements || !index_rows_.empty();
   // Requests for statements go before the commit: a sync request carries no statement,
   // only what this agent holds in memory, and one sent for statements a crash then loses
   // asks for less than the agent lacks after its restart, where it asks again with what
@@ -240,8 +241,18 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     // Committed, not yet durable: what follows from these outputs waits for the sync
     // (and so does every later output, in order). Probes go at once: they say only
     // that this agent is there, which a slow disk must not make untrue.
-    if (to_persist) fx_.state->request_sync(++tickets_);
-    if (tickets_ > synced_ || !parked_.empty()) {
+    // What a pass does waits for the sync of the last pass that persisted statements,
+    // not for one that committed only fetched objects' index rows: nothing it sends or
+    // does depends on those rows being durable (the objects' bytes are; the rows are
+    // committed, so this process reads them; a crash before their sync leaves objects
+    // in place unindexed, which the store's next open indexes again, as after a crash
+    // during the store itself). So a job whose last input just arrived starts without
+    // waiting for a sync of its own.
+    if (to_persist) {
+      fx_.state->request_sync(++tickets_);
+      if (statements) needed_ = tickets_;
+    }
+    if (needed_ > synced_ || !parked_.empty()) {
       for (auto& out : outs) {
         std::erase_if(out.messages, [&](const promises::Outbound& m) {
           if (!std::holds_alternative<promises::Probe>(m.message.body)) return false;
@@ -260,7 +271,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
             });
           }
         }
-        parked_.emplace_back(tickets_, std::move(out));
+        parked_.emplace_back(needed_, std::move(out));
       }
       turn_.carry_us += real_time_us() - t1;
       return;

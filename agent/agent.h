@@ -253,6 +253,7 @@ class Agent {
   // Deferred durability: outputs waiting for the sync of their ticket, in order.
   std::uint64_t tickets_ = 0;  // last requested
   std::uint64_t synced_ = 0;   // last durable
+  std::uint64_t needed_ = 0;   // last that persisted statements (not only index rows)
   std::deque<std::pair<std::uint64_t, promises::Output>> parked_;
   bool dispatching_parked_ = false;
   // Index rows of a finished job's logs and outputs (synced, not yet indexed): committed
