@@ -252,7 +252,9 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
       fx_.state->request_sync(++tickets_);
       if (statements) needed_ = tickets_;
     }
-    if (needed_ > synced_ || !parked_.empty()) {
+    bool park = needed_ > synced_ || !parked_.empty();
+    if (!park && tickets_ > synced_) ++counters_.carried_before_sync;
+    if (park) {
       for (auto& out : outs) {
         std::erase_if(out.messages, [&](const promises::Outbound& m) {
           if (!std::holds_alternative<promises::Probe>(m.message.body)) return false;

@@ -82,6 +82,9 @@ struct AgentCounters {
   std::uint64_t worker_refused = 0;     // of them, refused for good (the work failed)
   std::uint64_t trees_refused = 0;      // fetched trees that would expand past the limits
   std::uint64_t outputs_refused = 0;    // finished jobs whose outputs were refused
+  // Passes that committed only fetched objects' index rows, carried out while their
+  // sync was still under way (docs/agent.md, "Durability off the loop").
+  std::uint64_t carried_before_sync = 0;
 };
 
 class Agent {

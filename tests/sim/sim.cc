@@ -810,6 +810,7 @@ void World::check_end() {
       }
     }
     result_.worker_backlogged += h.agent->counters().worker_backlogged;
+    result_.carried_before_sync += h.agent->counters().carried_before_sync;
   }
   // (6) at most one claim per job and epoch kept (not released by its author) that
   // binds. A claim that bound when made stops binding when the claim it superseded turns

@@ -34,7 +34,7 @@ struct SimOptions {
   bool squeeze_worker = false;  // the worker's queue holds one task
   bool slow_kills = false;      // every killed process takes 0.2-1.5 s to die
   // Disk commits durable only once a later sync completes (StateStore::defers_sync), in
-  // half the seeds. Off by default, as in vowd: two seeds fail with it (docs/agent.md).
+  // half the seeds. vow-sim sets it unless --sync-on-loop (vowd defers its syncs).
   bool deferred_sync = false;
   // A hostile host with a trusted key sends arbitrary, validly signed statements during
   // the fault window (else drawn from the seed with faults = all).
@@ -72,6 +72,8 @@ struct SimResult {
   std::uint64_t jobs_done = 0;
   std::uint64_t worker_refusals = 0;    // submits the worker refused (queue full)
   std::uint64_t worker_backlogged = 0;  // tasks agents kept until the worker had room
+  // Passes of only fetched objects' index rows carried out before their sync completed.
+  std::uint64_t carried_before_sync = 0;
   std::uint64_t slow_kills = 0;         // kills that took 0.2 s or more
   std::uint64_t adoptions = 0;          // processes taken over after a restart
   std::uint64_t agent_failures = 0;     // agents that stopped (disk full) and were restarted
