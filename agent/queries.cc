@@ -489,8 +489,13 @@ json Daemon::Impl::lineage_json(const json& args) {
       }
     }
     if (bindings != nullptr) {
+      // A binding is lineage only if it names one of the result's inputs and a producer
+      // that made that digest (as `vow verify` checks); a producer not held (retired) or
+      // one that did not make it is found by digest instead.
       for (const auto& b : *bindings) {
+        if (!binding_matches_inputs(*r, b)) continue;
         const Statement* up = core().ledger().get(b.producer, b.producer_seq);
+        if (up == nullptr || !made_artifact(*up, b.digest)) up = made_by(b.digest);
         if (!up) continue;
         edges.push_back({{"from", statement_name(*up)},
                          {"to", id},

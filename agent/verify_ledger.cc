@@ -182,6 +182,31 @@ VerifyReport verify_statements(const std::vector<Statement>& statements,
                          ") is no source version or output of a result that counts in the ledger");
     }
   }
+  // A result's bindings name where each input came from (docs/coordination.md section
+  // 7): each must name one of the result's own inputs with its digest, and a producer
+  // held here that counts must have made that digest. (A producer not held may have
+  // been retired by a horizon: nothing to check it against.)
+  for (const auto& st : statements) {
+    const auto* r = std::get_if<JobResult>(&st.body);
+    if (!r || !counts(st)) continue;
+    for (const auto& b : r->bindings) {
+      ++links;
+      if (!binding_matches_inputs(*r, b)) {
+        problems.push_back("statement " + name_of(st) + ": binding '" + b.input + "' (" +
+                           b.digest.hex() + ") names no input of the result with that digest");
+        continue;
+      }
+      const Statement* up = rules.get(b.producer, b.producer_seq);
+      if (up == nullptr) continue;
+      std::string why = !counts(*up)                                ? "does not count"
+                        : !made_artifact(*up, b.digest) ? "did not make " + b.digest.hex()
+                                                                   : "";
+      if (!why.empty()) {
+        problems.push_back("statement " + name_of(st) + ": binding '" + b.input + "' names " +
+                           name_of(*up) + " as its producer, which " + why);
+      }
+    }
+  }
   // Attestations, each rebuilt from its statement and checked under its author.
   std::map<Digest, promises::Stage> stages;
   for (const auto& st : statements) {

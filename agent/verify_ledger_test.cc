@@ -83,4 +83,48 @@ TEST_CASE("verify: an input made by a result that counts is lineage, canonical o
   CHECK_FALSE(names(report, out2.digest.hex()));
 }
 
+TEST_CASE("verify: a result's bindings name its own inputs and producers that made them") {
+  // Agent 1 made "up" (seq 3); agent 2's "good" binds its input to that result. "wrong"
+  // binds a digest that is not its input; "liar" names agent 1's claim (seq 2) as the
+  // producer of its input; "gone" names a producer not held (a horizon may have retired
+  // it): nothing to check it against.
+  const ArtifactRef up = artifact("up");
+  auto bound = [&](std::uint64_t seq, const std::string& job, std::vector<InputBinding> b) {
+    Statement st = result(2, seq, job, {up}, artifact(job));
+    std::get<JobResult>(st.body).bindings = std::move(b);
+    return st;
+  };
+  const AgentKey one = promises::testing::key(1);
+  std::vector<Statement> st = {
+      advert(1), advert(2), claim(1, 2, "up"), result(1, 3, "up", {}, up),
+      claim(2, 2, "good"), bound(3, "good", {{"i0", up.digest, one, 3}}),
+      claim(2, 4, "wrong"), bound(5, "wrong", {{"i0", artifact("other").digest, one, 3}}),
+      claim(2, 6, "liar"), bound(7, "liar", {{"i0", up.digest, one, 2}}),
+      claim(2, 8, "gone"), bound(9, "gone", {{"i0", up.digest, promises::testing::key(9), 4}}),
+  };
+  VerifyReport report = verify_statements(st, {});
+  CHECK(report.links == 4 + 4);  // each result's input, and each binding
+  REQUIRE(report.problems.size() == 2);
+  CHECK(names(report, "/5 (result): binding 'i0' (" + artifact("other").digest.hex() +
+                          ") names no input of the result with that digest"));
+  CHECK(names(report, "/7 (result): binding 'i0' names "));
+  CHECK(names(report, "/2 (claim) as its producer, which did not make " + up.digest.hex()));
+}
+
+TEST_CASE("binding_matches_inputs: a fan-in's bindings name its entries") {
+  JobResult r;
+  ArtifactRef dir{blake2b("dir"), true, 2, {}};
+  dir.entries = {TreeEntry{"a", EntryKind::kFile, blake2b("a")},
+                 TreeEntry{"b", EntryKind::kFile, blake2b("b")}};
+  r.inputs = {{"c", dir}, {"x", artifact("x")}};
+  CHECK(binding_matches_inputs(r, {"c/a", blake2b("a"), {}, 1}));
+  CHECK(binding_matches_inputs(r, {"c", dir.digest, {}, 1}));
+  CHECK(binding_matches_inputs(r, {"x", blake2b("x"), {}, 1}));
+  CHECK_FALSE(binding_matches_inputs(r, {"c/a", blake2b("b"), {}, 1}));
+  CHECK_FALSE(binding_matches_inputs(r, {"c/z", blake2b("a"), {}, 1}));
+  CHECK_FALSE(binding_matches_inputs(r, {"cc/a", blake2b("a"), {}, 1}));
+  CHECK_FALSE(binding_matches_inputs(r, {"x/a", blake2b("x"), {}, 1}));
+  CHECK_FALSE(binding_matches_inputs(r, {"y", blake2b("x"), {}, 1}));
+}
+
 }  // namespace vow::agent

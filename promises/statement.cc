@@ -44,6 +44,34 @@ Digest outputs_digest(const JobResult& result) {
   return h.finish();
 }
 
+bool binding_matches_inputs(const JobResult& result, const InputBinding& binding) {
+  for (const auto& in : result.inputs) {
+    if (binding.input == in.name) return binding.digest == in.artifact.digest;
+    if (binding.input.size() > in.name.size() && binding.input.starts_with(in.name) &&
+        binding.input[in.name.size()] == '/') {
+      std::string_view entry = std::string_view(binding.input).substr(in.name.size() + 1);
+      for (const auto& e : in.artifact.entries) {
+        if (e.name == entry) return e.digest == binding.digest;
+      }
+    }
+  }
+  return false;
+}
+
+bool made_artifact(const Statement& st, const Digest& digest) {
+  auto in = [&](const ArtifactRef& a) {
+    if (a.digest == digest) return true;
+    return std::any_of(a.entries.begin(), a.entries.end(),
+                       [&](const TreeEntry& e) { return e.digest == digest; });
+  };
+  if (const auto* r = std::get_if<JobResult>(&st.body)) {
+    return r->ok && std::any_of(r->outputs.begin(), r->outputs.end(),
+                                [&](const NamedArtifact& o) { return in(o.artifact); });
+  }
+  if (const auto* v = std::get_if<SourceVersion>(&st.body)) return in(v->artifact);
+  return false;
+}
+
 std::optional<Digest> Statement::job() const {
   return std::visit(
       [](const auto& b) -> std::optional<Digest> {

@@ -192,6 +192,12 @@ struct JobResult {
 // the canonical-result min-register (epoch, outputs digest).
 Digest outputs_digest(const JobResult& result);
 
+// Whether `binding` agrees with the result it is in: it names one of the result's inputs
+// with that input's digest, or `name/entry` with the digest of that entry of a tree
+// input (a fan-in's shard).
+bool binding_matches_inputs(const JobResult& result, const InputBinding& binding);
+
+
 // "I fetched and verified these inputs for job J": the consumer's use (-), binding a
 // producer's result (by author and seq) to this job. Agents no longer make one (the
 // result carries the bindings, docs/coordination.md section 7); those of older agents
@@ -328,6 +334,11 @@ struct Statement {
     return author == o.author && seq == o.seq && wall_unix_ms == o.wall_unix_ms && body == o.body;
   }
 };
+
+// Whether `st` made the artifact `digest`: a successful result with it as an output (or
+// an output's entry), or a source version of it (or with it as an entry). What a
+// binding's producer must have done for the binding to be lineage.
+bool made_artifact(const Statement& st, const Digest& digest);
 
 // The epoch of a claim, release, result, accept, checkpoint or retry; 0 for the others.
 std::uint32_t statement_epoch(const Statement& st);
