@@ -276,6 +276,14 @@ class Mesh:
             a.kill(signal.SIGTERM if a.alive() else signal.SIGKILL)
 
     def cleanup(self, keep=False):
+        # Called from a test's `finally`: when the test is failing, each agent's last log
+        # lines go to stderr (the test log keeps them) before the mesh is removed, so
+        # that a failure seen once can be read.
+        kind, exc = sys.exc_info()[:2]
+        if kind is not None and not (kind is SystemExit and exc.code in (0, None, 77)):
+            for ag in self.agents:
+                print(f"--- {ag.name}: the last lines of {ag.log_path} ---\n{ag.tail(150)}",
+                      file=sys.stderr)
         self.stop()
         if not keep and not os.environ.get("VOW_KEEP"):
             shutil.rmtree(self.root, ignore_errors=True)
