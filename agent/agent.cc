@@ -184,8 +184,8 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   if ((outs.empty() && index_rows_.empty()) || failed_) return;
   bool statements = false;  // anything but fetched objects' index rows
   for (const auto& out : outs) {
-    statements = statements || !out.persist.empty() || !out.proofs.empty() ||
-                 !out.voided.empty() || !out.retired.empty();
+    statements = statements || !out.persist.empty() || !out.proofs.empty() || !out.voided.empty() ||
+                 !out.retired.empty();
   }
   bool to_persist = statements || !index_rows_.empty();
   // Requests for statements go before the commit: a sync request carries no statement,

@@ -478,8 +478,7 @@ json Daemon::Impl::lineage_json(const json& args) {
     // Upstream: the result names the producer of every input (an older agent's accept
     // did); without either (an accept retired by a horizon), the producer is found by
     // digest.
-    const std::vector<InputBinding>* bindings =
-        r->bindings.empty() ? nullptr : &r->bindings;
+    const std::vector<InputBinding>* bindings = r->bindings.empty() ? nullptr : &r->bindings;
     if (bindings == nullptr) {
       if (const auto* js = core().ledger().job(r->job.job)) {
         for (const Statement* a : js->accepts) {

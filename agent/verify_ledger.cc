@@ -198,9 +198,9 @@ VerifyReport verify_statements(const std::vector<Statement>& statements,
       }
       const Statement* up = rules.get(b.producer, b.producer_seq);
       if (up == nullptr) continue;
-      std::string why = !counts(*up)                                ? "does not count"
+      std::string why = !counts(*up)                    ? "does not count"
                         : !made_artifact(*up, b.digest) ? "did not make " + b.digest.hex()
-                                                                   : "";
+                                                        : "";
       if (!why.empty()) {
         problems.push_back("statement " + name_of(st) + ": binding '" + b.input + "' names " +
                            name_of(*up) + " as its producer, which " + why);

@@ -85,7 +85,8 @@ std::optional<std::string> check_limits(const Statement& st) {
           for (const auto& o : b.outputs) l.name("result output", o.name);
           l.bytes("result error", b.error, kMaxTextBytes);
           l.count("result bindings", b.bindings.size(), kMaxNamedArtifacts);
-          for (const auto& x : b.bindings) l.bytes("result binding input", x.input, kMaxInputNameBytes);
+          for (const auto& x : b.bindings)
+            l.bytes("result binding input", x.input, kMaxInputNameBytes);
         } else if constexpr (std::is_same_v<T, Horizon>) {
           l.count("horizon cuts", b.cuts.size(), kMaxHorizonCuts);
           const std::size_t entries = b.checkpoint ? kMaxCheckpointEntries : kMaxHorizonEntries;

@@ -157,9 +157,9 @@ struct Release {
 // Where one input of a job came from: the producer's result (or source version) whose
 // artifact the consumer fetched, verified and used.
 struct InputBinding {
-  std::string input;        // local input name (`name/shard` for a fan-in entry)
+  std::string input;  // local input name (`name/shard` for a fan-in entry)
   Digest digest;
-  AgentKey producer;        // author of the result (or source version) used
+  AgentKey producer;  // author of the result (or source version) used
   std::uint64_t producer_seq = 0;
   bool operator==(const InputBinding&) const = default;
 };
@@ -196,7 +196,6 @@ Digest outputs_digest(const JobResult& result);
 // with that input's digest, or `name/entry` with the digest of that entry of a tree
 // input (a fan-in's shard).
 bool binding_matches_inputs(const JobResult& result, const InputBinding& binding);
-
 
 // "I fetched and verified these inputs for job J": the consumer's use (-), binding a
 // producer's result (by author and seq) to this job. Agents no longer make one (the

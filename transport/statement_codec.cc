@@ -113,7 +113,8 @@ void put_body(w::StatementBody::Body::Builder b, const JobResult& r) {
   if (r.stdout_digest) o.setStdoutDigest(data_of(r.stdout_digest->bytes));
   if (r.stderr_digest) o.setStderrDigest(data_of(r.stderr_digest->bytes));
   if (r.attestation) o.setAttestation(data_of(*r.attestation));
-  if (!r.bindings.empty()) put(o.initBindings(static_cast<unsigned>(r.bindings.size())), r.bindings);
+  if (!r.bindings.empty())
+    put(o.initBindings(static_cast<unsigned>(r.bindings.size())), r.bindings);
 }
 void put_body(w::StatementBody::Body::Builder b, const Accept& a) {
   auto o = b.initAccept();
