@@ -13,6 +13,7 @@
 
 #include "agent/daemon_internal.h"
 #include "agent/job_layout.h"
+#include "agent/lineage.h"
 #include "agent/verify_ledger.h"
 #include "store/artifact_store.h"
 
@@ -326,28 +327,8 @@ Result<std::vector<Digest>> Daemon::Impl::resolve_artifact(const std::string& te
 // The statements that made an artifact: a canonical result that output it (or a tree
 // it is an entry of), else a source version of it.
 const Statement* Daemon::Impl::producer_of(const Digest& digest) {
-  const Statement* fallback = nullptr;
-  for (const auto& [job, stmts] : core().ledger().jobs()) {
-    const Statement* st = core().canonical(job);
-    const auto* r = st ? std::get_if<JobResult>(&st->body) : nullptr;
-    if (!r) continue;
-    for (const auto& n : r->outputs) {
-      if (n.artifact.digest == digest) return st;
-      for (const auto& e : n.artifact.entries) {
-        if (e.digest == digest) fallback = st;
-      }
-    }
-  }
-  if (fallback) return fallback;
-  const Statement* source = nullptr;
-  core().ledger().for_each([&](const Statement& st) {
-    if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
-      bool match = v->artifact.digest == digest;
-      for (const auto& e : v->artifact.entries) match = match || e.digest == digest;
-      if (match && (!source || st.wall_unix_ms > source->wall_unix_ms)) source = &st;
-    }
-  });
-  return source;
+  Upstream upstream(core().ledger(), [this](const Digest& job) { return core().canonical(job); });
+  return upstream.made_by(digest);
 }
 
 json Daemon::Impl::lineage_json(const json& args) {
@@ -397,39 +378,7 @@ json Daemon::Impl::lineage_json(const json& args) {
     for (const auto& o : r->outputs) root_digests.push_back(o.artifact.digest.hex());
     todo = {st};
   }
-  // Producers by digest, for results that do not name theirs (older agents' results
-  // whose accepts a horizon retired, results with more bindings than a statement
-  // carries): made on first need, once per query, as producer_of() chooses.
-  std::optional<std::map<Digest, const Statement*>> index;
-  auto made_by = [&](const Digest& d) -> const Statement* {
-    if (!index) {
-      index.emplace();
-      std::map<Digest, const Statement*> in_trees, sources;
-      for (const auto& [job, _] : core().ledger().jobs()) {
-        const Statement* c = core().canonical(job);
-        const auto* cr = c ? std::get_if<JobResult>(&c->body) : nullptr;
-        if (!cr) continue;
-        for (const auto& o : cr->outputs) {
-          index->emplace(o.artifact.digest, c);
-          for (const auto& e : o.artifact.entries) in_trees[e.digest] = c;
-        }
-      }
-      core().ledger().for_each([&](const Statement& v) {
-        const auto* sv = std::get_if<SourceVersion>(&v.body);
-        if (!sv) return;
-        auto newest = [&](const Digest& x) {
-          auto [it, fresh] = sources.emplace(x, &v);
-          if (!fresh && v.wall_unix_ms > it->second->wall_unix_ms) it->second = &v;
-        };
-        newest(sv->artifact.digest);
-        for (const auto& e : sv->artifact.entries) newest(e.digest);
-      });
-      index->insert(in_trees.begin(), in_trees.end());  // outputs first, then entries
-      index->insert(sources.begin(), sources.end());
-    }
-    auto it = index->find(d);
-    return it == index->end() ? nullptr : it->second;
-  };
+  Upstream upstream(core().ledger(), [this](const Digest& job) { return core().canonical(job); });
   json steps = json::array();
   json edges = json::array();
   std::set<std::string> seen;
@@ -475,48 +424,12 @@ json Daemon::Impl::lineage_json(const json& args) {
     step["inputs"] = ins;
     step["outputs"] = outputs_json(r->outputs);
     steps.push_back(step);
-    // Upstream: the result names the producer of every input (an older agent's accept
-    // did); without either (an accept retired by a horizon), the producer is found by
-    // digest.
-    const std::vector<InputBinding>* bindings = r->bindings.empty() ? nullptr : &r->bindings;
-    if (bindings == nullptr) {
-      if (const auto* js = core().ledger().job(r->job.job)) {
-        for (const Statement* a : js->accepts) {
-          const auto* acc = std::get_if<Accept>(&a->body);
-          if (acc && a->author == st->author && acc->epoch == r->epoch) bindings = &acc->bindings;
-        }
-      }
-    }
-    if (bindings != nullptr) {
-      // A binding is lineage only if it names one of the result's inputs and a producer
-      // that made that digest (as `vow verify` checks); a producer not held (retired) or
-      // one that did not make it is found by digest instead.
-      for (const auto& b : *bindings) {
-        if (!binding_matches_inputs(*r, b)) continue;
-        const Statement* up = core().ledger().get(b.producer, b.producer_seq);
-        if (up == nullptr || !made_artifact(*up, b.digest)) up = made_by(b.digest);
-        if (!up) continue;
-        edges.push_back({{"from", statement_name(*up)},
-                         {"to", id},
-                         {"input", b.input},
-                         {"digest", b.digest.hex()}});
-        todo.push_back(up);
-      }
-    } else {
-      // A directory composed of many producers' outputs (a fan-in) was made by no one
-      // as a whole: its entries' producers are found instead.
-      auto edge = [&](const std::string& input, const Digest& d) {
-        const Statement* up = made_by(d);
-        if (!up) return false;
-        edges.push_back(
-            {{"from", statement_name(*up)}, {"to", id}, {"input", input}, {"digest", d.hex()}});
-        todo.push_back(up);
-        return true;
-      };
-      for (const auto& n : r->inputs) {
-        if (edge(n.name, n.artifact.digest)) continue;
-        for (const auto& e : n.artifact.entries) edge(n.name + "/" + e.name, e.digest);
-      }
+    for (const auto& e : upstream.of(*st)) {
+      edges.push_back({{"from", statement_name(*e.from)},
+                       {"to", id},
+                       {"input", e.input},
+                       {"digest", e.digest.hex()}});
+      todo.push_back(e.from);
     }
   }
   return {{"ref", ref},
