@@ -335,6 +335,8 @@ json Daemon::Impl::lineage_json(const json& args) {
   std::string ref = args.value("ref", "");
   std::vector<std::string> root_digests;
   std::vector<const Statement*> todo;
+  // Producers by digest, its index made once for the whole query (roots and steps).
+  Upstream upstream(core().ledger(), [this](const Digest& job) { return core().canonical(job); });
   Status unresolved = Status::ok();
   if (auto roots = resolve_artifact(ref); roots.is_ok()) {
     // PIPELINE/STAGE.OUTPUT names its producers: the stage's canonical results (the same
@@ -352,7 +354,7 @@ json Daemon::Impl::lineage_json(const json& args) {
           }
         }
       }
-      if (!st) st = producer_of(d);
+      if (!st) st = upstream.made_by(d);
       if (!st) {
         unresolved = Status::not_found("no result or source version in the ledger made " + d.hex());
         break;
@@ -378,7 +380,6 @@ json Daemon::Impl::lineage_json(const json& args) {
     for (const auto& o : r->outputs) root_digests.push_back(o.artifact.digest.hex());
     todo = {st};
   }
-  Upstream upstream(core().ledger(), [this](const Digest& job) { return core().canonical(job); });
   json steps = json::array();
   json edges = json::array();
   std::set<std::string> seen;
