@@ -85,6 +85,9 @@ struct AgentCounters {
   // Passes that committed only fetched objects' index rows, carried out while their
   // sync was still under way (docs/agent.md, "Durability off the loop").
   std::uint64_t carried_before_sync = 0;
+  // Jobs started while the sync of the pass that claimed them was still under way
+  // (docs/agent.md, "Starts before the sync").
+  std::uint64_t started_before_sync = 0;
 };
 
 class Agent {
@@ -126,10 +129,6 @@ class Agent {
   void sync_failed(const Status& status);
   // Outputs waiting for a sync.
   std::size_t parked() const { return parked_.size(); }
-  // True while an output that waited for a sync is carried out: what it does was
-  // decided before the sync (the core may have learned more since; it fences a run
-  // that no longer stands, as it does one that started just before it learned).
-  bool dispatching_parked() const { return dispatching_parked_; }
   // Stops claiming, stops what runs and releases every claim (before exit).
   void withdraw();
   // Inputs fed between hold() and release() are only queued; release() feeds them all
@@ -258,7 +257,6 @@ class Agent {
   std::uint64_t synced_ = 0;   // last durable
   std::uint64_t needed_ = 0;   // last that persisted statements (not only index rows)
   std::deque<std::pair<std::uint64_t, promises::Output>> parked_;
-  bool dispatching_parked_ = false;
   // Index rows of a finished job's logs and outputs (synced, not yet indexed): committed
   // in the next pass's group, with the result that names them.
   std::vector<store::ArtifactRecord> index_rows_;

@@ -277,7 +277,10 @@ struct Event {
 //      each own statement once, when persisting, and send the signed bytes); a
 //      SyncRequest may go before step 1 (it carries no statement: it asks for what the
 //      ledger in memory lacks);
-//   3. perform `actions` in order (a kill before a start of the same job);
+//   3. perform `actions` in order (a kill before a start of the same job); a StartJob
+//      may be performed once step 1 is committed, before it is durable (its process is
+//      local and its result a later statement; a crash that loses the claim leaves a
+//      running-job row the restarted core stops);
 //   4. log `events`.
 // Own statements carry author, seq and body set by the core. Running-job table: add a
 // row when performing StartJob, remove it once the process is gone (the job exited, or

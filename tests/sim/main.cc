@@ -82,11 +82,14 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"lan", "wan", "all-to-all"}));
   app.add_flag("--verbose,-v", verbose, "print the event trace");
   int shards = 0;
-  bool squeeze_worker = false, slow_kills = false;
+  bool squeeze_worker = false, slow_kills = false, crash_unsynced_runs = false;
   app.add_option("--shards", shards, "source entries: the first stage fans out this wide")
       ->check(CLI::Range(0, 100'000));
   app.add_flag("--squeeze-worker", squeeze_worker, "the worker's queue holds one task");
   app.add_flag("--slow-kills", slow_kills, "every killed process takes 0.2-1.5 s to die");
+  app.add_flag("--crash-unsynced-runs", crash_unsynced_runs,
+               "an agent crashes when it runs a process whose claim is not durable yet (up to "
+               "twice a seed)");
   // The agent syncs off its loop (agent/daemon_internal.h, kDeferSync): modelled in half
   // the seeds by default, the other half syncing every commit at once.
   bool deferred_sync = true;
@@ -126,6 +129,7 @@ int main(int argc, char** argv) {
   opt.shards = shards;
   opt.squeeze_worker = squeeze_worker;
   opt.slow_kills = slow_kills;
+  opt.crash_unsynced_runs = crash_unsynced_runs;
   opt.deferred_sync = deferred_sync;
   opt.hostile = hostile;
   opt.membership = membership;
@@ -154,6 +158,7 @@ int main(int argc, char** argv) {
   std::uint64_t undetected = 0, false_suspicions = 0, false_deaths = 0;
   std::uint64_t messages = 0, membership_messages = 0;
   double agent_seconds = 0;
+  std::uint64_t started_early = 0, claim_lost_seeds = 0;
   for (std::uint64_t s = from; s < from + count; ++s) {
     opt.seed = s;
     auto t0 = std::chrono::steady_clock::now();
@@ -168,6 +173,8 @@ int main(int argc, char** argv) {
       }
     }
     hostile_seeds += r.hostile ? 1 : 0;
+    started_early += r.started_before_sync;
+    if (r.runs_without_claim > 0) ++claim_lost_seeds;
     bomb_seeds += r.trees_refused != 0 ? 1 : 0;
     if (r.detect_all_ms >= 0) {
       detect_all.push_back(r.detect_all_ms);
@@ -241,6 +248,10 @@ int main(int argc, char** argv) {
         agent_seconds > 0 ? static_cast<double>(messages) / agent_seconds : 0.0);
     if (membership && !report_failover) print_wall(wall_ms, agents);
   }
+  std::printf("jobs started before their claim's sync: %llu (a crash lost such a claim while "
+              "the run went on in %llu seeds)\n",
+              static_cast<unsigned long long>(started_early),
+              static_cast<unsigned long long>(claim_lost_seeds));
   std::printf("hostile host in %llu seeds (a tree bomb refused in %llu); largest ledger %zu "
               "statements\n",
               static_cast<unsigned long long>(hostile_seeds),

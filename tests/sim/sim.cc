@@ -159,6 +159,16 @@ void World::connect_pair(int a, int b) {
 // is started again shortly, as its service manager would.
 void World::after_input(int i) {
   Host& h = host(i);
+  if (opt_.crash_unsynced_runs && h.up && !h.agent->failed() && unsynced_crashes_ < 2 &&
+      now_ + 1000 < heal_ms_ && runs_unsynced_claim(h)) {
+    ++unsynced_crashes_;
+    trace("a" + std::to_string(i) + " crashes running a job whose claim is not durable");
+    crash(i);
+    Ev r{EvType::kRestart};
+    r.agent = i;
+    schedule(now_ + 300 + static_cast<std::int64_t>(rnd(700)), r);
+    return;
+  }
   if (!h.up || !h.agent->failed()) return;
   ++result_.agent_failures;
   trace("a" + std::to_string(i) + " stopped: cannot persist");
@@ -166,6 +176,17 @@ void World::after_input(int i) {
   Ev r{EvType::kRestart};
   r.agent = i;
   schedule(now_ + 300 + static_cast<std::int64_t>(rnd(700)), r);
+}
+
+bool World::runs_unsynced_claim(const Host& h) const {
+  for (const auto& [job, row] : h.running_table) {
+    bool durable = std::any_of(h.persisted.begin(), h.persisted.end(), [&](const Statement& st) {
+      const auto* c = st.author == h.key ? std::get_if<Claim>(&st.body) : nullptr;
+      return c != nullptr && c->job.job == job && c->epoch == row.epoch;
+    });
+    if (!durable) return true;
+  }
+  return false;
 }
 
 void World::deliver(const Ev& ev) {
@@ -261,7 +282,6 @@ void World::crash(int i) {
   h.sync_batches.clear();
   h.sync_inflight = false;
   h.sync_requested = 0;
-  h.lost_while_parked.clear();
   h.transfers = 0;
   h.cancelled.clear();
   h.incoming.clear();
@@ -295,10 +315,16 @@ void World::restart(int i, bool wipe) {
     promises::OwnRun r;
     r.job.job = job;
     r.epoch = row.epoch;
+    bool claimed = false;
     for (const auto& st : h.persisted) {
       const auto* c = st.author == h.key ? std::get_if<Claim>(&st.body) : nullptr;
-      if (c && c->job.job == job && c->epoch == row.epoch) r.job = c->job;
+      if (c && c->job.job == job && c->epoch == row.epoch) {
+        r.job = c->job;
+        claimed = true;
+      }
     }
+    // A run started before its claim's sync, whose claim the crash lost.
+    if (!claimed) ++result_.runs_without_claim;
     recovered.push_back(row);
     rs.running.push_back(std::move(r));
   }
@@ -467,7 +493,6 @@ void World::step(const Ev& ev) {
       }
       h.sync_inflight = false;
       h.agent->synced(ev.token);
-      if (h.agent->parked() == 0) h.lost_while_parked.clear();
       if (h.sync_requested > ev.token) start_sync(ev.agent);
       after_input(ev.agent);
       return;
@@ -526,7 +551,6 @@ void World::step(const Ev& ev) {
       }
       for (const Digest& d : lost) {
         h.store.erase(d);
-        if (h.agent->parked() > 0) h.lost_while_parked.insert(d);
         trace("a" + std::to_string(ev.agent) + " lost " + d.short_hex());
         h.agent->artifact_lost(d);
         after_input(ev.agent);
@@ -811,6 +835,7 @@ void World::check_end() {
     }
     result_.worker_backlogged += h.agent->counters().worker_backlogged;
     result_.carried_before_sync += h.agent->counters().carried_before_sync;
+    result_.started_before_sync += h.agent->counters().started_before_sync;
   }
   // (6) at most one claim per job and epoch kept (not released by its author) that
   // binds. A claim that bound when made stops binding when the claim it superseded turns

@@ -33,6 +33,10 @@ struct SimOptions {
   // Faults forced on for the whole run (else drawn from the seed with faults = all).
   bool squeeze_worker = false;  // the worker's queue holds one task
   bool slow_kills = false;      // every killed process takes 0.2-1.5 s to die
+  // An agent crashes as soon as it runs a process whose claim is not durable yet (the
+  // claim's sync still under way: the start did not wait for it), up to twice a seed,
+  // in the fault window. Needs deferred_sync's seeds to happen at all.
+  bool crash_unsynced_runs = false;
   // Disk commits durable only once a later sync completes (StateStore::defers_sync), in
   // half the seeds. vow-sim sets it unless --sync-on-loop (vowd defers its syncs).
   bool deferred_sync = false;
@@ -74,6 +78,11 @@ struct SimResult {
   std::uint64_t worker_backlogged = 0;  // tasks agents kept until the worker had room
   // Passes of only fetched objects' index rows carried out before their sync completed.
   std::uint64_t carried_before_sync = 0;
+  // Jobs started before the sync of the pass that decided their start completed.
+  std::uint64_t started_before_sync = 0;
+  // Running-job rows a restart found without the claim they ran under (lost by a crash
+  // before its sync): the core stops such runs.
+  std::uint64_t runs_without_claim = 0;
   std::uint64_t slow_kills = 0;         // kills that took 0.2 s or more
   std::uint64_t adoptions = 0;          // processes taken over after a restart
   std::uint64_t agent_failures = 0;     // agents that stopped (disk full) and were restarted

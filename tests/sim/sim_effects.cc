@@ -240,10 +240,9 @@ Status SimExecutor::create_work_dir(const promises::StartJob& s) {
   Host& h = w_->host(i_);
   std::string who = "a" + std::to_string(i_);
   // Invariant 2: no job with a canonical result here is started (except to regenerate).
-  // A start that waited for a sync was decided before the core learned of the result
-  // (it fences the run then, as one started just before).
-  if (!s.regenerate && h.agent->core().canonical(s.job.job) != nullptr &&
-      !h.agent->dispatching_parked()) {
+  // Starts wait for no sync (docs/agent.md, "Starts before the sync"), so the core that
+  // decided one is the core that carries it out.
+  if (!s.regenerate && h.agent->core().canonical(s.job.job) != nullptr) {
     w_->fail(who + " started job " + s.job.job.short_hex() +
              " that already had a canonical result");
   }
@@ -253,12 +252,6 @@ Status SimExecutor::create_work_dir(const promises::StartJob& s) {
       here = std::all_of(in.artifact.entries.begin(), in.artifact.entries.end(),
                          [&](const TreeEntry& e) { return h.store.count(e.digest) != 0; });
     }
-    // Lost while the start waited for a sync: it fails when materializing. For a tree
-    // held as its entries (not whole), the loss of one entry.
-    here =
-        here || h.lost_while_parked.count(in.artifact.digest) != 0 ||
-        std::any_of(in.artifact.entries.begin(), in.artifact.entries.end(),
-                    [&](const TreeEntry& e) { return h.lost_while_parked.count(e.digest) != 0; });
     if (!here) w_->fail(who + " started " + s.job.job.short_hex() + " without input " + in.name);
   }
   w_->trace(who + " start " + s.job.job.short_hex() + " e" + std::to_string(s.epoch) +

@@ -184,9 +184,6 @@ struct Host {
   // began; those requested meanwhile wait for the next one.
   bool sync_inflight = false;
   std::uint64_t sync_requested = 0;
-  // Artifacts lost while outputs waited for a sync: a start decided before the loss
-  // may be carried out after it (and fails, as the job's materializing finds).
-  std::set<Digest> lost_while_parked;
   std::int64_t worker_free_at = 0;  // tasks run one after another
   int transfers = 0;
   std::map<std::uint64_t, bool> cancelled;  // transfer -> cancelled
@@ -290,6 +287,8 @@ class World {
   void snapshot_sources(int i);
   void forge();
   void after_input(int i);
+  // Whether H runs a process (a running-job row) whose claim is not durable.
+  bool runs_unsynced_claim(const Host& h) const;
 
   // ---- the hostile host (sim_hostile.cc) ----
   void make_hostile();
@@ -350,6 +349,7 @@ class World {
   std::map<Digest, std::pair<std::int64_t, int>> crashed_claims_;
   std::set<Digest> claim_recorded_;
   std::int64_t heal_ms_ = 0;
+  int unsynced_crashes_ = 0;  // SimOptions::crash_unsynced_runs
   int victim_ = -1;
   std::string unquiet_;  // why quiet() last said no
   std::set<int> detected_;
