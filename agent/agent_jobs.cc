@@ -208,6 +208,7 @@ void Agent::process_exited(const Digest& id, const ProcessExit& exit) {
 void Agent::collect_job(const Digest& id, const ProcessExit& exit) {
   Job& job = jobs_.at(id);
   job.phase = Job::Phase::kCollecting;
+  log_->debug("job {} exited ({}): collecting its outputs", job_name(job.start), describe(exit));
   std::string error;
   if (job.timed_out) {
     error = "timed out after " + promises::format_duration_ms(job.start.timeout_ms);
