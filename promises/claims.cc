@@ -2,6 +2,8 @@
 // tie-breaks, fetching inputs, starting, results, retries with backoff.
 #include <algorithm>
 #include <limits>
+#include <optional>
+#include <tuple>
 
 #include "promises/assert.h"
 #include "promises/core_internal.h"
@@ -134,30 +136,54 @@ void Core::Impl::rebuild_candidates() {
   candidates_dirty = false;
 }
 
-// Candidates of a job in rendezvous order (best first), agents that already failed
-// this job moved behind the others (a retry prefers another candidate).
-const std::vector<AgentKey>& Core::Impl::ranking(const Digest& job, const Digest& stage_digest) {
+namespace {
+
+// The one agent every input of JOB comes from (the author of each result, or the
+// provider of each source version, its bindings name), unless JOB is a shard of a
+// fan-out: that agent runs it without fetching anything. Shards are left to rendezvous
+// order, which spreads them over the candidates (their parallelism is worth more than
+// their inputs' locality). nullopt when the inputs come from several agents, or the
+// job binds none (a fan-in too large to bind).
+std::optional<AgentKey> input_holder(const PlannedJob& job) {
+  if (!job.ref.shard.empty() || job.bindings.empty()) return std::nullopt;
+  const AgentKey& holder = job.bindings.front().producer;
+  for (const auto& b : job.bindings) {
+    if (b.producer != holder) return std::nullopt;
+  }
+  return holder;
+}
+
+}  // namespace
+
+// Candidates of a job, best first: agents that already failed this job behind the
+// others (a retry prefers another candidate); among the rest, the holder of all its
+// inputs first (input_holder), then rendezvous order.
+const std::vector<AgentKey>& Core::Impl::ranking(const PlannedJob& job) {
   rebuild_candidates();
-  auto cached = ranking_cache.find(job);
-  if (cached != ranking_cache.end()) return cached->second;
-  std::vector<std::pair<std::pair<int, Digest>, AgentKey>> keyed;
-  auto c = candidates.find(stage_digest);
+  const Digest& id = job.ref.job;
+  std::optional<AgentKey> holder = input_holder(job);
+  auto cached = ranking_cache.find(id);
+  if (cached != ranking_cache.end() && cached->second.holder == holder) {
+    return cached->second.order;
+  }
+  std::vector<std::pair<std::tuple<int, bool, Digest>, AgentKey>> keyed;
+  auto c = candidates.find(job.ref.stage_digest);
   if (c != candidates.end()) {
     std::map<AgentKey, int> failures;
-    for (const Statement* r : book.results(job)) {
+    for (const Statement* r : book.results(id)) {
       if (!std::get<JobResult>(r->body).ok) ++failures[r->author];
     }
     for (const auto& a : c->second) {
-      Digest score = rendezvous_score(job, a);
+      Digest score = rendezvous_score(id, a);
       // Negate-by-complement so that sorting ascending puts the best score first.
       for (auto& b : score.bytes) b = static_cast<std::uint8_t>(~b);
-      keyed.push_back({{failures[a], score}, a});
+      keyed.push_back({{failures[a], a != holder, score}, a});
     }
   }
   std::sort(keyed.begin(), keyed.end());
-  std::vector<AgentKey> order;
-  for (auto& [k, a] : keyed) order.push_back(a);
-  return ranking_cache[job] = std::move(order);
+  Ranked ranked{holder, {}};
+  for (auto& [k, a] : keyed) ranked.order.push_back(a);
+  return (ranking_cache[id] = std::move(ranked)).order;
 }
 
 // A bound claim stands while its author is live here and has neither released it nor
@@ -460,7 +486,7 @@ void Core::Impl::place_in_backlog(std::size_t place) {
 // moves a backlog (at 100,000 jobs each peer suspected moved a third of them between
 // owners and back); a dead owner's backlog is taken by the others from the back.
 AgentKey Core::Impl::owner_of(const PlannedJob& job) {
-  const std::vector<AgentKey>& order = ranking(job.ref.job, job.ref.stage_digest);
+  const std::vector<AgentKey>& order = ranking(job);
   return order.empty() ? config.key : order.front();
 }
 
@@ -622,7 +648,7 @@ void Core::Impl::consider_claim(const PlannedJob& job, bool regenerate) {
   if (running.count(id) || restored.count(id)) return;
   // Effective rank: better-ranked candidates that are live and not full.
   int effective_rank = 0;
-  for (const AgentKey& a : ranking(id, job.ref.stage_digest)) {
+  for (const AgentKey& a : ranking(job)) {
     if (a == config.key) break;
     if (is_live(a) && !members.full(a)) ++effective_rank;
   }

@@ -100,10 +100,15 @@ struct Core::Impl {
   std::uint32_t total_capacity = 0;
 
   // Candidates per stage digest, from the latest adverts (rebuilt when they change),
-  // and the rendezvous order of candidates per job (cache).
+  // and the order of candidates per job (cache): the holder of its inputs first, then
+  // rendezvous order (ranking()).
   bool candidates_dirty = true;
   std::map<Digest, std::vector<AgentKey>> candidates;
-  std::map<Digest, std::vector<AgentKey>> ranking_cache;
+  struct Ranked {
+    std::optional<AgentKey> holder;  // input_holder() when ranked
+    std::vector<AgentKey> order;
+  };
+  std::map<Digest, Ranked> ranking_cache;
 
   std::unique_ptr<Plan> plan;
   PlanBasis plan_basis;  // what the plan read of adverts and sources (planner.h)
@@ -372,7 +377,7 @@ struct Core::Impl {
   void ensure_plan();
   void note_canonical_result(const Digest& job);
   void rebuild_candidates();
-  const std::vector<AgentKey>& ranking(const Digest& job, const Digest& stage_digest);
+  const std::vector<AgentKey>& ranking(const PlannedJob& job);
   bool claim_standing(const Digest& job, const Statement& claim) const;
   bool any_standing_claim(const Digest& job) const;
   bool own_claim_bound(const Digest& job, std::uint32_t epoch) const;

@@ -990,6 +990,49 @@ TEST_CASE("hand-off: the consumer's result names each input's producer; no accep
   }
 }
 
+TEST_CASE("locality: a job runs where all its inputs are; fan-out shards are spread") {
+  // Six stages in a row, each promised by all three agents: each job's one input was
+  // made by the agent that ran the stage before (the first one's, the source, is
+  // provided by agent 0), which ranks first for it: the chain stays on agent 0 and
+  // fetches nothing. By rendezvous order alone, all six would stay there with
+  // probability 1/243.
+  std::vector<Stage> stages = {make_stage("s1", {{"", "in"}}, {"o"})};
+  std::vector<std::string> names = {"s1"};
+  for (int k = 2; k <= 6; ++k) {
+    std::string name = "s" + std::to_string(k);
+    stages.push_back(make_stage(name, {{"s" + std::to_string(k - 1), "o"}}, {"o"}));
+    names.push_back(name);
+  }
+  Pipeline chain = make_pipeline("chain", {"in"}, stages);
+  Mesh m(3, chain, {names, names, names});
+  m.source("chain", "in", file_ref(hd("input")));
+  m.run_to_completion(5000);
+  for (const auto& name : names) {
+    Digest job = m.jobs_of(1, name).at(0);
+    const Statement* r = m.core(1).canonical(job);
+    REQUIRE(r != nullptr);
+    CHECK_MESSAGE(r->author == m.node(0).config.key, "stage " << name);
+  }
+  CHECK(m.starts_of("s6") == 1);
+
+  // The shards of a fan-out all read entries agent 0 provides, but run on every agent.
+  Pipeline fan = make_pipeline("fan", {"dir"},
+                               {make_stage("count", {{"", "dir"}}, {"c"}, InputRef{"", "dir"}),
+                                make_stage("sum", {{"count", "c"}}, {"s"})});
+  Mesh f(3, fan, {{"count", "sum"}, {"count", "sum"}, {"count", "sum"}});
+  std::map<std::string, std::string> entries;
+  for (int k = 0; k < 12; ++k) entries["e" + std::to_string(k)] = std::to_string(k);
+  f.source("fan", "dir", dir_ref(entries));
+  f.run_to_completion(5000);
+  std::set<AgentKey> ran;
+  for (const Digest& job : f.jobs_of(0, "count")) {
+    const Statement* r = f.core(0).canonical(job);
+    REQUIRE(r != nullptr);
+    ran.insert(r->author);
+  }
+  CHECK(ran.size() == 3);
+}
+
 TEST_CASE("lost artifact: the job is run again from its lineage") {
   Mesh m(2, one_stage(), {{}, {"work"}}, /*replicas=*/1);
   m.source("one", "in", file_ref(hd("input")));
