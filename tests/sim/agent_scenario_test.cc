@@ -16,6 +16,18 @@ std::string failures_of(const SimResult& r) {
   return all;
 }
 
+// A seed of three agents (or AGENTS) running STAGES stages, the first fanning out
+// SHARDS wide (0: no fan-out), under FAULTS.
+SimOptions mesh_of(std::uint64_t seed, int stages, int shards, Faults faults, int agents = 3) {
+  SimOptions o;
+  o.seed = seed;
+  o.agents = agents;
+  o.stages = stages;
+  o.shards = shards;
+  o.faults = faults;
+  return o;
+}
+
 TEST_CASE("a burst of fetches while the worker's queue is full stalls nothing") {
   // A fan-out over 40 source entries: every consumer fetches, and every fetch and
   // every job's outputs go through a worker whose queue holds one task. Tasks the
@@ -23,12 +35,7 @@ TEST_CASE("a burst of fetches while the worker's queue is full stalls nothing") 
   // left received files unstored and claimed jobs unstarted for good).
   std::uint64_t refusals = 0, backlogged = 0, jobs = 0;
   for (std::uint64_t seed = 1; seed <= 4; ++seed) {
-    SimOptions o;
-    o.seed = seed;
-    o.agents = 3;
-    o.stages = 3;
-    o.shards = 40;
-    o.faults = Faults::kNone;
+    SimOptions o = mesh_of(seed, 3, 40, Faults::kNone);
     o.squeeze_worker = true;
     SimResult r = run_seed(o);
     INFO("seed " << seed << "\n" << failures_of(r));
@@ -49,12 +56,7 @@ TEST_CASE("a job whose last input arrived starts before that input's index row i
   // agent's disk verifies, nothing acknowledged is lost.
   std::uint64_t carried = 0, jobs = 0;
   for (std::uint64_t seed = 1; seed <= 8; ++seed) {
-    SimOptions o;
-    o.seed = seed;
-    o.agents = 3;
-    o.stages = 3;
-    o.shards = 30;
-    o.faults = seed <= 4 ? Faults::kNone : Faults::kCrash;
+    SimOptions o = mesh_of(seed, 3, 30, seed <= 4 ? Faults::kNone : Faults::kCrash);
     o.deferred_sync = true;
     SimResult r = run_seed(o);
     INFO("seed " << seed << "\n" << failures_of(r));
@@ -75,12 +77,7 @@ TEST_CASE("a claimed job starts before its claim is synced; a crash that loses t
   // Agents crash on purpose while running a process whose claim is not durable.
   std::uint64_t started = 0, orphaned = 0, jobs = 0;
   for (std::uint64_t seed = 1; seed <= 16; ++seed) {
-    SimOptions o;
-    o.seed = seed;
-    o.agents = 3;
-    o.stages = 4;
-    o.shards = 20;
-    o.faults = seed <= 4 ? Faults::kNone : Faults::kCrash;
+    SimOptions o = mesh_of(seed, 4, 20, seed <= 4 ? Faults::kNone : Faults::kCrash);
     o.deferred_sync = true;
     o.crash_unsynced_runs = true;
     SimResult r = run_seed(o);
@@ -101,11 +98,7 @@ TEST_CASE("kills that take their time never leave two runs of a job on one agent
   // spawns a job whose earlier process still runs), and the pipeline still finishes.
   std::uint64_t slow = 0;
   for (std::uint64_t seed = 1; seed <= 30; ++seed) {
-    SimOptions o;
-    o.seed = seed;
-    o.agents = 5;
-    o.stages = 5;
-    o.faults = Faults::kAll;
+    SimOptions o = mesh_of(seed, 5, 0, Faults::kAll, 5);
     o.slow_kills = true;
     SimResult r = run_seed(o);
     INFO("seed " << seed << "\n" << failures_of(r));
