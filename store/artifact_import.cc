@@ -120,7 +120,7 @@ Result<ArtifactRef> ArtifactStore::import_file(const std::string& path, bool* ex
   auto dst = env_.new_writable(tmp, 0444);
   if (!dst.is_ok()) return dst.status();
   Hasher hasher;
-  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  std::vector<std::uint8_t> buf = chunk_buffer(info->size_bytes);
   std::uint64_t off = 0;
   Status s;
   for (;;) {
@@ -165,7 +165,7 @@ Result<ArtifactRef> ArtifactStore::take_file(const std::string& path) {
   auto linked = env_.link(path, tmp);
   if (!linked.is_ok()) return linked.status();
   if (!*linked) return import_file(path, nullptr);
-  auto ref = hash_in_place(tmp);
+  auto ref = hash_in_place(tmp, info->size_bytes);
   Status s = ref.status();
   if (s.is_ok() && !deferred_) s = env_.sync_file(tmp);
   if (!s.is_ok()) {

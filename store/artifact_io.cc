@@ -1,4 +1,6 @@
 // ArtifactReader, and the ArtifactWriter the store hands out (StoreWriter).
+#include <algorithm>
+
 #include "promises/assert.h"
 #include "store/artifact_store.h"
 
@@ -44,9 +46,15 @@ Result<std::size_t> ArtifactReader::read_next(std::span<std::uint8_t> out) {
   return std::size_t{0};
 }
 
+std::vector<std::uint8_t> chunk_buffer(std::uint64_t size) {
+  constexpr std::uint64_t kPage = 4096;
+  return std::vector<std::uint8_t>(
+      static_cast<std::size_t>(std::clamp<std::uint64_t>(size + 1, kPage, kCopyChunkBytes)));
+}
+
 Status ArtifactReader::verify_whole() {
   Hasher h;
-  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  std::vector<std::uint8_t> buf = chunk_buffer(size_);
   std::uint64_t off = 0;
   for (;;) {
     auto n = file_->read_at(off, buf);

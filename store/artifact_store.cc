@@ -300,7 +300,7 @@ Result<ArtifactRef> ArtifactStore::adopt_file(const std::string& path,
     ref.digest = *verified;
     ref.size_bytes = info->size_bytes;
   } else {
-    auto hashed = hash_in_place(path);
+    auto hashed = hash_in_place(path, info->size_bytes);
     if (!hashed.is_ok()) return hashed.status();
     ref = *hashed;
   }
@@ -313,11 +313,11 @@ Result<ArtifactRef> ArtifactStore::adopt_file(const std::string& path,
   return ref;
 }
 
-Result<ArtifactRef> ArtifactStore::hash_in_place(const std::string& path) {
+Result<ArtifactRef> ArtifactStore::hash_in_place(const std::string& path, std::uint64_t size) {
   auto src = env_.open_readable(path);
   if (!src.is_ok()) return src.status();
   Hasher hasher;
-  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  std::vector<std::uint8_t> buf = chunk_buffer(size);
   ArtifactRef ref;
   for (;;) {
     auto n = (*src)->read_at(ref.size_bytes, buf);

@@ -62,6 +62,12 @@ inline constexpr std::size_t kMaxRecentlyVerified = 4096;
 // store's file system replaces their fsyncs.
 inline constexpr std::size_t kSyncfsAbove = 8;
 
+// A buffer to copy or hash a file of about SIZE bytes through: no larger than the file
+// needs (at least a page), at most kCopyChunkBytes. A job's small output is not read
+// through a zeroed megabyte, which costs more than the file (the allocation is mapped,
+// faulted in page by page, and unmapped again for every file).
+std::vector<std::uint8_t> chunk_buffer(std::uint64_t size);
+
 // STATE_DIR/vow.db and STATE_DIR/artifacts.
 std::string ledger_path(const std::string& state_dir);
 std::string artifacts_root(const std::string& state_dir);
@@ -310,7 +316,8 @@ class ArtifactStore {
   Result<ArtifactRef> import_any(const std::string& path, CachedImport* cached);
   Result<ArtifactRef> import_file(const std::string& path, bool* executable);
   // The digest and size of the file at PATH, read where it lies (adopt_file, take_file).
-  Result<ArtifactRef> hash_in_place(const std::string& path);
+  // SIZE: what stat said of it (sizes the buffer; the file is read to its end).
+  Result<ArtifactRef> hash_in_place(const std::string& path, std::uint64_t size);
   // CACHED, if given, is consulted and filled in; RELATIVE is PATH below the source and
   // INFO what lstat said of it.
   Result<ArtifactRef> import_dir(const std::string& path, int depth, CachedImport* cached,

@@ -57,7 +57,7 @@ Status ArtifactStore::materialize_file(const Digest& digest, const std::string& 
   }
   auto out = env_.new_writable(dest, executable ? 0555 : 0444);
   if (!out.is_ok()) return out.status();
-  std::vector<std::uint8_t> buf(kCopyChunkBytes);
+  std::vector<std::uint8_t> buf = chunk_buffer((*reader)->size());
   Status s;
   for (;;) {
     auto n = (*reader)->read_next(buf);  // verifies at the end
