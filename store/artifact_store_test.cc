@@ -58,6 +58,35 @@ TEST_CASE("artifacts: put, read, stat, list; same content is stored once") {
   CHECK(*f.store->read(*empty) == "");
 }
 
+TEST_CASE("artifacts: buffers fit the file; files around a page and a chunk keep their digest") {
+  CHECK(chunk_buffer(0).size() == 4096);
+  CHECK(chunk_buffer(5000).size() == 5001);
+  CHECK(chunk_buffer(kCopyChunkBytes).size() == kCopyChunkBytes);
+  CHECK(chunk_buffer(std::uint64_t{1} << 40).size() == kCopyChunkBytes);
+  Fixture f;
+  for (std::size_t n : {std::size_t{0}, std::size_t{4095}, std::size_t{4096}, std::size_t{4097},
+                        kCopyChunkBytes - 1, kCopyChunkBytes, kCopyChunkBytes * 5 / 2}) {
+    std::string content(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) content[i] = static_cast<char>('a' + i % 23);
+    INFO("size " << n);
+    std::string path = f.dir / ("f" + std::to_string(n));
+    write_file(path, content);
+    auto imported = f.store->import_path(path);  // copied
+    REQUIRE_MESSAGE(imported.is_ok(), imported.status().to_string());
+    CHECK(imported->digest == blake2b(content));
+    CHECK(imported->size_bytes == n);
+    std::string part = f.dir / ("p" + std::to_string(n));
+    write_file(part, content);
+    auto adopted = f.store->adopt_file(part);  // hashed where it lies
+    REQUIRE(adopted.is_ok());
+    CHECK(adopted->digest == blake2b(content));
+    CHECK(f.store->verify(imported->digest).is_ok());  // read whole again
+    std::string out = f.dir / ("m" + std::to_string(n));
+    REQUIRE(f.store->materialize(imported->digest, out).is_ok());
+    CHECK(read_file(out) == content);
+  }
+}
+
 TEST_CASE("artifacts: adopt_file moves a file in, hashed and read-only, and gives it up") {
   Fixture f;
   std::string part = f.dir / "fetched.part";  // on the store's file system
