@@ -506,8 +506,13 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
 }
 
 std::string LocalExecutor::refused_outputs(const promises::StartJob& start) {
-  // Jobs run as vowd's own uid (the sandbox adds no user namespace).
-  return refused_output(layout_of(state_dir_, start).out_dir, start.stage.outputs, ::geteuid());
+  // Jobs run as vowd's own uid (the sandbox adds no user namespace). An output the store
+  // already took by a link (a run collected again after a restart) keeps that link.
+  return refused_output(layout_of(state_dir_, start).out_dir, start.stage.outputs, ::geteuid(),
+                        [this](const std::string& path) {
+                          auto ours = store_->is_object(path);
+                          return ours.is_ok() && *ours;
+                        });
 }
 
 promises::JobOutcome LocalExecutor::collect(const promises::StartJob& start,

@@ -8,15 +8,23 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 namespace vow::agent {
 
+// Whether the regular file at a path is an object of the agent's own store: the store
+// took the output by a hard link, and the agent stopped before the work directory was
+// emptied. Its second name is then the store's, not one the job made.
+using StoreObjectTest = std::function<bool(const std::string& path)>;
+
 // The reason the first refused file among `outputs` (names under `out_dir`, each a file
 // or a directory, walked whole) is refused, naming it: empty when none is. Outputs
-// that are missing are left to the import, which reports them.
+// that are missing are left to the import, which reports them. A file of exactly two
+// names passes if `ours` says the other is the store's object (a run collected again
+// after a restart).
 std::string refused_output(const std::string& out_dir, const std::vector<std::string>& outputs,
-                           uid_t job_uid);
+                           uid_t job_uid, const StoreObjectTest& ours = {});
 
 }  // namespace vow::agent

@@ -17,6 +17,8 @@
 #include "agent/output_check.h"
 #include "agent/process.h"
 #include "agent/process_test_util.h"
+#include "store/artifact_store.h"
+#include "store/sqlite_ledger.h"
 
 namespace fs = std::filesystem;
 
@@ -123,6 +125,44 @@ TEST_CASE("refused outputs: hard links and files of another owner, named") {
   why = refused_output(out.string(), {"plain"}, me + 1);
   CHECK(why.find("output 'plain' refused: out/plain is owned by uid " + std::to_string(me) +
                  ", not by the job's uid " + std::to_string(me + 1)) == 0);
+}
+
+TEST_CASE("refused outputs: an output the store already took by a link is the job's own") {
+  // The agent stopped after collecting a run (the store took out/o by a hard link and
+  // renamed it into place) but before emptying its work directory: after the restart
+  // the run is collected again, and out/o has two names, one of them the store's.
+  TempDir dir;
+  auto ledger = store::open_sqlite_ledger(store::ledger_path(dir.path.string()));
+  REQUIRE(ledger.is_ok());
+  auto st = store::ArtifactStore::open(store::artifacts_root(dir.path.string()), **ledger);
+  REQUIRE(st.is_ok());
+  store::ArtifactStore& artifacts = **st;
+  fs::path out = dir.path / "out";
+  fs::create_directories(out);
+  write(out / "o", "the job's bytes");
+  std::vector<store::ArtifactRecord> rows;
+  Status taken = artifacts.import_together(
+      [&]() { return artifacts.take_file((out / "o").string()).status(); }, &rows);
+  REQUIRE_MESSAGE(taken.is_ok(), taken.to_string());
+  REQUIRE(fs::hard_link_count(out / "o") == 2);
+  auto ours = [&](const std::string& path) {
+    auto r = artifacts.is_object(path);
+    return r.is_ok() && *r;
+  };
+  uid_t me = ::geteuid();
+  CHECK(refused_output(out.string(), {"o"}, me, ours).empty());
+  // Without asking the store, the second name is refused, as any hard link is.
+  CHECK(refused_output(out.string(), {"o"}, me).find("is a hard link (2 names") !=
+        std::string::npos);
+  // A link to a file that is no object of the store is still refused.
+  write(dir.path / "elsewhere", "secret");
+  fs::create_hard_link(dir.path / "elsewhere", out / "p");
+  CHECK(refused_output(out.string(), {"p"}, me, ours).find("out/p is a hard link (2 names") !=
+        std::string::npos);
+  // Nor is a third name on the store's object: only the store's own second name passes.
+  fs::create_hard_link(out / "o", dir.path / "third");
+  CHECK(refused_output(out.string(), {"o"}, me, ours).find("is a hard link (3 names") !=
+        std::string::npos);
 }
 
 TEST_CASE("a job in the sandbox: hidden state, read-only inputs, exit status, kill by group") {

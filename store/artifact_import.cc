@@ -155,6 +155,20 @@ Result<ArtifactRef> ArtifactStore::import_file(const std::string& path, bool* ex
   return ref;
 }
 
+Result<bool> ArtifactStore::is_object(const std::string& path) {
+  auto info = env_.stat(path);
+  if (!info.is_ok()) return info.status();
+  if (info->type != FileType::kRegular) return false;
+  auto ref = hash_in_place(path, info->size_bytes);
+  if (!ref.is_ok()) return ref.status();
+  // Indexed or not: the agent may have stopped between the object's rename and the
+  // commit of its row (the store's open indexes such an object again).
+  auto object = env_.stat(object_path(ref->digest, ArtifactKind::kFile));
+  if (!object.is_ok()) return object.status();
+  return object->type == FileType::kRegular && object->device == info->device &&
+         object->inode == info->inode;
+}
+
 Result<ArtifactRef> ArtifactStore::take_file(const std::string& path) {
   auto info = env_.stat(path);
   if (!info.is_ok()) return info.status();
