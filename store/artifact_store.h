@@ -240,8 +240,8 @@ class ArtifactStore {
   // nothing writes to any more, such as the output of a sandboxed job all of whose
   // processes are gone. A copy where the file system cannot link (another one).
   Result<ArtifactRef> take_file(const std::string& path);
-  // Whether the regular file at PATH is the held object of its own content (the same
-  // inode: take_file linked it in). Hashes it. False for anything else.
+  // Whether the regular file at PATH is, by inode, the store's object of its own content
+  // (take_file linked it in; indexed or not yet). Hashes it. False for anything else.
   Result<bool> is_object(const std::string& path);
   Result<Digest> put_bytes(std::string_view data);
   // A tree from existing children (kNotFound naming the first missing child; kInvalid
