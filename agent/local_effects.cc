@@ -1,11 +1,14 @@
 #include "agent/local_effects.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -135,6 +138,57 @@ namespace {
 
 JobLayout layout_of(const std::string& state_dir, const promises::StartJob& s) {
   return job_layout(state_dir, s.job.job, s.epoch);
+}
+
+// Opens the directory NAME under DIR (not through a symlink), first giving its owner
+// every permission on it if a run took some away; -1 if it is not such a directory.
+int open_dir_at(int dir, const char* name) {
+  struct stat st {};
+  if (::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) return -1;
+  if ((st.st_mode & S_IRWXU) != S_IRWXU &&
+      ::fchmodat(dir, name, (st.st_mode & 07777) | S_IRWXU, 0) != 0) {
+    return -1;
+  }
+  return ::openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+// Removes everything in the directory open as DIR, descending into subdirectories by
+// their descriptors (no path is looked up twice); false at the first thing it cannot
+// remove. DIR stays open (the caller's).
+bool empty_dir_at(int dir) {
+  int own = ::dup(dir);
+  if (own < 0) return false;
+  DIR* d = ::fdopendir(own);
+  if (d == nullptr) {
+    ::close(own);
+    return false;
+  }
+  bool ok = true;
+  while (ok) {
+    errno = 0;
+    const struct dirent* e = ::readdir(d);
+    if (e == nullptr) {
+      ok = errno == 0;
+      break;
+    }
+    const char* name = e->d_name;
+    if (std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) continue;
+    if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) {
+      ok = ::unlinkat(dir, name, 0) == 0;
+      continue;
+    }
+    if (e->d_type == DT_UNKNOWN && ::unlinkat(dir, name, 0) == 0) continue;
+    const int sub = open_dir_at(dir, name);
+    if (sub < 0) {
+      ok = false;
+      break;
+    }
+    ok = empty_dir_at(sub);
+    ::close(sub);
+    ok = ok && ::unlinkat(dir, name, AT_REMOVEDIR) == 0;
+  }
+  ::closedir(d);
+  return ok;
 }
 
 void remove_dir(const std::string& dir) {
@@ -410,40 +464,58 @@ void LocalExecutor::remove_work_dir(const promises::StartJob& start) {
 // the directory it was given, and so into the next run's.
 bool LocalExecutor::recycle_work_dir(const JobLayout& l) {
   if (bwrap_.empty() || spare_dirs_.size() >= kSpareWorkDirs) return false;
-  std::error_code ec;
-  if (!fs::is_directory(fs::symlink_status(l.work_dir, ec))) return false;
-  if (!store::make_writable_recursive(l.work_dir).is_ok()) return false;
-  const fs::path work(l.work_dir);
-  for (auto it = fs::directory_iterator(work, ec); !ec && it != fs::directory_iterator();
-       it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    struct stat st {};
-    if (::lstat(it->path().c_str(), &st) != 0) return false;
+  // One pass by directory descriptors: each name is looked at once, and a directory the
+  // run made read-only is made writable only when it is reached.
+  const int work = ::open(l.work_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (work < 0) return false;
+  struct stat st {};
+  bool ok = ::fstat(work, &st) == 0 &&
+            ((st.st_mode & S_IRWXU) == S_IRWXU || ::fchmod(work, (st.st_mode & 07777) | S_IRWXU) == 0);
+  int own = ok ? ::dup(work) : -1;
+  DIR* d = own >= 0 ? ::fdopendir(own) : nullptr;
+  if (d == nullptr && own >= 0) ::close(own);
+  ok = ok && d != nullptr;
+  bool has_in = false;
+  bool has_out = false;
+  while (ok) {
+    errno = 0;
+    const struct dirent* e = ::readdir(d);
+    if (e == nullptr) {
+      ok = errno == 0;
+      break;
+    }
+    const std::string_view name = e->d_name;
+    if (name == "." || name == "..") continue;
+    if (::fstatat(work, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      ok = false;
+      break;
+    }
     if ((name == "in" || name == "out") && S_ISDIR(st.st_mode)) {
-      std::error_code inner;
-      for (auto e = fs::directory_iterator(it->path(), inner);
-           !inner && e != fs::directory_iterator(); e.increment(inner)) {
-        std::error_code gone;
-        fs::remove_all(e->path(), gone);
-        if (gone) return false;
-      }
-      if (inner) return false;
+      const int sub = open_dir_at(work, e->d_name);
+      ok = sub >= 0 && empty_dir_at(sub);
+      if (sub >= 0) ::close(sub);
+      (name == "in" ? has_in : has_out) = true;
       continue;
     }
     if ((name == "stdout" || name == "stderr" || name == "status") && S_ISREG(st.st_mode) &&
         st.st_nlink == 1) {
-      if (::truncate(it->path().c_str(), 0) != 0) return false;
+      const int f = ::openat(work, e->d_name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+      ok = f >= 0;
+      if (f >= 0) ::close(f);
       continue;
     }
-    std::error_code gone;
-    fs::remove_all(it->path(), gone);
-    if (gone) return false;
+    if (S_ISDIR(st.st_mode)) {
+      const int sub = open_dir_at(work, e->d_name);
+      ok = sub >= 0 && empty_dir_at(sub);
+      if (sub >= 0) ::close(sub);
+      ok = ok && ::unlinkat(work, e->d_name, AT_REMOVEDIR) == 0;
+    } else {
+      ok = ::unlinkat(work, e->d_name, 0) == 0;
+    }
   }
-  if (ec) return false;
-  if (!fs::is_directory(fs::symlink_status(l.in_dir, ec)) ||
-      !fs::is_directory(fs::symlink_status(l.out_dir, ec))) {
-    return false;
-  }
+  if (d != nullptr) ::closedir(d);
+  ::close(work);
+  if (!ok || !has_in || !has_out) return false;
   std::string spare = state_dir_ + "/jobs/.spare-" + std::to_string(::getpid()) + "-" +
                       std::to_string(++spares_made_);
   if (::rename(l.work_dir.c_str(), spare.c_str()) != 0) return false;

@@ -281,6 +281,14 @@ TEST_CASE("a sandboxed run's work directory is emptied and renamed into place fo
   write(la.stderr_path, "");
   write(la.status_path, "exit 0\n");
   write(la.work_dir + "/scratch", "left by the run\n");
+  // Directories the run made read-only, in `out` and beside it, go too.
+  fs::create_directories(la.output_path("tree/deep"));
+  write(la.output_path("tree/deep/f"), "deep\n");
+  fs::permissions(la.output_path("tree/deep"), fs::perms::owner_read | fs::perms::owner_exec);
+  fs::permissions(la.output_path("tree"), fs::perms::owner_read | fs::perms::owner_exec);
+  fs::create_directories(la.work_dir + "/tmp");
+  write(la.work_dir + "/tmp/t", "temporary\n");
+  fs::permissions(la.work_dir + "/tmp", fs::perms::owner_read | fs::perms::owner_exec);
   const ino_t dir_inode = inode_of(la.work_dir);
   const ino_t log_inode = inode_of(la.stdout_path);
   ex.remove_work_dir(a);
@@ -296,6 +304,7 @@ TEST_CASE("a sandboxed run's work directory is emptied and renamed into place fo
   CHECK(fs::is_empty(lb.in_dir));
   CHECK(fs::is_empty(lb.out_dir));
   CHECK_FALSE(fs::exists(lb.work_dir + "/scratch"));
+  CHECK_FALSE(fs::exists(lb.work_dir + "/tmp"));
   CHECK(fs::file_size(lb.stdout_path) == 0);
   auto st = read_status_file(lb.status_path);  // an empty status is no status
   REQUIRE(st.is_ok());

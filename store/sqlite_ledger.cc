@@ -69,9 +69,20 @@ class SqliteLedger final : public LedgerStore {
   SqliteLedger& operator=(const SqliteLedger&) = delete;
 
   Status exec(const char* sql, const char* op) {
-    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    int rc = control(sql);
     if (rc != SQLITE_OK) return err(op, rc);
     return Status::ok();
+  }
+
+  // Runs one statement of no result (BEGIN, COMMIT, SAVEPOINT, a pragma) through the
+  // cache of prepared statements: sqlite3_exec would parse it again on every write, and
+  // a group commit opens and releases a savepoint for each of its writes.
+  int control(const char* sql) {
+    auto stmt = prepare(sql);
+    if (!stmt.is_ok()) return SQLITE_ERROR;
+    int rc = sqlite3_step(*stmt);
+    sqlite3_reset(*stmt);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
   }
 
   Status err(const std::string& op, int rc) { return sqlite_status(db_, path_, op, rc); }
@@ -87,27 +98,27 @@ class SqliteLedger final : public LedgerStore {
       VersionVector moves_before = moves_;
       Status s = fn();
       if (s.is_ok()) {
-        int rc = sqlite3_exec(db_, "RELEASE one_write", nullptr, nullptr, nullptr);
+        int rc = control("RELEASE one_write");
         if (rc == SQLITE_OK) return Status::ok();
         s = err(std::string(op) + ": release", rc);
       }
       moves_ = std::move(moves_before);
       // After some I/O errors SQLite has rolled the whole group back; its commit then fails.
       if (!sqlite3_get_autocommit(db_)) {
-        sqlite3_exec(db_, "ROLLBACK TO one_write", nullptr, nullptr, nullptr);
-        sqlite3_exec(db_, "RELEASE one_write", nullptr, nullptr, nullptr);
+        control("ROLLBACK TO one_write");
+        control("RELEASE one_write");
       }
       return s;
     }
     VOW_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE", (std::string(op) + ": begin").c_str()));
     Status s = fn();
     if (s.is_ok()) {
-      int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+      int rc = control("COMMIT");
       if (rc == SQLITE_OK) return Status::ok();
       s = err(std::string(op) + ": commit", rc);
     }
     // After some I/O errors SQLite has already rolled back; then this fails harmlessly.
-    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (!sqlite3_get_autocommit(db_)) control("ROLLBACK");
     return s;
   }
 
@@ -138,7 +149,7 @@ class SqliteLedger final : public LedgerStore {
     grouped_ = false;
     if (s.is_ok()) s = group_open("write together");
     if (s.is_ok()) {
-      int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+      int rc = control("COMMIT");
       if (rc == SQLITE_OK) {
         if (moved != nullptr) *moved = std::move(moves_);
         moves_.clear();
@@ -146,7 +157,7 @@ class SqliteLedger final : public LedgerStore {
       }
       s = err("write together: commit", rc);
     }
-    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (!sqlite3_get_autocommit(db_)) control("ROLLBACK");
     moves_.clear();
     return s;
   }
