@@ -100,7 +100,18 @@ void Agent::tick() {
 
 void Agent::withdraw() {
   queue("withdraw", [this] { return core_->withdraw(); });
+  commit_held_now_ = true;
   pump();
+  commit_held();
+}
+
+void Agent::commit_held() {
+  // Also between hold() and release(): the core took these in an earlier pass, and
+  // the inputs queued since are not fed.
+  if (held_statements_.empty() || pumping_ || failed_) return;
+  commit_held_now_ = true;
+  std::vector<promises::Output> none;
+  carry_out(none);
 }
 
 bool Agent::fetch_for_client(const Digest& digest) {
@@ -181,12 +192,19 @@ void Agent::pump() {
 // ---- carrying out the core's outputs (the order is the contract on promises::Output) ----
 
 void Agent::carry_out(std::vector<promises::Output>& outs) {
-  if ((outs.empty() && index_rows_.empty()) || failed_) return;
+  if (failed_) return;
+  if (outs.empty() && index_rows_.empty() && !held_statements_due()) return;
+  hold_peer_statements(outs);
   bool statements = false;  // anything but fetched objects' index rows
   for (const auto& out : outs) {
     statements = statements || !out.persist.empty() || !out.proofs.empty() || !out.voided.empty() ||
                  !out.retired.empty();
   }
+  // Held peers' statements go with any commit of statements (first: they came first),
+  // or on their own once due; not with a commit of index rows only, which nothing waits
+  // for.
+  const bool with_held = !held_statements_.empty() && (statements || held_statements_due());
+  statements = statements || with_held;
   bool to_persist = statements || !index_rows_.empty();
   // Requests for statements go before the commit: a sync request carries no statement,
   // only what this agent holds in memory, and one sent for statements a crash then loses
@@ -220,6 +238,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   std::int64_t t0 = real_time_us();
   Status s = !to_persist ? Status::ok() : fx_.state->persist_together([&]() -> Status {
     VOW_RETURN_IF_ERROR(fx_.state->persist_index(index_rows_));
+    if (with_held) VOW_RETURN_IF_ERROR(persist(held_statements_));
     for (const auto& out : outs) {
       VOW_RETURN_IF_ERROR(persist(out.persist));
       if (!out.proofs.empty()) VOW_RETURN_IF_ERROR(fx_.state->persist_proofs(out.proofs));
@@ -235,6 +254,8 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     return;
   }
   index_rows_.clear();
+  if (with_held) held_statements_.clear();
+  commit_held_now_ = false;
   std::int64_t t1 = real_time_us();
   turn_.persist_us += t1 - t0;
   if (fx_.state->defers_sync()) {
@@ -280,6 +301,53 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   }
   for (auto& out : outs) dispatch(out);
   turn_.carry_us += real_time_us() - t1;
+}
+
+// A pass whose outputs persist only peers' statements, and otherwise send only what
+// goes before a commit anyway (sync requests, probes), start only transfers (which
+// write no statement) and log, needs no commit of its own: nothing leaves the agent
+// that depends on those statements. They are held, and committed with the next commit
+// of statements (of any pass that sends or does anything else, so before it is sent or
+// done), or once kMaxHeldPeerStatements are held or the first has waited
+// kMaxHeldPeerStatementsMs. A crash meanwhile loses only statements their authors hold
+// and peers hand over again in the restarted agent's first sync, as if they had not
+// arrived yet; the agent's frontier on disk never names one it lost.
+bool Agent::hold_peer_statements(std::vector<promises::Output>& outs) {
+  if (outs.empty() || commit_held_now_) return false;
+  std::size_t peers = 0;
+  for (const auto& out : outs) {
+    if (!out.proofs.empty() || !out.voided.empty() || !out.retired.empty()) return false;
+    for (const auto& st : out.persist) {
+      if (st.author == core_->key()) return false;
+      ++peers;
+    }
+    for (const auto& m : out.messages) {
+      if (!std::holds_alternative<promises::SyncRequest>(m.message.body) &&
+          !std::holds_alternative<promises::Probe>(m.message.body)) {
+        return false;
+      }
+    }
+    for (const auto& a : out.actions) {
+      if (!std::holds_alternative<promises::FetchArtifact>(a) &&
+          !std::holds_alternative<promises::ReplicateArtifact>(a)) {
+        return false;
+      }
+    }
+  }
+  if (peers == 0) return false;
+  if (held_statements_.empty()) held_since_ms_ = fx_.clock->now_ms();
+  for (auto& out : outs) {
+    for (auto& st : out.persist) held_statements_.push_back(std::move(st));
+    out.persist.clear();
+  }
+  ++counters_.held_passes;
+  return true;
+}
+
+bool Agent::held_statements_due() const {
+  if (held_statements_.empty()) return false;
+  return commit_held_now_ || held_statements_.size() >= kMaxHeldPeerStatements ||
+         fx_.clock->now_ms() - held_since_ms_ >= kMaxHeldPeerStatementsMs;
 }
 
 void Agent::dispatch(promises::Output& out) {

@@ -57,6 +57,12 @@ inline constexpr std::size_t kMaxBulkFetches = 8;
 // Inputs whose outputs are persisted in one commit (group commit): bounds how long the
 // first output of a burst waits for the rest before it is sent.
 inline constexpr std::size_t kMaxInputsPerCommit = 256;
+// Peers' statements of passes that send and do nothing that depends on them wait to be
+// committed with the next pass that commits anything else, or until this many are held
+// or the oldest has waited this long (docs/agent.md, "Peers' statements, committed in
+// batches").
+inline constexpr std::size_t kMaxHeldPeerStatements = 256;
+inline constexpr std::int64_t kMaxHeldPeerStatementsMs = 20;
 
 // Where the last turn's time went, in real time: for the owner's slow-turn log only (no
 // decision reads it; the simulator ignores it).
@@ -88,6 +94,8 @@ struct AgentCounters {
   // Jobs started while the sync of the pass that claimed them was still under way
   // (docs/agent.md, "Starts before the sync").
   std::uint64_t started_before_sync = 0;
+  // Passes whose peers' statements were held for a later commit (kMaxHeldPeerStatements).
+  std::uint64_t held_passes = 0;
 };
 
 class Agent {
@@ -131,6 +139,10 @@ class Agent {
   std::size_t parked() const { return parked_.size(); }
   // Stops claiming, stops what runs and releases every claim (before exit).
   void withdraw();
+  // Commits the peers' statements held back for a batch (kMaxHeldPeerStatements) now:
+  // before something reads the ledger file rather than the core.
+  void commit_held();
+  std::size_t held_statements() const { return held_statements_.size(); }
   // Inputs fed between hold() and release() are only queued; release() feeds them all
   // to the core and persists their outputs in one commit (group commit). vowd holds the
   // agent for one turn of its loop, so a burst of messages costs one sync.
@@ -209,6 +221,10 @@ class Agent {
   void carry_out(std::vector<promises::Output>& outs);
   // Sends, acts and logs what one output says (after its writes are durable).
   void dispatch(promises::Output& out);
+  // Moves the peers' statements of OUTS into held_statements_ when nothing else in OUTS
+  // needs a commit before it is sent or done; says whether it did.
+  bool hold_peer_statements(std::vector<promises::Output>& outs);
+  bool held_statements_due() const;
   Status persist(const std::vector<Statement>& statements);
   void send(const promises::Outbound& out);
   void act(promises::Action& action);
@@ -260,6 +276,11 @@ class Agent {
   // Index rows of a finished job's logs and outputs (synced, not yet indexed): committed
   // in the next pass's group, with the result that names them.
   std::vector<store::ArtifactRecord> index_rows_;
+  // Peers' statements the core took, not committed yet (kMaxHeldPeerStatements), in
+  // the order they came, and when the first came.
+  std::vector<Statement> held_statements_;
+  std::int64_t held_since_ms_ = 0;
+  bool commit_held_now_ = false;  // withdraw(), commit_held(): no waiting for more
   bool pumping_ = false;
   bool held_ = false;  // between hold() and release()
   bool failed_ = false;

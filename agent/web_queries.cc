@@ -315,6 +315,7 @@ json Daemon::Impl::web_stage_json(const json& args) {
 json Daemon::Impl::web_verify_json(const json& args) {
   json lineage = lineage_json(args);
   if (lineage.contains("error")) return lineage;
+  agent->commit_held();  // the checks read the ledger file
   json problems = json::array();
   std::map<std::string, const Statement*> by_id;
   std::size_t signatures = 0, attestations = 0, links = 0;

@@ -159,6 +159,7 @@ int main(int argc, char** argv) {
   std::uint64_t messages = 0, membership_messages = 0;
   double agent_seconds = 0;
   std::uint64_t started_early = 0, claim_lost_seeds = 0;
+  std::uint64_t held_passes = 0, held_lost = 0, held_lost_seeds = 0;
   for (std::uint64_t s = from; s < from + count; ++s) {
     opt.seed = s;
     auto t0 = std::chrono::steady_clock::now();
@@ -175,6 +176,9 @@ int main(int argc, char** argv) {
     hostile_seeds += r.hostile ? 1 : 0;
     started_early += r.started_before_sync;
     if (r.runs_without_claim > 0) ++claim_lost_seeds;
+    held_passes += r.held_passes;
+    held_lost += r.held_lost;
+    if (r.held_lost > 0) ++held_lost_seeds;
     bomb_seeds += r.trees_refused != 0 ? 1 : 0;
     if (r.detect_all_ms >= 0) {
       detect_all.push_back(r.detect_all_ms);
@@ -252,6 +256,11 @@ int main(int argc, char** argv) {
               "the run went on in %llu seeds)\n",
               static_cast<unsigned long long>(started_early),
               static_cast<unsigned long long>(claim_lost_seeds));
+  std::printf("passes whose peers' statements were held for a later commit: %llu (a crash "
+              "lost %llu held statements in %llu seeds)\n",
+              static_cast<unsigned long long>(held_passes),
+              static_cast<unsigned long long>(held_lost),
+              static_cast<unsigned long long>(held_lost_seeds));
   std::printf("hostile host in %llu seeds (a tree bomb refused in %llu); largest ledger %zu "
               "statements\n",
               static_cast<unsigned long long>(hostile_seeds),

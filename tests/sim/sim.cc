@@ -269,6 +269,9 @@ void World::crash(int i) {
   if (!h.up) return;
   for (const auto& r : h.agent->core().running())
     crashed_claims_.emplace(r.job.job, std::make_pair(now_, i));
+  // Peers' statements held for a batch, never committed: lost with the agent.
+  result_.held_lost += h.agent->held_statements();
+  result_.held_passes += h.agent->counters().held_passes;
   h.up = false;
   h.agent.reset();
   // Its worker tasks and transfers die with it; each process dies with it or lives on
@@ -662,6 +665,10 @@ bool World::quiet() {
         return false;
       }
     }
+    if (h.agent->held_statements() != 0) {
+      unquiet_ = h.config.name + " holds peers' statements for a batch";
+      return false;
+    }
     const auto& ledger = h.agent->core().ledger();
     // Slots filled: held, void (a superseded advert, Ledger) or retired by a horizon.
     std::size_t filled = ledger.size() + ledger.void_count() + ledger.retired_count();
@@ -836,6 +843,7 @@ void World::check_end() {
     result_.worker_backlogged += h.agent->counters().worker_backlogged;
     result_.carried_before_sync += h.agent->counters().carried_before_sync;
     result_.started_before_sync += h.agent->counters().started_before_sync;
+    result_.held_passes += h.agent->counters().held_passes;
   }
   // (6) at most one claim per job and epoch kept (not released by its author) that
   // binds. A claim that bound when made stops binding when the claim it superseded turns
@@ -955,6 +963,14 @@ void World::check_end() {
       fail(h.config.name + ": " + std::to_string(h.unindexed.size()) +
            " fetched object(s) stored, their index rows never committed (first " +
            h.unindexed.begin()->short_hex() + ")");
+    }
+  }
+  // (11) no peer's statement is left uncommitted: an agent that hears nothing more
+  // commits what it held for a batch within kMaxHeldPeerStatementsMs.
+  for (auto& h : hosts_) {
+    if (h.up && h.agent->held_statements() != 0) {
+      fail(h.config.name + ": " + std::to_string(h.agent->held_statements()) +
+           " peer statement(s) held and never committed");
     }
   }
   for (std::size_t i = 0; i < hosts_.size(); ++i) check_job_index(static_cast<int>(i));

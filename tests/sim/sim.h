@@ -83,6 +83,10 @@ struct SimResult {
   // Running-job rows a restart found without the claim they ran under (lost by a crash
   // before its sync): the core stops such runs.
   std::uint64_t runs_without_claim = 0;
+  // Passes whose peers' statements an agent held for a later commit, and statements so
+  // held that a crash lost (docs/agent.md, "Peers' statements, committed in batches").
+  std::uint64_t held_passes = 0;
+  std::uint64_t held_lost = 0;
   std::uint64_t slow_kills = 0;         // kills that took 0.2 s or more
   std::uint64_t adoptions = 0;          // processes taken over after a restart
   std::uint64_t agent_failures = 0;     // agents that stopped (disk full) and were restarted
