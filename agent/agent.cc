@@ -182,7 +182,7 @@ void Agent::pump() {
   // Index rows a worker handed back with no core input behind them (fetched objects no
   // job waits for, such as replicas): committed now, not left for whenever a pass next
   // persists something.
-  if (!index_rows_.empty() && !failed_) {
+  if ((!index_rows_.empty() || !rows_ended_.empty()) && !failed_) {
     outs.clear();
     carry_out(outs);
   }
@@ -193,7 +193,9 @@ void Agent::pump() {
 
 void Agent::carry_out(std::vector<promises::Output>& outs) {
   if (failed_) return;
-  if (outs.empty() && index_rows_.empty() && !held_statements_due()) return;
+  if (outs.empty() && index_rows_.empty() && rows_ended_.empty() && !held_statements_due()) {
+    return;
+  }
   hold_peer_statements(outs);
   bool statements = false;  // anything but fetched objects' index rows
   for (const auto& out : outs) {
@@ -205,7 +207,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   // for.
   const bool with_held = !held_statements_.empty() && (statements || held_statements_due());
   statements = statements || with_held;
-  bool to_persist = statements || !index_rows_.empty();
+  bool to_persist = statements || !index_rows_.empty() || !rows_ended_.empty();
   // Requests for statements go before the commit: a sync request carries no statement,
   // only what this agent holds in memory, and one sent for statements a crash then loses
   // asks for less than the agent lacks after its restart, where it asks again with what
@@ -238,6 +240,9 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   std::int64_t t0 = real_time_us();
   Status s = !to_persist ? Status::ok() : fx_.state->persist_together([&]() -> Status {
     VOW_RETURN_IF_ERROR(fx_.state->persist_index(index_rows_));
+    for (const Digest& id : rows_ended_) {
+      VOW_RETURN_IF_ERROR(fx_.state->remove_running_job(id));
+    }
     if (with_held) VOW_RETURN_IF_ERROR(persist(held_statements_));
     for (const auto& out : outs) {
       VOW_RETURN_IF_ERROR(persist(out.persist));
@@ -254,6 +259,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     return;
   }
   index_rows_.clear();
+  rows_ended_.clear();
   if (with_held) held_statements_.clear();
   commit_held_now_ = false;
   std::int64_t t1 = real_time_us();

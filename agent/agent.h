@@ -276,6 +276,9 @@ class Agent {
   // Index rows of a finished job's logs and outputs (synced, not yet indexed): committed
   // in the next pass's group, with the result that names them.
   std::vector<store::ArtifactRecord> index_rows_;
+  // Running-job rows of runs that ended, removed in the next commit (with the result
+  // of the run, when it has one) rather than in a transaction of their own.
+  std::set<Digest> rows_ended_;
   // Peers' statements the core took, not committed yet (kMaxHeldPeerStatements), in
   // the order they came, and when the first came.
   std::vector<Statement> held_statements_;

@@ -118,6 +118,7 @@ void Agent::spawn_job(const Digest& id) {
   if (job.start.timeout_ms > 0) job.deadline_ms = job.started_mono_ms + job.start.timeout_ms;
   ++counters_.jobs_started;
   observe_handoff(id, job.started_unix_ms);
+  rows_ended_.erase(id);  // an earlier run's row, replaced by this one's
   Status s = fx_.state->put_running_job(
       {id, job.start.epoch, *pid, fx_.executor->work_dir(job.start), job.started_unix_ms});
   if (!s.is_ok()) log_->warn("cannot record running job {}: {}", id.short_hex(), s.to_string());
@@ -251,8 +252,10 @@ void Agent::finish_job(const Digest& id, promises::JobOutcome outcome) {
   }
   Job job = std::move(it->second);
   jobs_.erase(it);
-  Status s = fx_.state->remove_running_job(id);
-  if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
+  // The row goes in the commit of the pass that publishes the result: a crash before it
+  // leaves the row, and the restart finds the run ended (or its directory gone) and
+  // the core decides, as for any row it finds.
+  rows_ended_.insert(id);
   if (outcome.ok) {
     log_->info("job {} done", job_name(job.start));
     fx_.executor->remove_work_dir(job.start);
@@ -271,8 +274,7 @@ void Agent::finish_job(const Digest& id, promises::JobOutcome outcome) {
 void Agent::job_gone(const Digest& id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
-  Status s = fx_.state->remove_running_job(id);
-  if (!s.is_ok()) log_->warn("running-job table: {}", s.to_string());
+  rows_ended_.insert(id);
   fx_.executor->remove_work_dir(it->second.start);
   std::uint32_t epoch = it->second.start.epoch;
   jobs_.erase(it);
