@@ -973,6 +973,18 @@ void World::check_end() {
            " peer statement(s) held and never committed");
     }
   }
+  // (12) an agent's running-job table names only runs it still has: an ended run's row
+  // goes with the commit of its result.
+  for (auto& h : hosts_) {
+    if (!h.up) continue;
+    std::set<Digest> running;
+    for (const auto& r : h.agent->core().running()) running.insert(r.job.job);
+    for (const auto& [job, row] : h.running_table) {
+      if (!running.count(job)) {
+        fail(h.config.name + ": running-job row of " + job.short_hex() + " left after its run");
+      }
+    }
+  }
   for (std::size_t i = 0; i < hosts_.size(); ++i) check_job_index(static_cast<int>(i));
   check_hostile_end();
   // Every planned stage is done, or blocked by a job that failed past its retries (or
