@@ -62,7 +62,7 @@ inline constexpr std::size_t kMaxInputsPerCommit = 256;
 // or the oldest has waited this long (docs/agent.md, "Peers' statements, committed in
 // batches").
 inline constexpr std::size_t kMaxHeldPeerStatements = 256;
-inline constexpr std::int64_t kMaxHeldPeerStatementsMs = 20;
+inline constexpr std::int64_t kMaxHeldPeerStatementsMs = 100;
 
 // Where the last turn's time went, in real time: for the owner's slow-turn log only (no
 // decision reads it; the simulator ignores it).

@@ -94,7 +94,7 @@ TEST_CASE("a claimed job starts before its claim is synced; a crash that loses t
 
 TEST_CASE("peers' statements wait for a batch; a crash that loses them loses nothing") {
   // A pass that only takes peers' statements commits nothing of its own: they go with
-  // the next commit of statements, or on their own within 20 ms. Crashes lose some
+  // the next commit of statements, or on their own within 100 ms. Crashes lose some
   // held statements; the restarted agent gets them again from their authors, and every
   // invariant holds (one ledger everywhere, every disk verifies, nothing held at the
   // end).
