@@ -197,6 +197,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     return;
   }
   hold_peer_statements(outs);
+  coalesce_broadcasts(outs);
   bool statements = false;  // anything but fetched objects' index rows
   for (const auto& out : outs) {
     statements = statements || !out.persist.empty() || !out.proofs.empty() || !out.voided.empty() ||
@@ -348,6 +349,59 @@ bool Agent::hold_peer_statements(std::vector<promises::Output>& outs) {
   }
   ++counters_.held_passes;
   return true;
+}
+
+// The core sends each statement it publishes to every peer in a message of its own, and
+// a pass often publishes two or more: a run's result and the claim of the next job its
+// place is now free for, a burst of claims. Every peer pays for each message (its
+// transport's I/O thread, a wake-up of its loop, a pass), so the pass's own statements
+// go out together: the same statements in the same order, sent at the same moment (all
+// of a pass's outputs are sent together, after the same sync).
+void Agent::coalesce_broadcasts(std::vector<promises::Output>& outs) {
+  auto joinable = [&](const promises::Outbound& m) -> bool {
+    if (m.to) return false;
+    const auto* b = std::get_if<promises::StatementBatch>(&m.message.body);
+    if (b == nullptr || b->statements.empty() || !b->voids.empty() || b->answer || b->cut) {
+      return false;
+    }
+    for (const auto& st : b->statements) {
+      if (st.author != core_->key()) return false;
+    }
+    return true;
+  };
+  auto size_of = [](const promises::StatementBatch& b) {
+    std::size_t n = 0;
+    for (const auto& st : b.statements) n += st.signed_form.bytes.size() + 64;
+    return n;
+  };
+  std::optional<std::pair<std::size_t, std::size_t>> open;  // (output, message) joined into
+  std::size_t open_bytes = 0;
+  for (std::size_t o = 0; o < outs.size(); ++o) {
+    std::vector<promises::Outbound> kept;
+    kept.reserve(outs[o].messages.size());
+    for (auto& m : outs[o].messages) {
+      if (!joinable(m)) {
+        kept.push_back(std::move(m));
+        continue;
+      }
+      auto& batch = std::get<promises::StatementBatch>(m.message.body);
+      const std::size_t bytes = size_of(batch);
+      if (open) {
+        auto& into = std::get<promises::StatementBatch>(
+            (open->first == o ? kept : outs[open->first].messages)[open->second].message.body);
+        if (into.statements.size() + batch.statements.size() <= kMaxCoalescedStatements &&
+            open_bytes + bytes <= kMaxCoalescedBytes) {
+          for (auto& st : batch.statements) into.statements.push_back(std::move(st));
+          open_bytes += bytes;
+          continue;
+        }
+      }
+      open = std::make_pair(o, kept.size());
+      open_bytes = bytes;
+      kept.push_back(std::move(m));
+    }
+    outs[o].messages = std::move(kept);
+  }
 }
 
 bool Agent::held_statements_due() const {

@@ -63,6 +63,9 @@ inline constexpr std::size_t kMaxInputsPerCommit = 256;
 // batches").
 inline constexpr std::size_t kMaxHeldPeerStatements = 256;
 inline constexpr std::int64_t kMaxHeldPeerStatementsMs = 100;
+// Own statements of one pass sent to every peer in one message, up to these.
+inline constexpr std::size_t kMaxCoalescedStatements = 64;
+inline constexpr std::size_t kMaxCoalescedBytes = 1u << 20;
 
 // Where the last turn's time went, in real time: for the owner's slow-turn log only (no
 // decision reads it; the simulator ignores it).
@@ -224,6 +227,9 @@ class Agent {
   // Moves the peers' statements of OUTS into held_statements_ when nothing else in OUTS
   // needs a commit before it is sent or done; says whether it did.
   bool hold_peer_statements(std::vector<promises::Output>& outs);
+  // Joins the pass's broadcasts of own statements into as few messages as the limits
+  // allow (kMaxCoalescedStatements), in their order, at the place of the first.
+  void coalesce_broadcasts(std::vector<promises::Output>& outs);
   bool held_statements_due() const;
   Status persist(const std::vector<Statement>& statements);
   void send(const promises::Outbound& out);

@@ -114,6 +114,25 @@ TEST_CASE("peers' statements wait for a batch; a crash that loses them loses not
   CHECK(lost > 0);     // and crashes did lose held statements
 }
 
+TEST_CASE("a pass's own statements go to the peers in one message") {
+  // A run's result and the claim of the next job, or a burst of claims, are published
+  // in one pass: they leave together, in order, and every invariant holds.
+  std::uint64_t broadcasts = 0, statements = 0, jobs = 0;
+  for (std::uint64_t seed = 1; seed <= 8; ++seed) {
+    SimOptions o = mesh_of(seed, 4, 20, seed <= 4 ? Faults::kNone : Faults::kAll);
+    SimResult r = run_seed(o);
+    INFO("seed " << seed << "\n" << failures_of(r));
+    CHECK(r.failures.empty());
+    broadcasts += r.statement_broadcasts;
+    statements += r.statements_broadcast;
+    jobs += r.jobs_done;
+  }
+  CHECK(jobs >= 8 * 20);
+  // Two statements a job (a claim, a result), in fewer messages than statements.
+  CHECK(statements >= 2 * jobs);
+  CHECK(broadcasts * 4 < statements * 3);
+}
+
 TEST_CASE("kills that take their time never leave two runs of a job on one agent") {
   // Every killed process takes 0.2-1.5 s to die. A fenced run that is claimed again
   // meanwhile must not start until the first is gone (the simulator fails a seed that

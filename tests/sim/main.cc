@@ -160,6 +160,7 @@ int main(int argc, char** argv) {
   double agent_seconds = 0;
   std::uint64_t started_early = 0, claim_lost_seeds = 0;
   std::uint64_t held_passes = 0, held_lost = 0, held_lost_seeds = 0;
+  std::uint64_t statement_broadcasts = 0, statements_broadcast = 0;
   for (std::uint64_t s = from; s < from + count; ++s) {
     opt.seed = s;
     auto t0 = std::chrono::steady_clock::now();
@@ -177,6 +178,8 @@ int main(int argc, char** argv) {
     started_early += r.started_before_sync;
     if (r.runs_without_claim > 0) ++claim_lost_seeds;
     held_passes += r.held_passes;
+    statement_broadcasts += r.statement_broadcasts;
+    statements_broadcast += r.statements_broadcast;
     held_lost += r.held_lost;
     if (r.held_lost > 0) ++held_lost_seeds;
     bomb_seeds += r.trees_refused != 0 ? 1 : 0;
@@ -261,6 +264,9 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(held_passes),
               static_cast<unsigned long long>(held_lost),
               static_cast<unsigned long long>(held_lost_seeds));
+  std::printf("statements broadcast: %llu in %llu messages\n",
+              static_cast<unsigned long long>(statements_broadcast),
+              static_cast<unsigned long long>(statement_broadcasts));
   std::printf("hostile host in %llu seeds (a tree bomb refused in %llu); largest ledger %zu "
               "statements\n",
               static_cast<unsigned long long>(hostile_seeds),

@@ -119,6 +119,13 @@ void World::add_to_store(Host& h, const Digest& d) {
   }
 }
 
+void World::note_broadcast(const promises::Message& m) {
+  const auto* b = std::get_if<promises::StatementBatch>(&m.body);
+  if (b == nullptr || b->answer || b->statements.empty()) return;
+  ++result_.statement_broadcasts;
+  result_.statements_broadcast += b->statements.size();
+}
+
 void World::send(int from, int to, const std::shared_ptr<const promises::Message>& m) {
   ++result_.messages;
   if (std::holds_alternative<promises::Probe>(m->body) ||

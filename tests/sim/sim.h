@@ -87,6 +87,9 @@ struct SimResult {
   // held that a crash lost (docs/agent.md, "Peers' statements, committed in batches").
   std::uint64_t held_passes = 0;
   std::uint64_t held_lost = 0;
+  // Broadcasts of statements (not answers to sync requests), and the statements in them.
+  std::uint64_t statement_broadcasts = 0;
+  std::uint64_t statements_broadcast = 0;
   std::uint64_t slow_kills = 0;         // kills that took 0.2 s or more
   std::uint64_t adoptions = 0;          // processes taken over after a restart
   std::uint64_t agent_failures = 0;     // agents that stopped (disk full) and were restarted

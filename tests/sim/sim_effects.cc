@@ -62,6 +62,7 @@ void SimNetwork::send(const AgentKey& to, const promises::Message& message) {
 }
 
 void SimNetwork::broadcast(const promises::Message& message) {
+  w_->note_broadcast(message);
   auto m = std::make_shared<promises::Message>(message);
   for (int j = 0; j < w_->options().agents; ++j) {
     if (j != i_) w_->send(i_, j, m);

@@ -250,6 +250,8 @@ class World {
   void trace(const std::string& line);
   void fail(const std::string& what);
   void send(int from, int to, const std::shared_ptr<const promises::Message>& m);
+  // A message an agent sends to every peer (counted once: SimResult::statement_broadcasts).
+  void note_broadcast(const promises::Message& m);
   void connect_pair(int a, int b);
   std::uint64_t next_token() { return next_token_++; }
   const SimOptions& options() const { return opt_; }
