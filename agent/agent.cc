@@ -100,9 +100,8 @@ void Agent::tick() {
 
 void Agent::withdraw() {
   queue("withdraw", [this] { return core_->withdraw(); });
-  commit_held_now_ = true;
   pump();
-  commit_held();
+  commit_held();  // what the releases did not take along
 }
 
 void Agent::commit_held() {

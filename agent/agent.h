@@ -289,7 +289,7 @@ class Agent {
   // the order they came, and when the first came.
   std::vector<Statement> held_statements_;
   std::int64_t held_since_ms_ = 0;
-  bool commit_held_now_ = false;  // withdraw(), commit_held(): no waiting for more
+  bool commit_held_now_ = false;  // commit_held(): no waiting for more
   bool pumping_ = false;
   bool held_ = false;  // between hold() and release()
   bool failed_ = false;
