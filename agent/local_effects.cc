@@ -152,15 +152,15 @@ int open_dir_at(int dir, const char* name) {
   return ::openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
-// Removes everything in the directory open as DIR, descending into subdirectories by
-// their descriptors (no path is looked up twice); false at the first thing it cannot
-// remove. DIR stays open (the caller's).
-bool empty_dir_at(int dir) {
+// Calls FN with each entry of the directory open as DIR but "." and "..", while FN
+// returns true; false if FN did not, or the directory could not be read. DIR stays open
+// (the caller's).
+template <typename Fn>
+bool each_entry_at(int dir, Fn&& fn) {
   int own = ::dup(dir);
-  if (own < 0) return false;
-  DIR* d = ::fdopendir(own);
+  DIR* d = own >= 0 ? ::fdopendir(own) : nullptr;
   if (d == nullptr) {
-    ::close(own);
+    if (own >= 0) ::close(own);
     return false;
   }
   bool ok = true;
@@ -171,24 +171,34 @@ bool empty_dir_at(int dir) {
       ok = errno == 0;
       break;
     }
-    const char* name = e->d_name;
-    if (std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) continue;
-    if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) {
-      ok = ::unlinkat(dir, name, 0) == 0;
-      continue;
-    }
-    if (e->d_type == DT_UNKNOWN && ::unlinkat(dir, name, 0) == 0) continue;
-    const int sub = open_dir_at(dir, name);
-    if (sub < 0) {
-      ok = false;
-      break;
-    }
-    ok = empty_dir_at(sub);
-    ::close(sub);
-    ok = ok && ::unlinkat(dir, name, AT_REMOVEDIR) == 0;
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    ok = fn(*e);
   }
   ::closedir(d);
   return ok;
+}
+
+bool empty_dir_at(int dir);
+
+// Removes the directory NAME under DIR and all it holds.
+bool remove_dir_at(int dir, const char* name) {
+  const int sub = open_dir_at(dir, name);
+  if (sub < 0) return false;
+  const bool ok = empty_dir_at(sub);
+  ::close(sub);
+  return ok && ::unlinkat(dir, name, AT_REMOVEDIR) == 0;
+}
+
+// Removes everything in the directory open as DIR, descending into subdirectories by
+// their descriptors (no path is looked up twice); false at the first thing it cannot
+// remove.
+bool empty_dir_at(int dir) {
+  return each_entry_at(dir, [dir](const struct dirent& e) {
+    // A name of unknown type is tried as a file first: most are.
+    if (e.d_type != DT_DIR && ::unlinkat(dir, e.d_name, 0) == 0) return true;
+    if (e.d_type != DT_DIR && e.d_type != DT_UNKNOWN) return false;
+    return remove_dir_at(dir, e.d_name);
+  });
 }
 
 void remove_dir(const std::string& dir) {
@@ -469,51 +479,30 @@ bool LocalExecutor::recycle_work_dir(const JobLayout& l) {
   const int work = ::open(l.work_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (work < 0) return false;
   struct stat st {};
-  bool ok = ::fstat(work, &st) == 0 &&
-            ((st.st_mode & S_IRWXU) == S_IRWXU || ::fchmod(work, (st.st_mode & 07777) | S_IRWXU) == 0);
-  int own = ok ? ::dup(work) : -1;
-  DIR* d = own >= 0 ? ::fdopendir(own) : nullptr;
-  if (d == nullptr && own >= 0) ::close(own);
-  ok = ok && d != nullptr;
   bool has_in = false;
   bool has_out = false;
-  while (ok) {
-    errno = 0;
-    const struct dirent* e = ::readdir(d);
-    if (e == nullptr) {
-      ok = errno == 0;
-      break;
-    }
-    const std::string_view name = e->d_name;
-    if (name == "." || name == "..") continue;
-    if (::fstatat(work, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      ok = false;
-      break;
-    }
-    if ((name == "in" || name == "out") && S_ISDIR(st.st_mode)) {
-      const int sub = open_dir_at(work, e->d_name);
-      ok = sub >= 0 && empty_dir_at(sub);
-      if (sub >= 0) ::close(sub);
-      (name == "in" ? has_in : has_out) = true;
-      continue;
-    }
-    if ((name == "stdout" || name == "stderr" || name == "status") && S_ISREG(st.st_mode) &&
-        st.st_nlink == 1) {
-      const int f = ::openat(work, e->d_name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
-      ok = f >= 0;
-      if (f >= 0) ::close(f);
-      continue;
-    }
-    if (S_ISDIR(st.st_mode)) {
-      const int sub = open_dir_at(work, e->d_name);
-      ok = sub >= 0 && empty_dir_at(sub);
-      if (sub >= 0) ::close(sub);
-      ok = ok && ::unlinkat(work, e->d_name, AT_REMOVEDIR) == 0;
-    } else {
-      ok = ::unlinkat(work, e->d_name, 0) == 0;
-    }
-  }
-  if (d != nullptr) ::closedir(d);
+  bool ok =
+      ::fstat(work, &st) == 0 &&
+      ((st.st_mode & S_IRWXU) == S_IRWXU || ::fchmod(work, (st.st_mode & 07777) | S_IRWXU) == 0) &&
+      each_entry_at(work, [&](const struct dirent& e) {
+        const std::string_view name = e.d_name;
+        if (::fstatat(work, e.d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) return false;
+        if ((name == "in" || name == "out") && S_ISDIR(st.st_mode)) {
+          (name == "in" ? has_in : has_out) = true;
+          const int sub = open_dir_at(work, e.d_name);
+          const bool emptied = sub >= 0 && empty_dir_at(sub);
+          if (sub >= 0) ::close(sub);
+          return emptied;
+        }
+        if ((name == "stdout" || name == "stderr" || name == "status") && S_ISREG(st.st_mode) &&
+            st.st_nlink == 1) {
+          const int f = ::openat(work, e.d_name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+          if (f >= 0) ::close(f);
+          return f >= 0;
+        }
+        if (S_ISDIR(st.st_mode)) return remove_dir_at(work, e.d_name);
+        return ::unlinkat(work, e.d_name, 0) == 0;
+      });
   ::close(work);
   if (!ok || !has_in || !has_out) return false;
   std::string spare = state_dir_ + "/jobs/.spare-" + std::to_string(::getpid()) + "-" +
