@@ -6,6 +6,7 @@
 
 #include <array>
 #include <filesystem>
+#include <fstream>
 
 #include "store/sqlite_ledger.h"
 #include "store/test_util.h"
@@ -194,6 +195,48 @@ TEST_CASE("artifacts: take_file links a file in as its object, in a group import
   CHECK(*f.store->read(second->digest) == "second output");
   CHECK(*f.store->read(r->digest) == "job output");
   CHECK(f.store->take_file(f.dir.path()).status().code() == StatusCode::kInvalid);
+}
+
+TEST_CASE("artifacts: a held object this store hashed is not written again; a changed one is") {
+  Fixture f;
+  auto take = [&](const std::string& path, std::vector<ArtifactRecord>& rows) {
+    Result<ArtifactRef> r = Status::invalid("not run");
+    Status s = f.store->import_together([&] {
+      r = f.store->take_file(path);
+      return r.status();
+    }, &rows);
+    REQUIRE_MESSAGE(s.is_ok(), s.to_string());
+    REQUIRE(r.is_ok());
+    return r->digest;
+  };
+  write_file(f.dir / "first", "the same bytes");
+  std::vector<ArtifactRecord> rows;
+  const Digest d = take(f.dir / "first", rows);
+  REQUIRE(rows.size() == 1);
+  REQUIRE(f.ledger->index_put(rows).is_ok());
+  const std::string object = f.store->object_path(d, ArtifactKind::kFile);
+  const ino_t first = inode_of(object);
+
+  // A second job's output with the same bytes: the object stays the file it was (no
+  // copy synced and renamed over it), no row is handed back, nothing is left in tmp/.
+  write_file(f.dir / "second", "the same bytes");
+  rows.clear();
+  CHECK(take(f.dir / "second", rows) == d);
+  CHECK(rows.empty());
+  CHECK(inode_of(object) == first);
+  CHECK(std::filesystem::exists(f.dir / "second"));
+  CHECK(std::filesystem::is_empty(artifacts_root(f.dir.path()) + "/tmp"));
+  CHECK(*f.store->read(d) == "the same bytes");
+
+  // An object whose file changed since it was hashed is written again: the repair.
+  ::chmod(object.c_str(), 0644);
+  { std::ofstream(object, std::ios::binary | std::ios::trunc) << "the same bytez"; }
+  write_file(f.dir / "third", "the same bytes");
+  rows.clear();
+  CHECK(take(f.dir / "third", rows) == d);
+  CHECK(rows.size() == 1);
+  CHECK(inode_of(object) == inode_of(f.dir / "third"));
+  CHECK(*f.store->read(d) == "the same bytes");
 }
 
 TEST_CASE("artifacts: an imported directory's digest is the tree.h encoding") {
