@@ -184,17 +184,25 @@ Status ArtifactStore::import_together(const std::function<Status()>& fn,
 // committed (docs/storage.md, "Group import").
 Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
                                      std::vector<ArtifactRecord>* rows) {
-  // A file object already held, whose file this store hashed itself and which has not
-  // changed since (recently_verified), is not written again: its bytes and its name are
-  // durable, and writing it again (a sync of the new copy and of its directory, a
-  // rename) would only repair a copy that could have rotted, which this one has not. A
-  // job whose output is a copy of its input (or of an earlier run's output) so costs no
-  // sync for it. Its temporary goes; the use tick below still marks it used.
+  // A file object already held and known sound is not written again: its bytes and its
+  // name are durable, and writing it again (a sync of the new copy and of its
+  // directory, a rename) would only repair a copy that could have rotted, which this one
+  // has not. Known sound: this store hashed it and its file has not changed since
+  // (recently_verified), or, when small (kReadHeldBelow), it is read and hashed now
+  // (a hard link made to it since changes its stamp, not its bytes). A job whose output
+  // is a copy of its input (or of an earlier run's output) so costs no sync for it. Its
+  // temporary goes; the use tick below still marks it used.
   std::vector<Digest> kept;
   std::erase_if(objects, [&](const Deferred& o) {
-    if (o.kind != ArtifactKind::kFile || !recently_verified(o.digest)) return false;
+    if (o.kind != ArtifactKind::kFile) return false;
     auto held = index_.index_get(o.digest);
     if (!held.is_ok() || !held->has_value() || (*held)->kind != o.kind) return false;
+    if (!recently_verified(o.digest)) {
+      if ((*held)->size_bytes > kReadHeldBelow) return false;
+      auto reader = open_reader(o.digest);
+      if (!reader.is_ok() || !(*reader)->verify_whole().is_ok()) return false;
+      remember_verified(o.digest);
+    }
     (void)env_.remove_file(o.tmp);
     kept.push_back(o.digest);
     return true;

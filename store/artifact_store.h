@@ -58,6 +58,9 @@ inline constexpr std::size_t kMaxExpansionMemo = 100'000;
 // File objects remembered as just hashed (materialize links them without reading them
 // again while their stamp is unchanged): about 100 bytes each.
 inline constexpr std::size_t kMaxRecentlyVerified = 4096;
+// A group import reads an object held to know it sound (rather than write it again)
+// up to this size: reading and hashing it costs less than the two syncs of a new copy.
+inline constexpr std::uint64_t kReadHeldBelow = 256u << 10;
 // import_together: past this many files (or directories) to sync, one syncfs of the
 // store's file system replaces their fsyncs.
 inline constexpr std::size_t kSyncfsAbove = 8;
