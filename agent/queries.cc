@@ -564,6 +564,7 @@ json Daemon::Impl::fetch_json(const json& args) {
 }
 
 json Daemon::Impl::verify_json() {
+  agent->commit_held();  // the checks read the ledger file
   auto report = verify_ledger(*ledger);
   if (!report.is_ok()) return {{"error", report.status().to_string()}};
   // The proofs this agent holds (rule 5), whether or not its store has them.

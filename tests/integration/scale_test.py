@@ -380,6 +380,11 @@ def horizon():
         for ag in (a, b, c):
             wait_until(f"a checkpoint applied on {ag.name}", lambda: checkpoints(ag) >= 1, 60, 0.2)
         for ag in (a, b, c):
+            # Peers' results reach an agent's ledger file within 100 ms of their arrival
+            # (docs/agent.md, "Peers' statements, committed in batches"): "done" in the
+            # status may come first.
+            wait_until(f"{n} results in {ag.name}'s ledger file",
+                       lambda: kinds(ag).get(RESULT, 0) >= n, 10, 0.05)
             k = kinds(ag)
             check(k.get(HORIZON, 0) < 3 * applied(ag),
                   f"{ag.name}'s ledger file holds {k.get(HORIZON, 0)} horizon statements after "
