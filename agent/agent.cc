@@ -318,36 +318,35 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
 // kMaxHeldPeerStatementsMs. A crash meanwhile loses only statements their authors hold
 // and peers hand over again in the restarted agent's first sync, as if they had not
 // arrived yet; the agent's frontier on disk never names one it lost.
-bool Agent::hold_peer_statements(std::vector<promises::Output>& outs) {
-  if (outs.empty() || commit_held_now_) return false;
+void Agent::hold_peer_statements(std::vector<promises::Output>& outs) {
+  if (outs.empty() || commit_held_now_) return;
   std::size_t peers = 0;
   for (const auto& out : outs) {
-    if (!out.proofs.empty() || !out.voided.empty() || !out.retired.empty()) return false;
+    if (!out.proofs.empty() || !out.voided.empty() || !out.retired.empty()) return;
     for (const auto& st : out.persist) {
-      if (st.author == core_->key()) return false;
+      if (st.author == core_->key()) return;
       ++peers;
     }
     for (const auto& m : out.messages) {
       if (!std::holds_alternative<promises::SyncRequest>(m.message.body) &&
           !std::holds_alternative<promises::Probe>(m.message.body)) {
-        return false;
+        return;
       }
     }
     for (const auto& a : out.actions) {
       if (!std::holds_alternative<promises::FetchArtifact>(a) &&
           !std::holds_alternative<promises::ReplicateArtifact>(a)) {
-        return false;
+        return;
       }
     }
   }
-  if (peers == 0) return false;
+  if (peers == 0) return;
   if (held_statements_.empty()) held_since_ms_ = fx_.clock->now_ms();
   for (auto& out : outs) {
     for (auto& st : out.persist) held_statements_.push_back(std::move(st));
     out.persist.clear();
   }
   ++counters_.held_passes;
-  return true;
 }
 
 // The core sends each statement it publishes to every peer in a message of its own, and

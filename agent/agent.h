@@ -225,8 +225,8 @@ class Agent {
   // Sends, acts and logs what one output says (after its writes are durable).
   void dispatch(promises::Output& out);
   // Moves the peers' statements of OUTS into held_statements_ when nothing else in OUTS
-  // needs a commit before it is sent or done; says whether it did.
-  bool hold_peer_statements(std::vector<promises::Output>& outs);
+  // needs a commit before it is sent or done.
+  void hold_peer_statements(std::vector<promises::Output>& outs);
   // Joins the pass's broadcasts of own statements into as few messages as the limits
   // allow (kMaxCoalescedStatements), in their order, at the place of the first.
   void coalesce_broadcasts(std::vector<promises::Output>& outs);

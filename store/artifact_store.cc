@@ -192,7 +192,7 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
   // (a hard link made to it since changes its stamp, not its bytes). A job whose output
   // is a copy of its input (or of an earlier run's output) so costs no sync for it. Its
   // temporary goes; the use tick below still marks it used.
-  std::vector<Digest> kept;
+  std::vector<Digest> already_held;
   std::erase_if(objects, [&](const Deferred& o) {
     if (o.kind != ArtifactKind::kFile) return false;
     auto held = index_.index_get(o.digest);
@@ -204,11 +204,11 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
       remember_verified(o.digest);
     }
     (void)env_.remove_file(o.tmp);
-    kept.push_back(o.digest);
+    already_held.push_back(o.digest);
     return true;
   });
   if (rows != nullptr) {
-    for (const auto& d : kept) touch(d);
+    for (const auto& d : already_held) touch(d);
   }
   if (objects.empty()) return Status::ok();
   auto drop_from = [&](std::size_t i) {
