@@ -167,3 +167,29 @@ TEST_CASE("a source version's attestation names its artifact and provider") {
 }
 
 }  // namespace vow::agent
+
+namespace vow::agent {
+
+// The payload is what the author signed: it must come out byte for byte the same from
+// the same statement in every later version, or every stored attestation stops
+// verifying. The digests are those of the payloads built at 6f9ba54.
+TEST_CASE("attestation payloads are byte for byte what earlier versions signed") {
+  auto id = key(2);
+  auto stage = count_stage();
+  Statement st = result_statement(id, stage);
+  auto result = attestation_statement(st, &stage);
+  REQUIRE(result.is_ok());
+  CHECK(blake2b(attestation_payload(*result)).hex() ==
+        "92bfe0670e0bdd80a9eefc625d85e2bfd45cf81d54cd99414b76ffdcce3d465e");
+  Statement sv;
+  sv.author = id.key();
+  sv.seq = 4;
+  sv.wall_unix_ms = 1234;
+  sv.body = SourceVersion{"wc", "corpus", 3, ArtifactRef{blake2b("c"), false, 1, {}}};
+  auto source = attestation_statement(sv, nullptr);
+  REQUIRE(source.is_ok());
+  CHECK(blake2b(attestation_payload(*source)).hex() ==
+        "0bb6aa7f386259599c09ed22191a5d79898761dfcd780683b4428bbc8de0872a");
+}
+
+}  // namespace vow::agent

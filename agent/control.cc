@@ -37,6 +37,10 @@ Status Daemon::Impl::open_control() {
   int rc = zmq_bind(control, ("ipc://" + path).c_str());
   ::umask(old);
   if (rc != 0) return Status::io("bind control socket " + path + ": " + zmq_strerror(zmq_errno()));
+  std::size_t fd_len = sizeof(control_fd);
+  if (zmq_getsockopt(control, ZMQ_FD, &control_fd, &fd_len) != 0) {
+    return Status::io(std::string("control socket descriptor: ") + zmq_strerror(zmq_errno()));
+  }
   if (config.control_group.empty()) {
     ::chmod(path.c_str(), 0600);
   } else {
@@ -67,6 +71,8 @@ void Daemon::Impl::serve_control() {
       zmq_msg_init(&m);
       if (zmq_msg_recv(&m, control, ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(&m);
+        // Nothing more (EAGAIN): the descriptor signals the next request.
+        if (frames.empty() && zmq_errno() == EAGAIN) control_unread = false;
         break;
       }
       frames.emplace_back(static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m));

@@ -650,23 +650,26 @@ int Daemon::Impl::loop() {
   while (!stopping && !agent->failed()) {
     // One descriptor stands for every link's socket: the loop's cost per turn does not
     // grow with the number of peers (Transport::wait_fd).
-    std::vector<zmq_pollitem_t> items;
-    items.push_back({nullptr, transport->wait_fd(), ZMQ_POLLIN, 0});
-    std::size_t n_transport = items.size();
-    items.push_back({control, 0, ZMQ_POLLIN, 0});
-    items.push_back({nullptr, signal_fd, ZMQ_POLLIN, 0});
-    items.push_back({nullptr, background->fd(), ZMQ_POLLIN, 0});
-    if (syncer) items.push_back({nullptr, syncer->fd(), ZMQ_POLLIN, 0});
-    if (inotify_fd >= 0) items.push_back({nullptr, inotify_fd, ZMQ_POLLIN, 0});
-    for (int fd : executor->pidfds()) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
-    int timeout = transport->prepare_wait() ? 0 : kLoopTickMs;
-    int rc = zmq_poll(items.data(), static_cast<int>(items.size()), timeout);
-    if (rc < 0 && zmq_errno() != EINTR) {
-      log->error("zmq_poll: {}", zmq_strerror(zmq_errno()));
+    // Every item is a plain descriptor, the control socket's too (its ZMQ_FD): one
+    // poll(2) a turn, and no ZeroMQ call for a socket that has nothing to say.
+    std::vector<pollfd> items;
+    items.push_back({transport->wait_fd(), POLLIN, 0});
+    items.push_back({control_fd, POLLIN, 0});
+    items.push_back({signal_fd, POLLIN, 0});
+    items.push_back({background->fd(), POLLIN, 0});
+    if (syncer) items.push_back({syncer->fd(), POLLIN, 0});
+    if (inotify_fd >= 0) items.push_back({inotify_fd, POLLIN, 0});
+    for (int fd : executor->pidfds()) items.push_back({fd, POLLIN, 0});
+    int timeout = transport->prepare_wait() || control_unread ? 0 : kLoopTickMs;
+    int rc = ::poll(items.data(), items.size(), timeout);
+    if (rc < 0 && errno != EINTR) {
+      log->error("poll: {}", std::strerror(errno));
       exit_code = 1;
       break;
     }
-    if (items[n_transport + 1].revents & ZMQ_POLLIN) on_signals();
+    transport_signalled = rc > 0 && (items[0].revents & POLLIN) != 0;
+    if (rc > 0 && (items[1].revents & POLLIN) != 0) control_unread = true;
+    if (rc > 0 && (items[2].revents & POLLIN) != 0) on_signals();
     if (stopping) break;
     poll_once();
   }
@@ -688,13 +691,13 @@ void Daemon::Impl::poll_once() {
   background->drain();
   if (inotify_fd >= 0) on_inotify();
   turn.lap("background");
-  auto inbound = transport->poll_ready(now);
+  auto inbound = transport->poll_ready(now, std::exchange(transport_signalled, true));
   turn.lap("receive");
   for (auto& in : inbound) handle_inbound(in);
   for (const auto& o : transport->take_fetch_outcomes())
     agent->fetch_outcome(o.stream_id, o.status);
   turn.lap("inbound");
-  serve_control();
+  if (control_unread) serve_control();
   turn.lap("control");
   for (const auto& [job, exit] : executor->reap()) agent->process_exited(job, exit);
   poll_sources();

@@ -297,6 +297,14 @@ struct Daemon::Impl {
   // Control socket (plain ZeroMQ ROUTER on ipc:// in the state directory).
   void* control_ctx = nullptr;
   void* control = nullptr;
+  // The control socket's ZMQ_FD: readable when the socket's state may have changed, and
+  // not again until a receive finds nothing more (serve_control); `control_unread`
+  // until then (set at start, when the descriptor fires, and while the budget of a
+  // turn leaves requests unread).
+  int control_fd = -1;
+  bool control_unread = true;
+  // The transport's descriptor fired in the last wait (or the turn did not wait).
+  bool transport_signalled = true;
   std::string control_endpoint;
   int signal_fd = -1;
   bool stopping = false;

@@ -175,11 +175,11 @@ struct Transport::Impl {
     return !ready_now.empty();
   }
 
-  std::vector<Inbound> poll_ready(std::int64_t now) {
+  std::vector<Inbound> poll_ready(std::int64_t now, bool signalled) {
     std::set<void*> ready = std::move(ready_now);
     ready_now.clear();
-    std::vector<epoll_event> events(watched.size() + 1);
-    int n = ::epoll_wait(epfd, events.data(), static_cast<int>(events.size()), 0);
+    std::vector<epoll_event> events(signalled ? watched.size() + 1 : 0);
+    int n = signalled ? ::epoll_wait(epfd, events.data(), static_cast<int>(events.size()), 0) : 0;
     for (int i = 0; i < n; ++i) {
       void* s = events[static_cast<std::size_t>(i)].data.ptr;
       if (watched.count(s) != 0 && readable(s)) ready.insert(s);
@@ -770,8 +770,8 @@ int Transport::wait_fd() const { return impl_->epfd; }
 
 bool Transport::prepare_wait() { return impl_->prepare_wait(); }
 
-std::vector<Inbound> Transport::poll_ready(std::int64_t now_ms) {
-  return impl_->poll_ready(now_ms);
+std::vector<Inbound> Transport::poll_ready(std::int64_t now_ms, bool signalled) {
+  return impl_->poll_ready(now_ms, signalled);
 }
 
 void Transport::tick(std::int64_t now_ms) {

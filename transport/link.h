@@ -159,7 +159,9 @@ class Transport {
   // After the poll: poll_ready(), which reads what is ready (budget as poll_inbound).
   int wait_fd() const;
   bool prepare_wait();
-  std::vector<Inbound> poll_ready(std::int64_t now_ms);
+  // `signalled`: wait_fd() was readable after the wait (false: only the sockets
+  // prepare_wait() found are read, without asking the descriptor again).
+  std::vector<Inbound> poll_ready(std::int64_t now_ms, bool signalled = true);
   // Timers: stream pumping and idle timeouts, log rate limits.
   void tick(std::int64_t now_ms);
 
