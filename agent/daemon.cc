@@ -657,7 +657,9 @@ int Daemon::Impl::loop() {
     items.push_back({control_fd, POLLIN, 0});
     items.push_back({signal_fd, POLLIN, 0});
     items.push_back({background->fd(), POLLIN, 0});
+    const std::size_t at_syncer = items.size();
     if (syncer) items.push_back({syncer->fd(), POLLIN, 0});
+    const std::size_t at_inotify = items.size();
     if (inotify_fd >= 0) items.push_back({inotify_fd, POLLIN, 0});
     for (int fd : executor->pidfds()) items.push_back({fd, POLLIN, 0});
     int timeout = transport->prepare_wait() || control_unread ? 0 : kLoopTickMs;
@@ -667,9 +669,13 @@ int Daemon::Impl::loop() {
       exit_code = 1;
       break;
     }
-    transport_signalled = rc > 0 && (items[0].revents & POLLIN) != 0;
-    if (rc > 0 && (items[1].revents & POLLIN) != 0) control_unread = true;
-    if (rc > 0 && (items[2].revents & POLLIN) != 0) on_signals();
+    auto fired = [&](std::size_t i) { return rc > 0 && (items[i].revents & POLLIN) != 0; };
+    transport_signalled = fired(0);
+    if (fired(1)) control_unread = true;
+    background_signalled = fired(3);
+    synced_signalled = syncer && fired(at_syncer);
+    inotify_signalled = inotify_fd >= 0 && fired(at_inotify);
+    if (fired(2)) on_signals();
     if (stopping) break;
     poll_once();
   }
@@ -687,9 +693,11 @@ void Daemon::Impl::poll_once() {
   // suspicion gets this agent suspected; docs/agent.md "One loop").
   TurnClock turn;
   agent->hold();
-  take_synced();
-  background->drain();
-  if (inotify_fd >= 0) on_inotify();
+  // Each descriptor is read only when it fired: an eventfd or inotify read that finds
+  // nothing is a system call for nothing, and a turn comes for every message.
+  if (std::exchange(synced_signalled, false)) take_synced();
+  if (std::exchange(background_signalled, false)) background->drain();
+  if (std::exchange(inotify_signalled, false)) on_inotify();
   turn.lap("background");
   auto inbound = transport->poll_ready(now, std::exchange(transport_signalled, true));
   turn.lap("receive");

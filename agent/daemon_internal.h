@@ -303,8 +303,12 @@ struct Daemon::Impl {
   // turn leaves requests unread).
   int control_fd = -1;
   bool control_unread = true;
-  // The transport's descriptor fired in the last wait (or the turn did not wait).
+  // The descriptors that fired in the last wait: the transport's epoll set, the
+  // worker's and the syncer's eventfds, inotify (all true before the first wait).
   bool transport_signalled = true;
+  bool background_signalled = true;
+  bool synced_signalled = true;
+  bool inotify_signalled = true;
   std::string control_endpoint;
   int signal_fd = -1;
   bool stopping = false;

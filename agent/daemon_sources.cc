@@ -428,15 +428,17 @@ void Daemon::Impl::place_watches(std::size_t i, const WatchesAdded& added, bool 
 }
 
 void Daemon::Impl::poll_sources() {
-  // Events already queued (a change just before `vow wait`) belong to this check.
-  if (inotify_fd >= 0) on_inotify();
   std::int64_t now = now_ms();
+  bool events_read = false;
   for (std::size_t i = 0; i < sources.size(); ++i) {
     WatchedSource& src = sources[i];
     if (src.importing) continue;
     bool asked = src.refresh_asked > src.refresh_started;  // by `vow wait`: now
     if (!asked && now < src.next_check_ms) continue;
     if (!asked && src.snapshotted && !src.decl.watch) continue;
+    // Events already queued (a change just before `vow wait`) belong to this check.
+    if (!events_read && inotify_fd >= 0) on_inotify();
+    events_read = true;
     start_source_check(i, now);
   }
 }

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
+#include <memory>
 #include <filesystem>
 #include <fstream>
 
@@ -155,27 +157,28 @@ int open_dir_at(int dir, const char* name) {
 // Calls FN with each entry of the directory open as DIR but "." and "..", while FN
 // returns true; false if FN did not, or the directory could not be read. DIR stays open
 // (the caller's).
+static_assert(offsetof(struct dirent, d_reclen) == 16 && offsetof(struct dirent, d_type) == 18 &&
+                  offsetof(struct dirent, d_name) == 19,
+              "struct dirent is laid out as the kernel's linux_dirent64");
 template <typename Fn>
 bool each_entry_at(int dir, Fn&& fn) {
-  int own = ::dup(dir);
-  DIR* d = own >= 0 ? ::fdopendir(own) : nullptr;
-  if (d == nullptr) {
-    if (own >= 0) ::close(own);
-    return false;
-  }
-  bool ok = true;
-  while (ok) {
-    errno = 0;
-    const struct dirent* e = ::readdir(d);
-    if (e == nullptr) {
-      ok = errno == 0;
-      break;
+  // getdents64(2) on DIR itself: no descriptor of its own to make and close, and none of
+  // fdopendir's checks (a dup, an fstat, an fcntl) for a directory this file opened.
+  // Its offset is DIR's, at the start: each directory is read once, when just opened.
+  constexpr std::size_t kBuf = 8192;
+  auto buf = std::make_unique<char[]>(kBuf);
+  for (;;) {
+    const ssize_t n = ::getdents64(dir, buf.get(), kBuf);
+    if (n < 0) return false;
+    if (n == 0) return true;
+    for (ssize_t off = 0; off < n;) {
+      // The kernel's linux_dirent64 is glibc's struct dirent on 64-bit Linux.
+      const auto* e = reinterpret_cast<const struct dirent*>(buf.get() + off);
+      off += e->d_reclen;
+      if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+      if (!fn(*e)) return false;
     }
-    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-    ok = fn(*e);
   }
-  ::closedir(d);
-  return ok;
 }
 
 bool empty_dir_at(int dir);
