@@ -249,8 +249,10 @@ Status LocalExecutor::materialize_inputs(const promises::StartJob& start) {
   for (const auto& in : start.inputs) {
     // A fan-in input (the directory of every shard's output) is a tree no job wrote:
     // make it from its children, which are held.
-    auto held = store_->has(in.artifact.digest);
-    if (held.is_ok() && !*held && in.artifact.is_tree && !in.artifact.entries.empty()) {
+    // (Only a tree with entries is looked up: any other input is found by materialize.)
+    const bool fan_in = in.artifact.is_tree && !in.artifact.entries.empty();
+    auto held = fan_in ? store_->has(in.artifact.digest) : Result<bool>(true);
+    if (held.is_ok() && !*held) {
       auto made = store_->put_tree(in.artifact.entries);
       if (made.is_ok() && *made != in.artifact.digest) {
         return Status::corrupt("input '" + in.name + "': fan-in tree made as " + made->hex());

@@ -142,6 +142,7 @@ Result<GcReport> ArtifactStore::gc(const GcRequest& request) {
     // indexes again; the reverse order would leave a row without its object.
     if (!request.dry_run) {
       VOW_RETURN_IF_ERROR(index_.index_remove(d));
+      forget_indexed(d);
       ++removals_;
       VOW_RETURN_IF_ERROR(env_.remove_file(object_path(d, rec.kind)));
     }

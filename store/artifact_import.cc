@@ -349,7 +349,7 @@ Result<bool> ArtifactStore::held_for_import(const Digest& digest, ArtifactKind k
   auto& memo = cached.cache.held_;
   auto it = memo.find(digest);
   if (it != memo.end()) return it->second == kind;
-  auto rec = index_.index_get(digest);
+  auto rec = lookup(digest);
   if (!rec.is_ok()) return rec.status();
   if (!rec->has_value()) return false;
   memo[digest] = (*rec)->kind;

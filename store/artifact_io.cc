@@ -146,7 +146,7 @@ class StoreWriter final : public ArtifactWriter {
         return Status::corrupt("artifact " + d.hex() + ": " + entries.status().message());
       }
       for (const auto& e : *entries) {
-        auto has = store_.index_.index_get(e.digest);
+        auto has = store_.lookup(e.digest);
         if (!has.is_ok()) return has.status();
         if (!has->has_value()) {
           return Status::not_found("tree " + d.hex() + ": child '" + e.name + "' (" +

@@ -80,7 +80,7 @@ Status ArtifactStore::ensure_fanout(const Digest& digest) {
 
 Status ArtifactStore::install(const std::string& tmp, const Digest& digest, ArtifactKind kind,
                               std::uint64_t size_bytes, bool sync_dir) {
-  auto existing = index_.index_get(digest);
+  auto existing = lookup(digest);
   if (!existing.is_ok()) return existing.status();
   if (existing->has_value() && (*existing)->kind != kind) {
     (void)env_.remove_file(tmp);
@@ -132,6 +132,25 @@ bool ArtifactStore::recently_verified(const Digest& digest) {
   verified_.erase(it);  // changed (or gone) since: hashed again, and remembered if sound
   return false;
 }
+
+Result<std::optional<ArtifactRecord>> ArtifactStore::lookup(const Digest& digest) {
+  if (auto it = indexed_.find(digest); it != indexed_.end()) {
+    return std::optional<ArtifactRecord>(it->second);
+  }
+  auto rec = index_.index_get(digest);
+  if (!rec.is_ok() || !rec->has_value()) return rec;
+  if (indexed_.insert_or_assign(digest, **rec).second) indexed_order_.push_back(digest);
+  while (indexed_.size() > kMaxIndexedRows && !indexed_order_.empty()) {
+    indexed_.erase(indexed_order_.front());
+    indexed_order_.pop_front();
+  }
+  if (indexed_order_.size() > 2 * kMaxIndexedRows) {
+    std::erase_if(indexed_order_, [&](const Digest& d) { return !indexed_.count(d); });
+  }
+  return rec;
+}
+
+void ArtifactStore::forget_indexed(const Digest& digest) { indexed_.erase(digest); }
 
 Status ArtifactStore::flush_index() {
   if (pending_rows_.empty()) return Status::ok();
@@ -195,7 +214,7 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
   std::vector<Digest> already_held;
   std::erase_if(objects, [&](const Deferred& o) {
     if (o.kind != ArtifactKind::kFile) return false;
-    auto held = index_.index_get(o.digest);
+    auto held = lookup(o.digest);
     if (!held.is_ok() || !held->has_value() || (*held)->kind != o.kind) return false;
     if (!recently_verified(o.digest)) {
       if ((*held)->size_bytes > kReadHeldBelow) return false;
@@ -273,7 +292,7 @@ Result<Digest> ArtifactStore::put_bytes(std::string_view data) {
 
 Result<Digest> ArtifactStore::put_tree(std::vector<TreeEntry> entries) {
   for (const auto& e : entries) {
-    auto rec = index_.index_get(e.digest);
+    auto rec = lookup(e.digest);
     if (!rec.is_ok()) return rec.status();
     if (!rec->has_value()) {
       return Status::not_found("put_tree: child '" + e.name + "' (" + e.digest.hex() +
@@ -297,7 +316,7 @@ Result<Digest> ArtifactStore::put_tree(std::vector<TreeEntry> entries) {
       x.entries = sub->entries > UINT64_MAX - x.entries ? UINT64_MAX : x.entries + sub->entries;
       x.bytes = sub->bytes > UINT64_MAX - x.bytes ? UINT64_MAX : x.bytes + sub->bytes;
     } else {
-      auto rec = index_.index_get(e.digest);
+      auto rec = lookup(e.digest);
       if (rec.is_ok() && rec->has_value()) {
         std::uint64_t n = (*rec)->size_bytes;
         x.bytes = n > UINT64_MAX - x.bytes ? UINT64_MAX : x.bytes + n;
@@ -360,7 +379,7 @@ Result<ArtifactRef> ArtifactStore::hash_in_place(const std::string& path, std::u
 // ArtifactStore: reading
 
 Result<ArtifactRecord> ArtifactStore::require(const Digest& digest) {
-  auto rec = index_.index_get(digest);
+  auto rec = lookup(digest);
   if (!rec.is_ok()) return rec.status();
   if (!rec->has_value()) return Status::not_found("artifact " + digest.hex() + " is not held");
   return **rec;
@@ -453,7 +472,7 @@ Status ArtifactStore::verify(const Digest& digest) {
   auto entries = read_tree(digest);
   if (!entries.is_ok()) return entries.status();
   for (const auto& e : *entries) {
-    auto child = index_.index_get(e.digest);
+    auto child = index_.index_get(e.digest);  // a check: the index itself, not lookup()
     if (!child.is_ok()) return child.status();
     if (!child->has_value()) {
       return Status::corrupt("tree " + digest.hex() + ": child '" + e.name + "' (" +
@@ -494,10 +513,16 @@ Result<ArtifactRef> ArtifactStore::ref(const Digest& digest) {
   return r;
 }
 
-Result<ArtifactRecord> ArtifactStore::stat(const Digest& digest) { return require(digest); }
+// From the index itself: the row as it is now (pinned, last use), not as first read.
+Result<ArtifactRecord> ArtifactStore::stat(const Digest& digest) {
+  auto rec = index_.index_get(digest);
+  if (!rec.is_ok()) return rec.status();
+  if (!rec->has_value()) return Status::not_found("artifact " + digest.hex() + " is not held");
+  return **rec;
+}
 
 Result<bool> ArtifactStore::has(const Digest& digest) {
-  auto rec = index_.index_get(digest);
+  auto rec = lookup(digest);
   if (!rec.is_ok()) return rec.status();
   return rec->has_value();
 }
@@ -527,6 +552,7 @@ Status ArtifactStore::remove(const Digest& digest) {
   VOW_RETURN_IF_ERROR(flush());
   // Row first, as in GC: a crash in between leaves an object the next open re-indexes.
   VOW_RETURN_IF_ERROR(index_.index_remove(digest));
+  forget_indexed(digest);
   ++removals_;
   pending_touch_.erase(digest);
   return env_.remove_file(object_path(digest, rec->kind));

@@ -58,6 +58,8 @@ inline constexpr std::size_t kMaxExpansionMemo = 100'000;
 // File objects remembered as just hashed (materialize links them without reading them
 // again while their stamp is unchanged): about 100 bytes each.
 inline constexpr std::size_t kMaxRecentlyVerified = 4096;
+// Index rows an ArtifactStore keeps in memory (ArtifactStore::lookup).
+inline constexpr std::size_t kMaxIndexedRows = 4096;
 // A group import reads an object held to know it sound (rather than write it again)
 // up to this size: reading and hashing it costs less than the two syncs of a new copy.
 inline constexpr std::uint64_t kReadHeldBelow = 256u << 10;
@@ -355,6 +357,14 @@ class ArtifactStore {
   // "Materializing"). The oldest are forgotten past kMaxRecentlyVerified.
   void remember_verified(const Digest& digest);
   bool recently_verified(const Digest& digest);
+  // The index row of DIGEST, from `indexed_` when this instance read it before: a held
+  // object looked up again (a job's input, an output that copies it, the empty log)
+  // costs no SQLite read transaction, whose locks and reads were about 20 system calls
+  // of every job. Only rows this instance found are kept, and only this instance
+  // removes rows (remove, gc: `forget_indexed`); a row's kind and size never change
+  // while it exists. The oldest are forgotten past kMaxIndexedRows.
+  Result<std::optional<ArtifactRecord>> lookup(const Digest& digest);
+  void forget_indexed(const Digest& digest);
 
   std::string root_;
   LedgerStore& index_;
@@ -371,6 +381,8 @@ class ArtifactStore {
   std::map<Digest, TreeExpansion> expansion_memo_;  // bounded by kMaxExpansionMemo
   std::map<Digest, FileInfo> verified_;             // remember_verified; bounded
   std::deque<Digest> verified_order_;               // oldest first (may name forgotten ones)
+  std::map<Digest, ArtifactRecord> indexed_;        // lookup(); bounded
+  std::deque<Digest> indexed_order_;                // oldest first (may name forgotten ones)
 };
 
 // Makes a materialized directory writable again (u+w on every directory) so it can be

@@ -657,3 +657,34 @@ TEST_CASE(
 
 }  // namespace
 }  // namespace vow::store
+
+namespace vow::store {
+TEST_CASE("artifacts: a held object is looked up in the index once; what the store removes is forgotten") {
+  Fixture f;
+  auto kept = f.store->put_bytes("kept");
+  auto gone = f.store->put_bytes("gone");
+  auto swept = f.store->put_bytes("swept");
+  REQUIRE((kept.is_ok() && gone.is_ok() && swept.is_ok()));
+  REQUIRE(*f.store->has(*kept));
+  REQUIRE(*f.store->has(*gone));
+  REQUIRE(*f.store->has(*swept));
+  // A row removed behind the store's back is still known to this instance (no second
+  // read of the index), while stat and verify read the index itself.
+  REQUIRE(f.ledger->index_remove(*kept).is_ok());
+  CHECK(*f.store->has(*kept));
+  CHECK(*f.store->read(*kept) == "kept");
+  CHECK(f.store->stat(*kept).status().code() == StatusCode::kNotFound);
+  // What the store removes itself, by remove or by GC, is not held any more.
+  REQUIRE(f.store->remove(*gone).is_ok());
+  CHECK(!*f.store->has(*gone));
+  GcRequest everything;
+  everything.budget_bytes = 0;
+  auto report = f.store->gc(everything);
+  REQUIRE(report.is_ok());
+  CHECK(!*f.store->has(*swept));
+  CHECK(f.store->read(*swept).status().code() == StatusCode::kNotFound);
+  // A new instance reads the index again.
+  f.reopen_store();
+  CHECK(*f.store->has(*kept));  // its object is still there: open indexes it again
+}
+}  // namespace vow::store
