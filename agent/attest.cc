@@ -163,6 +163,174 @@ std::string attestation_payload(const json& statement) {
   return statement.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+namespace {
+
+// A JSON string as nlohmann's dump writes it (its escapes, invalid UTF-8 replaced). One
+// of printable ASCII but for the quote and the backslash (a digest, a name, a time),
+// which it writes as it is, is written here; any other goes through nlohmann.
+void put_string(std::string& out, std::string_view s) {
+  const bool plain = std::all_of(s.begin(), s.end(), [](char c) {
+    return c >= 0x20 && c <= 0x7e && c != '"' && c != '\\';
+  });
+  if (!plain) {
+    out += json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
+    return;
+  }
+  out += '"';
+  out += s;
+  out += '"';
+}
+
+void put_digest_set(std::string& out, const Digest& d, bool is_tree) {
+  out += '{';
+  put_string(out, is_tree ? kTreeDigestAlgorithm : kFileDigestAlgorithm);
+  out += ':';
+  put_string(out, d.hex());
+  out += '}';
+}
+
+// add_descriptors, written: {"annotations":{...},"digest":{...},"name":...} each.
+void put_descriptors(std::string& out, bool& first, const std::string& name,
+                     const ArtifactRef& a) {
+  out += first ? "" : ",";
+  first = false;
+  out += R"({"annotations":{"kind":)";
+  out += a.is_tree ? R"("tree")" : R"("file")";
+  out += R"(,"sizeBytes":)";
+  out += std::to_string(a.size_bytes);
+  out += R"(},"digest":)";
+  put_digest_set(out, a.digest, a.is_tree);
+  out += R"(,"name":)";
+  put_string(out, name);
+  out += '}';
+  for (const auto& e : a.entries) {
+    out += R"(,{"annotations":{"entryOf":)";
+    put_string(out, name);
+    out += R"(,"kind":)";
+    put_string(out, entry_kind_name(e.kind));
+    out += R"(},"digest":)";
+    put_digest_set(out, e.digest, e.kind == EntryKind::kTree);
+    out += R"(,"name":)";
+    put_string(out, name + "/" + e.name);
+    out += '}';
+  }
+}
+
+void put_strings(std::string& out, const std::vector<std::string>& list) {
+  out += '[';
+  for (std::size_t k = 0; k < list.size(); ++k) {
+    if (k > 0) out += ',';
+    put_string(out, list[k]);
+  }
+  out += ']';
+}
+
+// stage_definition_json, written (its keys in order: argv, env, foreach, form, image,
+// inputs, name, outputs, root).
+void put_definition(std::string& out, const promises::Stage& stage) {
+  std::vector<std::string> inputs;
+  for (const auto& i : stage.inputs) inputs.push_back(i.to_string());
+  std::sort(inputs.begin(), inputs.end());
+  std::vector<std::string> outputs = stage.outputs;
+  std::sort(outputs.begin(), outputs.end());
+  out += R"({"argv":)";
+  put_strings(out, stage.argv);
+  out += R"(,"env":{)";
+  bool first = true;
+  for (const auto& [k, v] : stage.env) {  // a std::map: nlohmann's order
+    out += first ? "" : ",";
+    first = false;
+    put_string(out, k);
+    out += ':';
+    put_string(out, v);
+  }
+  out += R"(},"foreach":)";
+  put_string(out, stage.foreach ? stage.foreach->to_string() : "");
+  out += R"(,"form":)";
+  out += stage.run_is_shell ? R"("shell")" : R"("argv")";
+  if (!stage.image.empty()) {
+    out += R"(,"image":)";
+    put_string(out, stage.image);
+  }
+  out += R"(,"inputs":)";
+  put_strings(out, inputs);
+  out += R"(,"name":)";
+  put_string(out, stage.name);
+  out += R"(,"outputs":)";
+  put_strings(out, outputs);
+  if (stage.root) {
+    out += R"(,"root":)";
+    put_string(out, stage.root->to_string());
+  }
+  out += '}';
+}
+
+}  // namespace
+
+Result<std::string> result_attestation_payload(const Statement& st,
+                                               const promises::Stage* stage) {
+  const auto* r = std::get_if<JobResult>(&st.body);
+  if (r == nullptr || !r->ok || stage == nullptr || stage->digest != r->job.stage_digest) {
+    // Not a successful result of this stage: the tree says why.
+    auto statement = attestation_statement(st, stage);
+    if (!statement.is_ok()) return statement.status();
+    return attestation_payload(*statement);
+  }
+  std::string step = r->job.pipeline + "/" + r->job.stage +
+                     (r->job.shard.empty() ? "" : "[" + r->job.shard + "]");
+  std::string out;
+  out.reserve(2048);
+  out += R"({"_type":)";
+  put_string(out, kInTotoStatementType);
+  out += R"(,"predicate":{"buildDefinition":{"buildType":)";
+  put_string(out, kJobBuildType);
+  out += R"(,"externalParameters":{"definition":)";
+  put_definition(out, *stage);
+  out += R"(,"pipeline":)";
+  put_string(out, r->job.pipeline);
+  out += R"(,"shard":)";
+  put_string(out, r->job.shard);
+  out += R"(,"stage":)";
+  put_string(out, r->job.stage);
+  out += R"(,"stageDigest":)";
+  put_string(out, r->job.stage_digest.hex());
+  out += R"(},"internalParameters":{"epoch":)";
+  out += std::to_string(r->epoch);
+  out += R"(,"job":)";
+  put_string(out, r->job.job.hex());
+  out += R"(},"resolvedDependencies":[)";
+  bool first = true;
+  for (const auto& i : r->inputs) put_descriptors(out, first, i.name, i.artifact);
+  out += R"(]},"runDetails":{"builder":{"id":)";
+  put_string(out, "urn:vow:agent:" + transport::agent_id(st.author));
+  out += R"(},"byproducts":[)";
+  first = true;
+  for (const auto& [name, digest] : {std::pair{"stdout", &r->stdout_digest},
+                                     std::pair{"stderr", &r->stderr_digest}}) {
+    if (!digest->has_value()) continue;
+    out += first ? "" : ",";
+    first = false;
+    out += R"({"digest":)";
+    put_digest_set(out, **digest, false);
+    out += R"(,"name":)";
+    put_string(out, name);
+    out += '}';
+  }
+  out += R"(],"metadata":{"finishedOn":)";
+  put_string(out, rfc3339(r->ended_unix_ms));
+  out += R"(,"invocationId":)";
+  put_string(out, statement_name(st));
+  out += R"(,"startedOn":)";
+  put_string(out, rfc3339(r->started_unix_ms));
+  out += R"(}}},"predicateType":)";
+  put_string(out, kSlsaProvenanceType);
+  out += R"(,"subject":[)";
+  first = true;
+  for (const auto& o : r->outputs) put_descriptors(out, first, step + "." + o.name, o.artifact);
+  out += "]}";
+  return out;
+}
+
 std::string dsse_pae(std::string_view payload_type, std::string_view payload) {
   std::string out = "DSSEv1 ";
   out += std::to_string(payload_type.size());
@@ -219,6 +387,12 @@ bool attest_own(const transport::Identity& identity, Statement& st,
   } else if (auto* v = std::get_if<SourceVersion>(&st.body)) {
     field = &v->attestation;
   } else {
+    return true;
+  }
+  if (std::holds_alternative<JobResult>(st.body)) {
+    auto payload = result_attestation_payload(st, stage);
+    if (!payload.is_ok()) return false;
+    *field = sign_attestation(identity, *payload);
     return true;
   }
   auto statement = attestation_statement(st, stage);

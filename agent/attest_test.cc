@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <random>
+
 #include "transport/codec.h"
 
 namespace vow::agent {
@@ -169,6 +171,70 @@ TEST_CASE("a source version's attestation names its artifact and provider") {
 }  // namespace vow::agent
 
 namespace vow::agent {
+
+// The payload the agent signs is written directly (result_attestation_payload); the
+// JSON tree is its definition. Every shape of result, and names with what JSON must
+// escape or cannot hold (quotes, control characters, non-ASCII, invalid UTF-8), come
+// out byte for byte the same both ways.
+TEST_CASE("a result's payload written directly is the tree's, byte for byte") {
+  auto id = key(5);
+  std::mt19937_64 rng(20261205);
+  const std::vector<std::string> odd = {"plain", "q\"uote", "back\\slash", "tab\tnl\n",
+                                        std::string("nul\0x", 5), "\x01\x1f\x7f",
+                                        "caf\xc3\xa9 \xe2\x82\xac", "bad\xff\xfeutf8",
+                                        "trunc\xe2\x82", "", "a/b[c]"};
+  auto pick = [&] { return odd[rng() % odd.size()]; };
+  auto ref = [&](std::size_t entries) {
+    ArtifactRef a{blake2b(pick()), entries > 0, rng() % 1'000'000'000'000ULL, {}};
+    for (std::size_t k = 0; k < entries; ++k) {
+      EntryKind kind = k % 3 == 0 ? EntryKind::kFile
+                                  : (k % 3 == 1 ? EntryKind::kExecutable : EntryKind::kTree);
+      a.entries.push_back({pick() + std::to_string(k), kind, blake2b(std::to_string(k))});
+    }
+    return a;
+  };
+  int compared = 0;
+  for (int round = 0; round < 200; ++round) {
+    promises::Stage stage = count_stage(pick());
+    stage.name = pick();
+    stage.env = {{pick(), pick()}, {"LC_ALL", "C"}, {pick() + "2", ""}};
+    stage.outputs = {pick(), "n"};
+    if (round % 4 == 1) stage.image = "sha256:" + std::string(64, 'a');
+    if (round % 4 == 2) stage.root = promises::InputRef{"", "stopwords"};
+    if (round % 5 == 0) stage.foreach.reset();
+    stage.run_is_shell = round % 2 == 0;
+    stage.digest = promises::stage_digest(stage);
+    JobResult r;
+    r.job = {blake2b(std::to_string(round)), pick(), pick(), stage.digest,
+             round % 3 == 0 ? std::string() : pick()};
+    r.epoch = static_cast<std::uint32_t>(rng());
+    for (std::size_t k = 0; k < rng() % 4; ++k) r.inputs.push_back({pick(), ref(rng() % 4)});
+    for (std::size_t k = 0; k < rng() % 4; ++k) r.outputs.push_back({pick(), ref(rng() % 3)});
+    r.ok = true;
+    r.started_unix_ms = static_cast<std::int64_t>(rng() % 4'000'000'000'000ULL);
+    r.ended_unix_ms = r.started_unix_ms + static_cast<std::int64_t>(rng() % 100'000);
+    if (rng() % 2) r.stdout_digest = blake2b(pick());
+    if (rng() % 2) r.stderr_digest = blake2b(std::string_view());
+    Statement st;
+    st.author = id.key();
+    st.seq = rng();
+    st.wall_unix_ms = r.ended_unix_ms;
+    st.body = r;
+    auto tree = attestation_statement(st, &stage);
+    REQUIRE(tree.is_ok());
+    auto direct = result_attestation_payload(st, &stage);
+    REQUIRE(direct.is_ok());
+    CHECK(*direct == attestation_payload(*tree));
+    ++compared;
+  }
+  CHECK(compared == 200);
+  // What has no attestation is refused as the tree refuses it.
+  auto stage = count_stage();
+  Statement st = result_statement(id, stage);
+  std::get<JobResult>(st.body).ok = false;
+  CHECK(!result_attestation_payload(st, &stage).is_ok());
+  CHECK(!result_attestation_payload(result_statement(id, stage), nullptr).is_ok());
+}
 
 // The payload is what the author signed: it must come out byte for byte the same from
 // the same statement in every later version, or every stored attestation stops
