@@ -395,5 +395,79 @@ TEST_CASE("partial import: a cache file of the previous format is an empty cache
   CHECK(again->size() == 11);
 }
 
+// A whole walk stores what it reads as one group (the agent's full source checks): the
+// cache's directories are vouched for once the group is stored, and what it took for
+// held is forgotten if the group was not.
+TEST_CASE("a snapshot imported in one group: vouched once stored, forgotten if not") {
+  Agent a;
+  std::string src = a.dir / "src";
+  make_dataset(src, 100);
+  ImportStats st;
+  SUBCASE("stored: the next partial import takes the tree whole") {
+    ImportCache cache = later_cache(src);
+    Result<ArtifactRef> r = Status::invalid("not run");
+    Status stored = a.store->import_together([&]() -> Status {
+      r = snapshot(a, cache, src, nullptr, &st);
+      return r.status();
+    });
+    REQUIRE_MESSAGE(stored.is_ok(), stored.to_string());
+    a.store->settle_group_import(cache, true);
+    REQUIRE(r.is_ok());
+    check_as_full(*r, src);
+    CHECK(*a.store->has(r->digest));
+    CHECK(*a.store->has(blake2b("record 7\n")));
+    ChangedDirs none;
+    auto again = snapshot(a, cache, src, &none, &st);
+    REQUIRE(again.is_ok());
+    CHECK(again->digest == r->digest);
+    CHECK(st.dirs_reused == 1);
+    CHECK(st.dirs_walked == 0);
+  }
+  SUBCASE("not stored: nothing it wrote is taken for held") {
+    ImportCache cache = later_cache(src);
+    a.env.plan().fail_sync = true;  // the group's syncs fail: nothing is stored
+    Result<ArtifactRef> r = Status::invalid("not run");
+    Status stored = a.store->import_together([&]() -> Status {
+      r = snapshot(a, cache, src, nullptr, &st);
+      return r.status();
+    });
+    CHECK(!stored.is_ok());
+    a.store->settle_group_import(cache, false);
+    a.env.plan().fail_sync = false;
+    CHECK(!*a.store->has(blake2b("record 7\n")));
+    ChangedDirs none;
+    auto again = snapshot(a, cache, src, &none, &st);
+    REQUIRE_MESSAGE(again.is_ok(), again.status().to_string());
+    check_as_full(*again, src);
+    CHECK(st.dirs_reused == 0);         // not vouched: walked
+    CHECK(st.objects_missing == 101);   // each file's object looked up, found missing, read
+    CHECK(*a.store->has(again->digest));
+    CHECK(*a.store->has(blake2b("record 7\n")));
+  }
+}
+
+TEST_CASE("a group larger than one round stores every object") {
+  Agent a;
+  std::string src = a.dir / "src";
+  const int n = static_cast<int>(kMaxGroupObjects) + 50;
+  make_dataset(src, n);
+  Result<ArtifactRef> r = Status::invalid("not run");
+  Status stored = a.store->import_together([&]() -> Status {
+    r = a.store->import_path(src);
+    return r.status();
+  });
+  REQUIRE_MESSAGE(stored.is_ok(), stored.to_string());
+  REQUIRE(r.is_ok());
+  check_as_full(*r, src);
+  for (int i = 0; i < n; i += 97) {
+    CHECK(*a.store->has(blake2b("record " + std::to_string(i) + "\n")));
+  }
+  CHECK(*a.store->has(blake2b("record " + std::to_string(n - 1) + "\n")));
+  CHECK(*a.store->has(r->digest));
+  a.restart();  // indexed, not only known to that instance
+  CHECK(*a.store->has(blake2b("record 0\n")));
+  CHECK(*a.store->has(r->digest));
+}
+
 }  // namespace
 }  // namespace vow::store

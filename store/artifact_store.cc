@@ -181,16 +181,31 @@ Status ArtifactStore::written(const std::string& tmp, const Digest& digest, Arti
                               std::uint64_t size_bytes) {
   if (!deferred_) return install(tmp, digest, kind, size_bytes);
   deferred_->push_back(Deferred{tmp, digest, kind, size_bytes});
-  return Status::ok();
+  if (deferred_->size() < kMaxGroupObjects) return Status::ok();
+  std::vector<Deferred> round = std::move(*deferred_);
+  deferred_->clear();
+  return store_deferred(round, group_rows_);
+}
+
+void ArtifactStore::settle_group_import(ImportCache& cache, bool stored) {
+  if (stored) {
+    cache.dirs_store_id_ = id_;
+    cache.dirs_removals_ = removals_;
+    return;
+  }
+  cache.held_.clear();
+  cache.dirs_store_id_ = 0;
 }
 
 Status ArtifactStore::import_together(const std::function<Status()>& fn,
                                       std::vector<ArtifactRecord>* rows) {
   if (deferred_) return fn();  // part of the outer group
   deferred_.emplace();
+  group_rows_ = rows;
   Status s = fn();
   std::vector<Deferred> objects = std::move(*deferred_);
   deferred_.reset();
+  group_rows_ = nullptr;
   if (!s.is_ok()) {
     for (const auto& o : objects) (void)env_.remove_file(o.tmp);
     return s;

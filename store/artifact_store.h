@@ -66,6 +66,10 @@ inline constexpr std::uint64_t kReadHeldBelow = 256u << 10;
 // import_together: past this many files (or directories) to sync, one syncfs of the
 // store's file system replaces their fsyncs.
 inline constexpr std::size_t kSyncfsAbove = 8;
+// import_together: objects written are stored (synced, renamed, their directories
+// synced) in rounds of at most this many, so a large group (a source's first snapshot)
+// keeps what it has stored if it is cut short, and holds a bounded list meanwhile.
+inline constexpr std::size_t kMaxGroupObjects = 4096;
 
 // A buffer to copy or hash a file of about SIZE bytes through: no larger than the file
 // needs (at least a page), at most kCopyChunkBytes. A job's small output is not read
@@ -224,6 +228,11 @@ class ArtifactStore {
   // leaves them to the next open.
   Status import_together(const std::function<Status()>& fn,
                          std::vector<ArtifactRecord>* rows = nullptr);
+  // After an import_path with an ImportCache inside import_together: STORED says whether
+  // the group was stored. If it was, every object under the cache's directories is held
+  // and they may be taken whole by the next import (as after an import outside a
+  // group); if not, the digests the import took for held are forgotten.
+  void settle_group_import(ImportCache& cache, bool stored);
   // Makes every import running or started from now on (import_path, on any thread)
   // stop at its next file or chunk with kUnavailable ("import stopped"), leaving the
   // store as a failed import does. For an agent that is stopping: its worker need not
@@ -375,6 +384,7 @@ class ArtifactStore {
   std::uint64_t removals_ = 0;    // objects removed (remove, gc) since open
   std::set<std::string> fanouts_;                   // fan-out directories known to exist
   std::optional<std::vector<Deferred>> deferred_;   // set inside import_together
+  std::vector<ArtifactRecord>* group_rows_ = nullptr;  // import_together's ROWS
   std::atomic<bool> imports_stopped_{false};        // stop_imports()
   std::vector<ArtifactRecord> pending_rows_;        // installed, not yet indexed
   std::map<Digest, std::uint64_t> pending_touch_;   // bounded by kMaxPendingTouches
