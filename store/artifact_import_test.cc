@@ -469,5 +469,40 @@ TEST_CASE("a group larger than one round stores every object") {
   CHECK(*a.store->has(r->digest));
 }
 
+// A new fan-out directory is a name in `objects/`: alone, an object that makes one syncs
+// `objects/` at once; in a group, `objects/` is synced once, with the fan-out
+// directories, before any row is committed.
+TEST_CASE("a group syncs objects/ once for the fan-out directories it made") {
+  Agent a;
+  const std::string objects = artifacts_root(a.dir.path()) + "/objects";
+  auto objects_syncs = [&] {
+    return std::count(a.env.synced().begin(), a.env.synced().end(), objects);
+  };
+  // Three contents whose digests fall in three different fan-out directories.
+  std::vector<std::string> texts;
+  std::set<std::string> fanouts;
+  for (int i = 0; texts.size() < 6; ++i) {
+    std::string t = "content " + std::to_string(i);
+    if (fanouts.insert(blake2b(t).hex().substr(0, 2)).second) texts.push_back(t);
+  }
+  for (int i = 0; i < 3; ++i) {
+    write_file(a.dir / ("alone" + std::to_string(i)), texts[static_cast<std::size_t>(i)]);
+    REQUIRE(a.store->import_path(a.dir / ("alone" + std::to_string(i))).is_ok());
+  }
+  CHECK(objects_syncs() == 3);
+  for (int i = 3; i < 6; ++i) {
+    write_file(a.dir / ("grouped" + std::to_string(i)), texts[static_cast<std::size_t>(i)]);
+  }
+  Status s = a.store->import_together([&]() -> Status {
+    for (int i = 3; i < 6; ++i) {
+      VOW_RETURN_IF_ERROR(a.store->import_path(a.dir / ("grouped" + std::to_string(i))).status());
+    }
+    return Status::ok();
+  });
+  REQUIRE_MESSAGE(s.is_ok(), s.to_string());
+  CHECK(objects_syncs() == 4);
+  for (int i = 3; i < 6; ++i) CHECK(*a.store->has(blake2b(texts[static_cast<std::size_t>(i)])));
+}
+
 }  // namespace
 }  // namespace vow::store

@@ -65,14 +65,16 @@ std::string ArtifactStore::new_temp_path() {
   return root_ + "/tmp/" + std::to_string(::getpid()) + "-" + std::to_string(++temp_counter_);
 }
 
-Status ArtifactStore::ensure_fanout(const Digest& digest) {
+Status ArtifactStore::ensure_fanout(const Digest& digest, bool sync_now) {
   std::string dir = root_ + "/objects/" + digest.hex().substr(0, 2);
   if (fanouts_.count(dir)) return Status::ok();
   auto info = env_.stat(dir);
   if (!info.is_ok()) return info.status();
   if (info->type != FileType::kDirectory) {
     VOW_RETURN_IF_ERROR(env_.make_dir(dir, 0755));
-    VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects"));
+    // In a group, `objects/` is synced with the fan-out directories, before any row.
+    if (sync_now) VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects"));
+    fanout_made_ = fanout_made_ || !sync_now;
   }
   fanouts_.insert(dir);
   return Status::ok();
@@ -93,7 +95,7 @@ Status ArtifactStore::install(const std::string& tmp, const Digest& digest, Arti
   // (Hard links already handed to jobs keep the old inode.)
   std::string dest = object_path(digest, kind);
   Status s = env_.chmod(tmp, 0444);
-  if (s.is_ok()) s = ensure_fanout(digest);
+  if (s.is_ok()) s = ensure_fanout(digest, sync_dir);
   if (s.is_ok()) s = env_.rename(tmp, dest);
   if (!s.is_ok()) {
     (void)env_.remove_file(tmp);
@@ -263,6 +265,7 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
   }
   std::size_t rows_before = pending_rows_.size();
   std::set<std::string> dirs;
+  fanout_made_ = false;
   for (std::size_t i = 0; i < objects.size(); ++i) {
     const auto& o = objects[i];
     s = install(o.tmp, o.digest, o.kind, o.size_bytes, /*sync_dir=*/false);
@@ -272,6 +275,7 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
     }
     dirs.insert(root_ + "/objects/" + o.digest.hex().substr(0, 2));
   }
+  if (fanout_made_) dirs.insert(root_ + "/objects");  // it gained a fan-out directory
   if (s.is_ok()) {
     if (dirs.size() > kSyncfsAbove) {
       s = env_.sync_filesystem(root_ + "/objects");

@@ -301,7 +301,9 @@ class ArtifactStore {
   friend class StoreWriter;
   ArtifactStore(std::string root, LedgerStore& index, Env& env);
   Status recover();
-  Status ensure_fanout(const Digest& digest);
+  // Makes the fan-out directory of DIGEST if it is missing, and syncs `objects/` then,
+  // or (SYNC_NOW false, in a group) sets fanout_made_ for the group's directory syncs.
+  Status ensure_fanout(const Digest& digest, bool sync_now = true);
   std::string new_temp_path();
   // Moves a synced temporary into place as DIGEST and queues its index row; syncs the
   // directory unless the caller syncs it later (import_together).
@@ -385,6 +387,7 @@ class ArtifactStore {
   std::set<std::string> fanouts_;                   // fan-out directories known to exist
   std::optional<std::vector<Deferred>> deferred_;   // set inside import_together
   std::vector<ArtifactRecord>* group_rows_ = nullptr;  // import_together's ROWS
+  bool fanout_made_ = false;  // a group's round made a fan-out directory (ensure_fanout)
   std::atomic<bool> imports_stopped_{false};        // stop_imports()
   std::vector<ArtifactRecord> pending_rows_;        // installed, not yet indexed
   std::map<Digest, std::uint64_t> pending_touch_;   // bounded by kMaxPendingTouches

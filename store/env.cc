@@ -250,11 +250,13 @@ Status FaultyEnv::rename(const std::string& from, const std::string& to) {
 }
 
 Status FaultyEnv::sync_dir(const std::string& path) {
+  synced_.push_back(path);
   if (plan_.fail_sync) return errno_status("fsync directory", path, EIO);
   return base_.sync_dir(path);
 }
 
 Status FaultyEnv::sync_filesystem(const std::string& path) {
+  synced_.push_back("syncfs " + path);
   if (plan_.fail_sync) return errno_status("syncfs", path, EIO);
   return base_.sync_filesystem(path);
 }

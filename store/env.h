@@ -112,6 +112,8 @@ class FaultyEnv final : public Env {
   // Paths stat'ed or listed through this Env, in order (what a walk looked at).
   const std::vector<std::string>& looked_at() const { return looked_at_; }
   void clear_looked_at() { looked_at_.clear(); }
+  // Directories synced through this Env ("syncfs PATH" for a file system), in order.
+  const std::vector<std::string>& synced() const { return synced_; }
 
   Result<std::unique_ptr<WritableFile>> new_writable(const std::string& path, mode_t mode) override;
   Result<std::unique_ptr<ReadableFile>> open_readable(const std::string& path) override {
@@ -146,6 +148,7 @@ class FaultyEnv final : public Env {
   std::uint64_t writes_ = 0;
   std::vector<std::string> opened_;
   std::vector<std::string> looked_at_;
+  std::vector<std::string> synced_;
 };
 
 // "OP PATH: strerror(err)", as kUnavailable for ENOSPC/EDQUOT, else kIo.
