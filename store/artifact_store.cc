@@ -110,45 +110,28 @@ Status ArtifactStore::install(const std::string& tmp, const Digest& digest, Arti
 void ArtifactStore::remember_verified(const Digest& digest) {
   auto info = env_.stat(object_path(digest, ArtifactKind::kFile));
   if (!info.is_ok() || info->type != FileType::kRegular) return;
-  if (verified_.insert_or_assign(digest, *info).second) verified_order_.push_back(digest);
-  while (verified_.size() > kMaxRecentlyVerified && !verified_order_.empty()) {
-    verified_.erase(verified_order_.front());
-    verified_order_.pop_front();
-  }
-  // Entries of forgotten digests (removed objects) are dropped when they come first.
-  if (verified_order_.size() > 2 * kMaxRecentlyVerified) {
-    std::erase_if(verified_order_, [&](const Digest& d) { return !verified_.count(d); });
-  }
+  verified_.put(digest, *info);
 }
 
 bool ArtifactStore::recently_verified(const Digest& digest) {
-  auto it = verified_.find(digest);
-  if (it == verified_.end()) return false;
+  const FileInfo* then = verified_.find(digest);
+  if (then == nullptr) return false;
   auto now = env_.stat(object_path(digest, ArtifactKind::kFile));
-  const FileInfo& then = it->second;
-  if (now.is_ok() && now->type == FileType::kRegular && now->device == then.device &&
-      now->inode == then.inode && now->size_bytes == then.size_bytes &&
-      now->mtime_ns == then.mtime_ns && now->ctime_ns == then.ctime_ns) {
+  if (now.is_ok() && now->type == FileType::kRegular && now->device == then->device &&
+      now->inode == then->inode && now->size_bytes == then->size_bytes &&
+      now->mtime_ns == then->mtime_ns && now->ctime_ns == then->ctime_ns) {
     return true;
   }
-  verified_.erase(it);  // changed (or gone) since: hashed again, and remembered if sound
+  verified_.erase(digest);  // changed (or gone) since: hashed again, and remembered if sound
   return false;
 }
 
 Result<std::optional<ArtifactRecord>> ArtifactStore::lookup(const Digest& digest) {
-  if (auto it = indexed_.find(digest); it != indexed_.end()) {
-    return std::optional<ArtifactRecord>(it->second);
+  if (const ArtifactRecord* known = indexed_.find(digest)) {
+    return std::optional<ArtifactRecord>(*known);
   }
   auto rec = index_.index_get(digest);
-  if (!rec.is_ok() || !rec->has_value()) return rec;
-  if (indexed_.insert_or_assign(digest, **rec).second) indexed_order_.push_back(digest);
-  while (indexed_.size() > kMaxIndexedRows && !indexed_order_.empty()) {
-    indexed_.erase(indexed_order_.front());
-    indexed_order_.pop_front();
-  }
-  if (indexed_order_.size() > 2 * kMaxIndexedRows) {
-    std::erase_if(indexed_order_, [&](const Digest& d) { return !indexed_.count(d); });
-  }
+  if (rec.is_ok() && rec->has_value()) indexed_.put(digest, **rec);
   return rec;
 }
 

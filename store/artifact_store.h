@@ -392,10 +392,35 @@ class ArtifactStore {
   std::vector<ArtifactRecord> pending_rows_;        // installed, not yet indexed
   std::map<Digest, std::uint64_t> pending_touch_;   // bounded by kMaxPendingTouches
   std::map<Digest, TreeExpansion> expansion_memo_;  // bounded by kMaxExpansionMemo
-  std::map<Digest, FileInfo> verified_;             // remember_verified; bounded
-  std::deque<Digest> verified_order_;               // oldest first (may name forgotten ones)
-  std::map<Digest, ArtifactRecord> indexed_;        // lookup(); bounded
-  std::deque<Digest> indexed_order_;                // oldest first (may name forgotten ones)
+  // Digest -> V for the last LIMIT digests put, in memory; the oldest are forgotten first.
+  template <typename V>
+  class RecentMap {
+   public:
+    explicit RecentMap(std::size_t limit) : limit_(limit) {}
+    const V* find(const Digest& d) const {
+      auto it = map_.find(d);
+      return it == map_.end() ? nullptr : &it->second;
+    }
+    void put(const Digest& d, V v) {
+      if (map_.insert_or_assign(d, std::move(v)).second) order_.push_back(d);
+      while (map_.size() > limit_ && !order_.empty()) {
+        map_.erase(order_.front());
+        order_.pop_front();
+      }
+      // Entries of forgotten digests (erased) are dropped when they come first.
+      if (order_.size() > 2 * limit_) {
+        std::erase_if(order_, [&](const Digest& x) { return !map_.count(x); });
+      }
+    }
+    void erase(const Digest& d) { map_.erase(d); }
+
+   private:
+    std::size_t limit_;
+    std::map<Digest, V> map_;
+    std::deque<Digest> order_;  // oldest first (may name forgotten ones)
+  };
+  RecentMap<FileInfo> verified_{kMaxRecentlyVerified};  // remember_verified
+  RecentMap<ArtifactRecord> indexed_{kMaxIndexedRows};  // lookup()
 };
 
 // Makes a materialized directory writable again (u+w on every directory) so it can be
