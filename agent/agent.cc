@@ -37,8 +37,9 @@ void Agent::start() {
 }
 
 void Agent::message(const AgentKey& from, promises::Message message) {
-  if (const auto* b = std::get_if<promises::StatementBatch>(&message.body)) {
+  if (auto* b = std::get_if<promises::StatementBatch>(&message.body)) {
     counters_.statements_in += b->statements.size();
+    if (!b->attached.empty()) keep_attached(*b);
   }
   static constexpr const char* kNames[] = {"hello",        "heartbeat", "sync-request",
                                            "statements",   "have-request", "have",
@@ -197,6 +198,7 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   }
   hold_peer_statements(outs);
   coalesce_broadcasts(outs);
+  if (!own_attached_.empty()) attach_outputs(outs);
   bool statements = false;  // anything but fetched objects' index rows
   for (const auto& out : outs) {
     statements = statements || !out.persist.empty() || !out.proofs.empty() || !out.voided.empty() ||
@@ -400,6 +402,58 @@ void Agent::coalesce_broadcasts(std::vector<promises::Output>& outs) {
     }
     outs[o].messages = std::move(kept);
   }
+}
+
+// A result's small outputs go with it to every peer (docs/coordination.md, "Small outputs
+// travel with their result"): the one that runs the next job, or keeps a copy, then
+// stores them without asking for them.
+void Agent::attach_outputs(std::vector<promises::Output>& outs) {
+  for (auto& out : outs) {
+    for (auto& m : out.messages) {
+      auto* b = std::get_if<promises::StatementBatch>(&m.message.body);
+      if (m.to || b == nullptr || b->answer || b->cut) continue;
+      std::size_t total = 0;
+      for (const auto& a : b->attached) total += a.bytes.size();
+      for (const auto& st : b->statements) {
+        const auto* r = std::get_if<JobResult>(&st.body);
+        if (r == nullptr || st.author != core_->key()) continue;
+        for (const auto& o : r->outputs) {
+          auto bytes = own_attached_.take(o.artifact.digest);
+          if (!bytes || total + bytes->size() > promises::kMaxAttachedBatchBytes) continue;
+          total += bytes->size();
+          b->attached.push_back(promises::Attached{o.artifact.digest, std::move(*bytes)});
+          ++counters_.attached_sent;
+        }
+      }
+    }
+  }
+}
+
+// Only what the batch's results name as small file outputs is kept (a peer cannot fill
+// the memory with bytes nobody asked for), only if the bytes are their digest's (others
+// are dropped and counted: forged bytes never displace true ones), and only until a
+// fetch takes them (fetch) or newer bytes push them out.
+void Agent::keep_attached(promises::StatementBatch& batch) {
+  std::unordered_map<Digest, bool> named;
+  for (const auto& st : batch.statements) {
+    if (const auto* r = std::get_if<JobResult>(&st.body)) {
+      for (const auto& o : r->outputs) {
+        if (!o.artifact.is_tree && o.artifact.size_bytes <= promises::kMaxAttachedBytes) {
+          named[o.artifact.digest] = true;
+        }
+      }
+    }
+  }
+  for (auto& a : batch.attached) {
+    if (!named.count(a.digest) || fetches_.count(a.digest)) continue;
+    if (!fx_.sink->bytes_match(a.digest, a.bytes)) {
+      ++counters_.attached_refused;
+      log_->warn("bytes attached for artifact {} are not its own: dropped", a.digest.short_hex());
+      continue;
+    }
+    peers_attached_.put(a.digest, std::move(a.bytes));
+  }
+  batch.attached.clear();
 }
 
 bool Agent::held_statements_due() const {

@@ -34,6 +34,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "agent/attached.h"
 #include "agent/effects.h"
 #include "agent/metrics.h"
 #include "promises/core.h"
@@ -66,6 +67,12 @@ inline constexpr std::int64_t kMaxHeldPeerStatementsMs = 100;
 // Own statements of one pass sent to every peer in one message, up to these.
 inline constexpr std::size_t kMaxCoalescedStatements = 64;
 inline constexpr std::size_t kMaxCoalescedBytes = 1u << 20;
+// Small outputs of own runs waiting for their result to be sent, and peers' that came
+// with their results waiting for a fetch (docs/coordination.md, "Small outputs travel
+// with their result"), at most.
+inline constexpr std::size_t kMaxOwnAttached = 256;
+inline constexpr std::size_t kMaxPeersAttached = 4096;
+inline constexpr std::size_t kMaxPeersAttachedBytes = 8u << 20;
 
 // Where the last turn's time went, in real time: for the owner's slow-turn log only (no
 // decision reads it; the simulator ignores it).
@@ -99,6 +106,11 @@ struct AgentCounters {
   std::uint64_t started_before_sync = 0;
   // Passes whose peers' statements were held for a later commit (kMaxHeldPeerStatements).
   std::uint64_t held_passes = 0;
+  // Small outputs sent with own results; peers' taken for a fetch instead of a transfer;
+  // peers' dropped on arrival for not being the bytes of their digest.
+  std::uint64_t attached_sent = 0;
+  std::uint64_t attached_used = 0;
+  std::uint64_t attached_refused = 0;
 };
 
 class Agent {
@@ -230,6 +242,11 @@ class Agent {
   // Joins the pass's broadcasts of own statements into as few messages as the limits
   // allow (kMaxCoalescedStatements), in their order, at the place of the first.
   void coalesce_broadcasts(std::vector<promises::Output>& outs);
+  // Adds own results' small outputs (own_attached_) to the broadcasts of OUTS that carry
+  // those results.
+  void attach_outputs(std::vector<promises::Output>& outs);
+  // Keeps the bytes a peer's batch carries for the outputs of the results in it.
+  void keep_attached(promises::StatementBatch& batch);
   bool held_statements_due() const;
   Status persist(const std::vector<Statement>& statements);
   void send(const promises::Outbound& out);
@@ -311,6 +328,8 @@ class Agent {
   std::set<Digest> bulk_busy_;       // bulk fetches transferring or being stored
   std::deque<Digest> bulk_queue_;    // bulk fetches waiting for one of those places
   std::unordered_map<Digest, bool> is_tree_;  // as statements named artifacts
+  AttachedBytes own_attached_{kMaxOwnAttached, kMaxOwnAttached * promises::kMaxAttachedBytes};
+  AttachedBytes peers_attached_{kMaxPeersAttached, kMaxPeersAttachedBytes};
 
   std::deque<std::pair<Worker::Task, std::function<void(const Status&)>>> backlog_;
 

@@ -35,6 +35,16 @@ void Agent::fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_
   if (parent) f.parents.push_back(*parent);
   if (auto it = is_tree_.find(digest); it != is_tree_.end()) f.is_tree = it->second;
   auto [it, inserted] = fetches_.emplace(digest, std::move(f));
+  // It came with its result: stored from memory, no transfer (docs/coordination.md,
+  // "Small outputs travel with their result").
+  if (auto bytes = peers_attached_.take(digest)) {
+    fx_.sink->hold(digest, std::move(*bytes));
+    ++counters_.attached_used;
+    log_->debug("artifact {} came with its result: storing", digest.short_hex());
+    it->second.is_tree = false;
+    fetch_received(digest);
+    return;
+  }
   try_next_holder(it->second, Status::ok());
 }
 

@@ -217,11 +217,12 @@ void Agent::collect_job(const Digest& id, const ProcessExit& exit) {
     error = describe(exit) + limits_note(job.start.stage, exit.limits);
   }
   Executor* ex = fx_.executor;
+  ArtifactSink* sink = fx_.sink;
   promises::StartJob s = job.start;
   std::int64_t started = job.started_unix_ms;
   std::int64_t ended = fx_.clock->wall_ms();
   submit(
-      [this, ex, id, s, exit, error, started, ended]() -> std::function<void()> {
+      [this, ex, sink, id, s, exit, error, started, ended]() -> std::function<void()> {
         std::vector<store::ArtifactRecord> rows;
         std::string refused = error.empty() ? ex->refused_outputs(s) : std::string();
         promises::JobOutcome o =
@@ -229,7 +230,18 @@ void Agent::collect_job(const Digest& id, const ProcessExit& exit) {
         o.started_unix_ms = started;
         o.ended_unix_ms = ended;
         bool was_refused = !refused.empty();
-        return [this, id, was_refused, o = std::move(o), rows = std::move(rows)]() mutable {
+        // The small outputs, read while their pages are warm, to go with the result.
+        std::vector<promises::Attached> small;
+        for (const auto& out : o.outputs) {
+          const ArtifactRef& a = out.artifact;
+          if (a.is_tree || a.size_bytes > promises::kMaxAttachedBytes) continue;
+          if (auto bytes = sink->held_bytes(a.digest, promises::kMaxAttachedBytes)) {
+            small.push_back(promises::Attached{a.digest, std::move(*bytes)});
+          }
+        }
+        return [this, id, was_refused, o = std::move(o), rows = std::move(rows),
+                small = std::move(small)]() mutable {
+          for (auto& a : small) own_attached_.put(a.digest, std::move(a.bytes));
           if (was_refused) ++counters_.outputs_refused;
           // Committed with the next pass's statements: the result among them.
           index_rows_.insert(index_rows_.end(), rows.begin(), rows.end());

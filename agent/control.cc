@@ -178,6 +178,7 @@ nlohmann::json Daemon::Impl::rejected_json() {
   }
   rejected["untrusted_handshake"] = counters.zap_denied;
   rejected["tree_too_large"] = agent->counters().trees_refused;
+  rejected["attachment_mismatch"] = agent->counters().attached_refused;
   for (const char* reason : {"over_limit", "over_budget"}) {
     auto it = core().refused().find(reason);
     rejected[reason] = it == core().refused().end() ? 0 : it->second;
@@ -225,7 +226,8 @@ std::uint64_t Daemon::Impl::http_snapshot_key(bool is_ready, const std::string& 
   const AgentCounters& ac = agent->counters();
   for (std::uint64_t v :
        {ac.statements_in, ac.statements_persisted, ac.jobs_started, ac.jobs_adopted,
-        ac.worker_backlogged, ac.worker_refused, ac.trees_refused, ac.outputs_refused}) {
+        ac.worker_backlogged, ac.worker_refused, ac.trees_refused, ac.outputs_refused,
+        ac.attached_sent, ac.attached_used, ac.attached_refused}) {
     mix(v);
   }
   const transport::TransportCounters tc = transport->counters();
@@ -494,6 +496,8 @@ std::string Daemon::Impl::metrics_text() {
          static_cast<double>(counters.zap_denied));
   sample(out, "vow_messages_rejected_total", {{"reason", "tree_too_large"}},
          static_cast<double>(agent->counters().trees_refused));
+  sample(out, "vow_messages_rejected_total", {{"reason", "attachment_mismatch"}},
+         static_cast<double>(agent->counters().attached_refused));
   for (const char* reason : {"over_limit", "over_budget"}) {
     auto it = core().refused().find(reason);
     sample(out, "vow_messages_rejected_total", {{"reason", reason}},
@@ -537,6 +541,13 @@ std::string Daemon::Impl::metrics_text() {
          "Artifact bytes received from peers.");
   sample(out, "vow_artifact_received_bytes_total", {},
          static_cast<double>(counters.streams.bytes_received));
+  header(out, "vow_attached_outputs_total", "counter",
+         "Small outputs that went with their result (docs/coordination.md): sent with own "
+         "results, and peers' stored without a transfer.");
+  sample(out, "vow_attached_outputs_total", {{"direction", "out"}},
+         static_cast<double>(agent->counters().attached_sent));
+  sample(out, "vow_attached_outputs_total", {{"direction", "used"}},
+         static_cast<double>(agent->counters().attached_used));
   header(out, "vow_artifact_chunks_total", "counter",
          "Artifact chunks, by direction and link (\"plain\": integrity-only bulk, "
          "docs/protocol.md; \"dropped\": frames on the plain listener naming no stream).");

@@ -197,6 +197,14 @@ class ArtifactSink {
       std::vector<store::ArtifactRecord>* rows) = 0;
   // Every child of a fetched tree is held: store the tree.
   virtual Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) = 0;
+  // Loop: whether BYTES, which came with a result (promises::Attached), are DIGEST's.
+  virtual bool bytes_match(const Digest& digest, std::string_view bytes) = 0;
+  // Loop: bytes that came with a result, checked with bytes_match, to be taken by the
+  // next store_received of DIGEST as a transfer's bytes in memory are.
+  virtual void hold(const Digest& digest, std::string bytes) = 0;
+  // Worker: the bytes of a held file of at most MAX_BYTES, for its result to carry;
+  // nullopt for a tree, a larger file, or one not held.
+  virtual std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) = 0;
 };
 
 // All of an agent's effects. The owner keeps each alive as long as the Agent.

@@ -160,6 +160,9 @@ class StoreSink final : public ArtifactSink {
       const std::vector<std::pair<Digest, std::optional<bool>>>& items,
       std::vector<store::ArtifactRecord>* rows) override;
   Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) override;
+  bool bytes_match(const Digest& digest, std::string_view bytes) override;
+  void hold(const Digest& digest, std::string bytes) override;
+  std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) override;
 
  private:
   std::string state_dir_;

@@ -69,6 +69,22 @@ struct SyncRequest {
   bool operator==(const SyncRequest&) const = default;
 };
 
+// A small file's bytes travelling with the batch whose result names it as an output
+// (docs/coordination.md, "Small outputs travel with their result"). Not the core's:
+// the agent's shell attaches them to its own results and takes them off a received
+// batch before the core sees it. Trusted for nothing: whoever uses one checks the bytes
+// against the digest, as a transfer's.
+struct Attached {
+  Digest digest;
+  std::string bytes;
+  bool operator==(const Attached&) const = default;
+};
+// A file of at most this many bytes travels with its result.
+inline constexpr std::size_t kMaxAttachedBytes = 4096;
+// The attached bytes of one batch, at most (the sender stops attaching there; a
+// receiver refuses a batch past it as malformed).
+inline constexpr std::size_t kMaxAttachedBatchBytes = 64 << 10;
+
 // Statements pushed (new own statements) or sent in answer to a sync request.
 //
 // Every statement in a batch the core sends carries its signed form (own statements
@@ -92,6 +108,9 @@ struct StatementBatch {
   // empty.
   bool answer = false;
   bool cut = false;
+  // Small outputs of the results in `statements` (a push of the sender's own results
+  // only), each at most kMaxAttachedBytes, kMaxAttachedBatchBytes in all.
+  std::vector<Attached> attached = {};
   bool operator==(const StatementBatch& o) const;
 };
 
@@ -157,7 +176,7 @@ struct Message {
 
 inline bool StatementBatch::operator==(const StatementBatch& o) const {
   if (statements.size() != o.statements.size() || voids != o.voids || answer != o.answer ||
-      cut != o.cut) {
+      cut != o.cut || attached != o.attached) {
     return false;
   }
   for (std::size_t i = 0; i < statements.size(); ++i) {

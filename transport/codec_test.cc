@@ -132,6 +132,13 @@ TEST_CASE("every message kind round trips") {
       // The last batch of an answer to a sync request, cut or not.
       StatementBatch{{testing::signed_only(*st)}, {}, true, true},
       StatementBatch{{}, {}, true, false},
+      // Small outputs with the results that name them.
+      StatementBatch{{testing::signed_only(*st)},
+                     {},
+                     false,
+                     false,
+                     {promises::Attached{digest_of("o"), std::string("\0out\n", 5)},
+                      promises::Attached{digest_of("e"), ""}}},
       FetchRequest{7, digest_of("f"), 1024, 16, 262144, 0, {}},
       FetchRequest{8, digest_of("g"), 0, 16, 262144, 41234, std::string(kBulkTokenBytes, 't')},
       Chunk{7, 1024, 4096, std::string("\0\1\2", 3), false},
@@ -250,6 +257,33 @@ TEST_CASE("a probe with a short key, an unknown state or too many updates is mal
     for (auto u : l) u.setAgent(capnp::Data::Reader(id.key().bytes.data(), id.key().bytes.size()));
   }));
   CHECK(!too_many);
+}
+
+TEST_CASE("a batch with attached bytes over the limits or a short digest is malformed") {
+  Digest d = testing::digest_of("o");
+  auto attach = [&](std::size_t items, std::size_t bytes, std::size_t digest_bytes) {
+    return decode_message(legacy_frame([&](wire::Envelope::Body::Builder b) {
+      auto l = b.initLedgerBatch().initAttached(static_cast<unsigned>(items));
+      std::string payload(bytes, 'x');
+      for (auto a : l) {
+        a.setDigest(capnp::Data::Reader(d.bytes.data(), digest_bytes));
+        a.setBytes(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(payload.data()),
+                                       payload.size()));
+      }
+    }));
+  };
+  auto largest = attach(1, promises::kMaxAttachedBytes, 32);
+  REQUIRE(largest);
+  CHECK(std::get<StatementBatch>(largest->body).attached.size() == 1);
+  auto too_large = attach(1, promises::kMaxAttachedBytes + 1, 32);
+  REQUIRE(!too_large);
+  CHECK(too_large.status().message().find("attached artifact of 4097 bytes") != std::string::npos);
+  const std::size_t fit = promises::kMaxAttachedBatchBytes / promises::kMaxAttachedBytes;
+  CHECK(attach(fit, promises::kMaxAttachedBytes, 32));
+  auto too_many = attach(fit + 1, promises::kMaxAttachedBytes, 32);
+  REQUIRE(!too_many);
+  CHECK(too_many.status().message().find("in one batch") != std::string::npos);
+  CHECK(!attach(1, 10, 31));
 }
 
 TEST_CASE("a fetch request asking a plain link with a token not of 16 bytes is malformed") {

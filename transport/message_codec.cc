@@ -169,6 +169,15 @@ struct BodyWriter {
         v[i].setLast(r.voids[i].last);
       }
     }
+    if (!r.attached.empty()) {
+      auto a = batch.initAttached(static_cast<unsigned>(r.attached.size()));
+      for (unsigned i = 0; i < a.size(); ++i) {
+        a[i].setDigest(data_of(r.attached[i].digest.bytes));
+        a[i].setBytes(capnp::Data::Reader(
+            reinterpret_cast<const capnp::byte*>(r.attached[i].bytes.data()),
+            r.attached[i].bytes.size()));
+      }
+    }
   }
   void operator()(const HaveRequest& r) {
     auto o = b.initHaveRequest();
@@ -251,6 +260,24 @@ StatementBatch get_batch(w::LedgerBatch::Reader b) {
   check_list(v, "ledger batch voids");
   for (auto x : v) {
     r.voids.push_back(VoidRange{key_of(x.getAuthor(), "void author"), x.getFirst(), x.getLast()});
+  }
+  auto a = b.getAttached();
+  check_list(a, "ledger batch attached");
+  std::size_t total = 0;
+  for (auto x : a) {
+    auto bytes = x.getBytes();
+    if (bytes.size() > promises::kMaxAttachedBytes) {
+      bad("attached artifact of " + std::to_string(bytes.size()) + " bytes, over " +
+          std::to_string(promises::kMaxAttachedBytes));
+    }
+    total += bytes.size();
+    if (total > promises::kMaxAttachedBatchBytes) {
+      bad("attached artifacts over " + std::to_string(promises::kMaxAttachedBatchBytes) +
+          " bytes in one batch");
+    }
+    r.attached.push_back(promises::Attached{
+        digest_of(x.getDigest(), "attached digest"),
+        std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size())});
   }
   return r;
 }
@@ -371,6 +398,7 @@ Result<kj::Array<capnp::word>> internal::encode_message_words(const Message& mes
                              st->author.hex() + " in a batch has no signed form");
     }
     for (const auto& s : b->statements) bulk += s.signed_form.bytes.size() + 96;
+    for (const auto& a : b->attached) bulk += a.bytes.size() + 64;
   }
   capnp::MallocMessageBuilder mb(static_cast<unsigned>(std::min<std::size_t>(
       bulk / sizeof(capnp::word) + 256, kMaxFrameBytes / sizeof(capnp::word))));

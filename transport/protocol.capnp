@@ -391,6 +391,16 @@ struct LedgerBatch {
   cut @4 :Bool;                       # with answer: the answer left out statements the
                                       # asker lacks (limits, or horizons it must take
                                       # first); the asker asks again
+  attached @5 :List(Attached);        # small outputs of the results pushed in it
+                                      # (docs/coordination.md, "Small outputs travel
+                                      # with their result"); each at most 4,096 bytes,
+                                      # 64 KiB in all, else the batch is malformed
+}
+
+# A file's bytes, named by their BLAKE2b-256 digest (checked by whoever uses them).
+struct Attached {
+  digest @0 :Data;                    # 32 bytes
+  bytes @1 :Data;
 }
 
 struct VoidRange {

@@ -149,6 +149,33 @@ TEST_CASE("kills that take their time never leave two runs of a job on one agent
   CHECK(slow > 0);
 }
 
+TEST_CASE("small outputs go with their result; forged bytes attached by a peer are dropped") {
+  // Half of the simulated outputs are small enough to go with their result: an agent
+  // that then needs one (to run the next job, or to keep a copy) stores it without a
+  // transfer. The hostile host relays honest results with forged bytes attached for
+  // outputs some agents lack: every agent drops them on arrival (the simulated store
+  // fails the seed if it is handed bytes that are not their digest's), and fetches those
+  // outputs from their holders.
+  std::uint64_t used = 0, refused = 0, forged = 0, transfers = 0, jobs = 0;
+  for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+    SimOptions o = mesh_of(seed, 4, 20, seed <= 6 ? Faults::kNone : Faults::kAll, 4);
+    o.hostile = seed % 2 == 0;
+    SimResult r = run_seed(o);
+    INFO("seed " << seed << "\n" << failures_of(r));
+    CHECK(r.failures.empty());
+    used += r.attached_used;
+    refused += r.attached_refused;
+    forged += r.hostile_attachments;
+    transfers += r.transfers;
+    jobs += r.jobs_done;
+  }
+  CHECK(jobs >= 12 * 20);
+  CHECK(used > jobs / 4);  // most small outputs needed elsewhere came with their result
+  CHECK(transfers > 0);    // the others were fetched
+  CHECK(forged > 0);
+  CHECK(refused >= forged);  // each forged attachment reached one agent or more
+}
+
 TEST_CASE("a seed replays exactly with the real agent") {
   SimOptions o;
   o.seed = 7;

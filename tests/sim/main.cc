@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
   std::uint64_t started_early = 0, claim_lost_seeds = 0;
   std::uint64_t held_passes = 0, held_lost = 0, held_lost_seeds = 0;
   std::uint64_t statement_broadcasts = 0, statements_broadcast = 0;
+  std::uint64_t attached_used = 0, attached_refused = 0, hostile_attachments = 0;
   for (std::uint64_t s = from; s < from + count; ++s) {
     opt.seed = s;
     auto t0 = std::chrono::steady_clock::now();
@@ -180,6 +181,9 @@ int main(int argc, char** argv) {
     held_passes += r.held_passes;
     statement_broadcasts += r.statement_broadcasts;
     statements_broadcast += r.statements_broadcast;
+    attached_used += r.attached_used;
+    attached_refused += r.attached_refused;
+    hostile_attachments += r.hostile_attachments;
     held_lost += r.held_lost;
     if (r.held_lost > 0) ++held_lost_seeds;
     bomb_seeds += r.trees_refused != 0 ? 1 : 0;
@@ -267,6 +271,11 @@ int main(int argc, char** argv) {
   std::printf("statements broadcast: %llu in %llu messages\n",
               static_cast<unsigned long long>(statements_broadcast),
               static_cast<unsigned long long>(statement_broadcasts));
+  std::printf("small outputs stored as they came with their result: %llu; forged bytes "
+              "attached by the hostile host: %llu, dropped on arrival: %llu\n",
+              static_cast<unsigned long long>(attached_used),
+              static_cast<unsigned long long>(hostile_attachments),
+              static_cast<unsigned long long>(attached_refused));
   std::printf("hostile host in %llu seeds (a tree bomb refused in %llu); largest ledger %zu "
               "statements\n",
               static_cast<unsigned long long>(hostile_seeds),

@@ -279,6 +279,8 @@ void World::crash(int i) {
   // Peers' statements held for a batch, never committed: lost with the agent.
   result_.held_lost += h.agent->held_statements();
   result_.held_passes += h.agent->counters().held_passes;
+  result_.attached_used += h.agent->counters().attached_used;
+  result_.attached_refused += h.agent->counters().attached_refused;
   h.up = false;
   h.agent.reset();
   // Its worker tasks and transfers die with it; each process dies with it or lives on
@@ -851,6 +853,8 @@ void World::check_end() {
     result_.carried_before_sync += h.agent->counters().carried_before_sync;
     result_.started_before_sync += h.agent->counters().started_before_sync;
     result_.held_passes += h.agent->counters().held_passes;
+    result_.attached_used += h.agent->counters().attached_used;
+    result_.attached_refused += h.agent->counters().attached_refused;
   }
   // (6) at most one claim per job and epoch kept (not released by its author) that
   // binds. A claim that bound when made stops binding when the claim it superseded turns

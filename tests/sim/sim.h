@@ -87,6 +87,12 @@ struct SimResult {
   // held that a crash lost (docs/agent.md, "Peers' statements, committed in batches").
   std::uint64_t held_passes = 0;
   std::uint64_t held_lost = 0;
+  // Small outputs that came with their result and were stored without a transfer; bytes
+  // that came attached but were not their digest's (the hostile host's), dropped.
+  std::uint64_t attached_used = 0;
+  std::uint64_t attached_refused = 0;
+  std::uint64_t hostile_attachments = 0;  // forged bytes the hostile host attached
+  std::uint64_t transfers = 0;            // artifact transfers started between agents
   // Broadcasts of statements (not answers to sync requests), and the statements in them.
   std::uint64_t statement_broadcasts = 0;
   std::uint64_t statements_broadcast = 0;

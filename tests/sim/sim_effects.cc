@@ -81,6 +81,7 @@ Result<std::uint64_t> SimNetwork::fetch(const AgentKey& from, const Digest& dige
   if (j < 0 && from != w_->hostile_key()) return Status::not_found("no such peer");
   if (h.transfers >= kMaxTransfers) return Status::overloaded("no place for another transfer");
   ++h.transfers;
+  ++w_->result().transfers;
   std::uint64_t id = w_->next_token();
   h.cancelled[id] = false;
   Ev ev{EvType::kFetchDone};
@@ -394,7 +395,8 @@ promises::JobOutcome SimExecutor::collect(const promises::StartJob& s,
       ref.entries = entries;
     } else {
       ref.digest = hash_of({"file", dstr(s.job.job), name, salt});
-      ref.size_bytes = 5;
+      // Half of them small enough to go with their result, half fetched.
+      ref.size_bytes = (ref.digest.bytes[0] & 1) != 0 ? 5 : 2 * promises::kMaxAttachedBytes;
     }
     w_->add_ref(ref);
     w_->add_to_store(h, ref.digest);
@@ -442,6 +444,30 @@ std::vector<Result<agent::Received>> SimSink::store_received_together(
     }
   }
   return out;
+}
+
+std::string sim_bytes(const Digest& digest) { return "sim-file:" + dstr(digest); }
+
+bool SimSink::bytes_match(const Digest& digest, std::string_view bytes) {
+  return bytes == sim_bytes(digest);
+}
+
+void SimSink::hold(const Digest& digest, std::string bytes) {
+  // The agent checks attached bytes on arrival: others reaching the store are a bug.
+  if (bytes != sim_bytes(digest)) {
+    w_->fail("a" + std::to_string(i_) + " stored attached bytes that are not " + digest.hex() + "'s");
+    return;
+  }
+  w_->host(i_).incoming.insert(digest);
+}
+
+std::optional<std::string> SimSink::held_bytes(const Digest& digest, std::size_t max_bytes) {
+  const Host& h = w_->host(i_);
+  const ArtifactRef* ref = w_->ref(digest);
+  if (!h.store.count(digest) || ref == nullptr || ref->is_tree || ref->size_bytes > max_bytes) {
+    return std::nullopt;
+  }
+  return sim_bytes(digest);
 }
 
 Status SimSink::store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) {

@@ -106,7 +106,7 @@ void World::hostile_act() {
     r.outputs = {NamedArtifact{"o0", bogus(what)}};
     return r;
   };
-  std::uint64_t attack = draw(hostile_rng_, 11);
+  std::uint64_t attack = draw(hostile_rng_, 12);
   if (attack == 10 && (hostile_bomb_ || jobs.empty())) attack = 7;
   if (attack == 3 && hostile_equivocated_) attack = 4;
   switch (attack) {
@@ -224,6 +224,43 @@ void World::hostile_act() {
       r.outputs = {NamedArtifact{"o0", level}};
       hostile_send({a, c, hostile_statement(std::move(r))}, -1);
       trace("hostile tree bomb " + level.digest.short_hex() + " for job " + target.job.short_hex());
+      return;
+    }
+    case 11: {  // honest results relayed with forged bytes attached for their small
+                // outputs: every agent drops the bytes, and fetches the outputs from
+                // their holders when it needs them
+      const promises::Core* core = hosts_[0].up ? &hosts_[0].agent->core() : nullptr;
+      if (core == nullptr) return;
+      promises::StatementBatch batch;
+      for (const auto& [id, js] : core->ledger().jobs()) {
+        const Statement* canon = core->canonical(id);
+        if (canon == nullptr || canon->author == hostile_key_) continue;
+        const auto& r = std::get<JobResult>(canon->body);
+        bool forged = false;
+        for (const auto& o : r.outputs) {
+          if (o.artifact.is_tree || o.artifact.size_bytes > promises::kMaxAttachedBytes) continue;
+          // Aimed where it can bite: an output some live agent does not hold yet.
+          bool missing = false;
+          for (const auto& h : hosts_) missing = missing || (h.up && !h.store.count(o.artifact.digest));
+          if (!missing) continue;
+          batch.attached.push_back(promises::Attached{o.artifact.digest, "forged"});
+          forged = true;
+        }
+        if (forged) batch.statements.push_back(*canon);
+        if (batch.statements.size() >= 4) break;
+      }
+      if (batch.statements.empty()) return;
+      result_.hostile_attachments += batch.attached.size();
+      auto m = std::make_shared<promises::Message>();
+      m->body = std::move(batch);
+      for (int j = 0; j < opt_.agents; ++j) {
+        Ev ev{EvType::kDeliver};
+        ev.agent = j;
+        ev.from = -1;
+        ev.message = m;
+        schedule(now_ + 1 + static_cast<std::int64_t>(draw(hostile_rng_, 5)), ev);
+      }
+      trace("hostile forged attachments");
       return;
     }
     case 7: {  // superseding adverts: none counts but the latest, each one costs

@@ -130,11 +130,19 @@ class SimSink final : public agent::ArtifactSink {
       const std::vector<std::pair<Digest, std::optional<bool>>>& items,
       std::vector<store::ArtifactRecord>* rows) override;
   Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) override;
+  // A simulated file's bytes are sim_bytes(digest): bytes that are not are refused, as
+  // the store refuses bytes that do not hash to their name.
+  bool bytes_match(const Digest& digest, std::string_view bytes) override;
+  void hold(const Digest& digest, std::string bytes) override;
+  std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) override;
 
  private:
   World* w_;
   int i_;
 };
+
+// What a simulated file "holds": its digest's bytes, tagged.
+std::string sim_bytes(const Digest& digest);
 
 // A job's process: it outlives the agent that started it unless it dies with it.
 struct Proc {
