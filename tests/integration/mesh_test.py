@@ -17,6 +17,7 @@ import stat
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -431,6 +432,74 @@ def scenario_bulk():
         mesh.cleanup()
 
 
+def metric(agent, name, labels=""):
+    """The sample NAME{LABELS} of AGENT's /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{agent.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$"
+    m = re.search("^" + pattern, text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+ATTACH_PIPELINE = """
+[pipeline]
+name = "attach"
+
+[[source]]
+name = "seed"
+
+[[stage]]
+name = "up"
+inputs = ["seed"]
+outputs = ["small", "big"]
+run = "tr a-z A-Z < $VOW_IN_seed > $VOW_OUT_small && head -c 10000 /dev/zero | tr '\\\\0' x > $VOW_OUT_big"
+
+[[stage]]
+name = "down"
+inputs = ["up.small", "up.big"]
+outputs = ["both"]
+run = "cat $VOW_IN_small > $VOW_OUT_both && tr -d x < $VOW_IN_big | wc -c >> $VOW_OUT_both"
+"""
+
+
+def scenario_attached():
+    """A small output goes to the next job's agent with its result (no transfer); a
+    large one is fetched (docs/coordination.md, "Small outputs travel with their
+    result")."""
+    tmp = tempfile.mkdtemp(prefix="vow-attach-")
+    pipe = os.path.join(tmp, "attach.toml")
+    with open(pipe, "w") as f:
+        f.write(ATTACH_PIPELINE)
+    mesh = Mesh(VOW, VOWD, [pipe])
+    try:
+        seed = os.path.join(mesh.root, "seed")
+        with open(seed, "w") as f:
+            f.write("hello, attached world\n")
+        a = mesh.add("a", [("attach/up", 1)], sources=[("attach/seed", seed, False)])
+        b = mesh.add("b", [("attach/down", 1)])
+        for ag in (a, b):
+            ag.http_port = free_port()
+            ag.agent_lines.append("replicas = 1")  # no copies: b fetches only what down needs
+        mesh.start()
+        wait_done(b, "attach")
+        both = read_artifact(mesh, canonical_output(b.status(), "attach", "down", "both")).decode()
+        check(both.split() == ["HELLO,", "ATTACHED", "WORLD", "0"], f"down wrote {both!r}")
+        wait_until("b's counts on its metrics page",
+                   lambda: metric(b, "vow_attached_outputs_total", 'direction="used"') >= 1, 10)
+        check(metric(a, "vow_attached_outputs_total", 'direction="out"') >= 1,
+              "a sent no small output with its result")
+        # Only the 10,000-byte output came by transfer.
+        got = metric(b, "vow_artifact_received_bytes_total")
+        check(got == 10000, f"b received {got:.0f} bytes by transfer, not the large output's 10000")
+        check(metric(b, "vow_messages_rejected_total", 'reason="attachment_mismatch"') == 0,
+              "attached bytes refused")
+        v = b.vow("verify", "--json", check_rc=False)
+        check(v.returncode == 0, f"vow verify on b: {v.stdout[-1000:]}")
+    finally:
+        mesh.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def huge_pages_asked(pid):
     """Whether any mapping of the process asks for transparent huge pages (VmFlags hg)."""
     with open(f"/proc/{pid}/smaps") as f:
@@ -474,6 +543,7 @@ def scenario_heap():
 SCENARIOS = {
     "heap": scenario_heap,
     "bulk": scenario_bulk,
+    "attached": scenario_attached,
     "wordcount": scenario_wordcount,
     "failover": scenario_failover,
     "sigterm": scenario_sigterm,
