@@ -179,6 +179,13 @@ void Agent::pump() {
     }
     carry_out(outs);
   }
+  // Placed artifacts (Fetch::placed) are stored now that the jobs they let start have
+  // handed their inputs to the worker.
+  if (!placed_.empty()) {
+    std::vector<Digest> placed;
+    placed.swap(placed_);
+    for (const auto& d : placed) fetch_received(d);
+  }
   // Index rows a worker handed back with no core input behind them (fetched objects no
   // job waits for, such as replicas): committed now, not left for whenever a pass next
   // persists something.

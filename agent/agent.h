@@ -227,6 +227,9 @@ class Agent {
     // time, so that a job's inputs never wait behind a large tree's objects.
     bool bulk = false;
     bool bulk_waiting = false;  // in bulk_queue_ (which drops entries lazily)
+    // Came with its result and placed for the core's jobs before it was stored: the core
+    // heard of it then, and storing it only makes it durable.
+    bool placed = false;
   };
 
   // ---- agent.cc ----
@@ -284,6 +287,8 @@ class Agent {
   void store_tree(const Digest& digest);
   // By value: callers pass a fetch's own digest, and the fetch is erased here.
   void fetch_done(Digest digest, const Status& status);
+  // Tells the core an artifact it asked for is here.
+  void fetched_for_core(const Digest& digest);
 
   Effects fx_;
   std::shared_ptr<spdlog::logger> log_;
@@ -328,6 +333,9 @@ class Agent {
   std::set<Digest> bulk_busy_;       // bulk fetches transferring or being stored
   std::deque<Digest> bulk_queue_;    // bulk fetches waiting for one of those places
   std::unordered_map<Digest, bool> is_tree_;  // as statements named artifacts
+  // Placed ahead of being stored (Fetch::placed): stored once the pass that placed them
+  // has started its jobs (their inputs are materialized first, on the worker).
+  std::vector<Digest> placed_;
   AttachedBytes own_attached_{kMaxOwnAttached, kMaxOwnAttached * promises::kMaxAttachedBytes};
   AttachedBytes peers_attached_{kMaxPeersAttached, kMaxPeersAttachedBytes};
 

@@ -38,10 +38,22 @@ void Agent::fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_
   // It came with its result: stored from memory, no transfer (docs/coordination.md,
   // "Small outputs travel with their result").
   if (auto bytes = peers_attached_.take(digest)) {
-    fx_.sink->hold(digest, std::move(*bytes));
     ++counters_.attached_used;
+    Fetch& f = it->second;
+    f.is_tree = false;
+    // A job waiting for it starts from the bytes in place; the worker's store, which
+    // syncs them and makes their index row, goes after the job's inputs are materialized
+    // (Agent::pump), so the start waits for no sync.
+    if (f.for_core && fx_.sink->place(digest, *bytes).is_ok()) {
+      log_->debug("artifact {} came with its result: placed", digest.short_hex());
+      f.placed = true;
+      fx_.sink->hold(digest, std::move(*bytes));
+      placed_.push_back(digest);
+      fetched_for_core(digest);
+      return;
+    }
     log_->debug("artifact {} came with its result: storing", digest.short_hex());
-    it->second.is_tree = false;
+    fx_.sink->hold(digest, std::move(*bytes));
     fetch_received(digest);
     return;
   }
@@ -291,14 +303,19 @@ void Agent::fetch_done(Digest digest, const Status& status) {
     pit->second.waiting_children.erase(digest);
     if (pit->second.waiting_children.empty()) store_tree(parent);
   }
+  if (f.placed) {
+    // The core heard of it when it was placed: storing it made it durable, or could not
+    // (left in place, unindexed: verified and indexed by the store's next open).
+    if (!status.is_ok()) {
+      log_->warn("artifact {} placed for a job, not stored: {}", digest.short_hex(),
+                 status.to_string());
+    }
+    return;
+  }
   if (!f.for_core) return;
   if (status.is_ok()) {
     log_->debug("artifact {} fetched", digest.short_hex());
-    arriving_.insert(digest);
-    queue("artifact-fetched", [this, digest] {
-      arriving_.erase(digest);
-      return core_->artifact_fetched(digest);
-    });
+    fetched_for_core(digest);
   } else if (status.code() == StatusCode::kInvalid) {
     // Refused for what it is (a tree past the expansion limits): fetching it again, from
     // anyone, ends the same way. The runs waiting for it fail with the reason.
@@ -308,6 +325,14 @@ void Agent::fetch_done(Digest digest, const Status& status) {
     log_->warn("artifact {} not fetched: {}", digest.short_hex(), status.to_string());
     queue("artifact-fetch-failed", [this, digest] { return core_->artifact_fetch_failed(digest); });
   }
+}
+
+void Agent::fetched_for_core(const Digest& digest) {
+  arriving_.insert(digest);
+  queue("artifact-fetched", [this, digest] {
+    arriving_.erase(digest);
+    return core_->artifact_fetched(digest);
+  });
 }
 
 }  // namespace vow::agent

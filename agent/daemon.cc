@@ -596,6 +596,11 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   }
   executor = std::make_unique<JobExecutors>(local_executor.get(), slurm_executor.get());
   executor->set_slurm_stages(slurm_stages(config.promises));
+  // Objects placed ahead of being stored go only into fan-out directories the store
+  // made and synced (StoreSink::place): all of them, once.
+  if (Status s = worker->artifacts->make_fanouts(); !s.is_ok()) {
+    log->warn("artifact store: cannot make its directories ahead: {}", s.to_string());
+  }
   sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get(), &received);
   network = std::make_unique<DaemonNetwork>(this);
   Effects fx{&clock, network.get(), state.get(), background.get(), executor.get(), sink.get()};

@@ -202,6 +202,15 @@ class ArtifactSink {
   // Loop: bytes that came with a result, checked with bytes_match, to be taken by the
   // next store_received of DIGEST as a transfer's bytes in memory are.
   virtual void hold(const Digest& digest, std::string bytes) = 0;
+  // Loop: puts bytes checked with bytes_match where a job's inputs are taken from, at
+  // once: not synced and not indexed (the store_received of DIGEST that follows makes
+  // them durable and hands back their row). kUnavailable where the sink cannot (the
+  // caller then stores them first).
+  virtual Status place(const Digest& digest, std::string_view bytes) {
+    (void)digest;
+    (void)bytes;
+    return Status::unavailable("this sink places nothing ahead of storing it");
+  }
   // Worker: the bytes of a held file of at most MAX_BYTES, for its result to carry;
   // nullopt for a tree, a larger file, or one not held.
   virtual std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) = 0;

@@ -236,5 +236,71 @@ TEST_CASE("fetch sink: received bytes never taken are bounded, the oldest droppe
   CHECK(*last == std::to_string(kMaxInMemoryReceived));
 }
 
+TEST_CASE("attached bytes: checked against their name, placed for a job, then stored with a row") {
+  State st;
+  ReceivedInMemory received;
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  const std::string data = pattern(300);
+  const Digest d = blake2b(data);
+  CHECK(store_sink.bytes_match(d, data));
+  CHECK_FALSE(store_sink.bytes_match(d, data + "x"));
+  const std::string path =
+      store::object_path(store::artifacts_root(st.dir.path()), d, store::ArtifactKind::kFile);
+  // No fan-out directory made by the store yet: nothing placed (the caller stores first).
+  CHECK(store_sink.place(d, data).code() == StatusCode::kUnavailable);
+  CHECK_FALSE(exists(path));
+  REQUIRE(st.artifacts->make_fanouts().is_ok());
+  REQUIRE(store_sink.place(d, data).is_ok());
+  CHECK(file_text(path) == data);
+  struct stat sb {};
+  REQUIRE(::stat(path.c_str(), &sb) == 0);
+  CHECK((sb.st_mode & 0777) == 0444);
+  CHECK_FALSE(st.artifacts->has(d).value());  // not held: no row yet
+  // A job takes it as it is: hashed, linked.
+  store::testing::TempDir work;
+  REQUIRE(st.artifacts->materialize_placed(d, work.path() + "/in", 4096).is_ok());
+  CHECK(file_text(work.path() + "/in") == data);
+  // Then the worker's store makes it durable and hands back its row.
+  store_sink.hold(d, data);
+  std::vector<store::ArtifactRecord> rows;
+  auto results = store_sink.store_received_together({{d, false}}, &rows);
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].is_ok());
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].digest == d);
+  REQUIRE(st.ledger->index_put(rows).is_ok());
+  CHECK(st.artifacts->read(d).value() == data);
+  // Placing what is in place already changes nothing.
+  CHECK(store_sink.place(d, data).is_ok());
+  CHECK(st.artifacts->verify(d).is_ok());
+}
+
+TEST_CASE("a placed object is taken only whole and sound, and only when small") {
+  State st;
+  REQUIRE(st.artifacts->make_fanouts().is_ok());
+  store::testing::TempDir work;
+  const std::string data = pattern(100);
+  const Digest d = blake2b(data);
+  const std::string path =
+      store::object_path(store::artifacts_root(st.dir.path()), d, store::ArtifactKind::kFile);
+  CHECK(st.artifacts->materialize_placed(d, work.path() + "/a", 4096).code() ==
+        StatusCode::kNotFound);
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << data.substr(0, 99) << "X";  // what a crash or a bad write may leave
+  }
+  CHECK(st.artifacts->materialize_placed(d, work.path() + "/b", 4096).code() ==
+        StatusCode::kCorrupt);
+  CHECK_FALSE(exists(work.path() + "/b"));
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << data;
+  }
+  CHECK(st.artifacts->materialize_placed(d, work.path() + "/c", 99).code() ==
+        StatusCode::kInvalid);
+  REQUIRE(st.artifacts->materialize_placed(d, work.path() + "/d", 100).is_ok());
+  CHECK(file_text(work.path() + "/d") == data);
+}
+
 }  // namespace
 }  // namespace vow::agent

@@ -259,6 +259,13 @@ Status LocalExecutor::materialize_inputs(const promises::StartJob& start) {
       }
     }
     Status s = store_->materialize(in.artifact.digest, l.input_path(in.name));
+    if (s.code() == StatusCode::kNotFound && !in.artifact.is_tree &&
+        in.artifact.size_bytes <= promises::kMaxAttachedBytes) {
+      // Placed ahead of being stored (StoreSink::place): its row comes with the store.
+      Status placed = store_->materialize_placed(in.artifact.digest, l.input_path(in.name),
+                                                 promises::kMaxAttachedBytes);
+      if (placed.code() != StatusCode::kNotFound) s = placed;
+    }
     if (!s.is_ok()) return Status(s.code(), "input '" + in.name + "': " + s.message());
   }
   return Status::ok();
@@ -748,6 +755,44 @@ bool StoreSink::bytes_match(const Digest& digest, std::string_view bytes) {
 
 void StoreSink::hold(const Digest& digest, std::string bytes) {
   if (received_ != nullptr) received_->put(digest, std::move(bytes));
+}
+
+// On the loop, with plain file calls and no store state (the store is the worker's): a
+// temporary in the store's tmp/ renamed to the object's name, read-only like every
+// object, neither synced nor indexed. What a crash leaves of it is a temporary (removed
+// by the store's next open) or an object without a row (verified, and indexed or
+// removed, by the next open); the worker's store_received then rewrites it synced and
+// hands back its row. An object already in place is left as it is, and none is placed
+// in a fan-out directory the store has not made yet.
+Status StoreSink::place(const Digest& digest, std::string_view bytes) {
+  const std::string path = store_->object_path(digest, store::ArtifactKind::kFile);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) return Status::ok();
+  // Only into a fan-out directory the store has: one made here would not be synced by
+  // the store, which syncs `objects/` for the directories it makes itself.
+  const std::string dir = path.substr(0, path.rfind('/'));
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Status::unavailable("no fan-out directory " + dir + " yet");
+  }
+  const std::string tmp =
+      store_->root() + "/tmp/placed-" + digest.hex() + "-" + std::to_string(++placed_);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+  if (fd < 0) return Status::io("create " + tmp + ": " + std::strerror(errno));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  const int err = errno;
+  ::close(fd);
+  if (done != bytes.size() || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int why = done != bytes.size() ? err : errno;
+    ::unlink(tmp.c_str());
+    return Status::io("place " + path + ": " + std::strerror(why));
+  }
+  return Status::ok();
 }
 
 // The object's file as the collect just wrote it (its index row is committed with the

@@ -162,12 +162,14 @@ class StoreSink final : public ArtifactSink {
   Status store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) override;
   bool bytes_match(const Digest& digest, std::string_view bytes) override;
   void hold(const Digest& digest, std::string bytes) override;
+  Status place(const Digest& digest, std::string_view bytes) override;
   std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) override;
 
  private:
   std::string state_dir_;
   store::ArtifactStore* store_;
   ReceivedInMemory* received_;
+  std::uint64_t placed_ = 0;  // temporaries named apart
 };
 
 // Where the bytes of a fetch in flight arrive.

@@ -504,5 +504,30 @@ TEST_CASE("a group syncs objects/ once for the fan-out directories it made") {
   for (int i = 3; i < 6; ++i) CHECK(*a.store->has(blake2b(texts[static_cast<std::size_t>(i)])));
 }
 
+
+// An agent makes every fan-out directory at start (ArtifactSink::place puts objects only
+// where the store made and synced the directory): made once, `objects/` synced once.
+TEST_CASE("every fan-out directory made ahead, with one sync of objects/") {
+  Agent a;
+  const std::string objects = artifacts_root(a.dir.path()) + "/objects";
+  auto objects_syncs = [&] {
+    return std::count(a.env.synced().begin(), a.env.synced().end(), objects);
+  };
+  write_file(a.dir / "one", "one object first");
+  REQUIRE(a.store->import_path(a.dir / "one").is_ok());
+  CHECK(objects_syncs() == 1);
+  REQUIRE(a.store->make_fanouts().is_ok());
+  CHECK(objects_syncs() == 2);
+  int dirs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(objects)) dirs += e.is_directory();
+  CHECK(dirs == 256);
+  REQUIRE(a.store->make_fanouts().is_ok());  // nothing missing: nothing synced
+  CHECK(objects_syncs() == 2);
+  // An object that lands in one now makes no directory and syncs no `objects/`.
+  write_file(a.dir / "two", "a second object");
+  REQUIRE(a.store->import_path(a.dir / "two").is_ok());
+  CHECK(objects_syncs() == 2);
+}
+
 }  // namespace
 }  // namespace vow::store

@@ -80,6 +80,23 @@ Status ArtifactStore::ensure_fanout(const Digest& digest, bool sync_now) {
   return Status::ok();
 }
 
+Status ArtifactStore::make_fanouts() {
+  static constexpr char kHex[] = "0123456789abcdef";
+  bool made = false;
+  for (int i = 0; i < 256; ++i) {
+    std::string dir = root_ + "/objects/" + kHex[i >> 4] + kHex[i & 15];
+    if (fanouts_.count(dir)) continue;
+    auto info = env_.stat(dir);
+    if (!info.is_ok()) return info.status();
+    if (info->type != FileType::kDirectory) {
+      VOW_RETURN_IF_ERROR(env_.make_dir(dir, 0755));
+      made = true;
+    }
+    fanouts_.insert(dir);
+  }
+  return made ? env_.sync_dir(root_ + "/objects") : Status::ok();
+}
+
 Status ArtifactStore::install(const std::string& tmp, const Digest& digest, ArtifactKind kind,
                               std::uint64_t size_bytes, bool sync_dir) {
   auto existing = lookup(digest);

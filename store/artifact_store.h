@@ -274,10 +274,21 @@ class ArtifactStore {
   // The reference statements carry: kind, size (tree: sum of file sizes), entries.
   Result<ArtifactRef> ref(const Digest& digest);
 
+  // Makes every fan-out directory of objects/ that is missing, then syncs objects/ once:
+  // an agent does this at start, so that the objects it places ahead of storing them
+  // (agent/effects.h, ArtifactSink::place) always find their directory made and synced.
+  Status make_fanouts();
+
   // Creates DEST (which must not exist) read-only: files 0444, executables 0555,
   // directories 0555 (hard links to the objects where possible, copies otherwise).
   Status materialize(const Digest& digest, const std::string& dest,
                      const MaterializeOptions& options = {});
+  // A small file object in place whose index row is not committed yet (put there by
+  // the agent ahead of storing it: agent/effects.h, ArtifactSink::place), as materialize
+  // makes a held one: hashed (kCorrupt unless it is DIGEST's), then linked read-only to
+  // DEST, or copied. kNotFound if there is no such file, kInvalid past MAX_BYTES.
+  Status materialize_placed(const Digest& digest, const std::string& dest,
+                            std::uint64_t max_bytes);
 
   // What a held tree becomes when materialized (memoized per subtree).
   Result<TreeExpansion> expansion(const Digest& tree);

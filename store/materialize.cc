@@ -25,6 +25,48 @@ Status ArtifactStore::materialize(const Digest& digest, const std::string& dest,
   return materialize_tree(digest, dest, 0, options);
 }
 
+Status ArtifactStore::materialize_placed(const Digest& digest, const std::string& dest,
+                                         std::uint64_t max_bytes) {
+  const std::string src = object_path(digest, ArtifactKind::kFile);
+  auto info = env_.stat(src);
+  if (!info.is_ok()) return info.status();
+  if (info->type != FileType::kRegular) {
+    return Status::not_found("artifact " + digest.hex() + " is not held");
+  }
+  if (info->size_bytes > max_bytes) {
+    return Status::invalid("artifact " + digest.hex() + " is not indexed and too large to be "
+                           "taken unindexed");
+  }
+  auto in = env_.open_readable(src);
+  if (!in.is_ok()) return in.status();
+  std::vector<std::uint8_t> bytes(info->size_bytes);
+  std::size_t got = 0;
+  while (got < bytes.size()) {
+    auto n = (*in)->read_at(got, std::span<std::uint8_t>(bytes).subspan(got));
+    if (!n.is_ok()) return n.status();
+    if (*n == 0) break;
+    got += *n;
+  }
+  if (got != bytes.size() ||
+      blake2b(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())) !=
+          digest) {
+    return Status::corrupt("artifact " + digest.hex() + " in place does not hash to its name");
+  }
+  auto linked = env_.link(src, dest);
+  if (!linked.is_ok()) return linked.status();
+  if (*linked) return Status::ok();
+  auto out = env_.new_writable(dest, 0444);
+  if (!out.is_ok()) return out.status();
+  Status s = (*out)->append(bytes);
+  if (s.is_ok()) s = (*out)->close();
+  if (s.is_ok()) s = env_.chmod(dest, 0444);
+  if (!s.is_ok()) {
+    out->reset();
+    (void)env_.remove_file(dest);
+  }
+  return s;
+}
+
 Status ArtifactStore::materialize_file(const Digest& digest, const std::string& dest,
                                        bool executable, const MaterializeOptions& options) {
   auto rec = require(digest);

@@ -290,6 +290,9 @@ void World::crash(int i) {
   // What was committed but not yet synced is lost; objects in place without their rows
   // are indexed when the agent starts again.
   h.unindexed.clear();
+  // What was placed and not stored since was never synced: lost.
+  for (const auto& d : h.placed) h.store.erase(d);
+  h.placed.clear();
   h.unsynced.clear();
   h.sync_batches.clear();
   h.sync_inflight = false;

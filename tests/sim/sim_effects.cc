@@ -416,6 +416,7 @@ void SimExecutor::remove_work_dir(const promises::StartJob& s) {
 Result<agent::Received> SimSink::store_received(const Digest& digest, std::optional<bool>) {
   Host& h = w_->host(i_);
   if (!h.incoming.erase(digest)) return Status::corrupt("no bytes of " + digest.hex() + " arrived");
+  h.placed.erase(digest);  // stored: durable
   agent::Received r;
   const ArtifactRef* ref = w_->ref(digest);
   if (ref && ref->is_tree && !ref->entries.empty()) {
@@ -459,6 +460,19 @@ void SimSink::hold(const Digest& digest, std::string bytes) {
     return;
   }
   w_->host(i_).incoming.insert(digest);
+}
+
+Status SimSink::place(const Digest& digest, std::string_view bytes) {
+  if (bytes != sim_bytes(digest)) {
+    w_->fail("a" + std::to_string(i_) + " placed attached bytes that are not " + digest.hex() + "'s");
+    return Status::corrupt("not its bytes");
+  }
+  Host& h = w_->host(i_);
+  if (!h.store.count(digest)) {
+    h.store.insert(digest);
+    h.placed.insert(digest);
+  }
+  return Status::ok();
 }
 
 std::optional<std::string> SimSink::held_bytes(const Digest& digest, std::size_t max_bytes) {

@@ -134,6 +134,7 @@ class SimSink final : public agent::ArtifactSink {
   // the store refuses bytes that do not hash to their name.
   bool bytes_match(const Digest& digest, std::string_view bytes) override;
   void hold(const Digest& digest, std::string bytes) override;
+  Status place(const Digest& digest, std::string_view bytes) override;
   std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) override;
 
  private:
@@ -175,6 +176,9 @@ struct Host {
   // Fetched objects in the store whose index rows the agent has not committed yet
   // (StateStore::persist_index); an agent that starts indexes what it finds.
   std::set<Digest> unindexed;
+  // Placed for a job ahead of being stored (ArtifactSink::place): not synced, so gone
+  // after a crash unless stored since.
+  std::set<Digest> placed;
   std::set<Digest> incoming;
   std::map<Digest, Proc> procs;
   // Dies with the agent.
