@@ -254,6 +254,16 @@ Status LocalExecutor::materialize_inputs(const promises::StartJob& start) {
     auto held = fan_in ? store_->has(in.artifact.digest) : Result<bool>(true);
     if (held.is_ok() && !*held) {
       auto made = store_->put_tree(in.artifact.entries);
+      if (made.status().code() == StatusCode::kNotFound) {
+        // Entries placed ahead of being stored (StoreSink::place) are stored now: a tree
+        // names only held children.
+        for (const auto& e : in.artifact.entries) {
+          if (e.kind != EntryKind::kFile) continue;
+          auto has = store_->has(e.digest);
+          if (has.is_ok() && !*has) (void)store_->store_placed(e.digest, promises::kMaxAttachedBytes);
+        }
+        made = store_->put_tree(in.artifact.entries);
+      }
       if (made.is_ok() && *made != in.artifact.digest) {
         return Status::corrupt("input '" + in.name + "': fan-in tree made as " + made->hex());
       }

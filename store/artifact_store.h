@@ -289,6 +289,10 @@ class ArtifactStore {
   // DEST, or copied. kNotFound if there is no such file, kInvalid past MAX_BYTES.
   Status materialize_placed(const Digest& digest, const std::string& dest,
                             std::uint64_t max_bytes);
+  // Such a placed object stored now, as put_bytes stores bytes (synced, indexed): for a
+  // tree made of it (a fan-in input) before the agent's own store gets to it. Errors as
+  // materialize_placed's.
+  Status store_placed(const Digest& digest, std::uint64_t max_bytes);
 
   // What a held tree becomes when materialized (memoized per subtree).
   Result<TreeExpansion> expansion(const Digest& tree);
@@ -315,6 +319,8 @@ class ArtifactStore {
   // Makes the fan-out directory of DIGEST if it is missing, and syncs `objects/` then,
   // or (SYNC_NOW false, in a group) sets fanout_made_ for the group's directory syncs.
   Status ensure_fanout(const Digest& digest, bool sync_now = true);
+  // The bytes of a placed object (materialize_placed), checked against DIGEST.
+  Result<std::string> read_placed(const Digest& digest, std::uint64_t max_bytes);
   std::string new_temp_path();
   // Moves a synced temporary into place as DIGEST and queues its index row; syncs the
   // directory unless the caller syncs it later (import_together).

@@ -25,8 +25,7 @@ Status ArtifactStore::materialize(const Digest& digest, const std::string& dest,
   return materialize_tree(digest, dest, 0, options);
 }
 
-Status ArtifactStore::materialize_placed(const Digest& digest, const std::string& dest,
-                                         std::uint64_t max_bytes) {
+Result<std::string> ArtifactStore::read_placed(const Digest& digest, std::uint64_t max_bytes) {
   const std::string src = object_path(digest, ArtifactKind::kFile);
   auto info = env_.stat(src);
   if (!info.is_ok()) return info.status();
@@ -39,25 +38,33 @@ Status ArtifactStore::materialize_placed(const Digest& digest, const std::string
   }
   auto in = env_.open_readable(src);
   if (!in.is_ok()) return in.status();
-  std::vector<std::uint8_t> bytes(info->size_bytes);
+  std::string bytes(info->size_bytes, '\0');
   std::size_t got = 0;
   while (got < bytes.size()) {
-    auto n = (*in)->read_at(got, std::span<std::uint8_t>(bytes).subspan(got));
+    auto n = (*in)->read_at(
+        got, std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(bytes.data()) + got,
+                                     bytes.size() - got));
     if (!n.is_ok()) return n.status();
     if (*n == 0) break;
     got += *n;
   }
-  if (got != bytes.size() ||
-      blake2b(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())) !=
-          digest) {
+  if (got != bytes.size() || blake2b(bytes) != digest) {
     return Status::corrupt("artifact " + digest.hex() + " in place does not hash to its name");
   }
-  auto linked = env_.link(src, dest);
+  return bytes;
+}
+
+Status ArtifactStore::materialize_placed(const Digest& digest, const std::string& dest,
+                                         std::uint64_t max_bytes) {
+  auto bytes = read_placed(digest, max_bytes);
+  if (!bytes.is_ok()) return bytes.status();
+  auto linked = env_.link(object_path(digest, ArtifactKind::kFile), dest);
   if (!linked.is_ok()) return linked.status();
   if (*linked) return Status::ok();
   auto out = env_.new_writable(dest, 0444);
   if (!out.is_ok()) return out.status();
-  Status s = (*out)->append(bytes);
+  Status s = (*out)->append(std::span<const std::uint8_t>(
+      reinterpret_cast<const std::uint8_t*>(bytes->data()), bytes->size()));
   if (s.is_ok()) s = (*out)->close();
   if (s.is_ok()) s = env_.chmod(dest, 0444);
   if (!s.is_ok()) {
@@ -65,6 +72,16 @@ Status ArtifactStore::materialize_placed(const Digest& digest, const std::string
     (void)env_.remove_file(dest);
   }
   return s;
+}
+
+Status ArtifactStore::store_placed(const Digest& digest, std::uint64_t max_bytes) {
+  auto bytes = read_placed(digest, max_bytes);
+  if (!bytes.is_ok()) return bytes.status();
+  auto stored = put_bytes(*bytes);
+  if (!stored.is_ok()) return stored.status();
+  return *stored == digest ? Status::ok()
+                           : Status::corrupt("artifact " + digest.hex() + " stored as " +
+                                             stored->hex());
 }
 
 Status ArtifactStore::materialize_file(const Digest& digest, const std::string& dest,
