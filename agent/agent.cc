@@ -179,13 +179,7 @@ void Agent::pump() {
     }
     carry_out(outs);
   }
-  // Placed artifacts (Fetch::placed) are stored now that the jobs they let start have
-  // handed their inputs to the worker.
-  if (!placed_.empty()) {
-    std::vector<Digest> placed;
-    placed.swap(placed_);
-    for (const auto& d : placed) fetch_received(d);
-  }
+  store_placed();
   // Index rows a worker handed back with no core input behind them (fetched objects no
   // job waits for, such as replicas): committed now, not left for whenever a pass next
   // persists something.
@@ -194,6 +188,22 @@ void Agent::pump() {
     carry_out(outs);
   }
   pumping_ = false;
+}
+
+// Placed artifacts (Fetch::placed) are stored once no job here is preparing: the jobs
+// they let start have been spawned, so the store's syncs neither hold their inputs back
+// on the worker nor share the file system's journal with their start (the job's log
+// files). Past kMaxStoreGroup waiting, at once.
+void Agent::store_placed() {
+  if (placed_.empty()) return;
+  if (placed_.size() < kMaxStoreGroup) {
+    for (const auto& [id, job] : jobs_) {
+      if (job.phase == Job::Phase::kPreparing) return;
+    }
+  }
+  std::vector<Digest> placed;
+  placed.swap(placed_);
+  for (const auto& d : placed) fetch_received(d);
 }
 
 // ---- carrying out the core's outputs (the order is the contract on promises::Output) ----

@@ -289,6 +289,7 @@ class Agent {
   void fetch_done(Digest digest, const Status& status);
   // Tells the core an artifact it asked for is here.
   void fetched_for_core(const Digest& digest);
+  void store_placed();
 
   Effects fx_;
   std::shared_ptr<spdlog::logger> log_;

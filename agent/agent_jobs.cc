@@ -123,6 +123,7 @@ void Agent::spawn_job(const Digest& id) {
       {id, job.start.epoch, *pid, fx_.executor->work_dir(job.start), job.started_unix_ms});
   if (!s.is_ok()) log_->warn("cannot record running job {}: {}", id.short_hex(), s.to_string());
   log_->info("job {} started (pid {})", job_name(job.start), *pid);
+  store_placed();
 }
 
 // Hand-off latency: the newest upstream result this job consumes was signed, then its
