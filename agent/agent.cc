@@ -464,8 +464,13 @@ void Agent::keep_attached(promises::StatementBatch& batch) {
   for (auto& a : batch.attached) {
     if (!named.count(a.digest) || fetches_.count(a.digest)) continue;
     if (!fx_.sink->bytes_match(a.digest, a.bytes)) {
-      ++counters_.attached_refused;
-      log_->warn("bytes attached for artifact {} are not its own: dropped", a.digest.short_hex());
+      // Counted each time, logged the 1st, 2nd, 4th, 8th... time: a peer that sends them
+      // by the thousand does not fill the log.
+      const std::uint64_t n = ++counters_.attached_refused;
+      if ((n & (n - 1)) == 0) {
+        log_->warn("bytes attached for artifact {} are not its own: dropped ({} so far)",
+                   a.digest.short_hex(), n);
+      }
       continue;
     }
     peers_attached_.put(a.digest, std::move(a.bytes));
