@@ -2,6 +2,7 @@
 #include "agent/agent.h"
 
 #include <chrono>
+#include <unordered_set>
 #include <utility>
 
 #include "promises/limits.h"
@@ -451,12 +452,12 @@ void Agent::attach_outputs(std::vector<promises::Output>& outs) {
 // are dropped and counted: forged bytes never displace true ones), and only until a
 // fetch takes them (fetch) or newer bytes push them out.
 void Agent::keep_attached(promises::StatementBatch& batch) {
-  std::unordered_map<Digest, bool> named;
+  std::unordered_set<Digest> named;
   for (const auto& st : batch.statements) {
     if (const auto* r = std::get_if<JobResult>(&st.body)) {
       for (const auto& o : r->outputs) {
         if (!o.artifact.is_tree && o.artifact.size_bytes <= promises::kMaxAttachedBytes) {
-          named[o.artifact.digest] = true;
+          named.insert(o.artifact.digest);
         }
       }
     }

@@ -43,18 +43,17 @@ void Agent::fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_
     f.is_tree = false;
     // A job waiting for it starts from the bytes in place; the worker's store, which
     // syncs them and makes their index row, goes after the job's inputs are materialized
-    // (Agent::pump), so the start waits for no sync.
-    if (f.for_core && fx_.sink->place(digest, *bytes).is_ok()) {
-      log_->debug("artifact {} came with its result: placed", digest.short_hex());
-      f.placed = true;
-      fx_.sink->hold(digest, std::move(*bytes));
+    // (Agent::store_placed), so the start waits for no sync.
+    f.placed = f.for_core && fx_.sink->place(digest, *bytes).is_ok();
+    log_->debug("artifact {} came with its result: {}", digest.short_hex(),
+                f.placed ? "placed" : "storing");
+    fx_.sink->hold(digest, std::move(*bytes));
+    if (f.placed) {
       placed_.push_back(digest);
       fetched_for_core(digest);
-      return;
+    } else {
+      fetch_received(digest);
     }
-    log_->debug("artifact {} came with its result: storing", digest.short_hex());
-    fx_.sink->hold(digest, std::move(*bytes));
-    fetch_received(digest);
     return;
   }
   try_next_holder(it->second, Status::ok());

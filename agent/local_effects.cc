@@ -806,25 +806,11 @@ Status StoreSink::place(const Digest& digest, std::string_view bytes) {
 }
 
 // The object's file as the collect just wrote it (its index row is committed with the
-// result that names it, after this): read by path, not verified again (a receiver
-// checks what it is sent).
+// result that names it, after this), read by path and checked against its digest.
 std::optional<std::string> StoreSink::held_bytes(const Digest& digest, std::size_t max_bytes) {
-  const std::string path = store_->object_path(digest, store::ArtifactKind::kFile);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return std::nullopt;
-  std::string out(max_bytes + 1, '\0');
-  std::size_t got = 0;
-  while (got < out.size()) {
-    ssize_t n = ::read(fd, out.data() + got, out.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) got = out.size();  // unreadable: nothing to carry
-    if (n <= 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  if (got > max_bytes) return std::nullopt;
-  out.resize(got);
-  return out;
+  auto bytes = store_->read_placed(digest, max_bytes);
+  if (!bytes.is_ok()) return std::nullopt;
+  return std::move(bytes).value();
 }
 
 Status StoreSink::store_tree(const Digest& digest, const std::vector<TreeEntry>& entries) {

@@ -293,6 +293,10 @@ class ArtifactStore {
   // tree made of it (a fan-in input) before the agent's own store gets to it. Errors as
   // materialize_placed's.
   Status store_placed(const Digest& digest, std::uint64_t max_bytes);
+  // The bytes of a file object in place, indexed or not (a placed one, or one just
+  // imported whose row is not committed yet), checked against DIGEST: kNotFound if there
+  // is none, kInvalid past MAX_BYTES, kCorrupt if they are not DIGEST's.
+  Result<std::string> read_placed(const Digest& digest, std::uint64_t max_bytes);
 
   // What a held tree becomes when materialized (memoized per subtree).
   Result<TreeExpansion> expansion(const Digest& tree);
@@ -319,8 +323,6 @@ class ArtifactStore {
   // Makes the fan-out directory of DIGEST if it is missing, and syncs `objects/` then,
   // or (SYNC_NOW false, in a group) sets fanout_made_ for the group's directory syncs.
   Status ensure_fanout(const Digest& digest, bool sync_now = true);
-  // The bytes of a placed object (materialize_placed), checked against DIGEST.
-  Result<std::string> read_placed(const Digest& digest, std::uint64_t max_bytes);
   std::string new_temp_path();
   // Moves a synced temporary into place as DIGEST and queues its index row; syncs the
   // directory unless the caller syncs it later (import_together).
