@@ -239,6 +239,11 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   // on their way while its claim is committed and synced (the core names as holders
   // only peers it holds live, so a link or a death later in the pass changes nothing
   // for them).
+  // So do starts, where commits are synced later (below): a claim committed but not
+  // synced is no more durable than one not committed yet, so a start that may go before
+  // the sync may go before the commit, and its work directory and inputs are made while
+  // the commit is written.
+  const bool start_early = to_persist && fx_.state->defers_sync();
   if (to_persist) {
     for (auto& out : outs) {
       std::erase_if(out.messages, [&](const promises::Outbound& m) {
@@ -247,11 +252,13 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
         return true;
       });
       std::erase_if(out.actions, [&](promises::Action& a) {
-        if (!std::holds_alternative<promises::FetchArtifact>(a) &&
+        const bool start = std::holds_alternative<promises::StartJob>(a);
+        if (!(start && start_early) && !std::holds_alternative<promises::FetchArtifact>(a) &&
             !std::holds_alternative<promises::ReplicateArtifact>(a)) {
           return false;
         }
         act(a);
+        if (start) ++counters_.started_before_sync;
         return true;
       });
     }

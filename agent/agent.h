@@ -104,6 +104,9 @@ struct AgentCounters {
   // Jobs started while the sync of the pass that claimed them was still under way
   // (docs/agent.md, "Starts before the sync").
   std::uint64_t started_before_sync = 0;
+  // Jobs whose every input was placed moments ago, linked on the loop with no trip to
+  // the worker (docs/storage.md, "Placed ahead of being stored").
+  std::uint64_t started_from_placed = 0;
   // Passes whose peers' statements were held for a later commit (kMaxHeldPeerStatements).
   std::uint64_t held_passes = 0;
   // Small outputs sent with own results; peers' taken for a fetch instead of a transfer;

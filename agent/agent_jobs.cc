@@ -54,6 +54,18 @@ void Agent::start_job(promises::StartJob start) {
   log_->info("job {} epoch {}: materializing {} inputs", job_name(job.start), job.start.epoch,
              job.start.inputs.size());
   Executor* ex = fx_.executor;
+  // Inputs that came with their result moments ago, placed and not stored since, are
+  // linked here: the start makes no trip to the worker and back.
+  const bool all_placed =
+      !job.start.inputs.empty() &&
+      std::all_of(job.start.inputs.begin(), job.start.inputs.end(), [&](const auto& in) {
+        return std::find(placed_.begin(), placed_.end(), in.artifact.digest) != placed_.end();
+      });
+  if (all_placed && ex->link_placed_inputs(job.start).is_ok()) {
+    ++counters_.started_from_placed;
+    spawn_job(id);
+    return;
+  }
   promises::StartJob s = job.start;
   submit(
       [this, ex, id, s]() -> std::function<void()> {

@@ -144,6 +144,15 @@ class Executor {
   virtual Status create_work_dir(const promises::StartJob& start) = 0;
   // Worker: puts the run's inputs (all held in the store) in its work directory.
   virtual Status materialize_inputs(const promises::StartJob& start) = 0;
+  // Loop: puts the run's inputs in its work directory when every one is a file the
+  // agent placed moments ago (ArtifactSink::place) and has not stored since, without
+  // the store's index (docs/storage.md, "Placed ahead of being stored"). On failure it
+  // leaves no input behind, and the worker's materialize_inputs is the way; kUnavailable
+  // where the executor has no such shortcut.
+  virtual Status link_placed_inputs(const promises::StartJob& start) {
+    (void)start;
+    return Status::unavailable("inputs are materialized by the worker");
+  }
   // Loop: starts the run's process; returns its pid. Its exit is fed with
   // Agent::process_exited(job, exit).
   virtual Result<std::int64_t> spawn(const promises::StartJob& start) = 0;

@@ -302,5 +302,43 @@ TEST_CASE("a placed object is taken only whole and sound, and only when small") 
   CHECK(file_text(work.path() + "/d") == data);
 }
 
+TEST_CASE("a start whose inputs were all placed has them linked, or none of them") {
+  State st;
+  REQUIRE(st.artifacts->make_fanouts().is_ok());
+  ReceivedInMemory received;
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  LocalExecutor ex(st.dir.path(), st.artifacts.get());
+  const std::string a = pattern(10), b = pattern(20);
+  promises::StartJob start;
+  start.job.job = blake2b("job");
+  start.epoch = 1;
+  start.inputs = {{"a", {blake2b(a), false, a.size(), {}}}, {"b", {blake2b(b), false, b.size(), {}}}};
+  REQUIRE(ex.create_work_dir(start).is_ok());
+  const std::string in = ex.work_dir(start) + "/in/";
+  REQUIRE(store_sink.place(blake2b(a), a).is_ok());
+  // b is not placed: a, linked first, is taken back, and the worker's way is left whole.
+  CHECK_FALSE(ex.link_placed_inputs(start).is_ok());
+  CHECK_FALSE(exists(in + "a"));
+  CHECK_FALSE(exists(in + "b"));
+  REQUIRE(store_sink.place(blake2b(b), b).is_ok());
+  REQUIRE(ex.link_placed_inputs(start).is_ok());
+  CHECK(file_text(in + "a") == a);
+  CHECK(file_text(in + "b") == b);
+  // Linked, not copied: the job's input is the placed object, read-only.
+  struct stat input {}, object {};
+  REQUIRE(::stat((in + "a").c_str(), &input) == 0);
+  REQUIRE(::stat(store::object_path(store::artifacts_root(st.dir.path()), blake2b(a),
+                                    store::ArtifactKind::kFile).c_str(), &object) == 0);
+  CHECK(input.st_ino == object.st_ino);
+  CHECK((input.st_mode & 0777) == 0444);
+  // A tree input, or one too large to have come with its result, is never taken so.
+  promises::StartJob tree = start;
+  tree.epoch = 2;
+  tree.inputs = {{"t", {blake2b(a), true, a.size(), {}}}};
+  REQUIRE(ex.create_work_dir(tree).is_ok());
+  CHECK(ex.link_placed_inputs(tree).code() == StatusCode::kUnavailable);
+  CHECK_FALSE(exists(ex.work_dir(tree) + "/in/t"));
+}
+
 }  // namespace
 }  // namespace vow::agent

@@ -87,6 +87,7 @@ class LocalExecutor final : public Executor {
         job_host_exe_(std::move(job_host)) {}
   Status create_work_dir(const promises::StartJob& start) override;
   Status materialize_inputs(const promises::StartJob& start) override;
+  Status link_placed_inputs(const promises::StartJob& start) override;
   Result<std::int64_t> spawn(const promises::StartJob& start) override;
   void kill(const Digest& job) override;
   Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;

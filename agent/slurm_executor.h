@@ -110,6 +110,9 @@ class JobExecutors final : public Executor {
   Status materialize_inputs(const promises::StartJob& s) override {
     return pick(s)->materialize_inputs(s);
   }
+  Status link_placed_inputs(const promises::StartJob& s) override {
+    return pick(s)->link_placed_inputs(s);
+  }
   Result<std::int64_t> spawn(const promises::StartJob& s) override;
   void kill(const Digest& job) override;
   Adoption adopt(const store::RunningJob& row, const promises::StartJob& s) override;

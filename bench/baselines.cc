@@ -11,6 +11,12 @@
 //   baselines spawn [--seconds S] -- PROGRAM [ARGS...]
 //       posix_spawn of PROGRAM and waitpid, in a loop: spawns per second. The job
 //       throughput baseline.
+//   baselines start STAMP DIR [--iterations N]
+//       posix_spawn of STAMP (bench/stamp) writing its start stamp to a log in DIR, and
+//       waitpid, in a loop: from the wall clock read just before posix_spawn to the
+//       clock the new process reads first thing, p50 and p99. What starting a process
+//       costs this machine at least: the floor under the hand-off latency, whose end is
+//       that same reading.
 //   baselines blake2b FILE [--runs N]
 //       BLAKE2b-256 (libsodium, through vow's Hasher, 256 KiB updates) of the file's
 //       bytes already in memory, on one core: MB/s per run. The artifact hand-off
@@ -173,6 +179,37 @@ int run_spawn(double seconds, std::vector<char*> argv) {
   return 0;
 }
 
+// ---- start ----
+
+int run_start(const std::string& stamp, const std::string& dir, int iterations) {
+  std::string log = dir + "/vow-bench-start.stamps";
+  (void)::unlink(log.c_str());
+  std::vector<char*> argv = {const_cast<char*>(stamp.c_str()), const_cast<char*>(log.c_str()),
+                             nullptr};
+  std::vector<double> us;
+  for (int i = 0; i < iterations; ++i) {
+    timespec t0{};
+    clock_gettime(CLOCK_REALTIME, &t0);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ);
+    if (rc != 0) die(std::string("posix_spawn: ") + std::strerror(rc));
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      die(stamp + " failed");
+    }
+    std::ifstream in(log);
+    std::string line, last;
+    while (std::getline(in, line)) last = line;
+    long long ns = std::atoll(last.c_str());
+    if (ns <= 0) die("no stamp in " + log);
+    us.push_back(static_cast<double>(ns - (t0.tv_sec * 1000000000LL + t0.tv_nsec)) / 1000.0);
+  }
+  (void)::unlink(log.c_str());
+  std::printf("{\"figure\": \"start\", \"n\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f}\n",
+              us.size(), percentile(us, 0.5), percentile(us, 0.99));
+  return 0;
+}
+
 // ---- blake2b ----
 
 int run_blake2b(const std::string& path, int runs) {
@@ -250,6 +287,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: baselines rtt [--iterations N] [--bytes N]\n"
                "       baselines spawn [--seconds S] -- PROGRAM [ARGS...]\n"
+               "       baselines start STAMP DIR [--iterations N]\n"
                "       baselines blake2b FILE [--runs N]\n"
                "       baselines fsync DIR [--iterations N]\n");
   return 2;
@@ -286,6 +324,16 @@ int main(int argc, char** argv) {
     }
     if (i + 1 >= argc) return usage();
     return run_spawn(seconds, std::vector<char*>(argv + i + 1, argv + argc));
+  }
+  if (cmd == "start") {
+    if (argc < 4) return usage();
+    int iterations = 500;
+    for (int i = 4; i + 1 < argc; i += 2) {
+      if (std::strcmp(argv[i], "--iterations") != 0) return usage();
+      iterations = std::atoi(argv[i + 1]);
+    }
+    if (iterations < 1) return usage();
+    return run_start(argv[2], argv[3], iterations);
   }
   if (cmd == "blake2b") {
     if (argc < 3) return usage();

@@ -75,7 +75,7 @@ TEST_CASE("a claimed job starts before its claim is synced; a crash that loses t
   // agent stops those runs and the job is claimed again, and every invariant holds (no
   // own sequence number used twice, at most one live claim per job, no lost result).
   // Agents crash on purpose while running a process whose claim is not durable.
-  std::uint64_t started = 0, orphaned = 0, jobs = 0;
+  std::uint64_t started = 0, orphaned = 0, jobs = 0, uncommitted = 0;
   for (std::uint64_t seed = 1; seed <= 16; ++seed) {
     SimOptions o = mesh_of(seed, 4, 20, seed <= 4 ? Faults::kNone : Faults::kCrash);
     o.deferred_sync = true;
@@ -84,11 +84,13 @@ TEST_CASE("a claimed job starts before its claim is synced; a crash that loses t
     INFO("seed " << seed << "\n" << failures_of(r));
     CHECK(r.failures.empty());
     started += r.started_before_sync;
+    uncommitted += r.started_before_commit;
     orphaned += r.runs_without_claim;
     jobs += r.jobs_done;
   }
   CHECK(jobs >= 16 * 20);
   CHECK(started > jobs / 4);  // most starts do not wait (those in a pass of statements)
+  CHECK(uncommitted > jobs / 4);  // nor for the commit of their claim
   CHECK(orphaned > 0);        // and crashes did lose the claim of a running job
 }
 
@@ -156,7 +158,7 @@ TEST_CASE("small outputs go with their result; forged bytes attached by a peer a
   // outputs some agents lack: every agent drops them on arrival (the simulated store
   // fails the seed if it is handed bytes that are not their digest's), and fetches those
   // outputs from their holders.
-  std::uint64_t used = 0, refused = 0, forged = 0, transfers = 0, jobs = 0;
+  std::uint64_t used = 0, refused = 0, forged = 0, transfers = 0, jobs = 0, linked = 0;
   for (std::uint64_t seed = 1; seed <= 12; ++seed) {
     SimOptions o = mesh_of(seed, 4, 20, seed <= 6 ? Faults::kNone : Faults::kAll, 4);
     o.hostile = seed % 2 == 0;
@@ -168,8 +170,10 @@ TEST_CASE("small outputs go with their result; forged bytes attached by a peer a
     forged += r.hostile_attachments;
     transfers += r.transfers;
     jobs += r.jobs_done;
+    linked += r.started_from_placed;
   }
   CHECK(jobs >= 12 * 20);
+  CHECK(linked > 0);  // jobs whose inputs all came so started with no trip to the worker
   CHECK(used > jobs / 4);  // most small outputs needed elsewhere came with their result
   CHECK(transfers > 0);    // the others were fetched
   CHECK(forged > 0);

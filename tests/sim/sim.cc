@@ -293,6 +293,7 @@ void World::crash(int i) {
   // What was placed and not stored since was never synced: lost.
   for (const auto& d : h.placed) h.store.erase(d);
   h.placed.clear();
+  h.committed_claims.clear();
   h.unsynced.clear();
   h.sync_batches.clear();
   h.sync_inflight = false;
@@ -855,6 +856,7 @@ void World::check_end() {
     result_.worker_backlogged += h.agent->counters().worker_backlogged;
     result_.carried_before_sync += h.agent->counters().carried_before_sync;
     result_.started_before_sync += h.agent->counters().started_before_sync;
+    result_.started_from_placed += h.agent->counters().started_from_placed;
     result_.held_passes += h.agent->counters().held_passes;
     result_.attached_used += h.agent->counters().attached_used;
     result_.attached_refused += h.agent->counters().attached_refused;

@@ -80,6 +80,11 @@ struct SimResult {
   std::uint64_t carried_before_sync = 0;
   // Jobs started before the sync of the pass that decided their start completed.
   std::uint64_t started_before_sync = 0;
+  // Jobs started before the pass that claimed them committed the claim (with deferred
+  // sync: docs/agent.md, "Starts before the sync").
+  std::uint64_t started_before_commit = 0;
+  // Jobs started with inputs placed moments ago, linked on the loop (no worker trip).
+  std::uint64_t started_from_placed = 0;
   // Running-job rows a restart found without the claim they ran under (lost by a crash
   // before its sync): the core stops such runs.
   std::uint64_t runs_without_claim = 0;

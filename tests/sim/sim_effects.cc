@@ -134,6 +134,11 @@ Status SimDisk::persist(const std::vector<Statement>& statements) {
     w_->trace(who + " persist failed: disk full");
     return Status::io("no space left on device (simulated)");
   }
+  for (const auto& st : statements) {
+    if (const auto* c = std::get_if<Claim>(&st.body); c && st.author == w_->host(i_).key) {
+      w_->host(i_).committed_claims.insert({c->job.job, c->epoch});
+    }
+  }
   write([w = w_, i = i_, who, statements] {
     Host& h = w->host(i);
     for (const auto& st : statements) {
@@ -248,6 +253,8 @@ Status SimExecutor::create_work_dir(const promises::StartJob& s) {
     w_->fail(who + " started job " + s.job.job.short_hex() +
              " that already had a canonical result");
   }
+  // Where commits are synced later, a start goes before its claim's commit too.
+  if (!h.committed_claims.count({s.job.job, s.epoch})) ++w_->result().started_before_commit;
   for (const auto& in : s.inputs) {
     bool here = h.store.count(in.artifact.digest) != 0;
     if (!here && in.artifact.is_tree) {
@@ -271,6 +278,23 @@ Status SimExecutor::materialize_inputs(const promises::StartJob& s) {
     // Lost meanwhile (a fault): the run fails, as a real one would.
     if (!composed) return Status::not_found("input '" + in.name + "' is not held");
     h.store.insert(in.artifact.digest);
+  }
+  return Status::ok();
+}
+
+// The agent's loop links inputs it placed and has not stored since: each must be a
+// small file held here (placed, or stored meanwhile by a fetch of the same bytes).
+Status SimExecutor::link_placed_inputs(const promises::StartJob& s) {
+  Host& h = w_->host(i_);
+  for (const auto& in : s.inputs) {
+    const ArtifactRef* ref = w_->ref(in.artifact.digest);
+    if (in.artifact.is_tree || (ref && ref->size_bytes > promises::kMaxAttachedBytes)) {
+      w_->fail("a" + std::to_string(i_) + " linked input '" + in.name + "' of " +
+               s.job.job.short_hex() + ", which it cannot have placed");
+      return Status::unavailable("not placed");
+    }
+    // Lost meanwhile (a fault): the worker's materialize is tried, and fails the run.
+    if (!h.store.count(in.artifact.digest)) return Status::not_found("input '" + in.name + "'");
   }
   return Status::ok();
 }

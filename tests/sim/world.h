@@ -104,6 +104,7 @@ class SimExecutor final : public agent::Executor {
   SimExecutor(World* w, int i) : w_(w), i_(i) {}
   Status create_work_dir(const promises::StartJob& start) override;
   Status materialize_inputs(const promises::StartJob& start) override;
+  Status link_placed_inputs(const promises::StartJob& start) override;
   Result<std::int64_t> spawn(const promises::StartJob& start) override;
   void kill(const Digest& job) override;
   agent::Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;
@@ -181,6 +182,8 @@ struct Host {
   std::set<Digest> placed;
   std::set<Digest> incoming;
   std::map<Digest, Proc> procs;
+  // Own claims (job, epoch) committed by this incarnation, durable or not.
+  std::set<std::pair<Digest, std::uint32_t>> committed_claims;
   // Dies with the agent.
   std::unique_ptr<agent::Agent> agent;
   bool up = false;
