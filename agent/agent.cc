@@ -242,8 +242,9 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   // So do starts, where commits are synced later (below): a claim committed but not
   // synced is no more durable than one not committed yet, so a start that may go before
   // the sync may go before the commit, and its work directory and inputs are made while
-  // the commit is written.
-  const bool start_early = to_persist && fx_.state->defers_sync();
+  // the commit is written. Not a start the worker materializes while this commit holds
+  // fetched objects' index rows: the worker finds an input by its row.
+  const bool early_ok = to_persist && fx_.state->defers_sync();
   if (to_persist) {
     for (auto& out : outs) {
       std::erase_if(out.messages, [&](const promises::Outbound& m) {
@@ -252,8 +253,9 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
         return true;
       });
       std::erase_if(out.actions, [&](promises::Action& a) {
-        const bool start = std::holds_alternative<promises::StartJob>(a);
-        if (!(start && start_early) && !std::holds_alternative<promises::FetchArtifact>(a) &&
+        const auto* sj = std::get_if<promises::StartJob>(&a);
+        const bool start = sj && early_ok && (index_rows_.empty() || inputs_placed(*sj));
+        if (!start && !std::holds_alternative<promises::FetchArtifact>(a) &&
             !std::holds_alternative<promises::ReplicateArtifact>(a)) {
           return false;
         }

@@ -268,6 +268,7 @@ class Agent {
   void kill_job(const promises::KillJob& kill);
   bool adopt(const store::RunningJob& row, promises::StartJob& start);
   void spawn_job(const Digest& id);
+  bool inputs_placed(const promises::StartJob& start) const;
   void collect_job(const Digest& id, const ProcessExit& exit);
   void finish_job(const Digest& id, promises::JobOutcome outcome);
   void job_gone(const Digest& id);

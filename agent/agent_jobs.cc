@@ -56,12 +56,7 @@ void Agent::start_job(promises::StartJob start) {
   Executor* ex = fx_.executor;
   // Inputs that came with their result moments ago, placed and not stored since, are
   // linked here: the start makes no trip to the worker and back.
-  const bool all_placed =
-      !job.start.inputs.empty() &&
-      std::all_of(job.start.inputs.begin(), job.start.inputs.end(), [&](const auto& in) {
-        return std::find(placed_.begin(), placed_.end(), in.artifact.digest) != placed_.end();
-      });
-  if (all_placed && ex->link_placed_inputs(job.start).is_ok()) {
+  if (inputs_placed(job.start) && ex->link_placed_inputs(job.start).is_ok()) {
     ++counters_.started_from_placed;
     spawn_job(id);
     return;
@@ -115,6 +110,15 @@ bool Agent::adopt(const store::RunningJob& row, promises::StartJob& start) {
     log_->info("job {} still running (pid {}): re-adopted", id.short_hex(), row.pid);
   }
   return true;
+}
+
+// Whether every input of the start is an object placed here and not stored since
+// (Agent::fetch), so the loop may link them (Executor::link_placed_inputs).
+bool Agent::inputs_placed(const promises::StartJob& start) const {
+  return !start.inputs.empty() &&
+         std::all_of(start.inputs.begin(), start.inputs.end(), [&](const auto& in) {
+           return std::find(placed_.begin(), placed_.end(), in.artifact.digest) != placed_.end();
+         });
 }
 
 void Agent::spawn_job(const Digest& id) {

@@ -294,6 +294,7 @@ void World::crash(int i) {
   for (const auto& d : h.placed) h.store.erase(d);
   h.placed.clear();
   h.committed_claims.clear();
+  h.unindexed_at_start.clear();
   h.unsynced.clear();
   h.sync_batches.clear();
   h.sync_inflight = false;

@@ -253,6 +253,11 @@ Status SimExecutor::create_work_dir(const promises::StartJob& s) {
     w_->fail(who + " started job " + s.job.job.short_hex() +
              " that already had a canonical result");
   }
+  auto& unindexed = h.unindexed_at_start[s.job.job];
+  unindexed.clear();
+  for (const auto& in : s.inputs) {
+    if (h.unindexed.count(in.artifact.digest)) unindexed.insert(in.artifact.digest);
+  }
   // Where commits are synced later, a start goes before its claim's commit too.
   if (!h.committed_claims.count({s.job.job, s.epoch})) ++w_->result().started_before_commit;
   for (const auto& in : s.inputs) {
@@ -270,6 +275,15 @@ Status SimExecutor::create_work_dir(const promises::StartJob& s) {
 
 Status SimExecutor::materialize_inputs(const promises::StartJob& s) {
   Host& h = w_->host(i_);
+  // The worker may run as soon as the loop hands it the task: an input it finds by its
+  // row must have had the row committed by then (a placed one needs none).
+  for (const auto& d : h.unindexed_at_start[s.job.job]) {
+    if (!h.placed.count(d)) {
+      w_->fail("a" + std::to_string(i_) + " started " + s.job.job.short_hex() +
+               " before the index row of its input " + d.short_hex() + " was committed");
+    }
+  }
+  h.unindexed_at_start.erase(s.job.job);
   for (const auto& in : s.inputs) {
     if (h.store.count(in.artifact.digest)) continue;
     bool composed = in.artifact.is_tree && !in.artifact.entries.empty() &&

@@ -182,6 +182,9 @@ struct Host {
   std::set<Digest> placed;
   std::set<Digest> incoming;
   std::map<Digest, Proc> procs;
+  // Per run started, its inputs whose index rows were not committed when the loop
+  // started it: a worker that runs at once finds no row for them.
+  std::map<Digest, std::set<Digest>> unindexed_at_start;
   // Own claims (job, epoch) committed by this incarnation, durable or not.
   std::set<std::pair<Digest, std::uint32_t>> committed_claims;
   // Dies with the agent.
