@@ -14,6 +14,29 @@ namespace {
 // The form the log prefix and `vow` use for an agent (its id), shortened.
 std::string short_key(const AgentKey& key) { return transport::agent_id(key).substr(0, 12); }
 
+// Calls FN with each file a statement names that may travel with it: a result's outputs
+// that are files of at most kMaxAttachedBytes, a source version's file (if that small)
+// or its tree's file entries (their sizes are not in the version: the codec bounds each
+// attachment).
+template <typename Fn>
+void for_small_files(const Statement& st, Fn&& fn) {
+  if (const auto* r = std::get_if<JobResult>(&st.body)) {
+    for (const auto& o : r->outputs) {
+      if (!o.artifact.is_tree && o.artifact.size_bytes <= promises::kMaxAttachedBytes) {
+        fn(o.artifact.digest);
+      }
+    }
+  } else if (const auto* v = std::get_if<SourceVersion>(&st.body)) {
+    if (!v->artifact.is_tree) {
+      if (v->artifact.size_bytes <= promises::kMaxAttachedBytes) fn(v->artifact.digest);
+      return;
+    }
+    for (const auto& e : v->artifact.entries) {
+      if (e.kind == EntryKind::kFile) fn(e.digest);
+    }
+  }
+}
+
 }  // namespace
 
 Agent::Agent(promises::CoreConfig config, promises::RestoredState restored,
@@ -57,7 +80,8 @@ void Agent::peer_connected(const AgentKey& peer) {
 }
 
 void Agent::source_snapshot(const std::string& pipeline, const std::string& source,
-                            const ArtifactRef& artifact) {
+                            const ArtifactRef& artifact, std::vector<promises::Attached> attached) {
+  for (auto& a : attached) own_attached_.put(a.digest, std::move(a.bytes));
   is_tree_[artifact.digest] = artifact.is_tree;
   for (const auto& e : artifact.entries) is_tree_[e.digest] = e.kind == EntryKind::kTree;
   queue("source-snapshot", [this, pipeline, source, artifact] {
@@ -442,34 +466,27 @@ void Agent::attach_outputs(std::vector<promises::Output>& outs) {
       std::size_t total = 0;
       for (const auto& a : b->attached) total += a.bytes.size();
       for (const auto& st : b->statements) {
-        const auto* r = std::get_if<JobResult>(&st.body);
-        if (r == nullptr || st.author != core_->key()) continue;
-        for (const auto& o : r->outputs) {
-          auto bytes = own_attached_.take(o.artifact.digest);
-          if (!bytes || total + bytes->size() > promises::kMaxAttachedBatchBytes) continue;
+        if (st.author != core_->key()) continue;
+        for_small_files(st, [&](const Digest& d) {
+          auto bytes = own_attached_.take(d);
+          if (!bytes || total + bytes->size() > promises::kMaxAttachedBatchBytes) return;
           total += bytes->size();
-          b->attached.push_back(promises::Attached{o.artifact.digest, std::move(*bytes)});
+          b->attached.push_back(promises::Attached{d, std::move(*bytes)});
           ++counters_.attached_sent;
-        }
+        });
       }
     }
   }
 }
 
-// Only what the batch's results name as small file outputs is kept (a peer cannot fill
+// Only what the batch's statements name as small files is kept (a peer cannot fill
 // the memory with bytes nobody asked for), only if the bytes are their digest's (others
 // are dropped and counted: forged bytes never displace true ones), and only until a
 // fetch takes them (fetch) or newer bytes push them out.
 void Agent::keep_attached(promises::StatementBatch& batch) {
   std::unordered_set<Digest> named;
   for (const auto& st : batch.statements) {
-    if (const auto* r = std::get_if<JobResult>(&st.body)) {
-      for (const auto& o : r->outputs) {
-        if (!o.artifact.is_tree && o.artifact.size_bytes <= promises::kMaxAttachedBytes) {
-          named.insert(o.artifact.digest);
-        }
-      }
-    }
+    for_small_files(st, [&](const Digest& d) { named.insert(d); });
   }
   for (auto& a : batch.attached) {
     if (!named.count(a.digest) || fetches_.count(a.digest)) continue;

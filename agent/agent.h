@@ -67,10 +67,12 @@ inline constexpr std::int64_t kMaxHeldPeerStatementsMs = 100;
 // Own statements of one pass sent to every peer in one message, up to these.
 inline constexpr std::size_t kMaxCoalescedStatements = 64;
 inline constexpr std::size_t kMaxCoalescedBytes = 1u << 20;
-// Small outputs of own runs waiting for their result to be sent, and peers' that came
-// with their results waiting for a fetch (docs/coordination.md, "Small outputs travel
-// with their result"), at most.
-inline constexpr std::size_t kMaxOwnAttached = 256;
+// Small outputs of own runs waiting for their result to be sent (and small files of a
+// source's snapshot for its version: at most kMaxAttachedBatchBytes a snapshot), and
+// peers' that came with their statements waiting for a fetch (docs/coordination.md,
+// "Small outputs travel with their result"), at most.
+inline constexpr std::size_t kMaxOwnAttached = 4096;
+inline constexpr std::size_t kMaxOwnAttachedBytes = 1u << 20;
 inline constexpr std::size_t kMaxPeersAttached = 4096;
 inline constexpr std::size_t kMaxPeersAttachedBytes = 8u << 20;
 
@@ -136,8 +138,10 @@ class Agent {
   void peer_connected(const AgentKey& peer);
   void fetch_outcome(std::uint64_t transfer, const Status& status);
   void process_exited(const Digest& job, const ProcessExit& exit);
+  // ATTACHED: bytes of its small files, to go with the version the core publishes.
   void source_snapshot(const std::string& pipeline, const std::string& source,
-                       const ArtifactRef& artifact);
+                       const ArtifactRef& artifact,
+                       std::vector<promises::Attached> attached = {});
   void artifact_lost(const Digest& digest);
   // Objects garbage collection is about to remove from the store (Core::retained() did
   // not name them): the core no longer counts them as held.
@@ -248,10 +252,10 @@ class Agent {
   // Joins the pass's broadcasts of own statements into as few messages as the limits
   // allow (kMaxCoalescedStatements), in their order, at the place of the first.
   void coalesce_broadcasts(std::vector<promises::Output>& outs);
-  // Adds own results' small outputs (own_attached_) to the broadcasts of OUTS that carry
-  // those results.
+  // Adds own results' small outputs and own source versions' small files (own_attached_)
+  // to the broadcasts of OUTS that carry those statements.
   void attach_outputs(std::vector<promises::Output>& outs);
-  // Keeps the bytes a peer's batch carries for the outputs of the results in it.
+  // Keeps the bytes a peer's batch carries for the small files its statements name.
   void keep_attached(promises::StatementBatch& batch);
   bool held_statements_due() const;
   Status persist(const std::vector<Statement>& statements);
@@ -341,7 +345,7 @@ class Agent {
   // Placed ahead of being stored (Fetch::placed): stored once the pass that placed them
   // has started its jobs (their inputs are materialized first, on the worker).
   std::vector<Digest> placed_;
-  AttachedBytes own_attached_{kMaxOwnAttached, kMaxOwnAttached * promises::kMaxAttachedBytes};
+  AttachedBytes own_attached_{kMaxOwnAttached, kMaxOwnAttachedBytes};
   AttachedBytes peers_attached_{kMaxPeersAttached, kMaxPeersAttachedBytes};
 
   std::deque<std::pair<Worker::Task, std::function<void(const Status&)>>> backlog_;

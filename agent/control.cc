@@ -542,8 +542,9 @@ std::string Daemon::Impl::metrics_text() {
   sample(out, "vow_artifact_received_bytes_total", {},
          static_cast<double>(counters.streams.bytes_received));
   header(out, "vow_attached_outputs_total", "counter",
-         "Small outputs that went with their result (docs/coordination.md): sent with own "
-         "results, and peers' stored without a transfer.");
+         "Small outputs that went with their result, and small source files with their "
+         "version (docs/coordination.md): sent with own statements, and peers' stored "
+         "without a transfer.");
   sample(out, "vow_attached_outputs_total", {{"direction", "out"}},
          static_cast<double>(agent->counters().attached_sent));
   sample(out, "vow_attached_outputs_total", {{"direction", "used"}},

@@ -159,6 +159,7 @@ struct WatchedSource {
   std::shared_ptr<SourceCacheSlot> cache = std::make_shared<SourceCacheSlot>();
   bool snapshotted = false;        // a check has imported it since the agent started
   std::optional<Digest> reported;  // the snapshot last given to the core
+  std::vector<Digest> reported_files;  // its file objects, sorted (CheckPlan::known_files)
   bool importing = false;
   std::int64_t next_check_ms = 0;
   // Checks asked for by `vow wait` (tickets increase): the latest asked, the latest a
@@ -199,6 +200,8 @@ struct SourceCheck {
   Result<ArtifactRef> ref = Status::invalid("not checked");
   store::ImportStats stats;
   std::vector<std::string> notes;  // the cache dropped or not saved: for the log
+  // Small files new in the snapshot, to go with its version (new_small_files).
+  std::vector<promises::Attached> attached;
   WatchesAdded watches;
   bool full = false;      // it walked everything
   std::int64_t took_ms = 0;  // on the worker, wall time

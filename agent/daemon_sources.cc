@@ -94,6 +94,9 @@ std::string source_cache_file(const std::string& state_dir, const promises::Sour
 // What a check is to do, decided on the loop.
 struct CheckPlan {
   bool full = true;                      // walk everything (else only `changed` and above)
+  // The file objects of the version last published (sorted): the others of the new
+  // snapshot go with it if small (new_small_files).
+  std::vector<Digest> known_files;
   store::ChangedDirs changed;            // the directories inotify named since the last check
   std::vector<std::string> watch_roots;  // directories to watch, with all under them
   bool watch_parent = false;
@@ -147,6 +150,43 @@ WatchesAdded add_watches(int fd, const std::string& source, const std::vector<st
   return out;
 }
 
+// The file objects of REF: its own digest for a file, its file entries' for a tree.
+std::vector<Digest> file_digests(const ArtifactRef& ref) {
+  std::vector<Digest> out;
+  if (!ref.is_tree) {
+    out.push_back(ref.digest);
+  } else {
+    for (const auto& e : ref.entries) {
+      if (e.kind != EntryKind::kFile) continue;
+      out.push_back(e.digest);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+// On the worker, after the import: the bytes of REF's file objects that KNOWN (sorted)
+// does not hold and that are at most promises::kMaxAttachedBytes each, together at most
+// promises::kMaxAttachedBatchBytes, read back from the store: they go to every peer with
+// the version (docs/coordination.md, "Small outputs travel with their result"). A file
+// past the limit is only stat'ed.
+std::vector<promises::Attached> new_small_files(store::ArtifactStore* store, const ArtifactRef& ref,
+                                                const std::vector<Digest>& known) {
+  std::vector<promises::Attached> out;
+  std::size_t total = 0;
+  for (const Digest& d : file_digests(ref)) {
+    if (std::binary_search(known.begin(), known.end(), d)) continue;
+    if (!ref.is_tree && ref.size_bytes > promises::kMaxAttachedBytes) break;
+    auto bytes = store->read_placed(d, promises::kMaxAttachedBytes);
+    if (!bytes.is_ok()) continue;  // larger, or gone: fetched as before
+    if (total + bytes->size() > promises::kMaxAttachedBatchBytes) break;
+    total += bytes->size();
+    out.push_back(promises::Attached{d, std::move(*bytes)});
+  }
+  return out;
+}
+
 // On the worker: adds the watches PLAN asks for, loads the source's cache if it is not
 // loaded yet, imports the source through it (reading only what changed; with a partial
 // plan looking only into the directories named, and the new ones just watched) and
@@ -186,6 +226,7 @@ SourceCheck check_source(store::ArtifactStore* store, SourceCacheSlot* slot,
   } else {
     out.ref = store->import_path(path, *slot->cache, &out.stats, &plan.changed);
   }
+  if (out.ref.is_ok()) out.attached = new_small_files(store, *out.ref, plan.known_files);
   // The file only spares reads after a restart (the cache in memory is what checks use),
   // and writing it costs what the whole cache holds: after a partial walk it is written
   // by a task of its own once the snapshot has been handed over (save_source_cache), so
@@ -482,6 +523,7 @@ void Daemon::Impl::start_source_check(std::size_t i, std::int64_t now) {
   src.changed_dirs.clear();
   src.new_dirs.clear();
   src.walk_all = false;
+  plan.known_files = src.reported_files;
   const bool full = plan.full;
   const bool adds_watches = !plan.watch_roots.empty();
   if (adds_watches) ++watch_checks;
@@ -581,7 +623,8 @@ void Daemon::Impl::finish_source_check(std::size_t i, const SourceCheck& check,
         s.decl.pipeline, s.decl.source, ref->digest.short_hex(), ref->size_bytes, st.files_read,
         st.files, st.bytes_read, st.dirs_walked, st.dirs_reused);
     s.reported = ref->digest;
-    agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref);
+    s.reported_files = file_digests(*ref);
+    agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref, check.attached);
     if (agent->held()) {
       // The core has the new version when the agent is released, at the end of this
       // turn of the loop: the check is done then, not before.

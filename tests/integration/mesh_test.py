@@ -459,13 +459,19 @@ name = "down"
 inputs = ["up.small", "up.big"]
 outputs = ["both"]
 run = "cat $VOW_IN_small > $VOW_OUT_both && tr -d x < $VOW_IN_big | wc -c >> $VOW_OUT_both"
+
+[[stage]]
+name = "peek"
+inputs = ["seed"]
+outputs = ["n"]
+run = "wc -c < $VOW_IN_seed > $VOW_OUT_n"
 """
 
 
 def scenario_attached():
-    """A small output goes to the next job's agent with its result (no transfer); a
-    large one is fetched (docs/coordination.md, "Small outputs travel with their
-    result")."""
+    """A small output goes to the next job's agent with its result (no transfer), and a
+    small source file with its version; a large output is fetched (docs/coordination.md,
+    "Small outputs travel with their result")."""
     tmp = tempfile.mkdtemp(prefix="vow-attach-")
     pipe = os.path.join(tmp, "attach.toml")
     with open(pipe, "w") as f:
@@ -476,7 +482,7 @@ def scenario_attached():
         with open(seed, "w") as f:
             f.write("hello, attached world\n")
         a = mesh.add("a", [("attach/up", 1)], sources=[("attach/seed", seed, False)])
-        b = mesh.add("b", [("attach/down", 1)])
+        b = mesh.add("b", [("attach/down", 1), ("attach/peek", 1)])
         for ag in (a, b):
             ag.http_port = free_port()
             ag.agent_lines.append("replicas = 1")  # no copies: b fetches only what down needs
@@ -484,11 +490,14 @@ def scenario_attached():
         wait_done(b, "attach")
         both = read_artifact(mesh, canonical_output(b.status(), "attach", "down", "both")).decode()
         check(both.split() == ["HELLO,", "ATTACHED", "WORLD", "0"], f"down wrote {both!r}")
+        n = read_artifact(mesh, canonical_output(b.status(), "attach", "peek", "n")).decode()
+        check(n.split() == ["22"], f"peek wrote {n!r}")
         wait_until("b's counts on its metrics page",
-                   lambda: metric(b, "vow_attached_outputs_total", 'direction="used"') >= 1, 10)
+                   lambda: metric(b, "vow_attached_outputs_total", 'direction="used"') >= 2, 10)
         check(metric(a, "vow_attached_outputs_total", 'direction="out"') >= 1,
               "a sent no small output with its result")
-        # Only the 10,000-byte output came by transfer.
+        # Only the 10,000-byte output came by transfer: the 22-byte source file came with
+        # its version.
         got = metric(b, "vow_artifact_received_bytes_total")
         check(got == 10000, f"b received {got:.0f} bytes by transfer, not the large output's 10000")
         check(metric(b, "vow_messages_rejected_total", 'reason="attachment_mismatch"') == 0,

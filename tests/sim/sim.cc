@@ -253,8 +253,12 @@ void World::snapshot_sources(int i) {
   refs_[cfg.digest] = cfg;
   add_to_store(h, src.digest);
   add_to_store(h, cfg.digest);
-  h.agent->source_snapshot(pipeline_.name, "cfg", cfg);
-  h.agent->source_snapshot(pipeline_.name, "src", src);
+  // The files go with their versions, as vowd's small files do (the simulated bytes of
+  // an object are sim_bytes of its digest).
+  h.agent->source_snapshot(pipeline_.name, "cfg", cfg, {{cfg.digest, sim_bytes(cfg.digest)}});
+  std::vector<promises::Attached> files;
+  for (const auto& e : src.entries) files.push_back({e.digest, sim_bytes(e.digest)});
+  h.agent->source_snapshot(pipeline_.name, "src", src, std::move(files));
   after_input(i);
 }
 
