@@ -484,9 +484,13 @@ void Agent::attach_outputs(std::vector<promises::Output>& outs) {
 // are dropped and counted: forged bytes never displace true ones), and only until a
 // fetch takes them (fetch) or newer bytes push them out.
 void Agent::keep_attached(promises::StatementBatch& batch) {
-  std::unordered_set<Digest> named;
+  // A source version may name a million files: only those carried are looked up.
+  std::unordered_set<Digest> carried, named;
+  for (const auto& a : batch.attached) carried.insert(a.digest);
   for (const auto& st : batch.statements) {
-    for_small_files(st, [&](const Digest& d) { named.insert(d); });
+    for_small_files(st, [&](const Digest& d) {
+      if (carried.count(d)) named.insert(d);
+    });
   }
   for (auto& a : batch.attached) {
     if (!named.count(a.digest) || fetches_.count(a.digest)) continue;

@@ -170,14 +170,17 @@ std::vector<Digest> file_digests(const ArtifactRef& ref) {
 // does not hold and that are at most promises::kMaxAttachedBytes each, together at most
 // promises::kMaxAttachedBatchBytes, read back from the store: they go to every peer with
 // the version (docs/coordination.md, "Small outputs travel with their result"). A file
-// past the limit is only stat'ed.
+// past the limit is only stat'ed, and at most kMaxOwnAttached new files are looked at (a
+// first snapshot of a large source costs at most that many stats more).
 std::vector<promises::Attached> new_small_files(store::ArtifactStore* store, const ArtifactRef& ref,
                                                 const std::vector<Digest>& known) {
   std::vector<promises::Attached> out;
+  if (!ref.is_tree && ref.size_bytes > promises::kMaxAttachedBytes) return out;
   std::size_t total = 0;
+  std::size_t looked = 0;
   for (const Digest& d : file_digests(ref)) {
     if (std::binary_search(known.begin(), known.end(), d)) continue;
-    if (!ref.is_tree && ref.size_bytes > promises::kMaxAttachedBytes) break;
+    if (++looked > kMaxOwnAttached) break;
     auto bytes = store->read_placed(d, promises::kMaxAttachedBytes);
     if (!bytes.is_ok()) continue;  // larger, or gone: fetched as before
     if (total + bytes->size() > promises::kMaxAttachedBatchBytes) break;

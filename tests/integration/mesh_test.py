@@ -481,7 +481,7 @@ def scenario_attached():
         seed = os.path.join(mesh.root, "seed")
         with open(seed, "w") as f:
             f.write("hello, attached world\n")
-        a = mesh.add("a", [("attach/up", 1)], sources=[("attach/seed", seed, False)])
+        a = mesh.add("a", [("attach/up", 1)], sources=[("attach/seed", seed, True)])
         b = mesh.add("b", [("attach/down", 1), ("attach/peek", 1)])
         for ag in (a, b):
             ag.http_port = free_port()
@@ -502,6 +502,22 @@ def scenario_attached():
         check(got == 10000, f"b received {got:.0f} bytes by transfer, not the large output's 10000")
         check(metric(b, "vow_messages_rejected_total", 'reason="attachment_mismatch"') == 0,
               "attached bytes refused")
+        # A new version of the source (a's wait checks it): its changed file goes with it
+        # too, and the large output, the same bytes again, is held already.
+        with open(seed, "w") as f:
+            f.write("the second seed, of 29 bytes\n")
+        wait_done(a, "attach")
+        wait_done(b, "attach")
+        n = read_artifact(mesh, canonical_output(b.status(), "attach", "peek", "n")).decode()
+        check(n.split() == ["29"], f"peek wrote {n!r} for the new seed")
+        both = read_artifact(mesh, canonical_output(b.status(), "attach", "down", "both")).decode()
+        check(both.split()[:2] == ["THE", "SECOND"], f"down wrote {both!r} for the new seed")
+        # Used with their statements now: the first two, the new small output and the new
+        # seed (the metrics page is a snapshot made every few moments).
+        wait_until("b's counts for the new seed",
+                   lambda: metric(b, "vow_attached_outputs_total", 'direction="used"') >= 4, 10)
+        got = metric(b, "vow_artifact_received_bytes_total")
+        check(got == 10000, f"b received {got:.0f} bytes by transfer after the new seed")
         v = b.vow("verify", "--json", check_rc=False)
         check(v.returncode == 0, f"vow verify on b: {v.stdout[-1000:]}")
     finally:
