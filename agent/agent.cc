@@ -328,8 +328,17 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     // in place unindexed, which the store's next open indexes again, as after a crash
     // during the store itself). So a job whose last input just arrived starts without
     // waiting for a sync of its own.
+    // Where a sync costs less than handing it to another thread (tmpfs, a disk whose
+    // cache survives power loss), it is made here, and the pass goes on as if nothing
+    // waited: only with nothing parked, which would otherwise be overtaken.
     if (to_persist) {
-      fx_.state->request_sync(++tickets_);
+      ++tickets_;
+      if (parked_.empty() && fx_.state->sync_if_cheap(tickets_)) {
+        synced_ = tickets_;
+        ++counters_.synced_in_pass;
+      } else {
+        fx_.state->request_sync(tickets_);
+      }
       if (statements) needed_ = tickets_;
     }
     bool park = needed_ > synced_ || !parked_.empty();

@@ -103,6 +103,8 @@ struct AgentCounters {
   // Passes that committed only fetched objects' index rows, carried out while their
   // sync was still under way (docs/agent.md, "Durability off the loop").
   std::uint64_t carried_before_sync = 0;
+  // Passes whose sync was cheap enough to make at once (StateStore::sync_if_cheap).
+  std::uint64_t synced_in_pass = 0;
   // Jobs started while the sync of the pass that claimed them was still under way
   // (docs/agent.md, "Starts before the sync").
   std::uint64_t started_before_sync = 0;

@@ -666,6 +666,7 @@ int Daemon::Impl::loop() {
     if (syncer) items.push_back({syncer->fd(), POLLIN, 0});
     const std::size_t at_inotify = items.size();
     if (inotify_fd >= 0) items.push_back({inotify_fd, POLLIN, 0});
+    const std::size_t at_executor = items.size();
     for (int fd : executor->pidfds()) items.push_back({fd, POLLIN, 0});
     int timeout = transport->prepare_wait() || control_unread ? 0 : kLoopTickMs;
     int rc = ::poll(items.data(), items.size(), timeout);
@@ -680,6 +681,10 @@ int Daemon::Impl::loop() {
     background_signalled = fired(3);
     synced_signalled = syncer && fired(at_syncer);
     inotify_signalled = inotify_fd >= 0 && fired(at_inotify);
+    executor_fired.clear();
+    for (std::size_t i = at_executor; rc > 0 && i < items.size(); ++i) {
+      if (items[i].revents != 0) executor_fired.push_back(items[i].fd);
+    }
     if (fired(2)) on_signals();
     if (stopping) break;
     poll_once();
@@ -712,7 +717,7 @@ void Daemon::Impl::poll_once() {
   turn.lap("inbound");
   if (control_unread) serve_control();
   turn.lap("control");
-  for (const auto& [job, exit] : executor->reap()) agent->process_exited(job, exit);
+  for (const auto& [job, exit] : executor->reap(&executor_fired)) agent->process_exited(job, exit);
   poll_sources();
   rotate_seeds();
   transport->tick(now);

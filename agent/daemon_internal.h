@@ -312,6 +312,9 @@ struct Daemon::Impl {
   bool background_signalled = true;
   bool synced_signalled = true;
   bool inotify_signalled = true;
+  // The executor's descriptors (job hosts' sockets, pidfds) that fired in the last wait:
+  // a job host's socket is read only then (JobExecutors::reap).
+  std::vector<int> executor_fired;
   std::string control_endpoint;
   int signal_fd = -1;
   bool stopping = false;

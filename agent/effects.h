@@ -88,6 +88,13 @@ class StateStore {
   // agent holds back whatever depends on those writes until then (docs/agent.md).
   virtual bool defers_sync() const { return false; }
   virtual void request_sync(std::uint64_t ticket) { (void)ticket; }
+  // Instead of request_sync, where a sync costs less than handing it off: makes every
+  // commit so far durable before it returns, and says so (true: the agent carries out
+  // what waited for `ticket` at once). False: nothing was done; request_sync follows.
+  virtual bool sync_if_cheap(std::uint64_t ticket) {
+    (void)ticket;
+    return false;
+  }
   // Index rows of objects a worker stored and synced (Executor::collect), committed with
   // the statements persisted in the same group: the rows and the result naming their
   // objects share one sync. The default keeps none (an executor that hands back no

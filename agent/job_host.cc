@@ -633,9 +633,9 @@ Result<pid_t> JobHost::spawn(const SpawnSpec& spec) {
   }
 }
 
-std::vector<pid_t> JobHost::take_exits() {
-  std::string buf(4096, '\0');
-  while (alive_) {
+std::vector<pid_t> JobHost::take_exits(bool read) {
+  std::string buf(read ? 4096 : 0, '\0');
+  while (read && alive_) {
     ssize_t n = ::recv(fd_, buf.data(), buf.size(), MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;

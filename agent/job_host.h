@@ -60,7 +60,9 @@ class JobHost {
   pid_t pid() const { return pid_; }
   // The jobs whose end the host has announced since the last call (their status files
   // are written). Does not block.
-  std::vector<pid_t> take_exits();
+  // READ: whether its socket may have something (it fired): if not, only the exits
+  // already read (while waiting for a start's answer) are taken.
+  std::vector<pid_t> take_exits(bool read = true);
 
  private:
   JobHost(int fd, pid_t pid) : fd_(fd), pid_(pid) {}

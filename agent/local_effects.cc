@@ -119,6 +119,10 @@ void SqliteState::request_sync(std::uint64_t ticket) {
   if (syncer_ != nullptr) syncer_->request(ticket);
 }
 
+bool SqliteState::sync_if_cheap(std::uint64_t ticket) {
+  return syncer_ != nullptr && syncer_->sync_if_cheap(ticket);
+}
+
 Status SqliteState::load_version_vector() {
   auto vv = ledger_->version_vector();
   if (!vv.is_ok()) return vv.status();
@@ -556,6 +560,7 @@ bool LocalExecutor::recycle_work_dir(const JobLayout& l) {
         }
         if ((name == "stdout" || name == "stderr" || name == "status") && S_ISREG(st.st_mode) &&
             st.st_nlink == 1) {
+          if (st.st_size == 0) return true;  // nothing to truncate (most logs)
           const int f = ::openat(work, e.d_name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
           if (f >= 0) ::close(f);
           return f >= 0;
@@ -582,7 +587,7 @@ std::vector<int> LocalExecutor::pidfds() const {
   return out;
 }
 
-std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
+std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap(const std::vector<int>* fired) {
   std::vector<std::pair<Digest, ProcessExit>> out;
   // Ended jobs' cgroups still busy: once per turn, without waiting.
   for (auto it = to_remove_.begin(); it != to_remove_.end();) {
@@ -591,7 +596,9 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap() {
   std::vector<pid_t> ended;
   for (auto* host : {host_.get(), sandbox_host_.get()}) {
     if (host == nullptr) continue;
-    for (pid_t pid : host->take_exits()) ended.push_back(pid);
+    const bool said = fired == nullptr || !host->alive() ||
+                      std::find(fired->begin(), fired->end(), host->fd()) != fired->end();
+    for (pid_t pid : host->take_exits(said)) ended.push_back(pid);
   }
   for (auto it = host_of_.begin(); it != host_of_.end();) {
     auto p = procs_.find(it->first);

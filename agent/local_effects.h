@@ -47,6 +47,7 @@ class SqliteState final : public StateStore {
   Status persist_together(const std::function<Status()>& fn) override;
   Status persist_index(const std::vector<store::ArtifactRecord>& rows) override;
   bool defers_sync() const override { return syncer_ != nullptr; }
+  bool sync_if_cheap(std::uint64_t ticket) override;
   void request_sync(std::uint64_t ticket) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
@@ -104,7 +105,9 @@ class LocalExecutor final : public Executor {
 
   // For the loop: the pidfds to poll, and the processes that have exited since.
   std::vector<int> pidfds() const;
-  std::vector<std::pair<Digest, ProcessExit>> reap();
+  // FIRED: which of pidfds() fired since the last reap (nullptr: every one is looked at).
+  // A job host's socket is read only when it fired.
+  std::vector<std::pair<Digest, ProcessExit>> reap(const std::vector<int>* fired = nullptr);
   std::size_t processes() const { return procs_.size(); }
   // Starts the job hosts now rather than at the first job; says how jobs will start (a
   // line for the log), "" without a job host program.

@@ -390,8 +390,8 @@ std::vector<int> JobExecutors::pidfds() const {
   return out;
 }
 
-std::vector<std::pair<Digest, ProcessExit>> JobExecutors::reap() {
-  auto out = local_->reap();
+std::vector<std::pair<Digest, ProcessExit>> JobExecutors::reap(const std::vector<int>* fired) {
+  auto out = local_->reap(fired);
   if (slurm_ != nullptr) {
     for (auto& e : slurm_->reap()) out.push_back(std::move(e));
   }

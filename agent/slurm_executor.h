@@ -130,7 +130,8 @@ class JobExecutors final : public Executor {
     return pick(s)->work_dir(s);
   }
   std::vector<int> pidfds() const;
-  std::vector<std::pair<Digest, ProcessExit>> reap();
+  // FIRED: which of pidfds() fired since the last reap (nullptr: look at every one).
+  std::vector<std::pair<Digest, ProcessExit>> reap(const std::vector<int>* fired = nullptr);
 
  private:
   Executor* pick(const promises::StartJob& s) const;

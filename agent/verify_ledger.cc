@@ -184,7 +184,11 @@ VerifyReport verify_statements(const std::vector<Statement>& statements,
   }
   // A result's bindings name where each input came from (docs/coordination.md section
   // 7): each must name one of the result's own inputs with its digest, and a producer
-  // held here that counts must have made that digest. (A producer not held may have
+  // held here must have made that digest and count, or have made bytes a statement that
+  // counts made too: a run whose claim lost a same-epoch tie-break after the fact (a
+  // partition's two sides ran the job) may have fed its own output to a next job before
+  // its author learned it lost; the bytes are those of the result that counts, and the
+  // binding says truly where the consumer took them from. (A producer not held may have
   // been retired by a horizon: nothing to check it against.)
   for (const auto& st : statements) {
     const auto* r = std::get_if<JobResult>(&st.body);
@@ -198,9 +202,9 @@ VerifyReport verify_statements(const std::vector<Statement>& statements,
       }
       const Statement* up = rules.get(b.producer, b.producer_seq);
       if (up == nullptr) continue;
-      std::string why = !counts(*up)                    ? "does not count"
-                        : !made_artifact(*up, b.digest) ? "did not make " + b.digest.hex()
-                                                        : "";
+      std::string why = !made_artifact(*up, b.digest)                ? "did not make " + b.digest.hex()
+                        : !counts(*up) && known.count(b.digest) == 0 ? "does not count"
+                                                                     : "";
       if (!why.empty()) {
         problems.push_back("statement " + name_of(st) + ": binding '" + b.input + "' names " +
                            name_of(*up) + " as its producer, which " + why);

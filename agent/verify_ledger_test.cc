@@ -87,7 +87,11 @@ TEST_CASE("verify: a result's bindings name its own inputs and producers that ma
   // Agent 1 made "up" (seq 3); agent 2's "good" binds its input to that result. "wrong"
   // binds a digest that is not its input; "liar" names agent 1's claim (seq 2) as the
   // producer of its input; "gone" names a producer not held (a horizon may have retired
-  // it): nothing to check it against.
+  // it): nothing to check it against. "twin" names agent 3's result of "up", which made
+  // the same bytes but does not count (no claim binds it: as a run whose claim lost a
+  // same-epoch tie-break after the fact): the bytes are those of a result that counts,
+  // so the binding holds. "stray" names agent 3's result of "other", which does not
+  // count and made bytes no counted statement made.
   const ArtifactRef up = artifact("up");
   auto bound = [&](std::uint64_t seq, const std::string& job, std::vector<InputBinding> b) {
     Statement st = result(2, seq, job, {up}, artifact(job));
@@ -101,10 +105,21 @@ TEST_CASE("verify: a result's bindings name its own inputs and producers that ma
       claim(2, 4, "wrong"), bound(5, "wrong", {{"i0", artifact("other").digest, one, 3}}),
       claim(2, 6, "liar"), bound(7, "liar", {{"i0", up.digest, one, 2}}),
       claim(2, 8, "gone"), bound(9, "gone", {{"i0", up.digest, promises::testing::key(9), 4}}),
+      advert(3), result(3, 2, "up", {}, up), result(3, 3, "other", {}, artifact("other")),
+      claim(2, 10, "twin"), bound(11, "twin", {{"i0", up.digest, promises::testing::key(3), 2}}),
   };
+  Statement stray = result(2, 13, "stray", {artifact("other")}, artifact("stray"));
+  std::get<JobResult>(stray.body).bindings = {
+      {"i0", artifact("other").digest, promises::testing::key(3), 3}};
+  st.push_back(claim(2, 12, "stray"));
+  st.push_back(stray);
   VerifyReport report = verify_statements(st, {});
-  CHECK(report.links == 4 + 4);  // each result's input, and each binding
-  REQUIRE(report.problems.size() == 2);
+  CHECK(report.links == 6 + 6);  // each result's input, and each binding
+  REQUIRE(report.problems.size() == 4);
+  CHECK(names(report, "/13 (result): input 'i0'"));
+  CHECK(names(report, "/13 (result): binding 'i0' names "));
+  CHECK(names(report, "/3 (result) as its producer, which does not count"));
+  CHECK_FALSE(names(report, "/11 (result)"));
   CHECK(names(report, "/5 (result): binding 'i0' (" + artifact("other").digest.hex() +
                           ") names no input of the result with that digest"));
   CHECK(names(report, "/7 (result): binding 'i0' names "));

@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "promises/assert.h"
@@ -84,6 +86,45 @@ Status WalSyncer::sync_log() {
   return Status::ok();
 }
 
+namespace {
+
+std::int64_t micros_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                               t0)
+      .count();
+}
+
+}  // namespace
+
+bool WalSyncer::sync_if_cheap(std::uint64_t ticket) {
+  {
+    std::lock_guard lock(mu_);
+    if (syncing_ || !error_.is_ok() || last_sync_us_ < 0 || last_sync_us_ > kCheapSyncUs) {
+      return false;
+    }
+    syncing_ = true;  // the thread leaves the descriptor alone meanwhile
+    requested_ = std::max(requested_, ticket);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  Status s = sync_log();
+  {
+    std::lock_guard lock(mu_);
+    syncing_ = false;
+    last_sync_us_ = micros_since(t0);
+    if (s.is_ok()) {
+      durable_ = std::max(durable_, ticket);
+    } else if (error_.is_ok()) {
+      error_ = s;
+    }
+  }
+  cv_.notify_all();
+  if (s.is_ok()) return true;
+  std::uint64_t one = 1;
+  ssize_t n = ::write(event_fd_, &one, sizeof(one));
+  (void)n;
+  return false;
+}
+
 void WalSyncer::run() {
   for (;;) {
     std::uint64_t target = 0;
@@ -96,10 +137,12 @@ void WalSyncer::run() {
       target = requested_;
       syncing_ = true;
     }
+    const auto t0 = std::chrono::steady_clock::now();
     Status s = sync_log();
     {
       std::lock_guard lock(mu_);
       syncing_ = false;
+      last_sync_us_ = micros_since(t0);
       if (s.is_ok()) {
         durable_ = std::max(durable_, target);
       } else if (error_.is_ok()) {

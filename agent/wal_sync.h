@@ -45,6 +45,15 @@ class WalSyncer {
   // Syncs now on the calling thread (at shutdown, once the thread is idle) and returns
   // the highest ticket asked for, durable.
   Result<std::uint64_t> sync_now();
+  // Makes every commit so far durable as `ticket` on the calling thread, but only where
+  // that costs the loop less than handing it to the thread would (a wake of the thread
+  // and, once it is done, of the loop): the last sync took at most kCheapSyncUs (tmpfs,
+  // a disk whose cache survives power loss), the thread is idle and nothing has failed.
+  // True if it did (the ticket is durable); false otherwise (a failed sync also
+  // signals fd(), so that the loop reads error()).
+  bool sync_if_cheap(std::uint64_t ticket);
+  // Syncs at most this long (measured, the last one) are made on the loop.
+  static constexpr std::int64_t kCheapSyncUs = 50;
 
  private:
   void run();
@@ -60,6 +69,7 @@ class WalSyncer {
   std::uint64_t durable_ = 0;
   bool syncing_ = false;
   bool stopping_ = false;
+  std::int64_t last_sync_us_ = -1;  // how long the last sync took; -1 before the first
   Status error_;
   std::thread thread_;
 };

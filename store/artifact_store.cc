@@ -98,8 +98,8 @@ Status ArtifactStore::make_fanouts() {
 }
 
 Status ArtifactStore::install(const std::string& tmp, const Digest& digest, ArtifactKind kind,
-                              std::uint64_t size_bytes, bool sync_dir) {
-  auto existing = lookup(digest);
+                              std::uint64_t size_bytes, bool sync_dir, bool known_new) {
+  auto existing = known_new ? Result<std::optional<ArtifactRecord>>(std::nullopt) : lookup(digest);
   if (!existing.is_ok()) return existing.status();
   if (existing->has_value() && (*existing)->kind != kind) {
     (void)env_.remove_file(tmp);
@@ -141,6 +141,20 @@ bool ArtifactStore::recently_verified(const Digest& digest) {
   }
   verified_.erase(digest);  // changed (or gone) since: hashed again, and remembered if sound
   return false;
+}
+
+// Every object of the digest, of either kind, has its file at its name: with neither
+// file there, nothing is held under the digest (a row left without its file names
+// nothing sound, and the put writes the file and replaces the row). Two stats instead of
+// a read of the index, which after each commit of the loop's connection starts from an
+// empty page cache (SQLite drops a reader's cache when the log has changed).
+bool ArtifactStore::absent_on_disk(const Digest& digest) {
+  if (indexed_.find(digest) != nullptr) return false;
+  for (ArtifactKind kind : {ArtifactKind::kFile, ArtifactKind::kTree}) {
+    auto info = env_.stat(object_path(digest, kind));
+    if (!info.is_ok() || info->type != FileType::kMissing) return false;
+  }
+  return true;
 }
 
 Result<std::optional<ArtifactRecord>> ArtifactStore::lookup(const Digest& digest) {
@@ -229,8 +243,12 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
   // is a copy of its input (or of an earlier run's output) so costs no sync for it. Its
   // temporary goes; the use tick below still marks it used.
   std::vector<Digest> already_held;
-  std::erase_if(objects, [&](const Deferred& o) {
+  std::erase_if(objects, [&](Deferred& o) {
     if (o.kind != ArtifactKind::kFile) return false;
+    if (absent_on_disk(o.digest)) {
+      o.known_new = true;
+      return false;
+    }
     auto held = lookup(o.digest);
     if (!held.is_ok() || !held->has_value() || (*held)->kind != o.kind) return false;
     if (!recently_verified(o.digest)) {
@@ -268,7 +286,7 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
   fanout_made_ = false;
   for (std::size_t i = 0; i < objects.size(); ++i) {
     const auto& o = objects[i];
-    s = install(o.tmp, o.digest, o.kind, o.size_bytes, /*sync_dir=*/false);
+    s = install(o.tmp, o.digest, o.kind, o.size_bytes, /*sync_dir=*/false, o.known_new);
     if (!s.is_ok()) {
       drop_from(i + 1);  // install removed this one's temporary
       break;

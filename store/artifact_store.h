@@ -326,14 +326,18 @@ class ArtifactStore {
   std::string new_temp_path();
   // Moves a synced temporary into place as DIGEST and queues its index row; syncs the
   // directory unless the caller syncs it later (import_together).
+  // KNOWN_NEW: no file of this digest is on disk, as either kind (absent_on_disk), so no
+  // sound row names it: its index row is not read.
   Status install(const std::string& tmp, const Digest& digest, ArtifactKind kind,
-                 std::uint64_t size_bytes, bool sync_dir = true);
+                 std::uint64_t size_bytes, bool sync_dir = true, bool known_new = false);
+  bool absent_on_disk(const Digest& digest);
   // An object written to tmp/ inside import_together, not synced yet.
   struct Deferred {
     std::string tmp;
     Digest digest;
     ArtifactKind kind = ArtifactKind::kFile;
     std::uint64_t size_bytes = 0;
+    bool known_new = false;  // absent_on_disk when store_deferred looked
   };
   // A written, closed temporary: installed now, or deferred inside import_together.
   Status written(const std::string& tmp, const Digest& digest, ArtifactKind kind,

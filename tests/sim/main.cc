@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
   std::uint64_t undetected = 0, false_suspicions = 0, false_deaths = 0;
   std::uint64_t messages = 0, membership_messages = 0;
   double agent_seconds = 0;
-  std::uint64_t started_early = 0, claim_lost_seeds = 0;
+  std::uint64_t started_early = 0, claim_lost_seeds = 0, synced_in_pass = 0;
   std::uint64_t held_passes = 0, held_lost = 0, held_lost_seeds = 0;
   std::uint64_t statement_broadcasts = 0, statements_broadcast = 0;
   std::uint64_t attached_used = 0, attached_refused = 0, hostile_attachments = 0;
@@ -177,6 +177,7 @@ int main(int argc, char** argv) {
     }
     hostile_seeds += r.hostile ? 1 : 0;
     started_early += r.started_before_sync;
+    synced_in_pass += r.synced_in_pass;
     if (r.runs_without_claim > 0) ++claim_lost_seeds;
     held_passes += r.held_passes;
     statement_broadcasts += r.statement_broadcasts;
@@ -263,6 +264,8 @@ int main(int argc, char** argv) {
               "the run went on in %llu seeds)\n",
               static_cast<unsigned long long>(started_early),
               static_cast<unsigned long long>(claim_lost_seeds));
+  std::printf("passes whose sync was made at once (a fast disk): %llu\n",
+              static_cast<unsigned long long>(synced_in_pass));
   std::printf("passes whose peers' statements were held for a later commit: %llu (a crash "
               "lost %llu held statements in %llu seeds)\n",
               static_cast<unsigned long long>(held_passes),

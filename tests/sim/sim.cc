@@ -860,6 +860,7 @@ void World::check_end() {
     }
     result_.worker_backlogged += h.agent->counters().worker_backlogged;
     result_.carried_before_sync += h.agent->counters().carried_before_sync;
+    result_.synced_in_pass += h.agent->counters().synced_in_pass;
     result_.started_before_sync += h.agent->counters().started_before_sync;
     result_.started_from_placed += h.agent->counters().started_from_placed;
     result_.held_passes += h.agent->counters().held_passes;

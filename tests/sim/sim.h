@@ -78,6 +78,7 @@ struct SimResult {
   std::uint64_t worker_backlogged = 0;  // tasks agents kept until the worker had room
   // Passes of only fetched objects' index rows carried out before their sync completed.
   std::uint64_t carried_before_sync = 0;
+  std::uint64_t synced_in_pass = 0;  // passes whose sync was made at once (sync_if_cheap)
   // Jobs started before the sync of the pass that decided their start completed.
   std::uint64_t started_before_sync = 0;
   // Jobs started before the pass that claimed them committed the claim (with deferred

@@ -81,6 +81,7 @@ class SimDisk final : public agent::StateStore {
   Status remove_running_job(const Digest& job) override;
   bool defers_sync() const override;
   void request_sync(std::uint64_t ticket) override;
+  bool sync_if_cheap(std::uint64_t ticket) override;
 
  private:
   // Applies a write now, or (deferred) once its sync completes.
