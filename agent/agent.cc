@@ -200,7 +200,10 @@ void Agent::pump() {
         turn_.slowest_us = took;
         turn_.slowest = what;
       }
-      if (!out.empty()) outs.push_back(std::move(out));
+      if (!out.empty()) {
+        fetch_attached_now(out);
+        outs.push_back(std::move(out));
+      }
     }
     carry_out(outs);
   }
@@ -213,6 +216,24 @@ void Agent::pump() {
     carry_out(outs);
   }
   pumping_ = false;
+}
+
+// A fetch whose bytes came with their result is done on the spot (they are placed in the
+// store, Agent::fetch), so it is acted as soon as the core asks for it rather than in
+// carry_out: its "fetched" input then joins the same batch, and the start it lets go is
+// decided in the pass that claims the job, shares its commit and goes before it (a
+// start whose inputs are all placed may, where commits are synced later). carry_out
+// would act it before the batch's commit anyway (a fetch writes no statement).
+void Agent::fetch_attached_now(promises::Output& out) {
+  if (!fx_.state->defers_sync() || peers_attached_.empty()) return;
+  std::erase_if(out.actions, [&](promises::Action& a) {
+    const auto* f = std::get_if<promises::FetchArtifact>(&a);
+    if (f == nullptr || !peers_attached_.has(f->digest) || fetches_.count(f->digest) != 0) {
+      return false;
+    }
+    act(a);
+    return true;
+  });
 }
 
 // Placed artifacts (Fetch::placed) are stored once no job here is preparing: the jobs

@@ -300,6 +300,7 @@ class Agent {
   // Tells the core an artifact it asked for is here.
   void fetched_for_core(const Digest& digest);
   void store_placed();
+  void fetch_attached_now(promises::Output& out);
 
   Effects fx_;
   std::shared_ptr<spdlog::logger> log_;

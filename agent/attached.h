@@ -25,6 +25,7 @@ class AttachedBytes {
   void put(const Digest& digest, std::string bytes);
   // The bytes held for DIGEST, forgotten here; nullopt if none are.
   std::optional<std::string> take(const Digest& digest);
+  bool has(const Digest& digest) const { return held_.count(digest) != 0; }
   bool empty() const { return held_.empty(); }
   std::size_t size() const { return held_.size(); }
   std::size_t bytes() const { return bytes_; }

@@ -84,6 +84,9 @@ struct SimResult {
   // Jobs started before the pass that claimed them committed the claim (with deferred
   // sync: docs/agent.md, "Starts before the sync").
   std::uint64_t started_before_commit = 0;
+  // Of the starts from placed inputs, those before their claim's commit (the fetch of
+  // bytes that came with their result acted as the core asked: Agent::fetch_attached_now).
+  std::uint64_t linked_before_commit = 0;
   // Jobs started with inputs placed moments ago, linked on the loop (no worker trip).
   std::uint64_t started_from_placed = 0;
   // Running-job rows a restart found without the claim they ran under (lost by a crash

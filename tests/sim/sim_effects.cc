@@ -326,6 +326,7 @@ Status SimExecutor::link_placed_inputs(const promises::StartJob& s) {
     // Lost meanwhile (a fault): the worker's materialize is tried, and fails the run.
     if (!h.store.count(in.artifact.digest)) return Status::not_found("input '" + in.name + "'");
   }
+  if (!h.committed_claims.count({s.job.job, s.epoch})) ++w_->result().linked_before_commit;
   return Status::ok();
 }
 
