@@ -730,6 +730,7 @@ void Daemon::Impl::poll_once() {
   }
   refreshed_at_release.clear();
   turn.lap("agent");
+  local_executor->keep_spares();  // after the turn's starts, off their way
   gc_tick(now);
   checkpoint_tick(now);
   if (http && now >= next_http_publish_ms) {

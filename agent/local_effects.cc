@@ -225,21 +225,14 @@ Status LocalExecutor::create_work_dir(const promises::StartJob& start) {
   JobLayout l = layout_of(state_dir_, start);
   remove_dir(l.work_dir);
   std::error_code ec;
-  if (!spares_swept_) {
-    // Spares of an earlier incarnation are not known to be empty: they go.
-    spares_swept_ = true;
-    std::vector<std::string> stale;
-    for (auto it = fs::directory_iterator(state_dir_ + "/jobs", ec);
-         !ec && it != fs::directory_iterator(); it.increment(ec)) {
-      if (it->path().filename().string().rfind(".spare-", 0) == 0) stale.push_back(it->path());
-    }
-    for (const auto& s : stale) remove_dir(s);
-    ec.clear();
-  }
+  sweep_spares();
   while (!spare_dirs_.empty()) {
     std::string spare = std::move(spare_dirs_.back());
     spare_dirs_.pop_back();
-    if (::rename(spare.c_str(), l.work_dir.c_str()) == 0) return Status::ok();
+    if (::rename(spare.c_str(), l.work_dir.c_str()) == 0) {
+      jobs_dir_made_ = true;
+      return Status::ok();
+    }
     remove_dir(spare);
   }
   // Three mkdirs, no more: std::filesystem::create_directories looks at every parent
@@ -256,7 +249,46 @@ Status LocalExecutor::create_work_dir(const promises::StartJob& start) {
     ec = std::error_code(errno, std::generic_category());
   }
   if (ec) return Status::io("cannot create work directory " + l.work_dir + ": " + ec.message());
+  jobs_dir_made_ = true;
   return Status::ok();
+}
+
+void LocalExecutor::sweep_spares() {
+  if (spares_swept_) return;
+  // Spares of an earlier incarnation are not known to be empty: they go.
+  spares_swept_ = true;
+  std::error_code ec;
+  std::vector<std::string> stale;
+  for (auto it = fs::directory_iterator(state_dir_ + "/jobs", ec);
+       !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    if (it->path().filename().string().rfind(".spare-", 0) == 0) stale.push_back(it->path());
+  }
+  for (const auto& s : stale) remove_dir(s);
+}
+
+// A fresh spare is what create_work_dir would make, and the two logs the job host would
+// create (empty; it opens them with O_TRUNC): with it, a start is one rename. Nothing of
+// a run has been in it, so it serves a bare run as well as a sandboxed one (an ended
+// run's directory is kept only from the sandbox, recycle_work_dir).
+void LocalExecutor::keep_spares() {
+  if (!jobs_dir_made_ || spare_dirs_.size() >= kFreshSpares) return;
+  sweep_spares();
+  const std::string spare = state_dir_ + "/jobs/.spare-" + std::to_string(::getpid()) + "-" +
+                            std::to_string(++spares_made_);
+  bool ok = ::mkdir(spare.c_str(), 0777) == 0 && ::mkdir((spare + "/in").c_str(), 0777) == 0 &&
+            ::mkdir((spare + "/out").c_str(), 0777) == 0;
+  for (const char* log : {"/stdout", "/stderr"}) {
+    if (!ok) break;
+    const int fd = ::open((spare + log).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    ok = fd >= 0;
+    if (fd >= 0) ::close(fd);
+  }
+  if (!ok) {
+    remove_dir(spare);  // jobs/ gone, or no room: the long way, until a job makes one
+    jobs_dir_made_ = false;
+    return;
+  }
+  spare_dirs_.push_back(spare);
 }
 
 Status LocalExecutor::materialize_inputs(const promises::StartJob& start) {

@@ -102,6 +102,12 @@ class LocalExecutor final : public Executor {
   // Spare work directories held (at most kSpareWorkDirs).
   std::size_t spare_work_dirs() const { return spare_dirs_.size(); }
   static constexpr std::size_t kSpareWorkDirs = 16;
+  // Keeps kFreshSpares spare work directories ready, making at most one new one a call
+  // (its in/, out/ and empty logs): the loop calls it after a turn's work, so that a
+  // job's start renames a directory into place rather than making its inodes on its way
+  // to the process (docs/agent.md, "Jobs").
+  void keep_spares();
+  static constexpr std::size_t kFreshSpares = 2;
 
   // For the loop: the pidfds to poll, and the processes that have exited since.
   std::vector<int> pidfds() const;
@@ -135,6 +141,8 @@ class LocalExecutor final : public Executor {
   std::uint64_t spares_made_ = 0;
   bool spares_swept_ = false;  // an earlier incarnation's spares removed (at the first run)
   bool recycle_work_dir(const JobLayout& l);
+  void sweep_spares();  // an earlier incarnation's spares go, once
+  bool jobs_dir_made_ = false;  // a work directory was made: jobs/ is there for spares
   // What the job's cgroup counted; removes it (or queues it in to_remove_).
   LimitCounts end_cgroup(const std::string& name, const promises::Stage& stage);
   // The job host (the one in the sandbox if `sandboxed`), started if none runs;

@@ -264,6 +264,40 @@ ino_t inode_of(const std::string& path) {
   return st.st_ino;
 }
 
+TEST_CASE("fresh spare work directories are made ahead, for bare runs too") {
+  TempDir dir;
+  const std::string state = (dir.path / "state").string();
+  fs::create_directories(state + "/jobs");
+  LocalExecutor ex(state, nullptr, "");
+  ex.keep_spares();
+  CHECK(ex.spare_work_dirs() == 0);  // none before a job made its directory here
+  REQUIRE(ex.create_work_dir(run_of(1)).is_ok());
+  for (int i = 0; i < 5; ++i) ex.keep_spares();  // one a call, up to kFreshSpares
+  CHECK(ex.spare_work_dirs() == LocalExecutor::kFreshSpares);
+  const auto b = run_of(2);
+  REQUIRE(ex.create_work_dir(b).is_ok());
+  CHECK(ex.spare_work_dirs() == LocalExecutor::kFreshSpares - 1);
+  // What the job finds is what it would have found made on its way: empty in/ and out/,
+  // empty logs (which the job host opens with O_TRUNC), no status.
+  const JobLayout lb = job_layout(state, b.job.job, b.epoch);
+  CHECK(fs::is_empty(lb.in_dir));
+  CHECK(fs::is_empty(lb.out_dir));
+  CHECK(fs::file_size(lb.stdout_path) == 0);
+  CHECK(fs::file_size(lb.stderr_path) == 0);
+  CHECK_FALSE(fs::exists(lb.status_path));
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(lb.work_dir)) entries += e.exists() ? 1 : 0;
+  CHECK(entries == 4);
+  // A restarted agent removes them rather than trust them.
+  LocalExecutor again(state, nullptr, "");
+  REQUIRE(again.create_work_dir(run_of(3)).is_ok());
+  int spares = 0;
+  for (const auto& e : fs::directory_iterator(state + "/jobs")) {
+    spares += e.path().filename().string().rfind(".spare-", 0) == 0;
+  }
+  CHECK(spares == 0);
+}
+
 TEST_CASE("a sandboxed run's work directory is emptied and renamed into place for the next") {
   TempDir dir;
   const std::string state = (dir.path / "state").string();
