@@ -224,8 +224,17 @@ void enter_sandbox(const Prepared& p) {
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD}) ::signal(sig, SIG_DFL);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   int in = ::open("/dev/null", O_RDONLY);
-  int out = ::open(r.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  int err = ::open(r.err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  // The logs are empty (a spare's, a recycled directory's, truncated then) or new: an
+  // O_TRUNC of an empty file on ext4 still starts a journal transaction, on the way to
+  // the exec. One that is not empty (none should be) is truncated.
+  int out = ::open(r.out.c_str(), O_WRONLY | O_CREAT, 0644);
+  int err = ::open(r.err.c_str(), O_WRONLY | O_CREAT, 0644);
+  for (int fd : {out, err}) {
+    struct stat st {};
+    if (fd >= 0 && (::fstat(fd, &st) != 0 || st.st_size != 0) && ::ftruncate(fd, 0) != 0) {
+      ::_exit(126);
+    }
+  }
   if (in < 0 || out < 0 || err < 0) ::_exit(126);
   ::dup2(in, 0);
   ::dup2(out, 1);

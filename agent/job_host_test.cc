@@ -104,6 +104,22 @@ TEST_CASE("the job host runs a job as one process: exit code, output, environmen
   CHECK(slurp(dir.path / "status") == "exit 3\n");
 }
 
+TEST_CASE("the job host: logs left with something in them are emptied before the job writes") {
+  // A spare directory's logs are empty; one that is not (none should be) must not leave
+  // its tail after the job's own, shorter, output.
+  TempDir dir;
+  std::ofstream(dir.path / "stdout") << "an earlier run's much longer output\n";
+  std::ofstream(dir.path / "stderr") << "";
+  auto host = start_host();
+  auto pid = host->spawn(spec_in(dir.path, {"sh", "-c", "echo short; echo e >&2"}));
+  REQUIRE(pid.is_ok());
+  auto p = JobProcess::hosted(*pid, (dir.path / "status").string());
+  auto e = wait_hosted(*host, p);
+  CHECK(e.exit_status == 0);
+  CHECK(slurp(dir.path / "stdout") == "short\n");
+  CHECK(slurp(dir.path / "stderr") == "e\n");
+}
+
 TEST_CASE("the job host: a missing command exits 127 and says so on the job's stderr") {
   TempDir dir;
   auto host = start_host();

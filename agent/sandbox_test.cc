@@ -278,7 +278,7 @@ TEST_CASE("fresh spare work directories are made ahead, for bare runs too") {
   REQUIRE(ex.create_work_dir(b).is_ok());
   CHECK(ex.spare_work_dirs() == LocalExecutor::kFreshSpares - 1);
   // What the job finds is what it would have found made on its way: empty in/ and out/,
-  // empty logs (which the job host opens with O_TRUNC), no status.
+  // empty logs (which the job host truncates if they are not), no status.
   const JobLayout lb = job_layout(state, b.job.job, b.epoch);
   CHECK(fs::is_empty(lb.in_dir));
   CHECK(fs::is_empty(lb.out_dir));
