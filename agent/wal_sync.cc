@@ -14,8 +14,8 @@
 
 namespace vow::agent {
 
-WalSyncer::WalSyncer(std::string db_path)
-    : db_path_(std::move(db_path)), wal_path_(db_path_ + "-wal") {
+WalSyncer::WalSyncer(std::string db_path, std::int64_t cheap_sync_us)
+    : db_path_(std::move(db_path)), wal_path_(db_path_ + "-wal"), cheap_sync_us_(cheap_sync_us) {
   event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   VOW_ASSERT(event_fd_ >= 0, "eventfd failed");
   thread_ = std::thread([this] { run(); });
@@ -99,12 +99,20 @@ std::int64_t micros_since(std::chrono::steady_clock::time_point t0) {
 bool WalSyncer::sync_if_cheap(std::uint64_t ticket) {
   {
     std::lock_guard lock(mu_);
-    if (syncing_ || !error_.is_ok() || last_sync_us_ < 0 || last_sync_us_ > kCheapSyncUs) {
+    if (syncing_ || !error_.is_ok() || last_sync_us_ < 0 || last_sync_us_ > cheap_sync_us_) {
       return false;
     }
     syncing_ = true;  // the thread leaves the descriptor alone meanwhile
     requested_ = std::max(requested_, ticket);
   }
+  if (sync_as(ticket).is_ok()) return true;
+  signal_loop();
+  return false;
+}
+
+// Called with syncing_ set (this thread owns the descriptor): syncs, and records how
+// long it took and what it made durable (or the first error).
+Status WalSyncer::sync_as(std::uint64_t target) {
   const auto t0 = std::chrono::steady_clock::now();
   Status s = sync_log();
   {
@@ -112,17 +120,19 @@ bool WalSyncer::sync_if_cheap(std::uint64_t ticket) {
     syncing_ = false;
     last_sync_us_ = micros_since(t0);
     if (s.is_ok()) {
-      durable_ = std::max(durable_, ticket);
+      durable_ = std::max(durable_, target);
     } else if (error_.is_ok()) {
       error_ = s;
     }
   }
   cv_.notify_all();
-  if (s.is_ok()) return true;
+  return s;
+}
+
+void WalSyncer::signal_loop() {
   std::uint64_t one = 1;
   ssize_t n = ::write(event_fd_, &one, sizeof(one));
   (void)n;
-  return false;
 }
 
 void WalSyncer::run() {
@@ -137,22 +147,8 @@ void WalSyncer::run() {
       target = requested_;
       syncing_ = true;
     }
-    const auto t0 = std::chrono::steady_clock::now();
-    Status s = sync_log();
-    {
-      std::lock_guard lock(mu_);
-      syncing_ = false;
-      last_sync_us_ = micros_since(t0);
-      if (s.is_ok()) {
-        durable_ = std::max(durable_, target);
-      } else if (error_.is_ok()) {
-        error_ = s;
-      }
-    }
-    cv_.notify_all();
-    std::uint64_t one = 1;
-    ssize_t n = ::write(event_fd_, &one, sizeof(one));
-    (void)n;
+    (void)sync_as(target);
+    signal_loop();
   }
 }
 

@@ -27,8 +27,9 @@ namespace vow::agent {
 
 class WalSyncer {
  public:
-  // `db_path`: the SQLite database; its log is db_path + "-wal".
-  explicit WalSyncer(std::string db_path);
+  // `db_path`: the SQLite database; its log is db_path + "-wal". `cheap_sync_us`: see
+  // sync_if_cheap (tests set it).
+  explicit WalSyncer(std::string db_path, std::int64_t cheap_sync_us = kCheapSyncUs);
   ~WalSyncer();
   WalSyncer(const WalSyncer&) = delete;
   WalSyncer& operator=(const WalSyncer&) = delete;
@@ -58,6 +59,8 @@ class WalSyncer {
  private:
   void run();
   Status sync_log();
+  Status sync_as(std::uint64_t target);
+  void signal_loop();  // wakes the loop: fd() readable
 
   std::string db_path_;
   std::string wal_path_;
@@ -69,6 +72,7 @@ class WalSyncer {
   std::uint64_t durable_ = 0;
   bool syncing_ = false;
   bool stopping_ = false;
+  std::int64_t cheap_sync_us_;
   std::int64_t last_sync_us_ = -1;  // how long the last sync took; -1 before the first
   Status error_;
   std::thread thread_;

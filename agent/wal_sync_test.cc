@@ -1,0 +1,87 @@
+#include "agent/wal_sync.h"
+
+#include <doctest/doctest.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace fs = std::filesystem;
+
+namespace vow::agent {
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "vow-walsync-XXXXXX").string();
+    path = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+bool readable(int fd, int timeout_ms) {
+  struct pollfd p {
+    fd, POLLIN, 0
+  };
+  return ::poll(&p, 1, timeout_ms) == 1;
+}
+
+// Waits (at most `tries` tenths of a second) for the syncer to report `ticket` durable
+// through its eventfd.
+bool durable_within(WalSyncer& s, std::uint64_t ticket, int tries = 100) {
+  for (int i = 0; i < tries && s.durable() < ticket; ++i) {
+    if (readable(s.fd(), 100)) s.clear();
+  }
+  return s.durable() >= ticket;
+}
+
+}  // namespace
+
+TEST_CASE("a sync is made in the pass only once one has been measured cheap") {
+  TempDir dir;
+  const std::string db = (dir.path / "vow.db").string();
+  std::ofstream(db) << "x";
+  std::ofstream(db + "-wal") << "frames";
+  WalSyncer generous(db, /*cheap_sync_us=*/60'000'000);
+  // No sync measured yet: its cost is unknown, so the thread makes it.
+  CHECK_FALSE(generous.sync_if_cheap(1));
+  CHECK(generous.durable() == 0);
+  generous.request(1);
+  REQUIRE(durable_within(generous, 1));
+  // Measured, and under the bound: made on the caller's thread, durable on return, and
+  // the loop is not woken for it.
+  CHECK(generous.sync_if_cheap(2));
+  CHECK(generous.durable() == 2);
+  CHECK_FALSE(readable(generous.fd(), 0));
+
+  // Over the bound (a bound below zero: every sync is): the thread makes it.
+  WalSyncer never(db, /*cheap_sync_us=*/-1);
+  never.request(1);
+  REQUIRE(durable_within(never, 1));
+  CHECK_FALSE(never.sync_if_cheap(2));
+  CHECK(never.durable() == 1);
+}
+
+TEST_CASE("a sync made in the pass that fails is reported as the thread's would be") {
+  TempDir dir;
+  const std::string db = (dir.path / "vow.db").string();
+  std::ofstream(db) << "x";
+  WalSyncer s(db, /*cheap_sync_us=*/60'000'000);
+  s.request(1);
+  REQUIRE(durable_within(s, 1));
+  // Without its log the syncer syncs the database file; with neither, the sync fails.
+  fs::remove(db);
+  CHECK_FALSE(s.sync_if_cheap(2));
+  CHECK(s.durable() == 1);
+  CHECK_FALSE(s.error().is_ok());
+  CHECK(readable(s.fd(), 1000));  // the loop is woken to read the error
+  // And nothing more is made durable after an error, on either thread.
+  CHECK_FALSE(s.sync_if_cheap(3));
+  s.request(3);
+  CHECK_FALSE(durable_within(s, 3, 5));
+}
+
+}  // namespace vow::agent
