@@ -267,7 +267,8 @@ void LocalExecutor::sweep_spares() {
 }
 
 // A fresh spare is what create_work_dir would make, and the two logs the job host would
-// create (empty; it opens them with O_TRUNC): with it, a start is one rename. Nothing of
+// create (empty, as it finds them: it truncates only one that is not): with it, a start
+// is one rename. Nothing of
 // a run has been in it, so it serves a bare run as well as a sandboxed one (an ended
 // run's directory is kept only from the sandbox, recycle_work_dir).
 void LocalExecutor::keep_spares() {
