@@ -12,8 +12,14 @@ void Agent::fetch(const Digest& digest, std::vector<AgentKey> holders, bool for_
                   std::optional<Digest> parent, bool bulk) {
   if (auto it = fetches_.find(digest); it != fetches_.end()) {
     // Already on its way (e.g. as a child of a tree): the core must still hear when it
-    // arrives, or a job waiting for it waits forever.
-    if (for_core) it->second.for_core = true;
+    // arrives, or a job waiting for it waits forever. So must a core that asks again for
+    // an object placed for it and lost since, while the store of the placed bytes is
+    // under way: that store brings it back, and the core hears of it then (it heard of
+    // the placed copy, which is gone).
+    if (for_core) {
+      it->second.for_core = true;
+      it->second.placed = false;
+    }
     if (parent) it->second.parents.push_back(*parent);
     if (!bulk && it->second.bulk) {
       // A job needs what replication was fetching: no longer background work.

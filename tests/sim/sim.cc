@@ -559,7 +559,13 @@ void World::step(const Ev& ev) {
       Host& h = host(ev.agent);
       if (!h.up || h.store.empty()) return;
       auto it = h.store.begin();
-      std::advance(it, static_cast<long>(rnd(h.store.size())));
+      if (ev.token == 1) {
+        it = h.store.find(ev.id);  // SimOptions::lose_placed
+        if (it == h.store.end()) return;
+        ++result_.placed_lost;
+      } else {
+        std::advance(it, static_cast<long>(rnd(h.store.size())));
+      }
       // A lost file takes every held tree it is an entry of with it: the store cannot
       // serve those whole any more, and says so.
       std::vector<Digest> lost = {*it};

@@ -37,6 +37,10 @@ struct SimOptions {
   // claim's sync still under way: the start did not wait for it), up to twice a seed,
   // in the fault window. Needs deferred_sync's seeds to happen at all.
   bool crash_unsynced_runs = false;
+  // A quarter of the objects placed for a job (small outputs that came with their
+  // result) are lost from the store a moment later, while the store of their bytes may
+  // still be under way.
+  bool lose_placed = false;
   // Disk commits durable only once a later sync completes (StateStore::defers_sync), in
   // half the seeds. vow-sim sets it unless --sync-on-loop (vowd defers its syncs).
   bool deferred_sync = false;
@@ -87,6 +91,7 @@ struct SimResult {
   // Of the starts from placed inputs, those before their claim's commit (the fetch of
   // bytes that came with their result acted as the core asked: Agent::fetch_attached_now).
   std::uint64_t linked_before_commit = 0;
+  std::uint64_t placed_lost = 0;  // SimOptions::lose_placed
   // Jobs started with inputs placed moments ago, linked on the loop (no worker trip).
   std::uint64_t started_from_placed = 0;
   // Running-job rows a restart found without the claim they ran under (lost by a crash

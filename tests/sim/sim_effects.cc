@@ -526,6 +526,13 @@ Status SimSink::place(const Digest& digest, std::string_view bytes) {
   if (!h.store.count(digest)) {
     h.store.insert(digest);
     h.placed.insert(digest);
+    if (w_->options().lose_placed && w_->rnd(4) == 0) {
+      Ev ev{EvType::kLose};
+      ev.agent = i_;
+      ev.id = digest;
+      ev.token = 1;  // this object, not one drawn at random
+      w_->schedule(w_->now() + 1, ev);
+    }
   }
   return Status::ok();
 }
