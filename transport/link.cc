@@ -208,9 +208,14 @@ struct Transport::Impl {
   Status start() {
     ctx = zmq_ctx_new();
     if (!ctx) return Status::io(zmq_error("zmq_ctx_new"));
+    // No socket of this context holds its termination up (ZeroMQ's default lingers for
+    // ever on a message not yet delivered): a ZAP reply left for a connection that went
+    // away would have zmq_ctx_term, and so the agent's exit, wait for good.
+    zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
     epfd = ::epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0) return Status::io(std::string("epoll_create1: ") + std::strerror(errno));
     zap = zmq_socket(ctx, ZMQ_REP);
+    if (zap) set_int(zap, ZMQ_LINGER, 0);
     if (!zap || zmq_bind(zap, kZapEndpoint) != 0) return Status::io(zmq_error("bind ZAP handler"));
     watch(zap);
     if (options.listen.empty()) return Status::ok();
@@ -228,6 +233,7 @@ struct Transport::Impl {
       return Status::io(zmq_error("zmq_socket_monitor"));
     }
     monitor = zmq_socket(ctx, ZMQ_PAIR);
+    if (monitor) set_int(monitor, ZMQ_LINGER, 0);
     if (!monitor || zmq_connect(monitor, kMonitorEndpoint) != 0) {
       return Status::io(zmq_error("connect monitor"));
     }
