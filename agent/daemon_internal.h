@@ -159,7 +159,9 @@ struct WatchedSource {
   std::shared_ptr<SourceCacheSlot> cache = std::make_shared<SourceCacheSlot>();
   bool snapshotted = false;        // a check has imported it since the agent started
   std::optional<Digest> reported;  // the snapshot last given to the core
-  std::vector<Digest> reported_files;  // its file objects, sorted (CheckPlan::known_files)
+  // Its file objects, sorted (SourceCheck::files): shared with the next check's plan, not
+  // copied on the loop.
+  std::shared_ptr<const std::vector<Digest>> reported_files;
   bool importing = false;
   std::int64_t next_check_ms = 0;
   // Checks asked for by `vow wait` (tickets increase): the latest asked, the latest a
@@ -202,6 +204,8 @@ struct SourceCheck {
   std::vector<std::string> notes;  // the cache dropped or not saved: for the log
   // Small files new in the snapshot, to go with its version (new_small_files).
   std::vector<promises::Attached> attached;
+  // The snapshot's file objects, sorted (file_digests), made on the worker.
+  std::shared_ptr<const std::vector<Digest>> files;
   WatchesAdded watches;
   bool full = false;      // it walked everything
   std::int64_t took_ms = 0;  // on the worker, wall time

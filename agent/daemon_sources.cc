@@ -96,7 +96,7 @@ struct CheckPlan {
   bool full = true;                      // walk everything (else only `changed` and above)
   // The file objects of the version last published (sorted): the others of the new
   // snapshot go with it if small (new_small_files).
-  std::vector<Digest> known_files;
+  std::shared_ptr<const std::vector<Digest>> known_files;
   store::ChangedDirs changed;            // the directories inotify named since the last check
   std::vector<std::string> watch_roots;  // directories to watch, with all under them
   bool watch_parent = false;
@@ -166,20 +166,22 @@ std::vector<Digest> file_digests(const ArtifactRef& ref) {
   return out;
 }
 
-// On the worker, after the import: the bytes of REF's file objects that KNOWN (sorted)
-// does not hold and that are at most promises::kMaxAttachedBytes each, together at most
-// promises::kMaxAttachedBatchBytes, read back from the store: they go to every peer with
-// the version (docs/coordination.md, "Small outputs travel with their result"). A file
-// past the limit is only stat'ed, and at most kMaxOwnAttached new files are looked at (a
-// first snapshot of a large source costs at most that many stats more).
+// On the worker, after the import: the bytes of REF's file objects (FILES, sorted) that
+// KNOWN (sorted; null: none) does not hold and that are at most
+// promises::kMaxAttachedBytes each, together at most promises::kMaxAttachedBatchBytes,
+// read back from the store: they go to every peer with the version (docs/coordination.md,
+// "Small outputs travel with their result"). A file past the limit is only stat'ed, and
+// at most kMaxOwnAttached new files are looked at (a first snapshot of a large source
+// costs at most that many stats more).
 std::vector<promises::Attached> new_small_files(store::ArtifactStore* store, const ArtifactRef& ref,
-                                                const std::vector<Digest>& known) {
+                                                const std::vector<Digest>& files,
+                                                const std::vector<Digest>* known) {
   std::vector<promises::Attached> out;
   if (!ref.is_tree && ref.size_bytes > promises::kMaxAttachedBytes) return out;
   std::size_t total = 0;
   std::size_t looked = 0;
-  for (const Digest& d : file_digests(ref)) {
-    if (std::binary_search(known.begin(), known.end(), d)) continue;
+  for (const Digest& d : files) {
+    if (known != nullptr && std::binary_search(known->begin(), known->end(), d)) continue;
     if (++looked > kMaxOwnAttached) break;
     auto bytes = store->read_placed(d, promises::kMaxAttachedBytes);
     if (!bytes.is_ok()) continue;  // larger, or gone: fetched as before
@@ -229,7 +231,10 @@ SourceCheck check_source(store::ArtifactStore* store, SourceCacheSlot* slot,
   } else {
     out.ref = store->import_path(path, *slot->cache, &out.stats, &plan.changed);
   }
-  if (out.ref.is_ok()) out.attached = new_small_files(store, *out.ref, plan.known_files);
+  if (out.ref.is_ok()) {
+    out.files = std::make_shared<const std::vector<Digest>>(file_digests(*out.ref));
+    out.attached = new_small_files(store, *out.ref, *out.files, plan.known_files.get());
+  }
   // The file only spares reads after a restart (the cache in memory is what checks use),
   // and writing it costs what the whole cache holds: after a partial walk it is written
   // by a task of its own once the snapshot has been handed over (save_source_cache), so
@@ -626,7 +631,7 @@ void Daemon::Impl::finish_source_check(std::size_t i, const SourceCheck& check,
         s.decl.pipeline, s.decl.source, ref->digest.short_hex(), ref->size_bytes, st.files_read,
         st.files, st.bytes_read, st.dirs_walked, st.dirs_reused);
     s.reported = ref->digest;
-    s.reported_files = file_digests(*ref);
+    s.reported_files = check.files;
     agent->source_snapshot(s.decl.pipeline, s.decl.source, *ref, check.attached);
     if (agent->held()) {
       // The core has the new version when the agent is released, at the end of this

@@ -2,25 +2,19 @@
 
 #include <doctest/doctest.h>
 #include <poll.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+
+#include "store/test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace vow::agent {
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "vow-walsync-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using store::testing::TempDir;
 
 bool readable(int fd, int timeout_ms) {
   struct pollfd p {
@@ -42,7 +36,7 @@ bool durable_within(WalSyncer& s, std::uint64_t ticket, int tries = 100) {
 
 TEST_CASE("a sync is made in the pass only once one has been measured cheap") {
   TempDir dir;
-  const std::string db = (dir.path / "vow.db").string();
+  const std::string db = dir / "vow.db";
   std::ofstream(db) << "x";
   std::ofstream(db + "-wal") << "frames";
   WalSyncer generous(db, /*cheap_sync_us=*/60'000'000);
@@ -67,7 +61,7 @@ TEST_CASE("a sync is made in the pass only once one has been measured cheap") {
 
 TEST_CASE("a sync made in the pass that fails is reported as the thread's would be") {
   TempDir dir;
-  const std::string db = (dir.path / "vow.db").string();
+  const std::string db = dir / "vow.db";
   std::ofstream(db) << "x";
   WalSyncer s(db, /*cheap_sync_us=*/60'000'000);
   s.request(1);
