@@ -771,8 +771,9 @@ Result<Received> StoreSink::store_received(const Digest& digest, std::optional<b
   if (!is_tree.value_or(head == kTreeTag)) {
     Digest stored;
     if (held) {
-      // Written, hashed again, synced and renamed into place like any new object.
-      auto d = store_->put_bytes(*held);
+      // Adopted where place() put it (synced, its name synced), or, where it is not
+      // there, written, hashed again, synced and renamed into place like any new object.
+      auto d = store_->put_placed(*held);
       if (!d.is_ok()) return d.status();
       stored = *d;
     } else {
@@ -849,8 +850,8 @@ void StoreSink::hold(const Digest& digest, std::string bytes) {
 // temporary in the store's tmp/ renamed to the object's name, read-only like every
 // object, neither synced nor indexed. What a crash leaves of it is a temporary (removed
 // by the store's next open) or an object without a row (verified, and indexed or
-// removed, by the next open); the worker's store_received then rewrites it synced and
-// hands back its row. An object already in place is left as it is, and none is placed
+// removed, by the next open); the worker's store_received then syncs it where it lies
+// (ArtifactStore::put_placed) and hands back its row. An object already in place is left as it is, and none is placed
 // in a fan-out directory the store has not made yet.
 Status StoreSink::place(const Digest& digest, std::string_view bytes) {
   const std::string path = store_->object_path(digest, store::ArtifactKind::kFile);

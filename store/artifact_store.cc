@@ -223,7 +223,9 @@ Status ArtifactStore::import_together(const std::function<Status()>& fn,
   deferred_.reset();
   group_rows_ = nullptr;
   if (!s.is_ok()) {
-    for (const auto& o : objects) (void)env_.remove_file(o.tmp);
+    for (const auto& o : objects) {
+      if (!o.in_place) (void)env_.remove_file(o.tmp);
+    }
     return s;
   }
   return store_deferred(objects, rows);
@@ -244,7 +246,7 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
   // temporary goes; the use tick below still marks it used.
   std::vector<Digest> already_held;
   std::erase_if(objects, [&](Deferred& o) {
-    if (o.kind != ArtifactKind::kFile) return false;
+    if (o.kind != ArtifactKind::kFile || o.in_place) return false;
     if (absent_on_disk(o.digest)) {
       o.known_new = true;
       return false;
@@ -266,14 +268,16 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
   }
   if (objects.empty()) return Status::ok();
   auto drop_from = [&](std::size_t i) {
-    for (; i < objects.size(); ++i) (void)env_.remove_file(objects[i].tmp);
+    for (; i < objects.size(); ++i) {
+      if (!objects[i].in_place) (void)env_.remove_file(objects[i].tmp);
+    }
   };
   Status s;
   if (objects.size() > kSyncfsAbove) {
     s = env_.sync_filesystem(root_ + "/tmp");
   } else {
     for (const auto& o : objects) {
-      s = env_.sync_file(o.tmp);
+      s = env_.sync_file(o.in_place ? object_path(o.digest, o.kind) : o.tmp);
       if (!s.is_ok()) break;
     }
   }
@@ -286,7 +290,13 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
   fanout_made_ = false;
   for (std::size_t i = 0; i < objects.size(); ++i) {
     const auto& o = objects[i];
-    s = install(o.tmp, o.digest, o.kind, o.size_bytes, /*sync_dir=*/false, o.known_new);
+    if (o.in_place) {
+      // At its name already (put_placed): its name is synced with the others below.
+      remember_verified(o.digest);
+      pending_rows_.push_back(ArtifactRecord{o.digest, o.size_bytes, o.kind, false, ++tick_});
+    } else {
+      s = install(o.tmp, o.digest, o.kind, o.size_bytes, /*sync_dir=*/false, o.known_new);
+    }
     if (!s.is_ok()) {
       drop_from(i + 1);  // install removed this one's temporary
       break;
@@ -317,6 +327,57 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
                pending_rows_.end());
   pending_rows_.resize(rows_before);
   return Status::ok();
+}
+
+bool ArtifactStore::holds_in_place(const Digest& digest, std::string_view data) {
+  const std::string path = object_path(digest, ArtifactKind::kFile);
+  auto info = env_.stat(path);
+  if (!info.is_ok() || info->type != FileType::kRegular || info->size_bytes != data.size()) {
+    return false;
+  }
+  auto in = env_.open_readable(path);
+  if (!in.is_ok()) return false;
+  std::string bytes(data.size(), '\0');
+  std::size_t got = 0;
+  while (got < bytes.size()) {
+    auto n = (*in)->read_at(
+        got, std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(bytes.data()) + got,
+                                     bytes.size() - got));
+    if (!n.is_ok() || *n == 0) return false;
+    got += *n;
+  }
+  return bytes == data;
+}
+
+// A placed object is adopted where it lies: its bytes were checked against its name
+// before it was placed, and are compared with DATA again here; what a store would add is
+// their sync, their name's sync and the row. Writing them again cost a new file, a
+// rename over the placed one (whose inode is then freed), and on a file system that
+// skips recently freed inodes when it allocates one, a longer search for the next.
+Result<Digest> ArtifactStore::put_placed(std::string_view data) {
+  if (data.size() > kReadHeldBelow) return put_bytes(data);
+  const Digest digest = blake2b(data);
+  const ArtifactRecord* known = indexed_.find(digest);
+  if ((known != nullptr && known->kind != ArtifactKind::kFile) ||
+      !holds_in_place(digest, data)) {
+    return put_bytes(data);
+  }
+  if (deferred_) {
+    deferred_->push_back(Deferred{"", digest, ArtifactKind::kFile, data.size(), false, true});
+    if (deferred_->size() >= kMaxGroupObjects) {
+      std::vector<Deferred> round = std::move(*deferred_);
+      deferred_->clear();
+      VOW_RETURN_IF_ERROR(store_deferred(round, group_rows_));
+    }
+    return digest;
+  }
+  const std::string path = object_path(digest, ArtifactKind::kFile);
+  VOW_RETURN_IF_ERROR(env_.sync_file(path));
+  VOW_RETURN_IF_ERROR(env_.sync_dir(root_ + "/objects/" + digest.hex().substr(0, 2)));
+  remember_verified(digest);
+  pending_rows_.push_back(ArtifactRecord{digest, data.size(), ArtifactKind::kFile, false, ++tick_});
+  VOW_RETURN_IF_ERROR(flush_index());
+  return digest;
 }
 
 Result<Digest> ArtifactStore::put_bytes(std::string_view data) {

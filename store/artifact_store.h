@@ -258,6 +258,12 @@ class ArtifactStore {
   // (take_file linked it in; indexed or not yet). Hashes it. False for anything else.
   Result<bool> is_object(const std::string& path);
   Result<Digest> put_bytes(std::string_view data);
+  // Bytes the agent may have placed already (agent/effects.h, ArtifactSink::place: a
+  // read-only file at their object's name, neither synced nor indexed): where the file
+  // there holds exactly these bytes, it becomes the object as it is (synced, its name
+  // synced, indexed, inside import_together too), and nothing is written again; else
+  // they are stored as put_bytes stores them.
+  Result<Digest> put_placed(std::string_view data);
   // A tree from existing children (kNotFound naming the first missing child; kInvalid
   // for bad names or an entry whose kind does not match the stored child).
   Result<Digest> put_tree(std::vector<TreeEntry> entries);
@@ -338,12 +344,15 @@ class ArtifactStore {
     ArtifactKind kind = ArtifactKind::kFile;
     std::uint64_t size_bytes = 0;
     bool known_new = false;  // absent_on_disk when store_deferred looked
+    bool in_place = false;   // no temporary: the file at the object's name (put_placed)
   };
   // A written, closed temporary: installed now, or deferred inside import_together.
   Status written(const std::string& tmp, const Digest& digest, ArtifactKind kind,
                  std::uint64_t size_bytes);
   Status store_deferred(std::vector<Deferred>& objects, std::vector<ArtifactRecord>* rows);
   Result<Digest> write_object(ArtifactKind kind, std::string_view data);
+  // Whether the file at the file object's name holds exactly DATA (put_placed).
+  bool holds_in_place(const Digest& digest, std::string_view data);
   struct CachedImport;
   // What a directory's import tells its parent's: whether the cache remembers it (and so
   // everything under it), and the files under it.

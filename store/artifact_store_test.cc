@@ -197,6 +197,60 @@ TEST_CASE("artifacts: take_file links a file in as its object, in a group import
   CHECK(f.store->take_file(f.dir.path()).status().code() == StatusCode::kInvalid);
 }
 
+TEST_CASE("artifacts: a placed object is adopted where it lies; one that is not what was placed is written") {
+  Fixture f;
+  // As the agent's loop places one (agent/local_effects.cc, StoreSink::place): the file at
+  // the object's name, read-only, with no row.
+  auto place = [&](std::string_view name_bytes, std::string_view content) {
+    const std::string path = f.store->object_path(blake2b(name_bytes), ArtifactKind::kFile);
+    write_file(path, std::string(content));
+    REQUIRE(::chmod(path.c_str(), 0444) == 0);
+    return path;
+  };
+  const std::string placed = place("placed bytes", "placed bytes");
+  const ino_t inode = inode_of(placed);
+  std::vector<ArtifactRecord> rows;
+  Result<Digest> d = Status::invalid("not run");
+  Status s = f.store->import_together([&] {
+    d = f.store->put_placed("placed bytes");
+    return d.status();
+  }, &rows);
+  REQUIRE_MESSAGE(s.is_ok(), s.to_string());
+  REQUIRE(d.is_ok());
+  CHECK(*d == blake2b("placed bytes"));
+  REQUIRE(rows.size() == 1);  // its row, for the caller's commit
+  CHECK(rows[0].digest == *d);
+  CHECK(rows[0].size_bytes == 12);
+  CHECK(inode_of(placed) == inode);  // the placed file itself: nothing written again
+  CHECK(std::filesystem::is_empty(artifacts_root(f.dir.path()) + "/tmp"));
+  REQUIRE(f.ledger->index_put(rows).is_ok());
+  f.reopen_store();
+  CHECK(*f.store->read(*d) == "placed bytes");
+  CHECK(mode_of(placed) == 0444);
+
+  // Not what was placed (same size, other bytes): written again, and so repaired.
+  const std::string wrong = place("right content", "wrong content");
+  const ino_t wrong_inode = inode_of(wrong);
+  auto repaired = f.store->put_placed("right content");
+  REQUIRE(repaired.is_ok());
+  CHECK(inode_of(wrong) != wrong_inode);
+  CHECK(read_file(wrong) == "right content");
+  CHECK(*f.store->read(*repaired) == "right content");
+
+  // Outside a group: synced and indexed at once. Nothing placed: written as put_bytes.
+  const std::string alone = place("alone", "alone");
+  const ino_t alone_inode = inode_of(alone);
+  auto a = f.store->put_placed("alone");
+  REQUIRE(a.is_ok());
+  CHECK(inode_of(alone) == alone_inode);
+  CHECK(*f.store->has(*a));
+  auto fresh = f.store->put_placed("never placed");
+  REQUIRE(fresh.is_ok());
+  f.reopen_store();
+  CHECK(*f.store->read(*a) == "alone");
+  CHECK(*f.store->read(*fresh) == "never placed");
+}
+
 TEST_CASE("artifacts: a held object known sound is not written again; a changed one is") {
   Fixture f;
   auto take = [&](const std::string& path, std::vector<ArtifactRecord>& rows) {

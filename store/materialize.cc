@@ -77,7 +77,7 @@ Status ArtifactStore::materialize_placed(const Digest& digest, const std::string
 Status ArtifactStore::store_placed(const Digest& digest, std::uint64_t max_bytes) {
   auto bytes = read_placed(digest, max_bytes);
   if (!bytes.is_ok()) return bytes.status();
-  auto stored = put_bytes(*bytes);
+  auto stored = put_placed(*bytes);
   if (!stored.is_ok()) return stored.status();
   return *stored == digest ? Status::ok()
                            : Status::corrupt("artifact " + digest.hex() + " stored as " +
