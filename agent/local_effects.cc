@@ -104,7 +104,8 @@ Status SqliteState::persist_together(const std::function<Status()>& fn) {
   if (grouped_) return fn();  // part of the outer group
   grouped_ = true;
   VersionVector moved;
-  Status s = ledger_->write_together(fn, &moved);
+  // Any write that fails stops the agent (Agent::carry_out): the group is all or nothing.
+  Status s = ledger_->write_all_or_nothing(fn, &moved);
   grouped_ = false;
   if (!s.is_ok()) return s;
   // A frontier only moves up; authors not in MOVED kept theirs.

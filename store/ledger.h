@@ -110,6 +110,13 @@ class LedgerStore {
   // I/O errors), every later write inside FN fails too, and so does the commit. A call
   // inside FN only runs its function, as part of the outer.
   virtual Status write_together(const std::function<Status()>& fn, VersionVector* moved);
+  // As write_together, for a caller that gives the whole group up at its first failed
+  // write (the agent's pass: any failure stops it): a write that fails undoes the group,
+  // which then commits nothing even if FN goes on and returns ok. Writes inside it carry
+  // no savepoint of their own (two statements fewer a write, in SqliteLedger).
+  virtual Status write_all_or_nothing(const std::function<Status()>& fn, VersionVector* moved) {
+    return write_together(fn, moved);
+  }
   // Copies what the write-ahead log holds back into the database as far as readers
   // allow, without waiting for any writer or reader (SQLite's PASSIVE checkpoint). For a
   // connection that is not the one that commits the ledger. With `truncate`, it then
@@ -229,6 +236,9 @@ class FaultyLedger final : public LedgerStore {
   // FN's writes still pass through this wrapper (and its plan) one by one.
   Status write_together(const std::function<Status()>& fn, VersionVector* moved) override {
     return base_.write_together(fn, moved);
+  }
+  Status write_all_or_nothing(const std::function<Status()>& fn, VersionVector* moved) override {
+    return base_.write_all_or_nothing(fn, moved);
   }
   Result<std::uint64_t> own_last_seq() override { return base_.own_last_seq(); }
   Result<std::optional<StoredStatement>> get(const AgentKey& a, std::uint64_t seq) override {

@@ -231,6 +231,55 @@ TEST_CASE("sqlite ledger: state survives reopening") {
   CHECK(*read_schema_version(dir / "vow.db") == kSchemaVersion);
 }
 
+TEST_CASE("sqlite ledger: an all-or-nothing group commits every write, or none after one fails") {
+  TempDir dir;
+  TestKey me(1), peer(2);
+  auto l = open_sqlite_ledger(dir / "vow.db");
+  REQUIRE(l.is_ok());
+  LedgerStore& ledger = **l;
+  REQUIRE(ledger.insert(make_statement(peer, 1, "peer one")).is_ok());
+  VersionVector moved;
+  REQUIRE(ledger
+              .write_all_or_nothing(
+                  [&]() -> Status {
+                    VOW_RETURN_IF_ERROR(ledger.append_own(make_statement(me, 1, "own one")));
+                    VOW_RETURN_IF_ERROR(ledger.insert(make_statement(peer, 2, "peer two")));
+                    return ledger.put_running_job(RunningJob{blake2b("job"), 1, 42, "/w", 7});
+                  },
+                  &moved)
+              .is_ok());
+  CHECK(moved == VersionVector{{me.public_key, 1}, {peer.public_key, 2}});
+  CHECK(ledger.running_jobs()->size() == 1);
+
+  // A write refused inside it (an equivocation) undoes the whole group, even when FN
+  // goes on and says it succeeded: nothing of it is kept, and the ledger goes on.
+  Status inner;
+  Status s = ledger.write_all_or_nothing(
+      [&]() -> Status {
+        VOW_RETURN_IF_ERROR(ledger.append_own(make_statement(me, 2, "own two")));
+        inner = ledger.insert(make_statement(peer, 1, "peer one, other bytes"));
+        (void)ledger.append_own(make_statement(me, 3, "own three"));
+        return Status::ok();
+      },
+      &moved);
+  CHECK(inner.code() == StatusCode::kInvalid);
+  CHECK(s.code() == StatusCode::kInvalid);
+  CHECK(*ledger.own_last_seq() == 1);
+  CHECK(!ledger.get(me.public_key, 2)->has_value());
+  REQUIRE(ledger.append_own(make_statement(me, 2, "own two")).is_ok());
+  CHECK(*ledger.own_last_seq() == 2);
+
+  // The same refusal in a plain group is undone alone, and the rest commits.
+  s = ledger.write_together(
+      [&]() -> Status {
+        inner = ledger.insert(make_statement(peer, 1, "peer one, other bytes"));
+        return ledger.append_own(make_statement(me, 3, "own three"));
+      },
+      &moved);
+  CHECK(s.is_ok());
+  CHECK(*ledger.own_last_seq() == 3);
+}
+
 TEST_CASE("sqlite ledger: a version 3 file loses its unread indexes and keeps its rows") {
   TempDir dir;
   const std::string path = dir / "vow.db";

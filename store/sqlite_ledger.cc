@@ -92,6 +92,14 @@ class SqliteLedger final : public LedgerStore {
   // that a write that fails is undone alone, as it would be on its own.
   template <typename Fn>
   Status transaction(const char* op, Fn&& fn) {
+    if (grouped_ && whole_) {
+      // write_all_or_nothing: no savepoint; a failure dooms the group.
+      if (!group_failed_.is_ok()) return group_failed_;
+      VOW_RETURN_IF_ERROR(group_open(op));
+      Status s = fn();
+      if (!s.is_ok()) group_failed_ = s;
+      return s;
+    }
     if (grouped_) {
       VOW_RETURN_IF_ERROR(group_open(op));
       VOW_RETURN_IF_ERROR(exec("SAVEPOINT one_write", (std::string(op) + ": savepoint").c_str()));
@@ -141,12 +149,25 @@ class SqliteLedger final : public LedgerStore {
   // --- group commit ---
 
   Status write_together(const std::function<Status()>& fn, VersionVector* moved) override {
+    return group(fn, moved, false);
+  }
+
+  Status write_all_or_nothing(const std::function<Status()>& fn, VersionVector* moved) override {
+    return group(fn, moved, true);
+  }
+
+  Status group(const std::function<Status()>& fn, VersionVector* moved, bool whole) {
     if (grouped_) return fn();
     VOW_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE", "write together: begin"));
     grouped_ = true;
+    whole_ = whole;
+    group_failed_ = Status::ok();
     moves_.clear();
     Status s = fn();
     grouped_ = false;
+    whole_ = false;
+    if (s.is_ok()) s = group_failed_;
+    group_failed_ = Status::ok();
     if (s.is_ok()) s = group_open("write together");
     if (s.is_ok()) {
       int rc = control("COMMIT");
@@ -175,6 +196,7 @@ class SqliteLedger final : public LedgerStore {
   // the running-job table only (ledger.h). Inside write_together it is part of the group.
   template <typename Fn>
   Status unsynced(const char* op, Fn&& fn) {
+    if (grouped_ && whole_) return transaction(op, fn);
     if (grouped_) VOW_RETURN_IF_ERROR(group_open(op));
     if (grouped_ || !synchronous_full_) return fn();
     VOW_RETURN_IF_ERROR(exec("PRAGMA synchronous=NORMAL", op));
@@ -857,6 +879,8 @@ class SqliteLedger final : public LedgerStore {
   std::string path_;
   bool synchronous_full_;  // SqliteOptions::synchronous_full
   bool grouped_ = false;  // inside write_together
+  bool whole_ = false;    // ... as write_all_or_nothing: writes carry no savepoint
+  Status group_failed_;   // the first write that failed in such a group
   VersionVector moves_;   // frontiers the open group moved
   std::map<const char*, sqlite3_stmt*> cache_;  // keyed by the SQL text's address
 };
