@@ -215,38 +215,41 @@ void enter_sandbox(const Prepared& p) {
   if (::syscall(SYS_capset, &header, none) != 0) fail_child(why, "capset", 126);
 }
 
+// One of the job's standard streams opened on a log: onto FD itself, just closed (the
+// lowest free descriptor, 0 being the host's /dev/null), else dup2'ed there. The log is
+// empty (a spare's, a recycled directory's, truncated then) or new: an O_TRUNC of an
+// empty file on ext4 still starts a journal transaction, on the way to the exec. One
+// that is not empty (none should be) is truncated. Its size is found by a seek, not
+// fstat: no buffer of this stack handed to the kernel (the sandboxed child runs on a
+// stack of its own, which a sanitizer's interceptor does not know). False if it cannot.
+bool open_log_on(int fd, const std::string& path) {
+  ::close(fd);
+  int got = ::open(path.c_str(), O_WRONLY | O_CREAT, 0644);
+  if (got < 0) return false;
+  if (got != fd) {
+    if (::dup2(got, fd) != fd) return false;
+    ::close(got);
+  }
+  const off_t end = ::lseek(fd, 0, SEEK_END);
+  return end == 0 || (::ftruncate(fd, 0) == 0 && ::lseek(fd, 0, SEEK_SET) == 0);
+}
+
 // The child, between vfork and exec. Its failures are the job's (an exit status and a
-// line on its stderr), as the supervisor shell's were.
+// line on its stderr), as the supervisor shell's were. Every system call here is on the
+// way to the job's first instruction: what the host sets up once (default signal
+// dispositions, /dev/null as stdin; run_job_host) is not made again for each job.
 [[noreturn]] void become_job(const Request& r, const Prepared& p) {
   sigset_t none;
   sigemptyset(&none);
-  // Dispositions are the child's own (vfork shares memory, not signal handlers).
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD}) ::signal(sig, SIG_DFL);
+  // What the host blocks (its signalfd's SIGCHLD, the signals it must outlive) the job
+  // does not; the dispositions are the defaults already.
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  int in = ::open("/dev/null", O_RDONLY);
-  // The logs are empty (a spare's, a recycled directory's, truncated then) or new: an
-  // O_TRUNC of an empty file on ext4 still starts a journal transaction, on the way to
-  // the exec. One that is not empty (none should be) is truncated. Its size is found by
-  // a seek, not fstat: no buffer of this stack handed to the kernel (the sandboxed child
-  // runs on a stack of its own, which a sanitizer's interceptor does not know).
-  int out = ::open(r.out.c_str(), O_WRONLY | O_CREAT, 0644);
-  int err = ::open(r.err.c_str(), O_WRONLY | O_CREAT, 0644);
-  for (int fd : {out, err}) {
-    if (fd < 0) continue;
-    const off_t end = ::lseek(fd, 0, SEEK_END);
-    if (end != 0 && (::ftruncate(fd, 0) != 0 || ::lseek(fd, 0, SEEK_SET) != 0)) ::_exit(126);
-  }
-  if (in < 0 || out < 0 || err < 0) ::_exit(126);
-  ::dup2(in, 0);
-  ::dup2(out, 1);
-  ::dup2(err, 2);
-  for (int fd : {in, out, err}) {
-    if (fd > 2) ::close(fd);
-  }
+  if (!open_log_on(1, r.out) || !open_log_on(2, r.err)) ::_exit(126);
   ::setsid();
-  char pid[16];  // its pid in decimal, made without allocating
+  char pid[16];  // its pid in decimal, made without allocating (for a cgroup only)
   std::size_t len = 0;
-  for (unsigned long v = static_cast<unsigned long>(::getpid()); v > 0 || len == 0; v /= 10) {
+  for (unsigned long v = r.cgroups.empty() ? 0 : static_cast<unsigned long>(::getpid());
+       v > 0 || len == 0; v /= 10) {
     pid[sizeof pid - 1 - len++] = static_cast<char>('0' + v % 10);
   }
   const std::string_view me(pid + sizeof pid - len, len);
@@ -388,12 +391,28 @@ int run_job_host(int fd, const std::string& sandbox_state_dir) {
   for (int other = 0; other < fd; ++other) {
     if (other > 2) ::close(other);
   }
-  // The agent's stop, a terminal's hangup, leave the jobs and so the host running.
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) ::signal(sig, SIG_IGN);
+  // A job's stdin, which its child leaves as it is.
+  if (int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC); null > 0) {
+    ::dup2(null, 0);  // dup2 clears FD_CLOEXEC
+    ::close(null);
+  }
+  // Jobs start with every signal at its default: one the agent ignored is not ignored in
+  // them (an exec keeps SIG_IGN). Set here once, so that no child has to.
+  for (int sig = 1; sig < SIGRTMIN; ++sig) {
+    struct sigaction old {};
+    if (sig == SIGKILL || sig == SIGSTOP || ::sigaction(sig, nullptr, &old) != 0) continue;
+    if (old.sa_handler == SIG_IGN) ::signal(sig, SIG_DFL);
+  }
+  // The agent's stop, a terminal's hangup, leave the jobs and so the host running: those
+  // signals are blocked here (pending at most, never delivered), as is SIGCHLD, read from
+  // a signalfd. A child unblocks them all before its exec.
+  sigset_t blocked;
+  sigemptyset(&blocked);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD}) sigaddset(&blocked, sig);
+  ::sigprocmask(SIG_BLOCK, &blocked, nullptr);
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
   int sfd = ::signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sfd < 0) return 1;
 
@@ -440,11 +459,13 @@ int run_job_host(int fd, const std::string& sandbox_state_dir) {
     struct pollfd fds[2] = {{sfd, POLLIN, 0}, {agent ? fd : -1, POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0 && errno != EINTR) return 1;
     if (fds[0].revents & POLLIN) {
+      // Every end raises SIGCHLD (ends close together may raise one): a wake with nothing
+      // on the signalfd has no child to reap, and a spawn request goes straight to its fork.
       signalfd_siginfo si;
       while (::read(sfd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
       }
+      reap();
     }
-    reap();
     if (agent && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
       ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
       if (n <= 0) {

@@ -120,6 +120,41 @@ TEST_CASE("the job host: logs left with something in them are emptied before the
   CHECK(slurp(dir.path / "stderr") == "e\n");
 }
 
+TEST_CASE("a hosted job starts with no signal ignored or blocked, and /dev/null as stdin") {
+  // An agent that ignores a signal (ZeroMQ's SIGPIPE, an operator's nohup) must not pass
+  // that on to its jobs: an exec keeps SIG_IGN. Nor what the host blocks for itself.
+  struct sigaction ign {}, old_pipe {}, old_usr1 {};
+  ign.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ign, &old_pipe);
+  ::sigaction(SIGUSR1, &ign, &old_usr1);
+  auto host = start_host();
+  ::sigaction(SIGPIPE, &old_pipe, nullptr);
+  ::sigaction(SIGUSR1, &old_usr1, nullptr);
+  TempDir dir;
+  // cat reads its own status: what it was given, with no shell in between.
+  auto pid = host->spawn(spec_in(dir.path, {"cat", "/proc/self/status"}));
+  REQUIRE(pid.is_ok());
+  auto p = JobProcess::hosted(*pid, (dir.path / "status").string());
+  CHECK(wait_hosted(*host, p).exit_status == 0);
+  const std::string status = slurp(dir.path / "stdout");
+  INFO(status);
+  // Signals 1-31 (32 and 33 are the C library's own, which posix_spawn sets ignored in
+  // every process it starts, the host included; a program's C library takes them over).
+  auto mask = [&](const std::string& field) -> unsigned long long {
+    auto at = status.find("\n" + field + ":\t");
+    REQUIRE(at != std::string::npos);
+    return std::stoull(status.substr(at + field.size() + 3, 16), nullptr, 16) & 0x7fffffffULL;
+  };
+  CHECK(mask("SigIgn") == 0);
+  CHECK(mask("SigBlk") == 0);
+  TempDir second;
+  pid = host->spawn(spec_in(second.path, {"readlink", "/proc/self/fd/0"}));
+  REQUIRE(pid.is_ok());
+  auto q = JobProcess::hosted(*pid, (second.path / "status").string());
+  CHECK(wait_hosted(*host, q).exit_status == 0);
+  CHECK(slurp(second.path / "stdout") == "/dev/null\n");
+}
+
 TEST_CASE("the job host: a missing command exits 127 and says so on the job's stderr") {
   TempDir dir;
   auto host = start_host();
