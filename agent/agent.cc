@@ -211,7 +211,7 @@ void Agent::pump() {
   // Index rows a worker handed back with no core input behind them (fetched objects no
   // job waits for, such as replicas): committed now, not left for whenever a pass next
   // persists something.
-  if ((!index_rows_.empty() || !rows_ended_.empty()) && !failed_) {
+  if ((!index_rows_.empty() || !rows_ended_.empty() || !rows_started_.empty()) && !failed_) {
     outs.clear();
     carry_out(outs);
   }
@@ -256,7 +256,8 @@ void Agent::store_placed() {
 
 void Agent::carry_out(std::vector<promises::Output>& outs) {
   if (failed_) return;
-  if (outs.empty() && index_rows_.empty() && rows_ended_.empty() && !held_statements_due()) {
+  if (outs.empty() && index_rows_.empty() && rows_ended_.empty() && rows_started_.empty() &&
+      !held_statements_due()) {
     return;
   }
   hold_peer_statements(outs);
@@ -272,7 +273,8 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   // for.
   const bool with_held = !held_statements_.empty() && (statements || held_statements_due());
   statements = statements || with_held;
-  bool to_persist = statements || !index_rows_.empty() || !rows_ended_.empty();
+  bool to_persist =
+      statements || !index_rows_.empty() || !rows_ended_.empty() || !rows_started_.empty();
   // Requests for statements go before the commit: a sync request carries no statement,
   // only what this agent holds in memory, and one sent for statements a crash then loses
   // asks for less than the agent lacks after its restart, where it asks again with what
@@ -317,6 +319,11 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
     for (const Digest& id : rows_ended_) {
       VOW_RETURN_IF_ERROR(fx_.state->remove_running_job(id));
     }
+    // Rows of the runs this pass started too (the early starts above, and any since the
+    // last commit): noted already, committed here.
+    for (const auto& [id, row] : rows_started_) {
+      VOW_RETURN_IF_ERROR(fx_.state->put_running_job(row));
+    }
     if (with_held) VOW_RETURN_IF_ERROR(persist(held_statements_));
     for (const auto& out : outs) {
       VOW_RETURN_IF_ERROR(persist(out.persist));
@@ -334,6 +341,9 @@ void Agent::carry_out(std::vector<promises::Output>& outs) {
   }
   index_rows_.clear();
   rows_ended_.clear();
+  // Every run noted so far has its row committed now, or has ended.
+  if (to_persist) fx_.state->running_rows_settled();
+  rows_started_.clear();
   if (with_held) held_statements_.clear();
   commit_held_now_ = false;
   std::int64_t t1 = real_time_us();

@@ -319,6 +319,9 @@ class Agent {
   // Running-job rows of runs that ended, removed in the next commit (with the result
   // of the run, when it has one) rather than in a transaction of their own.
   std::set<Digest> rows_ended_;
+  // Running-job rows of runs started since the last commit: noted at the start
+  // (StateStore::note_running_job), committed in the next group, before it is sent.
+  std::map<Digest, store::RunningJob> rows_started_;
   // Peers' statements the core took, not committed yet (kMaxHeldPeerStatements), in
   // the order they came, and when the first came.
   std::vector<Statement> held_statements_;

@@ -135,9 +135,14 @@ void Agent::spawn_job(const Digest& id) {
   ++counters_.jobs_started;
   observe_handoff(id, job.started_unix_ms);
   rows_ended_.erase(id);  // an earlier run's row, replaced by this one's
-  Status s = fx_.state->put_running_job(
-      {id, job.start.epoch, *pid, fx_.executor->work_dir(job.start), job.started_unix_ms});
+  // Noted at once (one write: a crash from here on leaves it to the restart to take over
+  // or stop); its row goes in the next commit, with the pass's statements, rather than
+  // in a transaction of its own on the way to the next start (docs/agent.md).
+  store::RunningJob row{id, job.start.epoch, *pid, fx_.executor->work_dir(job.start),
+                        job.started_unix_ms};
+  Status s = fx_.state->note_running_job(row);
   if (!s.is_ok()) log_->warn("cannot record running job {}: {}", id.short_hex(), s.to_string());
+  rows_started_.insert_or_assign(id, std::move(row));
   log_->info("job {} started (pid {})", job_name(job.start), *pid);
   store_placed();
 }
@@ -285,6 +290,7 @@ void Agent::finish_job(const Digest& id, promises::JobOutcome outcome) {
   // leaves the row, and the restart finds the run ended (or its directory gone) and
   // the core decides, as for any row it finds.
   rows_ended_.insert(id);
+  rows_started_.erase(id);  // noted, and never committed: nothing to remove
   if (outcome.ok) {
     log_->info("job {} done", job_name(job.start));
     fx_.executor->remove_work_dir(job.start);
@@ -304,6 +310,7 @@ void Agent::job_gone(const Digest& id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   rows_ended_.insert(id);
+  rows_started_.erase(id);
   fx_.executor->remove_work_dir(it->second.start);
   std::uint32_t epoch = it->second.start.epoch;
   jobs_.erase(it);

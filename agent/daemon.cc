@@ -416,7 +416,8 @@ Status Daemon::Impl::open_stores() {
   if (!artifacts.is_ok()) return artifacts.status();
   worker->artifacts = std::move(artifacts).value();
   if (kDeferSync) syncer = std::make_unique<WalSyncer>(store::ledger_path(state_dir));
-  state = std::make_unique<SqliteState>(ledger.get(), identity->key(), &clock, syncer.get());
+  state = std::make_unique<SqliteState>(ledger.get(), identity->key(), &clock, syncer.get(),
+                                        running_journal_path(state_dir));
   return state->load_version_vector();
 }
 
@@ -506,6 +507,21 @@ Status Daemon::Impl::restore(promises::RestoredState* restored,
   if (!rows.is_ok()) {
     log->warn("cannot read the running-job table: {}", rows.status().to_string());
     return Status::ok();
+  }
+  // Runs noted at their start whose rows were not committed (the agent stopped in
+  // between): rows like the others, written now, before the journal starts again.
+  auto noted = RunningJournal::read(running_journal_path(state_dir));
+  if (!noted.is_ok()) {
+    log->warn("cannot read the running-job journal: {}", noted.status().to_string());
+  } else if (!noted->empty()) {
+    std::vector<store::RunningJob> added;
+    *rows = merge_noted_runs(std::move(rows).value(), *noted, &added);
+    for (const auto& row : added) {
+      log->info("job {} epoch {} (pid {}) was started with no row committed: taken as one",
+                row.job.short_hex(), row.epoch, row.pid);
+      Status put = ledger->put_running_job(row);
+      if (!put.is_ok()) log->warn("cannot record running job: {}", put.to_string());
+    }
   }
   for (const auto& row : *rows) {
     // The job's reference comes from our own claim of it. The core decides every row

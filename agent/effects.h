@@ -107,6 +107,13 @@ class StateStore {
   // restart it can take them over (or stop them) as the core decides.
   virtual Status put_running_job(const store::RunningJob& row) = 0;
   virtual Status remove_running_job(const Digest& job) = 0;
+  // At a run's start, where its row is then committed with the next group (put inside
+  // persist_together): a note of it that survives a crash of the process until then, as
+  // the row would (agent/running_journal.h). The default writes the row at once.
+  virtual Status note_running_job(const store::RunningJob& row) { return put_running_job(row); }
+  // A group committed the rows of every run noted so far (or their runs ended): the
+  // notes may go.
+  virtual void running_rows_settled() {}
 };
 
 // Runs the agent's background work off its loop: a task runs on a worker and returns

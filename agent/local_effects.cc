@@ -139,6 +139,19 @@ Status SqliteState::remove_running_job(const Digest& job) {
   return ledger_->remove_running_job(job);
 }
 
+// One write to the journal instead of a transaction of the row's own; where the journal
+// cannot take it (a path with a newline in it, a failed write), the row itself.
+Status SqliteState::note_running_job(const store::RunningJob& row) {
+  if (journal_ && row.work_dir.find('\n') == std::string::npos && journal_->note(row).is_ok()) {
+    return Status::ok();
+  }
+  return ledger_->put_running_job(row);
+}
+
+void SqliteState::running_rows_settled() {
+  if (journal_) journal_->settle();
+}
+
 // ---- jobs ----
 
 namespace {

@@ -17,6 +17,7 @@
 #include "agent/fetch_sink.h"
 #include "agent/job_cgroup.h"
 #include "agent/job_host.h"
+#include "agent/running_journal.h"
 #include "agent/process.h"
 #include "agent/sandbox.h"
 #include "agent/wal_sync.h"
@@ -36,9 +37,13 @@ class SqliteState final : public StateStore {
  public:
   // `syncer`: the ledger connection commits without syncing and the syncer makes its
   // commits durable (defers_sync); nullptr: each commit syncs.
+  // `journal`: where runs are noted at their start (note_running_job); "": their rows
+  // are written at once.
   SqliteState(store::LedgerStore* ledger, const AgentKey& self, const Clock* clock,
-              WalSyncer* syncer = nullptr)
-      : ledger_(ledger), self_(self), clock_(clock), syncer_(syncer) {}
+              WalSyncer* syncer = nullptr, const std::string& journal = "")
+      : ledger_(ledger), self_(self), clock_(clock), syncer_(syncer) {
+    if (!journal.empty()) journal_ = std::make_unique<RunningJournal>(journal);
+  }
   Status persist(const std::vector<Statement>& statements) override;
   Status persist_proofs(const std::vector<Statement>& proofs) override;
   Status persist_voids(const std::vector<StatementRef>& slots) override;
@@ -51,6 +56,8 @@ class SqliteState final : public StateStore {
   void request_sync(std::uint64_t ticket) override;
   Status put_running_job(const store::RunningJob& row) override;
   Status remove_running_job(const Digest& job) override;
+  Status note_running_job(const store::RunningJob& row) override;
+  void running_rows_settled() override;
   // Highest contiguous sequence per author stored (the transport's replay check). Read
   // from the ledger once (load_version_vector), then kept up to date in memory from the
   // frontiers each commit moved.
@@ -64,6 +71,7 @@ class SqliteState final : public StateStore {
   AgentKey self_;
   const Clock* clock_;
   WalSyncer* syncer_;
+  std::unique_ptr<RunningJournal> journal_;
 };
 
 // A statement as the store keeps it.

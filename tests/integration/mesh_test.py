@@ -565,10 +565,52 @@ def scenario_heap():
         mesh.cleanup()
 
 
+def fnv1a64(text):
+    h = 1469598103934665603
+    for b in text.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def scenario_noted_run():
+    """A run noted in the running-job journal whose row was never committed (the agent
+    stopped between the start and the commit: docs/agent.md, "The running-job table") is
+    taken over at the restart like a row: the core has no claim for it, so its process
+    is stopped, not left running where a new run of the job could meet it."""
+    mesh, data = slow_mesh()
+    a = mesh.agents[0]
+    leftover = None
+    try:
+        wait_done(a, "slow")
+        for ag in mesh.agents:
+            ag.kill(signal.SIGTERM)
+        job = hashlib.blake2b(b"a job no claim names", digest_size=32).hexdigest()
+        work = os.path.join(a.state, "jobs", job + ".1")
+        os.makedirs(work)
+        leftover = subprocess.Popen(["sleep", "600"], cwd=work, start_new_session=True,
+                                    env={"PATH": "/usr/bin:/bin", "VOW_WORKDIR": work})
+        head = f"1 {job} 1 {leftover.pid} {int(time.time() * 1000)}"
+        line = f"{head} {fnv1a64(head + ' ' + work):016x} {work}\n"
+        with open(os.path.join(a.state, "running.journal"), "w") as f:
+            f.write(line)
+        a.start()
+        wait_until("the noted run's process to be stopped",
+                   lambda: leftover.poll() is not None, 30)
+        log = open(a.log_path, errors="replace").read()
+        check(f"job {job[:12]} epoch 1 (pid {leftover.pid}) was started with no row committed"
+              in log, "the restart did not take the noted run over")
+        wait_until("the noted run's work directory to go", lambda: not os.path.exists(work), 30)
+    finally:
+        if leftover is not None and leftover.poll() is None:
+            leftover.kill()
+        mesh.cleanup()
+
+
 SCENARIOS = {
     "heap": scenario_heap,
     "bulk": scenario_bulk,
     "attached": scenario_attached,
+    "noted-run": scenario_noted_run,
     "wordcount": scenario_wordcount,
     "failover": scenario_failover,
     "sigterm": scenario_sigterm,
