@@ -28,7 +28,7 @@ namespace {
 
 // Messages are NUL-separated fields, one datagram each (SOCK_SEQPACKET):
 //   agent -> host  spawn CWD STDOUT STDERR STATUS NCGROUP CGROUP... NARGV ARGV... ENV...
-//   host -> agent  started PID | failed MESSAGE | exit PID
+//   host -> agent  started PID | failed MESSAGE | exit PID alone|strays
 constexpr std::size_t kMaxMessage = 1 << 20;
 constexpr int kReplyTimeoutMs = 30'000;
 
@@ -380,6 +380,35 @@ std::string probe_sandbox(const std::string& state_dir) {
 
 }  // namespace
 
+namespace {
+
+// Whether every child of the host (CHILDREN_PATH, its thread's children file) is a
+// running job's command: false if one is not (something an ended job started, or one
+// not reaped yet) or the list cannot be read.
+bool only_jobs(const std::string& children_path, const std::map<pid_t, std::string>& jobs) {
+  int fd = ::open(children_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  if (n < 0) return false;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    auto end = text.find(' ', at);
+    if (end == std::string::npos) end = text.size();
+    if (end > at) {
+      const pid_t child = static_cast<pid_t>(std::strtol(text.c_str() + at, nullptr, 10));
+      if (jobs.count(child) == 0) return false;
+    }
+    at = end + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
 int run_job_host(int fd, const std::string& sandbox_state_dir) {
   // Only for an agent on the other end: with none, no job would ever come, and the host
   // would wait for one forever.
@@ -416,6 +445,11 @@ int run_job_host(int fd, const std::string& sandbox_state_dir) {
   int sfd = ::signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sfd < 0) return 1;
 
+  // What a job leaves running when it ends becomes the host's child, not init's: so the
+  // host can say whether anything did (only_jobs).
+  const bool subreaper = ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0;
+  const std::string children_path =
+      "/proc/self/task/" + std::to_string(::getpid()) + "/children";
   std::map<pid_t, std::string> status_of;
   bool agent = true;
   auto send = [&](const std::string& msg) {
@@ -441,6 +475,7 @@ int run_job_host(int fd, const std::string& sandbox_state_dir) {
         std::string msg;
         add_field(msg, "exit");
         add_field(msg, std::to_string(pid));
+        add_field(msg, subreaper && only_jobs(children_path, status_of) ? "alone" : "strays");
         send(msg);
       }
     }
@@ -605,8 +640,9 @@ void JobHost::gone() {
 
 bool JobHost::handle(const std::string& msg) {
   auto f = split_fields(msg);
-  if (f.size() == 2 && f[0] == "exit") {
-    exits_.push_back(static_cast<pid_t>(std::strtol(f[1].c_str(), nullptr, 10)));
+  if ((f.size() == 2 || f.size() == 3) && f[0] == "exit") {
+    exits_.push_back(Exit{static_cast<pid_t>(std::strtol(f[1].c_str(), nullptr, 10)),
+                          f.size() == 3 && f[2] == "alone"});
     return true;
   }
   return false;
@@ -664,7 +700,7 @@ Result<pid_t> JobHost::spawn(const SpawnSpec& spec) {
   }
 }
 
-std::vector<pid_t> JobHost::take_exits(bool read) {
+std::vector<JobHost::Exit> JobHost::take_exits(bool read) {
   std::string buf(read ? 4096 : 0, '\0');
   while (read && alive_) {
     ssize_t n = ::recv(fd_, buf.data(), buf.size(), MSG_DONTWAIT);
@@ -676,7 +712,7 @@ std::vector<pid_t> JobHost::take_exits(bool read) {
     }
     (void)handle(std::string(buf.data(), static_cast<std::size_t>(n)));
   }
-  std::vector<pid_t> out;
+  std::vector<Exit> out;
   out.swap(exits_);
   return out;
 }

@@ -7,7 +7,9 @@
 // session of its own (so the job is killed as a group), joins the job's cgroup if it
 // has one, and execs the command; the host replies with the pid once the exec has
 // happened (or failed). When a job ends, the host writes its status file (`exit N`,
-// N = 128 + signal for a killed one), and only then reaps it and tells the agent.
+// N = 128 + signal for a killed one), and only then reaps it and tells the agent, and
+// whether the job ended alone: the host is a subreaper, so what a job leaves running
+// becomes its child, and it says whether it has any child that is not a running job's.
 //
 // The host outlives the agent as jobs do: with the agent gone it keeps reaping and
 // writing status files, and exits when its last job has; a restarted agent adopts the
@@ -58,11 +60,18 @@ class JobHost {
   int fd() const { return fd_; }
   bool alive() const { return alive_; }
   pid_t pid() const { return pid_; }
-  // The jobs whose end the host has announced since the last call (their status files
-  // are written). Does not block.
+  // A job's end as the host announces it (its status file is written). ALONE: the host
+  // (a subreaper: what a job leaves behind becomes its child) had, when it saw the end,
+  // no child that was not a running job's command, so no process the job started
+  // outlived it (a bare run's work directory may then serve another run).
+  struct Exit {
+    pid_t pid = 0;
+    bool alone = false;
+  };
+  // The jobs whose end the host has announced since the last call. Does not block.
   // READ: whether its socket may have something (it fired): if not, only the exits
   // already read (while waiting for a start's answer) are taken.
-  std::vector<pid_t> take_exits(bool read = true);
+  std::vector<Exit> take_exits(bool read = true);
 
  private:
   JobHost(int fd, pid_t pid) : fd_(fd), pid_(pid) {}
@@ -71,7 +80,7 @@ class JobHost {
   int fd_ = -1;
   pid_t pid_ = -1;
   bool alive_ = true;
-  std::vector<pid_t> exits_;
+  std::vector<Exit> exits_;
 };
 
 }  // namespace vow::agent

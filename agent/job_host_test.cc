@@ -57,8 +57,8 @@ ExitStatus wait_hosted(JobHost& host, JobProcess& p) {
       host.alive() ? host.fd() : p.pidfd(), POLLIN, 0
     };
     ::poll(&fd, 1, 100);
-    for (pid_t pid : host.take_exits()) {
-      if (pid == p.pid()) p.host_ended();
+    for (const auto& e : host.take_exits()) {
+      if (e.pid == p.pid()) p.host_ended(e.alone);
     }
     if (!host.alive()) p.watch_pidfd();
     if (auto e = p.poll_exit()) return *e;
@@ -153,6 +153,40 @@ TEST_CASE("a hosted job starts with no signal ignored or blocked, and /dev/null 
   auto q = JobProcess::hosted(*pid, (second.path / "status").string());
   CHECK(wait_hosted(*host, q).exit_status == 0);
   CHECK(slurp(second.path / "stdout") == "/dev/null\n");
+}
+
+TEST_CASE("the job host says whether a job ended alone or left a process running") {
+  auto host = start_host();
+  auto end_of = [&](JobHost& h, pid_t pid) {
+    for (int i = 0; i < 3000; ++i) {
+      struct pollfd fd {
+        h.fd(), POLLIN, 0
+      };
+      ::poll(&fd, 1, 10);
+      for (const auto& e : h.take_exits()) {
+        if (e.pid == pid) return e;
+      }
+    }
+    FAIL("no end announced");
+    return JobHost::Exit{};
+  };
+  TempDir a;
+  auto pid = host->spawn(spec_in(a.path, {"sh", "-c", "echo done"}));
+  REQUIRE(pid.is_ok());
+  CHECK(end_of(*host, *pid).alone);
+  // Its background sleep outlives it: the host (a subreaper) has it as a child.
+  TempDir b;
+  pid = host->spawn(spec_in(b.path, {"sh", "-c", "sleep 30 & echo $! > sleeper"}));
+  REQUIRE(pid.is_ok());
+  CHECK_FALSE(end_of(*host, *pid).alone);
+  const pid_t sleeper = static_cast<pid_t>(std::stol(slurp(b.path / "sleeper")));
+  ::kill(sleeper, SIGKILL);
+  // Once it is gone (reaped by the host), a job ends alone again.
+  for (int i = 0; i < 3000 && ::kill(sleeper, 0) == 0; ++i) ::usleep(2000);
+  TempDir c;
+  pid = host->spawn(spec_in(c.path, {"true"}));
+  REQUIRE(pid.is_ok());
+  CHECK(end_of(*host, *pid).alone);
 }
 
 TEST_CASE("the job host: a missing command exits 127 and says so on the job's stderr") {

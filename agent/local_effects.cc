@@ -572,7 +572,8 @@ void LocalExecutor::remove_work_dir(const promises::StartJob& start) {
     in_cgroup_.erase(it);
   }
   JobLayout l = layout_of(state_dir_, start);
-  if (!recycle_work_dir(l)) remove_dir(l.work_dir);
+  const bool alone = ended_alone_.erase(start.job.job) != 0;
+  if (!recycle_work_dir(l, alone)) remove_dir(l.work_dir);
 }
 
 // Empties an ended run's work directory for the next run, or says it cannot (then it is
@@ -580,11 +581,13 @@ void LocalExecutor::remove_work_dir(const promises::StartJob& start) {
 // files of one link, truncated (the next run's spawn truncates the logs again, and an
 // empty status is no status). Anything else the run left goes, and so does anything
 // that is not what it should be (a log replaced by a symlink would have the next run's
-// output written through it). Only for runs in the sandbox: no process of theirs
-// outlives bwrap's PID namespace, where one left by a bare run could still write into
-// the directory it was given, and so into the next run's.
-bool LocalExecutor::recycle_work_dir(const JobLayout& l) {
-  if (bwrap_.empty() || spare_dirs_.size() >= kSpareWorkDirs) return false;
+// output written through it). Only for runs in the sandbox, where no process of theirs
+// outlives bwrap's PID namespace, and for bare runs their job host saw end ALONE (it is
+// a subreaper, so what a run leaves running becomes its child: it had none that was not
+// a running job's command): one left by a bare run could still write into the directory
+// it was given (its working directory), and so into the next run's.
+bool LocalExecutor::recycle_work_dir(const JobLayout& l, bool alone) {
+  if ((bwrap_.empty() && !alone) || spare_dirs_.size() >= kSpareWorkDirs) return false;
   // One pass by directory descriptors: each name is looked at once, and a directory the
   // run made read-only is made writable only when it is reached.
   const int work = ::open(l.work_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -640,12 +643,12 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap(const std::vecto
   for (auto it = to_remove_.begin(); it != to_remove_.end();) {
     it = cgroups_.remove(*it, 1) ? to_remove_.erase(it) : std::next(it);
   }
-  std::vector<pid_t> ended;
+  std::vector<JobHost::Exit> ended;
   for (auto* host : {host_.get(), sandbox_host_.get()}) {
     if (host == nullptr) continue;
     const bool said = fired == nullptr || !host->alive() ||
                       std::find(fired->begin(), fired->end(), host->fd()) != fired->end();
-    for (pid_t pid : host->take_exits(said)) ended.push_back(pid);
+    for (const auto& e : host->take_exits(said)) ended.push_back(e);
   }
   for (auto it = host_of_.begin(); it != host_of_.end();) {
     auto p = procs_.find(it->first);
@@ -653,8 +656,10 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap(const std::vecto
       it = host_of_.erase(it);
       continue;
     }
-    if (std::find(ended.begin(), ended.end(), p->second.pid()) != ended.end()) {
-      p->second.host_ended();
+    auto e = std::find_if(ended.begin(), ended.end(),
+                          [&](const JobHost::Exit& x) { return x.pid == p->second.pid(); });
+    if (e != ended.end()) {
+      p->second.host_ended(e->alone);
     } else if (!it->second->alive()) {
       p->second.watch_pidfd();  // its host is gone: its end is seen on its pidfd
       it = host_of_.erase(it);
@@ -672,6 +677,7 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap(const std::vecto
         in_cgroup_.erase(c);
       }
       out.emplace_back(it->first, exit);
+      if (it->second.ended_alone()) ended_alone_.insert(it->first);
       it = procs_.erase(it);
     } else {
       ++it;

@@ -241,7 +241,8 @@ JobProcess::JobProcess(JobProcess&& o) noexcept
       exit_(o.exit_),
       bwrap_(o.bwrap_),
       hosted_(o.hosted_),
-      host_ended_(o.host_ended_) {
+      host_ended_(o.host_ended_),
+      ended_alone_(o.ended_alone_) {
   o.pidfd_ = -1;
   o.pid_ = -1;
 }
@@ -257,6 +258,7 @@ JobProcess& JobProcess::operator=(JobProcess&& o) noexcept {
     bwrap_ = o.bwrap_;
     hosted_ = o.hosted_;
     host_ended_ = o.host_ended_;
+    ended_alone_ = o.ended_alone_;
     o.pidfd_ = -1;
     o.pid_ = -1;
   }

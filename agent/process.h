@@ -98,8 +98,14 @@ class JobProcess {
   // child), read from the status file; a supervisor killed before it could write one
   // reports the signal that killed it (or 128+SIGKILL if unknown).
   std::optional<ExitStatus> poll_exit();
-  // A hosted job: the host says it has ended (its status file is written).
-  void host_ended() { host_ended_ = true; }
+  // A hosted job: the host says it has ended (its status file is written); ALONE: the
+  // host, a subreaper, had no process then that is not a running job's command (nothing
+  // the job started outlived it).
+  void host_ended(bool alone = false) {
+    host_ended_ = true;
+    ended_alone_ = alone;
+  }
+  bool ended_alone() const { return host_ended_ && ended_alone_; }
   // A hosted job whose host is gone: its end is learned from its pidfd from now on.
   void watch_pidfd() { hosted_ = false; }
   // Whether its end is learned from its pidfd (not from the job host).
@@ -117,6 +123,7 @@ class JobProcess {
   bool bwrap_ = false;  // spawned with bwrap as its supervisor (SpawnSpec::bwrap_supervises)
   bool hosted_ = false;      // its end comes from the job host
   bool host_ended_ = false;  // ... and has come
+  bool ended_alone_ = false;  // ... with nothing the job started left (host_ended)
 };
 
 }  // namespace vow::agent

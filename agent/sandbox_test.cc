@@ -298,6 +298,46 @@ TEST_CASE("fresh spare work directories are made ahead, for bare runs too") {
   CHECK(spares == 0);
 }
 
+TEST_CASE("a bare run's work directory serves the next only if nothing it started outlived it") {
+  TempDir dir;
+  const std::string state = (dir.path / "state").string();
+  fs::create_directories(state + "/jobs");
+  // Bare runs from a job host (this test program is one, as vowd is).
+  LocalExecutor ex(state, nullptr, "", {}, "/proc/self/exe");
+  auto run = [&](std::uint8_t id, std::string script) {
+    promises::StartJob s = run_of(id);
+    s.stage.argv = {"/bin/sh", "-c", std::move(script)};
+    s.stage.run_is_shell = true;
+    REQUIRE(ex.create_work_dir(s).is_ok());
+    auto pid = ex.spawn(s);
+    REQUIRE_MESSAGE(pid.is_ok(), pid.status().to_string());
+    for (int i = 0; i < 3000; ++i) {
+      auto ended = ex.reap(nullptr);
+      if (!ended.empty()) {
+        CHECK(ended[0].first == s.job.job);
+        break;
+      }
+      ::usleep(2000);
+    }
+    return s;
+  };
+  const auto a = run(1, "echo a > \"$VOW_WORKDIR/out/x\"");
+  const std::size_t spares = ex.spare_work_dirs();
+  ex.remove_work_dir(a);
+  CHECK_FALSE(fs::exists(job_layout(state, a.job.job, a.epoch).work_dir));
+  CHECK(ex.spare_work_dirs() == spares + 1);  // emptied, kept for the next run
+  // One that leaves a process running in its directory: removed, not handed on (the
+  // process would write into the next run's).
+  const auto b = run(2, "sleep 30 & echo $! > \"$VOW_WORKDIR/sleeper\"");
+  const JobLayout lb = job_layout(state, b.job.job, b.epoch);
+  const pid_t sleeper = static_cast<pid_t>(std::stol(slurp(lb.work_dir + "/sleeper")));
+  const std::size_t before = ex.spare_work_dirs();  // b's start took a's directory
+  ex.remove_work_dir(b);
+  CHECK_FALSE(fs::exists(lb.work_dir));
+  CHECK(ex.spare_work_dirs() == before);
+  ::kill(sleeper, SIGKILL);
+}
+
 TEST_CASE("a sandboxed run's work directory is emptied and renamed into place for the next") {
   TempDir dir;
   const std::string state = (dir.path / "state").string();
