@@ -420,10 +420,12 @@ int run_job_host(int fd, const std::string& sandbox_state_dir) {
   for (int other = 0; other < fd; ++other) {
     if (other > 2) ::close(other);
   }
-  // A job's stdin, which its child leaves as it is.
+  // A job's stdin, which its child leaves as it is (without close-on-exec).
   if (int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC); null > 0) {
     ::dup2(null, 0);  // dup2 clears FD_CLOEXEC
     ::close(null);
+  } else if (null == 0) {
+    ::fcntl(0, F_SETFD, 0);  // 0 was closed: the open took it
   }
   // Jobs start with every signal at its default: one the agent ignored is not ignored in
   // them (an exec keeps SIG_IGN). Set here once, so that no child has to.

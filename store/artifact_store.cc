@@ -196,7 +196,11 @@ Result<Digest> ArtifactStore::write_object(ArtifactKind kind, std::string_view d
 Status ArtifactStore::written(const std::string& tmp, const Digest& digest, ArtifactKind kind,
                               std::uint64_t size_bytes) {
   if (!deferred_) return install(tmp, digest, kind, size_bytes);
-  deferred_->push_back(Deferred{tmp, digest, kind, size_bytes});
+  return defer(Deferred{tmp, digest, kind, size_bytes});
+}
+
+Status ArtifactStore::defer(Deferred object) {
+  deferred_->push_back(std::move(object));
   if (deferred_->size() < kMaxGroupObjects) return Status::ok();
   std::vector<Deferred> round = std::move(*deferred_);
   deferred_->clear();
@@ -332,7 +336,10 @@ Status ArtifactStore::store_deferred(std::vector<Deferred>& objects,
 bool ArtifactStore::holds_in_place(const Digest& digest, std::string_view data) {
   const std::string path = object_path(digest, ArtifactKind::kFile);
   auto info = env_.stat(path);
-  if (!info.is_ok() || info->type != FileType::kRegular || info->size_bytes != data.size()) {
+  // Read-only as every object is (place() made it 0444): one a job could write through
+  // the link to its input is not taken as it is.
+  if (!info.is_ok() || info->type != FileType::kRegular || info->size_bytes != data.size() ||
+      (info->mode & 0222) != 0) {
     return false;
   }
   auto in = env_.open_readable(path);
@@ -363,12 +370,7 @@ Result<Digest> ArtifactStore::put_placed(std::string_view data) {
     return put_bytes(data);
   }
   if (deferred_) {
-    deferred_->push_back(Deferred{"", digest, ArtifactKind::kFile, data.size(), false, true});
-    if (deferred_->size() >= kMaxGroupObjects) {
-      std::vector<Deferred> round = std::move(*deferred_);
-      deferred_->clear();
-      VOW_RETURN_IF_ERROR(store_deferred(round, group_rows_));
-    }
+    VOW_RETURN_IF_ERROR(defer(Deferred{"", digest, ArtifactKind::kFile, data.size(), false, true}));
     return digest;
   }
   const std::string path = object_path(digest, ArtifactKind::kFile);

@@ -350,6 +350,8 @@ class ArtifactStore {
   Status written(const std::string& tmp, const Digest& digest, ArtifactKind kind,
                  std::uint64_t size_bytes);
   Status store_deferred(std::vector<Deferred>& objects, std::vector<ArtifactRecord>* rows);
+  // Adds OBJECT to the open group, which stores a round of kMaxGroupObjects at once.
+  Status defer(Deferred object);
   Result<Digest> write_object(ArtifactKind kind, std::string_view data);
   // Whether the file at the file object's name holds exactly DATA (put_placed).
   bool holds_in_place(const Digest& digest, std::string_view data);

@@ -237,6 +237,14 @@ TEST_CASE("artifacts: a placed object is adopted where it lies; one that is not 
   CHECK(read_file(wrong) == "right content");
   CHECK(*f.store->read(*repaired) == "right content");
 
+  // Writable (not as place() leaves it): written again, read-only.
+  const std::string writable = place("writable", "writable");
+  REQUIRE(::chmod(writable.c_str(), 0644) == 0);
+  const ino_t writable_inode = inode_of(writable);
+  REQUIRE(f.store->put_placed("writable").is_ok());
+  CHECK(inode_of(writable) != writable_inode);
+  CHECK(mode_of(writable) == 0444);
+
   // Outside a group: synced and indexed at once. Nothing placed: written as put_bytes.
   const std::string alone = place("alone", "alone");
   const ino_t alone_inode = inode_of(alone);
