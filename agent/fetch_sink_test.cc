@@ -270,9 +270,15 @@ TEST_CASE("attached bytes: checked against their name, placed for a job, then st
   CHECK(rows[0].digest == d);
   REQUIRE(st.ledger->index_put(rows).is_ok());
   CHECK(st.artifacts->read(d).value() == data);
-  // Placing what is in place already changes nothing.
+  // Placing what is in place already changes nothing (the same file), and leaves
+  // nothing behind.
+  REQUIRE(::stat(path.c_str(), &sb) == 0);
+  const ino_t inode = sb.st_ino;
   CHECK(store_sink.place(d, data).is_ok());
   CHECK(st.artifacts->verify(d).is_ok());
+  REQUIRE(::stat(path.c_str(), &sb) == 0);
+  CHECK(sb.st_ino == inode);
+  CHECK(std::filesystem::is_empty(store::artifacts_root(st.dir.path()) + "/tmp"));
 }
 
 TEST_CASE("a placed object is taken only whole and sound, and only when small") {

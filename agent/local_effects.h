@@ -188,6 +188,7 @@ class StoreSink final : public ArtifactSink {
   std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) override;
 
  private:
+  Status place_renamed(const Digest& digest, std::string_view bytes, const std::string& path);
   std::string state_dir_;
   store::ArtifactStore* store_;
   ReceivedInMemory* received_;
