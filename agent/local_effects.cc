@@ -692,7 +692,13 @@ std::vector<std::pair<Digest, ProcessExit>> LocalExecutor::reap(const std::vecto
         in_cgroup_.erase(c);
       }
       out.emplace_back(it->first, exit);
-      if (it->second.ended_alone()) ended_alone_.insert(it->first);
+      if (it->second.ended_alone()) {
+        // A failed run keeps its directory (and so its entry, which only its removal
+        // takes): bounded, all forgotten at once past it, which costs only the keeping
+        // of the directories of runs that ended then (they are removed instead).
+        if (ended_alone_.size() >= kMaxEndedAlone) ended_alone_.clear();
+        ended_alone_.insert(it->first);
+      }
       it = procs_.erase(it);
     } else {
       ++it;

@@ -149,8 +149,10 @@ class LocalExecutor final : public Executor {
   std::uint64_t spares_made_ = 0;
   bool spares_swept_ = false;  // an earlier incarnation's spares removed (at the first run)
   bool recycle_work_dir(const JobLayout& l, bool alone);
-  // Jobs whose host saw them end alone (JobProcess::ended_alone), until their directory goes.
+  // Jobs whose host saw them end alone (JobProcess::ended_alone), until their directory
+  // goes; at most kMaxEndedAlone (a failed run's stays, its directory kept).
   std::set<Digest> ended_alone_;
+  static constexpr std::size_t kMaxEndedAlone = 4096;
   void sweep_spares();  // an earlier incarnation's spares go, once
   bool jobs_dir_made_ = false;  // a work directory was made: jobs/ is there for spares
   // What the job's cgroup counted; removes it (or queues it in to_remove_).
