@@ -378,10 +378,6 @@ std::string probe_sandbox(const std::string& state_dir) {
   return why;
 }
 
-}  // namespace
-
-namespace {
-
 // Whether every child of the host (CHILDREN_PATH, its thread's children file) is a
 // running job's command: false if one is not (something an ended job started, or one
 // not reaped yet) or the list cannot be read.
