@@ -618,6 +618,7 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
     log->warn("artifact store: cannot make its directories ahead: {}", s.to_string());
   }
   sink = std::make_unique<StoreSink>(state_dir, worker->artifacts.get(), &received);
+  sink->make_spares();
   network = std::make_unique<DaemonNetwork>(this);
   Effects fx{&clock, network.get(), state.get(), background.get(), executor.get(), sink.get()};
   agent =
@@ -747,6 +748,10 @@ void Daemon::Impl::poll_once() {
   refreshed_at_release.clear();
   turn.lap("agent");
   local_executor->keep_spares();  // after the turn's starts, off their way
+  // Files for placements are made in a turn that started no job: not while a process
+  // starts, which two inode allocations on the other CPU slow (docs/storage.md).
+  if (local_executor->spawned() == spawned_before_turn) sink->make_spares();
+  spawned_before_turn = local_executor->spawned();
   gc_tick(now);
   checkpoint_tick(now);
   if (http && now >= next_http_publish_ms) {

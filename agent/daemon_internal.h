@@ -287,6 +287,7 @@ struct Daemon::Impl {
   // Small fetched artifacts, from the network's sinks to the worker's StoreSink.
   ReceivedInMemory received;
   std::unique_ptr<StoreSink> sink;
+  std::uint64_t spawned_before_turn = 0;  // LocalExecutor::spawned() at the turn's start
   std::unique_ptr<DaemonNetwork> network;
   std::unique_ptr<Agent> agent;
 

@@ -6,8 +6,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <string>
 
 #include "agent/local_effects.h"
@@ -278,6 +280,58 @@ TEST_CASE("attached bytes: checked against their name, placed for a job, then st
   CHECK(st.artifacts->verify(d).is_ok());
   REQUIRE(::stat(path.c_str(), &sb) == 0);
   CHECK(sb.st_ino == inode);
+  CHECK(std::filesystem::is_empty(store::artifacts_root(st.dir.path()) + "/tmp"));
+}
+
+// The inodes of this process's open files that have no name (unnamed files in tmp/).
+std::set<ino_t> unnamed_open_inodes() {
+  std::set<ino_t> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    struct stat sb {};
+    if (::stat(e.path().c_str(), &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_nlink == 0) {
+      out.insert(sb.st_ino);
+    }
+  }
+  return out;
+}
+
+TEST_CASE("a placement takes a file made ahead where one is ready") {
+  State st;
+  ReceivedInMemory received;
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  REQUIRE(st.artifacts->make_fanouts().is_ok());
+  CHECK(store_sink.spares_ready() == 0);
+  store_sink.make_spares();
+  REQUIRE(store_sink.spares_ready() == StoreSink::kSpareFiles);
+  const std::set<ino_t> ahead = unnamed_open_inodes();
+  REQUIRE(ahead.size() >= StoreSink::kSpareFiles);
+  const std::string a = pattern(200), b = pattern(900);
+  std::set<ino_t> used;
+  for (const std::string* data : {&a, &b}) {
+    const Digest d = blake2b(*data);
+    REQUIRE(store_sink.place(d, *data).is_ok());
+    const std::string path =
+        store::object_path(store::artifacts_root(st.dir.path()), d, store::ArtifactKind::kFile);
+    CHECK(file_text(path) == *data);
+    struct stat sb {};
+    REQUIRE(::stat(path.c_str(), &sb) == 0);
+    CHECK((sb.st_mode & 0777) == 0444);
+    CHECK(ahead.count(sb.st_ino) == 1);  // the file made ahead, now named
+    used.insert(sb.st_ino);
+  }
+  CHECK(used.size() == 2);
+  CHECK(store_sink.spares_ready() == 0);
+  // None ready: a placement makes its own file.
+  const std::string c = pattern(77);
+  REQUIRE(store_sink.place(blake2b(c), c).is_ok());
+  CHECK(file_text(store::object_path(store::artifacts_root(st.dir.path()), blake2b(c),
+                                     store::ArtifactKind::kFile)) == c);
+  // Made again up to their number, and no more.
+  store_sink.make_spares();
+  CHECK(store_sink.spares_ready() == StoreSink::kSpareFiles);
+  store_sink.make_spares();
+  CHECK(store_sink.spares_ready() == StoreSink::kSpareFiles);
+  CHECK(unnamed_open_inodes().size() == ahead.size());
   CHECK(std::filesystem::is_empty(store::artifacts_root(st.dir.path()) + "/tmp"));
 }
 

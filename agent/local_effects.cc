@@ -392,6 +392,7 @@ LimitCounts LocalExecutor::end_cgroup(const std::string& name, const promises::S
 }
 
 Result<std::int64_t> LocalExecutor::spawn(const promises::StartJob& start) {
+  ++spawned_;
   JobLayout l = layout_of(state_dir_, start);
   SpawnSpec spec;
   spec.env = job_environment(l, start.stage, {start.job.job, start.job.pipeline, start.job.shard});
@@ -904,7 +905,12 @@ Status StoreSink::place(const Digest& digest, std::string_view bytes) {
   // allocation 26% of the loop's samples from a result to the next spawn in a fan-out
   // directory, 17% in tmp/). Where the file system has no O_TMPFILE, or the fan-out
   // directory is missing, the named temporary as before (which says so).
-  int fd = ::open((store_->root() + "/tmp").c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
+  //
+  // The file is one made ahead (make_spares) where there is one: its inode allocated off
+  // the way to the start (on ext4 without a journal, up to a fifth of the loop's time
+  // from a result's arrival to the job's spawn in a profile of the hand-off).
+  int fd = take_spare();
+  if (fd < 0) fd = ::open((store_->root() + "/tmp").c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
   if (fd < 0) return place_renamed(digest, bytes, path);
   if (!write_all_fd(fd, bytes)) {
     const int e = errno;
@@ -923,6 +929,27 @@ Status StoreSink::place(const Digest& digest, std::string_view bytes) {
   if (rc == 0 || e == EEXIST) return Status::ok();
   if (e == ENOENT) return place_renamed(digest, bytes, path);
   return Status::io("place " + path + ": " + std::strerror(e));
+}
+
+StoreSink::~StoreSink() {
+  for (int fd : spares_) ::close(fd);
+}
+
+// A crash leaves nothing of them: an unnamed file is freed when its last descriptor
+// closes (on a file system without a journal, by its next check).
+void StoreSink::make_spares() {
+  while (spares_.size() < kSpareFiles) {
+    int fd = ::open((store_->root() + "/tmp").c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
+    if (fd < 0) return;  // none here (place() says why when it needs one)
+    spares_.push_back(fd);
+  }
+}
+
+int StoreSink::take_spare() {
+  if (spares_.empty()) return -1;
+  int fd = spares_.back();
+  spares_.pop_back();
+  return fd;
 }
 
 // StoreSink::place without O_TMPFILE: a temporary in the store's tmp/, renamed to the

@@ -116,6 +116,8 @@ class LocalExecutor final : public Executor {
   // to the process (docs/agent.md, "Jobs").
   void keep_spares();
   static constexpr std::size_t kFreshSpares = 2;
+  // Jobs this executor was asked to spawn so far (the loop tells a turn that started one).
+  std::uint64_t spawned() const { return spawned_; }
 
   // For the loop: the pidfds to poll, and the processes that have exited since.
   std::vector<int> pidfds() const;
@@ -147,6 +149,7 @@ class LocalExecutor final : public Executor {
   // "Jobs"): renamed into place, they spare a job the inodes of its directories and logs.
   std::vector<std::string> spare_dirs_;
   std::uint64_t spares_made_ = 0;
+  std::uint64_t spawned_ = 0;  // jobs spawned (spawned())
   bool spares_swept_ = false;  // an earlier incarnation's spares removed (at the first run)
   bool recycle_work_dir(const JobLayout& l, bool alone);
   // Jobs whose host saw them end alone (JobProcess::ended_alone), until their directory
@@ -179,6 +182,9 @@ class StoreSink final : public ArtifactSink {
   StoreSink(std::string state_dir, store::ArtifactStore* worker_store,
             ReceivedInMemory* received = nullptr)
       : state_dir_(std::move(state_dir)), store_(worker_store), received_(received) {}
+  ~StoreSink() override;
+  StoreSink(const StoreSink&) = delete;
+  StoreSink& operator=(const StoreSink&) = delete;
   Result<Received> store_received(const Digest& digest, std::optional<bool> is_tree) override;
   std::vector<Result<Received>> store_received_together(
       const std::vector<std::pair<Digest, std::optional<bool>>>& items,
@@ -188,13 +194,22 @@ class StoreSink final : public ArtifactSink {
   void hold(const Digest& digest, std::string bytes) override;
   Status place(const Digest& digest, std::string_view bytes) override;
   std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) override;
+  // Makes unnamed files in the store's tmp/ for place() to take, up to kSpareFiles: a
+  // placement on the way to a job's start then allocates no inode. On the loop, as
+  // place() is; the daemon calls it in a turn that started no job (not alongside a
+  // start, which the allocation would slow). How many are ready (tests).
+  void make_spares();
+  std::size_t spares_ready() const { return spares_.size(); }
+  static constexpr std::size_t kSpareFiles = 2;
 
  private:
   Status place_renamed(const Digest& digest, std::string_view bytes, const std::string& path);
+  int take_spare();  // -1: none ready
   std::string state_dir_;
   store::ArtifactStore* store_;
   ReceivedInMemory* received_;
   std::uint64_t placed_ = 0;  // temporaries named apart
+  std::vector<int> spares_;  // open, unnamed, empty, in tmp/
 };
 
 // Where the bytes of a fetch in flight arrive.
