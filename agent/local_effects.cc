@@ -303,7 +303,7 @@ void LocalExecutor::sweep_spares() {
 void LocalExecutor::keep_spares() {
   if (!jobs_dir_made_ || spare_dirs_.size() >= kFreshSpares) return;
   sweep_spares();
-  const std::string spare = state_dir_ + "/jobs/.spare-" + std::to_string(::getpid()) + "-" +
+  const std::string spare = state_dir_ + "/jobs/.spare-" + pid_text_ + "-" +
                             std::to_string(++spares_made_);
   bool ok = ::mkdir(spare.c_str(), 0777) == 0 && ::mkdir((spare + "/in").c_str(), 0777) == 0 &&
             ::mkdir((spare + "/out").c_str(), 0777) == 0;
@@ -616,14 +616,17 @@ bool LocalExecutor::recycle_work_dir(const JobLayout& l, bool alone) {
       ((st.st_mode & S_IRWXU) == S_IRWXU || ::fchmod(work, (st.st_mode & 07777) | S_IRWXU) == 0) &&
       each_entry_at(work, [&](const struct dirent& e) {
         const std::string_view name = e.d_name;
-        if (::fstatat(work, e.d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) return false;
-        if ((name == "in" || name == "out") && S_ISDIR(st.st_mode)) {
-          (name == "in" ? has_in : has_out) = true;
+        if (name == "in" || name == "out") {
+          // Looked at once, by open_dir_at: one that is not a directory (or cannot be
+          // made writable and opened) has the whole directory removed.
           const int sub = open_dir_at(work, e.d_name);
-          const bool emptied = sub >= 0 && empty_dir_at(sub);
-          if (sub >= 0) ::close(sub);
+          if (sub < 0) return false;
+          (name == "in" ? has_in : has_out) = true;
+          const bool emptied = empty_dir_at(sub);
+          ::close(sub);
           return emptied;
         }
+        if (::fstatat(work, e.d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) return false;
         if ((name == "stdout" || name == "stderr" || name == "status") && S_ISREG(st.st_mode) &&
             st.st_nlink == 1) {
           if (st.st_size == 0) return true;  // nothing to truncate (most logs)
@@ -636,7 +639,7 @@ bool LocalExecutor::recycle_work_dir(const JobLayout& l, bool alone) {
       });
   ::close(work);
   if (!ok || !has_in || !has_out) return false;
-  std::string spare = state_dir_ + "/jobs/.spare-" + std::to_string(::getpid()) + "-" +
+  std::string spare = state_dir_ + "/jobs/.spare-" + pid_text_ + "-" +
                       std::to_string(++spares_made_);
   if (::rename(l.work_dir.c_str(), spare.c_str()) != 0) return false;
   spare_dirs_.push_back(std::move(spare));

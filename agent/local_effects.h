@@ -7,6 +7,8 @@
 // StoreSink is the worker's: only their worker calls touch it.
 #pragma once
 
+#include <unistd.h>
+
 #include <map>
 #include <memory>
 #include <set>
@@ -149,6 +151,7 @@ class LocalExecutor final : public Executor {
   // "Jobs"): renamed into place, they spare a job the inodes of its directories and logs.
   std::vector<std::string> spare_dirs_;
   std::uint64_t spares_made_ = 0;
+  const std::string pid_text_ = std::to_string(::getpid());  // in spares' names, read once
   std::uint64_t spawned_ = 0;  // jobs spawned (spawned())
   bool spares_swept_ = false;  // an earlier incarnation's spares removed (at the first run)
   bool recycle_work_dir(const JobLayout& l, bool alone);

@@ -396,6 +396,21 @@ TEST_CASE("a sandboxed run's work directory is emptied and renamed into place fo
   CHECK_FALSE(fs::exists(fs::symlink_status(lc.stderr_path)));
   CHECK(slurp((dir.path / "elsewhere").string()) == "precious\n");
 
+  // An `out` the run replaced by a symlink to a directory is not followed: what it
+  // points to stays, and the directory is not kept.
+  const auto c2 = run_of(6);
+  REQUIRE(ex.create_work_dir(c2).is_ok());
+  const JobLayout lc2 = job_layout(state, c2.job.job, c2.epoch);
+  fs::create_directories(dir.path / "outside");
+  write(dir.path / "outside" / "keep", "kept\n");
+  fs::remove_all(lc2.out_dir);
+  fs::create_directory_symlink(dir.path / "outside", lc2.out_dir);
+  const std::size_t spares_before = ex.spare_work_dirs();
+  ex.remove_work_dir(c2);
+  CHECK(ex.spare_work_dirs() == spares_before);
+  CHECK_FALSE(fs::exists(fs::symlink_status(lc2.work_dir)));
+  CHECK(slurp((dir.path / "outside" / "keep").string()) == "kept\n");
+
   // A restarted agent removes the spares an earlier one left, rather than trust them.
   ex.remove_work_dir(c);
   REQUIRE(ex.spare_work_dirs() == 1);

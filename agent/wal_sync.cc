@@ -57,30 +57,28 @@ void WalSyncer::clear() {
   (void)n;
 }
 
-// The log is opened on first use (SQLite creates it with the first write) and again if
-// it is no longer the file at its path (SQLite removes it when the last connection to
-// the database closes). Without a log there is nothing to sync but the database.
+// The log is opened on first use (SQLite creates it with the first write) and again once
+// the file held has no name left (SQLite removes the log when the last connection to the
+// database closes, and makes a new one at the next write): one fstat a sync, no lookup
+// of its path. Without a log there is nothing to sync but the database.
 Status WalSyncer::sync_log() {
-  struct stat at_path {};
-  if (::stat(wal_path_.c_str(), &at_path) != 0) {
-    if (errno != ENOENT) return Status::io(wal_path_ + ": stat: " + std::strerror(errno));
-    int db = ::open(db_path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (db < 0) return Status::io(db_path_ + ": open: " + std::strerror(errno));
-    int rc = ::fdatasync(db);
-    int err = errno;
-    ::close(db);
-    if (rc != 0) return Status::io(db_path_ + ": fdatasync: " + std::strerror(err));
-    return Status::ok();
-  }
   struct stat open_file {};
-  if (wal_fd_ >= 0 && (::fstat(wal_fd_, &open_file) != 0 || open_file.st_ino != at_path.st_ino ||
-                       open_file.st_dev != at_path.st_dev)) {
+  if (wal_fd_ >= 0 && (::fstat(wal_fd_, &open_file) != 0 || open_file.st_nlink == 0)) {
     ::close(wal_fd_);
     wal_fd_ = -1;
   }
   if (wal_fd_ < 0) {
     wal_fd_ = ::open(wal_path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (wal_fd_ < 0) return Status::io(wal_path_ + ": open: " + std::strerror(errno));
+    if (wal_fd_ < 0) {
+      if (errno != ENOENT) return Status::io(wal_path_ + ": open: " + std::strerror(errno));
+      int db = ::open(db_path_.c_str(), O_RDONLY | O_CLOEXEC);
+      if (db < 0) return Status::io(db_path_ + ": open: " + std::strerror(errno));
+      int rc = ::fdatasync(db);
+      int err = errno;
+      ::close(db);
+      if (rc != 0) return Status::io(db_path_ + ": fdatasync: " + std::strerror(err));
+      return Status::ok();
+    }
   }
   if (::fdatasync(wal_fd_) != 0) return Status::io(wal_path_ + ": fdatasync: " + std::strerror(errno));
   return Status::ok();

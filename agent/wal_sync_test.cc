@@ -78,4 +78,51 @@ TEST_CASE("a sync made in the pass that fails is reported as the thread's would 
   CHECK_FALSE(durable_within(s, 3, 5));
 }
 
+// The files this process holds open whose name ends with SUFFIX, and whether any of them
+// has lost its name.
+struct Held {
+  int count = 0;
+  int unnamed = 0;
+};
+Held held_open(const std::string& suffix) {
+  Held h;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = fs::read_symlink(e.path(), ec).string();
+    if (ec) continue;
+    const bool gone = target.size() > 10 && target.ends_with(" (deleted)");
+    const std::string name = gone ? target.substr(0, target.size() - 10) : target;
+    if (!name.ends_with(suffix)) continue;
+    ++h.count;
+    if (gone) ++h.unnamed;
+  }
+  return h;
+}
+
+TEST_CASE("the syncer follows the log when it is removed and made again") {
+  TempDir dir;
+  const std::string db = dir / "vow.db";
+  std::ofstream(db) << "x";
+  std::ofstream(db + "-wal") << "frames";
+  WalSyncer s(db, /*cheap_sync_us=*/60'000'000);
+  s.request(1);
+  REQUIRE(durable_within(s, 1));
+  CHECK(held_open("vow.db-wal").count == 1);
+  // SQLite removes the log when its last connection closes and makes a new one at the
+  // next write: the next sync is of the new file, not of the one held.
+  fs::remove(db + "-wal");
+  std::ofstream(db + "-wal") << "new frames";
+  s.request(2);
+  REQUIRE(durable_within(s, 2));
+  Held h = held_open("vow.db-wal");
+  CHECK(h.count == 1);
+  CHECK(h.unnamed == 0);
+  // Removed and not made again: the database is synced, and the old log let go.
+  fs::remove(db + "-wal");
+  s.request(3);
+  REQUIRE(durable_within(s, 3));
+  CHECK(s.error().is_ok());
+  CHECK(held_open("vow.db-wal").count == 0);
+}
+
 }  // namespace vow::agent

@@ -62,7 +62,7 @@ std::string ArtifactStore::object_path(const Digest& digest, ArtifactKind kind) 
 }
 
 std::string ArtifactStore::new_temp_path() {
-  return root_ + "/tmp/" + std::to_string(::getpid()) + "-" + std::to_string(++temp_counter_);
+  return root_ + "/tmp/" + pid_text_ + "-" + std::to_string(++temp_counter_);
 }
 
 Status ArtifactStore::ensure_fanout(const Digest& digest, bool sync_now) {

@@ -26,6 +26,8 @@
 // no shared state, so a reader may be handed to another thread (one thread at a time).
 #pragma once
 
+#include <unistd.h>
+
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -416,6 +418,8 @@ class ArtifactStore {
   Env& env_;
   std::uint64_t tick_ = 0;
   std::uint64_t temp_counter_ = 0;
+  // This process's id in its temporaries' names, read once (each getpid is a system call).
+  const std::string pid_text_ = std::to_string(::getpid());
   const std::uint64_t id_;        // tells store instances apart (an ImportCache's memo)
   std::uint64_t removals_ = 0;    // objects removed (remove, gc) since open
   std::set<std::string> fanouts_;                   // fan-out directories known to exist

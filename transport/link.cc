@@ -180,9 +180,13 @@ struct Transport::Impl {
     ready_now.clear();
     std::vector<epoll_event> events(signalled ? watched.size() + 1 : 0);
     int n = signalled ? ::epoll_wait(epfd, events.data(), static_cast<int>(events.size()), 0) : 0;
+    // A socket whose descriptor fired is read at once, not asked first (ZMQ_EVENTS):
+    // a receive that finds nothing takes the signal as that question would, and one
+    // that finds a message saves the question (each is a getpid and a poll inside
+    // ZeroMQ, its fork check and its mailbox).
     for (int i = 0; i < n; ++i) {
       void* s = events[static_cast<std::size_t>(i)].data.ptr;
-      if (watched.count(s) != 0 && readable(s)) ready.insert(s);
+      if (watched.count(s) != 0) ready.insert(s);
     }
     auto out = poll_sockets(now, &ready);
     recheck.insert(ready.begin(), ready.end());  // the budget ran out before these
@@ -438,9 +442,11 @@ struct Transport::Impl {
     return sent(peer, p, rc);
   }
 
-  void serve_zap() {
+  // True when it read all there was (less than its limit).
+  bool serve_zap() {
     std::vector<zmq_msg_t> parts;
-    for (std::size_t n = 0; n < kMaxZapPerPoll && recv_parts(zap, parts); ++n) {
+    std::size_t n = 0;
+    for (; n < kMaxZapPerPoll && recv_parts(zap, parts); ++n) {
       std::string request_id = parts.size() > 1 ? std::string(view(parts[1])) : "";
       std::string mechanism = parts.size() > 5 ? std::string(view(parts[5])) : "";
       std::optional<AgentKey> key;
@@ -463,12 +469,15 @@ struct Transport::Impl {
       }
       recheck.insert(zap);
     }
+    return n < kMaxZapPerPoll;
   }
 
-  void drain_monitor() {
-    if (!monitor) return;
+  // True when it read all there was (less than its limit).
+  bool drain_monitor() {
+    if (!monitor) return true;
     std::vector<zmq_msg_t> parts;
-    for (std::size_t n = 0; n < kMaxMonitorEventsPerPoll && recv_parts(monitor, parts); ++n) {
+    std::size_t n = 0;
+    for (; n < kMaxMonitorEventsPerPoll && recv_parts(monitor, parts); ++n) {
       if (!parts.empty() && zmq_msg_size(&parts[0]) >= 2) {
         std::uint16_t event;
         std::memcpy(&event, zmq_msg_data(&parts[0]), 2);
@@ -484,6 +493,7 @@ struct Transport::Impl {
       }
       close_parts(parts);
     }
+    return n < kMaxMonitorEventsPerPoll;
   }
 
   // Closes the outbound link to a peer, if it has one.
@@ -591,8 +601,8 @@ struct Transport::Impl {
     auto drained = [&](void* s) {
       if (ready != nullptr) ready->erase(s);
     };
-    if (is_ready(zap)) serve_zap();
-    if (monitor != nullptr && is_ready(monitor)) drain_monitor();
+    if (is_ready(zap) && serve_zap()) drained(zap);
+    if (monitor != nullptr && is_ready(monitor) && drain_monitor()) drained(monitor);
     // The dealers to read: those ready (found through the socket, not by a pass over
     // every peer), or every one.
     std::vector<std::pair<AgentKey, void*>> dealers;
