@@ -628,6 +628,10 @@ void Agent::send(const promises::Outbound& out) {
   // (it ends that peer's pull at once); one to everybody carries nothing.
   if (const auto* b = std::get_if<promises::StatementBatch>(&out.message.body)) {
     if (!out.to && b->statements.empty() && b->voids.empty()) return;
+    if (!out.to) {
+      ++counters_.batches_broadcast;
+      counters_.statements_broadcast += b->statements.size();
+    }
   }
   if (out.to) {
     fx_.network->send(*out.to, out.message);

@@ -113,6 +113,10 @@ struct AgentCounters {
   std::uint64_t started_from_placed = 0;
   // Passes whose peers' statements were held for a later commit (kMaxHeldPeerStatements).
   std::uint64_t held_passes = 0;
+  // Batches of statements sent to every peer, and the statements in them (each peer
+  // pays per batch: a frame, a wake of its loop, a pass).
+  std::uint64_t batches_broadcast = 0;
+  std::uint64_t statements_broadcast = 0;
   // Small outputs sent with own results; peers' taken for a fetch instead of a transfer;
   // peers' dropped on arrival for not being the bytes of their digest.
   std::uint64_t attached_sent = 0;

@@ -482,6 +482,12 @@ std::string Daemon::Impl::metrics_text() {
          "Statements received from peers that passed validation.");
   sample(out, "vow_statements_received_total", {},
          static_cast<double>(agent->counters().statements_in));
+  header(out, "vow_statements_broadcast_total", "counter",
+         "Statements sent to every peer, and the batches (one frame to each peer) they went in.");
+  sample(out, "vow_statements_broadcast_total", {{"unit", "statement"}},
+         static_cast<double>(agent->counters().statements_broadcast));
+  sample(out, "vow_statements_broadcast_total", {{"unit", "batch"}},
+         static_cast<double>(agent->counters().batches_broadcast));
   header(out, "vow_statements_persisted_total", "counter", "Statements written to the ledger.");
   sample(out, "vow_statements_persisted_total", {},
          static_cast<double>(agent->counters().statements_persisted));

@@ -388,6 +388,14 @@ def main():
         check(ran_here >= 1 and samples[("vow_results_total", (("outcome", "ok"),))] >= 1,
               f"job duration count {ran_here} results {[(k, v) for k, v in samples.items() if 'result' in k[0] or 'claims' in k[0]]}")
         check(all(p in ("wordcount", "fail", "slow") and s for p, s in counts), f"stages {counts}")
+        # Its own statements went to its peers in batches: at least one each, and each
+        # result and claim among them (its adverts and the rest too).
+        sent = samples.get(("vow_statements_broadcast_total", (("unit", "statement"),)), 0)
+        batches = samples.get(("vow_statements_broadcast_total", (("unit", "batch"),)), 0)
+        own = samples[("vow_claims_total", ())] + sum(
+            v for k, v in samples.items() if k[0] == "vow_results_total")
+        check(1 <= batches <= sent and sent >= own, f"broadcast {sent} in {batches} batches, "
+              f"{own} claims and results")
         for (pl, st), n in counts.items():
             series = (("pipeline", pl), ("stage", st))
             buckets = sorted((float(dict(k[1])["le"]), v) for k, v in samples.items()
