@@ -941,9 +941,15 @@ StoreSink::~StoreSink() {
 // A crash leaves nothing of them: an unnamed file is freed when its last descriptor
 // closes (on a file system without a journal, by its next check).
 void StoreSink::make_spares() {
-  while (spares_.size() < kSpareFiles) {
+  while (!no_spares_ && spares_.size() < kSpareFiles) {
     int fd = ::open((store_->root() + "/tmp").c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
-    if (fd < 0) return;  // none here (place() says why when it needs one)
+    if (fd < 0) {
+      // A file system without unnamed files is not asked again each turn (place() takes
+      // the long way, and says so where that fails too); any other failure is tried
+      // again in a later turn.
+      no_spares_ = errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL;
+      return;
+    }
     spares_.push_back(fd);
   }
 }

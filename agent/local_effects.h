@@ -213,6 +213,7 @@ class StoreSink final : public ArtifactSink {
   ReceivedInMemory* received_;
   std::uint64_t placed_ = 0;  // temporaries named apart
   std::vector<int> spares_;  // open, unnamed, empty, in tmp/
+  bool no_spares_ = false;   // the file system has no unnamed files (O_TMPFILE)
 };
 
 // Where the bytes of a fetch in flight arrive.
