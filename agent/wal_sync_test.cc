@@ -32,13 +32,20 @@ bool durable_within(WalSyncer& s, std::uint64_t ticket, int tries = 100) {
   return s.durable() >= ticket;
 }
 
+// A database file and its log in DIR, as SQLite leaves them after a write; the
+// database's path.
+std::string database_with_log(const TempDir& dir) {
+  const std::string db = dir / "vow.db";
+  std::ofstream(db) << "x";
+  std::ofstream(db + "-wal") << "frames";
+  return db;
+}
+
 }  // namespace
 
 TEST_CASE("a sync is made in the pass only once one has been measured cheap") {
   TempDir dir;
-  const std::string db = dir / "vow.db";
-  std::ofstream(db) << "x";
-  std::ofstream(db + "-wal") << "frames";
+  const std::string db = database_with_log(dir);
   WalSyncer generous(db, /*cheap_sync_us=*/60'000'000);
   // No sync measured yet: its cost is unknown, so the thread makes it.
   CHECK_FALSE(generous.sync_if_cheap(1));
@@ -101,9 +108,7 @@ Held held_open(const std::string& suffix) {
 
 TEST_CASE("the syncer follows the log when it is removed and made again") {
   TempDir dir;
-  const std::string db = dir / "vow.db";
-  std::ofstream(db) << "x";
-  std::ofstream(db + "-wal") << "frames";
+  const std::string db = database_with_log(dir);
   WalSyncer s(db, /*cheap_sync_us=*/60'000'000);
   s.request(1);
   REQUIRE(durable_within(s, 1));
