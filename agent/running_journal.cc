@@ -3,14 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <algorithm>
 #include <map>
 #include <optional>
-#include <sstream>
 #include <string_view>
 
 namespace vow::agent {
@@ -40,8 +39,8 @@ std::string head_of(std::uint64_t gen, const store::RunningJob& row) {
 }
 
 template <typename T>
-bool number(std::string_view s, T* out) {
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+bool number(std::string_view s, T* out, int base = 10) {
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out, base);
   return ec == std::errc() && end == s.data() + s.size() && !s.empty();
 }
 
@@ -106,10 +105,7 @@ Result<std::vector<store::RunningJob>> RunningJournal::read(const std::string& p
         !number(field(rest), &row.started_unix_ms)) {
       break;
     }
-    std::string_view check_hex = field(rest);
-    auto [end, ec] = std::from_chars(check_hex.data(), check_hex.data() + check_hex.size(),
-                                     check, 16);
-    if (ec != std::errc() || end != check_hex.data() + check_hex.size() || rest.empty()) break;
+    if (!number(field(rest), &check, 16) || rest.empty()) break;
     row.job = *job;
     row.work_dir = std::string(rest);
     if (check_of(head_of(g, row) + ' ' + row.work_dir) != check) break;
