@@ -94,6 +94,10 @@ std::int64_t real_time_us();
 struct AgentCounters {
   std::uint64_t statements_in = 0;
   std::uint64_t statements_persisted = 0;
+  // Own statements persisted, and the signatures they needed: one for each statement
+  // signed alone, one for each batch of statements signed together.
+  std::uint64_t own_statements = 0;
+  std::uint64_t own_signatures = 0;
   std::uint64_t jobs_started = 0;
   std::uint64_t jobs_adopted = 0;
   std::uint64_t worker_backlogged = 0;  // tasks that found the worker queue full

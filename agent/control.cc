@@ -488,6 +488,13 @@ std::string Daemon::Impl::metrics_text() {
          static_cast<double>(agent->counters().statements_broadcast));
   sample(out, "vow_statements_broadcast_total", {{"unit", "batch"}},
          static_cast<double>(agent->counters().batches_broadcast));
+  header(out, "vow_statements_signed_total", "counter",
+         "Own statements written to the ledger, and the signatures they took (one for each "
+         "batch of statements published at once).");
+  sample(out, "vow_statements_signed_total", {{"unit", "statement"}},
+         static_cast<double>(agent->counters().own_statements));
+  sample(out, "vow_statements_signed_total", {{"unit", "signature"}},
+         static_cast<double>(agent->counters().own_signatures));
   header(out, "vow_statements_persisted_total", "counter", "Statements written to the ledger.");
   sample(out, "vow_statements_persisted_total", {},
          static_cast<double>(agent->counters().statements_persisted));
@@ -529,6 +536,11 @@ std::string Daemon::Impl::metrics_text() {
   header(out, "vow_vouched_statements_total", "counter",
          "Statements taken on a horizon's word, their signature not checked again.");
   sample(out, "vow_vouched_statements_total", {}, static_cast<double>(counters.vouched));
+  header(out, "vow_shared_signature_statements_total", "counter",
+         "Statements received signed together with one whose batch signature was checked "
+         "already: only their place in the batch was checked.");
+  sample(out, "vow_shared_signature_statements_total", {},
+         static_cast<double>(counters.shared));
   const promises::Ledger& ledger = core().ledger();
   header(out, "vow_ledger_horizon", "gauge",
          "The last ledger horizon applied here, and the last checkpoint among them.");

@@ -462,6 +462,7 @@ Status Daemon::Impl::restore(promises::RestoredState* restored,
       }
       st->signed_form.bytes = std::move(s.bytes);
       st->signed_form.signature = s.signature;
+      st->signed_form.path = std::move(s.path);
       decoded[i] = std::move(st).value();
     }
   };
@@ -486,7 +487,7 @@ Status Daemon::Impl::restore(promises::RestoredState* restored,
   auto proofs = ledger->proofs();
   if (!proofs.is_ok()) return proofs.status();
   for (const auto& s : *proofs) {
-    auto st = transport::decode_and_verify(s.bytes, s.signature);
+    auto st = transport::decode_and_verify(s.bytes, s.signature, s.path);
     if (!st.is_ok() || st->author != s.author) {
       log->warn("equivocation proof of {} in the ledger does not verify; ignored",
                 transport::agent_id(s.author));
@@ -597,6 +598,15 @@ void Daemon::Impl::make_agent(promises::RestoredState restored,
   }
   const transport::Identity* id = &*identity;
   cc.sign = [id](const Statement& st) { return transport::sign_or_empty(*id, st); };
+  // What one input of the core publishes is signed at once: one signature over the batch
+  // (docs/protocol.md, "Statements signed together").
+  cc.encode = [](const Statement& st) {
+    auto bytes = transport::encode_statement(st);
+    return bytes.is_ok() ? std::move(bytes).value() : std::string();
+  };
+  cc.sign_together = [id](const std::vector<SignedForm*>& forms) {
+    transport::sign_together(*id, forms);
+  };
   cc.attest = [this](Statement& st) { attest_own_statement(st); };
   background = std::make_unique<Background>(1);
   warn_unenforced_limits();

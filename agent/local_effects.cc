@@ -55,6 +55,7 @@ store::StoredStatement to_stored(const Statement& st, std::int64_t received_unix
   }
   s.bytes = st.signed_form.bytes;
   s.signature = st.signed_form.signature;
+  s.path = st.signed_form.path;
   s.received_unix_ms = received_unix_ms;
   return s;
 }

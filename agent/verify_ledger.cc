@@ -84,7 +84,7 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
           problems.push_back(where + ": " + row.to_string());
           return Status::ok();
         }
-        auto st = transport::decode_and_verify(s.bytes, s.signature);
+        auto st = transport::decode_and_verify(s.bytes, s.signature, s.path);
         if (!st.is_ok()) {
           problems.push_back(where + ": " + st.status().to_string());
         } else if (st->author != s.author || st->seq != s.seq) {
@@ -100,7 +100,7 @@ Result<VerifyReport> verify_ledger(store::LedgerStore& ledger) {
   if (!stored_proofs.is_ok()) return stored_proofs.status();
   std::vector<Statement> proofs;
   for (const auto& s : *stored_proofs) {
-    auto st = transport::decode_and_verify(s.bytes, s.signature);
+    auto st = transport::decode_and_verify(s.bytes, s.signature, s.path);
     if (!st.is_ok() || st->author != s.author || st->seq != s.seq) {
       problems.push_back("equivocation proof of " + transport::agent_id(s.author) +
                          ": does not verify");

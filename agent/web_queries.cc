@@ -335,7 +335,8 @@ json Daemon::Impl::web_verify_json(const json& args) {
       problems.push_back("statement " + id + ": not in this agent's ledger file");
       continue;
     }
-    auto st = transport::decode_and_verify((*stored)->bytes, (*stored)->signature);
+    auto st = transport::decode_and_verify((*stored)->bytes, (*stored)->signature,
+                                                 (*stored)->path);
     if (!st.is_ok()) {
       problems.push_back("statement " + id + ": " + st.status().to_string());
       continue;

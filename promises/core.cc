@@ -132,7 +132,39 @@ void Core::Impl::publish_advert_and_pipelines() {
   }
 }
 
+// Signs what this input published, at once, and gives every copy of those statements
+// their signature: the ledger's, `persist`'s (which has each of them, in the order
+// published) and those in messages (sent to all, or in an answer made since).
+void Core::Impl::sign_published() {
+  if (unsigned_seqs.empty()) return;
+  const std::uint64_t first = unsigned_seqs.front();
+  const std::uint64_t last = unsigned_seqs.back();
+  unsigned_seqs.clear();
+  auto ours = [&](const Statement& st) {
+    return st.author == config.key && st.seq >= first && st.seq <= last && !st.signed_form.empty();
+  };
+  std::vector<SignedForm*> forms;
+  std::map<std::uint64_t, const SignedForm*> by_seq;
+  for (auto& st : out.persist) {
+    if (!ours(st)) continue;
+    forms.push_back(&st.signed_form);
+    by_seq.emplace(st.seq, &st.signed_form);
+  }
+  config.sign_together(forms);
+  for (const auto& [seq, form] : by_seq) ledger.set_signature(config.key, seq, *form);
+  for (auto& m : out.messages) {
+    auto* b = std::get_if<StatementBatch>(&m.message.body);
+    if (b == nullptr) continue;
+    for (auto& st : b->statements) {
+      if (!ours(st)) continue;
+      auto f = by_seq.find(st.seq);
+      if (f != by_seq.end()) st.signed_form = *f->second;
+    }
+  }
+}
+
 Output Core::Impl::take() {
+  sign_published();
   for (const auto& v : ledger.take_voided()) out.voided.push_back(v);
   for (const auto& r : ledger.take_retired()) out.retired.push_back(r);
   Output o = std::move(out);
@@ -156,7 +188,12 @@ const Statement& Core::Impl::publish(StatementBody body) {
   st.wall_unix_ms = wall_unix_ms;
   st.body = std::move(body);
   if (config.attest) config.attest(st);
-  if (config.sign) st.signed_form = config.sign(st);
+  if (config.encode && config.sign_together) {
+    st.signed_form.bytes = config.encode(st);
+    if (!st.signed_form.empty()) unsigned_seqs.push_back(st.seq);
+  } else if (config.sign) {
+    st.signed_form = config.sign(st);
+  }
   auto r = ledger.add(st);
   VOW_ASSERT(r == Ledger::AddResult::kNew, "own seq %llu reused",
              static_cast<unsigned long long>(st.seq));

@@ -158,6 +158,15 @@ struct CoreConfig {
   // (unset, or an empty result) leaves statements unsigned: the shell refuses to
   // persist an unsigned own statement.
   std::function<SignedForm(const Statement&)> sign;
+  // Statements signed together (docs/protocol.md, "Statements signed together"): when
+  // both are set they are used instead of `sign`. `encode` gives an own statement its
+  // bytes as it is published (empty: it cannot be encoded, and stays unsigned);
+  // `sign_together` then signs every statement one input published, at once, before the
+  // output leaves the core: each form it is given holds the bytes, and gets its
+  // signature and path (one signature over the batch's root, or a statement alone over
+  // its bytes).
+  std::function<std::string(const Statement&)> encode;
+  std::function<void(const std::vector<SignedForm*>&)> sign_together;
   // Adds to an own statement, just before it is signed, what only its author can add:
   // the attestation signature of a result or source version (docs/provenance.md).
   // Unset: nothing is added.
@@ -273,8 +282,8 @@ struct Event {
 // The result of one input. The shell MUST carry it out in this order:
 //   1. persist `persist` (durably: own statements first in the vector order, so the
 //      sequence counter survives a crash, then peers' statements to store);
-//   2. send `messages` (own statements in them are exactly those just persisted: sign
-//      each own statement once, when persisting, and send the signed bytes); a
+//   2. send `messages` (own statements in them are exactly those just persisted, with
+//      the signed forms CoreConfig::sign or sign_together gave them); a
 //      SyncRequest may go before step 1 (it carries no statement: it asks for what the
 //      ledger in memory lacks);
 //   3. perform `actions` in order (a kill before a start of the same job); a StartJob

@@ -331,6 +331,9 @@ struct Core::Impl {
   void event(EventKind kind, EventLevel level, std::string text,
              std::optional<AgentKey> peer = std::nullopt);
   const Statement& publish(StatementBody body);
+  void sign_published();
+  // Own statements published by this input and not signed yet (CoreConfig::encode).
+  std::vector<std::uint64_t> unsigned_seqs;
   void ingest(const Statement& st, bool restored);
   void on_advert(const Statement& st);
   void report_conflicts();

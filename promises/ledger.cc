@@ -5,6 +5,7 @@
 #include <tuple>
 #include <variant>
 
+#include "promises/assert.h"
 #include "promises/core.h"
 
 namespace vow::promises {
@@ -378,6 +379,17 @@ const Statement* Ledger::get(const AgentKey& author, std::uint64_t seq) const {
   if (a == by_author_.end()) return nullptr;
   auto s = a->second.find(seq);
   return s == a->second.end() ? nullptr : &s->second;
+}
+
+void Ledger::set_signature(const AgentKey& author, std::uint64_t seq, const SignedForm& form) {
+  auto a = by_author_.find(author);
+  if (a == by_author_.end()) return;
+  auto s = a->second.find(seq);
+  if (s == a->second.end()) return;
+  VOW_ASSERT(s->second.signed_form.bytes == form.bytes, "signing other bytes than held at %llu",
+             static_cast<unsigned long long>(seq));
+  s->second.signed_form.signature = form.signature;
+  s->second.signed_form.path = form.path;
 }
 
 VersionVector Ledger::version_vector() const {

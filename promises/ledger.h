@@ -103,6 +103,9 @@ class Ledger {
   AddResult add(Statement&& statement);
 
   const Statement* get(const AgentKey& author, std::uint64_t seq) const;
+  // Gives a held statement its signature once its author's step signed it with the
+  // others it published (Core, "sign_together"): the bytes stay as they were added.
+  void set_signature(const AgentKey& author, std::uint64_t seq, const SignedForm& form);
   bool contains(const AgentKey& author, std::uint64_t seq) const {
     return get(author, seq) != nullptr;
   }

@@ -147,11 +147,14 @@ Digest horizon_content(const Horizon& h) {
   return x.finish();
 }
 
-Digest signed_digest(std::string_view bytes, const std::array<std::uint8_t, 64>& signature) {
+Digest signed_digest(std::string_view bytes, const std::array<std::uint8_t, 64>& signature,
+                     std::string_view path) {
   Hasher x;
   x.update_field("vow-signed-v1");
   x.update_field(bytes);
   x.update(std::span<const std::uint8_t>(signature.data(), signature.size()));
+  // A statement signed alone has the digest it had before batches existed.
+  if (!path.empty()) x.update_field(path);
   return x.finish();
 }
 

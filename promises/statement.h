@@ -303,20 +303,24 @@ using StatementBody = std::variant<Advert, PipelineDef, SourceVersion, Claim, Re
                                    Accept, Checkpoint, Retry, Horizon>;
 
 // A statement as its author signed it: the encoding (transport/codec.h) and the
-// detached Ed25519 signature over exactly those bytes. The core never reads it; it
-// travels with the statement's value so that storing and relaying a statement need no
-// table beside it. Empty until the statement is signed (own) or verified (a peer's).
+// detached Ed25519 signature over exactly those bytes, or, for a statement its author
+// published with others at once, over the root of their batch, which `path` leads to
+// from these bytes (promises/batch_proof.h). The core never reads it; it travels with
+// the statement's value so that storing and relaying a statement need no table beside
+// it. Empty until the statement is signed (own) or verified (a peer's).
 struct SignedForm {
   std::string bytes;
   std::array<std::uint8_t, 64> signature{};
+  std::string path = {};  // empty: signed alone
   bool empty() const { return bytes.empty(); }
   bool operator==(const SignedForm&) const = default;
 };
-// Digest of a signed form: its bytes and its signature (HorizonRef::vouch). Zero for an
-// empty form (a statement not signed yet).
-Digest signed_digest(std::string_view bytes, const std::array<std::uint8_t, 64>& signature);
+// Digest of a signed form: its bytes, its signature and its path (HorizonRef::vouch).
+// Zero for an empty form (a statement not signed yet).
+Digest signed_digest(std::string_view bytes, const std::array<std::uint8_t, 64>& signature,
+                     std::string_view path = {});
 inline Digest signed_digest(const SignedForm& f) {
-  return f.empty() ? Digest{} : signed_digest(f.bytes, f.signature);
+  return f.empty() ? Digest{} : signed_digest(f.bytes, f.signature, f.path);
 }
 
 struct Statement {

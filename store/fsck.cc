@@ -4,6 +4,7 @@
 
 #include <unordered_map>
 
+#include "promises/batch_proof.h"
 #include "store/artifact_store.h"
 #include "store/sqlite_ledger.h"
 
@@ -32,6 +33,22 @@ std::string FsckProblem::to_string() const {
 namespace {
 
 using Kind = FsckProblem::Kind;
+
+// Whether a row's signature is its author's: over its bytes, or over the root of the
+// batch its path leads to (promises/batch_proof.h).
+bool signature_holds(const StoredStatement& s) {
+  std::string message;
+  std::string_view signed_bytes = s.bytes;
+  if (!s.path.empty()) {
+    auto root = batch_root(s.bytes, s.path);
+    if (!root) return false;
+    message = batch_signing_message(*root);
+    signed_bytes = message;
+  }
+  return crypto_sign_verify_detached(s.signature.data(),
+                                     reinterpret_cast<const unsigned char*>(signed_bytes.data()),
+                                     signed_bytes.size(), s.author.bytes.data()) == 0;
+}
 
 class Checker {
  public:
@@ -67,10 +84,10 @@ class Checker {
         problem(Kind::kCorrupt, subject, row.message());
         return Status::ok();
       }
-      if (crypto_sign_verify_detached(s.signature.data(),
-                                      reinterpret_cast<const unsigned char*>(s.bytes.data()),
-                                      s.bytes.size(), s.author.bytes.data()) != 0) {
-        problem(Kind::kBadSignature, subject, "Ed25519 signature does not verify over its bytes");
+      if (!signature_holds(s)) {
+        problem(Kind::kBadSignature, subject,
+                s.path.empty() ? "Ed25519 signature does not verify over its bytes"
+                               : "Ed25519 signature does not verify over its batch's root");
         return Status::ok();
       }
       if (options_.check_statement) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "promises/batch_proof.h"
 #include "store/artifact_store.h"
 #include "store/sqlite_ledger.h"
 #include "store/test_util.h"
@@ -132,6 +133,33 @@ TEST_CASE("fsck: a statement whose signature does not verify is reported") {
   REQUIRE(s.ledger->insert(st).is_ok());  // the ledger does not verify: transport does
   auto r = s.fsck();
   CHECK(has_problem(r, FsckProblem::Kind::kBadSignature, b.public_key.hex() + "/1"));
+}
+
+TEST_CASE("fsck: statements signed together verify by their paths; a changed path does not") {
+  State s;
+  TestKey a(1);
+  std::vector<StoredStatement> sts;
+  std::vector<Digest> leaves;
+  for (std::uint64_t seq = 1; seq <= 3; ++seq) {
+    sts.push_back(make_statement(a, seq, "statement " + std::to_string(seq)));
+    leaves.push_back(batch_leaf(sts.back().bytes));
+  }
+  BatchTree tree = batch_tree(leaves);
+  const std::string message = batch_signing_message(tree.root);
+  std::array<std::uint8_t, 64> signature{};
+  crypto_sign_detached(signature.data(), nullptr,
+                       reinterpret_cast<const unsigned char*>(message.data()), message.size(),
+                       a.secret.data());
+  for (std::size_t i = 0; i < sts.size(); ++i) {
+    sts[i].signature = signature;
+    sts[i].path = tree.paths[i];
+  }
+  sts[2].path[10] ^= 0x01;  // a sibling changed: another root
+  for (const auto& st : sts) REQUIRE(s.ledger->insert(st).is_ok());
+  auto r = s.fsck();
+  CHECK(r.statements_checked == 3);
+  REQUIRE(r.problems.size() == 1);
+  CHECK(has_problem(r, FsckProblem::Kind::kBadSignature, a.public_key.hex() + "/3"));
 }
 
 TEST_CASE("fsck: missing objects, missing tree children and unreferenced files") {

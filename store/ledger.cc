@@ -61,6 +61,8 @@ Digest statement_row_check(const StoredStatement& s) {
   h.update_u64(s.ok ? (*s.ok ? 2 : 1) : 0);
   h.update_field(s.bytes);
   h.update(s.signature);
+  // A statement signed alone keeps the check it had before batches existed.
+  if (!s.path.empty()) h.update_field(s.path);
   return h.finish();
 }
 

@@ -55,6 +55,7 @@ struct StoredStatement {
   std::optional<bool> ok;                // results: did the job succeed
   std::string bytes;                     // exactly the signed bytes
   std::array<std::uint8_t, 64> signature{};
+  std::string path;  // its place in the batch its author signed (SignedForm::path); empty: alone
   // When this agent stored it (wall clock, supplied by the caller; for humans only).
   // Not part of the statement's identity: ignored when comparing a duplicate.
   std::int64_t received_unix_ms = 0;

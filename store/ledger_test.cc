@@ -290,10 +290,12 @@ TEST_CASE("sqlite ledger: a version 3 file loses its unread indexes and keeps it
     REQUIRE(l.is_ok());
     REQUIRE((*l)->insert(make_result(a, 1, job, 1, digest_of("out"), true)).is_ok());
   }
-  // The file as version 3 left it: indexes on job and kind.
+  // The file as version 3 left it: indexes on job and kind, no batch paths.
   exec_sql(path,
            "CREATE INDEX statements_by_job ON statements(job) WHERE job IS NOT NULL;"
-           "CREATE INDEX statements_by_kind ON statements(kind); PRAGMA user_version = 3");
+           "CREATE INDEX statements_by_kind ON statements(kind);"
+           "ALTER TABLE statements DROP COLUMN path; ALTER TABLE proofs DROP COLUMN path;"
+           "PRAGMA user_version = 3");
   auto indexes = [&] {
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
@@ -317,7 +319,46 @@ TEST_CASE("sqlite ledger: a version 3 file loses its unread indexes and keeps it
   REQUIRE(held.is_ok());
   REQUIRE(held->has_value());
   CHECK((*held)->job == job);
+  CHECK((*held)->path.empty());  // signed alone, as every statement then
   CHECK((*l)->version_vector()->at(a.public_key) == 1);
+}
+
+TEST_CASE("sqlite ledger: a statement signed with others keeps its place in the batch") {
+  TempDir dir;
+  const std::string path = dir / "vow.db";
+  TestKey a(1);
+  StoredStatement batched = make_statement(a, 1, "first of two");
+  batched.path = std::string(8, '\1') + std::string(32, 'p');
+  StoredStatement proof = make_statement(a, 2, "second");
+  proof.path = std::string(8, '\2') + std::string(32, 'q');
+  {
+    auto l = open_sqlite_ledger(path);
+    REQUIRE(l.is_ok());
+    REQUIRE((*l)->insert(batched).is_ok());
+    REQUIRE((*l)->insert(make_statement(a, 2, "first")).is_ok());
+    REQUIRE((*l)->put_proof(proof).is_ok());
+  }
+  {
+    auto l = open_sqlite_ledger(path);
+    REQUIRE(l.is_ok());
+    auto held = (*l)->get(a.public_key, 1);
+    REQUIRE(held.is_ok());
+    REQUIRE(held->has_value());
+    CHECK((*held)->path == batched.path);
+    auto alone = (*l)->get(a.public_key, 2);
+    REQUIRE(alone.is_ok());
+    CHECK((*alone)->path.empty());
+    auto proofs = (*l)->proofs();
+    REQUIRE(proofs.is_ok());
+    REQUIRE(proofs->size() == 1);
+    CHECK(proofs->at(0).path == proof.path);
+  }
+  // The row's check covers its path: one changed outside vow reads as corrupt.
+  exec_sql(path, "UPDATE statements SET path = zeroblob(40) WHERE seq = 1");
+  auto l = open_sqlite_ledger(path);
+  REQUIRE(l.is_ok());
+  auto held = (*l)->get(a.public_key, 1);
+  CHECK(held.status().code() == StatusCode::kCorrupt);
 }
 
 TEST_CASE("sqlite ledger: an equivocation proof is kept, one per author, across reopening") {

@@ -34,11 +34,22 @@ int short_busy_wait(void* ctx, int count) {
 
 constexpr const char* kStatementColumns =
     "author, seq, kind, job, epoch, outputs_digest, ok, bytes, signature, received_at, "
-    "row_check";
+    "row_check, path";
 
 template <typename T>
 std::span<const std::uint8_t> as_span(const T& bytes) {
   return {bytes.data(), bytes.size()};
+}
+
+// A statement's place in its batch: NULL when it was signed alone (SignedForm::path).
+void bind_path(sqlite3_stmt* st, int column, const std::string& path) {
+  if (!path.empty()) {
+    sqlite3_bind_blob(st, column, path.data(), static_cast<int>(path.size()), SQLITE_STATIC);
+  }
+}
+void read_path(sqlite3_stmt* st, int column, std::string& path) {
+  const auto* p = static_cast<const char*>(sqlite3_column_blob(st, column));
+  path.assign(p == nullptr ? "" : p, static_cast<std::size_t>(sqlite3_column_bytes(st, column)));
 }
 
 // Resets a cached statement when it goes out of scope.
@@ -422,20 +433,22 @@ class SqliteLedger final : public LedgerStore {
   Status put_proof(const StoredStatement& s) override {
     if (grouped_) VOW_RETURN_IF_ERROR(group_open("insert proof"));
     auto st = prepare(
-        "INSERT OR IGNORE INTO proofs (author, seq, bytes, signature) VALUES (?1, ?2, ?3, ?4)");
+        "INSERT OR IGNORE INTO proofs (author, seq, bytes, signature, path) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)");
     if (!st.is_ok()) return st.status();
     StmtGuard g(*st);
     bind_blob(*st, 1, as_span(s.author.bytes));
     sqlite3_bind_int64(*st, 2, static_cast<sqlite3_int64>(s.seq));
     sqlite3_bind_blob(*st, 3, s.bytes.data(), static_cast<int>(s.bytes.size()), SQLITE_STATIC);
     bind_blob(*st, 4, as_span(s.signature));
+    bind_path(*st, 5, s.path);
     int rc = sqlite3_step(*st);
     if (rc != SQLITE_DONE) return err("insert proof", rc);
     return Status::ok();
   }
 
   Result<std::vector<StoredStatement>> proofs() override {
-    auto st = prepare("SELECT author, seq, bytes, signature FROM proofs ORDER BY author");
+    auto st = prepare("SELECT author, seq, bytes, signature, path FROM proofs ORDER BY author");
     if (!st.is_ok()) return st.status();
     StmtGuard g(*st);
     std::vector<StoredStatement> out;
@@ -448,6 +461,7 @@ class SqliteLedger final : public LedgerStore {
       s.seq = static_cast<std::uint64_t>(sqlite3_column_int64(*st, 1));
       const auto* b = static_cast<const char*>(sqlite3_column_blob(*st, 2));
       s.bytes.assign(b == nullptr ? "" : b, static_cast<std::size_t>(sqlite3_column_bytes(*st, 2)));
+      read_path(*st, 4, s.path);
       out.push_back(std::move(s));
     }
     if (rc != SQLITE_DONE) return err("select proofs", rc);
@@ -709,6 +723,7 @@ class SqliteLedger final : public LedgerStore {
     s.bytes.assign(static_cast<const char*>(b), static_cast<std::size_t>(n));
     if (!read_fixed(st, 8, s.signature)) return Status::corrupt(where() + ": bad signature column");
     s.received_unix_ms = sqlite3_column_int64(st, 9);
+    read_path(st, 11, s.path);
     Digest check;
     if (!read_fixed(st, 10, check.bytes) || check != statement_row_check(s)) {
       return Status::corrupt(where() + ": row checksum mismatch (row changed outside vow)");
@@ -735,7 +750,7 @@ class SqliteLedger final : public LedgerStore {
   Status insert_locked(const StoredStatement& s, std::set<AgentKey>& touched) {
     VOW_RETURN_IF_ERROR(validate_stored_statement(s));
     static const std::string sql = std::string("INSERT INTO statements (") + kStatementColumns +
-                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
                                    "ON CONFLICT (author, seq) DO NOTHING";
     auto st = prepare(sql.c_str());
     if (!st.is_ok()) return st.status();
@@ -753,6 +768,7 @@ class SqliteLedger final : public LedgerStore {
       bind_blob(*st, 9, as_span(s.signature));
       sqlite3_bind_int64(*st, 10, s.received_unix_ms);
       bind_blob(*st, 11, as_span(check.bytes));
+      bind_path(*st, 12, s.path);
       VOW_RETURN_IF_ERROR(step_done(*st, "insert statements"));
     }
     if (sqlite3_changes(db_) == 1) {

@@ -23,7 +23,7 @@
 namespace vow::store {
 
 // The schema version this build writes and understands.
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 
 struct SqliteOptions {
   // FULL: fsync the WAL on every commit. NORMAL: durable across a process crash but a

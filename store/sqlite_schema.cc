@@ -89,6 +89,12 @@ CREATE TABLE voids (
 DROP INDEX statements_by_job;
 DROP INDEX statements_by_kind;
 )sql",
+    // 4 -> 5: statements signed together: each one's place in its batch (NULL: signed
+    // alone, as every statement stored before).
+    R"sql(
+ALTER TABLE statements ADD COLUMN path BLOB;
+ALTER TABLE proofs ADD COLUMN path BLOB;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 

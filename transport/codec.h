@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "promises/statement.h"
 #include "promises/status.h"
@@ -46,6 +47,14 @@ Result<SignedStatement> sign_statement(const Identity& identity, const Statement
 SignedForm sign_or_empty(const Identity& identity, const Statement& statement);
 // Signature over bytes already produced by encode_statement.
 Signature sign(const Identity& identity, std::string_view bytes);
+// Signs statements published together, whose forms hold the bytes encode_statement
+// made: one of them alone is signed over its bytes (an empty path); two or more with one
+// signature over the root of their batch, each given its path (promises/batch_proof.h).
+void sign_together(const Identity& identity, const std::vector<SignedForm*>& forms);
+// Whether SIGNATURE (with PATH: the statement's place in its batch, or empty) is
+// AUTHOR's over BYTES.
+bool verify_signed(const AgentKey& author, std::string_view bytes, const Signature& signature,
+                   std::string_view path);
 
 // Why decoding or verification failed, for counting (validator.h maps these to reasons).
 enum class DecodeError : std::uint8_t {
@@ -62,7 +71,7 @@ enum class DecodeError : std::uint8_t {
 // check the author against a TrustSet afterwards.
 // On failure `error` (if given) tells which check failed.
 Result<Statement> decode_and_verify(std::string_view bytes, const Signature& signature,
-                                    DecodeError* error = nullptr);
+                                    std::string_view path, DecodeError* error = nullptr);
 Result<Statement> decode_and_verify(const SignedStatement& s, DecodeError* error = nullptr);
 // Decodes without verifying (for tools that show a statement that failed to verify, and
 // for a look at its name before the signature is checked).
@@ -70,7 +79,8 @@ Result<Statement> decode_statement_unverified(std::string_view bytes, DecodeErro
 // The second half of decode_and_verify: verifies the signature of ST, decoded from BYTES
 // by decode_statement_unverified, and gives it its signed form.
 Result<Statement> verify_decoded(Statement st, std::string_view bytes,
-                                 const Signature& signature, DecodeError* error = nullptr);
+                                 const Signature& signature, std::string_view path,
+                                 DecodeError* error = nullptr);
 
 // Frames. encode_message fails (kInvalid) for a message over kMaxFrameBytes.
 // decode_message checks size and framing, decodes with traversal limits and checks

@@ -819,6 +819,7 @@ TransportCounters Transport::counters() const {
   c.rejected = impl_->validator.rejects();
   c.duplicates = impl_->validator.duplicates();
   c.vouched = impl_->validator.vouched();
+  c.shared = impl_->validator.shared();
   c.equivocations = impl_->validator.equivocations();
   c.streams = impl_->streams->counters();
   return c;

@@ -76,6 +76,7 @@ struct TransportCounters {
   RejectCounts rejected{};
   std::uint64_t duplicates = 0;  // statements already held byte for byte: dropped quietly
   std::uint64_t vouched = 0;     // taken on an applied horizon's word (signature not checked)
+  std::uint64_t shared = 0;      // signed with one whose batch signature was checked already
   // Statements at a held (author, seq) with other bytes, validly signed: equivocation
   // evidence, passed on to the core (which keeps the first as proof), not rejected.
   std::uint64_t equivocations = 0;

@@ -53,6 +53,7 @@ VersionVector get_vv(capnp::List<w::VersionEntry>::Reader l) {
 void put_signed(w::SignedStatement::Builder b, const SignedStatement& s) {
   b.setBytes(data_of(as_span(s.bytes)));
   b.setSignature(data_of(s.signature));
+  if (!s.path.empty()) b.setPath(data_of(as_span(s.path)));
 }
 // A statement that holds only its signed form, for the validator to verify.
 Statement get_signed(w::SignedStatement::Reader r) {
@@ -62,6 +63,10 @@ Statement get_signed(w::SignedStatement::Reader r) {
   if (r.getBytes().size() == 0) bad("statement without bytes");
   st.signed_form.bytes = str(r.getBytes());
   st.signed_form.signature = fixed<64>(r.getSignature(), "signature");
+  // A batch of at most kMaxBatchLeaves: a path of at most 16 digests (the validator
+  // checks the rest).
+  if (r.getPath().size() > 8 + 16 * Digest::kSize) bad("statement path", DecodeError::kOversized);
+  st.signed_form.path = str(r.getPath());
   return st;
 }
 
@@ -397,7 +402,7 @@ Result<kj::Array<capnp::word>> internal::encode_message_words(const Message& mes
       return Status::invalid("bug: statement " + std::to_string(st->seq) + " by " +
                              st->author.hex() + " in a batch has no signed form");
     }
-    for (const auto& s : b->statements) bulk += s.signed_form.bytes.size() + 96;
+    for (const auto& s : b->statements) bulk += s.signed_form.bytes.size() + s.signed_form.path.size() + 96;
     for (const auto& a : b->attached) bulk += a.bytes.size() + 64;
   }
   capnp::MallocMessageBuilder mb(static_cast<unsigned>(std::min<std::size_t>(

@@ -163,6 +163,10 @@ struct Have {
 struct SignedStatement {
   bytes @0 :Data;
   signature @1 :Data;                 # 64 bytes
+  path @2 :Data;                      # empty: the signature is over `bytes`; else the
+                                      # statement's place in the batch its author signed
+                                      # at once, the signature over the batch's root
+                                      # (docs/protocol.md, "Statements signed together")
 }
 
 struct StatementBody {

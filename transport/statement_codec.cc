@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "promises/assert.h"
+#include "promises/batch_proof.h"
 #include "transport/codec.h"
 #include "transport/codec_internal.h"
 #include "transport/protocol.capnp.h"
@@ -494,6 +495,34 @@ Result<SignedStatement> sign_statement(const Identity& identity, const Statement
   return s;
 }
 
+void sign_together(const Identity& identity, const std::vector<SignedForm*>& forms) {
+  if (forms.empty()) return;
+  if (forms.size() == 1) {
+    forms[0]->signature = sign(identity, forms[0]->bytes);
+    forms[0]->path.clear();
+    return;
+  }
+  VOW_ASSERT(forms.size() <= kMaxBatchLeaves, "a batch of %zu statements", forms.size());
+  std::vector<Digest> leaves;
+  leaves.reserve(forms.size());
+  for (const auto* f : forms) leaves.push_back(batch_leaf(f->bytes));
+  BatchTree tree = batch_tree(leaves);
+  const Signature signature = sign(identity, batch_signing_message(tree.root));
+  for (std::size_t i = 0; i < forms.size(); ++i) {
+    forms[i]->signature = signature;
+    forms[i]->path = std::move(tree.paths[i]);
+  }
+}
+
+bool verify_signed(const AgentKey& author, std::string_view bytes, const Signature& signature,
+                   std::string_view path) {
+  if (path.empty()) return verify_signature(author, as_span(bytes), signature);
+  auto root = batch_root(bytes, path);
+  if (!root) return false;
+  const std::string message = batch_signing_message(*root);
+  return verify_signature(author, as_span(message), signature);
+}
+
 SignedForm sign_or_empty(const Identity& identity, const Statement& statement) {
   auto s = sign_statement(identity, statement);
   return s.is_ok() ? std::move(s).value() : SignedForm{};
@@ -504,26 +533,28 @@ Result<Statement> decode_statement_unverified(std::string_view bytes, DecodeErro
 }
 
 Result<Statement> verify_decoded(Statement st, std::string_view bytes,
-                                 const Signature& signature, DecodeError* error) {
-  if (!verify_signature(st.author, as_span(bytes), signature)) {
+                                 const Signature& signature, std::string_view path,
+                                 DecodeError* error) {
+  if (!verify_signed(st.author, bytes, signature, path)) {
     set_error(error, DecodeError::kBadSignature);
     return Status::corrupt("bad signature: statement " + std::to_string(st.seq) +
                            " does not verify under its author " + st.author.hex());
   }
   st.signed_form.bytes = std::string(bytes);
   st.signed_form.signature = signature;
+  st.signed_form.path = std::string(path);
   return st;
 }
 
 Result<Statement> decode_and_verify(std::string_view bytes, const Signature& signature,
-                                    DecodeError* error) {
+                                    std::string_view path, DecodeError* error) {
   auto s = decode_statement_impl(bytes, error);
   if (!s) return s;
-  return verify_decoded(std::move(s).value(), bytes, signature, error);
+  return verify_decoded(std::move(s).value(), bytes, signature, path, error);
 }
 
 Result<Statement> decode_and_verify(const SignedStatement& s, DecodeError* error) {
-  return decode_and_verify(s.bytes, s.signature, error);
+  return decode_and_verify(s.bytes, s.signature, s.path, error);
 }
 
 }  // namespace vow::transport

@@ -1,8 +1,11 @@
 #include "transport/validator.h"
 
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "promises/batch_proof.h"
 
 namespace vow::transport {
 namespace {
@@ -113,7 +116,7 @@ bool Validator::decode_fresh(const SignedStatement& s, const AgentKey& peer, Sta
 
 bool Validator::is_vouched(const Statement& st, const SignedStatement& s) {
   auto v = sequences_->vouched(st.author, st.seq);
-  if (!v || *v != signed_digest(s.bytes, s.signature)) return false;
+  if (!v || *v != signed_digest(s)) return false;
   ++vouched_;
   return true;
 }
@@ -125,8 +128,7 @@ bool Validator::finish_statement(Statement st, const SignedStatement& s, const A
     if (trust_->trusts_agent(peer)) {
       // Tell a forgery by the sending peer (it signed, but named another author) from
       // bytes damaged on the way: one more verify, only on this failure path.
-      if (verify_signature(peer, as_span(s.bytes), s.signature))
-        reason = RejectReason::kWrongAuthor;
+      if (verify_signed(peer, s.bytes, s.signature, s.path)) reason = RejectReason::kWrongAuthor;
     }
     reject(reason, peer,
            "bad signature: statement " + std::to_string(st.seq) +
@@ -135,6 +137,7 @@ bool Validator::finish_statement(Statement st, const SignedStatement& s, const A
   }
   st.signed_form.bytes = s.bytes;
   st.signed_form.signature = s.signature;
+  st.signed_form.path = s.path;
   if (!trust_->trusts_agent(st.author)) {
     reject(RejectReason::kUntrustedAuthor, peer,
            "statement " + std::to_string(st.seq) + " by untrusted author " + agent_id(st.author));
@@ -160,8 +163,36 @@ bool Validator::finish_statement(Statement st, const SignedStatement& s, const A
 bool Validator::validate_statement(const SignedStatement& s, const AgentKey& peer, Statement* out) {
   Statement st;
   if (!decode_fresh(s, peer, &st)) return false;
-  bool good = is_vouched(st, s) || verify_signature(st.author, as_span(s.bytes), s.signature);
+  bool good = is_vouched(st, s) || signature_good(st, s);
   return finish_statement(std::move(st), s, peer, good, out);
+}
+
+bool Validator::recently_checked(const Batch& b) const {
+  for (const auto& r : recent_) {
+    if (r == b) return true;
+  }
+  return false;
+}
+
+void Validator::checked(const Batch& b) {
+  if (recently_checked(b)) return;
+  recent_[recent_next_] = b;
+  recent_next_ = (recent_next_ + 1) % recent_.size();
+}
+
+bool Validator::signature_good(const Statement& st, const SignedStatement& s) {
+  if (s.path.empty()) return verify_signature(st.author, as_span(s.bytes), s.signature);
+  auto root = batch_root(s.bytes, s.path);
+  if (!root) return false;
+  const Batch b{st.author, *root, s.signature};
+  if (recently_checked(b)) {
+    ++shared_;
+    return true;
+  }
+  const std::string message = batch_signing_message(*root);
+  if (!verify_signature(st.author, as_span(message), s.signature)) return false;
+  checked(b);
+  return true;
 }
 
 std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
@@ -198,6 +229,13 @@ std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
     std::vector<Statement> decoded(n);
     std::vector<char> fresh(n, 0);
     std::vector<char> good(n, 0);
+    // Statements signed together: each one's batch, and which statement of this frame
+    // checks the batch's signature for the others (kNone: none needed, or its own).
+    constexpr std::size_t kNone = SIZE_MAX;
+    std::vector<std::optional<Batch>> batches(n);
+    std::vector<std::size_t> checked_by(n, kNone);
+    std::vector<char> skip(n, 0);  // nothing to verify: not fresh, vouched, shared, or bad path
+    std::map<Digest, std::size_t> first_of_root;  // the first statement of each batch root
     std::size_t to_verify = 0;
     // A statement an applied horizon vouches for is good without a check (a catch-up's
     // settled results, the bulk of it).
@@ -205,13 +243,38 @@ std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
       const SignedStatement& s = batch->statements[i].signed_form;
       fresh[i] = decode_fresh(s, peer, &decoded[i]) ? 1 : 0;
       if (fresh[i] && is_vouched(decoded[i], s)) good[i] = 1;
-      to_verify += static_cast<std::size_t>(fresh[i] && !good[i]);
+      skip[i] = !fresh[i] || good[i];
+      if (!skip[i] && !s.path.empty()) {
+        auto root = batch_root(s.bytes, s.path);
+        if (!root) {
+          skip[i] = 1;  // a malformed path: bad, whatever its signature
+        } else {
+          batches[i] = Batch{decoded[i].author, *root, s.signature};
+          if (recently_checked(*batches[i])) {
+            good[i] = 1;
+            skip[i] = 1;
+            ++shared_;
+          } else if (auto first = first_of_root.try_emplace(*root, i); !first.second) {
+            const std::size_t j = first.first->second;
+            if (*batches[j] == *batches[i]) {  // same author and signature too
+              checked_by[i] = j;
+              skip[i] = 1;
+            }
+          }
+        }
+      }
+      to_verify += static_cast<std::size_t>(!skip[i]);
     }
     auto verify = [&](std::size_t first, std::size_t step) {
       for (std::size_t i = first; i < n; i += step) {
-        if (!fresh[i] || good[i]) continue;
+        if (skip[i]) continue;
         const SignedStatement& s = batch->statements[i].signed_form;
-        good[i] = verify_signature(decoded[i].author, as_span(s.bytes), s.signature) ? 1 : 0;
+        if (batches[i]) {
+          const std::string message = batch_signing_message(batches[i]->root);
+          good[i] = verify_signature(decoded[i].author, as_span(message), s.signature) ? 1 : 0;
+        } else {
+          good[i] = verify_signature(decoded[i].author, as_span(s.bytes), s.signature) ? 1 : 0;
+        }
       }
     };
     if (to_verify >= kParallelVerifyMin) {
@@ -220,6 +283,14 @@ std::optional<Message> Validator::validate(std::span<const std::uint8_t> frame,
       other.join();
     } else {
       verify(0, 1);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      if (checked_by[i] != kNone) {
+        good[i] = good[checked_by[i]];
+        if (good[i]) ++shared_;
+      } else if (batches[i] && good[i] && !skip[i]) {
+        checked(*batches[i]);
+      }
     }
     std::vector<Statement> kept;
     kept.reserve(n);

@@ -133,6 +133,11 @@ class Validator {
   // Statements taken on a horizon's word (SequenceView::vouched): their signature was
   // not checked here.
   std::uint64_t vouched() const { return vouched_; }
+  // Statements signed together with one checked before (in the same frame, or among the
+  // last kRecentBatches batches checked): their signature was not checked again, only
+  // their path to the batch's root.
+  std::uint64_t shared() const { return shared_; }
+  static constexpr std::size_t kRecentBatches = 8;
 
  private:
   void reject(RejectReason reason, const AgentKey& peer, std::string_view detail);
@@ -144,6 +149,18 @@ class Validator {
   bool is_vouched(const Statement& st, const SignedStatement& s);
   bool finish_statement(Statement st, const SignedStatement& s, const AgentKey& peer, bool good,
                         Statement* out);
+  // A batch signature checked: its author, root and signature.
+  struct Batch {
+    AgentKey author;
+    Digest root;
+    Signature signature{};
+    bool operator==(const Batch&) const = default;
+  };
+  bool recently_checked(const Batch& b) const;
+  void checked(const Batch& b);
+  // Whether ST (decoded from S) is signed by its author: over its bytes, or, found among
+  // the batches recently checked or checked now, over its batch's root.
+  bool signature_good(const Statement& st, const SignedStatement& s);
 
   const TrustSet* trust_;
   const SequenceView* sequences_;
@@ -154,6 +171,9 @@ class Validator {
   std::uint64_t duplicates_ = 0;
   std::uint64_t equivocations_ = 0;
   std::uint64_t vouched_ = 0;
+  std::uint64_t shared_ = 0;
+  std::array<Batch, kRecentBatches> recent_{};
+  std::size_t recent_next_ = 0;
   struct LogWindow {
     std::int64_t start_ms = INT64_MIN;
     int lines = 0;

@@ -163,6 +163,88 @@ TEST_CASE("a statement batch keeps only the statements that pass, verified") {
   CHECK(v.rejected(RejectReason::kUntrustedAuthor) == 4);
 }
 
+// Claims seq first.. of `a`, signed together.
+std::vector<SignedStatement> signed_together(const Identity& a, std::uint64_t first, std::size_t n) {
+  std::vector<SignedStatement> forms(n);
+  std::vector<SignedForm*> ptrs;
+  for (std::size_t i = 0; i < n; ++i) {
+    forms[i].bytes = *encode_statement(testing::claim(a.key(), first + i));
+    ptrs.push_back(&forms[i]);
+  }
+  sign_together(a, ptrs);
+  return forms;
+}
+
+TEST_CASE("statements signed together: one check of their signature, and each its own path") {
+  Identity a = testing::identity_of(1), b = testing::identity_of(2);
+  TrustSet trust;
+  trust.add(a.key());
+  trust.add(b.key());
+  MapSequences seqs;
+  Validator v(&trust, &seqs, kMaxFrameBytes, {});
+  auto validate = [&](const std::vector<SignedStatement>& forms) {
+    auto m = v.validate(sp(*encode_message(testing::batch_of(forms))), b.key(), PeerRole::kAgent);
+    std::vector<Statement> kept;
+    if (m) kept = std::get<StatementBatch>(m->body).statements;
+    return kept;
+  };
+
+  auto three = signed_together(a, 1, 3);
+  CHECK(three[0].signature == three[2].signature);
+  CHECK(!three[0].path.empty());
+  auto kept = validate(three);
+  REQUIRE(kept.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(kept[i] == testing::claim(a.key(), 1 + i));
+    CHECK(kept[i].signed_form == three[i]);  // its path kept, to be stored and relayed
+  }
+  CHECK(v.shared() == 2);  // the batch's signature checked once, for the first
+
+  // Bytes changed, or a path changed: that statement is refused, the others kept.
+  auto next = signed_together(a, 4, 4);
+  next[1].bytes[next[1].bytes.size() - 3] ^= 0x10;
+  next[2].path[next[2].path.size() - 1] ^= 0x01;
+  kept = validate(next);
+  REQUIRE(kept.size() == 2);
+  CHECK(kept[0].seq == 4);
+  CHECK(kept[1].seq == 7);
+  CHECK(v.rejected(RejectReason::kBadSignature) == 2);
+
+  // A good path of one batch under another batch's signature: refused.
+  auto other = signed_together(a, 8, 2);
+  auto mixed = signed_together(a, 10, 2);
+  mixed[0].signature = other[0].signature;
+  kept = validate({mixed[0]});
+  CHECK(kept.empty());
+  CHECK(v.rejected(RejectReason::kBadSignature) == 3);
+  // A path of the wrong length: refused, not read past.
+  auto cut = signed_together(a, 12, 2);
+  cut[0].path.resize(cut[0].path.size() - 1);
+  CHECK(validate({cut[0]}).empty());
+  CHECK(v.rejected(RejectReason::kBadSignature) == 4);
+
+  // The rest of a batch checked in an earlier frame: its signature is not checked again.
+  auto split = signed_together(a, 14, 2);
+  const std::uint64_t shared_before = v.shared();
+  CHECK(validate({split[0]}).size() == 1);
+  CHECK(v.shared() == shared_before);
+  CHECK(validate({split[1]}).size() == 1);
+  CHECK(v.shared() == shared_before + 1);
+  // The same statement and path under another signature: not the batch checked.
+  auto spoiled = split[1];
+  spoiled.signature[0] ^= 0x01;
+  CHECK(validate({spoiled}).empty());
+  CHECK(v.rejected(RejectReason::kBadSignature) == 5);
+
+  // Signed together by the sending peer, naming another author: a forgery by that peer.
+  std::vector<SignedStatement> forged(2);
+  forged[0].bytes = *encode_statement(testing::claim(a.key(), 20));
+  forged[1].bytes = *encode_statement(testing::claim(a.key(), 21));
+  sign_together(b, {&forged[0], &forged[1]});
+  CHECK(validate(forged).empty());
+  CHECK(v.rejected(RejectReason::kWrongAuthor) == 2);
+}
+
 TEST_CASE("a large batch is checked on two threads with the result of one pass in order") {
   Identity a = testing::identity_of(1), b = testing::identity_of(2), stranger = testing::identity_of(3);
   TrustSet trust;

@@ -61,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     Signature sig;
     std::memcpy(sig.data(), data, 64);
     std::string_view bytes(reinterpret_cast<const char*>(data) + 64, size - 64);
-    auto st = decode_and_verify(bytes, sig);
+    auto st = decode_and_verify(bytes, sig, "");
     auto unverified = decode_statement_unverified(bytes);
     VOW_ASSERT(!st || unverified, "verified a statement that does not decode");
     if (unverified) {

@@ -396,6 +396,15 @@ def main():
             v for k, v in samples.items() if k[0] == "vow_results_total")
         check(1 <= batches <= sent and sent >= own, f"broadcast {sent} in {batches} batches, "
               f"{own} claims and results")
+        # Statements published at once were signed at once (its advert and pipelines at
+        # its start, a result and the next claim): fewer signatures than statements, and
+        # every own statement written. Its peers' batches were checked once each.
+        signed = samples.get(("vow_statements_signed_total", (("unit", "statement"),)), 0)
+        signatures = samples.get(("vow_statements_signed_total", (("unit", "signature"),)), 0)
+        shared = samples.get(("vow_shared_signature_statements_total", ()), 0)
+        check(1 <= signatures < signed and signed >= sent and shared >= 1,
+              f"{signed} own statements in {signatures} signatures, {sent} broadcast; "
+              f"{shared} received under a signature checked already")
         for (pl, st), n in counts.items():
             series = (("pipeline", pl), ("stage", st))
             buckets = sorted((float(dict(k[1])["le"]), v) for k, v in samples.items()

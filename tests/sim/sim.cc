@@ -124,6 +124,12 @@ void World::note_broadcast(const promises::Message& m) {
   if (b == nullptr || b->answer || b->statements.empty()) return;
   ++result_.statement_broadcasts;
   result_.statements_broadcast += b->statements.size();
+  for (const auto& st : b->statements) {
+    const std::string& path = st.signed_form.path;
+    if (path.size() < 4 || path.compare(0, 4, std::string(4, '\0')) == 0) {
+      ++result_.broadcast_signatures;
+    }
+  }
 }
 
 void World::send(int from, int to, const std::shared_ptr<const promises::Message>& m) {

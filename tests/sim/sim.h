@@ -110,6 +110,9 @@ struct SimResult {
   // Broadcasts of statements (not answers to sync requests), and the statements in them.
   std::uint64_t statement_broadcasts = 0;
   std::uint64_t statements_broadcast = 0;
+  // The signatures those statements took: one for each signed alone, one for each
+  // batch signed together (docs/protocol.md, "Statements signed together").
+  std::uint64_t broadcast_signatures = 0;
   std::uint64_t slow_kills = 0;         // kills that took 0.2 s or more
   std::uint64_t adoptions = 0;          // processes taken over after a restart
   std::uint64_t agent_failures = 0;     // agents that stopped (disk full) and were restarted

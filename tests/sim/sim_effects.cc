@@ -1,6 +1,7 @@
 // The simulated effects of each host (world.h).
 #include <algorithm>
 
+#include "promises/batch_proof.h"
 #include "tests/sim/world.h"
 #include "transport/codec.h"
 
@@ -27,25 +28,64 @@ int env_int(const promises::Stage& s, const std::string& k) {
 
 // ---- signatures ----
 
+namespace {
+
+// The simulator's stand-in for an Ed25519 signature by AUTHOR over MESSAGE: a digest of
+// both (the simulated network checks it; no hostile host knows another's "key" by rule).
+transport::Signature fake_signature(const AgentKey& author, std::string_view message) {
+  Hasher h;
+  h.update_field("vow-sim-signature");
+  h.update_field(std::string_view(reinterpret_cast<const char*>(author.bytes.data()),
+                                  author.bytes.size()));
+  h.update_field(message);
+  Digest d = h.finish();
+  transport::Signature sig{};
+  std::copy(d.bytes.begin(), d.bytes.end(), sig.begin());
+  std::copy(d.bytes.begin(), d.bytes.end(), sig.begin() + 32);
+  return sig;
+}
+
+}  // namespace
+
 SignedForm sim_sign(const Statement& st) {
   SignedForm f;
   auto bytes = transport::encode_statement(st);
   if (!bytes.is_ok()) return f;
-  Hasher h;
-  h.update_field("vow-sim-signature");
-  h.update_field(std::string_view(reinterpret_cast<const char*>(st.author.bytes.data()),
-                                  st.author.bytes.size()));
-  h.update_field(*bytes);
-  Digest d = h.finish();
-  std::copy(d.bytes.begin(), d.bytes.end(), f.signature.begin());
-  std::copy(d.bytes.begin(), d.bytes.end(), f.signature.begin() + 32);
+  f.signature = fake_signature(st.author, *bytes);
   f.bytes = std::move(bytes).value();
   return f;
 }
 
+std::string sim_encode(const Statement& st) {
+  auto bytes = transport::encode_statement(st);
+  return bytes.is_ok() ? std::move(bytes).value() : std::string();
+}
+
+// As transport::sign_together, with the simulator's signature.
+void sim_sign_together(const AgentKey& author, const std::vector<SignedForm*>& forms) {
+  if (forms.size() == 1) {
+    forms[0]->signature = fake_signature(author, forms[0]->bytes);
+    forms[0]->path.clear();
+    return;
+  }
+  std::vector<Digest> leaves;
+  for (const auto* f : forms) leaves.push_back(batch_leaf(f->bytes));
+  BatchTree tree = batch_tree(leaves);
+  const transport::Signature sig = fake_signature(author, batch_signing_message(tree.root));
+  for (std::size_t i = 0; i < forms.size(); ++i) {
+    forms[i]->signature = sig;
+    forms[i]->path = std::move(tree.paths[i]);
+  }
+}
+
 bool sim_verify(const Statement& st) {
-  if (st.signed_form.empty()) return false;
-  return sim_sign(st) == st.signed_form;
+  const SignedForm& f = st.signed_form;
+  if (f.empty()) return false;
+  auto bytes = transport::encode_statement(st);
+  if (!bytes.is_ok() || *bytes != f.bytes) return false;
+  if (f.path.empty()) return f.signature == fake_signature(st.author, f.bytes);
+  auto root = batch_root(f.bytes, f.path);
+  return root && f.signature == fake_signature(st.author, batch_signing_message(*root));
 }
 
 // ---- clock ----

@@ -106,6 +106,11 @@ void World::make_hosts() {
                                       ? static_cast<std::uint32_t>(opt_.checkpoint_percent)
                                       : kPercents[opt_.seed % 3];
     h.config.sign = sim_sign;
+    // Statements a step publishes are signed together, as a real agent's are.
+    h.config.encode = sim_encode;
+    h.config.sign_together = [key = h.config.key](const std::vector<SignedForm*>& forms) {
+      sim_sign_together(key, forms);
+    };
     h.config.idle_budget = kSimIdleBudget;
     h.config.timing.membership = opt_.profile;
     h.config.timing.swim = promises::swim_profile(opt_.profile);

@@ -393,6 +393,8 @@ class World {
 // meshes; here what matters is that the agent persists and relays signed forms and
 // that a statement whose signature does not check is dropped before the agent).
 SignedForm sim_sign(const Statement& st);
+std::string sim_encode(const Statement& st);
+void sim_sign_together(const AgentKey& author, const std::vector<SignedForm*>& forms);
 bool sim_verify(const Statement& st);
 
 }  // namespace vow::sim
