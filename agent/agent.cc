@@ -462,7 +462,9 @@ void Agent::coalesce_broadcasts(std::vector<promises::Output>& outs) {
   };
   auto size_of = [](const promises::StatementBatch& b) {
     std::size_t n = 0;
-    for (const auto& st : b.statements) n += st.signed_form.bytes.size() + 64;
+    for (const auto& st : b.statements) {
+      n += st.signed_form.bytes.size() + 64 + st.signed_form.path.size();
+    }
     return n;
   };
   std::optional<std::pair<std::size_t, std::size_t>> open;  // (output, message) joined into

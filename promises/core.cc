@@ -150,6 +150,7 @@ void Core::Impl::sign_published() {
     forms.push_back(&st.signed_form);
     by_seq.emplace(st.seq, &st.signed_form);
   }
+  if (forms.empty()) return;
   config.sign_together(forms);
   for (const auto& [seq, form] : by_seq) ledger.set_signature(config.key, seq, *form);
   for (auto& m : out.messages) {

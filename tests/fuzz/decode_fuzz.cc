@@ -6,12 +6,14 @@
 // Input layout: the whole input is one frame for the validator; the same input, split
 // as signature (first 64 bytes) and bytes (the rest), goes to decode_and_verify. The
 // trusted keys are the identities of seeds 1 and 2 (fill bytes), as in the corpus.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
 
 #include "promises/assert.h"
+#include "promises/batch_proof.h"
 #include "transport/codec.h"
 #include "transport/validator.h"
 
@@ -70,6 +72,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       auto back = decode_statement_unverified(*re);
       VOW_ASSERT(back.is_ok() && *back == *unverified, "statement round trip changed it");
     }
+  }
+  // A batch path from the input (its first byte says how long): any bytes name a root or
+  // none, read within bounds.
+  if (size >= 1) {
+    const std::size_t n = std::min<std::size_t>(size - 1, std::size_t{data[0]} * 4);
+    std::string_view path(reinterpret_cast<const char*>(data) + 1, n);
+    std::string_view leaf(reinterpret_cast<const char*>(data) + 1 + n, size - 1 - n);
+    auto root = batch_root(leaf, path);
+    VOW_ASSERT(!root || (path.size() >= 40 && (path.size() - 8) % 32 == 0),
+               "a root from a path of %zu bytes", path.size());
   }
   return 0;
 }
