@@ -402,7 +402,9 @@ Result<kj::Array<capnp::word>> internal::encode_message_words(const Message& mes
       return Status::invalid("bug: statement " + std::to_string(st->seq) + " by " +
                              st->author.hex() + " in a batch has no signed form");
     }
-    for (const auto& s : b->statements) bulk += s.signed_form.bytes.size() + s.signed_form.path.size() + 96;
+    for (const auto& s : b->statements) {
+      bulk += s.signed_form.bytes.size() + s.signed_form.path.size() + 96;
+    }
     for (const auto& a : b->attached) bulk += a.bytes.size() + 64;
   }
   capnp::MallocMessageBuilder mb(static_cast<unsigned>(std::min<std::size_t>(
