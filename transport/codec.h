@@ -49,7 +49,8 @@ SignedForm sign_or_empty(const Identity& identity, const Statement& statement);
 Signature sign(const Identity& identity, std::string_view bytes);
 // Signs statements published together, whose forms hold the bytes encode_statement
 // made: one of them alone is signed over its bytes (an empty path); two or more with one
-// signature over the root of their batch, each given its path (promises/batch_proof.h).
+// signature over the root of their batch, each given its path (promises/batch_proof.h);
+// more than kMaxBatchLeaves in batches of that many.
 void sign_together(const Identity& identity, const std::vector<SignedForm*>& forms);
 // Whether SIGNATURE (with PATH: the statement's place in its batch, or empty) is
 // AUTHOR's over BYTES.

@@ -8,6 +8,7 @@
 #include <functional>
 #include <random>
 
+#include "promises/batch_proof.h"
 #include "transport/protocol.capnp.h"
 #include "transport/test_util.h"
 
@@ -339,6 +340,18 @@ TEST_CASE("statements signed together travel with their paths and verify one by 
   sign_together(id, {&alone.signed_form});
   CHECK(alone.signed_form.path.empty());
   CHECK(alone.signed_form == *sign_statement(id, alone));
+  // More statements than a batch holds: signed in batches of kMaxBatchLeaves.
+  std::vector<SignedForm> many(kMaxBatchLeaves + 1);
+  std::vector<SignedForm*> many_ptrs;
+  for (auto& f : many) {
+    f.bytes = sts[0].signed_form.bytes;
+    many_ptrs.push_back(&f);
+  }
+  sign_together(id, many_ptrs);
+  CHECK(many[0].signature == many[kMaxBatchLeaves - 1].signature);
+  CHECK(many[kMaxBatchLeaves].path.empty());  // the last alone
+  CHECK(decode_and_verify(many[kMaxBatchLeaves - 1]).is_ok());
+  CHECK(decode_and_verify(many[kMaxBatchLeaves]).is_ok());
   // A path longer than a batch of kMaxBatchLeaves can have: refused unread.
   Statement long_path = sts[0];
   long_path.signed_form.path.append(17 * 32, 'x');

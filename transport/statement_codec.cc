@@ -3,6 +3,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -502,7 +503,15 @@ void sign_together(const Identity& identity, const std::vector<SignedForm*>& for
     forms[0]->path.clear();
     return;
   }
-  VOW_ASSERT(forms.size() <= kMaxBatchLeaves, "a batch of %zu statements", forms.size());
+  if (forms.size() > kMaxBatchLeaves) {
+    // More than one batch may hold (no input of the core publishes so many): in parts.
+    for (std::size_t at = 0; at < forms.size(); at += kMaxBatchLeaves) {
+      const std::size_t end = std::min<std::size_t>(forms.size(), at + kMaxBatchLeaves);
+      sign_together(identity, std::vector<SignedForm*>(forms.begin() + static_cast<long>(at),
+                                                       forms.begin() + static_cast<long>(end)));
+    }
+    return;
+  }
   std::vector<Digest> leaves;
   leaves.reserve(forms.size());
   for (const auto* f : forms) leaves.push_back(batch_leaf(f->bytes));
