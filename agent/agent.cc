@@ -5,6 +5,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "promises/batch_proof.h"
 #include "promises/limits.h"
 #include "transport/identity.h"
 
@@ -598,11 +599,7 @@ Status Agent::persist(const std::vector<Statement>& statements) {
     }
     if (own) {
       ++counters_.own_statements;
-      // A batch's first statement (its path's index 0), or one signed alone.
-      const std::string& path = st.signed_form.path;
-      if (path.size() < 4 || (path[0] == 0 && path[1] == 0 && path[2] == 0 && path[3] == 0)) {
-        ++counters_.own_signatures;
-      }
+      if (first_of_batch(st.signed_form.path)) ++counters_.own_signatures;
       if (const auto* c = std::get_if<Claim>(&st.body)) {
         ++metrics_.claims;
         if (c->epoch > 1) ++metrics_.takeovers;

@@ -1,6 +1,7 @@
 // Statements signed together: the Merkle tree of RFC 9162, section 2.1.
 #include "promises/batch_proof.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace vow {
@@ -98,6 +99,47 @@ std::optional<Digest> batch_root(std::string_view bytes, std::string_view path) 
   }
   if (sn != 0) return std::nullopt;  // shorter than the tree is deep
   return r;
+}
+
+void sign_forms_together(const std::vector<SignedForm*>& forms, const MessageSigner& sign) {
+  if (forms.empty()) return;
+  if (forms.size() == 1) {
+    forms[0]->signature = sign(forms[0]->bytes);
+    forms[0]->path.clear();
+    return;
+  }
+  if (forms.size() > kMaxBatchLeaves) {
+    // More than one batch holds (no input of the core publishes so many): in parts.
+    for (std::size_t at = 0; at < forms.size(); at += kMaxBatchLeaves) {
+      const std::size_t end = std::min<std::size_t>(forms.size(), at + kMaxBatchLeaves);
+      sign_forms_together(std::vector<SignedForm*>(forms.begin() + static_cast<long>(at),
+                                                   forms.begin() + static_cast<long>(end)),
+                          sign);
+    }
+    return;
+  }
+  std::vector<Digest> leaves;
+  leaves.reserve(forms.size());
+  for (const auto* f : forms) leaves.push_back(batch_leaf(f->bytes));
+  BatchTree tree = batch_tree(leaves);
+  const auto signature = sign(batch_signing_message(tree.root));
+  for (std::size_t i = 0; i < forms.size(); ++i) {
+    forms[i]->signature = signature;
+    forms[i]->path = std::move(tree.paths[i]);
+  }
+}
+
+std::optional<std::string_view> signed_message(std::string_view bytes, std::string_view path,
+                                               std::string& storage) {
+  if (path.empty()) return bytes;
+  auto root = batch_root(bytes, path);
+  if (!root) return std::nullopt;
+  storage = batch_signing_message(*root);
+  return std::string_view(storage);
+}
+
+bool first_of_batch(std::string_view path) {
+  return path.size() < 4 || get_u32(path, 0) == 0;
 }
 
 std::string batch_signing_message(const Digest& root) {

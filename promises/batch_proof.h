@@ -16,13 +16,16 @@
 // Pure functions over values; thread-safe.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "promises/digest.h"
+#include "promises/statement.h"
 
 namespace vow {
 
@@ -46,5 +49,22 @@ std::optional<Digest> batch_root(std::string_view bytes, std::string_view path);
 // What the author signs for a batch with this root: a tagged message no statement's
 // encoding can equal (an encoding starts with its Cap'n Proto segment table).
 std::string batch_signing_message(const Digest& root);
+
+// Signs statements published together, whose forms hold their bytes, with SIGN (a
+// signer of messages: Ed25519, or the simulator's stand-in): one alone over its bytes
+// (an empty path), two or more with one signature over their batch's root, each given
+// its path; more than kMaxBatchLeaves in batches of that many.
+using MessageSigner = std::function<std::array<std::uint8_t, 64>(std::string_view message)>;
+void sign_forms_together(const std::vector<SignedForm*>& forms, const MessageSigner& sign);
+
+// What the signature of a statement with these bytes and path is over: the bytes
+// themselves (an empty path), or the signing message of the root the path leads to,
+// made in STORAGE. nullopt for a malformed path.
+std::optional<std::string_view> signed_message(std::string_view bytes, std::string_view path,
+                                               std::string& storage);
+
+// Whether a statement with this path carries its own signature or its batch's first
+// (index 0): counting these counts signatures made.
+bool first_of_batch(std::string_view path);
 
 }  // namespace vow

@@ -37,17 +37,11 @@ using Kind = FsckProblem::Kind;
 // Whether a row's signature is its author's: over its bytes, or over the root of the
 // batch its path leads to (promises/batch_proof.h).
 bool signature_holds(const StoredStatement& s) {
-  std::string message;
-  std::string_view signed_bytes = s.bytes;
-  if (!s.path.empty()) {
-    auto root = batch_root(s.bytes, s.path);
-    if (!root) return false;
-    message = batch_signing_message(*root);
-    signed_bytes = message;
-  }
-  return crypto_sign_verify_detached(s.signature.data(),
-                                     reinterpret_cast<const unsigned char*>(signed_bytes.data()),
-                                     signed_bytes.size(), s.author.bytes.data()) == 0;
+  std::string storage;
+  auto message = signed_message(s.bytes, s.path, storage);
+  return message && crypto_sign_verify_detached(
+                        s.signature.data(), reinterpret_cast<const unsigned char*>(message->data()),
+                        message->size(), s.author.bytes.data()) == 0;
 }
 
 class Checker {

@@ -3,7 +3,6 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
-#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -497,39 +496,14 @@ Result<SignedStatement> sign_statement(const Identity& identity, const Statement
 }
 
 void sign_together(const Identity& identity, const std::vector<SignedForm*>& forms) {
-  if (forms.empty()) return;
-  if (forms.size() == 1) {
-    forms[0]->signature = sign(identity, forms[0]->bytes);
-    forms[0]->path.clear();
-    return;
-  }
-  if (forms.size() > kMaxBatchLeaves) {
-    // More than one batch may hold (no input of the core publishes so many): in parts.
-    for (std::size_t at = 0; at < forms.size(); at += kMaxBatchLeaves) {
-      const std::size_t end = std::min<std::size_t>(forms.size(), at + kMaxBatchLeaves);
-      sign_together(identity, std::vector<SignedForm*>(forms.begin() + static_cast<long>(at),
-                                                       forms.begin() + static_cast<long>(end)));
-    }
-    return;
-  }
-  std::vector<Digest> leaves;
-  leaves.reserve(forms.size());
-  for (const auto* f : forms) leaves.push_back(batch_leaf(f->bytes));
-  BatchTree tree = batch_tree(leaves);
-  const Signature signature = sign(identity, batch_signing_message(tree.root));
-  for (std::size_t i = 0; i < forms.size(); ++i) {
-    forms[i]->signature = signature;
-    forms[i]->path = std::move(tree.paths[i]);
-  }
+  sign_forms_together(forms, [&](std::string_view message) { return sign(identity, message); });
 }
 
 bool verify_signed(const AgentKey& author, std::string_view bytes, const Signature& signature,
                    std::string_view path) {
-  if (path.empty()) return verify_signature(author, as_span(bytes), signature);
-  auto root = batch_root(bytes, path);
-  if (!root) return false;
-  const std::string message = batch_signing_message(*root);
-  return verify_signature(author, as_span(message), signature);
+  std::string storage;
+  auto message = signed_message(bytes, path, storage);
+  return message && verify_signature(author, as_span(*message), signature);
 }
 
 SignedForm sign_or_empty(const Identity& identity, const Statement& statement) {

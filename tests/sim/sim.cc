@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "agent/verify_ledger.h"
+#include "promises/batch_proof.h"
 #include "tests/sim/world.h"
 
 namespace vow::sim {
@@ -125,10 +126,7 @@ void World::note_broadcast(const promises::Message& m) {
   ++result_.statement_broadcasts;
   result_.statements_broadcast += b->statements.size();
   for (const auto& st : b->statements) {
-    const std::string& path = st.signed_form.path;
-    if (path.size() < 4 || path.compare(0, 4, std::string(4, '\0')) == 0) {
-      ++result_.broadcast_signatures;
-    }
+    if (first_of_batch(st.signed_form.path)) ++result_.broadcast_signatures;
   }
 }
 

@@ -63,19 +63,7 @@ std::string sim_encode(const Statement& st) {
 
 // As transport::sign_together, with the simulator's signature.
 void sim_sign_together(const AgentKey& author, const std::vector<SignedForm*>& forms) {
-  if (forms.size() == 1) {
-    forms[0]->signature = fake_signature(author, forms[0]->bytes);
-    forms[0]->path.clear();
-    return;
-  }
-  std::vector<Digest> leaves;
-  for (const auto* f : forms) leaves.push_back(batch_leaf(f->bytes));
-  BatchTree tree = batch_tree(leaves);
-  const transport::Signature sig = fake_signature(author, batch_signing_message(tree.root));
-  for (std::size_t i = 0; i < forms.size(); ++i) {
-    forms[i]->signature = sig;
-    forms[i]->path = std::move(tree.paths[i]);
-  }
+  sign_forms_together(forms, [&](std::string_view m) { return fake_signature(author, m); });
 }
 
 bool sim_verify(const Statement& st) {
@@ -83,9 +71,9 @@ bool sim_verify(const Statement& st) {
   if (f.empty()) return false;
   auto bytes = transport::encode_statement(st);
   if (!bytes.is_ok() || *bytes != f.bytes) return false;
-  if (f.path.empty()) return f.signature == fake_signature(st.author, f.bytes);
-  auto root = batch_root(f.bytes, f.path);
-  return root && f.signature == fake_signature(st.author, batch_signing_message(*root));
+  std::string storage;
+  auto message = signed_message(f.bytes, f.path, storage);
+  return message && f.signature == fake_signature(st.author, *message);
 }
 
 // ---- clock ----
