@@ -17,7 +17,26 @@ Plan Core::Impl::plan_now() {
   outcomes.failed = [this](const Digest& j, int retries) {
     return book.failed_for_good(j, retries);
   };
-  return make_plan(known_pipelines(own_pipelines, ledger, decoded_pipelines), ledger, outcomes);
+  auto known = known_pipelines(own_pipelines, ledger, decoded_pipelines);
+  Plan plan = make_plan(known, ledger, outcomes, &definitions);
+  if (config.check_plans) {
+    Plan fresh = make_plan(known, ledger, outcomes);
+    auto same_jobs = std::equal(
+        plan.jobs.begin(), plan.jobs.end(), fresh.jobs.begin(), fresh.jobs.end(),
+        [](const auto& a, const auto& b) {
+          return a.first == b.first && a.second.retries == b.second.retries &&
+                 a.second.timeout_ms == b.second.timeout_ms && a.second.inputs == b.second.inputs;
+        });
+    auto same_stages = std::equal(
+        plan.stages.begin(), plan.stages.end(), fresh.stages.begin(), fresh.stages.end(),
+        [](const StagePlan& a, const StagePlan& b) {
+          return a.stage_digest == b.stage_digest && a.state == b.state && a.reason == b.reason &&
+                 a.jobs == b.jobs;
+        });
+    VOW_ASSERT(same_jobs && same_stages && plan.conflicts.size() == fresh.conflicts.size(),
+               "a plan made with the cached definitions differs from one made without");
+  }
+  return plan;
 }
 
 void Core::Impl::ensure_plan() {

@@ -152,6 +152,9 @@ struct CoreConfig {
   // Checks after every decision pass that the claim backlogs kept up to date by events
   // equal ones built from scratch (costs a rebuild per pass: for the simulator).
   bool check_backlogs = false;
+  // Checks every plan made with the definitions of the plan before (DefinitionsCache)
+  // against one made without (costs a second plan each time: for the simulator).
+  bool check_plans = false;
   // Signs an own statement (a pure function of key and statement: Ed25519 is
   // deterministic): its result is set as the statement's signed form, so that the
   // statements in `persist` and in messages carry the bytes to store and send. Empty

@@ -164,6 +164,8 @@ struct Core::Impl {
   std::vector<std::size_t> plan_open_count;
   std::vector<std::shared_ptr<const Pipeline>> own_pipelines;
   std::map<Digest, std::shared_ptr<const Pipeline>> decoded_pipelines;
+  // The current definitions of the last plan, for the next (planner.h).
+  DefinitionsCache definitions;
 
   std::set<Digest> results_changed;  // jobs with a new result: check retries / failure
   // Earliest time a time-driven decision may change (claim step, backoff end, a peer's

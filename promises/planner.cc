@@ -42,19 +42,9 @@ std::vector<const Stage*> topo_order(const Pipeline& p) {
   return out;
 }
 
-using StageName = std::pair<std::string, std::string>;  // (pipeline, stage)
-
-// The current definitions of the pipelines (planner.h).
-struct CurrentDefinitions {
-  std::vector<std::shared_ptr<const Pipeline>> pipelines;  // one per name
-  std::set<StageName> unpromised;                          // stages no advert promises
-  std::vector<StageConflict> conflicts;
-};
-
 // Stage digests promised by the latest advert of each agent, by (pipeline, stage).
-std::map<StageName, std::map<Digest, std::vector<AgentKey>>> current_promises(
-    const PlanInputs& in) {
-  std::map<StageName, std::map<Digest, std::vector<AgentKey>>> out;
+Promised current_promises(const PlanInputs& in) {
+  Promised out;
   for (const auto& [author, st] : *in.adverts) {
     for (const auto& pr : std::get<Advert>(st->body).promises) {
       if (pr.capacity <= 0) continue;
@@ -66,10 +56,10 @@ std::map<StageName, std::map<Digest, std::vector<AgentKey>>> current_promises(
 }
 
 // One pipeline name: its known definitions (own files first) and what adverts promise.
-std::shared_ptr<const Pipeline> current_definition(
-    const std::string& name, const std::vector<const Pipeline*>& defs,
-    const std::map<StageName, std::map<Digest, std::vector<AgentKey>>>& promised,
-    CurrentDefinitions& out) {
+std::shared_ptr<const Pipeline> current_definition(const std::string& name,
+                                                   const std::vector<const Pipeline*>& defs,
+                                                   const Promised& promised,
+                                                   CurrentDefinitions& out) {
   // A stage definition by digest, from the first definition holding it (own files come
   // first: they carry timeout and retries).
   auto find_stage = [&](const std::string& stage, const Digest& digest) -> const Stage* {
@@ -137,9 +127,8 @@ std::shared_ptr<const Pipeline> current_definition(
 }
 
 CurrentDefinitions current_definitions(const std::vector<std::shared_ptr<const Pipeline>>& known,
-                                       const PlanInputs& in) {
+                                       const Promised& promised) {
   CurrentDefinitions out;
-  auto promised = current_promises(in);
   std::vector<std::string> names;  // in the order first met
   std::map<std::string, std::vector<const Pipeline*>> by_name;
   for (const auto& p : known) {
@@ -440,24 +429,38 @@ PlanBasis plan_basis(const std::vector<std::shared_ptr<const Pipeline>>& pipelin
 }
 
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
-               const JobOutcomes& outcomes) {
+               const JobOutcomes& outcomes, DefinitionsCache* cache) {
   PlanInputs in;
   in.adverts = &ledger.adverts();
   in.source_version = [&ledger](const std::string& pipeline, const std::string& source) {
     return ledger.source_version(pipeline, source);
   };
-  return make_plan(pipelines, in, outcomes);
+  return make_plan(pipelines, in, outcomes, cache);
 }
 
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const PlanInputs& in,
-               const JobOutcomes& outcomes) {
+               const JobOutcomes& outcomes, DefinitionsCache* cache) {
   Plan plan;
   plan.known = pipelines;
-  CurrentDefinitions current = current_definitions(pipelines, in);
-  plan.pipelines = std::move(current.pipelines);
-  plan.conflicts = std::move(current.conflicts);
+  Promised promised = current_promises(in);
+  // The same pipelines (the same objects: a reloaded file is a new one, whose timeout and
+  // retries may differ under the same digest) and the same promises: the same current
+  // definitions, made once rather than copied and hashed again for every plan.
+  const bool reuse = cache != nullptr && cache->current.has_value() && cache->known == pipelines &&
+                     cache->promised == promised;
+  if (cache != nullptr) ++(reuse ? cache->reused : cache->made);
+  CurrentDefinitions made;
+  if (!reuse) made = current_definitions(pipelines, promised);
+  const CurrentDefinitions& current = reuse ? *cache->current : made;
+  plan.pipelines = current.pipelines;
+  plan.conflicts = current.conflicts;
   for (const auto& p : plan.pipelines) {
     PipelinePlanner(*p, in, outcomes, current.unpromised, plan).run();
+  }
+  if (cache != nullptr && !reuse) {
+    cache->known = pipelines;
+    cache->promised = std::move(promised);
+    cache->current = std::move(made);
   }
   return plan;
 }

@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -134,11 +135,36 @@ struct PlanBasis {
 PlanBasis plan_basis(const std::vector<std::shared_ptr<const Pipeline>>& pipelines,
                      const Ledger& ledger);
 
+// (pipeline, stage) -> stage digest -> the agents whose current advert promises it.
+using StageName = std::pair<std::string, std::string>;
+using Promised = std::map<StageName, std::map<Digest, std::vector<AgentKey>>>;
+
+// The current definitions (above) of the pipelines a plan reads: one pipeline per name
+// made of the chosen stage definitions, the stages no advert promises, the conflicts.
+// A function of the known pipelines and the current adverts' promises alone.
+struct CurrentDefinitions {
+  std::vector<std::shared_ptr<const Pipeline>> pipelines;  // one per name
+  std::set<StageName> unpromised;                          // stages no advert promises
+  std::vector<StageConflict> conflicts;
+};
+
+// The current definitions of the last plan and what they were made from: the next plan
+// of the same pipelines (the same objects) under the same promises takes them as they
+// are, rather than copying every stage and hashing each pipeline again. Only a caller
+// that plans again and again keeps one (the core); the plan is the same with or without.
+struct DefinitionsCache {
+  std::vector<std::shared_ptr<const Pipeline>> known;
+  Promised promised;
+  std::optional<CurrentDefinitions> current;
+  std::uint64_t made = 0;    // plans that made their definitions
+  std::uint64_t reused = 0;  // plans that took them from here
+};
+
 // Plans the current definitions (above) among the pipelines given, from the ledger's
-// current adverts and source versions.
+// current adverts and source versions; with CACHE, its definitions where they still hold.
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const Ledger& ledger,
-               const JobOutcomes& outcomes);
+               const JobOutcomes& outcomes, DefinitionsCache* cache = nullptr);
 Plan make_plan(const std::vector<std::shared_ptr<const Pipeline>>& pipelines, const PlanInputs& in,
-               const JobOutcomes& outcomes);
+               const JobOutcomes& outcomes, DefinitionsCache* cache = nullptr);
 
 }  // namespace vow::promises

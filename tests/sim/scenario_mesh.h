@@ -135,6 +135,7 @@ class Mesh {
       nd.config.name = "n" + std::to_string(i);
       nd.config.pipelines = {p};
       nd.config.replicas = replicas;
+      nd.config.check_plans = true;  // every plan also made without the cached definitions
       nd.config.sync_answer_statements = kScenarioSyncAnswer;
       nd.config.idle_budget = idle_budget;
       nd.config.timing.membership = membership;

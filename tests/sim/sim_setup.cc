@@ -96,6 +96,7 @@ void World::make_hosts() {
     h.config.replicas = 2;
     h.config.job_index_scrub = 0;  // the job index is checked against a recount: no repairs
     h.config.check_backlogs = n <= kCheckIndexesUpTo;
+    h.config.check_plans = n <= kCheckIndexesUpTo;
     // Horizons often, so that a run sees several applied, laggards and restarts among them.
     h.config.horizon_every = opt_.horizon_every;
     h.config.check_horizons = true;

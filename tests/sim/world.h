@@ -40,7 +40,8 @@ inline constexpr std::int64_t kFaultWindowMs = 2'500;  // faults happen in [0, t
 // down so that the hostile host's floods run out of it within a seed.
 inline constexpr promises::IdleBudgetLimits kSimIdleBudget{400, 100};
 // Meshes up to this size check the core's kept indexes against rebuilds after every
-// decision pass (CoreConfig::check_backlogs): the correctness runs; larger meshes are
+// decision pass (CoreConfig::check_backlogs), and every plan against one made without the
+// definitions of the plan before (check_plans): the correctness runs; larger meshes are
 // run for scale, where a rebuild per pass would dominate.
 inline constexpr int kCheckIndexesUpTo = 20;
 
