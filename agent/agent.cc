@@ -691,6 +691,9 @@ void Agent::log_events(const std::vector<promises::Event>& events) {
 // ---- the worker ----
 
 void Agent::submit(Worker::Task task, std::function<void(const Status&)> refused) {
+  // Placed objects are named in the store before the worker may look for one there
+  // (the store of them that follows a start among others): their starts are made.
+  fx_.sink->name_placed();
   // Completions come back through complete(), which pumps: never inside a batch.
   Worker::Task wrapped = [this, task = std::move(task)]() -> std::function<void()> {
     auto done = task();

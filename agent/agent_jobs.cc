@@ -56,7 +56,10 @@ void Agent::start_job(promises::StartJob start) {
   Executor* ex = fx_.executor;
   // Inputs that came with their result moments ago, placed and not stored since, are
   // linked here: the start makes no trip to the worker and back.
-  if (inputs_placed(job.start) && ex->link_placed_inputs(job.start).is_ok()) {
+  if (inputs_placed(job.start) &&
+      ex->link_placed_inputs(job.start, [this](const Digest& d) {
+          return fx_.sink->placed_source(d);
+        }).is_ok()) {
     ++counters_.started_from_placed;
     spawn_job(id);
     return;

@@ -160,11 +160,14 @@ class Executor {
   virtual Status materialize_inputs(const promises::StartJob& start) = 0;
   // Loop: puts the run's inputs in its work directory when every one is a file the
   // agent placed moments ago (ArtifactSink::place) and has not stored since, without
-  // the store's index (docs/storage.md, "Placed ahead of being stored"). On failure it
-  // leaves no input behind, and the worker's materialize_inputs is the way; kUnavailable
-  // where the executor has no such shortcut.
-  virtual Status link_placed_inputs(const promises::StartJob& start) {
+  // the store's index (docs/storage.md, "Placed ahead of being stored"), each linked from
+  // the path SOURCE gives for it (ArtifactSink::placed_source). On failure it leaves no
+  // input behind, and the worker's materialize_inputs is the way; kUnavailable where the
+  // executor has no such shortcut.
+  using PlacedSource = std::function<std::string(const Digest&)>;
+  virtual Status link_placed_inputs(const promises::StartJob& start, const PlacedSource& source) {
     (void)start;
+    (void)source;
     return Status::unavailable("inputs are materialized by the worker");
   }
   // Loop: starts the run's process; returns its pid. Its exit is fed with
@@ -234,6 +237,18 @@ class ArtifactSink {
     (void)bytes;
     return Status::unavailable("this sink places nothing ahead of storing it");
   }
+  // Loop: the path a placed object is linked from into a job's work directory: its
+  // unnamed file where place() has not named it yet, else its name in the store; empty
+  // where the sink places nothing.
+  virtual std::string placed_source(const Digest& digest) {
+    (void)digest;
+    return "";
+  }
+  // Loop: names every object placed and not named yet in the store (a placement leaves
+  // that for after the start it lets go, so that the start waits for no link into a
+  // fan-out directory). Called before the worker may look for one there; an object that
+  // cannot be named there is stored by the worker from the bytes held.
+  virtual void name_placed() {}
   // Worker: the bytes of a held file of at most MAX_BYTES, for its result to carry;
   // nullopt for a tree, a larger file, or one not held.
   virtual std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) = 0;

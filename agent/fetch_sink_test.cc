@@ -248,11 +248,22 @@ TEST_CASE("attached bytes: checked against their name, placed for a job, then st
   CHECK_FALSE(store_sink.bytes_match(d, data + "x"));
   const std::string path =
       store::object_path(store::artifacts_root(st.dir.path()), d, store::ArtifactKind::kFile);
-  // No fan-out directory made by the store yet: nothing placed (the caller stores first).
-  CHECK(store_sink.place(d, data).code() == StatusCode::kUnavailable);
+  // Placed: whole, in an unnamed file a job's input is linked from, and not named in the
+  // store until the start it lets go is made.
+  REQUIRE(store_sink.place(d, data).is_ok());
+  CHECK(store_sink.unnamed() == 1);
+  CHECK(file_text(store_sink.placed_source(d)) == data);
   CHECK_FALSE(exists(path));
+  // No fan-out directory made by the store yet: not named there (the worker's store
+  // writes it from the bytes held), and nothing left behind.
+  store_sink.name_placed();
+  CHECK(store_sink.unnamed() == 0);
+  CHECK_FALSE(exists(path));
+  CHECK(store_sink.placed_source(d) == path);
   REQUIRE(st.artifacts->make_fanouts().is_ok());
   REQUIRE(store_sink.place(d, data).is_ok());
+  CHECK_FALSE(exists(path));
+  store_sink.name_placed();
   CHECK(file_text(path) == data);
   struct stat sb {};
   REQUIRE(::stat(path.c_str(), &sb) == 0);
@@ -277,6 +288,7 @@ TEST_CASE("attached bytes: checked against their name, placed for a job, then st
   REQUIRE(::stat(path.c_str(), &sb) == 0);
   const ino_t inode = sb.st_ino;
   CHECK(store_sink.place(d, data).is_ok());
+  store_sink.name_placed();
   CHECK(st.artifacts->verify(d).is_ok());
   REQUIRE(::stat(path.c_str(), &sb) == 0);
   CHECK(sb.st_ino == inode);
@@ -310,6 +322,7 @@ TEST_CASE("a placement takes a file made ahead where one is ready") {
   for (const std::string* data : {&a, &b}) {
     const Digest d = blake2b(*data);
     REQUIRE(store_sink.place(d, *data).is_ok());
+    store_sink.name_placed();
     const std::string path =
         store::object_path(store::artifacts_root(st.dir.path()), d, store::ArtifactKind::kFile);
     CHECK(file_text(path) == *data);
@@ -324,6 +337,7 @@ TEST_CASE("a placement takes a file made ahead where one is ready") {
   // None ready: a placement makes its own file.
   const std::string c = pattern(77);
   REQUIRE(store_sink.place(blake2b(c), c).is_ok());
+  store_sink.name_placed();
   CHECK(file_text(store::object_path(store::artifacts_root(st.dir.path()), blake2b(c),
                                      store::ArtifactKind::kFile)) == c);
   // Made again up to their number, and no more.
@@ -375,28 +389,43 @@ TEST_CASE("a start whose inputs were all placed has them linked, or none of them
   start.inputs = {{"a", {blake2b(a), false, a.size(), {}}}, {"b", {blake2b(b), false, b.size(), {}}}};
   REQUIRE(ex.create_work_dir(start).is_ok());
   const std::string in = ex.work_dir(start) + "/in/";
+  auto source = [&](const Digest& d) { return store_sink.placed_source(d); };
   REQUIRE(store_sink.place(blake2b(a), a).is_ok());
   // b is not placed: a, linked first, is taken back, and the worker's way is left whole.
-  CHECK_FALSE(ex.link_placed_inputs(start).is_ok());
+  CHECK_FALSE(ex.link_placed_inputs(start, source).is_ok());
   CHECK_FALSE(exists(in + "a"));
   CHECK_FALSE(exists(in + "b"));
+  // a, once linked, is named in the store as it leaves the job's directory (an unnamed
+  // file that had a name cannot be linked again once it has none).
+  const std::string object_a =
+      store::object_path(store::artifacts_root(st.dir.path()), blake2b(a), store::ArtifactKind::kFile);
+  CHECK(file_text(object_a) == a);
   REQUIRE(store_sink.place(blake2b(b), b).is_ok());
-  REQUIRE(ex.link_placed_inputs(start).is_ok());
+  REQUIRE(ex.link_placed_inputs(start, source).is_ok());
   CHECK(file_text(in + "a") == a);
   CHECK(file_text(in + "b") == b);
-  // Linked, not copied: the job's input is the placed object, read-only.
-  struct stat input {}, object {};
-  REQUIRE(::stat((in + "a").c_str(), &input) == 0);
-  REQUIRE(::stat(store::object_path(store::artifacts_root(st.dir.path()), blake2b(a),
-                                    store::ArtifactKind::kFile).c_str(), &object) == 0);
-  CHECK(input.st_ino == object.st_ino);
-  CHECK((input.st_mode & 0777) == 0444);
+  // b is linked from its unnamed file: the start made no link into the store's fan-out
+  // directories, which come after it.
+  const std::string object_b =
+      store::object_path(store::artifacts_root(st.dir.path()), blake2b(b), store::ArtifactKind::kFile);
+  CHECK_FALSE(exists(object_b));
+  store_sink.name_placed();
+  // Linked, not copied: the job's inputs are the placed objects, read-only.
+  for (const auto& [name, object_path] : {std::pair{"a", object_a}, std::pair{"b", object_b}}) {
+    struct stat input {}, object {};
+    REQUIRE(::stat((in + name).c_str(), &input) == 0);
+    REQUIRE(::stat(object_path.c_str(), &object) == 0);
+    CHECK(input.st_ino == object.st_ino);
+    CHECK(input.st_nlink == 2);
+    CHECK((input.st_mode & 0777) == 0444);
+  }
+  CHECK(store_sink.unnamed() == 0);
   // A tree input, or one too large to have come with its result, is never taken so.
   promises::StartJob tree = start;
   tree.epoch = 2;
   tree.inputs = {{"t", {blake2b(a), true, a.size(), {}}}};
   REQUIRE(ex.create_work_dir(tree).is_ok());
-  CHECK(ex.link_placed_inputs(tree).code() == StatusCode::kUnavailable);
+  CHECK(ex.link_placed_inputs(tree, source).code() == StatusCode::kUnavailable);
   CHECK_FALSE(exists(ex.work_dir(tree) + "/in/t"));
 }
 

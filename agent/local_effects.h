@@ -98,7 +98,7 @@ class LocalExecutor final : public Executor {
         job_host_exe_(std::move(job_host)) {}
   Status create_work_dir(const promises::StartJob& start) override;
   Status materialize_inputs(const promises::StartJob& start) override;
-  Status link_placed_inputs(const promises::StartJob& start) override;
+  Status link_placed_inputs(const promises::StartJob& start, const PlacedSource& source) override;
   Result<std::int64_t> spawn(const promises::StartJob& start) override;
   void kill(const Digest& job) override;
   Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;
@@ -196,6 +196,9 @@ class StoreSink final : public ArtifactSink {
   bool bytes_match(const Digest& digest, std::string_view bytes) override;
   void hold(const Digest& digest, std::string bytes) override;
   Status place(const Digest& digest, std::string_view bytes) override;
+  std::string placed_source(const Digest& digest) override;
+  void name_placed() override;
+  std::size_t unnamed() const { return unnamed_.size(); }  // placed, not named yet (tests)
   std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) override;
   // Makes unnamed files in the store's tmp/ for place() to take, up to kSpareFiles: a
   // placement on the way to a job's start then allocates no inode. On the loop, as
@@ -213,6 +216,7 @@ class StoreSink final : public ArtifactSink {
   ReceivedInMemory* received_;
   std::uint64_t placed_ = 0;  // temporaries named apart
   std::vector<int> spares_;  // open, unnamed, empty, in tmp/
+  std::map<Digest, int> unnamed_;  // placed, whole, not named in the store yet
   bool no_spares_ = false;   // the file system has no unnamed files (O_TMPFILE)
 };
 

@@ -110,8 +110,8 @@ class JobExecutors final : public Executor {
   Status materialize_inputs(const promises::StartJob& s) override {
     return pick(s)->materialize_inputs(s);
   }
-  Status link_placed_inputs(const promises::StartJob& s) override {
-    return pick(s)->link_placed_inputs(s);
+  Status link_placed_inputs(const promises::StartJob& s, const PlacedSource& source) override {
+    return pick(s)->link_placed_inputs(s, source);
   }
   Result<std::int64_t> spawn(const promises::StartJob& s) override;
   void kill(const Digest& job) override;

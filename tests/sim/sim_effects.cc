@@ -342,7 +342,8 @@ Status SimExecutor::materialize_inputs(const promises::StartJob& s) {
 
 // The agent's loop links inputs it placed and has not stored since: each must be a
 // small file held here (placed, or stored meanwhile by a fetch of the same bytes).
-Status SimExecutor::link_placed_inputs(const promises::StartJob& s) {
+Status SimExecutor::link_placed_inputs(const promises::StartJob& s, const PlacedSource& source) {
+  (void)source;  // the simulated store holds placed objects by digest
   Host& h = w_->host(i_);
   for (const auto& in : s.inputs) {
     const ArtifactRef* ref = w_->ref(in.artifact.digest);

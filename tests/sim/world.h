@@ -106,7 +106,7 @@ class SimExecutor final : public agent::Executor {
   SimExecutor(World* w, int i) : w_(w), i_(i) {}
   Status create_work_dir(const promises::StartJob& start) override;
   Status materialize_inputs(const promises::StartJob& start) override;
-  Status link_placed_inputs(const promises::StartJob& start) override;
+  Status link_placed_inputs(const promises::StartJob& start, const PlacedSource& source) override;
   Result<std::int64_t> spawn(const promises::StartJob& start) override;
   void kill(const Digest& job) override;
   agent::Adoption adopt(const store::RunningJob& row, const promises::StartJob& start) override;
