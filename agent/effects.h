@@ -151,6 +151,18 @@ struct ProcessExit {
 };
 
 // Runs jobs: their files (work directory, inputs, outputs, logs) and their processes.
+// A placed object as a job's input is linked from (ArtifactSink::placed_source): the
+// descriptor of its unnamed file (fd >= 0), or a path.
+struct PlacedFile {
+  int fd = -1;
+  std::string path;
+};
+
+// Links the open file FD (one this process made) at DEST: with AT_EMPTY_PATH where the
+// kernel allows it (Linux 6.10 on, or CAP_DAC_READ_SEARCH), else through /proc/self/fd.
+// 0, or -1 with errno set.
+int link_open_file(int fd, const std::string& dest);
+
 class Executor {
  public:
   virtual ~Executor() = default;
@@ -161,10 +173,10 @@ class Executor {
   // Loop: puts the run's inputs in its work directory when every one is a file the
   // agent placed moments ago (ArtifactSink::place) and has not stored since, without
   // the store's index (docs/storage.md, "Placed ahead of being stored"), each linked from
-  // the path SOURCE gives for it (ArtifactSink::placed_source). On failure it leaves no
+  // what SOURCE gives for it (ArtifactSink::placed_source). On failure it leaves no
   // input behind, and the worker's materialize_inputs is the way; kUnavailable where the
   // executor has no such shortcut.
-  using PlacedSource = std::function<std::string(const Digest&)>;
+  using PlacedSource = std::function<PlacedFile(const Digest&)>;
   virtual Status link_placed_inputs(const promises::StartJob& start, const PlacedSource& source) {
     (void)start;
     (void)source;
@@ -237,12 +249,12 @@ class ArtifactSink {
     (void)bytes;
     return Status::unavailable("this sink places nothing ahead of storing it");
   }
-  // Loop: the path a placed object is linked from into a job's work directory: its
-  // unnamed file where place() has not named it yet, else its name in the store; empty
-  // where the sink places nothing.
-  virtual std::string placed_source(const Digest& digest) {
+  // Loop: what a placed object is linked from into a job's work directory: its unnamed
+  // file where place() has not named it yet, else its name in the store; neither where
+  // the sink places nothing.
+  virtual PlacedFile placed_source(const Digest& digest) {
     (void)digest;
-    return "";
+    return {};
   }
   // Loop: names every object placed and not named yet in the store (a placement leaves
   // that for after the start it lets go, so that the start waits for no link into a

@@ -252,14 +252,16 @@ TEST_CASE("attached bytes: checked against their name, placed for a job, then st
   // store until the start it lets go is made.
   REQUIRE(store_sink.place(d, data).is_ok());
   CHECK(store_sink.unnamed() == 1);
-  CHECK(file_text(store_sink.placed_source(d)) == data);
+  REQUIRE(store_sink.placed_source(d).fd >= 0);
+  CHECK(file_text("/proc/self/fd/" + std::to_string(store_sink.placed_source(d).fd)) == data);
   CHECK_FALSE(exists(path));
   // No fan-out directory made by the store yet: not named there (the worker's store
   // writes it from the bytes held), and nothing left behind.
   store_sink.name_placed();
   CHECK(store_sink.unnamed() == 0);
   CHECK_FALSE(exists(path));
-  CHECK(store_sink.placed_source(d) == path);
+  CHECK(store_sink.placed_source(d).fd < 0);
+  CHECK(store_sink.placed_source(d).path == path);
   REQUIRE(st.artifacts->make_fanouts().is_ok());
   REQUIRE(store_sink.place(d, data).is_ok());
   CHECK_FALSE(exists(path));

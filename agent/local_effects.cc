@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstring>
@@ -374,10 +375,12 @@ Status LocalExecutor::link_placed_inputs(const promises::StartJob& start,
       break;
     }
     std::string dest = l.input_path(in.name);
-    std::string from = source ? source(in.artifact.digest) : "";
-    if (from.empty()) from = store_->object_path(in.artifact.digest, store::ArtifactKind::kFile);
-    // Through /proc/self/fd for an unnamed file (AT_SYMLINK_FOLLOW: the file, not the link).
-    if (::linkat(AT_FDCWD, from.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+    PlacedFile from = source ? source(in.artifact.digest) : PlacedFile{};
+    if (from.fd < 0 && from.path.empty()) {
+      from.path = store_->object_path(in.artifact.digest, store::ArtifactKind::kFile);
+    }
+    if ((from.fd >= 0 ? link_open_file(from.fd, dest) : ::link(from.path.c_str(), dest.c_str())) !=
+        0) {
       s = Status::io("link input '" + in.name + "' to " + dest + ": " + std::strerror(errno));
       break;
     }
@@ -941,12 +944,28 @@ Status StoreSink::place(const Digest& digest, std::string_view bytes) {
   return Status::ok();
 }
 
-std::string StoreSink::placed_source(const Digest& digest) {
+PlacedFile StoreSink::placed_source(const Digest& digest) {
   auto it = unnamed_.find(digest);
-  if (it == unnamed_.end()) return store_->object_path(digest, store::ArtifactKind::kFile);
+  if (it == unnamed_.end()) return {-1, store_->object_path(digest, store::ArtifactKind::kFile)};
+  return {it->second, ""};
+}
+
+int link_open_file(int fd, const std::string& dest) {
+  // Once refused (an older kernel, no capability), not asked again: each refusal is a
+  // system call on the way to a start.
+  // A refusal reads as ENOENT (or EPERM): told apart from a missing directory by the
+  // link through /proc working where it did not.
+  static std::atomic<bool> empty_path{true};
+  const bool tried = empty_path.load(std::memory_order_relaxed);
+  if (tried) {
+    if (::linkat(fd, "", AT_FDCWD, dest.c_str(), AT_EMPTY_PATH) == 0) return 0;
+    if (errno != ENOENT && errno != EPERM && errno != EINVAL) return -1;
+  }
   char self[64];
-  std::snprintf(self, sizeof self, "/proc/self/fd/%d", it->second);
-  return self;
+  std::snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+  const int rc = ::linkat(AT_FDCWD, self, AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW);
+  if (rc == 0 && tried) empty_path.store(false, std::memory_order_relaxed);
+  return rc;
 }
 
 // Each unnamed placed file linked to its object's name. EEXIST: an object already in
@@ -957,10 +976,7 @@ std::string StoreSink::placed_source(const Digest& digest) {
 // the object from the bytes held (ArtifactStore::put_placed finds nothing in place).
 void StoreSink::name_placed() {
   for (const auto& [digest, fd] : unnamed_) {
-    const std::string path = store_->object_path(digest, store::ArtifactKind::kFile);
-    char self[64];
-    std::snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
-    (void)::linkat(AT_FDCWD, self, AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW);
+    (void)link_open_file(fd, store_->object_path(digest, store::ArtifactKind::kFile));
     ::close(fd);
   }
   unnamed_.clear();

@@ -196,7 +196,7 @@ class StoreSink final : public ArtifactSink {
   bool bytes_match(const Digest& digest, std::string_view bytes) override;
   void hold(const Digest& digest, std::string bytes) override;
   Status place(const Digest& digest, std::string_view bytes) override;
-  std::string placed_source(const Digest& digest) override;
+  PlacedFile placed_source(const Digest& digest) override;
   void name_placed() override;
   std::size_t unnamed() const { return unnamed_.size(); }  // placed, not named yet (tests)
   std::optional<std::string> held_bytes(const Digest& digest, std::size_t max_bytes) override;
