@@ -46,6 +46,8 @@ Agent::Agent(promises::CoreConfig config, promises::RestoredState restored,
     : fx_(effects), log_(std::move(log)) {
   for (const auto& st : restored.statements) remember_refs(st);
   for (auto& row : recovered) recovered_.emplace(row.job, std::move(row));
+  // Each output's statements are signed here (pump), after the starts it lets go.
+  config.sign_on_take = false;
   core_ =
       std::make_unique<promises::Core>(std::move(config), std::move(restored), fx_.clock->now_ms());
 }
@@ -203,6 +205,8 @@ void Agent::pump() {
       }
       if (!out.empty()) {
         fetch_attached_now(out);
+        start_placed_now(out);
+        core_->sign(out);  // before anything reads its statements, or the core is called
         outs.push_back(std::move(out));
       }
     }
@@ -233,6 +237,23 @@ void Agent::fetch_attached_now(promises::Output& out) {
       return false;
     }
     act(a);
+    return true;
+  });
+}
+
+// A start whose inputs are all placed (so the loop links them, and it waits for nothing
+// of the worker) goes as the core decides it, before the output's statements are signed
+// (the core leaves that to the agent, CoreConfig::sign_on_take) and before the batch's
+// other inputs: where commits are synced later a start may go before its claim's commit
+// (carry_out), and so before its claim's signature, which only the commit and the
+// peers read (docs/agent.md, "Starts before the signature").
+void Agent::start_placed_now(promises::Output& out) {
+  if (failed_ || !fx_.state->defers_sync()) return;
+  std::erase_if(out.actions, [&](promises::Action& a) {
+    const auto* sj = std::get_if<promises::StartJob>(&a);
+    if (sj == nullptr || !inputs_placed(*sj)) return false;
+    act(a);
+    ++counters_.started_before_sync;
     return true;
   });
 }

@@ -309,6 +309,7 @@ class Agent {
   void fetched_for_core(const Digest& digest);
   void store_placed();
   void fetch_attached_now(promises::Output& out);
+  void start_placed_now(promises::Output& out);
 
   Effects fx_;
   std::shared_ptr<spdlog::logger> log_;

@@ -135,7 +135,9 @@ void Core::Impl::publish_advert_and_pipelines() {
 // Signs what this input published, at once, and gives every copy of those statements
 // their signature: the ledger's, `persist`'s (which has each of them, in the order
 // published) and those in messages (sent to all, or in an answer made since).
-void Core::Impl::sign_published() {
+void Core::Impl::sign_published(Output& out) {
+  signing_due = false;
+  out.unsigned_statements = false;
   if (unsigned_seqs.empty()) return;
   const std::uint64_t first = unsigned_seqs.front();
   const std::uint64_t last = unsigned_seqs.back();
@@ -165,7 +167,12 @@ void Core::Impl::sign_published() {
 }
 
 Output Core::Impl::take() {
-  sign_published();
+  if (config.sign_on_take) {
+    sign_published(out);
+  } else if (!unsigned_seqs.empty()) {
+    signing_due = true;
+    out.unsigned_statements = true;
+  }
   for (const auto& v : ledger.take_voided()) out.voided.push_back(v);
   for (const auto& r : ledger.take_retired()) out.retired.push_back(r);
   Output o = std::move(out);
@@ -950,8 +957,17 @@ Core::Core(CoreConfig config, RestoredState restored, std::int64_t now_ms)
 
 Core::~Core() = default;
 
+Core::Impl& Core::enter() {
+  VOW_ASSERT(!impl_->signing_due, "the core was called before the last output was signed");
+  return *impl_;
+}
+
+void Core::sign(Output& out) {
+  if (out.unsigned_statements) impl_->sign_published(out);
+}
+
 Output Core::start() {
-  Impl& s = *impl_;
+  Impl& s = enter();
   if (!s.started) {
     s.started = true;
     s.publish_advert_and_pipelines();
@@ -961,7 +977,7 @@ Output Core::start() {
 }
 
 Output Core::on_statement(const AgentKey& from, const Statement& statement) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   s.heard(from);
   std::size_t before = s.ledger.size();
   s.receive(statement);
@@ -974,7 +990,7 @@ Output Core::on_statement(const AgentKey& from, const Statement& statement) {
 }
 
 Output Core::on_message(const AgentKey& from, const Message& message) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   std::size_t before = s.ledger.size();
   s.handle_message(from, message);
   if (s.ledger.size() != before) s.decisions_due = true;
@@ -982,7 +998,7 @@ Output Core::on_message(const AgentKey& from, const Message& message) {
 }
 
 Output Core::peer_connected(const AgentKey& peer) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   // Learned (its liveness followed from now), not heard: a link is dialed, and nothing
   // came from it yet. An agent that joins dials every agent whose advert it receives,
   // departed ones too, and took each for alive ("first message") until its detector
@@ -999,7 +1015,7 @@ Output Core::peer_connected(const AgentKey& peer) {
 }
 
 Output Core::tick(std::int64_t now_ms, std::int64_t wall_unix_ms) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   if (now_ms > s.now_ms) s.now_ms = now_ms;
   if (wall_unix_ms != 0) s.wall_unix_ms = wall_unix_ms;
   s.do_tick();
@@ -1012,20 +1028,20 @@ Output Core::tick(std::int64_t now_ms, std::int64_t wall_unix_ms) {
 }
 
 Output Core::job_exited(const Digest& job, std::uint32_t epoch, JobOutcome outcome) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   if (!s.stopped(job, epoch)) s.finish(job, epoch, std::move(outcome));
   s.reconcile();
   return s.take();
 }
 
 Output Core::job_stopped(const Digest& job, std::uint32_t epoch) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   if (s.stopped(job, epoch)) s.reconcile();
   return s.take();
 }
 
 Output Core::artifact_fetched(const Digest& digest) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   s.holdings.add(digest);
   s.replication.fetch_ended(digest);
   for (auto& [job, run] : s.running) run.fetch_retry_ms.erase(digest);
@@ -1035,7 +1051,7 @@ Output Core::artifact_fetched(const Digest& digest) {
 }
 
 Output Core::artifact_fetch_failed(const Digest& digest) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   s.replication.fetch_ended(digest);
   for (auto& [job, run] : s.running) {
     auto it = run.fetch_retry_ms.find(digest);
@@ -1046,7 +1062,7 @@ Output Core::artifact_fetch_failed(const Digest& digest) {
 }
 
 Output Core::artifact_refused(const Digest& digest, const std::string& reason) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   s.replication.fetch_ended(digest);
   std::vector<std::pair<Digest, std::uint32_t>> waiting;
   for (const auto& [job, run] : s.running) {
@@ -1064,14 +1080,14 @@ Output Core::artifact_refused(const Digest& digest, const std::string& reason) {
 }
 
 Output Core::artifact_lost(const Digest& digest) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   if (s.holdings.remove(digest)) s.holdings.changed();
   s.reconcile();
   return s.take();
 }
 
 Output Core::artifacts_removed(const std::vector<Digest>& digests) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   bool any = false;
   for (const auto& d : digests) any = s.holdings.remove(d) || any;
   if (any) s.holdings.changed();
@@ -1081,7 +1097,7 @@ Output Core::artifacts_removed(const std::vector<Digest>& digests) {
 
 Output Core::source_snapshot(const std::string& pipeline, const std::string& source,
                              const ArtifactRef& artifact) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   s.holdings.add(artifact.digest);
   for (const auto& e : artifact.entries) s.holdings.add(e.digest);
   s.holdings.changed();
@@ -1099,7 +1115,7 @@ Output Core::source_snapshot(const std::string& pipeline, const std::string& sou
 
 Output Core::reconfigure(std::vector<CorePromise> promises, std::vector<Pipeline> pipelines,
                          std::vector<AdvertSource> sources) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   s.config.promises = std::move(promises);
   s.config.pipelines = std::move(pipelines);
   s.config.sources = std::move(sources);
@@ -1124,7 +1140,7 @@ Output Core::reconfigure(std::vector<CorePromise> promises, std::vector<Pipeline
 }
 
 Output Core::retry(const std::vector<Digest>& jobs, const std::string& reason) {
-  Impl& s = *impl_;
+  Impl& s = enter();
   if (!s.started || s.withdrawn) return s.take();
   s.ensure_plan();
   std::vector<JobRef> failed;
@@ -1145,7 +1161,7 @@ Output Core::retry(const std::vector<Digest>& jobs, const std::string& reason) {
 }
 
 Output Core::withdraw() {
-  Impl& s = *impl_;
+  Impl& s = enter();
   s.withdrawn = true;
   std::vector<Digest> jobs;
   for (const auto& [job, run] : s.running) jobs.push_back(job);

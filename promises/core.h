@@ -170,6 +170,12 @@ struct CoreConfig {
   // its bytes).
   std::function<std::string(const Statement&)> encode;
   std::function<void(const std::vector<SignedForm*>&)> sign_together;
+  // With `encode` and `sign_together`: false leaves the statements an input published
+  // unsigned in the output it returns (Output::unsigned_statements), for the caller to
+  // sign with Core::sign before anything reads them and before its next call into the
+  // core (which asserts it): a start whose inputs are in place may then go first (the
+  // agent's, docs/agent.md "Starts before the signature").
+  bool sign_on_take = true;
   // Adds to an own statement, just before it is signed, what only its author can add:
   // the attestation signature of a result or source version (docs/provenance.md).
   // Unset: nothing is added.
@@ -302,6 +308,9 @@ struct Event {
 // stopped run holds its place of the stage's capacity until then. So the shell never has
 // two processes of one job, nor more processes of a stage than its promised capacity.
 struct Output {
+  // Own statements published by this input are still to be signed (Core::sign);
+  // CoreConfig::sign_on_take false only.
+  bool unsigned_statements = false;
   std::vector<Statement> persist;
   std::vector<Outbound> messages;
   std::vector<Action> actions;
@@ -430,6 +439,10 @@ class Core {
   [[nodiscard]] Output on_message(const AgentKey& from, const Message& message);
   [[nodiscard]] Output peer_connected(const AgentKey& peer);
   [[nodiscard]] Output tick(std::int64_t now_ms, std::int64_t wall_unix_ms = 0);
+  // Signs the own statements OUT holds unsigned (CoreConfig::sign_on_take false): in
+  // its persist and messages, and in the core's ledger. Call it with the output the last
+  // call returned, before any other call into the core.
+  void sign(Output& out);
 
   // The process of a started job ended. For a run the core told to stop (KillJob) this
   // is its job_stopped: the outcome is not a result.
@@ -555,6 +568,7 @@ class Core {
   struct Impl;  // core_internal.h
 
  private:
+  Impl& enter();  // an input: asserts that no output waits for its signatures
   std::unique_ptr<Impl> impl_;
 };
 

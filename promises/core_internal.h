@@ -333,9 +333,11 @@ struct Core::Impl {
   void event(EventKind kind, EventLevel level, std::string text,
              std::optional<AgentKey> peer = std::nullopt);
   const Statement& publish(StatementBody body);
-  void sign_published();
+  void sign_published(Output& out);
   // Own statements published by this input and not signed yet (CoreConfig::encode).
   std::vector<std::uint64_t> unsigned_seqs;
+  // An output left with them unsigned (CoreConfig::sign_on_take false), not signed yet.
+  bool signing_due = false;
   void ingest(const Statement& st, bool restored);
   void on_advert(const Statement& st);
   void report_conflicts();
