@@ -906,12 +906,13 @@ void StoreSink::hold(const Digest& digest, std::string bytes) {
 }
 
 // On the loop, with plain file calls and no store state (the store is the worker's): the
-// object's file at its name, read-only like every object, neither synced nor indexed.
-// What a crash leaves of it is nothing (an unnamed file), a temporary (removed by the
-// store's next open) or an object without a row (verified, and indexed or removed, by
-// the next open); the worker's store_received then syncs it where it lies
-// (ArtifactStore::put_placed) and hands back its row. An object already in place is
-// left as it is, and none is placed in a fan-out directory the store has not made yet.
+// object's bytes in an unnamed file, read-only like every object, neither synced nor
+// indexed, named in the store after the start it lets go (name_placed). What a crash
+// leaves of it is nothing (an unnamed file), a temporary (removed by the store's next
+// open) or an object without a row (verified, and indexed or removed, by the next open);
+// the worker's store_received then syncs it where it lies (ArtifactStore::put_placed)
+// and hands back its row. An object already in place is left as it is, and none is
+// named in a fan-out directory the store has not made yet.
 Status StoreSink::place(const Digest& digest, std::string_view bytes) {
   if (unnamed_.count(digest) != 0) return Status::ok();  // placed already, whole
   const std::string path = store_->object_path(digest, store::ArtifactKind::kFile);
@@ -952,9 +953,8 @@ PlacedFile StoreSink::placed_source(const Digest& digest) {
 
 int link_open_file(int fd, const std::string& dest) {
   // Once refused (an older kernel, no capability), not asked again: each refusal is a
-  // system call on the way to a start.
-  // A refusal reads as ENOENT (or EPERM): told apart from a missing directory by the
-  // link through /proc working where it did not.
+  // system call on the way to a start. A refusal reads as ENOENT (or EPERM), told apart
+  // from a missing directory by the link through /proc working where it did not.
   static std::atomic<bool> empty_path{true};
   const bool tried = empty_path.load(std::memory_order_relaxed);
   if (tried) {
