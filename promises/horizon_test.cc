@@ -262,21 +262,7 @@ struct Superseding {
   std::vector<Digest> s_jobs, t_jobs;  // per version
 
   Superseding() {
-    auto out = parse_pipeline(R"([pipeline]
-name = "p"
-[[source]]
-name = "src"
-[[stage]]
-name = "s"
-inputs = ["src"]
-outputs = ["o"]
-run = "true"
-[[stage]]
-name = "t"
-inputs = ["s.o"]
-outputs = ["o"]
-run = "true"
-)", "p.toml");
+    auto out = parse_pipeline(testing::kTwoStagePipeline, "p.toml");
     REQUIRE(out.value.has_value());
     p = *out.value;
     Advert a;

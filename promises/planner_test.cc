@@ -13,23 +13,8 @@ namespace {
 
 using testing::key;
 
-const char* const kPipeline = R"([pipeline]
-name = "p"
-[[source]]
-name = "src"
-[[stage]]
-name = "s"
-inputs = ["src"]
-outputs = ["o"]
-run = "true"
-[[stage]]
-name = "t"
-inputs = ["s.o"]
-outputs = ["o"]
-run = "true"
-)";
-
-std::shared_ptr<const Pipeline> pipeline(const char* text, int retries = 0) {
+using testing::kTwoStagePipeline;
+std::shared_ptr<const Pipeline> pipeline(const std::string& text, int retries = 0) {
   auto out = parse_pipeline(text, "p.toml");
   REQUIRE(out.value.has_value());
   Pipeline p = *out.value;
@@ -70,7 +55,7 @@ Seen seen(const Plan& plan) {
 }  // namespace
 
 TEST_CASE("plans made again reuse the current definitions only while they hold") {
-  auto p = pipeline(kPipeline);
+  auto p = pipeline(kTwoStagePipeline);
   Ledger l;
   REQUIRE(l.add(advert(1, 1, *p)) == Ledger::AddResult::kNew);
   REQUIRE(l.add(testing::statement(
@@ -105,21 +90,9 @@ TEST_CASE("plans made again reuse the current definitions only while they hold")
 
   // Another agent promises an edited `s`: the promises changed, so the definitions are
   // made again (a conflict, one planned: the same as without the cache).
-  auto edited = pipeline(R"([pipeline]
-name = "p"
-[[source]]
-name = "src"
-[[stage]]
-name = "s"
-inputs = ["src"]
-outputs = ["o"]
-run = "false"
-[[stage]]
-name = "t"
-inputs = ["s.o"]
-outputs = ["o"]
-run = "true"
-)");
+  std::string edited_text = kTwoStagePipeline;
+  edited_text.replace(edited_text.find("run = \"true\""), 12, "run = \"false\"");
+  auto edited = pipeline(edited_text);
   REQUIRE(l.add(advert(2, 1, *edited)) == Ledger::AddResult::kNew);
   known.push_back(edited);
   Seen third = both();
@@ -134,7 +107,7 @@ run = "true"
 
   // The file reloaded with other retries: the same digests, a new object. Its retries
   // are planned, not the cached definition's.
-  auto reloaded = pipeline(kPipeline, 3);
+  auto reloaded = pipeline(kTwoStagePipeline, 3);
   REQUIRE(reloaded->digest == p->digest);
   known = {reloaded, edited};
   Seen fifth = both();

@@ -37,4 +37,22 @@ inline JobRef job_ref(const std::string& name, const Digest& stage_digest) {
   return j;
 }
 
+// Pipeline "p": stage `s` reads source `src`, stage `t` reads `s`'s output `o`; each
+// runs "true".
+inline constexpr const char* kTwoStagePipeline = R"([pipeline]
+name = "p"
+[[source]]
+name = "src"
+[[stage]]
+name = "s"
+inputs = ["src"]
+outputs = ["o"]
+run = "true"
+[[stage]]
+name = "t"
+inputs = ["s.o"]
+outputs = ["o"]
+run = "true"
+)";
+
 }  // namespace vow::promises::testing
