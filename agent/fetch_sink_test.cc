@@ -431,5 +431,40 @@ TEST_CASE("a start whose inputs were all placed has them linked, or none of them
   CHECK_FALSE(exists(ex.work_dir(tree) + "/in/t"));
 }
 
+TEST_CASE("where the kernel refuses a link by descriptor, placed inputs are linked through /proc") {
+  State st;
+  REQUIRE(st.artifacts->make_fanouts().is_ok());
+  ReceivedInMemory received;
+  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
+  LocalExecutor ex(st.dir.path(), st.artifacts.get());
+  link_open_file_by_descriptor(false);  // as on Linux before 6.10 without CAP_DAC_READ_SEARCH
+  const std::string a = pattern(40);
+  promises::StartJob start;
+  start.job.job = blake2b("job-proc");
+  start.epoch = 1;
+  start.inputs = {{"a", {blake2b(a), false, a.size(), {}}}};
+  REQUIRE(ex.create_work_dir(start).is_ok());
+  REQUIRE(store_sink.place(blake2b(a), a).is_ok());
+  const int fd = store_sink.placed_source(blake2b(a)).fd;
+  REQUIRE(fd >= 0);
+  struct stat placed {};
+  REQUIRE(::fstat(fd, &placed) == 0);
+  CHECK(placed.st_nlink == 0);
+  Status linked = ex.link_placed_inputs(
+      start, [&](const Digest& d) { return store_sink.placed_source(d); });
+  store_sink.name_placed();
+  link_open_file_by_descriptor(true);
+  REQUIRE(linked.is_ok());
+  const std::string input = ex.work_dir(start) + "/in/a";
+  const std::string object =
+      store::object_path(store::artifacts_root(st.dir.path()), blake2b(a), store::ArtifactKind::kFile);
+  struct stat in {}, obj {};
+  REQUIRE(::stat(input.c_str(), &in) == 0);
+  REQUIRE(::stat(object.c_str(), &obj) == 0);
+  CHECK(in.st_ino == placed.st_ino);
+  CHECK(obj.st_ino == placed.st_ino);
+  CHECK(file_text(input) == a);
+}
+
 }  // namespace
 }  // namespace vow::agent

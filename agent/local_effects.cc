@@ -951,11 +951,18 @@ PlacedFile StoreSink::placed_source(const Digest& digest) {
   return {it->second, ""};
 }
 
+namespace {
+// Once refused (an older kernel, no capability), not asked again: each refusal is a
+// system call on the way to a start.
+std::atomic<bool> link_by_descriptor{true};
+}  // namespace
+
+void link_open_file_by_descriptor(bool on) { link_by_descriptor.store(on); }
+
 int link_open_file(int fd, const std::string& dest) {
-  // Once refused (an older kernel, no capability), not asked again: each refusal is a
-  // system call on the way to a start. A refusal reads as ENOENT (or EPERM), told apart
-  // from a missing directory by the link through /proc working where it did not.
-  static std::atomic<bool> empty_path{true};
+  // A refusal reads as ENOENT (or EPERM), told apart from a missing directory by the
+  // link through /proc working where it did not.
+  std::atomic<bool>& empty_path = link_by_descriptor;
   const bool tried = empty_path.load(std::memory_order_relaxed);
   if (tried) {
     if (::linkat(fd, "", AT_FDCWD, dest.c_str(), AT_EMPTY_PATH) == 0) return 0;

@@ -220,6 +220,10 @@ class StoreSink final : public ArtifactSink {
   bool no_spares_ = false;   // the file system has no unnamed files (O_TMPFILE)
 };
 
+// Whether link_open_file (effects.h) tries AT_EMPTY_PATH before /proc/self/fd; it stops
+// trying on its first refusal. Tests turn it off to take the way of an older kernel.
+void link_open_file_by_descriptor(bool on);
+
 // Where the bytes of a fetch in flight arrive.
 std::string incoming_path(const std::string& state_dir, const Digest& digest);
 
