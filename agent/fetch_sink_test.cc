@@ -378,12 +378,27 @@ TEST_CASE("a placed object is taken only whole and sound, and only when small") 
   CHECK(file_text(work.path() + "/d") == data);
 }
 
-TEST_CASE("a start whose inputs were all placed has them linked, or none of them") {
+// A store with its fan-out directories, a sink that places in it and an executor whose
+// jobs take placed inputs; PlacedFile sources as the agent gives them.
+struct Placing {
   State st;
-  REQUIRE(st.artifacts->make_fanouts().is_ok());
   ReceivedInMemory received;
-  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
-  LocalExecutor ex(st.dir.path(), st.artifacts.get());
+  StoreSink sink{st.dir.path(), st.artifacts.get(), &received};
+  LocalExecutor ex{st.dir.path(), st.artifacts.get()};
+  Placing() { REQUIRE(st.artifacts->make_fanouts().is_ok()); }
+  Executor::PlacedSource source() {
+    return [this](const Digest& d) { return sink.placed_source(d); };
+  }
+  std::string object(const std::string& data) {
+    return store::object_path(store::artifacts_root(st.dir.path()), blake2b(data),
+                              store::ArtifactKind::kFile);
+  }
+};
+
+TEST_CASE("a start whose inputs were all placed has them linked, or none of them") {
+  Placing pl;
+  StoreSink& store_sink = pl.sink;
+  LocalExecutor& ex = pl.ex;
   const std::string a = pattern(10), b = pattern(20);
   promises::StartJob start;
   start.job.job = blake2b("job");
@@ -391,7 +406,7 @@ TEST_CASE("a start whose inputs were all placed has them linked, or none of them
   start.inputs = {{"a", {blake2b(a), false, a.size(), {}}}, {"b", {blake2b(b), false, b.size(), {}}}};
   REQUIRE(ex.create_work_dir(start).is_ok());
   const std::string in = ex.work_dir(start) + "/in/";
-  auto source = [&](const Digest& d) { return store_sink.placed_source(d); };
+  auto source = pl.source();
   REQUIRE(store_sink.place(blake2b(a), a).is_ok());
   // b is not placed: a, linked first, is taken back, and the worker's way is left whole.
   CHECK_FALSE(ex.link_placed_inputs(start, source).is_ok());
@@ -399,8 +414,7 @@ TEST_CASE("a start whose inputs were all placed has them linked, or none of them
   CHECK_FALSE(exists(in + "b"));
   // a, once linked, is named in the store as it leaves the job's directory (an unnamed
   // file that had a name cannot be linked again once it has none).
-  const std::string object_a =
-      store::object_path(store::artifacts_root(st.dir.path()), blake2b(a), store::ArtifactKind::kFile);
+  const std::string object_a = pl.object(a);
   CHECK(file_text(object_a) == a);
   REQUIRE(store_sink.place(blake2b(b), b).is_ok());
   REQUIRE(ex.link_placed_inputs(start, source).is_ok());
@@ -408,8 +422,7 @@ TEST_CASE("a start whose inputs were all placed has them linked, or none of them
   CHECK(file_text(in + "b") == b);
   // b is linked from its unnamed file: the start made no link into the store's fan-out
   // directories, which come after it.
-  const std::string object_b =
-      store::object_path(store::artifacts_root(st.dir.path()), blake2b(b), store::ArtifactKind::kFile);
+  const std::string object_b = pl.object(b);
   CHECK_FALSE(exists(object_b));
   store_sink.name_placed();
   // Linked, not copied: the job's inputs are the placed objects, read-only.
@@ -432,35 +445,30 @@ TEST_CASE("a start whose inputs were all placed has them linked, or none of them
 }
 
 TEST_CASE("where the kernel refuses a link by descriptor, placed inputs are linked through /proc") {
-  State st;
-  REQUIRE(st.artifacts->make_fanouts().is_ok());
-  ReceivedInMemory received;
-  StoreSink store_sink(st.dir.path(), st.artifacts.get(), &received);
-  LocalExecutor ex(st.dir.path(), st.artifacts.get());
-  link_open_file_by_descriptor(false);  // as on Linux before 6.10 without CAP_DAC_READ_SEARCH
+  // As on Linux before 6.10 without CAP_DAC_READ_SEARCH; the next tests link as before.
+  struct Refused {
+    Refused() { link_open_file_by_descriptor(false); }
+    ~Refused() { link_open_file_by_descriptor(true); }
+  } refused;
+  Placing pl;
   const std::string a = pattern(40);
   promises::StartJob start;
   start.job.job = blake2b("job-proc");
   start.epoch = 1;
   start.inputs = {{"a", {blake2b(a), false, a.size(), {}}}};
-  REQUIRE(ex.create_work_dir(start).is_ok());
-  REQUIRE(store_sink.place(blake2b(a), a).is_ok());
-  const int fd = store_sink.placed_source(blake2b(a)).fd;
+  REQUIRE(pl.ex.create_work_dir(start).is_ok());
+  REQUIRE(pl.sink.place(blake2b(a), a).is_ok());
+  const int fd = pl.sink.placed_source(blake2b(a)).fd;
   REQUIRE(fd >= 0);
   struct stat placed {};
   REQUIRE(::fstat(fd, &placed) == 0);
   CHECK(placed.st_nlink == 0);
-  Status linked = ex.link_placed_inputs(
-      start, [&](const Digest& d) { return store_sink.placed_source(d); });
-  store_sink.name_placed();
-  link_open_file_by_descriptor(true);
-  REQUIRE(linked.is_ok());
-  const std::string input = ex.work_dir(start) + "/in/a";
-  const std::string object =
-      store::object_path(store::artifacts_root(st.dir.path()), blake2b(a), store::ArtifactKind::kFile);
+  REQUIRE(pl.ex.link_placed_inputs(start, pl.source()).is_ok());
+  pl.sink.name_placed();
+  const std::string input = pl.ex.work_dir(start) + "/in/a";
   struct stat in {}, obj {};
   REQUIRE(::stat(input.c_str(), &in) == 0);
-  REQUIRE(::stat(object.c_str(), &obj) == 0);
+  REQUIRE(::stat(pl.object(a).c_str(), &obj) == 0);
   CHECK(in.st_ino == placed.st_ino);
   CHECK(obj.st_ino == placed.st_ino);
   CHECK(file_text(input) == a);
